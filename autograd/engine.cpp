@@ -1,0 +1,132 @@
+#include "autograd/engine.h"
+
+#include <unordered_map>
+#include <unordered_set>
+
+#include "autograd/grad_mode.h"
+#include "autograd/node.h"
+#include "core/tensor_math.h"
+
+namespace sinklab::autograd {
+
+bool needs_grad(const std::vector<Tensor>& inputs) {
+  if (!grad_enabled()) return false;
+  for (const Tensor& t : inputs)
+    if (t.defined() && t.requires_grad()) return true;
+  return false;
+}
+
+void record(Tensor& output, const char* name, const std::vector<Tensor>& inputs,
+            BackwardFn backward) {
+  if (!needs_grad(inputs)) return;
+  output.set_grad_fn(std::make_shared<Node>(name, inputs, std::move(backward)));
+  output.autograd_meta().requires_grad = true;
+}
+
+namespace {
+
+// Post-order DFS from the root's node: every node appears after all nodes that consume it.
+// Owning pointers: releasing a node's inputs must not free nodes still to be visited.
+std::vector<std::shared_ptr<Node>> topological_order(const std::shared_ptr<Node>& root) {
+  std::vector<std::shared_ptr<Node>> order;
+  std::unordered_set<Node*> seen;
+  std::vector<std::pair<std::shared_ptr<Node>, size_t>> stack{{root, 0}};
+  seen.insert(root.get());
+  while (!stack.empty()) {
+    auto& [node, next] = stack.back();
+    if (next < node->inputs().size()) {
+      const Tensor& in = node->inputs()[next++];
+      std::shared_ptr<Node> child = in.defined() ? in.grad_fn() : nullptr;
+      if (child && seen.insert(child.get()).second) stack.push_back({child, 0});
+    } else {
+      order.push_back(node);
+      stack.pop_back();
+    }
+  }
+  return order;  // children before parents; process in reverse
+}
+
+// Sums gradients arriving at a non-leaf. A fresh tensor is made for the sum because a backward
+// closure may still hold the first gradient.
+void accumulate(Tensor& slot, const Tensor& g) {
+  if (!slot.defined()) {
+    slot = g;
+    return;
+  }
+  Tensor sum = slot.copy_contiguous();
+  add_into(sum, g);
+  slot = sum;
+}
+
+void accumulate_leaf(const Tensor& leaf_handle, const Tensor& g) {
+  Tensor leaf = leaf_handle;
+  Tensor existing = leaf.grad();
+  if (existing.defined()) {
+    add_into(existing, g);
+  } else {
+    leaf.set_grad(g.copy_contiguous());
+  }
+}
+
+}  // namespace
+
+void backward(const Tensor& root, const Tensor& grad_output) {
+  SINKLAB_CHECK(root.defined(), ValueError, "backward on an undefined tensor", "");
+  SINKLAB_CHECK(root.requires_grad(), ValueError,
+                "backward on " << root.str() << " which does not require grad",
+                "no input of the computation had requires_grad set, or it ran under NoGradGuard");
+  Tensor seed = grad_output;
+  if (!seed.defined()) {
+    SINKLAB_CHECK(root.numel() == 1, ShapeError,
+                  "backward on non-scalar " << root.str() << " without a grad_output",
+                  "reduce to a scalar (sum/mean) or pass grad_output");
+    seed = Tensor::full(root.shape(), 1.0, root.dtype(), root.device());
+  }
+  SINKLAB_CHECK(seed.shape() == root.shape(), ShapeError,
+                "backward: grad_output " << seed.str() << " for root " << root.str(),
+                "grad_output must have the root's shape");
+  NoGradGuard no_grad;
+  if (root.is_leaf()) {
+    accumulate_leaf(root, seed);
+    return;
+  }
+  std::shared_ptr<Node> root_node = root.grad_fn();
+  SINKLAB_CHECK(!root_node->released(), ValueError,
+                "backward through op '" << root_node->name() << "' a second time",
+                "build the graph again (run the forward pass) before another backward");
+  std::vector<std::shared_ptr<Node>> order = topological_order(root_node);
+  std::unordered_map<Node*, Tensor> grads;
+  grads[root_node.get()] = seed;
+  for (auto it = order.rbegin(); it != order.rend(); ++it) {
+    Node* node = it->get();
+    auto found = grads.find(node);
+    if (found == grads.end()) continue;  // no gradient flows here
+    Tensor g = found->second.contiguous_or_self();  // kernels see contiguous grads
+    grads.erase(found);
+    SINKLAB_CHECK(!node->released(), ValueError,
+                  "backward through op '" << node->name() << "' a second time",
+                  "build the graph again before another backward");
+    std::vector<Tensor> input_grads = node->apply(g);
+    const auto& inputs = node->inputs();
+    SINKLAB_CHECK(input_grads.size() == inputs.size(), InternalError,
+                  "op '" << node->name() << "' returned " << input_grads.size()
+                         << " gradients for " << inputs.size() << " inputs",
+                  "fix the op's backward");
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      const Tensor& in = inputs[i];
+      const Tensor& gi = input_grads[i];
+      if (!gi.defined() || !in.defined() || !in.requires_grad()) continue;
+      SINKLAB_CHECK(gi.shape() == in.shape(), InternalError,
+                    "op '" << node->name() << "' gave grad " << gi.str() << " for input " << i
+                           << " " << in.str(),
+                    "fix the op's backward");
+      if (in.is_leaf())
+        accumulate_leaf(in, gi);
+      else
+        accumulate(grads[in.grad_fn().get()], gi);
+    }
+    node->release();
+  }
+}
+
+}  // namespace sinklab::autograd

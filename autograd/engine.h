@@ -1,0 +1,19 @@
+// Reverse-mode backward pass.
+//
+// Gradient contract:
+//  - backward(root) needs a one-element root unless grad_output is given (same shape as root).
+//  - Leaves (tensors with requires_grad and no grad_fn) accumulate: leaf.grad += dL/dleaf. If
+//    leaf.grad() is already defined it is added to in place (so a grad can be a view into a flat
+//    gradient buffer); otherwise a new contiguous tensor is set. Zeroing is the caller's job
+//    (optimizer zero_grad).
+//  - Non-leaf gradients are not kept. A tensor used several times receives the sum.
+//  - The graph is released after backward: calling backward twice through it is an error.
+//  - Backward runs with grad mode off (no double backward).
+#pragma once
+#include "core/tensor.h"
+
+namespace sinklab::autograd {
+
+void backward(const Tensor& root, const Tensor& grad_output = Tensor());
+
+}  // namespace sinklab::autograd

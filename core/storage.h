@@ -1,0 +1,39 @@
+// A block of memory on one device, shared by every tensor that views it.
+#pragma once
+#include <cstddef>
+#include <memory>
+
+#include "core/device.h"
+
+namespace sinklab {
+
+// Device memory functions, installed by cuda/ when it is built (core stays CUDA-free).
+struct DeviceMemoryHooks {
+  void* (*allocate)(size_t bytes, int device) = nullptr;
+  void (*release)(void* ptr, int device) = nullptr;
+  // kind: 0 host->device, 1 device->host, 2 device->device
+  void (*copy)(void* dst, const void* src, size_t bytes, int kind, int device) = nullptr;
+};
+void install_device_memory_hooks(const DeviceMemoryHooks& hooks);
+const DeviceMemoryHooks& device_memory_hooks();
+bool cuda_backend_available();
+
+class Storage {
+ public:
+  Storage(size_t bytes, Device device);
+  ~Storage();
+  Storage(const Storage&) = delete;
+  Storage& operator=(const Storage&) = delete;
+
+  void* data() { return data_; }
+  const void* data() const { return data_; }
+  size_t bytes() const { return bytes_; }
+  Device device() const { return device_; }
+
+ private:
+  void* data_ = nullptr;
+  size_t bytes_ = 0;
+  Device device_;
+};
+
+}  // namespace sinklab

@@ -1,0 +1,82 @@
+#include "ops/cpu/gemm.h"
+
+#include <algorithm>
+#include <vector>
+
+#include "core/parallel.h"
+#include "ops/cpu/dispatch.h"
+#include "ops/cpu/elementwise.h"
+
+namespace sinklab::cpu {
+
+namespace {
+
+// Row-major copy of the transpose of a (rows, cols) matrix.
+template <class T>
+std::vector<T> transposed(const T* src, int64_t rows, int64_t cols) {
+  std::vector<T> out(rows * cols);
+  constexpr int64_t kTile = 32;
+  for (int64_t r0 = 0; r0 < rows; r0 += kTile)
+    for (int64_t c0 = 0; c0 < cols; c0 += kTile)
+      for (int64_t r = r0; r < std::min(rows, r0 + kTile); ++r)
+        for (int64_t c = c0; c < std::min(cols, c0 + kTile); ++c) out[c * rows + r] = src[r * cols + c];
+  return out;
+}
+
+}  // namespace
+
+template <class T>
+void gemm(int64_t M, int64_t N, int64_t K, const T* A, bool trans_a, const T* B, bool trans_b,
+          T* C, bool accumulate) {
+  // Bring both operands to plain row-major (M, K) and (K, N): the transposes cost O(MK + KN),
+  // small next to the O(MNK) product, and keep the inner loop a unit-stride axpy that vectorises.
+  std::vector<T> a_copy, b_copy;
+  if (trans_a) { a_copy = transposed(A, K, M); A = a_copy.data(); }
+  if (trans_b) { b_copy = transposed(B, N, K); B = b_copy.data(); }
+  constexpr int64_t kRows = 16, kDepth = 256, kCols = 512;
+  const int64_t row_blocks = (M + kRows - 1) / kRows;
+  parallel_for(row_blocks, [&](int64_t rb) {
+    const int64_t i0 = rb * kRows, i1 = std::min(M, i0 + kRows);
+    if (!accumulate)
+      for (int64_t i = i0; i < i1; ++i) std::fill(C + i * N, C + (i + 1) * N, T(0));
+    for (int64_t k0 = 0; k0 < K; k0 += kDepth) {
+      const int64_t k1 = std::min(K, k0 + kDepth);
+      for (int64_t j0 = 0; j0 < N; j0 += kCols) {
+        const int64_t j1 = std::min(N, j0 + kCols);
+        for (int64_t i = i0; i < i1; ++i) {
+          T* c_row = C + i * N;
+          for (int64_t k = k0; k < k1; ++k) {
+            const T a = A[i * K + k];
+            const T* b_row = B + k * N;
+            for (int64_t j = j0; j < j1; ++j) c_row[j] += a * b_row[j];
+          }
+        }
+      }
+    }
+  });
+}
+
+template void gemm<float>(int64_t, int64_t, int64_t, const float*, bool, const float*, bool,
+                          float*, bool);
+template void gemm<double>(int64_t, int64_t, int64_t, const double*, bool, const double*, bool,
+                           double*, bool);
+
+void batched_gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Tensor& c,
+                  bool accumulate) {
+  const int64_t batch = c.size(0), M = c.size(1), N = c.size(2);
+  const int64_t K = trans_a ? a.size(1) : a.size(2);
+  const bool a_shared = a.size(0) == 1, b_shared = b.size(0) == 1;
+  dispatch_float(a.dtype(), "matmul", [&](auto zero) {
+    using T = decltype(zero);
+    const T* pa = a.data<T>();
+    const T* pb = b.data<T>();
+    T* pc = c.data<T>();
+    for (int64_t i = 0; i < batch; ++i)
+      gemm<T>(M, N, K, pa + (a_shared ? 0 : i * M * K), trans_a, pb + (b_shared ? 0 : i * K * N), trans_b,
+              pc + i * M * N, accumulate);
+  });
+}
+
+void bias_grad(const Tensor& grad, Tensor& grad_bias) { sum_leading(grad, nullptr, grad_bias); }
+
+}  // namespace sinklab::cpu

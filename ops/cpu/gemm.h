@@ -1,0 +1,22 @@
+// Blocked, multithreaded CPU GEMM (the reference for cuBLASLt).
+#pragma once
+#include <cstdint>
+
+#include "core/tensor.h"
+
+namespace sinklab::cpu {
+
+// C = op(A) @ op(B) (+ C when accumulate), all row-major and contiguous.
+// A is (M, K), or (K, M) when trans_a; B is (K, N), or (N, K) when trans_b; C is (M, N).
+template <class T>
+void gemm(int64_t M, int64_t N, int64_t K, const T* A, bool trans_a, const T* B, bool trans_b,
+          T* C, bool accumulate);
+
+// Tensor form over a batch: a and b (batch or 1, ., .) (1: shared by all), c (batch, M, N).
+void batched_gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Tensor& c,
+                  bool accumulate);
+
+// grad_bias[n] = sum over rows of grad (rows, N).
+void bias_grad(const Tensor& grad, Tensor& grad_bias);
+
+}  // namespace sinklab::cpu

@@ -1,0 +1,142 @@
+#include "ops/matmul.h"
+
+#include "autograd/grad_mode.h"
+#include "autograd/node.h"
+#include "ops/cpu/gemm.h"
+#include "ops/elementwise.h"
+
+namespace sinklab::ops {
+
+OpKernels<GemmFn, GemmFn> matmul_kernels{"matmul", cpu::batched_gemm, cpu::batched_gemm};
+OpKernels<BiasGradFn, BiasGradFn> bias_grad_kernels{"bias_grad", cpu::bias_grad, cpu::bias_grad};
+
+namespace {
+
+// (batch, rows, cols) view of a contiguous (..., rows, cols) tensor.
+Tensor as_batched(const Tensor& t) {
+  const int64_t rows = t.size(-2), cols = t.size(-1);
+  return t.reshape_view({t.numel() / (rows * cols), rows, cols});
+}
+
+// c = op(a) @ op(b) for 3-D contiguous operands, c allocated here with `batch` entries.
+Tensor gemm3(const Tensor& a, bool ta, const Tensor& b, bool tb, int64_t batch) {
+  const int64_t M = ta ? a.size(2) : a.size(1);
+  const int64_t N = tb ? b.size(1) : b.size(2);
+  Tensor c = Tensor::empty({batch, M, N}, a.dtype(), a.device());
+  matmul_kernels.forward(a.device())(a, ta, b, tb, c, false);
+  return c;
+}
+
+void check_operands(const Tensor& a, const Tensor& b, const char* op) {
+  check_defined(a, op, "a");
+  check_defined(b, op, "b");
+  check_same_device(a, b, op);
+  check_same_dtype(a, b, op);
+  check_contiguous(a, op, "a");
+  check_contiguous(b, op, "b");
+}
+
+}  // namespace
+
+Tensor matmul(const Tensor& a, const Tensor& b, bool ta, bool tb) {
+  check_operands(a, b, "matmul");
+  SINKLAB_CHECK(a.dim() >= 2 && b.dim() >= 2, ShapeError,
+                "matmul: a " << a.str() << " and b " << b.str() << " must have rank >= 2",
+                "reshape vectors to (1, K) or (K, 1)");
+  const bool b_shared = b.dim() == 2;
+  SINKLAB_CHECK(b_shared || (a.dim() == b.dim() &&
+                             Shape(a.shape().begin(), a.shape().end() - 2) ==
+                                 Shape(b.shape().begin(), b.shape().end() - 2)),
+                ShapeError,
+                "matmul: batch dims of a " << shape_str(a.shape()) << " and b "
+                                           << shape_str(b.shape()) << " differ",
+                "b must be 2-D (shared) or have a's leading dims");
+  const int64_t Ka = ta ? a.size(-2) : a.size(-1);
+  const int64_t Kb = tb ? b.size(-1) : b.size(-2);
+  SINKLAB_CHECK(Ka == Kb, ShapeError,
+                "matmul: inner dims differ: a " << shape_str(a.shape()) << (ta ? "^T" : "")
+                                                << " and b " << shape_str(b.shape())
+                                                << (tb ? "^T" : ""),
+                "a's columns must equal b's rows (after the transposes)");
+  Tensor a3 = as_batched(a), b3 = as_batched(b);
+  const int64_t batch = a3.size(0);
+  Tensor c3 = gemm3(a3, ta, b3, tb, batch);
+  Shape out_shape(a.shape().begin(), a.shape().end() - 2);
+  out_shape.push_back(c3.size(1));
+  out_shape.push_back(c3.size(2));
+  Tensor out = c3.reshape_view(out_shape);
+  autograd::record(
+      out, "matmul", {a, b},
+      [a3 = a3.detach(), b3 = b3.detach(), ta, tb, b_shared, a_shape = a.shape(),
+       b_shape = b.shape(), ra = a.requires_grad(), rb = b.requires_grad()](const Tensor& g) {
+        Tensor g3 = as_batched(g);
+        const int64_t batch = g3.size(0);
+        Tensor ga, gb;
+        // C = A B: dA = dC B^T, dB = A^T dC (with the stored transposes folded in).
+        if (ra) {
+          ga = ta ? gemm3(b3, tb, g3, true, batch) : gemm3(g3, false, b3, !tb, batch);
+          ga = ga.reshape_view(a_shape);
+        }
+        if (rb) {
+          if (b_shared) {  // sum over the batch: fold it into the rows
+            const int64_t M = g3.size(1), N = g3.size(2);
+            Tensor g2 = g3.reshape_view({1, batch * M, N});
+            Tensor a2 = ta ? a3 : a3.reshape_view({1, batch * M, a3.size(2)});
+            if (ta) {  // a3 is (batch, K, M): stack the batch along M by transposing per entry
+              Tensor at = Tensor::empty({batch, M, a3.size(1)}, a3.dtype(), a3.device());
+              at.copy_from(a3.transpose_view(1, 2));
+              a2 = at.reshape_view({1, batch * M, a3.size(1)});
+            }
+            gb = tb ? gemm3(g2, true, a2, false, 1) : gemm3(a2, true, g2, false, 1);
+          } else {
+            gb = tb ? gemm3(g3, true, a3, ta, batch) : gemm3(a3, !ta, g3, false, batch);
+          }
+          gb = gb.reshape_view(b_shape);
+        }
+        return std::vector<Tensor>{ga, gb};
+      });
+  return out;
+}
+
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
+  check_operands(x, w, "linear");
+  check_rank(w, 2, "linear", "w");
+  SINKLAB_CHECK(x.dim() >= 1 && x.size(-1) == w.size(1), ShapeError,
+                "linear: x " << shape_str(x.shape()) << " does not match w "
+                             << shape_str(w.shape()) << " (N, K)",
+                "x's last dim must equal w's second dim");
+  if (bias.defined()) {
+    check_same_device(x, bias, "linear");
+    check_same_dtype(x, bias, "linear");
+    check_shape(bias, {w.size(0)}, "linear", "bias");
+  }
+  const int64_t K = w.size(1), N = w.size(0), rows = x.numel() / K;
+  Tensor x3 = x.reshape_view({1, rows, K});
+  Tensor w3 = w.reshape_view({1, N, K});
+  Tensor y = gemm3(x3, false, w3, true, 1);  // (1, rows, N)
+  if (bias.defined()) {
+    autograd::NoGradGuard no_grad;
+    y = add(y, bias);
+  }
+  Shape out_shape = x.shape();
+  out_shape.back() = N;
+  Tensor out = y.reshape_view(out_shape);
+  autograd::record(out, "linear", {x, w, bias},
+                   [x3 = x3.detach(), w3 = w3.detach(),
+                    x_shape = x.shape(), rx = x.requires_grad(), rw = w.requires_grad(),
+                    rbias = bias.defined() && bias.requires_grad()](const Tensor& g) {
+                     const int64_t N = w3.size(1), K = w3.size(2);
+                     Tensor g3 = g.reshape_view({1, g.numel() / N, N});
+                     Tensor gx, gw, gbias;
+                     if (rx) gx = gemm3(g3, false, w3, false, 1).reshape_view(x_shape);
+                     if (rw) gw = gemm3(g3, true, x3, false, 1).reshape_view({N, K});
+                     if (rbias) {
+                       gbias = Tensor::empty({N}, g.dtype(), g.device());
+                       bias_grad_kernels.backward(g.device())(g3, gbias);
+                     }
+                     return std::vector<Tensor>{gx, gw, gbias};
+                   });
+  return out;
+}
+
+}  // namespace sinklab::ops

@@ -1,0 +1,21 @@
+// Matrix products.
+//   matmul(a, b, ta, tb): a (..., M, K) (or (..., K, M) when ta), b (K, N) (or (N, K) when tb)
+//     shared by every batch entry, or b (..., K, N) with a's leading dims -> (..., M, N).
+//   linear(x, w, bias): x (..., K), w (N, K), bias (N) or undefined -> x @ w^T + bias (..., N).
+#pragma once
+#include "core/tensor.h"
+#include "ops/op_table.h"
+
+namespace sinklab::ops {
+
+Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a = false, bool trans_b = false);
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias = Tensor());
+
+using GemmFn = void (*)(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Tensor& c,
+                        bool accumulate);
+using BiasGradFn = void (*)(const Tensor& grad, Tensor& grad_bias);
+// Backward of a product is two more products; linear's bias gradient is a column sum.
+extern OpKernels<GemmFn, GemmFn> matmul_kernels;
+extern OpKernels<BiasGradFn, BiasGradFn> bias_grad_kernels;
+
+}  // namespace sinklab::ops

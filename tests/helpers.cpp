@@ -1,0 +1,66 @@
+#include "tests/helpers.h"
+
+#include <cmath>
+#include <sstream>
+
+#include "core/storage.h"
+
+namespace sinklab::test {
+
+Tensor random_tensor(const Shape& shape, uint64_t stream, DType dtype, double stddev,
+                     bool requires_grad) {
+  Tensor t = randn(shape, RngKey{20261129, stream, 0}, stddev, dtype);
+  if (requires_grad) t.set_requires_grad(true);
+  return t;
+}
+
+double closeness(const std::vector<double>& actual, const std::vector<double>& expected,
+                 double rtol, double atol) {
+  REQUIRE(actual.size() == expected.size());
+  double worst = 0;
+  for (size_t i = 0; i < actual.size(); ++i) {
+    double err = std::fabs(actual[i] - expected[i]) / (atol + rtol * std::fabs(expected[i]));
+    if (std::isnan(actual[i]) != std::isnan(expected[i])) err = INFINITY;
+    if (!(err <= worst)) worst = err;  // keeps NaN as a failure
+  }
+  return worst;
+}
+
+void require_close(const Tensor& actual, const std::vector<double>& expected, double rtol,
+                   double atol) {
+  std::vector<double> a = actual.to_doubles();
+  REQUIRE(a.size() == expected.size());
+  double c = closeness(a, expected, rtol, atol);
+  if (!(c <= 1.0)) {
+    std::ostringstream msg;
+    for (size_t i = 0; i < a.size(); ++i) {
+      if (std::fabs(a[i] - expected[i]) > atol + rtol * std::fabs(expected[i]) ||
+          std::isnan(a[i])) {
+        msg << "first mismatch at element " << i << ": got " << a[i] << ", expected "
+            << expected[i];
+        break;
+      }
+    }
+    INFO(actual.str() << ": " << msg.str());
+    REQUIRE(c <= 1.0);
+  }
+}
+
+void require_close(const Tensor& actual, const Tensor& expected, double rtol, double atol) {
+  REQUIRE(actual.shape() == expected.shape());
+  require_close(actual, expected.to_doubles(), rtol, atol);
+}
+
+void require_gradients(const std::function<Tensor(const std::vector<Tensor>&)>& f,
+                       const std::vector<Tensor>& inputs, double atol, double rtol) {
+  autograd::GradCheckOptions options;
+  options.atol = atol;
+  options.rtol = rtol;
+  autograd::GradCheckResult r = autograd::gradcheck(f, inputs, options);
+  INFO(r.report);
+  REQUIRE(r.ok);
+}
+
+bool cuda_device_present() { return cuda_backend_available(); }
+
+}  // namespace sinklab::test

@@ -1,0 +1,50 @@
+// Shared test helpers: seeded random tensors, closeness checks, gradient checks, GPU skip.
+#pragma once
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "autograd/gradcheck.h"
+#include "core/random.h"
+#include "core/tensor.h"
+#include "tests/catch.h"
+
+namespace sinklab::test {
+
+// Normal(0, stddev) tensor; each call site passes its own stream so tests are independent.
+Tensor random_tensor(const Shape& shape, uint64_t stream, DType dtype = DType::F64,
+                     double stddev = 1.0, bool requires_grad = false);
+
+// Largest |a - b| / (atol + rtol |b|); <= 1 means close. Shapes must match.
+double closeness(const std::vector<double>& actual, const std::vector<double>& expected,
+                 double rtol, double atol);
+
+// REQUIRE-style check with a readable failure message.
+void require_close(const Tensor& actual, const std::vector<double>& expected, double rtol = 1e-9,
+                   double atol = 1e-9);
+void require_close(const Tensor& actual, const Tensor& expected, double rtol = 1e-9,
+                   double atol = 1e-9);
+
+// Gradient check of f at inputs (f64; those with requires_grad are checked).
+void require_gradients(const std::function<Tensor(const std::vector<Tensor>&)>& f,
+                       const std::vector<Tensor>& inputs, double atol = 1e-6, double rtol = 1e-5);
+
+bool cuda_device_present();
+
+}  // namespace sinklab::test
+
+// Skips the rest of a [cuda] test when no GPU is present (SKIP on Catch2 3, a warning on 2).
+#if defined(CATCH_VERSION_MAJOR) && CATCH_VERSION_MAJOR >= 3
+#define SINKLAB_REQUIRE_CUDA()                                                    \
+  do {                                                                            \
+    if (!::sinklab::test::cuda_device_present()) SKIP("no CUDA device present");  \
+  } while (0)
+#else
+#define SINKLAB_REQUIRE_CUDA()                                           \
+  do {                                                                   \
+    if (!::sinklab::test::cuda_device_present()) {                       \
+      WARN("skipped: no CUDA device present");                           \
+      return;                                                            \
+    }                                                                    \
+  } while (0)
+#endif
