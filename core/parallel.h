@@ -25,6 +25,7 @@ void parallel_for(int64_t n, Fn fn, int64_t min_per_thread = 1) {
     return;
   }
 #endif
+  (void)min_per_thread;
   for (int64_t i = 0; i < n; ++i) fn(i);
 }
 

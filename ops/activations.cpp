@@ -1,0 +1,64 @@
+#include "ops/activations.h"
+
+#include "autograd/node.h"
+#include "ops/cpu/activations.h"
+
+namespace sinklab::ops {
+
+OpKernels<ActivationForwardFn, ActivationBackwardFn> gelu_kernels{"gelu", cpu::gelu_forward,
+                                                                  cpu::gelu_backward};
+OpKernels<ActivationForwardFn, ActivationBackwardFn> silu_kernels{"silu", cpu::silu_forward,
+                                                                  cpu::silu_backward};
+OpKernels<GatedForwardFn, GatedBackwardFn> swiglu_kernels{"swiglu", cpu::swiglu_forward,
+                                                          cpu::swiglu_backward};
+
+namespace {
+
+// y = act(x) for gelu and silu; backward saves x.
+Tensor activation(const Tensor& x, const char* op,
+                  const OpKernels<ActivationForwardFn, ActivationBackwardFn>& kernels) {
+  check_float(x, op, "x");
+  check_contiguous(x, op, "x");
+  Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());  // (...) like x
+  kernels.forward(x.device())(x, y);
+  autograd::record(y, op, {x}, [k = &kernels, x = x.detach()](const Tensor& g) {
+    Tensor gx = Tensor::empty(x.shape(), x.dtype(), x.device());  // (...) like x
+    k->backward(g.device())(g, x, gx);
+    return std::vector<Tensor>{gx};
+  });
+  return y;
+}
+
+}  // namespace
+
+Tensor gelu(const Tensor& x) { return activation(x, "gelu", gelu_kernels); }
+
+Tensor silu(const Tensor& x) { return activation(x, "silu", silu_kernels); }
+
+Tensor swiglu(const Tensor& gate, const Tensor& up) {
+  check_float(gate, "swiglu", "gate");
+  check_defined(up, "swiglu", "up");
+  check_same_device(gate, up, "swiglu");
+  check_same_dtype(gate, up, "swiglu");
+  check_contiguous(gate, "swiglu", "gate");
+  check_contiguous(up, "swiglu", "up");
+  SINKLAB_CHECK(gate.shape() == up.shape(), ShapeError,
+                "swiglu: gate " << shape_str(gate.shape()) << " and up "
+                                << shape_str(up.shape()) << " differ",
+                "gate and up are the two FFN projections of one input: same shape (..., F)");
+  Tensor y = Tensor::empty(gate.shape(), gate.dtype(), gate.device());  // (..., F)
+  swiglu_kernels.forward(gate.device())(gate, up, y);
+  autograd::record(y, "swiglu", {gate, up},
+                   [gate = gate.detach(), up = up.detach(), rg = gate.requires_grad(),
+                    ru = up.requires_grad()](const Tensor& g) {
+                     Tensor gg, gu;
+                     if (rg) gg = Tensor::empty(gate.shape(), gate.dtype(), gate.device());  // (..., F)
+                     if (ru) gu = Tensor::empty(up.shape(), up.dtype(), up.device());        // (..., F)
+                     swiglu_kernels.backward(g.device())(g, gate, up, rg ? &gg : nullptr,
+                                                         ru ? &gu : nullptr);
+                     return std::vector<Tensor>{gg, gu};
+                   });
+  return y;
+}
+
+}  // namespace sinklab::ops

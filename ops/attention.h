@@ -1,0 +1,77 @@
+// Causal multi-head attention (flash-attention semantics: no T x T matrix is kept for backward).
+//
+//   attention(q, k, v): q, k, v (B, T, NH, HS) contiguous, one dtype (f32/f64)
+//     -> out (B, T, NH, HS), causal: query t sees keys 0..t (fewer where isolated).
+//     score_tj = q_t . k_j * scale for the keys query t may see: first_key(t) <= j <= t, where
+//     first_key(t) = t for an isolated position t (it attends only to itself, like token 0) and
+//     0 otherwise.
+//     softmax (default): out_t = sum_j exp(score_tj - lse_t) v_j, lse_t = log sum_j exp(score_tj);
+//       lse (B, NH, T) is saved for backward and handed out through lse_out (no grad).
+//     sigmoid: out_t = sum_j sigmoid(score_tj) v_j (no row normalisation); *lse_out = Tensor().
+//   Backward recomputes the probabilities from q, k and lse (dS = P * (dP - D), D_t = dO_t . O_t).
+//
+// The two probes below carry no gradient. They are for sink metrics, tests and inspection.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "core/tensor.h"
+#include "ops/op_table.h"
+
+namespace sinklab::ops {
+
+struct AttentionOptions {
+  double scale = 0.0;                      // 0 means 1/sqrt(HS)
+  bool sigmoid = false;                    // A = sigmoid(q.k * scale) under the causal mask,
+                                           // no row normalisation
+  std::vector<int64_t> isolate_positions;  // query row k may only attend to key k (no keys < k),
+                                           // like token 0
+};
+
+// lse_out, when given, receives the saved log-sum-exp (B, NH, T) in attention_lse_dtype(q): it
+// shares storage with what backward uses, so read it, don't write it.
+Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v,
+                 const AttentionOptions& options = {}, Tensor* lse_out = nullptr);
+
+// Materialised attention probabilities A (B, NH, T, T) (zeros above the diagonal / where
+// masked). Small T only: for tests and probes.
+Tensor attention_probabilities(const Tensor& q, const Tensor& k,
+                               const AttentionOptions& options = {});
+
+// A[b, h, t, key] for every query t >= key as (B, NH, T) (0 for t < key or where masked),
+// computed from the saved lse as exp(q_t . k_key * scale - lse_t) without any T x T matrix
+// (sigmoid mode: sigmoid(q_t . k_key * scale), lse ignored and may be undefined).
+// lse: (B, NH, T) in attention_lse_dtype(q), as attention() hands it out.
+Tensor attention_key_mass(const Tensor& q, const Tensor& k, const Tensor& lse, int64_t key,
+                          const AttentionOptions& options = {});
+
+// dtype of the saved log-sum-exp: f64 for f64 inputs, f32 otherwise (also for a bf16 GPU path).
+inline DType attention_lse_dtype(DType qkv_dtype) {
+  return qkv_dtype == DType::F64 ? DType::F64 : DType::F32;
+}
+
+// The options resolved once at the op's entry, as every kernel sees them.
+struct AttentionParams {
+  double scale = 0.0;              // never 0 here
+  bool sigmoid = false;
+  std::vector<int64_t> first_key;  // (T): query t attends to keys first_key[t] .. t
+};
+
+using AttentionForwardFn = void (*)(const Tensor& q, const Tensor& k, const Tensor& v,
+                                    const AttentionParams& params, Tensor& out, Tensor& lse);
+// Writes dq, dk, dv (all (B, T, NH, HS)); lse is ignored in sigmoid mode.
+using AttentionBackwardFn = void (*)(const Tensor& q, const Tensor& k, const Tensor& v,
+                                     const Tensor& out, const Tensor& lse, const Tensor& grad_out,
+                                     const AttentionParams& params, Tensor& dq, Tensor& dk,
+                                     Tensor& dv);
+using AttentionProbsFn = void (*)(const Tensor& q, const Tensor& k, const AttentionParams& params,
+                                  Tensor& probs);
+using AttentionKeyMassFn = void (*)(const Tensor& q, const Tensor& k, const Tensor& lse,
+                                    int64_t key, const AttentionParams& params, Tensor& mass);
+
+extern OpKernels<AttentionForwardFn, AttentionBackwardFn> attention_kernels;
+// The probes have no backward (no-grad by definition): their backward slots stay null.
+extern OpKernels<AttentionProbsFn, AttentionProbsFn> attention_probabilities_kernels;
+extern OpKernels<AttentionKeyMassFn, AttentionKeyMassFn> attention_key_mass_kernels;
+
+}  // namespace sinklab::ops

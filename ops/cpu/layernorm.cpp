@@ -1,0 +1,91 @@
+#include "ops/cpu/layernorm.h"
+
+#include <cmath>
+
+#include "core/parallel.h"
+#include "ops/cpu/dispatch.h"
+
+namespace sinklab::cpu {
+
+namespace {
+constexpr int64_t kGrain = 1 << 14;  // elements per thread, at least
+}  // namespace
+
+void layernorm_forward(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps,
+                       Tensor& y, Tensor& mean, Tensor& rstd) {
+  dispatch_float(x.dtype(), "layernorm", [&](auto zero) {
+    using T = decltype(zero);
+    const int64_t C = x.size(-1), rows = x.numel() / C;
+    const T* px = x.data<T>();                                 // (rows, C)
+    const T* pw = weight.data<T>();                            // (C)
+    const T* pb = bias.defined() ? bias.data<T>() : nullptr;   // (C) or none
+    T* py = y.data<T>();                                       // (rows, C)
+    T* pmean = mean.data<T>();                                 // (rows)
+    T* prstd = rstd.data<T>();                                 // (rows)
+    parallel_for(rows, [&](int64_t r) {
+      const T* xr = px + r * C;  // (C)
+      double sum = 0;
+      for (int64_t c = 0; c < C; ++c) sum += xr[c];
+      const double mu = sum / static_cast<double>(C);
+      double sq = 0;  // two passes: no cancellation when |mean| >> std
+      for (int64_t c = 0; c < C; ++c) sq += (xr[c] - mu) * (xr[c] - mu);
+      const double inv = 1.0 / std::sqrt(sq / static_cast<double>(C) + eps);
+      pmean[r] = static_cast<T>(mu);
+      prstd[r] = static_cast<T>(inv);
+      for (int64_t c = 0; c < C; ++c)
+        py[r * C + c] = static_cast<T>((xr[c] - mu) * inv * pw[c] + (pb ? pb[c] : 0.0));
+    }, kGrain / (C + 1) + 1);
+  });
+}
+
+void layernorm_backward(const Tensor& grad, const Tensor& x, const Tensor& weight,
+                        const Tensor& mean, const Tensor& rstd, Tensor* grad_x,
+                        Tensor* grad_weight, Tensor* grad_bias) {
+  dispatch_float(x.dtype(), "layernorm", [&](auto zero) {
+    using T = decltype(zero);
+    const int64_t C = x.size(-1), rows = x.numel() / C;
+    const T* pdy = grad.data<T>();     // (rows, C)
+    const T* px = x.data<T>();         // (rows, C)
+    const T* pw = weight.data<T>();    // (C)
+    const T* pmean = mean.data<T>();   // (rows)
+    const T* prstd = rstd.data<T>();   // (rows)
+    if (grad_x) {
+      T* pdx = grad_x->data<T>();  // (rows, C)
+      parallel_for(rows, [&](int64_t r) {
+        const double mu = pmean[r], inv = prstd[r];
+        const T* xr = px + r * C;     // (C)
+        const T* dyr = pdy + r * C;   // (C)
+        double sum_g = 0, sum_g_xhat = 0;
+        for (int64_t c = 0; c < C; ++c) {
+          const double g = static_cast<double>(pw[c]) * dyr[c];
+          sum_g += g;
+          sum_g_xhat += g * (xr[c] - mu) * inv;
+        }
+        const double mean_g = sum_g / static_cast<double>(C);
+        const double mean_g_xhat = sum_g_xhat / static_cast<double>(C);
+        for (int64_t c = 0; c < C; ++c) {
+          const double g = static_cast<double>(pw[c]) * dyr[c];
+          const double xhat = (xr[c] - mu) * inv;
+          pdx[r * C + c] = static_cast<T>(inv * (g - mean_g - xhat * mean_g_xhat));
+        }
+      }, kGrain / (C + 1) + 1);
+    }
+    if (grad_weight || grad_bias) {
+      T* pdw = grad_weight ? grad_weight->data<T>() : nullptr;  // (C)
+      T* pdb = grad_bias ? grad_bias->data<T>() : nullptr;      // (C)
+      // Parallel over channels; each channel sums its rows in order (deterministic).
+      parallel_for(C, [&](int64_t c) {
+        double acc_w = 0, acc_b = 0;
+        for (int64_t r = 0; r < rows; ++r) {
+          const double dy = pdy[r * C + c];
+          acc_w += dy * (px[r * C + c] - static_cast<double>(pmean[r])) * prstd[r];
+          acc_b += dy;
+        }
+        if (pdw) pdw[c] = static_cast<T>(acc_w);
+        if (pdb) pdb[c] = static_cast<T>(acc_b);
+      }, 64);
+    }
+  });
+}
+
+}  // namespace sinklab::cpu

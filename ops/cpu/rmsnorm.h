@@ -1,0 +1,15 @@
+// CPU reference kernels for rmsnorm and headwise_rmsnorm (one computation, see ops/rmsnorm.h).
+// Contiguous x (..., D) viewed as (rows, D); gain (P) or undefined, P a multiple of D and a
+// divisor of x.numel(); row r uses gain[(r * D) % P, + D). rstd (rows). Sums in double.
+#pragma once
+#include "core/tensor.h"
+
+namespace sinklab::cpu {
+
+void rmsnorm_forward(const Tensor& x, const Tensor& gain, double eps, Tensor& y, Tensor& rstd);
+// Per row, with r = rstd and g = gain * dy: dx = r * g - (r^3 / D) * x * sum_d(x_d g_d).
+// dgain[p] = sum over the rows that use p of dy * x * r, in row order (deterministic).
+void rmsnorm_backward(const Tensor& grad, const Tensor& x, const Tensor& gain,
+                      const Tensor& rstd, Tensor* grad_x, Tensor* grad_gain);
+
+}  // namespace sinklab::cpu

@@ -1,0 +1,48 @@
+#include "ops/cross_entropy.h"
+
+#include "autograd/node.h"
+#include "ops/cpu/cross_entropy.h"
+
+namespace sinklab::ops {
+
+OpKernels<CrossEntropyForwardFn, CrossEntropyBackwardFn> cross_entropy_kernels{
+    "cross_entropy", cpu::cross_entropy_forward, cpu::cross_entropy_backward};
+
+Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int32_t ignore_index) {
+  const char* op = "cross_entropy";
+  check_defined(logits, op, "logits");
+  check_defined(targets, op, "targets");
+  check_float(logits, op, "logits");
+  check_dtype(targets, DType::I32, op, "targets");
+  check_same_device(logits, targets, op);
+  SINKLAB_CHECK(logits.dim() >= 1 && logits.size(-1) >= 1, ShapeError,
+                op << ": logits " << shape_str(logits.shape()) << " must be (..., V) with V >= 1",
+                "the last dim of logits is the vocabulary");
+  const Shape row_shape(logits.shape().begin(), logits.shape().end() - 1);
+  SINKLAB_CHECK(targets.shape() == row_shape, ShapeError,
+                op << ": targets " << shape_str(targets.shape()) << " do not match logits "
+                   << shape_str(logits.shape()) << ": expected targets "
+                   << shape_str(row_shape),
+                "targets hold one class index per row of logits: logits (..., V), targets (...)");
+  check_contiguous(logits, op, "logits");
+  check_contiguous(targets, op, "targets");
+  const int64_t V = logits.size(-1), N = logits.numel() / V;
+  Tensor logits2 = logits.reshape_view({N, V});  // (N, V)
+  Tensor targets1 = targets.reshape_view({N});   // (N)
+  const DType lse_dtype = logits.dtype() == DType::F64 ? DType::F64 : DType::F32;
+  Tensor lse = Tensor::empty({N}, lse_dtype, logits.device());  // (N)
+  Tensor loss = Tensor::empty({}, logits.dtype(), logits.device());  // ()
+  cross_entropy_kernels.forward(logits.device())(logits2, targets1, ignore_index, lse, loss);
+  autograd::record(loss, op, {logits, targets},
+                   [logits2 = logits2.detach(), targets1, lse, ignore_index,
+                    shape = logits.shape()](const Tensor& g) {
+                     Tensor grad = Tensor::empty(logits2.shape(), logits2.dtype(),
+                                                 logits2.device());  // (N, V)
+                     cross_entropy_kernels.backward(logits2.device())(logits2, targets1,
+                                                                      ignore_index, lse, g, grad);
+                     return std::vector<Tensor>{grad.reshape_view(shape), Tensor()};
+                   });
+  return loss;
+}
+
+}  // namespace sinklab::ops

@@ -1,0 +1,77 @@
+#include "ops/rmsnorm.h"
+
+#include <cmath>
+
+#include "autograd/node.h"
+#include "ops/cpu/rmsnorm.h"
+
+namespace sinklab::ops {
+
+OpKernels<RmsNormForwardFn, RmsNormBackwardFn> rmsnorm_kernels{
+    "rmsnorm", cpu::rmsnorm_forward, cpu::rmsnorm_backward};
+OpKernels<RmsNormForwardFn, RmsNormBackwardFn> headwise_rmsnorm_kernels{
+    "headwise_rmsnorm", cpu::rmsnorm_forward, cpu::rmsnorm_backward};
+
+namespace {
+
+// Checks shared by both ops; each op then checks the shape of its gain against x.
+void check_inputs(const Tensor& x, const Tensor& gain, const char* gain_arg, size_t min_rank,
+                  double eps, const char* op) {
+  check_float(x, op, "x");
+  check_contiguous(x, op, "x");
+  SINKLAB_CHECK(x.dim() >= min_rank && x.size(-1) > 0, ShapeError,
+                op << ": x " << x.str() << " needs rank >= " << min_rank
+                   << " and a non-empty last dim",
+                min_rank == 1 ? "pass x of shape (..., C)" : "pass x of shape (..., NH, HS)");
+  if (gain.defined()) {
+    check_same_device(x, gain, op);
+    check_same_dtype(x, gain, op);
+    check_contiguous(gain, op, gain_arg);
+  }
+  SINKLAB_CHECK(eps > 0 && std::isfinite(eps), ValueError,
+                op << ": eps " << eps << " must be positive and finite",
+                "use e.g. 1e-6 (a zero eps divides by zero on an all-zero row)");
+}
+
+// y = x * rsqrt(mean(x^2) + eps) * gain over rows of x's last dim (gain checked by the caller).
+Tensor rms_normalize(const Tensor& x, const Tensor& gain, double eps, const char* op,
+                     const OpKernels<RmsNormForwardFn, RmsNormBackwardFn>& kernels) {
+  const int64_t rows = x.numel() / x.size(-1);
+  Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());   // (..., D)
+  Tensor rstd = Tensor::empty({rows}, x.dtype(), x.device());  // (rows)
+  kernels.forward(x.device())(x, gain, eps, y, rstd);
+  autograd::record(
+      y, op, {x, gain},
+      [k = &kernels, x = x.detach(), gain = gain.defined() ? gain.detach() : Tensor(), rstd,
+       rx = x.requires_grad(), rg = gain.defined() && gain.requires_grad()](const Tensor& g) {
+        Tensor gx, ggain;
+        if (rx) gx = Tensor::empty(x.shape(), x.dtype(), x.device());            // (..., D)
+        if (rg) ggain = Tensor::empty(gain.shape(), x.dtype(), x.device());      // (C), (NH, HS) or (HS)
+        k->backward(g.device())(g, x, gain, rstd, rx ? &gx : nullptr, rg ? &ggain : nullptr);
+        return std::vector<Tensor>{gx, ggain};
+      });
+  return y;
+}
+
+}  // namespace
+
+Tensor rmsnorm(const Tensor& x, const Tensor& weight, double eps) {
+  check_inputs(x, weight, "weight", 1, eps, "rmsnorm");
+  if (weight.defined()) check_shape(weight, {x.size(-1)}, "rmsnorm", "weight");
+  return rms_normalize(x, weight, eps, "rmsnorm", rmsnorm_kernels);
+}
+
+Tensor headwise_rmsnorm(const Tensor& x, const Tensor& gamma, double eps) {
+  check_defined(gamma, "headwise_rmsnorm", "gamma");
+  check_inputs(x, gamma, "gamma", 2, eps, "headwise_rmsnorm");
+  const int64_t NH = x.size(-2), HS = x.size(-1);
+  SINKLAB_CHECK(gamma.shape() == Shape({NH, HS}) || gamma.shape() == Shape({HS}), ShapeError,
+                "headwise_rmsnorm: gamma " << shape_str(gamma.shape()) << " does not match x "
+                                           << shape_str(x.shape()) << ": expected (NH, HS) = "
+                                           << shape_str({NH, HS}) << " or (HS,) = "
+                                           << shape_str({HS}),
+                "gamma is per head (NH, HS) or shared by all heads (HS,); x is (..., NH, HS)");
+  return rms_normalize(x, gamma, eps, "headwise_rmsnorm", headwise_rmsnorm_kernels);
+}
+
+}  // namespace sinklab::ops

@@ -1,0 +1,29 @@
+// RMS normalisation over the last dim: no mean subtraction, no bias.
+//   rmsnorm(x, weight, eps): x (..., C), weight (C) or undefined (no gain)
+//     y = x * rsqrt(mean_c(x^2) + eps) * weight                      (LLaMA-style blocks)
+//   headwise_rmsnorm(x, gamma, eps): x (..., NH, HS), the attention output before W_O, e.g.
+//     (B, T, NH, HS); gamma (NH, HS) per head or (HS) shared by all heads
+//     y[..., h, :] = x[..., h, :] * rsqrt(mean_i(x[..., h, i]^2) + eps) * gamma[h, :]
+//     (RMS over HS only; ../shared/SINKS.md, "headwise_rmsnorm").
+// Both are one computation: contiguous rows of length D (C, or HS) and a gain of P elements
+// (P a multiple of D) repeating along the flattened x, so row r uses gain[(r * D) % P, + D).
+// They share one kernel pair; each op keeps its own row for its name and CUDA slots.
+#pragma once
+#include "core/tensor.h"
+#include "ops/op_table.h"
+
+namespace sinklab::ops {
+
+Tensor rmsnorm(const Tensor& x, const Tensor& weight, double eps = 1e-6);
+Tensor headwise_rmsnorm(const Tensor& x, const Tensor& gamma, double eps = 1e-6);
+
+// Forward: x (..., D), gain (P) or undefined -> y (..., D) and rstd (rows), rows = numel / D.
+using RmsNormForwardFn = void (*)(const Tensor& x, const Tensor& gain, double eps, Tensor& y,
+                                  Tensor& rstd);
+// Backward fills the gradients whose pointer is non-null (grad_gain has gain's shape).
+using RmsNormBackwardFn = void (*)(const Tensor& grad, const Tensor& x, const Tensor& gain,
+                                   const Tensor& rstd, Tensor* grad_x, Tensor* grad_gain);
+extern OpKernels<RmsNormForwardFn, RmsNormBackwardFn> rmsnorm_kernels;
+extern OpKernels<RmsNormForwardFn, RmsNormBackwardFn> headwise_rmsnorm_kernels;
+
+}  // namespace sinklab::ops

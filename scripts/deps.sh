@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs the Debian/Ubuntu packages sinklab builds with, when missing and when run as root.
+# Sourced by scripts/test.sh and scripts/run.sh.
+sinklab_install_deps() {
+  local pkgs=(cmake ninja-build g++ libhdf5-dev libyaml-cpp-dev libcli11-dev catch2 ccache)
+  local missing=()
+  for p in "${pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "sinklab: missing packages: ${missing[*]} (run as root, or: sudo apt-get install ${missing[*]})" >&2
+    return 0
+  fi
+  echo "sinklab: installing ${missing[*]}"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+# Configures (Ninja, Release) and builds build/ with every core.
+sinklab_build() {
+  local build_dir=${SINKLAB_BUILD_DIR:-build}
+  cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release ${SINKLAB_CMAKE_ARGS:-} >/dev/null
+  cmake --build "$build_dir" -j "$(nproc)"
+}

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Installs what is missing (as root), configures, builds and runs every test with ctest.
+# [cuda] tests skip themselves where no GPU is present.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/deps.sh
+sinklab_install_deps
+sinklab_build
+ctest --test-dir "${SINKLAB_BUILD_DIR:-build}" --output-on-failure -j 1

@@ -1,0 +1,351 @@
+// Causal attention (softmax and sigmoid, with isolated positions) and its probes: forward against
+// a naive fp64 evaluation, backward by gradient check, the saved log-sum-exp, the materialised
+// probabilities and the key-mass probe, and bad input by error.
+#include <algorithm>
+#include <cmath>
+#include <string>
+
+#include "autograd/engine.h"
+#include "ops/attention.h"
+#include "tests/helpers.h"
+
+using namespace sinklab;
+using test::random_tensor;
+using test::require_close;
+using test::require_gradients;
+
+namespace {
+
+// Everything a naive evaluation gives, as plain row-major arrays.
+struct NaiveAttention {
+  std::vector<double> out;    // (B, T, NH, HS)
+  std::vector<double> lse;    // (B, NH, T) (softmax only)
+  std::vector<double> probs;  // (B, NH, T, T)
+};
+
+// Explicit loops over b, h, t, j: scores, the causal + isolate mask, softmax or sigmoid, then
+// the weighted sum of values. No op from the library is used.
+NaiveAttention naive_attention(const Tensor& q, const Tensor& k, const Tensor& v, double scale,
+                               bool sigmoid, const std::vector<int64_t>& isolate) {
+  const int64_t B = q.size(0), T = q.size(1), NH = q.size(2), HS = q.size(3);
+  if (scale == 0.0) scale = 1.0 / std::sqrt(static_cast<double>(HS));
+  const std::vector<double> Q = q.to_doubles(), K = k.to_doubles(), Vv = v.to_doubles();
+  auto idx = [&](int64_t b, int64_t t, int64_t h, int64_t i) {
+    return ((b * T + t) * NH + h) * HS + i;
+  };
+  NaiveAttention r;
+  r.out.assign(B * T * NH * HS, 0.0);
+  r.lse.assign(B * NH * T, 0.0);
+  r.probs.assign(B * NH * T * T, 0.0);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < NH; ++h)
+      for (int64_t t = 0; t < T; ++t) {
+        const bool isolated = std::find(isolate.begin(), isolate.end(), t) != isolate.end();
+        std::vector<double> score(T, 0.0);
+        std::vector<bool> allowed(T, false);
+        for (int64_t j = 0; j < T; ++j) {
+          allowed[j] = j <= t && (!isolated || j == t);
+          if (!allowed[j]) continue;
+          double s = 0;
+          for (int64_t i = 0; i < HS; ++i) s += Q[idx(b, t, h, i)] * K[idx(b, j, h, i)];
+          score[j] = s * scale;
+        }
+        std::vector<double> p(T, 0.0);
+        if (sigmoid) {
+          for (int64_t j = 0; j < T; ++j)
+            if (allowed[j]) p[j] = 1.0 / (1.0 + std::exp(-score[j]));
+        } else {
+          double m = -INFINITY;
+          for (int64_t j = 0; j < T; ++j)
+            if (allowed[j]) m = std::max(m, score[j]);
+          double sum = 0;
+          for (int64_t j = 0; j < T; ++j)
+            if (allowed[j]) sum += std::exp(score[j] - m);
+          for (int64_t j = 0; j < T; ++j)
+            if (allowed[j]) p[j] = std::exp(score[j] - m) / sum;
+          r.lse[(b * NH + h) * T + t] = m + std::log(sum);
+        }
+        for (int64_t j = 0; j < T; ++j) r.probs[((b * NH + h) * T + t) * T + j] = p[j];
+        for (int64_t i = 0; i < HS; ++i) {
+          double acc = 0;
+          for (int64_t j = 0; j < T; ++j) acc += p[j] * Vv[idx(b, j, h, i)];
+          r.out[idx(b, t, h, i)] = acc;
+        }
+      }
+  return r;
+}
+
+ops::AttentionOptions make_options(bool sigmoid, std::vector<int64_t> isolate, double scale = 0) {
+  ops::AttentionOptions o;
+  o.sigmoid = sigmoid;
+  o.isolate_positions = std::move(isolate);
+  o.scale = scale;
+  return o;
+}
+
+// Runs f and returns the message of the Error it throws (FAILs when it does not throw ErrType).
+template <class ErrType, class Fn>
+std::string error_message(Fn&& f) {
+  try {
+    f();
+  } catch (const ErrType& e) {
+    return e.what();
+  }
+  FAIL("expected an error of the requested type");
+  return "";
+}
+
+bool contains(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
+}
+
+}  // namespace
+
+TEST_CASE("attention forward matches a naive fp64 evaluation (softmax, sigmoid, isolate)",
+          "[ops]") {
+  const int64_t B = 2, T = 7, NH = 3, HS = 5;
+  const Tensor q = random_tensor({B, T, NH, HS}, 101);
+  const Tensor k = random_tensor({B, T, NH, HS}, 102);
+  const Tensor v = random_tensor({B, T, NH, HS}, 103);
+  const std::vector<std::vector<int64_t>> isolates = {{}, {3}, {0, 3, 6}};
+  for (bool sigmoid : {false, true})
+    for (const auto& isolate : isolates)
+      for (double scale : {0.0, 0.37})
+        for (DType dtype : {DType::F64, DType::F32}) {
+          INFO("sigmoid=" << sigmoid << " isolate=" << isolate.size() << " scale=" << scale
+                          << " dtype=" << dtype_name(dtype));
+          const Tensor qd = q.to_dtype(dtype), kd = k.to_dtype(dtype), vd = v.to_dtype(dtype);
+          // The reference sees the same (rounded) inputs as the op.
+          const NaiveAttention ref = naive_attention(qd, kd, vd, scale, sigmoid, isolate);
+          const double tol = dtype == DType::F64 ? 1e-12 : 2e-6;
+          Tensor lse;
+          const Tensor out = ops::attention(qd, kd, vd, make_options(sigmoid, isolate, scale),
+                                            &lse);
+          REQUIRE(out.shape() == Shape{B, T, NH, HS});
+          REQUIRE(out.dtype() == dtype);
+          require_close(out, ref.out, tol, tol);
+          if (sigmoid) {
+            REQUIRE(!lse.defined());
+          } else {
+            REQUIRE(lse.shape() == Shape{B, NH, T});
+            REQUIRE(lse.dtype() == ops::attention_lse_dtype(dtype));
+            REQUIRE(!lse.requires_grad());
+            require_close(lse, ref.lse, tol, tol);
+          }
+        }
+}
+
+TEST_CASE("attention forward on a longer sequence and with large scores", "[ops]") {
+  // T = 33 crosses any small-block assumption; scale 40 gives scores in the hundreds, where a
+  // softmax without max subtraction would overflow.
+  const int64_t B = 1, T = 33, NH = 2, HS = 8;
+  const Tensor q = random_tensor({B, T, NH, HS}, 111);
+  const Tensor k = random_tensor({B, T, NH, HS}, 112);
+  const Tensor v = random_tensor({B, T, NH, HS}, 113);
+  for (double scale : {0.0, 40.0}) {
+    INFO("scale=" << scale);
+    const NaiveAttention ref = naive_attention(q, k, v, scale, false, {5});
+    Tensor lse;
+    const Tensor out = ops::attention(q, k, v, make_options(false, {5}, scale), &lse);
+    require_close(out, ref.out, 1e-11, 1e-11);
+    require_close(lse, ref.lse, 1e-12, 1e-12);
+  }
+}
+
+TEST_CASE("attention at position 0 and at an isolated position returns that value vector",
+          "[ops]") {
+  // Query 0 sees only key 0; an isolated query k sees only key k: out_k = A_kk v_k with A_kk = 1
+  // (softmax) or sigmoid(score_kk) (sigmoid).
+  const int64_t B = 2, T = 6, NH = 2, HS = 4;
+  const Tensor q = random_tensor({B, T, NH, HS}, 121);
+  const Tensor k = random_tensor({B, T, NH, HS}, 122);
+  const Tensor v = random_tensor({B, T, NH, HS}, 123);
+  const std::vector<double> out = ops::attention(q, k, v, make_options(false, {3})).to_doubles();
+  const std::vector<double> V = v.to_doubles();
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t t : {0, 3})
+      for (int64_t h = 0; h < NH; ++h)
+        for (int64_t i = 0; i < HS; ++i) {
+          const int64_t at = ((b * T + t) * NH + h) * HS + i;
+          REQUIRE(out[at] == Approx(V[at]).epsilon(1e-14).margin(1e-14));
+        }
+}
+
+TEST_CASE("attention backward (gradcheck): softmax, sigmoid, isolate positions {3}",
+          "[ops][grad]") {
+  const Shape shape{2, 5, 2, 3};  // (B, T, NH, HS): small, gradcheck runs 2 forwards per element
+  const Tensor q = random_tensor(shape, 131, DType::F64, 1.0, true);
+  const Tensor k = random_tensor(shape, 132, DType::F64, 1.0, true);
+  const Tensor v = random_tensor(shape, 133, DType::F64, 1.0, true);
+  const std::vector<std::vector<int64_t>> isolates = {{}, {3}};
+  for (bool sigmoid : {false, true})
+    for (const auto& isolate : isolates) {
+      INFO("sigmoid=" << sigmoid << " isolate=" << isolate.size());
+      const ops::AttentionOptions options = make_options(sigmoid, isolate);
+      require_gradients(
+          [&](const auto& in) { return ops::attention(in[0], in[1], in[2], options); }, {q, k, v});
+    }
+  // A non-default scale, and q = k = v (one tensor feeding three inputs).
+  const ops::AttentionOptions scaled = make_options(false, {0, 2}, 0.8);
+  require_gradients([&](const auto& in) { return ops::attention(in[0], in[1], in[2], scaled); },
+                    {q, k, v});
+  require_gradients([&](const auto& in) { return ops::attention(in[0], in[0], in[0]); }, {q});
+}
+
+TEST_CASE("attention f32 backward agrees with f64 backward", "[ops]") {
+  // gradcheck covers f64; this covers the f32 instantiation of the backward kernel.
+  const Shape shape{2, 9, 3, 4};
+  for (bool sigmoid : {false, true}) {
+    INFO("sigmoid=" << sigmoid);
+    const ops::AttentionOptions options = make_options(sigmoid, {4});
+    std::vector<std::vector<double>> grads[2];
+    for (int d = 0; d < 2; ++d) {
+      const DType dtype = d == 0 ? DType::F64 : DType::F32;
+      Tensor q = random_tensor(shape, 141).to_dtype(dtype).set_requires_grad(true);
+      Tensor k = random_tensor(shape, 142).to_dtype(dtype).set_requires_grad(true);
+      Tensor v = random_tensor(shape, 143).to_dtype(dtype).set_requires_grad(true);
+      const Tensor w = random_tensor(shape, 144).to_dtype(dtype);
+      autograd::backward(ops::attention(q, k, v, options), w);
+      for (const Tensor& t : {q, k, v}) grads[d].push_back(t.grad().to_doubles());
+    }
+    for (int i = 0; i < 3; ++i) {
+      INFO("input " << i);
+      REQUIRE(test::closeness(grads[1][i], grads[0][i], 1e-4, 1e-5) <= 1.0);
+    }
+  }
+}
+
+TEST_CASE("attention_probabilities: rows sum to 1, causal and isolate masks hold", "[ops]") {
+  const int64_t B = 2, T = 7, NH = 3, HS = 5;
+  const Tensor q = random_tensor({B, T, NH, HS}, 151);
+  const Tensor k = random_tensor({B, T, NH, HS}, 152);
+  const Tensor v = random_tensor({B, T, NH, HS}, 153);
+  for (bool sigmoid : {false, true}) {
+    INFO("sigmoid=" << sigmoid);
+    const ops::AttentionOptions options = make_options(sigmoid, {3});
+    const Tensor probs = ops::attention_probabilities(q, k, options);
+    REQUIRE(probs.shape() == Shape{B, NH, T, T});
+    require_close(probs, naive_attention(q, k, v, 0.0, sigmoid, {3}).probs, 1e-13, 1e-13);
+    const std::vector<double> A = probs.to_doubles();
+    for (int64_t bh = 0; bh < B * NH; ++bh)
+      for (int64_t t = 0; t < T; ++t) {
+        double row_sum = 0;
+        for (int64_t j = 0; j < T; ++j) {
+          const double a = A[(bh * T + t) * T + j];
+          row_sum += a;
+          if (j > t || (t == 3 && j < 3)) {
+            REQUIRE(a == 0.0);  // causal mask; isolated query 3 sees no key before 3
+          } else {
+            REQUIRE(a > 0.0);
+          }
+        }
+        if (!sigmoid) REQUIRE(row_sum == Approx(1.0).epsilon(1e-13));
+        if (!sigmoid && t == 3) REQUIRE(A[(bh * T + t) * T + 3] == Approx(1.0).epsilon(1e-15));
+      }
+  }
+  // Masked entries stay exactly 0 in f32 too.
+  const Tensor p32 = ops::attention_probabilities(q.to_dtype(DType::F32), k.to_dtype(DType::F32));
+  REQUIRE(p32.dtype() == DType::F32);
+  require_close(p32, naive_attention(q, k, v, 0.0, false, {}).probs, 1e-5, 1e-6);
+}
+
+TEST_CASE("attention_key_mass equals a column of attention_probabilities", "[ops]") {
+  const int64_t B = 2, T = 7, NH = 3, HS = 5;
+  const Tensor q = random_tensor({B, T, NH, HS}, 161);
+  const Tensor k = random_tensor({B, T, NH, HS}, 162);
+  const Tensor v = random_tensor({B, T, NH, HS}, 163);
+  const std::vector<std::vector<int64_t>> isolates = {{}, {3}, {5}};
+  for (bool sigmoid : {false, true})
+    for (const auto& isolate : isolates)
+      for (int64_t key : {0, 3})
+        for (DType dtype : {DType::F64, DType::F32}) {
+          INFO("sigmoid=" << sigmoid << " isolate=" << (isolate.empty() ? -1 : isolate[0])
+                          << " key=" << key << " dtype=" << dtype_name(dtype));
+          const ops::AttentionOptions options = make_options(sigmoid, isolate);
+          const Tensor qd = q.to_dtype(dtype), kd = k.to_dtype(dtype), vd = v.to_dtype(dtype);
+          Tensor lse;
+          (void)ops::attention(qd, kd, vd, options, &lse);
+          const Tensor mass = ops::attention_key_mass(qd, kd, lse, key, options);
+          REQUIRE(mass.shape() == Shape{B, NH, T});
+          const std::vector<double> A = ops::attention_probabilities(qd, kd, options).to_doubles();
+          std::vector<double> column(B * NH * T);
+          for (int64_t bh = 0; bh < B * NH; ++bh)
+            for (int64_t t = 0; t < T; ++t) column[bh * T + t] = A[(bh * T + t) * T + key];
+          const double tol = dtype == DType::F64 ? 1e-13 : 2e-6;
+          require_close(mass, column, tol, tol);
+          const std::vector<double> m = mass.to_doubles();
+          for (int64_t bh = 0; bh < B * NH; ++bh)
+            for (int64_t t = 0; t < key; ++t) REQUIRE(m[bh * T + t] == 0.0);
+        }
+}
+
+TEST_CASE("attention and its probes reject bad input naming the op and the shapes",
+          "[ops][errors]") {
+  const Tensor q = random_tensor({2, 7, 3, 5}, 171);
+  const Tensor k = random_tensor({2, 7, 3, 5}, 172);
+  const Tensor v = random_tensor({2, 7, 3, 5}, 173);
+
+  std::string what = error_message<ShapeError>(
+      [&] { (void)ops::attention(q, random_tensor({2, 6, 3, 5}, 174), v); });
+  REQUIRE(contains(what, "attention"));
+  REQUIRE(contains(what, "(2, 7, 3, 5)"));
+  REQUIRE(contains(what, "(2, 6, 3, 5)"));
+
+  what = error_message<ShapeError>(
+      [&] { (void)ops::attention(q, k, random_tensor({2, 7, 3, 4}, 175)); });
+  REQUIRE(contains(what, "attention"));
+  REQUIRE(contains(what, "(2, 7, 3, 4)"));
+
+  const Tensor strided = random_tensor({2, 3, 7, 5}, 176).transpose_view(1, 2);  // (2, 7, 3, 5)
+  what = error_message<ShapeError>([&] { (void)ops::attention(strided, k, v); });
+  REQUIRE(contains(what, "attention"));
+  REQUIRE(contains(what, "(2, 7, 3, 5)"));
+  REQUIRE(contains(what, "contiguous"));
+
+  what = error_message<DTypeError>([&] { (void)ops::attention(q, k.to_dtype(DType::F32), v); });
+  REQUIRE(contains(what, "attention"));
+  REQUIRE(contains(what, "f64(2, 7, 3, 5)"));
+  REQUIRE(contains(what, "f32(2, 7, 3, 5)"));
+
+  what = error_message<ShapeError>([&] {
+    (void)ops::attention(random_tensor({2, 7, 15}, 177), random_tensor({2, 7, 15}, 178),
+                         random_tensor({2, 7, 15}, 179));
+  });
+  REQUIRE(contains(what, "attention"));
+  REQUIRE(contains(what, "(2, 7, 15)"));
+
+  for (int64_t bad : {7, 100, -1}) {
+    what = error_message<ValueError>(
+        [&] { (void)ops::attention(q, k, v, make_options(false, {2, bad})); });
+    INFO(what);
+    REQUIRE(contains(what, "attention"));
+    REQUIRE(contains(what, "isolate position " + std::to_string(bad)));
+    REQUIRE(contains(what, "T = 7"));
+  }
+  REQUIRE_THROWS_AS(ops::attention(q, k, v, make_options(true, {7})), ValueError);
+  REQUIRE_THROWS_AS(ops::attention_probabilities(q, k, make_options(false, {7})), ValueError);
+  REQUIRE_THROWS_AS(ops::attention(Tensor::from_ints(std::vector<int32_t>(8, 1), {1, 2, 2, 2}),
+                                   Tensor::from_ints(std::vector<int32_t>(8, 1), {1, 2, 2, 2}),
+                                   Tensor::from_ints(std::vector<int32_t>(8, 1), {1, 2, 2, 2})),
+                    DTypeError);
+  REQUIRE_THROWS_AS(ops::attention(q, Tensor(), v), ValueError);
+
+  // attention_key_mass: key range and the lse's shape/dtype.
+  Tensor lse;
+  (void)ops::attention(q, k, v, {}, &lse);
+  what = error_message<ValueError>([&] { (void)ops::attention_key_mass(q, k, lse, 7); });
+  REQUIRE(contains(what, "attention_key_mass"));
+  REQUIRE(contains(what, "key 7"));
+  REQUIRE(contains(what, "T = 7"));
+  REQUIRE_THROWS_AS(ops::attention_key_mass(q, k, lse, -1), ValueError);
+  what = error_message<ShapeError>(
+      [&] { (void)ops::attention_key_mass(q, k, random_tensor({2, 3, 6}, 180), 0); });
+  REQUIRE(contains(what, "attention_key_mass"));
+  REQUIRE(contains(what, "(2, 3, 6)"));
+  REQUIRE(contains(what, "(2, 3, 7)"));
+  REQUIRE_THROWS_AS(ops::attention_key_mass(q, k, lse.to_dtype(DType::F32), 0), DTypeError);
+  REQUIRE_THROWS_AS(ops::attention_key_mass(q, k, Tensor(), 0), ValueError);
+  // Sigmoid mode ignores the lse, which may be undefined.
+  REQUIRE(ops::attention_key_mass(q, k, Tensor(), 0, make_options(true, {})).shape() ==
+          Shape{2, 3, 7});
+}

@@ -1,0 +1,264 @@
+// Rotary position embedding and softmax cross-entropy: forward against a naive fp64 evaluation,
+// backward by gradient check, invariants (rope: position 0 fixed, pair norms kept; cross-entropy:
+// uniform logits give log V, ignored targets), and bad input by error.
+#include <algorithm>
+#include <cmath>
+#include <string>
+
+#include "autograd/engine.h"
+#include "ops/cross_entropy.h"
+#include "ops/rope.h"
+#include "tests/helpers.h"
+
+using namespace sinklab;
+using test::random_tensor;
+using test::require_close;
+using test::require_gradients;
+
+namespace {
+
+// Explicit loops: out[b, t, h, i] per the rotate_half formula with angle (t + offset) * freq_i.
+std::vector<double> naive_rope(const Tensor& x, double theta, int64_t offset) {
+  const int64_t B = x.size(0), T = x.size(1), NH = x.size(2), HS = x.size(3), half = HS / 2;
+  const std::vector<double> X = x.to_doubles();
+  std::vector<double> out(X.size());
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t h = 0; h < NH; ++h)
+        for (int64_t i = 0; i < half; ++i) {
+          const double freq = std::pow(theta, -2.0 * i / HS);
+          const double angle = (t + offset) * freq;
+          const int64_t base = ((b * T + t) * NH + h) * HS;
+          const double x1 = X[base + i], x2 = X[base + i + half];
+          out[base + i] = x1 * std::cos(angle) - x2 * std::sin(angle);
+          out[base + i + half] = x2 * std::cos(angle) + x1 * std::sin(angle);
+        }
+  return out;
+}
+
+// Explicit loops: mean over counted rows of -log(softmax(row)[target]).
+double naive_cross_entropy(const Tensor& logits, const std::vector<int32_t>& targets,
+                           int32_t ignore_index) {
+  const int64_t V = logits.size(-1), N = logits.numel() / V;
+  const std::vector<double> X = logits.to_doubles();
+  double total = 0;
+  int64_t count = 0;
+  for (int64_t r = 0; r < N; ++r) {
+    if (targets[r] == ignore_index) continue;
+    double m = -INFINITY;
+    for (int64_t v = 0; v < V; ++v) m = std::max(m, X[r * V + v]);
+    double sum = 0;
+    for (int64_t v = 0; v < V; ++v) sum += std::exp(X[r * V + v] - m);
+    total += -(X[r * V + targets[r]] - m - std::log(sum));
+    ++count;
+  }
+  return count ? total / count : 0.0;
+}
+
+// Random class indices in [0, V) with every `every`-th one replaced by ignore_index.
+std::vector<int32_t> random_targets(int64_t n, int32_t V, uint64_t stream, int every,
+                                    int32_t ignore_index) {
+  const std::vector<double> draws = rand_ints({n}, RngKey{20261129, stream, 0}, V).to_doubles();
+  std::vector<int32_t> targets(n);
+  for (int64_t i = 0; i < n; ++i)
+    targets[i] = every > 0 && i % every == 1 ? ignore_index : static_cast<int32_t>(draws[i]);
+  return targets;
+}
+
+template <class ErrType, class Fn>
+std::string error_message(Fn&& f) {
+  try {
+    f();
+  } catch (const ErrType& e) {
+    return e.what();
+  }
+  FAIL("expected an error of the requested type");
+  return "";
+}
+
+bool contains(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
+}
+
+}  // namespace
+
+TEST_CASE("rope forward matches the rotate_half formula", "[ops]") {
+  const Tensor x = random_tensor({2, 5, 3, 6}, 201);  // (B, T, NH, HS), HS = 6
+  for (double theta : {10000.0, 500.0})
+    for (int64_t offset : {0, 7})
+      for (DType dtype : {DType::F64, DType::F32}) {
+        INFO("theta=" << theta << " offset=" << offset << " dtype=" << dtype_name(dtype));
+        const Tensor xd = x.to_dtype(dtype);
+        const Tensor out = ops::rope(xd, theta, offset);
+        REQUIRE(out.shape() == x.shape());
+        REQUIRE(out.dtype() == dtype);
+        const double tol = dtype == DType::F64 ? 1e-13 : 1e-6;
+        require_close(out, naive_rope(xd, theta, offset), tol, tol);
+      }
+  // A longer sequence with HS = 8 (angles up to a few hundred radians).
+  const Tensor y = random_tensor({1, 300, 2, 8}, 202);
+  require_close(ops::rope(y), naive_rope(y, 10000.0, 0), 1e-11, 1e-11);
+}
+
+TEST_CASE("rope at offset 0 leaves position 0 unchanged and preserves each pair's norm",
+          "[ops]") {
+  const int64_t B = 2, T = 5, NH = 3, HS = 6, half = HS / 2;
+  const Tensor x = random_tensor({B, T, NH, HS}, 211);
+  const std::vector<double> X = x.to_doubles();
+  for (int64_t offset : {0, 11}) {
+    const std::vector<double> out = ops::rope(x, 10000.0, offset).to_doubles();
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t t = 0; t < T; ++t)
+        for (int64_t h = 0; h < NH; ++h) {
+          const int64_t base = ((b * T + t) * NH + h) * HS;
+          for (int64_t i = 0; i < half; ++i) {
+            const double before = std::hypot(X[base + i], X[base + i + half]);
+            const double after = std::hypot(out[base + i], out[base + i + half]);
+            REQUIRE(after == Approx(before).epsilon(1e-13));
+          }
+          if (t == 0 && offset == 0)
+            for (int64_t i = 0; i < HS; ++i) REQUIRE(out[base + i] == X[base + i]);
+        }
+  }
+}
+
+TEST_CASE("rope backward (gradcheck)", "[ops][grad]") {
+  const Tensor x = random_tensor({2, 4, 2, 6}, 221, DType::F64, 1.0, true);
+  require_gradients([](const auto& in) { return ops::rope(in[0]); }, {x});
+  require_gradients([](const auto& in) { return ops::rope(in[0], 100.0, 5); }, {x});
+}
+
+TEST_CASE("rope rejects bad input naming the op and the shapes", "[ops][errors]") {
+  std::string what =
+      error_message<ShapeError>([] { (void)ops::rope(random_tensor({2, 5, 3, 5}, 231)); });
+  REQUIRE(contains(what, "rope"));
+  REQUIRE(contains(what, "(2, 5, 3, 5)"));
+  REQUIRE(contains(what, "odd"));
+  what = error_message<ShapeError>([] { (void)ops::rope(random_tensor({5, 3, 6}, 232)); });
+  REQUIRE(contains(what, "rope"));
+  REQUIRE(contains(what, "(5, 3, 6)"));
+  REQUIRE_THROWS_AS(ops::rope(random_tensor({2, 3, 5, 6}, 233).transpose_view(1, 2)),
+                    ShapeError);
+  REQUIRE_THROWS_AS(ops::rope(random_tensor({1, 2, 1, 4}, 234), 0.0), ValueError);
+  REQUIRE_THROWS_AS(ops::rope(Tensor::from_ints({1, 2, 3, 4}, {1, 1, 1, 4})), DTypeError);
+}
+
+TEST_CASE("cross_entropy forward matches a naive fp64 evaluation", "[ops]") {
+  const int64_t B = 3, T = 5, V = 11;
+  const Tensor logits = random_tensor({B, T, V}, 241, DType::F64, 2.0);
+  for (int32_t ignore_index : {-1, 4})
+    for (int every : {0, 3})
+      for (DType dtype : {DType::F64, DType::F32}) {
+        INFO("ignore_index=" << ignore_index << " every=" << every << " dtype="
+                             << dtype_name(dtype));
+        const std::vector<int32_t> t = random_targets(B * T, V, 242, every, ignore_index);
+        const Tensor ld = logits.to_dtype(dtype);
+        const Tensor loss = ops::cross_entropy(ld, Tensor::from_ints(t, {B, T}), ignore_index);
+        REQUIRE(loss.shape().empty());
+        REQUIRE(loss.dtype() == dtype);
+        const double expected = naive_cross_entropy(ld, t, ignore_index);
+        const double tol = dtype == DType::F64 ? 1e-13 : 1e-6;
+        REQUIRE(loss.item() == Approx(expected).epsilon(tol));
+      }
+  // One row: logits (V) with a scalar target.
+  const Tensor row = random_tensor({V}, 243);
+  REQUIRE(ops::cross_entropy(row, Tensor::from_ints({7}, {})).item() ==
+          Approx(naive_cross_entropy(row, {7}, -1)).epsilon(1e-13));
+}
+
+TEST_CASE("cross_entropy of uniform logits is log(V), and large logits stay finite", "[ops]") {
+  const int64_t N = 6, V = 50;
+  const std::vector<int32_t> t = random_targets(N, V, 251, 0, -1);
+  for (double c : {0.0, 3.7, -250.0})
+    for (DType dtype : {DType::F64, DType::F32}) {
+      const Tensor logits = Tensor::full({N, V}, c, dtype);
+      REQUIRE(ops::cross_entropy(logits, Tensor::from_ints(t, {N})).item() ==
+              Approx(std::log(static_cast<double>(V))).epsilon(1e-6));
+    }
+  // Logits around 1e4: exp overflows without max subtraction.
+  const Tensor big = random_tensor({N, V}, 252, DType::F64, 1e4);
+  const double loss = ops::cross_entropy(big, Tensor::from_ints(t, {N})).item();
+  REQUIRE(std::isfinite(loss));
+  REQUIRE(loss == Approx(naive_cross_entropy(big, t, -1)).epsilon(1e-12));
+}
+
+TEST_CASE("cross_entropy backward (gradcheck) with ignored targets", "[ops][grad]") {
+  const int64_t B = 2, T = 4, V = 7;
+  const Tensor logits = random_tensor({B, T, V}, 261, DType::F64, 1.5, true);
+  for (int32_t ignore_index : {-1, 2}) {
+    INFO("ignore_index=" << ignore_index);
+    const Tensor targets =
+        Tensor::from_ints(random_targets(B * T, V, 262, 3, ignore_index), {B, T});
+    require_gradients(
+        [&](const auto& in) { return ops::cross_entropy(in[0], targets, ignore_index); },
+        {logits});
+  }
+}
+
+TEST_CASE("cross_entropy gradient: softmax - onehot over the count, zero on ignored rows",
+          "[ops]") {
+  const int64_t N = 5, V = 4;
+  for (DType dtype : {DType::F64, DType::F32}) {
+    Tensor logits = random_tensor({N, V}, 271).to_dtype(dtype).set_requires_grad(true);
+    const std::vector<int32_t> t = {1, -1, 3, 0, -1};  // 3 counted rows
+    const double g = 0.5;
+    autograd::backward(ops::cross_entropy(logits, Tensor::from_ints(t, {N})),
+                       Tensor::full({}, g, dtype));
+    const std::vector<double> X = logits.to_doubles(), G = logits.grad().to_doubles();
+    for (int64_t r = 0; r < N; ++r) {
+      double sum = 0;
+      for (int64_t v = 0; v < V; ++v) sum += std::exp(X[r * V + v]);
+      for (int64_t v = 0; v < V; ++v) {
+        const double expected =
+            t[r] < 0 ? 0.0 : (std::exp(X[r * V + v]) / sum - (v == t[r])) * g / 3.0;
+        REQUIRE(G[r * V + v] == Approx(expected).epsilon(1e-5).margin(1e-7));
+      }
+    }
+  }
+}
+
+TEST_CASE("cross_entropy with every target ignored gives loss 0 and a zero gradient", "[ops]") {
+  Tensor logits = random_tensor({2, 3, 5}, 281, DType::F64, 1.0, true);
+  const Tensor targets = Tensor::from_ints({-1, -1, -1, -1, -1, -1}, {2, 3});
+  const Tensor loss = ops::cross_entropy(logits, targets);
+  REQUIRE(loss.item() == 0.0);
+  autograd::backward(loss);
+  for (double g : logits.grad().to_doubles()) REQUIRE(g == 0.0);
+}
+
+TEST_CASE("cross_entropy rejects bad input naming the op, the shapes and the bad target",
+          "[ops][errors]") {
+  const Tensor logits = random_tensor({2, 3, 5}, 291);
+  std::string what = error_message<ValueError>([&] {
+    (void)ops::cross_entropy(logits, Tensor::from_ints({0, 1, 2, 3, 9, 4}, {2, 3}));
+  });
+  INFO(what);
+  REQUIRE(contains(what, "cross_entropy"));
+  REQUIRE(contains(what, "target 9"));
+  REQUIRE(contains(what, "row 4"));
+  REQUIRE(contains(what, "V = 5"));
+  // -1 is only allowed when it is the ignore_index.
+  what = error_message<ValueError>([&] {
+    (void)ops::cross_entropy(logits, Tensor::from_ints({0, -1, 2, 3, 1, 4}, {2, 3}), 7);
+  });
+  REQUIRE(contains(what, "target -1"));
+  REQUIRE(contains(what, "row 1"));
+
+  what = error_message<ShapeError>(
+      [&] { (void)ops::cross_entropy(logits, Tensor::from_ints({0, 1, 2}, {3})); });
+  REQUIRE(contains(what, "cross_entropy"));
+  REQUIRE(contains(what, "(2, 3, 5)"));
+  REQUIRE(contains(what, "(3,)"));
+  REQUIRE(contains(what, "(2, 3)"));
+
+  what = error_message<DTypeError>(
+      [&] { (void)ops::cross_entropy(logits, random_tensor({2, 3}, 292)); });
+  REQUIRE(contains(what, "cross_entropy"));
+  REQUIRE(contains(what, "targets"));
+  REQUIRE_THROWS_AS(
+      ops::cross_entropy(Tensor::from_ints({1, 2}, {1, 2}), Tensor::from_ints({0}, {1})),
+      DTypeError);
+  const Tensor strided = logits.transpose_view(0, 1);  // (3, 2, 5) non-contiguous
+  REQUIRE_THROWS_AS(ops::cross_entropy(strided, Tensor::from_ints({0, 1, 2, 3, 4, 0}, {3, 2})),
+                    ShapeError);
+}

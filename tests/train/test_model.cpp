@@ -1,0 +1,289 @@
+// The GPT model: parameter names and shapes, whole-model gradients in fp64, learning, and the
+// sink metrics against a direct computation from materialised attention probabilities.
+#include <cmath>
+#include <set>
+
+#include "autograd/engine.h"
+#include "autograd/grad_mode.h"
+#include "core/random.h"
+#include "ops/attention.h"
+#include "train/model.h"
+#include "train/optimizer.h"
+#include "train/sink_metrics.h"
+#include "tests/helpers.h"
+
+using namespace sinklab;
+using namespace sinklab::train;
+
+namespace {
+
+ModelSection tiny_model(const std::string& arch, const std::string& norm) {
+  ModelSection m;
+  m.arch = arch;
+  m.n_layer = 2;
+  m.n_head = 2;
+  m.n_embd = 8;
+  m.block_size = 6;
+  m.vocab_size = 11;
+  m.attn_output_norm = norm;
+  return m;
+}
+
+Tensor random_ids(int64_t B, int64_t T, int32_t V, uint64_t stream) {
+  return rand_ints({B, T}, RngKey{5, stream, 0}, V);
+}
+
+// Finite differences on sampled elements of the flat parameter buffer (fp64 model).
+void check_model_gradients(const ModelSection& cfg) {
+  GPT model(cfg, 42, DType::F64);
+  Tensor ids = random_ids(2, 5, 11, 1), targets = random_ids(2, 5, 11, 2);
+  model.params().zero_grad();
+  autograd::backward(model.forward(ids, targets).loss);
+  std::vector<double> analytic = model.params().flat_grads().to_doubles();
+  Tensor flat = model.params().flat_values();
+  double* w = flat.data<double>();
+  autograd::NoGradGuard no_grad;
+  const double eps = 1e-6;
+  // Every element of small models: all parameters, all layers, both archs.
+  for (int64_t i = 0; i < flat.numel(); ++i) {
+    const double saved = w[i];
+    w[i] = saved + eps;
+    const double plus = model.forward(ids, targets).loss.item();
+    w[i] = saved - eps;
+    const double minus = model.forward(ids, targets).loss.item();
+    w[i] = saved;
+    const double numeric = (plus - minus) / (2 * eps);
+    INFO(cfg.arch << " " << cfg.attn_output_norm << " element " << i);
+    REQUIRE(std::fabs(analytic[i] - numeric) <= 1e-7 + 1e-5 * std::fabs(numeric));
+  }
+}
+
+}  // namespace
+
+TEST_CASE("parameter names follow Hugging Face and shapes follow the config", "[model]") {
+  ModelSection g = tiny_model("gpt2", "headwise_rmsnorm");
+  g.tie_embeddings = false;
+  GPT gpt(g, 1);
+  const ParameterSet& p = gpt.params();
+  REQUIRE(p["transformer.wte.weight"].shape() == Shape{11, 8});
+  REQUIRE(p["transformer.wpe.weight"].shape() == Shape{6, 8});
+  REQUIRE(p["transformer.h.1.attn.c_attn.weight"].shape() == Shape{24, 8});
+  REQUIRE(p["transformer.h.1.attn.head_norm.weight"].shape() == Shape{2, 4});
+  REQUIRE(p["transformer.h.0.mlp.c_fc.weight"].shape() == Shape{32, 8});
+  REQUIRE(p["lm_head.weight"].shape() == Shape{11, 8});
+  // gamma init: 0.02 * sqrt(C)
+  REQUIRE(p["transformer.h.0.attn.head_norm.weight"].to_doubles()[0] ==
+          Approx(0.02 * std::sqrt(8.0)));
+  ModelSection l = tiny_model("llama", "none");
+  GPT llama(l, 1);
+  REQUIRE(llama.params().contains("model.layers.1.self_attn.o_proj.weight"));
+  REQUIRE(llama.params().contains("model.layers.0.mlp.gate_proj.weight"));
+  REQUIRE_FALSE(llama.params().contains("model.layers.0.self_attn.head_norm.weight"));
+  REQUIRE_FALSE(llama.params().contains("lm_head.weight"));  // tied
+  REQUIRE(llama.ffn_width() == 64);  // 2/3 * 4C = 21.3 -> rounded up to 64
+  // The flat buffer holds every parameter exactly once.
+  int64_t total = 0;
+  for (const Param& q : llama.params().params()) total += q.value.numel();
+  REQUIRE(total == llama.params().numel());
+}
+
+TEST_CASE("shared parameters get identical init across variants; residual projections are "
+          "scaled", "[model]") {
+  GPT a(tiny_model("llama", "none"), 7), b(tiny_model("llama", "headwise_rmsnorm"), 7);
+  REQUIRE(a.params()["model.layers.1.mlp.up_proj.weight"].to_doubles() ==
+          b.params()["model.layers.1.mlp.up_proj.weight"].to_doubles());
+  ModelSection big = tiny_model("llama", "none");
+  big.n_embd = 64;
+  big.n_head = 4;
+  GPT m(big, 3);
+  auto stddev = [](const std::vector<double>& v) {
+    double s = 0;
+    for (double x : v) s += x * x;
+    return std::sqrt(s / v.size());
+  };
+  REQUIRE(stddev(m.params()["model.layers.0.self_attn.q_proj.weight"].to_doubles()) ==
+          Approx(0.02).epsilon(0.05));
+  REQUIRE(stddev(m.params()["model.layers.0.self_attn.o_proj.weight"].to_doubles()) ==
+          Approx(0.02 / 2.0).epsilon(0.05));  // 0.02 / sqrt(2 L), L = 2
+}
+
+TEST_CASE("whole-model gradients match finite differences in fp64", "[model][grad]") {
+  for (const char* arch : {"gpt2", "llama"})
+    for (const char* norm : {"none", "headwise_rmsnorm"}) check_model_gradients(tiny_model(arch, norm));
+  ModelSection sig = tiny_model("llama", "headwise_rmsnorm");
+  sig.attention = "sigmoid";
+  sig.gamma_shared = true;
+  check_model_gradients(sig);
+}
+
+TEST_CASE("a small model learns a repeated pattern (loss decreases)", "[model]") {
+  for (const char* norm : {"none", "headwise_rmsnorm"}) {
+    ModelSection cfg = tiny_model("llama", norm);
+    cfg.n_embd = 32;
+    cfg.n_head = 4;
+    cfg.block_size = 16;
+    GPT model(cfg, 11);
+    OptimSection optim;
+    optim.lr = 3e-3;
+    optim.weight_decay = 0.0;
+    AdamW adam(model.params(), optim);
+    // Sequence 0 1 2 ... 10 0 1 2 ...: next token is fully predictable.
+    std::vector<int32_t> seq;
+    for (int i = 0; i < 4 * 17; ++i) seq.push_back(i % 11);
+    std::vector<int32_t> in, tg;
+    for (int b = 0; b < 4; ++b)
+      for (int t = 0; t < 16; ++t) {
+        in.push_back(seq[b * 3 + t]);
+        tg.push_back(seq[b * 3 + t + 1]);
+      }
+    Tensor ids = Tensor::from_ints(in, {4, 16}), targets = Tensor::from_ints(tg, {4, 16});
+    double first = 0, last = 0;
+    for (int step = 0; step < 60; ++step) {
+      model.params().zero_grad();
+      Tensor loss = model.forward(ids, targets).loss;
+      if (step == 0) first = loss.item();
+      last = loss.item();
+      autograd::backward(loss);
+      adam.step(model.params(), optim.lr);
+    }
+    INFO(norm << ": first " << first << " last " << last);
+    REQUIRE(first > 2.0);  // ~log(11) at init
+    REQUIRE(last < 0.3);
+  }
+}
+
+TEST_CASE("sink metrics match a direct computation from attention probabilities", "[metrics]") {
+  ModelSection cfg = tiny_model("gpt2", "headwise_rmsnorm");
+  cfg.n_embd = 16;
+  cfg.block_size = 9;
+  GPT model(cfg, 5, DType::F64);
+  Tensor ids = random_ids(3, 9, 11, 3);
+  ForwardCapture cap;
+  autograd::NoGradGuard no_grad;
+  model.forward(ids, Tensor(), &cap);
+  ops::AttentionOptions opts;
+  SinkMetrics m = compute_sink_metrics(cap, opts, 0.3, true);
+  REQUIRE(m.layers.size() == 2);
+  int sinks = 0;
+  for (size_t l = 0; l < 2; ++l) {
+    const LayerCapture& c = cap.layers[l];
+    Tensor probs = ops::attention_probabilities(c.q, c.k, opts);  // (B, NH, T, T)
+    std::vector<double> A = probs.to_doubles();
+    const int64_t B = 3, NH = 2, T = 9;
+    for (int64_t h = 0; h < NH; ++h) {
+      double mass = 0, alpha = 0;
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t t = 0; t < T; ++t) {
+          const double a = A[((b * NH + h) * T + t) * T + 0];
+          alpha += a;
+          if (t >= 1) mass += a;
+        }
+      REQUIRE(m.layers[l].sink_mass[h] == Approx(mass / (B * (T - 1))).epsilon(1e-10));
+      REQUIRE(m.layers[l].alpha0[h] == Approx(alpha / (B * T)).epsilon(1e-10));
+      sinks += alpha / (B * T) > 0.3;
+    }
+    // var_pos from o directly: channel variance at t, batch-averaged.
+    std::vector<double> o = c.attn_out.to_doubles();
+    const int64_t C = 16;
+    for (int64_t t = 0; t < T; ++t) {
+      double acc = 0;
+      for (int64_t b = 0; b < B; ++b) {
+        double mean = 0, sq = 0;
+        for (int64_t j = 0; j < C; ++j) mean += o[(b * T + t) * C + j] / C;
+        for (int64_t j = 0; j < C; ++j) sq += std::pow(o[(b * T + t) * C + j] - mean, 2) / C;
+        acc += sq / B;
+      }
+      REQUIRE(m.layers[l].var_pos[t] == Approx(acc).epsilon(1e-10));
+    }
+    // Position 0 attends only to itself: its output is one value vector.
+    REQUIRE(m.layers[l].var_ratio > 1.0);
+    // Dimension disparity from x_l[0] directly.
+    std::vector<double> x = c.residual.to_doubles();
+    double disp = 0;
+    for (int64_t b = 0; b < B; ++b) {
+      double mx = 0, sum = 0;
+      for (int64_t j = 0; j < C; ++j) {
+        mx = std::max(mx, std::fabs(x[b * T * C + j]));
+        sum += std::fabs(x[b * T * C + j]);
+      }
+      disp += mx / (sum / C) / B;
+    }
+    REQUIRE(m.layers[l].dim_disparity == Approx(disp).epsilon(1e-10));
+    REQUIRE(std::isfinite(m.layers[l].norm_ratio));
+    REQUIRE(std::isfinite(m.layers[l].super_ratio));
+    REQUIRE(m.layers[l].effective_rank > 1.0);
+    REQUIRE(m.layers[l].effective_rank <= 9.0);
+  }
+  REQUIRE(m.sink_rate == Approx(100.0 * sinks / 4));
+}
+
+TEST_CASE("head-wise RMSNorm makes the post-norm variance ratio ~1", "[metrics]") {
+  ModelSection cfg = tiny_model("llama", "headwise_rmsnorm");
+  cfg.n_embd = 64;
+  cfg.n_head = 4;
+  cfg.block_size = 64;
+  cfg.gamma_init = "ones";
+  GPT model(cfg, 9);
+  Tensor ids = random_ids(4, 64, 11, 4);
+  ForwardCapture cap;
+  autograd::NoGradGuard no_grad;
+  model.forward(ids, Tensor(), &cap);
+  SinkMetrics m = compute_sink_metrics(cap, {}, 0.3, false);
+  for (const LayerMetrics& l : m.layers) {
+    INFO("pre-norm " << l.var_ratio << " post-norm " << l.var_ratio_normed);
+    REQUIRE(l.var_ratio > 5.0);  // the variance discrepancy at init (~t-like growth)
+    REQUIRE(l.var_ratio_normed == Approx(1.0).margin(0.1));
+  }
+}
+
+TEST_CASE("effective rank of known matrices", "[metrics]") {
+  // Identity (4 x 4): 4 equal singular values -> rank 4. Rank one -> 1.
+  std::vector<double> eye(16, 0.0);
+  for (int i = 0; i < 4; ++i) eye[i * 5] = 1.0;
+  REQUIRE(effective_rank(eye, 4, 4) == Approx(4.0).epsilon(1e-9));
+  std::vector<double> r1;
+  for (int i = 0; i < 3; ++i)
+    for (int j = 0; j < 5; ++j) r1.push_back((i + 1.0) * (j - 2.0));
+  REQUIRE(effective_rank(r1, 3, 5) == Approx(1.0).epsilon(1e-6));
+  // Diagonal with singular values 3 and 1: p = (0.75, 0.25).
+  std::vector<double> d{3, 0, 0, 0, 1, 0};
+  const double h = -(0.75 * std::log(0.75) + 0.25 * std::log(0.25));
+  REQUIRE(effective_rank(d, 2, 3) == Approx(std::exp(h)).epsilon(1e-9));
+}
+
+TEST_CASE("learning rate schedule: warm-up, cosine, floor", "[optim]") {
+  OptimSection o;
+  o.lr = 1e-3;
+  o.min_lr = 1e-4;
+  o.warmup_steps = 10;
+  REQUIRE(learning_rate(o, 100, 0) == Approx(1e-4));
+  REQUIRE(learning_rate(o, 100, 9) == Approx(1e-3));
+  REQUIRE(learning_rate(o, 100, 10) == Approx(1e-3));
+  REQUIRE(learning_rate(o, 100, 55) == Approx(5.5e-4));
+  REQUIRE(learning_rate(o, 100, 100) == Approx(1e-4));
+  REQUIRE(learning_rate(o, 100, 500) == Approx(1e-4));
+}
+
+TEST_CASE("AdamW matches a hand computation and decays only matrices", "[optim]") {
+  ModelSection cfg = tiny_model("llama", "none");
+  GPT model(cfg, 1);
+  OptimSection o;
+  o.weight_decay = 0.5;
+  AdamW adam(model.params(), o);
+  ParameterSet& p = model.params();
+  const Param& w = p.get("model.layers.0.self_attn.q_proj.weight");
+  const Param& g = p.get("model.norm.weight");
+  REQUIRE(AdamW::decays(w.spec, o));
+  REQUIRE_FALSE(AdamW::decays(g.spec, o));
+  p.flat_grads().fill(0.25);
+  const double w0 = w.value.to_doubles()[0], g0 = g.value.to_doubles()[0];
+  adam.step(p, 0.01);
+  // First step: m_hat = grad, v_hat = grad^2 -> update = lr * sign(grad) (+ decay lr*wd*w).
+  REQUIRE(w.value.to_doubles()[0] == Approx(w0 - 0.01 * 0.25 / (0.25 + 1e-8) - 0.01 * 0.5 * w0));
+  REQUIRE(g.value.to_doubles()[0] == Approx(g0 - 0.01));
+  // Clipping scales the global norm down to the limit.
+  const double norm = global_grad_norm(p);
+  REQUIRE(norm == Approx(0.25 * std::sqrt(static_cast<double>(p.numel()))));
+  clip_gradients(p, norm, 1.0);
+  REQUIRE(global_grad_norm(p) == Approx(1.0).epsilon(1e-5));
+}

@@ -1,0 +1,130 @@
+// Run configuration: YAML file -> validated, fully defaulted RunConfig.
+//
+// Every key has a type, a default and a check; unknown keys, wrong types and impossible
+// combinations raise ConfigError naming the key and the file. `--set a.b=value` overrides apply
+// after the file. The resolved config (every default filled) can be written back as YAML.
+// A `variants:` list makes a side-by-side run: each variant is a name plus overrides (dotted keys,
+// same syntax as --set) applied on top of the base config.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace sinklab::train {
+
+struct RunSection {
+  std::string name = "run";         // runs/<name>/
+  std::string out_dir = "runs";     // parent folder of run folders
+  std::string device = "cpu";       // cpu | cuda | cuda:N
+  uint64_t seed = 1337;             // init, data order, sampling
+};
+
+struct ModelSection {
+  std::string arch = "gpt2";        // gpt2 (LayerNorm, learned positions, GELU, biases)
+                                    // | llama (RMSNorm, RoPE, SwiGLU, no biases)
+  int64_t n_layer = 4;
+  int64_t n_head = 4;
+  int64_t n_embd = 128;             // C; must be divisible by n_head
+  int64_t ffn_hidden = 0;           // F; 0 = 4*C for gpt2, the LLaMA rule 2/3*4C rounded up to 64 for llama
+  int64_t block_size = 128;         // T (max sequence length)
+  int64_t vocab_size = 0;           // 0 = from the tokenizer, padded up to vocab_multiple
+  int64_t vocab_multiple = 64;
+  bool tie_embeddings = true;
+  std::string attn_output_norm = "none";  // none | headwise_rmsnorm
+  std::string attention = "softmax";      // softmax | sigmoid
+  std::string gamma_init = "first_token_std";  // first_token_std (0.02*sqrt(C)) | ones
+  bool gamma_shared = false;        // one (HS) gamma for all heads instead of (NH, HS)
+  bool gamma_weight_decay = true;   // the authors decay the 2-D per-head gamma
+  double norm_eps = 0.0;            // 0 = 1e-5 for gpt2 LayerNorm, 1e-6 for llama RMSNorm
+  double rope_theta = 10000.0;
+  std::vector<int64_t> isolate_positions;  // SINKS.md intervention (all layers)
+  double init_std = 0.02;
+};
+
+struct DataSection {
+  std::string dir = "data/quickstart";  // holds train_*.bin, val_*.bin and tokenizer.json
+  std::string train_pattern = "train_*.bin";
+  std::string val_pattern = "val_*.bin";
+  std::string tokenizer = "";       // default <dir>/tokenizer.json; "byte" for raw bytes
+};
+
+struct PrepareSection {  // used by `sinklab prepare <config>`
+  std::vector<std::string> inputs;  // text files
+  std::string tokenizer = "bpe";    // bpe | byte
+  int64_t vocab_size = 512;         // BPE target vocabulary (>= 256 + special)
+  double val_fraction = 0.05;       // tail of each input goes to val
+  int64_t shard_tokens = 100000000; // tokens per shard file
+};
+
+struct TrainSection {
+  int64_t steps = 200;
+  int64_t batch_size = 8;           // B, sequences per micro-batch
+  int64_t tokens_per_step = 0;      // 0 = B*T (no accumulation); must be a multiple of B*T
+  int64_t log_every = 1;
+  int64_t eval_every = 50;          // 0 = never (a final eval still runs)
+  int64_t eval_batches = 4;
+  int64_t sample_every = 0;         // 0 = only at the end
+  int64_t sample_tokens = 32;
+  double sample_temperature = 1.0;
+};
+
+struct OptimSection {
+  double lr = 1e-3;                 // peak
+  double min_lr = 1e-4;             // cosine floor
+  int64_t warmup_steps = 20;
+  int64_t decay_steps = 0;          // 0 = train.steps
+  double beta1 = 0.9;
+  double beta2 = 0.95;
+  double eps = 1e-8;
+  double weight_decay = 0.1;        // matrices only (2-D params), embeddings included
+  bool decay_embeddings = true;
+  double grad_clip = 1.0;           // 0 = off
+};
+
+struct MetricsSection {
+  int64_t every = 1;                // sink metrics period in steps (0 = off)
+  int64_t effective_rank_every = 0; // 0 = at eval intervals
+  double sink_threshold = 0.3;      // sink_rate threshold (Gu et al.)
+  bool jsonl = true;
+  bool hdf5 = true;
+};
+
+struct CheckpointSection {
+  int64_t every = 0;                // 0 = only at the end
+  int64_t keep_last = 3;
+  int64_t keep_every = 0;           // also keep every M-th step (0 = none)
+};
+
+struct VariantSpec {
+  std::string name;
+  std::vector<std::string> overrides;  // "model.attn_output_norm=headwise_rmsnorm"
+};
+
+struct RunConfig {
+  RunSection run;
+  ModelSection model;
+  DataSection data;
+  PrepareSection prepare;
+  TrainSection train;
+  OptimSection optim;
+  MetricsSection metrics;
+  CheckpointSection checkpoint;
+  std::vector<VariantSpec> variants;  // empty = a single run named "main"
+  std::string source_file;            // the YAML file it came from (for messages)
+};
+
+// Loads `path`, applies `overrides` ("a.b=value", in order), validates. Throws ConfigError
+// naming the key and the file on unknown keys, wrong types and impossible combinations.
+RunConfig load_config(const std::string& path, const std::vector<std::string>& overrides = {});
+// Same from YAML text (`origin` names it in messages).
+RunConfig parse_config(const std::string& yaml_text, const std::string& origin,
+                       const std::vector<std::string>& overrides = {});
+// Applies one variant's overrides on top of a base config (variants list cleared), validates.
+RunConfig apply_variant(const RunConfig& base, const VariantSpec& variant);
+// The resolved config as YAML (every key, defaults filled); parse_config of it gives it back.
+std::string to_yaml(const RunConfig& config);
+// Throws ConfigError for impossible combinations (n_embd % n_head, tokens_per_step, ...).
+void validate(const RunConfig& config);
+
+}  // namespace sinklab::train

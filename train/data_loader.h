@@ -1,0 +1,44 @@
+// Batches of random contiguous windows from a token stream (no BOS, as in the paper).
+//
+// Window start positions come from Philox keyed by (seed, stream, draw index), so the loader's
+// whole state is one counter: `cursor()` after N batches, and set_cursor() resumes exactly.
+// Two loaders with the same seed and data give identical batches in identical order.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace sinklab::train {
+
+struct Batch {
+  Tensor inputs;   // (B, T) int32
+  Tensor targets;  // (B, T) int32, inputs shifted by one
+};
+
+class DataLoader {
+ public:
+  // tokens: the concatenation of all shards of one split.
+  DataLoader(std::vector<int32_t> tokens, int64_t batch_size, int64_t seq_len, uint64_t seed,
+             uint64_t stream);
+  // Loads every file of one split (shards.h list_files + read_shard). Throws IOError naming the
+  // folder and pattern when no file matches, and when the split has fewer than T+1 tokens.
+  static DataLoader from_files(const std::string& dir, const std::string& pattern,
+                               int64_t batch_size, int64_t seq_len, uint64_t seed, uint64_t stream);
+
+  Batch next();                      // draws B windows, advances the cursor by B
+  uint64_t cursor() const { return cursor_; }
+  void set_cursor(uint64_t c) { cursor_ = c; }
+  int64_t num_tokens() const { return static_cast<int64_t>(tokens_.size()); }
+  const std::vector<int32_t>& tokens() const { return tokens_; }
+  int32_t max_token() const;
+
+ private:
+  std::vector<int32_t> tokens_;
+  int64_t batch_size_, seq_len_;
+  uint64_t seed_, stream_;
+  uint64_t cursor_ = 0;
+};
+
+}  // namespace sinklab::train

@@ -1,0 +1,84 @@
+// sinklab: train GPT-style models from YAML and measure their attention sinks.
+//   sinklab train   <config.yaml> [--set k=v ...] [--variant NAME]
+//   sinklab compare <config.yaml> [--set k=v ...]
+//   sinklab prepare <config.yaml> [--set k=v ...]
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <iostream>
+
+#include "core/error.h"
+#include "train/config.h"
+#include "train/prepare.h"
+#include "train/trainer.h"
+
+using namespace sinklab;
+
+namespace {
+
+struct CommonArgs {
+  std::string config;
+  std::vector<std::string> overrides;
+  bool no_progress = false;
+};
+
+void add_common(CLI::App* cmd, CommonArgs& args) {
+  cmd->add_option("config", args.config, "YAML run config (see configs/)")
+      ->required()
+      ->check(CLI::ExistingFile);
+  cmd->add_option("--set", args.overrides, "override a key, e.g. --set train.steps=100")
+      ->take_all();
+  cmd->add_flag("--no-progress", args.no_progress, "no live progress bar");
+}
+
+int run_training(const CommonArgs& args, const std::vector<std::string>& variants,
+                 bool side_by_side) {
+  train::RunConfig config = train::load_config(args.config, args.overrides);
+  if (!side_by_side && variants.empty()) config.variants.clear();  // the base config alone
+  SINKLAB_CHECK(!side_by_side || !config.variants.empty(), ConfigError,
+                "compare needs a variants: list in " << args.config,
+                "add variants (see configs/quickstart.yaml) or use `sinklab train`");
+  train::RunOptions options;
+  options.progress_bar = !args.no_progress && isatty(fileno(stdout));
+  options.only_variants = variants;
+  train::Run run(config, std::cout, options);
+  run.train();
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"sinklab: train small GPTs side by side and measure their attention sinks"};
+  app.require_subcommand(1);
+  CommonArgs train_args, compare_args, prepare_args;
+  std::vector<std::string> train_variants;
+  CLI::App* train_cmd = app.add_subcommand("train", "train one model (the base config, or "
+                                                    "--variant NAME of its variants)");
+  add_common(train_cmd, train_args);
+  train_cmd->add_option("--variant", train_variants, "train only these variants");
+  CLI::App* compare_cmd = app.add_subcommand(
+      "compare", "train every variant of the config side by side on identical batches and "
+                 "print a comparison table");
+  add_common(compare_cmd, compare_args);
+  CLI::App* prepare_cmd = app.add_subcommand(
+      "prepare", "train the tokenizer and write token shards from prepare.inputs");
+  add_common(prepare_cmd, prepare_args);
+  CLI11_PARSE(app, argc, argv);
+  try {
+    if (*train_cmd) return run_training(train_args, train_variants, false);
+    if (*compare_cmd) return run_training(compare_args, {}, true);
+    if (*prepare_cmd) {
+      train::RunConfig config = train::load_config(prepare_args.config, prepare_args.overrides);
+      train::prepare_dataset(config, std::cout);
+      return 0;
+    }
+  } catch (const Error& e) {
+    std::cerr << "sinklab: " << e.what() << "\n";
+    return e.kind() == ErrorKind::Config ? 2 : 1;
+  } catch (const std::exception& e) {
+    std::cerr << "sinklab: " << e.what() << "\n";
+    return 1;
+  }
+  return 0;
+}

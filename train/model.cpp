@@ -1,0 +1,219 @@
+#include "train/model.h"
+
+#include <cmath>
+
+#include "ops/activations.h"
+#include "ops/cross_entropy.h"
+#include "ops/elementwise.h"
+#include "ops/embedding.h"
+#include "ops/layernorm.h"
+#include "ops/matmul.h"
+#include "ops/rmsnorm.h"
+#include "ops/rope.h"
+#include "ops/shape_ops.h"
+
+namespace sinklab::train {
+
+namespace {
+bool is_llama(const ModelSection& cfg) { return cfg.arch == "llama"; }
+bool headwise(const ModelSection& cfg) { return cfg.attn_output_norm == "headwise_rmsnorm"; }
+Tensor detached(const Tensor& t) { return t.detach(); }
+}  // namespace
+
+int64_t GPT::resolved_ffn_width(const ModelSection& cfg) {
+  if (cfg.ffn_hidden > 0) return cfg.ffn_hidden;
+  if (!is_llama(cfg)) return 4 * cfg.n_embd;
+  const int64_t f = (2 * 4 * cfg.n_embd + 2) / 3;  // LLaMA: 2/3 of 4C, rounded up to 64
+  return (f + 63) / 64 * 64;
+}
+
+double GPT::resolved_norm_eps(const ModelSection& cfg) {
+  if (cfg.norm_eps > 0) return cfg.norm_eps;
+  return is_llama(cfg) ? 1e-6 : 1e-5;
+}
+
+std::vector<ParamSpec> GPT::parameter_specs(const ModelSection& cfg) {
+  const int64_t C = cfg.n_embd, V = cfg.vocab_size, F = resolved_ffn_width(cfg);
+  const int64_t NH = cfg.n_head, HS = C / NH;
+  const double std = cfg.init_std;
+  const double residual_std = std / std::sqrt(2.0 * cfg.n_layer);  // output projections
+  SINKLAB_CHECK(V > 0, ValueError, "model.vocab_size is " << V,
+                "resolve the vocabulary from the tokenizer before building the model");
+  std::vector<ParamSpec> specs;
+  auto matrix = [&](std::string name, Shape shape, double s) {
+    specs.push_back({std::move(name), std::move(shape), Init::Normal, s, true, false});
+  };
+  auto vector = [&](std::string name, int64_t n, Init init) {
+    specs.push_back({std::move(name), {n}, init, 0.0, false, false});
+  };
+  auto head_norm = [&](const std::string& prefix) {
+    if (!headwise(cfg)) return;
+    Shape shape = cfg.gamma_shared ? Shape{HS} : Shape{NH, HS};
+    const bool ones = cfg.gamma_init == "ones";
+    const double value = ones ? 1.0 : 0.02 * std::sqrt(static_cast<double>(C));
+    specs.push_back({prefix + "head_norm.weight", shape, Init::Constant, value,
+                     cfg.gamma_weight_decay && shape.size() == 2, false});
+  };
+  if (is_llama(cfg)) {
+    specs.push_back({"model.embed_tokens.weight", {V, C}, Init::Normal, std, true, true});
+    for (int64_t l = 0; l < cfg.n_layer; ++l) {
+      const std::string pre = "model.layers." + std::to_string(l) + ".";
+      vector(pre + "input_layernorm.weight", C, Init::Ones);
+      matrix(pre + "self_attn.q_proj.weight", {C, C}, std);
+      matrix(pre + "self_attn.k_proj.weight", {C, C}, std);
+      matrix(pre + "self_attn.v_proj.weight", {C, C}, std);
+      head_norm(pre + "self_attn.");
+      matrix(pre + "self_attn.o_proj.weight", {C, C}, residual_std);
+      vector(pre + "post_attention_layernorm.weight", C, Init::Ones);
+      matrix(pre + "mlp.gate_proj.weight", {F, C}, std);
+      matrix(pre + "mlp.up_proj.weight", {F, C}, std);
+      matrix(pre + "mlp.down_proj.weight", {C, F}, residual_std);
+    }
+    vector("model.norm.weight", C, Init::Ones);
+  } else {
+    specs.push_back({"transformer.wte.weight", {V, C}, Init::Normal, std, true, true});
+    specs.push_back(
+        {"transformer.wpe.weight", {cfg.block_size, C}, Init::Normal, std, true, true});
+    for (int64_t l = 0; l < cfg.n_layer; ++l) {
+      const std::string pre = "transformer.h." + std::to_string(l) + ".";
+      vector(pre + "ln_1.weight", C, Init::Ones);
+      vector(pre + "ln_1.bias", C, Init::Zeros);
+      matrix(pre + "attn.c_attn.weight", {3 * C, C}, std);
+      vector(pre + "attn.c_attn.bias", 3 * C, Init::Zeros);
+      head_norm(pre + "attn.");
+      matrix(pre + "attn.c_proj.weight", {C, C}, residual_std);
+      vector(pre + "attn.c_proj.bias", C, Init::Zeros);
+      vector(pre + "ln_2.weight", C, Init::Ones);
+      vector(pre + "ln_2.bias", C, Init::Zeros);
+      matrix(pre + "mlp.c_fc.weight", {F, C}, std);
+      vector(pre + "mlp.c_fc.bias", F, Init::Zeros);
+      matrix(pre + "mlp.c_proj.weight", {C, F}, residual_std);
+      vector(pre + "mlp.c_proj.bias", C, Init::Zeros);
+    }
+    vector("transformer.ln_f.weight", C, Init::Ones);
+    vector("transformer.ln_f.bias", C, Init::Zeros);
+  }
+  if (!cfg.tie_embeddings) matrix("lm_head.weight", {V, C}, std);
+  return specs;
+}
+
+GPT::GPT(const ModelSection& cfg, uint64_t seed, DType dtype, Device device)
+    : cfg_(cfg), params_(parameter_specs(cfg), seed, dtype, device) {
+  attn_options_.sigmoid = cfg.attention == "sigmoid";
+  attn_options_.isolate_positions = cfg.isolate_positions;
+}
+
+int64_t GPT::ffn_width() const { return resolved_ffn_width(cfg_); }
+
+double GPT::flops_per_token(int64_t seq_len) const {
+  double n = static_cast<double>(params_.numel());
+  if (params_.contains("transformer.wpe.weight"))
+    n -= static_cast<double>(params_["transformer.wpe.weight"].numel());
+  return 6.0 * n + 12.0 * cfg_.n_layer * cfg_.n_embd * seq_len;
+}
+
+std::string GPT::layer_prefix(int64_t layer) const {
+  return (is_llama(cfg_) ? "model.layers." : "transformer.h.") + std::to_string(layer) + ".";
+}
+
+Tensor GPT::norm(const std::string& prefix, const Tensor& x) const {
+  const double eps = resolved_norm_eps(cfg_);
+  if (is_llama(cfg_)) return ops::rmsnorm(x, p(prefix + "weight"), eps);
+  return ops::layernorm(x, p(prefix + "weight"), p(prefix + "bias"), eps);
+}
+
+Tensor GPT::attention_block(int64_t layer, const Tensor& h, LayerCapture* capture) const {
+  const int64_t B = h.size(0), T = h.size(1), C = cfg_.n_embd, NH = cfg_.n_head;
+  const int64_t HS = C / NH;
+  const std::string pre = layer_prefix(layer);
+  Tensor q, k, v;  // (B, T, NH, HS) each
+  std::string attn;
+  if (is_llama(cfg_)) {
+    attn = pre + "self_attn.";
+    q = ops::rope(ops::reshape(ops::linear(h, p(attn + "q_proj.weight")), {B, T, NH, HS}),
+                  cfg_.rope_theta);
+    k = ops::rope(ops::reshape(ops::linear(h, p(attn + "k_proj.weight")), {B, T, NH, HS}),
+                  cfg_.rope_theta);
+    v = ops::reshape(ops::linear(h, p(attn + "v_proj.weight")), {B, T, NH, HS});
+  } else {
+    attn = pre + "attn.";
+    Tensor qkv = ops::linear(h, p(attn + "c_attn.weight"), p(attn + "c_attn.bias"));  // (B, T, 3C)
+    auto part = [&](int64_t i) {
+      return ops::reshape(ops::contiguous(ops::narrow(qkv, 2, i * C, C)), {B, T, NH, HS});
+    };
+    q = part(0);
+    k = part(1);
+    v = part(2);
+  }
+  Tensor lse;  // (B, NH, T)
+  Tensor o = ops::attention(q, k, v, attn_options_, &lse);  // (B, T, NH, HS)
+  Tensor o_normed = headwise(cfg_) ? ops::headwise_rmsnorm(o, p(attn + "head_norm.weight"), 1e-6)
+                                   : Tensor();
+  if (capture) {
+    capture->q = detached(q);
+    capture->k = detached(k);
+    capture->lse = lse.defined() ? detached(lse) : Tensor();
+    capture->attn_out = detached(o);
+    capture->attn_out_normed = o_normed.defined() ? detached(o_normed) : Tensor();
+  }
+  Tensor merged = ops::reshape(o_normed.defined() ? o_normed : o, {B, T, C});  // (B, T, C)
+  if (is_llama(cfg_)) return ops::linear(merged, p(attn + "o_proj.weight"));
+  return ops::linear(merged, p(attn + "c_proj.weight"), p(attn + "c_proj.bias"));
+}
+
+Tensor GPT::ffn_block(int64_t layer, const Tensor& h, LayerCapture* capture) const {
+  const std::string pre = layer_prefix(layer) + "mlp.";
+  Tensor u;  // (B, T, F)
+  if (is_llama(cfg_)) {
+    u = ops::swiglu(ops::linear(h, p(pre + "gate_proj.weight")),
+                    ops::linear(h, p(pre + "up_proj.weight")));
+  } else {
+    u = ops::gelu(ops::linear(h, p(pre + "c_fc.weight"), p(pre + "c_fc.bias")));
+  }
+  if (capture) capture->ffn_hidden = detached(u);
+  if (is_llama(cfg_)) return ops::linear(u, p(pre + "down_proj.weight"));
+  return ops::linear(u, p(pre + "c_proj.weight"), p(pre + "c_proj.bias"));
+}
+
+Tensor GPT::block(int64_t layer, const Tensor& x, LayerCapture* capture) const {
+  const std::string pre = layer_prefix(layer);
+  if (capture) capture->residual = detached(x);
+  const bool llama = is_llama(cfg_);
+  Tensor h = norm(pre + (llama ? "input_layernorm." : "ln_1."), x);
+  Tensor x1 = ops::add(x, attention_block(layer, h, capture));
+  Tensor h2 = norm(pre + (llama ? "post_attention_layernorm." : "ln_2."), x1);
+  return ops::add(x1, ffn_block(layer, h2, capture));
+}
+
+ForwardResult GPT::forward(const Tensor& ids, const Tensor& targets,
+                           ForwardCapture* capture) const {
+  check_dtype(ids, DType::I32, "GPT.forward", "ids");
+  check_rank(ids, 2, "GPT.forward", "ids");
+  const int64_t T = ids.size(1);
+  SINKLAB_CHECK(T <= cfg_.block_size, ShapeError,
+                "GPT.forward: sequence length " << T << " exceeds model.block_size "
+                                                << cfg_.block_size,
+                "feed at most block_size tokens");
+  const bool llama = is_llama(cfg_);
+  Tensor x;  // (B, T, C)
+  if (llama) {
+    x = ops::embedding(ids, p("model.embed_tokens.weight"));
+  } else {
+    Tensor positions = ops::narrow(p("transformer.wpe.weight"), 0, 0, T);  // (T, C)
+    x = ops::add(ops::embedding(ids, p("transformer.wte.weight")), ops::contiguous(positions));
+  }
+  if (capture) capture->layers.assign(cfg_.n_layer, LayerCapture{});
+  for (int64_t l = 0; l < cfg_.n_layer; ++l)
+    x = block(l, x, capture ? &capture->layers[l] : nullptr);
+  if (capture) capture->final_residual = detached(x);
+  x = norm(llama ? "model.norm." : "transformer.ln_f.", x);
+  const Tensor& head = cfg_.tie_embeddings
+                           ? p(llama ? "model.embed_tokens.weight" : "transformer.wte.weight")
+                           : p("lm_head.weight");
+  ForwardResult result;
+  result.logits = ops::linear(x, head);  // (B, T, V)
+  if (targets.defined()) result.loss = ops::cross_entropy(result.logits, targets, -1);
+  return result;
+}
+
+}  // namespace sinklab::train

@@ -1,0 +1,70 @@
+// The GPT family: GPT-2 style (LayerNorm, learned positions, GELU, biases) and LLaMA style
+// (RMSNorm, RoPE, SwiGLU, no biases), with the attention-output variant of SINKS.md
+// (none | head-wise RMSNorm) and optional sigmoid attention. Parameters carry Hugging Face names;
+// linear weights are stored (out, in) as in nn.Linear (GPT-2's Conv1D is transposed on export).
+#pragma once
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+#include "ops/attention.h"
+#include "train/config.h"
+#include "train/parameters.h"
+
+namespace sinklab::train {
+
+// What the sink metrics need from one forward pass, per layer (detached, no graph).
+struct LayerCapture {
+  Tensor residual;        // (B, T, C) x_l, the residual stream entering layer l
+  Tensor q, k;            // (B, T, NH, HS) as attention saw them (after RoPE)
+  Tensor lse;             // (B, NH, T) log-sum-exp of attention (undefined for sigmoid)
+  Tensor attn_out;        // (B, T, NH, HS) o before head-wise RMSNorm
+  Tensor attn_out_normed; // (B, T, NH, HS) o after head-wise RMSNorm (undefined when off)
+  Tensor ffn_hidden;      // (B, T, F) u = act(W1 x) * (W3 x), or GELU(W_fc x)
+};
+struct ForwardCapture {
+  std::vector<LayerCapture> layers;
+  Tensor final_residual;  // (B, T, C) after the last block, before the final norm
+};
+
+struct ForwardResult {
+  Tensor loss;    // () mean cross-entropy (undefined when no targets)
+  Tensor logits;  // (B, T, V)
+};
+
+class GPT {
+ public:
+  // cfg must be validated and have vocab_size > 0 (resolved from the tokenizer).
+  GPT(const ModelSection& cfg, uint64_t seed, DType dtype = DType::F32,
+      Device device = Device::cpu());
+
+  // ids, targets: (B, T) int32 with T <= block_size; targets may be undefined.
+  ForwardResult forward(const Tensor& ids, const Tensor& targets,
+                        ForwardCapture* capture = nullptr) const;
+
+  ParameterSet& params() { return params_; }
+  const ParameterSet& params() const { return params_; }
+  const ModelSection& config() const { return cfg_; }
+  int64_t head_size() const { return cfg_.n_embd / cfg_.n_head; }
+  int64_t ffn_width() const;
+  // Training FLOPs per token (6N + attention), for MFU.
+  double flops_per_token(int64_t seq_len) const;
+  // The parameter specs (names, shapes, init, decay) this config builds.
+  static std::vector<ParamSpec> parameter_specs(const ModelSection& cfg);
+  static int64_t resolved_ffn_width(const ModelSection& cfg);
+  static double resolved_norm_eps(const ModelSection& cfg);
+
+ private:
+  Tensor block(int64_t layer, const Tensor& x, LayerCapture* capture) const;
+  Tensor attention_block(int64_t layer, const Tensor& h, LayerCapture* capture) const;
+  Tensor ffn_block(int64_t layer, const Tensor& h, LayerCapture* capture) const;
+  Tensor norm(const std::string& prefix, const Tensor& x) const;
+  const Tensor& p(const std::string& name) const { return params_[name]; }
+  std::string layer_prefix(int64_t layer) const;
+
+  ModelSection cfg_;
+  ParameterSet params_;
+  ops::AttentionOptions attn_options_;
+};
+
+}  // namespace sinklab::train

@@ -1,0 +1,86 @@
+#include "train/optimizer.h"
+
+#include <cmath>
+
+#include "core/parallel.h"
+
+namespace sinklab::train {
+
+double learning_rate(const OptimSection& optim, int64_t total_steps, int64_t step) {
+  const int64_t decay_steps = optim.decay_steps > 0 ? optim.decay_steps : total_steps;
+  if (optim.warmup_steps > 0 && step < optim.warmup_steps)
+    return optim.lr * static_cast<double>(step + 1) / static_cast<double>(optim.warmup_steps);
+  if (step >= decay_steps) return optim.min_lr;
+  const double span = std::max<int64_t>(1, decay_steps - optim.warmup_steps);
+  const double progress = static_cast<double>(step - optim.warmup_steps) / span;
+  const double cosine = 0.5 * (1.0 + std::cos(M_PI * progress));
+  return optim.min_lr + cosine * (optim.lr - optim.min_lr);
+}
+
+double global_grad_norm(const ParameterSet& params) {
+  Tensor g = params.flat_grads();
+  SINKLAB_CHECK(g.device().is_cpu() && g.dtype() == DType::F32, DeviceError,
+                "global_grad_norm on " << g.str(), "the CUDA path has its own kernel");
+  const float* p = g.data<float>();
+  const int64_t n = g.numel();
+  constexpr int64_t kChunk = 1 << 16;
+  const int64_t chunks = (n + kChunk - 1) / kChunk;
+  std::vector<double> partial(chunks);
+  parallel_for(chunks, [&](int64_t c) {
+    double acc = 0;
+    for (int64_t i = c * kChunk; i < std::min(n, (c + 1) * kChunk); ++i)
+      acc += static_cast<double>(p[i]) * p[i];
+    partial[c] = acc;
+  });
+  double total = 0;
+  for (double v : partial) total += v;
+  return std::sqrt(total);
+}
+
+double clip_gradients(ParameterSet& params, double norm, double max_norm) {
+  if (max_norm <= 0 || !(norm > max_norm)) return 1.0;
+  const double factor = max_norm / (norm + 1e-6);
+  Tensor g = params.flat_grads();
+  float* p = g.data<float>();
+  const float f = static_cast<float>(factor);
+  parallel_for(g.numel(), [&](int64_t i) { p[i] *= f; }, 1 << 14);
+  return factor;
+}
+
+bool AdamW::decays(const ParamSpec& spec, const OptimSection& optim) {
+  if (!spec.decay) return false;
+  return !spec.embedding || optim.decay_embeddings;
+}
+
+AdamW::AdamW(const ParameterSet& params, const OptimSection& optim) : optim_(optim) {
+  m_ = Tensor::zeros({params.numel()}, DType::F32, params.flat_values().device());
+  v_ = Tensor::zeros({params.numel()}, DType::F32, params.flat_values().device());
+  for (const Param& p : params.params()) decay_.push_back(decays(p.spec, optim) ? 1 : 0);
+}
+
+void AdamW::step(ParameterSet& params, double lr) {
+  ++t_;
+  const double b1 = optim_.beta1, b2 = optim_.beta2;
+  const float bias1 = static_cast<float>(1.0 - std::pow(b1, static_cast<double>(t_)));
+  const float bias2 = static_cast<float>(1.0 - std::pow(b2, static_cast<double>(t_)));
+  float* w = params.flat_values().data<float>();
+  const float* g = params.flat_grads().data<float>();
+  float* m = m_.data<float>();
+  float* v = v_.data<float>();
+  const auto& list = params.params();
+  for (size_t k = 0; k < list.size(); ++k) {
+    const int64_t begin = list[k].offset, end = begin + list[k].value.numel();
+    const float wd = decay_[k] ? static_cast<float>(lr * optim_.weight_decay) : 0.0f;
+    const float lr_f = static_cast<float>(lr), b1f = static_cast<float>(b1),
+                b2f = static_cast<float>(b2), eps = static_cast<float>(optim_.eps);
+    parallel_for(end - begin, [&](int64_t j) {
+      const int64_t i = begin + j;
+      m[i] = b1f * m[i] + (1.0f - b1f) * g[i];
+      v[i] = b2f * v[i] + (1.0f - b2f) * g[i] * g[i];
+      const float m_hat = m[i] / bias1, v_hat = v[i] / bias2;
+      w[i] -= lr_f * m_hat / (std::sqrt(v_hat) + eps) + wd * w[i];
+    }, 1 << 14);
+  }
+}
+
+}  // namespace sinklab::train

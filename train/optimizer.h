@@ -1,0 +1,40 @@
+// AdamW with decoupled weight decay over a ParameterSet's flat buffers, the warm-up + cosine
+// learning-rate schedule, and global-norm gradient clipping.
+#pragma once
+#include <cstdint>
+
+#include "train/config.h"
+#include "train/parameters.h"
+
+namespace sinklab::train {
+
+// Linear warm-up from lr/warmup to lr over warmup_steps, then cosine from lr to min_lr at
+// decay_steps (train.steps when 0), then min_lr.
+double learning_rate(const OptimSection& optim, int64_t total_steps, int64_t step);
+
+// sqrt(sum of squares) of the flat gradient buffer, accumulated in double in a fixed order.
+double global_grad_norm(const ParameterSet& params);
+// Scales every gradient by max_norm / norm when norm > max_norm (max_norm 0 = off).
+// Returns the factor applied (1 when not clipped).
+double clip_gradients(ParameterSet& params, double norm, double max_norm);
+
+class AdamW {
+ public:
+  AdamW(const ParameterSet& params, const OptimSection& optim);
+  // One update with learning rate lr: m, v moments; weight decay lr*wd*w on decayed params.
+  void step(ParameterSet& params, double lr);
+  int64_t steps_taken() const { return t_; }
+  Tensor& m() { return m_; }  // (numel,) first moments, flat
+  Tensor& v() { return v_; }  // (numel,) second moments, flat
+  void set_steps_taken(int64_t t) { t_ = t; }
+  // Whether weight decay applies to a parameter under this config.
+  static bool decays(const ParamSpec& spec, const OptimSection& optim);
+
+ private:
+  OptimSection optim_;
+  Tensor m_, v_;           // (numel,) each, fp32 on the CPU path
+  std::vector<char> decay_;  // per parameter
+  int64_t t_ = 0;
+};
+
+}  // namespace sinklab::train

@@ -1,0 +1,54 @@
+// Named parameters in flat buffers: values, gradients (and optimizer moments, see optimizer.h)
+// each live in one contiguous storage; every parameter is a view into it. One loop (or one
+// kernel) serves zeroing, clipping, AdamW, all-reduce and checkpointing.
+#pragma once
+#include <map>
+#include <string>
+#include <vector>
+
+#include "core/random.h"
+#include "core/tensor.h"
+
+namespace sinklab::train {
+
+enum class Init { Normal, Zeros, Ones, Constant };
+
+struct ParamSpec {
+  std::string name;   // Hugging Face name, e.g. "model.layers.3.self_attn.o_proj.weight"
+  Shape shape;
+  Init init = Init::Normal;
+  double value = 0.02;  // stddev for Normal, the constant for Constant
+  bool decay = false;   // weight decay applies (matrices)
+  bool embedding = false;  // token/position table (optim.decay_embeddings decides its decay)
+};
+
+struct Param {
+  ParamSpec spec;
+  int64_t offset = 0;   // in elements, within the flat buffers
+  Tensor value;         // view into the value buffer, requires_grad
+  Tensor grad;          // view into the gradient buffer (also set as value.grad())
+};
+
+class ParameterSet {
+ public:
+  // Allocates the flat buffers and initialises every parameter from Philox keyed by
+  // (seed, hash of its name): the same name gets the same values in every variant.
+  ParameterSet(std::vector<ParamSpec> specs, uint64_t seed, DType dtype, Device device);
+
+  const std::vector<Param>& params() const { return params_; }
+  const Param& get(const std::string& name) const;  // ConfigError-free: throws ValueError
+  const Tensor& operator[](const std::string& name) const { return get(name).value; }
+  bool contains(const std::string& name) const { return index_.count(name) != 0; }
+  int64_t numel() const { return numel_; }
+  Tensor flat_values() const { return flat_values_; }  // (numel,)
+  Tensor flat_grads() const { return flat_grads_; }    // (numel,)
+  void zero_grad();
+
+ private:
+  std::vector<Param> params_;
+  std::map<std::string, size_t> index_;
+  int64_t numel_ = 0;
+  Tensor flat_values_, flat_grads_;
+};
+
+}  // namespace sinklab::train

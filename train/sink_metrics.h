@@ -1,0 +1,44 @@
+// The sink metrics of SINKS.md, computed from one forward pass's ForwardCapture.
+// Attention mass on key 0 comes from the saved log-sum-exp (ops::attention_key_mass): no T x T
+// matrix. Reductions run in double in a fixed order, on detached tensors: computing them never
+// changes the training result.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "ops/attention.h"
+#include "train/model.h"
+
+namespace sinklab::train {
+
+struct LayerMetrics {
+  std::vector<double> sink_mass;       // (NH) mean over b and queries t >= 1 of A[t, 0]
+  std::vector<double> alpha0;          // (NH) mean over b and t >= 0 of A[t, 0] (Gu et al.)
+  std::vector<double> var_pos;         // (T) channel variance of o at t, batch-averaged
+  std::vector<double> var_pos_normed;  // (T) same after head-wise RMSNorm (empty when off)
+  double var_ratio = 0;                // var_pos[0] / mean_{t>=1} var_pos[t]
+  double var_ratio_normed = 0;         // post-norm (NaN when off)
+  double dim_disparity = 0;            // max_j |x[0,j]| / mean_j |x[0,j]|, batch-averaged
+  int64_t dim_argmax = 0;              // channel of the largest batch-averaged |x[0,j]|
+  double norm_ratio = 0;               // |x[0]| / mean_{t>=1} |x[t]|, batch-averaged
+  int64_t super_neuron = 0;            // n* = argmax_n mean_b |u[b,0,n]|
+  double super_value = 0;              // mean_b |u[b,0,n*]|
+  double super_ratio = 0;              // super_value / median |u| over all tokens and neurons
+  double massive_top[3] = {0, 0, 0};   // top-3 |x_l| over the batch
+  double massive_median = 0;           // median |x_l|
+  double effective_rank = 0;           // NaN unless computed this step
+};
+
+struct SinkMetrics {
+  std::vector<LayerMetrics> layers;  // (L)
+  double sink_rate = 0;              // percent of (l, h) with alpha0 > threshold
+};
+
+SinkMetrics compute_sink_metrics(const ForwardCapture& capture,
+                                 const ops::AttentionOptions& attention, double sink_threshold,
+                                 bool with_effective_rank);
+
+// exp(entropy of the normalised singular values) of a (rows, cols) row-major matrix.
+double effective_rank(const std::vector<double>& matrix, int64_t rows, int64_t cols);
+
+}  // namespace sinklab::train

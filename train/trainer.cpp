@@ -1,0 +1,398 @@
+#include "train/trainer.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iomanip>
+#include <limits>
+#include <ostream>
+#include <sstream>
+
+#include "autograd/engine.h"
+#include "autograd/grad_mode.h"
+#include "core/random.h"
+#include "ops/elementwise.h"
+#include "train/data_loader.h"
+#include "train/model.h"
+#include "train/optimizer.h"
+#include "train/sampler.h"
+#include "train/tokenizer.h"
+
+namespace sinklab::train {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+constexpr uint64_t kTrainStream = 1, kValStream = 2, kSampleStream = 3;
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+uint64_t hash_tokens(uint64_t h, const Tensor& ids) {
+  const int32_t* p = ids.data<int32_t>();
+  for (int64_t i = 0; i < ids.numel(); ++i) {
+    h ^= static_cast<uint32_t>(p[i]);
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+// Writes text to path atomically (temporary file, then rename).
+void write_file_atomic(const std::string& path, const std::string& text) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    SINKLAB_CHECK(out.good(), IOError, "cannot write " << tmp, "check permissions and disk space");
+    out << text;
+    out.flush();
+    SINKLAB_CHECK(out.good(), IOError, "failed writing " << tmp, "check disk space");
+  }
+  fs::rename(tmp, path);
+}
+
+std::unique_ptr<Tokenizer> tokenizer_for(const DataSection& data) {
+  if (data.tokenizer == "byte") return make_byte_tokenizer();
+  const std::string path = data.tokenizer.empty() ? data.dir + "/tokenizer.json" : data.tokenizer;
+  SINKLAB_CHECK(fs::exists(path), IOError,
+                "tokenizer file " << path << " does not exist (data.tokenizer)",
+                "run `sinklab prepare <config>` first, or set data.tokenizer: byte");
+  return load_tokenizer(path);
+}
+
+double mean_layer(const SinkMetrics& m, double (*get)(const LayerMetrics&)) {
+  double s = 0;
+  for (const auto& l : m.layers) s += get(l);
+  return m.layers.empty() ? kNaN : s / m.layers.size();
+}
+
+double max_layer(const SinkMetrics& m, double (*get)(const LayerMetrics&)) {
+  double s = -std::numeric_limits<double>::infinity();
+  for (const auto& l : m.layers) s = std::max(s, get(l));
+  return m.layers.empty() ? kNaN : s;
+}
+
+double mean_sink_mass(const LayerMetrics& l) {
+  double s = 0;
+  for (double v : l.sink_mass) s += v;
+  return l.sink_mass.empty() ? kNaN : s / l.sink_mass.size();
+}
+
+std::string format_count(double v) {
+  std::ostringstream out;
+  out << std::fixed << std::setprecision(0) << v;
+  std::string digits = out.str(), grouped;
+  int n = 0;
+  for (auto it = digits.rbegin(); it != digits.rend(); ++it) {
+    if (n && n % 3 == 0 && *it != '-') grouped.insert(grouped.begin(), ',');
+    grouped.insert(grouped.begin(), *it);
+    ++n;
+  }
+  return grouped;
+}
+
+std::string format_duration(double seconds) {
+  char buf[32];
+  const int s = static_cast<int>(seconds + 0.5);
+  if (s >= 3600)
+    std::snprintf(buf, sizeof buf, "%dh%02dm", s / 3600, (s / 60) % 60);
+  else
+    std::snprintf(buf, sizeof buf, "%dm%02ds", s / 60, s % 60);
+  return buf;
+}
+
+}  // namespace
+
+struct Run::Variant {
+  std::string name;
+  RunConfig config;
+  std::string dir;
+  std::unique_ptr<Tokenizer> tokenizer;
+  std::unique_ptr<GPT> model;
+  std::unique_ptr<AdamW> optimizer;
+  std::unique_ptr<DataLoader> train_data, val_data;
+  std::unique_ptr<MetricsLog> log;
+  std::vector<double> recent_losses;
+  double tokens_per_s_sum = 0;
+  int64_t timed_steps = 0;
+  double last_val = kNaN;
+  StepRecord last_sink;
+  std::string sample;
+  int64_t accumulation = 1;
+};
+
+Run::Run(const RunConfig& config, std::ostream& console, RunOptions options)
+    : base_(config), console_(console), options_(std::move(options)) {
+  std::vector<VariantSpec> specs = base_.variants;
+  if (specs.empty()) specs.push_back({"main", {}});
+  fs::create_directories(folder());
+  write_file_atomic(folder() + "/config.yaml", to_yaml(base_));
+  for (const VariantSpec& spec : specs) {
+    if (!options_.only_variants.empty() &&
+        std::find(options_.only_variants.begin(), options_.only_variants.end(), spec.name) ==
+            options_.only_variants.end())
+      continue;
+    auto v = std::make_unique<Variant>();
+    v->name = spec.name;
+    v->config = apply_variant(base_, spec);
+    RunConfig& c = v->config;
+    v->dir = folder() + "/" + spec.name;
+    fs::create_directories(v->dir);
+    v->tokenizer = tokenizer_for(c.data);
+    if (c.model.vocab_size == 0) {
+      const int64_t m = std::max<int64_t>(1, c.model.vocab_multiple);
+      c.model.vocab_size = (v->tokenizer->vocab_size() + m - 1) / m * m;
+    }
+    const int64_t B = c.train.batch_size, T = c.model.block_size;
+    v->train_data = std::make_unique<DataLoader>(DataLoader::from_files(
+        c.data.dir, c.data.train_pattern, B, T, c.run.seed, kTrainStream));
+    v->val_data = std::make_unique<DataLoader>(DataLoader::from_files(
+        c.data.dir, c.data.val_pattern, B, T, c.run.seed, kValStream));
+    const int32_t max_token = std::max(v->train_data->max_token(), v->val_data->max_token());
+    SINKLAB_CHECK(max_token < c.model.vocab_size, ConfigError,
+                  "token id " << max_token << " in " << c.data.dir
+                              << " does not fit model.vocab_size " << c.model.vocab_size
+                              << " (" << c.source_file << ")",
+                  "set model.vocab_size to 0 (from the tokenizer) or re-run sinklab prepare");
+    write_file_atomic(v->dir + "/config.yaml", to_yaml(c));
+    const Device device = parse_device(c.run.device);
+    v->model = std::make_unique<GPT>(c.model, c.run.seed, DType::F32, device);
+    v->optimizer = std::make_unique<AdamW>(v->model->params(), c.optim);
+    v->accumulation = c.train.tokens_per_step > 0 ? c.train.tokens_per_step / (B * T) : 1;
+    v->log = std::make_unique<MetricsLog>(v->dir, c.model.n_layer, c.model.n_head, T,
+                                          c.metrics.jsonl, c.metrics.hdf5);
+    console_ << "variant " << v->name << ": " << c.model.arch << " " << c.model.n_layer << "x"
+             << c.model.n_embd << " (" << c.model.n_head << " heads, T=" << T
+             << ", V=" << c.model.vocab_size << "), attn_output_norm=" << c.model.attn_output_norm
+             << ", " << format_count(static_cast<double>(v->model->params().numel()))
+             << " parameters, " << format_count(B * T * v->accumulation)
+             << " tokens/step, train " << format_count(v->train_data->num_tokens())
+             << " tokens, val " << format_count(v->val_data->num_tokens()) << "\n";
+    variants_.push_back(std::move(v));
+  }
+  SINKLAB_CHECK(!variants_.empty(), ConfigError,
+                "no variant selected in " << base_.source_file,
+                "check the variant names given on the command line");
+}
+
+Run::~Run() = default;
+
+std::string Run::folder() const { return base_.run.out_dir + "/" + base_.run.name; }
+
+void Run::step_all(int64_t step, bool evaluate_first) {
+  for (auto& vp : variants_) {
+    Variant& v = *vp;
+    const RunConfig& c = v.config;
+    // Validation before the update, so the record shows the model after `step` updates.
+    Evaluation eval;
+    if (evaluate_first) eval = evaluate(v, step, false);
+    const auto t0 = Clock::now();
+    const bool metrics_step = c.metrics.every > 0 && step % c.metrics.every == 0;
+    StepRecord record;
+    record.step = step;
+    record.lr = learning_rate(c.optim, c.train.steps, step);
+    ParameterSet& params = v.model->params();
+    params.zero_grad();
+    ForwardCapture capture;
+    double loss_sum = 0;
+    uint64_t hash = 1469598103934665603ull;
+    for (int64_t micro = 0; micro < v.accumulation; ++micro) {
+      Batch batch = v.train_data->next();
+      hash = hash_tokens(hash, batch.inputs);
+      ForwardResult out = v.model->forward(batch.inputs, batch.targets,
+                                           metrics_step && micro == 0 ? &capture : nullptr);
+      loss_sum += out.loss.item();
+      autograd::backward(ops::scale(out.loss, 1.0 / static_cast<double>(v.accumulation)));
+    }
+    record.batch_hash = hash;
+    record.loss = loss_sum / static_cast<double>(v.accumulation);
+    record.grad_norm = global_grad_norm(params);
+    record.skipped = !std::isfinite(record.loss) || !std::isfinite(record.grad_norm);
+    if (!record.skipped) {
+      clip_gradients(params, record.grad_norm, c.optim.grad_clip);
+      v.optimizer->step(params, record.lr);
+    }
+    const double train_seconds = seconds_since(t0);
+    if (metrics_step) {
+      record.sink = compute_sink_metrics(capture, {0.0, c.model.attention == "sigmoid",
+                                                   c.model.isolate_positions},
+                                         c.metrics.sink_threshold, false);
+      record.has_sink = true;
+      for (size_t l = 0; l < eval.effective_rank.size(); ++l)
+        record.sink.layers[l].effective_rank = eval.effective_rank[l];
+      v.last_sink = record;
+    }
+    record.step_ms = 1000.0 * seconds_since(t0);
+    const double tokens = static_cast<double>(c.train.batch_size * c.model.block_size *
+                                              v.accumulation);
+    record.tokens_per_s = tokens / train_seconds;
+    record.mfu = kNaN;  // no known peak on the CPU
+    record.val_loss = evaluate_first ? eval.loss : kNaN;
+    if (step > 0) {
+      v.tokens_per_s_sum += record.tokens_per_s;
+      ++v.timed_steps;
+    }
+    v.recent_losses.push_back(record.loss);
+    if (v.recent_losses.size() > 10) v.recent_losses.erase(v.recent_losses.begin());
+    if (record.skipped)
+      console_ << "step " << step << " " << v.name << ": non-finite loss or grad norm, update "
+               << "skipped\n";
+    const bool log_line = c.train.log_every > 0 &&
+                          (step % c.train.log_every == 0 || step + 1 == c.train.steps);
+    if (log_line) {
+      char line[320];
+      std::snprintf(line, sizeof line,
+                    "step %5lld/%lld | %-16s | loss %.4f | lr %.2e | norm %.3f | %7.1f ms | %s "
+                    "tok/s",
+                    static_cast<long long>(step + 1), static_cast<long long>(c.train.steps),
+                    v.name.c_str(), record.loss, record.lr, record.grad_norm, record.step_ms,
+                    format_count(record.tokens_per_s).c_str());
+      console_ << (options_.progress_bar ? "\r\033[K" : "") << line;
+      if (record.has_sink) {
+        std::snprintf(line, sizeof line, " | sink %.3f | var_ratio %.2f | disparity %.1f",
+                      mean_layer(record.sink, mean_sink_mass),
+                      mean_layer(record.sink, [](const LayerMetrics& l) { return l.var_ratio; }),
+                      max_layer(record.sink,
+                                [](const LayerMetrics& l) { return l.dim_disparity; }));
+        console_ << line;
+      }
+      console_ << "\n";
+    }
+    v.log->write(record);
+  }
+}
+
+Run::Evaluation Run::evaluate(Variant& v, int64_t step, bool final) {
+  const RunConfig& c = v.config;
+  autograd::NoGradGuard no_grad;
+  v.val_data->set_cursor(0);  // the same validation batches at every evaluation
+  double total = 0;
+  ForwardCapture capture;
+  for (int64_t i = 0; i < c.train.eval_batches; ++i) {
+    Batch batch = v.val_data->next();
+    total += v.model->forward(batch.inputs, batch.targets, i == 0 ? &capture : nullptr)
+                 .loss.item();
+  }
+  Evaluation eval;
+  eval.loss = total / static_cast<double>(std::max<int64_t>(1, c.train.eval_batches));
+  v.last_val = eval.loss;
+  // Sink metrics of the first validation batch, with the (costly) effective rank.
+  eval.metrics = compute_sink_metrics(
+      capture, {0.0, c.model.attention == "sigmoid", c.model.isolate_positions},
+      c.metrics.sink_threshold, true);
+  for (const LayerMetrics& l : eval.metrics.layers) eval.effective_rank.push_back(l.effective_rank);
+  char line[200];
+  std::snprintf(line, sizeof line, "step %5lld/%lld | %-16s | val loss %.4f | eff. rank %.1f",
+                static_cast<long long>(step), static_cast<long long>(c.train.steps),
+                v.name.c_str(), eval.loss,
+                mean_layer(eval.metrics, [](const LayerMetrics& l) { return l.effective_rank; }));
+  console_ << (options_.progress_bar ? "\r\033[K" : "") << line << "\n";
+  const bool sample = final || (c.train.sample_every > 0 && step % c.train.sample_every == 0);
+  if (sample && c.train.sample_tokens > 0) {
+    std::vector<int32_t> prompt(
+        v.val_data->tokens().begin(),
+        v.val_data->tokens().begin() + std::min<int64_t>(8, v.val_data->num_tokens()));
+    std::vector<int32_t> out =
+        sample_tokens(*v.model, prompt, c.train.sample_tokens, c.train.sample_temperature,
+                      c.run.seed, rng_stream_id({kSampleStream, static_cast<uint64_t>(step)}));
+    v.sample = v.tokenizer->decode(out);
+    console_ << "  sample (" << v.name << "): " << v.sample << "\n";
+  }
+  return eval;
+}
+
+void Run::finish(int64_t steps) {
+  for (auto& vp : variants_) {
+    Variant& v = *vp;
+    Evaluation eval = evaluate(v, steps, true);
+    StepRecord record;  // after the last update: validation only
+    record.step = steps;
+    record.val_loss = eval.loss;
+    record.loss = record.lr = record.grad_norm = record.tokens_per_s = record.step_ms =
+        record.mfu = kNaN;
+    record.has_sink = v.config.metrics.every > 0;
+    record.sink = eval.metrics;
+    v.log->write(record);
+    v.log->flush();
+  }
+}
+
+std::vector<VariantSummary> Run::train() {
+  const int64_t steps = base_.train.steps;
+  const auto t0 = Clock::now();
+  for (int64_t step = 0; step < steps; ++step) {
+    const int64_t every = base_.train.eval_every;
+    step_all(step, every > 0 && step > 0 && step % every == 0);
+    if (options_.progress_bar) {
+      const double done = static_cast<double>(step + 1) / steps;
+      const double eta = seconds_since(t0) / done * (1 - done);
+      const int width = 30, filled = static_cast<int>(done * width);
+      console_ << "\r\033[K[" << std::string(filled, '#') << std::string(width - filled, '.')
+               << "] " << static_cast<int>(100 * done) << "% step " << step + 1 << "/" << steps
+               << " ETA " << format_duration(eta) << std::flush;
+    }
+  }
+  finish(steps);
+  std::vector<VariantSummary> summaries;
+  for (auto& vp : variants_) {
+    Variant& v = *vp;
+    v.log->flush();
+    VariantSummary s;
+    s.name = v.name;
+    s.steps = steps;
+    double sum = 0;
+    for (double l : v.recent_losses) sum += l;
+    s.final_loss = v.recent_losses.empty() ? kNaN : sum / v.recent_losses.size();
+    s.val_loss = v.last_val;
+    s.tokens_per_s = v.timed_steps ? v.tokens_per_s_sum / v.timed_steps : kNaN;
+    s.last_metrics = v.last_sink;
+    s.sample = v.sample;
+    summaries.push_back(std::move(s));
+  }
+  print_summary(summaries);
+  console_ << "wall time " << format_duration(seconds_since(t0)) << "; metrics in " << folder()
+           << "/<variant>/metrics.{jsonl,h5}\n";
+  return summaries;
+}
+
+void Run::print_summary(const std::vector<VariantSummary>& summaries) {
+  console_ << "\n" << comparison_table(summaries);
+}
+
+std::string comparison_table(const std::vector<VariantSummary>& summaries) {
+  std::ostringstream out;
+  char line[400];
+  std::snprintf(line, sizeof line, "%-18s %10s %9s %10s %10s %10s %11s %11s %10s %12s\n",
+                "variant", "train loss", "val loss", "sink mass", "sink rate", "var_ratio",
+                "var_ratio*", "disparity", "super x", "tok/s");
+  out << line;
+  for (const VariantSummary& s : summaries) {
+    const SinkMetrics& m = s.last_metrics.sink;
+    const bool have = s.last_metrics.has_sink;
+    auto get = [&](double v) { return have ? v : kNaN; };
+    std::snprintf(
+        line, sizeof line, "%-18s %10.4f %9.4f %10.4f %9.1f%% %10.2f %11.2f %11.1f %10.1f %12s\n",
+        s.name.c_str(), s.final_loss, s.val_loss, get(mean_layer(m, mean_sink_mass)),
+        get(m.sink_rate),
+        get(mean_layer(m, [](const LayerMetrics& l) { return l.var_ratio; })),
+        get(mean_layer(m, [](const LayerMetrics& l) { return l.var_ratio_normed; })),
+        get(max_layer(m, [](const LayerMetrics& l) { return l.dim_disparity; })),
+        get(max_layer(m, [](const LayerMetrics& l) { return l.super_ratio; })),
+        format_count(s.tokens_per_s).c_str());
+    out << line;
+  }
+  out << "sink mass: attention on key 0 (mean over layers, heads, queries t>=1); var_ratio: "
+         "position-0 variance of the attention output over the rest (mean over layers; * after "
+         "head-wise RMSNorm); disparity: max over layers of max|x0|/mean|x0|; super x: max over "
+         "layers of the first-token super-neuron activation over the median.\n";
+  return out.str();
+}
+
+}  // namespace sinklab::train

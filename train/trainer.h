@@ -1,0 +1,66 @@
+// The training loop and the side-by-side runner.
+//
+// A run trains one or more variants in lockstep: at every step each variant takes the same
+// micro-batches (its own loader with the run's seed, so identical batches in identical order),
+// logs loss/lr/grad-norm/tokens-per-second and the sink metrics to runs/<name>/<variant>/, and
+// evaluates on the same validation batches. The console shows one line per variant per logged
+// step, in the nanoGPT/llm.c style, and a comparison table at the end.
+#pragma once
+#include <iosfwd>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "train/config.h"
+#include "train/metrics_log.h"
+#include "train/sink_metrics.h"
+
+namespace sinklab::train {
+
+struct VariantSummary {
+  std::string name;
+  int64_t steps = 0;
+  double final_loss = 0;      // mean training loss over the last 10 steps
+  double val_loss = 0;        // final evaluation
+  double tokens_per_s = 0;    // mean over the run (after the first step)
+  StepRecord last_metrics;    // last step with sink metrics (has_sink)
+  std::string sample;         // text sampled at the end
+};
+
+struct RunOptions {
+  bool progress_bar = false;  // a live bar with ETA (when the console is a terminal)
+  std::vector<std::string> only_variants;  // empty = all
+};
+
+class Run {
+ public:
+  // `config` is the loaded base config; with variants it runs them side by side, without it
+  // runs one variant named "main".
+  Run(const RunConfig& config, std::ostream& console, RunOptions options = {});
+  ~Run();
+  // Trains every variant to train.steps; returns their summaries (also printed).
+  std::vector<VariantSummary> train();
+  // Folder of the run: <out_dir>/<name>.
+  std::string folder() const;
+
+ private:
+  struct Variant;
+  struct Evaluation {
+    double loss = 0;                      // mean validation loss
+    SinkMetrics metrics;                  // of the first validation batch
+    std::vector<double> effective_rank;   // (L)
+  };
+  void step_all(int64_t step, bool evaluate_first);
+  Evaluation evaluate(Variant& v, int64_t step, bool final);
+  void finish(int64_t steps);  // final evaluation, sample and record at step == train.steps
+  void print_summary(const std::vector<VariantSummary>& summaries);
+  RunConfig base_;
+  std::ostream& console_;
+  RunOptions options_;
+  std::vector<std::unique_ptr<Variant>> variants_;
+};
+
+// The comparison table printed at the end of `sinklab compare`.
+std::string comparison_table(const std::vector<VariantSummary>& summaries);
+
+}  // namespace sinklab::train
