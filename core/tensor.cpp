@@ -346,6 +346,7 @@ void check_float(const Tensor& t, const char* op, const char* arg) {
 }
 
 void check_contiguous(const Tensor& t, const char* op, const char* arg) {
+  check_defined(t, op, arg);
   SINKLAB_CHECK(t.is_contiguous(), ShapeError,
                 op << ": '" << arg << "' " << t.str() << " must be contiguous",
                 "call ops::contiguous() on it first");

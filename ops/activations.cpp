@@ -52,8 +52,9 @@ Tensor swiglu(const Tensor& gate, const Tensor& up) {
                    [gate = gate.detach(), up = up.detach(), rg = gate.requires_grad(),
                     ru = up.requires_grad()](const Tensor& g) {
                      Tensor gg, gu;
-                     if (rg) gg = Tensor::empty(gate.shape(), gate.dtype(), gate.device());  // (..., F)
-                     if (ru) gu = Tensor::empty(up.shape(), up.dtype(), up.device());        // (..., F)
+                     // (..., F) each
+                     if (rg) gg = Tensor::empty(gate.shape(), gate.dtype(), gate.device());
+                     if (ru) gu = Tensor::empty(up.shape(), up.dtype(), up.device());
                      swiglu_kernels.backward(g.device())(g, gate, up, rg ? &gg : nullptr,
                                                          ru ? &gu : nullptr);
                      return std::vector<Tensor>{gg, gu};

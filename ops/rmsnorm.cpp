@@ -46,7 +46,8 @@ Tensor rms_normalize(const Tensor& x, const Tensor& gain, double eps, const char
        rx = x.requires_grad(), rg = gain.defined() && gain.requires_grad()](const Tensor& g) {
         Tensor gx, ggain;
         if (rx) gx = Tensor::empty(x.shape(), x.dtype(), x.device());            // (..., D)
-        if (rg) ggain = Tensor::empty(gain.shape(), x.dtype(), x.device());      // (C), (NH, HS) or (HS)
+        // (C) for rmsnorm; (NH, HS) or (HS) for headwise_rmsnorm
+        if (rg) ggain = Tensor::empty(gain.shape(), x.dtype(), x.device());
         k->backward(g.device())(g, x, gain, rstd, rx ? &gx : nullptr, rg ? &ggain : nullptr);
         return std::vector<Tensor>{gx, ggain};
       });

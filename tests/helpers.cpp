@@ -19,7 +19,8 @@ double closeness(const std::vector<double>& actual, const std::vector<double>& e
   REQUIRE(actual.size() == expected.size());
   double worst = 0;
   for (size_t i = 0; i < actual.size(); ++i) {
-    double err = std::fabs(actual[i] - expected[i]) / (atol + rtol * std::fabs(expected[i]));
+    const double diff = std::fabs(actual[i] - expected[i]);
+    double err = diff == 0 ? 0.0 : diff / (atol + rtol * std::fabs(expected[i]));
     if (std::isnan(actual[i]) != std::isnan(expected[i])) err = INFINITY;
     if (!(err <= worst)) worst = err;  // keeps NaN as a failure
   }

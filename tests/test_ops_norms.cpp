@@ -123,15 +123,18 @@ TEST_CASE("layernorm backward (gradcheck) for x, weight and bias", "[ops][grad]"
   Tensor x = random_tensor({2, 3, 5}, 110, DType::F64, 1.0, true);
   Tensor w = random_tensor({5}, 111, DType::F64, 1.0, true);
   Tensor b = random_tensor({5}, 112, DType::F64, 1.0, true);
-  require_gradients([](const auto& in) { return ops::layernorm(in[0], in[1], in[2]); }, {x, w, b});
+  require_gradients([](const auto& in) { return ops::layernorm(in[0], in[1], in[2]); },
+                    {x, w, b});
   require_gradients([](const auto& in) { return ops::layernorm(in[0], in[1], Tensor()); }, {x, w});
   // Only some inputs requiring grad.
   Tensor w_fixed = random_tensor({5}, 113);
-  require_gradients([&](const auto& in) { return ops::layernorm(in[0], w_fixed, Tensor()); }, {x});
+  require_gradients([&](const auto& in) { return ops::layernorm(in[0], w_fixed, Tensor()); },
+                    {x});
   Tensor x_fixed = random_tensor({4, 5}, 114);
   require_gradients([&](const auto& in) { return ops::layernorm(x_fixed, in[0], in[1]); }, {w, b});
   // f32 backward agrees with f64.
-  Tensor xl = random_tensor({6, 7}, 115), wl = random_tensor({7}, 116), bl = random_tensor({7}, 117);
+  Tensor xl = random_tensor({6, 7}, 115);
+  Tensor wl = random_tensor({7}, 116), bl = random_tensor({7}, 117);
   test::require_f32_gradients_match(
       [](const auto& in) { return ops::layernorm(in[0], in[1], in[2]); }, {xl, wl, bl},
       {true, true, true}, random_tensor({6, 7}, 118));
@@ -209,7 +212,8 @@ TEST_CASE("headwise_rmsnorm with unit gamma gives mean square ~1 per (row, head)
   const int64_t B = 2, T = 8, NH = 3, HS = 5;
   // Heads at very different scales (like position 0 vs the rest): all come out at unit RMS.
   std::vector<double> xv = random_tensor({B, T, NH, HS}, 160).to_doubles();
-  for (size_t i = 0; i < xv.size(); ++i) xv[i] *= 0.5 * std::pow(10.0, static_cast<double>(i / HS % 3));  // 0.5, 5, 50
+  for (size_t i = 0; i < xv.size(); ++i)  // head scales 0.5, 5, 50
+    xv[i] *= 0.5 * std::pow(10.0, static_cast<double>(i / HS % 3));
   Tensor x = Tensor::from_doubles(xv, {B, T, NH, HS}, DType::F64);
   Tensor ones = Tensor::full({NH, HS}, 1.0, DType::F64);
   std::vector<double> y = ops::headwise_rmsnorm(x, ones).to_doubles();

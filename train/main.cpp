@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "train/config.h"
 #include "train/prepare.h"
+#include "train/reference_export.h"
 #include "train/trainer.h"
 
 using namespace sinklab;
@@ -64,6 +65,16 @@ int main(int argc, char** argv) {
   CLI::App* prepare_cmd = app.add_subcommand(
       "prepare", "train the tokenizer and write token shards from prepare.inputs");
   add_common(prepare_cmd, prepare_args);
+  CommonArgs reference_args;
+  std::string reference_out;
+  int64_t reference_batch = 2;
+  CLI::App* reference_cmd = app.add_subcommand(
+      "export-reference",
+      "write a model, a batch and sinklab's logits/loss/gradients to safetensors for "
+      "scripts/crosscheck_torch.py");
+  add_common(reference_cmd, reference_args);
+  reference_cmd->add_option("--out", reference_out, "output .safetensors file")->required();
+  reference_cmd->add_option("--batch", reference_batch, "sequences in the batch");
   CLI11_PARSE(app, argc, argv);
   try {
     if (*train_cmd) return run_training(train_args, train_variants, false);
@@ -71,6 +82,12 @@ int main(int argc, char** argv) {
     if (*prepare_cmd) {
       train::RunConfig config = train::load_config(prepare_args.config, prepare_args.overrides);
       train::prepare_dataset(config, std::cout);
+      return 0;
+    }
+    if (*reference_cmd) {
+      train::RunConfig config = train::load_config(reference_args.config, reference_args.overrides);
+      train::export_reference(config, reference_batch, reference_out);
+      std::cout << "wrote " << reference_out << "\n";
       return 0;
     }
   } catch (const Error& e) {

@@ -26,6 +26,8 @@ class AdamW {
   int64_t steps_taken() const { return t_; }
   Tensor& m() { return m_; }  // (numel,) first moments, flat
   Tensor& v() { return v_; }  // (numel,) second moments, flat
+  const Tensor& m() const { return m_; }  // read-only, for checkpoints
+  const Tensor& v() const { return v_; }
   void set_steps_taken(int64_t t) { t_ = t; }
   // Whether weight decay applies to a parameter under this config.
   static bool decays(const ParamSpec& spec, const OptimSection& optim);

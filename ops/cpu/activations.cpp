@@ -19,7 +19,8 @@ double gelu_value(double x) {
 
 double gelu_derivative(double x) {
   const double t = std::tanh(kSqrt2OverPi * (x + kGeluCubic * x * x * x));
-  return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * kSqrt2OverPi * (1.0 + 3.0 * kGeluCubic * x * x);
+  const double du_dx = kSqrt2OverPi * (1.0 + 3.0 * kGeluCubic * x * x);
+  return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du_dx;
 }
 
 double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }  // exp overflow gives 0, no NaN

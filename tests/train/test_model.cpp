@@ -223,15 +223,18 @@ TEST_CASE("head-wise RMSNorm makes the post-norm variance ratio ~1", "[metrics]"
   cfg.n_head = 4;
   cfg.block_size = 64;
   cfg.gamma_init = "ones";
+  cfg.vocab_size = 4096;  // distinct tokens: value vectors are (nearly) independent
   GPT model(cfg, 9);
-  Tensor ids = random_ids(4, 64, 11, 4);
+  Tensor ids = random_ids(4, 64, 4096, 4);
   ForwardCapture cap;
   autograd::NoGradGuard no_grad;
   model.forward(ids, Tensor(), &cap);
   SinkMetrics m = compute_sink_metrics(cap, {}, 0.3, false);
+  // Layer 0 averages independent value vectors: the variance discrepancy at init (var_pos
+  // falls like 1/(t+1)). Later layers mix a shared component into every position.
+  REQUIRE(m.layers[0].var_ratio > 5.0);
   for (const LayerMetrics& l : m.layers) {
     INFO("pre-norm " << l.var_ratio << " post-norm " << l.var_ratio_normed);
-    REQUIRE(l.var_ratio > 5.0);  // the variance discrepancy at init (~t-like growth)
     REQUIRE(l.var_ratio_normed == Approx(1.0).margin(0.1));
   }
 }

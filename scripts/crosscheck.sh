@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Cross-checks sinklab's models against an independent PyTorch implementation
+# (scripts/crosscheck_torch.py): GPT-2 and LLaMA style, with and without head-wise RMSNorm, plus
+# sigmoid attention and the isolate-positions mask. Needs a built `sinklab` and PyTorch.
+#   bash scripts/crosscheck.sh [build_dir] [--device cuda]
+# Exit code 77 when no Python with PyTorch is found (ctest reports it as skipped).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build=${1:-build}
+shift || true
+python=""
+for p in python3 /usr/bin/python3; do
+  if command -v "$p" >/dev/null && "$p" -c "import torch" 2>/dev/null; then python=$p; break; fi
+done
+if [ -z "$python" ]; then echo "crosscheck: no python3 with torch found; skipped"; exit 77; fi
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+status=0
+i=0
+while read -r sets; do
+  i=$((i + 1))
+  # shellcheck disable=SC2086
+  "$build/sinklab" export-reference configs/tiny_test.yaml --out "$out/ref$i.safetensors" \
+    --set model.vocab_size=97 --set model.block_size=16 $sets
+  if result=$("$python" scripts/crosscheck_torch.py "$out/ref$i.safetensors" "$@"); then
+    echo "$result" | tail -n 1
+  else
+    echo "$result"
+    status=1
+  fi
+done <<'CASES'
+--set model.arch=gpt2 --set model.attn_output_norm=none
+--set model.arch=gpt2 --set model.attn_output_norm=headwise_rmsnorm --set model.tie_embeddings=false
+--set model.arch=llama --set model.attn_output_norm=none
+--set model.arch=llama --set model.attn_output_norm=headwise_rmsnorm
+--set model.arch=llama --set model.attn_output_norm=headwise_rmsnorm --set model.gamma_shared=true --set model.attention=sigmoid
+--set model.arch=gpt2 --set model.attn_output_norm=headwise_rmsnorm --set model.isolate_positions=[3,7]
+CASES
+exit $status

@@ -1,0 +1,719 @@
+// The run configuration: defaults, a full file, every class of error (unknown key, wrong type,
+// bad enumeration, impossible combination, missing file, malformed YAML, bad variants and
+// overrides), overrides and variants, and the resolved YAML reading back to the same config.
+#include <unistd.h>
+
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <limits>
+
+#include "core/error.h"
+#include "tests/catch.h"
+#include "train/config.h"
+
+using namespace sinklab;
+using namespace sinklab::train;
+namespace fs = std::filesystem;
+
+namespace {
+
+// A fresh folder under the system temp dir, removed with everything in it at scope exit.
+struct ConfigTempDir {
+  fs::path path;
+  ConfigTempDir() {
+    static std::atomic<int> counter{0};
+    path = fs::temp_directory_path() /
+           ("sinklab_test_config_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
+    fs::remove_all(path);
+    fs::create_directories(path);
+  }
+  ~ConfigTempDir() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+  std::string write(const std::string& name, const std::string& text) const {
+    const fs::path file = path / name;
+    std::ofstream(file) << text;
+    return file.string();
+  }
+};
+
+struct Caught {
+  std::string message, hint;
+};
+
+// Runs f, which must throw exactly E (another sinklab error fails the test with its text).
+template <class E>
+Caught error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const E& e) {
+    return {e.message(), e.hint()};
+  }
+  FAIL("expected an exception, none was thrown");
+  return {};
+}
+
+Caught config_error(const std::string& yaml, const std::vector<std::string>& overrides = {}) {
+  return error_of<ConfigError>([&] { parse_config(yaml, "configs/x.yaml", overrides); });
+}
+
+bool contains(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
+}
+
+#define REQUIRE_MENTIONS(caught, ...)                                      \
+  do {                                                                     \
+    INFO("message: " << (caught).message << "\nhint: " << (caught).hint); \
+    for (const char* part : {__VA_ARGS__}) {                               \
+      INFO("expected to find: " << part);                                  \
+      REQUIRE(contains((caught).message, part));                           \
+    }                                                                      \
+  } while (0)
+
+// Field-by-field equality, written out independently of config.cpp's key table.
+void require_same(const RunConfig& a, const RunConfig& b) {
+  REQUIRE(a.run.name == b.run.name);
+  REQUIRE(a.run.out_dir == b.run.out_dir);
+  REQUIRE(a.run.device == b.run.device);
+  REQUIRE(a.run.seed == b.run.seed);
+  const ModelSection &m = a.model, &n = b.model;
+  REQUIRE(m.arch == n.arch);
+  REQUIRE(m.n_layer == n.n_layer);
+  REQUIRE(m.n_head == n.n_head);
+  REQUIRE(m.n_embd == n.n_embd);
+  REQUIRE(m.ffn_hidden == n.ffn_hidden);
+  REQUIRE(m.block_size == n.block_size);
+  REQUIRE(m.vocab_size == n.vocab_size);
+  REQUIRE(m.vocab_multiple == n.vocab_multiple);
+  REQUIRE(m.tie_embeddings == n.tie_embeddings);
+  REQUIRE(m.attn_output_norm == n.attn_output_norm);
+  REQUIRE(m.attention == n.attention);
+  REQUIRE(m.gamma_init == n.gamma_init);
+  REQUIRE(m.gamma_shared == n.gamma_shared);
+  REQUIRE(m.gamma_weight_decay == n.gamma_weight_decay);
+  REQUIRE(m.norm_eps == n.norm_eps);
+  REQUIRE(m.rope_theta == n.rope_theta);
+  REQUIRE(m.isolate_positions == n.isolate_positions);
+  REQUIRE(m.init_std == n.init_std);
+  REQUIRE(a.data.dir == b.data.dir);
+  REQUIRE(a.data.train_pattern == b.data.train_pattern);
+  REQUIRE(a.data.val_pattern == b.data.val_pattern);
+  REQUIRE(a.data.tokenizer == b.data.tokenizer);
+  REQUIRE(a.prepare.inputs == b.prepare.inputs);
+  REQUIRE(a.prepare.tokenizer == b.prepare.tokenizer);
+  REQUIRE(a.prepare.vocab_size == b.prepare.vocab_size);
+  REQUIRE(a.prepare.val_fraction == b.prepare.val_fraction);
+  REQUIRE(a.prepare.shard_tokens == b.prepare.shard_tokens);
+  const TrainSection &t = a.train, &u = b.train;
+  REQUIRE(t.steps == u.steps);
+  REQUIRE(t.batch_size == u.batch_size);
+  REQUIRE(t.tokens_per_step == u.tokens_per_step);
+  REQUIRE(t.log_every == u.log_every);
+  REQUIRE(t.eval_every == u.eval_every);
+  REQUIRE(t.eval_batches == u.eval_batches);
+  REQUIRE(t.sample_every == u.sample_every);
+  REQUIRE(t.sample_tokens == u.sample_tokens);
+  REQUIRE(t.sample_temperature == u.sample_temperature);
+  const OptimSection &o = a.optim, &p = b.optim;
+  REQUIRE(o.lr == p.lr);
+  REQUIRE(o.min_lr == p.min_lr);
+  REQUIRE(o.warmup_steps == p.warmup_steps);
+  REQUIRE(o.decay_steps == p.decay_steps);
+  REQUIRE(o.beta1 == p.beta1);
+  REQUIRE(o.beta2 == p.beta2);
+  REQUIRE(o.eps == p.eps);
+  REQUIRE(o.weight_decay == p.weight_decay);
+  REQUIRE(o.decay_embeddings == p.decay_embeddings);
+  REQUIRE(o.grad_clip == p.grad_clip);
+  REQUIRE(a.metrics.every == b.metrics.every);
+  REQUIRE(a.metrics.effective_rank_every == b.metrics.effective_rank_every);
+  REQUIRE(a.metrics.sink_threshold == b.metrics.sink_threshold);
+  REQUIRE(a.metrics.jsonl == b.metrics.jsonl);
+  REQUIRE(a.metrics.hdf5 == b.metrics.hdf5);
+  REQUIRE(a.checkpoint.every == b.checkpoint.every);
+  REQUIRE(a.checkpoint.keep_last == b.checkpoint.keep_last);
+  REQUIRE(a.checkpoint.keep_every == b.checkpoint.keep_every);
+  REQUIRE(a.variants.size() == b.variants.size());
+  for (size_t i = 0; i < a.variants.size(); ++i) {
+    REQUIRE(a.variants[i].name == b.variants[i].name);
+    REQUIRE(a.variants[i].overrides == b.variants[i].overrides);
+  }
+}
+
+// Every key of config.h, none at its default.
+const char* kFullYaml = R"(# every key, none at its default
+run:
+  name: full_run
+  out_dir: /tmp/sinklab_runs
+  device: cuda:1
+  seed: 18446744073709551615   # the largest uint64
+model:
+  arch: llama
+  n_layer: 6
+  n_head: 6
+  n_embd: 384
+  ffn_hidden: 1024
+  block_size: 256
+  vocab_size: 50304
+  vocab_multiple: 128
+  tie_embeddings: false
+  attn_output_norm: headwise_rmsnorm
+  attention: sigmoid
+  gamma_init: ones
+  gamma_shared: true
+  gamma_weight_decay: no
+  norm_eps: 1e-6
+  rope_theta: 500000
+  isolate_positions: [0, 5, 255]
+  init_std: 0.01
+data:
+  dir: data/sotu
+  train_pattern: "tr_*.bin"
+  val_pattern: va_*.bin
+  tokenizer: byte
+prepare:
+  inputs:
+    - data/raw/moby_dick.txt
+    - data/raw/sotu.txt
+  tokenizer: byte
+  vocab_size: 1024
+  val_fraction: 0.1
+  shard_tokens: 1000000
+train:
+  steps: 5000
+  batch_size: 16
+  tokens_per_step: 16384   # 4 micro-batches of 16 x 256
+  log_every: 10
+  eval_every: 250
+  eval_batches: 20
+  sample_every: 1000
+  sample_tokens: 64
+  sample_temperature: 0.8
+optim:
+  lr: 6e-4
+  min_lr: 6.0e-5
+  warmup_steps: 200
+  decay_steps: 4000
+  beta1: 0.85
+  beta2: 0.99
+  eps: 1e-10
+  weight_decay: 0.05
+  decay_embeddings: false
+  grad_clip: 0.5
+metrics:
+  every: 10
+  effective_rank_every: 100
+  sink_threshold: 0.5
+  jsonl: false
+  hdf5: off
+checkpoint:
+  every: 500
+  keep_last: 2
+  keep_every: 1000
+variants:
+  - name: baseline
+    set: {model.attn_output_norm: none}
+  - name: iso-3.7
+    set: ["model.isolate_positions=[3,7]", "optim.lr = 1e-3"]
+  - name: nested
+    set:
+      model: {gamma_init: first_token_std, n_layer: 2}
+  - name: plain
+)";
+
+void require_full(const RunConfig& c) {
+  REQUIRE(c.run.name == "full_run");
+  REQUIRE(c.run.out_dir == "/tmp/sinklab_runs");
+  REQUIRE(c.run.device == "cuda:1");
+  REQUIRE(c.run.seed == std::numeric_limits<uint64_t>::max());
+  REQUIRE(c.model.arch == "llama");
+  REQUIRE(c.model.n_layer == 6);
+  REQUIRE(c.model.n_head == 6);
+  REQUIRE(c.model.n_embd == 384);
+  REQUIRE(c.model.ffn_hidden == 1024);
+  REQUIRE(c.model.block_size == 256);
+  REQUIRE(c.model.vocab_size == 50304);
+  REQUIRE(c.model.vocab_multiple == 128);
+  REQUIRE_FALSE(c.model.tie_embeddings);
+  REQUIRE(c.model.attn_output_norm == "headwise_rmsnorm");
+  REQUIRE(c.model.attention == "sigmoid");
+  REQUIRE(c.model.gamma_init == "ones");
+  REQUIRE(c.model.gamma_shared);
+  REQUIRE_FALSE(c.model.gamma_weight_decay);
+  REQUIRE(c.model.norm_eps == 1e-6);
+  REQUIRE(c.model.rope_theta == 500000.0);
+  REQUIRE(c.model.isolate_positions == std::vector<int64_t>{0, 5, 255});
+  REQUIRE(c.model.init_std == 0.01);
+  REQUIRE(c.data.dir == "data/sotu");
+  REQUIRE(c.data.train_pattern == "tr_*.bin");
+  REQUIRE(c.data.val_pattern == "va_*.bin");
+  REQUIRE(c.data.tokenizer == "byte");
+  REQUIRE(c.prepare.inputs ==
+          std::vector<std::string>{"data/raw/moby_dick.txt", "data/raw/sotu.txt"});
+  REQUIRE(c.prepare.tokenizer == "byte");
+  REQUIRE(c.prepare.vocab_size == 1024);
+  REQUIRE(c.prepare.val_fraction == 0.1);
+  REQUIRE(c.prepare.shard_tokens == 1000000);
+  REQUIRE(c.train.steps == 5000);
+  REQUIRE(c.train.batch_size == 16);
+  REQUIRE(c.train.tokens_per_step == 16384);
+  REQUIRE(c.train.log_every == 10);
+  REQUIRE(c.train.eval_every == 250);
+  REQUIRE(c.train.eval_batches == 20);
+  REQUIRE(c.train.sample_every == 1000);
+  REQUIRE(c.train.sample_tokens == 64);
+  REQUIRE(c.train.sample_temperature == 0.8);
+  REQUIRE(c.optim.lr == 6e-4);
+  REQUIRE(c.optim.min_lr == 6e-5);
+  REQUIRE(c.optim.warmup_steps == 200);
+  REQUIRE(c.optim.decay_steps == 4000);
+  REQUIRE(c.optim.beta1 == 0.85);
+  REQUIRE(c.optim.beta2 == 0.99);
+  REQUIRE(c.optim.eps == 1e-10);
+  REQUIRE(c.optim.weight_decay == 0.05);
+  REQUIRE_FALSE(c.optim.decay_embeddings);
+  REQUIRE(c.optim.grad_clip == 0.5);
+  REQUIRE(c.metrics.every == 10);
+  REQUIRE(c.metrics.effective_rank_every == 100);
+  REQUIRE(c.metrics.sink_threshold == 0.5);
+  REQUIRE_FALSE(c.metrics.jsonl);
+  REQUIRE_FALSE(c.metrics.hdf5);
+  REQUIRE(c.checkpoint.every == 500);
+  REQUIRE(c.checkpoint.keep_last == 2);
+  REQUIRE(c.checkpoint.keep_every == 1000);
+  REQUIRE(c.variants.size() == 4);
+  REQUIRE(c.variants[0].name == "baseline");
+  REQUIRE(c.variants[0].overrides == std::vector<std::string>{"model.attn_output_norm=none"});
+  REQUIRE(c.variants[1].name == "iso-3.7");
+  // Overrides are kept canonical: the key's own formatting of the value.
+  REQUIRE(c.variants[1].overrides ==
+          std::vector<std::string>{"model.isolate_positions=[3, 7]", "optim.lr=0.001"});
+  REQUIRE(c.variants[2].name == "nested");
+  REQUIRE(c.variants[2].overrides ==
+          std::vector<std::string>{"model.gamma_init=first_token_std", "model.n_layer=2"});
+  REQUIRE(c.variants[3].name == "plain");
+  REQUIRE(c.variants[3].overrides.empty());
+}
+
+}  // namespace
+
+TEST_CASE("config: defaults are the header's and an empty file gives them", "[config]") {
+  const RunConfig defaults;
+  REQUIRE(defaults.model.arch == "gpt2");
+  REQUIRE(defaults.train.tokens_per_step == 0);
+  REQUIRE(defaults.variants.empty());
+  REQUIRE_NOTHROW(validate(defaults));
+  for (const char* text : {"", "# only a comment\n", "run:\nmodel:\n", "variants: []\n"}) {
+    INFO(text);
+    const RunConfig c = parse_config(text, "empty.yaml");
+    REQUIRE(c.source_file == "empty.yaml");
+    RunConfig expected;
+    expected.source_file = "empty.yaml";
+    require_same(c, expected);
+  }
+}
+
+TEST_CASE("config: a file with every key parses", "[config]") {
+  const RunConfig c = parse_config(kFullYaml, "full.yaml");
+  require_full(c);
+  REQUIRE(c.source_file == "full.yaml");
+  // Variants: applied on top of the base, list cleared, validated.
+  const RunConfig base = apply_variant(c, c.variants[0]);
+  REQUIRE(base.model.attn_output_norm == "none");
+  REQUIRE(base.model.attention == "sigmoid");  // the rest is the base's
+  REQUIRE(base.variants.empty());
+  REQUIRE(base.source_file == "full.yaml");
+  const RunConfig iso = apply_variant(c, c.variants[1]);
+  REQUIRE(iso.model.isolate_positions == std::vector<int64_t>{3, 7});
+  REQUIRE(iso.optim.lr == 1e-3);
+  REQUIRE(iso.model.attn_output_norm == "headwise_rmsnorm");
+  const RunConfig nested = apply_variant(c, c.variants[2]);
+  REQUIRE(nested.model.gamma_init == "first_token_std");
+  REQUIRE(nested.model.n_layer == 2);
+  RunConfig plain = apply_variant(c, c.variants[3]);
+  plain.variants = c.variants;
+  require_same(plain, c);
+}
+
+TEST_CASE("config: unknown sections and keys name the key and the file, with a hint",
+          "[config]") {
+  {
+    const Caught e = config_error("model:\n  n_layrs: 3\n");
+    REQUIRE_MENTIONS(e, "unknown key 'model.n_layrs'", "configs/x.yaml", "line 2");
+    REQUIRE(contains(e.hint, "did you mean 'model.n_layer'"));
+    REQUIRE(contains(e.hint, "n_embd"));  // the valid keys of the section
+  }
+  {  // a key of another section
+    const Caught e = config_error("model: {steps: 10}\n");
+    REQUIRE_MENTIONS(e, "model.steps", "configs/x.yaml");
+    REQUIRE(contains(e.hint, "train.steps"));
+  }
+  {  // nothing close: still lists the valid keys
+    const Caught e = config_error("optim: {momentum: 0.9}\n");
+    REQUIRE_MENTIONS(e, "optim.momentum", "configs/x.yaml");
+    REQUIRE(contains(e.hint, "valid keys in optim: lr, min_lr"));
+  }
+  {
+    const Caught e = config_error("modle:\n  n_layer: 3\n");
+    REQUIRE_MENTIONS(e, "unknown section 'modle'", "configs/x.yaml");
+    REQUIRE(contains(e.hint, "did you mean 'model'"));
+  }
+  {  // a key written at the top level
+    const Caught e = config_error("n_layer: 3\n");
+    REQUIRE_MENTIONS(e, "n_layer", "configs/x.yaml");
+    REQUIRE(contains(e.hint, "model.n_layer"));
+  }
+  REQUIRE_MENTIONS(config_error("model: {n_layer: 2, n_layer: 3}\n"), "model.n_layer", "twice",
+                   "configs/x.yaml");
+  REQUIRE_MENTIONS(config_error("model: {n_layer: 2}\nmodel: {n_head: 2}\n"), "model", "twice");
+  REQUIRE_MENTIONS(config_error("- model\n- run\n"), "top level", "configs/x.yaml");
+  REQUIRE_MENTIONS(config_error("model: 3\n"), "section 'model'", "configs/x.yaml");
+}
+
+TEST_CASE("config: wrong types name the key, the value, the type and the file", "[config]") {
+  struct Case {
+    const char* yaml;
+    const char* key;
+    const char* value;
+    const char* type;
+  };
+  const Case cases[] = {
+      {"model: {n_layer: four}", "model.n_layer", "'four'", "an integer"},
+      {"model: {n_layer: 3.5}", "model.n_layer", "'3.5'", "an integer"},
+      {"model: {n_layer: 1e3}", "model.n_layer", "'1e3'", "an integer"},
+      {"model: {n_layer: 99999999999999999999}", "model.n_layer", "'99999999999999999999'",
+       "an integer"},
+      {"model: {n_layer: {a: 1}}", "model.n_layer", "a map", "an integer"},
+      {"model: {n_layer: [1]}", "model.n_layer", "a list", "an integer"},
+      {"model: {n_layer: }", "model.n_layer", "nothing", "an integer"},
+      {"metrics: {jsonl: yes please}", "metrics.jsonl", "'yes please'", "true or false"},
+      {"metrics: {jsonl: 1}", "metrics.jsonl", "'1'", "true or false"},
+      {"optim: {lr: fast}", "optim.lr", "'fast'", "a number"},
+      {"optim: {lr: .nan}", "optim.lr", "'.nan'", "a number"},
+      {"run: {seed: -1}", "run.seed", "'-1'", "a non-negative integer"},
+      {"run: {name: {a: b}}", "run.name", "a map", "a string"},
+      {"model: {isolate_positions: 3}", "model.isolate_positions", "'3'", "a list of integers"},
+      {"model: {isolate_positions: [1, x]}", "model.isolate_positions[1]", "'x'",
+       "a list of integers"},
+      {"prepare: {inputs: a.txt}", "prepare.inputs", "'a.txt'", "a list of strings"},
+      {"prepare: {inputs: [[a.txt]]}", "prepare.inputs[0]", "a list", "a list of strings"},
+  };
+  for (const Case& c : cases) {
+    INFO(c.yaml);
+    const Caught e = config_error(c.yaml);
+    REQUIRE_MENTIONS(e, c.key, c.value, c.type, "configs/x.yaml");
+  }
+  // What YAML reads as the right type is accepted.
+  const RunConfig ok = parse_config(
+      "model: {n_layer: +3, norm_eps: 1, tie_embeddings: False}\nrun: {name: 123}\n", "ok.yaml");
+  REQUIRE(ok.model.n_layer == 3);
+  REQUIRE(ok.model.norm_eps == 1.0);
+  REQUIRE_FALSE(ok.model.tie_embeddings);
+  REQUIRE(ok.run.name == "123");
+}
+
+TEST_CASE("config: enumerations and impossible combinations fail in validate", "[config]") {
+  {
+    const Caught e = config_error("model: {arch: gpt3}");
+    REQUIRE_MENTIONS(e, "model.arch", "'gpt3'", "configs/x.yaml", "gpt2, llama");
+    REQUIRE(contains(e.hint, "did you mean 'gpt2'"));
+  }
+  REQUIRE_MENTIONS(config_error("model: {attn_output_norm: headwise}"), "model.attn_output_norm",
+                   "configs/x.yaml", "none, headwise_rmsnorm");
+  REQUIRE_MENTIONS(config_error("model: {attention: linear}"), "model.attention",
+                   "softmax, sigmoid");
+  REQUIRE_MENTIONS(config_error("model: {gamma_init: zeros}"), "model.gamma_init",
+                   "first_token_std, ones");
+  REQUIRE_MENTIONS(config_error("prepare: {tokenizer: wordpiece}"), "prepare.tokenizer",
+                   "bpe, byte");
+  for (const char* device : {"gpu", "cuda:", "cuda:x", "cuda:-1", "CPU"})
+    REQUIRE_MENTIONS(config_error(std::string("run: {device: '") + device + "'}"), "run.device",
+                     "configs/x.yaml");
+  for (const char* device : {"cpu", "cuda", "cuda:0", "cuda:12"})
+    REQUIRE_NOTHROW(parse_config(std::string("run: {device: '") + device + "'}", "d.yaml"));
+
+  {
+    const Caught e = config_error("model: {n_embd: 130, n_head: 4}");
+    REQUIRE_MENTIONS(e, "model.n_embd", "model.n_head", "130", "configs/x.yaml");
+  }
+  // llama: RoPE needs an even head size (gpt2 does not).
+  REQUIRE_MENTIONS(config_error("model: {arch: llama, n_embd: 12, n_head: 4}"), "model.n_embd",
+                   "model.n_head", "RoPE", "configs/x.yaml");
+  REQUIRE_NOTHROW(parse_config("model: {arch: gpt2, n_embd: 12, n_head: 4}", "g.yaml"));
+  {
+    const Caught e = config_error("train: {tokens_per_step: 1000, batch_size: 8}");
+    REQUIRE_MENTIONS(e, "train.tokens_per_step", "1000", "1024", "configs/x.yaml");
+    REQUIRE(contains(e.hint, "1024"));
+  }
+  REQUIRE_NOTHROW(parse_config("train: {tokens_per_step: 4096}", "t.yaml"));
+  REQUIRE_MENTIONS(config_error("train: {tokens_per_step: -1024}"), "train.tokens_per_step");
+
+  // Positive sizes and bounds.
+  REQUIRE_MENTIONS(config_error("model: {n_layer: 0}"), "model.n_layer", "positive",
+                   "configs/x.yaml");
+  REQUIRE_MENTIONS(config_error("model: {n_head: -2}"), "model.n_head", "positive");
+  REQUIRE_MENTIONS(config_error("train: {batch_size: 0}"), "train.batch_size");
+  REQUIRE_MENTIONS(config_error("train: {steps: 0}"), "train.steps");
+  REQUIRE_MENTIONS(config_error("metrics: {every: -1}"), "metrics.every", "configs/x.yaml");
+  REQUIRE_NOTHROW(parse_config("metrics: {every: 0}", "m.yaml"));
+  REQUIRE_MENTIONS(config_error("optim: {lr: 1e-4, min_lr: 1e-3}"), "optim.min_lr", "optim.lr");
+  REQUIRE_MENTIONS(config_error("optim: {warmup_steps: 300}\ntrain: {steps: 200}"),
+                   "optim.warmup_steps", "train.steps", "configs/x.yaml");
+  REQUIRE_NOTHROW(
+      parse_config("optim: {warmup_steps: 300, decay_steps: 1000}\ntrain: {steps: 200}", "w.yaml"));
+  REQUIRE_MENTIONS(config_error("optim: {warmup_steps: 300, decay_steps: 100}"),
+                   "optim.warmup_steps", "optim.decay_steps");
+  REQUIRE_MENTIONS(config_error("prepare: {val_fraction: 1.0}"), "prepare.val_fraction");
+  REQUIRE_MENTIONS(config_error("prepare: {val_fraction: -0.1}"), "prepare.val_fraction");
+  REQUIRE_NOTHROW(parse_config("prepare: {val_fraction: 0}", "v.yaml"));
+  REQUIRE_MENTIONS(config_error("model: {isolate_positions: [3, 128]}"),
+                   "model.isolate_positions", "128", "configs/x.yaml");
+  REQUIRE_MENTIONS(config_error("model: {isolate_positions: [-1]}"), "model.isolate_positions");
+  REQUIRE_MENTIONS(config_error("prepare: {vocab_size: 256}"), "prepare.vocab_size",
+                   "configs/x.yaml");
+  REQUIRE_NOTHROW(parse_config("prepare: {vocab_size: 257}", "p.yaml"));
+  REQUIRE_NOTHROW(parse_config("prepare: {vocab_size: 100, tokenizer: byte}", "p.yaml"));
+  REQUIRE_MENTIONS(config_error("optim: {beta1: 1.0}"), "optim.beta1");
+  REQUIRE_MENTIONS(config_error("optim: {beta2: 1.5}"), "optim.beta2");
+  REQUIRE_MENTIONS(config_error("optim: {beta1: -0.1}"), "optim.beta1");
+  REQUIRE_MENTIONS(config_error("run: {name: 'a/b'}"), "run.name", "configs/x.yaml");
+
+  // validate() on a config built in code names the (empty) source as such.
+  RunConfig c;
+  c.model.n_head = 3;
+  const Caught e = error_of<ConfigError>([&] { validate(c); });
+  REQUIRE_MENTIONS(e, "model.n_embd", "model.n_head");
+}
+
+TEST_CASE("config: files: missing, malformed, and loaded with source_file", "[config]") {
+  ConfigTempDir dir;
+  {
+    const std::string path = (dir.path / "nope.yaml").string();
+    const Caught e = error_of<IOError>([&] { load_config(path); });
+    REQUIRE_MENTIONS(e, "nope.yaml", "does not exist");
+  }
+  {
+    const Caught e = error_of<IOError>([&] { load_config(dir.path.string()); });
+    REQUIRE_MENTIONS(e, "folder");
+  }
+  {
+    const std::string path = dir.write("broken.yaml", "model:\n  n_layer: [1, 2\ntrain: {}\n");
+    const Caught e = error_of<ConfigError>([&] { load_config(path); });
+    REQUIRE_MENTIONS(e, "malformed YAML", "broken.yaml", "line ", "column ");
+  }
+  {
+    const std::string path = dir.write("tabs.yaml", "model:\n\tn_layer: 2\n");
+    REQUIRE_MENTIONS(error_of<ConfigError>([&] { load_config(path); }), "tabs.yaml");
+  }
+  {
+    const std::string path = dir.write("typo.yaml", "train:\n  stpes: 10\n");
+    const Caught e = error_of<ConfigError>([&] { load_config(path); });
+    REQUIRE_MENTIONS(e, "train.stpes", "typo.yaml", "line 2");
+    REQUIRE(contains(e.hint, "did you mean 'train.steps'"));
+  }
+  {
+    const std::string path = dir.write("good.yaml", "model: {n_layer: 2}\n");
+    const RunConfig c = load_config(path, {"train.steps=70"});
+    REQUIRE(c.source_file == path);
+    REQUIRE(c.model.n_layer == 2);
+    REQUIRE(c.train.steps == 70);
+  }
+}
+
+TEST_CASE("config: overrides take effect, later ones win, errors name the override",
+          "[config]") {
+  const RunConfig c = parse_config(
+      "model: {n_layer: 2, arch: llama}\n", "o.yaml",
+      {"model.n_layer=3", "train.steps=50", "model.n_layer = 5", "model.isolate_positions=[3,7]",
+       "prepare.inputs=[a.txt, 'b c.txt']", "model.tie_embeddings=false", "optim.lr=3e-3",
+       "run.name=my_run", "data.tokenizer=", "run.seed=42"});
+  REQUIRE(c.model.n_layer == 5);
+  REQUIRE(c.model.arch == "llama");  // from the file
+  REQUIRE(c.train.steps == 50);
+  REQUIRE(c.model.isolate_positions == std::vector<int64_t>{3, 7});
+  REQUIRE(c.prepare.inputs == std::vector<std::string>{"a.txt", "b c.txt"});
+  REQUIRE_FALSE(c.model.tie_embeddings);
+  REQUIRE(c.optim.lr == 3e-3);
+  REQUIRE(c.run.name == "my_run");
+  REQUIRE(c.data.tokenizer.empty());
+  REQUIRE(c.run.seed == 42);
+  // An empty list.
+  REQUIRE(parse_config("model: {isolate_positions: [1]}", "o.yaml", {"model.isolate_positions=[]"})
+              .model.isolate_positions.empty());
+
+  {
+    const Caught e = config_error("", {"model.n_layrs=3"});
+    REQUIRE_MENTIONS(e, "model.n_layrs=3", "configs/x.yaml");
+    REQUIRE(contains(e.hint, "model.n_layer"));
+  }
+  REQUIRE_MENTIONS(config_error("", {"model.n_layer=three"}), "model.n_layer=three",
+                   "an integer", "'three'", "configs/x.yaml");
+  REQUIRE_MENTIONS(config_error("", {"model.isolate_positions=[3,"}),
+                   "model.isolate_positions=[3,", "not valid YAML");
+  REQUIRE_MENTIONS(config_error("", {"model.isolate_positions=3"}), "model.isolate_positions=3",
+                   "a list of integers");
+  REQUIRE_MENTIONS(config_error("", {"train.steps"}), "train.steps", "key=value");
+  REQUIRE_MENTIONS(config_error("", {"steps=3"}), "steps=3");
+  REQUIRE(contains(config_error("", {"steps=3"}).hint, "train.steps"));
+  REQUIRE_MENTIONS(config_error("", {"model=3"}), "model=3", "section");
+  REQUIRE_MENTIONS(config_error("", {"modl.n_layer=3"}), "modl.n_layer=3");
+  // An override that makes the config impossible fails validation.
+  REQUIRE_MENTIONS(config_error("", {"model.n_head=3"}), "model.n_embd", "model.n_head");
+}
+
+TEST_CASE("config: variants apply, and bad variants fail at load time", "[config]") {
+  const char* yaml =
+      "model: {arch: llama, attn_output_norm: none}\n"
+      "variants:\n"
+      "  - {name: baseline, set: {model.attn_output_norm: none}}\n"
+      "  - name: headwise_rmsnorm\n"
+      "    set:\n"
+      "      - model.attn_output_norm=headwise_rmsnorm\n"
+      "      - model.gamma_shared=true\n";
+  const RunConfig c = parse_config(yaml, "v.yaml", {"train.steps=30", "model.gamma_shared=false"});
+  REQUIRE(c.variants.size() == 2);
+  const RunConfig a = apply_variant(c, c.variants[0]);
+  const RunConfig b = apply_variant(c, c.variants[1]);
+  REQUIRE(a.variants.empty());
+  REQUIRE(b.variants.empty());
+  REQUIRE(a.model.attn_output_norm == "none");
+  REQUIRE(b.model.attn_output_norm == "headwise_rmsnorm");
+  REQUIRE(a.train.steps == 30);  // --set reaches every variant
+  REQUIRE(b.train.steps == 30);
+  REQUIRE_FALSE(a.model.gamma_shared);
+  REQUIRE(b.model.gamma_shared);  // a variant's own set wins over --set
+  REQUIRE(c.model.attn_output_norm == "none");  // the base is unchanged
+  // A variant built in code (the trainer's single "main" run).
+  require_same(apply_variant(c, {"main", {}}), [&] {
+    RunConfig d = c;
+    d.variants.clear();
+    return d;
+  }());
+
+  {
+    const Caught e = config_error(
+        "variants:\n  - {name: a, set: {model.n_layer: 2}}\n  - {name: a, set: {}}\n");
+    REQUIRE_MENTIONS(e, "'a'", "twice", "configs/x.yaml");
+  }
+  REQUIRE_MENTIONS(config_error("variants:\n  - {set: {model.n_layer: 2}}\n"), "variants[0]",
+                   "no name", "configs/x.yaml");
+  REQUIRE_MENTIONS(config_error("variants:\n  - {name: '', set: {}}\n"), "variants[0]",
+                   "no name");
+  for (const char* bad : {"a/b", "a b", "..", "x:y"})
+    REQUIRE_MENTIONS(config_error(std::string("variants:\n  - {name: '") + bad + "'}\n"), bad,
+                     "configs/x.yaml");
+  REQUIRE_MENTIONS(config_error("variants:\n  - {name: a, sett: {}}\n"), "sett", "configs/x.yaml");
+  REQUIRE_MENTIONS(config_error("variants: {name: a}\n"), "variants", "a list");
+  REQUIRE_MENTIONS(config_error("variants:\n  - baseline\n"), "variants[0]", "a map");
+  {  // unknown key in a variant's set: names the key, the variant and the file
+    const Caught e = config_error("variants:\n  - {name: v1, set: {model.n_layrs: 2}}\n");
+    REQUIRE_MENTIONS(e, "model.n_layrs", "v1", "configs/x.yaml");
+    REQUIRE(contains(e.hint, "model.n_layer"));
+  }
+  REQUIRE_MENTIONS(config_error("variants:\n  - {name: v1, set: [\"model.n_layer=x\"]}\n"),
+                   "model.n_layer=x", "v1", "an integer", "configs/x.yaml");
+  REQUIRE_MENTIONS(config_error("variants:\n  - {name: v1, set: {model.arch: gpt3}}\n"),
+                   "variant 'v1'", "model.arch", "gpt3", "configs/x.yaml");
+  REQUIRE_MENTIONS(
+      config_error("variants:\n  - {name: v1, set: {model.n_layer: 2, model.n_layer: 3}}\n"),
+      "model.n_layer", "twice");
+  // apply_variant on a hand-made bad variant names the override and the variant.
+  const Caught e = error_of<ConfigError>(
+      [&] { apply_variant(c, {"hand", {"model.n_embd=100", "model.n_head=3"}}); });
+  REQUIRE_MENTIONS(e, "variant 'hand'", "model.n_embd", "v.yaml");
+  REQUIRE_MENTIONS(error_of<ConfigError>([&] { apply_variant(c, {"hand", {"x.y=1"}}); }),
+                   "x.y=1", "hand");
+}
+
+TEST_CASE("config: to_yaml writes every key and reads back to the same config", "[config]") {
+  SECTION("defaults") {
+    const RunConfig defaults;
+    const std::string text = to_yaml(defaults);
+    for (const char* key : {"run:", "model:", "data:", "prepare:", "train:", "optim:", "metrics:",
+                            "checkpoint:", "variants:", "  n_layer: 4", "  tokenizer: \"\"",
+                            "  isolate_positions: []", "  gamma_init: first_token_std"})
+      REQUIRE(contains(text, key));
+    require_same(parse_config(text, "resolved.yaml"), defaults);
+  }
+  SECTION("every key set, variants included") {
+    const RunConfig c = parse_config(kFullYaml, "full.yaml");
+    const std::string text = to_yaml(c);
+    INFO(text);
+    REQUIRE(contains(text, "full.yaml"));  // the header says where it came from
+    RunConfig back = parse_config(text, "resolved.yaml");
+    require_full(back);
+    back.source_file = c.source_file;
+    require_same(back, c);
+    REQUIRE(to_yaml(back) == text);
+  }
+  SECTION("strings YAML would read as something else, and odd characters") {
+    RunConfig c;
+    c.run.out_dir = "a: b # not a comment";
+    c.data.tokenizer = "true";
+    c.data.dir = "123";
+    c.data.train_pattern = "[x]";
+    c.data.val_pattern = " padded ";
+    c.prepare.inputs = {"null", "~", "1e3", "x y.txt", "#c", "with \"quotes\" and 'ticks'",
+                        "tab\there", "caf\xc3\xa9.txt", "line\nbreak", ""};
+    c.model.norm_eps = 1e-300;
+    c.model.init_std = 0.1 + 0.2;  // not a short decimal
+    c.model.rope_theta = 1e22;
+    c.optim.min_lr = 0.0;
+    c.variants = {{"v", {"data.train_pattern=\"[y]\"", "run.out_dir='a: c'"}}};
+    const std::string text = to_yaml(c);
+    INFO(text);
+    RunConfig back = parse_config(text, "");
+    back.source_file = c.source_file;
+    c.variants[0].overrides = {"data.train_pattern=\"[y]\"", "run.out_dir=\"a: c\""};
+    require_same(back, c);
+    REQUIRE(apply_variant(back, back.variants[0]).data.train_pattern == "[y]");
+    REQUIRE(apply_variant(back, back.variants[0]).run.out_dir == "a: c");
+  }
+  SECTION("a hand-made variant that does not parse is written as given") {
+    RunConfig c;
+    c.variants = {{"v", {"not an override"}}};
+    const std::string text = to_yaml(c);
+    REQUIRE(contains(text, "not an override"));
+  }
+}
+
+TEST_CASE("config: the shipped configs load and their variants apply", "[config]") {
+  const std::string dir = std::string(SINKLAB_SOURCE_DIR) + "/configs/";
+  {
+    const RunConfig c = load_config(dir + "quickstart.yaml");
+    REQUIRE(c.model.arch == "llama");
+    REQUIRE(c.model.n_layer == 4);
+    REQUIRE(c.model.n_head == 4);
+    REQUIRE(c.model.n_embd == 128);
+    REQUIRE(c.model.block_size == 128);
+    REQUIRE(c.train.batch_size == 8);
+    REQUIRE(c.data.dir == "data/quickstart");
+    REQUIRE(c.prepare.inputs == std::vector<std::string>{"data/raw/moby_dick.txt"});
+    REQUIRE(c.prepare.tokenizer == "bpe");
+    REQUIRE(c.prepare.vocab_size == 512);
+    REQUIRE(c.run.device == "cpu");
+    REQUIRE(c.variants.size() == 2);
+    REQUIRE(c.variants[0].name == "baseline");
+    REQUIRE(c.variants[1].name == "headwise_rmsnorm");
+    REQUIRE(apply_variant(c, c.variants[0]).model.attn_output_norm == "none");
+    REQUIRE(apply_variant(c, c.variants[1]).model.attn_output_norm == "headwise_rmsnorm");
+  }
+  {
+    const RunConfig c = load_config(dir + "tiny_test.yaml");
+    REQUIRE(c.model.arch == "gpt2");
+    REQUIRE(c.model.n_layer == 2);
+    REQUIRE(c.model.n_embd == 32);
+    REQUIRE(c.model.n_head == 2);
+    REQUIRE(c.model.block_size == 32);
+    REQUIRE(c.train.batch_size == 4);
+    REQUIRE(c.train.steps == 20);
+    // The overrides scripts/crosscheck.sh uses.
+    REQUIRE_NOTHROW(load_config(dir + "tiny_test.yaml",
+                                {"model.vocab_size=97", "model.block_size=16", "model.arch=llama",
+                                 "model.attn_output_norm=headwise_rmsnorm",
+                                 "model.isolate_positions=[3,7]", "model.attention=sigmoid"}));
+  }
+}

@@ -1,0 +1,206 @@
+// End to end on the CPU: a side-by-side run learns, its variants see identical batches, metrics
+// are finite and do not change training, and the CLI fails clearly on bad input.
+#include <sys/wait.h>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "core/philox.h"
+#include "train/config.h"
+#include "train/prepare.h"
+#include "train/shards.h"
+#include "train/trainer.h"
+#include "tests/helpers.h"
+
+using namespace sinklab;
+using namespace sinklab::train;
+namespace fs = std::filesystem;
+
+namespace {
+
+fs::path fresh_dir(const std::string& name) {
+  fs::path dir = fs::temp_directory_path() / ("sinklab_test_" + name + "_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  return dir;
+}
+
+// A small synthetic English-like corpus: sentences from a tiny grammar (deterministic).
+std::string synthetic_text(size_t sentences, uint64_t stream) {
+  const char* subjects[] = {"the whale", "the captain", "a sailor", "the ship", "the sea"};
+  const char* verbs[] = {"sees", "follows", "fears", "leaves", "finds", "remembers"};
+  const char* objects[] = {"the harbor", "a storm", "the white whale", "the old map",
+                           "the crew", "a distant island"};
+  std::string text;
+  for (size_t i = 0; i < sentences; ++i) {
+    PhiloxBlock r = philox4x32_10(99, stream, i);
+    text += subjects[r.v[0] % 5];
+    text += " ";
+    text += verbs[r.v[1] % 6];
+    text += " ";
+    text += objects[r.v[2] % 6];
+    text += (r.v[3] % 4 == 0) ? ".\n" : ". ";
+  }
+  return text;
+}
+
+std::vector<int32_t> bytes_of(const std::string& s) {
+  return std::vector<int32_t>(s.begin(), s.end());
+}
+
+fs::path make_byte_dataset(const std::string& name) {
+  fs::path dir = fresh_dir(name);
+  write_shard((dir / "train_000000.bin").string(), bytes_of(synthetic_text(3000, 1)));
+  write_shard((dir / "val_000000.bin").string(), bytes_of(synthetic_text(300, 2)));
+  return dir;
+}
+
+std::string tiny_config(const fs::path& data, const fs::path& out, int steps) {
+  std::ostringstream y;
+  y << "run: {name: e2e, out_dir: " << out.string() << ", seed: 3}\n"
+    << "model: {arch: llama, n_layer: 2, n_head: 2, n_embd: 32, block_size: 32}\n"
+    << "data: {dir: " << data.string() << ", tokenizer: byte}\n"
+    << "train: {steps: " << steps << ", batch_size: 8, eval_every: 50, eval_batches: 2, "
+    << "sample_tokens: 8}\n"
+    << "optim: {lr: 0.004, min_lr: 0.0004, warmup_steps: 5, weight_decay: 0.0}\n"
+    << "variants:\n"
+    << "  - {name: baseline, set: {model.attn_output_norm: none}}\n"
+    << "  - {name: headwise_rmsnorm, set: {model.attn_output_norm: headwise_rmsnorm}}\n";
+  return y.str();
+}
+
+std::vector<std::string> lines_of(const fs::path& file) {
+  std::ifstream in(file);
+  std::vector<std::string> out;
+  for (std::string line; std::getline(in, line);) out.push_back(line);
+  return out;
+}
+
+// The raw JSON text of a top-level key's value (numbers, strings, arrays, null).
+std::string json_field(const std::string& line, const std::string& key) {
+  const std::string tag = "\"" + key + "\":";
+  const size_t pos = line.find(tag);
+  if (pos == std::string::npos) return "";
+  size_t i = pos + tag.size(), depth = 0, j = i;
+  for (; j < line.size(); ++j) {
+    const char c = line[j];
+    if (c == '[') ++depth;
+    if (c == ']') --depth;
+    if (depth == 0 && (c == ',' || c == '}')) break;
+  }
+  return line.substr(i, j - i);
+}
+
+int run_cli(const std::string& args, std::string& output) {
+  const std::string cmd = std::string(SINKLAB_BINARY_DIR) + "/sinklab " + args + " 2>&1";
+  FILE* pipe = popen(cmd.c_str(), "r");
+  REQUIRE(pipe != nullptr);
+  char buf[512];
+  output.clear();
+  while (fgets(buf, sizeof buf, pipe)) output += buf;
+  const int status = pclose(pipe);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+}  // namespace
+
+TEST_CASE("side-by-side run: learns, identical batches, finite metrics", "[e2e]") {
+  fs::path data = make_byte_dataset("e2e_data"), out = fresh_dir("e2e_out");
+  RunConfig cfg = parse_config(tiny_config(data, out, 150), "inline.yaml");
+  std::ostringstream console;
+  Run run(cfg, console);
+  std::vector<VariantSummary> summaries = run.train();
+  INFO(console.str());
+  REQUIRE(summaries.size() == 2);
+  REQUIRE(fs::exists(out / "e2e" / "config.yaml"));
+  std::map<std::string, std::vector<std::string>> logs;
+  for (const char* v : {"baseline", "headwise_rmsnorm"}) {
+    logs[v] = lines_of(out / "e2e" / v / "metrics.jsonl");
+    REQUIRE(logs[v].size() == 151);  // 150 training steps + the final evaluation record
+    REQUIRE(fs::exists(out / "e2e" / v / "metrics.h5"));
+    REQUIRE(fs::exists(out / "e2e" / v / "config.yaml"));
+  }
+  // The model must do far better than the byte-level unigram entropy of the corpus.
+  const double entropy = unigram_entropy(bytes_of(synthetic_text(3000, 1)));
+  REQUIRE(entropy > 2.5);
+  for (const VariantSummary& s : summaries) {
+    INFO(s.name << " val " << s.val_loss << " train " << s.final_loss << " unigram " << entropy);
+    REQUIRE(s.val_loss < entropy - 0.5);
+    REQUIRE(s.final_loss < entropy - 0.5);
+    REQUIRE(s.last_metrics.has_sink);
+  }
+  const double first = std::stod(json_field(logs["baseline"][0], "loss"));
+  REQUIRE(first > 4.0);  // ~log(256) at init
+  for (size_t i = 0; i < 150; ++i) {
+    // Identical batches in identical order.
+    REQUIRE(json_field(logs["baseline"][i], "batch_hash") ==
+            json_field(logs["headwise_rmsnorm"][i], "batch_hash"));
+    for (const char* key : {"loss", "lr", "grad_norm", "sink_rate"})
+      REQUIRE(json_field(logs["baseline"][i], key) != "null");
+    REQUIRE(json_field(logs["baseline"][i], "sink_mass").find("null") == std::string::npos);
+    REQUIRE(json_field(logs["baseline"][i], "dim_disparity").find("null") == std::string::npos);
+  }
+  // Head-wise RMSNorm: the post-norm variance ratio is near 1 (in every layer).
+  const std::string normed = json_field(logs["headwise_rmsnorm"][149], "var_ratio_normed");
+  double a = 0, b = 0;
+  REQUIRE(std::sscanf(normed.c_str(), "[%lf,%lf]", &a, &b) == 2);
+  REQUIRE(a == Approx(1.0).margin(0.2));
+  REQUIRE(b == Approx(1.0).margin(0.2));
+  REQUIRE(json_field(logs["baseline"][149], "var_ratio_normed") == "[null,null]");
+  REQUIRE(console.str().find("sink mass") != std::string::npos);  // the comparison table
+}
+
+TEST_CASE("computing metrics does not change the training result", "[e2e]") {
+  fs::path data = make_byte_dataset("nochange_data");
+  std::vector<std::string> losses[2];
+  for (int every : {0, 1}) {
+    fs::path out = fresh_dir("nochange_out" + std::to_string(every));
+    RunConfig cfg = parse_config(tiny_config(data, out, 8), "inline.yaml",
+                                 {"metrics.every=" + std::to_string(every)});
+    cfg.variants.resize(1);
+    std::ostringstream console;
+    Run(cfg, console).train();
+    for (const std::string& line : lines_of(out / "e2e" / "baseline" / "metrics.jsonl"))
+      losses[every].push_back(json_field(line, "loss") + json_field(line, "grad_norm"));
+  }
+  REQUIRE(losses[0] == losses[1]);
+}
+
+TEST_CASE("CLI: bad config, missing data and a wrong shard header fail clearly", "[e2e][cli]") {
+  fs::path dir = fresh_dir("cli");
+  std::string output;
+  {  // unknown key: exit code 2, names the key and the file
+    std::ofstream(dir / "bad.yaml") << "model: {n_layrs: 3}\n";
+    REQUIRE(run_cli("train " + (dir / "bad.yaml").string(), output) == 2);
+    REQUIRE(output.find("n_layrs") != std::string::npos);
+    REQUIRE(output.find("bad.yaml") != std::string::npos);
+  }
+  {  // missing data folder: exit code 1, names the folder and what to run
+    std::ofstream(dir / "nodata.yaml")
+        << "data: {dir: " << (dir / "nowhere").string() << ", tokenizer: byte}\n";
+    REQUIRE(run_cli("train " + (dir / "nodata.yaml").string(), output) == 1);
+    REQUIRE(output.find("nowhere") != std::string::npos);
+  }
+  {  // a shard with a wrong magic number (and no raw fallback for shard patterns)
+    fs::path data = dir / "badshard";
+    fs::create_directories(data);
+    std::vector<int32_t> header(256, 0);
+    header[0] = 12345;
+    header[1] = 1;
+    header[2] = 4;
+    std::ofstream f(data / "train_000000.bin", std::ios::binary);
+    f.write(reinterpret_cast<const char*>(header.data()), 1024);
+    f.write("abcdefgh", 8);
+    f.close();
+    fs::copy_file(data / "train_000000.bin", data / "val_000000.bin");
+    std::ofstream(dir / "badshard.yaml") << "data: {dir: " << data.string()
+                                         << ", tokenizer: byte}\n";
+    REQUIRE(run_cli("train " + (dir / "badshard.yaml").string(), output) == 1);
+    REQUIRE(output.find("train_000000.bin") != std::string::npos);
+  }
+  REQUIRE(run_cli("compare --help", output) == 0);
+  REQUIRE(output.find("--set") != std::string::npos);
+}

@@ -1,0 +1,23 @@
+// `sinklab prepare`: text files -> tokenizer.json + train/val token shards (llm.c layout).
+//
+// Reads prepare.inputs, splits each file into a train head and a val tail (prepare.val_fraction
+// of its bytes, cut at a line boundary), trains the tokenizer (bpe with prepare.vocab_size, or
+// byte) on the concatenated train parts, saves it where the trainer looks for it (data.tokenizer,
+// default data.dir/tokenizer.json), and writes data.dir/train_000000.bin, val_000000.bin, ...
+// (a new shard every prepare.shard_tokens tokens). Prints a short summary to `log`.
+#pragma once
+#include <cstdint>
+#include <ostream>
+#include <vector>
+
+#include "train/config.h"
+
+namespace sinklab::train {
+
+void prepare_dataset(const RunConfig& config, std::ostream& log);
+
+// Entropy in nats of the tokens' empirical unigram distribution: the loss of a model that
+// ignores context. A trained model's loss must fall well below it. 0 for no tokens.
+double unigram_entropy(const std::vector<int32_t>& tokens);
+
+}  // namespace sinklab::train
