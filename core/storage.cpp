@@ -10,12 +10,15 @@ namespace sinklab {
 
 namespace {
 DeviceMemoryHooks g_hooks;
+StridedCopyFn g_strided_copy = nullptr;
 constexpr size_t kCpuAlignment = 64;
 }  // namespace
 
 void install_device_memory_hooks(const DeviceMemoryHooks& hooks) { g_hooks = hooks; }
 const DeviceMemoryHooks& device_memory_hooks() { return g_hooks; }
 bool cuda_backend_available() { return g_hooks.allocate != nullptr; }
+void install_cuda_strided_copy(StridedCopyFn fn) { g_strided_copy = fn; }
+StridedCopyFn cuda_strided_copy() { return g_strided_copy; }
 
 Storage::Storage(size_t bytes, Device device) : bytes_(bytes), device_(device) {
   if (device.is_cpu()) {

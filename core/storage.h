@@ -14,6 +14,12 @@ struct DeviceMemoryHooks {
   // kind: 0 host->device, 1 device->host, 2 device->device
   void (*copy)(void* dst, const void* src, size_t bytes, int kind, int device) = nullptr;
 };
+
+class Tensor;
+// Element-wise copy between same-shape tensors on one CUDA device, any strides.
+using StridedCopyFn = void (*)(Tensor& dst, const Tensor& src);
+void install_cuda_strided_copy(StridedCopyFn fn);
+StridedCopyFn cuda_strided_copy();
 void install_device_memory_hooks(const DeviceMemoryHooks& hooks);
 const DeviceMemoryHooks& device_memory_hooks();
 bool cuda_backend_available();

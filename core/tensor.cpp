@@ -240,6 +240,14 @@ void Tensor::copy_from(const Tensor& src) {
                     [&](int64_t o) { std::memcpy(dst + dst_offsets[i++] * es, s + o * es, es); });
     return;
   }
+  if (device().is_cuda() && src.device() == device() &&
+      !(is_contiguous() && src.is_contiguous())) {
+    SINKLAB_CHECK(cuda_strided_copy() != nullptr, DeviceError,
+                  "strided copy on " << device().str() << " without a CUDA backend",
+                  "rebuild with CUDA");
+    if (numel()) cuda_strided_copy()(*this, src);
+    return;
+  }
   SINKLAB_CHECK(is_contiguous() && src.is_contiguous(), DeviceError,
                 "copy_from between devices needs contiguous tensors: " << src.str() << " -> "
                                                                       << str(),

@@ -4,6 +4,9 @@
 #include <sstream>
 
 #include "core/storage.h"
+#if defined(SINKLAB_HAVE_CUDA)
+#include "cuda/runtime.h"
+#endif
 
 namespace sinklab::test {
 
@@ -62,6 +65,12 @@ void require_gradients(const std::function<Tensor(const std::vector<Tensor>&)>& 
   REQUIRE(r.ok);
 }
 
-bool cuda_device_present() { return cuda_backend_available(); }
+bool cuda_device_present() {
+#if defined(SINKLAB_HAVE_CUDA)
+  return cuda::initialize();
+#else
+  return false;
+#endif
+}
 
 }  // namespace sinklab::test

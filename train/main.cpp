@@ -8,6 +8,9 @@
 #include <iostream>
 
 #include "core/error.h"
+#if defined(SINKLAB_HAVE_CUDA)
+#include "cuda/runtime.h"
+#endif
 #include "train/config.h"
 #include "train/prepare.h"
 #include "train/reference_export.h"
@@ -77,6 +80,9 @@ int main(int argc, char** argv) {
   reference_cmd->add_option("--batch", reference_batch, "sequences in the batch");
   CLI11_PARSE(app, argc, argv);
   try {
+#if defined(SINKLAB_HAVE_CUDA)
+    cuda::initialize();  // installs the CUDA kernels when a GPU is present
+#endif
     if (*train_cmd) return run_training(train_args, train_variants, false);
     if (*compare_cmd) return run_training(compare_args, {}, true);
     if (*prepare_cmd) {

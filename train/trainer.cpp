@@ -267,6 +267,7 @@ void Run::step_all(int64_t step, bool evaluate_first) {
     }
     v.log->write(record);
   }
+  console_ << std::flush;  // line by line also when piped (tee, a cluster log)
 }
 
 Run::Evaluation Run::evaluate(Variant& v, int64_t step, bool final) {

@@ -460,8 +460,8 @@ TEST_CASE("config: enumerations and impossible combinations fail in validate", "
   REQUIRE_MENTIONS(config_error("metrics: {every: -1}"), "metrics.every", "configs/x.yaml");
   REQUIRE_NOTHROW(parse_config("metrics: {every: 0}", "m.yaml"));
   REQUIRE_MENTIONS(config_error("optim: {lr: 1e-4, min_lr: 1e-3}"), "optim.min_lr", "optim.lr");
-  REQUIRE_MENTIONS(config_error("optim: {warmup_steps: 300}\ntrain: {steps: 200}"),
-                   "optim.warmup_steps", "train.steps", "configs/x.yaml");
+  // A warm-up longer than a short run is allowed (the lr just never peaks).
+  REQUIRE_NOTHROW(parse_config("optim: {warmup_steps: 300}\ntrain: {steps: 200}", "w.yaml"));
   REQUIRE_NOTHROW(
       parse_config("optim: {warmup_steps: 300, decay_steps: 1000}\ntrain: {steps: 200}", "w.yaml"));
   REQUIRE_MENTIONS(config_error("optim: {warmup_steps: 300, decay_steps: 100}"),

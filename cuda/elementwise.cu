@@ -1,0 +1,139 @@
+// CUDA twins of ops/cpu/elementwise and ops/cpu/reduce: broadcasting add/mul, scale, the
+// leading-dims reduction of their backward, and full sums. f32 and f64.
+#include "cuda/check.h"
+#include "cuda/runtime.h"
+#include "ops/elementwise.h"
+#include "ops/reduce.h"
+
+namespace sinklab::cuda {
+
+namespace {
+
+template <class T, class Combine>
+__global__ void broadcast_kernel(const T* a, const T* b, T* out, int64_t n, int64_t nb,
+                                 Combine combine) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i < n) out[i] = combine(a[i], b[i % nb]);
+}
+
+struct Plus {
+  template <class T> __device__ T operator()(T x, T y) const { return x + y; }
+};
+struct Times {
+  template <class T> __device__ T operator()(T x, T y) const { return x * y; }
+};
+
+template <class Combine>
+void binary(const Tensor& a, const Tensor& b, Tensor& out, const char* op) {
+  const int64_t n = a.numel(), nb = b.numel();
+  if (n == 0) return;
+  if (a.dtype() == DType::F32)
+    broadcast_kernel<<<blocks_for(n), 256, 0, stream()>>>(a.data<float>(), b.data<float>(),
+                                                          out.data<float>(), n, nb, Combine{});
+  else if (a.dtype() == DType::F64)
+    broadcast_kernel<<<blocks_for(n), 256, 0, stream()>>>(a.data<double>(), b.data<double>(),
+                                                          out.data<double>(), n, nb, Combine{});
+  else
+    SINKLAB_FAIL(DTypeError, op << " (cuda): unsupported " << a.str(), "use f32 or f64");
+  SINKLAB_KERNEL_CHECK(op);
+}
+
+void add_cuda(const Tensor& a, const Tensor& b, Tensor& out) { binary<Plus>(a, b, out, "add"); }
+void mul_cuda(const Tensor& a, const Tensor& b, Tensor& out) { binary<Times>(a, b, out, "mul"); }
+
+template <class T>
+__global__ void scale_kernel(const T* a, T* out, int64_t n, T s) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i < n) out[i] = a[i] * s;
+}
+
+void scale_cuda(const Tensor& a, double s, Tensor& out) {
+  const int64_t n = a.numel();
+  if (n == 0) return;
+  if (a.dtype() == DType::F32)
+    scale_kernel<<<blocks_for(n), 256, 0, stream()>>>(a.data<float>(), out.data<float>(), n,
+                                                      static_cast<float>(s));
+  else
+    scale_kernel<<<blocks_for(n), 256, 0, stream()>>>(a.data<double>(), out.data<double>(), n, s);
+  SINKLAB_KERNEL_CHECK("scale");
+}
+
+// grad_b[j] = sum_r grad[r, j] (* times[r, j]): one thread per column, rows in order
+// (deterministic; the row loop is coalesced across the threads of a warp).
+template <class T>
+__global__ void sum_leading_kernel(const T* g, const T* times, T* out, int64_t rows, int64_t nb) {
+  const int64_t j = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (j >= nb) return;
+  double acc = 0;
+  for (int64_t r = 0; r < rows; ++r)
+    acc += static_cast<double>(g[r * nb + j]) * (times ? static_cast<double>(times[r * nb + j]) : 1.0);
+  out[j] = static_cast<T>(acc);
+}
+
+void sum_leading_cuda(const Tensor& grad, const Tensor* times, Tensor& grad_b) {
+  const int64_t nb = grad_b.numel(), rows = grad.numel() / nb;
+  if (grad.dtype() == DType::F32)
+    sum_leading_kernel<<<blocks_for(nb), 256, 0, stream()>>>(
+        grad.data<float>(), times ? times->data<float>() : nullptr, grad_b.data<float>(), rows, nb);
+  else
+    sum_leading_kernel<<<blocks_for(nb), 256, 0, stream()>>>(
+        grad.data<double>(), times ? times->data<double>() : nullptr, grad_b.data<double>(), rows,
+        nb);
+  SINKLAB_KERNEL_CHECK("sum_leading");
+}
+
+// Full sum in one block: fixed-order per-thread partials then a tree (deterministic).
+template <class T>
+__global__ void sum_kernel(const T* x, T* out, int64_t n, double factor) {
+  __shared__ double partial[1024];
+  double acc = 0;
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) acc += static_cast<double>(x[i]);
+  partial[threadIdx.x] = acc;
+  __syncthreads();
+  for (int s = blockDim.x / 2; s > 0; s >>= 1) {
+    if (threadIdx.x < s) partial[threadIdx.x] += partial[threadIdx.x + s];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) out[0] = static_cast<T>(partial[0] * factor);
+}
+
+template <class T>
+__global__ void fill_scalar_kernel(const T* g, T* out, int64_t n, double factor) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i < n) out[i] = static_cast<T>(static_cast<double>(g[0]) * factor);
+}
+
+void sum_forward_cuda(const Tensor& x, double factor, Tensor& out) {
+  if (x.dtype() == DType::F32)
+    sum_kernel<<<1, 1024, 0, stream()>>>(x.data<float>(), out.data<float>(), x.numel(), factor);
+  else
+    sum_kernel<<<1, 1024, 0, stream()>>>(x.data<double>(), out.data<double>(), x.numel(), factor);
+  SINKLAB_KERNEL_CHECK("sum");
+}
+
+void sum_backward_cuda(const Tensor& g, double factor, Tensor& gx) {
+  const int64_t n = gx.numel();
+  if (n == 0) return;
+  if (g.dtype() == DType::F32)
+    fill_scalar_kernel<<<blocks_for(n), 256, 0, stream()>>>(g.data<float>(), gx.data<float>(), n,
+                                                            factor);
+  else
+    fill_scalar_kernel<<<blocks_for(n), 256, 0, stream()>>>(g.data<double>(), gx.data<double>(),
+                                                            n, factor);
+  SINKLAB_KERNEL_CHECK("sum backward");
+}
+
+}  // namespace
+
+void install_elementwise_kernels() {
+  ops::add_kernels.cuda_forward = add_cuda;
+  ops::add_kernels.cuda_backward = sum_leading_cuda;
+  ops::mul_kernels.cuda_forward = mul_cuda;
+  ops::mul_kernels.cuda_backward = sum_leading_cuda;
+  ops::scale_kernels.cuda_forward = scale_cuda;
+  ops::scale_kernels.cuda_backward = scale_cuda;
+  ops::sum_kernels.cuda_forward = sum_forward_cuda;
+  ops::sum_kernels.cuda_backward = sum_backward_cuda;
+}
+
+}  // namespace sinklab::cuda

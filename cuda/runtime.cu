@@ -1,0 +1,147 @@
+#include "cuda/runtime.h"
+
+#include <cstdint>
+#include <mutex>
+
+#include "core/tensor_math.h"
+#include "cuda/check.h"
+
+namespace sinklab::cuda {
+
+namespace {
+
+cudaStream_t g_stream = nullptr;
+bool g_available = false;
+
+void* allocate(size_t bytes, int device) {
+  SINKLAB_CUDA_CHECK(cudaSetDevice(device));
+  void* p = nullptr;
+  if (bytes == 0) bytes = 1;
+  SINKLAB_CUDA_CHECK(cudaMallocAsync(&p, bytes, g_stream));
+  return p;
+}
+
+void release(void* p, int device) {
+  cudaSetDevice(device);
+  cudaFreeAsync(p, g_stream);  // no throw from destructors
+}
+
+void copy(void* dst, const void* src, size_t bytes, int kind, int /*device*/) {
+  const cudaMemcpyKind k = kind == 0   ? cudaMemcpyHostToDevice
+                           : kind == 1 ? cudaMemcpyDeviceToHost
+                                       : cudaMemcpyDeviceToDevice;
+  SINKLAB_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, k, g_stream));
+  if (kind != 2) SINKLAB_CUDA_CHECK(cudaStreamSynchronize(g_stream));  // host memory is pageable
+}
+
+template <class T>
+__global__ void add_into_kernel(T* dst, const T* src, int64_t n) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i < n) dst[i] += src[i];
+}
+
+void add_into_cuda(Tensor& dst, const Tensor& src) {
+  SINKLAB_CHECK(dst.is_contiguous() && src.is_contiguous(), ShapeError,
+                "add_into (cuda): " << dst.str() << " += " << src.str(),
+                "CUDA accumulation needs contiguous tensors");
+  const int64_t n = dst.numel();
+  if (n == 0) return;
+  switch (dst.dtype()) {
+    case DType::F32:
+      add_into_kernel<<<blocks_for(n), 256, 0, g_stream>>>(dst.data<float>(), src.data<float>(), n);
+      break;
+    case DType::F64:
+      add_into_kernel<<<blocks_for(n), 256, 0, g_stream>>>(dst.data<double>(), src.data<double>(),
+                                                           n);
+      break;
+    default:
+      SINKLAB_FAIL(DTypeError, "add_into (cuda): unsupported " << dst.str(), "use f32 gradients");
+  }
+  SINKLAB_KERNEL_CHECK("add_into");
+}
+
+// Up to 8 dims; offsets in elements.
+struct StridedLayout {
+  int rank;
+  int64_t shape[8], dst_strides[8], src_strides[8];
+};
+
+template <class T>
+__global__ void strided_copy_kernel(T* dst, const T* src, int64_t n, StridedLayout layout) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i >= n) return;
+  int64_t rest = i, d_off = 0, s_off = 0;
+  for (int d = layout.rank - 1; d >= 0; --d) {
+    const int64_t idx = rest % layout.shape[d];
+    rest /= layout.shape[d];
+    d_off += idx * layout.dst_strides[d];
+    s_off += idx * layout.src_strides[d];
+  }
+  dst[d_off] = src[s_off];
+}
+
+void strided_copy_cuda(Tensor& dst, const Tensor& src) {
+  SINKLAB_CHECK(dst.dim() <= 8, ShapeError, "strided copy (cuda): rank " << dst.dim() << " > 8",
+                "reshape to at most 8 dims");
+  StridedLayout layout{};
+  layout.rank = static_cast<int>(dst.dim());
+  for (size_t d = 0; d < dst.dim(); ++d) {
+    layout.shape[d] = dst.shape()[d];
+    layout.dst_strides[d] = dst.strides()[d];
+    layout.src_strides[d] = src.strides()[d];
+  }
+  const int64_t n = dst.numel();
+  switch (dtype_size(dst.dtype())) {
+    case 2:
+      strided_copy_kernel<<<blocks_for(n), 256, 0, g_stream>>>(
+          static_cast<uint16_t*>(dst.raw_data()), static_cast<const uint16_t*>(src.raw_data()), n,
+          layout);
+      break;
+    case 4:
+      strided_copy_kernel<<<blocks_for(n), 256, 0, g_stream>>>(
+          static_cast<uint32_t*>(dst.raw_data()), static_cast<const uint32_t*>(src.raw_data()), n,
+          layout);
+      break;
+    default:
+      strided_copy_kernel<<<blocks_for(n), 256, 0, g_stream>>>(
+          static_cast<uint64_t*>(dst.raw_data()), static_cast<const uint64_t*>(src.raw_data()), n,
+          layout);
+  }
+  SINKLAB_KERNEL_CHECK("strided copy");
+}
+
+}  // namespace
+
+bool initialize() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    int count = 0;
+    if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
+      cudaGetLastError();  // clear the sticky "no device" error
+      return;
+    }
+    SINKLAB_CUDA_CHECK(cudaSetDevice(0));
+    SINKLAB_CUDA_CHECK(cudaStreamCreateWithFlags(&g_stream, cudaStreamNonBlocking));
+    cudaMemPool_t pool;
+    SINKLAB_CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, 0));
+    uint64_t keep = UINT64_MAX;  // keep freed blocks in the pool: no per-step cudaMalloc
+    SINKLAB_CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep));
+    DeviceMemoryHooks hooks;
+    hooks.allocate = allocate;
+    hooks.release = release;
+    hooks.copy = copy;
+    install_device_memory_hooks(hooks);
+    install_cuda_add_into(add_into_cuda);
+    install_cuda_strided_copy(strided_copy_cuda);
+    install_elementwise_kernels();
+    install_matmul_kernels();
+    g_available = true;
+  });
+  return g_available;
+}
+
+bool available() { return g_available; }
+cudaStream_t stream() { return g_stream; }
+void synchronize() { SINKLAB_CUDA_CHECK(cudaStreamSynchronize(g_stream)); }
+
+}  // namespace sinklab::cuda

@@ -1,0 +1,26 @@
+// The CUDA runtime of sinklab: device detection, the stream every kernel runs on, and the
+// stream-ordered allocator (cudaMallocAsync pool, no per-step cudaMalloc). initialize() installs
+// the device memory hooks of core/ and the CUDA slots of every op in the op table.
+#pragma once
+#include <cuda_runtime.h>
+
+#include "core/tensor.h"
+
+namespace sinklab::cuda {
+
+// Returns true when a CUDA device is present; installs hooks and kernels on first call.
+bool initialize();
+bool available();
+cudaStream_t stream();   // the compute stream (one per process; device 0 unless set_device)
+void synchronize();
+
+// Launch geometry for n elements with `threads` per block.
+inline unsigned blocks_for(int64_t n, int threads = 256) {
+  return static_cast<unsigned>((n + threads - 1) / threads);
+}
+
+// Installed by each kernel file (called from initialize()).
+void install_elementwise_kernels();
+void install_matmul_kernels();
+
+}  // namespace sinklab::cuda
