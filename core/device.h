@@ -1,5 +1,6 @@
 // Where a tensor's storage lives. CUDA kernels are registered by cuda/ when it is built.
 #pragma once
+#include <cstdint>
 #include <string>
 
 namespace sinklab {

@@ -135,6 +135,12 @@ bool initialize() {
     install_cuda_strided_copy(strided_copy_cuda);
     install_elementwise_kernels();
     install_matmul_kernels();
+    install_norm_kernels();
+    install_activation_kernels();
+    install_embedding_kernels();
+    install_attention_kernels();
+    install_rope_kernels();
+    install_cross_entropy_kernels();
     g_available = true;
   });
   return g_available;

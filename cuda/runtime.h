@@ -20,7 +20,13 @@ inline unsigned blocks_for(int64_t n, int threads = 256) {
 }
 
 // Installed by each kernel file (called from initialize()).
-void install_elementwise_kernels();
-void install_matmul_kernels();
+void install_elementwise_kernels();   // cuda/elementwise.cu
+void install_matmul_kernels();        // cuda/matmul.cu
+void install_norm_kernels();          // cuda/norms.cu: layernorm, rmsnorm, headwise_rmsnorm
+void install_activation_kernels();    // cuda/activations.cu: gelu, silu, swiglu
+void install_embedding_kernels();     // cuda/embedding.cu
+void install_attention_kernels();     // cuda/attention.cu: attention, probabilities, key mass
+void install_rope_kernels();          // cuda/rope.cu
+void install_cross_entropy_kernels(); // cuda/cross_entropy.cu
 
 }  // namespace sinklab::cuda

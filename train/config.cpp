@@ -101,6 +101,7 @@ const std::vector<Field>& fields() {
       SINKLAB_KEY(train, TrainSection, sample_every, kNonNeg),
       SINKLAB_KEY(train, TrainSection, sample_tokens, kNonNeg),
       SINKLAB_KEY(train, TrainSection, sample_temperature, kNonNeg),
+      SINKLAB_KEY(train, TrainSection, max_skipped_steps, kPos),
 
       SINKLAB_KEY(optim, OptimSection, lr, kPos),
       SINKLAB_KEY(optim, OptimSection, min_lr, kNonNeg),

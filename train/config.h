@@ -67,6 +67,7 @@ struct TrainSection {
   int64_t sample_every = 0;         // 0 = only at the end
   int64_t sample_tokens = 32;
   double sample_temperature = 1.0;
+  int64_t max_skipped_steps = 10;   // stop after this many non-finite loss/grad-norm steps in a row
 };
 
 struct OptimSection {

@@ -13,6 +13,7 @@
 #endif
 #include "train/config.h"
 #include "train/prepare.h"
+#include "train/export.h"
 #include "train/reference_export.h"
 #include "train/trainer.h"
 
@@ -24,6 +25,8 @@ struct CommonArgs {
   std::string config;
   std::vector<std::string> overrides;
   bool no_progress = false;
+  std::string resume;
+  int64_t stop_after = -1;
 };
 
 void add_common(CLI::App* cmd, CommonArgs& args) {
@@ -33,6 +36,14 @@ void add_common(CLI::App* cmd, CommonArgs& args) {
   cmd->add_option("--set", args.overrides, "override a key, e.g. --set train.steps=100")
       ->take_all();
   cmd->add_flag("--no-progress", args.no_progress, "no live progress bar");
+}
+
+void add_resume(CLI::App* cmd, CommonArgs& args) {
+  cmd->add_option("--resume", args.resume,
+                  "continue from a checkpoint: auto (newest good one of each variant) or a "
+                  "step_XXXXXXXX.h5 path");
+  cmd->add_option("--stop-after", args.stop_after,
+                  "stop with a checkpoint once this many steps are done (resume later)");
 }
 
 int run_training(const CommonArgs& args, const std::vector<std::string>& variants,
@@ -45,9 +56,11 @@ int run_training(const CommonArgs& args, const std::vector<std::string>& variant
   train::RunOptions options;
   options.progress_bar = !args.no_progress && isatty(fileno(stdout));
   options.only_variants = variants;
+  options.resume = args.resume;
+  options.stop_after = args.stop_after;
   train::Run run(config, std::cout, options);
   run.train();
-  return 0;
+  return run.end_reason() == train::RunEnd::TooManySkipped ? 3 : 0;
 }
 
 }  // namespace
@@ -61,10 +74,12 @@ int main(int argc, char** argv) {
                                                     "--variant NAME of its variants)");
   add_common(train_cmd, train_args);
   train_cmd->add_option("--variant", train_variants, "train only these variants");
+  add_resume(train_cmd, train_args);
   CLI::App* compare_cmd = app.add_subcommand(
       "compare", "train every variant of the config side by side on identical batches and "
                  "print a comparison table");
   add_common(compare_cmd, compare_args);
+  add_resume(compare_cmd, compare_args);
   CLI::App* prepare_cmd = app.add_subcommand(
       "prepare", "train the tokenizer and write token shards from prepare.inputs");
   add_common(prepare_cmd, prepare_args);
@@ -78,6 +93,15 @@ int main(int argc, char** argv) {
   add_common(reference_cmd, reference_args);
   reference_cmd->add_option("--out", reference_out, "output .safetensors file")->required();
   reference_cmd->add_option("--batch", reference_batch, "sequences in the batch");
+  std::string export_checkpoint, export_format = "safetensors", export_out;
+  CLI::App* export_cmd = app.add_subcommand(
+      "export", "write a checkpoint's weights with Hugging Face names (GPT-2 or LLaMA layout)");
+  export_cmd->add_option("checkpoint", export_checkpoint, "step_XXXXXXXX.h5")
+      ->required()
+      ->check(CLI::ExistingFile);
+  export_cmd->add_option("--format", export_format, "safetensors")
+      ->check(CLI::IsMember({"safetensors"}));
+  export_cmd->add_option("--out", export_out, "output file (default: beside the checkpoint)");
   CLI11_PARSE(app, argc, argv);
   try {
 #if defined(SINKLAB_HAVE_CUDA)
@@ -88,6 +112,11 @@ int main(int argc, char** argv) {
     if (*prepare_cmd) {
       train::RunConfig config = train::load_config(prepare_args.config, prepare_args.overrides);
       train::prepare_dataset(config, std::cout);
+      return 0;
+    }
+    if (*export_cmd) {
+      const std::string out = train::export_checkpoint(export_checkpoint, export_out);
+      std::cout << "wrote " << out << "\n";
       return 0;
     }
     if (*reference_cmd) {

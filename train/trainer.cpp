@@ -11,6 +11,9 @@
 #include <ostream>
 #include <sstream>
 
+#include <atomic>
+#include <csignal>
+
 #include "autograd/engine.h"
 #include "autograd/grad_mode.h"
 #include "core/random.h"
@@ -18,6 +21,7 @@
 #include "train/data_loader.h"
 #include "train/model.h"
 #include "train/optimizer.h"
+#include "train/checkpoint.h"
 #include "train/sampler.h"
 #include "train/tokenizer.h"
 
@@ -31,6 +35,10 @@ constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 constexpr uint64_t kTrainStream = 1, kValStream = 2, kSampleStream = 3;
 
 using Clock = std::chrono::steady_clock;
+
+// Set by SIGINT/SIGTERM (a cluster pre-empting the job); the loop checkpoints and returns.
+std::atomic<int> g_stop_signal{0};
+extern "C" void on_stop_signal(int sig) { g_stop_signal.store(sig); }
 
 double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
@@ -126,6 +134,7 @@ struct Run::Variant {
   StepRecord last_sink;
   std::string sample;
   int64_t accumulation = 1;
+  int64_t skipped_in_a_row = 0;
 };
 
 Run::Run(const RunConfig& config, std::ostream& console, RunOptions options)
@@ -166,8 +175,6 @@ Run::Run(const RunConfig& config, std::ostream& console, RunOptions options)
     v->model = std::make_unique<GPT>(c.model, c.run.seed, DType::F32, device);
     v->optimizer = std::make_unique<AdamW>(v->model->params(), c.optim);
     v->accumulation = c.train.tokens_per_step > 0 ? c.train.tokens_per_step / (B * T) : 1;
-    v->log = std::make_unique<MetricsLog>(v->dir, c.model.n_layer, c.model.n_head, T,
-                                          c.metrics.jsonl, c.metrics.hdf5);
     console_ << "variant " << v->name << ": " << c.model.arch << " " << c.model.n_layer << "x"
              << c.model.n_embd << " (" << c.model.n_head << " heads, T=" << T
              << ", V=" << c.model.vocab_size << "), attn_output_norm=" << c.model.attn_output_norm
@@ -180,6 +187,97 @@ Run::Run(const RunConfig& config, std::ostream& console, RunOptions options)
   SINKLAB_CHECK(!variants_.empty(), ConfigError,
                 "no variant selected in " << base_.source_file,
                 "check the variant names given on the command line");
+  if (!options_.resume.empty()) resume_from_checkpoints();
+  for (auto& vp : variants_) {  // metric files continue from the resumed step (no duplicates)
+    Variant& v = *vp;
+    const RunConfig& c = v.config;
+    v.log = std::make_unique<MetricsLog>(v.dir, c.model.n_layer, c.model.n_head,
+                                         c.model.block_size, c.metrics.jsonl, c.metrics.hdf5,
+                                         options_.resume.empty() ? -1 : start_step_);
+  }
+}
+
+std::string Run::checkpoint_dir(const Variant& v) const { return v.dir + "/ckpt"; }
+
+namespace {
+// The first model key whose value differs between two configs (shape-defining or not).
+std::string first_model_difference(const ModelSection& a, const ModelSection& b) {
+  if (a.arch != b.arch) return "model.arch";
+  if (a.n_layer != b.n_layer) return "model.n_layer";
+  if (a.n_head != b.n_head) return "model.n_head";
+  if (a.n_embd != b.n_embd) return "model.n_embd";
+  if (GPT::resolved_ffn_width(a) != GPT::resolved_ffn_width(b)) return "model.ffn_hidden";
+  if (a.block_size != b.block_size) return "model.block_size";
+  if (a.vocab_size != b.vocab_size) return "model.vocab_size";
+  if (a.tie_embeddings != b.tie_embeddings) return "model.tie_embeddings";
+  if (a.attn_output_norm != b.attn_output_norm) return "model.attn_output_norm";
+  if (a.gamma_shared != b.gamma_shared) return "model.gamma_shared";
+  return "";
+}
+}  // namespace
+
+void Run::resume_from_checkpoints() {
+  const bool automatic = options_.resume == "auto";
+  SINKLAB_CHECK(automatic || variants_.size() == 1, ConfigError,
+                "--resume " << options_.resume << " names one file but the run has "
+                            << variants_.size() << " variants",
+                "use --resume auto (each variant resumes from its own ckpt/ folder), or "
+                "--variant NAME");
+  // Lockstep: every variant resumes at the same step, the newest one all of them have.
+  std::vector<std::string> paths;
+  int64_t common = -1;
+  for (auto& vp : variants_) {
+    std::string path = automatic ? find_latest_good_checkpoint(checkpoint_dir(*vp), console_)
+                                 : options_.resume;
+    if (path.empty()) {
+      console_ << "resume auto: no checkpoint in " << checkpoint_dir(*vp) << "; starting fresh\n";
+      common = 0;
+    } else {
+      const int64_t step = read_checkpoint_state(path).step;
+      common = common < 0 ? step : std::min(common, step);
+    }
+    paths.push_back(path);
+  }
+  if (common <= 0) return;
+  for (size_t i = 0; i < variants_.size(); ++i) {
+    Variant& v = *variants_[i];
+    std::string path = paths[i];
+    if (read_checkpoint_state(path).step != common) path = checkpoint_path(checkpoint_dir(v), common);
+    TrainState peek = read_checkpoint_state(path);
+    RunConfig saved = parse_config(peek.config_yaml, path + " (saved config)");
+    const std::string key = first_model_difference(saved.model, v.config.model);
+    SINKLAB_CHECK(key.empty(), ConfigError,
+                  "checkpoint " << path << " was trained with a different " << key
+                                << " than " << base_.source_file << " gives variant " << v.name,
+                  "resume with the config the checkpoint was written with (its config is stored "
+                  "in the file and in " + v.dir + "/config.yaml)");
+    TrainState state = load_checkpoint(path, v.model->params(), *v.optimizer);
+    v.train_data->set_cursor(state.train_cursor);
+    v.skipped_in_a_row = state.nonfinite_in_a_row;
+    console_ << "resumed " << v.name << " from " << path << " at step " << state.step << "\n";
+  }
+  start_step_ = common;
+}
+
+void Run::save_checkpoints(int64_t steps_done) {
+  for (auto& vp : variants_) {
+    Variant& v = *vp;
+    const CheckpointSection& ck = v.config.checkpoint;
+    const std::string dir = checkpoint_dir(v);
+    fs::create_directories(dir);
+    TrainState state;
+    state.step = steps_done;
+    state.train_cursor = v.train_data->cursor();
+    state.seed = v.config.run.seed;
+    state.nonfinite_in_a_row = v.skipped_in_a_row;
+    state.config_yaml = to_yaml(v.config);
+    state.variant = v.name;
+    const std::string path = checkpoint_path(dir, steps_done);
+    save_checkpoint(path, v.model->params(), *v.optimizer, state);
+    write_latest_pointer(dir, path);  // the pointer moves only once the file is complete
+    prune_checkpoints(dir, ck.keep_last, ck.keep_every);
+    v.log->flush();
+  }
 }
 
 Run::~Run() = default;
@@ -241,9 +339,12 @@ void Run::step_all(int64_t step, bool evaluate_first) {
     }
     v.recent_losses.push_back(record.loss);
     if (v.recent_losses.size() > 10) v.recent_losses.erase(v.recent_losses.begin());
+    v.skipped_in_a_row = record.skipped ? v.skipped_in_a_row + 1 : 0;
     if (record.skipped)
-      console_ << "step " << step << " " << v.name << ": non-finite loss or grad norm, update "
-               << "skipped\n";
+      console_ << "step " << step << " " << v.name << ": non-finite loss (" << record.loss
+               << ") or grad norm (" << record.grad_norm << "), update skipped ("
+               << v.skipped_in_a_row << " in a row, limit train.max_skipped_steps = "
+               << c.train.max_skipped_steps << ")\n";
     const bool log_line = c.train.log_every > 0 &&
                           (step % c.train.log_every == 0 || step + 1 == c.train.steps);
     if (log_line) {
@@ -328,11 +429,40 @@ void Run::finish(int64_t steps) {
 std::vector<VariantSummary> Run::train() {
   const int64_t steps = base_.train.steps;
   const auto t0 = Clock::now();
-  for (int64_t step = 0; step < steps; ++step) {
+  g_stop_signal.store(0);
+  auto previous_int = std::signal(SIGINT, on_stop_signal);
+  auto previous_term = std::signal(SIGTERM, on_stop_signal);
+  struct RestoreSignals {
+    decltype(previous_int) i, t;
+    ~RestoreSignals() {
+      std::signal(SIGINT, i);
+      std::signal(SIGTERM, t);
+    }
+  } restore{previous_int, previous_term};
+  end_ = RunEnd::Finished;
+  for (int64_t step = start_step_; step < steps; ++step) {
     const int64_t every = base_.train.eval_every;
     step_all(step, every > 0 && step > 0 && step % every == 0);
+    const int64_t done_steps = step + 1;
+    for (auto& vp : variants_)
+      if (vp->skipped_in_a_row >= vp->config.train.max_skipped_steps) end_ = RunEnd::TooManySkipped;
+    if (g_stop_signal.load()) end_ = RunEnd::Interrupted;
+    if (options_.stop_after >= 0 && done_steps >= options_.stop_after && done_steps < steps)
+      end_ = RunEnd::Stopped;
+    const int64_t ck_every = base_.checkpoint.every;
+    if (end_ != RunEnd::Finished || (ck_every > 0 && done_steps % ck_every == 0 && done_steps < steps))
+      save_checkpoints(done_steps);
+    if (end_ != RunEnd::Finished) {
+      console_ << (options_.progress_bar ? "\r\033[K" : "")
+               << (end_ == RunEnd::Interrupted  ? "interrupted by signal"
+                   : end_ == RunEnd::Stopped    ? "stopped as asked (--stop-after)"
+                                                : "too many non-finite steps in a row")
+               << " after step " << done_steps << "; checkpoint written to " << folder()
+               << "/<variant>/ckpt/; continue with --resume auto\n" << std::flush;
+      return {};
+    }
     if (options_.progress_bar) {
-      const double done = static_cast<double>(step + 1) / steps;
+      const double done = static_cast<double>(step + 1 - start_step_) / (steps - start_step_);
       const double eta = seconds_since(t0) / done * (1 - done);
       const int width = 30, filled = static_cast<int>(done * width);
       console_ << "\r\033[K[" << std::string(filled, '#') << std::string(width - filled, '.')
@@ -341,6 +471,7 @@ std::vector<VariantSummary> Run::train() {
     }
   }
   finish(steps);
+  save_checkpoints(steps);
   std::vector<VariantSummary> summaries;
   for (auto& vp : variants_) {
     Variant& v = *vp;

@@ -30,7 +30,14 @@ struct VariantSummary {
 struct RunOptions {
   bool progress_bar = false;  // a live bar with ETA (when the console is a terminal)
   std::vector<std::string> only_variants;  // empty = all
+  // "" = start fresh; "auto" = the newest good checkpoint of every variant (fresh when none);
+  // a path = that checkpoint file (single-variant runs only).
+  std::string resume;
+  int64_t stop_after = -1;  // stop (with a checkpoint) once this many steps are done; -1 = never
 };
+
+// Why train() returned.
+enum class RunEnd { Finished, Stopped, Interrupted, TooManySkipped };
 
 class Run {
  public:
@@ -38,8 +45,11 @@ class Run {
   // runs one variant named "main".
   Run(const RunConfig& config, std::ostream& console, RunOptions options = {});
   ~Run();
-  // Trains every variant to train.steps; returns their summaries (also printed).
+  // Trains every variant to train.steps (or until stopped); returns their summaries (also
+  // printed at the end of a finished run). SIGINT/SIGTERM write a checkpoint and return.
   std::vector<VariantSummary> train();
+  RunEnd end_reason() const { return end_; }
+  int64_t start_step() const { return start_step_; }
   // Folder of the run: <out_dir>/<name>.
   std::string folder() const;
 
@@ -53,11 +63,16 @@ class Run {
   void step_all(int64_t step, bool evaluate_first);
   Evaluation evaluate(Variant& v, int64_t step, bool final);
   void finish(int64_t steps);  // final evaluation, sample and record at step == train.steps
+  void resume_from_checkpoints();
+  void save_checkpoints(int64_t steps_done);
+  std::string checkpoint_dir(const Variant& v) const;
   void print_summary(const std::vector<VariantSummary>& summaries);
   RunConfig base_;
   std::ostream& console_;
   RunOptions options_;
   std::vector<std::unique_ptr<Variant>> variants_;
+  int64_t start_step_ = 0;
+  RunEnd end_ = RunEnd::Finished;
 };
 
 // The comparison table printed at the end of `sinklab compare`.

@@ -1,0 +1,274 @@
+// Checkpoint/resume end to end: bit-identical continuation, metric files without duplicated or
+// missing steps, SIGTERM and SIGKILL during training, a corrupted newest checkpoint, a model
+// config that does not match, non-finite steps, and safetensors export.
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "core/philox.h"
+#include "train/checkpoint.h"
+#include "train/config.h"
+#include "train/export.h"
+#include "train/safetensors.h"
+#include "train/shards.h"
+#include "train/trainer.h"
+#include "tests/helpers.h"
+
+using namespace sinklab;
+using namespace sinklab::train;
+namespace fs = std::filesystem;
+
+namespace {
+
+fs::path fresh(const std::string& name) {
+  fs::path dir = fs::temp_directory_path() / ("sinklab_resume_" + name + "_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  return dir;
+}
+
+fs::path byte_data(const std::string& name) {
+  fs::path dir = fresh(name);
+  auto text = [](uint64_t stream, size_t n) {
+    std::vector<int32_t> out;
+    for (size_t i = 0; i < n; ++i) out.push_back(97 + philox4x32_10(5, stream, i / 3).v[0] % 20);
+    return out;
+  };
+  write_shard((dir / "train_000000.bin").string(), text(1, 60000));
+  write_shard((dir / "val_000000.bin").string(), text(2, 6000));
+  return dir;
+}
+
+std::string config_text(const fs::path& data, const fs::path& out, int steps, bool two_variants,
+                        int n_embd = 32) {
+  std::ostringstream y;
+  y << "run: {name: r, out_dir: " << out.string() << ", seed: 11}\n"
+    << "model: {arch: gpt2, n_layer: 2, n_head: 2, n_embd: " << n_embd << ", block_size: 16}\n"
+    << "data: {dir: " << data.string() << ", tokenizer: byte}\n"
+    << "train: {steps: " << steps << ", batch_size: 4, eval_every: 4, eval_batches: 1, "
+    << "sample_tokens: 0, log_every: 100}\n"
+    << "optim: {lr: 0.003, warmup_steps: 2}\n"
+    << "checkpoint: {every: 0, keep_last: 3}\n";
+  if (two_variants)
+    y << "variants:\n  - {name: baseline, set: {model.attn_output_norm: none}}\n"
+      << "  - {name: headwise, set: {model.attn_output_norm: headwise_rmsnorm}}\n";
+  return y.str();
+}
+
+std::vector<std::string> lines(const fs::path& f) {
+  std::ifstream in(f);
+  std::vector<std::string> out;
+  for (std::string l; std::getline(in, l);) out.push_back(l);
+  return out;
+}
+
+// The deterministic part of a metrics line: everything but timing fields.
+std::string deterministic_fields(const std::string& line) {
+  std::string out;
+  for (const char* key : {"\"step\":", "\"loss\":", "\"lr\":", "\"grad_norm\":", "\"val_loss\":",
+                          "\"batch_hash\":", "\"sink_mass\":", "\"dim_disparity\":"}) {
+    const size_t p = line.find(key);
+    if (p == std::string::npos) continue;
+    out += line.substr(p, line.find_first_of(",]", p + std::strlen(key) + 1) - p) + "|";
+  }
+  return out;
+}
+
+std::vector<std::string> run_and_collect(const RunConfig& cfg, RunOptions opts = {}) {
+  std::ostringstream console;
+  Run run(cfg, console, opts);
+  run.train();
+  return {};
+}
+
+int spawn_sinklab(const std::vector<std::string>& args, const fs::path& log) {
+  std::fflush(stdout);
+  std::fflush(stderr);
+  pid_t pid = fork();
+  if (pid == 0) {
+    FILE* f = freopen(log.c_str(), "w", stdout);
+    (void)f;
+    dup2(fileno(stdout), 2);
+    std::vector<char*> argv;
+    std::string bin = std::string(SINKLAB_BINARY_DIR) + "/sinklab";
+    argv.push_back(bin.data());
+    std::vector<std::string> copy = args;
+    for (auto& a : copy) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    execv(bin.c_str(), argv.data());
+    _exit(127);
+  }
+  return pid;
+}
+
+int wait_exit(pid_t pid) {
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+std::string read_text(const fs::path& f) {
+  std::ifstream in(f);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+}  // namespace
+
+TEST_CASE("2N steps straight == N steps + resume + N steps, bit for bit", "[resume]") {
+  fs::path data = byte_data("bitexact_data");
+  fs::path straight = fresh("straight"), split = fresh("split");
+  RunConfig a = parse_config(config_text(data, straight, 12, true), "a.yaml");
+  run_and_collect(a);
+  RunConfig b = parse_config(config_text(data, split, 12, true), "b.yaml");
+  RunOptions first;
+  first.stop_after = 6;
+  run_and_collect(b, first);
+  REQUIRE(fs::exists(split / "r" / "baseline" / "ckpt" / "step_00000006.h5"));
+  RunOptions second;
+  second.resume = "auto";
+  run_and_collect(b, second);
+  for (const char* v : {"baseline", "headwise"}) {
+    std::vector<std::string> x = lines(straight / "r" / v / "metrics.jsonl");
+    std::vector<std::string> y = lines(split / "r" / v / "metrics.jsonl");
+    REQUIRE(x.size() == 13);  // steps 0..11 and the final evaluation, no duplicates
+    REQUIRE(y.size() == x.size());
+    for (size_t i = 0; i < x.size(); ++i) {
+      INFO(v << " line " << i);
+      REQUIRE(deterministic_fields(y[i]) == deterministic_fields(x[i]));
+    }
+    auto wx = read_checkpoint_params((straight / "r" / v / "ckpt" / "step_00000012.h5").string());
+    auto wy = read_checkpoint_params((split / "r" / v / "ckpt" / "step_00000012.h5").string());
+    REQUIRE(wx.size() == wy.size());
+    for (size_t i = 0; i < wx.size(); ++i) REQUIRE(wx[i].second.to_doubles() == wy[i].second.to_doubles());
+  }
+}
+
+TEST_CASE("resuming from an earlier checkpoint rewrites the metrics from that step", "[resume]") {
+  fs::path data = byte_data("earlier_data"), out = fresh("earlier");
+  RunConfig cfg = parse_config(config_text(data, out, 8, false), "c.yaml", {"checkpoint.every=4"});
+  run_and_collect(cfg);
+  const fs::path ckpt = out / "r" / "main" / "ckpt" / "step_00000004.h5";
+  REQUIRE(fs::exists(ckpt));
+  RunOptions opts;
+  opts.resume = ckpt.string();
+  run_and_collect(cfg, opts);
+  std::vector<std::string> log = lines(out / "r" / "main" / "metrics.jsonl");
+  REQUIRE(log.size() == 9);
+  for (size_t i = 0; i < log.size(); ++i)
+    REQUIRE(log[i].rfind("{\"step\":" + std::to_string(i) + ",", 0) == 0);
+}
+
+TEST_CASE("a corrupted newest checkpoint is refused and auto falls back", "[resume]") {
+  fs::path data = byte_data("corrupt_data"), out = fresh("corrupt");
+  RunConfig cfg = parse_config(config_text(data, out, 8, false), "c.yaml", {"checkpoint.every=4"});
+  run_and_collect(cfg);
+  const fs::path newest = out / "r" / "main" / "ckpt" / "step_00000008.h5";
+  {
+    std::fstream f(newest, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(static_cast<std::streamoff>(fs::file_size(newest) / 2));
+    char c = 0;
+    f.read(&c, 1);
+    f.seekp(static_cast<std::streamoff>(fs::file_size(newest) / 2));
+    c = static_cast<char>(c ^ 0x5a);
+    f.write(&c, 1);
+  }
+  REQUIRE_THROWS_AS(read_checkpoint_state(newest.string()), IOError);
+  std::ostringstream warnings;
+  REQUIRE(find_latest_good_checkpoint((out / "r" / "main" / "ckpt").string(), warnings) ==
+          (out / "r" / "main" / "ckpt" / "step_00000004.h5").string());
+  REQUIRE(warnings.str().find("step_00000008.h5") != std::string::npos);
+  std::ostringstream console;
+  RunOptions opts;
+  opts.resume = "auto";
+  Run run(cfg, console, opts);
+  REQUIRE(run.start_step() == 4);
+}
+
+TEST_CASE("a config that does not match the checkpoint is refused naming the key", "[resume]") {
+  fs::path data = byte_data("mismatch_data"), out = fresh("mismatch");
+  run_and_collect(parse_config(config_text(data, out, 4, false), "m.yaml"));
+  RunConfig wider = parse_config(config_text(data, out, 8, false, 64), "wider.yaml");
+  RunOptions opts;
+  opts.resume = "auto";
+  std::ostringstream console;
+  try {
+    Run run(wider, console, opts);
+    FAIL("expected ConfigError");
+  } catch (const ConfigError& e) {
+    REQUIRE(std::string(e.what()).find("model.n_embd") != std::string::npos);
+  }
+}
+
+TEST_CASE("non-finite loss skips the update and stops after max_skipped_steps", "[resume]") {
+  fs::path data = byte_data("nan_data"), out = fresh("nan");
+  RunConfig cfg = parse_config(config_text(data, out, 20, false), "n.yaml",
+                               {"optim.lr=1e30", "optim.warmup_steps=0", "optim.grad_clip=0",
+                                "train.max_skipped_steps=2"});
+  std::ostringstream console;
+  Run run(cfg, console);
+  run.train();
+  REQUIRE(run.end_reason() == RunEnd::TooManySkipped);
+  REQUIRE(console.str().find("update skipped") != std::string::npos);
+  std::vector<std::string> log = lines(out / "r" / "main" / "metrics.jsonl");
+  REQUIRE(log.back().find("\"skipped\":1") != std::string::npos);
+  REQUIRE(log.size() < 20);
+}
+
+TEST_CASE("SIGTERM writes a checkpoint and exits cleanly; SIGKILL leaves a good one",
+          "[resume][signals]") {
+  fs::path data = byte_data("signal_data"), out = fresh("signal");
+  std::ofstream(out / "s.yaml") << config_text(data, out, 100000, false, 128);
+  const fs::path run_dir = out / "r" / "main";
+  auto wait_for_steps = [&](size_t n) {
+    for (int i = 0; i < 600 && lines(run_dir / "metrics.jsonl").size() < n; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  };
+  // Pre-emption: SIGTERM -> checkpoint + exit 0.
+  pid_t pid = spawn_sinklab({"train", (out / "s.yaml").string(), "--no-progress",
+                             "--set", "checkpoint.every=1"}, out / "term.log");
+  wait_for_steps(3);
+  kill(pid, SIGTERM);
+  REQUIRE(wait_exit(pid) == 0);
+  REQUIRE(read_text(out / "term.log").find("interrupted by signal") != std::string::npos);
+  // SIGKILL at arbitrary moments while checkpoints are written every step: the newest good
+  // checkpoint always loads, and the run resumes from it.
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    pid = spawn_sinklab({"train", (out / "s.yaml").string(), "--no-progress", "--resume", "auto",
+                         "--set", "checkpoint.every=1"}, out / "kill.log");
+    wait_for_steps(lines(run_dir / "metrics.jsonl").size() + 2);
+    std::this_thread::sleep_for(std::chrono::milliseconds(7 * attempt + 3));
+    kill(pid, SIGKILL);
+    REQUIRE(wait_exit(pid) == 128 + SIGKILL);
+    std::ostringstream warnings;
+    const std::string good = find_latest_good_checkpoint((run_dir / "ckpt").string(), warnings);
+    REQUIRE_FALSE(good.empty());
+    REQUIRE_NOTHROW(read_checkpoint_state(good));
+  }
+  // And the run continues from there.
+  pid = spawn_sinklab({"train", (out / "s.yaml").string(), "--no-progress", "--resume", "auto",
+                       "--stop-after", "1"}, out / "resume.log");
+  REQUIRE(wait_exit(pid) == 0);
+  REQUIRE(read_text(out / "resume.log").find("resumed main from") != std::string::npos);
+}
+
+TEST_CASE("export writes Hugging Face-named safetensors (GPT-2 Conv1D transposed)", "[resume]") {
+  fs::path data = byte_data("export_data"), out = fresh("export");
+  run_and_collect(parse_config(config_text(data, out, 2, false), "e.yaml"));
+  const fs::path ckpt = out / "r" / "main" / "ckpt" / "step_00000002.h5";
+  const std::string file = export_checkpoint(ckpt.string(), (out / "model.safetensors").string());
+  auto tensors = read_safetensors(file);
+  REQUIRE(tensors.count("transformer.wte.weight"));
+  REQUIRE(tensors.at("transformer.h.0.attn.c_attn.weight").shape() == Shape{32, 96});
+  REQUIRE(tensors.at("transformer.h.1.mlp.c_proj.weight").shape() == Shape{128, 32});
+  auto params = read_checkpoint_params(ckpt.string());
+  for (auto& [name, value] : params)
+    if (name == "transformer.h.0.attn.c_attn.weight")
+      REQUIRE(value.transpose_view(0, 1).to_doubles() ==
+              tensors.at(name).to_doubles());
+}
