@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs the Debian/Ubuntu packages sinklab builds with, when missing and when run as root.
 # Sourced by scripts/test.sh and scripts/run.sh.
+# Extra package names may be given as arguments (scripts/test.sh adds PyTorch for the
+# cross-check against an independent implementation).
 sinklab_install_deps() {
-  local pkgs=(cmake ninja-build g++ libhdf5-dev libyaml-cpp-dev libcli11-dev catch2 ccache)
+  local pkgs=(cmake ninja-build g++ libhdf5-dev libyaml-cpp-dev libcli11-dev catch2 ccache "$@")
   local missing=()
   for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

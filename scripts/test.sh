@@ -4,6 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/deps.sh
-sinklab_install_deps
+sinklab_install_deps python3-torch python3-numpy
 sinklab_build
 ctest --test-dir "${SINKLAB_BUILD_DIR:-build}" --output-on-failure -j 1
