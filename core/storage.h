@@ -13,6 +13,8 @@ struct DeviceMemoryHooks {
   void (*release)(void* ptr, int device) = nullptr;
   // kind: 0 host->device, 1 device->host, 2 device->device
   void (*copy)(void* dst, const void* src, size_t bytes, int kind, int device) = nullptr;
+  // Sets n contiguous elements of dtype (a DType value) to value.
+  void (*fill)(void* dst, int64_t n, int dtype, double value, int device) = nullptr;
 };
 
 class Tensor;

@@ -291,6 +291,11 @@ void Tensor::fill(double value) {
                     [&](int64_t o) { store_from_double(base + o * es, dtype(), value); });
     return;
   }
+  if (is_contiguous() && device_memory_hooks().fill) {
+    device_memory_hooks().fill(raw_data(), numel(), static_cast<int>(dtype()), value,
+                               device().index);
+    return;
+  }
   Tensor host = full(shape(), value, dtype());
   copy_from(host);
 }

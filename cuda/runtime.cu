@@ -35,6 +35,35 @@ void copy(void* dst, const void* src, size_t bytes, int kind, int /*device*/) {
 }
 
 template <class T>
+__global__ void fill_kernel(T* dst, int64_t n, T value) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i < n) dst[i] = value;
+}
+
+void fill(void* dst, int64_t n, int dtype, double value, int /*device*/) {
+  if (n == 0) return;
+  switch (static_cast<DType>(dtype)) {
+    case DType::F32:
+      fill_kernel<<<blocks_for(n), 256, 0, g_stream>>>(static_cast<float*>(dst), n,
+                                                      static_cast<float>(value));
+      break;
+    case DType::F64:
+      fill_kernel<<<blocks_for(n), 256, 0, g_stream>>>(static_cast<double*>(dst), n, value);
+      break;
+    case DType::I32:
+      fill_kernel<<<blocks_for(n), 256, 0, g_stream>>>(static_cast<int32_t*>(dst), n,
+                                                      static_cast<int32_t>(value));
+      break;
+    case DType::BF16: {
+      const bf16 b = float_to_bf16(static_cast<float>(value));
+      fill_kernel<<<blocks_for(n), 256, 0, g_stream>>>(static_cast<uint16_t*>(dst), n, b.bits);
+      break;
+    }
+  }
+  SINKLAB_KERNEL_CHECK("fill");
+}
+
+template <class T>
 __global__ void add_into_kernel(T* dst, const T* src, int64_t n) {
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (i < n) dst[i] += src[i];
@@ -130,6 +159,7 @@ bool initialize() {
     hooks.allocate = allocate;
     hooks.release = release;
     hooks.copy = copy;
+    hooks.fill = fill;
     install_device_memory_hooks(hooks);
     install_cuda_add_into(add_into_cuda);
     install_cuda_strided_copy(strided_copy_cuda);

@@ -185,8 +185,12 @@ Tensor GPT::block(int64_t layer, const Tensor& x, LayerCapture* capture) const {
   return ops::add(x1, ffn_block(layer, h2, capture));
 }
 
-ForwardResult GPT::forward(const Tensor& ids, const Tensor& targets,
+ForwardResult GPT::forward(const Tensor& ids_in, const Tensor& targets_in,
                            ForwardCapture* capture) const {
+  // Token ids come from the (CPU) data loader: move them next to the weights.
+  const Device device = params_.flat_values().device();
+  const Tensor ids = ids_in.defined() ? ids_in.to_device(device) : ids_in;
+  const Tensor targets = targets_in.defined() ? targets_in.to_device(device) : targets_in;
   check_dtype(ids, DType::I32, "GPT.forward", "ids");
   check_rank(ids, 2, "GPT.forward", "ids");
   const int64_t T = ids.size(1);

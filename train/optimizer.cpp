@@ -1,8 +1,12 @@
 #include "train/optimizer.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "core/parallel.h"
+#if defined(SINKLAB_HAVE_CUDA)
+#include "cuda/optimizer.h"
+#endif
 
 namespace sinklab::train {
 
@@ -17,10 +21,22 @@ double learning_rate(const OptimSection& optim, int64_t total_steps, int64_t ste
   return optim.min_lr + cosine * (optim.lr - optim.min_lr);
 }
 
+namespace {
+[[noreturn]] void no_cuda(const char* what) {
+  SINKLAB_FAIL(DeviceError, what << " on a CUDA tensor in a build without CUDA",
+               "rebuild with CUDA or use run.device: cpu");
+}
+}  // namespace
+
 double global_grad_norm(const ParameterSet& params) {
   Tensor g = params.flat_grads();
-  SINKLAB_CHECK(g.device().is_cpu() && g.dtype() == DType::F32, DeviceError,
-                "global_grad_norm on " << g.str(), "the CUDA path has its own kernel");
+  if (g.device().is_cuda()) {
+#if defined(SINKLAB_HAVE_CUDA)
+    return std::sqrt(cuda::sum_of_squares(g));
+#else
+    no_cuda("global_grad_norm");
+#endif
+  }
   const float* p = g.data<float>();
   const int64_t n = g.numel();
   constexpr int64_t kChunk = 1 << 16;
@@ -41,6 +57,14 @@ double clip_gradients(ParameterSet& params, double norm, double max_norm) {
   if (max_norm <= 0 || !(norm > max_norm)) return 1.0;
   const double factor = max_norm / (norm + 1e-6);
   Tensor g = params.flat_grads();
+  if (g.device().is_cuda()) {
+#if defined(SINKLAB_HAVE_CUDA)
+    cuda::scale_in_place(g, static_cast<float>(factor));
+    return factor;
+#else
+    no_cuda("clip_gradients");
+#endif
+  }
   float* p = g.data<float>();
   const float f = static_cast<float>(factor);
   parallel_for(g.numel(), [&](int64_t i) { p[i] *= f; }, 1 << 14);
@@ -56,6 +80,14 @@ AdamW::AdamW(const ParameterSet& params, const OptimSection& optim) : optim_(opt
   m_ = Tensor::zeros({params.numel()}, DType::F32, params.flat_values().device());
   v_ = Tensor::zeros({params.numel()}, DType::F32, params.flat_values().device());
   for (const Param& p : params.params()) decay_.push_back(decays(p.spec, optim) ? 1 : 0);
+  if (params.flat_values().device().is_cuda()) {  // per-element decay mask for the one kernel
+    std::vector<int32_t> mask(params.numel());
+    for (size_t k = 0; k < params.params().size(); ++k) {
+      const Param& p = params.params()[k];
+      std::fill(mask.begin() + p.offset, mask.begin() + p.offset + p.value.numel(), decay_[k]);
+    }
+    decay_mask_ = Tensor::from_ints(mask, {params.numel()}).to_device(m_.device());
+  }
 }
 
 void AdamW::step(ParameterSet& params, double lr) {
@@ -63,6 +95,18 @@ void AdamW::step(ParameterSet& params, double lr) {
   const double b1 = optim_.beta1, b2 = optim_.beta2;
   const float bias1 = static_cast<float>(1.0 - std::pow(b1, static_cast<double>(t_)));
   const float bias2 = static_cast<float>(1.0 - std::pow(b2, static_cast<double>(t_)));
+  if (m_.device().is_cuda()) {
+#if defined(SINKLAB_HAVE_CUDA)
+    Tensor w = params.flat_values();
+    cuda::AdamWHyper h{static_cast<float>(lr), static_cast<float>(b1), static_cast<float>(b2),
+                       static_cast<float>(optim_.eps), static_cast<float>(optim_.weight_decay),
+                       bias1, bias2};
+    cuda::adamw_step(w, params.flat_grads(), m_, v_, decay_mask_, h);
+    return;
+#else
+    no_cuda("AdamW");
+#endif
+  }
   float* w = params.flat_values().data<float>();
   const float* g = params.flat_grads().data<float>();
   float* m = m_.data<float>();

@@ -36,6 +36,7 @@ class AdamW {
   OptimSection optim_;
   Tensor m_, v_;           // (numel,) each, fp32 on the CPU path
   std::vector<char> decay_;  // per parameter
+  Tensor decay_mask_;        // (numel,) i32 on the device (CUDA path only)
   int64_t t_ = 0;
 };
 

@@ -1,0 +1,93 @@
+#include "cuda/optimizer.h"
+
+#include "cuda/check.h"
+#include "cuda/runtime.h"
+
+namespace sinklab::cuda {
+
+namespace {
+
+__global__ void adamw_kernel(float* w, const float* g, float* m, float* v, const int32_t* decay,
+                             int64_t n, AdamWHyper h) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i >= n) return;
+  const float gi = g[i];
+  const float mi = h.beta1 * m[i] + (1.0f - h.beta1) * gi;
+  const float vi = h.beta2 * v[i] + (1.0f - h.beta2) * gi * gi;
+  m[i] = mi;
+  v[i] = vi;
+  const float m_hat = mi / h.bias_correction1, v_hat = vi / h.bias_correction2;
+  const float wd = decay[i] ? h.lr * h.weight_decay : 0.0f;
+  w[i] -= h.lr * m_hat / (sqrtf(v_hat) + h.eps) + wd * w[i];
+}
+
+constexpr int kSumBlocks = 1024, kSumThreads = 256;
+
+// Each block writes one partial over a fixed stride pattern; one block sums the partials.
+__global__ void sum_squares_partial(const float* x, int64_t n, double* partial) {
+  __shared__ double shared[kSumThreads];
+  double acc = 0;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(kSumThreads) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(kSumBlocks) * kSumThreads)
+    acc += static_cast<double>(x[i]) * x[i];
+  shared[threadIdx.x] = acc;
+  __syncthreads();
+  for (int s = kSumThreads / 2; s > 0; s >>= 1) {
+    if (threadIdx.x < s) shared[threadIdx.x] += shared[threadIdx.x + s];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) partial[blockIdx.x] = shared[0];
+}
+
+__global__ void sum_partials(const double* partial, double* out) {
+  __shared__ double shared[kSumThreads];
+  double acc = 0;
+  for (int i = threadIdx.x; i < kSumBlocks; i += kSumThreads) acc += partial[i];
+  shared[threadIdx.x] = acc;
+  __syncthreads();
+  for (int s = kSumThreads / 2; s > 0; s >>= 1) {
+    if (threadIdx.x < s) shared[threadIdx.x] += shared[threadIdx.x + s];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) out[0] = shared[0];
+}
+
+__global__ void scale_kernel(float* x, int64_t n, float factor) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i < n) x[i] *= factor;
+}
+
+}  // namespace
+
+void adamw_step(Tensor& w, const Tensor& g, Tensor& m, Tensor& v, const Tensor& decay_mask,
+                const AdamWHyper& h) {
+  const int64_t n = w.numel();
+  if (n == 0) return;
+  adamw_kernel<<<blocks_for(n), 256, 0, stream()>>>(w.data<float>(), g.data<float>(),
+                                                    m.data<float>(), v.data<float>(),
+                                                    decay_mask.data<int32_t>(), n, h);
+  SINKLAB_KERNEL_CHECK("adamw");
+}
+
+double sum_of_squares(const Tensor& x) {
+  Tensor partial = Tensor::empty({kSumBlocks + 1}, DType::F64, x.device());  // (blocks + total)
+  double* p = partial.data<double>();
+  sum_squares_partial<<<kSumBlocks, kSumThreads, 0, stream()>>>(x.data<float>(), x.numel(), p);
+  SINKLAB_KERNEL_CHECK("sum_of_squares");
+  sum_partials<<<1, kSumThreads, 0, stream()>>>(p, p + kSumBlocks);
+  SINKLAB_KERNEL_CHECK("sum_of_squares");
+  double total = 0;
+  SINKLAB_CUDA_CHECK(
+      cudaMemcpyAsync(&total, p + kSumBlocks, sizeof(double), cudaMemcpyDeviceToHost, stream()));
+  SINKLAB_CUDA_CHECK(cudaStreamSynchronize(stream()));
+  return total;
+}
+
+void scale_in_place(Tensor& x, float factor) {
+  const int64_t n = x.numel();
+  if (n == 0) return;
+  scale_kernel<<<blocks_for(n), 256, 0, stream()>>>(x.data<float>(), n, factor);
+  SINKLAB_KERNEL_CHECK("scale_in_place");
+}
+
+}  // namespace sinklab::cuda
