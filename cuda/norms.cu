@@ -1,6 +1,366 @@
-// PLACEHOLDER being written now: replaced by the kernels of this file's ops.
+// CUDA twins of ops/cpu/layernorm and ops/cpu/rmsnorm: layernorm, rmsnorm and headwise_rmsnorm
+// (the last two share one kernel pair, as on the CPU: rows of length D and a gain of P elements
+// repeating along the flattened x, row r using gain[(r * D) % P, + D)). f32 and f64; the math
+// and the per-row accumulators are in the tensor's type (f32 accumulation for f32, f64 for f64);
+// the cross-row parameter-gradient sums end in f64 (below).
+//
+// Row kernels: one warp per row (8 rows per 256-thread block), lanes stride over the row,
+// warp-shuffle (xor butterfly) sums, so every lane holds the bit-identical row total.
+// Parameter gradients (layernorm weight/bias, rmsnorm gain) are column sums over rows, done in
+// two deterministic passes without atomics: (1) blocks of 32 columns x a chunk of rows write one
+// partial per (chunk, column) to an f64 scratch buffer (each thread sums its rows in order in the
+// tensor's type, then the 8 thread rows are added in order in f64); (2) one thread per column
+// adds the chunks in order in f64. The chunk count depends only on the shape, so results are
+// bit-identical from run to run.
+#include <algorithm>
+#include <cstdint>
+
+#include "cuda/check.h"
 #include "cuda/runtime.h"
+#include "ops/layernorm.h"
+#include "ops/rmsnorm.h"
 
 namespace sinklab::cuda {
-void install_norm_kernels() {}
+
+namespace {
+
+constexpr int kWarp = 32;
+constexpr int kRowsPerBlock = 8;                       // warps per block in the row kernels
+constexpr int kRowThreads = kWarp * kRowsPerBlock;     // 256
+constexpr int kColTile = 32;                           // columns per block in the column sums
+constexpr int kColRows = 8;                            // thread rows per block in the column sums
+
+// Runs body(T{}) for an f32 or f64 tensor; other dtypes are an error naming the op.
+template <class Body>
+void dispatch_float(DType dtype, const char* op, Body&& body) {
+  switch (dtype) {
+    case DType::F32: body(float{}); return;
+    case DType::F64: body(double{}); return;
+    default:
+      SINKLAB_FAIL(DTypeError, op << " (cuda): no " << dtype_name(dtype) << " kernel",
+                   "CUDA norm kernels run in f32 or f64: convert with to_dtype(DType::F32)");
+  }
+}
+
+template <class A>
+__device__ __forceinline__ A warp_sum(A v) {
+  // xor butterfly: a + b == b + a exactly, so all lanes end with the same bits.
+  for (int offset = kWarp / 2; offset > 0; offset >>= 1)
+    v += __shfl_xor_sync(0xffffffffu, v, offset);
+  return v;
+}
+
+__device__ __forceinline__ float inv_sqrt(float v) { return 1.0f / sqrtf(v); }
+__device__ __forceinline__ double inv_sqrt(double v) { return 1.0 / sqrt(v); }
+
+unsigned row_blocks(int64_t rows) {
+  return static_cast<unsigned>((rows + kRowsPerBlock - 1) / kRowsPerBlock);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Deterministic column sums: out_k[c] = sum over r of term_k(r, c), K outputs at once.
+
+// Launch geometry of the partial pass for a (rows, cols) reduction.
+struct ColumnPlan {
+  int64_t chunks;          // row chunks (gridDim.y), >= 1
+  int64_t rows_per_chunk;  // >= 1
+  unsigned col_tiles;      // gridDim.x
+};
+
+ColumnPlan plan_columns(int64_t rows, int64_t cols) {
+  ColumnPlan p;
+  const int64_t tiles = (cols + kColTile - 1) / kColTile;
+  // About 2048 blocks in all, each chunk at least 16 rows (two per thread row), <= 65535 chunks.
+  int64_t chunks = (rows + 15) / 16;
+  chunks = std::min<int64_t>(chunks, std::max<int64_t>(1, (2048 + tiles - 1) / tiles));
+  chunks = std::clamp<int64_t>(chunks, 1, 65535);
+  p.rows_per_chunk = std::max<int64_t>(1, (rows + chunks - 1) / chunks);
+  p.chunks = std::max<int64_t>(1, (rows + p.rows_per_chunk - 1) / p.rows_per_chunk);
+  SINKLAB_CHECK(tiles <= 0x7fffffff, ShapeError,
+                "column reduction (cuda): " << cols << " columns is too many",
+                "split the tensor");
+  p.col_tiles = static_cast<unsigned>(std::max<int64_t>(1, tiles));
+  return p;
+}
+
+// Block (kColTile, kColRows); grid (col_tiles, chunks). partial (K, chunks, cols) in f64.
+template <class T, int K, class Term>
+__global__ void column_partial_kernel(int64_t rows, int64_t cols, int64_t rows_per_chunk,
+                                      double* partial, Term term) {
+  __shared__ double tile[K][kColRows][kColTile];  // (K, 8, 32)
+  const int64_t c = static_cast<int64_t>(blockIdx.x) * kColTile + threadIdx.x;
+  const int64_t chunk = blockIdx.y;
+  const int64_t r0 = chunk * rows_per_chunk;
+  const int64_t r1 = min(rows, r0 + rows_per_chunk);
+  T acc[K];
+#pragma unroll
+  for (int k = 0; k < K; ++k) acc[k] = T(0);
+  if (c < cols)
+    for (int64_t r = r0 + threadIdx.y; r < r1; r += kColRows) term(r, c, acc);
+#pragma unroll
+  for (int k = 0; k < K; ++k) tile[k][threadIdx.y][threadIdx.x] = static_cast<double>(acc[k]);
+  __syncthreads();  // reached by every thread (no early return above)
+  if (threadIdx.y == 0 && c < cols) {
+#pragma unroll
+    for (int k = 0; k < K; ++k) {
+      double s = 0;
+      for (int j = 0; j < kColRows; ++j) s += tile[k][j][threadIdx.x];
+      partial[(k * static_cast<int64_t>(gridDim.y) + chunk) * cols + c] = s;
+    }
+  }
+}
+
+// One thread per column: out_k[c] = sum over chunks (in order) of partial[k, chunk, c].
+// out1 is used only when K == 2; null outputs are skipped.
+template <class T, int K>
+__global__ void column_finish_kernel(const double* partial, int64_t chunks, int64_t cols, T* out0,
+                                     T* out1) {
+  const int64_t c = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (c >= cols) return;
+#pragma unroll
+  for (int k = 0; k < K; ++k) {
+    T* out = k == 0 ? out0 : out1;
+    if (out == nullptr) continue;
+    double s = 0;
+    for (int64_t ch = 0; ch < chunks; ++ch) s += partial[(k * chunks + ch) * cols + c];
+    out[c] = static_cast<T>(s);
+  }
+}
+
+// out0[c] (and out1[c] when K == 2) = sum over r < rows of term(r, c); outputs (cols) each.
+template <class T, int K, class Term>
+void column_sums(int64_t rows, int64_t cols, Term term, T* out0, T* out1, Device device,
+                 const char* op) {
+  if (cols == 0) return;
+  const ColumnPlan plan = plan_columns(rows, cols);
+  Tensor scratch = Tensor::empty({K, plan.chunks, cols}, DType::F64, device);  // (K, chunks, cols)
+  column_partial_kernel<T, K><<<dim3(plan.col_tiles, static_cast<unsigned>(plan.chunks)),
+                                dim3(kColTile, kColRows), 0, stream()>>>(
+      rows, cols, plan.rows_per_chunk, scratch.data<double>(), term);
+  SINKLAB_KERNEL_CHECK(op);
+  column_finish_kernel<T, K><<<blocks_for(cols), 256, 0, stream()>>>(
+      scratch.data<double>(), plan.chunks, cols, out0, out1);
+  SINKLAB_KERNEL_CHECK(op);
+  // scratch is released stream-ordered (cudaFreeAsync on stream()) after the kernels.
+}
+
+// ---------------------------------------------------------------------------------------------
+// LayerNorm
+
+// x, y (rows, C); weight (C); bias (C) or null; mean, rstd (rows). One warp per row.
+template <class T>
+__global__ void layernorm_forward_kernel(const T* x, const T* weight, const T* bias, T* y,
+                                         T* mean, T* rstd, int64_t rows, int64_t C, T eps) {
+  const int lane = threadIdx.x % kWarp;
+  const int64_t r = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.x / kWarp;
+  if (r >= rows) return;  // the whole warp leaves together: the shuffles stay full-warp
+  const T* xr = x + r * C;  // (C)
+  T* yr = y + r * C;        // (C)
+  T sum = T(0);
+  for (int64_t c = lane; c < C; c += kWarp) sum += xr[c];
+  const T mu = warp_sum(sum) / static_cast<T>(C);
+  T sq = T(0);  // two passes: no cancellation when |mean| >> std
+  for (int64_t c = lane; c < C; c += kWarp) {
+    const T d = xr[c] - mu;
+    sq += d * d;
+  }
+  const T inv = inv_sqrt(warp_sum(sq) / static_cast<T>(C) + eps);
+  if (lane == 0) {
+    mean[r] = mu;
+    rstd[r] = inv;
+  }
+  for (int64_t c = lane; c < C; c += kWarp)
+    yr[c] = (xr[c] - mu) * inv * weight[c] + (bias ? bias[c] : T(0));
+}
+
+// dx (rows, C) = rstd * (g - mean_c(g) - xhat * mean_c(g * xhat)), g = weight * dy.
+template <class T>
+__global__ void layernorm_backward_x_kernel(const T* dy, const T* x, const T* weight,
+                                            const T* mean, const T* rstd, T* dx, int64_t rows,
+                                            int64_t C) {
+  const int lane = threadIdx.x % kWarp;
+  const int64_t r = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.x / kWarp;
+  if (r >= rows) return;
+  const T* xr = x + r * C;    // (C)
+  const T* dyr = dy + r * C;  // (C)
+  T* dxr = dx + r * C;        // (C)
+  const T mu = mean[r], inv = rstd[r];
+  T sum_g = T(0), sum_g_xhat = T(0);
+  for (int64_t c = lane; c < C; c += kWarp) {
+    const T g = weight[c] * dyr[c];
+    sum_g += g;
+    sum_g_xhat += g * ((xr[c] - mu) * inv);
+  }
+  const T mean_g = warp_sum(sum_g) / static_cast<T>(C);
+  const T mean_g_xhat = warp_sum(sum_g_xhat) / static_cast<T>(C);
+  for (int64_t c = lane; c < C; c += kWarp) {
+    const T g = weight[c] * dyr[c];
+    const T xhat = (xr[c] - mu) * inv;
+    dxr[c] = inv * (g - mean_g - xhat * mean_g_xhat);
+  }
+}
+
+// acc[0] += dy * xhat (weight), acc[1] += dy (bias) at (r, c).
+template <class T>
+struct LayerNormParamTerm {
+  const T* dy;    // (rows, C)
+  const T* x;     // (rows, C)
+  const T* mean;  // (rows)
+  const T* rstd;  // (rows)
+  int64_t C;
+  __device__ void operator()(int64_t r, int64_t c, T* acc) const {
+    const T g = dy[r * C + c];
+    acc[0] += g * ((x[r * C + c] - mean[r]) * rstd[r]);
+    acc[1] += g;
+  }
+};
+
+void layernorm_forward_cuda(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps,
+                            Tensor& y, Tensor& mean, Tensor& rstd) {
+  dispatch_float(x.dtype(), "layernorm", [&](auto zero) {
+    using T = decltype(zero);
+    const int64_t C = x.size(-1), rows = x.numel() / C;
+    if (rows == 0) return;
+    layernorm_forward_kernel<T><<<row_blocks(rows), kRowThreads, 0, stream()>>>(
+        x.data<T>(),                                  // (rows, C)
+        weight.data<T>(),                             // (C)
+        bias.defined() ? bias.data<T>() : nullptr,    // (C) or none
+        y.data<T>(),                                  // (rows, C)
+        mean.data<T>(),                               // (rows)
+        rstd.data<T>(),                               // (rows)
+        rows, C, static_cast<T>(eps));
+    SINKLAB_KERNEL_CHECK("layernorm forward");
+  });
+}
+
+void layernorm_backward_cuda(const Tensor& grad, const Tensor& x, const Tensor& weight,
+                             const Tensor& mean, const Tensor& rstd, Tensor* grad_x,
+                             Tensor* grad_weight, Tensor* grad_bias) {
+  dispatch_float(x.dtype(), "layernorm", [&](auto zero) {
+    using T = decltype(zero);
+    const int64_t C = x.size(-1), rows = x.numel() / C;
+    const T* pdy = grad.data<T>();    // (rows, C)
+    const T* px = x.data<T>();        // (rows, C)
+    const T* pmean = mean.data<T>();  // (rows)
+    const T* prstd = rstd.data<T>();  // (rows)
+    if (grad_x && rows > 0) {
+      layernorm_backward_x_kernel<T><<<row_blocks(rows), kRowThreads, 0, stream()>>>(
+          pdy, px, weight.data<T>() /* (C) */, pmean, prstd, grad_x->data<T>() /* (rows, C) */,
+          rows, C);
+      SINKLAB_KERNEL_CHECK("layernorm backward (x)");
+    }
+    if (grad_weight || grad_bias) {
+      T* pdw = grad_weight ? grad_weight->data<T>() : nullptr;  // (C)
+      T* pdb = grad_bias ? grad_bias->data<T>() : nullptr;      // (C)
+      column_sums<T, 2>(rows, C, LayerNormParamTerm<T>{pdy, px, pmean, prstd, C}, pdw, pdb,
+                        x.device(), "layernorm backward (weight, bias)");
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// RMSNorm and head-wise RMSNorm: rows of D, gain (P) or null, row r uses gain[(r * D) % P + d].
+
+// x, y (rows, D); gain (P) or null; rstd (rows). One warp per row.
+template <class T>
+__global__ void rmsnorm_forward_kernel(const T* x, const T* gain, T* y, T* rstd, int64_t rows,
+                                       int64_t D, int64_t P, T eps) {
+  const int lane = threadIdx.x % kWarp;
+  const int64_t r = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.x / kWarp;
+  if (r >= rows) return;
+  const T* xr = x + r * D;                              // (D)
+  T* yr = y + r * D;                                    // (D)
+  const T* gr = gain ? gain + (r * D) % P : nullptr;    // (D) slice of the gain
+  T sq = T(0);
+  for (int64_t d = lane; d < D; d += kWarp) sq += xr[d] * xr[d];
+  const T inv = inv_sqrt(warp_sum(sq) / static_cast<T>(D) + eps);
+  if (lane == 0) rstd[r] = inv;
+  for (int64_t d = lane; d < D; d += kWarp) yr[d] = xr[d] * inv * (gr ? gr[d] : T(1));
+}
+
+// dx = r * g - (r^3 / D) * x * sum_d(x_d g_d), g = gain * dy, r = rstd. One warp per row.
+template <class T>
+__global__ void rmsnorm_backward_x_kernel(const T* dy, const T* x, const T* gain, const T* rstd,
+                                          T* dx, int64_t rows, int64_t D, int64_t P) {
+  const int lane = threadIdx.x % kWarp;
+  const int64_t r = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.x / kWarp;
+  if (r >= rows) return;
+  const T* xr = x + r * D;                              // (D)
+  const T* dyr = dy + r * D;                            // (D)
+  T* dxr = dx + r * D;                                  // (D)
+  const T* gr = gain ? gain + (r * D) % P : nullptr;    // (D) slice of the gain
+  const T inv = rstd[r];
+  T dot = T(0);
+  for (int64_t d = lane; d < D; d += kWarp) dot += xr[d] * (dyr[d] * (gr ? gr[d] : T(1)));
+  const T coef = inv * inv * inv * warp_sum(dot) / static_cast<T>(D);
+  for (int64_t d = lane; d < D; d += kWarp) {
+    const T g = dyr[d] * (gr ? gr[d] : T(1));
+    dxr[d] = inv * g - coef * xr[d];
+  }
+}
+
+// Viewing the flat x (n) as (n / P, P): acc[0] += dy * x * rstd[i / D] at i = q * P + p.
+template <class T>
+struct RmsNormGainTerm {
+  const T* dy;    // (n)
+  const T* x;     // (n)
+  const T* rstd;  // (n / D)
+  int64_t P, D;
+  __device__ void operator()(int64_t q, int64_t p, T* acc) const {
+    const int64_t i = q * P + p;
+    acc[0] += dy[i] * x[i] * rstd[i / D];
+  }
+};
+
+void rmsnorm_forward_cuda(const Tensor& x, const Tensor& gain, double eps, Tensor& y,
+                          Tensor& rstd) {
+  dispatch_float(x.dtype(), "rmsnorm", [&](auto zero) {
+    using T = decltype(zero);
+    const int64_t D = x.size(-1), rows = x.numel() / D;
+    const int64_t P = gain.defined() ? gain.numel() : D;
+    if (rows == 0) return;
+    rmsnorm_forward_kernel<T><<<row_blocks(rows), kRowThreads, 0, stream()>>>(
+        x.data<T>(),                                  // (rows, D)
+        gain.defined() ? gain.data<T>() : nullptr,    // (P) or none
+        y.data<T>(),                                  // (rows, D)
+        rstd.data<T>(),                               // (rows)
+        rows, D, P, static_cast<T>(eps));
+    SINKLAB_KERNEL_CHECK("rmsnorm forward");
+  });
+}
+
+void rmsnorm_backward_cuda(const Tensor& grad, const Tensor& x, const Tensor& gain,
+                           const Tensor& rstd, Tensor* grad_x, Tensor* grad_gain) {
+  dispatch_float(x.dtype(), "rmsnorm", [&](auto zero) {
+    using T = decltype(zero);
+    const int64_t n = x.numel(), D = x.size(-1), rows = n / D;
+    const int64_t P = gain.defined() ? gain.numel() : D;
+    const T* pdy = grad.data<T>();                              // (rows, D)
+    const T* px = x.data<T>();                                  // (rows, D)
+    const T* pg = gain.defined() ? gain.data<T>() : nullptr;    // (P) or none
+    const T* prstd = rstd.data<T>();                            // (rows)
+    if (grad_x && rows > 0) {
+      rmsnorm_backward_x_kernel<T><<<row_blocks(rows), kRowThreads, 0, stream()>>>(
+          pdy, px, pg, prstd, grad_x->data<T>() /* (rows, D) */, rows, D, P);
+      SINKLAB_KERNEL_CHECK("rmsnorm backward (x)");
+    }
+    if (grad_gain) {
+      T* pdg = grad_gain->data<T>();  // (P)
+      column_sums<T, 1>(n / P, P, RmsNormGainTerm<T>{pdy, px, prstd, P, D}, pdg,
+                        static_cast<T*>(nullptr), x.device(), "rmsnorm backward (gain)");
+    }
+  });
+}
+
+}  // namespace
+
+void install_norm_kernels() {
+  ops::layernorm_kernels.cuda_forward = layernorm_forward_cuda;
+  ops::layernorm_kernels.cuda_backward = layernorm_backward_cuda;
+  ops::rmsnorm_kernels.cuda_forward = rmsnorm_forward_cuda;
+  ops::rmsnorm_kernels.cuda_backward = rmsnorm_backward_cuda;
+  ops::headwise_rmsnorm_kernels.cuda_forward = rmsnorm_forward_cuda;
+  ops::headwise_rmsnorm_kernels.cuda_backward = rmsnorm_backward_cuda;
+}
+
 }  // namespace sinklab::cuda

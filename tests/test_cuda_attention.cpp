@@ -1,0 +1,285 @@
+// [cuda] attention (flash forward/backward, softmax and sigmoid, isolated positions), its probes
+// (saved lse, key mass, materialised probabilities), rope and cross-entropy against the CPU
+// reference on random inputs, forward and backward; bit-identical results across two GPU runs;
+// a bad cross-entropy target as a ValueError. Skipped where no GPU is present.
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "autograd/engine.h"
+#include "core/random.h"
+#include "ops/attention.h"
+#include "ops/cross_entropy.h"
+#include "ops/rope.h"
+#include "tests/cuda_compare.h"
+#include "tests/helpers.h"
+#include "tests/op_checks.h"
+
+using namespace sinklab;
+using test::CudaCompareOptions;
+using test::random_tensor;
+using test::require_close;
+using test::require_cuda_matches_cpu;
+using test::require_error;
+
+namespace {
+
+const char* name(DType dt) { return dt == DType::F32 ? "f32" : "f64"; }
+
+// f32 kernels accumulate in f32 against the CPU's f64 sums; f64 kernels differ from the CPU only
+// by summation order.
+CudaCompareOptions tolerance(DType dt) {
+  CudaCompareOptions o;
+  if (dt == DType::F64) {
+    o.rtol = 1e-10;
+    o.atol = 1e-10;
+  } else {
+    o.rtol = 1e-4;
+    o.atol = 1e-5;
+  }
+  return o;
+}
+
+ops::AttentionOptions make_options(bool sigmoid, const std::vector<int64_t>& isolate,
+                                   double scale = 0.0) {
+  ops::AttentionOptions o;
+  o.sigmoid = sigmoid;
+  o.isolate_positions = isolate;
+  o.scale = scale;
+  return o;
+}
+
+// The isolate positions {0, 3} that exist for a sequence of T positions.
+std::vector<int64_t> isolate_for(int64_t T, bool on) {
+  std::vector<int64_t> out;
+  if (!on) return out;
+  for (int64_t pos : {0, 3})
+    if (pos < T) out.push_back(pos);
+  return out;
+}
+
+std::string describe(DType dt, int64_t T, int64_t HS, bool sigmoid, size_t isolated) {
+  return std::string(name(dt)) + " T=" + std::to_string(T) + " HS=" + std::to_string(HS) +
+         (sigmoid ? " sigmoid" : " softmax") + " isolated=" + std::to_string(isolated);
+}
+
+// Host copies of everything one GPU attention forward + backward produces: out, lse (softmax),
+// dq, dk, dv. Fresh leaves each call.
+std::vector<std::vector<double>> gpu_attention_run(const Tensor& q, const Tensor& k,
+                                                   const Tensor& v,
+                                                   const ops::AttentionOptions& options) {
+  std::vector<Tensor> in;
+  for (const Tensor& t : {q, k, v}) {
+    Tensor d = t.detach().to_device(Device::cuda(0));
+    d.set_requires_grad(true);
+    in.push_back(d);
+  }
+  Tensor lse;
+  Tensor out = ops::attention(in[0], in[1], in[2], options, &lse);
+  Tensor seed = randn(out.shape(), RngKey{79, 3, 0}, 1.0, out.dtype()).to_device(Device::cuda(0));
+  autograd::backward(out, seed);
+  std::vector<std::vector<double>> r;
+  r.push_back(out.to_doubles());
+  if (lse.defined()) r.push_back(lse.to_doubles());
+  for (const Tensor& t : in) r.push_back(t.grad().to_doubles());
+  return r;
+}
+
+}  // namespace
+
+TEST_CASE("cuda: attention matches the CPU, forward and backward (softmax, sigmoid, isolate)",
+          "[cuda]") {
+  SINKLAB_REQUIRE_CUDA();
+  const int64_t B = 2, NH = 3;
+  uint64_t stream = 300;
+  for (DType dt : {DType::F32, DType::F64})
+    for (int64_t T : {1, 7, 64, 130, 257})
+      for (int64_t HS : {5, 32, 64, 128}) {
+        stream += 3;
+        Tensor q = random_tensor({B, T, NH, HS}, stream, dt, 1.0, true);
+        Tensor k = random_tensor({B, T, NH, HS}, stream + 1, dt, 1.0, true);
+        Tensor v = random_tensor({B, T, NH, HS}, stream + 2, dt, 1.0, true);
+        for (bool sigmoid : {false, true})
+          for (bool isolate : {false, true}) {
+            const ops::AttentionOptions o = make_options(sigmoid, isolate_for(T, isolate));
+            INFO(describe(dt, T, HS, sigmoid, o.isolate_positions.size()));
+            require_cuda_matches_cpu(
+                [o](const auto& in) { return ops::attention(in[0], in[1], in[2], o); },
+                {q, k, v}, tolerance(dt));
+          }
+      }
+}
+
+TEST_CASE("cuda: attention with large scores (scale 40) matches the CPU", "[cuda]") {
+  SINKLAB_REQUIRE_CUDA();
+  // Scores in the hundreds: the online softmax must rescale without overflow. f64 only: in f32
+  // an absolute score error of ~1e-4 (f32 rounding of a dot of size ~200) moves the weights by
+  // ~1e-4 relative, the size of the tolerance itself.
+  Tensor q = random_tensor({2, 130, 3, 32}, 350, DType::F64, 1.0, true);
+  Tensor k = random_tensor({2, 130, 3, 32}, 351, DType::F64, 1.0, true);
+  Tensor v = random_tensor({2, 130, 3, 32}, 352, DType::F64, 1.0, true);
+  for (bool isolate : {false, true}) {
+    const ops::AttentionOptions o = make_options(false, isolate_for(130, isolate), 40.0);
+    INFO("isolate=" << isolate);
+    require_cuda_matches_cpu([o](const auto& in) { return ops::attention(in[0], in[1], in[2], o); },
+                             {q, k, v}, tolerance(DType::F64));
+  }
+}
+
+TEST_CASE("cuda: attention lse and key mass (keys 0 and 3) match the CPU", "[cuda]") {
+  SINKLAB_REQUIRE_CUDA();
+  const int64_t B = 2, NH = 3;
+  uint64_t stream = 400;
+  for (DType dt : {DType::F32, DType::F64})
+    for (int64_t T : {1, 7, 64, 130, 257})
+      for (int64_t HS : {5, 64, 128}) {
+        stream += 3;
+        const Tensor q = random_tensor({B, T, NH, HS}, stream, dt);
+        const Tensor k = random_tensor({B, T, NH, HS}, stream + 1, dt);
+        const Tensor v = random_tensor({B, T, NH, HS}, stream + 2, dt);
+        const Tensor qd = q.to_device(Device::cuda(0)), kd = k.to_device(Device::cuda(0)),
+                     vd = v.to_device(Device::cuda(0));
+        for (bool sigmoid : {false, true})
+          for (bool isolate : {false, true}) {
+            const ops::AttentionOptions o = make_options(sigmoid, isolate_for(T, isolate));
+            INFO(describe(dt, T, HS, sigmoid, o.isolate_positions.size()));
+            Tensor lse_cpu, lse_gpu;
+            (void)ops::attention(q, k, v, o, &lse_cpu);
+            (void)ops::attention(qd, kd, vd, o, &lse_gpu);
+            REQUIRE(lse_cpu.defined() == !sigmoid);
+            REQUIRE(lse_gpu.defined() == !sigmoid);
+            if (!sigmoid) {
+              REQUIRE(lse_gpu.device().is_cuda());
+              REQUIRE(lse_gpu.dtype() == ops::attention_lse_dtype(dt));
+              REQUIRE(lse_gpu.shape() == Shape{B, NH, T});
+              INFO("lse");
+              require_close(lse_gpu.to_device(Device::cpu()), lse_cpu, tolerance(dt).rtol,
+                            tolerance(dt).atol);
+            }
+            for (int64_t key : {0, 3}) {
+              if (key >= T) continue;
+              INFO("key mass of key " << key);
+              const Tensor mass_cpu = ops::attention_key_mass(q, k, lse_cpu, key, o);
+              const Tensor mass_gpu = ops::attention_key_mass(qd, kd, lse_gpu, key, o);
+              REQUIRE(mass_gpu.device().is_cuda());
+              require_close(mass_gpu.to_device(Device::cpu()), mass_cpu, tolerance(dt).rtol,
+                            tolerance(dt).atol);
+            }
+          }
+      }
+}
+
+TEST_CASE("cuda: attention_probabilities matches the CPU (T = 33)", "[cuda]") {
+  SINKLAB_REQUIRE_CUDA();
+  for (DType dt : {DType::F32, DType::F64})
+    for (int64_t HS : {5, 64})
+      for (bool sigmoid : {false, true})
+        for (bool isolate : {false, true}) {
+          const Tensor q = random_tensor({2, 33, 3, HS}, 500 + HS, dt);
+          const Tensor k = random_tensor({2, 33, 3, HS}, 501 + HS, dt);
+          const ops::AttentionOptions o = make_options(sigmoid, isolate_for(33, isolate));
+          INFO(describe(dt, 33, HS, sigmoid, o.isolate_positions.size()));
+          require_cuda_matches_cpu(
+              [o](const auto& in) { return ops::attention_probabilities(in[0], in[1], o); },
+              {q, k}, tolerance(dt));
+        }
+}
+
+TEST_CASE("cuda: attention is bit-identical across two GPU runs", "[cuda]") {
+  SINKLAB_REQUIRE_CUDA();
+  for (DType dt : {DType::F32, DType::F64})
+    for (bool sigmoid : {false, true}) {
+      INFO(name(dt) << (sigmoid ? " sigmoid" : " softmax"));
+      const Tensor q = random_tensor({2, 257, 3, 64}, 600, dt);
+      const Tensor k = random_tensor({2, 257, 3, 64}, 601, dt);
+      const Tensor v = random_tensor({2, 257, 3, 64}, 602, dt);
+      const ops::AttentionOptions o = make_options(sigmoid, {0, 3});
+      const auto first = gpu_attention_run(q, k, v, o);
+      const auto second = gpu_attention_run(q, k, v, o);
+      REQUIRE(first.size() == second.size());
+      for (size_t i = 0; i < first.size(); ++i) {
+        INFO("result " << i << " (out, [lse,] dq, dk, dv)");
+        REQUIRE(first[i] == second[i]);
+      }
+    }
+}
+
+TEST_CASE("cuda: rope matches the CPU, forward and backward", "[cuda]") {
+  SINKLAB_REQUIRE_CUDA();
+  for (DType dt : {DType::F32, DType::F64})
+    for (int64_t HS : {6, 64})
+      for (int64_t offset : {0, 5}) {
+        INFO(name(dt) << " HS=" << HS << " offset=" << offset);
+        Tensor x = random_tensor({2, 37, 3, HS}, 700 + HS, dt, 1.0, true);
+        require_cuda_matches_cpu(
+            [offset](const auto& in) { return ops::rope(in[0], 10000.0, offset); }, {x},
+            tolerance(dt));
+      }
+}
+
+TEST_CASE("cuda: cross_entropy matches the CPU, forward and backward, with ignored targets",
+          "[cuda]") {
+  SINKLAB_REQUIRE_CUDA();
+  const int64_t B = 3, T = 5, N = B * T;
+  for (DType dt : {DType::F32, DType::F64})
+    for (int64_t V : {7, 50304})
+      for (int32_t ignore_index : {-1, 2}) {
+        INFO(name(dt) << " V=" << V << " ignore_index=" << ignore_index);
+        Tensor logits = random_tensor({B, T, V}, 800 + V, dt, 2.0, true);
+        const std::vector<double> draws =
+            rand_ints({N}, RngKey{20261129, 801, 0}, static_cast<int32_t>(V)).to_doubles();
+        std::vector<int32_t> t(N);
+        for (int64_t i = 0; i < N; ++i)
+          t[i] = i % 4 == 1 ? ignore_index : static_cast<int32_t>(draws[i]);  // some ignored
+        const Tensor targets = Tensor::from_ints(t, {B, T});
+        require_cuda_matches_cpu(
+            [ignore_index](const auto& in) {
+              return ops::cross_entropy(in[0], in[1], ignore_index);
+            },
+            {logits, targets}, tolerance(dt));
+        // Every target ignored: loss 0 and a zero gradient.
+        const Tensor none = Tensor::from_ints(std::vector<int32_t>(N, ignore_index), {B, T});
+        require_cuda_matches_cpu(
+            [ignore_index](const auto& in) {
+              return ops::cross_entropy(in[0], in[1], ignore_index);
+            },
+            {logits, none}, tolerance(dt));
+      }
+}
+
+TEST_CASE("cuda: cross_entropy is bit-identical across two GPU runs", "[cuda]") {
+  SINKLAB_REQUIRE_CUDA();
+  const int64_t N = 67, V = 50304;
+  const Tensor logits = random_tensor({N, V}, 850, DType::F32, 2.0);
+  const Tensor targets =
+      rand_ints({N}, RngKey{20261129, 851, 0}, static_cast<int32_t>(V)).to_device(Device::cuda(0));
+  auto run = [&] {
+    Tensor x = logits.to_device(Device::cuda(0));
+    x.set_requires_grad(true);
+    Tensor loss = ops::cross_entropy(x, targets);
+    autograd::backward(loss);
+    return std::vector<std::vector<double>>{loss.to_doubles(), x.grad().to_doubles()};
+  };
+  REQUIRE(run() == run());
+}
+
+TEST_CASE("cuda: cross_entropy with a bad target throws a ValueError naming the op and V",
+          "[cuda]") {
+  SINKLAB_REQUIRE_CUDA();
+  for (DType dt : {DType::F32, DType::F64}) {
+    INFO(name(dt));
+    const Tensor logits = random_tensor({2, 3, 7}, 900, dt).to_device(Device::cuda(0));
+    const Tensor too_big = Tensor::from_ints({0, 1, 2, 3, 9, 4}, {2, 3}).to_device(Device::cuda(0));
+    require_error<ValueError>([&] { (void)ops::cross_entropy(logits, too_big); },
+                              {"cross_entropy", "target 9", "row 4", "V = 7"});
+    // -1 is only allowed when it is the ignore_index.
+    const Tensor negative =
+        Tensor::from_ints({0, -1, 2, 3, 5, 4}, {2, 3}).to_device(Device::cuda(0));
+    require_error<ValueError>([&] { (void)ops::cross_entropy(logits, negative, -100); },
+                              {"cross_entropy", "target -1", "row 1", "V = 7"});
+    // The stream is still usable afterwards.
+    const Tensor good = Tensor::from_ints({0, 1, 2, 3, 6, 4}, {2, 3}).to_device(Device::cuda(0));
+    REQUIRE(std::isfinite(ops::cross_entropy(logits, good).item()));
+  }
+}

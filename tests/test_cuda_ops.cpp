@@ -1,0 +1,265 @@
+// [cuda] layernorm, rmsnorm, headwise_rmsnorm, gelu, silu, swiglu and embedding against the CPU
+// reference on random inputs (odd sizes, several row counts), forward and backward; the
+// parameter gradients bit-identical across two GPU runs; a bad embedding id as a ValueError.
+// Skipped where no GPU is present.
+#include <cstdint>
+#include <vector>
+
+#include "autograd/engine.h"
+#include "core/random.h"
+#include "ops/activations.h"
+#include "ops/embedding.h"
+#include "ops/layernorm.h"
+#include "ops/rmsnorm.h"
+#include "tests/cuda_compare.h"
+#include "tests/helpers.h"
+#include "tests/op_checks.h"
+
+using namespace sinklab;
+using test::CudaCompareOptions;
+using test::random_tensor;
+using test::require_cuda_matches_cpu;
+using test::require_error;
+
+namespace {
+
+// f32 kernels accumulate in f32 against the CPU's f64 accumulation: 1e-4 relative, 1e-5 absolute.
+// f64 kernels differ from the CPU only by summation order.
+// rows: how many rows a parameter gradient (weight, bias, gain) sums. In f32 each per-row term
+// (dy * xhat, from the f32 mean/rstd each device saved for itself) carries ~1e-7 relative
+// rounding, so a sum over R rows is off by ~1e-7 * sqrt(R) absolute however it is accumulated:
+// ~3e-6 at R ~ 1000, too close to 1e-5 where the sum cancels to ~0. Above 200 rows the f32
+// absolute tolerance is 1e-4 (a wrong kernel is off by O(1)).
+CudaCompareOptions tolerance(DType dt, int64_t rows = 0) {
+  CudaCompareOptions o;
+  if (dt == DType::F64) {
+    o.rtol = 1e-10;
+    o.atol = 1e-10;
+  } else {
+    o.rtol = 1e-4;
+    o.atol = rows > 200 ? 1e-4 : 1e-5;
+  }
+  return o;
+}
+
+const char* name(DType dt) { return dt == DType::F32 ? "f32" : "f64"; }
+
+// The gradients of `inputs` (on the GPU, fresh leaves) after backward of f with a fixed seed,
+// as host vectors; used to check that two GPU runs give bit-identical gradients.
+std::vector<std::vector<double>> gpu_gradients(
+    const std::function<Tensor(const std::vector<Tensor>&)>& f, const std::vector<Tensor>& inputs) {
+  std::vector<Tensor> on_gpu;
+  for (const Tensor& t : inputs) {
+    Tensor d = t.detach().to_device(Device::cuda(0));
+    if (t.requires_grad()) d.set_requires_grad(true);
+    on_gpu.push_back(d);
+  }
+  Tensor out = f(on_gpu);
+  Tensor seed = randn(out.shape(), RngKey{78, 2, 0}, 1.0, out.dtype()).to_device(Device::cuda(0));
+  autograd::backward(out, seed);
+  std::vector<std::vector<double>> grads;
+  for (const Tensor& t : on_gpu)
+    if (t.requires_grad()) grads.push_back(t.grad().to_doubles());
+  return grads;
+}
+
+void require_deterministic(const std::function<Tensor(const std::vector<Tensor>&)>& f,
+                           const std::vector<Tensor>& inputs) {
+  const auto first = gpu_gradients(f, inputs);
+  const auto second = gpu_gradients(f, inputs);
+  REQUIRE(first.size() == second.size());
+  for (size_t i = 0; i < first.size(); ++i) {
+    INFO("gradient " << i);
+    REQUIRE(first[i] == second[i]);  // bit-identical
+  }
+}
+
+}  // namespace
+
+TEST_CASE("cuda: layernorm with and without bias matches the CPU, forward and backward",
+          "[cuda]") {
+  SINKLAB_REQUIRE_CUDA();
+  for (DType dt : {DType::F32, DType::F64})
+    for (int64_t C : {7, 64, 769})
+      // 15 rows (not a multiple of the 8 rows per block) and 1517 rows (many row chunks in the
+      // weight/bias column sums).
+      for (Shape lead : {Shape{3, 5}, Shape{37, 41}}) {
+        if (C == 769 && lead[0] == 37) continue;  // 1.2M elements: slow CPU reference
+        Shape shape = lead;
+        shape.push_back(C);
+        INFO(name(dt) << " x " << shape_str(shape));
+        Tensor x = random_tensor(shape, 100 + C, dt, 1.0, true);
+        Tensor w = random_tensor({C}, 101 + C, dt, 1.0, true);
+        Tensor b = random_tensor({C}, 102 + C, dt, 1.0, true);
+        const int64_t rows = lead[0] * lead[1];
+        require_cuda_matches_cpu(
+            [](const auto& in) { return ops::layernorm(in[0], in[1], in[2], 1e-5); }, {x, w, b},
+            tolerance(dt, rows));
+        require_cuda_matches_cpu(
+            [](const auto& in) { return ops::layernorm(in[0], in[1], Tensor(), 1e-5); }, {x, w},
+            tolerance(dt, rows));
+      }
+}
+
+TEST_CASE("cuda: layernorm of rows with a large mean matches the CPU", "[cuda]") {
+  SINKLAB_REQUIRE_CUDA();
+  // x = 20 + N(0, 1): the two-pass variance keeps f32 accurate.
+  Tensor noise = random_tensor({9, 130}, 110, DType::F64);
+  std::vector<double> v = noise.to_doubles();
+  for (double& e : v) e += 20.0;
+  for (DType dt : {DType::F32, DType::F64}) {
+    INFO(name(dt));
+    Tensor x = Tensor::from_doubles(v, {9, 130}, dt).set_requires_grad(true);
+    Tensor w = random_tensor({130}, 111, dt, 1.0, true);
+    Tensor b = random_tensor({130}, 112, dt, 1.0, true);
+    // f32: the f32 row sum (~2600) rounds to ~1e-4, so the mean is off by ~1e-6 and y by up to
+    // ~|w| * 1e-6 where the CPU's f64 sums are exact; loosened 3x to keep a margin.
+    CudaCompareOptions o = tolerance(dt);
+    if (dt == DType::F32) {
+      o.rtol = 3e-4;
+      o.atol = 3e-5;
+    }
+    require_cuda_matches_cpu(
+        [](const auto& in) { return ops::layernorm(in[0], in[1], in[2], 1e-5); }, {x, w, b}, o);
+  }
+}
+
+TEST_CASE("cuda: rmsnorm with and without weight matches the CPU, forward and backward",
+          "[cuda]") {
+  SINKLAB_REQUIRE_CUDA();
+  for (DType dt : {DType::F32, DType::F64})
+    for (int64_t C : {7, 33, 769})
+      for (Shape lead : {Shape{3, 5}, Shape{29, 31}}) {
+        if (C == 769 && lead[0] == 29) continue;  // keep the CPU reference quick
+        Shape shape = lead;
+        shape.push_back(C);
+        INFO(name(dt) << " x " << shape_str(shape));
+        Tensor x = random_tensor(shape, 120 + C, dt, 1.0, true);
+        Tensor w = random_tensor({C}, 121 + C, dt, 1.0, true);
+        require_cuda_matches_cpu([](const auto& in) { return ops::rmsnorm(in[0], in[1], 1e-6); },
+                                 {x, w}, tolerance(dt, lead[0] * lead[1]));
+        require_cuda_matches_cpu(
+            [](const auto& in) { return ops::rmsnorm(in[0], Tensor(), 1e-6); }, {x},
+            tolerance(dt));
+      }
+}
+
+TEST_CASE("cuda: headwise_rmsnorm with per-head and shared gamma matches the CPU", "[cuda]") {
+  SINKLAB_REQUIRE_CUDA();
+  struct Heads {
+    int64_t NH, HS;
+  };
+  for (DType dt : {DType::F32, DType::F64})
+    for (Heads h : {Heads{3, 5}, Heads{12, 64}})
+      for (bool shared : {false, true}) {
+        INFO(name(dt) << " NH=" << h.NH << " HS=" << h.HS << " shared=" << shared);
+        Tensor x = random_tensor({2, 7, h.NH, h.HS}, 130 + h.HS, dt, 1.0, true);
+        Shape gshape = shared ? Shape{h.HS} : Shape{h.NH, h.HS};
+        Tensor gamma = random_tensor(gshape, 131 + h.HS, dt, 1.0, true);
+        // Rows per gamma element: 2 * 7, or 2 * 7 * NH when shared.
+        require_cuda_matches_cpu(
+            [](const auto& in) { return ops::headwise_rmsnorm(in[0], in[1], 1e-6); }, {x, gamma},
+            tolerance(dt, shared ? 14 * h.NH : 14));
+      }
+  // (B, T, NH, HS) with many rows per gain element: many row chunks in the gamma column sums.
+  for (bool shared : {false, true}) {
+    INFO("f32 (4, 33, 12, 64) shared=" << shared);
+    Tensor x = random_tensor({4, 33, 12, 64}, 135, DType::F32, 1.0, true);
+    Tensor gamma = random_tensor(shared ? Shape{64} : Shape{12, 64}, 136, DType::F32, 1.0, true);
+    require_cuda_matches_cpu(
+        [](const auto& in) { return ops::headwise_rmsnorm(in[0], in[1], 1e-6); }, {x, gamma},
+        tolerance(DType::F32, shared ? 4 * 33 * 12 : 4 * 33));
+  }
+}
+
+TEST_CASE("cuda: norm parameter gradients are bit-identical across two GPU runs", "[cuda]") {
+  SINKLAB_REQUIRE_CUDA();
+  Tensor x = random_tensor({16, 67, 96}, 140, DType::F32, 1.0, true);
+  Tensor w = random_tensor({96}, 141, DType::F32, 1.0, true);
+  Tensor b = random_tensor({96}, 142, DType::F32, 1.0, true);
+  require_deterministic([](const auto& in) { return ops::layernorm(in[0], in[1], in[2], 1e-5); },
+                        {x, w, b});
+  require_deterministic([](const auto& in) { return ops::rmsnorm(in[0], in[1], 1e-6); }, {x, w});
+  Tensor xh = random_tensor({4, 33, 12, 64}, 143, DType::F32, 1.0, true);
+  Tensor g = random_tensor({64}, 144, DType::F32, 1.0, true);
+  require_deterministic(
+      [](const auto& in) { return ops::headwise_rmsnorm(in[0], in[1], 1e-6); }, {xh, g});
+}
+
+TEST_CASE("cuda: gelu, silu and swiglu match the CPU, forward and backward", "[cuda]") {
+  SINKLAB_REQUIRE_CUDA();
+  for (DType dt : {DType::F32, DType::F64})
+    for (Shape shape : {Shape{7}, Shape{3, 11, 33}, Shape{5, 1001}}) {
+      INFO(name(dt) << " " << shape_str(shape));
+      // stddev 3: the tails of tanh and sigmoid are exercised too.
+      Tensor x = random_tensor(shape, 150, dt, 3.0, true);
+      Tensor up = random_tensor(shape, 151, dt, 1.0, true);
+      require_cuda_matches_cpu([](const auto& in) { return ops::gelu(in[0]); }, {x},
+                               tolerance(dt));
+      require_cuda_matches_cpu([](const auto& in) { return ops::silu(in[0]); }, {x},
+                               tolerance(dt));
+      require_cuda_matches_cpu([](const auto& in) { return ops::swiglu(in[0], in[1]); },
+                               {x, up}, tolerance(dt));
+      // Only one of the two inputs requiring grad (the other gradient pointer is null).
+      Tensor up_const = random_tensor(shape, 152, dt, 1.0, false);
+      require_cuda_matches_cpu([](const auto& in) { return ops::swiglu(in[0], in[1]); },
+                               {x, up_const}, tolerance(dt));
+      Tensor gate_const = random_tensor(shape, 153, dt, 3.0, false);
+      require_cuda_matches_cpu([](const auto& in) { return ops::swiglu(in[0], in[1]); },
+                               {gate_const, up}, tolerance(dt));
+    }
+}
+
+TEST_CASE("cuda: embedding with repeated ids matches the CPU; its gradient is repeatable",
+          "[cuda]") {
+  SINKLAB_REQUIRE_CUDA();
+  const int64_t V = 1000, C = 33;
+  // (4, 61) ids from [0, 50): many repeats; plus the first and last rows and one hot id.
+  std::vector<double> raw = rand_ints({4, 61}, RngKey{9, 160, 0}, 50).to_doubles();
+  std::vector<int32_t> idv(raw.begin(), raw.end());
+  idv[0] = 0;
+  idv[5] = static_cast<int32_t>(V - 1);
+  idv[100] = static_cast<int32_t>(V - 1);
+  for (size_t i = 10; i < idv.size(); i += 7) idv[i] = 777;
+  Tensor ids = Tensor::from_ints(idv, {4, 61});
+  // Many more tokens than used rows: long segments per id.
+  Tensor many = rand_ints({3000}, RngKey{9, 161, 0}, 40);
+  for (DType dt : {DType::F32, DType::F64}) {
+    INFO(name(dt));
+    Tensor table = random_tensor({V, C}, 162, dt, 1.0, true);
+    require_cuda_matches_cpu([](const auto& in) { return ops::embedding(in[0], in[1]); },
+                             {ids, table}, tolerance(dt));
+    require_cuda_matches_cpu([](const auto& in) { return ops::embedding(in[0], in[1]); },
+                             {many, table}, tolerance(dt));
+    require_deterministic([](const auto& in) { return ops::embedding(in[0], in[1]); },
+                          {ids, table});
+    require_deterministic([](const auto& in) { return ops::embedding(in[0], in[1]); },
+                          {many, table});
+  }
+  // V = 1 and C = 1, and a vocabulary that is an exact power of two.
+  Tensor ones = Tensor::from_ints({0, 0, 0}, {3});
+  require_cuda_matches_cpu([](const auto& in) { return ops::embedding(in[0], in[1]); },
+                           {ones, random_tensor({1, 1}, 163, DType::F32, 1.0, true)});
+  Tensor pow2 = Tensor::from_ints({1023, 0, 512, 1023, 511}, {5});
+  require_cuda_matches_cpu([](const auto& in) { return ops::embedding(in[0], in[1]); },
+                           {pow2, random_tensor({1024, 8}, 164, DType::F32, 1.0, true)});
+}
+
+TEST_CASE("cuda: embedding with an out-of-range id throws a ValueError naming it", "[cuda]") {
+  SINKLAB_REQUIRE_CUDA();
+  Tensor table = random_tensor({1000, 33}, 170, DType::F32).to_device(Device::cuda(0));
+  Tensor too_big =
+      Tensor::from_ints({1, 2, 3, 4, 5, 1000}, {2, 3}).to_device(Device::cuda(0));
+  require_error<ValueError>([&] { ops::embedding(too_big, table); },
+                            {"embedding", "id 1000", "(1, 2)", "V = 1000"});
+  Tensor negative = Tensor::from_ints({0, -1, 2, -5}, {4}).to_device(Device::cuda(0));
+  require_error<ValueError>([&] { ops::embedding(negative, table); },
+                            {"embedding", "id -1", "(1,)", "V = 1000"});
+  // The device is still usable afterwards (bad rows were never read).
+  Tensor good = Tensor::from_ints({0, 999, 5}, {3}).to_device(Device::cuda(0));
+  Tensor out = ops::embedding(good, table);
+  test::require_close(out.to_device(Device::cpu()),
+                      ops::embedding(Tensor::from_ints({0, 999, 5}, {3}),
+                                     table.to_device(Device::cpu())),
+                      0, 0);
+}
