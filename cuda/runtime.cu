@@ -171,6 +171,7 @@ bool initialize() {
     install_attention_kernels();
     install_rope_kernels();
     install_cross_entropy_kernels();
+    install_statistics_kernels();
     g_available = true;
   });
   return g_available;

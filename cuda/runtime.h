@@ -28,5 +28,6 @@ void install_embedding_kernels();     // cuda/embedding.cu
 void install_attention_kernels();     // cuda/attention.cu: attention, probabilities, key mass
 void install_rope_kernels();          // cuda/rope.cu
 void install_cross_entropy_kernels(); // cuda/cross_entropy.cu
+void install_statistics_kernels();    // cuda/statistics.cu: row statistics, order statistics
 
 }  // namespace sinklab::cuda

@@ -60,6 +60,7 @@ const std::vector<Field>& fields() {
       SINKLAB_KEY(run, RunSection, name),
       SINKLAB_KEY(run, RunSection, out_dir),
       SINKLAB_KEY(run, RunSection, device),
+      SINKLAB_KEY(run, RunSection, precision, kAny, "auto|bf16|fp32"),
       SINKLAB_KEY(run, RunSection, seed),
 
       SINKLAB_KEY(model, ModelSection, arch, kAny, "gpt2|llama"),
@@ -634,6 +635,12 @@ bool valid_device(const std::string& d) {
 }  // namespace
 
 // -----------------------------------------------------------------------------------------------
+
+Precision resolved_precision(const RunSection& run) {
+  if (run.precision == "fp32") return Precision::Exact;
+  if (run.precision == "bf16") return Precision::BF16;
+  return run.device == "cpu" ? Precision::Exact : Precision::BF16;
+}
 
 void validate(const RunConfig& c) {
   const std::string file = file_label(c.source_file);

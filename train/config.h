@@ -11,12 +11,16 @@
 #include <string>
 #include <vector>
 
+#include "core/precision.h"
+
 namespace sinklab::train {
 
 struct RunSection {
   std::string name = "run";         // runs/<name>/
   std::string out_dir = "runs";     // parent folder of run folders
   std::string device = "cpu";       // cpu | cuda | cuda:N
+  std::string precision = "auto";   // auto (bf16 on cuda, fp32 on cpu) | bf16 | fp32: how GPU
+                                    // kernels compute (core/precision.h); storage stays fp32
   uint64_t seed = 1337;             // init, data order, sampling
 };
 
@@ -127,5 +131,8 @@ RunConfig apply_variant(const RunConfig& base, const VariantSpec& variant);
 std::string to_yaml(const RunConfig& config);
 // Throws ConfigError for impossible combinations (n_embd % n_head, tokens_per_step, ...).
 void validate(const RunConfig& config);
+
+// run.precision resolved against run.device: auto is BF16 on a GPU, Exact (fp32) on the CPU.
+Precision resolved_precision(const RunSection& run);
 
 }  // namespace sinklab::train

@@ -22,7 +22,7 @@ double learning_rate(const OptimSection& optim, int64_t total_steps, int64_t ste
 }
 
 namespace {
-[[noreturn]] void no_cuda(const char* what) {
+[[noreturn, maybe_unused]] void no_cuda(const char* what) {
   SINKLAB_FAIL(DeviceError, what << " on a CUDA tensor in a build without CUDA",
                "rebuild with CUDA or use run.device: cpu");
 }

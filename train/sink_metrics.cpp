@@ -6,6 +6,7 @@
 
 #include "autograd/grad_mode.h"
 #include "core/parallel.h"
+#include "ops/statistics.h"
 
 namespace sinklab::train {
 
@@ -13,25 +14,36 @@ namespace {
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
-// Channel variance of o (B, T, NH, HS) at every position, batch-averaged: (T).
-std::vector<double> variance_by_position(const Tensor& o) {
-  const int64_t B = o.size(0), T = o.size(1), C = o.numel() / (B * T);
-  std::vector<double> values = o.to_doubles();
-  std::vector<double> var(T, 0.0);
-  for (int64_t t = 0; t < T; ++t) {
-    double acc = 0;
-    for (int64_t b = 0; b < B; ++b) {
-      const double* row = values.data() + (b * T + t) * C;
-      double mean = 0, sq = 0;
-      for (int64_t c = 0; c < C; ++c) mean += row[c];
-      mean /= C;
-      for (int64_t c = 0; c < C; ++c) sq += (row[c] - mean) * (row[c] - mean);
-      acc += sq / C;
-    }
-    var[t] = acc / B;
+// Small device results gathered into one buffer on their device and copied to the host once:
+// one transfer (and one synchronisation) per metrics step, not one per layer.
+class Gather {
+ public:
+  // Queues t (any layout) and returns its index; its values come back in row-major order.
+  size_t add(const Tensor& t) {
+    parts_.push_back(t);
+    return parts_.size() - 1;
   }
-  return var;
-}
+  void fetch() {
+    int64_t total = 0;
+    for (const Tensor& t : parts_) {
+      offsets_.push_back(total);
+      total += t.numel();
+    }
+    if (parts_.empty()) return;
+    Tensor flat = Tensor::empty({total}, parts_[0].dtype(), parts_[0].device());  // (total)
+    for (size_t i = 0; i < parts_.size(); ++i)
+      flat.narrow_view(0, offsets_[i], parts_[i].numel())
+          .reshape_view(parts_[i].shape())
+          .copy_from(parts_[i]);
+    host_ = flat.to_doubles();
+  }
+  const double* values(size_t index) const { return host_.data() + offsets_[index]; }
+
+ private:
+  std::vector<Tensor> parts_;
+  std::vector<int64_t> offsets_;
+  std::vector<double> host_;
+};
 
 double first_to_rest_ratio(const std::vector<double>& per_position) {
   if (per_position.size() < 2) return kNaN;
@@ -41,81 +53,112 @@ double first_to_rest_ratio(const std::vector<double>& per_position) {
   return per_position[0] / rest;
 }
 
-double median_of(std::vector<double> v) {
-  if (v.empty()) return kNaN;
-  const size_t mid = v.size() / 2;
-  std::nth_element(v.begin(), v.begin() + mid, v.end());
-  double m = v[mid];
-  if (v.size() % 2 == 0) m = 0.5 * (m + *std::max_element(v.begin(), v.begin() + mid));
-  return m;
+// Column c of row_statistics(x viewed as (R, D)): a (R) view.
+Tensor row_statistic(const Tensor& x, int64_t D, int column) {
+  return ops::row_statistics(x.reshape_view({x.numel() / D, D})).narrow_view(1, column, 1);
+}
+constexpr int kMean = 0, kVariance = 1, kNorm = 2;
+
+// The ranks of the median (the mean of the two middle values when N is even) and the top 3.
+std::vector<int64_t> median_ranks(int64_t n) {
+  return n % 2 ? std::vector<int64_t>{n / 2} : std::vector<int64_t>{n / 2 - 1, n / 2};
+}
+double median_from(const double* v, int64_t n) { return n % 2 ? v[0] : 0.5 * (v[0] + v[1]); }
+
+// Where each layer's queued results sit in the Gather.
+struct LayerSlots {
+  size_t key_mass_mean, key_mass_first;  // (B * NH) mean over t of A[t, 0]; A[0, 0]
+  size_t attn_var, attn_var_normed;      // (B * T) channel variance of o (and after the norm)
+  size_t residual_norm, residual_first;  // (B * T) |x_t|; (B, C) x_0
+  size_t residual_order;                 // median ranks, then the top 3 of |x|
+  size_t ffn_first, ffn_order;           // (B, F) u_0; median ranks of |u|
+};
+
+// Queues the device work of one layer (every reduction runs where the activations live).
+LayerSlots queue_layer(const LayerCapture& cap, const ops::AttentionOptions& attention,
+                       Gather& gather) {
+  LayerSlots s{};
+  const int64_t T = cap.residual.size(1), C = cap.residual.size(2);
+  Tensor mass = ops::attention_key_mass(cap.q, cap.k, cap.lse, 0, attention);  // (B, NH, T)
+  s.key_mass_mean = gather.add(row_statistic(mass, T, kMean));
+  s.key_mass_first = gather.add(mass.narrow_view(2, 0, 1));
+  s.attn_var = gather.add(row_statistic(cap.attn_out, C, kVariance));
+  if (cap.attn_out_normed.defined())
+    s.attn_var_normed = gather.add(row_statistic(cap.attn_out_normed, C, kVariance));
+  s.residual_norm = gather.add(row_statistic(cap.residual, C, kNorm));
+  s.residual_first = gather.add(cap.residual.narrow_view(1, 0, 1));
+  const int64_t n = cap.residual.numel();
+  std::vector<int64_t> ranks = median_ranks(n);
+  for (int64_t i = 1; i <= 3; ++i) ranks.push_back(std::max<int64_t>(n - i, 0));
+  s.residual_order = gather.add(ops::abs_order_statistics(cap.residual, ranks));
+  s.ffn_first = gather.add(cap.ffn_hidden.narrow_view(1, 0, 1));
+  s.ffn_order = gather.add(
+      ops::abs_order_statistics(cap.ffn_hidden, median_ranks(cap.ffn_hidden.numel())));
+  return s;
 }
 
-void attention_metrics(const LayerCapture& cap, const ops::AttentionOptions& attention,
-                       LayerMetrics& out) {
-  Tensor mass = ops::attention_key_mass(cap.q, cap.k, cap.lse, 0, attention);  // (B, NH, T)
-  const int64_t B = mass.size(0), NH = mass.size(1), T = mass.size(2);
-  std::vector<double> a = mass.to_doubles();
+// Channel variance at every position, batch-averaged: (T) from (B * T) row variances.
+std::vector<double> batch_mean_by_position(const double* per_row, int64_t B, int64_t T) {
+  std::vector<double> out(T, 0.0);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t t = 0; t < T; ++t) out[t] += per_row[b * T + t] / static_cast<double>(B);
+  return out;
+}
+
+void finish_attention(const LayerSlots& s, const Gather& g, int64_t B, int64_t NH, int64_t T,
+                      LayerMetrics& out) {
+  const double* mean = g.values(s.key_mass_mean);    // (B, NH)
+  const double* first = g.values(s.key_mass_first);  // (B, NH)
   out.sink_mass.assign(NH, 0.0);
   out.alpha0.assign(NH, 0.0);
   for (int64_t h = 0; h < NH; ++h) {
     double all = 0, rest = 0;
-    for (int64_t b = 0; b < B; ++b)
-      for (int64_t t = 0; t < T; ++t) {
-        const double v = a[(b * NH + h) * T + t];
-        all += v;
-        if (t >= 1) rest += v;
-      }
+    for (int64_t b = 0; b < B; ++b) {
+      all += mean[b * NH + h] * T;
+      rest += mean[b * NH + h] * T - first[b * NH + h];
+    }
     out.alpha0[h] = all / static_cast<double>(B * T);
     out.sink_mass[h] = T > 1 ? rest / static_cast<double>(B * (T - 1)) : kNaN;
   }
 }
 
-void residual_metrics(const Tensor& residual, LayerMetrics& out) {
-  const int64_t B = residual.size(0), T = residual.size(1), C = residual.size(2);
-  std::vector<double> x = residual.to_doubles();
+void finish_residual(const LayerSlots& s, const Gather& g, int64_t B, int64_t T, int64_t C,
+                     LayerMetrics& out) {
+  const double* norms = g.values(s.residual_norm);   // (B, T)
+  const double* first = g.values(s.residual_first);  // (B, C)
   std::vector<double> mean_abs0(C, 0.0);
   double disparity = 0, norm_ratio = 0;
   for (int64_t b = 0; b < B; ++b) {
-    const double* first = x.data() + b * T * C;
-    double mx = 0, sum_abs = 0, norm0 = 0;
+    double mx = 0, sum_abs = 0;
     for (int64_t c = 0; c < C; ++c) {
-      const double v = std::fabs(first[c]);
+      const double v = std::fabs(first[b * C + c]);
       mx = std::max(mx, v);
       sum_abs += v;
-      norm0 += v * v;
       mean_abs0[c] += v / B;
     }
     disparity += mx / (sum_abs / C);
     double rest = 0;
-    for (int64_t t = 1; t < T; ++t) {
-      double n = 0;
-      for (int64_t c = 0; c < C; ++c) n += x[(b * T + t) * C + c] * x[(b * T + t) * C + c];
-      rest += std::sqrt(n);
-    }
-    norm_ratio += T > 1 ? std::sqrt(norm0) / (rest / (T - 1)) : kNaN;
+    for (int64_t t = 1; t < T; ++t) rest += norms[b * T + t];
+    norm_ratio += T > 1 ? norms[b * T] / (rest / (T - 1)) : kNaN;
   }
   out.dim_disparity = disparity / B;
   out.norm_ratio = norm_ratio / B;
   out.dim_argmax = std::max_element(mean_abs0.begin(), mean_abs0.end()) - mean_abs0.begin();
-  std::vector<double> abs_x(x.size());
-  for (size_t i = 0; i < x.size(); ++i) abs_x[i] = std::fabs(x[i]);
-  std::vector<double> top(abs_x);
-  const size_t k = std::min<size_t>(3, top.size());
-  std::partial_sort(top.begin(), top.begin() + k, top.end(), std::greater<double>());
-  for (size_t i = 0; i < 3; ++i) out.massive_top[i] = i < k ? top[i] : kNaN;
-  out.massive_median = median_of(std::move(abs_x));
+  const int64_t n = B * T * C, m = n % 2 ? 1 : 2;
+  const double* order = g.values(s.residual_order);  // median ranks, then ranks n-1, n-2, n-3
+  out.massive_median = median_from(order, n);
+  for (int i = 0; i < 3; ++i) out.massive_top[i] = i < n ? order[m + i] : kNaN;
 }
 
-void ffn_metrics(const Tensor& u, LayerMetrics& out) {
-  const int64_t B = u.size(0), T = u.size(1), F = u.size(2);
-  std::vector<double> values = u.to_doubles();
-  std::vector<double> first(F, 0.0);  // mean_b |u[b, 0, n]|
+void finish_ffn(const LayerSlots& s, const Gather& g, int64_t B, int64_t F, int64_t n,
+                LayerMetrics& out) {
+  const double* values = g.values(s.ffn_first);  // (B, F)
+  std::vector<double> first(F, 0.0);             // mean_b |u[b, 0, n]|
   for (int64_t b = 0; b < B; ++b)
-    for (int64_t n = 0; n < F; ++n) first[n] += std::fabs(values[b * T * F + n]) / B;
+    for (int64_t j = 0; j < F; ++j) first[j] += std::fabs(values[b * F + j]) / B;
   out.super_neuron = std::max_element(first.begin(), first.end()) - first.begin();
   out.super_value = first[out.super_neuron];
-  for (double& v : values) v = std::fabs(v);
-  const double median = median_of(std::move(values));
+  const double median = median_from(g.values(s.ffn_order), n);
   out.super_ratio = median > 0 ? out.super_value / median : kNaN;
 }
 
@@ -127,26 +170,30 @@ SinkMetrics compute_sink_metrics(const ForwardCapture& capture,
   autograd::NoGradGuard no_grad;
   SinkMetrics metrics;
   metrics.layers.resize(capture.layers.size());
+  Gather gather;
+  std::vector<LayerSlots> slots;
+  for (const LayerCapture& cap : capture.layers) slots.push_back(queue_layer(cap, attention, gather));
+  gather.fetch();
   int64_t sinks = 0, heads = 0;
   for (size_t l = 0; l < capture.layers.size(); ++l) {
     const LayerCapture& cap = capture.layers[l];
+    const LayerSlots& s = slots[l];
     LayerMetrics& m = metrics.layers[l];
-    attention_metrics(cap, attention, m);
-    m.var_pos = variance_by_position(cap.attn_out);
+    const int64_t B = cap.residual.size(0), T = cap.residual.size(1), C = cap.residual.size(2);
+    finish_attention(s, gather, B, cap.q.size(2), T, m);
+    m.var_pos = batch_mean_by_position(gather.values(s.attn_var), B, T);
     m.var_ratio = first_to_rest_ratio(m.var_pos);
     if (cap.attn_out_normed.defined()) {
-      m.var_pos_normed = variance_by_position(cap.attn_out_normed);
+      m.var_pos_normed = batch_mean_by_position(gather.values(s.attn_var_normed), B, T);
       m.var_ratio_normed = first_to_rest_ratio(m.var_pos_normed);
     } else {
       m.var_ratio_normed = kNaN;
     }
-    residual_metrics(cap.residual, m);
-    ffn_metrics(cap.ffn_hidden, m);
+    finish_residual(s, gather, B, T, C, m);
+    finish_ffn(s, gather, B, cap.ffn_hidden.size(2), cap.ffn_hidden.numel(), m);
     m.effective_rank = kNaN;
     if (with_effective_rank) {
-      const int64_t T = cap.residual.size(1), C = cap.residual.size(2);
-      std::vector<double> x = cap.residual.to_doubles();
-      x.resize(T * C);  // first sequence of the batch
+      std::vector<double> x = cap.residual.narrow_view(0, 0, 1).to_doubles();  // (T, C) sequence 0
       m.effective_rank = effective_rank(x, T, C);
     }
     for (double a : m.alpha0) {
@@ -158,8 +205,96 @@ SinkMetrics compute_sink_metrics(const ForwardCapture& capture,
   return metrics;
 }
 
+// Eigenvalues of the symmetric (n, n) matrix a (destroyed): Householder reduction to a
+// tridiagonal matrix, then the implicit QL iteration with Wilkinson-type shifts. O(n^3) once,
+// instead of the O(n^3) per sweep of Jacobi rotations.
+std::vector<double> symmetric_eigenvalues(std::vector<double>& a, int64_t n) {
+  std::vector<double> d(n, 0.0), e(n, 0.0);  // diagonal; e[i] couples i and i + 1
+  std::vector<double> v(n), w(n);
+  for (int64_t k = 0; k + 2 < n; ++k) {
+    // Reflect x = a[k+1.., k] onto alpha * e_1: v = x - alpha e_1, normalised.
+    double xnorm = 0;
+    for (int64_t i = k + 1; i < n; ++i) xnorm += a[i * n + k] * a[i * n + k];
+    xnorm = std::sqrt(xnorm);
+    const double alpha = a[(k + 1) * n + k] > 0 ? -xnorm : xnorm;
+    d[k] = a[k * n + k];
+    e[k] = alpha;
+    double vnorm = 0;
+    for (int64_t i = k + 1; i < n; ++i) {
+      v[i] = a[i * n + k] - (i == k + 1 ? alpha : 0.0);
+      vnorm += v[i] * v[i];
+    }
+    if (vnorm == 0) {
+      e[k] = a[(k + 1) * n + k];
+      continue;
+    }
+    vnorm = std::sqrt(vnorm);
+    for (int64_t i = k + 1; i < n; ++i) v[i] /= vnorm;
+    // Trailing block A22 <- H A22 H = A22 - 2 (v w^T + w v^T), w = A22 v - (v^T A22 v) v.
+    parallel_for(n - k - 1, [&](int64_t r) {
+      const int64_t i = k + 1 + r;
+      double acc = 0;
+      for (int64_t j = k + 1; j < n; ++j) acc += a[i * n + j] * v[j];
+      w[i] = acc;
+    });
+    double c = 0;
+    for (int64_t i = k + 1; i < n; ++i) c += v[i] * w[i];
+    for (int64_t i = k + 1; i < n; ++i) w[i] -= c * v[i];
+    parallel_for(n - k - 1, [&](int64_t r) {
+      const int64_t i = k + 1 + r;
+      for (int64_t j = k + 1; j < n; ++j) a[i * n + j] -= 2 * (v[i] * w[j] + w[i] * v[j]);
+    });
+  }
+  if (n >= 2) {
+    d[n - 2] = a[(n - 2) * n + n - 2];
+    e[n - 2] = a[(n - 1) * n + n - 2];
+  }
+  if (n >= 1) d[n - 1] = a[(n - 1) * n + n - 1];
+  e[n - 1] = 0;
+  // Implicit QL on (d, e): deflate from the top, one eigenvalue per outer index l.
+  for (int64_t l = 0; l < n; ++l) {
+    for (int iteration = 0; iteration < 60; ++iteration) {
+      int64_t m = l;
+      for (; m < n - 1; ++m) {
+        const double scale = std::fabs(d[m]) + std::fabs(d[m + 1]);
+        if (std::fabs(e[m]) <= 1e-15 * scale) break;
+      }
+      if (m == l) break;
+      double g = (d[l + 1] - d[l]) / (2 * e[l]);
+      double r = std::hypot(g, 1.0);
+      g = d[m] - d[l] + e[l] / (g + (g >= 0 ? r : -r));
+      double s = 1, c = 1, p = 0;
+      int64_t i = m - 1;
+      bool underflow = false;
+      for (; i >= l; --i) {
+        const double f = s * e[i], b = c * e[i];
+        r = std::hypot(f, g);
+        e[i + 1] = r;
+        if (r == 0) {  // split: recover and restart this l
+          d[i + 1] -= p;
+          e[m] = 0;
+          underflow = true;
+          break;
+        }
+        s = f / r;
+        c = g / r;
+        g = d[i + 1] - p;
+        r = (d[i] - g) * s + 2 * c * b;
+        p = s * r;
+        d[i + 1] = g + p;
+        g = c * r - b;
+      }
+      if (underflow) continue;
+      d[l] -= p;
+      e[l] = g;
+      e[m] = 0;
+    }
+  }
+  return d;
+}
+
 double effective_rank(const std::vector<double>& matrix, int64_t rows, int64_t cols) {
-  // Eigenvalues of the smaller Gram matrix (cyclic Jacobi), singular values = sqrt.
+  // Eigenvalues of the smaller Gram matrix; singular values = sqrt.
   const bool by_rows = rows <= cols;
   const int64_t n = by_rows ? rows : cols, inner = by_rows ? cols : rows;
   std::vector<double> g(n * n, 0.0);  // (n, n)
@@ -172,33 +307,10 @@ double effective_rank(const std::vector<double>& matrix, int64_t rows, int64_t c
       g[i * n + j] = acc;
     }
   });
-  for (int sweep = 0; sweep < 50; ++sweep) {
-    double off = 0, diag = 0;
-    for (int64_t i = 0; i < n; ++i)
-      for (int64_t j = 0; j < n; ++j) (i == j ? diag : off) += g[i * n + j] * g[i * n + j];
-    if (off <= 1e-22 * diag) break;
-    for (int64_t p = 0; p < n - 1; ++p)
-      for (int64_t q = p + 1; q < n; ++q) {
-        const double apq = g[p * n + q];
-        if (std::fabs(apq) < 1e-300) continue;
-        const double theta = (g[q * n + q] - g[p * n + p]) / (2 * apq);
-        const double t = (theta >= 0 ? 1.0 : -1.0) / (std::fabs(theta) + std::sqrt(theta * theta + 1));
-        const double c = 1 / std::sqrt(t * t + 1), s = t * c;
-        for (int64_t k = 0; k < n; ++k) {  // columns p, q
-          const double gkp = g[k * n + p], gkq = g[k * n + q];
-          g[k * n + p] = c * gkp - s * gkq;
-          g[k * n + q] = s * gkp + c * gkq;
-        }
-        for (int64_t k = 0; k < n; ++k) {  // rows p, q
-          const double gpk = g[p * n + k], gqk = g[q * n + k];
-          g[p * n + k] = c * gpk - s * gqk;
-          g[q * n + k] = s * gpk + c * gqk;
-        }
-      }
-  }
+  const std::vector<double> eigen = symmetric_eigenvalues(g, n);
   std::vector<double> sv(n);
   double total = 0;
-  for (int64_t i = 0; i < n; ++i) total += sv[i] = std::sqrt(std::max(0.0, g[i * n + i]));
+  for (int64_t i = 0; i < n; ++i) total += sv[i] = std::sqrt(std::max(0.0, eigen[i]));
   if (total <= 0) return 0.0;
   double entropy = 0;
   for (double s : sv)

@@ -16,6 +16,7 @@
 
 #include "autograd/engine.h"
 #include "autograd/grad_mode.h"
+#include "core/precision.h"
 #include "core/random.h"
 #include "ops/elementwise.h"
 #include "train/data_loader.h"
@@ -141,6 +142,7 @@ Run::Run(const RunConfig& config, std::ostream& console, RunOptions options)
     : base_(config), console_(console), options_(std::move(options)) {
   std::vector<VariantSpec> specs = base_.variants;
   if (specs.empty()) specs.push_back({"main", {}});
+  set_cuda_precision(resolved_precision(base_.run));
   fs::create_directories(folder());
   write_file_atomic(folder() + "/config.yaml", to_yaml(base_));
   for (const VariantSpec& spec : specs) {
@@ -172,6 +174,11 @@ Run::Run(const RunConfig& config, std::ostream& console, RunOptions options)
                   "set model.vocab_size to 0 (from the tokenizer) or re-run sinklab prepare");
     write_file_atomic(v->dir + "/config.yaml", to_yaml(c));
     const Device device = parse_device(c.run.device);
+    SINKLAB_CHECK(resolved_precision(c.run) == resolved_precision(base_.run), ConfigError,
+                  "variant " << v->name << " sets run.precision to " << c.run.precision
+                             << " but the run uses " << base_.run.precision << " ("
+                             << c.source_file << ")",
+                  "the precision is one per process: set run.precision at the top level only");
     v->model = std::make_unique<GPT>(c.model, c.run.seed, DType::F32, device);
     v->optimizer = std::make_unique<AdamW>(v->model->params(), c.optim);
     v->accumulation = c.train.tokens_per_step > 0 ? c.train.tokens_per_step / (B * T) : 1;
@@ -317,7 +324,6 @@ void Run::step_all(int64_t step, bool evaluate_first) {
       clip_gradients(params, record.grad_norm, c.optim.grad_clip);
       v.optimizer->step(params, record.lr);
     }
-    const double train_seconds = seconds_since(t0);
     if (metrics_step) {
       record.sink = compute_sink_metrics(capture, {0.0, c.model.attention == "sigmoid",
                                                    c.model.isolate_positions},
@@ -330,7 +336,7 @@ void Run::step_all(int64_t step, bool evaluate_first) {
     record.step_ms = 1000.0 * seconds_since(t0);
     const double tokens = static_cast<double>(c.train.batch_size * c.model.block_size *
                                               v.accumulation);
-    record.tokens_per_s = tokens / train_seconds;
+    record.tokens_per_s = tokens / (record.step_ms / 1000.0);  // metrics included: they cost
     record.mfu = kNaN;  // no known peak on the CPU
     record.val_loss = evaluate_first ? eval.loss : kNaN;
     if (step > 0) {

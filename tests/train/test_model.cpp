@@ -254,6 +254,25 @@ TEST_CASE("effective rank of known matrices", "[metrics]") {
   REQUIRE(effective_rank(d, 2, 3) == Approx(std::exp(h)).epsilon(1e-9));
 }
 
+TEST_CASE("effective rank of a reflected diagonal matrix (known singular values)", "[metrics]") {
+  // M = H D with H = I - 2 u u^T / |u|^2 orthogonal: M (n, m) has the singular values of
+  // D (n, m) = diag(s_i). Both the n <= m and the n > m (transposed) paths.
+  for (auto [n, m] : {std::pair<int, int>{37, 50}, std::pair<int, int>{64, 29}}) {
+    const int k = std::min(n, m);
+    std::vector<double> sv(k), u(n);
+    for (int i = 0; i < k; ++i) sv[i] = 1.0 + std::fmod(7.3 * i, 5.0);
+    double uu = 0;
+    for (int i = 0; i < n; ++i) uu += (u[i] = std::sin(1.7 * i + 0.3)) * u[i];
+    std::vector<double> mat(n * m, 0.0);  // (n, m)
+    for (int i = 0; i < n; ++i)
+      for (int j = 0; j < k; ++j) mat[i * m + j] = ((i == j) - 2 * u[i] * u[j] / uu) * sv[j];
+    double total = 0, entropy = 0;
+    for (double s : sv) total += s;
+    for (double s : sv) entropy -= s / total * std::log(s / total);
+    REQUIRE(effective_rank(mat, n, m) == Approx(std::exp(entropy)).epsilon(1e-9));
+  }
+}
+
 TEST_CASE("learning rate schedule: warm-up, cosine, floor", "[optim]") {
   OptimSection o;
   o.lr = 1e-3;

@@ -1,0 +1,53 @@
+#include "ops/cpu/statistics.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "core/parallel.h"
+#include "ops/cpu/dispatch.h"
+
+namespace sinklab::cpu {
+
+void row_statistics(const Tensor& x, Tensor& out) {
+  const int64_t R = out.size(0), D = x.numel() / std::max<int64_t>(R, 1);
+  dispatch_float(x.dtype(), "row_statistics", [&](auto zero) {
+    using T = decltype(zero);
+    const T* in = x.data<T>();
+    T* o = out.data<T>();
+    parallel_for(R, [&](int64_t r) {
+      const T* row = in + r * D;  // (D)
+      double sum = 0, sq = 0;
+      for (int64_t d = 0; d < D; ++d) sum += row[d];
+      const double mean = sum / static_cast<double>(D);
+      for (int64_t d = 0; d < D; ++d) {
+        const double c = row[d] - mean;
+        sq += c * c;
+      }
+      double norm = 0;
+      for (int64_t d = 0; d < D; ++d) norm += static_cast<double>(row[d]) * row[d];
+      o[r * 3] = static_cast<T>(mean);
+      o[r * 3 + 1] = static_cast<T>(sq / static_cast<double>(D));
+      o[r * 3 + 2] = static_cast<T>(std::sqrt(norm));
+    });
+  });
+}
+
+void abs_order_statistics(const Tensor& x, const std::vector<int64_t>& ranks, Tensor& out) {
+  dispatch_float(x.dtype(), "abs_order_statistics", [&](auto zero) {
+    using T = decltype(zero);
+    const T* in = x.data<T>();
+    std::vector<double> values(static_cast<size_t>(x.numel()));  // (N): |x|
+    for (size_t i = 0; i < values.size(); ++i) values[i] = std::fabs(static_cast<double>(in[i]));
+    // NaN sorts above +inf, as in the bit-pattern order the GPU kernel uses.
+    const auto nan_last = [](double a, double b) {
+      return std::isnan(a) ? false : (std::isnan(b) ? true : a < b);
+    };
+    T* o = out.data<T>();
+    for (size_t k = 0; k < ranks.size(); ++k) {
+      std::nth_element(values.begin(), values.begin() + ranks[k], values.end(), nan_last);
+      o[k] = static_cast<T>(values[static_cast<size_t>(ranks[k])]);
+    }
+  });
+}
+
+}  // namespace sinklab::cpu

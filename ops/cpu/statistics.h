@@ -1,0 +1,15 @@
+// CPU reference kernels of the statistics probes (see ops/statistics.h); sums in double.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace sinklab::cpu {
+
+// x contiguous (R, D) in memory (any leading shape), out (R, 3): mean, variance, l2 norm.
+void row_statistics(const Tensor& x, Tensor& out);
+// out (K): the ranks[k]-th smallest |x| over all elements of contiguous x.
+void abs_order_statistics(const Tensor& x, const std::vector<int64_t>& ranks, Tensor& out);
+
+}  // namespace sinklab::cpu

@@ -1,0 +1,39 @@
+#include "ops/statistics.h"
+
+#include "ops/cpu/statistics.h"
+
+namespace sinklab::ops {
+
+OpKernels<RowStatisticsFn, RowStatisticsFn> row_statistics_kernels{
+    "row_statistics", cpu::row_statistics, nullptr};
+OpKernels<AbsOrderStatisticsFn, AbsOrderStatisticsFn> abs_order_statistics_kernels{
+    "abs_order_statistics", cpu::abs_order_statistics, nullptr};
+
+Tensor row_statistics(const Tensor& x) {
+  check_defined(x, "row_statistics", "x");
+  check_float(x, "row_statistics", "x");
+  check_contiguous(x, "row_statistics", "x");
+  SINKLAB_CHECK(x.dim() >= 1 && x.size(-1) > 0, ShapeError,
+                "row_statistics: x " << shape_str(x.shape()) << " has no rows to reduce",
+                "pass a tensor whose last dimension is at least 1");
+  const int64_t R = x.numel() / x.size(-1);
+  Tensor out = Tensor::empty({R, 3}, x.dtype(), x.device());  // (R, 3): mean, var, norm
+  if (R > 0) row_statistics_kernels.forward(x.device())(x, out);
+  return out;
+}
+
+Tensor abs_order_statistics(const Tensor& x, const std::vector<int64_t>& ranks) {
+  check_defined(x, "abs_order_statistics", "x");
+  check_float(x, "abs_order_statistics", "x");
+  check_contiguous(x, "abs_order_statistics", "x");
+  for (int64_t r : ranks)
+    SINKLAB_CHECK(r >= 0 && r < x.numel(), ShapeError,
+                  "abs_order_statistics: rank " << r << " is outside x " << shape_str(x.shape())
+                                                << " (" << x.numel() << " elements)",
+                  "ranks count from 0 (the smallest |x|) to numel - 1 (the largest)");
+  Tensor out = Tensor::empty({static_cast<int64_t>(ranks.size())}, x.dtype(), x.device());  // (K)
+  if (!ranks.empty()) abs_order_statistics_kernels.forward(x.device())(x, ranks, out);
+  return out;
+}
+
+}  // namespace sinklab::ops

@@ -1,0 +1,31 @@
+// Statistics probes for the sink metrics: reductions that turn a large activation into a few
+// numbers on the tensor's own device, so that only those numbers travel to the host. No
+// gradient (probes, like attention_key_mass); f32 or f64 input, output in the input's dtype,
+// sums accumulated in double on the CPU and in fp32/f64 (f32/f64 input) on the GPU.
+//
+//   row_statistics(x): x (..., D) contiguous, viewed as R = numel / D rows of D
+//     -> (R, 3): [mean, variance (population, over D), l2 norm] of every row.
+//   abs_order_statistics(x, ranks): x any shape, contiguous, N elements
+//     -> (K) for K = ranks.size(): out[i] = the ranks[i]-th smallest of |x| (0-based, so rank
+//        N / 2 is the upper median and N - 1 the maximum). Exact (a radix select on the bits of
+//        |x| on the GPU, nth_element on the CPU). NaN sorts above +inf.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "core/tensor.h"
+#include "ops/op_table.h"
+
+namespace sinklab::ops {
+
+Tensor row_statistics(const Tensor& x);
+Tensor abs_order_statistics(const Tensor& x, const std::vector<int64_t>& ranks);
+
+using RowStatisticsFn = void (*)(const Tensor& x, Tensor& out);
+using AbsOrderStatisticsFn = void (*)(const Tensor& x, const std::vector<int64_t>& ranks,
+                                      Tensor& out);
+// Probes: the backward slots stay null.
+extern OpKernels<RowStatisticsFn, RowStatisticsFn> row_statistics_kernels;
+extern OpKernels<AbsOrderStatisticsFn, AbsOrderStatisticsFn> abs_order_statistics_kernels;
+
+}  // namespace sinklab::ops

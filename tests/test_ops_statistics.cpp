@@ -1,0 +1,66 @@
+// Statistics probes (ops/statistics.h) on the CPU against a naive fp64 evaluation, and their
+// input checks.
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "ops/statistics.h"
+#include "tests/op_checks.h"
+
+using namespace sinklab;
+using test::random_tensor;
+using test::require_close;
+
+TEST_CASE("row_statistics: mean, variance and norm of every row (odd sizes)", "[ops]") {
+  for (DType dt : {DType::F64, DType::F32}) {
+    Tensor x = random_tensor({3, 5, 37}, 901, dt, 2.0);  // (3, 5, 37): 15 rows of 37
+    Tensor stats = ops::row_statistics(x);
+    REQUIRE(stats.shape() == Shape{15, 3});
+    std::vector<double> v = x.to_doubles(), expected;
+    for (int r = 0; r < 15; ++r) {
+      double mean = 0, var = 0, norm = 0;
+      for (int d = 0; d < 37; ++d) mean += v[r * 37 + d] / 37;
+      for (int d = 0; d < 37; ++d) {
+        var += (v[r * 37 + d] - mean) * (v[r * 37 + d] - mean) / 37;
+        norm += v[r * 37 + d] * v[r * 37 + d];
+      }
+      expected.insert(expected.end(), {mean, var, std::sqrt(norm)});
+    }
+    const double tol = dt == DType::F64 ? 1e-12 : 1e-5;
+    require_close(stats, expected, tol, tol);
+  }
+}
+
+TEST_CASE("abs_order_statistics: exact ranks of |x|, median and maximum", "[ops]") {
+  for (DType dt : {DType::F64, DType::F32}) {
+    Tensor x = random_tensor({7, 131}, 902, dt);  // (7, 131): 917 elements
+    const int64_t n = x.numel();
+    std::vector<double> sorted = x.to_doubles();
+    for (double& s : sorted) s = std::fabs(s);
+    std::sort(sorted.begin(), sorted.end());
+    const std::vector<int64_t> ranks = {0, n / 2, n - 3, n - 2, n - 1};
+    Tensor got = ops::abs_order_statistics(x, ranks);
+    std::vector<double> expected;
+    for (int64_t r : ranks) expected.push_back(sorted[r]);
+    require_close(got, expected, 0, 0);
+  }
+}
+
+TEST_CASE("abs_order_statistics: ties, zeros and NaN above +inf", "[ops]") {
+  Tensor x = Tensor::from_doubles({-2, 0, 2, NAN, -INFINITY, 1, 0, -1}, {8}, DType::F32);
+  Tensor got = ops::abs_order_statistics(x, {0, 1, 2, 3, 4, 5, 6, 7});
+  std::vector<double> v = got.to_doubles();
+  const std::vector<double> expected = {0, 0, 1, 1, 2, 2, INFINITY};
+  for (int i = 0; i < 7; ++i) REQUIRE(v[i] == expected[i]);
+  REQUIRE(std::isnan(v[7]));
+}
+
+TEST_CASE("statistics probes: bad input names the op and the shape", "[ops][errors]") {
+  Tensor x = random_tensor({4, 6}, 903);
+  test::require_error<ShapeError>([&] { ops::abs_order_statistics(x, {24}); },
+                                  {"abs_order_statistics", "rank 24", "(4, 6)"});
+  test::require_error<DTypeError>(
+      [&] { ops::row_statistics(Tensor::from_ints({1, 2}, {2})); }, {"row_statistics"});
+  test::require_error<ShapeError>([&] { ops::row_statistics(x.transpose_view(0, 1)); },
+                                  {"row_statistics", "contiguous"});
+}
