@@ -1,13 +1,26 @@
 #!/usr/bin/env bash
-# Training throughput of sinklab vs PyTorch (eager and torch.compile) on the same GPU, same
-# model, in one call. GPT-2 124M (12 x 768, T=1024, V=50304, B=32 unless BENCH_BATCH is set).
-#   bash scripts/bench_gpu.sh [build_dir]
+# Training throughput of sinklab vs PyTorch (eager and torch.compile, bf16 autocast, fused AdamW,
+# flash SDPA) on the same GPU, same model, same batch, in one call; prints tokens/s, MFU and the
+# ratios. Random tokens: speed only.
+#   bash scripts/bench_gpu.sh [build_dir] [gpt2|llama]
+#     gpt2:  GPT-2 124M (12 x 768, T=1024, V=50304), configs/bench/gpt2_124m.yaml
+#     llama: the paper's LLaMA-style 152M with head-wise RMSNorm, configs/bench/llama_152m.yaml
+#   BENCH_BATCH (32), BENCH_STEPS (12): batch size and steps (the median of steps 4+ counts).
+#   BENCH_FP32=1 adds the fp32 runs of both; BENCH_PROFILE=1 adds a SINKLAB_PROFILE run (where a
+#   step's time goes, per phase) and, when nsys is installed, a kernel summary.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build-gpu}
+model=${2:-gpt2}
 batch=${BENCH_BATCH:-32}
 steps=${BENCH_STEPS:-12}
-python3 scripts/make_bench_data.py data/bench --vocab 50304 --tokens 4000000
+out=${OUT:-/tmp}
+case $model in
+  gpt2) config=configs/bench/gpt2_124m.yaml; torch_args=(--arch gpt2) ;;
+  llama) config=configs/bench/llama_152m.yaml; torch_args=(--arch llama --ffn 3072 --headwise) ;;
+  *) echo "bench_gpu.sh: model '$model' is not gpt2 or llama"; exit 2 ;;
+esac
+[ -f data/bench/train_000000.bin ] || python3 scripts/make_bench_data.py data/bench --vocab 50304 --tokens 4000000
 median_tok_s() {  # median tokens/s of the steps after the first three, from metrics.jsonl
   python3 - "$1" <<'PY'
 import json, sys
@@ -16,28 +29,60 @@ v = sorted(r["tokens_per_s"] for r in rows[3:] if r.get("tokens_per_s"))
 print(f"{v[len(v)//2]:.0f}" if v else "nan")
 PY
 }
-declare -A result
-for metrics in 0 1; do
-  "$build/sinklab" train configs/bench/gpt2_124m.yaml --no-progress \
-    --set train.batch_size="$batch" --set train.steps="$steps" --set metrics.every=$metrics \
-    --set run.name=bench_m$metrics > "${OUT:-/tmp}/sinklab_m$metrics.log" 2>&1 \
-    || { tail -20 "${OUT:-/tmp}/sinklab_m$metrics.log"; }
-  result[sinklab_m$metrics]=$(median_tok_s runs/bench_m$metrics/main/metrics.jsonl 2>/dev/null || echo nan)
+sinklab() {  # name, then --set overrides; prints the median tokens/s
+  local name=$1; shift
+  local sets=()
+  for s in "$@"; do sets+=(--set "$s"); done
+  "$build/sinklab" train "$config" --no-progress --set train.batch_size="$batch" \
+    --set train.steps="$steps" --set run.name="bench_$name" "${sets[@]}" \
+    > "$out/sinklab_$name.log" 2>&1 || tail -20 "$out/sinklab_$name.log" >&2
+  median_tok_s "runs/bench_$name/main/metrics.jsonl" 2>/dev/null || echo nan
+}
+declare -A r
+r[bf16_m0]=$(sinklab ${model}_bf16_m0 metrics.every=0)
+r[bf16_m1]=$(sinklab ${model}_bf16_m1 metrics.every=1)
+for mode in eager compile; do
+  flag=$([ $mode = compile ] && echo --compile)
+  line=$(python3 scripts/bench_torch.py "${torch_args[@]}" --batch "$batch" --steps "$steps" --dtype bf16 $flag 2>&1 | tail -1)
+  echo "$line"
+  r[torch_${mode}_bf16]=$(echo "$line" | awk '$4 == "tok/s" {print $5}')
 done
-for mode in "" "--compile"; do
-  for dtype in bf16 fp32; do
-    line=$(python3 scripts/bench_torch.py --batch "$batch" --steps "$steps" --dtype $dtype $mode 2>&1 | tail -1)
-    echo "$line"
-    result["torch${mode}_$dtype"]=$(echo "$line" | awk '{print $5}')
-  done
-done
-python3 - "${result[sinklab_m0]}" "${result[sinklab_m1]}" "${result[torch_bf16]}" "${result[torch_fp32]}" \
-  "${result[torch--compile_bf16]}" "${result[torch--compile_fp32]}" "$batch" <<'PY'
-import sys
-m0, m1, eb, ef, cb, cf = (float(x) if x not in ("", "nan") else float("nan") for x in sys.argv[1:7])
-print(f"GPT-2 124M, B={sys.argv[7]}, T=1024, one H200 (tokens/s, median of steps 4+)")
-print(f"  sinklab fp32, metrics off   {m0:>10.0f}")
-print(f"  sinklab fp32, metrics every {m1:>10.0f}   (metrics cost {100 * (m0 / m1 - 1):.1f}%)")
-for name, v in (("torch eager bf16", eb), ("torch eager fp32", ef), ("torch compile bf16", cb), ("torch compile fp32", cf)):
-    print(f"  {name:<27} {v:>10.0f}   sinklab/torch = {m0 / v:.3f}")
+if [ -n "${BENCH_FP32:-}" ]; then
+  r[fp32_m0]=$(sinklab ${model}_fp32_m0 metrics.every=0 run.precision=fp32)
+  line=$(python3 scripts/bench_torch.py "${torch_args[@]}" --batch "$batch" --steps "$steps" --dtype fp32 2>&1 | tail -1)
+  r[torch_eager_fp32]=$(echo "$line" | awk '$4 == "tok/s" {print $5}')
+fi
+if [ -n "${BENCH_PROFILE:-}" ]; then
+  SINKLAB_PROFILE=1 "$build/sinklab" train "$config" --no-progress --set train.batch_size="$batch" \
+    --set train.steps=6 --set metrics.every=1 --set run.name=bench_profile 2>&1 | grep "^profile"
+  if command -v nsys > /dev/null; then
+    nsys profile -o "$out/nsys_$model" --force-overwrite true "$build/sinklab" train "$config" \
+      --no-progress --set train.batch_size="$batch" --set train.steps=4 --set metrics.every=1 \
+      --set run.name=bench_nsys > /dev/null 2>&1 &&
+      nsys stats --report cuda_gpu_kern_sum --format csv "$out/nsys_$model.nsys-rep" 2>/dev/null \
+        | python3 scripts/kernel_summary.py | tee "$out/kernels_$model.txt"
+    rm -f "$out/nsys_$model.nsys-rep" "$out/nsys_$model.sqlite"
+  fi
+fi
+python3 - "$model" "$batch" "${r[bf16_m0]}" "${r[bf16_m1]}" "${r[torch_eager_bf16]:-nan}" \
+  "${r[torch_compile_bf16]:-nan}" "${r[fp32_m0]:-nan}" "${r[torch_eager_fp32]:-nan}" <<'PY'
+import math, sys
+model, batch = sys.argv[1], int(sys.argv[2])
+m0, m1, eager, comp, f32, eager32 = (float(x) if x not in ("", "nan") else math.nan for x in sys.argv[3:9])
+L, C, T, V = 12, 768, 1024, 50304
+F = 4 * C if model == "gpt2" else 3072
+per_layer = 4 * C * C + (2 if model == "gpt2" else 3) * C * F
+flops_per_token = 6 * (L * per_layer + V * C) + 12 * L * C * T  # as bench_torch.py counts
+peak = 989.5e12  # H200 dense bf16
+name = "GPT-2 124M" if model == "gpt2" else "LLaMA-style 152M, head-wise RMSNorm"
+print(f"{name}, B={batch}, T={T}, one H200: tokens/s (median of steps 4+), MFU at {peak/1e12:.0f} TFLOP/s")
+rows = [("sinklab bf16, metrics off", m0), ("sinklab bf16, metrics every step", m1),
+        ("torch eager bf16", eager), ("torch.compile bf16", comp),
+        ("sinklab fp32, metrics off", f32), ("torch eager fp32", eager32)]
+for label, v in rows:
+    if not math.isnan(v):
+        print(f"  {label:<34} {v:>10.0f} tok/s  MFU {100 * v * flops_per_token / peak:5.1f}%")
+print(f"  metrics every step cost {100 * (m0 / m1 - 1):.1f}% of tokens/s")
+print(f"  sinklab / torch eager   = {m0 / eager:.3f}")
+print(f"  sinklab / torch.compile = {m0 / comp:.3f}")
 PY

@@ -4,16 +4,21 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iomanip>
 #include <limits>
+#include <map>
 #include <ostream>
 #include <sstream>
 
 #include <atomic>
 #include <csignal>
 
+#if defined(SINKLAB_HAVE_CUDA)
+#include "cuda/runtime.h"
+#endif
 #include "autograd/engine.h"
 #include "autograd/grad_mode.h"
 #include "core/precision.h"
@@ -44,6 +49,33 @@ extern "C" void on_stop_signal(int sig) { g_stop_signal.store(sig); }
 double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
+
+// SINKLAB_PROFILE=1: the device is synchronised at every phase boundary of a step (forward,
+// backward, optimizer, metrics) and the time of each phase is summed per variant and printed at
+// the end. Off by default: the synchronisations cost a little.
+class PhaseClock {
+ public:
+  PhaseClock(std::map<std::string, double>& totals, Device device)
+      : totals_(totals), device_(device), last_(Clock::now()) {}
+  static bool enabled() {
+    static const bool on = std::getenv("SINKLAB_PROFILE") != nullptr;
+    return on;
+  }
+  void mark(const char* phase) {
+    if (!enabled()) return;
+#if defined(SINKLAB_HAVE_CUDA)
+    if (device_.is_cuda()) cuda::synchronize();
+#endif
+    const auto now = Clock::now();
+    totals_[phase] += 1000.0 * std::chrono::duration<double>(now - last_).count();
+    last_ = now;
+  }
+
+ private:
+  std::map<std::string, double>& totals_;
+  Device device_;
+  Clock::time_point last_;
+};
 
 uint64_t hash_tokens(uint64_t h, const Tensor& ids) {
   const int32_t* p = ids.data<int32_t>();
@@ -136,6 +168,8 @@ struct Run::Variant {
   std::string sample;
   int64_t accumulation = 1;
   int64_t skipped_in_a_row = 0;
+  std::map<std::string, double> phase_ms;  // SINKLAB_PROFILE: ms per phase, summed over steps
+  int64_t profiled_steps = 0;
 };
 
 Run::Run(const RunConfig& config, std::ostream& console, RunOptions options)
@@ -306,6 +340,7 @@ void Run::step_all(int64_t step, bool evaluate_first) {
     ParameterSet& params = v.model->params();
     params.zero_grad();
     ForwardCapture capture;
+    PhaseClock clock(v.phase_ms, v.model->params().flat_values().device());
     double loss_sum = 0;
     uint64_t hash = 1469598103934665603ull;
     for (int64_t micro = 0; micro < v.accumulation; ++micro) {
@@ -314,7 +349,9 @@ void Run::step_all(int64_t step, bool evaluate_first) {
       ForwardResult out = v.model->forward(batch.inputs, batch.targets,
                                            metrics_step && micro == 0 ? &capture : nullptr);
       loss_sum += out.loss.item();
+      clock.mark("forward");
       autograd::backward(ops::scale(out.loss, 1.0 / static_cast<double>(v.accumulation)));
+      clock.mark("backward");
     }
     record.batch_hash = hash;
     record.loss = loss_sum / static_cast<double>(v.accumulation);
@@ -324,6 +361,7 @@ void Run::step_all(int64_t step, bool evaluate_first) {
       clip_gradients(params, record.grad_norm, c.optim.grad_clip);
       v.optimizer->step(params, record.lr);
     }
+    clock.mark("grad norm, clip, AdamW");
     if (metrics_step) {
       record.sink = compute_sink_metrics(capture, {0.0, c.model.attention == "sigmoid",
                                                    c.model.isolate_positions},
@@ -332,7 +370,9 @@ void Run::step_all(int64_t step, bool evaluate_first) {
       for (size_t l = 0; l < eval.effective_rank.size(); ++l)
         record.sink.layers[l].effective_rank = eval.effective_rank[l];
       v.last_sink = record;
+      clock.mark("sink metrics");
     }
+    ++v.profiled_steps;
     record.step_ms = 1000.0 * seconds_since(t0);
     const double tokens = static_cast<double>(c.train.batch_size * c.model.block_size *
                                               v.accumulation);
@@ -495,6 +535,14 @@ std::vector<VariantSummary> Run::train() {
     summaries.push_back(std::move(s));
   }
   print_summary(summaries);
+  for (auto& vp : variants_) {
+    if (!PhaseClock::enabled() || vp->profiled_steps == 0) continue;
+    console_ << "profile " << vp->name << " (ms per step, device synchronised per phase):";
+    for (const auto& [phase, ms] : vp->phase_ms)
+      console_ << " " << phase << " " << std::fixed << std::setprecision(2)
+               << ms / vp->profiled_steps;
+    console_ << std::defaultfloat << "\n";
+  }
   console_ << "wall time " << format_duration(seconds_since(t0)) << "; metrics in " << folder()
            << "/<variant>/metrics.{jsonl,h5}\n";
   return summaries;
