@@ -46,9 +46,9 @@ fs::path byte_data(const std::string& name) {
 }
 
 std::string config_text(const fs::path& data, const fs::path& out, int steps, bool two_variants,
-                        int n_embd = 32) {
+                        int n_embd = 32, const std::string& device = "cpu") {
   std::ostringstream y;
-  y << "run: {name: r, out_dir: " << out.string() << ", seed: 11}\n"
+  y << "run: {name: r, out_dir: " << out.string() << ", seed: 11, device: " << device << "}\n"
     << "model: {arch: gpt2, n_layer: 2, n_head: 2, n_embd: " << n_embd << ", block_size: 16}\n"
     << "data: {dir: " << data.string() << ", tokenizer: byte}\n"
     << "train: {steps: " << steps << ", batch_size: 4, eval_every: 4, eval_batches: 1, "
@@ -120,12 +120,14 @@ std::string read_text(const fs::path& f) {
 
 }  // namespace
 
-TEST_CASE("2N steps straight == N steps + resume + N steps, bit for bit", "[resume]") {
-  fs::path data = byte_data("bitexact_data");
-  fs::path straight = fresh("straight"), split = fresh("split");
-  RunConfig a = parse_config(config_text(data, straight, 12, true), "a.yaml");
+// Trains 12 steps straight and 6 + resume + 6 on `device` (bf16 math on a GPU); requires the
+// same metrics lines (timing aside) and the same final weights, bit for bit.
+static void require_bit_exact_resume(const std::string& device) {
+  fs::path data = byte_data("bitexact_data_" + device);
+  fs::path straight = fresh("straight_" + device), split = fresh("split_" + device);
+  RunConfig a = parse_config(config_text(data, straight, 12, true, 32, device), "a.yaml");
   run_and_collect(a);
-  RunConfig b = parse_config(config_text(data, split, 12, true), "b.yaml");
+  RunConfig b = parse_config(config_text(data, split, 12, true, 32, device), "b.yaml");
   RunOptions first;
   first.stop_after = 6;
   run_and_collect(b, first);
@@ -139,7 +141,7 @@ TEST_CASE("2N steps straight == N steps + resume + N steps, bit for bit", "[resu
     REQUIRE(x.size() == 13);  // steps 0..11 and the final evaluation, no duplicates
     REQUIRE(y.size() == x.size());
     for (size_t i = 0; i < x.size(); ++i) {
-      INFO(v << " line " << i);
+      INFO(device << " " << v << " line " << i);
       REQUIRE(deterministic_fields(y[i]) == deterministic_fields(x[i]));
     }
     auto wx = read_checkpoint_params((straight / "r" / v / "ckpt" / "step_00000012.h5").string());
@@ -147,6 +149,16 @@ TEST_CASE("2N steps straight == N steps + resume + N steps, bit for bit", "[resu
     REQUIRE(wx.size() == wy.size());
     for (size_t i = 0; i < wx.size(); ++i) REQUIRE(wx[i].second.to_doubles() == wy[i].second.to_doubles());
   }
+}
+
+TEST_CASE("2N steps straight == N steps + resume + N steps, bit for bit", "[resume]") {
+  require_bit_exact_resume("cpu");
+}
+
+TEST_CASE("cuda: 2N steps straight == N steps + resume + N steps on the GPU, bit for bit",
+          "[cuda][resume]") {
+  SINKLAB_REQUIRE_CUDA();
+  require_bit_exact_resume("cuda");
 }
 
 TEST_CASE("resuming from an earlier checkpoint rewrites the metrics from that step", "[resume]") {
