@@ -25,6 +25,9 @@
 // Mask: query t sees keys first_key[t] <= j <= t. AttentionParams::first_key lives on the host;
 // its device copy (int32 (T)) is uploaded once per distinct mask and cached (see
 // device_first_key), so steady-state calls do no host-device transfer.
+//
+// f32 under Precision::BF16 with HS 64 or 128 runs the tensor-core kernels of
+// cuda/attention_bf16.cu instead (same semantics, bf16 operands, fp32 accumulation).
 #include <algorithm>
 #include <climits>
 #include <cstdint>
@@ -34,6 +37,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "cuda/attention_bf16.h"
 #include "cuda/check.h"
 #include "cuda/runtime.h"
 #include "ops/attention.h"
@@ -752,6 +756,7 @@ void attention_forward_cuda(const Tensor& q, const Tensor& k, const Tensor& v,
   const Problem p = problem_of(q, op);
   if (p.B * p.NH * p.T == 0) return;
   const int32_t* fk = device_first_key(params.first_key, op);  // (T)
+  if (attention_forward_bf16(q, k, v, params, fk, out, lse)) return;  // f32, Precision::BF16
   dispatch_float(q.dtype(), op, [&](auto zero) {
     using T = decltype(zero);
     dispatch_head_size(p.HS, op, [&](auto dtag) {
@@ -790,6 +795,9 @@ void attention_backward_cuda(const Tensor& q, const Tensor& k, const Tensor& v, 
           g.data<T>(), out.data<T>(), dvec.data<T>(), rows, static_cast<int>(p.T),
           static_cast<int>(p.NH), static_cast<int>(p.HS));
       SINKLAB_KERNEL_CHECK(op);
+    }
+    if constexpr (std::is_same_v<T, float>) {  // tensor-core path (f32, Precision::BF16)
+      if (attention_backward_bf16(q, k, v, g, lse, dvec, params, fk, dq, dk, dv)) return;
     }
     const T* plse = params.sigmoid ? nullptr : lse.data<T>();       // (B, NH, T)
     const T* pdvec = params.sigmoid ? nullptr : dvec.data<T>();     // (B, NH, T)

@@ -1,13 +1,18 @@
 // [cuda] attention (flash forward/backward, softmax and sigmoid, isolated positions), its probes
 // (saved lse, key mass, materialised probabilities), rope and cross-entropy against the CPU
 // reference on random inputs, forward and backward; bit-identical results across two GPU runs;
-// a bad cross-entropy target as a ValueError. Skipped where no GPU is present.
+// a bad cross-entropy target as a ValueError; the tensor-core attention (f32 under
+// Precision::BF16, HS 64/128) against the CPU with bf16 tolerances, where it applies, and its
+// determinism. Skipped where no GPU is present.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "autograd/engine.h"
+#include "core/precision.h"
 #include "core/random.h"
 #include "ops/attention.h"
 #include "ops/cross_entropy.h"
@@ -84,6 +89,53 @@ std::vector<std::vector<double>> gpu_attention_run(const Tensor& q, const Tensor
   if (lse.defined()) r.push_back(lse.to_doubles());
   for (const Tensor& t : in) r.push_back(t.grad().to_doubles());
   return r;
+}
+
+// out, lse (softmax only), dq, dk, dv of one attention forward + backward with gradient seed
+// `seed`, the inputs converted to `dtype` on `device`; host copies. Fresh leaves each call.
+std::vector<std::vector<double>> attention_results(const Tensor& q, const Tensor& k,
+                                                   const Tensor& v, const Tensor& seed,
+                                                   const ops::AttentionOptions& options,
+                                                   Device device, DType dtype) {
+  std::vector<Tensor> in;
+  for (const Tensor& t : {q, k, v}) {
+    Tensor d = t.detach().to_dtype(dtype).to_device(device);
+    d.set_requires_grad(true);
+    in.push_back(d);
+  }
+  Tensor lse;
+  Tensor out = ops::attention(in[0], in[1], in[2], options, &lse);
+  autograd::backward(out, seed.to_dtype(dtype).to_device(device));
+  std::vector<std::vector<double>> r;
+  r.push_back(out.to_doubles());
+  if (lse.defined()) r.push_back(lse.to_doubles());
+  for (const Tensor& t : in) r.push_back(t.grad().to_doubles());
+  return r;
+}
+
+// Tolerance of the tensor-core (bf16) attention: max |gpu - cpu| <= tol * max(1, max |cpu|)
+// over a whole tensor. bf16 operands keep 8 significant bits (relative rounding <= 2^-9 ~ 2e-3);
+// through dot products of 64-128 terms, the softmax and the backward's dS = P (dP - D) (D in fp32
+// from the unrounded dO), errors of a few 1e-3 of a tensor's largest entry are typical: tol = 2e-2
+// leaves a margin while any indexing or masking error (an O(1) error) fails. The floor of 1 (the
+// inputs' scale) covers tensors that are ~0 in exact arithmetic (dq, dk at T = 1) where the
+// rounding leaves O(1e-3).
+void require_close_to_scale(const std::vector<double>& actual, const std::vector<double>& expected,
+                            double tol) {
+  REQUIRE(actual.size() == expected.size());
+  double scale = 1.0;
+  for (double x : expected) scale = std::max(scale, std::fabs(x));
+  const double c = test::closeness(actual, expected, 0.0, tol * scale);
+  INFO("max |gpu - cpu| = " << c * tol * scale << ", allowed " << tol * scale);
+  REQUIRE(c <= 1.0);
+}
+
+constexpr double kBf16Tolerance = 2e-2;
+
+const char* result_name(size_t i, bool has_lse) {
+  static const char* with_lse[] = {"out", "lse", "dq", "dk", "dv"};
+  static const char* without[] = {"out", "dq", "dk", "dv"};
+  return has_lse ? with_lse[i] : without[i];
 }
 
 }  // namespace
@@ -200,6 +252,93 @@ TEST_CASE("cuda: attention is bit-identical across two GPU runs", "[cuda]") {
       REQUIRE(first.size() == second.size());
       for (size_t i = 0; i < first.size(); ++i) {
         INFO("result " << i << " (out, [lse,] dq, dk, dv)");
+        REQUIRE(first[i] == second[i]);
+      }
+    }
+}
+
+TEST_CASE("cuda: bf16 tensor-core attention matches the CPU (HS 64/128, softmax, sigmoid, "
+          "isolate)",
+          "[cuda]") {
+  SINKLAB_REQUIRE_CUDA();
+  const int64_t B = 2, NH = 3;
+  uint64_t stream = 1000;
+  for (int64_t HS : {64, 128})
+    for (int64_t T : {1, 37, 130, 257}) {
+      stream += 4;
+      const Tensor q = random_tensor({B, T, NH, HS}, stream, DType::F32);
+      const Tensor k = random_tensor({B, T, NH, HS}, stream + 1, DType::F32);
+      const Tensor v = random_tensor({B, T, NH, HS}, stream + 2, DType::F32);
+      const Tensor seed = random_tensor({B, T, NH, HS}, stream + 3, DType::F32);
+      for (bool sigmoid : {false, true})
+        for (bool isolate : {false, true}) {
+          const ops::AttentionOptions o = make_options(sigmoid, isolate_for(T, isolate));
+          INFO(describe(DType::F32, T, HS, sigmoid, o.isolate_positions.size()) << " bf16");
+          // The reference runs in f64 on the same (f32) inputs and seed.
+          const auto cpu = attention_results(q, k, v, seed, o, Device::cpu(), DType::F64);
+          std::vector<std::vector<double>> gpu;
+          {
+            PrecisionGuard guard(Precision::BF16);
+            gpu = attention_results(q, k, v, seed, o, Device::cuda(0), DType::F32);
+          }
+          REQUIRE(gpu.size() == cpu.size());
+          for (size_t i = 0; i < gpu.size(); ++i) {
+            INFO(result_name(i, !sigmoid));
+            require_close_to_scale(gpu[i], cpu[i], kBf16Tolerance);
+          }
+        }
+    }
+}
+
+TEST_CASE("cuda: bf16 attention takes the tensor-core path only for f32 with HS 64/128",
+          "[cuda]") {
+  SINKLAB_REQUIRE_CUDA();
+  const ops::AttentionOptions o = make_options(false, {0, 3});
+  auto run = [&](int64_t HS, DType dt, Precision precision) {
+    const Tensor q = random_tensor({2, 130, 3, HS}, 1100, DType::F32);
+    const Tensor k = random_tensor({2, 130, 3, HS}, 1101, DType::F32);
+    const Tensor v = random_tensor({2, 130, 3, HS}, 1102, DType::F32);
+    const Tensor seed = random_tensor({2, 130, 3, HS}, 1103, DType::F32);
+    PrecisionGuard guard(precision);
+    return attention_results(q, k, v, seed, o, Device::cuda(0), dt);
+  };
+  for (int64_t HS : {64, 128}) {
+    // Tensor cores: close to the exact kernels, but not bit-identical (bf16 operands).
+    INFO("f32 HS=" << HS);
+    const auto exact = run(HS, DType::F32, Precision::Exact);
+    const auto bf16 = run(HS, DType::F32, Precision::BF16);
+    REQUIRE(exact.size() == bf16.size());
+    for (size_t i = 0; i < exact.size(); ++i) {
+      INFO(result_name(i, true));
+      REQUIRE(exact[i] != bf16[i]);
+      require_close_to_scale(bf16[i], exact[i], kBf16Tolerance);
+    }
+  }
+  // Other head sizes and f64 keep the exact kernels under Precision::BF16.
+  const std::vector<std::pair<int64_t, DType>> fallbacks = {
+      {32, DType::F32}, {5, DType::F32}, {64, DType::F64}};
+  for (const auto& [HS, dt] : fallbacks) {
+    INFO(name(dt) << " HS=" << HS << " falls back to the exact kernels");
+    REQUIRE(run(HS, dt, Precision::BF16) == run(HS, dt, Precision::Exact));
+  }
+}
+
+TEST_CASE("cuda: bf16 attention is bit-identical across two GPU runs", "[cuda]") {
+  SINKLAB_REQUIRE_CUDA();
+  PrecisionGuard guard(Precision::BF16);
+  for (int64_t HS : {64, 128})
+    for (bool sigmoid : {false, true}) {
+      INFO("HS=" << HS << (sigmoid ? " sigmoid" : " softmax"));
+      const Tensor q = random_tensor({2, 257, 3, HS}, 1200, DType::F32);
+      const Tensor k = random_tensor({2, 257, 3, HS}, 1201, DType::F32);
+      const Tensor v = random_tensor({2, 257, 3, HS}, 1202, DType::F32);
+      const Tensor seed = random_tensor({2, 257, 3, HS}, 1203, DType::F32);
+      const ops::AttentionOptions o = make_options(sigmoid, {0, 3});
+      const auto first = attention_results(q, k, v, seed, o, Device::cuda(0), DType::F32);
+      const auto second = attention_results(q, k, v, seed, o, Device::cuda(0), DType::F32);
+      REQUIRE(first.size() == second.size());
+      for (size_t i = 0; i < first.size(); ++i) {
+        INFO(result_name(i, !sigmoid));
         REQUIRE(first[i] == second[i]);
       }
     }
