@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # On the GPU machine, in one call: configure for sm_90, build with every core, run the [cuda]
 # tests, the PyTorch cross-check on the GPU, and (when present) the GPU benchmark.
-#   bash scripts/gpu_check.sh [extra ctest/catch filter]
+#   bash scripts/gpu_check.sh [catch filter, default [cuda]]
+# Env: SKIP_BENCH=1, BENCH_MODEL=gpt2|llama, BENCH_PROFILE=1, TEST_TIMEOUT (s), and bench_gpu.sh's.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 build=${SINKLAB_BUILD_DIR:-build-gpu}
@@ -11,10 +12,12 @@ cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITEC
   > "$out/configure.log" 2>&1 || { tail -30 "$out/configure.log"; exit 1; }
 cmake --build "$build" -j "$(nproc)" > "$out/build.log" 2>&1 || { grep -E "error" -A3 "$out/build.log" | head -60; exit 1; }
 echo "== [cuda] tests"
-"$build/tests/sinklab_tests" "${1:-[cuda]}" 2>&1 | tee "$out/cuda_tests.log" | tail -40
-status=${PIPESTATUS[0]}
+timeout "${TEST_TIMEOUT:-600}" "$build/tests/sinklab_tests" "${1:-[cuda]}" --durations yes \
+  > "$out/cuda_tests.log" 2>&1
+status=$?
+grep -E "FAILED|REQUIRE|with expansion|passed|failed" -A2 "$out/cuda_tests.log" | tail -40
 if [ -x scripts/bench_gpu.sh ] && [ -z "${SKIP_BENCH:-}" ]; then
   echo "== benchmark"
-  bash scripts/bench_gpu.sh "$build" 2>&1 | tee "$out/bench.log" | tail -30
+  bash scripts/bench_gpu.sh "$build" "${BENCH_MODEL:-gpt2}" 2>&1 | tee "$out/bench.log" | tail -40
 fi
 exit $status
