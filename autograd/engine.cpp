@@ -1,13 +1,27 @@
 #include "autograd/engine.h"
 
+#include <chrono>
+#include <cstdlib>
 #include <unordered_map>
 #include <unordered_set>
 
 #include "autograd/grad_mode.h"
 #include "autograd/node.h"
+#include "core/storage.h"
 #include "core/tensor_math.h"
 
 namespace sinklab::autograd {
+
+namespace {
+std::map<std::string, double> g_profile;  // op name -> ms of backward (SINKLAB_PROFILE)
+
+// Now, after the device of t has finished its queued work.
+std::chrono::steady_clock::time_point synchronized_now(const Tensor& t) {
+  if (t.device().is_cuda() && device_memory_hooks().synchronize)
+    device_memory_hooks().synchronize(t.device().index);
+  return std::chrono::steady_clock::now();
+}
+}  // namespace
 
 bool needs_grad(const std::vector<Tensor>& inputs) {
   if (!grad_enabled()) return false;
@@ -106,6 +120,8 @@ void backward(const Tensor& root, const Tensor& grad_output) {
     SINKLAB_CHECK(!node->released(), ValueError,
                   "backward through op '" << node->name() << "' a second time",
                   "build the graph again before another backward");
+    const bool profiling = backward_profiling();
+    const auto started = profiling ? synchronized_now(g) : std::chrono::steady_clock::now();
     std::vector<Tensor> input_grads = node->apply(g);
     const auto& inputs = node->inputs();
     SINKLAB_CHECK(input_grads.size() == inputs.size(), InternalError,
@@ -126,7 +142,17 @@ void backward(const Tensor& root, const Tensor& grad_output) {
         accumulate(grads[in.grad_fn().get()], gi);
     }
     node->release();
+    if (profiling)
+      g_profile[node->name()] +=
+          std::chrono::duration<double, std::milli>(synchronized_now(g) - started).count();
   }
 }
+
+bool backward_profiling() {
+  static const bool on = std::getenv("SINKLAB_PROFILE") != nullptr;
+  return on;
+}
+
+const std::map<std::string, double>& backward_profile() { return g_profile; }
 
 }  // namespace sinklab::autograd

@@ -10,10 +10,19 @@
 //  - The graph is released after backward: calling backward twice through it is an error.
 //  - Backward runs with grad mode off (no double backward).
 #pragma once
+#include <map>
+#include <string>
+
 #include "core/tensor.h"
 
 namespace sinklab::autograd {
 
 void backward(const Tensor& root, const Tensor& grad_output = Tensor());
+
+// SINKLAB_PROFILE set in the environment: backward synchronises the device around every node
+// and sums the time of each op's backward (and its gradient accumulation) by op name, in ms.
+// Slower; for finding where a step's time goes.
+bool backward_profiling();
+const std::map<std::string, double>& backward_profile();
 
 }  // namespace sinklab::autograd

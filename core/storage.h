@@ -15,6 +15,8 @@ struct DeviceMemoryHooks {
   void (*copy)(void* dst, const void* src, size_t bytes, int kind, int device) = nullptr;
   // Sets n contiguous elements of dtype (a DType value) to value.
   void (*fill)(void* dst, int64_t n, int dtype, double value, int device) = nullptr;
+  // Waits until every queued kernel on the device has finished (profiling, timing).
+  void (*synchronize)(int device) = nullptr;
 };
 
 class Tensor;

@@ -1,6 +1,7 @@
 // CUDA twins of ops/cpu/elementwise and ops/cpu/reduce: broadcasting add/mul, scale, the
 // leading-dims reduction of their backward, and full sums. f32 and f64.
 #include "cuda/check.h"
+#include "cuda/column_sums.cuh"
 #include "cuda/runtime.h"
 #include "ops/elementwise.h"
 #include "ops/reduce.h"
@@ -58,28 +59,30 @@ void scale_cuda(const Tensor& a, double s, Tensor& out) {
   SINKLAB_KERNEL_CHECK("scale");
 }
 
-// grad_b[j] = sum_r grad[r, j] (* times[r, j]): one thread per column, rows in order
-// (deterministic; the row loop is coalesced across the threads of a warp).
+// grad_b[j] = sum over rows r of grad[r, j] (* times[r, j]), grad and times (rows, nb).
 template <class T>
-__global__ void sum_leading_kernel(const T* g, const T* times, T* out, int64_t rows, int64_t nb) {
-  const int64_t j = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (j >= nb) return;
-  double acc = 0;
-  for (int64_t r = 0; r < rows; ++r)
-    acc += static_cast<double>(g[r * nb + j]) * (times ? static_cast<double>(times[r * nb + j]) : 1.0);
-  out[j] = static_cast<T>(acc);
-}
+struct LeadingSumTerm {
+  const T* g;      // (rows, nb)
+  const T* times;  // (rows, nb) or null
+  int64_t nb;
+  __device__ void operator()(int64_t r, int64_t j, T* acc) const {
+    acc[0] += times ? g[r * nb + j] * times[r * nb + j] : g[r * nb + j];
+  }
+};
 
+// Deterministic two-pass column sums (cuda/column_sums.cuh): all SMs busy for any shape.
 void sum_leading_cuda(const Tensor& grad, const Tensor* times, Tensor& grad_b) {
   const int64_t nb = grad_b.numel(), rows = grad.numel() / nb;
   if (grad.dtype() == DType::F32)
-    sum_leading_kernel<<<blocks_for(nb), 256, 0, stream()>>>(
-        grad.data<float>(), times ? times->data<float>() : nullptr, grad_b.data<float>(), rows, nb);
+    column_sums<float, 1>(rows, nb,
+                          LeadingSumTerm<float>{grad.data<float>(),
+                                                times ? times->data<float>() : nullptr, nb},
+                          grad_b.data<float>(), nullptr, grad.device(), "sum_leading");
   else
-    sum_leading_kernel<<<blocks_for(nb), 256, 0, stream()>>>(
-        grad.data<double>(), times ? times->data<double>() : nullptr, grad_b.data<double>(), rows,
-        nb);
-  SINKLAB_KERNEL_CHECK("sum_leading");
+    column_sums<double, 1>(rows, nb,
+                           LeadingSumTerm<double>{grad.data<double>(),
+                                                  times ? times->data<double>() : nullptr, nb},
+                           grad_b.data<double>(), nullptr, grad.device(), "sum_leading");
 }
 
 // Full sum in one block: fixed-order per-thread partials then a tree (deterministic).

@@ -160,6 +160,7 @@ bool initialize() {
     hooks.release = release;
     hooks.copy = copy;
     hooks.fill = fill;
+    hooks.synchronize = [](int) { synchronize(); };
     install_device_memory_hooks(hooks);
     install_cuda_add_into(add_into_cuda);
     install_cuda_strided_copy(strided_copy_cuda);

@@ -8,8 +8,8 @@
 //   for non-negative IEEE values the unsigned bit order is the numeric order, NaN above +inf).
 //   8 bits per pass, most significant first (4 passes for f32, 8 for f64); every pass reads x
 //   once for all requested ranks together: a histogram kernel counts the next digit of the keys
-//   that match each rank's prefix so far (per-block shared histograms, flushed with integer
-//   atomics: order-independent, so deterministic), then a one-block kernel walks each
+//   that match each rank's prefix so far (per-block shared histograms fed by warp-aggregated
+//   atomics, flushed with integer atomics: order-independent, so deterministic), then a one-block kernel walks each
 //   histogram to the bin holding the remaining rank and extends the prefix. No host sync.
 #include <cstdint>
 #include <cstring>
@@ -112,13 +112,21 @@ __global__ void select_histogram(const T* __restrict__ x, int64_t n,
   const K high = top >= static_cast<int>(sizeof(K) * 8) ? K(0) : ~((K(1) << top) - 1);
   K prefix[kMaxRanks];
   for (int k = 0; k < count; ++k) prefix[k] = state[k].prefix & high;
+  // Every lane runs the same number of iterations (the warp stays converged for the match):
+  // lanes whose digit is equal add once through their lowest lane (warp-aggregated atomics;
+  // most keys share the few exponent digits, so plain atomics would serialise on one bin).
+  const int lane = threadIdx.x % 32;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
-       i += stride) {
-    const K key = abs_key<T, K>(x[i]);
+  for (int64_t base = blockIdx.x * static_cast<int64_t>(blockDim.x); base < n; base += stride) {
+    const int64_t i = base + threadIdx.x;
+    const K key = i < n ? abs_key<T, K>(x[i]) : K(0);
     const unsigned digit = static_cast<unsigned>((key >> shift) & K(kBins - 1));
-    for (int k = 0; k < count; ++k)
-      if ((key & high) == prefix[k]) atomicAdd(&local[k][digit], 1u);
+    for (int k = 0; k < count; ++k) {
+      const bool counted = i < n && (key & high) == prefix[k];
+      const unsigned slot = counted ? digit : kBins;  // kBins: not counted for this rank
+      const unsigned peers = __match_any_sync(0xffffffffu, slot);
+      if (counted && lane == __ffs(peers) - 1) atomicAdd(&local[k][digit], __popc(peers));
+    }
   }
   __syncthreads();
   for (int i = threadIdx.x; i < count * kBins; i += blockDim.x) {

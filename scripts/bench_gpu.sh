@@ -6,6 +6,7 @@
 #     gpt2:  GPT-2 124M (12 x 768, T=1024, V=50304), configs/bench/gpt2_124m.yaml
 #     llama: the paper's LLaMA-style 152M with head-wise RMSNorm, configs/bench/llama_152m.yaml
 #   BENCH_BATCH (32), BENCH_STEPS (12): batch size and steps (the median of steps 4+ counts).
+#   BENCH_TORCH_MODES ("eager compile"): the PyTorch runs ("" skips them).
 #   BENCH_FP32=1 adds the fp32 runs of both; BENCH_PROFILE=1 adds a SINKLAB_PROFILE run (where a
 #   step's time goes, per phase) and, when nsys is installed, a kernel summary.
 set -uo pipefail
@@ -41,7 +42,7 @@ sinklab() {  # name, then --set overrides; prints the median tokens/s
 declare -A r
 r[bf16_m0]=$(sinklab ${model}_bf16_m0 metrics.every=0)
 r[bf16_m1]=$(sinklab ${model}_bf16_m1 metrics.every=1)
-for mode in eager compile; do
+for mode in ${BENCH_TORCH_MODES-eager compile}; do
   flag=$([ $mode = compile ] && echo --compile)
   line=$(python3 scripts/bench_torch.py "${torch_args[@]}" --batch "$batch" --steps "$steps" --dtype bf16 $flag 2>&1 | tail -1)
   echo "$line"

@@ -543,6 +543,17 @@ std::vector<VariantSummary> Run::train() {
                << ms / vp->profiled_steps;
     console_ << std::defaultfloat << "\n";
   }
+  if (PhaseClock::enabled() && !variants_.empty() && variants_[0]->profiled_steps > 0) {
+    std::vector<std::pair<double, std::string>> ops;
+    for (const auto& [name, ms] : autograd::backward_profile()) ops.emplace_back(ms, name);
+    std::sort(ops.rbegin(), ops.rend());
+    int64_t steps_profiled = 0;
+    for (auto& vp : variants_) steps_profiled += vp->profiled_steps;
+    console_ << "profile backward by op (ms per step, all variants):";
+    for (const auto& [ms, name] : ops)
+      console_ << " " << name << " " << std::fixed << std::setprecision(2) << ms / steps_profiled;
+    console_ << std::defaultfloat << "\n";
+  }
   console_ << "wall time " << format_duration(seconds_since(t0)) << "; metrics in " << folder()
            << "/<variant>/metrics.{jsonl,h5}\n";
   return summaries;
