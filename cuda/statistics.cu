@@ -105,32 +105,44 @@ template <class T, class K>
 __global__ void select_histogram(const T* __restrict__ x, int64_t n,
                                  const SelectState<K>* __restrict__ state,
                                  unsigned long long* __restrict__ hist, int count, int shift) {
-  __shared__ unsigned int local[kMaxRanks][kBins];  // per-block counts
-  for (int i = threadIdx.x; i < count * kBins; i += blockDim.x) local[i / kBins][i % kBins] = 0;
-  __syncthreads();
+  __shared__ unsigned int local[kMaxRanks][kBins];  // per-block counts, per distinct prefix
   const int top = shift + 8;
   const K high = top >= static_cast<int>(sizeof(K) * 8) ? K(0) : ~((K(1) << top) - 1);
-  K prefix[kMaxRanks];
-  for (int k = 0; k < count; ++k) prefix[k] = state[k].prefix & high;
+  // Ranks whose prefixes agree so far (all of them in the first pass; usually the median pair
+  // and the top ranks later) share one histogram: distinct[u] is the u-th distinct prefix and
+  // slot_of[k] the histogram of rank k.
+  K distinct[kMaxRanks];
+  int slot_of[kMaxRanks], unique = 0;
+  for (int k = 0; k < count; ++k) {
+    const K p = state[k].prefix & high;
+    int u = 0;
+    while (u < unique && distinct[u] != p) ++u;
+    if (u == unique) distinct[unique++] = p;
+    slot_of[k] = u;
+  }
+  for (int i = threadIdx.x; i < unique * kBins; i += blockDim.x) local[i / kBins][i % kBins] = 0;
+  __syncthreads();
   // Every lane runs the same number of iterations (the warp stays converged for the match):
   // lanes whose digit is equal add once through their lowest lane (warp-aggregated atomics;
   // most keys share the few exponent digits, so plain atomics would serialise on one bin).
+  // Warps where no lane matches a prefix skip it (most keys, after the first pass).
   const int lane = threadIdx.x % 32;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t base = blockIdx.x * static_cast<int64_t>(blockDim.x); base < n; base += stride) {
     const int64_t i = base + threadIdx.x;
     const K key = i < n ? abs_key<T, K>(x[i]) : K(0);
     const unsigned digit = static_cast<unsigned>((key >> shift) & K(kBins - 1));
-    for (int k = 0; k < count; ++k) {
-      const bool counted = i < n && (key & high) == prefix[k];
-      const unsigned slot = counted ? digit : kBins;  // kBins: not counted for this rank
+    for (int u = 0; u < unique; ++u) {
+      const bool counted = i < n && (key & high) == distinct[u];
+      if (!__any_sync(0xffffffffu, counted)) continue;
+      const unsigned slot = counted ? digit : kBins;  // kBins: not counted for this prefix
       const unsigned peers = __match_any_sync(0xffffffffu, slot);
-      if (counted && lane == __ffs(peers) - 1) atomicAdd(&local[k][digit], __popc(peers));
+      if (counted && lane == __ffs(peers) - 1) atomicAdd(&local[u][digit], __popc(peers));
     }
   }
   __syncthreads();
   for (int i = threadIdx.x; i < count * kBins; i += blockDim.x) {
-    const unsigned c = local[i / kBins][i % kBins];
+    const unsigned c = local[slot_of[i / kBins]][i % kBins];
     if (c) atomicAdd(&hist[i], static_cast<unsigned long long>(c));
   }
 }

@@ -1,6 +1,7 @@
 #include "ops/matmul.h"
 
 #include "autograd/grad_mode.h"
+#include "core/precision.h"
 #include "autograd/node.h"
 #include "ops/cpu/gemm.h"
 #include "ops/elementwise.h"
@@ -9,6 +10,15 @@ namespace sinklab::ops {
 
 OpKernels<GemmFn, GemmFn> matmul_kernels{"matmul", cpu::batched_gemm, cpu::batched_gemm};
 OpKernels<BiasGradFn, BiasGradFn> bias_grad_kernels{"bias_grad", cpu::bias_grad, cpu::bias_grad};
+OpKernels<RoundFn, RoundFn> bf16_round_kernels{"bf16_round", cpu::round_to_bf16, nullptr};
+
+Tensor tensor_core_operand(const Tensor& t) {
+  if (!t.device().is_cuda() || t.dtype() != DType::F32 || cuda_precision() != Precision::BF16)
+    return t;
+  Tensor out = Tensor::empty(t.shape(), DType::BF16, t.device());  // t's shape, bf16
+  bf16_round_kernels.forward(t.device())(t, out);
+  return out;
+}
 
 namespace {
 
@@ -22,7 +32,8 @@ Tensor as_batched(const Tensor& t) {
 Tensor gemm3(const Tensor& a, bool ta, const Tensor& b, bool tb, int64_t batch) {
   const int64_t M = ta ? a.size(2) : a.size(1);
   const int64_t N = tb ? b.size(1) : b.size(2);
-  Tensor c = Tensor::empty({batch, M, N}, a.dtype(), a.device());
+  const DType out_dtype = a.dtype() == DType::BF16 ? DType::F32 : a.dtype();  // bf16 in, f32 out
+  Tensor c = Tensor::empty({batch, M, N}, out_dtype, a.device());
   matmul_kernels.forward(a.device())(a, ta, b, tb, c, false);
   return c;
 }
@@ -111,8 +122,9 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
     check_shape(bias, {w.size(0)}, "linear", "bias");
   }
   const int64_t K = w.size(1), N = w.size(0), rows = x.numel() / K;
-  Tensor x3 = x.reshape_view({1, rows, K});
-  Tensor w3 = w.reshape_view({1, N, K});
+  // Operands as the product reads them (bf16 copies under Precision::BF16 on a GPU).
+  Tensor x3 = tensor_core_operand(x.reshape_view({1, rows, K}));  // (1, rows, K)
+  Tensor w3 = tensor_core_operand(w.reshape_view({1, N, K}));     // (1, N, K)
   Tensor y = gemm3(x3, false, w3, true, 1);  // (1, rows, N)
   if (bias.defined()) {
     autograd::NoGradGuard no_grad;
@@ -126,13 +138,14 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
                     x_shape = x.shape(), rx = x.requires_grad(), rw = w.requires_grad(),
                     rbias = bias.defined() && bias.requires_grad()](const Tensor& g) {
                      const int64_t N = w3.size(1), K = w3.size(2);
-                     Tensor g3 = g.reshape_view({1, g.numel() / N, N});
+                     Tensor g2 = g.reshape_view({1, g.numel() / N, N});  // (1, rows, N)
+                     Tensor g3 = tensor_core_operand(g2);  // rounded once for both products
                      Tensor gx, gw, gbias;
                      if (rx) gx = gemm3(g3, false, w3, false, 1).reshape_view(x_shape);
                      if (rw) gw = gemm3(g3, true, x3, false, 1).reshape_view({N, K});
                      if (rbias) {
                        gbias = Tensor::empty({N}, g.dtype(), g.device());
-                       bias_grad_kernels.backward(g.device())(g3, gbias);
+                       bias_grad_kernels.backward(g.device())(g2, gbias);
                      }
                      return std::vector<Tensor>{gx, gw, gbias};
                    });

@@ -14,8 +14,17 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias = Tensor());
 using GemmFn = void (*)(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Tensor& c,
                         bool accumulate);
 using BiasGradFn = void (*)(const Tensor& grad, Tensor& grad_bias);
+using RoundFn = void (*)(const Tensor& x, Tensor& out);
 // Backward of a product is two more products; linear's bias gradient is a column sum.
 extern OpKernels<GemmFn, GemmFn> matmul_kernels;
 extern OpKernels<BiasGradFn, BiasGradFn> bias_grad_kernels;
+// f32 -> bf16 rounding of a GEMM operand (no backward: operands are rounded inside products).
+extern OpKernels<RoundFn, RoundFn> bf16_round_kernels;
+
+// The operand a product should read: under Precision::BF16, an f32 CUDA tensor is rounded to a
+// bf16 copy once (so an operand used by two products, like a gradient in linear's backward, is
+// converted once, and saved activations take half the memory); otherwise t itself. GemmFn
+// kernels accept bf16 operands and then always multiply on the tensor cores into an f32 C.
+Tensor tensor_core_operand(const Tensor& t);
 
 }  // namespace sinklab::ops

@@ -1,5 +1,6 @@
 // [cuda] runtime, allocator, copies, elementwise ops, reductions and matmul against the CPU
 // reference on random inputs (odd sizes too). Skipped where no GPU is present.
+#include "core/precision.h"
 #include "ops/elementwise.h"
 #include "ops/matmul.h"
 #include "ops/reduce.h"
@@ -61,4 +62,29 @@ TEST_CASE("cuda: matmul (all transposes, batched and shared) and linear match th
   require_cuda_matches_cpu(
       [](const auto& in) { return ops::contiguous(ops::narrow(ops::linear(in[0], in[1]), 2, 3, 50)); },
       {x, w});
+}
+
+TEST_CASE("cuda: bf16 tensor-core products match the CPU within bf16 rounding", "[cuda]") {
+  SINKLAB_REQUIRE_CUDA();
+  // Operands rounded to bf16 (8 significant bits, relative error <= 2^-9 each) and summed in
+  // fp32: for K = 65..129 unit-normal terms the error is ~ sqrt(K) * 2^-8 ~ 0.05 absolute at
+  // worst, against values of size ~ sqrt(K) ~ 10.
+  test::CudaCompareOptions loose;
+  loose.rtol = 2e-2;
+  loose.atol = 8e-2;
+  PrecisionGuard bf16(Precision::BF16);
+  Tensor x = random_tensor({4, 9, 129}, 15, DType::F32, 1.0, true);
+  Tensor w = random_tensor({127, 129}, 16, DType::F32, 1.0, true);
+  Tensor bias = random_tensor({127}, 17, DType::F32, 1.0, true);
+  require_cuda_matches_cpu([](const auto& in) { return ops::linear(in[0], in[1], in[2]); },
+                           {x, w, bias}, loose);
+  Tensor a = random_tensor({3, 29, 65}, 18, DType::F32, 1.0, true);
+  Tensor b = random_tensor({3, 65, 41}, 19, DType::F32, 1.0, true);
+  require_cuda_matches_cpu([](const auto& in) { return ops::matmul(in[0], in[1]); }, {a, b},
+                           loose);
+  // Really on the tensor-core path: not bit-identical to the exact fp32 product.
+  Tensor xg = x.detach().to_device(Device::cuda()), wg = w.detach().to_device(Device::cuda());
+  std::vector<double> fast = ops::linear(xg, wg).to_doubles();
+  PrecisionGuard exact(Precision::Exact);
+  REQUIRE(ops::linear(xg, wg).to_doubles() != fast);
 }

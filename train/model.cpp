@@ -137,9 +137,14 @@ Tensor GPT::attention_block(int64_t layer, const Tensor& h, LayerCapture* captur
     v = ops::reshape(ops::linear(h, p(attn + "v_proj.weight")), {B, T, NH, HS});
   } else {
     attn = pre + "attn.";
-    Tensor qkv = ops::linear(h, p(attn + "c_attn.weight"), p(attn + "c_attn.bias"));  // (B, T, 3C)
+    // c_attn.weight (3C, C) holds W_q, W_k, W_v as contiguous row blocks: three products with
+    // weight views give q, k, v directly, with no copy of a (B, T, 3C) result into three parts
+    // (and no zero-padded gradients for the parts in backward).
+    const Tensor& w = p(attn + "c_attn.weight");  // (3C, C)
+    const Tensor& b = p(attn + "c_attn.bias");    // (3C)
     auto part = [&](int64_t i) {
-      return ops::reshape(ops::contiguous(ops::narrow(qkv, 2, i * C, C)), {B, T, NH, HS});
+      Tensor y = ops::linear(h, ops::narrow(w, 0, i * C, C), ops::narrow(b, 0, i * C, C));
+      return ops::reshape(y, {B, T, NH, HS});  // (B, T, C) -> (B, T, NH, HS)
     };
     q = part(0);
     k = part(1);

@@ -79,4 +79,10 @@ void batched_gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, 
 
 void bias_grad(const Tensor& grad, Tensor& grad_bias) { sum_leading(grad, nullptr, grad_bias); }
 
+void round_to_bf16(const Tensor& x, Tensor& out) {
+  const float* in = x.data<float>();
+  bf16* o = out.data<bf16>();
+  for (int64_t i = 0; i < x.numel(); ++i) o[i] = float_to_bf16(in[i]);
+}
+
 }  // namespace sinklab::cpu

@@ -16,6 +16,9 @@ void gemm(int64_t M, int64_t N, int64_t K, const T* A, bool trans_a, const T* B,
 void batched_gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Tensor& c,
                   bool accumulate);
 
+// out (bf16) = x (f32) rounded to nearest even, same shape: a tensor-core GEMM operand.
+void round_to_bf16(const Tensor& x, Tensor& out);
+
 // grad_bias[n] = sum over rows of grad (rows, N).
 void bias_grad(const Tensor& grad, Tensor& grad_bias);
 
