@@ -159,6 +159,19 @@ std::vector<double> Tensor::to_doubles() const {
   out.reserve(numel());
   const char* base = static_cast<const char*>(host.storage()->data());
   const size_t es = dtype_size(dtype());
+  if (host.is_contiguous() && (dtype() == DType::F32 || dtype() == DType::F64)) {
+    // Fast path (metrics fetch millions of values per step): one dtype switch, a tight loop.
+    const int64_t n = numel();
+    out.resize(n);
+    if (dtype() == DType::F32) {
+      const float* p = reinterpret_cast<const float*>(base) + host.offset();
+      for (int64_t i = 0; i < n; ++i) out[i] = p[i];
+    } else {
+      const double* p = reinterpret_cast<const double*>(base) + host.offset();
+      for (int64_t i = 0; i < n; ++i) out[i] = p[i];
+    }
+    return out;
+  }
   for_each_offset(host.shape(), host.strides(), host.offset(),
                   [&](int64_t off) { out.push_back(load_as_double(base + off * es, dtype())); });
   return out;
