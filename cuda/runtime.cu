@@ -1,5 +1,7 @@
 #include "cuda/runtime.h"
 
+#include <string>
+
 #include <cstdint>
 #include <mutex>
 
@@ -181,5 +183,24 @@ bool initialize() {
 bool available() { return g_available; }
 cudaStream_t stream() { return g_stream; }
 void synchronize() { SINKLAB_CUDA_CHECK(cudaStreamSynchronize(g_stream)); }
+
+double memory_in_use_mib() {
+  cudaMemPool_t pool;
+  SINKLAB_CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, 0));
+  uint64_t used = 0;
+  SINKLAB_CUDA_CHECK(cudaMemPoolGetAttribute(pool, cudaMemPoolAttrUsedMemCurrent, &used));
+  return static_cast<double>(used) / (1024.0 * 1024.0);
+}
+
+double peak_bf16_tflops() {
+  cudaDeviceProp prop{};
+  SINKLAB_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+  const std::string name = prop.name;
+  // Dense bf16 tensor-core peaks from the vendor's data sheets (SXM parts).
+  if (name.find("H100") != std::string::npos || name.find("H200") != std::string::npos)
+    return 989.5;
+  if (name.find("A100") != std::string::npos) return 312.0;
+  return 0.0;
+}
 
 }  // namespace sinklab::cuda

@@ -13,6 +13,8 @@ bool initialize();
 bool available();
 cudaStream_t stream();   // the compute stream (one per process; device 0 unless set_device)
 void synchronize();
+double memory_in_use_mib();  // bytes held by tensors in the stream-ordered pool, in MiB
+double peak_bf16_tflops();   // dense bf16 peak of device 0 when known (H100/H200, A100), else 0
 
 // Launch geometry for n elements with `threads` per block.
 inline unsigned blocks_for(int64_t n, int threads = 256) {

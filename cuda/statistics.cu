@@ -1,7 +1,8 @@
 // CUDA twins of ops/cpu/statistics (see ops/statistics.h), for the sink metrics on the device.
 //
 // row_statistics: one warp per row (8 rows per block of 256 threads); the warp sums the row,
-//   then the squared deviations from the mean and the squares, lane-strided, and reduces with
+//   then the squared deviations from the mean, the squares and |x| (and takes max |x|),
+//   lane-strided, and reduces with
 //   xor shuffles: a fixed order, so results are bit-identical across runs. Sums in the tensor's
 //   type (f32 / f64).
 // abs_order_statistics: an exact radix select over the bit patterns of |x| (sign bit cleared:
@@ -41,18 +42,26 @@ __global__ void row_statistics_kernel(const T* __restrict__ x, T* __restrict__ o
   T sum = 0;
   for (int64_t d = lane; d < D; d += 32) sum += row[d];
   const T mean = warp_sum(sum) / static_cast<T>(D);
-  T dev = 0, sq = 0;
+  T dev = 0, sq = 0, sum_abs = 0, max_abs = 0;
   for (int64_t d = lane; d < D; d += 32) {
     const T v = row[d];
     dev += (v - mean) * (v - mean);
     sq += v * v;
+    sum_abs += fabs(v);
+    max_abs = fmax(max_abs, fabs(v));
   }
   dev = warp_sum(dev);
   sq = warp_sum(sq);
+  sum_abs = warp_sum(sum_abs);
+  for (int offset = 16; offset > 0; offset >>= 1)
+    max_abs = fmax(max_abs, __shfl_xor_sync(0xffffffffu, max_abs, offset));
   if (lane == 0) {
-    out[r * 3] = mean;
-    out[r * 3 + 1] = dev / static_cast<T>(D);
-    out[r * 3 + 2] = sqrt(sq);
+    T* o = out + r * 5;  // (5): mean, variance, l2 norm, mean |x|, max |x|
+    o[0] = mean;
+    o[1] = dev / static_cast<T>(D);
+    o[2] = sqrt(sq);
+    o[3] = sum_abs / static_cast<T>(D);
+    o[4] = max_abs;
   }
 }
 

@@ -17,7 +17,7 @@ Tensor row_statistics(const Tensor& x) {
                 "row_statistics: x " << shape_str(x.shape()) << " has no rows to reduce",
                 "pass a tensor whose last dimension is at least 1");
   const int64_t R = x.numel() / x.size(-1);
-  Tensor out = Tensor::empty({R, 3}, x.dtype(), x.device());  // (R, 3): mean, var, norm
+  Tensor out = Tensor::empty({R, kRowStats}, x.dtype(), x.device());  // (R, 5), RowStatistic
   if (R > 0) row_statistics_kernels.forward(x.device())(x, out);
   return out;
 }

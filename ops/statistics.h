@@ -4,7 +4,7 @@
 // sums accumulated in double on the CPU and in fp32/f64 (f32/f64 input) on the GPU.
 //
 //   row_statistics(x): x (..., D) contiguous, viewed as R = numel / D rows of D
-//     -> (R, 3): [mean, variance (population, over D), l2 norm] of every row.
+//     -> (R, 5): [mean, variance (population, over D), l2 norm, mean |x|, max |x|] of every row.
 //   abs_order_statistics(x, ranks): x any shape, contiguous, N elements
 //     -> (K) for K = ranks.size(): out[i] = the ranks[i]-th smallest of |x| (0-based, so rank
 //        N / 2 is the upper median and N - 1 the maximum). Exact (a radix select on the bits of
@@ -17,6 +17,9 @@
 #include "ops/op_table.h"
 
 namespace sinklab::ops {
+
+// Columns of row_statistics' result.
+enum RowStatistic : int { kRowMean = 0, kRowVariance, kRowNorm, kRowMeanAbs, kRowMaxAbs, kRowStats };
 
 Tensor row_statistics(const Tensor& x);
 Tensor abs_order_statistics(const Tensor& x, const std::vector<int64_t>& ranks);

@@ -11,20 +11,22 @@ using namespace sinklab;
 using test::random_tensor;
 using test::require_close;
 
-TEST_CASE("row_statistics: mean, variance and norm of every row (odd sizes)", "[ops]") {
+TEST_CASE("row_statistics: mean, variance, norm, mean |x| and max |x| of every row (odd sizes)", "[ops]") {
   for (DType dt : {DType::F64, DType::F32}) {
     Tensor x = random_tensor({3, 5, 37}, 901, dt, 2.0);  // (3, 5, 37): 15 rows of 37
     Tensor stats = ops::row_statistics(x);
-    REQUIRE(stats.shape() == Shape{15, 3});
+    REQUIRE(stats.shape() == Shape{15, 5});
     std::vector<double> v = x.to_doubles(), expected;
     for (int r = 0; r < 15; ++r) {
-      double mean = 0, var = 0, norm = 0;
+      double mean = 0, var = 0, norm = 0, mean_abs = 0, max_abs = 0;
       for (int d = 0; d < 37; ++d) mean += v[r * 37 + d] / 37;
       for (int d = 0; d < 37; ++d) {
         var += (v[r * 37 + d] - mean) * (v[r * 37 + d] - mean) / 37;
         norm += v[r * 37 + d] * v[r * 37 + d];
+        mean_abs += std::fabs(v[r * 37 + d]) / 37;
+        max_abs = std::max(max_abs, std::fabs(v[r * 37 + d]));
       }
-      expected.insert(expected.end(), {mean, var, std::sqrt(norm)});
+      expected.insert(expected.end(), {mean, var, std::sqrt(norm), mean_abs, max_abs});
     }
     const double tol = dt == DType::F64 ? 1e-12 : 1e-5;
     require_close(stats, expected, tol, tol);

@@ -86,6 +86,7 @@ const ScalarField kScalarFields[] = {
     {"tokens_per_s", [](const StepRecord& r) { return r.tokens_per_s; }},
     {"step_ms", [](const StepRecord& r) { return r.step_ms; }},
     {"mfu", [](const StepRecord& r) { return r.mfu; }},
+    {"memory_mib", [](const StepRecord& r) { return r.memory_mib; }},
     {"val_loss", [](const StepRecord& r) { return r.val_loss; }},
     {"skipped", [](const StepRecord& r) { return r.skipped ? 1.0 : 0.0; }},
     {"sink_rate", [](const StepRecord& r) { return r.has_sink ? r.sink.sink_rate : kNaN; }},

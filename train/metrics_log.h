@@ -17,7 +17,10 @@ struct StepRecord {
   double grad_norm = 0;      // before clipping
   double tokens_per_s = 0;
   double step_ms = 0;
-  double mfu = 0;            // NaN where the peak is unknown (CPU)
+  double mfu = 0;            // model FLOPs / (step time * bf16 peak); NaN where the peak is
+                             // unknown (CPU, unlisted GPUs)
+  double memory_mib = 0;     // memory in use after the step: the GPU pool's tensors, or the
+                             // process's resident set on the CPU
   double val_loss = 0;       // NaN unless evaluated this step
   uint64_t batch_hash = 0;   // hash of the step's token ids: equal across variants of one run
   bool skipped = false;      // non-finite loss/grad norm: update skipped

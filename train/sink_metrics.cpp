@@ -53,11 +53,20 @@ double first_to_rest_ratio(const std::vector<double>& per_position) {
   return per_position[0] / rest;
 }
 
-// Column c of row_statistics(x viewed as (R, D)): a (R) view.
-Tensor row_statistic(const Tensor& x, int64_t D, int column) {
-  return ops::row_statistics(x.reshape_view({x.numel() / D, D})).narrow_view(1, column, 1);
+// row_statistics of x viewed as (numel / D, D): (R, 5), columns ops::RowStatistic.
+Tensor stats_of_rows(const Tensor& x, int64_t D) {
+  return ops::row_statistics(x.reshape_view({x.numel() / D, D}));
 }
-constexpr int kMean = 0, kVariance = 1, kNorm = 2;
+
+// Statistics over the first dim of a (R, D) matrix m (any strides): row_statistics of its
+// transpose, (D, 5). For batch-averages per position or per channel; m is small (a column of
+// per-row statistics, or the position-0 rows of the batch).
+Tensor stats_of_columns(const Tensor& m) {
+  return ops::row_statistics(m.transpose_view(0, 1).copy_contiguous());
+}
+
+// Column `c` of a (R, 5) statistics tensor as (R, 1) (a strided view).
+Tensor column(const Tensor& stats, int c) { return stats.narrow_view(1, c, 1); }
 
 // The ranks of the median (the mean of the two middle values when N is even) and the top 3.
 std::vector<int64_t> median_ranks(int64_t n) {
@@ -65,44 +74,52 @@ std::vector<int64_t> median_ranks(int64_t n) {
 }
 double median_from(const double* v, int64_t n) { return n % 2 ? v[0] : 0.5 * (v[0] + v[1]); }
 
-// Where each layer's queued results sit in the Gather.
+// Where each layer's queued results sit in the Gather. Everything is reduced on the
+// activations' device down to O(T + C + F + B * NH) numbers per layer.
 struct LayerSlots {
   size_t key_mass_mean, key_mass_first;  // (B * NH) mean over t of A[t, 0]; A[0, 0]
-  size_t attn_var, attn_var_normed;      // (B * T) channel variance of o (and after the norm)
-  size_t residual_norm, residual_first;  // (B * T) |x_t|; (B, C) x_0
+  size_t var_pos, var_pos_normed;        // (T) batch-mean channel variance of o (and normed)
+  size_t norm_mean;                      // (B) mean over t of |x_t|
+  size_t first_row;                      // (B, 5) statistics of x_0 (norm, mean |x|, max |x|)
+  size_t channel_abs0;                   // (C) mean over b of |x[b, 0, c]|
   size_t residual_order;                 // median ranks, then the top 3 of |x|
-  size_t ffn_first, ffn_order;           // (B, F) u_0; median ranks of |u|
+  size_t neuron_abs0, ffn_order;         // (F) mean over b of |u[b, 0, n]|; median ranks of |u|
 };
+
+// Batch-mean of a per-row statistic of x (B, T, ...) at every position: (T, 1) view.
+Tensor per_position_mean(const Tensor& x, int64_t B, int64_t T, int c) {
+  Tensor per_row = column(stats_of_rows(x, x.numel() / (B * T)), c).copy_contiguous();  // (B*T, 1)
+  return column(stats_of_columns(per_row.reshape_view({B, T})), ops::kRowMean);
+}
 
 // Queues the device work of one layer (every reduction runs where the activations live).
 LayerSlots queue_layer(const LayerCapture& cap, const ops::AttentionOptions& attention,
                        Gather& gather) {
   LayerSlots s{};
-  const int64_t T = cap.residual.size(1), C = cap.residual.size(2);
+  const int64_t B = cap.residual.size(0), T = cap.residual.size(1), C = cap.residual.size(2);
   Tensor mass = ops::attention_key_mass(cap.q, cap.k, cap.lse, 0, attention);  // (B, NH, T)
-  s.key_mass_mean = gather.add(row_statistic(mass, T, kMean));
+  s.key_mass_mean = gather.add(column(stats_of_rows(mass, T), ops::kRowMean));
   s.key_mass_first = gather.add(mass.narrow_view(2, 0, 1));
-  s.attn_var = gather.add(row_statistic(cap.attn_out, C, kVariance));
+  s.var_pos = gather.add(per_position_mean(cap.attn_out, B, T, ops::kRowVariance));
   if (cap.attn_out_normed.defined())
-    s.attn_var_normed = gather.add(row_statistic(cap.attn_out_normed, C, kVariance));
-  s.residual_norm = gather.add(row_statistic(cap.residual, C, kNorm));
-  s.residual_first = gather.add(cap.residual.narrow_view(1, 0, 1));
+    s.var_pos_normed = gather.add(per_position_mean(cap.attn_out_normed, B, T, ops::kRowVariance));
+  Tensor rows = stats_of_rows(cap.residual, C).reshape_view({B, T, ops::kRowStats});  // (B, T, 5)
+  Tensor norms = column(rows.reshape_view({B * T, ops::kRowStats}), ops::kRowNorm);   // (B*T, 1)
+  s.norm_mean = gather.add(
+      column(ops::row_statistics(norms.copy_contiguous().reshape_view({B, T})), ops::kRowMean));
+  s.first_row = gather.add(rows.narrow_view(1, 0, 1));  // (B, 1, 5)
+  Tensor first_x = cap.residual.narrow_view(1, 0, 1).copy_contiguous().reshape_view({B, C});
+  s.channel_abs0 = gather.add(column(stats_of_columns(first_x), ops::kRowMeanAbs));
   const int64_t n = cap.residual.numel();
   std::vector<int64_t> ranks = median_ranks(n);
   for (int64_t i = 1; i <= 3; ++i) ranks.push_back(std::max<int64_t>(n - i, 0));
   s.residual_order = gather.add(ops::abs_order_statistics(cap.residual, ranks));
-  s.ffn_first = gather.add(cap.ffn_hidden.narrow_view(1, 0, 1));
+  const int64_t F = cap.ffn_hidden.size(2);
+  Tensor first_u = cap.ffn_hidden.narrow_view(1, 0, 1).copy_contiguous().reshape_view({B, F});
+  s.neuron_abs0 = gather.add(column(stats_of_columns(first_u), ops::kRowMeanAbs));
   s.ffn_order = gather.add(
       ops::abs_order_statistics(cap.ffn_hidden, median_ranks(cap.ffn_hidden.numel())));
   return s;
-}
-
-// Channel variance at every position, batch-averaged: (T) from (B * T) row variances.
-std::vector<double> batch_mean_by_position(const double* per_row, int64_t B, int64_t T) {
-  std::vector<double> out(T, 0.0);
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t t = 0; t < T; ++t) out[t] += per_row[b * T + t] / static_cast<double>(B);
-  return out;
 }
 
 void finish_attention(const LayerSlots& s, const Gather& g, int64_t B, int64_t NH, int64_t T,
@@ -124,39 +141,29 @@ void finish_attention(const LayerSlots& s, const Gather& g, int64_t B, int64_t N
 
 void finish_residual(const LayerSlots& s, const Gather& g, int64_t B, int64_t T, int64_t C,
                      LayerMetrics& out) {
-  const double* norms = g.values(s.residual_norm);   // (B, T)
-  const double* first = g.values(s.residual_first);  // (B, C)
-  std::vector<double> mean_abs0(C, 0.0);
+  const double* norm_mean = g.values(s.norm_mean);  // (B)
+  const double* first = g.values(s.first_row);      // (B, 5)
   double disparity = 0, norm_ratio = 0;
   for (int64_t b = 0; b < B; ++b) {
-    double mx = 0, sum_abs = 0;
-    for (int64_t c = 0; c < C; ++c) {
-      const double v = std::fabs(first[b * C + c]);
-      mx = std::max(mx, v);
-      sum_abs += v;
-      mean_abs0[c] += v / B;
-    }
-    disparity += mx / (sum_abs / C);
-    double rest = 0;
-    for (int64_t t = 1; t < T; ++t) rest += norms[b * T + t];
-    norm_ratio += T > 1 ? norms[b * T] / (rest / (T - 1)) : kNaN;
+    const double* f = first + b * ops::kRowStats;
+    disparity += f[ops::kRowMaxAbs] / f[ops::kRowMeanAbs];
+    const double norm0 = f[ops::kRowNorm];
+    const double rest = T > 1 ? (norm_mean[b] * T - norm0) / (T - 1) : kNaN;
+    norm_ratio += norm0 / rest;
   }
   out.dim_disparity = disparity / B;
   out.norm_ratio = norm_ratio / B;
-  out.dim_argmax = std::max_element(mean_abs0.begin(), mean_abs0.end()) - mean_abs0.begin();
+  const double* channel = g.values(s.channel_abs0);  // (C)
+  out.dim_argmax = std::max_element(channel, channel + C) - channel;
   const int64_t n = B * T * C, m = n % 2 ? 1 : 2;
   const double* order = g.values(s.residual_order);  // median ranks, then ranks n-1, n-2, n-3
   out.massive_median = median_from(order, n);
   for (int i = 0; i < 3; ++i) out.massive_top[i] = i < n ? order[m + i] : kNaN;
 }
 
-void finish_ffn(const LayerSlots& s, const Gather& g, int64_t B, int64_t F, int64_t n,
-                LayerMetrics& out) {
-  const double* values = g.values(s.ffn_first);  // (B, F)
-  std::vector<double> first(F, 0.0);             // mean_b |u[b, 0, n]|
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t j = 0; j < F; ++j) first[j] += std::fabs(values[b * F + j]) / B;
-  out.super_neuron = std::max_element(first.begin(), first.end()) - first.begin();
+void finish_ffn(const LayerSlots& s, const Gather& g, int64_t F, int64_t n, LayerMetrics& out) {
+  const double* first = g.values(s.neuron_abs0);  // (F) mean_b |u[b, 0, n]|
+  out.super_neuron = std::max_element(first, first + F) - first;
   out.super_value = first[out.super_neuron];
   const double median = median_from(g.values(s.ffn_order), n);
   out.super_ratio = median > 0 ? out.super_value / median : kNaN;
@@ -181,16 +188,16 @@ SinkMetrics compute_sink_metrics(const ForwardCapture& capture,
     LayerMetrics& m = metrics.layers[l];
     const int64_t B = cap.residual.size(0), T = cap.residual.size(1), C = cap.residual.size(2);
     finish_attention(s, gather, B, cap.q.size(2), T, m);
-    m.var_pos = batch_mean_by_position(gather.values(s.attn_var), B, T);
+    m.var_pos.assign(gather.values(s.var_pos), gather.values(s.var_pos) + T);
     m.var_ratio = first_to_rest_ratio(m.var_pos);
     if (cap.attn_out_normed.defined()) {
-      m.var_pos_normed = batch_mean_by_position(gather.values(s.attn_var_normed), B, T);
+      m.var_pos_normed.assign(gather.values(s.var_pos_normed), gather.values(s.var_pos_normed) + T);
       m.var_ratio_normed = first_to_rest_ratio(m.var_pos_normed);
     } else {
       m.var_ratio_normed = kNaN;
     }
     finish_residual(s, gather, B, T, C, m);
-    finish_ffn(s, gather, B, cap.ffn_hidden.size(2), cap.ffn_hidden.numel(), m);
+    finish_ffn(s, gather, cap.ffn_hidden.size(2), cap.ffn_hidden.numel(), m);
     m.effective_rank = kNaN;
     if (with_effective_rank) {
       std::vector<double> x = cap.residual.narrow_view(0, 0, 1).to_doubles();  // (T, C) sequence 0

@@ -15,6 +15,7 @@
 
 #include <atomic>
 #include <csignal>
+#include <unistd.h>
 
 #if defined(SINKLAB_HAVE_CUDA)
 #include "cuda/runtime.h"
@@ -76,6 +77,26 @@ class PhaseClock {
   Device device_;
   Clock::time_point last_;
 };
+
+// Dense bf16 peak of the device in TFLOP/s (0 when unknown: the CPU, unlisted GPUs).
+double peak_tflops(Device device) {
+#if defined(SINKLAB_HAVE_CUDA)
+  if (device.is_cuda()) return cuda::peak_bf16_tflops();
+#endif
+  (void)device;
+  return 0.0;
+}
+
+// MiB in use: the GPU pool's tensors, or the process's resident set on the CPU.
+double memory_in_use_mib(Device device) {
+#if defined(SINKLAB_HAVE_CUDA)
+  if (device.is_cuda()) return cuda::memory_in_use_mib();
+#endif
+  std::ifstream statm("/proc/self/statm");
+  double pages = 0, resident = 0;
+  if (!(statm >> pages >> resident)) return kNaN;
+  return resident * static_cast<double>(sysconf(_SC_PAGESIZE)) / (1024.0 * 1024.0);
+}
 
 uint64_t hash_tokens(uint64_t h, const Tensor& ids) {
   const int32_t* p = ids.data<int32_t>();
@@ -377,7 +398,12 @@ void Run::step_all(int64_t step, bool evaluate_first) {
     const double tokens = static_cast<double>(c.train.batch_size * c.model.block_size *
                                               v.accumulation);
     record.tokens_per_s = tokens / (record.step_ms / 1000.0);  // metrics included: they cost
-    record.mfu = kNaN;  // no known peak on the CPU
+    const Device device = params.flat_values().device();
+    const double peak = peak_tflops(device);
+    record.mfu = peak > 0 ? record.tokens_per_s * v.model->flops_per_token(c.model.block_size) /
+                                (peak * 1e12)
+                          : kNaN;
+    record.memory_mib = memory_in_use_mib(device);
     record.val_loss = evaluate_first ? eval.loss : kNaN;
     if (step > 0) {
       v.tokens_per_s_sum += record.tokens_per_s;
@@ -402,6 +428,11 @@ void Run::step_all(int64_t step, bool evaluate_first) {
                     v.name.c_str(), record.loss, record.lr, record.grad_norm, record.step_ms,
                     format_count(record.tokens_per_s).c_str());
       console_ << (options_.progress_bar ? "\r\033[K" : "") << line;
+      if (std::isfinite(record.mfu)) {
+        std::snprintf(line, sizeof line, " | MFU %.1f%% | %.1f GiB", 100 * record.mfu,
+                      record.memory_mib / 1024);
+        console_ << line;
+      }
       if (record.has_sink) {
         std::snprintf(line, sizeof line, " | sink %.3f | var_ratio %.2f | disparity %.1f",
                       mean_layer(record.sink, mean_sink_mass),
@@ -464,7 +495,7 @@ void Run::finish(int64_t steps) {
     record.step = steps;
     record.val_loss = eval.loss;
     record.loss = record.lr = record.grad_norm = record.tokens_per_s = record.step_ms =
-        record.mfu = kNaN;
+        record.mfu = record.memory_mib = kNaN;
     record.has_sink = v.config.metrics.every > 0;
     record.sink = eval.metrics;
     v.log->write(record);

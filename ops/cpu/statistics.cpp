@@ -9,7 +9,7 @@
 namespace sinklab::cpu {
 
 void row_statistics(const Tensor& x, Tensor& out) {
-  const int64_t R = out.size(0), D = x.numel() / std::max<int64_t>(R, 1);
+  const int64_t R = out.size(0), D = x.numel() / std::max<int64_t>(R, 1);  // x (R, D)
   dispatch_float(x.dtype(), "row_statistics", [&](auto zero) {
     using T = decltype(zero);
     const T* in = x.data<T>();
@@ -23,11 +23,19 @@ void row_statistics(const Tensor& x, Tensor& out) {
         const double c = row[d] - mean;
         sq += c * c;
       }
-      double norm = 0;
-      for (int64_t d = 0; d < D; ++d) norm += static_cast<double>(row[d]) * row[d];
-      o[r * 3] = static_cast<T>(mean);
-      o[r * 3 + 1] = static_cast<T>(sq / static_cast<double>(D));
-      o[r * 3 + 2] = static_cast<T>(std::sqrt(norm));
+      double norm = 0, sum_abs = 0, max_abs = 0;
+      for (int64_t d = 0; d < D; ++d) {
+        const double v = row[d];
+        norm += v * v;
+        sum_abs += std::fabs(v);
+        max_abs = std::max(max_abs, std::fabs(v));
+      }
+      T* out_row = o + r * 5;  // (5)
+      out_row[0] = static_cast<T>(mean);
+      out_row[1] = static_cast<T>(sq / static_cast<double>(D));
+      out_row[2] = static_cast<T>(std::sqrt(norm));
+      out_row[3] = static_cast<T>(sum_abs / static_cast<double>(D));
+      out_row[4] = static_cast<T>(max_abs);
     });
   });
 }

@@ -7,7 +7,8 @@
 
 namespace sinklab::cpu {
 
-// x contiguous (R, D) in memory (any leading shape), out (R, 3): mean, variance, l2 norm.
+// x contiguous (R, D) in memory (any leading shape), out (R, 5): mean, variance, l2 norm,
+// mean |x|, max |x|.
 void row_statistics(const Tensor& x, Tensor& out);
 // out (K): the ranks[k]-th smallest |x| over all elements of contiguous x.
 void abs_order_statistics(const Tensor& x, const std::vector<int64_t>& ranks, Tensor& out);
