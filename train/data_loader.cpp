@@ -3,11 +3,14 @@
 // floor(r * M / 2^64) with M = N - T valid starts, i.e. uniform on [0, N - T - 1] (bias < M/2^64).
 #include "train/data_loader.h"
 
+#include "train/launcher.h"
+
 #include <algorithm>
 #include <cstring>
 #include <limits>
 
 #include "core/error.h"
+#include "train/launcher.h"
 #include "core/philox.h"
 #include "train/shards.h"
 
@@ -76,21 +79,25 @@ DataLoader DataLoader::from_files(const std::string& dir, const std::string& pat
   return DataLoader(std::move(tokens), batch_size, seq_len, seed, stream);
 }
 
-Batch DataLoader::next() {
+Batch DataLoader::next() { return next_slice(0, 1); }
+
+Batch DataLoader::next_slice(int rank, int world_size) {
   const int64_t B = batch_size_, T = seq_len_;
   const uint64_t n_starts = tokens_.size() - static_cast<uint64_t>(T);  // starts 0 .. N-T-1
+  const BatchSlice slice = batch_slice(cursor_, rank, world_size, B);
   Batch batch;
   batch.inputs = Tensor::empty({B, T}, DType::I32);   // (B, T)
   batch.targets = Tensor::empty({B, T}, DType::I32);  // (B, T)
   int32_t* x = batch.inputs.data<int32_t>();
   int32_t* y = batch.targets.data<int32_t>();
   for (int64_t b = 0; b < B; ++b) {
-    const uint64_t s = window_start(seed_, stream_, cursor_ + static_cast<uint64_t>(b), n_starts);
+    const uint64_t s =
+        window_start(seed_, stream_, slice.first + static_cast<uint64_t>(b), n_starts);
     const int32_t* src = tokens_.data() + s;
     std::memcpy(x + b * T, src, static_cast<size_t>(T) * sizeof(int32_t));
     std::memcpy(y + b * T, src + 1, static_cast<size_t>(T) * sizeof(int32_t));
   }
-  cursor_ += static_cast<uint64_t>(B);
+  cursor_ += static_cast<uint64_t>(B) * static_cast<uint64_t>(world_size);
   return batch;
 }
 

@@ -28,6 +28,10 @@ class DataLoader {
                                int64_t batch_size, int64_t seq_len, uint64_t seed, uint64_t stream);
 
   Batch next();                      // draws B windows, advances the cursor by B
+  // Data parallel: rank `rank` of `world_size` draws its own B windows of the round's
+  // world_size * B (train/launcher.h batch_slice) and every rank advances the cursor by
+  // world_size * B. The rounds of W ranks are the batches of one rank, in the same order.
+  Batch next_slice(int rank, int world_size);
   uint64_t cursor() const { return cursor_; }
   void set_cursor(uint64_t c) { cursor_ = c; }
   int64_t num_tokens() const { return static_cast<int64_t>(tokens_.size()); }
