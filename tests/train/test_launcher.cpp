@@ -1,10 +1,16 @@
 // Data-parallel plumbing that needs no GPU: the launcher environment (torchrun, Open MPI, Slurm)
-// and the batch slicing that keeps the global batch the same whatever the world size.
+// the batch slicing that keeps the global batch the same whatever the world size, and the
+// rank-0 bootstrap of the NCCL id (TCP and shared file), with threads standing in for ranks.
+#include <unistd.h>
+
+#include <filesystem>
 #include <map>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "tests/op_checks.h"
+#include "train/bootstrap.h"
 #include "train/data_loader.h"
 #include "train/launcher.h"
 
@@ -104,4 +110,39 @@ TEST_CASE("accumulation adapts to the world size; uneven splits are refused", "[
   REQUIRE(accumulation_steps(0, 4, 32, 2) == 1);
   test::require_error<ConfigError>([] { accumulation_steps(16 * 32, 4, 32, 3); },
                                    {"train.tokens_per_step = 512", "4 x 32 x 3 = 384", "use 384 or 768"});
+}
+
+TEST_CASE("bootstrap: rank 0's blob reaches every rank over TCP and through a file",
+          "[distributed]") {
+  const std::string id(128, '\x07');
+  for (bool file : {false, true}) {
+    const int world = 3;
+    std::vector<LaunchEnv> envs(world);
+    const std::string path = (std::filesystem::temp_directory_path() /
+                              ("sinklab_id_" + std::to_string(::getpid()))).string();
+    std::filesystem::remove(path);
+    for (int r = 0; r < world; ++r) {
+      envs[r].rank = r;
+      envs[r].world_size = world;
+      envs[r].id_port = 20000 + ::getpid() % 20000;
+      if (file) envs[r].id_file = path;
+    }
+    std::vector<std::string> got(world);
+    std::vector<std::thread> threads;
+    for (int r = world - 1; r >= 0; --r)  // the fetching ranks start first and retry
+      threads.emplace_back([&, r] { got[r] = share_from_rank0(envs[r], r == 0 ? id : "", 30); });
+    for (auto& t : threads) t.join();
+    for (int r = 0; r < world; ++r) REQUIRE(got[r] == id);
+    std::filesystem::remove(path);
+  }
+}
+
+TEST_CASE("bootstrap: a missing rank 0 is an IOError naming the address and port",
+          "[distributed]") {
+  LaunchEnv env;
+  env.rank = 1;
+  env.world_size = 2;
+  env.id_port = 1;  // nothing listens there
+  test::require_error<IOError>([&] { share_from_rank0(env, "", 0.3); },
+                               {"rank 1", "127.0.0.1:1", "SINKLAB_ID_PORT"});
 }
