@@ -6,6 +6,7 @@
 
 #include <CLI/CLI.hpp>
 #include <iostream>
+#include <sstream>
 
 #include "core/error.h"
 #if defined(SINKLAB_HAVE_CUDA)
@@ -15,6 +16,7 @@
 #include "train/prepare.h"
 #include "train/export.h"
 #include "train/reference_export.h"
+#include "train/data_parallel.h"
 #include "train/trainer.h"
 
 using namespace sinklab;
@@ -58,7 +60,10 @@ int run_training(const CommonArgs& args, const std::vector<std::string>& variant
   options.only_variants = variants;
   options.resume = args.resume;
   options.stop_after = args.stop_after;
-  train::Run run(config, std::cout, options);
+  options.launch = train::launch_env_from_process();
+  std::ostringstream quiet;  // ranks other than 0 keep the console to rank 0
+  train::Run run(config, options.launch.rank == 0 ? static_cast<std::ostream&>(std::cout) : quiet,
+                 options);
   run.train();
   return run.end_reason() == train::RunEnd::TooManySkipped ? 3 : 0;
 }
@@ -104,6 +109,7 @@ int main(int argc, char** argv) {
   export_cmd->add_option("--out", export_out, "output file (default: beside the checkpoint)");
   CLI11_PARSE(app, argc, argv);
   try {
+    train::select_local_gpu(train::launch_env_from_process());  // before CUDA starts
 #if defined(SINKLAB_HAVE_CUDA)
     cuda::initialize();  // installs the CUDA kernels when a GPU is present
 #endif

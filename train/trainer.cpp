@@ -29,6 +29,7 @@
 #include "train/model.h"
 #include "train/optimizer.h"
 #include "train/checkpoint.h"
+#include "train/data_parallel.h"
 #include "train/sampler.h"
 #include "train/tokenizer.h"
 
@@ -198,8 +199,12 @@ Run::Run(const RunConfig& config, std::ostream& console, RunOptions options)
   std::vector<VariantSpec> specs = base_.variants;
   if (specs.empty()) specs.push_back({"main", {}});
   set_cuda_precision(resolved_precision(base_.run));
-  fs::create_directories(folder());
-  write_file_atomic(folder() + "/config.yaml", to_yaml(base_));
+  parallel_ = std::make_unique<DataParallel>(options_.launch, parse_device(base_.run.device));
+  const bool writer = parallel_->writer();  // only rank 0 writes files
+  if (writer) {
+    fs::create_directories(folder());
+    write_file_atomic(folder() + "/config.yaml", to_yaml(base_));
+  }
   for (const VariantSpec& spec : specs) {
     if (!options_.only_variants.empty() &&
         std::find(options_.only_variants.begin(), options_.only_variants.end(), spec.name) ==
@@ -210,7 +215,7 @@ Run::Run(const RunConfig& config, std::ostream& console, RunOptions options)
     v->config = apply_variant(base_, spec);
     RunConfig& c = v->config;
     v->dir = folder() + "/" + spec.name;
-    fs::create_directories(v->dir);
+    if (writer) fs::create_directories(v->dir);
     v->tokenizer = tokenizer_for(c.data);
     if (c.model.vocab_size == 0) {
       const int64_t m = std::max<int64_t>(1, c.model.vocab_multiple);
@@ -227,7 +232,7 @@ Run::Run(const RunConfig& config, std::ostream& console, RunOptions options)
                               << " does not fit model.vocab_size " << c.model.vocab_size
                               << " (" << c.source_file << ")",
                   "set model.vocab_size to 0 (from the tokenizer) or re-run sinklab prepare");
-    write_file_atomic(v->dir + "/config.yaml", to_yaml(c));
+    if (writer) write_file_atomic(v->dir + "/config.yaml", to_yaml(c));
     const Device device = parse_device(c.run.device);
     SINKLAB_CHECK(resolved_precision(c.run) == resolved_precision(base_.run), ConfigError,
                   "variant " << v->name << " sets run.precision to " << c.run.precision
@@ -236,12 +241,13 @@ Run::Run(const RunConfig& config, std::ostream& console, RunOptions options)
                   "the precision is one per process: set run.precision at the top level only");
     v->model = std::make_unique<GPT>(c.model, c.run.seed, DType::F32, device);
     v->optimizer = std::make_unique<AdamW>(v->model->params(), c.optim);
-    v->accumulation = c.train.tokens_per_step > 0 ? c.train.tokens_per_step / (B * T) : 1;
+    v->accumulation = accumulation_steps(c.train.tokens_per_step, B, T, parallel_->world_size());
     console_ << "variant " << v->name << ": " << c.model.arch << " " << c.model.n_layer << "x"
              << c.model.n_embd << " (" << c.model.n_head << " heads, T=" << T
              << ", V=" << c.model.vocab_size << "), attn_output_norm=" << c.model.attn_output_norm
              << ", " << format_count(static_cast<double>(v->model->params().numel()))
-             << " parameters, " << format_count(B * T * v->accumulation)
+             << " parameters, "
+             << format_count(B * T * v->accumulation * parallel_->world_size())
              << " tokens/step, train " << format_count(v->train_data->num_tokens())
              << " tokens, val " << format_count(v->val_data->num_tokens()) << "\n";
     variants_.push_back(std::move(v));
@@ -251,6 +257,7 @@ Run::Run(const RunConfig& config, std::ostream& console, RunOptions options)
                 "check the variant names given on the command line");
   if (!options_.resume.empty()) resume_from_checkpoints();
   for (auto& vp : variants_) {  // metric files continue from the resumed step (no duplicates)
+    if (!writer) break;
     Variant& v = *vp;
     const RunConfig& c = v.config;
     v.log = std::make_unique<MetricsLog>(v.dir, c.model.n_layer, c.model.n_head,
@@ -322,6 +329,7 @@ void Run::resume_from_checkpoints() {
 }
 
 void Run::save_checkpoints(int64_t steps_done) {
+  if (!parallel_->writer()) return;  // the weights are identical on every rank
   for (auto& vp : variants_) {
     Variant& v = *vp;
     const CheckpointSection& ck = v.config.checkpoint;
@@ -334,11 +342,12 @@ void Run::save_checkpoints(int64_t steps_done) {
     state.nonfinite_in_a_row = v.skipped_in_a_row;
     state.config_yaml = to_yaml(v.config);
     state.variant = v.name;
+    state.world_size = parallel_->world_size();
     const std::string path = checkpoint_path(dir, steps_done);
     save_checkpoint(path, v.model->params(), *v.optimizer, state);
     write_latest_pointer(dir, path);  // the pointer moves only once the file is complete
     prune_checkpoints(dir, ck.keep_last, ck.keep_every);
-    v.log->flush();
+    if (v.log) v.log->flush();
   }
 }
 
@@ -365,7 +374,7 @@ void Run::step_all(int64_t step, bool evaluate_first) {
     double loss_sum = 0;
     uint64_t hash = 1469598103934665603ull;
     for (int64_t micro = 0; micro < v.accumulation; ++micro) {
-      Batch batch = v.train_data->next();
+      Batch batch = v.train_data->next_slice(parallel_->rank(), parallel_->world_size());
       hash = hash_tokens(hash, batch.inputs);
       ForwardResult out = v.model->forward(batch.inputs, batch.targets,
                                            metrics_step && micro == 0 ? &capture : nullptr);
@@ -374,8 +383,10 @@ void Run::step_all(int64_t step, bool evaluate_first) {
       autograd::backward(ops::scale(out.loss, 1.0 / static_cast<double>(v.accumulation)));
       clock.mark("backward");
     }
+    Tensor flat_grads = params.flat_grads();  // (numel) a handle on the flat buffer
+    parallel_->average_gradients(flat_grads);
     record.batch_hash = hash;
-    record.loss = loss_sum / static_cast<double>(v.accumulation);
+    record.loss = parallel_->average(loss_sum / static_cast<double>(v.accumulation));
     record.grad_norm = global_grad_norm(params);
     record.skipped = !std::isfinite(record.loss) || !std::isfinite(record.grad_norm);
     if (!record.skipped) {
@@ -396,7 +407,7 @@ void Run::step_all(int64_t step, bool evaluate_first) {
     ++v.profiled_steps;
     record.step_ms = 1000.0 * seconds_since(t0);
     const double tokens = static_cast<double>(c.train.batch_size * c.model.block_size *
-                                              v.accumulation);
+                                              v.accumulation * parallel_->world_size());
     record.tokens_per_s = tokens / (record.step_ms / 1000.0);  // metrics included: they cost
     const Device device = params.flat_values().device();
     const double peak = peak_tflops(device);
@@ -443,7 +454,7 @@ void Run::step_all(int64_t step, bool evaluate_first) {
       }
       console_ << "\n";
     }
-    v.log->write(record);
+    if (v.log) v.log->write(record);
   }
   console_ << std::flush;  // line by line also when piped (tee, a cluster log)
 }
@@ -498,8 +509,10 @@ void Run::finish(int64_t steps) {
         record.mfu = record.memory_mib = kNaN;
     record.has_sink = v.config.metrics.every > 0;
     record.sink = eval.metrics;
-    v.log->write(record);
-    v.log->flush();
+    if (v.log) {
+      v.log->write(record);
+      v.log->flush();
+    }
   }
 }
 
@@ -552,7 +565,7 @@ std::vector<VariantSummary> Run::train() {
   std::vector<VariantSummary> summaries;
   for (auto& vp : variants_) {
     Variant& v = *vp;
-    v.log->flush();
+    if (v.log) v.log->flush();
     VariantSummary s;
     s.name = v.name;
     s.steps = steps;

@@ -6,6 +6,9 @@
 // evaluates on the same validation batches. The console shows one line per variant per logged
 // step, in the nanoGPT/llm.c style, and a comparison table at the end.
 #pragma once
+#include <memory>
+
+#include "train/launcher.h"
 #include <iosfwd>
 #include <memory>
 #include <string>
@@ -16,6 +19,8 @@
 #include "train/sink_metrics.h"
 
 namespace sinklab::train {
+
+class DataParallel;
 
 struct VariantSummary {
   std::string name;
@@ -34,6 +39,7 @@ struct RunOptions {
   // a path = that checkpoint file (single-variant runs only).
   std::string resume;
   int64_t stop_after = -1;  // stop (with a checkpoint) once this many steps are done; -1 = never
+  LaunchEnv launch;         // rank and world size of a data-parallel job (one process: defaults)
 };
 
 // Why train() returned.
@@ -73,6 +79,7 @@ class Run {
   std::vector<std::unique_ptr<Variant>> variants_;
   int64_t start_step_ = 0;
   RunEnd end_ = RunEnd::Finished;
+  std::unique_ptr<DataParallel> parallel_;  // no-op for one process
 };
 
 // The comparison table printed at the end of `sinklab compare`.

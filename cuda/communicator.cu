@@ -1,0 +1,127 @@
+#include "cuda/communicator.h"
+
+#include <chrono>
+#include <cstdlib>
+#include <thread>
+
+#include "cuda/check.h"
+#include "cuda/runtime.h"
+
+#if defined(SINKLAB_HAVE_NCCL)
+#include <nccl.h>
+#endif
+
+namespace sinklab::cuda {
+
+#if defined(SINKLAB_HAVE_NCCL)
+
+#define SINKLAB_NCCL_CHECK(expr, rank)                                                      \
+  do {                                                                                      \
+    const ncclResult_t sinklab_nccl_ = (expr);                                              \
+    SINKLAB_CHECK(sinklab_nccl_ == ncclSuccess || sinklab_nccl_ == ncclInProgress,          \
+                  DeviceError,                                                              \
+                  "rank " << (rank) << ": " #expr " failed: " << ncclGetErrorString(sinklab_nccl_), \
+                  "a peer rank may have died (see its log); NCCL_DEBUG=WARN tells more");   \
+  } while (0)
+
+struct Communicator::Impl {
+  ncclComm_t comm = nullptr;
+  double timeout_s = 600;
+};
+
+bool nccl_available() { return true; }
+
+std::string Communicator::unique_id() {
+  ncclUniqueId id;
+  SINKLAB_NCCL_CHECK(ncclGetUniqueId(&id), 0);
+  return std::string(id.internal, sizeof id.internal);
+}
+
+Communicator::Communicator(const std::string& unique_id, int rank, int world_size)
+    : impl_(std::make_unique<Impl>()), rank_(rank), world_size_(world_size) {
+  ncclUniqueId id;
+  SINKLAB_CHECK(unique_id.size() == sizeof id.internal, ValueError,
+                "rank " << rank << ": the NCCL id has " << unique_id.size() << " bytes, not "
+                        << sizeof id.internal,
+                "all ranks must run the same sinklab build");
+  std::memcpy(id.internal, unique_id.data(), sizeof id.internal);
+  if (const char* t = std::getenv("SINKLAB_NCCL_TIMEOUT")) impl_->timeout_s = std::atof(t);
+  SINKLAB_NCCL_CHECK(ncclCommInitRank(&impl_->comm, world_size, id, rank), rank);
+}
+
+Communicator::~Communicator() {
+  if (impl_ && impl_->comm) ncclCommDestroy(impl_->comm);
+}
+
+void Communicator::wait(const char* what) {
+  const auto t0 = std::chrono::steady_clock::now();
+  for (;;) {
+    const cudaError_t q = cudaStreamQuery(stream());
+    if (q == cudaSuccess) return;
+    SINKLAB_CHECK(q == cudaErrorNotReady, DeviceError,
+                  "rank " << rank_ << ": " << what << ": " << cudaGetErrorString(q),
+                  "see the CUDA error above");
+    ncclResult_t async = ncclSuccess;
+    ncclCommGetAsyncError(impl_->comm, &async);
+    const double waited =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (async != ncclSuccess && async != ncclInProgress) {
+      ncclCommAbort(impl_->comm);
+      impl_->comm = nullptr;
+      SINKLAB_FAIL(DeviceError,
+                   "rank " << rank_ << ": NCCL error during " << what << ": "
+                           << ncclGetErrorString(async),
+                   "a peer rank may have died: see the other ranks' logs");
+    }
+    if (waited > impl_->timeout_s) {
+      ncclCommAbort(impl_->comm);
+      impl_->comm = nullptr;
+      SINKLAB_FAIL(DeviceError,
+                   "rank " << rank_ << " of " << world_size_ << ": " << what
+                           << " did not finish within " << impl_->timeout_s
+                           << " s (SINKLAB_NCCL_TIMEOUT)",
+                   "another rank is stuck or dead: see its log");
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(50));
+  }
+}
+
+void Communicator::all_reduce_mean(Tensor& t, const char* what) {
+  SINKLAB_CHECK(t.device().is_cuda() && t.dtype() == DType::F32 && t.is_contiguous(),
+                DeviceError, "all_reduce_mean: " << t.str() << " must be contiguous f32 on a GPU",
+                "reduce the flat gradient buffer");
+  SINKLAB_NCCL_CHECK(ncclAllReduce(t.raw_data(), t.raw_data(), static_cast<size_t>(t.numel()),
+                                   ncclFloat32, ncclAvg, impl_->comm, stream()),
+                     rank_);
+  wait(what);
+}
+
+double Communicator::sum(double value, const char* what) {
+  Tensor buf = Tensor::from_doubles({value}, {1}, DType::F64).to_device(Device::cuda());  // (1)
+  SINKLAB_NCCL_CHECK(ncclAllReduce(buf.raw_data(), buf.raw_data(), 1, ncclFloat64, ncclSum,
+                                   impl_->comm, stream()),
+                     rank_);
+  wait(what);
+  return buf.item();
+}
+
+#else  // no NCCL in this build
+
+struct Communicator::Impl {};
+bool nccl_available() { return false; }
+std::string Communicator::unique_id() {
+  SINKLAB_FAIL(DeviceError, "this sinklab build has no NCCL", "install NCCL and rebuild");
+}
+Communicator::Communicator(const std::string&, int rank, int world_size)
+    : rank_(rank), world_size_(world_size) {
+  SINKLAB_FAIL(DeviceError, "rank " << rank << ": this sinklab build has no NCCL",
+               "install NCCL (libnccl-dev) and rebuild to train on several GPUs");
+}
+Communicator::~Communicator() = default;
+void Communicator::wait(const char*) {}
+void Communicator::all_reduce_mean(Tensor&, const char*) {}
+double Communicator::sum(double value, const char*) { return value; }
+
+#endif
+
+}  // namespace sinklab::cuda

@@ -1,0 +1,43 @@
+// NCCL communicator of a data-parallel job: one process per GPU, every rank's compute stream.
+// Built when NCCL is found (SINKLAB_HAVE_NCCL); the trainer refuses world sizes > 1 otherwise.
+//
+// Collectives are enqueued on the compute stream (cuda/runtime.h stream()), then waited for with
+// a watchdog: the stream and ncclCommGetAsyncError are polled until the collective is done, an
+// NCCL error appears, or SINKLAB_NCCL_TIMEOUT seconds (default 600) pass. The last two abort the
+// communicator and throw a DeviceError naming this rank and the operation, so that a dead peer
+// ends every rank with a message instead of a hang.
+#pragma once
+#include <memory>
+#include <string>
+
+#include "core/tensor.h"
+
+namespace sinklab::cuda {
+
+bool nccl_available();
+
+class Communicator {
+ public:
+  // ncclGetUniqueId as bytes: rank 0 creates it and shares it (train/bootstrap.h).
+  static std::string unique_id();
+  // ncclCommInitRank over `world_size` ranks on the current device.
+  Communicator(const std::string& unique_id, int rank, int world_size);
+  ~Communicator();
+  Communicator(const Communicator&) = delete;
+  Communicator& operator=(const Communicator&) = delete;
+
+  int rank() const { return rank_; }
+  int world_size() const { return world_size_; }
+  // t (contiguous f32 on the GPU) <- mean over ranks of t, in place (the gradient all-reduce).
+  void all_reduce_mean(Tensor& t, const char* what = "gradients");
+  // Sum over ranks of a host value (losses, counts).
+  double sum(double value, const char* what);
+
+ private:
+  void wait(const char* what);
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+  int rank_ = 0, world_size_ = 1;
+};
+
+}  // namespace sinklab::cuda
