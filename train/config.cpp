@@ -80,6 +80,11 @@ const std::vector<Field>& fields() {
       SINKLAB_KEY(model, ModelSection, norm_eps, kNonNeg),
       SINKLAB_KEY(model, ModelSection, rope_theta, kPos),
       SINKLAB_KEY(model, ModelSection, isolate_positions),
+      SINKLAB_KEY(model, ModelSection, isolate_layers),
+      SINKLAB_KEY(model, ModelSection, amplify_position),
+      SINKLAB_KEY(model, ModelSection, amplify_lambda),
+      SINKLAB_KEY(model, ModelSection, amplify_layers),
+      SINKLAB_KEY(model, ModelSection, amplify_mode, kAny, "centered|plain"),
       SINKLAB_KEY(model, ModelSection, init_std, kPos),
 
       SINKLAB_KEY(data, DataSection, dir),
@@ -676,6 +681,19 @@ void validate(const RunConfig& c) {
                       << " is outside [0, model.block_size = " << m.block_size << ")",
                   cat("list positions between 0 and ", m.block_size - 1));
   }
+  const auto check_layers = [&](const std::vector<int64_t>& layers, const char* key) {
+    for (size_t i = 0; i < layers.size(); ++i)
+      SINKLAB_CHECK(layers[i] >= 0 && layers[i] < m.n_layer, ConfigError,
+                    "model." << key << "[" << i << "] = " << layers[i] << " in " << file
+                             << " is outside [0, model.n_layer = " << m.n_layer << ")",
+                    cat("list layers between 0 and ", m.n_layer - 1, ", or [] for all"));
+  };
+  check_layers(m.isolate_layers, "isolate_layers");
+  check_layers(m.amplify_layers, "amplify_layers");
+  SINKLAB_CHECK(m.amplify_position >= -1 && m.amplify_position < m.block_size, ConfigError,
+                "model.amplify_position = " << m.amplify_position << " in " << file
+                    << " is outside [0, model.block_size = " << m.block_size << ")",
+                "set a position k between 0 and block_size - 1, or -1 for off");
 
   SINKLAB_CHECK(!c.data.dir.empty(), ConfigError, "data.dir is empty in " << file,
                 "set data.dir to the folder with the token shards, e.g. data/quickstart");

@@ -42,7 +42,15 @@ struct ModelSection {
   bool gamma_weight_decay = true;   // the authors decay the 2-D per-head gamma
   double norm_eps = 0.0;            // 0 = 1e-5 for gpt2 LayerNorm, 1e-6 for llama RMSNorm
   double rope_theta = 10000.0;
-  std::vector<int64_t> isolate_positions;  // SINKS.md intervention (all layers)
+  // SINKS.md interventions (usable in training and in `sinklab probe`):
+  std::vector<int64_t> isolate_positions;  // query k attends only to itself (no keys < k)
+  std::vector<int64_t> isolate_layers;     // layers where isolation applies; empty = all
+  int64_t amplify_position = -1;           // k: o_k <- mu + lambda (o_k - mu); -1 = off
+  double amplify_lambda = 1.0;             // lambda (1 = no change)
+  std::vector<int64_t> amplify_layers;     // layers where it applies; empty = all
+  std::string amplify_mode = "centered";   // centered (mu = detached mean value vector of the
+                                           // layer over batch and positions) | plain (lambda o_k,
+                                           // the paper's control)
   double init_std = 0.02;
 };
 

@@ -14,6 +14,7 @@
 #endif
 #include "train/config.h"
 #include "train/prepare.h"
+#include "train/probe.h"
 #include "train/export.h"
 #include "train/reference_export.h"
 #include "train/data_parallel.h"
@@ -107,6 +108,27 @@ int main(int argc, char** argv) {
   export_cmd->add_option("--format", export_format, "safetensors")
       ->check(CLI::IsMember({"safetensors"}));
   export_cmd->add_option("--out", export_out, "output file (default: beside the checkpoint)");
+  train::ProbeOptions probe;
+  std::string probe_checkpoint_path;
+  int64_t scale_position = -1;
+  CLI::App* probe_cmd = app.add_subcommand(
+      "probe", "run validation batches through a checkpoint and print every sink metric per "
+               "layer, optionally under the paper's interventions");
+  probe_cmd->add_option("checkpoint", probe_checkpoint_path, "step_XXXXXXXX.h5")
+      ->required()
+      ->check(CLI::ExistingFile);
+  probe_cmd->add_option("--batches", probe.batches, "validation batches (of the run's size)");
+  probe_cmd->add_option("--isolate", probe.isolate, "positions k whose query sees only itself");
+  CLI::Option* amplify_opt = probe_cmd->add_option(
+      "--amplify", probe.amplify, "k: o_k <- mu + lambda (o_k - mu), mu the mean value vector");
+  CLI::Option* scale_opt = probe_cmd->add_option(
+      "--scale", scale_position, "k: o_k <- lambda o_k (the plain-scaling control)");
+  amplify_opt->excludes(scale_opt);
+  probe_cmd->add_option("--lambda", probe.lambda, "the factor of --amplify / --scale");
+  probe_cmd->add_option("--layers", probe.layers, "layers of the interventions (default all)")
+      ->delimiter(',');
+  probe_cmd->add_option("--device", probe.device, "cpu or cuda");
+  probe_cmd->add_option("--out", probe.out, "JSON file (default <checkpoint>.probe.json)");
   CLI11_PARSE(app, argc, argv);
   try {
     train::select_local_gpu(train::launch_env_from_process());  // before CUDA starts
@@ -118,6 +140,14 @@ int main(int argc, char** argv) {
     if (*prepare_cmd) {
       train::RunConfig config = train::load_config(prepare_args.config, prepare_args.overrides);
       train::prepare_dataset(config, std::cout);
+      return 0;
+    }
+    if (*probe_cmd) {
+      if (scale_position >= 0) {
+        probe.amplify = scale_position;
+        probe.plain_scaling = true;
+      }
+      train::probe_checkpoint(probe_checkpoint_path, probe, std::cout);
       return 0;
     }
     if (*export_cmd) {

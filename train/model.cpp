@@ -1,7 +1,9 @@
 #include "train/model.h"
 
+#include <algorithm>
 #include <cmath>
 
+#include "autograd/grad_mode.h"
 #include "ops/activations.h"
 #include "ops/cross_entropy.h"
 #include "ops/elementwise.h"
@@ -103,6 +105,43 @@ GPT::GPT(const ModelSection& cfg, uint64_t seed, DType dtype, Device device)
   attn_options_.isolate_positions = cfg.isolate_positions;
 }
 
+namespace {
+bool listed(const std::vector<int64_t>& layers, int64_t layer) {
+  return layers.empty() || std::find(layers.begin(), layers.end(), layer) != layers.end();
+}
+}  // namespace
+
+ops::AttentionOptions GPT::attention_options(int64_t layer) const {
+  ops::AttentionOptions o = attn_options_;
+  if (!listed(cfg_.isolate_layers, layer)) o.isolate_positions.clear();
+  return o;
+}
+
+Tensor GPT::amplify(int64_t layer, const Tensor& o, const Tensor& v) const {
+  const int64_t k = cfg_.amplify_position;
+  if (k < 0 || cfg_.amplify_lambda == 1.0 || !listed(cfg_.amplify_layers, layer)) return o;
+  const int64_t B = o.size(0), T = o.size(1), NH = o.size(2), HS = o.size(3);
+  if (k >= T) return o;
+  // (lambda - 1) at position k, 0 elsewhere: (T, NH, HS), broadcast over the batch.
+  std::vector<double> at_k(T * NH * HS, 0.0);
+  std::fill(at_k.begin() + k * NH * HS, at_k.begin() + (k + 1) * NH * HS,
+            cfg_.amplify_lambda - 1.0);
+  Tensor mask = Tensor::from_doubles(at_k, {T, NH, HS}, o.dtype()).to_device(o.device());
+  if (cfg_.amplify_mode == "plain")  // o_k <- lambda o_k (the control)
+    return ops::add(o, ops::mul(o, mask));
+  // mu: the layer's mean value vector over batch and positions, detached: (NH, HS).
+  Tensor mu;
+  {
+    autograd::NoGradGuard no_grad;
+    Tensor weights = Tensor::empty({1, B * T}, o.dtype(), o.device());  // (1, B*T) of 1/(B*T)
+    weights.fill(1.0 / static_cast<double>(B * T));
+    mu = ops::matmul(weights, ops::reshape(ops::contiguous(v), {B * T, NH * HS}))
+             .reshape_view({NH, HS});
+  }
+  Tensor centered = ops::add(o, ops::scale(mu, -1.0));  // o - mu
+  return ops::add(o, ops::mul(centered, mask));          // o_k + (lambda - 1)(o_k - mu)
+}
+
 int64_t GPT::ffn_width() const { return resolved_ffn_width(cfg_); }
 
 double GPT::flops_per_token(int64_t seq_len) const {
@@ -151,7 +190,8 @@ Tensor GPT::attention_block(int64_t layer, const Tensor& h, LayerCapture* captur
     v = part(2);
   }
   Tensor lse;  // (B, NH, T)
-  Tensor o = ops::attention(q, k, v, attn_options_, &lse);  // (B, T, NH, HS)
+  const ops::AttentionOptions options = attention_options(layer);
+  Tensor o = amplify(layer, ops::attention(q, k, v, options, &lse), v);  // (B, T, NH, HS)
   Tensor o_normed = headwise(cfg_) ? ops::headwise_rmsnorm(o, p(attn + "head_norm.weight"), 1e-6)
                                    : Tensor();
   if (capture) {
@@ -160,6 +200,7 @@ Tensor GPT::attention_block(int64_t layer, const Tensor& h, LayerCapture* captur
     capture->lse = lse.defined() ? detached(lse) : Tensor();
     capture->attn_out = detached(o);
     capture->attn_out_normed = o_normed.defined() ? detached(o_normed) : Tensor();
+    capture->attention = options;
   }
   Tensor merged = ops::reshape(o_normed.defined() ? o_normed : o, {B, T, C});  // (B, T, C)
   if (is_llama(cfg_)) return ops::linear(merged, p(attn + "o_proj.weight"));

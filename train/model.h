@@ -21,6 +21,7 @@ struct LayerCapture {
   Tensor attn_out;        // (B, T, NH, HS) o before head-wise RMSNorm
   Tensor attn_out_normed; // (B, T, NH, HS) o after head-wise RMSNorm (undefined when off)
   Tensor ffn_hidden;      // (B, T, F) u = act(W1 x) * (W3 x), or GELU(W_fc x)
+  ops::AttentionOptions attention;  // the layer's attention as it ran (mode, isolate mask)
 };
 struct ForwardCapture {
   std::vector<LayerCapture> layers;
@@ -59,6 +60,12 @@ class GPT {
   Tensor attention_block(int64_t layer, const Tensor& h, LayerCapture* capture) const;
   Tensor ffn_block(int64_t layer, const Tensor& h, LayerCapture* capture) const;
   Tensor norm(const std::string& prefix, const Tensor& x) const;
+  // The layer's attention options: the isolate mask only in model.isolate_layers (all if empty).
+  ops::AttentionOptions attention_options(int64_t layer) const;
+  // SINKS.md "amplify variance" at model.amplify_position in model.amplify_layers (identity
+  // elsewhere): o_k <- mu + lambda (o_k - mu) (centered) or lambda o_k (plain); o, v
+  // (B, T, NH, HS).
+  Tensor amplify(int64_t layer, const Tensor& o, const Tensor& v) const;
   const Tensor& p(const std::string& name) const { return params_[name]; }
   std::string layer_prefix(int64_t layer) const;
 

@@ -171,15 +171,14 @@ void finish_ffn(const LayerSlots& s, const Gather& g, int64_t F, int64_t n, Laye
 
 }  // namespace
 
-SinkMetrics compute_sink_metrics(const ForwardCapture& capture,
-                                 const ops::AttentionOptions& attention, double sink_threshold,
+SinkMetrics compute_sink_metrics(const ForwardCapture& capture, double sink_threshold,
                                  bool with_effective_rank) {
   autograd::NoGradGuard no_grad;
   SinkMetrics metrics;
   metrics.layers.resize(capture.layers.size());
   Gather gather;
   std::vector<LayerSlots> slots;
-  for (const LayerCapture& cap : capture.layers) slots.push_back(queue_layer(cap, attention, gather));
+  for (const LayerCapture& cap : capture.layers) slots.push_back(queue_layer(cap, cap.attention, gather));
   gather.fetch();
   int64_t sinks = 0, heads = 0;
   for (size_t l = 0; l < capture.layers.size(); ++l) {

@@ -34,8 +34,8 @@ struct SinkMetrics {
   double sink_rate = 0;              // percent of (l, h) with alpha0 > threshold
 };
 
-SinkMetrics compute_sink_metrics(const ForwardCapture& capture,
-                                 const ops::AttentionOptions& attention, double sink_threshold,
+// Each layer's attention mask and mode come from its LayerCapture (as the model ran it).
+SinkMetrics compute_sink_metrics(const ForwardCapture& capture, double sink_threshold,
                                  bool with_effective_rank);
 
 // exp(entropy of the normalised singular values) of a (rows, cols) row-major matrix.

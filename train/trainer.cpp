@@ -395,9 +395,7 @@ void Run::step_all(int64_t step, bool evaluate_first) {
     }
     clock.mark("grad norm, clip, AdamW");
     if (metrics_step) {
-      record.sink = compute_sink_metrics(capture, {0.0, c.model.attention == "sigmoid",
-                                                   c.model.isolate_positions},
-                                         c.metrics.sink_threshold, false);
+      record.sink = compute_sink_metrics(capture, c.metrics.sink_threshold, false);
       record.has_sink = true;
       for (size_t l = 0; l < eval.effective_rank.size(); ++l)
         record.sink.layers[l].effective_rank = eval.effective_rank[l];
@@ -474,9 +472,7 @@ Run::Evaluation Run::evaluate(Variant& v, int64_t step, bool final) {
   eval.loss = total / static_cast<double>(std::max<int64_t>(1, c.train.eval_batches));
   v.last_val = eval.loss;
   // Sink metrics of the first validation batch, with the (costly) effective rank.
-  eval.metrics = compute_sink_metrics(
-      capture, {0.0, c.model.attention == "sigmoid", c.model.isolate_positions},
-      c.metrics.sink_threshold, true);
+  eval.metrics = compute_sink_metrics(capture, c.metrics.sink_threshold, true);
   for (const LayerMetrics& l : eval.metrics.layers) eval.effective_rank.push_back(l.effective_rank);
   char line[200];
   std::snprintf(line, sizeof line, "step %5lld/%lld | %-16s | val loss %.4f | eff. rank %.1f",

@@ -135,8 +135,8 @@ TEST_CASE("cuda: sink metrics computed on the GPU match the CPU's", "[cuda]") {
     cpu_model.forward(cpu_ids, Tensor(), &cpu_cap);
     gpu_model.forward(cpu_ids.to_device(Device::cuda()), Tensor(), &gpu_cap);
     REQUIRE(gpu_cap.layers[0].residual.device().is_cuda());
-    const SinkMetrics a = compute_sink_metrics(cpu_cap, {}, 0.03, true);
-    const SinkMetrics b = compute_sink_metrics(gpu_cap, {}, 0.03, true);
+    const SinkMetrics a = compute_sink_metrics(cpu_cap, 0.03, true);
+    const SinkMetrics b = compute_sink_metrics(gpu_cap, 0.03, true);
     REQUIRE(a.sink_rate == b.sink_rate);
     const auto close = [](double x, double y) { return std::fabs(x - y) <= 1e-4 * std::fabs(x) + 1e-6; };
     for (size_t l = 0; l < a.layers.size(); ++l) {

@@ -162,7 +162,7 @@ TEST_CASE("sink metrics match a direct computation from attention probabilities"
   autograd::NoGradGuard no_grad;
   model.forward(ids, Tensor(), &cap);
   ops::AttentionOptions opts;
-  SinkMetrics m = compute_sink_metrics(cap, opts, 0.3, true);
+  SinkMetrics m = compute_sink_metrics(cap, 0.3, true);
   REQUIRE(m.layers.size() == 2);
   int sinks = 0;
   for (size_t l = 0; l < 2; ++l) {
@@ -229,7 +229,7 @@ TEST_CASE("head-wise RMSNorm makes the post-norm variance ratio ~1", "[metrics]"
   ForwardCapture cap;
   autograd::NoGradGuard no_grad;
   model.forward(ids, Tensor(), &cap);
-  SinkMetrics m = compute_sink_metrics(cap, {}, 0.3, false);
+  SinkMetrics m = compute_sink_metrics(cap, 0.3, false);
   // Layer 0 averages independent value vectors: the variance discrepancy at init (var_pos
   // falls like 1/(t+1)). Later layers mix a shared component into every position.
   REQUIRE(m.layers[0].var_ratio > 5.0);
