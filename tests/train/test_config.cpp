@@ -717,3 +717,16 @@ TEST_CASE("config: the shipped configs load and their variants apply", "[config]
                                  "model.isolate_positions=[3,7]", "model.attention=sigmoid"}));
   }
 }
+
+TEST_CASE("config: every YAML file under configs/ loads and validates", "[config]") {
+  const std::filesystem::path root = std::filesystem::path(SINKLAB_SOURCE_DIR) / "configs";
+  int files = 0;
+  for (const auto& entry : std::filesystem::recursive_directory_iterator(root)) {
+    if (entry.path().extension() != ".yaml") continue;
+    INFO(entry.path().string());
+    const RunConfig c = load_config(entry.path().string());
+    for (const VariantSpec& v : c.variants) validate(apply_variant(c, v));
+    ++files;
+  }
+  REQUIRE(files >= 5);
+}
