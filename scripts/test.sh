@@ -4,6 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/deps.sh
-sinklab_install_deps python3-torch python3-numpy
+sinklab_install_deps python3-torch python3-numpy python3-matplotlib python3-h5py chromium
 sinklab_build
 ctest --test-dir "${SINKLAB_BUILD_DIR:-build}" --output-on-failure -j 1

@@ -2,9 +2,15 @@
 //   sinklab train   <config.yaml> [--set k=v ...] [--variant NAME]
 //   sinklab compare <config.yaml> [--set k=v ...]
 //   sinklab prepare <config.yaml> [--set k=v ...]
+//   sinklab probe   <checkpoint.h5> [--isolate k] [--amplify k | --scale k] [--lambda X] ...
+//   sinklab report  <runs/name> [--out DIR]
+//   sinklab export  <checkpoint.h5> --format safetensors
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <cstdlib>
+#include <fstream>
 #include <iostream>
 #include <sstream>
 
@@ -69,6 +75,27 @@ int run_training(const CommonArgs& args, const std::vector<std::string>& variant
   return run.end_reason() == train::RunEnd::TooManySkipped ? 3 : 0;
 }
 
+// Single-quotes text for the shell.
+std::string shell_quote(const std::string& text) {
+  std::string out = "'";
+  for (char c : text) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+
+// `sinklab report`: the plots are drawn by scripts/report.py (matplotlib, h5py).
+int run_report(const std::string& run, const std::string& out) {
+  const char* dir = std::getenv("SINKLAB_SCRIPTS");
+  const std::string script = std::string(dir ? dir : SINKLAB_SCRIPTS_DIR) + "/report.py";
+  SINKLAB_CHECK(std::ifstream(script).good(), IOError,
+                "report: " << script << " is missing",
+                "run from a sinklab checkout, or set SINKLAB_SCRIPTS to its scripts/ folder");
+  std::string command = "python3 " + shell_quote(script) + " " + shell_quote(run);
+  if (!out.empty()) command += " --out " + shell_quote(out);
+  std::cout << std::flush;
+  const int status = std::system(command.c_str());
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -129,6 +156,13 @@ int main(int argc, char** argv) {
       ->delimiter(',');
   probe_cmd->add_option("--device", probe.device, "cpu or cuda");
   probe_cmd->add_option("--out", probe.out, "JSON file (default <checkpoint>.probe.json)");
+  std::string report_run, report_out;
+  CLI::App* report_cmd = app.add_subcommand(
+      "report", "plots of every variant's metrics and an index.html (runs/<name>/report/)");
+  report_cmd->add_option("run", report_run, "the run folder, e.g. runs/quickstart")
+      ->required()
+      ->check(CLI::ExistingDirectory);
+  report_cmd->add_option("--out", report_out, "output folder (default <run>/report)");
   CLI11_PARSE(app, argc, argv);
   try {
     train::select_local_gpu(train::launch_env_from_process());  // before CUDA starts
@@ -150,6 +184,7 @@ int main(int argc, char** argv) {
       train::probe_checkpoint(probe_checkpoint_path, probe, std::cout);
       return 0;
     }
+    if (*report_cmd) return run_report(report_run, report_out);
     if (*export_cmd) {
       const std::string out = train::export_checkpoint(export_checkpoint, export_out);
       std::cout << "wrote " << out << "\n";

@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# ctest `report`: trains a tiny baseline vs head-wise RMSNorm run on random tokens, writes its
+# report with scripts/report.py, checks the files, the JSONL fallback and the error path, then
+# renders the page in headless Chromium (scripts/check_report.sh; that part is skipped, not
+# failed, without Chromium). Builds nothing: give it the build folder.
+#   bash tests/report_test.sh build
+# Exit code 77 (skipped) when no python3 with matplotlib and h5py is found.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build=$(cd "${1:?usage: report_test.sh <build_dir>}" && pwd)
+[ -x "$build/sinklab" ] || { echo "report_test: no $build/sinklab (build first)" >&2; exit 1; }
+
+python=""
+for p in python3 /usr/bin/python3; do
+  if command -v "$p" >/dev/null && "$p" -c "import matplotlib, h5py" 2>/dev/null; then
+    python=$p
+    break
+  fi
+done
+if [ -z "$python" ]; then echo "report_test: no python3 with matplotlib and h5py; skipped"; exit 77; fi
+
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+# Random byte-valued tokens in llm.c shards; no tokenizer file needed with data.tokenizer: byte.
+"$python" scripts/make_bench_data.py "$tmp/data" --vocab 256 --tokens 20000
+cat >"$tmp/tiny.yaml" <<EOF
+run: {name: report_test, out_dir: $tmp/runs, device: cpu, seed: 7}
+model: {arch: llama, n_layer: 2, n_head: 2, n_embd: 32, block_size: 16, vocab_size: 0}
+data: {dir: $tmp/data, tokenizer: byte}
+train: {steps: 12, batch_size: 4, eval_every: 4, eval_batches: 2, log_every: 4, sample_tokens: 0}
+optim: {lr: 1.0e-2, min_lr: 1.0e-3, warmup_steps: 2}
+metrics: {every: 1}
+checkpoint: {every: 0}
+variants:
+  - name: baseline
+    set: {model.attn_output_norm: none}
+  - name: headwise_rmsnorm
+    set: {model.attn_output_norm: headwise_rmsnorm}
+EOF
+# One thread: this model is far too small for OpenMP to pay (2.4 s with 2 threads, 0.14 s with
+# one, and ~18 s with 2 threads while another job keeps the cores busy).
+OMP_NUM_THREADS=1 "$build/sinklab" compare "$tmp/tiny.yaml" --no-progress >"$tmp/compare.log" 2>&1 ||
+  { cat "$tmp/compare.log"; exit 1; }
+run="$tmp/runs/report_test"
+
+fail() { echo "report_test: FAIL: $*" >&2; exit 1; }
+
+"$python" scripts/report.py "$run"
+report="$run/report"
+for f in index.html summary.json loss.png sink_mass.png sink_rate.png var_pos.png \
+         layer_stats.png super_ratio.png; do
+  [ -s "$report/$f" ] || fail "$report/$f missing or empty"
+done
+for v in baseline headwise_rmsnorm; do
+  grep -q "<td>$v</td>" "$report/index.html" || fail "index.html does not mention $v"
+done
+grep -q "<title>sinklab report: report_test</title>" "$report/index.html" || fail "no title"
+if [ -n "$(find "$report" -name '*.tmp')" ]; then fail "temporary files left in $report"; fi
+
+# The JSONL fallback gives the same summary as HDF5.
+mkdir "$tmp/jsonl"
+cp -r "$run/baseline" "$run/headwise_rmsnorm" "$run/config.yaml" "$tmp/jsonl/"
+rm "$tmp/jsonl"/*/metrics.h5
+"$python" scripts/report.py "$tmp/jsonl" --out "$tmp/jsonl_report"
+"$python" - "$report/summary.json" "$tmp/jsonl_report/summary.json" <<'EOF'
+import json, math, sys
+a, b = (json.load(open(p)) for p in sys.argv[1:3])
+assert [s["variant"] for s in a] == ["baseline", "headwise_rmsnorm"], a
+assert [s["variant"] for s in a] == [s["variant"] for s in b]
+for x, y in zip(a, b):
+    assert x["steps"] == 12 and x["metrics_step"] == 11, x
+    assert math.isfinite(x["sink_mass"]) and math.isfinite(x["best_val_loss"]), x
+    for k, v in x.items():
+        if k == "source" or v is None or isinstance(v, str):
+            assert v == y[k] or k == "source", (k, v, y[k])
+        else:
+            assert abs(v - y[k]) <= 1e-6 * max(1.0, abs(v)), (k, v, y[k])
+assert a[0]["var_ratio_normed"] is None and a[1]["var_ratio_normed"] is not None
+print("report_test: HDF5 and JSONL summaries agree")
+EOF
+
+# Errors name the path and exit non-zero.
+if msg=$("$python" scripts/report.py "$tmp/no_such_run" 2>&1); then fail "missing folder accepted"; fi
+grep -q "$tmp/no_such_run" <<<"$msg" || fail "error does not name the path: $msg"
+mkdir -p "$tmp/empty/v"
+if msg=$("$python" scripts/report.py "$tmp/empty" 2>&1); then fail "run without metrics accepted"; fi
+grep -q "no metrics in $tmp/empty" <<<"$msg" || fail "error does not name the path: $msg"
+
+# Headless Chromium: every image loads (skipped, not failed, without Chromium).
+set +e
+bash scripts/check_report.sh "$report"
+rc=$?
+set -e
+if [ $rc -eq 77 ]; then
+  echo "report_test: passed (Chromium check skipped: no chromium)"
+elif [ $rc -ne 0 ]; then
+  fail "scripts/check_report.sh $report exited $rc"
+else
+  echo "report_test: passed"
+fi
