@@ -91,6 +91,7 @@ const std::vector<Field>& fields() {
       SINKLAB_KEY(data, DataSection, train_pattern),
       SINKLAB_KEY(data, DataSection, val_pattern),
       SINKLAB_KEY(data, DataSection, tokenizer),
+      SINKLAB_KEY(data, DataSection, window_stride, kNonNeg),
 
       SINKLAB_KEY(prepare, PrepareSection, inputs),
       SINKLAB_KEY(prepare, PrepareSection, tokenizer, kAny, "bpe|byte"),
@@ -700,6 +701,13 @@ void validate(const RunConfig& c) {
   SINKLAB_CHECK(!c.data.train_pattern.empty() && !c.data.val_pattern.empty(), ConfigError,
                 "data.train_pattern or data.val_pattern is empty in " << file,
                 "use the defaults train_*.bin and val_*.bin");
+  SINKLAB_CHECK(c.data.window_stride == 0 || c.data.window_stride >= m.block_size + 1,
+                ConfigError,
+                "data.window_stride is " << c.data.window_stride << " in " << file
+                    << ": windows of model.block_size + 1 = " << m.block_size + 1
+                    << " tokens must fit in one stride",
+                cat("use 0 (windows at any offset) or the document length, at least ",
+                    m.block_size + 1, " (model.block_size + 1)"));
 
   const PrepareSection& p = c.prepare;
   SINKLAB_CHECK(p.tokenizer != "bpe" || p.vocab_size >= 257, ConfigError,

@@ -59,6 +59,9 @@ struct DataSection {
   std::string train_pattern = "train_*.bin";
   std::string val_pattern = "val_*.bin";
   std::string tokenizer = "";       // default <dir>/tokenizer.json; "byte" for raw bytes
+  int64_t window_stride = 0;        // 0 = windows start at any offset (the paper: no BOS);
+                                    // S > 0 = only at multiples of S: documents of S >= T + 1
+                                    // tokens that begin with BOS (scripts/make_bigram_backcopy.py)
 };
 
 struct PrepareSection {  // used by `sinklab prepare <config>`

@@ -1,9 +1,9 @@
 // Random-window batches. Draw i (i = cursor, cursor+1, ...) picks its window start from the
 // Philox block (seed, stream, i): lanes 0 and 1 make a 64-bit uniform r, and the start is
 // floor(r * M / 2^64) with M = N - T valid starts, i.e. uniform on [0, N - T - 1] (bias < M/2^64).
+// With a window stride S > 0 the same draw picks a document index d uniform on [0, D - 1], with
+// D = floor((N - T - 1) / S) + 1 whole windows starting at multiples of S, and the start is d * S.
 #include "train/data_loader.h"
-
-#include "train/launcher.h"
 
 #include <algorithm>
 #include <cstring>
@@ -27,12 +27,13 @@ uint64_t window_start(uint64_t seed, uint64_t stream, uint64_t draw, uint64_t n_
 }  // namespace
 
 DataLoader::DataLoader(std::vector<int32_t> tokens, int64_t batch_size, int64_t seq_len,
-                       uint64_t seed, uint64_t stream)
+                       uint64_t seed, uint64_t stream, int64_t window_stride)
     : tokens_(std::move(tokens)),
       batch_size_(batch_size),
       seq_len_(seq_len),
       seed_(seed),
-      stream_(stream) {
+      stream_(stream),
+      window_stride_(window_stride) {
   SINKLAB_CHECK(batch_size_ > 0 && seq_len_ > 0, ValueError,
                 "DataLoader: batch_size " << batch_size_ << " and seq_len " << seq_len_
                                           << " must be positive",
@@ -41,6 +42,18 @@ DataLoader::DataLoader(std::vector<int32_t> tokens, int64_t batch_size, int64_t 
                 "DataLoader: " << tokens_.size() << " tokens, fewer than seq_len + 1 = "
                                << seq_len_ + 1 << " (one window of inputs and targets)",
                 "use more data or a smaller model.block_size");
+  SINKLAB_CHECK(window_stride_ == 0 || window_stride_ >= seq_len_ + 1, ValueError,
+                "DataLoader: window_stride " << window_stride_
+                    << " must be 0 (any offset) or at least seq_len + 1 = " << seq_len_ + 1
+                    << " (one whole window per document)",
+                "set data.window_stride to 0 or to the document length (model.block_size + 1 "
+                "for scripts/make_bigram_backcopy.py data)");
+}
+
+uint64_t DataLoader::num_window_starts() const {
+  const uint64_t n = tokens_.size(), t = static_cast<uint64_t>(seq_len_);
+  if (window_stride_ == 0) return n - t;  // starts 0 .. N-T-1
+  return (n - t - 1) / static_cast<uint64_t>(window_stride_) + 1;  // d*S + T + 1 <= N
 }
 
 namespace {
@@ -55,7 +68,7 @@ bool looks_like_shard(const std::string& path) {
 
 DataLoader DataLoader::from_files(const std::string& dir, const std::string& pattern,
                                   int64_t batch_size, int64_t seq_len, uint64_t seed,
-                                  uint64_t stream) {
+                                  uint64_t stream, int64_t window_stride) {
   const std::vector<std::string> files = list_files(dir, pattern);
   SINKLAB_CHECK(!files.empty(), IOError,
                 "no file in " << dir << " matches " << pattern << " (data.dir / data.*_pattern)",
@@ -76,14 +89,15 @@ DataLoader DataLoader::from_files(const std::string& dir, const std::string& pat
                     << " needed for one window",
                 "use a smaller model.block_size, more input text, or a larger "
                 "prepare.val_fraction (for the val split)");
-  return DataLoader(std::move(tokens), batch_size, seq_len, seed, stream);
+  return DataLoader(std::move(tokens), batch_size, seq_len, seed, stream, window_stride);
 }
 
 Batch DataLoader::next() { return next_slice(0, 1); }
 
 Batch DataLoader::next_slice(int rank, int world_size) {
   const int64_t B = batch_size_, T = seq_len_;
-  const uint64_t n_starts = tokens_.size() - static_cast<uint64_t>(T);  // starts 0 .. N-T-1
+  const uint64_t n_starts = num_window_starts();
+  const uint64_t stride = window_stride_ > 0 ? static_cast<uint64_t>(window_stride_) : 1;
   const BatchSlice slice = batch_slice(cursor_, rank, world_size, B);
   Batch batch;
   batch.inputs = Tensor::empty({B, T}, DType::I32);   // (B, T)
@@ -92,7 +106,7 @@ Batch DataLoader::next_slice(int rank, int world_size) {
   int32_t* y = batch.targets.data<int32_t>();
   for (int64_t b = 0; b < B; ++b) {
     const uint64_t s =
-        window_start(seed_, stream_, slice.first + static_cast<uint64_t>(b), n_starts);
+        stride * window_start(seed_, stream_, slice.first + static_cast<uint64_t>(b), n_starts);
     const int32_t* src = tokens_.data() + s;
     std::memcpy(x + b * T, src, static_cast<size_t>(T) * sizeof(int32_t));
     std::memcpy(y + b * T, src + 1, static_cast<size_t>(T) * sizeof(int32_t));
