@@ -76,7 +76,7 @@ ProbeResult probe_checkpoint(const std::string& checkpoint, const ProbeOptions& 
   }
   const int64_t B = cfg.train.batch_size * opt.batches, T = cfg.model.block_size;
   DataLoader val = DataLoader::from_files(cfg.data.dir, cfg.data.val_pattern, B, T,
-                                          cfg.run.seed, kValStream);
+                                          cfg.run.seed, kValStream, cfg.data.window_stride);
   const Batch batch = val.next();
   autograd::NoGradGuard no_grad;
   ForwardCapture capture;

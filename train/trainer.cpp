@@ -223,9 +223,9 @@ Run::Run(const RunConfig& config, std::ostream& console, RunOptions options)
     }
     const int64_t B = c.train.batch_size, T = c.model.block_size;
     v->train_data = std::make_unique<DataLoader>(DataLoader::from_files(
-        c.data.dir, c.data.train_pattern, B, T, c.run.seed, kTrainStream));
+        c.data.dir, c.data.train_pattern, B, T, c.run.seed, kTrainStream, c.data.window_stride));
     v->val_data = std::make_unique<DataLoader>(DataLoader::from_files(
-        c.data.dir, c.data.val_pattern, B, T, c.run.seed, kValStream));
+        c.data.dir, c.data.val_pattern, B, T, c.run.seed, kValStream, c.data.window_stride));
     const int32_t max_token = std::max(v->train_data->max_token(), v->val_data->max_token());
     SINKLAB_CHECK(max_token < c.model.vocab_size, ConfigError,
                   "token id " << max_token << " in " << c.data.dir
