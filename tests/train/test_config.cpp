@@ -12,6 +12,7 @@
 #include "core/error.h"
 #include "tests/catch.h"
 #include "train/config.h"
+#include "tests/train/train_test_util.h"
 
 using namespace sinklab;
 using namespace sinklab::train;
@@ -20,25 +21,6 @@ namespace fs = std::filesystem;
 namespace {
 
 // A fresh folder under the system temp dir, removed with everything in it at scope exit.
-struct ConfigTempDir {
-  fs::path path;
-  ConfigTempDir() {
-    static std::atomic<int> counter{0};
-    path = fs::temp_directory_path() /
-           ("sinklab_test_config_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~ConfigTempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string write(const std::string& name, const std::string& text) const {
-    const fs::path file = path / name;
-    std::ofstream(file) << text;
-    return file.string();
-  }
-};
 
 struct Caught {
   std::string message, hint;
@@ -489,7 +471,7 @@ TEST_CASE("config: enumerations and impossible combinations fail in validate", "
 }
 
 TEST_CASE("config: files: missing, malformed, and loaded with source_file", "[config]") {
-  ConfigTempDir dir;
+  test::TempDir dir;
   {
     const std::string path = (dir.path / "nope.yaml").string();
     const Caught e = error_of<IOError>([&] { load_config(path); });

@@ -18,32 +18,21 @@
 #include "tests/helpers.h"
 #include "train/config.h"
 #include "train/data_loader.h"
+#include "tests/train/train_test_util.h"
 #include "train/prepare.h"
 #include "train/shards.h"
 #include "train/tokenizer.h"
 
 using namespace sinklab;
 using namespace sinklab::train;
+using test::iota_tokens;
+using test::ints;
+using test::TempDir;
+using test::error_message;
 namespace fs = std::filesystem;
 
 namespace {
 
-// A fresh folder under the system temp dir, removed with everything in it at scope exit.
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    static std::atomic<int> counter{0};
-    path = fs::temp_directory_path() /
-           ("sinklab_test_data_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string file(const std::string& name) const { return (path / name).string(); }
-};
 
 void write_bytes(const std::string& path, const std::string& bytes) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
@@ -57,17 +46,6 @@ std::string read_bytes(const std::string& path) {
   return s.str();
 }
 
-// Runs f, requires that it throws E, and returns the error's message (without the hint).
-template <class E, class F>
-std::string error_message(F&& f) {
-  try {
-    f();
-  } catch (const E& e) {
-    return e.message();
-  }
-  FAIL("expected an exception");
-  return {};
-}
 
 bool contains(const std::string& s, const std::string& part) {
   return s.find(part) != std::string::npos;
@@ -410,15 +388,6 @@ TEST_CASE("list_files matches '*' patterns in name order", "[data]") {
 // ---------------------------------------------------------------------------------------- loader
 
 namespace {
-std::vector<int32_t> iota_tokens(int32_t n) {
-  std::vector<int32_t> t(static_cast<size_t>(n));
-  for (int32_t i = 0; i < n; ++i) t[static_cast<size_t>(i)] = i;
-  return t;
-}
-std::vector<int32_t> ints(const Tensor& t) {
-  const int32_t* p = t.data<int32_t>();
-  return std::vector<int32_t>(p, p + t.numel());
-}
 }  // namespace
 
 TEST_CASE("loader: deterministic, shifted targets, resumable, windows in range", "[data]") {

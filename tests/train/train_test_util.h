@@ -1,0 +1,66 @@
+// Helpers shared by the trainer-layer tests: a temporary folder and loader token helpers.
+#pragma once
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+#include "tests/catch.h"
+
+namespace sinklab::test {
+
+// A fresh folder under the system temp dir, removed with everything in it at scope exit.
+struct TempDir {
+  std::filesystem::path path;
+  TempDir() {
+    static std::atomic<int> counter{0};
+    path = std::filesystem::temp_directory_path() /
+           ("sinklab_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
+    std::filesystem::remove_all(path);
+    std::filesystem::create_directories(path);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  std::string file(const std::string& name) const { return (path / name).string(); }
+  // Writes text to <path>/name and returns the file's path.
+  std::string write(const std::string& name, const std::string& text) const {
+    std::ofstream(path / name) << text;
+    return file(name);
+  }
+};
+
+// 0, 1, ..., n - 1 as a token stream.
+inline std::vector<int32_t> iota_tokens(int32_t n) {
+  std::vector<int32_t> t(static_cast<size_t>(n));
+  for (int32_t i = 0; i < n; ++i) t[static_cast<size_t>(i)] = i;
+  return t;
+}
+
+// The values of an int32 CPU tensor.
+inline std::vector<int32_t> ints(const Tensor& t) {
+  const int32_t* p = t.data<int32_t>();
+  return std::vector<int32_t>(p, p + t.numel());
+}
+
+// Runs f, requires that it throws E, and returns the error's message (without the hint).
+template <class E, class F>
+std::string error_message(F&& f) {
+  try {
+    f();
+  } catch (const E& e) {
+    return e.message();
+  }
+  FAIL("expected an exception");
+  return {};
+}
+
+}  // namespace sinklab::test
