@@ -4,6 +4,7 @@
 #include <cstdint>
 
 #include "cuda/check.h"
+#include "cuda/dispatch.h"
 #include "cuda/runtime.h"
 #include "ops/activations.h"
 
@@ -12,18 +13,6 @@ namespace sinklab::cuda {
 namespace {
 
 constexpr int kThreads = 256;
-
-// Runs body(T{}) for an f32 or f64 tensor; other dtypes are an error naming the op.
-template <class Body>
-void dispatch_float(DType dtype, const char* op, Body&& body) {
-  switch (dtype) {
-    case DType::F32: body(float{}); return;
-    case DType::F64: body(double{}); return;
-    default:
-      SINKLAB_FAIL(DTypeError, op << " (cuda): no " << dtype_name(dtype) << " kernel",
-                   "CUDA activation kernels run in f32 or f64: convert with to_dtype(DType::F32)");
-  }
-}
 
 template <class T> struct Consts;
 template <> struct Consts<float> {

@@ -39,6 +39,7 @@
 
 #include "cuda/attention_bf16.h"
 #include "cuda/check.h"
+#include "cuda/dispatch.h"
 #include "cuda/runtime.h"
 #include "ops/attention.h"
 
@@ -713,17 +714,6 @@ void dispatch_head_size(int64_t HS, const char* op, Body&& body) {
     body(std::integral_constant<int, 64>{});
   else
     body(std::integral_constant<int, 128>{});
-}
-
-template <class Body>
-void dispatch_float(DType dtype, const char* op, Body&& body) {
-  switch (dtype) {
-    case DType::F32: body(float{}); return;
-    case DType::F64: body(double{}); return;
-    default:
-      SINKLAB_FAIL(DTypeError, op << " (cuda): no " << dtype_name(dtype) << " kernel",
-                   "CUDA attention kernels run in f32 or f64: convert with to_dtype(DType::F32)");
-  }
 }
 
 // Sizes of a (B, T, NH, HS) problem, checked against the launch limits.

@@ -18,6 +18,7 @@
 #include <cstdint>
 
 #include "cuda/check.h"
+#include "cuda/dispatch.h"
 #include "cuda/runtime.h"
 #include "ops/cross_entropy.h"
 
@@ -167,17 +168,6 @@ __global__ void __launch_bounds__(kRowThreads)
       const T p = dev_exp(x[v] - row_lse);  // softmax, recomputed
       gr[v] = (p - (v == target ? T(1) : T(0))) * w;
     }
-  }
-}
-
-template <class Body>
-void dispatch_float(DType dtype, const char* op, Body&& body) {
-  switch (dtype) {
-    case DType::F32: body(float{}); return;
-    case DType::F64: body(double{}); return;
-    default:
-      SINKLAB_FAIL(DTypeError, op << " (cuda): no " << dtype_name(dtype) << " kernel",
-                   "CUDA cross_entropy runs in f32 or f64: convert with to_dtype(DType::F32)");
   }
 }
 

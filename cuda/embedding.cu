@@ -25,6 +25,7 @@
 #include <string>
 
 #include "cuda/check.h"
+#include "cuda/dispatch.h"
 #include "cuda/runtime.h"
 #include "ops/embedding.h"
 
@@ -35,18 +36,6 @@ namespace {
 constexpr int kWarp = 32;
 constexpr int kTokensPerBlock = 8;  // warps per block in the forward
 constexpr unsigned long long kNoBadId = ~0ull;
-
-// Runs body(T{}) for an f32 or f64 tensor; other dtypes are an error naming the op.
-template <class Body>
-void dispatch_float(DType dtype, const char* op, Body&& body) {
-  switch (dtype) {
-    case DType::F32: body(float{}); return;
-    case DType::F64: body(double{}); return;
-    default:
-      SINKLAB_FAIL(DTypeError, op << " (cuda): no " << dtype_name(dtype) << " kernel",
-                   "CUDA embedding kernels run in f32 or f64: convert with to_dtype(DType::F32)");
-  }
-}
 
 // "(1, 4)": the multi-index of flat element `flat` of a row-major `shape`.
 std::string index_str(const Shape& shape, int64_t flat) {

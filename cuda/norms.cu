@@ -16,6 +16,7 @@
 #include <cstdint>
 
 #include "cuda/check.h"
+#include "cuda/dispatch.h"
 #include "cuda/column_sums.cuh"
 #include "cuda/runtime.h"
 #include "ops/layernorm.h"
@@ -28,18 +29,6 @@ namespace {
 constexpr int kWarp = 32;
 constexpr int kRowsPerBlock = 8;                       // warps per block in the row kernels
 constexpr int kRowThreads = kWarp * kRowsPerBlock;     // 256
-
-// Runs body(T{}) for an f32 or f64 tensor; other dtypes are an error naming the op.
-template <class Body>
-void dispatch_float(DType dtype, const char* op, Body&& body) {
-  switch (dtype) {
-    case DType::F32: body(float{}); return;
-    case DType::F64: body(double{}); return;
-    default:
-      SINKLAB_FAIL(DTypeError, op << " (cuda): no " << dtype_name(dtype) << " kernel",
-                   "CUDA norm kernels run in f32 or f64: convert with to_dtype(DType::F32)");
-  }
-}
 
 template <class A>
 __device__ __forceinline__ A warp_sum(A v) {

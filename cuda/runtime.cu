@@ -193,14 +193,17 @@ double memory_in_use_mib() {
 }
 
 double peak_bf16_tflops() {
-  cudaDeviceProp prop{};
-  SINKLAB_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
-  const std::string name = prop.name;
-  // Dense bf16 tensor-core peaks from the vendor's data sheets (SXM parts).
-  if (name.find("H100") != std::string::npos || name.find("H200") != std::string::npos)
-    return 989.5;
-  if (name.find("A100") != std::string::npos) return 312.0;
-  return 0.0;
+  static const double peak = [] {  // looked up once: the trainer asks every step
+    cudaDeviceProp prop{};
+    SINKLAB_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+    const std::string name = prop.name;
+    // Dense bf16 tensor-core peaks from the vendor's data sheets (SXM parts).
+    if (name.find("H100") != std::string::npos || name.find("H200") != std::string::npos)
+      return 989.5;
+    if (name.find("A100") != std::string::npos) return 312.0;
+    return 0.0;
+  }();
+  return peak;
 }
 
 }  // namespace sinklab::cuda

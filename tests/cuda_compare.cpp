@@ -41,4 +41,16 @@ void require_cuda_matches_cpu(const std::function<Tensor(const std::vector<Tenso
   }
 }
 
+CudaCompareOptions tolerance(DType dt, int64_t rows) {
+  CudaCompareOptions o;
+  if (dt == DType::F64) {
+    o.rtol = 1e-10;
+    o.atol = 1e-10;
+  } else {
+    o.rtol = 1e-4;
+    o.atol = rows > 200 ? 1e-4 : 1e-5;
+  }
+  return o;
+}
+
 }  // namespace sinklab::test

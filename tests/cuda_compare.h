@@ -14,6 +14,15 @@ struct CudaCompareOptions {
   bool check_backward = true;
 };
 
+// Tolerances of a CUDA kernel against the CPU reference. f64: summation order only (1e-10).
+// f32: rtol 1e-4, atol 1e-5; `rows` is how many rows a parameter gradient sums: each f32 term
+// carries ~1e-7 relative rounding, so a sum over R rows is off by ~1e-7 sqrt(R) absolute however
+// it is accumulated (~3e-6 at R ~ 1000, too close to 1e-5 where the sum cancels to ~0), so above
+// 200 rows atol is 1e-4 (a wrong kernel is off by O(1)).
+CudaCompareOptions tolerance(DType dt, int64_t rows = 0);
+// "f32" / "f64" for test messages.
+inline const char* dtype_label(DType dt) { return dt == DType::F32 ? "f32" : "f64"; }
+
 // f maps inputs (all on one device) to an output; the gradient seed is a fixed random tensor.
 void require_cuda_matches_cpu(const std::function<Tensor(const std::vector<Tensor>&)>& f,
                               const std::vector<Tensor>& cpu_inputs,

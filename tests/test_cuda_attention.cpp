@@ -23,6 +23,8 @@
 
 using namespace sinklab;
 using test::CudaCompareOptions;
+using test::dtype_label;
+using test::tolerance;
 using test::random_tensor;
 using test::require_close;
 using test::require_cuda_matches_cpu;
@@ -30,21 +32,7 @@ using test::require_error;
 
 namespace {
 
-const char* name(DType dt) { return dt == DType::F32 ? "f32" : "f64"; }
 
-// f32 kernels accumulate in f32 against the CPU's f64 sums; f64 kernels differ from the CPU only
-// by summation order.
-CudaCompareOptions tolerance(DType dt) {
-  CudaCompareOptions o;
-  if (dt == DType::F64) {
-    o.rtol = 1e-10;
-    o.atol = 1e-10;
-  } else {
-    o.rtol = 1e-4;
-    o.atol = 1e-5;
-  }
-  return o;
-}
 
 ops::AttentionOptions make_options(bool sigmoid, const std::vector<int64_t>& isolate,
                                    double scale = 0.0) {
@@ -65,7 +53,7 @@ std::vector<int64_t> isolate_for(int64_t T, bool on) {
 }
 
 std::string describe(DType dt, int64_t T, int64_t HS, bool sigmoid, size_t isolated) {
-  return std::string(name(dt)) + " T=" + std::to_string(T) + " HS=" + std::to_string(HS) +
+  return std::string(dtype_label(dt)) + " T=" + std::to_string(T) + " HS=" + std::to_string(HS) +
          (sigmoid ? " sigmoid" : " softmax") + " isolated=" + std::to_string(isolated);
 }
 
@@ -242,7 +230,7 @@ TEST_CASE("cuda: attention is bit-identical across two GPU runs", "[cuda]") {
   SINKLAB_REQUIRE_CUDA();
   for (DType dt : {DType::F32, DType::F64})
     for (bool sigmoid : {false, true}) {
-      INFO(name(dt) << (sigmoid ? " sigmoid" : " softmax"));
+      INFO(dtype_label(dt) << (sigmoid ? " sigmoid" : " softmax"));
       const Tensor q = random_tensor({2, 257, 3, 64}, 600, dt);
       const Tensor k = random_tensor({2, 257, 3, 64}, 601, dt);
       const Tensor v = random_tensor({2, 257, 3, 64}, 602, dt);
@@ -318,7 +306,7 @@ TEST_CASE("cuda: bf16 attention takes the tensor-core path only for f32 with HS 
   const std::vector<std::pair<int64_t, DType>> fallbacks = {
       {32, DType::F32}, {5, DType::F32}, {64, DType::F64}};
   for (const auto& [HS, dt] : fallbacks) {
-    INFO(name(dt) << " HS=" << HS << " falls back to the exact kernels");
+    INFO(dtype_label(dt) << " HS=" << HS << " falls back to the exact kernels");
     REQUIRE(run(HS, dt, Precision::BF16) == run(HS, dt, Precision::Exact));
   }
 }
@@ -349,7 +337,7 @@ TEST_CASE("cuda: rope matches the CPU, forward and backward", "[cuda]") {
   for (DType dt : {DType::F32, DType::F64})
     for (int64_t HS : {6, 64})
       for (int64_t offset : {0, 5}) {
-        INFO(name(dt) << " HS=" << HS << " offset=" << offset);
+        INFO(dtype_label(dt) << " HS=" << HS << " offset=" << offset);
         Tensor x = random_tensor({2, 37, 3, HS}, 700 + HS, dt, 1.0, true);
         require_cuda_matches_cpu(
             [offset](const auto& in) { return ops::rope(in[0], 10000.0, offset); }, {x},
@@ -364,7 +352,7 @@ TEST_CASE("cuda: cross_entropy matches the CPU, forward and backward, with ignor
   for (DType dt : {DType::F32, DType::F64})
     for (int64_t V : {7, 50304})
       for (int32_t ignore_index : {-1, 2}) {
-        INFO(name(dt) << " V=" << V << " ignore_index=" << ignore_index);
+        INFO(dtype_label(dt) << " V=" << V << " ignore_index=" << ignore_index);
         Tensor logits = random_tensor({B, T, V}, 800 + V, dt, 2.0, true);
         const std::vector<double> draws =
             rand_ints({N}, RngKey{20261129, 801, 0}, static_cast<int32_t>(V)).to_doubles();
@@ -407,7 +395,7 @@ TEST_CASE("cuda: cross_entropy with a bad target throws a ValueError naming the 
           "[cuda]") {
   SINKLAB_REQUIRE_CUDA();
   for (DType dt : {DType::F32, DType::F64}) {
-    INFO(name(dt));
+    INFO(dtype_label(dt));
     const Tensor logits = random_tensor({2, 3, 7}, 900, dt).to_device(Device::cuda(0));
     const Tensor too_big = Tensor::from_ints({0, 1, 2, 3, 9, 4}, {2, 3}).to_device(Device::cuda(0));
     require_error<ValueError>([&] { (void)ops::cross_entropy(logits, too_big); },

@@ -17,6 +17,8 @@
 
 using namespace sinklab;
 using test::CudaCompareOptions;
+using test::dtype_label;
+using test::tolerance;
 using test::random_tensor;
 using test::require_cuda_matches_cpu;
 using test::require_error;
@@ -25,24 +27,6 @@ namespace {
 
 // f32 kernels accumulate in f32 against the CPU's f64 accumulation: 1e-4 relative, 1e-5 absolute.
 // f64 kernels differ from the CPU only by summation order.
-// rows: how many rows a parameter gradient (weight, bias, gain) sums. In f32 each per-row term
-// (dy * xhat, from the f32 mean/rstd each device saved for itself) carries ~1e-7 relative
-// rounding, so a sum over R rows is off by ~1e-7 * sqrt(R) absolute however it is accumulated:
-// ~3e-6 at R ~ 1000, too close to 1e-5 where the sum cancels to ~0. Above 200 rows the f32
-// absolute tolerance is 1e-4 (a wrong kernel is off by O(1)).
-CudaCompareOptions tolerance(DType dt, int64_t rows = 0) {
-  CudaCompareOptions o;
-  if (dt == DType::F64) {
-    o.rtol = 1e-10;
-    o.atol = 1e-10;
-  } else {
-    o.rtol = 1e-4;
-    o.atol = rows > 200 ? 1e-4 : 1e-5;
-  }
-  return o;
-}
-
-const char* name(DType dt) { return dt == DType::F32 ? "f32" : "f64"; }
 
 // The gradients of `inputs` (on the GPU, fresh leaves) after backward of f with a fixed seed,
 // as host vectors; used to check that two GPU runs give bit-identical gradients.
@@ -87,7 +71,7 @@ TEST_CASE("cuda: layernorm with and without bias matches the CPU, forward and ba
         if (C == 769 && lead[0] == 37) continue;  // 1.2M elements: slow CPU reference
         Shape shape = lead;
         shape.push_back(C);
-        INFO(name(dt) << " x " << shape_str(shape));
+        INFO(dtype_label(dt) << " x " << shape_str(shape));
         Tensor x = random_tensor(shape, 100 + C, dt, 1.0, true);
         Tensor w = random_tensor({C}, 101 + C, dt, 1.0, true);
         Tensor b = random_tensor({C}, 102 + C, dt, 1.0, true);
@@ -108,7 +92,7 @@ TEST_CASE("cuda: layernorm of rows with a large mean matches the CPU", "[cuda]")
   std::vector<double> v = noise.to_doubles();
   for (double& e : v) e += 20.0;
   for (DType dt : {DType::F32, DType::F64}) {
-    INFO(name(dt));
+    INFO(dtype_label(dt));
     Tensor x = Tensor::from_doubles(v, {9, 130}, dt).set_requires_grad(true);
     Tensor w = random_tensor({130}, 111, dt, 1.0, true);
     Tensor b = random_tensor({130}, 112, dt, 1.0, true);
@@ -133,7 +117,7 @@ TEST_CASE("cuda: rmsnorm with and without weight matches the CPU, forward and ba
         if (C == 769 && lead[0] == 29) continue;  // keep the CPU reference quick
         Shape shape = lead;
         shape.push_back(C);
-        INFO(name(dt) << " x " << shape_str(shape));
+        INFO(dtype_label(dt) << " x " << shape_str(shape));
         Tensor x = random_tensor(shape, 120 + C, dt, 1.0, true);
         Tensor w = random_tensor({C}, 121 + C, dt, 1.0, true);
         require_cuda_matches_cpu([](const auto& in) { return ops::rmsnorm(in[0], in[1], 1e-6); },
@@ -152,7 +136,7 @@ TEST_CASE("cuda: headwise_rmsnorm with per-head and shared gamma matches the CPU
   for (DType dt : {DType::F32, DType::F64})
     for (Heads h : {Heads{3, 5}, Heads{12, 64}})
       for (bool shared : {false, true}) {
-        INFO(name(dt) << " NH=" << h.NH << " HS=" << h.HS << " shared=" << shared);
+        INFO(dtype_label(dt) << " NH=" << h.NH << " HS=" << h.HS << " shared=" << shared);
         Tensor x = random_tensor({2, 7, h.NH, h.HS}, 130 + h.HS, dt, 1.0, true);
         Shape gshape = shared ? Shape{h.HS} : Shape{h.NH, h.HS};
         Tensor gamma = random_tensor(gshape, 131 + h.HS, dt, 1.0, true);
@@ -190,7 +174,7 @@ TEST_CASE("cuda: gelu, silu and swiglu match the CPU, forward and backward", "[c
   SINKLAB_REQUIRE_CUDA();
   for (DType dt : {DType::F32, DType::F64})
     for (Shape shape : {Shape{7}, Shape{3, 11, 33}, Shape{5, 1001}}) {
-      INFO(name(dt) << " " << shape_str(shape));
+      INFO(dtype_label(dt) << " " << shape_str(shape));
       // stddev 3: the tails of tanh and sigmoid are exercised too.
       Tensor x = random_tensor(shape, 150, dt, 3.0, true);
       Tensor up = random_tensor(shape, 151, dt, 1.0, true);
@@ -225,7 +209,7 @@ TEST_CASE("cuda: embedding with repeated ids matches the CPU; its gradient is re
   // Many more tokens than used rows: long segments per id.
   Tensor many = rand_ints({3000}, RngKey{9, 161, 0}, 40);
   for (DType dt : {DType::F32, DType::F64}) {
-    INFO(name(dt));
+    INFO(dtype_label(dt));
     Tensor table = random_tensor({V, C}, 162, dt, 1.0, true);
     require_cuda_matches_cpu([](const auto& in) { return ops::embedding(in[0], in[1]); },
                              {ids, table}, tolerance(dt));
