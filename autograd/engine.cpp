@@ -14,6 +14,8 @@ namespace sinklab::autograd {
 
 namespace {
 std::map<std::string, double> g_profile;  // op name -> ms of backward (SINKLAB_PROFILE)
+std::map<std::string, double> g_forward_profile;  // op name -> ms of forward (SINKLAB_PROFILE)
+std::chrono::steady_clock::time_point g_forward_mark;  // the previous record() or restart
 
 // Now, after the device of t has finished its queued work.
 std::chrono::steady_clock::time_point synchronized_now(const Tensor& t) {
@@ -33,6 +35,11 @@ bool needs_grad(const std::vector<Tensor>& inputs) {
 void record(Tensor& output, const char* name, const std::vector<Tensor>& inputs,
             BackwardFn backward) {
   if (!needs_grad(inputs)) return;
+  if (backward_profiling()) {
+    const auto now = synchronized_now(output);
+    g_forward_profile[name] += std::chrono::duration<double, std::milli>(now - g_forward_mark).count();
+    g_forward_mark = now;
+  }
   output.set_grad_fn(std::make_shared<Node>(name, inputs, std::move(backward)));
   output.autograd_meta().requires_grad = true;
 }
@@ -154,5 +161,9 @@ bool backward_profiling() {
 }
 
 const std::map<std::string, double>& backward_profile() { return g_profile; }
+
+void restart_forward_profile() { g_forward_mark = std::chrono::steady_clock::now(); }
+
+const std::map<std::string, double>& forward_profile() { return g_forward_profile; }
 
 }  // namespace sinklab::autograd

@@ -25,4 +25,10 @@ void backward(const Tensor& root, const Tensor& grad_output = Tensor());
 bool backward_profiling();
 const std::map<std::string, double>& backward_profile();
 
+// SINKLAB_PROFILE set: every record() synchronises the device and charges the time since the
+// previous record() (or restart_forward_profile()) to its op, so the forward's time is summed by
+// op name, in ms. Call restart_forward_profile() where a forward begins.
+void restart_forward_profile();
+const std::map<std::string, double>& forward_profile();
+
 }  // namespace sinklab::autograd

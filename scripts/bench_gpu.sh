@@ -56,13 +56,12 @@ fi
 if [ -n "${BENCH_PROFILE:-}" ]; then
   SINKLAB_PROFILE=1 "$build/sinklab" train "$config" --no-progress --set train.batch_size="$batch" \
     --set train.steps=6 --set metrics.every=1 --set run.name=bench_profile 2>&1 | grep "^profile"
-  if command -v nsys > /dev/null; then
-    nsys profile -o "$out/nsys_$model" --force-overwrite true "$build/sinklab" train "$config" \
-      --no-progress --set train.batch_size="$batch" --set train.steps=4 --set metrics.every=1 \
-      --set run.name=bench_nsys > /dev/null 2>&1 &&
-      nsys stats --report cuda_gpu_kern_sum --format csv "$out/nsys_$model.nsys-rep" 2>/dev/null \
-        | python3 scripts/kernel_summary.py | tee "$out/kernels_$model.txt"
-    rm -f "$out/nsys_$model.nsys-rep" "$out/nsys_$model.sqlite"
+  if command -v ncu > /dev/null; then  # every kernel of one step with metrics, timed by ncu
+    timeout 300 ncu --csv --metrics gpu__time_duration.sum --clock-control none --cache-control none \
+      "$build/sinklab" train "$config" --no-progress --set train.batch_size="$batch" \
+      --set train.steps=1 --set metrics.every=1 --set run.name=bench_ncu > "$out/ncu_$model.csv" \
+      2> "$out/ncu_$model.err" || tail -5 "$out/ncu_$model.err"
+    python3 scripts/kernel_summary.py 1 < "$out/ncu_$model.csv" | tee "$out/kernels_$model.txt"
   fi
 fi
 python3 - "$model" "$batch" "${r[bf16_m0]}" "${r[bf16_m1]}" "${r[torch_eager_bf16]:-nan}" \

@@ -1,16 +1,28 @@
 #!/usr/bin/env python3
-"""Reads `nsys stats --report cuda_gpu_kern_sum --format csv` on stdin; prints the 25 kernels
-that take the most GPU time, with their share, so that a note can say where a step's time goes."""
+"""Reads `ncu --csv --metrics gpu__time_duration.sum` output on stdin (one row per kernel launch);
+prints the 30 kernels that take the most GPU time, summed by name, with their share and count, so
+that a note can say where a step's time goes.  argv[1] (optional): steps profiled, to divide by."""
 import csv
 import sys
+from collections import defaultdict
 
+UNIT_NS = {"nsecond": 1.0, "ns": 1.0, "usecond": 1e3, "us": 1e3, "msecond": 1e6, "ms": 1e6,
+           "second": 1e9, "s": 1e9}
 lines = [l for l in sys.stdin if l.strip()]
-start = next((i for i, l in enumerate(lines) if l.startswith('"Time') or l.startswith("Time")), None)
+start = next((i for i, l in enumerate(lines) if l.startswith('"ID"')), None)
 if start is None:
-    sys.exit("kernel_summary: no kernel table in the input")
-rows = list(csv.DictReader(lines[start:]))
-total = sum(float(r["Total Time (ns)"]) for r in rows)
-print(f"GPU kernel time {total / 1e6:.1f} ms over the profiled steps")
-for r in sorted(rows, key=lambda r: -float(r["Total Time (ns)"]))[:25]:
-    t = float(r["Total Time (ns)"])
-    print(f"{100 * t / total:5.1f}%  {t / 1e6:9.2f} ms  {int(r['Instances']):6d}x  {r['Name'][:110]}")
+    sys.exit("kernel_summary: no ncu CSV table in the input (was ncu able to profile?)")
+steps = float(sys.argv[1]) if len(sys.argv) > 1 else 1.0
+total_ns, count = defaultdict(float), defaultdict(int)
+for r in csv.DictReader(lines[start:]):
+    if r.get("Metric Name") != "gpu__time_duration.sum":
+        continue
+    name = r["Kernel Name"].split("(")[0][:100]
+    value = float(r["Metric Value"].replace(",", ""))
+    total_ns[name] += value * UNIT_NS.get(r.get("Metric Unit", "ns"), 1.0)
+    count[name] += 1
+total = sum(total_ns.values())
+print(f"GPU kernel time {total / 1e6 / steps:.2f} ms per step ({sum(count.values())} launches"
+      f" over {steps:g} step(s))")
+for name, t in sorted(total_ns.items(), key=lambda kv: -kv[1])[:30]:
+    print(f"{100 * t / total:5.1f}%  {t / 1e6 / steps:8.2f} ms  {count[name] / steps:6.0f}x  {name}")

@@ -376,6 +376,7 @@ void Run::step_all(int64_t step, bool evaluate_first) {
     for (int64_t micro = 0; micro < v.accumulation; ++micro) {
       Batch batch = v.train_data->next_slice(parallel_->rank(), parallel_->world_size());
       hash = hash_tokens(hash, batch.inputs);
+      autograd::restart_forward_profile();
       ForwardResult out = v.model->forward(batch.inputs, batch.targets,
                                            metrics_step && micro == 0 ? &capture : nullptr);
       loss_sum += out.loss.item();
@@ -584,15 +585,19 @@ std::vector<VariantSummary> Run::train() {
     console_ << std::defaultfloat << "\n";
   }
   if (PhaseClock::enabled() && !variants_.empty() && variants_[0]->profiled_steps > 0) {
-    std::vector<std::pair<double, std::string>> ops;
-    for (const auto& [name, ms] : autograd::backward_profile()) ops.emplace_back(ms, name);
-    std::sort(ops.rbegin(), ops.rend());
     int64_t steps_profiled = 0;
     for (auto& vp : variants_) steps_profiled += vp->profiled_steps;
-    console_ << "profile backward by op (ms per step, all variants):";
-    for (const auto& [ms, name] : ops)
-      console_ << " " << name << " " << std::fixed << std::setprecision(2) << ms / steps_profiled;
-    console_ << std::defaultfloat << "\n";
+    auto print_by_op = [&](const char* pass, const std::map<std::string, double>& totals) {
+      std::vector<std::pair<double, std::string>> ops;
+      for (const auto& [name, ms] : totals) ops.emplace_back(ms, name);
+      std::sort(ops.rbegin(), ops.rend());
+      console_ << "profile " << pass << " by op (ms per step, all variants):";
+      for (const auto& [ms, name] : ops)
+        console_ << " " << name << " " << std::fixed << std::setprecision(2) << ms / steps_profiled;
+      console_ << std::defaultfloat << "\n";
+    };
+    print_by_op("forward", autograd::forward_profile());
+    print_by_op("backward", autograd::backward_profile());
   }
   console_ << "wall time " << format_duration(seconds_since(t0)) << "; metrics in " << folder()
            << "/<variant>/metrics.{jsonl,h5}\n";
