@@ -2,6 +2,7 @@
 // leading-dims reduction of their backward, and full sums. f32 and f64.
 #include "cuda/check.h"
 #include "cuda/column_sums.cuh"
+#include "cuda/dispatch.h"
 #include "cuda/runtime.h"
 #include "ops/elementwise.h"
 #include "ops/reduce.h"
@@ -10,11 +11,30 @@ namespace sinklab::cuda {
 
 namespace {
 
-template <class T, class Combine>
-__global__ void broadcast_kernel(const T* a, const T* b, T* out, int64_t n, int64_t nb,
-                                 Combine combine) {
-  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+// out = combine(a, b) with b (nb) repeating along a (n), n a multiple of nb. Index is the
+// index type: 32-bit where n fits (a 64-bit modulo per element is many instructions).
+template <class T, class Index, class Combine>
+__global__ void broadcast_kernel(const T* __restrict__ a, const T* __restrict__ b, T* out,
+                                 Index n, Index nb, Combine combine) {
+  const Index i = blockIdx.x * static_cast<Index>(blockDim.x) + threadIdx.x;
   if (i < n) out[i] = combine(a[i], b[i % nb]);
+}
+
+// out = combine(a, b), same shape: four elements per thread (16-byte loads) when every pointer
+// is aligned; the tail element by element. out may alias a or b (each element is read before
+// it is written, by the same thread).
+template <class Combine>
+__global__ void same_shape_kernel(const float* a, const float* b, float* out, int64_t n,
+                                  Combine combine) {
+  const int64_t i = 4 * (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x);
+  if (i + 3 < n) {
+    const float4 x = *reinterpret_cast<const float4*>(a + i);
+    const float4 y = *reinterpret_cast<const float4*>(b + i);
+    *reinterpret_cast<float4*>(out + i) = make_float4(combine(x.x, y.x), combine(x.y, y.y),
+                                                      combine(x.z, y.z), combine(x.w, y.w));
+  } else {
+    for (int64_t j = i; j < n; ++j) out[j] = combine(a[j], b[j]);
+  }
 }
 
 struct Plus {
@@ -24,18 +44,29 @@ struct Times {
   template <class T> __device__ T operator()(T x, T y) const { return x * y; }
 };
 
+bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
 template <class Combine>
 void binary(const Tensor& a, const Tensor& b, Tensor& out, const char* op) {
   const int64_t n = a.numel(), nb = b.numel();
   if (n == 0) return;
-  if (a.dtype() == DType::F32)
-    broadcast_kernel<<<blocks_for(n), 256, 0, stream()>>>(a.data<float>(), b.data<float>(),
-                                                          out.data<float>(), n, nb, Combine{});
-  else if (a.dtype() == DType::F64)
-    broadcast_kernel<<<blocks_for(n), 256, 0, stream()>>>(a.data<double>(), b.data<double>(),
-                                                          out.data<double>(), n, nb, Combine{});
-  else
-    SINKLAB_FAIL(DTypeError, op << " (cuda): unsupported " << a.str(), "use f32 or f64");
+  if (a.dtype() == DType::F32 && n == nb && aligned16(a.raw_data()) &&
+      aligned16(b.raw_data()) && aligned16(out.raw_data())) {
+    same_shape_kernel<<<blocks_for((n + 3) / 4), 256, 0, stream()>>>(
+        a.data<float>(), b.data<float>(), out.data<float>(), n, Combine{});
+    SINKLAB_KERNEL_CHECK(op);
+    return;
+  }
+  dispatch_float(a.dtype(), op, [&](auto zero) {
+    using T = decltype(zero);
+    if (n <= static_cast<int64_t>(UINT32_MAX))
+      broadcast_kernel<<<blocks_for(n), 256, 0, stream()>>>(
+          a.data<T>(), b.data<T>(), out.data<T>(), static_cast<uint32_t>(n),
+          static_cast<uint32_t>(nb), Combine{});
+    else
+      broadcast_kernel<<<blocks_for(n), 256, 0, stream()>>>(a.data<T>(), b.data<T>(),
+                                                            out.data<T>(), n, nb, Combine{});
+  });
   SINKLAB_KERNEL_CHECK(op);
 }
 

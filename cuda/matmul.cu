@@ -3,14 +3,19 @@
 //     CPU reference to fp32 rounding.
 //   f32 under Precision::BF16: the operands are rounded to bf16 into stream-ordered scratch
 //     buffers (one pass each) and multiplied on the tensor cores with fp32 accumulation into the
-//     f32 output (CUBLAS_COMPUTE_32F, bf16 A/B, f32 C). SINKLAB_BF16_GEMM=fast selects cuBLAS's
+//     f32 output through cuBLASLt (CUBLAS_COMPUTE_32F, bf16 A/B, f32 C). linear's bias rides the
+//     product's epilogue (CUBLASLT_EPILOGUE_BIAS): no second pass over the output. Plans
+//     (descriptors and the heuristic's algorithm) are cached per shape. SINKLAB_BF16_GEMM=fast selects cuBLAS's
 //     in-library conversion instead (CUBLAS_COMPUTE_32F_FAST_16BF on the f32 operands), for
 //     benchmarking the two against each other.
+#include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 
 #include <cstdlib>
 #include <cstring>
+#include <map>
+#include <tuple>
 
 #include "core/precision.h"
 #include "cuda/check.h"
@@ -85,6 +90,122 @@ Tensor bf16_copy(const Tensor& t) {
   return out;
 }
 
+// ---------------------------------------------------------------------------------------------
+// cuBLASLt: bf16 operands, f32 output, optional bias epilogue.
+
+#define SINKLAB_CUBLASLT_CHECK(expr) SINKLAB_CUBLAS_CHECK(expr)
+
+cublasLtHandle_t lt_handle() {
+  static cublasLtHandle_t h = [] {
+    cublasLtHandle_t created;
+    SINKLAB_CUBLASLT_CHECK(cublasLtCreate(&created));
+    return created;
+  }();
+  return h;
+}
+
+constexpr size_t kLtWorkspaceBytes = size_t{32} << 20;  // what cuBLASLt suggests on Hopper
+
+// One allocation for the life of the process (not per step), shared by every plan.
+void* lt_workspace() {
+  static void* w = [] {
+    void* p = nullptr;
+    SINKLAB_CUDA_CHECK(cudaMalloc(&p, kLtWorkspaceBytes));
+    return p;
+  }();
+  return w;
+}
+
+// Everything a plan depends on; the bias pointer is set per call.
+using LtKey = std::tuple<int64_t, int64_t, int64_t, int64_t, long long, long long, bool, bool,
+                         bool>;  // batch, M, N, K, stride_a, stride_b, trans_a, trans_b, bias
+
+struct LtPlan {
+  cublasLtMatmulDesc_t desc = nullptr;
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;  // cuBLAS's A (our b), B, C
+  cublasLtMatmulAlgo_t algo{};
+  bool found = false;  // the heuristic returned an algorithm
+};
+
+cublasLtMatrixLayout_t lt_layout(cudaDataType_t type, int64_t rows, int64_t cols, int64_t ld,
+                                 int64_t batch, long long stride) {
+  cublasLtMatrixLayout_t layout;
+  SINKLAB_CUBLASLT_CHECK(cublasLtMatrixLayoutCreate(&layout, type, rows, cols, ld));
+  const int count = static_cast<int>(batch);
+  SINKLAB_CUBLASLT_CHECK(cublasLtMatrixLayoutSetAttribute(
+      layout, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count, sizeof(count)));
+  const int64_t offset = stride;
+  SINKLAB_CUBLASLT_CHECK(cublasLtMatrixLayoutSetAttribute(
+      layout, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &offset, sizeof(offset)));
+  return layout;
+}
+
+// Row-major C (batch, M, N) = op(a) op(b) [+ bias (N) per row] is column-major
+// C^T (N, M) = op(b)^T op(a)^T: cuBLAS's A is our b, its B our a, and the bias runs along its rows.
+const LtPlan& lt_plan(const LtKey& key) {
+  static std::map<LtKey, LtPlan> plans;
+  auto found = plans.find(key);
+  if (found != plans.end()) return found->second;
+  const auto [batch, M, N, K, stride_a, stride_b, ta, tb, bias] = key;
+  LtPlan plan;
+  SINKLAB_CUBLASLT_CHECK(cublasLtMatmulDescCreate(&plan.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  const cublasOperation_t op_b = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const cublasOperation_t op_a = ta ? CUBLAS_OP_T : CUBLAS_OP_N;
+  SINKLAB_CUBLASLT_CHECK(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_TRANSA,
+                                                        &op_b, sizeof(op_b)));
+  SINKLAB_CUBLASLT_CHECK(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_TRANSB,
+                                                        &op_a, sizeof(op_a)));
+  if (bias) {
+    const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
+    SINKLAB_CUBLASLT_CHECK(cublasLtMatmulDescSetAttribute(
+        plan.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof(epilogue)));
+    const cudaDataType_t bias_type = CUDA_R_32F;
+    SINKLAB_CUBLASLT_CHECK(cublasLtMatmulDescSetAttribute(
+        plan.desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type, sizeof(bias_type)));
+  }
+  // Stored (column-major) shapes: our b is (N, K) col-major when not transposed, else (K, N).
+  plan.a = tb ? lt_layout(CUDA_R_16BF, K, N, K, batch, stride_b)
+              : lt_layout(CUDA_R_16BF, N, K, N, batch, stride_b);
+  plan.b = ta ? lt_layout(CUDA_R_16BF, M, K, M, batch, stride_a)
+              : lt_layout(CUDA_R_16BF, K, M, K, batch, stride_a);
+  plan.c = lt_layout(CUDA_R_32F, N, M, N, batch, M * N);
+  cublasLtMatmulPreference_t preference;
+  SINKLAB_CUBLASLT_CHECK(cublasLtMatmulPreferenceCreate(&preference));
+  const size_t workspace = kLtWorkspaceBytes;
+  SINKLAB_CUBLASLT_CHECK(cublasLtMatmulPreferenceSetAttribute(
+      preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace, sizeof(workspace)));
+  cublasLtMatmulHeuristicResult_t result{};
+  int returned = 0;
+  SINKLAB_CUBLASLT_CHECK(cublasLtMatmulAlgoGetHeuristic(lt_handle(), plan.desc, plan.a, plan.b,
+                                                        plan.c, plan.c, preference, 1, &result,
+                                                        &returned));
+  SINKLAB_CUBLASLT_CHECK(cublasLtMatmulPreferenceDestroy(preference));
+  plan.found = returned > 0;
+  if (plan.found) plan.algo = result.algo;
+  return plans.emplace(key, plan).first->second;
+}
+
+// c (batch, M, N) f32 = op(a16) op(b16) (+ c when accumulate) (+ bias (N) per row when given),
+// a16/b16 bf16. False when cuBLASLt has no algorithm for the shape (the caller falls back).
+bool lt_gemm(const Tensor& a16, bool ta, const Tensor& b16, bool tb, Tensor& c, bool accumulate,
+             const float* bias) {
+  const int64_t batch = c.size(0), M = c.size(1), N = c.size(2);
+  const int64_t K = ta ? a16.size(1) : a16.size(2);
+  const long long stride_a = a16.size(0) == 1 ? 0 : M * K;
+  const long long stride_b = b16.size(0) == 1 ? 0 : K * N;
+  const LtPlan& plan = lt_plan({batch, M, N, K, stride_a, stride_b, ta, tb, bias != nullptr});
+  if (!plan.found) return false;
+  if (bias)
+    SINKLAB_CUBLASLT_CHECK(cublasLtMatmulDescSetAttribute(
+        plan.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
+  const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
+  SINKLAB_CUBLASLT_CHECK(cublasLtMatmul(lt_handle(), plan.desc, &alpha, b16.raw_data(), plan.a,
+                                        a16.raw_data(), plan.b, &beta, c.data<float>(), plan.c,
+                                        c.data<float>(), plan.c, &plan.algo, lt_workspace(),
+                                        kLtWorkspaceBytes, stream()));
+  return true;
+}
+
 // Row-major C (M, N) = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: swap the operands.
 void batched_gemm_cuda(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Tensor& c,
                        bool accumulate) {
@@ -111,6 +232,7 @@ void batched_gemm_cuda(const Tensor& a, bool trans_a, const Tensor& b, bool tran
     // bf16 operands as given, or rounded here (one pass each) when they come as f32.
     const Tensor a16 = a.dtype() == DType::BF16 ? a : bf16_copy(a);  // a's shape, bf16
     const Tensor b16 = b.dtype() == DType::BF16 ? b : bf16_copy(b);  // b's shape, bf16
+    if (lt_gemm(a16, trans_a, b16, trans_b, c, accumulate, nullptr)) return;
     SINKLAB_CUBLAS_CHECK(cublasGemmStridedBatchedEx(
         handle(true), op_b, op_a, static_cast<int>(N), static_cast<int>(M), static_cast<int>(K),
         &alpha, b16.raw_data(), CUDA_R_16BF, ldb, stride_b, a16.raw_data(), CUDA_R_16BF, lda,
@@ -133,9 +255,25 @@ void batched_gemm_cuda(const Tensor& a, bool trans_a, const Tensor& b, bool tran
   }
 }
 
+// y (1, rows, N) = x (1, rows, K) @ w (1, N, K)^T + bias: one cuBLASLt call with the bias
+// epilogue on the tensor-core path; the product then the broadcast add otherwise.
+void linear_forward_cuda(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y) {
+  const bool tensor_cores = y.dtype() == DType::F32 &&
+                            (x.dtype() == DType::BF16 || cuda_precision() == Precision::BF16) &&
+                            !use_fast_16bf();
+  if (tensor_cores && bias.defined()) {
+    const Tensor x16 = x.dtype() == DType::BF16 ? x : bf16_copy(x);  // (1, rows, K) bf16
+    const Tensor w16 = w.dtype() == DType::BF16 ? w : bf16_copy(w);  // (1, N, K) bf16
+    if (lt_gemm(x16, false, w16, true, y, false, bias.data<float>())) return;
+  }
+  batched_gemm_cuda(x, false, w, true, y, false);
+  if (bias.defined()) ops::add_kernels.cuda_forward(y, bias, y);  // elementwise: in place is safe
+}
+
 }  // namespace
 
 void install_matmul_kernels() {
+  ops::linear_kernels.cuda_forward = linear_forward_cuda;
   ops::bf16_round_kernels.cuda_forward = round_to_bf16_cuda;
   ops::matmul_kernels.cuda_forward = batched_gemm_cuda;
   ops::matmul_kernels.cuda_backward = batched_gemm_cuda;

@@ -7,11 +7,15 @@
 //   type (f32 / f64).
 // abs_order_statistics: an exact radix select over the bit patterns of |x| (sign bit cleared:
 //   for non-negative IEEE values the unsigned bit order is the numeric order, NaN above +inf).
-//   8 bits per pass, most significant first (4 passes for f32, 8 for f64); every pass reads x
+//   11-bit digits, most significant first (3 passes for f32, 6 for f64); every pass reads x
 //   once for all requested ranks together: a histogram kernel counts the next digit of the keys
-//   that match each rank's prefix so far (per-block shared histograms fed by warp-aggregated
-//   atomics, flushed with integer atomics: order-independent, so deterministic), then a one-block kernel walks each
-//   histogram to the bin holding the remaining rank and extends the prefix. No host sync.
+//   that match each rank's prefix so far (per-block shared histograms, one shared atomic per
+//   key, flushed with integer atomics: order-independent, so deterministic), then one block per
+//   rank scans its histogram to the bin holding the remaining rank and extends the prefix. Each
+//   pass is bound by reading x. No host sync.
+#include <cub/block/block_scan.cuh>
+
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 
@@ -24,7 +28,9 @@ namespace sinklab::cuda {
 namespace {
 
 constexpr int kMaxRanks = 8;
-constexpr int kBins = 256;
+constexpr int kDigitBits = 11;
+constexpr int kBins = 1 << kDigitBits;  // histogram bins per pass
+constexpr int kStepThreads = kBins / 2;  // select_step: two bins per thread
 
 template <class T>
 __device__ T warp_sum(T v) {
@@ -108,18 +114,20 @@ __global__ void select_init(SelectState<K>* state, unsigned long long* hist, Ran
   if (threadIdx.x < ranks.count) state[threadIdx.x] = {K(0), ranks.value[threadIdx.x]};
 }
 
-// hist (count, 256): digit (key >> shift) & 255 of every key that matches state[k].prefix above
-// bit shift + 8.
+// hist (count, kBins): digit (key >> shift) & (2^width - 1) of every key that matches
+// state[k].prefix above bit shift + width. Dynamic shared memory: (count, kBins) unsigned.
 template <class T, class K>
 __global__ void select_histogram(const T* __restrict__ x, int64_t n,
                                  const SelectState<K>* __restrict__ state,
-                                 unsigned long long* __restrict__ hist, int count, int shift) {
-  __shared__ unsigned int local[kMaxRanks][kBins];  // per-block counts, per distinct prefix
-  const int top = shift + 8;
+                                 unsigned long long* __restrict__ hist, int count, int shift,
+                                 int width) {
+  extern __shared__ unsigned int local[];  // (unique, kBins) per-block counts
+  const int top = shift + width;
   const K high = top >= static_cast<int>(sizeof(K) * 8) ? K(0) : ~((K(1) << top) - 1);
+  const K digit_mask = (K(1) << width) - 1;
   // Ranks whose prefixes agree so far (all of them in the first pass; usually the median pair
   // and the top ranks later) share one histogram: distinct[u] is the u-th distinct prefix and
-  // slot_of[k] the histogram of rank k.
+  // slot_of[k] the histogram of rank k. Distinct prefixes select disjoint keys.
   K distinct[kMaxRanks];
   int slot_of[kMaxRanks], unique = 0;
   for (int k = 0; k < count; ++k) {
@@ -129,49 +137,56 @@ __global__ void select_histogram(const T* __restrict__ x, int64_t n,
     if (u == unique) distinct[unique++] = p;
     slot_of[k] = u;
   }
-  for (int i = threadIdx.x; i < unique * kBins; i += blockDim.x) local[i / kBins][i % kBins] = 0;
+  for (int i = threadIdx.x; i < unique * kBins; i += blockDim.x) local[i] = 0;
   __syncthreads();
-  // Every lane runs the same number of iterations (the warp stays converged for the match):
-  // lanes whose digit is equal add once through their lowest lane (warp-aggregated atomics;
-  // most keys share the few exponent digits, so plain atomics would serialise on one bin).
-  // Warps where no lane matches a prefix skip it (most keys, after the first pass).
-  const int lane = threadIdx.x % 32;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  for (int64_t base = blockIdx.x * static_cast<int64_t>(blockDim.x); base < n; base += stride) {
-    const int64_t i = base + threadIdx.x;
-    const K key = i < n ? abs_key<T, K>(x[i]) : K(0);
-    const unsigned digit = static_cast<unsigned>((key >> shift) & K(kBins - 1));
-    for (int u = 0; u < unique; ++u) {
-      const bool counted = i < n && (key & high) == distinct[u];
-      if (!__any_sync(0xffffffffu, counted)) continue;
-      const unsigned slot = counted ? digit : kBins;  // kBins: not counted for this prefix
-      const unsigned peers = __match_any_sync(0xffffffffu, slot);
-      if (counted && lane == __ffs(peers) - 1) atomicAdd(&local[u][digit], __popc(peers));
-    }
+#pragma unroll 4
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += stride) {
+    const K key = abs_key<T, K>(x[i]);
+    const K p = key & high;
+    for (int u = 0; u < unique; ++u)
+      if (p == distinct[u]) {
+        atomicAdd(&local[u * kBins + static_cast<int>((key >> shift) & digit_mask)], 1u);
+        break;
+      }
   }
   __syncthreads();
   for (int i = threadIdx.x; i < count * kBins; i += blockDim.x) {
-    const unsigned c = local[slot_of[i / kBins]][i % kBins];
+    const unsigned c = local[slot_of[i / kBins] * kBins + i % kBins];
     if (c) atomicAdd(&hist[i], static_cast<unsigned long long>(c));
   }
 }
 
-// One thread per rank: the bin of the remaining rank; prefix extended by it; histogram cleared.
+// One block per rank (blockIdx.x), two bins per thread: an exclusive scan of the histogram
+// finds the bin holding the remaining rank; the prefix is extended by it and the histogram
+// cleared for the next pass.
 template <class K>
-__global__ void select_step(SelectState<K>* state, unsigned long long* hist, int count,
-                            int shift) {
-  const int k = threadIdx.x;
-  if (k >= count) return;
-  unsigned long long* h = hist + k * kBins;  // (256)
-  unsigned long long before = 0;
-  int bin = 0;
-  for (; bin < kBins - 1; ++bin) {
-    if (before + h[bin] > state[k].remaining) break;
-    before += h[bin];
+__global__ void select_step(SelectState<K>* state, unsigned long long* hist, int shift) {
+  using Scan = cub::BlockScan<unsigned long long, kStepThreads>;
+  __shared__ typename Scan::TempStorage scratch;
+  __shared__ int found_bin;
+  __shared__ unsigned long long found_before;
+  const int k = blockIdx.x, t = threadIdx.x;
+  unsigned long long* h = hist + static_cast<int64_t>(k) * kBins;  // (kBins)
+  const unsigned long long a = h[2 * t], b = h[2 * t + 1];
+  unsigned long long before;  // keys in bins below 2t
+  Scan(scratch).ExclusiveSum(a + b, before);
+  const unsigned long long rem = state[k].remaining;  // < the keys under this prefix
+  if (before <= rem && rem < before + a) {
+    found_bin = 2 * t;
+    found_before = before;
+  } else if (before + a <= rem && rem < before + a + b) {
+    found_bin = 2 * t + 1;
+    found_before = before + a;
   }
-  state[k].remaining -= before;
-  state[k].prefix |= K(bin) << shift;
-  for (int b = 0; b < kBins; ++b) h[b] = 0;
+  __syncthreads();
+  h[2 * t] = 0;
+  h[2 * t + 1] = 0;
+  if (t == 0) {
+    state[k].remaining = rem - found_before;
+    state[k].prefix |= K(found_bin) << shift;
+  }
 }
 
 template <class T, class K>
@@ -190,7 +205,7 @@ void abs_order_statistics_typed(const Tensor& x, const std::vector<int64_t>& ran
   Ranks r{};
   r.count = count;
   for (int k = 0; k < count; ++k) r.value[k] = static_cast<unsigned long long>(ranks[k]);
-  // Workspace: state (count) then hist (count, 256), as one byte buffer on the stream's pool.
+  // Workspace: state (count) then hist (count, kBins), as one byte buffer on the stream's pool.
   const int64_t state_bytes = kMaxRanks * static_cast<int64_t>(sizeof(SelectState<K>));
   const int64_t bytes = state_bytes + count * kBins * 8;
   Tensor workspace = Tensor::empty({(bytes + 3) / 4}, DType::I32, x.device());  // bytes / 4
@@ -200,12 +215,22 @@ void abs_order_statistics_typed(const Tensor& x, const std::vector<int64_t>& ran
   select_init<K><<<1, 256, 0, stream()>>>(state, hist, r);
   SINKLAB_KERNEL_CHECK("abs_order_statistics init");
   const int64_t n = x.numel();
-  const unsigned blocks = std::min<unsigned>(blocks_for(n, 256), 132u * 8u);
-  for (int shift = static_cast<int>(sizeof(K) * 8) - 8; shift >= 0; shift -= 8) {
-    select_histogram<T, K><<<blocks, 256, 0, stream()>>>(x.data<T>(), n, state, hist, count,
-                                                         shift);
+  const size_t shared = static_cast<size_t>(count) * kBins * sizeof(unsigned);
+  static const bool opted_in = [] {  // up to kMaxRanks histograms: over the default 48 KB
+    SINKLAB_CUDA_CHECK(cudaFuncSetAttribute(select_histogram<T, K>,
+                                            cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                            kMaxRanks * kBins * static_cast<int>(sizeof(unsigned))));
+    return true;
+  }();
+  (void)opted_in;
+  const unsigned blocks = std::min<unsigned>(blocks_for(n, 256), 132u * 4u);
+  const int bits = static_cast<int>(sizeof(K) * 8);
+  for (int top = bits; top > 0; top -= kDigitBits) {
+    const int shift = std::max(top - kDigitBits, 0);
+    select_histogram<T, K><<<blocks, 256, shared, stream()>>>(x.data<T>(), n, state, hist, count,
+                                                              shift, top - shift);
     SINKLAB_KERNEL_CHECK("abs_order_statistics histogram");
-    select_step<K><<<1, 32, 0, stream()>>>(state, hist, count, shift);
+    select_step<K><<<count, kStepThreads, 0, stream()>>>(state, hist, shift);
     SINKLAB_KERNEL_CHECK("abs_order_statistics step");
   }
   select_write<T, K><<<1, 32, 0, stream()>>>(state, out.data<T>(), count);

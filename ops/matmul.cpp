@@ -1,15 +1,14 @@
 #include "ops/matmul.h"
 
-#include "autograd/grad_mode.h"
 #include "core/precision.h"
 #include "autograd/node.h"
 #include "ops/cpu/gemm.h"
-#include "ops/elementwise.h"
 
 namespace sinklab::ops {
 
 OpKernels<GemmFn, GemmFn> matmul_kernels{"matmul", cpu::batched_gemm, cpu::batched_gemm};
 OpKernels<BiasGradFn, BiasGradFn> bias_grad_kernels{"bias_grad", cpu::bias_grad, cpu::bias_grad};
+OpKernels<LinearFn, LinearFn> linear_kernels{"linear", cpu::linear_forward, nullptr};
 OpKernels<RoundFn, RoundFn> bf16_round_kernels{"bf16_round", cpu::round_to_bf16, nullptr};
 
 Tensor tensor_core_operand(const Tensor& t) {
@@ -109,7 +108,7 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool ta, bool tb) {
   return out;
 }
 
-Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& x_operand) {
   check_operands(x, w, "linear");
   check_rank(w, 2, "linear", "w");
   SINKLAB_CHECK(x.dim() >= 1 && x.size(-1) == w.size(1), ShapeError,
@@ -122,14 +121,17 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
     check_shape(bias, {w.size(0)}, "linear", "bias");
   }
   const int64_t K = w.size(1), N = w.size(0), rows = x.numel() / K;
+  if (x_operand.defined())
+    SINKLAB_CHECK(x_operand.shape() == x.shape() && x_operand.device() == x.device(), ShapeError,
+                  "linear: x_operand " << x_operand.str() << " is not a rounding of x "
+                                       << x.str(),
+                  "pass tensor_core_operand(x) of this x, or no x_operand");
   // Operands as the product reads them (bf16 copies under Precision::BF16 on a GPU).
-  Tensor x3 = tensor_core_operand(x.reshape_view({1, rows, K}));  // (1, rows, K)
-  Tensor w3 = tensor_core_operand(w.reshape_view({1, N, K}));     // (1, N, K)
-  Tensor y = gemm3(x3, false, w3, true, 1);  // (1, rows, N)
-  if (bias.defined()) {
-    autograd::NoGradGuard no_grad;
-    y = add(y, bias);
-  }
+  Tensor x3 = (x_operand.defined() ? x_operand : tensor_core_operand(x))
+                  .reshape_view({1, rows, K});                        // (1, rows, K)
+  Tensor w3 = tensor_core_operand(w.reshape_view({1, N, K}));  // (1, N, K)
+  Tensor y = Tensor::empty({1, rows, N}, x.dtype(), x.device());  // (1, rows, N)
+  linear_kernels.forward(x.device())(x3, w3, bias, y);
   Shape out_shape = x.shape();
   out_shape.back() = N;
   Tensor out = y.reshape_view(out_shape);

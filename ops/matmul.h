@@ -2,6 +2,8 @@
 //   matmul(a, b, ta, tb): a (..., M, K) (or (..., K, M) when ta), b (K, N) (or (N, K) when tb)
 //     shared by every batch entry, or b (..., K, N) with a's leading dims -> (..., M, N).
 //   linear(x, w, bias): x (..., K), w (N, K), bias (N) or undefined -> x @ w^T + bias (..., N).
+//     x_operand (optional): tensor_core_operand(x) computed once by a caller that feeds one x to
+//     several linears (GPT-2's q, k, v), so x is rounded to bf16 once rather than per product.
 #pragma once
 #include "core/tensor.h"
 #include "ops/op_table.h"
@@ -9,15 +11,21 @@
 namespace sinklab::ops {
 
 Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a = false, bool trans_b = false);
-Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias = Tensor());
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias = Tensor(),
+              const Tensor& x_operand = Tensor());
 
 using GemmFn = void (*)(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Tensor& c,
                         bool accumulate);
 using BiasGradFn = void (*)(const Tensor& grad, Tensor& grad_bias);
 using RoundFn = void (*)(const Tensor& x, Tensor& out);
+// y (1, rows, N) = x (1, rows, K) @ w (1, N, K)^T + bias (N) (bias may be undefined).
+using LinearFn = void (*)(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y);
 // Backward of a product is two more products; linear's bias gradient is a column sum.
 extern OpKernels<GemmFn, GemmFn> matmul_kernels;
 extern OpKernels<BiasGradFn, BiasGradFn> bias_grad_kernels;
+// linear's forward product with the bias added in the same pass where the backend can (the CUDA
+// slot uses cuBLASLt's bias epilogue on the tensor cores). Its backward is matmul's and bias_grad.
+extern OpKernels<LinearFn, LinearFn> linear_kernels;
 // f32 -> bf16 rounding of a GEMM operand (no backward: operands are rounded inside products).
 extern OpKernels<RoundFn, RoundFn> bf16_round_kernels;
 

@@ -78,6 +78,12 @@ TEST_CASE("cuda: bf16 tensor-core products match the CPU within bf16 rounding", 
   Tensor bias = random_tensor({127}, 17, DType::F32, 1.0, true);
   require_cuda_matches_cpu([](const auto& in) { return ops::linear(in[0], in[1], in[2]); },
                            {x, w, bias}, loose);
+  // x rounded once by the caller (GPT-2's q, k, v): same values, gradients still reach x.
+  require_cuda_matches_cpu(
+      [](const auto& in) {
+        return ops::linear(in[0], in[1], in[2], ops::tensor_core_operand(in[0]));
+      },
+      {x, w, bias}, loose);
   Tensor a = random_tensor({3, 29, 65}, 18, DType::F32, 1.0, true);
   Tensor b = random_tensor({3, 65, 41}, 19, DType::F32, 1.0, true);
   require_cuda_matches_cpu([](const auto& in) { return ops::matmul(in[0], in[1]); }, {a, b},

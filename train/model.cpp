@@ -167,13 +167,16 @@ Tensor GPT::attention_block(int64_t layer, const Tensor& h, LayerCapture* captur
   const std::string pre = layer_prefix(layer);
   Tensor q, k, v;  // (B, T, NH, HS) each
   std::string attn;
+  // h as the three products read it: rounded to bf16 once on the tensor-core path, not thrice.
+  const Tensor h_operand = ops::tensor_core_operand(h);  // (B, T, C)
   if (is_llama(cfg_)) {
     attn = pre + "self_attn.";
-    q = ops::rope(ops::reshape(ops::linear(h, p(attn + "q_proj.weight")), {B, T, NH, HS}),
-                  cfg_.rope_theta);
-    k = ops::rope(ops::reshape(ops::linear(h, p(attn + "k_proj.weight")), {B, T, NH, HS}),
-                  cfg_.rope_theta);
-    v = ops::reshape(ops::linear(h, p(attn + "v_proj.weight")), {B, T, NH, HS});
+    auto project = [&](const char* name) {
+      return ops::reshape(ops::linear(h, p(attn + name), Tensor(), h_operand), {B, T, NH, HS});
+    };
+    q = ops::rope(project("q_proj.weight"), cfg_.rope_theta);
+    k = ops::rope(project("k_proj.weight"), cfg_.rope_theta);
+    v = project("v_proj.weight");
   } else {
     attn = pre + "attn.";
     // c_attn.weight (3C, C) holds W_q, W_k, W_v as contiguous row blocks: three products with
@@ -182,7 +185,8 @@ Tensor GPT::attention_block(int64_t layer, const Tensor& h, LayerCapture* captur
     const Tensor& w = p(attn + "c_attn.weight");  // (3C, C)
     const Tensor& b = p(attn + "c_attn.bias");    // (3C)
     auto part = [&](int64_t i) {
-      Tensor y = ops::linear(h, ops::narrow(w, 0, i * C, C), ops::narrow(b, 0, i * C, C));
+      Tensor y =
+          ops::linear(h, ops::narrow(w, 0, i * C, C), ops::narrow(b, 0, i * C, C), h_operand);
       return ops::reshape(y, {B, T, NH, HS});  // (B, T, C) -> (B, T, NH, HS)
     };
     q = part(0);

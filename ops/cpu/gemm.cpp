@@ -77,6 +77,20 @@ void batched_gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, 
   });
 }
 
+void linear_forward(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y) {
+  batched_gemm(x, false, w, true, y, false);
+  if (!bias.defined()) return;
+  const int64_t N = y.size(2), rows = y.numel() / N;
+  dispatch_float(y.dtype(), "linear", [&](auto zero) {
+    using T = decltype(zero);
+    const T* b = bias.data<T>();  // (N)
+    T* out = y.data<T>();         // (rows, N)
+    parallel_for(rows, [&](int64_t r) {
+      for (int64_t n = 0; n < N; ++n) out[r * N + n] += b[n];
+    }, 64);
+  });
+}
+
 void bias_grad(const Tensor& grad, Tensor& grad_bias) { sum_leading(grad, nullptr, grad_bias); }
 
 void round_to_bf16(const Tensor& x, Tensor& out) {
