@@ -30,7 +30,8 @@ namespace {
 constexpr int kMaxRanks = 8;
 constexpr int kDigitBits = 11;
 constexpr int kBins = 1 << kDigitBits;  // histogram bins per pass
-constexpr int kStepThreads = kBins / 2;  // select_step: two bins per thread
+constexpr int kStepThreads = 256;                   // select_step's block
+constexpr int kStepBins = kBins / kStepThreads;     // consecutive bins per select_step thread
 
 template <class T>
 __device__ T warp_sum(T v) {
@@ -158,31 +159,31 @@ __global__ void select_histogram(const T* __restrict__ x, int64_t n,
   }
 }
 
-// One block per rank (blockIdx.x), two bins per thread: an exclusive scan of the histogram
-// finds the bin holding the remaining rank; the prefix is extended by it and the histogram
-// cleared for the next pass.
+// One block per rank (blockIdx.x), kStepBins consecutive bins per thread: an exclusive scan of
+// the threads' counts, then each thread walks its bins to the one holding the remaining rank;
+// the prefix is extended by it and the histogram cleared for the next pass.
 template <class K>
-__global__ void select_step(SelectState<K>* state, unsigned long long* hist, int shift) {
+__global__ void __launch_bounds__(kStepThreads)
+    select_step(SelectState<K>* state, unsigned long long* hist, int shift) {
   using Scan = cub::BlockScan<unsigned long long, kStepThreads>;
   __shared__ typename Scan::TempStorage scratch;
   __shared__ int found_bin;
   __shared__ unsigned long long found_before;
   const int k = blockIdx.x, t = threadIdx.x;
-  unsigned long long* h = hist + static_cast<int64_t>(k) * kBins;  // (kBins)
-  const unsigned long long a = h[2 * t], b = h[2 * t + 1];
-  unsigned long long before;  // keys in bins below 2t
-  Scan(scratch).ExclusiveSum(a + b, before);
+  unsigned long long* h = hist + static_cast<int64_t>(k) * kBins + t * kStepBins;  // (kStepBins)
+  unsigned long long mine = 0;
+  for (int i = 0; i < kStepBins; ++i) mine += h[i];
+  unsigned long long before;  // keys in the bins of lower threads
+  Scan(scratch).ExclusiveSum(mine, before);
   const unsigned long long rem = state[k].remaining;  // < the keys under this prefix
-  if (before <= rem && rem < before + a) {
-    found_bin = 2 * t;
+  if (before <= rem && rem < before + mine) {          // exactly one thread
+    int i = 0;
+    while (before + h[i] <= rem) before += h[i++];
+    found_bin = t * kStepBins + i;
     found_before = before;
-  } else if (before + a <= rem && rem < before + a + b) {
-    found_bin = 2 * t + 1;
-    found_before = before + a;
   }
   __syncthreads();
-  h[2 * t] = 0;
-  h[2 * t + 1] = 0;
+  for (int i = 0; i < kStepBins; ++i) h[i] = 0;
   if (t == 0) {
     state[k].remaining = rem - found_before;
     state[k].prefix |= K(found_bin) << shift;
