@@ -3,8 +3,10 @@
 // cuda/attention.cu (softmax or sigmoid, per-query first visible key, lse (B, NH, T) saved by
 // the softmax forward), for head sizes 64 and 128. Layout (B, T, NH, HS), contiguous.
 //
-// Precision. Tensors stay f32 in global memory. Each tile is read as f32 (float4 loads), rounded
-// to bf16 (round to nearest even) and stored in shared memory; the products Q K^T, P V, dO V^T,
+// Precision. Tensors stay f32 in global memory. The launchers round q, k, v (and dO) to bf16
+// copies once per call (round to nearest even, ops::tensor_core_operand); tiles of the copies
+// are streamed into shared memory with cp.async, double-buffered: the next tile's copy is in
+// flight while the current one is multiplied. The products Q K^T, P V, dO V^T,
 // dS K, P^T dO and dS^T Q run on tensor cores (mma.sync m16n8k16, bf16 operands, fp32
 // accumulation). The scores' scaling, the online softmax (running max and sum), the sigmoid,
 // dS = P (dP - D) and every sum outside the mma are fp32; P and dS are rounded to bf16 only as
@@ -23,14 +25,15 @@
 //
 // Forward: one block per (b, h, tile of 64 queries), late (long) tiles first; the query tile
 // stays in shared memory, key/value tiles of 64 rows are streamed through it. Shared: Q, K, V
-// (64, HS + 8) bf16 (27 KB at HS 64, 51 KB at HS 128). Writes out and, for softmax, lse.
+// (64, HS + 8) bf16, K and V twice (45 KB at HS 64, 85 KB at HS 128). Writes out and, for
+// softmax, lse.
 //
 // Backward (no atomics: every output element is summed by one lane in a fixed order, so results
 // are bit-identical across runs), probabilities recomputed from q, k and lse:
 //   1. Dvec[b, h, t] = dO_t . O_t (softmax only): computed by cuda/attention.cu (fp32).
 //   2. dq: one block per (b, h, 64 queries), looping over the visible key tiles of 64:
 //      S = Q K^T, dP = dO V^T, dS = P (dP - D) (softmax) or P (1 - P) dP (sigmoid), dQ += dS K.
-//      Shared: Q, dO, K, V (64, HS + 8) bf16 (36 KB / 68 KB).
+//      Shared: Q, dO, and K, V twice (64, HS + 8) bf16 (54 KB / 102 KB).
 //   3. dk, dv: one block per (b, h, 64 keys), early (long) tiles first, looping over the query
 //      tiles t >= k0 (64 queries at HS 64, 32 at HS 128 to stay within 255 registers):
 //      S^T = K Q^T, dP^T = V dO^T, dV += P^T dO, dK += dS^T Q.
@@ -54,6 +57,7 @@
 #include "core/precision.h"
 #include "cuda/check.h"
 #include "cuda/runtime.h"
+#include "ops/matmul.h"
 
 namespace sinklab::cuda {
 
@@ -79,21 +83,21 @@ struct Tiles {
 // Shared-memory bytes of each kernel (same carving as inside the kernels).
 template <int D>
 constexpr size_t forward_smem() {
-  // Qs (kRows, D+8), Ks, Vs (BK, D+8) bf16; Fs (kRows) int.
-  return size_t(kRows + 2 * Tiles<D>::fwd_bk) * (D + kPad) * sizeof(bf16) + kRows * sizeof(int);
+  // Qs (kRows, D+8), Ks, Vs (2, BK, D+8) bf16; Fs (kRows) int.
+  return size_t(kRows + 4 * Tiles<D>::fwd_bk) * (D + kPad) * sizeof(bf16) + kRows * sizeof(int);
 }
 template <int D>
 constexpr size_t dq_smem() {
-  // Qs, dOs (kRows, D+8), Ks, Vs (BK, D+8) bf16; Fs (kRows) int.
-  return size_t(2 * kRows + 2 * Tiles<D>::dq_bk) * (D + kPad) * sizeof(bf16) +
+  // Qs, dOs (kRows, D+8), Ks, Vs (2, BK, D+8) bf16; Fs (kRows) int.
+  return size_t(2 * kRows + 4 * Tiles<D>::dq_bk) * (D + kPad) * sizeof(bf16) +
          kRows * sizeof(int);
 }
 template <int D>
 constexpr size_t kv_smem() {
   constexpr int BQ = Tiles<D>::kv_bq;
-  // Ks, Vs (kRows, D+8), Qs, dOs (BQ, D+8) bf16; Ls, Ds (BQ) float; Fs (BQ) int.
-  return size_t(2 * kRows + 2 * BQ) * (D + kPad) * sizeof(bf16) + 2 * BQ * sizeof(float) +
-         BQ * sizeof(int);
+  // Ks, Vs (kRows, D+8), Qs, dOs (2, BQ, D+8) bf16; Ls, Ds (2, BQ) float; Fs (2, BQ) int.
+  return size_t(2 * kRows + 4 * BQ) * (D + kPad) * sizeof(bf16) + 4 * BQ * sizeof(float) +
+         2 * BQ * sizeof(int);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -184,38 +188,44 @@ __device__ __forceinline__ void accumulators_as_a(uint32_t (&a)[4], const float 
   a[3] = pack_bf16(hi[2], hi[3]);  // row g + 8, k 2c+8, 2c+9
 }
 
-// Copies rows row0 .. row0 + ROWS - 1 of one (b, h) slice into shared memory as bf16
-// (ROWS, D+8), zero past T. src points at element (b, 0, h, 0) of a (B, T, NH, D) f32 tensor
-// (16-byte aligned); consecutive rows are rs = NH * D floats apart. Loads are issued in batches
-// of kBatch float4 per thread (all loads of a batch before its stores), which bounds the
-// registers they hold while the accumulators are live.
+// 16 bytes global -> shared without passing through registers; bytes = 0 writes zeros.
+__device__ __forceinline__ void cp_async16(bf16* dst, const bf16* src, int bytes) {
+#ifndef SINKLAB_NO_BF16_MMA
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(
+                   static_cast<uint32_t>(__cvta_generic_to_shared(dst))),
+               "l"(src), "r"(bytes));
+#else
+  __trap();
+#endif
+}
+__device__ __forceinline__ void cp_async_commit() {
+#ifndef SINKLAB_NO_BF16_MMA
+  asm volatile("cp.async.commit_group;\n" ::);
+#endif
+}
+// Waits until at most N committed groups of this thread are still in flight.
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+#ifndef SINKLAB_NO_BF16_MMA
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+#endif
+}
+
+// Starts copying rows row0 .. row0 + ROWS - 1 of one (b, h) slice into shared memory (ROWS,
+// D+8), zeros past T. src points at element (b, 0, h, 0) of a (B, T, NH, D) bf16 tensor
+// (16-byte aligned); consecutive rows are rs = NH * D elements apart. The copy is complete
+// after cp_async_wait and a barrier.
 template <int D, int ROWS>
-__device__ __forceinline__ void load_tile_bf16(bf16* dst, const float* __restrict__ src, int row0,
-                                               int Tn, int64_t rs) {
-  constexpr int kVecs = D / 4;  // float4 per row
-  constexpr int kIters = ROWS * kVecs / kThreads;
-  constexpr int kBatch = kIters < 4 ? kIters : 4;
-  static_assert(ROWS * kVecs % kThreads == 0 && kIters % kBatch == 0,
-                "tile does not split evenly over the block");
-#pragma unroll 1
-  for (int it0 = 0; it0 < kIters; it0 += kBatch) {
-    float4 x[kBatch];
+__device__ __forceinline__ void load_tile_async(bf16* dst, const bf16* __restrict__ src,
+                                                int row0, int Tn, int64_t rs) {
+  constexpr int kChunks = D / 8;  // 16-byte chunks per row
+  static_assert(ROWS * kChunks % kThreads == 0, "tile does not split evenly over the block");
 #pragma unroll
-    for (int it = 0; it < kBatch; ++it) {
-      const int idx = threadIdx.x + (it0 + it) * kThreads;
-      const int r = idx / kVecs, c = (idx % kVecs) * 4, t = row0 + r;
-      x[it] = t < Tn ? __ldg(reinterpret_cast<const float4*>(src + t * rs + c))
-                     : make_float4(0.f, 0.f, 0.f, 0.f);
-    }
-#pragma unroll
-    for (int it = 0; it < kBatch; ++it) {
-      const int idx = threadIdx.x + (it0 + it) * kThreads;
-      const int r = idx / kVecs, c = (idx % kVecs) * 4;
-      uint2 packed;
-      packed.x = pack_bf16(x[it].x, x[it].y);
-      packed.y = pack_bf16(x[it].z, x[it].w);
-      *reinterpret_cast<uint2*>(dst + r * (D + kPad) + c) = packed;
-    }
+  for (int it = 0; it < ROWS * kChunks / kThreads; ++it) {
+    const int idx = threadIdx.x + it * kThreads;
+    const int r = idx / kChunks, col = (idx % kChunks) * 8, t = row0 + r;
+    const bool valid = t < Tn;
+    cp_async16(dst + r * (D + kPad) + col, src + (valid ? t : 0) * rs + col, valid ? 16 : 0);
   }
 }
 
@@ -243,18 +253,18 @@ __device__ __forceinline__ float sigmoid_log2(float x2) {
 
 template <int D, bool SIGMOID>
 __global__ void __launch_bounds__(kThreads)
-    attention_forward_bf16_kernel(const float* __restrict__ q, const float* __restrict__ k,
-                                  const float* __restrict__ v,
+    attention_forward_bf16_kernel(const bf16* __restrict__ q, const bf16* __restrict__ k,
+                                  const bf16* __restrict__ v,
                                   const int32_t* __restrict__ first_key, float* __restrict__ out,
                                   float* __restrict__ lse, int Tn, int NH, float scale_log2) {
   constexpr int BQ = kRows, BK = Tiles<D>::fwd_bk, LD = D + kPad;
   constexpr int NK = BK / 8;  // key n-tiles of the score tile
   constexpr int ND = D / 8;   // head n-tiles of the output
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  bf16* Qs = reinterpret_cast<bf16*>(smem_raw);    // (BQ, D+8) query tile
-  bf16* Ks = Qs + BQ * LD;                         // (BK, D+8) key tile
-  bf16* Vs = Ks + BK * LD;                         // (BK, D+8) value tile
-  int* Fs = reinterpret_cast<int*>(Vs + BK * LD);  // (BQ) first visible key of each row
+  bf16* Qs = reinterpret_cast<bf16*>(smem_raw);        // (BQ, D+8) query tile
+  bf16* Kbuf = Qs + BQ * LD;                           // (2, BK, D+8) key tiles
+  bf16* Vbuf = Kbuf + 2 * BK * LD;                     // (2, BK, D+8) value tiles
+  int* Fs = reinterpret_cast<int*>(Vbuf + 2 * BK * LD);  // (BQ) first visible key of each row
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, c = lane % 4;
   const int bh = blockIdx.x, b = bh / NH, h = bh % NH;
@@ -262,12 +272,16 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t rs = static_cast<int64_t>(NH) * D;   // stride between positions
   const int64_t base = static_cast<int64_t>(b) * Tn * rs + static_cast<int64_t>(h) * D;
 
-  load_tile_bf16<D, BQ>(Qs, q + base, q0, Tn, rs);
+  load_tile_async<D, BQ>(Qs, q + base, q0, Tn, rs);
   for (int r = tid; r < BQ; r += kThreads) Fs[r] = q0 + r < Tn ? first_key[q0 + r] : INT_MAX;
   __syncthreads();
   int kmin = INT_MAX;  // first key any row of the tile sees (row 0 is valid: kmin <= q0)
   for (int r = 0; r < BQ; ++r) kmin = min(kmin, Fs[r]);
   const int kend = min(q0 + BQ, Tn);  // keys beyond the last query are masked for every row
+  const int kstart = (kmin / BK) * BK;
+  load_tile_async<D, BK>(Kbuf, k + base, kstart, Tn, rs);
+  load_tile_async<D, BK>(Vbuf, v + base, kstart, Tn, rs);
+  cp_async_commit();  // group: Q and the first key/value tile
 
   const int wr = 16 * warp;        // first row of this warp in the tile
   const int wlast = q0 + wr + 15;  // last query of the warp: later keys are masked for it
@@ -285,10 +299,17 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
     for (int e = 0; e < 4; ++e) o[n][e] = 0.f;
 
-  for (int k0 = (kmin / BK) * BK; k0 < kend; k0 += BK) {
-    __syncthreads();  // the previous tile's Ks, Vs are no longer read
-    load_tile_bf16<D, BK>(Ks, k + base, k0, Tn, rs);
-    load_tile_bf16<D, BK>(Vs, v + base, k0, Tn, rs);
+  for (int k0 = kstart, it = 0; k0 < kend; k0 += BK, ++it) {
+    const bf16* Ks = Kbuf + (it % 2) * BK * LD;  // (BK, D+8) this tile's keys
+    const bf16* Vs = Vbuf + (it % 2) * BK * LD;  // (BK, D+8) this tile's values
+    if (k0 + BK < kend) {  // prefetch the next tile into the other buffer
+      load_tile_async<D, BK>(Kbuf + ((it + 1) % 2) * BK * LD, k + base, k0 + BK, Tn, rs);
+      load_tile_async<D, BK>(Vbuf + ((it + 1) % 2) * BK * LD, v + base, k0 + BK, Tn, rs);
+      cp_async_commit();
+      cp_async_wait<1>();  // this tile has landed, the next may still be in flight
+    } else {
+      cp_async_wait<0>();
+    }
     __syncthreads();
 
     // S = Q K^T: (16, BK) per warp.
@@ -368,6 +389,7 @@ __global__ void __launch_bounds__(kThreads)
         mma_16816(o[2 * np + 1], a, bv[2], bv[3]);
       }
     }
+    __syncthreads();  // this buffer is refilled by the next iteration's prefetch
   }
 
 #pragma unroll
@@ -404,19 +426,19 @@ __device__ __forceinline__ float score_grad(float x, float dp, float lse2, float
 
 template <int D, bool SIGMOID>
 __global__ void __launch_bounds__(kThreads)
-    attention_dq_bf16_kernel(const float* __restrict__ q, const float* __restrict__ k,
-                             const float* __restrict__ v, const float* __restrict__ dout,
+    attention_dq_bf16_kernel(const bf16* __restrict__ q, const bf16* __restrict__ k,
+                             const bf16* __restrict__ v, const bf16* __restrict__ dout,
                              const float* __restrict__ lse, const float* __restrict__ dvec,
                              const int32_t* __restrict__ first_key, float* __restrict__ dq,
                              int Tn, int NH, float scale_log2, float scale) {
   constexpr int BQ = kRows, BK = Tiles<D>::dq_bk, LD = D + kPad;
   constexpr int NK = BK / 8, ND = D / 8;
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  bf16* Qs = reinterpret_cast<bf16*>(smem_raw);    // (BQ, D+8) query tile
-  bf16* dOs = Qs + BQ * LD;                        // (BQ, D+8) output-gradient tile
-  bf16* Ks = dOs + BQ * LD;                        // (BK, D+8) key tile
-  bf16* Vs = Ks + BK * LD;                         // (BK, D+8) value tile
-  int* Fs = reinterpret_cast<int*>(Vs + BK * LD);  // (BQ) first visible key of each row
+  bf16* Qs = reinterpret_cast<bf16*>(smem_raw);          // (BQ, D+8) query tile
+  bf16* dOs = Qs + BQ * LD;                              // (BQ, D+8) output-gradient tile
+  bf16* Kbuf = dOs + BQ * LD;                            // (2, BK, D+8) key tiles
+  bf16* Vbuf = Kbuf + 2 * BK * LD;                       // (2, BK, D+8) value tiles
+  int* Fs = reinterpret_cast<int*>(Vbuf + 2 * BK * LD);  // (BQ) first visible key of each row
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, c = lane % 4;
   const int bh = blockIdx.x, b = bh / NH, h = bh % NH;
@@ -425,13 +447,17 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t base = static_cast<int64_t>(b) * Tn * rs + static_cast<int64_t>(h) * D;
   const int64_t bht = static_cast<int64_t>(bh) * Tn;  // (b, h, 0) in (B, NH, T)
 
-  load_tile_bf16<D, BQ>(Qs, q + base, q0, Tn, rs);
-  load_tile_bf16<D, BQ>(dOs, dout + base, q0, Tn, rs);
+  load_tile_async<D, BQ>(Qs, q + base, q0, Tn, rs);
+  load_tile_async<D, BQ>(dOs, dout + base, q0, Tn, rs);
   for (int r = tid; r < BQ; r += kThreads) Fs[r] = q0 + r < Tn ? first_key[q0 + r] : INT_MAX;
   __syncthreads();
   int kmin = INT_MAX;
   for (int r = 0; r < BQ; ++r) kmin = min(kmin, Fs[r]);
   const int kend = min(q0 + BQ, Tn);
+  const int kstart = (kmin / BK) * BK;
+  load_tile_async<D, BK>(Kbuf, k + base, kstart, Tn, rs);
+  load_tile_async<D, BK>(Vbuf, v + base, kstart, Tn, rs);
+  cp_async_commit();  // group: Q, dO and the first key/value tile
 
   const int wr = 16 * warp, wlast = q0 + wr + 15;
   int t_row[2], first[2];
@@ -450,10 +476,17 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
     for (int e = 0; e < 4; ++e) acc[n][e] = 0.f;
 
-  for (int k0 = (kmin / BK) * BK; k0 < kend; k0 += BK) {
-    __syncthreads();
-    load_tile_bf16<D, BK>(Ks, k + base, k0, Tn, rs);
-    load_tile_bf16<D, BK>(Vs, v + base, k0, Tn, rs);
+  for (int k0 = kstart, it = 0; k0 < kend; k0 += BK, ++it) {
+    const bf16* Ks = Kbuf + (it % 2) * BK * LD;  // (BK, D+8) this tile's keys
+    const bf16* Vs = Vbuf + (it % 2) * BK * LD;  // (BK, D+8) this tile's values
+    if (k0 + BK < kend) {  // prefetch the next tile into the other buffer
+      load_tile_async<D, BK>(Kbuf + ((it + 1) % 2) * BK * LD, k + base, k0 + BK, Tn, rs);
+      load_tile_async<D, BK>(Vbuf + ((it + 1) % 2) * BK * LD, v + base, k0 + BK, Tn, rs);
+      cp_async_commit();
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
     __syncthreads();
 
     // S = Q K^T and dP = dO V^T: (16, BK) per warp.
@@ -506,6 +539,7 @@ __global__ void __launch_bounds__(kThreads)
         mma_16816(acc[2 * np + 1], a, bk[2], bk[3]);
       }
     }
+    __syncthreads();  // this buffer is refilled by the next iteration's prefetch
   }
 
 #pragma unroll
@@ -527,8 +561,8 @@ __global__ void __launch_bounds__(kThreads)
 
 template <int D, bool SIGMOID>
 __global__ void __launch_bounds__(kThreads)
-    attention_dkv_bf16_kernel(const float* __restrict__ q, const float* __restrict__ k,
-                              const float* __restrict__ v, const float* __restrict__ dout,
+    attention_dkv_bf16_kernel(const bf16* __restrict__ q, const bf16* __restrict__ k,
+                              const bf16* __restrict__ v, const bf16* __restrict__ dout,
                               const float* __restrict__ lse, const float* __restrict__ dvec,
                               const int32_t* __restrict__ first_key, float* __restrict__ dk,
                               float* __restrict__ dv, int Tn, int NH, float scale_log2,
@@ -538,11 +572,11 @@ __global__ void __launch_bounds__(kThreads)
   extern __shared__ __align__(16) unsigned char smem_raw[];
   bf16* Ks = reinterpret_cast<bf16*>(smem_raw);     // (BK, D+8) key tile (fixed)
   bf16* Vs = Ks + BK * LD;                          // (BK, D+8) value tile (fixed)
-  bf16* Qs = Vs + BK * LD;                          // (BQ, D+8) query tile
-  bf16* dOs = Qs + BQ * LD;                         // (BQ, D+8) output-gradient tile
-  float* Ls = reinterpret_cast<float*>(dOs + BQ * LD);  // (BQ) lse of each query, log2 units
-  float* Ds = Ls + BQ;                              // (BQ) D of each query
-  int* Fs = reinterpret_cast<int*>(Ds + BQ);        // (BQ) first visible key of each query
+  bf16* Qbuf = Vs + BK * LD;                        // (2, BQ, D+8) query tiles
+  bf16* dObuf = Qbuf + 2 * BQ * LD;                 // (2, BQ, D+8) output-gradient tiles
+  float* Lbuf = reinterpret_cast<float*>(dObuf + 2 * BQ * LD);  // (2, BQ) lse, log2 units
+  float* Dbuf = Lbuf + 2 * BQ;                      // (2, BQ) D of each query
+  int* Fbuf = reinterpret_cast<int*>(Dbuf + 2 * BQ);  // (2, BQ) first visible key of each query
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, c = lane % 4;
   const int bh = blockIdx.x, b = bh / NH, h = bh % NH;
@@ -551,8 +585,24 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t base = static_cast<int64_t>(b) * Tn * rs + static_cast<int64_t>(h) * D;
   const int64_t bht = static_cast<int64_t>(bh) * Tn;
 
-  load_tile_bf16<D, BK>(Ks, k + base, k0, Tn, rs);
-  load_tile_bf16<D, BK>(Vs, v + base, k0, Tn, rs);
+  // The per-query vectors of the tile at q0 into buffer slot: plain loads, visible after the
+  // barrier that also waits for the tile's copies.
+  auto load_query_vectors = [&](int q0, int slot) {
+    for (int r = tid; r < BQ; r += kThreads) {
+      const int t = q0 + r;
+      const bool valid = t < Tn;
+      Fbuf[slot * BQ + r] = valid ? first_key[t] : INT_MAX;
+      Lbuf[slot * BQ + r] = (valid && !SIGMOID) ? lse[bht + t] * kLog2e : 0.f;
+      Dbuf[slot * BQ + r] = (valid && !SIGMOID) ? dvec[bht + t] : 0.f;
+    }
+  };
+  const int qstart = (k0 / BQ) * BQ;
+  load_tile_async<D, BK>(Ks, k + base, k0, Tn, rs);
+  load_tile_async<D, BK>(Vs, v + base, k0, Tn, rs);
+  load_tile_async<D, BQ>(Qbuf, q + base, qstart, Tn, rs);
+  load_tile_async<D, BQ>(dObuf, dout + base, qstart, Tn, rs);
+  cp_async_commit();  // group: K, V and the first query tile
+  load_query_vectors(qstart, 0);
 
   const int wr = 16 * warp, wk0 = k0 + wr;  // first key of this warp
   int key_row[2];
@@ -564,16 +614,21 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
     for (int e = 0; e < 4; ++e) gk[n][e] = gv[n][e] = 0.f;
 
-  for (int q0 = (k0 / BQ) * BQ; q0 < Tn; q0 += BQ) {
-    __syncthreads();  // the previous query tile is no longer read (and Ks, Vs are stored)
-    load_tile_bf16<D, BQ>(Qs, q + base, q0, Tn, rs);
-    load_tile_bf16<D, BQ>(dOs, dout + base, q0, Tn, rs);
-    for (int r = tid; r < BQ; r += kThreads) {
-      const int t = q0 + r;
-      const bool valid = t < Tn;
-      Fs[r] = valid ? first_key[t] : INT_MAX;
-      Ls[r] = (valid && !SIGMOID) ? lse[bht + t] * kLog2e : 0.f;
-      Ds[r] = (valid && !SIGMOID) ? dvec[bht + t] : 0.f;
+  for (int q0 = qstart, it = 0; q0 < Tn; q0 += BQ, ++it) {
+    const int slot = it % 2;
+    const bf16* Qs = Qbuf + slot * BQ * LD;    // (BQ, D+8) this tile's queries
+    const bf16* dOs = dObuf + slot * BQ * LD;  // (BQ, D+8) this tile's output gradients
+    const float* Ls = Lbuf + slot * BQ;        // (BQ)
+    const float* Ds = Dbuf + slot * BQ;        // (BQ)
+    const int* Fs = Fbuf + slot * BQ;          // (BQ)
+    if (q0 + BQ < Tn) {  // prefetch the next query tile into the other slot
+      load_tile_async<D, BQ>(Qbuf + (1 - slot) * BQ * LD, q + base, q0 + BQ, Tn, rs);
+      load_tile_async<D, BQ>(dObuf + (1 - slot) * BQ * LD, dout + base, q0 + BQ, Tn, rs);
+      cp_async_commit();
+      load_query_vectors(q0 + BQ, 1 - slot);
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
     }
     __syncthreads();
 
@@ -643,6 +698,7 @@ __global__ void __launch_bounds__(kThreads)
         mma_16816(gk[2 * np + 1], ads, bq[2], bq[3]);
       }
     }
+    __syncthreads();  // this slot is refilled by the next iteration's prefetch
   }
 
 #pragma unroll
@@ -726,12 +782,15 @@ bool attention_forward_bf16(const Tensor& q, const Tensor& k, const Tensor& v,
                             const ops::AttentionParams& params, const int32_t* first_key,
                             Tensor& out, Tensor& lse) {
   if (!applies(q)) return false;
-  const float* pq = q.data<float>();
-  const float* pk = k.data<float>();
-  const float* pv = v.data<float>();
   float* po = out.data<float>();                                   // (B, T, NH, HS)
   float* plse = params.sigmoid ? nullptr : lse.data<float>();      // (B, NH, T)
-  if (!aligned16(pq) || !aligned16(pk) || !aligned16(pv) || !aligned16(po)) return false;
+  if (!aligned16(po)) return false;
+  const Tensor q16 = ops::tensor_core_operand(q);  // (B, T, NH, HS) bf16 copies
+  const Tensor k16 = ops::tensor_core_operand(k);
+  const Tensor v16 = ops::tensor_core_operand(v);
+  const bf16* pq = static_cast<const bf16*>(q16.raw_data());
+  const bf16* pk = static_cast<const bf16*>(k16.raw_data());
+  const bf16* pv = static_cast<const bf16*>(v16.raw_data());
   const int Tn = static_cast<int>(q.size(1)), NH = static_cast<int>(q.size(2));
   const float scale_log2 = static_cast<float>(params.scale) * kLog2e;
   dispatch(q.size(3), params.sigmoid, [&](auto dtag, auto sigmoid) {
@@ -752,20 +811,22 @@ bool attention_backward_bf16(const Tensor& q, const Tensor& k, const Tensor& v,
                              const ops::AttentionParams& params, const int32_t* first_key,
                              Tensor& dq, Tensor& dk, Tensor& dv) {
   if (!applies(q)) return false;
-  const float* pq = q.data<float>();
-  const float* pk = k.data<float>();
-  const float* pv = v.data<float>();
-  const float* pg = grad_out.data<float>();                             // (B, T, NH, HS)
   const float* plse = params.sigmoid ? nullptr : lse.data<float>();     // (B, NH, T)
   const float* pdvec = params.sigmoid ? nullptr : dvec.data<float>();   // (B, NH, T)
   float* pdq = dq.data<float>();
   float* pdk = dk.data<float>();
   float* pdv = dv.data<float>();
-  for (const void* p : {static_cast<const void*>(pq), static_cast<const void*>(pk),
-                        static_cast<const void*>(pv), static_cast<const void*>(pg),
-                        static_cast<const void*>(pdq), static_cast<const void*>(pdk),
+  for (const void* p : {static_cast<const void*>(pdq), static_cast<const void*>(pdk),
                         static_cast<const void*>(pdv)})
     if (!aligned16(p)) return false;
+  const Tensor q16 = ops::tensor_core_operand(q);  // (B, T, NH, HS) bf16 copies
+  const Tensor k16 = ops::tensor_core_operand(k);
+  const Tensor v16 = ops::tensor_core_operand(v);
+  const Tensor g16 = ops::tensor_core_operand(grad_out);
+  const bf16* pq = static_cast<const bf16*>(q16.raw_data());
+  const bf16* pk = static_cast<const bf16*>(k16.raw_data());
+  const bf16* pv = static_cast<const bf16*>(v16.raw_data());
+  const bf16* pg = static_cast<const bf16*>(g16.raw_data());
   const int Tn = static_cast<int>(q.size(1)), NH = static_cast<int>(q.size(2));
   const float scale = static_cast<float>(params.scale);
   const float scale_log2 = scale * kLog2e;

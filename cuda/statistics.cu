@@ -7,12 +7,15 @@
 //   type (f32 / f64).
 // abs_order_statistics: an exact radix select over the bit patterns of |x| (sign bit cleared:
 //   for non-negative IEEE values the unsigned bit order is the numeric order, NaN above +inf).
-//   11-bit digits, most significant first (3 passes for f32, 6 for f64); every pass reads x
-//   once for all requested ranks together: a histogram kernel counts the next digit of the keys
-//   that match each rank's prefix so far (per-block shared histograms, one shared atomic per
-//   key, flushed with integer atomics: order-independent, so deterministic), then one block per
-//   rank scans its histogram to the bin holding the remaining rank and extends the prefix. Each
-//   pass is bound by reading x. No host sync.
+//   Digits most significant first: 8 bits, then 12 (3 passes for f32, 6 for f64); every pass
+//   reads x once for all requested ranks together: a histogram kernel counts the next digit of
+//   the keys that match each rank's prefix so far (per-block shared histograms flushed with
+//   integer atomics: order-independent, so deterministic), then one block per rank scans its
+//   histogram to the bin holding the remaining rank and extends the prefix. The first digit
+//   (sign, exponent) is shared by most keys, so the first pass gives every lane its own copy of
+//   the 256 bins (no two lanes of a warp add to one word); later passes count only the keys
+//   under a prefix, whose digits spread, into one shared copy. Each pass is bound by reading x.
+//   No host sync.
 #include <cub/block/block_scan.cuh>
 
 #include <algorithm>
@@ -28,8 +31,10 @@ namespace sinklab::cuda {
 namespace {
 
 constexpr int kMaxRanks = 8;
-constexpr int kDigitBits = 11;
-constexpr int kBins = 1 << kDigitBits;  // histogram bins per pass
+constexpr int kFirstDigitBits = 8;       // the first pass: sign and the top of the exponent
+constexpr int kFirstBins = 1 << kFirstDigitBits;
+constexpr int kDigitBits = 12;           // later passes
+constexpr int kBins = 1 << kDigitBits;   // histogram bins per rank (the first pass uses 256)
 constexpr int kStepThreads = 256;                   // select_step's block
 constexpr int kStepBins = kBins / kStepThreads;     // consecutive bins per select_step thread
 
@@ -110,9 +115,36 @@ __device__ K abs_key(T v) {
 }
 
 template <class K>
-__global__ void select_init(SelectState<K>* state, unsigned long long* hist, Ranks ranks) {
+__global__ void select_init(SelectState<K>* state, unsigned long long* hist,
+                            unsigned long long* first_hist, Ranks ranks) {
   for (int i = threadIdx.x; i < ranks.count * kBins; i += blockDim.x) hist[i] = 0;
+  for (int i = threadIdx.x; i < kFirstBins; i += blockDim.x) first_hist[i] = 0;
   if (threadIdx.x < ranks.count) state[threadIdx.x] = {K(0), ranks.value[threadIdx.x]};
+}
+
+// The first pass, common to every rank: first_hist (256) counts the top 8 bits of all keys.
+// Shared (32, 257) unsigned: one copy of the bins per lane, rows padded by one word so that the
+// lanes of a warp adding to one bin hit 32 different banks.
+template <class T, class K>
+__global__ void select_first_histogram(const T* __restrict__ x, int64_t n,
+                                       unsigned long long* __restrict__ first_hist) {
+  constexpr int kRow = kFirstBins + 1;
+  __shared__ unsigned int local[32 * kRow];
+  for (int i = threadIdx.x; i < 32 * kRow; i += blockDim.x) local[i] = 0;
+  __syncthreads();
+  const int shift = static_cast<int>(sizeof(K) * 8) - kFirstDigitBits;
+  unsigned* mine = local + (threadIdx.x % 32) * kRow;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+#pragma unroll 4
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += stride)
+    atomicAdd(&mine[static_cast<int>(abs_key<T, K>(x[i]) >> shift)], 1u);
+  __syncthreads();
+  for (int bin = threadIdx.x; bin < kFirstBins; bin += blockDim.x) {
+    unsigned c = 0;
+    for (int lane = 0; lane < 32; ++lane) c += local[lane * kRow + bin];
+    if (c) atomicAdd(&first_hist[bin], static_cast<unsigned long long>(c));
+  }
 }
 
 // hist (count, kBins): digit (key >> shift) & (2^width - 1) of every key that matches
@@ -162,17 +194,22 @@ __global__ void select_histogram(const T* __restrict__ x, int64_t n,
 // One block per rank (blockIdx.x), kStepBins consecutive bins per thread: an exclusive scan of
 // the threads' counts, then each thread walks its bins to the one holding the remaining rank;
 // the prefix is extended by it and the histogram cleared for the next pass.
+// source: the first pass's histogram, read by every rank and left as it is; nullptr: the rank's
+// own histogram in hist, cleared after the scan.
 template <class K>
 __global__ void __launch_bounds__(kStepThreads)
-    select_step(SelectState<K>* state, unsigned long long* hist, int shift) {
+    select_step(SelectState<K>* state, unsigned long long* hist,
+                const unsigned long long* source, int shift) {
   using Scan = cub::BlockScan<unsigned long long, kStepThreads>;
   __shared__ typename Scan::TempStorage scratch;
   __shared__ int found_bin;
   __shared__ unsigned long long found_before;
   const int k = blockIdx.x, t = threadIdx.x;
-  unsigned long long* h = hist + static_cast<int64_t>(k) * kBins + t * kStepBins;  // (kStepBins)
+  unsigned long long* own = hist + static_cast<int64_t>(k) * kBins + t * kStepBins;
+  const unsigned long long* h = source ? source + t * kStepBins : own;  // (kStepBins)
+  const int bins = source ? kFirstBins : kBins;  // the first histogram has 256
   unsigned long long mine = 0;
-  for (int i = 0; i < kStepBins; ++i) mine += h[i];
+  for (int i = 0; i < kStepBins && t * kStepBins + i < bins; ++i) mine += h[i];
   unsigned long long before;  // keys in the bins of lower threads
   Scan(scratch).ExclusiveSum(mine, before);
   const unsigned long long rem = state[k].remaining;  // < the keys under this prefix
@@ -183,7 +220,8 @@ __global__ void __launch_bounds__(kStepThreads)
     found_before = before;
   }
   __syncthreads();
-  for (int i = 0; i < kStepBins; ++i) h[i] = 0;
+  if (!source)
+    for (int i = 0; i < kStepBins; ++i) own[i] = 0;
   if (t == 0) {
     state[k].remaining = rem - found_before;
     state[k].prefix |= K(found_bin) << shift;
@@ -206,14 +244,16 @@ void abs_order_statistics_typed(const Tensor& x, const std::vector<int64_t>& ran
   Ranks r{};
   r.count = count;
   for (int k = 0; k < count; ++k) r.value[k] = static_cast<unsigned long long>(ranks[k]);
-  // Workspace: state (count) then hist (count, kBins), as one byte buffer on the stream's pool.
+  // Workspace: state (count), hist (count, kBins), first_hist (256), as one byte buffer on the
+  // stream's pool.
   const int64_t state_bytes = kMaxRanks * static_cast<int64_t>(sizeof(SelectState<K>));
-  const int64_t bytes = state_bytes + count * kBins * 8;
+  const int64_t bytes = state_bytes + (count * kBins + kFirstBins) * 8;
   Tensor workspace = Tensor::empty({(bytes + 3) / 4}, DType::I32, x.device());  // bytes / 4
   auto* state = static_cast<SelectState<K>*>(workspace.raw_data());
   auto* hist = reinterpret_cast<unsigned long long*>(static_cast<char*>(workspace.raw_data()) +
                                                      state_bytes);
-  select_init<K><<<1, 256, 0, stream()>>>(state, hist, r);
+  unsigned long long* first_hist = hist + count * kBins;
+  select_init<K><<<1, 256, 0, stream()>>>(state, hist, first_hist, r);
   SINKLAB_KERNEL_CHECK("abs_order_statistics init");
   const int64_t n = x.numel();
   const size_t shared = static_cast<size_t>(count) * kBins * sizeof(unsigned);
@@ -226,12 +266,17 @@ void abs_order_statistics_typed(const Tensor& x, const std::vector<int64_t>& ran
   (void)opted_in;
   const unsigned blocks = std::min<unsigned>(blocks_for(n, 256), 132u * 4u);
   const int bits = static_cast<int>(sizeof(K) * 8);
-  for (int top = bits; top > 0; top -= kDigitBits) {
+  select_first_histogram<T, K><<<blocks, 256, 0, stream()>>>(x.data<T>(), n, first_hist);
+  SINKLAB_KERNEL_CHECK("abs_order_statistics first histogram");
+  select_step<K><<<count, kStepThreads, 0, stream()>>>(state, hist, first_hist,
+                                                       bits - kFirstDigitBits);
+  SINKLAB_KERNEL_CHECK("abs_order_statistics first step");
+  for (int top = bits - kFirstDigitBits; top > 0; top -= kDigitBits) {
     const int shift = std::max(top - kDigitBits, 0);
     select_histogram<T, K><<<blocks, 256, shared, stream()>>>(x.data<T>(), n, state, hist, count,
                                                               shift, top - shift);
     SINKLAB_KERNEL_CHECK("abs_order_statistics histogram");
-    select_step<K><<<count, kStepThreads, 0, stream()>>>(state, hist, shift);
+    select_step<K><<<count, kStepThreads, 0, stream()>>>(state, hist, nullptr, shift);
     SINKLAB_KERNEL_CHECK("abs_order_statistics step");
   }
   select_write<T, K><<<1, 32, 0, stream()>>>(state, out.data<T>(), count);
