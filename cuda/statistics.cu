@@ -21,6 +21,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
 #include "cuda/check.h"
 #include "cuda/runtime.h"
@@ -114,12 +115,37 @@ __device__ K abs_key(T v) {
   return bits & ~(K(1) << (sizeof(K) * 8 - 1));
 }
 
+// hist: (passes, count, kBins), every region zeroed.
 template <class K>
-__global__ void select_init(SelectState<K>* state, unsigned long long* hist,
-                            unsigned long long* first_hist, Ranks ranks) {
-  for (int i = threadIdx.x; i < ranks.count * kBins; i += blockDim.x) hist[i] = 0;
-  for (int i = threadIdx.x; i < kFirstBins; i += blockDim.x) first_hist[i] = 0;
-  if (threadIdx.x < ranks.count) state[threadIdx.x] = {K(0), ranks.value[threadIdx.x]};
+__global__ void select_init(SelectState<K>* state, unsigned long long* hist, int64_t hist_size,
+                            Ranks ranks) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < hist_size;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    hist[i] = 0;
+  if (blockIdx.x == 0 && threadIdx.x < ranks.count) state[threadIdx.x] = {K(0), ranks.value[threadIdx.x]};
+}
+
+// Ranks whose prefixes (above bit `top`) agree share one histogram (all of them in the first
+// pass; usually the median pair and the top ranks later): distinct[u] is the u-th distinct
+// prefix and slot_of[k] the histogram of rank k. Distinct prefixes select disjoint keys.
+// Returns the number of histograms. The histogram and step kernels of a pass agree on it.
+template <class K>
+__device__ int prefix_slots(const SelectState<K>* state, int count, K high, K (&distinct)[kMaxRanks],
+                            int (&slot_of)[kMaxRanks]) {
+  int unique = 0;
+  for (int k = 0; k < count; ++k) {
+    const K p = state[k].prefix & high;
+    int u = 0;
+    while (u < unique && distinct[u] != p) ++u;
+    if (u == unique) distinct[unique++] = p;
+    slot_of[k] = u;
+  }
+  return unique;
+}
+
+template <class K>
+__device__ K prefix_mask(int top) {
+  return top >= static_cast<int>(sizeof(K) * 8) ? K(0) : ~((K(1) << top) - 1);
 }
 
 // The first pass, common to every rank: first_hist (256) counts the top 8 bits of all keys.
@@ -147,29 +173,20 @@ __global__ void select_first_histogram(const T* __restrict__ x, int64_t n,
   }
 }
 
-// hist (count, kBins): digit (key >> shift) & (2^width - 1) of every key that matches
-// state[k].prefix above bit shift + width. Dynamic shared memory: (count, kBins) unsigned.
+// hist (count, kBins), this pass's region: row u counts digit (key >> shift) & (2^width - 1) of
+// the keys that match distinct prefix u above bit shift + width. Dynamic shared memory: (count,
+// kBins) unsigned.
 template <class T, class K>
 __global__ void select_histogram(const T* __restrict__ x, int64_t n,
                                  const SelectState<K>* __restrict__ state,
                                  unsigned long long* __restrict__ hist, int count, int shift,
                                  int width) {
   extern __shared__ unsigned int local[];  // (unique, kBins) per-block counts
-  const int top = shift + width;
-  const K high = top >= static_cast<int>(sizeof(K) * 8) ? K(0) : ~((K(1) << top) - 1);
+  const K high = prefix_mask<K>(shift + width);
   const K digit_mask = (K(1) << width) - 1;
-  // Ranks whose prefixes agree so far (all of them in the first pass; usually the median pair
-  // and the top ranks later) share one histogram: distinct[u] is the u-th distinct prefix and
-  // slot_of[k] the histogram of rank k. Distinct prefixes select disjoint keys.
   K distinct[kMaxRanks];
-  int slot_of[kMaxRanks], unique = 0;
-  for (int k = 0; k < count; ++k) {
-    const K p = state[k].prefix & high;
-    int u = 0;
-    while (u < unique && distinct[u] != p) ++u;
-    if (u == unique) distinct[unique++] = p;
-    slot_of[k] = u;
-  }
+  int slot_of[kMaxRanks];
+  const int unique = prefix_slots(state, count, high, distinct, slot_of);
   for (int i = threadIdx.x; i < unique * kBins; i += blockDim.x) local[i] = 0;
   __syncthreads();
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
@@ -185,29 +202,34 @@ __global__ void select_histogram(const T* __restrict__ x, int64_t n,
       }
   }
   __syncthreads();
-  for (int i = threadIdx.x; i < count * kBins; i += blockDim.x) {
-    const unsigned c = local[slot_of[i / kBins] * kBins + i % kBins];
-    if (c) atomicAdd(&hist[i], static_cast<unsigned long long>(c));
+  const int bins = 1 << width;
+  for (int i = threadIdx.x; i < unique * bins; i += blockDim.x) {
+    const unsigned c = local[(i / bins) * kBins + i % bins];
+    if (c) atomicAdd(&hist[(i / bins) * kBins + i % bins], static_cast<unsigned long long>(c));
   }
 }
 
 // One block per rank (blockIdx.x), kStepBins consecutive bins per thread: an exclusive scan of
-// the threads' counts, then each thread walks its bins to the one holding the remaining rank;
-// the prefix is extended by it and the histogram cleared for the next pass.
-// source: the first pass's histogram, read by every rank and left as it is; nullptr: the rank's
-// own histogram in hist, cleared after the scan.
+// the threads' counts, then each thread walks its bins to the one holding the remaining rank,
+// and the prefix is extended by it. hist: this pass's region (count, kBins), row slot_of[k]
+// (prefix_slots above bit shift + width); in the first pass every rank reads row 0 (256 bins).
+// Every pass has its own region (zeroed once by select_init), so no histogram is cleared
+// while another rank's block may still read it.
 template <class K>
 __global__ void __launch_bounds__(kStepThreads)
-    select_step(SelectState<K>* state, unsigned long long* hist,
-                const unsigned long long* source, int shift) {
+    select_step(SelectState<K>* state, const unsigned long long* hist, int count, int shift,
+                int width) {
   using Scan = cub::BlockScan<unsigned long long, kStepThreads>;
   __shared__ typename Scan::TempStorage scratch;
   __shared__ int found_bin;
   __shared__ unsigned long long found_before;
   const int k = blockIdx.x, t = threadIdx.x;
-  unsigned long long* own = hist + static_cast<int64_t>(k) * kBins + t * kStepBins;
-  const unsigned long long* h = source ? source + t * kStepBins : own;  // (kStepBins)
-  const int bins = source ? kFirstBins : kBins;  // the first histogram has 256
+  K distinct[kMaxRanks];
+  int slot_of[kMaxRanks];
+  prefix_slots(state, count, prefix_mask<K>(shift + width), distinct, slot_of);
+  const unsigned long long* h =
+      hist + static_cast<int64_t>(slot_of[k]) * kBins + t * kStepBins;  // (kStepBins)
+  const int bins = 1 << width;
   unsigned long long mine = 0;
   for (int i = 0; i < kStepBins && t * kStepBins + i < bins; ++i) mine += h[i];
   unsigned long long before;  // keys in the bins of lower threads
@@ -220,8 +242,6 @@ __global__ void __launch_bounds__(kStepThreads)
     found_before = before;
   }
   __syncthreads();
-  if (!source)
-    for (int i = 0; i < kStepBins; ++i) own[i] = 0;
   if (t == 0) {
     state[k].remaining = rem - found_before;
     state[k].prefix |= K(found_bin) << shift;
@@ -244,16 +264,23 @@ void abs_order_statistics_typed(const Tensor& x, const std::vector<int64_t>& ran
   Ranks r{};
   r.count = count;
   for (int k = 0; k < count; ++k) r.value[k] = static_cast<unsigned long long>(ranks[k]);
-  // Workspace: state (count), hist (count, kBins), first_hist (256), as one byte buffer on the
+  // Digit widths, most significant first: 8, then 12 (the last one what is left).
+  const int bits = static_cast<int>(sizeof(K) * 8);
+  std::vector<int> widths{kFirstDigitBits};
+  for (int left = bits - kFirstDigitBits; left > 0; left -= kDigitBits)
+    widths.push_back(std::min(left, kDigitBits));
+  const int passes = static_cast<int>(widths.size());
+  // Workspace: state (kMaxRanks), hist (passes, count, kBins), as one byte buffer on the
   // stream's pool.
   const int64_t state_bytes = kMaxRanks * static_cast<int64_t>(sizeof(SelectState<K>));
-  const int64_t bytes = state_bytes + (count * kBins + kFirstBins) * 8;
+  const int64_t region = static_cast<int64_t>(count) * kBins;  // one pass's histograms
+  const int64_t bytes = state_bytes + passes * region * 8;
   Tensor workspace = Tensor::empty({(bytes + 3) / 4}, DType::I32, x.device());  // bytes / 4
   auto* state = static_cast<SelectState<K>*>(workspace.raw_data());
   auto* hist = reinterpret_cast<unsigned long long*>(static_cast<char*>(workspace.raw_data()) +
                                                      state_bytes);
-  unsigned long long* first_hist = hist + count * kBins;
-  select_init<K><<<1, 256, 0, stream()>>>(state, hist, first_hist, r);
+  select_init<K><<<blocks_for(passes * region, 256), 256, 0, stream()>>>(state, hist,
+                                                                          passes * region, r);
   SINKLAB_KERNEL_CHECK("abs_order_statistics init");
   const int64_t n = x.numel();
   const size_t shared = static_cast<size_t>(count) * kBins * sizeof(unsigned);
@@ -264,19 +291,21 @@ void abs_order_statistics_typed(const Tensor& x, const std::vector<int64_t>& ran
     return true;
   }();
   (void)opted_in;
-  const unsigned blocks = std::min<unsigned>(blocks_for(n, 256), 132u * 4u);
-  const int bits = static_cast<int>(sizeof(K) * 8);
-  select_first_histogram<T, K><<<blocks, 256, 0, stream()>>>(x.data<T>(), n, first_hist);
+  // Enough blocks to stream x at full bandwidth; each flushes its histograms once.
+  const unsigned blocks = std::min<unsigned>(blocks_for(n, 256), 132u * 2u);
+  int shift = bits - kFirstDigitBits;
+  select_first_histogram<T, K><<<blocks, 256, 0, stream()>>>(x.data<T>(), n, hist);
   SINKLAB_KERNEL_CHECK("abs_order_statistics first histogram");
-  select_step<K><<<count, kStepThreads, 0, stream()>>>(state, hist, first_hist,
-                                                       bits - kFirstDigitBits);
+  select_step<K><<<count, kStepThreads, 0, stream()>>>(state, hist, count, shift, widths[0]);
   SINKLAB_KERNEL_CHECK("abs_order_statistics first step");
-  for (int top = bits - kFirstDigitBits; top > 0; top -= kDigitBits) {
-    const int shift = std::max(top - kDigitBits, 0);
-    select_histogram<T, K><<<blocks, 256, shared, stream()>>>(x.data<T>(), n, state, hist, count,
-                                                              shift, top - shift);
+  for (int p = 1; p < passes; ++p) {
+    shift -= widths[p];
+    unsigned long long* pass_hist = hist + p * region;  // (count, kBins)
+    select_histogram<T, K><<<blocks, 256, shared, stream()>>>(x.data<T>(), n, state, pass_hist,
+                                                              count, shift, widths[p]);
     SINKLAB_KERNEL_CHECK("abs_order_statistics histogram");
-    select_step<K><<<count, kStepThreads, 0, stream()>>>(state, hist, nullptr, shift);
+    select_step<K><<<count, kStepThreads, 0, stream()>>>(state, pass_hist, count, shift,
+                                                         widths[p]);
     SINKLAB_KERNEL_CHECK("abs_order_statistics step");
   }
   select_write<T, K><<<1, 32, 0, stream()>>>(state, out.data<T>(), count);
