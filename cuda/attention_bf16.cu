@@ -229,6 +229,24 @@ __device__ __forceinline__ void load_tile_async(bf16* dst, const bf16* __restric
   }
 }
 
+// Key/value tile `it` (at k0, in slot it % 2 of Kbuf/Vbuf (2, BK, D+8)) is waited for; the
+// copy of the next one (at k0 + BK, while below kend) is started into the other slot first, so
+// it is in flight while this one is multiplied. A barrier must follow before the tile is read.
+template <int D, int BK>
+__device__ __forceinline__ void prefetch_kv_tile(bf16* Kbuf, bf16* Vbuf, const bf16* k,
+                                                 const bf16* v, int k0, int kend, int it, int Tn,
+                                                 int64_t rs) {
+  constexpr int LD = D + kPad;
+  if (k0 + BK < kend) {
+    load_tile_async<D, BK>(Kbuf + ((it + 1) % 2) * BK * LD, k, k0 + BK, Tn, rs);
+    load_tile_async<D, BK>(Vbuf + ((it + 1) % 2) * BK * LD, v, k0 + BK, Tn, rs);
+    cp_async_commit();
+    cp_async_wait<1>();  // this tile has landed, the next may still be in flight
+  } else {
+    cp_async_wait<0>();
+  }
+}
+
 // Max / sum over the 4 lanes holding one accumulator row (lanes 4g .. 4g+3). xor butterfly:
 // every lane ends with the same bits.
 __device__ __forceinline__ float quad_max(float v) {
@@ -302,14 +320,7 @@ __global__ void __launch_bounds__(kThreads)
   for (int k0 = kstart, it = 0; k0 < kend; k0 += BK, ++it) {
     const bf16* Ks = Kbuf + (it % 2) * BK * LD;  // (BK, D+8) this tile's keys
     const bf16* Vs = Vbuf + (it % 2) * BK * LD;  // (BK, D+8) this tile's values
-    if (k0 + BK < kend) {  // prefetch the next tile into the other buffer
-      load_tile_async<D, BK>(Kbuf + ((it + 1) % 2) * BK * LD, k + base, k0 + BK, Tn, rs);
-      load_tile_async<D, BK>(Vbuf + ((it + 1) % 2) * BK * LD, v + base, k0 + BK, Tn, rs);
-      cp_async_commit();
-      cp_async_wait<1>();  // this tile has landed, the next may still be in flight
-    } else {
-      cp_async_wait<0>();
-    }
+    prefetch_kv_tile<D, BK>(Kbuf, Vbuf, k + base, v + base, k0, kend, it, Tn, rs);
     __syncthreads();
 
     // S = Q K^T: (16, BK) per warp.
@@ -479,14 +490,7 @@ __global__ void __launch_bounds__(kThreads)
   for (int k0 = kstart, it = 0; k0 < kend; k0 += BK, ++it) {
     const bf16* Ks = Kbuf + (it % 2) * BK * LD;  // (BK, D+8) this tile's keys
     const bf16* Vs = Vbuf + (it % 2) * BK * LD;  // (BK, D+8) this tile's values
-    if (k0 + BK < kend) {  // prefetch the next tile into the other buffer
-      load_tile_async<D, BK>(Kbuf + ((it + 1) % 2) * BK * LD, k + base, k0 + BK, Tn, rs);
-      load_tile_async<D, BK>(Vbuf + ((it + 1) % 2) * BK * LD, v + base, k0 + BK, Tn, rs);
-      cp_async_commit();
-      cp_async_wait<1>();
-    } else {
-      cp_async_wait<0>();
-    }
+    prefetch_kv_tile<D, BK>(Kbuf, Vbuf, k + base, v + base, k0, kend, it, Tn, rs);
     __syncthreads();
 
     // S = Q K^T and dP = dO V^T: (16, BK) per warp.
