@@ -105,6 +105,20 @@ double Communicator::sum(double value, const char* what) {
   return buf.item();
 }
 
+std::vector<double> Communicator::all_gather(const std::vector<double>& mine, const char* what) {
+  const int64_t n = static_cast<int64_t>(mine.size());
+  Tensor all = Tensor::empty({world_size_ * n}, DType::F64, Device::cuda());  // (world * n)
+  if (n > 0) {
+    Tensor own = all.narrow_view(0, rank_ * n, n);  // (n) this rank's part
+    own.copy_from(Tensor::from_doubles(mine, {n}, DType::F64));
+    SINKLAB_NCCL_CHECK(ncclAllGather(own.raw_data(), all.raw_data(), static_cast<size_t>(n),
+                                     ncclFloat64, impl_->comm, stream()),
+                       rank_);
+    wait(what);
+  }
+  return all.to_doubles();
+}
+
 #else  // no NCCL in this build
 
 struct Communicator::Impl {};
@@ -121,6 +135,9 @@ Communicator::~Communicator() = default;
 void Communicator::wait(const char*) {}
 void Communicator::all_reduce_mean(Tensor&, const char*) {}
 double Communicator::sum(double value, const char*) { return value; }
+std::vector<double> Communicator::all_gather(const std::vector<double>& mine, const char*) {
+  return mine;
+}
 
 #endif
 

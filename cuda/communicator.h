@@ -9,6 +9,7 @@
 #pragma once
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "core/tensor.h"
 
@@ -32,6 +33,8 @@ class Communicator {
   void all_reduce_mean(Tensor& t, const char* what = "gradients");
   // Sum over ranks of a host value (losses, counts).
   double sum(double value, const char* what);
+  // Every rank's host values, concatenated in rank order (the same count on every rank).
+  std::vector<double> all_gather(const std::vector<double>& mine, const char* what);
 
  private:
   void wait(const char* what);

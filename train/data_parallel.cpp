@@ -53,6 +53,20 @@ double DataParallel::average(double value) {
   return value;
 }
 
+std::vector<std::vector<double>> DataParallel::all_gather(const std::vector<double>& mine) {
+#if defined(SINKLAB_HAVE_CUDA)
+  if (comm_) {
+    const std::vector<double> all = comm_->all_gather(mine, "sink metrics all-gather");
+    std::vector<std::vector<double>> ranks;
+    const size_t n = mine.size();
+    for (int r = 0; r < env_.world_size; ++r)
+      ranks.emplace_back(all.begin() + r * n, all.begin() + (r + 1) * n);
+    return ranks;
+  }
+#endif
+  return {mine};
+}
+
 void select_local_gpu(const LaunchEnv& env) {
   if (!env.distributed()) return;
   const char* visible = std::getenv("CUDA_VISIBLE_DEVICES");

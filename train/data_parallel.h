@@ -6,13 +6,15 @@
 // the flat gradient buffer is averaged over the ranks in one all-reduce, and the step's loss is
 // averaged too. Every rank then runs the same clipped AdamW update on the same numbers, so the
 // weights stay identical. Only rank 0 writes files (configs, metrics, checkpoints) and the
-// console. The sink metrics come from rank 0's slice of the batch.
+// console. The sink metrics are exchanged between the ranks (RankExchange) and describe the
+// whole global batch (train/sink_metrics.h says how each one combines).
 #pragma once
 #include <memory>
 
 #include "core/device.h"
 #include "core/tensor.h"
 #include "train/launcher.h"
+#include "train/sink_metrics.h"
 
 namespace sinklab::cuda {
 class Communicator;
@@ -20,11 +22,11 @@ class Communicator;
 
 namespace sinklab::train {
 
-class DataParallel {
+class DataParallel : public RankExchange {
  public:
   // Throws ConfigError when a world size > 1 meets run.device: cpu (`device`).
   DataParallel(const LaunchEnv& env, Device device);
-  ~DataParallel();
+  ~DataParallel() override;
 
   int rank() const { return env_.rank; }
   int world_size() const { return env_.world_size; }
@@ -33,6 +35,8 @@ class DataParallel {
   void average_gradients(Tensor& flat_grads);
   // Mean over ranks of a host value (the step's loss).
   double average(double value);
+  // Every rank's values, in rank order (one entry, `mine`, for a single process).
+  std::vector<std::vector<double>> all_gather(const std::vector<double>& mine) override;
 
  private:
   LaunchEnv env_;

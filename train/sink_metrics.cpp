@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <limits>
 
 #include "autograd/grad_mode.h"
@@ -14,19 +15,31 @@ namespace {
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
+// How a slot's values combine over data-parallel ranks (each holding a slice of the batch).
+struct Combine {
+  enum Kind {
+    kRows,   // one entry per local sequence: concatenated in rank order (the global batch)
+    kMean,   // a mean over the local batch: averaged (equal slices: the global-batch mean)
+    kOrder,  // `median` median values, then the top `top` values in descending order
+  } kind;
+  int median = 0, top = 0;  // kOrder only
+};
+
 // Small device results gathered into one buffer on their device and copied to the host once:
 // one transfer (and one synchronisation) per metrics step, not one per layer.
 class Gather {
  public:
   // Queues t (any layout) and returns its index; its values come back in row-major order.
-  size_t add(const Tensor& t) {
+  size_t add(const Tensor& t, Combine combine = {Combine::kRows}) {
     parts_.push_back(t);
+    combine_.push_back(combine);
     return parts_.size() - 1;
   }
   void fetch() {
     int64_t total = 0;
     for (const Tensor& t : parts_) {
       offsets_.push_back(total);
+      sizes_.push_back(t.numel());
       total += t.numel();
     }
     if (parts_.empty()) return;
@@ -37,11 +50,50 @@ class Gather {
           .copy_from(parts_[i]);
     host_ = flat.to_doubles();
   }
+  // Replaces the values by their combination over every rank's (ranks[r] is rank r's host_,
+  // same layout): rows concatenate (their slots grow by the number of ranks), means average,
+  // the top values are the largest of all ranks', medians average (not the global median: that
+  // would need every activation; the mean of the slices' medians is logged instead).
+  void combine_ranks(const std::vector<std::vector<double>>& ranks) {
+    const size_t R = ranks.size();
+    std::vector<double> merged;
+    std::vector<int64_t> offsets, sizes;
+    for (size_t i = 0; i < parts_.size(); ++i) {
+      const int64_t at = offsets_[i], n = sizes_[i];
+      offsets.push_back(static_cast<int64_t>(merged.size()));
+      const Combine& c = combine_[i];
+      if (c.kind == Combine::kRows) {
+        for (const auto& r : ranks) merged.insert(merged.end(), r.begin() + at, r.begin() + at + n);
+      } else if (c.kind == Combine::kMean) {
+        for (int64_t j = 0; j < n; ++j) {
+          double sum = 0;
+          for (const auto& r : ranks) sum += r[at + j];
+          merged.push_back(sum / static_cast<double>(R));
+        }
+      } else {
+        for (int j = 0; j < c.median; ++j) {
+          double sum = 0;
+          for (const auto& r : ranks) sum += r[at + j];
+          merged.push_back(sum / static_cast<double>(R));
+        }
+        std::vector<double> top;
+        for (const auto& r : ranks) top.insert(top.end(), r.begin() + at + c.median, r.begin() + at + n);
+        std::sort(top.begin(), top.end(), std::greater<double>());
+        merged.insert(merged.end(), top.begin(), top.begin() + (n - c.median));
+      }
+      sizes.push_back(static_cast<int64_t>(merged.size()) - offsets.back());
+    }
+    host_ = std::move(merged);
+    offsets_ = std::move(offsets);
+    sizes_ = std::move(sizes);
+  }
+  const std::vector<double>& host() const { return host_; }
   const double* values(size_t index) const { return host_.data() + offsets_[index]; }
 
  private:
   std::vector<Tensor> parts_;
-  std::vector<int64_t> offsets_;
+  std::vector<Combine> combine_;
+  std::vector<int64_t> offsets_, sizes_;
   std::vector<double> host_;
 };
 
@@ -100,25 +152,29 @@ LayerSlots queue_layer(const LayerCapture& cap, const ops::AttentionOptions& att
   Tensor mass = ops::attention_key_mass(cap.q, cap.k, cap.lse, 0, attention);  // (B, NH, T)
   s.key_mass_mean = gather.add(column(stats_of_rows(mass, T), ops::kRowMean));
   s.key_mass_first = gather.add(mass.narrow_view(2, 0, 1));
-  s.var_pos = gather.add(per_position_mean(cap.attn_out, B, T, ops::kRowVariance));
+  const Combine mean{Combine::kMean};
+  s.var_pos = gather.add(per_position_mean(cap.attn_out, B, T, ops::kRowVariance), mean);
   if (cap.attn_out_normed.defined())
-    s.var_pos_normed = gather.add(per_position_mean(cap.attn_out_normed, B, T, ops::kRowVariance));
+    s.var_pos_normed =
+        gather.add(per_position_mean(cap.attn_out_normed, B, T, ops::kRowVariance), mean);
   Tensor rows = stats_of_rows(cap.residual, C).reshape_view({B, T, ops::kRowStats});  // (B, T, 5)
   Tensor norms = column(rows.reshape_view({B * T, ops::kRowStats}), ops::kRowNorm);   // (B*T, 1)
   s.norm_mean = gather.add(
       column(ops::row_statistics(norms.copy_contiguous().reshape_view({B, T})), ops::kRowMean));
   s.first_row = gather.add(rows.narrow_view(1, 0, 1));  // (B, 1, 5)
   Tensor first_x = cap.residual.narrow_view(1, 0, 1).copy_contiguous().reshape_view({B, C});
-  s.channel_abs0 = gather.add(column(stats_of_columns(first_x), ops::kRowMeanAbs));
+  s.channel_abs0 = gather.add(column(stats_of_columns(first_x), ops::kRowMeanAbs), mean);
   const int64_t n = cap.residual.numel();
   std::vector<int64_t> ranks = median_ranks(n);
   for (int64_t i = 1; i <= 3; ++i) ranks.push_back(std::max<int64_t>(n - i, 0));
-  s.residual_order = gather.add(ops::abs_order_statistics(cap.residual, ranks));
+  s.residual_order = gather.add(ops::abs_order_statistics(cap.residual, ranks),
+                                {Combine::kOrder, static_cast<int>(median_ranks(n).size()), 3});
   const int64_t F = cap.ffn_hidden.size(2);
   Tensor first_u = cap.ffn_hidden.narrow_view(1, 0, 1).copy_contiguous().reshape_view({B, F});
-  s.neuron_abs0 = gather.add(column(stats_of_columns(first_u), ops::kRowMeanAbs));
-  s.ffn_order = gather.add(
-      ops::abs_order_statistics(cap.ffn_hidden, median_ranks(cap.ffn_hidden.numel())));
+  s.neuron_abs0 = gather.add(column(stats_of_columns(first_u), ops::kRowMeanAbs), mean);
+  const std::vector<int64_t> ffn_ranks = median_ranks(cap.ffn_hidden.numel());
+  s.ffn_order = gather.add(ops::abs_order_statistics(cap.ffn_hidden, ffn_ranks),
+                           {Combine::kOrder, static_cast<int>(ffn_ranks.size()), 0});
   return s;
 }
 
@@ -139,8 +195,9 @@ void finish_attention(const LayerSlots& s, const Gather& g, int64_t B, int64_t N
   }
 }
 
+// B: sequences in the (combined) rows; n: elements of one rank's x (the order slot's layout).
 void finish_residual(const LayerSlots& s, const Gather& g, int64_t B, int64_t T, int64_t C,
-                     LayerMetrics& out) {
+                     int64_t n, LayerMetrics& out) {
   const double* norm_mean = g.values(s.norm_mean);  // (B)
   const double* first = g.values(s.first_row);      // (B, 5)
   double disparity = 0, norm_ratio = 0;
@@ -155,7 +212,7 @@ void finish_residual(const LayerSlots& s, const Gather& g, int64_t B, int64_t T,
   out.norm_ratio = norm_ratio / B;
   const double* channel = g.values(s.channel_abs0);  // (C)
   out.dim_argmax = std::max_element(channel, channel + C) - channel;
-  const int64_t n = B * T * C, m = n % 2 ? 1 : 2;
+  const int64_t m = n % 2 ? 1 : 2;
   const double* order = g.values(s.residual_order);  // median ranks, then ranks n-1, n-2, n-3
   out.massive_median = median_from(order, n);
   for (int i = 0; i < 3; ++i) out.massive_top[i] = i < n ? order[m + i] : kNaN;
@@ -172,7 +229,7 @@ void finish_ffn(const LayerSlots& s, const Gather& g, int64_t F, int64_t n, Laye
 }  // namespace
 
 SinkMetrics compute_sink_metrics(const ForwardCapture& capture, double sink_threshold,
-                                 bool with_effective_rank) {
+                                 bool with_effective_rank, RankExchange* ranks) {
   autograd::NoGradGuard no_grad;
   SinkMetrics metrics;
   metrics.layers.resize(capture.layers.size());
@@ -180,12 +237,19 @@ SinkMetrics compute_sink_metrics(const ForwardCapture& capture, double sink_thre
   std::vector<LayerSlots> slots;
   for (const LayerCapture& cap : capture.layers) slots.push_back(queue_layer(cap, cap.attention, gather));
   gather.fetch();
+  int64_t world = 1;
+  if (ranks != nullptr) {
+    const std::vector<std::vector<double>> all = ranks->all_gather(gather.host());
+    world = static_cast<int64_t>(all.size());
+    if (world > 1) gather.combine_ranks(all);
+  }
   int64_t sinks = 0, heads = 0;
   for (size_t l = 0; l < capture.layers.size(); ++l) {
     const LayerCapture& cap = capture.layers[l];
     const LayerSlots& s = slots[l];
     LayerMetrics& m = metrics.layers[l];
-    const int64_t B = cap.residual.size(0), T = cap.residual.size(1), C = cap.residual.size(2);
+    const int64_t B_local = cap.residual.size(0), T = cap.residual.size(1);
+    const int64_t C = cap.residual.size(2), B = B_local * world;  // B: all ranks' sequences
     finish_attention(s, gather, B, cap.q.size(2), T, m);
     m.var_pos.assign(gather.values(s.var_pos), gather.values(s.var_pos) + T);
     m.var_ratio = first_to_rest_ratio(m.var_pos);
@@ -195,7 +259,7 @@ SinkMetrics compute_sink_metrics(const ForwardCapture& capture, double sink_thre
     } else {
       m.var_ratio_normed = kNaN;
     }
-    finish_residual(s, gather, B, T, C, m);
+    finish_residual(s, gather, B, T, C, cap.residual.numel(), m);
     finish_ffn(s, gather, cap.ffn_hidden.size(2), cap.ffn_hidden.numel(), m);
     m.effective_rank = kNaN;
     if (with_effective_rank) {

@@ -34,9 +34,23 @@ struct SinkMetrics {
   double sink_rate = 0;              // percent of (l, h) with alpha0 > threshold
 };
 
+// The ranks of a data-parallel job, for the metrics: every rank passes its values and receives
+// every rank's, in rank order (the same number on every rank).
+class RankExchange {
+ public:
+  virtual ~RankExchange() = default;
+  virtual std::vector<std::vector<double>> all_gather(const std::vector<double>& mine) = 0;
+};
+
 // Each layer's attention mask and mode come from its LayerCapture (as the model ran it).
+// With `ranks` (a data-parallel job, each rank's capture a slice of the global batch), the
+// per-layer device results are exchanged before the host finishes them, so every rank returns
+// the metrics of the global batch: per-sequence values (sink mass, alpha0, dimension disparity,
+// norm ratio) over all sequences, batch means (var_pos, the super neuron, the dimension argmax)
+// over all, the top-3 |x| exact over all; the medians (massive_median, super_ratio's denominator)
+// are the mean of the ranks' medians. The effective rank is the calling rank's sequence 0.
 SinkMetrics compute_sink_metrics(const ForwardCapture& capture, double sink_threshold,
-                                 bool with_effective_rank);
+                                 bool with_effective_rank, RankExchange* ranks = nullptr);
 
 // exp(entropy of the normalised singular values) of a (rows, cols) row-major matrix.
 double effective_rank(const std::vector<double>& matrix, int64_t rows, int64_t cols);

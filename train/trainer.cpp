@@ -396,7 +396,9 @@ void Run::step_all(int64_t step, bool evaluate_first) {
     }
     clock.mark("grad norm, clip, AdamW");
     if (metrics_step) {
-      record.sink = compute_sink_metrics(capture, c.metrics.sink_threshold, false);
+      // Every rank's slice of the batch: the metrics of the global batch, on every rank.
+      record.sink = compute_sink_metrics(capture, c.metrics.sink_threshold, false,
+                                         parallel_->world_size() > 1 ? parallel_.get() : nullptr);
       record.has_sink = true;
       for (size_t l = 0; l < eval.effective_rank.size(); ++l)
         record.sink.layers[l].effective_rank = eval.effective_rank[l];

@@ -1,0 +1,94 @@
+// Sink metrics of a data-parallel job: each rank captures a slice of the global batch, and
+// compute_sink_metrics exchanges the per-layer results (RankExchange) so that every rank logs the
+// metrics of the whole batch. Checked here without a second process: two captures of the two
+// halves of a batch, combined, against one capture of the whole batch.
+#include <cmath>
+
+#include "autograd/grad_mode.h"
+#include "core/random.h"
+#include "train/model.h"
+#include "train/sink_metrics.h"
+#include "tests/helpers.h"
+
+using namespace sinklab;
+using namespace sinklab::train;
+
+namespace {
+
+// Rank 0 of two: its all_gather returns its own values, then rank 1's (recorded beforehand).
+// Rank 1's own call is made first with `other` empty: it records and returns its values alone.
+struct TwoRanks : RankExchange {
+  std::vector<double> other;
+  std::vector<double> recorded;
+  std::vector<std::vector<double>> all_gather(const std::vector<double>& mine) override {
+    if (other.empty()) {
+      recorded = mine;
+      return {mine};
+    }
+    return {mine, other};
+  }
+};
+
+ForwardCapture capture_of(const GPT& model, const Tensor& ids) {
+  ForwardCapture cap;
+  model.forward(ids, Tensor(), &cap);
+  return cap;
+}
+
+}  // namespace
+
+TEST_CASE("metrics of two ranks' slices, combined, equal the metrics of the whole batch",
+          "[metrics][distributed]") {
+  for (const char* arch : {"gpt2", "llama"}) {
+    ModelSection cfg;
+    cfg.arch = arch;
+    cfg.n_layer = 2;
+    cfg.n_head = 2;
+    cfg.n_embd = 16;
+    cfg.block_size = 9;
+    cfg.vocab_size = 11;
+    cfg.attn_output_norm = "headwise_rmsnorm";
+    GPT model(cfg, 5, DType::F64);
+    autograd::NoGradGuard no_grad;
+    Tensor ids = rand_ints({4, 9}, RngKey{5, 7, 0}, 11);                   // (4, 9)
+    Tensor first_half = ids.narrow_view(0, 0, 2).copy_contiguous();          // (2, 9) rank 0
+    Tensor second_half = ids.narrow_view(0, 2, 2).copy_contiguous();         // (2, 9) rank 1
+    const SinkMetrics whole = compute_sink_metrics(capture_of(model, ids), 0.3, false);
+
+    TwoRanks exchange;
+    const SinkMetrics rank1 =
+        compute_sink_metrics(capture_of(model, second_half), 0.3, false, &exchange);
+    exchange.other = exchange.recorded;
+    const SinkMetrics rank0 = compute_sink_metrics(capture_of(model, first_half), 0.3, false);
+    const SinkMetrics combined =
+        compute_sink_metrics(capture_of(model, first_half), 0.3, false, &exchange);
+
+    INFO(arch);
+    REQUIRE(combined.sink_rate == Approx(whole.sink_rate));
+    for (size_t l = 0; l < whole.layers.size(); ++l) {
+      const LayerMetrics& w = whole.layers[l];
+      const LayerMetrics& c = combined.layers[l];
+      for (size_t h = 0; h < w.sink_mass.size(); ++h) {
+        REQUIRE(c.sink_mass[h] == Approx(w.sink_mass[h]).epsilon(1e-12));
+        REQUIRE(c.alpha0[h] == Approx(w.alpha0[h]).epsilon(1e-12));
+      }
+      for (size_t t = 0; t < w.var_pos.size(); ++t) {
+        REQUIRE(c.var_pos[t] == Approx(w.var_pos[t]).epsilon(1e-12));
+        REQUIRE(c.var_pos_normed[t] == Approx(w.var_pos_normed[t]).epsilon(1e-12));
+      }
+      REQUIRE(c.var_ratio == Approx(w.var_ratio).epsilon(1e-12));
+      REQUIRE(c.dim_disparity == Approx(w.dim_disparity).epsilon(1e-12));
+      REQUIRE(c.norm_ratio == Approx(w.norm_ratio).epsilon(1e-12));
+      REQUIRE(c.dim_argmax == w.dim_argmax);
+      REQUIRE(c.super_neuron == w.super_neuron);
+      REQUIRE(c.super_value == Approx(w.super_value).epsilon(1e-12));
+      for (int i = 0; i < 3; ++i) REQUIRE(c.massive_top[i] == w.massive_top[i]);
+      // The median is the mean of the slices' medians, not the median of the whole batch.
+      const double mean_of_medians =
+          0.5 * (rank0.layers[l].massive_median + rank1.layers[l].massive_median);
+      REQUIRE(c.massive_median == Approx(mean_of_medians).epsilon(1e-12));
+      // Rank 1 alone (its exchange returned only its own values) saw its slice only.
+      REQUIRE(rank1.layers[l].sink_mass[0] != Approx(w.sink_mass[0]).epsilon(1e-9));
+    }
+  }
+}
