@@ -7,29 +7,45 @@
 
 #include "core/error.h"
 #include "train/bootstrap.h"
+#include "train/tcp_collective.h"
 #if defined(SINKLAB_HAVE_CUDA)
 #include "cuda/communicator.h"
 #endif
 
-namespace sinklab::cuda {
-#if !defined(SINKLAB_HAVE_CUDA)
-class Communicator {};  // no GPU build: world sizes > 1 are refused before one is made
-#endif
-}  // namespace sinklab::cuda
-
 namespace sinklab::train {
+
+namespace {
+
+#if defined(SINKLAB_HAVE_CUDA)
+// NCCL between the ranks' GPUs; rank 0's unique id travels through train/bootstrap.
+class NcclCollective : public Collective {
+ public:
+  explicit NcclCollective(const LaunchEnv& env) {
+    std::string id = env.rank == 0 ? cuda::Communicator::unique_id() : std::string();
+    id = share_from_rank0(env, id);
+    comm_ = std::make_unique<cuda::Communicator>(id, env.rank, env.world_size);
+  }
+  void all_reduce_mean(Tensor& t, const char* what) override { comm_->all_reduce_mean(t, what); }
+  double sum(double value, const char* what) override { return comm_->sum(value, what); }
+  std::vector<double> all_gather(const std::vector<double>& mine, const char* what) override {
+    return comm_->all_gather(mine, what);
+  }
+
+ private:
+  std::unique_ptr<cuda::Communicator> comm_;
+};
+#endif
+
+}  // namespace
 
 DataParallel::DataParallel(const LaunchEnv& env, Device device) : env_(env) {
   if (!env_.distributed()) return;
-  SINKLAB_CHECK(device.is_cuda(), ConfigError,
-                "a data-parallel launch (" << env_.launcher << ", world size "
-                                           << env_.world_size << ") needs run.device: cuda",
-                "set run.device: cuda (each rank uses the GPU of its local rank), or launch "
-                "one process");
+  if (device.is_cpu()) {
+    collective_ = std::make_unique<TcpCollective>(env_);
+    return;
+  }
 #if defined(SINKLAB_HAVE_CUDA)
-  std::string id = env_.rank == 0 ? cuda::Communicator::unique_id() : std::string();
-  id = share_from_rank0(env_, id);
-  comm_ = std::make_unique<cuda::Communicator>(id, env_.rank, env_.world_size);
+  collective_ = std::make_unique<NcclCollective>(env_);
 #else
   SINKLAB_FAIL(DeviceError, "rank " << env_.rank << ": this build has no CUDA",
                "rebuild with CUDA and NCCL to train on several GPUs");
@@ -39,32 +55,22 @@ DataParallel::DataParallel(const LaunchEnv& env, Device device) : env_(env) {
 DataParallel::~DataParallel() = default;
 
 void DataParallel::average_gradients(Tensor& flat_grads) {
-#if defined(SINKLAB_HAVE_CUDA)
-  if (comm_) comm_->all_reduce_mean(flat_grads, "gradient all-reduce");
-#else
-  (void)flat_grads;
-#endif
+  if (collective_) collective_->all_reduce_mean(flat_grads, "gradient all-reduce");
 }
 
 double DataParallel::average(double value) {
-#if defined(SINKLAB_HAVE_CUDA)
-  if (comm_) return comm_->sum(value, "loss all-reduce") / env_.world_size;
-#endif
+  if (collective_) return collective_->sum(value, "loss all-reduce") / env_.world_size;
   return value;
 }
 
 std::vector<std::vector<double>> DataParallel::all_gather(const std::vector<double>& mine) {
-#if defined(SINKLAB_HAVE_CUDA)
-  if (comm_) {
-    const std::vector<double> all = comm_->all_gather(mine, "sink metrics all-gather");
-    std::vector<std::vector<double>> ranks;
-    const size_t n = mine.size();
-    for (int r = 0; r < env_.world_size; ++r)
-      ranks.emplace_back(all.begin() + r * n, all.begin() + (r + 1) * n);
-    return ranks;
-  }
-#endif
-  return {mine};
+  if (!collective_) return {mine};
+  const std::vector<double> all = collective_->all_gather(mine, "sink metrics all-gather");
+  std::vector<std::vector<double>> ranks;
+  const size_t n = mine.size();
+  for (int r = 0; r < env_.world_size; ++r)
+    ranks.emplace_back(all.begin() + r * n, all.begin() + (r + 1) * n);
+  return ranks;
 }
 
 void select_local_gpu(const LaunchEnv& env) {

@@ -1,6 +1,7 @@
 // Data parallelism for the trainer. For a single process, every call is a no-op. For several
-// ranks (train/launcher.h), it holds an NCCL communicator (cuda/communicator.h) whose unique id
-// rank 0 shares through train/bootstrap.h.
+// ranks (train/launcher.h), it holds the ranks' Collective (train/collective.h): NCCL
+// (cuda/communicator.h, its unique id shared by rank 0 through train/bootstrap.h) when
+// run.device is cuda, TCP (train/tcp_collective.h) when it is cpu.
 //
 // Each rank draws its own slice of every global batch (DataLoader::next_slice). After backward,
 // the flat gradient buffer is averaged over the ranks in one all-reduce, and the step's loss is
@@ -13,25 +14,22 @@
 
 #include "core/device.h"
 #include "core/tensor.h"
+#include "train/collective.h"
 #include "train/launcher.h"
 #include "train/sink_metrics.h"
-
-namespace sinklab::cuda {
-class Communicator;
-}
 
 namespace sinklab::train {
 
 class DataParallel : public RankExchange {
  public:
-  // Throws ConfigError when a world size > 1 meets run.device: cpu (`device`).
+  // Connects the ranks (a world size > 1): NCCL on cuda, TCP on cpu.
   DataParallel(const LaunchEnv& env, Device device);
   ~DataParallel() override;
 
   int rank() const { return env_.rank; }
   int world_size() const { return env_.world_size; }
   bool writer() const { return env_.rank == 0; }  // writes files and the console
-  // Mean over ranks, in place, of the flat f32 gradient buffer on the GPU.
+  // Mean over ranks, in place, of the flat gradient buffer.
   void average_gradients(Tensor& flat_grads);
   // Mean over ranks of a host value (the step's loss).
   double average(double value);
@@ -40,7 +38,7 @@ class DataParallel : public RankExchange {
 
  private:
   LaunchEnv env_;
-  std::unique_ptr<cuda::Communicator> comm_;
+  std::unique_ptr<Collective> collective_;
 };
 
 // Before CUDA starts: restricts the process to its GPU (CUDA_VISIBLE_DEVICES = local rank, or

@@ -1,0 +1,22 @@
+// The collectives a data-parallel job needs, over whatever connects its ranks: NCCL between
+// GPUs (cuda/communicator.h), TCP between CPU processes (train/tcp_collective.h). Every rank
+// calls the same operations in the same order with the same sizes.
+#pragma once
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace sinklab::train {
+
+class Collective {
+ public:
+  virtual ~Collective() = default;
+  // t (contiguous, f32 or f64, on this rank's device) <- the mean over ranks, in place.
+  virtual void all_reduce_mean(Tensor& t, const char* what) = 0;
+  // Sum over ranks of a host value.
+  virtual double sum(double value, const char* what) = 0;
+  // Every rank's values concatenated in rank order (the same count on every rank).
+  virtual std::vector<double> all_gather(const std::vector<double>& mine, const char* what) = 0;
+};
+
+}  // namespace sinklab::train
