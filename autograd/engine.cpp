@@ -16,6 +16,7 @@ namespace {
 std::map<std::string, double> g_profile;  // op name -> ms of backward (SINKLAB_PROFILE)
 std::map<std::string, double> g_forward_profile;  // op name -> ms of forward (SINKLAB_PROFILE)
 std::chrono::steady_clock::time_point g_forward_mark;  // the previous record() or restart
+LeafReadyHook g_leaf_ready;                           // set_leaf_ready_hook
 
 // Now, after the device of t has finished its queued work.
 std::chrono::steady_clock::time_point synchronized_now(const Tensor& t) {
@@ -116,12 +117,30 @@ void backward(const Tensor& root, const Tensor& grad_output) {
                 "backward through op '" << root_node->name() << "' a second time",
                 "build the graph again (run the forward pass) before another backward");
   std::vector<std::shared_ptr<Node>> order = topological_order(root_node);
+  // With a leaf-ready hook: graph edges still to process per leaf that requires grad.
+  std::unordered_map<const TensorImpl*, int> pending;
+  auto is_tracked_leaf = [](const Tensor& in) {
+    return in.defined() && in.requires_grad() && in.is_leaf();
+  };
+  if (g_leaf_ready)
+    for (const auto& node : order)
+      for (const Tensor& in : node->inputs())
+        if (is_tracked_leaf(in)) ++pending[in.impl_ptr().get()];
+  // After a node is done with (processed or skipped): its leaf edges count down.
+  auto leaf_edges_done = [&](const Node& node) {
+    if (!g_leaf_ready) return;
+    for (const Tensor& in : node.inputs())
+      if (is_tracked_leaf(in) && --pending[in.impl_ptr().get()] == 0) g_leaf_ready(in);
+  };
   std::unordered_map<Node*, Tensor> grads;
   grads[root_node.get()] = seed;
   for (auto it = order.rbegin(); it != order.rend(); ++it) {
     Node* node = it->get();
     auto found = grads.find(node);
-    if (found == grads.end()) continue;  // no gradient flows here
+    if (found == grads.end()) {  // no gradient flows here
+      leaf_edges_done(*node);
+      continue;
+    }
     Tensor g = found->second.contiguous_or_self();  // kernels see contiguous grads
     grads.erase(found);
     SINKLAB_CHECK(!node->released(), ValueError,
@@ -148,6 +167,7 @@ void backward(const Tensor& root, const Tensor& grad_output) {
       else
         accumulate(grads[in.grad_fn().get()], gi);
     }
+    leaf_edges_done(*node);
     node->release();
     if (profiling)
       g_profile[node->name()] +=
@@ -161,6 +181,8 @@ bool backward_profiling() {
 }
 
 const std::map<std::string, double>& backward_profile() { return g_profile; }
+
+void set_leaf_ready_hook(LeafReadyHook hook) { g_leaf_ready = std::move(hook); }
 
 void restart_forward_profile() { g_forward_mark = std::chrono::steady_clock::now(); }
 

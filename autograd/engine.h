@@ -10,6 +10,7 @@
 //  - The graph is released after backward: calling backward twice through it is an error.
 //  - Backward runs with grad mode off (no double backward).
 #pragma once
+#include <functional>
 #include <map>
 #include <string>
 
@@ -18,6 +19,14 @@
 namespace sinklab::autograd {
 
 void backward(const Tensor& root, const Tensor& grad_output = Tensor());
+
+// Called by backward with each leaf whose gradient is final for this backward: every graph edge
+// to it has been processed (a leaf used twice, like a tied embedding, is ready after its last
+// use; a leaf no gradient reaches is ready when its edges are skipped). In a fixed order for a
+// given graph. Data parallelism uses it to start reducing a bucket of gradients while backward
+// goes on. One hook at a time; an empty function removes it.
+using LeafReadyHook = std::function<void(const Tensor& leaf)>;
+void set_leaf_ready_hook(LeafReadyHook hook);
 
 // SINKLAB_PROFILE set in the environment: backward synchronises the device around every node
 // and sums the time of each op's backward (and its gradient accumulation) by op name, in ms.

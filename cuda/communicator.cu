@@ -27,6 +27,10 @@ namespace sinklab::cuda {
 struct Communicator::Impl {
   ncclComm_t comm = nullptr;
   double timeout_s = 600;
+  // Started reductions run on their own stream, after the compute stream's work so far.
+  cudaStream_t side = nullptr;
+  cudaEvent_t ready = nullptr;  // recorded on the compute stream before each started reduction
+  cudaEvent_t done = nullptr;   // recorded on the side stream by wait_started
 };
 
 bool nccl_available() { return true; }
@@ -47,16 +51,42 @@ Communicator::Communicator(const std::string& unique_id, int rank, int world_siz
   std::memcpy(id.internal, unique_id.data(), sizeof id.internal);
   if (const char* t = std::getenv("SINKLAB_NCCL_TIMEOUT")) impl_->timeout_s = std::atof(t);
   SINKLAB_NCCL_CHECK(ncclCommInitRank(&impl_->comm, world_size, id, rank), rank);
+  SINKLAB_CUDA_CHECK(cudaStreamCreateWithFlags(&impl_->side, cudaStreamNonBlocking));
+  SINKLAB_CUDA_CHECK(cudaEventCreateWithFlags(&impl_->ready, cudaEventDisableTiming));
+  SINKLAB_CUDA_CHECK(cudaEventCreateWithFlags(&impl_->done, cudaEventDisableTiming));
 }
 
 Communicator::~Communicator() {
-  if (impl_ && impl_->comm) ncclCommDestroy(impl_->comm);
+  if (!impl_) return;
+  if (impl_->comm) ncclCommDestroy(impl_->comm);
+  if (impl_->done) cudaEventDestroy(impl_->done);
+  if (impl_->ready) cudaEventDestroy(impl_->ready);
+  if (impl_->side) cudaStreamDestroy(impl_->side);
 }
 
-void Communicator::wait(const char* what) {
+void Communicator::start_all_reduce_mean(Tensor& t, const char* what) {
+  SINKLAB_CHECK(t.device().is_cuda() && t.dtype() == DType::F32 && t.is_contiguous(),
+                DeviceError,
+                "start_all_reduce_mean: " << t.str() << " must be contiguous f32 on a GPU",
+                "reduce ranges of the flat gradient buffer");
+  (void)what;
+  SINKLAB_CUDA_CHECK(cudaEventRecord(impl_->ready, stream()));
+  SINKLAB_CUDA_CHECK(cudaStreamWaitEvent(impl_->side, impl_->ready, 0));
+  SINKLAB_NCCL_CHECK(ncclAllReduce(t.raw_data(), t.raw_data(), static_cast<size_t>(t.numel()),
+                                   ncclFloat32, ncclAvg, impl_->comm, impl_->side),
+                     rank_);
+}
+
+void Communicator::wait_started(const char* what) {
+  SINKLAB_CUDA_CHECK(cudaEventRecord(impl_->done, impl_->side));
+  wait(what, true);
+  SINKLAB_CUDA_CHECK(cudaStreamWaitEvent(stream(), impl_->done, 0));
+}
+
+void Communicator::wait(const char* what, bool started) {
   const auto t0 = std::chrono::steady_clock::now();
   for (;;) {
-    const cudaError_t q = cudaStreamQuery(stream());
+    const cudaError_t q = started ? cudaEventQuery(impl_->done) : cudaStreamQuery(stream());
     if (q == cudaSuccess) return;
     SINKLAB_CHECK(q == cudaErrorNotReady, DeviceError,
                   "rank " << rank_ << ": " << what << ": " << cudaGetErrorString(q),
@@ -132,7 +162,9 @@ Communicator::Communicator(const std::string&, int rank, int world_size)
                "install NCCL (libnccl-dev) and rebuild to train on several GPUs");
 }
 Communicator::~Communicator() = default;
-void Communicator::wait(const char*) {}
+void Communicator::wait(const char*, bool) {}
+void Communicator::start_all_reduce_mean(Tensor&, const char*) {}
+void Communicator::wait_started(const char*) {}
 void Communicator::all_reduce_mean(Tensor&, const char*) {}
 double Communicator::sum(double value, const char*) { return value; }
 std::vector<double> Communicator::all_gather(const std::vector<double>& mine, const char*) {

@@ -31,13 +31,21 @@ class Communicator {
   int world_size() const { return world_size_; }
   // t (contiguous f32 on the GPU) <- mean over ranks of t, in place (the gradient all-reduce).
   void all_reduce_mean(Tensor& t, const char* what = "gradients");
+  // Starts the mean over ranks of t (contiguous f32 on the GPU, in place) on a side stream,
+  // after the work queued on the compute stream so far, and returns at once: backward goes on
+  // while a bucket of gradients is reduced. t's memory must stay alive until wait_started.
+  void start_all_reduce_mean(Tensor& t, const char* what);
+  // Waits (with the watchdog) until every started reduction is done; the compute stream then
+  // waits for them too.
+  void wait_started(const char* what);
   // Sum over ranks of a host value (losses, counts).
   double sum(double value, const char* what);
   // Every rank's host values, concatenated in rank order (the same count on every rank).
   std::vector<double> all_gather(const std::vector<double>& mine, const char* what);
 
  private:
-  void wait(const char* what);
+  // Polls until the compute stream (or, with started, the side stream's last event) is done.
+  void wait(const char* what, bool started = false);
   struct Impl;
   std::unique_ptr<Impl> impl_;
   int rank_ = 0, world_size_ = 1;

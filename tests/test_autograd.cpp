@@ -1,4 +1,7 @@
 // The autograd engine: accumulation, reuse, no-grad, release, gradcheck itself.
+#include <map>
+#include <string>
+
 #include "autograd/engine.h"
 #include "autograd/grad_mode.h"
 #include "autograd/node.h"
@@ -79,4 +82,36 @@ TEST_CASE("gradcheck catches a wrong backward", "[autograd]") {
   Tensor y = test::random_tensor({4}, 2, DType::F64, 1.0, true);
   test::require_gradients([](const std::vector<Tensor>& in) { return ops::scale(in[0], 2.0); },
                           {y});
+}
+
+TEST_CASE("the leaf-ready hook fires once per leaf, after its last use, with the final grad",
+          "[autograd]") {
+  Tensor a = Tensor::from_doubles({1, 2}, {2}, DType::F64).set_requires_grad(true);
+  Tensor b = Tensor::from_doubles({3, 4}, {2}, DType::F64).set_requires_grad(true);
+  Tensor c = Tensor::from_doubles({5, 6}, {2}, DType::F64).set_requires_grad(true);
+  // a is used early (a * b) and late (+ a at the end); c only at the end.
+  Tensor early = ops::scale(ops::mul(a, b), 2.0);
+  Tensor y = ops::sum(ops::add(ops::add(early, a), c));
+  std::vector<std::pair<std::string, std::vector<double>>> fired;
+  autograd::set_leaf_ready_hook([&](const Tensor& leaf) {
+    const std::string name = leaf.impl_ptr() == a.impl_ptr()   ? "a"
+                             : leaf.impl_ptr() == b.impl_ptr() ? "b"
+                                                               : "c";
+    fired.emplace_back(name, leaf.grad().to_doubles());
+  });
+  autograd::backward(y);
+  autograd::set_leaf_ready_hook({});
+  REQUIRE(fired.size() == 3);
+  std::map<std::string, std::vector<double>> at_fire(fired.begin(), fired.end());
+  REQUIRE(at_fire.size() == 3);  // each leaf exactly once
+  // Every grad was already final when its hook ran.
+  REQUIRE(at_fire["a"] == a.grad().to_doubles());
+  REQUIRE(at_fire["a"] == std::vector<double>{2 * 3 + 1, 2 * 4 + 1});
+  REQUIRE(at_fire["b"] == std::vector<double>{2, 4});
+  REQUIRE(at_fire["c"] == std::vector<double>{1, 1});
+  REQUIRE(fired.front().first == "c");  // c's only use is processed first (the last op)
+  // No hook: nothing is called.
+  Tensor z = ops::sum(ops::mul(a, a));
+  autograd::backward(z);
+  REQUIRE(fired.size() == 3);
 }

@@ -17,6 +17,12 @@ class Collective {
   virtual double sum(double value, const char* what) = 0;
   // Every rank's values concatenated in rank order (the same count on every rank).
   virtual std::vector<double> all_gather(const std::vector<double>& mine, const char* what) = 0;
+  // Starts the mean of t (a view of memory that stays alive, e.g. a bucket of the flat gradient
+  // buffer) and may return before it is done; wait_started() completes every started one, in
+  // the order started. Every rank starts the same buckets in the same order. By default the
+  // reduction runs at once.
+  virtual void start_all_reduce_mean(Tensor& t, const char* what) { all_reduce_mean(t, what); }
+  virtual void wait_started(const char* what) { (void)what; }
 };
 
 }  // namespace sinklab::train

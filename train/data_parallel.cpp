@@ -1,10 +1,12 @@
 #include "train/data_parallel.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#include "autograd/engine.h"
 #include "core/error.h"
 #include "train/bootstrap.h"
 #include "train/tcp_collective.h"
@@ -52,7 +54,90 @@ DataParallel::DataParallel(const LaunchEnv& env, Device device) : env_(env) {
 #endif
 }
 
-DataParallel::~DataParallel() = default;
+// The buckets of one ParameterSet's flat gradient buffer.
+struct DataParallel::BucketPlan {
+  struct Bucket {
+    int64_t begin = 0, end = 0;  // elements of the flat buffer
+    int params = 0;              // parameters inside
+    int ready = 0;               // of them, final in this backward
+    bool started = false;
+  };
+  Tensor flat;                         // (numel) the flat gradient buffer
+  std::vector<Bucket> buckets;         // last parameters first
+  std::map<int64_t, int> bucket_of;    // parameter offset -> bucket
+};
+
+DataParallel::~DataParallel() {
+  if (collective_) autograd::set_leaf_ready_hook({});
+}
+
+DataParallel::BucketPlan& DataParallel::plan_for(ParameterSet& params) {
+  Tensor flat = params.flat_grads();
+  auto& slot = plans_[flat.raw_data()];
+  if (slot) return *slot;
+  slot = std::make_unique<BucketPlan>();
+  BucketPlan& plan = *slot;
+  plan.flat = flat;
+  double mib = 25;
+  if (const char* v = std::getenv("SINKLAB_BUCKET_MIB")) mib = std::atof(v);
+  SINKLAB_CHECK(mib > 0, ConfigError,
+                "SINKLAB_BUCKET_MIB=" << std::getenv("SINKLAB_BUCKET_MIB")
+                                      << " is not a positive size in MiB",
+                "unset it (25 MiB) or give a size such as 25");
+  const int64_t cap = static_cast<int64_t>(mib * (1 << 20)) /
+                      static_cast<int64_t>(dtype_size(flat.dtype()));  // elements
+  std::vector<const Param*> order;
+  for (const Param& p : params.params()) order.push_back(&p);
+  std::sort(order.begin(), order.end(),
+            [](const Param* a, const Param* b) { return a->offset > b->offset; });
+  for (const Param* p : order) {
+    const int64_t n = p->grad.numel();
+    if (plan.buckets.empty() || plan.buckets.back().end - plan.buckets.back().begin >= cap)
+      plan.buckets.push_back({p->offset + n, p->offset + n, 0, 0, false});
+    BucketPlan::Bucket& b = plan.buckets.back();
+    b.begin = p->offset;  // parameters are contiguous: this one ends where the bucket began
+    ++b.params;
+    plan.bucket_of[p->offset] = static_cast<int>(plan.buckets.size()) - 1;
+  }
+  return plan;
+}
+
+void DataParallel::start_gradient_reduction(ParameterSet& params) {
+  if (!collective_) return;
+  BucketPlan& plan = plan_for(params);
+  for (auto& b : plan.buckets) {
+    b.ready = 0;
+    b.started = false;
+  }
+  const char* base = static_cast<const char*>(plan.flat.raw_data());
+  const int64_t elem = static_cast<int64_t>(dtype_size(plan.flat.dtype()));
+  autograd::set_leaf_ready_hook([this, &plan, base, elem](const Tensor& leaf) {
+    const Tensor g = leaf.grad();
+    if (!g.defined()) return;
+    const int64_t offset = (static_cast<const char*>(g.raw_data()) - base) / elem;
+    auto found = plan.bucket_of.find(offset);
+    if (found == plan.bucket_of.end()) return;  // not a parameter of this set
+    BucketPlan::Bucket& b = plan.buckets[found->second];
+    if (++b.ready == b.params && !b.started) {
+      Tensor range = plan.flat.narrow_view(0, b.begin, b.end - b.begin);  // (bucket)
+      collective_->start_all_reduce_mean(range, "gradient all-reduce");
+      b.started = true;
+    }
+  });
+}
+
+void DataParallel::finish_gradient_reduction(ParameterSet& params) {
+  if (!collective_) return;
+  autograd::set_leaf_ready_hook({});
+  BucketPlan& plan = plan_for(params);
+  for (auto& b : plan.buckets)
+    if (!b.started) {  // parameters no gradient reached in this backward
+      Tensor range = plan.flat.narrow_view(0, b.begin, b.end - b.begin);  // (bucket)
+      collective_->start_all_reduce_mean(range, "gradient all-reduce");
+      b.started = true;
+    }
+  collective_->wait_started("gradient all-reduce");
+}
 
 void DataParallel::average_gradients(Tensor& flat_grads) {
   if (collective_) collective_->all_reduce_mean(flat_grads, "gradient all-reduce");

@@ -3,19 +3,22 @@
 // (cuda/communicator.h, its unique id shared by rank 0 through train/bootstrap.h) when
 // run.device is cuda, TCP (train/tcp_collective.h) when it is cpu.
 //
-// Each rank draws its own slice of every global batch (DataLoader::next_slice). After backward,
-// the flat gradient buffer is averaged over the ranks in one all-reduce, and the step's loss is
-// averaged too. Every rank then runs the same clipped AdamW update on the same numbers, so the
+// Each rank draws its own slice of every global batch (DataLoader::next_slice). The flat
+// gradient buffer is averaged over the ranks in buckets of whole parameters, each started as soon
+// as the step's last backward has produced all of its gradients (autograd's leaf-ready hook), so
+// the reduction overlaps the rest of backward; the step's loss is averaged too. Every rank then runs the same clipped AdamW update on the same numbers, so the
 // weights stay identical. Only rank 0 writes files (configs, metrics, checkpoints) and the
 // console. The sink metrics are exchanged between the ranks (RankExchange) and describe the
 // whole global batch (train/sink_metrics.h says how each one combines).
 #pragma once
+#include <map>
 #include <memory>
 
 #include "core/device.h"
 #include "core/tensor.h"
 #include "train/collective.h"
 #include "train/launcher.h"
+#include "train/parameters.h"
 #include "train/sink_metrics.h"
 
 namespace sinklab::train {
@@ -29,16 +32,27 @@ class DataParallel : public RankExchange {
   int rank() const { return env_.rank; }
   int world_size() const { return env_.world_size; }
   bool writer() const { return env_.rank == 0; }  // writes files and the console
-  // Mean over ranks, in place, of the flat gradient buffer.
+  // Mean over ranks, in place, of the flat gradient buffer, at once.
   void average_gradients(Tensor& flat_grads);
+  // The same, overlapped with backward: call start_gradient_reduction(params) just before the
+  // backward of a step's last micro-batch and finish_gradient_reduction(params) after it.
+  // Buckets are about SINKLAB_BUCKET_MIB (default 25) MiB of whole parameters, last parameters
+  // first (backward finishes them first); finish starts those no gradient reached and waits for
+  // all. No-ops for one process.
+  void start_gradient_reduction(ParameterSet& params);
+  void finish_gradient_reduction(ParameterSet& params);
   // Mean over ranks of a host value (the step's loss).
   double average(double value);
   // Every rank's values, in rank order (one entry, `mine`, for a single process).
   std::vector<std::vector<double>> all_gather(const std::vector<double>& mine) override;
 
  private:
+  struct BucketPlan;
+  BucketPlan& plan_for(ParameterSet& params);
+
   LaunchEnv env_;
   std::unique_ptr<Collective> collective_;
+  std::map<const void*, std::unique_ptr<BucketPlan>> plans_;  // per flat gradient buffer
 };
 
 // Before CUDA starts: restricts the process to its GPU (CUDA_VISIBLE_DEVICES = local rank, or

@@ -87,6 +87,63 @@ TcpCollective::TcpCollective(const LaunchEnv& env) : env_(env), timeout_s_(timeo
                   "see rank 0's log");
     peers_.push_back(std::move(root));
   }
+  worker_ = std::thread([this] { work(); });
+}
+
+TcpCollective::~TcpCollective() {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stopping_ = true;
+  }
+  changed_.notify_all();
+  worker_.join();
+}
+
+void TcpCollective::work() {
+  for (;;) {
+    Job job;
+    bool failed_before = false;
+    {
+      std::unique_lock<std::mutex> lock(mutex_);
+      changed_.wait(lock, [&] { return stopping_ || !jobs_.empty(); });
+      if (jobs_.empty()) return;  // stopping, nothing left
+      job = std::move(jobs_.front());
+      jobs_.pop_front();
+      busy_ = true;
+      failed_before = failure_ != nullptr;
+    }
+    std::exception_ptr error;
+    try {
+      if (!failed_before) reduce_now(job.t, job.what);  // after a failure, drop the rest
+    } catch (...) {
+      error = std::current_exception();
+    }
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (error && !failure_) failure_ = error;
+      busy_ = false;
+    }
+    changed_.notify_all();
+  }
+}
+
+void TcpCollective::start_all_reduce_mean(Tensor& t, const char* what) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    jobs_.push_back({t, what});
+  }
+  changed_.notify_all();
+}
+
+void TcpCollective::wait_started(const char* what) {
+  (void)what;
+  std::unique_lock<std::mutex> lock(mutex_);
+  changed_.wait(lock, [&] { return jobs_.empty() && !busy_; });
+  if (failure_) {
+    std::exception_ptr error = failure_;
+    failure_ = nullptr;
+    std::rethrow_exception(error);
+  }
 }
 
 std::vector<std::vector<char>> TcpCollective::gather_at_root(const void* data, size_t bytes,
@@ -143,6 +200,11 @@ void TcpCollective::broadcast_from_root(void* data, size_t bytes, int op, const 
 }
 
 void TcpCollective::all_reduce_mean(Tensor& t, const char* what) {
+  wait_started(what);  // the sockets carry one operation at a time, in the order started
+  reduce_now(t, what);
+}
+
+void TcpCollective::reduce_now(Tensor& t, const char* what) {
   SINKLAB_CHECK(t.device().is_cpu() && t.is_contiguous() &&
                     (t.dtype() == DType::F32 || t.dtype() == DType::F64),
                 DeviceError, "all_reduce_mean over TCP: " << t.str() << " must be contiguous f32/f64 on the CPU",
@@ -170,6 +232,7 @@ void TcpCollective::all_reduce_mean(Tensor& t, const char* what) {
 }
 
 double TcpCollective::sum(double value, const char* what) {
+  wait_started(what);
   std::vector<std::vector<char>> all = gather_at_root(&value, sizeof value, kSum, what);
   double total = value;
   if (env_.rank == 0) {
@@ -185,6 +248,7 @@ double TcpCollective::sum(double value, const char* what) {
 }
 
 std::vector<double> TcpCollective::all_gather(const std::vector<double>& mine, const char* what) {
+  wait_started(what);
   const size_t bytes = mine.size() * sizeof(double);
   std::vector<std::vector<char>> all = gather_at_root(mine.data(), bytes, kGather, what);
   std::vector<double> out(mine.size() * env_.world_size);

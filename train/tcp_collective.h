@@ -9,8 +9,15 @@
 // so that ranks calling different operations fail with a message instead of corrupt data.
 // A rank that dies closes its connection: the others fail with an IOError naming it. A rank
 // that stops answering fails the others after SINKLAB_COLLECTIVE_TIMEOUT seconds (default 600).
+// Started reductions (start_all_reduce_mean) run in order on a worker thread, while the caller
+// goes on with backward; wait_started() rethrows the worker's error, if any.
 #pragma once
+#include <condition_variable>
+#include <deque>
+#include <exception>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "train/collective.h"
@@ -24,12 +31,17 @@ class TcpCollective : public Collective {
   // Connects the ranks of env (world size > 1); throws IOError naming the address and port
   // when they do not all connect within the timeout.
   explicit TcpCollective(const LaunchEnv& env);
+  ~TcpCollective() override;
 
   void all_reduce_mean(Tensor& t, const char* what) override;
   double sum(double value, const char* what) override;
   std::vector<double> all_gather(const std::vector<double>& mine, const char* what) override;
+  void start_all_reduce_mean(Tensor& t, const char* what) override;
+  void wait_started(const char* what) override;
 
  private:
+  void work();  // the worker thread: runs started reductions in order
+  void reduce_now(Tensor& t, const char* what);  // all_reduce_mean without waiting
   // Rank 0: every rank's `bytes` (its own first) in rank order. Others: sends theirs, returns {}.
   std::vector<std::vector<char>> gather_at_root(const void* data, size_t bytes, int op,
                                                 const char* what);
@@ -39,6 +51,18 @@ class TcpCollective : public Collective {
   LaunchEnv env_;
   double timeout_s_ = 600;
   std::vector<Socket> peers_;  // rank 0: peers_[r] is rank r (r >= 1); others: peers_[0] = rank 0
+
+  struct Job {
+    Tensor t;
+    const char* what;
+  };
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  std::deque<Job> jobs_;        // started, not yet run
+  bool busy_ = false;           // the worker is running a job
+  bool stopping_ = false;
+  std::exception_ptr failure_;  // the worker's first error
+  std::thread worker_;
 };
 
 }  // namespace sinklab::train

@@ -381,11 +381,13 @@ void Run::step_all(int64_t step, bool evaluate_first) {
                                            metrics_step && micro == 0 ? &capture : nullptr);
       loss_sum += out.loss.item();
       clock.mark("forward");
+      // The last backward of the step reduces gradient buckets across ranks as it goes.
+      const bool last = micro + 1 == v.accumulation;
+      if (last) parallel_->start_gradient_reduction(params);
       autograd::backward(ops::scale(out.loss, 1.0 / static_cast<double>(v.accumulation)));
+      if (last) parallel_->finish_gradient_reduction(params);
       clock.mark("backward");
     }
-    Tensor flat_grads = params.flat_grads();  // (numel) a handle on the flat buffer
-    parallel_->average_gradients(flat_grads);
     record.batch_hash = hash;
     record.loss = parallel_->average(loss_sum / static_cast<double>(v.accumulation));
     record.grad_norm = global_grad_norm(params);

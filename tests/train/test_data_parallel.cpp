@@ -23,6 +23,8 @@
 #include "train/tcp_collective.h"
 #if defined(SINKLAB_HAVE_CUDA)
 #include <cuda_runtime.h>
+
+#include "cuda/communicator.h"
 #endif
 
 using namespace sinklab;
@@ -146,17 +148,22 @@ void two_ranks_follow_one(const std::string& device, double rtol) {
   const std::string port = std::to_string(test_port(device == "cpu" ? 3 : 5));
   const std::string vars = "WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=" + port;
   // Two ranks with torchrun-style variables: `extra` arguments for both, run name `name`.
-  auto two_ranks = [&](const std::string& name, const std::string& extra) {
+  auto two_ranks = [&](const std::string& name, const std::string& extra,
+                       const std::string& env = "") {
     const std::string log = (dir / (name + ".log")).string();
     const std::string args = " train " + cfg + " --no-progress --set run.name=" + name + extra;
-    const std::string two = "(RANK=1 LOCAL_RANK=1 " + vars + " " + bin + args + " > " + log +
-                            ".1 2>&1 &) ; RANK=0 LOCAL_RANK=0 " + vars + " " + bin + args +
+    const std::string both = env + " " + vars + " " + bin + args;
+    const std::string two = "(RANK=1 LOCAL_RANK=1 " + both + " > " + log +
+                            ".1 2>&1 &) ; RANK=0 LOCAL_RANK=0 " + both +
                             " > " + log + " 2>&1; st=$?; wait; exit $st";
     INFO(two);
     REQUIRE(shell("bash -c '" + two + "'") == 0);
   };
   two_ranks("tr", "");
   curves["torchrun"] = losses(dir / "tr" / "main" / "metrics.jsonl");
+  // Many small gradient buckets (each reduced as soon as backward completes it).
+  two_ranks("buckets", "", "SINKLAB_BUCKET_MIB=0.02");
+  curves["torchrun, 0.02 MiB buckets"] = losses(dir / "buckets" / "main" / "metrics.jsonl");
   // Resume on another world size: 2 ranks stop after 15 steps, 1 process finishes the run.
   two_ranks("moved", " --stop-after 15");
   run("moved", "", " --resume auto");
@@ -191,3 +198,23 @@ TEST_CASE("data parallel: 2 GPU ranks over NCCL follow the 1-GPU loss curve",
   }
   two_ranks_follow_one("cuda", 1e-3);
 }
+
+#if defined(SINKLAB_HAVE_CUDA)
+TEST_CASE("nccl on one rank: started bucket reductions, all-gather and sum on the GPU",
+          "[cuda][distributed]") {
+  if (gpu_count() < 1 || !cuda::nccl_available()) {
+    WARN("no GPU or no NCCL: skipped");
+    return;
+  }
+  cuda::Communicator comm(cuda::Communicator::unique_id(), 0, 1);
+  Tensor host = Tensor::from_doubles({1, 2, 3, 4, 5, 6, 7}, {7}, DType::F32);  // (7)
+  Tensor flat = host.to_device(Device::cuda());
+  Tensor first = flat.narrow_view(0, 0, 3), rest = flat.narrow_view(0, 3, 4);  // two buckets
+  comm.start_all_reduce_mean(rest, "test bucket 1");
+  comm.start_all_reduce_mean(first, "test bucket 0");
+  comm.wait_started("test buckets");
+  REQUIRE(flat.to_doubles() == host.to_doubles());  // the mean over one rank
+  REQUIRE(comm.all_gather({1.5, -2}, "test gather") == std::vector<double>{1.5, -2});
+  REQUIRE(comm.sum(2.25, "test sum") == 2.25);
+}
+#endif
