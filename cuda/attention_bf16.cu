@@ -47,6 +47,7 @@
 
 #include <cuda_bf16.h>
 
+#include <algorithm>
 #include <climits>
 #include <cstdint>
 #include <cstring>
@@ -737,17 +738,34 @@ bool device_has_bf16_mma() {
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
-// Whether the tensor-core path takes an f32 problem with q (B, T, NH, HS).
+// The most dynamic shared memory one block may opt into on the current device (227 KB on
+// sm_90, 163 KB on sm_80, 99 KB on sm_86/89). Queried once per process (one process per GPU).
+size_t shared_memory_limit() {
+  static const size_t limit = [] {
+    int device = 0, bytes = 0;
+    SINKLAB_CUDA_CHECK(cudaGetDevice(&device));
+    SINKLAB_CUDA_CHECK(
+        cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+    return static_cast<size_t>(bytes);
+  }();
+  return limit;
+}
+
+// Whether the tensor-core path takes an f32 problem with q (B, T, NH, HS): forward and backward
+// together, so a problem never runs its forward here and its backward on the exact kernels.
 bool applies(const Tensor& q) {
   if (q.dtype() != DType::F32 || cuda_precision() != Precision::BF16) return false;
   const int64_t HS = q.size(3), T = q.size(1);
   if (HS != 64 && HS != 128) return false;
   if ((T + kRows - 1) / kRows > 65535) return false;  // grid y limit (the exact path reports it)
-  return device_has_bf16_mma();
+  if (!device_has_bf16_mma()) return false;
+  const size_t most = HS == 64 ? std::max({forward_smem<64>(), dq_smem<64>(), kv_smem<64>()})
+                               : std::max({forward_smem<128>(), dq_smem<128>(), kv_smem<128>()});
+  return most <= shared_memory_limit();  // e.g. HS 128's dq (102 KB) exceeds sm_86's 99 KB
 }
 
-// Opts a kernel into more than 48 KB of dynamic shared memory, once per kernel. Every sm_80+
-// device allows the at most ~70 KB these kernels use.
+// Opts a kernel into more than 48 KB of dynamic shared memory, once per kernel (applies() has
+// checked the device allows it: up to 102 KB here).
 void prepare_shared_memory(const void* kernel, size_t bytes) {
   if (bytes <= 48 * 1024) return;
   static std::mutex mutex;

@@ -14,8 +14,8 @@ namespace {
 // out = combine(a, b) with b (nb) repeating along a (n), n a multiple of nb. Index is the
 // index type: 32-bit where n fits (a 64-bit modulo per element is many instructions).
 template <class T, class Index, class Combine>
-__global__ void broadcast_kernel(const T* __restrict__ a, const T* __restrict__ b, T* out,
-                                 Index n, Index nb, Combine combine) {
+__global__ void broadcast_kernel(const T* a, const T* __restrict__ b, T* out, Index n, Index nb,
+                                 Combine combine) {  // out may alias a (linear's bias, in place)
   const Index i = blockIdx.x * static_cast<Index>(blockDim.x) + threadIdx.x;
   if (i < n) out[i] = combine(a[i], b[i % nb]);
 }

@@ -193,6 +193,11 @@ bool lt_gemm(const Tensor& a16, bool ta, const Tensor& b16, bool tb, Tensor& c, 
   const int64_t K = ta ? a16.size(1) : a16.size(2);
   const long long stride_a = a16.size(0) == 1 ? 0 : M * K;
   const long long stride_b = b16.size(0) == 1 ? 0 : K * N;
+  // The plans assume cuBLASLt's default 256-byte operand alignment (fresh allocations); views
+  // that start elsewhere (a narrowed bias, a sliced operand) take the fallback instead.
+  for (const void* p : {a16.raw_data(), b16.raw_data(), static_cast<const void*>(c.data<float>()),
+                        static_cast<const void*>(bias)})
+    if (p != nullptr && reinterpret_cast<uintptr_t>(p) % 256 != 0) return false;
   const LtPlan& plan = lt_plan({batch, M, N, K, stride_a, stride_b, ta, tb, bias != nullptr});
   if (!plan.found) return false;
   if (bias)

@@ -21,6 +21,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <string>
 #include <type_traits>
 #include <vector>
 
@@ -311,13 +312,26 @@ void abs_order_statistics_typed(const Tensor& x, const std::vector<int64_t>& ran
   SINKLAB_KERNEL_CHECK("abs_order_statistics init");
   const int64_t n = x.numel();
   const size_t shared = static_cast<size_t>(count) * kBins * sizeof(unsigned);
-  static const bool opted_in = [] {  // up to kMaxRanks histograms: over the default 48 KB
+  // Opt into what the most ranks need, or the device's limit when that is lower (99 KB on
+  // sm_86/89: up to 6 ranks per call there); a call beyond it is refused below.
+  static const size_t opted = [] {
+    int device = 0, limit = 0;
+    SINKLAB_CUDA_CHECK(cudaGetDevice(&device));
+    SINKLAB_CUDA_CHECK(
+        cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+    const size_t bytes = std::min<size_t>(kMaxRanks * kBins * sizeof(unsigned),
+                                          static_cast<size_t>(limit));
     SINKLAB_CUDA_CHECK(cudaFuncSetAttribute(select_histogram<T, K>,
                                             cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                            kMaxRanks * kBins * static_cast<int>(sizeof(unsigned))));
-    return true;
+                                            static_cast<int>(bytes)));
+    return bytes;
   }();
-  (void)opted_in;
+  SINKLAB_CHECK(shared <= opted, ShapeError,
+                "abs_order_statistics: " << count << " ranks need " << shared
+                                         << " bytes of shared memory; this GPU allows "
+                                         << opted,
+                "ask for at most " + std::to_string(opted / (kBins * sizeof(unsigned))) +
+                    " ranks per call");
   // Enough blocks to stream x at full bandwidth; each flushes its histograms once.
   const unsigned blocks = std::min<unsigned>(blocks_for(n, 256), 132u * 4u);
   int shift = bits - kFirstDigitBits;

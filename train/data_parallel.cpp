@@ -1,6 +1,7 @@
 #include "train/data_parallel.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <cstdlib>
 #include <sstream>
 #include <string>
@@ -32,6 +33,10 @@ class NcclCollective : public Collective {
   std::vector<double> all_gather(const std::vector<double>& mine, const char* what) override {
     return comm_->all_gather(mine, what);
   }
+  void start_all_reduce_mean(Tensor& t, const char* what) override {
+    comm_->start_all_reduce_mean(t, what);
+  }
+  void wait_started(const char* what) override { comm_->wait_started(what); }
 
  private:
   std::unique_ptr<cuda::Communicator> comm_;
@@ -60,12 +65,25 @@ struct DataParallel::BucketPlan {
     int64_t begin = 0, end = 0;  // elements of the flat buffer
     int params = 0;              // parameters inside
     int ready = 0;               // of them, final in this backward
-    bool started = false;
   };
   Tensor flat;                         // (numel) the flat gradient buffer
   std::vector<Bucket> buckets;         // last parameters first
   std::map<int64_t, int> bucket_of;    // parameter offset -> bucket
+  size_t next = 0;                     // buckets start in plan order: the first not started
 };
+
+// Starts, in plan order, every bucket from plan.next on that is complete (or every remaining
+// one when `all`): each rank then reduces the same ranges in the same order, whatever order
+// backward completes them in.
+void DataParallel::start_ready_buckets(BucketPlan& plan, bool all) {
+  while (plan.next < plan.buckets.size()) {
+    BucketPlan::Bucket& b = plan.buckets[plan.next];
+    if (!all && b.ready < b.params) return;
+    Tensor range = plan.flat.narrow_view(0, b.begin, b.end - b.begin);  // (bucket)
+    collective_->start_all_reduce_mean(range, "gradient all-reduce");
+    ++plan.next;
+  }
+}
 
 DataParallel::~DataParallel() {
   if (collective_) autograd::set_leaf_ready_hook({});
@@ -93,7 +111,7 @@ DataParallel::BucketPlan& DataParallel::plan_for(ParameterSet& params) {
   for (const Param* p : order) {
     const int64_t n = p->grad.numel();
     if (plan.buckets.empty() || plan.buckets.back().end - plan.buckets.back().begin >= cap)
-      plan.buckets.push_back({p->offset + n, p->offset + n, 0, 0, false});
+      plan.buckets.push_back({p->offset + n, p->offset + n, 0, 0});
     BucketPlan::Bucket& b = plan.buckets.back();
     b.begin = p->offset;  // parameters are contiguous: this one ends where the bucket began
     ++b.params;
@@ -105,24 +123,20 @@ DataParallel::BucketPlan& DataParallel::plan_for(ParameterSet& params) {
 void DataParallel::start_gradient_reduction(ParameterSet& params) {
   if (!collective_) return;
   BucketPlan& plan = plan_for(params);
-  for (auto& b : plan.buckets) {
-    b.ready = 0;
-    b.started = false;
-  }
-  const char* base = static_cast<const char*>(plan.flat.raw_data());
-  const int64_t elem = static_cast<int64_t>(dtype_size(plan.flat.dtype()));
-  autograd::set_leaf_ready_hook([this, &plan, base, elem](const Tensor& leaf) {
+  for (auto& b : plan.buckets) b.ready = 0;
+  plan.next = 0;
+  const auto base = reinterpret_cast<uintptr_t>(plan.flat.raw_data());
+  const auto elem = static_cast<uintptr_t>(dtype_size(plan.flat.dtype()));
+  const uintptr_t limit = base + static_cast<uintptr_t>(plan.flat.numel()) * elem;
+  autograd::set_leaf_ready_hook([this, &plan, base, elem, limit](const Tensor& leaf) {
     const Tensor g = leaf.grad();
     if (!g.defined()) return;
-    const int64_t offset = (static_cast<const char*>(g.raw_data()) - base) / elem;
-    auto found = plan.bucket_of.find(offset);
-    if (found == plan.bucket_of.end()) return;  // not a parameter of this set
-    BucketPlan::Bucket& b = plan.buckets[found->second];
-    if (++b.ready == b.params && !b.started) {
-      Tensor range = plan.flat.narrow_view(0, b.begin, b.end - b.begin);  // (bucket)
-      collective_->start_all_reduce_mean(range, "gradient all-reduce");
-      b.started = true;
-    }
+    const auto at = reinterpret_cast<uintptr_t>(g.raw_data());
+    if (at < base || at >= limit) return;  // a gradient outside this set's flat buffer
+    auto found = plan.bucket_of.find(static_cast<int64_t>((at - base) / elem));
+    if (found == plan.bucket_of.end()) return;  // not where a parameter starts
+    ++plan.buckets[found->second].ready;
+    start_ready_buckets(plan, false);
   });
 }
 
@@ -130,12 +144,7 @@ void DataParallel::finish_gradient_reduction(ParameterSet& params) {
   if (!collective_) return;
   autograd::set_leaf_ready_hook({});
   BucketPlan& plan = plan_for(params);
-  for (auto& b : plan.buckets)
-    if (!b.started) {  // parameters no gradient reached in this backward
-      Tensor range = plan.flat.narrow_view(0, b.begin, b.end - b.begin);  // (bucket)
-      collective_->start_all_reduce_mean(range, "gradient all-reduce");
-      b.started = true;
-    }
+  start_ready_buckets(plan, true);  // and those holding parameters no gradient reached
   collective_->wait_started("gradient all-reduce");
 }
 

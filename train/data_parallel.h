@@ -38,7 +38,8 @@ class DataParallel : public RankExchange {
   // backward of a step's last micro-batch and finish_gradient_reduction(params) after it.
   // Buckets are about SINKLAB_BUCKET_MIB (default 25) MiB of whole parameters, last parameters
   // first (backward finishes them first); finish starts those no gradient reached and waits for
-  // all. No-ops for one process.
+  // all. Buckets start in a fixed order (plan order), the same on every rank. No-ops for one
+  // process.
   void start_gradient_reduction(ParameterSet& params);
   void finish_gradient_reduction(ParameterSet& params);
   // Mean over ranks of a host value (the step's loss).
@@ -49,6 +50,7 @@ class DataParallel : public RankExchange {
  private:
   struct BucketPlan;
   BucketPlan& plan_for(ParameterSet& params);
+  void start_ready_buckets(BucketPlan& plan, bool all);
 
   LaunchEnv env_;
   std::unique_ptr<Collective> collective_;

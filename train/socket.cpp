@@ -34,6 +34,7 @@ bool send_all(int fd, const void* data, size_t n) {
   const char* p = static_cast<const char*>(data);
   while (n > 0) {
     const ssize_t k = ::send(fd, p, n, MSG_NOSIGNAL);
+    if (k < 0 && errno == EINTR) continue;
     if (k <= 0) return false;
     p += k;
     n -= static_cast<size_t>(k);
@@ -45,6 +46,7 @@ bool recv_all(int fd, void* data, size_t n) {
   char* p = static_cast<char*>(data);
   while (n > 0) {
     const ssize_t k = ::recv(fd, p, n, 0);
+    if (k < 0 && errno == EINTR) continue;
     if (k <= 0) return false;
     p += k;
     n -= static_cast<size_t>(k);
@@ -110,11 +112,16 @@ Socket connect_retrying(const std::string& addr, int port, double timeout_s, std
   return Socket();
 }
 
-void set_receive_timeout(int fd, double seconds) {
+void set_timeouts(int fd, double seconds) {
   timeval tv{};
   tv.tv_sec = static_cast<time_t>(seconds);
   tv.tv_usec = static_cast<suseconds_t>((seconds - static_cast<double>(tv.tv_sec)) * 1e6);
   ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+}
+
+void shutdown_both(const Socket& s) {
+  if (s.valid()) ::shutdown(s.fd(), SHUT_RDWR);
 }
 
 }  // namespace sinklab::train

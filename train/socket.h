@@ -38,7 +38,11 @@ Socket accept_within(const Socket& listener, double timeout_s);
 // with the last reason in `error`.
 Socket connect_retrying(const std::string& addr, int port, double timeout_s, std::string& error);
 
-// Fails receives on fd that wait longer than seconds (then recv_all returns false).
-void set_receive_timeout(int fd, double seconds);
+// Fails sends and receives on fd that block longer than seconds (send_all / recv_all then
+// return false): a hung peer cannot hold this rank forever.
+void set_timeouts(int fd, double seconds);
+
+// Ends both directions of s at once: a thread blocked on it returns (with false).
+void shutdown_both(const Socket& s);
 
 }  // namespace sinklab::train

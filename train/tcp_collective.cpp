@@ -1,5 +1,6 @@
 #include "train/tcp_collective.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
@@ -61,9 +62,10 @@ TcpCollective::TcpCollective(const LaunchEnv& env) : env_(env), timeout_s_(timeo
                         ": check its log, MASTER_ADDR and firewalls");
       Socket peer = accept_within(listener, std::min(left(), 1.0));
       if (!peer.valid()) continue;
-      set_receive_timeout(peer.fd(), timeout_s_);
+      set_timeouts(peer.fd(), std::max(std::min(left(), 30.0), 0.1));  // a silent stranger
       Header hello{};
       if (!recv_all(peer.fd(), &hello, sizeof hello) || hello.op != kHello) continue;
+      set_timeouts(peer.fd(), timeout_s_);
       SINKLAB_CHECK(hello.rank > 0 && hello.rank < env_.world_size && !peers_[hello.rank].valid(),
                     IOError,
                     "rank 0: a process connected as rank " << hello.rank << " (world size "
@@ -80,7 +82,7 @@ TcpCollective::TcpCollective(const LaunchEnv& env) : env_(env), timeout_s_(timeo
                           << env_.id_port << " within " << timeout_s_ << " s (" << error << ")",
                   "check that rank 0 started, MASTER_ADDR names its host and the port is open "
                   "(SINKLAB_ID_PORT)");
-    set_receive_timeout(root.fd(), timeout_s_);
+    set_timeouts(root.fd(), timeout_s_);
     const Header hello{kHello, env_.rank, 0};
     SINKLAB_CHECK(send_all(root.fd(), &hello, sizeof hello), IOError,
                   "rank " << env_.rank << ": rank 0 closed the connection at start-up",
@@ -94,6 +96,12 @@ TcpCollective::~TcpCollective() {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     stopping_ = true;
+    if (!jobs_.empty() || busy_) {
+      // Unwinding with reductions still queued (an error elsewhere): drop them, and unblock
+      // the one in flight, instead of waiting out the timeout for each.
+      jobs_.clear();
+      for (const Socket& peer : peers_) shutdown_both(peer);
+    }
   }
   changed_.notify_all();
   worker_.join();
