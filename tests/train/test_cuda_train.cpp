@@ -16,6 +16,7 @@
 #include "train/shards.h"
 #include "train/trainer.h"
 #include "tests/helpers.h"
+#include "tests/train/train_test_util.h"
 
 using namespace sinklab;
 using namespace sinklab::train;
@@ -116,14 +117,10 @@ TEST_CASE("cuda: GPU runs follow the CPU loss curve (fp32 closely, bf16 within t
 TEST_CASE("cuda: sink metrics computed on the GPU match the CPU's", "[cuda]") {
   SINKLAB_REQUIRE_CUDA();
   for (const char* norm : {"none", "headwise_rmsnorm"}) {
-    ModelSection cfg;
-    cfg.arch = "llama";
-    cfg.n_layer = 2;
-    cfg.n_head = 2;
+    ModelSection cfg = test::tiny_model("llama", norm);
     cfg.n_embd = 64;
     cfg.block_size = 37;
     cfg.vocab_size = 50;
-    cfg.attn_output_norm = norm;
     GPT cpu_model(cfg, 7, DType::F32, Device::cpu());
     GPT gpu_model(cfg, 7, DType::F32, Device::cuda());
     std::vector<int32_t> ids;

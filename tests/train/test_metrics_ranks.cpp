@@ -9,6 +9,7 @@
 #include "train/model.h"
 #include "train/sink_metrics.h"
 #include "tests/helpers.h"
+#include "tests/train/train_test_util.h"
 
 using namespace sinklab;
 using namespace sinklab::train;
@@ -29,39 +30,28 @@ struct TwoRanks : RankExchange {
   }
 };
 
-ForwardCapture capture_of(const GPT& model, const Tensor& ids) {
-  ForwardCapture cap;
-  model.forward(ids, Tensor(), &cap);
-  return cap;
-}
-
 }  // namespace
 
 TEST_CASE("metrics of two ranks' slices, combined, equal the metrics of the whole batch",
           "[metrics][distributed]") {
   for (const char* arch : {"gpt2", "llama"}) {
-    ModelSection cfg;
-    cfg.arch = arch;
-    cfg.n_layer = 2;
-    cfg.n_head = 2;
+    ModelSection cfg = test::tiny_model(arch, "headwise_rmsnorm");
     cfg.n_embd = 16;
     cfg.block_size = 9;
-    cfg.vocab_size = 11;
-    cfg.attn_output_norm = "headwise_rmsnorm";
     GPT model(cfg, 5, DType::F64);
     autograd::NoGradGuard no_grad;
     Tensor ids = rand_ints({4, 9}, RngKey{5, 7, 0}, 11);                   // (4, 9)
     Tensor first_half = ids.narrow_view(0, 0, 2).copy_contiguous();          // (2, 9) rank 0
     Tensor second_half = ids.narrow_view(0, 2, 2).copy_contiguous();         // (2, 9) rank 1
-    const SinkMetrics whole = compute_sink_metrics(capture_of(model, ids), 0.3, false);
+    const SinkMetrics whole = compute_sink_metrics(test::capture_of(model, ids), 0.3, false);
 
     TwoRanks exchange;
     const SinkMetrics rank1 =
-        compute_sink_metrics(capture_of(model, second_half), 0.3, false, &exchange);
+        compute_sink_metrics(test::capture_of(model, second_half), 0.3, false, &exchange);
     exchange.other = exchange.recorded;
-    const SinkMetrics rank0 = compute_sink_metrics(capture_of(model, first_half), 0.3, false);
+    const SinkMetrics rank0 = compute_sink_metrics(test::capture_of(model, first_half), 0.3, false);
     const SinkMetrics combined =
-        compute_sink_metrics(capture_of(model, first_half), 0.3, false, &exchange);
+        compute_sink_metrics(test::capture_of(model, first_half), 0.3, false, &exchange);
 
     INFO(arch);
     REQUIRE(combined.sink_rate == Approx(whole.sink_rate));

@@ -11,23 +11,13 @@
 #include "train/optimizer.h"
 #include "train/sink_metrics.h"
 #include "tests/helpers.h"
+#include "tests/train/train_test_util.h"
 
 using namespace sinklab;
 using namespace sinklab::train;
+using sinklab::test::tiny_model;
 
 namespace {
-
-ModelSection tiny_model(const std::string& arch, const std::string& norm) {
-  ModelSection m;
-  m.arch = arch;
-  m.n_layer = 2;
-  m.n_head = 2;
-  m.n_embd = 8;
-  m.block_size = 6;
-  m.vocab_size = 11;
-  m.attn_output_norm = norm;
-  return m;
-}
 
 Tensor random_ids(int64_t B, int64_t T, int32_t V, uint64_t stream) {
   return rand_ints({B, T}, RngKey{5, stream, 0}, V);

@@ -11,6 +11,7 @@
 #include "core/philox.h"
 #include "core/random.h"
 #include "tests/op_checks.h"
+#include "tests/train/train_test_util.h"
 #include "train/config.h"
 #include "train/model.h"
 #include "train/probe.h"
@@ -34,13 +35,9 @@ ModelSection small_model() {
   return m;
 }
 
-// Forward with capture; returns the capture (no grad).
+// Forward with capture of a fresh fp64 model (seed 3); returns the capture (no grad).
 ForwardCapture run(const ModelSection& m, const Tensor& ids) {
-  GPT model(m, 3, DType::F64);
-  autograd::NoGradGuard no_grad;
-  ForwardCapture cap;
-  model.forward(ids, Tensor(), &cap);
-  return cap;
+  return test::capture_of(GPT(m, 3, DType::F64), ids);
 }
 
 }  // namespace

@@ -1,4 +1,5 @@
-// Helpers shared by the trainer-layer tests: a temporary folder and loader token helpers.
+// Helpers shared by the trainer-layer tests: a temporary folder, loader token helpers, tiny
+// model configs and a forward capture.
 #pragma once
 #include <unistd.h>
 
@@ -9,10 +10,33 @@
 #include <string>
 #include <vector>
 
+#include "autograd/grad_mode.h"
 #include "core/tensor.h"
 #include "tests/catch.h"
+#include "train/model.h"
 
 namespace sinklab::test {
+
+// A tiny model: 2 layers, 2 heads, C = 8, T = 6, vocabulary 11.
+inline train::ModelSection tiny_model(const std::string& arch, const std::string& norm) {
+  train::ModelSection m;
+  m.arch = arch;
+  m.n_layer = 2;
+  m.n_head = 2;
+  m.n_embd = 8;
+  m.block_size = 6;
+  m.vocab_size = 11;
+  m.attn_output_norm = norm;
+  return m;
+}
+
+// The capture of one forward pass of model over ids (no grad, no targets).
+inline train::ForwardCapture capture_of(const train::GPT& model, const Tensor& ids) {
+  autograd::NoGradGuard no_grad;
+  train::ForwardCapture cap;
+  model.forward(ids, Tensor(), &cap);
+  return cap;
+}
 
 // A fresh folder under the system temp dir, removed with everything in it at scope exit.
 struct TempDir {
