@@ -149,6 +149,31 @@ std::vector<double> Communicator::all_gather(const std::vector<double>& mine, co
   return all.to_doubles();
 }
 
+void Communicator::all_gather_ranges(Tensor& t, const std::vector<int64_t>& bounds,
+                                     const char* what) {
+  SINKLAB_CHECK(t.device().is_cuda() && t.is_contiguous() &&
+                    (t.dtype() == DType::F32 || t.dtype() == DType::F64) &&
+                    static_cast<int>(bounds.size()) == world_size_ + 1 &&
+                    bounds.back() <= t.numel(),
+                DeviceError,
+                "all_gather_ranges: " << t.str() << " with " << bounds.size() << " bounds for "
+                                      << world_size_ << " ranks",
+                "a contiguous f32/f64 GPU tensor and one range per rank");
+  const ncclDataType_t type = t.dtype() == DType::F32 ? ncclFloat32 : ncclFloat64;
+  const size_t elem = dtype_size(t.dtype());
+  char* base = static_cast<char*>(t.raw_data());
+  // One broadcast per rank (parts may differ in size), grouped into one launch.
+  SINKLAB_NCCL_CHECK(ncclGroupStart(), rank_);
+  for (int r = 0; r < world_size_; ++r) {
+    const size_t count = static_cast<size_t>(bounds[r + 1] - bounds[r]);
+    if (count == 0) continue;
+    char* part = base + bounds[r] * elem;
+    SINKLAB_NCCL_CHECK(ncclBroadcast(part, part, count, type, r, impl_->comm, stream()), rank_);
+  }
+  SINKLAB_NCCL_CHECK(ncclGroupEnd(), rank_);
+  wait(what);
+}
+
 #else  // no NCCL in this build
 
 struct Communicator::Impl {};
@@ -165,6 +190,7 @@ Communicator::~Communicator() = default;
 void Communicator::wait(const char*, bool) {}
 void Communicator::start_all_reduce_mean(Tensor&, const char*) {}
 void Communicator::wait_started(const char*) {}
+void Communicator::all_gather_ranges(Tensor&, const std::vector<int64_t>&, const char*) {}
 void Communicator::all_reduce_mean(Tensor&, const char*) {}
 double Communicator::sum(double value, const char*) { return value; }
 std::vector<double> Communicator::all_gather(const std::vector<double>& mine, const char*) {

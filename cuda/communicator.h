@@ -8,6 +8,7 @@
 // ends every rank with a message instead of a hang.
 #pragma once
 #include <memory>
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -40,6 +41,9 @@ class Communicator {
   void wait_started(const char* what);
   // Sum over ranks of a host value (losses, counts).
   double sum(double value, const char* what);
+  // t (contiguous on the GPU) holds rank r's part [bounds[r], bounds[r+1]) on rank r; after,
+  // every rank holds all parts (one broadcast per rank, grouped).
+  void all_gather_ranges(Tensor& t, const std::vector<int64_t>& bounds, const char* what);
   // Every rank's host values, concatenated in rank order (the same count on every rank).
   std::vector<double> all_gather(const std::vector<double>& mine, const char* what);
 

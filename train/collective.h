@@ -17,6 +17,11 @@ class Collective {
   virtual double sum(double value, const char* what) = 0;
   // Every rank's values concatenated in rank order (the same count on every rank).
   virtual std::vector<double> all_gather(const std::vector<double>& mine, const char* what) = 0;
+  // t (contiguous, on this rank's device) holds rank r's part in elements [bounds[r],
+  // bounds[r+1]) on rank r (bounds: world size + 1 entries); afterwards every rank holds every
+  // part. ZeRO-1's parameter all-gather.
+  virtual void all_gather_ranges(Tensor& t, const std::vector<int64_t>& bounds,
+                                 const char* what) = 0;
   // Starts the mean of t (a view of memory that stays alive, e.g. a bucket of the flat gradient
   // buffer) and may return before it is done; wait_started() completes every started one, in
   // the order started. Every rank starts the same buckets in the same order. By default the

@@ -120,6 +120,7 @@ const std::vector<Field>& fields() {
       SINKLAB_KEY(optim, OptimSection, weight_decay, kNonNeg),
       SINKLAB_KEY(optim, OptimSection, decay_embeddings),
       SINKLAB_KEY(optim, OptimSection, grad_clip, kNonNeg),
+      SINKLAB_KEY(optim, OptimSection, zero1),
 
       SINKLAB_KEY(metrics, MetricsSection, every, kNonNeg),
       SINKLAB_KEY(metrics, MetricsSection, effective_rank_every, kNonNeg),

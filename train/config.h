@@ -96,6 +96,7 @@ struct OptimSection {
   double weight_decay = 0.1;        // matrices only (2-D params), embeddings included
   bool decay_embeddings = true;
   double grad_clip = 1.0;           // 0 = off
+  bool zero1 = false;               // data parallel: shard the AdamW moments over the ranks
 };
 
 struct MetricsSection {

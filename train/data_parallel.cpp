@@ -37,6 +37,10 @@ class NcclCollective : public Collective {
     comm_->start_all_reduce_mean(t, what);
   }
   void wait_started(const char* what) override { comm_->wait_started(what); }
+  void all_gather_ranges(Tensor& t, const std::vector<int64_t>& bounds,
+                         const char* what) override {
+    comm_->all_gather_ranges(t, bounds, what);
+  }
 
  private:
   std::unique_ptr<cuda::Communicator> comm_;
@@ -165,6 +169,32 @@ std::vector<std::vector<double>> DataParallel::all_gather(const std::vector<doub
   for (int r = 0; r < env_.world_size; ++r)
     ranks.emplace_back(all.begin() + r * n, all.begin() + (r + 1) * n);
   return ranks;
+}
+
+std::vector<int64_t> DataParallel::shard_bounds(int64_t numel) const {
+  std::vector<int64_t> bounds;
+  for (int r = 0; r <= env_.world_size; ++r) bounds.push_back(numel * r / env_.world_size);
+  return bounds;
+}
+
+Shard DataParallel::optimizer_shard(int64_t numel) const {
+  const std::vector<int64_t> bounds = shard_bounds(numel);
+  return {bounds[env_.rank], bounds[env_.rank + 1]};
+}
+
+void DataParallel::gather_parameter_shards(ParameterSet& params) {
+  if (!collective_) return;
+  Tensor values = params.flat_values();  // (numel) a handle on the flat buffer
+  collective_->all_gather_ranges(values, shard_bounds(params.numel()), "ZeRO-1 parameter all-gather");
+}
+
+Tensor DataParallel::gather_moments(const Tensor& shard, int64_t numel) {
+  Tensor full = Tensor::zeros({numel}, shard.dtype(), shard.device());  // (numel)
+  const std::vector<int64_t> bounds = shard_bounds(numel);
+  full.narrow_view(0, bounds[env_.rank], bounds[env_.rank + 1] - bounds[env_.rank])
+      .copy_from(shard);
+  if (collective_) collective_->all_gather_ranges(full, bounds, "ZeRO-1 moment all-gather");
+  return full;
 }
 
 void select_local_gpu(const LaunchEnv& env) {

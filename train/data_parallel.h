@@ -18,6 +18,7 @@
 #include "core/tensor.h"
 #include "train/collective.h"
 #include "train/launcher.h"
+#include "train/optimizer.h"
 #include "train/parameters.h"
 #include "train/sink_metrics.h"
 
@@ -44,6 +45,14 @@ class DataParallel : public RankExchange {
   void finish_gradient_reduction(ParameterSet& params);
   // Mean over ranks of a host value (the step's loss).
   double average(double value);
+  // ZeRO-1 (optim.zero1): rank r's AdamW holds the moments of elements [numel r / W,
+  // numel (r+1) / W) of the flat buffers and updates only those values; the updated parts are
+  // then all-gathered, so every rank again holds all the weights.
+  Shard optimizer_shard(int64_t numel) const;
+  void gather_parameter_shards(ParameterSet& params);
+  // The whole of a sharded moment buffer (`shard`, this rank's part), on every rank: for
+  // checkpoints, which hold full moments whatever the world size.
+  Tensor gather_moments(const Tensor& shard, int64_t numel);
   // Every rank's values, in rank order (one entry, `mine`, for a single process).
   std::vector<std::vector<double>> all_gather(const std::vector<double>& mine) override;
 
@@ -51,6 +60,7 @@ class DataParallel : public RankExchange {
   struct BucketPlan;
   BucketPlan& plan_for(ParameterSet& params);
   void start_ready_buckets(BucketPlan& plan, bool all);
+  std::vector<int64_t> shard_bounds(int64_t numel) const;  // (world size + 1)
 
   LaunchEnv env_;
   std::unique_ptr<Collective> collective_;

@@ -76,17 +76,29 @@ bool AdamW::decays(const ParamSpec& spec, const OptimSection& optim) {
   return !spec.embedding || optim.decay_embeddings;
 }
 
-AdamW::AdamW(const ParameterSet& params, const OptimSection& optim) : optim_(optim) {
-  m_ = Tensor::zeros({params.numel()}, DType::F32, params.flat_values().device());
-  v_ = Tensor::zeros({params.numel()}, DType::F32, params.flat_values().device());
+AdamW::AdamW(const ParameterSet& params, const OptimSection& optim, Shard shard)
+    : optim_(optim), shard_(shard), numel_(params.numel()) {
+  if (shard_.end < 0) shard_.end = numel_;
+  SINKLAB_CHECK(0 <= shard_.begin && shard_.begin <= shard_.end && shard_.end <= numel_,
+                ValueError,
+                "AdamW shard [" << shard_.begin << ", " << shard_.end << ") of " << numel_
+                                << " parameters",
+                "a shard is a range inside the flat parameter buffer");
+  const int64_t n = shard_.end - shard_.begin;
+  m_ = Tensor::zeros({n}, DType::F32, params.flat_values().device());
+  v_ = Tensor::zeros({n}, DType::F32, params.flat_values().device());
   for (const Param& p : params.params()) decay_.push_back(decays(p.spec, optim) ? 1 : 0);
   if (params.flat_values().device().is_cuda()) {  // per-element decay mask for the one kernel
-    std::vector<int32_t> mask(params.numel());
+    std::vector<int32_t> mask(n);
     for (size_t k = 0; k < params.params().size(); ++k) {
       const Param& p = params.params()[k];
-      std::fill(mask.begin() + p.offset, mask.begin() + p.offset + p.value.numel(), decay_[k]);
+      const int64_t begin = std::max(p.offset, shard_.begin);
+      const int64_t end = std::min(p.offset + p.value.numel(), shard_.end);
+      if (begin < end)
+        std::fill(mask.begin() + (begin - shard_.begin), mask.begin() + (end - shard_.begin),
+                  decay_[k]);
     }
-    decay_mask_ = Tensor::from_ints(mask, {params.numel()}).to_device(m_.device());
+    decay_mask_ = Tensor::from_ints(mask, {n}).to_device(m_.device());
   }
 }
 
@@ -95,13 +107,15 @@ void AdamW::step(ParameterSet& params, double lr) {
   const double b1 = optim_.beta1, b2 = optim_.beta2;
   const float bias1 = static_cast<float>(1.0 - std::pow(b1, static_cast<double>(t_)));
   const float bias2 = static_cast<float>(1.0 - std::pow(b2, static_cast<double>(t_)));
+  const int64_t n = shard_.end - shard_.begin;
   if (m_.device().is_cuda()) {
 #if defined(SINKLAB_HAVE_CUDA)
-    Tensor w = params.flat_values();
+    Tensor w = params.flat_values().narrow_view(0, shard_.begin, n);  // (shard) views
+    Tensor g = params.flat_grads().narrow_view(0, shard_.begin, n);
     cuda::AdamWHyper h{static_cast<float>(lr), static_cast<float>(b1), static_cast<float>(b2),
                        static_cast<float>(optim_.eps), static_cast<float>(optim_.weight_decay),
                        bias1, bias2};
-    cuda::adamw_step(w, params.flat_grads(), m_, v_, decay_mask_, h);
+    cuda::adamw_step(w, g, m_, v_, decay_mask_, h);
     return;
 #else
     no_cuda("AdamW");
@@ -109,19 +123,22 @@ void AdamW::step(ParameterSet& params, double lr) {
   }
   float* w = params.flat_values().data<float>();
   const float* g = params.flat_grads().data<float>();
-  float* m = m_.data<float>();
+  float* m = m_.data<float>();  // (shard): element i of the flat buffers is m[i - sb]
   float* v = v_.data<float>();
+  const int64_t sb = shard_.begin;
   const auto& list = params.params();
   for (size_t k = 0; k < list.size(); ++k) {
-    const int64_t begin = list[k].offset, end = begin + list[k].value.numel();
+    const int64_t begin = std::max(list[k].offset, shard_.begin);
+    const int64_t end = std::min(list[k].offset + list[k].value.numel(), shard_.end);
+    if (begin >= end) continue;  // outside this shard
     const float wd = decay_[k] ? static_cast<float>(lr * optim_.weight_decay) : 0.0f;
     const float lr_f = static_cast<float>(lr), b1f = static_cast<float>(b1),
                 b2f = static_cast<float>(b2), eps = static_cast<float>(optim_.eps);
     parallel_for(end - begin, [&](int64_t j) {
-      const int64_t i = begin + j;
-      m[i] = b1f * m[i] + (1.0f - b1f) * g[i];
-      v[i] = b2f * v[i] + (1.0f - b2f) * g[i] * g[i];
-      const float m_hat = m[i] / bias1, v_hat = v[i] / bias2;
+      const int64_t i = begin + j, s = i - sb;
+      m[s] = b1f * m[s] + (1.0f - b1f) * g[i];
+      v[s] = b2f * v[s] + (1.0f - b2f) * g[i] * g[i];
+      const float m_hat = m[s] / bias1, v_hat = v[s] / bias2;
       w[i] -= lr_f * m_hat / (std::sqrt(v_hat) + eps) + wd * w[i];
     }, 1 << 14);
   }

@@ -18,14 +18,23 @@ double global_grad_norm(const ParameterSet& params);
 // Returns the factor applied (1 when not clipped).
 double clip_gradients(ParameterSet& params, double norm, double max_norm);
 
+// The elements [begin, end) of the flat buffers whose moments an AdamW holds and updates: all
+// of them, or under ZeRO-1 one data-parallel rank's shard (end = -1: to the last element).
+struct Shard {
+  int64_t begin = 0, end = -1;
+};
+
 class AdamW {
  public:
-  AdamW(const ParameterSet& params, const OptimSection& optim);
-  // One update with learning rate lr: m, v moments; weight decay lr*wd*w on decayed params.
+  AdamW(const ParameterSet& params, const OptimSection& optim, Shard shard = {});
+  // One update with learning rate lr of the shard's elements: m, v moments; weight decay
+  // lr*wd*w on decayed params. Elements outside the shard are left as they are.
   void step(ParameterSet& params, double lr);
   int64_t steps_taken() const { return t_; }
-  Tensor& m() { return m_; }  // (numel,) first moments, flat
-  Tensor& v() { return v_; }  // (numel,) second moments, flat
+  const Shard& shard() const { return shard_; }  // end resolved to the element count
+  bool sharded() const { return shard_.begin != 0 || shard_.end != numel_; }
+  Tensor& m() { return m_; }  // (shard size,) first moments, flat
+  Tensor& v() { return v_; }  // (shard size,) second moments, flat
   const Tensor& m() const { return m_; }  // read-only, for checkpoints
   const Tensor& v() const { return v_; }
   void set_steps_taken(int64_t t) { t_ = t; }
@@ -34,9 +43,11 @@ class AdamW {
 
  private:
   OptimSection optim_;
-  Tensor m_, v_;           // (numel,) each, fp32 on the CPU path
+  Shard shard_;
+  int64_t numel_ = 0;        // of the whole flat buffers
+  Tensor m_, v_;             // (shard size,) each, fp32
   std::vector<char> decay_;  // per parameter
-  Tensor decay_mask_;        // (numel,) i32 on the device (CUDA path only)
+  Tensor decay_mask_;        // (shard size,) i32 on the device (CUDA path only)
   int64_t t_ = 0;
 };
 

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <string>
 
 #include "core/error.h"
 
@@ -19,7 +20,7 @@ struct Header {
   uint64_t bytes;
 };
 
-enum Op : int32_t { kHello = 1, kReduce, kSum, kGather, kResult };
+enum Op : int32_t { kHello = 1, kReduce, kSum, kGather, kResult, kRanges };
 
 double timeout_from_env() {
   const char* v = std::getenv("SINKLAB_COLLECTIVE_TIMEOUT");
@@ -265,6 +266,42 @@ std::vector<double> TcpCollective::all_gather(const std::vector<double>& mine, c
       if (bytes > 0) std::memcpy(out.data() + r * mine.size(), all[r].data(), bytes);
   broadcast_from_root(out.data(), out.size() * sizeof(double), kResult, what);
   return out;
+}
+
+void TcpCollective::all_gather_ranges(Tensor& t, const std::vector<int64_t>& bounds,
+                                      const char* what) {
+  wait_started(what);
+  SINKLAB_CHECK(t.device().is_cpu() && t.is_contiguous() &&
+                    static_cast<int>(bounds.size()) == env_.world_size + 1 &&
+                    bounds.back() <= t.numel(),
+                DeviceError,
+                "all_gather_ranges over TCP: " << t.str() << " with " << bounds.size()
+                                               << " bounds for " << env_.world_size << " ranks",
+                "a contiguous CPU tensor and one range per rank");
+  const size_t elem = dtype_size(t.dtype());
+  char* base = static_cast<char*>(t.raw_data());
+  const int r = env_.rank;
+  const size_t mine = static_cast<size_t>(bounds[r + 1] - bounds[r]) * elem;
+  // Ranks' parts differ in size: each sends its own; rank 0 checks every size it receives.
+  if (r != 0) {
+    const Header header{kRanges, r, mine};
+    SINKLAB_CHECK(send_all(peers_[0].fd(), &header, sizeof header) &&
+                      send_all(peers_[0].fd(), base + bounds[r] * elem, mine),
+                  IOError, "rank " << r << ": rank 0 closed the connection during " << what,
+                  "rank 0 may have died: see its log");
+  } else {
+    for (int p = 1; p < env_.world_size; ++p) {
+      const size_t bytes = static_cast<size_t>(bounds[p + 1] - bounds[p]) * elem;
+      Header got{};
+      SINKLAB_CHECK(recv_all(peers_[p].fd(), &got, sizeof got) && got.op == kRanges &&
+                        got.bytes == bytes && recv_all(peers_[p].fd(), base + bounds[p] * elem, bytes),
+                    IOError,
+                    "rank 0: no part " << p << " from rank " << p << " during " << what
+                                       << " (closed, silent, or another operation)",
+                    "rank " + std::to_string(p) + " may have died or run another config: see its log");
+    }
+  }
+  broadcast_from_root(base, static_cast<size_t>(bounds.back()) * elem, kResult, what);
 }
 
 }  // namespace sinklab::train

@@ -36,6 +36,8 @@ class TcpCollective : public Collective {
   void all_reduce_mean(Tensor& t, const char* what) override;
   double sum(double value, const char* what) override;
   std::vector<double> all_gather(const std::vector<double>& mine, const char* what) override;
+  void all_gather_ranges(Tensor& t, const std::vector<int64_t>& bounds,
+                         const char* what) override;
   void start_all_reduce_mean(Tensor& t, const char* what) override;
   void wait_started(const char* what) override;
 

@@ -240,7 +240,11 @@ Run::Run(const RunConfig& config, std::ostream& console, RunOptions options)
                              << c.source_file << ")",
                   "the precision is one per process: set run.precision at the top level only");
     v->model = std::make_unique<GPT>(c.model, c.run.seed, DType::F32, device);
-    v->optimizer = std::make_unique<AdamW>(v->model->params(), c.optim);
+    // ZeRO-1: each rank keeps the AdamW moments of its shard only (one process: all of them).
+    const bool zero1 = c.optim.zero1 && parallel_->world_size() > 1;
+    const int64_t numel = v->model->params().numel();
+    v->optimizer = std::make_unique<AdamW>(
+        v->model->params(), c.optim, zero1 ? parallel_->optimizer_shard(numel) : Shard{});
     v->accumulation = accumulation_steps(c.train.tokens_per_step, B, T, parallel_->world_size());
     console_ << "variant " << v->name << ": " << c.model.arch << " " << c.model.n_layer << "x"
              << c.model.n_embd << " (" << c.model.n_head << " heads, T=" << T
@@ -249,7 +253,8 @@ Run::Run(const RunConfig& config, std::ostream& console, RunOptions options)
              << " parameters, "
              << format_count(B * T * v->accumulation * parallel_->world_size())
              << " tokens/step, train " << format_count(v->train_data->num_tokens())
-             << " tokens, val " << format_count(v->val_data->num_tokens()) << "\n";
+             << " tokens, val " << format_count(v->val_data->num_tokens())
+             << (zero1 ? ", AdamW moments sharded over the ranks (ZeRO-1)" : "") << "\n";
     variants_.push_back(std::move(v));
   }
   SINKLAB_CHECK(!variants_.empty(), ConfigError,
@@ -320,7 +325,17 @@ void Run::resume_from_checkpoints() {
                                 << " than " << base_.source_file << " gives variant " << v.name,
                   "resume with the config the checkpoint was written with (its config is stored "
                   "in the file and in " + v.dir + "/config.yaml)");
-    TrainState state = load_checkpoint(path, v.model->params(), *v.optimizer);
+    TrainState state;
+    if (v.optimizer->sharded()) {  // ZeRO-1: read whole moments, keep this rank's shard
+      AdamW whole(v.model->params(), v.config.optim);
+      state = load_checkpoint(path, v.model->params(), whole);
+      const Shard& shard = v.optimizer->shard();
+      v.optimizer->m().copy_from(whole.m().narrow_view(0, shard.begin, shard.end - shard.begin));
+      v.optimizer->v().copy_from(whole.v().narrow_view(0, shard.begin, shard.end - shard.begin));
+      v.optimizer->set_steps_taken(whole.steps_taken());
+    } else {
+      state = load_checkpoint(path, v.model->params(), *v.optimizer);
+    }
     v.train_data->set_cursor(state.train_cursor);
     v.skipped_in_a_row = state.nonfinite_in_a_row;
     console_ << "resumed " << v.name << " from " << path << " at step " << state.step << "\n";
@@ -329,9 +344,11 @@ void Run::resume_from_checkpoints() {
 }
 
 void Run::save_checkpoints(int64_t steps_done) {
-  if (!parallel_->writer()) return;  // the weights are identical on every rank
   for (auto& vp : variants_) {
     Variant& v = *vp;
+    // Checkpoints hold whole moments: under ZeRO-1 every rank takes part in gathering them.
+    const std::unique_ptr<AdamW> whole = whole_optimizer(v);
+    if (!parallel_->writer()) continue;  // the weights are identical on every rank
     const CheckpointSection& ck = v.config.checkpoint;
     const std::string dir = checkpoint_dir(v);
     fs::create_directories(dir);
@@ -344,11 +361,21 @@ void Run::save_checkpoints(int64_t steps_done) {
     state.variant = v.name;
     state.world_size = parallel_->world_size();
     const std::string path = checkpoint_path(dir, steps_done);
-    save_checkpoint(path, v.model->params(), *v.optimizer, state);
+    save_checkpoint(path, v.model->params(), whole ? *whole : *v.optimizer, state);
     write_latest_pointer(dir, path);  // the pointer moves only once the file is complete
     prune_checkpoints(dir, ck.keep_last, ck.keep_every);
     if (v.log) v.log->flush();
   }
+}
+
+std::unique_ptr<AdamW> Run::whole_optimizer(Variant& v) {
+  if (!v.optimizer->sharded()) return nullptr;
+  ParameterSet& params = v.model->params();
+  auto whole = std::make_unique<AdamW>(params, v.config.optim);
+  whole->m().copy_from(parallel_->gather_moments(v.optimizer->m(), params.numel()));
+  whole->v().copy_from(parallel_->gather_moments(v.optimizer->v(), params.numel()));
+  whole->set_steps_taken(v.optimizer->steps_taken());
+  return whole;
 }
 
 Run::~Run() = default;
@@ -395,6 +422,7 @@ void Run::step_all(int64_t step, bool evaluate_first) {
     if (!record.skipped) {
       clip_gradients(params, record.grad_norm, c.optim.grad_clip);
       v.optimizer->step(params, record.lr);
+      if (v.optimizer->sharded()) parallel_->gather_parameter_shards(params);
     }
     clock.mark("grad norm, clip, AdamW");
     if (metrics_step) {

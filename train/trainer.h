@@ -6,20 +6,19 @@
 // evaluates on the same validation batches. The console shows one line per variant per logged
 // step, in the nanoGPT/llm.c style, and a comparison table at the end.
 #pragma once
-#include <memory>
-
-#include "train/launcher.h"
 #include <iosfwd>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "train/config.h"
+#include "train/launcher.h"
 #include "train/metrics_log.h"
 #include "train/sink_metrics.h"
 
 namespace sinklab::train {
 
+class AdamW;
 class DataParallel;
 
 struct VariantSummary {
@@ -71,6 +70,9 @@ class Run {
   void finish(int64_t steps);  // final evaluation, sample and record at step == train.steps
   void resume_from_checkpoints();
   void save_checkpoints(int64_t steps_done);
+  // Under ZeRO-1, an AdamW holding every rank's moments (a collective: every rank calls it);
+  // nullptr when v's optimizer holds them all already.
+  std::unique_ptr<AdamW> whole_optimizer(Variant& v);
   std::string checkpoint_dir(const Variant& v) const;
   void print_summary(const std::vector<VariantSummary>& summaries);
   RunConfig base_;

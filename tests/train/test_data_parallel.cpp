@@ -168,6 +168,12 @@ void two_ranks_follow_one(const std::string& device, double rtol) {
   two_ranks("moved", " --stop-after 15");
   run("moved", "", " --resume auto");
   curves["2 ranks, resumed on 1"] = losses(dir / "moved" / "main" / "metrics.jsonl");
+  // ZeRO-1: moments sharded over the 2 ranks, then resumed (whole moments in the checkpoint)
+  // by 2 ranks again after 10 steps and by 1 process after 20.
+  two_ranks("zero1", " --set optim.zero1=true --stop-after 10");
+  two_ranks("zero1", " --set optim.zero1=true --stop-after 20 --resume auto");
+  run("zero1", "", " --set optim.zero1=true --resume auto");
+  curves["ZeRO-1, 2 ranks, resumed twice"] = losses(dir / "zero1" / "main" / "metrics.jsonl");
   for (const auto& [launcher, curve] : curves) {
     REQUIRE(curve.size() == single.size());
     for (size_t i = 0; i < curve.size(); ++i) {

@@ -11,6 +11,7 @@
 #include "train/optimizer.h"
 #include "train/sink_metrics.h"
 #include "tests/helpers.h"
+#include "tests/op_checks.h"
 #include "tests/train/train_test_util.h"
 
 using namespace sinklab;
@@ -298,4 +299,34 @@ TEST_CASE("AdamW matches a hand computation and decays only matrices", "[optim]"
   REQUIRE(norm == Approx(0.25 * std::sqrt(static_cast<double>(p.numel()))));
   clip_gradients(p, norm, 1.0);
   REQUIRE(global_grad_norm(p) == Approx(1.0).epsilon(1e-5));
+}
+
+TEST_CASE("AdamW shards (ZeRO-1): two halves update exactly what one whole AdamW does",
+          "[optim][distributed]") {
+  ModelSection cfg = tiny_model("gpt2", "none");
+  OptimSection o;
+  o.weight_decay = 0.3;
+  GPT whole_model(cfg, 4), shard_model(cfg, 4);
+  ParameterSet& a = whole_model.params();
+  ParameterSet& b = shard_model.params();
+  const int64_t n = a.numel(), cut = n / 2 + 7;  // a cut inside some parameter
+  AdamW whole(a, o);
+  AdamW first(b, o, Shard{0, cut}), second(b, o, Shard{cut, n});
+  REQUIRE_FALSE(whole.sharded());
+  REQUIRE(first.sharded());
+  REQUIRE(first.m().numel() == cut);
+  REQUIRE(second.m().numel() == n - cut);
+  for (int step = 0; step < 3; ++step) {
+    Tensor grads = rand_uniform({n}, RngKey{6, 9, static_cast<uint64_t>(step)}, -1.0, 1.0);
+    a.flat_grads().copy_from(grads);
+    b.flat_grads().copy_from(grads);
+    whole.step(a, 0.01);
+    first.step(b, 0.01);
+    second.step(b, 0.01);
+  }
+  REQUIRE(b.flat_values().to_doubles() == a.flat_values().to_doubles());
+  std::vector<double> m = first.m().to_doubles(), rest = second.m().to_doubles();
+  m.insert(m.end(), rest.begin(), rest.end());
+  REQUIRE(m == whole.m().to_doubles());
+  test::require_error<ValueError>([&] { AdamW bad(a, o, Shard{5, n + 1}); }, {"shard"});
 }
