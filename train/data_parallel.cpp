@@ -161,6 +161,11 @@ double DataParallel::average(double value) {
   return value;
 }
 
+bool DataParallel::any(bool flag, const char* what) {
+  if (!collective_) return flag;
+  return collective_->sum(flag ? 1.0 : 0.0, what) > 0;
+}
+
 std::vector<std::vector<double>> DataParallel::all_gather(const std::vector<double>& mine) {
   if (!collective_) return {mine};
   const std::vector<double> all = collective_->all_gather(mine, "sink metrics all-gather");
@@ -189,7 +194,7 @@ void DataParallel::gather_parameter_shards(ParameterSet& params) {
 }
 
 Tensor DataParallel::gather_moments(const Tensor& shard, int64_t numel) {
-  Tensor full = Tensor::zeros({numel}, shard.dtype(), shard.device());  // (numel)
+  Tensor full = Tensor::empty({numel}, shard.dtype(), shard.device());  // (numel) all parts written
   const std::vector<int64_t> bounds = shard_bounds(numel);
   full.narrow_view(0, bounds[env_.rank], bounds[env_.rank + 1] - bounds[env_.rank])
       .copy_from(shard);

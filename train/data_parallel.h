@@ -45,6 +45,8 @@ class DataParallel : public RankExchange {
   void finish_gradient_reduction(ParameterSet& params);
   // Mean over ranks of a host value (the step's loss).
   double average(double value);
+  // True on every rank when `flag` is true on any (one small collective; `flag` for one process).
+  bool any(bool flag, const char* what);
   // ZeRO-1 (optim.zero1): rank r's AdamW holds the moments of elements [numel r / W,
   // numel (r+1) / W) of the flat buffers and updates only those values; the updated parts are
   // then all-gathered, so every rank again holds all the weights.

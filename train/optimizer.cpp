@@ -102,7 +102,22 @@ AdamW::AdamW(const ParameterSet& params, const OptimSection& optim, Shard shard)
   }
 }
 
+AdamW AdamW::on_host(const ParameterSet& params, const OptimSection& optim) {
+  AdamW a;
+  a.optim_ = optim;
+  a.numel_ = params.numel();
+  a.shard_ = {0, a.numel_};
+  a.m_ = Tensor::zeros({a.numel_}, DType::F32, Device::cpu());
+  a.v_ = Tensor::zeros({a.numel_}, DType::F32, Device::cpu());
+  for (const Param& p : params.params()) a.decay_.push_back(decays(p.spec, optim) ? 1 : 0);
+  return a;
+}
+
 void AdamW::step(ParameterSet& params, double lr) {
+  SINKLAB_CHECK(m_.device() == params.flat_values().device(), ValueError,
+                "AdamW::step: moments on " << m_.device().str() << ", parameters on "
+                                           << params.flat_values().device().str(),
+                "AdamW::on_host holds state for checkpoints; step the trainer's AdamW");
   ++t_;
   const double b1 = optim_.beta1, b2 = optim_.beta2;
   const float bias1 = static_cast<float>(1.0 - std::pow(b1, static_cast<double>(t_)));

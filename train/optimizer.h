@@ -27,6 +27,9 @@ struct Shard {
 class AdamW {
  public:
   AdamW(const ParameterSet& params, const OptimSection& optim, Shard shard = {});
+  // Whole moments (zeros) on the host whatever the parameters' device, for moving optimizer
+  // state between checkpoints and sharded optimizers; it is not meant to step.
+  static AdamW on_host(const ParameterSet& params, const OptimSection& optim);
   // One update with learning rate lr of the shard's elements: m, v moments; weight decay
   // lr*wd*w on decayed params. Elements outside the shard are left as they are.
   void step(ParameterSet& params, double lr);
@@ -42,6 +45,7 @@ class AdamW {
   static bool decays(const ParamSpec& spec, const OptimSection& optim);
 
  private:
+  AdamW() = default;
   OptimSection optim_;
   Shard shard_;
   int64_t numel_ = 0;        // of the whole flat buffers

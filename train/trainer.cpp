@@ -180,6 +180,7 @@ struct Run::Variant {
   std::unique_ptr<Tokenizer> tokenizer;
   std::unique_ptr<GPT> model;
   std::unique_ptr<AdamW> optimizer;
+  bool zero1 = false;  // AdamW moments sharded over the ranks (optim.zero1, world size > 1)
   std::unique_ptr<DataLoader> train_data, val_data;
   std::unique_ptr<MetricsLog> log;
   std::vector<double> recent_losses;
@@ -242,6 +243,7 @@ Run::Run(const RunConfig& config, std::ostream& console, RunOptions options)
     v->model = std::make_unique<GPT>(c.model, c.run.seed, DType::F32, device);
     // ZeRO-1: each rank keeps the AdamW moments of its shard only (one process: all of them).
     const bool zero1 = c.optim.zero1 && parallel_->world_size() > 1;
+    v->zero1 = zero1;  // one decision for every rank (a tiny model's shards can be empty)
     const int64_t numel = v->model->params().numel();
     v->optimizer = std::make_unique<AdamW>(
         v->model->params(), c.optim, zero1 ? parallel_->optimizer_shard(numel) : Shard{});
@@ -326,8 +328,8 @@ void Run::resume_from_checkpoints() {
                   "resume with the config the checkpoint was written with (its config is stored "
                   "in the file and in " + v.dir + "/config.yaml)");
     TrainState state;
-    if (v.optimizer->sharded()) {  // ZeRO-1: read whole moments, keep this rank's shard
-      AdamW whole(v.model->params(), v.config.optim);
+    if (v.zero1) {  // ZeRO-1: read whole moments (on the host), keep this rank's shard
+      AdamW whole = AdamW::on_host(v.model->params(), v.config.optim);
       state = load_checkpoint(path, v.model->params(), whole);
       const Shard& shard = v.optimizer->shard();
       v.optimizer->m().copy_from(whole.m().narrow_view(0, shard.begin, shard.end - shard.begin));
@@ -369,11 +371,15 @@ void Run::save_checkpoints(int64_t steps_done) {
 }
 
 std::unique_ptr<AdamW> Run::whole_optimizer(Variant& v) {
-  if (!v.optimizer->sharded()) return nullptr;
+  if (!v.zero1) return nullptr;
   ParameterSet& params = v.model->params();
-  auto whole = std::make_unique<AdamW>(params, v.config.optim);
-  whole->m().copy_from(parallel_->gather_moments(v.optimizer->m(), params.numel()));
-  whole->v().copy_from(parallel_->gather_moments(v.optimizer->v(), params.numel()));
+  // Whole moments on the host (the checkpoint writer copies there anyway): the device holds
+  // one gathered buffer at a time.
+  auto whole = std::make_unique<AdamW>(AdamW::on_host(params, v.config.optim));
+  whole->m().copy_from(
+      parallel_->gather_moments(v.optimizer->m(), params.numel()).to_device(Device::cpu()));
+  whole->v().copy_from(
+      parallel_->gather_moments(v.optimizer->v(), params.numel()).to_device(Device::cpu()));
   whole->set_steps_taken(v.optimizer->steps_taken());
   return whole;
 }
@@ -422,7 +428,7 @@ void Run::step_all(int64_t step, bool evaluate_first) {
     if (!record.skipped) {
       clip_gradients(params, record.grad_norm, c.optim.grad_clip);
       v.optimizer->step(params, record.lr);
-      if (v.optimizer->sharded()) parallel_->gather_parameter_shards(params);
+      if (v.zero1) parallel_->gather_parameter_shards(params);
     }
     clock.mark("grad norm, clip, AdamW");
     if (metrics_step) {
@@ -565,7 +571,10 @@ std::vector<VariantSummary> Run::train() {
     const int64_t done_steps = step + 1;
     for (auto& vp : variants_)
       if (vp->skipped_in_a_row >= vp->config.train.max_skipped_steps) end_ = RunEnd::TooManySkipped;
-    if (g_stop_signal.load()) end_ = RunEnd::Interrupted;
+    // Every rank stops on the same step when any rank got the signal: the checkpoint save
+    // below takes part in collectives (ZeRO-1) and the next step in the gradient all-reduce.
+    if (parallel_->any(g_stop_signal.load() != 0, "stop-signal agreement"))
+      end_ = RunEnd::Interrupted;
     if (options_.stop_after >= 0 && done_steps >= options_.stop_after && done_steps < steps)
       end_ = RunEnd::Stopped;
     const int64_t ck_every = base_.checkpoint.every;

@@ -11,6 +11,7 @@
 #include <future>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <map>
 #include <sstream>
 #include <string>
@@ -174,6 +175,27 @@ void two_ranks_follow_one(const std::string& device, double rtol) {
   two_ranks("zero1", " --set optim.zero1=true --stop-after 20 --resume auto");
   run("zero1", "", " --set optim.zero1=true --resume auto");
   curves["ZeRO-1, 2 ranks, resumed twice"] = losses(dir / "zero1" / "main" / "metrics.jsonl");
+  if (device == "cpu") {
+    // SIGTERM to rank 0 only (a pre-emption seen by one rank first): both ranks agree to stop
+    // on the same step, write one checkpoint (ZeRO-1 gathers the moments) and exit 0.
+    const std::string sig = (dir / "sig.log").string();
+    const std::string args = " train " + cfg +
+                             " --no-progress --set run.name=sig --set train.steps=100000 "
+                             "--set optim.zero1=true";
+    const std::string metrics = (dir / "sig" / "main" / "metrics.jsonl").string();
+    const std::string script =
+        "env RANK=1 LOCAL_RANK=1 " + vars + " " + bin + args + " > " + sig + ".1 2>&1 & p1=$!; " +
+        "env RANK=0 LOCAL_RANK=0 " + vars + " " + bin + args + " > " + sig + " 2>&1 & p0=$!; " +
+        "for i in $(seq 1 600); do [ $(wc -l < " + metrics + " 2>/dev/null || echo 0) -ge 3 ] " +
+        "&& break; sleep 0.05; done; kill -TERM $p0; wait $p0; s0=$?; wait $p1; s1=$?; " +
+        "exit $((s0 * 10 + s1))";
+    INFO(script);
+    REQUIRE(shell("bash -c '" + script + "'") == 0);
+    std::ifstream log(sig);
+    const std::string text((std::istreambuf_iterator<char>(log)), {});
+    REQUIRE(text.find("interrupted by signal") != std::string::npos);
+    REQUIRE(fs::exists(dir / "sig" / "main" / "ckpt" / "latest"));
+  }
   for (const auto& [launcher, curve] : curves) {
     REQUIRE(curve.size() == single.size());
     for (size_t i = 0; i < curve.size(); ++i) {
