@@ -195,6 +195,24 @@ void two_ranks_follow_one(const std::string& device, double rtol) {
     const std::string text((std::istreambuf_iterator<char>(log)), {});
     REQUIRE(text.find("interrupted by signal") != std::string::npos);
     REQUIRE(fs::exists(dir / "sig" / "main" / "ckpt" / "latest"));
+
+    // A rank that dies (SIGKILL to rank 1): rank 0 fails at once, naming it, instead of hanging.
+    const std::string dead = (dir / "dead.log").string();
+    const std::string dead_args = " train " + cfg +
+                                  " --no-progress --set run.name=dead --set train.steps=100000";
+    const std::string dead_metrics = (dir / "dead" / "main" / "metrics.jsonl").string();
+    const std::string kill_script =
+        "env RANK=1 LOCAL_RANK=1 " + vars + " " + bin + dead_args + " > " + dead + ".1 2>&1 & " +
+        "p1=$!; env RANK=0 LOCAL_RANK=0 " + vars + " " + bin + dead_args + " > " + dead +
+        " 2>&1 & p0=$!; for i in $(seq 1 600); do [ $(wc -l < " + dead_metrics +
+        " 2>/dev/null || echo 0) -ge 3 ] && break; sleep 0.05; done; kill -KILL $p1; " +
+        "wait $p0; exit $?";
+    INFO(kill_script);
+    REQUIRE(shell("bash -c '" + kill_script + "'") != 0);
+    std::ifstream dead_log(dead);
+    const std::string dead_text((std::istreambuf_iterator<char>(dead_log)), {});
+    INFO(dead_text);
+    REQUIRE(dead_text.find("rank 1") != std::string::npos);
   }
   for (const auto& [launcher, curve] : curves) {
     REQUIRE(curve.size() == single.size());
