@@ -712,3 +712,19 @@ TEST_CASE("config: every YAML file under configs/ loads and validates", "[config
   }
   REQUIRE(files >= 5);
 }
+
+TEST_CASE("every shipped config under configs/ loads, and so does each of its variants",
+          "[config]") {
+  namespace fs = std::filesystem;
+  int checked = 0;
+  for (const auto& entry :
+       fs::recursive_directory_iterator(fs::path(SINKLAB_SOURCE_DIR) / "configs")) {
+    if (entry.path().extension() != ".yaml") continue;
+    INFO(entry.path().string());
+    RunConfig config;
+    REQUIRE_NOTHROW(config = load_config(entry.path().string()));
+    for (const VariantSpec& v : config.variants) REQUIRE_NOTHROW(apply_variant(config, v));
+    ++checked;
+  }
+  REQUIRE(checked >= 5);
+}
