@@ -36,7 +36,7 @@ bool needs_grad(const std::vector<Tensor>& inputs) {
 void record(Tensor& output, const char* name, const std::vector<Tensor>& inputs,
             BackwardFn backward) {
   if (!needs_grad(inputs)) return;
-  if (backward_profiling()) {
+  if (op_profiling()) {
     const auto now = synchronized_now(output);
     g_forward_profile[name] += std::chrono::duration<double, std::milli>(now - g_forward_mark).count();
     g_forward_mark = now;
@@ -146,7 +146,7 @@ void backward(const Tensor& root, const Tensor& grad_output) {
     SINKLAB_CHECK(!node->released(), ValueError,
                   "backward through op '" << node->name() << "' a second time",
                   "build the graph again before another backward");
-    const bool profiling = backward_profiling();
+    const bool profiling = op_profiling();
     const auto started = profiling ? synchronized_now(g) : std::chrono::steady_clock::now();
     std::vector<Tensor> input_grads = node->apply(g);
     const auto& inputs = node->inputs();
@@ -175,7 +175,7 @@ void backward(const Tensor& root, const Tensor& grad_output) {
   }
 }
 
-bool backward_profiling() {
+bool op_profiling() {
   static const bool on = std::getenv("SINKLAB_PROFILE") != nullptr;
   return on;
 }

@@ -28,15 +28,14 @@ void backward(const Tensor& root, const Tensor& grad_output = Tensor());
 using LeafReadyHook = std::function<void(const Tensor& leaf)>;
 void set_leaf_ready_hook(LeafReadyHook hook);
 
-// SINKLAB_PROFILE set in the environment: backward synchronises the device around every node
-// and sums the time of each op's backward (and its gradient accumulation) by op name, in ms.
-// Slower; for finding where a step's time goes.
-bool backward_profiling();
-const std::map<std::string, double>& backward_profile();
-
-// SINKLAB_PROFILE set: every record() synchronises the device and charges the time since the
+// Whether SINKLAB_PROFILE is set in the environment. Then backward synchronises the device
+// around every node and sums the time of each op's backward (and its gradient accumulation) by
+// op name, in ms; and every record() synchronises the device and charges the time since the
 // previous record() (or restart_forward_profile()) to its op, so the forward's time is summed by
-// op name, in ms. Call restart_forward_profile() where a forward begins.
+// op name too. Slower; for finding where a step's time goes. Call restart_forward_profile()
+// where a forward begins.
+bool op_profiling();
+const std::map<std::string, double>& backward_profile();
 void restart_forward_profile();
 const std::map<std::string, double>& forward_profile();
 

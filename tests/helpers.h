@@ -1,6 +1,7 @@
 // Shared test helpers: seeded random tensors, closeness checks, gradient checks, GPU skip.
 #pragma once
 #include <functional>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -30,6 +31,22 @@ void require_gradients(const std::function<Tensor(const std::vector<Tensor>&)>& 
                        const std::vector<Tensor>& inputs, double atol = 1e-6, double rtol = 1e-5);
 
 bool cuda_device_present();
+
+// Runs f, requires that it throws E, and returns the exception (a FAIL when it does not).
+template <class E, class F>
+E caught(F&& f) {
+  try {
+    f();
+  } catch (const E& e) {
+    return e;
+  }
+  FAIL("expected an exception of the requested type");
+  throw std::logic_error("unreachable: FAIL throws");
+}
+
+inline bool contains(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
+}
 
 }  // namespace sinklab::test
 

@@ -10,6 +10,7 @@
 #include "tests/helpers.h"
 
 using namespace sinklab;
+using sinklab::test::contains;
 using test::random_tensor;
 using test::require_close;
 using test::require_gradients;
@@ -81,22 +82,6 @@ ops::AttentionOptions make_options(bool sigmoid, std::vector<int64_t> isolate, d
   o.isolate_positions = std::move(isolate);
   o.scale = scale;
   return o;
-}
-
-// Runs f and returns the message of the Error it throws (FAILs when it does not throw ErrType).
-template <class ErrType, class Fn>
-std::string error_message(Fn&& f) {
-  try {
-    f();
-  } catch (const ErrType& e) {
-    return e.what();
-  }
-  FAIL("expected an error of the requested type");
-  return "";
-}
-
-bool contains(const std::string& text, const std::string& part) {
-  return text.find(part) != std::string::npos;
 }
 
 }  // namespace
@@ -285,38 +270,38 @@ TEST_CASE("attention and its probes reject bad input naming the op and the shape
   const Tensor k = random_tensor({2, 7, 3, 5}, 172);
   const Tensor v = random_tensor({2, 7, 3, 5}, 173);
 
-  std::string what = error_message<ShapeError>(
-      [&] { (void)ops::attention(q, random_tensor({2, 6, 3, 5}, 174), v); });
+  std::string what = test::caught<ShapeError>(
+      [&] { (void)ops::attention(q, random_tensor({2, 6, 3, 5}, 174), v); }).what();
   REQUIRE(contains(what, "attention"));
   REQUIRE(contains(what, "(2, 7, 3, 5)"));
   REQUIRE(contains(what, "(2, 6, 3, 5)"));
 
-  what = error_message<ShapeError>(
-      [&] { (void)ops::attention(q, k, random_tensor({2, 7, 3, 4}, 175)); });
+  what = test::caught<ShapeError>(
+      [&] { (void)ops::attention(q, k, random_tensor({2, 7, 3, 4}, 175)); }).what();
   REQUIRE(contains(what, "attention"));
   REQUIRE(contains(what, "(2, 7, 3, 4)"));
 
   const Tensor strided = random_tensor({2, 3, 7, 5}, 176).transpose_view(1, 2);  // (2, 7, 3, 5)
-  what = error_message<ShapeError>([&] { (void)ops::attention(strided, k, v); });
+  what = test::caught<ShapeError>([&] { (void)ops::attention(strided, k, v); }).what();
   REQUIRE(contains(what, "attention"));
   REQUIRE(contains(what, "(2, 7, 3, 5)"));
   REQUIRE(contains(what, "contiguous"));
 
-  what = error_message<DTypeError>([&] { (void)ops::attention(q, k.to_dtype(DType::F32), v); });
+  what = test::caught<DTypeError>([&] { (void)ops::attention(q, k.to_dtype(DType::F32), v); }).what();
   REQUIRE(contains(what, "attention"));
   REQUIRE(contains(what, "f64(2, 7, 3, 5)"));
   REQUIRE(contains(what, "f32(2, 7, 3, 5)"));
 
-  what = error_message<ShapeError>([&] {
+  what = test::caught<ShapeError>([&] {
     (void)ops::attention(random_tensor({2, 7, 15}, 177), random_tensor({2, 7, 15}, 178),
                          random_tensor({2, 7, 15}, 179));
-  });
+  }).what();
   REQUIRE(contains(what, "attention"));
   REQUIRE(contains(what, "(2, 7, 15)"));
 
   for (int64_t bad : {7, 100, -1}) {
-    what = error_message<ValueError>(
-        [&] { (void)ops::attention(q, k, v, make_options(false, {2, bad})); });
+    what = test::caught<ValueError>(
+        [&] { (void)ops::attention(q, k, v, make_options(false, {2, bad})); }).what();
     INFO(what);
     REQUIRE(contains(what, "attention"));
     REQUIRE(contains(what, "isolate position " + std::to_string(bad)));
@@ -333,13 +318,13 @@ TEST_CASE("attention and its probes reject bad input naming the op and the shape
   // attention_key_mass: key range and the lse's shape/dtype.
   Tensor lse;
   (void)ops::attention(q, k, v, {}, &lse);
-  what = error_message<ValueError>([&] { (void)ops::attention_key_mass(q, k, lse, 7); });
+  what = test::caught<ValueError>([&] { (void)ops::attention_key_mass(q, k, lse, 7); }).what();
   REQUIRE(contains(what, "attention_key_mass"));
   REQUIRE(contains(what, "key 7"));
   REQUIRE(contains(what, "T = 7"));
   REQUIRE_THROWS_AS(ops::attention_key_mass(q, k, lse, -1), ValueError);
-  what = error_message<ShapeError>(
-      [&] { (void)ops::attention_key_mass(q, k, random_tensor({2, 3, 6}, 180), 0); });
+  what = test::caught<ShapeError>(
+      [&] { (void)ops::attention_key_mass(q, k, random_tensor({2, 3, 6}, 180), 0); }).what();
   REQUIRE(contains(what, "attention_key_mass"));
   REQUIRE(contains(what, "(2, 3, 6)"));
   REQUIRE(contains(what, "(2, 3, 7)"));

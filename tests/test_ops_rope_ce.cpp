@@ -11,6 +11,7 @@
 #include "tests/helpers.h"
 
 using namespace sinklab;
+using sinklab::test::contains;
 using test::random_tensor;
 using test::require_close;
 using test::require_gradients;
@@ -65,21 +66,6 @@ std::vector<int32_t> random_targets(int64_t n, int32_t V, uint64_t stream, int e
   return targets;
 }
 
-template <class ErrType, class Fn>
-std::string error_message(Fn&& f) {
-  try {
-    f();
-  } catch (const ErrType& e) {
-    return e.what();
-  }
-  FAIL("expected an error of the requested type");
-  return "";
-}
-
-bool contains(const std::string& text, const std::string& part) {
-  return text.find(part) != std::string::npos;
-}
-
 }  // namespace
 
 TEST_CASE("rope forward matches the rotate_half formula", "[ops]") {
@@ -130,11 +116,11 @@ TEST_CASE("rope backward (gradcheck)", "[ops][grad]") {
 
 TEST_CASE("rope rejects bad input naming the op and the shapes", "[ops][errors]") {
   std::string what =
-      error_message<ShapeError>([] { (void)ops::rope(random_tensor({2, 5, 3, 5}, 231)); });
+      test::caught<ShapeError>([] { (void)ops::rope(random_tensor({2, 5, 3, 5}, 231)); }).what();
   REQUIRE(contains(what, "rope"));
   REQUIRE(contains(what, "(2, 5, 3, 5)"));
   REQUIRE(contains(what, "odd"));
-  what = error_message<ShapeError>([] { (void)ops::rope(random_tensor({5, 3, 6}, 232)); });
+  what = test::caught<ShapeError>([] { (void)ops::rope(random_tensor({5, 3, 6}, 232)); }).what();
   REQUIRE(contains(what, "rope"));
   REQUIRE(contains(what, "(5, 3, 6)"));
   REQUIRE_THROWS_AS(ops::rope(random_tensor({2, 3, 5, 6}, 233).transpose_view(1, 2)),
@@ -229,30 +215,30 @@ TEST_CASE("cross_entropy with every target ignored gives loss 0 and a zero gradi
 TEST_CASE("cross_entropy rejects bad input naming the op, the shapes and the bad target",
           "[ops][errors]") {
   const Tensor logits = random_tensor({2, 3, 5}, 291);
-  std::string what = error_message<ValueError>([&] {
+  std::string what = test::caught<ValueError>([&] {
     (void)ops::cross_entropy(logits, Tensor::from_ints({0, 1, 2, 3, 9, 4}, {2, 3}));
-  });
+  }).what();
   INFO(what);
   REQUIRE(contains(what, "cross_entropy"));
   REQUIRE(contains(what, "target 9"));
   REQUIRE(contains(what, "row 4"));
   REQUIRE(contains(what, "V = 5"));
   // -1 is only allowed when it is the ignore_index.
-  what = error_message<ValueError>([&] {
+  what = test::caught<ValueError>([&] {
     (void)ops::cross_entropy(logits, Tensor::from_ints({0, -1, 2, 3, 1, 4}, {2, 3}), 7);
-  });
+  }).what();
   REQUIRE(contains(what, "target -1"));
   REQUIRE(contains(what, "row 1"));
 
-  what = error_message<ShapeError>(
-      [&] { (void)ops::cross_entropy(logits, Tensor::from_ints({0, 1, 2}, {3})); });
+  what = test::caught<ShapeError>(
+      [&] { (void)ops::cross_entropy(logits, Tensor::from_ints({0, 1, 2}, {3})); }).what();
   REQUIRE(contains(what, "cross_entropy"));
   REQUIRE(contains(what, "(2, 3, 5)"));
   REQUIRE(contains(what, "(3,)"));
   REQUIRE(contains(what, "(2, 3)"));
 
-  what = error_message<DTypeError>(
-      [&] { (void)ops::cross_entropy(logits, random_tensor({2, 3}, 292)); });
+  what = test::caught<DTypeError>(
+      [&] { (void)ops::cross_entropy(logits, random_tensor({2, 3}, 292)); }).what();
   REQUIRE(contains(what, "cross_entropy"));
   REQUIRE(contains(what, "targets"));
   REQUIRE_THROWS_AS(

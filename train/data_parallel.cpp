@@ -152,10 +152,6 @@ void DataParallel::finish_gradient_reduction(ParameterSet& params) {
   collective_->wait_started("gradient all-reduce");
 }
 
-void DataParallel::average_gradients(Tensor& flat_grads) {
-  if (collective_) collective_->all_reduce_mean(flat_grads, "gradient all-reduce");
-}
-
 double DataParallel::average(double value) {
   if (collective_) return collective_->sum(value, "loss all-reduce") / env_.world_size;
   return value;

@@ -33,9 +33,8 @@ class DataParallel : public RankExchange {
   int rank() const { return env_.rank; }
   int world_size() const { return env_.world_size; }
   bool writer() const { return env_.rank == 0; }  // writes files and the console
-  // Mean over ranks, in place, of the flat gradient buffer, at once.
-  void average_gradients(Tensor& flat_grads);
-  // The same, overlapped with backward: call start_gradient_reduction(params) just before the
+  // Mean over ranks, in place, of the flat gradient buffer, overlapped with backward: call
+  // start_gradient_reduction(params) just before the
   // backward of a step's last micro-batch and finish_gradient_reduction(params) after it.
   // Buckets are about SINKLAB_BUCKET_MIB (default 25) MiB of whole parameters, last parameters
   // first (backward finishes them first); finish starts those no gradient reached and waits for

@@ -376,10 +376,8 @@ std::unique_ptr<AdamW> Run::whole_optimizer(Variant& v) {
   // Whole moments on the host (the checkpoint writer copies there anyway): the device holds
   // one gathered buffer at a time.
   auto whole = std::make_unique<AdamW>(AdamW::on_host(params, v.config.optim));
-  whole->m().copy_from(
-      parallel_->gather_moments(v.optimizer->m(), params.numel()).to_device(Device::cpu()));
-  whole->v().copy_from(
-      parallel_->gather_moments(v.optimizer->v(), params.numel()).to_device(Device::cpu()));
+  whole->m().copy_from(parallel_->gather_moments(v.optimizer->m(), params.numel()));
+  whole->v().copy_from(parallel_->gather_moments(v.optimizer->v(), params.numel()));
   whole->set_steps_taken(v.optimizer->steps_taken());
   return whole;
 }

@@ -17,6 +17,7 @@
 #include "tests/helpers.h"
 
 using namespace sinklab;
+using sinklab::test::contains;
 using namespace sinklab::train;
 namespace fs = std::filesystem;
 
@@ -138,21 +139,6 @@ haddr_t raw_offset(const fs::path& file, const std::string& dataset) {
   return off;
 }
 
-template <class E, class F>
-std::string error_message(F&& f) {
-  try {
-    f();
-  } catch (const E& e) {
-    return e.what();
-  }
-  FAIL("expected an exception");
-  return "";
-}
-
-bool contains(const std::string& text, const std::string& part) {
-  return text.find(part) != std::string::npos;
-}
-
 }  // namespace
 
 TEST_CASE("checkpoint round trip is bit-exact", "[checkpoint]") {
@@ -218,7 +204,7 @@ TEST_CASE("corrupt and truncated checkpoints are refused with IOError", "[checkp
     ParameterSet fresh(small_specs(), 99, DType::F32, Device::cpu());
     AdamW fresh_opt(fresh, OptimSection{});
     const std::vector<double> before = fresh.flat_values().to_doubles();
-    const std::string msg = error_message<IOError>([&] { load_checkpoint(bad.string(), fresh, fresh_opt); });
+    const std::string msg = test::caught<IOError>([&] { load_checkpoint(bad.string(), fresh, fresh_opt); }).what();
     INFO(msg);
     REQUIRE(contains(msg, bad.string()));
     REQUIRE(fresh.flat_values().to_doubles() == before);  // nothing loaded
@@ -282,7 +268,7 @@ TEST_CASE("checkpoint shape mismatch is a ConfigError naming the parameter", "[c
     AdamW other_opt(other, OptimSection{});
     const std::vector<double> before = other.flat_values().to_doubles();
     const std::string msg =
-        error_message<ConfigError>([&] { load_checkpoint(path, other, other_opt); });
+        test::caught<ConfigError>([&] { load_checkpoint(path, other, other_opt); }).what();
     INFO(msg);
     REQUIRE(contains(msg, "model.layers.0.mlp.up_proj.weight"));
     REQUIRE(contains(msg, "(12, 64)"));  // the checkpoint's
@@ -297,7 +283,7 @@ TEST_CASE("checkpoint shape mismatch is a ConfigError naming the parameter", "[c
     ParameterSet other(specs, 1, DType::F32, Device::cpu());
     AdamW other_opt(other, OptimSection{});
     const std::string msg =
-        error_message<ConfigError>([&] { load_checkpoint(path, other, other_opt); });
+        test::caught<ConfigError>([&] { load_checkpoint(path, other, other_opt); }).what();
     REQUIRE(contains(msg, "model.layers.0.attn_out_norm.weight"));
   }
   {  // a parameter the config lacks
@@ -306,7 +292,7 @@ TEST_CASE("checkpoint shape mismatch is a ConfigError naming the parameter", "[c
     ParameterSet other(specs, 1, DType::F32, Device::cpu());
     AdamW other_opt(other, OptimSection{});
     const std::string msg =
-        error_message<ConfigError>([&] { load_checkpoint(path, other, other_opt); });
+        test::caught<ConfigError>([&] { load_checkpoint(path, other, other_opt); }).what();
     REQUIRE(contains(msg, "model.norm.weight"));
   }
   fs::remove_all(dir);

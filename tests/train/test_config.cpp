@@ -15,6 +15,7 @@
 #include "tests/train/train_test_util.h"
 
 using namespace sinklab;
+using sinklab::test::contains;
 using namespace sinklab::train;
 namespace fs = std::filesystem;
 
@@ -40,10 +41,6 @@ Caught error_of(const std::function<void()>& f) {
 
 Caught config_error(const std::string& yaml, const std::vector<std::string>& overrides = {}) {
   return error_of<ConfigError>([&] { parse_config(yaml, "configs/x.yaml", overrides); });
-}
-
-bool contains(const std::string& text, const std::string& part) {
-  return text.find(part) != std::string::npos;
 }
 
 #define REQUIRE_MENTIONS(caught, ...)                                      \

@@ -79,13 +79,9 @@ std::map<std::string, std::vector<double>> run_losses(const fs::path& dir, const
 TEST_CASE("cuda: GPU runs follow the CPU loss curve (fp32 closely, bf16 within tolerance)",
           "[cuda]") {
   SINKLAB_REQUIRE_CUDA();
-  fs::path dir = fs::temp_directory_path() / ("sinklab_cuda_run_" + std::to_string(::getpid()));
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  std::vector<int32_t> tokens;
-  for (int i = 0; i < 40000; ++i) tokens.push_back(97 + philox4x32_10(1, 1, i / 2).v[0] % 26);
-  write_shard((dir / "train_000000.bin").string(), tokens);
-  write_shard((dir / "val_000000.bin").string(), std::vector<int32_t>(tokens.begin(), tokens.begin() + 4000));
+  const fs::path dir = test::fresh_dir("cuda_run");
+  const std::vector<int32_t> tokens = test::letter_tokens(1, 1, 40000, 26, 2);
+  test::write_train_val(dir, tokens, {tokens.begin(), tokens.begin() + 4000});
   auto cpu = run_losses(dir, "cpu", "fp32");
   auto fp32 = run_losses(dir, "cuda", "fp32");
   auto bf16 = run_losses(dir, "cuda", "bf16");

@@ -24,6 +24,7 @@
 #include "train/tokenizer.h"
 
 using namespace sinklab;
+using sinklab::test::contains;
 using namespace sinklab::train;
 using test::iota_tokens;
 using test::ints;
@@ -46,10 +47,6 @@ std::string read_bytes(const std::string& path) {
   return s.str();
 }
 
-
-bool contains(const std::string& s, const std::string& part) {
-  return s.find(part) != std::string::npos;
-}
 
 std::string random_bytes(size_t n, uint64_t stream) {
   std::string s(n, '\0');

@@ -17,10 +17,9 @@
 #include <string>
 #include <vector>
 
-#include "core/philox.h"
 #include "tests/op_checks.h"
+#include "tests/train/train_test_util.h"
 #include "train/data_parallel.h"
-#include "train/shards.h"
 #include "train/tcp_collective.h"
 #if defined(SINKLAB_HAVE_CUDA)
 #include <cuda_runtime.h>
@@ -113,14 +112,9 @@ namespace {
 // Trains a small config on `device` as 1 process, then as 2 ranks (mpirun when installed, and
 // torchrun-style variables), and compares the loss curves step by step, within `rtol`.
 void two_ranks_follow_one(const std::string& device, double rtol) {
-  const fs::path dir =
-      fs::temp_directory_path() / ("sinklab_dp_" + device + std::to_string(::getpid()));
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  std::vector<int32_t> tokens;
-  for (int i = 0; i < 60000; ++i) tokens.push_back(97 + philox4x32_10(9, 1, i / 3).v[0] % 20);
-  write_shard((dir / "train_000000.bin").string(), tokens);
-  write_shard((dir / "val_000000.bin").string(), std::vector<int32_t>(tokens.begin(), tokens.begin() + 6000));
+  const fs::path dir = test::fresh_dir("dp_" + device);
+  const std::vector<int32_t> tokens = test::letter_tokens(9, 1, 60000, 20, 3);
+  test::write_train_val(dir, tokens, {tokens.begin(), tokens.begin() + 6000});
   std::ofstream(dir / "dp.yaml")
       << "run: {name: dp, out_dir: " << dir.string() << ", device: " << device
       << ", precision: fp32}\n"

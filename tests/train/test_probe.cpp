@@ -8,14 +8,12 @@
 #include <sstream>
 
 #include "autograd/grad_mode.h"
-#include "core/philox.h"
 #include "core/random.h"
 #include "tests/op_checks.h"
 #include "tests/train/train_test_util.h"
 #include "train/config.h"
 #include "train/model.h"
 #include "train/probe.h"
-#include "train/shards.h"
 #include "train/trainer.h"
 
 using namespace sinklab;
@@ -104,13 +102,9 @@ TEST_CASE("interventions: out-of-range layers and positions are config errors", 
 
 TEST_CASE("probe: metrics of a checkpoint, the score at the isolated key, a JSON file",
           "[probe]") {
-  const fs::path dir = fs::temp_directory_path() / ("sinklab_probe_" + std::to_string(::getpid()));
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  std::vector<int32_t> tokens;
-  for (int i = 0; i < 20000; ++i) tokens.push_back(97 + philox4x32_10(4, 1, i / 2).v[0] % 20);
-  write_shard((dir / "train_000000.bin").string(), tokens);
-  write_shard((dir / "val_000000.bin").string(), std::vector<int32_t>(tokens.begin(), tokens.begin() + 3000));
+  const fs::path dir = test::fresh_dir("probe");
+  const std::vector<int32_t> tokens = test::letter_tokens(4, 1, 20000, 20, 2);
+  test::write_train_val(dir, tokens, {tokens.begin(), tokens.begin() + 3000});
   std::ostringstream y;
   y << "run: {name: p, out_dir: " << dir.string() << "}\n"
     << "model: {arch: llama, n_layer: 2, n_head: 2, n_embd: 32, block_size: 16}\n"

@@ -11,14 +11,13 @@
 #include <sstream>
 #include <thread>
 
-#include "core/philox.h"
 #include "train/checkpoint.h"
 #include "train/config.h"
 #include "train/export.h"
 #include "train/safetensors.h"
-#include "train/shards.h"
 #include "train/trainer.h"
 #include "tests/helpers.h"
+#include "tests/train/train_test_util.h"
 
 using namespace sinklab;
 using namespace sinklab::train;
@@ -26,22 +25,12 @@ namespace fs = std::filesystem;
 
 namespace {
 
-fs::path fresh(const std::string& name) {
-  fs::path dir = fs::temp_directory_path() / ("sinklab_resume_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir;
-}
+fs::path fresh(const std::string& name) { return test::fresh_dir("resume_" + name); }
 
 fs::path byte_data(const std::string& name) {
   fs::path dir = fresh(name);
-  auto text = [](uint64_t stream, size_t n) {
-    std::vector<int32_t> out;
-    for (size_t i = 0; i < n; ++i) out.push_back(97 + philox4x32_10(5, stream, i / 3).v[0] % 20);
-    return out;
-  };
-  write_shard((dir / "train_000000.bin").string(), text(1, 60000));
-  write_shard((dir / "val_000000.bin").string(), text(2, 6000));
+  test::write_train_val(dir, test::letter_tokens(5, 1, 60000, 20, 3),
+                        test::letter_tokens(5, 2, 6000, 20, 3));
   return dir;
 }
 

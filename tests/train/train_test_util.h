@@ -8,14 +8,44 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "autograd/grad_mode.h"
+#include "core/philox.h"
 #include "core/tensor.h"
 #include "tests/catch.h"
+#include "tests/helpers.h"
 #include "train/model.h"
+#include "train/shards.h"
 
 namespace sinklab::test {
+
+// An emptied folder sinklab_<name>_<pid> under the system temp dir (the caller removes it).
+inline std::filesystem::path fresh_dir(const std::string& name) {
+  const std::filesystem::path dir = std::filesystem::temp_directory_path() /
+                                    ("sinklab_" + name + "_" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return dir;
+}
+
+// n tokens 'a', 'b', ... (`letters` of them), each drawn from Philox (seed, stream) and repeated
+// `repeat` times in a row: a small corpus with something to learn.
+inline std::vector<int32_t> letter_tokens(uint64_t seed, uint64_t stream, size_t n, int letters,
+                                          int repeat) {
+  std::vector<int32_t> out;
+  for (size_t i = 0; i < n; ++i)
+    out.push_back(97 + static_cast<int32_t>(philox4x32_10(seed, stream, i / repeat).v[0] % letters));
+  return out;
+}
+
+// train_000000.bin and val_000000.bin in dir.
+inline void write_train_val(const std::filesystem::path& dir, const std::vector<int32_t>& train,
+                            const std::vector<int32_t>& val) {
+  train::write_shard((dir / "train_000000.bin").string(), train);
+  train::write_shard((dir / "val_000000.bin").string(), val);
+}
 
 // A tiny model: 2 layers, 2 heads, C = 8, T = 6, vocabulary 11.
 inline train::ModelSection tiny_model(const std::string& arch, const std::string& norm) {
@@ -78,13 +108,7 @@ inline std::vector<int32_t> ints(const Tensor& t) {
 // Runs f, requires that it throws E, and returns the error's message (without the hint).
 template <class E, class F>
 std::string error_message(F&& f) {
-  try {
-    f();
-  } catch (const E& e) {
-    return e.message();
-  }
-  FAIL("expected an exception");
-  return {};
+  return caught<E>(std::forward<F>(f)).message();
 }
 
 }  // namespace sinklab::test
