@@ -75,9 +75,7 @@ void accumulate(Tensor& slot, const Tensor& g) {
     slot = g;
     return;
   }
-  Tensor sum = slot.copy_contiguous();
-  add_into(sum, g);
-  slot = sum;
+  slot = sum_of(slot, g);
 }
 
 void accumulate_leaf(const Tensor& leaf_handle, const Tensor& g) {

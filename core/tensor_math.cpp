@@ -5,7 +5,7 @@
 namespace sinklab {
 
 namespace {
-AddIntoFn g_cuda_add_into = nullptr;
+AddFn g_cuda_add = nullptr;
 
 template <class T>
 void add_into_cpu(Tensor& dst, const Tensor& src) {
@@ -15,7 +15,7 @@ void add_into_cpu(Tensor& dst, const Tensor& src) {
 }
 }  // namespace
 
-void install_cuda_add_into(AddIntoFn fn) { g_cuda_add_into = fn; }
+void install_cuda_add(AddFn fn) { g_cuda_add = fn; }
 
 void add_into(Tensor& dst, const Tensor& src) {
   check_same_device(dst, src, "add_into");
@@ -23,9 +23,9 @@ void add_into(Tensor& dst, const Tensor& src) {
   SINKLAB_CHECK(dst.shape() == src.shape(), ShapeError,
                 "add_into: " << src.str() << " into " << dst.str(), "shapes must match");
   if (dst.device().is_cuda()) {
-    SINKLAB_CHECK(g_cuda_add_into, DeviceError, "add_into on CUDA without a CUDA backend",
+    SINKLAB_CHECK(g_cuda_add, DeviceError, "add_into on CUDA without a CUDA backend",
                   "rebuild with CUDA");
-    g_cuda_add_into(dst, src);
+    g_cuda_add(dst, src, dst);
     return;
   }
   Tensor s = src.contiguous_or_self();
@@ -42,6 +42,23 @@ void add_into(Tensor& dst, const Tensor& src) {
       SINKLAB_FAIL(DTypeError, "add_into: unsupported dtype " << dst.str(),
                    "gradients are f32 or f64 on the CPU");
   }
+}
+
+Tensor sum_of(const Tensor& a, const Tensor& b) {
+  check_same_device(a, b, "sum_of");
+  check_same_dtype(a, b, "sum_of");
+  SINKLAB_CHECK(a.shape() == b.shape(), ShapeError, "sum_of: " << a.str() << " + " << b.str(),
+                "shapes must match");
+  if (!a.device().is_cuda()) {
+    Tensor out = a.copy_contiguous();
+    add_into(out, b);
+    return out;
+  }
+  SINKLAB_CHECK(g_cuda_add, DeviceError, "sum_of on CUDA without a CUDA backend",
+                "rebuild with CUDA");
+  Tensor out = Tensor::empty(a.shape(), a.dtype(), a.device());  // a's shape
+  g_cuda_add(a.contiguous_or_self(), b.contiguous_or_self(), out);
+  return out;
 }
 
 }  // namespace sinklab

@@ -1,10 +1,12 @@
 // CUDA twins of ops/cpu/activations: gelu (tanh approximation), silu and swiglu, forward and
-// backward. Elementwise over contiguous tensors of one shape, one thread per element, f32 and
-// f64; the math is in the tensor's type with the accurate (non-fast-math) tanh/exp.
+// backward. Elementwise over contiguous tensors of one shape, four elements per thread
+// (cuda/elementwise_map.cuh), f32 and f64; the math is in the tensor's type with the accurate
+// (non-fast-math) tanh/exp.
 #include <cstdint>
 
 #include "cuda/check.h"
 #include "cuda/dispatch.h"
+#include "cuda/elementwise_map.cuh"
 #include "cuda/runtime.h"
 #include "ops/activations.h"
 
@@ -56,122 +58,103 @@ __device__ __forceinline__ T silu_derivative(T x) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Kernels: x, out, grad, grad_x all (n).
+// Element maps (cuda/elementwise_map.cuh runs them four elements per thread).
 
-template <class T>
-__global__ void gelu_forward_kernel(const T* x, T* out, int64_t n) {
-  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (i < n) out[i] = gelu_value(x[i]);
-}
-
-template <class T>
-__global__ void gelu_backward_kernel(const T* grad, const T* x, T* grad_x, int64_t n) {
-  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (i < n) grad_x[i] = grad[i] * gelu_derivative(x[i]);
-}
-
-template <class T>
-__global__ void silu_forward_kernel(const T* x, T* out, int64_t n) {
-  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (i < n) out[i] = silu_value(x[i]);
-}
-
-template <class T>
-__global__ void silu_backward_kernel(const T* grad, const T* x, T* grad_x, int64_t n) {
-  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (i < n) grad_x[i] = grad[i] * silu_derivative(x[i]);
-}
-
-// gate, up, out (n).
-template <class T>
-__global__ void swiglu_forward_kernel(const T* gate, const T* up, T* out, int64_t n) {
-  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (i < n) out[i] = silu_value(gate[i]) * up[i];
-}
+struct GeluValue {
+  template <class T> __device__ T operator()(T x) const { return gelu_value(x); }
+};
+struct GeluGrad {  // (upstream gradient, x) -> gradient of x
+  template <class T> __device__ T operator()(T g, T x) const { return g * gelu_derivative(x); }
+};
+struct SiluValue {
+  template <class T> __device__ T operator()(T x) const { return silu_value(x); }
+};
+struct SiluGrad {
+  template <class T> __device__ T operator()(T g, T x) const { return g * silu_derivative(x); }
+};
+struct SwigluValue {  // (gate, up) -> silu(gate) * up
+  template <class T> __device__ T operator()(T gate, T up) const { return silu_value(gate) * up; }
+};
 
 // grad, gate, up (n); grad_gate = grad * up * silu'(gate), grad_up = grad * silu(gate), each (n)
 // or null (skipped).
 template <class T>
 __global__ void swiglu_backward_kernel(const T* grad, const T* gate, const T* up, T* grad_gate,
-                                       T* grad_up, int64_t n) {
-  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+                                       T* grad_up, int64_t n, bool packed) {
+  const int64_t i = first_of_four();
   if (i >= n) return;
-  const T g = grad[i], a = gate[i];
-  if (grad_gate) grad_gate[i] = g * up[i] * silu_derivative(a);
-  if (grad_up) grad_up[i] = g * silu_value(a);
+  const Four<T> g = load_four(grad, i, n, packed), a = load_four(gate, i, n, packed);
+  if (grad_gate) {
+    const Four<T> u = load_four(up, i, n, packed);
+    Four<T> out;
+    for (int j = 0; j < 4; ++j) out.v[j] = g.v[j] * u.v[j] * silu_derivative(a.v[j]);
+    store_four(grad_gate, i, n, packed, out);
+  }
+  if (grad_up) {
+    Four<T> out;
+    for (int j = 0; j < 4; ++j) out.v[j] = g.v[j] * silu_value(a.v[j]);
+    store_four(grad_up, i, n, packed, out);
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Launchers (the signatures of ops/activations.h).
 
-void gelu_forward_cuda(const Tensor& x, Tensor& out) {
+// out (n) = Op(x (n)).
+template <class Op>
+void unary(const Tensor& x, Tensor& out, const char* op) {
   const int64_t n = x.numel();
   if (n == 0) return;
-  dispatch_float(x.dtype(), "gelu", [&](auto zero) {
+  dispatch_float(x.dtype(), op, [&](auto zero) {
     using T = decltype(zero);
-    gelu_forward_kernel<T><<<blocks_for(n, kThreads), kThreads, 0, stream()>>>(
-        x.data<T>() /* (n) */, out.data<T>() /* (n) */, n);
-    SINKLAB_KERNEL_CHECK("gelu forward");
+    unary_map_kernel<<<blocks_for_fours(n, kThreads), kThreads, 0, stream()>>>(
+        x.data<T>(), out.data<T>(), n, aligned16({x.raw_data(), out.raw_data()}), Op{});
+    SINKLAB_KERNEL_CHECK(op);
   });
 }
+
+// out (n) = Op(a (n), b (n)).
+template <class Op>
+void binary(const Tensor& a, const Tensor& b, Tensor& out, const char* op) {
+  const int64_t n = a.numel();
+  if (n == 0) return;
+  dispatch_float(a.dtype(), op, [&](auto zero) {
+    using T = decltype(zero);
+    binary_map_kernel<<<blocks_for_fours(n, kThreads), kThreads, 0, stream()>>>(
+        a.data<T>(), b.data<T>(), out.data<T>(), n,
+        aligned16({a.raw_data(), b.raw_data(), out.raw_data()}), Op{});
+    SINKLAB_KERNEL_CHECK(op);
+  });
+}
+
+void gelu_forward_cuda(const Tensor& x, Tensor& out) { unary<GeluValue>(x, out, "gelu forward"); }
 
 void gelu_backward_cuda(const Tensor& grad, const Tensor& x, Tensor& grad_x) {
-  const int64_t n = x.numel();
-  if (n == 0) return;
-  dispatch_float(x.dtype(), "gelu", [&](auto zero) {
-    using T = decltype(zero);
-    gelu_backward_kernel<T><<<blocks_for(n, kThreads), kThreads, 0, stream()>>>(
-        grad.data<T>() /* (n) */, x.data<T>() /* (n) */, grad_x.data<T>() /* (n) */, n);
-    SINKLAB_KERNEL_CHECK("gelu backward");
-  });
+  binary<GeluGrad>(grad, x, grad_x, "gelu backward");
 }
 
-void silu_forward_cuda(const Tensor& x, Tensor& out) {
-  const int64_t n = x.numel();
-  if (n == 0) return;
-  dispatch_float(x.dtype(), "silu", [&](auto zero) {
-    using T = decltype(zero);
-    silu_forward_kernel<T><<<blocks_for(n, kThreads), kThreads, 0, stream()>>>(
-        x.data<T>() /* (n) */, out.data<T>() /* (n) */, n);
-    SINKLAB_KERNEL_CHECK("silu forward");
-  });
-}
+void silu_forward_cuda(const Tensor& x, Tensor& out) { unary<SiluValue>(x, out, "silu forward"); }
 
 void silu_backward_cuda(const Tensor& grad, const Tensor& x, Tensor& grad_x) {
-  const int64_t n = x.numel();
-  if (n == 0) return;
-  dispatch_float(x.dtype(), "silu", [&](auto zero) {
-    using T = decltype(zero);
-    silu_backward_kernel<T><<<blocks_for(n, kThreads), kThreads, 0, stream()>>>(
-        grad.data<T>() /* (n) */, x.data<T>() /* (n) */, grad_x.data<T>() /* (n) */, n);
-    SINKLAB_KERNEL_CHECK("silu backward");
-  });
+  binary<SiluGrad>(grad, x, grad_x, "silu backward");
 }
 
 void swiglu_forward_cuda(const Tensor& gate, const Tensor& up, Tensor& out) {
-  const int64_t n = gate.numel();
-  if (n == 0) return;
-  dispatch_float(gate.dtype(), "swiglu", [&](auto zero) {
-    using T = decltype(zero);
-    swiglu_forward_kernel<T><<<blocks_for(n, kThreads), kThreads, 0, stream()>>>(
-        gate.data<T>() /* (n) */, up.data<T>() /* (n) */, out.data<T>() /* (n) */, n);
-    SINKLAB_KERNEL_CHECK("swiglu forward");
-  });
+  binary<SwigluValue>(gate, up, out, "swiglu forward");
 }
 
 void swiglu_backward_cuda(const Tensor& grad, const Tensor& gate, const Tensor& up,
                           Tensor* grad_gate, Tensor* grad_up) {
   const int64_t n = gate.numel();
   if (n == 0 || (!grad_gate && !grad_up)) return;
+  void* pgg = grad_gate ? grad_gate->raw_data() : nullptr;  // (n) or none
+  void* pgu = grad_up ? grad_up->raw_data() : nullptr;      // (n) or none
+  const bool packed = aligned16({grad.raw_data(), gate.raw_data(), up.raw_data(), pgg, pgu});
   dispatch_float(gate.dtype(), "swiglu", [&](auto zero) {
     using T = decltype(zero);
-    swiglu_backward_kernel<T><<<blocks_for(n, kThreads), kThreads, 0, stream()>>>(
-        grad.data<T>(),                                   // (n)
-        gate.data<T>(),                                   // (n)
-        up.data<T>(),                                     // (n)
-        grad_gate ? grad_gate->data<T>() : nullptr,       // (n) or none
-        grad_up ? grad_up->data<T>() : nullptr,           // (n) or none
-        n);
+    swiglu_backward_kernel<T><<<blocks_for_fours(n, kThreads), kThreads, 0, stream()>>>(
+        grad.data<T>(), gate.data<T>(), up.data<T>(), static_cast<T*>(pgg),
+        static_cast<T*>(pgu), n, packed);
     SINKLAB_KERNEL_CHECK("swiglu backward");
   });
 }

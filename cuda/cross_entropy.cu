@@ -1,6 +1,8 @@
 // CUDA twin of ops/cpu/cross_entropy: fused softmax cross-entropy over the vocabulary, never
-// materialising probabilities (see ops/cross_entropy.h). f32 and f64; the per-row math is in the
-// tensor's type (f32 for f32, f64 for f64), the mean over rows in f64.
+// materialising probabilities (see ops/cross_entropy.h). Logits are stored as f32, f64 or bf16
+// (the bf16 logits of linear(..., LinearOutput::kOperandDType) under Precision::BF16); the
+// per-row math runs in the accumulation type A (f32 for f32 and bf16, f64 for f64), lse and the
+// loss are stored as A, and the mean over rows is f64. The gradient is stored like the logits.
 //
 // Forward: (1) one block of 256 threads per row: each thread keeps an online (max, sum) over its
 // strided share of the vocabulary, the block merges them in a fixed tree; thread 0 writes lse[r]
@@ -13,12 +15,16 @@
 //
 // Backward: (1) one block counts the counted rows and writes g / count (f64, 0 when none);
 // (2) one block per row writes (exp(logits - lse) - onehot) * g / count, zeros on ignored rows.
+//
+// Rows are read and written in 16-byte packs (8 bf16, 4 f32 or 2 f64 per thread and step) when
+// V is a multiple of the pack and the buffers are 16-byte aligned; element by element otherwise.
+#include <cuda_bf16.h>
+
 #include <algorithm>
 #include <climits>
 #include <cstdint>
 
 #include "cuda/check.h"
-#include "cuda/dispatch.h"
 #include "cuda/runtime.h"
 #include "ops/cross_entropy.h"
 
@@ -30,15 +36,34 @@ constexpr int kRowThreads = 256;     // threads per row block (power of two)
 constexpr int kReduceThreads = 1024;  // threads of the single-block reductions (power of two)
 constexpr unsigned kMaxRowBlocks = 65535u * 16u;  // grid-stride over rows beyond this
 
+// The accumulation type of a storage type: bf16 rows are summed in f32.
+template <class S> struct AccumulateIn { using type = S; };
+template <> struct AccumulateIn<__nv_bfloat16> { using type = float; };
+
+__device__ __forceinline__ float to_acc(float x) { return x; }
+__device__ __forceinline__ double to_acc(double x) { return x; }
+__device__ __forceinline__ float to_acc(__nv_bfloat16 x) { return __bfloat162float(x); }
+template <class S, class A>
+__device__ __forceinline__ S from_acc(A x) {  // bf16: rounded to nearest even
+  return static_cast<S>(x);
+}
+
 __device__ __forceinline__ float dev_exp(float x) { return expf(x); }
 __device__ __forceinline__ double dev_exp(double x) { return exp(x); }
 __device__ __forceinline__ float dev_log(float x) { return logf(x); }
 __device__ __forceinline__ double dev_log(double x) { return log(x); }
 
+// 16 bytes of a row: the unit of the vectorised loads and stores.
+template <class S>
+struct alignas(16) Pack {
+  static constexpr int kCount = 16 / sizeof(S);
+  S v[kCount];
+};
+
 // Merges the online softmax state (m2, s2) into (m, s): s is the sum of exp(x - m).
-template <class T>
-__device__ __forceinline__ void merge(T& m, T& s, T m2, T s2) {
-  const T ninf = -static_cast<T>(INFINITY);
+template <class A>
+__device__ __forceinline__ void merge(A& m, A& s, A m2, A s2) {
+  const A ninf = -static_cast<A>(INFINITY);
   if (m2 == ninf) return;  // nothing on the other side
   if (m == ninf) {
     m = m2;
@@ -53,24 +78,48 @@ __device__ __forceinline__ void merge(T& m, T& s, T m2, T s2) {
   }
 }
 
-template <class T>
+// Adds the values x[0..n) to the online state (m, s): the maximum first, then one exp each.
+// -inf values add nothing; a NaN propagates into s.
+template <class A>
+__device__ __forceinline__ void accumulate_values(A& m, A& s, const A* x, int n) {
+  const A ninf = -static_cast<A>(INFINITY);
+  A local = ninf;
+  for (int i = 0; i < n; ++i)
+    if (x[i] > local) local = x[i];
+  if (local > m) {
+    s = m == ninf ? A(0) : s * dev_exp(m - local);
+    m = local;
+  }
+  for (int i = 0; i < n; ++i)
+    if (x[i] != ninf) s += dev_exp(x[i] - m);
+}
+
+template <class S>
 __global__ void __launch_bounds__(kRowThreads)
-    ce_forward_rows(const T* __restrict__ logits, const int32_t* __restrict__ targets, int64_t N,
-                    int64_t V, int32_t ignore_index, T* __restrict__ lse,
+    ce_forward_rows(const S* __restrict__ logits, const int32_t* __restrict__ targets, int64_t N,
+                    int64_t V, int32_t ignore_index, bool packed,
+                    typename AccumulateIn<S>::type* __restrict__ lse,
                     double* __restrict__ row_loss, int* __restrict__ bad_row) {
-  __shared__ T sh_m[kRowThreads];  // (threads) partial maxima
-  __shared__ T sh_s[kRowThreads];  // (threads) partial sums of exp(x - max)
-  const T ninf = -static_cast<T>(INFINITY);
+  using A = typename AccumulateIn<S>::type;
+  constexpr int kPack = Pack<S>::kCount;
+  __shared__ A sh_m[kRowThreads];  // (threads) partial maxima
+  __shared__ A sh_s[kRowThreads];  // (threads) partial sums of exp(x - max)
+  const A ninf = -static_cast<A>(INFINITY);
   for (int64_t r = blockIdx.x; r < N; r += gridDim.x) {  // uniform per block
-    const T* x = logits + r * V;  // (V)
-    T m = ninf, s = T(0);
-    for (int64_t v = threadIdx.x; v < V; v += kRowThreads) {
-      const T xv = x[v];
-      if (xv > m) {
-        s = s * dev_exp(m - xv) + T(1);  // m = -inf: 0 * 0 + 1
-        m = xv;
-      } else if (xv != ninf) {
-        s += dev_exp(xv - m);  // NaN logits propagate into s
+    const S* x = logits + r * V;  // (V)
+    A m = ninf, s = A(0);
+    if (packed) {
+      const Pack<S>* xp = reinterpret_cast<const Pack<S>*>(x);  // (V / kPack)
+      for (int64_t c = threadIdx.x; c < V / kPack; c += kRowThreads) {
+        const Pack<S> p = xp[c];
+        A values[kPack];
+        for (int i = 0; i < kPack; ++i) values[i] = to_acc(p.v[i]);
+        accumulate_values(m, s, values, kPack);
+      }
+    } else {
+      for (int64_t v = threadIdx.x; v < V; v += kRowThreads) {
+        const A value = to_acc(x[v]);
+        accumulate_values(m, s, &value, 1);
       }
     }
     sh_m[threadIdx.x] = m;
@@ -78,7 +127,7 @@ __global__ void __launch_bounds__(kRowThreads)
     __syncthreads();
     for (int stride = kRowThreads / 2; stride > 0; stride >>= 1) {
       if (threadIdx.x < stride) {
-        T mm = sh_m[threadIdx.x], ss = sh_s[threadIdx.x];
+        A mm = sh_m[threadIdx.x], ss = sh_s[threadIdx.x];
         merge(mm, ss, sh_m[threadIdx.x + stride], sh_s[threadIdx.x + stride]);
         sh_m[threadIdx.x] = mm;
         sh_s[threadIdx.x] = ss;
@@ -86,13 +135,13 @@ __global__ void __launch_bounds__(kRowThreads)
       __syncthreads();
     }
     if (threadIdx.x == 0) {
-      const T row_lse = sh_m[0] + dev_log(sh_s[0]);
+      const A row_lse = sh_m[0] + dev_log(sh_s[0]);
       lse[r] = row_lse;
       const int32_t target = targets[r];
       double loss = 0.0;
       if (target != ignore_index) {
         if (target >= 0 && target < V)
-          loss = static_cast<double>(row_lse) - static_cast<double>(x[target]);
+          loss = static_cast<double>(row_lse) - static_cast<double>(to_acc(x[target]));
         else
           atomicMin(bad_row, static_cast<int>(r));
       }
@@ -103,10 +152,10 @@ __global__ void __launch_bounds__(kRowThreads)
 }
 
 // One block: loss = sum(row_loss) / count in f64, fixed order (strided partials, then a tree).
-template <class T>
+template <class A>
 __global__ void __launch_bounds__(kReduceThreads)
     ce_forward_mean(const double* __restrict__ row_loss, const int32_t* __restrict__ targets,
-                    int64_t N, int32_t ignore_index, T* __restrict__ loss) {
+                    int64_t N, int32_t ignore_index, A* __restrict__ loss) {
   __shared__ double sh_sum[kReduceThreads];      // (threads)
   __shared__ long long sh_count[kReduceThreads];  // (threads)
   double sum = 0.0;
@@ -126,14 +175,14 @@ __global__ void __launch_bounds__(kReduceThreads)
     __syncthreads();
   }
   if (threadIdx.x == 0)
-    loss[0] = static_cast<T>(sh_count[0] > 0 ? sh_sum[0] / static_cast<double>(sh_count[0]) : 0.0);
+    loss[0] = static_cast<A>(sh_count[0] > 0 ? sh_sum[0] / static_cast<double>(sh_count[0]) : 0.0);
 }
 
 // One block: weight[0] = g / count (f64), 0 when no row counts.
-template <class T>
+template <class A>
 __global__ void __launch_bounds__(kReduceThreads)
     ce_backward_weight(const int32_t* __restrict__ targets, int64_t N, int32_t ignore_index,
-                       const T* __restrict__ grad_loss, double* __restrict__ weight) {
+                       const A* __restrict__ grad_loss, double* __restrict__ weight) {
   __shared__ long long sh_count[kReduceThreads];  // (threads)
   long long count = 0;
   for (int64_t r = threadIdx.x; r < N; r += kReduceThreads) count += targets[r] != ignore_index;
@@ -149,26 +198,60 @@ __global__ void __launch_bounds__(kReduceThreads)
                     : 0.0;
 }
 
-template <class T>
+template <class S>
 __global__ void __launch_bounds__(kRowThreads)
-    ce_backward_rows(const T* __restrict__ logits, const int32_t* __restrict__ targets, int64_t N,
-                     int64_t V, int32_t ignore_index, const T* __restrict__ lse,
-                     const double* __restrict__ weight, T* __restrict__ grad) {
-  const T w = static_cast<T>(weight[0]);
+    ce_backward_rows(const S* __restrict__ logits, const int32_t* __restrict__ targets, int64_t N,
+                     int64_t V, int32_t ignore_index, bool packed,
+                     const typename AccumulateIn<S>::type* __restrict__ lse,
+                     const double* __restrict__ weight, S* __restrict__ grad) {
+  using A = typename AccumulateIn<S>::type;
+  constexpr int kPack = Pack<S>::kCount;
+  const A w = static_cast<A>(weight[0]);
   for (int64_t r = blockIdx.x; r < N; r += gridDim.x) {
-    T* gr = grad + r * V;  // (V)
+    S* gr = grad + r * V;  // (V)
     const int32_t target = targets[r];
-    if (target == ignore_index) {
-      for (int64_t v = threadIdx.x; v < V; v += kRowThreads) gr[v] = T(0);
-      continue;
-    }
-    const T* x = logits + r * V;  // (V)
-    const T row_lse = lse[r];
-    for (int64_t v = threadIdx.x; v < V; v += kRowThreads) {
-      const T p = dev_exp(x[v] - row_lse);  // softmax, recomputed
-      gr[v] = (p - (v == target ? T(1) : T(0))) * w;
+    const bool ignored = target == ignore_index;
+    const S* x = logits + r * V;  // (V)
+    const A row_lse = ignored ? A(0) : lse[r];
+    // d loss / d x_v for one column: softmax recomputed, minus the one-hot target.
+    auto grad_at = [&](int64_t v, S xv) -> S {
+      if (ignored) return from_acc<S>(A(0));
+      const A p = dev_exp(to_acc(xv) - row_lse);
+      return from_acc<S>((p - (v == target ? A(1) : A(0))) * w);
+    };
+    if (packed) {
+      const Pack<S>* xp = reinterpret_cast<const Pack<S>*>(x);  // (V / kPack)
+      Pack<S>* gp = reinterpret_cast<Pack<S>*>(gr);             // (V / kPack)
+      for (int64_t c = threadIdx.x; c < V / kPack; c += kRowThreads) {
+        const Pack<S> in = xp[c];
+        Pack<S> out;
+        for (int i = 0; i < kPack; ++i) out.v[i] = grad_at(c * kPack + i, in.v[i]);
+        gp[c] = out;
+      }
+    } else {
+      for (int64_t v = threadIdx.x; v < V; v += kRowThreads) gr[v] = grad_at(v, x[v]);
     }
   }
+}
+
+// Runs body with a value of the logits' storage type: float, double or __nv_bfloat16.
+template <class Body>
+void dispatch_logits(DType dtype, const char* op, Body&& body) {
+  switch (dtype) {
+    case DType::F32: body(float{}); return;
+    case DType::F64: body(double{}); return;
+    case DType::BF16: body(__nv_bfloat16{}); return;
+    default:
+      SINKLAB_FAIL(DTypeError, op << " (cuda): logits are " << dtype_name(dtype),
+                   "cross_entropy reads f32, f64 or bf16 logits");
+  }
+}
+
+// Whether rows of V elements of S at these addresses can move in 16-byte packs.
+template <class S>
+bool packable(int64_t V, const void* a, const void* b) {
+  auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+  return V % Pack<S>::kCount == 0 && aligned(a) && aligned(b);
 }
 
 unsigned row_blocks(int64_t N) {
@@ -192,16 +275,18 @@ void cross_entropy_forward_cuda(const Tensor& logits, const Tensor& targets, int
   Tensor row_loss = Tensor::empty({std::max<int64_t>(N, 1)}, DType::F64, logits.device());  // (N)
   Tensor bad_row = Tensor::full({1}, static_cast<double>(INT_MAX), DType::I32,
                                 logits.device());  // (1) first row with a bad target, or INT_MAX
-  dispatch_float(logits.dtype(), op, [&](auto zero) {
-    using T = decltype(zero);
+  dispatch_logits(logits.dtype(), op, [&](auto zero) {
+    using S = decltype(zero);
+    using A = typename AccumulateIn<S>::type;
+    const S* px = static_cast<const S*>(logits.raw_data());  // (N, V)
     if (N > 0) {
-      ce_forward_rows<T><<<row_blocks(N), kRowThreads, 0, stream()>>>(
-          logits.data<T>(), pt, N, V, ignore_index, lse.data<T>(), row_loss.data<double>(),
-          bad_row.data<int32_t>());
+      ce_forward_rows<S><<<row_blocks(N), kRowThreads, 0, stream()>>>(
+          px, pt, N, V, ignore_index, packable<S>(V, px, px), lse.data<A>(),
+          row_loss.data<double>(), bad_row.data<int32_t>());
       SINKLAB_KERNEL_CHECK(op);
     }
-    ce_forward_mean<T><<<1, kReduceThreads, 0, stream()>>>(row_loss.data<double>(), pt, N,
-                                                            ignore_index, loss.data<T>());
+    ce_forward_mean<A><<<1, kReduceThreads, 0, stream()>>>(row_loss.data<double>(), pt, N,
+                                                            ignore_index, loss.data<A>());
     SINKLAB_KERNEL_CHECK(op);
   });
   if (N == 0 || stream_is_capturing()) return;
@@ -228,14 +313,17 @@ void cross_entropy_backward_cuda(const Tensor& logits, const Tensor& targets, in
   const int64_t N = logits.size(0), V = logits.size(1);
   if (N == 0) return;
   Tensor weight = Tensor::empty({1}, DType::F64, logits.device());  // (1) g / count
-  dispatch_float(logits.dtype(), op, [&](auto zero) {
-    using T = decltype(zero);
-    ce_backward_weight<T><<<1, kReduceThreads, 0, stream()>>>(
-        targets.data<int32_t>(), N, ignore_index, grad_loss.data<T>(), weight.data<double>());
+  dispatch_logits(logits.dtype(), op, [&](auto zero) {
+    using S = decltype(zero);
+    using A = typename AccumulateIn<S>::type;
+    const S* px = static_cast<const S*>(logits.raw_data());  // (N, V)
+    S* pg = static_cast<S*>(grad_logits.raw_data());         // (N, V)
+    ce_backward_weight<A><<<1, kReduceThreads, 0, stream()>>>(
+        targets.data<int32_t>(), N, ignore_index, grad_loss.data<A>(), weight.data<double>());
     SINKLAB_KERNEL_CHECK(op);
-    ce_backward_rows<T><<<row_blocks(N), kRowThreads, 0, stream()>>>(
-        logits.data<T>(), targets.data<int32_t>(), N, V, ignore_index, lse.data<T>(),
-        weight.data<double>(), grad_logits.data<T>());
+    ce_backward_rows<S><<<row_blocks(N), kRowThreads, 0, stream()>>>(
+        px, targets.data<int32_t>(), N, V, ignore_index, packable<S>(V, px, pg), lse.data<A>(),
+        weight.data<double>(), pg);
     SINKLAB_KERNEL_CHECK(op);
   });
 }

@@ -3,6 +3,7 @@
 #include "cuda/check.h"
 #include "cuda/column_sums.cuh"
 #include "cuda/dispatch.h"
+#include "cuda/elementwise_map.cuh"
 #include "cuda/runtime.h"
 #include "ops/elementwise.h"
 #include "ops/reduce.h"
@@ -20,40 +21,21 @@ __global__ void broadcast_kernel(const T* a, const T* __restrict__ b, T* out, In
   if (i < n) out[i] = combine(a[i], b[i % nb]);
 }
 
-// out = combine(a, b), same shape: four elements per thread (16-byte loads) when every pointer
-// is aligned; the tail element by element. out may alias a or b (each element is read before
-// it is written, by the same thread).
-template <class Combine>
-__global__ void same_shape_kernel(const float* a, const float* b, float* out, int64_t n,
-                                  Combine combine) {
-  const int64_t i = 4 * (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x);
-  if (i + 3 < n) {
-    const float4 x = *reinterpret_cast<const float4*>(a + i);
-    const float4 y = *reinterpret_cast<const float4*>(b + i);
-    *reinterpret_cast<float4*>(out + i) = make_float4(combine(x.x, y.x), combine(x.y, y.y),
-                                                      combine(x.z, y.z), combine(x.w, y.w));
-  } else {
-    for (int64_t j = i; j < n; ++j) out[j] = combine(a[j], b[j]);
-  }
-}
-
-struct Plus {
-  template <class T> __device__ T operator()(T x, T y) const { return x + y; }
-};
 struct Times {
   template <class T> __device__ T operator()(T x, T y) const { return x * y; }
 };
-
-bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 template <class Combine>
 void binary(const Tensor& a, const Tensor& b, Tensor& out, const char* op) {
   const int64_t n = a.numel(), nb = b.numel();
   if (n == 0) return;
-  if (a.dtype() == DType::F32 && n == nb && aligned16(a.raw_data()) &&
-      aligned16(b.raw_data()) && aligned16(out.raw_data())) {
-    same_shape_kernel<<<blocks_for((n + 3) / 4), 256, 0, stream()>>>(
-        a.data<float>(), b.data<float>(), out.data<float>(), n, Combine{});
+  if (n == nb) {  // same shape: four elements per thread (cuda/elementwise_map.cuh)
+    dispatch_float(a.dtype(), op, [&](auto zero) {
+      using T = decltype(zero);
+      binary_map_kernel<<<blocks_for_fours(n), 256, 0, stream()>>>(
+          a.data<T>(), b.data<T>(), out.data<T>(), n,
+          aligned16({a.raw_data(), b.raw_data(), out.raw_data()}), Combine{});
+    });
     SINKLAB_KERNEL_CHECK(op);
     return;
   }

@@ -118,7 +118,8 @@ void* lt_workspace() {
 
 // Everything a plan depends on; the bias pointer is set per call.
 using LtKey = std::tuple<int64_t, int64_t, int64_t, int64_t, long long, long long, bool, bool,
-                         bool>;  // batch, M, N, K, stride_a, stride_b, trans_a, trans_b, bias
+                         bool, bool>;  // batch, M, N, K, stride_a, stride_b, trans_a, trans_b,
+                                       // bias, bf16 output
 
 struct LtPlan {
   cublasLtMatmulDesc_t desc = nullptr;
@@ -146,7 +147,7 @@ const LtPlan& lt_plan(const LtKey& key) {
   static std::map<LtKey, LtPlan> plans;
   auto found = plans.find(key);
   if (found != plans.end()) return found->second;
-  const auto [batch, M, N, K, stride_a, stride_b, ta, tb, bias] = key;
+  const auto [batch, M, N, K, stride_a, stride_b, ta, tb, bias, bf16_out] = key;
   LtPlan plan;
   SINKLAB_CUBLASLT_CHECK(cublasLtMatmulDescCreate(&plan.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
   const cublasOperation_t op_b = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
@@ -168,7 +169,7 @@ const LtPlan& lt_plan(const LtKey& key) {
               : lt_layout(CUDA_R_16BF, N, K, N, batch, stride_b);
   plan.b = ta ? lt_layout(CUDA_R_16BF, M, K, M, batch, stride_a)
               : lt_layout(CUDA_R_16BF, K, M, K, batch, stride_a);
-  plan.c = lt_layout(CUDA_R_32F, N, M, N, batch, M * N);
+  plan.c = lt_layout(bf16_out ? CUDA_R_16BF : CUDA_R_32F, N, M, N, batch, M * N);
   cublasLtMatmulPreference_t preference;
   SINKLAB_CUBLASLT_CHECK(cublasLtMatmulPreferenceCreate(&preference));
   const size_t workspace = kLtWorkspaceBytes;
@@ -185,8 +186,9 @@ const LtPlan& lt_plan(const LtKey& key) {
   return plans.emplace(key, plan).first->second;
 }
 
-// c (batch, M, N) f32 = op(a16) op(b16) (+ c when accumulate) (+ bias (N) per row when given),
-// a16/b16 bf16. False when cuBLASLt has no algorithm for the shape (the caller falls back).
+// c (batch, M, N) f32 or bf16 = op(a16) op(b16) (+ c when accumulate) (+ bias (N) per row when
+// given), a16/b16 bf16, fp32 accumulation. False when cuBLASLt has no algorithm for the shape or
+// an operand is not 256-byte aligned (the caller falls back).
 bool lt_gemm(const Tensor& a16, bool ta, const Tensor& b16, bool tb, Tensor& c, bool accumulate,
              const float* bias) {
   const int64_t batch = c.size(0), M = c.size(1), N = c.size(2);
@@ -195,18 +197,19 @@ bool lt_gemm(const Tensor& a16, bool ta, const Tensor& b16, bool tb, Tensor& c, 
   const long long stride_b = b16.size(0) == 1 ? 0 : K * N;
   // The plans assume cuBLASLt's default 256-byte operand alignment (fresh allocations); views
   // that start elsewhere (a narrowed bias, a sliced operand) take the fallback instead.
-  for (const void* p : {a16.raw_data(), b16.raw_data(), static_cast<const void*>(c.data<float>()),
+  for (const void* p : {a16.raw_data(), b16.raw_data(), static_cast<const void*>(c.raw_data()),
                         static_cast<const void*>(bias)})
     if (p != nullptr && reinterpret_cast<uintptr_t>(p) % 256 != 0) return false;
-  const LtPlan& plan = lt_plan({batch, M, N, K, stride_a, stride_b, ta, tb, bias != nullptr});
+  const LtPlan& plan = lt_plan({batch, M, N, K, stride_a, stride_b, ta, tb, bias != nullptr,
+                                c.dtype() == DType::BF16});
   if (!plan.found) return false;
   if (bias)
     SINKLAB_CUBLASLT_CHECK(cublasLtMatmulDescSetAttribute(
         plan.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
   const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
   SINKLAB_CUBLASLT_CHECK(cublasLtMatmul(lt_handle(), plan.desc, &alpha, b16.raw_data(), plan.a,
-                                        a16.raw_data(), plan.b, &beta, c.data<float>(), plan.c,
-                                        c.data<float>(), plan.c, &plan.algo, lt_workspace(),
+                                        a16.raw_data(), plan.b, &beta, c.raw_data(), plan.c,
+                                        c.raw_data(), plan.c, &plan.algo, lt_workspace(),
                                         kLtWorkspaceBytes, stream()));
   return true;
 }
@@ -263,6 +266,19 @@ void batched_gemm_cuda(const Tensor& a, bool trans_a, const Tensor& b, bool tran
 // y (1, rows, N) = x (1, rows, K) @ w (1, N, K)^T + bias: one cuBLASLt call with the bias
 // epilogue on the tensor-core path; the product then the broadcast add otherwise.
 void linear_forward_cuda(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y) {
+  if (y.dtype() == DType::BF16) {  // bf16 out (LinearOutput::kOperandDType; ops checked: no bias)
+    const Tensor x16 = x.dtype() == DType::BF16 ? x : bf16_copy(x);  // (1, rows, K) bf16
+    const Tensor w16 = w.dtype() == DType::BF16 ? w : bf16_copy(w);  // (1, N, K) bf16
+    if (lt_gemm(x16, false, w16, true, y, false, nullptr)) return;
+    const int64_t rows = y.size(1), N = y.size(2), K = x.size(2);
+    const float alpha = 1.0f, beta = 0.0f;
+    SINKLAB_CUBLAS_CHECK(cublasGemmEx(
+        handle(true), CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(N), static_cast<int>(rows),
+        static_cast<int>(K), &alpha, w16.raw_data(), CUDA_R_16BF, static_cast<int>(K),
+        x16.raw_data(), CUDA_R_16BF, static_cast<int>(K), &beta, y.raw_data(), CUDA_R_16BF,
+        static_cast<int>(N), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    return;
+  }
   const bool tensor_cores = y.dtype() == DType::F32 &&
                             (x.dtype() == DType::BF16 || cuda_precision() == Precision::BF16) &&
                             !use_fast_16bf();

@@ -7,6 +7,7 @@
 
 #include "core/tensor_math.h"
 #include "cuda/check.h"
+#include "cuda/elementwise_map.cuh"
 
 namespace sinklab::cuda {
 
@@ -65,28 +66,27 @@ void fill(void* dst, int64_t n, int dtype, double value, int /*device*/) {
   SINKLAB_KERNEL_CHECK("fill");
 }
 
-template <class T>
-__global__ void add_into_kernel(T* dst, const T* src, int64_t n) {
-  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (i < n) dst[i] += src[i];
-}
 
-void add_into_cuda(Tensor& dst, const Tensor& src) {
-  SINKLAB_CHECK(dst.is_contiguous() && src.is_contiguous(), ShapeError,
-                "add_into (cuda): " << dst.str() << " += " << src.str(),
+// out = a + b (gradient accumulation: add_into and sum_of of core/tensor_math), four elements
+// per thread (cuda/elementwise_map.cuh); out may be a.
+void accumulate_cuda(const Tensor& a, const Tensor& b, Tensor& out) {
+  SINKLAB_CHECK(a.is_contiguous() && b.is_contiguous() && out.is_contiguous(), ShapeError,
+                "add_into (cuda): " << a.str() << " + " << b.str(),
                 "CUDA accumulation needs contiguous tensors");
-  const int64_t n = dst.numel();
+  const int64_t n = out.numel();
   if (n == 0) return;
-  switch (dst.dtype()) {
+  const bool packed = aligned16({a.raw_data(), b.raw_data(), out.raw_data()});
+  switch (out.dtype()) {
     case DType::F32:
-      add_into_kernel<<<blocks_for(n), 256, 0, g_stream>>>(dst.data<float>(), src.data<float>(), n);
+      binary_map_kernel<<<blocks_for_fours(n), 256, 0, g_stream>>>(
+          a.data<float>(), b.data<float>(), out.data<float>(), n, packed, Plus{});
       break;
     case DType::F64:
-      add_into_kernel<<<blocks_for(n), 256, 0, g_stream>>>(dst.data<double>(), src.data<double>(),
-                                                           n);
+      binary_map_kernel<<<blocks_for_fours(n), 256, 0, g_stream>>>(
+          a.data<double>(), b.data<double>(), out.data<double>(), n, packed, Plus{});
       break;
     default:
-      SINKLAB_FAIL(DTypeError, "add_into (cuda): unsupported " << dst.str(), "use f32 gradients");
+      SINKLAB_FAIL(DTypeError, "add_into (cuda): unsupported " << out.str(), "use f32 gradients");
   }
   SINKLAB_KERNEL_CHECK("add_into");
 }
@@ -164,7 +164,7 @@ bool initialize() {
     hooks.fill = fill;
     hooks.synchronize = [](int) { synchronize(); };
     install_device_memory_hooks(hooks);
-    install_cuda_add_into(add_into_cuda);
+    install_cuda_add(accumulate_cuda);
     install_cuda_strided_copy(strided_copy_cuda);
     install_elementwise_kernels();
     install_matmul_kernels();

@@ -12,7 +12,10 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int32_t ignore
   const char* op = "cross_entropy";
   check_defined(logits, op, "logits");
   check_defined(targets, op, "targets");
-  check_float(logits, op, "logits");
+  SINKLAB_CHECK(logits.dtype() == DType::F32 || logits.dtype() == DType::F64 ||
+                    (logits.dtype() == DType::BF16 && logits.device().is_cuda()),
+                DTypeError, op << ": logits " << logits.str() << " must be f32 or f64 (or bf16 on a GPU)",
+                "convert the logits with to_dtype(DType::F32)");
   check_dtype(targets, DType::I32, op, "targets");
   check_same_device(logits, targets, op);
   SINKLAB_CHECK(logits.dim() >= 1 && logits.size(-1) >= 1, ShapeError,
@@ -29,9 +32,10 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int32_t ignore
   const int64_t V = logits.size(-1), N = logits.numel() / V;
   Tensor logits2 = logits.reshape_view({N, V});  // (N, V)
   Tensor targets1 = targets.reshape_view({N});   // (N)
-  const DType lse_dtype = logits.dtype() == DType::F64 ? DType::F64 : DType::F32;
-  Tensor lse = Tensor::empty({N}, lse_dtype, logits.device());  // (N)
-  Tensor loss = Tensor::empty({}, logits.dtype(), logits.device());  // ()
+  // bf16 logits are summed in f32: lse and the loss are f32 then.
+  const DType sum_dtype = logits.dtype() == DType::F64 ? DType::F64 : DType::F32;
+  Tensor lse = Tensor::empty({N}, sum_dtype, logits.device());  // (N)
+  Tensor loss = Tensor::empty({}, sum_dtype, logits.device());  // ()
   cross_entropy_kernels.forward(logits.device())(logits2, targets1, ignore_index, lse, loss);
   autograd::record(loss, op, {logits, targets},
                    [logits2 = logits2.detach(), targets1, lse, ignore_index,

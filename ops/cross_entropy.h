@@ -1,10 +1,13 @@
 // Softmax cross-entropy over the last dim, fused with its backward.
-//   cross_entropy(logits, targets, ignore_index): logits (..., V) f32/f64, targets i32 (...)
+//   cross_entropy(logits, targets, ignore_index): logits (..., V) f32/f64 (or bf16 on a GPU:
+//     the logits of linear(..., LinearOutput::kOperandDType)), targets i32 (...)
 //     -> scalar () = mean over rows with target != ignore_index of lse_r - logits[r, target_r],
 //     lse_r = log sum_v exp(logits[r, v]) (max-subtracted, in double).
 //   Backward: dlogits[r, v] = (exp(logits[r, v] - lse_r) - [v == target_r]) * g / count for
 //     counted rows, 0 for ignored rows. Only lse (one value per row) is saved: the probabilities
 //     are recomputed, never stored. No counted row -> loss 0 and a zero gradient.
+//   bf16 logits are summed in f32; their loss is f32 and their gradient bf16 (what the logits'
+//   linear reads without a rounding pass).
 //   A target outside [0, V) that is not ignore_index is a ValueError (raised by the kernel, which
 //   is the one that reads the targets).
 #pragma once
@@ -18,10 +21,10 @@ namespace sinklab::ops {
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int32_t ignore_index = -1);
 
 // logits viewed as (N, V), targets as (N); lse (N) in f64 for f64 logits, f32 otherwise.
-// Forward writes lse and loss (scalar, logits' dtype).
+// Forward writes lse and loss (scalar, f64 for f64 logits, f32 otherwise).
 using CrossEntropyForwardFn = void (*)(const Tensor& logits, const Tensor& targets,
                                        int32_t ignore_index, Tensor& lse, Tensor& loss);
-// grad_loss: scalar; grad_logits (N, V).
+// grad_loss: scalar, the loss's dtype; grad_logits (N, V), the logits' dtype.
 using CrossEntropyBackwardFn = void (*)(const Tensor& logits, const Tensor& targets,
                                         int32_t ignore_index, const Tensor& lse,
                                         const Tensor& grad_loss, Tensor& grad_logits);

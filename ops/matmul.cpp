@@ -108,7 +108,8 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool ta, bool tb) {
   return out;
 }
 
-Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& x_operand) {
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& x_operand,
+              LinearOutput output) {
   check_operands(x, w, "linear");
   check_rank(w, 2, "linear", "w");
   SINKLAB_CHECK(x.dim() >= 1 && x.size(-1) == w.size(1), ShapeError,
@@ -130,7 +131,12 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor
   Tensor x3 = (x_operand.defined() ? x_operand : tensor_core_operand(x))
                   .reshape_view({1, rows, K});                        // (1, rows, K)
   Tensor w3 = tensor_core_operand(w.reshape_view({1, N, K}));  // (1, N, K)
-  Tensor y = Tensor::empty({1, rows, N}, x.dtype(), x.device());  // (1, rows, N)
+  const DType y_dtype = output == LinearOutput::kOperandDType ? x3.dtype() : x.dtype();
+  SINKLAB_CHECK(y_dtype != DType::BF16 || !bias.defined(), ValueError,
+                "linear: a bias with a bf16 output (LinearOutput::kOperandDType) of x "
+                    << x.str(),
+                "add the bias separately, or keep the output in x's dtype");
+  Tensor y = Tensor::empty({1, rows, N}, y_dtype, x.device());  // (1, rows, N)
   linear_kernels.forward(x.device())(x3, w3, bias, y);
   Shape out_shape = x.shape();
   out_shape.back() = N;
@@ -141,7 +147,8 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor
                     rbias = bias.defined() && bias.requires_grad()](const Tensor& g) {
                      const int64_t N = w3.size(1), K = w3.size(2);
                      Tensor g2 = g.reshape_view({1, g.numel() / N, N});  // (1, rows, N)
-                     Tensor g3 = tensor_core_operand(g2);  // rounded once for both products
+                     // Rounded once for both products (a bf16 output's gradient already is).
+                     Tensor g3 = tensor_core_operand(g2);
                      Tensor gx, gw, gbias;
                      if (rx) gx = gemm3(g3, false, w3, false, 1).reshape_view(x_shape);
                      if (rw) gw = gemm3(g3, true, x3, false, 1).reshape_view({N, K});

@@ -391,6 +391,45 @@ TEST_CASE("cuda: cross_entropy is bit-identical across two GPU runs", "[cuda]") 
   REQUIRE(run() == run());
 }
 
+TEST_CASE("cuda: cross_entropy on bf16 logits matches the CPU on their values, in f32", "[cuda]") {
+  SINKLAB_REQUIRE_CUDA();
+  // V = 7 and 263 take the element-wise path, 264 and 50304 the 16-byte packs (8 bf16).
+  const int64_t B = 3, T = 5, N = B * T;
+  for (int64_t V : {7, 263, 264, 50304})
+    for (int32_t ignore_index : {-1, 2}) {
+      INFO("V=" << V << " ignore_index=" << ignore_index);
+      const Tensor values = random_tensor({B, T, V}, 820 + V, DType::F32, 3.0)
+                                .to_dtype(DType::BF16)
+                                .to_dtype(DType::F32);  // f32 holding bf16 values
+      const std::vector<double> draws =
+          rand_ints({N}, RngKey{20261129, 821, 0}, static_cast<int32_t>(V)).to_doubles();
+      std::vector<int32_t> t(N);
+      for (int64_t i = 0; i < N; ++i)
+        t[i] = i % 4 == 1 ? ignore_index : static_cast<int32_t>(draws[i]);
+      const Tensor targets = Tensor::from_ints(t, {B, T});
+      Tensor cpu = values.detach();
+      cpu.set_requires_grad(true);
+      const Tensor cpu_loss = ops::cross_entropy(cpu, targets, ignore_index);
+      autograd::backward(cpu_loss);
+      Tensor gpu = values.to_dtype(DType::BF16).to_device(Device::cuda(0));  // exact copy
+      gpu.set_requires_grad(true);
+      const Tensor gpu_loss =
+          ops::cross_entropy(gpu, targets.to_device(Device::cuda(0)), ignore_index);
+      REQUIRE(gpu_loss.dtype() == DType::F32);
+      // Same inputs, f32 sums in another order: the loss agrees to f32 rounding.
+      require_close(gpu_loss.to_device(Device::cpu()), cpu_loss, 1e-5, 1e-6);
+      autograd::backward(gpu_loss);
+      REQUIRE(gpu.grad().dtype() == DType::BF16);
+      // The gradient is rounded to bf16 once: relative 2^-9, plus f32 noise near zero.
+      require_close(gpu.grad().to_device(Device::cpu()), cpu.grad(), 4e-3, 1e-7);
+    }
+  // bf16 logits on the CPU are refused with the fix named.
+  const Tensor cpu_bf16 = random_tensor({2, 7}, 830, DType::F32).to_dtype(DType::BF16);
+  require_error<DTypeError>(
+      [&] { (void)ops::cross_entropy(cpu_bf16, Tensor::from_ints({0, 1}, {2})); },
+      {"cross_entropy", "logits", "bf16", "to_dtype"});
+}
+
 TEST_CASE("cuda: cross_entropy with a bad target throws a ValueError naming the op and V",
           "[cuda]") {
   SINKLAB_REQUIRE_CUDA();

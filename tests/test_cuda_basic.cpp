@@ -7,6 +7,7 @@
 #include "ops/shape_ops.h"
 #include "tests/cuda_compare.h"
 #include "tests/helpers.h"
+#include "tests/op_checks.h"
 
 using namespace sinklab;
 using test::random_tensor;
@@ -88,6 +89,21 @@ TEST_CASE("cuda: bf16 tensor-core products match the CPU within bf16 rounding", 
   Tensor b = random_tensor({3, 65, 41}, 19, DType::F32, 1.0, true);
   require_cuda_matches_cpu([](const auto& in) { return ops::matmul(in[0], in[1]); }, {a, b},
                            loose);
+  // A bf16 output (the logits' linear): the product rounded once more, gradients still f32.
+  require_cuda_matches_cpu(
+      [](const auto& in) {
+        return ops::linear(in[0], in[1], Tensor(), Tensor(), ops::LinearOutput::kOperandDType);
+      },
+      {x, w}, loose);
+  {
+    Tensor xg = x.detach().to_device(Device::cuda()), wg = w.detach().to_device(Device::cuda());
+    REQUIRE(ops::linear(xg, wg, Tensor(), Tensor(), ops::LinearOutput::kOperandDType).dtype() ==
+            DType::BF16);
+    Tensor bg = bias.detach().to_device(Device::cuda());
+    test::require_error<ValueError>(
+        [&] { (void)ops::linear(xg, wg, bg, Tensor(), ops::LinearOutput::kOperandDType); },
+        {"linear", "bias", "bf16"});
+  }
   // Really on the tensor-core path: not bit-identical to the exact fp32 product.
   Tensor xg = x.detach().to_device(Device::cuda()), wg = w.detach().to_device(Device::cuda());
   std::vector<double> fast = ops::linear(xg, wg).to_doubles();

@@ -265,7 +265,8 @@ ForwardResult GPT::forward(const Tensor& ids_in, const Tensor& targets_in,
                            ? p(llama ? "model.embed_tokens.weight" : "transformer.wte.weight")
                            : p("lm_head.weight");
   ForwardResult result;
-  result.logits = ops::linear(x, head);  // (B, T, V)
+  // (B, T, V); bf16 under bf16 precision on a GPU: cross_entropy reads them, summing in f32
+  result.logits = ops::linear(x, head, Tensor(), Tensor(), ops::LinearOutput::kOperandDType);
   if (targets.defined()) result.loss = ops::cross_entropy(result.logits, targets, -1);
   return result;
 }

@@ -30,7 +30,7 @@ struct ForwardCapture {
 
 struct ForwardResult {
   Tensor loss;    // () mean cross-entropy (undefined when no targets)
-  Tensor logits;  // (B, T, V)
+  Tensor logits;  // (B, T, V); bf16 under bf16 precision on a GPU (loss stays f32)
 };
 
 class GPT {
