@@ -4,8 +4,14 @@
 # with `carry`), then runs `sinklab compare CONFIG --resume auto` and stops it with SIGTERM after
 # SECONDS (the trainer writes a checkpoint and exits 0; the next chunk resumes from it while the
 # machine is still warm). The metrics so far are copied, xz-compressed, to $OUT after every chunk,
-# and the report too once the run has finished.
+# and the report too once the run has finished. After the last chunk, each variant's final
+# checkpoint is also probed under the paper's interventions (the checkpoints stay on the GPU
+# machine, which is handed back at the end of the session): one `sinklab probe` per line of
+# $PROBES (each line: probe options, an empty line = no intervention), the printed tables in
+# $OUT/probes.txt and the JSON files in $OUT/probes.tar.gz.
 #   bash scripts/gpu_train_chunk.sh CONFIG [SECONDS, default 480]
+#   PROBES: default isolate, amplify and plain scaling at key 16 in layers 0-3, lambda 10 and 30
+#   PROBE_BATCHES: validation batches per probe (default 8)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 config=${1:?usage: gpu_train_chunk.sh CONFIG [SECONDS]}
@@ -33,8 +39,29 @@ for variant in runs/"$name"/*/; do
   v=$(basename "$variant")
   [ -f "$variant/metrics.jsonl" ] && xz -c "$variant/metrics.jsonl" > "$out/metrics_$v.jsonl.xz"
 done
+default_probes='
+--isolate 16
+--amplify 16 --lambda 10 --layers 0 1 2 3
+--scale 16 --lambda 10 --layers 0 1 2 3
+--amplify 16 --lambda 30 --layers 0 1 2 3
+--scale 16 --lambda 30 --layers 0 1 2 3'
 if [ $status -eq 0 ] && grep -q "^wall time" "$out/chunk.log" && ! grep -q interrupted "$out/chunk.log"; then
   "$build/sinklab" report "runs/$name" > /dev/null 2>&1 &&
     tar -C "runs/$name" -czf "$out/report.tar.gz" report
+  probe_dir=$(mktemp -d)
+  for variant in runs/"$name"/*/; do
+    v=$(basename "$variant")
+    ckpt=$(ls "$variant"ckpt/step_*.h5 2> /dev/null | sort | tail -1)
+    [ -n "$ckpt" ] || continue
+    i=0
+    while IFS= read -r options; do
+      i=$((i + 1))
+      echo "== $v $(basename "$ckpt") probe ${options:-(no intervention)}" >> "$out/probes.txt"
+      # shellcheck disable=SC2086
+      "$build/sinklab" probe "$ckpt" --batches "${PROBE_BATCHES:-8}" $options \
+        --out "$probe_dir/${v}_$i.json" >> "$out/probes.txt" 2>&1 || echo "probe failed" >> "$out/probes.txt"
+    done <<< "${PROBES-$default_probes}"
+  done
+  tar -C "$probe_dir" -czf "$out/probes.tar.gz" . && rm -rf "$probe_dir"
 fi
 exit $(( status == 124 ? 0 : status ))
