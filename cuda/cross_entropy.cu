@@ -64,10 +64,15 @@ struct alignas(16) Pack {
 template <class A>
 __device__ __forceinline__ void merge(A& m, A& s, A m2, A s2) {
   const A ninf = -static_cast<A>(INFINITY);
-  if (m2 == ninf) return;  // nothing on the other side
+  // With a maximum of -inf a side holds only -inf (s = 0) or also a NaN (s = NaN): adding its s
+  // keeps the NaN, as the CPU reference does.
+  if (m2 == ninf) {
+    s += s2;
+    return;
+  }
   if (m == ninf) {
     m = m2;
-    s = s2;
+    s += s2;
     return;
   }
   if (m2 > m) {

@@ -430,6 +430,24 @@ TEST_CASE("cuda: cross_entropy on bf16 logits matches the CPU on their values, i
       {"cross_entropy", "logits", "bf16", "to_dtype"});
 }
 
+TEST_CASE("cuda: a NaN logit makes the loss NaN, as on the CPU, in every logits dtype",
+          "[cuda]") {
+  SINKLAB_REQUIRE_CUDA();
+  // 300 columns: the NaN sits in one thread's share while other threads hold finite values.
+  std::vector<double> values(2 * 300);
+  for (size_t i = 0; i < values.size(); ++i) values[i] = std::sin(0.37 * static_cast<double>(i));
+  values[2] = std::nan("");
+  const Tensor targets = Tensor::from_ints({0, 1}, {2});
+  for (DType dt : {DType::F32, DType::F64, DType::BF16}) {
+    INFO(dtype_name(dt));
+    const Tensor logits = Tensor::from_doubles(values, {2, 300}, dt == DType::BF16 ? DType::F32 : dt);
+    REQUIRE(std::isnan(ops::cross_entropy(logits, targets).item()));
+    const Tensor on_gpu = (dt == DType::BF16 ? logits.to_dtype(DType::BF16) : logits)
+                              .to_device(Device::cuda(0));
+    REQUIRE(std::isnan(ops::cross_entropy(on_gpu, targets.to_device(Device::cuda(0))).item()));
+  }
+}
+
 TEST_CASE("cuda: cross_entropy with a bad target throws a ValueError naming the op and V",
           "[cuda]") {
   SINKLAB_REQUIRE_CUDA();

@@ -21,8 +21,7 @@ std::vector<int32_t> sample_tokens(const GPT& model, std::vector<int32_t> prompt
     Tensor ids = Tensor::from_ints(context, {1, T});
     Tensor logits = model.forward(ids, Tensor()).logits;  // (1, T, V)
     const int64_t V = logits.size(2);
-    std::vector<double> all = logits.to_doubles();
-    std::vector<double> last(all.end() - V, all.end());  // (V) logits of the last position
+    std::vector<double> last = logits.narrow_view(1, T - 1, 1).to_doubles();  // (V) at T - 1
     int32_t next = 0;
     if (temperature <= 0) {
       next = static_cast<int32_t>(std::max_element(last.begin(), last.end()) - last.begin());
