@@ -5,7 +5,7 @@
 #include <cstdint>
 
 #include "cuda/check.h"
-#include "cuda/dispatch.h"
+#include "core/dispatch.h"
 #include "cuda/elementwise_map.cuh"
 #include "cuda/runtime.h"
 #include "ops/activations.h"
@@ -100,47 +100,20 @@ __global__ void swiglu_backward_kernel(const T* grad, const T* gate, const T* up
 // ---------------------------------------------------------------------------------------------
 // Launchers (the signatures of ops/activations.h).
 
-// out (n) = Op(x (n)).
-template <class Op>
-void unary(const Tensor& x, Tensor& out, const char* op) {
-  const int64_t n = x.numel();
-  if (n == 0) return;
-  dispatch_float(x.dtype(), op, [&](auto zero) {
-    using T = decltype(zero);
-    unary_map_kernel<<<blocks_for_fours(n, kThreads), kThreads, 0, stream()>>>(
-        x.data<T>(), out.data<T>(), n, aligned16({x.raw_data(), out.raw_data()}), Op{});
-    SINKLAB_KERNEL_CHECK(op);
-  });
-}
-
-// out (n) = Op(a (n), b (n)).
-template <class Op>
-void binary(const Tensor& a, const Tensor& b, Tensor& out, const char* op) {
-  const int64_t n = a.numel();
-  if (n == 0) return;
-  dispatch_float(a.dtype(), op, [&](auto zero) {
-    using T = decltype(zero);
-    binary_map_kernel<<<blocks_for_fours(n, kThreads), kThreads, 0, stream()>>>(
-        a.data<T>(), b.data<T>(), out.data<T>(), n,
-        aligned16({a.raw_data(), b.raw_data(), out.raw_data()}), Op{});
-    SINKLAB_KERNEL_CHECK(op);
-  });
-}
-
-void gelu_forward_cuda(const Tensor& x, Tensor& out) { unary<GeluValue>(x, out, "gelu forward"); }
+void gelu_forward_cuda(const Tensor& x, Tensor& out) { launch_unary_map<GeluValue>(x, out, "gelu forward"); }
 
 void gelu_backward_cuda(const Tensor& grad, const Tensor& x, Tensor& grad_x) {
-  binary<GeluGrad>(grad, x, grad_x, "gelu backward");
+  launch_binary_map<GeluGrad>(grad, x, grad_x, "gelu backward");
 }
 
-void silu_forward_cuda(const Tensor& x, Tensor& out) { unary<SiluValue>(x, out, "silu forward"); }
+void silu_forward_cuda(const Tensor& x, Tensor& out) { launch_unary_map<SiluValue>(x, out, "silu forward"); }
 
 void silu_backward_cuda(const Tensor& grad, const Tensor& x, Tensor& grad_x) {
-  binary<SiluGrad>(grad, x, grad_x, "silu backward");
+  launch_binary_map<SiluGrad>(grad, x, grad_x, "silu backward");
 }
 
 void swiglu_forward_cuda(const Tensor& gate, const Tensor& up, Tensor& out) {
-  binary<SwigluValue>(gate, up, out, "swiglu forward");
+  launch_binary_map<SwigluValue>(gate, up, out, "swiglu forward");
 }
 
 void swiglu_backward_cuda(const Tensor& grad, const Tensor& gate, const Tensor& up,

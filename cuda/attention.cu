@@ -39,7 +39,7 @@
 
 #include "cuda/attention_bf16.h"
 #include "cuda/check.h"
-#include "cuda/dispatch.h"
+#include "core/dispatch.h"
 #include "cuda/runtime.h"
 #include "ops/attention.h"
 

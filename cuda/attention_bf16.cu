@@ -736,8 +736,6 @@ bool device_has_bf16_mma() {
   return has;
 }
 
-bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
-
 // The most dynamic shared memory one block may opt into on the current device (227 KB on
 // sm_90, 163 KB on sm_80, 99 KB on sm_86/89). Queried once per process (one process per GPU).
 size_t shared_memory_limit() {
@@ -806,7 +804,7 @@ bool attention_forward_bf16(const Tensor& q, const Tensor& k, const Tensor& v,
   if (!applies(q)) return false;
   float* po = out.data<float>();                                   // (B, T, NH, HS)
   float* plse = params.sigmoid ? nullptr : lse.data<float>();      // (B, NH, T)
-  if (!aligned16(po)) return false;
+  if (!aligned16({po})) return false;
   const Tensor q16 = ops::tensor_core_operand(q);  // (B, T, NH, HS) bf16 copies
   const Tensor k16 = ops::tensor_core_operand(k);
   const Tensor v16 = ops::tensor_core_operand(v);
@@ -838,9 +836,7 @@ bool attention_backward_bf16(const Tensor& q, const Tensor& k, const Tensor& v,
   float* pdq = dq.data<float>();
   float* pdk = dk.data<float>();
   float* pdv = dv.data<float>();
-  for (const void* p : {static_cast<const void*>(pdq), static_cast<const void*>(pdk),
-                        static_cast<const void*>(pdv)})
-    if (!aligned16(p)) return false;
+  if (!aligned16({pdq, pdk, pdv})) return false;
   const Tensor q16 = ops::tensor_core_operand(q);  // (B, T, NH, HS) bf16 copies
   const Tensor k16 = ops::tensor_core_operand(k);
   const Tensor v16 = ops::tensor_core_operand(v);

@@ -24,6 +24,7 @@
 #include <climits>
 #include <cstdint>
 
+#include "core/dispatch.h"
 #include "cuda/check.h"
 #include "cuda/runtime.h"
 #include "ops/cross_entropy.h"
@@ -239,24 +240,20 @@ __global__ void __launch_bounds__(kRowThreads)
   }
 }
 
-// Runs body with a value of the logits' storage type: float, double or __nv_bfloat16.
+// Runs body with a value of the logits' storage type: __nv_bfloat16, or float/double through the
+// shared dtype switch.
 template <class Body>
 void dispatch_logits(DType dtype, const char* op, Body&& body) {
-  switch (dtype) {
-    case DType::F32: body(float{}); return;
-    case DType::F64: body(double{}); return;
-    case DType::BF16: body(__nv_bfloat16{}); return;
-    default:
-      SINKLAB_FAIL(DTypeError, op << " (cuda): logits are " << dtype_name(dtype),
-                   "cross_entropy reads f32, f64 or bf16 logits");
-  }
+  if (dtype == DType::BF16)
+    body(__nv_bfloat16{});
+  else
+    dispatch_float(dtype, op, body);
 }
 
 // Whether rows of V elements of S at these addresses can move in 16-byte packs.
 template <class S>
 bool packable(int64_t V, const void* a, const void* b) {
-  auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
-  return V % Pack<S>::kCount == 0 && aligned(a) && aligned(b);
+  return V % Pack<S>::kCount == 0 && aligned16({a, b});
 }
 
 unsigned row_blocks(int64_t N) {

@@ -2,7 +2,7 @@
 // leading-dims reduction of their backward, and full sums. f32 and f64.
 #include "cuda/check.h"
 #include "cuda/column_sums.cuh"
-#include "cuda/dispatch.h"
+#include "core/dispatch.h"
 #include "cuda/elementwise_map.cuh"
 #include "cuda/runtime.h"
 #include "ops/elementwise.h"
@@ -30,13 +30,7 @@ void binary(const Tensor& a, const Tensor& b, Tensor& out, const char* op) {
   const int64_t n = a.numel(), nb = b.numel();
   if (n == 0) return;
   if (n == nb) {  // same shape: four elements per thread (cuda/elementwise_map.cuh)
-    dispatch_float(a.dtype(), op, [&](auto zero) {
-      using T = decltype(zero);
-      binary_map_kernel<<<blocks_for_fours(n), 256, 0, stream()>>>(
-          a.data<T>(), b.data<T>(), out.data<T>(), n,
-          aligned16({a.raw_data(), b.raw_data(), out.raw_data()}), Combine{});
-    });
-    SINKLAB_KERNEL_CHECK(op);
+    launch_binary_map<Combine>(a, b, out, op);
     return;
   }
   dispatch_float(a.dtype(), op, [&](auto zero) {

@@ -5,9 +5,10 @@
 // independent memory accesses in flight, which a one-element-per-thread kernel lacks.
 #pragma once
 #include <cstdint>
-#include <initializer_list>
 #include <type_traits>
 
+#include "core/dispatch.h"
+#include "cuda/check.h"
 #include "cuda/runtime.h"
 
 namespace sinklab::cuda {
@@ -82,16 +83,36 @@ struct Plus {
   template <class T> __device__ T operator()(T x, T y) const { return x + y; }
 };
 
-// Whether every buffer (null ones ignored) is 16-byte aligned: the float4 path's condition.
-inline bool aligned16(std::initializer_list<const void*> buffers) {
-  for (const void* p : buffers)
-    if (p != nullptr && reinterpret_cast<uintptr_t>(p) % 16 != 0) return false;
-  return true;
-}
-
 // Blocks of `threads` threads for n elements, four per thread.
 inline unsigned blocks_for_fours(int64_t n, int threads = 256) {
   return blocks_for((n + 3) / 4, threads);
+}
+
+// Launchers on the compute stream, f32 or f64 (a DTypeError naming op otherwise):
+// out (n) = Op(a (n)), and out (n) = Op(a (n), b (n)) with out possibly a.
+template <class Op>
+void launch_unary_map(const Tensor& a, Tensor& out, const char* op) {
+  const int64_t n = a.numel();
+  if (n == 0) return;
+  dispatch_float(a.dtype(), op, [&](auto zero) {
+    using T = decltype(zero);
+    unary_map_kernel<<<blocks_for_fours(n), 256, 0, stream()>>>(
+        a.data<T>(), out.data<T>(), n, aligned16({a.raw_data(), out.raw_data()}), Op{});
+    SINKLAB_KERNEL_CHECK(op);
+  });
+}
+
+template <class Op>
+void launch_binary_map(const Tensor& a, const Tensor& b, Tensor& out, const char* op) {
+  const int64_t n = a.numel();
+  if (n == 0) return;
+  dispatch_float(a.dtype(), op, [&](auto zero) {
+    using T = decltype(zero);
+    binary_map_kernel<<<blocks_for_fours(n), 256, 0, stream()>>>(
+        a.data<T>(), b.data<T>(), out.data<T>(), n,
+        aligned16({a.raw_data(), b.raw_data(), out.raw_data()}), Op{});
+    SINKLAB_KERNEL_CHECK(op);
+  });
 }
 
 }  // namespace sinklab::cuda

@@ -25,7 +25,7 @@
 #include <string>
 
 #include "cuda/check.h"
-#include "cuda/dispatch.h"
+#include "core/dispatch.h"
 #include "cuda/runtime.h"
 #include "ops/embedding.h"
 

@@ -4,7 +4,8 @@
 //   f32 under Precision::BF16: the operands are rounded to bf16 into stream-ordered scratch
 //     buffers (one pass each) and multiplied on the tensor cores with fp32 accumulation into the
 //     f32 output through cuBLASLt (CUBLAS_COMPUTE_32F, bf16 A/B, f32 C). linear's bias rides the
-//     product's epilogue (CUBLASLT_EPILOGUE_BIAS): no second pass over the output. Plans
+//     product's epilogue (CUBLASLT_EPILOGUE_BIAS): no second pass over the output. A bf16 C
+//     (linear's LinearOutput::kOperandDType, the logits) takes the same path, written in bf16. Plans
 //     (descriptors and the heuristic's algorithm) are cached per shape. SINKLAB_BF16_GEMM=fast selects cuBLAS's
 //     in-library conversion instead (CUBLAS_COMPUTE_32F_FAST_16BF on the f32 operands), for
 //     benchmarking the two against each other.
@@ -77,7 +78,7 @@ void round_to_bf16_cuda(const Tensor& t, Tensor& out) {
   const int64_t n = t.numel();
   if (n == 0) return;
   auto* dst = static_cast<__nv_bfloat16*>(out.raw_data());
-  const bool aligned = reinterpret_cast<uintptr_t>(t.data<float>()) % 16 == 0;
+  const bool aligned = aligned16({t.raw_data()});
   const unsigned blocks = aligned ? blocks_for((n + 3) / 4) : blocks_for(n);
   round_to_bf16<<<blocks, 256, 0, stream()>>>(t.data<float>(), dst, n, aligned);
   SINKLAB_KERNEL_CHECK("bf16 rounding");
@@ -226,9 +227,11 @@ void batched_gemm_cuda(const Tensor& a, bool trans_a, const Tensor& b, bool tran
   const cublasOperation_t op_a = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
   const int ldb = static_cast<int>(trans_b ? K : N), lda = static_cast<int>(trans_a ? M : K);
   const bool bf16_operand = a.dtype() == DType::BF16 || b.dtype() == DType::BF16;
-  if (c.dtype() == DType::F32 && (bf16_operand || cuda_precision() == Precision::BF16)) {
+  const bool bf16_out = c.dtype() == DType::BF16;  // linear's LinearOutput::kOperandDType
+  if (bf16_out ||
+      (c.dtype() == DType::F32 && (bf16_operand || cuda_precision() == Precision::BF16))) {
     const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
-    if (!bf16_operand && use_fast_16bf()) {
+    if (!bf16_operand && !bf16_out && use_fast_16bf()) {
       SINKLAB_CUBLAS_CHECK(cublasGemmStridedBatchedEx(
           handle(true), op_b, op_a, static_cast<int>(N), static_cast<int>(M),
           static_cast<int>(K), &alpha, b.data<float>(), CUDA_R_32F, ldb, stride_b,
@@ -244,8 +247,9 @@ void batched_gemm_cuda(const Tensor& a, bool trans_a, const Tensor& b, bool tran
     SINKLAB_CUBLAS_CHECK(cublasGemmStridedBatchedEx(
         handle(true), op_b, op_a, static_cast<int>(N), static_cast<int>(M), static_cast<int>(K),
         &alpha, b16.raw_data(), CUDA_R_16BF, ldb, stride_b, a16.raw_data(), CUDA_R_16BF, lda,
-        stride_a, &beta, c.data<float>(), CUDA_R_32F, static_cast<int>(N), stride_c,
-        static_cast<int>(batch), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+        stride_a, &beta, c.raw_data(), bf16_out ? CUDA_R_16BF : CUDA_R_32F,
+        static_cast<int>(N), stride_c, static_cast<int>(batch), CUBLAS_COMPUTE_32F,
+        CUBLAS_GEMM_DEFAULT));
   } else if (c.dtype() == DType::F32) {
     const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
     SINKLAB_CUBLAS_CHECK(cublasGemmStridedBatchedEx(
@@ -266,19 +270,6 @@ void batched_gemm_cuda(const Tensor& a, bool trans_a, const Tensor& b, bool tran
 // y (1, rows, N) = x (1, rows, K) @ w (1, N, K)^T + bias: one cuBLASLt call with the bias
 // epilogue on the tensor-core path; the product then the broadcast add otherwise.
 void linear_forward_cuda(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y) {
-  if (y.dtype() == DType::BF16) {  // bf16 out (LinearOutput::kOperandDType; ops checked: no bias)
-    const Tensor x16 = x.dtype() == DType::BF16 ? x : bf16_copy(x);  // (1, rows, K) bf16
-    const Tensor w16 = w.dtype() == DType::BF16 ? w : bf16_copy(w);  // (1, N, K) bf16
-    if (lt_gemm(x16, false, w16, true, y, false, nullptr)) return;
-    const int64_t rows = y.size(1), N = y.size(2), K = x.size(2);
-    const float alpha = 1.0f, beta = 0.0f;
-    SINKLAB_CUBLAS_CHECK(cublasGemmEx(
-        handle(true), CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(N), static_cast<int>(rows),
-        static_cast<int>(K), &alpha, w16.raw_data(), CUDA_R_16BF, static_cast<int>(K),
-        x16.raw_data(), CUDA_R_16BF, static_cast<int>(K), &beta, y.raw_data(), CUDA_R_16BF,
-        static_cast<int>(N), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
-    return;
-  }
   const bool tensor_cores = y.dtype() == DType::F32 &&
                             (x.dtype() == DType::BF16 || cuda_precision() == Precision::BF16) &&
                             !use_fast_16bf();
@@ -287,7 +278,7 @@ void linear_forward_cuda(const Tensor& x, const Tensor& w, const Tensor& bias, T
     const Tensor w16 = w.dtype() == DType::BF16 ? w : bf16_copy(w);  // (1, N, K) bf16
     if (lt_gemm(x16, false, w16, true, y, false, bias.data<float>())) return;
   }
-  batched_gemm_cuda(x, false, w, true, y, false);
+  batched_gemm_cuda(x, false, w, true, y, false);  // also a bf16 y (no bias: ops checked)
   if (bias.defined()) ops::add_kernels.cuda_forward(y, bias, y);  // elementwise: in place is safe
 }
 

@@ -16,7 +16,7 @@
 #include <cstdint>
 
 #include "cuda/check.h"
-#include "cuda/dispatch.h"
+#include "core/dispatch.h"
 #include "cuda/column_sums.cuh"
 #include "cuda/runtime.h"
 #include "ops/layernorm.h"

@@ -71,24 +71,9 @@ void fill(void* dst, int64_t n, int dtype, double value, int /*device*/) {
 // per thread (cuda/elementwise_map.cuh); out may be a.
 void accumulate_cuda(const Tensor& a, const Tensor& b, Tensor& out) {
   SINKLAB_CHECK(a.is_contiguous() && b.is_contiguous() && out.is_contiguous(), ShapeError,
-                "add_into (cuda): " << a.str() << " + " << b.str(),
+                "gradient sum (cuda): " << a.str() << " + " << b.str(),
                 "CUDA accumulation needs contiguous tensors");
-  const int64_t n = out.numel();
-  if (n == 0) return;
-  const bool packed = aligned16({a.raw_data(), b.raw_data(), out.raw_data()});
-  switch (out.dtype()) {
-    case DType::F32:
-      binary_map_kernel<<<blocks_for_fours(n), 256, 0, g_stream>>>(
-          a.data<float>(), b.data<float>(), out.data<float>(), n, packed, Plus{});
-      break;
-    case DType::F64:
-      binary_map_kernel<<<blocks_for_fours(n), 256, 0, g_stream>>>(
-          a.data<double>(), b.data<double>(), out.data<double>(), n, packed, Plus{});
-      break;
-    default:
-      SINKLAB_FAIL(DTypeError, "add_into (cuda): unsupported " << out.str(), "use f32 gradients");
-  }
-  SINKLAB_KERNEL_CHECK("add_into");
+  launch_binary_map<Plus>(a, b, out, "gradient sum (cuda)");
 }
 
 // Up to 8 dims; offsets in elements.

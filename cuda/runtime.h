@@ -4,6 +4,9 @@
 #pragma once
 #include <cuda_runtime.h>
 
+#include <cstdint>
+#include <initializer_list>
+
 #include "core/tensor.h"
 
 namespace sinklab::cuda {
@@ -15,6 +18,14 @@ cudaStream_t stream();   // the compute stream (one per process; device 0 unless
 void synchronize();
 double memory_in_use_mib();  // bytes held by tensors in the stream-ordered pool, in MiB
 double peak_bf16_tflops();   // dense bf16 peak of device 0 when known (H100/H200, A100), else 0
+
+// Whether every buffer (null ones ignored) is 16-byte aligned: the condition of the kernels'
+// 16-byte (float4 / uint4) loads and stores.
+inline bool aligned16(std::initializer_list<const void*> buffers) {
+  for (const void* p : buffers)
+    if (p != nullptr && reinterpret_cast<uintptr_t>(p) % 16 != 0) return false;
+  return true;
+}
 
 // Launch geometry for n elements with `threads` per block.
 inline unsigned blocks_for(int64_t n, int threads = 256) {

@@ -14,7 +14,8 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int32_t ignore
   check_defined(targets, op, "targets");
   SINKLAB_CHECK(logits.dtype() == DType::F32 || logits.dtype() == DType::F64 ||
                     (logits.dtype() == DType::BF16 && logits.device().is_cuda()),
-                DTypeError, op << ": logits " << logits.str() << " must be f32 or f64 (or bf16 on a GPU)",
+                DTypeError,
+                op << ": logits " << logits.str() << " must be f32 or f64 (or bf16 on a GPU)",
                 "convert the logits with to_dtype(DType::F32)");
   check_dtype(targets, DType::I32, op, "targets");
   check_same_device(logits, targets, op);

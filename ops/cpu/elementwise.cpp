@@ -1,7 +1,7 @@
 #include "ops/cpu/elementwise.h"
 
 #include "core/parallel.h"
-#include "ops/cpu/dispatch.h"
+#include "core/dispatch.h"
 
 namespace sinklab::cpu {
 

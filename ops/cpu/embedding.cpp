@@ -4,7 +4,7 @@
 #include <vector>
 
 #include "core/parallel.h"
-#include "ops/cpu/dispatch.h"
+#include "core/dispatch.h"
 
 namespace sinklab::cpu {
 

@@ -3,7 +3,7 @@
 #include <cmath>
 
 #include "core/parallel.h"
-#include "ops/cpu/dispatch.h"
+#include "core/dispatch.h"
 
 namespace sinklab::cpu {
 
