@@ -93,7 +93,8 @@ __device__ __forceinline__ void accumulate_values(A& m, A& s, const A* x, int n)
   for (int i = 0; i < n; ++i)
     if (x[i] > local) local = x[i];
   if (local > m) {
-    s = m == ninf ? A(0) : s * dev_exp(m - local);
+    // With m = -inf, s is 0 or NaN (a NaN seen before): scaling by exp(-inf) = 0 keeps either.
+    s *= dev_exp(m - local);
     m = local;
   }
   for (int i = 0; i < n; ++i)
