@@ -371,6 +371,15 @@ void check_float(const Tensor& t, const char* op, const char* arg) {
                 "CPU kernels compute in f32/f64: convert bf16 with to_dtype(DType::F32)");
 }
 
+void check_float_storage(const Tensor& t, const char* op, const char* arg) {
+  check_defined(t, op, arg);
+  SINKLAB_CHECK(t.dtype() == DType::F32 || t.dtype() == DType::F64 ||
+                    (t.dtype() == DType::BF16 && t.device().is_cuda()),
+                DTypeError,
+                op << ": '" << arg << "' is " << t.str() << ", expected f32 or f64 (or bf16 on a GPU)",
+                "convert with to_dtype(DType::F32)");
+}
+
 void check_contiguous(const Tensor& t, const char* op, const char* arg) {
   check_defined(t, op, arg);
   SINKLAB_CHECK(t.is_contiguous(), ShapeError,

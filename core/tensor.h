@@ -120,6 +120,8 @@ class Tensor {
 void check_defined(const Tensor& t, const char* op, const char* arg);
 void check_dtype(const Tensor& t, DType dtype, const char* op, const char* arg);
 void check_float(const Tensor& t, const char* op, const char* arg);  // f32 or f64
+// f32 or f64, or bf16 on a CUDA device (a storage format the GPU kernels widen to f32).
+void check_float_storage(const Tensor& t, const char* op, const char* arg);
 void check_contiguous(const Tensor& t, const char* op, const char* arg);
 void check_same_device(const Tensor& a, const Tensor& b, const char* op);
 void check_same_dtype(const Tensor& a, const Tensor& b, const char* op);

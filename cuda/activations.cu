@@ -2,12 +2,20 @@
 // backward. Elementwise over contiguous tensors of one shape, four elements per thread
 // (cuda/elementwise_map.cuh), f32 and f64; the math is in the tensor's type with the accurate
 // (non-fast-math) tanh/exp.
+// bias_gelu: x (rows, F) stored in f32, f64 or bf16 (math in f32 for bf16), bias (F). Forward:
+// a thread owns four consecutive columns (their bias in registers; one 8-, 16- or 32-byte access
+// per buffer when F % 4 == 0 and the buffers are aligned) and walks the rows. Backward: one pass
+// writes grad x and the per-chunk column partials of grad bias (cuda/column_sums.cuh: fixed
+// order, deterministic), summed before grad x is rounded to its storage type.
+#include <algorithm>
 #include <cstdint>
 
 #include "cuda/check.h"
 #include "core/dispatch.h"
+#include "cuda/column_sums.cuh"
 #include "cuda/elementwise_map.cuh"
 #include "cuda/runtime.h"
+#include "cuda/storage_types.cuh"
 #include "ops/activations.h"
 
 namespace sinklab::cuda {
@@ -98,6 +106,112 @@ __global__ void swiglu_backward_kernel(const T* grad, const T* gate, const T* up
 }
 
 // ---------------------------------------------------------------------------------------------
+// bias_gelu.
+
+constexpr int kBiasCols = 64;  // threads across columns in a bias_gelu block (4 columns each)
+constexpr int kBiasRows = 4;   // threads across rows
+
+// Four consecutive elements of a row, moved as one access when `packed`.
+template <class S>
+struct alignas(4 * sizeof(S)) Quad {
+  S v[4];
+};
+
+template <class S>
+__device__ __forceinline__ Quad<S> load_quad(const S* p, int width, bool packed) {
+  if (packed) return *reinterpret_cast<const Quad<S>*>(p);
+  Quad<S> q{};
+  for (int j = 0; j < width; ++j) q.v[j] = p[j];
+  return q;
+}
+
+template <class S>
+__device__ __forceinline__ void store_quad(S* p, const Quad<S>& q, int width, bool packed) {
+  if (packed) {
+    *reinterpret_cast<Quad<S>*>(p) = q;
+    return;
+  }
+  for (int j = 0; j < width; ++j) p[j] = q.v[j];
+}
+
+// x, out (rows, F) in S; bias (F) in A: out = gelu(x + bias), computed in A. Block (64, 4).
+template <class S>
+__global__ void __launch_bounds__(kBiasCols * kBiasRows)
+    bias_gelu_forward_kernel(const S* __restrict__ x,
+                             const typename AccumulateIn<S>::type* __restrict__ bias,
+                             S* __restrict__ out, int64_t rows, int64_t F, bool packed) {
+  using A = typename AccumulateIn<S>::type;
+  const int64_t c0 = 4 * (blockIdx.x * static_cast<int64_t>(kBiasCols) + threadIdx.x);
+  if (c0 >= F) return;
+  const int width = static_cast<int>(F - c0 < 4 ? F - c0 : 4);
+  A b[4];
+#pragma unroll
+  for (int j = 0; j < 4; ++j) b[j] = j < width ? bias[c0 + j] : A(0);
+  for (int64_t r = blockIdx.y * static_cast<int64_t>(kBiasRows) + threadIdx.y; r < rows;
+       r += static_cast<int64_t>(gridDim.y) * kBiasRows) {
+    const Quad<S> in = load_quad(x + r * F + c0, width, packed);
+    Quad<S> y;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) y.v[j] = from_acc<S>(gelu_value(to_acc(in.v[j]) + b[j]));
+    store_quad(out + r * F + c0, y, width, packed);
+  }
+}
+
+// One element of the backward: grad_x[r, c] = grad * gelu'(x + bias[c]) (rounded to S), and its
+// unrounded value added to the column partial of grad bias.
+template <class S>
+struct BiasGeluGradTerm {
+  using A = typename AccumulateIn<S>::type;
+  const S* grad;  // (rows, F)
+  const S* x;     // (rows, F)
+  const A* bias;  // (F)
+  S* grad_x;      // (rows, F)
+  int64_t F;
+  __device__ void operator()(int64_t r, int64_t c, A* acc) const {
+    const int64_t i = r * F + c;
+    const A g = to_acc(grad[i]) * gelu_derivative(to_acc(x[i]) + bias[c]);
+    grad_x[i] = from_acc<S>(g);
+    acc[0] += g;
+  }
+};
+
+void bias_gelu_forward_cuda(const Tensor& x, const Tensor& bias, Tensor& out) {
+  const int64_t rows = x.size(0), F = x.size(1);
+  if (rows == 0 || F == 0) return;
+  dispatch_storage(x.dtype(), "bias_gelu forward", [&](auto zero) {
+    using S = decltype(zero);
+    using A = typename AccumulateIn<S>::type;
+    const uintptr_t quad = 4 * sizeof(S);
+    const bool packed = F % 4 == 0 && reinterpret_cast<uintptr_t>(x.raw_data()) % quad == 0 &&
+                        reinterpret_cast<uintptr_t>(out.raw_data()) % quad == 0;
+    const int64_t col_blocks = (F + 4 * kBiasCols - 1) / (4 * kBiasCols);
+    // About 4096 blocks: each thread walks rows / (grid.y * 4) rows with its bias in registers.
+    const int64_t row_blocks = std::clamp<int64_t>(4096 / col_blocks, 1,
+                                                   std::min<int64_t>((rows + kBiasRows - 1) / kBiasRows, 65535));
+    bias_gelu_forward_kernel<S><<<dim3(static_cast<unsigned>(col_blocks),
+                                       static_cast<unsigned>(row_blocks)),
+                                  dim3(kBiasCols, kBiasRows), 0, stream()>>>(
+        static_cast<const S*>(x.raw_data()), bias.data<A>(), static_cast<S*>(out.raw_data()),
+        rows, F, packed);
+    SINKLAB_KERNEL_CHECK("bias_gelu forward");
+  });
+}
+
+void bias_gelu_backward_cuda(const Tensor& grad, const Tensor& x, const Tensor& bias,
+                             Tensor& grad_x, Tensor& grad_bias) {
+  const int64_t rows = x.size(0), F = x.size(1);
+  dispatch_storage(x.dtype(), "bias_gelu backward", [&](auto zero) {
+    using S = decltype(zero);
+    using A = typename AccumulateIn<S>::type;
+    const BiasGeluGradTerm<S> term{static_cast<const S*>(grad.raw_data()),
+                                   static_cast<const S*>(x.raw_data()), bias.data<A>(),
+                                   static_cast<S*>(grad_x.raw_data()), F};
+    column_sums<A, 1>(rows, F, term, grad_bias.data<A>(), nullptr, x.device(),
+                      "bias_gelu backward");
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
 // Launchers (the signatures of ops/activations.h).
 
 void gelu_forward_cuda(const Tensor& x, Tensor& out) { launch_unary_map<GeluValue>(x, out, "gelu forward"); }
@@ -141,6 +255,8 @@ void install_activation_kernels() {
   ops::silu_kernels.cuda_backward = silu_backward_cuda;
   ops::swiglu_kernels.cuda_forward = swiglu_forward_cuda;
   ops::swiglu_kernels.cuda_backward = swiglu_backward_cuda;
+  ops::bias_gelu_kernels.cuda_forward = bias_gelu_forward_cuda;
+  ops::bias_gelu_kernels.cuda_backward = bias_gelu_backward_cuda;
 }
 
 }  // namespace sinklab::cuda

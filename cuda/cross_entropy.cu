@@ -27,6 +27,7 @@
 #include "core/dispatch.h"
 #include "cuda/check.h"
 #include "cuda/runtime.h"
+#include "cuda/storage_types.cuh"
 #include "ops/cross_entropy.h"
 
 namespace sinklab::cuda {
@@ -36,18 +37,6 @@ namespace {
 constexpr int kRowThreads = 256;     // threads per row block (power of two)
 constexpr int kReduceThreads = 1024;  // threads of the single-block reductions (power of two)
 constexpr unsigned kMaxRowBlocks = 65535u * 16u;  // grid-stride over rows beyond this
-
-// The accumulation type of a storage type: bf16 rows are summed in f32.
-template <class S> struct AccumulateIn { using type = S; };
-template <> struct AccumulateIn<__nv_bfloat16> { using type = float; };
-
-__device__ __forceinline__ float to_acc(float x) { return x; }
-__device__ __forceinline__ double to_acc(double x) { return x; }
-__device__ __forceinline__ float to_acc(__nv_bfloat16 x) { return __bfloat162float(x); }
-template <class S, class A>
-__device__ __forceinline__ S from_acc(A x) {  // bf16: rounded to nearest even
-  return static_cast<S>(x);
-}
 
 __device__ __forceinline__ float dev_exp(float x) { return expf(x); }
 __device__ __forceinline__ double dev_exp(double x) { return exp(x); }
@@ -241,16 +230,6 @@ __global__ void __launch_bounds__(kRowThreads)
   }
 }
 
-// Runs body with a value of the logits' storage type: __nv_bfloat16, or float/double through the
-// shared dtype switch.
-template <class Body>
-void dispatch_logits(DType dtype, const char* op, Body&& body) {
-  if (dtype == DType::BF16)
-    body(__nv_bfloat16{});
-  else
-    dispatch_float(dtype, op, body);
-}
-
 // Whether rows of V elements of S at these addresses can move in 16-byte packs.
 template <class S>
 bool packable(int64_t V, const void* a, const void* b) {
@@ -278,7 +257,7 @@ void cross_entropy_forward_cuda(const Tensor& logits, const Tensor& targets, int
   Tensor row_loss = Tensor::empty({std::max<int64_t>(N, 1)}, DType::F64, logits.device());  // (N)
   Tensor bad_row = Tensor::full({1}, static_cast<double>(INT_MAX), DType::I32,
                                 logits.device());  // (1) first row with a bad target, or INT_MAX
-  dispatch_logits(logits.dtype(), op, [&](auto zero) {
+  dispatch_storage(logits.dtype(), op, [&](auto zero) {
     using S = decltype(zero);
     using A = typename AccumulateIn<S>::type;
     const S* px = static_cast<const S*>(logits.raw_data());  // (N, V)
@@ -316,7 +295,7 @@ void cross_entropy_backward_cuda(const Tensor& logits, const Tensor& targets, in
   const int64_t N = logits.size(0), V = logits.size(1);
   if (N == 0) return;
   Tensor weight = Tensor::empty({1}, DType::F64, logits.device());  // (1) g / count
-  dispatch_logits(logits.dtype(), op, [&](auto zero) {
+  dispatch_storage(logits.dtype(), op, [&](auto zero) {
     using S = decltype(zero);
     using A = typename AccumulateIn<S>::type;
     const S* px = static_cast<const S*>(logits.raw_data());  // (N, V)

@@ -7,7 +7,7 @@
 //   type (f32 / f64).
 // abs_order_statistics: an exact radix select over the bit patterns of |x| (sign bit cleared:
 //   for non-negative IEEE values the unsigned bit order is the numeric order, NaN above +inf).
-//   Digits most significant first: 8 bits, then 12 (3 passes for f32, 6 for f64); every pass
+//   Digits most significant first: 8 bits, then 12 (2 passes for bf16, 3 for f32, 6 for f64); every pass
 //   reads x once for all requested ranks together: a histogram kernel counts the next digit of
 //   the keys that match each rank's prefix so far (per-block shared histograms flushed with
 //   integer atomics: order-independent, so deterministic), then one block per rank scans its
@@ -27,6 +27,7 @@
 
 #include "cuda/check.h"
 #include "cuda/runtime.h"
+#include "cuda/storage_types.cuh"
 #include "ops/statistics.h"
 
 namespace sinklab::cuda {
@@ -47,19 +48,20 @@ __device__ T warp_sum(T v) {
   return v;
 }
 
-template <class T>
-__global__ void row_statistics_kernel(const T* __restrict__ x, T* __restrict__ out, int64_t R,
+// x (R, D) stored as S, out (R, 5) in T = AccumulateIn<S> (f32 for bf16).
+template <class S, class T = typename AccumulateIn<S>::type>
+__global__ void row_statistics_kernel(const S* __restrict__ x, T* __restrict__ out, int64_t R,
                                       int64_t D) {
   const int lane = threadIdx.x % 32;
   const int64_t r = blockIdx.x * static_cast<int64_t>(blockDim.x / 32) + threadIdx.x / 32;
   if (r >= R) return;
-  const T* row = x + r * D;  // (D)
+  const S* row = x + r * D;  // (D)
   T sum = 0;
-  for (int64_t d = lane; d < D; d += 32) sum += row[d];
+  for (int64_t d = lane; d < D; d += 32) sum += to_acc(row[d]);
   const T mean = warp_sum(sum) / static_cast<T>(D);
   T dev = 0, sq = 0, sum_abs = 0, max_abs = 0;
   for (int64_t d = lane; d < D; d += 32) {
-    const T v = row[d];
+    const T v = to_acc(row[d]);
     dev += (v - mean) * (v - mean);
     sq += v * v;
     sum_abs += fabs(v);
@@ -83,12 +85,13 @@ __global__ void row_statistics_kernel(const T* __restrict__ x, T* __restrict__ o
 void row_statistics_cuda(const Tensor& x, Tensor& out) {
   const int64_t R = out.size(0), D = x.numel() / R;
   const unsigned blocks = blocks_for(R, 8);
-  if (x.dtype() == DType::F32)
-    row_statistics_kernel<<<blocks, 256, 0, stream()>>>(x.data<float>(), out.data<float>(), R, D);
-  else
-    row_statistics_kernel<<<blocks, 256, 0, stream()>>>(x.data<double>(), out.data<double>(), R,
-                                                        D);
-  SINKLAB_KERNEL_CHECK("row_statistics");
+  dispatch_storage(x.dtype(), "row_statistics", [&](auto zero) {
+    using S = decltype(zero);
+    using T = typename AccumulateIn<S>::type;
+    row_statistics_kernel<S><<<blocks, 256, 0, stream()>>>(static_cast<const S*>(x.raw_data()),
+                                                           out.data<T>(), R, D);
+    SINKLAB_KERNEL_CHECK("row_statistics");
+  });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -97,6 +100,7 @@ void row_statistics_cuda(const Tensor& x, Tensor& out) {
 template <class T> struct KeyOf;
 template <> struct KeyOf<float> { using type = uint32_t; };
 template <> struct KeyOf<double> { using type = uint64_t; };
+template <> struct KeyOf<__nv_bfloat16> { using type = uint16_t; };
 
 // Per requested rank: the key prefix found so far and the rank left inside it.
 template <class K>
@@ -132,7 +136,7 @@ __global__ void select_init(SelectState<K>* state, unsigned long long* hist, int
 // many bytes are in flight, not by arithmetic.
 template <class T, class K, class Fn>
 __device__ __forceinline__ void for_each_key(const T* __restrict__ x, int64_t n, Fn&& fn) {
-  using Vec = std::conditional_t<sizeof(T) == 4, float4, double2>;
+  using Vec = uint4;  // 16 bytes: 8 bf16, 4 f32 or 2 f64
   constexpr int kPer = 16 / sizeof(T);  // elements per vector
   const int64_t thread = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
@@ -276,13 +280,14 @@ __global__ void __launch_bounds__(kStepThreads)
   }
 }
 
-template <class T, class K>
-__global__ void select_write(const SelectState<K>* state, T* out, int count) {
+// out[k] = the value whose bits are rank k's key (widened to O: f32 for bf16).
+template <class T, class K, class O>
+__global__ void select_write(const SelectState<K>* state, O* out, int count) {
   const int k = threadIdx.x;
   if (k >= count) return;
   T v;
   memcpy(&v, &state[k].prefix, sizeof(K));
-  out[k] = v;
+  out[k] = to_acc(v);
 }
 
 template <class T>
@@ -335,21 +340,23 @@ void abs_order_statistics_typed(const Tensor& x, const std::vector<int64_t>& ran
   // Enough blocks to stream x at full bandwidth; each flushes its histograms once.
   const unsigned blocks = std::min<unsigned>(blocks_for(n, 256), 132u * 4u);
   int shift = bits - kFirstDigitBits;
-  select_first_histogram<T, K><<<blocks, 256, 0, stream()>>>(x.data<T>(), n, hist);
+  const T* px = static_cast<const T*>(x.raw_data());  // (n)
+  select_first_histogram<T, K><<<blocks, 256, 0, stream()>>>(px, n, hist);
   SINKLAB_KERNEL_CHECK("abs_order_statistics first histogram");
   select_step<K><<<count, kStepThreads, 0, stream()>>>(state, hist, count, shift, widths[0]);
   SINKLAB_KERNEL_CHECK("abs_order_statistics first step");
   for (int p = 1; p < passes; ++p) {
     shift -= widths[p];
     unsigned long long* pass_hist = hist + p * region;  // (count, kBins)
-    select_histogram<T, K><<<blocks, 256, shared, stream()>>>(x.data<T>(), n, state, pass_hist,
+    select_histogram<T, K><<<blocks, 256, shared, stream()>>>(px, n, state, pass_hist,
                                                               count, shift, widths[p]);
     SINKLAB_KERNEL_CHECK("abs_order_statistics histogram");
     select_step<K><<<count, kStepThreads, 0, stream()>>>(state, pass_hist, count, shift,
                                                          widths[p]);
     SINKLAB_KERNEL_CHECK("abs_order_statistics step");
   }
-  select_write<T, K><<<1, 32, 0, stream()>>>(state, out.data<T>(), count);
+  using O = typename AccumulateIn<T>::type;
+  select_write<T, K, O><<<1, 32, 0, stream()>>>(state, out.data<O>(), count);
   SINKLAB_KERNEL_CHECK("abs_order_statistics write");
 }
 
@@ -358,10 +365,9 @@ void abs_order_statistics_cuda(const Tensor& x, const std::vector<int64_t>& rank
                 "abs_order_statistics: " << ranks.size() << " ranks in one call on "
                                          << x.device().str() << " (at most " << kMaxRanks << ")",
                 "split the ranks over several calls");
-  if (x.dtype() == DType::F32)
-    abs_order_statistics_typed<float>(x, ranks, out);
-  else
-    abs_order_statistics_typed<double>(x, ranks, out);
+  dispatch_storage(x.dtype(), "abs_order_statistics", [&](auto zero) {
+    abs_order_statistics_typed<decltype(zero)>(x, ranks, out);
+  });
 }
 
 }  // namespace

@@ -11,6 +11,8 @@ OpKernels<ActivationForwardFn, ActivationBackwardFn> silu_kernels{"silu", cpu::s
                                                                   cpu::silu_backward};
 OpKernels<GatedForwardFn, GatedBackwardFn> swiglu_kernels{"swiglu", cpu::swiglu_forward,
                                                           cpu::swiglu_backward};
+OpKernels<BiasActivationForwardFn, BiasActivationBackwardFn> bias_gelu_kernels{
+    "bias_gelu", cpu::bias_gelu_forward, cpu::bias_gelu_backward};
 
 namespace {
 
@@ -58,6 +60,41 @@ Tensor swiglu(const Tensor& gate, const Tensor& up) {
                      swiglu_kernels.backward(g.device())(g, gate, up, rg ? &gg : nullptr,
                                                          ru ? &gu : nullptr);
                      return std::vector<Tensor>{gg, gu};
+                   });
+  return y;
+}
+
+Tensor bias_gelu(const Tensor& x, const Tensor& bias) {
+  const char* op = "bias_gelu";
+  check_float_storage(x, op, "x");
+  check_contiguous(x, op, "x");
+  check_float(bias, op, "bias");
+  check_same_device(x, bias, op);
+  check_contiguous(bias, op, "bias");
+  SINKLAB_CHECK(x.dim() >= 1, ShapeError, op << ": x " << x.str() << " has no feature dim",
+                "x is (..., F)");
+  check_shape(bias, {x.size(-1)}, op, "bias");
+  SINKLAB_CHECK(bias.dtype() == (x.dtype() == DType::BF16 ? DType::F32 : x.dtype()), DTypeError,
+                op << ": bias " << bias.str() << " does not go with x " << x.str(),
+                "the bias has x's dtype (f32 with a bf16 x)");
+  const int64_t F = x.size(-1), rows = F > 0 ? x.numel() / F : 0;
+  Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());  // (..., F) like x
+  Tensor y2 = y.reshape_view({rows, F});                         // (rows, F)
+  bias_gelu_kernels.forward(x.device())(x.reshape_view({rows, F}), bias, y2);
+  autograd::record(y, op, {x, bias},
+                   [x = x.detach(), bias = bias.detach(), rows, F, rx = x.requires_grad(),
+                    rb = bias.requires_grad()](const Tensor& g) {
+                     SINKLAB_CHECK(g.dtype() == x.dtype() && g.is_contiguous(), DTypeError,
+                                   "bias_gelu backward: gradient " << g.str() << " for x "
+                                                                   << x.str(),
+                                   "the gradient of y has y's dtype and layout");
+                     Tensor gx = Tensor::empty({rows, F}, x.dtype(), x.device());  // (rows, F)
+                     Tensor gb = Tensor::empty({F}, bias.dtype(), bias.device());  // (F)
+                     bias_gelu_kernels.backward(g.device())(g.reshape_view({rows, F}),
+                                                            x.reshape_view({rows, F}), bias, gx,
+                                                            gb);
+                     return std::vector<Tensor>{rx ? gx.reshape_view(x.shape()) : Tensor(),
+                                                rb ? gb : Tensor()};
                    });
   return y;
 }

@@ -10,13 +10,8 @@ OpKernels<CrossEntropyForwardFn, CrossEntropyBackwardFn> cross_entropy_kernels{
 
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int32_t ignore_index) {
   const char* op = "cross_entropy";
-  check_defined(logits, op, "logits");
+  check_float_storage(logits, op, "logits");
   check_defined(targets, op, "targets");
-  SINKLAB_CHECK(logits.dtype() == DType::F32 || logits.dtype() == DType::F64 ||
-                    (logits.dtype() == DType::BF16 && logits.device().is_cuda()),
-                DTypeError,
-                op << ": logits " << logits.str() << " must be f32 or f64 (or bf16 on a GPU)",
-                "convert the logits with to_dtype(DType::F32)");
   check_dtype(targets, DType::I32, op, "targets");
   check_same_device(logits, targets, op);
   SINKLAB_CHECK(logits.dim() >= 1 && logits.size(-1) >= 1, ShapeError,

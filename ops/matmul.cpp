@@ -1,5 +1,7 @@
 #include "ops/matmul.h"
 
+#include <optional>
+
 #include "core/precision.h"
 #include "autograd/node.h"
 #include "ops/cpu/gemm.h"
@@ -27,12 +29,15 @@ Tensor as_batched(const Tensor& t) {
   return t.reshape_view({t.numel() / (rows * cols), rows, cols});
 }
 
-// c = op(a) @ op(b) for 3-D contiguous operands, c allocated here with `batch` entries.
-Tensor gemm3(const Tensor& a, bool ta, const Tensor& b, bool tb, int64_t batch) {
+// c = op(a) @ op(b) for 3-D contiguous operands, c allocated here with `batch` entries, in
+// out_dtype (by default a's dtype, f32 for bf16 operands).
+Tensor gemm3(const Tensor& a, bool ta, const Tensor& b, bool tb, int64_t batch,
+             std::optional<DType> out_dtype = std::nullopt) {
   const int64_t M = ta ? a.size(2) : a.size(1);
   const int64_t N = tb ? b.size(1) : b.size(2);
-  const DType out_dtype = a.dtype() == DType::BF16 ? DType::F32 : a.dtype();  // bf16 in, f32 out
-  Tensor c = Tensor::empty({batch, M, N}, out_dtype, a.device());
+  const DType c_dtype =
+      out_dtype.value_or(a.dtype() == DType::BF16 ? DType::F32 : a.dtype());  // bf16 in, f32 out
+  Tensor c = Tensor::empty({batch, M, N}, c_dtype, a.device());
   matmul_kernels.forward(a.device())(a, ta, b, tb, c, false);
   return c;
 }
@@ -110,7 +115,14 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool ta, bool tb) {
 
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& x_operand,
               LinearOutput output) {
-  check_operands(x, w, "linear");
+  if (x.dtype() == DType::BF16 && x.device().is_cuda()) {  // a bf16 activation, f32 weights
+    check_dtype(w, DType::F32, "linear", "w");
+    check_same_device(x, w, "linear");
+    check_contiguous(x, "linear", "x");
+    check_contiguous(w, "linear", "w");
+  } else {
+    check_operands(x, w, "linear");
+  }
   check_rank(w, 2, "linear", "w");
   SINKLAB_CHECK(x.dim() >= 1 && x.size(-1) == w.size(1), ShapeError,
                 "linear: x " << shape_str(x.shape()) << " does not match w "
@@ -118,7 +130,7 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor
                 "x's last dim must equal w's second dim");
   if (bias.defined()) {
     check_same_device(x, bias, "linear");
-    check_same_dtype(x, bias, "linear");
+    check_same_dtype(w, bias, "linear");
     check_shape(bias, {w.size(0)}, "linear", "bias");
   }
   const int64_t K = w.size(1), N = w.size(0), rows = x.numel() / K;
@@ -131,7 +143,7 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor
   Tensor x3 = (x_operand.defined() ? x_operand : tensor_core_operand(x))
                   .reshape_view({1, rows, K});                        // (1, rows, K)
   Tensor w3 = tensor_core_operand(w.reshape_view({1, N, K}));  // (1, N, K)
-  const DType y_dtype = output == LinearOutput::kOperandDType ? x3.dtype() : x.dtype();
+  const DType y_dtype = output == LinearOutput::kOperandDType ? x3.dtype() : w.dtype();
   SINKLAB_CHECK(y_dtype != DType::BF16 || !bias.defined(), ValueError,
                 "linear: a bias with a bf16 output (LinearOutput::kOperandDType) of x "
                     << x.str(),
@@ -142,15 +154,15 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor
   out_shape.back() = N;
   Tensor out = y.reshape_view(out_shape);
   autograd::record(out, "linear", {x, w, bias},
-                   [x3 = x3.detach(), w3 = w3.detach(),
-                    x_shape = x.shape(), rx = x.requires_grad(), rw = w.requires_grad(),
+                   [x3 = x3.detach(), w3 = w3.detach(), x_shape = x.shape(),
+                    x_dtype = x.dtype(), rx = x.requires_grad(), rw = w.requires_grad(),
                     rbias = bias.defined() && bias.requires_grad()](const Tensor& g) {
                      const int64_t N = w3.size(1), K = w3.size(2);
                      Tensor g2 = g.reshape_view({1, g.numel() / N, N});  // (1, rows, N)
                      // Rounded once for both products (a bf16 output's gradient already is).
                      Tensor g3 = tensor_core_operand(g2);
                      Tensor gx, gw, gbias;
-                     if (rx) gx = gemm3(g3, false, w3, false, 1).reshape_view(x_shape);
+                     if (rx) gx = gemm3(g3, false, w3, false, 1, x_dtype).reshape_view(x_shape);
                      if (rw) gw = gemm3(g3, true, x3, false, 1).reshape_view({N, K});
                      if (rbias) {
                        gbias = Tensor::empty({N}, g.dtype(), g.device());

@@ -4,29 +4,33 @@
 //   linear(x, w, bias): x (..., K), w (N, K), bias (N) or undefined -> x @ w^T + bias (..., N).
 //     x_operand (optional): tensor_core_operand(x) computed once by a caller that feeds one x to
 //     several linears (GPT-2's q, k, v), so x is rounded to bf16 once rather than per product.
-//     output: LinearOutput::kOperandDType stores the result in the product's operand dtype, bf16
-//     under Precision::BF16 on a GPU (x's dtype elsewhere), as PyTorch's autocast does: for a
-//     large output whose only consumer reads bf16 (the logits, read by cross_entropy), it halves
-//     the traffic and its gradient needs no rounding pass. No bias with a bf16 output.
+//     output: by default the result has w's dtype (f32 or f64, the parameters' and the
+//     residual stream's). LinearOutput::kOperandDType stores it in the product's operand dtype,
+//     bf16 under Precision::BF16 on a GPU (x's dtype elsewhere), as PyTorch's autocast does: for
+//     a large output whose only consumer reads bf16 (the logits, read by cross_entropy; GPT-2's
+//     FFN hidden, read by bias_gelu), it halves the traffic and its gradient needs no rounding
+//     pass. No bias with a bf16 output.
+//     x may be bf16 on a GPU (such an output, e.g. GELU's) with an f32 w: it is the operand as
+//     is, and its gradient is written in bf16.
 #pragma once
 #include "core/tensor.h"
 #include "ops/op_table.h"
 
 namespace sinklab::ops {
 
-enum class LinearOutput { kInputDType, kOperandDType };
+enum class LinearOutput { kWeightDType, kOperandDType };
 
 Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a = false, bool trans_b = false);
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias = Tensor(),
               const Tensor& x_operand = Tensor(),
-              LinearOutput output = LinearOutput::kInputDType);
+              LinearOutput output = LinearOutput::kWeightDType);
 
 using GemmFn = void (*)(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Tensor& c,
                         bool accumulate);
 using BiasGradFn = void (*)(const Tensor& grad, Tensor& grad_bias);
 using RoundFn = void (*)(const Tensor& x, Tensor& out);
 // y (1, rows, N) = x (1, rows, K) @ w (1, N, K)^T + bias (N) (bias may be undefined); y is f32
-// or f64 like x, or bf16 (CUDA only, no bias) for LinearOutput::kOperandDType.
+// or f64 like w, or bf16 (CUDA only, no bias) for LinearOutput::kOperandDType.
 using LinearFn = void (*)(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y);
 // Backward of a product is two more products; linear's bias gradient is a column sum.
 extern OpKernels<GemmFn, GemmFn> matmul_kernels;

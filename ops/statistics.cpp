@@ -9,29 +9,33 @@ OpKernels<RowStatisticsFn, RowStatisticsFn> row_statistics_kernels{
 OpKernels<AbsOrderStatisticsFn, AbsOrderStatisticsFn> abs_order_statistics_kernels{
     "abs_order_statistics", cpu::abs_order_statistics, nullptr};
 
+namespace {
+// f32 or f64 like x; f32 for a bf16 x (its values are exact in f32).
+DType result_dtype(const Tensor& x) { return x.dtype() == DType::BF16 ? DType::F32 : x.dtype(); }
+}  // namespace
+
 Tensor row_statistics(const Tensor& x) {
-  check_defined(x, "row_statistics", "x");
-  check_float(x, "row_statistics", "x");
+  check_float_storage(x, "row_statistics", "x");
   check_contiguous(x, "row_statistics", "x");
   SINKLAB_CHECK(x.dim() >= 1 && x.size(-1) > 0, ShapeError,
                 "row_statistics: x " << shape_str(x.shape()) << " has no rows to reduce",
                 "pass a tensor whose last dimension is at least 1");
   const int64_t R = x.numel() / x.size(-1);
-  Tensor out = Tensor::empty({R, kRowStats}, x.dtype(), x.device());  // (R, 5), RowStatistic
+  Tensor out = Tensor::empty({R, kRowStats}, result_dtype(x), x.device());  // (R, 5), RowStatistic
   if (R > 0) row_statistics_kernels.forward(x.device())(x, out);
   return out;
 }
 
 Tensor abs_order_statistics(const Tensor& x, const std::vector<int64_t>& ranks) {
-  check_defined(x, "abs_order_statistics", "x");
-  check_float(x, "abs_order_statistics", "x");
+  check_float_storage(x, "abs_order_statistics", "x");
   check_contiguous(x, "abs_order_statistics", "x");
   for (int64_t r : ranks)
     SINKLAB_CHECK(r >= 0 && r < x.numel(), ShapeError,
                   "abs_order_statistics: rank " << r << " is outside x " << shape_str(x.shape())
                                                 << " (" << x.numel() << " elements)",
                   "ranks count from 0 (the smallest |x|) to numel - 1 (the largest)");
-  Tensor out = Tensor::empty({static_cast<int64_t>(ranks.size())}, x.dtype(), x.device());  // (K)
+  Tensor out = Tensor::empty({static_cast<int64_t>(ranks.size())}, result_dtype(x),
+                             x.device());  // (K)
   if (!ranks.empty()) abs_order_statistics_kernels.forward(x.device())(x, ranks, out);
   return out;
 }

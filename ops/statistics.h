@@ -1,7 +1,9 @@
 // Statistics probes for the sink metrics: reductions that turn a large activation into a few
 // numbers on the tensor's own device, so that only those numbers travel to the host. No
 // gradient (probes, like attention_key_mass); f32 or f64 input, output in the input's dtype,
-// sums accumulated in double on the CPU and in fp32/f64 (f32/f64 input) on the GPU.
+// sums accumulated in double on the CPU and in fp32/f64 (f32/f64 input) on the GPU. On a GPU
+// the input may also be bf16 (GPT-2's FFN hidden under bf16): the output is then f32, sums in
+// f32, and the order statistics exact (radix select on the 16-bit keys).
 //
 //   row_statistics(x): x (..., D) contiguous, viewed as R = numel / D rows of D
 //     -> (R, 5): [mean, variance (population, over D), l2 norm, mean |x|, max |x|] of every row.

@@ -2,6 +2,7 @@
 // reference on random inputs (odd sizes too). Skipped where no GPU is present.
 #include "core/precision.h"
 #include "ops/elementwise.h"
+#include "ops/activations.h"
 #include "ops/matmul.h"
 #include "ops/reduce.h"
 #include "ops/shape_ops.h"
@@ -103,6 +104,30 @@ TEST_CASE("cuda: bf16 tensor-core products match the CPU within bf16 rounding", 
     test::require_error<ValueError>(
         [&] { (void)ops::linear(xg, wg, bg, Tensor(), ops::LinearOutput::kOperandDType); },
         {"linear", "bias", "bf16"});
+  }
+  // GPT-2's FFN under bf16: c_fc writes bf16, bias_gelu reads and writes bf16, c_proj reads the
+  // bf16 hidden as its operand and writes f32; the hidden's gradient is bf16 throughout.
+  {
+    Tensor h = random_tensor({4, 9, 129}, 20, DType::F32, 1.0, true);
+    Tensor w_fc = random_tensor({127, 129}, 21, DType::F32, 0.1, true);
+    Tensor b_fc = random_tensor({127}, 22, DType::F32, 1.0, true);
+    Tensor w_proj = random_tensor({65, 127}, 23, DType::F32, 0.1, true);
+    Tensor b_proj = random_tensor({65}, 24, DType::F32, 1.0, true);
+    const auto mlp = [](const auto& in) {
+      Tensor fc = ops::linear(in[0], in[1], Tensor(), Tensor(), ops::LinearOutput::kOperandDType);
+      return ops::linear(ops::bias_gelu(fc, in[2]), in[3], in[4]);
+    };
+    require_cuda_matches_cpu(mlp, {h, w_fc, b_fc, w_proj, b_proj}, loose);
+    std::vector<Tensor> on_gpu;
+    for (const Tensor& t : {h, w_fc, b_fc}) on_gpu.push_back(t.detach().to_device(Device::cuda()));
+    Tensor fc = ops::linear(on_gpu[0], on_gpu[1], Tensor(), Tensor(),
+                            ops::LinearOutput::kOperandDType);
+    Tensor u = ops::bias_gelu(fc, on_gpu[2]);
+    REQUIRE(u.dtype() == DType::BF16);
+    REQUIRE(ops::linear(u, w_proj.detach().to_device(Device::cuda())).dtype() == DType::F32);
+    // A bf16 x goes with f32 weights only.
+    Tensor w64 = w_proj.detach().to_dtype(DType::F64).to_device(Device::cuda());
+    test::require_error<DTypeError>([&] { (void)ops::linear(u, w64); }, {"linear", "w", "f64"});
   }
   // Really on the tensor-core path: not bit-identical to the exact fp32 product.
   Tensor xg = x.detach().to_device(Device::cuda()), wg = w.detach().to_device(Device::cuda());

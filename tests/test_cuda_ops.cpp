@@ -1,4 +1,4 @@
-// [cuda] layernorm, rmsnorm, headwise_rmsnorm, gelu, silu, swiglu and embedding against the CPU
+// [cuda] layernorm, rmsnorm, headwise_rmsnorm, gelu, silu, swiglu, bias_gelu and embedding against the CPU
 // reference on random inputs (odd sizes, several row counts), forward and backward; the
 // parameter gradients bit-identical across two GPU runs; a bad embedding id as a ValueError.
 // Skipped where no GPU is present.
@@ -193,6 +193,22 @@ TEST_CASE("cuda: gelu, silu and swiglu match the CPU, forward and backward", "[c
       Tensor gate_const = random_tensor(shape, 153, dt, 3.0, false);
       require_cuda_matches_cpu([](const auto& in) { return ops::swiglu(in[0], in[1]); },
                                {gate_const, up}, tolerance(dt));
+    }
+}
+
+TEST_CASE("cuda: bias_gelu matches the CPU, forward and backward (grad bias deterministic)",
+          "[cuda]") {
+  SINKLAB_REQUIRE_CUDA();
+  for (DType dt : {DType::F32, DType::F64})
+    // F not a multiple of 4 takes the element-wise path; {600, 12} sums 600 rows into grad bias.
+    for (Shape shape : {Shape{5, 7}, Shape{3, 11, 33}, Shape{5, 1001}, Shape{4, 1024},
+                        Shape{600, 12}}) {
+      INFO(dtype_label(dt) << " " << shape_str(shape));
+      Tensor x = random_tensor(shape, 154, dt, 3.0, true);
+      Tensor bias = random_tensor({shape.back()}, 155, dt, 1.0, true);
+      const auto f = [](const auto& in) { return ops::bias_gelu(in[0], in[1]); };
+      require_cuda_matches_cpu(f, {x, bias}, tolerance(dt, shape[0]));
+      require_deterministic(f, {x, bias});
     }
 }
 

@@ -1,5 +1,6 @@
 // [cuda] statistics probes (row statistics, exact order statistics of |x|) against the CPU
-// reference on random inputs of odd sizes; bit-identical across two GPU runs.
+// reference on random inputs of odd sizes (f32, f64, and bf16 against its f32 values);
+// bit-identical across two GPU runs.
 #include <cmath>
 #include <vector>
 
@@ -39,6 +40,34 @@ TEST_CASE("cuda: abs_order_statistics is exact (median, top 3, minimum)", "[cuda
   Tensor x = Tensor::from_doubles({-2, 0, 2, NAN, -INFINITY, 1, 0, -1}, {8}, DType::F32);
   const std::vector<int64_t> all = {0, 1, 2, 3, 4, 5, 6, 7};
   std::vector<double> v = ops::abs_order_statistics(x.to_device(Device::cuda()), all).to_doubles();
+  const std::vector<double> expected = {0, 0, 1, 1, 2, 2, INFINITY};
+  for (int i = 0; i < 7; ++i) REQUIRE(v[i] == expected[i]);
+  REQUIRE(std::isnan(v[7]));
+}
+
+TEST_CASE("cuda: statistics of a bf16 tensor equal the CPU's on its f32 values", "[cuda]") {
+  SINKLAB_REQUIRE_CUDA();
+  // GPT-2's FFN hidden is bf16 under bf16 on a GPU: the probes read it as is, output f32.
+  for (Shape shape : {Shape{3, 5, 37}, Shape{2, 129, 768}, Shape{(int64_t{1} << 20) + 77}}) {
+    INFO(shape_str(shape));
+    const Tensor bf16 = random_tensor(shape, 913, DType::F32, 5.0).to_dtype(DType::BF16);
+    const Tensor values = bf16.to_dtype(DType::F32);  // exact
+    const Tensor on_gpu = bf16.to_device(Device::cuda());
+    const int64_t n = values.numel();
+    const std::vector<int64_t> ranks = {0, n / 2 - 1, n / 2, n - 3, n - 2, n - 1};
+    Tensor gpu = ops::abs_order_statistics(on_gpu, ranks);
+    REQUIRE(gpu.dtype() == DType::F32);
+    require_close(gpu.to_device(Device::cpu()), ops::abs_order_statistics(values, ranks), 0, 0);
+    Tensor rows = ops::row_statistics(on_gpu);
+    REQUIRE(rows.dtype() == DType::F32);
+    require_close(rows.to_device(Device::cpu()), ops::row_statistics(values), 1e-5, 1e-5);
+  }
+  // Ties, zeros, infinities and NaN in bf16 too.
+  Tensor x = Tensor::from_doubles({-2, 0, 2, NAN, -INFINITY, 1, 0, -1}, {8}, DType::F32)
+                 .to_dtype(DType::BF16)
+                 .to_device(Device::cuda());
+  const std::vector<int64_t> all = {0, 1, 2, 3, 4, 5, 6, 7};
+  std::vector<double> v = ops::abs_order_statistics(x, all).to_doubles();
   const std::vector<double> expected = {0, 0, 1, 1, 2, 2, INFINITY};
   for (int i = 0; i < 7; ++i) REQUIRE(v[i] == expected[i]);
   REQUIRE(std::isnan(v[7]));

@@ -1,4 +1,4 @@
-// gelu, silu, swiglu and embedding: forward against a naive fp64 evaluation (f64 and f32),
+// gelu, silu, swiglu, bias_gelu and embedding: forward against a naive fp64 evaluation (f64 and f32),
 // backward by gradient check and f32 against f64, the embedding table gradient (repeated ids,
 // determinism), and bad input by error.
 #include <cmath>
@@ -86,6 +86,51 @@ TEST_CASE("gelu, silu and swiglu backward (gradcheck)", "[ops][grad]") {
                                     w);
   test::require_f32_gradients_match([](const auto& in) { return ops::swiglu(in[0], in[1]); },
                                     {xl, ul}, {true, true}, w);
+}
+
+TEST_CASE("bias_gelu equals gelu(x + bias), forward and backward", "[ops][grad]") {
+  for (DType dtype : {DType::F64, DType::F32})
+    for (const Shape& shape : {Shape{3, 7}, Shape{2, 5, 4}, Shape{1, 1}}) {
+      Tensor x = activation_input(shape, 260, dtype);
+      Tensor bias = random_tensor({shape.back()}, 261, dtype);
+      std::vector<double> xv = x.to_doubles(), bv = bias.to_doubles(), expected(xv.size());
+      for (size_t i = 0; i < xv.size(); ++i) {
+        // The sum rounded to the dtype first, as the product's bias epilogue would leave it.
+        const double sum = dtype == DType::F32
+                               ? static_cast<double>(static_cast<float>(xv[i]) +
+                                                     static_cast<float>(bv[i % bv.size()]))
+                               : xv[i] + bv[i % bv.size()];
+        expected[i] = naive_gelu(sum);
+      }
+      INFO(x.str());
+      Tensor y = ops::bias_gelu(x, bias);
+      REQUIRE(y.shape() == shape);
+      REQUIRE(y.dtype() == dtype);
+      require_close(y, expected, tol_for(dtype), tol_for(dtype));
+    }
+  Tensor x = random_tensor({4, 6}, 262, DType::F64, 2.0, true);
+  Tensor bias = random_tensor({6}, 263, DType::F64, 1.0, true);
+  require_gradients([](const auto& in) { return ops::bias_gelu(in[0], in[1]); }, {x, bias});
+  Tensor x3 = random_tensor({2, 3, 5}, 264, DType::F64, 2.0, true);
+  Tensor b5 = random_tensor({5}, 265, DType::F64, 1.0, true);
+  require_gradients([](const auto& in) { return ops::bias_gelu(in[0], in[1]); }, {x3, b5});
+  Tensor xl = random_tensor({5, 8}, 266, DType::F64, 2.0), bl = random_tensor({8}, 267);
+  test::require_f32_gradients_match([](const auto& in) { return ops::bias_gelu(in[0], in[1]); },
+                                    {xl, bl}, {true, true}, random_tensor({5, 8}, 268));
+}
+
+TEST_CASE("bias_gelu rejects bad input naming the op and the argument", "[ops][errors]") {
+  Tensor x = random_tensor({3, 7}, 270);
+  require_error<ShapeError>([&] { ops::bias_gelu(x, random_tensor({6}, 271)); },
+                            {"bias_gelu", "bias", "(7,)"});
+  require_error<DTypeError>([&] { ops::bias_gelu(x, random_tensor({7}, 272, DType::F32)); },
+                            {"bias_gelu", "bias", "f32(7,)", "f64(3, 7)"});
+  require_error<DTypeError>(
+      [&] { ops::bias_gelu(x.to_dtype(DType::BF16), random_tensor({7}, 273, DType::F32)); },
+      {"bias_gelu", "x", "bf16", "to_dtype"});
+  Tensor strided = random_tensor({7, 3}, 274).transpose_view(0, 1);  // (3, 7), strided
+  require_error<ShapeError>([&] { ops::bias_gelu(strided, random_tensor({7}, 275)); },
+                            {"bias_gelu", "x", "contiguous"});
 }
 
 TEST_CASE("activations reject bad input naming the op and the shapes", "[ops][errors]") {

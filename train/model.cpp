@@ -218,7 +218,11 @@ Tensor GPT::ffn_block(int64_t layer, const Tensor& h, LayerCapture* capture) con
     u = ops::swiglu(ops::linear(h, p(pre + "gate_proj.weight")),
                     ops::linear(h, p(pre + "up_proj.weight")));
   } else {
-    u = ops::gelu(ops::linear(h, p(pre + "c_fc.weight"), p(pre + "c_fc.bias")));
+    // c_fc's bias rides the activation: under bf16 on a GPU the product writes its (B, T, F)
+    // output once in bf16 and bias_gelu reads and writes bf16, as autocast stores them.
+    Tensor fc = ops::linear(h, p(pre + "c_fc.weight"), Tensor(), Tensor(),
+                            ops::LinearOutput::kOperandDType);  // (B, T, F)
+    u = ops::bias_gelu(fc, p(pre + "c_fc.bias"));
   }
   if (capture) capture->ffn_hidden = detached(u);
   if (is_llama(cfg_)) return ops::linear(u, p(pre + "down_proj.weight"));

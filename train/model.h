@@ -20,7 +20,7 @@ struct LayerCapture {
   Tensor lse;             // (B, NH, T) log-sum-exp of attention (undefined for sigmoid)
   Tensor attn_out;        // (B, T, NH, HS) o before head-wise RMSNorm
   Tensor attn_out_normed; // (B, T, NH, HS) o after head-wise RMSNorm (undefined when off)
-  Tensor ffn_hidden;      // (B, T, F) u = act(W1 x) * (W3 x), or GELU(W_fc x)
+  Tensor ffn_hidden;      // (B, T, F) u = act(W1 x) * (W3 x), or GELU(W_fc x + b) (GPU bf16: bf16)
   ops::AttentionOptions attention;  // the layer's attention as it ran (mode, isolate mask)
 };
 struct ForwardCapture {

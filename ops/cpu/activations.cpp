@@ -1,5 +1,6 @@
 #include "ops/cpu/activations.h"
 
+#include <algorithm>
 #include <cmath>
 #include <tuple>
 
@@ -74,6 +75,47 @@ void swiglu_backward(const Tensor& grad, const Tensor& gate, const Tensor& up, T
   if (grad_up)
     map_elements("swiglu", *grad_up, [](double g, double a) { return g * silu_value(a); }, grad,
                  gate);
+}
+
+void bias_gelu_forward(const Tensor& x, const Tensor& bias, Tensor& out) {
+  const int64_t rows = x.size(0), F = x.size(1);
+  dispatch_float(x.dtype(), "bias_gelu", [&](auto zero) {
+    using T = decltype(zero);
+    const T* px = x.data<T>();     // (rows, F)
+    const T* pb = bias.data<T>();  // (F)
+    T* po = out.data<T>();         // (rows, F)
+    parallel_for(rows, [&](int64_t r) {
+      for (int64_t c = 0; c < F; ++c) {
+        const T v = px[r * F + c] + pb[c];
+        po[r * F + c] = static_cast<T>(gelu_value(static_cast<double>(v)));
+      }
+    }, std::max<int64_t>(1, kGrain / std::max<int64_t>(F, 1)));
+  });
+}
+
+void bias_gelu_backward(const Tensor& grad, const Tensor& x, const Tensor& bias, Tensor& grad_x,
+                        Tensor& grad_bias) {
+  const int64_t rows = x.size(0), F = x.size(1);
+  dispatch_float(x.dtype(), "bias_gelu", [&](auto zero) {
+    using T = decltype(zero);
+    const T* pg = grad.data<T>();  // (rows, F)
+    const T* px = x.data<T>();     // (rows, F)
+    const T* pb = bias.data<T>();  // (F)
+    T* pgx = grad_x.data<T>();     // (rows, F)
+    parallel_for(rows, [&](int64_t r) {
+      for (int64_t c = 0; c < F; ++c) {
+        const T v = px[r * F + c] + pb[c];
+        pgx[r * F + c] = static_cast<T>(static_cast<double>(pg[r * F + c]) *
+                                        gelu_derivative(static_cast<double>(v)));
+      }
+    }, std::max<int64_t>(1, kGrain / std::max<int64_t>(F, 1)));
+    T* pgb = grad_bias.data<T>();  // (F): rows summed in order, in double
+    parallel_for(F, [&](int64_t c) {
+      double s = 0;
+      for (int64_t r = 0; r < rows; ++r) s += static_cast<double>(pgx[r * F + c]);
+      pgb[c] = static_cast<T>(s);
+    }, 64);
+  });
 }
 
 }  // namespace sinklab::cpu

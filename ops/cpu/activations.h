@@ -1,4 +1,4 @@
-// CPU reference kernels for gelu, silu and swiglu. Contiguous tensors of one shape; the math is
+// CPU reference kernels for gelu, silu, swiglu and bias_gelu. Contiguous tensors of one shape; the math is
 // done in double per element (silu and swiglu share one silu and one silu-derivative function).
 #pragma once
 #include "core/tensor.h"
@@ -13,5 +13,11 @@ void swiglu_forward(const Tensor& gate, const Tensor& up, Tensor& out);
 // grad_gate = grad * up * silu'(gate), grad_up = grad * silu(gate); null pointers are skipped.
 void swiglu_backward(const Tensor& grad, const Tensor& gate, const Tensor& up, Tensor* grad_gate,
                      Tensor* grad_up);
+// x, out (rows, F), bias (F): out = gelu(x + bias), the sum rounded to the dtype first (as a
+// product with its bias added would be).
+void bias_gelu_forward(const Tensor& x, const Tensor& bias, Tensor& out);
+// grad_x = grad * gelu'(x + bias); grad_bias[c] = sum over rows of grad_x[r, c] (in double).
+void bias_gelu_backward(const Tensor& grad, const Tensor& x, const Tensor& bias, Tensor& grad_x,
+                        Tensor& grad_bias);
 
 }  // namespace sinklab::cpu
