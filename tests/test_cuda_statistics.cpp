@@ -60,7 +60,8 @@ TEST_CASE("cuda: statistics of a bf16 tensor equal the CPU's on its f32 values",
     require_close(gpu.to_device(Device::cpu()), ops::abs_order_statistics(values, ranks), 0, 0);
     Tensor rows = ops::row_statistics(on_gpu);
     REQUIRE(rows.dtype() == DType::F32);
-    require_close(rows.to_device(Device::cpu()), ops::row_statistics(values), 1e-5, 1e-5);
+    // f32 sums over rows of up to 2^20 elements against the CPU's double: 1e-4 relative.
+    require_close(rows.to_device(Device::cpu()), ops::row_statistics(values), 1e-4, 1e-5);
   }
   // Ties, zeros, infinities and NaN in bf16 too.
   Tensor x = Tensor::from_doubles({-2, 0, 2, NAN, -INFINITY, 1, 0, -1}, {8}, DType::F32)

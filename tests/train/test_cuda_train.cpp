@@ -165,10 +165,13 @@ TEST_CASE("cuda: GPT-2 under bf16 (bf16 FFN hidden) agrees with the CPU: loss, g
   cfg.vocab_size = 50;
   GPT cpu_model(cfg, 7, DType::F32, Device::cpu());
   GPT gpu_model(cfg, 7, DType::F32, Device::cuda());
-  std::vector<int32_t> ids, next;
-  for (int i = 0; i < 3 * 38; ++i) ids.push_back(philox4x32_10(3, 2, i).v[0] % 50);
-  next.assign(ids.begin() + 1, ids.end());
-  ids.pop_back();
+  std::vector<int32_t> ids, next;  // 3 sequences of 38 tokens: inputs and next-token targets
+  for (int b = 0; b < 3; ++b)
+    for (int t = 0; t < 38; ++t) {
+      const int32_t token = static_cast<int32_t>(philox4x32_10(3, b, t).v[0] % 50);
+      if (t < 37) ids.push_back(token);
+      if (t > 0) next.push_back(token);
+    }
   const Tensor x = Tensor::from_ints(ids, {3, 37}), y = Tensor::from_ints(next, {3, 37});
   PrecisionGuard bf16(Precision::BF16);
   const ForwardCapture cpu_cap = test::capture_of(cpu_model, x);
