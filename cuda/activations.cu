@@ -4,11 +4,13 @@
 // (non-fast-math) tanh/exp.
 // bias_gelu: x (rows, F) stored in f32, f64 or bf16 (math in f32 for bf16), bias (F). Forward:
 // a thread owns four consecutive columns (their bias in registers; one 8-, 16- or 32-byte access
-// per buffer when F % 4 == 0 and the buffers are aligned) and walks the rows. Backward: one pass
-// writes grad x and the per-chunk column partials of grad bias (cuda/column_sums.cuh: fixed
-// order, deterministic), summed before grad x is rounded to its storage type.
+// per buffer when F % 4 == 0 and the buffers are aligned) and walks the rows. Backward: the same
+// layout over a chunk of rows per block writes grad x and the chunk's column partials of grad
+// bias (summed before grad x is rounded to its storage type); column_finish_kernel
+// (cuda/column_sums.cuh) adds the chunks in order: deterministic.
 #include <algorithm>
 #include <cstdint>
+#include <initializer_list>
 
 #include "cuda/check.h"
 #include "core/dispatch.h"
@@ -157,23 +159,53 @@ __global__ void __launch_bounds__(kBiasCols * kBiasRows)
   }
 }
 
-// One element of the backward: grad_x[r, c] = grad * gelu'(x + bias[c]) (rounded to S), and its
-// unrounded value added to the column partial of grad bias.
+// grad, x, grad_x (rows, F) in S; bias (F) in A. Block kBiasCols * kBiasRows threads in x, four
+// columns each; blockIdx.y is a chunk of rows: grad_x = grad * gelu'(x + bias) (rounded to S),
+// and partial (chunks, F) in f64 gets the chunk's column sums of the unrounded values, in row
+// order (column_finish_kernel then adds the chunks in order: deterministic).
 template <class S>
-struct BiasGeluGradTerm {
+__global__ void __launch_bounds__(kBiasCols * kBiasRows)
+    bias_gelu_backward_kernel(const S* __restrict__ grad, const S* __restrict__ x,
+                              const typename AccumulateIn<S>::type* __restrict__ bias,
+                              S* __restrict__ grad_x, double* __restrict__ partial, int64_t rows,
+                              int64_t F, int64_t rows_per_chunk, bool packed) {
   using A = typename AccumulateIn<S>::type;
-  const S* grad;  // (rows, F)
-  const S* x;     // (rows, F)
-  const A* bias;  // (F)
-  S* grad_x;      // (rows, F)
-  int64_t F;
-  __device__ void operator()(int64_t r, int64_t c, A* acc) const {
-    const int64_t i = r * F + c;
-    const A g = to_acc(grad[i]) * gelu_derivative(to_acc(x[i]) + bias[c]);
-    grad_x[i] = from_acc<S>(g);
-    acc[0] += g;
+  const int64_t c0 = 4 * (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x);
+  if (c0 >= F) return;
+  const int width = static_cast<int>(F - c0 < 4 ? F - c0 : 4);
+  A b[4], acc[4];
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    b[j] = j < width ? bias[c0 + j] : A(0);
+    acc[j] = A(0);
   }
-};
+  const int64_t r0 = blockIdx.y * rows_per_chunk;
+  const int64_t r1 = r0 + rows_per_chunk < rows ? r0 + rows_per_chunk : rows;
+#pragma unroll 4
+  for (int64_t r = r0; r < r1; ++r) {
+    const Quad<S> g = load_quad(grad + r * F + c0, width, packed);
+    const Quad<S> v = load_quad(x + r * F + c0, width, packed);
+    Quad<S> out;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const A d = to_acc(g.v[j]) * gelu_derivative(to_acc(v.v[j]) + b[j]);
+      out.v[j] = from_acc<S>(d);
+      acc[j] += d;
+    }
+    store_quad(grad_x + r * F + c0, out, width, packed);
+  }
+  for (int j = 0; j < width; ++j)
+    partial[blockIdx.y * F + c0 + j] = static_cast<double>(acc[j]);
+}
+
+// Whether rows of F elements of S at these addresses move four at a time.
+template <class S>
+bool quad_packed(int64_t F, std::initializer_list<const void*> buffers) {
+  if (F % 4 != 0) return false;
+  for (const void* p : buffers)
+    if (reinterpret_cast<uintptr_t>(p) % (4 * sizeof(S)) != 0) return false;
+  return true;
+}
 
 void bias_gelu_forward_cuda(const Tensor& x, const Tensor& bias, Tensor& out) {
   const int64_t rows = x.size(0), F = x.size(1);
@@ -181,9 +213,7 @@ void bias_gelu_forward_cuda(const Tensor& x, const Tensor& bias, Tensor& out) {
   dispatch_storage(x.dtype(), "bias_gelu forward", [&](auto zero) {
     using S = decltype(zero);
     using A = typename AccumulateIn<S>::type;
-    const uintptr_t quad = 4 * sizeof(S);
-    const bool packed = F % 4 == 0 && reinterpret_cast<uintptr_t>(x.raw_data()) % quad == 0 &&
-                        reinterpret_cast<uintptr_t>(out.raw_data()) % quad == 0;
+    const bool packed = quad_packed<S>(F, {x.raw_data(), out.raw_data()});
     const int64_t col_blocks = (F + 4 * kBiasCols - 1) / (4 * kBiasCols);
     // About 4096 blocks: each thread walks rows / (grid.y * 4) rows with its bias in registers.
     const int64_t row_blocks = std::clamp<int64_t>(4096 / col_blocks, 1,
@@ -200,14 +230,28 @@ void bias_gelu_forward_cuda(const Tensor& x, const Tensor& bias, Tensor& out) {
 void bias_gelu_backward_cuda(const Tensor& grad, const Tensor& x, const Tensor& bias,
                              Tensor& grad_x, Tensor& grad_bias) {
   const int64_t rows = x.size(0), F = x.size(1);
+  if (F == 0) return;
+  constexpr int threads = kBiasCols * kBiasRows;
+  const int64_t col_blocks = (F + 4 * threads - 1) / (4 * threads);
+  // About 1024 blocks: enough to stream the rows at full bandwidth, few partials to add.
+  const int64_t chunks = std::clamp<int64_t>(1024 / col_blocks, 1, std::max<int64_t>(rows, 1));
+  const int64_t rows_per_chunk = std::max<int64_t>(1, (rows + chunks - 1) / chunks);
+  const int64_t used = std::max<int64_t>(1, (rows + rows_per_chunk - 1) / rows_per_chunk);  // <= 1024
+  Tensor partial = Tensor::empty({used, F}, DType::F64, x.device());  // (chunks, F)
   dispatch_storage(x.dtype(), "bias_gelu backward", [&](auto zero) {
     using S = decltype(zero);
     using A = typename AccumulateIn<S>::type;
-    const BiasGeluGradTerm<S> term{static_cast<const S*>(grad.raw_data()),
-                                   static_cast<const S*>(x.raw_data()), bias.data<A>(),
-                                   static_cast<S*>(grad_x.raw_data()), F};
-    column_sums<A, 1>(rows, F, term, grad_bias.data<A>(), nullptr, x.device(),
-                      "bias_gelu backward");
+    const bool packed = quad_packed<S>(F, {grad.raw_data(), x.raw_data(), grad_x.raw_data()});
+    bias_gelu_backward_kernel<S><<<dim3(static_cast<unsigned>(col_blocks),
+                                        static_cast<unsigned>(used)),
+                                   threads, 0, stream()>>>(
+        static_cast<const S*>(grad.raw_data()), static_cast<const S*>(x.raw_data()),
+        bias.data<A>(), static_cast<S*>(grad_x.raw_data()), partial.data<double>(), rows, F,
+        rows_per_chunk, packed);
+    SINKLAB_KERNEL_CHECK("bias_gelu backward");
+    column_finish_kernel<A, 1><<<blocks_for(F), 256, 0, stream()>>>(
+        partial.data<double>(), used, F, grad_bias.data<A>(), nullptr);
+    SINKLAB_KERNEL_CHECK("bias_gelu backward (bias)");
   });
 }
 
