@@ -187,12 +187,11 @@ const LtPlan& lt_plan(const LtKey& key) {
   return plans.emplace(key, plan).first->second;
 }
 
-// c (batch, M, N) f32 or bf16 = op(a16) op(b16) (+ addend, c's shape and dtype, when given: c
-// itself to accumulate, or another buffer such as a residual) (+ bias (N) per row when given),
-// a16/b16 bf16, fp32 accumulation. False when cuBLASLt has no algorithm for the shape or an
-// operand is not 256-byte aligned (the caller falls back).
-bool lt_gemm(const Tensor& a16, bool ta, const Tensor& b16, bool tb, Tensor& c,
-             const void* addend, const float* bias) {
+// c (batch, M, N) f32 or bf16 = op(a16) op(b16) (+ c when accumulate) (+ bias (N) per row when
+// given), a16/b16 bf16, fp32 accumulation. False when cuBLASLt has no algorithm for the shape or
+// an operand is not 256-byte aligned (the caller falls back).
+bool lt_gemm(const Tensor& a16, bool ta, const Tensor& b16, bool tb, Tensor& c, bool accumulate,
+             const float* bias) {
   const int64_t batch = c.size(0), M = c.size(1), N = c.size(2);
   const int64_t K = ta ? a16.size(1) : a16.size(2);
   const long long stride_a = a16.size(0) == 1 ? 0 : M * K;
@@ -200,7 +199,7 @@ bool lt_gemm(const Tensor& a16, bool ta, const Tensor& b16, bool tb, Tensor& c,
   // The plans assume cuBLASLt's default 256-byte operand alignment (fresh allocations); views
   // that start elsewhere (a narrowed bias, a sliced operand) take the fallback instead.
   for (const void* p : {a16.raw_data(), b16.raw_data(), static_cast<const void*>(c.raw_data()),
-                        addend, static_cast<const void*>(bias)})
+                        static_cast<const void*>(bias)})
     if (p != nullptr && reinterpret_cast<uintptr_t>(p) % 256 != 0) return false;
   const LtPlan& plan = lt_plan({batch, M, N, K, stride_a, stride_b, ta, tb, bias != nullptr,
                                 c.dtype() == DType::BF16});
@@ -208,11 +207,10 @@ bool lt_gemm(const Tensor& a16, bool ta, const Tensor& b16, bool tb, Tensor& c,
   if (bias)
     SINKLAB_CUBLASLT_CHECK(cublasLtMatmulDescSetAttribute(
         plan.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
-  const float alpha = 1.0f, beta = addend ? 1.0f : 0.0f;
+  const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
   SINKLAB_CUBLASLT_CHECK(cublasLtMatmul(lt_handle(), plan.desc, &alpha, b16.raw_data(), plan.a,
-                                        a16.raw_data(), plan.b, &beta,
-                                        addend ? addend : c.raw_data(), plan.c, c.raw_data(),
-                                        plan.c, &plan.algo, lt_workspace(),
+                                        a16.raw_data(), plan.b, &beta, c.raw_data(), plan.c,
+                                        c.raw_data(), plan.c, &plan.algo, lt_workspace(),
                                         kLtWorkspaceBytes, stream()));
   return true;
 }
@@ -245,8 +243,7 @@ void batched_gemm_cuda(const Tensor& a, bool trans_a, const Tensor& b, bool tran
     // bf16 operands as given, or rounded here (one pass each) when they come as f32.
     const Tensor a16 = a.dtype() == DType::BF16 ? a : bf16_copy(a);  // a's shape, bf16
     const Tensor b16 = b.dtype() == DType::BF16 ? b : bf16_copy(b);  // b's shape, bf16
-    if (lt_gemm(a16, trans_a, b16, trans_b, c, accumulate ? c.raw_data() : nullptr, nullptr))
-      return;
+    if (lt_gemm(a16, trans_a, b16, trans_b, c, accumulate, nullptr)) return;
     SINKLAB_CUBLAS_CHECK(cublasGemmStridedBatchedEx(
         handle(true), op_b, op_a, static_cast<int>(N), static_cast<int>(M), static_cast<int>(K),
         &alpha, b16.raw_data(), CUDA_R_16BF, ldb, stride_b, a16.raw_data(), CUDA_R_16BF, lda,
@@ -270,24 +267,18 @@ void batched_gemm_cuda(const Tensor& a, bool trans_a, const Tensor& b, bool tran
   }
 }
 
-// y (1, rows, N) = [residual +] x (1, rows, K) @ w (1, N, K)^T + bias: one cuBLASLt call on the
-// tensor-core path (residual as C with beta = 1, the bias epilogue); otherwise the residual
-// copied into y, the product accumulated onto it, then the broadcast add of the bias.
-void linear_forward_cuda(const Tensor& x, const Tensor& w, const Tensor& bias,
-                         const Tensor& residual, Tensor& y) {
+// y (1, rows, N) = x (1, rows, K) @ w (1, N, K)^T + bias: one cuBLASLt call with the bias
+// epilogue on the tensor-core path; the product then the broadcast add otherwise.
+void linear_forward_cuda(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y) {
   const bool tensor_cores = y.dtype() == DType::F32 &&
                             (x.dtype() == DType::BF16 || cuda_precision() == Precision::BF16) &&
                             !use_fast_16bf();
-  if (tensor_cores && (bias.defined() || residual.defined())) {
+  if (tensor_cores && bias.defined()) {
     const Tensor x16 = x.dtype() == DType::BF16 ? x : bf16_copy(x);  // (1, rows, K) bf16
     const Tensor w16 = w.dtype() == DType::BF16 ? w : bf16_copy(w);  // (1, N, K) bf16
-    if (lt_gemm(x16, false, w16, true, y, residual.defined() ? residual.raw_data() : nullptr,
-                bias.defined() ? bias.data<float>() : nullptr))
-      return;
+    if (lt_gemm(x16, false, w16, true, y, false, bias.data<float>())) return;
   }
-  if (residual.defined()) y.copy_from(residual);
-  // Also a bf16 y (no bias, no residual: ops checked).
-  batched_gemm_cuda(x, false, w, true, y, residual.defined());
+  batched_gemm_cuda(x, false, w, true, y, false);  // also a bf16 y (no bias: ops checked)
   if (bias.defined()) ops::add_kernels.cuda_forward(y, bias, y);  // elementwise: in place is safe
 }
 

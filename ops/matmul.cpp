@@ -113,11 +113,8 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool ta, bool tb) {
   return out;
 }
 
-namespace {
-
-// linear and linear_add: [residual +] x @ w^T + bias.
-Tensor linear_impl(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& x_operand,
-                   LinearOutput output, const Tensor& residual) {
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& x_operand,
+              LinearOutput output) {
   if (x.dtype() == DType::BF16 && x.device().is_cuda()) {  // a bf16 activation, f32 weights
     check_dtype(w, DType::F32, "linear", "w");
     check_same_device(x, w, "linear");
@@ -151,22 +148,12 @@ Tensor linear_impl(const Tensor& x, const Tensor& w, const Tensor& bias, const T
                 "linear: a bias with a bf16 output (LinearOutput::kOperandDType) of x "
                     << x.str(),
                 "add the bias separately, or keep the output in x's dtype");
+  Tensor y = Tensor::empty({1, rows, N}, y_dtype, x.device());  // (1, rows, N)
+  linear_kernels.forward(x.device())(x3, w3, bias, y);
   Shape out_shape = x.shape();
   out_shape.back() = N;
-  Tensor residual3;  // (1, rows, N) or none
-  if (residual.defined()) {
-    check_same_device(x, residual, "linear_add");
-    SINKLAB_CHECK(residual.dtype() == y_dtype && residual.shape() == out_shape, ShapeError,
-                  "linear_add: residual " << residual.str() << " does not match the product "
-                                          << dtype_name(y_dtype) << shape_str(out_shape),
-                  "the residual has the result's shape and dtype");
-    check_contiguous(residual, "linear_add", "residual");
-    residual3 = residual.reshape_view({1, rows, N});
-  }
-  Tensor y = Tensor::empty({1, rows, N}, y_dtype, x.device());  // (1, rows, N)
-  linear_kernels.forward(x.device())(x3, w3, bias, residual3, y);
   Tensor out = y.reshape_view(out_shape);
-  autograd::record(out, residual.defined() ? "linear_add" : "linear", {x, w, bias, residual},
+  autograd::record(out, "linear", {x, w, bias},
                    [x3 = x3.detach(), w3 = w3.detach(), x_shape = x.shape(),
                     x_dtype = x.dtype(), rx = x.requires_grad(), rw = w.requires_grad(),
                     rbias = bias.defined() && bias.requires_grad()](const Tensor& g) {
@@ -181,22 +168,9 @@ Tensor linear_impl(const Tensor& x, const Tensor& w, const Tensor& bias, const T
                        gbias = Tensor::empty({N}, g.dtype(), g.device());
                        bias_grad_kernels.backward(g.device())(g2, gbias);
                      }
-                     // residual + y: the residual's gradient is y's (skipped when undefined).
-                     return std::vector<Tensor>{gx, gw, gbias, g};
+                     return std::vector<Tensor>{gx, gw, gbias};
                    });
   return out;
-}
-
-}  // namespace
-
-Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& x_operand,
-              LinearOutput output) {
-  return linear_impl(x, w, bias, x_operand, output, Tensor());
-}
-
-Tensor linear_add(const Tensor& residual, const Tensor& x, const Tensor& w, const Tensor& bias) {
-  check_defined(residual, "linear_add", "residual");
-  return linear_impl(x, w, bias, Tensor(), LinearOutput::kWeightDType, residual);
 }
 
 }  // namespace sinklab::ops

@@ -24,21 +24,14 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a = false, bool trans
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias = Tensor(),
               const Tensor& x_operand = Tensor(),
               LinearOutput output = LinearOutput::kWeightDType);
-// residual + linear(x, w, bias): the residual stream's add inside the product where the backend
-// can (cuBLASLt reads residual as its C matrix, beta = 1), with no pass of its own. residual
-// (..., N) has the result's shape and w's dtype; its gradient is the result's.
-Tensor linear_add(const Tensor& residual, const Tensor& x, const Tensor& w,
-                  const Tensor& bias = Tensor());
 
 using GemmFn = void (*)(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Tensor& c,
                         bool accumulate);
 using BiasGradFn = void (*)(const Tensor& grad, Tensor& grad_bias);
 using RoundFn = void (*)(const Tensor& x, Tensor& out);
-// y (1, rows, N) = [residual (1, rows, N) +] x (1, rows, K) @ w (1, N, K)^T + bias (N) (bias and
-// residual may be undefined); y is f32 or f64 like w, or bf16 (CUDA only, no bias, no residual)
-// for LinearOutput::kOperandDType.
-using LinearFn = void (*)(const Tensor& x, const Tensor& w, const Tensor& bias,
-                          const Tensor& residual, Tensor& y);
+// y (1, rows, N) = x (1, rows, K) @ w (1, N, K)^T + bias (N) (bias may be undefined); y is f32
+// or f64 like w, or bf16 (CUDA only, no bias) for LinearOutput::kOperandDType.
+using LinearFn = void (*)(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y);
 // Backward of a product is two more products; linear's bias gradient is a column sum.
 extern OpKernels<GemmFn, GemmFn> matmul_kernels;
 extern OpKernels<BiasGradFn, BiasGradFn> bias_grad_kernels;

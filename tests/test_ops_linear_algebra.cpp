@@ -5,7 +5,6 @@
 #include "ops/reduce.h"
 #include "ops/shape_ops.h"
 #include "tests/helpers.h"
-#include "tests/op_checks.h"
 
 using namespace sinklab;
 using test::random_tensor;
@@ -186,30 +185,6 @@ TEST_CASE("linear forward equals x @ w^T + b", "[ops]") {
   Tensor y = ops::linear(x, w, b);
   REQUIRE(y.shape() == Shape{2, 3, 4});
   require_close(y, expected, 1e-12, 1e-12);
-}
-
-TEST_CASE("linear_add equals residual + linear, forward and backward", "[ops][grad]") {
-  for (DType dt : {DType::F64, DType::F32}) {
-    Tensor x = random_tensor({2, 3, 5}, 48, dt), w = random_tensor({4, 5}, 49, dt);
-    Tensor b = random_tensor({4}, 58, dt), r = random_tensor({2, 3, 4}, 59, dt);
-    INFO(dtype_name(dt));
-    // The same sums in the same order as add(residual, linear(...)): bit for bit.
-    REQUIRE(ops::linear_add(r, x, w, b).to_doubles() == ops::add(r, ops::linear(x, w, b)).to_doubles());
-    REQUIRE(ops::linear_add(r, x, w).to_doubles() == ops::add(r, ops::linear(x, w)).to_doubles());
-  }
-  Tensor x = random_tensor({2, 3, 5}, 60, DType::F64, 1.0, true);
-  Tensor w = random_tensor({4, 5}, 61, DType::F64, 1.0, true);
-  Tensor b = random_tensor({4}, 62, DType::F64, 1.0, true);
-  Tensor r = random_tensor({2, 3, 4}, 63, DType::F64, 1.0, true);
-  require_gradients([](const auto& in) { return ops::linear_add(in[3], in[0], in[1], in[2]); },
-                    {x, w, b, r});
-  // The residual used twice (x + f(x) as in a block): its two gradients add up.
-  Tensor sq = random_tensor({3, 4}, 64, DType::F64, 1.0, true);
-  Tensor wq = random_tensor({4, 4}, 65, DType::F64, 1.0, true);
-  require_gradients([](const auto& in) { return ops::linear_add(in[0], in[0], in[1]); }, {sq, wq});
-  test::require_error<ShapeError>(
-      [&] { (void)ops::linear_add(random_tensor({2, 3, 5}, 66), x.detach(), w.detach()); },
-      {"linear_add", "residual", "(2, 3, 5)", "(2, 3, 4)"});
 }
 
 TEST_CASE("matmul and linear reject mismatched shapes naming them", "[ops][errors]") {

@@ -161,8 +161,7 @@ Tensor GPT::norm(const std::string& prefix, const Tensor& x) const {
   return ops::layernorm(x, p(prefix + "weight"), p(prefix + "bias"), eps);
 }
 
-Tensor GPT::attention_block(int64_t layer, const Tensor& h, const Tensor& residual,
-                            LayerCapture* capture) const {
+Tensor GPT::attention_block(int64_t layer, const Tensor& h, LayerCapture* capture) const {
   const int64_t B = h.size(0), T = h.size(1), C = cfg_.n_embd, NH = cfg_.n_head;
   const int64_t HS = C / NH;
   const std::string pre = layer_prefix(layer);
@@ -208,12 +207,11 @@ Tensor GPT::attention_block(int64_t layer, const Tensor& h, const Tensor& residu
     capture->attention = options;
   }
   Tensor merged = ops::reshape(o_normed.defined() ? o_normed : o, {B, T, C});  // (B, T, C)
-  if (is_llama(cfg_)) return ops::linear_add(residual, merged, p(attn + "o_proj.weight"));
-  return ops::linear_add(residual, merged, p(attn + "c_proj.weight"), p(attn + "c_proj.bias"));
+  if (is_llama(cfg_)) return ops::linear(merged, p(attn + "o_proj.weight"));
+  return ops::linear(merged, p(attn + "c_proj.weight"), p(attn + "c_proj.bias"));
 }
 
-Tensor GPT::ffn_block(int64_t layer, const Tensor& h, const Tensor& residual,
-                      LayerCapture* capture) const {
+Tensor GPT::ffn_block(int64_t layer, const Tensor& h, LayerCapture* capture) const {
   const std::string pre = layer_prefix(layer) + "mlp.";
   Tensor u;  // (B, T, F)
   if (is_llama(cfg_)) {
@@ -227,8 +225,8 @@ Tensor GPT::ffn_block(int64_t layer, const Tensor& h, const Tensor& residual,
     u = ops::bias_gelu(fc, p(pre + "c_fc.bias"));
   }
   if (capture) capture->ffn_hidden = detached(u);
-  if (is_llama(cfg_)) return ops::linear_add(residual, u, p(pre + "down_proj.weight"));
-  return ops::linear_add(residual, u, p(pre + "c_proj.weight"), p(pre + "c_proj.bias"));
+  if (is_llama(cfg_)) return ops::linear(u, p(pre + "down_proj.weight"));
+  return ops::linear(u, p(pre + "c_proj.weight"), p(pre + "c_proj.bias"));
 }
 
 Tensor GPT::block(int64_t layer, const Tensor& x, LayerCapture* capture) const {
@@ -236,9 +234,9 @@ Tensor GPT::block(int64_t layer, const Tensor& x, LayerCapture* capture) const {
   if (capture) capture->residual = detached(x);
   const bool llama = is_llama(cfg_);
   Tensor h = norm(pre + (llama ? "input_layernorm." : "ln_1."), x);
-  Tensor x1 = attention_block(layer, h, x, capture);  // x + attention(h)
+  Tensor x1 = ops::add(x, attention_block(layer, h, capture));
   Tensor h2 = norm(pre + (llama ? "post_attention_layernorm." : "ln_2."), x1);
-  return ffn_block(layer, h2, x1, capture);  // x1 + ffn(h2)
+  return ops::add(x1, ffn_block(layer, h2, capture));
 }
 
 ForwardResult GPT::forward(const Tensor& ids_in, const Tensor& targets_in,

@@ -57,12 +57,8 @@ class GPT {
 
  private:
   Tensor block(int64_t layer, const Tensor& x, LayerCapture* capture) const;
-  // residual + the sublayer's output on h: the output projection adds the residual stream in
-  // its own product (ops::linear_add).
-  Tensor attention_block(int64_t layer, const Tensor& h, const Tensor& residual,
-                         LayerCapture* capture) const;
-  Tensor ffn_block(int64_t layer, const Tensor& h, const Tensor& residual,
-                   LayerCapture* capture) const;
+  Tensor attention_block(int64_t layer, const Tensor& h, LayerCapture* capture) const;
+  Tensor ffn_block(int64_t layer, const Tensor& h, LayerCapture* capture) const;
   Tensor norm(const std::string& prefix, const Tensor& x) const;
   // The layer's attention options: the isolate mask only in model.isolate_layers (all if empty).
   ops::AttentionOptions attention_options(int64_t layer) const;

@@ -77,21 +77,16 @@ void batched_gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, 
   });
 }
 
-void linear_forward(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& residual,
-                    Tensor& y) {
+void linear_forward(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y) {
   batched_gemm(x, false, w, true, y, false);
-  if (!bias.defined() && !residual.defined()) return;
+  if (!bias.defined()) return;
   const int64_t N = y.size(2), rows = y.numel() / N;
   dispatch_float(y.dtype(), "linear", [&](auto zero) {
     using T = decltype(zero);
-    const T* b = bias.defined() ? bias.data<T>() : nullptr;              // (N) or none
-    const T* res = residual.defined() ? residual.data<T>() : nullptr;    // (rows, N) or none
-    T* out = y.data<T>();                                                // (rows, N)
+    const T* b = bias.data<T>();  // (N)
+    T* out = y.data<T>();         // (rows, N)
     parallel_for(rows, [&](int64_t r) {
-      for (int64_t n = 0; n < N; ++n) {
-        if (b) out[r * N + n] += b[n];
-        if (res) out[r * N + n] = res[r * N + n] + out[r * N + n];  // as add(residual, y) sums
-      }
+      for (int64_t n = 0; n < N; ++n) out[r * N + n] += b[n];
     }, 64);
   });
 }

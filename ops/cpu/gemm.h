@@ -16,10 +16,8 @@ void gemm(int64_t M, int64_t N, int64_t K, const T* A, bool trans_a, const T* B,
 void batched_gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Tensor& c,
                   bool accumulate);
 
-// y (1, rows, N) = x (1, rows, K) @ w (1, N, K)^T, plus bias (N) on every row when defined,
-// then residual (1, rows, N) + y when residual is defined.
-void linear_forward(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& residual,
-                    Tensor& y);
+// y (1, rows, N) = x (1, rows, K) @ w (1, N, K)^T, plus bias (N) on every row when defined.
+void linear_forward(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y);
 
 // out (bf16) = x (f32) rounded to nearest even, same shape: a tensor-core GEMM operand.
 void round_to_bf16(const Tensor& x, Tensor& out);
