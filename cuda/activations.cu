@@ -3,8 +3,9 @@
 // (cuda/elementwise_map.cuh), f32 and f64; the math is in the tensor's type with the accurate
 // (non-fast-math) tanh/exp.
 // bias_gelu: x (rows, F) stored in f32, f64 or bf16 (math in f32 for bf16), bias (F). Forward:
-// a thread owns four consecutive columns (their bias in registers; one 8-, 16- or 32-byte access
-// per buffer when F % 4 == 0 and the buffers are aligned) and walks the rows. Backward: the same
+// a thread owns 16 bytes of consecutive columns (8 bf16, 4 f32, 2 f64: their bias in registers;
+// one 16-byte access per buffer when the rows divide into such packs and the buffers are
+// aligned) and walks the rows. Backward: the same
 // layout over a chunk of rows per block writes grad x and the chunk's column partials of grad
 // bias (summed before grad x is rounded to its storage type); column_finish_kernel
 // (cuda/column_sums.cuh) adds the chunks in order: deterministic.
@@ -110,59 +111,64 @@ __global__ void swiglu_backward_kernel(const T* grad, const T* gate, const T* up
 // ---------------------------------------------------------------------------------------------
 // bias_gelu.
 
-constexpr int kBiasCols = 64;  // threads across columns in a bias_gelu block (4 columns each)
+constexpr int kBiasCols = 64;  // threads across columns in a bias_gelu block
 constexpr int kBiasRows = 4;   // threads across rows
 
-// Four consecutive elements of a row, moved as one access when `packed`.
+// 16 bytes of consecutive elements of a row (8 bf16, 4 f32, 2 f64): one thread's columns, moved
+// as one access when `packed`.
 template <class S>
-struct alignas(4 * sizeof(S)) Quad {
-  S v[4];
+struct alignas(16) RowPack {
+  static constexpr int kCount = 16 / sizeof(S);
+  S v[kCount];
 };
 
 template <class S>
-__device__ __forceinline__ Quad<S> load_quad(const S* p, int width, bool packed) {
-  if (packed) return *reinterpret_cast<const Quad<S>*>(p);
-  Quad<S> q{};
+__device__ __forceinline__ RowPack<S> load_pack(const S* p, int width, bool packed) {
+  if (packed) return *reinterpret_cast<const RowPack<S>*>(p);
+  RowPack<S> q{};
   for (int j = 0; j < width; ++j) q.v[j] = p[j];
   return q;
 }
 
 template <class S>
-__device__ __forceinline__ void store_quad(S* p, const Quad<S>& q, int width, bool packed) {
+__device__ __forceinline__ void store_pack(S* p, const RowPack<S>& q, int width, bool packed) {
   if (packed) {
-    *reinterpret_cast<Quad<S>*>(p) = q;
+    *reinterpret_cast<RowPack<S>*>(p) = q;
     return;
   }
   for (int j = 0; j < width; ++j) p[j] = q.v[j];
 }
 
-// x, out (rows, F) in S; bias (F) in A: out = gelu(x + bias), computed in A. Block (64, 4).
+// x, out (rows, F) in S; bias (F) in A: out = gelu(x + bias), computed in A. Block (64, 4): a
+// thread owns RowPack<S>::kCount consecutive columns and walks rows.
 template <class S>
 __global__ void __launch_bounds__(kBiasCols * kBiasRows)
     bias_gelu_forward_kernel(const S* __restrict__ x,
                              const typename AccumulateIn<S>::type* __restrict__ bias,
                              S* __restrict__ out, int64_t rows, int64_t F, bool packed) {
   using A = typename AccumulateIn<S>::type;
-  const int64_t c0 = 4 * (blockIdx.x * static_cast<int64_t>(kBiasCols) + threadIdx.x);
+  constexpr int kPer = RowPack<S>::kCount;
+  const int64_t c0 = kPer * (blockIdx.x * static_cast<int64_t>(kBiasCols) + threadIdx.x);
   if (c0 >= F) return;
-  const int width = static_cast<int>(F - c0 < 4 ? F - c0 : 4);
-  A b[4];
+  const int width = static_cast<int>(F - c0 < kPer ? F - c0 : kPer);
+  A b[kPer];
 #pragma unroll
-  for (int j = 0; j < 4; ++j) b[j] = j < width ? bias[c0 + j] : A(0);
+  for (int j = 0; j < kPer; ++j) b[j] = j < width ? bias[c0 + j] : A(0);
   for (int64_t r = blockIdx.y * static_cast<int64_t>(kBiasRows) + threadIdx.y; r < rows;
        r += static_cast<int64_t>(gridDim.y) * kBiasRows) {
-    const Quad<S> in = load_quad(x + r * F + c0, width, packed);
-    Quad<S> y;
+    const RowPack<S> in = load_pack(x + r * F + c0, width, packed);
+    RowPack<S> y;
 #pragma unroll
-    for (int j = 0; j < 4; ++j) y.v[j] = from_acc<S>(gelu_value(to_acc(in.v[j]) + b[j]));
-    store_quad(out + r * F + c0, y, width, packed);
+    for (int j = 0; j < kPer; ++j) y.v[j] = from_acc<S>(gelu_value(to_acc(in.v[j]) + b[j]));
+    store_pack(out + r * F + c0, y, width, packed);
   }
 }
 
-// grad, x, grad_x (rows, F) in S; bias (F) in A. Block kBiasCols * kBiasRows threads in x, four
-// columns each; blockIdx.y is a chunk of rows: grad_x = grad * gelu'(x + bias) (rounded to S),
-// and partial (chunks, F) in f64 gets the chunk's column sums of the unrounded values, in row
-// order (column_finish_kernel then adds the chunks in order: deterministic).
+// grad, x, grad_x (rows, F) in S; bias (F) in A. Block kBiasCols * kBiasRows threads in x,
+// RowPack<S>::kCount columns each; blockIdx.y is a chunk of rows: grad_x = grad * gelu'(x +
+// bias) (rounded to S), and partial (chunks, F) in f64 gets the chunk's column sums of the
+// unrounded values, in row order (column_finish_kernel then adds the chunks in order:
+// deterministic).
 template <class S>
 __global__ void __launch_bounds__(kBiasCols * kBiasRows)
     bias_gelu_backward_kernel(const S* __restrict__ grad, const S* __restrict__ x,
@@ -170,41 +176,46 @@ __global__ void __launch_bounds__(kBiasCols * kBiasRows)
                               S* __restrict__ grad_x, double* __restrict__ partial, int64_t rows,
                               int64_t F, int64_t rows_per_chunk, bool packed) {
   using A = typename AccumulateIn<S>::type;
-  const int64_t c0 = 4 * (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x);
+  constexpr int kPer = RowPack<S>::kCount;
+  const int64_t c0 = kPer * (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x);
   if (c0 >= F) return;
-  const int width = static_cast<int>(F - c0 < 4 ? F - c0 : 4);
-  A b[4], acc[4];
+  const int width = static_cast<int>(F - c0 < kPer ? F - c0 : kPer);
+  A b[kPer], acc[kPer];
 #pragma unroll
-  for (int j = 0; j < 4; ++j) {
+  for (int j = 0; j < kPer; ++j) {
     b[j] = j < width ? bias[c0 + j] : A(0);
     acc[j] = A(0);
   }
   const int64_t r0 = blockIdx.y * rows_per_chunk;
   const int64_t r1 = r0 + rows_per_chunk < rows ? r0 + rows_per_chunk : rows;
-#pragma unroll 4
+#pragma unroll 2
   for (int64_t r = r0; r < r1; ++r) {
-    const Quad<S> g = load_quad(grad + r * F + c0, width, packed);
-    const Quad<S> v = load_quad(x + r * F + c0, width, packed);
-    Quad<S> out;
+    const RowPack<S> g = load_pack(grad + r * F + c0, width, packed);
+    const RowPack<S> v = load_pack(x + r * F + c0, width, packed);
+    RowPack<S> out;
 #pragma unroll
-    for (int j = 0; j < 4; ++j) {
+    for (int j = 0; j < kPer; ++j) {
       const A d = to_acc(g.v[j]) * gelu_derivative(to_acc(v.v[j]) + b[j]);
       out.v[j] = from_acc<S>(d);
       acc[j] += d;
     }
-    store_quad(grad_x + r * F + c0, out, width, packed);
+    store_pack(grad_x + r * F + c0, out, width, packed);
   }
   for (int j = 0; j < width; ++j)
     partial[blockIdx.y * F + c0 + j] = static_cast<double>(acc[j]);
 }
 
-// Whether rows of F elements of S at these addresses move four at a time.
+// Whether rows of F elements of S at these addresses move in whole 16-byte packs.
 template <class S>
-bool quad_packed(int64_t F, std::initializer_list<const void*> buffers) {
-  if (F % 4 != 0) return false;
-  for (const void* p : buffers)
-    if (reinterpret_cast<uintptr_t>(p) % (4 * sizeof(S)) != 0) return false;
-  return true;
+bool row_packed(int64_t F, std::initializer_list<const void*> buffers) {
+  return F % RowPack<S>::kCount == 0 && aligned16(buffers);
+}
+
+// Blocks across F for threads of RowPack<S>::kCount columns, `threads` per block row.
+template <class S>
+int64_t column_blocks(int64_t F, int threads) {
+  const int64_t per_block = static_cast<int64_t>(RowPack<S>::kCount) * threads;
+  return (F + per_block - 1) / per_block;
 }
 
 void bias_gelu_forward_cuda(const Tensor& x, const Tensor& bias, Tensor& out) {
@@ -213,11 +224,11 @@ void bias_gelu_forward_cuda(const Tensor& x, const Tensor& bias, Tensor& out) {
   dispatch_storage(x.dtype(), "bias_gelu forward", [&](auto zero) {
     using S = decltype(zero);
     using A = typename AccumulateIn<S>::type;
-    const bool packed = quad_packed<S>(F, {x.raw_data(), out.raw_data()});
-    const int64_t col_blocks = (F + 4 * kBiasCols - 1) / (4 * kBiasCols);
+    const bool packed = row_packed<S>(F, {x.raw_data(), out.raw_data()});
+    const int64_t col_blocks = column_blocks<S>(F, kBiasCols);
     // About 4096 blocks: each thread walks rows / (grid.y * 4) rows with its bias in registers.
-    const int64_t row_blocks = std::clamp<int64_t>(4096 / col_blocks, 1,
-                                                   std::min<int64_t>((rows + kBiasRows - 1) / kBiasRows, 65535));
+    const int64_t row_blocks = std::clamp<int64_t>(
+        4096 / col_blocks, 1, std::min<int64_t>((rows + kBiasRows - 1) / kBiasRows, 65535));
     bias_gelu_forward_kernel<S><<<dim3(static_cast<unsigned>(col_blocks),
                                        static_cast<unsigned>(row_blocks)),
                                   dim3(kBiasCols, kBiasRows), 0, stream()>>>(
@@ -232,16 +243,16 @@ void bias_gelu_backward_cuda(const Tensor& grad, const Tensor& x, const Tensor& 
   const int64_t rows = x.size(0), F = x.size(1);
   if (F == 0) return;
   constexpr int threads = kBiasCols * kBiasRows;
-  const int64_t col_blocks = (F + 4 * threads - 1) / (4 * threads);
-  // About 1024 blocks: enough to stream the rows at full bandwidth, few partials to add.
-  const int64_t chunks = std::clamp<int64_t>(1024 / col_blocks, 1, std::max<int64_t>(rows, 1));
-  const int64_t rows_per_chunk = std::max<int64_t>(1, (rows + chunks - 1) / chunks);
-  const int64_t used = std::max<int64_t>(1, (rows + rows_per_chunk - 1) / rows_per_chunk);  // <= 1024
-  Tensor partial = Tensor::empty({used, F}, DType::F64, x.device());  // (chunks, F)
   dispatch_storage(x.dtype(), "bias_gelu backward", [&](auto zero) {
     using S = decltype(zero);
     using A = typename AccumulateIn<S>::type;
-    const bool packed = quad_packed<S>(F, {grad.raw_data(), x.raw_data(), grad_x.raw_data()});
+    const int64_t col_blocks = column_blocks<S>(F, threads);
+    // About 1024 blocks: enough to stream the rows at full bandwidth, few partials to add.
+    const int64_t chunks = std::clamp<int64_t>(1024 / col_blocks, 1, std::max<int64_t>(rows, 1));
+    const int64_t rows_per_chunk = std::max<int64_t>(1, (rows + chunks - 1) / chunks);
+    const int64_t used = std::max<int64_t>(1, (rows + rows_per_chunk - 1) / rows_per_chunk);
+    Tensor partial = Tensor::empty({used, F}, DType::F64, x.device());  // (chunks, F)
+    const bool packed = row_packed<S>(F, {grad.raw_data(), x.raw_data(), grad_x.raw_data()});
     bias_gelu_backward_kernel<S><<<dim3(static_cast<unsigned>(col_blocks),
                                         static_cast<unsigned>(used)),
                                    threads, 0, stream()>>>(

@@ -621,12 +621,14 @@ __global__ void __launch_bounds__(kProbThreads)
 }
 
 // One thread per (b, h, t): A[b, h, t, key] from the saved lse (softmax) or recomputed (sigmoid).
+// q.k runs over 16-byte packs (4 f32 / 2 f64) when `packed` (HS and the row stride divide into
+// them and q, k are 16-byte aligned): each thread reads its q row in whole packs.
 template <class T>
 __global__ void attention_key_mass_kernel(const T* __restrict__ q, const T* __restrict__ k,
                                           const T* __restrict__ lse,
                                           const int32_t* __restrict__ first_key,
                                           T* __restrict__ mass, int64_t n, int Tn, int NH, int HS,
-                                          int key, T scale, bool use_sigmoid) {
+                                          int key, T scale, bool use_sigmoid, bool packed) {
   const int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (idx >= n) return;
   const int t = static_cast<int>(idx % Tn);
@@ -637,7 +639,21 @@ __global__ void attention_key_mass_kernel(const T* __restrict__ q, const T* __re
     const T* qt = q + b * Tn * rs + t * rs + h * HS;    // (HS)
     const T* kk = k + b * Tn * rs + key * rs + h * HS;  // (HS)
     T acc = T(0);
-    for (int d = 0; d < HS; ++d) acc += qt[d] * kk[d];
+    if (packed) {
+      using Vec = std::conditional_t<sizeof(T) == 4, float4, double2>;
+      constexpr int kPer = 16 / sizeof(T);
+      const Vec* qv = reinterpret_cast<const Vec*>(qt);  // (HS / kPer)
+      const Vec* kv = reinterpret_cast<const Vec*>(kk);  // (HS / kPer)
+      for (int d = 0; d < HS / kPer; ++d) {
+        const Vec a = qv[d], c = kv[d];
+        const T* ea = reinterpret_cast<const T*>(&a);
+        const T* ec = reinterpret_cast<const T*>(&c);
+#pragma unroll
+        for (int e = 0; e < kPer; ++e) acc += ea[e] * ec[e];
+      }
+    } else {
+      for (int d = 0; d < HS; ++d) acc += qt[d] * kk[d];
+    }
     const T score = acc * scale;
     a = use_sigmoid ? dev_sigmoid(score) : dev_exp(score - lse[idx]);
   }
@@ -847,10 +863,12 @@ void attention_key_mass_cuda(const Tensor& q, const Tensor& k, const Tensor& lse
   const int32_t* fk = device_first_key(params.first_key, op);  // (T)
   dispatch_float(q.dtype(), op, [&](auto zero) {
     using T = decltype(zero);
+    const int64_t per = 16 / static_cast<int64_t>(sizeof(T));
+    const bool packed = p.HS % per == 0 && aligned16({q.raw_data(), k.raw_data()});
     attention_key_mass_kernel<T><<<blocks_for(n), 256, 0, stream()>>>(
         q.data<T>(), k.data<T>(), params.sigmoid ? nullptr : lse.data<T>(), fk, mass.data<T>(), n,
         static_cast<int>(p.T), static_cast<int>(p.NH), static_cast<int>(p.HS),
-        static_cast<int>(key), static_cast<T>(params.scale), params.sigmoid);
+        static_cast<int>(key), static_cast<T>(params.scale), params.sigmoid, packed);
     SINKLAB_KERNEL_CHECK(op);
   });
 }
