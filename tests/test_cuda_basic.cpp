@@ -118,11 +118,6 @@ TEST_CASE("cuda: bf16 tensor-core products match the CPU within bf16 rounding", 
       return ops::linear(ops::bias_gelu(fc, in[2]), in[3], in[4]);
     };
     require_cuda_matches_cpu(mlp, {h, w_fc, b_fc, w_proj, b_proj}, loose);
-    // F = 128: whole 16-byte packs of 8 bf16 in bias_gelu (127 above takes the element path).
-    Tensor w_fc8 = random_tensor({128, 129}, 27, DType::F32, 0.1, true);
-    Tensor b_fc8 = random_tensor({128}, 28, DType::F32, 1.0, true);
-    Tensor w_proj8 = random_tensor({65, 128}, 29, DType::F32, 0.1, true);
-    require_cuda_matches_cpu(mlp, {h, w_fc8, b_fc8, w_proj8, b_proj}, loose);
     std::vector<Tensor> on_gpu;
     for (const Tensor& t : {h, w_fc, b_fc}) on_gpu.push_back(t.detach().to_device(Device::cuda()));
     Tensor fc = ops::linear(on_gpu[0], on_gpu[1], Tensor(), Tensor(),

@@ -212,6 +212,38 @@ TEST_CASE("cuda: bias_gelu matches the CPU, forward and backward (grad bias dete
     }
 }
 
+TEST_CASE("cuda: bias_gelu on bf16 matches the CPU on the same values, within one rounding",
+          "[cuda]") {
+  SINKLAB_REQUIRE_CUDA();
+  // bf16 x and upstream gradient (GPT-2's FFN hidden under bf16), f32 bias: the CPU reference
+  // runs on their f32 values (exact). y and grad x carry one bf16 rounding (2^-9 relative, so
+  // rtol 2^-7) plus the f32-vs-double math near GELU's tails (atol 1e-5); grad bias sums the
+  // unrounded f32 values (the f32 tolerance of a 600-row sum).
+  // {600, 1024}: whole 16-byte packs of 8 bf16; {37, 1001} and {5, 7}: the element path.
+  for (Shape shape : {Shape{600, 1024}, Shape{37, 1001}, Shape{5, 7}}) {
+    INFO(shape_str(shape));
+    const Tensor x16 = random_tensor(shape, 156, DType::F32, 3.0).to_dtype(DType::BF16);
+    const Tensor g16 = random_tensor(shape, 157, DType::F32, 1.0).to_dtype(DType::BF16);
+    const Tensor bias = random_tensor({shape.back()}, 158, DType::F32, 1.0);
+    Tensor xc = x16.to_dtype(DType::F32), bc = bias.copy_contiguous();
+    xc.set_requires_grad(true);
+    bc.set_requires_grad(true);
+    Tensor yc = ops::bias_gelu(xc, bc);
+    autograd::backward(yc, g16.to_dtype(DType::F32));
+    Tensor xg = x16.to_device(Device::cuda()), bg = bias.to_device(Device::cuda());
+    xg.set_requires_grad(true);
+    bg.set_requires_grad(true);
+    Tensor yg = ops::bias_gelu(xg, bg);
+    REQUIRE(yg.dtype() == DType::BF16);
+    autograd::backward(yg, g16.to_device(Device::cuda()));
+    REQUIRE(xg.grad().dtype() == DType::BF16);
+    REQUIRE(bg.grad().dtype() == DType::F32);
+    test::require_close(yg.to_device(Device::cpu()), yc, 1.0 / 128, 1e-5);
+    test::require_close(xg.grad().to_device(Device::cpu()), xc.grad(), 1.0 / 128, 1e-5);
+    test::require_close(bg.grad().to_device(Device::cpu()), bc.grad(), 1e-4, 1e-4);
+  }
+}
+
 TEST_CASE("cuda: embedding with repeated ids matches the CPU; its gradient is repeatable",
           "[cuda]") {
   SINKLAB_REQUIRE_CUDA();
