@@ -77,6 +77,16 @@ void swiglu_backward(const Tensor& grad, const Tensor& gate, const Tensor& up, T
                  gate);
 }
 
+namespace {
+// fn(i, c) for every element i = r * F + c of a (rows, F) tensor, rows in parallel.
+template <class Fn>
+void for_each_in_rows(int64_t rows, int64_t F, Fn fn) {
+  parallel_for(rows, [&](int64_t r) {
+    for (int64_t c = 0; c < F; ++c) fn(r * F + c, c);
+  }, std::max<int64_t>(1, kGrain / std::max<int64_t>(F, 1)));
+}
+}  // namespace
+
 void bias_gelu_forward(const Tensor& x, const Tensor& bias, Tensor& out) {
   const int64_t rows = x.size(0), F = x.size(1);
   dispatch_float(x.dtype(), "bias_gelu", [&](auto zero) {
@@ -84,12 +94,10 @@ void bias_gelu_forward(const Tensor& x, const Tensor& bias, Tensor& out) {
     const T* px = x.data<T>();     // (rows, F)
     const T* pb = bias.data<T>();  // (F)
     T* po = out.data<T>();         // (rows, F)
-    parallel_for(rows, [&](int64_t r) {
-      for (int64_t c = 0; c < F; ++c) {
-        const T v = px[r * F + c] + pb[c];
-        po[r * F + c] = static_cast<T>(gelu_value(static_cast<double>(v)));
-      }
-    }, std::max<int64_t>(1, kGrain / std::max<int64_t>(F, 1)));
+    for_each_in_rows(rows, F, [&](int64_t i, int64_t c) {
+      const T v = px[i] + pb[c];
+      po[i] = static_cast<T>(gelu_value(static_cast<double>(v)));
+    });
   });
 }
 
@@ -102,13 +110,10 @@ void bias_gelu_backward(const Tensor& grad, const Tensor& x, const Tensor& bias,
     const T* px = x.data<T>();     // (rows, F)
     const T* pb = bias.data<T>();  // (F)
     T* pgx = grad_x.data<T>();     // (rows, F)
-    parallel_for(rows, [&](int64_t r) {
-      for (int64_t c = 0; c < F; ++c) {
-        const T v = px[r * F + c] + pb[c];
-        pgx[r * F + c] = static_cast<T>(static_cast<double>(pg[r * F + c]) *
-                                        gelu_derivative(static_cast<double>(v)));
-      }
-    }, std::max<int64_t>(1, kGrain / std::max<int64_t>(F, 1)));
+    for_each_in_rows(rows, F, [&](int64_t i, int64_t c) {
+      const T v = px[i] + pb[c];
+      pgx[i] = static_cast<T>(static_cast<double>(pg[i]) * gelu_derivative(static_cast<double>(v)));
+    });
     T* pgb = grad_bias.data<T>();  // (F): rows summed in order, in double
     parallel_for(F, [&](int64_t c) {
       double s = 0;
