@@ -84,10 +84,11 @@ Tensor bias_gelu(const Tensor& x, const Tensor& bias) {
   autograd::record(y, op, {x, bias},
                    [x = x.detach(), bias = bias.detach(), rows, F, rx = x.requires_grad(),
                     rb = bias.requires_grad()](const Tensor& g) {
-                     SINKLAB_CHECK(g.dtype() == x.dtype() && g.is_contiguous(), DTypeError,
+                     SINKLAB_CHECK(g.dtype() == x.dtype(), DTypeError,
                                    "bias_gelu backward: gradient " << g.str() << " for x "
                                                                    << x.str(),
-                                   "the gradient of y has y's dtype and layout");
+                                   "the gradient of y has y's dtype");
+                     check_contiguous(g, "bias_gelu backward", "gradient");
                      Tensor gx = Tensor::empty({rows, F}, x.dtype(), x.device());  // (rows, F)
                      Tensor gb = Tensor::empty({F}, bias.dtype(), bias.device());  // (F)
                      bias_gelu_kernels.backward(g.device())(g.reshape_view({rows, F}),

@@ -115,6 +115,8 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool ta, bool tb) {
 
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& x_operand,
               LinearOutput output) {
+  check_defined(x, "linear", "x");
+  check_defined(w, "linear", "w");
   if (x.dtype() == DType::BF16 && x.device().is_cuda()) {  // a bf16 activation, f32 weights
     check_dtype(w, DType::F32, "linear", "w");
     check_same_device(x, w, "linear");

@@ -6,6 +6,7 @@
 
 #include "core/parallel.h"
 #include "core/dispatch.h"
+#include "ops/cpu/elementwise.h"
 
 namespace sinklab::cpu {
 
@@ -114,13 +115,8 @@ void bias_gelu_backward(const Tensor& grad, const Tensor& x, const Tensor& bias,
       const T v = px[i] + pb[c];
       pgx[i] = static_cast<T>(static_cast<double>(pg[i]) * gelu_derivative(static_cast<double>(v)));
     });
-    T* pgb = grad_bias.data<T>();  // (F): rows summed in order, in double
-    parallel_for(F, [&](int64_t c) {
-      double s = 0;
-      for (int64_t r = 0; r < rows; ++r) s += static_cast<double>(pgx[r * F + c]);
-      pgb[c] = static_cast<T>(s);
-    }, 64);
   });
+  sum_leading(grad_x, nullptr, grad_bias);  // (F): each column's rows summed in order, in double
 }
 
 }  // namespace sinklab::cpu

@@ -1,5 +1,7 @@
 #include "ops/cpu/elementwise.h"
 
+#include <algorithm>
+
 #include "core/parallel.h"
 #include "core/dispatch.h"
 
@@ -49,13 +51,20 @@ void sum_leading(const Tensor& grad, const Tensor* times, Tensor& grad_b) {
     const T* t = times ? times->data<T>() : nullptr;
     T* out = grad_b.data<T>();
     const int64_t nb = grad_b.numel(), rows = grad.numel() / nb;
-    // Parallel over columns; each column sums its rows in order (deterministic).
-    parallel_for(nb, [&](int64_t j) {
-      double acc = 0;
-      for (int64_t r = 0; r < rows; ++r)
-        acc += static_cast<double>(g[r * nb + j]) * (t ? static_cast<double>(t[r * nb + j]) : 1.0);
-      out[j] = static_cast<T>(acc);
-    }, 64);
+    // Parallel over blocks of kBlock columns; a block walks the rows in order, reading each row's
+    // stretch of columns contiguously, and every column sums its rows in order (deterministic).
+    constexpr int64_t kBlock = 64;
+    parallel_for((nb + kBlock - 1) / kBlock, [&](int64_t blk) {
+      const int64_t j0 = blk * kBlock, width = std::min(kBlock, nb - j0);
+      double acc[kBlock] = {};
+      for (int64_t r = 0; r < rows; ++r) {
+        const T* gr = g + r * nb + j0;                   // (width)
+        const T* tr = t ? t + r * nb + j0 : nullptr;    // (width) or none
+        for (int64_t j = 0; j < width; ++j)
+          acc[j] += static_cast<double>(gr[j]) * (tr ? static_cast<double>(tr[j]) : 1.0);
+      }
+      for (int64_t j = 0; j < width; ++j) out[j0 + j] = static_cast<T>(acc[j]);
+    }, 1);
   });
 }
 
