@@ -44,12 +44,18 @@ void gemm(int64_t M, int64_t N, int64_t K, const T* A, bool trans_a, const T* B,
       for (int64_t j0 = 0; j0 < N; j0 += kCols) {
         const int64_t j1 = std::min(N, j0 + kCols);
         for (int64_t i = i0; i < i1; ++i) {
+          // The row's stretch of C accumulates in a local buffer: stores to C then never sit
+          // between loads of B (whose addresses may alias C's modulo 4 KiB and stall them).
+          alignas(64) T acc[kCols];
           T* c_row = C + i * N;
+          const int64_t width = j1 - j0;
+          std::copy(c_row + j0, c_row + j1, acc);
           for (int64_t k = k0; k < k1; ++k) {
             const T a = A[i * K + k];
-            const T* b_row = B + k * N;
-            for (int64_t j = j0; j < j1; ++j) c_row[j] += a * b_row[j];
+            const T* __restrict__ b_row = B + k * N + j0;
+            for (int64_t j = 0; j < width; ++j) acc[j] += a * b_row[j];
           }
+          std::copy(acc, acc + width, c_row + j0);
         }
       }
     }
