@@ -376,7 +376,8 @@ void check_float_storage(const Tensor& t, const char* op, const char* arg) {
   SINKLAB_CHECK(t.dtype() == DType::F32 || t.dtype() == DType::F64 ||
                     (t.dtype() == DType::BF16 && t.device().is_cuda()),
                 DTypeError,
-                op << ": '" << arg << "' is " << t.str() << ", expected f32 or f64 (or bf16 on a GPU)",
+                op << ": '" << arg << "' is " << t.str()
+                   << ", expected f32 or f64 (or bf16 on a GPU)",
                 "convert with to_dtype(DType::F32)");
 }
 

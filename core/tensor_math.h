@@ -8,7 +8,8 @@ namespace sinklab {
 void add_into(Tensor& dst, const Tensor& src);
 
 // a + b in a fresh contiguous tensor, same shape and dtype: a sum of two gradients that leaves
-// both alone (one pass, where a copy and then add_into would be two).
+// both alone (on the GPU one pass, where a copy and then add_into would be two; the CPU does
+// the copy and the add).
 Tensor sum_of(const Tensor& a, const Tensor& b);
 
 // CUDA implementation slot, installed by cuda/ when it is built: out = a + b for contiguous

@@ -11,7 +11,6 @@
 // (cuda/column_sums.cuh) adds the chunks in order: deterministic.
 #include <algorithm>
 #include <cstdint>
-#include <initializer_list>
 
 #include "cuda/check.h"
 #include "core/dispatch.h"
@@ -114,14 +113,8 @@ __global__ void swiglu_backward_kernel(const T* grad, const T* gate, const T* up
 constexpr int kBiasCols = 64;  // threads across columns in a bias_gelu block
 constexpr int kBiasRows = 4;   // threads across rows
 
-// 16 bytes of consecutive elements of a row (8 bf16, 4 f32, 2 f64): one thread's columns, moved
-// as one access when `packed`.
-template <class S>
-struct alignas(16) RowPack {
-  static constexpr int kCount = 16 / sizeof(S);
-  S v[kCount];
-};
-
+// A thread's RowPack (cuda/storage_types.cuh) of a row: one access when `packed`, else its first
+// `width` elements one by one.
 template <class S>
 __device__ __forceinline__ RowPack<S> load_pack(const S* p, int width, bool packed) {
   if (packed) return *reinterpret_cast<const RowPack<S>*>(p);
@@ -205,12 +198,6 @@ __global__ void __launch_bounds__(kBiasCols * kBiasRows)
     partial[blockIdx.y * F + c0 + j] = static_cast<double>(acc[j]);
 }
 
-// Whether rows of F elements of S at these addresses move in whole 16-byte packs.
-template <class S>
-bool row_packed(int64_t F, std::initializer_list<const void*> buffers) {
-  return F % RowPack<S>::kCount == 0 && aligned16(buffers);
-}
-
 // Blocks across F for threads of RowPack<S>::kCount columns, `threads` per block row.
 template <class S>
 int64_t column_blocks(int64_t F, int threads) {
@@ -269,13 +256,17 @@ void bias_gelu_backward_cuda(const Tensor& grad, const Tensor& x, const Tensor& 
 // ---------------------------------------------------------------------------------------------
 // Launchers (the signatures of ops/activations.h).
 
-void gelu_forward_cuda(const Tensor& x, Tensor& out) { launch_unary_map<GeluValue>(x, out, "gelu forward"); }
+void gelu_forward_cuda(const Tensor& x, Tensor& out) {
+  launch_unary_map<GeluValue>(x, out, "gelu forward");
+}
 
 void gelu_backward_cuda(const Tensor& grad, const Tensor& x, Tensor& grad_x) {
   launch_binary_map<GeluGrad>(grad, x, grad_x, "gelu backward");
 }
 
-void silu_forward_cuda(const Tensor& x, Tensor& out) { launch_unary_map<SiluValue>(x, out, "silu forward"); }
+void silu_forward_cuda(const Tensor& x, Tensor& out) {
+  launch_unary_map<SiluValue>(x, out, "silu forward");
+}
 
 void silu_backward_cuda(const Tensor& grad, const Tensor& x, Tensor& grad_x) {
   launch_binary_map<SiluGrad>(grad, x, grad_x, "silu backward");

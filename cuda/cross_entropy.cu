@@ -43,13 +43,6 @@ __device__ __forceinline__ double dev_exp(double x) { return exp(x); }
 __device__ __forceinline__ float dev_log(float x) { return logf(x); }
 __device__ __forceinline__ double dev_log(double x) { return log(x); }
 
-// 16 bytes of a row: the unit of the vectorised loads and stores.
-template <class S>
-struct alignas(16) Pack {
-  static constexpr int kCount = 16 / sizeof(S);
-  S v[kCount];
-};
-
 // Merges the online softmax state (m2, s2) into (m, s): s is the sum of exp(x - m).
 template <class A>
 __device__ __forceinline__ void merge(A& m, A& s, A m2, A s2) {
@@ -97,7 +90,7 @@ __global__ void __launch_bounds__(kRowThreads)
                     typename AccumulateIn<S>::type* __restrict__ lse,
                     double* __restrict__ row_loss, int* __restrict__ bad_row) {
   using A = typename AccumulateIn<S>::type;
-  constexpr int kPack = Pack<S>::kCount;
+  constexpr int kPack = RowPack<S>::kCount;
   __shared__ A sh_m[kRowThreads];  // (threads) partial maxima
   __shared__ A sh_s[kRowThreads];  // (threads) partial sums of exp(x - max)
   const A ninf = -static_cast<A>(INFINITY);
@@ -105,9 +98,9 @@ __global__ void __launch_bounds__(kRowThreads)
     const S* x = logits + r * V;  // (V)
     A m = ninf, s = A(0);
     if (packed) {
-      const Pack<S>* xp = reinterpret_cast<const Pack<S>*>(x);  // (V / kPack)
+      const RowPack<S>* xp = reinterpret_cast<const RowPack<S>*>(x);  // (V / kPack)
       for (int64_t c = threadIdx.x; c < V / kPack; c += kRowThreads) {
-        const Pack<S> p = xp[c];
+        const RowPack<S> p = xp[c];
         A values[kPack];
         for (int i = 0; i < kPack; ++i) values[i] = to_acc(p.v[i]);
         accumulate_values(m, s, values, kPack);
@@ -201,7 +194,7 @@ __global__ void __launch_bounds__(kRowThreads)
                      const typename AccumulateIn<S>::type* __restrict__ lse,
                      const double* __restrict__ weight, S* __restrict__ grad) {
   using A = typename AccumulateIn<S>::type;
-  constexpr int kPack = Pack<S>::kCount;
+  constexpr int kPack = RowPack<S>::kCount;
   const A w = static_cast<A>(weight[0]);
   for (int64_t r = blockIdx.x; r < N; r += gridDim.x) {
     S* gr = grad + r * V;  // (V)
@@ -216,11 +209,11 @@ __global__ void __launch_bounds__(kRowThreads)
       return from_acc<S>((p - (v == target ? A(1) : A(0))) * w);
     };
     if (packed) {
-      const Pack<S>* xp = reinterpret_cast<const Pack<S>*>(x);  // (V / kPack)
-      Pack<S>* gp = reinterpret_cast<Pack<S>*>(gr);             // (V / kPack)
+      const RowPack<S>* xp = reinterpret_cast<const RowPack<S>*>(x);  // (V / kPack)
+      RowPack<S>* gp = reinterpret_cast<RowPack<S>*>(gr);             // (V / kPack)
       for (int64_t c = threadIdx.x; c < V / kPack; c += kRowThreads) {
-        const Pack<S> in = xp[c];
-        Pack<S> out;
+        const RowPack<S> in = xp[c];
+        RowPack<S> out;
         for (int i = 0; i < kPack; ++i) out.v[i] = grad_at(c * kPack + i, in.v[i]);
         gp[c] = out;
       }
@@ -228,12 +221,6 @@ __global__ void __launch_bounds__(kRowThreads)
       for (int64_t v = threadIdx.x; v < V; v += kRowThreads) gr[v] = grad_at(v, x[v]);
     }
   }
-}
-
-// Whether rows of V elements of S at these addresses can move in 16-byte packs.
-template <class S>
-bool packable(int64_t V, const void* a, const void* b) {
-  return V % Pack<S>::kCount == 0 && aligned16({a, b});
 }
 
 unsigned row_blocks(int64_t N) {
@@ -263,7 +250,7 @@ void cross_entropy_forward_cuda(const Tensor& logits, const Tensor& targets, int
     const S* px = static_cast<const S*>(logits.raw_data());  // (N, V)
     if (N > 0) {
       ce_forward_rows<S><<<row_blocks(N), kRowThreads, 0, stream()>>>(
-          px, pt, N, V, ignore_index, packable<S>(V, px, px), lse.data<A>(),
+          px, pt, N, V, ignore_index, row_packed<S>(V, {px}), lse.data<A>(),
           row_loss.data<double>(), bad_row.data<int32_t>());
       SINKLAB_KERNEL_CHECK(op);
     }
@@ -304,7 +291,7 @@ void cross_entropy_backward_cuda(const Tensor& logits, const Tensor& targets, in
         targets.data<int32_t>(), N, ignore_index, grad_loss.data<A>(), weight.data<double>());
     SINKLAB_KERNEL_CHECK(op);
     ce_backward_rows<S><<<row_blocks(N), kRowThreads, 0, stream()>>>(
-        px, targets.data<int32_t>(), N, V, ignore_index, packable<S>(V, px, pg), lse.data<A>(),
+        px, targets.data<int32_t>(), N, V, ignore_index, row_packed<S>(V, {px, pg}), lse.data<A>(),
         weight.data<double>(), pg);
     SINKLAB_KERNEL_CHECK(op);
   });

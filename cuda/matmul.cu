@@ -5,7 +5,8 @@
 //     buffers (one pass each) and multiplied on the tensor cores with fp32 accumulation into the
 //     f32 output through cuBLASLt (CUBLAS_COMPUTE_32F, bf16 A/B, f32 C). linear's bias rides the
 //     product's epilogue (CUBLASLT_EPILOGUE_BIAS): no second pass over the output. A bf16 C
-//     (linear's LinearOutput::kOperandDType, the logits) takes the same path, written in bf16. Plans
+//     (linear's LinearOutput::kOperandDType, the logits) takes the same path, written in bf16.
+//     Plans
 //     (descriptors and the heuristic's algorithm) are cached per shape. SINKLAB_BF16_GEMM=fast selects cuBLAS's
 //     in-library conversion instead (CUBLAS_COMPUTE_32F_FAST_16BF on the f32 operands), for
 //     benchmarking the two against each other.

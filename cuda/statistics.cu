@@ -7,15 +7,16 @@
 //   type (f32 / f64).
 // abs_order_statistics: an exact radix select over the bit patterns of |x| (sign bit cleared:
 //   for non-negative IEEE values the unsigned bit order is the numeric order, NaN above +inf).
-//   Digits most significant first: 8 bits, then 12 (2 passes for bf16, 3 for f32, 6 for f64); every pass
-//   reads x once for all requested ranks together: a histogram kernel counts the next digit of
-//   the keys that match each rank's prefix so far (per-block shared histograms flushed with
-//   integer atomics: order-independent, so deterministic), then one block per rank scans its
-//   histogram to the bin holding the remaining rank and extends the prefix. The first digit
+//   Digits most significant first: 8 bits, then 12 (2 passes for bf16, 3 for f32, 6 for f64);
+//   every pass reads x once for all requested ranks together: a histogram kernel counts the next
+//   digit of the keys that match each rank's prefix so far (per-block shared histograms flushed
+//   with integer atomics: order-independent, so deterministic), then one block per rank scans
+//   its histogram to the bin holding the remaining rank and extends the prefix. The first digit
 //   (sign, exponent) is shared by most keys, so the first pass gives every lane its own copy of
 //   the 256 bins (no two lanes of a warp add to one word); later passes count only the keys
-//   under a prefix, whose digits spread, into one shared copy. Each pass is bound by reading x.
-//   No host sync.
+//   under a prefix into one shared copy. Those are bound by the shared-memory atomics of the
+//   keys near the median, not by reading x: about 110 us per pass over GPT-2 124M's f32
+//   residual (32 x 1024 x 768) on the H200, against about 30 us to read it. No host sync.
 #include <cub/block/block_scan.cuh>
 
 #include <algorithm>
@@ -128,12 +129,13 @@ __global__ void select_init(SelectState<K>* state, unsigned long long* hist, int
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < hist_size;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x)
     hist[i] = 0;
-  if (blockIdx.x == 0 && threadIdx.x < ranks.count) state[threadIdx.x] = {K(0), ranks.value[threadIdx.x]};
+  if (blockIdx.x == 0 && threadIdx.x < ranks.count)
+    state[threadIdx.x] = {K(0), ranks.value[threadIdx.x]};
 }
 
-// fn(key) for the key of every element of x (n), grid-stride. 16-byte loads (float4 / double2),
-// two in flight per thread, when x is 16-byte aligned: the histogram passes are bound by how
-// many bytes are in flight, not by arithmetic.
+// fn(key) for the key of every element of x (n), grid-stride. 16-byte loads (8 bf16, 4 f32 or
+// 2 f64), two in flight per thread, when x is 16-byte aligned; element by element otherwise and
+// for the tail.
 template <class T, class K, class Fn>
 __device__ __forceinline__ void for_each_key(const T* __restrict__ x, int64_t n, Fn&& fn) {
   using Vec = uint4;  // 16 bytes: 8 bf16, 4 f32 or 2 f64
@@ -170,8 +172,8 @@ __device__ __forceinline__ void for_each_key(const T* __restrict__ x, int64_t n,
 // prefix and slot_of[k] the histogram of rank k. Distinct prefixes select disjoint keys.
 // Returns the number of histograms. The histogram and step kernels of a pass agree on it.
 template <class K>
-__device__ int prefix_slots(const SelectState<K>* state, int count, K high, K (&distinct)[kMaxRanks],
-                            int (&slot_of)[kMaxRanks]) {
+__device__ int prefix_slots(const SelectState<K>* state, int count, K high,
+                            K (&distinct)[kMaxRanks], int (&slot_of)[kMaxRanks]) {
   int unique = 0;
   for (int k = 0; k < count; ++k) {
     const K p = state[k].prefix & high;

@@ -1,11 +1,16 @@
-// Element types a CUDA kernel may read and write (f32, f64 and, as a storage format, bf16) and
-// the type each one computes in: bf16 values are widened to f32 for arithmetic and rounded to
-// nearest even when stored. Shared by the kernels that take bf16 activations (cross-entropy's
-// logits, bias_gelu, the statistics probes).
+// Element types a CUDA kernel may read and write (f32, f64 and, as a storage format, bf16), the
+// type each one computes in (bf16 values are widened to f32 for arithmetic and rounded to
+// nearest even when stored), and the 16-byte row pack the row kernels move them in. Shared by
+// the kernels that take bf16 activations (cross-entropy's logits, bias_gelu, the statistics
+// probes).
 #pragma once
 #include <cuda_bf16.h>
 
+#include <cstdint>
+#include <initializer_list>
+
 #include "core/dispatch.h"
+#include "cuda/runtime.h"  // aligned16
 
 namespace sinklab::cuda {
 
@@ -19,6 +24,21 @@ __device__ __forceinline__ float to_acc(__nv_bfloat16 x) { return __bfloat162flo
 template <class S, class A>
 __device__ __forceinline__ S from_acc(A x) {  // bf16: rounded to nearest even
   return static_cast<S>(x);
+}
+
+// 16 bytes of consecutive elements of a row (8 bf16, 4 f32, 2 f64): the unit of the vectorised
+// row loads and stores (cross-entropy's logits, bias_gelu's rows).
+template <class S>
+struct alignas(16) RowPack {
+  static constexpr int kCount = 16 / sizeof(S);
+  S v[kCount];
+};
+
+// Whether rows of `width` elements of S in these buffers move in whole RowPacks: the width
+// divides into packs and every buffer is 16-byte aligned.
+template <class S>
+bool row_packed(int64_t width, std::initializer_list<const void*> buffers) {
+  return width % RowPack<S>::kCount == 0 && aligned16(buffers);
 }
 
 // dispatch_float (core/dispatch.h) with bf16 as a third storage type: body(__nv_bfloat16{}).

@@ -440,7 +440,8 @@ TEST_CASE("cuda: a NaN logit makes the loss NaN, as on the CPU, in every logits 
   const Tensor targets = Tensor::from_ints({0, 1}, {2});
   for (DType dt : {DType::F32, DType::F64, DType::BF16}) {
     INFO(dtype_name(dt));
-    const Tensor logits = Tensor::from_doubles(values, {2, 300}, dt == DType::BF16 ? DType::F32 : dt);
+    const Tensor logits =
+        Tensor::from_doubles(values, {2, 300}, dt == DType::BF16 ? DType::F32 : dt);
     REQUIRE(std::isnan(ops::cross_entropy(logits, targets).item()));
     const Tensor on_gpu = (dt == DType::BF16 ? logits.to_dtype(DType::BF16) : logits)
                               .to_device(Device::cuda(0));

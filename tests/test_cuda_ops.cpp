@@ -1,6 +1,7 @@
-// [cuda] layernorm, rmsnorm, headwise_rmsnorm, gelu, silu, swiglu, bias_gelu and embedding against the CPU
-// reference on random inputs (odd sizes, several row counts), forward and backward; the
-// parameter gradients bit-identical across two GPU runs; a bad embedding id as a ValueError.
+// [cuda] layernorm, rmsnorm, headwise_rmsnorm, gelu, silu, swiglu, bias_gelu and embedding
+// against the CPU reference on random inputs (odd sizes, several row counts), forward and
+// backward; the parameter gradients bit-identical across two GPU runs; a bad embedding id as a
+// ValueError.
 // Skipped where no GPU is present.
 #include <cstdint>
 #include <vector>

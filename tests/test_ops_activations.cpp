@@ -1,6 +1,6 @@
-// gelu, silu, swiglu, bias_gelu and embedding: forward against a naive fp64 evaluation (f64 and f32),
-// backward by gradient check and f32 against f64, the embedding table gradient (repeated ids,
-// determinism), and bad input by error.
+// gelu, silu, swiglu, bias_gelu and embedding: forward against a naive fp64 evaluation (f64 and
+// f32), backward by gradient check and f32 against f64, the embedding table gradient (repeated
+// ids, determinism), and bad input by error.
 #include <cmath>
 
 #include "core/random.h"

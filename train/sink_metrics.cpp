@@ -77,7 +77,8 @@ class Gather {
           merged.push_back(sum / static_cast<double>(R));
         }
         std::vector<double> top;
-        for (const auto& r : ranks) top.insert(top.end(), r.begin() + at + c.median, r.begin() + at + n);
+        for (const auto& r : ranks)
+          top.insert(top.end(), r.begin() + at + c.median, r.begin() + at + n);
         std::sort(top.begin(), top.end(), std::greater<double>());
         merged.insert(merged.end(), top.begin(), top.begin() + (n - c.median));
       }

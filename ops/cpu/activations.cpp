@@ -113,7 +113,8 @@ void bias_gelu_backward(const Tensor& grad, const Tensor& x, const Tensor& bias,
     T* pgx = grad_x.data<T>();     // (rows, F)
     for_each_in_rows(rows, F, [&](int64_t i, int64_t c) {
       const T v = px[i] + pb[c];
-      pgx[i] = static_cast<T>(static_cast<double>(pg[i]) * gelu_derivative(static_cast<double>(v)));
+      pgx[i] = static_cast<T>(static_cast<double>(pg[i]) *
+                              gelu_derivative(static_cast<double>(v)));
     });
   });
   sum_leading(grad_x, nullptr, grad_bias);  // (F): each column's rows summed in order, in double

@@ -1,5 +1,6 @@
-// CPU reference kernels for gelu, silu, swiglu and bias_gelu. Contiguous tensors of one shape; the math is
-// done in double per element (silu and swiglu share one silu and one silu-derivative function).
+// CPU reference kernels for gelu, silu, swiglu and bias_gelu. Contiguous tensors of one shape;
+// the math is done in double per element (silu and swiglu share one silu and one
+// silu-derivative function).
 #pragma once
 #include "core/tensor.h"
 

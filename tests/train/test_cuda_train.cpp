@@ -180,7 +180,9 @@ TEST_CASE("cuda: GPT-2 under bf16 (bf16 FFN hidden) agrees with the CPU: loss, g
   const SinkMetrics a = compute_sink_metrics(cpu_cap, 0.03, false);
   const SinkMetrics b = compute_sink_metrics(gpu_cap, 0.03, false);
   // bf16 operands and a bf16 hidden: a few parts in a thousand per value, 3% on the ratios.
-  const auto near = [](double u, double v) { return std::fabs(u - v) <= 3e-2 * std::fabs(u) + 1e-4; };
+  const auto near = [](double u, double v) {
+    return std::fabs(u - v) <= 3e-2 * std::fabs(u) + 1e-4;
+  };
   for (size_t l = 0; l < a.layers.size(); ++l) {
     const LayerMetrics &p = a.layers[l], &q = b.layers[l];
     INFO("layer " << l << " super " << p.super_value << " / " << q.super_value << " ratio "
@@ -195,7 +197,8 @@ TEST_CASE("cuda: GPT-2 under bf16 (bf16 FFN hidden) agrees with the CPU: loss, g
   // One training step's loss and gradients.
   const Tensor cpu_loss = cpu_model.forward(x, y).loss;
   autograd::backward(cpu_loss);
-  const Tensor gpu_loss = gpu_model.forward(x.to_device(Device::cuda()), y.to_device(Device::cuda())).loss;
+  const Tensor gpu_loss =
+      gpu_model.forward(x.to_device(Device::cuda()), y.to_device(Device::cuda())).loss;
   autograd::backward(gpu_loss);
   REQUIRE(std::fabs(cpu_loss.item() - gpu_loss.item()) <= 1e-2 * std::fabs(cpu_loss.item()));
   const std::vector<double> g_cpu = cpu_model.params().flat_grads().to_doubles();
