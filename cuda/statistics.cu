@@ -17,7 +17,13 @@
 //   under a prefix into one shared copy. Those are bound by the shared-memory atomics of the
 //   keys near the median, not by reading x: about 110 us per pass over GPT-2 124M's f32
 //   residual (32 x 1024 x 768) on the H200, against about 30 us to read it. No host sync.
+//   From 2^20 elements a sampled bracket runs first: 2^16 keys at hashed positions are sorted,
+//   each rank gets a key range around its sample quantile (4 standard deviations wide), and one
+//   pass over x counts the keys below each range and compacts the few inside (about 1.6% for a
+//   median). When every rank lies in its range and the candidates fit, the radix passes read the
+//   candidates instead of x; otherwise they read x as before. Exact either way.
 #include <cub/block/block_scan.cuh>
+#include <cub/device/device_radix_sort.cuh>
 
 #include <algorithm>
 #include <cstdint>
@@ -190,12 +196,31 @@ __device__ K prefix_mask(int top) {
   return top >= static_cast<int>(sizeof(K) * 8) ? K(0) : ~((K(1) << top) - 1);
 }
 
+// Where the radix passes read their keys: x itself, or (when use_compact is set on the device by
+// bracket_resolve) the compacted candidates of a sampled bracket, padded with all-ones keys.
+template <class T>
+struct SelectSource {
+  const T* x;                      // (n) the tensor
+  int64_t n;
+  const T* compact = nullptr;      // (compact_n) candidates then padding, or null
+  int64_t compact_n = 0;
+  const int* use_compact = nullptr;  // device flag, or null (x)
+  __device__ void pick(const T*& p, int64_t& len) const {
+    const bool from_compact = use_compact != nullptr && *use_compact != 0;
+    p = from_compact ? compact : x;
+    len = from_compact ? compact_n : n;
+  }
+};
+
 // The first pass, common to every rank: first_hist (256) counts the top 8 bits of all keys.
 // Shared (32, 257) unsigned: one copy of the bins per lane, rows padded by one word so that the
 // lanes of a warp adding to one bin hit 32 different banks.
 template <class T, class K>
-__global__ void select_first_histogram(const T* __restrict__ x, int64_t n,
+__global__ void select_first_histogram(SelectSource<T> source,
                                        unsigned long long* __restrict__ first_hist) {
+  const T* x;
+  int64_t n;
+  source.pick(x, n);
   constexpr int kRow = kFirstBins + 1;
   __shared__ unsigned int local[32 * kRow];
   for (int i = threadIdx.x; i < 32 * kRow; i += blockDim.x) local[i] = 0;
@@ -215,11 +240,14 @@ __global__ void select_first_histogram(const T* __restrict__ x, int64_t n,
 // the keys that match distinct prefix u above bit shift + width. Dynamic shared memory: (count,
 // kBins) unsigned.
 template <class T, class K>
-__global__ void select_histogram(const T* __restrict__ x, int64_t n,
+__global__ void select_histogram(SelectSource<T> source,
                                  const SelectState<K>* __restrict__ state,
                                  unsigned long long* __restrict__ hist, int count, int shift,
                                  int width) {
   extern __shared__ unsigned int local[];  // (unique, kBins) per-block counts
+  const T* x;
+  int64_t n;
+  source.pick(x, n);
   const K high = prefix_mask<K>(shift + width);
   const K digit_mask = (K(1) << width) - 1;
   K distinct[kMaxRanks];
@@ -292,6 +320,248 @@ __global__ void select_write(const SelectState<K>* state, O* out, int count) {
   out[k] = to_acc(v);
 }
 
+// ---------------------------------------------------------------------------------------------
+// Sampled brackets: one pass over x instead of the radix passes, for large x.
+
+constexpr int64_t kBracketMinN = int64_t{1} << 20;  // smaller x: the radix passes over x
+constexpr int kSample = 1 << 16;                     // keys sampled (with replacement)
+constexpr int kStage = 4096;                         // candidates staged per block
+
+// Key ranges [lo, hi] (inclusive, ascending, disjoint) that should hold the requested ranks.
+template <class K>
+struct BracketPlan {
+  K lo[kMaxRanks];
+  K hi[kMaxRanks];
+  int count;               // brackets
+  int of_rank[kMaxRanks];  // the bracket of each requested rank
+};
+
+// counts (2 kMaxRanks + 1): below[b] = keys < lo[b], inside[b] = keys in [lo[b], hi[b]], then
+// the candidates written.
+constexpr int kCountSlots = 2 * kMaxRanks + 1;
+
+__device__ __forceinline__ uint64_t mix64(uint64_t z) {  // splitmix64's finaliser
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+// sample (kSample) = keys of x at hashed positions: a fixed, data-independent choice.
+template <class T, class K>
+__global__ void bracket_sample(const T* __restrict__ x, int64_t n, K* __restrict__ sample) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < kSample)
+    sample[i] = abs_key<T, K>(x[mix64(0x9e3779b97f4a7c15ull + static_cast<uint64_t>(i)) %
+                                static_cast<uint64_t>(n)]);
+}
+
+// One thread: each rank r of n sits near sample position q = r s / n; its bracket spans the
+// sorted sample from q - d to q + d, d = 4 sqrt(s p (1 - p)) + 8 (p = r / n: four standard
+// deviations of the sample quantile, plus a margin); ends beyond the sample are open. Brackets
+// that overlap are merged. A bracket that misses its rank only costs the fallback.
+template <class K>
+__global__ void bracket_plan(const K* __restrict__ sorted, Ranks ranks, int64_t n,
+                             BracketPlan<K>* __restrict__ plan) {
+  if (blockIdx.x != 0 || threadIdx.x != 0) return;
+  const K top = static_cast<K>(static_cast<K>(~K(0)) >> 1);  // the largest |x| key (NaN)
+  K lo[kMaxRanks], hi[kMaxRanks];
+  int order[kMaxRanks];
+  for (int k = 0; k < ranks.count; ++k) {
+    const double p = static_cast<double>(ranks.value[k]) / static_cast<double>(n);
+    const double q = p * kSample;
+    const double d = 4.0 * sqrt(kSample * p * (1.0 - p)) + 8.0;
+    const double a = floor(q - d), b = ceil(q + d);
+    lo[k] = a <= 0 ? K(0) : sorted[static_cast<int>(a)];
+    hi[k] = b >= kSample - 1 ? top : sorted[static_cast<int>(b)];
+    int j = k;  // insertion sort of the ranks by lo
+    while (j > 0 && lo[order[j - 1]] > lo[k]) {
+      order[j] = order[j - 1];
+      --j;
+    }
+    order[j] = k;
+  }
+  int count = 0;
+  for (int j = 0; j < ranks.count; ++j) {
+    const int k = order[j];
+    if (count > 0 && lo[k] <= plan->hi[count - 1]) {
+      if (hi[k] > plan->hi[count - 1]) plan->hi[count - 1] = hi[k];
+    } else {
+      plan->lo[count] = lo[k];
+      plan->hi[count] = hi[k];
+      ++count;
+    }
+    plan->of_rank[k] = count - 1;
+  }
+  for (int b = count; b < kMaxRanks; ++b) {  // empty: no key is >= all ones and <= 0
+    plan->lo[b] = static_cast<K>(~K(0));
+    plan->hi[b] = K(0);
+  }
+  plan->count = count;
+}
+
+// One pass over x: per bracket, the keys below it and inside it; the keys inside (the bits of
+// |x|) are written to compact (capacity cap; counts[2 kMaxRanks] counts every one, so an
+// overflow is seen).
+// Blocks stage their candidates in shared memory and write them with one reservation. NB: the
+// number of requested ranks (an upper bound of the brackets), so the counters stay in registers.
+template <class T, class K, int NB>
+__global__ void __launch_bounds__(256)
+    bracket_partition(const T* __restrict__ x, int64_t n, const BracketPlan<K>* __restrict__ plan,
+                      K* __restrict__ compact, int64_t cap,
+                      unsigned long long* __restrict__ counts) {
+  __shared__ K lo[NB], hi[NB];
+  __shared__ unsigned long long block_counts[2 * NB];
+  __shared__ K stage[kStage];
+  __shared__ unsigned staged;
+  __shared__ unsigned long long base;
+  if (threadIdx.x < NB) {
+    lo[threadIdx.x] = plan->lo[threadIdx.x];
+    hi[threadIdx.x] = plan->hi[threadIdx.x];
+  }
+  if (threadIdx.x < 2 * NB) block_counts[threadIdx.x] = 0;
+  if (threadIdx.x == 0) staged = 0;
+  __syncthreads();
+  K l[NB], h[NB];
+  unsigned below[NB], inside[NB];
+#pragma unroll
+  for (int b = 0; b < NB; ++b) {
+    l[b] = lo[b];
+    h[b] = hi[b];
+    below[b] = inside[b] = 0;
+  }
+  for_each_key<T, K>(x, n, [&](K key) {
+    bool candidate = false;
+#pragma unroll
+    for (int b = 0; b < NB; ++b) {
+      below[b] += key < l[b];
+      const bool in = key >= l[b] && key <= h[b];
+      inside[b] += in;
+      candidate |= in;
+    }
+    if (candidate) {
+      const unsigned slot = atomicAdd(&staged, 1u);
+      if (slot < kStage) {
+        stage[slot] = key;
+      } else {  // a full stage: straight to the buffer
+        const unsigned long long g = atomicAdd(&counts[2 * kMaxRanks], 1ull);
+        if (g < static_cast<unsigned long long>(cap)) compact[g] = key;
+      }
+    }
+  });
+#pragma unroll
+  for (int b = 0; b < NB; ++b) {
+    unsigned long long vb = below[b], vi = inside[b];
+    for (int offset = 16; offset > 0; offset >>= 1) {
+      vb += __shfl_xor_sync(0xffffffffu, vb, offset);
+      vi += __shfl_xor_sync(0xffffffffu, vi, offset);
+    }
+    if (threadIdx.x % 32 == 0) {
+      atomicAdd(&block_counts[b], vb);
+      atomicAdd(&block_counts[NB + b], vi);
+    }
+  }
+  __syncthreads();
+  const unsigned kept = staged < kStage ? staged : kStage;
+  if (threadIdx.x == 0) base = atomicAdd(&counts[2 * kMaxRanks], static_cast<unsigned long long>(kept));
+  if (threadIdx.x < NB) {
+    atomicAdd(&counts[threadIdx.x], block_counts[threadIdx.x]);
+    atomicAdd(&counts[kMaxRanks + threadIdx.x], block_counts[NB + threadIdx.x]);
+  }
+  __syncthreads();
+  for (unsigned i = threadIdx.x; i < kept; i += blockDim.x)
+    if (base + i < static_cast<unsigned long long>(cap)) compact[base + i] = stage[i];
+}
+
+// One thread: the brackets hold every rank (below <= r < below + inside) and the buffer held every
+// candidate -> the select runs on compact, rank r at its place among the candidates (the
+// candidates of lower brackets, then r - below); otherwise on x with the ranks as asked.
+template <class K>
+__global__ void bracket_resolve(const BracketPlan<K>* __restrict__ plan,
+                                const unsigned long long* __restrict__ counts, Ranks ranks,
+                                int64_t cap, SelectState<K>* __restrict__ state,
+                                int* __restrict__ use_compact) {
+  if (blockIdx.x != 0 || threadIdx.x != 0) return;
+  bool ok = counts[2 * kMaxRanks] <= static_cast<unsigned long long>(cap);
+  unsigned long long place[kMaxRanks];
+  for (int k = 0; k < ranks.count; ++k) {
+    const int b = plan->of_rank[k];
+    const unsigned long long r = ranks.value[k], below = counts[b], inside = counts[kMaxRanks + b];
+    ok = ok && below <= r && r < below + inside;
+    unsigned long long lower = 0;  // candidates of the brackets below b
+    for (int c = 0; c < b; ++c) lower += counts[kMaxRanks + c];
+    place[k] = lower + (r - below);
+  }
+  for (int k = 0; k < ranks.count; ++k) state[k] = {K(0), ok ? place[k] : ranks.value[k]};
+  *use_compact = ok ? 1 : 0;
+}
+
+// Queues the sampled bracket for x (n >= kBracketMinN): the returned source reads the compacted
+// candidates when every rank was bracketed, x otherwise; state holds the matching ranks. The
+// buffers are stream-ordered allocations kept alive by `keep` until the passes are queued.
+template <class T, class K>
+SelectSource<T> queue_brackets(const Tensor& x, const Ranks& ranks, SelectState<K>* state,
+                               std::vector<Tensor>& keep) {
+  const int64_t n = x.numel();
+  const T* px = static_cast<const T*>(x.raw_data());  // (n)
+  // Capacity: a sixteenth of x (the median's bracket holds about 1.6%), padded with all-ones keys
+  // that sort above every |x|.
+  const int64_t cap = std::min<int64_t>(n, n / 16 + kSample);
+  const int64_t compact_words = (cap * static_cast<int64_t>(sizeof(T)) + 3) / 4;
+  keep.push_back(Tensor::empty({compact_words}, DType::I32, x.device()));  // (cap) T, as words
+  T* compact = static_cast<T*>(keep.back().raw_data());
+  SINKLAB_CUDA_CHECK(cudaMemsetAsync(compact, 0xff, static_cast<size_t>(cap) * sizeof(T), stream()));
+  // Small buffers: sample and sorted (kSample keys each), plan, counts, flag, cub's scratch.
+  size_t sort_bytes = 0;
+  SINKLAB_CUDA_CHECK(cub::DeviceRadixSort::SortKeys(nullptr, sort_bytes, static_cast<K*>(nullptr),
+                                                    static_cast<K*>(nullptr), kSample, 0,
+                                                    static_cast<int>(sizeof(K) * 8), stream()));
+  const size_t keys_bytes = kSample * sizeof(K);
+  const size_t plan_at = 2 * keys_bytes;
+  const size_t counts_at = (plan_at + sizeof(BracketPlan<K>) + 15) / 16 * 16;
+  const size_t flag_at = counts_at + kCountSlots * sizeof(unsigned long long);
+  const size_t sort_at = (flag_at + sizeof(int) + 255) / 256 * 256;
+  const size_t bytes = sort_at + sort_bytes;
+  keep.push_back(Tensor::empty({static_cast<int64_t>((bytes + 3) / 4)}, DType::I32, x.device()));
+  char* base = static_cast<char*>(keep.back().raw_data());
+  K* sample = reinterpret_cast<K*>(base);
+  K* sorted = reinterpret_cast<K*>(base + keys_bytes);
+  auto* plan = reinterpret_cast<BracketPlan<K>*>(base + plan_at);
+  auto* counts = reinterpret_cast<unsigned long long*>(base + counts_at);
+  int* flag = reinterpret_cast<int*>(base + flag_at);
+  SINKLAB_CUDA_CHECK(cudaMemsetAsync(counts, 0, kCountSlots * sizeof(unsigned long long), stream()));
+  bracket_sample<T, K><<<kSample / 256, 256, 0, stream()>>>(px, n, sample);
+  SINKLAB_KERNEL_CHECK("abs_order_statistics sample");
+  SINKLAB_CUDA_CHECK(cub::DeviceRadixSort::SortKeys(base + sort_at, sort_bytes, sample, sorted,
+                                                    kSample, 0, static_cast<int>(sizeof(K) * 8),
+                                                    stream()));
+  bracket_plan<K><<<1, 1, 0, stream()>>>(sorted, ranks, n, plan);
+  SINKLAB_KERNEL_CHECK("abs_order_statistics brackets");
+  // 16 blocks per SM: a block meets about 0.016 n / blocks candidates, well under kStage.
+  const unsigned blocks = std::min<unsigned>(blocks_for(n, 256), 132u * 16u);
+  auto partition = [&](auto nb) {
+    bracket_partition<T, K, decltype(nb)::value><<<blocks, 256, 0, stream()>>>(
+        px, n, plan, reinterpret_cast<K*>(compact), cap, counts);
+  };
+  switch (ranks.count) {  // the counters of at most `count` brackets, in registers
+    case 1: partition(std::integral_constant<int, 1>{}); break;
+    case 2: partition(std::integral_constant<int, 2>{}); break;
+    case 3: partition(std::integral_constant<int, 3>{}); break;
+    case 4: partition(std::integral_constant<int, 4>{}); break;
+    case 5: partition(std::integral_constant<int, 5>{}); break;
+    case 6: partition(std::integral_constant<int, 6>{}); break;
+    case 7: partition(std::integral_constant<int, 7>{}); break;
+    default: partition(std::integral_constant<int, kMaxRanks>{}); break;
+  }
+  SINKLAB_KERNEL_CHECK("abs_order_statistics partition");
+  bracket_resolve<K><<<1, 1, 0, stream()>>>(plan, counts, ranks, cap, state, flag);
+  SINKLAB_KERNEL_CHECK("abs_order_statistics resolve");
+  SelectSource<T> source{px, n};
+  source.compact = compact;
+  source.compact_n = cap;
+  source.use_compact = flag;
+  return source;
+}
+
 template <class T>
 void abs_order_statistics_typed(const Tensor& x, const std::vector<int64_t>& ranks, Tensor& out) {
   using K = typename KeyOf<T>::type;
@@ -342,15 +612,20 @@ void abs_order_statistics_typed(const Tensor& x, const std::vector<int64_t>& ran
   // Enough blocks to stream x at full bandwidth; each flushes its histograms once.
   const unsigned blocks = std::min<unsigned>(blocks_for(n, 256), 132u * 4u);
   int shift = bits - kFirstDigitBits;
-  const T* px = static_cast<const T*>(x.raw_data());  // (n)
-  select_first_histogram<T, K><<<blocks, 256, 0, stream()>>>(px, n, hist);
+  // Large x: a sampled bracket first (one pass), so that the radix passes read its few
+  // candidates; they read x when a rank fell outside its bracket.
+  std::vector<Tensor> keep;  // the bracket's buffers, until the passes are queued
+  const SelectSource<T> source =
+      n >= kBracketMinN ? queue_brackets<T, K>(x, r, state, keep)
+                        : SelectSource<T>{static_cast<const T*>(x.raw_data()), n};
+  select_first_histogram<T, K><<<blocks, 256, 0, stream()>>>(source, hist);
   SINKLAB_KERNEL_CHECK("abs_order_statistics first histogram");
   select_step<K><<<count, kStepThreads, 0, stream()>>>(state, hist, count, shift, widths[0]);
   SINKLAB_KERNEL_CHECK("abs_order_statistics first step");
   for (int p = 1; p < passes; ++p) {
     shift -= widths[p];
     unsigned long long* pass_hist = hist + p * region;  // (count, kBins)
-    select_histogram<T, K><<<blocks, 256, shared, stream()>>>(px, n, state, pass_hist,
+    select_histogram<T, K><<<blocks, 256, shared, stream()>>>(source, state, pass_hist,
                                                               count, shift, widths[p]);
     SINKLAB_KERNEL_CHECK("abs_order_statistics histogram");
     select_step<K><<<count, kStepThreads, 0, stream()>>>(state, pass_hist, count, shift,

@@ -73,3 +73,33 @@ TEST_CASE("cuda: statistics of a bf16 tensor equal the CPU's on its f32 values",
   for (int i = 0; i < 7; ++i) REQUIRE(v[i] == expected[i]);
   REQUIRE(std::isnan(v[7]));
 }
+
+TEST_CASE("cuda: abs_order_statistics of large tensors is exact through the sampled brackets",
+          "[cuda]") {
+  SINKLAB_REQUIRE_CUDA();
+  // From 2^20 elements a sampled bracket compacts the candidates first: spread ranks (8 at once,
+  // overlapping and distinct brackets), then inputs whose brackets overflow and fall back to
+  // the passes over x (ties: 60% zeros; every value equal).
+  const int64_t n = (int64_t{1} << 21) + 3;
+  const std::vector<int64_t> spread = {0, 1, n / 4, n / 2 - 1, n / 2, 3 * n / 4, n - 2, n - 1};
+  for (DType dt : {DType::F32, DType::F64}) {
+    INFO(dtype_name(dt));
+    std::vector<double> v = random_tensor({n}, 914, DType::F64, 1.0).to_doubles();
+    for (size_t i = 0; i < v.size(); i += 97) v[i] = std::exp(8.0 * v[i]);  // a heavy tail
+    const Tensor x = Tensor::from_doubles(v, {n}, dt);
+    require_close(ops::abs_order_statistics(x.to_device(Device::cuda()), spread)
+                      .to_device(Device::cpu()),
+                  ops::abs_order_statistics(x, spread), 0, 0);
+    std::vector<double> ties(v);
+    for (size_t i = 0; i < ties.size(); ++i)
+      if (i % 5 < 3) ties[i] = 0;
+    const Tensor z = Tensor::from_doubles(ties, {n}, dt);
+    require_close(ops::abs_order_statistics(z.to_device(Device::cuda()), spread)
+                      .to_device(Device::cpu()),
+                  ops::abs_order_statistics(z, spread), 0, 0);
+    const Tensor same = Tensor::full({n}, -2.5, dt);
+    const std::vector<double> all = ops::abs_order_statistics(same.to_device(Device::cuda()), spread)
+                                        .to_doubles();
+    for (double a : all) REQUIRE(a == 2.5);
+  }
+}
