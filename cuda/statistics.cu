@@ -33,6 +33,7 @@
 #include <vector>
 
 #include "cuda/check.h"
+#include "cuda/order_brackets.h"
 #include "cuda/runtime.h"
 #include "cuda/storage_types.cuh"
 #include "ops/statistics.h"
@@ -324,79 +325,25 @@ __global__ void select_write(const SelectState<K>* state, O* out, int count) {
 // Sampled brackets: one pass over x instead of the radix passes, for large x.
 
 constexpr int64_t kBracketMinN = int64_t{1} << 20;  // smaller x: the radix passes over x
-constexpr int kSample = 1 << 16;                     // keys sampled (with replacement)
 constexpr int kStage = 4096;                         // candidates staged per block
 
-// Key ranges [lo, hi] (inclusive, ascending, disjoint) that should hold the requested ranks.
-template <class K>
-struct BracketPlan {
-  K lo[kMaxRanks];
-  K hi[kMaxRanks];
-  int count;               // brackets
-  int of_rank[kMaxRanks];  // the bracket of each requested rank
-};
-
 // counts (2 kMaxRanks + 1): below[b] = keys < lo[b], inside[b] = keys in [lo[b], hi[b]], then
-// the candidates written.
+// the candidates met.
 constexpr int kCountSlots = 2 * kMaxRanks + 1;
+static_assert(kBracketMaxRanks == kMaxRanks, "one rank limit for the select and its brackets");
 
-__device__ __forceinline__ uint64_t mix64(uint64_t z) {  // splitmix64's finaliser
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
-
-// sample (kSample) = keys of x at hashed positions: a fixed, data-independent choice.
+// sample (kBracketSample) = keys of x at the hashed positions.
 template <class T, class K>
 __global__ void bracket_sample(const T* __restrict__ x, int64_t n, K* __restrict__ sample) {
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
-  if (i < kSample)
-    sample[i] = abs_key<T, K>(x[mix64(0x9e3779b97f4a7c15ull + static_cast<uint64_t>(i)) %
-                                static_cast<uint64_t>(n)]);
+  if (i < kBracketSample) sample[i] = abs_key<T, K>(x[bracket_sample_index(i, n)]);
 }
 
-// One thread: each rank r of n sits near sample position q = r s / n; its bracket spans the
-// sorted sample from q - d to q + d, d = 4 sqrt(s p (1 - p)) + 8 (p = r / n: four standard
-// deviations of the sample quantile, plus a margin); ends beyond the sample are open. Brackets
-// that overlap are merged. A bracket that misses its rank only costs the fallback.
+// One thread: plan_brackets (cuda/order_brackets.h) on the sorted sample.
 template <class K>
 __global__ void bracket_plan(const K* __restrict__ sorted, Ranks ranks, int64_t n,
                              BracketPlan<K>* __restrict__ plan) {
-  if (blockIdx.x != 0 || threadIdx.x != 0) return;
-  const K top = static_cast<K>(static_cast<K>(~K(0)) >> 1);  // the largest |x| key (NaN)
-  K lo[kMaxRanks], hi[kMaxRanks];
-  int order[kMaxRanks];
-  for (int k = 0; k < ranks.count; ++k) {
-    const double p = static_cast<double>(ranks.value[k]) / static_cast<double>(n);
-    const double q = p * kSample;
-    const double d = 4.0 * sqrt(kSample * p * (1.0 - p)) + 8.0;
-    const double a = floor(q - d), b = ceil(q + d);
-    lo[k] = a <= 0 ? K(0) : sorted[static_cast<int>(a)];
-    hi[k] = b >= kSample - 1 ? top : sorted[static_cast<int>(b)];
-    int j = k;  // insertion sort of the ranks by lo
-    while (j > 0 && lo[order[j - 1]] > lo[k]) {
-      order[j] = order[j - 1];
-      --j;
-    }
-    order[j] = k;
-  }
-  int count = 0;
-  for (int j = 0; j < ranks.count; ++j) {
-    const int k = order[j];
-    if (count > 0 && lo[k] <= plan->hi[count - 1]) {
-      if (hi[k] > plan->hi[count - 1]) plan->hi[count - 1] = hi[k];
-    } else {
-      plan->lo[count] = lo[k];
-      plan->hi[count] = hi[k];
-      ++count;
-    }
-    plan->of_rank[k] = count - 1;
-  }
-  for (int b = count; b < kMaxRanks; ++b) {  // empty: no key is >= all ones and <= 0
-    plan->lo[b] = static_cast<K>(~K(0));
-    plan->hi[b] = K(0);
-  }
-  plan->count = count;
+  if (blockIdx.x == 0 && threadIdx.x == 0) plan_brackets(sorted, ranks.value, ranks.count, n, *plan);
 }
 
 // One pass over x: per bracket, the keys below it and inside it; the keys inside (the bits of
@@ -472,25 +419,17 @@ __global__ void __launch_bounds__(256)
     if (base + i < static_cast<unsigned long long>(cap)) compact[base + i] = stage[i];
 }
 
-// One thread: the brackets hold every rank (below <= r < below + inside) and the buffer held every
-// candidate -> the select runs on compact, rank r at its place among the candidates (the
-// candidates of lower brackets, then r - below); otherwise on x with the ranks as asked.
+// One thread: resolve_brackets (cuda/order_brackets.h); the select then runs on the candidates
+// with each rank's place among them, or on x with the ranks as asked.
 template <class K>
 __global__ void bracket_resolve(const BracketPlan<K>* __restrict__ plan,
                                 const unsigned long long* __restrict__ counts, Ranks ranks,
                                 int64_t cap, SelectState<K>* __restrict__ state,
                                 int* __restrict__ use_compact) {
   if (blockIdx.x != 0 || threadIdx.x != 0) return;
-  bool ok = counts[2 * kMaxRanks] <= static_cast<unsigned long long>(cap);
   unsigned long long place[kMaxRanks];
-  for (int k = 0; k < ranks.count; ++k) {
-    const int b = plan->of_rank[k];
-    const unsigned long long r = ranks.value[k], below = counts[b], inside = counts[kMaxRanks + b];
-    ok = ok && below <= r && r < below + inside;
-    unsigned long long lower = 0;  // candidates of the brackets below b
-    for (int c = 0; c < b; ++c) lower += counts[kMaxRanks + c];
-    place[k] = lower + (r - below);
-  }
+  const bool ok = resolve_brackets(*plan, counts, counts + kMaxRanks, counts[2 * kMaxRanks],
+                                   ranks.value, ranks.count, cap, place);
   for (int k = 0; k < ranks.count; ++k) state[k] = {K(0), ok ? place[k] : ranks.value[k]};
   *use_compact = ok ? 1 : 0;
 }
@@ -505,17 +444,17 @@ SelectSource<T> queue_brackets(const Tensor& x, const Ranks& ranks, SelectState<
   const T* px = static_cast<const T*>(x.raw_data());  // (n)
   // Capacity: a sixteenth of x (the median's bracket holds about 1.6%), padded with all-ones keys
   // that sort above every |x|.
-  const int64_t cap = std::min<int64_t>(n, n / 16 + kSample);
+  const int64_t cap = std::min<int64_t>(n, n / 16 + kBracketSample);
   const int64_t compact_words = (cap * static_cast<int64_t>(sizeof(T)) + 3) / 4;
   keep.push_back(Tensor::empty({compact_words}, DType::I32, x.device()));  // (cap) T, as words
   T* compact = static_cast<T*>(keep.back().raw_data());
   SINKLAB_CUDA_CHECK(cudaMemsetAsync(compact, 0xff, static_cast<size_t>(cap) * sizeof(T), stream()));
-  // Small buffers: sample and sorted (kSample keys each), plan, counts, flag, cub's scratch.
+  // Small buffers: sample and sorted (kBracketSample keys each), plan, counts, flag, cub's scratch.
   size_t sort_bytes = 0;
   SINKLAB_CUDA_CHECK(cub::DeviceRadixSort::SortKeys(nullptr, sort_bytes, static_cast<K*>(nullptr),
-                                                    static_cast<K*>(nullptr), kSample, 0,
+                                                    static_cast<K*>(nullptr), kBracketSample, 0,
                                                     static_cast<int>(sizeof(K) * 8), stream()));
-  const size_t keys_bytes = kSample * sizeof(K);
+  const size_t keys_bytes = kBracketSample * sizeof(K);
   const size_t plan_at = 2 * keys_bytes;
   const size_t counts_at = (plan_at + sizeof(BracketPlan<K>) + 15) / 16 * 16;
   const size_t flag_at = counts_at + kCountSlots * sizeof(unsigned long long);
@@ -529,10 +468,10 @@ SelectSource<T> queue_brackets(const Tensor& x, const Ranks& ranks, SelectState<
   auto* counts = reinterpret_cast<unsigned long long*>(base + counts_at);
   int* flag = reinterpret_cast<int*>(base + flag_at);
   SINKLAB_CUDA_CHECK(cudaMemsetAsync(counts, 0, kCountSlots * sizeof(unsigned long long), stream()));
-  bracket_sample<T, K><<<kSample / 256, 256, 0, stream()>>>(px, n, sample);
+  bracket_sample<T, K><<<kBracketSample / 256, 256, 0, stream()>>>(px, n, sample);
   SINKLAB_KERNEL_CHECK("abs_order_statistics sample");
   SINKLAB_CUDA_CHECK(cub::DeviceRadixSort::SortKeys(base + sort_at, sort_bytes, sample, sorted,
-                                                    kSample, 0, static_cast<int>(sizeof(K) * 8),
+                                                    kBracketSample, 0, static_cast<int>(sizeof(K) * 8),
                                                     stream()));
   bracket_plan<K><<<1, 1, 0, stream()>>>(sorted, ranks, n, plan);
   SINKLAB_KERNEL_CHECK("abs_order_statistics brackets");

@@ -1,0 +1,102 @@
+// Sampled brackets for exact order statistics (cuda/statistics.cu's abs_order_statistics on
+// large tensors): the host/device logic, kept free of CUDA so that CPU tests check it against
+// nth_element. Keys are the bit patterns of |x| (sign bit cleared), compared as unsigned.
+//   1. kBracketSample keys at bracket_sample_index(i, n) are sorted.
+//   2. plan_brackets: each requested rank r of n sits near sample position q = r s / n; its key
+//      range spans the sorted sample from q - d to q + d, d = 4 sqrt(s p (1 - p)) + 8 with
+//      p = r / n (four standard deviations of a sample quantile, plus a margin); ends beyond the
+//      sample are open. Overlapping ranges are merged; the result is ascending and disjoint.
+//   3. One pass over x counts, per range, the keys below it and inside it, and compacts the keys
+//      inside (the candidates).
+//   4. resolve_brackets: when every rank r has below <= r < below + inside in its range and the
+//      candidates fit the buffer, r's value is the candidate at place (candidates of lower
+//      ranges) + (r - below) in sorted order; otherwise the caller selects on x itself.
+#pragma once
+#include <cmath>
+#include <cstdint>
+
+#include "core/philox.h"  // SINKLAB_HD
+
+namespace sinklab::cuda {
+
+constexpr int kBracketMaxRanks = 8;
+constexpr int kBracketSample = 1 << 16;  // keys sampled (with replacement)
+
+template <class K>
+struct BracketPlan {
+  K lo[kBracketMaxRanks];  // inclusive key ranges, ascending, disjoint; unused ones empty
+  K hi[kBracketMaxRanks];
+  int count;                        // ranges in use
+  int of_rank[kBracketMaxRanks];    // the range of each requested rank
+};
+
+// The position of sample i among n elements: a fixed hash (splitmix64's finaliser), so the
+// sample does not follow the tensor's layout.
+SINKLAB_HD uint64_t bracket_sample_index(uint64_t i, int64_t n) {
+  uint64_t z = 0x9e3779b97f4a7c15ull + i;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return (z ^ (z >> 31)) % static_cast<uint64_t>(n);
+}
+
+// sorted (kBracketSample) keys ascending; ranks (count <= kBracketMaxRanks) of n.
+template <class K>
+SINKLAB_HD void plan_brackets(const K* sorted, const unsigned long long* ranks, int count,
+                              int64_t n, BracketPlan<K>& plan) {
+  const K top = static_cast<K>(static_cast<K>(~K(0)) >> 1);  // the largest |x| key (a NaN)
+  K lo[kBracketMaxRanks], hi[kBracketMaxRanks];
+  int order[kBracketMaxRanks];
+  for (int k = 0; k < count; ++k) {
+    const double p = static_cast<double>(ranks[k]) / static_cast<double>(n);
+    const double q = p * kBracketSample;
+    const double d = 4.0 * sqrt(kBracketSample * p * (1.0 - p)) + 8.0;
+    const double a = floor(q - d), b = ceil(q + d);
+    lo[k] = a <= 0 ? K(0) : sorted[static_cast<int>(a)];
+    hi[k] = b >= kBracketSample - 1 ? top : sorted[static_cast<int>(b)];
+    int j = k;  // insertion sort of the ranks by lo
+    while (j > 0 && lo[order[j - 1]] > lo[k]) {
+      order[j] = order[j - 1];
+      --j;
+    }
+    order[j] = k;
+  }
+  int used = 0;
+  for (int j = 0; j < count; ++j) {
+    const int k = order[j];
+    if (used > 0 && lo[k] <= plan.hi[used - 1]) {
+      if (hi[k] > plan.hi[used - 1]) plan.hi[used - 1] = hi[k];
+    } else {
+      plan.lo[used] = lo[k];
+      plan.hi[used] = hi[k];
+      ++used;
+    }
+    plan.of_rank[k] = used - 1;
+  }
+  for (int b = used; b < kBracketMaxRanks; ++b) {  // empty: no key is >= all ones and <= 0
+    plan.lo[b] = static_cast<K>(~K(0));
+    plan.hi[b] = K(0);
+  }
+  plan.count = used;
+}
+
+// below, inside (kBracketMaxRanks): the counts of step 3; total: the candidates met (they fit
+// when total <= cap). True when every rank is bracketed; place[k] is then rank k's position
+// among the sorted candidates.
+template <class K>
+SINKLAB_HD bool resolve_brackets(const BracketPlan<K>& plan, const unsigned long long* below,
+                                 const unsigned long long* inside, unsigned long long total,
+                                 const unsigned long long* ranks, int count, int64_t cap,
+                                 unsigned long long* place) {
+  bool ok = total <= static_cast<unsigned long long>(cap);
+  for (int k = 0; k < count; ++k) {
+    const int b = plan.of_rank[k];
+    const unsigned long long r = ranks[k];
+    ok = ok && below[b] <= r && r < below[b] + inside[b];
+    unsigned long long lower = 0;  // candidates of the ranges below b
+    for (int c = 0; c < b; ++c) lower += inside[c];
+    place[k] = ok ? lower + (r - below[b]) : 0;
+  }
+  return ok;
+}
+
+}  // namespace sinklab::cuda

@@ -1,0 +1,130 @@
+// The sampled-bracket logic of the GPU's exact order statistics (cuda/order_brackets.h), run on
+// the CPU: the sample, the ranges of plan_brackets, a brute-force count of the keys below and
+// inside each range, and resolve_brackets' places among the candidates, checked against
+// nth_element; inputs whose ranges cannot hold the ranks (heavy ties) must ask for the fallback.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "core/dtype.h"
+#include "cuda/order_brackets.h"
+#include "tests/helpers.h"
+
+using namespace sinklab;
+using cuda::BracketPlan;
+using cuda::kBracketMaxRanks;
+using cuda::kBracketSample;
+
+namespace {
+
+std::vector<uint32_t> keys_f32(const std::vector<double>& v) {
+  std::vector<uint32_t> keys(v.size());
+  for (size_t i = 0; i < v.size(); ++i) {
+    const float f = static_cast<float>(v[i]);
+    std::memcpy(&keys[i], &f, 4);
+    keys[i] &= 0x7fffffffu;
+  }
+  return keys;
+}
+
+std::vector<uint16_t> keys_bf16(const std::vector<double>& v) {
+  std::vector<uint16_t> keys(v.size());
+  for (size_t i = 0; i < v.size(); ++i)
+    keys[i] = static_cast<uint16_t>(float_to_bf16(static_cast<float>(v[i])).bits & 0x7fffu);
+  return keys;
+}
+
+std::vector<uint64_t> keys_f64(const std::vector<double>& v) {
+  std::vector<uint64_t> keys(v.size());
+  for (size_t i = 0; i < v.size(); ++i) {
+    std::memcpy(&keys[i], &v[i], 8);
+    keys[i] &= 0x7fffffffffffffffull;
+  }
+  return keys;
+}
+
+// Runs the bracket algorithm on keys for ranks; true when it bracketed every rank, in which case
+// the values it selects equal nth_element's.
+template <class K>
+bool brackets_select_exactly(const std::vector<K>& keys, const std::vector<unsigned long long>& ranks) {
+  const int64_t n = static_cast<int64_t>(keys.size());
+  const int count = static_cast<int>(ranks.size());
+  std::vector<K> sorted(kBracketSample);
+  for (int i = 0; i < kBracketSample; ++i) sorted[i] = keys[cuda::bracket_sample_index(i, n)];
+  std::sort(sorted.begin(), sorted.end());
+  BracketPlan<K> plan{};
+  cuda::plan_brackets(sorted.data(), ranks.data(), count, n, plan);
+  REQUIRE(plan.count >= 1);
+  REQUIRE(plan.count <= count);
+  for (int b = 0; b < plan.count; ++b) {
+    REQUIRE(plan.lo[b] <= plan.hi[b]);
+    if (b > 0) REQUIRE(plan.hi[b - 1] < plan.lo[b]);  // ascending, disjoint
+  }
+  unsigned long long below[kBracketMaxRanks] = {}, inside[kBracketMaxRanks] = {}, total = 0;
+  std::vector<K> candidates;
+  for (K key : keys) {
+    bool in_any = false;
+    for (int b = 0; b < kBracketMaxRanks; ++b) {
+      below[b] += key < plan.lo[b];
+      const bool in = key >= plan.lo[b] && key <= plan.hi[b];
+      inside[b] += in;
+      in_any = in_any || in;
+    }
+    if (in_any) {
+      ++total;
+      candidates.push_back(key);
+    }
+  }
+  for (int b = plan.count; b < kBracketMaxRanks; ++b) REQUIRE(inside[b] == 0);  // unused: empty
+  const int64_t cap = std::min<int64_t>(n, n / 16 + kBracketSample);
+  unsigned long long place[kBracketMaxRanks];
+  const bool ok = cuda::resolve_brackets(plan, below, inside, total, ranks.data(), count, cap, place);
+  if (!ok) return false;
+  std::sort(candidates.begin(), candidates.end());
+  std::vector<K> all(keys);
+  for (int k = 0; k < count; ++k) {
+    std::nth_element(all.begin(), all.begin() + static_cast<int64_t>(ranks[k]), all.end());
+    INFO("rank " << ranks[k] << " of " << n);
+    REQUIRE(place[k] < candidates.size());
+    REQUIRE(candidates[place[k]] == all[ranks[k]]);
+  }
+  return true;
+}
+
+std::vector<unsigned long long> spread_ranks(int64_t n) {
+  return {0, 1, static_cast<unsigned long long>(n / 4), static_cast<unsigned long long>(n / 2 - 1),
+          static_cast<unsigned long long>(n / 2), static_cast<unsigned long long>(n - 3),
+          static_cast<unsigned long long>(n - 2), static_cast<unsigned long long>(n - 1)};
+}
+
+}  // namespace
+
+TEST_CASE("order brackets: sampled ranges hold the ranks and select them exactly", "[ops][statistics]") {
+  const int64_t n = (int64_t{1} << 20) + 77;
+  std::vector<double> v = test::random_tensor({n}, 915, DType::F64, 1.0).to_doubles();
+  for (size_t i = 0; i < v.size(); i += 97) v[i] = std::exp(8.0 * v[i]);  // a heavy tail
+  const auto ranks = spread_ranks(n);
+  REQUIRE(brackets_select_exactly(keys_f32(v), ranks));
+  REQUIRE(brackets_select_exactly(keys_f64(v), ranks));
+  REQUIRE(brackets_select_exactly(keys_bf16(v), ranks));
+  // The median pair alone, as the FFN metric asks: one merged range.
+  REQUIRE(brackets_select_exactly(keys_f32(v), {static_cast<unsigned long long>(n / 2 - 1),
+                                                static_cast<unsigned long long>(n / 2)}));
+  // A layout with structure (one large "super neuron" column in 3072, small values elsewhere):
+  // the hashed sample does not follow the layout.
+  std::vector<double> u(v.size());
+  for (size_t i = 0; i < u.size(); ++i) u[i] = i % 3072 == 7 ? 500.0 + v[i] : 0.01 * v[i];
+  REQUIRE(brackets_select_exactly(keys_bf16(u), ranks));
+}
+
+TEST_CASE("order brackets: heavy ties overflow the candidates and ask for the fallback", "[ops][statistics]") {
+  const int64_t n = (int64_t{1} << 20) + 5;
+  std::vector<double> v = test::random_tensor({n}, 916, DType::F64, 1.0).to_doubles();
+  for (size_t i = 0; i < v.size(); ++i)
+    if (i % 5 < 3) v[i] = 0;  // 60% zeros: the median's range is [0, 0] with 60% of x inside
+  REQUIRE_FALSE(brackets_select_exactly(keys_f32(v), spread_ranks(n)));
+  const std::vector<double> same(static_cast<size_t>(n), -2.5);
+  REQUIRE_FALSE(brackets_select_exactly(keys_f32(same), spread_ranks(n)));
+}
