@@ -757,12 +757,13 @@ dim3 tile_grid(const Problem& p, int tile, const char* op) {
 }
 
 void attention_forward_cuda(const Tensor& q, const Tensor& k, const Tensor& v,
-                            const ops::AttentionParams& params, Tensor& out, Tensor& lse) {
+                            const ops::AttentionParams& params, Tensor& out, Tensor& lse,
+                            ops::AttentionOperands& operands) {
   const char* op = "attention";
   const Problem p = problem_of(q, op);
   if (p.B * p.NH * p.T == 0) return;
   const int32_t* fk = device_first_key(params.first_key, op);  // (T)
-  if (attention_forward_bf16(q, k, v, params, fk, out, lse)) return;  // f32, Precision::BF16
+  if (attention_forward_bf16(q, k, v, params, fk, out, lse, operands)) return;  // f32, BF16
   dispatch_float(q.dtype(), op, [&](auto zero) {
     using T = decltype(zero);
     dispatch_head_size(p.HS, op, [&](auto dtag) {
@@ -783,7 +784,8 @@ void attention_forward_cuda(const Tensor& q, const Tensor& k, const Tensor& v,
 
 void attention_backward_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
                              const Tensor& lse, const Tensor& grad_out,
-                             const ops::AttentionParams& params, Tensor& dq, Tensor& dk,
+                             const ops::AttentionParams& params,
+                             const ops::AttentionOperands& operands, Tensor& dq, Tensor& dk,
                              Tensor& dv) {
   const char* op = "attention backward";
   const Problem p = problem_of(q, op);
@@ -803,7 +805,8 @@ void attention_backward_cuda(const Tensor& q, const Tensor& k, const Tensor& v, 
       SINKLAB_KERNEL_CHECK(op);
     }
     if constexpr (std::is_same_v<T, float>) {  // tensor-core path (f32, Precision::BF16)
-      if (attention_backward_bf16(q, k, v, g, lse, dvec, params, fk, dq, dk, dv)) return;
+      if (attention_backward_bf16(q, k, v, g, lse, dvec, params, operands, fk, dq, dk, dv))
+        return;
     }
     const T* plse = params.sigmoid ? nullptr : lse.data<T>();       // (B, NH, T)
     const T* pdvec = params.sigmoid ? nullptr : dvec.data<T>();     // (B, NH, T)

@@ -800,7 +800,7 @@ dim3 grid_for(const Tensor& q, int tile) {
 
 bool attention_forward_bf16(const Tensor& q, const Tensor& k, const Tensor& v,
                             const ops::AttentionParams& params, const int32_t* first_key,
-                            Tensor& out, Tensor& lse) {
+                            Tensor& out, Tensor& lse, ops::AttentionOperands& operands) {
   if (!applies(q)) return false;
   float* po = out.data<float>();                                   // (B, T, NH, HS)
   float* plse = params.sigmoid ? nullptr : lse.data<float>();      // (B, NH, T)
@@ -823,12 +823,14 @@ bool attention_forward_bf16(const Tensor& q, const Tensor& k, const Tensor& v,
                                                              NH, scale_log2);
     SINKLAB_KERNEL_CHECK("attention (bf16)");
   });
+  operands = {q16, k16, v16};  // kept for the backward
   return true;
 }
 
 bool attention_backward_bf16(const Tensor& q, const Tensor& k, const Tensor& v,
                              const Tensor& grad_out, const Tensor& lse, const Tensor& dvec,
-                             const ops::AttentionParams& params, const int32_t* first_key,
+                             const ops::AttentionParams& params,
+                             const ops::AttentionOperands& operands, const int32_t* first_key,
                              Tensor& dq, Tensor& dk, Tensor& dv) {
   if (!applies(q)) return false;
   const float* plse = params.sigmoid ? nullptr : lse.data<float>();     // (B, NH, T)
@@ -837,9 +839,11 @@ bool attention_backward_bf16(const Tensor& q, const Tensor& k, const Tensor& v,
   float* pdk = dk.data<float>();
   float* pdv = dv.data<float>();
   if (!aligned16({pdq, pdk, pdv})) return false;
-  const Tensor q16 = ops::tensor_core_operand(q);  // (B, T, NH, HS) bf16 copies
-  const Tensor k16 = ops::tensor_core_operand(k);
-  const Tensor v16 = ops::tensor_core_operand(v);
+  // (B, T, NH, HS) bf16 copies: the forward's when it kept them, rounded here otherwise.
+  const bool kept = operands.q.defined() && operands.k.defined() && operands.v.defined();
+  const Tensor q16 = kept ? operands.q : ops::tensor_core_operand(q);
+  const Tensor k16 = kept ? operands.k : ops::tensor_core_operand(k);
+  const Tensor v16 = kept ? operands.v : ops::tensor_core_operand(v);
   const Tensor g16 = ops::tensor_core_operand(grad_out);
   const bf16* pq = static_cast<const bf16*>(q16.raw_data());
   const bf16* pk = static_cast<const bf16*>(k16.raw_data());

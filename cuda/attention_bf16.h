@@ -13,16 +13,19 @@
 namespace sinklab::cuda {
 
 // q, k, v, out: f32 (B, T, NH, HS) contiguous; lse: f32 (B, NH, T) (softmax only: undefined in
-// sigmoid mode); first_key: the device copy (int32 (T)) of params.first_key.
+// sigmoid mode); first_key: the device copy (int32 (T)) of params.first_key. operands receives
+// the bf16 copies of q, k, v it multiplied.
 bool attention_forward_bf16(const Tensor& q, const Tensor& k, const Tensor& v,
                             const ops::AttentionParams& params, const int32_t* first_key,
-                            Tensor& out, Tensor& lse);
+                            Tensor& out, Tensor& lse, ops::AttentionOperands& operands);
 
 // grad_out, dq, dk, dv: f32 (B, T, NH, HS) contiguous; lse and dvec (D_t = dO_t . O_t): f32
-// (B, NH, T), softmax only (ignored, and may be undefined, in sigmoid mode).
+// (B, NH, T), softmax only (ignored, and may be undefined, in sigmoid mode). operands: the
+// forward's bf16 copies of q, k, v, read instead of rounding q, k, v again (empty: rounded here).
 bool attention_backward_bf16(const Tensor& q, const Tensor& k, const Tensor& v,
                              const Tensor& grad_out, const Tensor& lse, const Tensor& dvec,
-                             const ops::AttentionParams& params, const int32_t* first_key,
+                             const ops::AttentionParams& params,
+                             const ops::AttentionOperands& operands, const int32_t* first_key,
                              Tensor& dq, Tensor& dk, Tensor& dv);
 
 }  // namespace sinklab::cuda

@@ -1,4 +1,6 @@
-// CUDA twins of ops/cpu/layernorm and ops/cpu/rmsnorm: layernorm, rmsnorm and headwise_rmsnorm
+// CUDA twins of ops/cpu/layernorm and ops/cpu/rmsnorm: layernorm, rmsnorm and headwise_rmsnorm,
+// and the residual add fused into layernorm's and rmsnorm's forward (add_layernorm,
+// add_rmsnorm: the row kernel writes x + delta and normalises it in the same pass)
 // (the last two share one kernel pair, as on the CPU: rows of length D and a gain of P elements
 // repeating along the flattened x, row r using gain[(r * D) % P, + D)). f32 and f64; the math
 // and the per-row accumulators are in the tensor's type (f32 accumulation for f32, f64 for f64);
@@ -30,6 +32,19 @@ constexpr int kWarp = 32;
 constexpr int kRowsPerBlock = 8;                       // warps per block in the row kernels
 constexpr int kRowThreads = kWarp * kRowsPerBlock;     // 256
 
+// Row r of x (C), or with delta: row r of x + delta, written to sum_out by this lane's elements
+// (c = lane, lane + 32, ...), which are the only ones the lane reads back.
+template <class T>
+__device__ __forceinline__ const T* residual_row(const T* x, const T* delta, T* sum_out,
+                                                 int64_t r, int64_t C, int lane) {
+  if (delta == nullptr) return x + r * C;
+  const T* xr = x + r * C;      // (C)
+  const T* dr = delta + r * C;  // (C)
+  T* sr = sum_out + r * C;      // (C)
+  for (int64_t c = lane; c < C; c += kWarp) sr[c] = xr[c] + dr[c];
+  return sr;
+}
+
 template <class A>
 __device__ __forceinline__ A warp_sum(A v) {
   // xor butterfly: a + b == b + a exactly, so all lanes end with the same bits.
@@ -50,13 +65,16 @@ unsigned row_blocks(int64_t rows) {
 
 // x, y (rows, C); weight (C); bias (C) or null; mean, rstd (rows). One warp per row.
 template <class T>
-__global__ void layernorm_forward_kernel(const T* x, const T* weight, const T* bias, T* y,
-                                         T* mean, T* rstd, int64_t rows, int64_t C, T eps) {
+__global__ void layernorm_forward_kernel(const T* x, const T* delta, T* sum_out, const T* weight,
+                                         const T* bias, T* y, T* mean, T* rstd, int64_t rows,
+                                         int64_t C, T eps) {
   const int lane = threadIdx.x % kWarp;
   const int64_t r = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.x / kWarp;
   if (r >= rows) return;  // the whole warp leaves together: the shuffles stay full-warp
-  const T* xr = x + r * C;  // (C)
-  T* yr = y + r * C;        // (C)
+  T* yr = y + r * C;  // (C)
+  // The row to normalise: x, or x + delta written to sum_out (each lane re-reads only the
+  // elements it wrote).
+  const T* xr = residual_row(x, delta, sum_out, r, C, lane);  // (C)
   T sum = T(0);
   for (int64_t c = lane; c < C; c += kWarp) sum += xr[c];
   const T mu = warp_sum(sum) / static_cast<T>(C);
@@ -116,14 +134,18 @@ struct LayerNormParamTerm {
   }
 };
 
-void layernorm_forward_cuda(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps,
-                            Tensor& y, Tensor& mean, Tensor& rstd) {
+// Runs layernorm_forward_kernel; delta and sum (..., C) undefined for the plain norm.
+void launch_layernorm_forward(const Tensor& x, const Tensor& delta, Tensor* sum,
+                              const Tensor& weight, const Tensor& bias, double eps, Tensor& y,
+                              Tensor& mean, Tensor& rstd) {
   dispatch_float(x.dtype(), "layernorm", [&](auto zero) {
     using T = decltype(zero);
     const int64_t C = x.size(-1), rows = x.numel() / C;
     if (rows == 0) return;
     layernorm_forward_kernel<T><<<row_blocks(rows), kRowThreads, 0, stream()>>>(
         x.data<T>(),                                  // (rows, C)
+        delta.defined() ? delta.data<T>() : nullptr,  // (rows, C) or none
+        sum ? sum->data<T>() : nullptr,               // (rows, C) or none
         weight.data<T>(),                             // (C)
         bias.defined() ? bias.data<T>() : nullptr,    // (C) or none
         y.data<T>(),                                  // (rows, C)
@@ -132,6 +154,17 @@ void layernorm_forward_cuda(const Tensor& x, const Tensor& weight, const Tensor&
         rows, C, static_cast<T>(eps));
     SINKLAB_KERNEL_CHECK("layernorm forward");
   });
+}
+
+void layernorm_forward_cuda(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps,
+                            Tensor& y, Tensor& mean, Tensor& rstd) {
+  launch_layernorm_forward(x, Tensor(), nullptr, weight, bias, eps, y, mean, rstd);
+}
+
+void add_layernorm_forward_cuda(const Tensor& x, const Tensor& delta, const Tensor& weight,
+                                const Tensor& bias, double eps, Tensor& sum, Tensor& y,
+                                Tensor& mean, Tensor& rstd) {
+  launch_layernorm_forward(x, delta, &sum, weight, bias, eps, y, mean, rstd);
 }
 
 void layernorm_backward_cuda(const Tensor& grad, const Tensor& x, const Tensor& weight,
@@ -164,12 +197,13 @@ void layernorm_backward_cuda(const Tensor& grad, const Tensor& x, const Tensor& 
 
 // x, y (rows, D); gain (P) or null; rstd (rows). One warp per row.
 template <class T>
-__global__ void rmsnorm_forward_kernel(const T* x, const T* gain, T* y, T* rstd, int64_t rows,
-                                       int64_t D, int64_t P, T eps) {
+__global__ void rmsnorm_forward_kernel(const T* x, const T* delta, T* sum_out, const T* gain, T* y,
+                                       T* rstd, int64_t rows, int64_t D, int64_t P, T eps) {
   const int lane = threadIdx.x % kWarp;
   const int64_t r = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.x / kWarp;
   if (r >= rows) return;
-  const T* xr = x + r * D;                              // (D)
+  const T* xr = residual_row(x, delta, sum_out, r, D, lane);  // (D) x, or x + delta
+
   T* yr = y + r * D;                                    // (D)
   const T* gr = gain ? gain + (r * D) % P : nullptr;    // (D) slice of the gain
   T sq = T(0);
@@ -213,8 +247,9 @@ struct RmsNormGainTerm {
   }
 };
 
-void rmsnorm_forward_cuda(const Tensor& x, const Tensor& gain, double eps, Tensor& y,
-                          Tensor& rstd) {
+// Runs rmsnorm_forward_kernel; delta and sum (..., D) undefined for the plain norm.
+void launch_rmsnorm_forward(const Tensor& x, const Tensor& delta, Tensor* sum, const Tensor& gain,
+                            double eps, Tensor& y, Tensor& rstd) {
   dispatch_float(x.dtype(), "rmsnorm", [&](auto zero) {
     using T = decltype(zero);
     const int64_t D = x.size(-1), rows = x.numel() / D;
@@ -222,12 +257,24 @@ void rmsnorm_forward_cuda(const Tensor& x, const Tensor& gain, double eps, Tenso
     if (rows == 0) return;
     rmsnorm_forward_kernel<T><<<row_blocks(rows), kRowThreads, 0, stream()>>>(
         x.data<T>(),                                  // (rows, D)
+        delta.defined() ? delta.data<T>() : nullptr,  // (rows, D) or none
+        sum ? sum->data<T>() : nullptr,               // (rows, D) or none
         gain.defined() ? gain.data<T>() : nullptr,    // (P) or none
         y.data<T>(),                                  // (rows, D)
         rstd.data<T>(),                               // (rows)
         rows, D, P, static_cast<T>(eps));
     SINKLAB_KERNEL_CHECK("rmsnorm forward");
   });
+}
+
+void rmsnorm_forward_cuda(const Tensor& x, const Tensor& gain, double eps, Tensor& y,
+                          Tensor& rstd) {
+  launch_rmsnorm_forward(x, Tensor(), nullptr, gain, eps, y, rstd);
+}
+
+void add_rmsnorm_forward_cuda(const Tensor& x, const Tensor& delta, const Tensor& gain, double eps,
+                              Tensor& sum, Tensor& y, Tensor& rstd) {
+  launch_rmsnorm_forward(x, delta, &sum, gain, eps, y, rstd);
 }
 
 void rmsnorm_backward_cuda(const Tensor& grad, const Tensor& x, const Tensor& gain,
@@ -257,8 +304,10 @@ void rmsnorm_backward_cuda(const Tensor& grad, const Tensor& x, const Tensor& ga
 
 void install_norm_kernels() {
   ops::layernorm_kernels.cuda_forward = layernorm_forward_cuda;
+  ops::add_layernorm_kernels.cuda_forward = add_layernorm_forward_cuda;
   ops::layernorm_kernels.cuda_backward = layernorm_backward_cuda;
   ops::rmsnorm_kernels.cuda_forward = rmsnorm_forward_cuda;
+  ops::add_rmsnorm_kernels.cuda_forward = add_rmsnorm_forward_cuda;
   ops::rmsnorm_kernels.cuda_backward = rmsnorm_backward_cuda;
   ops::headwise_rmsnorm_kernels.cuda_forward = rmsnorm_forward_cuda;
   ops::headwise_rmsnorm_kernels.cuda_backward = rmsnorm_backward_cuda;

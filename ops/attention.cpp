@@ -72,16 +72,17 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v,
   Tensor out = Tensor::empty(q.shape(), q.dtype(), q.device());  // (B, T, NH, HS)
   Tensor lse;                                                     // (B, NH, T), softmax only
   if (!params.sigmoid) lse = Tensor::empty({B, NH, T}, attention_lse_dtype(q.dtype()), q.device());
-  attention_kernels.forward(q.device())(q, k, v, params, out, lse);
+  AttentionOperands operands;  // the bf16 copies the GPU's tensor-core path multiplied, or empty
+  attention_kernels.forward(q.device())(q, k, v, params, out, lse, operands);
   if (lse_out) *lse_out = lse;
   autograd::record(out, "attention", {q, k, v},
                    [q = q.detach(), k = k.detach(), v = v.detach(), o = out.detach(), lse,
-                    params = std::move(params)](const Tensor& g) {
+                    params = std::move(params), operands](const Tensor& g) {
                      Tensor dq = Tensor::empty(q.shape(), q.dtype(), q.device());  // (B, T, NH, HS)
                      Tensor dk = Tensor::empty(k.shape(), k.dtype(), k.device());  // (B, T, NH, HS)
                      Tensor dv = Tensor::empty(v.shape(), v.dtype(), v.device());  // (B, T, NH, HS)
-                     attention_kernels.backward(q.device())(q, k, v, o, lse, g, params, dq, dk,
-                                                            dv);
+                     attention_kernels.backward(q.device())(q, k, v, o, lse, g, params, operands,
+                                                            dq, dk, dv);
                      return std::vector<Tensor>{dq, dk, dv};
                    });
   return out;

@@ -57,12 +57,22 @@ struct AttentionParams {
   std::vector<int64_t> first_key;  // (T): query t attends to keys first_key[t] .. t
 };
 
+// The operands a forward kernel multiplied, kept for its backward: the CUDA tensor-core path's
+// bf16 copies of q, k, v (B, T, NH, HS), so that the backward does not round them again. Left
+// empty by kernels that read q, k, v as they are.
+struct AttentionOperands {
+  Tensor q, k, v;
+};
+
 using AttentionForwardFn = void (*)(const Tensor& q, const Tensor& k, const Tensor& v,
-                                    const AttentionParams& params, Tensor& out, Tensor& lse);
-// Writes dq, dk, dv (all (B, T, NH, HS)); lse is ignored in sigmoid mode.
+                                    const AttentionParams& params, Tensor& out, Tensor& lse,
+                                    AttentionOperands& operands);
+// Writes dq, dk, dv (all (B, T, NH, HS)); lse is ignored in sigmoid mode; operands are the
+// forward's (possibly empty).
 using AttentionBackwardFn = void (*)(const Tensor& q, const Tensor& k, const Tensor& v,
                                      const Tensor& out, const Tensor& lse, const Tensor& grad_out,
-                                     const AttentionParams& params, Tensor& dq, Tensor& dk,
+                                     const AttentionParams& params,
+                                     const AttentionOperands& operands, Tensor& dq, Tensor& dk,
                                      Tensor& dv);
 using AttentionProbsFn = void (*)(const Tensor& q, const Tensor& k, const AttentionParams& params,
                                   Tensor& probs);

@@ -9,6 +9,8 @@ namespace sinklab::ops {
 
 OpKernels<LayerNormForwardFn, LayerNormBackwardFn> layernorm_kernels{
     "layernorm", cpu::layernorm_forward, cpu::layernorm_backward};
+OpKernels<AddLayerNormForwardFn, AddLayerNormForwardFn> add_layernorm_kernels{
+    "add_layernorm", cpu::add_layernorm_forward, nullptr};
 
 namespace {
 
@@ -21,9 +23,8 @@ void check_channel_param(const Tensor& x, const Tensor& p, const char* arg) {
   check_shape(p, {x.size(-1)}, "layernorm", arg);
 }
 
-}  // namespace
-
-Tensor layernorm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps) {
+// The checks of layernorm's x and parameters.
+void check_layernorm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps) {
   check_float(x, "layernorm", "x");
   check_contiguous(x, "layernorm", "x");
   SINKLAB_CHECK(x.dim() >= 1 && x.size(-1) > 0, ShapeError,
@@ -34,11 +35,11 @@ Tensor layernorm(const Tensor& x, const Tensor& weight, const Tensor& bias, doub
   SINKLAB_CHECK(eps > 0 && std::isfinite(eps), ValueError,
                 "layernorm: eps " << eps << " must be positive and finite",
                 "use e.g. 1e-5 (a zero eps divides by zero on a constant row)");
-  const int64_t C = x.size(-1), rows = x.numel() / C;
-  Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());    // (..., C)
-  Tensor mean = Tensor::empty({rows}, x.dtype(), x.device());   // (rows)
-  Tensor rstd = Tensor::empty({rows}, x.dtype(), x.device());   // (rows)
-  layernorm_kernels.forward(x.device())(x, weight, bias, eps, y, mean, rstd);
+}
+
+// Records y = layernorm(x) (mean, rstd from the forward) for autograd.
+void record_layernorm(Tensor& y, const Tensor& x, const Tensor& weight, const Tensor& bias,
+                      const Tensor& mean, const Tensor& rstd) {
   autograd::record(
       y, "layernorm", {x, weight, bias},
       [x = x.detach(), weight = weight.detach(), mean, rstd, rx = x.requires_grad(),
@@ -51,7 +52,35 @@ Tensor layernorm(const Tensor& x, const Tensor& weight, const Tensor& bias, doub
                                                rw ? &gw : nullptr, rb ? &gb : nullptr);
         return std::vector<Tensor>{gx, gw, gb};
       });
+}
+
+}  // namespace
+
+Tensor layernorm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps) {
+  check_layernorm(x, weight, bias, eps);
+  const int64_t C = x.size(-1), rows = x.numel() / C;
+  Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());    // (..., C)
+  Tensor mean = Tensor::empty({rows}, x.dtype(), x.device());   // (rows)
+  Tensor rstd = Tensor::empty({rows}, x.dtype(), x.device());   // (rows)
+  layernorm_kernels.forward(x.device())(x, weight, bias, eps, y, mean, rstd);
+  record_layernorm(y, x, weight, bias, mean, rstd);
   return y;
+}
+
+AddNorm add_layernorm(const Tensor& x, const Tensor& delta, const Tensor& weight,
+                      const Tensor& bias, double eps) {
+  check_layernorm(x, weight, bias, eps);
+  check_delta(x, delta, "add_layernorm");
+  const int64_t C = x.size(-1), rows = x.numel() / C;
+  AddNorm r{Tensor::empty(x.shape(), x.dtype(), x.device()),    // (..., C) x + delta
+            Tensor::empty(x.shape(), x.dtype(), x.device())};   // (..., C) its layernorm
+  Tensor mean = Tensor::empty({rows}, x.dtype(), x.device());   // (rows)
+  Tensor rstd = Tensor::empty({rows}, x.dtype(), x.device());   // (rows)
+  add_layernorm_kernels.forward(x.device())(x, delta, weight, bias, eps, r.sum, r.normed, mean,
+                                            rstd);
+  record_residual_sum(r.sum, x, delta);  // first: the norm's node takes the sum as its input
+  record_layernorm(r.normed, r.sum, weight, bias, mean, rstd);
+  return r;
 }
 
 }  // namespace sinklab::ops

@@ -3,11 +3,15 @@
 //     y = (x - mean_c(x)) * rsqrt(var_c(x) + eps) * weight + bias   (biased variance)
 #pragma once
 #include "core/tensor.h"
+#include "ops/add_norm.h"
 #include "ops/op_table.h"
 
 namespace sinklab::ops {
 
 Tensor layernorm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps = 1e-5);
+// {x + delta, layernorm(x + delta)} in one pass (ops/add_norm.h).
+AddNorm add_layernorm(const Tensor& x, const Tensor& delta, const Tensor& weight,
+                      const Tensor& bias, double eps = 1e-5);
 
 // Forward writes y (..., C) and the per-row statistics mean, rstd (rows) that backward reuses.
 using LayerNormForwardFn = void (*)(const Tensor& x, const Tensor& weight, const Tensor& bias,
@@ -17,5 +21,11 @@ using LayerNormBackwardFn = void (*)(const Tensor& grad, const Tensor& x, const 
                                      const Tensor& mean, const Tensor& rstd, Tensor* grad_x,
                                      Tensor* grad_weight, Tensor* grad_bias);
 extern OpKernels<LayerNormForwardFn, LayerNormBackwardFn> layernorm_kernels;
+// add_layernorm's forward: sum = x + delta (..., C), then layernorm's outputs for sum. Its
+// backward is add's and layernorm's (the slot stays null).
+using AddLayerNormForwardFn = void (*)(const Tensor& x, const Tensor& delta, const Tensor& weight,
+                                       const Tensor& bias, double eps, Tensor& sum, Tensor& y,
+                                       Tensor& mean, Tensor& rstd);
+extern OpKernels<AddLayerNormForwardFn, AddLayerNormForwardFn> add_layernorm_kernels;
 
 }  // namespace sinklab::ops

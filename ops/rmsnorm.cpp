@@ -11,6 +11,8 @@ OpKernels<RmsNormForwardFn, RmsNormBackwardFn> rmsnorm_kernels{
     "rmsnorm", cpu::rmsnorm_forward, cpu::rmsnorm_backward};
 OpKernels<RmsNormForwardFn, RmsNormBackwardFn> headwise_rmsnorm_kernels{
     "headwise_rmsnorm", cpu::rmsnorm_forward, cpu::rmsnorm_backward};
+OpKernels<AddRmsNormForwardFn, AddRmsNormForwardFn> add_rmsnorm_kernels{
+    "add_rmsnorm", cpu::add_rmsnorm_forward, nullptr};
 
 namespace {
 
@@ -33,13 +35,9 @@ void check_inputs(const Tensor& x, const Tensor& gain, const char* gain_arg, siz
                 "use e.g. 1e-6 (a zero eps divides by zero on an all-zero row)");
 }
 
-// y = x * rsqrt(mean(x^2) + eps) * gain over rows of x's last dim (gain checked by the caller).
-Tensor rms_normalize(const Tensor& x, const Tensor& gain, double eps, const char* op,
-                     const OpKernels<RmsNormForwardFn, RmsNormBackwardFn>& kernels) {
-  const int64_t rows = x.numel() / x.size(-1);
-  Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());   // (..., D)
-  Tensor rstd = Tensor::empty({rows}, x.dtype(), x.device());  // (rows)
-  kernels.forward(x.device())(x, gain, eps, y, rstd);
+// Records y = x * rstd * gain (rstd from the forward) for autograd, with kernels' backward.
+void record_rms(Tensor& y, const Tensor& x, const Tensor& gain, const Tensor& rstd, const char* op,
+                const OpKernels<RmsNormForwardFn, RmsNormBackwardFn>& kernels) {
   autograd::record(
       y, op, {x, gain},
       [k = &kernels, x = x.detach(), gain = gain.defined() ? gain.detach() : Tensor(), rstd,
@@ -51,6 +49,16 @@ Tensor rms_normalize(const Tensor& x, const Tensor& gain, double eps, const char
         k->backward(g.device())(g, x, gain, rstd, rx ? &gx : nullptr, rg ? &ggain : nullptr);
         return std::vector<Tensor>{gx, ggain};
       });
+}
+
+// y = x * rsqrt(mean(x^2) + eps) * gain over rows of x's last dim (gain checked by the caller).
+Tensor rms_normalize(const Tensor& x, const Tensor& gain, double eps, const char* op,
+                     const OpKernels<RmsNormForwardFn, RmsNormBackwardFn>& kernels) {
+  const int64_t rows = x.numel() / x.size(-1);
+  Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());   // (..., D)
+  Tensor rstd = Tensor::empty({rows}, x.dtype(), x.device());  // (rows)
+  kernels.forward(x.device())(x, gain, eps, y, rstd);
+  record_rms(y, x, gain, rstd, op, kernels);
   return y;
 }
 
@@ -60,6 +68,20 @@ Tensor rmsnorm(const Tensor& x, const Tensor& weight, double eps) {
   check_inputs(x, weight, "weight", 1, eps, "rmsnorm");
   if (weight.defined()) check_shape(weight, {x.size(-1)}, "rmsnorm", "weight");
   return rms_normalize(x, weight, eps, "rmsnorm", rmsnorm_kernels);
+}
+
+AddNorm add_rmsnorm(const Tensor& x, const Tensor& delta, const Tensor& weight, double eps) {
+  check_inputs(x, weight, "weight", 1, eps, "rmsnorm");
+  if (weight.defined()) check_shape(weight, {x.size(-1)}, "rmsnorm", "weight");
+  check_delta(x, delta, "add_rmsnorm");
+  const int64_t rows = x.numel() / x.size(-1);
+  AddNorm r{Tensor::empty(x.shape(), x.dtype(), x.device()),    // (..., D) x + delta
+            Tensor::empty(x.shape(), x.dtype(), x.device())};   // (..., D) its rmsnorm
+  Tensor rstd = Tensor::empty({rows}, x.dtype(), x.device());  // (rows)
+  add_rmsnorm_kernels.forward(x.device())(x, delta, weight, eps, r.sum, r.normed, rstd);
+  record_residual_sum(r.sum, x, delta);  // first: the norm's node takes the sum as its input
+  record_rms(r.normed, r.sum, weight, rstd, "rmsnorm", rmsnorm_kernels);
+  return r;
 }
 
 Tensor headwise_rmsnorm(const Tensor& x, const Tensor& gamma, double eps) {

@@ -10,12 +10,15 @@
 // They share one kernel pair; each op keeps its own row for its name and CUDA slots.
 #pragma once
 #include "core/tensor.h"
+#include "ops/add_norm.h"
 #include "ops/op_table.h"
 
 namespace sinklab::ops {
 
 Tensor rmsnorm(const Tensor& x, const Tensor& weight, double eps = 1e-6);
 Tensor headwise_rmsnorm(const Tensor& x, const Tensor& gamma, double eps = 1e-6);
+// {x + delta, rmsnorm(x + delta)} in one pass (ops/add_norm.h).
+AddNorm add_rmsnorm(const Tensor& x, const Tensor& delta, const Tensor& weight, double eps = 1e-6);
 
 // Forward: x (..., D), gain (P) or undefined -> y (..., D) and rstd (rows), rows = numel / D.
 using RmsNormForwardFn = void (*)(const Tensor& x, const Tensor& gain, double eps, Tensor& y,
@@ -25,5 +28,10 @@ using RmsNormBackwardFn = void (*)(const Tensor& grad, const Tensor& x, const Te
                                    const Tensor& rstd, Tensor* grad_x, Tensor* grad_gain);
 extern OpKernels<RmsNormForwardFn, RmsNormBackwardFn> rmsnorm_kernels;
 extern OpKernels<RmsNormForwardFn, RmsNormBackwardFn> headwise_rmsnorm_kernels;
+// add_rmsnorm's forward: sum = x + delta (..., D), then rmsnorm's outputs for sum. Its backward
+// is add's and rmsnorm's (the slot stays null).
+using AddRmsNormForwardFn = void (*)(const Tensor& x, const Tensor& delta, const Tensor& gain,
+                                     double eps, Tensor& sum, Tensor& y, Tensor& rstd);
+extern OpKernels<AddRmsNormForwardFn, AddRmsNormForwardFn> add_rmsnorm_kernels;
 
 }  // namespace sinklab::ops

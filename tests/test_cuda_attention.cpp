@@ -468,3 +468,32 @@ TEST_CASE("cuda: cross_entropy with a bad target throws a ValueError naming the 
     REQUIRE(std::isfinite(ops::cross_entropy(logits, good).item()));
   }
 }
+
+TEST_CASE("cuda: bf16 attention backward reads the forward's bf16 operands, bit for bit",
+          "[cuda]") {
+  SINKLAB_REQUIRE_CUDA();
+  PrecisionGuard bf16(Precision::BF16);
+  const Shape shape{2, 70, 3, 64};  // (B, T, NH, HS): the tensor-core path
+  const Device gpu = Device::cuda(0);
+  const Tensor q = random_tensor(shape, 940, DType::F32).to_device(gpu);
+  const Tensor k = random_tensor(shape, 941, DType::F32).to_device(gpu);
+  const Tensor v = random_tensor(shape, 942, DType::F32).to_device(gpu);
+  const Tensor g = random_tensor(shape, 943, DType::F32).to_device(gpu);
+  ops::AttentionParams params;
+  params.scale = 0.125;
+  params.first_key.assign(70, 0);
+  params.first_key[5] = 5;  // an isolated position too
+  Tensor out = Tensor::empty(shape, DType::F32, gpu);      // (B, T, NH, HS)
+  Tensor lse = Tensor::empty({2, 3, 70}, DType::F32, gpu);  // (B, NH, T)
+  ops::AttentionOperands kept;
+  ops::attention_kernels.cuda_forward(q, k, v, params, out, lse, kept);
+  REQUIRE(kept.q.defined());
+  REQUIRE(kept.q.dtype() == DType::BF16);
+  auto backward = [&](const ops::AttentionOperands& operands) {
+    Tensor dq = Tensor::empty(shape, DType::F32, gpu), dk = Tensor::empty(shape, DType::F32, gpu),
+           dv = Tensor::empty(shape, DType::F32, gpu);  // (B, T, NH, HS) each
+    ops::attention_kernels.cuda_backward(q, k, v, out, lse, g, params, operands, dq, dk, dv);
+    return std::vector<std::vector<double>>{dq.to_doubles(), dk.to_doubles(), dv.to_doubles()};
+  };
+  REQUIRE(backward(kept) == backward(ops::AttentionOperands{}));  // the same roundings
+}

@@ -9,6 +9,7 @@
 #include "autograd/engine.h"
 #include "core/random.h"
 #include "ops/activations.h"
+#include "ops/elementwise.h"
 #include "ops/embedding.h"
 #include "ops/layernorm.h"
 #include "ops/rmsnorm.h"
@@ -84,6 +85,32 @@ TEST_CASE("cuda: layernorm with and without bias matches the CPU, forward and ba
             [](const auto& in) { return ops::layernorm(in[0], in[1], Tensor(), 1e-5); }, {x, w},
             tolerance(dt, rows));
       }
+}
+
+TEST_CASE("cuda: add_layernorm and add_rmsnorm match the CPU, forward and backward", "[cuda]") {
+  SINKLAB_REQUIRE_CUDA();
+  for (DType dt : {DType::F32, DType::F64})
+    for (Shape shape : {Shape{3, 5, 7}, Shape{37, 41, 64}}) {
+      INFO(dtype_label(dt) << " x " << shape_str(shape));
+      const int64_t C = shape.back(), rows = shape[0] * shape[1];
+      Tensor x = random_tensor(shape, 110, dt, 1.0, true);
+      Tensor d = random_tensor(shape, 111, dt, 1.0, true);
+      Tensor w = random_tensor({C}, 112, dt, 1.0, true);
+      Tensor b = random_tensor({C}, 113, dt, 1.0, true);
+      Tensor c = random_tensor(shape, 114, dt);  // weights the sum's share of the loss
+      require_cuda_matches_cpu(
+          [c](const auto& in) {
+            const ops::AddNorm r = ops::add_layernorm(in[0], in[1], in[2], in[3], 1e-5);
+            return ops::add(ops::mul(r.sum, c.to_device(in[0].device())), r.normed);
+          },
+          {x, d, w, b}, tolerance(dt, rows));
+      require_cuda_matches_cpu(
+          [c](const auto& in) {
+            const ops::AddNorm r = ops::add_rmsnorm(in[0], in[1], in[2], 1e-6);
+            return ops::add(ops::mul(r.sum, c.to_device(in[0].device())), r.normed);
+          },
+          {x, d, w}, tolerance(dt, rows));
+    }
 }
 
 TEST_CASE("cuda: layernorm of rows with a large mean matches the CPU", "[cuda]") {

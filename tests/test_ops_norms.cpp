@@ -3,6 +3,7 @@
 // the unit mean square of head-wise RMSNorm, and bad input by error.
 #include <cmath>
 
+#include "ops/elementwise.h"
 #include "ops/layernorm.h"
 #include "ops/rmsnorm.h"
 #include "ops/shape_ops.h"
@@ -247,6 +248,43 @@ TEST_CASE("norms of an all-zero row are zero, not NaN, with finite gradients", "
     autograd::backward(y, random_tensor({3, 4, 5}, 173));
     REQUIRE(all_finite(xg.grad()));
   }
+}
+
+TEST_CASE("add_layernorm and add_rmsnorm equal add then the norm, forward and backward",
+          "[ops][grad]") {
+  for (DType dt : {DType::F64, DType::F32}) {
+    Tensor x = random_tensor({3, 5, 7}, 300, dt), d = random_tensor({3, 5, 7}, 301, dt);
+    Tensor w = random_tensor({7}, 302, dt), b = random_tensor({7}, 303, dt);
+    INFO(dtype_name(dt));
+    const Tensor s = ops::add(x, d);
+    const ops::AddNorm ln = ops::add_layernorm(x, d, w, b, 1e-5);
+    REQUIRE(ln.sum.to_doubles() == s.to_doubles());  // bit for bit
+    REQUIRE(ln.normed.to_doubles() == ops::layernorm(s, w, b, 1e-5).to_doubles());
+    const ops::AddNorm rms = ops::add_rmsnorm(x, d, w, 1e-6);
+    REQUIRE(rms.sum.to_doubles() == s.to_doubles());
+    REQUIRE(rms.normed.to_doubles() == ops::rmsnorm(s, w, 1e-6).to_doubles());
+  }
+  // Both outputs feed the loss: the sum's gradient and the norm's reach x and delta.
+  Tensor x = random_tensor({4, 6}, 304, DType::F64, 1.0, true);
+  Tensor d = random_tensor({4, 6}, 305, DType::F64, 1.0, true);
+  Tensor w = random_tensor({6}, 306, DType::F64, 1.0, true);
+  Tensor b = random_tensor({6}, 307, DType::F64, 1.0, true);
+  Tensor c = random_tensor({4, 6}, 308, DType::F64);
+  require_gradients(
+      [&](const auto& in) {
+        const ops::AddNorm r = ops::add_layernorm(in[0], in[1], in[2], in[3], 1e-5);
+        return ops::add(ops::mul(r.sum, c), r.normed);
+      },
+      {x, d, w, b});
+  require_gradients(
+      [&](const auto& in) {
+        const ops::AddNorm r = ops::add_rmsnorm(in[0], in[1], in[2], 1e-6);
+        return ops::add(ops::mul(r.sum, c), r.normed);
+      },
+      {x, d, w});
+  require_error<ShapeError>(
+      [&] { (void)ops::add_layernorm(x.detach(), random_tensor({4, 5}, 309), w.detach(), b.detach()); },
+      {"add_layernorm", "delta", "(4, 5)", "(4, 6)"});
 }
 
 TEST_CASE("norm ops reject bad input naming the op and the shapes", "[ops][errors]") {

@@ -155,6 +155,18 @@ std::string GPT::layer_prefix(int64_t layer) const {
   return (is_llama(cfg_) ? "model.layers." : "transformer.h.") + std::to_string(layer) + ".";
 }
 
+std::string GPT::input_norm(int64_t layer) const {
+  const bool llama = is_llama(cfg_);
+  if (layer >= cfg_.n_layer) return llama ? "model.norm." : "transformer.ln_f.";
+  return layer_prefix(layer) + (llama ? "input_layernorm." : "ln_1.");
+}
+
+ops::AddNorm GPT::add_norm(const std::string& prefix, const Tensor& x, const Tensor& delta) const {
+  const double eps = resolved_norm_eps(cfg_);
+  if (is_llama(cfg_)) return ops::add_rmsnorm(x, delta, p(prefix + "weight"), eps);
+  return ops::add_layernorm(x, delta, p(prefix + "weight"), p(prefix + "bias"), eps);
+}
+
 Tensor GPT::norm(const std::string& prefix, const Tensor& x) const {
   const double eps = resolved_norm_eps(cfg_);
   if (is_llama(cfg_)) return ops::rmsnorm(x, p(prefix + "weight"), eps);
@@ -229,14 +241,13 @@ Tensor GPT::ffn_block(int64_t layer, const Tensor& h, LayerCapture* capture) con
   return ops::linear(u, p(pre + "c_proj.weight"), p(pre + "c_proj.bias"));
 }
 
-Tensor GPT::block(int64_t layer, const Tensor& x, LayerCapture* capture) const {
-  const std::string pre = layer_prefix(layer);
-  if (capture) capture->residual = detached(x);
-  const bool llama = is_llama(cfg_);
-  Tensor h = norm(pre + (llama ? "input_layernorm." : "ln_1."), x);
-  Tensor x1 = ops::add(x, attention_block(layer, h, capture));
-  Tensor h2 = norm(pre + (llama ? "post_attention_layernorm." : "ln_2."), x1);
-  return ops::add(x1, ffn_block(layer, h2, capture));
+GPT::Stream GPT::block(int64_t layer, const Stream& in, LayerCapture* capture) const {
+  if (capture) capture->residual = detached(in.x);
+  const std::string mid = layer_prefix(layer) +
+                          (is_llama(cfg_) ? "post_attention_layernorm." : "ln_2.");
+  const ops::AddNorm x1 = add_norm(mid, in.x, attention_block(layer, in.h, capture));
+  const ops::AddNorm x2 = add_norm(input_norm(layer + 1), x1.sum, ffn_block(layer, x1.normed, capture));
+  return {x2.sum, x2.normed};
 }
 
 ForwardResult GPT::forward(const Tensor& ids_in, const Tensor& targets_in,
@@ -261,10 +272,11 @@ ForwardResult GPT::forward(const Tensor& ids_in, const Tensor& targets_in,
     x = ops::add(ops::embedding(ids, p("transformer.wte.weight")), ops::contiguous(positions));
   }
   if (capture) capture->layers.assign(cfg_.n_layer, LayerCapture{});
+  Stream s{x, norm(input_norm(0), x)};
   for (int64_t l = 0; l < cfg_.n_layer; ++l)
-    x = block(l, x, capture ? &capture->layers[l] : nullptr);
-  if (capture) capture->final_residual = detached(x);
-  x = norm(llama ? "model.norm." : "transformer.ln_f.", x);
+    s = block(l, s, capture ? &capture->layers[l] : nullptr);
+  if (capture) capture->final_residual = detached(s.x);
+  x = s.h;  // the final norm of the last block's output
   const Tensor& head = cfg_.tie_embeddings
                            ? p(llama ? "model.embed_tokens.weight" : "transformer.wte.weight")
                            : p("lm_head.weight");

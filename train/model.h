@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "core/tensor.h"
+#include "ops/add_norm.h"
 #include "ops/attention.h"
 #include "train/config.h"
 #include "train/parameters.h"
@@ -56,7 +57,17 @@ class GPT {
   static double resolved_norm_eps(const ModelSection& cfg);
 
  private:
-  Tensor block(int64_t layer, const Tensor& x, LayerCapture* capture) const;
+  // The residual stream entering a block and its norm for the block's attention (for the final
+  // norm after the last block). Each block adds its sublayers' outputs and normalises the sums
+  // in one op (ops::add_layernorm / add_rmsnorm).
+  struct Stream {
+    Tensor x;  // (B, T, C)
+    Tensor h;  // (B, T, C) the norm of x that reads it next
+  };
+  Stream block(int64_t layer, const Stream& in, LayerCapture* capture) const;
+  // The prefix of the norm that reads the stream entering `layer` (layer == n_layer: the final).
+  std::string input_norm(int64_t layer) const;
+  ops::AddNorm add_norm(const std::string& prefix, const Tensor& x, const Tensor& delta) const;
   Tensor attention_block(int64_t layer, const Tensor& h, LayerCapture* capture) const;
   Tensor ffn_block(int64_t layer, const Tensor& h, LayerCapture* capture) const;
   Tensor norm(const std::string& prefix, const Tensor& x) const;

@@ -56,7 +56,8 @@ double weight(double score, double lse, bool use_sigmoid) {
 }  // namespace
 
 void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v,
-                       const ops::AttentionParams& params, Tensor& out, Tensor& lse) {
+                       const ops::AttentionParams& params, Tensor& out, Tensor& lse,
+                       ops::AttentionOperands& /*operands*/) {
   dispatch_float(q.dtype(), "attention", [&](auto zero) {
     using Real = decltype(zero);
     const Dims d(q);
@@ -89,7 +90,9 @@ void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v,
 
 void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
                         const Tensor& lse, const Tensor& grad_out,
-                        const ops::AttentionParams& params, Tensor& dq, Tensor& dk, Tensor& dv) {
+                        const ops::AttentionParams& params,
+                        const ops::AttentionOperands& /*operands*/, Tensor& dq, Tensor& dk,
+                        Tensor& dv) {
   dispatch_float(q.dtype(), "attention backward", [&](auto zero) {
     using Real = decltype(zero);
     const Dims d(q);

@@ -10,14 +10,17 @@ namespace sinklab::cpu {
 
 // out (B, T, NH, HS); lse (B, NH, T) written in softmax mode, untouched (may be undefined) in
 // sigmoid mode.
+// operands stays empty (the CPU reads q, k, v as they are).
 void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v,
-                       const ops::AttentionParams& params, Tensor& out, Tensor& lse);
+                       const ops::AttentionParams& params, Tensor& out, Tensor& lse,
+                       ops::AttentionOperands& operands);
 
 // Flash-style backward: probabilities recomputed from q, k and lse (softmax) or from q, k
 // (sigmoid); out is used for D_t = dO_t . O_t (softmax only).
 void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
                         const Tensor& lse, const Tensor& grad_out,
-                        const ops::AttentionParams& params, Tensor& dq, Tensor& dk, Tensor& dv);
+                        const ops::AttentionParams& params, const ops::AttentionOperands& operands,
+                        Tensor& dq, Tensor& dk, Tensor& dv);
 
 // probs (B, NH, T, T): A[b, h, t, j], zero where j is not visible from t.
 void attention_probabilities(const Tensor& q, const Tensor& k, const ops::AttentionParams& params,

@@ -4,6 +4,7 @@
 
 #include "core/parallel.h"
 #include "core/dispatch.h"
+#include "ops/cpu/elementwise.h"
 
 namespace sinklab::cpu {
 
@@ -36,6 +37,13 @@ void layernorm_forward(const Tensor& x, const Tensor& weight, const Tensor& bias
         py[r * C + c] = static_cast<T>((xr[c] - mu) * inv * pw[c] + (pb ? pb[c] : 0.0));
     }, kGrain / (C + 1) + 1);
   });
+}
+
+void add_layernorm_forward(const Tensor& x, const Tensor& delta, const Tensor& weight,
+                           const Tensor& bias, double eps, Tensor& sum, Tensor& y, Tensor& mean,
+                           Tensor& rstd) {
+  add_forward(x, delta, sum);  // the residual add, as ops::add computes it
+  layernorm_forward(sum, weight, bias, eps, y, mean, rstd);
 }
 
 void layernorm_backward(const Tensor& grad, const Tensor& x, const Tensor& weight,

@@ -7,6 +7,10 @@ namespace sinklab::cpu {
 
 void layernorm_forward(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps,
                        Tensor& y, Tensor& mean, Tensor& rstd);
+// sum = x + delta (in the dtype), then layernorm_forward of sum.
+void add_layernorm_forward(const Tensor& x, const Tensor& delta, const Tensor& weight,
+                           const Tensor& bias, double eps, Tensor& sum, Tensor& y, Tensor& mean,
+                           Tensor& rstd);
 // With xhat = (x - mean) * rstd and g = weight * dy, per row:
 //   dx = rstd * (g - mean_c(g) - xhat * mean_c(g * xhat));
 //   dweight = sum over rows of dy * xhat; dbias = sum over rows of dy (each in row order).

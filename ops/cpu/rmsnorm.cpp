@@ -4,6 +4,7 @@
 
 #include "core/parallel.h"
 #include "core/dispatch.h"
+#include "ops/cpu/elementwise.h"
 
 namespace sinklab::cpu {
 
@@ -31,6 +32,12 @@ void rmsnorm_forward(const Tensor& x, const Tensor& gain, double eps, Tensor& y,
         py[r * D + d] = static_cast<T>(xr[d] * inv * (gr ? static_cast<double>(gr[d]) : 1.0));
     }, kGrain / (D + 1) + 1);
   });
+}
+
+void add_rmsnorm_forward(const Tensor& x, const Tensor& delta, const Tensor& gain, double eps,
+                         Tensor& sum, Tensor& y, Tensor& rstd) {
+  add_forward(x, delta, sum);  // the residual add, as ops::add computes it
+  rmsnorm_forward(sum, gain, eps, y, rstd);
 }
 
 void rmsnorm_backward(const Tensor& grad, const Tensor& x, const Tensor& gain,

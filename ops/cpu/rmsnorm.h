@@ -7,6 +7,9 @@
 namespace sinklab::cpu {
 
 void rmsnorm_forward(const Tensor& x, const Tensor& gain, double eps, Tensor& y, Tensor& rstd);
+// sum = x + delta (in the dtype), then rmsnorm_forward of sum.
+void add_rmsnorm_forward(const Tensor& x, const Tensor& delta, const Tensor& gain, double eps,
+                         Tensor& sum, Tensor& y, Tensor& rstd);
 // Per row, with r = rstd and g = gain * dy: dx = r * g - (r^3 / D) * x * sum_d(x_d g_d).
 // dgain[p] = sum over the rows that use p of dy * x * r, in row order (deterministic).
 void rmsnorm_backward(const Tensor& grad, const Tensor& x, const Tensor& gain,

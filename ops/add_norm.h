@@ -1,0 +1,35 @@
+// The residual stream's add fused with the norm that reads its result (GPT-2's ln_1/ln_2/ln_f,
+// LLaMA's RMSNorms): {sum = x + delta, normed = norm(sum)} in one pass over the rows, where the
+// GPU kernel reads x and delta once and writes both. The gradients flow as through ops::add and
+// then the norm: the sum is recorded as an add node, the normed output as the norm's node on it.
+//   add_layernorm(x, delta, weight, bias, eps) and add_rmsnorm(x, delta, weight, eps): x and
+//   delta (..., C) of one shape, dtype and device, contiguous; the rest as layernorm / rmsnorm.
+#pragma once
+#include <vector>
+
+#include "autograd/node.h"
+#include "core/tensor.h"
+
+namespace sinklab::ops {
+
+struct AddNorm {
+  Tensor sum;     // (..., C) x + delta: the residual stream after the add
+  Tensor normed;  // (..., C) norm(sum): the next sublayer's input
+};
+
+// delta must match x: one shape, dtype and device, contiguous.
+inline void check_delta(const Tensor& x, const Tensor& delta, const char* op) {
+  check_defined(delta, op, "delta");
+  check_same_device(x, delta, op);
+  check_same_dtype(x, delta, op);
+  check_contiguous(delta, op, "delta");
+  check_shape(delta, x.shape(), op, "delta");
+}
+
+// Records sum = x + delta for autograd: the gradient reaches x and delta unchanged.
+inline void record_residual_sum(Tensor& sum, const Tensor& x, const Tensor& delta) {
+  autograd::record(sum, "add", {x, delta},
+                   [](const Tensor& g) { return std::vector<Tensor>{g, g}; });
+}
+
+}  // namespace sinklab::ops
