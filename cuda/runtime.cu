@@ -13,28 +13,31 @@ namespace sinklab::cuda {
 
 namespace {
 
-cudaStream_t g_stream = nullptr;
+cudaStream_t g_stream = nullptr;       // the compute stream
+cudaStream_t g_side_stream = nullptr;  // SideStreamScope's
+cudaEvent_t g_fork = nullptr, g_join = nullptr;
+thread_local cudaStream_t t_current = nullptr;  // set inside a SideStreamScope
 bool g_available = false;
 
 void* allocate(size_t bytes, int device) {
   SINKLAB_CUDA_CHECK(cudaSetDevice(device));
   void* p = nullptr;
   if (bytes == 0) bytes = 1;
-  SINKLAB_CUDA_CHECK(cudaMallocAsync(&p, bytes, g_stream));
+  SINKLAB_CUDA_CHECK(cudaMallocAsync(&p, bytes, stream()));
   return p;
 }
 
 void release(void* p, int device) {
   cudaSetDevice(device);
-  cudaFreeAsync(p, g_stream);  // no throw from destructors
+  cudaFreeAsync(p, stream());  // no throw from destructors
 }
 
 void copy(void* dst, const void* src, size_t bytes, int kind, int /*device*/) {
   const cudaMemcpyKind k = kind == 0   ? cudaMemcpyHostToDevice
                            : kind == 1 ? cudaMemcpyDeviceToHost
                                        : cudaMemcpyDeviceToDevice;
-  SINKLAB_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, k, g_stream));
-  if (kind != 2) SINKLAB_CUDA_CHECK(cudaStreamSynchronize(g_stream));  // host memory is pageable
+  SINKLAB_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, k, stream()));
+  if (kind != 2) SINKLAB_CUDA_CHECK(cudaStreamSynchronize(stream()));  // host memory is pageable
 }
 
 template <class T>
@@ -47,19 +50,19 @@ void fill(void* dst, int64_t n, int dtype, double value, int /*device*/) {
   if (n == 0) return;
   switch (static_cast<DType>(dtype)) {
     case DType::F32:
-      fill_kernel<<<blocks_for(n), 256, 0, g_stream>>>(static_cast<float*>(dst), n,
+      fill_kernel<<<blocks_for(n), 256, 0, stream()>>>(static_cast<float*>(dst), n,
                                                       static_cast<float>(value));
       break;
     case DType::F64:
-      fill_kernel<<<blocks_for(n), 256, 0, g_stream>>>(static_cast<double*>(dst), n, value);
+      fill_kernel<<<blocks_for(n), 256, 0, stream()>>>(static_cast<double*>(dst), n, value);
       break;
     case DType::I32:
-      fill_kernel<<<blocks_for(n), 256, 0, g_stream>>>(static_cast<int32_t*>(dst), n,
+      fill_kernel<<<blocks_for(n), 256, 0, stream()>>>(static_cast<int32_t*>(dst), n,
                                                       static_cast<int32_t>(value));
       break;
     case DType::BF16: {
       const bf16 b = float_to_bf16(static_cast<float>(value));
-      fill_kernel<<<blocks_for(n), 256, 0, g_stream>>>(static_cast<uint16_t*>(dst), n, b.bits);
+      fill_kernel<<<blocks_for(n), 256, 0, stream()>>>(static_cast<uint16_t*>(dst), n, b.bits);
       break;
     }
   }
@@ -109,17 +112,17 @@ void strided_copy_cuda(Tensor& dst, const Tensor& src) {
   const int64_t n = dst.numel();
   switch (dtype_size(dst.dtype())) {
     case 2:
-      strided_copy_kernel<<<blocks_for(n), 256, 0, g_stream>>>(
+      strided_copy_kernel<<<blocks_for(n), 256, 0, stream()>>>(
           static_cast<uint16_t*>(dst.raw_data()), static_cast<const uint16_t*>(src.raw_data()), n,
           layout);
       break;
     case 4:
-      strided_copy_kernel<<<blocks_for(n), 256, 0, g_stream>>>(
+      strided_copy_kernel<<<blocks_for(n), 256, 0, stream()>>>(
           static_cast<uint32_t*>(dst.raw_data()), static_cast<const uint32_t*>(src.raw_data()), n,
           layout);
       break;
     default:
-      strided_copy_kernel<<<blocks_for(n), 256, 0, g_stream>>>(
+      strided_copy_kernel<<<blocks_for(n), 256, 0, stream()>>>(
           static_cast<uint64_t*>(dst.raw_data()), static_cast<const uint64_t*>(src.raw_data()), n,
           layout);
   }
@@ -137,11 +140,21 @@ bool initialize() {
       return;
     }
     SINKLAB_CUDA_CHECK(cudaSetDevice(0));
-    SINKLAB_CUDA_CHECK(cudaStreamCreateWithFlags(&g_stream, cudaStreamNonBlocking));
+    int lowest = 0, highest = 0;  // numerically: lowest priority >= highest
+    SINKLAB_CUDA_CHECK(cudaDeviceGetStreamPriorityRange(&lowest, &highest));
+    SINKLAB_CUDA_CHECK(cudaStreamCreateWithPriority(&g_stream, cudaStreamNonBlocking, highest));
+    SINKLAB_CUDA_CHECK(cudaStreamCreateWithPriority(&g_side_stream, cudaStreamNonBlocking, lowest));
+    SINKLAB_CUDA_CHECK(cudaEventCreateWithFlags(&g_fork, cudaEventDisableTiming));
+    SINKLAB_CUDA_CHECK(cudaEventCreateWithFlags(&g_join, cudaEventDisableTiming));
     cudaMemPool_t pool;
     SINKLAB_CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, 0));
     uint64_t keep = UINT64_MAX;  // keep freed blocks in the pool: no per-step cudaMalloc
     SINKLAB_CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep));
+    // A block freed on one stream is reused by another only once its free has run: never by
+    // making the allocating stream wait (that would tie the compute stream to the side work).
+    int no = 0;
+    SINKLAB_CUDA_CHECK(
+        cudaMemPoolSetAttribute(pool, cudaMemPoolReuseAllowInternalDependencies, &no));
     DeviceMemoryHooks hooks;
     hooks.allocate = allocate;
     hooks.release = release;
@@ -166,8 +179,23 @@ bool initialize() {
 }
 
 bool available() { return g_available; }
-cudaStream_t stream() { return g_stream; }
+cudaStream_t stream() { return t_current != nullptr ? t_current : g_stream; }
 void synchronize() { SINKLAB_CUDA_CHECK(cudaStreamSynchronize(g_stream)); }
+
+SideStreamScope::SideStreamScope() {
+  SINKLAB_CHECK(t_current == nullptr, ValueError, "SideStreamScope inside another",
+                "close the first scope before opening a second");
+  SINKLAB_CUDA_CHECK(cudaEventRecord(g_fork, g_stream));
+  SINKLAB_CUDA_CHECK(cudaStreamWaitEvent(g_side_stream, g_fork, 0));
+  t_current = g_side_stream;
+}
+
+SideStreamScope::~SideStreamScope() { t_current = nullptr; }
+
+void join_side_stream() {
+  SINKLAB_CUDA_CHECK(cudaEventRecord(g_join, g_side_stream));
+  SINKLAB_CUDA_CHECK(cudaStreamWaitEvent(g_stream, g_join, 0));
+}
 
 double memory_in_use_mib() {
   cudaMemPool_t pool;

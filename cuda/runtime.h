@@ -14,8 +14,27 @@ namespace sinklab::cuda {
 // Returns true when a CUDA device is present; installs hooks and kernels on first call.
 bool initialize();
 bool available();
-cudaStream_t stream();   // the compute stream (one per process; device 0 unless set_device)
-void synchronize();
+// The stream kernels are queued on now: the compute stream (one per process), or the side stream
+// inside a SideStreamScope. Every launcher, allocation and copy uses it.
+cudaStream_t stream();
+void synchronize();  // waits for the compute stream
+
+// Work queued inside a SideStreamScope (on this thread) goes to the side stream, which starts it
+// after everything queued on the compute stream before the scope opened: the sink metrics run
+// there, overlapping the backward and the update that the compute stream goes on with. The side
+// stream has the lowest priority, the compute stream the highest, so the metrics' blocks fill the
+// SMs the training kernels leave idle. Memory allocated inside is freed on the side stream when
+// freed inside; anything the side work reads or made must outlive join_side_stream(). Scopes do
+// not nest.
+class SideStreamScope {
+ public:
+  SideStreamScope();
+  ~SideStreamScope();
+  SideStreamScope(const SideStreamScope&) = delete;
+  SideStreamScope& operator=(const SideStreamScope&) = delete;
+};
+// The compute stream waits (on the device, the host goes on) for all side work queued so far.
+void join_side_stream();
 double memory_in_use_mib();  // bytes held by tensors in the stream-ordered pool, in MiB
 double peak_bf16_tflops();   // dense bf16 peak of device 0 when known (H100/H200, A100), else 0
 

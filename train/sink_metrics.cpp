@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "autograd/grad_mode.h"
+#include "core/error.h"
 #include "core/parallel.h"
 #include "ops/statistics.h"
 
@@ -35,7 +36,8 @@ class Gather {
     combine_.push_back(combine);
     return parts_.size() - 1;
   }
-  void fetch() {
+  // Queues the copies of every part into one buffer on their device (and drops the parts).
+  void collect() {
     int64_t total = 0;
     for (const Tensor& t : parts_) {
       offsets_.push_back(total);
@@ -43,12 +45,17 @@ class Gather {
       total += t.numel();
     }
     if (parts_.empty()) return;
-    Tensor flat = Tensor::empty({total}, parts_[0].dtype(), parts_[0].device());  // (total)
+    flat_ = Tensor::empty({total}, parts_[0].dtype(), parts_[0].device());  // (total)
     for (size_t i = 0; i < parts_.size(); ++i)
-      flat.narrow_view(0, offsets_[i], parts_[i].numel())
+      flat_.narrow_view(0, offsets_[i], parts_[i].numel())
           .reshape_view(parts_[i].shape())
           .copy_from(parts_[i]);
-    host_ = flat.to_doubles();
+    parts_.clear();
+  }
+  // Copies the collected buffer to the host (waits for it).
+  void fetch() {
+    if (flat_.defined()) host_ = flat_.to_doubles();
+    flat_ = Tensor();
   }
   // Replaces the values by their combination over every rank's (ranks[r] is rank r's host_,
   // same layout): rows concatenate (their slots grow by the number of ranks), means average,
@@ -58,7 +65,7 @@ class Gather {
     const size_t R = ranks.size();
     std::vector<double> merged;
     std::vector<int64_t> offsets, sizes;
-    for (size_t i = 0; i < parts_.size(); ++i) {
+    for (size_t i = 0; i < combine_.size(); ++i) {
       const int64_t at = offsets_[i], n = sizes_[i];
       offsets.push_back(static_cast<int64_t>(merged.size()));
       const Combine& c = combine_[i];
@@ -93,6 +100,7 @@ class Gather {
 
  private:
   std::vector<Tensor> parts_;
+  Tensor flat_;  // (total) the parts, one after another, on their device
   std::vector<Combine> combine_;
   std::vector<int64_t> offsets_, sizes_;
   std::vector<double> host_;
@@ -229,14 +237,45 @@ void finish_ffn(const LayerSlots& s, const Gather& g, int64_t F, int64_t n, Laye
 
 }  // namespace
 
+struct QueuedSinkMetrics::State {
+  ForwardCapture capture;  // what the queued work reads: alive until the metrics are finished
+  Gather gather;
+  std::vector<LayerSlots> slots;  // (L)
+};
+
+QueuedSinkMetrics::QueuedSinkMetrics() = default;
+QueuedSinkMetrics::QueuedSinkMetrics(QueuedSinkMetrics&&) noexcept = default;
+QueuedSinkMetrics& QueuedSinkMetrics::operator=(QueuedSinkMetrics&&) noexcept = default;
+QueuedSinkMetrics::~QueuedSinkMetrics() = default;
+
+QueuedSinkMetrics queue_sink_metrics(const ForwardCapture& capture) {
+  autograd::NoGradGuard no_grad;
+  QueuedSinkMetrics queued;
+  queued.state_ = std::make_unique<QueuedSinkMetrics::State>();
+  QueuedSinkMetrics::State& st = *queued.state_;
+  st.capture = capture;
+  for (const LayerCapture& cap : capture.layers)
+    st.slots.push_back(queue_layer(cap, cap.attention, st.gather));
+  st.gather.collect();
+  return queued;
+}
+
 SinkMetrics compute_sink_metrics(const ForwardCapture& capture, double sink_threshold,
                                  bool with_effective_rank, RankExchange* ranks) {
+  return finish_sink_metrics(queue_sink_metrics(capture), sink_threshold, with_effective_rank,
+                             ranks);
+}
+
+SinkMetrics finish_sink_metrics(QueuedSinkMetrics queued, double sink_threshold,
+                                bool with_effective_rank, RankExchange* ranks) {
+  SINKLAB_CHECK(queued.state_ != nullptr, ValueError, "finish_sink_metrics: nothing queued",
+                "pass what queue_sink_metrics returned, once");
   autograd::NoGradGuard no_grad;
+  const ForwardCapture& capture = queued.state_->capture;
+  Gather& gather = queued.state_->gather;
+  const std::vector<LayerSlots>& slots = queued.state_->slots;
   SinkMetrics metrics;
   metrics.layers.resize(capture.layers.size());
-  Gather gather;
-  std::vector<LayerSlots> slots;
-  for (const LayerCapture& cap : capture.layers) slots.push_back(queue_layer(cap, cap.attention, gather));
   gather.fetch();
   int64_t world = 1;
   if (ranks != nullptr) {

@@ -4,6 +4,7 @@
 // changes the training result.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "ops/attention.h"
@@ -51,6 +52,30 @@ class RankExchange {
 // are the mean of the ranks' medians. The effective rank is the calling rank's sequence 0.
 SinkMetrics compute_sink_metrics(const ForwardCapture& capture, double sink_threshold,
                                  bool with_effective_rank, RankExchange* ranks = nullptr);
+
+// compute_sink_metrics in two halves, so that other work can be queued between them:
+// queue_sink_metrics queues every device reduction (on the stream current for the caller) and
+// keeps the capture alive; finish_sink_metrics copies the results to the host (waiting for them
+// on the caller's stream: on a GPU, join the stream they were queued on first), exchanges them
+// over ranks and finishes the metrics on the host.
+class QueuedSinkMetrics {
+ public:
+  QueuedSinkMetrics();
+  QueuedSinkMetrics(QueuedSinkMetrics&&) noexcept;
+  QueuedSinkMetrics& operator=(QueuedSinkMetrics&&) noexcept;
+  ~QueuedSinkMetrics();
+  bool queued() const { return state_ != nullptr; }
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
+  friend QueuedSinkMetrics queue_sink_metrics(const ForwardCapture& capture);
+  friend SinkMetrics finish_sink_metrics(QueuedSinkMetrics queued, double sink_threshold,
+                                         bool with_effective_rank, RankExchange* ranks);
+};
+QueuedSinkMetrics queue_sink_metrics(const ForwardCapture& capture);
+SinkMetrics finish_sink_metrics(QueuedSinkMetrics queued, double sink_threshold,
+                                bool with_effective_rank, RankExchange* ranks = nullptr);
 
 // exp(entropy of the normalised singular values) of a (rows, cols) row-major matrix.
 double effective_rank(const std::vector<double>& matrix, int64_t rows, int64_t cols);

@@ -10,6 +10,7 @@
 #include <iomanip>
 #include <limits>
 #include <map>
+#include <optional>
 #include <ostream>
 #include <sstream>
 
@@ -79,6 +80,44 @@ class PhaseClock {
   Clock::time_point last_;
 };
 
+// A step's sink metrics, queued right after its first backward is queued. On a GPU they are
+// queued on the side stream: they run while the compute stream works through that backward and
+// the update (low priority, in the SMs the training kernels leave idle), and the host reads them
+// at the step's end. On the CPU they are computed where they are queued. The compute stream
+// waits for the side work before anything it read or made can be freed.
+class OverlappedMetrics {
+ public:
+  OverlappedMetrics(const ForwardCapture& capture, Device device) : device_(device) {
+#if defined(SINKLAB_HAVE_CUDA)
+    if (device_.is_cuda()) {
+      cuda::SideStreamScope side;
+      queued_ = queue_sink_metrics(capture);
+      return;
+    }
+#endif
+    queued_ = queue_sink_metrics(capture);
+  }
+  ~OverlappedMetrics() { join(); }
+  OverlappedMetrics(const OverlappedMetrics&) = delete;
+  OverlappedMetrics& operator=(const OverlappedMetrics&) = delete;
+
+  SinkMetrics finish(double sink_threshold, RankExchange* ranks) {
+    join();
+    return finish_sink_metrics(std::move(queued_), sink_threshold, false, ranks);
+  }
+
+ private:
+  void join() {
+#if defined(SINKLAB_HAVE_CUDA)
+    if (device_.is_cuda() && !joined_) cuda::join_side_stream();
+#endif
+    joined_ = true;
+  }
+  Device device_;
+  QueuedSinkMetrics queued_;
+  bool joined_ = false;
+};
+
 // Dense bf16 peak of the device in TFLOP/s (0 when unknown: the CPU, unlisted GPUs).
 double peak_tflops(Device device) {
 #if defined(SINKLAB_HAVE_CUDA)
@@ -90,6 +129,7 @@ double peak_tflops(Device device) {
 
 // MiB in use: the GPU pool's tensors, or the process's resident set on the CPU.
 double memory_in_use_mib(Device device) {
+  (void)device;  // only read where CUDA is built
 #if defined(SINKLAB_HAVE_CUDA)
   if (device.is_cuda()) return cuda::memory_in_use_mib();
 #endif
@@ -401,6 +441,7 @@ void Run::step_all(int64_t step, bool evaluate_first) {
     ParameterSet& params = v.model->params();
     params.zero_grad();
     ForwardCapture capture;
+    std::optional<OverlappedMetrics> metrics;
     PhaseClock clock(v.phase_ms, v.model->params().flat_values().device());
     double loss_sum = 0;
     uint64_t hash = 1469598103934665603ull;
@@ -416,6 +457,7 @@ void Run::step_all(int64_t step, bool evaluate_first) {
       const bool last = micro + 1 == v.accumulation;
       if (last) parallel_->start_gradient_reduction(params);
       autograd::backward(ops::scale(out.loss, 1.0 / static_cast<double>(v.accumulation)));
+      if (metrics_step && micro == 0) metrics.emplace(capture, params.flat_values().device());
       if (last) parallel_->finish_gradient_reduction(params);
       clock.mark("backward");
     }
@@ -431,8 +473,8 @@ void Run::step_all(int64_t step, bool evaluate_first) {
     clock.mark("grad norm, clip, AdamW");
     if (metrics_step) {
       // Every rank's slice of the batch: the metrics of the global batch, on every rank.
-      record.sink = compute_sink_metrics(capture, c.metrics.sink_threshold, false,
-                                         parallel_->world_size() > 1 ? parallel_.get() : nullptr);
+      record.sink = metrics->finish(c.metrics.sink_threshold,
+                                    parallel_->world_size() > 1 ? parallel_.get() : nullptr);
       record.has_sink = true;
       for (size_t l = 0; l < eval.effective_rank.size(); ++l)
         record.sink.layers[l].effective_rank = eval.effective_rank[l];

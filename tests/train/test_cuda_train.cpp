@@ -7,6 +7,9 @@
 #include <sstream>
 
 #include "core/philox.h"
+#if defined(SINKLAB_HAVE_CUDA)
+#include "cuda/runtime.h"
+#endif
 #include "autograd/engine.h"
 #include "autograd/grad_mode.h"
 #include "core/precision.h"
@@ -154,6 +157,61 @@ TEST_CASE("cuda: sink metrics computed on the GPU match the CPU's", "[cuda]") {
       REQUIRE(close(x.effective_rank, y.effective_rank));
     }
   }
+}
+
+TEST_CASE("cuda: sink metrics queued on the side stream during a backward equal those computed "
+          "in place", "[cuda]") {
+  SINKLAB_REQUIRE_CUDA();
+#if defined(SINKLAB_HAVE_CUDA)
+  for (const char* arch : {"gpt2", "llama"}) {
+    ModelSection cfg = test::tiny_model(arch, std::string(arch) == "llama" ? "headwise_rmsnorm"
+                                                                          : "none");
+    cfg.n_embd = 128;
+    cfg.block_size = 256;
+    cfg.vocab_size = 300;
+    GPT model(cfg, 7, DType::F32, Device::cuda());
+    std::vector<int32_t> ids, next;  // 8 sequences of 257 tokens: inputs and next-token targets
+    for (int b = 0; b < 8; ++b)
+      for (int t = 0; t < 257; ++t) {
+        const int32_t token = static_cast<int32_t>(philox4x32_10(5, b, t).v[0] % 300);
+        if (t < 256) ids.push_back(token);
+        if (t > 0) next.push_back(token);
+      }
+    const Tensor x = Tensor::from_ints(ids, {8, 256}).to_device(Device::cuda());
+    const Tensor y = Tensor::from_ints(next, {8, 256}).to_device(Device::cuda());
+    PrecisionGuard bf16(Precision::BF16);
+    ForwardCapture cap;
+    const Tensor loss = model.forward(x, y, &cap).loss;
+    QueuedSinkMetrics queued;
+    {
+      cuda::SideStreamScope side;
+      queued = queue_sink_metrics(cap);
+    }
+    // The compute stream goes on: a backward that frees (and reallocates) its activations
+    // while the side stream reads the captured ones.
+    autograd::backward(loss);
+    model.params().zero_grad();
+    autograd::backward(model.forward(x, y).loss);
+    cuda::join_side_stream();
+    const SinkMetrics overlapped = finish_sink_metrics(std::move(queued), 0.03, false);
+    const SinkMetrics in_place = compute_sink_metrics(cap, 0.03, false);
+    INFO(arch);
+    REQUIRE(overlapped.sink_rate == in_place.sink_rate);
+    for (size_t l = 0; l < in_place.layers.size(); ++l) {
+      const LayerMetrics &p = in_place.layers[l], &q = overlapped.layers[l];
+      INFO("layer " << l);
+      REQUIRE(p.sink_mass == q.sink_mass);
+      REQUIRE(p.var_pos == q.var_pos);
+      REQUIRE(p.var_pos_normed == q.var_pos_normed);
+      REQUIRE(p.dim_disparity == q.dim_disparity);
+      REQUIRE(p.norm_ratio == q.norm_ratio);
+      REQUIRE(p.super_neuron == q.super_neuron);
+      REQUIRE(p.super_ratio == q.super_ratio);
+      REQUIRE(p.massive_median == q.massive_median);
+      for (int i = 0; i < 3; ++i) REQUIRE(p.massive_top[i] == q.massive_top[i]);
+    }
+  }
+#endif
 }
 
 TEST_CASE("cuda: GPT-2 under bf16 (bf16 FFN hidden) agrees with the CPU: loss, gradients, metrics",
