@@ -22,6 +22,8 @@
 //   pass over x counts the keys below each range and compacts the few inside (about 1.6% for a
 //   median). When every rank lies in its range and the candidates fit, the radix passes read the
 //   candidates instead of x; otherwise they read x as before. Exact either way.
+//   bf16 (16-bit keys, 15 without the sign) skips all of that where a block may hold 128 KB of
+//   shared memory: one histogram of every key value, one pass over x, then one block scans it.
 #include <cub/block/block_scan.cuh>
 #include <cub/device/device_radix_sort.cuh>
 
@@ -322,6 +324,101 @@ __global__ void select_write(const SelectState<K>* state, O* out, int count) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Whole-key select, for 16-bit keys (bf16): |x|'s key (sign cleared) has 15 bits, so one
+// histogram of every key value, 2^15 bins, holds every order statistic. One pass over x: each
+// block counts into its own shared copy of the bins (128 KB), flushed with integer atomics
+// (order-independent: deterministic); then one block scans the bins to each rank's key.
+
+constexpr int kWholeKeyBins = 1 << 15;
+constexpr int kWholeKeyThreads = 1024;                          // both kernels' blocks
+constexpr int kWholeKeyPerThread = kWholeKeyBins / kWholeKeyThreads;  // bins per scan thread
+constexpr size_t kWholeKeyShared = kWholeKeyBins * sizeof(unsigned);
+
+// hist (kWholeKeyBins), zeroed: hist[key] += the keys of x equal to key.
+template <class T>
+__global__ void __launch_bounds__(kWholeKeyThreads)
+    whole_key_histogram(const T* __restrict__ x, int64_t n,
+                        unsigned long long* __restrict__ hist) {
+  extern __shared__ unsigned int counts[];  // (kWholeKeyBins) this block's
+  for (int i = threadIdx.x; i < kWholeKeyBins; i += blockDim.x) counts[i] = 0;
+  __syncthreads();
+  for_each_key<T, uint16_t>(x, n, [&](uint16_t key) { atomicAdd(&counts[key], 1u); });
+  __syncthreads();
+  for (int i = threadIdx.x; i < kWholeKeyBins; i += blockDim.x)
+    if (counts[i]) atomicAdd(&hist[i], static_cast<unsigned long long>(counts[i]));
+}
+
+// out[k] = the value of rank ranks.value[k] (< n) of |x|, from hist (kWholeKeyBins). One block:
+// each thread sums its kWholeKeyPerThread consecutive bins, an exclusive scan places them, and
+// the thread holding a rank walks its bins to it.
+template <class T, class O>
+__global__ void __launch_bounds__(kWholeKeyThreads)
+    whole_key_select(const unsigned long long* __restrict__ hist, Ranks ranks, O* out) {
+  using Scan = cub::BlockScan<unsigned long long, kWholeKeyThreads>;
+  __shared__ typename Scan::TempStorage scratch;
+  const unsigned long long* h = hist + threadIdx.x * kWholeKeyPerThread;  // (kWholeKeyPerThread)
+  unsigned long long mine = 0;
+  for (int i = 0; i < kWholeKeyPerThread; ++i) mine += h[i];
+  unsigned long long before;  // keys in the bins of lower threads
+  Scan(scratch).ExclusiveSum(mine, before);
+  for (int k = 0; k < ranks.count; ++k) {
+    const unsigned long long rank = ranks.value[k];
+    if (rank < before || rank >= before + mine) continue;  // exactly one thread goes on
+    unsigned long long below = before;
+    int i = 0;
+    while (below + h[i] <= rank) below += h[i++];
+    const uint16_t key = static_cast<uint16_t>(threadIdx.x * kWholeKeyPerThread + i);
+    T v;
+    memcpy(&v, &key, sizeof(key));
+    out[k] = to_acc(v);
+  }
+}
+
+// Whether this device gives a block the whole-key histogram's shared memory (opted in once).
+template <class T>
+bool whole_key_fits() {
+  static const bool fits = [] {
+    int device = 0, limit = 0;
+    SINKLAB_CUDA_CHECK(cudaGetDevice(&device));
+    SINKLAB_CUDA_CHECK(
+        cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+    if (static_cast<size_t>(limit) < kWholeKeyShared) return false;
+    SINKLAB_CUDA_CHECK(cudaFuncSetAttribute(whole_key_histogram<T>,
+                                            cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                            static_cast<int>(kWholeKeyShared)));
+    return true;
+  }();
+  return fits;
+}
+
+unsigned multiprocessors() {
+  static const unsigned sms = [] {
+    int device = 0, count = 0;
+    SINKLAB_CUDA_CHECK(cudaGetDevice(&device));
+    SINKLAB_CUDA_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device));
+    return static_cast<unsigned>(count);
+  }();
+  return sms;
+}
+
+template <class T>
+void queue_whole_key_select(const Tensor& x, const Ranks& ranks, Tensor& out) {
+  const int64_t n = x.numel();
+  Tensor hist = Tensor::empty({2 * kWholeKeyBins}, DType::I32, x.device());  // (bins) u64
+  auto* h = static_cast<unsigned long long*>(hist.raw_data());
+  SINKLAB_CUDA_CHECK(cudaMemsetAsync(h, 0, kWholeKeyBins * sizeof(unsigned long long), stream()));
+  // One block per SM (its 128 KB of counts allow no second), fewer for a small x.
+  const unsigned blocks = std::max<unsigned>(
+      1, std::min<unsigned>(blocks_for(n, 16 * kWholeKeyThreads), multiprocessors()));
+  whole_key_histogram<T><<<blocks, kWholeKeyThreads, kWholeKeyShared, stream()>>>(
+      static_cast<const T*>(x.raw_data()), n, h);
+  SINKLAB_KERNEL_CHECK("abs_order_statistics whole-key histogram");
+  using O = typename AccumulateIn<T>::type;
+  whole_key_select<T, O><<<1, kWholeKeyThreads, 0, stream()>>>(h, ranks, out.data<O>());
+  SINKLAB_KERNEL_CHECK("abs_order_statistics whole-key select");
+}
+
+// ---------------------------------------------------------------------------------------------
 // Sampled brackets: one pass over x instead of the radix passes, for large x.
 
 constexpr int64_t kBracketMinN = int64_t{1} << 20;  // smaller x: the radix passes over x
@@ -508,6 +605,12 @@ void abs_order_statistics_typed(const Tensor& x, const std::vector<int64_t>& ran
   Ranks r{};
   r.count = count;
   for (int k = 0; k < count; ++k) r.value[k] = static_cast<unsigned long long>(ranks[k]);
+  if constexpr (sizeof(K) == 2) {  // bf16: one histogram of every key, where the device allows
+    if (whole_key_fits<T>()) {
+      queue_whole_key_select<T>(x, r, out);
+      return;
+    }
+  }
   // Digit widths, most significant first: 8, then 12 (the last one what is left).
   const int bits = static_cast<int>(sizeof(K) * 8);
   std::vector<int> widths{kFirstDigitBits};
@@ -557,14 +660,18 @@ void abs_order_statistics_typed(const Tensor& x, const std::vector<int64_t>& ran
   const SelectSource<T> source =
       n >= kBracketMinN ? queue_brackets<T, K>(x, r, state, keep)
                         : SelectSource<T>{static_cast<const T*>(x.raw_data()), n};
-  select_first_histogram<T, K><<<blocks, 256, 0, stream()>>>(source, hist);
+  // Over the bracket's candidates (about 1.6% of x per rank) one block per SM: each block
+  // clears and flushes its histograms once, which costs more than its share of keys at 4 per
+  // SM. Where a rank missed its bracket they read x with these blocks, more slowly (rare).
+  const unsigned pass_blocks = n >= kBracketMinN ? multiprocessors() : blocks;
+  select_first_histogram<T, K><<<pass_blocks, 256, 0, stream()>>>(source, hist);
   SINKLAB_KERNEL_CHECK("abs_order_statistics first histogram");
   select_step<K><<<count, kStepThreads, 0, stream()>>>(state, hist, count, shift, widths[0]);
   SINKLAB_KERNEL_CHECK("abs_order_statistics first step");
   for (int p = 1; p < passes; ++p) {
     shift -= widths[p];
     unsigned long long* pass_hist = hist + p * region;  // (count, kBins)
-    select_histogram<T, K><<<blocks, 256, shared, stream()>>>(source, state, pass_hist,
+    select_histogram<T, K><<<pass_blocks, 256, shared, stream()>>>(source, state, pass_hist,
                                                               count, shift, widths[p]);
     SINKLAB_KERNEL_CHECK("abs_order_statistics histogram");
     select_step<K><<<count, kStepThreads, 0, stream()>>>(state, pass_hist, count, shift,

@@ -103,3 +103,34 @@ TEST_CASE("cuda: abs_order_statistics of large tensors is exact through the samp
     for (double a : all) REQUIRE(a == 2.5);
   }
 }
+
+TEST_CASE("cuda: abs_order_statistics of large bf16 tensors is exact (one whole-key histogram)",
+          "[cuda]") {
+  SINKLAB_REQUIRE_CUDA();
+  // bf16 keys have 15 bits without the sign: one histogram of 2^15 bins holds every rank. A
+  // heavy tail, 60% zeros, one value everywhere, and a view starting 2 bytes past an aligned
+  // address (the element path), each against the CPU on the same values.
+  const int64_t n = (int64_t{1} << 22) + 5;
+  const std::vector<int64_t> spread = {0, 1, n / 4, n / 2 - 1, n / 2, 3 * n / 4, n - 2, n - 1};
+  std::vector<double> v = random_tensor({n}, 915, DType::F64, 1.0).to_doubles();
+  for (size_t i = 0; i < v.size(); i += 97) v[i] = std::exp(8.0 * v[i]);
+  std::vector<double> ties(v);
+  for (size_t i = 0; i < ties.size(); ++i)
+    if (i % 5 < 3) ties[i] = 0;
+  for (const std::vector<double>* values : {&v, &ties}) {
+    const Tensor x = Tensor::from_doubles(*values, {n}, DType::F32).to_dtype(DType::BF16);
+    const Tensor exact = x.to_dtype(DType::F32);
+    require_close(ops::abs_order_statistics(x.to_device(Device::cuda()), spread)
+                      .to_device(Device::cpu()),
+                  ops::abs_order_statistics(exact, spread), 0, 0);
+    const int64_t m = n - 1;
+    const std::vector<int64_t> tail = {0, m / 2 - 1, m / 2, m - 1};
+    const Tensor shifted = x.to_device(Device::cuda()).narrow_view(0, 1, m);  // 2-byte offset
+    require_close(ops::abs_order_statistics(shifted, tail).to_device(Device::cpu()),
+                  ops::abs_order_statistics(exact.narrow_view(0, 1, m).copy_contiguous(), tail),
+                  0, 0);
+  }
+  const Tensor same = Tensor::full({n}, -2.5, DType::F32).to_dtype(DType::BF16);
+  for (double a : ops::abs_order_statistics(same.to_device(Device::cuda()), spread).to_doubles())
+    REQUIRE(a == 2.5);
+}
