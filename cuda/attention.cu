@@ -39,9 +39,11 @@
 
 #include "cuda/attention_bf16.h"
 #include "cuda/check.h"
+#include "cuda/storage_types.cuh"
 #include "core/dispatch.h"
 #include "cuda/runtime.h"
 #include "ops/attention.h"
+#include "ops/matmul.h"
 
 namespace sinklab::cuda {
 
@@ -621,38 +623,39 @@ __global__ void __launch_bounds__(kProbThreads)
 }
 
 // One thread per (b, h, t): A[b, h, t, key] from the saved lse (softmax) or recomputed (sigmoid).
-// q.k runs over 16-byte packs (4 f32 / 2 f64) when `packed` (HS and the row stride divide into
-// them and q, k are 16-byte aligned): each thread reads its q row in whole packs.
-template <class T>
-__global__ void attention_key_mass_kernel(const T* __restrict__ q, const T* __restrict__ k,
+// q and k are stored as S (f32, f64, or bf16 widened to f32: T = AccumulateIn<S>), positions rs
+// elements apart (NH * HS, or 3C for qkv_part views). q.k runs over 16-byte packs (4 f32, 2 f64,
+// 8 bf16) when `packed` (HS and rs divide into them and q, k are 16-byte aligned), in the same
+// order as element by element.
+template <class S, class T = typename AccumulateIn<S>::type>
+__global__ void attention_key_mass_kernel(const S* __restrict__ q, const S* __restrict__ k,
                                           const T* __restrict__ lse,
                                           const int32_t* __restrict__ first_key,
                                           T* __restrict__ mass, int64_t n, int Tn, int NH, int HS,
-                                          int key, T scale, bool use_sigmoid, bool packed) {
+                                          int64_t rs, int key, T scale, bool use_sigmoid,
+                                          bool packed) {
   const int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (idx >= n) return;
   const int t = static_cast<int>(idx % Tn);
   const int64_t bh = idx / Tn, b = bh / NH, h = bh % NH;
   T a = T(0);
   if (t >= key && key >= first_key[t]) {
-    const int64_t rs = static_cast<int64_t>(NH) * HS;
-    const T* qt = q + b * Tn * rs + t * rs + h * HS;    // (HS)
-    const T* kk = k + b * Tn * rs + key * rs + h * HS;  // (HS)
+    const S* qt = q + b * Tn * rs + t * rs + h * HS;    // (HS)
+    const S* kk = k + b * Tn * rs + key * rs + h * HS;  // (HS)
     T acc = T(0);
     if (packed) {
-      using Vec = std::conditional_t<sizeof(T) == 4, float4, double2>;
-      constexpr int kPer = 16 / sizeof(T);
-      const Vec* qv = reinterpret_cast<const Vec*>(qt);  // (HS / kPer)
-      const Vec* kv = reinterpret_cast<const Vec*>(kk);  // (HS / kPer)
+      constexpr int kPer = 16 / sizeof(S);
+      const uint4* qv = reinterpret_cast<const uint4*>(qt);  // (HS / kPer)
+      const uint4* kv = reinterpret_cast<const uint4*>(kk);  // (HS / kPer)
       for (int d = 0; d < HS / kPer; ++d) {
-        const Vec a = qv[d], c = kv[d];
-        const T* ea = reinterpret_cast<const T*>(&a);
-        const T* ec = reinterpret_cast<const T*>(&c);
+        const uint4 a = qv[d], c = kv[d];
+        const S* ea = reinterpret_cast<const S*>(&a);
+        const S* ec = reinterpret_cast<const S*>(&c);
 #pragma unroll
-        for (int e = 0; e < kPer; ++e) acc += ea[e] * ec[e];
+        for (int e = 0; e < kPer; ++e) acc += to_acc(ea[e]) * to_acc(ec[e]);
       }
     } else {
-      for (int d = 0; d < HS; ++d) acc += qt[d] * kk[d];
+      for (int d = 0; d < HS; ++d) acc += to_acc(qt[d]) * to_acc(kk[d]);
     }
     const T score = acc * scale;
     a = use_sigmoid ? dev_sigmoid(score) : dev_exp(score - lse[idx]);
@@ -860,20 +863,86 @@ void attention_probabilities_cuda(const Tensor& q, const Tensor& k,
 void attention_key_mass_cuda(const Tensor& q, const Tensor& k, const Tensor& lse, int64_t key,
                              const ops::AttentionParams& params, Tensor& mass) {
   const char* op = "attention_key_mass";
-  const Problem p = problem_of(q, op);
-  const int64_t n = p.B * p.NH * p.T;
+  const int64_t B = q.size(0), T = q.size(1), NH = q.size(2), HS = q.size(3);
+  const int64_t n = B * NH * T;
   if (n == 0) return;
+  SINKLAB_CHECK(T <= INT_MAX && HS <= INT_MAX && NH <= INT_MAX, ShapeError,
+                op << " (cuda): q " << q.str() << " is too large", "probe a smaller batch");
+  const int64_t rs = q.strides()[1];  // positions apart (ops checked q's and k's agree)
+  SINKLAB_CHECK(k.strides()[1] == rs, ShapeError,
+                op << " (cuda): q " << q.str() << " and k " << k.str() << " rows differ",
+                "pass q and k of one layout");
   const int32_t* fk = device_first_key(params.first_key, op);  // (T)
-  dispatch_float(q.dtype(), op, [&](auto zero) {
-    using T = decltype(zero);
-    const int64_t per = 16 / static_cast<int64_t>(sizeof(T));
-    const bool packed = p.HS % per == 0 && aligned16({q.raw_data(), k.raw_data()});
-    attention_key_mass_kernel<T><<<blocks_for(n), 256, 0, stream()>>>(
-        q.data<T>(), k.data<T>(), params.sigmoid ? nullptr : lse.data<T>(), fk, mass.data<T>(), n,
-        static_cast<int>(p.T), static_cast<int>(p.NH), static_cast<int>(p.HS),
-        static_cast<int>(key), static_cast<T>(params.scale), params.sigmoid, packed);
+  dispatch_storage(q.dtype(), op, [&](auto zero) {
+    using S = decltype(zero);
+    using A = typename AccumulateIn<S>::type;
+    const int64_t per = 16 / static_cast<int64_t>(sizeof(S));
+    const bool packed =
+        HS % per == 0 && rs % per == 0 && aligned16({q.raw_data(), k.raw_data()});
+    attention_key_mass_kernel<S><<<blocks_for(n), 256, 0, stream()>>>(
+        static_cast<const S*>(q.raw_data()), static_cast<const S*>(k.raw_data()),
+        params.sigmoid ? nullptr : lse.data<A>(), fk, mass.data<A>(), n, static_cast<int>(T),
+        static_cast<int>(NH), static_cast<int>(HS), rs, static_cast<int>(key),
+        static_cast<A>(params.scale), params.sigmoid, packed);
     SINKLAB_KERNEL_CHECK(op);
   });
+}
+
+// f32 copy of a bf16 tensor (contiguous): the packed attention's fallback widens qkv.
+__global__ void widen_bf16_kernel(const __nv_bfloat16* __restrict__ x, float* __restrict__ out,
+                                  int64_t n) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i < n) out[i] = __bfloat162float(x[i]);
+}
+
+Tensor widened(const Tensor& x) {
+  Tensor out = Tensor::empty(x.shape(), DType::F32, x.device());  // x's shape, f32
+  const int64_t n = x.numel();
+  if (n > 0) {
+    widen_bf16_kernel<<<blocks_for(n), 256, 0, stream()>>>(
+        static_cast<const __nv_bfloat16*>(x.raw_data()), out.data<float>(), n);
+    SINKLAB_KERNEL_CHECK("attention_qkv (widen bf16)");
+  }
+  return out;
+}
+
+// attention_qkv: the tensor-core kernels on a bf16 qkv where they apply; otherwise attention's
+// kernels on the thirds (a bf16 qkv widened to f32 first, its gradient rounded back).
+void attention_qkv_forward_cuda(const Tensor& qkv, const ops::AttentionParams& params,
+                                Tensor& out, Tensor& lse) {
+  const char* op = "attention_qkv";
+  if (out.numel() == 0) return;
+  const int32_t* fk = device_first_key(params.first_key, op);  // (T)
+  if (attention_qkv_forward_bf16(qkv, params, fk, out, lse)) return;
+  ops::attention_qkv_forward_by_parts(qkv.dtype() == DType::BF16 ? widened(qkv) : qkv, params,
+                                      out, lse);
+}
+
+void attention_qkv_backward_cuda(const Tensor& qkv, const Tensor& out, const Tensor& lse,
+                                 const Tensor& grad_out, const ops::AttentionParams& params,
+                                 Tensor& dqkv) {
+  const char* op = "attention_qkv backward";
+  if (out.numel() == 0) return;
+  const Tensor g = grad_out.contiguous_or_self();  // (B, T, NH, HS), out's dtype
+  if (qkv.dtype() == DType::BF16 && out.dtype() == DType::F32) {
+    const int32_t* fk = device_first_key(params.first_key, op);  // (T)
+    const int64_t B = out.size(0), T = out.size(1), NH = out.size(2), HS = out.size(3);
+    Tensor dvec;  // (B, NH, T) D_t = dO_t . O_t, softmax only
+    if (!params.sigmoid) {
+      dvec = Tensor::empty({B, NH, T}, DType::F32, out.device());
+      const int64_t rows = B * T * NH;
+      attention_row_dot_kernel<<<blocks_for(rows * 32, 256), 256, 0, stream()>>>(
+          g.data<float>(), out.data<float>(), dvec.data<float>(), rows, static_cast<int>(T),
+          static_cast<int>(NH), static_cast<int>(HS));
+      SINKLAB_KERNEL_CHECK(op);
+    }
+    if (attention_qkv_backward_bf16(qkv, g, lse, dvec, params, fk, dqkv)) return;
+    Tensor d32 = Tensor::empty(dqkv.shape(), DType::F32, dqkv.device());  // (B, T, 3C)
+    ops::attention_qkv_backward_by_parts(widened(qkv), out, lse, g, params, d32);
+    ops::bf16_round_kernels.cuda_forward(d32, dqkv);
+    return;
+  }
+  ops::attention_qkv_backward_by_parts(qkv, out, lse, g, params, dqkv);
 }
 
 }  // namespace
@@ -883,6 +952,8 @@ void install_attention_kernels() {
   ops::attention_kernels.cuda_backward = attention_backward_cuda;
   ops::attention_probabilities_kernels.cuda_forward = attention_probabilities_cuda;
   ops::attention_key_mass_kernels.cuda_forward = attention_key_mass_cuda;
+  ops::attention_qkv_kernels.cuda_forward = attention_qkv_forward_cuda;
+  ops::attention_qkv_kernels.cuda_backward = attention_qkv_backward_cuda;
 }
 
 }  // namespace sinklab::cuda

@@ -266,6 +266,14 @@ __device__ __forceinline__ float sigmoid_log2(float x2) {
   return __fdividef(1.f, 1.f + exp2f(-x2));
 }
 
+// Two adjacent gradient values of a row: f32 as they are, bf16 rounded to nearest even.
+__device__ __forceinline__ void store_pair(float* p, float a, float b) {
+  *reinterpret_cast<float2*>(p) = make_float2(a, b);
+}
+__device__ __forceinline__ void store_pair(bf16* p, float a, float b) {
+  *reinterpret_cast<__nv_bfloat162*>(p) = __floats2bfloat162_rn(a, b);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Forward. Warp w owns queries q0 + 16 w .. q0 + 16 w + 15; lane (g, c) holds rows g and g + 8 of
 // them (index i = 0, 1 below). Scores are kept in log2 units: x = q.k * scale * log2(e).
@@ -275,7 +283,8 @@ __global__ void __launch_bounds__(kThreads)
     attention_forward_bf16_kernel(const bf16* __restrict__ q, const bf16* __restrict__ k,
                                   const bf16* __restrict__ v,
                                   const int32_t* __restrict__ first_key, float* __restrict__ out,
-                                  float* __restrict__ lse, int Tn, int NH, float scale_log2) {
+                                  float* __restrict__ lse, int Tn, int NH, int64_t qkv_rs,
+                                  float scale_log2) {
   constexpr int BQ = kRows, BK = Tiles<D>::fwd_bk, LD = D + kPad;
   constexpr int NK = BK / 8;  // key n-tiles of the score tile
   constexpr int ND = D / 8;   // head n-tiles of the output
@@ -288,8 +297,10 @@ __global__ void __launch_bounds__(kThreads)
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, c = lane % 4;
   const int bh = blockIdx.x, b = bh / NH, h = bh % NH;
   const int q0 = (gridDim.y - 1 - blockIdx.y) * BQ;  // long (late) query tiles start first
-  const int64_t rs = static_cast<int64_t>(NH) * D;   // stride between positions
+  const int64_t rs = qkv_rs;                         // q, k, v: stride between positions
   const int64_t base = static_cast<int64_t>(b) * Tn * rs + static_cast<int64_t>(h) * D;
+  const int64_t o_rs = static_cast<int64_t>(NH) * D;  // out: stride between positions
+  const int64_t o_base = static_cast<int64_t>(b) * Tn * o_rs + static_cast<int64_t>(h) * D;
 
   load_tile_async<D, BQ>(Qs, q + base, q0, Tn, rs);
   for (int r = tid; r < BQ; r += kThreads) Fs[r] = q0 + r < Tn ? first_key[q0 + r] : INT_MAX;
@@ -411,7 +422,7 @@ __global__ void __launch_bounds__(kThreads)
     if (t >= Tn) continue;
     // l >= 1 for every valid row (it sees at least itself); the guard avoids 0 * inf.
     const float inv = SIGMOID ? 1.f : (l[i] > 0.f ? 1.f / l[i] : 0.f);
-    float* orow = out + base + static_cast<int64_t>(t) * rs;  // (D)
+    float* orow = out + o_base + static_cast<int64_t>(t) * o_rs;  // (D)
 #pragma unroll
     for (int n = 0; n < ND; ++n)
       *reinterpret_cast<float2*>(orow + 8 * n + 2 * c) =
@@ -436,13 +447,13 @@ __device__ __forceinline__ float score_grad(float x, float dp, float lse2, float
   }
 }
 
-template <int D, bool SIGMOID>
+template <int D, bool SIGMOID, class G>
 __global__ void __launch_bounds__(kThreads)
     attention_dq_bf16_kernel(const bf16* __restrict__ q, const bf16* __restrict__ k,
                              const bf16* __restrict__ v, const bf16* __restrict__ dout,
                              const float* __restrict__ lse, const float* __restrict__ dvec,
-                             const int32_t* __restrict__ first_key, float* __restrict__ dq,
-                             int Tn, int NH, float scale_log2, float scale) {
+                             const int32_t* __restrict__ first_key, G* __restrict__ dq,
+                             int Tn, int NH, int64_t qkv_rs, float scale_log2, float scale) {
   constexpr int BQ = kRows, BK = Tiles<D>::dq_bk, LD = D + kPad;
   constexpr int NK = BK / 8, ND = D / 8;
   extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -455,12 +466,14 @@ __global__ void __launch_bounds__(kThreads)
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, c = lane % 4;
   const int bh = blockIdx.x, b = bh / NH, h = bh % NH;
   const int q0 = (gridDim.y - 1 - blockIdx.y) * BQ;
-  const int64_t rs = static_cast<int64_t>(NH) * D;
+  const int64_t rs = qkv_rs;  // q, k, v and dq: stride between positions
   const int64_t base = static_cast<int64_t>(b) * Tn * rs + static_cast<int64_t>(h) * D;
+  const int64_t o_rs = static_cast<int64_t>(NH) * D;  // dO: stride between positions
+  const int64_t o_base = static_cast<int64_t>(b) * Tn * o_rs + static_cast<int64_t>(h) * D;
   const int64_t bht = static_cast<int64_t>(bh) * Tn;  // (b, h, 0) in (B, NH, T)
 
   load_tile_async<D, BQ>(Qs, q + base, q0, Tn, rs);
-  load_tile_async<D, BQ>(dOs, dout + base, q0, Tn, rs);
+  load_tile_async<D, BQ>(dOs, dout + o_base, q0, Tn, o_rs);
   for (int r = tid; r < BQ; r += kThreads) Fs[r] = q0 + r < Tn ? first_key[q0 + r] : INT_MAX;
   __syncthreads();
   int kmin = INT_MAX;
@@ -551,11 +564,10 @@ __global__ void __launch_bounds__(kThreads)
   for (int i = 0; i < 2; ++i) {
     const int t = t_row[i];
     if (t >= Tn) continue;
-    float* grow = dq + base + static_cast<int64_t>(t) * rs;  // (D)
+    G* grow = dq + base + static_cast<int64_t>(t) * rs;  // (D)
 #pragma unroll
     for (int n = 0; n < ND; ++n)
-      *reinterpret_cast<float2*>(grow + 8 * n + 2 * c) =
-          make_float2(acc[n][2 * i] * scale, acc[n][2 * i + 1] * scale);
+      store_pair(grow + 8 * n + 2 * c, acc[n][2 * i] * scale, acc[n][2 * i + 1] * scale);
   }
 }
 
@@ -564,14 +576,14 @@ __global__ void __launch_bounds__(kThreads)
 // it (t >= k0). Warp w owns keys k0 + 16 w .. + 15 (rows g, g + 8 of its accumulators); the
 // columns of S^T are the BQ queries of the current query tile.
 
-template <int D, bool SIGMOID>
+template <int D, bool SIGMOID, class G>
 __global__ void __launch_bounds__(kThreads)
     attention_dkv_bf16_kernel(const bf16* __restrict__ q, const bf16* __restrict__ k,
                               const bf16* __restrict__ v, const bf16* __restrict__ dout,
                               const float* __restrict__ lse, const float* __restrict__ dvec,
-                              const int32_t* __restrict__ first_key, float* __restrict__ dk,
-                              float* __restrict__ dv, int Tn, int NH, float scale_log2,
-                              float scale) {
+                              const int32_t* __restrict__ first_key, G* __restrict__ dk,
+                              G* __restrict__ dv, int Tn, int NH, int64_t qkv_rs,
+                              float scale_log2, float scale) {
   constexpr int BK = kRows, BQ = Tiles<D>::kv_bq, LD = D + kPad;
   constexpr int NQ = BQ / 8, ND = D / 8;
   extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -586,8 +598,10 @@ __global__ void __launch_bounds__(kThreads)
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, c = lane % 4;
   const int bh = blockIdx.x, b = bh / NH, h = bh % NH;
   const int k0 = blockIdx.y * BK;  // early key tiles (most queries) start first
-  const int64_t rs = static_cast<int64_t>(NH) * D;
+  const int64_t rs = qkv_rs;  // q, k, v, dk and dv: stride between positions
   const int64_t base = static_cast<int64_t>(b) * Tn * rs + static_cast<int64_t>(h) * D;
+  const int64_t o_rs = static_cast<int64_t>(NH) * D;  // dO: stride between positions
+  const int64_t o_base = static_cast<int64_t>(b) * Tn * o_rs + static_cast<int64_t>(h) * D;
   const int64_t bht = static_cast<int64_t>(bh) * Tn;
 
   // The per-query vectors of the tile at q0 into buffer slot: plain loads, visible after the
@@ -605,7 +619,7 @@ __global__ void __launch_bounds__(kThreads)
   load_tile_async<D, BK>(Ks, k + base, k0, Tn, rs);
   load_tile_async<D, BK>(Vs, v + base, k0, Tn, rs);
   load_tile_async<D, BQ>(Qbuf, q + base, qstart, Tn, rs);
-  load_tile_async<D, BQ>(dObuf, dout + base, qstart, Tn, rs);
+  load_tile_async<D, BQ>(dObuf, dout + o_base, qstart, Tn, o_rs);
   cp_async_commit();  // group: K, V and the first query tile
   load_query_vectors(qstart, 0);
 
@@ -628,7 +642,7 @@ __global__ void __launch_bounds__(kThreads)
     const int* Fs = Fbuf + slot * BQ;          // (BQ)
     if (q0 + BQ < Tn) {  // prefetch the next query tile into the other slot
       load_tile_async<D, BQ>(Qbuf + (1 - slot) * BQ * LD, q + base, q0 + BQ, Tn, rs);
-      load_tile_async<D, BQ>(dObuf + (1 - slot) * BQ * LD, dout + base, q0 + BQ, Tn, rs);
+      load_tile_async<D, BQ>(dObuf + (1 - slot) * BQ * LD, dout + o_base, q0 + BQ, Tn, o_rs);
       cp_async_commit();
       load_query_vectors(q0 + BQ, 1 - slot);
       cp_async_wait<1>();
@@ -710,13 +724,12 @@ __global__ void __launch_bounds__(kThreads)
   for (int i = 0; i < 2; ++i) {
     const int key = key_row[i];
     if (key >= Tn) continue;
-    float* gkr = dk + base + static_cast<int64_t>(key) * rs;  // (D)
-    float* gvr = dv + base + static_cast<int64_t>(key) * rs;  // (D)
+    G* gkr = dk + base + static_cast<int64_t>(key) * rs;  // (D)
+    G* gvr = dv + base + static_cast<int64_t>(key) * rs;  // (D)
 #pragma unroll
     for (int n = 0; n < ND; ++n) {
-      *reinterpret_cast<float2*>(gkr + 8 * n + 2 * c) =
-          make_float2(gk[n][2 * i] * scale, gk[n][2 * i + 1] * scale);
-      *reinterpret_cast<float2*>(gvr + 8 * n + 2 * c) = make_float2(gv[n][2 * i], gv[n][2 * i + 1]);
+      store_pair(gkr + 8 * n + 2 * c, gk[n][2 * i] * scale, gk[n][2 * i + 1] * scale);
+      store_pair(gvr + 8 * n + 2 * c, gv[n][2 * i], gv[n][2 * i + 1]);
     }
   }
 }
@@ -790,11 +803,62 @@ void dispatch(int64_t HS, bool sigmoid, Body&& body) {
     with_d(std::integral_constant<int, 128>{});
 }
 
-// Grid: x = (b, h) pairs, y = tiles of `tile` rows along T.
-dim3 grid_for(const Tensor& q, int tile) {
-  const int64_t tiles = (q.size(1) + tile - 1) / tile;
-  return dim3(static_cast<unsigned>(q.size(0) * q.size(2)), static_cast<unsigned>(tiles));
+
+}  // namespace
+
+namespace {
+
+// The forward on bf16 q, k, v whose positions are qkv_rs elements apart (B, T, NH, HS each).
+void launch_forward(const bf16* pq, const bf16* pk, const bf16* pv, int64_t qkv_rs, int64_t B,
+                    int Tn, int NH, int64_t HS, const ops::AttentionParams& params,
+                    const int32_t* first_key, float* po, float* plse) {
+  const float scale_log2 = static_cast<float>(params.scale) * kLog2e;
+  const dim3 grid(static_cast<unsigned>(B * NH), static_cast<unsigned>((Tn + kRows - 1) / kRows));
+  dispatch(HS, params.sigmoid, [&](auto dtag, auto sigmoid) {
+    constexpr int D = decltype(dtag)::value;
+    constexpr bool S = decltype(sigmoid)::value;
+    constexpr size_t smem = forward_smem<D>();
+    auto kernel = attention_forward_bf16_kernel<D, S>;
+    prepare_shared_memory(reinterpret_cast<const void*>(kernel), smem);
+    kernel<<<grid, kThreads, smem, stream()>>>(pq, pk, pv, first_key, po, plse, Tn, NH, qkv_rs,
+                                              scale_log2);
+    SINKLAB_KERNEL_CHECK("attention (bf16)");
+  });
 }
+
+// The dq and dk/dv kernels: q, k, v and the gradients G (f32 or bf16) with positions qkv_rs
+// apart, dO (pg) contiguous (B, T, NH, HS).
+template <class G>
+void launch_backward(const bf16* pq, const bf16* pk, const bf16* pv, const bf16* pg,
+                     int64_t qkv_rs, int64_t B, int Tn, int NH, int64_t HS,
+                     const ops::AttentionParams& params, const float* plse, const float* pdvec,
+                     const int32_t* first_key, G* pdq, G* pdk, G* pdv) {
+  const float scale = static_cast<float>(params.scale);
+  const float scale_log2 = scale * kLog2e;
+  const dim3 grid(static_cast<unsigned>(B * NH), static_cast<unsigned>((Tn + kRows - 1) / kRows));
+  dispatch(HS, params.sigmoid, [&](auto dtag, auto sigmoid) {
+    constexpr int D = decltype(dtag)::value;
+    constexpr bool S = decltype(sigmoid)::value;
+    {
+      constexpr size_t smem = dq_smem<D>();
+      auto kernel = attention_dq_bf16_kernel<D, S, G>;
+      prepare_shared_memory(reinterpret_cast<const void*>(kernel), smem);
+      kernel<<<grid, kThreads, smem, stream()>>>(pq, pk, pv, pg, plse, pdvec, first_key, pdq, Tn,
+                                                NH, qkv_rs, scale_log2, scale);
+      SINKLAB_KERNEL_CHECK("attention backward (bf16, dq)");
+    }
+    {
+      constexpr size_t smem = kv_smem<D>();
+      auto kernel = attention_dkv_bf16_kernel<D, S, G>;
+      prepare_shared_memory(reinterpret_cast<const void*>(kernel), smem);
+      kernel<<<grid, kThreads, smem, stream()>>>(pq, pk, pv, pg, plse, pdvec, first_key, pdk,
+                                                pdv, Tn, NH, qkv_rs, scale_log2, scale);
+      SINKLAB_KERNEL_CHECK("attention backward (bf16, dk/dv)");
+    }
+  });
+}
+
+const bf16* bf16_data(const Tensor& t) { return static_cast<const bf16*>(t.raw_data()); }
 
 }  // namespace
 
@@ -808,21 +872,9 @@ bool attention_forward_bf16(const Tensor& q, const Tensor& k, const Tensor& v,
   const Tensor q16 = ops::tensor_core_operand(q);  // (B, T, NH, HS) bf16 copies
   const Tensor k16 = ops::tensor_core_operand(k);
   const Tensor v16 = ops::tensor_core_operand(v);
-  const bf16* pq = static_cast<const bf16*>(q16.raw_data());
-  const bf16* pk = static_cast<const bf16*>(k16.raw_data());
-  const bf16* pv = static_cast<const bf16*>(v16.raw_data());
-  const int Tn = static_cast<int>(q.size(1)), NH = static_cast<int>(q.size(2));
-  const float scale_log2 = static_cast<float>(params.scale) * kLog2e;
-  dispatch(q.size(3), params.sigmoid, [&](auto dtag, auto sigmoid) {
-    constexpr int D = decltype(dtag)::value;
-    constexpr bool S = decltype(sigmoid)::value;
-    constexpr size_t smem = forward_smem<D>();
-    auto kernel = attention_forward_bf16_kernel<D, S>;
-    prepare_shared_memory(reinterpret_cast<const void*>(kernel), smem);
-    kernel<<<grid_for(q, kRows), kThreads, smem, stream()>>>(pq, pk, pv, first_key, po, plse, Tn,
-                                                             NH, scale_log2);
-    SINKLAB_KERNEL_CHECK("attention (bf16)");
-  });
+  const int NH = static_cast<int>(q.size(2));
+  launch_forward(bf16_data(q16), bf16_data(k16), bf16_data(v16), NH * q.size(3), q.size(0),
+                 static_cast<int>(q.size(1)), NH, q.size(3), params, first_key, po, plse);
   operands = {q16, k16, v16};  // kept for the backward
   return true;
 }
@@ -845,33 +897,55 @@ bool attention_backward_bf16(const Tensor& q, const Tensor& k, const Tensor& v,
   const Tensor k16 = kept ? operands.k : ops::tensor_core_operand(k);
   const Tensor v16 = kept ? operands.v : ops::tensor_core_operand(v);
   const Tensor g16 = ops::tensor_core_operand(grad_out);
-  const bf16* pq = static_cast<const bf16*>(q16.raw_data());
-  const bf16* pk = static_cast<const bf16*>(k16.raw_data());
-  const bf16* pv = static_cast<const bf16*>(v16.raw_data());
-  const bf16* pg = static_cast<const bf16*>(g16.raw_data());
-  const int Tn = static_cast<int>(q.size(1)), NH = static_cast<int>(q.size(2));
-  const float scale = static_cast<float>(params.scale);
-  const float scale_log2 = scale * kLog2e;
-  dispatch(q.size(3), params.sigmoid, [&](auto dtag, auto sigmoid) {
-    constexpr int D = decltype(dtag)::value;
-    constexpr bool S = decltype(sigmoid)::value;
-    {
-      constexpr size_t smem = dq_smem<D>();
-      auto kernel = attention_dq_bf16_kernel<D, S>;
-      prepare_shared_memory(reinterpret_cast<const void*>(kernel), smem);
-      kernel<<<grid_for(q, kRows), kThreads, smem, stream()>>>(
-          pq, pk, pv, pg, plse, pdvec, first_key, pdq, Tn, NH, scale_log2, scale);
-      SINKLAB_KERNEL_CHECK("attention backward (bf16, dq)");
-    }
-    {
-      constexpr size_t smem = kv_smem<D>();
-      auto kernel = attention_dkv_bf16_kernel<D, S>;
-      prepare_shared_memory(reinterpret_cast<const void*>(kernel), smem);
-      kernel<<<grid_for(q, kRows), kThreads, smem, stream()>>>(
-          pq, pk, pv, pg, plse, pdvec, first_key, pdk, pdv, Tn, NH, scale_log2, scale);
-      SINKLAB_KERNEL_CHECK("attention backward (bf16, dk/dv)");
-    }
-  });
+  const int NH = static_cast<int>(q.size(2));
+  launch_backward<float>(bf16_data(q16), bf16_data(k16), bf16_data(v16), bf16_data(g16),
+                         NH * q.size(3), q.size(0), static_cast<int>(q.size(1)), NH, q.size(3),
+                         params, plse, pdvec, first_key, pdq, pdk, pdv);
+  return true;
+}
+
+// The packed path: qkv (B, T, 3C) bf16, q, k, v at column offsets 0, C, 2C of every row.
+bool attention_qkv_applies(const Tensor& qkv, int64_t NH) {
+  if (qkv.dtype() != DType::BF16) return false;
+  const int64_t C = qkv.size(2) / 3, HS = C / NH, T = qkv.size(1);
+  if (HS != 64 && HS != 128) return false;
+  if ((T + kRows - 1) / kRows > 65535) return false;
+  if (!device_has_bf16_mma()) return false;
+  const size_t most = HS == 64 ? std::max({forward_smem<64>(), dq_smem<64>(), kv_smem<64>()})
+                               : std::max({forward_smem<128>(), dq_smem<128>(), kv_smem<128>()});
+  if (most > shared_memory_limit()) return false;
+  // 16-byte rows and parts for cp.async: C * 2 bytes divisible by 16, the base aligned.
+  return C % 8 == 0 && aligned16({qkv.raw_data()});
+}
+
+bool attention_qkv_forward_bf16(const Tensor& qkv, const ops::AttentionParams& params,
+                                const int32_t* first_key, Tensor& out, Tensor& lse) {
+  const int64_t NH = out.size(2);
+  if (!attention_qkv_applies(qkv, NH)) return false;
+  float* po = out.data<float>();                               // (B, T, NH, HS)
+  float* plse = params.sigmoid ? nullptr : lse.data<float>();  // (B, NH, T)
+  if (!aligned16({po})) return false;
+  const int64_t C = qkv.size(2) / 3;
+  const bf16* p = bf16_data(qkv);  // (B, T, 3C)
+  launch_forward(p, p + C, p + 2 * C, 3 * C, qkv.size(0), static_cast<int>(qkv.size(1)),
+                 static_cast<int>(NH), C / NH, params, first_key, po, plse);
+  return true;
+}
+
+bool attention_qkv_backward_bf16(const Tensor& qkv, const Tensor& grad_out, const Tensor& lse,
+                                 const Tensor& dvec, const ops::AttentionParams& params,
+                                 const int32_t* first_key, Tensor& dqkv) {
+  const int64_t NH = grad_out.size(2);
+  if (!attention_qkv_applies(qkv, NH) || !attention_qkv_applies(dqkv, NH)) return false;
+  const float* plse = params.sigmoid ? nullptr : lse.data<float>();    // (B, NH, T)
+  const float* pdvec = params.sigmoid ? nullptr : dvec.data<float>();  // (B, NH, T)
+  const Tensor g16 = ops::tensor_core_operand(grad_out);  // (B, T, NH, HS) bf16
+  const int64_t C = qkv.size(2) / 3;
+  const bf16* p = bf16_data(qkv);                          // (B, T, 3C)
+  bf16* pd = static_cast<bf16*>(dqkv.raw_data());          // (B, T, 3C)
+  launch_backward<bf16>(p, p + C, p + 2 * C, bf16_data(g16), 3 * C, qkv.size(0),
+                        static_cast<int>(qkv.size(1)), static_cast<int>(NH), C / NH, params,
+                        plse, pdvec, first_key, pd, pd + C, pd + 2 * C);
   return true;
 }
 

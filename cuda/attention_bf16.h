@@ -28,4 +28,15 @@ bool attention_backward_bf16(const Tensor& q, const Tensor& k, const Tensor& v,
                              const ops::AttentionOperands& operands, const int32_t* first_key,
                              Tensor& dq, Tensor& dk, Tensor& dv);
 
+// ops::attention_qkv's tensor-core path: qkv (B, T, 3C) bf16 (q, k, v at column offsets 0, C,
+// 2C of each row) read where it lies, out f32 (B, T, NH, HS) and lse as above; the backward
+// writes dqkv (B, T, 3C) bf16, dvec as above, grad_out f32 (B, T, NH, HS) contiguous. False
+// (nothing launched) where it does not apply: not bf16, HS not 64 or 128, C not a multiple of
+// 8, a misaligned base, a device without bf16 mma or the shared memory.
+bool attention_qkv_forward_bf16(const Tensor& qkv, const ops::AttentionParams& params,
+                                const int32_t* first_key, Tensor& out, Tensor& lse);
+bool attention_qkv_backward_bf16(const Tensor& qkv, const Tensor& grad_out, const Tensor& lse,
+                                 const Tensor& dvec, const ops::AttentionParams& params,
+                                 const int32_t* first_key, Tensor& dqkv);
+
 }  // namespace sinklab::cuda

@@ -1,5 +1,7 @@
 // CUDA twins of ops/cpu/elementwise and ops/cpu/reduce: broadcasting add/mul, scale, the
 // leading-dims reduction of their backward, and full sums. f32 and f64.
+#include <cuda_bf16.h>
+
 #include "cuda/check.h"
 #include "cuda/column_sums.cuh"
 #include "core/dispatch.h"
@@ -77,10 +79,28 @@ struct LeadingSumTerm {
   }
 };
 
+// grad_b[j] (f32) = sum over rows r of grad[r, j] (bf16): a bias gradient under a bf16 output.
+struct Bf16LeadingSumTerm {
+  const __nv_bfloat16* g;  // (rows, nb)
+  int64_t nb;
+  __device__ void operator()(int64_t r, int64_t j, float* acc) const {
+    acc[0] += __bfloat162float(g[r * nb + j]);
+  }
+};
+
 // Deterministic two-pass column sums (cuda/column_sums.cuh): all SMs busy for any shape.
 void sum_leading_cuda(const Tensor& grad, const Tensor* times, Tensor& grad_b) {
   const int64_t nb = grad_b.numel(), rows = grad.numel() / nb;
-  if (grad.dtype() == DType::F32)
+  if (grad.dtype() == DType::BF16) {
+    SINKLAB_CHECK(times == nullptr && grad_b.dtype() == DType::F32, DTypeError,
+                  "sum_leading (cuda): a bf16 gradient " << grad.str() << " into "
+                                                         << grad_b.str(),
+                  "bf16 gradients sum into f32 biases only, without a product term");
+    column_sums<float, 1>(rows, nb,
+                          Bf16LeadingSumTerm{static_cast<const __nv_bfloat16*>(grad.raw_data()),
+                                             nb},
+                          grad_b.data<float>(), nullptr, grad.device(), "sum_leading");
+  } else if (grad.dtype() == DType::F32)
     column_sums<float, 1>(rows, nb,
                           LeadingSumTerm<float>{grad.data<float>(),
                                                 times ? times->data<float>() : nullptr, nb},

@@ -162,7 +162,8 @@ const LtPlan& lt_plan(const LtKey& key) {
     const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
     SINKLAB_CUBLASLT_CHECK(cublasLtMatmulDescSetAttribute(
         plan.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof(epilogue)));
-    const cudaDataType_t bias_type = CUDA_R_32F;
+    // cuBLASLt takes an f32 bias with an f32 D and a bias of D's type with a bf16 D.
+    const cudaDataType_t bias_type = bf16_out ? CUDA_R_16BF : CUDA_R_32F;
     SINKLAB_CUBLASLT_CHECK(cublasLtMatmulDescSetAttribute(
         plan.desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type, sizeof(bias_type)));
   }
@@ -179,20 +180,22 @@ const LtPlan& lt_plan(const LtKey& key) {
       preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace, sizeof(workspace)));
   cublasLtMatmulHeuristicResult_t result{};
   int returned = 0;
-  SINKLAB_CUBLASLT_CHECK(cublasLtMatmulAlgoGetHeuristic(lt_handle(), plan.desc, plan.a, plan.b,
-                                                        plan.c, plan.c, preference, 1, &result,
-                                                        &returned));
+  // A combination this cuBLASLt does not support (e.g. an epilogue with some output type) is
+  // reported as an error status here: no plan then, the caller falls back.
+  const cublasStatus_t status =
+      cublasLtMatmulAlgoGetHeuristic(lt_handle(), plan.desc, plan.a, plan.b, plan.c, plan.c,
+                                     preference, 1, &result, &returned);
   SINKLAB_CUBLASLT_CHECK(cublasLtMatmulPreferenceDestroy(preference));
-  plan.found = returned > 0;
+  plan.found = status == CUBLAS_STATUS_SUCCESS && returned > 0;
   if (plan.found) plan.algo = result.algo;
   return plans.emplace(key, plan).first->second;
 }
 
 // c (batch, M, N) f32 or bf16 = op(a16) op(b16) (+ c when accumulate) (+ bias (N) per row when
-// given), a16/b16 bf16, fp32 accumulation. False when cuBLASLt has no algorithm for the shape or
+// given: f32 for an f32 c, bf16 for a bf16 c), a16/b16 bf16, fp32 accumulation. False when cuBLASLt has no algorithm for the shape or
 // an operand is not 256-byte aligned (the caller falls back).
 bool lt_gemm(const Tensor& a16, bool ta, const Tensor& b16, bool tb, Tensor& c, bool accumulate,
-             const float* bias) {
+             const void* bias) {
   const int64_t batch = c.size(0), M = c.size(1), N = c.size(2);
   const int64_t K = ta ? a16.size(1) : a16.size(2);
   const long long stride_a = a16.size(0) == 1 ? 0 : M * K;
@@ -200,7 +203,7 @@ bool lt_gemm(const Tensor& a16, bool ta, const Tensor& b16, bool tb, Tensor& c, 
   // The plans assume cuBLASLt's default 256-byte operand alignment (fresh allocations); views
   // that start elsewhere (a narrowed bias, a sliced operand) take the fallback instead.
   for (const void* p : {a16.raw_data(), b16.raw_data(), static_cast<const void*>(c.raw_data()),
-                        static_cast<const void*>(bias)})
+                        bias})
     if (p != nullptr && reinterpret_cast<uintptr_t>(p) % 256 != 0) return false;
   const LtPlan& plan = lt_plan({batch, M, N, K, stride_a, stride_b, ta, tb, bias != nullptr,
                                 c.dtype() == DType::BF16});
@@ -270,16 +273,32 @@ void batched_gemm_cuda(const Tensor& a, bool trans_a, const Tensor& b, bool tran
 
 // y (1, rows, N) = x (1, rows, K) @ w (1, N, K)^T + bias: one cuBLASLt call with the bias
 // epilogue on the tensor-core path; the product then the broadcast add otherwise.
+// A bf16 y (LinearOutput::kOperandDType) with a bias: the bias rounded to bf16 (as autocast
+// does; cuBLASLt's epilogue takes a bias of D's type), added to the f32 accumulators, the sum
+// rounded once; where cuBLASLt has no such algorithm, an f32 product with the f32 bias, rounded
+// in a second pass.
 void linear_forward_cuda(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y) {
-  const bool tensor_cores = y.dtype() == DType::F32 &&
-                            (x.dtype() == DType::BF16 || cuda_precision() == Precision::BF16) &&
-                            !use_fast_16bf();
+  const bool bf16_out = y.dtype() == DType::BF16;
+  const bool tensor_cores = bf16_out || (y.dtype() == DType::F32 &&
+                                         (x.dtype() == DType::BF16 ||
+                                          cuda_precision() == Precision::BF16) &&
+                                         !use_fast_16bf());
   if (tensor_cores && bias.defined()) {
     const Tensor x16 = x.dtype() == DType::BF16 ? x : bf16_copy(x);  // (1, rows, K) bf16
     const Tensor w16 = w.dtype() == DType::BF16 ? w : bf16_copy(w);  // (1, N, K) bf16
-    if (lt_gemm(x16, false, w16, true, y, false, bias.data<float>())) return;
+    const Tensor bias_in_y = bf16_out ? bf16_copy(bias) : bias;  // (N) y's dtype
+    if (lt_gemm(x16, false, w16, true, y, false, bias_in_y.raw_data())) return;
+    if (bf16_out) {
+      Tensor y32 = Tensor::empty(y.shape(), DType::F32, y.device());  // (1, rows, N)
+      if (!lt_gemm(x16, false, w16, true, y32, false, bias.data<float>())) {
+        batched_gemm_cuda(x16, false, w16, true, y32, false);
+        ops::add_kernels.cuda_forward(y32, bias, y32);
+      }
+      round_to_bf16_cuda(y32, y);
+      return;
+    }
   }
-  batched_gemm_cuda(x, false, w, true, y, false);  // also a bf16 y (no bias: ops checked)
+  batched_gemm_cuda(x, false, w, true, y, false);  // also a bf16 y without a bias
   if (bias.defined()) ops::add_kernels.cuda_forward(y, bias, y);  // elementwise: in place is safe
 }
 

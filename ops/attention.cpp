@@ -9,6 +9,8 @@ namespace sinklab::ops {
 
 OpKernels<AttentionForwardFn, AttentionBackwardFn> attention_kernels{
     "attention", cpu::attention_forward, cpu::attention_backward};
+OpKernels<AttentionQkvForwardFn, AttentionQkvBackwardFn> attention_qkv_kernels{
+    "attention_qkv", attention_qkv_forward_by_parts, attention_qkv_backward_by_parts};
 OpKernels<AttentionProbsFn, AttentionProbsFn> attention_probabilities_kernels{
     "attention_probabilities", cpu::attention_probabilities, nullptr};
 OpKernels<AttentionKeyMassFn, AttentionKeyMassFn> attention_key_mass_kernels{
@@ -40,6 +42,30 @@ void check_qkv(const Tensor& q, const Tensor& k, const Tensor* v, const char* op
   check_contiguous(q, op, "q");
   check_contiguous(k, op, "k");
   if (v) check_contiguous(*v, op, "v");
+}
+
+// q and k as attention_key_mass reads them: (B, T, NH, HS) of one shape, dtype (f32/f64, or
+// bf16 on a GPU) and device, each with unit strides inside a row (heads HS apart) and rows at
+// least NH * HS apart (contiguous, or qkv_part views).
+void check_row_strided_qk(const Tensor& q, const Tensor& k, const char* op) {
+  check_defined(q, op, "q");
+  check_defined(k, op, "k");
+  check_float_storage(q, op, "q");
+  check_same_dtype(q, k, op);
+  check_same_device(q, k, op);
+  SINKLAB_CHECK(q.dim() == 4 && k.shape() == q.shape(), ShapeError,
+                op << ": q " << shape_str(q.shape()) << " and k " << shape_str(k.shape())
+                   << " must both be (B, T, NH, HS)",
+                "split the heads first: (B, T, C) -> (B, T, NH, HS)");
+  for (const Tensor* t : {&q, &k}) {
+    const Shape& st = t->strides();
+    const int64_t T = t->size(1), NH = t->size(2), HS = t->size(3);
+    SINKLAB_CHECK(st[3] == 1 && st[2] == HS && st[1] >= NH * HS && st[0] == T * st[1],
+                  ShapeError,
+                  op << ": " << (t == &q ? "q " : "k ") << t->str() << " has strides "
+                     << shape_str(st) << "; rows of NH * HS contiguous values are needed",
+                  "pass contiguous tensors or qkv_part views");
+  }
 }
 
 // Resolves the scale (0 -> 1/sqrt(HS)) and the per-query first visible key.
@@ -88,7 +114,74 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v,
   return out;
 }
 
-Tensor attention_probabilities(const Tensor& q, const Tensor& k, const AttentionOptions& options) {
+Tensor qkv_part(const Tensor& qkv, int64_t n_head, int part) {
+  check_rank(qkv, 3, "qkv_part", "qkv");
+  check_contiguous(qkv, "qkv_part", "qkv");
+  const int64_t B = qkv.size(0), T = qkv.size(1), C3 = qkv.size(2);
+  SINKLAB_CHECK(n_head > 0 && C3 % (3 * n_head) == 0 && part >= 0 && part < 3, ShapeError,
+                "qkv_part: qkv " << qkv.str() << " with " << n_head << " heads, part " << part,
+                "qkv is (B, T, 3 * NH * HS); part is 0 (q), 1 (k) or 2 (v)");
+  const int64_t HS = C3 / (3 * n_head);
+  return qkv.reshape_view({B, T, 3 * n_head, HS}).narrow_view(2, part * n_head, n_head);
+}
+
+void attention_qkv_forward_by_parts(const Tensor& qkv, const AttentionParams& params, Tensor& out,
+                                    Tensor& lse) {
+  const int64_t NH = out.size(2);
+  auto part = [&](int i) { return qkv_part(qkv, NH, i).to_dtype(out.dtype()).contiguous_or_self(); };
+  AttentionOperands operands;  // not kept: the backward splits qkv again
+  attention_kernels.forward(qkv.device())(part(0), part(1), part(2), params, out, lse, operands);
+}
+
+void attention_qkv_backward_by_parts(const Tensor& qkv, const Tensor& out, const Tensor& lse,
+                                     const Tensor& grad_out, const AttentionParams& params,
+                                     Tensor& dqkv) {
+  const int64_t NH = out.size(2);
+  auto part = [&](int i) { return qkv_part(qkv, NH, i).to_dtype(out.dtype()).contiguous_or_self(); };
+  const Tensor q = part(0), k = part(1), v = part(2);
+  Tensor dq = Tensor::empty(q.shape(), q.dtype(), q.device());  // (B, T, NH, HS)
+  Tensor dk = Tensor::empty(q.shape(), q.dtype(), q.device());  // (B, T, NH, HS)
+  Tensor dv = Tensor::empty(q.shape(), q.dtype(), q.device());  // (B, T, NH, HS)
+  attention_kernels.backward(qkv.device())(q, k, v, out, lse, grad_out, params,
+                                           AttentionOperands{}, dq, dk, dv);
+  const Tensor* grads[3] = {&dq, &dk, &dv};
+  for (int i = 0; i < 3; ++i)
+    qkv_part(dqkv, NH, i).copy_from(grads[i]->to_dtype(dqkv.dtype()));
+}
+
+Tensor attention_qkv(const Tensor& qkv, int64_t n_head, const AttentionOptions& options,
+                     Tensor* lse_out) {
+  const char* op = "attention_qkv";
+  check_defined(qkv, op, "qkv");
+  check_float_storage(qkv, op, "qkv");
+  check_contiguous(qkv, op, "qkv");
+  SINKLAB_CHECK(qkv.dim() == 3 && n_head > 0 && qkv.size(2) % (3 * n_head) == 0, ShapeError,
+                op << ": qkv " << qkv.str() << " with " << n_head << " heads",
+                "pass qkv (B, T, 3C) with C = n_head * head size: q, k, v side by side");
+  const int64_t B = qkv.size(0), T = qkv.size(1), HS = qkv.size(2) / (3 * n_head);
+  const Tensor q_view = qkv_part(qkv, n_head, 0);  // (B, T, NH, HS): the shape params need
+  AttentionParams params = resolve(q_view, options, op);
+  const DType out_dtype = attention_lse_dtype(qkv.dtype());
+  Tensor out = Tensor::empty({B, T, n_head, HS}, out_dtype, qkv.device());  // (B, T, NH, HS)
+  Tensor lse;                                                                // (B, NH, T)
+  if (!params.sigmoid) lse = Tensor::empty({B, n_head, T}, out_dtype, qkv.device());
+  attention_qkv_kernels.forward(qkv.device())(qkv, params, out, lse);
+  if (lse_out) *lse_out = lse;
+  autograd::record(out, "attention", {qkv},
+                   [qkv = qkv.detach(), o = out.detach(), lse,
+                    params = std::move(params)](const Tensor& g) {
+                     Tensor dqkv = Tensor::empty(qkv.shape(), qkv.dtype(), qkv.device());  // (B, T, 3C)
+                     attention_qkv_kernels.backward(qkv.device())(qkv, o, lse, g, params, dqkv);
+                     return std::vector<Tensor>{dqkv};
+                   });
+  return out;
+}
+
+Tensor attention_probabilities(const Tensor& q_in, const Tensor& k_in,
+                               const AttentionOptions& options) {
+  check_row_strided_qk(q_in, k_in, "attention_probabilities");
+  // Small T only (a probe): qkv_part views are copied out contiguous.
+  const Tensor q = q_in.contiguous_or_self(), k = k_in.contiguous_or_self();
   check_qkv(q, k, nullptr, "attention_probabilities");
   const AttentionParams params = resolve(q, options, "attention_probabilities");
   const int64_t B = q.size(0), T = q.size(1), NH = q.size(2);
@@ -100,7 +193,7 @@ Tensor attention_probabilities(const Tensor& q, const Tensor& k, const Attention
 Tensor attention_key_mass(const Tensor& q, const Tensor& k, const Tensor& lse, int64_t key,
                           const AttentionOptions& options) {
   const char* op = "attention_key_mass";
-  check_qkv(q, k, nullptr, op);
+  check_row_strided_qk(q, k, op);
   const AttentionParams params = resolve(q, options, op);
   const int64_t B = q.size(0), T = q.size(1), NH = q.size(2);
   SINKLAB_CHECK(key >= 0 && key < T, ValueError,
@@ -114,7 +207,11 @@ Tensor attention_key_mass(const Tensor& q, const Tensor& k, const Tensor& lse, i
     check_shape(lse, {B, NH, T}, op, "lse");
     check_contiguous(lse, op, "lse");
   }
-  Tensor mass = Tensor::empty({B, NH, T}, q.dtype(), q.device());  // (B, NH, T)
+  SINKLAB_CHECK(k.strides()[1] == q.strides()[1], ShapeError,
+                op << ": q " << q.str() << " and k " << k.str() << " have rows "
+                   << q.strides()[1] << " and " << k.strides()[1] << " elements apart",
+                "pass q and k of one layout (both contiguous, or both qkv_part views)");
+  Tensor mass = Tensor::empty({B, NH, T}, attention_lse_dtype(q.dtype()), q.device());  // (B, NH, T)
   attention_key_mass_kernels.forward(q.device())(q, k, lse, key, params, mass);
   return mass;
 }

@@ -33,15 +33,30 @@ struct AttentionOptions {
 Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v,
                  const AttentionOptions& options = {}, Tensor* lse_out = nullptr);
 
+// attention on a packed qkv (B, T, 3C): q, k, v side by side in each row (C = NH * HS each), as
+// GPT-2's c_attn writes them in one product. Same result as attention(q, k, v) on its thirds;
+// the gradient is one (B, T, 3C) tensor, so the product's backward is one GEMM and no gradient
+// is split or summed. qkv is f32 or f64, or bf16 on a GPU (the product written in bf16 under
+// Precision::BF16): the tensor-core kernels then read q, k, v where they lie and write the
+// gradient in bf16, and out (B, T, NH, HS) is f32 (attention_lse_dtype). Elsewhere the thirds
+// are copied out, attention's kernels run, and the gradients are packed back.
+Tensor attention_qkv(const Tensor& qkv, int64_t n_head, const AttentionOptions& options = {},
+                     Tensor* lse_out = nullptr);
+
+// Part 0 (q), 1 (k) or 2 (v) of a packed qkv (B, T, 3C) as a (B, T, NH, HS) view whose rows are
+// 3C apart (no copy, no autograd): what attention_qkv multiplied, for probes and metrics.
+Tensor qkv_part(const Tensor& qkv, int64_t n_head, int part);
+
 // Materialised attention probabilities A (B, NH, T, T) (zeros above the diagonal / where
-// masked). Small T only: for tests and probes.
+// masked). Small T only: for tests and probes. q and k may be qkv_part views (f32 / f64).
 Tensor attention_probabilities(const Tensor& q, const Tensor& k,
                                const AttentionOptions& options = {});
 
 // A[b, h, t, key] for every query t >= key as (B, NH, T) (0 for t < key or where masked),
 // computed from the saved lse as exp(q_t . k_key * scale - lse_t) without any T x T matrix
 // (sigmoid mode: sigmoid(q_t . k_key * scale), lse ignored and may be undefined).
-// lse: (B, NH, T) in attention_lse_dtype(q), as attention() hands it out.
+// lse: (B, NH, T) in attention_lse_dtype(q), as attention() hands it out. q and k may be
+// qkv_part views (rows apart by more than NH * HS), bf16 on a GPU; mass has lse's dtype.
 Tensor attention_key_mass(const Tensor& q, const Tensor& k, const Tensor& lse, int64_t key,
                           const AttentionOptions& options = {});
 
@@ -80,6 +95,23 @@ using AttentionKeyMassFn = void (*)(const Tensor& q, const Tensor& k, const Tens
                                     int64_t key, const AttentionParams& params, Tensor& mass);
 
 extern OpKernels<AttentionForwardFn, AttentionBackwardFn> attention_kernels;
+
+// attention_qkv's kernels: out (B, T, NH, HS) and lse from qkv (B, T, 3C); dqkv (B, T, 3C) from
+// grad_out. The CPU slots (and the CUDA ones where their tensor-core path does not apply) run
+// the _by_parts versions below.
+using AttentionQkvForwardFn = void (*)(const Tensor& qkv, const AttentionParams& params,
+                                       Tensor& out, Tensor& lse);
+using AttentionQkvBackwardFn = void (*)(const Tensor& qkv, const Tensor& out, const Tensor& lse,
+                                        const Tensor& grad_out, const AttentionParams& params,
+                                        Tensor& dqkv);
+extern OpKernels<AttentionQkvForwardFn, AttentionQkvBackwardFn> attention_qkv_kernels;
+// Through attention_kernels on qkv's device: the thirds copied out contiguous (in out's dtype),
+// and dq, dk, dv copied into dqkv (converted to its dtype).
+void attention_qkv_forward_by_parts(const Tensor& qkv, const AttentionParams& params, Tensor& out,
+                                    Tensor& lse);
+void attention_qkv_backward_by_parts(const Tensor& qkv, const Tensor& out, const Tensor& lse,
+                                     const Tensor& grad_out, const AttentionParams& params,
+                                     Tensor& dqkv);
 // The probes have no backward (no-grad by definition): their backward slots stay null.
 extern OpKernels<AttentionProbsFn, AttentionProbsFn> attention_probabilities_kernels;
 extern OpKernels<AttentionKeyMassFn, AttentionKeyMassFn> attention_key_mass_kernels;

@@ -146,10 +146,6 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor
                   .reshape_view({1, rows, K});                        // (1, rows, K)
   Tensor w3 = tensor_core_operand(w.reshape_view({1, N, K}));  // (1, N, K)
   const DType y_dtype = output == LinearOutput::kOperandDType ? x3.dtype() : w.dtype();
-  SINKLAB_CHECK(y_dtype != DType::BF16 || !bias.defined(), ValueError,
-                "linear: a bias with a bf16 output (LinearOutput::kOperandDType) of x "
-                    << x.str(),
-                "add the bias separately, or keep the output in x's dtype");
   Tensor y = Tensor::empty({1, rows, N}, y_dtype, x.device());  // (1, rows, N)
   linear_kernels.forward(x.device())(x3, w3, bias, y);
   Shape out_shape = x.shape();
@@ -157,7 +153,8 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor
   Tensor out = y.reshape_view(out_shape);
   autograd::record(out, "linear", {x, w, bias},
                    [x3 = x3.detach(), w3 = w3.detach(), x_shape = x.shape(),
-                    x_dtype = x.dtype(), rx = x.requires_grad(), rw = w.requires_grad(),
+                    x_dtype = x.dtype(), w_dtype = w.dtype(), rx = x.requires_grad(),
+                    rw = w.requires_grad(),
                     rbias = bias.defined() && bias.requires_grad()](const Tensor& g) {
                      const int64_t N = w3.size(1), K = w3.size(2);
                      Tensor g2 = g.reshape_view({1, g.numel() / N, N});  // (1, rows, N)
@@ -167,7 +164,7 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor
                      if (rx) gx = gemm3(g3, false, w3, false, 1, x_dtype).reshape_view(x_shape);
                      if (rw) gw = gemm3(g3, true, x3, false, 1).reshape_view({N, K});
                      if (rbias) {
-                       gbias = Tensor::empty({N}, g.dtype(), g.device());
+                       gbias = Tensor::empty({N}, w_dtype, g.device());  // f32 from a bf16 g
                        bias_grad_kernels.backward(g.device())(g2, gbias);
                      }
                      return std::vector<Tensor>{gx, gw, gbias};

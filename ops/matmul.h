@@ -9,7 +9,8 @@
 //     bf16 under Precision::BF16 on a GPU (x's dtype elsewhere), as PyTorch's autocast does: for
 //     a large output whose only consumer reads bf16 (the logits, read by cross_entropy; GPT-2's
 //     FFN hidden, read by bias_gelu), it halves the traffic and its gradient needs no rounding
-//     pass. No bias with a bf16 output.
+//     pass. With a bias, the bias (rounded to bf16 on the GPU, as autocast does) joins the f32
+//     product before the rounding.
 //     x may be bf16 on a GPU (such an output, e.g. GELU's) with an f32 w: it is the operand as
 //     is, and its gradient is written in bf16.
 #pragma once
@@ -30,7 +31,7 @@ using GemmFn = void (*)(const Tensor& a, bool trans_a, const Tensor& b, bool tra
 using BiasGradFn = void (*)(const Tensor& grad, Tensor& grad_bias);
 using RoundFn = void (*)(const Tensor& x, Tensor& out);
 // y (1, rows, N) = x (1, rows, K) @ w (1, N, K)^T + bias (N) (bias may be undefined); y is f32
-// or f64 like w, or bf16 (CUDA only, no bias) for LinearOutput::kOperandDType.
+// or f64 like w, or bf16 (CUDA only) for LinearOutput::kOperandDType.
 using LinearFn = void (*)(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y);
 // Backward of a product is two more products; linear's bias gradient is a column sum.
 extern OpKernels<GemmFn, GemmFn> matmul_kernels;

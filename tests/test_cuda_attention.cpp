@@ -16,6 +16,8 @@
 #include "core/random.h"
 #include "ops/attention.h"
 #include "ops/cross_entropy.h"
+#include "ops/elementwise.h"
+#include "ops/reduce.h"
 #include "ops/rope.h"
 #include "tests/cuda_compare.h"
 #include "tests/helpers.h"
@@ -496,4 +498,115 @@ TEST_CASE("cuda: bf16 attention backward reads the forward's bf16 operands, bit 
     return std::vector<std::vector<double>>{dq.to_doubles(), dk.to_doubles(), dv.to_doubles()};
   };
   REQUIRE(backward(kept) == backward(ops::AttentionOperands{}));  // the same roundings
+}
+
+namespace {
+
+// (B, T, 3C) bf16 on the GPU holding q, k, v side by side, and f32 copies of the same values.
+struct PackedQkv {
+  Tensor qkv;      // (B, T, 3C) bf16, GPU
+  Tensor q, k, v;  // (B, T, NH, HS) f32, GPU: exactly qkv's values
+};
+
+PackedQkv packed_qkv(const Shape& shape, uint64_t stream) {
+  const Device gpu = Device::cuda(0);
+  PackedQkv p;
+  const int64_t B = shape[0], T = shape[1], NH = shape[2], HS = shape[3];
+  p.qkv = Tensor::empty({B, T, 3 * NH * HS}, DType::BF16, gpu);
+  Tensor* parts[3] = {&p.q, &p.k, &p.v};
+  for (int i = 0; i < 3; ++i) {
+    const Tensor bf16 = random_tensor(shape, stream + i, DType::F32).to_dtype(DType::BF16);
+    *parts[i] = bf16.to_dtype(DType::F32).to_device(gpu);  // exact
+    ops::qkv_part(p.qkv, NH, i).copy_from(bf16.to_device(gpu));
+  }
+  return p;
+}
+
+}  // namespace
+
+TEST_CASE("cuda: attention on a packed bf16 qkv equals the bf16 path on its thirds, bit for bit",
+          "[cuda]") {
+  SINKLAB_REQUIRE_CUDA();
+  PrecisionGuard bf16(Precision::BF16);
+  const Device gpu = Device::cuda(0);
+  for (int64_t HS : {64, 128})
+    for (bool sigmoid : {false, true}) {
+      const int64_t B = 2, T = 77, NH = 3;  // a partial last tile
+      INFO("HS " << HS << " sigmoid " << sigmoid);
+      const PackedQkv p = packed_qkv({B, T, NH, HS}, 950 + HS);
+      const Tensor g = random_tensor({B, T, NH, HS}, 960, DType::F32).to_device(gpu);
+      ops::AttentionParams params;
+      params.scale = 1.0 / std::sqrt(static_cast<double>(HS));
+      params.sigmoid = sigmoid;
+      params.first_key.assign(T, 0);
+      params.first_key[5] = 5;  // an isolated position
+      const Shape shape{B, T, NH, HS};
+      Tensor out = Tensor::empty(shape, DType::F32, gpu), ref = Tensor::empty(shape, DType::F32, gpu);
+      Tensor lse = Tensor::empty({B, NH, T}, DType::F32, gpu);
+      Tensor ref_lse = Tensor::empty({B, NH, T}, DType::F32, gpu);
+      ops::attention_qkv_kernels.cuda_forward(p.qkv, params, out, lse);
+      ops::AttentionOperands kept;
+      ops::attention_kernels.cuda_forward(p.q, p.k, p.v, params, ref, ref_lse, kept);
+      REQUIRE(out.to_doubles() == ref.to_doubles());
+      if (!sigmoid) REQUIRE(lse.to_doubles() == ref_lse.to_doubles());
+      Tensor dqkv = Tensor::empty(p.qkv.shape(), DType::BF16, gpu);  // (B, T, 3C)
+      ops::attention_qkv_kernels.cuda_backward(p.qkv, out, lse, g, params, dqkv);
+      Tensor dq = Tensor::empty(shape, DType::F32, gpu), dk = Tensor::empty(shape, DType::F32, gpu),
+             dv = Tensor::empty(shape, DType::F32, gpu);
+      ops::attention_kernels.cuda_backward(p.q, p.k, p.v, ref, ref_lse, g, params, kept, dq, dk,
+                                           dv);
+      // The packed gradient is the f32 one rounded to bf16 where it is stored.
+      const Tensor* grads[3] = {&dq, &dk, &dv};
+      for (int i = 0; i < 3; ++i) {
+        INFO("part " << i);
+        REQUIRE(ops::qkv_part(dqkv, NH, i).to_doubles() ==
+                grads[i]->to_device(Device::cpu()).to_dtype(DType::BF16).to_doubles());
+      }
+      // The key-mass probe reads the packed bf16 parts as the f32 copies of their values.
+      if (!sigmoid) {
+        ops::AttentionOptions plain;
+        plain.isolate_positions = {5};
+        const Tensor mass = ops::attention_key_mass(ops::qkv_part(p.qkv, NH, 0),
+                                                    ops::qkv_part(p.qkv, NH, 1), lse, 0, plain);
+        REQUIRE(mass.dtype() == DType::F32);
+        require_close(mass.to_device(Device::cpu()),
+                      ops::attention_key_mass(p.q, p.k, lse, 0, plain).to_device(Device::cpu()),
+                      1e-6, 1e-7);
+      }
+    }
+}
+
+TEST_CASE("cuda: attention_qkv matches the CPU through the op, on and off the tensor-core path",
+          "[cuda]") {
+  SINKLAB_REQUIRE_CUDA();
+  // HS 64 packed bf16 (tensor cores, in place), HS 16 bf16 (widened, attention's kernels on the
+  // thirds, the gradient rounded back), and f32 (the thirds, exact kernels): against the CPU on
+  // the same values, output and the gradient of sum(out * w).
+  for (int64_t HS : {64, 16})
+    for (DType dtype : {DType::BF16, DType::F32}) {
+      PrecisionGuard guard(dtype == DType::BF16 ? Precision::BF16 : Precision::Exact);
+      const int64_t B = 2, T = 37, NH = 2;
+      INFO("HS " << HS << " " << dtype_name(dtype));
+      const Tensor values = random_tensor({B, T, 3 * NH * HS}, 970, DType::F32)
+                                .to_dtype(DType::BF16)
+                                .to_dtype(DType::F32);  // bf16-exact values
+      const Tensor w = random_tensor({B, T, NH, HS}, 971, DType::F32);
+      Tensor cpu_qkv = values.copy_contiguous().set_requires_grad(true);
+      Tensor gpu_qkv = (dtype == DType::BF16 ? values.to_dtype(DType::BF16) : values)
+                           .to_device(Device::cuda())
+                           .set_requires_grad(true);
+      ops::AttentionOptions options;
+      options.isolate_positions = {3};
+      const Tensor cpu_out = ops::attention_qkv(cpu_qkv, NH, options);
+      const Tensor gpu_out = ops::attention_qkv(gpu_qkv, NH, options);
+      REQUIRE(gpu_out.dtype() == DType::F32);
+      const double tol = dtype == DType::BF16 ? 2e-2 : 1e-5;
+      require_close(gpu_out.to_device(Device::cpu()), cpu_out, tol, tol);
+      autograd::backward(ops::sum(ops::mul(cpu_out, w)));
+      autograd::backward(ops::sum(ops::mul(gpu_out, w.to_device(Device::cuda()))));
+      REQUIRE(gpu_qkv.grad().dtype() == dtype);
+      const Tensor grad = gpu_qkv.grad().to_device(Device::cpu());
+      require_close(dtype == DType::BF16 ? grad.to_dtype(DType::F32) : grad, cpu_qkv.grad(),
+                    5 * tol, 5 * tol);
+    }
 }

@@ -96,14 +96,27 @@ TEST_CASE("cuda: bf16 tensor-core products match the CPU within bf16 rounding", 
         return ops::linear(in[0], in[1], Tensor(), Tensor(), ops::LinearOutput::kOperandDType);
       },
       {x, w}, loose);
+  // With a bias (GPT-2's c_attn): the f32 bias joins the f32 product before the rounding; the
+  // bias gradient is summed from the bf16 output gradient into f32.
+  require_cuda_matches_cpu(
+      [](const auto& in) {
+        return ops::linear(in[0], in[1], in[2], Tensor(), ops::LinearOutput::kOperandDType);
+      },
+      {x, w, bias}, loose);
   {
     Tensor xg = x.detach().to_device(Device::cuda()), wg = w.detach().to_device(Device::cuda());
+    Tensor bg = bias.detach().to_device(Device::cuda());
     REQUIRE(ops::linear(xg, wg, Tensor(), Tensor(), ops::LinearOutput::kOperandDType).dtype() ==
             DType::BF16);
-    Tensor bg = bias.detach().to_device(Device::cuda());
-    test::require_error<ValueError>(
-        [&] { (void)ops::linear(xg, wg, bg, Tensor(), ops::LinearOutput::kOperandDType); },
-        {"linear", "bias", "bf16"});
+    const Tensor with_bias = ops::linear(xg, wg, bg, Tensor(), ops::LinearOutput::kOperandDType);
+    REQUIRE(with_bias.dtype() == DType::BF16);
+    // The f32 product with its f32 bias, rounded once, against the epilogue path's sum with the
+    // bias rounded to bf16 first: one bf16 step of y (2^-7 |y|) plus the bias's own rounding
+    // (half a step of b: at most 2^-5 for |b| < 8, these biases being unit normals).
+    const Tensor f32 = ops::linear(xg, wg, bg);
+    test::require_close(with_bias.to_device(Device::cpu()).to_dtype(DType::F32),
+                        f32.to_device(Device::cpu()).to_dtype(DType::BF16).to_dtype(DType::F32),
+                        1.0 / 128, 1.0 / 32);
   }
   // GPT-2's FFN under bf16: c_fc writes bf16, bias_gelu reads and writes bf16, c_proj reads the
   // bf16 hidden as its operand and writes f32; the hidden's gradient is bf16 throughout.

@@ -7,6 +7,8 @@
 
 #include "autograd/engine.h"
 #include "ops/attention.h"
+#include "ops/elementwise.h"
+#include "ops/reduce.h"
 #include "tests/helpers.h"
 
 using namespace sinklab;
@@ -333,4 +335,73 @@ TEST_CASE("attention and its probes reject bad input naming the op and the shape
   // Sigmoid mode ignores the lse, which may be undefined.
   REQUIRE(ops::attention_key_mass(q, k, Tensor(), 0, make_options(true, {})).shape() ==
           Shape{2, 3, 7});
+}
+
+namespace {
+
+// qkv (B, T, 3C) from three (B, T, NH, HS) tensors: q, k, v side by side in each row.
+Tensor pack_qkv(const Tensor& q, const Tensor& k, const Tensor& v) {
+  const int64_t B = q.size(0), T = q.size(1), NH = q.size(2);
+  Tensor qkv = Tensor::empty({B, T, 3 * q.size(2) * q.size(3)}, q.dtype(), q.device());
+  const Tensor* parts[3] = {&q, &k, &v};
+  for (int i = 0; i < 3; ++i) ops::qkv_part(qkv, NH, i).copy_from(*parts[i]);
+  return qkv;
+}
+
+}  // namespace
+
+TEST_CASE("attention_qkv equals attention on its thirds: output, lse, packed gradient",
+          "[ops]") {
+  const int64_t B = 2, T = 7, NH = 3, HS = 4;
+  const Tensor q = random_tensor({B, T, NH, HS}, 171);
+  const Tensor k = random_tensor({B, T, NH, HS}, 172);
+  const Tensor v = random_tensor({B, T, NH, HS}, 173);
+  const Tensor w = random_tensor({B, T, NH, HS}, 174);  // a loss weight: sum(out * w)
+  const std::vector<std::vector<int64_t>> isolates = {{}, {4}};
+  for (DType dtype : {DType::F64, DType::F32})
+    for (bool sigmoid : {false, true})
+      for (const auto& isolate : isolates) {
+        INFO(dtype_name(dtype) << " sigmoid=" << sigmoid << " isolate=" << isolate.size());
+        const ops::AttentionOptions options = make_options(sigmoid, isolate);
+        Tensor qs = q.to_dtype(dtype).copy_contiguous().set_requires_grad(true);
+        Tensor ks = k.to_dtype(dtype).copy_contiguous().set_requires_grad(true);
+        Tensor vs = v.to_dtype(dtype).copy_contiguous().set_requires_grad(true);
+        Tensor qkv = pack_qkv(qs, ks, vs).set_requires_grad(true);
+        Tensor lse_split, lse_packed;
+        const Tensor split = ops::attention(qs, ks, vs, options, &lse_split);
+        const Tensor packed = ops::attention_qkv(qkv, NH, options, &lse_packed);
+        require_close(packed, split, 0, 0);
+        if (!sigmoid) require_close(lse_packed, lse_split, 0, 0);
+        const Tensor wd = w.to_dtype(dtype);
+        autograd::backward(ops::sum(ops::mul(split, wd)));
+        autograd::backward(ops::sum(ops::mul(packed, wd)));
+        require_close(qkv.grad(), pack_qkv(qs.grad(), ks.grad(), vs.grad()), 0, 0);
+        // The parts as views: what the probes read.
+        require_close(ops::qkv_part(qkv, NH, 1).copy_contiguous(), ks, 0, 0);
+      }
+}
+
+TEST_CASE("attention_qkv backward (gradcheck) and the probes on qkv_part views", "[ops][grad]") {
+  const int64_t NH = 2;
+  const Tensor qkv = random_tensor({2, 5, 3 * NH * 3}, 181, DType::F64, 1.0, true);
+  for (bool sigmoid : {false, true}) {
+    const ops::AttentionOptions options = make_options(sigmoid, {3});
+    require_gradients([&](const auto& in) { return ops::attention_qkv(in[0], NH, options); },
+                      {qkv});
+  }
+  // attention_key_mass and attention_probabilities read views with rows 3C apart as they read
+  // contiguous copies.
+  Tensor lse;
+  const Tensor plain = qkv.detach();
+  ops::attention_qkv(plain, NH, {}, &lse);
+  const Tensor q = ops::qkv_part(plain, NH, 0), k = ops::qkv_part(plain, NH, 1);
+  REQUIRE_FALSE(q.is_contiguous());
+  require_close(ops::attention_key_mass(q, k, lse, 0),
+                ops::attention_key_mass(q.copy_contiguous(), k.copy_contiguous(), lse, 0), 0, 0);
+  require_close(ops::attention_probabilities(q, k),
+                ops::attention_probabilities(q.copy_contiguous(), k.copy_contiguous()), 0, 0);
+  // Bad input names the argument.
+  const auto error =
+      test::caught<ShapeError>([&] { ops::attention_qkv(random_tensor({2, 5, 10}, 182), NH); });
+  REQUIRE(contains(error.what(), "qkv"));
 }

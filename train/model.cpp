@@ -135,8 +135,13 @@ Tensor GPT::amplify(int64_t layer, const Tensor& o, const Tensor& v) const {
     autograd::NoGradGuard no_grad;
     Tensor weights = Tensor::empty({1, B * T}, o.dtype(), o.device());  // (1, B*T) of 1/(B*T)
     weights.fill(1.0 / static_cast<double>(B * T));
-    mu = ops::matmul(weights, ops::reshape(ops::contiguous(v), {B * T, NH * HS}))
-             .reshape_view({NH, HS});
+    // v as it was multiplied (for GPT-2 a view of the packed qkv, bf16 on a GPU under bf16),
+    // channels by rows: mu = v^T weights^T through linear, which reads a bf16 x as it is.
+    const Tensor channels = v.copy_contiguous()
+                                .reshape_view({B * T, NH * HS})
+                                .transpose_view(0, 1)
+                                .copy_contiguous();  // (C, B*T)
+    mu = ops::linear(channels, weights).reshape_view({NH, HS});
   }
   Tensor centered = ops::add(o, ops::scale(mu, -1.0));  // o - mu
   return ops::add(o, ops::mul(centered, mask));          // o_k + (lambda - 1)(o_k - mu)
@@ -177,37 +182,36 @@ Tensor GPT::attention_block(int64_t layer, const Tensor& h, LayerCapture* captur
   const int64_t B = h.size(0), T = h.size(1), C = cfg_.n_embd, NH = cfg_.n_head;
   const int64_t HS = C / NH;
   const std::string pre = layer_prefix(layer);
-  Tensor q, k, v;  // (B, T, NH, HS) each
+  Tensor q, k, v;  // (B, T, NH, HS) each: what attention multiplied (views for GPT-2)
+  Tensor lse;      // (B, NH, T)
+  Tensor o;        // (B, T, NH, HS)
   std::string attn;
-  // h as the three products read it: rounded to bf16 once on the tensor-core path, not thrice.
-  const Tensor h_operand = ops::tensor_core_operand(h);  // (B, T, C)
+  const ops::AttentionOptions options = attention_options(layer);
   if (is_llama(cfg_)) {
     attn = pre + "self_attn.";
+    // h as the three products read it: rounded to bf16 once on the tensor-core path, not thrice.
+    const Tensor h_operand = ops::tensor_core_operand(h);  // (B, T, C)
     auto project = [&](const char* name) {
       return ops::reshape(ops::linear(h, p(attn + name), Tensor(), h_operand), {B, T, NH, HS});
     };
     q = ops::rope(project("q_proj.weight"), cfg_.rope_theta);
     k = ops::rope(project("k_proj.weight"), cfg_.rope_theta);
     v = project("v_proj.weight");
+    o = ops::attention(q, k, v, options, &lse);
   } else {
     attn = pre + "attn.";
-    // c_attn.weight (3C, C) holds W_q, W_k, W_v as contiguous row blocks: three products with
-    // weight views give q, k, v directly, with no copy of a (B, T, 3C) result into three parts
-    // (and no zero-padded gradients for the parts in backward).
-    const Tensor& w = p(attn + "c_attn.weight");  // (3C, C)
-    const Tensor& b = p(attn + "c_attn.bias");    // (3C)
-    auto part = [&](int64_t i) {
-      Tensor y =
-          ops::linear(h, ops::narrow(w, 0, i * C, C), ops::narrow(b, 0, i * C, C), h_operand);
-      return ops::reshape(y, {B, T, NH, HS});  // (B, T, C) -> (B, T, NH, HS)
-    };
-    q = part(0);
-    k = part(1);
-    v = part(2);
+    // One c_attn product (3C, C) writes q, k, v side by side in each row, in bf16 under bf16 on a
+    // GPU (as autocast stores it); attention reads them where they lie and its gradient comes
+    // back as one (B, T, 3C) tensor: one product in backward, nothing rounded, split or summed.
+    const Tensor qkv = ops::linear(h, p(attn + "c_attn.weight"), p(attn + "c_attn.bias"),
+                                   Tensor(), ops::LinearOutput::kOperandDType);  // (B, T, 3C)
+    o = ops::attention_qkv(qkv, NH, options, &lse);
+    const Tensor parts = qkv.detach();
+    q = ops::qkv_part(parts, NH, 0);
+    k = ops::qkv_part(parts, NH, 1);
+    v = ops::qkv_part(parts, NH, 2);
   }
-  Tensor lse;  // (B, NH, T)
-  const ops::AttentionOptions options = attention_options(layer);
-  Tensor o = amplify(layer, ops::attention(q, k, v, options, &lse), v);  // (B, T, NH, HS)
+  o = amplify(layer, o, v);  // (B, T, NH, HS)
   Tensor o_normed = headwise(cfg_) ? ops::headwise_rmsnorm(o, p(attn + "head_norm.weight"), 1e-6)
                                    : Tensor();
   if (capture) {

@@ -179,17 +179,20 @@ void attention_key_mass(const Tensor& q, const Tensor& k, const Tensor& lse, int
   dispatch_float(q.dtype(), "attention_key_mass", [&](auto zero) {
     using Real = decltype(zero);
     const Dims d(q);
-    const Real* pq = q.data<Real>();  // (B, T, NH, HS)
-    const Real* pk = k.data<Real>();  // (B, T, NH, HS)
+    // Positions rs elements apart: NH * HS, or 3C for ops::qkv_part views.
+    const int64_t rs = q.strides()[1];
+    auto row = [&](int64_t b, int64_t t, int64_t h) { return (b * d.T + t) * rs + h * d.HS; };
+    const Real* pq = q.data<Real>();  // (B, T, NH, HS), rows rs apart
+    const Real* pk = k.data<Real>();  // (B, T, NH, HS), rows rs apart
     const Real* plse = params.sigmoid ? nullptr : lse.data<Real>();  // (B, NH, T)
     Real* pm = mass.data<Real>();     // (B, NH, T)
     parallel_for(d.B * d.NH, [&](int64_t bh) {
       const int64_t b = bh / d.NH, h = bh % d.NH;
-      const Real* kk = pk + d.row(b, key, h);
+      const Real* kk = pk + row(b, key, h);
       for (int64_t t = 0; t < d.T; ++t) {
         double a = 0;
         if (t >= key && key >= params.first_key[t]) {
-          const double score = dot(pq + d.row(b, t, h), kk, d.HS) * params.scale;
+          const double score = dot(pq + row(b, t, h), kk, d.HS) * params.scale;
           const double row_lse = plse ? static_cast<double>(plse[d.bht(b, h, t)]) : 0.0;
           a = weight(score, row_lse, params.sigmoid);
         }
