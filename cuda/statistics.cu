@@ -17,13 +17,16 @@
 //   under a prefix into one shared copy. Those are bound by the shared-memory atomics of the
 //   keys near the median, not by reading x: about 110 us per pass over GPT-2 124M's f32
 //   residual (32 x 1024 x 768) on the H200, against about 30 us to read it. No host sync.
-//   From 2^20 elements a sampled bracket runs first: 2^16 keys at hashed positions are sorted,
+//   From 2^20 elements, where a block may hold 128 KB of shared memory, the first pass counts
+//   the top 16 bits of every key in one 2^15-bin histogram instead (the whole-key select below),
+//   so the 12-bit passes after it count only the keys under each rank's 16-bit prefix (about
+//   1/128 of an octave of |x|). Elsewhere a sampled bracket runs first: 2^16 keys at hashed
+//   positions are sorted,
 //   each rank gets a key range around its sample quantile (4 standard deviations wide), and one
 //   pass over x counts the keys below each range and compacts the few inside (about 1.6% for a
 //   median). When every rank lies in its range and the candidates fit, the radix passes read the
 //   candidates instead of x; otherwise they read x as before. Exact either way.
-//   bf16 (16-bit keys, 15 without the sign) skips all of that where a block may hold 128 KB of
-//   shared memory: one histogram of every key value, one pass over x, then one block scans it.
+//   bf16 (16-bit keys, 15 without the sign) needs only that histogram: its bins are the values.
 #include <cub/block/block_scan.cuh>
 #include <cub/device/device_radix_sort.cuh>
 
@@ -324,36 +327,48 @@ __global__ void select_write(const SelectState<K>* state, O* out, int count) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Whole-key select, for 16-bit keys (bf16): |x|'s key (sign cleared) has 15 bits, so one
-// histogram of every key value, 2^15 bins, holds every order statistic. One pass over x: each
-// block counts into its own shared copy of the bins (128 KB), flushed with integer atomics
-// (order-independent: deterministic); then one block scans the bins to each rank's key.
+// The top 16 bits of |x|'s key (15 without the sign: the exponent and 7 mantissa bits) counted
+// in one histogram of 2^15 bins, one pass over x: each block counts into its own shared copy
+// (128 KB), flushed with integer atomics (order-independent: deterministic); then one block
+// scans the bins to each rank's bin. For bf16 that is the whole key: the order statistics
+// themselves. For f32 and f64 it is a prefix that holds about 1/128 of an octave of |x|, so the
+// radix passes after it count only the few keys under each rank's prefix.
 
 constexpr int kWholeKeyBins = 1 << 15;
 constexpr int kWholeKeyThreads = 1024;                          // both kernels' blocks
 constexpr int kWholeKeyPerThread = kWholeKeyBins / kWholeKeyThreads;  // bins per scan thread
 constexpr size_t kWholeKeyShared = kWholeKeyBins * sizeof(unsigned);
 
-// hist (kWholeKeyBins), zeroed: hist[key] += the keys of x equal to key.
+// Bits of a key below its top 16.
+template <class T>
+constexpr int kBelowTop16 = static_cast<int>(sizeof(typename KeyOf<T>::type) * 8) - 16;
+
+// hist (kWholeKeyBins), zeroed: hist[top] += the keys of x whose top 16 bits are top.
 template <class T>
 __global__ void __launch_bounds__(kWholeKeyThreads)
     whole_key_histogram(const T* __restrict__ x, int64_t n,
                         unsigned long long* __restrict__ hist) {
+  using K = typename KeyOf<T>::type;
   extern __shared__ unsigned int counts[];  // (kWholeKeyBins) this block's
   for (int i = threadIdx.x; i < kWholeKeyBins; i += blockDim.x) counts[i] = 0;
   __syncthreads();
-  for_each_key<T, uint16_t>(x, n, [&](uint16_t key) { atomicAdd(&counts[key], 1u); });
+  for_each_key<T, K>(x, n, [&](K key) {
+    atomicAdd(&counts[static_cast<int>(key >> kBelowTop16<T>)], 1u);
+  });
   __syncthreads();
   for (int i = threadIdx.x; i < kWholeKeyBins; i += blockDim.x)
     if (counts[i]) atomicAdd(&hist[i], static_cast<unsigned long long>(counts[i]));
 }
 
-// out[k] = the value of rank ranks.value[k] (< n) of |x|, from hist (kWholeKeyBins). One block:
-// each thread sums its kWholeKeyPerThread consecutive bins, an exclusive scan places them, and
-// the thread holding a rank walks its bins to it.
+// From hist (kWholeKeyBins), for each rank ranks.value[k] (< n) of |x|: bf16, out[k] = its
+// value; f32 / f64, state[k] = {its top 16 bits in place, the rank left among the keys under
+// them}. One block: each thread sums its kWholeKeyPerThread consecutive bins, an exclusive scan
+// places them, and the thread holding a rank walks its bins to it.
 template <class T, class O>
 __global__ void __launch_bounds__(kWholeKeyThreads)
-    whole_key_select(const unsigned long long* __restrict__ hist, Ranks ranks, O* out) {
+    whole_key_select(const unsigned long long* __restrict__ hist, Ranks ranks, O* out,
+                     SelectState<typename KeyOf<T>::type>* state) {
+  using K = typename KeyOf<T>::type;
   using Scan = cub::BlockScan<unsigned long long, kWholeKeyThreads>;
   __shared__ typename Scan::TempStorage scratch;
   const unsigned long long* h = hist + threadIdx.x * kWholeKeyPerThread;  // (kWholeKeyPerThread)
@@ -367,10 +382,14 @@ __global__ void __launch_bounds__(kWholeKeyThreads)
     unsigned long long below = before;
     int i = 0;
     while (below + h[i] <= rank) below += h[i++];
-    const uint16_t key = static_cast<uint16_t>(threadIdx.x * kWholeKeyPerThread + i);
-    T v;
-    memcpy(&v, &key, sizeof(key));
-    out[k] = to_acc(v);
+    const K top = static_cast<K>(threadIdx.x * kWholeKeyPerThread + i);
+    if constexpr (kBelowTop16<T> == 0) {
+      T v;
+      memcpy(&v, &top, sizeof(top));
+      out[k] = to_acc(v);
+    } else {
+      state[k] = {static_cast<K>(top << kBelowTop16<T>), rank - below};
+    }
   }
 }
 
@@ -401,8 +420,10 @@ unsigned multiprocessors() {
   return sms;
 }
 
+// bf16: out (count) = the order statistics; f32 / f64: state (count) = the rank's top 16 bits.
 template <class T>
-void queue_whole_key_select(const Tensor& x, const Ranks& ranks, Tensor& out) {
+void queue_whole_key_select(const Tensor& x, const Ranks& ranks, Tensor* out,
+                            SelectState<typename KeyOf<T>::type>* state) {
   const int64_t n = x.numel();
   Tensor hist = Tensor::empty({2 * kWholeKeyBins}, DType::I32, x.device());  // (bins) u64
   auto* h = static_cast<unsigned long long*>(hist.raw_data());
@@ -414,7 +435,8 @@ void queue_whole_key_select(const Tensor& x, const Ranks& ranks, Tensor& out) {
       static_cast<const T*>(x.raw_data()), n, h);
   SINKLAB_KERNEL_CHECK("abs_order_statistics whole-key histogram");
   using O = typename AccumulateIn<T>::type;
-  whole_key_select<T, O><<<1, kWholeKeyThreads, 0, stream()>>>(h, ranks, out.data<O>());
+  whole_key_select<T, O><<<1, kWholeKeyThreads, 0, stream()>>>(
+      h, ranks, out ? out->data<O>() : nullptr, state);
   SINKLAB_KERNEL_CHECK("abs_order_statistics whole-key select");
 }
 
@@ -605,9 +627,10 @@ void abs_order_statistics_typed(const Tensor& x, const std::vector<int64_t>& ran
   Ranks r{};
   r.count = count;
   for (int k = 0; k < count; ++k) r.value[k] = static_cast<unsigned long long>(ranks[k]);
+  const int64_t n = x.numel();
   if constexpr (sizeof(K) == 2) {  // bf16: one histogram of every key, where the device allows
     if (whole_key_fits<T>()) {
-      queue_whole_key_select<T>(x, r, out);
+      queue_whole_key_select<T>(x, r, &out, nullptr);
       return;
     }
   }
@@ -629,7 +652,6 @@ void abs_order_statistics_typed(const Tensor& x, const std::vector<int64_t>& ran
   select_init<K><<<blocks_for(passes * region, 256), 256, 0, stream()>>>(state, hist,
                                                                           passes * region, r);
   SINKLAB_KERNEL_CHECK("abs_order_statistics init");
-  const int64_t n = x.numel();
   const size_t shared = static_cast<size_t>(count) * kBins * sizeof(unsigned);
   // Opt into what the most ranks need, or the device's limit when that is lower (99 KB on
   // sm_86/89: up to 6 ranks per call there); a call beyond it is refused below.
@@ -653,6 +675,27 @@ void abs_order_statistics_typed(const Tensor& x, const std::vector<int64_t>& ran
                     " ranks per call");
   // Enough blocks to stream x at full bandwidth; each flushes its histograms once.
   const unsigned blocks = std::min<unsigned>(blocks_for(n, 256), 132u * 4u);
+  using O = typename AccumulateIn<T>::type;
+  if (n >= kBracketMinN && whole_key_fits<T>()) {
+    // Large f32 / f64: every rank's top 16 bits from one histogram, then radix passes over x
+    // (12 bits at a time) that count only the keys under each rank's prefix.
+    queue_whole_key_select<T>(x, r, nullptr, state);
+    const SelectSource<T> whole{static_cast<const T*>(x.raw_data()), n};
+    int below = bits - 16;  // bits under the prefix found so far
+    for (int p = 1; below > 0; ++p) {
+      const int width = std::min(below, kDigitBits);
+      below -= width;
+      unsigned long long* pass_hist = hist + p * region;  // (count, kBins), zeroed
+      select_histogram<T, K><<<blocks, 256, shared, stream()>>>(whole, state, pass_hist, count,
+                                                                below, width);
+      SINKLAB_KERNEL_CHECK("abs_order_statistics histogram");
+      select_step<K><<<count, kStepThreads, 0, stream()>>>(state, pass_hist, count, below, width);
+      SINKLAB_KERNEL_CHECK("abs_order_statistics step");
+    }
+    select_write<T, K, O><<<1, 32, 0, stream()>>>(state, out.data<O>(), count);
+    SINKLAB_KERNEL_CHECK("abs_order_statistics write");
+    return;
+  }
   int shift = bits - kFirstDigitBits;
   // Large x: a sampled bracket first (one pass), so that the radix passes read its few
   // candidates; they read x when a rank fell outside its bracket.
@@ -678,7 +721,6 @@ void abs_order_statistics_typed(const Tensor& x, const std::vector<int64_t>& ran
                                                          widths[p]);
     SINKLAB_KERNEL_CHECK("abs_order_statistics step");
   }
-  using O = typename AccumulateIn<T>::type;
   select_write<T, K, O><<<1, 32, 0, stream()>>>(state, out.data<O>(), count);
   SINKLAB_KERNEL_CHECK("abs_order_statistics write");
 }
