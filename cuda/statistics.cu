@@ -263,11 +263,13 @@ __global__ void select_histogram(SelectSource<T> source,
   __syncthreads();
   for_each_key<T, K>(x, n, [&](K key) {
     const K p = key & high;
-    for (int u = 0; u < unique; ++u)
-      if (p == distinct[u]) {
+    // Unrolled over the slots so that distinct[] stays in registers (an index known only at
+    // run time would put it in local memory, read for every key). The prefixes are distinct:
+    // at most one slot matches.
+#pragma unroll
+    for (int u = 0; u < kMaxRanks; ++u)
+      if (u < unique && p == distinct[u])
         atomicAdd(&local[u * kBins + static_cast<int>((key >> shift) & digit_mask)], 1u);
-        break;
-      }
   });
   __syncthreads();
   const int bins = 1 << width;
@@ -371,9 +373,17 @@ __global__ void __launch_bounds__(kWholeKeyThreads)
   using K = typename KeyOf<T>::type;
   using Scan = cub::BlockScan<unsigned long long, kWholeKeyThreads>;
   __shared__ typename Scan::TempStorage scratch;
+  static_assert(kWholeKeyPerThread == 32, "a warp reads its 32 x 32 bins row by row");
   const unsigned long long* h = hist + threadIdx.x * kWholeKeyPerThread;  // (kWholeKeyPerThread)
+  // The sum of this thread's bins, read coalesced: in round i the warp reads lane i's 32 bins
+  // (one per lane) and adds them up; lane i keeps the total.
+  const int lane = threadIdx.x % 32;
+  const unsigned long long* warp_bins = hist + (threadIdx.x - lane) * kWholeKeyPerThread;
   unsigned long long mine = 0;
-  for (int i = 0; i < kWholeKeyPerThread; ++i) mine += h[i];
+  for (int i = 0; i < 32; ++i) {
+    const unsigned long long total = warp_sum(warp_bins[i * 32 + lane]);
+    if (lane == i) mine = total;
+  }
   unsigned long long before;  // keys in the bins of lower threads
   Scan(scratch).ExclusiveSum(mine, before);
   for (int k = 0; k < ranks.count; ++k) {
