@@ -26,6 +26,24 @@ using namespace sinklab;
 using namespace sinklab::train;
 namespace fs = std::filesystem;
 
+namespace {
+
+// B random sequences of T + 1 tokens below V (Philox stream `seed`): inputs (B, T) and their
+// next-token targets (B, T), on the CPU.
+std::pair<Tensor, Tensor> next_token_batch(int64_t B, int64_t T, int64_t V, uint64_t seed) {
+  std::vector<int32_t> ids, next;
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t t = 0; t <= T; ++t) {
+      const auto token = static_cast<int32_t>(
+          philox4x32_10(seed, static_cast<uint64_t>(b), static_cast<uint64_t>(t)).v[0] % V);
+      if (t < T) ids.push_back(token);
+      if (t > 0) next.push_back(token);
+    }
+  return {Tensor::from_ints(ids, {B, T}), Tensor::from_ints(next, {B, T})};
+}
+
+}  // namespace
+
 TEST_CASE("cuda: AdamW, grad norm and clipping match the CPU", "[cuda]") {
   SINKLAB_REQUIRE_CUDA();
   std::vector<ParamSpec> specs{{"a.weight", {37, 19}, Init::Normal, 0.02, true, false},
@@ -170,15 +188,8 @@ TEST_CASE("cuda: sink metrics queued on the side stream during a backward equal 
     cfg.block_size = 256;
     cfg.vocab_size = 300;
     GPT model(cfg, 7, DType::F32, Device::cuda());
-    std::vector<int32_t> ids, next;  // 8 sequences of 257 tokens: inputs and next-token targets
-    for (int b = 0; b < 8; ++b)
-      for (int t = 0; t < 257; ++t) {
-        const int32_t token = static_cast<int32_t>(philox4x32_10(5, b, t).v[0] % 300);
-        if (t < 256) ids.push_back(token);
-        if (t > 0) next.push_back(token);
-      }
-    const Tensor x = Tensor::from_ints(ids, {8, 256}).to_device(Device::cuda());
-    const Tensor y = Tensor::from_ints(next, {8, 256}).to_device(Device::cuda());
+    const auto [inputs, targets] = next_token_batch(8, 256, 300, 5);
+    const Tensor x = inputs.to_device(Device::cuda()), y = targets.to_device(Device::cuda());
     PrecisionGuard bf16(Precision::BF16);
     ForwardCapture cap;
     const Tensor loss = model.forward(x, y, &cap).loss;
@@ -223,14 +234,7 @@ TEST_CASE("cuda: GPT-2 under bf16 (bf16 FFN hidden) agrees with the CPU: loss, g
   cfg.vocab_size = 50;
   GPT cpu_model(cfg, 7, DType::F32, Device::cpu());
   GPT gpu_model(cfg, 7, DType::F32, Device::cuda());
-  std::vector<int32_t> ids, next;  // 3 sequences of 38 tokens: inputs and next-token targets
-  for (int b = 0; b < 3; ++b)
-    for (int t = 0; t < 38; ++t) {
-      const int32_t token = static_cast<int32_t>(philox4x32_10(3, b, t).v[0] % 50);
-      if (t < 37) ids.push_back(token);
-      if (t > 0) next.push_back(token);
-    }
-  const Tensor x = Tensor::from_ints(ids, {3, 37}), y = Tensor::from_ints(next, {3, 37});
+  const auto [x, y] = next_token_batch(3, 37, 50, 3);
   PrecisionGuard bf16(Precision::BF16);
   const ForwardCapture cpu_cap = test::capture_of(cpu_model, x);
   const ForwardCapture gpu_cap = test::capture_of(gpu_model, x.to_device(Device::cuda()));
