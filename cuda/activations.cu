@@ -1,7 +1,8 @@
 // CUDA twins of ops/cpu/activations: gelu (tanh approximation), silu and swiglu, forward and
 // backward. Elementwise over contiguous tensors of one shape, four elements per thread
 // (cuda/elementwise_map.cuh), f32 and f64; the math is in the tensor's type with the accurate
-// (non-fast-math) tanh/exp.
+// (non-fast-math) tanh/exp. swiglu also takes bf16 (LLaMA's FFN under bf16): 8 elements per
+// thread, math in f32, results rounded to nearest even.
 // bias_gelu: x (rows, F) stored in f32, f64 or bf16 (math in f32 for bf16), bias (F). Forward:
 // a thread owns 16 bytes of consecutive columns (8 bf16, 4 f32, 2 f64: their bias in registers;
 // one 16-byte access per buffer when the rows divide into such packs and the buffers are
@@ -107,12 +108,6 @@ __global__ void swiglu_backward_kernel(const T* grad, const T* gate, const T* up
   }
 }
 
-// ---------------------------------------------------------------------------------------------
-// bias_gelu.
-
-constexpr int kBiasCols = 64;  // threads across columns in a bias_gelu block
-constexpr int kBiasRows = 4;   // threads across rows
-
 // A thread's RowPack (cuda/storage_types.cuh) of a row: one access when `packed`, else its first
 // `width` elements one by one.
 template <class S>
@@ -131,6 +126,71 @@ __device__ __forceinline__ void store_pack(S* p, const RowPack<S>& q, int width,
   }
   for (int j = 0; j < width; ++j) p[j] = q.v[j];
 }
+
+// swiglu on bf16 storage (LLaMA's FFN under bf16: gate and up written in bf16 by their
+// products, u read by down_proj as its operand): f32 arithmetic, results rounded to nearest
+// even. Each thread takes one 16-byte pack of 8 elements (element by element at the tail or
+// when a buffer is not 16-byte aligned).
+constexpr int kBf16Pack = RowPack<__nv_bfloat16>::kCount;
+
+template <class Fn>
+__device__ __forceinline__ void for_pack_of_8(int64_t n, bool packed, Fn&& fn) {
+  const int64_t i0 = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) * kBf16Pack;
+  if (i0 >= n) return;
+  const int64_t left = n - i0;
+  fn(i0, static_cast<int>(left < kBf16Pack ? left : kBf16Pack), packed && left >= kBf16Pack);
+}
+
+__global__ void swiglu_forward_bf16_kernel(const __nv_bfloat16* __restrict__ gate,
+                                           const __nv_bfloat16* __restrict__ up,
+                                           __nv_bfloat16* __restrict__ out, int64_t n,
+                                           bool packed) {
+  for_pack_of_8(n, packed, [&](int64_t i, int width, bool whole) {
+    const RowPack<__nv_bfloat16> a = load_pack(gate + i, width, whole);
+    const RowPack<__nv_bfloat16> b = load_pack(up + i, width, whole);
+    RowPack<__nv_bfloat16> y;
+#pragma unroll
+    for (int j = 0; j < kBf16Pack; ++j)
+      y.v[j] = __float2bfloat16_rn(silu_value(to_acc(a.v[j])) * to_acc(b.v[j]));
+    store_pack(out + i, y, width, whole);
+  });
+}
+
+// grad_gate = grad * up * silu'(gate), grad_up = grad * silu(gate), each (n) or null (skipped).
+__global__ void swiglu_backward_bf16_kernel(const __nv_bfloat16* __restrict__ grad,
+                                            const __nv_bfloat16* __restrict__ gate,
+                                            const __nv_bfloat16* __restrict__ up,
+                                            __nv_bfloat16* __restrict__ grad_gate,
+                                            __nv_bfloat16* __restrict__ grad_up, int64_t n,
+                                            bool packed) {
+  for_pack_of_8(n, packed, [&](int64_t i, int width, bool whole) {
+    const RowPack<__nv_bfloat16> g = load_pack(grad + i, width, whole);
+    const RowPack<__nv_bfloat16> a = load_pack(gate + i, width, whole);
+    if (grad_gate) {
+      const RowPack<__nv_bfloat16> u = load_pack(up + i, width, whole);
+      RowPack<__nv_bfloat16> d;
+#pragma unroll
+      for (int j = 0; j < kBf16Pack; ++j)
+        d.v[j] = __float2bfloat16_rn(to_acc(g.v[j]) * to_acc(u.v[j]) *
+                                     silu_derivative(to_acc(a.v[j])));
+      store_pack(grad_gate + i, d, width, whole);
+    }
+    if (grad_up) {
+      RowPack<__nv_bfloat16> d;
+#pragma unroll
+      for (int j = 0; j < kBf16Pack; ++j)
+        d.v[j] = __float2bfloat16_rn(to_acc(g.v[j]) * silu_value(to_acc(a.v[j])));
+      store_pack(grad_up + i, d, width, whole);
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// bias_gelu.
+
+constexpr int kBiasCols = 64;  // threads across columns in a bias_gelu block
+constexpr int kBiasRows = 4;   // threads across rows
+
 
 // x, out (rows, F) in S; bias (F) in A: out = gelu(x + bias), computed in A. Block (64, 4): a
 // thread owns RowPack<S>::kCount consecutive columns and walks rows.
@@ -273,6 +333,18 @@ void silu_backward_cuda(const Tensor& grad, const Tensor& x, Tensor& grad_x) {
 }
 
 void swiglu_forward_cuda(const Tensor& gate, const Tensor& up, Tensor& out) {
+  if (gate.dtype() == DType::BF16) {
+    const int64_t n = gate.numel();
+    if (n == 0) return;
+    using bf16 = __nv_bfloat16;
+    swiglu_forward_bf16_kernel<<<blocks_for((n + kBf16Pack - 1) / kBf16Pack, kThreads),
+                                 kThreads, 0, stream()>>>(
+        static_cast<const bf16*>(gate.raw_data()), static_cast<const bf16*>(up.raw_data()),
+        static_cast<bf16*>(out.raw_data()), n,
+        aligned16({gate.raw_data(), up.raw_data(), out.raw_data()}));
+    SINKLAB_KERNEL_CHECK("swiglu forward (bf16)");
+    return;
+  }
   launch_binary_map<SwigluValue>(gate, up, out, "swiglu forward");
 }
 
@@ -283,6 +355,16 @@ void swiglu_backward_cuda(const Tensor& grad, const Tensor& gate, const Tensor& 
   void* pgg = grad_gate ? grad_gate->raw_data() : nullptr;  // (n) or none
   void* pgu = grad_up ? grad_up->raw_data() : nullptr;      // (n) or none
   const bool packed = aligned16({grad.raw_data(), gate.raw_data(), up.raw_data(), pgg, pgu});
+  if (gate.dtype() == DType::BF16) {
+    using bf16 = __nv_bfloat16;
+    swiglu_backward_bf16_kernel<<<blocks_for((n + kBf16Pack - 1) / kBf16Pack, kThreads),
+                                  kThreads, 0, stream()>>>(
+        static_cast<const bf16*>(grad.raw_data()), static_cast<const bf16*>(gate.raw_data()),
+        static_cast<const bf16*>(up.raw_data()), static_cast<bf16*>(pgg),
+        static_cast<bf16*>(pgu), n, packed);
+    SINKLAB_KERNEL_CHECK("swiglu backward (bf16)");
+    return;
+  }
   dispatch_float(gate.dtype(), "swiglu", [&](auto zero) {
     using T = decltype(zero);
     swiglu_backward_kernel<T><<<blocks_for_fours(n, kThreads), kThreads, 0, stream()>>>(

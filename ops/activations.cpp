@@ -38,7 +38,7 @@ Tensor gelu(const Tensor& x) { return activation(x, "gelu", gelu_kernels); }
 Tensor silu(const Tensor& x) { return activation(x, "silu", silu_kernels); }
 
 Tensor swiglu(const Tensor& gate, const Tensor& up) {
-  check_float(gate, "swiglu", "gate");
+  check_float_storage(gate, "swiglu", "gate");
   check_defined(up, "swiglu", "up");
   check_same_device(gate, up, "swiglu");
   check_same_dtype(gate, up, "swiglu");

@@ -1,7 +1,9 @@
 // Pointwise activations (same shape in and out):
 //   gelu(x)  = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))   (GPT-2's tanh approximation)
 //   silu(x)  = x * sigmoid(x)
-//   swiglu(gate, up) = silu(gate) * up, gate and up of one shape (LLaMA FFN: silu(W1 x) * W3 x)
+//   swiglu(gate, up) = silu(gate) * up, gate and up of one shape (LLaMA FFN: silu(W1 x) * W3 x);
+//     on a GPU gate and up may be bf16 (the products written in bf16 under Precision::BF16): the
+//     output and the gradients are then bf16 too, computed in f32.
 //   bias_gelu(x, bias) = gelu(x + bias), x (..., F), bias (F) broadcast over the rows: GPT-2's
 //     FFN with c_fc's bias moved out of the product, so that under bf16 on a GPU the product
 //     writes its (rows, F) output once in bf16 and this op reads and writes bf16 (PyTorch

@@ -272,6 +272,38 @@ TEST_CASE("cuda: bias_gelu on bf16 matches the CPU on the same values, within on
   }
 }
 
+TEST_CASE("cuda: swiglu on bf16 matches the CPU on the same values, within one rounding",
+          "[cuda]") {
+  SINKLAB_REQUIRE_CUDA();
+  // bf16 gate, up and upstream gradient (LLaMA's FFN under bf16): the CPU reference runs on their
+  // f32 values (exact). The output and both gradients carry one bf16 rounding (2^-9 relative:
+  // rtol 2^-7) plus f32-vs-double math (atol 1e-5). 4096 x 3: whole 16-byte packs; 37 x 101
+  // and 5 x 7: the element path at the tails.
+  for (Shape shape : {Shape{4096, 3}, Shape{37, 101}, Shape{5, 7}}) {
+    INFO(shape_str(shape));
+    const Tensor a16 = random_tensor(shape, 163, DType::F32, 3.0).to_dtype(DType::BF16);
+    const Tensor b16 = random_tensor(shape, 164, DType::F32, 1.0).to_dtype(DType::BF16);
+    const Tensor g16 = random_tensor(shape, 165, DType::F32, 1.0).to_dtype(DType::BF16);
+    Tensor ac = a16.to_dtype(DType::F32), bc = b16.to_dtype(DType::F32);
+    ac.set_requires_grad(true);
+    bc.set_requires_grad(true);
+    const Tensor yc = ops::swiglu(ac, bc);
+    autograd::backward(yc, g16.to_dtype(DType::F32));
+    Tensor ag = a16.to_device(Device::cuda()), bg = b16.to_device(Device::cuda());
+    ag.set_requires_grad(true);
+    bg.set_requires_grad(true);
+    const Tensor yg = ops::swiglu(ag, bg);
+    REQUIRE(yg.dtype() == DType::BF16);
+    autograd::backward(yg, g16.to_device(Device::cuda()));
+    REQUIRE(ag.grad().dtype() == DType::BF16);
+    test::require_close(yg.to_device(Device::cpu()).to_dtype(DType::F32), yc, 1.0 / 128, 1e-5);
+    test::require_close(ag.grad().to_device(Device::cpu()).to_dtype(DType::F32), ac.grad(),
+                        1.0 / 128, 1e-5);
+    test::require_close(bg.grad().to_device(Device::cpu()).to_dtype(DType::F32), bc.grad(),
+                        1.0 / 128, 1e-5);
+  }
+}
+
 TEST_CASE("cuda: embedding with repeated ids matches the CPU; its gradient is repeatable",
           "[cuda]") {
   SINKLAB_REQUIRE_CUDA();

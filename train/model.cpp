@@ -231,8 +231,14 @@ Tensor GPT::ffn_block(int64_t layer, const Tensor& h, LayerCapture* capture) con
   const std::string pre = layer_prefix(layer) + "mlp.";
   Tensor u;  // (B, T, F)
   if (is_llama(cfg_)) {
-    u = ops::swiglu(ops::linear(h, p(pre + "gate_proj.weight")),
-                    ops::linear(h, p(pre + "up_proj.weight")));
+    // gate and up written once in bf16 under bf16 on a GPU (h rounded once for both), swiglu
+    // reads and writes bf16, down_proj reads u as its operand: as autocast stores them.
+    const Tensor h_operand = ops::tensor_core_operand(h);  // (B, T, C)
+    auto project = [&](const char* name) {
+      return ops::linear(h, p(pre + name), Tensor(), h_operand,
+                         ops::LinearOutput::kOperandDType);  // (B, T, F)
+    };
+    u = ops::swiglu(project("gate_proj.weight"), project("up_proj.weight"));
   } else {
     // c_fc's bias rides the activation: under bf16 on a GPU the product writes its (B, T, F)
     // output once in bf16 and bias_gelu reads and writes bf16, as autocast stores them.
