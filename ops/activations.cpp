@@ -53,6 +53,10 @@ Tensor swiglu(const Tensor& gate, const Tensor& up) {
   autograd::record(y, "swiglu", {gate, up},
                    [gate = gate.detach(), up = up.detach(), rg = gate.requires_grad(),
                     ru = up.requires_grad()](const Tensor& g) {
+                     SINKLAB_CHECK(g.dtype() == gate.dtype(), DTypeError,
+                                   "swiglu backward: gradient " << g.str() << " for output of "
+                                                                << gate.str(),
+                                   "the gradient of swiglu's output has the output's dtype");
                      Tensor gg, gu;
                      // (..., F) each
                      if (rg) gg = Tensor::empty(gate.shape(), gate.dtype(), gate.device());
