@@ -21,11 +21,13 @@ void synchronize();  // waits for the compute stream
 
 // Work queued inside a SideStreamScope (on this thread) goes to the side stream, which starts it
 // after everything queued on the compute stream before the scope opened: the sink metrics run
-// there, overlapping the backward and the update that the compute stream goes on with. The side
-// stream has the lowest priority, the compute stream the highest, so the metrics' blocks fill the
-// SMs the training kernels leave idle. Memory allocated inside is freed on the side stream when
+// there, overlapping whatever the compute stream is given after the scope (the trainer opens it
+// once the backward is queued, so the metrics overlap the gradient norm and the update, not the
+// backward). The side stream has the lowest priority, the compute stream the highest, so the
+// metrics' blocks fill the SMs the training kernels leave idle. Memory allocated inside is freed on the side stream when
 // freed inside; anything the side work reads or made must outlive join_side_stream(). Scopes do
-// not nest.
+// not nest. No products inside: the cuBLAS handles and cuBLASLt's workspace are shared by both
+// streams (the metrics' reductions need none).
 class SideStreamScope {
  public:
   SideStreamScope();

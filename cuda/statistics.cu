@@ -7,16 +7,17 @@
 //   type (f32 / f64).
 // abs_order_statistics: an exact radix select over the bit patterns of |x| (sign bit cleared:
 //   for non-negative IEEE values the unsigned bit order is the numeric order, NaN above +inf).
-//   Digits most significant first: 8 bits, then 12 (2 passes for bf16, 3 for f32, 6 for f64);
+//   Small x (and devices without 128 KB of shared memory per block): digits most significant
+//   first, 8 bits, then 12 (2 passes for bf16, 3 for f32, 6 for f64);
 //   every pass reads x once for all requested ranks together: a histogram kernel counts the next
 //   digit of the keys that match each rank's prefix so far (per-block shared histograms flushed
 //   with integer atomics: order-independent, so deterministic), then one block per rank scans
 //   its histogram to the bin holding the remaining rank and extends the prefix. The first digit
 //   (sign, exponent) is shared by most keys, so the first pass gives every lane its own copy of
 //   the 256 bins (no two lanes of a warp add to one word); later passes count only the keys
-//   under a prefix into one shared copy. Those are bound by the shared-memory atomics of the
-//   keys near the median, not by reading x: about 110 us per pass over GPT-2 124M's f32
-//   residual (32 x 1024 x 768) on the H200, against about 30 us to read it. No host sync.
+//   under a prefix into one shared copy (matching the prefixes in an unrolled loop: a table
+//   indexed at run time sits in local memory and had made each pass over GPT-2 124M's f32
+//   residual take 111 us on the H200, against about 30 us to read it). No host sync.
 //   From 2^20 elements, where a block may hold 128 KB of shared memory, the first pass counts
 //   the top 16 bits of every key in one 2^15-bin histogram instead (the whole-key select below),
 //   so the 12-bit passes after it count only the keys under each rank's 16-bit prefix (about
@@ -605,7 +606,7 @@ SelectSource<T> queue_brackets(const Tensor& x, const Ranks& ranks, SelectState<
   bracket_plan<K><<<1, 1, 0, stream()>>>(sorted, ranks, n, plan);
   SINKLAB_KERNEL_CHECK("abs_order_statistics brackets");
   // 16 blocks per SM: a block meets about 0.016 n / blocks candidates, well under kStage.
-  const unsigned blocks = std::min<unsigned>(blocks_for(n, 256), 132u * 16u);
+  const unsigned blocks = std::min<unsigned>(blocks_for(n, 256), multiprocessors() * 16u);
   auto partition = [&](auto nb) {
     bracket_partition<T, K, decltype(nb)::value><<<blocks, 256, 0, stream()>>>(
         px, n, plan, reinterpret_cast<K*>(compact), cap, counts);

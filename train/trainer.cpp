@@ -81,10 +81,11 @@ class PhaseClock {
 };
 
 // A step's sink metrics, queued right after its first backward is queued. On a GPU they are
-// queued on the side stream: they run while the compute stream works through that backward and
-// the update (low priority, in the SMs the training kernels leave idle), and the host reads them
-// at the step's end. On the CPU they are computed where they are queued. The compute stream
-// waits for the side work before anything it read or made can be freed.
+// queued on the side stream, which starts them once that backward is done (the scope's fork
+// follows it): they overlap the gradient norm, the update and later micro-steps, at low
+// priority, and the host reads them at the step's end. On the CPU they are computed where they
+// are queued. The compute stream waits for the side work before anything it read or made can be
+// freed.
 class OverlappedMetrics {
  public:
   OverlappedMetrics(const ForwardCapture& capture, Device device) : device_(device) {
@@ -97,7 +98,13 @@ class OverlappedMetrics {
 #endif
     queued_ = queue_sink_metrics(capture);
   }
-  ~OverlappedMetrics() { join(); }
+  ~OverlappedMetrics() {  // no throw while unwinding from another error: report and go on
+    try {
+      join();
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "sinklab: joining the metrics' stream failed: %s\n", e.what());
+    }
+  }
   OverlappedMetrics(const OverlappedMetrics&) = delete;
   OverlappedMetrics& operator=(const OverlappedMetrics&) = delete;
 
