@@ -91,8 +91,13 @@ class OverlappedMetrics {
   OverlappedMetrics(const ForwardCapture& capture, Device device) : device_(device) {
 #if defined(SINKLAB_HAVE_CUDA)
     if (device_.is_cuda()) {
-      cuda::SideStreamScope side;
-      queued_ = queue_sink_metrics(capture);
+      try {
+        cuda::SideStreamScope side;
+        queued_ = queue_sink_metrics(capture);
+      } catch (...) {  // no destructor runs for a throwing constructor: join what was queued
+        join();
+        throw;
+      }
       return;
     }
 #endif
