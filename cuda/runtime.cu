@@ -182,10 +182,16 @@ bool available() { return g_available; }
 cudaStream_t stream() { return t_current != nullptr ? t_current : g_stream; }
 void synchronize() { SINKLAB_CUDA_CHECK(cudaStreamSynchronize(g_stream)); }
 
-SideStreamScope::SideStreamScope() {
+SideStreamStart mark_side_stream_start() {
+  SINKLAB_CUDA_CHECK(cudaEventRecord(g_fork, g_stream));
+  return {};
+}
+
+SideStreamScope::SideStreamScope() : SideStreamScope(mark_side_stream_start()) {}
+
+SideStreamScope::SideStreamScope(SideStreamStart) {
   SINKLAB_CHECK(t_current == nullptr, ValueError, "SideStreamScope inside another",
                 "close the first scope before opening a second");
-  SINKLAB_CUDA_CHECK(cudaEventRecord(g_fork, g_stream));
   SINKLAB_CUDA_CHECK(cudaStreamWaitEvent(g_side_stream, g_fork, 0));
   t_current = g_side_stream;
 }

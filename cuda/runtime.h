@@ -20,17 +20,22 @@ cudaStream_t stream();
 void synchronize();  // waits for the compute stream
 
 // Work queued inside a SideStreamScope (on this thread) goes to the side stream, which starts it
-// after everything queued on the compute stream before the scope opened: the sink metrics run
-// there, overlapping whatever the compute stream is given after the scope (the trainer opens it
-// once the backward is queued, so the metrics overlap the gradient norm and the update, not the
-// backward). The side stream has the lowest priority, the compute stream the highest, so the
-// metrics' blocks fill the SMs the training kernels leave idle. Memory allocated inside is freed on the side stream when
-// freed inside; anything the side work reads or made must outlive join_side_stream(). Scopes do
-// not nest. No products inside: the cuBLAS handles and cuBLASLt's workspace are shared by both
-// streams (the metrics' reductions need none).
+// after everything queued on the compute stream before its start point: by default the scope's
+// opening; with a SideStreamStart, the moment mark_side_stream_start() was called. The trainer
+// marks the end of the forward whose activations the sink metrics read, queues the backward,
+// then opens the scope: the metrics run while the compute stream works through that backward
+// and the update. The side stream has the lowest priority, the compute stream the highest, so
+// the metrics' blocks fill the SMs the training kernels leave idle. Memory allocated inside is
+// freed on the side stream when freed inside; anything the side work reads or made must outlive
+// join_side_stream(), and the compute stream must not write what it reads before then. Scopes
+// do not nest. No products inside: the cuBLAS handles and cuBLASLt's workspace are shared by
+// both streams (the metrics' reductions need none).
+struct SideStreamStart {};  // returned by mark_side_stream_start()
+SideStreamStart mark_side_stream_start();  // the next start point: the compute stream's now
 class SideStreamScope {
  public:
-  SideStreamScope();
+  SideStreamScope();                                // starts after the work queued so far
+  explicit SideStreamScope(SideStreamStart marked);  // starts at the last mark
   ~SideStreamScope();
   SideStreamScope(const SideStreamScope&) = delete;
   SideStreamScope& operator=(const SideStreamScope&) = delete;

@@ -80,28 +80,20 @@ class PhaseClock {
   Clock::time_point last_;
 };
 
-// A step's sink metrics, queued right after its first backward is queued. On a GPU they are
-// queued on the side stream, which starts them once that backward is done (the scope's fork
-// follows it): they overlap the gradient norm, the update and later micro-steps, at low
-// priority, and the host reads them at the step's end. On the CPU they are computed where they
-// are queued. The compute stream waits for the side work before anything it read or made can be
-// freed.
+// A step's sink metrics. Made at the end of the forward whose capture they read (on a GPU that
+// marks where the side stream will start), queued once the backward is queued (the host queues
+// the backward first, so the compute stream never waits for the host's metrics work): on a GPU
+// they run on the side stream while the compute stream works through that backward and the
+// update (low priority, in the SMs the training kernels leave idle); the host reads them at the
+// step's end. The backward writes no captured activation. On the CPU they are computed where
+// they are queued. The compute stream waits for the side work before anything it read or made
+// can be freed.
 class OverlappedMetrics {
  public:
-  OverlappedMetrics(const ForwardCapture& capture, Device device) : device_(device) {
+  explicit OverlappedMetrics(Device device) : device_(device) {
 #if defined(SINKLAB_HAVE_CUDA)
-    if (device_.is_cuda()) {
-      try {
-        cuda::SideStreamScope side;
-        queued_ = queue_sink_metrics(capture);
-      } catch (...) {  // no destructor runs for a throwing constructor: join what was queued
-        join();
-        throw;
-      }
-      return;
-    }
+    if (device_.is_cuda()) cuda::mark_side_stream_start();
 #endif
-    queued_ = queue_sink_metrics(capture);
   }
   ~OverlappedMetrics() {  // no throw while unwinding from another error: report and go on
     try {
@@ -112,6 +104,18 @@ class OverlappedMetrics {
   }
   OverlappedMetrics(const OverlappedMetrics&) = delete;
   OverlappedMetrics& operator=(const OverlappedMetrics&) = delete;
+
+  void queue(const ForwardCapture& capture) {
+#if defined(SINKLAB_HAVE_CUDA)
+    if (device_.is_cuda()) {
+      cuda::SideStreamScope side{cuda::SideStreamStart{}};
+      queued_ = queue_sink_metrics(capture);
+      joined_ = false;
+      return;
+    }
+#endif
+    queued_ = queue_sink_metrics(capture);
+  }
 
   SinkMetrics finish(double sink_threshold, RankExchange* ranks) {
     join();
@@ -127,7 +131,7 @@ class OverlappedMetrics {
   }
   Device device_;
   QueuedSinkMetrics queued_;
-  bool joined_ = false;
+  bool joined_ = true;  // nothing queued yet
 };
 
 // Dense bf16 peak of the device in TFLOP/s (0 when unknown: the CPU, unlisted GPUs).
@@ -463,13 +467,14 @@ void Run::step_all(int64_t step, bool evaluate_first) {
       autograd::restart_forward_profile();
       ForwardResult out = v.model->forward(batch.inputs, batch.targets,
                                            metrics_step && micro == 0 ? &capture : nullptr);
+      if (metrics_step && micro == 0) metrics.emplace(params.flat_values().device());
       loss_sum += out.loss.item();
       clock.mark("forward");
       // The last backward of the step reduces gradient buckets across ranks as it goes.
       const bool last = micro + 1 == v.accumulation;
       if (last) parallel_->start_gradient_reduction(params);
       autograd::backward(ops::scale(out.loss, 1.0 / static_cast<double>(v.accumulation)));
-      if (metrics_step && micro == 0) metrics.emplace(capture, params.flat_values().device());
+      if (metrics_step && micro == 0) metrics->queue(capture);
       if (last) parallel_->finish_gradient_reduction(params);
       clock.mark("backward");
     }
