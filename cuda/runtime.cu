@@ -15,7 +15,8 @@ namespace {
 
 cudaStream_t g_stream = nullptr;       // the compute stream
 cudaStream_t g_side_stream = nullptr;  // SideStreamScope's
-cudaEvent_t g_fork = nullptr, g_join = nullptr;
+cudaEvent_t g_fork = nullptr, g_join = nullptr;  // g_fork: the latest start point
+uint64_t g_marks = 0;  // start points marked so far (the latest is the one g_fork holds)
 thread_local cudaStream_t t_current = nullptr;  // set inside a SideStreamScope
 bool g_available = false;
 
@@ -184,14 +185,18 @@ void synchronize() { SINKLAB_CUDA_CHECK(cudaStreamSynchronize(g_stream)); }
 
 SideStreamStart mark_side_stream_start() {
   SINKLAB_CUDA_CHECK(cudaEventRecord(g_fork, g_stream));
-  return {};
+  return SideStreamStart(++g_marks);
 }
 
 SideStreamScope::SideStreamScope() : SideStreamScope(mark_side_stream_start()) {}
 
-SideStreamScope::SideStreamScope(SideStreamStart) {
+SideStreamScope::SideStreamScope(const SideStreamStart& start) {
   SINKLAB_CHECK(t_current == nullptr, ValueError, "SideStreamScope inside another",
                 "close the first scope before opening a second");
+  SINKLAB_CHECK(start.mark_ == g_marks, ValueError,
+                "SideStreamScope: its start (mark " << start.mark_ << ") was superseded by mark "
+                                                    << g_marks,
+                "open the scope with the latest mark_side_stream_start()");
   SINKLAB_CUDA_CHECK(cudaStreamWaitEvent(g_side_stream, g_fork, 0));
   t_current = g_side_stream;
 }

@@ -30,12 +30,21 @@ void synchronize();  // waits for the compute stream
 // join_side_stream(), and the compute stream must not write what it reads before then. Scopes
 // do not nest. No products inside: the cuBLAS handles and cuBLASLt's workspace are shared by
 // both streams (the metrics' reductions need none).
-struct SideStreamStart {};  // returned by mark_side_stream_start()
+class SideStreamStart;
 SideStreamStart mark_side_stream_start();  // the next start point: the compute stream's now
+// A start point; only mark_side_stream_start() makes one, and a later mark supersedes it (a
+// scope opened with a superseded start is refused).
+class SideStreamStart {
+ private:
+  explicit SideStreamStart(uint64_t mark) : mark_(mark) {}
+  uint64_t mark_;
+  friend SideStreamStart mark_side_stream_start();
+  friend class SideStreamScope;
+};
 class SideStreamScope {
  public:
   SideStreamScope();                                // starts after the work queued so far
-  explicit SideStreamScope(SideStreamStart marked);  // starts at the last mark
+  explicit SideStreamScope(const SideStreamStart& start);  // starts at that mark
   ~SideStreamScope();
   SideStreamScope(const SideStreamScope&) = delete;
   SideStreamScope& operator=(const SideStreamScope&) = delete;

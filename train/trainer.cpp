@@ -92,7 +92,7 @@ class OverlappedMetrics {
  public:
   explicit OverlappedMetrics(Device device) : device_(device) {
 #if defined(SINKLAB_HAVE_CUDA)
-    if (device_.is_cuda()) cuda::mark_side_stream_start();
+    if (device_.is_cuda()) start_.emplace(cuda::mark_side_stream_start());
 #endif
   }
   ~OverlappedMetrics() {  // no throw while unwinding from another error: report and go on
@@ -108,9 +108,9 @@ class OverlappedMetrics {
   void queue(const ForwardCapture& capture) {
 #if defined(SINKLAB_HAVE_CUDA)
     if (device_.is_cuda()) {
-      cuda::SideStreamScope side{cuda::SideStreamStart{}};
+      joined_ = false;  // before queueing: whatever got queued is joined, even on a throw
+      cuda::SideStreamScope side(*start_);
       queued_ = queue_sink_metrics(capture);
-      joined_ = false;
       return;
     }
 #endif
@@ -130,6 +130,9 @@ class OverlappedMetrics {
     joined_ = true;
   }
   Device device_;
+#if defined(SINKLAB_HAVE_CUDA)
+  std::optional<cuda::SideStreamStart> start_;  // the end of the forward the metrics read
+#endif
   QueuedSinkMetrics queued_;
   bool joined_ = true;  // nothing queued yet
 };
