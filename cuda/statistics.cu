@@ -1,6 +1,7 @@
 // CUDA twins of ops/cpu/statistics (see ops/statistics.h), for the sink metrics on the device.
 //
-// row_statistics: one warp per row (8 rows per block of 256 threads); the warp sums the row,
+// row_statistics: one warp per row (8 rows per block of 256 threads), rows and elements at any
+//   strides (a transposed or selected view reads in place); the warp sums the row,
 //   then the squared deviations from the mean, the squares and |x| (and takes max |x|),
 //   lane-strided, and reduces with
 //   xor shuffles: a fixed order, so results are bit-identical across runs. Sums in the tensor's
@@ -62,20 +63,21 @@ __device__ T warp_sum(T v) {
   return v;
 }
 
-// x (R, D) stored as S, out (R, 5) in T = AccumulateIn<S> (f32 for bf16).
+// x (R, D) stored as S, element (r, d) at r * rs + d * cs; out (R, 5) in T = AccumulateIn<S>
+// (f32 for bf16).
 template <class S, class T = typename AccumulateIn<S>::type>
 __global__ void row_statistics_kernel(const S* __restrict__ x, T* __restrict__ out, int64_t R,
-                                      int64_t D) {
+                                      int64_t D, int64_t rs, int64_t cs) {
   const int lane = threadIdx.x % 32;
   const int64_t r = blockIdx.x * static_cast<int64_t>(blockDim.x / 32) + threadIdx.x / 32;
   if (r >= R) return;
-  const S* row = x + r * D;  // (D)
+  const S* row = x + r * rs;  // (D), cs apart
   T sum = 0;
-  for (int64_t d = lane; d < D; d += 32) sum += to_acc(row[d]);
+  for (int64_t d = lane; d < D; d += 32) sum += to_acc(row[d * cs]);
   const T mean = warp_sum(sum) / static_cast<T>(D);
   T dev = 0, sq = 0, sum_abs = 0, max_abs = 0;
   for (int64_t d = lane; d < D; d += 32) {
-    const T v = to_acc(row[d]);
+    const T v = to_acc(row[d * cs]);
     dev += (v - mean) * (v - mean);
     sq += v * v;
     sum_abs += fabs(v);
@@ -97,13 +99,14 @@ __global__ void row_statistics_kernel(const S* __restrict__ x, T* __restrict__ o
 }
 
 void row_statistics_cuda(const Tensor& x, Tensor& out) {
-  const int64_t R = out.size(0), D = x.numel() / R;
-  const unsigned blocks = blocks_for(R, 8);
+  const ops::RowLayout L = ops::row_layout(x);  // any row and column strides
+  const unsigned blocks = blocks_for(L.R, 8);
   dispatch_storage(x.dtype(), "row_statistics", [&](auto zero) {
     using S = decltype(zero);
     using T = typename AccumulateIn<S>::type;
     row_statistics_kernel<S><<<blocks, 256, 0, stream()>>>(static_cast<const S*>(x.raw_data()),
-                                                           out.data<T>(), R, D);
+                                                           out.data<T>(), L.R, L.D,
+                                                           L.row_stride, L.col_stride);
     SINKLAB_KERNEL_CHECK("row_statistics");
   });
 }
