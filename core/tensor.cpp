@@ -231,6 +231,19 @@ Tensor Tensor::narrow_view(int d, int64_t start, int64_t length) const {
   return Tensor(v);
 }
 
+Tensor Tensor::select_view(int d, int64_t index) const {
+  int k = normalize_dim(d, dim(), "select");
+  SINKLAB_CHECK(index >= 0 && index < shape()[k], ShapeError,
+                "select: index " << index << " is outside dim " << k << " of " << str(),
+                "pick 0 <= index < size(dim)");
+  auto v = std::make_shared<TensorImpl>(*impl_);
+  v->autograd = nullptr;
+  v->offset += index * v->strides[k];
+  v->shape.erase(v->shape.begin() + k);
+  v->strides.erase(v->strides.begin() + k);
+  return Tensor(v);
+}
+
 void Tensor::copy_from(const Tensor& src) {
   SINKLAB_CHECK(src.shape() == shape(), ShapeError,
                 "copy_from: source " << src.str() << " into " << str(), "shapes must match");

@@ -89,6 +89,7 @@ class Tensor {
   Tensor reshape_view(const Shape& shape) const;  // requires contiguous
   Tensor transpose_view(int d0, int d1) const;
   Tensor narrow_view(int dim, int64_t start, int64_t length) const;
+  Tensor select_view(int dim, int64_t index) const;  // index `index` of dim; that dim dropped
   Tensor copy_contiguous() const;  // always a fresh contiguous copy
   Tensor contiguous_or_self() const { return is_contiguous() ? *this : copy_contiguous(); }
   Tensor to_dtype(DType dtype) const;

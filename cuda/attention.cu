@@ -680,6 +680,9 @@ const int32_t* device_first_key(const std::vector<int64_t>& first_key, const cha
                 op << " (cuda): T = " << first_key.size() << " is too long",
                 "the CUDA attention kernels index positions with 32-bit integers");
   if (cache.size() >= kMaxCached) {
+    // Queued kernels of either stream (the compute stream, the metrics' side stream) may still
+    // read a cached mask: wait for the whole device before giving the buffers back.
+    SINKLAB_CUDA_CHECK(cudaDeviceSynchronize());
     for (auto& entry : cache) SINKLAB_CUDA_CHECK(cudaFreeAsync(entry.second, stream()));
     cache.clear();
   }

@@ -1,11 +1,14 @@
-// Tensor-core causal flash attention for f32 tensors under Precision::BF16 (core/precision.h):
-// forward and deterministic backward with the same semantics as the exact kernels of
-// cuda/attention.cu (softmax or sigmoid, per-query first visible key, lse (B, NH, T) saved by
-// the softmax forward), for head sizes 64 and 128. Layout (B, T, NH, HS), contiguous.
+// Tensor-core causal flash attention under Precision::BF16 (core/precision.h): forward and
+// deterministic backward with the same semantics as the exact kernels of cuda/attention.cu
+// (softmax or sigmoid, per-query first visible key, lse (B, NH, T) saved by the softmax
+// forward), for head sizes 64 and 128. Two entries: f32 q, k, v (B, T, NH, HS) contiguous, and
+// ops::attention_qkv's packed bf16 qkv (B, T, 3C), q, k, v read where they lie (positions 3C
+// apart). out, dO and lse are f32; the gradients are f32 for the first entry and bf16, packed
+// like qkv, for the second.
 //
-// Precision. Tensors stay f32 in global memory. The launchers round q, k, v (and dO) to bf16
-// copies once per call (round to nearest even, ops::tensor_core_operand); tiles of the copies
-// are streamed into shared memory with cp.async, double-buffered: the next tile's copy is in
+// Precision. The f32 entry rounds q, k, v to bf16 copies once (round to nearest even,
+// ops::tensor_core_operand) and keeps them for its backward; dO is rounded once per backward.
+// Tiles of the bf16 operands are streamed into shared memory with cp.async, double-buffered: the next tile's copy is in
 // flight while the current one is multiplied. The products Q K^T, P V, dO V^T,
 // dS K, P^T dO and dS^T Q run on tensor cores (mma.sync m16n8k16, bf16 operands, fp32
 // accumulation). The scores' scaling, the online softmax (running max and sum), the sigmoid,
@@ -214,7 +217,7 @@ __device__ __forceinline__ void cp_async_wait() {
 
 // Starts copying rows row0 .. row0 + ROWS - 1 of one (b, h) slice into shared memory (ROWS,
 // D+8), zeros past T. src points at element (b, 0, h, 0) of a (B, T, NH, D) bf16 tensor
-// (16-byte aligned); consecutive rows are rs = NH * D elements apart. The copy is complete
+// (16-byte aligned); consecutive rows are rs elements apart (NH * D, or 3C in a packed qkv). The copy is complete
 // after cp_async_wait and a barrier.
 template <int D, int ROWS>
 __device__ __forceinline__ void load_tile_async(bf16* dst, const bf16* __restrict__ src,
@@ -904,9 +907,11 @@ bool attention_backward_bf16(const Tensor& q, const Tensor& k, const Tensor& v,
   return true;
 }
 
-// The packed path: qkv (B, T, 3C) bf16, q, k, v at column offsets 0, C, 2C of every row.
+// The packed path: qkv (B, T, 3C) bf16, q, k, v at column offsets 0, C, 2C of every row. Only
+// under Precision::BF16, as the f32 entry: elsewhere attention's exact kernels run (widened).
 bool attention_qkv_applies(const Tensor& qkv, int64_t NH) {
-  if (qkv.dtype() != DType::BF16) return false;
+  if (qkv.dtype() != DType::BF16 || cuda_precision() != Precision::BF16) return false;
+  if (NH <= 0 || qkv.size(2) % (3 * NH) != 0) return false;
   const int64_t C = qkv.size(2) / 3, HS = C / NH, T = qkv.size(1);
   if (HS != 64 && HS != 128) return false;
   if ((T + kRows - 1) / kRows > 65535) return false;
@@ -939,7 +944,9 @@ bool attention_qkv_backward_bf16(const Tensor& qkv, const Tensor& grad_out, cons
   if (!attention_qkv_applies(qkv, NH) || !attention_qkv_applies(dqkv, NH)) return false;
   const float* plse = params.sigmoid ? nullptr : lse.data<float>();    // (B, NH, T)
   const float* pdvec = params.sigmoid ? nullptr : dvec.data<float>();  // (B, NH, T)
-  const Tensor g16 = ops::tensor_core_operand(grad_out);  // (B, T, NH, HS) bf16
+  // dO rounded here whatever the precision (tensor_core_operand would pass an f32 dO through).
+  Tensor g16 = Tensor::empty(grad_out.shape(), DType::BF16, grad_out.device());  // (B, T, NH, HS)
+  ops::bf16_round_kernels.cuda_forward(grad_out, g16);
   const int64_t C = qkv.size(2) / 3;
   const bf16* p = bf16_data(qkv);                          // (B, T, 3C)
   bf16* pd = static_cast<bf16*>(dqkv.raw_data());          // (B, T, 3C)

@@ -276,7 +276,8 @@ void batched_gemm_cuda(const Tensor& a, bool trans_a, const Tensor& b, bool tran
 // A bf16 y (LinearOutput::kOperandDType) with a bias: the bias rounded to bf16 (as autocast
 // does; cuBLASLt's epilogue takes a bias of D's type), added to the f32 accumulators, the sum
 // rounded once; where cuBLASLt has no such algorithm, an f32 product with the f32 bias, rounded
-// in a second pass.
+// in a second pass (the two differ by the bias's own rounding; fresh operands, as linear passes
+// them, always find the epilogue on sm_90).
 void linear_forward_cuda(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y) {
   const bool bf16_out = y.dtype() == DType::BF16;
   const bool tensor_cores = bf16_out || (y.dtype() == DType::F32 &&

@@ -4,7 +4,9 @@
 // (the last two share one kernel pair, as on the CPU: rows of length D and a gain of P elements
 // repeating along the flattened x, row r using gain[(r * D) % P, + D)). f32 and f64; the math
 // and the per-row accumulators are in the tensor's type (f32 accumulation for f32, f64 for f64);
-// the cross-row parameter-gradient sums end in f64 (below).
+// the cross-row parameter-gradient sums end in f64 (below). layernorm's output (and so its
+// upstream gradient) may be bf16 for an f32 x (NormOutput::kOperandDType): stored rounded to
+// nearest even, read widened to f32.
 //
 // Row kernels: one warp per row (8 rows per 256-thread block), lanes stride over the row,
 // warp-shuffle (xor butterfly) sums, so every lane holds the bit-identical row total.
@@ -16,10 +18,12 @@
 // bit-identical from run to run.
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
 #include "cuda/check.h"
 #include "core/dispatch.h"
 #include "cuda/column_sums.cuh"
+#include "cuda/storage_types.cuh"
 #include "cuda/runtime.h"
 #include "ops/layernorm.h"
 #include "ops/rmsnorm.h"
@@ -63,15 +67,16 @@ unsigned row_blocks(int64_t rows) {
 // ---------------------------------------------------------------------------------------------
 // LayerNorm
 
-// x, y (rows, C); weight (C); bias (C) or null; mean, rstd (rows). One warp per row.
-template <class T>
+// x, y (rows, C); weight (C); bias (C) or null; mean, rstd (rows). One warp per row. y is
+// stored as Y: T, or bf16 for an f32 x (NormOutput::kOperandDType), rounded to nearest even.
+template <class T, class Y>
 __global__ void layernorm_forward_kernel(const T* x, const T* delta, T* sum_out, const T* weight,
-                                         const T* bias, T* y, T* mean, T* rstd, int64_t rows,
+                                         const T* bias, Y* y, T* mean, T* rstd, int64_t rows,
                                          int64_t C, T eps) {
   const int lane = threadIdx.x % kWarp;
   const int64_t r = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.x / kWarp;
   if (r >= rows) return;  // the whole warp leaves together: the shuffles stay full-warp
-  T* yr = y + r * C;  // (C)
+  Y* yr = y + r * C;  // (C)
   // The row to normalise: x, or x + delta written to sum_out (each lane re-reads only the
   // elements it wrote).
   const T* xr = residual_row(x, delta, sum_out, r, C, lane);  // (C)
@@ -89,46 +94,47 @@ __global__ void layernorm_forward_kernel(const T* x, const T* delta, T* sum_out,
     rstd[r] = inv;
   }
   for (int64_t c = lane; c < C; c += kWarp)
-    yr[c] = (xr[c] - mu) * inv * weight[c] + (bias ? bias[c] : T(0));
+    yr[c] = from_acc<Y>((xr[c] - mu) * inv * weight[c] + (bias ? bias[c] : T(0)));
 }
 
-// dx (rows, C) = rstd * (g - mean_c(g) - xhat * mean_c(g * xhat)), g = weight * dy.
-template <class T>
-__global__ void layernorm_backward_x_kernel(const T* dy, const T* x, const T* weight,
+// dx (rows, C) = rstd * (g - mean_c(g) - xhat * mean_c(g * xhat)), g = weight * dy; dy stored
+// as G (y's dtype: T, or bf16 for an f32 x), widened to T.
+template <class T, class G>
+__global__ void layernorm_backward_x_kernel(const G* dy, const T* x, const T* weight,
                                             const T* mean, const T* rstd, T* dx, int64_t rows,
                                             int64_t C) {
   const int lane = threadIdx.x % kWarp;
   const int64_t r = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.x / kWarp;
   if (r >= rows) return;
   const T* xr = x + r * C;    // (C)
-  const T* dyr = dy + r * C;  // (C)
+  const G* dyr = dy + r * C;  // (C)
   T* dxr = dx + r * C;        // (C)
   const T mu = mean[r], inv = rstd[r];
   T sum_g = T(0), sum_g_xhat = T(0);
   for (int64_t c = lane; c < C; c += kWarp) {
-    const T g = weight[c] * dyr[c];
+    const T g = weight[c] * to_acc(dyr[c]);
     sum_g += g;
     sum_g_xhat += g * ((xr[c] - mu) * inv);
   }
   const T mean_g = warp_sum(sum_g) / static_cast<T>(C);
   const T mean_g_xhat = warp_sum(sum_g_xhat) / static_cast<T>(C);
   for (int64_t c = lane; c < C; c += kWarp) {
-    const T g = weight[c] * dyr[c];
+    const T g = weight[c] * to_acc(dyr[c]);
     const T xhat = (xr[c] - mu) * inv;
     dxr[c] = inv * (g - mean_g - xhat * mean_g_xhat);
   }
 }
 
-// acc[0] += dy * xhat (weight), acc[1] += dy (bias) at (r, c).
-template <class T>
+// acc[0] += dy * xhat (weight), acc[1] += dy (bias) at (r, c); dy stored as G.
+template <class T, class G>
 struct LayerNormParamTerm {
-  const T* dy;    // (rows, C)
+  const G* dy;    // (rows, C)
   const T* x;     // (rows, C)
   const T* mean;  // (rows)
   const T* rstd;  // (rows)
   int64_t C;
   __device__ void operator()(int64_t r, int64_t c, T* acc) const {
-    const T g = dy[r * C + c];
+    const T g = to_acc(dy[r * C + c]);
     acc[0] += g * ((x[r * C + c] - mean[r]) * rstd[r]);
     acc[1] += g;
   }
@@ -142,16 +148,26 @@ void launch_layernorm_forward(const Tensor& x, const Tensor& delta, Tensor* sum,
     using T = decltype(zero);
     const int64_t C = x.size(-1), rows = x.numel() / C;
     if (rows == 0) return;
-    layernorm_forward_kernel<T><<<row_blocks(rows), kRowThreads, 0, stream()>>>(
-        x.data<T>(),                                  // (rows, C)
-        delta.defined() ? delta.data<T>() : nullptr,  // (rows, C) or none
-        sum ? sum->data<T>() : nullptr,               // (rows, C) or none
-        weight.data<T>(),                             // (C)
-        bias.defined() ? bias.data<T>() : nullptr,    // (C) or none
-        y.data<T>(),                                  // (rows, C)
-        mean.data<T>(),                               // (rows)
-        rstd.data<T>(),                               // (rows)
-        rows, C, static_cast<T>(eps));
+    auto launch = [&](auto* py) {  // y (rows, C) as T or bf16
+      layernorm_forward_kernel<<<row_blocks(rows), kRowThreads, 0, stream()>>>(
+          x.data<T>(),                                  // (rows, C)
+          delta.defined() ? delta.data<T>() : nullptr,  // (rows, C) or none
+          sum ? sum->data<T>() : nullptr,               // (rows, C) or none
+          weight.data<T>(),                             // (C)
+          bias.defined() ? bias.data<T>() : nullptr,    // (C) or none
+          py,                                           // (rows, C)
+          mean.data<T>(),                               // (rows)
+          rstd.data<T>(),                               // (rows)
+          rows, C, static_cast<T>(eps));
+    };
+    if constexpr (std::is_same_v<T, float>) {
+      if (y.dtype() == DType::BF16) {
+        launch(static_cast<__nv_bfloat16*>(y.raw_data()));
+        SINKLAB_KERNEL_CHECK("layernorm forward (bf16 output)");
+        return;
+      }
+    }
+    launch(y.data<T>());
     SINKLAB_KERNEL_CHECK("layernorm forward");
   });
 }
@@ -173,22 +189,31 @@ void layernorm_backward_cuda(const Tensor& grad, const Tensor& x, const Tensor& 
   dispatch_float(x.dtype(), "layernorm", [&](auto zero) {
     using T = decltype(zero);
     const int64_t C = x.size(-1), rows = x.numel() / C;
-    const T* pdy = grad.data<T>();    // (rows, C)
     const T* px = x.data<T>();        // (rows, C)
     const T* pmean = mean.data<T>();  // (rows)
     const T* prstd = rstd.data<T>();  // (rows)
-    if (grad_x && rows > 0) {
-      layernorm_backward_x_kernel<T><<<row_blocks(rows), kRowThreads, 0, stream()>>>(
-          pdy, px, weight.data<T>() /* (C) */, pmean, prstd, grad_x->data<T>() /* (rows, C) */,
-          rows, C);
-      SINKLAB_KERNEL_CHECK("layernorm backward (x)");
+    auto run = [&](const auto* pdy) {  // dy (rows, C) as T or bf16
+      using G = std::remove_cv_t<std::remove_pointer_t<decltype(pdy)>>;
+      if (grad_x && rows > 0) {
+        layernorm_backward_x_kernel<T, G><<<row_blocks(rows), kRowThreads, 0, stream()>>>(
+            pdy, px, weight.data<T>() /* (C) */, pmean, prstd, grad_x->data<T>() /* (rows, C) */,
+            rows, C);
+        SINKLAB_KERNEL_CHECK("layernorm backward (x)");
+      }
+      if (grad_weight || grad_bias) {
+        T* pdw = grad_weight ? grad_weight->data<T>() : nullptr;  // (C)
+        T* pdb = grad_bias ? grad_bias->data<T>() : nullptr;      // (C)
+        column_sums<T, 2>(rows, C, LayerNormParamTerm<T, G>{pdy, px, pmean, prstd, C}, pdw, pdb,
+                          x.device(), "layernorm backward (weight, bias)");
+      }
+    };
+    if constexpr (std::is_same_v<T, float>) {
+      if (grad.dtype() == DType::BF16) {
+        run(static_cast<const __nv_bfloat16*>(grad.raw_data()));
+        return;
+      }
     }
-    if (grad_weight || grad_bias) {
-      T* pdw = grad_weight ? grad_weight->data<T>() : nullptr;  // (C)
-      T* pdb = grad_bias ? grad_bias->data<T>() : nullptr;      // (C)
-      column_sums<T, 2>(rows, C, LayerNormParamTerm<T>{pdy, px, pmean, prstd, C}, pdw, pdb,
-                        x.device(), "layernorm backward (weight, bias)");
-    }
+    run(grad.data<T>());
   });
 }
 

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <mutex>
 
+#include "core/concat_flat.h"
 #include "core/tensor_math.h"
 #include "cuda/check.h"
 #include "cuda/elementwise_map.cuh"
@@ -15,7 +16,8 @@ namespace {
 
 cudaStream_t g_stream = nullptr;       // the compute stream
 cudaStream_t g_side_stream = nullptr;  // SideStreamScope's
-cudaEvent_t g_fork = nullptr, g_join = nullptr;
+cudaEvent_t g_fork = nullptr, g_join = nullptr;  // g_fork: the latest start point
+uint64_t g_marks = 0;  // start points marked so far (the latest is the one g_fork holds)
 thread_local cudaStream_t t_current = nullptr;  // set inside a SideStreamScope
 bool g_available = false;
 
@@ -129,6 +131,83 @@ void strided_copy_cuda(Tensor& dst, const Tensor& src) {
   SINKLAB_KERNEL_CHECK("strided copy");
 }
 
+// concat_flat (core/concat_flat.h): up to kPartsPerLaunch parts per launch, one block per part
+// (the parts are small: per-layer statistics), each part's elements in row-major order through
+// its shape and strides (rank <= kPartRank). The table rides in the kernel's parameters (under
+// the classic 4 KB limit).
+constexpr int kPartRank = 4;
+constexpr int kPartsPerLaunch = 40;
+struct FlatPart {
+  const void* src;
+  int64_t dst;  // first element in flat
+  int64_t n;
+  int64_t shape[kPartRank], strides[kPartRank];
+  int rank;
+};
+struct FlatParts {
+  FlatPart part[kPartsPerLaunch];
+  int count;
+};
+static_assert(sizeof(FlatParts) <= 4000, "the table must fit the kernel parameter space");
+
+template <class T>
+__global__ void concat_flat_kernel(T* flat, FlatParts table) {
+  const FlatPart& p = table.part[blockIdx.x];
+  const T* src = static_cast<const T*>(p.src);
+  for (int64_t i = threadIdx.x; i < p.n; i += blockDim.x) {
+    int64_t rest = i, offset = 0;
+    for (int d = p.rank - 1; d >= 0; --d) {
+      offset += (rest % p.shape[d]) * p.strides[d];
+      rest /= p.shape[d];
+    }
+    flat[p.dst + i] = src[offset];
+  }
+}
+
+bool concat_flat_cuda(const std::vector<Tensor>& parts, Tensor& flat) {
+  const int64_t es = dtype_size(flat.dtype());
+  if (es != 2 && es != 4 && es != 8) return false;
+  for (const Tensor& t : parts)
+    if (t.dim() > static_cast<size_t>(kPartRank)) return false;
+  FlatParts table{};
+  int64_t at = 0;
+  auto launch = [&] {
+    if (table.count == 0) return;
+    switch (es) {
+      case 2:
+        concat_flat_kernel<<<table.count, 256, 0, stream()>>>(
+            static_cast<uint16_t*>(flat.raw_data()), table);
+        break;
+      case 4:
+        concat_flat_kernel<<<table.count, 256, 0, stream()>>>(
+            static_cast<uint32_t*>(flat.raw_data()), table);
+        break;
+      default:
+        concat_flat_kernel<<<table.count, 256, 0, stream()>>>(
+            static_cast<uint64_t*>(flat.raw_data()), table);
+    }
+    SINKLAB_KERNEL_CHECK("concat_flat");
+    table.count = 0;
+  };
+  for (const Tensor& t : parts) {
+    if (t.numel() > 0) {
+      FlatPart& p = table.part[table.count++];
+      p.src = t.raw_data();
+      p.dst = at;
+      p.n = t.numel();
+      p.rank = static_cast<int>(t.dim());
+      for (size_t d = 0; d < t.dim(); ++d) {
+        p.shape[d] = t.shape()[d];
+        p.strides[d] = t.strides()[d];
+      }
+      if (table.count == kPartsPerLaunch) launch();
+    }
+    at += t.numel();
+  }
+  launch();
+  return true;
+}
+
 }  // namespace
 
 bool initialize() {
@@ -164,6 +243,7 @@ bool initialize() {
     install_device_memory_hooks(hooks);
     install_cuda_add(accumulate_cuda);
     install_cuda_strided_copy(strided_copy_cuda);
+    install_cuda_concat_flat(concat_flat_cuda);
     install_elementwise_kernels();
     install_matmul_kernels();
     install_norm_kernels();
@@ -182,10 +262,20 @@ bool available() { return g_available; }
 cudaStream_t stream() { return t_current != nullptr ? t_current : g_stream; }
 void synchronize() { SINKLAB_CUDA_CHECK(cudaStreamSynchronize(g_stream)); }
 
-SideStreamScope::SideStreamScope() {
+SideStreamStart mark_side_stream_start() {
+  SINKLAB_CUDA_CHECK(cudaEventRecord(g_fork, g_stream));
+  return SideStreamStart(++g_marks);
+}
+
+SideStreamScope::SideStreamScope() : SideStreamScope(mark_side_stream_start()) {}
+
+SideStreamScope::SideStreamScope(const SideStreamStart& start) {
   SINKLAB_CHECK(t_current == nullptr, ValueError, "SideStreamScope inside another",
                 "close the first scope before opening a second");
-  SINKLAB_CUDA_CHECK(cudaEventRecord(g_fork, g_stream));
+  SINKLAB_CHECK(start.mark_ == g_marks, ValueError,
+                "SideStreamScope: its start (mark " << start.mark_ << ") was superseded by mark "
+                                                    << g_marks,
+                "open the scope with the latest mark_side_stream_start()");
   SINKLAB_CUDA_CHECK(cudaStreamWaitEvent(g_side_stream, g_fork, 0));
   t_current = g_side_stream;
 }

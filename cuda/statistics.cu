@@ -1,22 +1,24 @@
 // CUDA twins of ops/cpu/statistics (see ops/statistics.h), for the sink metrics on the device.
 //
-// row_statistics: one warp per row (8 rows per block of 256 threads); the warp sums the row,
+// row_statistics: one warp per row (8 rows per block of 256 threads), rows and elements at any
+//   strides (a transposed or selected view reads in place); the warp sums the row,
 //   then the squared deviations from the mean, the squares and |x| (and takes max |x|),
 //   lane-strided, and reduces with
 //   xor shuffles: a fixed order, so results are bit-identical across runs. Sums in the tensor's
 //   type (f32 / f64).
 // abs_order_statistics: an exact radix select over the bit patterns of |x| (sign bit cleared:
 //   for non-negative IEEE values the unsigned bit order is the numeric order, NaN above +inf).
-//   Digits most significant first: 8 bits, then 12 (2 passes for bf16, 3 for f32, 6 for f64);
+//   Small x (and devices without 128 KB of shared memory per block): digits most significant
+//   first, 8 bits, then 12 (2 passes for bf16, 3 for f32, 6 for f64);
 //   every pass reads x once for all requested ranks together: a histogram kernel counts the next
 //   digit of the keys that match each rank's prefix so far (per-block shared histograms flushed
 //   with integer atomics: order-independent, so deterministic), then one block per rank scans
 //   its histogram to the bin holding the remaining rank and extends the prefix. The first digit
 //   (sign, exponent) is shared by most keys, so the first pass gives every lane its own copy of
 //   the 256 bins (no two lanes of a warp add to one word); later passes count only the keys
-//   under a prefix into one shared copy. Those are bound by the shared-memory atomics of the
-//   keys near the median, not by reading x: about 110 us per pass over GPT-2 124M's f32
-//   residual (32 x 1024 x 768) on the H200, against about 30 us to read it. No host sync.
+//   under a prefix into one shared copy (matching the prefixes in an unrolled loop: a table
+//   indexed at run time sits in local memory and had made each pass over GPT-2 124M's f32
+//   residual take 111 us on the H200, against about 30 us to read it). No host sync.
 //   From 2^20 elements, where a block may hold 128 KB of shared memory, the first pass counts
 //   the top 16 bits of every key in one 2^15-bin histogram instead (the whole-key select below),
 //   so the 12-bit passes after it count only the keys under each rank's 16-bit prefix (about
@@ -61,20 +63,21 @@ __device__ T warp_sum(T v) {
   return v;
 }
 
-// x (R, D) stored as S, out (R, 5) in T = AccumulateIn<S> (f32 for bf16).
+// x (R, D) stored as S, element (r, d) at r * rs + d * cs; out (R, 5) in T = AccumulateIn<S>
+// (f32 for bf16).
 template <class S, class T = typename AccumulateIn<S>::type>
 __global__ void row_statistics_kernel(const S* __restrict__ x, T* __restrict__ out, int64_t R,
-                                      int64_t D) {
+                                      int64_t D, int64_t rs, int64_t cs) {
   const int lane = threadIdx.x % 32;
   const int64_t r = blockIdx.x * static_cast<int64_t>(blockDim.x / 32) + threadIdx.x / 32;
   if (r >= R) return;
-  const S* row = x + r * D;  // (D)
+  const S* row = x + r * rs;  // (D), cs apart
   T sum = 0;
-  for (int64_t d = lane; d < D; d += 32) sum += to_acc(row[d]);
+  for (int64_t d = lane; d < D; d += 32) sum += to_acc(row[d * cs]);
   const T mean = warp_sum(sum) / static_cast<T>(D);
   T dev = 0, sq = 0, sum_abs = 0, max_abs = 0;
   for (int64_t d = lane; d < D; d += 32) {
-    const T v = to_acc(row[d]);
+    const T v = to_acc(row[d * cs]);
     dev += (v - mean) * (v - mean);
     sq += v * v;
     sum_abs += fabs(v);
@@ -96,13 +99,14 @@ __global__ void row_statistics_kernel(const S* __restrict__ x, T* __restrict__ o
 }
 
 void row_statistics_cuda(const Tensor& x, Tensor& out) {
-  const int64_t R = out.size(0), D = x.numel() / R;
-  const unsigned blocks = blocks_for(R, 8);
+  const ops::RowLayout L = ops::row_layout(x);  // any row and column strides
+  const unsigned blocks = blocks_for(L.R, 8);
   dispatch_storage(x.dtype(), "row_statistics", [&](auto zero) {
     using S = decltype(zero);
     using T = typename AccumulateIn<S>::type;
     row_statistics_kernel<S><<<blocks, 256, 0, stream()>>>(static_cast<const S*>(x.raw_data()),
-                                                           out.data<T>(), R, D);
+                                                           out.data<T>(), L.R, L.D,
+                                                           L.row_stride, L.col_stride);
     SINKLAB_KERNEL_CHECK("row_statistics");
   });
 }
@@ -605,7 +609,7 @@ SelectSource<T> queue_brackets(const Tensor& x, const Ranks& ranks, SelectState<
   bracket_plan<K><<<1, 1, 0, stream()>>>(sorted, ranks, n, plan);
   SINKLAB_KERNEL_CHECK("abs_order_statistics brackets");
   // 16 blocks per SM: a block meets about 0.016 n / blocks candidates, well under kStage.
-  const unsigned blocks = std::min<unsigned>(blocks_for(n, 256), 132u * 16u);
+  const unsigned blocks = std::min<unsigned>(blocks_for(n, 256), multiprocessors() * 16u);
   auto partition = [&](auto nb) {
     bracket_partition<T, K, decltype(nb)::value><<<blocks, 256, 0, stream()>>>(
         px, n, plan, reinterpret_cast<K*>(compact), cap, counts);

@@ -12,6 +12,13 @@
 
 namespace sinklab::ops {
 
+// The dtype a norm stores its output in. kOperandDType: the dtype the products that read it
+// multiply in, bf16 for an f32 x on a GPU under Precision::BF16 (GPT-2's layernorms, whose every
+// output feeds one linear: as autocast's cast, without the cast's pass; the gradient then comes
+// back in bf16), x's dtype elsewhere.
+enum class NormOutput { kInputDType, kOperandDType };
+DType norm_output_dtype(const Tensor& x, NormOutput output);
+
 struct AddNorm {
   Tensor sum;     // (..., C) x + delta: the residual stream after the add
   Tensor normed;  // (..., C) norm(sum): the next sublayer's input

@@ -118,7 +118,8 @@ Tensor qkv_part(const Tensor& qkv, int64_t n_head, int part) {
   check_rank(qkv, 3, "qkv_part", "qkv");
   check_contiguous(qkv, "qkv_part", "qkv");
   const int64_t B = qkv.size(0), T = qkv.size(1), C3 = qkv.size(2);
-  SINKLAB_CHECK(n_head > 0 && C3 % (3 * n_head) == 0 && part >= 0 && part < 3, ShapeError,
+  SINKLAB_CHECK(n_head > 0 && C3 > 0 && C3 % (3 * n_head) == 0 && part >= 0 && part < 3,
+                ShapeError,
                 "qkv_part: qkv " << qkv.str() << " with " << n_head << " heads, part " << part,
                 "qkv is (B, T, 3 * NH * HS); part is 0 (q), 1 (k) or 2 (v)");
   const int64_t HS = C3 / (3 * n_head);
@@ -155,7 +156,9 @@ Tensor attention_qkv(const Tensor& qkv, int64_t n_head, const AttentionOptions& 
   check_defined(qkv, op, "qkv");
   check_float_storage(qkv, op, "qkv");
   check_contiguous(qkv, op, "qkv");
-  SINKLAB_CHECK(qkv.dim() == 3 && n_head > 0 && qkv.size(2) % (3 * n_head) == 0, ShapeError,
+  SINKLAB_CHECK(qkv.dim() == 3 && n_head > 0 && qkv.size(2) > 0 &&
+                    qkv.size(2) % (3 * n_head) == 0,
+                ShapeError,
                 op << ": qkv " << qkv.str() << " with " << n_head << " heads",
                 "pass qkv (B, T, 3C) with C = n_head * head size: q, k, v side by side");
   const int64_t B = qkv.size(0), T = qkv.size(1), HS = qkv.size(2) / (3 * n_head);

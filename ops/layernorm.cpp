@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "autograd/node.h"
+#include "core/precision.h"
 #include "ops/cpu/layernorm.h"
 
 namespace sinklab::ops {
@@ -11,6 +12,12 @@ OpKernels<LayerNormForwardFn, LayerNormBackwardFn> layernorm_kernels{
     "layernorm", cpu::layernorm_forward, cpu::layernorm_backward};
 OpKernels<AddLayerNormForwardFn, AddLayerNormForwardFn> add_layernorm_kernels{
     "add_layernorm", cpu::add_layernorm_forward, nullptr};
+
+DType norm_output_dtype(const Tensor& x, NormOutput output) {
+  const bool operand = output == NormOutput::kOperandDType && x.device().is_cuda() &&
+                       x.dtype() == DType::F32 && cuda_precision() == Precision::BF16;
+  return operand ? DType::BF16 : x.dtype();
+}
 
 namespace {
 
@@ -56,10 +63,11 @@ void record_layernorm(Tensor& y, const Tensor& x, const Tensor& weight, const Te
 
 }  // namespace
 
-Tensor layernorm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps) {
+Tensor layernorm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps,
+                 NormOutput output) {
   check_layernorm(x, weight, bias, eps);
   const int64_t C = x.size(-1), rows = x.numel() / C;
-  Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());    // (..., C)
+  Tensor y = Tensor::empty(x.shape(), norm_output_dtype(x, output), x.device());  // (..., C)
   Tensor mean = Tensor::empty({rows}, x.dtype(), x.device());   // (rows)
   Tensor rstd = Tensor::empty({rows}, x.dtype(), x.device());   // (rows)
   layernorm_kernels.forward(x.device())(x, weight, bias, eps, y, mean, rstd);
@@ -68,12 +76,12 @@ Tensor layernorm(const Tensor& x, const Tensor& weight, const Tensor& bias, doub
 }
 
 AddNorm add_layernorm(const Tensor& x, const Tensor& delta, const Tensor& weight,
-                      const Tensor& bias, double eps) {
+                      const Tensor& bias, double eps, NormOutput output) {
   check_layernorm(x, weight, bias, eps);
   check_delta(x, delta, "add_layernorm");
   const int64_t C = x.size(-1), rows = x.numel() / C;
-  AddNorm r{Tensor::empty(x.shape(), x.dtype(), x.device()),    // (..., C) x + delta
-            Tensor::empty(x.shape(), x.dtype(), x.device())};   // (..., C) its layernorm
+  AddNorm r{Tensor::empty(x.shape(), x.dtype(), x.device()),   // (..., C) x + delta
+            Tensor::empty(x.shape(), norm_output_dtype(x, output), x.device())};  // its layernorm
   Tensor mean = Tensor::empty({rows}, x.dtype(), x.device());   // (rows)
   Tensor rstd = Tensor::empty({rows}, x.dtype(), x.device());   // (rows)
   add_layernorm_kernels.forward(x.device())(x, delta, weight, bias, eps, r.sum, r.normed, mean,

@@ -8,12 +8,16 @@
 
 namespace sinklab::ops {
 
-Tensor layernorm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps = 1e-5);
+Tensor layernorm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps = 1e-5,
+                 NormOutput output = NormOutput::kInputDType);
 // {x + delta, layernorm(x + delta)} in one pass (ops/add_norm.h).
 AddNorm add_layernorm(const Tensor& x, const Tensor& delta, const Tensor& weight,
-                      const Tensor& bias, double eps = 1e-5);
+                      const Tensor& bias, double eps = 1e-5,
+                      NormOutput output = NormOutput::kInputDType);
 
 // Forward writes y (..., C) and the per-row statistics mean, rstd (rows) that backward reuses.
+// y is x's dtype, or bf16 (CUDA, f32 x) for NormOutput::kOperandDType; the backward's grad then
+// comes in y's dtype.
 using LayerNormForwardFn = void (*)(const Tensor& x, const Tensor& weight, const Tensor& bias,
                                     double eps, Tensor& y, Tensor& mean, Tensor& rstd);
 // Backward fills the gradients whose pointer is non-null.

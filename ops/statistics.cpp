@@ -14,9 +14,16 @@ namespace {
 DType result_dtype(const Tensor& x) { return x.dtype() == DType::BF16 ? DType::F32 : x.dtype(); }
 }  // namespace
 
+RowLayout row_layout(const Tensor& x) {
+  if (x.dim() == 2 && !x.is_contiguous())
+    return {x.size(0), x.size(1), x.strides()[0], x.strides()[1]};
+  const int64_t D = x.size(-1);
+  return {x.numel() / D, D, D, 1};
+}
+
 Tensor row_statistics(const Tensor& x) {
   check_float_storage(x, "row_statistics", "x");
-  check_contiguous(x, "row_statistics", "x");
+  if (x.dim() != 2) check_contiguous(x, "row_statistics", "x");
   SINKLAB_CHECK(x.dim() >= 1 && x.size(-1) > 0, ShapeError,
                 "row_statistics: x " << shape_str(x.shape()) << " has no rows to reduce",
                 "pass a tensor whose last dimension is at least 1");

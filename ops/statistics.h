@@ -5,7 +5,8 @@
 // the input may also be bf16 (GPT-2's FFN hidden under bf16): the output is then f32, sums in
 // f32, and the order statistics exact (radix select on the 16-bit keys).
 //
-//   row_statistics(x): x (..., D) contiguous, viewed as R = numel / D rows of D
+//   row_statistics(x): x (..., D) contiguous, viewed as R = numel / D rows of D, or any 2-D
+//     (R, D) view (a transpose, a selected column of a larger tensor: no copy needed)
 //     -> (R, 5): [mean, variance (population, over D), l2 norm, mean |x|, max |x|] of every row.
 //   abs_order_statistics(x, ranks): x any shape, contiguous, N elements
 //     -> (K) for K = ranks.size(): out[i] = the ranks[i]-th smallest of |x| (0-based, so rank
@@ -24,6 +25,13 @@ namespace sinklab::ops {
 enum RowStatistic : int { kRowMean = 0, kRowVariance, kRowNorm, kRowMeanAbs, kRowMaxAbs, kRowStats };
 
 Tensor row_statistics(const Tensor& x);
+
+// How row_statistics' kernels walk x: R rows of D, element (r, d) at r * row_stride +
+// d * col_stride from x's first element.
+struct RowLayout {
+  int64_t R, D, row_stride, col_stride;
+};
+RowLayout row_layout(const Tensor& x);
 Tensor abs_order_statistics(const Tensor& x, const std::vector<int64_t>& ranks);
 
 using RowStatisticsFn = void (*)(const Tensor& x, Tensor& out);

@@ -1,5 +1,6 @@
 // [cuda] runtime, allocator, copies, elementwise ops, reductions and matmul against the CPU
 // reference on random inputs (odd sizes too). Skipped where no GPU is present.
+#include "core/concat_flat.h"
 #include "core/precision.h"
 #include "ops/elementwise.h"
 #include "ops/activations.h"
@@ -24,6 +25,32 @@ TEST_CASE("cuda: allocation, host/device copies and fill round-trip", "[cuda]") 
   REQUIRE(z.to_doubles() == std::vector<double>(17, 2.5));
   Tensor d2 = d.copy_contiguous();  // device to device
   REQUIRE(d2.to_doubles() == x.to_doubles());
+}
+
+TEST_CASE("cuda: concat_flat of many strided parts matches the CPU (f32, f64, bf16)", "[cuda]") {
+  SINKLAB_REQUIRE_CUDA();
+  // 97 parts (more than one launch's 40), ranks 1 to 4: transposes, narrowed columns, empty
+  // parts, contiguous blocks, each copied from the same CPU values.
+  for (DType dt : {DType::F32, DType::F64, DType::BF16}) {
+    INFO(dtype_name(dt));
+    std::vector<Tensor> cpu, gpu;
+    for (int i = 0; i < 97; ++i) {
+      const Tensor base = random_tensor({3, 5, 4, 2}, 300 + i, DType::F32).to_dtype(dt);
+      const Tensor on_gpu = base.to_device(Device::cuda());
+      auto view = [&](const Tensor& t) {
+        switch (i % 5) {
+          case 0: return t.transpose_view(0, 2);
+          case 1: return t.narrow_view(1, 1, 3).narrow_view(3, 1, 1);
+          case 2: return t.narrow_view(0, 0, 0);
+          case 3: return t.reshape_view({60, 2}).narrow_view(0, 7, 11);
+          default: return t.reshape_view({120});
+        }
+      };
+      cpu.push_back(view(base));
+      gpu.push_back(view(on_gpu));
+    }
+    REQUIRE(concat_flat(gpu).to_doubles() == concat_flat(cpu).to_doubles());
+  }
 }
 
 TEST_CASE("cuda: add/mul/scale/sum/mean match the CPU, forward and backward", "[cuda]") {

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "autograd/engine.h"
+#include "core/precision.h"
 #include "core/random.h"
 #include "ops/activations.h"
 #include "ops/elementwise.h"
@@ -111,6 +112,47 @@ TEST_CASE("cuda: add_layernorm and add_rmsnorm match the CPU, forward and backwa
           },
           {x, d, w}, tolerance(dt, rows));
     }
+}
+
+TEST_CASE("cuda: layernorm's bf16 output (kOperandDType) matches the CPU within one rounding",
+          "[cuda]") {
+  SINKLAB_REQUIRE_CUDA();
+  // GPT-2's layernorms under bf16: the output stored in bf16 (one rounding: rtol 2^-7), the
+  // upstream gradient bf16 (exact bf16 values, so the CPU reference on their f32 values sees the
+  // same numbers: f32 tolerances for x, weight and bias gradients). Plain and fused with the add.
+  PrecisionGuard bf16(Precision::BF16);
+  const Shape shape{6, 37, 96};
+  const Tensor x = random_tensor(shape, 166, DType::F32, 2.0);
+  const Tensor delta = random_tensor(shape, 167, DType::F32, 1.0);
+  const Tensor w = random_tensor({96}, 168, DType::F32, 1.0), b = random_tensor({96}, 169);
+  const Tensor g16 = random_tensor(shape, 170, DType::F32).to_dtype(DType::BF16);
+  for (bool fused : {false, true}) {
+    INFO("fused " << fused);
+    auto run = [&](Device device, ops::NormOutput output, std::vector<Tensor>& grads) {
+      Tensor xd = x.to_device(device).set_requires_grad(true);
+      Tensor dd = delta.to_device(device).set_requires_grad(true);
+      Tensor wd = w.to_device(device).set_requires_grad(true);
+      Tensor bd = b.to_device(device).set_requires_grad(true);
+      const Tensor y = fused ? ops::add_layernorm(xd, dd, wd, bd, 1e-5, output).normed
+                             : ops::layernorm(xd, wd, bd, 1e-5, output);
+      const Tensor g = y.dtype() == DType::BF16 ? g16 : g16.to_dtype(DType::F32);
+      autograd::backward(y, g.to_device(device));
+      grads = {xd.grad(), wd.grad(), bd.grad()};
+      if (fused) grads.push_back(dd.grad());
+      return y;
+    };
+    std::vector<Tensor> cpu_grads, gpu_grads;
+    const Tensor yc = run(Device::cpu(), ops::NormOutput::kOperandDType, cpu_grads);
+    const Tensor yg = run(Device::cuda(), ops::NormOutput::kOperandDType, gpu_grads);
+    REQUIRE(yc.dtype() == DType::F32);  // the CPU keeps x's dtype
+    REQUIRE(yg.dtype() == DType::BF16);
+    test::require_close(yg.to_device(Device::cpu()).to_dtype(DType::F32), yc, 1.0 / 128, 1e-5);
+    for (size_t i = 0; i < cpu_grads.size(); ++i) {
+      INFO("gradient " << i);
+      REQUIRE(gpu_grads[i].dtype() == DType::F32);
+      test::require_close(gpu_grads[i].to_device(Device::cpu()), cpu_grads[i], 1e-4, 1e-4);
+    }
+  }
 }
 
 TEST_CASE("cuda: layernorm of rows with a large mean matches the CPU", "[cuda]") {

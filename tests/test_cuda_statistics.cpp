@@ -25,6 +25,28 @@ TEST_CASE("cuda: row_statistics matches the CPU (f32, f64, odd sizes)", "[cuda]"
     }
 }
 
+TEST_CASE("cuda: row_statistics of 2-D views (selected, transposed) matches the CPU in place",
+          "[cuda]") {
+  SINKLAB_REQUIRE_CUDA();
+  // The sink metrics' per-position and per-channel means read such views without a copy.
+  for (DType dt : {DType::F32, DType::BF16}) {
+    INFO(dtype_name(dt));
+    const Tensor values = random_tensor({6, 33, 40}, 905, DType::F32).to_dtype(dt);
+    const Tensor cpu = dt == DType::BF16 ? values.to_dtype(DType::F32) : values;
+    const Tensor gpu = values.to_device(Device::cuda());
+    for (int which = 0; which < 3; ++which) {
+      INFO("view " << which);
+      auto view = [&](const Tensor& t) {
+        if (which == 0) return t.select_view(1, 0);                     // (6, 40), rows 33*40 apart
+        if (which == 1) return t.select_view(1, 0).transpose_view(0, 1);  // (40, 6)
+        return t.select_view(2, 3);                                    // (6, 33), 40 apart
+      };
+      require_close(ops::row_statistics(view(gpu)).to_device(Device::cpu()),
+                    ops::row_statistics(view(cpu)), 1e-5, 1e-6);
+    }
+  }
+}
+
 TEST_CASE("cuda: abs_order_statistics is exact (median, top 3, minimum)", "[cuda]") {
   SINKLAB_REQUIRE_CUDA();
   for (DType dt : {DType::F32, DType::F64})

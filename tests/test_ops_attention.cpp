@@ -404,4 +404,6 @@ TEST_CASE("attention_qkv backward (gradcheck) and the probes on qkv_part views",
   const auto error =
       test::caught<ShapeError>([&] { ops::attention_qkv(random_tensor({2, 5, 10}, 182), NH); });
   REQUIRE(contains(error.what(), "qkv"));
+  test::caught<ShapeError>(
+      [&] { ops::attention_qkv(Tensor::empty({2, 5, 0}, DType::F64, Device::cpu()), NH); });
 }

@@ -63,6 +63,21 @@ TEST_CASE("statistics probes: bad input names the op and the shape", "[ops][erro
                                   {"abs_order_statistics", "rank 24", "(4, 6)"});
   test::require_error<DTypeError>(
       [&] { ops::row_statistics(Tensor::from_ints({1, 2}, {2})); }, {"row_statistics"});
-  test::require_error<ShapeError>([&] { ops::row_statistics(x.transpose_view(0, 1)); },
-                                  {"row_statistics", "contiguous"});
+  // A 2-D view of any strides is read in place; higher ranks must be contiguous.
+  test::require_error<ShapeError>(
+      [&] { ops::row_statistics(x.reshape_view({2, 2, 6}).transpose_view(0, 2)); },
+      {"row_statistics", "contiguous"});
+}
+
+TEST_CASE("row_statistics reads 2-D views in place: transposes and selected columns", "[ops]") {
+  const Tensor x = random_tensor({5, 7, 3}, 904);
+  const Tensor t = x.select_view(2, 1);  // (5, 7), elements 3 apart
+  REQUIRE_FALSE(t.is_contiguous());
+  require_close(ops::row_statistics(t), ops::row_statistics(t.copy_contiguous()), 0, 0);
+  const Tensor tt = t.transpose_view(0, 1);  // (7, 5)
+  require_close(ops::row_statistics(tt), ops::row_statistics(tt.copy_contiguous()), 0, 0);
+  // select_view drops the dim: element (i, j) of x.select_view(1, 4) is x[i, 4, j].
+  const Tensor s = x.select_view(1, 4);
+  REQUIRE(s.shape() == Shape{5, 3});
+  REQUIRE(s.to_doubles()[3 * 2 + 1] == x.to_doubles()[(2 * 7 + 4) * 3 + 1]);
 }

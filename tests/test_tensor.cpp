@@ -1,6 +1,7 @@
 // Tensor storage, views, dtypes, RNG and error messages.
 #include <cmath>
 
+#include "core/concat_flat.h"
 #include "core/philox.h"
 #include "core/random.h"
 #include "core/tensor.h"
@@ -46,6 +47,20 @@ TEST_CASE("views share storage: reshape, transpose, narrow, contiguous", "[tenso
   REQUIRE_THROWS_AS(tr.reshape_view({6}), ShapeError);
   REQUIRE_THROWS_AS(t.reshape_view({4, 2}), ShapeError);
   REQUIRE_THROWS_AS(t.narrow_view(1, 2, 2), ShapeError);
+}
+
+TEST_CASE("concat_flat puts every part's elements in row-major order, one after another",
+          "[tensor]") {
+  const Tensor a = Tensor::from_doubles({1, 2, 3, 4, 5, 6}, {2, 3}, DType::F32);
+  const Tensor b = Tensor::from_doubles({7, 8}, {2}, DType::F32);
+  const Tensor empty = Tensor::empty({0, 3}, DType::F32, Device::cpu());
+  // a transpose (3, 2), a column (2, 1), an empty part and a contiguous vector.
+  const std::vector<double> got =
+      concat_flat({a.transpose_view(0, 1), a.narrow_view(1, 2, 1), empty, b}).to_doubles();
+  REQUIRE(got == std::vector<double>{1, 4, 2, 5, 3, 6, 3, 6, 7, 8});
+  test::caught<DTypeError>(
+      [&] { concat_flat({a, b.to_dtype(DType::F64)}); });
+  test::caught<ShapeError>([&] { concat_flat({}); });
 }
 
 TEST_CASE("bf16 round-trips and rounds to nearest even", "[tensor]") {

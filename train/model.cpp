@@ -169,13 +169,17 @@ std::string GPT::input_norm(int64_t layer) const {
 ops::AddNorm GPT::add_norm(const std::string& prefix, const Tensor& x, const Tensor& delta) const {
   const double eps = resolved_norm_eps(cfg_);
   if (is_llama(cfg_)) return ops::add_rmsnorm(x, delta, p(prefix + "weight"), eps);
-  return ops::add_layernorm(x, delta, p(prefix + "weight"), p(prefix + "bias"), eps);
+  // GPT-2: each layernorm output feeds one product (c_attn, c_fc, the lm head), so it is stored
+  // as that product reads it: bf16 under bf16 on a GPU, as autocast's cast, without the pass.
+  return ops::add_layernorm(x, delta, p(prefix + "weight"), p(prefix + "bias"), eps,
+                            ops::NormOutput::kOperandDType);
 }
 
 Tensor GPT::norm(const std::string& prefix, const Tensor& x) const {
   const double eps = resolved_norm_eps(cfg_);
   if (is_llama(cfg_)) return ops::rmsnorm(x, p(prefix + "weight"), eps);
-  return ops::layernorm(x, p(prefix + "weight"), p(prefix + "bias"), eps);
+  return ops::layernorm(x, p(prefix + "weight"), p(prefix + "bias"), eps,
+                        ops::NormOutput::kOperandDType);  // as in add_norm
 }
 
 Tensor GPT::attention_block(int64_t layer, const Tensor& h, LayerCapture* capture) const {

@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "autograd/grad_mode.h"
+#include "core/concat_flat.h"
 #include "core/error.h"
 #include "core/parallel.h"
 #include "ops/statistics.h"
@@ -26,8 +27,8 @@ struct Combine {
   int median = 0, top = 0;  // kOrder only
 };
 
-// Small device results gathered into one buffer on their device and copied to the host once:
-// one transfer (and one synchronisation) per metrics step, not one per layer.
+// Small device results gathered into one buffer on their device (core/concat_flat.h) and copied
+// to the host once: one transfer (and one synchronisation) per metrics step, not one per layer.
 class Gather {
  public:
   // Queues t (any layout) and returns its index; its values come back in row-major order.
@@ -45,11 +46,7 @@ class Gather {
       total += t.numel();
     }
     if (parts_.empty()) return;
-    flat_ = Tensor::empty({total}, parts_[0].dtype(), parts_[0].device());  // (total)
-    for (size_t i = 0; i < parts_.size(); ++i)
-      flat_.narrow_view(0, offsets_[i], parts_[i].numel())
-          .reshape_view(parts_[i].shape())
-          .copy_from(parts_[i]);
+    flat_ = concat_flat(parts_);  // (total): one launch per 40 parts on a GPU
     parts_.clear();
   }
   // Copies the collected buffer to the host (waits for it).
@@ -120,11 +117,9 @@ Tensor stats_of_rows(const Tensor& x, int64_t D) {
 }
 
 // Statistics over the first dim of a (R, D) matrix m (any strides): row_statistics of its
-// transpose, (D, 5). For batch-averages per position or per channel; m is small (a column of
-// per-row statistics, or the position-0 rows of the batch).
-Tensor stats_of_columns(const Tensor& m) {
-  return ops::row_statistics(m.transpose_view(0, 1).copy_contiguous());
-}
+// transpose, (D, 5), read in place. For batch-averages per position or per channel; m is small
+// (a column of per-row statistics, or the position-0 rows of the batch).
+Tensor stats_of_columns(const Tensor& m) { return ops::row_statistics(m.transpose_view(0, 1)); }
 
 // Column `c` of a (R, 5) statistics tensor as (R, 1) (a strided view).
 Tensor column(const Tensor& stats, int c) { return stats.narrow_view(1, c, 1); }
@@ -149,8 +144,10 @@ struct LayerSlots {
 
 // Batch-mean of a per-row statistic of x (B, T, ...) at every position: (T, 1) view.
 Tensor per_position_mean(const Tensor& x, int64_t B, int64_t T, int c) {
-  Tensor per_row = column(stats_of_rows(x, x.numel() / (B * T)), c).copy_contiguous();  // (B*T, 1)
-  return column(stats_of_columns(per_row.reshape_view({B, T})), ops::kRowMean);
+  const Tensor per_row = stats_of_rows(x, x.numel() / (B * T))
+                             .reshape_view({B, T, ops::kRowStats})
+                             .select_view(2, c);  // (B, T), 5 apart
+  return column(stats_of_columns(per_row), ops::kRowMean);
 }
 
 // Queues the device work of one layer (every reduction runs where the activations live).
@@ -167,19 +164,17 @@ LayerSlots queue_layer(const LayerCapture& cap, const ops::AttentionOptions& att
     s.var_pos_normed =
         gather.add(per_position_mean(cap.attn_out_normed, B, T, ops::kRowVariance), mean);
   Tensor rows = stats_of_rows(cap.residual, C).reshape_view({B, T, ops::kRowStats});  // (B, T, 5)
-  Tensor norms = column(rows.reshape_view({B * T, ops::kRowStats}), ops::kRowNorm);   // (B*T, 1)
-  s.norm_mean = gather.add(
-      column(ops::row_statistics(norms.copy_contiguous().reshape_view({B, T})), ops::kRowMean));
+  const Tensor norms = rows.select_view(2, ops::kRowNorm);  // (B, T), 5 apart
+  s.norm_mean = gather.add(column(ops::row_statistics(norms), ops::kRowMean));
   s.first_row = gather.add(rows.narrow_view(1, 0, 1));  // (B, 1, 5)
-  Tensor first_x = cap.residual.narrow_view(1, 0, 1).copy_contiguous().reshape_view({B, C});
+  const Tensor first_x = cap.residual.select_view(1, 0);  // (B, C), rows T * C apart
   s.channel_abs0 = gather.add(column(stats_of_columns(first_x), ops::kRowMeanAbs), mean);
   const int64_t n = cap.residual.numel();
   std::vector<int64_t> ranks = median_ranks(n);
   for (int64_t i = 1; i <= 3; ++i) ranks.push_back(std::max<int64_t>(n - i, 0));
   s.residual_order = gather.add(ops::abs_order_statistics(cap.residual, ranks),
                                 {Combine::kOrder, static_cast<int>(median_ranks(n).size()), 3});
-  const int64_t F = cap.ffn_hidden.size(2);
-  Tensor first_u = cap.ffn_hidden.narrow_view(1, 0, 1).copy_contiguous().reshape_view({B, F});
+  const Tensor first_u = cap.ffn_hidden.select_view(1, 0);  // (B, F), rows T * F apart
   s.neuron_abs0 = gather.add(column(stats_of_columns(first_u), ops::kRowMeanAbs), mean);
   const std::vector<int64_t> ffn_ranks = median_ranks(cap.ffn_hidden.numel());
   s.ffn_order = gather.add(ops::abs_order_statistics(cap.ffn_hidden, ffn_ranks),

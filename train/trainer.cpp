@@ -80,26 +80,42 @@ class PhaseClock {
   Clock::time_point last_;
 };
 
-// A step's sink metrics, queued right after its first backward is queued. On a GPU they are
-// queued on the side stream: they run while the compute stream works through that backward and
-// the update (low priority, in the SMs the training kernels leave idle), and the host reads them
-// at the step's end. On the CPU they are computed where they are queued. The compute stream
-// waits for the side work before anything it read or made can be freed.
+// A step's sink metrics. Made at the end of the forward whose capture they read (on a GPU that
+// marks where the side stream will start), queued once the backward is queued (the host queues
+// the backward first, so the compute stream never waits for the host's metrics work): on a GPU
+// they run on the side stream while the compute stream works through that backward and the
+// update (low priority, in the SMs the training kernels leave idle); the host reads them at the
+// step's end. The backward writes no captured activation. On the CPU they are computed where
+// they are queued. The compute stream waits for the side work before anything it read or made
+// can be freed.
 class OverlappedMetrics {
  public:
-  OverlappedMetrics(const ForwardCapture& capture, Device device) : device_(device) {
+  explicit OverlappedMetrics(Device device) : device_(device) {
+#if defined(SINKLAB_HAVE_CUDA)
+    if (device_.is_cuda()) start_.emplace(cuda::mark_side_stream_start());
+#endif
+  }
+  ~OverlappedMetrics() {  // no throw while unwinding from another error: report and go on
+    try {
+      join();
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "sinklab: joining the metrics' stream failed: %s\n", e.what());
+    }
+  }
+  OverlappedMetrics(const OverlappedMetrics&) = delete;
+  OverlappedMetrics& operator=(const OverlappedMetrics&) = delete;
+
+  void queue(const ForwardCapture& capture) {
 #if defined(SINKLAB_HAVE_CUDA)
     if (device_.is_cuda()) {
-      cuda::SideStreamScope side;
+      joined_ = false;  // before queueing: whatever got queued is joined, even on a throw
+      cuda::SideStreamScope side(*start_);
       queued_ = queue_sink_metrics(capture);
       return;
     }
 #endif
     queued_ = queue_sink_metrics(capture);
   }
-  ~OverlappedMetrics() { join(); }
-  OverlappedMetrics(const OverlappedMetrics&) = delete;
-  OverlappedMetrics& operator=(const OverlappedMetrics&) = delete;
 
   SinkMetrics finish(double sink_threshold, RankExchange* ranks) {
     join();
@@ -114,8 +130,11 @@ class OverlappedMetrics {
     joined_ = true;
   }
   Device device_;
+#if defined(SINKLAB_HAVE_CUDA)
+  std::optional<cuda::SideStreamStart> start_;  // the end of the forward the metrics read
+#endif
   QueuedSinkMetrics queued_;
-  bool joined_ = false;
+  bool joined_ = true;  // nothing queued yet
 };
 
 // Dense bf16 peak of the device in TFLOP/s (0 when unknown: the CPU, unlisted GPUs).
@@ -451,13 +470,14 @@ void Run::step_all(int64_t step, bool evaluate_first) {
       autograd::restart_forward_profile();
       ForwardResult out = v.model->forward(batch.inputs, batch.targets,
                                            metrics_step && micro == 0 ? &capture : nullptr);
+      if (metrics_step && micro == 0) metrics.emplace(params.flat_values().device());
       loss_sum += out.loss.item();
       clock.mark("forward");
       // The last backward of the step reduces gradient buckets across ranks as it goes.
       const bool last = micro + 1 == v.accumulation;
       if (last) parallel_->start_gradient_reduction(params);
       autograd::backward(ops::scale(out.loss, 1.0 / static_cast<double>(v.accumulation)));
-      if (metrics_step && micro == 0) metrics.emplace(capture, params.flat_values().device());
+      if (metrics_step && micro == 0) metrics->queue(capture);
       if (last) parallel_->finish_gradient_reduction(params);
       clock.mark("backward");
     }

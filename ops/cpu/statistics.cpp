@@ -5,27 +5,30 @@
 
 #include "core/parallel.h"
 #include "core/dispatch.h"
+#include "ops/statistics.h"
 
 namespace sinklab::cpu {
 
 void row_statistics(const Tensor& x, Tensor& out) {
-  const int64_t R = out.size(0), D = x.numel() / std::max<int64_t>(R, 1);  // x (R, D)
+  const ops::RowLayout L = ops::row_layout(x);  // x (R, D), any row and column strides
+  const int64_t R = L.R, D = L.D;
   dispatch_float(x.dtype(), "row_statistics", [&](auto zero) {
     using T = decltype(zero);
     const T* in = x.data<T>();
     T* o = out.data<T>();
     parallel_for(R, [&](int64_t r) {
-      const T* row = in + r * D;  // (D)
+      const T* row = in + r * L.row_stride;  // (D), col_stride apart
+      auto at = [&](int64_t d) { return static_cast<double>(row[d * L.col_stride]); };
       double sum = 0, sq = 0;
-      for (int64_t d = 0; d < D; ++d) sum += row[d];
+      for (int64_t d = 0; d < D; ++d) sum += at(d);
       const double mean = sum / static_cast<double>(D);
       for (int64_t d = 0; d < D; ++d) {
-        const double c = row[d] - mean;
+        const double c = at(d) - mean;
         sq += c * c;
       }
       double norm = 0, sum_abs = 0, max_abs = 0;
       for (int64_t d = 0; d < D; ++d) {
-        const double v = row[d];
+        const double v = at(d);
         norm += v * v;
         sum_abs += std::fabs(v);
         max_abs = std::max(max_abs, std::fabs(v));

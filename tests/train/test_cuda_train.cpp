@@ -193,14 +193,16 @@ TEST_CASE("cuda: sink metrics queued on the side stream during a backward equal 
     PrecisionGuard bf16(Precision::BF16);
     ForwardCapture cap;
     const Tensor loss = model.forward(x, y, &cap).loss;
+    // As the trainer does: the side stream starts at the end of the forward, the backward is
+    // queued first, then the metrics; the compute stream frees (and reallocates) activations
+    // while the side stream reads the captured ones.
+    const cuda::SideStreamStart start = cuda::mark_side_stream_start();
+    autograd::backward(loss);
     QueuedSinkMetrics queued;
     {
-      cuda::SideStreamScope side;
+      cuda::SideStreamScope side(start);
       queued = queue_sink_metrics(cap);
     }
-    // The compute stream goes on: a backward that frees (and reallocates) its activations
-    // while the side stream reads the captured ones.
-    autograd::backward(loss);
     model.params().zero_grad();
     autograd::backward(model.forward(x, y).loss);
     cuda::join_side_stream();
