@@ -705,12 +705,7 @@ void prepare_shared_memory(const void* kernel, size_t bytes, const char* op) {
   static std::set<const void*> done;
   static int optin = -1;
   std::lock_guard<std::mutex> lock(mutex);
-  if (optin < 0) {
-    int device = 0;
-    SINKLAB_CUDA_CHECK(cudaGetDevice(&device));
-    SINKLAB_CUDA_CHECK(
-        cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-  }
+  if (optin < 0) optin = device_attribute(cudaDevAttrMaxSharedMemoryPerBlockOptin);
   SINKLAB_CHECK(bytes <= static_cast<size_t>(optin), DeviceError,
                 op << " (cuda): needs " << bytes << " bytes of shared memory per block, the device "
                    << "allows " << optin,

@@ -743,25 +743,15 @@ __global__ void __launch_bounds__(kThreads)
 // True when the current device has bf16 mma.sync (compute capability 8.0 or newer). Queried once
 // per process (one process per GPU).
 bool device_has_bf16_mma() {
-  static const bool has = [] {
-    int device = 0, major = 0;
-    SINKLAB_CUDA_CHECK(cudaGetDevice(&device));
-    SINKLAB_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
-    return major >= 8;
-  }();
+  static const bool has = device_attribute(cudaDevAttrComputeCapabilityMajor) >= 8;
   return has;
 }
 
 // The most dynamic shared memory one block may opt into on the current device (227 KB on
 // sm_90, 163 KB on sm_80, 99 KB on sm_86/89). Queried once per process (one process per GPU).
 size_t shared_memory_limit() {
-  static const size_t limit = [] {
-    int device = 0, bytes = 0;
-    SINKLAB_CUDA_CHECK(cudaGetDevice(&device));
-    SINKLAB_CUDA_CHECK(
-        cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-    return static_cast<size_t>(bytes);
-  }();
+  static const size_t limit =
+      static_cast<size_t>(device_attribute(cudaDevAttrMaxSharedMemoryPerBlockOptin));
   return limit;
 }
 

@@ -295,6 +295,13 @@ double memory_in_use_mib() {
   return static_cast<double>(used) / (1024.0 * 1024.0);
 }
 
+int device_attribute(cudaDeviceAttr attribute) {
+  int device = 0, value = 0;
+  SINKLAB_CUDA_CHECK(cudaGetDevice(&device));
+  SINKLAB_CUDA_CHECK(cudaDeviceGetAttribute(&value, attribute, device));
+  return value;
+}
+
 double peak_bf16_tflops() {
   static const double peak = [] {  // looked up once: the trainer asks every step
     cudaDeviceProp prop{};

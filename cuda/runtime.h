@@ -53,6 +53,9 @@ class SideStreamScope {
 void join_side_stream();
 double memory_in_use_mib();  // bytes held by tensors in the stream-ordered pool, in MiB
 double peak_bf16_tflops();   // dense bf16 peak of device 0 when known (H100/H200, A100), else 0
+// An attribute of the current device (cudaDeviceGetAttribute): the opt-in shared memory per
+// block, the SM count, the compute capability.
+int device_attribute(cudaDeviceAttr attribute);
 
 // Whether every buffer (null ones ignored) is 16-byte aligned: the condition of the kernels'
 // 16-byte (float4 / uint4) loads and stores.

@@ -411,10 +411,7 @@ __global__ void __launch_bounds__(kWholeKeyThreads)
 template <class T>
 bool whole_key_fits() {
   static const bool fits = [] {
-    int device = 0, limit = 0;
-    SINKLAB_CUDA_CHECK(cudaGetDevice(&device));
-    SINKLAB_CUDA_CHECK(
-        cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+    const int limit = device_attribute(cudaDevAttrMaxSharedMemoryPerBlockOptin);
     if (static_cast<size_t>(limit) < kWholeKeyShared) return false;
     SINKLAB_CUDA_CHECK(cudaFuncSetAttribute(whole_key_histogram<T>,
                                             cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -425,12 +422,8 @@ bool whole_key_fits() {
 }
 
 unsigned multiprocessors() {
-  static const unsigned sms = [] {
-    int device = 0, count = 0;
-    SINKLAB_CUDA_CHECK(cudaGetDevice(&device));
-    SINKLAB_CUDA_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device));
-    return static_cast<unsigned>(count);
-  }();
+  static const unsigned sms =
+      static_cast<unsigned>(device_attribute(cudaDevAttrMultiProcessorCount));
   return sms;
 }
 
@@ -670,10 +663,7 @@ void abs_order_statistics_typed(const Tensor& x, const std::vector<int64_t>& ran
   // Opt into what the most ranks need, or the device's limit when that is lower (99 KB on
   // sm_86/89: up to 6 ranks per call there); a call beyond it is refused below.
   static const size_t opted = [] {
-    int device = 0, limit = 0;
-    SINKLAB_CUDA_CHECK(cudaGetDevice(&device));
-    SINKLAB_CUDA_CHECK(
-        cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+    const int limit = device_attribute(cudaDevAttrMaxSharedMemoryPerBlockOptin);
     const size_t bytes = std::min<size_t>(kMaxRanks * kBins * sizeof(unsigned),
                                           static_cast<size_t>(limit));
     SINKLAB_CUDA_CHECK(cudaFuncSetAttribute(select_histogram<T, K>,

@@ -2,6 +2,7 @@
 // a naive fp64 evaluation, backward by gradient check, the saved log-sum-exp, the materialised
 // probabilities and the key-mass probe, and bad input by error.
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <string>
 
@@ -78,6 +79,21 @@ NaiveAttention naive_attention(const Tensor& q, const Tensor& k, const Tensor& v
   return r;
 }
 
+// qkv (B, T, 3C) from three (B, T, NH, HS) tensors: q, k, v side by side in each row.
+Tensor pack_qkv(const Tensor& q, const Tensor& k, const Tensor& v) {
+  const int64_t B = q.size(0), T = q.size(1), NH = q.size(2);
+  Tensor qkv = Tensor::empty({B, T, 3 * q.size(2) * q.size(3)}, q.dtype(), q.device());
+  const Tensor* parts[3] = {&q, &k, &v};
+  for (int i = 0; i < 3; ++i) ops::qkv_part(qkv, NH, i).copy_from(*parts[i]);
+  return qkv;
+}
+
+// q, k, v (B, T, NH, HS) from the random streams stream, stream + 1, stream + 2.
+std::array<Tensor, 3> random_qkv(const Shape& shape, uint64_t stream) {
+  return {random_tensor(shape, stream), random_tensor(shape, stream + 1),
+          random_tensor(shape, stream + 2)};
+}
+
 ops::AttentionOptions make_options(bool sigmoid, std::vector<int64_t> isolate, double scale = 0) {
   ops::AttentionOptions o;
   o.sigmoid = sigmoid;
@@ -91,9 +107,8 @@ ops::AttentionOptions make_options(bool sigmoid, std::vector<int64_t> isolate, d
 TEST_CASE("attention forward matches a naive fp64 evaluation (softmax, sigmoid, isolate)",
           "[ops]") {
   const int64_t B = 2, T = 7, NH = 3, HS = 5;
-  const Tensor q = random_tensor({B, T, NH, HS}, 101);
-  const Tensor k = random_tensor({B, T, NH, HS}, 102);
-  const Tensor v = random_tensor({B, T, NH, HS}, 103);
+  const std::array<Tensor, 3> qkv = random_qkv({B, T, NH, HS}, 101);
+  const Tensor &q = qkv[0], &k = qkv[1], &v = qkv[2];
   const std::vector<std::vector<int64_t>> isolates = {{}, {3}, {0, 3, 6}};
   for (bool sigmoid : {false, true})
     for (const auto& isolate : isolates)
@@ -337,25 +352,11 @@ TEST_CASE("attention and its probes reject bad input naming the op and the shape
           Shape{2, 3, 7});
 }
 
-namespace {
-
-// qkv (B, T, 3C) from three (B, T, NH, HS) tensors: q, k, v side by side in each row.
-Tensor pack_qkv(const Tensor& q, const Tensor& k, const Tensor& v) {
-  const int64_t B = q.size(0), T = q.size(1), NH = q.size(2);
-  Tensor qkv = Tensor::empty({B, T, 3 * q.size(2) * q.size(3)}, q.dtype(), q.device());
-  const Tensor* parts[3] = {&q, &k, &v};
-  for (int i = 0; i < 3; ++i) ops::qkv_part(qkv, NH, i).copy_from(*parts[i]);
-  return qkv;
-}
-
-}  // namespace
-
 TEST_CASE("attention_qkv equals attention on its thirds: output, lse, packed gradient",
           "[ops]") {
   const int64_t B = 2, T = 7, NH = 3, HS = 4;
-  const Tensor q = random_tensor({B, T, NH, HS}, 171);
-  const Tensor k = random_tensor({B, T, NH, HS}, 172);
-  const Tensor v = random_tensor({B, T, NH, HS}, 173);
+  const std::array<Tensor, 3> thirds = random_qkv({B, T, NH, HS}, 171);
+  const Tensor &q = thirds[0], &k = thirds[1], &v = thirds[2];
   const Tensor w = random_tensor({B, T, NH, HS}, 174);  // a loss weight: sum(out * w)
   const std::vector<std::vector<int64_t>> isolates = {{}, {4}};
   for (DType dtype : {DType::F64, DType::F32})
