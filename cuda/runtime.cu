@@ -3,6 +3,7 @@
 #include <string>
 
 #include <cstdint>
+#include <cstdlib>
 #include <mutex>
 
 #include "core/concat_flat.h"
@@ -222,7 +223,13 @@ bool initialize() {
     int lowest = 0, highest = 0;  // numerically: lowest priority >= highest
     SINKLAB_CUDA_CHECK(cudaDeviceGetStreamPriorityRange(&lowest, &highest));
     SINKLAB_CUDA_CHECK(cudaStreamCreateWithPriority(&g_stream, cudaStreamNonBlocking, highest));
-    SINKLAB_CUDA_CHECK(cudaStreamCreateWithPriority(&g_side_stream, cudaStreamNonBlocking, lowest));
+    const char* side = std::getenv("SINKLAB_METRICS_PRIORITY");  // low (default) or equal
+    const std::string side_priority = side != nullptr ? side : "low";
+    SINKLAB_CHECK(side_priority == "low" || side_priority == "equal", ValueError,
+                  "SINKLAB_METRICS_PRIORITY=" << side_priority << " is not low or equal",
+                  "unset it (low: the metrics fill the SMs training leaves idle) or set equal");
+    SINKLAB_CUDA_CHECK(cudaStreamCreateWithPriority(
+        &g_side_stream, cudaStreamNonBlocking, side_priority == "equal" ? highest : lowest));
     SINKLAB_CUDA_CHECK(cudaEventCreateWithFlags(&g_fork, cudaEventDisableTiming));
     SINKLAB_CUDA_CHECK(cudaEventCreateWithFlags(&g_join, cudaEventDisableTiming));
     cudaMemPool_t pool;

@@ -21,15 +21,16 @@ void synchronize();  // waits for the compute stream
 
 // Work queued inside a SideStreamScope (on this thread) goes to the side stream, which starts it
 // after everything queued on the compute stream before its start point: by default the scope's
-// opening; with a SideStreamStart, the moment mark_side_stream_start() was called. The trainer
+// opening; with a SideStreamStart, the moment mark_side_stream_start() made it. The trainer
 // marks the end of the forward whose activations the sink metrics read, queues the backward,
 // then opens the scope: the metrics run while the compute stream works through that backward
 // and the update. The side stream has the lowest priority, the compute stream the highest, so
-// the metrics' blocks fill the SMs the training kernels leave idle. Memory allocated inside is
-// freed on the side stream when freed inside; anything the side work reads or made must outlive
-// join_side_stream(), and the compute stream must not write what it reads before then. Scopes
-// do not nest. No products inside: the cuBLAS handles and cuBLASLt's workspace are shared by
-// both streams (the metrics' reductions need none).
+// the metrics' blocks fill the SMs the training kernels leave idle; SINKLAB_METRICS_PRIORITY=equal
+// gives both the same priority (a benchmarking switch: scripts/bench_gpu.sh BENCH_METRICS_EQUAL=1).
+// Memory allocated inside is freed on the side stream when freed inside; anything the side work
+// reads or made must outlive join_side_stream(), and the compute stream must not write what it
+// reads before then. Scopes do not nest. No products inside: the cuBLAS handles and cuBLASLt's
+// workspace are shared by both streams (the metrics' reductions need none).
 class SideStreamStart;
 SideStreamStart mark_side_stream_start();  // the next start point: the compute stream's now
 // A start point; only mark_side_stream_start() makes one, and a later mark supersedes it (a

@@ -7,8 +7,10 @@
 #     llama: the paper's LLaMA-style 152M with head-wise RMSNorm, configs/bench/llama_152m.yaml
 #   BENCH_BATCH (32), BENCH_STEPS (12): batch size and steps (the median of steps 4+ counts).
 #   BENCH_TORCH_MODES ("eager compile"): the PyTorch runs ("" skips them).
-#   BENCH_FP32=1 adds the fp32 runs of both; BENCH_PROFILE=1 adds a SINKLAB_PROFILE run (where a
-#   step's time goes, per phase) and, when nsys is installed, a kernel summary.
+#   BENCH_METRICS_EQUAL=1 adds a metrics-every-step run with the metrics' side stream at the
+#   compute stream's priority (SINKLAB_METRICS_PRIORITY=equal). BENCH_FP32=1 adds the fp32 runs
+#   of both; BENCH_PROFILE=1 adds a SINKLAB_PROFILE run (where a step's time goes, per phase)
+#   and, when ncu is installed, a kernel summary.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build-gpu}
@@ -42,6 +44,10 @@ sinklab() {  # name, then --set overrides; prints the median tokens/s
 declare -A r
 r[bf16_m0]=$(sinklab ${model}_bf16_m0 metrics.every=0)
 r[bf16_m1]=$(sinklab ${model}_bf16_m1 metrics.every=1)
+if [ -n "${BENCH_METRICS_EQUAL:-}" ]; then  # the metrics' side stream at the compute priority
+  r[bf16_m1eq]=$(SINKLAB_METRICS_PRIORITY=equal sinklab ${model}_bf16_m1eq metrics.every=1)
+  echo "sinklab bf16, metrics every step, side stream at equal priority: ${r[bf16_m1eq]} tok/s"
+fi
 for mode in ${BENCH_TORCH_MODES-eager compile}; do
   flag=$([ $mode = compile ] && echo --compile)
   line=$(python3 scripts/bench_torch.py "${torch_args[@]}" --batch "$batch" --steps "$steps" --dtype bf16 $flag 2>&1 | tail -1)
