@@ -757,6 +757,20 @@ dim3 tile_grid(const Problem& p, int tile, const char* op) {
   return dim3(static_cast<unsigned>(p.bh()), static_cast<unsigned>(tiles));
 }
 
+// The backward's D_t = dO_t . O_t for the softmax mode: (B, NH, T) from dO and O (B, T, NH, HS)
+// in T's dtype, one warp per row.
+template <class T>
+Tensor output_row_dots(const Tensor& grad_out, const Tensor& out, const char* op) {
+  const int64_t B = out.size(0), Tn = out.size(1), NH = out.size(2), HS = out.size(3);
+  Tensor dvec = Tensor::empty({B, NH, Tn}, out.dtype(), out.device());  // (B, NH, T)
+  const int64_t rows = B * Tn * NH;
+  attention_row_dot_kernel<<<blocks_for(rows * 32, 256), 256, 0, stream()>>>(
+      grad_out.data<T>(), out.data<T>(), dvec.data<T>(), rows, static_cast<int>(Tn),
+      static_cast<int>(NH), static_cast<int>(HS));
+  SINKLAB_KERNEL_CHECK(op);
+  return dvec;
+}
+
 void attention_forward_cuda(const Tensor& q, const Tensor& k, const Tensor& v,
                             const ops::AttentionParams& params, Tensor& out, Tensor& lse,
                             ops::AttentionOperands& operands) {
@@ -796,15 +810,7 @@ void attention_backward_cuda(const Tensor& q, const Tensor& k, const Tensor& v, 
   dispatch_float(q.dtype(), op, [&](auto zero) {
     using T = decltype(zero);
     // (B, NH, T) D_t = dO_t . O_t, softmax only.
-    Tensor dvec;
-    if (!params.sigmoid) {
-      dvec = Tensor::empty({p.B, p.NH, p.T}, q.dtype(), q.device());  // (B, NH, T)
-      const int64_t rows = p.B * p.T * p.NH;
-      attention_row_dot_kernel<<<blocks_for(rows * 32, 256), 256, 0, stream()>>>(
-          g.data<T>(), out.data<T>(), dvec.data<T>(), rows, static_cast<int>(p.T),
-          static_cast<int>(p.NH), static_cast<int>(p.HS));
-      SINKLAB_KERNEL_CHECK(op);
-    }
+    const Tensor dvec = params.sigmoid ? Tensor() : output_row_dots<T>(g, out, op);
     if constexpr (std::is_same_v<T, float>) {  // tensor-core path (f32, Precision::BF16)
       if (attention_backward_bf16(q, k, v, g, lse, dvec, params, operands, fk, dq, dk, dv))
         return;
@@ -924,16 +930,8 @@ void attention_qkv_backward_cuda(const Tensor& qkv, const Tensor& out, const Ten
   const Tensor g = grad_out.contiguous_or_self();  // (B, T, NH, HS), out's dtype
   if (qkv.dtype() == DType::BF16 && out.dtype() == DType::F32) {
     const int32_t* fk = device_first_key(params.first_key, op);  // (T)
-    const int64_t B = out.size(0), T = out.size(1), NH = out.size(2), HS = out.size(3);
-    Tensor dvec;  // (B, NH, T) D_t = dO_t . O_t, softmax only
-    if (!params.sigmoid) {
-      dvec = Tensor::empty({B, NH, T}, DType::F32, out.device());
-      const int64_t rows = B * T * NH;
-      attention_row_dot_kernel<<<blocks_for(rows * 32, 256), 256, 0, stream()>>>(
-          g.data<float>(), out.data<float>(), dvec.data<float>(), rows, static_cast<int>(T),
-          static_cast<int>(NH), static_cast<int>(HS));
-      SINKLAB_KERNEL_CHECK(op);
-    }
+    // (B, NH, T) D_t = dO_t . O_t, softmax only
+    const Tensor dvec = params.sigmoid ? Tensor() : output_row_dots<float>(g, out, op);
     if (attention_qkv_backward_bf16(qkv, g, lse, dvec, params, fk, dqkv)) return;
     Tensor d32 = Tensor::empty(dqkv.shape(), DType::F32, dqkv.device());  // (B, T, 3C)
     ops::attention_qkv_backward_by_parts(widened(qkv), out, lse, g, params, d32);

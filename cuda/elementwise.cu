@@ -1,12 +1,12 @@
 // CUDA twins of ops/cpu/elementwise and ops/cpu/reduce: broadcasting add/mul, scale, the
-// leading-dims reduction of their backward, and full sums. f32 and f64.
-#include <cuda_bf16.h>
-
+// leading-dims reduction of their backward, and full sums. f32 and f64 (the leading-dims sum
+// also reads bf16: a bias gradient under a bf16 output, summed in f32).
 #include "cuda/check.h"
 #include "cuda/column_sums.cuh"
 #include "core/dispatch.h"
 #include "cuda/elementwise_map.cuh"
 #include "cuda/runtime.h"
+#include "cuda/storage_types.cuh"
 #include "ops/elementwise.h"
 #include "ops/reduce.h"
 
@@ -68,48 +68,34 @@ void scale_cuda(const Tensor& a, double s, Tensor& out) {
   SINKLAB_KERNEL_CHECK("scale");
 }
 
-// grad_b[j] = sum over rows r of grad[r, j] (* times[r, j]), grad and times (rows, nb).
-template <class T>
+// grad_b[j] = sum over rows r of grad[r, j] (* times[r, j]); grad and times (rows, nb) stored as
+// S (f32, f64, or bf16: a bias gradient under a bf16 output), summed in A = AccumulateIn<S>.
+template <class S, class A = typename AccumulateIn<S>::type>
 struct LeadingSumTerm {
-  const T* g;      // (rows, nb)
-  const T* times;  // (rows, nb) or null
+  const S* g;      // (rows, nb)
+  const S* times;  // (rows, nb) or null
   int64_t nb;
-  __device__ void operator()(int64_t r, int64_t j, T* acc) const {
-    acc[0] += times ? g[r * nb + j] * times[r * nb + j] : g[r * nb + j];
-  }
-};
-
-// grad_b[j] (f32) = sum over rows r of grad[r, j] (bf16): a bias gradient under a bf16 output.
-struct Bf16LeadingSumTerm {
-  const __nv_bfloat16* g;  // (rows, nb)
-  int64_t nb;
-  __device__ void operator()(int64_t r, int64_t j, float* acc) const {
-    acc[0] += __bfloat162float(g[r * nb + j]);
+  __device__ void operator()(int64_t r, int64_t j, A* acc) const {
+    const A v = to_acc(g[r * nb + j]);
+    acc[0] += times ? v * to_acc(times[r * nb + j]) : v;
   }
 };
 
 // Deterministic two-pass column sums (cuda/column_sums.cuh): all SMs busy for any shape.
 void sum_leading_cuda(const Tensor& grad, const Tensor* times, Tensor& grad_b) {
   const int64_t nb = grad_b.numel(), rows = grad.numel() / nb;
-  if (grad.dtype() == DType::BF16) {
-    SINKLAB_CHECK(times == nullptr && grad_b.dtype() == DType::F32, DTypeError,
-                  "sum_leading (cuda): a bf16 gradient " << grad.str() << " into "
-                                                         << grad_b.str(),
-                  "bf16 gradients sum into f32 biases only, without a product term");
-    column_sums<float, 1>(rows, nb,
-                          Bf16LeadingSumTerm{static_cast<const __nv_bfloat16*>(grad.raw_data()),
-                                             nb},
-                          grad_b.data<float>(), nullptr, grad.device(), "sum_leading");
-  } else if (grad.dtype() == DType::F32)
-    column_sums<float, 1>(rows, nb,
-                          LeadingSumTerm<float>{grad.data<float>(),
-                                                times ? times->data<float>() : nullptr, nb},
-                          grad_b.data<float>(), nullptr, grad.device(), "sum_leading");
-  else
-    column_sums<double, 1>(rows, nb,
-                           LeadingSumTerm<double>{grad.data<double>(),
-                                                  times ? times->data<double>() : nullptr, nb},
-                           grad_b.data<double>(), nullptr, grad.device(), "sum_leading");
+  SINKLAB_CHECK(grad.dtype() != DType::BF16 || (times == nullptr && grad_b.dtype() == DType::F32),
+                DTypeError,
+                "sum_leading (cuda): a bf16 gradient " << grad.str() << " into " << grad_b.str(),
+                "bf16 gradients sum into f32 biases only, without a product term");
+  dispatch_storage(grad.dtype(), "sum_leading", [&](auto zero) {
+    using S = decltype(zero);
+    using A = typename AccumulateIn<S>::type;
+    const S* pt = times ? static_cast<const S*>(times->raw_data()) : nullptr;  // (rows, nb)
+    column_sums<A, 1>(rows, nb,
+                      LeadingSumTerm<S>{static_cast<const S*>(grad.raw_data()), pt, nb},
+                      grad_b.data<A>(), nullptr, grad.device(), "sum_leading");
+  });
 }
 
 // Full sum in one block: fixed-order per-thread partials then a tree (deterministic).

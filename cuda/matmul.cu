@@ -5,11 +5,11 @@
 //     buffers (one pass each) and multiplied on the tensor cores with fp32 accumulation into the
 //     f32 output through cuBLASLt (CUBLAS_COMPUTE_32F, bf16 A/B, f32 C). linear's bias rides the
 //     product's epilogue (CUBLASLT_EPILOGUE_BIAS): no second pass over the output. A bf16 C
-//     (linear's LinearOutput::kOperandDType, the logits) takes the same path, written in bf16.
-//     Plans
-//     (descriptors and the heuristic's algorithm) are cached per shape. SINKLAB_BF16_GEMM=fast selects cuBLAS's
-//     in-library conversion instead (CUBLAS_COMPUTE_32F_FAST_16BF on the f32 operands), for
-//     benchmarking the two against each other.
+//     (linear's LinearOutput::kOperandDType: the logits, GPT-2's qkv and FFN hidden) takes the
+//     same path, written in bf16. Plans (descriptors and the heuristic's algorithm) are cached
+//     per shape. SINKLAB_BF16_GEMM=fast selects cuBLAS's in-library conversion instead
+//     (CUBLAS_COMPUTE_32F_FAST_16BF on the f32 operands), for benchmarking the two against each
+//     other.
 #include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
@@ -192,8 +192,9 @@ const LtPlan& lt_plan(const LtKey& key) {
 }
 
 // c (batch, M, N) f32 or bf16 = op(a16) op(b16) (+ c when accumulate) (+ bias (N) per row when
-// given: f32 for an f32 c, bf16 for a bf16 c), a16/b16 bf16, fp32 accumulation. False when cuBLASLt has no algorithm for the shape or
-// an operand is not 256-byte aligned (the caller falls back).
+// given: f32 for an f32 c, bf16 for a bf16 c), a16/b16 bf16, fp32 accumulation. False when
+// cuBLASLt has no algorithm for the shape or an operand is not 256-byte aligned (the caller
+// falls back).
 bool lt_gemm(const Tensor& a16, bool ta, const Tensor& b16, bool tb, Tensor& c, bool accumulate,
              const void* bias) {
   const int64_t batch = c.size(0), M = c.size(1), N = c.size(2);

@@ -678,8 +678,19 @@ void abs_order_statistics_typed(const Tensor& x, const std::vector<int64_t>& ran
                 "ask for at most " + std::to_string(opted / (kBins * sizeof(unsigned))) +
                     " ranks per call");
   // Enough blocks to stream x at full bandwidth; each flushes its histograms once.
-  const unsigned blocks = std::min<unsigned>(blocks_for(n, 256), 132u * 4u);
+  const unsigned blocks = std::min<unsigned>(blocks_for(n, 256), multiprocessors() * 4u);
   using O = typename AccumulateIn<T>::type;
+  // Radix pass p (>= 1) over source with `grid` blocks: the digit of `width` bits at `shift`,
+  // counted into its own zeroed histogram region, then every rank's prefix extended by it.
+  auto radix_pass = [&](const SelectSource<T>& source, unsigned grid, int p, int shift,
+                        int width) {
+    unsigned long long* pass_hist = hist + p * region;  // (count, kBins)
+    select_histogram<T, K><<<grid, 256, shared, stream()>>>(source, state, pass_hist, count,
+                                                            shift, width);
+    SINKLAB_KERNEL_CHECK("abs_order_statistics histogram");
+    select_step<K><<<count, kStepThreads, 0, stream()>>>(state, pass_hist, count, shift, width);
+    SINKLAB_KERNEL_CHECK("abs_order_statistics step");
+  };
   if (n >= kBracketMinN && whole_key_fits<T>()) {
     // Large f32 / f64: every rank's top 16 bits from one histogram, then radix passes over x
     // (12 bits at a time) that count only the keys under each rank's prefix.
@@ -689,12 +700,7 @@ void abs_order_statistics_typed(const Tensor& x, const std::vector<int64_t>& ran
     for (int p = 1; below > 0; ++p) {
       const int width = std::min(below, kDigitBits);
       below -= width;
-      unsigned long long* pass_hist = hist + p * region;  // (count, kBins), zeroed
-      select_histogram<T, K><<<blocks, 256, shared, stream()>>>(whole, state, pass_hist, count,
-                                                                below, width);
-      SINKLAB_KERNEL_CHECK("abs_order_statistics histogram");
-      select_step<K><<<count, kStepThreads, 0, stream()>>>(state, pass_hist, count, below, width);
-      SINKLAB_KERNEL_CHECK("abs_order_statistics step");
+      radix_pass(whole, blocks, p, below, width);
     }
     select_write<T, K, O><<<1, 32, 0, stream()>>>(state, out.data<O>(), count);
     SINKLAB_KERNEL_CHECK("abs_order_statistics write");
@@ -717,13 +723,7 @@ void abs_order_statistics_typed(const Tensor& x, const std::vector<int64_t>& ran
   SINKLAB_KERNEL_CHECK("abs_order_statistics first step");
   for (int p = 1; p < passes; ++p) {
     shift -= widths[p];
-    unsigned long long* pass_hist = hist + p * region;  // (count, kBins)
-    select_histogram<T, K><<<pass_blocks, 256, shared, stream()>>>(source, state, pass_hist,
-                                                              count, shift, widths[p]);
-    SINKLAB_KERNEL_CHECK("abs_order_statistics histogram");
-    select_step<K><<<count, kStepThreads, 0, stream()>>>(state, pass_hist, count, shift,
-                                                         widths[p]);
-    SINKLAB_KERNEL_CHECK("abs_order_statistics step");
+    radix_pass(source, pass_blocks, p, shift, widths[p]);
   }
   select_write<T, K, O><<<1, 32, 0, stream()>>>(state, out.data<O>(), count);
   SINKLAB_KERNEL_CHECK("abs_order_statistics write");

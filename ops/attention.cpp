@@ -126,20 +126,32 @@ Tensor qkv_part(const Tensor& qkv, int64_t n_head, int part) {
   return qkv.reshape_view({B, T, 3 * n_head, HS}).narrow_view(2, part * n_head, n_head);
 }
 
+namespace {
+// Part i of qkv (B, T, 3C) as a contiguous (B, T, NH, HS) tensor in dtype: what attention's
+// kernels take.
+Tensor contiguous_part(const Tensor& qkv, int64_t n_head, int i, DType dtype) {
+  return qkv_part(qkv, n_head, i).to_dtype(dtype).contiguous_or_self();
+}
+}  // namespace
+
 void attention_qkv_forward_by_parts(const Tensor& qkv, const AttentionParams& params, Tensor& out,
                                     Tensor& lse) {
   const int64_t NH = out.size(2);
-  auto part = [&](int i) { return qkv_part(qkv, NH, i).to_dtype(out.dtype()).contiguous_or_self(); };
+  const DType dt = out.dtype();
   AttentionOperands operands;  // not kept: the backward splits qkv again
-  attention_kernels.forward(qkv.device())(part(0), part(1), part(2), params, out, lse, operands);
+  attention_kernels.forward(qkv.device())(contiguous_part(qkv, NH, 0, dt),
+                                          contiguous_part(qkv, NH, 1, dt),
+                                          contiguous_part(qkv, NH, 2, dt), params, out, lse,
+                                          operands);
 }
 
 void attention_qkv_backward_by_parts(const Tensor& qkv, const Tensor& out, const Tensor& lse,
                                      const Tensor& grad_out, const AttentionParams& params,
                                      Tensor& dqkv) {
   const int64_t NH = out.size(2);
-  auto part = [&](int i) { return qkv_part(qkv, NH, i).to_dtype(out.dtype()).contiguous_or_self(); };
-  const Tensor q = part(0), k = part(1), v = part(2);
+  const Tensor q = contiguous_part(qkv, NH, 0, out.dtype());  // (B, T, NH, HS) each
+  const Tensor k = contiguous_part(qkv, NH, 1, out.dtype());
+  const Tensor v = contiguous_part(qkv, NH, 2, out.dtype());
   Tensor dq = Tensor::empty(q.shape(), q.dtype(), q.device());  // (B, T, NH, HS)
   Tensor dk = Tensor::empty(q.shape(), q.dtype(), q.device());  // (B, T, NH, HS)
   Tensor dv = Tensor::empty(q.shape(), q.dtype(), q.device());  // (B, T, NH, HS)
@@ -173,7 +185,8 @@ Tensor attention_qkv(const Tensor& qkv, int64_t n_head, const AttentionOptions& 
   autograd::record(out, "attention", {qkv},
                    [qkv = qkv.detach(), o = out.detach(), lse,
                     params = std::move(params)](const Tensor& g) {
-                     Tensor dqkv = Tensor::empty(qkv.shape(), qkv.dtype(), qkv.device());  // (B, T, 3C)
+                     // (B, T, 3C)
+                     Tensor dqkv = Tensor::empty(qkv.shape(), qkv.dtype(), qkv.device());
                      attention_qkv_kernels.backward(qkv.device())(qkv, o, lse, g, params, dqkv);
                      return std::vector<Tensor>{dqkv};
                    });
@@ -214,7 +227,8 @@ Tensor attention_key_mass(const Tensor& q, const Tensor& k, const Tensor& lse, i
                 op << ": q " << q.str() << " and k " << k.str() << " have rows "
                    << q.strides()[1] << " and " << k.strides()[1] << " elements apart",
                 "pass q and k of one layout (both contiguous, or both qkv_part views)");
-  Tensor mass = Tensor::empty({B, NH, T}, attention_lse_dtype(q.dtype()), q.device());  // (B, NH, T)
+  // (B, NH, T)
+  Tensor mass = Tensor::empty({B, NH, T}, attention_lse_dtype(q.dtype()), q.device());
   attention_key_mass_kernels.forward(q.device())(q, k, lse, key, params, mass);
   return mass;
 }

@@ -260,7 +260,8 @@ GPT::Stream GPT::block(int64_t layer, const Stream& in, LayerCapture* capture) c
   const std::string mid = layer_prefix(layer) +
                           (is_llama(cfg_) ? "post_attention_layernorm." : "ln_2.");
   const ops::AddNorm x1 = add_norm(mid, in.x, attention_block(layer, in.h, capture));
-  const ops::AddNorm x2 = add_norm(input_norm(layer + 1), x1.sum, ffn_block(layer, x1.normed, capture));
+  const ops::AddNorm x2 =
+      add_norm(input_norm(layer + 1), x1.sum, ffn_block(layer, x1.normed, capture));
   return {x2.sum, x2.normed};
 }
 

@@ -64,7 +64,6 @@ class QueuedSinkMetrics {
   QueuedSinkMetrics(QueuedSinkMetrics&&) noexcept;
   QueuedSinkMetrics& operator=(QueuedSinkMetrics&&) noexcept;
   ~QueuedSinkMetrics();
-  bool queued() const { return state_ != nullptr; }
 
  private:
   struct State;
