@@ -124,7 +124,7 @@ TEST_CASE("cuda: layernorm's bf16 output (kOperandDType) matches the CPU within 
   const Shape shape{6, 37, 96};
   const Tensor x = random_tensor(shape, 166, DType::F32, 2.0);
   const Tensor delta = random_tensor(shape, 167, DType::F32, 1.0);
-  const Tensor w = random_tensor({96}, 168, DType::F32, 1.0), b = random_tensor({96}, 169);
+  const Tensor w = random_tensor({96}, 168, DType::F32, 1.0), b = random_tensor({96}, 169, DType::F32, 1.0);
   const Tensor g16 = random_tensor(shape, 170, DType::F32).to_dtype(DType::BF16);
   for (bool fused : {false, true}) {
     INFO("fused " << fused);
