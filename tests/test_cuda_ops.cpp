@@ -129,10 +129,12 @@ TEST_CASE("cuda: layernorm's bf16 output (kOperandDType) matches the CPU within 
   for (bool fused : {false, true}) {
     INFO("fused " << fused);
     auto run = [&](Device device, ops::NormOutput output, std::vector<Tensor>& grads) {
-      Tensor xd = x.to_device(device).set_requires_grad(true);
-      Tensor dd = delta.to_device(device).set_requires_grad(true);
-      Tensor wd = w.to_device(device).set_requires_grad(true);
-      Tensor bd = b.to_device(device).set_requires_grad(true);
+      // detach(): a fresh leaf each run (to_device(cpu) returns the tensor itself, whose
+      // gradient would otherwise accumulate over the two loop iterations)
+      Tensor xd = x.detach().to_device(device).set_requires_grad(true);
+      Tensor dd = delta.detach().to_device(device).set_requires_grad(true);
+      Tensor wd = w.detach().to_device(device).set_requires_grad(true);
+      Tensor bd = b.detach().to_device(device).set_requires_grad(true);
       const Tensor y = fused ? ops::add_layernorm(xd, dd, wd, bd, 1e-5, output).normed
                              : ops::layernorm(xd, wd, bd, 1e-5, output);
       const Tensor g = y.dtype() == DType::BF16 ? g16 : g16.to_dtype(DType::F32);
