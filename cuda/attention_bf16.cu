@@ -46,6 +46,9 @@
 // to HS + 8 bf16 (a multiple of 16 bytes, rows 16 bytes apart modulo 128): ldmatrix and the tile
 // stores are free of bank conflicts. Within a warp, 16-key (16-query) slices that lie entirely
 // above the causal diagonal are skipped; they are masked anyway.
+// Under the plain causal mask (no isolated position), a tile that a warp sees whole (below the
+// diagonal: all of its keys at or before all of its queries) skips the mask's compares; only
+// the diagonal tiles are masked element by element.
 #include "cuda/attention_bf16.h"
 
 #include <cuda_bf16.h>
@@ -262,11 +265,20 @@ __device__ __forceinline__ float quad_sum(float v) {
   return v + __shfl_xor_sync(0xffffffffu, v, 2);
 }
 
+// 2^x on the special-function unit (ex2.approx.ftz: ~2 ulp; a result below 2^-126 flushes to 0,
+// and 2^-inf = 0): exp2f without the range fix-up around it. The weights it computes are at most
+// 1 and are rounded to bf16 before any product.
+__device__ __forceinline__ float fast_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
 // sigmoid(x) with x2 = x log2(e). __fdividef (x * approximate 1/y, ~2 ulp) avoids the slow path
 // of IEEE division; it returns 0 for 1 + exp2(-x2) >= 2^126 (including inf), where the sigmoid
 // is below 2^-126 anyway.
 __device__ __forceinline__ float sigmoid_log2(float x2) {
-  return __fdividef(1.f, 1.f + exp2f(-x2));
+  return __fdividef(1.f, 1.f + fast_exp2(-x2));
 }
 
 // Two adjacent gradient values of a row: f32 as they are, bf16 rounded to nearest even.
@@ -287,7 +299,7 @@ __global__ void __launch_bounds__(kThreads)
                                   const bf16* __restrict__ v,
                                   const int32_t* __restrict__ first_key, float* __restrict__ out,
                                   float* __restrict__ lse, int Tn, int NH, int64_t qkv_rs,
-                                  float scale_log2) {
+                                  float scale_log2, bool causal_only) {
   constexpr int BQ = kRows, BK = Tiles<D>::fwd_bk, LD = D + kPad;
   constexpr int NK = BK / 8;  // key n-tiles of the score tile
   constexpr int ND = D / 8;   // head n-tiles of the output
@@ -358,18 +370,28 @@ __global__ void __launch_bounds__(kThreads)
       }
     }
 
-    // Mask, then the weights P (in s).
+    // Mask, then the weights P (in s). A tile the warp sees whole (plain causal mask, every
+    // key at or before the warp's first query) skips the mask's compares.
+    auto scale_scores = [&](auto masked) {
 #pragma unroll
-    for (int j = 0; j < NK; ++j)
+      for (int j = 0; j < NK; ++j)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int i = e / 2, key = k0 + 8 * j + 2 * c + e % 2;
-        const bool visible = key >= first[i] && key <= t_row[i];
-        if constexpr (SIGMOID)
-          s[j][e] = visible ? sigmoid_log2(s[j][e] * scale_log2) : 0.f;
-        else
-          s[j][e] = visible ? s[j][e] * scale_log2 : -INFINITY;
-      }
+        for (int e = 0; e < 4; ++e) {
+          bool visible = true;
+          if constexpr (decltype(masked)::value) {
+            const int i = e / 2, key = k0 + 8 * j + 2 * c + e % 2;
+            visible = key >= first[i] && key <= t_row[i];
+          }
+          if constexpr (SIGMOID)
+            s[j][e] = visible ? sigmoid_log2(s[j][e] * scale_log2) : 0.f;
+          else
+            s[j][e] = visible ? s[j][e] * scale_log2 : -INFINITY;
+        }
+    };
+    if (causal_only && k0 + BK - 1 <= q0 + wr && q0 + wr + 15 < Tn)
+      scale_scores(std::false_type{});
+    else
+      scale_scores(std::true_type{});
     if constexpr (!SIGMOID) {
       float mx[2] = {m[0], m[1]};
 #pragma unroll
@@ -383,7 +405,7 @@ __global__ void __launch_bounds__(kThreads)
         // A row with nothing visible so far keeps m = -inf: use 0 as the reference so that
         // exp2(-inf - 0) = 0 instead of exp2(-inf + inf) = NaN.
         ref[i] = mx[i] == -INFINITY ? 0.f : mx[i];
-        const float alpha = exp2f(m[i] - ref[i]);  // rescales what was summed so far
+        const float alpha = fast_exp2(m[i] - ref[i]);  // rescales what was summed so far
         m[i] = mx[i];
         l[i] *= alpha;
 #pragma unroll
@@ -396,7 +418,7 @@ __global__ void __launch_bounds__(kThreads)
       for (int j = 0; j < NK; ++j)
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          s[j][e] = exp2f(s[j][e] - ref[e / 2]);  // 0 where masked (s = -inf)
+          s[j][e] = fast_exp2(s[j][e] - ref[e / 2]);  // 0 where masked (s = -inf)
           l[e / 2] += s[j][e];
         }
     }
@@ -446,7 +468,7 @@ __device__ __forceinline__ float score_grad(float x, float dp, float lse2, float
     const float p = sigmoid_log2(x);
     return p * (1.f - p) * dp;
   } else {
-    return exp2f(x - lse2) * (dp - dvec);
+    return fast_exp2(x - lse2) * (dp - dvec);
   }
 }
 
@@ -456,7 +478,8 @@ __global__ void __launch_bounds__(kThreads)
                              const bf16* __restrict__ v, const bf16* __restrict__ dout,
                              const float* __restrict__ lse, const float* __restrict__ dvec,
                              const int32_t* __restrict__ first_key, G* __restrict__ dq,
-                             int Tn, int NH, int64_t qkv_rs, float scale_log2, float scale) {
+                             int Tn, int NH, int64_t qkv_rs, float scale_log2, float scale,
+                             bool causal_only) {
   constexpr int BQ = kRows, BK = Tiles<D>::dq_bk, LD = D + kPad;
   constexpr int NK = BK / 8, ND = D / 8;
   extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -534,17 +557,27 @@ __global__ void __launch_bounds__(kThreads)
       }
     }
 
-    // dS (in s), zero where masked.
+    // dS (in s), zero where masked; a tile the warp sees whole skips the mask's compares.
+    auto score_grads = [&](auto masked) {
 #pragma unroll
-    for (int j = 0; j < NK; ++j)
+      for (int j = 0; j < NK; ++j)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int i = e / 2, key = k0 + 8 * j + 2 * c + e % 2;
-        const bool visible = key >= first[i] && key <= t_row[i];
-        s[j][e] = visible ? score_grad<SIGMOID>(s[j][e] * scale_log2, dp[j][e], lse2[i],
-                                                dv_row[i])
-                          : 0.f;
-      }
+        for (int e = 0; e < 4; ++e) {
+          const int i = e / 2;
+          bool visible = true;
+          if constexpr (decltype(masked)::value) {
+            const int key = k0 + 8 * j + 2 * c + e % 2;
+            visible = key >= first[i] && key <= t_row[i];
+          }
+          s[j][e] = visible ? score_grad<SIGMOID>(s[j][e] * scale_log2, dp[j][e], lse2[i],
+                                                  dv_row[i])
+                            : 0.f;
+        }
+    };
+    if (causal_only && k0 + BK - 1 <= q0 + wr && q0 + wr + 15 < Tn)
+      score_grads(std::false_type{});
+    else
+      score_grads(std::true_type{});
 
     // dQ += dS K: dS (16, BK) from the accumulators, K (BK, D) row-major -> ldmatrix .trans.
 #pragma unroll
@@ -586,7 +619,7 @@ __global__ void __launch_bounds__(kThreads)
                               const float* __restrict__ lse, const float* __restrict__ dvec,
                               const int32_t* __restrict__ first_key, G* __restrict__ dk,
                               G* __restrict__ dv, int Tn, int NH, int64_t qkv_rs,
-                              float scale_log2, float scale) {
+                              float scale_log2, float scale, bool causal_only) {
   constexpr int BK = kRows, BQ = Tiles<D>::kv_bq, LD = D + kPad;
   constexpr int NQ = BQ / 8, ND = D / 8;
   extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -678,28 +711,40 @@ __global__ void __launch_bounds__(kThreads)
       }
     }
 
-    // P^T (in st) and dS^T (in dpt), zero where masked.
+    // P^T (in st) and dS^T (in dpt), zero where masked. A tile the warp sees whole (plain
+    // causal mask, every query valid and at or after the warp's last key) skips the mask's
+    // compares.
+    auto weights_and_grads = [&](auto masked) {
 #pragma unroll
-    for (int j = 0; j < NQ; ++j)
+      for (int j = 0; j < NQ; ++j)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int i = e / 2, col = 8 * j + 2 * c + e % 2, t = q0 + col, key = key_row[i];
-        // Also excludes t >= T (Fs = INT_MAX) and key >= T (later than every valid t).
-        const bool visible = key >= Fs[col] && key <= t;
-        float p = 0.f, ds = 0.f;
-        if (visible) {
-          const float x = st[j][e] * scale_log2;
-          if constexpr (SIGMOID) {
-            p = sigmoid_log2(x);
-            ds = p * (1.f - p) * dpt[j][e];
-          } else {
-            p = exp2f(x - Ls[col]);
-            ds = p * (dpt[j][e] - Ds[col]);
+        for (int e = 0; e < 4; ++e) {
+          const int col = 8 * j + 2 * c + e % 2;
+          bool visible = true;
+          if constexpr (decltype(masked)::value) {
+            const int t = q0 + col, key = key_row[e / 2];
+            // Also excludes t >= T (Fs = INT_MAX) and key >= T (later than every valid t).
+            visible = key >= Fs[col] && key <= t;
           }
+          float p = 0.f, ds = 0.f;
+          if (visible) {
+            const float x = st[j][e] * scale_log2;
+            if constexpr (SIGMOID) {
+              p = sigmoid_log2(x);
+              ds = p * (1.f - p) * dpt[j][e];
+            } else {
+              p = fast_exp2(x - Ls[col]);
+              ds = p * (dpt[j][e] - Ds[col]);
+            }
+          }
+          st[j][e] = p;
+          dpt[j][e] = ds;
         }
-        st[j][e] = p;
-        dpt[j][e] = ds;
-      }
+    };
+    if (causal_only && q0 >= wk0 + 15 && q0 + BQ <= Tn)
+      weights_and_grads(std::false_type{});
+    else
+      weights_and_grads(std::true_type{});
 
     // dV += P^T dO and dK += dS^T Q: A from the accumulators (k = queries), dO and Q (BQ, D)
     // row-major -> ldmatrix .trans.
@@ -801,6 +846,13 @@ void dispatch(int64_t HS, bool sigmoid, Body&& body) {
 
 namespace {
 
+// Whether the mask is the plain causal one (no isolated position: every query's first visible
+// key is 0), so the kernels may skip the compares on tiles a warp sees whole.
+bool causal_only(const ops::AttentionParams& params) {
+  return std::all_of(params.first_key.begin(), params.first_key.end(),
+                     [](int64_t first) { return first == 0; });
+}
+
 // The forward on bf16 q, k, v whose positions are qkv_rs elements apart (B, T, NH, HS each).
 void launch_forward(const bf16* pq, const bf16* pk, const bf16* pv, int64_t qkv_rs, int64_t B,
                     int Tn, int NH, int64_t HS, const ops::AttentionParams& params,
@@ -814,7 +866,7 @@ void launch_forward(const bf16* pq, const bf16* pk, const bf16* pv, int64_t qkv_
     auto kernel = attention_forward_bf16_kernel<D, S>;
     prepare_shared_memory(reinterpret_cast<const void*>(kernel), smem);
     kernel<<<grid, kThreads, smem, stream()>>>(pq, pk, pv, first_key, po, plse, Tn, NH, qkv_rs,
-                                              scale_log2);
+                                              scale_log2, causal_only(params));
     SINKLAB_KERNEL_CHECK("attention (bf16)");
   });
 }
@@ -828,6 +880,7 @@ void launch_backward(const bf16* pq, const bf16* pk, const bf16* pv, const bf16*
                      const int32_t* first_key, G* pdq, G* pdk, G* pdv) {
   const float scale = static_cast<float>(params.scale);
   const float scale_log2 = scale * kLog2e;
+  const bool plain = causal_only(params);
   const dim3 grid(static_cast<unsigned>(B * NH), static_cast<unsigned>((Tn + kRows - 1) / kRows));
   dispatch(HS, params.sigmoid, [&](auto dtag, auto sigmoid) {
     constexpr int D = decltype(dtag)::value;
@@ -837,7 +890,7 @@ void launch_backward(const bf16* pq, const bf16* pk, const bf16* pv, const bf16*
       auto kernel = attention_dq_bf16_kernel<D, S, G>;
       prepare_shared_memory(reinterpret_cast<const void*>(kernel), smem);
       kernel<<<grid, kThreads, smem, stream()>>>(pq, pk, pv, pg, plse, pdvec, first_key, pdq, Tn,
-                                                NH, qkv_rs, scale_log2, scale);
+                                                NH, qkv_rs, scale_log2, scale, plain);
       SINKLAB_KERNEL_CHECK("attention backward (bf16, dq)");
     }
     {
@@ -845,7 +898,7 @@ void launch_backward(const bf16* pq, const bf16* pk, const bf16* pv, const bf16*
       auto kernel = attention_dkv_bf16_kernel<D, S, G>;
       prepare_shared_memory(reinterpret_cast<const void*>(kernel), smem);
       kernel<<<grid, kThreads, smem, stream()>>>(pq, pk, pv, pg, plse, pdvec, first_key, pdk,
-                                                pdv, Tn, NH, qkv_rs, scale_log2, scale);
+                                                pdv, Tn, NH, qkv_rs, scale_log2, scale, plain);
       SINKLAB_KERNEL_CHECK("attention backward (bf16, dk/dv)");
     }
   });
