@@ -34,9 +34,10 @@
 // Backward (no atomics: every output element is summed by one lane in a fixed order, so results
 // are bit-identical across runs), probabilities recomputed from q, k and lse:
 //   1. Dvec[b, h, t] = dO_t . O_t (softmax only): computed by cuda/attention.cu (fp32).
-//   2. dq: one block per (b, h, 64 queries), looping over the visible key tiles of 64:
+//   2. dq: one block per (b, h, 64 queries), looping over the visible key tiles of 32:
 //      S = Q K^T, dP = dO V^T, dS = P (dP - D) (softmax) or P (1 - P) dP (sigmoid), dQ += dS K.
-//      Shared: Q, dO, and K, V twice (64, HS + 8) bf16 (54 KB / 102 KB).
+//      Shared: Q, dO (64, HS + 8) and K, V twice (32, HS + 8) bf16 (37 KB / 70 KB). 32 keys
+//      per tile keep HS 64 at 119 registers (four blocks per SM; 160 at 64 keys).
 //   3. dk, dv: one block per (b, h, 64 keys), early (long) tiles first, looping over the query
 //      tiles t >= k0 (32 queries):
 //      S^T = K Q^T, dP^T = V dO^T, dV += P^T dO, dK += dS^T Q.
@@ -83,7 +84,7 @@ constexpr float kLn2 = 0.6931471805599453f;
 template <int D>
 struct Tiles {
   static constexpr int fwd_bk = 64;                 // forward: kRows queries x 64 keys
-  static constexpr int dq_bk = 64;                  // dq: kRows queries x 64 keys
+  static constexpr int dq_bk = 32;                  // dq: kRows queries x 32 keys
   // dk/dv: kRows keys x 32 queries. At HS 64, 32 rather than 64 queries per tile cut the
   // kernel's registers from 228 to 162 (three blocks per SM instead of two) and its time at
   // GPT-2 124M from 750 to 675 us (ncu, H200); at HS 128 it keeps it within 255 registers.

@@ -10,6 +10,8 @@
 //
 // Row kernels: one warp per row (8 rows per 256-thread block), lanes stride over the row,
 // warp-shuffle (xor butterfly) sums, so every lane holds the bit-identical row total.
+// layernorm's forward on f32 rows of C = 128 n (n <= 8; GPT-2's 768) keeps the row in registers
+// (float4 per lane) instead: x and delta read once, nothing read back.
 // Parameter gradients (layernorm weight/bias, rmsnorm gain) are column sums over rows, done in
 // two deterministic passes without atomics: (1) blocks of 32 columns x a chunk of rows write one
 // partial per (chunk, column) to an f64 scratch buffer (each thread sums its rows in order in the
@@ -97,6 +99,69 @@ __global__ void layernorm_forward_kernel(const T* x, const T* delta, T* sum_out,
     yr[c] = from_acc<Y>((xr[c] - mu) * inv * weight[c] + (bias ? bias[c] : T(0)));
 }
 
+// The same for f32 rows of C = 128 n (n <= kMaxRowVectors) with 16-byte aligned buffers: the
+// row stays in registers (lane l holds the float4s at 4 l + 128 i, i < n), so x and delta are
+// read once and the sum and y written once, never read back (the kernel above re-reads its row
+// three times). The sums run in a different order from the kernel above (same two-pass
+// formulas); y is stored as Y (f32, or bf16 rounded to nearest even).
+constexpr int kMaxRowVectors = 8;  // C <= 1024
+
+__device__ __forceinline__ void store_four(float* p, float a, float b, float c, float d) {
+  *reinterpret_cast<float4*>(p) = make_float4(a, b, c, d);
+}
+__device__ __forceinline__ void store_four(__nv_bfloat16* p, float a, float b, float c, float d) {
+  __nv_bfloat162 v[2] = {__floats2bfloat162_rn(a, b), __floats2bfloat162_rn(c, d)};
+  *reinterpret_cast<uint2*>(p) = *reinterpret_cast<const uint2*>(v);
+}
+
+template <class Y>
+__global__ void layernorm_forward_vec_kernel(const float* x, const float* delta, float* sum_out,
+                                             const float* weight, const float* bias, Y* y,
+                                             float* mean, float* rstd, int64_t rows, int n,
+                                             float eps) {
+  const int lane = threadIdx.x % kWarp;
+  const int64_t r = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.x / kWarp;
+  if (r >= rows) return;  // the whole warp leaves together: the shuffles stay full-warp
+  const int64_t C = 128 * static_cast<int64_t>(n);
+  float4 v[kMaxRowVectors];  // this lane's part of the row (x, or x + delta)
+  float sum = 0.f;
+#pragma unroll
+  for (int i = 0; i < kMaxRowVectors; ++i) {
+    if (i >= n) break;
+    const int64_t at = r * C + 4 * lane + 128 * i;
+    float4 a = *reinterpret_cast<const float4*>(x + at);
+    if (delta) {
+      const float4 d = *reinterpret_cast<const float4*>(delta + at);
+      a = make_float4(a.x + d.x, a.y + d.y, a.z + d.z, a.w + d.w);
+      *reinterpret_cast<float4*>(sum_out + at) = a;
+    }
+    v[i] = a;
+    sum += (a.x + a.y) + (a.z + a.w);
+  }
+  const float mu = warp_sum(sum) / static_cast<float>(C);
+  float sq = 0.f;  // two passes: no cancellation when |mean| >> std
+#pragma unroll
+  for (int i = 0; i < kMaxRowVectors; ++i) {
+    if (i >= n) break;
+    const float a = v[i].x - mu, b = v[i].y - mu, c = v[i].z - mu, d = v[i].w - mu;
+    sq += (a * a + b * b) + (c * c + d * d);
+  }
+  const float inv = inv_sqrt(warp_sum(sq) / static_cast<float>(C) + eps);
+  if (lane == 0) {
+    mean[r] = mu;
+    rstd[r] = inv;
+  }
+#pragma unroll
+  for (int i = 0; i < kMaxRowVectors; ++i) {
+    if (i >= n) break;
+    const int64_t c = 4 * lane + 128 * i;
+    const float4 w = *reinterpret_cast<const float4*>(weight + c);
+    const float4 b = bias ? *reinterpret_cast<const float4*>(bias + c) : make_float4(0, 0, 0, 0);
+    store_four(y + r * C + c, (v[i].x - mu) * inv * w.x + b.x, (v[i].y - mu) * inv * w.y + b.y,
+               (v[i].z - mu) * inv * w.z + b.z, (v[i].w - mu) * inv * w.w + b.w);
+  }
+}
+
 // dx (rows, C) = rstd * (g - mean_c(g) - xhat * mean_c(g * xhat)), g = weight * dy; dy stored
 // as G (y's dtype: T, or bf16 for an f32 x), widened to T.
 template <class T, class G>
@@ -149,6 +214,25 @@ void launch_layernorm_forward(const Tensor& x, const Tensor& delta, Tensor* sum,
     const int64_t C = x.size(-1), rows = x.numel() / C;
     if (rows == 0) return;
     auto launch = [&](auto* py) {  // y (rows, C) as T or bf16
+      if constexpr (std::is_same_v<T, float>) {
+        const bool vec = C % 128 == 0 && C / 128 <= kMaxRowVectors &&
+                         aligned16({x.raw_data(), delta.defined() ? delta.raw_data() : nullptr,
+                                    sum ? sum->raw_data() : nullptr, weight.raw_data(),
+                                    bias.defined() ? bias.raw_data() : nullptr, y.raw_data()});
+        if (vec) {
+          layernorm_forward_vec_kernel<<<row_blocks(rows), kRowThreads, 0, stream()>>>(
+              x.data<T>(),                                  // (rows, C)
+              delta.defined() ? delta.data<T>() : nullptr,  // (rows, C) or none
+              sum ? sum->data<T>() : nullptr,               // (rows, C) or none
+              weight.data<T>(),                             // (C)
+              bias.defined() ? bias.data<T>() : nullptr,    // (C) or none
+              py,                                           // (rows, C)
+              mean.data<T>(),                               // (rows)
+              rstd.data<T>(),                               // (rows)
+              rows, static_cast<int>(C / 128), static_cast<T>(eps));
+          return;
+        }
+      }
       layernorm_forward_kernel<<<row_blocks(rows), kRowThreads, 0, stream()>>>(
           x.data<T>(),                                  // (rows, C)
           delta.defined() ? delta.data<T>() : nullptr,  // (rows, C) or none

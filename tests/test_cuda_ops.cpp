@@ -67,11 +67,13 @@ TEST_CASE("cuda: layernorm with and without bias matches the CPU, forward and ba
           "[cuda]") {
   SINKLAB_REQUIRE_CUDA();
   for (DType dt : {DType::F32, DType::F64})
-    for (int64_t C : {7, 64, 769})
+    // C 256 and 1024: f32 rows held in registers (C = 128 n, n <= 8); 1152: n = 9, the
+    // row-walking kernel.
+    for (int64_t C : {7, 64, 256, 769, 1024, 1152})
       // 15 rows (not a multiple of the 8 rows per block) and 1517 rows (many row chunks in the
       // weight/bias column sums).
       for (Shape lead : {Shape{3, 5}, Shape{37, 41}}) {
-        if (C == 769 && lead[0] == 37) continue;  // 1.2M elements: slow CPU reference
+        if (C > 256 && lead[0] == 37) continue;  // over 1M elements: slow CPU reference
         Shape shape = lead;
         shape.push_back(C);
         INFO(dtype_label(dt) << " x " << shape_str(shape));
@@ -91,7 +93,7 @@ TEST_CASE("cuda: layernorm with and without bias matches the CPU, forward and ba
 TEST_CASE("cuda: add_layernorm and add_rmsnorm match the CPU, forward and backward", "[cuda]") {
   SINKLAB_REQUIRE_CUDA();
   for (DType dt : {DType::F32, DType::F64})
-    for (Shape shape : {Shape{3, 5, 7}, Shape{37, 41, 64}}) {
+    for (Shape shape : {Shape{3, 5, 7}, Shape{37, 41, 64}, Shape{5, 3, 384}}) {  // 384: in registers
       INFO(dtype_label(dt) << " x " << shape_str(shape));
       const int64_t C = shape.back(), rows = shape[0] * shape[1];
       Tensor x = random_tensor(shape, 110, dt, 1.0, true);
@@ -121,40 +123,42 @@ TEST_CASE("cuda: layernorm's bf16 output (kOperandDType) matches the CPU within 
   // upstream gradient bf16 (exact bf16 values, so the CPU reference on their f32 values sees the
   // same numbers: f32 tolerances for x, weight and bias gradients). Plain and fused with the add.
   PrecisionGuard bf16(Precision::BF16);
-  const Shape shape{6, 37, 96};
-  const Tensor x = random_tensor(shape, 166, DType::F32, 2.0);
-  const Tensor delta = random_tensor(shape, 167, DType::F32, 1.0);
-  const Tensor w = random_tensor({96}, 168, DType::F32, 1.0), b = random_tensor({96}, 169, DType::F32, 1.0);
-  const Tensor g16 = random_tensor(shape, 170, DType::F32).to_dtype(DType::BF16);
-  for (bool fused : {false, true}) {
-    INFO("fused " << fused);
-    auto run = [&](Device device, ops::NormOutput output, std::vector<Tensor>& grads) {
-      // detach(): a fresh leaf each run (to_device(cpu) returns the tensor itself, whose
-      // gradient would otherwise accumulate over the two loop iterations)
-      Tensor xd = x.detach().to_device(device).set_requires_grad(true);
-      Tensor dd = delta.detach().to_device(device).set_requires_grad(true);
-      Tensor wd = w.detach().to_device(device).set_requires_grad(true);
-      Tensor bd = b.detach().to_device(device).set_requires_grad(true);
-      const Tensor y = fused ? ops::add_layernorm(xd, dd, wd, bd, 1e-5, output).normed
-                             : ops::layernorm(xd, wd, bd, 1e-5, output);
-      const Tensor g = y.dtype() == DType::BF16 ? g16 : g16.to_dtype(DType::F32);
-      autograd::backward(y, g.to_device(device));
-      grads = {xd.grad(), wd.grad(), bd.grad()};
-      if (fused) grads.push_back(dd.grad());
-      return y;
-    };
-    std::vector<Tensor> cpu_grads, gpu_grads;
-    const Tensor yc = run(Device::cpu(), ops::NormOutput::kOperandDType, cpu_grads);
-    const Tensor yg = run(Device::cuda(), ops::NormOutput::kOperandDType, gpu_grads);
-    REQUIRE(yc.dtype() == DType::F32);  // the CPU keeps x's dtype
-    REQUIRE(yg.dtype() == DType::BF16);
-    test::require_close(yg.to_device(Device::cpu()).to_dtype(DType::F32), yc, 1.0 / 128, 1e-5);
-    for (size_t i = 0; i < cpu_grads.size(); ++i) {
-      INFO("gradient " << i);
-      REQUIRE(gpu_grads[i].dtype() == DType::F32);
-      test::require_close(gpu_grads[i].to_device(Device::cpu()), cpu_grads[i], 1e-4, 1e-4);
+  for (int64_t C : {96, 256})  // 256: the row held in registers (C = 128 n)
+    for (bool fused : {false, true}) {
+      INFO("C " << C << ", fused " << fused);
+      const Shape shape{6, 37, C};
+      const Tensor x = random_tensor(shape, 166, DType::F32, 2.0);
+      const Tensor delta = random_tensor(shape, 167, DType::F32, 1.0);
+      const Tensor w = random_tensor({C}, 168, DType::F32, 1.0);
+      const Tensor b = random_tensor({C}, 169, DType::F32, 1.0);
+      const Tensor g16 = random_tensor(shape, 170, DType::F32).to_dtype(DType::BF16);
+      auto run = [&](Device device, ops::NormOutput output, std::vector<Tensor>& grads) {
+        // detach(): a fresh leaf each run (to_device(cpu) returns the tensor itself, whose
+        // gradient would otherwise accumulate over the two loop iterations)
+        Tensor xd = x.detach().to_device(device).set_requires_grad(true);
+        Tensor dd = delta.detach().to_device(device).set_requires_grad(true);
+        Tensor wd = w.detach().to_device(device).set_requires_grad(true);
+        Tensor bd = b.detach().to_device(device).set_requires_grad(true);
+        const Tensor y = fused ? ops::add_layernorm(xd, dd, wd, bd, 1e-5, output).normed
+                               : ops::layernorm(xd, wd, bd, 1e-5, output);
+        const Tensor g = y.dtype() == DType::BF16 ? g16 : g16.to_dtype(DType::F32);
+        autograd::backward(y, g.to_device(device));
+        grads = {xd.grad(), wd.grad(), bd.grad()};
+        if (fused) grads.push_back(dd.grad());
+        return y;
+      };
+      std::vector<Tensor> cpu_grads, gpu_grads;
+      const Tensor yc = run(Device::cpu(), ops::NormOutput::kOperandDType, cpu_grads);
+      const Tensor yg = run(Device::cuda(), ops::NormOutput::kOperandDType, gpu_grads);
+      REQUIRE(yc.dtype() == DType::F32);  // the CPU keeps x's dtype
+      REQUIRE(yg.dtype() == DType::BF16);
+      test::require_close(yg.to_device(Device::cpu()).to_dtype(DType::F32), yc, 1.0 / 128, 1e-5);
+      for (size_t i = 0; i < cpu_grads.size(); ++i) {
+        INFO("gradient " << i);
+        REQUIRE(gpu_grads[i].dtype() == DType::F32);
+        test::require_close(gpu_grads[i].to_device(Device::cpu()), cpu_grads[i], 1e-4, 1e-4);
+      }
     }
-  }
 }
 
 TEST_CASE("cuda: layernorm of rows with a large mean matches the CPU", "[cuda]") {
