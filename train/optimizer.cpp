@@ -122,9 +122,9 @@ void AdamW::step(ParameterSet& params, double lr) {
   const double b1 = optim_.beta1, b2 = optim_.beta2;
   const float bias1 = static_cast<float>(1.0 - std::pow(b1, static_cast<double>(t_)));
   const float bias2 = static_cast<float>(1.0 - std::pow(b2, static_cast<double>(t_)));
-  const int64_t n = shard_.end - shard_.begin;
   if (m_.device().is_cuda()) {
 #if defined(SINKLAB_HAVE_CUDA)
+    const int64_t n = shard_.end - shard_.begin;
     Tensor w = params.flat_values().narrow_view(0, shard_.begin, n);  // (shard) views
     Tensor g = params.flat_grads().narrow_view(0, shard_.begin, n);
     cuda::AdamWHyper h{static_cast<float>(lr), static_cast<float>(b1), static_cast<float>(b2),
