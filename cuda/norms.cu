@@ -117,12 +117,12 @@ __device__ __forceinline__ void store_four(__nv_bfloat16* p, float a, float b, f
 template <class Y>
 __global__ void layernorm_forward_vec_kernel(const float* x, const float* delta, float* sum_out,
                                              const float* weight, const float* bias, Y* y,
-                                             float* mean, float* rstd, int64_t rows, int n,
+                                             float* mean, float* rstd, int64_t rows, int64_t C,
                                              float eps) {
   const int lane = threadIdx.x % kWarp;
   const int64_t r = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.x / kWarp;
   if (r >= rows) return;  // the whole warp leaves together: the shuffles stay full-warp
-  const int64_t C = 128 * static_cast<int64_t>(n);
+  const int n = static_cast<int>(C / 128);  // float4s per lane
   float4 v[kMaxRowVectors];  // this lane's part of the row (x, or x + delta)
   float sum = 0.f;
 #pragma unroll
@@ -214,26 +214,16 @@ void launch_layernorm_forward(const Tensor& x, const Tensor& delta, Tensor* sum,
     const int64_t C = x.size(-1), rows = x.numel() / C;
     if (rows == 0) return;
     auto launch = [&](auto* py) {  // y (rows, C) as T or bf16
+      using Y = std::remove_pointer_t<decltype(py)>;
+      auto kernel = layernorm_forward_kernel<T, Y>;
       if constexpr (std::is_same_v<T, float>) {
-        const bool vec = C % 128 == 0 && C / 128 <= kMaxRowVectors &&
-                         aligned16({x.raw_data(), delta.defined() ? delta.raw_data() : nullptr,
-                                    sum ? sum->raw_data() : nullptr, weight.raw_data(),
-                                    bias.defined() ? bias.raw_data() : nullptr, y.raw_data()});
-        if (vec) {
-          layernorm_forward_vec_kernel<<<row_blocks(rows), kRowThreads, 0, stream()>>>(
-              x.data<T>(),                                  // (rows, C)
-              delta.defined() ? delta.data<T>() : nullptr,  // (rows, C) or none
-              sum ? sum->data<T>() : nullptr,               // (rows, C) or none
-              weight.data<T>(),                             // (C)
-              bias.defined() ? bias.data<T>() : nullptr,    // (C) or none
-              py,                                           // (rows, C)
-              mean.data<T>(),                               // (rows)
-              rstd.data<T>(),                               // (rows)
-              rows, static_cast<int>(C / 128), static_cast<T>(eps));
-          return;
-        }
+        if (C % 128 == 0 && C / 128 <= kMaxRowVectors &&
+            aligned16({x.raw_data(), delta.defined() ? delta.raw_data() : nullptr,
+                       sum ? sum->raw_data() : nullptr, weight.raw_data(),
+                       bias.defined() ? bias.raw_data() : nullptr, y.raw_data()}))
+          kernel = layernorm_forward_vec_kernel<Y>;  // the row in registers
       }
-      layernorm_forward_kernel<<<row_blocks(rows), kRowThreads, 0, stream()>>>(
+      kernel<<<row_blocks(rows), kRowThreads, 0, stream()>>>(
           x.data<T>(),                                  // (rows, C)
           delta.defined() ? delta.data<T>() : nullptr,  // (rows, C) or none
           sum ? sum->data<T>() : nullptr,               // (rows, C) or none
