@@ -2,7 +2,8 @@
 # On the GPU machine, in one call: configure for sm_90, build with every core, run the [cuda]
 # tests, the PyTorch cross-check on the GPU, and (when present) the GPU benchmark.
 #   bash scripts/gpu_check.sh [catch filter, default [cuda]]
-# Env: SKIP_BENCH=1, BENCH_MODEL=gpt2|llama, BENCH_PROFILE=1, TEST_TIMEOUT (s), and bench_gpu.sh's.
+# Env: SKIP_BENCH=1, BENCH_MODEL=gpt2|llama, BENCH_PROFILE=1, BENCH_ATTENTION=1 (attention alone
+# against PyTorch's SDPA, scripts/bench_attention.sh), TEST_TIMEOUT (s), and bench_gpu.sh's.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 build=${SINKLAB_BUILD_DIR:-build-gpu}
@@ -16,6 +17,10 @@ timeout "${TEST_TIMEOUT:-600}" "$build/tests/sinklab_tests" "${1:-[cuda]}" --dur
   > "$out/cuda_tests.log" 2>&1
 status=$?
 grep -E "FAILED|REQUIRE|with expansion|passed|failed" -A2 "$out/cuda_tests.log" | tail -40
+if [ -n "${BENCH_ATTENTION:-}" ]; then  # attention alone against PyTorch's SDPA
+  echo "== attention"
+  bash scripts/bench_attention.sh "$build" 2>&1 | tee "$out/bench_attention.log"
+fi
 if [ -x scripts/bench_gpu.sh ] && [ -z "${SKIP_BENCH:-}" ]; then
   echo "== benchmark"
   bash scripts/bench_gpu.sh "$build" "${BENCH_MODEL:-gpt2}" 2>&1 | tee "$out/bench.log" | tail -40

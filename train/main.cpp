@@ -20,6 +20,7 @@
 #endif
 #include "train/config.h"
 #include "train/prepare.h"
+#include "train/bench_attention.h"
 #include "train/probe.h"
 #include "train/export.h"
 #include "train/reference_export.h"
@@ -156,6 +157,23 @@ int main(int argc, char** argv) {
       ->delimiter(',');
   probe_cmd->add_option("--device", probe.device, "cpu or cuda");
   probe_cmd->add_option("--out", probe.out, "JSON file (default <checkpoint>.probe.json)");
+  train::AttentionBenchOptions bench;
+  CLI::App* bench_cmd = app.add_subcommand(
+      "bench-attention", "time causal attention alone (forward, forward + backward) at a "
+                         "model's shapes; scripts/bench_attention.sh adds PyTorch's SDPA");
+  bench_cmd->add_option("--batch", bench.batch, "sequences (B)");
+  bench_cmd->add_option("--seq", bench.seq, "sequence length (T)");
+  bench_cmd->add_option("--heads", bench.heads, "attention heads (NH)");
+  bench_cmd->add_option("--head-size", bench.head_size, "head size (HS)");
+  bench_cmd->add_option("--iters", bench.iters, "timed calls");
+  bench_cmd->add_option("--warmup", bench.warmup, "untimed calls first");
+  bench_cmd->add_flag("!--separate", bench.packed,
+                      "separate f32 q, k, v (ops::attention) instead of GPT-2's packed qkv");
+  bench_cmd->add_flag("--sigmoid", bench.sigmoid, "sigmoid attention instead of softmax");
+  bench_cmd->add_option("--isolate", bench.isolate, "isolated positions (the paper's "
+                                                    "intervention)");
+  bench_cmd->add_option("--device", bench.device, "cpu or cuda");
+  bench_cmd->add_option("--precision", bench.precision, "bf16 or fp32");
   std::string report_run, report_out;
   CLI::App* report_cmd = app.add_subcommand(
       "report", "plots of every variant's metrics and an index.html (runs/<name>/report/)");
@@ -185,6 +203,10 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (*report_cmd) return run_report(report_run, report_out);
+    if (*bench_cmd) {
+      train::print_attention_bench(bench, train::bench_attention(bench), std::cout);
+      return 0;
+    }
     if (*export_cmd) {
       const std::string out = train::export_checkpoint(export_checkpoint, export_out);
       std::cout << "wrote " << out << "\n";
