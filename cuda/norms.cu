@@ -20,6 +20,7 @@
 // bit-identical from run to run.
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <type_traits>
 
 #include "cuda/check.h"
@@ -110,8 +111,11 @@ __device__ __forceinline__ void store_four(float* p, float a, float b, float c, 
   *reinterpret_cast<float4*>(p) = make_float4(a, b, c, d);
 }
 __device__ __forceinline__ void store_four(__nv_bfloat16* p, float a, float b, float c, float d) {
-  __nv_bfloat162 v[2] = {__floats2bfloat162_rn(a, b), __floats2bfloat162_rn(c, d)};
-  *reinterpret_cast<uint2*>(p) = *reinterpret_cast<const uint2*>(v);
+  const __nv_bfloat162 lo = __floats2bfloat162_rn(a, b), hi = __floats2bfloat162_rn(c, d);
+  uint2 packed;  // one 8-byte store (p is 8-byte aligned: C = 128 n, 16-byte aligned rows)
+  memcpy(&packed.x, &lo, sizeof(packed.x));
+  memcpy(&packed.y, &hi, sizeof(packed.y));
+  *reinterpret_cast<uint2*>(p) = packed;
 }
 
 template <class Y>

@@ -163,25 +163,26 @@ TEST_CASE("cuda: layernorm's bf16 output (kOperandDType) matches the CPU within 
 
 TEST_CASE("cuda: layernorm of rows with a large mean matches the CPU", "[cuda]") {
   SINKLAB_REQUIRE_CUDA();
-  // x = 20 + N(0, 1): the two-pass variance keeps f32 accurate.
-  Tensor noise = random_tensor({9, 130}, 110, DType::F64);
-  std::vector<double> v = noise.to_doubles();
-  for (double& e : v) e += 20.0;
-  for (DType dt : {DType::F32, DType::F64}) {
-    INFO(dtype_label(dt));
-    Tensor x = Tensor::from_doubles(v, {9, 130}, dt).set_requires_grad(true);
-    Tensor w = random_tensor({130}, 111, dt, 1.0, true);
-    Tensor b = random_tensor({130}, 112, dt, 1.0, true);
-    // f32: the f32 row sum (~2600) rounds to ~1e-4, so the mean is off by ~1e-6 and y by up to
-    // ~|w| * 1e-6 where the CPU's f64 sums are exact; loosened 3x to keep a margin.
-    CudaCompareOptions o = tolerance(dt);
-    if (dt == DType::F32) {
-      o.rtol = 3e-4;
-      o.atol = 3e-5;
+  // x = 20 + N(0, 1): the two-pass variance keeps f32 accurate. C 130: the row-walking kernel;
+  // 256: f32 rows in registers.
+  for (int64_t C : {130, 256})
+    for (DType dt : {DType::F32, DType::F64}) {
+      INFO(dtype_label(dt) << " C " << C);
+      std::vector<double> v = random_tensor({9, C}, 110, DType::F64).to_doubles();
+      for (double& e : v) e += 20.0;
+      Tensor x = Tensor::from_doubles(v, {9, C}, dt).set_requires_grad(true);
+      Tensor w = random_tensor({C}, 111, dt, 1.0, true);
+      Tensor b = random_tensor({C}, 112, dt, 1.0, true);
+      // f32: the f32 row sum (~2600) rounds to ~1e-4, so the mean is off by ~1e-6 and y by up to
+      // ~|w| * 1e-6 where the CPU's f64 sums are exact; loosened 3x to keep a margin.
+      CudaCompareOptions o = tolerance(dt);
+      if (dt == DType::F32) {
+        o.rtol = 3e-4;
+        o.atol = 3e-5;
+      }
+      require_cuda_matches_cpu(
+          [](const auto& in) { return ops::layernorm(in[0], in[1], in[2], 1e-5); }, {x, w, b}, o);
     }
-    require_cuda_matches_cpu(
-        [](const auto& in) { return ops::layernorm(in[0], in[1], in[2], 1e-5); }, {x, w, b}, o);
-  }
 }
 
 TEST_CASE("cuda: rmsnorm with and without weight matches the CPU, forward and backward",
