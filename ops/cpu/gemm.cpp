@@ -23,6 +23,64 @@ std::vector<T> transposed(const T* src, int64_t rows, int64_t cols) {
   return out;
 }
 
+// Rows i0 .. i1 - 1 of C = A (M, K) @ B (K, N), both row-major (accumulating into C when
+// `accumulate`). Inlined into one function per element type below, which the compiler builds
+// twice: for AVX2 and for the baseline (SSE2), picked at load time by the CPU (GCC's
+// target_clones). The per-element arithmetic (acc[j] += a * b[j], in k order) is the same in
+// both, FMA contraction stays off (no "fma" target), so results are bit-identical on every x86.
+template <class T>
+__attribute__((always_inline)) inline void gemm_rows(int64_t i0, int64_t i1, int64_t N,
+                                                     int64_t K, const T* A, const T* B, T* C,
+                                                     bool accumulate) {
+  constexpr int64_t kDepth = 256, kCols = 512;
+  if (!accumulate)
+    for (int64_t i = i0; i < i1; ++i) std::fill(C + i * N, C + (i + 1) * N, T(0));
+  for (int64_t k0 = 0; k0 < K; k0 += kDepth) {
+    const int64_t k1 = std::min(K, k0 + kDepth);
+    for (int64_t j0 = 0; j0 < N; j0 += kCols) {
+      const int64_t j1 = std::min(N, j0 + kCols);
+      for (int64_t i = i0; i < i1; ++i) {
+        // The row's stretch of C accumulates in a local buffer: stores to C then never sit
+        // between loads of B (whose addresses may alias C's modulo 4 KiB and stall them).
+        alignas(64) T acc[kCols];
+        T* c_row = C + i * N;
+        const int64_t width = j1 - j0;
+        std::copy(c_row + j0, c_row + j1, acc);
+        for (int64_t k = k0; k < k1; ++k) {
+          const T a = A[i * K + k];
+          const T* __restrict__ b_row = B + k * N + j0;
+          for (int64_t j = 0; j < width; ++j) acc[j] += a * b_row[j];
+        }
+        std::copy(acc, acc + width, c_row + j0);
+      }
+    }
+  }
+}
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define SINKLAB_CPU_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define SINKLAB_CPU_CLONES
+#endif
+
+SINKLAB_CPU_CLONES void gemm_rows_f32(int64_t i0, int64_t i1, int64_t N, int64_t K,
+                                      const float* A, const float* B, float* C, bool accumulate) {
+  gemm_rows(i0, i1, N, K, A, B, C, accumulate);
+}
+SINKLAB_CPU_CLONES void gemm_rows_f64(int64_t i0, int64_t i1, int64_t N, int64_t K,
+                                      const double* A, const double* B, double* C,
+                                      bool accumulate) {
+  gemm_rows(i0, i1, N, K, A, B, C, accumulate);
+}
+void gemm_rows_of(int64_t i0, int64_t i1, int64_t N, int64_t K, const float* A, const float* B,
+                  float* C, bool accumulate) {
+  gemm_rows_f32(i0, i1, N, K, A, B, C, accumulate);
+}
+void gemm_rows_of(int64_t i0, int64_t i1, int64_t N, int64_t K, const double* A, const double* B,
+                  double* C, bool accumulate) {
+  gemm_rows_f64(i0, i1, N, K, A, B, C, accumulate);
+}
+
 }  // namespace
 
 template <class T>
@@ -33,32 +91,11 @@ void gemm(int64_t M, int64_t N, int64_t K, const T* A, bool trans_a, const T* B,
   std::vector<T> a_copy, b_copy;
   if (trans_a) { a_copy = transposed(A, K, M); A = a_copy.data(); }
   if (trans_b) { b_copy = transposed(B, N, K); B = b_copy.data(); }
-  constexpr int64_t kRows = 16, kDepth = 256, kCols = 512;
+  constexpr int64_t kRows = 16;
   const int64_t row_blocks = (M + kRows - 1) / kRows;
   parallel_for(row_blocks, [&](int64_t rb) {
     const int64_t i0 = rb * kRows, i1 = std::min(M, i0 + kRows);
-    if (!accumulate)
-      for (int64_t i = i0; i < i1; ++i) std::fill(C + i * N, C + (i + 1) * N, T(0));
-    for (int64_t k0 = 0; k0 < K; k0 += kDepth) {
-      const int64_t k1 = std::min(K, k0 + kDepth);
-      for (int64_t j0 = 0; j0 < N; j0 += kCols) {
-        const int64_t j1 = std::min(N, j0 + kCols);
-        for (int64_t i = i0; i < i1; ++i) {
-          // The row's stretch of C accumulates in a local buffer: stores to C then never sit
-          // between loads of B (whose addresses may alias C's modulo 4 KiB and stall them).
-          alignas(64) T acc[kCols];
-          T* c_row = C + i * N;
-          const int64_t width = j1 - j0;
-          std::copy(c_row + j0, c_row + j1, acc);
-          for (int64_t k = k0; k < k1; ++k) {
-            const T a = A[i * K + k];
-            const T* __restrict__ b_row = B + k * N + j0;
-            for (int64_t j = 0; j < width; ++j) acc[j] += a * b_row[j];
-          }
-          std::copy(acc, acc + width, c_row + j0);
-        }
-      }
-    }
+    gemm_rows_of(i0, i1, N, K, A, B, C, accumulate);
   });
 }
 
