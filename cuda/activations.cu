@@ -6,10 +6,10 @@
 // bias_gelu: x (rows, F) stored in f32, f64 or bf16 (OperandMath for bf16), bias (F). Forward:
 // a thread owns 16 bytes of consecutive columns (8 bf16, 4 f32, 2 f64: their bias in registers;
 // one 16-byte access per buffer when the rows divide into such packs and the buffers are
-// aligned) and walks the rows. Backward: the same
-// layout over a chunk of rows per block writes grad x and the chunk's column partials of grad
-// bias (summed before grad x is rounded to its storage type); column_finish_kernel
-// (cuda/column_sums.cuh) adds the chunks in order: deterministic.
+// aligned) and walks the rows. Backward: the same layout over a chunk of rows per block writes
+// grad x and the chunk's column partials of grad bias (summed before grad x is rounded to its
+// storage type); column_finish_kernel (cuda/column_sums.cuh) adds the chunks in order:
+// deterministic.
 #include <algorithm>
 #include <cstdint>
 #include <type_traits>
@@ -72,9 +72,8 @@ __device__ __forceinline__ T silu_derivative(T x) {
 // Operand-precision math for bf16 storage (the results are rounded to bf16): f32 with the
 // special-function unit's exponential (__expf) and an approximate division (__fdividef), 1e-6
 // to 1e-5 relative (__expf's error grows with |x|: 2 + 1.2 |x| ulp), far below the 2^-9 rounding,
-// in a fraction of the instructions of tanhf / expf and
-// an IEEE division (ncu: the bf16 bias_gelu backward at GPT-2 124M ran at 244 us against 140 us
-// for its bytes, bound by tanhf). gelu's tanh form uses 0.5 (1 + tanh(u)) = sigmoid(2u) and
+// in a fraction of the instructions of tanhf / expf and an IEEE division (ncu: the bf16
+// bias_gelu backward at GPT-2 124M ran at 244 us against 140 us for its bytes, bound by tanhf). gelu's tanh form uses 0.5 (1 + tanh(u)) = sigmoid(2u) and
 // 1 - tanh(u)^2 = 4 sigmoid(2u) (1 - sigmoid(2u)): no cancellation for negative x, where tanh
 // is near -1. exp overflow gives 1 / inf = 0: no NaN for very negative x.
 struct OperandMath {
@@ -232,7 +231,6 @@ __global__ void swiglu_backward_bf16_kernel(const __nv_bfloat16* __restrict__ gr
 
 constexpr int kBiasCols = 64;  // threads across columns in a bias_gelu block
 constexpr int kBiasRows = 4;   // threads across rows
-
 
 // x, out (rows, F) in S; bias (F) in A: out = gelu(x + bias), computed in A. Block (64, 4): a
 // thread owns RowPack<S>::kCount consecutive columns and walks rows.

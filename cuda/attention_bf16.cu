@@ -8,9 +8,9 @@
 //
 // Precision. The f32 entry rounds q, k, v to bf16 copies once (round to nearest even,
 // ops::tensor_core_operand) and keeps them for its backward; dO is rounded once per backward.
-// Tiles of the bf16 operands are streamed into shared memory with cp.async, double-buffered: the next tile's copy is in
-// flight while the current one is multiplied. The products Q K^T, P V, dO V^T,
-// dS K, P^T dO and dS^T Q run on tensor cores (mma.sync m16n8k16, bf16 operands, fp32
+// Tiles of the bf16 operands are streamed into shared memory with cp.async, double-buffered:
+// the next tile's copy is in flight while the current one is multiplied. The products Q K^T,
+// P V, dO V^T, dS K, P^T dO and dS^T Q run on tensor cores (mma.sync m16n8k16, bf16 operands, fp32
 // accumulation). The scores' scaling, the online softmax (running max and sum), the sigmoid,
 // dS = P (dP - D) and every sum outside the mma are fp32; P and dS are rounded to bf16 only as
 // operands of the next product. Against the exact kernels expect errors of ~1e-2 of a tensor's
@@ -224,8 +224,8 @@ __device__ __forceinline__ void cp_async_wait() {
 
 // Starts copying rows row0 .. row0 + ROWS - 1 of one (b, h) slice into shared memory (ROWS,
 // D+8), zeros past T. src points at element (b, 0, h, 0) of a (B, T, NH, D) bf16 tensor
-// (16-byte aligned); consecutive rows are rs elements apart (NH * D, or 3C in a packed qkv). The copy is complete
-// after cp_async_wait and a barrier.
+// (16-byte aligned); consecutive rows are rs elements apart (NH * D, or 3C in a packed qkv).
+// The copy is complete after cp_async_wait and a barrier.
 template <int D, int ROWS>
 __device__ __forceinline__ void load_tile_async(bf16* dst, const bf16* __restrict__ src,
                                                 int row0, int Tn, int64_t rs) {
@@ -804,11 +804,11 @@ size_t shared_memory_limit() {
   return limit;
 }
 
-// Whether the tensor-core path takes an f32 problem with q (B, T, NH, HS): forward and backward
-// together, so a problem never runs its forward here and its backward on the exact kernels.
-bool applies(const Tensor& q) {
-  if (q.dtype() != DType::F32 || cuda_precision() != Precision::BF16) return false;
-  const int64_t HS = q.size(3), T = q.size(1);
+// Whether the tensor-core kernels take sequences of T positions with heads of HS under the
+// current precision and device (both entries ask, for the forward and the backward together, so
+// a problem never runs its forward here and its backward on the exact kernels).
+bool shape_applies(int64_t T, int64_t HS) {
+  if (cuda_precision() != Precision::BF16) return false;
   if (HS != 64 && HS != 128) return false;
   if ((T + kRows - 1) / kRows > 65535) return false;  // grid y limit (the exact path reports it)
   if (!device_has_bf16_mma()) return false;
@@ -817,6 +817,11 @@ bool applies(const Tensor& q) {
   // The largest is HS 128's forward (85 KB): within sm_86/89's 99 KB since the backward's
   // tiles shrank to 32 rows (HS 128's dq had needed 102 KB; verified on sm_90 only).
   return most <= shared_memory_limit();
+}
+
+// Whether the tensor-core path takes an f32 problem with q (B, T, NH, HS).
+bool applies(const Tensor& q) {
+  return q.dtype() == DType::F32 && shape_applies(q.size(1), q.size(3));
 }
 
 // Opts a kernel into more than 48 KB of dynamic shared memory, once per kernel (applies() has
@@ -959,15 +964,10 @@ bool attention_backward_bf16(const Tensor& q, const Tensor& k, const Tensor& v,
 // The packed path: qkv (B, T, 3C) bf16, q, k, v at column offsets 0, C, 2C of every row. Only
 // under Precision::BF16, as the f32 entry: elsewhere attention's exact kernels run (widened).
 bool attention_qkv_applies(const Tensor& qkv, int64_t NH) {
-  if (qkv.dtype() != DType::BF16 || cuda_precision() != Precision::BF16) return false;
+  if (qkv.dtype() != DType::BF16) return false;
   if (NH <= 0 || qkv.size(2) % (3 * NH) != 0) return false;
-  const int64_t C = qkv.size(2) / 3, HS = C / NH, T = qkv.size(1);
-  if (HS != 64 && HS != 128) return false;
-  if ((T + kRows - 1) / kRows > 65535) return false;
-  if (!device_has_bf16_mma()) return false;
-  const size_t most = HS == 64 ? std::max({forward_smem<64>(), dq_smem<64>(), kv_smem<64>()})
-                               : std::max({forward_smem<128>(), dq_smem<128>(), kv_smem<128>()});
-  if (most > shared_memory_limit()) return false;
+  const int64_t C = qkv.size(2) / 3;
+  if (!shape_applies(qkv.size(1), C / NH)) return false;
   // 16-byte rows and parts for cp.async: C * 2 bytes divisible by 16, the base aligned.
   return C % 8 == 0 && aligned16({qkv.raw_data()});
 }
@@ -993,9 +993,7 @@ bool attention_qkv_backward_bf16(const Tensor& qkv, const Tensor& grad_out, cons
   if (!attention_qkv_applies(qkv, NH) || !attention_qkv_applies(dqkv, NH)) return false;
   const float* plse = params.sigmoid ? nullptr : lse.data<float>();    // (B, NH, T)
   const float* pdvec = params.sigmoid ? nullptr : dvec.data<float>();  // (B, NH, T)
-  // dO rounded here whatever the precision (tensor_core_operand would pass an f32 dO through).
-  Tensor g16 = Tensor::empty(grad_out.shape(), DType::BF16, grad_out.device());  // (B, T, NH, HS)
-  ops::bf16_round_kernels.cuda_forward(grad_out, g16);
+  const Tensor g16 = ops::tensor_core_operand(grad_out);  // (B, T, NH, HS) bf16 (Precision::BF16)
   const int64_t C = qkv.size(2) / 3;
   const bf16* p = bf16_data(qkv);                          // (B, T, 3C)
   bf16* pd = static_cast<bf16*>(dqkv.raw_data());          // (B, T, 3C)

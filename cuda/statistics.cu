@@ -23,10 +23,9 @@
 //   the top 16 bits of every key in one 2^15-bin histogram instead (the whole-key select below),
 //   so the 12-bit passes after it count only the keys under each rank's 16-bit prefix (about
 //   1/128 of an octave of |x|). Elsewhere a sampled bracket runs first: 2^16 keys at hashed
-//   positions are sorted,
-//   each rank gets a key range around its sample quantile (4 standard deviations wide), and one
-//   pass over x counts the keys below each range and compacts the few inside (about 1.6% for a
-//   median). When every rank lies in its range and the candidates fit, the radix passes read the
+//   positions are sorted, each rank gets a key range around its sample quantile (4 standard
+//   deviations wide), and one pass over x counts the keys below each range and compacts the few
+//   inside (about 1.6% for a median). When every rank lies in its range and the candidates fit, the radix passes read the
 //   candidates instead of x; otherwise they read x as before. Exact either way.
 //   bf16 (16-bit keys, 15 without the sign) needs only that histogram: its bins are the values.
 #include <cub/block/block_scan.cuh>

@@ -63,22 +63,14 @@ __attribute__((always_inline)) inline void gemm_rows(int64_t i0, int64_t i1, int
 #define SINKLAB_CPU_CLONES
 #endif
 
-SINKLAB_CPU_CLONES void gemm_rows_f32(int64_t i0, int64_t i1, int64_t N, int64_t K,
-                                      const float* A, const float* B, float* C, bool accumulate) {
+SINKLAB_CPU_CLONES void gemm_rows_of(int64_t i0, int64_t i1, int64_t N, int64_t K,
+                                     const float* A, const float* B, float* C, bool accumulate) {
   gemm_rows(i0, i1, N, K, A, B, C, accumulate);
 }
-SINKLAB_CPU_CLONES void gemm_rows_f64(int64_t i0, int64_t i1, int64_t N, int64_t K,
-                                      const double* A, const double* B, double* C,
-                                      bool accumulate) {
+SINKLAB_CPU_CLONES void gemm_rows_of(int64_t i0, int64_t i1, int64_t N, int64_t K,
+                                     const double* A, const double* B, double* C,
+                                     bool accumulate) {
   gemm_rows(i0, i1, N, K, A, B, C, accumulate);
-}
-void gemm_rows_of(int64_t i0, int64_t i1, int64_t N, int64_t K, const float* A, const float* B,
-                  float* C, bool accumulate) {
-  gemm_rows_f32(i0, i1, N, K, A, B, C, accumulate);
-}
-void gemm_rows_of(int64_t i0, int64_t i1, int64_t N, int64_t K, const double* A, const double* B,
-                  double* C, bool accumulate) {
-  gemm_rows_f64(i0, i1, N, K, A, B, C, accumulate);
 }
 
 }  // namespace
