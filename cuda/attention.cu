@@ -38,6 +38,8 @@
 #include <vector>
 
 #include "cuda/attention_bf16.h"
+#include "cuda/attention_cudnn.h"
+#include "cuda/cudnn_attention.h"
 #include "cuda/check.h"
 #include "cuda/storage_types.cuh"
 #include "core/dispatch.h"
@@ -777,6 +779,7 @@ void attention_forward_cuda(const Tensor& q, const Tensor& k, const Tensor& v,
   const char* op = "attention";
   const Problem p = problem_of(q, op);
   if (p.B * p.NH * p.T == 0) return;
+  if (attention_forward_cudnn(q, k, v, params, out, lse, operands)) return;  // f32, BF16
   const int32_t* fk = device_first_key(params.first_key, op);  // (T)
   if (attention_forward_bf16(q, k, v, params, fk, out, lse, operands)) return;  // f32, BF16
   dispatch_float(q.dtype(), op, [&](auto zero) {
@@ -806,6 +809,7 @@ void attention_backward_cuda(const Tensor& q, const Tensor& k, const Tensor& v, 
   const Problem p = problem_of(q, op);
   if (p.B * p.NH * p.T == 0) return;
   const Tensor g = grad_out.contiguous_or_self();  // (B, T, NH, HS)
+  if (attention_backward_cudnn(q, k, v, out, lse, g, params, operands, dq, dk, dv)) return;
   const int32_t* fk = device_first_key(params.first_key, op);  // (T)
   dispatch_float(q.dtype(), op, [&](auto zero) {
     using T = decltype(zero);
@@ -893,20 +897,9 @@ void attention_key_mass_cuda(const Tensor& q, const Tensor& k, const Tensor& lse
 }
 
 // f32 copy of a bf16 tensor (contiguous): the packed attention's fallback widens qkv.
-__global__ void widen_bf16_kernel(const __nv_bfloat16* __restrict__ x, float* __restrict__ out,
-                                  int64_t n) {
-  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (i < n) out[i] = __bfloat162float(x[i]);
-}
-
 Tensor widened(const Tensor& x) {
   Tensor out = Tensor::empty(x.shape(), DType::F32, x.device());  // x's shape, f32
-  const int64_t n = x.numel();
-  if (n > 0) {
-    widen_bf16_kernel<<<blocks_for(n), 256, 0, stream()>>>(
-        static_cast<const __nv_bfloat16*>(x.raw_data()), out.data<float>(), n);
-    SINKLAB_KERNEL_CHECK("attention_qkv (widen bf16)");
-  }
+  widen_bf16(x, out, "attention_qkv (widen bf16)");
   return out;
 }
 
@@ -916,6 +909,7 @@ void attention_qkv_forward_cuda(const Tensor& qkv, const ops::AttentionParams& p
                                 Tensor& out, Tensor& lse) {
   const char* op = "attention_qkv";
   if (out.numel() == 0) return;
+  if (attention_qkv_forward_cudnn(qkv, params, out, lse)) return;
   const int32_t* fk = device_first_key(params.first_key, op);  // (T)
   if (attention_qkv_forward_bf16(qkv, params, fk, out, lse)) return;
   ops::attention_qkv_forward_by_parts(qkv.dtype() == DType::BF16 ? widened(qkv) : qkv, params,
@@ -928,6 +922,7 @@ void attention_qkv_backward_cuda(const Tensor& qkv, const Tensor& out, const Ten
   const char* op = "attention_qkv backward";
   if (out.numel() == 0) return;
   const Tensor g = grad_out.contiguous_or_self();  // (B, T, NH, HS), out's dtype
+  if (attention_qkv_backward_cudnn(qkv, out, lse, g, params, dqkv)) return;
   if (qkv.dtype() == DType::BF16 && out.dtype() == DType::F32) {
     const int32_t* fk = device_first_key(params.first_key, op);  // (T)
     // (B, NH, T) D_t = dO_t . O_t, softmax only
@@ -950,6 +945,7 @@ void install_attention_kernels() {
   ops::attention_key_mass_kernels.cuda_forward = attention_key_mass_cuda;
   ops::attention_qkv_kernels.cuda_forward = attention_qkv_forward_cuda;
   ops::attention_qkv_kernels.cuda_backward = attention_qkv_backward_cuda;
+  ops::attention_kernels_auto_description = cudnn_attention_description;
 }
 
 }  // namespace sinklab::cuda

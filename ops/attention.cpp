@@ -9,6 +9,16 @@ namespace sinklab::ops {
 
 OpKernels<AttentionForwardFn, AttentionBackwardFn> attention_kernels{
     "attention", cpu::attention_forward, cpu::attention_backward};
+AttentionKernels attention_kernels_preference = AttentionKernels::Own;
+std::string (*attention_kernels_auto_description)() = nullptr;
+
+std::string attention_kernels_description() {
+  if (attention_kernels_preference == AttentionKernels::Own)
+    return "own attention kernels (run.attention_kernels: own)";
+  if (attention_kernels_auto_description == nullptr) return "own attention kernels (no CUDA)";
+  return attention_kernels_auto_description();
+}
+
 OpKernels<AttentionQkvForwardFn, AttentionQkvBackwardFn> attention_qkv_kernels{
     "attention_qkv", attention_qkv_forward_by_parts, attention_qkv_backward_by_parts};
 OpKernels<AttentionProbsFn, AttentionProbsFn> attention_probabilities_kernels{

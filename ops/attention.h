@@ -13,6 +13,7 @@
 // The two probes below carry no gradient. They are for sink metrics, tests and inspection.
 #pragma once
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "core/tensor.h"
@@ -27,6 +28,32 @@ struct AttentionOptions {
   std::vector<int64_t> isolate_positions;  // query row k may only attend to key k (no keys < k),
                                            // like token 0
 };
+
+// Which CUDA kernels run causal softmax attention (run.attention_kernels): Auto takes cuDNN's
+// fused flash attention where it applies (softmax, the plain causal mask, bf16 operands under
+// Precision::BF16, head sizes up to 128) and sinklab's own kernels elsewhere; Own runs the own
+// kernels everywhere. The CPU and the own kernels stay the reference the cuDNN path is tested
+// against. Read at each call; the trainer sets it once from the config.
+enum class AttentionKernels { Auto, Own };
+extern AttentionKernels attention_kernels_preference;
+// Sets the preference for a scope (tests, benchmarks) and restores it after.
+class AttentionKernelsGuard {
+ public:
+  explicit AttentionKernelsGuard(AttentionKernels kernels) : saved_(attention_kernels_preference) {
+    attention_kernels_preference = kernels;
+  }
+  ~AttentionKernelsGuard() { attention_kernels_preference = saved_; }
+  AttentionKernelsGuard(const AttentionKernelsGuard&) = delete;
+  AttentionKernelsGuard& operator=(const AttentionKernelsGuard&) = delete;
+
+ private:
+  AttentionKernels saved_;
+};
+// What runs causal softmax attention on a GPU under the preference, in one line for the run
+// header ("cuDNN 9.14.0 fused attention ..." or why the own kernels run).
+std::string attention_kernels_description();
+// Installed by the CUDA backend: its description of the Auto choice (null: CUDA not built).
+extern std::string (*attention_kernels_auto_description)();
 
 // lse_out, when given, receives the saved log-sum-exp (B, NH, T) in attention_lse_dtype(q): it
 // shares storage with what backward uses, so read it, don't write it.

@@ -11,7 +11,9 @@ cd "$(dirname "$0")/.."
 build=${1:-build-gpu}
 shape=(--batch "${BENCH_BATCH:-32}" --seq "${BENCH_SEQ:-1024}" --heads "${BENCH_HEADS:-12}"
        --head-size "${BENCH_HEAD_SIZE:-64}" --iters "${BENCH_ITERS:-20}")
-ours=$("$build/sinklab" bench-attention "${shape[@]}" --device cuda --precision bf16) || exit 1
+# BENCH_KERNELS: sinklab's kernels ("own") or cuDNN's fused attention ("auto").
+ours=$("$build/sinklab" bench-attention "${shape[@]}" --device cuda --precision bf16 \
+       --kernels "${BENCH_KERNELS:-own}") || exit 1
 echo "$ours"
 for backend in ${BENCH_SDPA_BACKENDS-default flash}; do
   theirs=$(python3 scripts/bench_sdpa.py "${shape[@]}" --backend "$backend" 2>&1 | tail -1)

@@ -10,7 +10,8 @@
 #   BENCH_METRICS_EQUAL=1 adds a metrics-every-step run with the metrics' side stream at the
 #   compute stream's priority (SINKLAB_METRICS_PRIORITY=equal). BENCH_FP32=1 adds the fp32 runs
 #   of both; BENCH_PROFILE=1 adds a SINKLAB_PROFILE run (where a step's time goes, per phase)
-#   and, when ncu is installed, a kernel summary.
+#   and, when ncu is installed, a kernel summary. BENCH_SET ("a.b=v c.d=w") adds --set overrides
+#   to every sinklab run (e.g. "run.attention_kernels=own").
 set -uo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build-gpu}
@@ -35,7 +36,7 @@ PY
 sinklab() {  # name, then --set overrides; prints the median tokens/s
   local name=$1; shift
   local sets=()
-  for s in "$@"; do sets+=(--set "$s"); done
+  for s in ${BENCH_SET:-} "$@"; do sets+=(--set "$s"); done
   "$build/sinklab" train "$config" --no-progress --set train.batch_size="$batch" \
     --set train.steps="$steps" --set run.name="bench_$name" "${sets[@]}" \
     > "$out/sinklab_$name.log" 2>&1 || tail -20 "$out/sinklab_$name.log" >&2

@@ -3,7 +3,8 @@
 // reference on random inputs, forward and backward; bit-identical results across two GPU runs;
 // a bad cross-entropy target as a ValueError; the tensor-core attention (f32 under
 // Precision::BF16, HS 64/128) against the CPU with bf16 tolerances, where it applies, and its
-// determinism. Skipped where no GPU is present.
+// determinism. Every case pins the own kernels (ops::AttentionKernels::Own); cuDNN's fused
+// attention has its own cases in test_cuda_cudnn_attention.cpp. Skipped where no GPU is present.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -133,6 +134,7 @@ const char* result_name(size_t i, bool has_lse) {
 TEST_CASE("cuda: attention matches the CPU, forward and backward (softmax, sigmoid, isolate)",
           "[cuda]") {
   SINKLAB_REQUIRE_CUDA();
+  const ops::AttentionKernelsGuard own(ops::AttentionKernels::Own);  // the own kernels
   const int64_t B = 2, NH = 3;
   uint64_t stream = 300;
   for (DType dt : {DType::F32, DType::F64})
@@ -155,6 +157,7 @@ TEST_CASE("cuda: attention matches the CPU, forward and backward (softmax, sigmo
 
 TEST_CASE("cuda: attention with large scores (scale 40) matches the CPU", "[cuda]") {
   SINKLAB_REQUIRE_CUDA();
+  const ops::AttentionKernelsGuard own(ops::AttentionKernels::Own);  // the own kernels
   // Scores in the hundreds: the online softmax must rescale without overflow. f64 only: in f32
   // an absolute score error of ~1e-4 (f32 rounding of a dot of size ~200) moves the weights by
   // ~1e-4 relative, the size of the tolerance itself.
@@ -171,6 +174,7 @@ TEST_CASE("cuda: attention with large scores (scale 40) matches the CPU", "[cuda
 
 TEST_CASE("cuda: attention lse and key mass (keys 0 and 3) match the CPU", "[cuda]") {
   SINKLAB_REQUIRE_CUDA();
+  const ops::AttentionKernelsGuard own(ops::AttentionKernels::Own);  // the own kernels
   const int64_t B = 2, NH = 3;
   uint64_t stream = 400;
   for (DType dt : {DType::F32, DType::F64})
@@ -214,6 +218,7 @@ TEST_CASE("cuda: attention lse and key mass (keys 0 and 3) match the CPU", "[cud
 
 TEST_CASE("cuda: attention_probabilities matches the CPU (T = 33)", "[cuda]") {
   SINKLAB_REQUIRE_CUDA();
+  const ops::AttentionKernelsGuard own(ops::AttentionKernels::Own);  // the own kernels
   for (DType dt : {DType::F32, DType::F64})
     for (int64_t HS : {5, 64})
       for (bool sigmoid : {false, true})
@@ -230,6 +235,7 @@ TEST_CASE("cuda: attention_probabilities matches the CPU (T = 33)", "[cuda]") {
 
 TEST_CASE("cuda: attention is bit-identical across two GPU runs", "[cuda]") {
   SINKLAB_REQUIRE_CUDA();
+  const ops::AttentionKernelsGuard own(ops::AttentionKernels::Own);  // the own kernels
   for (DType dt : {DType::F32, DType::F64})
     for (bool sigmoid : {false, true}) {
       INFO(dtype_label(dt) << (sigmoid ? " sigmoid" : " softmax"));
@@ -251,6 +257,7 @@ TEST_CASE("cuda: bf16 tensor-core attention matches the CPU (HS 64/128, softmax,
           "isolate)",
           "[cuda]") {
   SINKLAB_REQUIRE_CUDA();
+  const ops::AttentionKernelsGuard own(ops::AttentionKernels::Own);  // the own kernels
   const int64_t B = 2, NH = 3;
   uint64_t stream = 1000;
   for (int64_t HS : {64, 128})
@@ -283,6 +290,7 @@ TEST_CASE("cuda: bf16 tensor-core attention matches the CPU (HS 64/128, softmax,
 TEST_CASE("cuda: bf16 attention takes the tensor-core path only for f32 with HS 64/128",
           "[cuda]") {
   SINKLAB_REQUIRE_CUDA();
+  const ops::AttentionKernelsGuard own(ops::AttentionKernels::Own);  // the own kernels
   const ops::AttentionOptions o = make_options(false, {0, 3});
   auto run = [&](int64_t HS, DType dt, Precision precision) {
     const Tensor q = random_tensor({2, 130, 3, HS}, 1100, DType::F32);
@@ -315,6 +323,7 @@ TEST_CASE("cuda: bf16 attention takes the tensor-core path only for f32 with HS 
 
 TEST_CASE("cuda: bf16 attention is bit-identical across two GPU runs", "[cuda]") {
   SINKLAB_REQUIRE_CUDA();
+  const ops::AttentionKernelsGuard own(ops::AttentionKernels::Own);  // the own kernels
   PrecisionGuard guard(Precision::BF16);
   for (int64_t HS : {64, 128})
     for (bool sigmoid : {false, true}) {
@@ -336,6 +345,7 @@ TEST_CASE("cuda: bf16 attention is bit-identical across two GPU runs", "[cuda]")
 
 TEST_CASE("cuda: rope matches the CPU, forward and backward", "[cuda]") {
   SINKLAB_REQUIRE_CUDA();
+  const ops::AttentionKernelsGuard own(ops::AttentionKernels::Own);  // the own kernels
   for (DType dt : {DType::F32, DType::F64})
     for (int64_t HS : {6, 64})
       for (int64_t offset : {0, 5}) {
@@ -350,6 +360,7 @@ TEST_CASE("cuda: rope matches the CPU, forward and backward", "[cuda]") {
 TEST_CASE("cuda: cross_entropy matches the CPU, forward and backward, with ignored targets",
           "[cuda]") {
   SINKLAB_REQUIRE_CUDA();
+  const ops::AttentionKernelsGuard own(ops::AttentionKernels::Own);  // the own kernels
   const int64_t B = 3, T = 5, N = B * T;
   for (DType dt : {DType::F32, DType::F64})
     for (int64_t V : {7, 50304})
@@ -379,6 +390,7 @@ TEST_CASE("cuda: cross_entropy matches the CPU, forward and backward, with ignor
 
 TEST_CASE("cuda: cross_entropy is bit-identical across two GPU runs", "[cuda]") {
   SINKLAB_REQUIRE_CUDA();
+  const ops::AttentionKernelsGuard own(ops::AttentionKernels::Own);  // the own kernels
   const int64_t N = 67, V = 50304;
   const Tensor logits = random_tensor({N, V}, 850, DType::F32, 2.0);
   const Tensor targets =
@@ -395,6 +407,7 @@ TEST_CASE("cuda: cross_entropy is bit-identical across two GPU runs", "[cuda]") 
 
 TEST_CASE("cuda: cross_entropy on bf16 logits matches the CPU on their values, in f32", "[cuda]") {
   SINKLAB_REQUIRE_CUDA();
+  const ops::AttentionKernelsGuard own(ops::AttentionKernels::Own);  // the own kernels
   // V = 7 and 263 take the element-wise path, 264 and 50304 the 16-byte packs (8 bf16).
   const int64_t B = 3, T = 5, N = B * T;
   for (int64_t V : {7, 263, 264, 50304})
@@ -435,6 +448,7 @@ TEST_CASE("cuda: cross_entropy on bf16 logits matches the CPU on their values, i
 TEST_CASE("cuda: a NaN logit makes the loss NaN, as on the CPU, in every logits dtype",
           "[cuda]") {
   SINKLAB_REQUIRE_CUDA();
+  const ops::AttentionKernelsGuard own(ops::AttentionKernels::Own);  // the own kernels
   // 300 columns: the NaN sits in one thread's share while other threads hold finite values.
   std::vector<double> values(2 * 300);
   for (size_t i = 0; i < values.size(); ++i) values[i] = std::sin(0.37 * static_cast<double>(i));
@@ -454,6 +468,7 @@ TEST_CASE("cuda: a NaN logit makes the loss NaN, as on the CPU, in every logits 
 TEST_CASE("cuda: cross_entropy with a bad target throws a ValueError naming the op and V",
           "[cuda]") {
   SINKLAB_REQUIRE_CUDA();
+  const ops::AttentionKernelsGuard own(ops::AttentionKernels::Own);  // the own kernels
   for (DType dt : {DType::F32, DType::F64}) {
     INFO(dtype_label(dt));
     const Tensor logits = random_tensor({2, 3, 7}, 900, dt).to_device(Device::cuda(0));
@@ -474,6 +489,7 @@ TEST_CASE("cuda: cross_entropy with a bad target throws a ValueError naming the 
 TEST_CASE("cuda: bf16 attention backward reads the forward's bf16 operands, bit for bit",
           "[cuda]") {
   SINKLAB_REQUIRE_CUDA();
+  const ops::AttentionKernelsGuard own(ops::AttentionKernels::Own);  // the own kernels
   PrecisionGuard bf16(Precision::BF16);
   const Shape shape{2, 70, 3, 64};  // (B, T, NH, HS): the tensor-core path
   const Device gpu = Device::cuda(0);
@@ -527,6 +543,7 @@ PackedQkv packed_qkv(const Shape& shape, uint64_t stream) {
 TEST_CASE("cuda: attention on a packed bf16 qkv equals the bf16 path on its thirds, bit for bit",
           "[cuda]") {
   SINKLAB_REQUIRE_CUDA();
+  const ops::AttentionKernelsGuard own(ops::AttentionKernels::Own);  // the own kernels
   PrecisionGuard bf16(Precision::BF16);
   const Device gpu = Device::cuda(0);
   for (int64_t HS : {64, 128})
@@ -579,6 +596,7 @@ TEST_CASE("cuda: attention on a packed bf16 qkv equals the bf16 path on its thir
 TEST_CASE("cuda: attention_qkv matches the CPU through the op, on and off the tensor-core path",
           "[cuda]") {
   SINKLAB_REQUIRE_CUDA();
+  const ops::AttentionKernelsGuard own(ops::AttentionKernels::Own);  // the own kernels
   // HS 64 packed bf16 (tensor cores, in place), HS 16 bf16 (widened, attention's kernels on the
   // thirds, the gradient rounded back), and f32 (the thirds, exact kernels): against the CPU on
   // the same values, output and the gradient of sum(out * w).

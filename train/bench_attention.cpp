@@ -35,6 +35,9 @@ void check_options(const AttentionBenchOptions& o) {
   SINKLAB_CHECK(o.precision == "bf16" || o.precision == "fp32", ConfigError,
                 "bench-attention: --precision '" << o.precision << "' is not bf16 or fp32",
                 "use --precision bf16 (tensor cores on a GPU) or fp32 (exact kernels)");
+  SINKLAB_CHECK(o.kernels == "own" || o.kernels == "auto", ConfigError,
+                "bench-attention: --kernels '" << o.kernels << "' is not own or auto",
+                "use --kernels own (sinklab's kernels) or auto (cuDNN's where it applies)");
   for (int64_t pos : o.isolate)
     SINKLAB_CHECK(pos >= 0 && pos < o.seq, ConfigError,
                   "bench-attention: --isolate " << pos << " is outside [0, " << o.seq << ")",
@@ -67,6 +70,8 @@ AttentionBenchResult bench_attention(const AttentionBenchOptions& o) {
     SINKLAB_FAIL(ConfigError, "bench-attention: --device: " << e.what(), "use cpu or cuda");
   }
   PrecisionGuard precision(o.precision == "bf16" ? Precision::BF16 : Precision::Exact);
+  const ops::AttentionKernelsGuard kernels(o.kernels == "auto" ? ops::AttentionKernels::Auto
+                                                               : ops::AttentionKernels::Own);
   const int64_t B = o.batch, T = o.seq, NH = o.heads, HS = o.head_size, C = NH * HS;
   ops::AttentionOptions attn;
   attn.sigmoid = o.sigmoid;
@@ -115,7 +120,7 @@ AttentionBenchResult bench_attention(const AttentionBenchOptions& o) {
 void print_attention_bench(const AttentionBenchOptions& o, const AttentionBenchResult& r,
                            std::ostream& out) {
   out << std::fixed << std::setprecision(3) << "sinklab attention"
-      << (o.packed ? " (packed qkv)" : " (q, k, v)") << " " << o.precision << " " << o.device
+      << (o.packed ? " (packed qkv)" : " (q, k, v)") << " " << o.kernels << " " << o.precision << " " << o.device
       << " B=" << o.batch << " T=" << o.seq << " NH=" << o.heads << " HS=" << o.head_size
       << (o.sigmoid ? " sigmoid" : " softmax") << " isolate=" << o.isolate.size()
       << ": forward_ms " << r.forward_ms << " backward_ms " << r.backward_ms << " forward_tflops " << std::setprecision(1)

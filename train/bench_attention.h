@@ -24,6 +24,7 @@ struct AttentionBenchOptions {
   std::vector<int64_t> isolate;    // isolated positions (the paper's intervention)
   std::string device = "cuda";
   std::string precision = "bf16";  // bf16 (tensor cores on a GPU) or fp32
+  std::string kernels = "own";     // own (sinklab's kernels) or auto (cuDNN's where it applies)
 };
 
 struct AttentionBenchResult {

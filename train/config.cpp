@@ -61,6 +61,7 @@ const std::vector<Field>& fields() {
       SINKLAB_KEY(run, RunSection, out_dir),
       SINKLAB_KEY(run, RunSection, device),
       SINKLAB_KEY(run, RunSection, precision, kAny, "auto|bf16|fp32"),
+      SINKLAB_KEY(run, RunSection, attention_kernels, kAny, "auto|own"),
       SINKLAB_KEY(run, RunSection, seed),
 
       SINKLAB_KEY(model, ModelSection, arch, kAny, "gpt2|llama"),

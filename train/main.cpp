@@ -174,6 +174,9 @@ int main(int argc, char** argv) {
                                                     "intervention)");
   bench_cmd->add_option("--device", bench.device, "cpu or cuda");
   bench_cmd->add_option("--precision", bench.precision, "bf16 or fp32");
+  bench_cmd->add_option("--kernels", bench.kernels,
+                        "own (sinklab's kernels) or auto (cuDNN's fused attention where it "
+                        "applies)");
   std::string report_run, report_out;
   CLI::App* report_cmd = app.add_subcommand(
       "report", "plots of every variant's metrics and an index.html (runs/<name>/report/)");

@@ -24,6 +24,7 @@
 #include "autograd/engine.h"
 #include "autograd/grad_mode.h"
 #include "core/precision.h"
+#include "ops/attention.h"
 #include "core/random.h"
 #include "ops/elementwise.h"
 #include "train/data_loader.h"
@@ -259,6 +260,11 @@ Run::Run(const RunConfig& config, std::ostream& console, RunOptions options)
   std::vector<VariantSpec> specs = base_.variants;
   if (specs.empty()) specs.push_back({"main", {}});
   set_cuda_precision(resolved_precision(base_.run));
+  ops::attention_kernels_preference = base_.run.attention_kernels == "auto"
+                                          ? ops::AttentionKernels::Auto
+                                          : ops::AttentionKernels::Own;
+  if (parse_device(base_.run.device).is_cuda())
+    console_ << "attention: " << ops::attention_kernels_description() << "\n";
   parallel_ = std::make_unique<DataParallel>(options_.launch, parse_device(base_.run.device));
   const bool writer = parallel_->writer();  // only rank 0 writes files
   if (writer) {
@@ -299,6 +305,12 @@ Run::Run(const RunConfig& config, std::ostream& console, RunOptions options)
                              << " but the run uses " << base_.run.precision << " ("
                              << c.source_file << ")",
                   "the precision is one per process: set run.precision at the top level only");
+    SINKLAB_CHECK(c.run.attention_kernels == base_.run.attention_kernels, ConfigError,
+                  "variant " << v->name << " sets run.attention_kernels to "
+                             << c.run.attention_kernels << " but the run uses "
+                             << base_.run.attention_kernels << " (" << c.source_file << ")",
+                  "the attention kernels are one per process: set run.attention_kernels at the "
+                  "top level only");
     v->model = std::make_unique<GPT>(c.model, c.run.seed, DType::F32, device);
     // ZeRO-1: each rank keeps the AdamW moments of its shard only (one process: all of them).
     const bool zero1 = c.optim.zero1 && parallel_->world_size() > 1;

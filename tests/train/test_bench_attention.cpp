@@ -62,6 +62,10 @@ TEST_CASE("bench-attention refuses bad options, naming them", "[bench]") {
   o = tiny();
   o.precision = "fp8";
   REQUIRE(message(o).find("--precision 'fp8'") != std::string::npos);
+  o.precision = "bf16";
+  o.kernels = "flash";
+  REQUIRE(message(o).find("--kernels 'flash'") != std::string::npos);
+  o.kernels = "own";
   o = tiny();
   o.isolate = {33};
   REQUIRE(message(o).find("--isolate 33 is outside [0, 33)") != std::string::npos);

@@ -35,9 +35,11 @@ fs::path byte_data(const std::string& name) {
 }
 
 std::string config_text(const fs::path& data, const fs::path& out, int steps, bool two_variants,
-                        int n_embd = 32, const std::string& device = "cpu") {
+                        int n_embd = 32, const std::string& device = "cpu",
+                        const std::string& attention_kernels = "own") {
   std::ostringstream y;
-  y << "run: {name: r, out_dir: " << out.string() << ", seed: 11, device: " << device << "}\n"
+  y << "run: {name: r, out_dir: " << out.string() << ", seed: 11, device: " << device
+    << ", attention_kernels: " << attention_kernels << "}\n"
     << "model: {arch: gpt2, n_layer: 2, n_head: 2, n_embd: " << n_embd << ", block_size: 16}\n"
     << "data: {dir: " << data.string() << ", tokenizer: byte}\n"
     << "train: {steps: " << steps << ", batch_size: 4, eval_every: 4, eval_batches: 1, "
@@ -109,14 +111,21 @@ std::string read_text(const fs::path& f) {
 
 }  // namespace
 
-// Trains 12 steps straight and 6 + resume + 6 on `device` (bf16 math on a GPU); requires the
-// same metrics lines (timing aside) and the same final weights, bit for bit.
-static void require_bit_exact_resume(const std::string& device) {
-  fs::path data = byte_data("bitexact_data_" + device);
-  fs::path straight = fresh("straight_" + device), split = fresh("split_" + device);
-  RunConfig a = parse_config(config_text(data, straight, 12, true, 32, device), "a.yaml");
+// Trains 12 steps straight and 6 + resume + 6 on `device` (bf16 math on a GPU, where the
+// heads are 64 wide so that the tensor-core and cuDNN attention apply) with the given
+// run.attention_kernels; requires the same metrics lines (timing aside) and the same final
+// weights, bit for bit.
+static void require_bit_exact_resume(const std::string& device,
+                                     const std::string& attention_kernels = "own") {
+  const std::string tag = device + "_" + attention_kernels;
+  const int n_embd = device == "cpu" ? 32 : 128;  // 2 heads of 16 or 64
+  fs::path data = byte_data("bitexact_data_" + tag);
+  fs::path straight = fresh("straight_" + tag), split = fresh("split_" + tag);
+  RunConfig a = parse_config(
+      config_text(data, straight, 12, true, n_embd, device, attention_kernels), "a.yaml");
   run_and_collect(a);
-  RunConfig b = parse_config(config_text(data, split, 12, true, 32, device), "b.yaml");
+  RunConfig b = parse_config(
+      config_text(data, split, 12, true, n_embd, device, attention_kernels), "b.yaml");
   RunOptions first;
   first.stop_after = 6;
   run_and_collect(b, first);
@@ -147,7 +156,10 @@ TEST_CASE("2N steps straight == N steps + resume + N steps, bit for bit", "[resu
 TEST_CASE("cuda: 2N steps straight == N steps + resume + N steps on the GPU, bit for bit",
           "[cuda][resume]") {
   SINKLAB_REQUIRE_CUDA();
-  require_bit_exact_resume("cuda");
+  for (const char* kernels : {"auto", "own"}) {
+    INFO("run.attention_kernels: " << kernels);
+    require_bit_exact_resume("cuda", kernels);
+  }
 }
 
 TEST_CASE("resuming from an earlier checkpoint rewrites the metrics from that step", "[resume]") {
