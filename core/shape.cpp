@@ -6,9 +6,20 @@ namespace sinklab {
 
 int64_t numel_of(const Shape& shape) { return dims_product(shape, 0, shape.size()); }
 
+int64_t checked_mul(int64_t a, int64_t b, const Shape& shape) {
+  int64_t product = 0;
+  SINKLAB_CHECK(a >= 0 && b >= 0, ShapeError, "negative dimension in shape " << shape_str(shape),
+                "dimensions must be >= 0");
+  SINKLAB_CHECK(!__builtin_mul_overflow(a, b, &product), ShapeError,
+                "shape " << shape_str(shape) << " has more elements than a 64-bit count holds",
+                "reduce the size that made it (a config key such as model.vocab_size, "
+                "model.n_embd or train.batch_size)");
+  return product;
+}
+
 int64_t dims_product(const Shape& shape, size_t begin, size_t end) {
   int64_t n = 1;
-  for (size_t i = begin; i < end && i < shape.size(); ++i) n *= shape[i];
+  for (size_t i = begin; i < end && i < shape.size(); ++i) n = checked_mul(n, shape[i], shape);
   return n;
 }
 
@@ -17,7 +28,7 @@ Shape contiguous_strides(const Shape& shape) {
   int64_t s = 1;
   for (size_t i = shape.size(); i-- > 0;) {
     strides[i] = s;
-    s *= shape[i];
+    s = checked_mul(s, shape[i], shape);
   }
   return strides;
 }

@@ -9,7 +9,10 @@ namespace sinklab {
 
 using Shape = std::vector<int64_t>;
 
+// Element counts and strides are checked: a negative dimension or a product past 2^63 - 1 throws
+// a ShapeError naming the shape (instead of wrapping around into a small, overrun buffer).
 int64_t numel_of(const Shape& shape);
+int64_t checked_mul(int64_t a, int64_t b, const Shape& shape);  // a * b, checked as above
 Shape contiguous_strides(const Shape& shape);
 std::string shape_str(const Shape& shape);  // "(2, 3, 4)"
 // Product of dims [begin, end).

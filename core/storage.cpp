@@ -22,9 +22,13 @@ StridedCopyFn cuda_strided_copy() { return g_strided_copy; }
 
 Storage::Storage(size_t bytes, Device device) : bytes_(bytes), device_(device) {
   if (device.is_cpu()) {
-    size_t rounded = (bytes + kCpuAlignment - 1) / kCpuAlignment * kCpuAlignment;
-    data_ = std::aligned_alloc(kCpuAlignment, rounded == 0 ? kCpuAlignment : rounded);
-    if (!data_) throw std::bad_alloc();
+    const size_t rounded = (bytes + kCpuAlignment - 1) / kCpuAlignment * kCpuAlignment;
+    if (rounded >= bytes)  // else bytes + alignment wrapped around: no allocation can hold it
+      data_ = std::aligned_alloc(kCpuAlignment, rounded == 0 ? kCpuAlignment : rounded);
+    SINKLAB_CHECK(data_ != nullptr, DeviceError,
+                  "cannot allocate " << bytes << " bytes (" << bytes / (1024.0 * 1024 * 1024)
+                                     << " GiB) on the CPU",
+                  "free memory, or make the model, batch or sequence smaller");
     return;
   }
   SINKLAB_CHECK(cuda_backend_available(), DeviceError,

@@ -52,7 +52,9 @@ std::shared_ptr<TensorImpl> make_impl(const Shape& shape, DType dtype, Device de
     SINKLAB_CHECK(d >= 0, ShapeError, "negative dimension in shape " << shape_str(shape),
                   "dimensions must be >= 0");
   auto impl = std::make_shared<TensorImpl>();
-  impl->storage = std::make_shared<Storage>(numel_of(shape) * dtype_size(dtype), device);
+  const int64_t bytes =
+      checked_mul(numel_of(shape), static_cast<int64_t>(dtype_size(dtype)), shape);
+  impl->storage = std::make_shared<Storage>(static_cast<size_t>(bytes), device);
   impl->shape = shape;
   impl->strides = contiguous_strides(shape);
   impl->dtype = dtype;

@@ -191,7 +191,7 @@ cudnn::GraphBuilder::Plan build_backward(const SdpaViews& in, const int64_t* gra
   g.matmul(ds_t, kQ, kGradK);
   // dQ = dS K, written by the product (no fp32 accumulator, no atomics: deterministic)
   const int64_t k_rows = next++;
-  g.tensor(k_rows, l.qkv_dims, l.qkv_strides, CUDNN_DATA_BFLOAT16, true);
+  g.tensor(k_rows, l.qkv_dims, l.qkv_strides, CUDNN_DATA_FLOAT, true);  // as the frontend
   g.reshape(kK, k_rows);
   g.matmul(ds, k_rows, kGradQ);
   return g.build(cudnn::handle(), "attention backward (cuDNN)");
@@ -220,6 +220,8 @@ const CachedPlan& plan_for(bool backward, const SdpaViews& in, const int64_t* gr
   return plans.emplace(key, std::move(cached)).first->second;
 }
 
+constexpr int64_t kMaxWorkspace = int64_t{4} << 30;  // bytes (GPT-2 124M, B=32: 0.8 GiB)
+
 // A device workspace of at least `bytes` (f32 elements: 4-byte granules, 256-byte aligned pool).
 Tensor workspace(int64_t bytes) {
   return Tensor::empty({std::max<int64_t>(1, (bytes + 3) / 4)}, DType::F32, Device::cuda());
@@ -237,7 +239,11 @@ std::string cudnn_attention_description() {
 }
 
 bool cudnn_attention_applies(const SdpaViews& in) {
-  if (in.D % 8 != 0 || in.D > 128 || in.T <= 0 || in.B * in.H <= 0) return false;
+  // cuDNN's SDPA backward does not take key/value sequences of length 1 (its release notes),
+  // and B, H index grid dimensions (PyTorch sends cuDNN at most 65535 of each).
+  if (in.D % 8 != 0 || in.D > 128 || in.T < 2 || in.B <= 0 || in.H <= 0 || in.B > 65535 ||
+      in.H > 65535)
+    return false;
   // 16-byte rows for the engine's vector loads: strides of b, h, t in multiples of 8 elements.
   for (int i = 0; i < 3; ++i)
     if (in.strides[i] % 8 != 0) return false;
@@ -266,8 +272,14 @@ bool cudnn_attention_backward(const SdpaViews& in, double scale, const void* o,
   for (int i = 0; i < 3; ++i)
     if (grad_strides[i] % 8 != 0) return false;
   if (grad_strides[3] != 1) return false;
+  // Up to cuDNN 9.15.0 the backward needs a padding mask when T is not a multiple of 128 (an
+  // invalid memory access otherwise, fixed in 9.15.1; cudnn-frontend adds the mask for those
+  // versions): the own kernels take those shapes (they read cuDNN's lse as their own).
+  if (cudnnGetVersion() <= 91500 && in.T % 128 != 0) return false;
   const CachedPlan& cached = plan_for(true, in, grad_strides);
-  if (!cached.ok) return false;
+  // The deterministic backward's dP workspace grows as B * H * T^2: past kMaxWorkspace the own
+  // kernels (no workspace) run instead of risking the device's memory.
+  if (!cached.ok || cached.plan.workspace_bytes > kMaxWorkspace) return false;
   float scale_value = static_cast<float>(scale), neg_inf = masked_score(), one = 1.0f;
   Tensor ws = workspace(cached.plan.workspace_bytes);
   Tensor row_dots = Tensor::empty({in.B, in.H, in.T}, DType::F32, Device::cuda());  // (B, H, T)

@@ -249,6 +249,14 @@ GraphBuilder::Plan GraphBuilder::build(cudnnHandle_t h, const char* what) {
                                      CUDNN_TYPE_INT64, 1, &n, &result.workspace_bytes),
             "plan workspace size", what);
       result.plan = std::move(plan);
+      result.sources.push_back(std::move(graph));
+      result.sources.push_back(std::move(configs[i]));
+      for (auto& op : operations_) result.sources.push_back(std::move(op));
+      for (auto& d : op_descriptors_) result.sources.push_back(std::move(d));
+      for (auto& [uid, t] : tensors_) result.sources.push_back(std::move(t));
+      operations_.clear();
+      op_descriptors_.clear();
+      tensors_.clear();
       return result;
     }
     if (returned == 0) reasons += " heuristics " + std::to_string(mode) + ": no engine;";

@@ -66,10 +66,13 @@ class GraphBuilder {
   struct Plan {
     Descriptor plan;
     int64_t workspace_bytes = 0;
+    // The graph, engine configuration, operations and tensors the plan was built from, kept as
+    // long as the plan (cuDNN does not promise a finalized plan never reads them).
+    std::vector<Descriptor> sources;
   };
   // Finalizes the operation graph on the handle and returns the first engine configuration of
   // cuDNN's heuristics (mode A, then the fallback list) that finalizes into a plan. Throws a
-  // DeviceError naming `what` and cuDNN's message when none does.
+  // DeviceError naming `what` and cuDNN's message when none does. The builder is empty after.
   Plan build(cudnnHandle_t handle, const char* what);
 
  private:

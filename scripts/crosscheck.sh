@@ -3,7 +3,8 @@
 # (scripts/crosscheck_torch.py): GPT-2 and LLaMA style, with and without head-wise RMSNorm, plus
 # sigmoid attention and the isolate-positions mask. Needs a built `sinklab` and PyTorch.
 #   bash scripts/crosscheck.sh [build_dir] [--device cuda]
-# Exit code 77 when no Python with PyTorch is found (ctest reports it as skipped).
+# Exit code 77 when no Python with PyTorch is found (ctest reports it as skipped; on CI, with
+# CI=true, it fails instead).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build}
@@ -12,7 +13,12 @@ python=""
 for p in python3 /usr/bin/python3; do
   if command -v "$p" >/dev/null && "$p" -c "import torch" 2>/dev/null; then python=$p; break; fi
 done
-if [ -z "$python" ]; then echo "crosscheck: no python3 with torch found; skipped"; exit 77; fi
+if [ -z "$python" ]; then
+  # On CI (CI=true) PyTorch must be installed (scripts/test.sh does): missing, it is a failure.
+  if [ "${CI:-}" = true ]; then echo "crosscheck: FAIL on CI: no python3 with torch" >&2; exit 1; fi
+  echo "crosscheck: no python3 with torch found; skipped"
+  exit 77
+fi
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 status=0

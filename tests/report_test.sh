@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # ctest `report`: trains a tiny baseline vs head-wise RMSNorm run on random tokens, writes its
 # report with scripts/report.py, checks the files, the JSONL fallback and the error path, then
-# renders the page in headless Chromium (scripts/check_report.sh; that part is skipped, not
-# failed, without Chromium). Builds nothing: give it the build folder.
+# renders the page in headless Chromium (scripts/check_report.sh). Builds nothing: give it the
+# build folder.
 #   bash tests/report_test.sh build
-# Exit code 77 (skipped) when no python3 with matplotlib and h5py is found.
+# Exit code 77 (ctest: skipped) when no python3 with matplotlib and h5py or no Chromium is found;
+# on CI (CI=true) those are failures (exit 1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=$(cd "${1:?usage: report_test.sh <build_dir>}" && pwd)
@@ -17,7 +18,13 @@ for p in python3 /usr/bin/python3; do
     break
   fi
 done
-if [ -z "$python" ]; then echo "report_test: no python3 with matplotlib and h5py; skipped"; exit 77; fi
+# On CI (CI=true) every dependency must be there: a missing one fails instead of skipping.
+skip() {
+  if [ "${CI:-}" = true ]; then echo "report_test: FAIL on CI: $*" >&2; exit 1; fi
+  echo "report_test: skipped: $*"
+  exit 77
+}
+[ -n "$python" ] || skip "no python3 with matplotlib and h5py"
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
@@ -93,7 +100,7 @@ bash scripts/check_report.sh "$report"
 rc=$?
 set -e
 if [ $rc -eq 77 ]; then
-  echo "report_test: passed (Chromium check skipped: no chromium)"
+  skip "the report was written, but no Chromium renders it (install chromium)"
 elif [ $rc -ne 0 ]; then
   fail "scripts/check_report.sh $report exited $rc"
 else

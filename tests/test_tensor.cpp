@@ -6,6 +6,7 @@
 #include "core/random.h"
 #include "core/tensor.h"
 #include "tests/helpers.h"
+#include "tests/op_checks.h"
 
 using namespace sinklab;
 
@@ -139,4 +140,20 @@ TEST_CASE("errors carry the kind, file:line and a hint", "[errors]") {
   REQUIRE_THROWS_AS(Tensor::empty({2}, DType::F32, Device::cuda(0)), DeviceError);
   REQUIRE_THROWS_AS(parse_device("gpu"), ValueError);
   REQUIRE(parse_device("cuda:1").index == 1);
+}
+
+TEST_CASE("sizes that overflow or exceed memory are errors naming the shape, not corruption",
+          "[tensor]") {
+  using test::require_error;
+  const int64_t big = int64_t{1} << 40;
+  // 2^80 elements: the product wraps around in 64 bits (to 0 here) unless checked.
+  require_error<ShapeError>([&] { Tensor::empty({big, big}); },
+                            {"(1099511627776, 1099511627776) has more elements than"});
+  // 2^62 f32 elements fit a 64-bit count, but not their 2^64 bytes.
+  require_error<ShapeError>([&] { Tensor::empty({int64_t{1} << 62}, DType::F32); },
+                            {"more elements than a 64-bit count holds"});
+  require_error<ShapeError>([&] { Tensor::empty({3, -2}); }, {"negative dimension in shape (3, -2)"});
+  // 2^56 bytes: a valid count that no CPU can allocate: a DeviceError, not std::bad_alloc.
+  require_error<DeviceError>([&] { Tensor::empty({int64_t{1} << 54}, DType::F32); },
+                             {"cannot allocate 72057594037927936 bytes"});
 }

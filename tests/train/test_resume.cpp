@@ -40,7 +40,8 @@ std::string config_text(const fs::path& data, const fs::path& out, int steps, bo
   std::ostringstream y;
   y << "run: {name: r, out_dir: " << out.string() << ", seed: 11, device: " << device
     << ", attention_kernels: " << attention_kernels << "}\n"
-    << "model: {arch: gpt2, n_layer: 2, n_head: 2, n_embd: " << n_embd << ", block_size: 16}\n"
+    << "model: {arch: gpt2, n_layer: 2, n_head: 2, n_embd: " << n_embd
+    << ", block_size: " << (device == "cpu" ? 16 : 128) << "}\n"  // GPU: cuDNN's T % 128 = 0
     << "data: {dir: " << data.string() << ", tokenizer: byte}\n"
     << "train: {steps: " << steps << ", batch_size: 4, eval_every: 4, eval_batches: 1, "
     << "sample_tokens: 0, log_every: 100}\n"
@@ -112,7 +113,7 @@ std::string read_text(const fs::path& f) {
 }  // namespace
 
 // Trains 12 steps straight and 6 + resume + 6 on `device` (bf16 math on a GPU, where the
-// heads are 64 wide so that the tensor-core and cuDNN attention apply) with the given
+// heads are 64 wide and T = 128 so that the tensor-core and cuDNN attention apply) with the given
 // run.attention_kernels; requires the same metrics lines (timing aside) and the same final
 // weights, bit for bit.
 static void require_bit_exact_resume(const std::string& device,
