@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/deps.sh
-sinklab_install_deps python3-torch python3-numpy python3-matplotlib python3-h5py chromium
+sinklab_install_deps python3-torch python3-numpy python3-matplotlib python3-h5py chromium \
+  clang libclang-rt-dev libomp-dev  # the last three: scripts/fuzz.sh (libFuzzer)
 sinklab_build
 ctest --test-dir "${SINKLAB_BUILD_DIR:-build}" --output-on-failure -j 1

@@ -760,6 +760,7 @@ void validate(const RunConfig& c) {
 RunConfig parse_config(const std::string& yaml_text, const std::string& origin,
                        const std::vector<std::string>& overrides) {
   YAML::Node root;
+  yu::check_quotes_closed(yaml_text, file_label(origin));
   try {
     root = YAML::Load(yaml_text);
   } catch (const YAML::Exception& e) {
@@ -795,6 +796,10 @@ RunConfig load_config(const std::string& path, const std::vector<std::string>& o
   SINKLAB_CHECK(!fs::is_directory(path, ec), IOError,
                 "config path '" << path << "' is a folder, not a YAML file",
                 "pass a file such as configs/quickstart.yaml");
+  // A FIFO, socket or device would block the read (or never end): only regular files.
+  SINKLAB_CHECK(fs::is_regular_file(path, ec), IOError,
+                "config path '" << path << "' is not a regular file (a pipe, socket or device)",
+                "write the config to a file and pass its path");
   std::ifstream in(path, std::ios::binary);
   SINKLAB_CHECK(in.good(), IOError, "cannot open config file '" << path << "'",
                 "check that it is readable");

@@ -1,5 +1,7 @@
 #include "train/export.h"
 
+#include <filesystem>
+
 #include "train/checkpoint.h"
 #include "train/config.h"
 #include "train/safetensors.h"
@@ -21,12 +23,14 @@ bool is_conv1d(const std::string& name) {  // GPT-2's Conv1D weights, stored (in
 std::string export_checkpoint(const std::string& checkpoint, const std::string& out) {
   TrainState state = read_checkpoint_state(checkpoint);
   RunConfig config = parse_config(state.config_yaml, checkpoint + " (saved config)");
+  // Default: beside the checkpoint with its name; an existing folder as --out: inside it.
+  std::string stem = std::filesystem::path(checkpoint).filename().string();
+  if (stem.size() > 3 && stem.compare(stem.size() - 3, 3, ".h5") == 0) stem.resize(stem.size() - 3);
   std::string path = out;
-  if (path.empty()) {
-    path = checkpoint;
-    if (path.size() > 3 && path.compare(path.size() - 3, 3, ".h5") == 0) path.resize(path.size() - 3);
-    path += ".safetensors";
-  }
+  if (path.empty())
+    path = (std::filesystem::path(checkpoint).parent_path() / (stem + ".safetensors")).string();
+  else if (std::filesystem::is_directory(path))
+    path = (std::filesystem::path(path) / (stem + ".safetensors")).string();
   NamedTensors tensors;
   for (auto& [name, value] : read_checkpoint_params(checkpoint)) {
     if (is_conv1d(name))

@@ -99,6 +99,13 @@ int run_report(const std::string& run, const std::string& out) {
 
 }  // namespace
 
+// Whether `word` names one of app's commands.
+bool is_command(CLI::App& app, const std::string& word) {
+  for (const CLI::App* sub : app.get_subcommands({}))
+    if (sub->get_name() == word) return true;
+  return false;
+}
+
 int main(int argc, char** argv) {
   CLI::App app{"sinklab: train small GPTs side by side and measure their attention sinks"};
   app.require_subcommand(1);
@@ -184,6 +191,15 @@ int main(int argc, char** argv) {
       ->required()
       ->check(CLI::ExistingDirectory);
   report_cmd->add_option("--out", report_out, "output folder (default <run>/report)");
+  // A first word that is no command (and no option) is named, with the commands there are;
+  // CLI11 itself only says that a subcommand is required.
+  if (argc > 1 && argv[1][0] != '-' && !is_command(app, argv[1])) {
+    std::string commands;
+    for (const CLI::App* sub : app.get_subcommands({})) commands += " " + sub->get_name();
+    std::cerr << "sinklab: unknown command '" << argv[1] << "'\n  hint: the commands are:"
+              << commands << " (sinklab <command> --help)\n";
+    return 2;
+  }
   CLI11_PARSE(app, argc, argv);
   try {
     train::select_local_gpu(train::launch_env_from_process());  // before CUDA starts

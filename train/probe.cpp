@@ -60,6 +60,10 @@ RunConfig probed_config(const std::string& checkpoint, const ProbeOptions& opt) 
 
 ProbeResult probe_checkpoint(const std::string& checkpoint, const ProbeOptions& opt,
                              std::ostream& console) {
+  // A non-finite factor would also make the result file invalid JSON (nan, inf).
+  SINKLAB_CHECK(std::isfinite(opt.lambda), ConfigError,
+                "probe: --lambda is " << opt.lambda << "; it must be a finite number",
+                "pass a number such as --lambda 10");
   SINKLAB_CHECK(opt.batches >= 1, ConfigError, "probe: --batches is " << opt.batches,
                 "probe at least one batch");
   const RunConfig cfg = probed_config(checkpoint, opt);

@@ -637,6 +637,13 @@ std::vector<VariantSummary> Run::train() {
     }
   } restore{previous_int, previous_term};
   end_ = RunEnd::Finished;
+  if (options_.stop_after >= 0 && start_step_ >= options_.stop_after && start_step_ < steps) {
+    // --stop-after counts done steps: already there (0 on a fresh run), no step runs.
+    console_ << "already " << start_step_ << " steps done (--stop-after " << options_.stop_after
+             << "): no step run\n";
+    end_ = RunEnd::Stopped;
+    return {};
+  }
   for (int64_t step = start_step_; step < steps; ++step) {
     const int64_t every = base_.train.eval_every;
     step_all(step, every > 0 && step > 0 && step % every == 0);

@@ -1,11 +1,63 @@
 #include "train/yaml_util.h"
 
+#include "core/error.h"
+
 #include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <limits>
 
 namespace sinklab::train::yaml_util {
+
+void check_quotes_closed(std::string_view text, const std::string& origin) {
+  size_t line_no = 0, start = 0;
+  while (start <= text.size()) {
+    size_t end = text.find('\n', start);
+    if (end == std::string_view::npos) end = text.size();
+    const std::string_view line = text.substr(start, end - start);
+    ++line_no;
+    // A quote opens a scalar only where a token starts: at the line's start or after one of
+    // ": ", "- ", "? ", "[", "{" or "," and spaces (an apostrophe inside a plain word, as in don't, opens nothing).
+    char previous = ' ';
+    bool token_start = true;
+    for (size_t i = 0; i < line.size(); ++i) {
+      const char c = line[i];
+      if (c == '#' && (previous == ' ' || previous == '\t' || i == 0)) break;  // a comment
+      if ((c == '"' || c == '\'') && token_start) {
+        size_t j = i + 1;
+        for (; j < line.size(); ++j) {
+          if (c == '"' && line[j] == '\\') {
+            ++j;  // an escaped character
+          } else if (line[j] == c) {
+            if (c == '\'' && j + 1 < line.size() && line[j + 1] == '\'') {
+              ++j;  // '' is a quote inside a single-quoted scalar
+            } else {
+              break;
+            }
+          }
+        }
+        SINKLAB_CHECK(j < line.size(), ConfigError,
+                      "malformed YAML in " << origin << " at line " << line_no << ", column "
+                                           << i + 1 << ": the quoted value starting with " << c
+                                           << " is not closed on its line",
+                      "close the quote on the same line (quoted values cannot span lines here)");
+        i = j;
+        previous = c;
+        token_start = false;
+        continue;
+      }
+      if (c != ' ' && c != '\t') {
+        // ": ", "- " and "? " are indicators only before a space (or the line's end).
+        const bool spaced = i + 1 >= line.size() || line[i + 1] == ' ' || line[i + 1] == '\t';
+        token_start = ((c == ':' || c == '-' || c == '?') && spaced) || c == '[' || c == '{' ||
+                      c == ',';
+      }
+      previous = c;
+    }
+    start = end + 1;
+  }
+}
+
 
 namespace {
 

@@ -12,6 +12,12 @@
 
 namespace sinklab::train::yaml_util {
 
+// Throws a ConfigError naming `origin`, the line and the column of a quoted scalar (' or ")
+// that does not end on the line it starts on. Multi-line quoted scalars are valid YAML, but no
+// config value needs one, and an unclosed quote otherwise swallows the rest of the file into one
+// value (reported as a bad value of the wrong key).
+void check_quotes_closed(std::string_view text, const std::string& origin);
+
 // Scalar text -> value; nullopt when the text is not exactly one value of that type.
 std::optional<int64_t> parse_int(std::string_view text);     // [-+]?[0-9]+, no overflow
 std::optional<uint64_t> parse_uint(std::string_view text);   // [+]?[0-9]+, no overflow

@@ -1,6 +1,7 @@
 // The run configuration: defaults, a full file, every class of error (unknown key, wrong type,
 // bad enumeration, impossible combination, missing file, malformed YAML, bad variants and
 // overrides), overrides and variants, and the resolved YAML reading back to the same config.
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -482,6 +483,27 @@ TEST_CASE("config: files: missing, malformed, and loaded with source_file", "[co
     const std::string path = dir.write("broken.yaml", "model:\n  n_layer: [1, 2\ntrain: {}\n");
     const Caught e = error_of<ConfigError>([&] { load_config(path); });
     REQUIRE_MENTIONS(e, "malformed YAML", "broken.yaml", "line ", "column ");
+  }
+  {
+    // An unclosed quote is named at its line and column (it had swallowed the rest of the file
+    // into model.arch's value); quotes inside plain words and closed quotes are fine.
+    const std::string path =
+        dir.write("quote.yaml", "run: {name: it's}\nmodel:\n  arch: \"gpt2\n  n_layer: 2\n");
+    const Caught e = error_of<ConfigError>([&] { load_config(path); });
+    REQUIRE_MENTIONS(e, "malformed YAML", "quote.yaml", "line 3, column 9", "not closed");
+    const std::string good = dir.write(
+        "quotes.yaml",
+        "prepare: {inputs: ['it''s.txt', \"a\\\"b.txt\"]}  # don't\nmodel: {arch: 'llama'}\n");
+    const RunConfig c = load_config(good);
+    REQUIRE(c.model.arch == "llama");
+    REQUIRE(c.prepare.inputs == std::vector<std::string>{"it's.txt", "a\"b.txt"});
+  }
+  {
+    // A FIFO would block the read forever: refused before opening.
+    const std::string fifo = (dir.path / "pipe.yaml").string();
+    REQUIRE(mkfifo(fifo.c_str(), 0600) == 0);
+    REQUIRE_MENTIONS(error_of<IOError>([&] { load_config(fifo); }), "pipe.yaml",
+                     "not a regular file");
   }
   {
     const std::string path = dir.write("tabs.yaml", "model:\n\tn_layer: 2\n");

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# ctest `cli`: the command line's failure paths, driving the built binary on a tiny CPU run:
+# an unknown command is named; probe refuses a non-finite --lambda (it wrote invalid JSON);
+# export --out <existing folder> writes into the folder (it failed with a raw filesystem error
+# and left a .tmp); --stop-after 0 runs no step. Builds nothing: give it the build folder.
+#   bash tests/cli_test.sh build
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build=$(cd "${1:?usage: cli_test.sh <build_dir>}" && pwd)
+sinklab="$build/sinklab"
+[ -x "$sinklab" ] || { echo "cli_test: no $sinklab (build first)" >&2; exit 1; }
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+fail() { echo "cli_test: FAIL: $*" >&2; exit 1; }
+expect_error() {  # expect_error "text the error must contain" command...
+  local want=$1; shift
+  local out rc=0
+  out=$("$@" 2>&1) || rc=$?
+  [ $rc -ne 0 ] || fail "'$*' succeeded; expected an error containing: $want"
+  grep -qF -- "$want" <<<"$out" || fail "'$*' said: $out -- expected: $want"
+}
+
+expect_error "unknown command 'bogus'" "$sinklab" bogus
+expect_error "the commands are: train compare" "$sinklab" bogus --flag
+
+python3 scripts/make_bench_data.py "$tmp/data" --vocab 256 --tokens 4000 >/dev/null
+cat >"$tmp/c.yaml" <<YAML
+run: {name: cli, out_dir: $tmp/runs, device: cpu, seed: 5}
+model: {arch: gpt2, n_layer: 1, n_head: 2, n_embd: 16, block_size: 8, vocab_size: 0}
+data: {dir: $tmp/data, tokenizer: byte}
+train: {steps: 4, batch_size: 2, eval_every: 0, eval_batches: 1, log_every: 1, sample_tokens: 0}
+checkpoint: {every: 2}
+YAML
+export OMP_NUM_THREADS=1
+
+# --stop-after 0: no step, no metrics line, exit 0.
+"$sinklab" train "$tmp/c.yaml" --no-progress --stop-after 0 >"$tmp/stop0.log" 2>&1 ||
+  fail "--stop-after 0 failed: $(cat "$tmp/stop0.log")"
+grep -q "no step run" "$tmp/stop0.log" || fail "--stop-after 0 did not say so: $(cat "$tmp/stop0.log")"
+[ ! -s "$tmp/runs/cli/main/metrics.jsonl" ] || fail "--stop-after 0 trained a step"
+
+"$sinklab" train "$tmp/c.yaml" --no-progress >"$tmp/train.log" 2>&1 || fail "$(cat "$tmp/train.log")"
+ckpt="$tmp/runs/cli/main/ckpt/step_00000002.h5"
+[ -f "$ckpt" ] || fail "no checkpoint $ckpt"
+
+for bad in nan inf -inf; do
+  expect_error "--lambda is" "$sinklab" probe "$ckpt" --amplify 1 --lambda "$bad" --batches 1
+done
+
+mkdir "$tmp/exported"
+"$sinklab" export "$ckpt" --format safetensors --out "$tmp/exported" >"$tmp/export.log" 2>&1 ||
+  fail "export --out <folder>: $(cat "$tmp/export.log")"
+[ -s "$tmp/exported/step_00000002.safetensors" ] || fail "export did not write into the folder"
+[ -z "$(find "$tmp/exported" -name '*.tmp')" ] || fail "export left a .tmp"
+echo "cli_test: passed"

@@ -1,0 +1,16 @@
+// libFuzzer target: the tokenizer file reader (JSON, format version, vocabulary and merges) on
+// arbitrary bytes; a tokenizer that loads must also encode and decode a fixed text.
+#include <cstddef>
+#include <cstdint>
+
+#include "tests/fuzz/fuzz_input.h"
+#include "train/tokenizer.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  const std::string path = sinklab::fuzz::write_input(data, size, ".json");
+  return sinklab::fuzz::accept_errors([&] {
+    const auto tokenizer = sinklab::train::load_tokenizer(path);
+    const auto ids = tokenizer->encode("Call me Ishmael. Some years ago\n\t-- 1841 \xc3\xa9");
+    tokenizer->decode(ids);
+  });
+}
