@@ -1,6 +1,8 @@
 #include "train/metrics_log.h"
 
+#include <fcntl.h>
 #include <hdf5.h>
+#include <unistd.h>
 #include <hdf5_hl.h>
 
 #include <cmath>
@@ -139,6 +141,7 @@ struct MetricsLog::Impl {
   std::string dir;
   int64_t n_layer, n_head, seq_len;
   std::ofstream jsonl;
+  std::string jsonl_path;
   hid_t file = -1;
   std::string h5_path;
   std::map<std::string, hid_t> datasets;
@@ -251,6 +254,7 @@ MetricsLog::MetricsLog(const std::string& dir, int64_t n_layer, int64_t n_head, 
       out.close();
       fs::rename(path + ".tmp", path);
     }
+    impl_->jsonl_path = path;
     impl_->jsonl.open(path, resume ? std::ios::app : std::ios::trunc);
     SINKLAB_CHECK(impl_->jsonl.good(), IOError, "cannot open " << path << " for writing",
                   "check the run folder's permissions and disk space");
@@ -310,9 +314,33 @@ void MetricsLog::write(const StepRecord& r) {
   }
 }
 
+namespace {
+
+// fsync(2) of a file by path: its written data reaches the disk (any descriptor of the file
+// flushes its pages).
+void sync_file(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY);
+  SINKLAB_CHECK(fd >= 0, IOError, "cannot open " << path << " to sync it",
+                "check the run folder's permissions");
+  const int status = ::fsync(fd);
+  ::close(fd);
+  SINKLAB_CHECK(status == 0, IOError, "cannot sync " << path << " to disk",
+                "check the disk's free space and health");
+}
+
+}  // namespace
+
 void MetricsLog::flush() {
-  if (impl_->jsonl.is_open()) impl_->jsonl.flush();
-  if (impl_->file >= 0) H5Fflush(impl_->file, H5F_SCOPE_LOCAL);
+  if (impl_->jsonl.is_open()) {
+    impl_->jsonl.flush();
+    SINKLAB_CHECK(impl_->jsonl.good(), IOError, "cannot write " << impl_->jsonl_path,
+                  "check the disk's free space");
+    sync_file(impl_->jsonl_path);
+  }
+  if (impl_->file >= 0) {
+    h5_check(H5Fflush(impl_->file, H5F_SCOPE_LOCAL), "flush", impl_->h5_path);
+    sync_file(impl_->h5_path);
+  }
 }
 
 }  // namespace sinklab::train

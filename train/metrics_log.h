@@ -42,6 +42,9 @@ class MetricsLog {
   MetricsLog(const MetricsLog&) = delete;
   MetricsLog& operator=(const MetricsLog&) = delete;
   void write(const StepRecord& record);
+  // Writes out everything buffered and fsyncs both files: what was written is on disk when it
+  // returns (the trainer calls it before a checkpoint becomes durable, so a checkpoint is never
+  // newer than the metrics). Throws IOError naming the file when the disk refuses.
   void flush();
 
  private:

@@ -25,6 +25,7 @@
 #include "autograd/grad_mode.h"
 #include "core/precision.h"
 #include "ops/attention.h"
+#include "train/fault_point.h"
 #include "core/random.h"
 #include "ops/elementwise.h"
 #include "train/data_loader.h"
@@ -434,10 +435,13 @@ void Run::save_checkpoints(int64_t steps_done) {
     state.variant = v.name;
     state.world_size = parallel_->world_size();
     const std::string path = checkpoint_path(dir, steps_done);
+    // The metrics up to this step reach the disk first: a crash after the checkpoint is durable
+    // must not leave it newer than metrics.jsonl / metrics.h5 (resume cuts them back to it).
+    if (v.log) v.log->flush();
     save_checkpoint(path, v.model->params(), whole ? *whole : *v.optimizer, state);
     write_latest_pointer(dir, path);  // the pointer moves only once the file is complete
+    fault_point("checkpoint-durable");
     prune_checkpoints(dir, ck.keep_last, ck.keep_every);
-    if (v.log) v.log->flush();
   }
 }
 

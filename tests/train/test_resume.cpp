@@ -271,6 +271,32 @@ TEST_CASE("SIGTERM writes a checkpoint and exits cleanly; SIGKILL leaves a good 
   REQUIRE(read_text(out / "resume.log").find("resumed main from") != std::string::npos);
 }
 
+TEST_CASE("a kill right after a checkpoint became durable loses no metrics line", "[resume][signals]") {
+  // The metric files are flushed and fsynced before the checkpoint is written: a SIGKILL at the
+  // moment the checkpoint and `latest` are on disk (SINKLAB_FAULT_AT) leaves every step up to
+  // it in metrics.jsonl, and the resumed run writes each later step once. (The files had been
+  // flushed after the checkpoint: steps 0-4 went missing here.)
+  fs::path data = byte_data("durable_data"), out = fresh("durable");
+  std::ofstream(out / "d.yaml") << config_text(data, out, 12, false);
+  const fs::path run_dir = out / "r" / "main";
+  setenv("SINKLAB_FAULT_AT", "checkpoint-durable", 1);
+  pid_t pid = spawn_sinklab({"train", (out / "d.yaml").string(), "--no-progress", "--set",
+                             "checkpoint.every=5"}, out / "killed.log");
+  unsetenv("SINKLAB_FAULT_AT");
+  REQUIRE(wait_exit(pid) == 128 + SIGKILL);
+  REQUIRE(fs::exists(run_dir / "ckpt" / "step_00000005.h5"));
+  REQUIRE(lines(run_dir / "metrics.jsonl").size() == 5);  // steps 0..4, all on disk
+  pid = spawn_sinklab({"train", (out / "d.yaml").string(), "--no-progress", "--resume", "auto"},
+                      out / "resumed.log");
+  REQUIRE(wait_exit(pid) == 0);
+  const std::vector<std::string> log = lines(run_dir / "metrics.jsonl");
+  REQUIRE(log.size() == 13);  // steps 0..11 once each, and the final evaluation
+  for (size_t i = 0; i < 12; ++i) {
+    INFO("line " << i << ": " << log[i]);
+    REQUIRE(log[i].find("\"step\":" + std::to_string(i) + ",") != std::string::npos);
+  }
+}
+
 TEST_CASE("export writes Hugging Face-named safetensors (GPT-2 Conv1D transposed)", "[resume]") {
   fs::path data = byte_data("export_data"), out = fresh("export");
   run_and_collect(parse_config(config_text(data, out, 2, false), "e.yaml"));

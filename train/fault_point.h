@@ -1,0 +1,12 @@
+// Fault injection for the durability tests: fault_point("name") kills the process with SIGKILL
+// when the environment variable SINKLAB_FAULT_AT equals "name", at that exact point of a write
+// sequence (a crash there is otherwise a matter of timing). Unset, it costs one getenv per call
+// at points that are not on a hot path. Points: checkpoint-durable (the newest checkpoint and its
+// `latest` pointer are on disk, old ones not yet pruned).
+#pragma once
+
+namespace sinklab::train {
+
+void fault_point(const char* name);
+
+}  // namespace sinklab::train
