@@ -256,7 +256,10 @@ Tensor GPT::ffn_block(int64_t layer, const Tensor& h, LayerCapture* capture) con
 }
 
 GPT::Stream GPT::block(int64_t layer, const Stream& in, LayerCapture* capture) const {
-  if (capture) capture->residual = detached(in.x);
+  if (capture) {
+    capture->residual = detached(in.x);
+    capture->residual_normed = detached(in.h);
+  }
   const std::string mid = layer_prefix(layer) +
                           (is_llama(cfg_) ? "post_attention_layernorm." : "ln_2.");
   const ops::AddNorm x1 = add_norm(mid, in.x, attention_block(layer, in.h, capture));

@@ -17,6 +17,7 @@ namespace sinklab::train {
 // What the sink metrics need from one forward pass, per layer (detached, no graph).
 struct LayerCapture {
   Tensor residual;        // (B, T, C) x_l, the residual stream entering layer l
+  Tensor residual_normed; // (B, T, C) the block's input norm of x_l, what attention reads
   Tensor q, k;            // (B, T, NH, HS) as attention saw them (after RoPE)
   Tensor lse;             // (B, NH, T) log-sum-exp of attention (undefined for sigmoid)
   Tensor attn_out;        // (B, T, NH, HS) o before head-wise RMSNorm
