@@ -7,12 +7,15 @@
 
 #include "autograd/grad_mode.h"
 #include "core/error.h"
+#include "core/random.h"
+#include "ops/statistics.h"
 
 namespace sinklab::train {
 
 namespace {
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+constexpr uint64_t kRandomValueStream = 43;  // the random tokens of the amplify mean
 
 template <typename Get>
 double layer_mean(const SinkMetrics& m, Get get) {
@@ -191,6 +194,52 @@ void OutputRanks::store(SinkMetrics& metrics) const {
   for (size_t l = 0; l < metrics.layers.size(); ++l)
     metrics.layers[l].effective_rank_output =
         sequences > 0 && l < sum.size() ? sum[l] / static_cast<double>(sequences) : kNaN;
+}
+
+std::vector<std::vector<double>> random_token_value_means(const GPT& model, int64_t tokens,
+                                                          int64_t T, int64_t batch,
+                                                          uint64_t seed, Device device) {
+  SINKLAB_CHECK(tokens >= T && T >= 1 && batch >= 1, ValueError,
+                "random_token_value_means: " << tokens << " tokens in windows of " << T
+                                             << ", batches of " << batch,
+                "ask for at least one window of tokens (the paper: about 50,000)");
+  const int64_t windows = tokens / T;
+  std::vector<std::vector<double>> sum;  // (L, NH * HS) sums over tokens
+  for (int64_t first = 0; first < windows; first += batch) {
+    const int64_t B = std::min(batch, windows - first);
+    const RngKey key{seed, kRandomValueStream, static_cast<uint64_t>(first)};
+    const Tensor ids =
+        rand_ints({B, T}, key, static_cast<int32_t>(model.config().vocab_size));  // (B, T)
+    const std::vector<std::vector<double>> means = value_means(model, ids.to_device(device));
+    sum.resize(means.size());
+    for (size_t l = 0; l < means.size(); ++l) {
+      sum[l].resize(means[l].size(), 0.0);
+      for (size_t c = 0; c < means[l].size(); ++c)
+        sum[l][c] += means[l][c] * static_cast<double>(B * T);
+    }
+  }
+  for (auto& layer : sum)
+    for (double& x : layer) x /= static_cast<double>(windows * T);
+  return sum;
+}
+
+std::vector<std::vector<double>> value_means(const GPT& model, const Tensor& ids) {
+  autograd::NoGradGuard no_grad;
+  ForwardCapture cap;
+  model.forward(ids, Tensor(), &cap);
+  std::vector<std::vector<double>> out;
+  for (const LayerCapture& layer : cap.layers) {
+    const Tensor& v = layer.v;  // (B, T, NH, HS)
+    const int64_t N = v.size(0) * v.size(1), C = v.size(2) * v.size(3);
+    // Per-channel means over the N tokens on v's device: statistics of the columns, (C, 5).
+    const Tensor rows = v.copy_contiguous().reshape_view({N, C});
+    const std::vector<double> stats =
+        ops::row_statistics(rows.transpose_view(0, 1)).to_doubles();  // (C, 5)
+    std::vector<double> mean(C);
+    for (int64_t c = 0; c < C; ++c) mean[c] = stats[c * ops::kRowStats + ops::kRowMean];
+    out.push_back(std::move(mean));
+  }
+  return out;
 }
 
 double standard_error(const std::vector<double>& v) {

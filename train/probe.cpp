@@ -67,14 +67,34 @@ ProbeResult probe_checkpoint(const std::string& checkpoint, const ProbeOptions& 
   const RunConfig cfg = probed_config(checkpoint, opt);
   const Device device = parse_device(cfg.run.device);
   set_cuda_precision(resolved_precision(cfg.run));
+  const auto weights = read_checkpoint_params(checkpoint);
+  auto load = [&](GPT& into) {
+    for (auto& [name, value] : weights) {
+      SINKLAB_CHECK(into.params().contains(name), ConfigError,
+                    "probe: " << checkpoint << " holds " << name << ", which its config's model "
+                              << "does not have",
+                    "the checkpoint and its stored config disagree: re-export it");
+      Tensor target = into.params()[name];
+      target.copy_from(value.to_device(device));
+    }
+  };
   GPT model(cfg.model, cfg.run.seed, DType::F32, device);
-  for (auto& [name, value] : read_checkpoint_params(checkpoint)) {
-    SINKLAB_CHECK(model.params().contains(name), ConfigError,
-                  "probe: " << checkpoint << " holds " << name << ", which its config's model "
-                            << "does not have",
-                  "the checkpoint and its stored config disagree: re-export it");
-    Tensor target = model.params()[name];
-    target.copy_from(value.to_device(device));
+  load(model);
+  SINKLAB_CHECK(opt.amplify_mean == "random" || opt.amplify_mean == "batch", ConfigError,
+                "probe: --amplify-mean is '" << opt.amplify_mean << "'",
+                "use random (the paper: mu over uniform-random tokens) or batch (mu of the "
+                "probed batch)");
+  if (opt.amplify >= 0 && !opt.plain_scaling && opt.lambda != 1.0 &&
+      opt.amplify_mean == "random") {
+    // The paper's mu: each layer's mean value vector over uniform-random tokens, read from the
+    // model without the intervention.
+    ProbeOptions clean_options;
+    clean_options.device = opt.device;
+    GPT clean(probed_config(checkpoint, clean_options).model, cfg.run.seed, DType::F32, device);
+    load(clean);
+    model.set_amplify_mean(random_token_value_means(clean, opt.mean_tokens,
+                                                    cfg.model.block_size, cfg.train.batch_size,
+                                                    cfg.run.seed, device));
   }
   SINKLAB_CHECK(opt.window >= 0 && opt.window <= cfg.model.block_size, ConfigError,
                 "probe: --window is " << opt.window << " but " << checkpoint
@@ -130,7 +150,12 @@ ProbeResult probe_checkpoint(const std::string& checkpoint, const ProbeOptions& 
   if (!opt.isolate.empty()) console << "  isolate positions at key " << result.key << "\n";
   if (opt.amplify >= 0)
     console << "  " << (opt.plain_scaling ? "scale" : "amplify") << " o_" << opt.amplify
-            << " by lambda " << opt.lambda << "\n";
+            << " by lambda " << opt.lambda
+            << (opt.plain_scaling ? "" : opt.amplify_mean == "random"
+                                             ? " (mu over " + std::to_string(opt.mean_tokens) +
+                                                   " uniform-random tokens)"
+                                             : " (mu of the probed batch)")
+            << "\n";
   std::snprintf(line, sizeof line, "%5s %10s %10s %12s %10s %10s %10s\n", "layer", "sink mass",
                 "alpha_0", "score@key", "var_ratio", "disparity", "super x");
   console << line;
@@ -182,7 +207,8 @@ ProbeResult probe_checkpoint(const std::string& checkpoint, const ProbeOptions& 
   json << "{\"checkpoint\":\"" << checkpoint << "\",\"isolate\":" 
        << json_array(std::vector<double>(opt.isolate.begin(), opt.isolate.end()))
        << ",\"amplify\":" << opt.amplify << ",\"mode\":\""
-       << (opt.plain_scaling ? "plain" : "centered") << "\",\"lambda\":" << opt.lambda
+       << (opt.plain_scaling ? "plain" : "centered") << "\",\"amplify_mean\":\""
+       << opt.amplify_mean << "\",\"lambda\":" << opt.lambda
        << ",\"layers\":" << json_array(std::vector<double>(opt.layers.begin(), opt.layers.end()))
        << ",\"key\":" << result.key << ",\"key_score\":[";
   for (size_t l = 0; l < result.key_score.size(); ++l)

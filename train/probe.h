@@ -23,6 +23,9 @@ struct ProbeOptions {
   int64_t amplify = -1;               // k for amplify (centered) or scale (plain); -1 = off
   bool plain_scaling = false;         // scale instead of amplify
   double lambda = 1.0;
+  std::string amplify_mean = "random";  // mu of amplify: over uniform-random tokens (the paper)
+                                        // or "batch" (the probed batch's, as before)
+  int64_t mean_tokens = 50000;        // tokens of the random-token mu
   std::vector<int64_t> layers;        // layers of the interventions; empty = all
   int64_t window = 0;                 // T of the probed windows; 0 = the model's block_size
   int64_t random_tokens = 0;          // N uniform-random sequences for var_across; 0 = off

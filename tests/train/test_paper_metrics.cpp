@@ -244,3 +244,45 @@ TEST_CASE("probe: the paper's readings on short windows and on random tokens; th
       },
       {"--window is 17", "block_size 16"});
 }
+
+TEST_CASE("amplify with the precomputed mu: o_k <- mu + lambda (o_k - mu), mu the mean value "
+          "vector of other tokens",
+          "[probe]") {
+  ModelSection m = test::tiny_model("llama", "none");
+  m.n_embd = 16;
+  m.block_size = 9;
+  const GPT plain(m, 3, DType::F64);
+  const Tensor ids = rand_ints({3, 9}, RngKey{8, 1, 0}, 11);
+  const Tensor other = rand_ints({4, 9}, RngKey{8, 2, 0}, 11);  // the tokens mu is taken over
+  // value_means against the captured values directly.
+  const std::vector<std::vector<double>> mu = value_means(plain, other);
+  const std::vector<double> v0 = test::capture_of(plain, other).layers[0].v.to_doubles();
+  const int64_t C = 16;
+  for (int64_t c = 0; c < C; ++c) {
+    double mean = 0;
+    for (int64_t n = 0; n < 4 * 9; ++n) mean += v0[n * C + c] / 36.0;
+    REQUIRE(mu[0][c] == Approx(mean).epsilon(1e-12));
+  }
+  ModelSection amp = m;
+  amp.amplify_position = 4;
+  amp.amplify_lambda = 7.0;
+  amp.amplify_layers = {0};
+  GPT model(amp, 3, DType::F64);
+  model.set_amplify_mean(mu);
+  const std::vector<double> before = test::capture_of(plain, ids).layers[0].attn_out.to_doubles();
+  const std::vector<double> after = test::capture_of(model, ids).layers[0].attn_out.to_doubles();
+  for (int64_t b = 0; b < 3; ++b)
+    for (int64_t t = 0; t < 9; ++t)
+      for (int64_t c = 0; c < C; ++c) {
+        const size_t i = (b * 9 + t) * C + c;
+        const double want = t == 4 ? mu[0][c] + 7.0 * (before[i] - mu[0][c]) : before[i];
+        REQUIRE(after[i] == Approx(want).epsilon(1e-10));
+      }
+  model.set_amplify_mean({std::vector<double>(3, 0.0)});
+  test::require_error<ShapeError>([&] { test::capture_of(model, ids); },
+                                  {"layer 0 has 3 values", "16"});
+  // random_token_value_means: finite means of every layer's NH * HS values.
+  const auto random_mu = random_token_value_means(plain, 40, 9, 2, 7, Device::cpu());
+  REQUIRE(random_mu.size() == 2);
+  for (const auto& layer : random_mu) REQUIRE(layer.size() == 16);
+}
