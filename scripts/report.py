@@ -11,6 +11,7 @@ Exit codes: 0 written, 1 bad input (missing run folder, no metrics), 2 usage, 3 
 """
 import argparse
 import datetime
+import glob
 import html
 import json
 import math
@@ -293,6 +294,16 @@ def last_metrics_row(v):
     return int(rows[-1]) if len(rows) else None
 
 
+def last_finite_row(v, key):
+    """The last record (training or final evaluation) where `key` holds a finite value."""
+    a = v.get(key)
+    if a is None:
+        return None
+    finite = np.isfinite(a.reshape(len(a), -1)).any(axis=1) if a.ndim > 1 else np.isfinite(a)
+    rows = np.flatnonzero(finite)
+    return int(rows[-1]) if len(rows) else None
+
+
 def nanmean(a, axis=None):
     a = np.asarray(a, dtype=float)
     with warnings.catch_warnings():
@@ -349,6 +360,15 @@ def summarize(v):
     s["var_ratio_normed"] = row_value(v, "var_ratio_normed", row, nanmean)
     s["dim_disparity_max"] = row_value(v, "dim_disparity", row, nanmax)
     s["super_ratio_max"] = row_value(v, "super_ratio", row, nanmax)
+    s["sink_onset"] = row_value(v, "sink_onset", row, lambda x: float(x))
+    s["dim_disparity_mean"] = row_value(v, "dim_disparity_mean", row, lambda x: float(x))
+    s["dim_disparity_normed_mean"] = row_value(v, "dim_disparity_normed_mean", row,
+                                               lambda x: float(x))
+    erow = last_finite_row(v, "effective_rank_output_mean")
+    s["effective_rank_output_mean"] = row_value(v, "effective_rank_output_mean", erow,
+                                                lambda x: float(x))
+    se = v.get("val_loss_se")
+    s["final_val_loss_se"] = float(se[vfin[-1]]) if se is not None and len(vfin) else math.nan
     tps = v.get("tokens_per_s")
     tps = tps[train & np.isfinite(tps)] if tps is not None else np.zeros(0)
     s["tokens_per_s_median"] = float(np.median(tps)) if len(tps) else math.nan
@@ -556,7 +576,6 @@ def plot_var_pos(variants, out_dir):
     layers = sorted({0, L // 2, L - 1})
     fig, axes = plt.subplots(1, len(layers), figsize=(5.2 * len(layers), 4.8), squeeze=False)
     for ax, layer in zip(axes[0], layers):
-        ref_drawn = False
         for i, (v, (step, g)) in enumerate(zip(variants, curves)):
             normed = "var_pos_normed" in g and layer < g["var_pos_normed"].shape[0]
             for key in PER_POSITION:
@@ -574,10 +593,6 @@ def plot_var_pos(variants, out_dir):
                     label = f"{v.name} (after head-wise RMSNorm)"
                     style = dict(ls="-", lw=1.6)
                 ax.plot(x[ok], y[ok], color=color_of(i), label=f"{label}, step {step}", **style)
-                if key == "var_pos" and not ref_drawn and ok[0]:
-                    ax.plot(x, y[0] / x, color="0.45", ls=":", lw=1.3,
-                            label=f"1/(t+1) law, matched at t=0 of {v.name}")
-                    ref_drawn = True
         log_axis(ax, "x")
         log_axis(ax, "y")
         ax.set_title(f"layer {layer}")
@@ -588,6 +603,105 @@ def plot_var_pos(variants, out_dir):
     fig.suptitle("Variance of the attention output by position, last logged training step")
     fig.tight_layout()
     return save(fig, out_dir, "var_pos.png")
+
+
+def plot_paper_layers(variants, out_dir, onset_threshold, T):
+    """The paper's per-layer readings at the last logged step (docs/METRICS.md)."""
+    specs = [("sink_score", "sink score (paper)\nmean over heads and all queries of A[t, 0]"),
+             ("dim_disparity_normed", "dimension disparity of the first token\n"
+                                      "solid: after the input norm; dashed: before"),
+             ("effective_rank_output", "effective rank of the layer output\n"
+                                       "solid: mean over sequences; dashed: input, one sequence")]
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8), squeeze=False)
+    for ax, (key, ylabel) in zip(axes[0], specs):
+        drawn = False
+        for i, v in enumerate(variants):
+            row = last_finite_row(v, key) if key == "effective_rank_output" \
+                else last_metrics_row(v)
+            companion = {"dim_disparity_normed": "dim_disparity",
+                         "effective_rank_output": "effective_rank"}.get(key)
+            for k, style in ((key, dict(ls="-", lw=1.6, marker="o")),
+                             (companion, dict(ls="--", lw=1.2, marker="."))):
+                a = v.get(k) if k else None
+                if a is None or row is None or a.ndim != 2 or not np.isfinite(a[row]).any():
+                    continue
+                label = f"{v.name}, step {int(v.get('step')[row])}" if k == key else None
+                ax.plot(np.arange(a.shape[1]), a[row], color=color_of(i), label=label, **style)
+                drawn = True
+        if key == "sink_score" and drawn:
+            ax.axhline(onset_threshold, color="red", ls=":", lw=1,
+                       label=f"onset threshold {onset_threshold:g}")
+            if T:
+                ax.axhline(sum(1.0 / (t + 1) for t in range(T)) / T, color="0.5", ls=":", lw=1,
+                           label=f"uniform attention, T={T}")
+        if not drawn:
+            no_data(ax, f"no {key} logged")
+        ax.set_xlabel("layer")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=7)
+    fig.suptitle("The paper's readings by layer (docs/METRICS.md)")
+    fig.tight_layout()
+    return save(fig, out_dir, "paper_layers.png")
+
+
+def find_random_token_probes(run_dir, variants):
+    """(variant name, probe JSON) of `sinklab probe --random-tokens N` files in the run folder."""
+    found = []
+    for v in variants:
+        paths = sorted(glob.glob(os.path.join(run_dir, v.name, "**", "*.json"), recursive=True))
+        for path in paths:
+            try:
+                with open(path, encoding="utf-8") as f:
+                    probe = json.load(f)
+            except (OSError, ValueError):
+                continue
+            if isinstance(probe, dict) and probe.get("var_across") and probe.get("random_tokens"):
+                found.append((v.name, path, probe))
+    return found
+
+
+def plot_var_across(run_dir, variants, out_dir):
+    probes = find_random_token_probes(run_dir, variants)
+    if not probes:
+        return placeholder(out_dir, "var_across.png",
+                           "Across-sample variance of the input to W_O against 1/(t+1)",
+                           "no probe on random tokens in this run folder: run\n"
+                           "sinklab probe <variant>/ckpt/step_N.h5 --random-tokens 200")
+    L = max(len(p["var_across"]) for _, _, p in probes)
+    layers = sorted({0, L // 2, L - 1})
+    fig, axes = plt.subplots(1, len(layers), figsize=(5.2 * len(layers), 4.8), squeeze=False)
+    for ax, layer in zip(axes[0], layers):
+        ref_drawn = False
+        for i, (name, path, p) in enumerate(probes):
+            if layer >= len(p["var_across"]):
+                continue
+            y = np.array(p["var_across"][layer], dtype=float)
+            x = np.arange(1, len(y) + 1)
+            ok = np.isfinite(y) & (y > 0)
+            if not ok.any():
+                continue
+            step = (p.get("metrics") or {}).get("step")
+            ax.plot(x[ok], y[ok], color=color_of(i), lw=1.6,
+                    label=f"{name}, step {step}, {p['random_tokens']} random sequences")
+            if ok[0] and not ref_drawn:
+                ax.plot(x, y[0] / x, color="0.45", ls=":", lw=1.3,
+                        label=f"1/(t+1) law, matched at t=0 of {name}")
+                ref_drawn = True
+        log_axis(ax, "x")
+        log_axis(ax, "y")
+        ax.set_title(f"layer {layer}")
+        ax.set_xlabel("position t + 1")
+        ax.set_ylabel("variance across samples, mean over dims")
+        ax.grid(alpha=0.3, which="both")
+        if ax.lines:
+            ax.legend(fontsize=7)
+    fig.suptitle("The 1/(t+1) law: across-sample variance of the input to W_O on uniform-random "
+                 "tokens (sinklab probe --random-tokens)")
+    fig.tight_layout()
+    return save(fig, out_dir, "var_across.png")
 
 
 def log_axis(ax, which="y"):
@@ -713,6 +827,12 @@ def fmt(x, digits=4):
     return f"{x:.{digits}f}"
 
 
+def fmt_layer(x):
+    if x is None or not math.isfinite(x):
+        return "–"
+    return "none" if x < 0 else f"{int(x)}"
+
+
 def summary_table(summaries):
     cols = [("variant", lambda s: html.escape(s["variant"])),
             ("attn output norm", lambda s: html.escape(str(s["attn_output_norm"]))),
@@ -720,6 +840,7 @@ def summary_table(summaries):
             ("final train loss", lambda s: fmt(s["final_train_loss"])),
             ("best val loss", lambda s: fmt(s["best_val_loss"])),
             ("final val loss", lambda s: fmt(s["final_val_loss"])),
+            ("± s.e.", lambda s: fmt(s.get("final_val_loss_se"))),
             ("metrics at step", lambda s: fmt(s["metrics_step"])),
             ("sink mass", lambda s: fmt(s["sink_mass"])),
             ("sink rate (%)", lambda s: fmt(s["sink_rate"], 1)),
@@ -727,6 +848,12 @@ def summary_table(summaries):
             ("var_ratio post", lambda s: fmt(s["var_ratio_normed"], 2)),
             ("max dim_disparity", lambda s: fmt(s["dim_disparity_max"], 1)),
             ("max super_ratio", lambda s: fmt(s["super_ratio_max"], 1)),
+            ("sink onset layer (paper)", lambda s: fmt_layer(s.get("sink_onset"))),
+            ("dim_disparity layer mean (before / after norm)",
+             lambda s: f'{fmt(s.get("dim_disparity_mean"), 1)} / '
+                       f'{fmt(s.get("dim_disparity_normed_mean"), 1)}'),
+            ("eff. rank of outputs, layer mean", lambda s: fmt(s.get("effective_rank_output_mean"),
+                                                               1)),
             ("tokens/s (median)", lambda s: fmt(s["tokens_per_s_median"], 0))]
     out = ["<table>", "<tr>" + "".join(f"<th>{c}</th>" for c, _ in cols) + "</tr>"]
     for s in summaries:
@@ -808,6 +935,8 @@ def main(argv=None):
     run_name = config_value(run_config, "name") or os.path.basename(os.path.abspath(run_dir))
     threshold = config_value(run_config, "sink_threshold") or variants[0].cfg("sink_threshold",
                                                                               "0.3")
+    onset_threshold = float(config_value(run_config, "onset_threshold")
+                            or variants[0].cfg("onset_threshold", "0.8"))
     T = block_size(variants)
     if T is None:
         for v in variants:
@@ -830,8 +959,18 @@ def main(argv=None):
         (plot_var_pos(variants, out_dir),
          "Variance of the attention output (before W_O) by position at the last logged step for "
          "the first, middle and last layer, log-log; head-wise RMSNorm variants show the "
-         "variance before (dashed) and after (solid) the norm; dotted: the 1/(t+1) law of "
-         "uniform averaging."),
+         "variance before (dashed) and after (solid) the norm. This is a variance over channels "
+         "within each sequence, not the paper's 1/(t+1) law (a variance across samples: see "
+         "var_across.png)."),
+        (plot_var_across(run_dir, variants, out_dir),
+         "The paper's 1/(t+1) law: for each position, the variance across samples of each "
+         "dimension of the input to W_O, averaged over dimensions, on uniform-random tokens "
+         "(from sinklab probe --random-tokens N); dotted: 1/(t+1), matched at t=0."),
+        (plot_paper_layers(variants, out_dir, onset_threshold, T),
+         "The paper's readings by layer at the last logged step: sink score over all queries "
+         "with the onset threshold; dimension disparity after (solid) and before (dashed) each "
+         "block's input norm; effective rank of each layer's output over sequences (solid, last "
+         "evaluation) and of its input for one sequence (dashed)."),
         (plot_layer_stats(variants, out_dir),
          "Per layer over steps: variance discrepancy var_ratio (dashed: after head-wise "
          "RMSNorm), dimension disparity of the first token's hidden state, and the first "

@@ -50,13 +50,16 @@ EOF
 OMP_NUM_THREADS=1 "$build/sinklab" compare "$tmp/tiny.yaml" --no-progress >"$tmp/compare.log" 2>&1 ||
   { cat "$tmp/compare.log"; exit 1; }
 run="$tmp/runs/report_test"
+# A probe on random tokens for the 1/(t+1) plot (var_across.png).
+OMP_NUM_THREADS=1 "$build/sinklab" probe "$run/baseline/ckpt/step_00000012.h5" --random-tokens 8 \
+  --window 8 >"$tmp/probe.log" 2>&1 || { cat "$tmp/probe.log"; exit 1; }
 
 fail() { echo "report_test: FAIL: $*" >&2; exit 1; }
 
 "$python" scripts/report.py "$run"
 report="$run/report"
 for f in index.html summary.json loss.png sink_mass.png sink_rate.png var_pos.png \
-         layer_stats.png super_ratio.png; do
+         var_across.png paper_layers.png layer_stats.png super_ratio.png; do
   [ -s "$report/$f" ] || fail "$report/$f missing or empty"
 done
 for v in baseline headwise_rmsnorm; do
@@ -84,6 +87,9 @@ for x, y in zip(a, b):
         else:
             assert abs(v - y[k]) <= 1e-6 * max(1.0, abs(v)), (k, v, y[k])
 assert a[0]["var_ratio_normed"] is None and a[1]["var_ratio_normed"] is not None
+for x in a:  # the paper's readings (docs/METRICS.md)
+    assert x["sink_onset"] is not None and x["dim_disparity_normed_mean"] is not None, x
+    assert x["effective_rank_output_mean"] is not None and x["final_val_loss_se"] is not None, x
 print("report_test: HDF5 and JSONL summaries agree")
 EOF
 

@@ -126,6 +126,8 @@ const std::vector<Field>& fields() {
       SINKLAB_KEY(metrics, MetricsSection, every, kNonNeg),
       SINKLAB_KEY(metrics, MetricsSection, effective_rank_every, kNonNeg),
       SINKLAB_KEY(metrics, MetricsSection, sink_threshold, kPos),
+      SINKLAB_KEY(metrics, MetricsSection, onset_threshold, kPos),
+      SINKLAB_KEY(metrics, MetricsSection, rank_sequences, kNonNeg),
       SINKLAB_KEY(metrics, MetricsSection, jsonl),
       SINKLAB_KEY(metrics, MetricsSection, hdf5),
 
@@ -752,6 +754,11 @@ void validate(const RunConfig& c) {
                                              << " in " << file
                                              << ": it is an attention weight, in (0, 1]",
                 "use 0.3 (Gu et al.)");
+  SINKLAB_CHECK(c.metrics.onset_threshold <= 1.0, ConfigError,
+                "metrics.onset_threshold is " << yu::format_double(c.metrics.onset_threshold)
+                                              << " in " << file
+                                              << ": it is an attention weight, in (0, 1]",
+                "use 0.8 (the paper's onset rule)");
 
   for (const VariantSpec& v : c.variants) check_variant_name(v.name, " in " + file);
   check_unique_variants(c.variants, c.source_file);

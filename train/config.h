@@ -105,6 +105,8 @@ struct MetricsSection {
   int64_t every = 1;                // sink metrics period in steps (0 = off)
   int64_t effective_rank_every = 0; // 0 = at eval intervals
   double sink_threshold = 0.3;      // sink_rate threshold (Gu et al.)
+  double onset_threshold = 0.8;     // sink onset: first layer whose sink_score passes it (paper)
+  int64_t rank_sequences = 20;      // sequences of the output effective rank at eval (0 = off)
   bool jsonl = true;
   bool hdf5 = true;
 };

@@ -163,6 +163,16 @@ int main(int argc, char** argv) {
   probe_cmd->add_option("--layers", probe.layers, "layers of the interventions (default all)")
       ->delimiter(',');
   probe_cmd->add_option("--device", probe.device, "cpu or cuda");
+  probe_cmd->add_option("--amplify-mean", probe.amplify_mean,
+                        "mu of --amplify: random (each layer's mean value vector over "
+                        "uniform-random tokens, the paper's; default) or batch (the probed batch)");
+  probe_cmd->add_option("--mean-tokens", probe.mean_tokens,
+                        "uniform-random tokens of the random mu (default 50000, the paper's)");
+  probe_cmd->add_option("--window", probe.window,
+                        "read T-token windows instead of the model's T (the paper: 64)");
+  probe_cmd->add_option("--random-tokens", probe.random_tokens,
+                        "N: also run N uniform-random sequences for the across-sample variance "
+                        "of the 1/(t+1) law (the paper: about 50,000 tokens)");
   probe_cmd->add_option("--out", probe.out, "JSON file (default <checkpoint>.probe.json)");
   train::AttentionBenchOptions bench;
   CLI::App* bench_cmd = app.add_subcommand(

@@ -58,6 +58,9 @@ const LayerField kLayerFields[] = {
     {"super_ratio", [](const LayerMetrics& m) { return m.super_ratio; }},
     {"massive_median", [](const LayerMetrics& m) { return m.massive_median; }},
     {"effective_rank", [](const LayerMetrics& m) { return m.effective_rank; }},
+    {"sink_score", [](const LayerMetrics& m) { return m.sink_score; }},
+    {"dim_disparity_normed", [](const LayerMetrics& m) { return m.dim_disparity_normed; }},
+    {"effective_rank_output", [](const LayerMetrics& m) { return m.effective_rank_output; }},
 };
 
 // Per-layer vector fields: (name, getter, label of the inner dimension).
@@ -92,6 +95,14 @@ const ScalarField kScalarFields[] = {
     {"val_loss", [](const StepRecord& r) { return r.val_loss; }},
     {"skipped", [](const StepRecord& r) { return r.skipped ? 1.0 : 0.0; }},
     {"sink_rate", [](const StepRecord& r) { return r.has_sink ? r.sink.sink_rate : kNaN; }},
+    {"val_loss_se", [](const StepRecord& r) { return r.val_loss_se; }},
+    {"sink_onset", [](const StepRecord& r) { return r.has_sink ? r.sink.sink_onset : kNaN; }},
+    {"dim_disparity_mean",
+     [](const StepRecord& r) { return r.has_sink ? r.sink.dim_disparity_mean : kNaN; }},
+    {"dim_disparity_normed_mean",
+     [](const StepRecord& r) { return r.has_sink ? r.sink.dim_disparity_normed_mean : kNaN; }},
+    {"effective_rank_output_mean",
+     [](const StepRecord& r) { return r.has_sink ? r.sink.effective_rank_output_mean : kNaN; }},
 };
 
 void h5_check(herr_t status, const std::string& what, const std::string& file) {

@@ -22,6 +22,7 @@ struct StepRecord {
   double memory_mib = 0;     // memory in use after the step: the GPU pool's tensors, or the
                              // process's resident set on the CPU
   double val_loss = 0;       // NaN unless evaluated this step
+  double val_loss_se = 0;    // standard error of val_loss over the eval batches (NaN when not)
   uint64_t batch_hash = 0;   // hash of the step's token ids: equal across variants of one run
   bool skipped = false;      // non-finite loss/grad norm: update skipped
   bool has_sink = false;     // `sink` filled this step

@@ -129,9 +129,16 @@ Tensor GPT::amplify(int64_t layer, const Tensor& o, const Tensor& v) const {
   Tensor mask = Tensor::from_doubles(at_k, {T, NH, HS}, o.dtype()).to_device(o.device());
   if (cfg_.amplify_mode == "plain")  // o_k <- lambda o_k (the control)
     return ops::add(o, ops::mul(o, mask));
-  // mu: the layer's mean value vector over batch and positions, detached: (NH, HS).
+  // mu: the layer's mean value vector over batch and positions, detached: (NH, HS); or the
+  // precomputed one (set_amplify_mean).
   Tensor mu;
-  {
+  if (layer < static_cast<int64_t>(amplify_mean_.size())) {
+    SINKLAB_CHECK(static_cast<int64_t>(amplify_mean_[layer].size()) == NH * HS, ShapeError,
+                  "amplify: the precomputed mean of layer " << layer << " has "
+                      << amplify_mean_[layer].size() << " values, the layer's values " << NH * HS,
+                  "precompute it with the same model (paper_metrics: random_token_value_means)");
+    mu = Tensor::from_doubles(amplify_mean_[layer], {NH, HS}, o.dtype()).to_device(o.device());
+  } else {
     autograd::NoGradGuard no_grad;
     Tensor weights = Tensor::empty({1, B * T}, o.dtype(), o.device());  // (1, B*T) of 1/(B*T)
     weights.fill(1.0 / static_cast<double>(B * T));
@@ -222,6 +229,7 @@ Tensor GPT::attention_block(int64_t layer, const Tensor& h, LayerCapture* captur
     capture->q = detached(q);
     capture->k = detached(k);
     capture->lse = lse.defined() ? detached(lse) : Tensor();
+    capture->v = detached(v);
     capture->attn_out = detached(o);
     capture->attn_out_normed = o_normed.defined() ? detached(o_normed) : Tensor();
     capture->attention = options;
@@ -256,7 +264,10 @@ Tensor GPT::ffn_block(int64_t layer, const Tensor& h, LayerCapture* capture) con
 }
 
 GPT::Stream GPT::block(int64_t layer, const Stream& in, LayerCapture* capture) const {
-  if (capture) capture->residual = detached(in.x);
+  if (capture) {
+    capture->residual = detached(in.x);
+    capture->residual_normed = detached(in.h);
+  }
   const std::string mid = layer_prefix(layer) +
                           (is_llama(cfg_) ? "post_attention_layernorm." : "ln_2.");
   const ops::AddNorm x1 = add_norm(mid, in.x, attention_block(layer, in.h, capture));

@@ -17,8 +17,10 @@ namespace sinklab::train {
 // What the sink metrics need from one forward pass, per layer (detached, no graph).
 struct LayerCapture {
   Tensor residual;        // (B, T, C) x_l, the residual stream entering layer l
+  Tensor residual_normed; // (B, T, C) the block's input norm of x_l, what attention reads
   Tensor q, k;            // (B, T, NH, HS) as attention saw them (after RoPE)
   Tensor lse;             // (B, NH, T) log-sum-exp of attention (undefined for sigmoid)
+  Tensor v;               // (B, T, NH, HS) the values attention multiplied (a view for GPT-2)
   Tensor attn_out;        // (B, T, NH, HS) o before head-wise RMSNorm
   Tensor attn_out_normed; // (B, T, NH, HS) o after head-wise RMSNorm (undefined when off)
   Tensor ffn_hidden;      // (B, T, F) u = act(W1 x) * (W3 x), or GELU(W_fc x + b) (GPU bf16: bf16)
@@ -44,6 +46,10 @@ class GPT {
   ForwardResult forward(const Tensor& ids, const Tensor& targets,
                         ForwardCapture* capture = nullptr) const;
 
+  // The amplify intervention's mu per layer, (NH * HS) values each, precomputed (the paper's
+  // procedure: over uniform-random tokens, train/paper_metrics.h); an empty list (the default)
+  // takes mu from the current batch.
+  void set_amplify_mean(std::vector<std::vector<double>> mu) { amplify_mean_ = std::move(mu); }
   ParameterSet& params() { return params_; }
   const ParameterSet& params() const { return params_; }
   const ModelSection& config() const { return cfg_; }
@@ -83,6 +89,7 @@ class GPT {
   ModelSection cfg_;
   ParameterSet params_;
   ops::AttentionOptions attn_options_;
+  std::vector<std::vector<double>> amplify_mean_;  // (L, NH * HS) or empty: see set_amplify_mean
 };
 
 }  // namespace sinklab::train

@@ -137,6 +137,7 @@ struct LayerSlots {
   size_t var_pos, var_pos_normed;        // (T) batch-mean channel variance of o (and normed)
   size_t norm_mean;                      // (B) mean over t of |x_t|
   size_t first_row;                      // (B, 5) statistics of x_0 (norm, mean |x|, max |x|)
+  size_t first_row_normed;               // (B, 5) statistics of the input norm's h_0
   size_t channel_abs0;                   // (C) mean over b of |x[b, 0, c]|
   size_t residual_order;                 // median ranks, then the top 3 of |x|
   size_t neuron_abs0, ffn_order;         // (F) mean over b of |u[b, 0, n]|; median ranks of |u|
@@ -167,6 +168,8 @@ LayerSlots queue_layer(const LayerCapture& cap, const ops::AttentionOptions& att
   const Tensor norms = rows.select_view(2, ops::kRowNorm);  // (B, T), 5 apart
   s.norm_mean = gather.add(column(ops::row_statistics(norms), ops::kRowMean));
   s.first_row = gather.add(rows.narrow_view(1, 0, 1));  // (B, 1, 5)
+  // (B, 5) of h_0, read in place: rows T * C apart.
+  s.first_row_normed = gather.add(ops::row_statistics(cap.residual_normed.select_view(1, 0)));
   const Tensor first_x = cap.residual.select_view(1, 0);  // (B, C), rows T * C apart
   s.channel_abs0 = gather.add(column(stats_of_columns(first_x), ops::kRowMeanAbs), mean);
   const int64_t n = cap.residual.numel();
@@ -197,6 +200,9 @@ void finish_attention(const LayerSlots& s, const Gather& g, int64_t B, int64_t N
     out.alpha0[h] = all / static_cast<double>(B * T);
     out.sink_mass[h] = T > 1 ? rest / static_cast<double>(B * (T - 1)) : kNaN;
   }
+  double score = 0;  // the paper's sink score: alpha0 averaged over heads
+  for (double a : out.alpha0) score += a / static_cast<double>(NH);
+  out.sink_score = score;
 }
 
 // B: sequences in the (combined) rows; n: elements of one rank's x (the order slot's layout).
@@ -213,6 +219,13 @@ void finish_residual(const LayerSlots& s, const Gather& g, int64_t B, int64_t T,
     norm_ratio += norm0 / rest;
   }
   out.dim_disparity = disparity / B;
+  const double* first_normed = g.values(s.first_row_normed);  // (B, 5)
+  double disparity_normed = 0;
+  for (int64_t b = 0; b < B; ++b) {
+    const double* f = first_normed + b * ops::kRowStats;
+    disparity_normed += f[ops::kRowMaxAbs] / f[ops::kRowMeanAbs];
+  }
+  out.dim_disparity_normed = disparity_normed / B;
   out.norm_ratio = norm_ratio / B;
   const double* channel = g.values(s.channel_abs0);  // (C)
   out.dim_argmax = std::max_element(channel, channel + C) - channel;
@@ -297,6 +310,7 @@ SinkMetrics finish_sink_metrics(QueuedSinkMetrics queued, double sink_threshold,
     finish_residual(s, gather, B, T, C, cap.residual.numel(), m);
     finish_ffn(s, gather, cap.ffn_hidden.size(2), cap.ffn_hidden.numel(), m);
     m.effective_rank = kNaN;
+    m.effective_rank_output = kNaN;
     if (with_effective_rank) {
       std::vector<double> x = cap.residual.narrow_view(0, 0, 1).to_doubles();  // (T, C) sequence 0
       m.effective_rank = effective_rank(x, T, C);

@@ -28,11 +28,21 @@ struct LayerMetrics {
   double massive_top[3] = {0, 0, 0};   // top-3 |x_l| over the batch
   double massive_median = 0;           // median |x_l|
   double effective_rank = 0;           // NaN unless computed this step
+  // The paper's readings (docs/METRICS.md):
+  double sink_score = 0;               // mean over b, heads and all t >= 0 of A[t, 0]
+  double dim_disparity_normed = 0;     // dim_disparity of the block's input norm of x_l
+  double effective_rank_output = 0;    // mean over sequences, of the layer's output; NaN unless
+                                       // computed this step (eval intervals)
 };
 
 struct SinkMetrics {
   std::vector<LayerMetrics> layers;  // (L)
   double sink_rate = 0;              // percent of (l, h) with alpha0 > threshold
+  // The paper's layer summaries (train/paper_metrics.h: summarise_paper_metrics fills them):
+  double sink_onset = -1;            // first layer whose sink_score passes the onset threshold
+  double dim_disparity_mean = 0;     // mean over layers of dim_disparity
+  double dim_disparity_normed_mean = 0;   // mean over layers of dim_disparity_normed
+  double effective_rank_output_mean = 0;  // mean over layers of effective_rank_output
 };
 
 // The ranks of a data-parallel job, for the metrics: every rank passes its values and receives

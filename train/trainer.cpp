@@ -31,6 +31,7 @@
 #include "train/data_loader.h"
 #include "train/model.h"
 #include "train/optimizer.h"
+#include "train/paper_metrics.h"
 #include "train/checkpoint.h"
 #include "train/data_parallel.h"
 #include "train/sampler.h"
@@ -512,8 +513,11 @@ void Run::step_all(int64_t step, bool evaluate_first) {
       record.sink = metrics->finish(c.metrics.sink_threshold,
                                     parallel_->world_size() > 1 ? parallel_.get() : nullptr);
       record.has_sink = true;
-      for (size_t l = 0; l < eval.effective_rank.size(); ++l)
+      for (size_t l = 0; l < eval.effective_rank.size(); ++l) {
         record.sink.layers[l].effective_rank = eval.effective_rank[l];
+        record.sink.layers[l].effective_rank_output = eval.effective_rank_output[l];
+      }
+      summarise_paper_metrics(record.sink, c.metrics.onset_threshold);
       v.last_sink = record;
       clock.mark("sink metrics");
     }
@@ -529,6 +533,7 @@ void Run::step_all(int64_t step, bool evaluate_first) {
                           : kNaN;
     record.memory_mib = memory_in_use_mib(device);
     record.val_loss = evaluate_first ? eval.loss : kNaN;
+    record.val_loss_se = evaluate_first ? eval.loss_se : kNaN;
     if (step > 0) {
       v.tokens_per_s_sum += record.tokens_per_s;
       ++v.timed_steps;
@@ -577,23 +582,42 @@ Run::Evaluation Run::evaluate(Variant& v, int64_t step, bool final) {
   autograd::NoGradGuard no_grad;
   v.val_data->set_cursor(0);  // the same validation batches at every evaluation
   double total = 0;
+  std::vector<double> losses;  // (eval_batches) for the standard error
   ForwardCapture capture;
+  OutputRanks output_ranks;  // the paper's effective rank: layer outputs, over sequences
+  output_ranks.limit = c.metrics.rank_sequences;
   for (int64_t i = 0; i < c.train.eval_batches; ++i) {
     Batch batch = v.val_data->next();
-    total += v.model->forward(batch.inputs, batch.targets, i == 0 ? &capture : nullptr)
-                 .loss.item();
+    ForwardCapture more;  // batches after the first: captured for the output ranks only
+    const bool ranks = !output_ranks.full();
+    losses.push_back(v.model
+                         ->forward(batch.inputs, batch.targets,
+                                   i == 0 ? &capture : ranks ? &more : nullptr)
+                         .loss.item());
+    total += losses.back();
+    if (ranks) output_ranks.add(i == 0 ? capture : more);
   }
   Evaluation eval;
   eval.loss = total / static_cast<double>(std::max<int64_t>(1, c.train.eval_batches));
+  eval.loss_se = standard_error(losses);
   v.last_val = eval.loss;
   // Sink metrics of the first validation batch, with the (costly) effective rank.
   eval.metrics = compute_sink_metrics(capture, c.metrics.sink_threshold, true);
-  for (const LayerMetrics& l : eval.metrics.layers) eval.effective_rank.push_back(l.effective_rank);
-  char line[200];
-  std::snprintf(line, sizeof line, "step %5lld/%lld | %-16s | val loss %.4f | eff. rank %.1f",
+  output_ranks.store(eval.metrics);
+  summarise_paper_metrics(eval.metrics, c.metrics.onset_threshold);
+  for (const LayerMetrics& l : eval.metrics.layers) {
+    eval.effective_rank.push_back(l.effective_rank);
+    eval.effective_rank_output.push_back(l.effective_rank_output);
+  }
+  char line[240];
+  std::snprintf(line, sizeof line,
+                "step %5lld/%lld | %-16s | val loss %.4f ± %.4f (s.e.) | eff. rank %.1f "
+                "(outputs, %lld seq.: %.1f)",
                 static_cast<long long>(step), static_cast<long long>(c.train.steps),
-                v.name.c_str(), eval.loss,
-                mean_layer(eval.metrics, [](const LayerMetrics& l) { return l.effective_rank; }));
+                v.name.c_str(), eval.loss, eval.loss_se,
+                mean_layer(eval.metrics, [](const LayerMetrics& l) { return l.effective_rank; }),
+                static_cast<long long>(output_ranks.sequences),
+                eval.metrics.effective_rank_output_mean);
   console_ << (options_.progress_bar ? "\r\033[K" : "") << line << "\n";
   const bool sample = final || (c.train.sample_every > 0 && step % c.train.sample_every == 0);
   if (sample && c.train.sample_tokens > 0) {
@@ -616,6 +640,7 @@ void Run::finish(int64_t steps) {
     StepRecord record;  // after the last update: validation only
     record.step = steps;
     record.val_loss = eval.loss;
+    record.val_loss_se = eval.loss_se;
     record.loss = record.lr = record.grad_norm = record.tokens_per_s = record.step_ms =
         record.mfu = record.memory_mib = kNaN;
     record.has_sink = v.config.metrics.every > 0;

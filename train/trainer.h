@@ -64,6 +64,8 @@ class Run {
     double loss = 0;                      // mean validation loss
     SinkMetrics metrics;                  // of the first validation batch
     std::vector<double> effective_rank;   // (L)
+    std::vector<double> effective_rank_output;  // (L) mean over metrics.rank_sequences
+    double loss_se = 0;                   // standard error of loss over the eval batches
   };
   void step_all(int64_t step, bool evaluate_first);
   Evaluation evaluate(Variant& v, int64_t step, bool final);

@@ -1,0 +1,288 @@
+// The paper's readings of the sink metrics (docs/METRICS.md), each against a hand-computed
+// example, and the capture-level ones against a direct computation from the capture.
+#include <cmath>
+#include <fstream>
+#include <sstream>
+#include <limits>
+#include <vector>
+
+#include "core/random.h"
+#include "ops/attention.h"
+#include "tests/op_checks.h"
+#include "tests/train/train_test_util.h"
+#include "train/model.h"
+#include "train/paper_metrics.h"
+#include "train/probe.h"
+#include "train/sink_metrics.h"
+#include "train/trainer.h"
+
+using namespace sinklab;
+using namespace sinklab::train;
+
+namespace {
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+}
+
+TEST_CASE("sink onset: the first layer strictly above the threshold, -1 when none", "[metrics]") {
+  REQUIRE(sink_onset_layer({0.1, 0.8, 0.81, 0.95}, 0.8) == 2);
+  REQUIRE(sink_onset_layer({0.9, 0.1}, 0.8) == 0);
+  REQUIRE(sink_onset_layer({0.1, 0.2}, 0.8) == -1);
+  REQUIRE(sink_onset_layer({}, 0.8) == -1);
+  SinkMetrics m;
+  m.layers.resize(3);
+  const double score[3] = {0.2, 0.85, 0.9}, disp[3] = {2, 4, 9}, normed[3] = {1, 2, 3};
+  for (int l = 0; l < 3; ++l) {
+    m.layers[l].sink_score = score[l];
+    m.layers[l].dim_disparity = disp[l];
+    m.layers[l].dim_disparity_normed = normed[l];
+    m.layers[l].effective_rank_output = l == 1 ? kNaN : 5.0;
+  }
+  summarise_paper_metrics(m, 0.8);
+  REQUIRE(m.sink_onset == 1);
+  REQUIRE(m.dim_disparity_mean == Approx(5.0));
+  REQUIRE(m.dim_disparity_normed_mean == Approx(2.0));
+  REQUIRE(std::isnan(m.effective_rank_output_mean));  // a layer not computed: no mean
+  summarise_paper_metrics(m, 0.95);
+  REQUIRE(m.sink_onset == -1);
+}
+
+TEST_CASE("score at key k over queries t > k leaves out the self term", "[metrics][probe]") {
+  // B = 1, NH = 2, T = 4: A[t, k = 1] for t = 0..3 (A[0, 1] = 0 under the causal mask).
+  const std::vector<double> mass = {0, 1.0, 0.5, 0.3,   // head 0
+                                    0, 0.2, 0.4, 0.6};  // head 1
+  const std::vector<double> s = key_score_after(mass, 1, 2, 4, 1);
+  REQUIRE(s[0] == Approx((0.5 + 0.3) / 2));  // today's alpha_1 would be (1 + 0.5 + 0.3) / 3
+  REQUIRE(s[1] == Approx((0.4 + 0.6) / 2));
+  REQUIRE(std::isnan(key_score_after(mass, 1, 2, 4, 3)[0]));  // no query after the last key
+  REQUIRE_THROWS_AS(key_score_after(mass, 2, 2, 4, 1), ShapeError);
+}
+
+TEST_CASE("across-sample variance per position, averaged over dims (the 1/(t+1) law)",
+          "[metrics][probe]") {
+  // B = 2 samples, T = 2 positions, D = 2 dims.
+  // t = 0: dim 0 takes 1 and 3 (unbiased var 2), dim 1 takes 0 and 0 (var 0): mean 1.
+  // t = 1: dim 0 takes 2 and 2 (var 0), dim 1 takes -1 and 3 (var 8): mean 4.
+  const std::vector<double> x = {1, 0, 2, -1,   // sample 0: (t0: 1, 0), (t1: 2, -1)
+                                 3, 0, 2, 3};   // sample 1: (t0: 3, 0), (t1: 2, 3)
+  const std::vector<double> v = across_sample_variance(x, 2, 2, 2);
+  REQUIRE(v[0] == Approx((2.0 + 0.0) / 2));  // unbiased: (1-2)^2 + (3-2)^2 over B - 1 = 2
+  REQUIRE(v[1] == Approx((0.0 + 8.0) / 2));  // dim 1 at t1: mean 1, (-2)^2 + 2^2 = 8
+  REQUIRE_THROWS_AS(across_sample_variance(x, 1, 4, 2), ShapeError);
+  // The tensor overload reads (B, T, NH, HS) as (B, T, NH * HS).
+  REQUIRE(across_sample_variance(Tensor::from_doubles(x, {2, 2, 1, 2}, DType::F64)) == v);
+}
+
+TEST_CASE("uniform averaging of i.i.d. values: across-sample variance follows 1/(t+1)",
+          "[metrics][probe]") {
+  // o_t = mean of v_0..v_t with v i.i.d. +-1: Var(o_t) = 1 / (t + 1) exactly in expectation.
+  const int64_t B = 4000, T = 8, D = 4;
+  const std::vector<double> signs = rand_ints({B, T, D}, RngKey{3, 7, 0}, 2).to_doubles();
+  std::vector<double> o(B * T * D);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t d = 0; d < D; ++d) {
+      double sum = 0;
+      for (int64_t t = 0; t < T; ++t) {
+        sum += 2 * signs[(b * T + t) * D + d] - 1;
+        o[(b * T + t) * D + d] = sum / static_cast<double>(t + 1);
+      }
+    }
+  const std::vector<double> v = across_sample_variance(o, B, T, D);
+  for (int64_t t = 0; t < T; ++t) REQUIRE(v[t] == Approx(1.0 / (t + 1)).epsilon(0.06));
+}
+
+TEST_CASE("kurtosis: Pearson, 3-free; one spike among n entries is about n", "[metrics]") {
+  REQUIRE(kurtosis({1, -1, 1, -1}) == Approx(1.0));  // two-point: m4 = m2^2
+  std::vector<double> spike(10, 0.0);
+  spike[3] = 5;  // mean 0.5: deviations -0.5 (9 times) and 4.5: m2 = 2.25, m4 = 41.0625
+  const double m2 = (9 * 0.25 + 4.5 * 4.5) / 10, m4 = (9 * 0.0625 + std::pow(4.5, 4)) / 10;
+  REQUIRE(kurtosis(spike) == Approx(m4 / (m2 * m2)));
+  REQUIRE(kurtosis(spike) == Approx(8.1111111).epsilon(1e-6));
+  REQUIRE(std::isnan(kurtosis({2, 2, 2})));
+}
+
+TEST_CASE("super neuron from the weights: largest row norm product, its firing and its column",
+          "[metrics][probe]") {
+  // F = 3 neurons, C = 2 channels. Row norms: gate (1, 2, 1), up (3, 1, 1): products 3, 2, 1.
+  const std::vector<double> gate = {1, 0, 0, 2, 1, 0}, up = {0, 3, 1, 0, 0, 1};
+  // down (C, F): column 0 is (0.1, -4): writes into channel 1.
+  const std::vector<double> down = {0.1, 1, 1, -4, 1, 1};
+  // u (B = 1, T = 3, F): neuron 0 is 6 at t = 0 and 1, 2 at t = 1, 2.
+  const std::vector<double> u = {6, 0, 0, 1, 9, 9, -2, 9, 9};
+  // The layer output's first token (B = 1, C): channel 1 is the largest.
+  const std::vector<double> y0 = {0.5, -7};
+  const SuperNeuron s = find_super_neuron(gate, up, down, 3, 2, u, 1, 3, y0);
+  REQUIRE(s.neuron == 0);
+  REQUIRE(s.weight_norm == Approx(3.0));
+  REQUIRE(s.first_token_ratio == Approx(6.0 / 1.5));
+  REQUIRE(s.down_kurtosis == Approx(1.0));  // two values: always 1
+  REQUIRE(s.down_channel == 1);
+  REQUIRE(s.disparity_channel == 1);
+  // GPT-2 (no up rows): the gate (c_fc) norm alone picks neuron 1.
+  REQUIRE(find_super_neuron(gate, {}, down, 3, 2, u, 1, 3, y0).neuron == 1);
+  REQUIRE_THROWS_AS(find_super_neuron(gate, up, down, 3, 2, u, 2, 3, y0), ShapeError);
+}
+
+TEST_CASE("standard error of the mean: sample sd over sqrt(n)", "[metrics]") {
+  REQUIRE(standard_error({1, 2, 3, 4}) == Approx(std::sqrt(5.0 / 3.0) / 2.0));
+  REQUIRE(std::isnan(standard_error({2.5})));
+}
+
+TEST_CASE("sink score, disparity after the input norm and output ranks from a capture",
+          "[metrics]") {
+  for (const char* arch : {"llama", "gpt2"}) {
+    INFO(arch);
+    ModelSection cfg = test::tiny_model(arch, "none");
+    cfg.n_embd = 16;
+    cfg.block_size = 9;
+    GPT model(cfg, 5, DType::F64);
+    const Tensor ids = rand_ints({3, 9}, RngKey{5, 3, 0}, 11);
+    const ForwardCapture cap = test::capture_of(model, ids);
+    SinkMetrics m = compute_sink_metrics(cap, 0.3, false);
+    const int64_t B = 3, NH = 2, T = 9, C = 16;
+    for (size_t l = 0; l < 2; ++l) {
+      const LayerCapture& c = cap.layers[l];
+      // Sink score: mean over b, heads and ALL queries of A[t, 0].
+      const std::vector<double> A =
+          ops::attention_probabilities(c.q, c.k, ops::AttentionOptions{}).to_doubles();
+      double score = 0;
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t h = 0; h < NH; ++h)
+          for (int64_t t = 0; t < T; ++t) score += A[((b * NH + h) * T + t) * T] / (B * NH * T);
+      REQUIRE(m.layers[l].sink_score == Approx(score).epsilon(1e-10));
+      // Disparity of h_0 = the input norm of x_0, from the capture.
+      const std::vector<double> h = c.residual_normed.to_doubles();
+      double disp = 0;
+      for (int64_t b = 0; b < B; ++b) {
+        double mx = 0, sum = 0;
+        for (int64_t j = 0; j < C; ++j) {
+          mx = std::max(mx, std::fabs(h[b * T * C + j]));
+          sum += std::fabs(h[b * T * C + j]);
+        }
+        disp += mx / (sum / C) / B;
+      }
+      REQUIRE(m.layers[l].dim_disparity_normed == Approx(disp).epsilon(1e-10));
+      REQUIRE(std::isnan(m.layers[l].effective_rank_output));
+    }
+    // Output ranks: layer 0's output is layer 1's input; the last layer's is final_residual.
+    OutputRanks ranks;
+    ranks.limit = 2;
+    ranks.add(cap);
+    REQUIRE(ranks.sequences == 2);
+    ranks.store(m);
+    const std::vector<double> x1 = cap.layers[1].residual.to_doubles();
+    const std::vector<double> xf = cap.final_residual.to_doubles();
+    auto seq = [&](const std::vector<double>& x, int64_t b) {
+      return std::vector<double>(x.begin() + b * T * C, x.begin() + (b + 1) * T * C);
+    };
+    REQUIRE(m.layers[0].effective_rank_output ==
+            Approx((effective_rank(seq(x1, 0), T, C) + effective_rank(seq(x1, 1), T, C)) / 2));
+    REQUIRE(m.layers[1].effective_rank_output ==
+            Approx((effective_rank(seq(xf, 0), T, C) + effective_rank(seq(xf, 1), T, C)) / 2));
+  }
+}
+
+TEST_CASE("probe: the paper's readings on short windows and on random tokens; the trainer logs "
+          "the output rank and the val loss's standard error",
+          "[probe][metrics]") {
+  test::TempDir dir;
+  const std::vector<int32_t> tokens = test::letter_tokens(4, 1, 20000, 20, 2);
+  test::write_train_val(dir.path, tokens, {tokens.begin(), tokens.begin() + 3000});
+  std::ostringstream y;
+  y << "run: {name: p, out_dir: " << dir.path.string() << "}\n"
+    << "model: {arch: llama, n_layer: 2, n_head: 2, n_embd: 32, block_size: 16}\n"
+    << "data: {dir: " << dir.path.string() << ", tokenizer: byte}\n"
+    << "train: {steps: 4, batch_size: 4, eval_every: 2, eval_batches: 3, sample_tokens: 0}\n"
+    << "metrics: {rank_sequences: 6}\n";
+  std::ostringstream console;
+  Run(parse_config(y.str(), "p.yaml"), console).train();
+  // The trainer: val_loss_se and the output ranks (over 6 sequences: two eval batches of 4).
+  REQUIRE(console.str().find("(s.e.)") != std::string::npos);
+  REQUIRE(console.str().find("6 seq.") != std::string::npos);
+  std::ifstream log(dir.file("p/main/metrics.jsonl"));
+  std::string line, last;
+  while (std::getline(log, line)) last = line;
+  for (const char* key : {"\"val_loss_se\":0", "\"effective_rank_output\":[", "\"sink_score\":[",
+                          "\"sink_onset\":", "\"dim_disparity_normed_mean\":"}) {
+    INFO(key << " in " << last);
+    REQUIRE(last.find(key) != std::string::npos);
+  }
+  const std::string ck = dir.file("p/main/ckpt/step_00000004.h5");
+  ProbeOptions opt;
+  opt.batches = 2;
+  opt.window = 8;
+  opt.random_tokens = 5;
+  opt.amplify = 3;  // lambda 1: no change, but reports key 3
+  opt.out = dir.file("probe.json");
+  const ProbeResult r = probe_checkpoint(ck, opt, console);
+  const int64_t T = 8, k = 3;
+  REQUIRE(r.var_across.size() == 2);
+  REQUIRE(r.super.size() == 2);
+  for (size_t l = 0; l < 2; ++l) {
+    REQUIRE(r.var_across[l].size() == T);
+    for (double v : r.var_across[l]) REQUIRE(v > 0);
+    REQUIRE(r.super[l].neuron >= 0);
+    double alpha0 = 0;
+    for (double a : r.metrics.layers[l].alpha0) alpha0 += a / 2;
+    REQUIRE(r.metrics.layers[l].sink_score == Approx(alpha0));
+    for (size_t h = 0; h < 2; ++h) {
+      // alpha_k (T - k) = mean A[k, k] + score_after (T - k - 1): the self term is in [0, 1].
+      const double self = r.key_score[l][h] * (T - k) - r.key_score_after[l][h] * (T - k - 1);
+      REQUIRE(self >= -1e-6);
+      REQUIRE(self <= 1 + 1e-6);
+    }
+  }
+  std::ifstream json(opt.out);
+  const std::string text((std::istreambuf_iterator<char>(json)), {});
+  for (const char* key : {"\"key_score_after\":[[", "\"var_across\":[[", "\"window\":8",
+                          "\"random_tokens\":5", "\"super\":{\"neuron\":["})
+    REQUIRE(text.find(key) != std::string::npos);
+  test::require_error<ConfigError>(
+      [&] {
+        ProbeOptions bad = opt;
+        bad.window = 17;
+        probe_checkpoint(ck, bad, console);
+      },
+      {"--window is 17", "block_size 16"});
+}
+
+TEST_CASE("amplify with the precomputed mu: o_k <- mu + lambda (o_k - mu), mu the mean value "
+          "vector of other tokens",
+          "[probe]") {
+  ModelSection m = test::tiny_model("llama", "none");
+  m.n_embd = 16;
+  m.block_size = 9;
+  const GPT plain(m, 3, DType::F64);
+  const Tensor ids = rand_ints({3, 9}, RngKey{8, 1, 0}, 11);
+  const Tensor other = rand_ints({4, 9}, RngKey{8, 2, 0}, 11);  // the tokens mu is taken over
+  // value_means against the captured values directly.
+  const std::vector<std::vector<double>> mu = value_means(plain, other);
+  const std::vector<double> v0 = test::capture_of(plain, other).layers[0].v.to_doubles();
+  const int64_t C = 16;
+  for (int64_t c = 0; c < C; ++c) {
+    double mean = 0;
+    for (int64_t n = 0; n < 4 * 9; ++n) mean += v0[n * C + c] / 36.0;
+    REQUIRE(mu[0][c] == Approx(mean).epsilon(1e-12));
+  }
+  ModelSection amp = m;
+  amp.amplify_position = 4;
+  amp.amplify_lambda = 7.0;
+  amp.amplify_layers = {0};
+  GPT model(amp, 3, DType::F64);
+  model.set_amplify_mean(mu);
+  const std::vector<double> before = test::capture_of(plain, ids).layers[0].attn_out.to_doubles();
+  const std::vector<double> after = test::capture_of(model, ids).layers[0].attn_out.to_doubles();
+  for (int64_t b = 0; b < 3; ++b)
+    for (int64_t t = 0; t < 9; ++t)
+      for (int64_t c = 0; c < C; ++c) {
+        const size_t i = (b * 9 + t) * C + c;
+        const double want = t == 4 ? mu[0][c] + 7.0 * (before[i] - mu[0][c]) : before[i];
+        REQUIRE(after[i] == Approx(want).epsilon(1e-10));
+      }
+  model.set_amplify_mean({std::vector<double>(3, 0.0)});
+  test::require_error<ShapeError>([&] { test::capture_of(model, ids); },
+                                  {"layer 0 has 3 values", "16"});
+  // random_token_value_means: finite means of every layer's NH * HS values.
+  const auto random_mu = random_token_value_means(plain, 40, 9, 2, 7, Device::cpu());
+  REQUIRE(random_mu.size() == 2);
+  for (const auto& layer : random_mu) REQUIRE(layer.size() == 16);
+}
