@@ -82,11 +82,11 @@ OpCase linear_case() {
                                grad_input({3}, 12, dt)};
           }};
 }
-OpCase bf16_round_case() {  // compared in f32 on the host
+OpCase bf16_round_case() {  // compared in f32
   return {[](const auto& in) {
             Tensor out = Tensor::empty(in[0].shape(), DType::BF16, in[0].device());
             ops::bf16_round_kernels.forward(in[0].device())(in[0], out);
-            return out.to_device(Device::cpu()).to_dtype(DType::F32);
+            return out.to_device(Device::cpu()).to_dtype(DType::F32).to_device(in[0].device());
           },
           [](DType) { return std::vector{plain_input({B, T, C}, 13, DType::F32)}; }, false};
 }
@@ -220,7 +220,8 @@ OpCase adamw_update_case() {  // two steps, so that the moments feed the second
 }
 OpCase sum_of_squares_case() {
   return {[](const auto& in) {
-            return Tensor::from_doubles({ops::sum_of_squares(in[0])}, {1}, DType::F64);
+            return Tensor::from_doubles({ops::sum_of_squares(in[0])}, {1}, DType::F64)
+                .to_device(in[0].device());
           },
           [](DType) { return std::vector{plain_input({3, 70001}, 52, DType::F32)}; }, false};
 }
