@@ -20,7 +20,7 @@ bool nccl_available();
 
 class Communicator {
  public:
-  // ncclGetUniqueId as bytes: rank 0 creates it and shares it (train/bootstrap.h).
+  // ncclGetUniqueId as bytes: rank 0 creates it and shares it (train/dist/bootstrap.h).
   static std::string unique_id();
   // ncclCommInitRank over `world_size` ranks on the current device.
   Communicator(const std::string& unique_id, int rank, int world_size);

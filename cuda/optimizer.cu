@@ -1,11 +1,17 @@
-#include "cuda/optimizer.h"
-
+// The CUDA kernels of ops/optimizer.h: one AdamW kernel over a flat (shard of a) buffer, a
+// deterministic sum of squares over a fixed grid, and in-place scaling.
 #include "cuda/check.h"
 #include "cuda/runtime.h"
+#include "ops/optimizer.h"
 
 namespace sinklab::cuda {
 
 namespace {
+
+// ops::AdamWHyper rounded to f32 for the kernel.
+struct AdamWHyper {
+  float lr, beta1, beta2, eps, weight_decay, bias_correction1, bias_correction2;
+};
 
 __global__ void adamw_kernel(float* w, const float* g, float* m, float* v, const int32_t* decay,
                              int64_t n, AdamWHyper h) {
@@ -57,19 +63,21 @@ __global__ void scale_kernel(float* x, int64_t n, float factor) {
   if (i < n) x[i] *= factor;
 }
 
-}  // namespace
-
-void adamw_step(Tensor& w, const Tensor& g, Tensor& m, Tensor& v, const Tensor& decay_mask,
-                const AdamWHyper& h) {
+void adamw_cuda(Tensor& w, const Tensor& g, Tensor& m, Tensor& v, const Tensor& decay_mask,
+                const ops::AdamWHyper& hyper) {
   const int64_t n = w.numel();
   if (n == 0) return;
+  const AdamWHyper h{static_cast<float>(hyper.lr),    static_cast<float>(hyper.beta1),
+                     static_cast<float>(hyper.beta2), static_cast<float>(hyper.eps),
+                     static_cast<float>(hyper.weight_decay), hyper.bias_correction1,
+                     hyper.bias_correction2};
   adamw_kernel<<<blocks_for(n), 256, 0, stream()>>>(w.data<float>(), g.data<float>(),
                                                     m.data<float>(), v.data<float>(),
                                                     decay_mask.data<int32_t>(), n, h);
   SINKLAB_KERNEL_CHECK("adamw");
 }
 
-double sum_of_squares(const Tensor& x) {
+double sum_of_squares_cuda(const Tensor& x) {
   Tensor partial = Tensor::empty({kSumBlocks + 1}, DType::F64, x.device());  // (blocks + total)
   double* p = partial.data<double>();
   sum_squares_partial<<<kSumBlocks, kSumThreads, 0, stream()>>>(x.data<float>(), x.numel(), p);
@@ -83,11 +91,19 @@ double sum_of_squares(const Tensor& x) {
   return total;
 }
 
-void scale_in_place(Tensor& x, float factor) {
+void scale_in_place_cuda(Tensor& x, float factor) {
   const int64_t n = x.numel();
   if (n == 0) return;
   scale_kernel<<<blocks_for(n), 256, 0, stream()>>>(x.data<float>(), n, factor);
   SINKLAB_KERNEL_CHECK("scale_in_place");
+}
+
+}  // namespace
+
+void install_optimizer_kernels() {
+  ops::adamw_update_kernels.cuda = adamw_cuda;
+  ops::sum_of_squares_kernels.cuda = sum_of_squares_cuda;
+  ops::scale_in_place_kernels.cuda = scale_in_place_cuda;
 }
 
 }  // namespace sinklab::cuda

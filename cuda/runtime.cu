@@ -10,6 +10,7 @@
 #include "core/tensor_math.h"
 #include "cuda/check.h"
 #include "cuda/elementwise_map.cuh"
+#include "ops/op_list.h"
 
 namespace sinklab::cuda {
 
@@ -260,6 +261,9 @@ bool initialize() {
     install_rope_kernels();
     install_cross_entropy_kernels();
     install_statistics_kernels();
+    install_optimizer_kernels();
+    install_device_runtime();
+    ops::check_cuda_slots();  // every CUDA slot ops/op_list.h claims is filled
     g_available = true;
   });
   return g_available;

@@ -81,5 +81,7 @@ void install_attention_kernels();     // cuda/attention.cu: attention, probabili
 void install_rope_kernels();          // cuda/rope.cu
 void install_cross_entropy_kernels(); // cuda/cross_entropy.cu
 void install_statistics_kernels();    // cuda/statistics.cu: row statistics, order statistics
+void install_optimizer_kernels();     // cuda/optimizer.cu: adamw_update, sum_of_squares, scale
+void install_device_runtime();        // cuda/device_runtime.cpp: core/device_runtime.h's CUDA one
 
 }  // namespace sinklab::cuda

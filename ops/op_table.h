@@ -10,6 +10,16 @@
 
 namespace sinklab::ops {
 
+// The kernel of `fn`'s row for `device`: the CPU one, or the CUDA one that cuda/ installed.
+template <class Fn>
+Fn pick_kernel(const char* name, Device device, Fn cpu, Fn cuda) {
+  if (device.is_cpu()) return cpu;
+  SINKLAB_CHECK(cuda != nullptr, DeviceError,
+                name << ": no CUDA kernel is installed for " << device.str(),
+                "build with CUDA (-DSINKLAB_CUDA=ON) or run on the CPU");
+  return cuda;
+}
+
 template <class ForwardFn, class BackwardFn>
 struct OpKernels {
   const char* name;
@@ -18,18 +28,23 @@ struct OpKernels {
   ForwardFn cuda_forward = nullptr;
   BackwardFn cuda_backward = nullptr;
 
-  ForwardFn forward(Device device) const { return pick(device, cpu_forward, cuda_forward); }
-  BackwardFn backward(Device device) const { return pick(device, cpu_backward, cuda_backward); }
-
- private:
-  template <class Fn>
-  Fn pick(Device device, Fn cpu, Fn cuda) const {
-    if (device.is_cpu()) return cpu;
-    SINKLAB_CHECK(cuda != nullptr, DeviceError,
-                  name << ": no CUDA kernel is installed for " << device.str(),
-                  "build with CUDA (-DSINKLAB_CUDA=ON) or run on the CPU");
-    return cuda;
+  ForwardFn forward(Device device) const {
+    return pick_kernel(name, device, cpu_forward, cuda_forward);
   }
+  BackwardFn backward(Device device) const {
+    return pick_kernel(name, device, cpu_backward, cuda_backward);
+  }
+};
+
+// The row of an op outside autograd (the optimizer's in-place updates): one kernel per device,
+// no backward.
+template <class Fn>
+struct UpdateKernels {
+  const char* name;
+  Fn cpu;
+  Fn cuda = nullptr;
+
+  Fn kernel(Device device) const { return pick_kernel(name, device, cpu, cuda); }
 };
 
 }  // namespace sinklab::ops

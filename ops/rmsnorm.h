@@ -4,7 +4,7 @@
 //   headwise_rmsnorm(x, gamma, eps): x (..., NH, HS), the attention output before W_O, e.g.
 //     (B, T, NH, HS); gamma (NH, HS) per head or (HS) shared by all heads
 //     y[..., h, :] = x[..., h, :] * rsqrt(mean_i(x[..., h, i]^2) + eps) * gamma[h, :]
-//     (RMS over HS only; ../shared/SINKS.md, "headwise_rmsnorm").
+//     (RMS over HS only; docs/SINKS.md, "headwise_rmsnorm").
 // Both are one computation: contiguous rows of length D (C, or HS) and a gain of P elements
 // (P a multiple of D) repeating along the flattened x, so row r uses gain[(r * D) % P, + D).
 // They share one kernel pair; each op keeps its own row for its name and CUDA slots.

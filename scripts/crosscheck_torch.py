@@ -3,7 +3,7 @@
 
 Reads a file written by `sinklab export-reference` (safetensors: weights with Hugging Face names,
 one batch, sinklab's logits, loss and gradients), rebuilds the same model in plain PyTorch
-(written from ../shared/SINKS.md, not from sinklab's code), and compares logits, loss and every
+(written from docs/SINKS.md, not from sinklab's code), and compares logits, loss and every
 parameter gradient.  Exit code 0 when all agree within tolerance, 1 otherwise.
 
     python3 scripts/crosscheck_torch.py ref.safetensors [--device cuda] [--rtol 1e-4]

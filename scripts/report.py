@@ -6,7 +6,7 @@
 Reads runs/<name>/<variant>/metrics.h5 (or metrics.jsonl where there is no HDF5 file, or h5py is
 missing) for every variant folder, and writes PNG plots, summary.json and a self-contained
 index.html (no scripts, no external URLs; the PNGs sit next to it) to runs/<name>/report/ or DIR.
-Metric definitions: ../shared/SINKS.md. Needs matplotlib (Agg backend) and numpy; h5py optional.
+Metric definitions: docs/SINKS.md. Needs matplotlib (Agg backend) and numpy; h5py optional.
 Exit codes: 0 written, 1 bad input (missing run folder, no metrics), 2 usage, 3 missing modules.
 """
 import argparse
@@ -889,7 +889,7 @@ def write_html(out_dir, run_name, run_dir, variants, summaries, plots, threshold
 the last training step that logged them (mean over layers and heads for sink mass; mean over
 layers for var_ratio, before and after head-wise RMSNorm; max over layers for dim_disparity and
 super_ratio). Sink rate: % of (layer, head) whose mean attention on key 0 exceeds {threshold}.
-Definitions: SINKS.md.</p>
+Definitions: docs/SINKS.md.</p>
 <h2>Plots</h2>
 {chr(10).join(figures)}
 <h2>Sources</h2>

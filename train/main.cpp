@@ -5,41 +5,26 @@
 //   sinklab probe   <checkpoint.h5> [--isolate k] [--amplify k | --scale k] [--lambda X] ...
 //   sinklab report  <runs/name> [--out DIR]
 //   sinklab export  <checkpoint.h5> --format safetensors
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <CLI/CLI.hpp>
-#include <cstdlib>
-#include <fstream>
 #include <iostream>
-#include <sstream>
 
 #include "core/error.h"
-#if defined(SINKLAB_HAVE_CUDA)
-#include "cuda/runtime.h"
-#endif
+#include "train/backends.h"
 #include "train/config.h"
-#include "train/prepare.h"
-#include "train/bench_attention.h"
-#include "train/probe.h"
-#include "train/export.h"
-#include "train/reference_export.h"
-#include "train/data_parallel.h"
-#include "train/trainer.h"
+#include "train/data/prepare.h"
+#include "train/commands/bench_attention.h"
+#include "train/commands/probe.h"
+#include "train/io/export.h"
+#include "train/commands/reference_export.h"
+#include "train/dist/data_parallel.h"
+#include "train/commands/report.h"
+#include "train/commands/training.h"
 
 using namespace sinklab;
 
 namespace {
 
-struct CommonArgs {
-  std::string config;
-  std::vector<std::string> overrides;
-  bool no_progress = false;
-  std::string resume;
-  int64_t stop_after = -1;
-};
-
-void add_common(CLI::App* cmd, CommonArgs& args) {
+void add_common(CLI::App* cmd, train::TrainingArgs& args) {
   cmd->add_option("config", args.config, "YAML run config (see configs/)")
       ->required()
       ->check(CLI::ExistingFile);
@@ -48,53 +33,12 @@ void add_common(CLI::App* cmd, CommonArgs& args) {
   cmd->add_flag("--no-progress", args.no_progress, "no live progress bar");
 }
 
-void add_resume(CLI::App* cmd, CommonArgs& args) {
+void add_resume(CLI::App* cmd, train::TrainingArgs& args) {
   cmd->add_option("--resume", args.resume,
                   "continue from a checkpoint: auto (newest good one of each variant) or a "
                   "step_XXXXXXXX.h5 path");
   cmd->add_option("--stop-after", args.stop_after,
                   "stop with a checkpoint once this many steps are done (resume later)");
-}
-
-int run_training(const CommonArgs& args, const std::vector<std::string>& variants,
-                 bool side_by_side) {
-  train::RunConfig config = train::load_config(args.config, args.overrides);
-  if (!side_by_side && variants.empty()) config.variants.clear();  // the base config alone
-  SINKLAB_CHECK(!side_by_side || !config.variants.empty(), ConfigError,
-                "compare needs a variants: list in " << args.config,
-                "add variants (see configs/quickstart.yaml) or use `sinklab train`");
-  train::RunOptions options;
-  options.progress_bar = !args.no_progress && isatty(fileno(stdout));
-  options.only_variants = variants;
-  options.resume = args.resume;
-  options.stop_after = args.stop_after;
-  options.launch = train::launch_env_from_process();
-  std::ostringstream quiet;  // ranks other than 0 keep the console to rank 0
-  train::Run run(config, options.launch.rank == 0 ? static_cast<std::ostream&>(std::cout) : quiet,
-                 options);
-  run.train();
-  return run.end_reason() == train::RunEnd::TooManySkipped ? 3 : 0;
-}
-
-// Single-quotes text for the shell.
-std::string shell_quote(const std::string& text) {
-  std::string out = "'";
-  for (char c : text) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return out + "'";
-}
-
-// `sinklab report`: the plots are drawn by scripts/report.py (matplotlib, h5py).
-int run_report(const std::string& run, const std::string& out) {
-  const char* dir = std::getenv("SINKLAB_SCRIPTS");
-  const std::string script = std::string(dir ? dir : SINKLAB_SCRIPTS_DIR) + "/report.py";
-  SINKLAB_CHECK(std::ifstream(script).good(), IOError,
-                "report: " << script << " is missing",
-                "run from a sinklab checkout, or set SINKLAB_SCRIPTS to its scripts/ folder");
-  std::string command = "python3 " + shell_quote(script) + " " + shell_quote(run);
-  if (!out.empty()) command += " --out " + shell_quote(out);
-  std::cout << std::flush;
-  const int status = std::system(command.c_str());
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 1;
 }
 
 }  // namespace
@@ -109,7 +53,7 @@ bool is_command(CLI::App& app, const std::string& word) {
 int main(int argc, char** argv) {
   CLI::App app{"sinklab: train small GPTs side by side and measure their attention sinks"};
   app.require_subcommand(1);
-  CommonArgs train_args, compare_args, prepare_args;
+  train::TrainingArgs train_args, compare_args, prepare_args;
   std::vector<std::string> train_variants;
   CLI::App* train_cmd = app.add_subcommand("train", "train one model (the base config, or "
                                                     "--variant NAME of its variants)");
@@ -124,7 +68,7 @@ int main(int argc, char** argv) {
   CLI::App* prepare_cmd = app.add_subcommand(
       "prepare", "train the tokenizer and write token shards from prepare.inputs");
   add_common(prepare_cmd, prepare_args);
-  CommonArgs reference_args;
+  train::TrainingArgs reference_args;
   std::string reference_out;
   int64_t reference_batch = 2;
   CLI::App* reference_cmd = app.add_subcommand(
@@ -213,11 +157,9 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   try {
     train::select_local_gpu(train::launch_env_from_process());  // before CUDA starts
-#if defined(SINKLAB_HAVE_CUDA)
-    cuda::initialize();  // installs the CUDA kernels when a GPU is present
-#endif
-    if (*train_cmd) return run_training(train_args, train_variants, false);
-    if (*compare_cmd) return run_training(compare_args, {}, true);
+    train::register_backends();
+    if (*train_cmd) return train::run_training(train_args, train_variants, false);
+    if (*compare_cmd) return train::run_training(compare_args, {}, true);
     if (*prepare_cmd) {
       train::RunConfig config = train::load_config(prepare_args.config, prepare_args.overrides);
       train::prepare_dataset(config, std::cout);
@@ -231,7 +173,7 @@ int main(int argc, char** argv) {
       train::probe_checkpoint(probe_checkpoint_path, probe, std::cout);
       return 0;
     }
-    if (*report_cmd) return run_report(report_run, report_out);
+    if (*report_cmd) return train::run_report(report_run, report_out, SINKLAB_SCRIPTS_DIR);
     if (*bench_cmd) {
       train::print_attention_bench(bench, train::bench_attention(bench), std::cout);
       return 0;

@@ -17,21 +17,20 @@
 namespace sinklab::train {
 
 namespace {
-bool is_llama(const ModelSection& cfg) { return cfg.arch == "llama"; }
 bool headwise(const ModelSection& cfg) { return cfg.attn_output_norm == "headwise_rmsnorm"; }
 Tensor detached(const Tensor& t) { return t.detach(); }
 }  // namespace
 
 int64_t GPT::resolved_ffn_width(const ModelSection& cfg) {
   if (cfg.ffn_hidden > 0) return cfg.ffn_hidden;
-  if (!is_llama(cfg)) return 4 * cfg.n_embd;
-  const int64_t f = (2 * 4 * cfg.n_embd + 2) / 3;  // LLaMA: 2/3 of 4C, rounded up to 64
+  if (arch_description(cfg.arch).ffn == FfnKind::Gelu) return 4 * cfg.n_embd;
+  const int64_t f = (2 * 4 * cfg.n_embd + 2) / 3;  // SwiGLU: 2/3 of 4C, rounded up to 64
   return (f + 63) / 64 * 64;
 }
 
 double GPT::resolved_norm_eps(const ModelSection& cfg) {
   if (cfg.norm_eps > 0) return cfg.norm_eps;
-  return is_llama(cfg) ? 1e-6 : 1e-5;
+  return arch_description(cfg.arch).norm_eps;
 }
 
 std::vector<ParamSpec> GPT::parameter_specs(const ModelSection& cfg) {
@@ -56,51 +55,52 @@ std::vector<ParamSpec> GPT::parameter_specs(const ModelSection& cfg) {
     specs.push_back({prefix + "head_norm.weight", shape, Init::Constant, value,
                      cfg.gamma_weight_decay && shape.size() == 2, false});
   };
-  if (is_llama(cfg)) {
-    specs.push_back({"model.embed_tokens.weight", {V, C}, Init::Normal, std, true, true});
-    for (int64_t l = 0; l < cfg.n_layer; ++l) {
-      const std::string pre = "model.layers." + std::to_string(l) + ".";
-      vector(pre + "input_layernorm.weight", C, Init::Ones);
-      matrix(pre + "self_attn.q_proj.weight", {C, C}, std);
-      matrix(pre + "self_attn.k_proj.weight", {C, C}, std);
-      matrix(pre + "self_attn.v_proj.weight", {C, C}, std);
-      head_norm(pre + "self_attn.");
-      matrix(pre + "self_attn.o_proj.weight", {C, C}, residual_std);
-      vector(pre + "post_attention_layernorm.weight", C, Init::Ones);
-      matrix(pre + "mlp.gate_proj.weight", {F, C}, std);
-      matrix(pre + "mlp.up_proj.weight", {F, C}, std);
-      matrix(pre + "mlp.down_proj.weight", {C, F}, residual_std);
+  const ArchDescription& arch = arch_description(cfg.arch);
+  const std::string name_of_layers = arch.layers;
+  // A norm's weight (ones) and, with biases, its bias (zeros).
+  auto norm = [&](const std::string& prefix) {
+    vector(prefix + "weight", C, Init::Ones);
+    if (arch.biases) vector(prefix + "bias", C, Init::Zeros);
+  };
+  // A product's (rows, C or F) weight and, with biases, its (rows) bias.
+  auto linear = [&](const std::string& prefix, Shape shape, double s) {
+    const int64_t rows = shape[0];
+    matrix(prefix + "weight", std::move(shape), s);
+    if (arch.biases) vector(prefix + "bias", rows, Init::Zeros);
+  };
+  specs.push_back({arch.token_embedding, {V, C}, Init::Normal, std, true, true});
+  if (arch.positions == PositionKind::Learned)
+    specs.push_back({arch.position_embedding, {cfg.block_size, C}, Init::Normal, std, true, true});
+  for (int64_t l = 0; l < cfg.n_layer; ++l) {
+    const std::string pre = name_of_layers + std::to_string(l) + ".";
+    const std::string attn = pre + arch.attn, mlp = pre + arch.mlp;
+    norm(pre + arch.attn_norm);
+    if (arch.qkv == QkvKind::Packed) {
+      linear(attn + arch.qkv_proj, {3 * C, C}, std);
+    } else {
+      linear(attn + arch.q_proj, {C, C}, std);
+      linear(attn + arch.k_proj, {C, C}, std);
+      linear(attn + arch.v_proj, {C, C}, std);
     }
-    vector("model.norm.weight", C, Init::Ones);
-  } else {
-    specs.push_back({"transformer.wte.weight", {V, C}, Init::Normal, std, true, true});
-    specs.push_back(
-        {"transformer.wpe.weight", {cfg.block_size, C}, Init::Normal, std, true, true});
-    for (int64_t l = 0; l < cfg.n_layer; ++l) {
-      const std::string pre = "transformer.h." + std::to_string(l) + ".";
-      vector(pre + "ln_1.weight", C, Init::Ones);
-      vector(pre + "ln_1.bias", C, Init::Zeros);
-      matrix(pre + "attn.c_attn.weight", {3 * C, C}, std);
-      vector(pre + "attn.c_attn.bias", 3 * C, Init::Zeros);
-      head_norm(pre + "attn.");
-      matrix(pre + "attn.c_proj.weight", {C, C}, residual_std);
-      vector(pre + "attn.c_proj.bias", C, Init::Zeros);
-      vector(pre + "ln_2.weight", C, Init::Ones);
-      vector(pre + "ln_2.bias", C, Init::Zeros);
-      matrix(pre + "mlp.c_fc.weight", {F, C}, std);
-      vector(pre + "mlp.c_fc.bias", F, Init::Zeros);
-      matrix(pre + "mlp.c_proj.weight", {C, F}, residual_std);
-      vector(pre + "mlp.c_proj.bias", C, Init::Zeros);
+    head_norm(attn);
+    linear(attn + arch.attn_out, {C, C}, residual_std);
+    norm(pre + arch.ffn_norm);
+    if (arch.ffn == FfnKind::SwiGlu) {
+      linear(mlp + arch.gate, {F, C}, std);
+      linear(mlp + arch.up, {F, C}, std);
+    } else {
+      linear(mlp + arch.fc, {F, C}, std);
     }
-    vector("transformer.ln_f.weight", C, Init::Ones);
-    vector("transformer.ln_f.bias", C, Init::Zeros);
+    linear(mlp + arch.mlp_out, {C, F}, residual_std);
   }
+  norm(arch.final_norm);
   if (!cfg.tie_embeddings) matrix("lm_head.weight", {V, C}, std);
   return specs;
 }
 
 GPT::GPT(const ModelSection& cfg, uint64_t seed, DType dtype, Device device)
-    : cfg_(cfg), params_(parameter_specs(cfg), seed, dtype, device) {
+    : cfg_(cfg), arch_(arch_description(cfg.arch)),
+      params_(parameter_specs(cfg), seed, dtype, device) {
   attn_options_.sigmoid = cfg.attention == "sigmoid";
   attn_options_.isolate_positions = cfg.isolate_positions;
 }
@@ -158,24 +158,31 @@ int64_t GPT::ffn_width() const { return resolved_ffn_width(cfg_); }
 
 double GPT::flops_per_token(int64_t seq_len) const {
   double n = static_cast<double>(params_.numel());
-  if (params_.contains("transformer.wpe.weight"))
-    n -= static_cast<double>(params_["transformer.wpe.weight"].numel());
+  if (arch_.positions == PositionKind::Learned)  // a table lookup, not a product
+    n -= static_cast<double>(params_[arch_.position_embedding].numel());
   return 6.0 * n + 12.0 * cfg_.n_layer * cfg_.n_embd * seq_len;
 }
 
+Tensor GPT::bias(const std::string& prefix) const {
+  return arch_.biases ? p(prefix + "bias") : Tensor();
+}
+
+Tensor GPT::positions(const Tensor& x) const {
+  return arch_.positions == PositionKind::Rope ? ops::rope(x, cfg_.rope_theta) : x;
+}
+
 std::string GPT::layer_prefix(int64_t layer) const {
-  return (is_llama(cfg_) ? "model.layers." : "transformer.h.") + std::to_string(layer) + ".";
+  return arch_.layers + std::to_string(layer) + ".";
 }
 
 std::string GPT::input_norm(int64_t layer) const {
-  const bool llama = is_llama(cfg_);
-  if (layer >= cfg_.n_layer) return llama ? "model.norm." : "transformer.ln_f.";
-  return layer_prefix(layer) + (llama ? "input_layernorm." : "ln_1.");
+  if (layer >= cfg_.n_layer) return arch_.final_norm;
+  return layer_prefix(layer) + arch_.attn_norm;
 }
 
 ops::AddNorm GPT::add_norm(const std::string& prefix, const Tensor& x, const Tensor& delta) const {
   const double eps = resolved_norm_eps(cfg_);
-  if (is_llama(cfg_)) return ops::add_rmsnorm(x, delta, p(prefix + "weight"), eps);
+  if (arch_.norm == NormKind::RmsNorm) return ops::add_rmsnorm(x, delta, p(prefix + "weight"), eps);
   // GPT-2: each layernorm output feeds one product (c_attn, c_fc, the lm head), so it is stored
   // as that product reads it: bf16 under bf16 on a GPU, as autocast's cast, without the pass.
   return ops::add_layernorm(x, delta, p(prefix + "weight"), p(prefix + "bias"), eps,
@@ -184,7 +191,7 @@ ops::AddNorm GPT::add_norm(const std::string& prefix, const Tensor& x, const Ten
 
 Tensor GPT::norm(const std::string& prefix, const Tensor& x) const {
   const double eps = resolved_norm_eps(cfg_);
-  if (is_llama(cfg_)) return ops::rmsnorm(x, p(prefix + "weight"), eps);
+  if (arch_.norm == NormKind::RmsNorm) return ops::rmsnorm(x, p(prefix + "weight"), eps);
   return ops::layernorm(x, p(prefix + "weight"), p(prefix + "bias"), eps,
                         ops::NormOutput::kOperandDType);  // as in add_norm
 }
@@ -196,26 +203,26 @@ Tensor GPT::attention_block(int64_t layer, const Tensor& h, LayerCapture* captur
   Tensor q, k, v;  // (B, T, NH, HS) each: what attention multiplied (views for GPT-2)
   Tensor lse;      // (B, NH, T)
   Tensor o;        // (B, T, NH, HS)
-  std::string attn;
+  const std::string attn = pre + arch_.attn;
   const ops::AttentionOptions options = attention_options(layer);
-  if (is_llama(cfg_)) {
-    attn = pre + "self_attn.";
+  if (arch_.qkv == QkvKind::Separate) {
     // h as the three products read it: rounded to bf16 once on the tensor-core path, not thrice.
     const Tensor h_operand = ops::tensor_core_operand(h);  // (B, T, C)
     auto project = [&](const char* name) {
-      return ops::reshape(ops::linear(h, p(attn + name), Tensor(), h_operand), {B, T, NH, HS});
+      return ops::reshape(ops::linear(h, p(attn + name + "weight"), bias(attn + name), h_operand),
+                          {B, T, NH, HS});
     };
-    q = ops::rope(project("q_proj.weight"), cfg_.rope_theta);
-    k = ops::rope(project("k_proj.weight"), cfg_.rope_theta);
-    v = project("v_proj.weight");
+    q = positions(project(arch_.q_proj));
+    k = positions(project(arch_.k_proj));
+    v = project(arch_.v_proj);
     o = ops::attention(q, k, v, options, &lse);
   } else {
-    attn = pre + "attn.";
     // One c_attn product (3C, C) writes q, k, v side by side in each row, in bf16 under bf16 on a
     // GPU (as autocast stores it); attention reads them where they lie and its gradient comes
     // back as one (B, T, 3C) tensor: one product in backward, nothing rounded, split or summed.
-    const Tensor qkv = ops::linear(h, p(attn + "c_attn.weight"), p(attn + "c_attn.bias"),
-                                   Tensor(), ops::LinearOutput::kOperandDType);  // (B, T, 3C)
+    const std::string proj = attn + arch_.qkv_proj;
+    const Tensor qkv = ops::linear(h, p(proj + "weight"), bias(proj), Tensor(),
+                                   ops::LinearOutput::kOperandDType);  // (B, T, 3C)
     o = ops::attention_qkv(qkv, NH, options, &lse);
     const Tensor parts = qkv.detach();
     q = ops::qkv_part(parts, NH, 0);
@@ -223,7 +230,8 @@ Tensor GPT::attention_block(int64_t layer, const Tensor& h, LayerCapture* captur
     v = ops::qkv_part(parts, NH, 2);
   }
   o = amplify(layer, o, v);  // (B, T, NH, HS)
-  Tensor o_normed = headwise(cfg_) ? ops::headwise_rmsnorm(o, p(attn + "head_norm.weight"), 1e-6)
+  Tensor o_normed = headwise(cfg_) ? ops::headwise_rmsnorm(o, p(attn + "head_norm.weight"),
+                                                             kHeadwiseRmsNormEps)
                                    : Tensor();
   if (capture) {
     capture->q = detached(q);
@@ -235,32 +243,33 @@ Tensor GPT::attention_block(int64_t layer, const Tensor& h, LayerCapture* captur
     capture->attention = options;
   }
   Tensor merged = ops::reshape(o_normed.defined() ? o_normed : o, {B, T, C});  // (B, T, C)
-  if (is_llama(cfg_)) return ops::linear(merged, p(attn + "o_proj.weight"));
-  return ops::linear(merged, p(attn + "c_proj.weight"), p(attn + "c_proj.bias"));
+  const std::string out = attn + arch_.attn_out;
+  return ops::linear(merged, p(out + "weight"), bias(out));
 }
 
 Tensor GPT::ffn_block(int64_t layer, const Tensor& h, LayerCapture* capture) const {
-  const std::string pre = layer_prefix(layer) + "mlp.";
+  const std::string pre = layer_prefix(layer) + arch_.mlp;
   Tensor u;  // (B, T, F)
-  if (is_llama(cfg_)) {
+  if (arch_.ffn == FfnKind::SwiGlu) {
     // gate and up written once in bf16 under bf16 on a GPU (h rounded once for both), swiglu
     // reads and writes bf16, down_proj reads u as its operand: as autocast stores them.
     const Tensor h_operand = ops::tensor_core_operand(h);  // (B, T, C)
     auto project = [&](const char* name) {
-      return ops::linear(h, p(pre + name), Tensor(), h_operand,
+      return ops::linear(h, p(pre + name + "weight"), bias(pre + name), h_operand,
                          ops::LinearOutput::kOperandDType);  // (B, T, F)
     };
-    u = ops::swiglu(project("gate_proj.weight"), project("up_proj.weight"));
+    u = ops::swiglu(project(arch_.gate), project(arch_.up));
   } else {
     // c_fc's bias rides the activation: under bf16 on a GPU the product writes its (B, T, F)
     // output once in bf16 and bias_gelu reads and writes bf16, as autocast stores them.
-    Tensor fc = ops::linear(h, p(pre + "c_fc.weight"), Tensor(), Tensor(),
+    const std::string fc_name = pre + arch_.fc;
+    Tensor fc = ops::linear(h, p(fc_name + "weight"), Tensor(), Tensor(),
                             ops::LinearOutput::kOperandDType);  // (B, T, F)
-    u = ops::bias_gelu(fc, p(pre + "c_fc.bias"));
+    u = arch_.biases ? ops::bias_gelu(fc, p(fc_name + "bias")) : ops::gelu(fc);
   }
   if (capture) capture->ffn_hidden = detached(u);
-  if (is_llama(cfg_)) return ops::linear(u, p(pre + "down_proj.weight"));
-  return ops::linear(u, p(pre + "c_proj.weight"), p(pre + "c_proj.bias"));
+  const std::string out = pre + arch_.mlp_out;
+  return ops::linear(u, p(out + "weight"), bias(out));
 }
 
 GPT::Stream GPT::block(int64_t layer, const Stream& in, LayerCapture* capture) const {
@@ -268,8 +277,7 @@ GPT::Stream GPT::block(int64_t layer, const Stream& in, LayerCapture* capture) c
     capture->residual = detached(in.x);
     capture->residual_normed = detached(in.h);
   }
-  const std::string mid = layer_prefix(layer) +
-                          (is_llama(cfg_) ? "post_attention_layernorm." : "ln_2.");
+  const std::string mid = layer_prefix(layer) + arch_.ffn_norm;
   const ops::AddNorm x1 = add_norm(mid, in.x, attention_block(layer, in.h, capture));
   const ops::AddNorm x2 =
       add_norm(input_norm(layer + 1), x1.sum, ffn_block(layer, x1.normed, capture));
@@ -289,13 +297,10 @@ ForwardResult GPT::forward(const Tensor& ids_in, const Tensor& targets_in,
                 "GPT.forward: sequence length " << T << " exceeds model.block_size "
                                                 << cfg_.block_size,
                 "feed at most block_size tokens");
-  const bool llama = is_llama(cfg_);
-  Tensor x;  // (B, T, C)
-  if (llama) {
-    x = ops::embedding(ids, p("model.embed_tokens.weight"));
-  } else {
-    Tensor positions = ops::narrow(p("transformer.wpe.weight"), 0, 0, T);  // (T, C)
-    x = ops::add(ops::embedding(ids, p("transformer.wte.weight")), ops::contiguous(positions));
+  Tensor x = ops::embedding(ids, p(arch_.token_embedding));  // (B, T, C)
+  if (arch_.positions == PositionKind::Learned) {
+    Tensor table = ops::narrow(p(arch_.position_embedding), 0, 0, T);  // (T, C)
+    x = ops::add(x, ops::contiguous(table));
   }
   if (capture) capture->layers.assign(cfg_.n_layer, LayerCapture{});
   Stream s{x, norm(input_norm(0), x)};
@@ -304,7 +309,7 @@ ForwardResult GPT::forward(const Tensor& ids_in, const Tensor& targets_in,
   if (capture) capture->final_residual = detached(s.x);
   x = s.h;  // the final norm of the last block's output
   const Tensor& head = cfg_.tie_embeddings
-                           ? p(llama ? "model.embed_tokens.weight" : "transformer.wte.weight")
+                           ? p(arch_.token_embedding)
                            : p("lm_head.weight");
   ForwardResult result;
   // (B, T, V); bf16 under bf16 precision on a GPU: cross_entropy reads them, summing in f32

@@ -9,10 +9,15 @@
 #include "core/tensor.h"
 #include "ops/add_norm.h"
 #include "ops/attention.h"
+#include "train/arch.h"
 #include "train/config.h"
 #include "train/parameters.h"
 
 namespace sinklab::train {
+
+// The epsilon of head-wise RMSNorm on each head's attention output (docs/SINKS.md): the
+// authors' value, whatever model.norm_eps sets for the blocks' own norms.
+inline constexpr double kHeadwiseRmsNormEps = 1e-6;
 
 // What the sink metrics need from one forward pass, per layer (detached, no graph).
 struct LayerCapture {
@@ -85,8 +90,11 @@ class GPT {
   Tensor amplify(int64_t layer, const Tensor& o, const Tensor& v) const;
   const Tensor& p(const std::string& name) const { return params_[name]; }
   std::string layer_prefix(int64_t layer) const;
+  Tensor bias(const std::string& prefix) const;  // <prefix>bias, or none without biases
+  Tensor positions(const Tensor& x) const;       // RoPE on (B, T, NH, HS) q or k, or x itself
 
   ModelSection cfg_;
+  const ArchDescription& arch_;
   ParameterSet params_;
   ops::AttentionOptions attn_options_;
   std::vector<std::vector<double>> amplify_mean_;  // (L, NH * HS) or empty: see set_amplify_mean

@@ -46,12 +46,14 @@ class AdamW {
 
  private:
   AdamW() = default;
+  // (shard size,) i32 on `device`: decay_ spread over the shard's elements.
+  Tensor decay_mask(const ParameterSet& params, Device device) const;
   OptimSection optim_;
   Shard shard_;
   int64_t numel_ = 0;        // of the whole flat buffers
   Tensor m_, v_;             // (shard size,) each, fp32
   std::vector<char> decay_;  // per parameter
-  Tensor decay_mask_;        // (shard size,) i32 on the device (CUDA path only)
+  Tensor decay_mask_;        // (shard size,) i32 beside the moments: 1 where decay applies
   int64_t t_ = 0;
 };
 

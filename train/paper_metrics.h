@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "train/model.h"
-#include "train/sink_metrics.h"
+#include "train/metrics/sink_metrics.h"
 
 namespace sinklab::train {
 

@@ -6,7 +6,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <iomanip>
 #include <limits>
 #include <map>
@@ -16,26 +15,26 @@
 
 #include <atomic>
 #include <csignal>
-#include <unistd.h>
 
-#if defined(SINKLAB_HAVE_CUDA)
-#include "cuda/runtime.h"
-#endif
 #include "autograd/engine.h"
 #include "autograd/grad_mode.h"
+#include "core/device_runtime.h"
 #include "core/precision.h"
 #include "ops/attention.h"
 #include "train/fault_point.h"
 #include "core/random.h"
 #include "ops/elementwise.h"
-#include "train/data_loader.h"
+#include "train/data/batch_slice.h"
+#include "train/data/data_loader.h"
 #include "train/model.h"
 #include "train/optimizer.h"
 #include "train/paper_metrics.h"
-#include "train/checkpoint.h"
-#include "train/data_parallel.h"
+#include "train/console.h"
+#include "train/io/atomic_file.h"
+#include "train/io/checkpoint.h"
+#include "train/dist/data_parallel.h"
 #include "train/sampler.h"
-#include "train/tokenizer.h"
+#include "train/data/tokenizer.h"
 
 namespace sinklab::train {
 
@@ -69,9 +68,7 @@ class PhaseClock {
   }
   void mark(const char* phase) {
     if (!enabled()) return;
-#if defined(SINKLAB_HAVE_CUDA)
-    if (device_.is_cuda()) cuda::synchronize();
-#endif
+    device_runtime(device_).synchronize();
     const auto now = Clock::now();
     totals_[phase] += 1000.0 * std::chrono::duration<double>(now - last_).count();
     last_ = now;
@@ -93,11 +90,8 @@ class PhaseClock {
 // can be freed.
 class OverlappedMetrics {
  public:
-  explicit OverlappedMetrics(Device device) : device_(device) {
-#if defined(SINKLAB_HAVE_CUDA)
-    if (device_.is_cuda()) start_.emplace(cuda::mark_side_stream_start());
-#endif
-  }
+  explicit OverlappedMetrics(Device device)
+      : runtime_(device_runtime(device)), start_(runtime_.mark_side_start()) {}
   ~OverlappedMetrics() {  // no throw while unwinding from another error: report and go on
     try {
       join();
@@ -109,15 +103,8 @@ class OverlappedMetrics {
   OverlappedMetrics& operator=(const OverlappedMetrics&) = delete;
 
   void queue(const ForwardCapture& capture) {
-#if defined(SINKLAB_HAVE_CUDA)
-    if (device_.is_cuda()) {
-      joined_ = false;  // before queueing: whatever got queued is joined, even on a throw
-      cuda::SideStreamScope side(*start_);
-      queued_ = queue_sink_metrics(capture);
-      return;
-    }
-#endif
-    queued_ = queue_sink_metrics(capture);
+    joined_ = false;  // before queueing: whatever got queued is joined, even on a throw
+    runtime_.run_on_side(*start_, [&] { queued_ = queue_sink_metrics(capture); });
   }
 
   SinkMetrics finish(double sink_threshold, RankExchange* ranks) {
@@ -127,39 +114,14 @@ class OverlappedMetrics {
 
  private:
   void join() {
-#if defined(SINKLAB_HAVE_CUDA)
-    if (device_.is_cuda() && !joined_) cuda::join_side_stream();
-#endif
+    if (!joined_) runtime_.join_side();
     joined_ = true;
   }
-  Device device_;
-#if defined(SINKLAB_HAVE_CUDA)
-  std::optional<cuda::SideStreamStart> start_;  // the end of the forward the metrics read
-#endif
+  DeviceRuntime& runtime_;
+  std::unique_ptr<DeviceRuntime::SideMark> start_;  // the end of the forward the metrics read
   QueuedSinkMetrics queued_;
   bool joined_ = true;  // nothing queued yet
 };
-
-// Dense bf16 peak of the device in TFLOP/s (0 when unknown: the CPU, unlisted GPUs).
-double peak_tflops(Device device) {
-#if defined(SINKLAB_HAVE_CUDA)
-  if (device.is_cuda()) return cuda::peak_bf16_tflops();
-#endif
-  (void)device;
-  return 0.0;
-}
-
-// MiB in use: the GPU pool's tensors, or the process's resident set on the CPU.
-double memory_in_use_mib(Device device) {
-  (void)device;  // only read where CUDA is built
-#if defined(SINKLAB_HAVE_CUDA)
-  if (device.is_cuda()) return cuda::memory_in_use_mib();
-#endif
-  std::ifstream statm("/proc/self/statm");
-  double pages = 0, resident = 0;
-  if (!(statm >> pages >> resident)) return kNaN;
-  return resident * static_cast<double>(sysconf(_SC_PAGESIZE)) / (1024.0 * 1024.0);
-}
 
 uint64_t hash_tokens(uint64_t h, const Tensor& ids) {
   const int32_t* p = ids.data<int32_t>();
@@ -170,19 +132,6 @@ uint64_t hash_tokens(uint64_t h, const Tensor& ids) {
   return h;
 }
 
-// Writes text to path atomically (temporary file, then rename).
-void write_file_atomic(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    SINKLAB_CHECK(out.good(), IOError, "cannot write " << tmp, "check permissions and disk space");
-    out << text;
-    out.flush();
-    SINKLAB_CHECK(out.good(), IOError, "failed writing " << tmp, "check disk space");
-  }
-  fs::rename(tmp, path);
-}
-
 std::unique_ptr<Tokenizer> tokenizer_for(const DataSection& data) {
   if (data.tokenizer == "byte") return make_byte_tokenizer();
   const std::string path = data.tokenizer.empty() ? data.dir + "/tokenizer.json" : data.tokenizer;
@@ -190,47 +139,6 @@ std::unique_ptr<Tokenizer> tokenizer_for(const DataSection& data) {
                 "tokenizer file " << path << " does not exist (data.tokenizer)",
                 "run `sinklab prepare <config>` first, or set data.tokenizer: byte");
   return load_tokenizer(path);
-}
-
-double mean_layer(const SinkMetrics& m, double (*get)(const LayerMetrics&)) {
-  double s = 0;
-  for (const auto& l : m.layers) s += get(l);
-  return m.layers.empty() ? kNaN : s / m.layers.size();
-}
-
-double max_layer(const SinkMetrics& m, double (*get)(const LayerMetrics&)) {
-  double s = -std::numeric_limits<double>::infinity();
-  for (const auto& l : m.layers) s = std::max(s, get(l));
-  return m.layers.empty() ? kNaN : s;
-}
-
-double mean_sink_mass(const LayerMetrics& l) {
-  double s = 0;
-  for (double v : l.sink_mass) s += v;
-  return l.sink_mass.empty() ? kNaN : s / l.sink_mass.size();
-}
-
-std::string format_count(double v) {
-  std::ostringstream out;
-  out << std::fixed << std::setprecision(0) << v;
-  std::string digits = out.str(), grouped;
-  int n = 0;
-  for (auto it = digits.rbegin(); it != digits.rend(); ++it) {
-    if (n && n % 3 == 0 && *it != '-') grouped.insert(grouped.begin(), ',');
-    grouped.insert(grouped.begin(), *it);
-    ++n;
-  }
-  return grouped;
-}
-
-std::string format_duration(double seconds) {
-  char buf[32];
-  const int s = static_cast<int>(seconds + 0.5);
-  if (s >= 3600)
-    std::snprintf(buf, sizeof buf, "%dh%02dm", s / 3600, (s / 60) % 60);
-  else
-    std::snprintf(buf, sizeof buf, "%dm%02ds", s / 60, s % 60);
-  return buf;
 }
 
 }  // namespace
@@ -258,7 +166,7 @@ struct Run::Variant {
 };
 
 Run::Run(const RunConfig& config, std::ostream& console, RunOptions options)
-    : base_(config), console_(console), options_(std::move(options)) {
+    : base_(config), options_(std::move(options)), console_(console, options_.progress_bar) {
   std::vector<VariantSpec> specs = base_.variants;
   if (specs.empty()) specs.push_back({"main", {}});
   set_cuda_precision(resolved_precision(base_.run));
@@ -266,7 +174,7 @@ Run::Run(const RunConfig& config, std::ostream& console, RunOptions options)
                                           ? ops::AttentionKernels::Auto
                                           : ops::AttentionKernels::Own;
   if (parse_device(base_.run.device).is_cuda())
-    console_ << "attention: " << ops::attention_kernels_description() << "\n";
+    console_.stream() << "attention: " << ops::attention_kernels_description() << "\n";
   parallel_ = std::make_unique<DataParallel>(options_.launch, parse_device(base_.run.device));
   const bool writer = parallel_->writer();  // only rank 0 writes files
   if (writer) {
@@ -321,7 +229,7 @@ Run::Run(const RunConfig& config, std::ostream& console, RunOptions options)
     v->optimizer = std::make_unique<AdamW>(
         v->model->params(), c.optim, zero1 ? parallel_->optimizer_shard(numel) : Shard{});
     v->accumulation = accumulation_steps(c.train.tokens_per_step, B, T, parallel_->world_size());
-    console_ << "variant " << v->name << ": " << c.model.arch << " " << c.model.n_layer << "x"
+    console_.stream() << "variant " << v->name << ": " << c.model.arch << " " << c.model.n_layer << "x"
              << c.model.n_embd << " (" << c.model.n_head << " heads, T=" << T
              << ", V=" << c.model.vocab_size << "), attn_output_norm=" << c.model.attn_output_norm
              << ", " << format_count(static_cast<double>(v->model->params().numel()))
@@ -376,10 +284,10 @@ void Run::resume_from_checkpoints() {
   std::vector<std::string> paths;
   int64_t common = -1;
   for (auto& vp : variants_) {
-    std::string path = automatic ? find_latest_good_checkpoint(checkpoint_dir(*vp), console_)
+    std::string path = automatic ? find_latest_good_checkpoint(checkpoint_dir(*vp), console_.stream())
                                  : options_.resume;
     if (path.empty()) {
-      console_ << "resume auto: no checkpoint in " << checkpoint_dir(*vp) << "; starting fresh\n";
+      console_.stream() << "resume auto: no checkpoint in " << checkpoint_dir(*vp) << "; starting fresh\n";
       common = 0;
     } else {
       const int64_t step = read_checkpoint_state(path).step;
@@ -413,7 +321,7 @@ void Run::resume_from_checkpoints() {
     }
     v.train_data->set_cursor(state.train_cursor);
     v.skipped_in_a_row = state.nonfinite_in_a_row;
-    console_ << "resumed " << v.name << " from " << path << " at step " << state.step << "\n";
+    console_.stream() << "resumed " << v.name << " from " << path << " at step " << state.step << "\n";
   }
   start_step_ = common;
 }
@@ -527,11 +435,12 @@ void Run::step_all(int64_t step, bool evaluate_first) {
                                               v.accumulation * parallel_->world_size());
     record.tokens_per_s = tokens / (record.step_ms / 1000.0);  // metrics included: they cost
     const Device device = params.flat_values().device();
-    const double peak = peak_tflops(device);
+    DeviceRuntime& runtime = device_runtime(device);
+    const double peak = runtime.peak_bf16_tflops();
     record.mfu = peak > 0 ? record.tokens_per_s * v.model->flops_per_token(c.model.block_size) /
                                 (peak * 1e12)
                           : kNaN;
-    record.memory_mib = memory_in_use_mib(device);
+    record.memory_mib = runtime.memory_in_use_mib();
     record.val_loss = evaluate_first ? eval.loss : kNaN;
     record.val_loss_se = evaluate_first ? eval.loss_se : kNaN;
     if (step > 0) {
@@ -542,39 +451,13 @@ void Run::step_all(int64_t step, bool evaluate_first) {
     if (v.recent_losses.size() > 10) v.recent_losses.erase(v.recent_losses.begin());
     v.skipped_in_a_row = record.skipped ? v.skipped_in_a_row + 1 : 0;
     if (record.skipped)
-      console_ << "step " << step << " " << v.name << ": non-finite loss (" << record.loss
-               << ") or grad norm (" << record.grad_norm << "), update skipped ("
-               << v.skipped_in_a_row << " in a row, limit train.max_skipped_steps = "
-               << c.train.max_skipped_steps << ")\n";
+      console_.skipped_step(v.name, record, v.skipped_in_a_row, c.train.max_skipped_steps);
     const bool log_line = c.train.log_every > 0 &&
                           (step % c.train.log_every == 0 || step + 1 == c.train.steps);
-    if (log_line) {
-      char line[320];
-      std::snprintf(line, sizeof line,
-                    "step %5lld/%lld | %-16s | loss %.4f | lr %.2e | norm %.3f | %7.1f ms | %s "
-                    "tok/s",
-                    static_cast<long long>(step + 1), static_cast<long long>(c.train.steps),
-                    v.name.c_str(), record.loss, record.lr, record.grad_norm, record.step_ms,
-                    format_count(record.tokens_per_s).c_str());
-      console_ << (options_.progress_bar ? "\r\033[K" : "") << line;
-      if (std::isfinite(record.mfu)) {
-        std::snprintf(line, sizeof line, " | MFU %.1f%% | %.1f GiB", 100 * record.mfu,
-                      record.memory_mib / 1024);
-        console_ << line;
-      }
-      if (record.has_sink) {
-        std::snprintf(line, sizeof line, " | sink %.3f | var_ratio %.2f | disparity %.1f",
-                      mean_layer(record.sink, mean_sink_mass),
-                      mean_layer(record.sink, [](const LayerMetrics& l) { return l.var_ratio; }),
-                      max_layer(record.sink,
-                                [](const LayerMetrics& l) { return l.dim_disparity; }));
-        console_ << line;
-      }
-      console_ << "\n";
-    }
+    if (log_line) console_.step_line(v.name, c.train.steps, record);
     if (v.log) v.log->write(record);
   }
-  console_ << std::flush;  // line by line also when piped (tee, a cluster log)
+  console_.flush();  // line by line also when piped (tee, a cluster log)
 }
 
 Run::Evaluation Run::evaluate(Variant& v, int64_t step, bool final) {
@@ -609,16 +492,8 @@ Run::Evaluation Run::evaluate(Variant& v, int64_t step, bool final) {
     eval.effective_rank.push_back(l.effective_rank);
     eval.effective_rank_output.push_back(l.effective_rank_output);
   }
-  char line[240];
-  std::snprintf(line, sizeof line,
-                "step %5lld/%lld | %-16s | val loss %.4f ± %.4f (s.e.) | eff. rank %.1f "
-                "(outputs, %lld seq.: %.1f)",
-                static_cast<long long>(step), static_cast<long long>(c.train.steps),
-                v.name.c_str(), eval.loss, eval.loss_se,
-                mean_layer(eval.metrics, [](const LayerMetrics& l) { return l.effective_rank; }),
-                static_cast<long long>(output_ranks.sequences),
-                eval.metrics.effective_rank_output_mean);
-  console_ << (options_.progress_bar ? "\r\033[K" : "") << line << "\n";
+  console_.eval_line(v.name, step, c.train.steps, eval.loss, eval.loss_se, eval.metrics,
+                     output_ranks.sequences);
   const bool sample = final || (c.train.sample_every > 0 && step % c.train.sample_every == 0);
   if (sample && c.train.sample_tokens > 0) {
     std::vector<int32_t> prompt(
@@ -628,7 +503,7 @@ Run::Evaluation Run::evaluate(Variant& v, int64_t step, bool final) {
         sample_tokens(*v.model, prompt, c.train.sample_tokens, c.train.sample_temperature,
                       c.run.seed, rng_stream_id({kSampleStream, static_cast<uint64_t>(step)}));
     v.sample = v.tokenizer->decode(out);
-    console_ << "  sample (" << v.name << "): " << v.sample << "\n";
+    console_.sample(v.name, v.sample);
   }
   return eval;
 }
@@ -668,7 +543,7 @@ std::vector<VariantSummary> Run::train() {
   end_ = RunEnd::Finished;
   if (options_.stop_after >= 0 && start_step_ >= options_.stop_after && start_step_ < steps) {
     // --stop-after counts done steps: already there (0 on a fresh run), no step runs.
-    console_ << "already " << start_step_ << " steps done (--stop-after " << options_.stop_after
+    console_.stream() << "already " << start_step_ << " steps done (--stop-after " << options_.stop_after
              << "): no step run\n";
     end_ = RunEnd::Stopped;
     return {};
@@ -689,22 +564,14 @@ std::vector<VariantSummary> Run::train() {
     if (end_ != RunEnd::Finished || (ck_every > 0 && done_steps % ck_every == 0 && done_steps < steps))
       save_checkpoints(done_steps);
     if (end_ != RunEnd::Finished) {
-      console_ << (options_.progress_bar ? "\r\033[K" : "")
-               << (end_ == RunEnd::Interrupted  ? "interrupted by signal"
-                   : end_ == RunEnd::Stopped    ? "stopped as asked (--stop-after)"
-                                                : "too many non-finite steps in a row")
-               << " after step " << done_steps << "; checkpoint written to " << folder()
-               << "/<variant>/ckpt/; continue with --resume auto\n" << std::flush;
+      console_.stopped(end_ == RunEnd::Interrupted  ? "interrupted by signal"
+                       : end_ == RunEnd::Stopped    ? "stopped as asked (--stop-after)"
+                                                    : "too many non-finite steps in a row",
+                       done_steps, folder());
       return {};
     }
-    if (options_.progress_bar) {
-      const double done = static_cast<double>(step + 1 - start_step_) / (steps - start_step_);
-      const double eta = seconds_since(t0) / done * (1 - done);
-      const int width = 30, filled = static_cast<int>(done * width);
-      console_ << "\r\033[K[" << std::string(filled, '#') << std::string(width - filled, '.')
-               << "] " << static_cast<int>(100 * done) << "% step " << step + 1 << "/" << steps
-               << " ETA " << format_duration(eta) << std::flush;
-    }
+    const double done = static_cast<double>(step + 1 - start_step_) / (steps - start_step_);
+    console_.progress(step + 1, steps, done, seconds_since(t0));
   }
   finish(steps);
   save_checkpoints(steps);
@@ -724,66 +591,19 @@ std::vector<VariantSummary> Run::train() {
     s.sample = v.sample;
     summaries.push_back(std::move(s));
   }
-  print_summary(summaries);
+  console_.summary(summaries);
+  int64_t steps_profiled = 0;
   for (auto& vp : variants_) {
     if (!PhaseClock::enabled() || vp->profiled_steps == 0) continue;
-    console_ << "profile " << vp->name << " (ms per step, device synchronised per phase):";
-    for (const auto& [phase, ms] : vp->phase_ms)
-      console_ << " " << phase << " " << std::fixed << std::setprecision(2)
-               << ms / vp->profiled_steps;
-    console_ << std::defaultfloat << "\n";
+    console_.phase_profile(vp->name, vp->phase_ms, vp->profiled_steps);
+    steps_profiled += vp->profiled_steps;
   }
   if (PhaseClock::enabled() && !variants_.empty() && variants_[0]->profiled_steps > 0) {
-    int64_t steps_profiled = 0;
-    for (auto& vp : variants_) steps_profiled += vp->profiled_steps;
-    auto print_by_op = [&](const char* pass, const std::map<std::string, double>& totals) {
-      std::vector<std::pair<double, std::string>> ops;
-      for (const auto& [name, ms] : totals) ops.emplace_back(ms, name);
-      std::sort(ops.rbegin(), ops.rend());
-      console_ << "profile " << pass << " by op (ms per step, all variants):";
-      for (const auto& [ms, name] : ops)
-        console_ << " " << name << " " << std::fixed << std::setprecision(2) << ms / steps_profiled;
-      console_ << std::defaultfloat << "\n";
-    };
-    print_by_op("forward", autograd::forward_profile());
-    print_by_op("backward", autograd::backward_profile());
+    console_.op_profile("forward", autograd::forward_profile(), steps_profiled);
+    console_.op_profile("backward", autograd::backward_profile(), steps_profiled);
   }
-  console_ << "wall time " << format_duration(seconds_since(t0)) << "; metrics in " << folder()
-           << "/<variant>/metrics.{jsonl,h5}\n";
+  console_.wall_time(seconds_since(t0), folder());
   return summaries;
-}
-
-void Run::print_summary(const std::vector<VariantSummary>& summaries) {
-  console_ << "\n" << comparison_table(summaries);
-}
-
-std::string comparison_table(const std::vector<VariantSummary>& summaries) {
-  std::ostringstream out;
-  char line[400];
-  std::snprintf(line, sizeof line, "%-18s %10s %9s %10s %10s %10s %11s %11s %10s %12s\n",
-                "variant", "train loss", "val loss", "sink mass", "sink rate", "var_ratio",
-                "var_ratio*", "disparity", "super x", "tok/s");
-  out << line;
-  for (const VariantSummary& s : summaries) {
-    const SinkMetrics& m = s.last_metrics.sink;
-    const bool have = s.last_metrics.has_sink;
-    auto get = [&](double v) { return have ? v : kNaN; };
-    std::snprintf(
-        line, sizeof line, "%-18s %10.4f %9.4f %10.4f %9.1f%% %10.2f %11.2f %11.1f %10.1f %12s\n",
-        s.name.c_str(), s.final_loss, s.val_loss, get(mean_layer(m, mean_sink_mass)),
-        get(m.sink_rate),
-        get(mean_layer(m, [](const LayerMetrics& l) { return l.var_ratio; })),
-        get(mean_layer(m, [](const LayerMetrics& l) { return l.var_ratio_normed; })),
-        get(max_layer(m, [](const LayerMetrics& l) { return l.dim_disparity; })),
-        get(max_layer(m, [](const LayerMetrics& l) { return l.super_ratio; })),
-        format_count(s.tokens_per_s).c_str());
-    out << line;
-  }
-  out << "sink mass: attention on key 0 (mean over layers, heads, queries t>=1); var_ratio: "
-         "position-0 variance of the attention output over the rest (mean over layers; * after "
-         "head-wise RMSNorm); disparity: max over layers of max|x0|/mean|x0|; super x: max over "
-         "layers of the first-token super-neuron activation over the median.\n";
-  return out.str();
 }
 
 }  // namespace sinklab::train

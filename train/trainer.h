@@ -3,8 +3,7 @@
 // A run trains one or more variants in lockstep: at every step each variant takes the same
 // micro-batches (its own loader with the run's seed, so identical batches in identical order),
 // logs loss/lr/grad-norm/tokens-per-second and the sink metrics to runs/<name>/<variant>/, and
-// evaluates on the same validation batches. The console shows one line per variant per logged
-// step, in the nanoGPT/llm.c style, and a comparison table at the end.
+// evaluates on the same validation batches. What it prints is train/console.h's.
 #pragma once
 #include <iosfwd>
 #include <memory>
@@ -12,24 +11,15 @@
 #include <vector>
 
 #include "train/config.h"
-#include "train/launcher.h"
-#include "train/metrics_log.h"
-#include "train/sink_metrics.h"
+#include "train/console.h"
+#include "train/dist/launcher.h"
+#include "train/io/metrics_log.h"
+#include "train/metrics/sink_metrics.h"
 
 namespace sinklab::train {
 
 class AdamW;
 class DataParallel;
-
-struct VariantSummary {
-  std::string name;
-  int64_t steps = 0;
-  double final_loss = 0;      // mean training loss over the last 10 steps
-  double val_loss = 0;        // final evaluation
-  double tokens_per_s = 0;    // mean over the run (after the first step)
-  StepRecord last_metrics;    // last step with sink metrics (has_sink)
-  std::string sample;         // text sampled at the end
-};
 
 struct RunOptions {
   bool progress_bar = false;  // a live bar with ETA (when the console is a terminal)
@@ -76,17 +66,13 @@ class Run {
   // nullptr when v's optimizer holds them all already.
   std::unique_ptr<AdamW> whole_optimizer(Variant& v);
   std::string checkpoint_dir(const Variant& v) const;
-  void print_summary(const std::vector<VariantSummary>& summaries);
   RunConfig base_;
-  std::ostream& console_;
   RunOptions options_;
+  Console console_;
   std::vector<std::unique_ptr<Variant>> variants_;
   int64_t start_step_ = 0;
   RunEnd end_ = RunEnd::Finished;
   std::unique_ptr<DataParallel> parallel_;  // no-op for one process
 };
-
-// The comparison table printed at the end of `sinklab compare`.
-std::string comparison_table(const std::vector<VariantSummary>& summaries);
 
 }  // namespace sinklab::train

@@ -4,7 +4,7 @@
 #include <cstdint>
 
 #include "tests/fuzz/fuzz_input.h"
-#include "train/shards.h"
+#include "train/data/shards.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string path = sinklab::fuzz::write_input(data, size, ".bin");

@@ -5,7 +5,7 @@
 
 #include "core/error.h"
 #include "tests/catch.h"
-#include "train/bench_attention.h"
+#include "train/commands/bench_attention.h"
 
 using namespace sinklab;
 using namespace sinklab::train;

@@ -10,7 +10,7 @@
 #include <set>
 #include <sstream>
 
-#include "train/checkpoint.h"
+#include "train/io/checkpoint.h"
 #include "train/config.h"
 #include "train/optimizer.h"
 #include "train/parameters.h"

@@ -17,11 +17,11 @@
 #include "core/philox.h"
 #include "tests/helpers.h"
 #include "train/config.h"
-#include "train/data_loader.h"
+#include "train/data/data_loader.h"
 #include "tests/train/train_test_util.h"
-#include "train/prepare.h"
-#include "train/shards.h"
-#include "train/tokenizer.h"
+#include "train/data/prepare.h"
+#include "train/data/shards.h"
+#include "train/data/tokenizer.h"
 
 using namespace sinklab;
 using sinklab::test::contains;

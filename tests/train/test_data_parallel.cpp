@@ -19,8 +19,8 @@
 
 #include "tests/op_checks.h"
 #include "tests/train/train_test_util.h"
-#include "train/data_parallel.h"
-#include "train/tcp_collective.h"
+#include "train/dist/data_parallel.h"
+#include "train/dist/tcp_collective.h"
 #if defined(SINKLAB_HAVE_CUDA)
 #include <cuda_runtime.h>
 

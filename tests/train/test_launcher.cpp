@@ -10,9 +10,10 @@
 #include <vector>
 
 #include "tests/op_checks.h"
-#include "train/bootstrap.h"
-#include "train/data_loader.h"
-#include "train/launcher.h"
+#include "train/dist/bootstrap.h"
+#include "train/data/batch_slice.h"
+#include "train/data/data_loader.h"
+#include "train/dist/launcher.h"
 
 using namespace sinklab;
 using namespace sinklab::train;

@@ -7,7 +7,7 @@
 #include "autograd/grad_mode.h"
 #include "core/random.h"
 #include "train/model.h"
-#include "train/sink_metrics.h"
+#include "train/metrics/sink_metrics.h"
 #include "tests/helpers.h"
 #include "tests/train/train_test_util.h"
 

@@ -9,7 +9,7 @@
 #include "ops/attention.h"
 #include "train/model.h"
 #include "train/optimizer.h"
-#include "train/sink_metrics.h"
+#include "train/metrics/sink_metrics.h"
 #include "tests/helpers.h"
 #include "tests/op_checks.h"
 #include "tests/train/train_test_util.h"

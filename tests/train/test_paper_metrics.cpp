@@ -12,8 +12,8 @@
 #include "tests/train/train_test_util.h"
 #include "train/model.h"
 #include "train/paper_metrics.h"
-#include "train/probe.h"
-#include "train/sink_metrics.h"
+#include "train/commands/probe.h"
+#include "train/metrics/sink_metrics.h"
 #include "train/trainer.h"
 
 using namespace sinklab;

@@ -13,7 +13,7 @@
 #include "tests/train/train_test_util.h"
 #include "train/config.h"
 #include "train/model.h"
-#include "train/probe.h"
+#include "train/commands/probe.h"
 #include "train/trainer.h"
 
 using namespace sinklab;

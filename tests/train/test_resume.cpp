@@ -11,10 +11,10 @@
 #include <sstream>
 #include <thread>
 
-#include "train/checkpoint.h"
+#include "train/io/checkpoint.h"
 #include "train/config.h"
-#include "train/export.h"
-#include "train/safetensors.h"
+#include "train/io/export.h"
+#include "train/io/safetensors.h"
 #include "train/trainer.h"
 #include "tests/helpers.h"
 #include "tests/train/train_test_util.h"

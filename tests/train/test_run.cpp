@@ -10,8 +10,8 @@
 
 #include "core/philox.h"
 #include "train/config.h"
-#include "train/prepare.h"
-#include "train/shards.h"
+#include "train/data/prepare.h"
+#include "train/data/shards.h"
 #include "train/trainer.h"
 #include "tests/helpers.h"
 

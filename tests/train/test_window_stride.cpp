@@ -14,8 +14,8 @@
 #include "core/philox.h"
 #include "tests/catch.h"
 #include "train/config.h"
-#include "train/data_loader.h"
-#include "train/shards.h"
+#include "train/data/data_loader.h"
+#include "train/data/shards.h"
 #include "tests/train/train_test_util.h"
 
 using namespace sinklab;

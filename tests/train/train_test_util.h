@@ -17,7 +17,7 @@
 #include "tests/catch.h"
 #include "tests/helpers.h"
 #include "train/model.h"
-#include "train/shards.h"
+#include "train/data/shards.h"
 
 namespace sinklab::test {
 

@@ -1,0 +1,51 @@
+#include "core/device_runtime.h"
+
+#include <unistd.h>
+
+#include <fstream>
+#include <limits>
+
+#include "core/error.h"
+
+namespace sinklab {
+
+namespace {
+
+// The host: work runs when it is called, so there is nothing to wait for.
+class CpuRuntime final : public DeviceRuntime {
+ public:
+  void synchronize() override {}
+  double memory_in_use_mib() override {  // the process's resident set
+    std::ifstream statm("/proc/self/statm");
+    double pages = 0, resident = 0;
+    if (!(statm >> pages >> resident)) return std::numeric_limits<double>::quiet_NaN();
+    return resident * static_cast<double>(sysconf(_SC_PAGESIZE)) / (1024.0 * 1024.0);
+  }
+  double peak_bf16_tflops() override { return 0.0; }
+  std::unique_ptr<SideMark> mark_side_start() override { return std::make_unique<SideMark>(); }
+  void run_on_side(const SideMark&, const std::function<void()>& work) override { work(); }
+  void join_side() override {}
+};
+
+CpuRuntime g_cpu;
+DeviceRuntime* g_cuda = nullptr;
+
+}  // namespace
+
+DeviceRuntime& device_runtime(Device device) {
+  if (device.is_cpu()) return g_cpu;
+  SINKLAB_CHECK(g_cuda != nullptr, DeviceError,
+                "no runtime is installed for " << device.str(),
+                "build with CUDA (-DSINKLAB_CUDA=ON) on a machine with a GPU, or use "
+                "run.device: cpu");
+  return *g_cuda;
+}
+
+void install_device_runtime(DeviceKind kind, DeviceRuntime* runtime) {
+  SINKLAB_CHECK(kind == DeviceKind::CUDA, ValueError,
+                "install_device_runtime: the CPU runtime is built in",
+                "install runtimes for other device kinds only");
+  g_cuda = runtime;
+}
+
+}  // namespace sinklab

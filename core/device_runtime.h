@@ -1,0 +1,41 @@
+// What the layers above the kernels ask of a device besides kernels: waiting for its queued
+// work, the memory in use, its peak throughput, and side work that overlaps the main queue (the
+// sink metrics run there while the backward runs). The CPU runtime is built in; cuda/ installs
+// the CUDA one in cuda::initialize(). Code above ops/ asks device_runtime(device) and never
+// branches on the backend itself.
+#pragma once
+#include <functional>
+#include <memory>
+
+#include "core/device.h"
+
+namespace sinklab {
+
+class DeviceRuntime {
+ public:
+  // A point in the device's main queue (CUDA: an event on the compute stream).
+  class SideMark {
+   public:
+    virtual ~SideMark() = default;
+  };
+
+  virtual ~DeviceRuntime() = default;
+  virtual void synchronize() = 0;            // waits for all work queued on the main queue
+  virtual double memory_in_use_mib() = 0;    // tensors' memory (CPU: the resident set), or NaN
+  virtual double peak_bf16_tflops() = 0;     // dense bf16 peak in TFLOP/s; 0 = unknown
+  // The main queue's present, where side work will start. A later mark supersedes it.
+  virtual std::unique_ptr<SideMark> mark_side_start() = 0;
+  // Queues `work`'s device work on the side queue, after `mark` (CPU: runs it now). What it
+  // reads must outlive join_side().
+  virtual void run_on_side(const SideMark& mark, const std::function<void()>& work) = 0;
+  // The main queue waits (on the device; the host goes on) for all side work queued so far.
+  virtual void join_side() = 0;
+};
+
+// The runtime of `device`'s kind. Throws DeviceError when none is installed (a CUDA device in a
+// build without CUDA, or before cuda::initialize()).
+DeviceRuntime& device_runtime(Device device);
+// Installs the runtime of a kind (not owned; it lives as long as the process).
+void install_device_runtime(DeviceKind kind, DeviceRuntime* runtime);
+
+}  // namespace sinklab

@@ -1,0 +1,36 @@
+// The CUDA DeviceRuntime (core/device_runtime.h): the compute stream is the main queue, the
+// low-priority side stream the side queue. cuda::initialize() installs it.
+#include "core/device_runtime.h"
+#include "cuda/runtime.h"
+
+namespace sinklab::cuda {
+
+namespace {
+
+class CudaRuntime final : public DeviceRuntime {
+ public:
+  class Mark final : public SideMark {
+   public:
+    explicit Mark(SideStreamStart start) : start(start) {}
+    SideStreamStart start;
+  };
+  void synchronize() override { cuda::synchronize(); }
+  double memory_in_use_mib() override { return cuda::memory_in_use_mib(); }
+  double peak_bf16_tflops() override { return cuda::peak_bf16_tflops(); }
+  std::unique_ptr<SideMark> mark_side_start() override {
+    return std::make_unique<Mark>(mark_side_stream_start());
+  }
+  void run_on_side(const SideMark& mark, const std::function<void()>& work) override {
+    SideStreamScope side(static_cast<const Mark&>(mark).start);
+    work();
+  }
+  void join_side() override { join_side_stream(); }
+};
+
+CudaRuntime g_runtime;
+
+}  // namespace
+
+void install_device_runtime() { sinklab::install_device_runtime(DeviceKind::CUDA, &g_runtime); }
+
+}  // namespace sinklab::cuda

@@ -1,0 +1,249 @@
+#include "train/commands/probe.h"
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "autograd/grad_mode.h"
+#include "core/error.h"
+#include "core/random.h"
+#include "train/io/atomic_file.h"
+#include "train/io/checkpoint.h"
+#include "train/config.h"
+#include "train/data/data_loader.h"
+#include "train/io/metrics_log.h"
+#include "train/model.h"
+
+namespace sinklab::train {
+
+namespace {
+
+constexpr uint64_t kValStream = 2;  // the trainer's validation stream
+constexpr uint64_t kRandomStream = 41;  // the random tokens of --random-tokens
+
+double mean_of(const std::vector<double>& v) {
+  double s = 0;
+  for (double x : v) s += x;
+  return v.empty() ? NAN : s / static_cast<double>(v.size());
+}
+
+std::string json_array(const std::vector<double>& v) {
+  std::ostringstream o;
+  o << "[";
+  for (size_t i = 0; i < v.size(); ++i) {
+    if (i) o << ",";
+    if (std::isfinite(v[i])) o << v[i]; else o << "null";
+  }
+  return o.str() + "]";
+}
+
+// The checkpoint's resolved config with the probe's interventions applied to the model.
+RunConfig probed_config(const std::string& checkpoint, const ProbeOptions& opt) {
+  const TrainState state = read_checkpoint_state(checkpoint);
+  RunConfig cfg = parse_config(state.config_yaml, checkpoint + " (stored config)");
+  ModelSection& m = cfg.model;
+  if (!opt.isolate.empty()) {
+    m.isolate_positions = opt.isolate;
+    m.isolate_layers = opt.layers;
+  }
+  if (opt.amplify >= 0) {
+    m.amplify_position = opt.amplify;
+    m.amplify_lambda = opt.lambda;
+    m.amplify_layers = opt.layers;
+    m.amplify_mode = opt.plain_scaling ? "plain" : "centered";
+  }
+  cfg.run.device = opt.device;
+  validate(cfg);
+  return cfg;
+}
+
+}  // namespace
+
+ProbeResult probe_checkpoint(const std::string& checkpoint, const ProbeOptions& opt,
+                             std::ostream& console) {
+  // A non-finite factor would also make the result file invalid JSON (nan, inf).
+  SINKLAB_CHECK(std::isfinite(opt.lambda), ConfigError,
+                "probe: --lambda is " << opt.lambda << "; it must be a finite number",
+                "pass a number such as --lambda 10");
+  SINKLAB_CHECK(opt.batches >= 1, ConfigError, "probe: --batches is " << opt.batches,
+                "probe at least one batch");
+  const RunConfig cfg = probed_config(checkpoint, opt);
+  const Device device = parse_device(cfg.run.device);
+  set_cuda_precision(resolved_precision(cfg.run));
+  const auto weights = read_checkpoint_params(checkpoint);
+  auto load = [&](GPT& into) {
+    for (auto& [name, value] : weights) {
+      SINKLAB_CHECK(into.params().contains(name), ConfigError,
+                    "probe: " << checkpoint << " holds " << name << ", which its config's model "
+                              << "does not have",
+                    "the checkpoint and its stored config disagree: re-export it");
+      Tensor target = into.params()[name];
+      target.copy_from(value.to_device(device));
+    }
+  };
+  GPT model(cfg.model, cfg.run.seed, DType::F32, device);
+  load(model);
+  SINKLAB_CHECK(opt.amplify_mean == "random" || opt.amplify_mean == "batch", ConfigError,
+                "probe: --amplify-mean is '" << opt.amplify_mean << "'",
+                "use random (the paper: mu over uniform-random tokens) or batch (mu of the "
+                "probed batch)");
+  if (opt.amplify >= 0 && !opt.plain_scaling && opt.lambda != 1.0 &&
+      opt.amplify_mean == "random") {
+    // The paper's mu: each layer's mean value vector over uniform-random tokens, read from the
+    // model without the intervention.
+    ProbeOptions clean_options;
+    clean_options.device = opt.device;
+    GPT clean(probed_config(checkpoint, clean_options).model, cfg.run.seed, DType::F32, device);
+    load(clean);
+    model.set_amplify_mean(random_token_value_means(clean, opt.mean_tokens,
+                                                    cfg.model.block_size, cfg.train.batch_size,
+                                                    cfg.run.seed, device));
+  }
+  SINKLAB_CHECK(opt.window >= 0 && opt.window <= cfg.model.block_size, ConfigError,
+                "probe: --window is " << opt.window << " but " << checkpoint
+                                      << "'s model has block_size " << cfg.model.block_size,
+                "pass a window in [1, " + std::to_string(cfg.model.block_size) +
+                    "] (0 = the model's T)");
+  SINKLAB_CHECK(opt.random_tokens == 0 || opt.random_tokens >= 2, ConfigError,
+                "probe: --random-tokens is " << opt.random_tokens,
+                "a variance across samples needs at least 2 sequences (the paper: ~50,000 "
+                "tokens, e.g. 200 sequences of 256)");
+  const int64_t B = cfg.train.batch_size * opt.batches;
+  const int64_t T = opt.window > 0 ? opt.window : cfg.model.block_size;
+  DataLoader val = DataLoader::from_files(cfg.data.dir, cfg.data.val_pattern, B, T,
+                                          cfg.run.seed, kValStream, cfg.data.window_stride);
+  const Batch batch = val.next();
+  autograd::NoGradGuard no_grad;
+  ForwardCapture capture;
+  ForwardResult out = model.forward(batch.inputs.to_device(device),
+                                    batch.targets.to_device(device), &capture);
+  ProbeResult result;
+  result.loss = out.loss.item();
+  result.metrics = compute_sink_metrics(capture, cfg.metrics.sink_threshold, false);
+  summarise_paper_metrics(result.metrics, cfg.metrics.onset_threshold);
+  result.super = super_neurons(model, capture);
+  result.key = opt.amplify >= 0 ? opt.amplify : (opt.isolate.empty() ? 0 : opt.isolate[0]);
+  const int64_t key = std::min<int64_t>(result.key, T - 1);
+  for (const LayerCapture& cap : capture.layers) {
+    Tensor mass = ops::attention_key_mass(cap.q, cap.k, cap.lse, key, cap.attention);  // (B,NH,T)
+    const std::vector<double> a = mass.to_doubles();
+    const int64_t NH = mass.size(1);
+    std::vector<double> per_head(NH, 0.0);
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t h = 0; h < NH; ++h)
+        for (int64_t t = key; t < T; ++t)
+          per_head[h] += a[(b * NH + h) * T + t] / static_cast<double>(B * (T - key));
+    result.key_score.push_back(per_head);
+    result.key_score_after.push_back(key_score_after(a, B, NH, T, key));
+  }
+  if (opt.random_tokens > 0) {
+    // The 1/(t+1) law: uniform-random tokens, the input to W_O (after head-wise RMSNorm).
+    const Tensor ids = rand_ints({opt.random_tokens, T}, RngKey{cfg.run.seed, kRandomStream, 0},
+                                 static_cast<int32_t>(cfg.model.vocab_size));  // (N, T)
+    ForwardCapture random_capture;
+    model.forward(ids.to_device(device), Tensor(), &random_capture);
+    for (const LayerCapture& cap : random_capture.layers)
+      result.var_across.push_back(across_sample_variance(
+          cap.attn_out_normed.defined() ? cap.attn_out_normed : cap.attn_out));
+  }
+  // Console table: one row per layer (means over heads).
+  char line[256];
+  console << "probe " << checkpoint << ": " << B << " sequences of " << T << " tokens, loss "
+          << result.loss << "\n";
+  if (!opt.isolate.empty()) console << "  isolate positions at key " << result.key << "\n";
+  if (opt.amplify >= 0)
+    console << "  " << (opt.plain_scaling ? "scale" : "amplify") << " o_" << opt.amplify
+            << " by lambda " << opt.lambda
+            << (opt.plain_scaling ? "" : opt.amplify_mean == "random"
+                                             ? " (mu over " + std::to_string(opt.mean_tokens) +
+                                                   " uniform-random tokens)"
+                                             : " (mu of the probed batch)")
+            << "\n";
+  std::snprintf(line, sizeof line, "%5s %10s %10s %12s %10s %10s %10s\n", "layer", "sink mass",
+                "alpha_0", "score@key", "var_ratio", "disparity", "super x");
+  console << line;
+  for (size_t l = 0; l < capture.layers.size(); ++l) {
+    const LayerMetrics& m = result.metrics.layers[l];
+    std::snprintf(line, sizeof line, "%5zu %10.4f %10.4f %12.4f %10.3f %10.2f %10.1f\n", l,
+                  mean_of(m.sink_mass), mean_of(m.alpha0), mean_of(result.key_score[l]),
+                  m.var_ratio, m.dim_disparity, m.super_ratio);
+    console << line;
+  }
+  // The paper's readings (docs/METRICS.md).
+  console << "  paper: sink onset (score > " << cfg.metrics.onset_threshold << ") at layer "
+          << result.metrics.sink_onset << "; disparity layer mean "
+          << result.metrics.dim_disparity_mean << " before, "
+          << result.metrics.dim_disparity_normed_mean << " after the input norm\n";
+  std::snprintf(line, sizeof line, "%5s %10s %12s %10s %8s %10s %8s %8s\n", "layer", "score",
+                "score@key>k", "disp.norm", "neuron", "fires@0 x", "kurt.", "ch/disp");
+  console << line;
+  for (size_t l = 0; l < capture.layers.size(); ++l) {
+    const LayerMetrics& m = result.metrics.layers[l];
+    const SuperNeuron& sn = result.super[l];
+    std::snprintf(line, sizeof line, "%5zu %10.4f %12.4f %10.2f %8lld %10.1f %8.1f %4lld/%-4lld\n",
+                  l, m.sink_score, mean_of(result.key_score_after[l]), m.dim_disparity_normed,
+                  static_cast<long long>(sn.neuron), sn.first_token_ratio, sn.down_kurtosis,
+                  static_cast<long long>(sn.down_channel),
+                  static_cast<long long>(sn.disparity_channel));
+    console << line;
+  }
+  if (!result.var_across.empty()) {
+    console << "  across-sample variance of the input to W_O, " << opt.random_tokens
+            << " random sequences (t = 0, 1, 3, 15; 1/(t+1) law: 1, .5, .25, .0625 of t = 0):\n";
+    for (size_t l = 0; l < result.var_across.size(); ++l) {
+      const std::vector<double>& v = result.var_across[l];
+      console << "  layer " << l << ":";
+      for (int64_t t : {0, 1, 3, 15})
+        if (t < T) console << " " << v[t] / v[0];
+      console << "\n";
+    }
+  }
+  // JSON: the interventions, the score at the key, and every metric as a metrics.jsonl record.
+  StepRecord record;
+  record.step = read_checkpoint_state(checkpoint).step;
+  record.loss = result.loss;
+  record.lr = record.grad_norm = record.tokens_per_s = record.step_ms = record.mfu =
+      record.memory_mib = record.val_loss = record.val_loss_se = NAN;
+  record.has_sink = true;
+  record.sink = result.metrics;
+  std::ostringstream json;
+  json << "{\"checkpoint\":\"" << checkpoint << "\",\"isolate\":" 
+       << json_array(std::vector<double>(opt.isolate.begin(), opt.isolate.end()))
+       << ",\"amplify\":" << opt.amplify << ",\"mode\":\""
+       << (opt.plain_scaling ? "plain" : "centered") << "\",\"amplify_mean\":\""
+       << opt.amplify_mean << "\",\"lambda\":" << opt.lambda
+       << ",\"layers\":" << json_array(std::vector<double>(opt.layers.begin(), opt.layers.end()))
+       << ",\"key\":" << result.key << ",\"key_score\":[";
+  for (size_t l = 0; l < result.key_score.size(); ++l)
+    json << (l ? "," : "") << json_array(result.key_score[l]);
+  json << "],\"key_score_after\":[";
+  for (size_t l = 0; l < result.key_score_after.size(); ++l)
+    json << (l ? "," : "") << json_array(result.key_score_after[l]);
+  json << "],\"window\":" << T << ",\"random_tokens\":" << opt.random_tokens
+       << ",\"var_across\":[";
+  for (size_t l = 0; l < result.var_across.size(); ++l)
+    json << (l ? "," : "") << json_array(result.var_across[l]);
+  json << "],\"super\":{";
+  const char* fields[] = {"neuron", "weight_norm", "first_token_ratio", "down_kurtosis",
+                          "down_channel", "disparity_channel"};
+  for (int f = 0; f < 6; ++f) {
+    std::vector<double> column;
+    for (const SuperNeuron& sn : result.super) {
+      const double v[6] = {static_cast<double>(sn.neuron), sn.weight_norm, sn.first_token_ratio,
+                           sn.down_kurtosis, static_cast<double>(sn.down_channel),
+                           static_cast<double>(sn.disparity_channel)};
+      column.push_back(v[f]);
+    }
+    json << (f ? "," : "") << "\"" << fields[f] << "\":" << json_array(column);
+  }
+  json << "},\"metrics\":" << step_to_json(record) << "}\n";
+  result.json_path = opt.out.empty() ? checkpoint + ".probe.json" : opt.out;
+  write_file_atomic(result.json_path, json.str(),
+                    "check the folder exists and is writable, or pass --out");
+  console << "wrote " << result.json_path << "\n";
+  return result;
+}
+
+}  // namespace sinklab::train

@@ -1,0 +1,51 @@
+// `sinklab probe <checkpoint>`: runs validation batches through a trained model and reports every
+// sink metric per layer and head, optionally under the paper's interventions (SINKS.md):
+//   isolate k        query k attends only to itself (no keys before k), in `layers` (all if empty)
+//   amplify k, X     o_k <- mu + X (o_k - mu) in `layers`, mu the layer's mean value vector
+//   scale k, X       o_k <- X o_k in `layers` (the plain-scaling control)
+// and the sink score at key k per layer: alpha_k = mean over queries t >= k of A[t, k], and the
+// paper's (docs/METRICS.md): over t > k, the sink onset, super neurons from the weights, on
+// `--window` T-token windows, and the across-sample variance on `--random-tokens` sequences.
+#pragma once
+#include <cstdint>
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include "train/metrics/sink_metrics.h"
+#include "train/paper_metrics.h"
+
+namespace sinklab::train {
+
+struct ProbeOptions {
+  int64_t batches = 4;                // validation batches of the run's batch size, in one pass
+  std::vector<int64_t> isolate;       // positions to isolate
+  int64_t amplify = -1;               // k for amplify (centered) or scale (plain); -1 = off
+  bool plain_scaling = false;         // scale instead of amplify
+  double lambda = 1.0;
+  std::string amplify_mean = "random";  // mu of amplify: over uniform-random tokens (the paper)
+                                        // or "batch" (the probed batch's, as before)
+  int64_t mean_tokens = 50000;        // tokens of the random-token mu
+  std::vector<int64_t> layers;        // layers of the interventions; empty = all
+  int64_t window = 0;                 // T of the probed windows; 0 = the model's block_size
+  int64_t random_tokens = 0;          // N uniform-random sequences for var_across; 0 = off
+  std::string device = "cpu";
+  std::string out;                    // JSON file; default <checkpoint>.probe.json
+};
+
+struct ProbeResult {
+  double loss = 0;                       // mean validation loss of the probed batches
+  int64_t key = 0;                       // the key whose sink score is reported
+  std::vector<std::vector<double>> key_score;  // (L, NH) alpha_key
+  std::vector<std::vector<double>> key_score_after;  // (L, NH) over queries t > key (paper)
+  std::vector<std::vector<double>> var_across;  // (L, T) on random tokens; empty when off
+  std::vector<SuperNeuron> super;               // (L) found from the weights (paper)
+  SinkMetrics metrics;
+  std::string json_path;
+};
+
+// Throws IOError / ConfigError naming the checkpoint or the option when something is wrong.
+ProbeResult probe_checkpoint(const std::string& checkpoint, const ProbeOptions& options,
+                             std::ostream& console);
+
+}  // namespace sinklab::train

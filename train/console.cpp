@@ -1,0 +1,186 @@
+#include "train/console.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <iomanip>
+#include <limits>
+#include <ostream>
+#include <sstream>
+
+namespace sinklab::train {
+
+namespace {
+
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+double mean_layer(const SinkMetrics& m, double (*get)(const LayerMetrics&)) {
+  double s = 0;
+  for (const auto& l : m.layers) s += get(l);
+  return m.layers.empty() ? kNaN : s / m.layers.size();
+}
+
+double max_layer(const SinkMetrics& m, double (*get)(const LayerMetrics&)) {
+  double s = -std::numeric_limits<double>::infinity();
+  for (const auto& l : m.layers) s = std::max(s, get(l));
+  return m.layers.empty() ? kNaN : s;
+}
+
+double mean_sink_mass(const LayerMetrics& l) {
+  double s = 0;
+  for (double v : l.sink_mass) s += v;
+  return l.sink_mass.empty() ? kNaN : s / l.sink_mass.size();
+}
+
+}  // namespace
+
+std::string format_count(double v) {
+  std::ostringstream out;
+  out << std::fixed << std::setprecision(0) << v;
+  std::string digits = out.str(), grouped;
+  int n = 0;
+  for (auto it = digits.rbegin(); it != digits.rend(); ++it) {
+    if (n && n % 3 == 0 && *it != '-') grouped.insert(grouped.begin(), ',');
+    grouped.insert(grouped.begin(), *it);
+    ++n;
+  }
+  return grouped;
+}
+
+std::string format_duration(double seconds) {
+  char buf[32];
+  const int s = static_cast<int>(seconds + 0.5);
+  if (s >= 3600)
+    std::snprintf(buf, sizeof buf, "%dh%02dm", s / 3600, (s / 60) % 60);
+  else
+    std::snprintf(buf, sizeof buf, "%dm%02ds", s / 60, s % 60);
+  return buf;
+}
+
+
+void Console::step_line(const std::string& variant, int64_t steps, const StepRecord& r) {
+  char line[320];
+  std::snprintf(line, sizeof line,
+                "step %5lld/%lld | %-16s | loss %.4f | lr %.2e | norm %.3f | %7.1f ms | %s "
+                "tok/s",
+                static_cast<long long>(r.step + 1), static_cast<long long>(steps),
+                variant.c_str(), r.loss, r.lr, r.grad_norm, r.step_ms,
+                format_count(r.tokens_per_s).c_str());
+  out_ << clear_bar() << line;
+  if (std::isfinite(r.mfu)) {
+    std::snprintf(line, sizeof line, " | MFU %.1f%% | %.1f GiB", 100 * r.mfu,
+                  r.memory_mib / 1024);
+    out_ << line;
+  }
+  if (r.has_sink) {
+    std::snprintf(line, sizeof line, " | sink %.3f | var_ratio %.2f | disparity %.1f",
+                  mean_layer(r.sink, mean_sink_mass),
+                  mean_layer(r.sink, [](const LayerMetrics& l) { return l.var_ratio; }),
+                  max_layer(r.sink, [](const LayerMetrics& l) { return l.dim_disparity; }));
+    out_ << line;
+  }
+  out_ << "\n";
+}
+
+void Console::skipped_step(const std::string& variant, const StepRecord& r, int64_t in_a_row,
+                           int64_t limit) {
+  out_ << "step " << r.step << " " << variant << ": non-finite loss (" << r.loss
+       << ") or grad norm (" << r.grad_norm << "), update skipped (" << in_a_row
+       << " in a row, limit train.max_skipped_steps = " << limit << ")\n";
+}
+
+void Console::eval_line(const std::string& variant, int64_t step, int64_t steps, double val_loss,
+                        double val_loss_se, const SinkMetrics& metrics,
+                        int64_t output_rank_sequences) {
+  char line[240];
+  std::snprintf(line, sizeof line,
+                "step %5lld/%lld | %-16s | val loss %.4f ± %.4f (s.e.) | eff. rank %.1f "
+                "(outputs, %lld seq.: %.1f)",
+                static_cast<long long>(step), static_cast<long long>(steps), variant.c_str(),
+                val_loss, val_loss_se,
+                mean_layer(metrics, [](const LayerMetrics& l) { return l.effective_rank; }),
+                static_cast<long long>(output_rank_sequences),
+                metrics.effective_rank_output_mean);
+  out_ << clear_bar() << line << "\n";
+}
+
+void Console::sample(const std::string& variant, const std::string& text) {
+  out_ << "  sample (" << variant << "): " << text << "\n";
+}
+
+void Console::progress(int64_t step_done, int64_t steps, double fraction, double elapsed_s) {
+  if (!progress_bar_) return;
+  const double eta = elapsed_s / fraction * (1 - fraction);
+  const int width = 30, filled = static_cast<int>(fraction * width);
+  out_ << "\r\033[K[" << std::string(filled, '#') << std::string(width - filled, '.') << "] "
+       << static_cast<int>(100 * fraction) << "% step " << step_done << "/" << steps << " ETA "
+       << format_duration(eta) << std::flush;
+}
+
+void Console::stopped(const std::string& why, int64_t done_steps, const std::string& folder) {
+  out_ << clear_bar() << why << " after step " << done_steps << "; checkpoint written to "
+       << folder << "/<variant>/ckpt/; continue with --resume auto\n"
+       << std::flush;
+}
+
+void Console::summary(const std::vector<VariantSummary>& summaries) {
+  out_ << "\n" << comparison_table(summaries);
+}
+
+void Console::phase_profile(const std::string& variant,
+                            const std::map<std::string, double>& phase_ms,
+                            int64_t steps_profiled) {
+  out_ << "profile " << variant << " (ms per step, device synchronised per phase):";
+  for (const auto& [phase, ms] : phase_ms)
+    out_ << " " << phase << " " << std::fixed << std::setprecision(2) << ms / steps_profiled;
+  out_ << std::defaultfloat << "\n";
+}
+
+void Console::op_profile(const char* pass, const std::map<std::string, double>& totals,
+                         int64_t steps_profiled) {
+  std::vector<std::pair<double, std::string>> ops;
+  for (const auto& [name, ms] : totals) ops.emplace_back(ms, name);
+  std::sort(ops.rbegin(), ops.rend());
+  out_ << "profile " << pass << " by op (ms per step, all variants):";
+  for (const auto& [ms, name] : ops)
+    out_ << " " << name << " " << std::fixed << std::setprecision(2) << ms / steps_profiled;
+  out_ << std::defaultfloat << "\n";
+}
+
+void Console::wall_time(double seconds, const std::string& folder) {
+  out_ << "wall time " << format_duration(seconds) << "; metrics in " << folder
+       << "/<variant>/metrics.{jsonl,h5}\n";
+}
+
+void Console::flush() { out_ << std::flush; }
+
+std::string comparison_table(const std::vector<VariantSummary>& summaries) {
+  std::ostringstream out;
+  char line[400];
+  std::snprintf(line, sizeof line, "%-18s %10s %9s %10s %10s %10s %11s %11s %10s %12s\n",
+                "variant", "train loss", "val loss", "sink mass", "sink rate", "var_ratio",
+                "var_ratio*", "disparity", "super x", "tok/s");
+  out << line;
+  for (const VariantSummary& s : summaries) {
+    const SinkMetrics& m = s.last_metrics.sink;
+    const bool have = s.last_metrics.has_sink;
+    auto get = [&](double v) { return have ? v : kNaN; };
+    std::snprintf(
+        line, sizeof line, "%-18s %10.4f %9.4f %10.4f %9.1f%% %10.2f %11.2f %11.1f %10.1f %12s\n",
+        s.name.c_str(), s.final_loss, s.val_loss, get(mean_layer(m, mean_sink_mass)),
+        get(m.sink_rate),
+        get(mean_layer(m, [](const LayerMetrics& l) { return l.var_ratio; })),
+        get(mean_layer(m, [](const LayerMetrics& l) { return l.var_ratio_normed; })),
+        get(max_layer(m, [](const LayerMetrics& l) { return l.dim_disparity; })),
+        get(max_layer(m, [](const LayerMetrics& l) { return l.super_ratio; })),
+        format_count(s.tokens_per_s).c_str());
+    out << line;
+  }
+  out << "sink mass: attention on key 0 (mean over layers, heads, queries t>=1); var_ratio: "
+         "position-0 variance of the attention output over the rest (mean over layers; * after "
+         "head-wise RMSNorm); disparity: max over layers of max|x0|/mean|x0|; super x: max over "
+         "layers of the first-token super-neuron activation over the median.\n";
+  return out.str();
+}
+
+}  // namespace sinklab::train

@@ -1,0 +1,67 @@
+// What a training run prints, in the nanoGPT/llm.c style: one line per variant per logged step,
+// validation lines and samples, a live progress bar with ETA (on a terminal), the SINKLAB profile
+// print-out, and the comparison table at the end. The training loop (train/trainer.h) hands over
+// numbers; every format lives here.
+#pragma once
+#include <cstdint>
+#include <iosfwd>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "train/io/metrics_log.h"
+#include "train/metrics/sink_metrics.h"
+
+namespace sinklab::train {
+
+struct VariantSummary {
+  std::string name;
+  int64_t steps = 0;
+  double final_loss = 0;      // mean training loss over the last 10 steps
+  double val_loss = 0;        // final evaluation
+  double tokens_per_s = 0;    // mean over the run (after the first step)
+  StepRecord last_metrics;    // last step with sink metrics (has_sink)
+  std::string sample;         // text sampled at the end
+};
+
+// The comparison table printed at the end of `sinklab compare`.
+std::string comparison_table(const std::vector<VariantSummary>& summaries);
+
+// 1234567 -> "1,234,567" (rounded to a whole number).
+std::string format_count(double v);
+// Seconds as "3m07s" or "1h02m".
+std::string format_duration(double seconds);
+
+class Console {
+ public:
+  Console(std::ostream& out, bool progress_bar) : out_(out), progress_bar_(progress_bar) {}
+  std::ostream& stream() { return out_; }  // free-form lines (resume notes, the model line)
+
+  // "step   11/300 | baseline | loss 5.8461 | lr 7.33e-04 | norm 0.838 | 1899.3 ms | 539 tok/s"
+  // plus MFU and memory where known, and the sink summary on metrics steps.
+  void step_line(const std::string& variant, int64_t steps, const StepRecord& r);
+  void skipped_step(const std::string& variant, const StepRecord& r, int64_t in_a_row,
+                    int64_t limit);
+  void eval_line(const std::string& variant, int64_t step, int64_t steps, double val_loss,
+                 double val_loss_se, const SinkMetrics& metrics, int64_t output_rank_sequences);
+  void sample(const std::string& variant, const std::string& text);
+  // The bar after `done` of `total` steps of this session, `elapsed_s` seconds in.
+  void progress(int64_t step_done, int64_t steps, double fraction, double elapsed_s);
+  void stopped(const std::string& why, int64_t done_steps, const std::string& folder);
+  void summary(const std::vector<VariantSummary>& summaries);
+  // ms per step of each phase of one variant (device synchronised at each phase's end).
+  void phase_profile(const std::string& variant, const std::map<std::string, double>& phase_ms,
+                     int64_t steps_profiled);
+  // ms per step of each op of one pass, largest first, over every variant's steps.
+  void op_profile(const char* pass, const std::map<std::string, double>& totals,
+                  int64_t steps_profiled);
+  void wall_time(double seconds, const std::string& folder);
+  void flush();
+
+ private:
+  const char* clear_bar() const { return progress_bar_ ? "\r\033[K" : ""; }
+  std::ostream& out_;
+  bool progress_bar_;
+};
+
+}  // namespace sinklab::train

@@ -1,0 +1,231 @@
+#include "train/data/prepare.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iomanip>
+#include <sstream>
+#include <unordered_map>
+
+#include "core/error.h"
+#include "train/data/shards.h"
+#include "train/data/tokenizer.h"
+
+namespace sinklab::train {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string read_text_file(const std::string& path) {
+  std::error_code ec;
+  SINKLAB_CHECK(fs::is_regular_file(path, ec), IOError,
+                path << ": input file not found (prepare.inputs)",
+                "run scripts/get_data.sh to fetch the default corpora into data/raw/, or list "
+                "your own text files in prepare.inputs");
+  std::ifstream in(path, std::ios::binary);
+  SINKLAB_CHECK(in.good(), IOError, path << ": cannot open for reading", "check permissions");
+  std::ostringstream buf;
+  buf << in.rdbuf();
+  SINKLAB_CHECK(!in.bad(), IOError, path << ": read failed", "check the file");
+  return buf.str();
+}
+
+// Where the val tail starts: about (1 - val_fraction) of the way in, moved to the start of a
+// line (the next one if there is one, else the previous one).
+size_t val_cut(const std::string& text, double val_fraction) {
+  const size_t n = text.size();
+  const size_t val_bytes = static_cast<size_t>(std::llround(static_cast<double>(n) * val_fraction));
+  if (val_bytes == 0) return n;
+  const size_t nominal = n - std::min(val_bytes, n);
+  if (nominal == 0) return 0;
+  size_t pos = text.find('\n', nominal - 1);
+  if (pos != std::string::npos && pos + 1 < n) return pos + 1;
+  pos = text.rfind('\n', nominal - 1);
+  if (pos != std::string::npos) return pos + 1;
+  return nominal;
+}
+
+std::string shard_name(const std::string& split, size_t index) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "_%06zu.bin", index);
+  return split + buf;
+}
+
+// Is `name` "<split>_<digits>.bin" with index >= first? (stale shards of an earlier prepare)
+bool is_stale_shard(const std::string& name, const std::string& split, size_t first) {
+  const std::string prefix = split + "_";
+  if (name.size() <= prefix.size() + 4 || name.compare(0, prefix.size(), prefix) != 0 ||
+      name.compare(name.size() - 4, 4, ".bin") != 0)
+    return false;
+  const std::string digits = name.substr(prefix.size(), name.size() - prefix.size() - 4);
+  if (digits.size() < 6 ||
+      !std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; }))
+    return false;
+  return std::stoull(digits) >= first;
+}
+
+// Writes tokens as <dir>/<split>_000000.bin, ... (shard_tokens each); removes older shards of the
+// split beyond the new count so the loader's glob sees exactly this data. Returns the file count.
+size_t write_split(const std::string& dir, const std::string& split,
+                   const std::vector<int32_t>& tokens, int64_t shard_tokens, std::ostream& log) {
+  const size_t per = static_cast<size_t>(shard_tokens);
+  const size_t n_files = std::max<size_t>(1, (tokens.size() + per - 1) / per);
+  for (size_t i = 0; i < n_files; ++i) {
+    const size_t begin = std::min(tokens.size(), i * per);
+    const size_t end = std::min(tokens.size(), begin + per);
+    write_shard((fs::path(dir) / shard_name(split, i)).string(),
+                std::vector<int32_t>(tokens.begin() + begin, tokens.begin() + end));
+  }
+  for (const std::string& path : list_files(dir, split + "_*.bin")) {
+    if (is_stale_shard(fs::path(path).filename().string(), split, n_files)) {
+      fs::remove(path);
+      log << "  removed stale shard " << path << "\n";
+    }
+  }
+  return n_files;
+}
+
+}  // namespace
+
+double unigram_entropy(const std::vector<int32_t>& tokens) {
+  if (tokens.empty()) return 0.0;
+  std::unordered_map<int32_t, int64_t> counts;
+  for (int32_t t : tokens) ++counts[t];
+  std::vector<int64_t> c;
+  c.reserve(counts.size());
+  for (const auto& kv : counts) c.push_back(kv.second);
+  std::sort(c.begin(), c.end());  // fixed summation order: the same result on every run
+  const double n = static_cast<double>(tokens.size());
+  double h = 0.0;
+  for (int64_t k : c) {
+    const double p = static_cast<double>(k) / n;
+    h -= p * std::log(p);
+  }
+  return h;
+}
+
+void prepare_dataset(const RunConfig& config, std::ostream& log) {
+  const PrepareSection& prep = config.prepare;
+  const DataSection& data = config.data;
+  const std::string origin = config.source_file.empty() ? "the config" : config.source_file;
+  SINKLAB_CHECK(!prep.inputs.empty(), ConfigError,
+                origin << ": prepare.inputs is empty: nothing to prepare",
+                "list text files, e.g. prepare.inputs: [data/raw/moby_dick.txt] (fetch them with "
+                "scripts/get_data.sh)");
+  SINKLAB_CHECK(
+      prep.tokenizer == "bpe" || prep.tokenizer == "byte", ConfigError,
+      origin << ": prepare.tokenizer is \"" << prep.tokenizer << "\", expected bpe or byte",
+      "set prepare.tokenizer: bpe");
+  SINKLAB_CHECK(
+      prep.tokenizer != "bpe" || prep.vocab_size >= 256, ConfigError,
+      origin << ": prepare.vocab_size " << prep.vocab_size << " is below the 256 byte tokens",
+      "use e.g. prepare.vocab_size: 512");
+  SINKLAB_CHECK(prep.val_fraction >= 0.0 && prep.val_fraction < 1.0, ConfigError,
+                origin << ": prepare.val_fraction " << prep.val_fraction << " is not in [0, 1)",
+                "use e.g. prepare.val_fraction: 0.05");
+  SINKLAB_CHECK(prep.shard_tokens > 0, ConfigError,
+                origin << ": prepare.shard_tokens " << prep.shard_tokens << " must be positive",
+                "use e.g. prepare.shard_tokens: 100000000");
+  SINKLAB_CHECK(!(data.tokenizer == "byte" && prep.tokenizer != "byte"), ConfigError,
+                origin << ": data.tokenizer is byte but prepare.tokenizer is " << prep.tokenizer
+                       << ": training would not read the shards with the tokenizer that wrote them",
+                "set both to byte, or leave data.tokenizer empty (data.dir/tokenizer.json)");
+
+  // 1. Read and split every input.
+  std::vector<std::string> train_parts, val_parts;
+  size_t total_bytes = 0, train_bytes = 0, val_bytes = 0;
+  std::vector<std::string> texts;
+  for (const std::string& path : prep.inputs) texts.push_back(read_text_file(path));
+  log << "prepare: " << prep.inputs.size() << " input file(s)\n";
+  for (size_t f = 0; f < prep.inputs.size(); ++f) {
+    const std::string& path = prep.inputs[f];
+    std::string text = std::move(texts[f]);
+    const size_t cut = val_cut(text, prep.val_fraction);
+    log << "  " << path << ": " << text.size() << " bytes -> train " << cut << ", val "
+        << text.size() - cut << "\n";
+    total_bytes += text.size();
+    train_bytes += cut;
+    val_bytes += text.size() - cut;
+    val_parts.push_back(text.substr(cut));
+    text.resize(cut);
+    train_parts.push_back(std::move(text));
+  }
+  SINKLAB_CHECK(train_bytes > 0, ValueError,
+                origin << ": the inputs hold no training text (" << total_bytes << " bytes)",
+                "check prepare.inputs and prepare.val_fraction");
+
+  // 2. Tokenizer, trained on the train parts only (val stays unseen).
+  const auto t0 = std::chrono::steady_clock::now();
+  std::unique_ptr<Tokenizer> tokenizer;
+  if (prep.tokenizer == "bpe") {
+    std::string corpus;
+    corpus.reserve(train_bytes);
+    for (const std::string& p : train_parts) corpus += p;
+    tokenizer = train_bpe(corpus, prep.vocab_size);
+  } else {
+    tokenizer = make_byte_tokenizer();
+  }
+  const double train_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+
+  // 3. Encode (before writing anything, so a failure leaves an earlier prepare intact), save the
+  // tokenizer, write the shards.
+  std::vector<int32_t> train_tokens, val_tokens;
+  for (const std::string& p : train_parts) {
+    const std::vector<int32_t> ids = tokenizer->encode(p);
+    train_tokens.insert(train_tokens.end(), ids.begin(), ids.end());
+  }
+  for (const std::string& p : val_parts) {
+    const std::vector<int32_t> ids = tokenizer->encode(p);
+    val_tokens.insert(val_tokens.end(), ids.begin(), ids.end());
+  }
+  std::error_code ec;
+  fs::create_directories(data.dir, ec);
+  SINKLAB_CHECK(!ec && fs::is_directory(data.dir), IOError,
+                data.dir << ": cannot create the data folder (" << ec.message() << ")",
+                "check data.dir and permissions");
+  // Saved where the trainer looks for it: data.tokenizer, default data.dir/tokenizer.json.
+  const bool default_path = data.tokenizer.empty() || data.tokenizer == "byte";
+  const std::string tok_path =
+      default_path ? (fs::path(data.dir) / "tokenizer.json").string() : data.tokenizer;
+  if (fs::path(tok_path).has_parent_path())
+    fs::create_directories(fs::path(tok_path).parent_path(), ec);
+  tokenizer->save(tok_path);
+  log << "tokenizer: " << tokenizer->kind() << ", vocab " << tokenizer->vocab_size();
+  if (prep.tokenizer == "bpe") {
+    std::ostringstream secs;
+    secs << std::fixed << std::setprecision(1) << train_s;
+    log << " (trained in " << secs.str() << " s)";
+    if (tokenizer->vocab_size() < prep.vocab_size)
+      log << "; only " << tokenizer->vocab_size() << " of " << prep.vocab_size
+          << " requested: the text has no more pairs to merge";
+  }
+  log << " -> " << tok_path << "\n";
+
+  const size_t train_files = write_split(data.dir, "train", train_tokens, prep.shard_tokens, log);
+  const size_t val_files = write_split(data.dir, "val", val_tokens, prep.shard_tokens, log);
+  auto ratio = [](size_t bytes, size_t tokens) {
+    std::ostringstream s;
+    s << std::fixed << std::setprecision(2)
+      << (tokens ? static_cast<double>(bytes) / static_cast<double>(tokens) : 0.0);
+    return s.str();
+  };
+  log << "train: " << train_tokens.size() << " tokens (" << ratio(train_bytes, train_tokens.size())
+      << " bytes/token) in " << train_files << " shard(s) -> "
+      << (fs::path(data.dir) / "train_*.bin").string() << "\n";
+  log << "val: " << val_tokens.size() << " tokens in " << val_files << " shard(s) -> "
+      << (fs::path(data.dir) / "val_*.bin").string() << "\n";
+  if (val_tokens.empty())
+    log << "  warning: the val split is empty (prepare.val_fraction " << prep.val_fraction
+        << "); evaluation needs block_size + 1 val tokens\n";
+  std::ostringstream h;
+  h << std::fixed << std::setprecision(3) << unigram_entropy(train_tokens);
+  log << "unigram entropy of the train tokens: " << h.str()
+      << " nats (a model that ignores context; the trained loss must fall well below it)\n";
+}
+
+}  // namespace sinklab::train

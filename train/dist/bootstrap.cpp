@@ -1,0 +1,108 @@
+#include "train/dist/bootstrap.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <thread>
+
+#include "core/error.h"
+#include "train/io/atomic_file.h"
+#include "train/dist/socket.h"
+
+namespace sinklab::train {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// Rank 0: accept world_size - 1 connections and send each the length-prefixed blob.
+void serve(const LaunchEnv& env, const std::string& blob, double timeout_s) {
+  const Socket listener = listen_on(env.id_port, "rank 0 (NCCL id)",
+                                    "set SINKLAB_ID_PORT to a free port (default MASTER_PORT + 1), "
+                                    "or use SINKLAB_ID_FILE on a shared file system");
+  const auto t0 = Clock::now();
+  const uint64_t size = blob.size();
+  for (int served = 1; served < env.world_size;) {
+    const double left = timeout_s - seconds_since(t0);
+    SINKLAB_CHECK(left > 0, IOError,
+                  "rank 0: only " << served - 1 << " of " << env.world_size - 1
+                                  << " ranks fetched the NCCL id from port " << env.id_port
+                                  << " within " << timeout_s << " s",
+                  "a rank failed to start or cannot reach " + env.master_addr +
+                      ": check its log, MASTER_ADDR and firewalls");
+    const Socket peer = accept_within(listener, std::min(left, 1.0));
+    if (!peer.valid()) continue;
+    if (send_all(peer.fd(), &size, sizeof size) && send_all(peer.fd(), blob.data(), blob.size()))
+      ++served;
+  }
+}
+
+// Other ranks: connect to master_addr:id_port (retrying while rank 0 starts) and read the blob.
+std::string fetch(const LaunchEnv& env, double timeout_s) {
+  const auto t0 = Clock::now();
+  std::string last_error = "no attempt";
+  while (seconds_since(t0) < timeout_s) {
+    const Socket s = connect_retrying(env.master_addr, env.id_port,
+                                      timeout_s - seconds_since(t0), last_error);
+    if (!s.valid()) break;
+    uint64_t size = 0;
+    std::string blob;
+    if (recv_all(s.fd(), &size, sizeof size) && size < (1u << 20)) {
+      blob.resize(size);
+      if (recv_all(s.fd(), blob.data(), size)) return blob;
+    }
+    last_error = "the connection closed before the id arrived";
+  }
+  SINKLAB_FAIL(IOError,
+               "rank " << env.rank << ": no NCCL id from rank 0 at " << env.master_addr << ":"
+                       << env.id_port << " within " << timeout_s << " s (" << last_error << ")",
+               "check that rank 0 started, MASTER_ADDR names its host and the port is open "
+               "(SINKLAB_ID_PORT), or use SINKLAB_ID_FILE on a shared file system");
+}
+
+void write_file(const LaunchEnv& env, const std::string& blob) {
+  // Readers see all of it or nothing.
+  write_file_atomic(env.id_file, blob,
+                    "SINKLAB_ID_FILE must name a writable path on a file system all ranks see");
+}
+
+std::string poll_file(const LaunchEnv& env, double timeout_s) {
+  const auto t0 = Clock::now();
+  while (seconds_since(t0) < timeout_s) {
+    std::ifstream in(env.id_file, std::ios::binary);
+    if (in) return std::string(std::istreambuf_iterator<char>(in), {});
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  SINKLAB_FAIL(IOError,
+               "rank " << env.rank << ": " << env.id_file << " did not appear within "
+                       << timeout_s << " s",
+               "rank 0 writes it: check its log, and that SINKLAB_ID_FILE is on a file system "
+               "every rank sees (and was removed before the job started)");
+}
+
+}  // namespace
+
+std::string share_from_rank0(const LaunchEnv& env, const std::string& blob, double timeout_s) {
+  if (env.world_size <= 1) return blob;
+  if (!env.id_file.empty()) {
+    if (env.rank == 0) {
+      write_file(env, blob);
+      return blob;
+    }
+    return poll_file(env, timeout_s);
+  }
+  if (env.rank == 0) {
+    serve(env, blob, timeout_s);
+    return blob;
+  }
+  return fetch(env, timeout_s);
+}
+
+}  // namespace sinklab::train

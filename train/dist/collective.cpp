@@ -1,0 +1,20 @@
+#include "train/dist/collective.h"
+
+#include "core/error.h"
+
+namespace sinklab::train {
+
+namespace {
+GpuCollectiveFactory g_gpu_collective = nullptr;
+}  // namespace
+
+void register_gpu_collective(GpuCollectiveFactory factory) { g_gpu_collective = factory; }
+
+std::unique_ptr<Collective> make_gpu_collective(const LaunchEnv& env) {
+  SINKLAB_CHECK(g_gpu_collective != nullptr, DeviceError,
+                "rank " << env.rank << ": this build has no CUDA",
+                "rebuild with CUDA and NCCL to train on several GPUs");
+  return g_gpu_collective(env);
+}
+
+}  // namespace sinklab::train

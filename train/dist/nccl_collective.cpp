@@ -1,0 +1,43 @@
+#include "train/dist/nccl_collective.h"
+
+#include <string>
+
+#include "cuda/communicator.h"
+#include "train/dist/bootstrap.h"
+
+namespace sinklab::train {
+
+namespace {
+
+// NCCL between the ranks' GPUs; rank 0's unique id travels through train/bootstrap.
+class NcclCollective : public Collective {
+ public:
+  explicit NcclCollective(const LaunchEnv& env) {
+    std::string id = env.rank == 0 ? cuda::Communicator::unique_id() : std::string();
+    id = share_from_rank0(env, id);
+    comm_ = std::make_unique<cuda::Communicator>(id, env.rank, env.world_size);
+  }
+  void all_reduce_mean(Tensor& t, const char* what) override { comm_->all_reduce_mean(t, what); }
+  double sum(double value, const char* what) override { return comm_->sum(value, what); }
+  std::vector<double> all_gather(const std::vector<double>& mine, const char* what) override {
+    return comm_->all_gather(mine, what);
+  }
+  void start_all_reduce_mean(Tensor& t, const char* what) override {
+    comm_->start_all_reduce_mean(t, what);
+  }
+  void wait_started(const char* what) override { comm_->wait_started(what); }
+  void all_gather_ranges(Tensor& t, const std::vector<int64_t>& bounds,
+                         const char* what) override {
+    comm_->all_gather_ranges(t, bounds, what);
+  }
+
+ private:
+  std::unique_ptr<cuda::Communicator> comm_;
+};
+}  // namespace
+
+std::unique_ptr<Collective> make_nccl_collective(const LaunchEnv& env) {
+  return std::make_unique<NcclCollective>(env);
+}
+
+}  // namespace sinklab::train

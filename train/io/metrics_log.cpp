@@ -1,0 +1,349 @@
+#include "train/io/metrics_log.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+#include <hdf5_hl.h>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <vector>
+
+#include "core/error.h"
+#include "train/io/atomic_file.h"
+#include "train/io/hdf5.h"
+
+namespace sinklab::train {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+void json_number(std::ostringstream& out, double v) {
+  if (!std::isfinite(v)) {
+    out << "null";
+    return;
+  }
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.9g", v);
+  out << buf;
+}
+
+void json_array(std::ostringstream& out, const std::vector<double>& v) {
+  out << '[';
+  for (size_t i = 0; i < v.size(); ++i) {
+    if (i) out << ',';
+    json_number(out, v[i]);
+  }
+  out << ']';
+}
+
+// One per-layer field of the sink metrics, for both writers.
+struct LayerField {
+  const char* name;
+  double (*get)(const LayerMetrics&);
+};
+const LayerField kLayerFields[] = {
+    {"var_ratio", [](const LayerMetrics& m) { return m.var_ratio; }},
+    {"var_ratio_normed", [](const LayerMetrics& m) { return m.var_ratio_normed; }},
+    {"dim_disparity", [](const LayerMetrics& m) { return m.dim_disparity; }},
+    {"dim_argmax", [](const LayerMetrics& m) { return static_cast<double>(m.dim_argmax); }},
+    {"norm_ratio", [](const LayerMetrics& m) { return m.norm_ratio; }},
+    {"super_neuron", [](const LayerMetrics& m) { return static_cast<double>(m.super_neuron); }},
+    {"super_value", [](const LayerMetrics& m) { return m.super_value; }},
+    {"super_ratio", [](const LayerMetrics& m) { return m.super_ratio; }},
+    {"massive_median", [](const LayerMetrics& m) { return m.massive_median; }},
+    {"effective_rank", [](const LayerMetrics& m) { return m.effective_rank; }},
+    {"sink_score", [](const LayerMetrics& m) { return m.sink_score; }},
+    {"dim_disparity_normed", [](const LayerMetrics& m) { return m.dim_disparity_normed; }},
+    {"effective_rank_output", [](const LayerMetrics& m) { return m.effective_rank_output; }},
+};
+
+// Per-layer vector fields: (name, getter, label of the inner dimension).
+struct LayerVectorField {
+  const char* name;
+  const char* inner_label;
+  std::vector<double> (*get)(const LayerMetrics&);
+};
+const LayerVectorField kLayerVectorFields[] = {
+    {"sink_mass", "head", [](const LayerMetrics& m) { return m.sink_mass; }},
+    {"alpha0", "head", [](const LayerMetrics& m) { return m.alpha0; }},
+    {"var_pos", "position", [](const LayerMetrics& m) { return m.var_pos; }},
+    {"var_pos_normed", "position", [](const LayerMetrics& m) { return m.var_pos_normed; }},
+    {"massive_top", "rank",
+     [](const LayerMetrics& m) {
+       return std::vector<double>(m.massive_top, m.massive_top + 3);
+     }},
+};
+
+struct ScalarField {
+  const char* name;
+  double (*get)(const StepRecord&);
+};
+const ScalarField kScalarFields[] = {
+    {"loss", [](const StepRecord& r) { return r.loss; }},
+    {"lr", [](const StepRecord& r) { return r.lr; }},
+    {"grad_norm", [](const StepRecord& r) { return r.grad_norm; }},
+    {"tokens_per_s", [](const StepRecord& r) { return r.tokens_per_s; }},
+    {"step_ms", [](const StepRecord& r) { return r.step_ms; }},
+    {"mfu", [](const StepRecord& r) { return r.mfu; }},
+    {"memory_mib", [](const StepRecord& r) { return r.memory_mib; }},
+    {"val_loss", [](const StepRecord& r) { return r.val_loss; }},
+    {"skipped", [](const StepRecord& r) { return r.skipped ? 1.0 : 0.0; }},
+    {"sink_rate", [](const StepRecord& r) { return r.has_sink ? r.sink.sink_rate : kNaN; }},
+    {"val_loss_se", [](const StepRecord& r) { return r.val_loss_se; }},
+    {"sink_onset", [](const StepRecord& r) { return r.has_sink ? r.sink.sink_onset : kNaN; }},
+    {"dim_disparity_mean",
+     [](const StepRecord& r) { return r.has_sink ? r.sink.dim_disparity_mean : kNaN; }},
+    {"dim_disparity_normed_mean",
+     [](const StepRecord& r) { return r.has_sink ? r.sink.dim_disparity_normed_mean : kNaN; }},
+    {"effective_rank_output_mean",
+     [](const StepRecord& r) { return r.has_sink ? r.sink.effective_rank_output_mean : kNaN; }},
+};
+
+void h5_check(herr_t status, const std::string& what, const std::string& file) {
+  h5::check(status, "metrics ", file, what,
+            "check disk space and that no other process holds the file");
+}
+
+int64_t step_of_json_line(const std::string& line) {
+  const auto pos = line.find("\"step\":");
+  if (pos == std::string::npos) return -1;
+  return std::atoll(line.c_str() + pos + 7);
+}
+
+}  // namespace
+
+std::string step_to_json(const StepRecord& r) {
+  std::ostringstream out;
+  out << "{\"step\":" << r.step;
+  for (const ScalarField& f : kScalarFields) {
+    out << ",\"" << f.name << "\":";
+    json_number(out, f.get(r));
+  }
+  out << ",\"batch_hash\":\"" << std::hex << r.batch_hash << std::dec << "\"";
+  if (r.has_sink) {
+    for (const LayerField& f : kLayerFields) {
+      out << ",\"" << f.name << "\":[";
+      for (size_t l = 0; l < r.sink.layers.size(); ++l) {
+        if (l) out << ',';
+        json_number(out, f.get(r.sink.layers[l]));
+      }
+      out << ']';
+    }
+    for (const LayerVectorField& f : kLayerVectorFields) {
+      out << ",\"" << f.name << "\":[";
+      for (size_t l = 0; l < r.sink.layers.size(); ++l) {
+        if (l) out << ',';
+        json_array(out, f.get(r.sink.layers[l]));
+      }
+      out << ']';
+    }
+  }
+  out << "}";
+  return out.str();
+}
+
+struct MetricsLog::Impl {
+  std::string dir;
+  int64_t n_layer, n_head, seq_len;
+  std::ofstream jsonl;
+  std::string jsonl_path;
+  h5::Handle file;
+  std::string h5_path;
+  std::map<std::string, h5::Handle> datasets;
+
+  // Opens or creates an extendible dataset (step, inner...) of doubles (or int64 for "step").
+  hid_t dataset(const std::string& name, const std::vector<hsize_t>& inner,
+                const std::vector<const char*>& labels, hid_t type) {
+    auto it = datasets.find(name);
+    if (it != datasets.end()) return it->second.get();
+    h5::Handle ds;
+    if (H5Lexists(file.get(), name.c_str(), H5P_DEFAULT) > 0) {
+      ds = h5::Handle(H5Dopen2(file.get(), name.c_str(), H5P_DEFAULT), H5Dclose);
+    } else {
+      std::vector<hsize_t> dims{0}, maxdims{H5S_UNLIMITED}, chunk{64};
+      for (hsize_t d : inner) {
+        dims.push_back(d);
+        maxdims.push_back(d);
+        chunk.push_back(std::max<hsize_t>(1, d));
+      }
+      h5::Handle space = h5::space(dims, maxdims);
+      h5::Handle props(H5Pcreate(H5P_DATASET_CREATE), H5Pclose);
+      H5Pset_chunk(props.get(), static_cast<int>(chunk.size()), chunk.data());
+      ds = h5::Handle(H5Dcreate2(file.get(), name.c_str(), type, space.get(), H5P_DEFAULT,
+                                 props.get(), H5P_DEFAULT),
+                      H5Dclose);
+      h5_check(ds.get(), "create dataset " + name, h5_path);
+      for (size_t i = 0; i < labels.size(); ++i)
+        h5_check(H5DSset_label(ds.get(), static_cast<unsigned>(i), labels[i]), "label " + name,
+                 h5_path);
+    }
+    return datasets.emplace(name, std::move(ds)).first->second.get();
+  }
+
+  void append(const std::string& name, const std::vector<hsize_t>& inner,
+              const std::vector<const char*>& labels, const void* data, hid_t type,
+              hsize_t row) {
+    hid_t ds = dataset(name, inner, labels, type);
+    std::vector<hsize_t> size{row + 1}, start{row}, count{1};
+    for (hsize_t d : inner) {
+      size.push_back(d);
+      start.push_back(0);
+      count.push_back(d);
+    }
+    h5_check(H5Dset_extent(ds, size.data()), "extend " + name, h5_path);
+    h5::Handle filespace(H5Dget_space(ds), H5Sclose);
+    H5Sselect_hyperslab(filespace.get(), H5S_SELECT_SET, start.data(), nullptr, count.data(),
+                        nullptr);
+    h5::Handle memspace = h5::space(count);
+    h5_check(H5Dwrite(ds, type, memspace.get(), filespace.get(), H5P_DEFAULT, data),
+             "write " + name, h5_path);
+  }
+
+  hsize_t rows() {
+    if (H5Lexists(file.get(), "step", H5P_DEFAULT) <= 0) return 0;
+    h5::Handle space(H5Dget_space(dataset("step", {}, {"step"}, H5T_NATIVE_INT64)), H5Sclose);
+    hsize_t n = 0;
+    H5Sget_simple_extent_dims(space.get(), &n, nullptr);
+    return n;
+  }
+
+  // Keeps the first rows whose step < keep_before (steps are written in increasing order).
+  void truncate_h5(int64_t keep_before) {
+    const hsize_t n = rows();
+    if (n == 0) return;
+    std::vector<int64_t> steps(n);
+    hid_t step_ds = dataset("step", {}, {"step"}, H5T_NATIVE_INT64);
+    H5Dread(step_ds, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, steps.data());
+    hsize_t keep = 0;
+    while (keep < n && steps[keep] < keep_before) ++keep;
+    H5G_info_t info;
+    H5Gget_info(file.get(), &info);
+    for (hsize_t i = 0; i < info.nlinks; ++i) {
+      char name[256];
+      H5Lget_name_by_idx(file.get(), ".", H5_INDEX_NAME, H5_ITER_INC, i, name, sizeof name,
+                         H5P_DEFAULT);
+      h5::Handle ds(H5Dopen2(file.get(), name, H5P_DEFAULT), H5Dclose);
+      h5::Handle space(H5Dget_space(ds.get()), H5Sclose);
+      const int rank = H5Sget_simple_extent_ndims(space.get());
+      std::vector<hsize_t> dims(rank);
+      H5Sget_simple_extent_dims(space.get(), dims.data(), nullptr);
+      dims[0] = std::min(dims[0], keep);
+      h5_check(H5Dset_extent(ds.get(), dims.data()), std::string("truncate ") + name, h5_path);
+    }
+  }
+};
+
+MetricsLog::MetricsLog(const std::string& dir, int64_t n_layer, int64_t n_head, int64_t seq_len,
+                       bool jsonl, bool hdf5, int64_t keep_before_step)
+    : impl_(std::make_unique<Impl>()) {
+  impl_->dir = dir;
+  impl_->n_layer = n_layer;
+  impl_->n_head = n_head;
+  impl_->seq_len = seq_len;
+  fs::create_directories(dir);
+  const bool resume = keep_before_step >= 0;
+  if (jsonl) {
+    const std::string path = dir + "/metrics.jsonl";
+    if (resume && fs::exists(path)) {  // keep earlier steps, atomically
+      std::ifstream in(path);
+      std::string kept;
+      for (std::string line; std::getline(in, line);)
+        if (!line.empty() && step_of_json_line(line) < keep_before_step) kept += line + '\n';
+      write_file_atomic(path, kept, "check the run folder's permissions and disk space");
+    }
+    impl_->jsonl_path = path;
+    impl_->jsonl.open(path, resume ? std::ios::app : std::ios::trunc);
+    SINKLAB_CHECK(impl_->jsonl.good(), IOError, "cannot open " << path << " for writing",
+                  "check the run folder's permissions and disk space");
+  }
+  if (hdf5) {
+    impl_->h5_path = dir + "/metrics.h5";
+    h5::quiet();
+    if (resume && fs::exists(impl_->h5_path)) {
+      impl_->file = h5::Handle(H5Fopen(impl_->h5_path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT),
+                               H5Fclose);
+      SINKLAB_CHECK(impl_->file.ok(), IOError, "cannot open " << impl_->h5_path,
+                    "the file may be corrupt: move it away to start fresh metrics");
+      impl_->truncate_h5(keep_before_step);
+    } else {
+      impl_->file = h5::Handle(
+          H5Fcreate(impl_->h5_path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Fclose);
+      SINKLAB_CHECK(impl_->file.ok(), IOError, "cannot create " << impl_->h5_path,
+                    "check the run folder's permissions and disk space");
+    }
+  }
+}
+
+MetricsLog::~MetricsLog() {
+  if (impl_) impl_->datasets.clear();  // the datasets close before the file
+}
+
+void MetricsLog::write(const StepRecord& r) {
+  if (impl_->jsonl.is_open()) impl_->jsonl << step_to_json(r) << '\n';
+  if (!impl_->file.ok()) return;
+  Impl& h = *impl_;
+  const hsize_t row = h.rows();
+  const hsize_t L = h.n_layer, NH = h.n_head, T = h.seq_len;
+  h.append("step", {}, {"step"}, &r.step, H5T_NATIVE_INT64, row);
+  for (const ScalarField& f : kScalarFields) {
+    const double v = f.get(r);
+    h.append(f.name, {}, {"step"}, &v, H5T_NATIVE_DOUBLE, row);
+  }
+  for (const LayerField& f : kLayerFields) {
+    std::vector<double> v(L, kNaN);
+    if (r.has_sink)
+      for (hsize_t l = 0; l < L; ++l) v[l] = f.get(r.sink.layers[l]);
+    h.append(f.name, {L}, {"step", "layer"}, v.data(), H5T_NATIVE_DOUBLE, row);
+  }
+  for (const LayerVectorField& f : kLayerVectorFields) {
+    const std::string inner = f.inner_label;
+    const hsize_t width = inner == "head" ? NH : inner == "position" ? T : 3;
+    std::vector<double> v(L * width, kNaN);
+    if (r.has_sink)
+      for (hsize_t l = 0; l < L; ++l) {
+        std::vector<double> values = f.get(r.sink.layers[l]);
+        for (hsize_t i = 0; i < std::min<hsize_t>(width, values.size()); ++i)
+          v[l * width + i] = values[i];
+      }
+    h.append(f.name, {L, width}, {"step", "layer", f.inner_label}, v.data(), H5T_NATIVE_DOUBLE,
+             row);
+  }
+}
+
+namespace {
+
+// fsync(2) of a file by path: its written data reaches the disk (any descriptor of the file
+// flushes its pages).
+void sync_file(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY);
+  SINKLAB_CHECK(fd >= 0, IOError, "cannot open " << path << " to sync it",
+                "check the run folder's permissions");
+  const int status = ::fsync(fd);
+  ::close(fd);
+  SINKLAB_CHECK(status == 0, IOError, "cannot sync " << path << " to disk",
+                "check the disk's free space and health");
+}
+
+}  // namespace
+
+void MetricsLog::flush() {
+  if (impl_->jsonl.is_open()) {
+    impl_->jsonl.flush();
+    SINKLAB_CHECK(impl_->jsonl.good(), IOError, "cannot write " << impl_->jsonl_path,
+                  "check the disk's free space");
+    sync_file(impl_->jsonl_path);
+  }
+  if (impl_->file.ok()) {
+    h5_check(H5Fflush(impl_->file.get(), H5F_SCOPE_LOCAL), "flush", impl_->h5_path);
+    sync_file(impl_->h5_path);
+  }
+}
+
+}  // namespace sinklab::train

@@ -1,0 +1,440 @@
+#include "train/metrics/sink_metrics.h"
+
+#include <algorithm>
+#include <cmath>
+#include <functional>
+#include <limits>
+
+#include "autograd/grad_mode.h"
+#include "core/concat_flat.h"
+#include "core/error.h"
+#include "core/parallel.h"
+#include "ops/statistics.h"
+
+namespace sinklab::train {
+
+namespace {
+
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+// How a slot's values combine over data-parallel ranks (each holding a slice of the batch).
+struct Combine {
+  enum Kind {
+    kRows,   // one entry per local sequence: concatenated in rank order (the global batch)
+    kMean,   // a mean over the local batch: averaged (equal slices: the global-batch mean)
+    kOrder,  // `median` median values, then the top `top` values in descending order
+  } kind;
+  int median = 0, top = 0;  // kOrder only
+};
+
+// Small device results gathered into one buffer on their device (core/concat_flat.h) and copied
+// to the host once: one transfer (and one synchronisation) per metrics step, not one per layer.
+class Gather {
+ public:
+  // Queues t (any layout) and returns its index; its values come back in row-major order.
+  size_t add(const Tensor& t, Combine combine = {Combine::kRows}) {
+    parts_.push_back(t);
+    combine_.push_back(combine);
+    return parts_.size() - 1;
+  }
+  // Queues the copies of every part into one buffer on their device (and drops the parts).
+  void collect() {
+    int64_t total = 0;
+    for (const Tensor& t : parts_) {
+      offsets_.push_back(total);
+      sizes_.push_back(t.numel());
+      total += t.numel();
+    }
+    if (parts_.empty()) return;
+    flat_ = concat_flat(parts_);  // (total): one launch per 40 parts on a GPU
+    parts_.clear();
+  }
+  // Copies the collected buffer to the host (waits for it).
+  void fetch() {
+    if (flat_.defined()) host_ = flat_.to_doubles();
+    flat_ = Tensor();
+  }
+  // Replaces the values by their combination over every rank's (ranks[r] is rank r's host_,
+  // same layout): rows concatenate (their slots grow by the number of ranks), means average,
+  // the top values are the largest of all ranks', medians average (not the global median: that
+  // would need every activation; the mean of the slices' medians is logged instead).
+  void combine_ranks(const std::vector<std::vector<double>>& ranks) {
+    const size_t R = ranks.size();
+    std::vector<double> merged;
+    std::vector<int64_t> offsets, sizes;
+    for (size_t i = 0; i < combine_.size(); ++i) {
+      const int64_t at = offsets_[i], n = sizes_[i];
+      offsets.push_back(static_cast<int64_t>(merged.size()));
+      const Combine& c = combine_[i];
+      if (c.kind == Combine::kRows) {
+        for (const auto& r : ranks) merged.insert(merged.end(), r.begin() + at, r.begin() + at + n);
+      } else if (c.kind == Combine::kMean) {
+        for (int64_t j = 0; j < n; ++j) {
+          double sum = 0;
+          for (const auto& r : ranks) sum += r[at + j];
+          merged.push_back(sum / static_cast<double>(R));
+        }
+      } else {
+        for (int j = 0; j < c.median; ++j) {
+          double sum = 0;
+          for (const auto& r : ranks) sum += r[at + j];
+          merged.push_back(sum / static_cast<double>(R));
+        }
+        std::vector<double> top;
+        for (const auto& r : ranks)
+          top.insert(top.end(), r.begin() + at + c.median, r.begin() + at + n);
+        std::sort(top.begin(), top.end(), std::greater<double>());
+        merged.insert(merged.end(), top.begin(), top.begin() + (n - c.median));
+      }
+      sizes.push_back(static_cast<int64_t>(merged.size()) - offsets.back());
+    }
+    host_ = std::move(merged);
+    offsets_ = std::move(offsets);
+    sizes_ = std::move(sizes);
+  }
+  const std::vector<double>& host() const { return host_; }
+  const double* values(size_t index) const { return host_.data() + offsets_[index]; }
+
+ private:
+  std::vector<Tensor> parts_;
+  Tensor flat_;  // (total) the parts, one after another, on their device
+  std::vector<Combine> combine_;
+  std::vector<int64_t> offsets_, sizes_;
+  std::vector<double> host_;
+};
+
+double first_to_rest_ratio(const std::vector<double>& per_position) {
+  if (per_position.size() < 2) return kNaN;
+  double rest = 0;
+  for (size_t t = 1; t < per_position.size(); ++t) rest += per_position[t];
+  rest /= static_cast<double>(per_position.size() - 1);
+  return per_position[0] / rest;
+}
+
+// row_statistics of x viewed as (numel / D, D): (R, 5), columns ops::RowStatistic.
+Tensor stats_of_rows(const Tensor& x, int64_t D) {
+  return ops::row_statistics(x.reshape_view({x.numel() / D, D}));
+}
+
+// Statistics over the first dim of a (R, D) matrix m (any strides): row_statistics of its
+// transpose, (D, 5), read in place. For batch-averages per position or per channel; m is small
+// (a column of per-row statistics, or the position-0 rows of the batch).
+Tensor stats_of_columns(const Tensor& m) { return ops::row_statistics(m.transpose_view(0, 1)); }
+
+// Column `c` of a (R, 5) statistics tensor as (R, 1) (a strided view).
+Tensor column(const Tensor& stats, int c) { return stats.narrow_view(1, c, 1); }
+
+// The ranks of the median (the mean of the two middle values when N is even) and the top 3.
+std::vector<int64_t> median_ranks(int64_t n) {
+  return n % 2 ? std::vector<int64_t>{n / 2} : std::vector<int64_t>{n / 2 - 1, n / 2};
+}
+double median_from(const double* v, int64_t n) { return n % 2 ? v[0] : 0.5 * (v[0] + v[1]); }
+
+// Where each layer's queued results sit in the Gather. Everything is reduced on the
+// activations' device down to O(T + C + F + B * NH) numbers per layer.
+struct LayerSlots {
+  size_t key_mass_mean, key_mass_first;  // (B * NH) mean over t of A[t, 0]; A[0, 0]
+  size_t var_pos, var_pos_normed;        // (T) batch-mean channel variance of o (and normed)
+  size_t norm_mean;                      // (B) mean over t of |x_t|
+  size_t first_row;                      // (B, 5) statistics of x_0 (norm, mean |x|, max |x|)
+  size_t first_row_normed;               // (B, 5) statistics of the input norm's h_0
+  size_t channel_abs0;                   // (C) mean over b of |x[b, 0, c]|
+  size_t residual_order;                 // median ranks, then the top 3 of |x|
+  size_t neuron_abs0, ffn_order;         // (F) mean over b of |u[b, 0, n]|; median ranks of |u|
+};
+
+// Batch-mean of a per-row statistic of x (B, T, ...) at every position: (T, 1) view.
+Tensor per_position_mean(const Tensor& x, int64_t B, int64_t T, int c) {
+  const Tensor per_row = stats_of_rows(x, x.numel() / (B * T))
+                             .reshape_view({B, T, ops::kRowStats})
+                             .select_view(2, c);  // (B, T), 5 apart
+  return column(stats_of_columns(per_row), ops::kRowMean);
+}
+
+// Queues the device work of one layer (every reduction runs where the activations live).
+LayerSlots queue_layer(const LayerCapture& cap, const ops::AttentionOptions& attention,
+                       Gather& gather) {
+  LayerSlots s{};
+  const int64_t B = cap.residual.size(0), T = cap.residual.size(1), C = cap.residual.size(2);
+  Tensor mass = ops::attention_key_mass(cap.q, cap.k, cap.lse, 0, attention);  // (B, NH, T)
+  s.key_mass_mean = gather.add(column(stats_of_rows(mass, T), ops::kRowMean));
+  s.key_mass_first = gather.add(mass.narrow_view(2, 0, 1));
+  const Combine mean{Combine::kMean};
+  s.var_pos = gather.add(per_position_mean(cap.attn_out, B, T, ops::kRowVariance), mean);
+  if (cap.attn_out_normed.defined())
+    s.var_pos_normed =
+        gather.add(per_position_mean(cap.attn_out_normed, B, T, ops::kRowVariance), mean);
+  Tensor rows = stats_of_rows(cap.residual, C).reshape_view({B, T, ops::kRowStats});  // (B, T, 5)
+  const Tensor norms = rows.select_view(2, ops::kRowNorm);  // (B, T), 5 apart
+  s.norm_mean = gather.add(column(ops::row_statistics(norms), ops::kRowMean));
+  s.first_row = gather.add(rows.narrow_view(1, 0, 1));  // (B, 1, 5)
+  // (B, 5) of h_0, read in place: rows T * C apart.
+  s.first_row_normed = gather.add(ops::row_statistics(cap.residual_normed.select_view(1, 0)));
+  const Tensor first_x = cap.residual.select_view(1, 0);  // (B, C), rows T * C apart
+  s.channel_abs0 = gather.add(column(stats_of_columns(first_x), ops::kRowMeanAbs), mean);
+  const int64_t n = cap.residual.numel();
+  std::vector<int64_t> ranks = median_ranks(n);
+  for (int64_t i = 1; i <= 3; ++i) ranks.push_back(std::max<int64_t>(n - i, 0));
+  s.residual_order = gather.add(ops::abs_order_statistics(cap.residual, ranks),
+                                {Combine::kOrder, static_cast<int>(median_ranks(n).size()), 3});
+  const Tensor first_u = cap.ffn_hidden.select_view(1, 0);  // (B, F), rows T * F apart
+  s.neuron_abs0 = gather.add(column(stats_of_columns(first_u), ops::kRowMeanAbs), mean);
+  const std::vector<int64_t> ffn_ranks = median_ranks(cap.ffn_hidden.numel());
+  s.ffn_order = gather.add(ops::abs_order_statistics(cap.ffn_hidden, ffn_ranks),
+                           {Combine::kOrder, static_cast<int>(ffn_ranks.size()), 0});
+  return s;
+}
+
+void finish_attention(const LayerSlots& s, const Gather& g, int64_t B, int64_t NH, int64_t T,
+                      LayerMetrics& out) {
+  const double* mean = g.values(s.key_mass_mean);    // (B, NH)
+  const double* first = g.values(s.key_mass_first);  // (B, NH)
+  out.sink_mass.assign(NH, 0.0);
+  out.alpha0.assign(NH, 0.0);
+  for (int64_t h = 0; h < NH; ++h) {
+    double all = 0, rest = 0;
+    for (int64_t b = 0; b < B; ++b) {
+      all += mean[b * NH + h] * T;
+      rest += mean[b * NH + h] * T - first[b * NH + h];
+    }
+    out.alpha0[h] = all / static_cast<double>(B * T);
+    out.sink_mass[h] = T > 1 ? rest / static_cast<double>(B * (T - 1)) : kNaN;
+  }
+  double score = 0;  // the paper's sink score: alpha0 averaged over heads
+  for (double a : out.alpha0) score += a / static_cast<double>(NH);
+  out.sink_score = score;
+}
+
+// B: sequences in the (combined) rows; n: elements of one rank's x (the order slot's layout).
+void finish_residual(const LayerSlots& s, const Gather& g, int64_t B, int64_t T, int64_t C,
+                     int64_t n, LayerMetrics& out) {
+  const double* norm_mean = g.values(s.norm_mean);  // (B)
+  const double* first = g.values(s.first_row);      // (B, 5)
+  double disparity = 0, norm_ratio = 0;
+  for (int64_t b = 0; b < B; ++b) {
+    const double* f = first + b * ops::kRowStats;
+    disparity += f[ops::kRowMaxAbs] / f[ops::kRowMeanAbs];
+    const double norm0 = f[ops::kRowNorm];
+    const double rest = T > 1 ? (norm_mean[b] * T - norm0) / (T - 1) : kNaN;
+    norm_ratio += norm0 / rest;
+  }
+  out.dim_disparity = disparity / B;
+  const double* first_normed = g.values(s.first_row_normed);  // (B, 5)
+  double disparity_normed = 0;
+  for (int64_t b = 0; b < B; ++b) {
+    const double* f = first_normed + b * ops::kRowStats;
+    disparity_normed += f[ops::kRowMaxAbs] / f[ops::kRowMeanAbs];
+  }
+  out.dim_disparity_normed = disparity_normed / B;
+  out.norm_ratio = norm_ratio / B;
+  const double* channel = g.values(s.channel_abs0);  // (C)
+  out.dim_argmax = std::max_element(channel, channel + C) - channel;
+  const int64_t m = n % 2 ? 1 : 2;
+  const double* order = g.values(s.residual_order);  // median ranks, then ranks n-1, n-2, n-3
+  out.massive_median = median_from(order, n);
+  for (int i = 0; i < 3; ++i) out.massive_top[i] = i < n ? order[m + i] : kNaN;
+}
+
+void finish_ffn(const LayerSlots& s, const Gather& g, int64_t F, int64_t n, LayerMetrics& out) {
+  const double* first = g.values(s.neuron_abs0);  // (F) mean_b |u[b, 0, n]|
+  out.super_neuron = std::max_element(first, first + F) - first;
+  out.super_value = first[out.super_neuron];
+  const double median = median_from(g.values(s.ffn_order), n);
+  out.super_ratio = median > 0 ? out.super_value / median : kNaN;
+}
+
+}  // namespace
+
+struct QueuedSinkMetrics::State {
+  ForwardCapture capture;  // what the queued work reads: alive until the metrics are finished
+  Gather gather;
+  std::vector<LayerSlots> slots;  // (L)
+};
+
+QueuedSinkMetrics::QueuedSinkMetrics() = default;
+QueuedSinkMetrics::QueuedSinkMetrics(QueuedSinkMetrics&&) noexcept = default;
+QueuedSinkMetrics& QueuedSinkMetrics::operator=(QueuedSinkMetrics&&) noexcept = default;
+QueuedSinkMetrics::~QueuedSinkMetrics() = default;
+
+QueuedSinkMetrics queue_sink_metrics(const ForwardCapture& capture) {
+  autograd::NoGradGuard no_grad;
+  QueuedSinkMetrics queued;
+  queued.state_ = std::make_unique<QueuedSinkMetrics::State>();
+  QueuedSinkMetrics::State& st = *queued.state_;
+  st.capture = capture;
+  for (const LayerCapture& cap : capture.layers)
+    st.slots.push_back(queue_layer(cap, cap.attention, st.gather));
+  st.gather.collect();
+  return queued;
+}
+
+SinkMetrics compute_sink_metrics(const ForwardCapture& capture, double sink_threshold,
+                                 bool with_effective_rank, RankExchange* ranks) {
+  return finish_sink_metrics(queue_sink_metrics(capture), sink_threshold, with_effective_rank,
+                             ranks);
+}
+
+SinkMetrics finish_sink_metrics(QueuedSinkMetrics queued, double sink_threshold,
+                                bool with_effective_rank, RankExchange* ranks) {
+  SINKLAB_CHECK(queued.state_ != nullptr, ValueError, "finish_sink_metrics: nothing queued",
+                "pass what queue_sink_metrics returned, once");
+  autograd::NoGradGuard no_grad;
+  const ForwardCapture& capture = queued.state_->capture;
+  Gather& gather = queued.state_->gather;
+  const std::vector<LayerSlots>& slots = queued.state_->slots;
+  SinkMetrics metrics;
+  metrics.layers.resize(capture.layers.size());
+  gather.fetch();
+  int64_t world = 1;
+  if (ranks != nullptr) {
+    const std::vector<std::vector<double>> all = ranks->all_gather(gather.host());
+    world = static_cast<int64_t>(all.size());
+    if (world > 1) gather.combine_ranks(all);
+  }
+  int64_t sinks = 0, heads = 0;
+  for (size_t l = 0; l < capture.layers.size(); ++l) {
+    const LayerCapture& cap = capture.layers[l];
+    const LayerSlots& s = slots[l];
+    LayerMetrics& m = metrics.layers[l];
+    const int64_t B_local = cap.residual.size(0), T = cap.residual.size(1);
+    const int64_t C = cap.residual.size(2), B = B_local * world;  // B: all ranks' sequences
+    finish_attention(s, gather, B, cap.q.size(2), T, m);
+    m.var_pos.assign(gather.values(s.var_pos), gather.values(s.var_pos) + T);
+    m.var_ratio = first_to_rest_ratio(m.var_pos);
+    if (cap.attn_out_normed.defined()) {
+      m.var_pos_normed.assign(gather.values(s.var_pos_normed), gather.values(s.var_pos_normed) + T);
+      m.var_ratio_normed = first_to_rest_ratio(m.var_pos_normed);
+    } else {
+      m.var_ratio_normed = kNaN;
+    }
+    finish_residual(s, gather, B, T, C, cap.residual.numel(), m);
+    finish_ffn(s, gather, cap.ffn_hidden.size(2), cap.ffn_hidden.numel(), m);
+    m.effective_rank = kNaN;
+    m.effective_rank_output = kNaN;
+    if (with_effective_rank) {
+      std::vector<double> x = cap.residual.narrow_view(0, 0, 1).to_doubles();  // (T, C) sequence 0
+      m.effective_rank = effective_rank(x, T, C);
+    }
+    for (double a : m.alpha0) {
+      sinks += a > sink_threshold;
+      ++heads;
+    }
+  }
+  metrics.sink_rate = heads ? 100.0 * sinks / heads : 0.0;
+  return metrics;
+}
+
+// Eigenvalues of the symmetric (n, n) matrix a (destroyed): Householder reduction to a
+// tridiagonal matrix, then the implicit QL iteration with Wilkinson-type shifts. O(n^3) once,
+// instead of the O(n^3) per sweep of Jacobi rotations.
+std::vector<double> symmetric_eigenvalues(std::vector<double>& a, int64_t n) {
+  std::vector<double> d(n, 0.0), e(n, 0.0);  // diagonal; e[i] couples i and i + 1
+  std::vector<double> v(n), w(n);
+  for (int64_t k = 0; k + 2 < n; ++k) {
+    // Reflect x = a[k+1.., k] onto alpha * e_1: v = x - alpha e_1, normalised.
+    double xnorm = 0;
+    for (int64_t i = k + 1; i < n; ++i) xnorm += a[i * n + k] * a[i * n + k];
+    xnorm = std::sqrt(xnorm);
+    const double alpha = a[(k + 1) * n + k] > 0 ? -xnorm : xnorm;
+    d[k] = a[k * n + k];
+    e[k] = alpha;
+    double vnorm = 0;
+    for (int64_t i = k + 1; i < n; ++i) {
+      v[i] = a[i * n + k] - (i == k + 1 ? alpha : 0.0);
+      vnorm += v[i] * v[i];
+    }
+    if (vnorm == 0) {
+      e[k] = a[(k + 1) * n + k];
+      continue;
+    }
+    vnorm = std::sqrt(vnorm);
+    for (int64_t i = k + 1; i < n; ++i) v[i] /= vnorm;
+    // Trailing block A22 <- H A22 H = A22 - 2 (v w^T + w v^T), w = A22 v - (v^T A22 v) v.
+    parallel_for(n - k - 1, [&](int64_t r) {
+      const int64_t i = k + 1 + r;
+      double acc = 0;
+      for (int64_t j = k + 1; j < n; ++j) acc += a[i * n + j] * v[j];
+      w[i] = acc;
+    });
+    double c = 0;
+    for (int64_t i = k + 1; i < n; ++i) c += v[i] * w[i];
+    for (int64_t i = k + 1; i < n; ++i) w[i] -= c * v[i];
+    parallel_for(n - k - 1, [&](int64_t r) {
+      const int64_t i = k + 1 + r;
+      for (int64_t j = k + 1; j < n; ++j) a[i * n + j] -= 2 * (v[i] * w[j] + w[i] * v[j]);
+    });
+  }
+  if (n >= 2) {
+    d[n - 2] = a[(n - 2) * n + n - 2];
+    e[n - 2] = a[(n - 1) * n + n - 2];
+  }
+  if (n >= 1) d[n - 1] = a[(n - 1) * n + n - 1];
+  e[n - 1] = 0;
+  // Implicit QL on (d, e): deflate from the top, one eigenvalue per outer index l.
+  for (int64_t l = 0; l < n; ++l) {
+    for (int iteration = 0; iteration < 60; ++iteration) {
+      int64_t m = l;
+      for (; m < n - 1; ++m) {
+        const double scale = std::fabs(d[m]) + std::fabs(d[m + 1]);
+        if (std::fabs(e[m]) <= 1e-15 * scale) break;
+      }
+      if (m == l) break;
+      double g = (d[l + 1] - d[l]) / (2 * e[l]);
+      double r = std::hypot(g, 1.0);
+      g = d[m] - d[l] + e[l] / (g + (g >= 0 ? r : -r));
+      double s = 1, c = 1, p = 0;
+      int64_t i = m - 1;
+      bool underflow = false;
+      for (; i >= l; --i) {
+        const double f = s * e[i], b = c * e[i];
+        r = std::hypot(f, g);
+        e[i + 1] = r;
+        if (r == 0) {  // split: recover and restart this l
+          d[i + 1] -= p;
+          e[m] = 0;
+          underflow = true;
+          break;
+        }
+        s = f / r;
+        c = g / r;
+        g = d[i + 1] - p;
+        r = (d[i] - g) * s + 2 * c * b;
+        p = s * r;
+        d[i + 1] = g + p;
+        g = c * r - b;
+      }
+      if (underflow) continue;
+      d[l] -= p;
+      e[l] = g;
+      e[m] = 0;
+    }
+  }
+  return d;
+}
+
+double effective_rank(const std::vector<double>& matrix, int64_t rows, int64_t cols) {
+  // Eigenvalues of the smaller Gram matrix; singular values = sqrt.
+  const bool by_rows = rows <= cols;
+  const int64_t n = by_rows ? rows : cols, inner = by_rows ? cols : rows;
+  std::vector<double> g(n * n, 0.0);  // (n, n)
+  parallel_for(n, [&](int64_t i) {
+    for (int64_t j = 0; j < n; ++j) {
+      double acc = 0;
+      for (int64_t k = 0; k < inner; ++k)
+        acc += by_rows ? matrix[i * cols + k] * matrix[j * cols + k]
+                       : matrix[k * cols + i] * matrix[k * cols + j];
+      g[i * n + j] = acc;
+    }
+  });
+  const std::vector<double> eigen = symmetric_eigenvalues(g, n);
+  std::vector<double> sv(n);
+  double total = 0;
+  for (int64_t i = 0; i < n; ++i) total += sv[i] = std::sqrt(std::max(0.0, eigen[i]));
+  if (total <= 0) return 0.0;
+  double entropy = 0;
+  for (double s : sv)
+    if (s > 0) entropy -= (s / total) * std::log(s / total);
+  return std::exp(entropy);
+}
+
+}  // namespace sinklab::train
