@@ -46,7 +46,8 @@ class Handle {
   herr_t (*close_)(hid_t) = nullptr;
 };
 
-// HDF5 prints nothing itself; the callers' checks throw with the file and a hint.
+// HDF5 prints nothing itself; the callers' checks throw with the file and a hint. Also turns
+// off HDF5's shutdown at exit (see hdf5.cpp). Call before any other HDF5 function.
 void quiet();
 
 // Throws IOError "<prefix> <file>: HDF5 failed to <what>" with `hint` when status < 0 (an
