@@ -33,6 +33,7 @@
 #include "train/io/atomic_file.h"
 #include "train/io/checkpoint.h"
 #include "train/dist/data_parallel.h"
+#include "train/dist/handshake.h"
 #include "train/sampler.h"
 #include "train/data/tokenizer.h"
 
@@ -175,7 +176,10 @@ Run::Run(const RunConfig& config, std::ostream& console, RunOptions options)
                                           : ops::AttentionKernels::Own;
   if (parse_device(base_.run.device).is_cuda())
     console_.stream() << "attention: " << ops::attention_kernels_description() << "\n";
-  parallel_ = std::make_unique<DataParallel>(options_.launch, parse_device(base_.run.device));
+  // Every connection to rank 0 must carry this job's token (train/dist/handshake.h).
+  LaunchEnv launch = options_.launch;
+  launch.job_token = job_token(to_yaml(base_), launch);
+  parallel_ = std::make_unique<DataParallel>(launch, parse_device(base_.run.device));
   const bool writer = parallel_->writer();  // only rank 0 writes files
   if (writer) {
     fs::create_directories(folder());

@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <future>
@@ -19,7 +20,10 @@
 
 #include "tests/op_checks.h"
 #include "tests/train/train_test_util.h"
+#include "train/dist/bootstrap.h"
 #include "train/dist/data_parallel.h"
+#include "train/dist/handshake.h"
+#include "train/dist/socket.h"
 #include "train/dist/tcp_collective.h"
 #if defined(SINKLAB_HAVE_CUDA)
 #include <cuda_runtime.h>
@@ -222,6 +226,55 @@ void two_ranks_follow_one(const std::string& device, double rtol) {
 }
 
 }  // namespace
+
+TEST_CASE("tcp join: a silent client and a forged join are dropped and named; the job joins",
+          "[distributed]") {
+  // A stranger that connects and says nothing used to block rank 0 for up to 30 s, and a join
+  // with a valid rank number was accepted from anyone. Now each connection has
+  // kHandshakeTimeoutS to send a join carrying this job's token, and strangers are dropped and
+  // named on stderr while the real ranks join. Both exchanges (CPU collectives, NCCL id) use it.
+  const int port = test_port(3);
+  LaunchEnv e0, e1;
+  e0.world_size = e1.world_size = 2;
+  e0.id_port = e1.id_port = port;
+  e1.rank = 1;
+  e0.job_token = e1.job_token = job_token("model: {n_layer: 2}\n", e0);
+  LaunchEnv other = e1;
+  other.job_token = job_token("model: {n_layer: 3}\n", e0);  // another config's job
+  REQUIRE(other.job_token != e1.job_token);
+  auto strangers_then_rank = std::async(std::launch::async, [&] {
+    std::string error;
+    const Socket silent = connect_retrying("127.0.0.1", port, 10, error);  // never speaks
+    REQUIRE(silent.valid());
+    const Socket forged = connect_retrying("127.0.0.1", port, 10, error);
+    REQUIRE(send_join(forged.fd(), 1, other.job_token));
+    TcpCollective rank1(e1);
+    return rank1.sum(2.0, "join test");
+  });
+  const auto t0 = std::chrono::steady_clock::now();
+  TcpCollective rank0(e0);
+  REQUIRE(rank0.sum(1.0, "join test") == 3.0);
+  REQUIRE(strangers_then_rank.get() == 3.0);
+  // The silent one costs at most one handshake timeout, not the collective timeout (600 s).
+  REQUIRE(std::chrono::steady_clock::now() - t0 <
+          std::chrono::duration<double>(3 * kHandshakeTimeoutS));
+
+  // The NCCL id exchange: the forged join gets no blob, and rank 1 gets it.
+  const int port2 = test_port(4);
+  e0.id_port = e1.id_port = other.id_port = port2;
+  auto fetchers = std::async(std::launch::async, [&] {
+    std::string error;
+    const Socket forged = connect_retrying("127.0.0.1", port2, 10, error);
+    REQUIRE(send_join(forged.fd(), 1, other.job_token));
+    uint64_t size = 0;
+    const bool got_blob = recv_all(forged.fd(), &size, sizeof size);
+    return std::make_pair(got_blob, share_from_rank0(e1, "", 10));
+  });
+  REQUIRE(share_from_rank0(e0, "the id", 10) == "the id");
+  const auto [forged_got_blob, blob] = fetchers.get();
+  REQUIRE_FALSE(forged_got_blob);
+  REQUIRE(blob == "the id");
+}
 
 TEST_CASE("data parallel: 2 CPU ranks over TCP follow the 1-process loss curve",
           "[distributed]") {

@@ -2,14 +2,17 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <thread>
+#include <vector>
 
 #include "core/error.h"
 #include "train/io/atomic_file.h"
+#include "train/dist/handshake.h"
 #include "train/dist/socket.h"
 
 namespace sinklab::train {
@@ -29,6 +32,7 @@ void serve(const LaunchEnv& env, const std::string& blob, double timeout_s) {
                                     "or use SINKLAB_ID_FILE on a shared file system");
   const auto t0 = Clock::now();
   const uint64_t size = blob.size();
+  std::vector<bool> served_rank(env.world_size, false);
   for (int served = 1; served < env.world_size;) {
     const double left = timeout_s - seconds_since(t0);
     SINKLAB_CHECK(left > 0, IOError,
@@ -39,8 +43,18 @@ void serve(const LaunchEnv& env, const std::string& blob, double timeout_s) {
                       ": check its log, MASTER_ADDR and firewalls");
     const Socket peer = accept_within(listener, std::min(left, 1.0));
     if (!peer.valid()) continue;
-    if (send_all(peer.fd(), &size, sizeof size) && send_all(peer.fd(), blob.data(), blob.size()))
+    std::string why;
+    const int rank = receive_join(peer.fd(), env.job_token, env.world_size, why);
+    if (rank < 0) {  // a stranger gets nothing and takes no rank's place
+      std::fprintf(stderr, "sinklab: rank 0: dropped a connection from %s on port %d: it %s\n",
+                   peer_address(peer.fd()).c_str(), env.id_port, why.c_str());
+      continue;
+    }
+    if (send_all(peer.fd(), &size, sizeof size) && send_all(peer.fd(), blob.data(), blob.size()) &&
+        !served_rank[rank]) {
+      served_rank[rank] = true;
       ++served;
+    }
   }
 }
 
@@ -54,7 +68,8 @@ std::string fetch(const LaunchEnv& env, double timeout_s) {
     if (!s.valid()) break;
     uint64_t size = 0;
     std::string blob;
-    if (recv_all(s.fd(), &size, sizeof size) && size < (1u << 20)) {
+    if (send_join(s.fd(), env.rank, env.job_token) && recv_all(s.fd(), &size, sizeof size) &&
+        size < (1u << 20)) {
       blob.resize(size);
       if (recv_all(s.fd(), blob.data(), size)) return blob;
     }

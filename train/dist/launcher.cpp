@@ -1,4 +1,5 @@
 #include "train/dist/launcher.h"
+#include "train/dist/handshake.h"
 
 #include <cerrno>
 #include <algorithm>
@@ -76,6 +77,7 @@ LaunchEnv parse_launch_env(const std::function<const char*(const char*)>& get) {
                 "set SINKLAB_ID_PORT to a free TCP port on the rank-0 host");
   env.id_port = static_cast<int>(port);
   if (const char* file = get("SINKLAB_ID_FILE"); file != nullptr) env.id_file = file;
+  env.job_id = launcher_job_id(get);
   return env;
 }
 

@@ -29,6 +29,8 @@ struct LaunchEnv {
   std::string master_addr = "127.0.0.1";
   int id_port = 29501;           // TCP port of the unique-id exchange (see above)
   std::string id_file;           // shared-file exchange instead of TCP, when set
+  std::string job_id;            // the launcher's identity of this job (train/dist/handshake.h)
+  uint64_t job_token = 0;        // what every rank's join carries: job_token() of the run
   bool distributed() const { return world_size > 1; }
 };
 

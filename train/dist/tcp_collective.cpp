@@ -1,5 +1,7 @@
 #include "train/dist/tcp_collective.h"
 
+#include <cstdio>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
@@ -8,6 +10,7 @@
 #include <string>
 
 #include "core/error.h"
+#include "train/dist/handshake.h"
 
 namespace sinklab::train {
 
@@ -20,7 +23,7 @@ struct Header {
   uint64_t bytes;
 };
 
-enum Op : int32_t { kHello = 1, kReduce, kSum, kGather, kResult, kRanges };
+enum Op : int32_t { kReduce = 2, kSum, kGather, kResult, kRanges };
 
 double timeout_from_env() {
   const char* v = std::getenv("SINKLAB_COLLECTIVE_TIMEOUT");
@@ -63,16 +66,19 @@ TcpCollective::TcpCollective(const LaunchEnv& env) : env_(env), timeout_s_(timeo
                         ": check its log, MASTER_ADDR and firewalls");
       Socket peer = accept_within(listener, std::min(left(), 1.0));
       if (!peer.valid()) continue;
-      set_timeouts(peer.fd(), std::max(std::min(left(), 30.0), 0.1));  // a silent stranger
-      Header hello{};
-      if (!recv_all(peer.fd(), &hello, sizeof hello) || hello.op != kHello) continue;
+      std::string why;
+      const int rank = receive_join(peer.fd(), env_.job_token, env_.world_size, why);
+      if (rank < 0) {  // a stranger: dropped and named, the ranks keep joining
+        std::fprintf(stderr, "sinklab: rank 0: dropped a connection from %s on port %d: it %s\n",
+                     peer_address(peer.fd()).c_str(), env_.id_port, why.c_str());
+        continue;
+      }
       set_timeouts(peer.fd(), timeout_s_);
-      SINKLAB_CHECK(hello.rank > 0 && hello.rank < env_.world_size && !peers_[hello.rank].valid(),
-                    IOError,
-                    "rank 0: a process connected as rank " << hello.rank << " (world size "
-                                                           << env_.world_size << ")",
+      SINKLAB_CHECK(!peers_[rank].valid(), IOError,
+                    "rank 0: two processes joined as rank " << rank << " (world size "
+                                                            << env_.world_size << ")",
                     "every rank needs a distinct RANK below WORLD_SIZE");
-      peers_[hello.rank] = std::move(peer);
+      peers_[rank] = std::move(peer);
       ++joined;
     }
   } else {
@@ -84,8 +90,7 @@ TcpCollective::TcpCollective(const LaunchEnv& env) : env_(env), timeout_s_(timeo
                   "check that rank 0 started, MASTER_ADDR names its host and the port is open "
                   "(SINKLAB_ID_PORT)");
     set_timeouts(root.fd(), timeout_s_);
-    const Header hello{kHello, env_.rank, 0};
-    SINKLAB_CHECK(send_all(root.fd(), &hello, sizeof hello), IOError,
+    SINKLAB_CHECK(send_join(root.fd(), env_.rank, env_.job_token), IOError,
                   "rank " << env_.rank << ": rank 0 closed the connection at start-up",
                   "see rank 0's log");
     peers_.push_back(std::move(root));
