@@ -1,0 +1,63 @@
+// train/io/atomic_file.h: the file is replaced whole or not at all, and no .tmp stays behind.
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "tests/helpers.h"
+#include "train/io/atomic_file.h"
+
+using namespace sinklab;
+using namespace sinklab::train;
+namespace fs = std::filesystem;
+
+namespace {
+std::string read_all(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), {});
+}
+fs::path fresh_dir(const char* name) {
+  const fs::path dir = fs::temp_directory_path() / (std::string(name) + std::to_string(getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  return dir;
+}
+}  // namespace
+
+TEST_CASE("atomic_file: writes, replaces and leaves no .tmp", "[io]") {
+  const fs::path dir = fresh_dir("sinklab_atomic_");
+  const fs::path path = dir / "a.txt";
+  write_file_atomic(path.string(), "first\n");
+  REQUIRE(read_all(path) == "first\n");
+  {
+    AtomicFile file(path.string());
+    file.write("sec", 3);
+    file.write("ond", 3);
+    REQUIRE(read_all(path) == "first\n");  // the old file until commit
+    file.commit();
+  }
+  REQUIRE(read_all(path) == "second");
+  REQUIRE_FALSE(fs::exists(path.string() + ".tmp"));
+  fs::remove_all(dir);
+}
+
+TEST_CASE("atomic_file: without commit the old file stays and the .tmp is removed", "[io]") {
+  const fs::path dir = fresh_dir("sinklab_atomic_abort_");
+  const fs::path path = dir / "b.txt";
+  write_file_atomic(path.string(), "kept");
+  {
+    AtomicFile file(path.string());
+    file.write("partial", 7);
+  }  // an error path: no commit
+  REQUIRE(read_all(path) == "kept");
+  REQUIRE_FALSE(fs::exists(path.string() + ".tmp"));
+  fs::remove_all(dir);
+}
+
+TEST_CASE("atomic_file: an unwritable folder is an IOError naming the file", "[io]") {
+  const std::string path = "/nonexistent_sinklab_dir/x.txt";
+  const IOError e = test::caught<IOError>([&] { write_file_atomic(path, "x", "pick a folder"); });
+  REQUIRE(test::contains(e.what(), "/nonexistent_sinklab_dir/x.txt.tmp"));
+  REQUIRE(e.hint() == "pick a folder");
+}
