@@ -25,6 +25,7 @@
 #include "autograd/grad_mode.h"
 #include "core/precision.h"
 #include "core/random.h"
+#include "ops/cpu/blas_gemm.h"
 #include "ops/elementwise.h"
 #include "train/data_loader.h"
 #include "train/model.h"
@@ -318,6 +319,8 @@ Run::Run(const RunConfig& config, std::ostream& console, RunOptions options)
              << (zero1 ? ", AdamW moments sharded over the ranks (ZeRO-1)" : "") << "\n";
     variants_.push_back(std::move(v));
   }
+  if (!parse_device(base_.run.device).is_cuda())
+    console_ << "CPU matmuls: " << cpu::cpu_gemm_description() << "\n";
   SINKLAB_CHECK(!variants_.empty(), ConfigError,
                 "no variant selected in " << base_.source_file,
                 "check the variant names given on the command line");
