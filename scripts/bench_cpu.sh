@@ -8,7 +8,8 @@
 #   BENCH_STEPS (20): steps per run; the median tokens/s of the steps after BENCH_WARMUP (5).
 #   BENCH_ROUNDS (3): sinklab and PyTorch alternate this many times (a shared machine's load
 #     moves both); the figures are the medians over the rounds.
-#   BENCH_THREADS (every core): threads of both (OpenMP for sinklab, torch.set_num_threads).
+#   BENCH_THREADS (every core): threads of both: OMP_NUM_THREADS and OPENBLAS_NUM_THREADS (torch
+#     multiplies on OpenBLAS's own threads; sinklab calls OpenBLAS from its OpenMP threads).
 #   PYTHON: an interpreter with torch (default: python3, else /usr/bin/python3, Debian's).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +20,7 @@ rounds=${BENCH_ROUNDS:-3}
 threads=${BENCH_THREADS:-$(nproc)}
 out=${OUT:-/tmp}
 config=configs/bench/gpt2_cpu.yaml
+export OMP_NUM_THREADS=$threads OPENBLAS_NUM_THREADS=$threads
 model_args=(--arch gpt2 --n_layer 4 --n_head 4 --n_embd 256 --block 256 --batch 8 --vocab 512)
 
 python=${PYTHON:-}
@@ -32,7 +34,7 @@ done
   python3 scripts/make_bench_data.py data/bench_cpu --vocab 512 --tokens 400000 > /dev/null
 
 sinklab_tok_s() {  # one sinklab run; prints the median tokens/s after the warm-up steps
-  OMP_NUM_THREADS=$threads "$build/sinklab" train "$config" --no-progress \
+  "$build/sinklab" train "$config" --no-progress \
     --set train.steps="$steps" --set run.name=bench_cpu > "$out/sinklab_bench_cpu.log" 2>&1 ||
     { tail -20 "$out/sinklab_bench_cpu.log" >&2; echo nan; return; }
   python3 - runs/bench_cpu/main/metrics.jsonl "$warmup" <<'PY'
