@@ -257,15 +257,23 @@ void Tensor::copy_from(const Tensor& src) {
       if (bytes) std::memmove(raw_data(), src.raw_data(), bytes);
       return;
     }
-    std::vector<int64_t> dst_offsets;
-    dst_offsets.reserve(numel());
-    for_each_offset(shape(), strides(), offset(), [&](int64_t o) { dst_offsets.push_back(o); });
+    // Runs of the last dimension move as one memcpy each when both sides store them
+    // contiguously (e.g. q, k, v cut out of a (B, T, 3C) qkv); otherwise one element per run.
+    const bool rows = dim() >= 1 && strides().back() == 1 && src.strides().back() == 1;
+    const Shape run_shape(shape().begin(), shape().end() - (rows ? 1 : 0));
+    const Shape dst_strides(strides().begin(), strides().begin() + run_shape.size());
+    const Shape src_strides(src.strides().begin(), src.strides().begin() + run_shape.size());
     const size_t es = dtype_size(dtype());
+    const size_t run_bytes = (rows ? static_cast<size_t>(shape().back()) : 1) * es;
+    std::vector<int64_t> dst_offsets;
+    dst_offsets.reserve(numel_of(run_shape));
+    for_each_offset(run_shape, dst_strides, offset(), [&](int64_t o) { dst_offsets.push_back(o); });
     char* dst = static_cast<char*>(storage()->data());
     const char* s = static_cast<const char*>(src.storage()->data());
     size_t i = 0;
-    for_each_offset(src.shape(), src.strides(), src.offset(),
-                    [&](int64_t o) { std::memcpy(dst + dst_offsets[i++] * es, s + o * es, es); });
+    for_each_offset(run_shape, src_strides, src.offset(), [&](int64_t o) {
+      std::memcpy(dst + dst_offsets[i++] * es, s + o * es, run_bytes);
+    });
     return;
   }
   if (device().is_cuda() && src.device() == device() &&

@@ -4,15 +4,29 @@
 nanoGPT-style GPT-2 (LayerNorm, learned positions, GELU-tanh, biases, tied embeddings) or the
 LLaMA-style model of SINKS.md (RMSNorm, RoPE, SwiGLU, optional head-wise RMSNorm), trained with
 fused AdamW on random tokens; eager or torch.compile; bf16 autocast or fp32.
+`--device cpu` (scripts/bench_cpu.sh) runs fp32 on the CPU with `--threads` threads and works
+with PyTorch 1.13 (Debian): without scaled_dot_product_attention, attention is the explicit
+masked softmax; AdamW is the plain (non-fused) one, as fused AdamW is CUDA only there.
 Prints one line: `torch <mode> <dtype> tok/s <x> mfu <y>`.
 """
 import argparse
 import math
+import os
 import time
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+
+def attention(q, k, v):  # (B, NH, T, HS) each, causal
+    if hasattr(F, "scaled_dot_product_attention"):
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    T = q.shape[-2]  # PyTorch < 2.0: the T x T scores, masked, softmaxed
+    att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.shape[-1]))  # (B, NH, T, T)
+    mask = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
+    att = F.softmax(att.masked_fill(~mask, float("-inf")), dim=-1)
+    return att @ v
 
 
 class Block(nn.Module):
@@ -46,7 +60,7 @@ class Block(nn.Module):
         q, k, v = (t.view(B, T, self.nh, C // self.nh).transpose(1, 2) for t in (q, k, v))
         if self.llama:
             q, k = self.rope(q), self.rope(k)
-        o = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, NH, T, HS)
+        o = attention(q, k, v)  # (B, NH, T, HS)
         if self.headwise:
             o = o * torch.rsqrt(o.float().pow(2).mean(-1, keepdim=True) + 1e-6).to(o.dtype)
             o = o * self.gamma[None, :, None, :].to(o.dtype)
@@ -91,13 +105,23 @@ def main():
     p.add_argument("--dtype", default="bf16", choices=["bf16", "fp32"])
     p.add_argument("--steps", type=int, default=12)
     p.add_argument("--peak_tflops", type=float, default=989.5)
+    p.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: every core)")
+    p.add_argument("--warmup", type=int, default=3, help="steps left out of the median")
     a = p.parse_args()
     a.ffn = a.ffn or 4 * a.n_embd
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
-    dev = "cuda"
+    dev = a.device
+    cpu = dev == "cpu"
+    if cpu:
+        torch.set_num_threads(a.threads or len(os.sched_getaffinity(0)))
+        if a.dtype != "fp32":
+            p.error("--device cpu runs fp32 only")
     model = GPT(a).to(dev)
-    opt = torch.optim.AdamW(model.parameters(), lr=6e-4, betas=(0.9, 0.95), fused=True)
+    opt = torch.optim.AdamW(model.parameters(), lr=6e-4, betas=(0.9, 0.95),
+                            **({} if cpu else {"fused": True}))
+    sync = (lambda: None) if cpu else torch.cuda.synchronize
     step_fn = torch.compile(model) if a.compile else model
     n_params = sum(p.numel() for p in model.parameters())
     if model.wpe is not None:
@@ -108,17 +132,17 @@ def main():
     for step in range(a.steps):
         idx = torch.randint(0, a.vocab, (a.batch, a.block), device=dev, generator=g)
         tgt = torch.randint(0, a.vocab, (a.batch, a.block), device=dev, generator=g)
-        torch.cuda.synchronize()
+        sync()
         t0 = time.perf_counter()
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=a.dtype == "bf16"):
+        with torch.autocast(dev, dtype=torch.bfloat16, enabled=a.dtype == "bf16"):
             loss = step_fn(idx, tgt)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        torch.cuda.synchronize()
+        sync()
         times.append(time.perf_counter() - t0)
-    t = sorted(times[3:])[len(times[3:]) // 2]
+    t = sorted(times[a.warmup:])[len(times[a.warmup:]) // 2]
     tok_s = a.batch * a.block / t
     mode = "compile" if a.compile else "eager"
     print(f"torch {mode} {a.dtype} tok/s {tok_s:.0f} mfu {tok_s * flops_per_token / (a.peak_tflops * 1e12) * 100:.1f}%")

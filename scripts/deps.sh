@@ -5,7 +5,7 @@
 # cross-check against an independent implementation, and matplotlib, h5py and Chromium for the
 # report test).
 sinklab_install_deps() {
-  local pkgs=(cmake ninja-build g++ libhdf5-dev libyaml-cpp-dev libcli11-dev catch2 ccache "$@")
+  local pkgs=(cmake ninja-build g++ libhdf5-dev libyaml-cpp-dev libcli11-dev catch2 ccache libopenblas-dev "$@")
   local missing=()
   for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

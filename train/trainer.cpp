@@ -23,6 +23,7 @@
 #include "ops/attention.h"
 #include "train/fault_point.h"
 #include "core/random.h"
+#include "ops/cpu/blas_gemm.h"
 #include "ops/elementwise.h"
 #include "train/data/batch_slice.h"
 #include "train/data/data_loader.h"
@@ -244,6 +245,8 @@ Run::Run(const RunConfig& config, std::ostream& console, RunOptions options)
              << (zero1 ? ", AdamW moments sharded over the ranks (ZeRO-1)" : "") << "\n";
     variants_.push_back(std::move(v));
   }
+  if (!parse_device(base_.run.device).is_cuda())
+    console_.stream() << "CPU matmuls: " << cpu::cpu_gemm_description() << "\n";
   SINKLAB_CHECK(!variants_.empty(), ConfigError,
                 "no variant selected in " << base_.source_file,
                 "check the variant names given on the command line");

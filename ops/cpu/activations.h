@@ -1,6 +1,7 @@
 // CPU reference kernels for gelu, silu, swiglu and bias_gelu. Contiguous tensors of one shape;
 // the math is done in double per element (silu and swiglu share one silu and one
-// silu-derivative function).
+// silu-derivative function), except bias_gelu's (GPT-2's FFN, the hot one): in the dtype, as
+// x sigmoid(2u) with one exp per element, like the CUDA kernel.
 #pragma once
 #include "core/tensor.h"
 

@@ -1,6 +1,8 @@
 // CPU reference kernels for causal attention (softmax or sigmoid, with isolated positions).
 // Written as the oracle the CUDA flash-attention kernel is tested against: one (batch, head) pair
-// per task, scores and sums in double, keys visited in increasing order (deterministic).
+// per task. Forward and backward are written as products over tiles of queries (through
+// cpu::selected_gemm, OpenBLAS or the own kernel) in the inputs' dtype, with the softmax sums
+// and D_t = dO_t . O_t in double; probabilities and key mass are direct sums in double.
 // All tensors contiguous; q, k, v, out, dq, dk, dv (B, T, NH, HS); lse (B, NH, T).
 #pragma once
 #include "core/tensor.h"

@@ -5,6 +5,8 @@
 
 #include "core/parallel.h"
 #include "core/dispatch.h"
+#include "ops/cpu/blas_gemm.h"
+#include "ops/cpu/cpu_clones.h"
 #include "ops/cpu/elementwise.h"
 
 namespace sinklab::cpu {
@@ -57,12 +59,6 @@ __attribute__((always_inline)) inline void gemm_rows(int64_t i0, int64_t i1, int
   }
 }
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define SINKLAB_CPU_CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define SINKLAB_CPU_CLONES
-#endif
-
 SINKLAB_CPU_CLONES void gemm_rows_of(int64_t i0, int64_t i1, int64_t N, int64_t K,
                                      const float* A, const float* B, float* C, bool accumulate) {
   gemm_rows(i0, i1, N, K, A, B, C, accumulate);
@@ -96,8 +92,23 @@ template void gemm<float>(int64_t, int64_t, int64_t, const float*, bool, const f
 template void gemm<double>(int64_t, int64_t, int64_t, const double*, bool, const double*, bool,
                            double*, bool);
 
-void batched_gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Tensor& c,
-                  bool accumulate) {
+template <class T>
+void selected_gemm(int64_t M, int64_t N, int64_t K, const T* A, bool trans_a, const T* B,
+                   bool trans_b, T* C, bool accumulate) {
+  if (cpu_gemm() == CpuGemm::kOpenBLAS)
+    blas_gemm<T>(M, N, K, A, trans_a ? M : K, trans_a, B, trans_b ? K : N, trans_b, C, N,
+                 accumulate);
+  else
+    gemm<T>(M, N, K, A, trans_a, B, trans_b, C, accumulate);
+}
+
+template void selected_gemm<float>(int64_t, int64_t, int64_t, const float*, bool, const float*,
+                                   bool, float*, bool);
+template void selected_gemm<double>(int64_t, int64_t, int64_t, const double*, bool,
+                                    const double*, bool, double*, bool);
+
+void reference_batched_gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b,
+                            Tensor& c, bool accumulate) {
   const int64_t batch = c.size(0), M = c.size(1), N = c.size(2);
   const int64_t K = trans_a ? a.size(1) : a.size(2);
   const bool a_shared = a.size(0) == 1, b_shared = b.size(0) == 1;
@@ -110,6 +121,14 @@ void batched_gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, 
       gemm<T>(M, N, K, pa + (a_shared ? 0 : i * M * K), trans_a, pb + (b_shared ? 0 : i * K * N), trans_b,
               pc + i * M * N, accumulate);
   });
+}
+
+void batched_gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Tensor& c,
+                  bool accumulate) {
+  if (cpu_gemm() == CpuGemm::kOpenBLAS)
+    blas_batched_gemm(a, trans_a, b, trans_b, c, accumulate);
+  else
+    reference_batched_gemm(a, trans_a, b, trans_b, c, accumulate);
 }
 
 void linear_forward(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y) {

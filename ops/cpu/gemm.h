@@ -1,4 +1,6 @@
-// Blocked, multithreaded CPU GEMM (the reference for cuBLASLt).
+// Blocked, multithreaded CPU GEMM: the readable reference for OpenBLAS (blas_gemm.h) and
+// cuBLASLt. batched_gemm is the CPU products' entry: it runs OpenBLAS when the build has it
+// (cpu_gemm() in blas_gemm.h says which), this kernel otherwise.
 #pragma once
 #include <cstdint>
 
@@ -12,7 +14,16 @@ template <class T>
 void gemm(int64_t M, int64_t N, int64_t K, const T* A, bool trans_a, const T* B, bool trans_b,
           T* C, bool accumulate);
 
+// The same product through the kernel cpu_gemm() names (OpenBLAS or gemm above): for kernels
+// built from products, like attention's.
+template <class T>
+void selected_gemm(int64_t M, int64_t N, int64_t K, const T* A, bool trans_a, const T* B,
+                   bool trans_b, T* C, bool accumulate);
+
 // Tensor form over a batch: a and b (batch or 1, ., .) (1: shared by all), c (batch, M, N).
+void reference_batched_gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b,
+                            Tensor& c, bool accumulate);
+// The same product through the kernel cpu_gemm() names (OpenBLAS or the reference above).
 void batched_gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Tensor& c,
                   bool accumulate);
 

@@ -1,5 +1,6 @@
 #include "ops/cpu/layernorm.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "core/parallel.h"
@@ -81,17 +82,27 @@ void layernorm_backward(const Tensor& grad, const Tensor& x, const Tensor& weigh
     if (grad_weight || grad_bias) {
       T* pdw = grad_weight ? grad_weight->data<T>() : nullptr;  // (C)
       T* pdb = grad_bias ? grad_bias->data<T>() : nullptr;      // (C)
-      // Parallel over channels; each channel sums its rows in order (deterministic).
-      parallel_for(C, [&](int64_t c) {
-        double acc_w = 0, acc_b = 0;
+      // Parallel over blocks of kBlock channels; a block walks the rows in order, reading each
+      // row's stretch contiguously, and every channel sums its rows in order (deterministic).
+      constexpr int64_t kBlock = 64;
+      parallel_for((C + kBlock - 1) / kBlock, [&](int64_t blk) {
+        const int64_t c0 = blk * kBlock, width = std::min(kBlock, C - c0);
+        double acc_w[kBlock] = {}, acc_b[kBlock] = {};
         for (int64_t r = 0; r < rows; ++r) {
-          const double dy = pdy[r * C + c];
-          acc_w += dy * (px[r * C + c] - static_cast<double>(pmean[r])) * prstd[r];
-          acc_b += dy;
+          const double mu = pmean[r], inv = prstd[r];
+          const T* dyr = pdy + r * C + c0;  // (width)
+          const T* xr = px + r * C + c0;    // (width)
+          for (int64_t j = 0; j < width; ++j) {
+            const double dy = dyr[j];
+            acc_w[j] += dy * (xr[j] - mu) * inv;
+            acc_b[j] += dy;
+          }
         }
-        if (pdw) pdw[c] = static_cast<T>(acc_w);
-        if (pdb) pdb[c] = static_cast<T>(acc_b);
-      }, 64);
+        for (int64_t j = 0; j < width; ++j) {
+          if (pdw) pdw[c0 + j] = static_cast<T>(acc_w[j]);
+          if (pdb) pdb[c0 + j] = static_cast<T>(acc_b[j]);
+        }
+      }, 1);
     }
   });
 }
