@@ -181,6 +181,7 @@ Run::Run(const RunConfig& config, std::ostream& console, RunOptions options)
     fs::create_directories(folder());
     write_file_atomic(folder() + "/config.yaml", to_yaml(base_));
   }
+  double needed_bytes = 0;  // the memory estimate of the variants so far (one device holds all)
   for (const VariantSpec& spec : specs) {
     if (!options_.only_variants.empty() &&
         std::find(options_.only_variants.begin(), options_.only_variants.end(), spec.name) ==
@@ -196,6 +197,13 @@ Run::Run(const RunConfig& config, std::ostream& console, RunOptions options)
     if (c.model.vocab_size == 0) {
       const int64_t m = std::max<int64_t>(1, c.model.vocab_multiple);
       c.model.vocab_size = (v->tokenizer->vocab_size() + m - 1) / m * m;
+    }
+    {  // before anything large is allocated: every variant's model, optimizer and activations
+      const Device device = parse_device(c.run.device);
+      needed_bytes += estimate_training_memory(c).total();
+      check_fits_in_memory(c, needed_bytes,
+                           device_runtime(device).memory_capacity_mib() * 1024.0 * 1024.0,
+                           device.is_cpu() ? "this machine's RAM" : device.str());
     }
     const int64_t B = c.train.batch_size, T = c.model.block_size;
     v->train_data = std::make_unique<DataLoader>(DataLoader::from_files(

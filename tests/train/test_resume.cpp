@@ -312,3 +312,24 @@ TEST_CASE("export writes Hugging Face-named safetensors (GPT-2 Conv1D transposed
       REQUIRE(value.transpose_view(0, 1).to_doubles() ==
               tensors.at(name).to_doubles());
 }
+
+TEST_CASE("a model larger than the machine's memory is refused before it is allocated",
+          "[resume][memory]") {
+  const fs::path data = byte_data("too_big");
+  const fs::path out = fresh("too_big_out");
+  // 4096 layers of 65536 channels: petabytes of parameters (each key within its bound).
+  const RunConfig cfg = parse_config(config_text(data, out, 2, false), "big.yaml",
+                                     {"model.n_layer=4096", "model.n_embd=65536"});
+  std::ostringstream console;
+  try {
+    Run run(cfg, console);
+    FAIL("a petabyte model was accepted");
+  } catch (const ConfigError& e) {
+    INFO(e.message());
+    REQUIRE(e.message().find("model.n_embd 65536") != std::string::npos);
+    REQUIRE(e.message().find("PiB") != std::string::npos);
+    REQUIRE(e.message().find("RAM") != std::string::npos);
+  }
+  fs::remove_all(data);
+  fs::remove_all(out);
+}
