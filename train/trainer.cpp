@@ -50,6 +50,9 @@ using Clock = std::chrono::steady_clock;
 // Set by SIGINT/SIGTERM (a cluster pre-empting the job); the loop checkpoints and returns.
 std::atomic<int> g_stop_signal{0};
 extern "C" void on_stop_signal(int sig) { g_stop_signal.store(sig); }
+// Asked inside evaluation's batch loop and sampling's token loop too: with many eval batches or
+// sample tokens they would otherwise hold a stop signal for as long as they run.
+bool stop_requested() { return g_stop_signal.load() != 0; }
 
 double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
@@ -478,6 +481,15 @@ Run::Evaluation Run::evaluate(Variant& v, int64_t step, bool final) {
   OutputRanks output_ranks;  // the paper's effective rank: layer outputs, over sequences
   output_ranks.limit = c.metrics.rank_sequences;
   for (int64_t i = 0; i < c.train.eval_batches; ++i) {
+    if (stop_requested()) {  // a partial mean is not the validation loss: record none
+      console_.stream() << "evaluation of " << v.name << " at step " << step
+                        << " interrupted by signal after " << i << " of "
+                        << c.train.eval_batches << " batches: not recorded\n";
+      Evaluation cut;
+      cut.loss = cut.loss_se = kNaN;
+      cut.interrupted = true;
+      return cut;
+    }
     Batch batch = v.val_data->next();
     ForwardCapture more;  // batches after the first: captured for the output ranks only
     const bool ranks = !output_ranks.full();
@@ -509,17 +521,30 @@ Run::Evaluation Run::evaluate(Variant& v, int64_t step, bool final) {
         v.val_data->tokens().begin() + std::min<int64_t>(8, v.val_data->num_tokens()));
     std::vector<int32_t> out =
         sample_tokens(*v.model, prompt, c.train.sample_tokens, c.train.sample_temperature,
-                      c.run.seed, rng_stream_id({kSampleStream, static_cast<uint64_t>(step)}));
-    v.sample = v.tokenizer->decode(out);
-    console_.sample(v.name, v.sample);
+                      c.run.seed, rng_stream_id({kSampleStream, static_cast<uint64_t>(step)}),
+                      stop_requested);
+    if (stop_requested()) {
+      console_.stream() << "sampling of " << v.name << " at step " << step
+                        << " interrupted by signal after "
+                        << out.size() - prompt.size() << " tokens\n";
+      eval.interrupted = final;  // the final record is rewritten on resume
+    } else {
+      v.sample = v.tokenizer->decode(out);
+      console_.sample(v.name, v.sample);
+    }
   }
   return eval;
 }
 
-void Run::finish(int64_t steps) {
+bool Run::finish(int64_t steps) {
+  bool interrupted = false;
   for (auto& vp : variants_) {
     Variant& v = *vp;
     Evaluation eval = evaluate(v, steps, true);
+    if (eval.interrupted) {  // no final record: `--resume auto` evaluates again
+      interrupted = true;
+      continue;
+    }
     StepRecord record;  // after the last update: validation only
     record.step = steps;
     record.val_loss = eval.loss;
@@ -533,6 +558,7 @@ void Run::finish(int64_t steps) {
       v.log->flush();
     }
   }
+  return interrupted;
 }
 
 std::vector<VariantSummary> Run::train() {
@@ -581,8 +607,14 @@ std::vector<VariantSummary> Run::train() {
     const double done = static_cast<double>(step + 1 - start_step_) / (steps - start_step_);
     console_.progress(step + 1, steps, done, seconds_since(t0));
   }
-  finish(steps);
+  // Every rank agrees (a collective), as at a step's end.
+  const bool interrupted = finish(steps);
   save_checkpoints(steps);
+  if (parallel_->any(interrupted || stop_requested(), "stop-signal agreement")) {
+    end_ = RunEnd::Interrupted;
+    console_.stopped("interrupted by signal during the final evaluation", steps, folder());
+    return {};
+  }
   std::vector<VariantSummary> summaries;
   for (auto& vp : variants_) {
     Variant& v = *vp;

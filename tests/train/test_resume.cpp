@@ -333,3 +333,47 @@ TEST_CASE("a model larger than the machine's memory is refused before it is allo
   fs::remove_all(data);
   fs::remove_all(out);
 }
+
+TEST_CASE("SIGTERM interrupts a long evaluation or sample, with a checkpoint and exit 0",
+          "[resume][signals]") {
+  // issue 20: eval_batches or sample_tokens in the millions held SIGTERM for as long as they ran
+  // (the signal was looked at only at a step's end).
+  fs::path data = byte_data("long_eval_data"), out = fresh("long_eval");
+  std::ofstream(out / "s.yaml") << config_text(data, out, 2, false);
+  const fs::path run_dir = out / "r" / "main";
+  for (const char* set : {"train.eval_batches=1048576", "train.sample_tokens=1048576"}) {
+    INFO(set);
+    fs::remove_all(out / "r");
+    const auto t0 = std::chrono::steady_clock::now();
+    pid_t pid = spawn_sinklab({"train", (out / "s.yaml").string(), "--no-progress", "--set", set},
+                              out / "long.log");
+    // Both steps done (the final evaluation or sample is running), then the signal.
+    for (int i = 0; i < 600 && lines(run_dir / "metrics.jsonl").size() < 2; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    kill(pid, SIGTERM);
+    int status = 0;
+    bool ended = false;
+    for (int i = 0; i < 200 && !ended; ++i) {
+      ended = waitpid(pid, &status, WNOHANG) == pid;
+      if (!ended) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    if (!ended) {  // still running 10 s after the signal: the bug
+      kill(pid, SIGKILL);
+      wait_exit(pid);
+      FAIL("SIGTERM did not end the final evaluation/sample within 10 s");
+    }
+    REQUIRE(WIFEXITED(status));
+    REQUIRE(WEXITSTATUS(status) == 0);
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    INFO(read_text(out / "long.log"));
+    REQUIRE(seconds < 60);
+    REQUIRE(read_text(out / "long.log").find("interrupted by signal") != std::string::npos);
+    // The checkpoint at the end of training exists; the final record is left to a resumed run.
+    REQUIRE(fs::exists(run_dir / "ckpt" / "step_00000002.h5"));
+    REQUIRE(lines(run_dir / "metrics.jsonl").size() == 2);
+  }
+  fs::remove_all(data);
+  fs::remove_all(out);
+}
