@@ -732,6 +732,17 @@ bool valid_device(const std::string& d) {
 
 // -----------------------------------------------------------------------------------------------
 
+std::vector<KeyDifference> differing_keys(const RunConfig& a, const RunConfig& b,
+                                          const std::string& section) {
+  std::vector<KeyDifference> out;
+  for (const Field& f : fields()) {
+    if (section != f.section) continue;
+    std::string x = value_text(f, a), y = value_text(f, b);
+    if (x != y) out.push_back({f.name(), std::move(x), std::move(y)});
+  }
+  return out;
+}
+
 std::string format_bytes(double bytes) {
   static const char* const units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
   size_t u = 0;

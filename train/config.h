@@ -148,6 +148,14 @@ std::string to_yaml(const RunConfig& config);
 // Throws ConfigError for impossible combinations (n_embd % n_head, tokens_per_step, ...).
 void validate(const RunConfig& config);
 
+// The keys of `section` ("model") whose values differ between a and b, in the table's order,
+// each with its two values as YAML text.
+struct KeyDifference {
+  std::string key, a, b;
+};
+std::vector<KeyDifference> differing_keys(const RunConfig& a, const RunConfig& b,
+                                          const std::string& section);
+
 // A coarse estimate of the memory training `config` takes on one device, in bytes (computed in
 // double: no value of any key overflows it). model.vocab_size 0 counts as model.vocab_multiple.
 struct MemoryEstimate {

@@ -268,19 +268,21 @@ Run::Run(const RunConfig& config, std::ostream& console, RunOptions options)
 std::string Run::checkpoint_dir(const Variant& v) const { return v.dir + "/ckpt"; }
 
 namespace {
-// The first model key whose value differs between two configs (shape-defining or not).
-std::string first_model_difference(const ModelSection& a, const ModelSection& b) {
-  if (a.arch != b.arch) return "model.arch";
-  if (a.n_layer != b.n_layer) return "model.n_layer";
-  if (a.n_head != b.n_head) return "model.n_head";
-  if (a.n_embd != b.n_embd) return "model.n_embd";
-  if (GPT::resolved_ffn_width(a) != GPT::resolved_ffn_width(b)) return "model.ffn_hidden";
-  if (a.block_size != b.block_size) return "model.block_size";
-  if (a.vocab_size != b.vocab_size) return "model.vocab_size";
-  if (a.tie_embeddings != b.tie_embeddings) return "model.tie_embeddings";
-  if (a.attn_output_norm != b.attn_output_norm) return "model.attn_output_norm";
-  if (a.gamma_shared != b.gamma_shared) return "model.gamma_shared";
-  return "";
+// The first model key whose value differs between a checkpoint's config and this run's: every
+// key of the model section (the function trained, its shapes, the interventions) but those that
+// only initialise (README "Checkpoints and resume"). Defaults resolved alike compare equal.
+std::optional<KeyDifference> first_model_difference(const RunConfig& saved, const RunConfig& now) {
+  for (KeyDifference& d : differing_keys(saved, now, "model")) {
+    if (d.key == "model.init_std" || d.key == "model.gamma_init") continue;  // the weights load
+    if (d.key == "model.ffn_hidden" &&
+        GPT::resolved_ffn_width(saved.model) == GPT::resolved_ffn_width(now.model))
+      continue;
+    if (d.key == "model.norm_eps" &&
+        GPT::resolved_norm_eps(saved.model) == GPT::resolved_norm_eps(now.model))
+      continue;
+    return std::move(d);
+  }
+  return std::nullopt;
 }
 }  // namespace
 
@@ -313,10 +315,11 @@ void Run::resume_from_checkpoints() {
     if (read_checkpoint_state(path).step != common) path = checkpoint_path(checkpoint_dir(v), common);
     TrainState peek = read_checkpoint_state(path);
     RunConfig saved = parse_config(peek.config_yaml, path + " (saved config)");
-    const std::string key = first_model_difference(saved.model, v.config.model);
-    SINKLAB_CHECK(key.empty(), ConfigError,
-                  "checkpoint " << path << " was trained with a different " << key
-                                << " than " << base_.source_file << " gives variant " << v.name,
+    const std::optional<KeyDifference> diff = first_model_difference(saved, v.config);
+    SINKLAB_CHECK(!diff, ConfigError,
+                  "checkpoint " << path << " was trained with " << diff->key << " " << diff->a
+                                << " but " << base_.source_file << " gives variant " << v.name
+                                << " " << diff->key << " " << diff->b,
                   "resume with the config the checkpoint was written with (its config is stored "
                   "in the file and in " + v.dir + "/config.yaml)");
     TrainState state;

@@ -219,6 +219,43 @@ TEST_CASE("a config that does not match the checkpoint is refused naming the key
   }
 }
 
+TEST_CASE("every model key that changes the function is checked on resume", "[resume]") {
+  // issue 20: attention, norm_eps, rope_theta and isolate_positions resumed silently.
+  fs::path data = byte_data("model_keys_data"), out = fresh("model_keys");
+  run_and_collect(parse_config(config_text(data, out, 4, false), "m.yaml"));
+  RunOptions opts;
+  opts.resume = "auto";
+  for (const std::string set :
+       {"model.attention=sigmoid", "model.norm_eps=0.001", "model.rope_theta=500000",
+        "model.isolate_positions=[3]", "model.amplify_position=2", "model.amplify_lambda=2",
+        "model.gamma_weight_decay=false", "model.attn_output_norm=headwise_rmsnorm",
+        "model.tie_embeddings=false", "model.n_layer=3"}) {
+    INFO(set);
+    const RunConfig changed = parse_config(config_text(data, out, 8, false), "c.yaml", {set});
+    std::ostringstream console;
+    try {
+      Run run(changed, console, opts);
+      FAIL("resumed with " << set);
+    } catch (const ConfigError& e) {
+      const std::string key = set.substr(0, set.find('='));
+      INFO(e.what());
+      REQUIRE(std::string(e.what()).find(key) != std::string::npos);
+      REQUIRE(std::string(e.what()).find("c.yaml") != std::string::npos);
+    }
+  }
+  // What only initialises, and defaults written out, resume.
+  for (const std::string set : {"model.init_std=0.05", "model.ffn_hidden=128",
+                                "model.norm_eps=0.00001", "model.gamma_init=ones"}) {
+    INFO(set);
+    const RunConfig same = parse_config(config_text(data, out, 5, false), "s.yaml", {set});
+    std::ostringstream console;
+    Run run(same, console, opts);
+    REQUIRE(run.start_step() == 4);
+  }
+  fs::remove_all(data);
+  fs::remove_all(out);
+}
+
 TEST_CASE("non-finite loss skips the update and stops after max_skipped_steps", "[resume]") {
   fs::path data = byte_data("nan_data"), out = fresh("nan");
   RunConfig cfg = parse_config(config_text(data, out, 20, false), "n.yaml",
