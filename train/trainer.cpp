@@ -308,6 +308,36 @@ void Run::resume_from_checkpoints() {
     }
     paths.push_back(path);
   }
+  // Lockstep from step 0 would cut the other variants' metrics and prune their checkpoints: when
+  // some variants have checkpoints and some have none, refuse and say what would be lost.
+  std::vector<std::string> missing, have;
+  int64_t have_common = -1;  // the step the variants with checkpoints would resume at
+  for (size_t i = 0; i < variants_.size(); ++i) {
+    if (paths[i].empty()) {
+      missing.push_back(variants_[i]->name);
+      continue;
+    }
+    const int64_t step = read_checkpoint_state(paths[i]).step;
+    have_common = have_common < 0 ? step : std::min(have_common, step);
+    have.push_back(variants_[i]->name + " (step " + std::to_string(step) + ")");
+  }
+  if (!missing.empty() && !have.empty()) {
+    const std::string& first_missing = missing.front();
+    std::ostringstream missing_list, have_list;
+    for (size_t i = 0; i < missing.size(); ++i) missing_list << (i ? ", " : "") << missing[i];
+    for (size_t i = 0; i < have.size(); ++i) have_list << (i ? ", " : "") << have[i];
+    SINKLAB_FAIL(ConfigError,
+                 "--resume auto: variant(s) " << missing_list.str() << " of " << folder()
+                     << " have no usable checkpoint, but " << have_list.str()
+                     << " do: variants resume in lockstep, so going on would restart all of them "
+                        "from step 0, cutting their metric files and pruning their checkpoints",
+                 "train the variant(s) without one up to step " + std::to_string(have_common) +
+                     " first (`sinklab train " + base_.source_file + " --variant " +
+                     first_missing + " --stop-after " + std::to_string(have_common) +
+                     "`: the same batches as in compare), resume only the others (`sinklab train " +
+                     base_.source_file + " --variant NAME ... --resume auto`), or start every "
+                     "variant afresh without --resume");
+  }
   if (common <= 0) return;
   for (size_t i = 0; i < variants_.size(); ++i) {
     Variant& v = *variants_[i];

@@ -414,3 +414,48 @@ TEST_CASE("SIGTERM interrupts a long evaluation or sample, with a checkpoint and
   fs::remove_all(data);
   fs::remove_all(out);
 }
+
+TEST_CASE("compare --resume auto with one variant lacking checkpoints is refused, losing nothing",
+          "[resume]") {
+  // issue 20: every variant restarted from step 0, cutting the others' metrics and pruning their
+  // checkpoints, while the message named only the one variant.
+  fs::path data = byte_data("lacking_data"), out = fresh("lacking");
+  run_and_collect(parse_config(config_text(data, out, 4, true), "v.yaml"));
+  const fs::path base = out / "r" / "baseline", head = out / "r" / "headwise";
+  fs::remove_all(head / "ckpt");
+  const size_t base_lines = lines(base / "metrics.jsonl").size();
+  REQUIRE(base_lines == 5);  // steps 0-3 and the final record at 4
+  RunOptions opts;
+  opts.resume = "auto";
+  std::ostringstream console;
+  try {
+    Run run(parse_config(config_text(data, out, 8, true), "v.yaml"), console, opts);
+    FAIL("resumed with a variant lacking checkpoints");
+  } catch (const ConfigError& e) {
+    const std::string text = e.what();
+    INFO(text);
+    REQUIRE(text.find("headwise") != std::string::npos);
+    REQUIRE(text.find("baseline (step 4)") != std::string::npos);
+    REQUIRE(text.find("step 0") != std::string::npos);
+    REQUIRE(text.find("cutting their metric files") != std::string::npos);
+    REQUIRE(e.hint().find("--variant headwise --stop-after 4") != std::string::npos);
+  }
+  // Nothing was touched: the other variant's metrics and checkpoint are still there.
+  REQUIRE(lines(base / "metrics.jsonl").size() == base_lines);
+  REQUIRE(fs::exists(base / "ckpt" / "step_00000004.h5"));
+  // The way out the hint gives: the missing variant alone to step 4, then lockstep resume.
+  {
+    RunConfig alone = parse_config(config_text(data, out, 8, true), "v.yaml");
+    RunOptions only;
+    only.only_variants = {"headwise"};
+    only.stop_after = 4;
+    std::ostringstream c2;
+    Run run(alone, c2, only);
+    run.train();
+  }
+  std::ostringstream c3;
+  Run resumed(parse_config(config_text(data, out, 8, true), "v.yaml"), c3, opts);
+  REQUIRE(resumed.start_step() == 4);
+  fs::remove_all(data);
+  fs::remove_all(out);
+}
