@@ -246,7 +246,17 @@ Run::Run(const RunConfig& config, std::ostream& console, RunOptions options)
              << ", " << format_count(static_cast<double>(v->model->params().numel()))
              << " parameters, "
              << format_count(B * T * v->accumulation * parallel_->world_size())
-             << " tokens/step, train " << format_count(v->train_data->num_tokens())
+             << " tokens/step"
+             << (parallel_->world_size() > 1  // the global batch: every rank's share
+                     ? " over " + std::to_string(parallel_->world_size()) + " ranks (" +
+                           format_count(B * T * v->accumulation) + " each" +
+                           (c.train.tokens_per_step == 0
+                                ? ": train.tokens_per_step 0 takes batch_size x block_size per "
+                                  "rank"
+                                : "") +
+                           ")"
+                     : "")
+             << ", train " << format_count(v->train_data->num_tokens())
              << " tokens, val " << format_count(v->val_data->num_tokens())
              << (zero1 ? ", AdamW moments sharded over the ranks (ZeRO-1)" : "") << "\n";
     variants_.push_back(std::move(v));
