@@ -22,6 +22,11 @@ class CpuRuntime final : public DeviceRuntime {
     return resident * static_cast<double>(sysconf(_SC_PAGESIZE)) / (1024.0 * 1024.0);
   }
   double peak_bf16_tflops() override { return 0.0; }
+  double memory_capacity_mib() override {
+    const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    if (pages <= 0 || page <= 0) return 0.0;
+    return static_cast<double>(pages) * static_cast<double>(page) / (1024.0 * 1024.0);
+  }
   std::unique_ptr<SideMark> mark_side_start() override { return std::make_unique<SideMark>(); }
   void run_on_side(const SideMark&, const std::function<void()>& work) override { work(); }
   void join_side() override {}

@@ -23,6 +23,9 @@ class DeviceRuntime {
   virtual void synchronize() = 0;            // waits for all work queued on the main queue
   virtual double memory_in_use_mib() = 0;    // tensors' memory (CPU: the resident set), or NaN
   virtual double peak_bf16_tflops() = 0;     // dense bf16 peak in TFLOP/s; 0 = unknown
+  // All the memory the device has, in MiB (CPU: physical RAM; GPU: its global memory); 0 or
+  // NaN = unknown. What a run may allocate is checked against it before allocating.
+  virtual double memory_capacity_mib() = 0;
   // The main queue's present, where side work will start. A later mark supersedes it.
   virtual std::unique_ptr<SideMark> mark_side_start() = 0;
   // Queues `work`'s device work on the side queue, after `mark` (CPU: runs it now). What it

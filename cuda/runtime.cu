@@ -306,6 +306,12 @@ double memory_in_use_mib() {
   return static_cast<double>(used) / (1024.0 * 1024.0);
 }
 
+double memory_capacity_mib() {
+  size_t free = 0, total = 0;
+  SINKLAB_CUDA_CHECK(cudaMemGetInfo(&free, &total));
+  return static_cast<double>(total) / (1024.0 * 1024.0);
+}
+
 int device_attribute(cudaDeviceAttr attribute) {
   int device = 0, value = 0;
   SINKLAB_CUDA_CHECK(cudaGetDevice(&device));

@@ -53,6 +53,7 @@ class SideStreamScope {
 // The compute stream waits (on the device, the host goes on) for all side work queued so far.
 void join_side_stream();
 double memory_in_use_mib();  // bytes held by tensors in the stream-ordered pool, in MiB
+double memory_capacity_mib();  // the current device's global memory (cudaMemGetInfo's total), in MiB
 double peak_bf16_tflops();   // dense bf16 peak of device 0 when known (H100/H200, A100), else 0
 // An attribute of the current device (cudaDeviceGetAttribute): the opt-in shared memory per
 // block, the SM count, the compute capability.

@@ -3,8 +3,11 @@
 #include "train/config.h"
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <iomanip>
+#include <iterator>
 #include <optional>
 #include <set>
 #include <sstream>
@@ -12,6 +15,7 @@
 #include <variant>
 
 #include "core/error.h"
+#include "train/arch.h"
 #include "train/yaml_util.h"
 
 namespace sinklab::train {
@@ -139,6 +143,50 @@ const std::vector<Field>& fields() {
 }
 
 #undef SINKLAB_KEY
+
+// Upper bounds of the size keys (README "Size bounds"): generous for research models, small
+// enough that every size product below fits in int64 and a typo (an extra digit, a float) is
+// refused here instead of becoming an allocation of exabytes or a loop that never ends.
+// Kept apart from the key table so that rows stay as they are.
+struct UpperBound {
+  const char* key;
+  int64_t most;
+  const char* text;  // how the README writes it
+};
+const std::vector<UpperBound>& upper_bounds() {
+  constexpr int64_t k2_16 = int64_t{1} << 16, k2_20 = int64_t{1} << 20, k2_24 = int64_t{1} << 24,
+                    k2_32 = int64_t{1} << 32, k2_40 = int64_t{1} << 40;
+  static const std::vector<UpperBound> table = {
+      {"model.n_layer", 4096, "4096"},
+      {"model.n_head", k2_16, "65536 (2^16)"},
+      {"model.n_embd", k2_16, "65536 (2^16)"},
+      {"model.ffn_hidden", k2_20, "1048576 (2^20)"},
+      {"model.block_size", k2_20, "1048576 (2^20)"},
+      {"model.vocab_size", k2_24, "16777216 (2^24)"},
+      {"model.vocab_multiple", k2_16, "65536 (2^16)"},
+      {"data.window_stride", k2_32, "4294967296 (2^32)"},
+      {"prepare.vocab_size", k2_24, "16777216 (2^24)"},
+      {"prepare.shard_tokens", k2_32, "4294967296 (2^32)"},
+      {"train.steps", k2_40, "1099511627776 (2^40)"},
+      {"train.batch_size", k2_20, "1048576 (2^20)"},
+      {"train.tokens_per_step", k2_32, "4294967296 (2^32)"},
+      {"train.log_every", k2_40, "2^40"},
+      {"train.eval_every", k2_40, "2^40"},
+      {"train.eval_batches", k2_20, "1048576 (2^20)"},
+      {"train.sample_every", k2_40, "2^40"},
+      {"train.sample_tokens", k2_20, "1048576 (2^20)"},
+      {"train.max_skipped_steps", k2_40, "2^40"},
+      {"optim.warmup_steps", k2_40, "2^40"},
+      {"optim.decay_steps", k2_40, "2^40"},
+      {"metrics.every", k2_40, "2^40"},
+      {"metrics.effective_rank_every", k2_40, "2^40"},
+      {"metrics.rank_sequences", k2_20, "1048576 (2^20)"},
+      {"checkpoint.every", k2_40, "2^40"},
+      {"checkpoint.keep_last", k2_20, "1048576 (2^20)"},
+      {"checkpoint.keep_every", k2_40, "2^40"},
+  };
+  return table;
+}
 
 constexpr const char* kVariantsKey = "variants";
 
@@ -333,6 +381,23 @@ std::string example(const Field& f) {
                example(f));
 }
 
+// An integer key given a float such as 1e12 or 4.0: YAML reads those as floats, never as
+// integers; the message says so and how to write the integer.
+void check_not_float(const Field& f, const std::string& what, const YAML::Node& node,
+                     const std::string& where) {
+  if (!node.IsScalar() || yu::parse_int(node.Scalar())) return;
+  const std::optional<double> x = yu::parse_double(node.Scalar());
+  if (!x) return;
+  const bool whole = std::fabs(*x) < 9.0e18 && *x == std::floor(*x);
+  SINKLAB_FAIL(ConfigError,
+               "wrong type for " << what << where << ": expected " << type_name(f) << ", got '"
+                                 << node.Scalar()
+                                 << "', which YAML reads as a floating-point number",
+               whole ? "write the integer as plain digits: " + std::string(f.key) + ": " +
+                           std::to_string(static_cast<int64_t>(*x))
+                     : example(f));
+}
+
 template <class T, class Parse>
 T scalar_as(const Field& f, const std::string& what, const YAML::Node& node,
             const std::string& where, Parse parse) {
@@ -354,7 +419,10 @@ void assign(const Field& f, RunConfig& c, const YAML::Node& node, const std::str
             else
               type_error(f, name, yu::describe(node), where);
           },
-          [&](int64_t* v) { *v = scalar_as<int64_t>(f, name, node, where, yu::parse_int); },
+          [&](int64_t* v) {
+            check_not_float(f, name, node, where);
+            *v = scalar_as<int64_t>(f, name, node, where, yu::parse_int);
+          },
           [&](uint64_t* v) { *v = scalar_as<uint64_t>(f, name, node, where, yu::parse_uint); },
           [&](double* v) { *v = scalar_as<double>(f, name, node, where, yu::parse_double); },
           [&](bool* v) { *v = scalar_as<bool>(f, name, node, where, yu::parse_bool); },
@@ -634,6 +702,24 @@ void check_bounds_and_choices(const RunConfig& c, const std::string& file) {
                              << ": it must be " << need,
                     "set " + f.name() + " to e.g. " + dflt + " (the default)");
   }
+  for (const UpperBound& b : upper_bounds()) {
+    const std::string name = b.key;
+    const size_t dot = name.find('.');
+    const Field* f = find_field(name.substr(0, dot), name.substr(dot + 1));
+    const int64_t value = *std::get<int64_t*>(const_ref(*f, c));
+    if (value <= b.most) continue;
+    // A size of the model or the batch: what it would take, in the message.
+    const bool sized = name.rfind("model.", 0) == 0 || name == "train.batch_size";
+    SINKLAB_FAIL(ConfigError,
+                 name << " is " << value << " in " << file << ": the most it may be is "
+                      << b.text
+                      << (sized ? "; training this model would need about " +
+                                      format_bytes(estimate_training_memory(c).total()) +
+                                      " of memory"
+                                : std::string()),
+                 "set " + name + " to at most " + std::to_string(b.most) + ", e.g. " +
+                     value_text(*f, defaults) + " (the default)");
+  }
 }
 
 bool valid_device(const std::string& d) {
@@ -645,6 +731,84 @@ bool valid_device(const std::string& d) {
 }  // namespace
 
 // -----------------------------------------------------------------------------------------------
+
+std::vector<KeyDifference> differing_keys(const RunConfig& a, const RunConfig& b,
+                                          const std::string& section) {
+  std::vector<KeyDifference> out;
+  for (const Field& f : fields()) {
+    if (section != f.section) continue;
+    std::string x = value_text(f, a), y = value_text(f, b);
+    if (x != y) out.push_back({f.name(), std::move(x), std::move(y)});
+  }
+  return out;
+}
+
+std::string format_bytes(double bytes) {
+  static const char* const units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+  size_t u = 0;
+  while (u + 1 < std::size(units) && bytes >= 1024.0) {
+    bytes /= 1024.0;
+    ++u;
+  }
+  if (bytes >= 1024.0) return cat(std::scientific, std::setprecision(2), bytes, " EiB");
+  return cat(std::fixed, std::setprecision(u == 0 ? 0 : 1), bytes, " ", units[u]);
+}
+
+MemoryEstimate estimate_training_memory(const RunConfig& c) {
+  const ModelSection& m = c.model;
+  // In double: any value of any key gives a finite (if absurd) number, never an overflow.
+  const double L = static_cast<double>(m.n_layer), C = static_cast<double>(m.n_embd);
+  const double NH = static_cast<double>(m.n_head), T = static_cast<double>(m.block_size);
+  const double B = static_cast<double>(c.train.batch_size);
+  // vocab_size 0 (from the tokenizer) is padded up to vocab_multiple: at least that.
+  const double V = static_cast<double>(m.vocab_size > 0 ? m.vocab_size : m.vocab_multiple);
+  const ArchDescription& arch = arch_description(m.arch);
+  const bool gated = arch.ffn == FfnKind::SwiGlu;
+  const double F = m.ffn_hidden > 0 ? static_cast<double>(m.ffn_hidden)
+                                    : (gated ? 8.0 / 3.0 : 4.0) * C;
+  const double ffn_matrices = gated ? 3 : 2;
+  MemoryEstimate e;
+  e.embedding_parameters = V * C * (m.tie_embeddings ? 1 : 2) +
+                           (arch.positions == PositionKind::Learned ? T * C : 0);
+  // q, k, v, out (4 C^2), the FFN's matrices, and norms and biases (a few C and F).
+  e.layer_parameters = L * (4 * C * C + ffn_matrices * C * F + 10 * C + F);
+  const double parameters = e.embedding_parameters + e.layer_parameters;
+  e.parameter_bytes = 16 * parameters;  // fp32 weights, gradients, AdamW m and v
+  // Kept for the backward per layer: the stream, norms, q/k/v, attention output, projections
+  // (about 12 C) and the FFN's hidden values; the logits with their softmax and gradient; and one
+  // layer's (B, NH, T, T) attention weights where a kernel materialises them.
+  e.activation_bytes =
+      4 * B * T * (L * (12 * C + (ffn_matrices + 1) * F) + 3 * V) + 4 * B * NH * T * T;
+  return e;
+}
+
+void check_fits_in_memory(const RunConfig& c, double needed_bytes, double device_bytes,
+                          const std::string& device) {
+  if (!(device_bytes > 0) || needed_bytes <= device_bytes) return;  // unknown: no check
+  const ModelSection& m = c.model;
+  const MemoryEstimate e = estimate_training_memory(c);
+  const std::string largest =
+      e.activation_bytes >= e.parameter_bytes
+          ? "the activations (train.batch_size x model.block_size x model.n_layer)"
+      : e.embedding_parameters >= e.layer_parameters
+          ? "the embedding (model.vocab_size x model.n_embd)"
+          : "the layers (model.n_layer x model.n_embd, model.ffn_hidden)";
+  SINKLAB_FAIL(ConfigError,
+               "training " << m.arch << " with model.n_layer " << m.n_layer << ", model.n_embd "
+                           << m.n_embd << ", model.ffn_hidden " << m.ffn_hidden
+                           << ", model.vocab_size " << m.vocab_size << ", model.block_size "
+                           << m.block_size << " and train.batch_size " << c.train.batch_size
+                           << " (" << file_label(c.source_file) << ") would need about "
+                           << format_bytes(needed_bytes) << " ("
+                           << format_bytes(e.parameter_bytes)
+                           << " for the parameters, their gradients and AdamW moments, "
+                           << format_bytes(e.activation_bytes)
+                           << " for one micro-batch's activations), but " << device
+                           << " has " << format_bytes(device_bytes),
+               "most of it is " + largest +
+                   ": make those smaller (train.tokens_per_step keeps the global batch with a "
+                   "smaller train.batch_size)");
+}
 
 Precision resolved_precision(const RunSection& run) {
   if (run.precision == "fp32") return Precision::Exact;

@@ -148,6 +148,31 @@ std::string to_yaml(const RunConfig& config);
 // Throws ConfigError for impossible combinations (n_embd % n_head, tokens_per_step, ...).
 void validate(const RunConfig& config);
 
+// The keys of `section` ("model") whose values differ between a and b, in the table's order,
+// each with its two values as YAML text.
+struct KeyDifference {
+  std::string key, a, b;
+};
+std::vector<KeyDifference> differing_keys(const RunConfig& a, const RunConfig& b,
+                                          const std::string& section);
+
+// A coarse estimate of the memory training `config` takes on one device, in bytes (computed in
+// double: no value of any key overflows it). model.vocab_size 0 counts as model.vocab_multiple.
+struct MemoryEstimate {
+  double embedding_parameters = 0;  // token (and learned position) tables, the lm head if untied
+  double layer_parameters = 0;      // the blocks
+  double parameter_bytes = 0;       // fp32 weights, gradients and AdamW m and v: 16 bytes each
+  double activation_bytes = 0;      // what one micro-batch keeps for the backward, and its logits
+  double total() const { return parameter_bytes + activation_bytes; }
+};
+MemoryEstimate estimate_training_memory(const RunConfig& config);
+// Throws ConfigError naming the size keys when `needed_bytes` (the run's estimates, all variants)
+// exceed `device_bytes` (0 or NaN = unknown: no check). `device` names it ("cpu (RAM)").
+void check_fits_in_memory(const RunConfig& config, double needed_bytes, double device_bytes,
+                          const std::string& device);
+// "1.5 GiB"
+std::string format_bytes(double bytes);
+
 // run.precision resolved against run.device: auto is BF16 on a GPU, Exact (fp32) on the CPU.
 Precision resolved_precision(const RunSection& run);
 

@@ -9,12 +9,14 @@
 namespace sinklab::train {
 
 std::vector<int32_t> sample_tokens(const GPT& model, std::vector<int32_t> prompt, int64_t count,
-                                   double temperature, uint64_t seed, uint64_t stream) {
+                                   double temperature, uint64_t seed, uint64_t stream,
+                                   const std::function<bool()>& stop) {
   autograd::NoGradGuard no_grad;
   SINKLAB_CHECK(!prompt.empty(), ValueError, "sample_tokens: empty prompt",
                 "give at least one token");
   const int64_t block = model.config().block_size;
   for (int64_t i = 0; i < count; ++i) {
+    if (stop && stop()) break;
     const int64_t start = std::max<int64_t>(0, static_cast<int64_t>(prompt.size()) - block);
     std::vector<int32_t> context(prompt.begin() + start, prompt.end());
     const int64_t T = static_cast<int64_t>(context.size());

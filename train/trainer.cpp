@@ -52,6 +52,9 @@ using Clock = std::chrono::steady_clock;
 // Set by SIGINT/SIGTERM (a cluster pre-empting the job); the loop checkpoints and returns.
 std::atomic<int> g_stop_signal{0};
 extern "C" void on_stop_signal(int sig) { g_stop_signal.store(sig); }
+// Asked inside evaluation's batch loop and sampling's token loop too: with many eval batches or
+// sample tokens they would otherwise hold a stop signal for as long as they run.
+bool stop_requested() { return g_stop_signal.load() != 0; }
 
 double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
@@ -186,6 +189,7 @@ Run::Run(const RunConfig& config, std::ostream& console, RunOptions options)
     fs::create_directories(folder());
     write_file_atomic(folder() + "/config.yaml", to_yaml(base_));
   }
+  double needed_bytes = 0;  // the memory estimate of the variants so far (one device holds all)
   for (const VariantSpec& spec : specs) {
     if (!options_.only_variants.empty() &&
         std::find(options_.only_variants.begin(), options_.only_variants.end(), spec.name) ==
@@ -201,6 +205,13 @@ Run::Run(const RunConfig& config, std::ostream& console, RunOptions options)
     if (c.model.vocab_size == 0) {
       const int64_t m = std::max<int64_t>(1, c.model.vocab_multiple);
       c.model.vocab_size = (v->tokenizer->vocab_size() + m - 1) / m * m;
+    }
+    {  // before anything large is allocated: every variant's model, optimizer and activations
+      const Device device = parse_device(c.run.device);
+      needed_bytes += estimate_training_memory(c).total();
+      check_fits_in_memory(c, needed_bytes,
+                           device_runtime(device).memory_capacity_mib() * 1024.0 * 1024.0,
+                           device.is_cpu() ? "this machine's RAM" : device.str());
     }
     const int64_t B = c.train.batch_size, T = c.model.block_size;
     v->train_data = std::make_unique<DataLoader>(DataLoader::from_files(
@@ -240,7 +251,17 @@ Run::Run(const RunConfig& config, std::ostream& console, RunOptions options)
              << ", " << format_count(static_cast<double>(v->model->params().numel()))
              << " parameters, "
              << format_count(B * T * v->accumulation * parallel_->world_size())
-             << " tokens/step, train " << format_count(v->train_data->num_tokens())
+             << " tokens/step"
+             << (parallel_->world_size() > 1  // the global batch: every rank's share
+                     ? " over " + std::to_string(parallel_->world_size()) + " ranks (" +
+                           format_count(B * T * v->accumulation) + " each" +
+                           (c.train.tokens_per_step == 0
+                                ? ": train.tokens_per_step 0 takes batch_size x block_size per "
+                                  "rank"
+                                : "") +
+                           ")"
+                     : "")
+             << ", train " << format_count(v->train_data->num_tokens())
              << " tokens, val " << format_count(v->val_data->num_tokens())
              << (zero1 ? ", AdamW moments sharded over the ranks (ZeRO-1)" : "") << "\n";
     variants_.push_back(std::move(v));
@@ -264,19 +285,21 @@ Run::Run(const RunConfig& config, std::ostream& console, RunOptions options)
 std::string Run::checkpoint_dir(const Variant& v) const { return v.dir + "/ckpt"; }
 
 namespace {
-// The first model key whose value differs between two configs (shape-defining or not).
-std::string first_model_difference(const ModelSection& a, const ModelSection& b) {
-  if (a.arch != b.arch) return "model.arch";
-  if (a.n_layer != b.n_layer) return "model.n_layer";
-  if (a.n_head != b.n_head) return "model.n_head";
-  if (a.n_embd != b.n_embd) return "model.n_embd";
-  if (GPT::resolved_ffn_width(a) != GPT::resolved_ffn_width(b)) return "model.ffn_hidden";
-  if (a.block_size != b.block_size) return "model.block_size";
-  if (a.vocab_size != b.vocab_size) return "model.vocab_size";
-  if (a.tie_embeddings != b.tie_embeddings) return "model.tie_embeddings";
-  if (a.attn_output_norm != b.attn_output_norm) return "model.attn_output_norm";
-  if (a.gamma_shared != b.gamma_shared) return "model.gamma_shared";
-  return "";
+// The first model key whose value differs between a checkpoint's config and this run's: every
+// key of the model section (the function trained, its shapes, the interventions) but those that
+// only initialise (README "Checkpoints and resume"). Defaults resolved alike compare equal.
+std::optional<KeyDifference> first_model_difference(const RunConfig& saved, const RunConfig& now) {
+  for (KeyDifference& d : differing_keys(saved, now, "model")) {
+    if (d.key == "model.init_std" || d.key == "model.gamma_init") continue;  // the weights load
+    if (d.key == "model.ffn_hidden" &&
+        GPT::resolved_ffn_width(saved.model) == GPT::resolved_ffn_width(now.model))
+      continue;
+    if (d.key == "model.norm_eps" &&
+        GPT::resolved_norm_eps(saved.model) == GPT::resolved_norm_eps(now.model))
+      continue;
+    return std::move(d);
+  }
+  return std::nullopt;
 }
 }  // namespace
 
@@ -302,6 +325,36 @@ void Run::resume_from_checkpoints() {
     }
     paths.push_back(path);
   }
+  // Lockstep from step 0 would cut the other variants' metrics and prune their checkpoints: when
+  // some variants have checkpoints and some have none, refuse and say what would be lost.
+  std::vector<std::string> missing, have;
+  int64_t have_common = -1;  // the step the variants with checkpoints would resume at
+  for (size_t i = 0; i < variants_.size(); ++i) {
+    if (paths[i].empty()) {
+      missing.push_back(variants_[i]->name);
+      continue;
+    }
+    const int64_t step = read_checkpoint_state(paths[i]).step;
+    have_common = have_common < 0 ? step : std::min(have_common, step);
+    have.push_back(variants_[i]->name + " (step " + std::to_string(step) + ")");
+  }
+  if (!missing.empty() && !have.empty()) {
+    const std::string& first_missing = missing.front();
+    std::ostringstream missing_list, have_list;
+    for (size_t i = 0; i < missing.size(); ++i) missing_list << (i ? ", " : "") << missing[i];
+    for (size_t i = 0; i < have.size(); ++i) have_list << (i ? ", " : "") << have[i];
+    SINKLAB_FAIL(ConfigError,
+                 "--resume auto: variant(s) " << missing_list.str() << " of " << folder()
+                     << " have no usable checkpoint, but " << have_list.str()
+                     << " do: variants resume in lockstep, so going on would restart all of them "
+                        "from step 0, cutting their metric files and pruning their checkpoints",
+                 "train the variant(s) without one up to step " + std::to_string(have_common) +
+                     " first (`sinklab train " + base_.source_file + " --variant " +
+                     first_missing + " --stop-after " + std::to_string(have_common) +
+                     "`: the same batches as in compare), resume only the others (`sinklab train " +
+                     base_.source_file + " --variant NAME ... --resume auto`), or start every "
+                     "variant afresh without --resume");
+  }
   if (common <= 0) return;
   for (size_t i = 0; i < variants_.size(); ++i) {
     Variant& v = *variants_[i];
@@ -309,10 +362,11 @@ void Run::resume_from_checkpoints() {
     if (read_checkpoint_state(path).step != common) path = checkpoint_path(checkpoint_dir(v), common);
     TrainState peek = read_checkpoint_state(path);
     RunConfig saved = parse_config(peek.config_yaml, path + " (saved config)");
-    const std::string key = first_model_difference(saved.model, v.config.model);
-    SINKLAB_CHECK(key.empty(), ConfigError,
-                  "checkpoint " << path << " was trained with a different " << key
-                                << " than " << base_.source_file << " gives variant " << v.name,
+    const std::optional<KeyDifference> diff = first_model_difference(saved, v.config);
+    SINKLAB_CHECK(!diff, ConfigError,
+                  "checkpoint " << path << " was trained with " << diff->key << " " << diff->a
+                                << " but " << base_.source_file << " gives variant " << v.name
+                                << " " << diff->key << " " << diff->b,
                   "resume with the config the checkpoint was written with (its config is stored "
                   "in the file and in " + v.dir + "/config.yaml)");
     TrainState state;
@@ -477,6 +531,15 @@ Run::Evaluation Run::evaluate(Variant& v, int64_t step, bool final) {
   OutputRanks output_ranks;  // the paper's effective rank: layer outputs, over sequences
   output_ranks.limit = c.metrics.rank_sequences;
   for (int64_t i = 0; i < c.train.eval_batches; ++i) {
+    if (stop_requested()) {  // a partial mean is not the validation loss: record none
+      console_.stream() << "evaluation of " << v.name << " at step " << step
+                        << " interrupted by signal after " << i << " of "
+                        << c.train.eval_batches << " batches: not recorded\n";
+      Evaluation cut;
+      cut.loss = cut.loss_se = kNaN;
+      cut.interrupted = true;
+      return cut;
+    }
     Batch batch = v.val_data->next();
     ForwardCapture more;  // batches after the first: captured for the output ranks only
     const bool ranks = !output_ranks.full();
@@ -508,17 +571,30 @@ Run::Evaluation Run::evaluate(Variant& v, int64_t step, bool final) {
         v.val_data->tokens().begin() + std::min<int64_t>(8, v.val_data->num_tokens()));
     std::vector<int32_t> out =
         sample_tokens(*v.model, prompt, c.train.sample_tokens, c.train.sample_temperature,
-                      c.run.seed, rng_stream_id({kSampleStream, static_cast<uint64_t>(step)}));
-    v.sample = v.tokenizer->decode(out);
-    console_.sample(v.name, v.sample);
+                      c.run.seed, rng_stream_id({kSampleStream, static_cast<uint64_t>(step)}),
+                      stop_requested);
+    if (stop_requested()) {
+      console_.stream() << "sampling of " << v.name << " at step " << step
+                        << " interrupted by signal after "
+                        << out.size() - prompt.size() << " tokens\n";
+      eval.interrupted = final;  // the final record is rewritten on resume
+    } else {
+      v.sample = v.tokenizer->decode(out);
+      console_.sample(v.name, v.sample);
+    }
   }
   return eval;
 }
 
-void Run::finish(int64_t steps) {
+bool Run::finish(int64_t steps) {
+  bool interrupted = false;
   for (auto& vp : variants_) {
     Variant& v = *vp;
     Evaluation eval = evaluate(v, steps, true);
+    if (eval.interrupted) {  // no final record: `--resume auto` evaluates again
+      interrupted = true;
+      continue;
+    }
     StepRecord record;  // after the last update: validation only
     record.step = steps;
     record.val_loss = eval.loss;
@@ -532,6 +608,7 @@ void Run::finish(int64_t steps) {
       v.log->flush();
     }
   }
+  return interrupted;
 }
 
 std::vector<VariantSummary> Run::train() {
@@ -580,8 +657,14 @@ std::vector<VariantSummary> Run::train() {
     const double done = static_cast<double>(step + 1 - start_step_) / (steps - start_step_);
     console_.progress(step + 1, steps, done, seconds_since(t0));
   }
-  finish(steps);
+  // Every rank agrees (a collective), as at a step's end.
+  const bool interrupted = finish(steps);
   save_checkpoints(steps);
+  if (parallel_->any(interrupted || stop_requested(), "stop-signal agreement")) {
+    end_ = RunEnd::Interrupted;
+    console_.stopped("interrupted by signal during the final evaluation", steps, folder());
+    return {};
+  }
   std::vector<VariantSummary> summaries;
   for (auto& vp : variants_) {
     Variant& v = *vp;

@@ -56,10 +56,13 @@ class Run {
     std::vector<double> effective_rank;   // (L)
     std::vector<double> effective_rank_output;  // (L) mean over metrics.rank_sequences
     double loss_se = 0;                   // standard error of loss over the eval batches
+    bool interrupted = false;             // a stop signal ended it early: nothing recorded
   };
   void step_all(int64_t step, bool evaluate_first);
   Evaluation evaluate(Variant& v, int64_t step, bool final);
-  void finish(int64_t steps);  // final evaluation, sample and record at step == train.steps
+  // Final evaluation, sample and record at step == train.steps; true when a stop signal cut
+  // them short (no final record then: a resumed run makes it).
+  bool finish(int64_t steps);
   void resume_from_checkpoints();
   void save_checkpoints(int64_t steps_done);
   // Under ZeRO-1, an AdamW holding every rank's moments (a collective: every rank calls it);

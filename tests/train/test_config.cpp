@@ -747,3 +747,74 @@ TEST_CASE("every shipped config under configs/ loads, and so does each of its va
   }
   REQUIRE(checked >= 5);
 }
+
+TEST_CASE("every size key has an upper bound, and the error names the memory it would need",
+          "[config]") {
+  // issue 20: these exited 139, died of std::bad_alloc or said "negative dimension".
+  {
+    const Caught e = config_error("model: {vocab_size: 576460752303423488, n_layer: 1}");
+    REQUIRE_MENTIONS(e, "model.vocab_size", "576460752303423488", "16777216", "configs/x.yaml",
+                     "would need about", "EiB");
+  }
+  REQUIRE_MENTIONS(config_error("model: {vocab_multiple: 4611686018427387904}"),
+                   "model.vocab_multiple", "65536", "would need about");
+  REQUIRE_MENTIONS(config_error("model: {n_layer: 1000000000}"), "model.n_layer", "4096",
+                   "would need about", "PiB");
+  REQUIRE_MENTIONS(config_error("model: {n_embd: 4611686018427387904}"), "model.n_embd",
+                   "65536", "would need about");
+  REQUIRE_MENTIONS(config_error("model: {ffn_hidden: 100000000000}"), "model.ffn_hidden",
+                   "would need about");
+  REQUIRE_MENTIONS(config_error("train: {batch_size: 1000000000000}"), "train.batch_size",
+                   "would need about");
+  REQUIRE_MENTIONS(config_error("train: {tokens_per_step: 9223372036854775744}"),
+                   "train.tokens_per_step", "4294967296");
+  REQUIRE_MENTIONS(config_error("train: {eval_batches: 1000000000000}"), "train.eval_batches");
+  REQUIRE_MENTIONS(config_error("train: {sample_tokens: 1000000000000}"), "train.sample_tokens");
+  REQUIRE_MENTIONS(config_error("model: {block_size: 2000000}"), "model.block_size");
+  REQUIRE_MENTIONS(config_error("metrics: {rank_sequences: 2000000}"), "metrics.rank_sequences");
+  // Through --set and variants too.
+  REQUIRE_MENTIONS(config_error("", {"model.vocab_size=576460752303423488"}), "model.vocab_size");
+  REQUIRE_MENTIONS(config_error("variants:\n  - {name: big, set: {model.n_layer: 5000}}"),
+                   "model.n_layer", "big");
+  // A float for an integer key (1e12 is a float in YAML): the message says so and how to write it.
+  {
+    const Caught e = config_error("train: {batch_size: 1e12}");
+    REQUIRE_MENTIONS(e, "train.batch_size", "1e12", "floating-point");
+    REQUIRE(contains(e.hint, "1000000000000"));
+  }
+  REQUIRE_MENTIONS(config_error("", {"model.ffn_hidden=1e11"}), "model.ffn_hidden", "1e11",
+                   "floating-point");
+  // The bounds themselves are allowed.
+  REQUIRE_NOTHROW(parse_config("model: {n_layer: 4096, vocab_size: 16777216, block_size: 1048576}\n"
+                               "train: {eval_batches: 1048576, sample_tokens: 1048576}",
+                               "b.yaml"));
+}
+
+TEST_CASE("the memory a config needs is checked against the device's before allocating",
+          "[config]") {
+  RunConfig c = parse_config("model: {n_layer: 4, n_embd: 128, n_head: 4, vocab_size: 512}",
+                             "m.yaml");
+  const MemoryEstimate small = estimate_training_memory(c);
+  REQUIRE(small.total() > 0);
+  REQUIRE(small.total() < 1e9);
+  REQUIRE_NOTHROW(check_fits_in_memory(c, small.total(), 8.0 * (1 << 30), "cpu"));
+  REQUIRE_NOTHROW(check_fits_in_memory(c, 1e30, 0.0, "unknown"));  // unknown: no check
+  // Within every bound, far beyond any machine: the error names the keys, the need and the device.
+  c.model.n_embd = 65536;
+  c.model.n_layer = 4096;
+  const MemoryEstimate big = estimate_training_memory(c);
+  REQUIRE(big.parameter_bytes > 1e15);
+  const Caught e = error_of<ConfigError>(
+      [&] { check_fits_in_memory(c, big.total(), 64.0 * (1 << 30), "this machine's RAM"); });
+  REQUIRE_MENTIONS(e, "model.n_layer", "model.n_embd", "train.batch_size", "would need about",
+                   "PiB", "this machine's RAM has 64.0 GiB", "m.yaml");
+  REQUIRE(contains(e.hint, "the layers"));
+  // The activations of a huge micro-batch are named as the largest part.
+  c.model.n_embd = 128;
+  c.model.n_layer = 4;
+  c.train.batch_size = 1 << 20;
+  const Caught a = error_of<ConfigError>([&] {
+    check_fits_in_memory(c, estimate_training_memory(c).total(), 64.0 * (1 << 30), "cpu");
+  });
+  REQUIRE(contains(a.hint, "activations"));
+}

@@ -160,6 +160,20 @@ void two_ranks_follow_one(const std::string& device, double rtol) {
   };
   two_ranks("tr", "");
   curves["torchrun"] = losses(dir / "tr" / "main" / "metrics.jsonl");
+  {  // rank 0's header gives the world size and the global tokens per step (issue 20)
+    std::ifstream log(dir / "tr.log");
+    const std::string text((std::istreambuf_iterator<char>(log)), {});
+    INFO(text);
+    REQUIRE(text.find("256 tokens/step over 2 ranks (128 each)") != std::string::npos);
+    // Without train.tokens_per_step each rank takes batch_size x block_size: the global batch
+    // doubles, and the header says so.
+    two_ranks("per_rank", " --set train.tokens_per_step=0 --set train.steps=2");
+    std::ifstream per_rank(dir / "per_rank.log");
+    const std::string header((std::istreambuf_iterator<char>(per_rank)), {});
+    INFO(header);
+    REQUIRE(header.find("256 tokens/step over 2 ranks (128 each: train.tokens_per_step 0") !=
+            std::string::npos);
+  }
   // Many small gradient buckets (each reduced as soon as backward completes it).
   two_ranks("buckets", "", "SINKLAB_BUCKET_MIB=0.02");
   curves["torchrun, 0.02 MiB buckets"] = losses(dir / "buckets" / "main" / "metrics.jsonl");

@@ -219,6 +219,43 @@ TEST_CASE("a config that does not match the checkpoint is refused naming the key
   }
 }
 
+TEST_CASE("every model key that changes the function is checked on resume", "[resume]") {
+  // issue 20: attention, norm_eps, rope_theta and isolate_positions resumed silently.
+  fs::path data = byte_data("model_keys_data"), out = fresh("model_keys");
+  run_and_collect(parse_config(config_text(data, out, 4, false), "m.yaml"));
+  RunOptions opts;
+  opts.resume = "auto";
+  for (const std::string set :
+       {"model.attention=sigmoid", "model.norm_eps=0.001", "model.rope_theta=500000",
+        "model.isolate_positions=[3]", "model.amplify_position=2", "model.amplify_lambda=2",
+        "model.gamma_weight_decay=false", "model.attn_output_norm=headwise_rmsnorm",
+        "model.tie_embeddings=false", "model.n_layer=3"}) {
+    INFO(set);
+    const RunConfig changed = parse_config(config_text(data, out, 8, false), "c.yaml", {set});
+    std::ostringstream console;
+    try {
+      Run run(changed, console, opts);
+      FAIL("resumed with " << set);
+    } catch (const ConfigError& e) {
+      const std::string key = set.substr(0, set.find('='));
+      INFO(e.what());
+      REQUIRE(std::string(e.what()).find(key) != std::string::npos);
+      REQUIRE(std::string(e.what()).find("c.yaml") != std::string::npos);
+    }
+  }
+  // What only initialises, and defaults written out, resume.
+  for (const std::string set : {"model.init_std=0.05", "model.ffn_hidden=128",
+                                "model.norm_eps=0.00001", "model.gamma_init=ones"}) {
+    INFO(set);
+    const RunConfig same = parse_config(config_text(data, out, 5, false), "s.yaml", {set});
+    std::ostringstream console;
+    Run run(same, console, opts);
+    REQUIRE(run.start_step() == 4);
+  }
+  fs::remove_all(data);
+  fs::remove_all(out);
+}
+
 TEST_CASE("non-finite loss skips the update and stops after max_skipped_steps", "[resume]") {
   fs::path data = byte_data("nan_data"), out = fresh("nan");
   RunConfig cfg = parse_config(config_text(data, out, 20, false), "n.yaml",
@@ -311,4 +348,114 @@ TEST_CASE("export writes Hugging Face-named safetensors (GPT-2 Conv1D transposed
     if (name == "transformer.h.0.attn.c_attn.weight")
       REQUIRE(value.transpose_view(0, 1).to_doubles() ==
               tensors.at(name).to_doubles());
+}
+
+TEST_CASE("a model larger than the machine's memory is refused before it is allocated",
+          "[resume][memory]") {
+  const fs::path data = byte_data("too_big");
+  const fs::path out = fresh("too_big_out");
+  // 4096 layers of 65536 channels: petabytes of parameters (each key within its bound).
+  const RunConfig cfg = parse_config(config_text(data, out, 2, false), "big.yaml",
+                                     {"model.n_layer=4096", "model.n_embd=65536"});
+  std::ostringstream console;
+  try {
+    Run run(cfg, console);
+    FAIL("a petabyte model was accepted");
+  } catch (const ConfigError& e) {
+    INFO(e.message());
+    REQUIRE(e.message().find("model.n_embd 65536") != std::string::npos);
+    REQUIRE(e.message().find("PiB") != std::string::npos);
+    REQUIRE(e.message().find("RAM") != std::string::npos);
+  }
+  fs::remove_all(data);
+  fs::remove_all(out);
+}
+
+TEST_CASE("SIGTERM interrupts a long evaluation or sample, with a checkpoint and exit 0",
+          "[resume][signals]") {
+  // issue 20: eval_batches or sample_tokens in the millions held SIGTERM for as long as they ran
+  // (the signal was looked at only at a step's end).
+  fs::path data = byte_data("long_eval_data"), out = fresh("long_eval");
+  std::ofstream(out / "s.yaml") << config_text(data, out, 2, false);
+  const fs::path run_dir = out / "r" / "main";
+  for (const char* set : {"train.eval_batches=1048576", "train.sample_tokens=1048576"}) {
+    INFO(set);
+    fs::remove_all(out / "r");
+    const auto t0 = std::chrono::steady_clock::now();
+    pid_t pid = spawn_sinklab({"train", (out / "s.yaml").string(), "--no-progress", "--set", set},
+                              out / "long.log");
+    // Both steps done (the final evaluation or sample is running), then the signal.
+    for (int i = 0; i < 600 && lines(run_dir / "metrics.jsonl").size() < 2; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    kill(pid, SIGTERM);
+    int status = 0;
+    bool ended = false;
+    for (int i = 0; i < 200 && !ended; ++i) {
+      ended = waitpid(pid, &status, WNOHANG) == pid;
+      if (!ended) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    if (!ended) {  // still running 10 s after the signal: the bug
+      kill(pid, SIGKILL);
+      wait_exit(pid);
+      FAIL("SIGTERM did not end the final evaluation/sample within 10 s");
+    }
+    REQUIRE(WIFEXITED(status));
+    REQUIRE(WEXITSTATUS(status) == 0);
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    INFO(read_text(out / "long.log"));
+    REQUIRE(seconds < 60);
+    REQUIRE(read_text(out / "long.log").find("interrupted by signal") != std::string::npos);
+    // The checkpoint at the end of training exists; the final record is left to a resumed run.
+    REQUIRE(fs::exists(run_dir / "ckpt" / "step_00000002.h5"));
+    REQUIRE(lines(run_dir / "metrics.jsonl").size() == 2);
+  }
+  fs::remove_all(data);
+  fs::remove_all(out);
+}
+
+TEST_CASE("compare --resume auto with one variant lacking checkpoints is refused, losing nothing",
+          "[resume]") {
+  // issue 20: every variant restarted from step 0, cutting the others' metrics and pruning their
+  // checkpoints, while the message named only the one variant.
+  fs::path data = byte_data("lacking_data"), out = fresh("lacking");
+  run_and_collect(parse_config(config_text(data, out, 4, true), "v.yaml"));
+  const fs::path base = out / "r" / "baseline", head = out / "r" / "headwise";
+  fs::remove_all(head / "ckpt");
+  const size_t base_lines = lines(base / "metrics.jsonl").size();
+  REQUIRE(base_lines == 5);  // steps 0-3 and the final record at 4
+  RunOptions opts;
+  opts.resume = "auto";
+  std::ostringstream console;
+  try {
+    Run run(parse_config(config_text(data, out, 8, true), "v.yaml"), console, opts);
+    FAIL("resumed with a variant lacking checkpoints");
+  } catch (const ConfigError& e) {
+    const std::string text = e.what();
+    INFO(text);
+    REQUIRE(text.find("headwise") != std::string::npos);
+    REQUIRE(text.find("baseline (step 4)") != std::string::npos);
+    REQUIRE(text.find("step 0") != std::string::npos);
+    REQUIRE(text.find("cutting their metric files") != std::string::npos);
+    REQUIRE(e.hint().find("--variant headwise --stop-after 4") != std::string::npos);
+  }
+  // Nothing was touched: the other variant's metrics and checkpoint are still there.
+  REQUIRE(lines(base / "metrics.jsonl").size() == base_lines);
+  REQUIRE(fs::exists(base / "ckpt" / "step_00000004.h5"));
+  // The way out the hint gives: the missing variant alone to step 4, then lockstep resume.
+  {
+    RunConfig alone = parse_config(config_text(data, out, 8, true), "v.yaml");
+    RunOptions only;
+    only.only_variants = {"headwise"};
+    only.stop_after = 4;
+    std::ostringstream c2;
+    Run run(alone, c2, only);
+    run.train();
+  }
+  std::ostringstream c3;
+  Run resumed(parse_config(config_text(data, out, 8, true), "v.yaml"), c3, opts);
+  REQUIRE(resumed.start_step() == 4);
+  fs::remove_all(data);
+  fs::remove_all(out);
 }
