@@ -20,6 +20,7 @@
 #include "ops/elementwise.h"
 #include "ops/reduce.h"
 #include "ops/rope.h"
+#include "tests/attention_checks.h"
 #include "tests/cuda_compare.h"
 #include "tests/helpers.h"
 #include "tests/op_checks.h"
@@ -27,6 +28,9 @@
 using namespace sinklab;
 using test::CudaCompareOptions;
 using test::dtype_label;
+using test::attention_results;
+using test::kBf16Tolerance;
+using test::require_close_to_scale;
 using test::tolerance;
 using test::random_tensor;
 using test::require_close;
@@ -82,46 +86,6 @@ std::vector<std::vector<double>> gpu_attention_run(const Tensor& q, const Tensor
   return r;
 }
 
-// out, lse (softmax only), dq, dk, dv of one attention forward + backward with gradient seed
-// `seed`, the inputs converted to `dtype` on `device`; host copies. Fresh leaves each call.
-std::vector<std::vector<double>> attention_results(const Tensor& q, const Tensor& k,
-                                                   const Tensor& v, const Tensor& seed,
-                                                   const ops::AttentionOptions& options,
-                                                   Device device, DType dtype) {
-  std::vector<Tensor> in;
-  for (const Tensor& t : {q, k, v}) {
-    Tensor d = t.detach().to_dtype(dtype).to_device(device);
-    d.set_requires_grad(true);
-    in.push_back(d);
-  }
-  Tensor lse;
-  Tensor out = ops::attention(in[0], in[1], in[2], options, &lse);
-  autograd::backward(out, seed.to_dtype(dtype).to_device(device));
-  std::vector<std::vector<double>> r;
-  r.push_back(out.to_doubles());
-  if (lse.defined()) r.push_back(lse.to_doubles());
-  for (const Tensor& t : in) r.push_back(t.grad().to_doubles());
-  return r;
-}
-
-// Tolerance of the tensor-core (bf16) attention: max |gpu - cpu| <= tol * max(1, max |cpu|)
-// over a whole tensor. bf16 operands keep 8 significant bits (relative rounding <= 2^-9 ~ 2e-3);
-// through dot products of 64-128 terms, the softmax and the backward's dS = P (dP - D) (D in fp32
-// from the unrounded dO), errors of a few 1e-3 of a tensor's largest entry are typical: tol = 2e-2
-// leaves a margin while any indexing or masking error (an O(1) error) fails. The floor of 1 (the
-// inputs' scale) covers tensors that are ~0 in exact arithmetic (dq, dk at T = 1) where the
-// rounding leaves O(1e-3).
-void require_close_to_scale(const std::vector<double>& actual, const std::vector<double>& expected,
-                            double tol) {
-  REQUIRE(actual.size() == expected.size());
-  double scale = 1.0;
-  for (double x : expected) scale = std::max(scale, std::fabs(x));
-  const double c = test::closeness(actual, expected, 0.0, tol * scale);
-  INFO("max |gpu - cpu| = " << c * tol * scale << ", allowed " << tol * scale);
-  REQUIRE(c <= 1.0);
-}
-
-constexpr double kBf16Tolerance = 2e-2;
 
 const char* result_name(size_t i, bool has_lse) {
   static const char* with_lse[] = {"out", "lse", "dq", "dk", "dv"};

@@ -14,11 +14,15 @@
 #include "ops/attention.h"
 #include "ops/elementwise.h"
 #include "ops/reduce.h"
+#include "tests/attention_checks.h"
 #include "tests/helpers.h"
 #include "tests/op_checks.h"
 
 using namespace sinklab;
+using test::attention_results;
+using test::kBf16Tolerance;
 using test::random_tensor;
+using test::require_close_to_scale;
 
 namespace {
 
@@ -46,41 +50,6 @@ bool cudnn_built() {
   } while (0)
 #endif
 
-// out, lse, dq, dk, dv of one forward + backward (gradient seed `seed`) with the inputs in
-// `dtype` on `device`, as host copies; fresh leaves each call.
-std::vector<std::vector<double>> run_attention(const Tensor& q, const Tensor& k, const Tensor& v,
-                                               const Tensor& seed,
-                                               const ops::AttentionOptions& options,
-                                               Device device, DType dtype) {
-  std::vector<Tensor> in;
-  for (const Tensor& t : {q, k, v}) {
-    Tensor d = t.detach().to_dtype(dtype).to_device(device);
-    d.set_requires_grad(true);
-    in.push_back(d);
-  }
-  Tensor lse;
-  Tensor out = ops::attention(in[0], in[1], in[2], options, &lse);
-  autograd::backward(out, seed.to_dtype(dtype).to_device(device));
-  std::vector<std::vector<double>> r{out.to_doubles()};
-  if (lse.defined()) r.push_back(lse.to_doubles());
-  for (const Tensor& t : in) r.push_back(t.grad().to_doubles());
-  return r;
-}
-
-// max |gpu - cpu| <= tol * max(1, max |cpu|) over a whole tensor (bf16 operands: see
-// test_cuda_attention.cpp's require_close_to_scale for the reasoning behind 2e-2).
-void require_close_to_scale(const std::vector<double>& actual, const std::vector<double>& expected,
-                            double tol) {
-  REQUIRE(actual.size() == expected.size());
-  double scale = 1.0, worst = 0.0;
-  for (double x : expected) scale = std::max(scale, std::fabs(x));
-  for (size_t i = 0; i < actual.size(); ++i)
-    worst = std::max(worst, std::fabs(actual[i] - expected[i]));
-  INFO("max |gpu - cpu| = " << worst << ", allowed " << tol * scale);
-  REQUIRE(worst <= tol * scale);
-}
-
-constexpr double kBf16Tolerance = 2e-2;
 const char* kNames[] = {"out", "lse", "dq", "dk", "dv"};
 
 }  // namespace
@@ -99,16 +68,16 @@ TEST_CASE("cuda: cuDNN attention matches the CPU, forward, lse and backward (HS 
       const Tensor v = random_tensor({B, T, NH, HS}, stream + 2, DType::F32);
       const Tensor seed = random_tensor({B, T, NH, HS}, stream + 3, DType::F32);
       const ops::AttentionOptions softmax;
-      const auto cpu = run_attention(q, k, v, seed, softmax, Device::cpu(), DType::F64);
+      const auto cpu = attention_results(q, k, v, seed, softmax, Device::cpu(), DType::F64);
       PrecisionGuard bf16(Precision::BF16);
       std::vector<std::vector<double>> fused, own;
       {
         const ops::AttentionKernelsGuard automatic(ops::AttentionKernels::Auto);
-        fused = run_attention(q, k, v, seed, softmax, Device::cuda(0), DType::F32);
+        fused = attention_results(q, k, v, seed, softmax, Device::cuda(0), DType::F32);
       }
       {
         const ops::AttentionKernelsGuard pinned(ops::AttentionKernels::Own);
-        own = run_attention(q, k, v, seed, softmax, Device::cuda(0), DType::F32);
+        own = attention_results(q, k, v, seed, softmax, Device::cuda(0), DType::F32);
       }
       REQUIRE(fused.size() == cpu.size());
       for (size_t i = 0; i < fused.size(); ++i) {
@@ -164,17 +133,17 @@ TEST_CASE("cuda: cuDNN attention is bit-identical across two GPU runs (determini
   const Tensor v = random_tensor({B, T, NH, HS}, 3202, DType::F32);
   const Tensor seed = random_tensor({B, T, NH, HS}, 3203, DType::F32);
   const ops::AttentionOptions softmax;
-  const auto first = run_attention(q, k, v, seed, softmax, Device::cuda(0), DType::F32);
+  const auto first = attention_results(q, k, v, seed, softmax, Device::cuda(0), DType::F32);
   {
     const ops::AttentionKernelsGuard pinned(ops::AttentionKernels::Own);
-    const auto own = run_attention(q, k, v, seed, softmax, Device::cuda(0), DType::F32);
+    const auto own = attention_results(q, k, v, seed, softmax, Device::cuda(0), DType::F32);
     for (size_t i = 0; i < first.size(); ++i) {
       INFO(kNames[i] << " came from cuDNN");
       REQUIRE(first[i] != own[i]);
     }
   }
   for (int repeat = 0; repeat < 3; ++repeat) {
-    const auto again = run_attention(q, k, v, seed, softmax, Device::cuda(0), DType::F32);
+    const auto again = attention_results(q, k, v, seed, softmax, Device::cuda(0), DType::F32);
     REQUIRE(again.size() == first.size());
     for (size_t i = 0; i < first.size(); ++i) {
       INFO(kNames[i] << " run " << repeat + 2);
@@ -200,11 +169,11 @@ TEST_CASE("cuda: sigmoid attention and isolated positions keep the own kernels u
     std::vector<std::vector<double>> fused, own;
     {
       const ops::AttentionKernelsGuard automatic(ops::AttentionKernels::Auto);
-      fused = run_attention(q, k, v, seed, options, Device::cuda(0), DType::F32);
+      fused = attention_results(q, k, v, seed, options, Device::cuda(0), DType::F32);
     }
     {
       const ops::AttentionKernelsGuard pinned(ops::AttentionKernels::Own);
-      own = run_attention(q, k, v, seed, options, Device::cuda(0), DType::F32);
+      own = attention_results(q, k, v, seed, options, Device::cuda(0), DType::F32);
     }
     REQUIRE(fused == own);
   }
