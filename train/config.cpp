@@ -102,6 +102,8 @@ const std::vector<Field>& fields() {
       SINKLAB_KEY(prepare, PrepareSection, tokenizer, kAny, "bpe|byte"),
       SINKLAB_KEY(prepare, PrepareSection, vocab_size, kPos),
       SINKLAB_KEY(prepare, PrepareSection, val_fraction, kNonNeg),
+      SINKLAB_KEY(prepare, PrepareSection, val_split, kAny, "documents|tail"),
+      SINKLAB_KEY(prepare, PrepareSection, val_unit_bytes, kPos),
       SINKLAB_KEY(prepare, PrepareSection, shard_tokens, kPos),
 
       SINKLAB_KEY(train, TrainSection, steps, kPos),
@@ -167,6 +169,7 @@ const std::vector<UpperBound>& upper_bounds() {
       {"data.window_stride", k2_32, "4294967296 (2^32)"},
       {"prepare.vocab_size", k2_24, "16777216 (2^24)"},
       {"prepare.shard_tokens", k2_32, "4294967296 (2^32)"},
+      {"prepare.val_unit_bytes", k2_32, "4294967296 (2^32)"},
       {"train.steps", k2_40, "1099511627776 (2^40)"},
       {"train.batch_size", k2_20, "1048576 (2^20)"},
       {"train.tokens_per_step", k2_32, "4294967296 (2^32)"},
@@ -885,7 +888,7 @@ void validate(const RunConfig& c) {
   SINKLAB_CHECK(p.val_fraction < 1.0, ConfigError,
                 "prepare.val_fraction is " << yu::format_double(p.val_fraction) << " in " << file
                                            << ": it must be in [0, 1)",
-                "set prepare.val_fraction to e.g. 0.05 (the last 5% of each input)");
+                "set prepare.val_fraction to e.g. 0.05 (5% of each input)");
 
   const TrainSection& t = c.train;
   const int64_t bt = t.batch_size * m.block_size;

@@ -70,7 +70,11 @@ struct PrepareSection {  // used by `sinklab prepare <config>`
   std::vector<std::string> inputs;  // text files
   std::string tokenizer = "bpe";    // bpe | byte
   int64_t vocab_size = 512;         // BPE target vocabulary (>= 256 + special)
-  double val_fraction = 0.05;       // tail of each input goes to val
+  double val_fraction = 0.05;       // share of each input held out for val
+  std::string val_split = "documents";  // documents: whole documents (blocks between blank
+                                    // lines, joined to at least val_unit_bytes) spread evenly
+                                    // across each input | tail: the input's last bytes
+  int64_t val_unit_bytes = 16384;   // the smallest held-out unit (documents split)
   int64_t shard_tokens = 100000000; // tokens per shard file
 };
 

@@ -464,6 +464,52 @@ TEST_CASE("unigram entropy of known distributions", "[data]") {
   REQUIRE(unigram_entropy({100000, 3}) == Approx(std::log(2.0)));
 }
 
+TEST_CASE("prepare: val holds whole documents spread across the input", "[data]") {
+  // 40 documents separated by blank lines, in order (like addresses sorted by date): with
+  // val_fraction 0.1 and units of one document, documents 9, 19, 29 and 39 are held out,
+  // whole, and none of their text is in train.
+  TempDir dir;
+  std::string text;
+  for (int d = 0; d < 40; ++d) {
+    text += "document " + std::to_string(d) + " begins.\n";
+    for (int line = 0; line < 3; ++line) text += "line " + std::to_string(line) + " of doc " +
+                                                 std::to_string(d) + " goes on a while.\n";
+    text += "\n";
+  }
+  write_bytes(dir.file("docs.txt"), text);
+  RunConfig config;
+  config.prepare.inputs = {dir.file("docs.txt")};
+  config.prepare.tokenizer = "byte";
+  config.prepare.val_fraction = 0.1;
+  config.prepare.val_unit_bytes = 1;  // one document per unit
+  config.data.dir = dir.file("out");
+  std::ostringstream log;
+  prepare_dataset(config, log);
+  INFO(log.str());
+  auto tok = load_tokenizer(dir.file("out/tokenizer.json"));
+  const std::string val = tok->decode(read_shard(dir.file("out/val_000000.bin"), false));
+  const std::string train = tok->decode(read_shard(dir.file("out/train_000000.bin"), false));
+  REQUIRE(train.size() + val.size() == text.size());
+  for (int d = 0; d < 40; ++d) {
+    const std::string begins = "document " + std::to_string(d) + " begins.";
+    const std::string ends = "line 2 of doc " + std::to_string(d) + " goes on a while.\n\n";
+    const bool held_out = d % 10 == 9;
+    INFO("document " << d);
+    REQUIRE(contains(held_out ? val : train, begins));
+    REQUIRE(contains(held_out ? val : train, ends));  // whole: its last line too
+    REQUIRE_FALSE(contains(held_out ? train : val, begins));
+  }
+  // Larger units join consecutive documents (here 3 to 4 per unit): still whole documents.
+  config.prepare.val_unit_bytes = 300;
+  std::ostringstream log2;
+  prepare_dataset(config, log2);
+  const std::string val2 = tok->decode(read_shard(dir.file("out/val_000000.bin"), false));
+  REQUIRE(val2.size() > 0);
+  REQUIRE(val2.rfind("document ", 0) == 0);
+  REQUIRE(val2.size() >= 2);
+  REQUIRE(val2.substr(val2.size() - 2) == "\n\n");
+}
+
 TEST_CASE("prepare: inputs -> tokenizer.json + train/val shards", "[data]") {
   TempDir dir;
   const std::string a = synthetic_corpus(4000, 6), b = synthetic_corpus(3000, 7);
@@ -473,6 +519,7 @@ TEST_CASE("prepare: inputs -> tokenizer.json + train/val shards", "[data]") {
   config.prepare.inputs = {dir.file("a.txt"), dir.file("b.txt")};
   config.prepare.vocab_size = 320;
   config.prepare.val_fraction = 0.1;
+  config.prepare.val_split = "tail";
   config.data.dir = dir.file("out");
   // A stale shard from an earlier, larger prepare must disappear.
   fs::create_directories(config.data.dir);

@@ -49,6 +49,30 @@ size_t val_cut(const std::string& text, double val_fraction) {
   return nominal;
 }
 
+// The held-out units of one input: whole documents (blocks separated by blank lines), joined in
+// order until a unit holds at least min_bytes, so the units tile the text. Unit i is held out
+// when floor((i + 1) f) > floor(i f): a share f of them, spread evenly from the first to the last
+// (a corpus sorted by date or topic is sampled across its whole range, not at its end).
+void split_documents(const std::string& text, double f, size_t min_bytes, std::string& train,
+                     std::string& val) {
+  size_t unit_start = 0, index = 0, pos = 0;
+  auto close_unit = [&](size_t end) {
+    const bool held_out =
+        std::floor(static_cast<double>(index + 1) * f) > std::floor(static_cast<double>(index) * f);
+    (held_out ? val : train).append(text, unit_start, end - unit_start);
+    unit_start = end;
+    ++index;
+  };
+  while (pos < text.size()) {
+    // The next document ends after a blank line ("\n\n", and any further newlines).
+    size_t end = text.find("\n\n", pos);
+    end = end == std::string::npos ? text.size() : text.find_first_not_of('\n', end);
+    if (end == std::string::npos) end = text.size();
+    pos = end;
+    if (pos - unit_start >= min_bytes || pos == text.size()) close_unit(pos);
+  }
+}
+
 std::string shard_name(const std::string& split, size_t index) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "_%06zu.bin", index);
@@ -144,15 +168,23 @@ void prepare_dataset(const RunConfig& config, std::ostream& log) {
   for (size_t f = 0; f < prep.inputs.size(); ++f) {
     const std::string& path = prep.inputs[f];
     std::string text = std::move(texts[f]);
-    const size_t cut = val_cut(text, prep.val_fraction);
-    log << "  " << path << ": " << text.size() << " bytes -> train " << cut << ", val "
-        << text.size() - cut << "\n";
-    total_bytes += text.size();
-    train_bytes += cut;
-    val_bytes += text.size() - cut;
-    val_parts.push_back(text.substr(cut));
-    text.resize(cut);
-    train_parts.push_back(std::move(text));
+    std::string train_part, val_part;
+    if (prep.val_split == "tail") {
+      const size_t cut = val_cut(text, prep.val_fraction);
+      val_part = text.substr(cut);
+      text.resize(cut);
+      train_part = std::move(text);
+    } else {  // whole documents spread across the input
+      split_documents(text, prep.val_fraction, static_cast<size_t>(prep.val_unit_bytes),
+                      train_part, val_part);
+    }
+    log << "  " << path << ": " << train_part.size() + val_part.size() << " bytes -> train "
+        << train_part.size() << ", val " << val_part.size() << " (" << prep.val_split << ")\n";
+    total_bytes += train_part.size() + val_part.size();
+    train_bytes += train_part.size();
+    val_bytes += val_part.size();
+    val_parts.push_back(std::move(val_part));
+    train_parts.push_back(std::move(train_part));
   }
   SINKLAB_CHECK(train_bytes > 0, ValueError,
                 origin << ": the inputs hold no training text (" << total_bytes << " bytes)",
