@@ -37,7 +37,8 @@ Tensor rounded(const Tensor& x) {
   return out;
 }
 
-// (B, H, T, D) views of separate (B, T, NH, HS) bf16 tensors.
+// (B, H, T, D) views of separate (B, T, NH, HS) tensors (bf16 for cuDNN; f32 ones only to ask
+// whether the shape applies: strides in elements are the same).
 SdpaViews views_of(const Tensor& q16, const Tensor& k16, const Tensor& v16) {
   const int64_t B = q16.size(0), T = q16.size(1), H = q16.size(2), D = q16.size(3);
   SdpaViews in;
@@ -77,10 +78,12 @@ void widen_bf16(const Tensor& x, Tensor& out, const char* op) {
 bool attention_forward_cudnn(const Tensor& q, const Tensor& k, const Tensor& v,
                              const ops::AttentionParams& params, Tensor& out, Tensor& lse,
                              ops::AttentionOperands& operands) {
-  if (!cudnn_wanted(params) || q.dtype() != DType::F32) return false;
+  // The shape decides first (q's layout is its bf16 copies'): no rounding passes for nothing.
+  if (!cudnn_wanted(params) || q.dtype() != DType::F32 ||
+      !cudnn_attention_applies(views_of(q, k, v)))
+    return false;
   const Tensor q16 = rounded(q), k16 = rounded(k), v16 = rounded(v);  // (B, T, NH, HS) bf16
   const SdpaViews in = views_of(q16, k16, v16);
-  if (!cudnn_attention_applies(in)) return false;
   Tensor o16 = Tensor::empty(out.shape(), DType::BF16, out.device());  // (B, T, NH, HS)
   if (!cudnn_attention_forward(in, params.scale, o16.raw_data(), lse.data<float>())) return false;
   widen_bf16(o16, out, "attention (cuDNN)");
