@@ -5,6 +5,7 @@
 //   sinklab probe   <checkpoint.h5> [--isolate k] [--amplify k | --scale k] [--lambda X] ...
 //   sinklab report  <runs/name> [--out DIR]
 //   sinklab export  <checkpoint.h5> --format safetensors|hf [--out PATH]
+//   sinklab forward <checkpoint.h5 | hf folder> --ids 1,2,3 --out logits.safetensors
 //   sinklab generate <checkpoint.h5 | hf folder> --prompt TEXT [--tokens N] [--top-k K] ...
 #include <CLI/CLI.hpp>
 #include <iostream>
@@ -14,6 +15,7 @@
 #include "train/config.h"
 #include "train/data/prepare.h"
 #include "train/commands/bench_attention.h"
+#include "train/commands/forward.h"
 #include "train/commands/generate.h"
 #include "train/commands/probe.h"
 #include "train/io/export.h"
@@ -100,6 +102,21 @@ int main(int argc, char** argv) {
   export_cmd->add_option("--tokenizer", export_options.tokenizer,
                          "hf: the tokenizer to write, as data.tokenizer takes it (default: the "
                          "run's)");
+  std::string forward_model;
+  train::ForwardOptions forward_options;
+  CLI::App* forward_cmd = app.add_subcommand(
+      "forward", "one forward pass over one sequence: its logits and loss to a safetensors file "
+                 "(to compare with another implementation)");
+  forward_cmd->add_option("model", forward_model, "step_XXXXXXXX.h5 or a Hugging Face folder")
+      ->required();
+  forward_cmd->add_option("--ids", forward_options.ids, "token ids, e.g. 464,3290,318")
+      ->delimiter(',');
+  forward_cmd->add_option("--text", forward_options.text, "text, encoded with the model's tokenizer");
+  forward_cmd->add_option("--tokenizer", forward_options.tokenizer,
+                          "another tokenizer, as data.tokenizer takes it");
+  forward_cmd->add_option("--device", forward_options.device, "cpu or cuda");
+  forward_cmd->add_option("--out", forward_options.out,
+                          "safetensors file: ids (1, T), logits (1, T, V), loss ()");
   std::string generate_model;
   train::GenerateOptions generate_options;
   CLI::App* generate_cmd = app.add_subcommand(
@@ -217,6 +234,12 @@ int main(int argc, char** argv) {
           export_format == "hf" ? train::ExportFormat::HuggingFace : train::ExportFormat::Safetensors;
       const std::string out = train::export_checkpoint(export_checkpoint, export_options);
       std::cout << "wrote " << out << "\n";
+      return 0;
+    }
+    if (*forward_cmd) {
+      const train::ForwardOutput out = train::forward_to_file(forward_model, forward_options);
+      std::cout << out.ids.size() << " tokens, loss " << out.loss
+                << (forward_options.out.empty() ? "" : ", wrote " + forward_options.out) << "\n";
       return 0;
     }
     if (*generate_cmd) {
