@@ -6,7 +6,8 @@ transformers, torch and safetensors are installed there; CI has no transformers)
            `sinklab export --format hf`, and transformers' AutoModelForCausalLM /
            AutoTokenizer.from_pretrained load the folder as is; the logits and loss on the same
            tokens must equal sinklab's (`sinklab forward`) within fp32 tolerance, and the
-           tokenizer must give sinklab's ids.
+           tokenizer must give sinklab's ids. Head-wise RMSNorm, sigmoid attention and the
+           isolate mask load through the shipped modeling_sinklab.py (trust_remote_code=True).
   import   transformers creates (random init) and saves a GPT2LMHeadModel and a LlamaForCausalLM
            (tied and untied heads); `sinklab forward` on the saved folder must give transformers'
            logits and loss.
@@ -68,10 +69,10 @@ def sinklab_forward(args, model_dir, ids, out):
     return t["logits"][0].double(), float(t["loss"])
 
 
-def transformers_forward(model_dir, ids):
+def transformers_forward(model_dir, ids, remote_code=False):
     from transformers import AutoModelForCausalLM
-    model = AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32,
-                                                 attn_implementation="eager")
+    extra = {"trust_remote_code": True} if remote_code else {"attn_implementation": "eager"}
+    model = AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32, **extra)
     model.eval()
     x = torch.tensor([ids])
     with torch.no_grad():
@@ -92,8 +93,10 @@ def compare(label, ours, theirs, loss_ours, loss_theirs):
     return ok
 
 
-def export_check(args, arch, tie):
-    work = os.path.join(args.work, f"export_{arch}_{'tied' if tie else 'untied'}")
+def export_check(args, arch, tie, variant=()):
+    """variant: extra --set overrides (head-wise RMSNorm etc.: SinklabForCausalLM, remote code)."""
+    name = "_".join([arch, "tied" if tie else "untied"] + [v.split("=")[0].split(".")[-1] for v in variant])
+    work = os.path.join(args.work, f"export_{name}")
     os.makedirs(work, exist_ok=True)
     data = os.path.join(work, "data")
     os.makedirs(data, exist_ok=True)
@@ -106,15 +109,20 @@ def export_check(args, arch, tie):
          "--set", "model.n_embd=64", "--set", "model.block_size=32",
          "--set", f"model.tie_embeddings={'true' if tie else 'false'}",
          "--set", "train.steps=4", "--set", "train.eval_every=0", "--set", "metrics.every=0",
-         "--set", f"run.out_dir={work}", "--set", "run.name=run"])
+         "--set", f"run.out_dir={work}", "--set", "run.name=run"]
+        + [a for v in variant for a in ("--set", v)])
     checkpoint = os.path.join(work, "run", "main", "ckpt", "step_00000004.h5")
     folder = os.path.join(work, "hf")
     run([args.sinklab, "export", checkpoint, "--format", "hf", "--out", folder])
     ids = [random.Random(3).randrange(256) for _ in range(32)]
     ours, loss_ours = sinklab_forward(args, checkpoint, ids, os.path.join(work, "sinklab.safetensors"))
-    theirs, loss_theirs, cls = transformers_forward(folder, ids)
-    ok = compare(f"export {arch} ({'tied' if tie else 'untied'}) -> {cls}.from_pretrained",
-                 ours, theirs, loss_ours, loss_theirs)
+    theirs, loss_theirs, cls = transformers_forward(folder, ids, remote_code=bool(variant))
+    ok = compare(f"export {name} -> {cls}.from_pretrained", ours, theirs, loss_ours, loss_theirs)
+    if variant:  # generate() runs through the shipped model file too
+        from transformers import AutoModelForCausalLM
+        model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True)
+        out = model.generate(torch.tensor([ids[:4]]), max_new_tokens=4, do_sample=False)
+        print(f"PASS export {name}: generate() gives {out.shape[1] - 4} new tokens", flush=True)
     tokenizer_json = os.path.join(folder, "tokenizer.json")
     if os.path.exists(tokenizer_json):
         from transformers import AutoTokenizer
@@ -171,6 +179,11 @@ def main():
         for tie in (True, False):
             results.append(export_check(args, arch, tie))
             results.append(import_check(args, arch, tie))
+    for arch, variant in (("gpt2", ("model.attn_output_norm=headwise_rmsnorm",)),
+                          ("llama", ("model.attn_output_norm=headwise_rmsnorm",
+                                     "model.attention=sigmoid")),
+                          ("llama", ("model.isolate_positions=[0,2]",))):
+        results.append(export_check(args, arch, True, variant))
     print(f"{sum(results)}/{len(results)} comparisons agree")
     sys.exit(0 if all(results) else 1)
 

@@ -15,6 +15,7 @@
 #include "train/io/checkpoint.h"
 #include "train/io/export.h"
 #include "train/io/hf_config.h"
+#include "train/io/hf_modeling_source.h"
 #include "train/io/hf_weights.h"
 #include "train/io/json_text.h"
 #include "train/io/model_source.h"
@@ -156,20 +157,41 @@ TEST_CASE("config.json reads back to the same model", "[hf]") {
   }
 }
 
-TEST_CASE("variants no stock transformers class computes are refused on export, naming the key",
-          "[hf]") {
+TEST_CASE("variants no stock class computes get SinklabConfig; amplify is refused", "[hf]") {
+  TempDir dir;
   ModelSection headwise = model_of("gpt2");
   headwise.attn_output_norm = "headwise_rmsnorm";
-  REQUIRE(contains(error_message<ConfigError>([&] { hf_config_json(headwise, {}); }),
-                   "model.attn_output_norm"));
+  headwise.gamma_shared = true;
+  headwise.isolate_positions = {0, 3};
+  headwise.isolate_layers = {1};
+  REQUIRE(needs_sinklab_modeling(headwise));
+  REQUIRE_FALSE(needs_sinklab_modeling(model_of("llama")));
+  const YAML::Node c = written_config(headwise);
+  REQUIRE(c["model_type"].as<std::string>() == "sinklab");
+  REQUIRE(c["architectures"][0].as<std::string>() == "SinklabForCausalLM");
+  REQUIRE(c["auto_map"]["AutoModelForCausalLM"].as<std::string>() ==
+          "modeling_sinklab.SinklabForCausalLM");
+  REQUIRE(c["auto_map"]["AutoConfig"].as<std::string>() == "modeling_sinklab.SinklabConfig");
+  REQUIRE(c["attn_output_norm"].as<std::string>() == "headwise_rmsnorm");
+  REQUIRE(c["gamma_shared"].as<bool>());
+  REQUIRE(c["isolate_positions"].as<std::vector<int64_t>>() == std::vector<int64_t>{0, 3});
+  REQUIRE(c["ffn_hidden"].as<int64_t>() == 64);
+  REQUIRE(c["norm_eps"].as<double>() == 1e-5);
+  const ModelSection back = model_from_hf_config(write_json(dir, hf_config_json(headwise, {})));
+  REQUIRE(back.arch == "gpt2");
+  REQUIRE(back.attn_output_norm == "headwise_rmsnorm");
+  REQUIRE(back.gamma_shared);
+  REQUIRE(back.isolate_positions == headwise.isolate_positions);
+  REQUIRE(back.isolate_layers == headwise.isolate_layers);
   ModelSection sigmoid = model_of("llama");
   sigmoid.attention = "sigmoid";
-  REQUIRE(contains(error_message<ConfigError>([&] { hf_config_json(sigmoid, {}); }),
-                   "model.attention"));
-  ModelSection isolate = model_of("gpt2");
-  isolate.isolate_positions = {0};
-  REQUIRE(contains(error_message<ConfigError>([&] { hf_config_json(isolate, {}); }),
-                   "model.isolate_positions"));
+  REQUIRE(model_from_hf_config(write_json(dir, hf_config_json(sigmoid, {}))).attention ==
+          "sigmoid");
+  ModelSection amplify = model_of("gpt2");
+  amplify.amplify_position = 0;
+  amplify.amplify_lambda = 2;
+  REQUIRE(contains(error_message<ConfigError>([&] { hf_config_json(amplify, {}); }),
+                   "model.amplify_position"));
 }
 
 TEST_CASE("configs sinklab would compute differently are refused on import, naming the field",
@@ -330,15 +352,39 @@ TEST_CASE("a checkpoint exported as a Hugging Face folder reads back to the same
   }
 }
 
-TEST_CASE("export --format hf refuses the head-wise variant before writing anything", "[hf]") {
+TEST_CASE("export --format hf ships modeling_sinklab.py with a head-wise model", "[hf]") {
+  TempDir dir;
+  RunConfig config = byte_run("llama");
+  config.model.attn_output_norm = "headwise_rmsnorm";
+  const std::string checkpoint = write_checkpoint(dir, config);
+  const std::string folder =
+      export_checkpoint(checkpoint, {ExportFormat::HuggingFace, dir.file("hf"), ""});
+  std::ifstream shipped(fs::path(folder) / "modeling_sinklab.py");
+  const std::string text((std::istreambuf_iterator<char>(shipped)), {});
+  REQUIRE(text == std::string(sinklab_modeling_py()));
+  REQUIRE(contains(text, "class SinklabForCausalLM"));
+  const ModelSource source = load_model_source(folder);
+  GPT a(config.model, 1), b(source.config.model, 2);
+  load_weights(a.params(), load_model_source(checkpoint).params, checkpoint);
+  load_weights(b.params(), source.params, folder);
+  REQUIRE(logits_of(a, {5, 4, 3, 2}) == logits_of(b, {5, 4, 3, 2}));
+  // A plain model needs no model file.
+  const std::string plain = write_checkpoint(dir, byte_run("gpt2"));
+  REQUIRE_FALSE(fs::exists(
+      fs::path(export_checkpoint(plain, {ExportFormat::HuggingFace, dir.file("plain"), ""})) /
+      "modeling_sinklab.py"));
+}
+
+TEST_CASE("export --format hf refuses amplify before writing anything", "[hf]") {
   TempDir dir;
   RunConfig config = byte_run("gpt2");
-  config.model.attn_output_norm = "headwise_rmsnorm";
+  config.model.amplify_position = 1;
+  config.model.amplify_lambda = 3;
   const std::string checkpoint = write_checkpoint(dir, config);
   REQUIRE(contains(error_message<ConfigError>([&] {
                      export_checkpoint(checkpoint, {ExportFormat::HuggingFace, dir.file("hf"), ""});
                    }),
-                   "model.attn_output_norm"));
+                   "model.amplify_position"));
   REQUIRE_FALSE(fs::exists(dir.file("hf")));
 }
 

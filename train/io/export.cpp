@@ -6,6 +6,7 @@
 #include "train/io/atomic_file.h"
 #include "train/io/checkpoint.h"
 #include "train/io/hf_config.h"
+#include "train/io/hf_modeling_source.h"
 #include "train/io/hf_weights.h"
 #include "train/io/safetensors.h"
 
@@ -51,7 +52,7 @@ std::string export_safetensors(const std::string& checkpoint, const RunConfig& c
 std::string export_hf_folder(const std::string& checkpoint, const RunConfig& config,
                              const TrainState& state, const ExportOptions& options) {
   const HfSpecialTokens special;  // sinklab's own tokenizers have no special tokens
-  // The config first: a variant no stock class computes is refused before anything is written.
+  // The config first: a model no class computes is refused before anything is written.
   const std::string config_json = hf_config_json(config.model, special);
   const fs::path dir = options.out.empty()
                            ? fs::path(checkpoint).parent_path() / (checkpoint_stem(checkpoint) + "-hf")
@@ -62,6 +63,8 @@ std::string export_hf_folder(const std::string& checkpoint, const RunConfig& con
                 "check the path and its permissions (--out)");
   write_safetensors((dir / "model.safetensors").string(), checkpoint_state_dict(checkpoint),
                     sinklab_metadata(config, state));
+  if (needs_sinklab_modeling(config.model))  // config.json names SinklabForCausalLM
+    write_file_atomic((dir / "modeling_sinklab.py").string(), sinklab_modeling_py());
   write_file_atomic((dir / "generation_config.json").string(),
                     hf_generation_config_json(special, config.train.sample_temperature, 0));
   // config.json last: a folder without it is not a model, so an interrupted export is no

@@ -1,8 +1,10 @@
 // `sinklab export`: a checkpoint for the Hugging Face ecosystem.
 //   --format safetensors  the weights alone, Hugging Face names and layouts (train/io/hf_weights.h)
 //   --format hf           a folder from_pretrained loads as is: config.json (GPT2Config or
-//                         LlamaConfig), generation_config.json, model.safetensors, and the run's
-//                         tokenizer as tokenizer.json with its tokenizer_config.json
+//                         LlamaConfig; for head-wise RMSNorm, sigmoid attention or the isolate
+//                         mask SinklabConfig, with modeling_sinklab.py for trust_remote_code),
+//                         generation_config.json, model.safetensors, and the run's tokenizer as
+//                         tokenizer.json with its tokenizer_config.json
 #pragma once
 #include <string>
 

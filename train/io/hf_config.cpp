@@ -47,31 +47,25 @@ class JsonObject {
   std::vector<std::string> fields_;
 };
 
-// Refuses the variants no stock transformers class computes, naming the key.
-void check_stock_class_computes(const ModelSection& m) {
-  const char* hint =
-      "`sinklab export --format safetensors` writes the weights alone; transformers has no "
-      "class that computes this variant";
-  SINKLAB_CHECK(m.attn_output_norm == "none", ConfigError,
-                "model.attn_output_norm is " << m.attn_output_norm
-                                             << ": a stock transformers model has no norm on each "
-                                                "head's attention output",
-                hint);
-  SINKLAB_CHECK(m.attention == "softmax", ConfigError,
-                "model.attention is " << m.attention << ": stock transformers models use softmax",
-                hint);
-  SINKLAB_CHECK(m.isolate_positions.empty(), ConfigError,
-                "model.isolate_positions is set: stock transformers models have no isolate mask",
-                hint);
+// What a stock class cannot hold at all: the amplify intervention is `sinklab probe`'s, not a
+// model's; RoPE needs an even head size.
+void check_exportable(const ModelSection& m) {
   SINKLAB_CHECK(m.amplify_position < 0, ConfigError,
                 "model.amplify_position is " << m.amplify_position
-                                             << ": stock transformers models have no amplify "
-                                                "intervention",
-                hint);
-  SINKLAB_CHECK(m.n_embd / m.n_head % 2 == 0 || arch_description(m.arch).positions !=
-                                                     PositionKind::Rope,
+                                             << ": amplify is an intervention of `sinklab probe`, "
+                                                "not part of a model to export",
+                "export the checkpoint without it (set model.amplify_position: -1 in a copy) and "
+                "apply it with `sinklab probe --amplify`");
+  SINKLAB_CHECK(m.n_embd / m.n_head % 2 == 0 ||
+                    arch_description(m.arch).positions != PositionKind::Rope,
                 ConfigError, "RoPE needs an even head size (model.n_embd / model.n_head)",
                 "choose n_embd and n_head with an even quotient");
+}
+
+std::string json_int_list(const std::vector<int64_t>& values) {
+  std::string out = "[";
+  for (size_t i = 0; i < values.size(); ++i) out += (i ? ", " : "") + std::to_string(values[i]);
+  return out + "]";
 }
 
 // A config.json being read: fields by name, with errors naming the file and the field.
@@ -202,6 +196,29 @@ ModelSection llama_from_hf(const HfConfigReader& c) {
   return m;
 }
 
+// A config.json sinklab wrote for its own model class (the variants no stock class computes).
+ModelSection sinklab_from_hf(const HfConfigReader& c) {
+  ModelSection m;
+  m.arch = c.get<std::string>("arch");
+  arch_description(m.arch);  // gpt2 or llama
+  m.vocab_size = c.get<int64_t>("vocab_size");
+  m.n_layer = c.get<int64_t>("n_layer");
+  m.n_head = c.get<int64_t>("n_head");
+  m.n_embd = c.get<int64_t>("n_embd");
+  m.ffn_hidden = c.get<int64_t>("ffn_hidden");
+  m.block_size = c.get<int64_t>("block_size");
+  m.norm_eps = c.get<double>("norm_eps");
+  m.rope_theta = c.get<double>("rope_theta");
+  m.attn_output_norm = c.get<std::string>("attn_output_norm");
+  m.gamma_shared = c.get_or<bool>("gamma_shared", false);
+  m.attention = c.get<std::string>("attention");
+  m.isolate_positions = c.get_or<std::vector<int64_t>>("isolate_positions", {});
+  m.isolate_layers = c.get_or<std::vector<int64_t>>("isolate_layers", {});
+  m.tie_embeddings = c.get_or<bool>("tie_word_embeddings", true);
+  m.init_std = c.get_or<double>("initializer_range", 0.02);
+  return m;
+}
+
 // sinklab's own keys, written under "sinklab" so an export imports back to the same model.
 void read_sinklab_fields(const HfConfigReader& c, ModelSection& m) {
   const YAML::Node own = c.root()["sinklab"];
@@ -211,14 +228,39 @@ void read_sinklab_fields(const HfConfigReader& c, ModelSection& m) {
 
 }  // namespace
 
+bool needs_sinklab_modeling(const ModelSection& m) {
+  return m.attn_output_norm != "none" || m.attention != "softmax" || !m.isolate_positions.empty();
+}
+
 std::string hf_config_json(const ModelSection& m, const HfSpecialTokens& tokens) {
-  check_stock_class_computes(m);
+  check_exportable(m);
   SINKLAB_CHECK(m.vocab_size > 0, ValueError, "model.vocab_size is " << m.vocab_size,
                 "resolve the vocabulary (from the tokenizer) before writing config.json");
   const int64_t F = GPT::resolved_ffn_width(m);
   const double eps = GPT::resolved_norm_eps(m);
   JsonObject config;
-  if (arch_description(m.arch).ffn == FfnKind::Gelu) {
+  if (needs_sinklab_modeling(m)) {  // scripts/hf/modeling_sinklab.py, beside config.json
+    JsonObject auto_map;
+    auto_map.add("AutoConfig", "modeling_sinklab.SinklabConfig")
+        .add("AutoModelForCausalLM", "modeling_sinklab.SinklabForCausalLM");
+    config.add_json("architectures", "[\"SinklabForCausalLM\"]")
+        .add("model_type", "sinklab")
+        .add_json("auto_map", auto_map.text("  "))
+        .add("arch", m.arch.c_str())
+        .add("vocab_size", m.vocab_size)
+        .add("n_layer", m.n_layer)
+        .add("n_head", m.n_head)
+        .add("n_embd", m.n_embd)
+        .add("ffn_hidden", F)
+        .add("block_size", m.block_size)
+        .add("norm_eps", eps)
+        .add("rope_theta", m.rope_theta)
+        .add("attn_output_norm", m.attn_output_norm.c_str())
+        .add("gamma_shared", m.gamma_shared)
+        .add("attention", m.attention.c_str())
+        .add_json("isolate_positions", json_int_list(m.isolate_positions))
+        .add_json("isolate_layers", json_int_list(m.isolate_layers));
+  } else if (arch_description(m.arch).ffn == FfnKind::Gelu) {
     config.add_json("architectures", "[\"GPT2LMHeadModel\"]")
         .add("model_type", "gpt2")
         .add("vocab_size", m.vocab_size)
@@ -290,6 +332,8 @@ ModelSection model_from_hf_config(const std::string& path) {
     m = gpt2_from_hf(c);
   } else if (type == "llama") {
     m = llama_from_hf(c);
+  } else if (type == "sinklab") {
+    m = sinklab_from_hf(c);
   } else {
     SINKLAB_FAIL(ConfigError,
                  path << ": model_type is " << type << "; sinklab imports gpt2 and llama",

@@ -4,10 +4,12 @@
 //           tanh GELU ("gelu_new"), biases, packed c_attn.
 // llama <-> LlamaConfig (model_type "llama", LlamaForCausalLM): RMSNorm, RoPE (rotate-half
 //           pairing), SwiGLU, no biases, as many key/value heads as query heads.
-// The paper's variants that no stock transformers class computes (head-wise RMSNorm, sigmoid
-// attention, the isolate mask, amplify) are refused on export with the reason; on import, a
-// config a stock class would compute differently from sinklab (grouped-query attention, RoPE
-// scaling, another activation, ...) is refused naming the field.
+// sinklab <-> SinklabConfig (model_type "sinklab", SinklabForCausalLM in modeling_sinklab.py,
+//           loaded with trust_remote_code=True): the paper's variants no stock class computes
+//           (head-wise RMSNorm, sigmoid attention, the isolate mask), in either layout.
+// The amplify intervention is `sinklab probe`'s and is refused on export. On import, a config a
+// stock class would compute differently from sinklab (grouped-query attention, RoPE scaling,
+// another activation, ...) is refused naming the field.
 #pragma once
 #include <cstdint>
 #include <optional>
@@ -22,8 +24,12 @@ struct HfSpecialTokens {
   std::optional<int64_t> eos;
 };
 
+// True when no stock transformers class computes `model`: its config.json then names
+// SinklabForCausalLM, and the folder needs modeling_sinklab.py (train/io/hf_modeling_source.h).
+bool needs_sinklab_modeling(const ModelSection& model);
+
 // config.json text for `model` (resolved: vocab_size > 0). Throws ConfigError naming the key
-// when the model is a variant that no stock transformers class computes.
+// for a model no class computes (amplify set, an odd RoPE head size).
 std::string hf_config_json(const ModelSection& model, const HfSpecialTokens& tokens);
 
 // generation_config.json text: sampling at `temperature` (0: greedy) with `top_k` (0: off).
