@@ -56,7 +56,7 @@ def write_shard(path, tokens):  # llm.c format, as sinklab's data loader reads i
 
 def run(cmd):
     print("  $ " + " ".join(cmd), flush=True)
-    result = subprocess.run(cmd, capture_output=True, text=True)
+    result = subprocess.run(cmd, capture_output=True, text=True, errors="replace")
     if result.returncode != 0:
         print(result.stdout[-3000:], result.stderr[-3000:])
         raise SystemExit(f"command failed ({result.returncode}): {' '.join(cmd)}")
@@ -109,6 +109,7 @@ def export_check(args, arch, tie, variant=()):
          "--set", "model.n_embd=64", "--set", "model.block_size=32",
          "--set", f"model.tie_embeddings={'true' if tie else 'false'}",
          "--set", "train.steps=4", "--set", "train.eval_every=0", "--set", "metrics.every=0",
+         "--set", "train.sample_tokens=0", "--set", "metrics.rank_sequences=0",
          "--set", f"run.out_dir={work}", "--set", "run.name=run"]
         + [a for v in variant for a in ("--set", v)])
     checkpoint = os.path.join(work, "run", "main", "ckpt", "step_00000004.h5")

@@ -233,6 +233,9 @@ except ImportError:
 if HAVE_TRANSFORMERS:
     class SinklabConfig(PreTrainedConfig):
         model_type = "sinklab"
+        # The names generation and other utilities ask for.
+        attribute_map = {"num_hidden_layers": "n_layer", "hidden_size": "n_embd",
+                         "num_attention_heads": "n_head", "max_position_embeddings": "block_size"}
 
         def __init__(self, arch="gpt2", vocab_size=256, n_layer=2, n_head=2, n_embd=64,
                      ffn_hidden=256, block_size=128, norm_eps=1e-5, rope_theta=10000.0,
@@ -247,6 +250,7 @@ if HAVE_TRANSFORMERS:
             self.isolate_positions = list(isolate_positions)
             self.isolate_layers = list(isolate_layers)
             self.tie_word_embeddings = tie_word_embeddings
+            kwargs.setdefault("use_cache", False)  # the model keeps no key/value cache
             super().__init__(tie_word_embeddings=tie_word_embeddings, **kwargs)
 
     class SinklabForCausalLM(PreTrainedModel, GenerationMixin):
