@@ -21,7 +21,7 @@ struct RunSection {
   std::string device = "cpu";       // cpu | cuda | cuda:N
   std::string precision = "auto";   // auto (bf16 on cuda, fp32 on cpu) | bf16 | fp32: how GPU
                                     // kernels compute (core/precision.h); storage stays fp32
-  std::string attention_kernels = "own";  // auto (cuDNN's fused attention where it applies on a
+  std::string attention_kernels = "auto"; // auto (cuDNN's fused attention where it applies on a
                                           // GPU) | own (sinklab's kernels everywhere)
   uint64_t seed = 1337;             // init, data order, sampling
 };

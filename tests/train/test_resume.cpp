@@ -352,7 +352,7 @@ TEST_CASE("export writes Hugging Face-named safetensors (GPT-2 Conv1D transposed
   fs::path data = byte_data("export_data"), out = fresh("export");
   run_and_collect(parse_config(config_text(data, out, 2, false), "e.yaml"));
   const fs::path ckpt = out / "r" / "main" / "ckpt" / "step_00000002.h5";
-  const std::string file = export_checkpoint(ckpt.string(), (out / "model.safetensors").string());
+  const std::string file = export_checkpoint(ckpt.string(), {ExportFormat::Safetensors, (out / "model.safetensors").string(), ""});
   auto tensors = read_safetensors(file);
   REQUIRE(tensors.count("transformer.wte.weight"));
   REQUIRE(tensors.at("transformer.h.0.attn.c_attn.weight").shape() == Shape{32, 96});
