@@ -3,9 +3,9 @@
 # an unknown command is named; probe refuses a non-finite --lambda (it wrote invalid JSON);
 # export --out <existing folder> writes into the folder (it failed with a raw filesystem error
 # and left a .tmp); export --format hf reads back through probe, forward, generate and
-# train --init-from as its checkpoint does; --stop-after 0 runs no step; a full disk while writing metrics or a
-# checkpoint exits 1 with the file named and no .tmp left. Builds nothing: give it the build
-# folder.
+# train --init-from as its checkpoint does; --stop-after 0 runs no step; a full disk while
+# writing metrics, the TensorBoard events or a checkpoint exits 1 with the file named and no .tmp
+# left. Builds nothing: give it the build folder.
 #   bash tests/cli_test.sh build
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -83,14 +83,17 @@ expect_error "has shape" "$sinklab" train "$tmp/c.yaml" --no-progress --init-fro
   --set run.name=init2 --set model.n_embd=32
 expect_error "does not exist" "$sinklab" probe "$tmp/nothing.h5"
 # A full disk (a file-size limit: writes past it fail with EFBIG) while writing the metrics
-# (64 KiB, the tiny model) or a checkpoint (512 KiB, a 64-wide model's ~1 MB checkpoint): the
-# error names the file, the exit code is 1 (it had been 139: HDF5's exit handler closed the
-# failed file again), and no .tmp is left behind.
-for case in "64 16 metrics.h5" "512 64 ckpt/step_00000002.h5.tmp"; do
-  read -r limit width file <<<"$case"
+# (64 KiB, the tiny model), a checkpoint (512 KiB, a 64-wide model's ~1 MB checkpoint) or the
+# TensorBoard events file (8 KiB, about ten steps, the other metric files off): the error names
+# the file, the exit code is 1 (it had been 139: HDF5's exit handler closed the failed file
+# again), and no .tmp is left behind.
+for case in "64 16 metrics.h5" "512 64 ckpt/step_00000002.h5.tmp" \
+            "8 16 events.out.tfevents. --set metrics.hdf5=false --set metrics.jsonl=false --set train.steps=60 --set checkpoint.every=0"; do
+  read -r limit width file sets <<<"$case"
   rc=0
+  # shellcheck disable=SC2086
   (trap '' XFSZ; ulimit -f "$limit"; exec "$sinklab" train "$tmp/c.yaml" --no-progress \
-     --set run.out_dir="$tmp/full_$limit" --set model.n_embd="$width") >"$tmp/full.log" 2>&1 ||
+     --set run.out_dir="$tmp/full_$limit" --set model.n_embd="$width" $sets) >"$tmp/full.log" 2>&1 ||
     rc=$?
   [ $rc -eq 1 ] || fail "disk full at $limit KiB: exit $rc, expected 1: $(tail -3 "$tmp/full.log")"
   grep -qF "I/O error: " "$tmp/full.log" && grep -qF "$tmp/full_$limit/cli/main/$file" "$tmp/full.log" ||

@@ -136,6 +136,7 @@ const std::vector<Field>& fields() {
       SINKLAB_KEY(metrics, MetricsSection, rank_sequences, kNonNeg),
       SINKLAB_KEY(metrics, MetricsSection, jsonl),
       SINKLAB_KEY(metrics, MetricsSection, hdf5),
+      SINKLAB_KEY(metrics, MetricsSection, tensorboard),
 
       SINKLAB_KEY(checkpoint, CheckpointSection, every, kNonNeg),
       SINKLAB_KEY(checkpoint, CheckpointSection, keep_last, kNonNeg),

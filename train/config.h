@@ -111,8 +111,10 @@ struct MetricsSection {
   double sink_threshold = 0.3;      // sink_rate threshold (Gu et al.)
   double onset_threshold = 0.8;     // sink onset: first layer whose sink_score passes it (paper)
   int64_t rank_sequences = 20;      // sequences of the output effective rank at eval (0 = off)
-  bool jsonl = true;
-  bool hdf5 = true;
+  bool jsonl = true;                // <variant>/metrics.jsonl
+  bool hdf5 = true;                 // <variant>/metrics.h5
+  bool tensorboard = true;          // <variant>/events.out.tfevents.*.sinklab: the same scalars
+                                    // for TensorBoard (docs/TENSORBOARD.md)
 };
 
 struct CheckpointSection {

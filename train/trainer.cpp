@@ -278,6 +278,7 @@ Run::Run(const RunConfig& config, std::ostream& console, RunOptions options)
     const RunConfig& c = v.config;
     v.log = std::make_unique<MetricsLog>(v.dir, c.model.n_layer, c.model.n_head,
                                          c.model.block_size, c.metrics.jsonl, c.metrics.hdf5,
+                                         c.metrics.tensorboard,
                                          options_.resume.empty() ? -1 : start_step_);
   }
 }

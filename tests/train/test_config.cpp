@@ -113,6 +113,7 @@ void require_same(const RunConfig& a, const RunConfig& b) {
   REQUIRE(a.metrics.sink_threshold == b.metrics.sink_threshold);
   REQUIRE(a.metrics.jsonl == b.metrics.jsonl);
   REQUIRE(a.metrics.hdf5 == b.metrics.hdf5);
+  REQUIRE(a.metrics.tensorboard == b.metrics.tensorboard);
   REQUIRE(a.checkpoint.every == b.checkpoint.every);
   REQUIRE(a.checkpoint.keep_last == b.checkpoint.keep_last);
   REQUIRE(a.checkpoint.keep_every == b.checkpoint.keep_every);
@@ -189,6 +190,7 @@ metrics:
   sink_threshold: 0.5
   jsonl: false
   hdf5: off
+  tensorboard: no
 checkpoint:
   every: 500
   keep_last: 2
@@ -261,6 +263,7 @@ void require_full(const RunConfig& c) {
   REQUIRE(c.metrics.sink_threshold == 0.5);
   REQUIRE_FALSE(c.metrics.jsonl);
   REQUIRE_FALSE(c.metrics.hdf5);
+  REQUIRE_FALSE(c.metrics.tensorboard);
   REQUIRE(c.checkpoint.every == 500);
   REQUIRE(c.checkpoint.keep_last == 2);
   REQUIRE(c.checkpoint.keep_every == 1000);
@@ -635,7 +638,8 @@ TEST_CASE("config: to_yaml writes every key and reads back to the same config", 
     const std::string text = to_yaml(defaults);
     for (const char* key : {"run:", "model:", "data:", "prepare:", "train:", "optim:", "metrics:",
                             "checkpoint:", "variants:", "  n_layer: 4", "  tokenizer: \"\"",
-                            "  isolate_positions: []", "  gamma_init: first_token_std"})
+                            "  isolate_positions: []", "  gamma_init: first_token_std",
+                            "  tensorboard: true"})
       REQUIRE(contains(text, key));
     require_same(parse_config(text, "resolved.yaml"), defaults);
   }
