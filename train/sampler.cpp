@@ -10,7 +10,7 @@ namespace sinklab::train {
 
 std::vector<int32_t> sample_tokens(const GPT& model, std::vector<int32_t> prompt, int64_t count,
                                    double temperature, uint64_t seed, uint64_t stream,
-                                   const std::function<bool()>& stop) {
+                                   int64_t vocab_limit, const std::function<bool()>& stop) {
   autograd::NoGradGuard no_grad;
   SINKLAB_CHECK(!prompt.empty(), ValueError, "sample_tokens: empty prompt",
                 "give at least one token");
@@ -22,8 +22,10 @@ std::vector<int32_t> sample_tokens(const GPT& model, std::vector<int32_t> prompt
     const int64_t T = static_cast<int64_t>(context.size());
     Tensor ids = Tensor::from_ints(context, {1, T});
     Tensor logits = model.forward(ids, Tensor()).logits;  // (1, T, V)
-    const int64_t V = logits.size(2);
-    std::vector<double> last = logits.narrow_view(1, T - 1, 1).to_doubles();  // (V) at T - 1
+    const int64_t model_V = logits.size(2);
+    const int64_t V = vocab_limit > 0 ? std::min(vocab_limit, model_V) : model_V;
+    std::vector<double> last = logits.narrow_view(1, T - 1, 1).to_doubles();  // (model_V) at T - 1
+    last.resize(static_cast<size_t>(V));  // the ids that can be drawn
     int32_t next = 0;
     if (temperature <= 0) {
       next = static_cast<int32_t>(std::max_element(last.begin(), last.end()) - last.begin());

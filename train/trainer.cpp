@@ -37,6 +37,7 @@
 #include "train/dist/handshake.h"
 #include "train/sampler.h"
 #include "train/data/tokenizer.h"
+#include "train/data/tokenizer_spec.h"
 
 namespace sinklab::train {
 
@@ -137,13 +138,10 @@ uint64_t hash_tokens(uint64_t h, const Tensor& ids) {
   return h;
 }
 
+// The tokenizer samples are decoded with: data.tokenizer (byte, gpt2, hf:<path>, a file), by
+// default the one `prepare` wrote beside the shards.
 std::unique_ptr<Tokenizer> tokenizer_for(const DataSection& data) {
-  if (data.tokenizer == "byte") return make_byte_tokenizer();
-  const std::string path = data.tokenizer.empty() ? data.dir + "/tokenizer.json" : data.tokenizer;
-  SINKLAB_CHECK(fs::exists(path), IOError,
-                "tokenizer file " << path << " does not exist (data.tokenizer)",
-                "run `sinklab prepare <config>` first, or set data.tokenizer: byte");
-  return load_tokenizer(path);
+  return open_tokenizer(data.tokenizer.empty() ? data.dir + "/tokenizer.json" : data.tokenizer);
 }
 
 }  // namespace
@@ -572,7 +570,7 @@ Run::Evaluation Run::evaluate(Variant& v, int64_t step, bool final) {
     std::vector<int32_t> out =
         sample_tokens(*v.model, prompt, c.train.sample_tokens, c.train.sample_temperature,
                       c.run.seed, rng_stream_id({kSampleStream, static_cast<uint64_t>(step)}),
-                      stop_requested);
+                      v.tokenizer->vocab_size(), stop_requested);
     if (stop_requested()) {
       console_.stream() << "sampling of " << v.name << " at step " << step
                         << " interrupted by signal after "
