@@ -1,9 +1,14 @@
 #include "tests/helpers.h"
 
 #include <cmath>
+#include <cstdlib>
 #include <sstream>
 
+#include "core/error.h"
 #include "core/storage.h"
+#if defined(SINKLAB_HAVE_TRAIN)
+#include "train/data/gpt2_vocab.h"
+#endif
 #if defined(SINKLAB_HAVE_CUDA)
 #include "cuda/runtime.h"
 #endif
@@ -63,6 +68,23 @@ void require_gradients(const std::function<Tensor(const std::vector<Tensor>&)>& 
   autograd::GradCheckResult r = autograd::gradcheck(f, inputs, options);
   INFO(r.report);
   REQUIRE(r.ok);
+}
+
+bool on_ci() {
+  const char* ci = std::getenv("CI");
+  return ci && std::string(ci) == "true";
+}
+
+std::string gpt2_vocab_dir() {
+#if defined(SINKLAB_HAVE_TRAIN)
+  try {
+    return train::find_gpt2_vocab_dir();
+  } catch (const Error&) {
+    return "";
+  }
+#else
+  return "";
+#endif
 }
 
 bool cuda_device_present() {

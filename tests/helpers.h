@@ -32,6 +32,12 @@ void require_gradients(const std::function<Tensor(const std::vector<Tensor>&)>& 
 
 bool cuda_device_present();
 
+// CI=true: a missing test dependency fails there instead of skipping.
+bool on_ci();
+// The folder of GPT-2's vocabulary (scripts/get_data.sh installs data/gpt2/), or "" when it is
+// not installed: the [gpt2] tests then skip (ctest `gpt2`), except on CI.
+std::string gpt2_vocab_dir();
+
 // Runs f, requires that it throws E, and returns the exception (a FAIL when it does not).
 template <class E, class F>
 E caught(F&& f) {
@@ -56,7 +62,13 @@ inline bool contains(const std::string& text, const std::string& part) {
   do {                                                                            \
     if (!::sinklab::test::cuda_device_present()) SKIP("no CUDA device present");  \
   } while (0)
+#define SINKLAB_SKIP_TEST(why) SKIP(why)
 #else
+#define SINKLAB_SKIP_TEST(why) \
+  do {                         \
+    WARN("skipped: " why);     \
+    return;                    \
+  } while (0)
 #define SINKLAB_REQUIRE_CUDA()                                           \
   do {                                                                   \
     if (!::sinklab::test::cuda_device_present()) {                       \
@@ -65,3 +77,12 @@ inline bool contains(const std::string& text, const std::string& part) {
     }                                                                    \
   } while (0)
 #endif
+
+// Skips the rest of a [gpt2] test when GPT-2's vocabulary is not installed; on CI it fails.
+#define SINKLAB_REQUIRE_GPT2_VOCAB()                                                      \
+  do {                                                                                    \
+    if (::sinklab::test::gpt2_vocab_dir().empty()) {                                      \
+      if (::sinklab::test::on_ci()) FAIL("CI: GPT-2's vocabulary is not installed");      \
+      SINKLAB_SKIP_TEST("GPT-2's vocabulary is not installed (bash scripts/get_data.sh)"); \
+    }                                                                                     \
+  } while (0)

@@ -104,9 +104,9 @@ class ByteLevelBpeTokenizer final : public Tokenizer {
       merges_.add(ia->second, ib->second, {static_cast<int32_t>(r), ic->second});
     }
     if (model_.ignore_merges) whole_tokens_ = std::move(id_of);
-    // 3. Pre-tokenizer.
+    // 3. Pre-tokenizer (a pattern PCRE2 cannot take is a fault of the file: IOError).
     int byte_level_steps = 0;
-    for (size_t i = 0; i < model_.pre_tokenizer.size(); ++i) {
+    for (size_t i = 0; i < model_.pre_tokenizer.size(); ++i) try {
       const PreTokenizerStep& s = model_.pre_tokenizer[i];
       CompiledStep c;
       c.type = s.type;
@@ -120,6 +120,8 @@ class ByteLevelBpeTokenizer final : public Tokenizer {
                                                what);
       }
       steps_.push_back(std::move(c));
+    } catch (const ValueError& e) {
+      SINKLAB_FAIL(IOError, e.message(), e.hint());
     }
     SINKLAB_CHECK(byte_level_steps == 1, IOError,
                   origin << ": pre_tokenizer has " << byte_level_steps

@@ -77,7 +77,9 @@ PreTokenizerStep read_step(const Reader& r, const YAML::Node& n, const std::stri
   const std::string type = r.type_of(n, field);
   if (type == "ByteLevel") {
     step.type = PreTokenizerStep::Type::ByteLevel;
-    step.add_prefix_space = r.boolean(n["add_prefix_space"], field + ".add_prefix_space", true);
+    // Required, as in tokenizers (only use_regex has a default there).
+    if (Reader::absent(n["add_prefix_space"])) r.malformed(field + ".add_prefix_space", "is missing");
+    step.add_prefix_space = r.boolean(n["add_prefix_space"], field + ".add_prefix_space", false);
     step.use_regex = r.boolean(n["use_regex"], field + ".use_regex", true);
     return step;
   }
