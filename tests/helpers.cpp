@@ -8,6 +8,7 @@
 #include "core/storage.h"
 #if defined(SINKLAB_HAVE_TRAIN)
 #include "train/data/gpt2_vocab.h"
+#include "train/data/split_regex.h"
 #endif
 #if defined(SINKLAB_HAVE_CUDA)
 #include "cuda/runtime.h"
@@ -84,6 +85,14 @@ std::string gpt2_vocab_dir() {
   }
 #else
   return "";
+#endif
+}
+
+bool pcre2_built() {
+#if defined(SINKLAB_HAVE_TRAIN)
+  return train::split_regex_available();
+#else
+  return false;
 #endif
 }
 

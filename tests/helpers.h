@@ -37,6 +37,8 @@ bool on_ci();
 // The folder of GPT-2's vocabulary (scripts/get_data.sh installs data/gpt2/), or "" when it is
 // not installed: the [gpt2] tests then skip (ctest `gpt2`), except on CI.
 std::string gpt2_vocab_dir();
+// Whether the trainer was built with PCRE2 (false without the trainer).
+bool pcre2_built();
 
 // Runs f, requires that it throws E, and returns the exception (a FAIL when it does not).
 template <class E, class F>
@@ -78,9 +80,21 @@ inline bool contains(const std::string& text, const std::string& part) {
   } while (0)
 #endif
 
-// Skips the rest of a [gpt2] test when GPT-2's vocabulary is not installed; on CI it fails.
+// Skips the rest of a test when this build has no PCRE2 (the gpt2 and hf: tokenizers' split
+// patterns); on CI it fails.
+#define SINKLAB_REQUIRE_PCRE2()                                                                 \
+  do {                                                                                          \
+    if (!::sinklab::test::pcre2_built()) {                                                      \
+      if (::sinklab::test::on_ci()) FAIL("CI: sinklab was built without PCRE2");                \
+      SINKLAB_SKIP_TEST("sinklab was built without PCRE2 (install libpcre2-dev and rebuild)"); \
+    }                                                                                           \
+  } while (0)
+
+// Skips the rest of a [gpt2] test when GPT-2's vocabulary is not installed (or PCRE2 is not
+// built in); on CI it fails.
 #define SINKLAB_REQUIRE_GPT2_VOCAB()                                                      \
   do {                                                                                    \
+    SINKLAB_REQUIRE_PCRE2();                                                              \
     if (::sinklab::test::gpt2_vocab_dir().empty()) {                                      \
       if (::sinklab::test::on_ci()) FAIL("CI: GPT-2's vocabulary is not installed");      \
       SINKLAB_SKIP_TEST("GPT-2's vocabulary is not installed (bash scripts/get_data.sh)"); \

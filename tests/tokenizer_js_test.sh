@@ -40,8 +40,10 @@ for dir in "${SINKLAB_RAW_DIR:-data/raw}" ../shared/data; do
   if [ -s "$dir/moby_dick.txt" ] && [ -s "$dir/sotu.txt" ]; then corpora=$dir; break; fi
 done
 [ -n "$corpora" ] || skip "no corpora in data/raw or ../shared/data (bash scripts/get_data.sh)"
-"$sinklab" tokenize --tokenizer gpt2 --text "x" >/dev/null 2>&1 ||
-  skip "GPT-2's vocabulary is not installed (bash scripts/get_data.sh --only gpt2)"
+if ! probe=$("$sinklab" tokenize --tokenizer gpt2 --text "x" 2>&1); then
+  grep -q "without PCRE2" <<<"$probe" && skip "this sinklab was built without PCRE2 (libpcre2-dev)"
+  skip "GPT-2's vocabulary is not installed (bash scripts/get_data.sh --only gpt2): $probe"
+fi
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT

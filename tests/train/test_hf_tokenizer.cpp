@@ -87,6 +87,7 @@ constexpr const char* kByteLevelGpt2 = R"({"type": "ByteLevel", "add_prefix_spac
 
 TEST_CASE("hf tokenizer.json: sinklab's byte and bpe written and read back give the same ids",
           "[data]") {
+  SINKLAB_REQUIRE_PCRE2();
   TempDir dir;
   const auto bpe = train_bpe(corpus_text() + chunk_corners(1, 400), 420);
   const auto byte = make_byte_tokenizer();
@@ -122,6 +123,7 @@ TEST_CASE("hf tokenizer.json: sinklab's byte and bpe written and read back give 
 }
 
 TEST_CASE("hf tokenizer files: tokenizer_config.json and special tokens", "[data]") {
+  SINKLAB_REQUIRE_PCRE2();
   TempDir dir;
   const auto bpe = train_bpe(corpus_text(), 300);
   save_hf_tokenizer_files(*bpe, dir.file("hf"), 128);
@@ -136,6 +138,7 @@ TEST_CASE("hf tokenizer files: tokenizer_config.json and special tokens", "[data
 }
 
 TEST_CASE("hf tokenizer.json: Split + ByteLevel, merge forms, added tokens, options", "[data]") {
+  SINKLAB_REQUIRE_PCRE2();
   TempDir dir;
   const std::string vocab = R"("ab": 256, "abc": 257, "\u0120a": 258, "xyz": 260)";
   const std::string split_first =
@@ -187,6 +190,7 @@ TEST_CASE("hf tokenizer.json: Split + ByteLevel, merge forms, added tokens, opti
 
 TEST_CASE("hf tokenizer.json: what sinklab cannot run is refused, naming the file and field",
           "[data]") {
+  SINKLAB_REQUIRE_PCRE2();
   TempDir dir;
   const std::string vocab = R"("ab": 256)";
   const std::string ok_merges = R"(["a b"])";
@@ -285,6 +289,7 @@ TEST_CASE("hf tokenizer.json: a bpe with two ids for the same bytes cannot be wr
 
 TEST_CASE("prepare with hf:<tokenizer.json> writes shards of its ids and the file beside them",
           "[data]") {
+  SINKLAB_REQUIRE_PCRE2();
   TempDir dir;
   const std::string text = corpus_text();
   const auto bpe = train_bpe(text, 330);

@@ -48,6 +48,7 @@ using Pieces = std::vector<std::string>;
 }  // namespace
 
 TEST_CASE("GPT-2's pattern splits text as its definition says", "[data]") {
+  SINKLAB_REQUIRE_PCRE2();
   const SplitRegex gpt2(kGpt2SplitPattern, "test");
   const std::vector<std::pair<std::string, Pieces>> cases = {
       {"Hello world", {"Hello", " world"}},
@@ -110,6 +111,7 @@ TEST_CASE("GPT-2's pattern splits text as its definition says", "[data]") {
 }
 
 TEST_CASE("split patterns: Oniguruma's escapes become PCRE2's, the rest is refused", "[data]") {
+  SINKLAB_REQUIRE_PCRE2();
   // \s is Unicode White_Space in Oniguruma and tiktoken; PCRE2's own \s adds U+180E.
   REQUIRE(pcre2_pattern(R"(\s+(?!\S)|[^\s\p{L}])", "t") ==
           R"(\p{White_Space}+(?!\P{White_Space})|[^\p{White_Space}\p{L}])");

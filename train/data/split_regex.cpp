@@ -1,7 +1,9 @@
 #include "train/data/split_regex.h"
 
+#if SINKLAB_HAVE_PCRE2
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
+#endif
 
 #include <cctype>
 #include <memory>
@@ -17,11 +19,13 @@ constexpr const char* kNotWhiteSpace = "\\P{White_Space}";
 constexpr const char* kWordChars = "\\p{L}\\p{M}\\p{Nd}\\p{Pc}";  // Oniguruma's \w
 constexpr const char* kHexDigits = "0-9A-Fa-f";                   // Oniguruma's \h
 
+#if SINKLAB_HAVE_PCRE2
 std::string pcre2_message(int code) {
   PCRE2_UCHAR buffer[256];
   if (pcre2_get_error_message(code, buffer, sizeof buffer) < 0) return "error " + std::to_string(code);
   return reinterpret_cast<const char*>(buffer);
 }
+#endif
 
 }  // namespace
 
@@ -101,6 +105,27 @@ std::string regex_literal(std::string_view text) {
   return out;
 }
 
+#if !SINKLAB_HAVE_PCRE2
+
+bool split_regex_available() { return false; }
+
+SplitRegex::SplitRegex(const std::string& pattern, const std::string& what)
+    : pattern_(pattern), what_(what) {
+  SINKLAB_FAIL(ConfigError,
+               what << ": this sinklab was built without PCRE2, which the gpt2 and hf: tokenizers "
+                       "need for their split pattern",
+               "install libpcre2-dev and pkg-config (scripts/deps.sh does), then configure and "
+               "build again");
+}
+
+SplitRegex::~SplitRegex() = default;
+
+void SplitRegex::split(std::string_view, const std::function<void(size_t, size_t)>&) const {}
+
+#else
+
+bool split_regex_available() { return true; }
+
 SplitRegex::SplitRegex(const std::string& pattern, const std::string& what)
     : pattern_(pattern), what_(what) {
   const std::string translated = pcre2_pattern(pattern, what);
@@ -160,5 +185,7 @@ void SplitRegex::split(std::string_view text,
   }
   if (gap < text.size()) emit(gap, text.size());
 }
+
+#endif  // SINKLAB_HAVE_PCRE2
 
 }  // namespace sinklab::train

@@ -8,6 +8,8 @@
 // character (letters, marks, decimal digits, connector punctuation) and \h a hex digit.
 // Unicode tables are PCRE2's (Unicode 14 in Debian 12's 10.42): characters assigned later can
 // classify differently from a newer Oniguruma or tiktoken. JIT-compiled where PCRE2 has a JIT.
+// A build without PCRE2 (CMake did not find libpcre2-dev) has no SplitRegex: its constructor
+// throws ConfigError saying so, and split_regex_available() is false.
 #pragma once
 #include <cstddef>
 #include <functional>
@@ -31,6 +33,9 @@ std::string pcre2_pattern(const std::string& pattern, const std::string& what);
 
 // A pattern that matches `text` literally (ASCII punctuation escaped).
 std::string regex_literal(std::string_view text);
+
+// Whether this build has PCRE2 (else the gpt2 and hf: tokenizers cannot run).
+bool split_regex_available();
 
 class SplitRegex {
  public:
