@@ -76,25 +76,19 @@ bool on_ci() {
   return ci && std::string(ci) == "true";
 }
 
-std::string gpt2_vocab_dir() {
 #if defined(SINKLAB_HAVE_TRAIN)
+std::string gpt2_vocab_dir() {
   try {
     return train::find_gpt2_vocab_dir();
   } catch (const Error&) {
     return "";
   }
-#else
-  return "";
-#endif
 }
-
-bool pcre2_built() {
-#if defined(SINKLAB_HAVE_TRAIN)
-  return train::split_regex_available();
+bool pcre2_built() { return train::split_regex_available(); }
 #else
-  return false;
+std::string gpt2_vocab_dir() { return ""; }
+bool pcre2_built() { return false; }
 #endif
-}
 
 bool cuda_device_present() {
 #if defined(SINKLAB_HAVE_CUDA)

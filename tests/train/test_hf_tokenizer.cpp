@@ -22,17 +22,11 @@ using namespace sinklab;
 using namespace sinklab::train;
 using sinklab::test::contains;
 using sinklab::test::error_message;
+using sinklab::test::read_bytes;
 using sinklab::test::TempDir;
 namespace fs = std::filesystem;
 
 namespace {
-
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 // Strings where sinklab's chunk rules have their corners: runs of every byte class across the
 // 128-byte cut, whitespace runs before letters, digits and symbols, bytes >= 0x80 and controls.
@@ -115,7 +109,7 @@ TEST_CASE("hf tokenizer.json: sinklab's byte and bpe written and read back give 
     }
   }
   // The bpe's pieces are sinklab's chunks: its file says so, over byte-level characters.
-  const std::string text = read_file(dir.file("bpe.json"));
+  const std::string text = read_bytes(dir.file("bpe.json"));
   REQUIRE(contains(text, R"("type": "Split", "pattern": {"Regex": ")"));
   REQUIRE(contains(text, R"("behavior": "Isolated")"));
   REQUIRE(contains(text, R"({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false})"));
@@ -128,8 +122,8 @@ TEST_CASE("hf tokenizer files: tokenizer_config.json and special tokens", "[data
   const auto bpe = train_bpe(corpus_text(), 300);
   save_hf_tokenizer_files(*bpe, dir.file("hf"), 128);
   REQUIRE(fs::exists(dir.file("hf/tokenizer.json")));
-  REQUIRE(read_file(dir.file("hf/special_tokens_map.json")) == "{}\n");  // bpe has none
-  const YAML::Node config = parse_json(read_file(dir.file("hf/tokenizer_config.json")));
+  REQUIRE(read_bytes(dir.file("hf/special_tokens_map.json")) == "{}\n");  // bpe has none
+  const YAML::Node config = parse_json(read_bytes(dir.file("hf/tokenizer_config.json")));
   REQUIRE(config["tokenizer_class"].as<std::string>() == "PreTrainedTokenizerFast");
   REQUIRE(config["clean_up_tokenization_spaces"].as<std::string>() == "false");
   REQUIRE(config["model_max_length"].as<int>() == 128);
@@ -322,18 +316,18 @@ TEST_CASE("gpt2: written as tokenizer.json and read back, with its special token
   save_hf_tokenizer_files(*gpt2, dir.file("hf"), 1024);
   const auto back = open_tokenizer("hf:" + dir.file("hf"));
   REQUIRE(back->vocab_size() == 50257);
-  const std::string torture = read_file(SINKLAB_SOURCE_DIR "/tests/data/tokenizer_text.txt");
+  const std::string torture = read_bytes(SINKLAB_SOURCE_DIR "/tests/data/tokenizer_text.txt");
   REQUIRE(back->encode(torture) == gpt2->encode(torture));
   REQUIRE(back->encode("<|endoftext|>") == gpt2->encode("<|endoftext|>"));  // text, not 50256
   REQUIRE(back->decode({50256}) == "<|endoftext|>");
-  const std::string json = read_file(dir.file("hf/tokenizer.json"));
+  const std::string json = read_bytes(dir.file("hf/tokenizer.json"));
   REQUIRE(contains(json, R"("pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true})"));
   REQUIRE(contains(json, R"({"id": 50256, "content": "<|endoftext|>")"));
-  const YAML::Node config = parse_json(read_file(dir.file("hf/tokenizer_config.json")));
+  const YAML::Node config = parse_json(read_bytes(dir.file("hf/tokenizer_config.json")));
   for (const char* key : {"bos_token", "eos_token", "unk_token"})
     REQUIRE(config[key].as<std::string>() == "<|endoftext|>");
   REQUIRE(config["model_max_length"].as<int>() == 1024);
   REQUIRE(config["added_tokens_decoder"]["50256"]["special"].as<std::string>() == "true");
-  const YAML::Node special = parse_json(read_file(dir.file("hf/special_tokens_map.json")));
+  const YAML::Node special = parse_json(read_bytes(dir.file("hf/special_tokens_map.json")));
   REQUIRE(special["eos_token"].as<std::string>() == "<|endoftext|>");
 }

@@ -18,9 +18,7 @@
 
 using namespace sinklab;
 using namespace sinklab::train;
-using sinklab::test::contains;
-using sinklab::test::error_message;
-using sinklab::test::TempDir;
+using namespace sinklab::test;
 
 namespace {
 
@@ -28,13 +26,6 @@ std::vector<std::string> pieces(const SplitRegex& regex, const std::string& text
   std::vector<std::string> out;
   regex.split(text, [&](size_t b, size_t e) { out.push_back(text.substr(b, e - b)); });
   return out;
-}
-
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
 }
 
 // A SINKLAB_GPT2_DIR setting for the length of a scope.
@@ -258,7 +249,7 @@ TEST_CASE("gpt2: known ids, special-token text, round trips", "[data][gpt2]") {
   REQUIRE(gpt2->decode({50256}) == "<|endoftext|>");
   REQUIRE_THROWS_AS(gpt2->decode({50257}), ValueError);
   // Any bytes round-trip: the torture text, invalid UTF-8, random bytes.
-  const std::string torture = read_file(SINKLAB_SOURCE_DIR "/tests/data/tokenizer_text.txt");
+  const std::string torture = read_bytes(SINKLAB_SOURCE_DIR "/tests/data/tokenizer_text.txt");
   REQUIRE(torture.size() > 2000);
   REQUIRE(gpt2->decode(gpt2->encode(torture)) == torture);
   REQUIRE(gpt2->encode(torture).size() < torture.size() / 2);

@@ -5,7 +5,7 @@
 
 #include "core/error.h"
 #include "train/data/hf_tokenizer_json.h"
-#include "train/data/json_file.h"
+#include "train/io/read_file.h"
 #include "train/data/shards.h"
 #include "train/data/tokenizer_spec.h"
 
@@ -29,7 +29,7 @@ void run_tokenize(const TokenizeOptions& o, std::ostream& out) {
   }
   if (o.file.empty() && o.text.empty()) return;
   const std::string text =
-      o.file.empty() ? o.text : read_whole_file(o.file, "check the path given to --file");
+      o.file.empty() ? o.text : read_file(o.file, "text file (--file)", "check the path");
   const auto t1 = std::chrono::steady_clock::now();
   const std::vector<int32_t> ids = tokenizer->encode(text);
   const double encode_s =

@@ -7,6 +7,7 @@
 
 #include "core/error.h"
 #include "train/data/json_file.h"
+#include "train/io/read_file.h"
 
 #ifndef SINKLAB_SOURCE_GPT2_DIR
 #define SINKLAB_SOURCE_GPT2_DIR ""
@@ -57,7 +58,7 @@ ByteLevelBpeModel read_gpt2_vocab(const std::string& dir) {
   ByteLevelBpeModel model;
   std::unordered_map<std::string, int32_t> id_of;
   try {
-    const YAML::Node encoder = parse_json(read_whole_file(encoder_path, kInstall));
+    const YAML::Node encoder = parse_json(read_file(encoder_path, "GPT-2's encoder.json", kInstall));
     SINKLAB_CHECK(encoder.IsMap(), IOError, encoder_path << ": not a JSON object", damaged);
     model.vocab.reserve(encoder.size());
     id_of.reserve(encoder.size() * 2);
@@ -69,7 +70,7 @@ ByteLevelBpeModel read_gpt2_vocab(const std::string& dir) {
   } catch (const YAML::Exception& e) {
     SINKLAB_FAIL(IOError, encoder_path << ": not GPT-2's encoder.json (" << e.what() << ")", damaged);
   }
-  std::istringstream lines(read_whole_file(merges_path, kInstall));
+  std::istringstream lines(read_file(merges_path, "GPT-2's vocab.bpe", kInstall));
   std::string line;
   size_t number = 0;
   while (std::getline(lines, line)) {

@@ -6,12 +6,11 @@
 #include "core/error.h"
 #include "train/data/hf_tokenizer_json.h"
 #include "train/data/json_file.h"
+#include "train/io/read_file.h"
 
 namespace sinklab::train {
 
 namespace {
-
-namespace fs = std::filesystem;
 
 constexpr const char* kHint =
     "sinklab reads byte-level BPE tokenizer.json files only (GPT-2, Llama 3, sinklab's own "
@@ -194,10 +193,12 @@ std::unique_ptr<Tokenizer> hf_tokenizer_from_json(const YAML::Node& root, const 
 
 std::unique_ptr<Tokenizer> load_hf_tokenizer(const std::string& path) {
   std::error_code ec;
-  const std::string file =
-      fs::is_directory(path, ec) ? (fs::path(path) / "tokenizer.json").string() : path;
-  const std::string text = read_whole_file(
-      file, "give hf:<path> a Hugging Face tokenizer.json, or the folder that holds one");
+  const std::string file = std::filesystem::is_directory(path, ec)
+                               ? (std::filesystem::path(path) / "tokenizer.json").string()
+                               : path;
+  const std::string text =
+      read_file(file, "tokenizer.json",
+                "give hf:<path> a Hugging Face tokenizer.json, or the folder that holds one");
   YAML::Node root;
   try {
     root = parse_json(text);

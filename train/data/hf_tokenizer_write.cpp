@@ -100,25 +100,21 @@ void save_hf_tokenizer_files(const Tokenizer& tokenizer, const std::string& dir,
                 "check the path and permissions");
   save_hf_tokenizer_json(tokenizer, (fs::path(dir) / "tokenizer.json").string());
   const ByteLevelBpeModel model = tokenizer.byte_level_bpe();
-  const AddedToken* eot = end_of_text(model);
-  std::string special = "{";
-  if (eot) {
-    const std::string q = json_quote(eot->content);
-    special += "\n  \"bos_token\": " + q + ",\n  \"eos_token\": " + q + ",\n  \"unk_token\": " + q +
-               "\n";
-  }
-  special += "}\n";
+  // bos, eos and unk: <|endoftext|> where it is a special token, else none.
+  std::string special_lines;
+  if (const AddedToken* eot = end_of_text(model))
+    for (const char* key : {"bos_token", "eos_token", "unk_token"})
+      special_lines += std::string("  \"") + key + "\": " + json_quote(eot->content) + ",\n";
+  const std::string special =  // the lines without the last one's comma
+      special_lines.empty() ? "{}\n"
+                            : "{\n" + special_lines.substr(0, special_lines.size() - 2) + "\n}\n";
   write_file_atomic((fs::path(dir) / "special_tokens_map.json").string(), special);
 
   std::string config = "{\n  \"tokenizer_class\": \"PreTrainedTokenizerFast\",\n";
   config += "  \"clean_up_tokenization_spaces\": false,\n";
   if (model_max_length > 0)
     config += "  \"model_max_length\": " + std::to_string(model_max_length) + ",\n";
-  if (eot) {
-    const std::string q = json_quote(eot->content);
-    config += "  \"bos_token\": " + q + ",\n  \"eos_token\": " + q + ",\n  \"unk_token\": " + q +
-              ",\n";
-  }
+  config += special_lines;
   config += "  \"added_tokens_decoder\": {";
   for (size_t i = 0; i < model.added_tokens.size(); ++i) {
     const AddedToken& t = model.added_tokens[i];

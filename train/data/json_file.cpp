@@ -1,12 +1,8 @@
 #include "train/data/json_file.h"
 
 #include <cstdio>
-#include <filesystem>
-#include <fstream>
 #include <optional>
-#include <sstream>
 
-#include "core/error.h"
 #include "train/data/byte_level.h"
 
 namespace sinklab::train {
@@ -28,18 +24,6 @@ std::optional<uint32_t> hex4(std::string_view text, size_t pos) {
 }
 
 }  // namespace
-
-std::string read_whole_file(const std::string& path, const std::string& hint) {
-  std::error_code ec;
-  SINKLAB_CHECK(std::filesystem::is_regular_file(path, ec), IOError, path << ": file not found",
-                hint);
-  std::ifstream in(path, std::ios::binary);
-  SINKLAB_CHECK(in.good(), IOError, path << ": cannot open for reading", "check permissions");
-  std::ostringstream buf;
-  buf << in.rdbuf();
-  SINKLAB_CHECK(!in.bad(), IOError, path << ": read failed", "check the file");
-  return buf.str();
-}
 
 YAML::Node parse_json(std::string_view text) {
   // Copy, replacing each escaped surrogate pair inside a string by the character's UTF-8.

@@ -9,10 +9,6 @@
 
 namespace sinklab::train {
 
-// Reads a whole file; throws IOError naming it when it is missing or unreadable (`hint` says
-// what to do).
-std::string read_whole_file(const std::string& path, const std::string& hint);
-
 // Parses JSON text. Throws YAML::Exception on malformed text (a lone surrogate included).
 YAML::Node parse_json(std::string_view text);
 

@@ -5,7 +5,6 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <iomanip>
 #include <sstream>
 #include <unordered_map>
@@ -14,26 +13,13 @@
 #include "train/data/shards.h"
 #include "train/data/tokenizer.h"
 #include "train/data/tokenizer_spec.h"
+#include "train/io/read_file.h"
 
 namespace sinklab::train {
 
 namespace fs = std::filesystem;
 
 namespace {
-
-std::string read_text_file(const std::string& path) {
-  std::error_code ec;
-  SINKLAB_CHECK(fs::is_regular_file(path, ec), IOError,
-                path << ": input file not found (prepare.inputs)",
-                "run scripts/get_data.sh to fetch the default corpora into data/raw/, or list "
-                "your own text files in prepare.inputs");
-  std::ifstream in(path, std::ios::binary);
-  SINKLAB_CHECK(in.good(), IOError, path << ": cannot open for reading", "check permissions");
-  std::ostringstream buf;
-  buf << in.rdbuf();
-  SINKLAB_CHECK(!in.bad(), IOError, path << ": read failed", "check the file");
-  return buf.str();
-}
 
 // Where the val tail starts: about (1 - val_fraction) of the way in, moved to the start of a
 // line (the next one if there is one, else the previous one).
@@ -167,7 +153,10 @@ void prepare_dataset(const RunConfig& config, std::ostream& log) {
   std::vector<std::string> train_parts, val_parts;
   size_t total_bytes = 0, train_bytes = 0, val_bytes = 0;
   std::vector<std::string> texts;
-  for (const std::string& path : prep.inputs) texts.push_back(read_text_file(path));
+  for (const std::string& path : prep.inputs)
+    texts.push_back(read_file(path, "input file (prepare.inputs)",
+                              "run scripts/get_data.sh to fetch the default corpora into data/raw/, "
+                              "or list your own text files in prepare.inputs"));
   log << "prepare: " << prep.inputs.size() << " input file(s)\n";
   for (size_t f = 0; f < prep.inputs.size(); ++f) {
     const std::string& path = prep.inputs[f];

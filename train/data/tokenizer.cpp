@@ -28,6 +28,7 @@
 #include "train/data/hf_tokenizer_json.h"
 #include "train/data/json_file.h"
 #include "train/io/atomic_file.h"
+#include "train/io/read_file.h"
 
 namespace sinklab::train {
 
@@ -426,7 +427,7 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path) {
                 "run `sinklab prepare <config>` to train one, or set data.tokenizer: byte");
   YAML::Node root;
   try {
-    root = parse_json(read_whole_file(path, "run `sinklab prepare <config>` to train one"));
+    root = parse_json(read_file(path, "tokenizer file", "run `sinklab prepare <config>` to train one"));
   } catch (const YAML::Exception& e) {
     SINKLAB_FAIL(IOError, path << ": not valid tokenizer JSON (" << e.what() << ")",
                  "the file is damaged: re-run `sinklab prepare <config>`");
