@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <fstream>
 #include <sstream>
 
 #include "core/error.h"
@@ -74,6 +75,14 @@ void require_gradients(const std::function<Tensor(const std::vector<Tensor>&)>& 
 bool on_ci() {
   const char* ci = std::getenv("CI");
   return ci && std::string(ci) == "true";
+}
+
+std::string corpora_dir() {
+  for (const std::string dir : {SINKLAB_SOURCE_DIR "/data/raw", SINKLAB_SOURCE_DIR "/../shared/data"}) {
+    std::ifstream moby(dir + "/moby_dick.txt"), sotu(dir + "/sotu.txt");
+    if (moby.good() && sotu.good()) return dir;
+  }
+  return "";
 }
 
 #if defined(SINKLAB_HAVE_TRAIN)

@@ -39,6 +39,9 @@ bool on_ci();
 std::string gpt2_vocab_dir();
 // Whether the trainer was built with PCRE2 (false without the trainer).
 bool pcre2_built();
+// The folder of the shipped corpora, moby_dick.txt and sotu.txt (data/raw/ or ../shared/data
+// beside the repository, from scripts/get_data.sh), or "" when neither holds them.
+std::string corpora_dir();
 
 // Runs f, requires that it throws E, and returns the exception (a FAIL when it does not).
 template <class E, class F>
@@ -88,6 +91,15 @@ inline bool contains(const std::string& text, const std::string& part) {
       if (::sinklab::test::on_ci()) FAIL("CI: sinklab was built without PCRE2");                \
       SINKLAB_SKIP_TEST("sinklab was built without PCRE2 (install libpcre2-dev and rebuild)"); \
     }                                                                                           \
+  } while (0)
+
+// Skips the rest of a [gpt2] test when the shipped corpora are not there; on CI it fails.
+#define SINKLAB_REQUIRE_CORPORA()                                                        \
+  do {                                                                                   \
+    if (::sinklab::test::corpora_dir().empty()) {                                        \
+      if (::sinklab::test::on_ci()) FAIL("CI: the corpora are not in data/raw");         \
+      SINKLAB_SKIP_TEST("the corpora are not in data/raw (bash scripts/get_data.sh)");    \
+    }                                                                                    \
   } while (0)
 
 // Skips the rest of a [gpt2] test when GPT-2's vocabulary is not installed (or PCRE2 is not

@@ -331,3 +331,29 @@ TEST_CASE("gpt2: written as tokenizer.json and read back, with its special token
   const YAML::Node special = parse_json(read_bytes(dir.file("hf/special_tokens_map.json")));
   REQUIRE(special["eos_token"].as<std::string>() == "<|endoftext|>");
 }
+
+TEST_CASE("tokenizer.json written and read back: sinklab's ids on every shipped corpus",
+          "[data][gpt2]") {
+  SINKLAB_REQUIRE_GPT2_VOCAB();
+  SINKLAB_REQUIRE_CORPORA();
+  TempDir dir;
+  const std::string moby = read_bytes(test::corpora_dir() + "/moby_dick.txt");
+  const std::string sotu = read_bytes(test::corpora_dir() + "/sotu.txt");
+  REQUIRE(moby.size() > 1000000);
+  REQUIRE(sotu.size() > 10000000);
+  std::vector<std::unique_ptr<Tokenizer>> tokenizers;
+  tokenizers.push_back(make_byte_tokenizer());
+  tokenizers.push_back(train_bpe(moby, 4096));
+  tokenizers.push_back(open_tokenizer("gpt2"));
+  for (const auto& tok : tokenizers) {
+    INFO(tok->kind());
+    const std::string path = dir.file(tok->kind() + ".json");
+    save_hf_tokenizer_json(*tok, path);
+    const auto back = load_hf_tokenizer(path);
+    for (const std::string* text : {&moby, &sotu}) {
+      const std::vector<int32_t> ids = tok->encode(*text);
+      REQUIRE(back->encode(*text) == ids);
+      REQUIRE(back->decode(ids) == *text);
+    }
+  }
+}
