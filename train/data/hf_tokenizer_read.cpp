@@ -94,8 +94,8 @@ PreTokenizerStep read_step(const Reader& r, const YAML::Node& n, const std::stri
   } else {
     r.malformed(field + ".pattern", "has neither Regex nor String");
   }
+  if (Reader::absent(n["behavior"])) r.malformed(field + ".behavior", "is missing");
   r.require(n["behavior"], field + ".behavior", {"Isolated"});
-  if (!n["behavior"]) r.malformed(field + ".behavior", "is missing");
   if (r.boolean(n["invert"], field + ".invert", false)) r.refuse(field + ".invert", "is true");
   return step;
 }
