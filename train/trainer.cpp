@@ -138,12 +138,6 @@ uint64_t hash_tokens(uint64_t h, const Tensor& ids) {
   return h;
 }
 
-// The tokenizer samples are decoded with: data.tokenizer (byte, gpt2, hf:<path>, a file), by
-// default the one `prepare` wrote beside the shards.
-std::unique_ptr<Tokenizer> tokenizer_for(const DataSection& data) {
-  return open_tokenizer(data.tokenizer.empty() ? data.dir + "/tokenizer.json" : data.tokenizer);
-}
-
 }  // namespace
 
 struct Run::Variant {
@@ -199,7 +193,7 @@ Run::Run(const RunConfig& config, std::ostream& console, RunOptions options)
     RunConfig& c = v->config;
     v->dir = folder() + "/" + spec.name;
     if (writer) fs::create_directories(v->dir);
-    v->tokenizer = tokenizer_for(c.data);
+    v->tokenizer = open_data_tokenizer(c.data);  // samples are decoded with it
     if (c.model.vocab_size == 0) {
       const int64_t m = std::max<int64_t>(1, c.model.vocab_multiple);
       c.model.vocab_size = (v->tokenizer->vocab_size() + m - 1) / m * m;

@@ -299,9 +299,12 @@ TEST_CASE("prepare with hf:<tokenizer.json> writes shards of its ids and the fil
   INFO(log.str());
   REQUIRE(contains(log.str(), "tokenizer: hf, vocab 330"));
   REQUIRE(read_shard(dir.file("out/train_000000.bin"), false) == bpe->encode(text));
-  const auto saved = load_tokenizer(dir.file("out/tokenizer.json"));  // what training reads
+  const auto saved = open_data_tokenizer(config.data);  // what training decodes samples with
   REQUIRE(saved->kind() == "hf");
   REQUIRE(saved->encode(text) == bpe->encode(text));
+  config.data.dir = dir.file("elsewhere");
+  REQUIRE(contains(error_message<IOError>([&] { open_data_tokenizer(config.data); }),
+                   dir.file("elsewhere/tokenizer.json") + " does not exist (data.tokenizer)"));
   // data.tokenizer naming another tokenizer than prepare's is refused.
   config.data.tokenizer = "byte";
   REQUIRE(contains(error_message<ConfigError>([&] { prepare_dataset(config, log); }),

@@ -29,4 +29,10 @@ std::unique_ptr<Tokenizer> open_tokenizer(const std::string& spec, const std::st
   return load_tokenizer(spec);
 }
 
+std::unique_ptr<Tokenizer> open_data_tokenizer(const DataSection& data) {
+  return open_tokenizer(data.tokenizer.empty()
+                            ? (std::filesystem::path(data.dir) / "tokenizer.json").string()
+                            : data.tokenizer);
+}
+
 }  // namespace sinklab::train

@@ -9,6 +9,7 @@
 #include <memory>
 #include <string>
 
+#include "train/config.h"
 #include "train/data/tokenizer.h"
 
 namespace sinklab::train {
@@ -22,5 +23,10 @@ bool is_named_tokenizer(const std::string& spec);
 // without a path; `key` (data.tokenizer) names the setting in messages.
 std::unique_ptr<Tokenizer> open_tokenizer(const std::string& spec,
                                           const std::string& key = "data.tokenizer");
+
+// The tokenizer of a run's data: data.tokenizer, by default the file `prepare` wrote beside the
+// shards (data.dir/tokenizer.json). The trainer decodes samples with it; an export of a
+// checkpoint writes it as Hugging Face files (train/data/hf_tokenizer_json.h).
+std::unique_ptr<Tokenizer> open_data_tokenizer(const DataSection& data);
 
 }  // namespace sinklab::train
