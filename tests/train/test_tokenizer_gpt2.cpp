@@ -122,6 +122,13 @@ TEST_CASE("split patterns: Oniguruma's escapes become PCRE2's, the rest is refus
   const SplitRegex maybe_digits(R"(\d*)", "t");
   REQUIRE(pieces(maybe_digits, "ab12c") == Pieces{"a", "b", "12", "c"});
   REQUIRE(pieces(SplitRegex(regex_literal("a.b"), "t"), "xa.bya_b") == Pieces{"x", "a.b", "ya_b"});
+  // Llama 3's Split pattern (its tokenizer.json): case-insensitive contractions, digits in
+  // threes, newlines kept with the whitespace before them.
+  const SplitRegex llama3(
+      R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)",
+      "t");
+  REQUIRE(pieces(llama3, "I'M 12345 hello\n\n  world") ==
+          Pieces{"I", "'M", " ", "123", "45", " hello", "\n\n", " ", " world"});
 }
 
 TEST_CASE("GPT-2's byte-level alphabet", "[data]") {
