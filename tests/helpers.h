@@ -83,32 +83,27 @@ inline bool contains(const std::string& text, const std::string& part) {
   } while (0)
 #endif
 
-// Skips the rest of a test when this build has no PCRE2 (the gpt2 and hf: tokenizers' split
-// patterns); on CI it fails.
-#define SINKLAB_REQUIRE_PCRE2()                                                                 \
-  do {                                                                                          \
-    if (!::sinklab::test::pcre2_built()) {                                                      \
-      if (::sinklab::test::on_ci()) FAIL("CI: sinklab was built without PCRE2");                \
-      SINKLAB_SKIP_TEST("sinklab was built without PCRE2 (install libpcre2-dev and rebuild)"); \
-    }                                                                                           \
+// Skips the rest of a test when `present` is false (`what` says what is missing and how to get
+// it); on CI (CI=true) the test fails instead.
+#define SINKLAB_REQUIRE_DEPENDENCY(present, what)        \
+  do {                                                   \
+    if (!(present)) {                                    \
+      if (::sinklab::test::on_ci()) FAIL("CI: " what);   \
+      SINKLAB_SKIP_TEST(what);                           \
+    }                                                    \
   } while (0)
-
-// Skips the rest of a [gpt2] test when the shipped corpora are not there; on CI it fails.
-#define SINKLAB_REQUIRE_CORPORA()                                                        \
-  do {                                                                                   \
-    if (::sinklab::test::corpora_dir().empty()) {                                        \
-      if (::sinklab::test::on_ci()) FAIL("CI: the corpora are not in data/raw");         \
-      SINKLAB_SKIP_TEST("the corpora are not in data/raw (bash scripts/get_data.sh)");    \
-    }                                                                                    \
-  } while (0)
-
-// Skips the rest of a [gpt2] test when GPT-2's vocabulary is not installed (or PCRE2 is not
-// built in); on CI it fails.
+// The gpt2 and hf: tokenizers' split patterns.
+#define SINKLAB_REQUIRE_PCRE2()                          \
+  SINKLAB_REQUIRE_DEPENDENCY(::sinklab::test::pcre2_built(), \
+                             "sinklab was built without PCRE2 (install libpcre2-dev and rebuild)")
+// The shipped corpora, for the [gpt2] tests.
+#define SINKLAB_REQUIRE_CORPORA()                                      \
+  SINKLAB_REQUIRE_DEPENDENCY(!::sinklab::test::corpora_dir().empty(), \
+                             "the corpora are not in data/raw (bash scripts/get_data.sh)")
+// GPT-2's vocabulary (and PCRE2), for the [gpt2] tests.
 #define SINKLAB_REQUIRE_GPT2_VOCAB()                                                      \
   do {                                                                                    \
     SINKLAB_REQUIRE_PCRE2();                                                              \
-    if (::sinklab::test::gpt2_vocab_dir().empty()) {                                      \
-      if (::sinklab::test::on_ci()) FAIL("CI: GPT-2's vocabulary is not installed");      \
-      SINKLAB_SKIP_TEST("GPT-2's vocabulary is not installed (bash scripts/get_data.sh)"); \
-    }                                                                                     \
+    SINKLAB_REQUIRE_DEPENDENCY(!::sinklab::test::gpt2_vocab_dir().empty(),                \
+                               "GPT-2's vocabulary is not installed (bash scripts/get_data.sh)"); \
   } while (0)
