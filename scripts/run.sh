@@ -19,6 +19,6 @@ if [ $# -eq 0 ] && [ -d "$build/cuda" ] && nvidia-smi -L > /dev/null 2>&1; then
 fi
 config=${1:-configs/quickstart.yaml}
 shift || true
-bash scripts/get_data.sh
+bash scripts/get_data.sh --only corpora
 "$build/sinklab" prepare "$config" "$@"
 "$build/sinklab" compare "$config" "${extra[@]}" "$@"

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # ctest `cli`: the command line's failure paths, driving the built binary on a tiny CPU run:
-# an unknown command is named; probe refuses a non-finite --lambda (it wrote invalid JSON);
-# export --out <existing folder> writes into the folder (it failed with a raw filesystem error
-# and left a .tmp); export --format hf reads back through probe, forward, generate and
-# train --init-from as its checkpoint does; --stop-after 0 runs no step; a full disk while
-# writing metrics, the TensorBoard events or a checkpoint exits 1 with the file named and no .tmp
-# left. Builds nothing: give it the build folder.
+# an unknown command is named; tokenize names its options and missing files; probe refuses a
+# non-finite --lambda (it wrote invalid JSON); export --out <existing folder> writes into the
+# folder (it failed with a raw filesystem error and left a .tmp); export --format hf reads back
+# through probe, forward, generate and train --init-from as its checkpoint does; --stop-after 0
+# runs no step; a full disk while writing metrics, the TensorBoard events or a checkpoint exits 1
+# with the file named and no .tmp left. Builds nothing: give it the build folder.
 #   bash tests/cli_test.sh build
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,6 +25,17 @@ expect_error() {  # expect_error "text the error must contain" command...
 
 expect_error "unknown command 'bogus'" "$sinklab" bogus
 expect_error "the commands are: train compare" "$sinklab" bogus --flag
+
+# tokenize: ids on stdout; its failure paths name the option or the file.
+[ "$("$sinklab" tokenize --tokenizer byte --text "AB")" = "65 66" ] || fail "tokenize --text AB"
+expect_error "nothing to do" "$sinklab" tokenize --tokenizer byte
+expect_error "both --file and --text" "$sinklab" tokenize --tokenizer byte --text a --file "$0"
+expect_error "hf:\" without a path" "$sinklab" tokenize --tokenizer hf: --text a
+expect_error "$tmp/none.json does not exist (--tokenizer)" "$sinklab" tokenize --tokenizer "$tmp/none.json" --text a
+expect_error "$tmp/none/: tokenizer.json not found" "$sinklab" tokenize --tokenizer "hf:$tmp/none/" --text a
+"$sinklab" tokenize --tokenizer byte --write-hf "$tmp/hf_byte" >/dev/null || fail "tokenize --write-hf"
+[ "$("$sinklab" tokenize --tokenizer "hf:$tmp/hf_byte" --text "AB")" = "65 66" ] ||
+  fail "the written byte tokenizer.json does not read back"
 
 python3 scripts/make_bench_data.py "$tmp/data" --vocab 256 --tokens 4000 >/dev/null
 cat >"$tmp/c.yaml" <<YAML

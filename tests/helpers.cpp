@@ -1,9 +1,16 @@
 #include "tests/helpers.h"
 
 #include <cmath>
+#include <cstdlib>
+#include <fstream>
 #include <sstream>
 
+#include "core/error.h"
 #include "core/storage.h"
+#if defined(SINKLAB_HAVE_TRAIN)
+#include "train/data/gpt2_vocab.h"
+#include "train/data/split_regex.h"
+#endif
 #if defined(SINKLAB_HAVE_CUDA)
 #include "cuda/runtime.h"
 #endif
@@ -64,6 +71,33 @@ void require_gradients(const std::function<Tensor(const std::vector<Tensor>&)>& 
   INFO(r.report);
   REQUIRE(r.ok);
 }
+
+bool on_ci() {
+  const char* ci = std::getenv("CI");
+  return ci && std::string(ci) == "true";
+}
+
+std::string corpora_dir() {
+  for (const std::string dir : {SINKLAB_SOURCE_DIR "/data/raw", SINKLAB_SOURCE_DIR "/../shared/data"}) {
+    std::ifstream moby(dir + "/moby_dick.txt"), sotu(dir + "/sotu.txt");
+    if (moby.good() && sotu.good()) return dir;
+  }
+  return "";
+}
+
+#if defined(SINKLAB_HAVE_TRAIN)
+std::string gpt2_vocab_dir() {
+  try {
+    return train::find_gpt2_vocab_dir();
+  } catch (const Error&) {
+    return "";
+  }
+}
+bool pcre2_built() { return train::split_regex_available(); }
+#else
+std::string gpt2_vocab_dir() { return ""; }
+bool pcre2_built() { return false; }
+#endif
 
 bool cuda_device_present() {
 #if defined(SINKLAB_HAVE_CUDA)

@@ -99,7 +99,7 @@ const std::vector<Field>& fields() {
       SINKLAB_KEY(data, DataSection, window_stride, kNonNeg),
 
       SINKLAB_KEY(prepare, PrepareSection, inputs),
-      SINKLAB_KEY(prepare, PrepareSection, tokenizer, kAny, "bpe|byte"),
+      SINKLAB_KEY(prepare, PrepareSection, tokenizer),  // checked in validate(): hf:<path>
       SINKLAB_KEY(prepare, PrepareSection, vocab_size, kPos),
       SINKLAB_KEY(prepare, PrepareSection, val_fraction, kNonNeg),
       SINKLAB_KEY(prepare, PrepareSection, val_split, kAny, "documents|tail"),
@@ -882,6 +882,23 @@ void validate(const RunConfig& c) {
                     m.block_size + 1, " (model.block_size + 1)"));
 
   const PrepareSection& p = c.prepare;
+  {
+    const std::vector<std::string> names = {"bpe", "byte", "gpt2"};
+    const bool hf = p.tokenizer.rfind("hf:", 0) == 0;
+    const auto close = yu::close_matches(p.tokenizer, names);
+    SINKLAB_CHECK(std::find(names.begin(), names.end(), p.tokenizer) != names.end() ||
+                      (hf && p.tokenizer.size() > 3),
+                  ConfigError,
+                  "prepare.tokenizer is '" << p.tokenizer << "' in " << file
+                                           << ": expected one of bpe, byte, gpt2, hf:<path>",
+                  (close.empty() ? "" : "did you mean " + quoted_list(close) + "? ") +
+                      "set prepare.tokenizer to bpe (trained on prepare.inputs), byte, gpt2 "
+                      "(GPT-2's vocabulary) or hf:<tokenizer.json> (default bpe)");
+  }
+  SINKLAB_CHECK(c.data.tokenizer != "hf:", ConfigError,
+                "data.tokenizer is 'hf:' in " << file << " without a path",
+                "write hf:<path to tokenizer.json or its folder>, or leave data.tokenizer empty "
+                "(data.dir/tokenizer.json)");
   SINKLAB_CHECK(p.tokenizer != "bpe" || p.vocab_size >= 257, ConfigError,
                 "prepare.vocab_size is " << p.vocab_size << " in " << file
                     << ": a BPE vocabulary needs the 256 byte tokens plus at least one merge",

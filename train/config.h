@@ -60,7 +60,9 @@ struct DataSection {
   std::string dir = "data/quickstart";  // holds train_*.bin, val_*.bin and tokenizer.json
   std::string train_pattern = "train_*.bin";
   std::string val_pattern = "val_*.bin";
-  std::string tokenizer = "";       // default <dir>/tokenizer.json; "byte" for raw bytes
+  std::string tokenizer = "";       // default <dir>/tokenizer.json (written by prepare); or
+                                    // byte | gpt2 | hf:<tokenizer.json> | a tokenizer file
+                                    // (train/data/tokenizer_spec.h): samples decode through it
   int64_t window_stride = 0;        // 0 = windows start at any offset (the paper: no BOS);
                                     // S > 0 = only at multiples of S: documents of S >= T + 1
                                     // tokens that begin with BOS (scripts/make_bigram_backcopy.py)
@@ -68,7 +70,8 @@ struct DataSection {
 
 struct PrepareSection {  // used by `sinklab prepare <config>`
   std::vector<std::string> inputs;  // text files
-  std::string tokenizer = "bpe";    // bpe | byte
+  std::string tokenizer = "bpe";    // bpe (trained on inputs) | byte | gpt2 (GPT-2's 50,257;
+                                    // scripts/get_data.sh installs it) | hf:<tokenizer.json>
   int64_t vocab_size = 512;         // BPE target vocabulary (>= 256 + special)
   double val_fraction = 0.05;       // share of each input held out for val
   std::string val_split = "documents";  // documents: whole documents (blocks between blank

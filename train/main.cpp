@@ -7,6 +7,7 @@
 //   sinklab export  <checkpoint.h5> --format safetensors|hf [--out PATH]
 //   sinklab forward <checkpoint.h5 | hf folder> --ids 1,2,3 --out logits.safetensors
 //   sinklab generate <checkpoint.h5 | hf folder> --prompt TEXT [--tokens N] [--top-k K] ...
+//   sinklab tokenize --tokenizer SPEC (--file F | --text S) [--out ids.bin] [--write-hf DIR]
 #include <CLI/CLI.hpp>
 #include <iostream>
 
@@ -22,6 +23,7 @@
 #include "train/commands/reference_export.h"
 #include "train/dist/data_parallel.h"
 #include "train/commands/report.h"
+#include "train/commands/tokenize.h"
 #include "train/commands/training.h"
 
 using namespace sinklab;
@@ -196,6 +198,24 @@ int main(int argc, char** argv) {
       ->required()
       ->check(CLI::ExistingDirectory);
   report_cmd->add_option("--out", report_out, "output folder (default <run>/report)");
+  train::TokenizeOptions tokenize;
+  CLI::App* tokenize_cmd = app.add_subcommand(
+      "tokenize", "encode a file or string with a tokenizer (ids on stdout or into an llm.c "
+                  "shard), or write the tokenizer as Hugging Face files");
+  tokenize_cmd
+      ->add_option("--tokenizer", tokenize.tokenizer,
+                   "byte, gpt2, hf:<tokenizer.json or folder>, or a tokenizer file of prepare")
+      ->required();
+  tokenize_cmd->add_option("--file", tokenize.file, "text file to encode (its raw bytes)")
+      ->check(CLI::ExistingFile);
+  tokenize_cmd->add_option("--text", tokenize.text, "string to encode");
+  tokenize_cmd->add_option("--out", tokenize.out,
+                           "write the ids as an llm.c shard (uint16, or uint32 past 65535)");
+  tokenize_cmd->add_option("--write-hf", tokenize.write_hf,
+                           "folder: write tokenizer.json, tokenizer_config.json and "
+                           "special_tokens_map.json for Hugging Face");
+  tokenize_cmd->add_option("--model-max-length", tokenize.model_max_length,
+                           "model_max_length in tokenizer_config.json (e.g. model.block_size)");
   // A first word that is no command (and no option) is named, with the commands there are;
   // CLI11 itself only says that a subcommand is required.
   if (argc > 1 && argv[1][0] != '-' && !is_command(app, argv[1])) {
@@ -227,6 +247,10 @@ int main(int argc, char** argv) {
     if (*report_cmd) return train::run_report(report_run, report_out, SINKLAB_SCRIPTS_DIR);
     if (*bench_cmd) {
       train::print_attention_bench(bench, train::bench_attention(bench), std::cout);
+      return 0;
+    }
+    if (*tokenize_cmd) {
+      train::run_tokenize(tokenize, std::cout);
       return 0;
     }
     if (*export_cmd) {

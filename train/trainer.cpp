@@ -37,6 +37,7 @@
 #include "train/dist/handshake.h"
 #include "train/sampler.h"
 #include "train/data/tokenizer.h"
+#include "train/data/tokenizer_spec.h"
 #include "train/io/hf_weights.h"
 #include "train/io/model_source.h"
 
@@ -195,7 +196,7 @@ Run::Run(const RunConfig& config, std::ostream& console, RunOptions options)
     RunConfig& c = v->config;
     v->dir = folder() + "/" + spec.name;
     if (writer) fs::create_directories(v->dir);
-    v->tokenizer = load_data_tokenizer(c.data);
+    v->tokenizer = open_data_tokenizer(c.data);  // samples are decoded with it
     if (c.model.vocab_size == 0) {
       const int64_t m = std::max<int64_t>(1, c.model.vocab_multiple);
       c.model.vocab_size = (v->tokenizer->vocab_size() + m - 1) / m * m;
@@ -573,6 +574,7 @@ Run::Evaluation Run::evaluate(Variant& v, int64_t step, bool final) {
     SamplingOptions sampling;
     sampling.count = c.train.sample_tokens;
     sampling.temperature = c.train.sample_temperature;
+    sampling.vocab_limit = v.tokenizer->vocab_size();  // padded ids no tokenizer decodes
     sampling.seed = c.run.seed;
     sampling.stream = rng_stream_id({kSampleStream, static_cast<uint64_t>(step)});
     std::vector<int32_t> out = sample_tokens(*v.model, prompt, sampling, stop_requested);

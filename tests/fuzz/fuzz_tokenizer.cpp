@@ -1,4 +1,5 @@
-// libFuzzer target: the tokenizer file reader (JSON, format version, vocabulary and merges) on
+// libFuzzer target: the tokenizer file reader (sinklab's JSON: format version, vocabulary and
+// merges; a Hugging Face tokenizer.json: model, pre-tokenizer patterns, added tokens) on
 // arbitrary bytes; a tokenizer that loads must also encode and decode a fixed text.
 #include <cstddef>
 #include <cstdint>

@@ -411,7 +411,18 @@ TEST_CASE("config: enumerations and impossible combinations fail in validate", "
   REQUIRE_MENTIONS(config_error("model: {gamma_init: zeros}"), "model.gamma_init",
                    "first_token_std, ones");
   REQUIRE_MENTIONS(config_error("prepare: {tokenizer: wordpiece}"), "prepare.tokenizer",
-                   "bpe, byte");
+                   "bpe, byte, gpt2, hf:<path>");
+  // The tokenizers by name: GPT-2's, and a Hugging Face tokenizer.json (hf:<path>).
+  REQUIRE(contains(config_error("prepare: {tokenizer: gpt3}").hint, "did you mean 'gpt2'"));
+  REQUIRE_MENTIONS(config_error("prepare: {tokenizer: 'hf:'}"), "prepare.tokenizer", "'hf:'");
+  REQUIRE_MENTIONS(config_error("data: {tokenizer: 'hf:'}"), "data.tokenizer", "without a path");
+  for (const char* name : {"gpt2", "hf:tokenizer.json", "hf:models/llama3/"}) {
+    INFO(name);
+    REQUIRE(parse_config(std::string("prepare: {tokenizer: '") + name + "'}\ndata: {tokenizer: '" +
+                             name + "'}",
+                         "t.yaml")
+                .prepare.tokenizer == name);
+  }
   for (const char* device : {"gpu", "cuda:", "cuda:x", "cuda:-1", "CPU"})
     REQUIRE_MENTIONS(config_error(std::string("run: {device: '") + device + "'}"), "run.device",
                      "configs/x.yaml");

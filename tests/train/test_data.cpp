@@ -27,6 +27,7 @@ using namespace sinklab;
 using sinklab::test::contains;
 using namespace sinklab::train;
 using test::iota_tokens;
+using test::read_bytes;
 using test::ints;
 using test::TempDir;
 using test::error_message;
@@ -40,12 +41,6 @@ void write_bytes(const std::string& path, const std::string& bytes) {
   out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
 }
 
-std::string read_bytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 
 std::string random_bytes(size_t n, uint64_t stream) {

@@ -12,6 +12,7 @@
 #include "tests/helpers.h"
 #include "tests/train/train_test_util.h"
 #include "train/commands/generate.h"
+#include "train/data/tokenizer_spec.h"
 #include "train/io/checkpoint.h"
 #include "train/io/export.h"
 #include "train/io/hf_config.h"
@@ -335,8 +336,14 @@ TEST_CASE("a checkpoint exported as a Hugging Face folder reads back to the same
     const std::string checkpoint = write_checkpoint(dir, config);
     const std::string folder =
         export_checkpoint(checkpoint, {ExportFormat::HuggingFace, dir.file("hf"), ""});
-    for (const char* file : {"config.json", "generation_config.json", "model.safetensors"})
+    for (const char* file : {"config.json", "generation_config.json", "model.safetensors",
+                             "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"})
       REQUIRE(fs::exists(fs::path(folder) / file));
+    // The folder's tokenizer is the run's (byte): read back as the folder's data.tokenizer.
+    const std::string text = "caf\xc3\xa9 \x01";
+    std::vector<int32_t> expected;
+    for (unsigned char c : text) expected.push_back(c);
+    REQUIRE(open_data_tokenizer(load_model_source(folder).config.data)->encode(text) == expected);
     const ModelSource from_checkpoint = load_model_source(checkpoint);
     const ModelSource from_folder = load_model_source(folder);
     REQUIRE(from_folder.kind == ModelSourceKind::HuggingFace);
@@ -435,7 +442,8 @@ TEST_CASE("generate reads a checkpoint or its Hugging Face export alike", "[hf][
   options.tokens = 12;
   options.top_k = 5;
   options.seed = 3;
-  options.tokenizer = "byte";  // the folder has no tokenizer.json of a byte run
+  options.tokenizer = "byte";  // the checkpoint's data.tokenizer is byte already; the folder's is
+                               // its tokenizer.json: the same ids
   const Generation a = generate(checkpoint, options);
   const Generation b = generate(folder, options);
   REQUIRE(a.prompt_ids == std::vector<int32_t>{'T', 'h', 'e', ' ', 's', 'e', 'a'});

@@ -1,5 +1,6 @@
 // The GPT model: parameter names and shapes, whole-model gradients in fp64, learning, and the
 // sink metrics against a direct computation from materialised attention probabilities.
+#include <algorithm>
 #include <cmath>
 #include <set>
 
@@ -9,6 +10,7 @@
 #include "ops/attention.h"
 #include "train/model.h"
 #include "train/optimizer.h"
+#include "train/sampler.h"
 #include "train/metrics/sink_metrics.h"
 #include "tests/helpers.h"
 #include "tests/op_checks.h"
@@ -329,4 +331,31 @@ TEST_CASE("AdamW shards (ZeRO-1): two halves update exactly what one whole AdamW
   m.insert(m.end(), rest.begin(), rest.end());
   REQUIRE(m == whole.m().to_doubles());
   test::require_error<ValueError>([&] { AdamW bad(a, o, Shard{5, n + 1}); }, {"shard"});
+}
+
+TEST_CASE("sampling draws only ids below the tokenizer's vocabulary", "[model]") {
+  // A model's vocabulary is padded (model.vocab_multiple): GPT-2's 50,257 tokens become 50,304
+  // rows, and no tokenizer decodes the 47 extra ids. A random model spreads its draws over all.
+  ModelSection m = tiny_model("gpt2", "none");
+  m.vocab_size = 64;
+  const GPT model(m, 11, DType::F32);
+  const std::vector<int32_t> prompt = {1, 2, 3};
+  auto draw = [&](int64_t count, double temperature, int64_t vocab_limit) {
+    SamplingOptions o;
+    o.count = count;
+    o.temperature = temperature;
+    o.seed = 5;
+    o.stream = 7;
+    o.vocab_limit = vocab_limit;
+    return sample_tokens(model, prompt, o);
+  };
+  const auto all = draw(60, 1.0, 0);
+  const auto limited = draw(60, 1.0, 10);
+  REQUIRE(all.size() == 63);
+  REQUIRE(limited.size() == 63);
+  REQUIRE(*std::max_element(all.begin() + 3, all.end()) >= 10);
+  REQUIRE(*std::max_element(limited.begin() + 3, limited.end()) < 10);
+  // A limit at or above the model's vocabulary changes nothing.
+  REQUIRE(draw(60, 1.0, 64) == all);
+  REQUIRE(draw(20, 0.0, 1000) == draw(20, 0.0, 0));
 }

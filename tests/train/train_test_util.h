@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <string>
 #include <utility>
 #include <vector>
@@ -22,6 +23,14 @@
 #include "train/io/tf_record.h"
 
 namespace sinklab::test {
+
+// The bytes of a file ("" when it cannot be read).
+inline std::string read_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
 
 // An emptied folder sinklab_<name>_<pid> under the system temp dir (the caller removes it).
 inline std::filesystem::path fresh_dir(const std::string& name) {

@@ -3,7 +3,7 @@
 #include "autograd/grad_mode.h"
 #include "core/error.h"
 #include "core/precision.h"
-#include "train/data/tokenizer.h"
+#include "train/data/tokenizer_spec.h"
 #include "train/io/hf_weights.h"
 #include "train/io/model_source.h"
 #include "train/io/safetensors.h"
@@ -20,7 +20,7 @@ ForwardOutput forward_to_file(const std::string& model_path, const ForwardOption
   if (!options.tokenizer.empty()) config.data.tokenizer = options.tokenizer;
   config.run.device = options.device;
   ForwardOutput out;
-  out.ids = options.ids.empty() ? load_data_tokenizer(config.data)->encode(options.text)
+  out.ids = options.ids.empty() ? open_data_tokenizer(config.data)->encode(options.text)
                                 : options.ids;
   const int64_t T = static_cast<int64_t>(out.ids.size());
   SINKLAB_CHECK(T >= 2 && T <= config.model.block_size, ConfigError,

@@ -4,7 +4,7 @@
 
 #include "core/error.h"
 #include "core/precision.h"
-#include "train/data/tokenizer.h"
+#include "train/data/tokenizer_spec.h"
 #include "train/io/hf_weights.h"
 #include "train/io/model_source.h"
 #include "train/model.h"
@@ -28,7 +28,7 @@ Generation generate(const std::string& model_path, const GenerateOptions& option
   RunConfig config = source.config;
   if (!options.tokenizer.empty()) config.data.tokenizer = options.tokenizer;
   config.run.device = options.device;
-  const std::unique_ptr<Tokenizer> tokenizer = load_data_tokenizer(config.data);
+  const std::unique_ptr<Tokenizer> tokenizer = open_data_tokenizer(config.data);
   const Device device = parse_device(config.run.device);
   set_cuda_precision(resolved_precision(config.run));
 

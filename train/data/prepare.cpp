@@ -5,7 +5,6 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <iomanip>
 #include <sstream>
 #include <unordered_map>
@@ -13,26 +12,14 @@
 #include "core/error.h"
 #include "train/data/shards.h"
 #include "train/data/tokenizer.h"
+#include "train/data/tokenizer_spec.h"
+#include "train/io/read_file.h"
 
 namespace sinklab::train {
 
 namespace fs = std::filesystem;
 
 namespace {
-
-std::string read_text_file(const std::string& path) {
-  std::error_code ec;
-  SINKLAB_CHECK(fs::is_regular_file(path, ec), IOError,
-                path << ": input file not found (prepare.inputs)",
-                "run scripts/get_data.sh to fetch the default corpora into data/raw/, or list "
-                "your own text files in prepare.inputs");
-  std::ifstream in(path, std::ios::binary);
-  SINKLAB_CHECK(in.good(), IOError, path << ": cannot open for reading", "check permissions");
-  std::ostringstream buf;
-  buf << in.rdbuf();
-  SINKLAB_CHECK(!in.bad(), IOError, path << ": read failed", "check the file");
-  return buf.str();
-}
 
 // Where the val tail starts: about (1 - val_fraction) of the way in, moved to the start of a
 // line (the next one if there is one, else the previous one).
@@ -140,10 +127,10 @@ void prepare_dataset(const RunConfig& config, std::ostream& log) {
                 origin << ": prepare.inputs is empty: nothing to prepare",
                 "list text files, e.g. prepare.inputs: [data/raw/moby_dick.txt] (fetch them with "
                 "scripts/get_data.sh)");
-  SINKLAB_CHECK(
-      prep.tokenizer == "bpe" || prep.tokenizer == "byte", ConfigError,
-      origin << ": prepare.tokenizer is \"" << prep.tokenizer << "\", expected bpe or byte",
-      "set prepare.tokenizer: bpe");
+  SINKLAB_CHECK(prep.tokenizer == "bpe" || is_named_tokenizer(prep.tokenizer), ConfigError,
+                origin << ": prepare.tokenizer is \"" << prep.tokenizer
+                       << "\", expected bpe, byte, gpt2 or hf:<path>",
+                "set prepare.tokenizer: bpe");
   SINKLAB_CHECK(
       prep.tokenizer != "bpe" || prep.vocab_size >= 256, ConfigError,
       origin << ": prepare.vocab_size " << prep.vocab_size << " is below the 256 byte tokens",
@@ -154,16 +141,22 @@ void prepare_dataset(const RunConfig& config, std::ostream& log) {
   SINKLAB_CHECK(prep.shard_tokens > 0, ConfigError,
                 origin << ": prepare.shard_tokens " << prep.shard_tokens << " must be positive",
                 "use e.g. prepare.shard_tokens: 100000000");
-  SINKLAB_CHECK(!(data.tokenizer == "byte" && prep.tokenizer != "byte"), ConfigError,
-                origin << ": data.tokenizer is byte but prepare.tokenizer is " << prep.tokenizer
+  SINKLAB_CHECK(!is_named_tokenizer(data.tokenizer) || data.tokenizer == prep.tokenizer,
+                ConfigError,
+                origin << ": data.tokenizer is " << data.tokenizer << " but prepare.tokenizer is "
+                       << prep.tokenizer
                        << ": training would not read the shards with the tokenizer that wrote them",
-                "set both to byte, or leave data.tokenizer empty (data.dir/tokenizer.json)");
+                "set both to " + data.tokenizer +
+                    ", or leave data.tokenizer empty (data.dir/tokenizer.json)");
 
   // 1. Read and split every input.
   std::vector<std::string> train_parts, val_parts;
   size_t total_bytes = 0, train_bytes = 0, val_bytes = 0;
   std::vector<std::string> texts;
-  for (const std::string& path : prep.inputs) texts.push_back(read_text_file(path));
+  for (const std::string& path : prep.inputs)
+    texts.push_back(read_file(path, "input file (prepare.inputs)",
+                              "run scripts/get_data.sh to fetch the default corpora into data/raw/, "
+                              "or list your own text files in prepare.inputs"));
   log << "prepare: " << prep.inputs.size() << " input file(s)\n";
   for (size_t f = 0; f < prep.inputs.size(); ++f) {
     const std::string& path = prep.inputs[f];
@@ -198,8 +191,8 @@ void prepare_dataset(const RunConfig& config, std::ostream& log) {
     corpus.reserve(train_bytes);
     for (const std::string& p : train_parts) corpus += p;
     tokenizer = train_bpe(corpus, prep.vocab_size);
-  } else {
-    tokenizer = make_byte_tokenizer();
+  } else {  // byte, gpt2, hf:<path>
+    tokenizer = open_tokenizer(prep.tokenizer, "prepare.tokenizer");
   }
   const double train_s =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -220,8 +213,9 @@ void prepare_dataset(const RunConfig& config, std::ostream& log) {
   SINKLAB_CHECK(!ec && fs::is_directory(data.dir), IOError,
                 data.dir << ": cannot create the data folder (" << ec.message() << ")",
                 "check data.dir and permissions");
-  // Saved where the trainer looks for it: data.tokenizer, default data.dir/tokenizer.json.
-  const bool default_path = data.tokenizer.empty() || data.tokenizer == "byte";
+  // Saved where the trainer looks for it: data.tokenizer, default data.dir/tokenizer.json (gpt2
+  // and hf: as a Hugging Face tokenizer.json, so the folder needs nothing else to train on).
+  const bool default_path = data.tokenizer.empty() || is_named_tokenizer(data.tokenizer);
   const std::string tok_path =
       default_path ? (fs::path(data.dir) / "tokenizer.json").string() : data.tokenizer;
   if (fs::path(tok_path).has_parent_path())

@@ -1,9 +1,10 @@
 // `sinklab prepare`: text files -> tokenizer.json + train/val token shards (llm.c layout).
 //
 // Reads prepare.inputs, splits each file into a train head and a val tail (prepare.val_fraction
-// of its bytes, cut at a line boundary), trains the tokenizer (bpe with prepare.vocab_size, or
-// byte) on the concatenated train parts, saves it where the trainer looks for it (data.tokenizer,
-// default data.dir/tokenizer.json), and writes data.dir/train_000000.bin, val_000000.bin, ...
+// of its bytes, cut at a line boundary), trains the tokenizer (bpe with prepare.vocab_size) on the
+// concatenated train parts or opens the one named (byte, gpt2, hf:<path>), saves it where the
+// trainer looks for it (data.tokenizer, default data.dir/tokenizer.json), and writes
+// data.dir/train_000000.bin, val_000000.bin, ...
 // (a new shard every prepare.shard_tokens tokens). Prints a short summary to `log`.
 #pragma once
 #include <cstdint>

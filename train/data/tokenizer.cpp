@@ -23,7 +23,12 @@
 #include <unordered_map>
 
 #include "core/error.h"
+#include "train/data/bpe_merge.h"
+#include "train/data/byte_level.h"
+#include "train/data/hf_tokenizer_json.h"
+#include "train/data/json_file.h"
 #include "train/io/atomic_file.h"
+#include "train/io/read_file.h"
 
 namespace sinklab::train {
 
@@ -80,6 +85,44 @@ void split_chunks(std::string_view text, Emit&& emit) {
   }
 }
 
+// split_chunks as a regex over GPT-2's byte-level characters (one per byte), for a Hugging Face
+// tokenizer.json: a Split step (behavior Isolated) after a ByteLevel step without regex. Each
+// byte class becomes a character class, and {1,128} counts bytes, so pieces are cut at kMaxChunk
+// as split_chunks cuts them; the lookahead leaves the last space of a whitespace run to the word
+// after it.
+std::string split_chunks_pattern() {
+  auto char_class = [](auto in_class) {
+    std::vector<char32_t> chars;
+    for (int b = 0; b < 256; ++b)
+      if (in_class(byte_class(static_cast<unsigned char>(b))))
+        chars.push_back(byte_level_char(static_cast<uint8_t>(b)));
+    std::sort(chars.begin(), chars.end());
+    std::ostringstream out;
+    out << std::uppercase << std::hex << '[';
+    for (size_t i = 0; i < chars.size();) {
+      size_t j = i;
+      while (j + 1 < chars.size() && chars[j + 1] == chars[j] + 1) ++j;
+      out << "\\x{" << static_cast<uint32_t>(chars[i]) << '}';
+      if (j > i) out << "-\\x{" << static_cast<uint32_t>(chars[j]) << '}';
+      i = j + 1;
+    }
+    out << ']';
+    return out.str();
+  };
+  const std::string letter = char_class([](ByteClass c) { return c == ByteClass::Letter; });
+  const std::string digit = char_class([](ByteClass c) { return c == ByteClass::Digit; });
+  const std::string other = char_class([](ByteClass c) { return c == ByteClass::Other; });
+  const std::string space = char_class([](ByteClass c) { return c == ByteClass::Space; });
+  const std::string spaced = char_class(takes_leading_space);
+  std::ostringstream sp;
+  sp << std::uppercase << std::hex << "\\x{" << static_cast<uint32_t>(byte_level_char(' ')) << '}';
+  const std::string most = "{1," + std::to_string(kMaxChunk) + "}";
+  const std::string rest = "{1," + std::to_string(kMaxChunk - 1) + "}";  // after the space
+  return sp.str() + letter + rest + "|" + letter + most + "|" + sp.str() + other + rest + "|" +
+         other + most + "|" + digit + most + "|" + space + most + "(?=" + sp.str() + spaced +
+         ")|" + space + most;
+}
+
 uint64_t pair_key(int32_t a, int32_t b) {
   return (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b);
 }
@@ -115,6 +158,15 @@ class ByteTokenizer final : public Tokenizer {
   void save(const std::string& path) const override {
     write_file_atomic(path, json_header("byte", 256) + "}\n");
   }
+  ByteLevelBpeModel byte_level_bpe() const override {
+    ByteLevelBpeModel model;
+    for (int b = 0; b < 256; ++b)
+      model.vocab.emplace_back(byte_level_encode(std::string(1, static_cast<char>(b))), b);
+    PreTokenizerStep bytes;
+    bytes.use_regex = false;  // every byte is its own token: no split needed
+    model.pre_tokenizer = {bytes};
+    return model;
+  }
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -125,11 +177,11 @@ class BpeTokenizer final : public Tokenizer {
       : merges_(std::move(merges)) {
     pieces_.resize(256 + merges_.size());
     for (int i = 0; i < 256; ++i) pieces_[i] = std::string(1, static_cast<char>(i));
-    rank_.reserve(merges_.size() * 2);
+    table_.reserve(merges_.size() * 2);
     for (size_t r = 0; r < merges_.size(); ++r) {
       const auto [a, b] = merges_[r];
       pieces_[256 + r] = pieces_[a] + pieces_[b];
-      rank_.emplace(pair_key(a, b), static_cast<int32_t>(r));
+      table_.add(a, b, {static_cast<int32_t>(r), static_cast<int32_t>(256 + r)});
     }
   }
 
@@ -189,41 +241,44 @@ class BpeTokenizer final : public Tokenizer {
     write_file_atomic(path, text);
   }
 
+  ByteLevelBpeModel byte_level_bpe() const override {
+    ByteLevelBpeModel model;
+    std::unordered_map<std::string, size_t> seen;
+    for (size_t id = 0; id < pieces_.size(); ++id) {
+      const auto [it, fresh] = seen.emplace(pieces_[id], id);
+      SINKLAB_CHECK(fresh, ValueError,
+                    "bpe tokenizer: tokens " << it->second << " and " << id
+                                             << " are the same bytes, and a Hugging Face "
+                                                "vocabulary maps each text to one id",
+                    "this tokenizer cannot be written as a tokenizer.json; retrain it");
+      model.vocab.emplace_back(byte_level_encode(pieces_[id]), static_cast<int32_t>(id));
+    }
+    for (const auto& [a, b] : merges_)
+      model.merges.emplace_back(byte_level_encode(pieces_[a]), byte_level_encode(pieces_[b]));
+    PreTokenizerStep bytes, chunks;
+    bytes.use_regex = false;
+    chunks.type = PreTokenizerStep::Type::Split;
+    chunks.pattern = split_chunks_pattern();
+    model.pre_tokenizer = {bytes, chunks};
+    return model;
+  }
+
  private:
   static constexpr size_t kMaxCachedChunk = 64;
   static constexpr size_t kMaxCacheEntries = 1 << 20;
 
-  // Applies merges by rank (lowest first, every occurrence, left to right): the same tokens
-  // as replaying the training merges in order.
+  // Applies merges by rank (train/data/bpe_merge.h): the same tokens as replaying the
+  // training merges in order.
   void encode_chunk(std::string_view chunk, std::vector<int32_t>& out) const {
     std::vector<int32_t> sym(chunk.size());
     for (size_t i = 0; i < chunk.size(); ++i) sym[i] = static_cast<unsigned char>(chunk[i]);
-    while (sym.size() >= 2) {
-      int32_t best = std::numeric_limits<int32_t>::max();
-      for (size_t k = 0; k + 1 < sym.size(); ++k) {
-        auto it = rank_.find(pair_key(sym[k], sym[k + 1]));
-        if (it != rank_.end() && it->second < best) best = it->second;
-      }
-      if (best == std::numeric_limits<int32_t>::max()) break;
-      const auto [a, b] = merges_[best];
-      const int32_t id = 256 + best;
-      size_t w = 0;
-      for (size_t k = 0; k < sym.size(); ++k) {
-        if (k + 1 < sym.size() && sym[k] == a && sym[k + 1] == b) {
-          sym[w++] = id;
-          ++k;
-        } else {
-          sym[w++] = sym[k];
-        }
-      }
-      sym.resize(w);
-    }
+    bpe_merge(sym, table_);
     out.insert(out.end(), sym.begin(), sym.end());
   }
 
   std::vector<std::pair<int32_t, int32_t>> merges_;
   std::vector<std::string> pieces_;             // token id -> its bytes
-  std::unordered_map<uint64_t, int32_t> rank_;  // (left, right) -> merge rank
+  MergeTable table_;                            // (left, right) -> rank r, id 256 + r
   mutable std::mutex cache_mutex_;
   mutable std::unordered_map<std::string, std::vector<int32_t>> cache_;  // chunk -> ids
 };
@@ -372,15 +427,18 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path) {
                 "run `sinklab prepare <config>` to train one, or set data.tokenizer: byte");
   YAML::Node root;
   try {
-    root = YAML::LoadFile(path);
+    root = parse_json(read_file(path, "tokenizer file", "run `sinklab prepare <config>` to train one"));
   } catch (const YAML::Exception& e) {
     SINKLAB_FAIL(IOError, path << ": not valid tokenizer JSON (" << e.what() << ")",
                  "the file is damaged: re-run `sinklab prepare <config>`");
   }
   const char* remake = "re-run `sinklab prepare <config>` to write a fresh tokenizer.json";
+  if (root.IsMap() && !root["format"] && root["model"]) return hf_tokenizer_from_json(root, path);
   SINKLAB_CHECK(root.IsMap() && root["format"] && root["format"].IsScalar() &&
                     root["format"].Scalar() == kFormat,
-                IOError, path << ": not a sinklab tokenizer (no \"format\": \"" << kFormat << "\")",
+                IOError,
+                path << ": neither a sinklab tokenizer (no \"format\": \"" << kFormat
+                     << "\") nor a Hugging Face tokenizer.json (no \"model\")",
                 remake);
   try {
     SINKLAB_CHECK(root["version"] && root["version"].IsScalar(), IOError,
@@ -434,15 +492,6 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path) {
   } catch (const YAML::Exception& e) {
     SINKLAB_FAIL(IOError, path << ": malformed tokenizer file (" << e.what() << ")", remake);
   }
-}
-
-std::unique_ptr<Tokenizer> load_data_tokenizer(const DataSection& data) {
-  if (data.tokenizer == "byte") return make_byte_tokenizer();
-  const std::string path = data.tokenizer.empty() ? data.dir + "/tokenizer.json" : data.tokenizer;
-  SINKLAB_CHECK(fs::exists(path), IOError,
-                "tokenizer file " << path << " does not exist (data.tokenizer)",
-                "run `sinklab prepare <config>` first, or set data.tokenizer: byte");
-  return load_tokenizer(path);
 }
 
 }  // namespace sinklab::train

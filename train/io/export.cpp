@@ -3,6 +3,8 @@
 #include <filesystem>
 
 #include "core/error.h"
+#include "train/data/hf_tokenizer_json.h"
+#include "train/data/tokenizer_spec.h"
 #include "train/io/atomic_file.h"
 #include "train/io/checkpoint.h"
 #include "train/io/hf_config.h"
@@ -49,9 +51,26 @@ std::string export_safetensors(const std::string& checkpoint, const RunConfig& c
   return path;
 }
 
+// bos and eos: GPT-2's <|endoftext|> where the tokenizer has it as a special token; sinklab's
+// own tokenizers have none (their models were trained without one).
+HfSpecialTokens special_tokens_of(const Tokenizer& tokenizer) {
+  HfSpecialTokens special;
+  for (const AddedToken& token : tokenizer.byte_level_bpe().added_tokens)
+    if (token.special && token.content == "<|endoftext|>") special.bos = special.eos = token.id;
+  return special;
+}
+
 std::string export_hf_folder(const std::string& checkpoint, const RunConfig& config,
                              const TrainState& state, const ExportOptions& options) {
-  const HfSpecialTokens special;  // sinklab's own tokenizers have no special tokens
+  // The run's tokenizer (or --tokenizer): it must fit the model's vocabulary.
+  const std::unique_ptr<Tokenizer> tokenizer =
+      options.tokenizer.empty() ? open_data_tokenizer(config.data)
+                                : open_tokenizer(options.tokenizer, "--tokenizer");
+  SINKLAB_CHECK(tokenizer->vocab_size() <= config.model.vocab_size, ConfigError,
+                "export: the tokenizer has " << tokenizer->vocab_size() << " ids but the model's "
+                                             << "vocabulary is " << config.model.vocab_size,
+                "pass the run's tokenizer with --tokenizer");
+  const HfSpecialTokens special = special_tokens_of(*tokenizer);
   // The config first: a model no class computes is refused before anything is written.
   const std::string config_json = hf_config_json(config.model, special);
   const fs::path dir = options.out.empty()
@@ -63,6 +82,7 @@ std::string export_hf_folder(const std::string& checkpoint, const RunConfig& con
                 "check the path and its permissions (--out)");
   write_safetensors((dir / "model.safetensors").string(), checkpoint_state_dict(checkpoint),
                     sinklab_metadata(config, state));
+  save_hf_tokenizer_files(*tokenizer, dir.string(), config.model.block_size);
   if (needs_sinklab_modeling(config.model))  // config.json names SinklabForCausalLM
     write_file_atomic((dir / "modeling_sinklab.py").string(), sinklab_modeling_py());
   write_file_atomic((dir / "generation_config.json").string(),
