@@ -175,9 +175,7 @@ Run::Run(const RunConfig& config, std::ostream& console, RunOptions options)
   std::vector<VariantSpec> specs = base_.variants;
   if (specs.empty()) specs.push_back({"main", {}});
   set_cuda_precision(resolved_precision(base_.run));
-  ops::attention_kernels_preference = base_.run.attention_kernels == "auto"
-                                          ? ops::AttentionKernels::Auto
-                                          : ops::AttentionKernels::Own;
+  ops::attention_kernels_preference = base_.run.attention_kernels;
   if (parse_device(base_.run.device).is_cuda())
     console_.stream() << "attention: " << ops::attention_kernels_description() << "\n";
   // Every connection to rank 0 must carry this job's token (train/dist/handshake.h).
@@ -227,14 +225,16 @@ Run::Run(const RunConfig& config, std::ostream& console, RunOptions options)
     if (writer) write_file_atomic(v->dir + "/config.yaml", to_yaml(c));
     const Device device = parse_device(c.run.device);
     SINKLAB_CHECK(resolved_precision(c.run) == resolved_precision(base_.run), ConfigError,
-                  "variant " << v->name << " sets run.precision to " << c.run.precision
-                             << " but the run uses " << base_.run.precision << " ("
+                  "variant " << v->name << " sets run.precision to "
+                             << choice_text(c.run.precision) << " but the run uses "
+                             << choice_text(base_.run.precision) << " ("
                              << c.source_file << ")",
                   "the precision is one per process: set run.precision at the top level only");
     SINKLAB_CHECK(c.run.attention_kernels == base_.run.attention_kernels, ConfigError,
                   "variant " << v->name << " sets run.attention_kernels to "
-                             << c.run.attention_kernels << " but the run uses "
-                             << base_.run.attention_kernels << " (" << c.source_file << ")",
+                             << choice_text(c.run.attention_kernels) << " but the run uses "
+                             << choice_text(base_.run.attention_kernels) << " ("
+                             << c.source_file << ")",
                   "the attention kernels are one per process: set run.attention_kernels at the "
                   "top level only");
     v->model = std::make_unique<GPT>(c.model, c.run.seed, DType::F32, device);
@@ -245,9 +245,11 @@ Run::Run(const RunConfig& config, std::ostream& console, RunOptions options)
     v->optimizer = std::make_unique<AdamW>(
         v->model->params(), c.optim, zero1 ? parallel_->optimizer_shard(numel) : Shard{});
     v->accumulation = accumulation_steps(c.train.tokens_per_step, B, T, parallel_->world_size());
-    console_.stream() << "variant " << v->name << ": " << c.model.arch << " " << c.model.n_layer << "x"
+    console_.stream() << "variant " << v->name << ": " << choice_text(c.model.arch) << " "
+             << c.model.n_layer << "x"
              << c.model.n_embd << " (" << c.model.n_head << " heads, T=" << T
-             << ", V=" << c.model.vocab_size << "), attn_output_norm=" << c.model.attn_output_norm
+             << ", V=" << c.model.vocab_size
+             << "), attn_output_norm=" << choice_text(c.model.attn_output_norm)
              << ", " << format_count(static_cast<double>(v->model->params().numel()))
              << " parameters, "
              << format_count(B * T * v->accumulation * parallel_->world_size())

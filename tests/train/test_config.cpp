@@ -59,6 +59,8 @@ void require_same(const RunConfig& a, const RunConfig& b) {
   REQUIRE(a.run.out_dir == b.run.out_dir);
   REQUIRE(a.run.device == b.run.device);
   REQUIRE(a.run.seed == b.run.seed);
+  REQUIRE(a.run.precision == b.run.precision);
+  REQUIRE(a.run.attention_kernels == b.run.attention_kernels);
   const ModelSection &m = a.model, &n = b.model;
   REQUIRE(m.arch == n.arch);
   REQUIRE(m.n_layer == n.n_layer);
@@ -129,6 +131,8 @@ run:
   name: full_run
   out_dir: /tmp/sinklab_runs
   device: cuda:1
+  precision: bf16
+  attention_kernels: auto
   seed: 18446744073709551615   # the largest uint64
 model:
   arch: llama
@@ -209,7 +213,9 @@ void require_full(const RunConfig& c) {
   REQUIRE(c.run.out_dir == "/tmp/sinklab_runs");
   REQUIRE(c.run.device == "cuda:1");
   REQUIRE(c.run.seed == std::numeric_limits<uint64_t>::max());
-  REQUIRE(c.model.arch == "llama");
+  REQUIRE(c.run.precision == PrecisionSetting::BF16);
+  REQUIRE(c.run.attention_kernels == ops::AttentionKernels::Auto);
+  REQUIRE(c.model.arch == Arch::Llama);
   REQUIRE(c.model.n_layer == 6);
   REQUIRE(c.model.n_head == 6);
   REQUIRE(c.model.n_embd == 384);
@@ -218,9 +224,9 @@ void require_full(const RunConfig& c) {
   REQUIRE(c.model.vocab_size == 50304);
   REQUIRE(c.model.vocab_multiple == 128);
   REQUIRE_FALSE(c.model.tie_embeddings);
-  REQUIRE(c.model.attn_output_norm == "headwise_rmsnorm");
-  REQUIRE(c.model.attention == "sigmoid");
-  REQUIRE(c.model.gamma_init == "ones");
+  REQUIRE(c.model.attn_output_norm == AttnOutputNorm::HeadwiseRmsNorm);
+  REQUIRE(c.model.attention == AttentionKind::Sigmoid);
+  REQUIRE(c.model.gamma_init == GammaInit::Ones);
   REQUIRE(c.model.gamma_shared);
   REQUIRE_FALSE(c.model.gamma_weight_decay);
   REQUIRE(c.model.norm_eps == 1e-6);
@@ -282,7 +288,7 @@ void require_full(const RunConfig& c) {
 
 TEST_CASE("config: defaults are the header's and an empty file gives them", "[config]") {
   const RunConfig defaults;
-  REQUIRE(defaults.model.arch == "gpt2");
+  REQUIRE(defaults.model.arch == Arch::Gpt2);
   REQUIRE(defaults.train.tokens_per_step == 0);
   REQUIRE(defaults.variants.empty());
   REQUIRE_NOTHROW(validate(defaults));
@@ -302,16 +308,16 @@ TEST_CASE("config: a file with every key parses", "[config]") {
   REQUIRE(c.source_file == "full.yaml");
   // Variants: applied on top of the base, list cleared, validated.
   const RunConfig base = apply_variant(c, c.variants[0]);
-  REQUIRE(base.model.attn_output_norm == "none");
-  REQUIRE(base.model.attention == "sigmoid");  // the rest is the base's
+  REQUIRE(base.model.attn_output_norm == AttnOutputNorm::None);
+  REQUIRE(base.model.attention == AttentionKind::Sigmoid);  // the rest is the base's
   REQUIRE(base.variants.empty());
   REQUIRE(base.source_file == "full.yaml");
   const RunConfig iso = apply_variant(c, c.variants[1]);
   REQUIRE(iso.model.isolate_positions == std::vector<int64_t>{3, 7});
   REQUIRE(iso.optim.lr == 1e-3);
-  REQUIRE(iso.model.attn_output_norm == "headwise_rmsnorm");
+  REQUIRE(iso.model.attn_output_norm == AttnOutputNorm::HeadwiseRmsNorm);
   const RunConfig nested = apply_variant(c, c.variants[2]);
-  REQUIRE(nested.model.gamma_init == "first_token_std");
+  REQUIRE(nested.model.gamma_init == GammaInit::FirstTokenStd);
   REQUIRE(nested.model.n_layer == 2);
   RunConfig plain = apply_variant(c, c.variants[3]);
   plain.variants = c.variants;
@@ -395,7 +401,7 @@ TEST_CASE("config: wrong types name the key, the value, the type and the file", 
   REQUIRE(ok.run.name == "123");
 }
 
-TEST_CASE("config: enumerations and impossible combinations fail in validate", "[config]") {
+TEST_CASE("config: enumerations and impossible combinations are refused", "[config]") {
   {
     const Caught e = config_error("model: {arch: gpt3}");
     REQUIRE_MENTIONS(e, "model.arch", "'gpt3'", "configs/x.yaml", "gpt2, llama");
@@ -495,7 +501,7 @@ TEST_CASE("config: files: missing, malformed, and loaded with source_file", "[co
         "quotes.yaml",
         "prepare: {inputs: ['it''s.txt', \"a\\\"b.txt\"]}  # don't\nmodel: {arch: 'llama'}\n");
     const RunConfig c = load_config(good);
-    REQUIRE(c.model.arch == "llama");
+    REQUIRE(c.model.arch == Arch::Llama);
     REQUIRE(c.prepare.inputs == std::vector<std::string>{"it's.txt", "a\"b.txt"});
   }
   {
@@ -532,7 +538,7 @@ TEST_CASE("config: overrides take effect, later ones win, errors name the overri
        "prepare.inputs=[a.txt, 'b c.txt']", "model.tie_embeddings=false", "optim.lr=3e-3",
        "run.name=my_run", "data.tokenizer=", "run.seed=42"});
   REQUIRE(c.model.n_layer == 5);
-  REQUIRE(c.model.arch == "llama");  // from the file
+  REQUIRE(c.model.arch == Arch::Llama);  // from the file
   REQUIRE(c.train.steps == 50);
   REQUIRE(c.model.isolate_positions == std::vector<int64_t>{3, 7});
   REQUIRE(c.prepare.inputs == std::vector<std::string>{"a.txt", "b c.txt"});
@@ -580,13 +586,13 @@ TEST_CASE("config: variants apply, and bad variants fail at load time", "[config
   const RunConfig b = apply_variant(c, c.variants[1]);
   REQUIRE(a.variants.empty());
   REQUIRE(b.variants.empty());
-  REQUIRE(a.model.attn_output_norm == "none");
-  REQUIRE(b.model.attn_output_norm == "headwise_rmsnorm");
+  REQUIRE(a.model.attn_output_norm == AttnOutputNorm::None);
+  REQUIRE(b.model.attn_output_norm == AttnOutputNorm::HeadwiseRmsNorm);
   REQUIRE(a.train.steps == 30);  // --set reaches every variant
   REQUIRE(b.train.steps == 30);
   REQUIRE_FALSE(a.model.gamma_shared);
   REQUIRE(b.model.gamma_shared);  // a variant's own set wins over --set
-  REQUIRE(c.model.attn_output_norm == "none");  // the base is unchanged
+  REQUIRE(c.model.attn_output_norm == AttnOutputNorm::None);  // the base is unchanged
   // A variant built in code (the trainer's single "main" run).
   require_same(apply_variant(c, {"main", {}}), [&] {
     RunConfig d = c;
@@ -627,6 +633,77 @@ TEST_CASE("config: variants apply, and bad variants fail at load time", "[config
   REQUIRE_MENTIONS(e, "variant 'hand'", "model.n_embd", "v.yaml");
   REQUIRE_MENTIONS(error_of<ConfigError>([&] { apply_variant(c, {"hand", {"x.y=1"}}); }),
                    "x.y=1", "hand");
+}
+
+TEST_CASE("config: choice keys are enums; each name reads, writes and prints as in YAML",
+          "[config]") {
+  // Every name of every choice key: parsed into its enum, written back by to_yaml as the same
+  // text, and printed by choice_text as that text.
+  struct Key {
+    const char* key;
+    std::vector<const char*> names;
+    std::function<std::string(const RunConfig&)> text;
+  };
+  const std::vector<Key> keys = {
+      {"run.precision", {"auto", "bf16", "fp32"},
+       [](const RunConfig& c) { return choice_text(c.run.precision); }},
+      {"run.attention_kernels", {"auto", "own"},
+       [](const RunConfig& c) { return choice_text(c.run.attention_kernels); }},
+      {"model.arch", {"gpt2", "llama"},
+       [](const RunConfig& c) { return choice_text(c.model.arch); }},
+      {"model.attn_output_norm", {"none", "headwise_rmsnorm"},
+       [](const RunConfig& c) { return choice_text(c.model.attn_output_norm); }},
+      {"model.attention", {"softmax", "sigmoid"},
+       [](const RunConfig& c) { return choice_text(c.model.attention); }},
+      {"model.gamma_init", {"first_token_std", "ones"},
+       [](const RunConfig& c) { return choice_text(c.model.gamma_init); }},
+      {"model.amplify_mode", {"centered", "plain"},
+       [](const RunConfig& c) { return choice_text(c.model.amplify_mode); }},
+      {"prepare.val_split", {"documents", "tail"},
+       [](const RunConfig& c) { return choice_text(c.prepare.val_split); }},
+  };
+  for (const Key& k : keys) {
+    const std::string key = k.key, bare = key.substr(key.find('.') + 1);
+    for (const char* name : k.names) {
+      INFO(key << " = " << name);
+      const RunConfig c = parse_config("", "c.yaml", {key + "=" + name});
+      REQUIRE(k.text(c) == name);
+      REQUIRE(contains(to_yaml(c), "  " + bare + ": " + name + "\n"));
+      REQUIRE(k.text(parse_config(to_yaml(c), "back.yaml")) == name);
+    }
+    // A misspelt name: the key, the value, where, and every name, at parse time.
+    const std::string wrong = std::string(k.names[1]) + "x";
+    const Caught e = config_error("", {key + "=" + wrong});
+    std::string all;
+    for (const char* name : k.names) all += (all.empty() ? "" : ", ") + std::string(name);
+    const std::string quoted = "'" + wrong + "'";
+    REQUIRE_MENTIONS(e, k.key, quoted.c_str(), "configs/x.yaml", all.c_str());
+    REQUIRE(contains(e.hint, "did you mean '" + std::string(k.names[1]) + "'"));
+    // Null and non-scalar values are refused naming the choices too.
+    REQUIRE_MENTIONS(config_error(key.substr(0, key.find('.')) + ": {" + bare + ": }"), k.key,
+                     "configs/x.yaml", all.c_str());
+    REQUIRE_MENTIONS(config_error(key.substr(0, key.find('.')) + ": {" + bare + ": [a]}"), k.key,
+                     "a list", all.c_str());
+  }
+  // In a file, the message gives the line.
+  REQUIRE_MENTIONS(config_error("run: {seed: 1}\nmodel:\n  arch: gtp2\n"), "model.arch",
+                   "'gtp2'", "configs/x.yaml (line 3)", "gpt2, llama");
+  // The defaults and the strings saved elsewhere (export metadata, run header).
+  const RunConfig defaults;
+  REQUIRE(defaults.model.arch == Arch::Gpt2);
+  REQUIRE(defaults.run.precision == PrecisionSetting::Auto);
+  REQUIRE(defaults.run.attention_kernels == ops::AttentionKernels::Own);
+  REQUIRE(std::string(choice_text(Arch::Llama)) == "llama");
+  REQUIRE(std::string(choice_text(AttnOutputNorm::HeadwiseRmsNorm)) == "headwise_rmsnorm");
+  // differing_keys writes the values as YAML text.
+  const RunConfig llama = parse_config("model: {arch: llama, attention: sigmoid}", "l.yaml");
+  const std::vector<KeyDifference> d = differing_keys(defaults, llama, "model");
+  REQUIRE(d.size() == 2);
+  REQUIRE(d[0].key == "model.arch");
+  REQUIRE(d[0].a == "gpt2");
+  REQUIRE(d[0].b == "llama");
+  REQUIRE(d[1].key == "model.attention");
+  REQUIRE(d[1].b == "sigmoid");
 }
 
 TEST_CASE("config: to_yaml writes every key and reads back to the same config", "[config]") {
@@ -685,7 +762,7 @@ TEST_CASE("config: the shipped configs load and their variants apply", "[config]
   const std::string dir = std::string(SINKLAB_SOURCE_DIR) + "/configs/";
   {
     const RunConfig c = load_config(dir + "quickstart.yaml");
-    REQUIRE(c.model.arch == "llama");
+    REQUIRE(c.model.arch == Arch::Llama);
     REQUIRE(c.model.n_layer == 4);
     REQUIRE(c.model.n_head == 4);
     REQUIRE(c.model.n_embd == 128);
@@ -699,12 +776,13 @@ TEST_CASE("config: the shipped configs load and their variants apply", "[config]
     REQUIRE(c.variants.size() == 2);
     REQUIRE(c.variants[0].name == "baseline");
     REQUIRE(c.variants[1].name == "headwise_rmsnorm");
-    REQUIRE(apply_variant(c, c.variants[0]).model.attn_output_norm == "none");
-    REQUIRE(apply_variant(c, c.variants[1]).model.attn_output_norm == "headwise_rmsnorm");
+    REQUIRE(apply_variant(c, c.variants[0]).model.attn_output_norm == AttnOutputNorm::None);
+    REQUIRE(apply_variant(c, c.variants[1]).model.attn_output_norm ==
+            AttnOutputNorm::HeadwiseRmsNorm);
   }
   {
     const RunConfig c = load_config(dir + "tiny_test.yaml");
-    REQUIRE(c.model.arch == "gpt2");
+    REQUIRE(c.model.arch == Arch::Gpt2);
     REQUIRE(c.model.n_layer == 2);
     REQUIRE(c.model.n_embd == 32);
     REQUIRE(c.model.n_head == 2);

@@ -40,9 +40,9 @@ std::string export_checkpoint(const std::string& checkpoint, const std::string& 
   }
   write_safetensors(path, tensors,
                     {{"format", "pt"},
-                     {"sinklab_arch", config.model.arch},
+                     {"sinklab_arch", choice_text(config.model.arch)},
                      {"sinklab_step", std::to_string(state.step)},
-                     {"sinklab_attn_output_norm", config.model.attn_output_norm}});
+                     {"sinklab_attn_output_norm", choice_text(config.model.attn_output_norm)}});
   return path;
 }
 
