@@ -77,6 +77,22 @@ std::span<const ChoiceName<ValSplit>> names_of(ValSplit) {
                                                    {ValSplit::Tail, "tail"}};
   return names;
 }
+std::span<const ChoiceName<ops::Bf16Gemm>> names_of(ops::Bf16Gemm) {
+  static constexpr ChoiceName<ops::Bf16Gemm> names[] = {{ops::Bf16Gemm::Rounded, "rounded"},
+                                                        {ops::Bf16Gemm::Fast, "fast"}};
+  return names;
+}
+std::span<const ChoiceName<SidePriority>> names_of(SidePriority) {
+  static constexpr ChoiceName<SidePriority> names[] = {{SidePriority::Low, "low"},
+                                                       {SidePriority::Equal, "equal"}};
+  return names;
+}
+std::span<const ChoiceName<CpuGemmSetting>> names_of(CpuGemmSetting) {
+  static constexpr ChoiceName<CpuGemmSetting> names[] = {
+      {CpuGemmSetting::Auto, "auto"}, {CpuGemmSetting::OpenBLAS, "openblas"},
+      {CpuGemmSetting::Reference, "reference"}};
+  return names;
+}
 
 }  // namespace
 
@@ -97,6 +113,9 @@ template const char* choice_text(AttentionKind);
 template const char* choice_text(GammaInit);
 template const char* choice_text(AmplifyMode);
 template const char* choice_text(ValSplit);
+template const char* choice_text(ops::Bf16Gemm);
+template const char* choice_text(SidePriority);
+template const char* choice_text(CpuGemmSetting);
 
 namespace {
 
@@ -175,6 +194,12 @@ const std::vector<Field>& fields() {
       SINKLAB_KEY(run, RunSection, precision),
       SINKLAB_KEY(run, RunSection, attention_kernels),
       SINKLAB_KEY(run, RunSection, seed),
+      SINKLAB_KEY(run, RunSection, profile),
+      SINKLAB_KEY(run, RunSection, bucket_mib, kPos),
+      SINKLAB_KEY(run, RunSection, collective_timeout_s, kPos),
+      SINKLAB_KEY(run, RunSection, bf16_gemm),
+      SINKLAB_KEY(run, RunSection, metrics_priority),
+      SINKLAB_KEY(run, RunSection, cpu_gemm),
 
       SINKLAB_KEY(model, ModelSection, arch),
       SINKLAB_KEY(model, ModelSection, n_layer, kPos),
@@ -962,6 +987,15 @@ void validate(const RunConfig& c) {
                 "run.device is '" << run.device << "' in " << file
                                   << ": expected cpu, cuda or cuda:N",
                 "set run.device: cpu, or cuda / cuda:1 for a GPU");
+  SINKLAB_CHECK(run.bucket_mib <= 1048576, ConfigError,
+                "run.bucket_mib is " << yu::format_double(run.bucket_mib) << " in " << file
+                                     << ": the most it may be is 1048576 (1 TiB)",
+                "set run.bucket_mib to e.g. 25 (the default)");
+  SINKLAB_CHECK(run.collective_timeout_s <= 1e7, ConfigError,
+                "run.collective_timeout_s is " << yu::format_double(run.collective_timeout_s)
+                                               << " in " << file
+                                               << ": the most it may be is 10000000 (116 days)",
+                "set run.collective_timeout_s to e.g. 600 (the default)");
 
   const ModelSection& m = c.model;
   SINKLAB_CHECK(m.n_embd % m.n_head == 0, ConfigError,

@@ -11,8 +11,10 @@
 #include <string>
 #include <vector>
 
+#include "core/device_runtime.h"
 #include "core/precision.h"
 #include "ops/attention.h"
+#include "ops/matmul.h"
 #include "train/arch.h"
 
 namespace sinklab::train {
@@ -20,9 +22,11 @@ namespace sinklab::train {
 // The values of the choice keys (a closed set of names in YAML). Each enum's YAML names are
 // written in one table in config.cpp, and everything goes through it: parsing, to_yaml,
 // differing_keys, error messages, and wherever a value is printed or saved (run header,
-// checkpoint config, export metadata). model.arch is Arch (train/arch.h) and
-// run.attention_kernels ops::AttentionKernels (ops/attention.h).
+// checkpoint config, export metadata). model.arch is Arch (train/arch.h),
+// run.attention_kernels ops::AttentionKernels (ops/attention.h), run.bf16_gemm ops::Bf16Gemm
+// (ops/matmul.h) and run.metrics_priority SidePriority (core/device_runtime.h).
 enum class PrecisionSetting { Auto, BF16, FP32 };     // run.precision (resolved_precision)
+enum class CpuGemmSetting { Auto, OpenBLAS, Reference };  // run.cpu_gemm
 enum class AttnOutputNorm { None, HeadwiseRmsNorm };  // model.attn_output_norm
 enum class AttentionKind { Softmax, Sigmoid };        // model.attention
 enum class GammaInit { FirstTokenStd, Ones };         // model.gamma_init
@@ -45,6 +49,27 @@ struct RunSection {
                                     // attention where it applies on a GPU) | own (sinklab's
                                     // kernels everywhere)
   uint64_t seed = 1337;             // init, data order, sampling
+  // How the process runs (one value per process: a variant may not set them). They change
+  // speed, or the last bits of the numbers, not the model; saved with the run like every key.
+  bool profile = false;             // synchronise the device at every phase and op of a step and
+                                    // print at the end where a step's time goes (per phase,
+                                    // per op); slower
+  double bucket_mib = 25;           // data parallel: gradients are averaged in buckets of about
+                                    // this many MiB of whole parameters
+  double collective_timeout_s = 600;  // data parallel: a rank that waits this long for the
+                                    // others (to connect, or in a collective, NCCL or TCP) fails,
+                                    // naming the operation
+  ops::Bf16Gemm bf16_gemm = ops::Bf16Gemm::Rounded;  // GPU bf16 products of f32 operands:
+                                    // rounded (each operand rounded to bf16 once, cuBLASLt, the
+                                    // bias in its epilogue) | fast (cuBLAS converts them itself:
+                                    // CUBLAS_COMPUTE_32F_FAST_16BF; for benchmarking)
+  SidePriority metrics_priority = SidePriority::Low;  // the GPU stream of the sink metrics: low
+                                    // (it fills the SMs training leaves idle) | equal (the
+                                    // compute stream's priority; for benchmarking)
+  CpuGemmSetting cpu_gemm = CpuGemmSetting::Auto;  // CPU products: auto (OpenBLAS when built
+                                    // with it, else the own kernel) | openblas | reference (the
+                                    // own blocked kernel: bit-exact comparisons with it; OpenBLAS
+                                    // sums in another order)
 };
 
 struct ModelSection {

@@ -61,6 +61,12 @@ void require_same(const RunConfig& a, const RunConfig& b) {
   REQUIRE(a.run.seed == b.run.seed);
   REQUIRE(a.run.precision == b.run.precision);
   REQUIRE(a.run.attention_kernels == b.run.attention_kernels);
+  REQUIRE(a.run.profile == b.run.profile);
+  REQUIRE(a.run.bucket_mib == b.run.bucket_mib);
+  REQUIRE(a.run.collective_timeout_s == b.run.collective_timeout_s);
+  REQUIRE(a.run.bf16_gemm == b.run.bf16_gemm);
+  REQUIRE(a.run.metrics_priority == b.run.metrics_priority);
+  REQUIRE(a.run.cpu_gemm == b.run.cpu_gemm);
   const ModelSection &m = a.model, &n = b.model;
   REQUIRE(m.arch == n.arch);
   REQUIRE(m.n_layer == n.n_layer);
@@ -134,6 +140,12 @@ run:
   precision: bf16
   attention_kernels: auto
   seed: 18446744073709551615   # the largest uint64
+  profile: true
+  bucket_mib: 0.02
+  collective_timeout_s: 30
+  bf16_gemm: fast
+  metrics_priority: equal
+  cpu_gemm: reference
 model:
   arch: llama
   n_layer: 6
@@ -215,6 +227,12 @@ void require_full(const RunConfig& c) {
   REQUIRE(c.run.seed == std::numeric_limits<uint64_t>::max());
   REQUIRE(c.run.precision == PrecisionSetting::BF16);
   REQUIRE(c.run.attention_kernels == ops::AttentionKernels::Auto);
+  REQUIRE(c.run.profile);
+  REQUIRE(c.run.bucket_mib == 0.02);
+  REQUIRE(c.run.collective_timeout_s == 30.0);
+  REQUIRE(c.run.bf16_gemm == ops::Bf16Gemm::Fast);
+  REQUIRE(c.run.metrics_priority == SidePriority::Equal);
+  REQUIRE(c.run.cpu_gemm == CpuGemmSetting::Reference);
   REQUIRE(c.model.arch == Arch::Llama);
   REQUIRE(c.model.n_layer == 6);
   REQUIRE(c.model.n_head == 6);
@@ -380,6 +398,9 @@ TEST_CASE("config: wrong types name the key, the value, the type and the file", 
       {"optim: {lr: fast}", "optim.lr", "'fast'", "a number"},
       {"optim: {lr: .nan}", "optim.lr", "'.nan'", "a number"},
       {"run: {seed: -1}", "run.seed", "'-1'", "a non-negative integer"},
+      {"run: {profile: sometimes}", "run.profile", "'sometimes'", "true or false"},
+      {"run: {bucket_mib: big}", "run.bucket_mib", "'big'", "a number"},
+      {"run: {collective_timeout_s: [1]}", "run.collective_timeout_s", "a list", "a number"},
       {"run: {name: {a: b}}", "run.name", "a map", "a string"},
       {"model: {isolate_positions: 3}", "model.isolate_positions", "'3'", "a list of integers"},
       {"model: {isolate_positions: [1, x]}", "model.isolate_positions[1]", "'x'",
@@ -661,6 +682,12 @@ TEST_CASE("config: choice keys are enums; each name reads, writes and prints as 
        [](const RunConfig& c) { return choice_text(c.model.amplify_mode); }},
       {"prepare.val_split", {"documents", "tail"},
        [](const RunConfig& c) { return choice_text(c.prepare.val_split); }},
+      {"run.bf16_gemm", {"rounded", "fast"},
+       [](const RunConfig& c) { return choice_text(c.run.bf16_gemm); }},
+      {"run.metrics_priority", {"low", "equal"},
+       [](const RunConfig& c) { return choice_text(c.run.metrics_priority); }},
+      {"run.cpu_gemm", {"auto", "openblas", "reference"},
+       [](const RunConfig& c) { return choice_text(c.run.cpu_gemm); }},
   };
   for (const Key& k : keys) {
     const std::string key = k.key, bare = key.substr(key.find('.') + 1);
@@ -704,6 +731,50 @@ TEST_CASE("config: choice keys are enums; each name reads, writes and prints as 
   REQUIRE(d[0].b == "llama");
   REQUIRE(d[1].key == "model.attention");
   REQUIRE(d[1].b == "sigmoid");
+}
+
+TEST_CASE("config: the run keys that were SINKLAB_* environment variables", "[config]") {
+  // run.profile (SINKLAB_PROFILE), run.bucket_mib (SINKLAB_BUCKET_MIB), run.collective_timeout_s
+  // (SINKLAB_COLLECTIVE_TIMEOUT and SINKLAB_NCCL_TIMEOUT), run.bf16_gemm (SINKLAB_BF16_GEMM),
+  // run.metrics_priority (SINKLAB_METRICS_PRIORITY), run.cpu_gemm (SINKLAB_CPU_GEMM): their
+  // defaults are what the unset variables meant, and the resolved config saves them.
+  const RunConfig defaults;
+  REQUIRE_FALSE(defaults.run.profile);
+  REQUIRE(defaults.run.bucket_mib == 25.0);
+  REQUIRE(defaults.run.collective_timeout_s == 600.0);
+  REQUIRE(defaults.run.bf16_gemm == ops::Bf16Gemm::Rounded);
+  REQUIRE(defaults.run.metrics_priority == SidePriority::Low);
+  REQUIRE(defaults.run.cpu_gemm == CpuGemmSetting::Auto);
+  REQUIRE(contains(to_yaml(defaults),
+                   "  seed: 1337\n  profile: false\n  bucket_mib: 25.0\n"
+                   "  collective_timeout_s: 600.0\n  bf16_gemm: rounded\n"
+                   "  metrics_priority: low\n  cpu_gemm: auto\n"));
+  const RunConfig set = parse_config(
+      "", "s.yaml",
+      {"run.profile=true", "run.bucket_mib=0.02", "run.collective_timeout_s=2.5",
+       "run.bf16_gemm=fast", "run.metrics_priority=equal", "run.cpu_gemm=reference"});
+  const std::string text = to_yaml(set);
+  INFO(text);
+  REQUIRE(contains(text, "  profile: true\n  bucket_mib: 0.02\n  collective_timeout_s: 2.5\n"
+                         "  bf16_gemm: fast\n  metrics_priority: equal\n  cpu_gemm: reference\n"));
+  RunConfig back = parse_config(text, "s.yaml");
+  require_same(back, set);
+  // Sizes and times: positive, and bounded.
+  REQUIRE_MENTIONS(config_error("run: {bucket_mib: 0}"), "run.bucket_mib", "positive",
+                   "configs/x.yaml");
+  REQUIRE_MENTIONS(config_error("run: {bucket_mib: -1}"), "run.bucket_mib", "positive");
+  REQUIRE_MENTIONS(config_error("run: {bucket_mib: 2e6}"), "run.bucket_mib", "1048576",
+                   "configs/x.yaml");
+  REQUIRE_MENTIONS(config_error("run: {collective_timeout_s: 0}"), "run.collective_timeout_s",
+                   "positive", "configs/x.yaml");
+  REQUIRE_MENTIONS(config_error("", {"run.collective_timeout_s=1e8"}),
+                   "run.collective_timeout_s", "10000000", "configs/x.yaml");
+  REQUIRE_MENTIONS(config_error("run: {metrics_priority: high}"), "run.metrics_priority",
+                   "'high'", "low, equal", "configs/x.yaml");
+  REQUIRE_MENTIONS(config_error("run: {bf16_gemm: slow}"), "run.bf16_gemm", "rounded, fast");
+  REQUIRE_MENTIONS(config_error("run: {cpu_gemm: mkl}"), "run.cpu_gemm",
+                   "auto, openblas, reference");
+  REQUIRE_NOTHROW(parse_config("run: {bucket_mib: 1048576, collective_timeout_s: 1e7}", "b.yaml"));
 }
 
 TEST_CASE("config: to_yaml writes every key and reads back to the same config", "[config]") {
