@@ -119,11 +119,14 @@ void GraphBuilder::scalar(int64_t uid) {
   const char* what = "cuDNN scalar";
   Descriptor t(CUDNN_BACKEND_TENSOR_DESCRIPTOR);
   const cudnnDataType_t dtype = CUDNN_DATA_FLOAT;
-  const int64_t one = 1, alignment = 16;
+  // Of the graph's rank (every tensor of these graphs is 4-D): pointwise operations refuse
+  // operands of different ranks (CUDNN_STATUS_BAD_PARAM, "xDesc.getNbDims() != bDesc.getNbDims()",
+  // seen on cuDNN 9.14).
+  const int64_t ones[4] = {1, 1, 1, 1}, alignment = 16;
   const bool by_value = true, is_virtual = false;
   t.set(CUDNN_ATTR_TENSOR_DATA_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &dtype, what)
-      .set(CUDNN_ATTR_TENSOR_DIMENSIONS, CUDNN_TYPE_INT64, 1, &one, what)
-      .set(CUDNN_ATTR_TENSOR_STRIDES, CUDNN_TYPE_INT64, 1, &one, what)
+      .set(CUDNN_ATTR_TENSOR_DIMENSIONS, CUDNN_TYPE_INT64, 4, ones, what)
+      .set(CUDNN_ATTR_TENSOR_STRIDES, CUDNN_TYPE_INT64, 4, ones, what)
       .set(CUDNN_ATTR_TENSOR_UNIQUE_ID, CUDNN_TYPE_INT64, 1, &uid, what)
       .set(CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT, CUDNN_TYPE_INT64, 1, &alignment, what)
       .set(CUDNN_ATTR_TENSOR_IS_VIRTUAL, CUDNN_TYPE_BOOLEAN, 1, &is_virtual, what)

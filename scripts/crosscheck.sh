@@ -42,4 +42,30 @@ done <<'CASES'
 --set model.arch=llama --set model.attn_output_norm=headwise_rmsnorm --set model.gamma_shared=true --set model.attention=sigmoid
 --set model.arch=gpt2 --set model.attn_output_norm=headwise_rmsnorm --set model.isolate_positions=[3,7]
 CASES
+
+# The Hugging Face export (scripts/crosscheck_hf_export.py): config.json read as transformers
+# reads it, model.safetensors loaded strictly into the shipped model file's modules, logits equal
+# to `sinklab forward`'s. A few steps of training first, so no weight is at its initial value.
+"$python" scripts/make_bench_data.py "$out/data" --vocab 256 --tokens 20000 >/dev/null
+i=0
+while read -r sets; do
+  i=$((i + 1))
+  run="$out/runs/hf$i"
+  # shellcheck disable=SC2086
+  "$build/sinklab" train configs/tiny_test.yaml --no-progress --set data.dir="$out/data" \
+    --set run.out_dir="$out/runs" --set run.name="hf$i" --set train.steps=3 \
+    --set train.eval_every=0 --set train.sample_tokens=0 --set metrics.every=0 $sets >/dev/null
+  "$build/sinklab" export "$run/main/ckpt/step_00000003.h5" --format hf --out "$out/hf$i" >/dev/null
+  "$build/sinklab" forward "$run/main/ckpt/step_00000003.h5" --ids 5,17,200,3,99,1,0,255,42,7 \
+    --out "$out/forward$i.safetensors" >/dev/null
+  "$python" scripts/crosscheck_hf_export.py "$out/hf$i" "$out/forward$i.safetensors" || status=1
+done <<'CASES'
+--set model.arch=gpt2
+--set model.arch=gpt2 --set model.tie_embeddings=false --set model.norm_eps=1e-4
+--set model.arch=llama --set model.rope_theta=500.0
+--set model.arch=llama --set model.tie_embeddings=false
+--set model.arch=gpt2 --set model.attn_output_norm=headwise_rmsnorm
+--set model.arch=llama --set model.attn_output_norm=headwise_rmsnorm --set model.gamma_shared=true --set model.attention=sigmoid
+--set model.arch=gpt2 --set model.isolate_positions=[0,3] --set model.isolate_layers=[1]
+CASES
 exit $status

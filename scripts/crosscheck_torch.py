@@ -10,12 +10,17 @@ parameter gradient.  Exit code 0 when all agree within tolerance, 1 otherwise.
 """
 import argparse
 import json
-import math
+import os
 import struct
 import sys
 
 import torch
 import torch.nn.functional as F
+
+# The attention, RoPE and RMSNorm of the model file an export ships (transformers loads it with
+# trust_remote_code): checked here against sinklab, so the exported model computes what was tested.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "hf"))
+from modeling_sinklab import HEADWISE_RMSNORM_EPS, attention, rms_norm, rope  # noqa: E402
 
 
 def read_safetensors(path):
@@ -33,36 +38,6 @@ def read_safetensors(path):
         t = torch.frombuffer(raw, dtype=dtypes[info["dtype"]]) if raw else torch.empty(0)
         tensors[name] = t.reshape(info["shape"]).clone()
     return meta, tensors
-
-
-def rms_norm(x, weight, eps):
-    y = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
-    return y * weight if weight is not None else y
-
-
-def rope(x, theta):  # x (B, T, NH, HS), Hugging Face rotate_half convention
-    B, T, NH, HS = x.shape
-    half = HS // 2
-    freq = theta ** (-torch.arange(0, half, dtype=torch.float64, device=x.device) * 2 / HS)
-    angle = torch.arange(T, dtype=torch.float64, device=x.device)[:, None] * freq[None, :]
-    cos = torch.cat([angle.cos(), angle.cos()], -1).to(x.dtype)[None, :, None, :]
-    sin = torch.cat([angle.sin(), angle.sin()], -1).to(x.dtype)[None, :, None, :]
-    rotated = torch.cat([-x[..., half:], x[..., :half]], -1)
-    return x * cos + rotated * sin
-
-
-def attention(q, k, v, sigmoid, isolate):  # (B, T, NH, HS) -> (B, T, NH, HS)
-    B, T, NH, HS = q.shape
-    qh, kh, vh = (t.transpose(1, 2) for t in (q, k, v))  # (B, NH, T, HS)
-    scores = qh @ kh.transpose(-1, -2) / math.sqrt(HS)  # (B, NH, T, T)
-    allowed = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
-    for pos in isolate:  # query `pos` sees only key `pos`
-        allowed[pos, :pos] = False
-    if sigmoid:
-        probs = torch.sigmoid(scores) * allowed
-    else:
-        probs = scores.masked_fill(~allowed, float("-inf")).softmax(-1)
-    return (probs @ vh).transpose(1, 2)
 
 
 def forward(meta, W, ids, targets):
@@ -102,7 +77,7 @@ def forward(meta, W, ids, targets):
             q, k, v = (t.reshape(B, T, NH, HS) for t in lin(h, a + "c_attn").split(C, dim=2))
         o = attention(q, k, v, sigmoid, isolate)
         if headwise:  # RMS over the head dimension, gamma (NH, HS) or shared (HS)
-            o = rms_norm(o, W[a + "head_norm.weight"], 1e-6)
+            o = rms_norm(o, W[a + "head_norm.weight"], HEADWISE_RMSNORM_EPS)
         x = x + lin(o.reshape(B, T, C), a + ("o_proj" if llama else "c_proj"))
         h = norm(pre + ("post_attention_layernorm." if llama else "ln_2."), x)
         m = pre + "mlp."

@@ -2,8 +2,8 @@
 # Installs the Debian/Ubuntu packages sinklab builds with, when missing and when run as root.
 # Sourced by scripts/test.sh and scripts/run.sh.
 # Extra package names may be given as arguments (scripts/test.sh adds PyTorch for the
-# cross-check against an independent implementation, and matplotlib, h5py and Chromium for the
-# report test).
+# cross-check against an independent implementation, matplotlib, h5py and Chromium for the
+# report test, and protobuf and crcmod for the TensorBoard test).
 sinklab_install_deps() {
   local pkgs=(cmake ninja-build g++ libhdf5-dev libyaml-cpp-dev libcli11-dev catch2 ccache libopenblas-dev "$@")
   local missing=()

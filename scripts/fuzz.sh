@@ -2,9 +2,10 @@
 # Fuzzes the readers of untrusted files with libFuzzer: builds the targets with clang (AddressSanitizer
 # and UndefinedBehaviorSanitizer, no CUDA) in build-fuzz/, then runs each over its corpus for
 # SECONDS (default 180): the YAML config reader, the token shard reader, the tokenizer file
-# reader and the checkpoint reader. Each target's corpus runs first: its text seeds and the text
-# inputs that once crashed (tests/fuzz/corpus/<target>/), and binary seeds generated here by
-# tests/fuzz/make_seeds.sh (shards, a checkpoint: binaries are not kept in git).
+# reader, the checkpoint reader and the TensorBoard events reader. Each target's corpus runs
+# first: its text seeds and the text inputs that once crashed (tests/fuzz/corpus/<target>/), and
+# binary seeds generated here by tests/fuzz/make_seeds.sh (shards, a checkpoint, an events file:
+# binaries are not kept in git).
 #   bash scripts/fuzz.sh [SECONDS]
 # A crash, a sanitizer report, a hang (over 10 s) or an escaped non-sinklab exception fails the
 # run; the input is kept in build-fuzz/artifacts/<target>/ (a text input joins the corpus once
@@ -30,10 +31,10 @@ clang++ -fsanitize=fuzzer "$probe/p.cpp" -o "$probe/p" 2>/dev/null ||
 CC=clang CXX=clang++ cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -DSINKLAB_CUDA=OFF -DSINKLAB_TESTS=OFF -DSINKLAB_FUZZ=ON > "$probe/configure.log" 2>&1 ||
   { tail -20 "$probe/configure.log"; exit 1; }
-targets=(config shard tokenizer checkpoint)
+targets=(config shard tokenizer checkpoint events)
 cmake --build "$build" -j "$(nproc)" --target "${targets[@]/#/fuzz_}" sinklab \
   > "$probe/build.log" 2>&1 || { grep -E "error" -A3 "$probe/build.log" | head -40; exit 1; }
-# Binary seeds (shards, a checkpoint) are generated, not kept in git.
+# Binary seeds (shards, a checkpoint, an events file) are generated, not kept in git.
 bash tests/fuzz/make_seeds.sh "$probe/seeds" "$build/sinklab"
 
 # Leaks inside libhdf5's own error paths are not ours (tests/fuzz/lsan.supp says which).

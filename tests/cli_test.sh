@@ -2,9 +2,10 @@
 # ctest `cli`: the command line's failure paths, driving the built binary on a tiny CPU run:
 # an unknown command is named; probe refuses a non-finite --lambda (it wrote invalid JSON);
 # export --out <existing folder> writes into the folder (it failed with a raw filesystem error
-# and left a .tmp); --stop-after 0 runs no step; a full disk while writing metrics or a
-# checkpoint exits 1 with the file named and no .tmp left. Builds nothing: give it the build
-# folder.
+# and left a .tmp); export --format hf reads back through probe, forward, generate and
+# train --init-from as its checkpoint does; --stop-after 0 runs no step; a full disk while
+# writing metrics, the TensorBoard events or a checkpoint exits 1 with the file named and no .tmp
+# left. Builds nothing: give it the build folder.
 #   bash tests/cli_test.sh build
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -54,15 +55,45 @@ mkdir "$tmp/exported"
   fail "export --out <folder>: $(cat "$tmp/export.log")"
 [ -s "$tmp/exported/step_00000002.safetensors" ] || fail "export did not write into the folder"
 [ -z "$(find "$tmp/exported" -name '*.tmp')" ] || fail "export left a .tmp"
+
+# The Hugging Face round trip through the command line: export --format hf, then probe, forward,
+# generate and train --init-from read the folder as they read the checkpoint.
+"$sinklab" export "$ckpt" --format hf --out "$tmp/hf" >"$tmp/export_hf.log" 2>&1 ||
+  fail "export --format hf: $(cat "$tmp/export_hf.log")"
+for f in config.json generation_config.json model.safetensors; do
+  [ -s "$tmp/hf/$f" ] || fail "export --format hf wrote no $f"
+done
+"$sinklab" forward "$ckpt" --ids 1,2,3,4 --out "$tmp/f_ckpt.safetensors" >/dev/null
+"$sinklab" forward "$tmp/hf" --ids 1,2,3,4 --out "$tmp/f_hf.safetensors" --tokenizer byte >/dev/null
+cmp -s "$tmp/f_ckpt.safetensors" "$tmp/f_hf.safetensors" ||
+  fail "forward on the Hugging Face export differs from forward on its checkpoint"
+probe_loss() { "$sinklab" probe "$@" --batches 1 --out "$tmp/p.json" | sed -n 's/.*tokens, loss //p'; }
+[ "$(probe_loss "$ckpt")" = "$(probe_loss "$tmp/hf" --set data.dir="$tmp/data" --set data.tokenizer=byte \
+  --set train.batch_size=2 --set run.seed=5)" ] ||
+  fail "probe of the Hugging Face export differs from probe of its checkpoint"
+gen_ckpt=$("$sinklab" generate "$ckpt" --prompt "ab" --tokens 5 --top-k 3 --seed 2)
+gen_hf=$("$sinklab" generate "$tmp/hf" --prompt "ab" --tokens 5 --top-k 3 --seed 2 --tokenizer byte)
+[ "$gen_ckpt" = "$gen_hf" ] || fail "generate differs: '$gen_ckpt' vs '$gen_hf'"
+expect_error "--temperature is -1" "$sinklab" generate "$ckpt" --prompt a --temperature -1
+"$sinklab" train "$tmp/c.yaml" --no-progress --init-from "$tmp/hf" --set run.name=init \
+  --set train.steps=1 >"$tmp/init.log" 2>&1 || fail "--init-from: $(cat "$tmp/init.log")"
+grep -q "weights from the Hugging Face model $tmp/hf" "$tmp/init.log" ||
+  fail "--init-from did not say where the weights came from: $(cat "$tmp/init.log")"
+expect_error "has shape" "$sinklab" train "$tmp/c.yaml" --no-progress --init-from "$tmp/hf" \
+  --set run.name=init2 --set model.n_embd=32
+expect_error "does not exist" "$sinklab" probe "$tmp/nothing.h5"
 # A full disk (a file-size limit: writes past it fail with EFBIG) while writing the metrics
-# (64 KiB, the tiny model) or a checkpoint (512 KiB, a 64-wide model's ~1 MB checkpoint): the
-# error names the file, the exit code is 1 (it had been 139: HDF5's exit handler closed the
-# failed file again), and no .tmp is left behind.
-for case in "64 16 metrics.h5" "512 64 ckpt/step_00000002.h5.tmp"; do
-  read -r limit width file <<<"$case"
+# (64 KiB, the tiny model), a checkpoint (512 KiB, a 64-wide model's ~1 MB checkpoint) or the
+# TensorBoard events file (8 KiB, about ten steps, the other metric files off): the error names
+# the file, the exit code is 1 (it had been 139: HDF5's exit handler closed the failed file
+# again), and no .tmp is left behind.
+for case in "64 16 metrics.h5" "512 64 ckpt/step_00000002.h5.tmp" \
+            "8 16 events.out.tfevents. --set metrics.hdf5=false --set metrics.jsonl=false --set train.steps=60 --set checkpoint.every=0"; do
+  read -r limit width file sets <<<"$case"
   rc=0
+  # shellcheck disable=SC2086
   (trap '' XFSZ; ulimit -f "$limit"; exec "$sinklab" train "$tmp/c.yaml" --no-progress \
-     --set run.out_dir="$tmp/full_$limit" --set model.n_embd="$width") >"$tmp/full.log" 2>&1 ||
+     --set run.out_dir="$tmp/full_$limit" --set model.n_embd="$width" $sets) >"$tmp/full.log" 2>&1 ||
     rc=$?
   [ $rc -eq 1 ] || fail "disk full at $limit KiB: exit $rc, expected 1: $(tail -3 "$tmp/full.log")"
   grep -qF "I/O error: " "$tmp/full.log" && grep -qF "$tmp/full_$limit/cli/main/$file" "$tmp/full.log" ||

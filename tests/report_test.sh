@@ -8,53 +8,17 @@
 # on CI (CI=true) those are failures (exit 1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-build=$(cd "${1:?usage: report_test.sh <build_dir>}" && pwd)
-[ -x "$build/sinklab" ] || { echo "report_test: no $build/sinklab (build first)" >&2; exit 1; }
-
-python=""
-for p in python3 /usr/bin/python3; do
-  if command -v "$p" >/dev/null && "$p" -c "import matplotlib, h5py" 2>/dev/null; then
-    python=$p
-    break
-  fi
-done
-# On CI (CI=true) every dependency must be there: a missing one fails instead of skipping.
-skip() {
-  if [ "${CI:-}" = true ]; then echo "report_test: FAIL on CI: $*" >&2; exit 1; fi
-  echo "report_test: skipped: $*"
-  exit 77
-}
+source tests/script_test_lib.sh report_test "$@"
+find_python "matplotlib, h5py"
 [ -n "$python" ] || skip "no python3 with matplotlib and h5py"
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-# Random byte-valued tokens in llm.c shards; no tokenizer file needed with data.tokenizer: byte.
-"$python" scripts/make_bench_data.py "$tmp/data" --vocab 256 --tokens 20000
-cat >"$tmp/tiny.yaml" <<EOF
-run: {name: report_test, out_dir: $tmp/runs, device: cpu, seed: 7}
-model: {arch: llama, n_layer: 2, n_head: 2, n_embd: 32, block_size: 16, vocab_size: 0}
-data: {dir: $tmp/data, tokenizer: byte}
-train: {steps: 12, batch_size: 4, eval_every: 4, eval_batches: 2, log_every: 4, sample_tokens: 0}
-optim: {lr: 1.0e-2, min_lr: 1.0e-3, warmup_steps: 2}
-metrics: {every: 1}
-checkpoint: {every: 0}
-variants:
-  - name: baseline
-    set: {model.attn_output_norm: none}
-  - name: headwise_rmsnorm
-    set: {model.attn_output_norm: headwise_rmsnorm}
-EOF
-# One thread: this model is far too small for OpenMP to pay (2.4 s with 2 threads, 0.14 s with
-# one, and ~18 s with 2 threads while another job keeps the cores busy).
-OMP_NUM_THREADS=1 "$build/sinklab" compare "$tmp/tiny.yaml" --no-progress >"$tmp/compare.log" 2>&1 ||
-  { cat "$tmp/compare.log"; exit 1; }
-run="$tmp/runs/report_test"
+train_two_variants "$tmp" 0
 # A probe on random tokens for the 1/(t+1) plot (var_across.png).
 OMP_NUM_THREADS=1 "$build/sinklab" probe "$run/baseline/ckpt/step_00000012.h5" --random-tokens 8 \
   --window 8 >"$tmp/probe.log" 2>&1 || { cat "$tmp/probe.log"; exit 1; }
-
-fail() { echo "report_test: FAIL: $*" >&2; exit 1; }
 
 "$python" scripts/report.py "$run"
 report="$run/report"

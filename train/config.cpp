@@ -105,17 +105,29 @@ const char* choice_text(E value) {
                "add it to its enum's table in train/config.cpp");
 }
 
-template const char* choice_text(PrecisionSetting);
-template const char* choice_text(ops::AttentionKernels);
-template const char* choice_text(Arch);
-template const char* choice_text(AttnOutputNorm);
-template const char* choice_text(AttentionKind);
-template const char* choice_text(GammaInit);
-template const char* choice_text(AmplifyMode);
-template const char* choice_text(ValSplit);
-template const char* choice_text(ops::Bf16Gemm);
-template const char* choice_text(SidePriority);
-template const char* choice_text(CpuGemmSetting);
+template <class E>
+std::optional<E> choice_from_text(std::string_view text) {
+  for (const ChoiceName<E>& c : names_of(E{}))
+    if (text == c.text) return c.value;
+  return std::nullopt;
+}
+
+// Both directions, for each choice enum.
+#define SINKLAB_CHOICE(E)                                            \
+  template const char* choice_text(E);                               \
+  template std::optional<E> choice_from_text<E>(std::string_view);
+SINKLAB_CHOICE(PrecisionSetting)
+SINKLAB_CHOICE(ops::AttentionKernels)
+SINKLAB_CHOICE(Arch)
+SINKLAB_CHOICE(AttnOutputNorm)
+SINKLAB_CHOICE(AttentionKind)
+SINKLAB_CHOICE(GammaInit)
+SINKLAB_CHOICE(AmplifyMode)
+SINKLAB_CHOICE(ValSplit)
+SINKLAB_CHOICE(ops::Bf16Gemm)
+SINKLAB_CHOICE(SidePriority)
+SINKLAB_CHOICE(CpuGemmSetting)
+#undef SINKLAB_CHOICE
 
 namespace {
 
@@ -132,12 +144,9 @@ template <class E>
 ChoiceRef choice_ref(E* field) {
   return {field, [](const void* f) { return choice_text(*static_cast<const E*>(f)); },
           [](void* f, std::string_view text) {
-            for (const ChoiceName<E>& c : names_of(E{}))
-              if (text == c.text) {
-                *static_cast<E*>(f) = c.value;
-                return true;
-              }
-            return false;
+            const std::optional<E> value = choice_from_text<E>(text);
+            if (value) *static_cast<E*>(f) = *value;
+            return value.has_value();
           },
           [] {
             std::vector<std::string> out;
@@ -269,6 +278,7 @@ const std::vector<Field>& fields() {
       SINKLAB_KEY(metrics, MetricsSection, rank_sequences, kNonNeg),
       SINKLAB_KEY(metrics, MetricsSection, jsonl),
       SINKLAB_KEY(metrics, MetricsSection, hdf5),
+      SINKLAB_KEY(metrics, MetricsSection, tensorboard),
 
       SINKLAB_KEY(checkpoint, CheckpointSection, every, kNonNeg),
       SINKLAB_KEY(checkpoint, CheckpointSection, keep_last, kNonNeg),

@@ -8,7 +8,9 @@
 #pragma once
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/device_runtime.h"
@@ -33,10 +35,13 @@ enum class GammaInit { FirstTokenStd, Ones };         // model.gamma_init
 enum class AmplifyMode { Centered, Plain };           // model.amplify_mode
 enum class ValSplit { Documents, Tail };              // prepare.val_split
 
-// The YAML text of a choice key's value: choice_text(Arch::Llama) is "llama". Defined in
-// config.cpp for each enum named above.
+// The YAML text of a choice key's value: choice_text(Arch::Llama) is "llama"; and back:
+// choice_from_text<Arch>("llama"), nullopt for a text that names no value. Defined in config.cpp
+// for each enum named above.
 template <class E>
 const char* choice_text(E value);
+template <class E>
+std::optional<E> choice_from_text(std::string_view text);
 
 struct RunSection {
   std::string name = "run";         // runs/<name>/
@@ -45,7 +50,7 @@ struct RunSection {
   PrecisionSetting precision = PrecisionSetting::Auto;  // auto (bf16 on cuda, fp32 on cpu) |
                                     // bf16 | fp32: how GPU kernels compute (core/precision.h);
                                     // storage stays fp32
-  ops::AttentionKernels attention_kernels = ops::AttentionKernels::Own;  // auto (cuDNN's fused
+  ops::AttentionKernels attention_kernels = ops::AttentionKernels::Auto;  // auto (cuDNN's fused
                                     // attention where it applies on a GPU) | own (sinklab's
                                     // kernels everywhere)
   uint64_t seed = 1337;             // init, data order, sampling
@@ -157,8 +162,10 @@ struct MetricsSection {
   double sink_threshold = 0.3;      // sink_rate threshold (Gu et al.)
   double onset_threshold = 0.8;     // sink onset: first layer whose sink_score passes it (paper)
   int64_t rank_sequences = 20;      // sequences of the output effective rank at eval (0 = off)
-  bool jsonl = true;
-  bool hdf5 = true;
+  bool jsonl = true;                // <variant>/metrics.jsonl
+  bool hdf5 = true;                 // <variant>/metrics.h5
+  bool tensorboard = true;          // <variant>/events.out.tfevents.*.sinklab: the same scalars
+                                    // for TensorBoard (docs/TENSORBOARD.md)
 };
 
 struct CheckpointSection {

@@ -4,7 +4,9 @@
 //   sinklab prepare <config.yaml> [--set k=v ...]
 //   sinklab probe   <checkpoint.h5> [--isolate k] [--amplify k | --scale k] [--lambda X] ...
 //   sinklab report  <runs/name> [--out DIR]
-//   sinklab export  <checkpoint.h5> --format safetensors
+//   sinklab export  <checkpoint.h5> --format safetensors|hf [--out PATH]
+//   sinklab forward <checkpoint.h5 | hf folder> --ids 1,2,3 --out logits.safetensors
+//   sinklab generate <checkpoint.h5 | hf folder> --prompt TEXT [--tokens N] [--top-k K] ...
 #include <CLI/CLI.hpp>
 #include <iostream>
 
@@ -13,6 +15,8 @@
 #include "train/config.h"
 #include "train/data/prepare.h"
 #include "train/commands/bench_attention.h"
+#include "train/commands/forward.h"
+#include "train/commands/generate.h"
 #include "train/commands/probe.h"
 #include "train/io/export.h"
 #include "train/commands/reference_export.h"
@@ -60,6 +64,9 @@ int main(int argc, char** argv) {
   add_common(train_cmd, train_args);
   train_cmd->add_option("--variant", train_variants, "train only these variants");
   add_resume(train_cmd, train_args);
+  train_cmd->add_option("--init-from", train_args.init_from,
+                        "start from these weights (a checkpoint, or a Hugging Face model folder "
+                        "or .safetensors file with its config.json) with a fresh optimizer");
   CLI::App* compare_cmd = app.add_subcommand(
       "compare", "train every variant of the config side by side on identical batches and "
                  "print a comparison table");
@@ -78,24 +85,68 @@ int main(int argc, char** argv) {
   add_common(reference_cmd, reference_args);
   reference_cmd->add_option("--out", reference_out, "output .safetensors file")->required();
   reference_cmd->add_option("--batch", reference_batch, "sequences in the batch");
-  std::string export_checkpoint, export_format = "safetensors", export_out;
+  std::string export_checkpoint, export_format = "safetensors";
+  train::ExportOptions export_options;
   CLI::App* export_cmd = app.add_subcommand(
-      "export", "write a checkpoint's weights with Hugging Face names (GPT-2 or LLaMA layout)");
+      "export", "write a checkpoint for Hugging Face: its weights (safetensors) or a folder "
+                "from_pretrained loads (hf)");
   export_cmd->add_option("checkpoint", export_checkpoint, "step_XXXXXXXX.h5")
       ->required()
       ->check(CLI::ExistingFile);
-  export_cmd->add_option("--format", export_format, "safetensors")
-      ->check(CLI::IsMember({"safetensors"}));
-  export_cmd->add_option("--out", export_out, "output file (default: beside the checkpoint)");
+  export_cmd->add_option("--format", export_format,
+                         "safetensors (the weights, Hugging Face names) or hf (config.json, "
+                         "model.safetensors, tokenizer.json, ...)")
+      ->check(CLI::IsMember({"safetensors", "hf"}));
+  export_cmd->add_option("--out", export_options.out,
+                         "output file (safetensors) or folder (hf); default beside the checkpoint");
+  export_cmd->add_option("--tokenizer", export_options.tokenizer,
+                         "hf: the tokenizer to write, as data.tokenizer takes it (default: the "
+                         "run's)");
+  std::string forward_model;
+  train::ForwardOptions forward_options;
+  CLI::App* forward_cmd = app.add_subcommand(
+      "forward", "one forward pass over one sequence: its logits and loss to a safetensors file "
+                 "(to compare with another implementation)");
+  forward_cmd->add_option("model", forward_model, "step_XXXXXXXX.h5 or a Hugging Face folder")
+      ->required();
+  forward_cmd->add_option("--ids", forward_options.ids, "token ids, e.g. 464,3290,318")
+      ->delimiter(',');
+  forward_cmd->add_option("--text", forward_options.text, "text, encoded with the model's tokenizer");
+  forward_cmd->add_option("--tokenizer", forward_options.tokenizer,
+                          "another tokenizer, as data.tokenizer takes it");
+  forward_cmd->add_option("--device", forward_options.device, "cpu or cuda");
+  forward_cmd->add_option("--out", forward_options.out,
+                          "safetensors file: ids (1, T), logits (1, T, V), loss ()");
+  std::string generate_model;
+  train::GenerateOptions generate_options;
+  CLI::App* generate_cmd = app.add_subcommand(
+      "generate", "sample text from a checkpoint or a Hugging Face model folder");
+  generate_cmd->add_option("model", generate_model, "step_XXXXXXXX.h5 or a Hugging Face folder")
+      ->required();
+  generate_cmd->add_option("--prompt", generate_options.prompt, "text to continue");
+  generate_cmd->add_option("--tokens", generate_options.tokens, "tokens to add (default 64)");
+  generate_cmd->add_option("--temperature", generate_options.temperature,
+                           "softmax temperature; 0 = greedy (default 1)");
+  generate_cmd->add_option("--top-k", generate_options.top_k,
+                           "draw from the k most likely tokens only; 0 = all (default)");
+  generate_cmd->add_option("--seed", generate_options.seed, "seed of the draws (default 0)");
+  generate_cmd->add_option("--device", generate_options.device, "cpu or cuda");
+  generate_cmd->add_option("--tokenizer", generate_options.tokenizer,
+                           "another tokenizer, as data.tokenizer takes it");
   train::ProbeOptions probe;
   std::string probe_checkpoint_path;
   int64_t scale_position = -1;
   CLI::App* probe_cmd = app.add_subcommand(
       "probe", "run validation batches through a checkpoint and print every sink metric per "
                "layer, optionally under the paper's interventions");
-  probe_cmd->add_option("checkpoint", probe_checkpoint_path, "step_XXXXXXXX.h5")
-      ->required()
-      ->check(CLI::ExistingFile);
+  probe_cmd->add_option("checkpoint", probe_checkpoint_path,
+                        "step_XXXXXXXX.h5, or a Hugging Face model folder / .safetensors file "
+                        "with its config.json")
+      ->required();
+  probe_cmd->add_option("--set", probe.overrides,
+                        "override a key of the model's config, e.g. --set data.dir=data/gpt2 "
+                        "for a Hugging Face model")
+      ->take_all();
   probe_cmd->add_option("--batches", probe.batches, "validation batches (of the run's size)");
   probe_cmd->add_option("--isolate", probe.isolate, "positions k whose query sees only itself");
   CLI::Option* amplify_opt = probe_cmd->add_option(
@@ -179,8 +230,20 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (*export_cmd) {
-      const std::string out = train::export_checkpoint(export_checkpoint, export_out);
+      export_options.format =
+          export_format == "hf" ? train::ExportFormat::HuggingFace : train::ExportFormat::Safetensors;
+      const std::string out = train::export_checkpoint(export_checkpoint, export_options);
       std::cout << "wrote " << out << "\n";
+      return 0;
+    }
+    if (*forward_cmd) {
+      const train::ForwardOutput out = train::forward_to_file(forward_model, forward_options);
+      std::cout << out.ids.size() << " tokens, loss " << out.loss
+                << (forward_options.out.empty() ? "" : ", wrote " + forward_options.out) << "\n";
+      return 0;
+    }
+    if (*generate_cmd) {
+      std::cout << train::generate(generate_model, generate_options).text << "\n";
       return 0;
     }
     if (*reference_cmd) {

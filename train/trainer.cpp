@@ -36,6 +36,8 @@
 #include "train/dist/handshake.h"
 #include "train/sampler.h"
 #include "train/data/tokenizer.h"
+#include "train/io/hf_weights.h"
+#include "train/io/model_source.h"
 
 namespace sinklab::train {
 
@@ -154,15 +156,6 @@ uint64_t hash_tokens(uint64_t h, const Tensor& ids) {
   return h;
 }
 
-std::unique_ptr<Tokenizer> tokenizer_for(const DataSection& data) {
-  if (data.tokenizer == "byte") return make_byte_tokenizer();
-  const std::string path = data.tokenizer.empty() ? data.dir + "/tokenizer.json" : data.tokenizer;
-  SINKLAB_CHECK(fs::exists(path), IOError,
-                "tokenizer file " << path << " does not exist (data.tokenizer)",
-                "run `sinklab prepare <config>` first, or set data.tokenizer: byte");
-  return load_tokenizer(path);
-}
-
 }  // namespace
 
 struct Run::Variant {
@@ -206,6 +199,7 @@ Run::Run(const RunConfig& config, std::ostream& console, RunOptions options)
     write_file_atomic(folder() + "/config.yaml", to_yaml(base_));
   }
   double needed_bytes = 0;  // the memory estimate of the variants so far (one device holds all)
+  std::optional<ModelSource> init_source;  // --init-from, read once for every variant
   for (const VariantSpec& spec : specs) {
     if (!options_.only_variants.empty() &&
         std::find(options_.only_variants.begin(), options_.only_variants.end(), spec.name) ==
@@ -217,7 +211,7 @@ Run::Run(const RunConfig& config, std::ostream& console, RunOptions options)
     RunConfig& c = v->config;
     v->dir = folder() + "/" + spec.name;
     if (writer) fs::create_directories(v->dir);
-    v->tokenizer = tokenizer_for(c.data);
+    v->tokenizer = load_data_tokenizer(c.data);
     if (c.model.vocab_size == 0) {
       const int64_t m = std::max<int64_t>(1, c.model.vocab_multiple);
       c.model.vocab_size = (v->tokenizer->vocab_size() + m - 1) / m * m;
@@ -256,6 +250,12 @@ Run::Run(const RunConfig& config, std::ostream& console, RunOptions options)
                                << " but the run uses " << d.a << " (" << c.source_file << ")",
                     d.key + " is one per process: set it at the top level only");
     v->model = std::make_unique<GPT>(c.model, c.run.seed, DType::F32, device);
+    if (!options_.init_from.empty()) {  // the same weights for every variant; resume wins
+      if (!init_source) init_source = load_model_source(options_.init_from);
+      load_weights(v->model->params(), init_source->params, options_.init_from);
+      console_.stream() << "variant " << v->name << ": weights from " << describe(*init_source)
+                        << "\n";
+    }
     // ZeRO-1: each rank keeps the AdamW moments of its shard only (one process: all of them).
     const bool zero1 = c.optim.zero1 && parallel_->world_size() > 1;
     v->zero1 = zero1;  // one decision for every rank (a tiny model's shards can be empty)
@@ -301,6 +301,7 @@ Run::Run(const RunConfig& config, std::ostream& console, RunOptions options)
     const RunConfig& c = v.config;
     v.log = std::make_unique<MetricsLog>(v.dir, c.model.n_layer, c.model.n_head,
                                          c.model.block_size, c.metrics.jsonl, c.metrics.hdf5,
+                                         c.metrics.tensorboard,
                                          options_.resume.empty() ? -1 : start_step_);
   }
 }
@@ -592,10 +593,12 @@ Run::Evaluation Run::evaluate(Variant& v, int64_t step, bool final) {
     std::vector<int32_t> prompt(
         v.val_data->tokens().begin(),
         v.val_data->tokens().begin() + std::min<int64_t>(8, v.val_data->num_tokens()));
-    std::vector<int32_t> out =
-        sample_tokens(*v.model, prompt, c.train.sample_tokens, c.train.sample_temperature,
-                      c.run.seed, rng_stream_id({kSampleStream, static_cast<uint64_t>(step)}),
-                      stop_requested);
+    SamplingOptions sampling;
+    sampling.count = c.train.sample_tokens;
+    sampling.temperature = c.train.sample_temperature;
+    sampling.seed = c.run.seed;
+    sampling.stream = rng_stream_id({kSampleStream, static_cast<uint64_t>(step)});
+    std::vector<int32_t> out = sample_tokens(*v.model, prompt, sampling, stop_requested);
     if (stop_requested()) {
       console_.stream() << "sampling of " << v.name << " at step " << step
                         << " interrupted by signal after "

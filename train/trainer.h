@@ -28,6 +28,9 @@ struct RunOptions {
   // a path = that checkpoint file (single-variant runs only).
   std::string resume;
   int64_t stop_after = -1;  // stop (with a checkpoint) once this many steps are done; -1 = never
+  // Initial weights for every variant (train/io/model_source.h: a checkpoint or a Hugging Face
+  // model) instead of the seeded init; the optimizer starts fresh. A resumed run ignores it.
+  std::string init_from;
   LaunchEnv launch;         // rank and world size of a data-parallel job (one process: defaults)
 };
 

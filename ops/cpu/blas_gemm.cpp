@@ -95,7 +95,7 @@ void blas_gemm_batch(int64_t batch, int64_t M, int64_t N, int64_t K, const T* A,
   for (int64_t v : {M, N, K, lda, ldb, ldc})
     SINKLAB_CHECK(v <= INT_MAX, ShapeError,
                   "matmul: a size or row stride of " << v << " exceeds OpenBLAS's 32-bit int",
-                  "split the product, or run with SINKLAB_CPU_GEMM=reference");
+                  "split the product, or set run.cpu_gemm: reference");
   openblas_single_threaded();
   const int64_t blocks = row_blocks(batch, M, N, K);
   const int64_t rows_per_block = (M + blocks - 1) / blocks;

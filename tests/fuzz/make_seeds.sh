@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Writes the binary seeds of the fuzz corpus, which are generated rather than kept in git:
-# token shards (a uint16 llm.c shard, a uint32 one, a headerless nanoGPT stream) and a real
-# checkpoint of a 1-layer LLaMA trained for 2 steps by the given sinklab binary.
+# token shards (a uint16 llm.c shard, a uint32 one, a headerless nanoGPT stream), and a real
+# checkpoint and TensorBoard events file of a 1-layer LLaMA trained for 2 steps by the given
+# sinklab binary.
 #   bash tests/fuzz/make_seeds.sh OUT_DIR SINKLAB_BINARY
-# Writes OUT_DIR/shard/ and OUT_DIR/checkpoint/.
+# Writes OUT_DIR/shard/, OUT_DIR/checkpoint/ and OUT_DIR/events/.
 set -euo pipefail
 out=${1:?usage: make_seeds.sh OUT_DIR SINKLAB_BINARY}
 sinklab=${2:?usage: make_seeds.sh OUT_DIR SINKLAB_BINARY}
 cd "$(dirname "$0")/../.."
-mkdir -p "$out/shard" "$out/checkpoint" "$out/work"
+mkdir -p "$out/shard" "$out/checkpoint" "$out/events" "$out/work"
 python3 - "$out/shard" <<'PY'
 import struct, sys
 d = sys.argv[1]
@@ -33,3 +34,4 @@ YAML
 ASAN_OPTIONS=detect_leaks=0 OMP_NUM_THREADS=1 "$sinklab" train "$out/work/seed.yaml" \
   --no-progress > "$out/work/train.log" 2>&1 || { cat "$out/work/train.log"; exit 1; }
 cp "$out/work/runs/seed/main/ckpt/step_00000002.h5" "$out/checkpoint/llama_1x16.h5"
+cp "$out"/work/runs/seed/main/events.out.tfevents.*.sinklab "$out/events/llama_1x16.tfevents"

@@ -121,6 +121,7 @@ void require_same(const RunConfig& a, const RunConfig& b) {
   REQUIRE(a.metrics.sink_threshold == b.metrics.sink_threshold);
   REQUIRE(a.metrics.jsonl == b.metrics.jsonl);
   REQUIRE(a.metrics.hdf5 == b.metrics.hdf5);
+  REQUIRE(a.metrics.tensorboard == b.metrics.tensorboard);
   REQUIRE(a.checkpoint.every == b.checkpoint.every);
   REQUIRE(a.checkpoint.keep_last == b.checkpoint.keep_last);
   REQUIRE(a.checkpoint.keep_every == b.checkpoint.keep_every);
@@ -138,7 +139,7 @@ run:
   out_dir: /tmp/sinklab_runs
   device: cuda:1
   precision: bf16
-  attention_kernels: auto
+  attention_kernels: own
   seed: 18446744073709551615   # the largest uint64
   profile: true
   bucket_mib: 0.02
@@ -205,6 +206,7 @@ metrics:
   sink_threshold: 0.5
   jsonl: false
   hdf5: off
+  tensorboard: no
 checkpoint:
   every: 500
   keep_last: 2
@@ -226,7 +228,7 @@ void require_full(const RunConfig& c) {
   REQUIRE(c.run.device == "cuda:1");
   REQUIRE(c.run.seed == std::numeric_limits<uint64_t>::max());
   REQUIRE(c.run.precision == PrecisionSetting::BF16);
-  REQUIRE(c.run.attention_kernels == ops::AttentionKernels::Auto);
+  REQUIRE(c.run.attention_kernels == ops::AttentionKernels::Own);
   REQUIRE(c.run.profile);
   REQUIRE(c.run.bucket_mib == 0.02);
   REQUIRE(c.run.collective_timeout_s == 30.0);
@@ -285,6 +287,7 @@ void require_full(const RunConfig& c) {
   REQUIRE(c.metrics.sink_threshold == 0.5);
   REQUIRE_FALSE(c.metrics.jsonl);
   REQUIRE_FALSE(c.metrics.hdf5);
+  REQUIRE_FALSE(c.metrics.tensorboard);
   REQUIRE(c.checkpoint.every == 500);
   REQUIRE(c.checkpoint.keep_last == 2);
   REQUIRE(c.checkpoint.keep_every == 1000);
@@ -719,7 +722,7 @@ TEST_CASE("config: choice keys are enums; each name reads, writes and prints as 
   const RunConfig defaults;
   REQUIRE(defaults.model.arch == Arch::Gpt2);
   REQUIRE(defaults.run.precision == PrecisionSetting::Auto);
-  REQUIRE(defaults.run.attention_kernels == ops::AttentionKernels::Own);
+  REQUIRE(defaults.run.attention_kernels == ops::AttentionKernels::Auto);
   REQUIRE(std::string(choice_text(Arch::Llama)) == "llama");
   REQUIRE(std::string(choice_text(AttnOutputNorm::HeadwiseRmsNorm)) == "headwise_rmsnorm");
   // differing_keys writes the values as YAML text.
@@ -783,7 +786,8 @@ TEST_CASE("config: to_yaml writes every key and reads back to the same config", 
     const std::string text = to_yaml(defaults);
     for (const char* key : {"run:", "model:", "data:", "prepare:", "train:", "optim:", "metrics:",
                             "checkpoint:", "variants:", "  n_layer: 4", "  tokenizer: \"\"",
-                            "  isolate_positions: []", "  gamma_init: first_token_std"})
+                            "  isolate_positions: []", "  gamma_init: first_token_std",
+                            "  tensorboard: true"})
       REQUIRE(contains(text, key));
     require_same(parse_config(text, "resolved.yaml"), defaults);
   }

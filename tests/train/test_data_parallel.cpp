@@ -161,6 +161,16 @@ void two_ranks_follow_one(const std::string& device, double rtol) {
   };
   two_ranks("tr", "");
   curves["torchrun"] = losses(dir / "tr" / "main" / "metrics.jsonl");
+  {  // only rank 0 writes the events file: one file, each step once, rank 0's losses
+    const std::vector<train::Event> events = test::events_in(dir / "tr" / "main");
+    REQUIRE(test::event_steps(events).size() == curves["torchrun"].size() + 1);  // + final eval
+    for (size_t i = 0; i < curves["torchrun"].size(); ++i) {
+      REQUIRE(events[i + 1].step == static_cast<int64_t>(i));
+      REQUIRE(events[i + 1].scalars[0].tag == "train/loss");
+      REQUIRE(events[i + 1].scalars[0].value ==
+              Approx(curves["torchrun"][i]).epsilon(1e-6));
+    }
+  }
   {  // rank 0's header gives the world size and the global tokens per step (issue 20)
     std::ifstream log(dir / "tr.log");
     const std::string text((std::istreambuf_iterator<char>(log)), {});

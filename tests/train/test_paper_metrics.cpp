@@ -286,3 +286,27 @@ TEST_CASE("amplify with the precomputed mu: o_k <- mu + lambda (o_k - mu), mu th
   REQUIRE(random_mu.size() == 2);
   for (const auto& layer : random_mu) REQUIRE(layer.size() == 16);
 }
+
+TEST_CASE("effective rank: exp of the entropy of the normalised singular values, tall or wide",
+          "[metrics]") {
+  // Columns 3 e_0 and 1 e_1 of a 6 x 4 matrix (and its 4 x 6 transpose): singular values 3, 1,
+  // 0, 0; p = (0.75, 0.25); rank = exp(-(0.75 ln 0.75 + 0.25 ln 0.25)) = 1.7548...
+  std::vector<double> tall(6 * 4, 0.0), wide(4 * 6, 0.0);
+  tall[0 * 4 + 0] = 3;
+  tall[1 * 4 + 1] = 1;
+  for (int r = 0; r < 6; ++r)
+    for (int c = 0; c < 4; ++c) wide[c * 6 + r] = tall[r * 4 + c];
+  const double expected = std::exp(-(0.75 * std::log(0.75) + 0.25 * std::log(0.25)));
+  REQUIRE(effective_rank(tall, 6, 4) == Approx(expected).epsilon(1e-12));
+  REQUIRE(effective_rank(wide, 4, 6) == Approx(expected).epsilon(1e-12));
+  // Rotate the tall matrix's rows: the same singular values, dense entries.
+  std::vector<double> rotated(6 * 4, 0.0);
+  const double cs = std::cos(0.3), sn = std::sin(0.3);
+  for (int c = 0; c < 4; ++c)
+    for (int r = 0; r < 6; r += 2) {
+      rotated[r * 4 + c] = cs * tall[r * 4 + c] - sn * tall[(r + 1) * 4 + c];
+      rotated[(r + 1) * 4 + c] = sn * tall[r * 4 + c] + cs * tall[(r + 1) * 4 + c];
+    }
+  REQUIRE(effective_rank(rotated, 6, 4) == Approx(expected).epsilon(1e-9));
+  REQUIRE(effective_rank(std::vector<double>(12, 0.0), 3, 4) == 0.0);
+}

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <numeric>
 #include <sstream>
 #include <thread>
 
@@ -176,6 +177,15 @@ TEST_CASE("resuming from an earlier checkpoint rewrites the metrics from that st
   REQUIRE(log.size() == 9);
   for (size_t i = 0; i < log.size(); ++i)
     REQUIRE(log[i].rfind("{\"step\":" + std::to_string(i) + ",", 0) == 0);
+  // The events file likewise: steps 0..7 and the final evaluation (8), once each.
+  REQUIRE(test::event_steps(test::events_in(out / "r" / "main")) ==
+          std::vector<int64_t>{0, 1, 2, 3, 4, 5, 6, 7, 8});
+  // metrics.tensorboard: false writes none.
+  const fs::path quiet = fresh("earlier_quiet");
+  run_and_collect(parse_config(config_text(data, quiet, 2, false), "q.yaml",
+                               {"metrics.tensorboard=false"}));
+  REQUIRE(fs::exists(quiet / "r" / "main" / "metrics.jsonl"));
+  REQUIRE(sinklab_events_files((quiet / "r" / "main").string()).empty());
 }
 
 TEST_CASE("a corrupted newest checkpoint is refused and auto falls back", "[resume]") {
@@ -323,6 +333,7 @@ TEST_CASE("a kill right after a checkpoint became durable loses no metrics line"
   REQUIRE(wait_exit(pid) == 128 + SIGKILL);
   REQUIRE(fs::exists(run_dir / "ckpt" / "step_00000005.h5"));
   REQUIRE(lines(run_dir / "metrics.jsonl").size() == 5);  // steps 0..4, all on disk
+  REQUIRE(test::event_steps(test::events_in(run_dir)) == std::vector<int64_t>{0, 1, 2, 3, 4});
   pid = spawn_sinklab({"train", (out / "d.yaml").string(), "--no-progress", "--resume", "auto"},
                       out / "resumed.log");
   REQUIRE(wait_exit(pid) == 0);
@@ -332,13 +343,16 @@ TEST_CASE("a kill right after a checkpoint became durable loses no metrics line"
     INFO("line " << i << ": " << log[i]);
     REQUIRE(log[i].find("\"step\":" + std::to_string(i) + ",") != std::string::npos);
   }
+  std::vector<int64_t> steps(13);
+  std::iota(steps.begin(), steps.end(), 0);
+  REQUIRE(test::event_steps(test::events_in(run_dir)) == steps);
 }
 
 TEST_CASE("export writes Hugging Face-named safetensors (GPT-2 Conv1D transposed)", "[resume]") {
   fs::path data = byte_data("export_data"), out = fresh("export");
   run_and_collect(parse_config(config_text(data, out, 2, false), "e.yaml"));
   const fs::path ckpt = out / "r" / "main" / "ckpt" / "step_00000002.h5";
-  const std::string file = export_checkpoint(ckpt.string(), (out / "model.safetensors").string());
+  const std::string file = export_checkpoint(ckpt.string(), {ExportFormat::Safetensors, (out / "model.safetensors").string(), ""});
   auto tensors = read_safetensors(file);
   REQUIRE(tensors.count("transformer.wte.weight"));
   REQUIRE(tensors.at("transformer.h.0.attn.c_attn.weight").shape() == Shape{32, 96});

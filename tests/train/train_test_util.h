@@ -18,6 +18,8 @@
 #include "tests/helpers.h"
 #include "train/model.h"
 #include "train/data/shards.h"
+#include "train/io/tensorboard_log.h"
+#include "train/io/tf_record.h"
 
 namespace sinklab::test {
 
@@ -109,6 +111,28 @@ inline std::vector<int32_t> ints(const Tensor& t) {
 template <class E, class F>
 std::string error_message(F&& f) {
   return caught<E>(std::forward<F>(f)).message();
+}
+
+// The events of the one sinklab events file in `dir` (REQUIREs exactly one, every record
+// intact), the file_version event first.
+inline std::vector<train::Event> events_in(const std::filesystem::path& dir) {
+  const std::vector<std::string> files = train::sinklab_events_files(dir.string());
+  REQUIRE(files.size() == 1);
+  std::ifstream in(files[0], std::ios::binary);
+  train::RecordReader reader(in, std::filesystem::file_size(files[0]));
+  std::vector<train::Event> out;
+  for (std::string data; reader.next(data);) out.push_back(train::decode_event(data));
+  REQUIRE(reader.stop() == train::RecordReader::Stop::End);
+  REQUIRE_FALSE(out.empty());
+  REQUIRE(out[0].file_version == train::kEventFileVersion);
+  return out;
+}
+
+// The steps of the events after the file_version one.
+inline std::vector<int64_t> event_steps(const std::vector<train::Event>& events) {
+  std::vector<int64_t> steps;
+  for (size_t i = 1; i < events.size(); ++i) steps.push_back(events[i].step);
+  return steps;
 }
 
 }  // namespace sinklab::test

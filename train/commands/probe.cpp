@@ -10,7 +10,9 @@
 #include "core/error.h"
 #include "core/random.h"
 #include "train/io/atomic_file.h"
-#include "train/io/checkpoint.h"
+#include "train/io/hf_weights.h"
+#include "train/io/json_text.h"
+#include "train/io/model_source.h"
 #include "train/config.h"
 #include "train/data/data_loader.h"
 #include "train/io/metrics_log.h"
@@ -39,10 +41,10 @@ std::string json_array(const std::vector<double>& v) {
   return o.str() + "]";
 }
 
-// The checkpoint's resolved config with the probe's interventions applied to the model.
-RunConfig probed_config(const std::string& checkpoint, const ProbeOptions& opt) {
-  const TrainState state = read_checkpoint_state(checkpoint);
-  RunConfig cfg = parse_config(state.config_yaml, checkpoint + " (stored config)");
+// The model's config (a checkpoint's stored one, or a Hugging Face config.json's) with --set and
+// the probe's interventions applied.
+RunConfig probed_config(const RunConfig& source, const ProbeOptions& opt) {
+  RunConfig cfg = opt.overrides.empty() ? source : apply_variant(source, {"probe", opt.overrides});
   ModelSection& m = cfg.model;
   if (!opt.isolate.empty()) {
     m.isolate_positions = opt.isolate;
@@ -61,28 +63,22 @@ RunConfig probed_config(const std::string& checkpoint, const ProbeOptions& opt) 
 
 }  // namespace
 
-ProbeResult probe_checkpoint(const std::string& checkpoint, const ProbeOptions& opt,
+ProbeResult probe_checkpoint(const std::string& model_path, const ProbeOptions& opt,
                              std::ostream& console) {
+  // A folder given with a trailing slash names its result file as the folder does.
+  std::string checkpoint = model_path;
+  while (checkpoint.size() > 1 && checkpoint.back() == '/') checkpoint.pop_back();
   // A non-finite factor would also make the result file invalid JSON (nan, inf).
   SINKLAB_CHECK(std::isfinite(opt.lambda), ConfigError,
                 "probe: --lambda is " << opt.lambda << "; it must be a finite number",
                 "pass a number such as --lambda 10");
   SINKLAB_CHECK(opt.batches >= 1, ConfigError, "probe: --batches is " << opt.batches,
                 "probe at least one batch");
-  const RunConfig cfg = probed_config(checkpoint, opt);
+  const ModelSource source = load_model_source(checkpoint);
+  const RunConfig cfg = probed_config(source.config, opt);
   const Device device = parse_device(cfg.run.device);
   set_cuda_precision(resolved_precision(cfg.run));
-  const auto weights = read_checkpoint_params(checkpoint);
-  auto load = [&](GPT& into) {
-    for (auto& [name, value] : weights) {
-      SINKLAB_CHECK(into.params().contains(name), ConfigError,
-                    "probe: " << checkpoint << " holds " << name << ", which its config's model "
-                              << "does not have",
-                    "the checkpoint and its stored config disagree: re-export it");
-      Tensor target = into.params()[name];
-      target.copy_from(value.to_device(device));
-    }
-  };
+  auto load = [&](GPT& into) { load_weights(into.params(), source.params, checkpoint); };
   GPT model(cfg.model, cfg.run.seed, DType::F32, device);
   load(model);
   SINKLAB_CHECK(opt.amplify_mean == "random" || opt.amplify_mean == "batch", ConfigError,
@@ -95,7 +91,9 @@ ProbeResult probe_checkpoint(const std::string& checkpoint, const ProbeOptions& 
     // model without the intervention.
     ProbeOptions clean_options;
     clean_options.device = opt.device;
-    GPT clean(probed_config(checkpoint, clean_options).model, cfg.run.seed, DType::F32, device);
+    clean_options.overrides = opt.overrides;
+    GPT clean(probed_config(source.config, clean_options).model, cfg.run.seed, DType::F32,
+              device);
     load(clean);
     model.set_amplify_mean(random_token_value_means(clean, opt.mean_tokens,
                                                     cfg.model.block_size, cfg.train.batch_size,
@@ -202,14 +200,14 @@ ProbeResult probe_checkpoint(const std::string& checkpoint, const ProbeOptions& 
   }
   // JSON: the interventions, the score at the key, and every metric as a metrics.jsonl record.
   StepRecord record;
-  record.step = read_checkpoint_state(checkpoint).step;
+  record.step = source.step;
   record.loss = result.loss;
   record.lr = record.grad_norm = record.tokens_per_s = record.step_ms = record.mfu =
       record.memory_mib = record.val_loss = record.val_loss_se = NAN;
   record.has_sink = true;
   record.sink = result.metrics;
   std::ostringstream json;
-  json << "{\"checkpoint\":\"" << checkpoint << "\",\"isolate\":" 
+  json << "{\"checkpoint\":" << json_string(checkpoint) << ",\"isolate\":"
        << json_array(std::vector<double>(opt.isolate.begin(), opt.isolate.end()))
        << ",\"amplify\":" << opt.amplify << ",\"mode\":\""
        << (opt.plain_scaling ? "plain" : "centered") << "\",\"amplify_mean\":\""

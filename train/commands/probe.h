@@ -1,4 +1,4 @@
-// `sinklab probe <checkpoint>`: runs validation batches through a trained model and reports every
+// `sinklab probe <checkpoint | Hugging Face folder>`: runs validation batches through a trained model and reports every
 // sink metric per layer and head, optionally under the paper's interventions (SINKS.md):
 //   isolate k        query k attends only to itself (no keys before k), in `layers` (all if empty)
 //   amplify k, X     o_k <- mu + X (o_k - mu) in `layers`, mu the layer's mean value vector
@@ -31,6 +31,8 @@ struct ProbeOptions {
   int64_t random_tokens = 0;          // N uniform-random sequences for var_across; 0 = off
   std::string device = "cpu";
   std::string out;                    // JSON file; default <checkpoint>.probe.json
+  std::vector<std::string> overrides; // --set key=value on the model's config (data.dir for a
+                                      // Hugging Face model, whose config has no data section)
 };
 
 struct ProbeResult {
@@ -44,8 +46,9 @@ struct ProbeResult {
   std::string json_path;
 };
 
-// Throws IOError / ConfigError naming the checkpoint or the option when something is wrong.
-ProbeResult probe_checkpoint(const std::string& checkpoint, const ProbeOptions& options,
+// `model_path`: a checkpoint or a Hugging Face model (train/io/model_source.h). Throws IOError /
+// ConfigError naming the file or the option when something is wrong.
+ProbeResult probe_checkpoint(const std::string& model_path, const ProbeOptions& options,
                              std::ostream& console);
 
 }  // namespace sinklab::train

@@ -25,6 +25,7 @@ int run_training(const TrainingArgs& args, const std::vector<std::string>& varia
   options.only_variants = variants;
   options.resume = args.resume;
   options.stop_after = args.stop_after;
+  options.init_from = args.init_from;
   options.launch = launch_env_from_process();
   std::ostringstream quiet;  // ranks other than 0 keep the console to rank 0
   Run run(config, options.launch.rank == 0 ? static_cast<std::ostream&>(std::cout) : quiet,

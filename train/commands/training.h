@@ -14,6 +14,7 @@ struct TrainingArgs {
   bool no_progress = false;            // no live progress bar
   std::string resume;                  // --resume: "", "auto" or a checkpoint file
   int64_t stop_after = -1;             // --stop-after N; -1 = never
+  std::string init_from;               // --init-from: a checkpoint or Hugging Face model
 };
 
 // Trains the base config (`variants` empty, not side by side), the named variants, or every

@@ -436,4 +436,13 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path) {
   }
 }
 
+std::unique_ptr<Tokenizer> load_data_tokenizer(const DataSection& data) {
+  if (data.tokenizer == "byte") return make_byte_tokenizer();
+  const std::string path = data.tokenizer.empty() ? data.dir + "/tokenizer.json" : data.tokenizer;
+  SINKLAB_CHECK(fs::exists(path), IOError,
+                "tokenizer file " << path << " does not exist (data.tokenizer)",
+                "run `sinklab prepare <config>` first, or set data.tokenizer: byte");
+  return load_tokenizer(path);
+}
+
 }  // namespace sinklab::train

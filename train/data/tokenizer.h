@@ -7,6 +7,8 @@
 #include <utility>
 #include <vector>
 
+#include "train/config.h"
+
 namespace sinklab::train {
 
 class Tokenizer {
@@ -31,5 +33,9 @@ std::unique_ptr<Tokenizer> train_bpe(const std::string& corpus, int64_t vocab_si
 // Loads a tokenizer JSON written by save(); "byte" returns the byte tokenizer. Throws IOError
 // naming the file on a missing file, bad JSON or a wrong format version.
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path);
+
+// The tokenizer a run's data was prepared with: data.tokenizer ("byte", a file), by default
+// <data.dir>/tokenizer.json. Throws IOError naming data.tokenizer when the file is missing.
+std::unique_ptr<Tokenizer> load_data_tokenizer(const DataSection& data);
 
 }  // namespace sinklab::train

@@ -2,48 +2,85 @@
 
 #include <filesystem>
 
+#include "core/error.h"
+#include "train/io/atomic_file.h"
 #include "train/io/checkpoint.h"
-#include "train/config.h"
+#include "train/io/hf_config.h"
+#include "train/io/hf_modeling_source.h"
+#include "train/io/hf_weights.h"
 #include "train/io/safetensors.h"
 
 namespace sinklab::train {
 
-namespace {
-bool is_conv1d(const std::string& name) {  // GPT-2's Conv1D weights, stored (in, out) by HF
-  auto ends_with = [&](const std::string& suffix) {
-    return name.size() >= suffix.size() &&
-           name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
-  };
-  return name.rfind("transformer.h.", 0) == 0 &&
-         (ends_with("attn.c_attn.weight") || ends_with("attn.c_proj.weight") ||
-          ends_with("mlp.c_fc.weight") || ends_with("mlp.c_proj.weight"));
-}
-}  // namespace
+namespace fs = std::filesystem;
 
-std::string export_checkpoint(const std::string& checkpoint, const std::string& out) {
-  TrainState state = read_checkpoint_state(checkpoint);
-  RunConfig config = parse_config(state.config_yaml, checkpoint + " (saved config)");
-  // Default: beside the checkpoint with its name; an existing folder as --out: inside it.
-  std::string stem = std::filesystem::path(checkpoint).filename().string();
+namespace {
+
+std::string checkpoint_stem(const std::string& checkpoint) {
+  std::string stem = fs::path(checkpoint).filename().string();
   if (stem.size() > 3 && stem.compare(stem.size() - 3, 3, ".h5") == 0) stem.resize(stem.size() - 3);
+  return stem;
+}
+
+std::map<std::string, std::string> sinklab_metadata(const RunConfig& config,
+                                                    const TrainState& state) {
+  return {{"format", "pt"},
+          {"sinklab_arch", choice_text(config.model.arch)},
+          {"sinklab_step", std::to_string(state.step)},
+          {"sinklab_attn_output_norm", choice_text(config.model.attn_output_norm)}};
+}
+
+NamedTensors checkpoint_state_dict(const std::string& checkpoint) {
+  NamedTensors params;
+  for (auto& [name, value] : read_checkpoint_params(checkpoint)) params.push_back({name, value});
+  return to_hf_state_dict(params);
+}
+
+std::string export_safetensors(const std::string& checkpoint, const RunConfig& config,
+                               const TrainState& state, const std::string& out) {
+  // Default: beside the checkpoint with its name; an existing folder as --out: inside it.
+  const std::string stem = checkpoint_stem(checkpoint);
   std::string path = out;
   if (path.empty())
-    path = (std::filesystem::path(checkpoint).parent_path() / (stem + ".safetensors")).string();
-  else if (std::filesystem::is_directory(path))
-    path = (std::filesystem::path(path) / (stem + ".safetensors")).string();
-  NamedTensors tensors;
-  for (auto& [name, value] : read_checkpoint_params(checkpoint)) {
-    if (is_conv1d(name))
-      tensors.push_back({name, value.transpose_view(0, 1).copy_contiguous()});
-    else
-      tensors.push_back({name, value});
-  }
-  write_safetensors(path, tensors,
-                    {{"format", "pt"},
-                     {"sinklab_arch", choice_text(config.model.arch)},
-                     {"sinklab_step", std::to_string(state.step)},
-                     {"sinklab_attn_output_norm", choice_text(config.model.attn_output_norm)}});
+    path = (fs::path(checkpoint).parent_path() / (stem + ".safetensors")).string();
+  else if (fs::is_directory(path))
+    path = (fs::path(path) / (stem + ".safetensors")).string();
+  write_safetensors(path, checkpoint_state_dict(checkpoint), sinklab_metadata(config, state));
   return path;
+}
+
+std::string export_hf_folder(const std::string& checkpoint, const RunConfig& config,
+                             const TrainState& state, const ExportOptions& options) {
+  const HfSpecialTokens special;  // sinklab's own tokenizers have no special tokens
+  // The config first: a model no class computes is refused before anything is written.
+  const std::string config_json = hf_config_json(config.model, special);
+  const fs::path dir = options.out.empty()
+                           ? fs::path(checkpoint).parent_path() / (checkpoint_stem(checkpoint) + "-hf")
+                           : fs::path(options.out);
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  SINKLAB_CHECK(!ec, IOError, "cannot create the folder " << dir.string() << ": " << ec.message(),
+                "check the path and its permissions (--out)");
+  write_safetensors((dir / "model.safetensors").string(), checkpoint_state_dict(checkpoint),
+                    sinklab_metadata(config, state));
+  if (needs_sinklab_modeling(config.model))  // config.json names SinklabForCausalLM
+    write_file_atomic((dir / "modeling_sinklab.py").string(), sinklab_modeling_py());
+  write_file_atomic((dir / "generation_config.json").string(),
+                    hf_generation_config_json(special, config.train.sample_temperature, 0));
+  // config.json last: a folder without it is not a model, so an interrupted export is no
+  // half-written model.
+  write_file_atomic((dir / "config.json").string(), config_json);
+  return dir.string();
+}
+
+}  // namespace
+
+std::string export_checkpoint(const std::string& checkpoint, const ExportOptions& options) {
+  const TrainState state = read_checkpoint_state(checkpoint);
+  const RunConfig config = parse_config(state.config_yaml, checkpoint + " (saved config)");
+  if (options.format == ExportFormat::Safetensors)
+    return export_safetensors(checkpoint, config, state, options.out);
+  return export_hf_folder(checkpoint, config, state, options);
 }
 
 }  // namespace sinklab::train

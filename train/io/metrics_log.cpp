@@ -15,6 +15,7 @@
 #include "core/error.h"
 #include "train/io/atomic_file.h"
 #include "train/io/hdf5.h"
+#include "train/io/tensorboard_log.h"
 
 namespace sinklab::train {
 
@@ -43,69 +44,6 @@ void json_array(std::ostringstream& out, const std::vector<double>& v) {
   out << ']';
 }
 
-// One per-layer field of the sink metrics, for both writers.
-struct LayerField {
-  const char* name;
-  double (*get)(const LayerMetrics&);
-};
-const LayerField kLayerFields[] = {
-    {"var_ratio", [](const LayerMetrics& m) { return m.var_ratio; }},
-    {"var_ratio_normed", [](const LayerMetrics& m) { return m.var_ratio_normed; }},
-    {"dim_disparity", [](const LayerMetrics& m) { return m.dim_disparity; }},
-    {"dim_argmax", [](const LayerMetrics& m) { return static_cast<double>(m.dim_argmax); }},
-    {"norm_ratio", [](const LayerMetrics& m) { return m.norm_ratio; }},
-    {"super_neuron", [](const LayerMetrics& m) { return static_cast<double>(m.super_neuron); }},
-    {"super_value", [](const LayerMetrics& m) { return m.super_value; }},
-    {"super_ratio", [](const LayerMetrics& m) { return m.super_ratio; }},
-    {"massive_median", [](const LayerMetrics& m) { return m.massive_median; }},
-    {"effective_rank", [](const LayerMetrics& m) { return m.effective_rank; }},
-    {"sink_score", [](const LayerMetrics& m) { return m.sink_score; }},
-    {"dim_disparity_normed", [](const LayerMetrics& m) { return m.dim_disparity_normed; }},
-    {"effective_rank_output", [](const LayerMetrics& m) { return m.effective_rank_output; }},
-};
-
-// Per-layer vector fields: (name, getter, label of the inner dimension).
-struct LayerVectorField {
-  const char* name;
-  const char* inner_label;
-  std::vector<double> (*get)(const LayerMetrics&);
-};
-const LayerVectorField kLayerVectorFields[] = {
-    {"sink_mass", "head", [](const LayerMetrics& m) { return m.sink_mass; }},
-    {"alpha0", "head", [](const LayerMetrics& m) { return m.alpha0; }},
-    {"var_pos", "position", [](const LayerMetrics& m) { return m.var_pos; }},
-    {"var_pos_normed", "position", [](const LayerMetrics& m) { return m.var_pos_normed; }},
-    {"massive_top", "rank",
-     [](const LayerMetrics& m) {
-       return std::vector<double>(m.massive_top, m.massive_top + 3);
-     }},
-};
-
-struct ScalarField {
-  const char* name;
-  double (*get)(const StepRecord&);
-};
-const ScalarField kScalarFields[] = {
-    {"loss", [](const StepRecord& r) { return r.loss; }},
-    {"lr", [](const StepRecord& r) { return r.lr; }},
-    {"grad_norm", [](const StepRecord& r) { return r.grad_norm; }},
-    {"tokens_per_s", [](const StepRecord& r) { return r.tokens_per_s; }},
-    {"step_ms", [](const StepRecord& r) { return r.step_ms; }},
-    {"mfu", [](const StepRecord& r) { return r.mfu; }},
-    {"memory_mib", [](const StepRecord& r) { return r.memory_mib; }},
-    {"val_loss", [](const StepRecord& r) { return r.val_loss; }},
-    {"skipped", [](const StepRecord& r) { return r.skipped ? 1.0 : 0.0; }},
-    {"sink_rate", [](const StepRecord& r) { return r.has_sink ? r.sink.sink_rate : kNaN; }},
-    {"val_loss_se", [](const StepRecord& r) { return r.val_loss_se; }},
-    {"sink_onset", [](const StepRecord& r) { return r.has_sink ? r.sink.sink_onset : kNaN; }},
-    {"dim_disparity_mean",
-     [](const StepRecord& r) { return r.has_sink ? r.sink.dim_disparity_mean : kNaN; }},
-    {"dim_disparity_normed_mean",
-     [](const StepRecord& r) { return r.has_sink ? r.sink.dim_disparity_normed_mean : kNaN; }},
-    {"effective_rank_output_mean",
-     [](const StepRecord& r) { return r.has_sink ? r.sink.effective_rank_output_mean : kNaN; }},
-};
-
 void h5_check(herr_t status, const std::string& what, const std::string& file) {
   h5::check(status, "metrics ", file, what,
             "check disk space and that no other process holds the file");
@@ -122,13 +60,13 @@ int64_t step_of_json_line(const std::string& line) {
 std::string step_to_json(const StepRecord& r) {
   std::ostringstream out;
   out << "{\"step\":" << r.step;
-  for (const ScalarField& f : kScalarFields) {
+  for (const ScalarField& f : scalar_fields()) {
     out << ",\"" << f.name << "\":";
     json_number(out, f.get(r));
   }
   out << ",\"batch_hash\":\"" << std::hex << r.batch_hash << std::dec << "\"";
   if (r.has_sink) {
-    for (const LayerField& f : kLayerFields) {
+    for (const LayerField& f : layer_fields()) {
       out << ",\"" << f.name << "\":[";
       for (size_t l = 0; l < r.sink.layers.size(); ++l) {
         if (l) out << ',';
@@ -136,7 +74,7 @@ std::string step_to_json(const StepRecord& r) {
       }
       out << ']';
     }
-    for (const LayerVectorField& f : kLayerVectorFields) {
+    for (const LayerVectorField& f : layer_vector_fields()) {
       out << ",\"" << f.name << "\":[";
       for (size_t l = 0; l < r.sink.layers.size(); ++l) {
         if (l) out << ',';
@@ -157,6 +95,7 @@ struct MetricsLog::Impl {
   h5::Handle file;
   std::string h5_path;
   std::map<std::string, h5::Handle> datasets;
+  std::unique_ptr<TensorBoardLog> events;
 
   // Opens or creates an extendible dataset (step, inner...) of doubles (or int64 for "step").
   hid_t dataset(const std::string& name, const std::vector<hsize_t>& inner,
@@ -241,7 +180,7 @@ struct MetricsLog::Impl {
 };
 
 MetricsLog::MetricsLog(const std::string& dir, int64_t n_layer, int64_t n_head, int64_t seq_len,
-                       bool jsonl, bool hdf5, int64_t keep_before_step)
+                       bool jsonl, bool hdf5, bool tensorboard, int64_t keep_before_step)
     : impl_(std::make_unique<Impl>()) {
   impl_->dir = dir;
   impl_->n_layer = n_layer;
@@ -263,6 +202,7 @@ MetricsLog::MetricsLog(const std::string& dir, int64_t n_layer, int64_t n_head, 
     SINKLAB_CHECK(impl_->jsonl.good(), IOError, "cannot open " << path << " for writing",
                   "check the run folder's permissions and disk space");
   }
+  if (tensorboard) impl_->events = std::make_unique<TensorBoardLog>(dir, keep_before_step);
   if (hdf5) {
     impl_->h5_path = dir + "/metrics.h5";
     h5::quiet();
@@ -287,22 +227,23 @@ MetricsLog::~MetricsLog() {
 
 void MetricsLog::write(const StepRecord& r) {
   if (impl_->jsonl.is_open()) impl_->jsonl << step_to_json(r) << '\n';
+  if (impl_->events) impl_->events->write(r);
   if (!impl_->file.ok()) return;
   Impl& h = *impl_;
   const hsize_t row = h.rows();
   const hsize_t L = h.n_layer, NH = h.n_head, T = h.seq_len;
   h.append("step", {}, {"step"}, &r.step, H5T_NATIVE_INT64, row);
-  for (const ScalarField& f : kScalarFields) {
+  for (const ScalarField& f : scalar_fields()) {
     const double v = f.get(r);
     h.append(f.name, {}, {"step"}, &v, H5T_NATIVE_DOUBLE, row);
   }
-  for (const LayerField& f : kLayerFields) {
+  for (const LayerField& f : layer_fields()) {
     std::vector<double> v(L, kNaN);
     if (r.has_sink)
       for (hsize_t l = 0; l < L; ++l) v[l] = f.get(r.sink.layers[l]);
     h.append(f.name, {L}, {"step", "layer"}, v.data(), H5T_NATIVE_DOUBLE, row);
   }
-  for (const LayerVectorField& f : kLayerVectorFields) {
+  for (const LayerVectorField& f : layer_vector_fields()) {
     const std::string inner = f.inner_label;
     const hsize_t width = inner == "head" ? NH : inner == "position" ? T : 3;
     std::vector<double> v(L * width, kNaN);
@@ -340,6 +281,7 @@ void MetricsLog::flush() {
                   "check the disk's free space");
     sync_file(impl_->jsonl_path);
   }
+  if (impl_->events) impl_->events->flush();
   if (impl_->file.ok()) {
     h5_check(H5Fflush(impl_->file.get(), H5F_SCOPE_LOCAL), "flush", impl_->h5_path);
     sync_file(impl_->h5_path);

@@ -2,12 +2,15 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 
 #include "train/io/atomic_file.h"
+#include "train/io/json_text.h"
 
 namespace sinklab::train {
 
@@ -28,17 +31,34 @@ DType from_st_dtype(const std::string& s, const std::string& path) {
   if (s == "F64") return DType::F64;
   if (s == "BF16") return DType::BF16;
   if (s == "I32") return DType::I32;
+  if (s == "F16") return DType::F32;  // widened on read (Hugging Face checkpoints often hold F16)
   SINKLAB_FAIL(IOError, path << ": unsupported safetensors dtype " << s,
-               "sinklab reads F32, F64, BF16 and I32");
+               "sinklab reads F32, F64, F16, BF16 and I32");
 }
 
-std::string json_string(const std::string& s) {
-  std::string out = "\"";
-  for (char c : s) {
-    if (c == '"' || c == '\\') out += '\\';
-    out += c;
+// IEEE 754 binary16 -> binary32, exactly (subnormals, infinities and NaN included).
+float half_to_float(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
+  const uint32_t exponent = (h >> 10) & 0x1fu;
+  uint32_t mantissa = h & 0x3ffu;
+  uint32_t bits;
+  if (exponent == 0x1f) {
+    bits = sign | 0x7f800000u | (mantissa << 13);
+  } else if (exponent != 0) {
+    bits = sign | ((exponent + 112) << 23) | (mantissa << 13);
+  } else if (mantissa == 0) {
+    bits = sign;
+  } else {  // subnormal: normalise
+    int e = 113;
+    while ((mantissa & 0x400u) == 0) {
+      mantissa <<= 1;
+      --e;
+    }
+    bits = sign | (static_cast<uint32_t>(e) << 23) | ((mantissa & 0x3ffu) << 13);
   }
-  return out + "\"";
+  float out;
+  std::memcpy(&out, &bits, 4);
+  return out;
 }
 
 }  // namespace
@@ -104,17 +124,28 @@ std::map<std::string, Tensor> read_safetensors(const std::string& path) {
     const std::string name = entry.first.as<std::string>();
     if (name == "__metadata__") continue;
     const YAML::Node& info = entry.second;
-    DType dtype = from_st_dtype(info["dtype"].as<std::string>(), path);
+    const std::string st_type = info["dtype"].as<std::string>();
+    DType dtype = from_st_dtype(st_type, path);
+    const uint64_t element_bytes = st_type == "F16" ? 2 : dtype_size(dtype);
     Shape shape;
     for (const auto& d : info["shape"]) shape.push_back(d.as<int64_t>());
     const uint64_t begin = info["data_offsets"][0].as<uint64_t>();
     const uint64_t end = info["data_offsets"][1].as<uint64_t>();
     Tensor t = Tensor::empty(shape, dtype);
-    SINKLAB_CHECK(end - begin == t.numel() * dtype_size(dtype) && 8 + n + end <= file_size,
+    SINKLAB_CHECK(end >= begin && end - begin == t.numel() * element_bytes && 8 + n + end <= file_size,
                   IOError, path << ": tensor " << name << " has inconsistent offsets",
                   "the file is truncated or corrupt");
     in.seekg(static_cast<std::streamoff>(8 + n + begin));
-    in.read(static_cast<char*>(t.raw_data()), static_cast<std::streamsize>(end - begin));
+    if (st_type == "F16") {
+      std::vector<uint16_t> halves(t.numel());
+      in.read(reinterpret_cast<char*>(halves.data()), static_cast<std::streamsize>(end - begin));
+      float* values = static_cast<float*>(t.raw_data());
+      for (size_t i = 0; i < halves.size(); ++i) values[i] = half_to_float(halves[i]);
+    } else {
+      in.read(static_cast<char*>(t.raw_data()), static_cast<std::streamsize>(end - begin));
+    }
+    SINKLAB_CHECK(in.good(), IOError, path << ": tensor " << name << " could not be read",
+                  "the file is truncated or unreadable");
     out[name] = t;
   }
   return out;

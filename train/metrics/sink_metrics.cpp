@@ -291,6 +291,14 @@ SinkMetrics finish_sink_metrics(QueuedSinkMetrics queued, double sink_threshold,
     world = static_cast<int64_t>(all.size());
     if (world > 1) gather.combine_ranks(all);
   }
+  // The effective rank of each layer's input (sequence 0): a Gram matrix and an eigen-solve of
+  // up to C x C each, so the layers run in parallel.
+  std::vector<double> input_ranks(capture.layers.size(), kNaN);  // (L)
+  if (with_effective_rank)
+    parallel_for(static_cast<int64_t>(capture.layers.size()), [&](int64_t l) {
+      const Tensor& x = capture.layers[l].residual;  // (B, T, C)
+      input_ranks[l] = effective_rank(x.narrow_view(0, 0, 1).to_doubles(), x.size(1), x.size(2));
+    });
   int64_t sinks = 0, heads = 0;
   for (size_t l = 0; l < capture.layers.size(); ++l) {
     const LayerCapture& cap = capture.layers[l];
@@ -309,12 +317,8 @@ SinkMetrics finish_sink_metrics(QueuedSinkMetrics queued, double sink_threshold,
     }
     finish_residual(s, gather, B, T, C, cap.residual.numel(), m);
     finish_ffn(s, gather, cap.ffn_hidden.size(2), cap.ffn_hidden.numel(), m);
-    m.effective_rank = kNaN;
+    m.effective_rank = input_ranks[l];
     m.effective_rank_output = kNaN;
-    if (with_effective_rank) {
-      std::vector<double> x = cap.residual.narrow_view(0, 0, 1).to_doubles();  // (T, C) sequence 0
-      m.effective_rank = effective_rank(x, T, C);
-    }
     for (double a : m.alpha0) {
       sinks += a > sink_threshold;
       ++heads;
@@ -416,16 +420,28 @@ double effective_rank(const std::vector<double>& matrix, int64_t rows, int64_t c
   // Eigenvalues of the smaller Gram matrix; singular values = sqrt.
   const bool by_rows = rows <= cols;
   const int64_t n = by_rows ? rows : cols, inner = by_rows ? cols : rows;
-  std::vector<double> g(n * n, 0.0);  // (n, n)
+  // The n vectors whose dot products make the Gram matrix, each contiguous: (n, inner). The
+  // columns of a tall matrix are copied out first; reading them in place strode through memory
+  // (5 s for one 1024 x 768 matrix; 0.3 s now). The sums run in the same order as before.
+  std::vector<double> columns;
+  if (!by_rows) {
+    columns.resize(static_cast<size_t>(n * inner));
+    for (int64_t k = 0; k < rows; ++k)
+      for (int64_t i = 0; i < cols; ++i) columns[i * inner + k] = matrix[k * cols + i];
+  }
+  const double* vectors = by_rows ? matrix.data() : columns.data();
+  std::vector<double> g(n * n, 0.0);  // (n, n), symmetric: each product once
   parallel_for(n, [&](int64_t i) {
-    for (int64_t j = 0; j < n; ++j) {
+    const double* a = vectors + i * inner;
+    for (int64_t j = i; j < n; ++j) {
+      const double* b = vectors + j * inner;
       double acc = 0;
-      for (int64_t k = 0; k < inner; ++k)
-        acc += by_rows ? matrix[i * cols + k] * matrix[j * cols + k]
-                       : matrix[k * cols + i] * matrix[k * cols + j];
+      for (int64_t k = 0; k < inner; ++k) acc += a[k] * b[k];
       g[i * n + j] = acc;
     }
   });
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j < i; ++j) g[i * n + j] = g[j * n + i];
   const std::vector<double> eigen = symmetric_eigenvalues(g, n);
   std::vector<double> sv(n);
   double total = 0;
