@@ -1,7 +1,7 @@
 #include "autograd/engine.h"
 
+#include <atomic>
 #include <chrono>
-#include <cstdlib>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -13,8 +13,9 @@
 namespace sinklab::autograd {
 
 namespace {
-std::map<std::string, double> g_profile;  // op name -> ms of backward (SINKLAB_PROFILE)
-std::map<std::string, double> g_forward_profile;  // op name -> ms of forward (SINKLAB_PROFILE)
+std::atomic<bool> g_op_profiling{false};  // set_op_profiling
+std::map<std::string, double> g_profile;  // op name -> ms of backward (op profiling)
+std::map<std::string, double> g_forward_profile;  // op name -> ms of forward (op profiling)
 std::chrono::steady_clock::time_point g_forward_mark;  // the previous record() or restart
 LeafReadyHook g_leaf_ready;                           // set_leaf_ready_hook
 
@@ -173,10 +174,9 @@ void backward(const Tensor& root, const Tensor& grad_output) {
   }
 }
 
-bool op_profiling() {
-  static const bool on = std::getenv("SINKLAB_PROFILE") != nullptr;
-  return on;
-}
+void set_op_profiling(bool on) { g_op_profiling.store(on, std::memory_order_relaxed); }
+
+bool op_profiling() { return g_op_profiling.load(std::memory_order_relaxed); }
 
 const std::map<std::string, double>& backward_profile() { return g_profile; }
 

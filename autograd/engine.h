@@ -28,12 +28,13 @@ void backward(const Tensor& root, const Tensor& grad_output = Tensor());
 using LeafReadyHook = std::function<void(const Tensor& leaf)>;
 void set_leaf_ready_hook(LeafReadyHook hook);
 
-// Whether SINKLAB_PROFILE is set in the environment. Then backward synchronises the device
-// around every node and sums the time of each op's backward (and its gradient accumulation) by
-// op name, in ms; and every record() synchronises the device and charges the time since the
-// previous record() (or restart_forward_profile()) to its op, so the forward's time is summed by
-// op name too. Slower; for finding where a step's time goes. Call restart_forward_profile()
-// where a forward begins.
+// Op profiling, off by default; the trainer sets it from run.profile. When on, backward
+// synchronises the device around every node and sums the time of each op's backward (and its
+// gradient accumulation) by op name, in ms; and every record() synchronises the device and
+// charges the time since the previous record() (or restart_forward_profile()) to its op, so the
+// forward's time is summed by op name too. Slower; for finding where a step's time goes. Call
+// restart_forward_profile() where a forward begins.
+void set_op_profiling(bool on);
 bool op_profiling();
 const std::map<std::string, double>& backward_profile();
 void restart_forward_profile();

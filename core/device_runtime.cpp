@@ -30,6 +30,7 @@ class CpuRuntime final : public DeviceRuntime {
   std::unique_ptr<SideMark> mark_side_start() override { return std::make_unique<SideMark>(); }
   void run_on_side(const SideMark&, const std::function<void()>& work) override { work(); }
   void join_side() override {}
+  void set_side_priority(SidePriority) override {}
 };
 
 CpuRuntime g_cpu;

@@ -11,6 +11,11 @@
 
 namespace sinklab {
 
+// The side queue's priority against the main queue's (run.metrics_priority): Low, the default,
+// lets side work fill what the main queue leaves idle; Equal gives both the same priority (a
+// benchmarking switch).
+enum class SidePriority { Low, Equal };
+
 class DeviceRuntime {
  public:
   // A point in the device's main queue (CUDA: an event on the compute stream).
@@ -33,6 +38,9 @@ class DeviceRuntime {
   virtual void run_on_side(const SideMark& mark, const std::function<void()>& work) = 0;
   // The main queue waits (on the device; the host goes on) for all side work queued so far.
   virtual void join_side() = 0;
+  // Side work queued from now on runs at `priority`. Call it with no side work pending (the
+  // trainer does, before its first step). The CPU has no queues: nothing to set.
+  virtual void set_side_priority(SidePriority priority) = 0;
 };
 
 // The runtime of `device`'s kind. Throws DeviceError when none is installed (a CUDA device in a

@@ -1,7 +1,6 @@
 #include "cuda/communicator.h"
 
 #include <chrono>
-#include <cstdlib>
 #include <thread>
 
 #include "cuda/check.h"
@@ -26,7 +25,7 @@ namespace sinklab::cuda {
 
 struct Communicator::Impl {
   ncclComm_t comm = nullptr;
-  double timeout_s = 600;
+  double timeout_s = 0;  // the constructor's
   // Started reductions run on their own stream, after the compute stream's work so far.
   cudaStream_t side = nullptr;
   cudaEvent_t ready = nullptr;  // recorded on the compute stream before each started reduction
@@ -41,7 +40,8 @@ std::string Communicator::unique_id() {
   return std::string(id.internal, sizeof id.internal);
 }
 
-Communicator::Communicator(const std::string& unique_id, int rank, int world_size)
+Communicator::Communicator(const std::string& unique_id, int rank, int world_size,
+                           double timeout_s)
     : impl_(std::make_unique<Impl>()), rank_(rank), world_size_(world_size) {
   ncclUniqueId id;
   SINKLAB_CHECK(unique_id.size() == sizeof id.internal, ValueError,
@@ -49,7 +49,7 @@ Communicator::Communicator(const std::string& unique_id, int rank, int world_siz
                         << sizeof id.internal,
                 "all ranks must run the same sinklab build");
   std::memcpy(id.internal, unique_id.data(), sizeof id.internal);
-  if (const char* t = std::getenv("SINKLAB_NCCL_TIMEOUT")) impl_->timeout_s = std::atof(t);
+  impl_->timeout_s = timeout_s;
   SINKLAB_NCCL_CHECK(ncclCommInitRank(&impl_->comm, world_size, id, rank), rank);
   SINKLAB_CUDA_CHECK(cudaStreamCreateWithFlags(&impl_->side, cudaStreamNonBlocking));
   SINKLAB_CUDA_CHECK(cudaEventCreateWithFlags(&impl_->ready, cudaEventDisableTiming));
@@ -109,7 +109,7 @@ void Communicator::wait(const char* what, bool started) {
       SINKLAB_FAIL(DeviceError,
                    "rank " << rank_ << " of " << world_size_ << ": " << what
                            << " did not finish within " << impl_->timeout_s
-                           << " s (SINKLAB_NCCL_TIMEOUT)",
+                           << " s (run.collective_timeout_s)",
                    "another rank is stuck or dead: see its log");
     }
     std::this_thread::sleep_for(std::chrono::microseconds(50));
@@ -181,7 +181,7 @@ bool nccl_available() { return false; }
 std::string Communicator::unique_id() {
   SINKLAB_FAIL(DeviceError, "this sinklab build has no NCCL", "install NCCL and rebuild");
 }
-Communicator::Communicator(const std::string&, int rank, int world_size)
+Communicator::Communicator(const std::string&, int rank, int world_size, double)
     : rank_(rank), world_size_(world_size) {
   SINKLAB_FAIL(DeviceError, "rank " << rank << ": this sinklab build has no NCCL",
                "install NCCL (libnccl-dev) and rebuild to train on several GPUs");

@@ -3,7 +3,7 @@
 //
 // Collectives are enqueued on the compute stream (cuda/runtime.h stream()), then waited for with
 // a watchdog: the stream and ncclCommGetAsyncError are polled until the collective is done, an
-// NCCL error appears, or SINKLAB_NCCL_TIMEOUT seconds (default 600) pass. The last two abort the
+// NCCL error appears, or timeout_s seconds (run.collective_timeout_s) pass. The last two abort the
 // communicator and throw a DeviceError naming this rank and the operation, so that a dead peer
 // ends every rank with a message instead of a hang.
 #pragma once
@@ -22,8 +22,9 @@ class Communicator {
  public:
   // ncclGetUniqueId as bytes: rank 0 creates it and shares it (train/dist/bootstrap.h).
   static std::string unique_id();
-  // ncclCommInitRank over `world_size` ranks on the current device.
-  Communicator(const std::string& unique_id, int rank, int world_size);
+  // ncclCommInitRank over `world_size` ranks on the current device; a collective that has not
+  // finished after timeout_s seconds aborts the communicator (see above).
+  Communicator(const std::string& unique_id, int rank, int world_size, double timeout_s);
   ~Communicator();
   Communicator(const Communicator&) = delete;
   Communicator& operator=(const Communicator&) = delete;

@@ -26,6 +26,7 @@ class CudaRuntime final : public DeviceRuntime {
     work();
   }
   void join_side() override { join_side_stream(); }
+  void set_side_priority(SidePriority priority) override { set_side_stream_priority(priority); }
 };
 
 CudaRuntime g_runtime;

@@ -7,15 +7,13 @@
 //     product's epilogue (CUBLASLT_EPILOGUE_BIAS): no second pass over the output. A bf16 C
 //     (linear's LinearOutput::kOperandDType: the logits, GPT-2's qkv and FFN hidden) takes the
 //     same path, written in bf16. Plans (descriptors and the heuristic's algorithm) are cached
-//     per shape. SINKLAB_BF16_GEMM=fast selects cuBLAS's in-library conversion instead
-//     (CUBLAS_COMPUTE_32F_FAST_16BF on the f32 operands), for benchmarking the two against each
-//     other.
+//     per shape. run.bf16_gemm: fast (ops::Bf16Gemm::Fast) selects cuBLAS's in-library
+//     conversion instead (CUBLAS_COMPUTE_32F_FAST_16BF on the f32 operands), for benchmarking the
+//     two against each other.
 #include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 
-#include <cstdlib>
-#include <cstring>
 #include <map>
 #include <tuple>
 
@@ -45,13 +43,7 @@ cublasHandle_t handle(bool tensor_cores) {
   return h;
 }
 
-bool use_fast_16bf() {
-  static const bool fast = [] {
-    const char* v = std::getenv("SINKLAB_BF16_GEMM");
-    return v != nullptr && std::strcmp(v, "fast") == 0;
-  }();
-  return fast;
-}
+bool use_fast_16bf() { return ops::bf16_gemm_preference == ops::Bf16Gemm::Fast; }
 
 // out[i] = bf16(in[i]) (round to nearest even), n elements; four per thread (float4 loads) when
 // in is 16-byte aligned, else one.

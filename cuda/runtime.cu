@@ -3,7 +3,6 @@
 #include <string>
 
 #include <cstdint>
-#include <cstdlib>
 #include <mutex>
 
 #include "core/concat_flat.h"
@@ -17,7 +16,10 @@ namespace sinklab::cuda {
 namespace {
 
 cudaStream_t g_stream = nullptr;       // the compute stream
-cudaStream_t g_side_stream = nullptr;  // SideStreamScope's
+cudaStream_t g_side_stream = nullptr;  // SideStreamScope's: one of the two below
+cudaStream_t g_side_low = nullptr;     // the lowest priority (the default)
+cudaStream_t g_side_equal = nullptr;   // the compute stream's priority (made when first asked)
+int g_highest_priority = 0;            // the compute stream's
 cudaEvent_t g_fork = nullptr, g_join = nullptr;  // g_fork: the latest start point
 uint64_t g_marks = 0;  // start points marked so far (the latest is the one g_fork holds)
 thread_local cudaStream_t t_current = nullptr;  // set inside a SideStreamScope
@@ -224,13 +226,9 @@ bool initialize() {
     int lowest = 0, highest = 0;  // numerically: lowest priority >= highest
     SINKLAB_CUDA_CHECK(cudaDeviceGetStreamPriorityRange(&lowest, &highest));
     SINKLAB_CUDA_CHECK(cudaStreamCreateWithPriority(&g_stream, cudaStreamNonBlocking, highest));
-    const char* side = std::getenv("SINKLAB_METRICS_PRIORITY");  // low (default) or equal
-    const std::string side_priority = side != nullptr ? side : "low";
-    SINKLAB_CHECK(side_priority == "low" || side_priority == "equal", ValueError,
-                  "SINKLAB_METRICS_PRIORITY=" << side_priority << " is not low or equal",
-                  "unset it (low: the metrics fill the SMs training leaves idle) or set equal");
-    SINKLAB_CUDA_CHECK(cudaStreamCreateWithPriority(
-        &g_side_stream, cudaStreamNonBlocking, side_priority == "equal" ? highest : lowest));
+    g_highest_priority = highest;
+    SINKLAB_CUDA_CHECK(cudaStreamCreateWithPriority(&g_side_low, cudaStreamNonBlocking, lowest));
+    g_side_stream = g_side_low;
     SINKLAB_CUDA_CHECK(cudaEventCreateWithFlags(&g_fork, cudaEventDisableTiming));
     SINKLAB_CUDA_CHECK(cudaEventCreateWithFlags(&g_join, cudaEventDisableTiming));
     cudaMemPool_t pool;
@@ -296,6 +294,19 @@ SideStreamScope::~SideStreamScope() { t_current = nullptr; }
 void join_side_stream() {
   SINKLAB_CUDA_CHECK(cudaEventRecord(g_join, g_side_stream));
   SINKLAB_CUDA_CHECK(cudaStreamWaitEvent(g_stream, g_join, 0));
+}
+
+void set_side_stream_priority(SidePriority priority) {
+  SINKLAB_CHECK(t_current == nullptr, ValueError,
+                "set_side_stream_priority inside a SideStreamScope",
+                "set the priority before opening the scope");
+  if (priority == SidePriority::Equal && g_side_equal == nullptr)
+    SINKLAB_CUDA_CHECK(
+        cudaStreamCreateWithPriority(&g_side_equal, cudaStreamNonBlocking, g_highest_priority));
+  cudaStream_t next = priority == SidePriority::Equal ? g_side_equal : g_side_low;
+  if (next == g_side_stream) return;
+  join_side_stream();  // whatever the previous side stream holds stays ordered before the next
+  g_side_stream = next;
 }
 
 double memory_in_use_mib() {

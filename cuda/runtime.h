@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <initializer_list>
 
+#include "core/device_runtime.h"
 #include "core/tensor.h"
 
 namespace sinklab::cuda {
@@ -25,8 +26,9 @@ void synchronize();  // waits for the compute stream
 // marks the end of the forward whose activations the sink metrics read, queues the backward,
 // then opens the scope: the metrics run while the compute stream works through that backward
 // and the update. The side stream has the lowest priority, the compute stream the highest, so
-// the metrics' blocks fill the SMs the training kernels leave idle; SINKLAB_METRICS_PRIORITY=equal
-// gives both the same priority (a benchmarking switch: scripts/bench_gpu.sh BENCH_METRICS_EQUAL=1).
+// the metrics' blocks fill the SMs the training kernels leave idle; set_side_stream_priority
+// (SidePriority::Equal, run.metrics_priority: equal) gives both the same priority (a benchmarking
+// switch: scripts/bench_gpu.sh BENCH_METRICS_EQUAL=1).
 // Memory allocated inside is freed on the side stream when freed inside; anything the side work
 // reads or made must outlive join_side_stream(), and the compute stream must not write what it
 // reads before then. Scopes do not nest. No products inside: the cuBLAS handles and cuBLASLt's
@@ -52,6 +54,10 @@ class SideStreamScope {
 };
 // The compute stream waits (on the device, the host goes on) for all side work queued so far.
 void join_side_stream();
+// Side scopes opened from now on queue on a side stream of `priority` (Low by default); the
+// compute stream first joins the side stream it leaves. Call it outside a scope (the trainer
+// does, once, before its first step).
+void set_side_stream_priority(SidePriority priority);
 double memory_in_use_mib();  // bytes held by tensors in the stream-ordered pool, in MiB
 double memory_capacity_mib();  // the current device's global memory (cudaMemGetInfo's total), in MiB
 double peak_bf16_tflops();   // dense bf16 peak of device 0 when known (H100/H200, A100), else 0

@@ -12,6 +12,7 @@ OpKernels<GemmFn, GemmFn> matmul_kernels{"matmul", cpu::batched_gemm, cpu::batch
 OpKernels<BiasGradFn, BiasGradFn> bias_grad_kernels{"bias_grad", cpu::bias_grad, cpu::bias_grad};
 OpKernels<LinearFn, LinearFn> linear_kernels{"linear", cpu::linear_forward, nullptr};
 OpKernels<RoundFn, RoundFn> bf16_round_kernels{"bf16_round", cpu::round_to_bf16, nullptr};
+Bf16Gemm bf16_gemm_preference = Bf16Gemm::Rounded;
 
 Tensor tensor_core_operand(const Tensor& t) {
   if (!t.device().is_cuda() || t.dtype() != DType::F32 || cuda_precision() != Precision::BF16)

@@ -42,6 +42,15 @@ extern OpKernels<LinearFn, LinearFn> linear_kernels;
 // f32 -> bf16 rounding of a GEMM operand (no backward: operands are rounded inside products).
 extern OpKernels<RoundFn, RoundFn> bf16_round_kernels;
 
+// How a CUDA product of f32 operands into an f32 C reaches the tensor cores under
+// Precision::BF16 (run.bf16_gemm): Rounded rounds each operand to bf16 once (one pass into
+// scratch) and multiplies through cuBLASLt, linear's bias in the epilogue; Fast hands the f32
+// operands to cuBLAS, which converts them itself (CUBLAS_COMPUTE_32F_FAST_16BF, the bias added
+// in a second pass), for benchmarking the two against each other. bf16 operands and bf16 outputs
+// take the Rounded path either way. Read at each call; the trainer sets it once from the config.
+enum class Bf16Gemm { Rounded, Fast };
+extern Bf16Gemm bf16_gemm_preference;
+
 // The operand a product should read: under Precision::BF16, an f32 CUDA tensor is rounded to a
 // bf16 copy once (so an operand used by two products, like a gradient in linear's backward, is
 // converted once, and saved activations take half the memory); otherwise t itself. GemmFn

@@ -9,8 +9,8 @@
 #   BENCH_BATCH (32), BENCH_STEPS (12): batch size and steps (the median of steps 4+ counts).
 #   BENCH_TORCH_MODES ("eager compile"): the PyTorch runs ("" skips them).
 #   BENCH_METRICS_EQUAL=1 adds a metrics-every-step run with the metrics' side stream at the
-#   compute stream's priority (SINKLAB_METRICS_PRIORITY=equal). BENCH_FP32=1 adds the fp32 runs
-#   of both; BENCH_PROFILE=1 adds a SINKLAB_PROFILE run (where a step's time goes, per phase)
+#   compute stream's priority (run.metrics_priority=equal). BENCH_FP32=1 adds the fp32 runs
+#   of both; BENCH_PROFILE=1 adds a run.profile run (where a step's time goes, per phase)
 #   and, when ncu is installed, a kernel summary. BENCH_SET ("a.b=v c.d=w") adds --set overrides
 #   to every sinklab run (e.g. "run.attention_kernels=own").
 set -uo pipefail
@@ -48,7 +48,7 @@ declare -A r
 r[bf16_m0]=$(sinklab ${model}_bf16_m0 metrics.every=0)
 r[bf16_m1]=$(sinklab ${model}_bf16_m1 metrics.every=1)
 if [ -n "${BENCH_METRICS_EQUAL:-}" ]; then  # the metrics' side stream at the compute priority
-  r[bf16_m1eq]=$(SINKLAB_METRICS_PRIORITY=equal sinklab ${model}_bf16_m1eq metrics.every=1)
+  r[bf16_m1eq]=$(sinklab ${model}_bf16_m1eq metrics.every=1 run.metrics_priority=equal)
   echo "sinklab bf16, metrics every step, side stream at equal priority: ${r[bf16_m1eq]} tok/s"
 fi
 for mode in ${BENCH_TORCH_MODES-eager compile}; do
@@ -63,8 +63,9 @@ if [ -n "${BENCH_FP32:-}" ]; then
   r[torch_eager_fp32]=$(echo "$line" | awk '$4 == "tok/s" {print $5}')
 fi
 if [ -n "${BENCH_PROFILE:-}" ]; then
-  SINKLAB_PROFILE=1 "$build/sinklab" train "$config" --no-progress --set train.batch_size="$batch" \
-    --set train.steps=6 --set metrics.every=1 --set run.name=bench_profile 2>&1 | grep "^profile"
+  "$build/sinklab" train "$config" --no-progress --set train.batch_size="$batch" \
+    --set train.steps=6 --set metrics.every=1 --set run.name=bench_profile --set run.profile=true \
+    2>&1 | grep "^profile"
   if command -v ncu > /dev/null; then  # every kernel of one step with metrics, timed by ncu
     timeout 300 ncu --csv --metrics gpu__time_duration.sum --clock-control none --cache-control none \
       "$build/sinklab" train "$config" --no-progress --set train.batch_size="$batch" \

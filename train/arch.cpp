@@ -1,13 +1,11 @@
 #include "train/arch.h"
 
-#include "core/error.h"
-
 namespace sinklab::train {
 
 namespace {
 
 constexpr ArchDescription kGpt2{
-    .name = "gpt2",
+    .arch = Arch::Gpt2,
     .norm = NormKind::LayerNorm,
     .norm_eps = 1e-5,
     .ffn = FfnKind::Gelu,
@@ -29,7 +27,7 @@ constexpr ArchDescription kGpt2{
 };
 
 constexpr ArchDescription kLlama{
-    .name = "llama",
+    .arch = Arch::Llama,
     .norm = NormKind::RmsNorm,
     .norm_eps = 1e-6,
     .ffn = FfnKind::SwiGlu,
@@ -54,10 +52,12 @@ constexpr ArchDescription kLlama{
 
 }  // namespace
 
-const ArchDescription& arch_description(const std::string& arch) {
-  if (arch == kGpt2.name) return kGpt2;
-  if (arch == kLlama.name) return kLlama;
-  SINKLAB_FAIL(ConfigError, "model.arch is '" << arch << "'", "use gpt2 or llama");
+const ArchDescription& arch_description(Arch arch) {
+  switch (arch) {
+    case Arch::Llama: return kLlama;
+    case Arch::Gpt2: break;
+  }
+  return kGpt2;
 }
 
 }  // namespace sinklab::train

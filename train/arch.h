@@ -2,9 +2,11 @@
 // biases, the attention projections, and the Hugging Face parameter names. train/model.cpp
 // builds and runs a model from this description instead of asking which family it is.
 #pragma once
-#include <string>
 
 namespace sinklab::train {
+
+// model.arch (its YAML text: config.cpp's choice table).
+enum class Arch { Gpt2, Llama };
 
 enum class NormKind { LayerNorm, RmsNorm };
 enum class FfnKind { Gelu, SwiGlu };          // GELU(c_fc x) | silu(gate x) * (up x)
@@ -12,7 +14,7 @@ enum class PositionKind { Learned, Rope };    // a (T, C) table added to the emb
 enum class QkvKind { Packed, Separate };      // one (3C, C) product | q, k, v products
 
 struct ArchDescription {
-  const char* name;        // model.arch
+  Arch arch;               // model.arch
   NormKind norm;
   double norm_eps;         // used when model.norm_eps is 0
   FfnKind ffn;             // F when model.ffn_hidden is 0: 4C (GELU), 2/3 of 4C up to 64 (SwiGLU)
@@ -37,7 +39,7 @@ struct ArchDescription {
 };
 
 // GPT-2 (LayerNorm, learned positions, GELU, biases, packed c_attn) or LLaMA (RMSNorm, RoPE,
-// SwiGLU, no biases). Throws ConfigError naming model.arch for any other name.
-const ArchDescription& arch_description(const std::string& arch);
+// SwiGLU, no biases).
+const ArchDescription& arch_description(Arch arch);
 
 }  // namespace sinklab::train

@@ -10,8 +10,10 @@
 #include <iterator>
 #include <optional>
 #include <set>
+#include <span>
 #include <sstream>
 #include <string_view>
+#include <type_traits>
 #include <variant>
 
 #include "core/error.h"
@@ -25,11 +27,140 @@ namespace {
 namespace yu = yaml_util;
 
 // ---------------------------------------------------------------------------------------------
+// The choice keys' names: one table per enum, the only place they are written. Each table lists
+// the values in the order messages give them.
+
+template <class E>
+struct ChoiceName {
+  E value;
+  const char* text;
+};
+
+// The table of an enum, picked by the type of the (ignored) argument.
+std::span<const ChoiceName<PrecisionSetting>> names_of(PrecisionSetting) {
+  static constexpr ChoiceName<PrecisionSetting> names[] = {
+      {PrecisionSetting::Auto, "auto"}, {PrecisionSetting::BF16, "bf16"},
+      {PrecisionSetting::FP32, "fp32"}};
+  return names;
+}
+std::span<const ChoiceName<ops::AttentionKernels>> names_of(ops::AttentionKernels) {
+  static constexpr ChoiceName<ops::AttentionKernels> names[] = {
+      {ops::AttentionKernels::Auto, "auto"}, {ops::AttentionKernels::Own, "own"}};
+  return names;
+}
+std::span<const ChoiceName<Arch>> names_of(Arch) {
+  static constexpr ChoiceName<Arch> names[] = {{Arch::Gpt2, "gpt2"}, {Arch::Llama, "llama"}};
+  return names;
+}
+std::span<const ChoiceName<AttnOutputNorm>> names_of(AttnOutputNorm) {
+  static constexpr ChoiceName<AttnOutputNorm> names[] = {
+      {AttnOutputNorm::None, "none"}, {AttnOutputNorm::HeadwiseRmsNorm, "headwise_rmsnorm"}};
+  return names;
+}
+std::span<const ChoiceName<AttentionKind>> names_of(AttentionKind) {
+  static constexpr ChoiceName<AttentionKind> names[] = {{AttentionKind::Softmax, "softmax"},
+                                                        {AttentionKind::Sigmoid, "sigmoid"}};
+  return names;
+}
+std::span<const ChoiceName<GammaInit>> names_of(GammaInit) {
+  static constexpr ChoiceName<GammaInit> names[] = {{GammaInit::FirstTokenStd, "first_token_std"},
+                                                    {GammaInit::Ones, "ones"}};
+  return names;
+}
+std::span<const ChoiceName<AmplifyMode>> names_of(AmplifyMode) {
+  static constexpr ChoiceName<AmplifyMode> names[] = {{AmplifyMode::Centered, "centered"},
+                                                      {AmplifyMode::Plain, "plain"}};
+  return names;
+}
+std::span<const ChoiceName<ValSplit>> names_of(ValSplit) {
+  static constexpr ChoiceName<ValSplit> names[] = {{ValSplit::Documents, "documents"},
+                                                   {ValSplit::Tail, "tail"}};
+  return names;
+}
+std::span<const ChoiceName<ops::Bf16Gemm>> names_of(ops::Bf16Gemm) {
+  static constexpr ChoiceName<ops::Bf16Gemm> names[] = {{ops::Bf16Gemm::Rounded, "rounded"},
+                                                        {ops::Bf16Gemm::Fast, "fast"}};
+  return names;
+}
+std::span<const ChoiceName<SidePriority>> names_of(SidePriority) {
+  static constexpr ChoiceName<SidePriority> names[] = {{SidePriority::Low, "low"},
+                                                       {SidePriority::Equal, "equal"}};
+  return names;
+}
+std::span<const ChoiceName<CpuGemmSetting>> names_of(CpuGemmSetting) {
+  static constexpr ChoiceName<CpuGemmSetting> names[] = {
+      {CpuGemmSetting::Auto, "auto"}, {CpuGemmSetting::OpenBLAS, "openblas"},
+      {CpuGemmSetting::Reference, "reference"}};
+  return names;
+}
+
+}  // namespace
+
+template <class E>
+const char* choice_text(E value) {
+  for (const ChoiceName<E>& c : names_of(value))
+    if (c.value == value) return c.text;
+  SINKLAB_FAIL(InternalError,
+               "a choice key's value " << static_cast<int>(value) << " has no YAML name",
+               "add it to its enum's table in train/config.cpp");
+}
+
+template <class E>
+std::optional<E> choice_from_text(std::string_view text) {
+  for (const ChoiceName<E>& c : names_of(E{}))
+    if (text == c.text) return c.value;
+  return std::nullopt;
+}
+
+// Both directions, for each choice enum.
+#define SINKLAB_CHOICE(E)                                            \
+  template const char* choice_text(E);                               \
+  template std::optional<E> choice_from_text<E>(std::string_view);
+SINKLAB_CHOICE(PrecisionSetting)
+SINKLAB_CHOICE(ops::AttentionKernels)
+SINKLAB_CHOICE(Arch)
+SINKLAB_CHOICE(AttnOutputNorm)
+SINKLAB_CHOICE(AttentionKind)
+SINKLAB_CHOICE(GammaInit)
+SINKLAB_CHOICE(AmplifyMode)
+SINKLAB_CHOICE(ValSplit)
+SINKLAB_CHOICE(ops::Bf16Gemm)
+SINKLAB_CHOICE(SidePriority)
+SINKLAB_CHOICE(CpuGemmSetting)
+#undef SINKLAB_CHOICE
+
+namespace {
+
+// An enum field (a choice key) behind one type: its value read and written as YAML text through
+// the enum's table.
+struct ChoiceRef {
+  void* field;
+  const char* (*text)(const void* field);           // the value's YAML text
+  bool (*set)(void* field, std::string_view text);  // false: `text` names no value
+  std::vector<std::string> (*names)();              // every value's text, in table order
+};
+
+template <class E>
+ChoiceRef choice_ref(E* field) {
+  return {field, [](const void* f) { return choice_text(*static_cast<const E*>(f)); },
+          [](void* f, std::string_view text) {
+            const std::optional<E> value = choice_from_text<E>(text);
+            if (value) *static_cast<E*>(f) = *value;
+            return value.has_value();
+          },
+          [] {
+            std::vector<std::string> out;
+            for (const ChoiceName<E>& c : names_of(E{})) out.push_back(c.text);
+            return out;
+          }};
+}
+
+// ---------------------------------------------------------------------------------------------
 // The key table.
 
 // A typed pointer to one field of a RunConfig; the alternative is the key's type.
 using Ref = std::variant<std::string*, int64_t*, uint64_t*, double*, bool*, std::vector<int64_t>*,
-                         std::vector<std::string>*>;
+                         std::vector<std::string>*, ChoiceRef>;
 
 enum class Bound { None, Positive, NonNegative };  // checked by validate() for numbers
 
@@ -38,14 +169,19 @@ struct Field {
   const char* key;
   Ref (*ref)(RunConfig&);
   Bound bound = Bound::None;
-  const char* choices = nullptr;  // "a|b|c" for an enumerated string
+  const char* choices = nullptr;  // "a|b|c" for a string with a closed set of values (an enum
+                                  // field's choices come from its table)
 
   std::string name() const { return std::string(section) + "." + key; }
 };
 
 template <auto Section, auto Member>
 Ref member_ref(RunConfig& c) {
-  return &((c.*Section).*Member);
+  auto* field = &((c.*Section).*Member);
+  if constexpr (std::is_enum_v<std::remove_pointer_t<decltype(field)>>)
+    return choice_ref(field);
+  else
+    return field;
 }
 
 // Read-only access through the same table (the pointer is only read from).
@@ -64,11 +200,17 @@ const std::vector<Field>& fields() {
       SINKLAB_KEY(run, RunSection, name),
       SINKLAB_KEY(run, RunSection, out_dir),
       SINKLAB_KEY(run, RunSection, device),
-      SINKLAB_KEY(run, RunSection, precision, kAny, "auto|bf16|fp32"),
-      SINKLAB_KEY(run, RunSection, attention_kernels, kAny, "auto|own"),
+      SINKLAB_KEY(run, RunSection, precision),
+      SINKLAB_KEY(run, RunSection, attention_kernels),
       SINKLAB_KEY(run, RunSection, seed),
+      SINKLAB_KEY(run, RunSection, profile),
+      SINKLAB_KEY(run, RunSection, bucket_mib, kPos),
+      SINKLAB_KEY(run, RunSection, collective_timeout_s, kPos),
+      SINKLAB_KEY(run, RunSection, bf16_gemm),
+      SINKLAB_KEY(run, RunSection, metrics_priority),
+      SINKLAB_KEY(run, RunSection, cpu_gemm),
 
-      SINKLAB_KEY(model, ModelSection, arch, kAny, "gpt2|llama"),
+      SINKLAB_KEY(model, ModelSection, arch),
       SINKLAB_KEY(model, ModelSection, n_layer, kPos),
       SINKLAB_KEY(model, ModelSection, n_head, kPos),
       SINKLAB_KEY(model, ModelSection, n_embd, kPos),
@@ -77,9 +219,9 @@ const std::vector<Field>& fields() {
       SINKLAB_KEY(model, ModelSection, vocab_size, kNonNeg),
       SINKLAB_KEY(model, ModelSection, vocab_multiple, kPos),
       SINKLAB_KEY(model, ModelSection, tie_embeddings),
-      SINKLAB_KEY(model, ModelSection, attn_output_norm, kAny, "none|headwise_rmsnorm"),
-      SINKLAB_KEY(model, ModelSection, attention, kAny, "softmax|sigmoid"),
-      SINKLAB_KEY(model, ModelSection, gamma_init, kAny, "first_token_std|ones"),
+      SINKLAB_KEY(model, ModelSection, attn_output_norm),
+      SINKLAB_KEY(model, ModelSection, attention),
+      SINKLAB_KEY(model, ModelSection, gamma_init),
       SINKLAB_KEY(model, ModelSection, gamma_shared),
       SINKLAB_KEY(model, ModelSection, gamma_weight_decay),
       SINKLAB_KEY(model, ModelSection, norm_eps, kNonNeg),
@@ -89,7 +231,7 @@ const std::vector<Field>& fields() {
       SINKLAB_KEY(model, ModelSection, amplify_position),
       SINKLAB_KEY(model, ModelSection, amplify_lambda),
       SINKLAB_KEY(model, ModelSection, amplify_layers),
-      SINKLAB_KEY(model, ModelSection, amplify_mode, kAny, "centered|plain"),
+      SINKLAB_KEY(model, ModelSection, amplify_mode),
       SINKLAB_KEY(model, ModelSection, init_std, kPos),
 
       SINKLAB_KEY(data, DataSection, dir),
@@ -102,7 +244,7 @@ const std::vector<Field>& fields() {
       SINKLAB_KEY(prepare, PrepareSection, tokenizer),  // checked in validate(): hf:<path>
       SINKLAB_KEY(prepare, PrepareSection, vocab_size, kPos),
       SINKLAB_KEY(prepare, PrepareSection, val_fraction, kNonNeg),
-      SINKLAB_KEY(prepare, PrepareSection, val_split, kAny, "documents|tail"),
+      SINKLAB_KEY(prepare, PrepareSection, val_split),
       SINKLAB_KEY(prepare, PrepareSection, val_unit_bytes, kPos),
       SINKLAB_KEY(prepare, PrepareSection, shard_tokens, kPos),
 
@@ -338,6 +480,7 @@ void emit_value(YAML::Emitter& out, const Field& f, const RunConfig& c) {
                    for (const std::string& x : *v) yu::emit_string(out, x);
                    out << YAML::EndSeq;
                  },
+                 [&](const ChoiceRef& v) { yu::emit_string(out, v.text(v.field)); },
              },
              const_ref(f, c));
 }
@@ -352,13 +495,18 @@ std::string value_text(const Field& f, const RunConfig& c) {
 std::string type_name(const Field& f) {
   static const RunConfig defaults;
   return std::visit(Overloaded{
-                        [](std::string*) { return "a string"; },
-                        [](int64_t*) { return "an integer"; },
-                        [](uint64_t*) { return "a non-negative integer"; },
-                        [](double*) { return "a number"; },
-                        [](bool*) { return "true or false"; },
-                        [](std::vector<int64_t>*) { return "a list of integers"; },
-                        [](std::vector<std::string>*) { return "a list of strings"; },
+                        [](std::string*) -> std::string { return "a string"; },
+                        [](int64_t*) -> std::string { return "an integer"; },
+                        [](uint64_t*) -> std::string { return "a non-negative integer"; },
+                        [](double*) -> std::string { return "a number"; },
+                        [](bool*) -> std::string { return "true or false"; },
+                        [](std::vector<int64_t>*) -> std::string { return "a list of integers"; },
+                        [](std::vector<std::string>*) -> std::string {
+                          return "a list of strings";
+                        },
+                        [](const ChoiceRef& v) -> std::string {
+                          return "one of " + yu::join(v.names(), ", ");
+                        },
                     },
                     const_ref(f, defaults));
 }
@@ -400,6 +548,19 @@ void check_not_float(const Field& f, const std::string& what, const YAML::Node& 
                whole ? "write the integer as plain digits: " + std::string(f.key) + ": " +
                            std::to_string(static_cast<int64_t>(*x))
                      : example(f));
+}
+
+// `value` (of key f, read `where`) is none of `choices`.
+[[noreturn]] void not_a_choice(const Field& f, const std::string& value, const std::string& where,
+                               const std::vector<std::string>& choices) {
+  static const RunConfig defaults;
+  const auto close = yu::close_matches(value, choices);
+  SINKLAB_FAIL(ConfigError,
+               f.name() << " is '" << value << "'" << where << ": expected one of "
+                        << yu::join(choices, ", "),
+               (close.empty() ? "" : "did you mean " + quoted_list(close) + "? ") + "set " +
+                   f.name() + " to one of " + yu::join(choices, " | ") + " (default " +
+                   value_text(f, defaults) + ")");
 }
 
 template <class T, class Parse>
@@ -453,6 +614,14 @@ void assign(const Field& f, RunConfig& c, const YAML::Node& node, const std::str
               out.push_back(item.Scalar());
             }
             *v = std::move(out);
+          },
+          [&](const ChoiceRef& v) {
+            std::string text;  // `key:` or `key: ~` with nothing after it: ''
+            if (node.IsScalar())
+              text = node.Scalar();
+            else if (!node.IsNull())
+              type_error(f, name, yu::describe(node), where);
+            if (!v.set(v.field, text)) not_a_choice(f, text, where, v.names());
           },
       },
       f.ref(c));
@@ -684,15 +853,8 @@ void check_bounds_and_choices(const RunConfig& c, const std::string& file) {
     if (f.choices) {
       const std::string& value = *std::get<std::string*>(ref);
       const std::vector<std::string> choices = split(f.choices, '|');
-      if (std::find(choices.begin(), choices.end(), value) == choices.end()) {
-        const auto close = yu::close_matches(value, choices);
-        SINKLAB_FAIL(ConfigError,
-                     f.name() << " is '" << value << "' in " << file << ": expected one of "
-                              << yu::join(choices, ", "),
-                     (close.empty() ? "" : "did you mean " + quoted_list(close) + "? ") +
-                         "set " + f.name() + " to one of " + yu::join(choices, " | ") +
-                         " (default " + dflt + ")");
-      }
+      if (std::find(choices.begin(), choices.end(), value) == choices.end())
+        not_a_choice(f, value, " in " + file, choices);
     }
     if (f.bound == Bound::None) continue;
     const char* need = f.bound == Bound::Positive ? "positive" : "zero or more";
@@ -798,8 +960,8 @@ void check_fits_in_memory(const RunConfig& c, double needed_bytes, double device
           ? "the embedding (model.vocab_size x model.n_embd)"
           : "the layers (model.n_layer x model.n_embd, model.ffn_hidden)";
   SINKLAB_FAIL(ConfigError,
-               "training " << m.arch << " with model.n_layer " << m.n_layer << ", model.n_embd "
-                           << m.n_embd << ", model.ffn_hidden " << m.ffn_hidden
+               "training " << choice_text(m.arch) << " with model.n_layer " << m.n_layer
+                           << ", model.n_embd " << m.n_embd << ", model.ffn_hidden " << m.ffn_hidden
                            << ", model.vocab_size " << m.vocab_size << ", model.block_size "
                            << m.block_size << " and train.batch_size " << c.train.batch_size
                            << " (" << file_label(c.source_file) << ") would need about "
@@ -815,8 +977,8 @@ void check_fits_in_memory(const RunConfig& c, double needed_bytes, double device
 }
 
 Precision resolved_precision(const RunSection& run) {
-  if (run.precision == "fp32") return Precision::Exact;
-  if (run.precision == "bf16") return Precision::BF16;
+  if (run.precision == PrecisionSetting::FP32) return Precision::Exact;
+  if (run.precision == PrecisionSetting::BF16) return Precision::BF16;
   return run.device == "cpu" ? Precision::Exact : Precision::BF16;
 }
 
@@ -835,6 +997,15 @@ void validate(const RunConfig& c) {
                 "run.device is '" << run.device << "' in " << file
                                   << ": expected cpu, cuda or cuda:N",
                 "set run.device: cpu, or cuda / cuda:1 for a GPU");
+  SINKLAB_CHECK(run.bucket_mib <= 1048576, ConfigError,
+                "run.bucket_mib is " << yu::format_double(run.bucket_mib) << " in " << file
+                                     << ": the most it may be is 1048576 (1 TiB)",
+                "set run.bucket_mib to e.g. 25 (the default)");
+  SINKLAB_CHECK(run.collective_timeout_s <= 1e7, ConfigError,
+                "run.collective_timeout_s is " << yu::format_double(run.collective_timeout_s)
+                                               << " in " << file
+                                               << ": the most it may be is 10000000 (116 days)",
+                "set run.collective_timeout_s to e.g. 600 (the default)");
 
   const ModelSection& m = c.model;
   SINKLAB_CHECK(m.n_embd % m.n_head == 0, ConfigError,
@@ -842,7 +1013,7 @@ void validate(const RunConfig& c) {
                                  << m.n_head << ") in " << file,
                 cat("pick n_embd = n_head * head_size, e.g. n_embd ", m.n_head * 32, " for ",
                     m.n_head, " heads of 32"));
-  SINKLAB_CHECK(m.arch != "llama" || (m.n_embd / m.n_head) % 2 == 0, ConfigError,
+  SINKLAB_CHECK(m.arch != Arch::Llama || (m.n_embd / m.n_head) % 2 == 0, ConfigError,
                 "model.n_embd / model.n_head = " << m.n_embd / m.n_head << " in " << file
                     << " is odd, but arch llama rotates pairs of channels (RoPE)",
                 cat("use an even head size, e.g. n_embd ", m.n_head * 32, " for ", m.n_head,

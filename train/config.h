@@ -8,26 +8,77 @@
 #pragma once
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
+#include "core/device_runtime.h"
 #include "core/precision.h"
+#include "ops/attention.h"
+#include "ops/matmul.h"
+#include "train/arch.h"
 
 namespace sinklab::train {
+
+// The values of the choice keys (a closed set of names in YAML). Each enum's YAML names are
+// written in one table in config.cpp, and everything goes through it: parsing, to_yaml,
+// differing_keys, error messages, and wherever a value is printed or saved (run header,
+// checkpoint config, export metadata). model.arch is Arch (train/arch.h),
+// run.attention_kernels ops::AttentionKernels (ops/attention.h), run.bf16_gemm ops::Bf16Gemm
+// (ops/matmul.h) and run.metrics_priority SidePriority (core/device_runtime.h).
+enum class PrecisionSetting { Auto, BF16, FP32 };     // run.precision (resolved_precision)
+enum class CpuGemmSetting { Auto, OpenBLAS, Reference };  // run.cpu_gemm
+enum class AttnOutputNorm { None, HeadwiseRmsNorm };  // model.attn_output_norm
+enum class AttentionKind { Softmax, Sigmoid };        // model.attention
+enum class GammaInit { FirstTokenStd, Ones };         // model.gamma_init
+enum class AmplifyMode { Centered, Plain };           // model.amplify_mode
+enum class ValSplit { Documents, Tail };              // prepare.val_split
+
+// The YAML text of a choice key's value: choice_text(Arch::Llama) is "llama"; and back:
+// choice_from_text<Arch>("llama"), nullopt for a text that names no value. Defined in config.cpp
+// for each enum named above.
+template <class E>
+const char* choice_text(E value);
+template <class E>
+std::optional<E> choice_from_text(std::string_view text);
 
 struct RunSection {
   std::string name = "run";         // runs/<name>/
   std::string out_dir = "runs";     // parent folder of run folders
   std::string device = "cpu";       // cpu | cuda | cuda:N
-  std::string precision = "auto";   // auto (bf16 on cuda, fp32 on cpu) | bf16 | fp32: how GPU
-                                    // kernels compute (core/precision.h); storage stays fp32
-  std::string attention_kernels = "auto"; // auto (cuDNN's fused attention where it applies on a
-                                          // GPU) | own (sinklab's kernels everywhere)
+  PrecisionSetting precision = PrecisionSetting::Auto;  // auto (bf16 on cuda, fp32 on cpu) |
+                                    // bf16 | fp32: how GPU kernels compute (core/precision.h);
+                                    // storage stays fp32
+  ops::AttentionKernels attention_kernels = ops::AttentionKernels::Auto;  // auto (cuDNN's fused
+                                    // attention where it applies on a GPU) | own (sinklab's
+                                    // kernels everywhere)
   uint64_t seed = 1337;             // init, data order, sampling
+  // How the process runs (one value per process: a variant may not set them). They change
+  // speed, or the last bits of the numbers, not the model; saved with the run like every key.
+  bool profile = false;             // synchronise the device at every phase and op of a step and
+                                    // print at the end where a step's time goes (per phase,
+                                    // per op); slower
+  double bucket_mib = 25;           // data parallel: gradients are averaged in buckets of about
+                                    // this many MiB of whole parameters
+  double collective_timeout_s = 600;  // data parallel: a rank that waits this long for the
+                                    // others (to connect, or in a collective, NCCL or TCP) fails,
+                                    // naming the operation
+  ops::Bf16Gemm bf16_gemm = ops::Bf16Gemm::Rounded;  // GPU bf16 products of f32 operands:
+                                    // rounded (each operand rounded to bf16 once, cuBLASLt, the
+                                    // bias in its epilogue) | fast (cuBLAS converts them itself:
+                                    // CUBLAS_COMPUTE_32F_FAST_16BF; for benchmarking)
+  SidePriority metrics_priority = SidePriority::Low;  // the GPU stream of the sink metrics: low
+                                    // (it fills the SMs training leaves idle) | equal (the
+                                    // compute stream's priority; for benchmarking)
+  CpuGemmSetting cpu_gemm = CpuGemmSetting::Auto;  // CPU products: auto (OpenBLAS when built
+                                    // with it, else the own kernel) | openblas | reference (the
+                                    // own blocked kernel: bit-exact comparisons with it; OpenBLAS
+                                    // sums in another order)
 };
 
 struct ModelSection {
-  std::string arch = "gpt2";        // gpt2 (LayerNorm, learned positions, GELU, biases)
+  Arch arch = Arch::Gpt2;           // gpt2 (LayerNorm, learned positions, GELU, biases)
                                     // | llama (RMSNorm, RoPE, SwiGLU, no biases)
   int64_t n_layer = 4;
   int64_t n_head = 4;
@@ -37,9 +88,9 @@ struct ModelSection {
   int64_t vocab_size = 0;           // 0 = from the tokenizer, padded up to vocab_multiple
   int64_t vocab_multiple = 64;
   bool tie_embeddings = true;
-  std::string attn_output_norm = "none";  // none | headwise_rmsnorm
-  std::string attention = "softmax";      // softmax | sigmoid
-  std::string gamma_init = "first_token_std";  // first_token_std (0.02*sqrt(C)) | ones
+  AttnOutputNorm attn_output_norm = AttnOutputNorm::None;  // none | headwise_rmsnorm
+  AttentionKind attention = AttentionKind::Softmax;        // softmax | sigmoid
+  GammaInit gamma_init = GammaInit::FirstTokenStd;  // first_token_std (0.02*sqrt(C)) | ones
   bool gamma_shared = false;        // one (HS) gamma for all heads instead of (NH, HS)
   bool gamma_weight_decay = true;   // the authors decay the 2-D per-head gamma
   double norm_eps = 0.0;            // 0 = 1e-5 for gpt2 LayerNorm, 1e-6 for llama RMSNorm
@@ -50,9 +101,9 @@ struct ModelSection {
   int64_t amplify_position = -1;           // k: o_k <- mu + lambda (o_k - mu); -1 = off
   double amplify_lambda = 1.0;             // lambda (1 = no change)
   std::vector<int64_t> amplify_layers;     // layers where it applies; empty = all
-  std::string amplify_mode = "centered";   // centered (mu = detached mean value vector of the
-                                           // layer over batch and positions) | plain (lambda o_k,
-                                           // the paper's control)
+  AmplifyMode amplify_mode = AmplifyMode::Centered;  // centered (mu = detached mean value
+                                           // vector of the layer over batch and positions) |
+                                           // plain (lambda o_k, the paper's control)
   double init_std = 0.02;
 };
 
@@ -74,7 +125,7 @@ struct PrepareSection {  // used by `sinklab prepare <config>`
                                     // scripts/get_data.sh installs it) | hf:<tokenizer.json>
   int64_t vocab_size = 512;         // BPE target vocabulary (>= 256 + special)
   double val_fraction = 0.05;       // share of each input held out for val
-  std::string val_split = "documents";  // documents: whole documents (blocks between blank
+  ValSplit val_split = ValSplit::Documents;  // documents: whole documents (blocks between blank
                                     // lines, joined to at least val_unit_bytes) spread evenly
                                     // across each input | tail: the input's last bytes
   int64_t val_unit_bytes = 16384;   // the smallest held-out unit (documents split)

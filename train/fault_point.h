@@ -2,7 +2,9 @@
 // when the environment variable SINKLAB_FAULT_AT equals "name", at that exact point of a write
 // sequence (a crash there is otherwise a matter of timing). Unset, it costs one getenv per call
 // at points that are not on a hot path. Points: checkpoint-durable (the newest checkpoint and its
-// `latest` pointer are on disk, old ones not yet pruned).
+// `latest` pointer are on disk, old ones not yet pruned). An environment variable, not a config
+// key: it changes nothing a run computes, only where a test kills it, and a config saved with
+// it would crash every resume of that run.
 #pragma once
 
 namespace sinklab::train {

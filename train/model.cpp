@@ -17,7 +17,9 @@
 namespace sinklab::train {
 
 namespace {
-bool headwise(const ModelSection& cfg) { return cfg.attn_output_norm == "headwise_rmsnorm"; }
+bool headwise(const ModelSection& cfg) {
+  return cfg.attn_output_norm == AttnOutputNorm::HeadwiseRmsNorm;
+}
 Tensor detached(const Tensor& t) { return t.detach(); }
 }  // namespace
 
@@ -50,7 +52,7 @@ std::vector<ParamSpec> GPT::parameter_specs(const ModelSection& cfg) {
   auto head_norm = [&](const std::string& prefix) {
     if (!headwise(cfg)) return;
     Shape shape = cfg.gamma_shared ? Shape{HS} : Shape{NH, HS};
-    const bool ones = cfg.gamma_init == "ones";
+    const bool ones = cfg.gamma_init == GammaInit::Ones;
     const double value = ones ? 1.0 : 0.02 * std::sqrt(static_cast<double>(C));
     specs.push_back({prefix + "head_norm.weight", shape, Init::Constant, value,
                      cfg.gamma_weight_decay && shape.size() == 2, false});
@@ -101,7 +103,7 @@ std::vector<ParamSpec> GPT::parameter_specs(const ModelSection& cfg) {
 GPT::GPT(const ModelSection& cfg, uint64_t seed, DType dtype, Device device)
     : cfg_(cfg), arch_(arch_description(cfg.arch)),
       params_(parameter_specs(cfg), seed, dtype, device) {
-  attn_options_.sigmoid = cfg.attention == "sigmoid";
+  attn_options_.sigmoid = cfg.attention == AttentionKind::Sigmoid;
   attn_options_.isolate_positions = cfg.isolate_positions;
 }
 
@@ -127,7 +129,7 @@ Tensor GPT::amplify(int64_t layer, const Tensor& o, const Tensor& v) const {
   std::fill(at_k.begin() + k * NH * HS, at_k.begin() + (k + 1) * NH * HS,
             cfg_.amplify_lambda - 1.0);
   Tensor mask = Tensor::from_doubles(at_k, {T, NH, HS}, o.dtype()).to_device(o.device());
-  if (cfg_.amplify_mode == "plain")  // o_k <- lambda o_k (the control)
+  if (cfg_.amplify_mode == AmplifyMode::Plain)  // o_k <- lambda o_k (the control)
     return ops::add(o, ops::mul(o, mask));
   // mu: the layer's mean value vector over batch and positions, detached: (NH, HS); or the
   // precomputed one (set_amplify_mean).

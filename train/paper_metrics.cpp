@@ -157,7 +157,7 @@ SuperNeuron find_super_neuron(const std::vector<double>& gate, const std::vector
 
 std::vector<SuperNeuron> super_neurons(const GPT& model, const ForwardCapture& capture) {
   autograd::NoGradGuard no_grad;
-  const bool llama = model.config().arch == "llama";
+  const bool llama = model.config().arch == Arch::Llama;
   std::vector<SuperNeuron> out;
   const int64_t L = static_cast<int64_t>(capture.layers.size());
   for (int64_t l = 0; l < L; ++l) {

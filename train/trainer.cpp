@@ -4,7 +4,6 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <cstdlib>
 #include <filesystem>
 #include <iomanip>
 #include <limits>
@@ -63,19 +62,15 @@ double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
-// SINKLAB_PROFILE=1: the device is synchronised at every phase boundary of a step (forward,
-// backward, optimizer, metrics) and the time of each phase is summed per variant and printed at
-// the end. Off by default: the synchronisations cost a little.
+// run.profile: the device is synchronised at every phase boundary of a step (forward, backward,
+// optimizer, metrics) and the time of each phase is summed per variant and printed at the end.
+// Off by default: the synchronisations cost a little.
 class PhaseClock {
  public:
-  PhaseClock(std::map<std::string, double>& totals, Device device)
-      : totals_(totals), device_(device), last_(Clock::now()) {}
-  static bool enabled() {
-    static const bool on = std::getenv("SINKLAB_PROFILE") != nullptr;
-    return on;
-  }
+  PhaseClock(bool enabled, std::map<std::string, double>& totals, Device device)
+      : enabled_(enabled), totals_(totals), device_(device), last_(Clock::now()) {}
   void mark(const char* phase) {
-    if (!enabled()) return;
+    if (!enabled_) return;
     device_runtime(device_).synchronize();
     const auto now = Clock::now();
     totals_[phase] += 1000.0 * std::chrono::duration<double>(now - last_).count();
@@ -83,10 +78,32 @@ class PhaseClock {
   }
 
  private:
+  bool enabled_;
   std::map<std::string, double>& totals_;
   Device device_;
   Clock::time_point last_;
 };
+
+// The run keys that hold for the whole process (apply_process_settings, DataParallel): a
+// variant may not set them apart from the run. run.precision is compared once resolved.
+constexpr const char* kProcessKeys[] = {"run.attention_kernels", "run.profile", "run.bucket_mib",
+                                        "run.collective_timeout_s", "run.bf16_gemm",
+                                        "run.metrics_priority", "run.cpu_gemm"};
+
+// Sets what holds for the whole process from the run's config: how and where the GPU kernels
+// compute, the CPU products' kernel and op profiling.
+void apply_process_settings(const RunSection& run) {
+  set_cuda_precision(resolved_precision(run));
+  ops::attention_kernels_preference = run.attention_kernels;
+  ops::bf16_gemm_preference = run.bf16_gemm;
+  SINKLAB_CHECK(run.cpu_gemm != CpuGemmSetting::OpenBLAS || cpu::openblas_built(), ConfigError,
+                "run.cpu_gemm is openblas, but this build has no OpenBLAS",
+                "install libopenblas-dev and reconfigure, or set run.cpu_gemm: auto");
+  cpu::set_cpu_gemm(run.cpu_gemm == CpuGemmSetting::Reference || !cpu::openblas_built()
+                        ? cpu::CpuGemm::kReference
+                        : cpu::CpuGemm::kOpenBLAS);
+  autograd::set_op_profiling(run.profile);
+}
 
 // A step's sink metrics. Made at the end of the forward whose capture they read (on a GPU that
 // marks where the side stream will start), queued once the backward is queued (the host queues
@@ -160,7 +177,7 @@ struct Run::Variant {
   std::string sample;
   int64_t accumulation = 1;
   int64_t skipped_in_a_row = 0;
-  std::map<std::string, double> phase_ms;  // SINKLAB_PROFILE: ms per phase, summed over steps
+  std::map<std::string, double> phase_ms;  // run.profile: ms per phase, summed over steps
   int64_t profiled_steps = 0;
 };
 
@@ -168,16 +185,15 @@ Run::Run(const RunConfig& config, std::ostream& console, RunOptions options)
     : base_(config), options_(std::move(options)), console_(console, options_.progress_bar) {
   std::vector<VariantSpec> specs = base_.variants;
   if (specs.empty()) specs.push_back({"main", {}});
-  set_cuda_precision(resolved_precision(base_.run));
-  ops::attention_kernels_preference = base_.run.attention_kernels == "auto"
-                                          ? ops::AttentionKernels::Auto
-                                          : ops::AttentionKernels::Own;
+  apply_process_settings(base_.run);
   if (parse_device(base_.run.device).is_cuda())
     console_.stream() << "attention: " << ops::attention_kernels_description() << "\n";
   // Every connection to rank 0 must carry this job's token (train/dist/handshake.h).
   LaunchEnv launch = options_.launch;
   launch.job_token = job_token(to_yaml(base_), launch);
-  parallel_ = std::make_unique<DataParallel>(launch, parse_device(base_.run.device));
+  parallel_ = std::make_unique<DataParallel>(
+      launch, parse_device(base_.run.device),
+      DataParallelOptions{base_.run.bucket_mib, base_.run.collective_timeout_s});
   const bool writer = parallel_->writer();  // only rank 0 writes files
   if (writer) {
     fs::create_directories(folder());
@@ -222,16 +238,18 @@ Run::Run(const RunConfig& config, std::ostream& console, RunOptions options)
     if (writer) write_file_atomic(v->dir + "/config.yaml", to_yaml(c));
     const Device device = parse_device(c.run.device);
     SINKLAB_CHECK(resolved_precision(c.run) == resolved_precision(base_.run), ConfigError,
-                  "variant " << v->name << " sets run.precision to " << c.run.precision
-                             << " but the run uses " << base_.run.precision << " ("
+                  "variant " << v->name << " sets run.precision to "
+                             << choice_text(c.run.precision) << " but the run uses "
+                             << choice_text(base_.run.precision) << " ("
                              << c.source_file << ")",
                   "the precision is one per process: set run.precision at the top level only");
-    SINKLAB_CHECK(c.run.attention_kernels == base_.run.attention_kernels, ConfigError,
-                  "variant " << v->name << " sets run.attention_kernels to "
-                             << c.run.attention_kernels << " but the run uses "
-                             << base_.run.attention_kernels << " (" << c.source_file << ")",
-                  "the attention kernels are one per process: set run.attention_kernels at the "
-                  "top level only");
+    for (const KeyDifference& d : differing_keys(base_, c, "run"))
+      SINKLAB_CHECK(std::find(std::begin(kProcessKeys), std::end(kProcessKeys), d.key) ==
+                        std::end(kProcessKeys),
+                    ConfigError,
+                    "variant " << v->name << " sets " << d.key << " to " << d.b
+                               << " but the run uses " << d.a << " (" << c.source_file << ")",
+                    d.key + " is one per process: set it at the top level only");
     v->model = std::make_unique<GPT>(c.model, c.run.seed, DType::F32, device);
     if (!options_.init_from.empty()) {  // the same weights for every variant; resume wins
       if (!init_source) init_source = load_model_source(options_.init_from);
@@ -246,9 +264,11 @@ Run::Run(const RunConfig& config, std::ostream& console, RunOptions options)
     v->optimizer = std::make_unique<AdamW>(
         v->model->params(), c.optim, zero1 ? parallel_->optimizer_shard(numel) : Shard{});
     v->accumulation = accumulation_steps(c.train.tokens_per_step, B, T, parallel_->world_size());
-    console_.stream() << "variant " << v->name << ": " << c.model.arch << " " << c.model.n_layer << "x"
+    console_.stream() << "variant " << v->name << ": " << choice_text(c.model.arch) << " "
+             << c.model.n_layer << "x"
              << c.model.n_embd << " (" << c.model.n_head << " heads, T=" << T
-             << ", V=" << c.model.vocab_size << "), attn_output_norm=" << c.model.attn_output_norm
+             << ", V=" << c.model.vocab_size
+             << "), attn_output_norm=" << choice_text(c.model.attn_output_norm)
              << ", " << format_count(static_cast<double>(v->model->params().numel()))
              << " parameters, "
              << format_count(B * T * v->accumulation * parallel_->world_size())
@@ -267,11 +287,14 @@ Run::Run(const RunConfig& config, std::ostream& console, RunOptions options)
              << (zero1 ? ", AdamW moments sharded over the ranks (ZeRO-1)" : "") << "\n";
     variants_.push_back(std::move(v));
   }
-  if (!parse_device(base_.run.device).is_cuda())
+  const Device run_device = parse_device(base_.run.device);
+  if (!run_device.is_cuda())
     console_.stream() << "CPU matmuls: " << cpu::cpu_gemm_description() << "\n";
   SINKLAB_CHECK(!variants_.empty(), ConfigError,
                 "no variant selected in " << base_.source_file,
                 "check the variant names given on the command line");
+  if (run_device.is_cuda())  // before any side work
+    device_runtime(run_device).set_side_priority(base_.run.metrics_priority);
   if (!options_.resume.empty()) resume_from_checkpoints();
   for (auto& vp : variants_) {  // metric files continue from the resumed step (no duplicates)
     if (!writer) break;
@@ -449,7 +472,7 @@ void Run::step_all(int64_t step, bool evaluate_first) {
     params.zero_grad();
     ForwardCapture capture;
     std::optional<OverlappedMetrics> metrics;
-    PhaseClock clock(v.phase_ms, v.model->params().flat_values().device());
+    PhaseClock clock(c.run.profile, v.phase_ms, v.model->params().flat_values().device());
     double loss_sum = 0;
     uint64_t hash = 1469598103934665603ull;
     for (int64_t micro = 0; micro < v.accumulation; ++micro) {
@@ -689,11 +712,11 @@ std::vector<VariantSummary> Run::train() {
   console_.summary(summaries);
   int64_t steps_profiled = 0;
   for (auto& vp : variants_) {
-    if (!PhaseClock::enabled() || vp->profiled_steps == 0) continue;
+    if (!base_.run.profile || vp->profiled_steps == 0) continue;
     console_.phase_profile(vp->name, vp->phase_ms, vp->profiled_steps);
     steps_profiled += vp->profiled_steps;
   }
-  if (PhaseClock::enabled() && !variants_.empty() && variants_[0]->profiled_steps > 0) {
+  if (base_.run.profile && !variants_.empty() && variants_[0]->profiled_steps > 0) {
     console_.op_profile("forward", autograd::forward_profile(), steps_profiled);
     console_.op_profile("backward", autograd::backward_profile(), steps_profiled);
   }

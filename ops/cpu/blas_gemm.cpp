@@ -2,8 +2,6 @@
 
 #include <algorithm>
 #include <climits>
-#include <cstdlib>
-#include <string_view>
 
 #include "core/dispatch.h"
 #include "core/error.h"
@@ -17,23 +15,8 @@ namespace sinklab::cpu {
 
 namespace {
 
-// The choice as the environment states it, read once.
-CpuGemm choice_from_environment() {
-  const char* env = std::getenv("SINKLAB_CPU_GEMM");
-  const std::string_view value = env ? env : "";
-  if (value.empty()) return openblas_built() ? CpuGemm::kOpenBLAS : CpuGemm::kReference;
-  if (value == "reference") return CpuGemm::kReference;
-  SINKLAB_CHECK(value == "openblas", ConfigError,
-                "SINKLAB_CPU_GEMM is '" << value << "'",
-                "use openblas (the default when built with it) or reference (the own kernel)");
-  SINKLAB_CHECK(openblas_built(), ConfigError,
-                "SINKLAB_CPU_GEMM=openblas, but this build has no OpenBLAS",
-                "install libopenblas-dev and reconfigure, or unset SINKLAB_CPU_GEMM");
-  return CpuGemm::kOpenBLAS;
-}
-
 CpuGemm& current_choice() {
-  static CpuGemm choice = choice_from_environment();
+  static CpuGemm choice = openblas_built() ? CpuGemm::kOpenBLAS : CpuGemm::kReference;
   return choice;
 }
 
@@ -60,7 +43,7 @@ std::string cpu_gemm_description() {
     version.erase(version.find_last_not_of(' ') + 1);
     return version + " (" + openblas_get_corename() + " kernels, " + threads + ")";
   }
-  return "own blocked kernel (SINKLAB_CPU_GEMM=reference), " + threads;
+  return "own blocked kernel (run.cpu_gemm: reference), " + threads;
 #else
   return "own blocked kernel (built without OpenBLAS), " + threads;
 #endif
@@ -112,7 +95,7 @@ void blas_gemm_batch(int64_t batch, int64_t M, int64_t N, int64_t K, const T* A,
   for (int64_t v : {M, N, K, lda, ldb, ldc})
     SINKLAB_CHECK(v <= INT_MAX, ShapeError,
                   "matmul: a size or row stride of " << v << " exceeds OpenBLAS's 32-bit int",
-                  "split the product, or run with SINKLAB_CPU_GEMM=reference");
+                  "split the product, or set run.cpu_gemm: reference");
   openblas_single_threaded();
   const int64_t blocks = row_blocks(batch, M, N, K);
   const int64_t rows_per_block = (M + blocks - 1) / blocks;

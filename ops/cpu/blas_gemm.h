@@ -1,7 +1,8 @@
 // CPU matrix products through OpenBLAS (Debian's libopenblas-dev), when the build found it.
 //
 // The blocked kernel of gemm.h stays the readable reference: tests compare the two, and
-// SINKLAB_CPU_GEMM=reference selects it at run time (bit-exact comparisons, debugging).
+// set_cpu_gemm(kReference) selects it at run time (run.cpu_gemm: reference; bit-exact
+// comparisons, debugging).
 // Threads: OpenBLAS itself runs single-threaded; the product is split into blocks of C's rows
 // that the project's OpenMP threads multiply side by side. So only one thread pool exists and
 // OpenBLAS's own workers never spin against OpenMP's on the same cores.
@@ -18,13 +19,13 @@ enum class CpuGemm { kOpenBLAS, kReference };
 // True when this build links OpenBLAS (CMake found it; SINKLAB_HAVE_OPENBLAS).
 bool openblas_built();
 
-// The kernel CPU products use. Chosen once: OpenBLAS when built with it, unless the environment
-// sets SINKLAB_CPU_GEMM=reference (SINKLAB_CPU_GEMM=openblas in a build without it is an error).
+// The kernel CPU products use: OpenBLAS when built with it, unless set_cpu_gemm chose otherwise.
 CpuGemm cpu_gemm();
-// Overrides the choice (tests, benchmarks); kOpenBLAS in a build without it is an error.
+// Overrides the choice (the trainer, from run.cpu_gemm; tests); kOpenBLAS in a build without it
+// is an error.
 void set_cpu_gemm(CpuGemm choice);
 // One line for a run header: "OpenBLAS 0.3.21 (Haswell kernels, 2 OpenMP threads)" or
-// "own blocked kernel (built without OpenBLAS)" / "(SINKLAB_CPU_GEMM=reference)".
+// "own blocked kernel (built without OpenBLAS)" / "(run.cpu_gemm: reference)".
 std::string cpu_gemm_description();
 
 // C = op(A) @ op(B) (+ C when accumulate), row-major, through OpenBLAS. A is (M, K), or (K, M)

@@ -59,6 +59,14 @@ void require_same(const RunConfig& a, const RunConfig& b) {
   REQUIRE(a.run.out_dir == b.run.out_dir);
   REQUIRE(a.run.device == b.run.device);
   REQUIRE(a.run.seed == b.run.seed);
+  REQUIRE(a.run.precision == b.run.precision);
+  REQUIRE(a.run.attention_kernels == b.run.attention_kernels);
+  REQUIRE(a.run.profile == b.run.profile);
+  REQUIRE(a.run.bucket_mib == b.run.bucket_mib);
+  REQUIRE(a.run.collective_timeout_s == b.run.collective_timeout_s);
+  REQUIRE(a.run.bf16_gemm == b.run.bf16_gemm);
+  REQUIRE(a.run.metrics_priority == b.run.metrics_priority);
+  REQUIRE(a.run.cpu_gemm == b.run.cpu_gemm);
   const ModelSection &m = a.model, &n = b.model;
   REQUIRE(m.arch == n.arch);
   REQUIRE(m.n_layer == n.n_layer);
@@ -130,7 +138,15 @@ run:
   name: full_run
   out_dir: /tmp/sinklab_runs
   device: cuda:1
+  precision: bf16
+  attention_kernels: own
   seed: 18446744073709551615   # the largest uint64
+  profile: true
+  bucket_mib: 0.02
+  collective_timeout_s: 30
+  bf16_gemm: fast
+  metrics_priority: equal
+  cpu_gemm: reference
 model:
   arch: llama
   n_layer: 6
@@ -211,7 +227,15 @@ void require_full(const RunConfig& c) {
   REQUIRE(c.run.out_dir == "/tmp/sinklab_runs");
   REQUIRE(c.run.device == "cuda:1");
   REQUIRE(c.run.seed == std::numeric_limits<uint64_t>::max());
-  REQUIRE(c.model.arch == "llama");
+  REQUIRE(c.run.precision == PrecisionSetting::BF16);
+  REQUIRE(c.run.attention_kernels == ops::AttentionKernels::Own);
+  REQUIRE(c.run.profile);
+  REQUIRE(c.run.bucket_mib == 0.02);
+  REQUIRE(c.run.collective_timeout_s == 30.0);
+  REQUIRE(c.run.bf16_gemm == ops::Bf16Gemm::Fast);
+  REQUIRE(c.run.metrics_priority == SidePriority::Equal);
+  REQUIRE(c.run.cpu_gemm == CpuGemmSetting::Reference);
+  REQUIRE(c.model.arch == Arch::Llama);
   REQUIRE(c.model.n_layer == 6);
   REQUIRE(c.model.n_head == 6);
   REQUIRE(c.model.n_embd == 384);
@@ -220,9 +244,9 @@ void require_full(const RunConfig& c) {
   REQUIRE(c.model.vocab_size == 50304);
   REQUIRE(c.model.vocab_multiple == 128);
   REQUIRE_FALSE(c.model.tie_embeddings);
-  REQUIRE(c.model.attn_output_norm == "headwise_rmsnorm");
-  REQUIRE(c.model.attention == "sigmoid");
-  REQUIRE(c.model.gamma_init == "ones");
+  REQUIRE(c.model.attn_output_norm == AttnOutputNorm::HeadwiseRmsNorm);
+  REQUIRE(c.model.attention == AttentionKind::Sigmoid);
+  REQUIRE(c.model.gamma_init == GammaInit::Ones);
   REQUIRE(c.model.gamma_shared);
   REQUIRE_FALSE(c.model.gamma_weight_decay);
   REQUIRE(c.model.norm_eps == 1e-6);
@@ -285,7 +309,7 @@ void require_full(const RunConfig& c) {
 
 TEST_CASE("config: defaults are the header's and an empty file gives them", "[config]") {
   const RunConfig defaults;
-  REQUIRE(defaults.model.arch == "gpt2");
+  REQUIRE(defaults.model.arch == Arch::Gpt2);
   REQUIRE(defaults.train.tokens_per_step == 0);
   REQUIRE(defaults.variants.empty());
   REQUIRE_NOTHROW(validate(defaults));
@@ -305,16 +329,16 @@ TEST_CASE("config: a file with every key parses", "[config]") {
   REQUIRE(c.source_file == "full.yaml");
   // Variants: applied on top of the base, list cleared, validated.
   const RunConfig base = apply_variant(c, c.variants[0]);
-  REQUIRE(base.model.attn_output_norm == "none");
-  REQUIRE(base.model.attention == "sigmoid");  // the rest is the base's
+  REQUIRE(base.model.attn_output_norm == AttnOutputNorm::None);
+  REQUIRE(base.model.attention == AttentionKind::Sigmoid);  // the rest is the base's
   REQUIRE(base.variants.empty());
   REQUIRE(base.source_file == "full.yaml");
   const RunConfig iso = apply_variant(c, c.variants[1]);
   REQUIRE(iso.model.isolate_positions == std::vector<int64_t>{3, 7});
   REQUIRE(iso.optim.lr == 1e-3);
-  REQUIRE(iso.model.attn_output_norm == "headwise_rmsnorm");
+  REQUIRE(iso.model.attn_output_norm == AttnOutputNorm::HeadwiseRmsNorm);
   const RunConfig nested = apply_variant(c, c.variants[2]);
-  REQUIRE(nested.model.gamma_init == "first_token_std");
+  REQUIRE(nested.model.gamma_init == GammaInit::FirstTokenStd);
   REQUIRE(nested.model.n_layer == 2);
   RunConfig plain = apply_variant(c, c.variants[3]);
   plain.variants = c.variants;
@@ -377,6 +401,9 @@ TEST_CASE("config: wrong types name the key, the value, the type and the file", 
       {"optim: {lr: fast}", "optim.lr", "'fast'", "a number"},
       {"optim: {lr: .nan}", "optim.lr", "'.nan'", "a number"},
       {"run: {seed: -1}", "run.seed", "'-1'", "a non-negative integer"},
+      {"run: {profile: sometimes}", "run.profile", "'sometimes'", "true or false"},
+      {"run: {bucket_mib: big}", "run.bucket_mib", "'big'", "a number"},
+      {"run: {collective_timeout_s: [1]}", "run.collective_timeout_s", "a list", "a number"},
       {"run: {name: {a: b}}", "run.name", "a map", "a string"},
       {"model: {isolate_positions: 3}", "model.isolate_positions", "'3'", "a list of integers"},
       {"model: {isolate_positions: [1, x]}", "model.isolate_positions[1]", "'x'",
@@ -398,7 +425,7 @@ TEST_CASE("config: wrong types name the key, the value, the type and the file", 
   REQUIRE(ok.run.name == "123");
 }
 
-TEST_CASE("config: enumerations and impossible combinations fail in validate", "[config]") {
+TEST_CASE("config: enumerations and impossible combinations are refused", "[config]") {
   {
     const Caught e = config_error("model: {arch: gpt3}");
     REQUIRE_MENTIONS(e, "model.arch", "'gpt3'", "configs/x.yaml", "gpt2, llama");
@@ -509,7 +536,7 @@ TEST_CASE("config: files: missing, malformed, and loaded with source_file", "[co
         "quotes.yaml",
         "prepare: {inputs: ['it''s.txt', \"a\\\"b.txt\"]}  # don't\nmodel: {arch: 'llama'}\n");
     const RunConfig c = load_config(good);
-    REQUIRE(c.model.arch == "llama");
+    REQUIRE(c.model.arch == Arch::Llama);
     REQUIRE(c.prepare.inputs == std::vector<std::string>{"it's.txt", "a\"b.txt"});
   }
   {
@@ -546,7 +573,7 @@ TEST_CASE("config: overrides take effect, later ones win, errors name the overri
        "prepare.inputs=[a.txt, 'b c.txt']", "model.tie_embeddings=false", "optim.lr=3e-3",
        "run.name=my_run", "data.tokenizer=", "run.seed=42"});
   REQUIRE(c.model.n_layer == 5);
-  REQUIRE(c.model.arch == "llama");  // from the file
+  REQUIRE(c.model.arch == Arch::Llama);  // from the file
   REQUIRE(c.train.steps == 50);
   REQUIRE(c.model.isolate_positions == std::vector<int64_t>{3, 7});
   REQUIRE(c.prepare.inputs == std::vector<std::string>{"a.txt", "b c.txt"});
@@ -594,13 +621,13 @@ TEST_CASE("config: variants apply, and bad variants fail at load time", "[config
   const RunConfig b = apply_variant(c, c.variants[1]);
   REQUIRE(a.variants.empty());
   REQUIRE(b.variants.empty());
-  REQUIRE(a.model.attn_output_norm == "none");
-  REQUIRE(b.model.attn_output_norm == "headwise_rmsnorm");
+  REQUIRE(a.model.attn_output_norm == AttnOutputNorm::None);
+  REQUIRE(b.model.attn_output_norm == AttnOutputNorm::HeadwiseRmsNorm);
   REQUIRE(a.train.steps == 30);  // --set reaches every variant
   REQUIRE(b.train.steps == 30);
   REQUIRE_FALSE(a.model.gamma_shared);
   REQUIRE(b.model.gamma_shared);  // a variant's own set wins over --set
-  REQUIRE(c.model.attn_output_norm == "none");  // the base is unchanged
+  REQUIRE(c.model.attn_output_norm == AttnOutputNorm::None);  // the base is unchanged
   // A variant built in code (the trainer's single "main" run).
   require_same(apply_variant(c, {"main", {}}), [&] {
     RunConfig d = c;
@@ -641,6 +668,127 @@ TEST_CASE("config: variants apply, and bad variants fail at load time", "[config
   REQUIRE_MENTIONS(e, "variant 'hand'", "model.n_embd", "v.yaml");
   REQUIRE_MENTIONS(error_of<ConfigError>([&] { apply_variant(c, {"hand", {"x.y=1"}}); }),
                    "x.y=1", "hand");
+}
+
+TEST_CASE("config: choice keys are enums; each name reads, writes and prints as in YAML",
+          "[config]") {
+  // Every name of every choice key: parsed into its enum, written back by to_yaml as the same
+  // text, and printed by choice_text as that text.
+  struct Key {
+    const char* key;
+    std::vector<const char*> names;
+    std::function<std::string(const RunConfig&)> text;
+  };
+  const std::vector<Key> keys = {
+      {"run.precision", {"auto", "bf16", "fp32"},
+       [](const RunConfig& c) { return choice_text(c.run.precision); }},
+      {"run.attention_kernels", {"auto", "own"},
+       [](const RunConfig& c) { return choice_text(c.run.attention_kernels); }},
+      {"model.arch", {"gpt2", "llama"},
+       [](const RunConfig& c) { return choice_text(c.model.arch); }},
+      {"model.attn_output_norm", {"none", "headwise_rmsnorm"},
+       [](const RunConfig& c) { return choice_text(c.model.attn_output_norm); }},
+      {"model.attention", {"softmax", "sigmoid"},
+       [](const RunConfig& c) { return choice_text(c.model.attention); }},
+      {"model.gamma_init", {"first_token_std", "ones"},
+       [](const RunConfig& c) { return choice_text(c.model.gamma_init); }},
+      {"model.amplify_mode", {"centered", "plain"},
+       [](const RunConfig& c) { return choice_text(c.model.amplify_mode); }},
+      {"prepare.val_split", {"documents", "tail"},
+       [](const RunConfig& c) { return choice_text(c.prepare.val_split); }},
+      {"run.bf16_gemm", {"rounded", "fast"},
+       [](const RunConfig& c) { return choice_text(c.run.bf16_gemm); }},
+      {"run.metrics_priority", {"low", "equal"},
+       [](const RunConfig& c) { return choice_text(c.run.metrics_priority); }},
+      {"run.cpu_gemm", {"auto", "openblas", "reference"},
+       [](const RunConfig& c) { return choice_text(c.run.cpu_gemm); }},
+  };
+  for (const Key& k : keys) {
+    const std::string key = k.key, bare = key.substr(key.find('.') + 1);
+    for (const char* name : k.names) {
+      INFO(key << " = " << name);
+      const RunConfig c = parse_config("", "c.yaml", {key + "=" + name});
+      REQUIRE(k.text(c) == name);
+      REQUIRE(contains(to_yaml(c), "  " + bare + ": " + name + "\n"));
+      REQUIRE(k.text(parse_config(to_yaml(c), "back.yaml")) == name);
+    }
+    // A misspelt name: the key, the value, where, and every name, at parse time.
+    const std::string wrong = std::string(k.names[1]) + "x";
+    const Caught e = config_error("", {key + "=" + wrong});
+    std::string all;
+    for (const char* name : k.names) all += (all.empty() ? "" : ", ") + std::string(name);
+    const std::string quoted = "'" + wrong + "'";
+    REQUIRE_MENTIONS(e, k.key, quoted.c_str(), "configs/x.yaml", all.c_str());
+    REQUIRE(contains(e.hint, "did you mean '" + std::string(k.names[1]) + "'"));
+    // Null and non-scalar values are refused naming the choices too.
+    REQUIRE_MENTIONS(config_error(key.substr(0, key.find('.')) + ": {" + bare + ": }"), k.key,
+                     "configs/x.yaml", all.c_str());
+    REQUIRE_MENTIONS(config_error(key.substr(0, key.find('.')) + ": {" + bare + ": [a]}"), k.key,
+                     "a list", all.c_str());
+  }
+  // In a file, the message gives the line.
+  REQUIRE_MENTIONS(config_error("run: {seed: 1}\nmodel:\n  arch: gtp2\n"), "model.arch",
+                   "'gtp2'", "configs/x.yaml (line 3)", "gpt2, llama");
+  // The defaults and the strings saved elsewhere (export metadata, run header).
+  const RunConfig defaults;
+  REQUIRE(defaults.model.arch == Arch::Gpt2);
+  REQUIRE(defaults.run.precision == PrecisionSetting::Auto);
+  REQUIRE(defaults.run.attention_kernels == ops::AttentionKernels::Auto);
+  REQUIRE(std::string(choice_text(Arch::Llama)) == "llama");
+  REQUIRE(std::string(choice_text(AttnOutputNorm::HeadwiseRmsNorm)) == "headwise_rmsnorm");
+  // differing_keys writes the values as YAML text.
+  const RunConfig llama = parse_config("model: {arch: llama, attention: sigmoid}", "l.yaml");
+  const std::vector<KeyDifference> d = differing_keys(defaults, llama, "model");
+  REQUIRE(d.size() == 2);
+  REQUIRE(d[0].key == "model.arch");
+  REQUIRE(d[0].a == "gpt2");
+  REQUIRE(d[0].b == "llama");
+  REQUIRE(d[1].key == "model.attention");
+  REQUIRE(d[1].b == "sigmoid");
+}
+
+TEST_CASE("config: the run keys that were SINKLAB_* environment variables", "[config]") {
+  // run.profile (SINKLAB_PROFILE), run.bucket_mib (SINKLAB_BUCKET_MIB), run.collective_timeout_s
+  // (SINKLAB_COLLECTIVE_TIMEOUT and SINKLAB_NCCL_TIMEOUT), run.bf16_gemm (SINKLAB_BF16_GEMM),
+  // run.metrics_priority (SINKLAB_METRICS_PRIORITY), run.cpu_gemm (SINKLAB_CPU_GEMM): their
+  // defaults are what the unset variables meant, and the resolved config saves them.
+  const RunConfig defaults;
+  REQUIRE_FALSE(defaults.run.profile);
+  REQUIRE(defaults.run.bucket_mib == 25.0);
+  REQUIRE(defaults.run.collective_timeout_s == 600.0);
+  REQUIRE(defaults.run.bf16_gemm == ops::Bf16Gemm::Rounded);
+  REQUIRE(defaults.run.metrics_priority == SidePriority::Low);
+  REQUIRE(defaults.run.cpu_gemm == CpuGemmSetting::Auto);
+  REQUIRE(contains(to_yaml(defaults),
+                   "  seed: 1337\n  profile: false\n  bucket_mib: 25.0\n"
+                   "  collective_timeout_s: 600.0\n  bf16_gemm: rounded\n"
+                   "  metrics_priority: low\n  cpu_gemm: auto\n"));
+  const RunConfig set = parse_config(
+      "", "s.yaml",
+      {"run.profile=true", "run.bucket_mib=0.02", "run.collective_timeout_s=2.5",
+       "run.bf16_gemm=fast", "run.metrics_priority=equal", "run.cpu_gemm=reference"});
+  const std::string text = to_yaml(set);
+  INFO(text);
+  REQUIRE(contains(text, "  profile: true\n  bucket_mib: 0.02\n  collective_timeout_s: 2.5\n"
+                         "  bf16_gemm: fast\n  metrics_priority: equal\n  cpu_gemm: reference\n"));
+  RunConfig back = parse_config(text, "s.yaml");
+  require_same(back, set);
+  // Sizes and times: positive, and bounded.
+  REQUIRE_MENTIONS(config_error("run: {bucket_mib: 0}"), "run.bucket_mib", "positive",
+                   "configs/x.yaml");
+  REQUIRE_MENTIONS(config_error("run: {bucket_mib: -1}"), "run.bucket_mib", "positive");
+  REQUIRE_MENTIONS(config_error("run: {bucket_mib: 2e6}"), "run.bucket_mib", "1048576",
+                   "configs/x.yaml");
+  REQUIRE_MENTIONS(config_error("run: {collective_timeout_s: 0}"), "run.collective_timeout_s",
+                   "positive", "configs/x.yaml");
+  REQUIRE_MENTIONS(config_error("", {"run.collective_timeout_s=1e8"}),
+                   "run.collective_timeout_s", "10000000", "configs/x.yaml");
+  REQUIRE_MENTIONS(config_error("run: {metrics_priority: high}"), "run.metrics_priority",
+                   "'high'", "low, equal", "configs/x.yaml");
+  REQUIRE_MENTIONS(config_error("run: {bf16_gemm: slow}"), "run.bf16_gemm", "rounded, fast");
+  REQUIRE_MENTIONS(config_error("run: {cpu_gemm: mkl}"), "run.cpu_gemm",
+                   "auto, openblas, reference");
+  REQUIRE_NOTHROW(parse_config("run: {bucket_mib: 1048576, collective_timeout_s: 1e7}", "b.yaml"));
 }
 
 TEST_CASE("config: to_yaml writes every key and reads back to the same config", "[config]") {
@@ -700,7 +848,7 @@ TEST_CASE("config: the shipped configs load and their variants apply", "[config]
   const std::string dir = std::string(SINKLAB_SOURCE_DIR) + "/configs/";
   {
     const RunConfig c = load_config(dir + "quickstart.yaml");
-    REQUIRE(c.model.arch == "llama");
+    REQUIRE(c.model.arch == Arch::Llama);
     REQUIRE(c.model.n_layer == 4);
     REQUIRE(c.model.n_head == 4);
     REQUIRE(c.model.n_embd == 128);
@@ -714,12 +862,13 @@ TEST_CASE("config: the shipped configs load and their variants apply", "[config]
     REQUIRE(c.variants.size() == 2);
     REQUIRE(c.variants[0].name == "baseline");
     REQUIRE(c.variants[1].name == "headwise_rmsnorm");
-    REQUIRE(apply_variant(c, c.variants[0]).model.attn_output_norm == "none");
-    REQUIRE(apply_variant(c, c.variants[1]).model.attn_output_norm == "headwise_rmsnorm");
+    REQUIRE(apply_variant(c, c.variants[0]).model.attn_output_norm == AttnOutputNorm::None);
+    REQUIRE(apply_variant(c, c.variants[1]).model.attn_output_norm ==
+            AttnOutputNorm::HeadwiseRmsNorm);
   }
   {
     const RunConfig c = load_config(dir + "tiny_test.yaml");
-    REQUIRE(c.model.arch == "gpt2");
+    REQUIRE(c.model.arch == Arch::Gpt2);
     REQUIRE(c.model.n_layer == 2);
     REQUIRE(c.model.n_embd == 32);
     REQUIRE(c.model.n_head == 2);

@@ -134,8 +134,8 @@ TEST_CASE("cuda: GPU runs follow the CPU loss curve (fp32 closely, bf16 within t
 
 TEST_CASE("cuda: sink metrics computed on the GPU match the CPU's", "[cuda]") {
   SINKLAB_REQUIRE_CUDA();
-  for (const char* norm : {"none", "headwise_rmsnorm"}) {
-    ModelSection cfg = test::tiny_model("llama", norm);
+  for (AttnOutputNorm norm : {AttnOutputNorm::None, AttnOutputNorm::HeadwiseRmsNorm}) {
+    ModelSection cfg = test::tiny_model(Arch::Llama, norm);
     cfg.n_embd = 64;
     cfg.block_size = 37;
     cfg.vocab_size = 50;
@@ -156,7 +156,7 @@ TEST_CASE("cuda: sink metrics computed on the GPU match the CPU's", "[cuda]") {
     const auto close = [](double x, double y) { return std::fabs(x - y) <= 1e-4 * std::fabs(x) + 1e-6; };
     for (size_t l = 0; l < a.layers.size(); ++l) {
       const LayerMetrics &x = a.layers[l], &y = b.layers[l];
-      INFO(norm << " layer " << l);
+      INFO(choice_text(norm) << " layer " << l);
       for (size_t h = 0; h < x.sink_mass.size(); ++h) {
         REQUIRE(close(x.sink_mass[h], y.sink_mass[h]));
         REQUIRE(close(x.alpha0[h], y.alpha0[h]));
@@ -181,9 +181,9 @@ TEST_CASE("cuda: sink metrics queued on the side stream during a backward equal 
           "in place", "[cuda]") {
   SINKLAB_REQUIRE_CUDA();
 #if defined(SINKLAB_HAVE_CUDA)
-  for (const char* arch : {"gpt2", "llama"}) {
-    ModelSection cfg = test::tiny_model(arch, std::string(arch) == "llama" ? "headwise_rmsnorm"
-                                                                          : "none");
+  for (Arch arch : {Arch::Gpt2, Arch::Llama}) {
+    ModelSection cfg = test::tiny_model(
+        arch, arch == Arch::Llama ? AttnOutputNorm::HeadwiseRmsNorm : AttnOutputNorm::None);
     cfg.n_embd = 128;
     cfg.block_size = 256;
     cfg.vocab_size = 300;
@@ -208,7 +208,7 @@ TEST_CASE("cuda: sink metrics queued on the side stream during a backward equal 
     cuda::join_side_stream();
     const SinkMetrics overlapped = finish_sink_metrics(std::move(queued), 0.03, false);
     const SinkMetrics in_place = compute_sink_metrics(cap, 0.03, false);
-    INFO(arch);
+    INFO(choice_text(arch));
     REQUIRE(overlapped.sink_rate == in_place.sink_rate);
     for (size_t l = 0; l < in_place.layers.size(); ++l) {
       const LayerMetrics &p = in_place.layers[l], &q = overlapped.layers[l];
@@ -230,7 +230,7 @@ TEST_CASE("cuda: sink metrics queued on the side stream during a backward equal 
 TEST_CASE("cuda: GPT-2 under bf16 (bf16 FFN hidden) agrees with the CPU: loss, gradients, metrics",
           "[cuda]") {
   SINKLAB_REQUIRE_CUDA();
-  ModelSection cfg = test::tiny_model("gpt2", "none");
+  ModelSection cfg = test::tiny_model(Arch::Gpt2, AttnOutputNorm::None);
   cfg.n_embd = 64;
   cfg.block_size = 37;
   cfg.vocab_size = 50;

@@ -514,7 +514,7 @@ TEST_CASE("prepare: inputs -> tokenizer.json + train/val shards", "[data]") {
   config.prepare.inputs = {dir.file("a.txt"), dir.file("b.txt")};
   config.prepare.vocab_size = 320;
   config.prepare.val_fraction = 0.1;
-  config.prepare.val_split = "tail";
+  config.prepare.val_split = ValSplit::Tail;
   config.data.dir = dir.file("out");
   // A stale shard from an earlier, larger prepare must disappear.
   fs::create_directories(config.data.dir);

@@ -20,6 +20,7 @@
 
 #include "tests/op_checks.h"
 #include "tests/train/train_test_util.h"
+#include "train/config.h"
 #include "train/dist/bootstrap.h"
 #include "train/dist/data_parallel.h"
 #include "train/dist/handshake.h"
@@ -81,7 +82,7 @@ TEST_CASE("tcp collectives: mean, sum and all-gather in rank order; a dead rank 
     return env;
   };
   auto rank_job = [&](int rank) {
-    TcpCollective collective(env_of(rank));
+    TcpCollective collective(env_of(rank), 600);
     Tensor t = Tensor::from_doubles({1.0 * rank, 10.0 + rank, -3.0}, {3}, DType::F32);  // (3)
     collective.all_reduce_mean(t, "test mean");
     const double total = collective.sum(rank + 0.5, "test sum");
@@ -104,8 +105,8 @@ TEST_CASE("tcp collectives: mean, sum and all-gather in rank order; a dead rank 
   LaunchEnv e0 = env_of(0), e1 = env_of(1);
   e0.world_size = e1.world_size = 2;
   e0.id_port = e1.id_port = port2;
-  auto quitter = std::async(std::launch::async, [&] { TcpCollective c(e1); });
-  TcpCollective root(e0);
+  auto quitter = std::async(std::launch::async, [&] { TcpCollective c(e1, 600); });
+  TcpCollective root(e0, 600);
   quitter.get();
   test::require_error<IOError>([&] { root.sum(1.0, "loss all-reduce"); },
                                {"rank 1", "loss all-reduce"});
@@ -185,7 +186,7 @@ void two_ranks_follow_one(const std::string& device, double rtol) {
             std::string::npos);
   }
   // Many small gradient buckets (each reduced as soon as backward completes it).
-  two_ranks("buckets", "", "SINKLAB_BUCKET_MIB=0.02");
+  two_ranks("buckets", " --set run.bucket_mib=0.02");
   curves["torchrun, 0.02 MiB buckets"] = losses(dir / "buckets" / "main" / "metrics.jsonl");
   // Resume on another world size: 2 ranks stop after 15 steps, 1 process finishes the run.
   two_ranks("moved", " --stop-after 15");
@@ -272,11 +273,11 @@ TEST_CASE("tcp join: a silent client and a forged join are dropped and named; th
     REQUIRE(silent.valid());
     const Socket forged = connect_retrying("127.0.0.1", port, 10, error);
     REQUIRE(send_join(forged.fd(), 1, other.job_token));
-    TcpCollective rank1(e1);
+    TcpCollective rank1(e1, 600);
     return rank1.sum(2.0, "join test");
   });
   const auto t0 = std::chrono::steady_clock::now();
-  TcpCollective rank0(e0);
+  TcpCollective rank0(e0, 600);
   REQUIRE(rank0.sum(1.0, "join test") == 3.0);
   REQUIRE(strangers_then_rank.get() == 3.0);
   // The silent one costs at most one handshake timeout, not the collective timeout (600 s).
@@ -298,6 +299,46 @@ TEST_CASE("tcp join: a silent client and a forged join are dropped and named; th
   const auto [forged_got_blob, blob] = fetchers.get();
   REQUIRE_FALSE(forged_got_blob);
   REQUIRE(blob == "the id");
+}
+
+TEST_CASE("data parallel: run.bucket_mib sizes the gradient buckets and "
+          "run.collective_timeout_s bounds the wait for the other ranks",
+          "[distributed]") {
+  ModelSection m = test::tiny_model(Arch::Llama, AttnOutputNorm::None);
+  m.n_embd = 64;
+  m.vocab_size = 256;
+  GPT model(m, 1);
+  const int64_t numel = model.params().numel();  // about 120,000 floats
+  auto buckets = [&](const std::vector<std::string>& overrides) {
+    const RunConfig c = parse_config("", "b.yaml", overrides);
+    DataParallel dp(LaunchEnv{}, Device::cpu(), {c.run.bucket_mib, c.run.collective_timeout_s});
+    return dp.gradient_buckets(model.params());
+  };
+  const auto whole = buckets({});  // 25 MiB: the whole model in one bucket
+  REQUIRE(whole.size() == 1);
+  REQUIRE(whole[0] == std::make_pair(int64_t{0}, numel));
+  const auto small = buckets({"run.bucket_mib=0.02"});  // about 5,000 floats each
+  INFO("buckets: " << small.size());
+  REQUIRE(small.size() > 4);
+  int64_t end = numel;  // whole parameters, from the last, covering the buffer once
+  for (const auto& [begin, stop] : small) {
+    REQUIRE(stop == end);
+    REQUIRE(begin < stop);
+    end = begin;
+  }
+  REQUIRE(end == 0);
+
+  // Rank 0 of 2, whose peer never comes, gives up after run.collective_timeout_s.
+  const RunConfig c = parse_config("", "t.yaml", {"run.collective_timeout_s=0.5"});
+  LaunchEnv env;
+  env.launcher = "torchrun";
+  env.world_size = 2;
+  env.id_port = test_port(6);
+  const auto t0 = std::chrono::steady_clock::now();
+  test::require_error<IOError>(
+      [&] { DataParallel dp(env, Device::cpu(), {c.run.bucket_mib, c.run.collective_timeout_s}); },
+      {"rank 0", "within 0.5 s", "run.collective_timeout_s"});
+  REQUIRE(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(20));
 }
 
 TEST_CASE("data parallel: 2 CPU ranks over TCP follow the 1-process loss curve",
@@ -323,7 +364,7 @@ TEST_CASE("nccl on one rank: started bucket reductions, all-gather and sum on th
     WARN("no GPU or no NCCL: skipped");
     return;
   }
-  cuda::Communicator comm(cuda::Communicator::unique_id(), 0, 1);
+  cuda::Communicator comm(cuda::Communicator::unique_id(), 0, 1, 600);
   Tensor host = Tensor::from_doubles({1, 2, 3, 4, 5, 6, 7}, {7}, DType::F32);  // (7)
   Tensor flat = host.to_device(Device::cuda());
   Tensor first = flat.narrow_view(0, 0, 3), rest = flat.narrow_view(0, 3, 4);  // two buckets

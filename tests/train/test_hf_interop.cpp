@@ -32,8 +32,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-ModelSection model_of(const std::string& arch) {
-  ModelSection m = test::tiny_model(arch, "none");
+ModelSection model_of(Arch arch) {
+  ModelSection m = test::tiny_model(arch, AttnOutputNorm::None);
   m.n_embd = 16;  // head size 8 (RoPE needs an even one)
   m.block_size = 8;
   m.vocab_size = 37;
@@ -52,7 +52,7 @@ std::string write_checkpoint(const TempDir& dir, const RunConfig& config) {
   return path;
 }
 
-RunConfig byte_run(const std::string& arch) {
+RunConfig byte_run(Arch arch) {
   RunConfig config;
   config.model = model_of(arch);
   config.model.vocab_size = 256;
@@ -87,7 +87,7 @@ TEST_CASE("json_string escapes quotes, backslashes and control bytes", "[hf]") {
 }
 
 TEST_CASE("config.json for GPT-2 holds GPT2Config's fields", "[hf]") {
-  ModelSection m = model_of("gpt2");
+  ModelSection m = model_of(Arch::Gpt2);
   m.tie_embeddings = false;
   const YAML::Node c = written_config(m, {50256, 50256});
   REQUIRE(c["architectures"][0].as<std::string>() == "GPT2LMHeadModel");
@@ -110,7 +110,7 @@ TEST_CASE("config.json for GPT-2 holds GPT2Config's fields", "[hf]") {
 
 TEST_CASE("config.json for LLaMA holds LlamaConfig's fields, RoPE theta for transformers 4 and 5",
           "[hf]") {
-  ModelSection m = model_of("llama");
+  ModelSection m = model_of(Arch::Llama);
   m.rope_theta = 500000.0;
   m.norm_eps = 1e-5;
   const YAML::Node c = written_config(m);
@@ -137,13 +137,13 @@ TEST_CASE("config.json for LLaMA holds LlamaConfig's fields, RoPE theta for tran
 
 TEST_CASE("config.json reads back to the same model", "[hf]") {
   TempDir dir;
-  for (const std::string arch : {"gpt2", "llama"}) {
+  for (Arch arch : {Arch::Gpt2, Arch::Llama}) {
     ModelSection m = model_of(arch);
-    m.tie_embeddings = arch == "gpt2";
+    m.tie_embeddings = arch == Arch::Gpt2;
     m.norm_eps = 3e-6;
     m.rope_theta = 12345.0;
     const ModelSection back = model_from_hf_config(write_json(dir, hf_config_json(m, {})));
-    INFO(arch);
+    INFO(choice_text(arch));
     REQUIRE(back.arch == arch);
     REQUIRE(back.n_layer == m.n_layer);
     REQUIRE(back.n_head == m.n_head);
@@ -153,20 +153,20 @@ TEST_CASE("config.json reads back to the same model", "[hf]") {
     REQUIRE(GPT::resolved_ffn_width(back) == GPT::resolved_ffn_width(m));
     REQUIRE(back.norm_eps == 3e-6);
     REQUIRE(back.tie_embeddings == m.tie_embeddings);
-    if (arch == "llama") REQUIRE(back.rope_theta == 12345.0);
+    if (arch == Arch::Llama) REQUIRE(back.rope_theta == 12345.0);
     REQUIRE(GPT::parameter_specs(back).size() == GPT::parameter_specs(m).size());
   }
 }
 
 TEST_CASE("variants no stock class computes get SinklabConfig; amplify is refused", "[hf]") {
   TempDir dir;
-  ModelSection headwise = model_of("gpt2");
-  headwise.attn_output_norm = "headwise_rmsnorm";
+  ModelSection headwise = model_of(Arch::Gpt2);
+  headwise.attn_output_norm = AttnOutputNorm::HeadwiseRmsNorm;
   headwise.gamma_shared = true;
   headwise.isolate_positions = {0, 3};
   headwise.isolate_layers = {1};
   REQUIRE(needs_sinklab_modeling(headwise));
-  REQUIRE_FALSE(needs_sinklab_modeling(model_of("llama")));
+  REQUIRE_FALSE(needs_sinklab_modeling(model_of(Arch::Llama)));
   const YAML::Node c = written_config(headwise);
   REQUIRE(c["model_type"].as<std::string>() == "sinklab");
   REQUIRE(c["architectures"][0].as<std::string>() == "SinklabForCausalLM");
@@ -179,16 +179,16 @@ TEST_CASE("variants no stock class computes get SinklabConfig; amplify is refuse
   REQUIRE(c["ffn_hidden"].as<int64_t>() == 64);
   REQUIRE(c["norm_eps"].as<double>() == 1e-5);
   const ModelSection back = model_from_hf_config(write_json(dir, hf_config_json(headwise, {})));
-  REQUIRE(back.arch == "gpt2");
-  REQUIRE(back.attn_output_norm == "headwise_rmsnorm");
+  REQUIRE(back.arch == Arch::Gpt2);
+  REQUIRE(back.attn_output_norm == AttnOutputNorm::HeadwiseRmsNorm);
   REQUIRE(back.gamma_shared);
   REQUIRE(back.isolate_positions == headwise.isolate_positions);
   REQUIRE(back.isolate_layers == headwise.isolate_layers);
-  ModelSection sigmoid = model_of("llama");
-  sigmoid.attention = "sigmoid";
+  ModelSection sigmoid = model_of(Arch::Llama);
+  sigmoid.attention = AttentionKind::Sigmoid;
   REQUIRE(model_from_hf_config(write_json(dir, hf_config_json(sigmoid, {}))).attention ==
-          "sigmoid");
-  ModelSection amplify = model_of("gpt2");
+          AttentionKind::Sigmoid);
+  ModelSection amplify = model_of(Arch::Gpt2);
   amplify.amplify_position = 0;
   amplify.amplify_lambda = 2;
   REQUIRE(contains(error_message<ConfigError>([&] { hf_config_json(amplify, {}); }),
@@ -198,7 +198,7 @@ TEST_CASE("variants no stock class computes get SinklabConfig; amplify is refuse
 TEST_CASE("configs sinklab would compute differently are refused on import, naming the field",
           "[hf]") {
   TempDir dir;
-  const std::string llama = hf_config_json(model_of("llama"), {});
+  const std::string llama = hf_config_json(model_of(Arch::Llama), {});
   auto with = [&](const std::string& from, const std::string& to) {
     std::string text = llama;
     const size_t at = text.find(from);
@@ -226,7 +226,7 @@ TEST_CASE("configs sinklab would compute differently are refused on import, nami
                      model_from_hf_config(with("\"hidden_size\": 16,", ""));
                    }),
                    "has no field hidden_size"));
-  const std::string gpt2 = hf_config_json(model_of("gpt2"), {});
+  const std::string gpt2 = hf_config_json(model_of(Arch::Gpt2), {});
   std::string relu = gpt2;
   relu.replace(relu.find("gelu_new"), 8, "relu");
   REQUIRE(contains(error_message<ConfigError>([&] { model_from_hf_config(write_json(dir, relu)); }),
@@ -238,7 +238,7 @@ TEST_CASE("configs sinklab would compute differently are refused on import, nami
 }
 
 TEST_CASE("the state dict: GPT-2's Conv1D matrices are transposed both ways", "[hf]") {
-  const ModelSection m = model_of("gpt2");
+  const ModelSection m = model_of(Arch::Gpt2);
   GPT model(m, 5);
   NamedTensors params;
   for (const Param& p : model.params().params()) params.push_back({p.spec.name, p.value});
@@ -261,7 +261,7 @@ TEST_CASE("the state dict: GPT-2's Conv1D matrices are transposed both ways", "[
 }
 
 TEST_CASE("the state dict: what other writers leave is read", "[hf]") {
-  const ModelSection m = model_of("gpt2");
+  const ModelSection m = model_of(Arch::Gpt2);
   GPT model(m, 5);
   NamedTensors params;
   for (const Param& p : model.params().params()) params.push_back({p.spec.name, p.value});
@@ -281,7 +281,7 @@ TEST_CASE("the state dict: what other writers leave is read", "[hf]") {
 }
 
 TEST_CASE("the state dict: a missing, unknown or misshapen tensor is named", "[hf]") {
-  const ModelSection m = model_of("llama");
+  const ModelSection m = model_of(Arch::Llama);
   GPT model(m, 5);
   std::map<std::string, Tensor> hf;
   for (const Param& p : model.params().params()) hf[p.spec.name] = p.value;
@@ -329,8 +329,8 @@ TEST_CASE("safetensors F16 values are widened to f32 exactly", "[hf]") {
 }
 
 TEST_CASE("a checkpoint exported as a Hugging Face folder reads back to the same model", "[hf]") {
-  for (const std::string arch : {"gpt2", "llama"}) {
-    INFO(arch);
+  for (Arch arch : {Arch::Gpt2, Arch::Llama}) {
+    INFO(choice_text(arch));
     TempDir dir;
     const RunConfig config = byte_run(arch);
     const std::string checkpoint = write_checkpoint(dir, config);
@@ -361,8 +361,8 @@ TEST_CASE("a checkpoint exported as a Hugging Face folder reads back to the same
 
 TEST_CASE("export --format hf ships modeling_sinklab.py with a head-wise model", "[hf]") {
   TempDir dir;
-  RunConfig config = byte_run("llama");
-  config.model.attn_output_norm = "headwise_rmsnorm";
+  RunConfig config = byte_run(Arch::Llama);
+  config.model.attn_output_norm = AttnOutputNorm::HeadwiseRmsNorm;
   const std::string checkpoint = write_checkpoint(dir, config);
   const std::string folder =
       export_checkpoint(checkpoint, {ExportFormat::HuggingFace, dir.file("hf"), ""});
@@ -376,7 +376,7 @@ TEST_CASE("export --format hf ships modeling_sinklab.py with a head-wise model",
   load_weights(b.params(), source.params, folder);
   REQUIRE(logits_of(a, {5, 4, 3, 2}) == logits_of(b, {5, 4, 3, 2}));
   // A plain model needs no model file.
-  const std::string plain = write_checkpoint(dir, byte_run("gpt2"));
+  const std::string plain = write_checkpoint(dir, byte_run(Arch::Gpt2));
   REQUIRE_FALSE(fs::exists(
       fs::path(export_checkpoint(plain, {ExportFormat::HuggingFace, dir.file("plain"), ""})) /
       "modeling_sinklab.py"));
@@ -384,7 +384,7 @@ TEST_CASE("export --format hf ships modeling_sinklab.py with a head-wise model",
 
 TEST_CASE("export --format hf refuses amplify before writing anything", "[hf]") {
   TempDir dir;
-  RunConfig config = byte_run("gpt2");
+  RunConfig config = byte_run(Arch::Gpt2);
   config.model.amplify_position = 1;
   config.model.amplify_lambda = 3;
   const std::string checkpoint = write_checkpoint(dir, config);
@@ -396,7 +396,7 @@ TEST_CASE("export --format hf refuses amplify before writing anything", "[hf]") 
 }
 
 TEST_CASE("load_weights names a missing or misshapen parameter and copies nothing then", "[hf]") {
-  GPT model(model_of("llama"), 1);
+  GPT model(model_of(Arch::Llama), 1);
   const std::vector<double> before = model.params().flat_values().to_doubles();
   NamedTensors weights;
   for (const Param& p : model.params().params())
@@ -433,7 +433,7 @@ TEST_CASE("sample_from_logits: greedy, top-k with ties, the vocabulary limit", "
 
 TEST_CASE("generate reads a checkpoint or its Hugging Face export alike", "[hf][sample]") {
   TempDir dir;
-  const RunConfig config = byte_run("llama");
+  const RunConfig config = byte_run(Arch::Llama);
   const std::string checkpoint = write_checkpoint(dir, config);
   const std::string folder =
       export_checkpoint(checkpoint, {ExportFormat::HuggingFace, dir.file("hf"), ""});

@@ -34,8 +34,8 @@ struct TwoRanks : RankExchange {
 
 TEST_CASE("metrics of two ranks' slices, combined, equal the metrics of the whole batch",
           "[metrics][distributed]") {
-  for (const char* arch : {"gpt2", "llama"}) {
-    ModelSection cfg = test::tiny_model(arch, "headwise_rmsnorm");
+  for (Arch arch : {Arch::Gpt2, Arch::Llama}) {
+    ModelSection cfg = test::tiny_model(arch, AttnOutputNorm::HeadwiseRmsNorm);
     cfg.n_embd = 16;
     cfg.block_size = 9;
     GPT model(cfg, 5, DType::F64);
@@ -53,7 +53,7 @@ TEST_CASE("metrics of two ranks' slices, combined, equal the metrics of the whol
     const SinkMetrics combined =
         compute_sink_metrics(test::capture_of(model, first_half), 0.3, false, &exchange);
 
-    INFO(arch);
+    INFO(choice_text(arch));
     REQUIRE(combined.sink_rate == Approx(whole.sink_rate));
     for (size_t l = 0; l < whole.layers.size(); ++l) {
       const LayerMetrics& w = whole.layers[l];

@@ -46,7 +46,7 @@ void check_model_gradients(const ModelSection& cfg) {
     const double minus = model.forward(ids, targets).loss.item();
     w[i] = saved;
     const double numeric = (plus - minus) / (2 * eps);
-    INFO(cfg.arch << " " << cfg.attn_output_norm << " element " << i);
+    INFO(choice_text(cfg.arch) << " " << choice_text(cfg.attn_output_norm) << " element " << i);
     REQUIRE(std::fabs(analytic[i] - numeric) <= 1e-7 + 1e-5 * std::fabs(numeric));
   }
 }
@@ -54,7 +54,7 @@ void check_model_gradients(const ModelSection& cfg) {
 }  // namespace
 
 TEST_CASE("parameter names follow Hugging Face and shapes follow the config", "[model]") {
-  ModelSection g = tiny_model("gpt2", "headwise_rmsnorm");
+  ModelSection g = tiny_model(Arch::Gpt2, AttnOutputNorm::HeadwiseRmsNorm);
   g.tie_embeddings = false;
   GPT gpt(g, 1);
   const ParameterSet& p = gpt.params();
@@ -67,7 +67,7 @@ TEST_CASE("parameter names follow Hugging Face and shapes follow the config", "[
   // gamma init: 0.02 * sqrt(C)
   REQUIRE(p["transformer.h.0.attn.head_norm.weight"].to_doubles()[0] ==
           Approx(0.02 * std::sqrt(8.0)));
-  ModelSection l = tiny_model("llama", "none");
+  ModelSection l = tiny_model(Arch::Llama, AttnOutputNorm::None);
   GPT llama(l, 1);
   REQUIRE(llama.params().contains("model.layers.1.self_attn.o_proj.weight"));
   REQUIRE(llama.params().contains("model.layers.0.mlp.gate_proj.weight"));
@@ -82,10 +82,11 @@ TEST_CASE("parameter names follow Hugging Face and shapes follow the config", "[
 
 TEST_CASE("shared parameters get identical init across variants; residual projections are "
           "scaled", "[model]") {
-  GPT a(tiny_model("llama", "none"), 7), b(tiny_model("llama", "headwise_rmsnorm"), 7);
+  GPT a(tiny_model(Arch::Llama, AttnOutputNorm::None), 7),
+      b(tiny_model(Arch::Llama, AttnOutputNorm::HeadwiseRmsNorm), 7);
   REQUIRE(a.params()["model.layers.1.mlp.up_proj.weight"].to_doubles() ==
           b.params()["model.layers.1.mlp.up_proj.weight"].to_doubles());
-  ModelSection big = tiny_model("llama", "none");
+  ModelSection big = tiny_model(Arch::Llama, AttnOutputNorm::None);
   big.n_embd = 64;
   big.n_head = 4;
   GPT m(big, 3);
@@ -101,17 +102,18 @@ TEST_CASE("shared parameters get identical init across variants; residual projec
 }
 
 TEST_CASE("whole-model gradients match finite differences in fp64", "[model][grad]") {
-  for (const char* arch : {"gpt2", "llama"})
-    for (const char* norm : {"none", "headwise_rmsnorm"}) check_model_gradients(tiny_model(arch, norm));
-  ModelSection sig = tiny_model("llama", "headwise_rmsnorm");
-  sig.attention = "sigmoid";
+  for (Arch arch : {Arch::Gpt2, Arch::Llama})
+    for (AttnOutputNorm norm : {AttnOutputNorm::None, AttnOutputNorm::HeadwiseRmsNorm})
+      check_model_gradients(tiny_model(arch, norm));
+  ModelSection sig = tiny_model(Arch::Llama, AttnOutputNorm::HeadwiseRmsNorm);
+  sig.attention = AttentionKind::Sigmoid;
   sig.gamma_shared = true;
   check_model_gradients(sig);
 }
 
 TEST_CASE("a small model learns a repeated pattern (loss decreases)", "[model]") {
-  for (const char* norm : {"none", "headwise_rmsnorm"}) {
-    ModelSection cfg = tiny_model("llama", norm);
+  for (AttnOutputNorm norm : {AttnOutputNorm::None, AttnOutputNorm::HeadwiseRmsNorm}) {
+    ModelSection cfg = tiny_model(Arch::Llama, norm);
     cfg.n_embd = 32;
     cfg.n_head = 4;
     cfg.block_size = 16;
@@ -139,14 +141,14 @@ TEST_CASE("a small model learns a repeated pattern (loss decreases)", "[model]")
       autograd::backward(loss);
       adam.step(model.params(), optim.lr);
     }
-    INFO(norm << ": first " << first << " last " << last);
+    INFO(choice_text(norm) << ": first " << first << " last " << last);
     REQUIRE(first > 2.0);  // ~log(11) at init
     REQUIRE(last < 0.3);
   }
 }
 
 TEST_CASE("sink metrics match a direct computation from attention probabilities", "[metrics]") {
-  ModelSection cfg = tiny_model("gpt2", "headwise_rmsnorm");
+  ModelSection cfg = tiny_model(Arch::Gpt2, AttnOutputNorm::HeadwiseRmsNorm);
   cfg.n_embd = 16;
   cfg.block_size = 9;
   GPT model(cfg, 5, DType::F64);
@@ -211,11 +213,11 @@ TEST_CASE("sink metrics match a direct computation from attention probabilities"
 }
 
 TEST_CASE("head-wise RMSNorm makes the post-norm variance ratio ~1", "[metrics]") {
-  ModelSection cfg = tiny_model("llama", "headwise_rmsnorm");
+  ModelSection cfg = tiny_model(Arch::Llama, AttnOutputNorm::HeadwiseRmsNorm);
   cfg.n_embd = 64;
   cfg.n_head = 4;
   cfg.block_size = 64;
-  cfg.gamma_init = "ones";
+  cfg.gamma_init = GammaInit::Ones;
   cfg.vocab_size = 4096;  // distinct tokens: value vectors are (nearly) independent
   GPT model(cfg, 9);
   Tensor ids = random_ids(4, 64, 4096, 4);
@@ -280,7 +282,7 @@ TEST_CASE("learning rate schedule: warm-up, cosine, floor", "[optim]") {
 }
 
 TEST_CASE("AdamW matches a hand computation and decays only matrices", "[optim]") {
-  ModelSection cfg = tiny_model("llama", "none");
+  ModelSection cfg = tiny_model(Arch::Llama, AttnOutputNorm::None);
   GPT model(cfg, 1);
   OptimSection o;
   o.weight_decay = 0.5;
@@ -305,7 +307,7 @@ TEST_CASE("AdamW matches a hand computation and decays only matrices", "[optim]"
 
 TEST_CASE("AdamW shards (ZeRO-1): two halves update exactly what one whole AdamW does",
           "[optim][distributed]") {
-  ModelSection cfg = tiny_model("gpt2", "none");
+  ModelSection cfg = tiny_model(Arch::Gpt2, AttnOutputNorm::None);
   OptimSection o;
   o.weight_decay = 0.3;
   GPT whole_model(cfg, 4), shard_model(cfg, 4);

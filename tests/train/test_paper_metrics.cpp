@@ -129,9 +129,9 @@ TEST_CASE("standard error of the mean: sample sd over sqrt(n)", "[metrics]") {
 
 TEST_CASE("sink score, disparity after the input norm and output ranks from a capture",
           "[metrics]") {
-  for (const char* arch : {"llama", "gpt2"}) {
-    INFO(arch);
-    ModelSection cfg = test::tiny_model(arch, "none");
+  for (Arch arch : {Arch::Llama, Arch::Gpt2}) {
+    INFO(choice_text(arch));
+    ModelSection cfg = test::tiny_model(arch, AttnOutputNorm::None);
     cfg.n_embd = 16;
     cfg.block_size = 9;
     GPT model(cfg, 5, DType::F64);
@@ -248,7 +248,7 @@ TEST_CASE("probe: the paper's readings on short windows and on random tokens; th
 TEST_CASE("amplify with the precomputed mu: o_k <- mu + lambda (o_k - mu), mu the mean value "
           "vector of other tokens",
           "[probe]") {
-  ModelSection m = test::tiny_model("llama", "none");
+  ModelSection m = test::tiny_model(Arch::Llama, AttnOutputNorm::None);
   m.n_embd = 16;
   m.block_size = 9;
   const GPT plain(m, 3, DType::F64);

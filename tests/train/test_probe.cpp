@@ -24,7 +24,7 @@ namespace {
 
 ModelSection small_model() {
   ModelSection m;
-  m.arch = "llama";
+  m.arch = Arch::Llama;
   m.n_layer = 2;
   m.n_head = 2;
   m.n_embd = 16;
@@ -45,7 +45,7 @@ TEST_CASE("interventions: lambda 1 is the identity; scaling and amplifying touch
   const Tensor ids = rand_ints({3, 9}, RngKey{8, 1, 0}, 13);
   const ModelSection base = small_model();
   const ForwardCapture plain_run = run(base, ids);
-  for (const char* mode : {"plain", "centered"}) {
+  for (AmplifyMode mode : {AmplifyMode::Plain, AmplifyMode::Centered}) {
     ModelSection m = base;
     m.amplify_position = 4;
     m.amplify_mode = mode;
@@ -64,7 +64,7 @@ TEST_CASE("interventions: lambda 1 is the identity; scaling and amplifying touch
           const size_t i = static_cast<size_t>((b * 9 + t) * row + c);
           if (t != 4) {
             REQUIRE(after[i] == before[i]);  // only position k changes
-          } else if (std::string(mode) == "plain") {
+          } else if (mode == AmplifyMode::Plain) {
             REQUIRE(after[i] == Approx(7.0 * before[i]).epsilon(1e-12));
           } else {
             // o_k' = mu + 7 (o_k - mu)  =>  mu = (7 o_k - o_k') / 6, the same for every b.

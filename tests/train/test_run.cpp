@@ -2,13 +2,18 @@
 // are finite and do not change training, and the CLI fails clearly on bad input.
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 
+#include "core/error.h"
 #include "core/philox.h"
+#include "ops/cpu/blas_gemm.h"
+#include "ops/matmul.h"
+#include "tests/op_checks.h"
 #include "train/config.h"
 #include "train/data/prepare.h"
 #include "train/data/shards.h"
@@ -167,6 +172,76 @@ TEST_CASE("computing metrics does not change the training result", "[e2e]") {
       losses[every].push_back(json_field(line, "loss") + json_field(line, "grad_norm"));
   }
   REQUIRE(losses[0] == losses[1]);
+}
+
+TEST_CASE("run.profile prints where a step's time goes and changes nothing else", "[e2e]") {
+  fs::path data = make_byte_dataset("profile_data");
+  std::vector<std::string> losses[2];
+  std::string consoles[2];
+  for (int profile : {0, 1}) {
+    fs::path out = fresh_dir("profile_out" + std::to_string(profile));
+    RunConfig cfg = parse_config(tiny_config(data, out, 4), "inline.yaml",
+                                 {profile ? "run.profile=true" : "run.profile=false"});
+    std::ostringstream console;
+    Run(cfg, console).train();
+    consoles[profile] = console.str();
+    for (const std::string& line : lines_of(out / "e2e" / "baseline" / "metrics.jsonl"))
+      losses[profile].push_back(json_field(line, "loss") + json_field(line, "grad_norm"));
+    // Saved with the run.
+    const std::vector<std::string> saved = lines_of(out / "e2e" / "config.yaml");
+    REQUIRE(std::find(saved.begin(), saved.end(),
+                      profile ? "  profile: true" : "  profile: false") != saved.end());
+  }
+  REQUIRE(losses[0] == losses[1]);
+  INFO(consoles[1]);
+  for (const char* line : {"profile baseline (ms per step", "profile headwise_rmsnorm (ms per step",
+                           "profile forward by op", "profile backward by op"}) {
+    REQUIRE(consoles[1].find(line) != std::string::npos);
+    REQUIRE(consoles[0].find(line) == std::string::npos);
+  }
+}
+
+TEST_CASE("run.cpu_gemm and run.bf16_gemm reach the kernels; process keys stay out of variants",
+          "[e2e]") {
+  fs::path data = make_byte_dataset("cpu_gemm_data"), out = fresh_dir("cpu_gemm_out");
+  const cpu::CpuGemm saved = cpu::cpu_gemm();
+  {
+    RunConfig cfg = parse_config(tiny_config(data, out, 1), "inline.yaml",
+                                 {"run.cpu_gemm=reference", "run.bf16_gemm=fast"});
+    std::ostringstream console;
+    Run run(cfg, console);
+    INFO(console.str());
+    REQUIRE(cpu::cpu_gemm() == cpu::CpuGemm::kReference);
+    REQUIRE(console.str().find("CPU matmuls: own blocked kernel") != std::string::npos);
+    REQUIRE(ops::bf16_gemm_preference == ops::Bf16Gemm::Fast);  // read by CUDA products
+  }
+  if (cpu::openblas_built()) {
+    RunConfig cfg = parse_config(tiny_config(data, out, 1), "inline.yaml");  // auto
+    std::ostringstream console;
+    Run run(cfg, console);
+    REQUIRE(cpu::cpu_gemm() == cpu::CpuGemm::kOpenBLAS);
+    REQUIRE(ops::bf16_gemm_preference == ops::Bf16Gemm::Rounded);
+  } else {
+    RunConfig cfg =
+        parse_config(tiny_config(data, out, 1), "inline.yaml", {"run.cpu_gemm=openblas"});
+    std::ostringstream console;
+    test::require_error<ConfigError>([&] { Run run(cfg, console); },
+                                     {"run.cpu_gemm", "no OpenBLAS"});
+  }
+  cpu::set_cpu_gemm(saved);
+  // A variant may not change what holds for the whole process.
+  for (const char* key : {"run.profile=true", "run.bucket_mib=1", "run.collective_timeout_s=5",
+                          "run.bf16_gemm=fast", "run.metrics_priority=equal",
+                          "run.cpu_gemm=reference", "run.attention_kernels=own"}) {
+    RunConfig cfg = parse_config(tiny_config(data, out, 1), "inline.yaml");
+    cfg.variants[1].overrides.push_back(key);
+    const std::string k = std::string(key).substr(0, std::string(key).find('='));
+    std::ostringstream console;
+    test::require_error<ConfigError>([&] { Run run(cfg, console); },
+                                     {"variant headwise_rmsnorm", k, "one per process"});
+  }
+  cpu::set_cpu_gemm(saved);
+  ops::bf16_gemm_preference = ops::Bf16Gemm::Rounded;
 }
 
 TEST_CASE("CLI: bad config, missing data and a wrong shard header fail clearly", "[e2e][cli]") {

@@ -59,7 +59,7 @@ inline void write_train_val(const std::filesystem::path& dir, const std::vector<
 }
 
 // A tiny model: 2 layers, 2 heads, C = 8, T = 6, vocabulary 11.
-inline train::ModelSection tiny_model(const std::string& arch, const std::string& norm) {
+inline train::ModelSection tiny_model(train::Arch arch, train::AttnOutputNorm norm) {
   train::ModelSection m;
   m.arch = arch;
   m.n_layer = 2;

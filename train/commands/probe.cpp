@@ -54,7 +54,7 @@ RunConfig probed_config(const RunConfig& source, const ProbeOptions& opt) {
     m.amplify_position = opt.amplify;
     m.amplify_lambda = opt.lambda;
     m.amplify_layers = opt.layers;
-    m.amplify_mode = opt.plain_scaling ? "plain" : "centered";
+    m.amplify_mode = opt.plain_scaling ? AmplifyMode::Plain : AmplifyMode::Centered;
   }
   cfg.run.device = opt.device;
   validate(cfg);

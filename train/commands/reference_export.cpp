@@ -46,7 +46,7 @@ void export_reference(const RunConfig& config, int64_t batch_size, const std::st
     isolate << (i ? "," : "") << m.isolate_positions[i];
   std::map<std::string, std::string> meta{
       {"format", "sinklab-reference"},
-      {"arch", m.arch},
+      {"arch", choice_text(m.arch)},
       {"n_layer", std::to_string(m.n_layer)},
       {"n_head", std::to_string(m.n_head)},
       {"n_embd", std::to_string(m.n_embd)},
@@ -54,8 +54,8 @@ void export_reference(const RunConfig& config, int64_t batch_size, const std::st
       {"vocab_size", std::to_string(m.vocab_size)},
       {"block_size", std::to_string(m.block_size)},
       {"tie_embeddings", m.tie_embeddings ? "1" : "0"},
-      {"attn_output_norm", m.attn_output_norm},
-      {"attention", m.attention},
+      {"attn_output_norm", choice_text(m.attn_output_norm)},
+      {"attention", choice_text(m.attention)},
       {"norm_eps", std::to_string(GPT::resolved_norm_eps(m))},
       {"rope_theta", std::to_string(m.rope_theta)},
       {"isolate_positions", isolate.str()},

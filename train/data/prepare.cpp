@@ -162,7 +162,7 @@ void prepare_dataset(const RunConfig& config, std::ostream& log) {
     const std::string& path = prep.inputs[f];
     std::string text = std::move(texts[f]);
     std::string train_part, val_part;
-    if (prep.val_split == "tail") {
+    if (prep.val_split == ValSplit::Tail) {
       const size_t cut = val_cut(text, prep.val_fraction);
       val_part = text.substr(cut);
       text.resize(cut);
@@ -172,7 +172,8 @@ void prepare_dataset(const RunConfig& config, std::ostream& log) {
                       train_part, val_part);
     }
     log << "  " << path << ": " << train_part.size() + val_part.size() << " bytes -> train "
-        << train_part.size() << ", val " << val_part.size() << " (" << prep.val_split << ")\n";
+        << train_part.size() << ", val " << val_part.size() << " (" << choice_text(prep.val_split)
+        << ")\n";
     total_bytes += train_part.size() + val_part.size();
     train_bytes += train_part.size();
     val_bytes += val_part.size();

@@ -33,10 +33,12 @@ class Collective {
 };
 
 // The collective between GPU ranks is registered by the backend that provides it
-// (train/backends.cpp: NCCL in CUDA builds); the TCP one is always there.
-using GpuCollectiveFactory = std::unique_ptr<Collective> (*)(const LaunchEnv& env);
+// (train/backends.cpp: NCCL in CUDA builds); the TCP one is always there. A rank that waits
+// timeout_s seconds (run.collective_timeout_s) for the others fails, naming the operation.
+using GpuCollectiveFactory = std::unique_ptr<Collective> (*)(const LaunchEnv& env,
+                                                             double timeout_s);
 void register_gpu_collective(GpuCollectiveFactory factory);
 // The registered GPU collective for this rank; DeviceError naming the rank when none is.
-std::unique_ptr<Collective> make_gpu_collective(const LaunchEnv& env);
+std::unique_ptr<Collective> make_gpu_collective(const LaunchEnv& env, double timeout_s);
 
 }  // namespace sinklab::train

@@ -14,13 +14,15 @@
 
 namespace sinklab::train {
 
-DataParallel::DataParallel(const LaunchEnv& env, Device device) : env_(env) {
+DataParallel::DataParallel(const LaunchEnv& env, Device device,
+                           const DataParallelOptions& options)
+    : env_(env), options_(options) {
   if (!env_.distributed()) return;
   if (device.is_cpu()) {
-    collective_ = std::make_unique<TcpCollective>(env_);
+    collective_ = std::make_unique<TcpCollective>(env_, options_.collective_timeout_s);
     return;
   }
-  collective_ = make_gpu_collective(env_);
+  collective_ = make_gpu_collective(env_, options_.collective_timeout_s);
 }
 
 // The buckets of one ParameterSet's flat gradient buffer.
@@ -60,13 +62,7 @@ DataParallel::BucketPlan& DataParallel::plan_for(ParameterSet& params) {
   slot = std::make_unique<BucketPlan>();
   BucketPlan& plan = *slot;
   plan.flat = flat;
-  double mib = 25;
-  if (const char* v = std::getenv("SINKLAB_BUCKET_MIB")) mib = std::atof(v);
-  SINKLAB_CHECK(mib > 0, ConfigError,
-                "SINKLAB_BUCKET_MIB=" << std::getenv("SINKLAB_BUCKET_MIB")
-                                      << " is not a positive size in MiB",
-                "unset it (25 MiB) or give a size such as 25");
-  const int64_t cap = static_cast<int64_t>(mib * (1 << 20)) /
+  const int64_t cap = static_cast<int64_t>(options_.bucket_mib * (1 << 20)) /
                       static_cast<int64_t>(dtype_size(flat.dtype()));  // elements
   std::vector<const Param*> order;
   for (const Param& p : params.params()) order.push_back(&p);
@@ -82,6 +78,12 @@ DataParallel::BucketPlan& DataParallel::plan_for(ParameterSet& params) {
     plan.bucket_of[p->offset] = static_cast<int>(plan.buckets.size()) - 1;
   }
   return plan;
+}
+
+std::vector<std::pair<int64_t, int64_t>> DataParallel::gradient_buckets(ParameterSet& params) {
+  std::vector<std::pair<int64_t, int64_t>> out;
+  for (const BucketPlan::Bucket& b : plan_for(params).buckets) out.emplace_back(b.begin, b.end);
+  return out;
 }
 
 void DataParallel::start_gradient_reduction(ParameterSet& params) {

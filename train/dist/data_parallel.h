@@ -13,6 +13,8 @@
 #pragma once
 #include <map>
 #include <memory>
+#include <utility>
+#include <vector>
 
 #include "core/device.h"
 #include "core/tensor.h"
@@ -24,10 +26,16 @@
 
 namespace sinklab::train {
 
+// How the ranks reduce (run.bucket_mib and run.collective_timeout_s).
+struct DataParallelOptions {
+  double bucket_mib;            // gradient buckets of about this many MiB of whole parameters
+  double collective_timeout_s;  // a rank waiting longer for the others fails, naming the operation
+};
+
 class DataParallel : public RankExchange {
  public:
   // Connects the ranks (a world size > 1): NCCL on cuda, TCP on cpu.
-  DataParallel(const LaunchEnv& env, Device device);
+  DataParallel(const LaunchEnv& env, Device device, const DataParallelOptions& options);
   ~DataParallel() override;
 
   int rank() const { return env_.rank; }
@@ -36,12 +44,13 @@ class DataParallel : public RankExchange {
   // Mean over ranks, in place, of the flat gradient buffer, overlapped with backward: call
   // start_gradient_reduction(params) just before the
   // backward of a step's last micro-batch and finish_gradient_reduction(params) after it.
-  // Buckets are about SINKLAB_BUCKET_MIB (default 25) MiB of whole parameters, last parameters
-  // first (backward finishes them first); finish starts those no gradient reached and waits for
-  // all. Buckets start in a fixed order (plan order), the same on every rank. No-ops for one
-  // process.
+  // Buckets are about options.bucket_mib MiB of whole parameters, last parameters first
+  // (backward finishes them first); finish starts those no gradient reached and waits for all.
+  // Buckets start in a fixed order (plan order), the same on every rank. No-ops for one process.
   void start_gradient_reduction(ParameterSet& params);
   void finish_gradient_reduction(ParameterSet& params);
+  // The buckets' [begin, end) element ranges of params' flat gradient buffer, in plan order.
+  std::vector<std::pair<int64_t, int64_t>> gradient_buckets(ParameterSet& params);
   // Mean over ranks of a host value (the step's loss).
   double average(double value);
   // True on every rank when `flag` is true on any (one small collective; `flag` for one process).
@@ -64,6 +73,7 @@ class DataParallel : public RankExchange {
   std::vector<int64_t> shard_bounds(int64_t numel) const;  // (world size + 1)
 
   LaunchEnv env_;
+  DataParallelOptions options_;
   std::unique_ptr<Collective> collective_;
   std::map<const void*, std::unique_ptr<BucketPlan>> plans_;  // per flat gradient buffer
 };

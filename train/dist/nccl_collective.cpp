@@ -12,10 +12,10 @@ namespace {
 // NCCL between the ranks' GPUs; rank 0's unique id travels through train/bootstrap.
 class NcclCollective : public Collective {
  public:
-  explicit NcclCollective(const LaunchEnv& env) {
+  NcclCollective(const LaunchEnv& env, double timeout_s) {
     std::string id = env.rank == 0 ? cuda::Communicator::unique_id() : std::string();
     id = share_from_rank0(env, id);
-    comm_ = std::make_unique<cuda::Communicator>(id, env.rank, env.world_size);
+    comm_ = std::make_unique<cuda::Communicator>(id, env.rank, env.world_size, timeout_s);
   }
   void all_reduce_mean(Tensor& t, const char* what) override { comm_->all_reduce_mean(t, what); }
   double sum(double value, const char* what) override { return comm_->sum(value, what); }
@@ -36,8 +36,8 @@ class NcclCollective : public Collective {
 };
 }  // namespace
 
-std::unique_ptr<Collective> make_nccl_collective(const LaunchEnv& env) {
-  return std::make_unique<NcclCollective>(env);
+std::unique_ptr<Collective> make_nccl_collective(const LaunchEnv& env, double timeout_s) {
+  return std::make_unique<NcclCollective>(env, timeout_s);
 }
 
 }  // namespace sinklab::train

@@ -8,6 +8,6 @@
 
 namespace sinklab::train {
 
-std::unique_ptr<Collective> make_nccl_collective(const LaunchEnv& env);
+std::unique_ptr<Collective> make_nccl_collective(const LaunchEnv& env, double timeout_s);
 
 }  // namespace sinklab::train

@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
-#include <cstdlib>
 #include <cstring>
 #include <string>
 
@@ -25,17 +24,6 @@ struct Header {
 
 enum Op : int32_t { kReduce = 2, kSum, kGather, kResult, kRanges };
 
-double timeout_from_env() {
-  const char* v = std::getenv("SINKLAB_COLLECTIVE_TIMEOUT");
-  if (v == nullptr) return 600;
-  char* end = nullptr;
-  const double s = std::strtod(v, &end);
-  SINKLAB_CHECK(end != v && *end == '\0' && s > 0, ConfigError,
-                "SINKLAB_COLLECTIVE_TIMEOUT=" << v << " is not a positive number of seconds",
-                "set it to the seconds a rank may wait for the others, e.g. 600");
-  return s;
-}
-
 // out += in, elementwise over n values of type T (rank-order accumulation at rank 0).
 template <class T>
 void add_into(std::vector<char>& out, const std::vector<char>& in) {
@@ -46,7 +34,8 @@ void add_into(std::vector<char>& out, const std::vector<char>& in) {
 
 }  // namespace
 
-TcpCollective::TcpCollective(const LaunchEnv& env) : env_(env), timeout_s_(timeout_from_env()) {
+TcpCollective::TcpCollective(const LaunchEnv& env, double timeout_s)
+    : env_(env), timeout_s_(timeout_s) {
   const auto t0 = std::chrono::steady_clock::now();
   auto left = [&] {
     return timeout_s_ -
@@ -61,7 +50,7 @@ TcpCollective::TcpCollective(const LaunchEnv& env) : env_(env), timeout_s_(timeo
       SINKLAB_CHECK(left() > 0, IOError,
                     "rank 0: only " << joined - 1 << " of " << env_.world_size - 1
                                     << " ranks connected on port " << env_.id_port << " within "
-                                    << timeout_s_ << " s",
+                                    << timeout_s_ << " s (run.collective_timeout_s)",
                     "a rank failed to start or cannot reach " + env_.master_addr +
                         ": check its log, MASTER_ADDR and firewalls");
       Socket peer = accept_within(listener, std::min(left(), 1.0));
@@ -178,7 +167,7 @@ std::vector<std::vector<char>> TcpCollective::gather_at_root(const void* data, s
     SINKLAB_CHECK(recv_all(peers_[r].fd(), &got, sizeof got), IOError,
                   "rank 0: nothing from rank " << r << " during " << what
                                                << " (closed, or silent for " << timeout_s_
-                                               << " s: SINKLAB_COLLECTIVE_TIMEOUT)",
+                                               << " s: run.collective_timeout_s)",
                   "rank " + std::to_string(r) + " may have died or hung: see its log");
     SINKLAB_CHECK(got.op == op && got.bytes == bytes, IOError,
                   "rank 0: rank " << r << " sent operation " << got.op << " with " << got.bytes
@@ -209,7 +198,7 @@ void TcpCollective::broadcast_from_root(void* data, size_t bytes, int op, const 
                 IOError,
                 "rank " << env_.rank << ": no result from rank 0 during " << what
                         << " (closed, or silent for " << timeout_s_
-                        << " s: SINKLAB_COLLECTIVE_TIMEOUT)",
+                        << " s: run.collective_timeout_s)",
                 "rank 0 or another rank may have died or hung: see their logs");
 }
 

@@ -8,7 +8,7 @@
 // concatenates in rank order the same way. Messages carry a header (operation, element count)
 // so that ranks calling different operations fail with a message instead of corrupt data.
 // A rank that dies closes its connection: the others fail with an IOError naming it. A rank
-// that stops answering fails the others after SINKLAB_COLLECTIVE_TIMEOUT seconds (default 600).
+// that stops answering fails the others after timeout_s seconds (run.collective_timeout_s).
 // Started reductions (start_all_reduce_mean) run in order on a worker thread, while the caller
 // goes on with backward; wait_started() rethrows the worker's error, if any.
 #pragma once
@@ -29,8 +29,8 @@ namespace sinklab::train {
 class TcpCollective : public Collective {
  public:
   // Connects the ranks of env (world size > 1); throws IOError naming the address and port
-  // when they do not all connect within the timeout.
-  explicit TcpCollective(const LaunchEnv& env);
+  // when they do not all connect within timeout_s seconds, the limit of every wait after.
+  TcpCollective(const LaunchEnv& env, double timeout_s);
   ~TcpCollective() override;
 
   void all_reduce_mean(Tensor& t, const char* what) override;
@@ -51,7 +51,7 @@ class TcpCollective : public Collective {
   void broadcast_from_root(void* data, size_t bytes, int op, const char* what);
 
   LaunchEnv env_;
-  double timeout_s_ = 600;
+  double timeout_s_;
   std::vector<Socket> peers_;  // rank 0: peers_[r] is rank r (r >= 1); others: peers_[0] = rank 0
 
   struct Job {

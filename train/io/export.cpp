@@ -27,9 +27,9 @@ std::string checkpoint_stem(const std::string& checkpoint) {
 std::map<std::string, std::string> sinklab_metadata(const RunConfig& config,
                                                     const TrainState& state) {
   return {{"format", "pt"},
-          {"sinklab_arch", config.model.arch},
+          {"sinklab_arch", choice_text(config.model.arch)},
           {"sinklab_step", std::to_string(state.step)},
-          {"sinklab_attn_output_norm", config.model.attn_output_norm}};
+          {"sinklab_attn_output_norm", choice_text(config.model.attn_output_norm)}};
 }
 
 NamedTensors checkpoint_state_dict(const std::string& checkpoint) {

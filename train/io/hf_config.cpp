@@ -117,6 +117,16 @@ class HfConfigReader {
                   "docs/INTEROP.md");
   }
   const std::string& path() const { return path_; }
+  // A field holding the YAML name of a choice key's value (sinklab's own config.json).
+  template <class E>
+  E get_choice(const std::string& field) const {
+    const std::string text = get<std::string>(field);
+    const std::optional<E> value = choice_from_text<E>(text);
+    SINKLAB_CHECK(value, ConfigError,
+                  path_ << ": " << field << " is '" << text << "', which sinklab does not know",
+                  "sinklab's export writes its config.json; compare the file with one it wrote");
+    return *value;
+  }
 
  private:
   template <class T>
@@ -134,7 +144,7 @@ class HfConfigReader {
 
 ModelSection gpt2_from_hf(const HfConfigReader& c) {
   ModelSection m;
-  m.arch = "gpt2";
+  m.arch = Arch::Gpt2;
   m.n_embd = c.get<int64_t>("n_embd");
   m.n_layer = c.get<int64_t>("n_layer");
   m.n_head = c.get<int64_t>("n_head");
@@ -157,7 +167,7 @@ ModelSection gpt2_from_hf(const HfConfigReader& c) {
 
 ModelSection llama_from_hf(const HfConfigReader& c) {
   ModelSection m;
-  m.arch = "llama";
+  m.arch = Arch::Llama;
   m.n_embd = c.get<int64_t>("hidden_size");
   m.n_layer = c.get<int64_t>("num_hidden_layers");
   m.n_head = c.get<int64_t>("num_attention_heads");
@@ -199,8 +209,7 @@ ModelSection llama_from_hf(const HfConfigReader& c) {
 // A config.json sinklab wrote for its own model class (the variants no stock class computes).
 ModelSection sinklab_from_hf(const HfConfigReader& c) {
   ModelSection m;
-  m.arch = c.get<std::string>("arch");
-  arch_description(m.arch);  // gpt2 or llama
+  m.arch = c.get_choice<Arch>("arch");
   m.vocab_size = c.get<int64_t>("vocab_size");
   m.n_layer = c.get<int64_t>("n_layer");
   m.n_head = c.get<int64_t>("n_head");
@@ -209,9 +218,9 @@ ModelSection sinklab_from_hf(const HfConfigReader& c) {
   m.block_size = c.get<int64_t>("block_size");
   m.norm_eps = c.get<double>("norm_eps");
   m.rope_theta = c.get<double>("rope_theta");
-  m.attn_output_norm = c.get<std::string>("attn_output_norm");
+  m.attn_output_norm = c.get_choice<AttnOutputNorm>("attn_output_norm");
   m.gamma_shared = c.get_or<bool>("gamma_shared", false);
-  m.attention = c.get<std::string>("attention");
+  m.attention = c.get_choice<AttentionKind>("attention");
   m.isolate_positions = c.get_or<std::vector<int64_t>>("isolate_positions", {});
   m.isolate_layers = c.get_or<std::vector<int64_t>>("isolate_layers", {});
   m.tie_embeddings = c.get_or<bool>("tie_word_embeddings", true);
@@ -229,7 +238,8 @@ void read_sinklab_fields(const HfConfigReader& c, ModelSection& m) {
 }  // namespace
 
 bool needs_sinklab_modeling(const ModelSection& m) {
-  return m.attn_output_norm != "none" || m.attention != "softmax" || !m.isolate_positions.empty();
+  return m.attn_output_norm != AttnOutputNorm::None || m.attention != AttentionKind::Softmax ||
+         !m.isolate_positions.empty();
 }
 
 std::string hf_config_json(const ModelSection& m, const HfSpecialTokens& tokens) {
@@ -246,7 +256,7 @@ std::string hf_config_json(const ModelSection& m, const HfSpecialTokens& tokens)
     config.add_json("architectures", "[\"SinklabForCausalLM\"]")
         .add("model_type", "sinklab")
         .add_json("auto_map", auto_map.text("  "))
-        .add("arch", m.arch.c_str())
+        .add("arch", choice_text(m.arch))
         .add("vocab_size", m.vocab_size)
         .add("n_layer", m.n_layer)
         .add("n_head", m.n_head)
@@ -255,9 +265,9 @@ std::string hf_config_json(const ModelSection& m, const HfSpecialTokens& tokens)
         .add("block_size", m.block_size)
         .add("norm_eps", eps)
         .add("rope_theta", m.rope_theta)
-        .add("attn_output_norm", m.attn_output_norm.c_str())
+        .add("attn_output_norm", choice_text(m.attn_output_norm))
         .add("gamma_shared", m.gamma_shared)
-        .add("attention", m.attention.c_str())
+        .add("attention", choice_text(m.attention))
         .add_json("isolate_positions", json_int_list(m.isolate_positions))
         .add_json("isolate_layers", json_int_list(m.isolate_layers));
   } else if (arch_description(m.arch).ffn == FfnKind::Gelu) {

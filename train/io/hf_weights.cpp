@@ -69,7 +69,8 @@ NamedTensors from_hf_state_dict(std::map<std::string, Tensor> tensors, const Mod
     auto it = tensors.find(spec.name);
     SINKLAB_CHECK(it != tensors.end(), ConfigError,
                   origin << " has no tensor " << spec.name << " " << shape_text(spec.shape)
-                         << ", which a " << model.arch << " model with this config.json needs",
+                         << ", which a " << choice_text(model.arch)
+                         << " model with this config.json needs",
                   "the weights and config.json disagree, or the file has another layout "
                   "(sinklab imports GPT2LMHeadModel and LlamaForCausalLM)");
     Tensor value = to_f32_cpu(it->second);
@@ -106,7 +107,8 @@ NamedTensors from_hf_state_dict(std::map<std::string, Tensor> tensors, const Mod
     }
     SINKLAB_FAIL(ConfigError,
                  origin << " holds tensor " << name << " " << shape_text(value.shape())
-                        << ", which a " << model.arch << " model with this config.json has not",
+                        << ", which a " << choice_text(model.arch)
+                        << " model with this config.json has not",
                  "the file has another layout or config.json is not its own (sinklab imports "
                  "GPT2LMHeadModel and LlamaForCausalLM)");
   }
