@@ -338,7 +338,7 @@ TEST_CASE("AdamW shards (ZeRO-1): two halves update exactly what one whole AdamW
 TEST_CASE("sampling draws only ids below the tokenizer's vocabulary", "[model]") {
   // A model's vocabulary is padded (model.vocab_multiple): GPT-2's 50,257 tokens become 50,304
   // rows, and no tokenizer decodes the 47 extra ids. A random model spreads its draws over all.
-  ModelSection m = tiny_model("gpt2", "none");
+  ModelSection m = tiny_model(Arch::Gpt2, AttnOutputNorm::None);
   m.vocab_size = 64;
   const GPT model(m, 11, DType::F32);
   const std::vector<int32_t> prompt = {1, 2, 3};
