@@ -18,32 +18,21 @@ Exit code 0 when every comparison agrees, 1 otherwise. Prints one line per compa
 """
 import argparse
 import array
-import json
 import os
 import random
-import struct
 import subprocess
 import sys
 
 import torch
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import crosscheck_torch  # noqa: E402  (its safetensors reader)
+
 TOLERANCE = 2e-4  # max |difference| of logits relative to max |logit|, fp32 on the CPU
 
 
 def read_safetensors(path):
-    with open(path, "rb") as f:
-        data = f.read()
-    (n,) = struct.unpack("<Q", data[:8])
-    header = json.loads(data[8:8 + n])
-    header.pop("__metadata__", None)
-    dtypes = {"F32": torch.float32, "I32": torch.int32}
-    out = {}
-    for name, info in header.items():
-        begin, end = info["data_offsets"]
-        raw = bytearray(data[8 + n + begin:8 + n + end])
-        t = torch.frombuffer(raw, dtype=dtypes[info["dtype"]]) if raw else torch.empty(0)
-        out[name] = t.reshape(info["shape"]).clone()
-    return out
+    return crosscheck_torch.read_safetensors(path)[1]  # the tensors, without the metadata
 
 
 def write_shard(path, tokens):  # llm.c format, as sinklab's data loader reads it
