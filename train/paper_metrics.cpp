@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <limits>
 #include <string>
 
@@ -262,6 +263,22 @@ double standard_error(const std::vector<double>& v) {
   double sq = 0;
   for (double x : v) sq += (x - mean) * (x - mean);
   return std::sqrt(sq / static_cast<double>(n - 1)) / std::sqrt(static_cast<double>(n));
+}
+
+std::string val_se_advice(double se, int64_t batches, int64_t distinct_batches, double target) {
+  if (!(se > target) || batches < 1) return "";
+  const double ratio = se / target;
+  const auto needed = static_cast<int64_t>(std::ceil(static_cast<double>(batches) * ratio * ratio));
+  char head[160];
+  std::snprintf(head, sizeof head, "val loss s.e. %.4f is above %.3f (docs/METRICS.md): ", se,
+                target);
+  if (needed <= distinct_batches)
+    return std::string(head) + "about " + std::to_string(needed) +
+           " validation batches would bring it under (train.eval_batches, now " +
+           std::to_string(batches) + ")";
+  return std::string(head) + "that takes about " + std::to_string(needed) +
+         " batches, more than the " + std::to_string(distinct_batches) +
+         " the validation split holds without overlap: hold out more text (prepare.val_fraction)";
 }
 
 }  // namespace sinklab::train

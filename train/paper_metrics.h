@@ -6,6 +6,7 @@
 // helpers copy what they need from the device (eval and probe time only, never per step).
 #pragma once
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "train/model.h"
@@ -78,5 +79,16 @@ std::vector<std::vector<double>> random_token_value_means(const GPT& model, int6
 
 // Standard error of the mean of values: sample standard deviation / sqrt(n); NaN for n < 2.
 double standard_error(const std::vector<double>& values);
+
+// The standard error of the validation loss below which variants are compared (issue 17,
+// docs/METRICS.md): differences of a few thousandths are then more than evaluation noise.
+inline constexpr double kValLossSeTarget = 0.002;
+
+// What the final evaluation says when the validation loss's standard error `se` of `batches`
+// batches is above `target`: about how many batches would bring it under (the error falls as
+// 1/sqrt(batches)), or, when that is more than the `distinct_batches` the validation split holds
+// without overlap, that more text must be held out. "" when se is below target (or NaN).
+std::string val_se_advice(double se, int64_t batches, int64_t distinct_batches,
+                          double target = kValLossSeTarget);
 
 }  // namespace sinklab::train

@@ -589,6 +589,12 @@ Run::Evaluation Run::evaluate(Variant& v, int64_t step, bool final) {
   }
   console_.eval_line(v.name, step, c.train.steps, eval.loss, eval.loss_se, eval.metrics,
                      output_ranks.sequences);
+  if (final) {  // once per run: is the validation loss precise enough to compare variants?
+    const int64_t window = c.train.batch_size * c.model.block_size;
+    const std::string advice =
+        val_se_advice(eval.loss_se, c.train.eval_batches, v.val_data->num_tokens() / window);
+    if (!advice.empty()) console_.stream() << "  " << v.name << ": " << advice << "\n";
+  }
   const bool sample = final || (c.train.sample_every > 0 && step % c.train.sample_every == 0);
   if (sample && c.train.sample_tokens > 0) {
     std::vector<int32_t> prompt(

@@ -310,3 +310,16 @@ TEST_CASE("effective rank: exp of the entropy of the normalised singular values,
   REQUIRE(effective_rank(rotated, 6, 4) == Approx(expected).epsilon(1e-9));
   REQUIRE(effective_rank(std::vector<double>(12, 0.0), 3, 4) == 0.0);
 }
+
+TEST_CASE("val_se_advice: batches for a s.e. below 0.002, or more held-out text", "[metrics]") {
+  // s.e. falls as 1/sqrt(batches): 0.004 over 4 batches needs 4 * (0.004 / 0.002)^2 = 16.
+  const std::string more = val_se_advice(0.004, 4, 100);
+  REQUIRE(test::contains(more, "about 16 validation batches"));
+  REQUIRE(test::contains(more, "train.eval_batches, now 4"));
+  const std::string held_out = val_se_advice(0.004, 4, 10);
+  REQUIRE(test::contains(held_out, "about 16 batches, more than the 10"));
+  REQUIRE(test::contains(held_out, "prepare.val_fraction"));
+  REQUIRE(val_se_advice(0.0019, 4, 100).empty());
+  REQUIRE(val_se_advice(std::nan(""), 1, 100).empty());  // one batch: no s.e.
+  REQUIRE(test::contains(val_se_advice(0.0021, 100, 1000), "about 111 validation"));  // ceil(110.25)
+}
