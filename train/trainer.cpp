@@ -34,6 +34,7 @@
 #include "train/io/checkpoint.h"
 #include "train/dist/data_parallel.h"
 #include "train/dist/handshake.h"
+#include "train/process_settings.h"
 #include "train/sampler.h"
 #include "train/data/tokenizer.h"
 #include "train/data/tokenizer_spec.h"
@@ -89,21 +90,6 @@ class PhaseClock {
 constexpr const char* kProcessKeys[] = {"run.attention_kernels", "run.profile", "run.bucket_mib",
                                         "run.collective_timeout_s", "run.bf16_gemm",
                                         "run.metrics_priority", "run.cpu_gemm"};
-
-// Sets what holds for the whole process from the run's config: how and where the GPU kernels
-// compute, the CPU products' kernel and op profiling.
-void apply_process_settings(const RunSection& run) {
-  set_cuda_precision(resolved_precision(run));
-  ops::attention_kernels_preference = run.attention_kernels;
-  ops::bf16_gemm_preference = run.bf16_gemm;
-  SINKLAB_CHECK(run.cpu_gemm != CpuGemmSetting::OpenBLAS || cpu::openblas_built(), ConfigError,
-                "run.cpu_gemm is openblas, but this build has no OpenBLAS",
-                "install libopenblas-dev and reconfigure, or set run.cpu_gemm: auto");
-  cpu::set_cpu_gemm(run.cpu_gemm == CpuGemmSetting::Reference || !cpu::openblas_built()
-                        ? cpu::CpuGemm::kReference
-                        : cpu::CpuGemm::kOpenBLAS);
-  autograd::set_op_profiling(run.profile);
-}
 
 // A step's sink metrics. Made at the end of the forward whose capture they read (on a GPU that
 // marks where the side stream will start), queued once the backward is queued (the host queues

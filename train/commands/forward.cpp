@@ -8,6 +8,7 @@
 #include "train/io/model_source.h"
 #include "train/io/safetensors.h"
 #include "train/model.h"
+#include "train/process_settings.h"
 
 namespace sinklab::train {
 
@@ -33,7 +34,7 @@ ForwardOutput forward_to_file(const std::string& model_path, const ForwardOption
                                  << config.model.vocab_size,
                   "the ids are for another model");
   const Device device = parse_device(config.run.device);
-  set_cuda_precision(resolved_precision(config.run));
+  apply_process_settings(config.run);  // as the run computed: precision, kernels
   GPT model(config.model, config.run.seed, DType::F32, device);
   load_weights(model.params(), source.params, source.path);
 

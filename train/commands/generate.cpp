@@ -8,6 +8,7 @@
 #include "train/io/hf_weights.h"
 #include "train/io/model_source.h"
 #include "train/model.h"
+#include "train/process_settings.h"
 #include "train/sampler.h"
 
 namespace sinklab::train {
@@ -30,7 +31,7 @@ Generation generate(const std::string& model_path, const GenerateOptions& option
   config.run.device = options.device;
   const std::unique_ptr<Tokenizer> tokenizer = open_data_tokenizer(config.data);
   const Device device = parse_device(config.run.device);
-  set_cuda_precision(resolved_precision(config.run));
+  apply_process_settings(config.run);  // as the run computed: precision, kernels
 
   GPT model(config.model, config.run.seed, DType::F32, device);
   load_weights(model.params(), source.params, source.path);

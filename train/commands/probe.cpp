@@ -17,6 +17,7 @@
 #include "train/data/data_loader.h"
 #include "train/io/metrics_log.h"
 #include "train/model.h"
+#include "train/process_settings.h"
 
 namespace sinklab::train {
 
@@ -77,7 +78,7 @@ ProbeResult probe_checkpoint(const std::string& model_path, const ProbeOptions& 
   const ModelSource source = load_model_source(checkpoint);
   const RunConfig cfg = probed_config(source.config, opt);
   const Device device = parse_device(cfg.run.device);
-  set_cuda_precision(resolved_precision(cfg.run));
+  apply_process_settings(cfg.run);  // as the run computed: precision, kernels
   auto load = [&](GPT& into) { load_weights(into.params(), source.params, checkpoint); };
   GPT model(cfg.model, cfg.run.seed, DType::F32, device);
   load(model);

@@ -1,0 +1,25 @@
+#include "train/process_settings.h"
+
+#include "autograd/engine.h"
+#include "core/error.h"
+#include "core/precision.h"
+#include "ops/attention.h"
+#include "ops/cpu/blas_gemm.h"
+#include "ops/matmul.h"
+
+namespace sinklab::train {
+
+void apply_process_settings(const RunSection& run) {
+  set_cuda_precision(resolved_precision(run));
+  ops::attention_kernels_preference = run.attention_kernels;
+  ops::bf16_gemm_preference = run.bf16_gemm;
+  SINKLAB_CHECK(run.cpu_gemm != CpuGemmSetting::OpenBLAS || cpu::openblas_built(), ConfigError,
+                "run.cpu_gemm is openblas, but this build has no OpenBLAS",
+                "install libopenblas-dev and reconfigure, or set run.cpu_gemm: auto");
+  cpu::set_cpu_gemm(run.cpu_gemm == CpuGemmSetting::Reference || !cpu::openblas_built()
+                        ? cpu::CpuGemm::kReference
+                        : cpu::CpuGemm::kOpenBLAS);
+  autograd::set_op_profiling(run.profile);
+}
+
+}  // namespace sinklab::train
