@@ -187,20 +187,21 @@ void OutputRanks::add(const ForwardCapture& capture) {
   const int64_t T = capture.final_residual.size(1), C = capture.final_residual.size(2);
   const int64_t count = std::min(B, limit - sequences);  // sequences still wanted
   if (count <= 0) return;
-  // One job per (sequence, layer), in parallel: each is a Gram matrix and an eigen-solve of up
-  // to C x C (a 124M model's final evaluation: 240 of 768 x 768; 90 s when they ran one by one).
-  std::vector<std::vector<double>> outputs(static_cast<size_t>(count * L));  // (T, C) each
+  // Each a Gram matrix and an eigen-solve of up to C x C (a 124M model's final evaluation: 240
+  // of 768 x 768, 90 s when they ran one by one): the sequences of a layer run in parallel, one
+  // layer's outputs on the host at a time.
   for (int64_t l = 0; l < L; ++l) {
     const Tensor& y = l + 1 < L ? capture.layers[l + 1].residual : capture.final_residual;
-    const std::vector<double> all = y.narrow_view(0, 0, count).to_doubles();  // (count, T, C)
-    for (int64_t b = 0; b < count; ++b)
-      outputs[b * L + l].assign(all.begin() + b * T * C, all.begin() + (b + 1) * T * C);
+    const std::vector<double> outputs = y.narrow_view(0, 0, count).to_doubles();  // (count, T, C)
+    std::vector<double> ranks(static_cast<size_t>(count));  // (count)
+    parallel_for(count, [&](int64_t b) {
+      const std::vector<double> sequence(outputs.begin() + b * T * C,
+                                         outputs.begin() + (b + 1) * T * C);  // (T, C)
+      ranks[b] = effective_rank(sequence, T, C);
+    });
+    for (int64_t b = 0; b < count; ++b) sum[l] += ranks[b];  // in the order of one by one
   }
-  std::vector<double> ranks(outputs.size());
-  parallel_for(static_cast<int64_t>(outputs.size()),
-               [&](int64_t job) { ranks[job] = effective_rank(outputs[job], T, C); });
-  for (int64_t b = 0; b < count; ++b, ++sequences)  // summed in the order of one by one
-    for (int64_t l = 0; l < L; ++l) sum[l] += ranks[b * L + l];
+  sequences += count;
 }
 
 void OutputRanks::store(SinkMetrics& metrics) const {

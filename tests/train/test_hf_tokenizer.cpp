@@ -13,6 +13,7 @@
 #include "train/data/gpt2_vocab.h"
 #include "train/data/hf_tokenizer_json.h"
 #include "train/data/json_file.h"
+#include "train/io/json_text.h"
 #include "train/data/prepare.h"
 #include "train/data/shards.h"
 #include "train/data/tokenizer.h"
@@ -58,7 +59,7 @@ std::string hf_json(const std::string& extra_vocab, const std::string& merges,
                     const std::string& model_extra = "") {
   std::string vocab;
   for (int b = 0; b < 256; ++b)
-    vocab += (b ? ", " : "") + json_quote(byte_level_encode(std::string(1, static_cast<char>(b)))) +
+    vocab += (b ? ", " : "") + json_string(byte_level_encode(std::string(1, static_cast<char>(b)))) +
              ": " + std::to_string(b);
   if (!extra_vocab.empty()) vocab += ", " + extra_vocab;
   return R"({"version": "1.0", "truncation": null, "padding": null, "added_tokens": )" + added +
@@ -113,7 +114,7 @@ TEST_CASE("hf tokenizer.json: sinklab's byte and bpe written and read back give 
   REQUIRE(contains(text, R"("type": "Split", "pattern": {"Regex": ")"));
   REQUIRE(contains(text, R"("behavior": "Isolated")"));
   REQUIRE(contains(text, R"({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false})"));
-  REQUIRE(contains(text, json_quote(byte_level_encode(bpe->decode({300}))) + ": 300,\n"));
+  REQUIRE(contains(text, json_string(byte_level_encode(bpe->decode({300}))) + ": 300,\n"));
 }
 
 TEST_CASE("hf tokenizer files: tokenizer_config.json and special tokens", "[data]") {

@@ -39,15 +39,15 @@ ForwardOutput forward_to_file(const std::string& model_path, const ForwardOption
   load_weights(model.params(), source.params, source.path);
 
   autograd::NoGradGuard no_grad;
+  // One pass: position t predicts ids[t + 1], the last position nothing (-1 is ignored), so the
+  // loss is transformers' with labels = ids.
+  std::vector<int32_t> targets(out.ids.begin() + 1, out.ids.end());
+  targets.push_back(-1);
   const Tensor ids = Tensor::from_ints(out.ids, {1, T});  // (1, T)
-  const Tensor logits = model.forward(ids.to_device(device), Tensor()).logits;  // (1, T, V)
-  // The loss as transformers computes it with labels = ids: positions 0..T-2 predict 1..T-1.
-  const std::vector<int32_t> inputs(out.ids.begin(), out.ids.end() - 1);
-  const std::vector<int32_t> targets(out.ids.begin() + 1, out.ids.end());
-  out.loss = model
-                 .forward(Tensor::from_ints(inputs, {1, T - 1}).to_device(device),
-                          Tensor::from_ints(targets, {1, T - 1}).to_device(device))
-                 .loss.item();
+  const ForwardResult result =
+      model.forward(ids.to_device(device), Tensor::from_ints(targets, {1, T}).to_device(device));
+  const Tensor logits = result.logits;  // (1, T, V)
+  out.loss = result.loss.item();
   if (!options.out.empty()) {
     Tensor loss = Tensor::full({}, out.loss);
     write_safetensors(options.out,

@@ -7,6 +7,7 @@
 #include "core/error.h"
 #include "train/data/hf_tokenizer_json.h"
 #include "train/data/json_file.h"
+#include "train/io/json_text.h"
 #include "train/io/atomic_file.h"
 
 namespace sinklab::train {
@@ -26,7 +27,7 @@ std::string step_json(const PreTokenizerStep& s) {
         << R"(, "trim_offsets": true, "use_regex": )" << boolean(s.use_regex) << "}";
   } else {
     out << R"({"type": "Split", "pattern": {")" << (s.literal ? "String" : "Regex")
-        << "\": " << json_quote(s.pattern) << R"(}, "behavior": "Isolated", "invert": false})";
+        << "\": " << json_string(s.pattern) << R"(}, "behavior": "Isolated", "invert": false})";
   }
   return out.str();
 }
@@ -40,7 +41,7 @@ const AddedToken* end_of_text(const ByteLevelBpeModel& model) {
 
 std::string added_token_json(const AddedToken& t) {
   std::ostringstream out;
-  out << "{\"id\": " << t.id << ", \"content\": " << json_quote(t.content)
+  out << "{\"id\": " << t.id << ", \"content\": " << json_string(t.content)
       << R"(, "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, )"
       << "\"special\": " << boolean(t.special) << "}";
   return out.str();
@@ -80,12 +81,12 @@ void save_hf_tokenizer_json(const Tokenizer& tokenizer, const std::string& path)
   std::sort(by_id.begin(), by_id.end(), [](auto* a, auto* b) { return a->second < b->second; });
   for (size_t i = 0; i < by_id.size(); ++i) {
     out += i ? ",\n    " : "\n    ";
-    out += json_quote(by_id[i]->first) + ": " + std::to_string(by_id[i]->second);
+    out += json_string(by_id[i]->first) + ": " + std::to_string(by_id[i]->second);
   }
   out += "\n  },\n  \"merges\": [";
   for (size_t i = 0; i < model.merges.size(); ++i) {
     out += i ? ",\n    " : "\n    ";
-    out += json_quote(model.merges[i].first + " " + model.merges[i].second);
+    out += json_string(model.merges[i].first + " " + model.merges[i].second);
   }
   out += model.merges.empty() ? "]}\n}\n" : "\n  ]}\n}\n";
   write_file_atomic(path, out);
@@ -104,7 +105,7 @@ void save_hf_tokenizer_files(const Tokenizer& tokenizer, const std::string& dir,
   std::string special_lines;
   if (const AddedToken* eot = end_of_text(model))
     for (const char* key : {"bos_token", "eos_token", "unk_token"})
-      special_lines += std::string("  \"") + key + "\": " + json_quote(eot->content) + ",\n";
+      special_lines += std::string("  \"") + key + "\": " + json_string(eot->content) + ",\n";
   const std::string special =  // the lines without the last one's comma
       special_lines.empty() ? "{}\n"
                             : "{\n" + special_lines.substr(0, special_lines.size() - 2) + "\n}\n";
@@ -119,7 +120,7 @@ void save_hf_tokenizer_files(const Tokenizer& tokenizer, const std::string& dir,
   for (size_t i = 0; i < model.added_tokens.size(); ++i) {
     const AddedToken& t = model.added_tokens[i];
     config += (i ? ",\n    \"" : "\n    \"") + std::to_string(t.id) + "\": {\"content\": " +
-              json_quote(t.content) +
+              json_string(t.content) +
               R"(, "lstrip": false, "normalized": false, "rstrip": false, "single_word": false, )"
               "\"special\": " + boolean(t.special) + "}";
   }

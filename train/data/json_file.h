@@ -1,6 +1,6 @@
 // JSON text through yaml-cpp (a JSON document is YAML): parsing, with the UTF-16 surrogate pairs
 // that JSON writers use for characters above U+FFFF ("\ud83d\ude00", which yaml-cpp refuses)
-// turned into UTF-8 first; and quoting strings for the JSON sinklab writes.
+// turned into UTF-8 first. (Writing: json_string in train/io/json_text.h.)
 #pragma once
 #include <yaml-cpp/yaml.h>
 
@@ -11,9 +11,5 @@ namespace sinklab::train {
 
 // Parses JSON text. Throws YAML::Exception on malformed text (a lone surrogate included).
 YAML::Node parse_json(std::string_view text);
-
-// `text` (UTF-8) as a JSON string literal with its quotes: ", \ and control characters escaped,
-// everything else as is.
-std::string json_quote(std::string_view text);
 
 }  // namespace sinklab::train

@@ -33,9 +33,7 @@ std::map<std::string, std::string> sinklab_metadata(const RunConfig& config,
 }
 
 NamedTensors checkpoint_state_dict(const std::string& checkpoint) {
-  NamedTensors params;
-  for (auto& [name, value] : read_checkpoint_params(checkpoint)) params.push_back({name, value});
-  return to_hf_state_dict(params);
+  return to_hf_state_dict(read_checkpoint_params(checkpoint));
 }
 
 std::string export_safetensors(const std::string& checkpoint, const RunConfig& config,

@@ -70,7 +70,7 @@ ModelSource load_model_source(const std::string& path) {
   const TrainState state = read_checkpoint_state(path);
   source.config = parse_config(state.config_yaml, path + " (stored config)");
   source.step = state.step;
-  for (auto& [name, value] : read_checkpoint_params(path)) source.params.push_back({name, value});
+  source.params = read_checkpoint_params(path);
   return source;
 }
 
