@@ -169,8 +169,16 @@ Tensor GPT::bias(const std::string& prefix) const {
   return arch_.biases ? p(prefix + "bias") : Tensor();
 }
 
-Tensor GPT::positions(const Tensor& x) const {
-  return arch_.positions == PositionKind::Rope ? ops::rope(x, cfg_.rope_theta) : x;
+Tensor GPT::stacked_weight(const std::string& prefix,
+                           std::initializer_list<const char*> names) const {
+  std::vector<std::string> full;
+  for (const char* name : names) full.push_back(prefix + name + "weight");
+  Tensor w = params_.packed(full);
+  SINKLAB_CHECK(w.defined(), ValueError,
+                "model: the weights " << full.front() << " ... " << full.back()
+                                      << " do not lie next to each other with equal widths",
+                "parameter_specs must list a block's stacked products one after another");
+  return w;
 }
 
 std::string GPT::layer_prefix(int64_t layer) const {
@@ -184,56 +192,55 @@ std::string GPT::input_norm(int64_t layer) const {
 
 ops::AddNorm GPT::add_norm(const std::string& prefix, const Tensor& x, const Tensor& delta) const {
   const double eps = resolved_norm_eps(cfg_);
-  if (arch_.norm == NormKind::RmsNorm) return ops::add_rmsnorm(x, delta, p(prefix + "weight"), eps);
-  // GPT-2: each layernorm output feeds one product (c_attn, c_fc, the lm head), so it is stored
-  // as that product reads it: bf16 under bf16 on a GPU, as autocast's cast, without the pass.
+  // Each norm's output feeds products only (q/k/v or c_attn, gate/up or c_fc, the lm head), so
+  // it is stored as the products read it: bf16 under bf16 on a GPU, as autocast's cast, without
+  // the pass.
+  if (arch_.norm == NormKind::RmsNorm)
+    return ops::add_rmsnorm(x, delta, p(prefix + "weight"), eps, ops::NormOutput::kOperandDType);
   return ops::add_layernorm(x, delta, p(prefix + "weight"), p(prefix + "bias"), eps,
                             ops::NormOutput::kOperandDType);
 }
 
 Tensor GPT::norm(const std::string& prefix, const Tensor& x) const {
   const double eps = resolved_norm_eps(cfg_);
-  if (arch_.norm == NormKind::RmsNorm) return ops::rmsnorm(x, p(prefix + "weight"), eps);
+  if (arch_.norm == NormKind::RmsNorm)
+    return ops::rmsnorm(x, p(prefix + "weight"), eps, ops::NormOutput::kOperandDType);
   return ops::layernorm(x, p(prefix + "weight"), p(prefix + "bias"), eps,
                         ops::NormOutput::kOperandDType);  // as in add_norm
 }
 
 Tensor GPT::attention_block(int64_t layer, const Tensor& h, LayerCapture* capture) const {
   const int64_t B = h.size(0), T = h.size(1), C = cfg_.n_embd, NH = cfg_.n_head;
-  const int64_t HS = C / NH;
   const std::string pre = layer_prefix(layer);
-  Tensor q, k, v;  // (B, T, NH, HS) each: what attention multiplied (views for GPT-2)
-  Tensor lse;      // (B, NH, T)
-  Tensor o;        // (B, T, NH, HS)
   const std::string attn = pre + arch_.attn;
   const ops::AttentionOptions options = attention_options(layer);
+  // One product writes q, k, v side by side in each row (GPT-2's c_attn; LLaMA's q_proj, k_proj,
+  // v_proj stacked as one (3C, C) weight), in bf16 under bf16 on a GPU (as autocast stores it).
+  // RoPE rotates q and k in one pass over it; attention reads them where they lie and its
+  // gradient comes back as one (B, T, 3C) tensor: one product in backward, nothing split or
+  // summed.
+  Tensor qkv;  // (B, T, 3C)
   if (arch_.qkv == QkvKind::Separate) {
-    // h as the three products read it: rounded to bf16 once on the tensor-core path, not thrice.
-    const Tensor h_operand = ops::tensor_core_operand(h);  // (B, T, C)
-    auto project = [&](const char* name) {
-      return ops::reshape(ops::linear(h, p(attn + name + "weight"), bias(attn + name), h_operand),
-                          {B, T, NH, HS});
-    };
-    q = positions(project(arch_.q_proj));
-    k = positions(project(arch_.k_proj));
-    v = project(arch_.v_proj);
-    o = ops::attention(q, k, v, options, &lse);
+    const Tensor w = stacked_weight(attn, {arch_.q_proj, arch_.k_proj, arch_.v_proj});  // (3C, C)
+    qkv = ops::linear(h, w, Tensor(), Tensor(), ops::LinearOutput::kOperandDType);
   } else {
-    // One c_attn product (3C, C) writes q, k, v side by side in each row, in bf16 under bf16 on a
-    // GPU (as autocast stores it); attention reads them where they lie and its gradient comes
-    // back as one (B, T, 3C) tensor: one product in backward, nothing rounded, split or summed.
     const std::string proj = attn + arch_.qkv_proj;
-    const Tensor qkv = ops::linear(h, p(proj + "weight"), bias(proj), Tensor(),
-                                   ops::LinearOutput::kOperandDType);  // (B, T, 3C)
-    o = ops::attention_qkv(qkv, NH, options, &lse);
-    const Tensor parts = qkv.detach();
-    q = ops::qkv_part(parts, NH, 0);
-    k = ops::qkv_part(parts, NH, 1);
-    v = ops::qkv_part(parts, NH, 2);
+    qkv = ops::linear(h, p(proj + "weight"), bias(proj), Tensor(),
+                      ops::LinearOutput::kOperandDType);
   }
+  if (arch_.positions == PositionKind::Rope) qkv = ops::rope_qkv(qkv, NH, cfg_.rope_theta);
+  Tensor lse;                                            // (B, NH, T)
+  Tensor o = ops::attention_qkv(qkv, NH, options, &lse);  // (B, T, NH, HS)
+  // q, k, v as attention multiplied them (after RoPE): (B, T, NH, HS) views of qkv
+  const Tensor parts = qkv.detach();
+  const Tensor q = ops::qkv_part(parts, NH, 0), k = ops::qkv_part(parts, NH, 1),
+               v = ops::qkv_part(parts, NH, 2);
   o = amplify(layer, o, v);  // (B, T, NH, HS)
+  // The head-wise norm's output only feeds o_proj: stored as the product reads it (bf16 under
+  // bf16 on a GPU), as the block norms' outputs are.
   Tensor o_normed = headwise(cfg_) ? ops::headwise_rmsnorm(o, p(attn + "head_norm.weight"),
-                                                             kHeadwiseRmsNormEps)
+                                                             kHeadwiseRmsNormEps,
+                                                             ops::NormOutput::kOperandDType)
                                    : Tensor();
   if (capture) {
     capture->q = detached(q);
@@ -253,14 +260,13 @@ Tensor GPT::ffn_block(int64_t layer, const Tensor& h, LayerCapture* capture) con
   const std::string pre = layer_prefix(layer) + arch_.mlp;
   Tensor u;  // (B, T, F)
   if (arch_.ffn == FfnKind::SwiGlu) {
-    // gate and up written once in bf16 under bf16 on a GPU (h rounded once for both), swiglu
-    // reads and writes bf16, down_proj reads u as its operand: as autocast stores them.
-    const Tensor h_operand = ops::tensor_core_operand(h);  // (B, T, C)
-    auto project = [&](const char* name) {
-      return ops::linear(h, p(pre + name + "weight"), bias(pre + name), h_operand,
-                         ops::LinearOutput::kOperandDType);  // (B, T, F)
-    };
-    u = ops::swiglu(project(arch_.gate), project(arch_.up));
+    // gate and up as one product (their (F, C) weights stacked as (2F, C)), written once in
+    // bf16 under bf16 on a GPU; swiglu_packed reads gate | up from each row and writes bf16,
+    // and down_proj reads u as its operand: as autocast stores them. Backward: one (B, T, 2F)
+    // gradient, one product for h's gradient.
+    const Tensor w = stacked_weight(pre, {arch_.gate, arch_.up});  // (2F, C)
+    u = ops::swiglu_packed(
+        ops::linear(h, w, Tensor(), Tensor(), ops::LinearOutput::kOperandDType));  // (B, T, F)
   } else {
     // c_fc's bias rides the activation: under bf16 on a GPU the product writes its (B, T, F)
     // output once in bf16 and bias_gelu reads and writes bf16, as autocast stores them.

@@ -91,7 +91,9 @@ class GPT {
   const Tensor& p(const std::string& name) const { return params_[name]; }
   std::string layer_prefix(int64_t layer) const;
   Tensor bias(const std::string& prefix) const;  // <prefix>bias, or none without biases
-  Tensor positions(const Tensor& x) const;       // RoPE on (B, T, NH, HS) q or k, or x itself
+  // The weights of the named products of one block (prefix + name + "weight", each (N_i, K))
+  // as one (sum N_i, K) leaf: LLaMA's q, k, v and its gate, up (ParameterSet::packed).
+  Tensor stacked_weight(const std::string& prefix, std::initializer_list<const char*> names) const;
 
   ModelSection cfg_;
   const ArchDescription& arch_;

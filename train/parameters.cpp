@@ -1,5 +1,6 @@
 #include "train/parameters.h"
 
+#include <algorithm>
 #include <functional>
 
 namespace sinklab::train {
@@ -55,6 +56,30 @@ const Param& ParameterSet::get(const std::string& name) const {
   SINKLAB_CHECK(it != index_.end(), ValueError, "no parameter named '" << name << "'",
                 "see ParameterSet::params() for the names");
   return params_[it->second];
+}
+
+Tensor ParameterSet::packed(const std::vector<std::string>& names) const {
+  SINKLAB_CHECK(!names.empty(), ValueError, "ParameterSet::packed: no parameter names",
+                "name the parameters to stack, in their order in the flat buffers");
+  const Param& first = get(names.front());
+  const Shape& shape = first.spec.shape;
+  if (shape.empty()) return Tensor();
+  int64_t next = first.offset, rows = 0;
+  for (const std::string& name : names) {
+    const Param& p = get(name);
+    if (p.offset != next || p.spec.shape.size() != shape.size() ||
+        !std::equal(shape.begin() + 1, shape.end(), p.spec.shape.begin() + 1))
+      return Tensor();
+    next += numel_of(p.spec.shape);
+    rows += p.spec.shape[0];
+  }
+  Shape stacked = shape;  // (sum of rows, trailing dims...)
+  stacked[0] = rows;
+  const DType dtype = flat_values_.dtype();
+  Tensor value = Tensor::view_of(flat_values_.storage(), stacked, first.offset, dtype);
+  value.set_requires_grad(true);
+  value.set_grad(Tensor::view_of(flat_grads_.storage(), stacked, first.offset, dtype));
+  return value;
 }
 
 void ParameterSet::zero_grad() { flat_grads_.fill(0.0); }

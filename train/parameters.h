@@ -39,6 +39,12 @@ class ParameterSet {
   const Param& get(const std::string& name) const;  // ConfigError-free: throws ValueError
   const Tensor& operator[](const std::string& name) const { return get(name).value; }
   bool contains(const std::string& name) const { return index_.count(name) != 0; }
+  // One leaf over parameters that lie next to each other in the flat buffers, in the order
+  // given, with equal trailing dims: their rows stacked, e.g. LLaMA's q, k and v weights (C, C)
+  // each as one (3C, C) weight, so that one product replaces three. Its gradient is the view of
+  // the same rows of the gradient buffer, so the product's weight gradient lands in each
+  // parameter's own gradient. Undefined when the parameters are not adjacent in this order.
+  Tensor packed(const std::vector<std::string>& names) const;
   int64_t numel() const { return numel_; }
   Tensor flat_values() const { return flat_values_; }  // (numel,)
   Tensor flat_grads() const { return flat_grads_; }    // (numel,)

@@ -8,6 +8,9 @@
 #include "autograd/grad_mode.h"
 #include "core/random.h"
 #include "ops/attention.h"
+#include "ops/elementwise.h"
+#include "ops/matmul.h"
+#include "ops/reduce.h"
 #include "train/model.h"
 #include "train/optimizer.h"
 #include "train/sampler.h"
@@ -78,6 +81,30 @@ TEST_CASE("parameter names follow Hugging Face and shapes follow the config", "[
   int64_t total = 0;
   for (const Param& q : llama.params().params()) total += q.value.numel();
   REQUIRE(total == llama.params().numel());
+}
+
+TEST_CASE("packed parameters: one leaf over adjacent weights, its gradient in each one's own",
+          "[model]") {
+  ParameterSet set({{"a", {2, 3}}, {"b", {1, 3}}, {"c", {3}}, {"d", {2, 3}}}, 7, DType::F64,
+                   Device::cpu());
+  const Tensor ab = set.packed({"a", "b"});  // (3, 3): a's rows, then b's
+  REQUIRE(ab.defined());
+  REQUIRE(ab.shape() == Shape{3, 3});
+  std::vector<double> expected = set["a"].to_doubles();
+  for (double v : set["b"].to_doubles()) expected.push_back(v);
+  REQUIRE(ab.to_doubles() == expected);
+  REQUIRE_FALSE(set.packed({"b", "a"}).defined());  // not in the buffers' order
+  REQUIRE_FALSE(set.packed({"b", "c"}).defined());  // widths differ
+  REQUIRE_FALSE(set.packed({"a", "d"}).defined());  // not adjacent
+  // One product with the packed weight gives each weight the gradient of its own product.
+  const Tensor x = randn({4, 3}, RngKey{3, 1, 0}, 1.0, DType::F64);  // (4, 3)
+  set.zero_grad();
+  autograd::backward(ops::sum(ops::linear(x, ab)));
+  const std::vector<double> packed_grads = set.flat_grads().to_doubles();
+  set.zero_grad();
+  autograd::backward(ops::add(ops::sum(ops::linear(x, set["a"])), ops::sum(ops::linear(x, set["b"]))));
+  REQUIRE(set.flat_grads().to_doubles() == packed_grads);
+  REQUIRE(set.get("a").grad.to_doubles()[0] != 0.0);
 }
 
 TEST_CASE("shared parameters get identical init across variants; residual projections are "

@@ -99,9 +99,12 @@ void DataParallel::start_gradient_reduction(ParameterSet& params) {
     if (!g.defined()) return;
     const auto at = reinterpret_cast<uintptr_t>(g.raw_data());
     if (at < base || at >= limit) return;  // a gradient outside this set's flat buffer
-    auto found = plan.bucket_of.find(static_cast<int64_t>((at - base) / elem));
-    if (found == plan.bucket_of.end()) return;  // not where a parameter starts
-    ++plan.buckets[found->second].ready;
+    // Every parameter starting inside the leaf's gradient is final: one, or several for a
+    // packed leaf (LLaMA's q, k, v weights as one (3C, C) product, ParameterSet::packed).
+    const int64_t first = static_cast<int64_t>((at - base) / elem);
+    const auto end = plan.bucket_of.lower_bound(first + g.numel());
+    for (auto it = plan.bucket_of.lower_bound(first); it != end; ++it)
+      ++plan.buckets[it->second].ready;
     start_ready_buckets(plan, false);
   });
 }
