@@ -910,6 +910,12 @@ void attention_qkv_forward_cuda(const Tensor& qkv, const ops::AttentionParams& p
   const char* op = "attention_qkv";
   if (out.numel() == 0) return;
   if (attention_qkv_forward_cudnn(qkv, params, out, lse)) return;
+  if (out.dtype() == DType::BF16) {  // cuDNN was expected but declined: own kernels, rounded
+    Tensor o32 = Tensor::empty(out.shape(), DType::F32, out.device());  // (B, T, NH, HS)
+    attention_qkv_forward_cuda(qkv, params, o32, lse);
+    ops::bf16_round_kernels.cuda_forward(o32, out);
+    return;
+  }
   const int32_t* fk = device_first_key(params.first_key, op);  // (T)
   if (attention_qkv_forward_bf16(qkv, params, fk, out, lse)) return;
   ops::attention_qkv_forward_by_parts(qkv.dtype() == DType::BF16 ? widened(qkv) : qkv, params,
@@ -923,6 +929,11 @@ void attention_qkv_backward_cuda(const Tensor& qkv, const Tensor& out, const Ten
   if (out.numel() == 0) return;
   const Tensor g = grad_out.contiguous_or_self();  // (B, T, NH, HS), out's dtype
   if (attention_qkv_backward_cudnn(qkv, out, lse, g, params, dqkv)) return;
+  if (out.dtype() == DType::BF16) {  // own kernels on the widened out and gradient
+    attention_qkv_backward_cuda(qkv, widened(out), lse,
+                                g.dtype() == DType::BF16 ? widened(g) : g, params, dqkv);
+    return;
+  }
   if (qkv.dtype() == DType::BF16 && out.dtype() == DType::F32) {
     const int32_t* fk = device_first_key(params.first_key, op);  // (T)
     // (B, NH, T) D_t = dO_t . O_t, softmax only
@@ -946,6 +957,7 @@ void install_attention_kernels() {
   ops::attention_qkv_kernels.cuda_forward = attention_qkv_forward_cuda;
   ops::attention_qkv_kernels.cuda_backward = attention_qkv_backward_cuda;
   ops::attention_kernels_auto_description = cudnn_attention_description;
+  ops::attention_qkv_fused_bf16 = attention_qkv_cudnn_applies;
 }
 
 }  // namespace sinklab::cuda

@@ -118,14 +118,19 @@ bool attention_backward_cudnn(const Tensor& q, const Tensor& k, const Tensor& v,
   return true;
 }
 
+bool attention_qkv_cudnn_applies(const Tensor& qkv, int64_t H,
+                                 const ops::AttentionParams& params) {
+  return cudnn_wanted(params) && qkv.dtype() == DType::BF16 && qkv.dim() == 3 && H > 0 &&
+         qkv.size(2) % (3 * H) == 0 && cudnn_attention_applies(views_of_packed(qkv, H));
+}
+
 bool attention_qkv_forward_cudnn(const Tensor& qkv, const ops::AttentionParams& params,
                                  Tensor& out, Tensor& lse) {
-  if (!cudnn_wanted(params) || qkv.dtype() != DType::BF16 || out.dtype() != DType::F32)
-    return false;
   const int64_t H = out.size(2);
-  if (qkv.size(2) % (3 * H) != 0) return false;
+  if (out.dtype() == DType::F64 || !attention_qkv_cudnn_applies(qkv, H, params)) return false;
   const SdpaViews in = views_of_packed(qkv, H);
-  if (!cudnn_attention_applies(in)) return false;
+  if (out.dtype() == DType::BF16)  // written where the op wants it
+    return cudnn_attention_forward(in, params.scale, out.raw_data(), lse.data<float>());
   Tensor o16 = Tensor::empty(out.shape(), DType::BF16, out.device());  // (B, T, NH, HS)
   if (!cudnn_attention_forward(in, params.scale, o16.raw_data(), lse.data<float>())) return false;
   widen_bf16(o16, out, "attention_qkv (cuDNN)");
@@ -135,14 +140,14 @@ bool attention_qkv_forward_cudnn(const Tensor& qkv, const ops::AttentionParams& 
 bool attention_qkv_backward_cudnn(const Tensor& qkv, const Tensor& out, const Tensor& lse,
                                   const Tensor& grad_out, const ops::AttentionParams& params,
                                   Tensor& dqkv) {
-  if (!cudnn_wanted(params) || qkv.dtype() != DType::BF16 || out.dtype() != DType::F32 ||
-      dqkv.dtype() != DType::BF16)
-    return false;
   const int64_t H = out.size(2);
-  if (qkv.size(2) % (3 * H) != 0) return false;
+  if (out.dtype() == DType::F64 || dqkv.dtype() != DType::BF16 ||
+      !attention_qkv_cudnn_applies(qkv, H, params))
+    return false;
   const SdpaViews in = views_of_packed(qkv, H);
-  if (!cudnn_attention_applies(in)) return false;
-  const Tensor o16 = rounded(out), g16 = rounded(grad_out);  // (B, T, NH, HS) bf16
+  // out and its gradient as cuDNN reads them: bf16 (B, T, NH, HS), rounded only if f32
+  const Tensor o16 = out.dtype() == DType::BF16 ? out : rounded(out);
+  const Tensor g16 = grad_out.dtype() == DType::BF16 ? grad_out : rounded(grad_out);
   const SdpaViews grads = views_of_packed(dqkv, H);         // written in place in (B, T, 3C)
   return cudnn_attention_backward(in, params.scale, o16.raw_data(), g16.raw_data(),
                                   lse.data<float>(), const_cast<void*>(grads.q),

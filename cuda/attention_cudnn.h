@@ -20,7 +20,11 @@ bool attention_backward_cudnn(const Tensor& q, const Tensor& k, const Tensor& v,
                               const ops::AttentionParams& params,
                               const ops::AttentionOperands& operands, Tensor& dq, Tensor& dk,
                               Tensor& dv);
-// qkv: bf16 (B, T, 3C) read where q, k, v lie; out f32 (B, T, NH, HS); dqkv bf16 (B, T, 3C).
+// Whether attention_qkv's cuDNN path takes this qkv (bf16 (B, T, 3C), H heads) under params:
+// ops::attention_qkv_fused_bf16, so that the op allocates its out in bf16.
+bool attention_qkv_cudnn_applies(const Tensor& qkv, int64_t H, const ops::AttentionParams& params);
+// qkv: bf16 (B, T, 3C) read where q, k, v lie; out (B, T, NH, HS) bf16 (written in place) or f32
+// (widened); grad_out bf16 or f32 (rounded); dqkv bf16 (B, T, 3C).
 bool attention_qkv_forward_cudnn(const Tensor& qkv, const ops::AttentionParams& params,
                                  Tensor& out, Tensor& lse);
 bool attention_qkv_backward_cudnn(const Tensor& qkv, const Tensor& out, const Tensor& lse,

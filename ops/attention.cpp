@@ -11,6 +11,7 @@ OpKernels<AttentionForwardFn, AttentionBackwardFn> attention_kernels{
     "attention", cpu::attention_forward, cpu::attention_backward};
 AttentionKernels attention_kernels_preference = AttentionKernels::Own;
 std::string (*attention_kernels_auto_description)() = nullptr;
+bool (*attention_qkv_fused_bf16)(const Tensor&, int64_t, const AttentionParams&) = nullptr;
 
 std::string attention_kernels_description() {
   if (attention_kernels_preference == AttentionKernels::Own)
@@ -186,10 +187,13 @@ Tensor attention_qkv(const Tensor& qkv, int64_t n_head, const AttentionOptions& 
   const int64_t B = qkv.size(0), T = qkv.size(1), HS = qkv.size(2) / (3 * n_head);
   const Tensor q_view = qkv_part(qkv, n_head, 0);  // (B, T, NH, HS): the shape params need
   AttentionParams params = resolve(q_view, options, op);
-  const DType out_dtype = attention_lse_dtype(qkv.dtype());
+  const DType lse_dtype = attention_lse_dtype(qkv.dtype());
+  const bool fused_bf16 = qkv.device().is_cuda() && attention_qkv_fused_bf16 != nullptr &&
+                          attention_qkv_fused_bf16(qkv, n_head, params);
+  const DType out_dtype = fused_bf16 ? DType::BF16 : lse_dtype;
   Tensor out = Tensor::empty({B, T, n_head, HS}, out_dtype, qkv.device());  // (B, T, NH, HS)
   Tensor lse;                                                                // (B, NH, T)
-  if (!params.sigmoid) lse = Tensor::empty({B, n_head, T}, out_dtype, qkv.device());
+  if (!params.sigmoid) lse = Tensor::empty({B, n_head, T}, lse_dtype, qkv.device());
   attention_qkv_kernels.forward(qkv.device())(qkv, params, out, lse);
   if (lse_out) *lse_out = lse;
   autograd::record(out, "attention", {qkv},

@@ -65,10 +65,19 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v,
 // the gradient is one (B, T, 3C) tensor, so the product's backward is one GEMM and no gradient
 // is split or summed. qkv is f32 or f64, or bf16 on a GPU (the product written in bf16 under
 // Precision::BF16): the tensor-core kernels then read q, k, v where they lie and write the
-// gradient in bf16, and out (B, T, NH, HS) is f32 (attention_lse_dtype). Elsewhere the thirds
-// are copied out, attention's kernels run, and the gradients are packed back.
+// gradient in bf16, and out (B, T, NH, HS) is f32 (attention_lse_dtype), or bf16 where the
+// fused kernel runs (attention_qkv_fused_bf16, below). Elsewhere the thirds are copied out,
+// attention's kernels run, and the gradients are packed back.
 Tensor attention_qkv(const Tensor& qkv, int64_t n_head, const AttentionOptions& options = {},
                      Tensor* lse_out = nullptr);
+
+// Installed by the CUDA backend: true when its fused attention (cuDNN) takes attention_qkv on
+// this qkv under these params. attention_qkv's out is then bf16, as the fused kernel writes it
+// and as the product after it (c_proj / o_proj) reads it: no widening pass forward, no rounding
+// of out and its gradient backward. Null (CPU-only builds): out is attention_lse_dtype(qkv).
+struct AttentionParams;
+extern bool (*attention_qkv_fused_bf16)(const Tensor& qkv, int64_t n_head,
+                                        const AttentionParams& params);
 
 // Part 0 (q), 1 (k) or 2 (v) of a packed qkv (B, T, 3C) as a (B, T, NH, HS) view whose rows are
 // 3C apart (no copy, no autograd): what attention_qkv multiplied, for probes and metrics.

@@ -14,6 +14,7 @@
 #include "ops/attention.h"
 #include "ops/elementwise.h"
 #include "ops/reduce.h"
+#include "ops/shape_ops.h"
 #include "tests/attention_checks.h"
 #include "tests/helpers.h"
 #include "tests/op_checks.h"
@@ -111,14 +112,19 @@ TEST_CASE("cuda: cuDNN attention on a packed bf16 qkv matches the CPU through th
       Tensor gpu_qkv =
           values.to_dtype(DType::BF16).to_device(Device::cuda()).set_requires_grad(true);
       const Tensor cpu_out = ops::attention_qkv(cpu_qkv, NH);
+      // out in bf16 as cuDNN writes it (ops::attention_qkv_fused_bf16), read by the next
+      // product as it is; its gradient comes back in bf16 through to_dtype.
       const Tensor gpu_out = ops::attention_qkv(gpu_qkv, NH);
-      REQUIRE(gpu_out.dtype() == DType::F32);
+      REQUIRE(gpu_out.dtype() == DType::BF16);
       require_close_to_scale(gpu_out.to_doubles(), cpu_out.to_doubles(), kBf16Tolerance);
       autograd::backward(ops::sum(ops::mul(cpu_out, w.to_dtype(DType::F64))));
-      autograd::backward(ops::sum(ops::mul(gpu_out, w.to_device(Device::cuda()))));
+      autograd::backward(ops::sum(
+          ops::mul(ops::to_dtype(gpu_out, DType::F32), w.to_device(Device::cuda()))));
       REQUIRE(gpu_qkv.grad().dtype() == DType::BF16);
       require_close_to_scale(gpu_qkv.grad().to_doubles(), cpu_qkv.grad().to_doubles(),
                              kBf16Tolerance);
+      const ops::AttentionKernelsGuard pinned(ops::AttentionKernels::Own);
+      REQUIRE(ops::attention_qkv(gpu_qkv, NH).dtype() == DType::F32);  // the own kernels' out
     }
 }
 

@@ -119,11 +119,13 @@ ops::AttentionOptions GPT::attention_options(int64_t layer) const {
   return o;
 }
 
-Tensor GPT::amplify(int64_t layer, const Tensor& o, const Tensor& v) const {
+Tensor GPT::amplify(int64_t layer, const Tensor& o_in, const Tensor& v) const {
   const int64_t k = cfg_.amplify_position;
-  if (k < 0 || cfg_.amplify_lambda == 1.0 || !listed(cfg_.amplify_layers, layer)) return o;
-  const int64_t B = o.size(0), T = o.size(1), NH = o.size(2), HS = o.size(3);
-  if (k >= T) return o;
+  if (k < 0 || cfg_.amplify_lambda == 1.0 || !listed(cfg_.amplify_layers, layer)) return o_in;
+  const int64_t B = o_in.size(0), T = o_in.size(1), NH = o_in.size(2), HS = o_in.size(3);
+  if (k >= T) return o_in;
+  // The intervention's arithmetic in f32 (attention's out is bf16 where cuDNN wrote it).
+  const Tensor o = o_in.dtype() == DType::BF16 ? ops::to_dtype(o_in, DType::F32) : o_in;
   // (lambda - 1) at position k, 0 elsewhere: (T, NH, HS), broadcast over the batch.
   std::vector<double> at_k(T * NH * HS, 0.0);
   std::fill(at_k.begin() + k * NH * HS, at_k.begin() + (k + 1) * NH * HS,
