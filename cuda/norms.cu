@@ -4,9 +4,11 @@
 // (the last two share one kernel pair, as on the CPU: rows of length D and a gain of P elements
 // repeating along the flattened x, row r using gain[(r * D) % P, + D)). f32 and f64; the math
 // and the per-row accumulators are in the tensor's type (f32 accumulation for f32, f64 for f64);
-// the cross-row parameter-gradient sums end in f64 (below). layernorm's output (and so its
-// upstream gradient) may be bf16 for an f32 x (NormOutput::kOperandDType): stored rounded to
-// nearest even, read widened to f32.
+// the cross-row parameter-gradient sums end in f64 (below). Every norm's output (and so its
+// upstream gradient) may be bf16 for an f32 x (NormOutput::kOperandDType): computed in f32,
+// stored rounded to nearest even once, read widened to f32 (with_norm_output below picks the
+// kernels' store and load type); the residual sum, the statistics and x's and the parameters'
+// gradients stay in x's dtype.
 //
 // Row kernels: one warp per row (8 rows per 256-thread block), lanes stride over the row,
 // warp-shuffle (xor butterfly) sums, so every lane holds the bit-identical row total.
@@ -65,6 +67,22 @@ __device__ __forceinline__ double inv_sqrt(double v) { return 1.0 / sqrt(v); }
 
 unsigned row_blocks(int64_t rows) {
   return static_cast<unsigned>((rows + kRowsPerBlock - 1) / kRowsPerBlock);
+}
+
+// Calls body with the data of a norm's output y (rows, D), or of its upstream gradient (y's
+// dtype), as the element type the kernels store or load: T* (x's dtype), or __nv_bfloat16* for
+// an f32 x's bf16 output (NormOutput::kOperandDType). The pointer is const for a const tensor.
+// Any other dtype fails data<T>()'s dtype check.
+template <class T, class TensorRef, class Body>
+void with_norm_output(TensorRef& t, Body&& body) {
+  using Bf16 = std::conditional_t<std::is_const_v<TensorRef>, const __nv_bfloat16, __nv_bfloat16>;
+  if constexpr (std::is_same_v<T, float>) {
+    if (t.dtype() == DType::BF16) {
+      body(static_cast<Bf16*>(t.raw_data()));
+      return;
+    }
+  }
+  body(t.template data<T>());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -238,14 +256,7 @@ void launch_layernorm_forward(const Tensor& x, const Tensor& delta, Tensor* sum,
           rstd.data<T>(),                               // (rows)
           rows, C, static_cast<T>(eps));
     };
-    if constexpr (std::is_same_v<T, float>) {
-      if (y.dtype() == DType::BF16) {
-        launch(static_cast<__nv_bfloat16*>(y.raw_data()));
-        SINKLAB_KERNEL_CHECK("layernorm forward (bf16 output)");
-        return;
-      }
-    }
-    launch(y.data<T>());
+    with_norm_output<T>(y, launch);
     SINKLAB_KERNEL_CHECK("layernorm forward");
   });
 }
@@ -285,68 +296,65 @@ void layernorm_backward_cuda(const Tensor& grad, const Tensor& x, const Tensor& 
                           x.device(), "layernorm backward (weight, bias)");
       }
     };
-    if constexpr (std::is_same_v<T, float>) {
-      if (grad.dtype() == DType::BF16) {
-        run(static_cast<const __nv_bfloat16*>(grad.raw_data()));
-        return;
-      }
-    }
-    run(grad.data<T>());
+    with_norm_output<T>(grad, run);
   });
 }
 
 // ---------------------------------------------------------------------------------------------
 // RMSNorm and head-wise RMSNorm: rows of D, gain (P) or null, row r uses gain[(r * D) % P + d].
 
-// x, y (rows, D); gain (P) or null; rstd (rows). One warp per row.
-template <class T>
-__global__ void rmsnorm_forward_kernel(const T* x, const T* delta, T* sum_out, const T* gain, T* y,
+// x, y (rows, D); gain (P) or null; rstd (rows). One warp per row. y is stored as Y: T, or bf16
+// for an f32 x (NormOutput::kOperandDType), rounded to nearest even.
+template <class T, class Y>
+__global__ void rmsnorm_forward_kernel(const T* x, const T* delta, T* sum_out, const T* gain, Y* y,
                                        T* rstd, int64_t rows, int64_t D, int64_t P, T eps) {
   const int lane = threadIdx.x % kWarp;
   const int64_t r = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.x / kWarp;
   if (r >= rows) return;
   const T* xr = residual_row(x, delta, sum_out, r, D, lane);  // (D) x, or x + delta
 
-  T* yr = y + r * D;                                    // (D)
+  Y* yr = y + r * D;                                    // (D)
   const T* gr = gain ? gain + (r * D) % P : nullptr;    // (D) slice of the gain
   T sq = T(0);
   for (int64_t d = lane; d < D; d += kWarp) sq += xr[d] * xr[d];
   const T inv = inv_sqrt(warp_sum(sq) / static_cast<T>(D) + eps);
   if (lane == 0) rstd[r] = inv;
-  for (int64_t d = lane; d < D; d += kWarp) yr[d] = xr[d] * inv * (gr ? gr[d] : T(1));
+  for (int64_t d = lane; d < D; d += kWarp) yr[d] = from_acc<Y>(xr[d] * inv * (gr ? gr[d] : T(1)));
 }
 
-// dx = r * g - (r^3 / D) * x * sum_d(x_d g_d), g = gain * dy, r = rstd. One warp per row.
-template <class T>
-__global__ void rmsnorm_backward_x_kernel(const T* dy, const T* x, const T* gain, const T* rstd,
+// dx = r * g - (r^3 / D) * x * sum_d(x_d g_d), g = gain * dy, r = rstd. One warp per row. dy
+// stored as G (y's dtype: T, or bf16 for an f32 x), widened to T.
+template <class T, class G>
+__global__ void rmsnorm_backward_x_kernel(const G* dy, const T* x, const T* gain, const T* rstd,
                                           T* dx, int64_t rows, int64_t D, int64_t P) {
   const int lane = threadIdx.x % kWarp;
   const int64_t r = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.x / kWarp;
   if (r >= rows) return;
   const T* xr = x + r * D;                              // (D)
-  const T* dyr = dy + r * D;                            // (D)
+  const G* dyr = dy + r * D;                            // (D)
   T* dxr = dx + r * D;                                  // (D)
   const T* gr = gain ? gain + (r * D) % P : nullptr;    // (D) slice of the gain
   const T inv = rstd[r];
   T dot = T(0);
-  for (int64_t d = lane; d < D; d += kWarp) dot += xr[d] * (dyr[d] * (gr ? gr[d] : T(1)));
+  for (int64_t d = lane; d < D; d += kWarp) dot += xr[d] * (to_acc(dyr[d]) * (gr ? gr[d] : T(1)));
   const T coef = inv * inv * inv * warp_sum(dot) / static_cast<T>(D);
   for (int64_t d = lane; d < D; d += kWarp) {
-    const T g = dyr[d] * (gr ? gr[d] : T(1));
+    const T g = to_acc(dyr[d]) * (gr ? gr[d] : T(1));
     dxr[d] = inv * g - coef * xr[d];
   }
 }
 
-// Viewing the flat x (n) as (n / P, P): acc[0] += dy * x * rstd[i / D] at i = q * P + p.
-template <class T>
+// Viewing the flat x (n) as (n / P, P): acc[0] += dy * x * rstd[i / D] at i = q * P + p; dy
+// stored as G.
+template <class T, class G>
 struct RmsNormGainTerm {
-  const T* dy;    // (n)
+  const G* dy;    // (n)
   const T* x;     // (n)
   const T* rstd;  // (n / D)
   int64_t P, D;
   __device__ void operator()(int64_t q, int64_t p, T* acc) const {
     const int64_t i = q * P + p;
-    acc[0] += dy[i] * x[i] * rstd[i / D];
+    acc[0] += to_acc(dy[i]) * x[i] * rstd[i / D];
   }
 };
 
@@ -358,14 +366,17 @@ void launch_rmsnorm_forward(const Tensor& x, const Tensor& delta, Tensor* sum, c
     const int64_t D = x.size(-1), rows = x.numel() / D;
     const int64_t P = gain.defined() ? gain.numel() : D;
     if (rows == 0) return;
-    rmsnorm_forward_kernel<T><<<row_blocks(rows), kRowThreads, 0, stream()>>>(
-        x.data<T>(),                                  // (rows, D)
-        delta.defined() ? delta.data<T>() : nullptr,  // (rows, D) or none
-        sum ? sum->data<T>() : nullptr,               // (rows, D) or none
-        gain.defined() ? gain.data<T>() : nullptr,    // (P) or none
-        y.data<T>(),                                  // (rows, D)
-        rstd.data<T>(),                               // (rows)
-        rows, D, P, static_cast<T>(eps));
+    with_norm_output<T>(y, [&](auto* py) {  // y (rows, D) as T or bf16
+      using Y = std::remove_pointer_t<decltype(py)>;
+      rmsnorm_forward_kernel<T, Y><<<row_blocks(rows), kRowThreads, 0, stream()>>>(
+          x.data<T>(),                                  // (rows, D)
+          delta.defined() ? delta.data<T>() : nullptr,  // (rows, D) or none
+          sum ? sum->data<T>() : nullptr,               // (rows, D) or none
+          gain.defined() ? gain.data<T>() : nullptr,    // (P) or none
+          py,                                           // (rows, D)
+          rstd.data<T>(),                               // (rows)
+          rows, D, P, static_cast<T>(eps));
+    });
     SINKLAB_KERNEL_CHECK("rmsnorm forward");
   });
 }
@@ -386,20 +397,22 @@ void rmsnorm_backward_cuda(const Tensor& grad, const Tensor& x, const Tensor& ga
     using T = decltype(zero);
     const int64_t n = x.numel(), D = x.size(-1), rows = n / D;
     const int64_t P = gain.defined() ? gain.numel() : D;
-    const T* pdy = grad.data<T>();                              // (rows, D)
     const T* px = x.data<T>();                                  // (rows, D)
     const T* pg = gain.defined() ? gain.data<T>() : nullptr;    // (P) or none
     const T* prstd = rstd.data<T>();                            // (rows)
-    if (grad_x && rows > 0) {
-      rmsnorm_backward_x_kernel<T><<<row_blocks(rows), kRowThreads, 0, stream()>>>(
-          pdy, px, pg, prstd, grad_x->data<T>() /* (rows, D) */, rows, D, P);
-      SINKLAB_KERNEL_CHECK("rmsnorm backward (x)");
-    }
-    if (grad_gain) {
-      T* pdg = grad_gain->data<T>();  // (P)
-      column_sums<T, 1>(n / P, P, RmsNormGainTerm<T>{pdy, px, prstd, P, D}, pdg,
-                        static_cast<T*>(nullptr), x.device(), "rmsnorm backward (gain)");
-    }
+    with_norm_output<T>(grad, [&](const auto* pdy) {  // dy (rows, D) as T or bf16
+      using G = std::remove_cv_t<std::remove_pointer_t<decltype(pdy)>>;
+      if (grad_x && rows > 0) {
+        rmsnorm_backward_x_kernel<T, G><<<row_blocks(rows), kRowThreads, 0, stream()>>>(
+            pdy, px, pg, prstd, grad_x->data<T>() /* (rows, D) */, rows, D, P);
+        SINKLAB_KERNEL_CHECK("rmsnorm backward (x)");
+      }
+      if (grad_gain) {
+        T* pdg = grad_gain->data<T>();  // (P)
+        column_sums<T, 1>(n / P, P, RmsNormGainTerm<T, G>{pdy, px, prstd, P, D}, pdg,
+                          static_cast<T*>(nullptr), x.device(), "rmsnorm backward (gain)");
+      }
+    });
   });
 }
 

@@ -13,9 +13,11 @@
 namespace sinklab::ops {
 
 // The dtype a norm stores its output in. kOperandDType: the dtype the products that read it
-// multiply in, bf16 for an f32 x on a GPU under Precision::BF16 (GPT-2's layernorms, whose every
-// output feeds one linear: as autocast's cast, without the cast's pass; the gradient then comes
-// back in bf16), x's dtype elsewhere.
+// multiply in, bf16 for an f32 x on a GPU under Precision::BF16 (GPT-2's layernorms, LLaMA's
+// RMSNorms and the head-wise RMSNorm before W_O, whose every output feeds a linear: as autocast's
+// cast, without the cast's pass; the gradient then comes back in bf16), x's dtype elsewhere (the
+// CPU, f64, Precision::FP32). The norm's statistics and the residual sum keep x's dtype.
+// Used by layernorm, add_layernorm, rmsnorm, add_rmsnorm and headwise_rmsnorm (ops/add_norm.cpp).
 enum class NormOutput { kInputDType, kOperandDType };
 DType norm_output_dtype(const Tensor& x, NormOutput output);
 

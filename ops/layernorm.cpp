@@ -3,7 +3,6 @@
 #include <cmath>
 
 #include "autograd/node.h"
-#include "core/precision.h"
 #include "ops/cpu/layernorm.h"
 
 namespace sinklab::ops {
@@ -12,12 +11,6 @@ OpKernels<LayerNormForwardFn, LayerNormBackwardFn> layernorm_kernels{
     "layernorm", cpu::layernorm_forward, cpu::layernorm_backward};
 OpKernels<AddLayerNormForwardFn, AddLayerNormForwardFn> add_layernorm_kernels{
     "add_layernorm", cpu::add_layernorm_forward, nullptr};
-
-DType norm_output_dtype(const Tensor& x, NormOutput output) {
-  const bool operand = output == NormOutput::kOperandDType && x.device().is_cuda() &&
-                       x.dtype() == DType::F32 && cuda_precision() == Precision::BF16;
-  return operand ? DType::BF16 : x.dtype();
-}
 
 namespace {
 

@@ -35,7 +35,9 @@ void check_inputs(const Tensor& x, const Tensor& gain, const char* gain_arg, siz
                 "use e.g. 1e-6 (a zero eps divides by zero on an all-zero row)");
 }
 
-// Records y = x * rstd * gain (rstd from the forward) for autograd, with kernels' backward.
+// Records y = x * rstd * gain (rstd from the forward) for autograd, with kernels' backward. The
+// gradient g arrives in y's dtype (bf16 for NormOutput::kOperandDType); x's gradient is x's dtype,
+// the gain's the gain's.
 void record_rms(Tensor& y, const Tensor& x, const Tensor& gain, const Tensor& rstd, const char* op,
                 const OpKernels<RmsNormForwardFn, RmsNormBackwardFn>& kernels) {
   autograd::record(
@@ -45,17 +47,19 @@ void record_rms(Tensor& y, const Tensor& x, const Tensor& gain, const Tensor& rs
         Tensor gx, ggain;
         if (rx) gx = Tensor::empty(x.shape(), x.dtype(), x.device());            // (..., D)
         // (C) for rmsnorm; (NH, HS) or (HS) for headwise_rmsnorm
-        if (rg) ggain = Tensor::empty(gain.shape(), x.dtype(), x.device());
+        if (rg) ggain = Tensor::empty(gain.shape(), gain.dtype(), gain.device());
         k->backward(g.device())(g, x, gain, rstd, rx ? &gx : nullptr, rg ? &ggain : nullptr);
         return std::vector<Tensor>{gx, ggain};
       });
 }
 
-// y = x * rsqrt(mean(x^2) + eps) * gain over rows of x's last dim (gain checked by the caller).
-Tensor rms_normalize(const Tensor& x, const Tensor& gain, double eps, const char* op,
+// y = x * rsqrt(mean(x^2) + eps) * gain over rows of x's last dim (gain checked by the caller),
+// stored in norm_output_dtype(x, output).
+Tensor rms_normalize(const Tensor& x, const Tensor& gain, double eps, NormOutput output,
+                     const char* op,
                      const OpKernels<RmsNormForwardFn, RmsNormBackwardFn>& kernels) {
   const int64_t rows = x.numel() / x.size(-1);
-  Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());   // (..., D)
+  Tensor y = Tensor::empty(x.shape(), norm_output_dtype(x, output), x.device());  // (..., D)
   Tensor rstd = Tensor::empty({rows}, x.dtype(), x.device());  // (rows)
   kernels.forward(x.device())(x, gain, eps, y, rstd);
   record_rms(y, x, gain, rstd, op, kernels);
@@ -64,19 +68,20 @@ Tensor rms_normalize(const Tensor& x, const Tensor& gain, double eps, const char
 
 }  // namespace
 
-Tensor rmsnorm(const Tensor& x, const Tensor& weight, double eps) {
+Tensor rmsnorm(const Tensor& x, const Tensor& weight, double eps, NormOutput output) {
   check_inputs(x, weight, "weight", 1, eps, "rmsnorm");
   if (weight.defined()) check_shape(weight, {x.size(-1)}, "rmsnorm", "weight");
-  return rms_normalize(x, weight, eps, "rmsnorm", rmsnorm_kernels);
+  return rms_normalize(x, weight, eps, output, "rmsnorm", rmsnorm_kernels);
 }
 
-AddNorm add_rmsnorm(const Tensor& x, const Tensor& delta, const Tensor& weight, double eps) {
+AddNorm add_rmsnorm(const Tensor& x, const Tensor& delta, const Tensor& weight, double eps,
+                    NormOutput output) {
   check_inputs(x, weight, "weight", 1, eps, "rmsnorm");
   if (weight.defined()) check_shape(weight, {x.size(-1)}, "rmsnorm", "weight");
   check_delta(x, delta, "add_rmsnorm");
   const int64_t rows = x.numel() / x.size(-1);
   AddNorm r{Tensor::empty(x.shape(), x.dtype(), x.device()),    // (..., D) x + delta
-            Tensor::empty(x.shape(), x.dtype(), x.device())};   // (..., D) its rmsnorm
+            Tensor::empty(x.shape(), norm_output_dtype(x, output), x.device())};  // its rmsnorm
   Tensor rstd = Tensor::empty({rows}, x.dtype(), x.device());  // (rows)
   add_rmsnorm_kernels.forward(x.device())(x, delta, weight, eps, r.sum, r.normed, rstd);
   record_residual_sum(r.sum, x, delta);  // first: the norm's node takes the sum as its input
@@ -84,7 +89,7 @@ AddNorm add_rmsnorm(const Tensor& x, const Tensor& delta, const Tensor& weight, 
   return r;
 }
 
-Tensor headwise_rmsnorm(const Tensor& x, const Tensor& gamma, double eps) {
+Tensor headwise_rmsnorm(const Tensor& x, const Tensor& gamma, double eps, NormOutput output) {
   check_defined(gamma, "headwise_rmsnorm", "gamma");
   check_inputs(x, gamma, "gamma", 2, eps, "headwise_rmsnorm");
   const int64_t NH = x.size(-2), HS = x.size(-1);
@@ -94,7 +99,7 @@ Tensor headwise_rmsnorm(const Tensor& x, const Tensor& gamma, double eps) {
                                            << shape_str({NH, HS}) << " or (HS,) = "
                                            << shape_str({HS}),
                 "gamma is per head (NH, HS) or shared by all heads (HS,); x is (..., NH, HS)");
-  return rms_normalize(x, gamma, eps, "headwise_rmsnorm", headwise_rmsnorm_kernels);
+  return rms_normalize(x, gamma, eps, output, "headwise_rmsnorm", headwise_rmsnorm_kernels);
 }
 
 }  // namespace sinklab::ops

@@ -15,12 +15,20 @@
 
 namespace sinklab::ops {
 
-Tensor rmsnorm(const Tensor& x, const Tensor& weight, double eps = 1e-6);
-Tensor headwise_rmsnorm(const Tensor& x, const Tensor& gamma, double eps = 1e-6);
-// {x + delta, rmsnorm(x + delta)} in one pass (ops/add_norm.h).
-AddNorm add_rmsnorm(const Tensor& x, const Tensor& delta, const Tensor& weight, double eps = 1e-6);
+// output: y's dtype (ops/add_norm.h): x's, or bf16 for NormOutput::kOperandDType on a GPU under
+// Precision::BF16 with an f32 x; y's gradient then comes back in bf16 and x's in x's dtype.
+Tensor rmsnorm(const Tensor& x, const Tensor& weight, double eps = 1e-6,
+               NormOutput output = NormOutput::kInputDType);
+Tensor headwise_rmsnorm(const Tensor& x, const Tensor& gamma, double eps = 1e-6,
+                        NormOutput output = NormOutput::kInputDType);
+// {x + delta, rmsnorm(x + delta)} in one pass (ops/add_norm.h); output sets normed's dtype, the
+// sum stays in x's dtype.
+AddNorm add_rmsnorm(const Tensor& x, const Tensor& delta, const Tensor& weight, double eps = 1e-6,
+                    NormOutput output = NormOutput::kInputDType);
 
 // Forward: x (..., D), gain (P) or undefined -> y (..., D) and rstd (rows), rows = numel / D.
+// y is x's dtype, or bf16 (CUDA, f32 x) for NormOutput::kOperandDType; rstd is x's dtype. The
+// backward's grad then comes in y's dtype; grad_x and grad_gain are x's (and gain's) dtype.
 using RmsNormForwardFn = void (*)(const Tensor& x, const Tensor& gain, double eps, Tensor& y,
                                   Tensor& rstd);
 // Backward fills the gradients whose pointer is non-null (grad_gain has gain's shape).

@@ -1,9 +1,13 @@
 // [cuda] layernorm, rmsnorm, headwise_rmsnorm, gelu, silu, swiglu, bias_gelu and embedding
 // against the CPU reference on random inputs (odd sizes, several row counts), forward and
-// backward; the parameter gradients bit-identical across two GPU runs; a bad embedding id as a
-// ValueError.
+// backward; the norms' bf16 outputs (NormOutput::kOperandDType) against the f32 output rounded
+// and their bf16-gradient backward against the CPU; the parameter gradients bit-identical across
+// two GPU runs; a bad embedding id as a ValueError.
 // Skipped where no GPU is present.
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
 #include <vector>
 
 #include "autograd/engine.h"
@@ -58,6 +62,74 @@ void require_deterministic(const std::function<Tensor(const std::vector<Tensor>&
   for (size_t i = 0; i < first.size(); ++i) {
     INFO("gradient " << i);
     REQUIRE(first[i] == second[i]);  // bit-identical
+  }
+}
+
+// The distance in bf16 steps between two bf16 values (held exactly as doubles): adjacent bf16
+// values are one step apart, across zero too (+0 and -0 are one value).
+int64_t bf16_steps(double a, double b) {
+  auto order = [](double v) {
+    const float f = static_cast<float>(v);  // exact: a bf16 value is an f32 value
+    uint32_t bits = 0;
+    std::memcpy(&bits, &f, sizeof(bits));
+    const int64_t magnitude = (bits >> 16) & 0x7fff;  // the bf16 pattern without its sign
+    return (bits >> 31) ? -magnitude : magnitude;
+  };
+  return std::llabs(order(a) - order(b));
+}
+
+// A norm under test: y from inputs (x first, all on one device), stored as `output` says.
+using NormFn = std::function<Tensor(const std::vector<Tensor>&, ops::NormOutput)>;
+
+// add_layernorm's and add_rmsnorm's normed output, after checking that the residual sum kept x's
+// dtype (f32) whatever normed's.
+Tensor normed_with_f32_sum(const ops::AddNorm& r) {
+  REQUIRE(r.sum.dtype() == DType::F32);
+  return r.normed;
+}
+
+// A norm's bf16 output (NormOutput::kOperandDType under Precision::BF16) from f32 CPU inputs, all
+// differentiable (x first): y is bf16, within one bf16 step of the GPU's f32 output (kInputDType)
+// rounded once (the same f32 math, rounded when stored), and within one rounding (rtol 2^-7) of
+// the CPU's (where kOperandDType keeps f32). From a bf16 upstream gradient, every input's
+// gradient keeps its input's dtype (f32) and matches the CPU's on the same gradient widened to
+// f32 (exact, so the f32 tolerance of a parameter gradient summing `rows` rows applies), and the
+// GPU's f32 path on it to within f32 rounding (the same kernels' math on the same values).
+void require_bf16_norm_output(const NormFn& f, const std::vector<Tensor>& inputs, int64_t rows) {
+  PrecisionGuard bf16(Precision::BF16);
+  const Tensor g16 = random_tensor(inputs[0].shape(), 170, DType::F32).to_dtype(DType::BF16);
+  // y on `device`, with the inputs' gradients from g16 in y's dtype.
+  auto run = [&](Device device, ops::NormOutput output, std::vector<Tensor>& grads) {
+    std::vector<Tensor> on_device;  // fresh leaves: to_device(cpu) returns the tensor itself
+    for (const Tensor& t : inputs)
+      on_device.push_back(t.detach().to_device(device).set_requires_grad(true));
+    const Tensor y = f(on_device, output);
+    autograd::backward(y, g16.to_dtype(y.dtype()).to_device(device));
+    for (const Tensor& t : on_device) grads.push_back(t.grad().to_device(Device::cpu()));
+    return y.to_device(Device::cpu());
+  };
+  std::vector<Tensor> cpu_grads, f32_grads, bf16_grads;
+  const Tensor y_cpu = run(Device::cpu(), ops::NormOutput::kOperandDType, cpu_grads);
+  const Tensor y_f32 = run(Device::cuda(), ops::NormOutput::kInputDType, f32_grads);
+  const Tensor y_bf16 = run(Device::cuda(), ops::NormOutput::kOperandDType, bf16_grads);
+  REQUIRE(y_cpu.dtype() == DType::F32);  // the CPU keeps x's dtype
+  REQUIRE(y_f32.dtype() == DType::F32);
+  REQUIRE(y_bf16.dtype() == DType::BF16);
+  const std::vector<double> got = y_bf16.to_doubles();
+  const std::vector<double> rounded = y_f32.to_dtype(DType::BF16).to_doubles();
+  REQUIRE(got.size() == rounded.size());
+  for (size_t i = 0; i < got.size(); ++i)
+    if (bf16_steps(got[i], rounded[i]) > 1) {
+      INFO("y[" << i << "] = " << got[i] << ", the f32 output rounded: " << rounded[i]);
+      REQUIRE(bf16_steps(got[i], rounded[i]) <= 1);
+    }
+  test::require_close(y_bf16.to_dtype(DType::F32), y_cpu, 1.0 / 128, 1e-5);
+  const CudaCompareOptions tol = tolerance(DType::F32, rows);
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    INFO("gradient of input " << i);
+    REQUIRE(bf16_grads[i].dtype() == inputs[i].dtype());
+    test::require_close(bf16_grads[i], cpu_grads[i], tol.rtol, tol.atol);
+    test::require_close(bf16_grads[i], f32_grads[i], 1e-6, 1e-6);
   }
 }
 
@@ -119,45 +191,77 @@ TEST_CASE("cuda: add_layernorm and add_rmsnorm match the CPU, forward and backwa
 TEST_CASE("cuda: layernorm's bf16 output (kOperandDType) matches the CPU within one rounding",
           "[cuda]") {
   SINKLAB_REQUIRE_CUDA();
-  // GPT-2's layernorms under bf16: the output stored in bf16 (one rounding: rtol 2^-7), the
-  // upstream gradient bf16 (exact bf16 values, so the CPU reference on their f32 values sees the
-  // same numbers: f32 tolerances for x, weight and bias gradients). Plain and fused with the add.
-  PrecisionGuard bf16(Precision::BF16);
+  // GPT-2's layernorms under bf16, plain and fused with the add (require_bf16_norm_output).
   for (int64_t C : {96, 256})  // 256: the row held in registers (C = 128 n)
     for (bool fused : {false, true}) {
       INFO("C " << C << ", fused " << fused);
-      const Shape shape{6, 37, C};
+      const Shape shape{6, 37, C};  // 222 rows
       const Tensor x = random_tensor(shape, 166, DType::F32, 2.0);
       const Tensor delta = random_tensor(shape, 167, DType::F32, 1.0);
       const Tensor w = random_tensor({C}, 168, DType::F32, 1.0);
       const Tensor b = random_tensor({C}, 169, DType::F32, 1.0);
-      const Tensor g16 = random_tensor(shape, 170, DType::F32).to_dtype(DType::BF16);
-      auto run = [&](Device device, ops::NormOutput output, std::vector<Tensor>& grads) {
-        // detach(): a fresh leaf each run (to_device(cpu) returns the tensor itself, whose
-        // gradient would otherwise accumulate over the two loop iterations)
-        Tensor xd = x.detach().to_device(device).set_requires_grad(true);
-        Tensor dd = delta.detach().to_device(device).set_requires_grad(true);
-        Tensor wd = w.detach().to_device(device).set_requires_grad(true);
-        Tensor bd = b.detach().to_device(device).set_requires_grad(true);
-        const Tensor y = fused ? ops::add_layernorm(xd, dd, wd, bd, 1e-5, output).normed
-                               : ops::layernorm(xd, wd, bd, 1e-5, output);
-        const Tensor g = y.dtype() == DType::BF16 ? g16 : g16.to_dtype(DType::F32);
-        autograd::backward(y, g.to_device(device));
-        grads = {xd.grad(), wd.grad(), bd.grad()};
-        if (fused) grads.push_back(dd.grad());
-        return y;
-      };
-      std::vector<Tensor> cpu_grads, gpu_grads;
-      const Tensor yc = run(Device::cpu(), ops::NormOutput::kOperandDType, cpu_grads);
-      const Tensor yg = run(Device::cuda(), ops::NormOutput::kOperandDType, gpu_grads);
-      REQUIRE(yc.dtype() == DType::F32);  // the CPU keeps x's dtype
-      REQUIRE(yg.dtype() == DType::BF16);
-      test::require_close(yg.to_device(Device::cpu()).to_dtype(DType::F32), yc, 1.0 / 128, 1e-5);
-      for (size_t i = 0; i < cpu_grads.size(); ++i) {
-        INFO("gradient " << i);
-        REQUIRE(gpu_grads[i].dtype() == DType::F32);
-        test::require_close(gpu_grads[i].to_device(Device::cpu()), cpu_grads[i], 1e-4, 1e-4);
-      }
+      if (fused)
+        require_bf16_norm_output(
+            [](const auto& in, ops::NormOutput output) {
+              return normed_with_f32_sum(ops::add_layernorm(in[0], in[1], in[2], in[3], 1e-5, output));
+            },
+            {x, delta, w, b}, 6 * 37);
+      else
+        require_bf16_norm_output(
+            [](const auto& in, ops::NormOutput output) {
+              return ops::layernorm(in[0], in[1], in[2], 1e-5, output);
+            },
+            {x, w, b}, 6 * 37);
+    }
+}
+
+TEST_CASE("cuda: rmsnorm's and add_rmsnorm's bf16 output (kOperandDType) within one rounding",
+          "[cuda]") {
+  SINKLAB_REQUIRE_CUDA();
+  // LLaMA's RMSNorms under bf16: with and without weight, and fused with the add (the sum f32).
+  for (int64_t C : {7, 96, 768}) {
+    INFO("C " << C);
+    const Shape shape{6, 37, C};  // 222 rows
+    const Tensor x = random_tensor(shape, 171, DType::F32, 2.0);
+    const Tensor delta = random_tensor(shape, 172, DType::F32, 1.0);
+    const Tensor w = random_tensor({C}, 173, DType::F32, 1.0);
+    require_bf16_norm_output(
+        [](const auto& in, ops::NormOutput output) {
+          return ops::rmsnorm(in[0], in[1], 1e-6, output);
+        },
+        {x, w}, 6 * 37);
+    require_bf16_norm_output(
+        [](const auto& in, ops::NormOutput output) {
+          return ops::rmsnorm(in[0], Tensor(), 1e-6, output);
+        },
+        {x}, 6 * 37);
+    require_bf16_norm_output(
+        [](const auto& in, ops::NormOutput output) {
+          return normed_with_f32_sum(ops::add_rmsnorm(in[0], in[1], in[2], 1e-6, output));
+        },
+        {x, delta, w}, 6 * 37);
+  }
+}
+
+TEST_CASE("cuda: headwise_rmsnorm's bf16 output (kOperandDType) within one rounding, both gammas",
+          "[cuda]") {
+  SINKLAB_REQUIRE_CUDA();
+  // The attention output (B, T, NH, HS) normalised per head under bf16, its output feeding o_proj:
+  // gamma per head (NH, HS) (B T rows per element) or shared (HS) (B T NH rows per element).
+  struct Heads {
+    int64_t NH, HS;
+  };
+  for (Heads h : {Heads{3, 5}, Heads{12, 64}})
+    for (bool shared : {false, true}) {
+      INFO("NH=" << h.NH << " HS=" << h.HS << " shared=" << shared);
+      const Tensor x = random_tensor({4, 33, h.NH, h.HS}, 174, DType::F32, 2.0);
+      const Tensor gamma =
+          random_tensor(shared ? Shape{h.HS} : Shape{h.NH, h.HS}, 175, DType::F32, 1.0);
+      require_bf16_norm_output(
+          [](const auto& in, ops::NormOutput output) {
+            return ops::headwise_rmsnorm(in[0], in[1], 1e-6, output);
+          },
+          {x, gamma}, shared ? 4 * 33 * h.NH : 4 * 33);
     }
 }
 

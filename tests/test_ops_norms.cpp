@@ -2,7 +2,10 @@
 // backward by gradient check (every input, both gamma layouts) and f32 against f64, zero rows,
 // the unit mean square of head-wise RMSNorm, and bad input by error.
 #include <cmath>
+#include <utility>
+#include <vector>
 
+#include "core/precision.h"
 #include "ops/elementwise.h"
 #include "ops/layernorm.h"
 #include "ops/rmsnorm.h"
@@ -285,6 +288,40 @@ TEST_CASE("add_layernorm and add_rmsnorm equal add then the norm, forward and ba
   require_error<ShapeError>(
       [&] { (void)ops::add_layernorm(x.detach(), random_tensor({4, 5}, 309), w.detach(), b.detach()); },
       {"add_layernorm", "delta", "(4, 5)", "(4, 6)"});
+}
+
+TEST_CASE("norm outputs for kOperandDType keep x's dtype on the CPU, also under bf16 precision",
+          "[ops]") {
+  // NormOutput::kOperandDType stores bf16 only on a GPU (ops/add_norm.h): on the CPU every norm
+  // gives x's dtype and the kInputDType values bit for bit, the residual sum too.
+  PrecisionGuard bf16(Precision::BF16);
+  const ops::NormOutput operand = ops::NormOutput::kOperandDType;
+  for (DType dt : {DType::F64, DType::F32}) {
+    INFO(dtype_name(dt));
+    // x (3, 5, 8): rows of C = 8, or NH = 5 heads of HS = 8 for headwise_rmsnorm.
+    Tensor x = random_tensor({3, 5, 8}, 310, dt), d = random_tensor({3, 5, 8}, 311, dt);
+    Tensor w = random_tensor({8}, 312, dt), b = random_tensor({8}, 313, dt);
+    Tensor per_head = random_tensor({5, 8}, 314, dt);  // (NH, HS)
+    const ops::AddNorm ln = ops::add_layernorm(x, d, w, b, 1e-5, operand);
+    const ops::AddNorm rms = ops::add_rmsnorm(x, d, w, 1e-6, operand);
+    REQUIRE(ln.sum.dtype() == dt);
+    REQUIRE(rms.sum.dtype() == dt);
+    // {the kOperandDType output, its kInputDType reference}
+    const std::vector<std::pair<Tensor, Tensor>> outputs = {
+        {ops::layernorm(x, w, b, 1e-5, operand), ops::layernorm(x, w, b, 1e-5)},
+        {ln.normed, ops::add_layernorm(x, d, w, b, 1e-5).normed},
+        {ops::rmsnorm(x, w, 1e-6, operand), ops::rmsnorm(x, w, 1e-6)},
+        {ops::rmsnorm(x, Tensor(), 1e-6, operand), ops::rmsnorm(x, Tensor(), 1e-6)},
+        {rms.normed, ops::add_rmsnorm(x, d, w, 1e-6).normed},
+        {ops::headwise_rmsnorm(x, per_head, 1e-6, operand),
+         ops::headwise_rmsnorm(x, per_head, 1e-6)},
+        {ops::headwise_rmsnorm(x, w, 1e-6, operand), ops::headwise_rmsnorm(x, w, 1e-6)}};
+    for (size_t i = 0; i < outputs.size(); ++i) {
+      INFO("output " << i);
+      REQUIRE(outputs[i].first.dtype() == dt);
+      REQUIRE(outputs[i].first.to_doubles() == outputs[i].second.to_doubles());
+    }
+  }
 }
 
 TEST_CASE("norm ops reject bad input naming the op and the shapes", "[ops][errors]") {
