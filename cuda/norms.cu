@@ -303,73 +303,94 @@ void layernorm_backward_cuda(const Tensor& grad, const Tensor& x, const Tensor& 
 // ---------------------------------------------------------------------------------------------
 // RMSNorm and head-wise RMSNorm: rows of D, gain (P) or null, row r uses gain[(r * D) % P + d].
 
-// x, y (rows, D); gain (P) or null; rstd (rows). One warp per row. y is stored as Y: T, or bf16
-// for an f32 x (NormOutput::kOperandDType), rounded to nearest even.
-template <class T, class Y>
-__global__ void rmsnorm_forward_kernel(const T* x, const T* delta, T* sum_out, const T* gain, Y* y,
+// x, y (rows, D); gain (P) or null; rstd (rows). One warp per row, math in T. x is stored as X:
+// T, or bf16 (head-wise RMSNorm of cuDNN's bf16 attention output, T = f32; no delta then); y as
+// Y: T, or bf16 for an f32 x (NormOutput::kOperandDType) or a bf16 x, rounded to nearest even.
+template <class T, class X, class Y>
+__global__ void rmsnorm_forward_kernel(const X* x, const T* delta, T* sum_out, const T* gain, Y* y,
                                        T* rstd, int64_t rows, int64_t D, int64_t P, T eps) {
   const int lane = threadIdx.x % kWarp;
   const int64_t r = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.x / kWarp;
   if (r >= rows) return;
-  const T* xr = residual_row(x, delta, sum_out, r, D, lane);  // (D) x, or x + delta
+  const X* xr = x + r * D;  // (D) x, or x + delta
+  if constexpr (std::is_same_v<X, T>) xr = residual_row(x, delta, sum_out, r, D, lane);
 
   Y* yr = y + r * D;                                    // (D)
   const T* gr = gain ? gain + (r * D) % P : nullptr;    // (D) slice of the gain
   T sq = T(0);
-  for (int64_t d = lane; d < D; d += kWarp) sq += xr[d] * xr[d];
+  for (int64_t d = lane; d < D; d += kWarp) sq += to_acc(xr[d]) * to_acc(xr[d]);
   const T inv = inv_sqrt(warp_sum(sq) / static_cast<T>(D) + eps);
   if (lane == 0) rstd[r] = inv;
-  for (int64_t d = lane; d < D; d += kWarp) yr[d] = from_acc<Y>(xr[d] * inv * (gr ? gr[d] : T(1)));
+  for (int64_t d = lane; d < D; d += kWarp)
+    yr[d] = from_acc<Y>(to_acc(xr[d]) * inv * (gr ? gr[d] : T(1)));
 }
 
-// dx = r * g - (r^3 / D) * x * sum_d(x_d g_d), g = gain * dy, r = rstd. One warp per row. dy
-// stored as G (y's dtype: T, or bf16 for an f32 x), widened to T.
-template <class T, class G>
-__global__ void rmsnorm_backward_x_kernel(const G* dy, const T* x, const T* gain, const T* rstd,
-                                          T* dx, int64_t rows, int64_t D, int64_t P) {
+// dx = r * g - (r^3 / D) * x * sum_d(x_d g_d), g = gain * dy, r = rstd. One warp per row, math
+// in T. dy stored as G (y's dtype), x and dx as X (T, or bf16 for a bf16 x), widened to T.
+template <class T, class X, class G>
+__global__ void rmsnorm_backward_x_kernel(const G* dy, const X* x, const T* gain, const T* rstd,
+                                          X* dx, int64_t rows, int64_t D, int64_t P) {
   const int lane = threadIdx.x % kWarp;
   const int64_t r = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.x / kWarp;
   if (r >= rows) return;
-  const T* xr = x + r * D;                              // (D)
+  const X* xr = x + r * D;                              // (D)
   const G* dyr = dy + r * D;                            // (D)
-  T* dxr = dx + r * D;                                  // (D)
+  X* dxr = dx + r * D;                                  // (D)
   const T* gr = gain ? gain + (r * D) % P : nullptr;    // (D) slice of the gain
   const T inv = rstd[r];
   T dot = T(0);
-  for (int64_t d = lane; d < D; d += kWarp) dot += xr[d] * (to_acc(dyr[d]) * (gr ? gr[d] : T(1)));
+  for (int64_t d = lane; d < D; d += kWarp)
+    dot += to_acc(xr[d]) * (to_acc(dyr[d]) * (gr ? gr[d] : T(1)));
   const T coef = inv * inv * inv * warp_sum(dot) / static_cast<T>(D);
   for (int64_t d = lane; d < D; d += kWarp) {
     const T g = to_acc(dyr[d]) * (gr ? gr[d] : T(1));
-    dxr[d] = inv * g - coef * xr[d];
+    dxr[d] = from_acc<X>(inv * g - coef * to_acc(xr[d]));
   }
 }
 
 // Viewing the flat x (n) as (n / P, P): acc[0] += dy * x * rstd[i / D] at i = q * P + p; dy
-// stored as G.
-template <class T, class G>
+// stored as G, x as X.
+template <class T, class X, class G>
 struct RmsNormGainTerm {
   const G* dy;    // (n)
-  const T* x;     // (n)
+  const X* x;     // (n)
   const T* rstd;  // (n / D)
   int64_t P, D;
   __device__ void operator()(int64_t q, int64_t p, T* acc) const {
     const int64_t i = q * P + p;
-    acc[0] += to_acc(dy[i]) * x[i] * rstd[i / D];
+    acc[0] += to_acc(dy[i]) * to_acc(x[i]) * rstd[i / D];
   }
 };
 
-// Runs rmsnorm_forward_kernel; delta and sum (..., D) undefined for the plain norm.
+// dispatch_float on the norm's math type: f32 for a bf16 x (body gets float{} and x's pointer as
+// bf16), else x's own dtype.
+template <class TensorRef, class Body>
+void with_norm_input(TensorRef& x, const char* op, Body&& body) {
+  using Bf16 = std::conditional_t<std::is_const_v<TensorRef>, const __nv_bfloat16, __nv_bfloat16>;
+  if (x.dtype() == DType::BF16) {
+    body(float{}, static_cast<Bf16*>(x.raw_data()));
+    return;
+  }
+  dispatch_float(x.dtype(), op, [&](auto zero) {
+    using T = decltype(zero);
+    body(zero, x.template data<T>());
+  });
+}
+
+// Runs rmsnorm_forward_kernel; delta and sum (..., D) undefined for the plain norm (and for a
+// bf16 x).
 void launch_rmsnorm_forward(const Tensor& x, const Tensor& delta, Tensor* sum, const Tensor& gain,
                             double eps, Tensor& y, Tensor& rstd) {
-  dispatch_float(x.dtype(), "rmsnorm", [&](auto zero) {
+  with_norm_input(x, "rmsnorm", [&](auto zero, const auto* px) {  // x (rows, D) as T or bf16
     using T = decltype(zero);
+    using X = std::remove_cv_t<std::remove_pointer_t<decltype(px)>>;
     const int64_t D = x.size(-1), rows = x.numel() / D;
     const int64_t P = gain.defined() ? gain.numel() : D;
     if (rows == 0) return;
     with_norm_output<T>(y, [&](auto* py) {  // y (rows, D) as T or bf16
       using Y = std::remove_pointer_t<decltype(py)>;
-      rmsnorm_forward_kernel<T, Y><<<row_blocks(rows), kRowThreads, 0, stream()>>>(
-          x.data<T>(),                                  // (rows, D)
+      rmsnorm_forward_kernel<T, X, Y><<<row_blocks(rows), kRowThreads, 0, stream()>>>(
+          px,                                           // (rows, D)
           delta.defined() ? delta.data<T>() : nullptr,  // (rows, D) or none
           sum ? sum->data<T>() : nullptr,               // (rows, D) or none
           gain.defined() ? gain.data<T>() : nullptr,    // (P) or none
@@ -393,23 +414,24 @@ void add_rmsnorm_forward_cuda(const Tensor& x, const Tensor& delta, const Tensor
 
 void rmsnorm_backward_cuda(const Tensor& grad, const Tensor& x, const Tensor& gain,
                            const Tensor& rstd, Tensor* grad_x, Tensor* grad_gain) {
-  dispatch_float(x.dtype(), "rmsnorm", [&](auto zero) {
+  with_norm_input(x, "rmsnorm", [&](auto zero, const auto* px) {  // x (rows, D) as T or bf16
     using T = decltype(zero);
+    using X = std::remove_cv_t<std::remove_pointer_t<decltype(px)>>;
     const int64_t n = x.numel(), D = x.size(-1), rows = n / D;
     const int64_t P = gain.defined() ? gain.numel() : D;
-    const T* px = x.data<T>();                                  // (rows, D)
     const T* pg = gain.defined() ? gain.data<T>() : nullptr;    // (P) or none
     const T* prstd = rstd.data<T>();                            // (rows)
     with_norm_output<T>(grad, [&](const auto* pdy) {  // dy (rows, D) as T or bf16
       using G = std::remove_cv_t<std::remove_pointer_t<decltype(pdy)>>;
       if (grad_x && rows > 0) {
-        rmsnorm_backward_x_kernel<T, G><<<row_blocks(rows), kRowThreads, 0, stream()>>>(
-            pdy, px, pg, prstd, grad_x->data<T>() /* (rows, D) */, rows, D, P);
+        X* pdx = static_cast<X*>(grad_x->raw_data());  // (rows, D), x's dtype
+        rmsnorm_backward_x_kernel<T, X, G><<<row_blocks(rows), kRowThreads, 0, stream()>>>(
+            pdy, px, pg, prstd, pdx, rows, D, P);
         SINKLAB_KERNEL_CHECK("rmsnorm backward (x)");
       }
       if (grad_gain) {
         T* pdg = grad_gain->data<T>();  // (P)
-        column_sums<T, 1>(n / P, P, RmsNormGainTerm<T, G>{pdy, px, prstd, P, D}, pdg,
+        column_sums<T, 1>(n / P, P, RmsNormGainTerm<T, X, G>{pdy, px, prstd, P, D}, pdg,
                           static_cast<T*>(nullptr), x.device(), "rmsnorm backward (gain)");
       }
     });

@@ -16,10 +16,12 @@ OpKernels<AddRmsNormForwardFn, AddRmsNormForwardFn> add_rmsnorm_kernels{
 
 namespace {
 
-// Checks shared by both ops; each op then checks the shape of its gain against x.
+// Checks shared by both ops; each op then checks the shape of its gain against x. x may be bf16
+// on a GPU (head-wise RMSNorm of cuDNN's bf16 attention output; the math is f32) with an f32
+// gain.
 void check_inputs(const Tensor& x, const Tensor& gain, const char* gain_arg, size_t min_rank,
                   double eps, const char* op) {
-  check_float(x, op, "x");
+  check_float_storage(x, op, "x");
   check_contiguous(x, op, "x");
   SINKLAB_CHECK(x.dim() >= min_rank && x.size(-1) > 0, ShapeError,
                 op << ": x " << x.str() << " needs rank >= " << min_rank
@@ -27,7 +29,10 @@ void check_inputs(const Tensor& x, const Tensor& gain, const char* gain_arg, siz
                 min_rank == 1 ? "pass x of shape (..., C)" : "pass x of shape (..., NH, HS)");
   if (gain.defined()) {
     check_same_device(x, gain, op);
-    check_same_dtype(x, gain, op);
+    if (x.dtype() == DType::BF16)
+      check_dtype(gain, DType::F32, op, gain_arg);
+    else
+      check_same_dtype(x, gain, op);
     check_contiguous(gain, op, gain_arg);
   }
   SINKLAB_CHECK(eps > 0 && std::isfinite(eps), ValueError,
@@ -60,7 +65,8 @@ Tensor rms_normalize(const Tensor& x, const Tensor& gain, double eps, NormOutput
                      const OpKernels<RmsNormForwardFn, RmsNormBackwardFn>& kernels) {
   const int64_t rows = x.numel() / x.size(-1);
   Tensor y = Tensor::empty(x.shape(), norm_output_dtype(x, output), x.device());  // (..., D)
-  Tensor rstd = Tensor::empty({rows}, x.dtype(), x.device());  // (rows)
+  const DType math = x.dtype() == DType::BF16 ? DType::F32 : x.dtype();
+  Tensor rstd = Tensor::empty({rows}, math, x.device());  // (rows)
   kernels.forward(x.device())(x, gain, eps, y, rstd);
   record_rms(y, x, gain, rstd, op, kernels);
   return y;
@@ -76,6 +82,7 @@ Tensor rmsnorm(const Tensor& x, const Tensor& weight, double eps, NormOutput out
 
 AddNorm add_rmsnorm(const Tensor& x, const Tensor& delta, const Tensor& weight, double eps,
                     NormOutput output) {
+  check_float(x, "add_rmsnorm", "x");  // the residual stream: f32 or f64
   check_inputs(x, weight, "weight", 1, eps, "rmsnorm");
   if (weight.defined()) check_shape(weight, {x.size(-1)}, "rmsnorm", "weight");
   check_delta(x, delta, "add_rmsnorm");

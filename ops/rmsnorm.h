@@ -17,6 +17,8 @@ namespace sinklab::ops {
 
 // output: y's dtype (ops/add_norm.h): x's, or bf16 for NormOutput::kOperandDType on a GPU under
 // Precision::BF16 with an f32 x; y's gradient then comes back in bf16 and x's in x's dtype.
+// rmsnorm and headwise_rmsnorm also take a bf16 x on a GPU (cuDNN's attention output) with an
+// f32 gain: f32 math, y and x's gradient bf16, rstd f32.
 Tensor rmsnorm(const Tensor& x, const Tensor& weight, double eps = 1e-6,
                NormOutput output = NormOutput::kInputDType);
 Tensor headwise_rmsnorm(const Tensor& x, const Tensor& gamma, double eps = 1e-6,
@@ -27,7 +29,8 @@ AddNorm add_rmsnorm(const Tensor& x, const Tensor& delta, const Tensor& weight, 
                     NormOutput output = NormOutput::kInputDType);
 
 // Forward: x (..., D), gain (P) or undefined -> y (..., D) and rstd (rows), rows = numel / D.
-// y is x's dtype, or bf16 (CUDA, f32 x) for NormOutput::kOperandDType; rstd is x's dtype. The
+// y is x's dtype, or bf16 (CUDA, f32 x) for NormOutput::kOperandDType; rstd is x's dtype (f32
+// for a bf16 x). The
 // backward's grad then comes in y's dtype; grad_x and grad_gain are x's (and gain's) dtype.
 using RmsNormForwardFn = void (*)(const Tensor& x, const Tensor& gain, double eps, Tensor& y,
                                   Tensor& rstd);

@@ -265,6 +265,39 @@ TEST_CASE("cuda: headwise_rmsnorm's bf16 output (kOperandDType) within one round
     }
 }
 
+TEST_CASE("cuda: headwise_rmsnorm of a bf16 x (cuDNN's attention output): f32 math, bf16 y and dx",
+          "[cuda]") {
+  SINKLAB_REQUIRE_CUDA();
+  // x as cuDNN writes it (bf16), gamma f32: against the CPU in f64 on the same (bf16-exact)
+  // values, y and x's gradient within one bf16 rounding, gamma's gradient as f32 sums.
+  PrecisionGuard bf16(Precision::BF16);
+  for (bool shared : {false, true}) {
+    INFO("shared " << shared);
+    const int64_t B = 4, T = 33, NH = 12, HS = 64;
+    const Tensor x = random_tensor({B, T, NH, HS}, 176, DType::F32, 2.0).to_dtype(DType::BF16);
+    const Tensor gamma = random_tensor(shared ? Shape{HS} : Shape{NH, HS}, 177, DType::F32, 1.0);
+    const Tensor g = random_tensor({B, T, NH, HS}, 178, DType::F32).to_dtype(DType::BF16);
+    Tensor x_cpu = x.to_dtype(DType::F64).set_requires_grad(true);
+    Tensor gamma_cpu = gamma.to_dtype(DType::F64).set_requires_grad(true);
+    const Tensor y_cpu = ops::headwise_rmsnorm(x_cpu, gamma_cpu, 1e-6);
+    autograd::backward(y_cpu, g.to_dtype(DType::F64));
+    Tensor x_gpu = x.to_device(Device::cuda()).set_requires_grad(true);
+    Tensor gamma_gpu = gamma.to_device(Device::cuda()).set_requires_grad(true);
+    const Tensor y_gpu = ops::headwise_rmsnorm(x_gpu, gamma_gpu, 1e-6);
+    REQUIRE(y_gpu.dtype() == DType::BF16);
+    autograd::backward(y_gpu, g.to_device(Device::cuda()));
+    REQUIRE(x_gpu.grad().dtype() == DType::BF16);
+    REQUIRE(gamma_gpu.grad().dtype() == DType::F32);
+    test::require_close(y_gpu.to_device(Device::cpu()).to_dtype(DType::F64), y_cpu, 1.0 / 128,
+                        1e-5);
+    test::require_close(x_gpu.grad().to_device(Device::cpu()).to_dtype(DType::F64), x_cpu.grad(),
+                        1.0 / 128, 1e-4);
+    const CudaCompareOptions tol = tolerance(DType::F32, shared ? B * T * NH : B * T);
+    test::require_close(gamma_gpu.grad().to_device(Device::cpu()).to_dtype(DType::F64),
+                        gamma_cpu.grad(), tol.rtol, tol.atol);
+  }
+}
+
 TEST_CASE("cuda: layernorm of rows with a large mean matches the CPU", "[cuda]") {
   SINKLAB_REQUIRE_CUDA();
   // x = 20 + N(0, 1): the two-pass variance keeps f32 accurate. C 130: the row-walking kernel;

@@ -240,6 +240,7 @@ Tensor GPT::attention_block(int64_t layer, const Tensor& h, LayerCapture* captur
   o = amplify(layer, o, v);  // (B, T, NH, HS)
   // The head-wise norm's output only feeds o_proj: stored as the product reads it (bf16 under
   // bf16 on a GPU), as the block norms' outputs are.
+  // (It reads o as attention wrote it: bf16 where cuDNN ran, its math in f32.)
   Tensor o_normed = headwise(cfg_) ? ops::headwise_rmsnorm(o, p(attn + "head_norm.weight"),
                                                              kHeadwiseRmsNormEps,
                                                              ops::NormOutput::kOperandDType)
