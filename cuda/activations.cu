@@ -1,8 +1,10 @@
-// CUDA twins of ops/cpu/activations: gelu (tanh approximation), silu and swiglu, forward and
-// backward. Elementwise over contiguous tensors of one shape, four elements per thread
-// (cuda/elementwise_map.cuh), f32 and f64; the math is in the tensor's type with the accurate
-// (non-fast-math) tanh/exp. swiglu also takes bf16 (LLaMA's FFN under bf16): 8 elements per
-// thread, math in f32 (OperandMath below: __expf and __fdividef), results rounded to nearest even.
+// CUDA twins of ops/cpu/activations: gelu (tanh approximation), silu, swiglu and swiglu_packed,
+// forward and backward. gelu and silu: elementwise over contiguous tensors of one shape, four
+// elements per thread (cuda/elementwise_map.cuh), f32 and f64; the math is in the tensor's type
+// with the accurate (non-fast-math) tanh/exp. swiglu and swiglu_packed (one kernel pair over rows
+// whose gate and up are separate tensors or the halves of each packed row): f32 and f64 as
+// gelu, and bf16 (LLaMA's FFN under bf16): 16 bytes (8 elements) per thread, math in f32
+// (OperandMath below: __expf and __fdividef), results rounded to nearest even.
 // bias_gelu: x (rows, F) stored in f32, f64 or bf16 (OperandMath for bf16), bias (F). Forward:
 // a thread owns 16 bytes of consecutive columns (8 bf16, 4 f32, 2 f64: their bias in registers;
 // one 16-byte access per buffer when the rows divide into such packs and the buffers are
@@ -12,6 +14,7 @@
 // deterministic.
 #include <algorithm>
 #include <cstdint>
+#include <initializer_list>
 #include <type_traits>
 
 #include "cuda/check.h"
@@ -103,6 +106,10 @@ struct AccurateMath {
   template <class T> static __device__ __forceinline__ T gelu_derivative(T x) {
     return sinklab::cuda::gelu_derivative(x);
   }
+  template <class T> static __device__ __forceinline__ T silu(T x) { return silu_value(x); }
+  template <class T> static __device__ __forceinline__ T silu_derivative(T x) {
+    return sinklab::cuda::silu_derivative(x);
+  }
 };
 
 // The math for a storage type S.
@@ -124,105 +131,135 @@ struct SiluValue {
 struct SiluGrad {
   template <class T> __device__ T operator()(T g, T x) const { return g * silu_derivative(x); }
 };
-struct SwigluValue {  // (gate, up) -> silu(gate) * up
-  template <class T> __device__ T operator()(T gate, T up) const { return silu_value(gate) * up; }
+// ---------------------------------------------------------------------------------------------
+// swiglu and swiglu_packed: out = silu(gate) * up over (rows, F), computed in MathFor<S> (f32
+// with __expf / __fdividef for bf16 storage, LLaMA's FFN under bf16; the accurate functions in
+// the storage type for f32 and f64) and rounded to the storage type. swiglu's gate, up and out
+// are one row of n elements each; swiglu_packed's gate and up are the two halves of each
+// (2F) row of gate_up, and their gradients the two halves of each row of grad gate_up. Each
+// thread takes one RowPack (16 bytes: 8 bf16, 4 f32, 2 f64) of consecutive columns of one row:
+// one access per buffer when the pack is whole and every row of every buffer starts 16-byte
+// aligned, element by element otherwise (a row's tail, unaligned views).
+
+// Where the elements (r, c) of a gated map lie: gate, up and their gradients at
+// r * in_stride + c from their first element, out and the upstream gradient at r * out_stride + c.
+struct GatedRows {
+  int64_t rows, F, in_stride, out_stride;
 };
 
-// grad, gate, up (n); grad_gate = grad * up * silu'(gate), grad_up = grad * silu(gate), each (n)
-// or null (skipped).
-template <class T>
-__global__ void swiglu_backward_kernel(const T* grad, const T* gate, const T* up, T* grad_gate,
-                                       T* grad_up, int64_t n, bool packed) {
-  const int64_t i = first_of_four();
-  if (i >= n) return;
-  const Four<T> g = load_four(grad, i, n, packed), a = load_four(gate, i, n, packed);
-  if (grad_gate) {
-    const Four<T> u = load_four(up, i, n, packed);
-    Four<T> out;
-    for (int j = 0; j < 4; ++j) out.v[j] = g.v[j] * u.v[j] * silu_derivative(a.v[j]);
-    store_four(grad_gate, i, n, packed, out);
-  }
-  if (grad_up) {
-    Four<T> out;
-    for (int j = 0; j < 4; ++j) out.v[j] = g.v[j] * silu_value(a.v[j]);
-    store_four(grad_up, i, n, packed, out);
-  }
-}
-
-// A thread's RowPack (cuda/storage_types.cuh) of a row: one access when `packed`, else its first
-// `width` elements one by one.
+// Whether the rows of every buffer (their first elements; null ones ignored) start 16-byte
+// aligned, so that the whole packs move in one access each.
 template <class S>
-__device__ __forceinline__ RowPack<S> load_pack(const S* p, int width, bool packed) {
-  if (packed) return *reinterpret_cast<const RowPack<S>*>(p);
-  RowPack<S> q{};
-  for (int j = 0; j < width; ++j) q.v[j] = p[j];
-  return q;
+bool rows_aligned(const GatedRows& g, std::initializer_list<const void*> buffers) {
+  constexpr int kPer = RowPack<S>::kCount;
+  return (g.rows == 1 || (g.in_stride % kPer == 0 && g.out_stride % kPer == 0)) &&
+         aligned16(buffers);
 }
 
 template <class S>
-__device__ __forceinline__ void store_pack(S* p, const RowPack<S>& q, int width, bool packed) {
-  if (packed) {
-    *reinterpret_cast<RowPack<S>*>(p) = q;
-    return;
-  }
-  for (int j = 0; j < width; ++j) p[j] = q.v[j];
+int64_t packs_of(const GatedRows& g) {
+  constexpr int kPer = RowPack<S>::kCount;
+  return g.rows * ((g.F + kPer - 1) / kPer);
 }
 
-// swiglu on bf16 storage (LLaMA's FFN under bf16: gate and up written in bf16 by their
-// products, u read by down_proj as its operand): f32 arithmetic, results rounded to nearest
-// even. Each thread takes one 16-byte pack of 8 elements (element by element at the tail or
-// when a buffer is not 16-byte aligned).
-constexpr int kBf16Pack = RowPack<__nv_bfloat16>::kCount;
-
-template <class Fn>
-__device__ __forceinline__ void for_pack_of_8(int64_t n, bool packed, Fn&& fn) {
-  const int64_t i0 = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) * kBf16Pack;
-  if (i0 >= n) return;
-  const int64_t left = n - i0;
-  fn(i0, static_cast<int>(left < kBf16Pack ? left : kBf16Pack), packed && left >= kBf16Pack);
+// fn(in_at, out_at, width, whole) for the calling thread's pack: `width` columns of one row from
+// element in_at of the gate / up buffers and out_at of the out / upstream gradient buffers;
+// `whole` when it moves in one access per buffer.
+template <class S, class Fn>
+__device__ __forceinline__ void for_gated_pack(const GatedRows& g, bool aligned, Fn&& fn) {
+  constexpr int kPer = RowPack<S>::kCount;
+  const int64_t per_row = (g.F + kPer - 1) / kPer;
+  const int64_t p = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (p >= g.rows * per_row) return;
+  const int64_t r = p / per_row, c0 = (p - r * per_row) * kPer;
+  const int width = static_cast<int>(g.F - c0 < kPer ? g.F - c0 : kPer);
+  fn(r * g.in_stride + c0, r * g.out_stride + c0, width, aligned && width == kPer);
 }
 
-__global__ void swiglu_forward_bf16_kernel(const __nv_bfloat16* __restrict__ gate,
-                                           const __nv_bfloat16* __restrict__ up,
-                                           __nv_bfloat16* __restrict__ out, int64_t n,
-                                           bool packed) {
-  for_pack_of_8(n, packed, [&](int64_t i, int width, bool whole) {
-    const RowPack<__nv_bfloat16> a = load_pack(gate + i, width, whole);
-    const RowPack<__nv_bfloat16> b = load_pack(up + i, width, whole);
-    RowPack<__nv_bfloat16> y;
+template <class S>
+__global__ void swiglu_forward_kernel(const S* __restrict__ gate, const S* __restrict__ up,
+                                      S* __restrict__ out, GatedRows g, bool aligned) {
+  for_gated_pack<S>(g, aligned, [&](int64_t in_at, int64_t out_at, int width, bool whole) {
+    const RowPack<S> a = load_pack(gate + in_at, width, whole);
+    const RowPack<S> b = load_pack(up + in_at, width, whole);
+    RowPack<S> y;
 #pragma unroll
-    for (int j = 0; j < kBf16Pack; ++j)
-      y.v[j] = __float2bfloat16_rn(OperandMath::silu(to_acc(a.v[j])) * to_acc(b.v[j]));
-    store_pack(out + i, y, width, whole);
+    for (int j = 0; j < RowPack<S>::kCount; ++j)
+      y.v[j] = from_acc<S>(MathFor<S>::silu(to_acc(a.v[j])) * to_acc(b.v[j]));
+    store_pack(out + out_at, y, width, whole);
   });
 }
 
-// grad_gate = grad * up * silu'(gate), grad_up = grad * silu(gate), each (n) or null (skipped).
-__global__ void swiglu_backward_bf16_kernel(const __nv_bfloat16* __restrict__ grad,
-                                            const __nv_bfloat16* __restrict__ gate,
-                                            const __nv_bfloat16* __restrict__ up,
-                                            __nv_bfloat16* __restrict__ grad_gate,
-                                            __nv_bfloat16* __restrict__ grad_up, int64_t n,
-                                            bool packed) {
-  for_pack_of_8(n, packed, [&](int64_t i, int width, bool whole) {
-    const RowPack<__nv_bfloat16> g = load_pack(grad + i, width, whole);
-    const RowPack<__nv_bfloat16> a = load_pack(gate + i, width, whole);
+// grad_gate = grad * up * silu'(gate), grad_up = grad * silu(gate), each null (skipped) or laid
+// out as gate and up.
+template <class S>
+__global__ void swiglu_backward_kernel(const S* __restrict__ grad, const S* __restrict__ gate,
+                                       const S* __restrict__ up, S* __restrict__ grad_gate,
+                                       S* __restrict__ grad_up, GatedRows g, bool aligned) {
+  for_gated_pack<S>(g, aligned, [&](int64_t in_at, int64_t out_at, int width, bool whole) {
+    const RowPack<S> d = load_pack(grad + out_at, width, whole);
+    const RowPack<S> a = load_pack(gate + in_at, width, whole);
     if (grad_gate) {
-      const RowPack<__nv_bfloat16> u = load_pack(up + i, width, whole);
-      RowPack<__nv_bfloat16> d;
+      const RowPack<S> u = load_pack(up + in_at, width, whole);
+      RowPack<S> dg;
 #pragma unroll
-      for (int j = 0; j < kBf16Pack; ++j)
-        d.v[j] = __float2bfloat16_rn(to_acc(g.v[j]) * to_acc(u.v[j]) *
-                                     OperandMath::silu_derivative(to_acc(a.v[j])));
-      store_pack(grad_gate + i, d, width, whole);
+      for (int j = 0; j < RowPack<S>::kCount; ++j)
+        dg.v[j] = from_acc<S>(to_acc(d.v[j]) * to_acc(u.v[j]) *
+                              MathFor<S>::silu_derivative(to_acc(a.v[j])));
+      store_pack(grad_gate + in_at, dg, width, whole);
     }
     if (grad_up) {
-      RowPack<__nv_bfloat16> d;
+      RowPack<S> du;
 #pragma unroll
-      for (int j = 0; j < kBf16Pack; ++j)
-        d.v[j] = __float2bfloat16_rn(to_acc(g.v[j]) * OperandMath::silu(to_acc(a.v[j])));
-      store_pack(grad_up + i, d, width, whole);
+      for (int j = 0; j < RowPack<S>::kCount; ++j)
+        du.v[j] = from_acc<S>(to_acc(d.v[j]) * MathFor<S>::silu(to_acc(a.v[j])));
+      store_pack(grad_up + in_at, du, width, whole);
     }
+  });
+}
+
+// Element `first` of t's buffer as an S pointer: an operand, and an output (null if none).
+template <class S>
+const S* element(const Tensor& t, int64_t first) {
+  return static_cast<const S*>(t.raw_data()) + first;
+}
+template <class S>
+S* element(Tensor* t, int64_t first) {
+  return t ? static_cast<S*>(t->raw_data()) + first : nullptr;
+}
+
+// out = silu(gate) * up over g; gate and up start at element gate_first / up_first of theirs.
+void launch_swiglu_forward(const Tensor& gate, int64_t gate_first, const Tensor& up,
+                           int64_t up_first, Tensor& out, const GatedRows& g) {
+  if (g.rows == 0 || g.F == 0) return;
+  dispatch_storage(gate.dtype(), "swiglu forward", [&](auto zero) {
+    using S = decltype(zero);
+    const S* pa = element<S>(gate, gate_first);  // (rows, F), rows in_stride apart
+    const S* pu = element<S>(up, up_first);      // (rows, F), rows in_stride apart
+    S* po = element<S>(&out, 0);                 // (rows, F), rows out_stride apart
+    swiglu_forward_kernel<S><<<blocks_for(packs_of<S>(g), kThreads), kThreads, 0, stream()>>>(
+        pa, pu, po, g, rows_aligned<S>(g, {pa, pu, po}));
+    SINKLAB_KERNEL_CHECK("swiglu forward");
+  });
+}
+
+// The gradients of launch_swiglu_forward's gate and up (grad_gate / grad_up null: skipped), laid
+// out as gate and up from element first of theirs.
+void launch_swiglu_backward(const Tensor& grad, const Tensor& gate, int64_t gate_first,
+                            const Tensor& up, int64_t up_first, Tensor* grad_gate,
+                            int64_t grad_gate_first, Tensor* grad_up, int64_t grad_up_first,
+                            const GatedRows& g) {
+  if (g.rows == 0 || g.F == 0 || (!grad_gate && !grad_up)) return;
+  dispatch_storage(gate.dtype(), "swiglu backward", [&](auto zero) {
+    using S = decltype(zero);
+    const S* pd = element<S>(grad, 0);                // (rows, F), rows out_stride apart
+    const S* pa = element<S>(gate, gate_first);       // (rows, F), rows in_stride apart
+    const S* pu = element<S>(up, up_first);           // (rows, F), rows in_stride apart
+    S* pga = element<S>(grad_gate, grad_gate_first);  // (rows, F) like gate, or null
+    S* pgu = element<S>(grad_up, grad_up_first);      // (rows, F) like up, or null
+    swiglu_backward_kernel<S><<<blocks_for(packs_of<S>(g), kThreads), kThreads, 0, stream()>>>(
+        pd, pa, pu, pga, pgu, g, rows_aligned<S>(g, {pd, pa, pu, pga, pgu}));
+    SINKLAB_KERNEL_CHECK("swiglu backward");
   });
 }
 
@@ -372,46 +409,34 @@ void silu_backward_cuda(const Tensor& grad, const Tensor& x, Tensor& grad_x) {
   launch_binary_map<SiluGrad>(grad, x, grad_x, "silu backward");
 }
 
+// swiglu: gate, up, out (n) as one row.
 void swiglu_forward_cuda(const Tensor& gate, const Tensor& up, Tensor& out) {
-  if (gate.dtype() == DType::BF16) {
-    const int64_t n = gate.numel();
-    if (n == 0) return;
-    using bf16 = __nv_bfloat16;
-    swiglu_forward_bf16_kernel<<<blocks_for((n + kBf16Pack - 1) / kBf16Pack, kThreads),
-                                 kThreads, 0, stream()>>>(
-        static_cast<const bf16*>(gate.raw_data()), static_cast<const bf16*>(up.raw_data()),
-        static_cast<bf16*>(out.raw_data()), n,
-        aligned16({gate.raw_data(), up.raw_data(), out.raw_data()}));
-    SINKLAB_KERNEL_CHECK("swiglu forward (bf16)");
-    return;
-  }
-  launch_binary_map<SwigluValue>(gate, up, out, "swiglu forward");
+  const int64_t n = gate.numel();
+  launch_swiglu_forward(gate, 0, up, 0, out, {1, n, n, n});
 }
 
 void swiglu_backward_cuda(const Tensor& grad, const Tensor& gate, const Tensor& up,
                           Tensor* grad_gate, Tensor* grad_up) {
   const int64_t n = gate.numel();
-  if (n == 0 || (!grad_gate && !grad_up)) return;
-  void* pgg = grad_gate ? grad_gate->raw_data() : nullptr;  // (n) or none
-  void* pgu = grad_up ? grad_up->raw_data() : nullptr;      // (n) or none
-  const bool packed = aligned16({grad.raw_data(), gate.raw_data(), up.raw_data(), pgg, pgu});
-  if (gate.dtype() == DType::BF16) {
-    using bf16 = __nv_bfloat16;
-    swiglu_backward_bf16_kernel<<<blocks_for((n + kBf16Pack - 1) / kBf16Pack, kThreads),
-                                  kThreads, 0, stream()>>>(
-        static_cast<const bf16*>(grad.raw_data()), static_cast<const bf16*>(gate.raw_data()),
-        static_cast<const bf16*>(up.raw_data()), static_cast<bf16*>(pgg),
-        static_cast<bf16*>(pgu), n, packed);
-    SINKLAB_KERNEL_CHECK("swiglu backward (bf16)");
-    return;
-  }
-  dispatch_float(gate.dtype(), "swiglu", [&](auto zero) {
-    using T = decltype(zero);
-    swiglu_backward_kernel<T><<<blocks_for_fours(n, kThreads), kThreads, 0, stream()>>>(
-        grad.data<T>(), gate.data<T>(), up.data<T>(), static_cast<T*>(pgg),
-        static_cast<T*>(pgu), n, packed);
-    SINKLAB_KERNEL_CHECK("swiglu backward");
-  });
+  launch_swiglu_backward(grad, gate, 0, up, 0, grad_gate, 0, grad_up, 0, {1, n, n, n});
+}
+
+// swiglu_packed: gate_up (rows, 2F) -> out (rows, F); gate is columns [0, F), up [F, 2F).
+GatedRows packed_rows(const Tensor& out) {
+  const int64_t F = out.dim() ? out.size(-1) : 0;
+  return {F ? out.numel() / F : 0, F, 2 * F, F};
+}
+
+void swiglu_packed_forward_cuda(const Tensor& gate_up, Tensor& out) {
+  const GatedRows g = packed_rows(out);
+  launch_swiglu_forward(gate_up, 0, gate_up, g.F, out, g);
+}
+
+void swiglu_packed_backward_cuda(const Tensor& grad, const Tensor& gate_up,
+                                 Tensor& grad_gate_up) {
+  const GatedRows g = packed_rows(grad);
+  launch_swiglu_backward(grad, gate_up, 0, gate_up, g.F, &grad_gate_up, 0, &grad_gate_up, g.F,
+                         g);
 }
 
 }  // namespace
@@ -423,6 +448,8 @@ void install_activation_kernels() {
   ops::silu_kernels.cuda_backward = silu_backward_cuda;
   ops::swiglu_kernels.cuda_forward = swiglu_forward_cuda;
   ops::swiglu_kernels.cuda_backward = swiglu_backward_cuda;
+  ops::swiglu_packed_kernels.cuda_forward = swiglu_packed_forward_cuda;
+  ops::swiglu_packed_kernels.cuda_backward = swiglu_packed_backward_cuda;
   ops::bias_gelu_kernels.cuda_forward = bias_gelu_forward_cuda;
   ops::bias_gelu_kernels.cuda_backward = bias_gelu_backward_cuda;
 }

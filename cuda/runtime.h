@@ -82,10 +82,10 @@ inline unsigned blocks_for(int64_t n, int threads = 256) {
 void install_elementwise_kernels();   // cuda/elementwise.cu
 void install_matmul_kernels();        // cuda/matmul.cu
 void install_norm_kernels();          // cuda/norms.cu: layernorm, rmsnorm, headwise_rmsnorm
-void install_activation_kernels();    // cuda/activations.cu: gelu, silu, swiglu
+void install_activation_kernels();    // cuda/activations.cu: gelu, silu, swiglu(_packed)
 void install_embedding_kernels();     // cuda/embedding.cu
 void install_attention_kernels();     // cuda/attention.cu: attention, probabilities, key mass
-void install_rope_kernels();          // cuda/rope.cu
+void install_rope_kernels();          // cuda/rope.cu: rope, rope_qkv
 void install_cross_entropy_kernels(); // cuda/cross_entropy.cu
 void install_statistics_kernels();    // cuda/statistics.cu: row statistics, order statistics
 void install_optimizer_kernels();     // cuda/optimizer.cu: adamw_update, sum_of_squares, scale

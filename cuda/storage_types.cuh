@@ -1,8 +1,8 @@
 // Element types a CUDA kernel may read and write (f32, f64 and, as a storage format, bf16), the
 // type each one computes in (bf16 values are widened to f32 for arithmetic and rounded to
 // nearest even when stored), and the 16-byte row pack the row kernels move them in. Shared by
-// the kernels that take bf16 activations (cross-entropy's logits, bias_gelu, the statistics
-// probes).
+// the kernels that take bf16 activations (cross-entropy's logits, bias_gelu, swiglu, rope_qkv,
+// the statistics probes).
 #pragma once
 #include <cuda_bf16.h>
 
@@ -39,6 +39,26 @@ struct alignas(16) RowPack {
 template <class S>
 bool row_packed(int64_t width, std::initializer_list<const void*> buffers) {
   return width % RowPack<S>::kCount == 0 && aligned16(buffers);
+}
+
+// A thread's RowPack of a row at p: one 16-byte access when `packed` (p aligned, the pack
+// whole), else its first `width` elements one by one (the rest zero).
+template <class S>
+__device__ __forceinline__ RowPack<S> load_pack(const S* p, int width, bool packed) {
+  if (packed) return *reinterpret_cast<const RowPack<S>*>(p);
+  RowPack<S> q{};
+  for (int j = 0; j < width; ++j) q.v[j] = p[j];
+  return q;
+}
+
+// Stores q at p the same way (only its first `width` elements when not `packed`).
+template <class S>
+__device__ __forceinline__ void store_pack(S* p, const RowPack<S>& q, int width, bool packed) {
+  if (packed) {
+    *reinterpret_cast<RowPack<S>*>(p) = q;
+    return;
+  }
+  for (int j = 0; j < width; ++j) p[j] = q.v[j];
 }
 
 // dispatch_float (core/dispatch.h) with bf16 as a third storage type: body(__nv_bfloat16{}).

@@ -11,6 +11,8 @@ OpKernels<ActivationForwardFn, ActivationBackwardFn> silu_kernels{"silu", cpu::s
                                                                   cpu::silu_backward};
 OpKernels<GatedForwardFn, GatedBackwardFn> swiglu_kernels{"swiglu", cpu::swiglu_forward,
                                                           cpu::swiglu_backward};
+OpKernels<PackedGatedForwardFn, PackedGatedBackwardFn> swiglu_packed_kernels{
+    "swiglu_packed", cpu::swiglu_packed_forward, cpu::swiglu_packed_backward};
 OpKernels<BiasActivationForwardFn, BiasActivationBackwardFn> bias_gelu_kernels{
     "bias_gelu", cpu::bias_gelu_forward, cpu::bias_gelu_backward};
 
@@ -65,6 +67,31 @@ Tensor swiglu(const Tensor& gate, const Tensor& up) {
                                                          ru ? &gu : nullptr);
                      return std::vector<Tensor>{gg, gu};
                    });
+  return y;
+}
+
+Tensor swiglu_packed(const Tensor& gate_up) {
+  const char* op = "swiglu_packed";
+  check_float_storage(gate_up, op, "gate_up");
+  check_contiguous(gate_up, op, "gate_up");
+  SINKLAB_CHECK(gate_up.dim() >= 1 && gate_up.size(-1) % 2 == 0, ShapeError,
+                op << ": gate_up " << shape_str(gate_up.shape())
+                   << " must be (..., 2F): gate and up side by side in each row",
+                "pass the packed gate | up product (an even last dim), or swiglu(gate, up)");
+  Shape out_shape = gate_up.shape();
+  out_shape.back() /= 2;
+  Tensor y = Tensor::empty(out_shape, gate_up.dtype(), gate_up.device());  // (..., F)
+  swiglu_packed_kernels.forward(gate_up.device())(gate_up, y);
+  autograd::record(y, op, {gate_up}, [gate_up = gate_up.detach()](const Tensor& g) {
+    SINKLAB_CHECK(g.dtype() == gate_up.dtype(), DTypeError,
+                  "swiglu_packed backward: gradient " << g.str() << " for gate_up "
+                                                      << gate_up.str(),
+                  "the gradient of swiglu_packed's output has the output's dtype");
+    // (..., 2F): d gate | d up
+    Tensor ggu = Tensor::empty(gate_up.shape(), gate_up.dtype(), gate_up.device());
+    swiglu_packed_kernels.backward(g.device())(g, gate_up, ggu);
+    return std::vector<Tensor>{ggu};
+  });
   return y;
 }
 

@@ -39,6 +39,7 @@
   X(gelu, Backward, Both)                                \
   X(silu, Backward, Both)                                \
   X(swiglu, Backward, Both)                              \
+  X(swiglu_packed, Backward, Both)                       \
   X(bias_gelu, Backward, Both)                           \
   X(layernorm, Backward, Both)                           \
   X(add_layernorm, Fused, ForwardOnly)                   \
@@ -47,6 +48,7 @@
   X(add_rmsnorm, Fused, ForwardOnly)                     \
   X(embedding, Backward, Both)                           \
   X(rope, Backward, Both)                                \
+  X(rope_qkv, Backward, Both)                            \
   X(attention, Backward, Both)                           \
   X(attention_qkv, Backward, Both)                       \
   X(attention_probabilities, Fused, ForwardOnly)         \
@@ -73,7 +75,7 @@ enum class OpId : int {
 // Adding or removing an op changes this number on purpose: give the new op its case in
 // tests/test_op_list.cpp and its CUDA slots in cuda/ in the same change.
 inline constexpr int kOpCount = static_cast<int>(OpId::count);
-static_assert(kOpCount == 29, "the op list changed: update kOpCount's check, the op's case in "
+static_assert(kOpCount == 31, "the op list changed: update kOpCount's check, the op's case in "
                               "tests/test_op_list.cpp and the CUDA slots it claims");
 
 struct OpInfo {

@@ -8,6 +8,18 @@
 namespace sinklab::ops {
 
 OpKernels<RopeFn, RopeFn> rope_kernels{"rope", cpu::rope_forward, cpu::rope_backward};
+OpKernels<RopeQkvFn, RopeQkvFn> rope_qkv_kernels{"rope_qkv", cpu::rope_qkv_forward,
+                                                 cpu::rope_qkv_backward};
+
+namespace {
+
+void check_theta(double theta, const char* op) {
+  SINKLAB_CHECK(std::isfinite(theta) && theta > 0, ValueError,
+                op << ": theta " << theta << " must be a positive finite base",
+                "the usual base is 10000");
+}
+
+}  // namespace
 
 Tensor rope(const Tensor& x, double theta, int64_t position_offset) {
   check_defined(x, "rope", "x");
@@ -18,9 +30,7 @@ Tensor rope(const Tensor& x, double theta, int64_t position_offset) {
   SINKLAB_CHECK(x.size(3) % 2 == 0, ShapeError,
                 "rope: x " << shape_str(x.shape()) << " has an odd head size HS = " << x.size(3),
                 "rotate_half pairs dim i with i + HS/2: use an even head size");
-  SINKLAB_CHECK(std::isfinite(theta) && theta > 0, ValueError,
-                "rope: theta " << theta << " must be a positive finite base",
-                "the usual base is 10000");
+  check_theta(theta, "rope");
   check_contiguous(x, "rope", "x");
   Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());  // (B, T, NH, HS)
   rope_kernels.forward(x.device())(x, theta, position_offset, out);
@@ -29,6 +39,37 @@ Tensor rope(const Tensor& x, double theta, int64_t position_offset) {
     rope_kernels.backward(g.device())(g, theta, position_offset, gx);
     return std::vector<Tensor>{gx};
   });
+  return out;
+}
+
+Tensor rope_qkv(const Tensor& qkv, int64_t n_head, double theta, int64_t position_offset) {
+  const char* op = "rope_qkv";
+  check_float_storage(qkv, op, "qkv");
+  check_contiguous(qkv, op, "qkv");
+  SINKLAB_CHECK(qkv.dim() == 3 && n_head > 0 && qkv.size(2) > 0 &&
+                    qkv.size(2) % (3 * n_head) == 0,
+                ShapeError, op << ": qkv " << qkv.str() << " with " << n_head << " heads",
+                "pass qkv (B, T, 3C) with C = n_head * head size: q, k, v side by side");
+  const int64_t HS = qkv.size(2) / (3 * n_head);
+  SINKLAB_CHECK(HS % 2 == 0, ShapeError,
+                op << ": qkv " << qkv.str() << " with " << n_head
+                   << " heads has an odd head size HS = " << HS,
+                "rotate_half pairs dim i with i + HS/2: use an even head size");
+  check_theta(theta, op);
+  Tensor out = Tensor::empty(qkv.shape(), qkv.dtype(), qkv.device());  // (B, T, 3C)
+  rope_qkv_kernels.forward(qkv.device())(qkv, n_head, theta, position_offset, out);
+  autograd::record(out, op, {qkv},
+                   [dtype = qkv.dtype(), n_head, theta, position_offset](const Tensor& g) {
+                     SINKLAB_CHECK(g.dtype() == dtype, DTypeError,
+                                   "rope_qkv backward: gradient " << g.str() << " for a "
+                                                                  << dtype_name(dtype) << " qkv",
+                                   "the gradient of rope_qkv's output has the output's dtype");
+                     // (B, T, 3C)
+                     Tensor gqkv = Tensor::empty(g.shape(), g.dtype(), g.device());
+                     rope_qkv_kernels.backward(g.device())(g, n_head, theta, position_offset,
+                                                           gqkv);
+                     return std::vector<Tensor>{gqkv};
+                   });
   return out;
 }
 

@@ -4,6 +4,13 @@
 //     out[i]        = x[i] cos(angle) - x[i + HS/2] sin(angle)
 //     out[i + HS/2] = x[i + HS/2] cos(angle) + x[i] sin(angle)
 //   Each pair (i, i + HS/2) is rotated by angle; backward rotates the gradient by -angle.
+//   rope_qkv(qkv, n_head, theta, offset): qkv (B, T, 3C), q | k | v side by side in each row
+//     (one product of x with Wq, Wk, Wv stacked, as attention_qkv takes it), C = n_head * HS,
+//     HS even -> (B, T, 3C) of qkv's dtype: the q part (columns [0, C)) and the k part
+//     ([C, 2C)) rotated as rope rotates them as (B, T, NH, HS), the v part ([2C, 3C)) copied.
+//     Backward: the gradient's q and k parts rotated by -angle, its v part passed through.
+//     qkv is f32 or f64, or bf16 on a GPU (the product written in bf16 under Precision::BF16):
+//     the rotation is then computed in f32 and rounded to bf16.
 #pragma once
 #include <cstdint>
 
@@ -13,9 +20,16 @@
 namespace sinklab::ops {
 
 Tensor rope(const Tensor& x, double theta = 10000.0, int64_t position_offset = 0);
+Tensor rope_qkv(const Tensor& qkv, int64_t n_head, double theta = 10000.0,
+                int64_t position_offset = 0);
 
 // out = x rotated by +angle (forward) or -angle (backward, applied to the gradient).
 using RopeFn = void (*)(const Tensor& x, double theta, int64_t position_offset, Tensor& out);
 extern OpKernels<RopeFn, RopeFn> rope_kernels;
+// out (B, T, 3C) = qkv's q and k parts rotated by +angle (forward) or -angle (backward, applied
+// to the gradient), its v part copied.
+using RopeQkvFn = void (*)(const Tensor& qkv, int64_t n_head, double theta,
+                           int64_t position_offset, Tensor& out);
+extern OpKernels<RopeQkvFn, RopeQkvFn> rope_qkv_kernels;
 
 }  // namespace sinklab::ops

@@ -1,10 +1,11 @@
 // [cuda] attention (flash forward/backward, softmax and sigmoid, isolated positions), its probes
-// (saved lse, key mass, materialised probabilities), rope and cross-entropy against the CPU
-// reference on random inputs, forward and backward; bit-identical results across two GPU runs;
-// a bad cross-entropy target as a ValueError; the tensor-core attention (f32 under
-// Precision::BF16, HS 64/128) against the CPU with bf16 tolerances, where it applies, and its
-// determinism. Every case pins the own kernels (ops::AttentionKernels::Own); cuDNN's fused
-// attention has its own cases in test_cuda_cudnn_attention.cpp. Skipped where no GPU is present.
+// (saved lse, key mass, materialised probabilities), rope, rope_qkv (also bf16, within one bf16
+// rounding) and cross-entropy against the CPU reference on random inputs, forward and backward;
+// bit-identical results across two GPU runs; a bad cross-entropy target as a ValueError; the
+// tensor-core attention (f32 under Precision::BF16, HS 64/128) against the CPU with bf16
+// tolerances, where it applies, and its determinism. Every case pins the own kernels
+// (ops::AttentionKernels::Own); cuDNN's fused attention has its own cases in
+// test_cuda_cudnn_attention.cpp. Skipped where no GPU is present.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -319,6 +320,83 @@ TEST_CASE("cuda: rope matches the CPU, forward and backward", "[cuda]") {
             [offset](const auto& in) { return ops::rope(in[0], 10000.0, offset); }, {x},
             tolerance(dt));
       }
+}
+
+TEST_CASE("cuda: rope_qkv matches the CPU, forward and backward", "[cuda]") {
+  SINKLAB_REQUIRE_CUDA();
+  const ops::AttentionKernelsGuard own(ops::AttentionKernels::Own);  // the own kernels
+  const int64_t NH = 3;
+  for (DType dt : {DType::F32, DType::F64})
+    // HS = 6: the element path; HS = 64: whole 16-byte packs.
+    for (int64_t HS : {6, 64})
+      for (int64_t offset : {0, 5}) {
+        INFO(dtype_label(dt) << " HS=" << HS << " offset=" << offset);
+        Tensor qkv = random_tensor({2, 37, 3 * NH * HS}, 710 + HS, dt, 1.0, true);  // (B, T, 3C)
+        require_cuda_matches_cpu(
+            [NH, offset](const auto& in) { return ops::rope_qkv(in[0], NH, 10000.0, offset); },
+            {qkv}, tolerance(dt));
+      }
+}
+
+namespace {
+// Requires |actual - expected| <= one bf16 ulp of expected (bf16 keeps 8 significant bits)
+// + atol, element by element; actual on any device.
+void require_within_bf16_ulp(const Tensor& actual, const Tensor& expected, double atol) {
+  const std::vector<double> a = actual.to_device(Device::cpu()).to_doubles();
+  const std::vector<double> e = expected.to_doubles();
+  REQUIRE(a.size() == e.size());
+  int64_t outside = 0, first = -1;
+  for (size_t i = 0; i < a.size(); ++i) {
+    int exponent = 0;
+    std::frexp(e[i], &exponent);  // |e| in [2^(exponent-1), 2^exponent)
+    if (!(std::fabs(a[i] - e[i]) <= std::ldexp(1.0, exponent - 8) + atol)) {
+      if (first < 0) first = static_cast<int64_t>(i);
+      ++outside;
+    }
+  }
+  INFO(outside << " elements off; the first at " << first << ": "
+               << (first >= 0 ? a[first] : 0.0) << " vs " << (first >= 0 ? e[first] : 0.0));
+  REQUIRE(outside == 0);
+}
+}  // namespace
+
+TEST_CASE("cuda: rope_qkv on bf16 matches the CPU on the same values, within one rounding",
+          "[cuda]") {
+  SINKLAB_REQUIRE_CUDA();
+  const ops::AttentionKernelsGuard own(ops::AttentionKernels::Own);  // the own kernels
+  // bf16 qkv and upstream gradient (LLaMA's packed product under bf16): the CPU reference runs
+  // f32 rope_qkv on their f32 values (exact). The GPU rotates in f32 (cos and sin rounded to f32)
+  // and rounds once to bf16: within one bf16 ulp of the reference, plus 2^-18 absolute where the
+  // rotation cancels (f32 arithmetic on terms of order 1); v is copied exactly.
+  // HS = 64 and 16: whole 16-byte packs of 8 pairs; HS = 6: the element path. Offset 1000:
+  // angles up to about 1000 radians.
+  const int64_t B = 2, T = 37, NH = 3;
+  for (int64_t HS : {6, 16, 64})
+    for (int64_t offset : {0, 1000}) {
+      INFO("HS=" << HS << " offset=" << offset);
+      const int64_t C = NH * HS;
+      // (B, T, 3C) each
+      const Tensor qkv16 =
+          random_tensor({B, T, 3 * C}, 720 + HS, DType::F32).to_dtype(DType::BF16);
+      const Tensor g16 =
+          random_tensor({B, T, 3 * C}, 721 + HS, DType::F32).to_dtype(DType::BF16);
+      Tensor qc = qkv16.to_dtype(DType::F32);
+      qc.set_requires_grad(true);
+      const Tensor yc = ops::rope_qkv(qc, NH, 10000.0, offset);  // (B, T, 3C)
+      autograd::backward(yc, g16.to_dtype(DType::F32));
+      Tensor qg = qkv16.to_device(Device::cuda());
+      qg.set_requires_grad(true);
+      const Tensor yg = ops::rope_qkv(qg, NH, 10000.0, offset);  // (B, T, 3C)
+      REQUIRE(yg.dtype() == DType::BF16);
+      autograd::backward(yg, g16.to_device(Device::cuda()));
+      REQUIRE(qg.grad().dtype() == DType::BF16);
+      require_within_bf16_ulp(yg, yc, 0x1p-18);
+      require_within_bf16_ulp(qg.grad(), qc.grad(), 0x1p-18);
+      REQUIRE(ops::qkv_part(yg.to_device(Device::cpu()), NH, 2).to_doubles() ==
+              ops::qkv_part(qkv16, NH, 2).to_doubles());
+      REQUIRE(ops::qkv_part(qg.grad().to_device(Device::cpu()), NH, 2).to_doubles() ==
+              ops::qkv_part(g16, NH, 2).to_doubles());
+    }
 }
 
 TEST_CASE("cuda: cross_entropy matches the CPU, forward and backward, with ignored targets",

@@ -1,8 +1,9 @@
-// [cuda] layernorm, rmsnorm, headwise_rmsnorm, gelu, silu, swiglu, bias_gelu and embedding
-// against the CPU reference on random inputs (odd sizes, several row counts), forward and
-// backward; the norms' bf16 outputs (NormOutput::kOperandDType) against the f32 output rounded
-// and their bf16-gradient backward against the CPU; the parameter gradients bit-identical across
-// two GPU runs; a bad embedding id as a ValueError.
+// [cuda] layernorm, rmsnorm, headwise_rmsnorm, gelu, silu, swiglu, swiglu_packed, bias_gelu and
+// embedding against the CPU reference on random inputs (odd sizes, several row counts), forward
+// and backward; the norms' bf16 outputs (NormOutput::kOperandDType) against the f32 output
+// rounded and their bf16-gradient backward against the CPU; headwise_rmsnorm of a bf16 x; bf16
+// swiglu_packed against bf16 swiglu on the halves (bit for bit); the parameter gradients
+// bit-identical across two GPU runs; a bad embedding id as a ValueError.
 // Skipped where no GPU is present.
 #include <cstdint>
 #include <cstdlib>
@@ -487,6 +488,54 @@ TEST_CASE("cuda: swiglu on bf16 matches the CPU on the same values, within one r
                         1.0 / 128, 1e-5);
     test::require_close(bg.grad().to_device(Device::cpu()).to_dtype(DType::F32), bc.grad(),
                         1.0 / 128, 1e-5);
+  }
+}
+
+TEST_CASE("cuda: swiglu_packed matches the CPU, forward and backward", "[cuda]") {
+  SINKLAB_REQUIRE_CUDA();
+  for (DType dt : {DType::F32, DType::F64})
+    // F = 7 and 1001: each row's tail element by element, and up's rows unaligned; F = 1024:
+    // whole 16-byte packs throughout.
+    for (Shape shape : {Shape{14}, Shape{3, 11, 14}, Shape{5, 2002}, Shape{4, 2048}}) {
+      INFO(dtype_label(dt) << " " << shape_str(shape));
+      Tensor gate_up = random_tensor(shape, 171, dt, 3.0, true);  // (..., 2F), stddev 3
+      require_cuda_matches_cpu([](const auto& in) { return ops::swiglu_packed(in[0]); },
+                               {gate_up}, tolerance(dt));
+    }
+}
+
+TEST_CASE("cuda: swiglu_packed on bf16 equals swiglu on the halves, bit for bit", "[cuda]") {
+  SINKLAB_REQUIRE_CUDA();
+  // The same per-element code on the same bf16 values: output and gradients identical.
+  // {64, 2048}: whole 16-byte packs; {6, 24}: F = 12, up's rows not 16-byte aligned (element
+  // path) while the halves copied out are one aligned row; {37, 202} and {5, 14}: row tails.
+  for (Shape shape : {Shape{64, 2048}, Shape{6, 24}, Shape{37, 202}, Shape{5, 14}}) {
+    INFO(shape_str(shape));
+    const int64_t F = shape[1] / 2;
+    const Device gpu = Device::cuda();
+    // (rows, 2F): gate | up
+    Tensor gate_up =
+        random_tensor(shape, 172, DType::F32, 3.0).to_dtype(DType::BF16).to_device(gpu);
+    const Tensor grad =  // (rows, F)
+        random_tensor({shape[0], F}, 173, DType::F32, 1.0).to_dtype(DType::BF16).to_device(gpu);
+    gate_up.set_requires_grad(true);
+    const Tensor y = ops::swiglu_packed(gate_up);  // (rows, F)
+    REQUIRE(y.dtype() == DType::BF16);
+    autograd::backward(y, grad);
+    REQUIRE(gate_up.grad().dtype() == DType::BF16);
+    Tensor gate = gate_up.detach().narrow_view(1, 0, F).copy_contiguous();  // (rows, F)
+    Tensor up = gate_up.detach().narrow_view(1, F, F).copy_contiguous();    // (rows, F)
+    gate.set_requires_grad(true);
+    up.set_requires_grad(true);
+    const Tensor expected = ops::swiglu(gate, up);  // (rows, F)
+    autograd::backward(expected, grad);
+    const Tensor packed_grad = gate_up.grad().to_device(Device::cpu());  // (rows, 2F)
+    REQUIRE(y.to_device(Device::cpu()).to_doubles() ==
+            expected.to_device(Device::cpu()).to_doubles());
+    REQUIRE(packed_grad.narrow_view(1, 0, F).to_doubles() ==
+            gate.grad().to_device(Device::cpu()).to_doubles());
+    REQUIRE(packed_grad.narrow_view(1, F, F).to_doubles() ==
+            up.grad().to_device(Device::cpu()).to_doubles());
   }
 }
 

@@ -104,6 +104,10 @@ OpCase swiglu_case() {
             return std::vector{grad_input({B, T, C}, 16, dt), grad_input({B, T, C}, 17, dt)};
           }};
 }
+OpCase swiglu_packed_case() {
+  return {[](const auto& in) { return ops::swiglu_packed(in[0]); },
+          [](DType dt) { return std::vector{grad_input({B, T, 2 * C}, 54, dt)}; }};
+}
 OpCase bias_gelu_case() {
   return {[](const auto& in) { return ops::bias_gelu(in[0], in[1]); },
           [](DType dt) { return std::vector{grad_input({B, T, C}, 18, dt), grad_input({C}, 19, dt)}; }};
@@ -148,6 +152,10 @@ OpCase embedding_case() {
 OpCase rope_case() {
   return {[](const auto& in) { return ops::rope(in[0], 10000.0, 0); },
           [](DType dt) { return std::vector{grad_input({B, T, NH, HS}, 35, dt)}; }};
+}
+OpCase rope_qkv_case() {
+  return {[](const auto& in) { return ops::rope_qkv(in[0], NH, 10000.0, 3); },
+          [](DType dt) { return std::vector{grad_input({B, T, 3 * C}, 55, dt)}; }};
 }
 ops::AttentionOptions isolating() {
   ops::AttentionOptions o;

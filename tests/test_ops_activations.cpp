@@ -1,8 +1,10 @@
 // gelu, silu, swiglu, bias_gelu and embedding: forward against a naive fp64 evaluation (f64 and
 // f32), backward by gradient check and f32 against f64, the embedding table gradient (repeated
-// ids, determinism), and bad input by error.
+// ids, determinism), and bad input by error. swiglu_packed against swiglu on the two halves of
+// each row (bit for bit), forward and backward.
 #include <cmath>
 
+#include "autograd/engine.h"
 #include "core/random.h"
 #include "ops/activations.h"
 #include "ops/embedding.h"
@@ -88,6 +90,38 @@ TEST_CASE("gelu, silu and swiglu backward (gradcheck)", "[ops][grad]") {
                                     {xl, ul}, {true, true}, w);
 }
 
+TEST_CASE("swiglu_packed equals swiglu on the halves of each row, bit for bit", "[ops][grad]") {
+  for (DType dtype : {DType::F64, DType::F32})
+    for (const Shape& shape : {Shape{3, 14}, Shape{2, 3, 10}, Shape{2}}) {
+      INFO(dtype_name(dtype) << " " << shape_str(shape));
+      const int last = static_cast<int>(shape.size()) - 1;
+      const int64_t F = shape.back() / 2;
+      Shape half = shape;
+      half.back() = F;
+      Tensor gate_up = activation_input(shape, 212, dtype);  // (..., 2F): gate | up
+      gate_up.set_requires_grad(true);
+      const Tensor grad = random_tensor(half, 213, dtype);  // (..., F)
+      const Tensor y = ops::swiglu_packed(gate_up);          // (..., F)
+      REQUIRE(y.shape() == half);
+      REQUIRE(y.dtype() == dtype);
+      autograd::backward(y, grad);
+      Tensor gate = gate_up.detach().narrow_view(last, 0, F).copy_contiguous();  // (..., F)
+      Tensor up = gate_up.detach().narrow_view(last, F, F).copy_contiguous();    // (..., F)
+      gate.set_requires_grad(true);
+      up.set_requires_grad(true);
+      const Tensor expected = ops::swiglu(gate, up);  // (..., F)
+      REQUIRE(y.to_doubles() == expected.to_doubles());
+      autograd::backward(expected, grad);
+      const Tensor& packed_grad = gate_up.grad();  // (..., 2F): d gate | d up
+      REQUIRE(packed_grad.narrow_view(last, 0, F).to_doubles() == gate.grad().to_doubles());
+      REQUIRE(packed_grad.narrow_view(last, F, F).to_doubles() == up.grad().to_doubles());
+    }
+  const Tensor gate_up = random_tensor({3, 14}, 214, DType::F64, 2.0, true);
+  require_gradients([](const auto& in) { return ops::swiglu_packed(in[0]); }, {gate_up});
+  const Tensor gate_up3 = random_tensor({2, 3, 8}, 215, DType::F64, 2.0, true);
+  require_gradients([](const auto& in) { return ops::swiglu_packed(in[0]); }, {gate_up3});
+}
+
 TEST_CASE("bias_gelu equals gelu(x + bias), forward and backward", "[ops][grad]") {
   for (DType dtype : {DType::F64, DType::F32})
     for (const Shape& shape : {Shape{3, 7}, Shape{2, 5, 4}, Shape{1, 1}}) {
@@ -148,6 +182,20 @@ TEST_CASE("activations reject bad input naming the op and the shapes", "[ops][er
   require_error<DTypeError>([&] { ops::gelu(ints); }, {"gelu", "i32(3,)"});
   require_error<DTypeError>([&] { ops::swiglu(ints, ints); }, {"swiglu", "i32(3,)"});
   require_error<ValueError>([&] { ops::silu(Tensor()); }, {"silu", "x"});
+}
+
+TEST_CASE("swiglu_packed rejects bad input naming the op and gate_up's shape", "[ops][errors]") {
+  require_error<ShapeError>([] { ops::swiglu_packed(random_tensor({3, 7}, 234)); },
+                            {"swiglu_packed", "gate_up", "(3, 7)", "(..., 2F)"});
+  require_error<ShapeError>([] { ops::swiglu_packed(random_tensor({}, 235)); },
+                            {"swiglu_packed", "gate_up", "(..., 2F)"});
+  Tensor strided = random_tensor({8, 3}, 236).transpose_view(0, 1);  // (3, 8), strided
+  require_error<ShapeError>([&] { ops::swiglu_packed(strided); },
+                            {"swiglu_packed", "gate_up", "(3, 8)", "contiguous"});
+  require_error<DTypeError>([] { ops::swiglu_packed(Tensor::from_ints({1, 2}, {2})); },
+                            {"swiglu_packed", "gate_up", "i32(2,)"});
+  const Tensor bf16 = random_tensor({3, 8}, 237, DType::F32).to_dtype(DType::BF16);
+  require_error<DTypeError>([&] { ops::swiglu_packed(bf16); }, {"swiglu_packed", "bf16"});
 }
 
 TEST_CASE("embedding forward gathers table rows for ids of any shape", "[ops]") {

@@ -1,14 +1,17 @@
 // Rotary position embedding and softmax cross-entropy: forward against a naive fp64 evaluation,
 // backward by gradient check, invariants (rope: position 0 fixed, pair norms kept; cross-entropy:
-// uniform logits give log V, ignored targets), and bad input by error.
+// uniform logits give log V, ignored targets), and bad input by error. rope_qkv against rope on
+// the q and k parts of the packed qkv (bit for bit), forward and backward.
 #include <algorithm>
 #include <cmath>
 #include <string>
 
 #include "autograd/engine.h"
+#include "ops/attention.h"
 #include "ops/cross_entropy.h"
 #include "ops/rope.h"
 #include "tests/helpers.h"
+#include "tests/op_checks.h"
 
 using namespace sinklab;
 using sinklab::test::contains;
@@ -127,6 +130,71 @@ TEST_CASE("rope rejects bad input naming the op and the shapes", "[ops][errors]"
                     ShapeError);
   REQUIRE_THROWS_AS(ops::rope(random_tensor({1, 2, 1, 4}, 234), 0.0), ValueError);
   REQUIRE_THROWS_AS(ops::rope(Tensor::from_ints({1, 2, 3, 4}, {1, 1, 1, 4})), DTypeError);
+}
+
+namespace {
+// Part 0 (q), 1 (k) or 2 (v) of a packed (B, T, 3C) as its own contiguous (B, T, NH, HS) tensor.
+Tensor part_of(const Tensor& qkv, int64_t n_head, int part) {
+  return ops::qkv_part(qkv.detach(), n_head, part).copy_contiguous();
+}
+}  // namespace
+
+TEST_CASE("rope_qkv equals rope on the q and k parts and copies v, bit for bit", "[ops][grad]") {
+  const int64_t B = 2, T = 5, NH = 3, HS = 6, C = NH * HS;
+  for (double theta : {10000.0, 500.0})
+    for (int64_t offset : {0, 7})
+      for (DType dtype : {DType::F64, DType::F32}) {
+        INFO("theta=" << theta << " offset=" << offset << " dtype=" << dtype_name(dtype));
+        Tensor qkv = random_tensor({B, T, 3 * C}, 205, dtype, 1.0, true);  // (B, T, 3C)
+        const Tensor grad = random_tensor({B, T, 3 * C}, 206, dtype);      // (B, T, 3C)
+        const Tensor out = ops::rope_qkv(qkv, NH, theta, offset);          // (B, T, 3C)
+        REQUIRE(out.shape() == qkv.shape());
+        REQUIRE(out.dtype() == dtype);
+        autograd::backward(out, grad);
+        for (int part = 0; part < 3; ++part) {
+          INFO("part " << part);
+          Tensor x = part_of(qkv, NH, part);  // (B, T, NH, HS)
+          x.set_requires_grad(true);
+          const Tensor g = part_of(grad, NH, part);                           // (B, T, NH, HS)
+          const Tensor expected = part < 2 ? ops::rope(x, theta, offset) : x;  // (B, T, NH, HS)
+          REQUIRE(part_of(out, NH, part).to_doubles() == expected.to_doubles());
+          const std::vector<double> expected_grad = [&] {
+            if (part == 2) return g.to_doubles();  // v passes through
+            autograd::backward(expected, g);
+            return x.grad().to_doubles();
+          }();
+          REQUIRE(part_of(qkv.grad(), NH, part).to_doubles() == expected_grad);
+        }
+      }
+}
+
+TEST_CASE("rope_qkv backward (gradcheck)", "[ops][grad]") {
+  const Tensor qkv = random_tensor({2, 4, 3 * 2 * 6}, 222, DType::F64, 1.0, true);  // NH 2, HS 6
+  require_gradients([](const auto& in) { return ops::rope_qkv(in[0], 2); }, {qkv});
+  require_gradients([](const auto& in) { return ops::rope_qkv(in[0], 2, 100.0, 5); }, {qkv});
+}
+
+TEST_CASE("rope_qkv rejects bad input naming qkv's shape and n_head", "[ops][errors]") {
+  using test::require_error;
+  require_error<ShapeError>([] { (void)ops::rope_qkv(random_tensor({2, 5, 3, 6}, 235), 3); },
+                            {"rope_qkv", "(2, 5, 3, 6)", "3 heads"});
+  // 3C = 18 is not 3 * 4 heads * HS.
+  require_error<ShapeError>([] { (void)ops::rope_qkv(random_tensor({2, 5, 18}, 236), 4); },
+                            {"rope_qkv", "(2, 5, 18)", "4 heads"});
+  require_error<ShapeError>([] { (void)ops::rope_qkv(random_tensor({2, 5, 18}, 237), 0); },
+                            {"rope_qkv", "(2, 5, 18)", "0 heads"});
+  // 3C = 18 with 2 heads: HS = 3.
+  require_error<ShapeError>([] { (void)ops::rope_qkv(random_tensor({2, 5, 18}, 238), 2); },
+                            {"rope_qkv", "(2, 5, 18)", "2 heads", "odd head size HS = 3"});
+  require_error<ValueError>([] { (void)ops::rope_qkv(random_tensor({1, 2, 12}, 239), 2, 0.0); },
+                            {"rope_qkv", "theta"});
+  const Tensor strided = random_tensor({12, 2, 1}, 240).transpose_view(0, 2);  // (1, 2, 12)
+  require_error<ShapeError>([&] { (void)ops::rope_qkv(strided, 2); },
+                            {"rope_qkv", "qkv", "contiguous"});
+  const Tensor ints = Tensor::from_ints({1, 2, 3, 4, 5, 6}, {1, 1, 6});
+  require_error<DTypeError>([&] { (void)ops::rope_qkv(ints, 1); }, {"rope_qkv", "qkv", "i32"});
+  const Tensor bf16 = random_tensor({1, 2, 12}, 241, DType::F32).to_dtype(DType::BF16);
+  require_error<DTypeError>([&] { (void)ops::rope_qkv(bf16, 2); }, {"rope_qkv", "qkv", "bf16"});
 }
 
 TEST_CASE("cross_entropy forward matches a naive fp64 evaluation", "[ops]") {

@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 #include <tuple>
+#include <utility>
 
 #include "core/parallel.h"
 #include "core/dispatch.h"
@@ -36,18 +38,76 @@ double silu_derivative(double x) {
   return s * (1.0 + x * (1.0 - s));
 }
 
+// Rows of a map's output or operand: element (r, c) at first + r * stride + c of a contiguous
+// tensor's elements. A whole tensor is one row; a packed gate_up's halves start at 0 and F.
+struct Rows {
+  Tensor tensor;  // a handle: an output is written through it
+  int64_t first;
+  int64_t stride;
+};
+
+Rows whole(const Tensor& t) { return {t, 0, t.numel()}; }
+
+constexpr int64_t kTile = 1024;  // columns of one row that one parallel task maps
+
+// out(r, c) = fn(inputs(r, c)...) computed in double, for r < rows, c < width.
+template <class Fn, class... Inputs>
+void map_rows(const char* op, int64_t rows, int64_t width, Fn fn, Rows out,
+              const Inputs&... inputs) {
+  if (rows == 0 || width == 0) return;
+  dispatch_float(out.tensor.dtype(), op, [&](auto zero) {
+    using T = decltype(zero);
+    T* po = out.tensor.template data<T>() + out.first;  // (rows, width), rows out.stride apart
+    // (rows, width) each, rows their stride apart
+    const auto in = std::make_tuple(
+        std::make_pair(inputs.tensor.template data<T>() + inputs.first, inputs.stride)...);
+    const int64_t tiles = (width + kTile - 1) / kTile;  // per row
+    parallel_for(rows * tiles, [&](int64_t k) {
+      const int64_t r = k / tiles, c0 = (k - r * tiles) * kTile;
+      const int64_t c1 = std::min(width, c0 + kTile);
+      T* o = po + r * out.stride;  // (width) row r
+      const auto row = std::apply(
+          [&](auto... p) { return std::make_tuple((p.first + r * p.second)...); }, in);
+      for (int64_t c = c0; c < c1; ++c)
+        o[c] = static_cast<T>(
+            std::apply([&](auto... p) { return fn(static_cast<double>(p[c])...); }, row));
+    }, kGrain / kTile);
+  });
+}
+
 // out[i] = fn(inputs[i]...) computed in double; all tensors contiguous with out's numel.
 template <class Fn, class... Inputs>
 void map_elements(const char* op, Tensor& out, Fn fn, const Inputs&... inputs) {
-  dispatch_float(out.dtype(), op, [&](auto zero) {
-    using T = decltype(zero);
-    T* po = out.data<T>();                                              // (n)
-    const auto in = std::make_tuple(inputs.template data<T>()...);      // each (n)
-    parallel_for(out.numel(), [&](int64_t i) {
-      po[i] = static_cast<T>(
-          std::apply([&](auto... p) { return fn(static_cast<double>(p[i])...); }, in));
-    }, kGrain);
-  });
+  map_rows(op, 1, out.numel(), fn, whole(out), whole(inputs)...);
+}
+
+// swiglu over (rows, F) operands, shared by swiglu (one row) and swiglu_packed (gate and up the
+// halves of each row): out = silu(gate) * up; grad_gate = grad * up * silu'(gate) and grad_up =
+// grad * silu(gate), each skipped when absent.
+void swiglu_rows_forward(const char* op, int64_t rows, int64_t F, const Rows& gate,
+                         const Rows& up, const Rows& out) {
+  map_rows(op, rows, F, [](double a, double u) { return silu_value(a) * u; }, out, gate, up);
+}
+
+void swiglu_rows_backward(const char* op, int64_t rows, int64_t F, const Rows& grad,
+                          const Rows& gate, const Rows& up, const std::optional<Rows>& grad_gate,
+                          const std::optional<Rows>& grad_up) {
+  if (grad_gate)
+    map_rows(op, rows, F,
+             [](double g, double a, double u) { return g * u * silu_derivative(a); }, *grad_gate,
+             grad, gate, up);
+  if (grad_up)
+    map_rows(op, rows, F, [](double g, double a) { return g * silu_value(a); }, *grad_up, grad,
+             gate);
+}
+
+// A packed gate_up's rows: rows of its output, F = half its last dim.
+struct PackedRows {
+  int64_t rows, F;
+};
+PackedRows packed_rows(const Tensor& out) {  // out (..., F)
+  const int64_t F = out.size(-1);
+  return {F ? out.numel() / F : 0, F};
 }
 }  // namespace
 
@@ -66,18 +126,30 @@ void silu_backward(const Tensor& grad, const Tensor& x, Tensor& grad_x) {
 }
 
 void swiglu_forward(const Tensor& gate, const Tensor& up, Tensor& out) {
-  map_elements("swiglu", out, [](double a, double u) { return silu_value(a) * u; }, gate, up);
+  swiglu_rows_forward("swiglu", 1, out.numel(), whole(gate), whole(up), whole(out));
 }
 
 void swiglu_backward(const Tensor& grad, const Tensor& gate, const Tensor& up, Tensor* grad_gate,
                      Tensor* grad_up) {
-  if (grad_gate)
-    map_elements("swiglu", *grad_gate,
-                 [](double g, double a, double u) { return g * u * silu_derivative(a); }, grad,
-                 gate, up);
-  if (grad_up)
-    map_elements("swiglu", *grad_up, [](double g, double a) { return g * silu_value(a); }, grad,
-                 gate);
+  std::optional<Rows> gg, gu;
+  if (grad_gate) gg = whole(*grad_gate);
+  if (grad_up) gu = whole(*grad_up);
+  swiglu_rows_backward("swiglu", 1, gate.numel(), whole(grad), whole(gate), whole(up), gg, gu);
+}
+
+void swiglu_packed_forward(const Tensor& gate_up, Tensor& out) {
+  const auto [rows, F] = packed_rows(out);
+  // gate_up (rows, 2F): gate | up; out (rows, F)
+  swiglu_rows_forward("swiglu_packed", rows, F, {gate_up, 0, 2 * F}, {gate_up, F, 2 * F},
+                      {out, 0, F});
+}
+
+void swiglu_packed_backward(const Tensor& grad, const Tensor& gate_up, Tensor& grad_gate_up) {
+  const auto [rows, F] = packed_rows(grad);
+  // grad (rows, F); gate_up and grad_gate_up (rows, 2F): gate | up
+  swiglu_rows_backward("swiglu_packed", rows, F, {grad, 0, F}, {gate_up, 0, 2 * F},
+                       {gate_up, F, 2 * F}, Rows{grad_gate_up, 0, 2 * F},
+                       Rows{grad_gate_up, F, 2 * F});
 }
 
 namespace {
