@@ -122,7 +122,9 @@ __global__ void layernorm_forward_kernel(const T* x, const T* delta, T* sum_out,
 // row stays in registers (lane l holds the float4s at 4 l + 128 i, i < n), so x and delta are
 // read once and the sum and y written once, never read back (the kernel above re-reads its row
 // three times). The sums run in a different order from the kernel above (same two-pass
-// formulas); y is stored as Y (f32, or bf16 rounded to nearest even).
+// formulas); y is stored as Y (f32, or bf16 rounded to nearest even). kCentered: layernorm
+// (mean subtracted, mean written, bias optional); otherwise RMSNorm (the same row kernel with a
+// zero mean: y = x * rsqrt(mean(x^2) + eps) * weight, weight optional, mean and bias null).
 constexpr int kMaxRowVectors = 8;  // C <= 1024
 
 __device__ __forceinline__ void store_four(float* p, float a, float b, float c, float d) {
@@ -136,11 +138,10 @@ __device__ __forceinline__ void store_four(__nv_bfloat16* p, float a, float b, f
   *reinterpret_cast<uint2*>(p) = packed;
 }
 
-template <class Y>
-__global__ void layernorm_forward_vec_kernel(const float* x, const float* delta, float* sum_out,
-                                             const float* weight, const float* bias, Y* y,
-                                             float* mean, float* rstd, int64_t rows, int64_t C,
-                                             float eps) {
+template <bool kCentered, class Y>
+__global__ void norm_forward_vec_kernel(const float* x, const float* delta, float* sum_out,
+                                        const float* weight, const float* bias, Y* y, float* mean,
+                                        float* rstd, int64_t rows, int64_t C, float eps) {
   const int lane = threadIdx.x % kWarp;
   const int64_t r = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.x / kWarp;
   if (r >= rows) return;  // the whole warp leaves together: the shuffles stay full-warp
@@ -160,7 +161,7 @@ __global__ void layernorm_forward_vec_kernel(const float* x, const float* delta,
     v[i] = a;
     sum += (a.x + a.y) + (a.z + a.w);
   }
-  const float mu = warp_sum(sum) / static_cast<float>(C);
+  const float mu = kCentered ? warp_sum(sum) / static_cast<float>(C) : 0.f;
   float sq = 0.f;  // two passes: no cancellation when |mean| >> std
 #pragma unroll
   for (int i = 0; i < kMaxRowVectors; ++i) {
@@ -170,14 +171,14 @@ __global__ void layernorm_forward_vec_kernel(const float* x, const float* delta,
   }
   const float inv = inv_sqrt(warp_sum(sq) / static_cast<float>(C) + eps);
   if (lane == 0) {
-    mean[r] = mu;
+    if (kCentered) mean[r] = mu;
     rstd[r] = inv;
   }
 #pragma unroll
   for (int i = 0; i < kMaxRowVectors; ++i) {
     if (i >= n) break;
     const int64_t c = 4 * lane + 128 * i;
-    const float4 w = *reinterpret_cast<const float4*>(weight + c);
+    const float4 w = weight ? *reinterpret_cast<const float4*>(weight + c) : make_float4(1, 1, 1, 1);
     const float4 b = bias ? *reinterpret_cast<const float4*>(bias + c) : make_float4(0, 0, 0, 0);
     store_four(y + r * C + c, (v[i].x - mu) * inv * w.x + b.x, (v[i].y - mu) * inv * w.y + b.y,
                (v[i].z - mu) * inv * w.z + b.z, (v[i].w - mu) * inv * w.w + b.w);
@@ -243,7 +244,7 @@ void launch_layernorm_forward(const Tensor& x, const Tensor& delta, Tensor* sum,
             aligned16({x.raw_data(), delta.defined() ? delta.raw_data() : nullptr,
                        sum ? sum->raw_data() : nullptr, weight.raw_data(),
                        bias.defined() ? bias.raw_data() : nullptr, y.raw_data()}))
-          kernel = layernorm_forward_vec_kernel<Y>;  // the row in registers
+          kernel = norm_forward_vec_kernel<true, Y>;  // the row in registers
       }
       kernel<<<row_blocks(rows), kRowThreads, 0, stream()>>>(
           x.data<T>(),                                  // (rows, C)
@@ -389,6 +390,23 @@ void launch_rmsnorm_forward(const Tensor& x, const Tensor& delta, Tensor* sum, c
     if (rows == 0) return;
     with_norm_output<T>(y, [&](auto* py) {  // y (rows, D) as T or bf16
       using Y = std::remove_pointer_t<decltype(py)>;
+      if constexpr (std::is_same_v<T, float> && std::is_same_v<X, float>) {
+        // f32 rows of D = 128 n with a gain per row (LLaMA's norms): the row in registers.
+        if (D % 128 == 0 && D / 128 <= kMaxRowVectors && P == D &&
+            aligned16({px, delta.defined() ? delta.raw_data() : nullptr,
+                       sum ? sum->raw_data() : nullptr,
+                       gain.defined() ? gain.raw_data() : nullptr, py})) {
+          norm_forward_vec_kernel<false, Y><<<row_blocks(rows), kRowThreads, 0, stream()>>>(
+              px,                                           // (rows, D)
+              delta.defined() ? delta.data<T>() : nullptr,  // (rows, D) or none
+              sum ? sum->data<T>() : nullptr,               // (rows, D) or none
+              gain.defined() ? gain.data<T>() : nullptr,    // (D) or none
+              nullptr, py,                                  // no bias; y (rows, D)
+              nullptr, rstd.data<T>(),                      // no mean; rstd (rows)
+              rows, D, static_cast<T>(eps));
+          return;
+        }
+      }
       rmsnorm_forward_kernel<T, X, Y><<<row_blocks(rows), kRowThreads, 0, stream()>>>(
           px,                                           // (rows, D)
           delta.defined() ? delta.data<T>() : nullptr,  // (rows, D) or none
