@@ -5,7 +5,9 @@
 //  - Leaves (tensors with requires_grad and no grad_fn) accumulate: leaf.grad += dL/dleaf. If
 //    leaf.grad() is already defined it is added to in place (so a grad can be a view into a flat
 //    gradient buffer); otherwise a new contiguous tensor is set. Zeroing is the caller's job
-//    (optimizer zero_grad).
+//    (optimizer zero_grad). An op may add its part into a leaf's defined, contiguous gradient
+//    buffer itself and return no gradient for it (linear's weight: its product accumulates in
+//    place); the leaf is still ready only after its last edge.
 //  - Non-leaf gradients are not kept. A tensor used several times receives the sum.
 //  - The graph is released after backward: calling backward twice through it is an error.
 //  - Backward runs with grad mode off (no double backward).

@@ -152,10 +152,18 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor
   Shape out_shape = x.shape();
   out_shape.back() = N;
   Tensor out = y.reshape_view(out_shape);
+  // A parameter's gradient buffer (a view into the flat gradients): the weight gradient's product
+  // adds into it in place (C += A B), instead of writing a new (N, K) tensor that autograd then
+  // adds into it (one pass over the gradient less per product). Undefined for other weights.
+  const Tensor w_grad_buffer =
+      w.requires_grad() && w.is_leaf() && w.grad().defined() && w.grad().is_contiguous() &&
+              w.grad().dtype() == w.dtype() && w.grad().shape() == w.shape()
+          ? w.grad()
+          : Tensor();
   autograd::record(out, "linear", {x, w, bias},
                    [x3 = x3.detach(), w3 = w3.detach(), x_shape = x.shape(),
                     x_dtype = x.dtype(), w_dtype = w.dtype(), rx = x.requires_grad(),
-                    rw = w.requires_grad(),
+                    rw = w.requires_grad(), w_grad_buffer,
                     rbias = bias.defined() && bias.requires_grad()](const Tensor& g) {
                      const int64_t N = w3.size(1), K = w3.size(2);
                      Tensor g2 = g.reshape_view({1, g.numel() / N, N});  // (1, rows, N)
@@ -163,7 +171,12 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor
                      Tensor g3 = tensor_core_operand(g2);
                      Tensor gx, gw, gbias;
                      if (rx) gx = gemm3(g3, false, w3, false, 1, x_dtype).reshape_view(x_shape);
-                     if (rw) gw = gemm3(g3, true, x3, false, 1).reshape_view({N, K});
+                     if (rw && w_grad_buffer.defined()) {  // w.grad += g^T x, in place
+                       Tensor into = w_grad_buffer.reshape_view({1, N, K});  // (1, N, K)
+                       matmul_kernels.forward(g.device())(g3, true, x3, false, into, true);
+                     } else if (rw) {
+                       gw = gemm3(g3, true, x3, false, 1).reshape_view({N, K});
+                     }
                      if (rbias) {
                        gbias = Tensor::empty({N}, w_dtype, g.device());  // f32 from a bf16 g
                        bias_grad_kernels.backward(g.device())(g2, gbias);
