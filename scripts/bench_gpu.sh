@@ -3,8 +3,9 @@
 # flash SDPA) on the same GPU, same model, same batch, in one call; prints tokens/s, MFU and the
 # ratios. Random tokens: speed only. The final evaluation's output effective rank (untimed, and
 # seconds of CPU at 124M) is off.
-#   bash scripts/bench_gpu.sh [build_dir] [gpt2|llama]
+#   bash scripts/bench_gpu.sh [build_dir] [gpt2|gpt2_headwise|llama]
 #     gpt2:  GPT-2 124M (12 x 768, T=1024, V=50304), configs/bench/gpt2_124m.yaml
+#     gpt2_headwise: the same with head-wise RMSNorm (model.attn_output_norm=headwise_rmsnorm)
 #     llama: the paper's LLaMA-style 152M with head-wise RMSNorm, configs/bench/llama_152m.yaml
 #   BENCH_BATCH (32), BENCH_STEPS (12): batch size and steps (the median of steps 4+ counts).
 #   BENCH_TORCH_MODES ("eager compile"): the PyTorch runs ("" skips them).
@@ -22,16 +23,22 @@ steps=${BENCH_STEPS:-12}
 out=${OUT:-/tmp}
 case $model in
   gpt2) config=configs/bench/gpt2_124m.yaml; torch_args=(--arch gpt2) ;;
+  gpt2_headwise) config=configs/bench/gpt2_124m.yaml; torch_args=(--arch gpt2 --headwise)
+    BENCH_SET="${BENCH_SET:-} model.attn_output_norm=headwise_rmsnorm" ;;
   llama) config=configs/bench/llama_152m.yaml; torch_args=(--arch llama --ffn 3072 --headwise) ;;
-  *) echo "bench_gpu.sh: model '$model' is not gpt2 or llama"; exit 2 ;;
+  *) echo "bench_gpu.sh: model '$model' is not gpt2, gpt2_headwise or llama"; exit 2 ;;
 esac
 [ -f data/bench/train_000000.bin ] || python3 scripts/make_bench_data.py data/bench --vocab 50304 --tokens 4000000
-median_tok_s() {  # median tokens/s of the steps after the first three, from metrics.jsonl
+median_tok_s() {  # median tokens/s of the steps after the first three, from metrics.jsonl;
+  # the largest device memory in use at a step's end goes to stderr
   python3 - "$1" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 v = sorted(r["tokens_per_s"] for r in rows[3:] if r.get("tokens_per_s"))
+mem = [r["memory_mib"] for r in rows if isinstance(r.get("memory_mib"), (int, float))]
 print(f"{v[len(v)//2]:.0f}" if v else "nan")
+print(f"  {sys.argv[1]}: device memory in use, largest at a step's end: "
+      f"{max(mem) if mem else float('nan'):.0f} MiB", file=sys.stderr)
 PY
 }
 sinklab() {  # name, then --set overrides; prints the median tokens/s
@@ -80,12 +87,14 @@ import math, sys
 model, batch = sys.argv[1], int(sys.argv[2])
 m0, m1, eager, comp, f32, eager32 = (float(x) if x not in ("", "nan") else math.nan for x in sys.argv[3:9])
 L, C, T, V = 12, 768, 1024, 50304
-F = 4 * C if model == "gpt2" else 3072
-per_layer = 4 * C * C + (2 if model == "gpt2" else 3) * C * F
+gpt2 = model.startswith("gpt2")
+F = 4 * C if gpt2 else 3072
+per_layer = 4 * C * C + (2 if gpt2 else 3) * C * F
 flops_per_token = 6 * (L * per_layer + V * C) + 12 * L * C * T  # as bench_torch.py counts
 peak = 989.5e12  # H200 dense bf16
-name = "GPT-2 124M" if model == "gpt2" else "LLaMA-style 152M, head-wise RMSNorm"
-print(f"{name}, B={batch}, T={T}, one H200: tokens/s (median of steps 4+), MFU at {peak/1e12:.0f} TFLOP/s")
+name = {"gpt2": "GPT-2 124M", "gpt2_headwise": "GPT-2 124M, head-wise RMSNorm"}.get(
+    model, "LLaMA-style 152M, head-wise RMSNorm")
+print(f"{name}, B={batch}, T={T}: tokens/s (median of steps 4+), MFU at {peak/1e12:.0f} TFLOP/s")
 rows = [("sinklab bf16, metrics off", m0), ("sinklab bf16, metrics every step", m1),
         ("torch eager bf16", eager), ("torch.compile bf16", comp),
         ("sinklab fp32, metrics off", f32), ("torch eager fp32", eager32)]

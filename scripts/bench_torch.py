@@ -145,7 +145,9 @@ def main():
     t = sorted(times[a.warmup:])[len(times[a.warmup:]) // 2]
     tok_s = a.batch * a.block / t
     mode = "compile" if a.compile else "eager"
-    print(f"torch {mode} {a.dtype} tok/s {tok_s:.0f} mfu {tok_s * flops_per_token / (a.peak_tflops * 1e12) * 100:.1f}%")
+    peak = torch.cuda.max_memory_allocated() / 2**20 if dev == "cuda" else float("nan")
+    print(f"torch {mode} {a.dtype} tok/s {tok_s:.0f} mfu {tok_s * flops_per_token / (a.peak_tflops * 1e12) * 100:.1f}%"
+          f" peak_mib {peak:.0f}")
 
 
 if __name__ == "__main__":
