@@ -1,9 +1,9 @@
 // How CUDA kernels compute on f32 tensors. Storage stays f32 (fp32 master weights, moments and
 // the residual stream) except for activations that only feed products, stored in bf16 under BF16
-// as PyTorch's autocast stores them: the model's logits (cross_entropy sums them in f32), GPT-2's
-// q/k/v (one c_attn product), layernorm outputs and FFN hidden, and LLaMA's gate, up and SwiGLU
-// output (each computed in f32, rounded once when stored); otherwise only the arithmetic inside a
-// kernel changes:
+// as PyTorch's autocast stores them: the model's logits (cross_entropy sums them in f32), q/k/v
+// (one product, RoPE'd in place for LLaMA), every norm's output, attention's output where cuDNN
+// writes it, GPT-2's FFN hidden, and LLaMA's gate | up and SwiGLU output (each computed in f32,
+// rounded once when stored); otherwise only the arithmetic inside a kernel changes:
 //   Exact: fp32 products and sums (the default; what the [cuda] tests compare bit-for-tolerance
 //          against the CPU reference).
 //   BF16:  tensor-core math on bf16-rounded operands with fp32 accumulation (matmuls through
