@@ -15,6 +15,10 @@ struct DeviceMemoryHooks {
   void (*copy)(void* dst, const void* src, size_t bytes, int kind, int device) = nullptr;
   // Sets n contiguous elements of dtype (a DType value) to value.
   void (*fill)(void* dst, int64_t n, int dtype, double value, int device) = nullptr;
+  // Converts n contiguous elements between float dtypes (DType values: f32, f64, bf16); false
+  // for another pair.
+  bool (*convert)(void* dst, int dst_dtype, const void* src, int src_dtype, int64_t n,
+                  int device) = nullptr;
   // Waits until every queued kernel on the device has finished (profiling, timing).
   void (*synchronize)(int device) = nullptr;
 };

@@ -305,8 +305,18 @@ Tensor Tensor::copy_contiguous() const {
 
 Tensor Tensor::to_dtype(DType target) const {
   if (target == dtype()) return *this;
-  SINKLAB_CHECK(device().is_cpu(), DeviceError, "to_dtype on " << str() << " (CPU only here)",
-                "the CUDA backend converts dtypes with its own kernels");
+  if (device().is_cuda()) {  // float to float on the device (f32, f64, bf16)
+    const Tensor src = contiguous_or_self();
+    Tensor out = empty(shape(), target, device());
+    const auto convert = device_memory_hooks().convert;
+    SINKLAB_CHECK(convert != nullptr &&
+                      convert(out.raw_data(), static_cast<int>(target), src.raw_data(),
+                              static_cast<int>(dtype()), numel(), device().index),
+                  DeviceError,
+                  "to_dtype " << str() << " -> " << dtype_name(target) << " on the GPU",
+                  "the GPU converts between f32, f64 and bf16; move other dtypes to the CPU");
+    return out;
+  }
   std::vector<double> values = to_doubles();
   return from_doubles(values, shape(), target);
 }

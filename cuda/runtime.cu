@@ -1,5 +1,7 @@
 #include "cuda/runtime.h"
 
+#include <cuda_bf16.h>
+
 #include <string>
 
 #include <cstdint>
@@ -50,6 +52,42 @@ template <class T>
 __global__ void fill_kernel(T* dst, int64_t n, T value) {
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (i < n) dst[i] = value;
+}
+
+// Float-to-float conversion of n contiguous elements (f32, f64, bf16 rounded to nearest even;
+// f64 reaches bf16 through f32, as the CPU's conversion does).
+template <class S, class D>
+__global__ void convert_kernel(const S* __restrict__ src, D* __restrict__ dst, int64_t n) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i < n) dst[i] = static_cast<D>(static_cast<float>(src[i]));
+}
+template <class S>
+__global__ void convert_kernel(const S* __restrict__ src, double* __restrict__ dst, int64_t n) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i < n) dst[i] = static_cast<double>(src[i]);
+}
+
+bool convert(void* dst, int dst_dtype, const void* src, int src_dtype, int64_t n, int /*device*/) {
+  if (n == 0) return true;
+  bool done = false;
+  auto with_type = [](int dtype, auto&& body) {  // body(T{}) for the float dtypes
+    switch (static_cast<DType>(dtype)) {
+      case DType::F32: body(float{}); return true;
+      case DType::F64: body(double{}); return true;
+      case DType::BF16: body(__nv_bfloat16{}); return true;
+      default: return false;
+    }
+  };
+  with_type(src_dtype, [&](auto s) {
+    using S = decltype(s);
+    done = with_type(dst_dtype, [&](auto d) {
+      using D = decltype(d);
+      convert_kernel<<<blocks_for(n), 256, 0, stream()>>>(static_cast<const S*>(src),
+                                                          static_cast<D*>(dst), n);
+      SINKLAB_KERNEL_CHECK("to_dtype");
+    });
+  });
+  return done;
 }
 
 void fill(void* dst, int64_t n, int dtype, double value, int /*device*/) {
@@ -245,6 +283,7 @@ bool initialize() {
     hooks.release = release;
     hooks.copy = copy;
     hooks.fill = fill;
+    hooks.convert = convert;
     hooks.synchronize = [](int) { synchronize(); };
     install_device_memory_hooks(hooks);
     install_cuda_add(accumulate_cuda);

@@ -1,5 +1,6 @@
 // [cuda] runtime, allocator, copies, elementwise ops, reductions and matmul against the CPU
 // reference on random inputs (odd sizes too). Skipped where no GPU is present.
+#include "autograd/engine.h"
 #include "core/concat_flat.h"
 #include "core/precision.h"
 #include "ops/elementwise.h"
@@ -25,6 +26,33 @@ TEST_CASE("cuda: allocation, host/device copies and fill round-trip", "[cuda]") 
   REQUIRE(z.to_doubles() == std::vector<double>(17, 2.5));
   Tensor d2 = d.copy_contiguous();  // device to device
   REQUIRE(d2.to_doubles() == x.to_doubles());
+}
+
+TEST_CASE("cuda: to_dtype between f32, f64 and bf16 on the GPU equals the CPU's conversion",
+          "[cuda]") {
+  SINKLAB_REQUIRE_CUDA();
+  const Tensor x = random_tensor({7, 33}, 2400, DType::F64, 3.0);  // (7, 33)
+  for (DType from : {DType::F32, DType::F64})
+    for (DType to : {DType::F32, DType::F64}) {
+      INFO(dtype_name(from) << " -> " << dtype_name(to));
+      const Tensor cpu = x.to_dtype(from).to_dtype(to);
+      const Tensor gpu = x.to_dtype(from).to_device(Device::cuda()).to_dtype(to);
+      REQUIRE(gpu.dtype() == to);
+      REQUIRE(gpu.to_doubles() == cpu.to_doubles());
+    }
+  // bf16: rounded to nearest even on the way in (as the CPU rounds), exact on the way out; and
+  // ops::to_dtype's gradient converts back on the device.
+  for (DType from : {DType::F32, DType::F64}) {
+    INFO(dtype_name(from) << " -> bf16 -> f32");
+    const Tensor on_gpu = x.to_dtype(from).to_device(Device::cuda());
+    const Tensor b = on_gpu.to_dtype(DType::BF16);
+    REQUIRE(b.to_doubles() == x.to_dtype(DType::F32).to_dtype(DType::BF16).to_doubles());
+    REQUIRE(b.to_dtype(DType::F32).to_doubles() == b.to_doubles());
+  }
+  Tensor leaf = x.to_dtype(DType::F32).to_device(Device::cuda()).set_requires_grad(true);
+  autograd::backward(ops::sum(ops::to_dtype(ops::to_dtype(leaf, DType::BF16), DType::F32)));
+  REQUIRE(leaf.grad().dtype() == DType::F32);
+  REQUIRE(leaf.grad().to_doubles() == std::vector<double>(7 * 33, 1.0));
 }
 
 TEST_CASE("cuda: concat_flat of many strided parts matches the CPU (f32, f64, bf16)", "[cuda]") {
