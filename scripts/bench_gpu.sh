@@ -21,6 +21,7 @@ model=${2:-gpt2}
 batch=${BENCH_BATCH:-32}
 steps=${BENCH_STEPS:-12}
 out=${OUT:-/tmp}
+rm -f "$out/memory.txt"
 case $model in
   gpt2) config=configs/bench/gpt2_124m.yaml; torch_args=(--arch gpt2) ;;
   gpt2_headwise) config=configs/bench/gpt2_124m.yaml; torch_args=(--arch gpt2 --headwise)
@@ -30,15 +31,16 @@ case $model in
 esac
 [ -f data/bench/train_000000.bin ] || python3 scripts/make_bench_data.py data/bench --vocab 50304 --tokens 4000000
 median_tok_s() {  # median tokens/s of the steps after the first three, from metrics.jsonl;
-  # the largest device memory in use at a step's end goes to stderr
-  python3 - "$1" <<'PY'
+  # the largest device memory in use at a step's end is added to $out/memory.txt
+  python3 - "$1" "$out/memory.txt" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 v = sorted(r["tokens_per_s"] for r in rows[3:] if r.get("tokens_per_s"))
 mem = [r["memory_mib"] for r in rows if isinstance(r.get("memory_mib"), (int, float))]
 print(f"{v[len(v)//2]:.0f}" if v else "nan")
-print(f"  {sys.argv[1]}: device memory in use, largest at a step's end: "
-      f"{max(mem) if mem else float('nan'):.0f} MiB", file=sys.stderr)
+with open(sys.argv[2], "a") as f:
+    f.write(f"  sinklab {sys.argv[1]}: device memory in use, largest at a step's end: "
+            f"{max(mem) if mem else float('nan'):.0f} MiB\n")
 PY
 }
 sinklab() {  # name, then --set overrides; prints the median tokens/s
@@ -81,6 +83,7 @@ if [ -n "${BENCH_PROFILE:-}" ]; then
     python3 scripts/kernel_summary.py 1 < "$out/ncu_$model.csv" | tee "$out/kernels_$model.txt"
   fi
 fi
+[ -f "$out/memory.txt" ] && cat "$out/memory.txt" && rm -f "$out/memory.txt"
 python3 - "$model" "$batch" "${r[bf16_m0]}" "${r[bf16_m1]}" "${r[torch_eager_bf16]:-nan}" \
   "${r[torch_compile_bf16]:-nan}" "${r[fp32_m0]:-nan}" "${r[torch_eager_fp32]:-nan}" <<'PY'
 import math, sys
