@@ -8,6 +8,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 build=${SINKLAB_BUILD_DIR:-build-gpu}
 out=${OUT:-/tmp}
+# PCRE2's header where the machine lacks it (scripts/pcre2_for_device.sh, carried as .pcre2)
+[ -d .pcre2/lib/pkgconfig ] && export PKG_CONFIG_PATH=$PWD/.pcre2/lib/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}
 nvidia-smi --query-gpu=name,memory.used,memory.total,clocks.sm --format=csv,noheader || true
 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 \
   > "$out/configure.log" 2>&1 || { tail -30 "$out/configure.log"; exit 1; }
