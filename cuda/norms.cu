@@ -378,6 +378,142 @@ void with_norm_input(TensorRef& x, const char* op, Body&& body) {
   });
 }
 
+// RMSNorm of short or f32 rows in registers, math in f32: a row of D = 8 G n elements belongs to
+// a group of G lanes (G a power of two <= 32, 32 / G rows a warp), lane l holding the 8-element
+// chunks l + G i, i < n <= kMaxChunks: every load and store moves 16 bytes (8 bf16) or 32 (8
+// f32), and a warp reads whole rows. Head-wise RMSNorm's rows of HS = 64 bf16 are 8 lanes; an
+// f32 row of 768 is 32 lanes of 3 chunks. The sums run in another order than the warp-per-row
+// kernels (same formulas).
+constexpr int kChunk = 8;       // elements a lane moves at once
+constexpr int kMaxChunks = 4;   // D <= 8 * 32 * 4 = 1024
+
+__device__ __forceinline__ void load_chunk(const float* p, float (&v)[kChunk]) {
+  const float4 a = reinterpret_cast<const float4*>(p)[0], b = reinterpret_cast<const float4*>(p)[1];
+  v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
+}
+__device__ __forceinline__ void load_chunk(const __nv_bfloat16* p, float (&v)[kChunk]) {
+  const uint4 raw = *reinterpret_cast<const uint4*>(p);
+  const auto* pairs = reinterpret_cast<const __nv_bfloat162*>(&raw);
+#pragma unroll
+  for (int j = 0; j < kChunk / 2; ++j) {
+    const float2 f = __bfloat1622float2(pairs[j]);
+    v[2 * j] = f.x, v[2 * j + 1] = f.y;
+  }
+}
+__device__ __forceinline__ void store_chunk(float* p, const float (&v)[kChunk]) {
+  reinterpret_cast<float4*>(p)[0] = make_float4(v[0], v[1], v[2], v[3]);
+  reinterpret_cast<float4*>(p)[1] = make_float4(v[4], v[5], v[6], v[7]);
+}
+__device__ __forceinline__ void store_chunk(__nv_bfloat16* p, const float (&v)[kChunk]) {
+  uint4 raw;
+  auto* pairs = reinterpret_cast<__nv_bfloat162*>(&raw);
+#pragma unroll
+  for (int j = 0; j < kChunk / 2; ++j) pairs[j] = __floats2bfloat162_rn(v[2 * j], v[2 * j + 1]);
+  *reinterpret_cast<uint4*>(p) = raw;  // rounded to nearest even
+}
+
+// Sum over the G lanes of a group (xor offsets below G stay inside the aligned group); every
+// lane of the warp takes part.
+__device__ __forceinline__ float group_sum(float v, int G) {
+  for (int offset = G / 2; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
+  return v;
+}
+
+// The rows' geometry: G lanes a row, n chunks a lane.
+struct RowGroups {
+  int G = 0, n = 0;
+};
+
+// Whether rows of D elements fit the grouped kernels, and how (G = 0 when they do not).
+RowGroups row_groups(int64_t D) {
+  if (D % kChunk != 0) return {};
+  const int64_t chunks = D / kChunk;
+  if (chunks <= kWarp && (chunks & (chunks - 1)) == 0) return {static_cast<int>(chunks), 1};
+  if (chunks % kWarp == 0 && chunks / kWarp <= kMaxChunks)
+    return {kWarp, static_cast<int>(chunks / kWarp)};
+  return {};
+}
+
+unsigned group_blocks(int64_t rows, int G) {
+  const int64_t rows_per_block = static_cast<int64_t>(kRowsPerBlock) * (kWarp / G);
+  return static_cast<unsigned>((rows + rows_per_block - 1) / rows_per_block);
+}
+
+// x, y (rows, D) stored as X, Y (f32 or bf16); gain (P) or null, row r uses gain[(r D) % P + d];
+// rstd (rows).
+template <class X, class Y>
+__global__ void rmsnorm_groups_forward_kernel(const X* x, const float* gain, Y* y, float* rstd,
+                                              int64_t rows, int64_t D, int64_t P, RowGroups g,
+                                              float eps) {
+  const int lane = threadIdx.x % kWarp, gl = lane % g.G;
+  const int64_t r = (static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.x / kWarp) *
+                        (kWarp / g.G) + lane / g.G;
+  const bool active = r < rows;  // inactive lanes still join the shuffles
+  float v[kMaxChunks][kChunk];
+  float sq = 0.f;
+#pragma unroll
+  for (int i = 0; i < kMaxChunks; ++i) {
+    if (i >= g.n) break;
+    if (active) load_chunk(x + r * D + (gl + g.G * i) * kChunk, v[i]);
+#pragma unroll
+    for (int j = 0; j < kChunk; ++j) sq += active ? v[i][j] * v[i][j] : 0.f;
+  }
+  const float inv = inv_sqrt(group_sum(sq, g.G) / static_cast<float>(D) + eps);
+  if (!active) return;
+  if (gl == 0) rstd[r] = inv;
+  const float* gr = gain ? gain + (r * D) % P : nullptr;  // (D) slice of the gain
+#pragma unroll
+  for (int i = 0; i < kMaxChunks; ++i) {
+    if (i >= g.n) break;
+    const int64_t d0 = (gl + g.G * i) * kChunk;
+    float out[kChunk];
+#pragma unroll
+    for (int j = 0; j < kChunk; ++j) out[j] = v[i][j] * inv * (gr ? gr[d0 + j] : 1.f);
+    store_chunk(y + r * D + d0, out);
+  }
+}
+
+// dx = r * g - (r^3 / D) * x * sum_d(x_d g_d), g = gain * dy, r = rstd: dy stored as G_ (y's
+// dtype), x and dx as X.
+template <class X, class Gy>
+__global__ void rmsnorm_groups_backward_x_kernel(const Gy* dy, const X* x, const float* gain,
+                                                 const float* rstd, X* dx, int64_t rows,
+                                                 int64_t D, int64_t P, RowGroups g) {
+  const int lane = threadIdx.x % kWarp, gl = lane % g.G;
+  const int64_t r = (static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.x / kWarp) *
+                        (kWarp / g.G) + lane / g.G;
+  const bool active = r < rows;
+  const float* gr = active && gain ? gain + (r * D) % P : nullptr;  // (D) slice of the gain
+  float xv[kMaxChunks][kChunk], gv[kMaxChunks][kChunk];  // x and gain * dy
+  float dot = 0.f;
+#pragma unroll
+  for (int i = 0; i < kMaxChunks; ++i) {
+    if (i >= g.n) break;
+    const int64_t d0 = (gl + g.G * i) * kChunk;
+    if (active) {
+      load_chunk(x + r * D + d0, xv[i]);
+      load_chunk(dy + r * D + d0, gv[i]);
+    }
+#pragma unroll
+    for (int j = 0; j < kChunk; ++j) {
+      if (active && gr) gv[i][j] *= gr[d0 + j];
+      dot += active ? xv[i][j] * gv[i][j] : 0.f;
+    }
+  }
+  dot = group_sum(dot, g.G);
+  if (!active) return;
+  const float inv = rstd[r];
+  const float coef = inv * inv * inv * dot / static_cast<float>(D);
+#pragma unroll
+  for (int i = 0; i < kMaxChunks; ++i) {
+    if (i >= g.n) break;
+    float out[kChunk];
+#pragma unroll
+    for (int j = 0; j < kChunk; ++j) out[j] = inv * gv[i][j] - coef * xv[i][j];
+    store_chunk(dx + r * D + (gl + g.G * i) * kChunk, out);
+  }
+}
+
 // Runs rmsnorm_forward_kernel; delta and sum (..., D) undefined for the plain norm (and for a
 // bf16 x).
 void launch_rmsnorm_forward(const Tensor& x, const Tensor& delta, Tensor* sum, const Tensor& gain,
@@ -404,6 +540,17 @@ void launch_rmsnorm_forward(const Tensor& x, const Tensor& delta, Tensor* sum, c
               nullptr, py,                                  // no bias; y (rows, D)
               nullptr, rstd.data<T>(),                      // no mean; rstd (rows)
               rows, D, static_cast<T>(eps));
+          return;
+        }
+      }
+      if constexpr (std::is_same_v<T, float>) {
+        // rows without a residual add (head-wise RMSNorm, rmsnorm): grouped lanes
+        const RowGroups groups = row_groups(D);
+        if (!delta.defined() && groups.G > 0 && aligned16({px, py})) {
+          rmsnorm_groups_forward_kernel<X, Y>
+              <<<group_blocks(rows, groups.G), kRowThreads, 0, stream()>>>(
+                  px, gain.defined() ? gain.data<T>() : nullptr, py, rstd.data<T>(), rows, D, P,
+                  groups, static_cast<T>(eps));
           return;
         }
       }
@@ -443,8 +590,19 @@ void rmsnorm_backward_cuda(const Tensor& grad, const Tensor& x, const Tensor& ga
       using G = std::remove_cv_t<std::remove_pointer_t<decltype(pdy)>>;
       if (grad_x && rows > 0) {
         X* pdx = static_cast<X*>(grad_x->raw_data());  // (rows, D), x's dtype
-        rmsnorm_backward_x_kernel<T, X, G><<<row_blocks(rows), kRowThreads, 0, stream()>>>(
-            pdy, px, pg, prstd, pdx, rows, D, P);
+        bool grouped = false;
+        if constexpr (std::is_same_v<T, float>) {  // f32 math: rows in registers where they fit
+          const RowGroups groups = row_groups(D);
+          if (groups.G > 0 && aligned16({pdy, px, pdx})) {
+            rmsnorm_groups_backward_x_kernel<X, G>
+                <<<group_blocks(rows, groups.G), kRowThreads, 0, stream()>>>(
+                    pdy, px, pg, prstd, pdx, rows, D, P, groups);
+            grouped = true;
+          }
+        }
+        if (!grouped)
+          rmsnorm_backward_x_kernel<T, X, G><<<row_blocks(rows), kRowThreads, 0, stream()>>>(
+              pdy, px, pg, prstd, pdx, rows, D, P);
         SINKLAB_KERNEL_CHECK("rmsnorm backward (x)");
       }
       if (grad_gain) {
