@@ -350,16 +350,19 @@ __global__ void rmsnorm_backward_x_kernel(const G* dy, const X* x, const T* gain
 }
 
 // Viewing the flat x (n) as (n / P, P): acc[0] += dy * x * rstd[i / D] at i = q * P + p; dy
-// stored as G, x as X.
+// stored as G, x as X. P is a multiple of D (the gain repeats along rows of D), so
+// i / D = q * (P / D) + p / D: no 64-bit division per element.
 template <class T, class X, class G>
 struct RmsNormGainTerm {
   const G* dy;    // (n)
   const X* x;     // (n)
   const T* rstd;  // (n / D)
-  int64_t P, D;
+  int64_t P;
+  int64_t rows_per_q;  // P / D
+  int D;
   __device__ void operator()(int64_t q, int64_t p, T* acc) const {
     const int64_t i = q * P + p;
-    acc[0] += to_acc(dy[i]) * to_acc(x[i]) * rstd[i / D];
+    acc[0] += to_acc(dy[i]) * to_acc(x[i]) * rstd[q * rows_per_q + static_cast<int>(p) / D];
   }
 };
 
@@ -607,7 +610,9 @@ void rmsnorm_backward_cuda(const Tensor& grad, const Tensor& x, const Tensor& ga
       }
       if (grad_gain) {
         T* pdg = grad_gain->data<T>();  // (P)
-        column_sums<T, 1>(n / P, P, RmsNormGainTerm<T, X, G>{pdy, px, prstd, P, D}, pdg,
+        column_sums<T, 1>(n / P, P,
+                          RmsNormGainTerm<T, X, G>{pdy, px, prstd, P, P / D, static_cast<int>(D)},
+                          pdg,
                           static_cast<T*>(nullptr), x.device(), "rmsnorm backward (gain)");
       }
     });
