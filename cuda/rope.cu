@@ -3,15 +3,22 @@
 // are rows of heads, one row per position (b, t): rope's rows hold its NH heads (NH * HS apart),
 // rope_qkv's hold q's NH heads then k's (3C apart; the v part after them is copied unchanged by
 // one 2-D copy). A thread rotates one pack of consecutive pairs (x[i], x[i + HS/2]),
-// i in [i0, i0 + P), of one position in several of its heads, P = 16 bytes of elements (4 f32,
-// 2 f64, 8 bf16): each half moves in one 16-byte access when HS/2 divides into packs and the
-// buffers are aligned, element by element otherwise. Each pair's angle, its cosine and sine are
-// computed in double, as on the CPU, once per thread for all its heads; the rotation in double
-// for f32 and f64 (then rounded to the type, as on the CPU), in f32 for bf16 (read bf16, cos and
-// sin rounded to f32, the result rounded to nearest even when written). Backward is the same
-// rotation by -angle. x and out contiguous.
+// i in [i0, i0 + P), of one head of one position, P = 16 bytes of elements (4 f32, 2 f64,
+// 8 bf16): each half moves in one 16-byte access when HS/2 divides into packs and the buffers
+// are aligned, element by element otherwise. Consecutive threads take a row's packs head after
+// head (the lo packs of a head, then the next head's), so a warp's loads and stores cover whole
+// runs of consecutive heads. Each pair's cosine and sine come from a table per (T, HS, theta,
+// position_offset) made on the device once and kept for the process: the angle and its cosine
+// and sine computed in double, as on the CPU, then rounded to the rotation's type. The rotation
+// is in double for f32 and f64 (then rounded to the type, as on the CPU), in f32 for bf16 (read
+// bf16, cos and sin rounded to f32, the result rounded to nearest even when written). Backward
+// is the same rotation by -angle (the sines negated). x and out contiguous.
 #include <algorithm>
+#include <bit>
+#include <compare>
 #include <cstdint>
+#include <map>
+#include <mutex>
 
 #include "core/dtype.h"
 #include "cuda/check.h"
@@ -35,69 +42,141 @@ struct RopeRows {
 template <class S> struct RotateIn { using type = double; };
 template <> struct RotateIn<__nv_bfloat16> { using type = float; };
 
-// Threads enough to fill the GPU (about one resident wave on an H100): the head groups of the
-// grid's y dimension grow until the packs times the groups reach it.
-constexpr int64_t kTargetThreads = int64_t{1} << 18;
+// The angle table of one (T, HS, theta, position_offset) in R: cos (T, HS/2) then sin (T, HS/2)
+// in one buffer, cos[t * HS/2 + i] = cos((t + position_offset) * theta^(-2i/HS)) rounded to R.
+template <class R>
+struct AngleTable {
+  const R* cos;  // (T, HS/2)
+  const R* sin;  // (T, HS/2)
+};
 
-// Grid x: one thread per pack (position, i0), y: head groups. A thread computes its pack's cosines
-// and sines once and rotates the pack in heads blockIdx.y, blockIdx.y + gridDim.y, ... of its
-// position. packed: every pack whole (HS/2 a multiple of RowPack<S>::kCount) and 16-byte aligned.
+// One thread per (t, i): the angle, its cosine and sine in double, as the CPU computes them.
+template <class R>
+__global__ void angle_table_kernel(R* __restrict__ table, int64_t T, int64_t HS, double theta,
+                                   int64_t position_offset) {
+  const int64_t half = HS / 2, n = T * half;
+  const int64_t p = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;  // t * HS/2 + i
+  if (p >= n) return;
+  const int64_t t = p / half, i = p - t * half;
+  const double freq = pow(theta, -2.0 * static_cast<double>(i) / static_cast<double>(HS));
+  const double angle = static_cast<double>(t + position_offset) * freq;
+  double sd = 0, cd = 1;
+  sincos(angle, &sd, &cd);
+  table[p] = static_cast<R>(cd);      // cos (T, HS/2)
+  table[n + p] = static_cast<R>(sd);  // sin (T, HS/2)
+}
+
+// The angle table of (T, HS, theta, position_offset) in R, made on the first call with them and
+// kept (at most kMaxTables per R; all are released, once the device is done with them, when a
+// new one finds the cache full). T * HS/2 > 0. The first call with a new key waits for the
+// stream (the table is then ready for either stream, the compute stream or the side stream).
+template <class R>
+AngleTable<R> angle_table(int64_t T, int64_t HS, double theta, int64_t position_offset) {
+  struct Key {
+    int64_t T, HS;
+    uint64_t theta;  // its bits
+    int64_t position_offset;
+    auto operator<=>(const Key&) const = default;
+  };
+  constexpr size_t kMaxTables = 32;
+  static std::mutex mutex;
+  static std::map<Key, R*> tables;  // each (2, T, HS/2) on the device: cos, then sin
+  const int64_t n = T * (HS / 2);
+  const Key key{T, HS, std::bit_cast<uint64_t>(theta), position_offset};
+  std::lock_guard<std::mutex> lock(mutex);
+  auto it = tables.find(key);
+  if (it == tables.end()) {
+    if (tables.size() >= kMaxTables) {
+      // Queued kernels of either stream may still read a table: wait for the whole device.
+      SINKLAB_CUDA_CHECK(cudaDeviceSynchronize());
+      for (auto& entry : tables) SINKLAB_CUDA_CHECK(cudaFreeAsync(entry.second, stream()));
+      tables.clear();
+    }
+    R* table = nullptr;  // (2, T, HS/2): cos, sin
+    SINKLAB_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&table),
+                                       2 * static_cast<size_t>(n) * sizeof(R), stream()));
+    angle_table_kernel<R><<<blocks_for(n, kThreads), kThreads, 0, stream()>>>(
+        table, T, HS, theta, position_offset);
+    SINKLAB_KERNEL_CHECK("rope angle table");
+    SINKLAB_CUDA_CHECK(cudaStreamSynchronize(stream()));
+    it = tables.emplace(key, table).first;
+  }
+  return {it->second, it->second + n};
+}
+
+// kPer consecutive values of an angle table row from p: RowPack<R> loads when `packed` (p then
+// 16-byte aligned), else the first `width` one by one (the rest zero).
+template <class R, int kPer>
+__device__ __forceinline__ void load_angles(const R* p, int width, bool packed, R (&v)[kPer]) {
+  constexpr int kIn = RowPack<R>::kCount;  // values of R in 16 bytes
+  static_assert(kPer % kIn == 0, "a pack of angles is whole RowPacks of R");
+  if (packed) {
+#pragma unroll
+    for (int q = 0; q < kPer / kIn; ++q) {
+      const RowPack<R> pack = *reinterpret_cast<const RowPack<R>*>(p + q * kIn);
+#pragma unroll
+      for (int j = 0; j < kIn; ++j) v[q * kIn + j] = pack.v[j];
+    }
+    return;
+  }
+#pragma unroll
+  for (int j = 0; j < kPer; ++j) v[j] = j < width ? p[j] : R{0};
+}
+
+// One thread per (position, head, pack): p = (row * heads + h) * packs + k, packs = the lo packs
+// of a head (HS/2 / kPer, rounded up), i0 = k * kPer. The thread reads the pack's cosines and
+// sign * sines from the table row of t and rotates x[i0 ..] with x[i0 + HS/2 ..] of head h.
+// packed: every pack whole (HS/2 a multiple of RowPack<S>::kCount) and 16-byte aligned; then so
+// are the table's packs (they start kPer values apart, kPer * sizeof(R) is 16 or 32 bytes).
 template <class S>
 __global__ void rope_kernel(const S* __restrict__ x, S* __restrict__ out, RopeRows g,
-                            double theta, int64_t position_offset, double sign, bool packed) {
+                            AngleTable<typename RotateIn<S>::type> table,
+                            typename RotateIn<S>::type sign, bool packed) {
   using R = typename RotateIn<S>::type;
   constexpr int kPer = RowPack<S>::kCount;
-  const int64_t half = g.HS / 2, per_row = (half + kPer - 1) / kPer;
+  const int64_t half = g.HS / 2, packs = (half + kPer - 1) / kPer, items = g.heads * packs;
   const int64_t p = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (p >= g.rows * per_row) return;
-  const int64_t row = p / per_row;  // b * T + t
-  const int64_t i0 = (p - row * per_row) * kPer;
+  if (p >= g.rows * items) return;
+  const int64_t row = p / items;  // b * T + t
+  const int64_t item = p - row * items;
+  const int64_t h = item / packs, i0 = (item - h * packs) * kPer;
   const int64_t t = row % g.T;
   const int width = static_cast<int>(half - i0 < kPer ? half - i0 : kPer);
   R c[kPer], s[kPer];  // cos and sign * sin of the pack's angles
+  load_angles(table.cos + t * half + i0, width, packed, c);
+  load_angles(table.sin + t * half + i0, width, packed, s);
+#pragma unroll
+  for (int j = 0; j < kPer; ++j) s[j] = sign * s[j];  // exact: sign is +-1
+  const int64_t at = row * g.stride + h * g.HS + i0;              // x[i0] of head h
+  const RowPack<S> lo = load_pack(x + at, width, packed);         // x[i0 ..]
+  const RowPack<S> hi = load_pack(x + at + half, width, packed);  // x[i0 + HS/2 ..]
+  RowPack<S> out_lo, out_hi;
 #pragma unroll
   for (int j = 0; j < kPer; ++j) {
-    double sd = 0, cd = 1;
-    if (j < width) {
-      const double freq =
-          pow(theta, -2.0 * static_cast<double>(i0 + j) / static_cast<double>(g.HS));
-      const double angle = static_cast<double>(t + position_offset) * freq;
-      sincos(angle, &sd, &cd);
-    }
-    c[j] = static_cast<R>(cd);
-    s[j] = static_cast<R>(sign * sd);
+    const R a = static_cast<R>(to_acc(lo.v[j])), b = static_cast<R>(to_acc(hi.v[j]));
+    out_lo.v[j] = from_acc<S>(a * c[j] - b * s[j]);
+    out_hi.v[j] = from_acc<S>(b * c[j] + a * s[j]);
   }
-  for (int64_t h = blockIdx.y; h < g.heads; h += gridDim.y) {
-    const int64_t at = row * g.stride + h * g.HS + i0;              // x[i0] of head h
-    const RowPack<S> lo = load_pack(x + at, width, packed);         // x[i0 ..]
-    const RowPack<S> hi = load_pack(x + at + half, width, packed);  // x[i0 + HS/2 ..]
-    RowPack<S> out_lo, out_hi;
-#pragma unroll
-    for (int j = 0; j < kPer; ++j) {
-      const R a = static_cast<R>(to_acc(lo.v[j])), b = static_cast<R>(to_acc(hi.v[j]));
-      out_lo.v[j] = from_acc<S>(a * c[j] - b * s[j]);
-      out_hi.v[j] = from_acc<S>(b * c[j] + a * s[j]);
-    }
-    store_pack(out + at, out_lo, width, packed);
-    store_pack(out + at + half, out_hi, width, packed);
-  }
+  store_pack(out + at, out_lo, width, packed);
+  store_pack(out + at + half, out_hi, width, packed);
 }
 
 void rotate(const Tensor& x, const RopeRows& g, double theta, int64_t position_offset,
             double sign, Tensor& out, const char* op) {
   dispatch_storage(x.dtype(), op, [&](auto zero) {
     using S = decltype(zero);
+    using R = typename RotateIn<S>::type;
     constexpr int kPer = RowPack<S>::kCount;
     const int64_t half = g.HS / 2;
-    const int64_t packs = g.rows * ((half + kPer - 1) / kPer);  // (position, i0): grid x
-    if (packs == 0 || g.heads == 0) return;
-    const int64_t groups = std::clamp<int64_t>(kTargetThreads / packs, 1,
-                                               std::min<int64_t>(g.heads, 65535));  // grid y
+    // (position, head, pack): the threads
+    const int64_t items = g.rows * g.heads * ((half + kPer - 1) / kPer);
+    if (items == 0) return;
+    const AngleTable<R> table = angle_table<R>(g.T, g.HS, theta, position_offset);
     const S* px = static_cast<const S*>(x.raw_data());  // (rows, stride): heads first in a row
     S* po = static_cast<S*>(out.raw_data());            // (rows, stride) likewise
     const bool packed = half % kPer == 0 && g.stride % kPer == 0 && aligned16({px, po});
-    rope_kernel<S><<<dim3(blocks_for(packs, kThreads), static_cast<unsigned>(groups)), kThreads,
-                     0, stream()>>>(px, po, g, theta, position_offset, sign, packed);
+    rope_kernel<S><<<blocks_for(items, kThreads), kThreads, 0, stream()>>>(
+        px, po, g, table, static_cast<R>(sign), packed);
     SINKLAB_KERNEL_CHECK(op);
   });
 }

@@ -1,6 +1,7 @@
 // [cuda] attention (flash forward/backward, softmax and sigmoid, isolated positions), its probes
 // (saved lse, key mass, materialised probabilities), rope, rope_qkv (also bf16, within one bf16
-// rounding) and cross-entropy against the CPU reference on random inputs, forward and backward;
+// rounding; also across thetas, T and offsets, for its cached angle tables) and cross-entropy
+// against the CPU reference on random inputs, forward and backward;
 // bit-identical results across two GPU runs; a bad cross-entropy target as a ValueError; the
 // tensor-core attention (f32 under Precision::BF16, HS 64/128) against the CPU with bf16
 // tolerances, where it applies, and its determinism. Every case pins the own kernels
@@ -334,6 +335,24 @@ TEST_CASE("cuda: rope_qkv matches the CPU, forward and backward", "[cuda]") {
         Tensor qkv = random_tensor({2, 37, 3 * NH * HS}, 710 + HS, dt, 1.0, true);  // (B, T, 3C)
         require_cuda_matches_cpu(
             [NH, offset](const auto& in) { return ops::rope_qkv(in[0], NH, 10000.0, offset); },
+            {qkv}, tolerance(dt));
+      }
+}
+
+TEST_CASE("cuda: rope_qkv's cached angle tables follow theta, T and the offset", "[cuda]") {
+  SINKLAB_REQUIRE_CUDA();
+  const ops::AttentionKernelsGuard own(ops::AttentionKernels::Own);  // the own kernels
+  // The GPU keeps a cos/sin table per (T, HS, theta, offset): one theta, another, then the first
+  // again, at two (T, offset), each against the CPU (a stale table is off by O(1)).
+  const int64_t NH = 3, HS = 64;
+  for (DType dt : {DType::F32, DType::F64})
+    for (const auto& [T, offset] : {std::pair<int64_t, int64_t>{37, 0}, {5, 11}})
+      for (double theta : {10000.0, 500000.0, 10000.0}) {
+        const int64_t at = offset;  // a structured binding, copied for the lambda
+        INFO(dtype_label(dt) << " T=" << T << " offset=" << offset << " theta=" << theta);
+        Tensor qkv = random_tensor({2, T, 3 * NH * HS}, 730 + T, dt, 1.0, true);  // (B, T, 3C)
+        require_cuda_matches_cpu(
+            [NH, theta, at](const auto& in) { return ops::rope_qkv(in[0], NH, theta, at); },
             {qkv}, tolerance(dt));
       }
 }
