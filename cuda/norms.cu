@@ -2,8 +2,9 @@
 // and the residual add fused into layernorm's and rmsnorm's forward (add_layernorm,
 // add_rmsnorm: the row kernel writes x + delta and normalises it in the same pass)
 // (the last two share one kernel pair, as on the CPU: rows of length D and a gain of P elements
-// repeating along the flattened x, row r using gain[(r * D) % P, + D)). f32 and f64; the math
-// and the per-row accumulators are in the tensor's type (f32 accumulation for f32, f64 for f64);
+// repeating along the flattened x, row r using gain[(r * D) % P, + D)). f32 and f64 (and a bf16 x
+// for the RMSNorms, math in f32); the math and the per-row accumulators are in the tensor's type
+// (f32 accumulation for f32, f64 for f64);
 // the cross-row parameter-gradient sums end in f64 (below). Every norm's output (and so its
 // upstream gradient) may be bf16 for an f32 x (NormOutput::kOperandDType): computed in f32,
 // stored rounded to nearest even once, read widened to f32 (with_norm_output below picks the
@@ -178,7 +179,8 @@ __global__ void norm_forward_vec_kernel(const float* x, const float* delta, floa
   for (int i = 0; i < kMaxRowVectors; ++i) {
     if (i >= n) break;
     const int64_t c = 4 * lane + 128 * i;
-    const float4 w = weight ? *reinterpret_cast<const float4*>(weight + c) : make_float4(1, 1, 1, 1);
+    const float4 w =
+        weight ? *reinterpret_cast<const float4*>(weight + c) : make_float4(1, 1, 1, 1);
     const float4 b = bias ? *reinterpret_cast<const float4*>(bias + c) : make_float4(0, 0, 0, 0);
     store_four(y + r * C + c, (v[i].x - mu) * inv * w.x + b.x, (v[i].y - mu) * inv * w.y + b.y,
                (v[i].z - mu) * inv * w.z + b.z, (v[i].w - mu) * inv * w.w + b.w);
@@ -381,10 +383,10 @@ void with_norm_input(TensorRef& x, const char* op, Body&& body) {
   });
 }
 
-// RMSNorm of short or f32 rows in registers, math in f32: a row of D = 8 G n elements belongs to
-// a group of G lanes (G a power of two <= 32, 32 / G rows a warp), lane l holding the 8-element
-// chunks l + G i, i < n <= kMaxChunks: every load and store moves 16 bytes (8 bf16) or 32 (8
-// f32), and a warp reads whole rows. Head-wise RMSNorm's rows of HS = 64 bf16 are 8 lanes; an
+// RMSNorm rows held in registers, math in f32 (x f32 or bf16): a row of D = 8 G n <= 1024
+// elements belongs to a group of G lanes (G a power of two <= 32, 32 / G rows a warp), lane l
+// holding the 8-element chunks l + G i, i < n <= kMaxChunks: every load and store moves 16
+// bytes (8 bf16) or 32 (8 f32), and a warp reads whole rows. Head-wise RMSNorm's rows of HS = 64 bf16 are 8 lanes; an
 // f32 row of 768 is 32 lanes of 3 chunks. The sums run in another order than the warp-per-row
 // kernels (same formulas).
 constexpr int kChunk = 8;       // elements a lane moves at once
@@ -476,7 +478,7 @@ __global__ void rmsnorm_groups_forward_kernel(const X* x, const float* gain, Y* 
   }
 }
 
-// dx = r * g - (r^3 / D) * x * sum_d(x_d g_d), g = gain * dy, r = rstd: dy stored as G_ (y's
+// dx = r * g - (r^3 / D) * x * sum_d(x_d g_d), g = gain * dy, r = rstd: dy stored as Gy (y's
 // dtype), x and dx as X.
 template <class X, class Gy>
 __global__ void rmsnorm_groups_backward_x_kernel(const Gy* dy, const X* x, const float* gain,
@@ -517,8 +519,10 @@ __global__ void rmsnorm_groups_backward_x_kernel(const Gy* dy, const X* x, const
   }
 }
 
-// Runs rmsnorm_forward_kernel; delta and sum (..., D) undefined for the plain norm (and for a
-// bf16 x).
+// RMSNorm's forward: the row in registers (norm_forward_vec_kernel, f32 rows of 128n with a gain
+// per row, with or without the add), grouped lanes (rmsnorm_groups_forward_kernel, rows without
+// the add, e.g. head-wise RMSNorm's rows of 64) or one warp per row (rmsnorm_forward_kernel,
+// everything else). delta and sum (..., D) undefined for the plain norm (and for a bf16 x).
 void launch_rmsnorm_forward(const Tensor& x, const Tensor& delta, Tensor* sum, const Tensor& gain,
                             double eps, Tensor& y, Tensor& rstd) {
   with_norm_input(x, "rmsnorm", [&](auto zero, const auto* px) {  // x (rows, D) as T or bf16

@@ -70,6 +70,8 @@ __global__ void angle_table_kernel(R* __restrict__ table, int64_t T, int64_t HS,
 // kept (at most kMaxTables per R; all are released, once the device is done with them, when a
 // new one finds the cache full). T * HS/2 > 0. The first call with a new key waits for the
 // stream (the table is then ready for either stream, the compute stream or the side stream).
+// One process drives one device from one host thread (as everywhere in cuda/): the mutex keeps
+// the map consistent, not a returned table alive; a full cache stalls the device once.
 template <class R>
 AngleTable<R> angle_table(int64_t T, int64_t HS, double theta, int64_t position_offset) {
   struct Key {

@@ -164,6 +164,7 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor
                    [x3 = x3.detach(), w3 = w3.detach(), x_shape = x.shape(),
                     x_dtype = x.dtype(), w_dtype = w.dtype(), rx = x.requires_grad(),
                     rw = w.requires_grad(), w_grad_buffer,
+                    w_leaf = w_grad_buffer.defined() ? w : Tensor(),
                     rbias = bias.defined() && bias.requires_grad()](const Tensor& g) {
                      const int64_t N = w3.size(1), K = w3.size(2);
                      Tensor g2 = g.reshape_view({1, g.numel() / N, N});  // (1, rows, N)
@@ -171,7 +172,11 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor
                      Tensor g3 = tensor_core_operand(g2);
                      Tensor gx, gw, gbias;
                      if (rx) gx = gemm3(g3, false, w3, false, 1, x_dtype).reshape_view(x_shape);
-                     if (rw && w_grad_buffer.defined()) {  // w.grad += g^T x, in place
+                     // Still the buffer the forward saw (nothing replaced w's gradient since)?
+                     const bool in_place = rw && w_grad_buffer.defined() &&
+                                           w_leaf.grad().defined() &&
+                                           w_leaf.grad().raw_data() == w_grad_buffer.raw_data();
+                     if (in_place) {  // w.grad += g^T x, in place
                        Tensor into = w_grad_buffer.reshape_view({1, N, K});  // (1, N, K)
                        matmul_kernels.forward(g.device())(g3, true, x3, false, into, true);
                      } else if (rw) {

@@ -30,8 +30,8 @@ AddNorm add_rmsnorm(const Tensor& x, const Tensor& delta, const Tensor& weight, 
 
 // Forward: x (..., D), gain (P) or undefined -> y (..., D) and rstd (rows), rows = numel / D.
 // y is x's dtype, or bf16 (CUDA, f32 x) for NormOutput::kOperandDType; rstd is x's dtype (f32
-// for a bf16 x). The
-// backward's grad then comes in y's dtype; grad_x and grad_gain are x's (and gain's) dtype.
+// for a bf16 x). The backward's grad then comes in y's dtype; grad_x and grad_gain are x's (and
+// gain's) dtype.
 using RmsNormForwardFn = void (*)(const Tensor& x, const Tensor& gain, double eps, Tensor& y,
                                   Tensor& rstd);
 // Backward fills the gradients whose pointer is non-null (grad_gain has gain's shape).

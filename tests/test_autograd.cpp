@@ -6,6 +6,7 @@
 #include "autograd/grad_mode.h"
 #include "autograd/node.h"
 #include "ops/elementwise.h"
+#include "ops/matmul.h"
 #include "ops/reduce.h"
 #include "tests/helpers.h"
 
@@ -114,4 +115,31 @@ TEST_CASE("the leaf-ready hook fires once per leaf, after its last use, with the
   Tensor z = ops::sum(ops::mul(a, a));
   autograd::backward(z);
   REQUIRE(fired.size() == 3);
+}
+
+TEST_CASE("linear adds its weight gradient into the weight's gradient buffer in place, "
+          "and into the buffer backward finds", "[autograd]") {
+  const Tensor x = test::random_tensor({5, 3}, 41, DType::F64);  // (5, 3)
+  Tensor w = test::random_tensor({4, 3}, 42, DType::F64).set_requires_grad(true);  // (4, 3)
+  // The reference: a leaf without a buffer gets autograd's new tensor.
+  autograd::backward(ops::sum(ops::linear(x, w)));
+  const std::vector<double> once = w.grad().to_doubles();
+  // A flat buffer's view (as parameters have): two graphs, two backwards, the sum in place.
+  Tensor buffer = Tensor::zeros({4, 3}, DType::F64, Device::cpu());  // (4, 3)
+  w.set_grad(buffer);
+  const Tensor y1 = ops::sum(ops::linear(x, w)), y2 = ops::sum(ops::linear(x, w));
+  autograd::backward(y1);
+  autograd::backward(y2);
+  REQUIRE(w.grad().raw_data() == buffer.raw_data());
+  const std::vector<double> twice = buffer.to_doubles();
+  for (size_t i = 0; i < once.size(); ++i) REQUIRE(twice[i] == Approx(2 * once[i]));
+  // The gradient replaced between forward and backward: the new one receives it, the old stays.
+  buffer.fill(0.0);
+  const Tensor y3 = ops::sum(ops::linear(x, w));
+  Tensor replacement = Tensor::zeros({4, 3}, DType::F64, Device::cpu());  // (4, 3)
+  w.set_grad(replacement);
+  autograd::backward(y3);
+  REQUIRE(buffer.to_doubles() == std::vector<double>(12, 0.0));
+  const std::vector<double> moved = replacement.to_doubles();
+  for (size_t i = 0; i < once.size(); ++i) REQUIRE(moved[i] == Approx(once[i]));
 }

@@ -173,6 +173,9 @@ Tensor GPT::bias(const std::string& prefix) const {
 
 Tensor GPT::stacked_weight(const std::string& prefix,
                            std::initializer_list<const char*> names) const {
+  SINKLAB_CHECK(!arch_.biases, ValueError,
+                "model: " << prefix << " stacks products that have biases",
+                "stack only bias-free products (a bias lies between two weights in the buffers)");
   std::vector<std::string> full;
   for (const char* name : names) full.push_back(prefix + name + "weight");
   Tensor w = params_.packed(full);
@@ -240,7 +243,7 @@ Tensor GPT::attention_block(int64_t layer, const Tensor& h, LayerCapture* captur
   o = amplify(layer, o, v);  // (B, T, NH, HS)
   // The head-wise norm's output only feeds o_proj: stored as the product reads it (bf16 under
   // bf16 on a GPU), as the block norms' outputs are.
-  // (It reads o as attention wrote it: bf16 where cuDNN ran, its math in f32.)
+  // (It reads o as it comes: bf16 where cuDNN wrote it, f32 after amplify; its math in f32.)
   Tensor o_normed = headwise(cfg_) ? ops::headwise_rmsnorm(o, p(attn + "head_norm.weight"),
                                                              kHeadwiseRmsNormEps,
                                                              ops::NormOutput::kOperandDType)

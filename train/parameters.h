@@ -43,7 +43,9 @@ class ParameterSet {
   // given, with equal trailing dims: their rows stacked, e.g. LLaMA's q, k and v weights (C, C)
   // each as one (3C, C) weight, so that one product replaces three. Its gradient is the view of
   // the same rows of the gradient buffer, so the product's weight gradient lands in each
-  // parameter's own gradient. Undefined when the parameters are not adjacent in this order.
+  // parameter's own gradient. Undefined when the parameters are not adjacent in this order. The
+  // leaf always requires grad and always has the flat gradient view: per-parameter gradient
+  // settings (none exist today) would not reach it.
   Tensor packed(const std::vector<std::string>& names) const;
   int64_t numel() const { return numel_; }
   Tensor flat_values() const { return flat_values_; }  // (numel,)
