@@ -3,7 +3,9 @@
 # flash SDPA) on the same GPU, same model, same batch, in one call; prints tokens/s, MFU and the
 # ratios. Random tokens: speed only. The final evaluation's output effective rank (untimed, and
 # seconds of CPU at 124M) is off.
-#   bash scripts/bench_gpu.sh [build_dir] [gpt2|gpt2_headwise|llama]
+#   bash scripts/bench_gpu.sh [build_dir] [gpt2|gpt2_headwise|llama|all]
+#     all: the three below one after another (issue 16's table in one call, about 4 minutes
+#     with BENCH_TORCH_MODES=compile), each model's summary as it finishes
 #     gpt2:  GPT-2 124M (12 x 768, T=1024, V=50304), configs/bench/gpt2_124m.yaml
 #     gpt2_headwise: the same with head-wise RMSNorm (model.attn_output_norm=headwise_rmsnorm)
 #     llama: the paper's LLaMA-style 152M with head-wise RMSNorm, configs/bench/llama_152m.yaml
@@ -21,6 +23,14 @@ model=${2:-gpt2}
 batch=${BENCH_BATCH:-32}
 steps=${BENCH_STEPS:-12}
 out=${OUT:-/tmp}
+if [ "$model" = all ]; then
+  status=0
+  for m in gpt2 gpt2_headwise llama; do
+    bash "$0" "$build" "$m" > "$out/bench_$m.log" 2>&1 || status=1
+    grep -v "^torch " "$out/bench_$m.log"
+  done
+  exit $status
+fi
 rm -f "$out/memory.txt"
 case $model in
   gpt2) config=configs/bench/gpt2_124m.yaml; torch_args=(--arch gpt2) ;;
