@@ -26,7 +26,7 @@ out=${OUT:-/tmp}
 if [ "$model" = all ]; then
   status=0
   for m in gpt2 gpt2_headwise llama; do
-    bash "$0" "$build" "$m" > "$out/bench_$m.log" 2>&1 || status=1
+    bash scripts/bench_gpu.sh "$build" "$m" > "$out/bench_$m.log" 2>&1 || status=1
     grep -v "^torch " "$out/bench_$m.log"
   done
   exit $status
