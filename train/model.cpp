@@ -144,15 +144,18 @@ Tensor GPT::amplify(int64_t layer, const Tensor& o_in, const Tensor& v) const {
     mu = Tensor::from_doubles(amplify_mean_[layer], {NH, HS}, o.dtype()).to_device(o.device());
   } else {
     autograd::NoGradGuard no_grad;
-    Tensor weights = Tensor::empty({1, B * T}, o.dtype(), o.device());  // (1, B*T) of 1/(B*T)
-    weights.fill(1.0 / static_cast<double>(B * T));
-    // v as it was multiplied (for GPT-2 a view of the packed qkv, bf16 on a GPU under bf16),
-    // channels by rows: mu = v^T weights^T through linear, which reads a bf16 x as it is.
+    Tensor ones = Tensor::empty({1, B * T}, o.dtype(), o.device());  // (1, B*T)
+    ones.fill(1.0);
+    // v as it was multiplied (a view of the packed qkv, bf16 on a GPU under bf16), channels by
+    // rows: the sums v^T 1 through linear, which reads a bf16 x as it is (the ones are exact in
+    // bf16, the sums f32), then the mean in o's dtype. (A weight of 1/(B*T) would be rounded to
+    // bf16 as a product operand: a bias of up to 2^-9 in mu.)
     const Tensor channels = v.copy_contiguous()
                                 .reshape_view({B * T, NH * HS})
                                 .transpose_view(0, 1)
                                 .copy_contiguous();  // (C, B*T)
-    mu = ops::linear(channels, weights).reshape_view({NH, HS});
+    mu = ops::scale(ops::linear(channels, ones), 1.0 / static_cast<double>(B * T))
+             .reshape_view({NH, HS});
   }
   Tensor centered = ops::add(o, ops::scale(mu, -1.0));  // o - mu
   return ops::add(o, ops::mul(centered, mask));          // o_k + (lambda - 1)(o_k - mu)
