@@ -896,12 +896,8 @@ void attention_key_mass_cuda(const Tensor& q, const Tensor& k, const Tensor& lse
   });
 }
 
-// f32 copy of a bf16 tensor (contiguous): the packed attention's fallback widens qkv.
-Tensor widened(const Tensor& x) {
-  Tensor out = Tensor::empty(x.shape(), DType::F32, x.device());  // x's shape, f32
-  widen_bf16(x, out, "attention_qkv (widen bf16)");
-  return out;
-}
+// f32 copy of a bf16 tensor (an f32 one as it is): the packed attention's fallbacks.
+Tensor widened(const Tensor& x) { return x.to_dtype(DType::F32); }  // x's shape, f32
 
 // attention_qkv: the tensor-core kernels on a bf16 qkv where they apply; otherwise attention's
 // kernels on the thirds (a bf16 qkv widened to f32 first, its gradient rounded back).
@@ -930,8 +926,7 @@ void attention_qkv_backward_cuda(const Tensor& qkv, const Tensor& out, const Ten
   const Tensor g = grad_out.contiguous_or_self();  // (B, T, NH, HS), out's dtype
   if (attention_qkv_backward_cudnn(qkv, out, lse, g, params, dqkv)) return;
   if (out.dtype() == DType::BF16) {  // own kernels on the widened out and gradient
-    attention_qkv_backward_cuda(qkv, widened(out), lse,
-                                g.dtype() == DType::BF16 ? widened(g) : g, params, dqkv);
+    attention_qkv_backward_cuda(qkv, widened(out), lse, widened(g), params, dqkv);
     return;
   }
   if (qkv.dtype() == DType::BF16 && out.dtype() == DType::F32) {

@@ -24,10 +24,9 @@ bool cudnn_wanted(const ops::AttentionParams& params) {
                      [](int64_t first) { return first == 0; });
 }
 
-__global__ void widen_bf16_kernel(const __nv_bfloat16* __restrict__ x, float* __restrict__ out,
-                                  int64_t n) {
-  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (i < n) out[i] = __bfloat162float(x[i]);
+// out (f32) = x16 (bf16), both contiguous with out's number of elements.
+void widen_into(const Tensor& x16, Tensor& out) {
+  convert_elements(x16.raw_data(), DType::BF16, out.raw_data(), DType::F32, out.numel());
 }
 
 // A bf16 copy of an f32 tensor (B, T, NH, HS), rounded to nearest even.
@@ -67,14 +66,6 @@ SdpaViews views_of_packed(const Tensor& qkv, int64_t H) {
 
 }  // namespace
 
-void widen_bf16(const Tensor& x, Tensor& out, const char* op) {
-  const int64_t n = x.numel();
-  if (n == 0) return;
-  widen_bf16_kernel<<<blocks_for(n), 256, 0, stream()>>>(
-      static_cast<const __nv_bfloat16*>(x.raw_data()), out.data<float>(), n);
-  SINKLAB_KERNEL_CHECK(op);
-}
-
 bool attention_forward_cudnn(const Tensor& q, const Tensor& k, const Tensor& v,
                              const ops::AttentionParams& params, Tensor& out, Tensor& lse,
                              ops::AttentionOperands& operands) {
@@ -86,7 +77,7 @@ bool attention_forward_cudnn(const Tensor& q, const Tensor& k, const Tensor& v,
   const SdpaViews in = views_of(q16, k16, v16);
   Tensor o16 = Tensor::empty(out.shape(), DType::BF16, out.device());  // (B, T, NH, HS)
   if (!cudnn_attention_forward(in, params.scale, o16.raw_data(), lse.data<float>())) return false;
-  widen_bf16(o16, out, "attention (cuDNN)");
+  widen_into(o16, out);
   operands = {q16, k16, v16};
   return true;
 }
@@ -112,9 +103,9 @@ bool attention_backward_cudnn(const Tensor& q, const Tensor& k, const Tensor& v,
                                 lse.data<float>(), dq16.raw_data(), dk16.raw_data(),
                                 dv16.raw_data(), in.strides))
     return false;
-  widen_bf16(dq16, dq, "attention backward (cuDNN)");
-  widen_bf16(dk16, dk, "attention backward (cuDNN)");
-  widen_bf16(dv16, dv, "attention backward (cuDNN)");
+  widen_into(dq16, dq);
+  widen_into(dk16, dk);
+  widen_into(dv16, dv);
   return true;
 }
 
@@ -127,13 +118,13 @@ bool attention_qkv_cudnn_applies(const Tensor& qkv, int64_t H,
 bool attention_qkv_forward_cudnn(const Tensor& qkv, const ops::AttentionParams& params,
                                  Tensor& out, Tensor& lse) {
   const int64_t H = out.size(2);
-  if (out.dtype() == DType::F64 || !attention_qkv_cudnn_applies(qkv, H, params)) return false;
+  if (!attention_qkv_cudnn_applies(qkv, H, params)) return false;
   const SdpaViews in = views_of_packed(qkv, H);
   if (out.dtype() == DType::BF16)  // written where the op wants it
     return cudnn_attention_forward(in, params.scale, out.raw_data(), lse.data<float>());
   Tensor o16 = Tensor::empty(out.shape(), DType::BF16, out.device());  // (B, T, NH, HS)
   if (!cudnn_attention_forward(in, params.scale, o16.raw_data(), lse.data<float>())) return false;
-  widen_bf16(o16, out, "attention_qkv (cuDNN)");
+  widen_into(o16, out);
   return true;
 }
 
@@ -141,7 +132,7 @@ bool attention_qkv_backward_cudnn(const Tensor& qkv, const Tensor& out, const Te
                                   const Tensor& grad_out, const ops::AttentionParams& params,
                                   Tensor& dqkv) {
   const int64_t H = out.size(2);
-  if (out.dtype() == DType::F64 || dqkv.dtype() != DType::BF16 ||
+  if (dqkv.dtype() != DType::BF16 ||
       !attention_qkv_cudnn_applies(qkv, H, params))
     return false;
   const SdpaViews in = views_of_packed(qkv, H);

@@ -31,7 +31,4 @@ bool attention_qkv_backward_cudnn(const Tensor& qkv, const Tensor& out, const Te
                                   const Tensor& grad_out, const ops::AttentionParams& params,
                                   Tensor& dqkv);
 
-// out (f32) = x (bf16), both contiguous with the same number of elements.
-void widen_bf16(const Tensor& x, Tensor& out, const char* op);
-
 }  // namespace sinklab::cuda

@@ -68,10 +68,17 @@ __global__ void convert_kernel(const S* __restrict__ src, double* __restrict__ d
 }
 
 bool convert(void* dst, int dst_dtype, const void* src, int src_dtype, int64_t n, int /*device*/) {
+  return convert_elements(src, static_cast<DType>(src_dtype), dst, static_cast<DType>(dst_dtype),
+                          n);
+}
+
+}  // namespace
+
+bool convert_elements(const void* src, DType src_dtype, void* dst, DType dst_dtype, int64_t n) {
   if (n == 0) return true;
   bool done = false;
-  auto with_type = [](int dtype, auto&& body) {  // body(T{}) for the float dtypes
-    switch (static_cast<DType>(dtype)) {
+  auto with_type = [](DType dtype, auto&& body) {  // body(T{}) for the float dtypes
+    switch (dtype) {
       case DType::F32: body(float{}); return true;
       case DType::F64: body(double{}); return true;
       case DType::BF16: body(__nv_bfloat16{}); return true;
@@ -89,6 +96,8 @@ bool convert(void* dst, int dst_dtype, const void* src, int src_dtype, int64_t n
   });
   return done;
 }
+
+namespace {
 
 void fill(void* dst, int64_t n, int dtype, double value, int /*device*/) {
   if (n == 0) return;

@@ -19,6 +19,9 @@ bool available();
 // inside a SideStreamScope. Every launcher, allocation and copy uses it.
 cudaStream_t stream();
 void synchronize();  // waits for the compute stream
+// dst (n) = src (n) converted between f32, f64 and bf16 (rounded to nearest even; f64 reaches
+// bf16 through f32), queued on stream(); false for another pair. Tensor::to_dtype's device hook.
+bool convert_elements(const void* src, DType src_dtype, void* dst, DType dst_dtype, int64_t n);
 
 // Work queued inside a SideStreamScope (on this thread) goes to the side stream, which starts it
 // after everything queued on the compute stream before its start point: by default the scope's
