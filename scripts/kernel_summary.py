@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Reads `ncu --csv --metrics gpu__time_duration.sum` output on stdin (one row per kernel launch);
 prints the 30 kernels that take the most GPU time, summed by name, with their share and count, so
-that a note can say where a step's time goes.  argv[1] (optional): steps profiled, to divide by."""
+that a note can say where a step's time goes.  argv[1] (optional): steps profiled, to divide by; argv[2]: how many kernels to list (30)."""
 import csv
 import sys
 from collections import defaultdict
@@ -24,5 +24,5 @@ for r in csv.DictReader(lines[start:]):
 total = sum(total_ns.values())
 print(f"GPU kernel time {total / 1e6 / steps:.2f} ms per step ({sum(count.values())} launches"
       f" over {steps:g} step(s))")
-for name, t in sorted(total_ns.items(), key=lambda kv: -kv[1])[:30]:
+for name, t in sorted(total_ns.items(), key=lambda kv: -kv[1])[:int(sys.argv[2]) if len(sys.argv) > 2 else 30]:
     print(f"{100 * t / total:5.1f}%  {t / 1e6 / steps:8.2f} ms  {count[name] / steps:6.0f}x  {name}")
