@@ -22,6 +22,7 @@
 #include "cuda/runtime.h"
 #include "ops/elementwise.h"
 #include "ops/matmul.h"
+#include "ops/mlp.h"
 
 namespace sinklab::cuda {
 
@@ -110,10 +111,18 @@ void* lt_workspace() {
   return w;
 }
 
-// Everything a plan depends on; the bias pointer is set per call.
+// What a product's epilogue does besides writing D (cuBLASLt's epilogues):
+//   kBias         D = AB + bias (per row of our C)
+//   kGeluAux      D = gelu(AB), aux = AB (the GELU input, for the backward)
+//   kGeluAuxBias  D = gelu(AB + bias), aux = AB + bias
+//   kDGelu        D = gelu'(aux) * AB
+//   kDGeluBGrad   D = gelu'(aux) * AB, bias = the column sums of our D (f32)
+enum class LtEpilogue { kNone, kBias, kGeluAux, kGeluAuxBias, kDGelu, kDGeluBGrad };
+
+// Everything a plan depends on; the bias and aux pointers are set per call.
 using LtKey = std::tuple<int64_t, int64_t, int64_t, int64_t, long long, long long, bool, bool,
-                         bool, bool>;  // batch, M, N, K, stride_a, stride_b, trans_a, trans_b,
-                                       // bias, bf16 output
+                         LtEpilogue, bool>;  // batch, M, N, K, stride_a, stride_b, trans_a,
+                                             // trans_b, epilogue, bf16 output
 
 struct LtPlan {
   cublasLtMatmulDesc_t desc = nullptr;
@@ -141,7 +150,7 @@ const LtPlan& lt_plan(const LtKey& key) {
   static std::map<LtKey, LtPlan> plans;
   auto found = plans.find(key);
   if (found != plans.end()) return found->second;
-  const auto [batch, M, N, K, stride_a, stride_b, ta, tb, bias, bf16_out] = key;
+  const auto [batch, M, N, K, stride_a, stride_b, ta, tb, epilogue, bf16_out] = key;
   LtPlan plan;
   SINKLAB_CUBLASLT_CHECK(cublasLtMatmulDescCreate(&plan.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
   const cublasOperation_t op_b = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
@@ -150,14 +159,33 @@ const LtPlan& lt_plan(const LtKey& key) {
                                                         &op_b, sizeof(op_b)));
   SINKLAB_CUBLASLT_CHECK(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_TRANSB,
                                                         &op_a, sizeof(op_a)));
-  if (bias) {
-    const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
+  if (epilogue != LtEpilogue::kNone) {
+    // Our C's rows are cuBLAS's columns: a bias (or bias gradient) of N runs along D's rows.
+    const cublasLtEpilogue_t lt_epilogue = [&] {
+      switch (epilogue) {
+        case LtEpilogue::kBias: return CUBLASLT_EPILOGUE_BIAS;
+        case LtEpilogue::kGeluAux: return CUBLASLT_EPILOGUE_GELU_AUX;
+        case LtEpilogue::kGeluAuxBias: return CUBLASLT_EPILOGUE_GELU_AUX_BIAS;
+        case LtEpilogue::kDGelu: return CUBLASLT_EPILOGUE_DGELU;
+        default: return CUBLASLT_EPILOGUE_DGELU_BGRAD;
+      }
+    }();
     SINKLAB_CUBLASLT_CHECK(cublasLtMatmulDescSetAttribute(
-        plan.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof(epilogue)));
-    // cuBLASLt takes an f32 bias with an f32 D and a bias of D's type with a bf16 D.
-    const cudaDataType_t bias_type = bf16_out ? CUDA_R_16BF : CUDA_R_32F;
-    SINKLAB_CUBLASLT_CHECK(cublasLtMatmulDescSetAttribute(
-        plan.desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type, sizeof(bias_type)));
+        plan.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &lt_epilogue, sizeof(lt_epilogue)));
+    if (epilogue == LtEpilogue::kBias || epilogue == LtEpilogue::kGeluAuxBias ||
+        epilogue == LtEpilogue::kDGeluBGrad) {
+      // cuBLASLt takes an f32 bias with an f32 D and a bias of D's type with a bf16 D; the bias
+      // gradient is asked for in f32 (a combination it may not have: no plan then).
+      const cudaDataType_t bias_type =
+          bf16_out && epilogue != LtEpilogue::kDGeluBGrad ? CUDA_R_16BF : CUDA_R_32F;
+      SINKLAB_CUBLASLT_CHECK(cublasLtMatmulDescSetAttribute(
+          plan.desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type, sizeof(bias_type)));
+    }
+    if (epilogue != LtEpilogue::kBias) {  // the aux matrix: D's layout and type
+      const int64_t aux_ld = N;
+      SINKLAB_CUBLASLT_CHECK(cublasLtMatmulDescSetAttribute(
+          plan.desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &aux_ld, sizeof(aux_ld)));
+    }
   }
   // Stored (column-major) shapes: our b is (N, K) col-major when not transposed, else (K, N).
   plan.a = tb ? lt_layout(CUDA_R_16BF, K, N, K, batch, stride_b)
@@ -183,12 +211,14 @@ const LtPlan& lt_plan(const LtKey& key) {
   return plans.emplace(key, plan).first->second;
 }
 
-// c (batch, M, N) f32 or bf16 = op(a16) op(b16) (+ c when accumulate) (+ bias (N) per row when
-// given: f32 for an f32 c, bf16 for a bf16 c), a16/b16 bf16, fp32 accumulation. False when
-// cuBLASLt has no algorithm for the shape or an operand is not 256-byte aligned (the caller
-// falls back).
+// c (batch, M, N) f32 or bf16 = op(a16) op(b16) (+ c when accumulate), then the epilogue:
+// bias (N) per row (f32 for an f32 c, bf16 for a bf16 c; the bias gradient's output, f32, for
+// kDGeluBGrad) and aux (batch, M, N) in c's dtype (GELU's input: written by kGeluAux*, read by
+// kDGelu*). a16/b16 bf16, fp32 accumulation. False when cuBLASLt has no algorithm for the shape
+// and epilogue, or an operand is not 256-byte aligned (the caller falls back).
 bool lt_gemm(const Tensor& a16, bool ta, const Tensor& b16, bool tb, Tensor& c, bool accumulate,
-             const void* bias) {
+             LtEpilogue epilogue = LtEpilogue::kNone, const void* bias = nullptr,
+             const void* aux = nullptr) {
   const int64_t batch = c.size(0), M = c.size(1), N = c.size(2);
   const int64_t K = ta ? a16.size(1) : a16.size(2);
   const long long stride_a = a16.size(0) == 1 ? 0 : M * K;
@@ -196,14 +226,17 @@ bool lt_gemm(const Tensor& a16, bool ta, const Tensor& b16, bool tb, Tensor& c, 
   // The plans assume cuBLASLt's default 256-byte operand alignment (fresh allocations); views
   // that start elsewhere (a narrowed bias, a sliced operand) take the fallback instead.
   for (const void* p : {a16.raw_data(), b16.raw_data(), static_cast<const void*>(c.raw_data()),
-                        bias})
+                        bias, aux})
     if (p != nullptr && reinterpret_cast<uintptr_t>(p) % 256 != 0) return false;
-  const LtPlan& plan = lt_plan({batch, M, N, K, stride_a, stride_b, ta, tb, bias != nullptr,
+  const LtPlan& plan = lt_plan({batch, M, N, K, stride_a, stride_b, ta, tb, epilogue,
                                 c.dtype() == DType::BF16});
   if (!plan.found) return false;
   if (bias)
     SINKLAB_CUBLASLT_CHECK(cublasLtMatmulDescSetAttribute(
         plan.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
+  if (aux)
+    SINKLAB_CUBLASLT_CHECK(cublasLtMatmulDescSetAttribute(
+        plan.desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux, sizeof(aux)));
   const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
   SINKLAB_CUBLASLT_CHECK(cublasLtMatmul(lt_handle(), plan.desc, &alpha, b16.raw_data(), plan.a,
                                         a16.raw_data(), plan.b, &beta, c.raw_data(), plan.c,
@@ -240,7 +273,7 @@ void batched_gemm_cuda(const Tensor& a, bool trans_a, const Tensor& b, bool tran
     // bf16 operands as given, or rounded here (one pass each) when they come as f32.
     const Tensor a16 = a.dtype() == DType::BF16 ? a : bf16_copy(a);  // a's shape, bf16
     const Tensor b16 = b.dtype() == DType::BF16 ? b : bf16_copy(b);  // b's shape, bf16
-    if (lt_gemm(a16, trans_a, b16, trans_b, c, accumulate, nullptr)) return;
+    if (lt_gemm(a16, trans_a, b16, trans_b, c, accumulate)) return;
     SINKLAB_CUBLAS_CHECK(cublasGemmStridedBatchedEx(
         handle(true), op_b, op_a, static_cast<int>(N), static_cast<int>(M), static_cast<int>(K),
         &alpha, b16.raw_data(), CUDA_R_16BF, ldb, stride_b, a16.raw_data(), CUDA_R_16BF, lda,
@@ -281,10 +314,11 @@ void linear_forward_cuda(const Tensor& x, const Tensor& w, const Tensor& bias, T
     const Tensor x16 = x.dtype() == DType::BF16 ? x : bf16_copy(x);  // (1, rows, K) bf16
     const Tensor w16 = w.dtype() == DType::BF16 ? w : bf16_copy(w);  // (1, N, K) bf16
     const Tensor bias_in_y = bf16_out ? bf16_copy(bias) : bias;  // (N) y's dtype
-    if (lt_gemm(x16, false, w16, true, y, false, bias_in_y.raw_data())) return;
+    if (lt_gemm(x16, false, w16, true, y, false, LtEpilogue::kBias, bias_in_y.raw_data()))
+      return;
     if (bf16_out) {
       Tensor y32 = Tensor::empty(y.shape(), DType::F32, y.device());  // (1, rows, N)
-      if (!lt_gemm(x16, false, w16, true, y32, false, bias.data<float>())) {
+      if (!lt_gemm(x16, false, w16, true, y32, false, LtEpilogue::kBias, bias.data<float>())) {
         batched_gemm_cuda(x16, false, w16, true, y32, false);
         ops::add_kernels.cuda_forward(y32, bias, y32);
       }
@@ -296,6 +330,49 @@ void linear_forward_cuda(const Tensor& x, const Tensor& w, const Tensor& bias, T
   if (bias.defined()) ops::add_kernels.cuda_forward(y, bias, y);  // elementwise: in place is safe
 }
 
+// ---------------------------------------------------------------------------------------------
+// GPT-2's FFN products with GELU in cuBLASLt's epilogues (ops/mlp.h), where the switch is on,
+// pre is bf16 and cuBLASLt has the epilogue; the composed rows otherwise.
+
+bool gelu_epilogue_applies(const Tensor& x16, const Tensor& w16, const Tensor& pre) {
+  return ops::gemm_epilogues_enabled && pre.dtype() == DType::BF16 &&
+         x16.dtype() == DType::BF16 && w16.dtype() == DType::BF16;
+}
+
+// pre (1, rows, F) = x w^T + bias, hidden = gelu(pre): hidden is D, pre the aux output.
+void gelu_linear_cuda(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& pre,
+                      Tensor& hidden) {
+  if (gelu_epilogue_applies(x, w, pre)) {
+    const Tensor bias16 = bias.defined() ? bf16_copy(bias) : Tensor();  // (F) bf16, as autocast
+    if (lt_gemm(x, false, w, true, hidden, false,
+                bias.defined() ? LtEpilogue::kGeluAuxBias : LtEpilogue::kGeluAux,
+                bias.defined() ? bias16.raw_data() : nullptr, pre.raw_data()))
+      return;
+  }
+  ops::gelu_linear_composed(x, w, bias, pre, hidden);
+}
+
+// grad_pre (1, rows, F) = gelu'(pre) (g w), g (1, rows, C), w (1, C, F); grad_bias (F) f32 its
+// column sums: in the epilogue where cuBLASLt gives an f32 bias gradient with a bf16 D, else
+// summed by bias_grad's kernel from grad_pre.
+void gelu_grad_product_cuda(const Tensor& g, const Tensor& w, const Tensor& pre,
+                            Tensor& grad_pre, Tensor* grad_bias) {
+  if (gelu_epilogue_applies(g, w, pre)) {
+    if (grad_bias && lt_gemm(g, false, w, false, grad_pre, false, LtEpilogue::kDGeluBGrad,
+                             grad_bias->raw_data(), pre.raw_data()))
+      return;
+    if (lt_gemm(g, false, w, false, grad_pre, false, LtEpilogue::kDGelu, nullptr,
+                pre.raw_data())) {
+      if (grad_bias) {
+        const Tensor rows = grad_pre.reshape_view({grad_pre.size(1), grad_pre.size(2)});
+        ops::bias_grad_kernels.cuda_forward(rows, *grad_bias);  // (rows, F) -> (F)
+      }
+      return;
+    }
+  }
+  ops::gelu_grad_product_composed(g, w, pre, grad_pre, grad_bias);
+}
+
 }  // namespace
 
 void install_matmul_kernels() {
@@ -303,6 +380,8 @@ void install_matmul_kernels() {
   ops::bf16_round_kernels.cuda_forward = round_to_bf16_cuda;
   ops::matmul_kernels.cuda_forward = batched_gemm_cuda;
   ops::matmul_kernels.cuda_backward = batched_gemm_cuda;
+  ops::gelu_linear_kernels.cuda_forward = gelu_linear_cuda;
+  ops::gelu_grad_product_kernels.cuda_forward = gelu_grad_product_cuda;
   // The bias gradient is a column sum: the same kernel as add's broadcast backward.
   ops::bias_grad_kernels.cuda_forward = [](const Tensor& g, Tensor& gb) {
     ops::add_kernels.cuda_backward(g, nullptr, gb);

@@ -13,6 +13,30 @@ OpKernels<BiasGradFn, BiasGradFn> bias_grad_kernels{"bias_grad", cpu::bias_grad,
 OpKernels<LinearFn, LinearFn> linear_kernels{"linear", cpu::linear_forward, nullptr};
 OpKernels<RoundFn, RoundFn> bf16_round_kernels{"bf16_round", cpu::round_to_bf16, nullptr};
 Bf16Gemm bf16_gemm_preference = Bf16Gemm::Rounded;
+bool gemm_epilogues_enabled = false;
+
+WeightGradSink::WeightGradSink(const Tensor& w) {
+  if (w.requires_grad() && w.is_leaf() && w.grad().defined() && w.grad().is_contiguous() &&
+      w.grad().dtype() == w.dtype() && w.grad().shape() == w.shape()) {
+    buffer_ = w.grad();
+    leaf_ = w;
+  }
+}
+
+Tensor WeightGradSink::accumulate(const Tensor& g3, const Tensor& x3) const {
+  const int64_t N = g3.size(2), K = x3.size(2);
+  // Still the buffer the forward saw (nothing replaced w's gradient since)?
+  if (buffer_.defined() && leaf_.grad().defined() &&
+      leaf_.grad().raw_data() == buffer_.raw_data()) {  // w.grad += g^T x, in place
+    Tensor into = buffer_.reshape_view({1, N, K});      // (1, N, K)
+    matmul_kernels.forward(g3.device())(g3, true, x3, false, into, true);
+    return Tensor();
+  }
+  Tensor gw = Tensor::empty({1, N, K}, g3.dtype() == DType::BF16 ? DType::F32 : g3.dtype(),
+                            g3.device());  // (1, N, K)
+  matmul_kernels.forward(g3.device())(g3, true, x3, false, gw, false);
+  return gw.reshape_view({N, K});
+}
 
 Tensor tensor_core_operand(const Tensor& t) {
   if (!t.device().is_cuda() || t.dtype() != DType::F32 || cuda_precision() != Precision::BF16)
@@ -152,36 +176,19 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor
   Shape out_shape = x.shape();
   out_shape.back() = N;
   Tensor out = y.reshape_view(out_shape);
-  // A parameter's gradient buffer (a view into the flat gradients): the weight gradient's product
-  // adds into it in place (C += A B), instead of writing a new (N, K) tensor that autograd then
-  // adds into it (one pass over the gradient less per product). Undefined for other weights.
-  const Tensor w_grad_buffer =
-      w.requires_grad() && w.is_leaf() && w.grad().defined() && w.grad().is_contiguous() &&
-              w.grad().dtype() == w.dtype() && w.grad().shape() == w.shape()
-          ? w.grad()
-          : Tensor();
+  const WeightGradSink w_grad(w);
   autograd::record(out, "linear", {x, w, bias},
                    [x3 = x3.detach(), w3 = w3.detach(), x_shape = x.shape(),
                     x_dtype = x.dtype(), w_dtype = w.dtype(), rx = x.requires_grad(),
-                    rw = w.requires_grad(), w_grad_buffer,
-                    w_leaf = w_grad_buffer.defined() ? w : Tensor(),
+                    rw = w.requires_grad(), w_grad,
                     rbias = bias.defined() && bias.requires_grad()](const Tensor& g) {
-                     const int64_t N = w3.size(1), K = w3.size(2);
+                     const int64_t N = w3.size(1);
                      Tensor g2 = g.reshape_view({1, g.numel() / N, N});  // (1, rows, N)
                      // Rounded once for both products (a bf16 output's gradient already is).
                      Tensor g3 = tensor_core_operand(g2);
                      Tensor gx, gw, gbias;
                      if (rx) gx = gemm3(g3, false, w3, false, 1, x_dtype).reshape_view(x_shape);
-                     // Still the buffer the forward saw (nothing replaced w's gradient since)?
-                     const bool in_place = rw && w_grad_buffer.defined() &&
-                                           w_leaf.grad().defined() &&
-                                           w_leaf.grad().raw_data() == w_grad_buffer.raw_data();
-                     if (in_place) {  // w.grad += g^T x, in place
-                       Tensor into = w_grad_buffer.reshape_view({1, N, K});  // (1, N, K)
-                       matmul_kernels.forward(g.device())(g3, true, x3, false, into, true);
-                     } else if (rw) {
-                       gw = gemm3(g3, true, x3, false, 1).reshape_view({N, K});
-                     }
+                     if (rw) gw = w_grad.accumulate(g3, x3);
                      if (rbias) {
                        gbias = Tensor::empty({N}, w_dtype, g.device());  // f32 from a bf16 g
                        bias_grad_kernels.backward(g.device())(g2, gbias);

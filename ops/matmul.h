@@ -51,10 +51,34 @@ extern OpKernels<RoundFn, RoundFn> bf16_round_kernels;
 enum class Bf16Gemm { Rounded, Fast };
 extern Bf16Gemm bf16_gemm_preference;
 
+// Whether CUDA products under bf16 may fold work into cuBLASLt's epilogues beyond linear's bias
+// (run.gemm_epilogues): GELU and its derivative in GPT-2's FFN (ops/mlp.h). Off: those rows
+// compose separate passes. Read at each call; the trainer sets it once from the config.
+extern bool gemm_epilogues_enabled;
+
 // The operand a product should read: under Precision::BF16, an f32 CUDA tensor is rounded to a
 // bf16 copy once (so an operand used by two products, like a gradient in linear's backward, is
 // converted once, and saved activations take half the memory); otherwise t itself. GemmFn
 // kernels accept bf16 operands and then always multiply on the tensor cores into an f32 C.
 Tensor tensor_core_operand(const Tensor& t);
+
+// Where a product's weight gradient goes. Made at the forward from the weight w (N, K): when w is
+// a leaf whose gradient buffer (a view into the flat gradients) already exists, the backward's
+// product adds g^T x into that buffer in place (C += A B) instead of writing a new (N, K) tensor
+// that autograd then adds (one pass over the gradient less per product). linear and gelu_mlp
+// use it.
+class WeightGradSink {
+ public:
+  WeightGradSink() = default;
+  explicit WeightGradSink(const Tensor& w);
+  // w's gradient from g3 (1, rows, N) and x3 (1, rows, K), the product's operands: added into
+  // the buffer in place (returns an undefined tensor for autograd) when the buffer is still the
+  // one the forward saw, else returned as a new (N, K) tensor.
+  Tensor accumulate(const Tensor& g3, const Tensor& x3) const;
+
+ private:
+  Tensor buffer_;  // (N, K) w's gradient buffer at the forward, or undefined
+  Tensor leaf_;    // w, to check at the backward that its gradient is still buffer_
+};
 
 }  // namespace sinklab::ops

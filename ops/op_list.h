@@ -21,6 +21,7 @@
 #include "ops/embedding.h"
 #include "ops/layernorm.h"
 #include "ops/matmul.h"
+#include "ops/mlp.h"
 #include "ops/optimizer.h"
 #include "ops/reduce.h"
 #include "ops/rmsnorm.h"
@@ -41,6 +42,8 @@
   X(swiglu, Backward, Both)                              \
   X(swiglu_packed, Backward, Both)                       \
   X(bias_gelu, Backward, Both)                           \
+  X(gelu_linear, Fused, ForwardOnly)                     \
+  X(gelu_grad_product, Fused, ForwardOnly)               \
   X(layernorm, Backward, Both)                           \
   X(add_layernorm, Fused, ForwardOnly)                   \
   X(rmsnorm, Backward, Both)                             \
@@ -75,7 +78,7 @@ enum class OpId : int {
 // Adding or removing an op changes this number on purpose: give the new op its case in
 // tests/test_op_list.cpp and its CUDA slots in cuda/ in the same change.
 inline constexpr int kOpCount = static_cast<int>(OpId::count);
-static_assert(kOpCount == 31, "the op list changed: update kOpCount's check, the op's case in "
+static_assert(kOpCount == 33, "the op list changed: update kOpCount's check, the op's case in "
                               "tests/test_op_list.cpp and the CUDA slots it claims");
 
 struct OpInfo {

@@ -90,6 +90,36 @@ OpCase bf16_round_case() {  // compared in f32
           },
           [](DType) { return std::vector{plain_input({B, T, C}, 13, DType::F32)}; }, false};
 }
+// GPT-2's FFN rows (ops/mlp.h), on (1, rows, .) operands; both outputs compared in one sum.
+OpCase gelu_linear_case() {
+  return {[](const auto& in) {
+            const Tensor x = in[0].reshape_view({1, B * T, C}), w = in[1].reshape_view({1, 6, C});
+            Tensor pre = Tensor::empty({1, B * T, 6}, x.dtype(), x.device());
+            Tensor hidden = Tensor::empty({1, B * T, 6}, x.dtype(), x.device());
+            ops::gelu_linear_kernels.forward(x.device())(x, w, in[2], pre, hidden);
+            return ops::add(hidden, ops::scale(pre, 0.25));
+          },
+          [](DType dt) {
+            return std::vector{plain_input({B, T, C}, 54, dt), plain_input({6, C}, 55, dt),
+                               plain_input({6}, 56, dt)};
+          },
+          false};
+}
+OpCase gelu_grad_product_case() {
+  return {[](const auto& in) {
+            const Tensor g = in[0].reshape_view({1, B * T, C}), w = in[1].reshape_view({1, C, 6});
+            const Tensor pre = in[2].reshape_view({1, B * T, 6});
+            Tensor grad_pre = Tensor::empty(pre.shape(), pre.dtype(), pre.device());
+            Tensor grad_bias = Tensor::empty({6}, pre.dtype(), pre.device());
+            ops::gelu_grad_product_kernels.forward(g.device())(g, w, pre, grad_pre, &grad_bias);
+            return ops::add(grad_pre.reshape_view({B * T, 6}), grad_bias);
+          },
+          [](DType dt) {
+            return std::vector{plain_input({B, T, C}, 57, dt), plain_input({C, 6}, 58, dt),
+                               plain_input({B * T, 6}, 59, dt)};
+          },
+          false};
+}
 OpCase gelu_case() {
   return {[](const auto& in) { return ops::gelu(in[0]); },
           [](DType dt) { return std::vector{grad_input({B, T, C}, 14, dt)}; }};

@@ -209,6 +209,7 @@ const std::vector<Field>& fields() {
       SINKLAB_KEY(run, RunSection, bf16_gemm),
       SINKLAB_KEY(run, RunSection, metrics_priority),
       SINKLAB_KEY(run, RunSection, cpu_gemm),
+      SINKLAB_KEY(run, RunSection, gemm_epilogues),
 
       SINKLAB_KEY(model, ModelSection, arch),
       SINKLAB_KEY(model, ModelSection, n_layer, kPos),

@@ -75,6 +75,9 @@ struct RunSection {
                                     // with it, else the own kernel) | openblas | reference (the
                                     // own blocked kernel: bit-exact comparisons with it; OpenBLAS
                                     // sums in another order)
+  bool gemm_epilogues = false;      // GPU products under bf16: GPT-2's GELU and its gradient in
+                                    // cuBLASLt's epilogues (GELU_AUX_BIAS forward, DGELU_BGRAD
+                                    // backward) instead of a separate pass each (ops/mlp.h)
 };
 
 struct ModelSection {

@@ -10,6 +10,7 @@
 #include "ops/embedding.h"
 #include "ops/layernorm.h"
 #include "ops/matmul.h"
+#include "ops/mlp.h"
 #include "ops/rmsnorm.h"
 #include "ops/rope.h"
 #include "ops/shape_ops.h"
@@ -277,12 +278,13 @@ Tensor GPT::ffn_block(int64_t layer, const Tensor& h, LayerCapture* capture) con
     u = ops::swiglu_packed(
         ops::linear(h, w, Tensor(), Tensor(), ops::LinearOutput::kOperandDType));  // (B, T, F)
   } else {
-    // c_fc's bias rides the activation: under bf16 on a GPU the product writes its (B, T, F)
-    // output once in bf16 and bias_gelu reads and writes bf16, as autocast stores them.
-    const std::string fc_name = pre + arch_.fc;
-    Tensor fc = ops::linear(h, p(fc_name + "weight"), Tensor(), Tensor(),
-                            ops::LinearOutput::kOperandDType);  // (B, T, F)
-    u = arch_.biases ? ops::bias_gelu(fc, p(fc_name + "bias")) : ops::gelu(fc);
+    // c_fc, GELU and c_proj as one op (ops/mlp.h): under bf16 on a GPU c_fc writes its
+    // pre-activation and GELU's output once in bf16 (GELU in the product's epilogue with
+    // run.gemm_epilogues), and c_proj's backward product applies GELU's derivative.
+    const std::string fc = pre + arch_.fc, out = pre + arch_.mlp_out;
+    ops::GeluMlp mlp = ops::gelu_mlp(h, p(fc + "weight"), bias(fc), p(out + "weight"), bias(out));
+    if (capture) capture->ffn_hidden = detached(mlp.hidden);
+    return mlp.y;
   }
   if (capture) capture->ffn_hidden = detached(u);
   const std::string out = pre + arch_.mlp_out;

@@ -89,7 +89,8 @@ class PhaseClock {
 // variant may not set them apart from the run. run.precision is compared once resolved.
 constexpr const char* kProcessKeys[] = {"run.attention_kernels", "run.profile", "run.bucket_mib",
                                         "run.collective_timeout_s", "run.bf16_gemm",
-                                        "run.metrics_priority", "run.cpu_gemm"};
+                                        "run.metrics_priority", "run.cpu_gemm",
+                                        "run.gemm_epilogues"};
 
 // A step's sink metrics. Made at the end of the forward whose capture they read (on a GPU that
 // marks where the side stream will start), queued once the backward is queued (the host queues
