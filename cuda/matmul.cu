@@ -117,7 +117,8 @@ void* lt_workspace() {
 //   kGeluAuxBias  D = gelu(AB + bias), aux = AB + bias
 //   kDGelu        D = gelu'(aux) * AB
 //   kDGeluBGrad   D = gelu'(aux) * AB, bias = the column sums of our D (f32)
-enum class LtEpilogue { kNone, kBias, kGeluAux, kGeluAuxBias, kDGelu, kDGeluBGrad };
+//   kDGeluBGrad16 the same with the column sums in bf16 (D's type)
+enum class LtEpilogue { kNone, kBias, kGeluAux, kGeluAuxBias, kDGelu, kDGeluBGrad, kDGeluBGrad16 };
 
 // Everything a plan depends on; the bias and aux pointers are set per call.
 using LtKey = std::tuple<int64_t, int64_t, int64_t, int64_t, long long, long long, bool, bool,
@@ -167,15 +168,15 @@ const LtPlan& lt_plan(const LtKey& key) {
         case LtEpilogue::kGeluAux: return CUBLASLT_EPILOGUE_GELU_AUX;
         case LtEpilogue::kGeluAuxBias: return CUBLASLT_EPILOGUE_GELU_AUX_BIAS;
         case LtEpilogue::kDGelu: return CUBLASLT_EPILOGUE_DGELU;
-        default: return CUBLASLT_EPILOGUE_DGELU_BGRAD;
+        default: return CUBLASLT_EPILOGUE_DGELU_BGRAD;  // kDGeluBGrad, kDGeluBGrad16
       }
     }();
     SINKLAB_CUBLASLT_CHECK(cublasLtMatmulDescSetAttribute(
         plan.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &lt_epilogue, sizeof(lt_epilogue)));
     if (epilogue == LtEpilogue::kBias || epilogue == LtEpilogue::kGeluAuxBias ||
-        epilogue == LtEpilogue::kDGeluBGrad) {
+        epilogue == LtEpilogue::kDGeluBGrad || epilogue == LtEpilogue::kDGeluBGrad16) {
       // cuBLASLt takes an f32 bias with an f32 D and a bias of D's type with a bf16 D; the bias
-      // gradient is asked for in f32 (a combination it may not have: no plan then).
+      // gradient is asked for in f32 first (a combination it may not have: no plan then).
       const cudaDataType_t bias_type =
           bf16_out && epilogue != LtEpilogue::kDGeluBGrad ? CUDA_R_16BF : CUDA_R_32F;
       SINKLAB_CUBLASLT_CHECK(cublasLtMatmulDescSetAttribute(
@@ -353,14 +354,24 @@ void gelu_linear_cuda(const Tensor& x, const Tensor& w, const Tensor& bias, Tens
 }
 
 // grad_pre (1, rows, F) = gelu'(pre) (g w), g (1, rows, C), w (1, C, F); grad_bias (F) f32 its
-// column sums: in the epilogue where cuBLASLt gives an f32 bias gradient with a bf16 D, else
+// column sums, from the epilogue: in f32 where cuBLASLt gives an f32 bias gradient with a bf16
+// D, else in bf16 and widened (as autocast's bias gradient, which is bf16: 2^-9 relative), else
 // summed by bias_grad's kernel from grad_pre.
 void gelu_grad_product_cuda(const Tensor& g, const Tensor& w, const Tensor& pre,
                             Tensor& grad_pre, Tensor* grad_bias) {
   if (gelu_epilogue_applies(g, w, pre)) {
-    if (grad_bias && lt_gemm(g, false, w, false, grad_pre, false, LtEpilogue::kDGeluBGrad,
-                             grad_bias->raw_data(), pre.raw_data()))
-      return;
+    if (grad_bias) {
+      if (lt_gemm(g, false, w, false, grad_pre, false, LtEpilogue::kDGeluBGrad,
+                  grad_bias->raw_data(), pre.raw_data()))
+        return;
+      Tensor sums16 = Tensor::empty(grad_bias->shape(), DType::BF16, g.device());  // (F)
+      if (lt_gemm(g, false, w, false, grad_pre, false, LtEpilogue::kDGeluBGrad16,
+                  sums16.raw_data(), pre.raw_data())) {
+        convert_elements(sums16.raw_data(), DType::BF16, grad_bias->raw_data(), DType::F32,
+                         sums16.numel());
+        return;
+      }
+    }
     if (lt_gemm(g, false, w, false, grad_pre, false, LtEpilogue::kDGelu, nullptr,
                 pre.raw_data())) {
       if (grad_bias) {

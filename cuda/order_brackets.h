@@ -8,6 +8,9 @@
 //      sample are open. Overlapping ranges are merged; the result is ascending and disjoint.
 //   3. One pass over x counts, per range, the keys below it and inside it, and compacts the keys
 //      inside (the candidates).
+//   Or, 1-2 replaced where a histogram of every key's top 16 bits placed each rank in its bin
+//   (f32 and f64 on devices with 128 KB of shared memory per block): plan_prefix_brackets makes
+//   each rank's range its whole bin, which holds it for certain.
 //   4. resolve_brackets: when every rank r has below <= r < below + inside in its range and the
 //      candidates fit the buffer, r's value is the candidate at place (candidates of lower
 //      ranges) + (r - below) in sorted order; otherwise the caller selects on x itself.
@@ -39,20 +42,12 @@ SINKLAB_HD uint64_t bracket_sample_index(uint64_t i, int64_t n) {
   return (z ^ (z >> 31)) % static_cast<uint64_t>(n);
 }
 
-// sorted (kBracketSample) keys ascending; ranks (count <= kBracketMaxRanks) of n.
+// The ranges lo[k]..hi[k] of count ranks, sorted by lo and overlapping ones merged, into plan
+// (ascending, disjoint; unused ranges empty), with each rank's range.
 template <class K>
-SINKLAB_HD void plan_brackets(const K* sorted, const unsigned long long* ranks, int count,
-                              int64_t n, BracketPlan<K>& plan) {
-  const K top = static_cast<K>(static_cast<K>(~K(0)) >> 1);  // the largest |x| key (a NaN)
-  K lo[kBracketMaxRanks], hi[kBracketMaxRanks];
+SINKLAB_HD void merge_brackets(const K* lo, const K* hi, int count, BracketPlan<K>& plan) {
   int order[kBracketMaxRanks];
   for (int k = 0; k < count; ++k) {
-    const double p = static_cast<double>(ranks[k]) / static_cast<double>(n);
-    const double q = p * kBracketSample;
-    const double d = 4.0 * sqrt(kBracketSample * p * (1.0 - p)) + 8.0;
-    const double a = floor(q - d), b = ceil(q + d);
-    lo[k] = a <= 0 ? K(0) : sorted[static_cast<int>(a)];
-    hi[k] = b >= kBracketSample - 1 ? top : sorted[static_cast<int>(b)];
     int j = k;  // insertion sort of the ranks by lo
     while (j > 0 && lo[order[j - 1]] > lo[k]) {
       order[j] = order[j - 1];
@@ -77,6 +72,40 @@ SINKLAB_HD void plan_brackets(const K* sorted, const unsigned long long* ranks, 
     plan.hi[b] = K(0);
   }
   plan.count = used;
+}
+
+// sorted (kBracketSample) keys ascending; ranks (count <= kBracketMaxRanks) of n.
+template <class K>
+SINKLAB_HD void plan_brackets(const K* sorted, const unsigned long long* ranks, int count,
+                              int64_t n, BracketPlan<K>& plan) {
+  const K top = static_cast<K>(static_cast<K>(~K(0)) >> 1);  // the largest |x| key (a NaN)
+  K lo[kBracketMaxRanks], hi[kBracketMaxRanks];
+  for (int k = 0; k < count; ++k) {
+    const double p = static_cast<double>(ranks[k]) / static_cast<double>(n);
+    const double q = p * kBracketSample;
+    const double d = 4.0 * sqrt(kBracketSample * p * (1.0 - p)) + 8.0;
+    const double a = floor(q - d), b = ceil(q + d);
+    lo[k] = a <= 0 ? K(0) : sorted[static_cast<int>(a)];
+    hi[k] = b >= kBracketSample - 1 ? top : sorted[static_cast<int>(b)];
+  }
+  merge_brackets(lo, hi, count, plan);
+}
+
+// Brackets of whole top-16-bit bins: prefixes[k] is rank k's key with its low_bits low bits
+// cleared (from one histogram of every key's top 16 bits, which places each rank in its bin
+// exactly), its range [prefix, prefix | (2^low_bits - 1)]. Every rank is then inside its range;
+// only an overflow of the candidates asks for the fallback.
+template <class K>
+SINKLAB_HD void plan_prefix_brackets(const K* prefixes, int count, int low_bits,
+                                     BracketPlan<K>& plan) {
+  K lo[kBracketMaxRanks], hi[kBracketMaxRanks];
+  const K low = low_bits >= static_cast<int>(sizeof(K) * 8) ? static_cast<K>(~K(0))
+                                                            : static_cast<K>((K(1) << low_bits) - 1);
+  for (int k = 0; k < count; ++k) {
+    lo[k] = static_cast<K>(prefixes[k] & static_cast<K>(~low));
+    hi[k] = static_cast<K>(lo[k] | low);
+  }
+  merge_brackets(lo, hi, count, plan);
 }
 
 // below, inside (kBracketMaxRanks): the counts of step 3; total: the candidates met (they fit

@@ -471,6 +471,17 @@ __global__ void bracket_plan(const K* __restrict__ sorted, Ranks ranks, int64_t 
   if (blockIdx.x == 0 && threadIdx.x == 0) plan_brackets(sorted, ranks.value, ranks.count, n, *plan);
 }
 
+// One thread: plan_prefix_brackets on the ranks' top-16-bit prefixes that whole_key_select left in
+// state (their low_bits low bits zero).
+template <class K>
+__global__ void prefix_bracket_plan(const SelectState<K>* __restrict__ state, int count,
+                                    int low_bits, BracketPlan<K>* __restrict__ plan) {
+  if (blockIdx.x != 0 || threadIdx.x != 0) return;
+  K prefixes[kMaxRanks];
+  for (int k = 0; k < count; ++k) prefixes[k] = state[k].prefix;
+  plan_prefix_brackets(prefixes, count, low_bits, *plan);
+}
+
 // One pass over x: per bracket, the keys below it and inside it; the keys inside (the bits of
 // |x|) are written to compact (capacity cap; counts[2 kMaxRanks] counts every one, so an
 // overflow is seen).
@@ -559,16 +570,18 @@ __global__ void bracket_resolve(const BracketPlan<K>* __restrict__ plan,
   *use_compact = ok ? 1 : 0;
 }
 
-// Queues the sampled bracket for x (n >= kBracketMinN): the returned source reads the compacted
-// candidates when every rank was bracketed, x otherwise; state holds the matching ranks. The
-// buffers are stream-ordered allocations kept alive by `keep` until the passes are queued.
+// Queues the brackets for x (n >= kBracketMinN): the returned source reads the compacted
+// candidates when every rank was bracketed, x otherwise; state then holds the matching ranks.
+// The brackets are each rank's top-16-bit bin when from_prefixes (state holds the prefixes
+// whole_key_select found), else sampled quantile ranges. The buffers are stream-ordered
+// allocations kept alive by `keep` until the passes are queued.
 template <class T, class K>
 SelectSource<T> queue_brackets(const Tensor& x, const Ranks& ranks, SelectState<K>* state,
-                               std::vector<Tensor>& keep) {
+                               bool from_prefixes, std::vector<Tensor>& keep) {
   const int64_t n = x.numel();
   const T* px = static_cast<const T*>(x.raw_data());  // (n)
-  // Capacity: a sixteenth of x (the median's bracket holds about 1.6%), padded with all-ones keys
-  // that sort above every |x|.
+  // Capacity: a sixteenth of x (the median's sampled bracket holds about 1.6%, its 16-bit bin
+  // about 0.3% for normal data), padded with all-ones keys that sort above every |x|.
   const int64_t cap = std::min<int64_t>(n, n / 16 + kBracketSample);
   const int64_t compact_words = (cap * static_cast<int64_t>(sizeof(T)) + 3) / 4;
   keep.push_back(Tensor::empty({compact_words}, DType::I32, x.device()));  // (cap) T, as words
@@ -593,12 +606,16 @@ SelectSource<T> queue_brackets(const Tensor& x, const Ranks& ranks, SelectState<
   auto* counts = reinterpret_cast<unsigned long long*>(base + counts_at);
   int* flag = reinterpret_cast<int*>(base + flag_at);
   SINKLAB_CUDA_CHECK(cudaMemsetAsync(counts, 0, kCountSlots * sizeof(unsigned long long), stream()));
-  bracket_sample<T, K><<<kBracketSample / 256, 256, 0, stream()>>>(px, n, sample);
-  SINKLAB_KERNEL_CHECK("abs_order_statistics sample");
-  SINKLAB_CUDA_CHECK(cub::DeviceRadixSort::SortKeys(base + sort_at, sort_bytes, sample, sorted,
-                                                    kBracketSample, 0, static_cast<int>(sizeof(K) * 8),
-                                                    stream()));
-  bracket_plan<K><<<1, 1, 0, stream()>>>(sorted, ranks, n, plan);
+  if (from_prefixes) {
+    prefix_bracket_plan<K><<<1, 1, 0, stream()>>>(state, ranks.count, kBelowTop16<T>, plan);
+  } else {
+    bracket_sample<T, K><<<kBracketSample / 256, 256, 0, stream()>>>(px, n, sample);
+    SINKLAB_KERNEL_CHECK("abs_order_statistics sample");
+    SINKLAB_CUDA_CHECK(cub::DeviceRadixSort::SortKeys(base + sort_at, sort_bytes, sample, sorted,
+                                                      kBracketSample, 0,
+                                                      static_cast<int>(sizeof(K) * 8), stream()));
+    bracket_plan<K><<<1, 1, 0, stream()>>>(sorted, ranks, n, plan);
+  }
   SINKLAB_KERNEL_CHECK("abs_order_statistics brackets");
   // 16 blocks per SM: a block meets about 0.016 n / blocks candidates, well under kStage.
   const unsigned blocks = std::min<unsigned>(blocks_for(n, 256), multiprocessors() * 16u);
@@ -690,29 +707,19 @@ void abs_order_statistics_typed(const Tensor& x, const std::vector<int64_t>& ran
     select_step<K><<<count, kStepThreads, 0, stream()>>>(state, pass_hist, count, shift, width);
     SINKLAB_KERNEL_CHECK("abs_order_statistics step");
   };
-  if (n >= kBracketMinN && whole_key_fits<T>()) {
-    // Large f32 / f64: every rank's top 16 bits from one histogram, then radix passes over x
-    // (12 bits at a time) that count only the keys under each rank's prefix.
-    queue_whole_key_select<T>(x, r, nullptr, state);
-    const SelectSource<T> whole{static_cast<const T*>(x.raw_data()), n};
-    int below = bits - 16;  // bits under the prefix found so far
-    for (int p = 1; below > 0; ++p) {
-      const int width = std::min(below, kDigitBits);
-      below -= width;
-      radix_pass(whole, blocks, p, below, width);
-    }
-    select_write<T, K, O><<<1, 32, 0, stream()>>>(state, out.data<O>(), count);
-    SINKLAB_KERNEL_CHECK("abs_order_statistics write");
-    return;
-  }
   int shift = bits - kFirstDigitBits;
-  // Large x: a sampled bracket first (one pass), so that the radix passes read its few
-  // candidates; they read x when a rank fell outside its bracket.
-  std::vector<Tensor> keep;  // the bracket's buffers, until the passes are queued
-  const SelectSource<T> source =
-      n >= kBracketMinN ? queue_brackets<T, K>(x, r, state, keep)
-                        : SelectSource<T>{static_cast<const T*>(x.raw_data()), n};
-  // Over the bracket's candidates (about 1.6% of x per rank) one block per SM: each block
+  // Large x: one pass compacts the keys of a bracket around each rank, so that the radix passes
+  // read only those candidates (or x where a rank fell outside its bracket or the candidates
+  // overflowed). The brackets are the ranks' top-16-bit bins, from one histogram of every key's
+  // top 16 bits, where the device gives a block its 128 KB; sampled quantile ranges elsewhere.
+  std::vector<Tensor> keep;  // the brackets' buffers, until the passes are queued
+  SelectSource<T> source{static_cast<const T*>(x.raw_data()), n};
+  if (n >= kBracketMinN) {
+    const bool from_prefixes = whole_key_fits<T>();
+    if (from_prefixes) queue_whole_key_select<T>(x, r, nullptr, state);
+    source = queue_brackets<T, K>(x, r, state, from_prefixes, keep);
+  }
+  // Over the brackets' candidates (at most a sixteenth of x) one block per SM: each block
   // clears and flushes its histograms once, which costs more than its share of keys at 4 per
   // SM. Where a rank missed its bracket they read x with these blocks, more slowly (rare).
   const unsigned pass_blocks = n >= kBracketMinN ? multiprocessors() : blocks;

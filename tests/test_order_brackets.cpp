@@ -45,17 +45,13 @@ std::vector<uint64_t> keys_f64(const std::vector<double>& v) {
   return keys;
 }
 
-// Runs the bracket algorithm on keys for ranks; true when it bracketed every rank, in which case
-// the values it selects equal nth_element's.
+// Runs the rest of the bracket algorithm on keys for ranks with the given plan; true when it
+// bracketed every rank, in which case the values it selects equal nth_element's.
 template <class K>
-bool brackets_select_exactly(const std::vector<K>& keys, const std::vector<unsigned long long>& ranks) {
+bool plan_selects_exactly(const std::vector<K>& keys, const std::vector<unsigned long long>& ranks,
+                          const BracketPlan<K>& plan) {
   const int64_t n = static_cast<int64_t>(keys.size());
   const int count = static_cast<int>(ranks.size());
-  std::vector<K> sorted(kBracketSample);
-  for (int i = 0; i < kBracketSample; ++i) sorted[i] = keys[cuda::bracket_sample_index(i, n)];
-  std::sort(sorted.begin(), sorted.end());
-  BracketPlan<K> plan{};
-  cuda::plan_brackets(sorted.data(), ranks.data(), count, n, plan);
   REQUIRE(plan.count >= 1);
   REQUIRE(plan.count <= count);
   for (int b = 0; b < plan.count; ++b) {
@@ -93,6 +89,38 @@ bool brackets_select_exactly(const std::vector<K>& keys, const std::vector<unsig
   return true;
 }
 
+// The sampled brackets (plan_brackets).
+template <class K>
+bool brackets_select_exactly(const std::vector<K>& keys, const std::vector<unsigned long long>& ranks) {
+  const int64_t n = static_cast<int64_t>(keys.size());
+  std::vector<K> sorted(kBracketSample);
+  for (int i = 0; i < kBracketSample; ++i) sorted[i] = keys[cuda::bracket_sample_index(i, n)];
+  std::sort(sorted.begin(), sorted.end());
+  BracketPlan<K> plan{};
+  cuda::plan_brackets(sorted.data(), ranks.data(), static_cast<int>(ranks.size()), n, plan);
+  return plan_selects_exactly(keys, ranks, plan);
+}
+
+// The brackets of whole top-16-bit bins (plan_prefix_brackets), each rank's bin found as the
+// GPU's whole-key histogram finds it (here by sorting).
+template <class K>
+bool prefix_brackets_select_exactly(const std::vector<K>& keys,
+                                    const std::vector<unsigned long long>& ranks) {
+  std::vector<K> sorted(keys);
+  std::sort(sorted.begin(), sorted.end());
+  const int low_bits = static_cast<int>(sizeof(K) * 8) - 16;
+  std::vector<K> prefixes;
+  for (unsigned long long r : ranks)
+    prefixes.push_back(static_cast<K>(sorted[r] >> low_bits << low_bits));
+  BracketPlan<K> plan{};
+  cuda::plan_prefix_brackets(prefixes.data(), static_cast<int>(ranks.size()), low_bits, plan);
+  for (size_t k = 0; k < ranks.size(); ++k) {  // each range is the rank's whole bin
+    REQUIRE(plan.lo[plan.of_rank[k]] == prefixes[k]);
+    REQUIRE(plan.hi[plan.of_rank[k]] == static_cast<K>(prefixes[k] | ((K(1) << low_bits) - 1)));
+  }
+  return plan_selects_exactly(keys, ranks, plan);
+}
+
 std::vector<unsigned long long> spread_ranks(int64_t n) {
   return {0, 1, static_cast<unsigned long long>(n / 4), static_cast<unsigned long long>(n / 2 - 1),
           static_cast<unsigned long long>(n / 2), static_cast<unsigned long long>(n - 3),
@@ -127,4 +155,23 @@ TEST_CASE("order brackets: heavy ties overflow the candidates and ask for the fa
   REQUIRE_FALSE(brackets_select_exactly(keys_f32(v), spread_ranks(n)));
   const std::vector<double> same(static_cast<size_t>(n), -2.5);
   REQUIRE_FALSE(brackets_select_exactly(keys_f32(same), spread_ranks(n)));
+}
+
+TEST_CASE("order brackets: whole top-16-bit bins hold the ranks and select them exactly",
+          "[ops][statistics]") {
+  const int64_t n = (int64_t{1} << 20) + 77;
+  std::vector<double> v = test::random_tensor({n}, 917, DType::F64, 1.0).to_doubles();
+  for (size_t i = 0; i < v.size(); i += 97) v[i] = std::exp(8.0 * v[i]);  // a heavy tail
+  const auto ranks = spread_ranks(n);
+  REQUIRE(prefix_brackets_select_exactly(keys_f32(v), ranks));
+  REQUIRE(prefix_brackets_select_exactly(keys_f64(v), ranks));
+  // The median pair shares its bin: one range.
+  const std::vector<unsigned long long> pair{static_cast<unsigned long long>(n / 2 - 1),
+                                             static_cast<unsigned long long>(n / 2)};
+  REQUIRE(prefix_brackets_select_exactly(keys_f32(v), pair));
+  // Ties: 60% zeros put the median in the bin of 0 with 60% of x inside, more than a sixteenth:
+  // the candidates overflow and the fallback is asked for.
+  for (size_t i = 0; i < v.size(); ++i)
+    if (i % 5 < 3) v[i] = 0;
+  REQUIRE_FALSE(prefix_brackets_select_exactly(keys_f32(v), ranks));
 }
