@@ -335,15 +335,17 @@ void linear_forward_cuda(const Tensor& x, const Tensor& w, const Tensor& bias, T
 // GPT-2's FFN products with GELU in cuBLASLt's epilogues (ops/mlp.h), where the switch is on,
 // pre is bf16 and cuBLASLt has the epilogue; the composed rows otherwise.
 
-bool gelu_epilogue_applies(const Tensor& x16, const Tensor& w16, const Tensor& pre) {
-  return ops::gemm_epilogues_enabled && pre.dtype() == DType::BF16 &&
+// Whether the epilogue path may run for this product (`needed` or more allowed by the switch).
+bool gelu_epilogue_applies(ops::GemmEpilogues needed, const Tensor& x16, const Tensor& w16,
+                           const Tensor& pre) {
+  return ops::gemm_epilogues >= needed && pre.dtype() == DType::BF16 &&
          x16.dtype() == DType::BF16 && w16.dtype() == DType::BF16;
 }
 
 // pre (1, rows, F) = x w^T + bias, hidden = gelu(pre): hidden is D, pre the aux output.
 void gelu_linear_cuda(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& pre,
                       Tensor& hidden) {
-  if (gelu_epilogue_applies(x, w, pre)) {
+  if (gelu_epilogue_applies(ops::GemmEpilogues::Forward, x, w, pre)) {
     const Tensor bias16 = bias.defined() ? bf16_copy(bias) : Tensor();  // (F) bf16, as autocast
     if (lt_gemm(x, false, w, true, hidden, false,
                 bias.defined() ? LtEpilogue::kGeluAuxBias : LtEpilogue::kGeluAux,
@@ -359,7 +361,7 @@ void gelu_linear_cuda(const Tensor& x, const Tensor& w, const Tensor& bias, Tens
 // summed by bias_grad's kernel from grad_pre.
 void gelu_grad_product_cuda(const Tensor& g, const Tensor& w, const Tensor& pre,
                             Tensor& grad_pre, Tensor* grad_bias) {
-  if (gelu_epilogue_applies(g, w, pre)) {
+  if (gelu_epilogue_applies(ops::GemmEpilogues::ForwardBackward, g, w, pre)) {
     if (grad_bias) {
       if (lt_gemm(g, false, w, false, grad_pre, false, LtEpilogue::kDGeluBGrad,
                   grad_bias->raw_data(), pre.raw_data()))

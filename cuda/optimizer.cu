@@ -10,14 +10,14 @@ namespace {
 
 // ops::AdamWHyper rounded to f32 for the kernel.
 struct AdamWHyper {
-  float lr, beta1, beta2, eps, weight_decay, bias_correction1, bias_correction2;
+  float lr, beta1, beta2, eps, weight_decay, bias_correction1, bias_correction2, grad_scale;
 };
 
 __global__ void adamw_kernel(float* w, const float* g, float* m, float* v, const int32_t* decay,
                              int64_t n, AdamWHyper h) {
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (i >= n) return;
-  const float gi = g[i];
+  const float gi = g[i] * h.grad_scale;
   const float mi = h.beta1 * m[i] + (1.0f - h.beta1) * gi;
   const float vi = h.beta2 * v[i] + (1.0f - h.beta2) * gi * gi;
   m[i] = mi;
@@ -70,7 +70,7 @@ void adamw_cuda(Tensor& w, const Tensor& g, Tensor& m, Tensor& v, const Tensor& 
   const AdamWHyper h{static_cast<float>(hyper.lr),    static_cast<float>(hyper.beta1),
                      static_cast<float>(hyper.beta2), static_cast<float>(hyper.eps),
                      static_cast<float>(hyper.weight_decay), hyper.bias_correction1,
-                     hyper.bias_correction2};
+                     hyper.bias_correction2, hyper.grad_scale};
   adamw_kernel<<<blocks_for(n), 256, 0, stream()>>>(w.data<float>(), g.data<float>(),
                                                     m.data<float>(), v.data<float>(),
                                                     decay_mask.data<int32_t>(), n, h);

@@ -13,7 +13,7 @@ OpKernels<BiasGradFn, BiasGradFn> bias_grad_kernels{"bias_grad", cpu::bias_grad,
 OpKernels<LinearFn, LinearFn> linear_kernels{"linear", cpu::linear_forward, nullptr};
 OpKernels<RoundFn, RoundFn> bf16_round_kernels{"bf16_round", cpu::round_to_bf16, nullptr};
 Bf16Gemm bf16_gemm_preference = Bf16Gemm::Rounded;
-bool gemm_epilogues_enabled = false;
+GemmEpilogues gemm_epilogues = GemmEpilogues::None;
 
 WeightGradSink::WeightGradSink(const Tensor& w) {
   if (w.requires_grad() && w.is_leaf() && w.grad().defined() && w.grad().is_contiguous() &&

@@ -51,10 +51,13 @@ extern OpKernels<RoundFn, RoundFn> bf16_round_kernels;
 enum class Bf16Gemm { Rounded, Fast };
 extern Bf16Gemm bf16_gemm_preference;
 
-// Whether CUDA products under bf16 may fold work into cuBLASLt's epilogues beyond linear's bias
-// (run.gemm_epilogues): GELU and its derivative in GPT-2's FFN (ops/mlp.h). Off: those rows
-// compose separate passes. Read at each call; the trainer sets it once from the config.
-extern bool gemm_epilogues_enabled;
+// Which work CUDA products under bf16 fold into cuBLASLt's epilogues beyond linear's bias
+// (run.gemm_epilogues), in GPT-2's FFN (ops/mlp.h): None (GELU and its derivative in passes of
+// their own), Forward (GELU in c_fc's product, GELU_AUX_BIAS), ForwardBackward (also GELU's
+// derivative in c_proj's backward product, DGELU_BGRAD). Read at each call; the trainer sets it
+// once from the config.
+enum class GemmEpilogues { None, Forward, ForwardBackward };
+extern GemmEpilogues gemm_epilogues;
 
 // The operand a product should read: under Precision::BF16, an f32 CUDA tensor is rounded to a
 // bf16 copy once (so an operand used by two products, like a gradient in linear's backward, is

@@ -23,7 +23,7 @@
 //   Their CPU rows (and the CUDA rows' fallback) compose the rows of linear, matmul and
 //   bias_gelu (with a zero bias) on the tensors' device: gelu_linear_composed and
 //   gelu_grad_product_composed.
-// The epilogue path is taken only while ops::gemm_epilogues_enabled (ops/matmul.h) is set.
+// The epilogue paths are taken only as ops::gemm_epilogues (ops/matmul.h) allows.
 #pragma once
 #include "core/tensor.h"
 #include "ops/op_table.h"

@@ -11,10 +11,12 @@ namespace sinklab::ops {
 struct AdamWHyper {
   double lr, beta1, beta2, eps, weight_decay;  // as configured (lr: this step's)
   float bias_correction1, bias_correction2;    // 1 - beta1^t, 1 - beta2^t
+  float grad_scale = 1.0f;  // each gradient is read as f32(g * grad_scale): gradient clipping's
+                            // factor applied in this pass (as scale_in_place would, bit for bit)
 };
 
 // w, g, m, v: (n) f32; decay_mask: (n) i32, 1 where weight decay applies. All on one device,
-// contiguous. Updates w, m and v in place.
+// contiguous. Updates w, m and v in place; g is read (times h.grad_scale), never written.
 void adamw_update(Tensor& w, const Tensor& g, Tensor& m, Tensor& v, const Tensor& decay_mask,
                   const AdamWHyper& h);
 // sum(x^2) of an f32 tensor, accumulated in double in a fixed order: the same on every run.

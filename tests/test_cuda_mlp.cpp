@@ -15,16 +15,16 @@ using test::random_tensor;
 
 namespace {
 
-// Sets ops::gemm_epilogues_enabled for a scope.
+// Sets ops::gemm_epilogues for a scope.
 class EpilogueGuard {
  public:
-  explicit EpilogueGuard(bool on) : before_(ops::gemm_epilogues_enabled) {
-    ops::gemm_epilogues_enabled = on;
+  explicit EpilogueGuard(ops::GemmEpilogues e) : before_(ops::gemm_epilogues) {
+    ops::gemm_epilogues = e;
   }
-  ~EpilogueGuard() { ops::gemm_epilogues_enabled = before_; }
+  ~EpilogueGuard() { ops::gemm_epilogues = before_; }
 
  private:
-  bool before_;
+  ops::GemmEpilogues before_;
 };
 
 // x (2, 16, 128), w_fc (512, 128), b_fc (512), w_proj (128, 512), b_proj (128): GPT-2's
@@ -68,8 +68,9 @@ TEST_CASE("cuda: gelu_mlp under bf16 matches the CPU, composed and in cuBLASLt's
   loose.atol = 0.1;
   PrecisionGuard bf16(Precision::BF16);
   const auto f = [](const auto& in) { return ops::gelu_mlp(in[0], in[1], in[2], in[3], in[4]).y; };
-  for (bool epilogues : {false, true}) {
-    INFO("gemm_epilogues " << epilogues);
+  for (ops::GemmEpilogues epilogues : {ops::GemmEpilogues::None, ops::GemmEpilogues::Forward,
+                                       ops::GemmEpilogues::ForwardBackward}) {
+    INFO("gemm_epilogues " << static_cast<int>(epilogues));
     EpilogueGuard guard(epilogues);
     test::require_cuda_matches_cpu(f, mlp_inputs(), loose);
     // Without biases (GELU_AUX and DGELU without the bias terms).
@@ -79,13 +80,17 @@ TEST_CASE("cuda: gelu_mlp under bf16 matches the CPU, composed and in cuBLASLt's
         {in[0], in[1], in[3]}, loose);
   }
   // The two GPU paths against each other: one bf16 rounding of pre or hidden apart at most.
-  GpuRun composed, fused;
+  GpuRun composed, forward, fused;
   {
-    EpilogueGuard off(false);
+    EpilogueGuard off(ops::GemmEpilogues::None);
     composed = run_on_gpu(mlp_inputs());
   }
   {
-    EpilogueGuard on(true);
+    EpilogueGuard on(ops::GemmEpilogues::Forward);
+    forward = run_on_gpu(mlp_inputs());
+  }
+  {
+    EpilogueGuard on(ops::GemmEpilogues::ForwardBackward);
     fused = run_on_gpu(mlp_inputs());
   }
   REQUIRE(test::closeness(fused.hidden, composed.hidden, 1.0 / 64, 1.0 / 64) <= 1);
@@ -98,4 +103,9 @@ TEST_CASE("cuda: gelu_mlp under bf16 matches the CPU, composed and in cuBLASLt's
   // GELU derivative differently among w_fc's gradients: the epilogues really ran.
   REQUIRE(fused.hidden != composed.hidden);
   REQUIRE(fused.grads[1] != composed.grads[1]);
+  // forward: GELU in c_fc's epilogue (the same hidden as forward_backward's, bit for bit), its
+  // derivative in a pass of its own (other gradients than forward_backward's).
+  REQUIRE(forward.hidden == fused.hidden);
+  REQUIRE(forward.y == fused.y);
+  REQUIRE(forward.grads[1] != fused.grads[1]);
 }

@@ -237,14 +237,16 @@ OpCase abs_order_statistics_case() {
   return {[](const auto& in) { return ops::abs_order_statistics(in[0], {0, 40, B * T * C - 1}); },
           [](DType dt) { return std::vector{plain_input({B, T, C}, 47, dt)}; }, false};
 }
-OpCase adamw_update_case() {  // two steps, so that the moments feed the second
+OpCase adamw_update_case() {  // two steps, so that the moments feed the second; the second
+                               // clips (grad_scale)
   return {[](const auto& in) {
             Tensor w = copy_of(in[0]), m = copy_of(in[2]), v = copy_of(in[3]);
             Tensor mask = ids({1, 0, 1, 1, 0, 1, 1, 1}, {8}).to_device(w.device());
             for (int t = 1; t <= 2; ++t) {
               const ops::AdamWHyper h{1e-2, 0.9, 0.95, 1e-8, 0.1,
                                       static_cast<float>(1 - std::pow(0.9, t)),
-                                      static_cast<float>(1 - std::pow(0.95, t))};
+                                      static_cast<float>(1 - std::pow(0.95, t)),
+                                      t == 2 ? 0.37f : 1.0f};
               ops::adamw_update(w, in[1], m, v, mask, h);
             }
             return w;

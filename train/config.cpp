@@ -82,6 +82,13 @@ std::span<const ChoiceName<ops::Bf16Gemm>> names_of(ops::Bf16Gemm) {
                                                         {ops::Bf16Gemm::Fast, "fast"}};
   return names;
 }
+std::span<const ChoiceName<ops::GemmEpilogues>> names_of(ops::GemmEpilogues) {
+  static constexpr ChoiceName<ops::GemmEpilogues> names[] = {
+      {ops::GemmEpilogues::None, "none"},
+      {ops::GemmEpilogues::Forward, "forward"},
+      {ops::GemmEpilogues::ForwardBackward, "forward_backward"}};
+  return names;
+}
 std::span<const ChoiceName<SidePriority>> names_of(SidePriority) {
   static constexpr ChoiceName<SidePriority> names[] = {{SidePriority::Low, "low"},
                                                        {SidePriority::Equal, "equal"}};
@@ -125,6 +132,7 @@ SINKLAB_CHOICE(GammaInit)
 SINKLAB_CHOICE(AmplifyMode)
 SINKLAB_CHOICE(ValSplit)
 SINKLAB_CHOICE(ops::Bf16Gemm)
+SINKLAB_CHOICE(ops::GemmEpilogues)
 SINKLAB_CHOICE(SidePriority)
 SINKLAB_CHOICE(CpuGemmSetting)
 #undef SINKLAB_CHOICE

@@ -25,7 +25,8 @@ namespace sinklab::train {
 // written in one table in config.cpp, and everything goes through it: parsing, to_yaml,
 // differing_keys, error messages, and wherever a value is printed or saved (run header,
 // checkpoint config, export metadata). model.arch is Arch (train/arch.h),
-// run.attention_kernels ops::AttentionKernels (ops/attention.h), run.bf16_gemm ops::Bf16Gemm
+// run.attention_kernels ops::AttentionKernels (ops/attention.h), run.gemm_epilogues
+// ops::GemmEpilogues (ops/matmul.h), run.bf16_gemm ops::Bf16Gemm
 // (ops/matmul.h) and run.metrics_priority SidePriority (core/device_runtime.h).
 enum class PrecisionSetting { Auto, BF16, FP32 };     // run.precision (resolved_precision)
 enum class CpuGemmSetting { Auto, OpenBLAS, Reference };  // run.cpu_gemm
@@ -75,9 +76,10 @@ struct RunSection {
                                     // with it, else the own kernel) | openblas | reference (the
                                     // own blocked kernel: bit-exact comparisons with it; OpenBLAS
                                     // sums in another order)
-  bool gemm_epilogues = false;      // GPU products under bf16: GPT-2's GELU and its gradient in
-                                    // cuBLASLt's epilogues (GELU_AUX_BIAS forward, DGELU_BGRAD
-                                    // backward) instead of a separate pass each (ops/mlp.h)
+  ops::GemmEpilogues gemm_epilogues = ops::GemmEpilogues::None;  // GPU products under bf16:
+                                    // GPT-2's GELU in cuBLASLt's epilogues instead of passes of
+                                    // their own (ops/mlp.h): none | forward (GELU_AUX_BIAS) |
+                                    // forward_backward (also DGELU_BGRAD)
 };
 
 struct ModelSection {

@@ -22,9 +22,14 @@ double global_grad_norm(const ParameterSet& params) {
   return std::sqrt(ops::sum_of_squares(params.flat_grads()));
 }
 
-double clip_gradients(ParameterSet& params, double norm, double max_norm) {
+double clip_factor(double norm, double max_norm) {
   if (max_norm <= 0 || !(norm > max_norm)) return 1.0;
-  const double factor = max_norm / (norm + 1e-6);
+  return max_norm / (norm + 1e-6);
+}
+
+double clip_gradients(ParameterSet& params, double norm, double max_norm) {
+  const double factor = clip_factor(norm, max_norm);
+  if (factor == 1.0) return 1.0;
   Tensor g = params.flat_grads();
   ops::scale_in_place(g, factor);
   return factor;
@@ -74,7 +79,7 @@ AdamW AdamW::on_host(const ParameterSet& params, const OptimSection& optim) {
   return a;
 }
 
-void AdamW::step(ParameterSet& params, double lr) {
+void AdamW::step(ParameterSet& params, double lr, double grad_scale) {
   SINKLAB_CHECK(m_.device() == params.flat_values().device(), ValueError,
                 "AdamW::step: moments on " << m_.device().str() << ", parameters on "
                                            << params.flat_values().device().str(),
@@ -86,7 +91,8 @@ void AdamW::step(ParameterSet& params, double lr) {
   const int64_t n = shard_.end - shard_.begin;
   Tensor w = params.flat_values().narrow_view(0, shard_.begin, n);  // (shard) views
   Tensor g = params.flat_grads().narrow_view(0, shard_.begin, n);
-  const ops::AdamWHyper h{lr, b1, b2, optim_.eps, optim_.weight_decay, bias1, bias2};
+  const ops::AdamWHyper h{lr,    b1,    b2, optim_.eps, optim_.weight_decay,
+                          bias1, bias2, static_cast<float>(grad_scale)};
   ops::adamw_update(w, g, m_, v_, decay_mask_, h);
 }
 

@@ -15,7 +15,11 @@ double learning_rate(const OptimSection& optim, int64_t total_steps, int64_t ste
 // sqrt(sum of squares) of the flat gradient buffer, accumulated in double in a fixed order.
 double global_grad_norm(const ParameterSet& params);
 // Scales every gradient by max_norm / norm when norm > max_norm (max_norm 0 = off).
-// Returns the factor applied (1 when not clipped).
+// The factor that clips gradients of global norm `norm` to max_norm: max_norm / (norm + 1e-6)
+// when norm > max_norm > 0, else 1. The trainer hands it to AdamW::step, which applies it as it
+// reads each gradient (no pass of its own).
+double clip_factor(double norm, double max_norm);
+// Scales the gradients by clip_factor in place. Returns the factor applied (1 when not clipped).
 double clip_gradients(ParameterSet& params, double norm, double max_norm);
 
 // The elements [begin, end) of the flat buffers whose moments an AdamW holds and updates: all
@@ -32,7 +36,9 @@ class AdamW {
   static AdamW on_host(const ParameterSet& params, const OptimSection& optim);
   // One update with learning rate lr of the shard's elements: m, v moments; weight decay
   // lr*wd*w on decayed params. Elements outside the shard are left as they are.
-  void step(ParameterSet& params, double lr);
+  // grad_scale: clip_factor's, applied to each gradient as it is read (the gradients are left
+  // as they are).
+  void step(ParameterSet& params, double lr, double grad_scale = 1.0);
   int64_t steps_taken() const { return t_; }
   const Shard& shard() const { return shard_; }  // end resolved to the element count
   bool sharded() const { return shard_.begin != 0 || shard_.end != numel_; }

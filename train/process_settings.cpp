@@ -13,7 +13,7 @@ void apply_process_settings(const RunSection& run) {
   set_cuda_precision(resolved_precision(run));
   ops::attention_kernels_preference = run.attention_kernels;
   ops::bf16_gemm_preference = run.bf16_gemm;
-  ops::gemm_epilogues_enabled = run.gemm_epilogues;
+  ops::gemm_epilogues = run.gemm_epilogues;
   SINKLAB_CHECK(run.cpu_gemm != CpuGemmSetting::OpenBLAS || cpu::openblas_built(), ConfigError,
                 "run.cpu_gemm is openblas, but this build has no OpenBLAS",
                 "install libopenblas-dev and reconfigure, or set run.cpu_gemm: auto");

@@ -484,8 +484,7 @@ void Run::step_all(int64_t step, bool evaluate_first) {
     record.grad_norm = global_grad_norm(params);
     record.skipped = !std::isfinite(record.loss) || !std::isfinite(record.grad_norm);
     if (!record.skipped) {
-      clip_gradients(params, record.grad_norm, c.optim.grad_clip);
-      v.optimizer->step(params, record.lr);
+      v.optimizer->step(params, record.lr, clip_factor(record.grad_norm, c.optim.grad_clip));
       if (v.zero1) parallel_->gather_parameter_shards(params);
     }
     clock.mark("grad norm, clip, AdamW");

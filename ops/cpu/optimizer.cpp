@@ -18,10 +18,11 @@ void adamw_update(Tensor& w, const Tensor& g, Tensor& m, Tensor& v, const Tensor
   const float wd_on = static_cast<float>(h.lr * h.weight_decay);
   const float lr = static_cast<float>(h.lr), b1 = static_cast<float>(h.beta1),
               b2 = static_cast<float>(h.beta2), eps = static_cast<float>(h.eps);
-  const float bias1 = h.bias_correction1, bias2 = h.bias_correction2;
+  const float bias1 = h.bias_correction1, bias2 = h.bias_correction2, scale = h.grad_scale;
   parallel_for(w.numel(), [&](int64_t i) {
-    pm[i] = b1 * pm[i] + (1.0f - b1) * pg[i];
-    pv[i] = b2 * pv[i] + (1.0f - b2) * pg[i] * pg[i];
+    const float gi = pg[i] * scale;
+    pm[i] = b1 * pm[i] + (1.0f - b1) * gi;
+    pv[i] = b2 * pv[i] + (1.0f - b2) * gi * gi;
     const float m_hat = pm[i] / bias1, v_hat = pv[i] / bias2;
     const float wd = decay[i] ? wd_on : 0.0f;
     pw[i] -= lr * m_hat / (std::sqrt(v_hat) + eps) + wd * pw[i];

@@ -701,6 +701,8 @@ TEST_CASE("config: choice keys are enums; each name reads, writes and prints as 
        [](const RunConfig& c) { return choice_text(c.run.bf16_gemm); }},
       {"run.metrics_priority", {"low", "equal"},
        [](const RunConfig& c) { return choice_text(c.run.metrics_priority); }},
+      {"run.gemm_epilogues", {"none", "forward", "forward_backward"},
+       [](const RunConfig& c) { return choice_text(c.run.gemm_epilogues); }},
       {"run.cpu_gemm", {"auto", "openblas", "reference"},
        [](const RunConfig& c) { return choice_text(c.run.cpu_gemm); }},
   };
@@ -760,21 +762,21 @@ TEST_CASE("config: the run keys that were SINKLAB_* environment variables", "[co
   REQUIRE(defaults.run.bf16_gemm == ops::Bf16Gemm::Rounded);
   REQUIRE(defaults.run.metrics_priority == SidePriority::Low);
   REQUIRE(defaults.run.cpu_gemm == CpuGemmSetting::Auto);
-  REQUIRE_FALSE(defaults.run.gemm_epilogues);
+  REQUIRE(defaults.run.gemm_epilogues == ops::GemmEpilogues::None);
   REQUIRE(contains(to_yaml(defaults),
                    "  seed: 1337\n  profile: false\n  bucket_mib: 25.0\n"
                    "  collective_timeout_s: 600.0\n  bf16_gemm: rounded\n"
-                   "  metrics_priority: low\n  cpu_gemm: auto\n  gemm_epilogues: false\n"));
+                   "  metrics_priority: low\n  cpu_gemm: auto\n  gemm_epilogues: none\n"));
   const RunConfig set = parse_config(
       "", "s.yaml",
       {"run.profile=true", "run.bucket_mib=0.02", "run.collective_timeout_s=2.5",
        "run.bf16_gemm=fast", "run.metrics_priority=equal", "run.cpu_gemm=reference",
-       "run.gemm_epilogues=true"});
+       "run.gemm_epilogues=forward"});
   const std::string text = to_yaml(set);
   INFO(text);
   REQUIRE(contains(text, "  profile: true\n  bucket_mib: 0.02\n  collective_timeout_s: 2.5\n"
                          "  bf16_gemm: fast\n  metrics_priority: equal\n  cpu_gemm: reference\n"
-                         "  gemm_epilogues: true\n"));
+                         "  gemm_epilogues: forward\n"));
   RunConfig back = parse_config(text, "s.yaml");
   require_same(back, set);
   // Sizes and times: positive, and bounded.

@@ -330,6 +330,32 @@ TEST_CASE("AdamW matches a hand computation and decays only matrices", "[optim]"
   REQUIRE(norm == Approx(0.25 * std::sqrt(static_cast<double>(p.numel()))));
   clip_gradients(p, norm, 1.0);
   REQUIRE(global_grad_norm(p) == Approx(1.0).epsilon(1e-5));
+  REQUIRE(clip_factor(norm, 1.0) == Approx(1.0 / norm).epsilon(1e-5));
+  REQUIRE(clip_factor(norm, 0.0) == 1.0);      // off
+  REQUIRE(clip_factor(0.5, 1.0) == 1.0);       // under the limit
+}
+
+TEST_CASE("AdamW's grad_scale equals clipping the gradients in place first, bit for bit",
+          "[optim]") {
+  ModelSection cfg = tiny_model(Arch::Gpt2, AttnOutputNorm::None);
+  OptimSection o;
+  o.weight_decay = 0.1;
+  GPT in_place_model(cfg, 4), scaled_model(cfg, 4);
+  ParameterSet& a = in_place_model.params();
+  ParameterSet& b = scaled_model.params();
+  AdamW in_place(a, o), scaled(b, o);
+  for (int step = 0; step < 3; ++step) {
+    Tensor grads = rand_uniform({a.numel()}, RngKey{6, 10, static_cast<uint64_t>(step)}, -1.0, 1.0);
+    a.flat_grads().copy_from(grads);
+    b.flat_grads().copy_from(grads);
+    const double norm = global_grad_norm(a);
+    const double factor = clip_gradients(a, norm, 0.5 * norm);
+    REQUIRE(factor < 1.0);
+    in_place.step(a, 0.01);
+    scaled.step(b, 0.01, clip_factor(global_grad_norm(b), 0.5 * norm));
+  }
+  REQUIRE(b.flat_values().to_doubles() == a.flat_values().to_doubles());
+  REQUIRE(scaled.v().to_doubles() == in_place.v().to_doubles());
 }
 
 TEST_CASE("AdamW shards (ZeRO-1): two halves update exactly what one whole AdamW does",
