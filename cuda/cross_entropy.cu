@@ -16,6 +16,12 @@
 // Backward: (1) one block counts the counted rows and writes g / count (f64, 0 when none);
 // (2) one block per row writes (exp(logits - lse) - onehot) * g / count, zeros on ignored rows.
 //
+// Fused (ops::fused_cross_entropy): (1) as the backward's with g = 1, then one kernel of one
+// 1024-thread block per SM, each taking rows in turn: the row's online (max, sum) as above, then
+// its gradient for g = 1 from a second read of the row, which L2 still holds (a block's row is
+// 100 KB for GPT-2's bf16 logits: the rows in flight are about 13 MB on 132 SMs). The backward
+// then multiplies by g in place, and returns at once where g is 1 (read on the device).
+//
 // Rows are read and written in 16-byte packs (8 bf16, 4 f32 or 2 f64 per thread and step) when
 // V is a multiple of the pack and the buffers are 16-byte aligned; element by element otherwise.
 #include <cuda_bf16.h>
@@ -187,6 +193,14 @@ __global__ void __launch_bounds__(kReduceThreads)
                     : 0.0;
 }
 
+// d loss / d x_v of one logit (stored as S) of a counted row: softmax recomputed from the row's
+// lse, minus the one-hot target, times the row weight w (g / count).
+template <class S, class A>
+__device__ __forceinline__ S ce_grad_value(S xv, int64_t v, int32_t target, A row_lse, A w) {
+  const A p = dev_exp(to_acc(xv) - row_lse);
+  return from_acc<S>((p - (v == target ? A(1) : A(0))) * w);
+}
+
 template <class S>
 __global__ void __launch_bounds__(kRowThreads)
     ce_backward_rows(const S* __restrict__ logits, const int32_t* __restrict__ targets, int64_t N,
@@ -204,9 +218,7 @@ __global__ void __launch_bounds__(kRowThreads)
     const A row_lse = ignored ? A(0) : lse[r];
     // d loss / d x_v for one column: softmax recomputed, minus the one-hot target.
     auto grad_at = [&](int64_t v, S xv) -> S {
-      if (ignored) return from_acc<S>(A(0));
-      const A p = dev_exp(to_acc(xv) - row_lse);
-      return from_acc<S>((p - (v == target ? A(1) : A(0))) * w);
+      return ignored ? from_acc<S>(A(0)) : ce_grad_value<S, A>(xv, v, target, row_lse, w);
     };
     if (packed) {
       const RowPack<S>* xp = reinterpret_cast<const RowPack<S>*>(x);  // (V / kPack)
@@ -223,6 +235,100 @@ __global__ void __launch_bounds__(kRowThreads)
   }
 }
 
+constexpr int kFusedThreads = 1024;  // the fused kernel's block (power of two)
+
+// The forward's rows and their gradient for weight[0] (1 / count) in one kernel: per row, the
+// (max, sum) reduction of ce_forward_rows (block-wide, fixed tree), lse and the row loss, then
+// the gradient written from a second read of the row. Grid-stride over rows.
+template <class S>
+__global__ void __launch_bounds__(kFusedThreads)
+    ce_fused_rows(const S* __restrict__ logits, const int32_t* __restrict__ targets, int64_t N,
+                  int64_t V, int32_t ignore_index, bool packed,
+                  const double* __restrict__ weight,
+                  typename AccumulateIn<S>::type* __restrict__ lse,
+                  double* __restrict__ row_loss, int* __restrict__ bad_row,
+                  S* __restrict__ grad) {
+  using A = typename AccumulateIn<S>::type;
+  constexpr int kPack = RowPack<S>::kCount;
+  __shared__ A sh_m[kFusedThreads];  // (threads) partial maxima
+  __shared__ A sh_s[kFusedThreads];  // (threads) partial sums of exp(x - max)
+  const A ninf = -static_cast<A>(INFINITY);
+  const A w = static_cast<A>(weight[0]);
+  for (int64_t r = blockIdx.x; r < N; r += gridDim.x) {  // uniform per block
+    const S* x = logits + r * V;  // (V)
+    S* gr = grad + r * V;         // (V)
+    A m = ninf, s = A(0);
+    if (packed) {
+      const RowPack<S>* xp = reinterpret_cast<const RowPack<S>*>(x);  // (V / kPack)
+      for (int64_t c = threadIdx.x; c < V / kPack; c += kFusedThreads) {
+        const RowPack<S> p = xp[c];
+        A values[kPack];
+        for (int i = 0; i < kPack; ++i) values[i] = to_acc(p.v[i]);
+        accumulate_values(m, s, values, kPack);
+      }
+    } else {
+      for (int64_t v = threadIdx.x; v < V; v += kFusedThreads) {
+        const A value = to_acc(x[v]);
+        accumulate_values(m, s, &value, 1);
+      }
+    }
+    sh_m[threadIdx.x] = m;
+    sh_s[threadIdx.x] = s;
+    __syncthreads();
+    for (int stride = kFusedThreads / 2; stride > 0; stride >>= 1) {
+      if (threadIdx.x < stride) {
+        A mm = sh_m[threadIdx.x], ss = sh_s[threadIdx.x];
+        merge(mm, ss, sh_m[threadIdx.x + stride], sh_s[threadIdx.x + stride]);
+        sh_m[threadIdx.x] = mm;
+        sh_s[threadIdx.x] = ss;
+      }
+      __syncthreads();
+    }
+    const A row_lse = sh_m[0] + dev_log(sh_s[0]);
+    const int32_t target = targets[r];
+    const bool ignored = target == ignore_index;
+    if (threadIdx.x == 0) {
+      lse[r] = row_lse;
+      double loss = 0.0;
+      if (!ignored) {
+        if (target >= 0 && target < V)
+          loss = static_cast<double>(row_lse) - static_cast<double>(to_acc(x[target]));
+        else
+          atomicMin(bad_row, static_cast<int>(r));
+      }
+      row_loss[r] = loss;
+    }
+    auto grad_at = [&](int64_t v, S xv) -> S {
+      return ignored ? from_acc<S>(A(0)) : ce_grad_value<S, A>(xv, v, target, row_lse, w);
+    };
+    if (packed) {
+      const RowPack<S>* xp = reinterpret_cast<const RowPack<S>*>(x);  // (V / kPack)
+      RowPack<S>* gp = reinterpret_cast<RowPack<S>*>(gr);             // (V / kPack)
+      for (int64_t c = threadIdx.x; c < V / kPack; c += kFusedThreads) {
+        const RowPack<S> in = xp[c];
+        RowPack<S> out;
+        for (int i = 0; i < kPack; ++i) out.v[i] = grad_at(c * kPack + i, in.v[i]);
+        gp[c] = out;
+      }
+    } else {
+      for (int64_t v = threadIdx.x; v < V; v += kFusedThreads) gr[v] = grad_at(v, x[v]);
+    }
+    __syncthreads();  // sh_m / sh_s are reused by the next row
+  }
+}
+
+// grad (n) *= g[0] in place, unless g[0] is 1 (then every block returns at once).
+template <class S>
+__global__ void ce_scale_grad(S* __restrict__ grad, int64_t n,
+                              const typename AccumulateIn<S>::type* __restrict__ g) {
+  using A = typename AccumulateIn<S>::type;
+  const A scale = g[0];
+  if (scale == A(1)) return;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    grad[i] = from_acc<S>(to_acc(grad[i]) * scale);
+}
+
 unsigned row_blocks(int64_t N) {
   return static_cast<unsigned>(std::min<int64_t>(N, kMaxRowBlocks));
 }
@@ -234,7 +340,7 @@ bool stream_is_capturing() {
 }
 
 void cross_entropy_forward_cuda(const Tensor& logits, const Tensor& targets, int32_t ignore_index,
-                                Tensor& lse, Tensor& loss) {
+                                Tensor& lse, Tensor& loss, Tensor* grad_logits) {
   const char* op = "cross_entropy";
   const int64_t N = logits.size(0), V = logits.size(1);
   SINKLAB_CHECK(N < INT_MAX, ShapeError,
@@ -248,7 +354,21 @@ void cross_entropy_forward_cuda(const Tensor& logits, const Tensor& targets, int
     using S = decltype(zero);
     using A = typename AccumulateIn<S>::type;
     const S* px = static_cast<const S*>(logits.raw_data());  // (N, V)
-    if (N > 0) {
+    if (N > 0 && grad_logits) {  // the gradient for g = 1 in the same pass
+      S* pg = static_cast<S*>(grad_logits->raw_data());  // (N, V)
+      const Tensor one = Tensor::full({1}, 1.0, lse.dtype(), logits.device());  // (1) g = 1
+      Tensor weight = Tensor::empty({1}, DType::F64, logits.device());  // (1) 1 / count
+      ce_backward_weight<A><<<1, kReduceThreads, 0, stream()>>>(pt, N, ignore_index,
+                                                                one.data<A>(),
+                                                                weight.data<double>());
+      SINKLAB_KERNEL_CHECK(op);
+      const unsigned blocks = static_cast<unsigned>(
+          std::min<int64_t>(N, device_attribute(cudaDevAttrMultiProcessorCount)));
+      ce_fused_rows<S><<<blocks, kFusedThreads, 0, stream()>>>(
+          px, pt, N, V, ignore_index, row_packed<S>(V, {px, pg}), weight.data<double>(),
+          lse.data<A>(), row_loss.data<double>(), bad_row.data<int32_t>(), pg);
+      SINKLAB_KERNEL_CHECK(op);
+    } else if (N > 0) {
       ce_forward_rows<S><<<row_blocks(N), kRowThreads, 0, stream()>>>(
           px, pt, N, V, ignore_index, row_packed<S>(V, {px}), lse.data<A>(),
           row_loss.data<double>(), bad_row.data<int32_t>());
@@ -277,10 +397,22 @@ void cross_entropy_forward_cuda(const Tensor& logits, const Tensor& targets, int
 
 void cross_entropy_backward_cuda(const Tensor& logits, const Tensor& targets, int32_t ignore_index,
                                  const Tensor& lse, const Tensor& grad_loss,
-                                 Tensor& grad_logits) {
+                                 Tensor& grad_logits, bool precomputed) {
   const char* op = "cross_entropy backward";
   const int64_t N = logits.size(0), V = logits.size(1);
   if (N == 0) return;
+  if (precomputed) {  // the forward's gradient for g = 1, times g
+    dispatch_storage(logits.dtype(), op, [&](auto zero) {
+      using S = decltype(zero);
+      using A = typename AccumulateIn<S>::type;
+      const unsigned blocks = static_cast<unsigned>(std::min<int64_t>(
+          blocks_for(N * V), 16 * device_attribute(cudaDevAttrMultiProcessorCount)));
+      ce_scale_grad<S><<<blocks, 256, 0, stream()>>>(
+          static_cast<S*>(grad_logits.raw_data()), N * V, grad_loss.data<A>());
+      SINKLAB_KERNEL_CHECK(op);
+    });
+    return;
+  }
   Tensor weight = Tensor::empty({1}, DType::F64, logits.device());  // (1) g / count
   dispatch_storage(logits.dtype(), op, [&](auto zero) {
     using S = decltype(zero);

@@ -7,6 +7,7 @@ namespace sinklab::ops {
 
 OpKernels<CrossEntropyForwardFn, CrossEntropyBackwardFn> cross_entropy_kernels{
     "cross_entropy", cpu::cross_entropy_forward, cpu::cross_entropy_backward};
+bool fused_cross_entropy = false;
 
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int32_t ignore_index) {
   const char* op = "cross_entropy";
@@ -32,14 +33,21 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int32_t ignore
   const DType sum_dtype = logits.dtype() == DType::F64 ? DType::F64 : DType::F32;
   Tensor lse = Tensor::empty({N}, sum_dtype, logits.device());  // (N)
   Tensor loss = Tensor::empty({}, sum_dtype, logits.device());  // ()
-  cross_entropy_kernels.forward(logits.device())(logits2, targets1, ignore_index, lse, loss);
+  // The gradient for g = 1, written by the forward (fused_cross_entropy), or undefined.
+  Tensor early_grad = fused_cross_entropy && autograd::needs_grad({logits})
+                          ? Tensor::empty({N, V}, logits.dtype(), logits.device())  // (N, V)
+                          : Tensor();
+  cross_entropy_kernels.forward(logits.device())(logits2, targets1, ignore_index, lse, loss,
+                                                 early_grad.defined() ? &early_grad : nullptr);
   autograd::record(loss, op, {logits, targets},
-                   [logits2 = logits2.detach(), targets1, lse, ignore_index,
+                   [logits2 = logits2.detach(), targets1, lse, ignore_index, early_grad,
                     shape = logits.shape()](const Tensor& g) {
-                     Tensor grad = Tensor::empty(logits2.shape(), logits2.dtype(),
-                                                 logits2.device());  // (N, V)
-                     cross_entropy_kernels.backward(logits2.device())(logits2, targets1,
-                                                                      ignore_index, lse, g, grad);
+                     const bool precomputed = early_grad.defined();
+                     Tensor grad = precomputed ? early_grad
+                                               : Tensor::empty(logits2.shape(), logits2.dtype(),
+                                                               logits2.device());  // (N, V)
+                     cross_entropy_kernels.backward(logits2.device())(
+                         logits2, targets1, ignore_index, lse, g, grad, precomputed);
                      return std::vector<Tensor>{grad.reshape_view(shape), Tensor()};
                    });
   return loss;

@@ -10,6 +10,11 @@
 //   linear reads without a rounding pass).
 //   A target outside [0, V) that is not ignore_index is a ValueError (raised by the kernel, which
 //   is the one that reads the targets).
+//   With fused_cross_entropy set (run.fused_cross_entropy) and the logits requiring grad, the
+//   forward also writes the gradient for g = 1 in its pass over the logits (on a GPU: each row
+//   read once from memory, its second read from L2), and the backward only scales it by g (a
+//   pass only when g != 1: the same values for g = 1, one more rounding otherwise). Off: the
+//   backward recomputes the softmax from the logits (one more read of them).
 #pragma once
 #include <cstdint>
 
@@ -21,13 +26,36 @@ namespace sinklab::ops {
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int32_t ignore_index = -1);
 
 // logits viewed as (N, V), targets as (N); lse (N) in f64 for f64 logits, f32 otherwise.
-// Forward writes lse and loss (scalar, f64 for f64 logits, f32 otherwise).
+// Forward writes lse and loss (scalar, f64 for f64 logits, f32 otherwise), and, when grad_logits
+// (N, V) is given, the gradient for g = 1.
 using CrossEntropyForwardFn = void (*)(const Tensor& logits, const Tensor& targets,
-                                       int32_t ignore_index, Tensor& lse, Tensor& loss);
-// grad_loss: scalar, the loss's dtype; grad_logits (N, V), the logits' dtype.
+                                       int32_t ignore_index, Tensor& lse, Tensor& loss,
+                                       Tensor* grad_logits);
+// grad_loss: scalar, the loss's dtype; grad_logits (N, V), the logits' dtype. precomputed: it
+// already holds the forward's gradient for g = 1, to be scaled by g in place (nothing is done
+// where g is 1).
 using CrossEntropyBackwardFn = void (*)(const Tensor& logits, const Tensor& targets,
                                         int32_t ignore_index, const Tensor& lse,
-                                        const Tensor& grad_loss, Tensor& grad_logits);
+                                        const Tensor& grad_loss, Tensor& grad_logits,
+                                        bool precomputed);
 extern OpKernels<CrossEntropyForwardFn, CrossEntropyBackwardFn> cross_entropy_kernels;
+
+// Whether the forward writes the gradient (see above). Read at each call; the trainer sets it
+// once from the config (run.fused_cross_entropy).
+extern bool fused_cross_entropy;
+
+// Sets fused_cross_entropy for a scope (tests, benchmarks).
+class FusedCrossEntropyGuard {
+ public:
+  explicit FusedCrossEntropyGuard(bool on) : before_(fused_cross_entropy) {
+    fused_cross_entropy = on;
+  }
+  ~FusedCrossEntropyGuard() { fused_cross_entropy = before_; }
+  FusedCrossEntropyGuard(const FusedCrossEntropyGuard&) = delete;
+  FusedCrossEntropyGuard& operator=(const FusedCrossEntropyGuard&) = delete;
+
+ private:
+  bool before_;
+};
 
 }  // namespace sinklab::ops

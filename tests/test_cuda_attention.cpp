@@ -506,6 +506,51 @@ TEST_CASE("cuda: cross_entropy on bf16 logits matches the CPU on their values, i
       {"cross_entropy", "logits", "bf16", "to_dtype"});
 }
 
+TEST_CASE("cuda: cross_entropy with its gradient written by the forward matches the CPU and "
+          "the unfused GPU path, bit-identically across two runs", "[cuda]") {
+  SINKLAB_REQUIRE_CUDA();
+  // V = 7 and 263 take the element-wise path, 264 and 50304 the 16-byte packs (8 bf16).
+  const int64_t B = 3, T = 5, N = B * T;
+  for (int64_t V : {7, 263, 264, 50304})
+    for (int32_t ignore_index : {-1, 2})
+      for (double g : {1.0, 0.25}) {
+        INFO("V=" << V << " ignore_index=" << ignore_index << " g=" << g);
+        const Tensor values = random_tensor({B, T, V}, 840 + V, DType::F32, 3.0)
+                                  .to_dtype(DType::BF16)
+                                  .to_dtype(DType::F32);  // f32 holding bf16 values
+        const std::vector<double> draws =
+            rand_ints({N}, RngKey{20261205, 841, 0}, static_cast<int32_t>(V)).to_doubles();
+        std::vector<int32_t> t(N);
+        for (int64_t i = 0; i < N; ++i)
+          t[i] = i % 4 == 1 ? ignore_index : static_cast<int32_t>(draws[i]);
+        const Tensor targets = Tensor::from_ints(t, {B, T});
+        Tensor cpu = values.detach();
+        cpu.set_requires_grad(true);
+        const Tensor cpu_loss = ops::cross_entropy(cpu, targets, ignore_index);
+        autograd::backward(cpu_loss, Tensor::full({}, g, DType::F32));
+        auto on_gpu = [&](bool fused) {
+          ops::FusedCrossEntropyGuard guard(fused);
+          Tensor x = values.to_dtype(DType::BF16).to_device(Device::cuda(0));  // exact copy
+          x.set_requires_grad(true);
+          const Tensor loss = ops::cross_entropy(x, targets.to_device(Device::cuda(0)), ignore_index);
+          autograd::backward(loss, Tensor::full({}, g, DType::F32, Device::cuda(0)));
+          return std::pair<Tensor, Tensor>{loss.to_device(Device::cpu()),
+                                           x.grad().to_device(Device::cpu())};
+        };
+        const auto [fused_loss, fused_grad] = on_gpu(true);
+        const auto [plain_loss, plain_grad] = on_gpu(false);
+        REQUIRE(fused_grad.dtype() == DType::BF16);
+        require_close(fused_loss, cpu_loss, 1e-5, 1e-6);
+        require_close(fused_loss, plain_loss, 1e-5, 1e-6);
+        // One bf16 rounding (two with g != 1): relative 2^-8, plus f32 noise near zero.
+        require_close(fused_grad, cpu.grad(), 8e-3, 1e-7);
+        require_close(fused_grad, plain_grad, 8e-3, 1e-7);
+        const auto [again_loss, again_grad] = on_gpu(true);
+        REQUIRE(again_loss.to_doubles() == fused_loss.to_doubles());
+        REQUIRE(again_grad.to_doubles() == fused_grad.to_doubles());
+      }
+}
+
 TEST_CASE("cuda: a NaN logit makes the loss NaN, as on the CPU, in every logits dtype",
           "[cuda]") {
   SINKLAB_REQUIRE_CUDA();

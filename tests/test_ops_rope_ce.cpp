@@ -316,3 +316,39 @@ TEST_CASE("cross_entropy rejects bad input naming the op, the shapes and the bad
   REQUIRE_THROWS_AS(ops::cross_entropy(strided, Tensor::from_ints({0, 1, 2, 3, 4, 0}, {3, 2})),
                     ShapeError);
 }
+
+TEST_CASE("cross_entropy with its gradient written by the forward: the same values, times g",
+          "[ops][grad]") {
+  const int64_t N = 6, V = 9;
+  const std::vector<int32_t> t = {1, -1, 8, 0, -1, 4};  // 4 counted rows
+  const Tensor targets = Tensor::from_ints(t, {N});
+  for (DType dtype : {DType::F64, DType::F32}) {
+    for (double g : {1.0, 0.5}) {
+      INFO((dtype == DType::F64 ? "f64" : "f32") << " g=" << g);
+      Tensor fused = random_tensor({N, V}, 281).to_dtype(dtype).set_requires_grad(true);
+      Tensor plain = random_tensor({N, V}, 281).to_dtype(dtype).set_requires_grad(true);
+      Tensor fused_loss, plain_loss;
+      {
+        ops::FusedCrossEntropyGuard on(true);
+        fused_loss = ops::cross_entropy(fused, targets);
+      }
+      plain_loss = ops::cross_entropy(plain, targets);
+      REQUIRE(fused_loss.to_doubles() == plain_loss.to_doubles());
+      autograd::backward(fused_loss, Tensor::full({}, g, dtype));
+      autograd::backward(plain_loss, Tensor::full({}, g, dtype));
+      if (g == 1.0) {
+        REQUIRE(fused.grad().to_doubles() == plain.grad().to_doubles());  // the same values
+      } else {  // (softmax - onehot) / count rounded, then times g: one more rounding
+        const double eps = dtype == DType::F64 ? 1e-15 : 1e-7;
+        require_close(fused.grad(), plain.grad(), 2 * eps, eps);
+      }
+    }
+  }
+  // The fp64 gradient check through the fused path (seeds other than 1 scale it).
+  ops::FusedCrossEntropyGuard on(true);
+  require_gradients([&](const auto& in) { return ops::cross_entropy(in[0], targets); },
+                    {random_tensor({N, V}, 282, DType::F64, 1.5, true)});
+  // No gradient needed: nothing written, the loss as before.
+  const Tensor plain = random_tensor({N, V}, 283, DType::F64);
+  REQUIRE(ops::cross_entropy(plain, targets).to_doubles().size() == 1);
+}

@@ -4,6 +4,7 @@
 #include "core/error.h"
 #include "core/precision.h"
 #include "ops/attention.h"
+#include "ops/cross_entropy.h"
 #include "ops/cpu/blas_gemm.h"
 #include "ops/matmul.h"
 
@@ -14,6 +15,7 @@ void apply_process_settings(const RunSection& run) {
   ops::attention_kernels_preference = run.attention_kernels;
   ops::bf16_gemm_preference = run.bf16_gemm;
   ops::gemm_epilogues = run.gemm_epilogues;
+  ops::fused_cross_entropy = run.fused_cross_entropy;
   SINKLAB_CHECK(run.cpu_gemm != CpuGemmSetting::OpenBLAS || cpu::openblas_built(), ConfigError,
                 "run.cpu_gemm is openblas, but this build has no OpenBLAS",
                 "install libopenblas-dev and reconfigure, or set run.cpu_gemm: auto");

@@ -24,7 +24,7 @@ int64_t count_targets(const int32_t* targets, int64_t N, int32_t ignore_index) {
 }  // namespace
 
 void cross_entropy_forward(const Tensor& logits, const Tensor& targets, int32_t ignore_index,
-                           Tensor& lse, Tensor& loss) {
+                           Tensor& lse, Tensor& loss, Tensor* grad_logits) {
   const int64_t N = logits.size(0), V = logits.size(1);
   const int32_t* pt = targets.data<int32_t>();  // (N)
   // Serial check first: nothing may throw inside the parallel loop.
@@ -54,12 +54,24 @@ void cross_entropy_forward(const Tensor& logits, const Tensor& targets, int32_t 
     const int64_t count = count_targets(pt, N, ignore_index);
     loss.data<Real>()[0] = static_cast<Real>(count > 0 ? total / static_cast<double>(count) : 0.0);
   });
+  if (grad_logits) {  // the backward's gradient for g = 1
+    const Tensor one = Tensor::full({}, 1.0, loss.dtype(), loss.device());  // ()
+    cross_entropy_backward(logits, targets, ignore_index, lse, one, *grad_logits, false);
+  }
 }
 
 void cross_entropy_backward(const Tensor& logits, const Tensor& targets, int32_t ignore_index,
-                            const Tensor& lse, const Tensor& grad_loss, Tensor& grad_logits) {
+                            const Tensor& lse, const Tensor& grad_loss, Tensor& grad_logits,
+                            bool precomputed) {
   dispatch_float(logits.dtype(), "cross_entropy backward", [&](auto zero) {
     using Real = decltype(zero);
+    if (precomputed) {  // the forward's gradient for g = 1, times g
+      const Real g = grad_loss.data<Real>()[0];
+      if (g == Real(1)) return;
+      Real* pg = grad_logits.data<Real>();  // (N, V)
+      parallel_for(grad_logits.numel(), [&](int64_t i) { pg[i] *= g; }, 1 << 14);
+      return;
+    }
     const int64_t N = logits.size(0), V = logits.size(1);
     const Real* px = logits.data<Real>();         // (N, V)
     const int32_t* pt = targets.data<int32_t>();  // (N)

@@ -10,10 +10,13 @@ namespace sinklab::cpu {
 
 // Checks every target (ValueError naming the value, its row and V), then writes lse (N) and
 // loss () = mean over counted rows of lse_r - logits[r, target_r] (0 when no row counts).
+// With grad_logits: also the gradient for g = 1 (the backward's values with a grad_loss of 1).
 void cross_entropy_forward(const Tensor& logits, const Tensor& targets, int32_t ignore_index,
-                           Tensor& lse, Tensor& loss);
-// grad_logits (N, V) = (softmax - onehot) * grad_loss / count on counted rows, 0 elsewhere.
+                           Tensor& lse, Tensor& loss, Tensor* grad_logits);
+// grad_logits (N, V) = (softmax - onehot) * grad_loss / count on counted rows, 0 elsewhere; or,
+// precomputed, grad_logits *= grad_loss in place (nothing where grad_loss is 1).
 void cross_entropy_backward(const Tensor& logits, const Tensor& targets, int32_t ignore_index,
-                            const Tensor& lse, const Tensor& grad_loss, Tensor& grad_logits);
+                            const Tensor& lse, const Tensor& grad_loss, Tensor& grad_logits,
+                            bool precomputed);
 
 }  // namespace sinklab::cpu
