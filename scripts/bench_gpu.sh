@@ -11,6 +11,7 @@
 #     llama: the paper's LLaMA-style 152M with head-wise RMSNorm, configs/bench/llama_152m.yaml
 #   BENCH_BATCH (32), BENCH_STEPS (12): batch size and steps (the median of steps 4+ counts).
 #   BENCH_TORCH_MODES ("eager compile"): the PyTorch runs ("" skips them).
+#   BENCH_METRICS ("0 1"): the sinklab runs, metrics off (0) and every step (1).
 #   BENCH_METRICS_EQUAL=1 adds a metrics-every-step run with the metrics' side stream at the
 #   compute stream's priority (run.metrics_priority=equal). BENCH_FP32=1 adds the fp32 runs
 #   of both; BENCH_PROFILE=1 adds a run.profile run (where a step's time goes, per phase)
@@ -64,8 +65,9 @@ sinklab() {  # name, then --set overrides; prints the median tokens/s
   median_tok_s "runs/bench_$name/main/metrics.jsonl" 2>/dev/null || echo nan
 }
 declare -A r
-r[bf16_m0]=$(sinklab ${model}_bf16_m0 metrics.every=0)
-r[bf16_m1]=$(sinklab ${model}_bf16_m1 metrics.every=1)
+for every in ${BENCH_METRICS-0 1}; do
+  r[bf16_m$every]=$(sinklab ${model}_bf16_m$every metrics.every=$every)
+done
 if [ -n "${BENCH_METRICS_EQUAL:-}" ]; then  # the metrics' side stream at the compute priority
   r[bf16_m1eq]=$(sinklab ${model}_bf16_m1eq metrics.every=1 run.metrics_priority=equal)
   echo "sinklab bf16, metrics every step, side stream at equal priority: ${r[bf16_m1eq]} tok/s"
@@ -94,7 +96,7 @@ if [ -n "${BENCH_PROFILE:-}" ]; then
   fi
 fi
 [ -f "$out/memory.txt" ] && cat "$out/memory.txt" && rm -f "$out/memory.txt"
-python3 - "$model" "$batch" "${r[bf16_m0]}" "${r[bf16_m1]}" "${r[torch_eager_bf16]:-nan}" \
+python3 - "$model" "$batch" "${r[bf16_m0]:-nan}" "${r[bf16_m1]:-nan}" "${r[torch_eager_bf16]:-nan}" \
   "${r[torch_compile_bf16]:-nan}" "${r[fp32_m0]:-nan}" "${r[torch_eager_fp32]:-nan}" <<'PY'
 import math, sys
 model, batch = sys.argv[1], int(sys.argv[2])
