@@ -118,7 +118,11 @@ void* lt_workspace() {
 //   kDGelu        D = gelu'(aux) * AB
 //   kDGeluBGrad   D = gelu'(aux) * AB, bias = the column sums of our D (f32)
 //   kDGeluBGrad16 the same with the column sums in bf16 (D's type)
-enum class LtEpilogue { kNone, kBias, kGeluAux, kGeluAuxBias, kDGelu, kDGeluBGrad, kDGeluBGrad16 };
+//   kBGradB       D = AB, bias = the sums of our a over the product's k (f32): a weight
+//                 gradient's product g^T x gives the bias gradient, the column sums of g
+enum class LtEpilogue {
+  kNone, kBias, kGeluAux, kGeluAuxBias, kDGelu, kDGeluBGrad, kDGeluBGrad16, kBGradB
+};
 
 // Everything a plan depends on; the bias and aux pointers are set per call.
 using LtKey = std::tuple<int64_t, int64_t, int64_t, int64_t, long long, long long, bool, bool,
@@ -168,13 +172,16 @@ const LtPlan& lt_plan(const LtKey& key) {
         case LtEpilogue::kGeluAux: return CUBLASLT_EPILOGUE_GELU_AUX;
         case LtEpilogue::kGeluAuxBias: return CUBLASLT_EPILOGUE_GELU_AUX_BIAS;
         case LtEpilogue::kDGelu: return CUBLASLT_EPILOGUE_DGELU;
+        // cuBLAS's B is our a (g^T in a weight gradient's product): BGRADB sums it over k.
+        case LtEpilogue::kBGradB: return CUBLASLT_EPILOGUE_BGRADB;
         default: return CUBLASLT_EPILOGUE_DGELU_BGRAD;  // kDGeluBGrad, kDGeluBGrad16
       }
     }();
     SINKLAB_CUBLASLT_CHECK(cublasLtMatmulDescSetAttribute(
         plan.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &lt_epilogue, sizeof(lt_epilogue)));
     if (epilogue == LtEpilogue::kBias || epilogue == LtEpilogue::kGeluAuxBias ||
-        epilogue == LtEpilogue::kDGeluBGrad || epilogue == LtEpilogue::kDGeluBGrad16) {
+        epilogue == LtEpilogue::kDGeluBGrad || epilogue == LtEpilogue::kDGeluBGrad16 ||
+        epilogue == LtEpilogue::kBGradB) {
       // cuBLASLt takes an f32 bias with an f32 D and a bias of D's type with a bf16 D; the bias
       // gradient is asked for in f32 first (a combination it may not have: no plan then).
       const cudaDataType_t bias_type =
@@ -182,7 +189,7 @@ const LtPlan& lt_plan(const LtKey& key) {
       SINKLAB_CUBLASLT_CHECK(cublasLtMatmulDescSetAttribute(
           plan.desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type, sizeof(bias_type)));
     }
-    if (epilogue != LtEpilogue::kBias) {  // the aux matrix: D's layout and type
+    if (epilogue != LtEpilogue::kBias && epilogue != LtEpilogue::kBGradB) {  // the aux matrix
       const int64_t aux_ld = N;
       SINKLAB_CUBLASLT_CHECK(cublasLtMatmulDescSetAttribute(
           plan.desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &aux_ld, sizeof(aux_ld)));
@@ -386,6 +393,18 @@ void gelu_grad_product_cuda(const Tensor& g, const Tensor& w, const Tensor& pre,
   ops::gelu_grad_product_composed(g, w, pre, grad_pre, grad_bias);
 }
 
+// gw (1, N, K) (+)= g3^T x3 with grad_bias (N) f32 = the column sums of g3 in the product's
+// BGRADB epilogue (ForwardBiasGrad or more, bf16 operands, an f32 gw), else the composed row.
+void weight_bias_grad_cuda(const Tensor& g, const Tensor& g3, const Tensor& x3, Tensor& gw,
+                           bool accumulate, Tensor& grad_bias) {
+  if (ops::gemm_epilogues >= ops::GemmEpilogues::ForwardBiasGrad &&
+      g3.dtype() == DType::BF16 && x3.dtype() == DType::BF16 && gw.dtype() == DType::F32 &&
+      grad_bias.dtype() == DType::F32 &&
+      lt_gemm(g3, true, x3, false, gw, accumulate, LtEpilogue::kBGradB, grad_bias.raw_data()))
+    return;
+  ops::weight_bias_grad_composed(g, g3, x3, gw, accumulate, grad_bias);
+}
+
 }  // namespace
 
 void install_matmul_kernels() {
@@ -394,6 +413,7 @@ void install_matmul_kernels() {
   ops::matmul_kernels.cuda_forward = batched_gemm_cuda;
   ops::matmul_kernels.cuda_backward = batched_gemm_cuda;
   ops::gelu_linear_kernels.cuda_forward = gelu_linear_cuda;
+  ops::weight_bias_grad_kernels.cuda_forward = weight_bias_grad_cuda;
   ops::gelu_grad_product_kernels.cuda_forward = gelu_grad_product_cuda;
   // The bias gradient is a column sum: the same kernel as add's broadcast backward.
   ops::bias_grad_kernels.cuda_forward = [](const Tensor& g, Tensor& gb) {

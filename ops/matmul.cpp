@@ -12,6 +12,8 @@ OpKernels<GemmFn, GemmFn> matmul_kernels{"matmul", cpu::batched_gemm, cpu::batch
 OpKernels<BiasGradFn, BiasGradFn> bias_grad_kernels{"bias_grad", cpu::bias_grad, cpu::bias_grad};
 OpKernels<LinearFn, LinearFn> linear_kernels{"linear", cpu::linear_forward, nullptr};
 OpKernels<RoundFn, RoundFn> bf16_round_kernels{"bf16_round", cpu::round_to_bf16, nullptr};
+OpKernels<WeightBiasGradFn, WeightBiasGradFn> weight_bias_grad_kernels{
+    "weight_bias_grad", weight_bias_grad_composed, nullptr};
 Bf16Gemm bf16_gemm_preference = Bf16Gemm::Rounded;
 GemmEpilogues gemm_epilogues = GemmEpilogues::None;
 
@@ -23,18 +25,32 @@ WeightGradSink::WeightGradSink(const Tensor& w) {
   }
 }
 
-Tensor WeightGradSink::accumulate(const Tensor& g3, const Tensor& x3) const {
+void weight_bias_grad_composed(const Tensor& g, const Tensor& g3, const Tensor& x3, Tensor& gw,
+                               bool accumulate, Tensor& grad_bias) {
+  matmul_kernels.forward(g3.device())(g3, true, x3, false, gw, accumulate);
+  bias_grad_kernels.forward(g.device())(g, grad_bias);
+}
+
+Tensor WeightGradSink::accumulate(const Tensor& g3, const Tensor& x3, const Tensor& g,
+                                  Tensor* grad_bias) const {
   const int64_t N = g3.size(2), K = x3.size(2);
+  const Device device = g3.device();
+  auto product = [&](Tensor& into, bool add) {  // into (1, N, K) (+)= g^T x (and the bias's)
+    if (grad_bias)
+      weight_bias_grad_kernels.forward(device)(g, g3, x3, into, add, *grad_bias);
+    else
+      matmul_kernels.forward(device)(g3, true, x3, false, into, add);
+  };
   // Still the buffer the forward saw (nothing replaced w's gradient since)?
   if (buffer_.defined() && leaf_.grad().defined() &&
       leaf_.grad().raw_data() == buffer_.raw_data()) {  // w.grad += g^T x, in place
     Tensor into = buffer_.reshape_view({1, N, K});      // (1, N, K)
-    matmul_kernels.forward(g3.device())(g3, true, x3, false, into, true);
+    product(into, true);
     return Tensor();
   }
   Tensor gw = Tensor::empty({1, N, K}, g3.dtype() == DType::BF16 ? DType::F32 : g3.dtype(),
-                            g3.device());  // (1, N, K)
-  matmul_kernels.forward(g3.device())(g3, true, x3, false, gw, false);
+                            device);  // (1, N, K)
+  product(gw, false);
   return gw.reshape_view({N, K});
 }
 
@@ -188,9 +204,12 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor
                      Tensor g3 = tensor_core_operand(g2);
                      Tensor gx, gw, gbias;
                      if (rx) gx = gemm3(g3, false, w3, false, 1, x_dtype).reshape_view(x_shape);
-                     if (rw) gw = w_grad.accumulate(g3, x3);
-                     if (rbias) {
-                       gbias = Tensor::empty({N}, w_dtype, g.device());  // f32 from a bf16 g
+                     if (rbias) gbias = Tensor::empty({N}, w_dtype, g.device());  // f32
+                     if (rw && rbias) {  // both from one product where the backend can
+                       gw = w_grad.accumulate(g3, x3, g2, &gbias);
+                     } else if (rw) {
+                       gw = w_grad.accumulate(g3, x3);
+                     } else if (rbias) {
                        bias_grad_kernels.backward(g.device())(g2, gbias);
                      }
                      return std::vector<Tensor>{gx, gw, gbias};

@@ -39,6 +39,16 @@ extern OpKernels<BiasGradFn, BiasGradFn> bias_grad_kernels;
 // linear's forward product with the bias added in the same pass where the backend can (the CUDA
 // slot uses cuBLASLt's bias epilogue on the tensor cores). Its backward is matmul's and bias_grad.
 extern OpKernels<LinearFn, LinearFn> linear_kernels;
+// A weight gradient and its bias's together: gw (1, N, K) = g^T x (+ gw when accumulate) from the
+// operands g3 (1, rows, N) and x3 (1, rows, K), and grad_bias (N) = the column sums of the
+// gradient. The CPU row (and the CUDA row's fallback) composes matmul's and bias_grad's rows,
+// the sums taken from g (1, rows, N) as it came (f32 for an f32 output); the CUDA row with
+// GemmEpilogues::ForwardBiasGrad or more sums g3 in the product's BGRADB epilogue.
+using WeightBiasGradFn = void (*)(const Tensor& g, const Tensor& g3, const Tensor& x3, Tensor& gw,
+                                  bool accumulate, Tensor& grad_bias);
+extern OpKernels<WeightBiasGradFn, WeightBiasGradFn> weight_bias_grad_kernels;
+void weight_bias_grad_composed(const Tensor& g, const Tensor& g3, const Tensor& x3, Tensor& gw,
+                               bool accumulate, Tensor& grad_bias);
 // f32 -> bf16 rounding of a GEMM operand (no backward: operands are rounded inside products).
 extern OpKernels<RoundFn, RoundFn> bf16_round_kernels;
 
@@ -52,11 +62,13 @@ enum class Bf16Gemm { Rounded, Fast };
 extern Bf16Gemm bf16_gemm_preference;
 
 // Which work CUDA products under bf16 fold into cuBLASLt's epilogues beyond linear's bias
-// (run.gemm_epilogues), in GPT-2's FFN (ops/mlp.h): None (GELU and its derivative in passes of
-// their own), Forward (GELU in c_fc's product, GELU_AUX_BIAS), ForwardBackward (also GELU's
-// derivative in c_proj's backward product, DGELU_BGRAD). Read at each call; the trainer sets it
-// once from the config.
-enum class GemmEpilogues { None, Forward, ForwardBackward };
+// (run.gemm_epilogues), each level with the ones before it: None (GELU, its derivative and the
+// bias gradients in passes of their own), Forward (GELU in GPT-2's c_fc product, GELU_AUX_BIAS;
+// ops/mlp.h), ForwardBiasGrad (also the bias gradient of a linear with a bias in its weight
+// gradient's product, BGRADB, summed from the bf16 output gradient as autocast sums it),
+// ForwardBackward (also GELU's derivative in c_proj's backward product, DGELU_BGRAD). Read at
+// each call; the trainer sets it once from the config.
+enum class GemmEpilogues { None, Forward, ForwardBiasGrad, ForwardBackward };
 extern GemmEpilogues gemm_epilogues;
 
 // The operand a product should read: under Precision::BF16, an f32 CUDA tensor is rounded to a
@@ -76,8 +88,10 @@ class WeightGradSink {
   explicit WeightGradSink(const Tensor& w);
   // w's gradient from g3 (1, rows, N) and x3 (1, rows, K), the product's operands: added into
   // the buffer in place (returns an undefined tensor for autograd) when the buffer is still the
-  // one the forward saw, else returned as a new (N, K) tensor.
-  Tensor accumulate(const Tensor& g3, const Tensor& x3) const;
+  // one the forward saw, else returned as a new (N, K) tensor. With grad_bias (N), the bias's
+  // gradient too, from g (1, rows, N) as it came (weight_bias_grad's row).
+  Tensor accumulate(const Tensor& g3, const Tensor& x3, const Tensor& g = Tensor(),
+                    Tensor* grad_bias = nullptr) const;
 
  private:
   Tensor buffer_;  // (N, K) w's gradient buffer at the forward, or undefined

@@ -37,6 +37,7 @@
   X(bias_grad, Fused, Both)                              \
   X(linear, Fused, ForwardOnly)                          \
   X(bf16_round, Fused, ForwardOnly)                      \
+  X(weight_bias_grad, Fused, ForwardOnly)                \
   X(gelu, Backward, Both)                                \
   X(silu, Backward, Both)                                \
   X(swiglu, Backward, Both)                              \
@@ -78,7 +79,7 @@ enum class OpId : int {
 // Adding or removing an op changes this number on purpose: give the new op its case in
 // tests/test_op_list.cpp and its CUDA slots in cuda/ in the same change.
 inline constexpr int kOpCount = static_cast<int>(OpId::count);
-static_assert(kOpCount == 33, "the op list changed: update kOpCount's check, the op's case in "
+static_assert(kOpCount == 34, "the op list changed: update kOpCount's check, the op's case in "
                               "tests/test_op_list.cpp and the CUDA slots it claims");
 
 struct OpInfo {

@@ -1,6 +1,7 @@
-// [cuda] gelu_mlp (GPT-2's FFN as one op, ops/mlp.h) under bf16: the composed rows and
-// cuBLASLt's GELU epilogues (run.gemm_epilogues) against the CPU reference, and against each
-// other: within bf16's rounding, but not bit-identical (so the epilogue path really ran).
+// [cuda] The products' epilogues of run.gemm_epilogues under bf16: gelu_mlp (GPT-2's FFN as one
+// op, ops/mlp.h) composed and with cuBLASLt's GELU epilogues, and linear's bias gradient in the
+// weight gradient's product (BGRADB), against the CPU reference and against each other: within
+// bf16's rounding, but not bit-identical (so the epilogue path really ran).
 #include "autograd/engine.h"
 #include "core/precision.h"
 #include "ops/elementwise.h"
@@ -108,4 +109,44 @@ TEST_CASE("cuda: gelu_mlp under bf16 matches the CPU, composed and in cuBLASLt's
   REQUIRE(forward.hidden == fused.hidden);
   REQUIRE(forward.y == fused.y);
   REQUIRE(forward.grads[1] != fused.grads[1]);
+}
+
+TEST_CASE("cuda: linear's bias gradient in the weight gradient's product (BGRADB) matches the "
+          "CPU and the column-sum kernel", "[cuda][mlp]") {
+  SINKLAB_REQUIRE_CUDA();
+  test::CudaCompareOptions loose;  // as above: bf16 operands, 32 rows per weight-gradient sum
+  loose.rtol = 2e-2;
+  loose.atol = 0.1;
+  PrecisionGuard bf16(Precision::BF16);
+  const std::vector<Tensor> in = {random_tensor({2, 16, 128}, 76, DType::F32, 1.0, true),
+                                  random_tensor({96, 128}, 77, DType::F32, 0.06, true),
+                                  random_tensor({96}, 78, DType::F32, 0.5, true)};
+  // An f32 output (c_proj: its gradient comes f32 and is rounded for the product) and a bf16 one
+  // (c_attn: its gradient comes bf16).
+  for (bool bf16_out : {false, true}) {
+    INFO("bf16 output " << bf16_out);
+    const auto f = [bf16_out](const auto& x) {
+      return ops::linear(x[0], x[1], x[2], Tensor(),
+                         bf16_out ? ops::LinearOutput::kOperandDType
+                                  : ops::LinearOutput::kWeightDType);
+    };
+    std::vector<std::vector<double>> bias_grads;
+    for (ops::GemmEpilogues e : {ops::GemmEpilogues::None, ops::GemmEpilogues::ForwardBiasGrad}) {
+      INFO("gemm_epilogues " << static_cast<int>(e));
+      EpilogueGuard guard(e);
+      test::require_cuda_matches_cpu(f, in, loose);
+      std::vector<Tensor> g;
+      for (const Tensor& t : in)
+        g.push_back(t.detach().to_device(Device::cuda()).set_requires_grad(true));
+      const Tensor y = f(g);  // (2, 16, 96), f32 or bf16
+      autograd::backward(y, random_tensor(y.shape(), 79, DType::F32)
+                                .to_dtype(y.dtype())
+                                .to_device(Device::cuda()));  // a fixed seed of y's dtype
+      bias_grads.push_back(g[2].grad().to_doubles());
+    }
+    REQUIRE(test::closeness(bias_grads[1], bias_grads[0], 2e-2, 0.1) <= 1);
+    // The f32 output's gradient is summed from its bf16 rounding in the epilogue, from f32 by
+    // the kernel: the sums differ (a bf16 output's gradient is bf16 either way).
+    if (!bf16_out) REQUIRE(bias_grads[1] != bias_grads[0]);
+  }
 }

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "core/concat_flat.h"
 #include "ops/op_list.h"
 #include "ops/shape_ops.h"
 #include "tests/catch.h"
@@ -81,6 +82,21 @@ OpCase linear_case() {
             return std::vector{grad_input({B, T, C}, 10, dt), grad_input({3, C}, 11, dt),
                                grad_input({3}, 12, dt)};
           }};
+}
+OpCase weight_bias_grad_case() {  // linear's weight and bias gradients from one product
+  return {[](const auto& in) {
+            const Tensor g = in[0].reshape_view({1, B * T, C}), x = in[1].reshape_view({1, B * T, 6});
+            Tensor gw = copy_of(in[2]).reshape_view({1, C, 6});  // accumulated into
+            Tensor gb = Tensor::empty({C}, g.dtype(), g.device());
+            const Tensor g3 = ops::tensor_core_operand(g);
+            ops::weight_bias_grad_kernels.forward(g.device())(g, g3, x, gw, true, gb);
+            return concat_flat({gw, gb});  // (C * 6 + C)
+          },
+          [](DType dt) {
+            return std::vector{plain_input({B, T, C}, 60, dt), plain_input({B, T, 6}, 61, dt),
+                               plain_input({C, 6}, 62, dt)};
+          },
+          false};
 }
 OpCase bf16_round_case() {  // compared in f32
   return {[](const auto& in) {

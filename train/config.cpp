@@ -86,6 +86,7 @@ std::span<const ChoiceName<ops::GemmEpilogues>> names_of(ops::GemmEpilogues) {
   static constexpr ChoiceName<ops::GemmEpilogues> names[] = {
       {ops::GemmEpilogues::None, "none"},
       {ops::GemmEpilogues::Forward, "forward"},
+      {ops::GemmEpilogues::ForwardBiasGrad, "forward_bias_grad"},
       {ops::GemmEpilogues::ForwardBackward, "forward_backward"}};
   return names;
 }

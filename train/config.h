@@ -79,7 +79,8 @@ struct RunSection {
   ops::GemmEpilogues gemm_epilogues = ops::GemmEpilogues::None;  // GPU products under bf16:
                                     // GPT-2's GELU in cuBLASLt's epilogues instead of passes of
                                     // their own (ops/mlp.h): none | forward (GELU_AUX_BIAS) |
-                                    // forward_backward (also DGELU_BGRAD)
+                                    // forward_bias_grad (also linear's bias gradients, BGRADB) |
+                                    // forward_backward (also GELU's derivative, DGELU_BGRAD)
   bool fused_cross_entropy = false;  // the loss's gradient written in the forward's pass over
                                     // the logits (ops/cross_entropy.h): one read of the logits
                                     // fewer per step; the backward only scales it

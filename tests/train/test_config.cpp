@@ -702,7 +702,7 @@ TEST_CASE("config: choice keys are enums; each name reads, writes and prints as 
        [](const RunConfig& c) { return choice_text(c.run.bf16_gemm); }},
       {"run.metrics_priority", {"low", "equal"},
        [](const RunConfig& c) { return choice_text(c.run.metrics_priority); }},
-      {"run.gemm_epilogues", {"none", "forward", "forward_backward"},
+      {"run.gemm_epilogues", {"none", "forward", "forward_bias_grad", "forward_backward"},
        [](const RunConfig& c) { return choice_text(c.run.gemm_epilogues); }},
       {"run.cpu_gemm", {"auto", "openblas", "reference"},
        [](const RunConfig& c) { return choice_text(c.run.cpu_gemm); }},
