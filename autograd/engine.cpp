@@ -19,6 +19,13 @@ std::map<std::string, double> g_forward_profile;  // op name -> ms of forward (o
 std::chrono::steady_clock::time_point g_forward_mark;  // the previous record() or restart
 LeafReadyHook g_leaf_ready;                           // set_leaf_ready_hook
 
+// The node whose backward is running, and the engine's gradient slots (pending_grad).
+struct RunningNode {
+  const Node* node = nullptr;
+  std::unordered_map<Node*, Tensor>* grads = nullptr;
+};
+thread_local RunningNode g_running;
+
 // Now, after the device of t has finished its queued work.
 std::chrono::steady_clock::time_point synchronized_now(const Tensor& t) {
   if (t.device().is_cuda() && device_memory_hooks().synchronize)
@@ -26,6 +33,27 @@ std::chrono::steady_clock::time_point synchronized_now(const Tensor& t) {
   return std::chrono::steady_clock::now();
 }
 }  // namespace
+
+namespace {
+// The slot of the running node's input `input`, or null.
+Tensor* pending_slot(size_t input) {
+  if (!g_running.node || input >= g_running.node->inputs().size()) return nullptr;
+  const Tensor& in = g_running.node->inputs()[input];
+  if (!in.defined() || !in.requires_grad() || in.is_leaf()) return nullptr;
+  auto found = g_running.grads->find(in.grad_fn().get());
+  return found == g_running.grads->end() ? nullptr : &found->second;
+}
+}  // namespace
+
+Tensor pending_grad(size_t input) {
+  const Tensor* slot = pending_slot(input);
+  return slot ? *slot : Tensor();
+}
+
+void take_pending_grad(size_t input) {
+  if (!pending_slot(input)) return;
+  g_running.grads->erase(g_running.node->inputs()[input].grad_fn().get());
+}
 
 bool needs_grad(const std::vector<Tensor>& inputs) {
   if (!grad_enabled()) return false;
@@ -147,7 +175,15 @@ void backward(const Tensor& root, const Tensor& grad_output) {
                   "build the graph again before another backward");
     const bool profiling = op_profiling();
     const auto started = profiling ? synchronized_now(g) : std::chrono::steady_clock::now();
-    std::vector<Tensor> input_grads = node->apply(g);
+    g_running = {node, &grads};
+    std::vector<Tensor> input_grads;
+    try {
+      input_grads = node->apply(g);
+    } catch (...) {
+      g_running = {};
+      throw;
+    }
+    g_running = {};
     const auto& inputs = node->inputs();
     SINKLAB_CHECK(input_grads.size() == inputs.size(), InternalError,
                   "op '" << node->name() << "' returned " << input_grads.size()

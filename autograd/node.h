@@ -40,4 +40,13 @@ void record(Tensor& output, const char* name, const std::vector<Tensor>& inputs,
 // True when an op with these inputs must record a graph node.
 bool needs_grad(const std::vector<Tensor>& inputs);
 
+// Inside a node's backward: the gradient the engine has gathered so far for the node's input
+// `input` from its other consumers (those processed before this node), or an undefined tensor
+// (none yet, a leaf, an input without grad, or outside a backward). A backward that adds it into
+// its own gradient for that input, in the same pass, then calls take_pending_grad(input): the
+// engine forgets it, and stores the backward's gradient in its place instead of adding the two
+// (the norms fold the residual stream's gradient this way, one pass over it fewer).
+Tensor pending_grad(size_t input);
+void take_pending_grad(size_t input);
+
 }  // namespace sinklab::autograd

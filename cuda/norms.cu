@@ -55,6 +55,11 @@ __device__ __forceinline__ const T* residual_row(const T* x, const T* delta, T* 
   return sr;
 }
 
+// a + b rounded once, never contracted with the product that made b: the sum the engine's add
+// kernel would write (a folded residual gradient plus a norm's, fold_residual_grads).
+__device__ __forceinline__ float add_exact(float a, float b) { return __fadd_rn(a, b); }
+__device__ __forceinline__ double add_exact(double a, double b) { return __dadd_rn(a, b); }
+
 template <class A>
 __device__ __forceinline__ A warp_sum(A v) {
   // xor butterfly: a + b == b + a exactly, so all lanes end with the same bits.
@@ -187,12 +192,12 @@ __global__ void norm_forward_vec_kernel(const float* x, const float* delta, floa
   }
 }
 
-// dx (rows, C) = rstd * (g - mean_c(g) - xhat * mean_c(g * xhat)), g = weight * dy; dy stored
-// as G (y's dtype: T, or bf16 for an f32 x), widened to T.
+// dx (rows, C) = [res +] rstd * (g - mean_c(g) - xhat * mean_c(g * xhat)), g = weight * dy; dy
+// stored as G (y's dtype: T, or bf16 for an f32 x), widened to T; res (rows, C) or null.
 template <class T, class G>
 __global__ void layernorm_backward_x_kernel(const G* dy, const T* x, const T* weight,
-                                            const T* mean, const T* rstd, T* dx, int64_t rows,
-                                            int64_t C) {
+                                            const T* mean, const T* rstd, const T* res, T* dx,
+                                            int64_t rows, int64_t C) {
   const int lane = threadIdx.x % kWarp;
   const int64_t r = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.x / kWarp;
   if (r >= rows) return;
@@ -211,7 +216,8 @@ __global__ void layernorm_backward_x_kernel(const G* dy, const T* x, const T* we
   for (int64_t c = lane; c < C; c += kWarp) {
     const T g = weight[c] * to_acc(dyr[c]);
     const T xhat = (xr[c] - mu) * inv;
-    dxr[c] = inv * (g - mean_g - xhat * mean_g_xhat);
+    const T v = inv * (g - mean_g - xhat * mean_g_xhat);
+    dxr[c] = res ? add_exact(res[r * C + c], v) : v;
   }
 }
 
@@ -276,8 +282,8 @@ void add_layernorm_forward_cuda(const Tensor& x, const Tensor& delta, const Tens
 }
 
 void layernorm_backward_cuda(const Tensor& grad, const Tensor& x, const Tensor& weight,
-                             const Tensor& mean, const Tensor& rstd, Tensor* grad_x,
-                             Tensor* grad_weight, Tensor* grad_bias) {
+                             const Tensor& mean, const Tensor& rstd, const Tensor* residual,
+                             Tensor* grad_x, Tensor* grad_weight, Tensor* grad_bias) {
   dispatch_float(x.dtype(), "layernorm", [&](auto zero) {
     using T = decltype(zero);
     const int64_t C = x.size(-1), rows = x.numel() / C;
@@ -288,8 +294,9 @@ void layernorm_backward_cuda(const Tensor& grad, const Tensor& x, const Tensor& 
       using G = std::remove_cv_t<std::remove_pointer_t<decltype(pdy)>>;
       if (grad_x && rows > 0) {
         layernorm_backward_x_kernel<T, G><<<row_blocks(rows), kRowThreads, 0, stream()>>>(
-            pdy, px, weight.data<T>() /* (C) */, pmean, prstd, grad_x->data<T>() /* (rows, C) */,
-            rows, C);
+            pdy, px, weight.data<T>() /* (C) */, pmean, prstd,
+            residual ? residual->data<T>() : nullptr /* (rows, C) */,
+            grad_x->data<T>() /* (rows, C) */, rows, C);
         SINKLAB_KERNEL_CHECK("layernorm backward (x)");
       }
       if (grad_weight || grad_bias) {
@@ -332,7 +339,8 @@ __global__ void rmsnorm_forward_kernel(const X* x, const T* delta, T* sum_out, c
 // in T. dy stored as G (y's dtype), x and dx as X (T, or bf16 for a bf16 x), widened to T.
 template <class T, class X, class G>
 __global__ void rmsnorm_backward_x_kernel(const G* dy, const X* x, const T* gain, const T* rstd,
-                                          X* dx, int64_t rows, int64_t D, int64_t P) {
+                                          const X* res, X* dx, int64_t rows, int64_t D,
+                                          int64_t P) {
   const int lane = threadIdx.x % kWarp;
   const int64_t r = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.x / kWarp;
   if (r >= rows) return;
@@ -347,7 +355,8 @@ __global__ void rmsnorm_backward_x_kernel(const G* dy, const X* x, const T* gain
   const T coef = inv * inv * inv * warp_sum(dot) / static_cast<T>(D);
   for (int64_t d = lane; d < D; d += kWarp) {
     const T g = to_acc(dyr[d]) * (gr ? gr[d] : T(1));
-    dxr[d] = from_acc<X>(inv * g - coef * to_acc(xr[d]));
+    const T v = inv * g - coef * to_acc(xr[d]);
+    dxr[d] = from_acc<X>(res ? add_exact(to_acc(res[r * D + d]), v) : v);
   }
 }
 
@@ -478,12 +487,13 @@ __global__ void rmsnorm_groups_forward_kernel(const X* x, const float* gain, Y* 
   }
 }
 
-// dx = r * g - (r^3 / D) * x * sum_d(x_d g_d), g = gain * dy, r = rstd: dy stored as Gy (y's
-// dtype), x and dx as X.
+// dx = [res +] r * g - (r^3 / D) * x * sum_d(x_d g_d), g = gain * dy, r = rstd: dy stored as
+// Gy (y's dtype), x, res (or null) and dx as X.
 template <class X, class Gy>
 __global__ void rmsnorm_groups_backward_x_kernel(const Gy* dy, const X* x, const float* gain,
-                                                 const float* rstd, X* dx, int64_t rows,
-                                                 int64_t D, int64_t P, RowGroups g) {
+                                                 const float* rstd, const X* res, X* dx,
+                                                 int64_t rows, int64_t D, int64_t P,
+                                                 RowGroups g) {
   const int lane = threadIdx.x % kWarp, gl = lane % g.G;
   const int64_t r = (static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.x / kWarp) *
                         (kWarp / g.G) + lane / g.G;
@@ -512,10 +522,17 @@ __global__ void rmsnorm_groups_backward_x_kernel(const Gy* dy, const X* x, const
 #pragma unroll
   for (int i = 0; i < kMaxChunks; ++i) {
     if (i >= g.n) break;
+    const int64_t at = r * D + (gl + g.G * i) * kChunk;
     float out[kChunk];
 #pragma unroll
     for (int j = 0; j < kChunk; ++j) out[j] = inv * gv[i][j] - coef * xv[i][j];
-    store_chunk(dx + r * D + (gl + g.G * i) * kChunk, out);
+    if (res) {
+      float rv[kChunk];
+      load_chunk(res + at, rv);
+#pragma unroll
+      for (int j = 0; j < kChunk; ++j) out[j] = add_exact(rv[j], out[j]);
+    }
+    store_chunk(dx + at, out);
   }
 }
 
@@ -585,7 +602,8 @@ void add_rmsnorm_forward_cuda(const Tensor& x, const Tensor& delta, const Tensor
 }
 
 void rmsnorm_backward_cuda(const Tensor& grad, const Tensor& x, const Tensor& gain,
-                           const Tensor& rstd, Tensor* grad_x, Tensor* grad_gain) {
+                           const Tensor& rstd, const Tensor* residual, Tensor* grad_x,
+                           Tensor* grad_gain) {
   with_norm_input(x, "rmsnorm", [&](auto zero, const auto* px) {  // x (rows, D) as T or bf16
     using T = decltype(zero);
     using X = std::remove_cv_t<std::remove_pointer_t<decltype(px)>>;
@@ -597,19 +615,20 @@ void rmsnorm_backward_cuda(const Tensor& grad, const Tensor& x, const Tensor& ga
       using G = std::remove_cv_t<std::remove_pointer_t<decltype(pdy)>>;
       if (grad_x && rows > 0) {
         X* pdx = static_cast<X*>(grad_x->raw_data());  // (rows, D), x's dtype
+        const X* pres = residual ? static_cast<const X*>(residual->raw_data()) : nullptr;
         bool grouped = false;
         if constexpr (std::is_same_v<T, float>) {  // f32 math: rows in registers where they fit
           const RowGroups groups = row_groups(D);
-          if (groups.G > 0 && aligned16({pdy, px, pdx})) {
+          if (groups.G > 0 && aligned16({pdy, px, pdx, pres})) {
             rmsnorm_groups_backward_x_kernel<X, G>
                 <<<group_blocks(rows, groups.G), kRowThreads, 0, stream()>>>(
-                    pdy, px, pg, prstd, pdx, rows, D, P, groups);
+                    pdy, px, pg, prstd, pres, pdx, rows, D, P, groups);
             grouped = true;
           }
         }
         if (!grouped)
           rmsnorm_backward_x_kernel<T, X, G><<<row_blocks(rows), kRowThreads, 0, stream()>>>(
-              pdy, px, pg, prstd, pdx, rows, D, P);
+              pdy, px, pg, prstd, pres, pdx, rows, D, P);
         SINKLAB_KERNEL_CHECK("rmsnorm backward (x)");
       }
       if (grad_gain) {

@@ -35,6 +35,17 @@ inline void check_delta(const Tensor& x, const Tensor& delta, const char* op) {
   check_shape(delta, x.shape(), op, "delta");
 }
 
+// Whether a norm's backward adds the residual stream's gradient that reached its input from the
+// stream (the next block's add) into its own gradient for x, in the same pass, instead of the
+// engine adding the two afterwards (autograd::pending_grad): one pass over (..., C) fewer per
+// norm. The same sums, in the same order. Read at each backward; the trainer sets it once from
+// the config (run.fold_residual_grads).
+extern bool fold_residual_grads;
+
+// The gradient pending for a norm's input x that its backward may fold (fold_residual_grads
+// set, on x's device in x's dtype and shape, contiguous), or an undefined tensor.
+Tensor foldable_residual_grad(const Tensor& x);
+
 // Records sum = x + delta for autograd: the gradient reaches x and delta unchanged.
 inline void record_residual_sum(Tensor& sum, const Tensor& x, const Tensor& delta) {
   autograd::record(sum, "add", {x, delta},

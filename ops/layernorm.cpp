@@ -48,8 +48,13 @@ void record_layernorm(Tensor& y, const Tensor& x, const Tensor& weight, const Te
         if (rx) gx = Tensor::empty(x.shape(), x.dtype(), x.device());          // (..., C)
         if (rw) gw = Tensor::empty(weight.shape(), x.dtype(), x.device());     // (C)
         if (rb) gb = Tensor::empty(weight.shape(), x.dtype(), x.device());     // (C)
-        layernorm_kernels.backward(g.device())(g, x, weight, mean, rstd, rx ? &gx : nullptr,
-                                               rw ? &gw : nullptr, rb ? &gb : nullptr);
+        // The residual stream's gradient already at x, added in the same pass (add_norm.h).
+        const Tensor residual = rx ? foldable_residual_grad(x) : Tensor();  // (..., C) or none
+        layernorm_kernels.backward(g.device())(g, x, weight, mean, rstd,
+                                               residual.defined() ? &residual : nullptr,
+                                               rx ? &gx : nullptr, rw ? &gw : nullptr,
+                                               rb ? &gb : nullptr);
+        if (residual.defined()) autograd::take_pending_grad(0);
         return std::vector<Tensor>{gx, gw, gb};
       });
 }

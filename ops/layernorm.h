@@ -20,10 +20,12 @@ AddNorm add_layernorm(const Tensor& x, const Tensor& delta, const Tensor& weight
 // comes in y's dtype.
 using LayerNormForwardFn = void (*)(const Tensor& x, const Tensor& weight, const Tensor& bias,
                                     double eps, Tensor& y, Tensor& mean, Tensor& rstd);
-// Backward fills the gradients whose pointer is non-null.
+// Backward fills the gradients whose pointer is non-null; with residual (x's shape and dtype),
+// grad_x is residual + the norm's gradient, added in the same pass (fold_residual_grads).
 using LayerNormBackwardFn = void (*)(const Tensor& grad, const Tensor& x, const Tensor& weight,
-                                     const Tensor& mean, const Tensor& rstd, Tensor* grad_x,
-                                     Tensor* grad_weight, Tensor* grad_bias);
+                                     const Tensor& mean, const Tensor& rstd,
+                                     const Tensor* residual, Tensor* grad_x, Tensor* grad_weight,
+                                     Tensor* grad_bias);
 extern OpKernels<LayerNormForwardFn, LayerNormBackwardFn> layernorm_kernels;
 // add_layernorm's forward: sum = x + delta (..., C), then layernorm's outputs for sum. Its
 // backward is add's and layernorm's (the slot stays null).

@@ -53,7 +53,11 @@ void record_rms(Tensor& y, const Tensor& x, const Tensor& gain, const Tensor& rs
         if (rx) gx = Tensor::empty(x.shape(), x.dtype(), x.device());            // (..., D)
         // (C) for rmsnorm; (NH, HS) or (HS) for headwise_rmsnorm
         if (rg) ggain = Tensor::empty(gain.shape(), gain.dtype(), gain.device());
-        k->backward(g.device())(g, x, gain, rstd, rx ? &gx : nullptr, rg ? &ggain : nullptr);
+        // A gradient already at x (the residual stream's), added in the same pass (add_norm.h).
+        const Tensor residual = rx ? foldable_residual_grad(x) : Tensor();  // (..., D) or none
+        k->backward(g.device())(g, x, gain, rstd, residual.defined() ? &residual : nullptr,
+                                rx ? &gx : nullptr, rg ? &ggain : nullptr);
+        if (residual.defined()) autograd::take_pending_grad(0);
         return std::vector<Tensor>{gx, ggain};
       });
 }

@@ -34,9 +34,12 @@ AddNorm add_rmsnorm(const Tensor& x, const Tensor& delta, const Tensor& weight, 
 // gain's) dtype.
 using RmsNormForwardFn = void (*)(const Tensor& x, const Tensor& gain, double eps, Tensor& y,
                                   Tensor& rstd);
-// Backward fills the gradients whose pointer is non-null (grad_gain has gain's shape).
+// Backward fills the gradients whose pointer is non-null (grad_gain has gain's shape); with
+// residual (x's shape, f32 or f64 x), grad_x is residual + the norm's gradient, added in the same
+// pass (fold_residual_grads).
 using RmsNormBackwardFn = void (*)(const Tensor& grad, const Tensor& x, const Tensor& gain,
-                                   const Tensor& rstd, Tensor* grad_x, Tensor* grad_gain);
+                                   const Tensor& rstd, const Tensor* residual, Tensor* grad_x,
+                                   Tensor* grad_gain);
 extern OpKernels<RmsNormForwardFn, RmsNormBackwardFn> rmsnorm_kernels;
 extern OpKernels<RmsNormForwardFn, RmsNormBackwardFn> headwise_rmsnorm_kernels;
 // add_rmsnorm's forward: sum = x + delta (..., D), then rmsnorm's outputs for sum. Its backward

@@ -6,6 +6,7 @@
 #include "autograd/grad_mode.h"
 #include "autograd/node.h"
 #include "ops/elementwise.h"
+#include "ops/layernorm.h"
 #include "ops/matmul.h"
 #include "ops/reduce.h"
 #include "tests/helpers.h"
@@ -142,4 +143,47 @@ TEST_CASE("linear adds its weight gradient into the weight's gradient buffer in 
   REQUIRE(buffer.to_doubles() == std::vector<double>(12, 0.0));
   const std::vector<double> moved = replacement.to_doubles();
   for (size_t i = 0; i < once.size(); ++i) REQUIRE(moved[i] == Approx(once[i]));
+}
+
+TEST_CASE("a backward reads the gradient pending at its input and may take it: the engine then "
+          "stores the backward's gradient instead of adding", "[autograd]") {
+  // s feeds two consumers: u = s * 3 (processed first: it was recorded later) and a layernorm.
+  const Tensor x = test::random_tensor({4, 6}, 51, DType::F64).set_requires_grad(true);
+  const Tensor w = test::random_tensor({6}, 52, DType::F64);
+  const Tensor b = test::random_tensor({6}, 53, DType::F64);
+  std::vector<double> grads[2];
+  for (bool fold : {false, true}) {
+    const bool before = ops::fold_residual_grads;
+    ops::fold_residual_grads = fold;
+    Tensor xi = x.detach().set_requires_grad(true);
+    const Tensor s = ops::scale(xi, 2.0);
+    const Tensor y = ops::layernorm(s, w, b, 1e-5);
+    const Tensor u = ops::scale(s, 3.0);
+    autograd::backward(ops::add(ops::sum(ops::mul(y, y)), ops::sum(ops::mul(u, u))));
+    ops::fold_residual_grads = before;
+    grads[fold] = xi.grad().to_doubles();
+  }
+  REQUIRE(grads[1] == grads[0]);
+  // The engine's side, with a probe op that takes what is pending at its input and adds it.
+  Tensor xi = x.detach().set_requires_grad(true);
+  const Tensor s = ops::scale(xi, 2.0);  // (4, 6)
+  Tensor probe = ops::scale(s, 1.0).detach();
+  Tensor seen;
+  autograd::record(probe, "probe", {s}, [&seen](const Tensor& g) {
+    seen = autograd::pending_grad(0);  // u's gradient at s, processed first
+    autograd::take_pending_grad(0);
+    return std::vector<Tensor>{seen.defined() ? ops::add(g, seen) : g};
+  });
+  const Tensor u = ops::scale(s, 3.0);
+  autograd::backward(ops::add(ops::sum(probe), ops::sum(ops::mul(u, u))));
+  REQUIRE(seen.defined());
+  const std::vector<double> xv = x.to_doubles(), pending = seen.to_doubles(),
+                            got = xi.grad().to_doubles();
+  for (size_t i = 0; i < xv.size(); ++i) {
+    REQUIRE(pending[i] == Approx(3.0 * 2.0 * (3.0 * 2.0 * xv[i])));  // d(u^2)/ds = 2u * 3
+    REQUIRE(got[i] == Approx(2.0 * (1.0 + pending[i])));  // taken once: not counted twice
+  }
+  // Outside a backward there is nothing pending.
+  REQUIRE_FALSE(autograd::pending_grad(0).defined());
+  autograd::take_pending_grad(0);  // a no-op
 }

@@ -3,6 +3,7 @@
 #include "autograd/engine.h"
 #include "core/error.h"
 #include "core/precision.h"
+#include "ops/add_norm.h"
 #include "ops/attention.h"
 #include "ops/cross_entropy.h"
 #include "ops/cpu/blas_gemm.h"
@@ -16,6 +17,7 @@ void apply_process_settings(const RunSection& run) {
   ops::bf16_gemm_preference = run.bf16_gemm;
   ops::gemm_epilogues = run.gemm_epilogues;
   ops::fused_cross_entropy = run.fused_cross_entropy;
+  ops::fold_residual_grads = run.fold_residual_grads;
   SINKLAB_CHECK(run.cpu_gemm != CpuGemmSetting::OpenBLAS || cpu::openblas_built(), ConfigError,
                 "run.cpu_gemm is openblas, but this build has no OpenBLAS",
                 "install libopenblas-dev and reconfigure, or set run.cpu_gemm: auto");

@@ -90,7 +90,8 @@ class PhaseClock {
 constexpr const char* kProcessKeys[] = {"run.attention_kernels", "run.profile", "run.bucket_mib",
                                         "run.collective_timeout_s", "run.bf16_gemm",
                                         "run.metrics_priority", "run.cpu_gemm",
-                                        "run.gemm_epilogues", "run.fused_cross_entropy"};
+                                        "run.gemm_epilogues", "run.fused_cross_entropy",
+                                        "run.fold_residual_grads"};
 
 // A step's sink metrics. Made at the end of the forward whose capture they read (on a GPU that
 // marks where the side stream will start), queued once the backward is queued (the host queues

@@ -48,8 +48,8 @@ void add_layernorm_forward(const Tensor& x, const Tensor& delta, const Tensor& w
 }
 
 void layernorm_backward(const Tensor& grad, const Tensor& x, const Tensor& weight,
-                        const Tensor& mean, const Tensor& rstd, Tensor* grad_x,
-                        Tensor* grad_weight, Tensor* grad_bias) {
+                        const Tensor& mean, const Tensor& rstd, const Tensor* residual,
+                        Tensor* grad_x, Tensor* grad_weight, Tensor* grad_bias) {
   dispatch_float(x.dtype(), "layernorm", [&](auto zero) {
     using T = decltype(zero);
     const int64_t C = x.size(-1), rows = x.numel() / C;
@@ -59,7 +59,8 @@ void layernorm_backward(const Tensor& grad, const Tensor& x, const Tensor& weigh
     const T* pmean = mean.data<T>();   // (rows)
     const T* prstd = rstd.data<T>();   // (rows)
     if (grad_x) {
-      T* pdx = grad_x->data<T>();  // (rows, C)
+      T* pdx = grad_x->data<T>();                                 // (rows, C)
+      const T* pres = residual ? residual->data<T>() : nullptr;  // (rows, C) or none
       parallel_for(rows, [&](int64_t r) {
         const double mu = pmean[r], inv = prstd[r];
         const T* xr = px + r * C;     // (C)
@@ -75,7 +76,9 @@ void layernorm_backward(const Tensor& grad, const Tensor& x, const Tensor& weigh
         for (int64_t c = 0; c < C; ++c) {
           const double g = static_cast<double>(pw[c]) * dyr[c];
           const double xhat = (xr[c] - mu) * inv;
-          pdx[r * C + c] = static_cast<T>(inv * (g - mean_g - xhat * mean_g_xhat));
+          const T v = static_cast<T>(inv * (g - mean_g - xhat * mean_g_xhat));
+          // The residual's gradient plus this one, rounded in T as the engine's sum would be.
+          pdx[r * C + c] = pres ? static_cast<T>(pres[r * C + c] + v) : v;
         }
       }, kGrain / (C + 1) + 1);
     }

@@ -41,7 +41,8 @@ void add_rmsnorm_forward(const Tensor& x, const Tensor& delta, const Tensor& gai
 }
 
 void rmsnorm_backward(const Tensor& grad, const Tensor& x, const Tensor& gain,
-                      const Tensor& rstd, Tensor* grad_x, Tensor* grad_gain) {
+                      const Tensor& rstd, const Tensor* residual, Tensor* grad_x,
+                      Tensor* grad_gain) {
   dispatch_float(x.dtype(), "rmsnorm", [&](auto zero) {
     using T = decltype(zero);
     const int64_t n = x.numel(), D = x.size(-1), rows = n / D;
@@ -51,7 +52,8 @@ void rmsnorm_backward(const Tensor& grad, const Tensor& x, const Tensor& gain,
     const T* pg = gain.defined() ? gain.data<T>() : nullptr;    // (P) or none
     const T* prstd = rstd.data<T>();                            // (rows)
     if (grad_x) {
-      T* pdx = grad_x->data<T>();  // (rows, D)
+      T* pdx = grad_x->data<T>();                                 // (rows, D)
+      const T* pres = residual ? residual->data<T>() : nullptr;  // (rows, D) or none
       parallel_for(rows, [&](int64_t r) {
         const T* xr = px + r * D;                         // (D)
         const T* dyr = pdy + r * D;                       // (D)
@@ -63,7 +65,9 @@ void rmsnorm_backward(const Tensor& grad, const Tensor& x, const Tensor& gain,
         const double coef = inv * inv * inv * dot / static_cast<double>(D);
         for (int64_t d = 0; d < D; ++d) {
           const double g = static_cast<double>(dyr[d]) * (gr ? static_cast<double>(gr[d]) : 1.0);
-          pdx[r * D + d] = static_cast<T>(inv * g - coef * xr[d]);
+          const T v = static_cast<T>(inv * g - coef * xr[d]);
+          // The residual's gradient plus this one, rounded in T as the engine's sum would be.
+          pdx[r * D + d] = pres ? static_cast<T>(pres[r * D + d] + v) : v;
         }
       }, kGrain / (D + 1) + 1);
     }

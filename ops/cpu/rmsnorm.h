@@ -13,6 +13,7 @@ void add_rmsnorm_forward(const Tensor& x, const Tensor& delta, const Tensor& gai
 // Per row, with r = rstd and g = gain * dy: dx = r * g - (r^3 / D) * x * sum_d(x_d g_d).
 // dgain[p] = sum over the rows that use p of dy * x * r, in row order (deterministic).
 void rmsnorm_backward(const Tensor& grad, const Tensor& x, const Tensor& gain,
-                      const Tensor& rstd, Tensor* grad_x, Tensor* grad_gain);
+                      const Tensor& rstd, const Tensor* residual, Tensor* grad_x,
+                      Tensor* grad_gain);
 
 }  // namespace sinklab::cpu

@@ -13,6 +13,7 @@
 #include "autograd/engine.h"
 #include "autograd/grad_mode.h"
 #include "core/precision.h"
+#include "ops/add_norm.h"
 #include "train/config.h"
 #include "train/model.h"
 #include "train/metrics/sink_metrics.h"
@@ -225,6 +226,34 @@ TEST_CASE("cuda: sink metrics queued on the side stream during a backward equal 
     }
   }
 #endif
+}
+
+TEST_CASE("cuda: folding the residual stream's gradient into the norms' backward changes no bit "
+          "of any gradient, under bf16 and fp32, for GPT-2 and LLaMA", "[cuda]") {
+  SINKLAB_REQUIRE_CUDA();
+  for (Arch arch : {Arch::Gpt2, Arch::Llama}) {
+    for (Precision precision : {Precision::BF16, Precision::Exact}) {
+      INFO(choice_text(arch) << (precision == Precision::BF16 ? " bf16" : " fp32"));
+      ModelSection cfg = test::tiny_model(arch, AttnOutputNorm::HeadwiseRmsNorm);
+      cfg.n_embd = 128;  // RMSNorm's rows of 128: the grouped-lane kernels
+      cfg.block_size = 37;
+      cfg.vocab_size = 50;
+      const auto [x, y] = next_token_batch(3, 37, 50, 5);
+      PrecisionGuard guard(precision);
+      std::vector<double> grads[2];
+      for (bool fold : {false, true}) {
+        const bool before = ops::fold_residual_grads;
+        ops::fold_residual_grads = fold;
+        GPT model(cfg, 7, DType::F32, Device::cuda());
+        model.params().zero_grad();
+        autograd::backward(
+            model.forward(x.to_device(Device::cuda()), y.to_device(Device::cuda())).loss);
+        ops::fold_residual_grads = before;
+        grads[fold] = model.params().flat_grads().to_doubles();
+      }
+      REQUIRE(grads[1] == grads[0]);
+    }
+  }
 }
 
 TEST_CASE("cuda: GPT-2 under bf16 (bf16 FFN hidden) agrees with the CPU: loss, gradients, metrics",

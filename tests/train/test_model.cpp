@@ -7,6 +7,7 @@
 #include "autograd/engine.h"
 #include "autograd/grad_mode.h"
 #include "core/random.h"
+#include "ops/add_norm.h"
 #include "ops/attention.h"
 #include "ops/elementwise.h"
 #include "ops/matmul.h"
@@ -136,6 +137,32 @@ TEST_CASE("whole-model gradients match finite differences in fp64", "[model][gra
   sig.attention = AttentionKind::Sigmoid;
   sig.gamma_shared = true;
   check_model_gradients(sig);
+}
+
+TEST_CASE("folding the residual stream's gradient into the norms' backward changes no bit of "
+          "any gradient, and passes the fp64 finite-difference check", "[model][grad]") {
+  for (Arch arch : {Arch::Gpt2, Arch::Llama}) {
+    for (DType dt : {DType::F32, DType::F64}) {
+      INFO(choice_text(arch) << (dt == DType::F64 ? " f64" : " f32"));
+      const ModelSection cfg = tiny_model(arch, AttnOutputNorm::HeadwiseRmsNorm);
+      Tensor ids = random_ids(2, 5, 11, 3), targets = random_ids(2, 5, 11, 4);
+      std::vector<double> grads[2];
+      for (bool fold : {false, true}) {
+        const bool before = ops::fold_residual_grads;
+        ops::fold_residual_grads = fold;
+        GPT model(cfg, 42, dt);
+        model.params().zero_grad();
+        autograd::backward(model.forward(ids, targets).loss);
+        ops::fold_residual_grads = before;
+        grads[fold] = model.params().flat_grads().to_doubles();
+      }
+      REQUIRE(grads[1] == grads[0]);
+    }
+  }
+  const bool before = ops::fold_residual_grads;
+  ops::fold_residual_grads = true;
+  check_model_gradients(tiny_model(Arch::Llama, AttnOutputNorm::None));
+  ops::fold_residual_grads = before;
 }
 
 TEST_CASE("a small model learns a repeated pattern (loss decreases)", "[model]") {
