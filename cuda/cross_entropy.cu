@@ -238,7 +238,8 @@ __global__ void __launch_bounds__(kRowThreads)
 constexpr int kFusedThreads = 1024;  // the fused kernel's block (power of two)
 
 // The forward's rows and their gradient for weight[0] (1 / count) in one kernel: per row, the
-// (max, sum) reduction of ce_forward_rows (block-wide, fixed tree), lse and the row loss, then
+// (max, sum) reduction as in ce_forward_rows but over 1024 threads (its own fixed tree: lse may
+// differ from ce_forward_rows' in the last bits), lse and the row loss, then
 // the gradient written from a second read of the row. Grid-stride over rows.
 template <class S>
 __global__ void __launch_bounds__(kFusedThreads)

@@ -236,6 +236,12 @@ bool lt_gemm(const Tensor& a16, bool ta, const Tensor& b16, bool tb, Tensor& c, 
   for (const void* p : {a16.raw_data(), b16.raw_data(), static_cast<const void*>(c.raw_data()),
                         bias, aux})
     if (p != nullptr && reinterpret_cast<uintptr_t>(p) % 256 != 0) return false;
+  // The aux matrix's leading dimension (N) must be a multiple of 8; the plans set no batch
+  // strides for the aux matrix or a bias gradient, so those epilogues take one product.
+  const bool with_aux = epilogue != LtEpilogue::kNone && epilogue != LtEpilogue::kBias &&
+                        epilogue != LtEpilogue::kBGradB;
+  if (with_aux && N % 8 != 0) return false;
+  if (epilogue != LtEpilogue::kNone && epilogue != LtEpilogue::kBias && batch != 1) return false;
   const LtPlan& plan = lt_plan({batch, M, N, K, stride_a, stride_b, ta, tb, epilogue,
                                 c.dtype() == DType::BF16});
   if (!plan.found) return false;
@@ -342,17 +348,18 @@ void linear_forward_cuda(const Tensor& x, const Tensor& w, const Tensor& bias, T
 // GPT-2's FFN products with GELU in cuBLASLt's epilogues (ops/mlp.h), where the switch is on,
 // pre is bf16 and cuBLASLt has the epilogue; the composed rows otherwise.
 
-// Whether the epilogue path may run for this product (`needed` or more allowed by the switch).
+// Whether the epilogue path may run for this product (`needed` or more allowed by the switch):
+// bf16 operands, and a bf16 D and aux (the aux matrix takes D's type).
 bool gelu_epilogue_applies(ops::GemmEpilogues needed, const Tensor& x16, const Tensor& w16,
-                           const Tensor& pre) {
+                           const Tensor& pre, const Tensor& d) {
   return ops::gemm_epilogues >= needed && pre.dtype() == DType::BF16 &&
-         x16.dtype() == DType::BF16 && w16.dtype() == DType::BF16;
+         d.dtype() == DType::BF16 && x16.dtype() == DType::BF16 && w16.dtype() == DType::BF16;
 }
 
 // pre (1, rows, F) = x w^T + bias, hidden = gelu(pre): hidden is D, pre the aux output.
 void gelu_linear_cuda(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& pre,
                       Tensor& hidden) {
-  if (gelu_epilogue_applies(ops::GemmEpilogues::Forward, x, w, pre)) {
+  if (gelu_epilogue_applies(ops::GemmEpilogues::Forward, x, w, pre, hidden)) {
     const Tensor bias16 = bias.defined() ? bf16_copy(bias) : Tensor();  // (F) bf16, as autocast
     if (lt_gemm(x, false, w, true, hidden, false,
                 bias.defined() ? LtEpilogue::kGeluAuxBias : LtEpilogue::kGeluAux,
@@ -368,8 +375,11 @@ void gelu_linear_cuda(const Tensor& x, const Tensor& w, const Tensor& bias, Tens
 // summed by bias_grad's kernel from grad_pre.
 void gelu_grad_product_cuda(const Tensor& g, const Tensor& w, const Tensor& pre,
                             Tensor& grad_pre, Tensor* grad_bias) {
-  if (gelu_epilogue_applies(ops::GemmEpilogues::ForwardBackward, g, w, pre)) {
-    if (grad_bias) {
+  if (gelu_epilogue_applies(ops::GemmEpilogues::ForwardBackward, g, w, pre, grad_pre)) {
+    if (grad_bias && grad_bias->dtype() == DType::F32) {
+      // f32 sums first: cuBLASLt documents a bias of D's type for a bf16 D, so its heuristic
+      // is expected to refuse this (no plan: the bf16 sums below); where it accepts the
+      // explicit f32 BIAS_DATA_TYPE, the sums are written in f32.
       if (lt_gemm(g, false, w, false, grad_pre, false, LtEpilogue::kDGeluBGrad,
                   grad_bias->raw_data(), pre.raw_data()))
         return;

@@ -9,7 +9,9 @@ bool fold_residual_grads = false;
 
 Tensor foldable_residual_grad(const Tensor& x) {
   if (!fold_residual_grads) return Tensor();
-  const Tensor pending = autograd::pending_grad(0);  // x is input 0 of every norm's node
+  // x is input 0 of every norm's node (record_layernorm's {x, weight, bias}, record_rms's
+  // {x, gain}): the callers fold only that input.
+  const Tensor pending = autograd::pending_grad(0);
   if (!pending.defined() || pending.device() != x.device() || pending.dtype() != x.dtype() ||
       pending.shape() != x.shape() || !pending.is_contiguous() ||
       (x.dtype() != DType::F32 && x.dtype() != DType::F64))

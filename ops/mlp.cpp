@@ -63,8 +63,10 @@ GeluMlp gelu_mlp(const Tensor& x, const Tensor& w_fc, const Tensor& b_fc, const 
                   "pass x in the weights' dtype, or bf16 on a GPU with f32 weights");
   else
     check_same_dtype(x, w_fc, op);
+  SINKLAB_CHECK(x.dim() >= 1, ShapeError, op << ": x " << x.str() << " has no feature dim",
+                "x is (..., C)");
   const int64_t C = x.size(-1), F = w_fc.size(0), rows = C > 0 ? x.numel() / C : 0;
-  SINKLAB_CHECK(x.dim() >= 1 && w_fc.size(1) == C && w_proj.size(0) == C && w_proj.size(1) == F,
+  SINKLAB_CHECK(w_fc.size(1) == C && w_proj.size(0) == C && w_proj.size(1) == F,
                 ShapeError,
                 op << ": x " << shape_str(x.shape()) << ", w_fc " << shape_str(w_fc.shape())
                    << " and w_proj " << shape_str(w_proj.shape()) << " do not chain",

@@ -4,7 +4,8 @@
 //   -> y (..., C) in w_proj's dtype, and hidden (..., F) = gelu(pre), pre = x w_fc^T + b_fc, as
 //   the metrics read it (detached: gradients flow only through y).
 // pre and hidden are stored in the products' operand dtype (bf16 under Precision::BF16 on a GPU,
-// as autocast stores them: pre is rounded before GELU reads it); gelu is the tanh approximation.
+// as autocast stores them: composed, GELU reads the rounded pre; in cuBLASLt's epilogue it
+// reads the f32 sum before the rounding); gelu is the tanh approximation.
 //
 // Backward, from y's gradient g: w_proj's gradient g^T hidden, b_proj's the column sums of g,
 // then grad_pre = gelu'(pre) (g w_proj) in one product (gelu_grad_product, with b_fc's gradient,
