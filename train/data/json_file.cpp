@@ -42,7 +42,9 @@ YAML::Node parse_json(std::string_view text) {
     } else if (c == '\\' && i + 1 < text.size()) {
       if (text[i + 1] == 'u') {
         const auto high = hex4(text, i + 2);
-        const auto low = text.compare(i + 6, 2, "\\u") == 0 ? hex4(text, i + 8) : std::nullopt;
+        // A low half needs "\\u" at i + 6 (compare would throw past the end of the text).
+        const bool second = i + 8 <= text.size() && text.compare(i + 6, 2, "\\u") == 0;
+        const auto low = second ? hex4(text, i + 8) : std::nullopt;
         if (high && low && *high >= 0xD800 && *high <= 0xDBFF && *low >= 0xDC00 &&
             *low <= 0xDFFF) {
           append_utf8(fixed, 0x10000 + ((*high - 0xD800) << 10) + (*low - 0xDC00));
