@@ -89,6 +89,64 @@ __device__ __forceinline__ void accumulate_values(A& m, A& s, const A* x, int n)
     if (x[i] != ninf) s += dev_exp(x[i] - m);
 }
 
+// The log-sum-exp of row x (V) over a block of kThreads threads: each thread keeps an online
+// (max, sum) over its strided share of the row (16-byte packs when `packed`), then the block
+// merges them in a fixed tree in sh_m / sh_s (kThreads each). Every thread gets the result; the
+// caller synchronises before sh_m / sh_s are used again.
+template <int kThreads, class S>
+__device__ __forceinline__ typename AccumulateIn<S>::type row_lse(
+    const S* x, int64_t V, bool packed, typename AccumulateIn<S>::type* sh_m,
+    typename AccumulateIn<S>::type* sh_s) {
+  using A = typename AccumulateIn<S>::type;
+  constexpr int kPack = RowPack<S>::kCount;
+  A m = -static_cast<A>(INFINITY), s = A(0);
+  if (packed) {
+    const RowPack<S>* xp = reinterpret_cast<const RowPack<S>*>(x);  // (V / kPack)
+    for (int64_t c = threadIdx.x; c < V / kPack; c += kThreads) {
+      const RowPack<S> p = xp[c];
+      A values[kPack];
+      for (int i = 0; i < kPack; ++i) values[i] = to_acc(p.v[i]);
+      accumulate_values(m, s, values, kPack);
+    }
+  } else {
+    for (int64_t v = threadIdx.x; v < V; v += kThreads) {
+      const A value = to_acc(x[v]);
+      accumulate_values(m, s, &value, 1);
+    }
+  }
+  sh_m[threadIdx.x] = m;
+  sh_s[threadIdx.x] = s;
+  __syncthreads();
+  for (int stride = kThreads / 2; stride > 0; stride >>= 1) {
+    if (threadIdx.x < stride) {
+      A mm = sh_m[threadIdx.x], ss = sh_s[threadIdx.x];
+      merge(mm, ss, sh_m[threadIdx.x + stride], sh_s[threadIdx.x + stride]);
+      sh_m[threadIdx.x] = mm;
+      sh_s[threadIdx.x] = ss;
+    }
+    __syncthreads();
+  }
+  return sh_m[0] + dev_log(sh_s[0]);
+}
+
+// Thread 0 of the row's block: lse[r], and the row's loss lse - x[target] (0 for an ignored row);
+// an out-of-range target is flagged in bad_row (atomicMin of the row index).
+template <class S, class A>
+__device__ __forceinline__ void write_row_loss(const S* x, int64_t r, int64_t V, int32_t target,
+                                               int32_t ignore_index, A row_lse, A* lse,
+                                               double* row_loss, int* bad_row) {
+  if (threadIdx.x != 0) return;
+  lse[r] = row_lse;
+  double loss = 0.0;
+  if (target != ignore_index) {
+    if (target >= 0 && target < V)
+      loss = static_cast<double>(row_lse) - static_cast<double>(to_acc(x[target]));
+    else
+      atomicMin(bad_row, static_cast<int>(r));
+  }
+  row_loss[r] = loss;
+}
+
 template <class S>
 __global__ void __launch_bounds__(kRowThreads)
     ce_forward_rows(const S* __restrict__ logits, const int32_t* __restrict__ targets, int64_t N,
@@ -96,52 +154,12 @@ __global__ void __launch_bounds__(kRowThreads)
                     typename AccumulateIn<S>::type* __restrict__ lse,
                     double* __restrict__ row_loss, int* __restrict__ bad_row) {
   using A = typename AccumulateIn<S>::type;
-  constexpr int kPack = RowPack<S>::kCount;
   __shared__ A sh_m[kRowThreads];  // (threads) partial maxima
   __shared__ A sh_s[kRowThreads];  // (threads) partial sums of exp(x - max)
-  const A ninf = -static_cast<A>(INFINITY);
   for (int64_t r = blockIdx.x; r < N; r += gridDim.x) {  // uniform per block
     const S* x = logits + r * V;  // (V)
-    A m = ninf, s = A(0);
-    if (packed) {
-      const RowPack<S>* xp = reinterpret_cast<const RowPack<S>*>(x);  // (V / kPack)
-      for (int64_t c = threadIdx.x; c < V / kPack; c += kRowThreads) {
-        const RowPack<S> p = xp[c];
-        A values[kPack];
-        for (int i = 0; i < kPack; ++i) values[i] = to_acc(p.v[i]);
-        accumulate_values(m, s, values, kPack);
-      }
-    } else {
-      for (int64_t v = threadIdx.x; v < V; v += kRowThreads) {
-        const A value = to_acc(x[v]);
-        accumulate_values(m, s, &value, 1);
-      }
-    }
-    sh_m[threadIdx.x] = m;
-    sh_s[threadIdx.x] = s;
-    __syncthreads();
-    for (int stride = kRowThreads / 2; stride > 0; stride >>= 1) {
-      if (threadIdx.x < stride) {
-        A mm = sh_m[threadIdx.x], ss = sh_s[threadIdx.x];
-        merge(mm, ss, sh_m[threadIdx.x + stride], sh_s[threadIdx.x + stride]);
-        sh_m[threadIdx.x] = mm;
-        sh_s[threadIdx.x] = ss;
-      }
-      __syncthreads();
-    }
-    if (threadIdx.x == 0) {
-      const A row_lse = sh_m[0] + dev_log(sh_s[0]);
-      lse[r] = row_lse;
-      const int32_t target = targets[r];
-      double loss = 0.0;
-      if (target != ignore_index) {
-        if (target >= 0 && target < V)
-          loss = static_cast<double>(row_lse) - static_cast<double>(to_acc(x[target]));
-        else
-          atomicMin(bad_row, static_cast<int>(r));
-      }
-      row_loss[r] = loss;
-    }
+    const A lse_r = row_lse<kRowThreads>(x, V, packed, sh_m, sh_s);
+    write_row_loss(x, r, V, targets[r], ignore_index, lse_r, lse, row_loss, bad_row);
     __syncthreads();  // sh_m / sh_s are reused by the next row
   }
 }
@@ -201,6 +219,29 @@ __device__ __forceinline__ S ce_grad_value(S xv, int64_t v, int32_t target, A ro
   return from_acc<S>((p - (v == target ? A(1) : A(0))) * w);
 }
 
+// gr (V) = the gradient of row x (V) over a block of kThreads threads (16-byte packs when
+// `packed`): ce_grad_value for a counted row, zeros for an ignored one.
+template <int kThreads, class S, class A>
+__device__ __forceinline__ void write_row_grad(const S* x, S* gr, int64_t V, bool packed,
+                                               int32_t target, bool ignored, A row_lse, A w) {
+  constexpr int kPack = RowPack<S>::kCount;
+  auto grad_at = [&](int64_t v, S xv) -> S {
+    return ignored ? from_acc<S>(A(0)) : ce_grad_value<S, A>(xv, v, target, row_lse, w);
+  };
+  if (packed) {
+    const RowPack<S>* xp = reinterpret_cast<const RowPack<S>*>(x);  // (V / kPack)
+    RowPack<S>* gp = reinterpret_cast<RowPack<S>*>(gr);             // (V / kPack)
+    for (int64_t c = threadIdx.x; c < V / kPack; c += kThreads) {
+      const RowPack<S> in = xp[c];
+      RowPack<S> out;
+      for (int i = 0; i < kPack; ++i) out.v[i] = grad_at(c * kPack + i, in.v[i]);
+      gp[c] = out;
+    }
+  } else {
+    for (int64_t v = threadIdx.x; v < V; v += kThreads) gr[v] = grad_at(v, x[v]);
+  }
+}
+
 template <class S>
 __global__ void __launch_bounds__(kRowThreads)
     ce_backward_rows(const S* __restrict__ logits, const int32_t* __restrict__ targets, int64_t N,
@@ -208,30 +249,13 @@ __global__ void __launch_bounds__(kRowThreads)
                      const typename AccumulateIn<S>::type* __restrict__ lse,
                      const double* __restrict__ weight, S* __restrict__ grad) {
   using A = typename AccumulateIn<S>::type;
-  constexpr int kPack = RowPack<S>::kCount;
   const A w = static_cast<A>(weight[0]);
   for (int64_t r = blockIdx.x; r < N; r += gridDim.x) {
-    S* gr = grad + r * V;  // (V)
     const int32_t target = targets[r];
     const bool ignored = target == ignore_index;
-    const S* x = logits + r * V;  // (V)
-    const A row_lse = ignored ? A(0) : lse[r];
-    // d loss / d x_v for one column: softmax recomputed, minus the one-hot target.
-    auto grad_at = [&](int64_t v, S xv) -> S {
-      return ignored ? from_acc<S>(A(0)) : ce_grad_value<S, A>(xv, v, target, row_lse, w);
-    };
-    if (packed) {
-      const RowPack<S>* xp = reinterpret_cast<const RowPack<S>*>(x);  // (V / kPack)
-      RowPack<S>* gp = reinterpret_cast<RowPack<S>*>(gr);             // (V / kPack)
-      for (int64_t c = threadIdx.x; c < V / kPack; c += kRowThreads) {
-        const RowPack<S> in = xp[c];
-        RowPack<S> out;
-        for (int i = 0; i < kPack; ++i) out.v[i] = grad_at(c * kPack + i, in.v[i]);
-        gp[c] = out;
-      }
-    } else {
-      for (int64_t v = threadIdx.x; v < V; v += kRowThreads) gr[v] = grad_at(v, x[v]);
-    }
+    const A lse_r = ignored ? A(0) : lse[r];
+    write_row_grad<kRowThreads>(logits + r * V, grad + r * V, V, packed, target, ignored, lse_r,
+                                w);
   }
 }
 
@@ -250,70 +274,16 @@ __global__ void __launch_bounds__(kFusedThreads)
                   double* __restrict__ row_loss, int* __restrict__ bad_row,
                   S* __restrict__ grad) {
   using A = typename AccumulateIn<S>::type;
-  constexpr int kPack = RowPack<S>::kCount;
   __shared__ A sh_m[kFusedThreads];  // (threads) partial maxima
   __shared__ A sh_s[kFusedThreads];  // (threads) partial sums of exp(x - max)
-  const A ninf = -static_cast<A>(INFINITY);
   const A w = static_cast<A>(weight[0]);
   for (int64_t r = blockIdx.x; r < N; r += gridDim.x) {  // uniform per block
     const S* x = logits + r * V;  // (V)
-    S* gr = grad + r * V;         // (V)
-    A m = ninf, s = A(0);
-    if (packed) {
-      const RowPack<S>* xp = reinterpret_cast<const RowPack<S>*>(x);  // (V / kPack)
-      for (int64_t c = threadIdx.x; c < V / kPack; c += kFusedThreads) {
-        const RowPack<S> p = xp[c];
-        A values[kPack];
-        for (int i = 0; i < kPack; ++i) values[i] = to_acc(p.v[i]);
-        accumulate_values(m, s, values, kPack);
-      }
-    } else {
-      for (int64_t v = threadIdx.x; v < V; v += kFusedThreads) {
-        const A value = to_acc(x[v]);
-        accumulate_values(m, s, &value, 1);
-      }
-    }
-    sh_m[threadIdx.x] = m;
-    sh_s[threadIdx.x] = s;
-    __syncthreads();
-    for (int stride = kFusedThreads / 2; stride > 0; stride >>= 1) {
-      if (threadIdx.x < stride) {
-        A mm = sh_m[threadIdx.x], ss = sh_s[threadIdx.x];
-        merge(mm, ss, sh_m[threadIdx.x + stride], sh_s[threadIdx.x + stride]);
-        sh_m[threadIdx.x] = mm;
-        sh_s[threadIdx.x] = ss;
-      }
-      __syncthreads();
-    }
-    const A row_lse = sh_m[0] + dev_log(sh_s[0]);
+    const A lse_r = row_lse<kFusedThreads>(x, V, packed, sh_m, sh_s);
     const int32_t target = targets[r];
-    const bool ignored = target == ignore_index;
-    if (threadIdx.x == 0) {
-      lse[r] = row_lse;
-      double loss = 0.0;
-      if (!ignored) {
-        if (target >= 0 && target < V)
-          loss = static_cast<double>(row_lse) - static_cast<double>(to_acc(x[target]));
-        else
-          atomicMin(bad_row, static_cast<int>(r));
-      }
-      row_loss[r] = loss;
-    }
-    auto grad_at = [&](int64_t v, S xv) -> S {
-      return ignored ? from_acc<S>(A(0)) : ce_grad_value<S, A>(xv, v, target, row_lse, w);
-    };
-    if (packed) {
-      const RowPack<S>* xp = reinterpret_cast<const RowPack<S>*>(x);  // (V / kPack)
-      RowPack<S>* gp = reinterpret_cast<RowPack<S>*>(gr);             // (V / kPack)
-      for (int64_t c = threadIdx.x; c < V / kPack; c += kFusedThreads) {
-        const RowPack<S> in = xp[c];
-        RowPack<S> out;
-        for (int i = 0; i < kPack; ++i) out.v[i] = grad_at(c * kPack + i, in.v[i]);
-        gp[c] = out;
-      }
-    } else {
-      for (int64_t v = threadIdx.x; v < V; v += kFusedThreads) gr[v] = grad_at(v, x[v]);
-    }
+    write_row_loss(x, r, V, target, ignore_index, lse_r, lse, row_loss, bad_row);
+    write_row_grad<kFusedThreads>(x, grad + r * V, V, packed, target, target == ignore_index,
+                                  lse_r, w);
     __syncthreads();  // sh_m / sh_s are reused by the next row
   }
 }

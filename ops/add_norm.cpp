@@ -1,5 +1,7 @@
 #include "ops/add_norm.h"
 
+#include <atomic>
+
 #include "autograd/node.h"
 #include "core/precision.h"
 
@@ -7,11 +9,15 @@ namespace sinklab::ops {
 
 bool fold_residual_grads = false;
 
+namespace {
+// x is input 0 of every norm's node: record_layernorm's {x, weight, bias}, record_rms's {x, gain}.
+constexpr size_t kNormInput = 0;
+std::atomic<int64_t> g_folds{0};
+}  // namespace
+
 Tensor foldable_residual_grad(const Tensor& x) {
   if (!fold_residual_grads) return Tensor();
-  // x is input 0 of every norm's node (record_layernorm's {x, weight, bias}, record_rms's
-  // {x, gain}): the callers fold only that input.
-  const Tensor pending = autograd::pending_grad(0);
+  const Tensor pending = autograd::pending_grad(kNormInput);
   if (!pending.defined() || pending.device() != x.device() || pending.dtype() != x.dtype() ||
       pending.shape() != x.shape() || !pending.is_contiguous() ||
       (x.dtype() != DType::F32 && x.dtype() != DType::F64))
@@ -24,5 +30,12 @@ DType norm_output_dtype(const Tensor& x, NormOutput output) {
                        x.dtype() == DType::F32 && cuda_precision() == Precision::BF16;
   return operand ? DType::BF16 : x.dtype();
 }
+
+void residual_grad_folded() {
+  autograd::take_pending_grad(kNormInput);
+  g_folds.fetch_add(1, std::memory_order_relaxed);
+}
+
+int64_t residual_grads_folded() { return g_folds.load(std::memory_order_relaxed); }
 
 }  // namespace sinklab::ops

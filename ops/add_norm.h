@@ -42,9 +42,14 @@ inline void check_delta(const Tensor& x, const Tensor& delta, const char* op) {
 // the config (run.fold_residual_grads).
 extern bool fold_residual_grads;
 
-// The gradient pending for a norm's input x that its backward may fold (fold_residual_grads
-// set, on x's device in x's dtype and shape, contiguous), or an undefined tensor.
+// The gradient pending for a norm's input x (input 0 of every norm's node) that its backward may
+// fold (fold_residual_grads set, on x's device in x's dtype and shape, contiguous), or an
+// undefined tensor. A backward that adds it into its gradient for x then calls
+// residual_grad_folded(): the engine forgets it (autograd::take_pending_grad), and the fold is
+// counted (residual_grads_folded(), the folds since the process started, for tests).
 Tensor foldable_residual_grad(const Tensor& x);
+void residual_grad_folded();
+int64_t residual_grads_folded();
 
 // Records sum = x + delta for autograd: the gradient reaches x and delta unchanged.
 inline void record_residual_sum(Tensor& sum, const Tensor& x, const Tensor& delta) {

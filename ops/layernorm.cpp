@@ -54,7 +54,7 @@ void record_layernorm(Tensor& y, const Tensor& x, const Tensor& weight, const Te
                                                residual.defined() ? &residual : nullptr,
                                                rx ? &gx : nullptr, rw ? &gw : nullptr,
                                                rb ? &gb : nullptr);
-        if (residual.defined()) autograd::take_pending_grad(0);
+        if (residual.defined()) residual_grad_folded();
         return std::vector<Tensor>{gx, gw, gb};
       });
 }

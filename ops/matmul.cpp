@@ -54,6 +54,22 @@ Tensor WeightGradSink::accumulate(const Tensor& g3, const Tensor& x3, const Tens
   return gw.reshape_view({N, K});
 }
 
+std::pair<Tensor, Tensor> WeightGradSink::weight_and_bias(const Tensor& g, const Tensor& g3,
+                                                          const Tensor& x3, bool want_w,
+                                                          bool want_bias,
+                                                          DType bias_dtype) const {
+  Tensor gw, gbias;
+  if (want_bias) gbias = Tensor::empty({g.size(2)}, bias_dtype, g.device());  // (N)
+  if (want_w && want_bias) {
+    gw = accumulate(g3, x3, g, &gbias);
+  } else if (want_w) {
+    gw = accumulate(g3, x3);
+  } else if (want_bias) {
+    bias_grad_kernels.backward(g.device())(g, gbias);
+  }
+  return {gw, gbias};
+}
+
 Tensor tensor_core_operand(const Tensor& t) {
   if (!t.device().is_cuda() || t.dtype() != DType::F32 || cuda_precision() != Precision::BF16)
     return t;
@@ -202,16 +218,10 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor
                      Tensor g2 = g.reshape_view({1, g.numel() / N, N});  // (1, rows, N)
                      // Rounded once for both products (a bf16 output's gradient already is).
                      Tensor g3 = tensor_core_operand(g2);
-                     Tensor gx, gw, gbias;
+                     Tensor gx;
                      if (rx) gx = gemm3(g3, false, w3, false, 1, x_dtype).reshape_view(x_shape);
-                     if (rbias) gbias = Tensor::empty({N}, w_dtype, g.device());  // f32
-                     if (rw && rbias) {  // both from one product where the backend can
-                       gw = w_grad.accumulate(g3, x3, g2, &gbias);
-                     } else if (rw) {
-                       gw = w_grad.accumulate(g3, x3);
-                     } else if (rbias) {
-                       bias_grad_kernels.backward(g.device())(g2, gbias);
-                     }
+                     // f32 bias gradient from a bf16 g
+                     auto [gw, gbias] = w_grad.weight_and_bias(g2, g3, x3, rw, rbias, w_dtype);
                      return std::vector<Tensor>{gx, gw, gbias};
                    });
   return out;

@@ -14,6 +14,8 @@
 //     x may be bf16 on a GPU (such an output, e.g. GELU's) with an f32 w: it is the operand as
 //     is, and its gradient is written in bf16.
 #pragma once
+#include <utility>
+
 #include "core/tensor.h"
 #include "ops/op_table.h"
 
@@ -92,6 +94,13 @@ class WeightGradSink {
   // gradient too, from g (1, rows, N) as it came (weight_bias_grad's row).
   Tensor accumulate(const Tensor& g3, const Tensor& x3, const Tensor& g = Tensor(),
                     Tensor* grad_bias = nullptr) const;
+  // A product's weight and bias gradients as a backward needs them: w's (accumulate's result,
+  // when want_w) and the bias's (N) in bias_dtype (when want_bias), from one product where both
+  // are wanted (weight_bias_grad's row), else the product or bias_grad's row alone.
+  // g (1, rows, N) as it came, g3 its operand, x3 (1, rows, K).
+  std::pair<Tensor, Tensor> weight_and_bias(const Tensor& g, const Tensor& g3, const Tensor& x3,
+                                            bool want_w, bool want_bias,
+                                            DType bias_dtype) const;
 
  private:
   Tensor buffer_;  // (N, K) w's gradient buffer at the forward, or undefined

@@ -105,15 +105,10 @@ GeluMlp gelu_mlp(const Tensor& x, const Tensor& w_fc, const Tensor& b_fc, const 
         const Device device = g.device();
         const Tensor g2 = g.reshape_view({1, rows, C});  // (1, rows, C)
         const Tensor g3 = tensor_core_operand(g2);       // (1, rows, C) as the products read it
-        Tensor gx, gw_fc, gb_fc, gw_proj, gb_proj;
-        if (rb_proj) gb_proj = Tensor::empty({C}, w_dtype, device);  // (C), f32
-        if (rw_proj && rb_proj) {  // both from one product where the backend can
-          gw_proj = w_proj_grad.accumulate(g3, hidden, g2, &gb_proj);
-        } else if (rw_proj) {
-          gw_proj = w_proj_grad.accumulate(g3, hidden);
-        } else if (rb_proj) {
-          bias_grad_kernels.backward(device)(g2, gb_proj);
-        }
+        Tensor gx, gw_fc, gb_fc;
+        // (C, F) and (C), f32 from a bf16 g
+        auto [gw_proj, gb_proj] =
+            w_proj_grad.weight_and_bias(g2, g3, hidden, rw_proj, rb_proj, w_dtype);
         if (rx || rw_fc || rb_fc) {
           Tensor grad_pre = Tensor::empty(pre.shape(), pre.dtype(), device);  // (1, rows, F)
           if (rb_fc) gb_fc = Tensor::empty({F}, w_dtype, device);           // (F)

@@ -57,7 +57,7 @@ void record_rms(Tensor& y, const Tensor& x, const Tensor& gain, const Tensor& rs
         const Tensor residual = rx ? foldable_residual_grad(x) : Tensor();  // (..., D) or none
         k->backward(g.device())(g, x, gain, rstd, residual.defined() ? &residual : nullptr,
                                 rx ? &gx : nullptr, rg ? &ggain : nullptr);
-        if (residual.defined()) autograd::take_pending_grad(0);
+        if (residual.defined()) residual_grad_folded();
         return std::vector<Tensor>{gx, ggain};
       });
 }

@@ -23,7 +23,9 @@ FAMILIES = [
     ("GELU / SwiGLU", r"gelu|swiglu"),
     ("cross-entropy", r"ce_"),
     ("RoPE", r"rope"),
-    ("bias gradients and column sums", r"LeadingSumTerm|column_finish"),
+    # column_finish_kernel also finishes the norms' gain sums: the family holds their share
+    ("column sums: bias gradients (and the finishing kernels the norms' gains share)",
+     r"LeadingSumTerm|column_finish"),
     ("residual adds and gradient sums", r"Plus|broadcast_kernel"),
     ("bf16 rounding and conversions", r"round_to_bf16|convert"),
     ("AdamW, grad norm, clipping", r"adamw|sum_squares|scale_kernel"),

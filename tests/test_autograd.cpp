@@ -159,7 +159,9 @@ TEST_CASE("a backward reads the gradient pending at its input and may take it: t
     const Tensor s = ops::scale(xi, 2.0);
     const Tensor y = ops::layernorm(s, w, b, 1e-5);
     const Tensor u = ops::scale(s, 3.0);
+    const int64_t folded_before = ops::residual_grads_folded();
     autograd::backward(ops::add(ops::sum(ops::mul(y, y)), ops::sum(ops::mul(u, u))));
+    REQUIRE(ops::residual_grads_folded() - folded_before == (fold ? 1 : 0));
     ops::fold_residual_grads = before;
     grads[fold] = xi.grad().to_doubles();
   }

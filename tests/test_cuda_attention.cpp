@@ -418,6 +418,28 @@ TEST_CASE("cuda: rope_qkv on bf16 matches the CPU on the same values, within one
     }
 }
 
+namespace {
+
+// Targets (B, T) below V from the draws of stream `stream`, every fourth row (i % 4 == 1)
+// ignore_index: the cross-entropy tests' targets.
+Tensor ce_targets(int64_t B, int64_t T, int64_t V, int32_t ignore_index, uint64_t date,
+                  uint64_t stream) {
+  const int64_t N = B * T;
+  const std::vector<double> draws =
+      rand_ints({N}, RngKey{date, stream, 0}, static_cast<int32_t>(V)).to_doubles();
+  std::vector<int32_t> t(N);
+  for (int64_t i = 0; i < N; ++i)
+    t[i] = i % 4 == 1 ? ignore_index : static_cast<int32_t>(draws[i]);  // some ignored
+  return Tensor::from_ints(t, {B, T});
+}
+
+// Random logits of stddev 3 holding bf16 values, stored as f32 (the CPU's copy of bf16 logits).
+Tensor bf16_valued_logits(const Shape& shape, uint64_t stream) {
+  return random_tensor(shape, stream, DType::F32, 3.0).to_dtype(DType::BF16).to_dtype(DType::F32);
+}
+
+}  // namespace
+
 TEST_CASE("cuda: cross_entropy matches the CPU, forward and backward, with ignored targets",
           "[cuda]") {
   SINKLAB_REQUIRE_CUDA();
@@ -428,12 +450,7 @@ TEST_CASE("cuda: cross_entropy matches the CPU, forward and backward, with ignor
       for (int32_t ignore_index : {-1, 2}) {
         INFO(dtype_label(dt) << " V=" << V << " ignore_index=" << ignore_index);
         Tensor logits = random_tensor({B, T, V}, 800 + V, dt, 2.0, true);
-        const std::vector<double> draws =
-            rand_ints({N}, RngKey{20261129, 801, 0}, static_cast<int32_t>(V)).to_doubles();
-        std::vector<int32_t> t(N);
-        for (int64_t i = 0; i < N; ++i)
-          t[i] = i % 4 == 1 ? ignore_index : static_cast<int32_t>(draws[i]);  // some ignored
-        const Tensor targets = Tensor::from_ints(t, {B, T});
+        const Tensor targets = ce_targets(B, T, V, ignore_index, 20261129, 801);
         require_cuda_matches_cpu(
             [ignore_index](const auto& in) {
               return ops::cross_entropy(in[0], in[1], ignore_index);
@@ -470,19 +487,12 @@ TEST_CASE("cuda: cross_entropy on bf16 logits matches the CPU on their values, i
   SINKLAB_REQUIRE_CUDA();
   const ops::AttentionKernelsGuard own(ops::AttentionKernels::Own);  // the own kernels
   // V = 7 and 263 take the element-wise path, 264 and 50304 the 16-byte packs (8 bf16).
-  const int64_t B = 3, T = 5, N = B * T;
+  const int64_t B = 3, T = 5;
   for (int64_t V : {7, 263, 264, 50304})
     for (int32_t ignore_index : {-1, 2}) {
       INFO("V=" << V << " ignore_index=" << ignore_index);
-      const Tensor values = random_tensor({B, T, V}, 820 + V, DType::F32, 3.0)
-                                .to_dtype(DType::BF16)
-                                .to_dtype(DType::F32);  // f32 holding bf16 values
-      const std::vector<double> draws =
-          rand_ints({N}, RngKey{20261129, 821, 0}, static_cast<int32_t>(V)).to_doubles();
-      std::vector<int32_t> t(N);
-      for (int64_t i = 0; i < N; ++i)
-        t[i] = i % 4 == 1 ? ignore_index : static_cast<int32_t>(draws[i]);
-      const Tensor targets = Tensor::from_ints(t, {B, T});
+      const Tensor values = bf16_valued_logits({B, T, V}, 820 + V);
+      const Tensor targets = ce_targets(B, T, V, ignore_index, 20261129, 821);
       Tensor cpu = values.detach();
       cpu.set_requires_grad(true);
       const Tensor cpu_loss = ops::cross_entropy(cpu, targets, ignore_index);
@@ -510,20 +520,13 @@ TEST_CASE("cuda: cross_entropy with its gradient written by the forward matches 
           "the unfused GPU path, bit-identically across two runs", "[cuda]") {
   SINKLAB_REQUIRE_CUDA();
   // V = 7 and 263 take the element-wise path, 264 and 50304 the 16-byte packs (8 bf16).
-  const int64_t B = 3, T = 5, N = B * T;
+  const int64_t B = 3, T = 5;
   for (int64_t V : {7, 263, 264, 50304})
     for (int32_t ignore_index : {-1, 2})
       for (double g : {1.0, 0.25}) {
         INFO("V=" << V << " ignore_index=" << ignore_index << " g=" << g);
-        const Tensor values = random_tensor({B, T, V}, 840 + V, DType::F32, 3.0)
-                                  .to_dtype(DType::BF16)
-                                  .to_dtype(DType::F32);  // f32 holding bf16 values
-        const std::vector<double> draws =
-            rand_ints({N}, RngKey{20261205, 841, 0}, static_cast<int32_t>(V)).to_doubles();
-        std::vector<int32_t> t(N);
-        for (int64_t i = 0; i < N; ++i)
-          t[i] = i % 4 == 1 ? ignore_index : static_cast<int32_t>(draws[i]);
-        const Tensor targets = Tensor::from_ints(t, {B, T});
+        const Tensor values = bf16_valued_logits({B, T, V}, 840 + V);
+        const Tensor targets = ce_targets(B, T, V, ignore_index, 20261205, 841);
         Tensor cpu = values.detach();
         cpu.set_requires_grad(true);
         const Tensor cpu_loss = ops::cross_entropy(cpu, targets, ignore_index);

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "autograd/engine.h"
+#include "autograd/grad_mode.h"
 #include "ops/attention.h"
 #include "ops/cross_entropy.h"
 #include "ops/rope.h"
@@ -348,7 +349,14 @@ TEST_CASE("cross_entropy with its gradient written by the forward: the same valu
   ops::FusedCrossEntropyGuard on(true);
   require_gradients([&](const auto& in) { return ops::cross_entropy(in[0], targets); },
                     {random_tensor({N, V}, 282, DType::F64, 1.5, true)});
-  // No gradient needed: nothing written, the loss as before.
-  const Tensor plain = random_tensor({N, V}, 283, DType::F64);
-  REQUIRE(ops::cross_entropy(plain, targets).to_doubles().size() == 1);
+  // No gradient needed (under NoGradGuard): the loss as without fusing, and no graph.
+  const Tensor logits = random_tensor({N, V}, 283, DType::F64, 1.0, true);
+  Tensor fused_loss;
+  {
+    autograd::NoGradGuard no_grad;
+    fused_loss = ops::cross_entropy(logits, targets);
+  }
+  REQUIRE_FALSE(fused_loss.requires_grad());
+  ops::FusedCrossEntropyGuard off(false);
+  REQUIRE(fused_loss.to_doubles() == ops::cross_entropy(logits, targets).to_doubles());
 }

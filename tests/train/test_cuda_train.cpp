@@ -241,16 +241,21 @@ TEST_CASE("cuda: folding the residual stream's gradient into the norms' backward
       const auto [x, y] = next_token_batch(3, 37, 50, 5);
       PrecisionGuard guard(precision);
       std::vector<double> grads[2];
+      int64_t folds[2];
       for (bool fold : {false, true}) {
         const bool before = ops::fold_residual_grads;
         ops::fold_residual_grads = fold;
         GPT model(cfg, 7, DType::F32, Device::cuda());
         model.params().zero_grad();
+        const int64_t folded_before = ops::residual_grads_folded();
         autograd::backward(
             model.forward(x.to_device(Device::cuda()), y.to_device(Device::cuda())).loss);
+        folds[fold] = ops::residual_grads_folded() - folded_before;
         ops::fold_residual_grads = before;
         grads[fold] = model.params().flat_grads().to_doubles();
       }
+      REQUIRE(folds[0] == 0);
+      REQUIRE(folds[1] == 2 * cfg.n_layer);  // both norms of every block
       REQUIRE(grads[1] == grads[0]);
     }
   }

@@ -147,15 +147,22 @@ TEST_CASE("folding the residual stream's gradient into the norms' backward chang
       const ModelSection cfg = tiny_model(arch, AttnOutputNorm::HeadwiseRmsNorm);
       Tensor ids = random_ids(2, 5, 11, 3), targets = random_ids(2, 5, 11, 4);
       std::vector<double> grads[2];
+      int64_t folds[2];
       for (bool fold : {false, true}) {
         const bool before = ops::fold_residual_grads;
         ops::fold_residual_grads = fold;
         GPT model(cfg, 42, dt);
         model.params().zero_grad();
+        const int64_t folded_before = ops::residual_grads_folded();
         autograd::backward(model.forward(ids, targets).loss);
+        folds[fold] = ops::residual_grads_folded() - folded_before;
         ops::fold_residual_grads = before;
         grads[fold] = model.params().flat_grads().to_doubles();
       }
+      REQUIRE(folds[0] == 0);
+      // Every block's two norms fold (the stream's gradient waits at their input); the final
+      // norm's input has no other consumer.
+      REQUIRE(folds[1] == 2 * cfg.n_layer);
       REQUIRE(grads[1] == grads[0]);
     }
   }
