@@ -101,7 +101,7 @@ bool attention_backward_cudnn(const Tensor& q, const Tensor& k, const Tensor& v,
   Tensor dv16 = Tensor::empty(dv.shape(), DType::BF16, dv.device());
   if (!cudnn_attention_backward(in, params.scale, o16.raw_data(), g16.raw_data(),
                                 lse.data<float>(), dq16.raw_data(), dk16.raw_data(),
-                                dv16.raw_data(), in.strides))
+                                dv16.raw_data(), in.strides, ops::deterministic_attention))
     return false;
   widen_into(dq16, dq);
   widen_into(dk16, dk);
@@ -143,7 +143,7 @@ bool attention_qkv_backward_cudnn(const Tensor& qkv, const Tensor& out, const Te
   return cudnn_attention_backward(in, params.scale, o16.raw_data(), g16.raw_data(),
                                   lse.data<float>(), const_cast<void*>(grads.q),
                                   const_cast<void*>(grads.k), const_cast<void*>(grads.v),
-                                  grads.strides);
+                                  grads.strides, ops::deterministic_attention);
 }
 
 }  // namespace sinklab::cuda

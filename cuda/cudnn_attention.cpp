@@ -12,6 +12,7 @@
 
 #include "core/error.h"
 #include "core/tensor.h"
+#include "cuda/check.h"
 #include "cuda/cudnn_graph.h"
 #include "cuda/runtime.h"
 
@@ -21,6 +22,7 @@ namespace {
 // Tensor ids of both graphs (the non-virtual ones name variant-pack entries).
 enum Uid : int64_t {
   kQ = 1, kK, kV, kO, kStats, kGradO, kGradQ, kGradK, kGradV, kRowDots, kScale, kNegInf, kOne,
+  kGradQSum,  // (B, H, T, D) f32: dQ summed over key tiles (the non-deterministic backward)
   kVirtual = 100  // virtual tensors from here on
 };
 
@@ -30,15 +32,23 @@ struct CachedPlan {
   cudnn::GraphBuilder::Plan plan;
 };
 
-using PlanKey = std::tuple<bool, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
+// Which graph: the forward, the deterministic backward, or the backward that sums dQ with atomics.
+enum class Pass { kForward, kBackward, kBackwardAtomicDq };
+
+using PlanKey = std::tuple<Pass, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
                            int64_t, int64_t, int64_t, int64_t, int64_t>;
 
-PlanKey key_of(bool backward, const SdpaViews& in, const int64_t* grad_strides) {
+PlanKey key_of(Pass pass, const SdpaViews& in, const int64_t* grad_strides) {
   const int64_t* g = grad_strides;
-  return {backward,      in.B,          in.H,          in.T,          in.D,
+  return {pass,          in.B,          in.H,          in.T,          in.D,
           in.strides[0], in.strides[1], in.strides[2], in.strides[3], g ? g[0] : 0,
           g ? g[1] : 0,  g ? g[2] : 0,  g ? g[3] : 0};
 }
+
+// Bytes of the f32 (B, H, T, D) dQ sum of the non-deterministic backward, kept after the plan's
+// own workspace (256-byte aligned).
+int64_t grad_q_sum_bytes(const SdpaViews& in) { return in.B * in.H * in.T * in.D * 4; }
+int64_t aligned256(int64_t bytes) { return (bytes + 255) / 256 * 256; }
 
 // -inf for masked scores (cuDNN before 9.10 wanted the lowest float instead).
 float masked_score() {
@@ -130,7 +140,11 @@ cudnn::GraphBuilder::Plan build_forward(const SdpaViews& in) {
   return g.build(cudnn::handle(), "attention forward (cuDNN)");
 }
 
-cudnn::GraphBuilder::Plan build_backward(const SdpaViews& in, const int64_t* grad_strides) {
+// deterministic: dQ = dS K written by a product of its own from dS kept in the workspace
+// (B * H * T^2 bf16); otherwise summed over key tiles inside the main kernel with f32 atomics
+// into kGradQSum (B * H * T * D f32, zeroed by cuDNN from 9.6 on), then rounded into dQ.
+cudnn::GraphBuilder::Plan build_backward(const SdpaViews& in, const int64_t* grad_strides,
+                                         bool deterministic) {
   const Layout l = layout_of(in);
   const std::vector<int64_t> gs(grad_strides, grad_strides + 4);
   cudnn::GraphBuilder g;
@@ -189,31 +203,44 @@ cudnn::GraphBuilder::Plan build_backward(const SdpaViews& in, const int64_t* gra
   const int64_t ds_t = scores(CUDNN_DATA_BFLOAT16, l.score_t_strides);
   g.reshape(ds, ds_t);
   g.matmul(ds_t, kQ, kGradK);
-  // dQ = dS K, written by the product (no fp32 accumulator, no atomics: deterministic)
+  // dQ = dS K
   const int64_t k_rows = next++;
   g.tensor(k_rows, l.qkv_dims, l.qkv_strides, CUDNN_DATA_FLOAT, true);  // as the frontend
   g.reshape(kK, k_rows);
-  g.matmul(ds, k_rows, kGradQ);
-  return g.build(cudnn::handle(), "attention backward (cuDNN)");
+  if (deterministic) {  // written by the product (no f32 sum, no atomics)
+    g.matmul(ds, k_rows, kGradQ);
+  } else {
+    const int64_t H = in.H, T = in.T, D = in.D;  // the sum is packed (B, H, T, D)
+    g.tensor(kGradQSum, l.qkv_dims, {H * T * D, T * D, D, 1}, CUDNN_DATA_FLOAT, false);
+    g.matmul(ds, k_rows, kGradQSum);
+    g.pointwise(CUDNN_POINTWISE_IDENTITY, kGradQSum, kGradQ);
+  }
+  return g.build(cudnn::handle(), deterministic ? "attention backward (cuDNN)"
+                                                : "attention backward, atomic dQ (cuDNN)");
 }
 
 // Plans by shape, built on first use. A shape no engine takes is remembered (and told once).
-const CachedPlan& plan_for(bool backward, const SdpaViews& in, const int64_t* grad_strides) {
+const CachedPlan& plan_for(Pass pass, const SdpaViews& in, const int64_t* grad_strides) {
   static std::mutex mutex;
   static std::map<PlanKey, CachedPlan> plans;
   std::lock_guard<std::mutex> lock(mutex);
-  const PlanKey key = key_of(backward, in, grad_strides);
+  const PlanKey key = key_of(pass, in, grad_strides);
   auto it = plans.find(key);
   if (it != plans.end()) return it->second;
   CachedPlan cached;
   try {
-    cached.plan = backward ? build_backward(in, grad_strides) : build_forward(in);
+    cached.plan = pass == Pass::kForward
+                      ? build_forward(in)
+                      : build_backward(in, grad_strides, pass == Pass::kBackward);
     cached.ok = true;
   } catch (const Error& e) {
     std::fprintf(stderr,
                  "sinklab: cuDNN attention %s not available for B=%lld H=%lld T=%lld D=%lld, "
                  "own kernels run instead: %s\n",
-                 backward ? "backward" : "forward", static_cast<long long>(in.B),
+                 pass == Pass::kForward    ? "forward"
+                 : pass == Pass::kBackward ? "backward"
+                                           : "backward (atomic dQ)",
+                 static_cast<long long>(in.B),
                  static_cast<long long>(in.H), static_cast<long long>(in.T),
                  static_cast<long long>(in.D), e.message().c_str());
   }
@@ -235,7 +262,7 @@ bool cudnn_attention_built() { return true; }
 
 std::string cudnn_attention_description() {
   return "cuDNN " + cudnn::version_string() +
-         " fused attention for causal softmax (deterministic backward), own kernels elsewhere";
+         " fused attention for causal softmax, own kernels elsewhere";
 }
 
 bool cudnn_attention_applies(const SdpaViews& in) {
@@ -252,7 +279,7 @@ bool cudnn_attention_applies(const SdpaViews& in) {
 
 bool cudnn_attention_forward(const SdpaViews& in, double scale, void* o, float* lse) {
   if (!aligned(o) || !aligned(lse)) return false;
-  const CachedPlan& cached = plan_for(false, in, nullptr);
+  const CachedPlan& cached = plan_for(Pass::kForward, in, nullptr);
   if (!cached.ok) return false;
   float scale_value = static_cast<float>(scale), neg_inf = masked_score();
   Tensor ws = workspace(cached.plan.workspace_bytes);
@@ -265,7 +292,7 @@ bool cudnn_attention_forward(const SdpaViews& in, double scale, void* o, float* 
 
 bool cudnn_attention_backward(const SdpaViews& in, double scale, const void* o,
                               const void* grad_out, const float* lse, void* dq, void* dk,
-                              void* dv, const int64_t grad_strides[4]) {
+                              void* dv, const int64_t grad_strides[4], bool deterministic) {
   for (const void* p : {o, grad_out, static_cast<const void*>(lse), static_cast<const void*>(dq),
                         static_cast<const void*>(dk), static_cast<const void*>(dv)})
     if (!aligned(p)) return false;
@@ -276,20 +303,33 @@ bool cudnn_attention_backward(const SdpaViews& in, double scale, const void* o,
   // invalid memory access otherwise, fixed in 9.15.1; cudnn-frontend adds the mask for those
   // versions): the own kernels take those shapes (they read cuDNN's lse as their own).
   if (cudnnGetVersion() <= 91500 && in.T % 128 != 0) return false;
-  const CachedPlan& cached = plan_for(true, in, grad_strides);
+  const Pass pass = deterministic ? Pass::kBackward : Pass::kBackwardAtomicDq;
+  const CachedPlan& cached = plan_for(pass, in, grad_strides);
   // The deterministic backward's dP workspace grows as B * H * T^2: past kMaxWorkspace the own
   // kernels (no workspace) run instead of risking the device's memory.
   if (!cached.ok || cached.plan.workspace_bytes > kMaxWorkspace) return false;
   float scale_value = static_cast<float>(scale), neg_inf = masked_score(), one = 1.0f;
-  Tensor ws = workspace(cached.plan.workspace_bytes);
+  // The plan's workspace, then (atomic dQ) the f32 dQ sum
+  const int64_t plan_bytes = aligned256(cached.plan.workspace_bytes);
+  const int64_t sum_bytes = deterministic ? 0 : grad_q_sum_bytes(in);
+  Tensor ws = workspace(plan_bytes + sum_bytes);
+  void* grad_q_sum = static_cast<char*>(ws.raw_data()) + plan_bytes;  // (B, H, T, D) f32
+  // Before 9.6 the sum had to be zeroed by the caller (cudnn-frontend does it there too).
+  if (!deterministic && cudnnGetVersion() < 90600)
+    SINKLAB_CUDA_CHECK(cudaMemsetAsync(grad_q_sum, 0, static_cast<size_t>(sum_bytes), stream()));
   Tensor row_dots = Tensor::empty({in.B, in.H, in.T}, DType::F32, Device::cuda());  // (B, H, T)
-  cudnn::execute(cudnn::handle(), cached.plan.plan,
-                 {kQ, kK, kV, kO, kGradO, kStats, kGradQ, kGradK, kGradV, kRowDots, kScale,
-                  kNegInf, kOne},
-                 {const_cast<void*>(in.q), const_cast<void*>(in.k), const_cast<void*>(in.v),
-                  const_cast<void*>(o), const_cast<void*>(grad_out), const_cast<float*>(lse), dq,
-                  dk, dv, row_dots.raw_data(), &scale_value, &neg_inf, &one},
-                 ws.raw_data(), stream(), "attention backward (cuDNN)");
+  std::vector<int64_t> uids = {kQ,     kK,     kV,     kO,     kGradO,  kStats, kGradQ,
+                               kGradK, kGradV, kRowDots, kScale, kNegInf, kOne};
+  std::vector<void*> pointers = {const_cast<void*>(in.q),  const_cast<void*>(in.k),
+                                 const_cast<void*>(in.v),  const_cast<void*>(o),
+                                 const_cast<void*>(grad_out), const_cast<float*>(lse),
+                                 dq, dk, dv, row_dots.raw_data(), &scale_value, &neg_inf, &one};
+  if (!deterministic) {
+    uids.push_back(kGradQSum);
+    pointers.push_back(grad_q_sum);
+  }
+  cudnn::execute(cudnn::handle(), cached.plan.plan, uids, pointers, ws.raw_data(), stream(),
+                 "attention backward (cuDNN)");
   return true;
 }
 
@@ -305,7 +345,7 @@ std::string cudnn_attention_description() {
 bool cudnn_attention_applies(const SdpaViews&) { return false; }
 bool cudnn_attention_forward(const SdpaViews&, double, void*, float*) { return false; }
 bool cudnn_attention_backward(const SdpaViews&, double, const void*, const void*, const float*,
-                              void*, void*, void*, const int64_t[4]) {
+                              void*, void*, void*, const int64_t[4], bool) {
   return false;
 }
 }  // namespace sinklab::cuda

@@ -8,8 +8,9 @@
 // (row >= column kept, -inf elsewhere), M = rowmax S, Z = sum exp(S - M), Stats = M + log Z
 // (our lse), P = exp(S - M) / Z in bf16, O = P V. The backward recomputes P = exp(S - Stats)
 // and forms dV = P^T dO, dP = dO V^T, dS = P (dP - rowsum(dO * O)) * scale, dK = dS^T Q and
-// dQ = dS K. dQ is written by the product itself through a dP workspace (cuDNN's deterministic
-// algorithm on Hopper), not accumulated with atomics, so two runs give the same bits.
+// dQ = dS K. By default dQ is written by the product itself through a dP workspace (cuDNN's
+// deterministic algorithm on Hopper), not accumulated with atomics, so two runs give the same
+// bits; ops::deterministic_attention = false (run.deterministic) takes the atomic one.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -42,9 +43,11 @@ bool cudnn_attention_forward(const SdpaViews& in, double scale, void* o, float* 
 
 // o, grad_out: bf16 (B, T, H, D) contiguous (the forward's output and its gradient); lse as the
 // forward wrote it; dq, dk, dv: bf16 views (B, H, T, D) with element strides grad_strides
-// (b, h, t, d), written (not accumulated). False as above.
+// (b, h, t, d), written (not accumulated). deterministic: the graph above; false: dQ summed over
+// key tiles with f32 atomics inside the main kernel (run.deterministic: false; no dP workspace
+// and no product of its own, but the bits of dQ may differ between runs). False as above.
 bool cudnn_attention_backward(const SdpaViews& in, double scale, const void* o,
                               const void* grad_out, const float* lse, void* dq, void* dk,
-                              void* dv, const int64_t grad_strides[4]);
+                              void* dv, const int64_t grad_strides[4], bool deterministic);
 
 }  // namespace sinklab::cuda

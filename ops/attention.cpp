@@ -10,6 +10,7 @@ namespace sinklab::ops {
 OpKernels<AttentionForwardFn, AttentionBackwardFn> attention_kernels{
     "attention", cpu::attention_forward, cpu::attention_backward};
 AttentionKernels attention_kernels_preference = AttentionKernels::Own;
+bool deterministic_attention = true;
 std::string (*attention_kernels_auto_description)() = nullptr;
 bool (*attention_qkv_fused_bf16)(const Tensor&, int64_t, const AttentionParams&) = nullptr;
 
@@ -17,7 +18,12 @@ std::string attention_kernels_description() {
   if (attention_kernels_preference == AttentionKernels::Own)
     return "own attention kernels (run.attention_kernels: own)";
   if (attention_kernels_auto_description == nullptr) return "own attention kernels (no CUDA)";
-  return attention_kernels_auto_description();
+  const std::string automatic = attention_kernels_auto_description();
+  if (automatic.rfind("cuDNN", 0) != 0) return automatic;  // the own kernels: deterministic
+  return automatic + (deterministic_attention
+                          ? " (deterministic backward)"
+                          : " (backward sums dQ with atomics, run.deterministic: false: runs "
+                            "may differ in the last bits)");
 }
 
 OpKernels<AttentionQkvForwardFn, AttentionQkvBackwardFn> attention_qkv_kernels{

@@ -49,6 +49,11 @@ class AttentionKernelsGuard {
  private:
   AttentionKernels saved_;
 };
+// Whether the attention backward gives the same bits on every run (run.deterministic, default
+// true). False lets cuDNN's backward sum dQ over key tiles with f32 atomics (faster: no B*H*T^2
+// workspace, no product of its own); the own kernels are deterministic either way. Read at each
+// call; the trainer sets it once from the config.
+extern bool deterministic_attention;
 // What runs causal softmax attention on a GPU under the preference, in one line for the run
 // header ("cuDNN 9.14.0 fused attention ..." or why the own kernels run).
 std::string attention_kernels_description();

@@ -2,7 +2,8 @@
 // CPU reference in f64 on random inputs, forward (out, lse) and backward (dq, dk, dv), through
 // ops::attention (f32 q, k, v, LLaMA's path) and ops::attention_qkv (GPT-2's packed bf16 qkv);
 // different bits from the own kernels (so cuDNN really ran); bit-identical across two runs (its
-// backward is deterministic); the own kernels where the options rule cuDNN out (sigmoid,
+// backward is deterministic); the atomic-dQ backward (run.deterministic: false) against the CPU;
+// the own kernels where the options rule cuDNN out (sigmoid,
 // isolated positions). Skipped where no GPU is present, and where cuDNN was not built in.
 #include <cmath>
 #include <cstdint>
@@ -154,6 +155,43 @@ TEST_CASE("cuda: cuDNN attention is bit-identical across two GPU runs (determini
     for (size_t i = 0; i < first.size(); ++i) {
       INFO(kNames[i] << " run " << repeat + 2);
       REQUIRE(again[i] == first[i]);
+    }
+  }
+}
+
+TEST_CASE("cuda: cuDNN's atomic-dQ backward (run.deterministic: false) matches the CPU",
+          "[cuda]") {
+  SINKLAB_REQUIRE_CUDNN();
+  // dQ summed over key tiles with f32 atomics into a workspace sum that cuDNN zeroes: three runs
+  // in a row (the pool hands the same workspace back, so a sum left over would double dq), each
+  // within bf16 tolerance of the f64 CPU reference; dk and dv as in the deterministic graph.
+  const int64_t B = 2, T = 512, NH = 3, HS = 64;  // several key tiles per query tile
+  const Tensor q = random_tensor({B, T, NH, HS}, 3250, DType::F32);
+  const Tensor k = random_tensor({B, T, NH, HS}, 3251, DType::F32);
+  const Tensor v = random_tensor({B, T, NH, HS}, 3252, DType::F32);
+  const Tensor seed = random_tensor({B, T, NH, HS}, 3253, DType::F32);
+  const ops::AttentionOptions softmax;
+  const auto cpu = attention_results(q, k, v, seed, softmax, Device::cpu(), DType::F64);
+  PrecisionGuard bf16(Precision::BF16);
+  const ops::AttentionKernelsGuard automatic(ops::AttentionKernels::Auto);
+  std::vector<std::vector<double>> own;
+  {
+    const ops::AttentionKernelsGuard pinned(ops::AttentionKernels::Own);
+    own = attention_results(q, k, v, seed, softmax, Device::cuda(0), DType::F32);
+  }
+  struct AtomicDq {  // run.deterministic: false for this scope
+    bool before = ops::deterministic_attention;
+    AtomicDq() { ops::deterministic_attention = false; }
+    ~AtomicDq() { ops::deterministic_attention = before; }
+  } atomic_dq;
+  REQUIRE(ops::attention_kernels_description().find("atomics") != std::string::npos);
+  for (int run = 0; run < 3; ++run) {
+    const auto atomic = attention_results(q, k, v, seed, softmax, Device::cuda(0), DType::F32);
+    REQUIRE(atomic.size() == cpu.size());
+    for (size_t i = 0; i < atomic.size(); ++i) {
+      INFO(kNames[i] << " run " << run + 1);
+      require_close_to_scale(atomic[i], cpu[i], kBf16Tolerance);
+      if (i >= 2) REQUIRE(atomic[i] != own[i]);  // cuDNN's backward ran
     }
   }
 }

@@ -221,6 +221,7 @@ const std::vector<Field>& fields() {
       SINKLAB_KEY(run, RunSection, gemm_epilogues),
       SINKLAB_KEY(run, RunSection, fused_cross_entropy),
       SINKLAB_KEY(run, RunSection, fold_residual_grads),
+      SINKLAB_KEY(run, RunSection, deterministic),
 
       SINKLAB_KEY(model, ModelSection, arch),
       SINKLAB_KEY(model, ModelSection, n_layer, kPos),

@@ -76,17 +76,23 @@ struct RunSection {
                                     // with it, else the own kernel) | openblas | reference (the
                                     // own blocked kernel: bit-exact comparisons with it; OpenBLAS
                                     // sums in another order)
-  ops::GemmEpilogues gemm_epilogues = ops::GemmEpilogues::None;  // GPU products under bf16:
-                                    // GPT-2's GELU in cuBLASLt's epilogues instead of passes of
-                                    // their own (ops/mlp.h): none | forward (GELU_AUX_BIAS) |
-                                    // forward_bias_grad (also linear's bias gradients, BGRADB) |
-                                    // forward_backward (also GELU's derivative, DGELU_BGRAD)
+  ops::GemmEpilogues gemm_epilogues = ops::GemmEpilogues::ForwardBiasGrad;  // GPU products
+                                    // under bf16: GPT-2's GELU in cuBLASLt's epilogues instead
+                                    // of passes of their own (ops/mlp.h): none | forward
+                                    // (GELU_AUX_BIAS) | forward_bias_grad (also linear's bias
+                                    // gradients, BGRADB; the default) | forward_backward (also
+                                    // GELU's derivative, DGELU_BGRAD: faster on an H200, slower
+                                    // on an H100)
   bool fused_cross_entropy = false;  // the loss's gradient written in the forward's pass over
                                     // the logits (ops/cross_entropy.h): one read of the logits
                                     // fewer per step; the backward only scales it
-  bool fold_residual_grads = false;  // a norm's backward adds the residual stream's gradient at
+  bool fold_residual_grads = true;  // a norm's backward adds the residual stream's gradient at
                                     // its input in its own pass, instead of a separate add
                                     // (ops/add_norm.h): the same sums, one pass fewer per norm
+  bool deterministic = true;        // the same bits on every run (bit-exact resume on a GPU);
+                                    // false lets cuDNN's attention backward sum dQ with f32
+                                    // atomics (ops::deterministic_attention): faster, but two
+                                    // runs may differ in the last bits
 };
 
 struct ModelSection {

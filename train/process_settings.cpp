@@ -18,6 +18,7 @@ void apply_process_settings(const RunSection& run) {
   ops::gemm_epilogues = run.gemm_epilogues;
   ops::fused_cross_entropy = run.fused_cross_entropy;
   ops::fold_residual_grads = run.fold_residual_grads;
+  ops::deterministic_attention = run.deterministic;
   SINKLAB_CHECK(run.cpu_gemm != CpuGemmSetting::OpenBLAS || cpu::openblas_built(), ConfigError,
                 "run.cpu_gemm is openblas, but this build has no OpenBLAS",
                 "install libopenblas-dev and reconfigure, or set run.cpu_gemm: auto");

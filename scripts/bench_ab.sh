@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# A/B of run settings in one call, on one GPU: sinklab's tokens/s for each labelled setting,
+# one after another (the median of steps 4+ of each run, through bench_gpu.sh).
+#   bash scripts/bench_ab.sh build_dir model 'label|ENV=v ...|a.b=v c.d=w' ...
+#     model: gpt2, gpt2_headwise or llama (bench_gpu.sh's); each argument is a label, the
+#     environment for that run (may be empty) and the --set overrides (may be empty).
+#   AB_STEPS (10), AB_METRICS (0: metrics off; "0 1": both), AB_ROUNDS (1): every setting
+#   again per round, so that drift over the call shows.
+# Example: bash scripts/bench_ab.sh build-gpu gpt2 'defaults||' 'fold||run.fold_residual_grads=true'
+set -uo pipefail
+cd "$(dirname "$0")/.."
+build=${1:?build dir}; model=${2:?model}; shift 2
+for round in $(seq "${AB_ROUNDS:-1}"); do
+  for spec in "$@"; do
+    IFS='|' read -r label envs sets <<< "$spec"
+    rm -rf runs/bench_"$model"_*
+    line=$(env $envs BENCH_SET="$sets" BENCH_STEPS="${AB_STEPS:-10}" \
+      BENCH_METRICS="${AB_METRICS:-0}" BENCH_TORCH_MODES= \
+      bash scripts/bench_gpu.sh "$build" "$model" 2>&1 |
+      grep -E "sinklab bf16|rror" | sed -E 's/ +/ /g; s/MFU.*//' | tr '\n' ';')
+    echo "round $round $model [$label] $line"
+  done
+done
