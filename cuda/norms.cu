@@ -91,6 +91,17 @@ void with_norm_output(TensorRef& t, Body&& body) {
   body(t.template data<T>());
 }
 
+// grad_x_operand where the kernel that wrote grad_x could not write it in its pass: a separate
+// rounding to nearest even (the conversion Tensor::to_dtype runs).
+void round_operand(const Tensor& grad_x, Tensor& grad_x_operand) {
+  SINKLAB_CHECK(convert_elements(grad_x.raw_data(), grad_x.dtype(), grad_x_operand.raw_data(),
+                                 grad_x_operand.dtype(), grad_x.numel()),
+                InternalError,
+                "norm backward: no conversion from " << grad_x.str() << " to "
+                                                     << grad_x_operand.str(),
+                "the operand copy of an f32 gradient is bf16");
+}
+
 // ---------------------------------------------------------------------------------------------
 // LayerNorm
 
@@ -192,6 +203,69 @@ __global__ void norm_forward_vec_kernel(const float* x, const float* delta, floa
   }
 }
 
+// Four elements of an upstream gradient row, widened to f32 (one 16-byte or 8-byte load).
+__device__ __forceinline__ float4 load_four(const float* p) {
+  return *reinterpret_cast<const float4*>(p);
+}
+__device__ __forceinline__ float4 load_four(const __nv_bfloat16* p) {
+  const uint2 raw = *reinterpret_cast<const uint2*>(p);
+  __nv_bfloat162 lo, hi;
+  memcpy(&lo, &raw.x, sizeof(lo));
+  memcpy(&hi, &raw.y, sizeof(hi));
+  const float2 a = __bfloat1622float2(lo), b = __bfloat1622float2(hi);
+  return make_float4(a.x, a.y, b.x, b.y);
+}
+
+// layernorm_backward_x_kernel for f32 rows of C = 128 n (n <= kMaxRowVectors; GPT-2's 768) with
+// 16-byte aligned buffers: the row in registers as in norm_forward_vec_kernel (lane l holds the
+// float4s at 4 l + 128 i), so x and dy are read once (the kernel below reads them twice); the
+// same formulas, the sums in another order. dx16 (rows, C) or null: dx rounded to nearest even
+// as well (the products' copy of a folded residual gradient, ops::remember_operand).
+template <class G>
+__global__ void layernorm_backward_x_vec_kernel(const G* dy, const float* x, const float* weight,
+                                                const float* mean, const float* rstd,
+                                                const float* res, float* dx,
+                                                __nv_bfloat16* dx16, int64_t rows, int64_t C) {
+  const int lane = threadIdx.x % kWarp;
+  const int64_t r = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.x / kWarp;
+  if (r >= rows) return;  // the whole warp leaves together
+  const int n = static_cast<int>(C / 128);
+  const float mu = mean[r], inv = rstd[r];
+  float4 gv[kMaxRowVectors], xh[kMaxRowVectors];  // weight * dy and xhat, this lane's part
+  float sum_g = 0.f, sum_g_xhat = 0.f;
+#pragma unroll
+  for (int i = 0; i < kMaxRowVectors; ++i) {
+    if (i >= n) break;
+    const int64_t c = 4 * lane + 128 * i, at = r * C + c;
+    const float4 w = *reinterpret_cast<const float4*>(weight + c);
+    const float4 d = load_four(dy + at);
+    const float4 xv = *reinterpret_cast<const float4*>(x + at);
+    gv[i] = make_float4(w.x * d.x, w.y * d.y, w.z * d.z, w.w * d.w);
+    xh[i] = make_float4((xv.x - mu) * inv, (xv.y - mu) * inv, (xv.z - mu) * inv,
+                        (xv.w - mu) * inv);
+    sum_g += (gv[i].x + gv[i].y) + (gv[i].z + gv[i].w);
+    sum_g_xhat += (gv[i].x * xh[i].x + gv[i].y * xh[i].y) + (gv[i].z * xh[i].z + gv[i].w * xh[i].w);
+  }
+  const float mean_g = warp_sum(sum_g) / static_cast<float>(C);
+  const float mean_g_xhat = warp_sum(sum_g_xhat) / static_cast<float>(C);
+#pragma unroll
+  for (int i = 0; i < kMaxRowVectors; ++i) {
+    if (i >= n) break;
+    const int64_t at = r * C + 4 * lane + 128 * i;
+    float4 v = make_float4(inv * (gv[i].x - mean_g - xh[i].x * mean_g_xhat),
+                           inv * (gv[i].y - mean_g - xh[i].y * mean_g_xhat),
+                           inv * (gv[i].z - mean_g - xh[i].z * mean_g_xhat),
+                           inv * (gv[i].w - mean_g - xh[i].w * mean_g_xhat));
+    if (res) {
+      const float4 rv = *reinterpret_cast<const float4*>(res + at);
+      v = make_float4(add_exact(rv.x, v.x), add_exact(rv.y, v.y), add_exact(rv.z, v.z),
+                      add_exact(rv.w, v.w));
+    }
+    *reinterpret_cast<float4*>(dx + at) = v;
+    if (dx16) store_four(dx16 + at, v.x, v.y, v.z, v.w);
+  }
+}
+
 // dx (rows, C) = [res +] rstd * (g - mean_c(g) - xhat * mean_c(g * xhat)), g = weight * dy; dy
 // stored as G (y's dtype: T, or bf16 for an f32 x), widened to T; res (rows, C) or null.
 template <class T, class G>
@@ -283,7 +357,8 @@ void add_layernorm_forward_cuda(const Tensor& x, const Tensor& delta, const Tens
 
 void layernorm_backward_cuda(const Tensor& grad, const Tensor& x, const Tensor& weight,
                              const Tensor& mean, const Tensor& rstd, const Tensor* residual,
-                             Tensor* grad_x, Tensor* grad_weight, Tensor* grad_bias) {
+                             Tensor* grad_x, Tensor* grad_x_operand, Tensor* grad_weight,
+                             Tensor* grad_bias) {
   dispatch_float(x.dtype(), "layernorm", [&](auto zero) {
     using T = decltype(zero);
     const int64_t C = x.size(-1), rows = x.numel() / C;
@@ -293,11 +368,24 @@ void layernorm_backward_cuda(const Tensor& grad, const Tensor& x, const Tensor& 
     auto run = [&](const auto* pdy) {  // dy (rows, C) as T or bf16
       using G = std::remove_cv_t<std::remove_pointer_t<decltype(pdy)>>;
       if (grad_x && rows > 0) {
-        layernorm_backward_x_kernel<T, G><<<row_blocks(rows), kRowThreads, 0, stream()>>>(
-            pdy, px, weight.data<T>() /* (C) */, pmean, prstd,
-            residual ? residual->data<T>() : nullptr /* (rows, C) */,
-            grad_x->data<T>() /* (rows, C) */, rows, C);
+        const T* pres = residual ? residual->data<T>() : nullptr;  // (rows, C) or none
+        T* pdx = grad_x->data<T>();                                // (rows, C)
+        bool operand_written = false;  // grad_x_operand (rows, C) bf16, if asked for
+        if constexpr (std::is_same_v<T, float>) {
+          auto* pdx16 = grad_x_operand ? static_cast<__nv_bfloat16*>(grad_x_operand->raw_data())
+                                       : nullptr;
+          if (C % 128 == 0 && C / 128 <= kMaxRowVectors &&
+              aligned16({pdy, px, weight.raw_data(), pres, pdx, pdx16})) {
+            layernorm_backward_x_vec_kernel<G><<<row_blocks(rows), kRowThreads, 0, stream()>>>(
+                pdy, px, weight.data<T>(), pmean, prstd, pres, pdx, pdx16, rows, C);
+            operand_written = true;
+          }
+        }
+        if (!operand_written)
+          layernorm_backward_x_kernel<T, G><<<row_blocks(rows), kRowThreads, 0, stream()>>>(
+              pdy, px, weight.data<T>() /* (C) */, pmean, prstd, pres, pdx, rows, C);
         SINKLAB_KERNEL_CHECK("layernorm backward (x)");
+        if (grad_x_operand && !operand_written) round_operand(*grad_x, *grad_x_operand);
       }
       if (grad_weight || grad_bias) {
         T* pdw = grad_weight ? grad_weight->data<T>() : nullptr;  // (C)
@@ -489,11 +577,13 @@ __global__ void rmsnorm_groups_forward_kernel(const X* x, const float* gain, Y* 
 
 // dx = [res +] r * g - (r^3 / D) * x * sum_d(x_d g_d), g = gain * dy, r = rstd: dy stored as
 // Gy (y's dtype), x, res (or null) and dx as X.
+// dx16 (rows, D) or null (an f32 x only): dx rounded to nearest even as well (the products' copy
+// of a folded residual gradient, ops::remember_operand).
 template <class X, class Gy>
 __global__ void rmsnorm_groups_backward_x_kernel(const Gy* dy, const X* x, const float* gain,
                                                  const float* rstd, const X* res, X* dx,
-                                                 int64_t rows, int64_t D, int64_t P,
-                                                 RowGroups g) {
+                                                 __nv_bfloat16* dx16, int64_t rows, int64_t D,
+                                                 int64_t P, RowGroups g) {
   const int lane = threadIdx.x % kWarp, gl = lane % g.G;
   const int64_t r = (static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.x / kWarp) *
                         (kWarp / g.G) + lane / g.G;
@@ -533,6 +623,7 @@ __global__ void rmsnorm_groups_backward_x_kernel(const Gy* dy, const X* x, const
       for (int j = 0; j < kChunk; ++j) out[j] = add_exact(rv[j], out[j]);
     }
     store_chunk(dx + at, out);
+    if (dx16) store_chunk(dx16 + at, out);
   }
 }
 
@@ -603,7 +694,7 @@ void add_rmsnorm_forward_cuda(const Tensor& x, const Tensor& delta, const Tensor
 
 void rmsnorm_backward_cuda(const Tensor& grad, const Tensor& x, const Tensor& gain,
                            const Tensor& rstd, const Tensor* residual, Tensor* grad_x,
-                           Tensor* grad_gain) {
+                           Tensor* grad_x_operand, Tensor* grad_gain) {
   with_norm_input(x, "rmsnorm", [&](auto zero, const auto* px) {  // x (rows, D) as T or bf16
     using T = decltype(zero);
     using X = std::remove_cv_t<std::remove_pointer_t<decltype(px)>>;
@@ -619,16 +710,23 @@ void rmsnorm_backward_cuda(const Tensor& grad, const Tensor& x, const Tensor& ga
         bool grouped = false;
         if constexpr (std::is_same_v<T, float>) {  // f32 math: rows in registers where they fit
           const RowGroups groups = row_groups(D);
-          if (groups.G > 0 && aligned16({pdy, px, pdx, pres})) {
+          // (rows, D) bf16 copy of an f32 dx, if asked for
+          auto* pdx16 = grad_x_operand && std::is_same_v<X, float>
+                            ? static_cast<__nv_bfloat16*>(grad_x_operand->raw_data())
+                            : nullptr;
+          if (groups.G > 0 && aligned16({pdy, px, pdx, pres, pdx16})) {
             rmsnorm_groups_backward_x_kernel<X, G>
                 <<<group_blocks(rows, groups.G), kRowThreads, 0, stream()>>>(
-                    pdy, px, pg, prstd, pres, pdx, rows, D, P, groups);
+                    pdy, px, pg, prstd, pres, pdx, pdx16, rows, D, P, groups);
             grouped = true;
+            if (grad_x_operand && pdx16 == nullptr) round_operand(*grad_x, *grad_x_operand);
           }
         }
-        if (!grouped)
+        if (!grouped) {
           rmsnorm_backward_x_kernel<T, X, G><<<row_blocks(rows), kRowThreads, 0, stream()>>>(
               pdy, px, pg, prstd, pres, pdx, rows, D, P);
+          if (grad_x_operand) round_operand(*grad_x, *grad_x_operand);
+        }
         SINKLAB_KERNEL_CHECK("rmsnorm backward (x)");
       }
       if (grad_gain) {

@@ -4,6 +4,8 @@
 
 #include "autograd/node.h"
 #include "core/precision.h"
+#include "ops/matmul.h"
+#include "ops/remembered_operands.h"
 
 namespace sinklab::ops {
 
@@ -31,9 +33,15 @@ DType norm_output_dtype(const Tensor& x, NormOutput output) {
   return operand ? DType::BF16 : x.dtype();
 }
 
-void residual_grad_folded() {
+Tensor residual_grad_operand(const Tensor& residual, const Tensor& gx) {
+  if (!residual.defined() || !gx.defined() || !rounds_to_operand(gx)) return Tensor();
+  return Tensor::empty(gx.shape(), DType::BF16, gx.device());
+}
+
+void residual_grad_folded(const Tensor& gx, const Tensor& gx16) {
   autograd::take_pending_grad(kNormInput);
   g_folds.fetch_add(1, std::memory_order_relaxed);
+  if (gx16.defined()) remember_operand(gx, gx16);
 }
 
 int64_t residual_grads_folded() { return g_folds.load(std::memory_order_relaxed); }

@@ -45,10 +45,17 @@ extern bool fold_residual_grads;
 // The gradient pending for a norm's input x (input 0 of every norm's node) that its backward may
 // fold (fold_residual_grads set, on x's device in x's dtype and shape, contiguous), or an
 // undefined tensor. A backward that adds it into its gradient for x then calls
-// residual_grad_folded(): the engine forgets it (autograd::take_pending_grad), and the fold is
+// residual_grad_folded() (below): the engine forgets it (autograd::take_pending_grad), and the fold is
 // counted (residual_grads_folded(), the folds since the process started, for tests).
 Tensor foldable_residual_grad(const Tensor& x);
-void residual_grad_folded();
+// Where a fold happens (residual defined), the norm's gradient for x is the residual stream's
+// whole gradient there, which the branch's products read next (the add passes it to delta
+// unchanged): a bf16 buffer (gx's shape) for the backward kernel to write its rounded copy into
+// in the same pass, where the products round (ops::rounds_to_operand); undefined otherwise.
+Tensor residual_grad_operand(const Tensor& residual, const Tensor& gx);
+// After the fold: the engine forgets the pending gradient, the fold is counted, and gx16 (if
+// defined) is remembered as gx's operand copy (ops/remembered_operands.h).
+void residual_grad_folded(const Tensor& gx, const Tensor& gx16);
 int64_t residual_grads_folded();
 
 // Records sum = x + delta for autograd: the gradient reaches x and delta unchanged.

@@ -50,11 +50,12 @@ void record_layernorm(Tensor& y, const Tensor& x, const Tensor& weight, const Te
         if (rb) gb = Tensor::empty(weight.shape(), x.dtype(), x.device());     // (C)
         // The residual stream's gradient already at x, added in the same pass (add_norm.h).
         const Tensor residual = rx ? foldable_residual_grad(x) : Tensor();  // (..., C) or none
+        Tensor gx16 = residual_grad_operand(residual, gx);  // (..., C) bf16 or none
         layernorm_kernels.backward(g.device())(g, x, weight, mean, rstd,
                                                residual.defined() ? &residual : nullptr,
-                                               rx ? &gx : nullptr, rw ? &gw : nullptr,
-                                               rb ? &gb : nullptr);
-        if (residual.defined()) residual_grad_folded();
+                                               rx ? &gx : nullptr, gx16.defined() ? &gx16 : nullptr,
+                                               rw ? &gw : nullptr, rb ? &gb : nullptr);
+        if (residual.defined()) residual_grad_folded(gx, gx16);
         return std::vector<Tensor>{gx, gw, gb};
       });
 }

@@ -21,10 +21,13 @@ AddNorm add_layernorm(const Tensor& x, const Tensor& delta, const Tensor& weight
 using LayerNormForwardFn = void (*)(const Tensor& x, const Tensor& weight, const Tensor& bias,
                                     double eps, Tensor& y, Tensor& mean, Tensor& rstd);
 // Backward fills the gradients whose pointer is non-null; with residual (x's shape and dtype),
-// grad_x is residual + the norm's gradient, added in the same pass (fold_residual_grads).
+// grad_x is residual + the norm's gradient, added in the same pass (fold_residual_grads);
+// grad_x_operand (x's shape, bf16; with grad_x only): grad_x rounded to nearest even as well, the
+// copy the products that read this gradient take (ops::remember_operand).
 using LayerNormBackwardFn = void (*)(const Tensor& grad, const Tensor& x, const Tensor& weight,
                                      const Tensor& mean, const Tensor& rstd,
-                                     const Tensor* residual, Tensor* grad_x, Tensor* grad_weight,
+                                     const Tensor* residual, Tensor* grad_x,
+                                     Tensor* grad_x_operand, Tensor* grad_weight,
                                      Tensor* grad_bias);
 extern OpKernels<LayerNormForwardFn, LayerNormBackwardFn> layernorm_kernels;
 // add_layernorm's forward: sum = x + delta (..., C), then layernorm's outputs for sum. Its

@@ -5,6 +5,7 @@
 #include "core/precision.h"
 #include "autograd/node.h"
 #include "ops/cpu/gemm.h"
+#include "ops/remembered_operands.h"
 
 namespace sinklab::ops {
 
@@ -70,13 +71,18 @@ std::pair<Tensor, Tensor> WeightGradSink::weight_and_bias(const Tensor& g, const
   return {gw, gbias};
 }
 
+bool rounds_to_operand(const Tensor& t) {
+  return t.device().is_cuda() && t.dtype() == DType::F32 && cuda_precision() == Precision::BF16;
+}
+
 Tensor tensor_core_operand(const Tensor& t) {
-  if (!t.device().is_cuda() || t.dtype() != DType::F32 || cuda_precision() != Precision::BF16)
-    return t;
+  if (!rounds_to_operand(t)) return t;
+  if (Tensor copy = take_remembered_operand(t); copy.defined()) return copy;
   Tensor out = Tensor::empty(t.shape(), DType::BF16, t.device());  // t's shape, bf16
   bf16_round_kernels.forward(t.device())(t, out);
   return out;
 }
+
 
 namespace {
 

@@ -78,6 +78,9 @@ extern GemmEpilogues gemm_epilogues;
 // converted once, and saved activations take half the memory); otherwise t itself. GemmFn
 // kernels accept bf16 operands and then always multiply on the tensor cores into an f32 C.
 Tensor tensor_core_operand(const Tensor& t);
+// Whether tensor_core_operand(t) makes a rounded copy (an f32 CUDA tensor under Precision::BF16).
+bool rounds_to_operand(const Tensor& t);
+
 
 // Where a product's weight gradient goes. Made at the forward from the weight w (N, K): when w is
 // a leaf whose gradient buffer (a view into the flat gradients) already exists, the backward's

@@ -55,9 +55,11 @@ void record_rms(Tensor& y, const Tensor& x, const Tensor& gain, const Tensor& rs
         if (rg) ggain = Tensor::empty(gain.shape(), gain.dtype(), gain.device());
         // A gradient already at x (the residual stream's), added in the same pass (add_norm.h).
         const Tensor residual = rx ? foldable_residual_grad(x) : Tensor();  // (..., D) or none
+        Tensor gx16 = residual_grad_operand(residual, gx);  // (..., D) bf16 or none
         k->backward(g.device())(g, x, gain, rstd, residual.defined() ? &residual : nullptr,
-                                rx ? &gx : nullptr, rg ? &ggain : nullptr);
-        if (residual.defined()) residual_grad_folded();
+                                rx ? &gx : nullptr, gx16.defined() ? &gx16 : nullptr,
+                                rg ? &ggain : nullptr);
+        if (residual.defined()) residual_grad_folded(gx, gx16);
         return std::vector<Tensor>{gx, ggain};
       });
 }

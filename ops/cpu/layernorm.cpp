@@ -49,7 +49,8 @@ void add_layernorm_forward(const Tensor& x, const Tensor& delta, const Tensor& w
 
 void layernorm_backward(const Tensor& grad, const Tensor& x, const Tensor& weight,
                         const Tensor& mean, const Tensor& rstd, const Tensor* residual,
-                        Tensor* grad_x, Tensor* grad_weight, Tensor* grad_bias) {
+                        Tensor* grad_x, Tensor* grad_x_operand, Tensor* grad_weight,
+                        Tensor* grad_bias) {
   dispatch_float(x.dtype(), "layernorm", [&](auto zero) {
     using T = decltype(zero);
     const int64_t C = x.size(-1), rows = x.numel() / C;
@@ -81,6 +82,7 @@ void layernorm_backward(const Tensor& grad, const Tensor& x, const Tensor& weigh
           pdx[r * C + c] = pres ? static_cast<T>(pres[r * C + c] + v) : v;
         }
       }, kGrain / (C + 1) + 1);
+      if (grad_x_operand) grad_x_operand->copy_from(grad_x->to_dtype(DType::BF16));
     }
     if (grad_weight || grad_bias) {
       T* pdw = grad_weight ? grad_weight->data<T>() : nullptr;  // (C)

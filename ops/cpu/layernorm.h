@@ -16,6 +16,7 @@ void add_layernorm_forward(const Tensor& x, const Tensor& delta, const Tensor& w
 //   dweight = sum over rows of dy * xhat; dbias = sum over rows of dy (each in row order).
 void layernorm_backward(const Tensor& grad, const Tensor& x, const Tensor& weight,
                         const Tensor& mean, const Tensor& rstd, const Tensor* residual,
-                        Tensor* grad_x, Tensor* grad_weight, Tensor* grad_bias);
+                        Tensor* grad_x, Tensor* grad_x_operand, Tensor* grad_weight,
+                        Tensor* grad_bias);
 
 }  // namespace sinklab::cpu

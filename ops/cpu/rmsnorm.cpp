@@ -42,7 +42,7 @@ void add_rmsnorm_forward(const Tensor& x, const Tensor& delta, const Tensor& gai
 
 void rmsnorm_backward(const Tensor& grad, const Tensor& x, const Tensor& gain,
                       const Tensor& rstd, const Tensor* residual, Tensor* grad_x,
-                      Tensor* grad_gain) {
+                      Tensor* grad_x_operand, Tensor* grad_gain) {
   dispatch_float(x.dtype(), "rmsnorm", [&](auto zero) {
     using T = decltype(zero);
     const int64_t n = x.numel(), D = x.size(-1), rows = n / D;
@@ -70,6 +70,7 @@ void rmsnorm_backward(const Tensor& grad, const Tensor& x, const Tensor& gain,
           pdx[r * D + d] = pres ? static_cast<T>(pres[r * D + d] + v) : v;
         }
       }, kGrain / (D + 1) + 1);
+      if (grad_x_operand) grad_x_operand->copy_from(grad_x->to_dtype(DType::BF16));
     }
     if (grad_gain) {
       T* pdg = grad_gain->data<T>();  // (P)

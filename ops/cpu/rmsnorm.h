@@ -14,6 +14,6 @@ void add_rmsnorm_forward(const Tensor& x, const Tensor& delta, const Tensor& gai
 // dgain[p] = sum over the rows that use p of dy * x * r, in row order (deterministic).
 void rmsnorm_backward(const Tensor& grad, const Tensor& x, const Tensor& gain,
                       const Tensor& rstd, const Tensor* residual, Tensor* grad_x,
-                      Tensor* grad_gain);
+                      Tensor* grad_x_operand, Tensor* grad_gain);
 
 }  // namespace sinklab::cpu

@@ -14,6 +14,7 @@
 #include "autograd/grad_mode.h"
 #include "core/precision.h"
 #include "ops/add_norm.h"
+#include "ops/remembered_operands.h"
 #include "train/config.h"
 #include "train/model.h"
 #include "train/metrics/sink_metrics.h"
@@ -229,7 +230,8 @@ TEST_CASE("cuda: sink metrics queued on the side stream during a backward equal 
 }
 
 TEST_CASE("cuda: folding the residual stream's gradient into the norms' backward changes no bit "
-          "of any gradient, under bf16 and fp32, for GPT-2 and LLaMA", "[cuda]") {
+          "of any gradient, under bf16 and fp32, for GPT-2 and LLaMA (and the products take the "
+          "norms' bf16 copies of it)", "[cuda]") {
   SINKLAB_REQUIRE_CUDA();
   for (Arch arch : {Arch::Gpt2, Arch::Llama}) {
     for (Precision precision : {Precision::BF16, Precision::Exact}) {
@@ -241,21 +243,27 @@ TEST_CASE("cuda: folding the residual stream's gradient into the norms' backward
       const auto [x, y] = next_token_batch(3, 37, 50, 5);
       PrecisionGuard guard(precision);
       std::vector<double> grads[2];
-      int64_t folds[2];
+      int64_t folds[2], copies[2];
       for (bool fold : {false, true}) {
         const bool before = ops::fold_residual_grads;
         ops::fold_residual_grads = fold;
         GPT model(cfg, 7, DType::F32, Device::cuda());
         model.params().zero_grad();
         const int64_t folded_before = ops::residual_grads_folded();
+        const int64_t taken_before = ops::remembered_operands_taken();
         autograd::backward(
             model.forward(x.to_device(Device::cuda()), y.to_device(Device::cuda())).loss);
         folds[fold] = ops::residual_grads_folded() - folded_before;
+        copies[fold] = ops::remembered_operands_taken() - taken_before;
         ops::fold_residual_grads = before;
         grads[fold] = model.params().flat_grads().to_doubles();
       }
       REQUIRE(folds[0] == 0);
       REQUIRE(folds[1] == 2 * cfg.n_layer);  // both norms of every block
+      REQUIRE(copies[0] == 0);
+      // Under bf16 every folded norm but block 0's first (whose gradient goes to the embeddings)
+      // hands its bf16 copy to the branch product before it: the same bits as rounding again.
+      REQUIRE(copies[1] == (precision == Precision::BF16 ? 2 * cfg.n_layer - 1 : 0));
       REQUIRE(grads[1] == grads[0]);
     }
   }
