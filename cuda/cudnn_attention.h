@@ -30,7 +30,7 @@ struct SdpaViews {
 
 // Whether cuDNN attention was built in (CMake found cuDNN).
 bool cudnn_attention_built();
-// "cuDNN 9.14.0 fused attention (deterministic backward)" or why it is not used.
+// "cuDNN 9.14.0 fused attention for causal softmax, ..." or why it is not used.
 std::string cudnn_attention_description();
 
 // Whether the shapes suit the engine (D a multiple of 8 up to 128, 16-byte aligned bases and

@@ -23,6 +23,13 @@ std::mutex g_remembered_mutex;
 std::deque<RememberedOperand> g_remembered;
 std::atomic<int64_t> g_remembered_taken{0};
 
+// Drops the entries whose tensor is gone, so that their copies go back to the pool at once (the
+// copy of block 0's first norm, whose gradient reaches the embeddings and no product, would
+// otherwise be held through the next forward). Called with the mutex held.
+void drop_orphans() {
+  std::erase_if(g_remembered, [](const RememberedOperand& e) { return e.storage.expired(); });
+}
+
 }  // namespace
 
 void remember_operand(const Tensor& t, const Tensor& rounded) {
@@ -33,13 +40,15 @@ void remember_operand(const Tensor& t, const Tensor& rounded) {
                 "remember_operand: " << t.str() << " and its copy " << rounded.str(),
                 "pass a contiguous tensor and a contiguous copy of its elements on its device");
   std::lock_guard<std::mutex> lock(g_remembered_mutex);
+  drop_orphans();
   g_remembered.push_back({t.impl_ptr()->storage, t.impl_ptr()->offset, t.numel(), rounded});
   while (g_remembered.size() > kRememberedOperands) g_remembered.pop_front();
 }
 
 Tensor take_remembered_operand(const Tensor& t) {
-  if (!t.defined() || !t.is_contiguous()) return Tensor();
   std::lock_guard<std::mutex> lock(g_remembered_mutex);
+  drop_orphans();
+  if (!t.defined() || !t.is_contiguous()) return Tensor();
   for (auto it = g_remembered.begin(); it != g_remembered.end(); ++it) {
     const std::shared_ptr<Storage> storage = it->storage.lock();
     if (storage == nullptr || storage != t.impl_ptr()->storage ||
@@ -51,6 +60,12 @@ Tensor take_remembered_operand(const Tensor& t) {
     return copy;
   }
   return Tensor();
+}
+
+int64_t remembered_operands_held() {
+  std::lock_guard<std::mutex> lock(g_remembered_mutex);
+  drop_orphans();
+  return static_cast<int64_t>(g_remembered.size());
 }
 
 int64_t remembered_operands_taken() {

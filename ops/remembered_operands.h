@@ -15,10 +15,12 @@ namespace sinklab::ops {
 // gradient the next products read). tensor_core_operand of that tensor (any contiguous view of
 // all of it) then takes the copy instead of rounding again: the same bits, one pass fewer. Only
 // for a tensor nothing writes afterwards (a freshly made gradient). An entry is taken once; the
-// oldest are dropped past a few, and an entry whose tensor is gone never matches.
+// oldest are dropped past a few, and an entry whose tensor is gone is dropped (with its copy) at
+// the next call here or from tensor_core_operand.
 void remember_operand(const Tensor& t, const Tensor& rounded);
 // The remembered copy of t, or an undefined tensor; the entry is forgotten either way on a match.
 Tensor take_remembered_operand(const Tensor& t);
 int64_t remembered_operands_taken();  // copies taken since the process started (for tests)
+int64_t remembered_operands_held();   // entries whose tensor is alive (for tests)
 
 }  // namespace sinklab::ops

@@ -164,7 +164,8 @@ TEST_CASE("cuda: cuDNN's atomic-dQ backward (run.deterministic: false) matches t
   SINKLAB_REQUIRE_CUDNN();
   // dQ summed over key tiles with f32 atomics into a workspace sum that cuDNN zeroes: three runs
   // in a row (the pool hands the same workspace back, so a sum left over would double dq), each
-  // within bf16 tolerance of the f64 CPU reference; dk and dv as in the deterministic graph.
+  // within bf16 tolerance of the f64 CPU reference; dk and dv as in the deterministic graph; then
+  // the packed qkv (GPT-2's) twice.
   const int64_t B = 2, T = 512, NH = 3, HS = 64;  // several key tiles per query tile
   const Tensor q = random_tensor({B, T, NH, HS}, 3250, DType::F32);
   const Tensor k = random_tensor({B, T, NH, HS}, 3251, DType::F32);
@@ -193,6 +194,21 @@ TEST_CASE("cuda: cuDNN's atomic-dQ backward (run.deterministic: false) matches t
       require_close_to_scale(atomic[i], cpu[i], kBf16Tolerance);
       if (i >= 2) REQUIRE(atomic[i] != own[i]);  // cuDNN's backward ran
     }
+  }
+  // GPT-2's path: the packed bf16 qkv, whose dq is a strided view into the (B, T, 3C) gradient.
+  const Tensor values = random_tensor({B, T, 3 * NH * HS}, 3254, DType::F32)
+                            .to_dtype(DType::BF16)
+                            .to_dtype(DType::F32);  // bf16-exact values
+  const Tensor w = random_tensor({B, T, NH, HS}, 3255, DType::F32);
+  Tensor cpu_qkv = values.to_dtype(DType::F64).set_requires_grad(true);
+  autograd::backward(ops::sum(ops::mul(ops::attention_qkv(cpu_qkv, NH), w.to_dtype(DType::F64))));
+  for (int run = 0; run < 2; ++run) {
+    INFO("packed qkv, run " << run + 1);
+    Tensor gpu_qkv = values.to_dtype(DType::BF16).to_device(Device::cuda()).set_requires_grad(true);
+    autograd::backward(ops::sum(ops::mul(ops::to_dtype(ops::attention_qkv(gpu_qkv, NH), DType::F32),
+                                         w.to_device(Device::cuda()))));
+    require_close_to_scale(gpu_qkv.grad().to_doubles(), cpu_qkv.grad().to_doubles(),
+                           kBf16Tolerance);
   }
 }
 
