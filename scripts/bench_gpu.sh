@@ -77,6 +77,10 @@ for mode in ${BENCH_TORCH_MODES-eager compile}; do
   line=$(python3 scripts/bench_torch.py "${torch_args[@]}" --batch "$batch" --steps "$steps" --dtype bf16 $flag 2>&1 | tail -1)
   echo "$line"
   r[torch_${mode}_bf16]=$(echo "$line" | awk '$4 == "tok/s" {print $5}')
+  # the peak memory PyTorch reports, beside sinklab's in the summary
+  echo "$line" | awk -v m="$mode" '$4 == "tok/s" {
+    for (i = 1; i < NF; ++i) if ($i == "peak_mib") printf "  torch %s bf16: peak device memory %s MiB\n", m, $(i + 1)
+  }' >> "$out/memory.txt"
 done
 if [ -n "${BENCH_FP32:-}" ]; then
   r[fp32_m0]=$(sinklab ${model}_fp32_m0 metrics.every=0 run.precision=fp32)
@@ -119,4 +123,5 @@ for label, v in rows:
 print(f"  metrics every step cost {100 * (m0 / m1 - 1):.1f}% of tokens/s")
 print(f"  sinklab / torch eager   = {m0 / eager:.3f}")
 print(f"  sinklab / torch.compile = {m0 / comp:.3f}")
+print(f"  sinklab, metrics every step / torch.compile = {m1 / comp:.3f}")
 PY
