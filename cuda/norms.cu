@@ -32,6 +32,7 @@
 #include "cuda/storage_types.cuh"
 #include "cuda/runtime.h"
 #include "ops/layernorm.h"
+#include "ops/matmul.h"
 #include "ops/rmsnorm.h"
 
 namespace sinklab::cuda {
@@ -91,15 +92,10 @@ void with_norm_output(TensorRef& t, Body&& body) {
   body(t.template data<T>());
 }
 
-// grad_x_operand where the kernel that wrote grad_x could not write it in its pass: a separate
-// rounding to nearest even (the conversion Tensor::to_dtype runs).
+// grad_x_operand where the kernel that wrote grad_x could not write it in its pass: the rounding
+// pass tensor_core_operand would have run (ops::bf16_round_kernels).
 void round_operand(const Tensor& grad_x, Tensor& grad_x_operand) {
-  SINKLAB_CHECK(convert_elements(grad_x.raw_data(), grad_x.dtype(), grad_x_operand.raw_data(),
-                                 grad_x_operand.dtype(), grad_x.numel()),
-                InternalError,
-                "norm backward: no conversion from " << grad_x.str() << " to "
-                                                     << grad_x_operand.str(),
-                "the operand copy of an f32 gradient is bf16");
+  ops::bf16_round_kernels.cuda_forward(grad_x, grad_x_operand);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -370,22 +366,22 @@ void layernorm_backward_cuda(const Tensor& grad, const Tensor& x, const Tensor& 
       if (grad_x && rows > 0) {
         const T* pres = residual ? residual->data<T>() : nullptr;  // (rows, C) or none
         T* pdx = grad_x->data<T>();                                // (rows, C)
-        bool operand_written = false;  // grad_x_operand (rows, C) bf16, if asked for
+        bool in_registers = false;  // the row kernel, which also writes grad_x_operand
         if constexpr (std::is_same_v<T, float>) {
+          // (rows, C) bf16 copy of dx, if asked for
           auto* pdx16 = grad_x_operand ? static_cast<__nv_bfloat16*>(grad_x_operand->raw_data())
                                        : nullptr;
-          if (C % 128 == 0 && C / 128 <= kMaxRowVectors &&
-              aligned16({pdy, px, weight.raw_data(), pres, pdx, pdx16})) {
+          in_registers = C % 128 == 0 && C / 128 <= kMaxRowVectors &&
+                         aligned16({pdy, px, weight.raw_data(), pres, pdx, pdx16});
+          if (in_registers)
             layernorm_backward_x_vec_kernel<G><<<row_blocks(rows), kRowThreads, 0, stream()>>>(
                 pdy, px, weight.data<T>(), pmean, prstd, pres, pdx, pdx16, rows, C);
-            operand_written = true;
-          }
         }
-        if (!operand_written)
+        if (!in_registers)
           layernorm_backward_x_kernel<T, G><<<row_blocks(rows), kRowThreads, 0, stream()>>>(
               pdy, px, weight.data<T>() /* (C) */, pmean, prstd, pres, pdx, rows, C);
         SINKLAB_KERNEL_CHECK("layernorm backward (x)");
-        if (grad_x_operand && !operand_written) round_operand(*grad_x, *grad_x_operand);
+        if (grad_x_operand && !in_registers) round_operand(*grad_x, *grad_x_operand);
       }
       if (grad_weight || grad_bias) {
         T* pdw = grad_weight ? grad_weight->data<T>() : nullptr;  // (C)
@@ -707,6 +703,7 @@ void rmsnorm_backward_cuda(const Tensor& grad, const Tensor& x, const Tensor& ga
       if (grad_x && rows > 0) {
         X* pdx = static_cast<X*>(grad_x->raw_data());  // (rows, D), x's dtype
         const X* pres = residual ? static_cast<const X*>(residual->raw_data()) : nullptr;
+        bool copy_written = false;  // grad_x_operand written by the grouped kernel
         bool grouped = false;
         if constexpr (std::is_same_v<T, float>) {  // f32 math: rows in registers where they fit
           const RowGroups groups = row_groups(D);
@@ -714,20 +711,18 @@ void rmsnorm_backward_cuda(const Tensor& grad, const Tensor& x, const Tensor& ga
           auto* pdx16 = grad_x_operand && std::is_same_v<X, float>
                             ? static_cast<__nv_bfloat16*>(grad_x_operand->raw_data())
                             : nullptr;
-          if (groups.G > 0 && aligned16({pdy, px, pdx, pres, pdx16})) {
+          grouped = groups.G > 0 && aligned16({pdy, px, pdx, pres, pdx16});
+          if (grouped)
             rmsnorm_groups_backward_x_kernel<X, G>
                 <<<group_blocks(rows, groups.G), kRowThreads, 0, stream()>>>(
                     pdy, px, pg, prstd, pres, pdx, pdx16, rows, D, P, groups);
-            grouped = true;
-            if (grad_x_operand && pdx16 == nullptr) round_operand(*grad_x, *grad_x_operand);
-          }
+          copy_written = grouped && pdx16 != nullptr;
         }
-        if (!grouped) {
+        if (!grouped)
           rmsnorm_backward_x_kernel<T, X, G><<<row_blocks(rows), kRowThreads, 0, stream()>>>(
               pdy, px, pg, prstd, pres, pdx, rows, D, P);
-          if (grad_x_operand) round_operand(*grad_x, *grad_x_operand);
-        }
         SINKLAB_KERNEL_CHECK("rmsnorm backward (x)");
+        if (grad_x_operand && !copy_written) round_operand(*grad_x, *grad_x_operand);
       }
       if (grad_gain) {
         T* pdg = grad_gain->data<T>();  // (P)

@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "core/scoped_value.h"
 #include "core/tensor.h"
 #include "ops/op_table.h"
 
@@ -37,17 +38,10 @@ struct AttentionOptions {
 enum class AttentionKernels { Auto, Own };
 extern AttentionKernels attention_kernels_preference;
 // Sets the preference for a scope (tests, benchmarks) and restores it after.
-class AttentionKernelsGuard {
+class AttentionKernelsGuard : ScopedValue<AttentionKernels> {
  public:
-  explicit AttentionKernelsGuard(AttentionKernels kernels) : saved_(attention_kernels_preference) {
-    attention_kernels_preference = kernels;
-  }
-  ~AttentionKernelsGuard() { attention_kernels_preference = saved_; }
-  AttentionKernelsGuard(const AttentionKernelsGuard&) = delete;
-  AttentionKernelsGuard& operator=(const AttentionKernelsGuard&) = delete;
-
- private:
-  AttentionKernels saved_;
+  explicit AttentionKernelsGuard(AttentionKernels kernels)
+      : ScopedValue(attention_kernels_preference, kernels) {}
 };
 // Whether the attention backward gives the same bits on every run (run.deterministic, default
 // true). False lets cuDNN's backward sum dQ over key tiles with f32 atomics (faster: no B*H*T^2

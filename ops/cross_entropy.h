@@ -21,6 +21,7 @@
 #pragma once
 #include <cstdint>
 
+#include "core/scoped_value.h"
 #include "core/tensor.h"
 #include "ops/op_table.h"
 
@@ -48,17 +49,9 @@ extern OpKernels<CrossEntropyForwardFn, CrossEntropyBackwardFn> cross_entropy_ke
 extern bool fused_cross_entropy;
 
 // Sets fused_cross_entropy for a scope (tests, benchmarks).
-class FusedCrossEntropyGuard {
+class FusedCrossEntropyGuard : ScopedValue<bool> {
  public:
-  explicit FusedCrossEntropyGuard(bool on) : before_(fused_cross_entropy) {
-    fused_cross_entropy = on;
-  }
-  ~FusedCrossEntropyGuard() { fused_cross_entropy = before_; }
-  FusedCrossEntropyGuard(const FusedCrossEntropyGuard&) = delete;
-  FusedCrossEntropyGuard& operator=(const FusedCrossEntropyGuard&) = delete;
-
- private:
-  bool before_;
+  explicit FusedCrossEntropyGuard(bool on) : ScopedValue(fused_cross_entropy, on) {}
 };
 
 }  // namespace sinklab::ops

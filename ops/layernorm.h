@@ -22,8 +22,8 @@ using LayerNormForwardFn = void (*)(const Tensor& x, const Tensor& weight, const
                                     double eps, Tensor& y, Tensor& mean, Tensor& rstd);
 // Backward fills the gradients whose pointer is non-null; with residual (x's shape and dtype),
 // grad_x is residual + the norm's gradient, added in the same pass (fold_residual_grads);
-// grad_x_operand (x's shape, bf16; with grad_x only): grad_x rounded to nearest even as well, the
-// copy the products that read this gradient take (ops::remember_operand).
+// grad_x_operand (x's shape, bf16; an f32 grad_x only): grad_x rounded to nearest even as well,
+// the copy the products that read this gradient take (ops::remember_operand).
 using LayerNormBackwardFn = void (*)(const Tensor& grad, const Tensor& x, const Tensor& weight,
                                      const Tensor& mean, const Tensor& rstd,
                                      const Tensor* residual, Tensor* grad_x,

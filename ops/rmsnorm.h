@@ -36,7 +36,7 @@ using RmsNormForwardFn = void (*)(const Tensor& x, const Tensor& gain, double ep
                                   Tensor& rstd);
 // Backward fills the gradients whose pointer is non-null (grad_gain has gain's shape); with
 // residual (x's shape, f32 or f64 x), grad_x is residual + the norm's gradient, added in the same
-// pass (fold_residual_grads); grad_x_operand (x's shape, bf16; with grad_x only): grad_x rounded
+// pass (fold_residual_grads); grad_x_operand (x's shape, bf16; an f32 grad_x only): grad_x rounded
 // to nearest even as well, the copy the products that read this gradient take
 // (ops::remember_operand).
 using RmsNormBackwardFn = void (*)(const Tensor& grad, const Tensor& x, const Tensor& gain,

@@ -54,6 +54,17 @@ bool cudnn_built() {
 
 const char* kNames[] = {"out", "lse", "dq", "dk", "dv"};
 
+// q, k, v and the seed of out's gradient: (B, T, NH, HS) f32 each, from streams first..first + 3.
+struct AttentionInputs {
+  Tensor q, k, v, seed;
+};
+AttentionInputs random_inputs(int64_t B, int64_t T, int64_t NH, int64_t HS, uint64_t first) {
+  return {random_tensor({B, T, NH, HS}, first, DType::F32),
+          random_tensor({B, T, NH, HS}, first + 1, DType::F32),
+          random_tensor({B, T, NH, HS}, first + 2, DType::F32),
+          random_tensor({B, T, NH, HS}, first + 3, DType::F32)};
+}
+
 }  // namespace
 
 TEST_CASE("cuda: cuDNN attention matches the CPU, forward, lse and backward (HS 64/128)",
@@ -65,10 +76,7 @@ TEST_CASE("cuda: cuDNN attention matches the CPU, forward, lse and backward (HS 
     for (int64_t T : {1, 37, 128, 130, 256, 257}) {
       stream += 4;
       INFO("HS " << HS << " T " << T);
-      const Tensor q = random_tensor({B, T, NH, HS}, stream, DType::F32);
-      const Tensor k = random_tensor({B, T, NH, HS}, stream + 1, DType::F32);
-      const Tensor v = random_tensor({B, T, NH, HS}, stream + 2, DType::F32);
-      const Tensor seed = random_tensor({B, T, NH, HS}, stream + 3, DType::F32);
+      const auto [q, k, v, seed] = random_inputs(B, T, NH, HS, stream);
       const ops::AttentionOptions softmax;
       const auto cpu = attention_results(q, k, v, seed, softmax, Device::cpu(), DType::F64);
       PrecisionGuard bf16(Precision::BF16);
@@ -135,10 +143,7 @@ TEST_CASE("cuda: cuDNN attention is bit-identical across two GPU runs (determini
   PrecisionGuard bf16(Precision::BF16);
   const ops::AttentionKernelsGuard automatic(ops::AttentionKernels::Auto);
   const int64_t B = 4, T = 512, NH = 4, HS = 64;  // many key tiles per query tile
-  const Tensor q = random_tensor({B, T, NH, HS}, 3200, DType::F32);
-  const Tensor k = random_tensor({B, T, NH, HS}, 3201, DType::F32);
-  const Tensor v = random_tensor({B, T, NH, HS}, 3202, DType::F32);
-  const Tensor seed = random_tensor({B, T, NH, HS}, 3203, DType::F32);
+  const auto [q, k, v, seed] = random_inputs(B, T, NH, HS, 3200);
   const ops::AttentionOptions softmax;
   const auto first = attention_results(q, k, v, seed, softmax, Device::cuda(0), DType::F32);
   {
@@ -167,10 +172,7 @@ TEST_CASE("cuda: cuDNN's atomic-dQ backward (run.deterministic: false) matches t
   // within bf16 tolerance of the f64 CPU reference; dk and dv as in the deterministic graph; then
   // the packed qkv (GPT-2's) twice.
   const int64_t B = 2, T = 512, NH = 3, HS = 64;  // several key tiles per query tile
-  const Tensor q = random_tensor({B, T, NH, HS}, 3250, DType::F32);
-  const Tensor k = random_tensor({B, T, NH, HS}, 3251, DType::F32);
-  const Tensor v = random_tensor({B, T, NH, HS}, 3252, DType::F32);
-  const Tensor seed = random_tensor({B, T, NH, HS}, 3253, DType::F32);
+  const auto [q, k, v, seed] = random_inputs(B, T, NH, HS, 3250);
   const ops::AttentionOptions softmax;
   const auto cpu = attention_results(q, k, v, seed, softmax, Device::cpu(), DType::F64);
   PrecisionGuard bf16(Precision::BF16);
@@ -180,11 +182,7 @@ TEST_CASE("cuda: cuDNN's atomic-dQ backward (run.deterministic: false) matches t
     const ops::AttentionKernelsGuard pinned(ops::AttentionKernels::Own);
     own = attention_results(q, k, v, seed, softmax, Device::cuda(0), DType::F32);
   }
-  struct AtomicDq {  // run.deterministic: false for this scope
-    bool before = ops::deterministic_attention;
-    AtomicDq() { ops::deterministic_attention = false; }
-    ~AtomicDq() { ops::deterministic_attention = before; }
-  } atomic_dq;
+  const ScopedValue<bool> atomic_dq(ops::deterministic_attention, false);  // run.deterministic
   REQUIRE(ops::attention_kernels_description().find("atomics") != std::string::npos);
   for (int run = 0; run < 3; ++run) {
     const auto atomic = attention_results(q, k, v, seed, softmax, Device::cuda(0), DType::F32);
@@ -217,10 +215,7 @@ TEST_CASE("cuda: sigmoid attention and isolated positions keep the own kernels u
   SINKLAB_REQUIRE_CUDNN();
   PrecisionGuard bf16(Precision::BF16);
   const int64_t B = 2, T = 130, NH = 3, HS = 64;
-  const Tensor q = random_tensor({B, T, NH, HS}, 3300, DType::F32);
-  const Tensor k = random_tensor({B, T, NH, HS}, 3301, DType::F32);
-  const Tensor v = random_tensor({B, T, NH, HS}, 3302, DType::F32);
-  const Tensor seed = random_tensor({B, T, NH, HS}, 3303, DType::F32);
+  const auto [q, k, v, seed] = random_inputs(B, T, NH, HS, 3300);
   ops::AttentionOptions sigmoid, isolated;
   sigmoid.sigmoid = true;
   isolated.isolate_positions = {0, 5};

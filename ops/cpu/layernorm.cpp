@@ -6,6 +6,7 @@
 #include "core/parallel.h"
 #include "core/dispatch.h"
 #include "ops/cpu/elementwise.h"
+#include "ops/cpu/gemm.h"
 
 namespace sinklab::cpu {
 
@@ -82,7 +83,7 @@ void layernorm_backward(const Tensor& grad, const Tensor& x, const Tensor& weigh
           pdx[r * C + c] = pres ? static_cast<T>(pres[r * C + c] + v) : v;
         }
       }, kGrain / (C + 1) + 1);
-      if (grad_x_operand) grad_x_operand->copy_from(grad_x->to_dtype(DType::BF16));
+      if (grad_x_operand) round_to_bf16(*grad_x, *grad_x_operand);  // what the products round
     }
     if (grad_weight || grad_bias) {
       T* pdw = grad_weight ? grad_weight->data<T>() : nullptr;  // (C)

@@ -5,6 +5,7 @@
 #include "core/parallel.h"
 #include "core/dispatch.h"
 #include "ops/cpu/elementwise.h"
+#include "ops/cpu/gemm.h"
 
 namespace sinklab::cpu {
 
@@ -70,7 +71,7 @@ void rmsnorm_backward(const Tensor& grad, const Tensor& x, const Tensor& gain,
           pdx[r * D + d] = pres ? static_cast<T>(pres[r * D + d] + v) : v;
         }
       }, kGrain / (D + 1) + 1);
-      if (grad_x_operand) grad_x_operand->copy_from(grad_x->to_dtype(DType::BF16));
+      if (grad_x_operand) round_to_bf16(*grad_x, *grad_x_operand);  // what the products round
     }
     if (grad_gain) {
       T* pdg = grad_gain->data<T>();  // (P)
