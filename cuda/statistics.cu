@@ -1,11 +1,11 @@
 // CUDA twins of ops/cpu/statistics (see ops/statistics.h), for the sink metrics on the device.
 //
 // row_statistics: one warp per row (8 rows per block of 256 threads), rows and elements at any
-//   strides (a transposed or selected view reads in place); the warp sums the row,
-//   then the squared deviations from the mean, the squares and |x| (and takes max |x|),
-//   lane-strided, and reduces with
-//   xor shuffles: a fixed order, so results are bit-identical across runs. Sums in the tensor's
-//   type (f32 / f64).
+//   strides (a transposed or selected view reads in place); the warp sums the row, then the
+//   squared deviations from the mean, the squares and |x| (and takes max |x|), lane-strided,
+//   and reduces with xor shuffles: a fixed order, so results are bit-identical across runs.
+//   Sums in the tensor's type (f32 / f64; f32 for bf16). Contiguous, aligned rows of up to 256
+//   16-byte vectors are held in registers (read once, every load in flight at once).
 // abs_order_statistics: an exact radix select over the bit patterns of |x| (sign bit cleared:
 //   for non-negative IEEE values the unsigned bit order is the numeric order, NaN above +inf).
 //   Small x (and devices without 128 KB of shared memory per block): digits most significant
@@ -20,9 +20,11 @@
 //   indexed at run time sits in local memory and had made each pass over GPT-2 124M's f32
 //   residual take 111 us on the H200, against about 30 us to read it). No host sync.
 //   From 2^20 elements, where a block may hold 128 KB of shared memory, the first pass counts
-//   the top 16 bits of every key in one 2^15-bin histogram instead (the whole-key select below),
-//   so the 12-bit passes after it count only the keys under each rank's 16-bit prefix (about
-//   1/128 of an octave of |x|). Elsewhere a sampled bracket runs first: 2^16 keys at hashed
+//   the top 16 bits of every key in one 2^15-bin histogram instead (the whole-key select below).
+//   f32 then needs one more pass: the low 16 bits of the keys under each rank's 16-bit prefix
+//   (about 1/128 of an octave of |x|), counted in a 2^16-bin histogram per prefix. f64 compacts
+//   the keys under those prefixes and runs the 12-bit passes on them. Elsewhere a sampled
+//   bracket runs first: 2^16 keys at hashed
 //   positions are sorted, each rank gets a key range around its sample quantile (4 standard
 //   deviations wide), and one pass over x counts the keys below each range and compacts the few
 //   inside (about 1.6% for a median). When every rank lies in its range and the candidates fit, the radix passes read the
@@ -62,8 +64,26 @@ __device__ T warp_sum(T v) {
   return v;
 }
 
+// The warp's partial sums of one row (lane-strided) reduced with xor shuffles (a fixed order:
+// bit-identical across runs), and lane 0 writes o (5): mean, variance, l2 norm, mean |x|, max |x|.
+template <class T>
+__device__ void write_row_statistics(T* o, T mean, T dev, T sq, T sum_abs, T max_abs, int64_t D) {
+  dev = warp_sum(dev);
+  sq = warp_sum(sq);
+  sum_abs = warp_sum(sum_abs);
+  for (int offset = 16; offset > 0; offset >>= 1)
+    max_abs = fmax(max_abs, __shfl_xor_sync(0xffffffffu, max_abs, offset));
+  if (threadIdx.x % 32 == 0) {
+    o[0] = mean;
+    o[1] = dev / static_cast<T>(D);
+    o[2] = sqrt(sq);
+    o[3] = sum_abs / static_cast<T>(D);
+    o[4] = max_abs;
+  }
+}
+
 // x (R, D) stored as S, element (r, d) at r * rs + d * cs; out (R, 5) in T = AccumulateIn<S>
-// (f32 for bf16).
+// (f32 for bf16). Element by element: any strides.
 template <class S, class T = typename AccumulateIn<S>::type>
 __global__ void row_statistics_kernel(const S* __restrict__ x, T* __restrict__ out, int64_t R,
                                       int64_t D, int64_t rs, int64_t cs) {
@@ -82,30 +102,109 @@ __global__ void row_statistics_kernel(const S* __restrict__ x, T* __restrict__ o
     sum_abs += fabs(v);
     max_abs = fmax(max_abs, fabs(v));
   }
-  dev = warp_sum(dev);
-  sq = warp_sum(sq);
-  sum_abs = warp_sum(sum_abs);
-  for (int offset = 16; offset > 0; offset >>= 1)
-    max_abs = fmax(max_abs, __shfl_xor_sync(0xffffffffu, max_abs, offset));
-  if (lane == 0) {
-    T* o = out + r * 5;  // (5): mean, variance, l2 norm, mean |x|, max |x|
-    o[0] = mean;
-    o[1] = dev / static_cast<T>(D);
-    o[2] = sqrt(sq);
-    o[3] = sum_abs / static_cast<T>(D);
-    o[4] = max_abs;
+  write_row_statistics(out + r * 5, mean, dev, sq, sum_abs, max_abs, D);
+}
+
+// A row of `vectors` 16-byte vectors (8 bf16, 4 f32 or 2 f64) held in registers across a warp:
+// held[i] is vector i * 32 + lane (unset past the row). Every load is issued before the first
+// use, so the row is read from memory once with all of them in flight.
+template <int V>
+__device__ __forceinline__ void load_held_row(const uint4* __restrict__ row, int vectors,
+                                              uint4 (&held)[V]) {
+  const int lane = threadIdx.x % 32;
+#pragma unroll
+  for (int i = 0; i < V; ++i)
+    if (i * 32 + lane < vectors) held[i] = row[i * 32 + lane];
+}
+
+// The statistics of a held row of D elements of S into o (5), as row_statistics_kernel computes
+// them (the mean first, then the deviations from it), summed from registers; visit(v) sees each
+// element once, in the second sweep (the whole-key histogram counts its key there).
+template <class S, int V, class T = typename AccumulateIn<S>::type, class Visit>
+__device__ __forceinline__ void held_row_statistics(const uint4 (&held)[V], int D, T* o,
+                                                    Visit&& visit) {
+  constexpr int kPer = 16 / sizeof(S);  // elements per vector
+  const int lane = threadIdx.x % 32, vectors = D / kPer;
+  T sum = 0;
+#pragma unroll
+  for (int i = 0; i < V; ++i)
+    if (i * 32 + lane < vectors) {
+      const S* e = reinterpret_cast<const S*>(&held[i]);
+#pragma unroll
+      for (int j = 0; j < kPer; ++j) sum += to_acc(e[j]);
+    }
+  const T mean = warp_sum(sum) / static_cast<T>(D);
+  T dev = 0, sq = 0, sum_abs = 0, max_abs = 0;
+#pragma unroll
+  for (int i = 0; i < V; ++i)
+    if (i * 32 + lane < vectors) {
+      const S* e = reinterpret_cast<const S*>(&held[i]);
+#pragma unroll
+      for (int j = 0; j < kPer; ++j) {
+        const T v = to_acc(e[j]);
+        dev += (v - mean) * (v - mean);
+        sq += v * v;
+        sum_abs += fabs(v);
+        max_abs = fmax(max_abs, fabs(v));
+        visit(e[j]);
+      }
+    }
+  write_row_statistics(o, mean, dev, sq, sum_abs, max_abs, D);
+}
+
+// Rows of D contiguous elements, rs apart, 16-byte aligned, D a multiple of the 16-byte vector
+// and at most 32 V vectors, held in registers (load_held_row). The element-wise kernel above
+// read each row twice, 4 bytes a lane at a time: twice the bandwidth floor on the residual and
+// the attention output.
+template <class S, int V, class T = typename AccumulateIn<S>::type>
+__global__ void row_statistics_vec_kernel(const S* __restrict__ x, T* __restrict__ out, int64_t R,
+                                          int D, int64_t rs) {
+  const int64_t r = blockIdx.x * static_cast<int64_t>(blockDim.x / 32) + threadIdx.x / 32;
+  if (r >= R) return;
+  uint4 held[V];  // (V) vectors lane, lane + 32, ... of row r
+  load_held_row(reinterpret_cast<const uint4*>(x + r * rs), D / (16 / static_cast<int>(sizeof(S))),
+                held);
+  held_row_statistics<S>(held, D, out + r * 5, [](S) {});
+}
+
+// Vectors per lane (1, 2, 4 or 8) for rows of D contiguous S, rs apart, from p; 0 where the
+// rows cannot be held (misaligned, D or rs not a multiple of the vector, more than 256 vectors).
+template <class S>
+int held_vectors_per_lane(const S* p, int64_t D, int64_t rs) {
+  constexpr int64_t kPer = 16 / sizeof(S);
+  const int64_t per_lane = (D / kPer + 31) / 32;
+  if (D % kPer != 0 || rs % kPer != 0 || reinterpret_cast<uintptr_t>(p) % 16 != 0 || per_lane > 8)
+    return 0;
+  return per_lane <= 1 ? 1 : per_lane <= 2 ? 2 : per_lane <= 4 ? 4 : 8;
+}
+
+// fn(std::integral_constant<int, V>) for V = held (1, 2, 4 or 8).
+template <class Fn>
+void with_held_vectors(int held, Fn&& fn) {
+  switch (held) {
+    case 1: fn(std::integral_constant<int, 1>{}); break;
+    case 2: fn(std::integral_constant<int, 2>{}); break;
+    case 4: fn(std::integral_constant<int, 4>{}); break;
+    default: fn(std::integral_constant<int, 8>{}); break;
   }
 }
 
 void row_statistics_cuda(const Tensor& x, Tensor& out) {
   const ops::RowLayout L = ops::row_layout(x);  // any row and column strides
-  const unsigned blocks = blocks_for(L.R, 8);
+  const unsigned blocks = blocks_for(L.R, 8);   // a warp per row, 8 per block
   dispatch_storage(x.dtype(), "row_statistics", [&](auto zero) {
     using S = decltype(zero);
     using T = typename AccumulateIn<S>::type;
-    row_statistics_kernel<S><<<blocks, 256, 0, stream()>>>(static_cast<const S*>(x.raw_data()),
-                                                           out.data<T>(), L.R, L.D,
-                                                           L.row_stride, L.col_stride);
+    const S* px = static_cast<const S*>(x.raw_data());  // (R, D) at L's strides
+    const int held = L.col_stride == 1 ? held_vectors_per_lane(px, L.D, L.row_stride) : 0;
+    if (held == 0)
+      row_statistics_kernel<S><<<blocks, 256, 0, stream()>>>(px, out.data<T>(), L.R, L.D,
+                                                             L.row_stride, L.col_stride);
+    else
+      with_held_vectors(held, [&](auto v) {
+        row_statistics_vec_kernel<S, decltype(v)::value><<<blocks, 256, 0, stream()>>>(
+            px, out.data<T>(), L.R, static_cast<int>(L.D), L.row_stride);
+      });
     SINKLAB_KERNEL_CHECK("row_statistics");
   });
 }
@@ -129,6 +228,13 @@ struct Ranks {
   unsigned long long value[kMaxRanks];
   int count;
 };
+
+Ranks ranks_of(const std::vector<int64_t>& ranks) {  // ranks.size() <= kMaxRanks
+  Ranks r{};
+  r.count = static_cast<int>(ranks.size());
+  for (int k = 0; k < r.count; ++k) r.value[k] = static_cast<unsigned long long>(ranks[k]);
+  return r;
+}
 
 template <class T, class K>
 __device__ K abs_key(T v) {
@@ -365,6 +471,30 @@ __global__ void __launch_bounds__(kWholeKeyThreads)
     if (counts[i]) atomicAdd(&hist[i], static_cast<unsigned long long>(counts[i]));
 }
 
+// whole_key_histogram and row_statistics of x (R, D) contiguous f32 in one pass: a warp per row
+// (rows grid-strided over the warps), the row held in registers (V vectors a lane), its
+// statistics into rows (R, 5) and every key counted into the block's shared copy of the bins.
+template <int V>
+__global__ void __launch_bounds__(kWholeKeyThreads)
+    rows_and_whole_key_histogram(const float* __restrict__ x, int64_t R, int D,
+                                 float* __restrict__ rows, unsigned long long* __restrict__ hist) {
+  extern __shared__ unsigned int counts[];  // (kWholeKeyBins) this block's
+  for (int i = threadIdx.x; i < kWholeKeyBins; i += blockDim.x) counts[i] = 0;
+  __syncthreads();
+  const int64_t warps = static_cast<int64_t>(gridDim.x) * (blockDim.x / 32);
+  for (int64_t r = blockIdx.x * static_cast<int64_t>(blockDim.x / 32) + threadIdx.x / 32; r < R;
+       r += warps) {
+    uint4 held[V];  // (V) vectors lane, lane + 32, ... of row r
+    load_held_row(reinterpret_cast<const uint4*>(x + r * D), D / 4, held);
+    held_row_statistics<float>(held, D, rows + r * 5, [&](float v) {
+      atomicAdd(&counts[static_cast<int>(abs_key<float, uint32_t>(v) >> kBelowTop16<float>)], 1u);
+    });
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < kWholeKeyBins; i += blockDim.x)
+    if (counts[i]) atomicAdd(&hist[i], static_cast<unsigned long long>(counts[i]));
+}
+
 // From hist (kWholeKeyBins), for each rank ranks.value[k] (< n) of |x|: bf16, out[k] = its
 // value; f32 / f64, state[k] = {its top 16 bits in place, the rank left among the keys under
 // them}. One block: each thread sums its kWholeKeyPerThread consecutive bins, an exclusive scan
@@ -412,9 +542,14 @@ bool whole_key_fits() {
   static const bool fits = [] {
     const int limit = device_attribute(cudaDevAttrMaxSharedMemoryPerBlockOptin);
     if (static_cast<size_t>(limit) < kWholeKeyShared) return false;
-    SINKLAB_CUDA_CHECK(cudaFuncSetAttribute(whole_key_histogram<T>,
-                                            cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                            static_cast<int>(kWholeKeyShared)));
+    auto opt_in = [](auto kernel) {
+      SINKLAB_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                              static_cast<int>(kWholeKeyShared)));
+    };
+    opt_in(whole_key_histogram<T>);
+    if constexpr (std::is_same_v<T, float>)
+      for (int held : {1, 2, 4, 8})
+        with_held_vectors(held, [&](auto v) { opt_in(rows_and_whole_key_histogram<v.value>); });
     return true;
   }();
   return fits;
@@ -427,9 +562,12 @@ unsigned multiprocessors() {
 }
 
 // bf16: out (count) = the order statistics; f32 / f64: state (count) = the rank's top 16 bits.
+// rows: when set (f32 x (R, D) whose rows can be held, `held` vectors a lane), the histogram's
+// pass also writes row_statistics(x) there.
 template <class T>
 void queue_whole_key_select(const Tensor& x, const Ranks& ranks, Tensor* out,
-                            SelectState<typename KeyOf<T>::type>* state) {
+                            SelectState<typename KeyOf<T>::type>* state, Tensor* rows = nullptr,
+                            int held = 0) {
   const int64_t n = x.numel();
   Tensor hist = Tensor::empty({2 * kWholeKeyBins}, DType::I32, x.device());  // (bins) u64
   auto* h = static_cast<unsigned long long*>(hist.raw_data());
@@ -437,13 +575,133 @@ void queue_whole_key_select(const Tensor& x, const Ranks& ranks, Tensor* out,
   // One block per SM (its 128 KB of counts allow no second), fewer for a small x.
   const unsigned blocks = std::max<unsigned>(
       1, std::min<unsigned>(blocks_for(n, 16 * kWholeKeyThreads), multiprocessors()));
-  whole_key_histogram<T><<<blocks, kWholeKeyThreads, kWholeKeyShared, stream()>>>(
-      static_cast<const T*>(x.raw_data()), n, h);
+  if constexpr (std::is_same_v<T, float>) {
+    if (rows != nullptr) {
+      const int64_t D = x.size(-1);
+      with_held_vectors(held, [&](auto v) {
+        rows_and_whole_key_histogram<v.value><<<blocks, kWholeKeyThreads, kWholeKeyShared,
+                                                 stream()>>>(x.data<float>(), n / D,
+                                                             static_cast<int>(D),
+                                                             rows->data<float>(), h);
+      });
+    }
+  }
+  if (rows == nullptr)
+    whole_key_histogram<T><<<blocks, kWholeKeyThreads, kWholeKeyShared, stream()>>>(
+        static_cast<const T*>(x.raw_data()), n, h);
   SINKLAB_KERNEL_CHECK("abs_order_statistics whole-key histogram");
   using O = typename AccumulateIn<T>::type;
   whole_key_select<T, O><<<1, kWholeKeyThreads, 0, stream()>>>(
       h, ranks, out ? out->data<O>() : nullptr, state);
   SINKLAB_KERNEL_CHECK("abs_order_statistics whole-key select");
+}
+
+// ---------------------------------------------------------------------------------------------
+// f32 from 2^20 elements: the low 16 bits after the whole-key histogram. whole_key_select left
+// each rank's top 16 bits and its rank among the keys under them in state; one more pass over x
+// counts the low 16 bits of the keys under each distinct prefix into a 2^16-bin histogram per
+// prefix, in global memory (the keys under a 16-bit prefix are about 1/128 of an octave of |x|:
+// few enough for global atomics, and a warp adds its equal keys with one atomic, for ties);
+// then one block per rank scans its histogram to the key. Two passes over x in all, against
+// three (histogram, partition, radix passes over the candidates) for the brackets below.
+
+constexpr int kLowBits = 16;
+constexpr int kLowBins = 1 << kLowBits;
+constexpr int kLowThreads = 1024;                                // low_key_select's block
+constexpr int kLowPerThread = kLowBins / kLowThreads;            // bins per scan thread
+
+// The histogram row of rank k: that of the first rank with the same top 16 bits.
+__device__ int low_key_row(const SelectState<uint32_t>* state, int k) {
+  const uint32_t top = state[k].prefix & prefix_mask<uint32_t>(kLowBits);
+  int j = 0;
+  while ((state[j].prefix & prefix_mask<uint32_t>(kLowBits)) != top) ++j;
+  return j;
+}
+
+// hist (count, kLowBins) u32, zeroed: row low_key_row(k) counts the low 16 bits of the keys of
+// x (n < 2^32) under rank k's top 16 bits.
+template <class T>
+__global__ void __launch_bounds__(256)
+    low_key_histogram(const T* __restrict__ x, int64_t n,
+                      const SelectState<uint32_t>* __restrict__ state, int count,
+                      unsigned* __restrict__ hist) {
+  using K = uint32_t;
+  constexpr K kHigh = 0xffff0000u;  // prefix_mask(kLowBits)
+  // The top 16 bits of the ranks that own a row; all ones (no key's top bits: their low 16 are
+  // zero) for the others. Indexed only by unrolled loops, so it stays in registers.
+  K top[kMaxRanks];
+#pragma unroll
+  for (int k = 0; k < kMaxRanks; ++k) {
+    top[k] = k < count ? state[k].prefix & kHigh : ~K(0);
+#pragma unroll
+    for (int j = 0; j < k; ++j)
+      if (top[j] == top[k]) top[k] = ~K(0);
+  }
+  for_each_key<T, K>(x, n, [&](K key) {
+    const K p = key & kHigh;
+#pragma unroll
+    for (int k = 0; k < kMaxRanks; ++k)
+      if (p == top[k]) {  // at most one k: the owners' prefixes are distinct
+        const unsigned bin = k * kLowBins + (key & (kLowBins - 1));
+        const unsigned peers = __match_any_sync(__activemask(), bin);  // lanes with this bin
+        if (threadIdx.x % 32 == __ffs(peers) - 1) atomicAdd(&hist[bin], __popc(peers));
+      }
+  });
+}
+
+// One block per rank k (blockIdx.x): its histogram row scanned to the bin that holds
+// state[k].remaining; out[k] = the value whose bits are the top 16 and that bin.
+template <class T>
+__global__ void __launch_bounds__(kLowThreads)
+    low_key_select(const unsigned* __restrict__ hist, const SelectState<uint32_t>* __restrict__ state,
+                   T* __restrict__ out) {
+  using K = uint32_t;
+  using Scan = cub::BlockScan<unsigned long long, kLowThreads>;
+  __shared__ typename Scan::TempStorage scratch;
+  const int k = blockIdx.x;
+  const unsigned* h = hist + static_cast<int64_t>(low_key_row(state, k)) * kLowBins +
+                      threadIdx.x * kLowPerThread;  // (kLowPerThread) this thread's bins
+  unsigned long long mine = 0;
+#pragma unroll
+  for (int i = 0; i < kLowPerThread; i += 4) {
+    const uint4 c = *reinterpret_cast<const uint4*>(h + i);
+    mine += static_cast<unsigned long long>(c.x) + c.y + c.z + c.w;
+  }
+  unsigned long long before;  // keys in the bins of lower threads
+  Scan(scratch).ExclusiveSum(mine, before);
+  const unsigned long long rem = state[k].remaining;  // < the keys under the prefix
+  if (rem < before || rem >= before + mine) return;   // exactly one thread goes on
+  int i = 0;
+  while (before + h[i] <= rem) before += h[i++];
+  const K key = state[k].prefix | static_cast<K>(threadIdx.x * kLowPerThread + i);
+  T v;
+  memcpy(&v, &key, sizeof(K));
+  out[k] = v;
+}
+
+// f32 x (2^20 <= n < 2^32) on a device with the whole-key histogram's shared memory: out
+// (count) = the order statistics of |x|, in the two passes above.
+// rows, held: as queue_whole_key_select's.
+void queue_two_pass_select(const Tensor& x, const Ranks& ranks, Tensor& out,
+                           Tensor* rows = nullptr, int held = 0) {
+  using K = uint32_t;
+  const int64_t n = x.numel();
+  // Workspace: state (kMaxRanks), then hist (count, kLowBins) u32.
+  const int64_t state_bytes = kMaxRanks * static_cast<int64_t>(sizeof(SelectState<K>));
+  const int64_t hist_bytes = static_cast<int64_t>(ranks.count) * kLowBins * sizeof(unsigned);
+  Tensor workspace =
+      Tensor::empty({(state_bytes + hist_bytes) / 4}, DType::I32, x.device());  // bytes / 4
+  auto* state = static_cast<SelectState<K>*>(workspace.raw_data());
+  auto* hist = reinterpret_cast<unsigned*>(static_cast<char*>(workspace.raw_data()) + state_bytes);
+  SINKLAB_CUDA_CHECK(cudaMemsetAsync(hist, 0, static_cast<size_t>(hist_bytes), stream()));
+  queue_whole_key_select<float>(x, ranks, nullptr, state, rows, held);
+  const float* px = static_cast<const float*>(x.raw_data());  // (n)
+  const unsigned blocks = std::min<unsigned>(blocks_for(n, 256 * 8), multiprocessors() * 8u);
+  low_key_histogram<float><<<blocks, 256, 0, stream()>>>(px, n, state, ranks.count, hist);
+  SINKLAB_KERNEL_CHECK("abs_order_statistics low-key histogram");
+  low_key_select<float><<<ranks.count, kLowThreads, 0, stream()>>>(hist, state,
+                                                                   out.data<float>());
+  SINKLAB_KERNEL_CHECK("abs_order_statistics low-key select");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -647,13 +905,17 @@ template <class T>
 void abs_order_statistics_typed(const Tensor& x, const std::vector<int64_t>& ranks, Tensor& out) {
   using K = typename KeyOf<T>::type;
   const int count = static_cast<int>(ranks.size());
-  Ranks r{};
-  r.count = count;
-  for (int k = 0; k < count; ++k) r.value[k] = static_cast<unsigned long long>(ranks[k]);
+  const Ranks r = ranks_of(ranks);
   const int64_t n = x.numel();
   if constexpr (sizeof(K) == 2) {  // bf16: one histogram of every key, where the device allows
     if (whole_key_fits<T>()) {
       queue_whole_key_select<T>(x, r, &out, nullptr);
+      return;
+    }
+  }
+  if constexpr (std::is_same_v<T, float>) {  // large f32: the top 16 bits, then the low 16
+    if (n >= kBracketMinN && n < (int64_t{1} << 32) && whole_key_fits<T>()) {
+      queue_two_pass_select(x, r, out);
       return;
     }
   }
@@ -735,14 +997,34 @@ void abs_order_statistics_typed(const Tensor& x, const std::vector<int64_t>& ran
   SINKLAB_KERNEL_CHECK("abs_order_statistics write");
 }
 
-void abs_order_statistics_cuda(const Tensor& x, const std::vector<int64_t>& ranks, Tensor& out) {
+void check_rank_count(const Tensor& x, const std::vector<int64_t>& ranks, const char* op) {
   SINKLAB_CHECK(ranks.size() <= static_cast<size_t>(kMaxRanks), ShapeError,
-                "abs_order_statistics: " << ranks.size() << " ranks in one call on "
-                                         << x.device().str() << " (at most " << kMaxRanks << ")",
+                op << ": " << ranks.size() << " ranks in one call on " << x.device().str()
+                   << " (at most " << kMaxRanks << ")",
                 "split the ranks over several calls");
+}
+
+void abs_order_statistics_cuda(const Tensor& x, const std::vector<int64_t>& ranks, Tensor& out) {
+  check_rank_count(x, ranks, "abs_order_statistics");
   dispatch_storage(x.dtype(), "abs_order_statistics", [&](auto zero) {
     abs_order_statistics_typed<decltype(zero)>(x, ranks, out);
   });
+}
+
+// A large f32 x whose rows can be held: the row statistics from the whole-key histogram's pass
+// (two reads of x in all instead of three); otherwise the two ops one after the other.
+void rows_and_abs_order_statistics_cuda(const Tensor& x, const std::vector<int64_t>& ranks,
+                                        Tensor& rows, Tensor& order) {
+  check_rank_count(x, ranks, "rows_and_abs_order_statistics");
+  const int64_t n = x.numel(), D = x.size(-1);
+  const int held = x.dtype() == DType::F32 ? held_vectors_per_lane(x.data<float>(), D, D) : 0;
+  if (held > 0 && !ranks.empty() && n >= kBracketMinN && n < (int64_t{1} << 32) &&
+      whole_key_fits<float>()) {
+    queue_two_pass_select(x, ranks_of(ranks), order, &rows, held);
+    return;
+  }
+  row_statistics_cuda(x, rows);
+  if (!ranks.empty()) abs_order_statistics_cuda(x, ranks, order);
 }
 
 }  // namespace
@@ -750,6 +1032,7 @@ void abs_order_statistics_cuda(const Tensor& x, const std::vector<int64_t>& rank
 void install_statistics_kernels() {
   ops::row_statistics_kernels.cuda_forward = row_statistics_cuda;
   ops::abs_order_statistics_kernels.cuda_forward = abs_order_statistics_cuda;
+  ops::rows_and_abs_order_statistics_kernels.cuda_forward = rows_and_abs_order_statistics_cuda;
 }
 
 }  // namespace sinklab::cuda

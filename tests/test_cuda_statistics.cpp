@@ -14,7 +14,10 @@ using test::require_close;
 TEST_CASE("cuda: row_statistics matches the CPU (f32, f64, odd sizes)", "[cuda]") {
   SINKLAB_REQUIRE_CUDA();
   for (DType dt : {DType::F32, DType::F64})
-    for (Shape shape : {Shape{3, 5, 37}, Shape{2, 129, 768}, Shape{1, 1}}) {
+    // Rows held in registers as 16-byte vectors (1, 2, 4 and 8 a lane: D = 64, 200, 768,
+    // 1024 f32), and element by element (37 elements, rows too long for the registers).
+    for (Shape shape : {Shape{3, 5, 37}, Shape{2, 129, 768}, Shape{1, 1}, Shape{9, 64},
+                        Shape{5, 200}, Shape{7, 1024}, Shape{3, 1028}, Shape{2, 4096}}) {
       Tensor x = random_tensor(shape, 911, dt, 3.0);
       Tensor cpu = ops::row_statistics(x);
       Tensor gpu = ops::row_statistics(x.to_device(Device::cuda()));
@@ -45,6 +48,31 @@ TEST_CASE("cuda: row_statistics of 2-D views (selected, transposed) matches the 
                     ops::row_statistics(view(cpu)), 1e-5, 1e-6);
     }
   }
+}
+
+TEST_CASE("cuda: row_statistics of bf16 rows held in registers, and of unaligned views",
+          "[cuda]") {
+  SINKLAB_REQUIRE_CUDA();
+  // bf16 rows of 8, 64, 768 and 2048 (1 to 8 vectors a lane), then views whose rows start 4
+  // bytes past an aligned address or lie a non-multiple of the vector apart (element path).
+  for (Shape shape : {Shape{4, 8}, Shape{6, 64}, Shape{3, 768}, Shape{5, 2048}, Shape{2, 2056}}) {
+    INFO(shape_str(shape));
+    const Tensor bf16 = random_tensor(shape, 916, DType::F32, 4.0).to_dtype(DType::BF16);
+    const Tensor values = bf16.to_dtype(DType::F32);  // exact
+    require_close(ops::row_statistics(bf16.to_device(Device::cuda())).to_device(Device::cpu()),
+                  ops::row_statistics(values), 1e-5, 1e-6);
+  }
+  // Column windows of a (6, 72) matrix: from column 4 the rows are aligned and 72 apart (the
+  // vector path with a row stride); from column 1 they start 4 bytes past (element by element);
+  // (6, 70) rows lie 70 apart, not a multiple of the vector (element by element).
+  for (int64_t cols : {72, 70})
+    for (int64_t start : {1, 4}) {
+      INFO(cols << " columns, window from " << start);
+      const Tensor x = random_tensor({6, cols}, 917, DType::F32, 2.0);  // (6, cols)
+      const Tensor gpu = x.to_device(Device::cuda());
+      require_close(ops::row_statistics(gpu.narrow_view(1, start, 64)).to_device(Device::cpu()),
+                    ops::row_statistics(x.narrow_view(1, start, 64)), 1e-5, 1e-6);
+    }
 }
 
 TEST_CASE("cuda: abs_order_statistics is exact (median, top 3, minimum)", "[cuda]") {
@@ -96,12 +124,14 @@ TEST_CASE("cuda: statistics of a bf16 tensor equal the CPU's on its f32 values",
   REQUIRE(std::isnan(v[7]));
 }
 
-TEST_CASE("cuda: abs_order_statistics of large tensors is exact through the sampled brackets",
+TEST_CASE("cuda: abs_order_statistics of large tensors is exact (two histograms, brackets)",
           "[cuda]") {
   SINKLAB_REQUIRE_CUDA();
-  // From 2^20 elements a sampled bracket compacts the candidates first: spread ranks (8 at once,
-  // overlapping and distinct brackets), then inputs whose brackets overflow and fall back to
-  // the passes over x (ties: 60% zeros; every value equal).
+  // From 2^20 elements f32 counts the top 16 bits of every key, then the low 16 under each
+  // rank's top bits (global atomics, equal keys of a warp added once); f64 (and f32 on devices
+  // without 128 KB of shared memory per block) compacts the candidates in a bracket first.
+  // Spread ranks (8 at once, ranks sharing a prefix and not), then ties (60% zeros: millions
+  // of keys in one bin), every value equal, and infinities and NaN at the top.
   const int64_t n = (int64_t{1} << 21) + 3;
   const std::vector<int64_t> spread = {0, 1, n / 4, n / 2 - 1, n / 2, 3 * n / 4, n - 2, n - 1};
   for (DType dt : {DType::F32, DType::F64}) {
@@ -123,6 +153,18 @@ TEST_CASE("cuda: abs_order_statistics of large tensors is exact through the samp
     const std::vector<double> all = ops::abs_order_statistics(same.to_device(Device::cuda()), spread)
                                         .to_doubles();
     for (double a : all) REQUIRE(a == 2.5);
+    std::vector<double> tail(v);
+    tail[5] = INFINITY;
+    tail[n / 3] = -INFINITY;
+    tail[n - 7] = NAN;
+    const Tensor t = Tensor::from_doubles(tail, {n}, dt);
+    const std::vector<double> top =
+        ops::abs_order_statistics(t.to_device(Device::cuda()), spread).to_doubles();
+    const std::vector<double> expected = ops::abs_order_statistics(t, spread).to_doubles();
+    for (size_t i = 0; i + 3 < spread.size(); ++i) REQUIRE(top[i] == expected[i]);
+    REQUIRE(top[5] == expected[5]);
+    REQUIRE(top[6] == INFINITY);  // rank n - 2: the larger of the two infinities
+    REQUIRE(std::isnan(top[7]));  // NaN sorts above +inf
   }
 }
 
@@ -155,4 +197,33 @@ TEST_CASE("cuda: abs_order_statistics of large bf16 tensors is exact (one whole-
   const Tensor same = Tensor::full({n}, -2.5, DType::F32).to_dtype(DType::BF16);
   for (double a : ops::abs_order_statistics(same.to_device(Device::cuda()), spread).to_doubles())
     REQUIRE(a == 2.5);
+}
+
+TEST_CASE("cuda: rows_and_abs_order_statistics equals the two probes (one pass fewer for f32)",
+          "[cuda]") {
+  SINKLAB_REQUIRE_CUDA();
+  // From 2^20 f32 elements in rows of up to 1024 the row statistics come out of the order
+  // statistics' first pass (rows of 768 and 1024: 6 and 8 vectors a lane; of 100: 1); rows of
+  // 1028 and f64 take the two probes one after the other. Rows to 1e-5 of the CPU, order exact.
+  struct Case {
+    Shape shape;
+    DType dtype;
+  };
+  for (const Case& c : {Case{{2, 700, 768}, DType::F32}, Case{{1100, 1024}, DType::F32},
+                        Case{{10600, 100}, DType::F32}, Case{{1030, 1028}, DType::F32},
+                        Case{{2, 700, 768}, DType::F64}, Case{{3, 5, 768}, DType::F32}}) {
+    INFO(shape_str(c.shape) << " " << dtype_name(c.dtype));
+    std::vector<double> v = random_tensor(c.shape, 918, DType::F64, 1.0).to_doubles();
+    for (size_t i = 0; i < v.size(); i += 89) v[i] = std::exp(6.0 * v[i]);  // a heavy tail
+    const Tensor x = Tensor::from_doubles(v, c.shape, c.dtype);
+    const int64_t n = x.numel();
+    const std::vector<int64_t> ranks = {n / 2 - 1, n / 2, n - 3, n - 2, n - 1};
+    const ops::RowsAndOrder gpu = ops::rows_and_abs_order_statistics(x.to_device(Device::cuda()),
+                                                                     ranks);
+    require_close(gpu.rows.to_device(Device::cpu()), ops::row_statistics(x), 1e-5, 1e-6);
+    require_close(gpu.order.to_device(Device::cpu()), ops::abs_order_statistics(x, ranks), 0, 0);
+    const ops::RowsAndOrder again = ops::rows_and_abs_order_statistics(x.to_device(Device::cuda()),
+                                                                       ranks);
+    REQUIRE(again.rows.to_doubles() == gpu.rows.to_doubles());  // bit-identical
+  }
 }

@@ -253,6 +253,13 @@ OpCase abs_order_statistics_case() {
   return {[](const auto& in) { return ops::abs_order_statistics(in[0], {0, 40, B * T * C - 1}); },
           [](DType dt) { return std::vector{plain_input({B, T, C}, 47, dt)}; }, false};
 }
+OpCase rows_and_abs_order_statistics_case() {
+  return {[](const auto& in) {
+            const ops::RowsAndOrder r = ops::rows_and_abs_order_statistics(in[0], {1, 50, 99});
+            return concat_flat({r.rows, r.order});  // (R * 5 + 3)
+          },
+          [](DType dt) { return std::vector{plain_input({B, T, C}, 48, dt)}; }, false};
+}
 OpCase adamw_update_case() {  // two steps, so that the moments feed the second; the second
                                // clips (grad_scale)
   return {[](const auto& in) {

@@ -12,5 +12,8 @@ namespace sinklab::cpu {
 void row_statistics(const Tensor& x, Tensor& out);
 // out (K): the ranks[k]-th smallest |x| over all elements of contiguous x.
 void abs_order_statistics(const Tensor& x, const std::vector<int64_t>& ranks, Tensor& out);
+// Both of the above, one after the other: rows (R, 5), order (K).
+void rows_and_abs_order_statistics(const Tensor& x, const std::vector<int64_t>& ranks,
+                                   Tensor& rows, Tensor& order);
 
 }  // namespace sinklab::cpu

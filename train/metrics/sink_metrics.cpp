@@ -155,7 +155,7 @@ Tensor per_position_mean(const Tensor& x, int64_t B, int64_t T, int c) {
 LayerSlots queue_layer(const LayerCapture& cap, const ops::AttentionOptions& attention,
                        Gather& gather) {
   LayerSlots s{};
-  const int64_t B = cap.residual.size(0), T = cap.residual.size(1), C = cap.residual.size(2);
+  const int64_t B = cap.residual.size(0), T = cap.residual.size(1);
   Tensor mass = ops::attention_key_mass(cap.q, cap.k, cap.lse, 0, attention);  // (B, NH, T)
   s.key_mass_mean = gather.add(column(stats_of_rows(mass, T), ops::kRowMean));
   s.key_mass_first = gather.add(mass.narrow_view(2, 0, 1));
@@ -164,7 +164,14 @@ LayerSlots queue_layer(const LayerCapture& cap, const ops::AttentionOptions& att
   if (cap.attn_out_normed.defined())
     s.var_pos_normed =
         gather.add(per_position_mean(cap.attn_out_normed, B, T, ops::kRowVariance), mean);
-  Tensor rows = stats_of_rows(cap.residual, C).reshape_view({B, T, ops::kRowStats});  // (B, T, 5)
+  const int64_t n = cap.residual.numel();
+  std::vector<int64_t> ranks = median_ranks(n);
+  for (int64_t i = 1; i <= 3; ++i) ranks.push_back(std::max<int64_t>(n - i, 0));
+  // The residual's row statistics and order statistics share a read of it where they can.
+  const ops::RowsAndOrder residual = ops::rows_and_abs_order_statistics(cap.residual, ranks);
+  s.residual_order = gather.add(residual.order,
+                                {Combine::kOrder, static_cast<int>(median_ranks(n).size()), 3});
+  const Tensor rows = residual.rows.reshape_view({B, T, ops::kRowStats});  // (B, T, 5)
   const Tensor norms = rows.select_view(2, ops::kRowNorm);  // (B, T), 5 apart
   s.norm_mean = gather.add(column(ops::row_statistics(norms), ops::kRowMean));
   s.first_row = gather.add(rows.narrow_view(1, 0, 1));  // (B, 1, 5)
@@ -172,11 +179,6 @@ LayerSlots queue_layer(const LayerCapture& cap, const ops::AttentionOptions& att
   s.first_row_normed = gather.add(ops::row_statistics(cap.residual_normed.select_view(1, 0)));
   const Tensor first_x = cap.residual.select_view(1, 0);  // (B, C), rows T * C apart
   s.channel_abs0 = gather.add(column(stats_of_columns(first_x), ops::kRowMeanAbs), mean);
-  const int64_t n = cap.residual.numel();
-  std::vector<int64_t> ranks = median_ranks(n);
-  for (int64_t i = 1; i <= 3; ++i) ranks.push_back(std::max<int64_t>(n - i, 0));
-  s.residual_order = gather.add(ops::abs_order_statistics(cap.residual, ranks),
-                                {Combine::kOrder, static_cast<int>(median_ranks(n).size()), 3});
   const Tensor first_u = cap.ffn_hidden.select_view(1, 0);  // (B, F), rows T * F apart
   s.neuron_abs0 = gather.add(column(stats_of_columns(first_u), ops::kRowMeanAbs), mean);
   const std::vector<int64_t> ffn_ranks = median_ranks(cap.ffn_hidden.numel());
