@@ -139,9 +139,6 @@ __global__ void layernorm_forward_kernel(const T* x, const T* delta, T* sum_out,
 // (mean subtracted, mean written, bias optional); otherwise RMSNorm (the same row kernel with a
 // zero mean: y = x * rsqrt(mean(x^2) + eps) * weight, weight optional, mean and bias null).
 constexpr int kMaxRowVectors = 8;  // C <= 1024
-// Rows per block of the layernorm backward that also sums the weight and bias gradients: 16 a
-// warp (GPT-2 at B = 32, T = 1024: 256 blocks, 2 an SM, 1.6 MB of f64 partials each way).
-constexpr int64_t kParamRowsPerBlock = 16 * kRowsPerBlock;
 
 __device__ __forceinline__ void store_four(float* p, float a, float b, float c, float d) {
   *reinterpret_cast<float4*>(p) = make_float4(a, b, c, d);
@@ -220,91 +217,48 @@ __device__ __forceinline__ float4 load_four(const __nv_bfloat16* p) {
 // float4s at 4 l + 128 i), so x and dy are read once (the kernel below reads them twice); the
 // same formulas, the sums in another order. dx16 (rows, C) or null: dx rounded to nearest even
 // as well (the products' copy of a folded residual gradient, ops::remember_operand).
-// Block b takes rows [b rows_per_block, (b + 1) rows_per_block), warp w every 8th of them from
-// w. With kParams, the weight and bias gradients' column sums come out of the same pass: each
-// lane sums dy * xhat and dy of its columns over its rows in f32, the block's warps add theirs
-// in warp order in f64 into shared memory, and the block writes partial (2, gridDim.x, C) f64
-// row b (column_finish_kernel adds the blocks in order): x and dy are not read a second time,
-// and every sum runs in an order fixed by the shape.
-template <class G, bool kParams>
+template <class G>
 __global__ void layernorm_backward_x_vec_kernel(const G* dy, const float* x, const float* weight,
                                                 const float* mean, const float* rstd,
                                                 const float* res, float* dx,
-                                                __nv_bfloat16* dx16, int64_t rows, int64_t C,
-                                                int64_t rows_per_block, double* partial) {
-  const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
+                                                __nv_bfloat16* dx16, int64_t rows, int64_t C) {
+  const int lane = threadIdx.x % kWarp;
+  const int64_t r = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.x / kWarp;
+  if (r >= rows) return;  // the whole warp leaves together
   const int n = static_cast<int>(C / 128);
-  const int64_t first = static_cast<int64_t>(blockIdx.x) * rows_per_block;
-  const int64_t end = min(rows, first + rows_per_block);
-  float4 dw[kParams ? kMaxRowVectors : 1], db[kParams ? kMaxRowVectors : 1];  // column sums
-  if constexpr (kParams) {
+  const float mu = mean[r], inv = rstd[r];
+  float4 gv[kMaxRowVectors], xh[kMaxRowVectors];  // weight * dy and xhat, this lane's part
+  float sum_g = 0.f, sum_g_xhat = 0.f;
 #pragma unroll
-    for (int i = 0; i < kMaxRowVectors; ++i) dw[i] = db[i] = make_float4(0, 0, 0, 0);
+  for (int i = 0; i < kMaxRowVectors; ++i) {
+    if (i >= n) break;
+    const int64_t c = 4 * lane + 128 * i, at = r * C + c;
+    const float4 w = *reinterpret_cast<const float4*>(weight + c);
+    const float4 d = load_four(dy + at);
+    const float4 xv = *reinterpret_cast<const float4*>(x + at);
+    gv[i] = make_float4(w.x * d.x, w.y * d.y, w.z * d.z, w.w * d.w);
+    xh[i] = make_float4((xv.x - mu) * inv, (xv.y - mu) * inv, (xv.z - mu) * inv,
+                        (xv.w - mu) * inv);
+    sum_g += (gv[i].x + gv[i].y) + (gv[i].z + gv[i].w);
+    sum_g_xhat += (gv[i].x * xh[i].x + gv[i].y * xh[i].y) + (gv[i].z * xh[i].z + gv[i].w * xh[i].w);
   }
-  for (int64_t r = first + warp; r < end; r += kRowsPerBlock) {
-    const float mu = mean[r], inv = rstd[r];
-    float4 gv[kMaxRowVectors], xh[kMaxRowVectors];  // weight * dy and xhat, this lane's part
-    float sum_g = 0.f, sum_g_xhat = 0.f;
+  const float mean_g = warp_sum(sum_g) / static_cast<float>(C);
+  const float mean_g_xhat = warp_sum(sum_g_xhat) / static_cast<float>(C);
 #pragma unroll
-    for (int i = 0; i < kMaxRowVectors; ++i) {
-      if (i >= n) break;
-      const int64_t c = 4 * lane + 128 * i, at = r * C + c;
-      const float4 w = *reinterpret_cast<const float4*>(weight + c);
-      const float4 d = load_four(dy + at);
-      const float4 xv = *reinterpret_cast<const float4*>(x + at);
-      gv[i] = make_float4(w.x * d.x, w.y * d.y, w.z * d.z, w.w * d.w);
-      xh[i] = make_float4((xv.x - mu) * inv, (xv.y - mu) * inv, (xv.z - mu) * inv,
-                          (xv.w - mu) * inv);
-      sum_g += (gv[i].x + gv[i].y) + (gv[i].z + gv[i].w);
-      sum_g_xhat +=
-          (gv[i].x * xh[i].x + gv[i].y * xh[i].y) + (gv[i].z * xh[i].z + gv[i].w * xh[i].w);
-      if constexpr (kParams) {
-        dw[i] = make_float4(dw[i].x + d.x * xh[i].x, dw[i].y + d.y * xh[i].y,
-                            dw[i].z + d.z * xh[i].z, dw[i].w + d.w * xh[i].w);
-        db[i] = make_float4(db[i].x + d.x, db[i].y + d.y, db[i].z + d.z, db[i].w + d.w);
-      }
+  for (int i = 0; i < kMaxRowVectors; ++i) {
+    if (i >= n) break;
+    const int64_t at = r * C + 4 * lane + 128 * i;
+    float4 v = make_float4(inv * (gv[i].x - mean_g - xh[i].x * mean_g_xhat),
+                           inv * (gv[i].y - mean_g - xh[i].y * mean_g_xhat),
+                           inv * (gv[i].z - mean_g - xh[i].z * mean_g_xhat),
+                           inv * (gv[i].w - mean_g - xh[i].w * mean_g_xhat));
+    if (res) {
+      const float4 rv = *reinterpret_cast<const float4*>(res + at);
+      v = make_float4(add_exact(rv.x, v.x), add_exact(rv.y, v.y), add_exact(rv.z, v.z),
+                      add_exact(rv.w, v.w));
     }
-    const float mean_g = warp_sum(sum_g) / static_cast<float>(C);
-    const float mean_g_xhat = warp_sum(sum_g_xhat) / static_cast<float>(C);
-#pragma unroll
-    for (int i = 0; i < kMaxRowVectors; ++i) {
-      if (i >= n) break;
-      const int64_t at = r * C + 4 * lane + 128 * i;
-      float4 v = make_float4(inv * (gv[i].x - mean_g - xh[i].x * mean_g_xhat),
-                             inv * (gv[i].y - mean_g - xh[i].y * mean_g_xhat),
-                             inv * (gv[i].z - mean_g - xh[i].z * mean_g_xhat),
-                             inv * (gv[i].w - mean_g - xh[i].w * mean_g_xhat));
-      if (res) {
-        const float4 rv = *reinterpret_cast<const float4*>(res + at);
-        v = make_float4(add_exact(rv.x, v.x), add_exact(rv.y, v.y), add_exact(rv.z, v.z),
-                        add_exact(rv.w, v.w));
-      }
-      *reinterpret_cast<float4*>(dx + at) = v;
-      if (dx16) store_four(dx16 + at, v.x, v.y, v.z, v.w);
-    }
-  }
-  if constexpr (kParams) {
-    __shared__ double block_sums[2][kMaxRowVectors * 128];  // (2, C) this block's, f64
-    for (int c = threadIdx.x; c < 2 * kMaxRowVectors * 128; c += blockDim.x)
-      (&block_sums[0][0])[c] = 0;
-    for (int w = 0; w < kRowsPerBlock; ++w) {  // warp order: a fixed sum
-      __syncthreads();
-      if (warp != w) continue;
-#pragma unroll
-      for (int i = 0; i < kMaxRowVectors; ++i) {
-        if (i >= n) break;
-        const int c = 4 * lane + 128 * i;
-        block_sums[0][c] += dw[i].x, block_sums[0][c + 1] += dw[i].y;
-        block_sums[0][c + 2] += dw[i].z, block_sums[0][c + 3] += dw[i].w;
-        block_sums[1][c] += db[i].x, block_sums[1][c + 1] += db[i].y;
-        block_sums[1][c + 2] += db[i].z, block_sums[1][c + 3] += db[i].w;
-      }
-    }
-    __syncthreads();
-    for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
-      partial[blockIdx.x * C + c] = block_sums[0][c];
-      partial[(gridDim.x + blockIdx.x) * C + c] = block_sums[1][c];
-    }
+    *reinterpret_cast<float4*>(dx + at) = v;
+    if (dx16) store_four(dx16 + at, v.x, v.y, v.z, v.w);
   }
 }
 
@@ -409,7 +363,6 @@ void layernorm_backward_cuda(const Tensor& grad, const Tensor& x, const Tensor& 
     const T* prstd = rstd.data<T>();  // (rows)
     auto run = [&](const auto* pdy) {  // dy (rows, C) as T or bf16
       using G = std::remove_cv_t<std::remove_pointer_t<decltype(pdy)>>;
-      bool params_done = false;  // the weight and bias gradients came out of the x pass
       if (grad_x && rows > 0) {
         const T* pres = residual ? residual->data<T>() : nullptr;  // (rows, C) or none
         T* pdx = grad_x->data<T>();                                // (rows, C)
@@ -420,24 +373,9 @@ void layernorm_backward_cuda(const Tensor& grad, const Tensor& x, const Tensor& 
                                        : nullptr;
           in_registers = C % 128 == 0 && C / 128 <= kMaxRowVectors &&
                          aligned16({pdy, px, weight.raw_data(), pres, pdx, pdx16});
-          params_done = in_registers && ops::fused_layernorm_param_grads &&
-                        (grad_weight || grad_bias);
-          if (params_done) {  // the weight and bias gradients in the same pass
-            const int64_t blocks = (rows + kParamRowsPerBlock - 1) / kParamRowsPerBlock;
-            Tensor partial = Tensor::empty({2, blocks, C}, DType::F64, x.device());  // (2, blocks, C)
-            layernorm_backward_x_vec_kernel<G, true>
-                <<<static_cast<unsigned>(blocks), kRowThreads, 0, stream()>>>(
-                    pdy, px, weight.data<T>(), pmean, prstd, pres, pdx, pdx16, rows, C,
-                    kParamRowsPerBlock, partial.data<double>());
-            SINKLAB_KERNEL_CHECK("layernorm backward (x, weight, bias)");
-            column_finish_kernel<T, 2><<<blocks_for(C), 256, 0, stream()>>>(
-                partial.data<double>(), blocks, C, grad_weight ? grad_weight->data<T>() : nullptr,
-                grad_bias ? grad_bias->data<T>() : nullptr);
-          } else if (in_registers) {
-            layernorm_backward_x_vec_kernel<G, false><<<row_blocks(rows), kRowThreads, 0, stream()>>>(
-                pdy, px, weight.data<T>(), pmean, prstd, pres, pdx, pdx16, rows, C, kRowsPerBlock,
-                nullptr);
-          }
+          if (in_registers)
+            layernorm_backward_x_vec_kernel<G><<<row_blocks(rows), kRowThreads, 0, stream()>>>(
+                pdy, px, weight.data<T>(), pmean, prstd, pres, pdx, pdx16, rows, C);
         }
         if (!in_registers)
           layernorm_backward_x_kernel<T, G><<<row_blocks(rows), kRowThreads, 0, stream()>>>(
@@ -445,7 +383,7 @@ void layernorm_backward_cuda(const Tensor& grad, const Tensor& x, const Tensor& 
         SINKLAB_KERNEL_CHECK("layernorm backward (x)");
         if (grad_x_operand && !in_registers) round_operand(*grad_x, *grad_x_operand);
       }
-      if ((grad_weight || grad_bias) && !params_done) {
+      if (grad_weight || grad_bias) {
         T* pdw = grad_weight ? grad_weight->data<T>() : nullptr;  // (C)
         T* pdb = grad_bias ? grad_bias->data<T>() : nullptr;      // (C)
         column_sums<T, 2>(rows, C, LayerNormParamTerm<T, G>{pdy, px, pmean, prstd, C}, pdw, pdb,

@@ -30,11 +30,6 @@ using LayerNormBackwardFn = void (*)(const Tensor& grad, const Tensor& x, const 
                                      Tensor* grad_x_operand, Tensor* grad_weight,
                                      Tensor* grad_bias);
 extern OpKernels<LayerNormForwardFn, LayerNormBackwardFn> layernorm_kernels;
-// The CUDA backward of f32 rows held in registers sums the weight and bias gradients in the
-// pass that writes grad_x (per-block f64 partials, added in block order) instead of reading x
-// and the upstream gradient again in a column-sum pass of its own. Set from the config
-// (run.fused_layernorm_param_grads); the CPU ignores it.
-extern bool fused_layernorm_param_grads;
 // add_layernorm's forward: sum = x + delta (..., C), then layernorm's outputs for sum. Its
 // backward is add's and layernorm's (the slot stays null).
 using AddLayerNormForwardFn = void (*)(const Tensor& x, const Tensor& delta, const Tensor& weight,

@@ -222,7 +222,6 @@ const std::vector<Field>& fields() {
       SINKLAB_KEY(run, RunSection, fused_cross_entropy),
       SINKLAB_KEY(run, RunSection, fold_residual_grads),
       SINKLAB_KEY(run, RunSection, deterministic),
-      SINKLAB_KEY(run, RunSection, fused_layernorm_param_grads),
 
       SINKLAB_KEY(model, ModelSection, arch),
       SINKLAB_KEY(model, ModelSection, n_layer, kPos),

@@ -93,9 +93,6 @@ struct RunSection {
                                     // false lets cuDNN's attention backward sum dQ with f32
                                     // atomics (ops::deterministic_attention): faster, but two
                                     // runs may differ in the last bits
-  bool fused_layernorm_param_grads = false;  // LayerNorm's weight and bias gradients summed in
-                                    // the pass that writes its input's gradient (CUDA, f32
-                                    // rows of up to 1024): one read of x and dy fewer per norm
 };
 
 struct ModelSection {

@@ -6,7 +6,6 @@
 #include "ops/add_norm.h"
 #include "ops/attention.h"
 #include "ops/cross_entropy.h"
-#include "ops/layernorm.h"
 #include "ops/cpu/blas_gemm.h"
 #include "ops/matmul.h"
 
@@ -20,7 +19,6 @@ void apply_process_settings(const RunSection& run) {
   ops::fused_cross_entropy = run.fused_cross_entropy;
   ops::fold_residual_grads = run.fold_residual_grads;
   ops::deterministic_attention = run.deterministic;
-  ops::fused_layernorm_param_grads = run.fused_layernorm_param_grads;
   SINKLAB_CHECK(run.cpu_gemm != CpuGemmSetting::OpenBLAS || cpu::openblas_built(), ConfigError,
                 "run.cpu_gemm is openblas, but this build has no OpenBLAS",
                 "install libopenblas-dev and reconfigure, or set run.cpu_gemm: auto");

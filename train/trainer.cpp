@@ -91,8 +91,7 @@ constexpr const char* kProcessKeys[] = {"run.attention_kernels", "run.profile", 
                                         "run.collective_timeout_s", "run.bf16_gemm",
                                         "run.metrics_priority", "run.cpu_gemm",
                                         "run.gemm_epilogues", "run.fused_cross_entropy",
-                                        "run.fold_residual_grads", "run.deterministic",
-                                        "run.fused_layernorm_param_grads"};
+                                        "run.fold_residual_grads", "run.deterministic"};
 
 // A step's sink metrics. Made at the end of the forward whose capture they read (on a GPU that
 // marks where the side stream will start), queued once the backward is queued (the host queues
