@@ -10,7 +10,7 @@
 // one 16-byte access per buffer when the rows divide into such packs and the buffers are
 // aligned) and walks the rows. Backward: the same layout over a chunk of rows per block writes
 // grad x and the chunk's column partials of grad bias (summed before grad x is rounded to its
-// storage type); column_finish_kernel (cuda/column_sums.cuh) adds the chunks in order:
+// storage type); column_finish (cuda/column_sums.cuh) adds the chunks in a fixed order:
 // deterministic.
 #include <algorithm>
 #include <cstdint>
@@ -297,7 +297,7 @@ __global__ void __launch_bounds__(kBiasCols * kBiasRows)
 // grad, x, grad_x (rows, F) in S; bias (F) in A. Block kBiasCols * kBiasRows threads in x,
 // RowPack<S>::kCount columns each; blockIdx.y is a chunk of rows: grad_x = grad * gelu'(x +
 // bias) (rounded to S), and partial (chunks, F) in f64 gets the chunk's column sums of the
-// unrounded values, in row order (column_finish_kernel then adds the chunks in order:
+// unrounded values, in row order (column_finish then adds the chunks in a fixed order:
 // deterministic).
 template <class S>
 __global__ void __launch_bounds__(kBiasCols * kBiasRows)
@@ -384,8 +384,7 @@ void bias_gelu_backward_cuda(const Tensor& grad, const Tensor& x, const Tensor& 
         bias.data<A>(), static_cast<S*>(grad_x.raw_data()), partial.data<double>(), rows, F,
         rows_per_chunk, packed);
     SINKLAB_KERNEL_CHECK("bias_gelu backward");
-    column_finish_kernel<A, 1><<<blocks_for(F), 256, 0, stream()>>>(
-        partial.data<double>(), used, F, grad_bias.data<A>(), nullptr);
+    column_finish<A, 1>(partial.data<double>(), used, F, grad_bias.data<A>(), nullptr);
     SINKLAB_KERNEL_CHECK("bias_gelu backward (bias)");
   });
 }
