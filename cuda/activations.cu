@@ -318,10 +318,19 @@ __global__ void __launch_bounds__(kBiasCols * kBiasRows)
   }
   const int64_t r0 = blockIdx.y * rows_per_chunk;
   const int64_t r1 = r0 + rows_per_chunk < rows ? r0 + rows_per_chunk : rows;
-#pragma unroll 2
+  // The next row's packs are loaded before this row's store (a store between two loads makes
+  // the second wait for the first: grad_x may alias grad or x as far as the compiler knows).
+  RowPack<S> g_next, v_next;
+  if (r0 < r1) {
+    g_next = load_pack(grad + r0 * F + c0, width, packed);
+    v_next = load_pack(x + r0 * F + c0, width, packed);
+  }
   for (int64_t r = r0; r < r1; ++r) {
-    const RowPack<S> g = load_pack(grad + r * F + c0, width, packed);
-    const RowPack<S> v = load_pack(x + r * F + c0, width, packed);
+    const RowPack<S> g = g_next, v = v_next;
+    if (r + 1 < r1) {
+      g_next = load_pack(grad + (r + 1) * F + c0, width, packed);
+      v_next = load_pack(x + (r + 1) * F + c0, width, packed);
+    }
     RowPack<S> out;
 #pragma unroll
     for (int j = 0; j < kPer; ++j) {

@@ -649,6 +649,7 @@ __global__ void attention_key_mass_kernel(const S* __restrict__ q, const S* __re
       constexpr int kPer = 16 / sizeof(S);
       const uint4* qv = reinterpret_cast<const uint4*>(qt);  // (HS / kPer)
       const uint4* kv = reinterpret_cast<const uint4*>(kk);  // (HS / kPer)
+#pragma unroll 8  // HS = 64 bf16: the row's 8 loads of q and of k in flight together
       for (int d = 0; d < HS / kPer; ++d) {
         const uint4 a = qv[d], c = kv[d];
         const S* ea = reinterpret_cast<const S*>(&a);

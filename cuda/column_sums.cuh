@@ -53,8 +53,11 @@ __global__ void column_partial_kernel(int64_t rows, int64_t cols, int64_t rows_p
   T acc[K];
 #pragma unroll
   for (int k = 0; k < K; ++k) acc[k] = T(0);
-  if (c < cols)
+  // Unrolled so that several rows' loads are in flight at once (the sums keep their order).
+  if (c < cols) {
+#pragma unroll 4
     for (int64_t r = r0 + threadIdx.y; r < r1; r += kColRows) term(r, c, acc);
+  }
 #pragma unroll
   for (int k = 0; k < K; ++k) tile[k][threadIdx.y][threadIdx.x] = static_cast<double>(acc[k]);
   __syncthreads();  // reached by every thread (no early return above)

@@ -160,16 +160,25 @@ __global__ void norm_forward_vec_kernel(const float* x, const float* delta, floa
   if (r >= rows) return;  // the whole warp leaves together: the shuffles stay full-warp
   const int n = static_cast<int>(C / 128);  // float4s per lane
   float4 v[kMaxRowVectors];  // this lane's part of the row (x, or x + delta)
-  float sum = 0.f;
+  float4 dv[kMaxRowVectors];  // delta's, when there is one
+  // Every load before the first use and the first store (sum_out may alias nothing, but the
+  // compiler cannot know: a store between two loads makes the second wait for the first).
 #pragma unroll
   for (int i = 0; i < kMaxRowVectors; ++i) {
     if (i >= n) break;
     const int64_t at = r * C + 4 * lane + 128 * i;
-    float4 a = *reinterpret_cast<const float4*>(x + at);
+    v[i] = *reinterpret_cast<const float4*>(x + at);
+    if (delta) dv[i] = *reinterpret_cast<const float4*>(delta + at);
+  }
+  float sum = 0.f;
+#pragma unroll
+  for (int i = 0; i < kMaxRowVectors; ++i) {
+    if (i >= n) break;
+    float4 a = v[i];
     if (delta) {
-      const float4 d = *reinterpret_cast<const float4*>(delta + at);
+      const float4 d = dv[i];
       a = make_float4(a.x + d.x, a.y + d.y, a.z + d.z, a.w + d.w);
-      *reinterpret_cast<float4*>(sum_out + at) = a;
+      *reinterpret_cast<float4*>(sum_out + r * C + 4 * lane + 128 * i) = a;
     }
     v[i] = a;
     sum += (a.x + a.y) + (a.z + a.w);
@@ -199,12 +208,17 @@ __global__ void norm_forward_vec_kernel(const float* x, const float* delta, floa
   }
 }
 
-// Four elements of an upstream gradient row, widened to f32 (one 16-byte or 8-byte load).
-__device__ __forceinline__ float4 load_four(const float* p) {
-  return *reinterpret_cast<const float4*>(p);
+// Four elements of an upstream gradient row as loaded (one 16-byte or 8-byte load), and widened
+// to f32 (apart, so that a row's loads can all be issued before the first widening).
+template <class G> struct FourOf;
+template <> struct FourOf<float> { using type = float4; };
+template <> struct FourOf<__nv_bfloat16> { using type = uint2; };
+template <class G>
+__device__ __forceinline__ typename FourOf<G>::type load_raw_four(const G* p) {
+  return *reinterpret_cast<const typename FourOf<G>::type*>(p);
 }
-__device__ __forceinline__ float4 load_four(const __nv_bfloat16* p) {
-  const uint2 raw = *reinterpret_cast<const uint2*>(p);
+__device__ __forceinline__ float4 widen_four(float4 v) { return v; }
+__device__ __forceinline__ float4 widen_four(uint2 raw) {
   __nv_bfloat162 lo, hi;
   memcpy(&lo, &raw.x, sizeof(lo));
   memcpy(&hi, &raw.y, sizeof(hi));
@@ -226,16 +240,28 @@ __global__ void layernorm_backward_x_vec_kernel(const G* dy, const float* x, con
   const int64_t r = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.x / kWarp;
   if (r >= rows) return;  // the whole warp leaves together
   const int n = static_cast<int>(C / 128);
+  // Every load of the row first (x, dy and the residual gradient res), so that all are in
+  // flight at once: loading res between the stores of dx made each wait for the one before.
+  float4 xh[kMaxRowVectors], rv[kMaxRowVectors];  // x (then xhat) and res, this lane's part
+  typename FourOf<G>::type draw[kMaxRowVectors];  // dy as loaded
+#pragma unroll
+  for (int i = 0; i < kMaxRowVectors; ++i) {
+    if (i >= n) break;
+    const int64_t at = r * C + 4 * lane + 128 * i;
+    xh[i] = *reinterpret_cast<const float4*>(x + at);
+    draw[i] = load_raw_four(dy + at);
+    if (res) rv[i] = *reinterpret_cast<const float4*>(res + at);
+  }
   const float mu = mean[r], inv = rstd[r];
-  float4 gv[kMaxRowVectors], xh[kMaxRowVectors];  // weight * dy and xhat, this lane's part
+  float4 gv[kMaxRowVectors];  // weight * dy, this lane's part
   float sum_g = 0.f, sum_g_xhat = 0.f;
 #pragma unroll
   for (int i = 0; i < kMaxRowVectors; ++i) {
     if (i >= n) break;
-    const int64_t c = 4 * lane + 128 * i, at = r * C + c;
+    const int64_t c = 4 * lane + 128 * i;
     const float4 w = *reinterpret_cast<const float4*>(weight + c);
-    const float4 d = load_four(dy + at);
-    const float4 xv = *reinterpret_cast<const float4*>(x + at);
+    const float4 d = widen_four(draw[i]);
+    const float4 xv = xh[i];
     gv[i] = make_float4(w.x * d.x, w.y * d.y, w.z * d.z, w.w * d.w);
     xh[i] = make_float4((xv.x - mu) * inv, (xv.y - mu) * inv, (xv.z - mu) * inv,
                         (xv.w - mu) * inv);
@@ -252,11 +278,9 @@ __global__ void layernorm_backward_x_vec_kernel(const G* dy, const float* x, con
                            inv * (gv[i].y - mean_g - xh[i].y * mean_g_xhat),
                            inv * (gv[i].z - mean_g - xh[i].z * mean_g_xhat),
                            inv * (gv[i].w - mean_g - xh[i].w * mean_g_xhat));
-    if (res) {
-      const float4 rv = *reinterpret_cast<const float4*>(res + at);
-      v = make_float4(add_exact(rv.x, v.x), add_exact(rv.y, v.y), add_exact(rv.z, v.z),
-                      add_exact(rv.w, v.w));
-    }
+    if (res)
+      v = make_float4(add_exact(rv[i].x, v.x), add_exact(rv[i].y, v.y), add_exact(rv[i].z, v.z),
+                      add_exact(rv[i].w, v.w));
     *reinterpret_cast<float4*>(dx + at) = v;
     if (dx16) store_four(dx16 + at, v.x, v.y, v.z, v.w);
   }
@@ -485,18 +509,35 @@ void with_norm_input(TensorRef& x, const char* op, Body&& body) {
 constexpr int kChunk = 8;       // elements a lane moves at once
 constexpr int kMaxChunks = 4;   // D <= 8 * 32 * 4 = 1024
 
-__device__ __forceinline__ void load_chunk(const float* p, float (&v)[kChunk]) {
-  const float4 a = reinterpret_cast<const float4*>(p)[0], b = reinterpret_cast<const float4*>(p)[1];
-  v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
+// A chunk as loaded (two 16-byte loads of f32, one of bf16), and widened to f32 apart, so that
+// a row's loads can all be issued before the first widening.
+struct F32Chunk {
+  float4 a, b;
+};
+template <class S> struct ChunkOf;
+template <> struct ChunkOf<float> { using type = F32Chunk; };
+template <> struct ChunkOf<__nv_bfloat16> { using type = uint4; };
+__device__ __forceinline__ F32Chunk load_raw_chunk(const float* p) {
+  return {reinterpret_cast<const float4*>(p)[0], reinterpret_cast<const float4*>(p)[1]};
 }
-__device__ __forceinline__ void load_chunk(const __nv_bfloat16* p, float (&v)[kChunk]) {
-  const uint4 raw = *reinterpret_cast<const uint4*>(p);
+__device__ __forceinline__ uint4 load_raw_chunk(const __nv_bfloat16* p) {
+  return *reinterpret_cast<const uint4*>(p);
+}
+__device__ __forceinline__ void widen_chunk(const F32Chunk& c, float (&v)[kChunk]) {
+  v[0] = c.a.x, v[1] = c.a.y, v[2] = c.a.z, v[3] = c.a.w;
+  v[4] = c.b.x, v[5] = c.b.y, v[6] = c.b.z, v[7] = c.b.w;
+}
+__device__ __forceinline__ void widen_chunk(const uint4& raw, float (&v)[kChunk]) {
   const auto* pairs = reinterpret_cast<const __nv_bfloat162*>(&raw);
 #pragma unroll
   for (int j = 0; j < kChunk / 2; ++j) {
     const float2 f = __bfloat1622float2(pairs[j]);
     v[2 * j] = f.x, v[2 * j + 1] = f.y;
   }
+}
+template <class S>
+__device__ __forceinline__ void load_chunk(const S* p, float (&v)[kChunk]) {
+  widen_chunk(load_raw_chunk(p), v);
 }
 __device__ __forceinline__ void store_chunk(float* p, const float (&v)[kChunk]) {
   reinterpret_cast<float4*>(p)[0] = make_float4(v[0], v[1], v[2], v[3]);
@@ -585,6 +626,21 @@ __global__ void rmsnorm_groups_backward_x_kernel(const Gy* dy, const X* x, const
                         (kWarp / g.G) + lane / g.G;
   const bool active = r < rows;
   const float* gr = active && gain ? gain + (r * D) % P : nullptr;  // (D) slice of the gain
+  // Every load of the row first (x, dy and the residual gradient res), so that all are in
+  // flight at once: widening dy, or loading res between the stores of dx, made the next load
+  // wait for the one before.
+  typename ChunkOf<X>::type xraw[kMaxChunks], rraw[kMaxChunks];
+  typename ChunkOf<Gy>::type draw[kMaxChunks];
+#pragma unroll
+  for (int i = 0; i < kMaxChunks; ++i) {
+    if (i >= g.n) break;
+    const int64_t at = r * D + (gl + g.G * i) * kChunk;
+    if (active) {
+      xraw[i] = load_raw_chunk(x + at);
+      draw[i] = load_raw_chunk(dy + at);
+      if (res) rraw[i] = load_raw_chunk(res + at);
+    }
+  }
   float xv[kMaxChunks][kChunk], gv[kMaxChunks][kChunk];  // x and gain * dy
   float dot = 0.f;
 #pragma unroll
@@ -592,8 +648,8 @@ __global__ void rmsnorm_groups_backward_x_kernel(const Gy* dy, const X* x, const
     if (i >= g.n) break;
     const int64_t d0 = (gl + g.G * i) * kChunk;
     if (active) {
-      load_chunk(x + r * D + d0, xv[i]);
-      load_chunk(dy + r * D + d0, gv[i]);
+      widen_chunk(xraw[i], xv[i]);
+      widen_chunk(draw[i], gv[i]);
     }
 #pragma unroll
     for (int j = 0; j < kChunk; ++j) {
@@ -614,7 +670,7 @@ __global__ void rmsnorm_groups_backward_x_kernel(const Gy* dy, const X* x, const
     for (int j = 0; j < kChunk; ++j) out[j] = inv * gv[i][j] - coef * xv[i][j];
     if (res) {
       float rv[kChunk];
-      load_chunk(res + at, rv);
+      widen_chunk(rraw[i], rv);
 #pragma unroll
       for (int j = 0; j < kChunk; ++j) out[j] = add_exact(rv[j], out[j]);
     }
