@@ -318,8 +318,9 @@ __global__ void __launch_bounds__(kBiasCols * kBiasRows)
   }
   const int64_t r0 = blockIdx.y * rows_per_chunk;
   const int64_t r1 = r0 + rows_per_chunk < rows ? r0 + rows_per_chunk : rows;
-  // The next row's packs are loaded before this row's store (a store between two loads makes
-  // the second wait for the first: grad_x may alias grad or x as far as the compiler knows).
+  // The next row's packs are loaded before this row's math and store, so that two rows' loads
+  // are in flight whatever the compiler schedules (with `#pragma unroll 2` alone the kernel
+  // took 247 us a call on the H100 for GPT-2's FFN, 229 us with this).
   RowPack<S> g_next, v_next;
   if (r0 < r1) {
     g_next = load_pack(grad + r0 * F + c0, width, packed);

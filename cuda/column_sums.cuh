@@ -4,8 +4,9 @@
 // Two passes without atomics: (1) blocks of 32 columns x a chunk of rows write one partial per
 // (chunk, column) to an f64 scratch buffer (each thread sums its rows in order in T, then the 8
 // thread rows are added in order in f64); (2) 32 threads per column add every 32nd chunk in
-// order in f64, then their 32 sums in order. The chunk count depends only on the shape: bit-identical from run to run, and about 2048
-// blocks keep the whole GPU busy even for few columns and many rows.
+// order in f64, then their 32 sums in order. The chunk count depends only on the shape:
+// bit-identical from run to run, and about 2048 blocks keep the whole GPU busy even for few
+// columns and many rows.
 #pragma once
 #include <algorithm>
 #include <cstdint>

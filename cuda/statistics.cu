@@ -27,8 +27,9 @@
 //   bracket runs first: 2^16 keys at hashed
 //   positions are sorted, each rank gets a key range around its sample quantile (4 standard
 //   deviations wide), and one pass over x counts the keys below each range and compacts the few
-//   inside (about 1.6% for a median). When every rank lies in its range and the candidates fit, the radix passes read the
-//   candidates instead of x; otherwise they read x as before. Exact either way.
+//   inside (about 1.6% for a median). When every rank lies in its range and the candidates
+//   fit, the radix passes read the candidates instead of x; otherwise they read x as before.
+//   Exact either way.
 //   bf16 (16-bit keys, 15 without the sign) needs only that histogram: its bins are the values.
 #include <cub/block/block_scan.cuh>
 #include <cub/device/device_radix_sort.cuh>
@@ -117,9 +118,10 @@ __device__ __forceinline__ void load_held_row(const uint4* __restrict__ row, int
     if (i * 32 + lane < vectors) held[i] = row[i * 32 + lane];
 }
 
-// The statistics of a held row of D elements of S into o (5), as row_statistics_kernel computes
-// them (the mean first, then the deviations from it), summed from registers; visit(v) sees each
-// element once, in the second sweep (the whole-key histogram counts its key there).
+// The statistics of a held row of D elements of S into o (5): row_statistics_kernel's formulas
+// (the mean first, then the deviations from it), summed from registers in another order (a
+// lane's vectors, then the warp); visit(v) sees each element once, in the second sweep (the
+// whole-key histogram counts its key there).
 template <class S, int V, class T = typename AccumulateIn<S>::type, class Visit>
 __device__ __forceinline__ void held_row_statistics(const uint4 (&held)[V], int D, T* o,
                                                     Visit&& visit) {
@@ -154,8 +156,8 @@ __device__ __forceinline__ void held_row_statistics(const uint4 (&held)[V], int 
 
 // Rows of D contiguous elements, rs apart, 16-byte aligned, D a multiple of the 16-byte vector
 // and at most 32 V vectors, held in registers (load_held_row). The element-wise kernel above
-// read each row twice, 4 bytes a lane at a time: twice the bandwidth floor on the residual and
-// the attention output.
+// read each row twice, one element a lane at a time: twice the bandwidth floor on the residual
+// and the attention output.
 template <class S, int V, class T = typename AccumulateIn<S>::type>
 __global__ void row_statistics_vec_kernel(const S* __restrict__ x, T* __restrict__ out, int64_t R,
                                           int D, int64_t rs) {
@@ -178,14 +180,17 @@ int held_vectors_per_lane(const S* p, int64_t D, int64_t rs) {
   return per_lane <= 1 ? 1 : per_lane <= 2 ? 2 : per_lane <= 4 ? 4 : 8;
 }
 
-// fn(std::integral_constant<int, V>) for V = held (1, 2, 4 or 8).
+// fn(std::integral_constant<int, V>) for V = held (1, 2, 4 or 8: held_vectors_per_lane's).
 template <class Fn>
 void with_held_vectors(int held, Fn&& fn) {
   switch (held) {
     case 1: fn(std::integral_constant<int, 1>{}); break;
     case 2: fn(std::integral_constant<int, 2>{}); break;
     case 4: fn(std::integral_constant<int, 4>{}); break;
-    default: fn(std::integral_constant<int, 8>{}); break;
+    case 8: fn(std::integral_constant<int, 8>{}); break;
+    default:
+      SINKLAB_CHECK(false, ValueError, "row statistics: " << held << " vectors a lane",
+                    "an internal error: pass held_vectors_per_lane's result (1, 2, 4 or 8)");
   }
 }
 
@@ -442,8 +447,9 @@ __global__ void select_write(const SelectState<K>* state, O* out, int count) {
 // in one histogram of 2^15 bins, one pass over x: each block counts into its own shared copy
 // (128 KB), flushed with integer atomics (order-independent: deterministic); then one block
 // scans the bins to each rank's bin. For bf16 that is the whole key: the order statistics
-// themselves. For f32 and f64 it is a prefix that holds about 1/128 of an octave of |x|, so the
-// radix passes after it count only the few keys under each rank's prefix.
+// themselves. For f32 and f64 it is a prefix that holds about 1/128 of an octave of |x|: f32
+// counts the low 16 bits under each rank's prefix in one more pass (low_key_histogram below),
+// f64 compacts the keys under them and runs the radix passes on those.
 
 constexpr int kWholeKeyBins = 1 << 15;
 constexpr int kWholeKeyThreads = 1024;                          // both kernels' blocks
@@ -617,7 +623,8 @@ void queue_whole_key_select(const Tensor& x, const Ranks& ranks, Tensor* out,
 // each rank's top 16 bits and its rank among the keys under them in state; one more pass over x
 // counts the low 16 bits of the keys under each distinct prefix into a 2^16-bin histogram per
 // prefix, in global memory (the keys under a 16-bit prefix are about 1/128 of an octave of |x|:
-// few enough for global atomics, and a warp adds its equal keys with one atomic, for ties);
+// few enough for global atomics, and a warp adds its equal keys with one atomic, for ties; an
+// input whose keys all share one value sends about n / 32 atomics to one bin: exact, slower);
 // then one block per rank scans its histogram to the key. Two passes over x in all, against
 // three (histogram, partition, radix passes over the candidates) for the brackets below.
 
@@ -674,7 +681,8 @@ __global__ void __launch_bounds__(256)
 // state[k].remaining; out[k] = the value whose bits are the top 16 and that bin.
 template <class T>
 __global__ void __launch_bounds__(kLowThreads)
-    low_key_select(const unsigned* __restrict__ hist, const SelectState<uint32_t>* __restrict__ state,
+    low_key_select(const unsigned* __restrict__ hist,
+                   const SelectState<uint32_t>* __restrict__ state,
                    T* __restrict__ out) {
   using K = uint32_t;
   using Scan = cub::BlockScan<unsigned long long, kLowThreads>;

@@ -13,7 +13,8 @@
 //        N / 2 is the upper median and N - 1 the maximum). Exact (a radix select on the bits of
 //        |x| on the GPU, nth_element on the CPU). NaN sorts above +inf.
 //   rows_and_abs_order_statistics(x, ranks): x (..., D) contiguous -> {row_statistics(x),
-//     abs_order_statistics(x, ranks)}, the same values, with one read of x fewer where the
+//     abs_order_statistics(x, ranks)} (the same order statistics; the row statistics to
+//     summation order), with one read of x fewer where the
 //     device can (a large f32 x on a GPU: the row statistics come out of the order statistics'
 //     first pass). The sink metrics ask both of the residual stream.
 #pragma once

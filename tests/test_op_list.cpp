@@ -255,7 +255,8 @@ OpCase abs_order_statistics_case() {
 }
 OpCase rows_and_abs_order_statistics_case() {
   return {[](const auto& in) {
-            const ops::RowsAndOrder r = ops::rows_and_abs_order_statistics(in[0], {1, 40, B * T * C - 1});
+            const ops::RowsAndOrder r =
+                ops::rows_and_abs_order_statistics(in[0], {1, 40, B * T * C - 1});
             return concat_flat({r.rows, r.order});  // (R * 5 + 3)
           },
           [](DType dt) { return std::vector{plain_input({B, T, C}, 48, dt)}; }, false};
