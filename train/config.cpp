@@ -77,6 +77,11 @@ std::span<const ChoiceName<ValSplit>> names_of(ValSplit) {
                                                    {ValSplit::Tail, "tail"}};
   return names;
 }
+std::span<const ChoiceName<VariantPlacement>> names_of(VariantPlacement) {
+  static constexpr ChoiceName<VariantPlacement> names[] = {
+      {VariantPlacement::Together, "together"}, {VariantPlacement::Split, "split"}};
+  return names;
+}
 std::span<const ChoiceName<ops::Bf16Gemm>> names_of(ops::Bf16Gemm) {
   static constexpr ChoiceName<ops::Bf16Gemm> names[] = {{ops::Bf16Gemm::Rounded, "rounded"},
                                                         {ops::Bf16Gemm::Fast, "fast"}};
@@ -132,6 +137,7 @@ SINKLAB_CHOICE(AttentionKind)
 SINKLAB_CHOICE(GammaInit)
 SINKLAB_CHOICE(AmplifyMode)
 SINKLAB_CHOICE(ValSplit)
+SINKLAB_CHOICE(VariantPlacement)
 SINKLAB_CHOICE(ops::Bf16Gemm)
 SINKLAB_CHOICE(ops::GemmEpilogues)
 SINKLAB_CHOICE(SidePriority)
@@ -222,6 +228,7 @@ const std::vector<Field>& fields() {
       SINKLAB_KEY(run, RunSection, fused_cross_entropy),
       SINKLAB_KEY(run, RunSection, fold_residual_grads),
       SINKLAB_KEY(run, RunSection, deterministic),
+      SINKLAB_KEY(run, RunSection, variant_placement),
 
       SINKLAB_KEY(model, ModelSection, arch),
       SINKLAB_KEY(model, ModelSection, n_layer, kPos),

@@ -35,6 +35,7 @@ enum class AttentionKind { Softmax, Sigmoid };        // model.attention
 enum class GammaInit { FirstTokenStd, Ones };         // model.gamma_init
 enum class AmplifyMode { Centered, Plain };           // model.amplify_mode
 enum class ValSplit { Documents, Tail };              // prepare.val_split
+enum class VariantPlacement { Together, Split };      // run.variant_placement
 
 // The YAML text of a choice key's value: choice_text(Arch::Llama) is "llama"; and back:
 // choice_from_text<Arch>("llama"), nullopt for a text that names no value. Defined in config.cpp
@@ -93,6 +94,11 @@ struct RunSection {
                                     // false lets cuDNN's attention backward sum dQ with f32
                                     // atomics (ops::deterministic_attention): faster, but two
                                     // runs may differ in the last bits
+  VariantPlacement variant_placement = VariantPlacement::Together;  // a side-by-side run over
+                                    // several ranks: together (every rank trains every variant
+                                    // on its slice of the batch) | split (the ranks form one
+                                    // group per variant, each variant data-parallel over its own
+                                    // group: train/dist/variant_groups.h)
 };
 
 struct ModelSection {

@@ -7,6 +7,9 @@
 #include <limits>
 #include <ostream>
 #include <sstream>
+#include <utility>
+
+#include "core/error.h"
 
 namespace sinklab::train {
 
@@ -123,8 +126,8 @@ void Console::stopped(const std::string& why, int64_t done_steps, const std::str
        << std::flush;
 }
 
-void Console::summary(const std::vector<VariantSummary>& summaries) {
-  out_ << "\n" << comparison_table(summaries);
+void Console::summary(const std::vector<ComparisonRow>& rows) {
+  out_ << "\n" << comparison_table(rows);
 }
 
 void Console::phase_profile(const std::string& variant,
@@ -154,26 +157,60 @@ void Console::wall_time(double seconds, const std::string& folder) {
 
 void Console::flush() { out_ << std::flush; }
 
-std::string comparison_table(const std::vector<VariantSummary>& summaries) {
+std::vector<double> ComparisonRow::numbers() const {
+  return {train_loss, val_loss,  sink_mass, sink_rate,   var_ratio,
+          var_ratio_normed, disparity, super_x, tokens_per_s};  // (kNumbers)
+}
+
+ComparisonRow ComparisonRow::from_numbers(std::string name, const std::vector<double>& numbers) {
+  SINKLAB_CHECK(numbers.size() == kNumbers, InternalError,
+                "a comparison row of " << name << " came with " << numbers.size()
+                                       << " numbers, not " << kNumbers,
+                "every rank must run the same sinklab build");
+  ComparisonRow r;
+  r.name = std::move(name);
+  r.train_loss = numbers[0];
+  r.val_loss = numbers[1];
+  r.sink_mass = numbers[2];
+  r.sink_rate = numbers[3];
+  r.var_ratio = numbers[4];
+  r.var_ratio_normed = numbers[5];
+  r.disparity = numbers[6];
+  r.super_x = numbers[7];
+  r.tokens_per_s = numbers[8];
+  return r;
+}
+
+ComparisonRow comparison_row(const VariantSummary& s) {
+  const SinkMetrics& m = s.last_metrics.sink;
+  const bool have = s.last_metrics.has_sink;
+  auto get = [&](double v) { return have ? v : kNaN; };
+  ComparisonRow r;
+  r.name = s.name;
+  r.train_loss = s.final_loss;
+  r.val_loss = s.val_loss;
+  r.sink_mass = get(mean_layer(m, mean_sink_mass));
+  r.sink_rate = get(m.sink_rate);
+  r.var_ratio = get(mean_layer(m, [](const LayerMetrics& l) { return l.var_ratio; }));
+  r.var_ratio_normed = get(mean_layer(m, [](const LayerMetrics& l) { return l.var_ratio_normed; }));
+  r.disparity = get(max_layer(m, [](const LayerMetrics& l) { return l.dim_disparity; }));
+  r.super_x = get(max_layer(m, [](const LayerMetrics& l) { return l.super_ratio; }));
+  r.tokens_per_s = s.tokens_per_s;
+  return r;
+}
+
+std::string comparison_table(const std::vector<ComparisonRow>& rows) {
   std::ostringstream out;
   char line[400];
   std::snprintf(line, sizeof line, "%-18s %10s %9s %10s %10s %10s %11s %11s %10s %12s\n",
                 "variant", "train loss", "val loss", "sink mass", "sink rate", "var_ratio",
                 "var_ratio*", "disparity", "super x", "tok/s");
   out << line;
-  for (const VariantSummary& s : summaries) {
-    const SinkMetrics& m = s.last_metrics.sink;
-    const bool have = s.last_metrics.has_sink;
-    auto get = [&](double v) { return have ? v : kNaN; };
-    std::snprintf(
-        line, sizeof line, "%-18s %10.4f %9.4f %10.4f %9.1f%% %10.2f %11.2f %11.1f %10.1f %12s\n",
-        s.name.c_str(), s.final_loss, s.val_loss, get(mean_layer(m, mean_sink_mass)),
-        get(m.sink_rate),
-        get(mean_layer(m, [](const LayerMetrics& l) { return l.var_ratio; })),
-        get(mean_layer(m, [](const LayerMetrics& l) { return l.var_ratio_normed; })),
-        get(max_layer(m, [](const LayerMetrics& l) { return l.dim_disparity; })),
-        get(max_layer(m, [](const LayerMetrics& l) { return l.super_ratio; })),
-        format_count(s.tokens_per_s).c_str());
+  for (const ComparisonRow& r : rows) {
+    std::snprintf(line, sizeof line,
+                  "%-18s %10.4f %9.4f %10.4f %9.1f%% %10.2f %11.2f %11.1f %10.1f %12s\n",
+                  r.name.c_str(), r.train_loss, r.val_loss, r.sink_mass, r.sink_rate, r.var_ratio,
+                  r.var_ratio_normed, r.disparity, r.super_x, format_count(r.tokens_per_s).c_str());
     out << line;
   }
   out << "sink mass: attention on key 0 (mean over layers, heads, queries t>=1); var_ratio: "

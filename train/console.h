@@ -24,8 +24,22 @@ struct VariantSummary {
   std::string sample;         // text sampled at the end
 };
 
-// The comparison table printed at the end of `sinklab compare`.
-std::string comparison_table(const std::vector<VariantSummary>& summaries);
+// One row of the comparison table printed at the end of `sinklab compare`: a variant's summary
+// reduced to the numbers the table prints (NaN where the run had no sink metrics). Its numbers
+// travel between ranks when the variants train on separate groups (run.variant_placement split).
+struct ComparisonRow {
+  std::string name;
+  double train_loss = 0, val_loss = 0;
+  double sink_mass = 0, sink_rate = 0;       // mean over layers; % of heads
+  double var_ratio = 0, var_ratio_normed = 0;  // mean over layers
+  double disparity = 0, super_x = 0;          // max over layers
+  double tokens_per_s = 0;
+  static constexpr size_t kNumbers = 9;
+  std::vector<double> numbers() const;  // (kNumbers) in the order above
+  static ComparisonRow from_numbers(std::string name, const std::vector<double>& numbers);
+};
+ComparisonRow comparison_row(const VariantSummary& summary);
+std::string comparison_table(const std::vector<ComparisonRow>& rows);
 
 // 1234567 -> "1,234,567" (rounded to a whole number).
 std::string format_count(double v);
@@ -48,7 +62,7 @@ class Console {
   // The bar after `done` of `total` steps of this session, `elapsed_s` seconds in.
   void progress(int64_t step_done, int64_t steps, double fraction, double elapsed_s);
   void stopped(const std::string& why, int64_t done_steps, const std::string& folder);
-  void summary(const std::vector<VariantSummary>& summaries);
+  void summary(const std::vector<ComparisonRow>& rows);
   // ms per step of each phase of one variant (device synchronised at each phase's end).
   void phase_profile(const std::string& variant, const std::map<std::string, double>& phase_ms,
                      int64_t steps_profiled);

@@ -91,7 +91,8 @@ constexpr const char* kProcessKeys[] = {"run.attention_kernels", "run.profile", 
                                         "run.collective_timeout_s", "run.bf16_gemm",
                                         "run.metrics_priority", "run.cpu_gemm",
                                         "run.gemm_epilogues", "run.fused_cross_entropy",
-                                        "run.fold_residual_grads", "run.deterministic"};
+                                        "run.fold_residual_grads", "run.deterministic",
+                                        "run.variant_placement"};
 
 // A step's sink metrics. Made at the end of the forward whose capture they read (on a GPU that
 // marks where the side stream will start), queued once the backward is queued (the host queues
@@ -136,15 +137,6 @@ class OverlappedMetrics {
   bool joined_ = true;  // nothing queued yet
 };
 
-uint64_t hash_tokens(uint64_t h, const Tensor& ids) {
-  const int32_t* p = ids.data<int32_t>();
-  for (int64_t i = 0; i < ids.numel(); ++i) {
-    h ^= static_cast<uint32_t>(p[i]);
-    h *= 1099511628211ull;
-  }
-  return h;
-}
-
 }  // namespace
 
 struct Run::Variant {
@@ -169,31 +161,57 @@ struct Run::Variant {
   int64_t profiled_steps = 0;
 };
 
-Run::Run(const RunConfig& config, std::ostream& console, RunOptions options)
-    : base_(config), options_(std::move(options)), console_(console, options_.progress_bar) {
-  std::vector<VariantSpec> specs = base_.variants;
+namespace {
+// The variants a run trains, in config order: all of them, or those --variant names ("main"
+// alone when the config lists none).
+std::vector<VariantSpec> selected_specs(const RunConfig& config,
+                                        const std::vector<std::string>& only) {
+  std::vector<VariantSpec> specs = config.variants;
   if (specs.empty()) specs.push_back({"main", {}});
+  std::erase_if(specs, [&](const VariantSpec& spec) {
+    return !only.empty() && std::find(only.begin(), only.end(), spec.name) == only.end();
+  });
+  return specs;
+}
+
+std::vector<std::string> names_of(const std::vector<VariantSpec>& specs) {
+  std::vector<std::string> names;
+  for (const VariantSpec& spec : specs) names.push_back(spec.name);
+  return names;
+}
+}  // namespace
+
+Run::Run(const RunConfig& config, std::ostream& console, RunOptions options)
+    : base_(config),
+      options_(std::move(options)),
+      selected_(names_of(selected_specs(config, options_.only_variants))),
+      groups_(place_variants(options_.launch, static_cast<int>(selected_.size()),
+                             config.run.variant_placement)),
+      console_(groups_.group_env.rank == 0 ? console : quiet_,
+               options_.progress_bar && options_.launch.rank == 0) {
+  std::vector<VariantSpec> specs = selected_specs(base_, options_.only_variants);
+  if (groups_.split) specs = {specs[groups_.group]};  // this rank's group trains one variant
   apply_process_settings(base_.run);
   if (parse_device(base_.run.device).is_cuda())
     console_.stream() << "attention: " << ops::attention_kernels_description() << "\n";
+  const DataParallelOptions reduction{base_.run.bucket_mib, base_.run.collective_timeout_s};
   // Every connection to rank 0 must carry this job's token (train/dist/handshake.h).
-  LaunchEnv launch = options_.launch;
+  LaunchEnv launch = groups_.group_env;
   launch.job_token = job_token(to_yaml(base_), launch);
-  parallel_ = std::make_unique<DataParallel>(
-      launch, parse_device(base_.run.device),
-      DataParallelOptions{base_.run.bucket_mib, base_.run.collective_timeout_s});
-  const bool writer = parallel_->writer();  // only rank 0 writes files
-  if (writer) {
+  parallel_ = std::make_unique<DataParallel>(launch, parse_device(base_.run.device), reduction);
+  if (groups_.split) {  // host values only (one agreement per step): TCP whatever the device
+    LaunchEnv whole = options_.launch;
+    whole.job_token = job_token(to_yaml(base_), whole);
+    world_ = std::make_unique<DataParallel>(whole, Device::cpu(), reduction);
+  }
+  const bool writer = parallel_->writer();  // the group's rank 0 writes its variants' files
+  if (options_.launch.rank == 0) {
     fs::create_directories(folder());
     write_file_atomic(folder() + "/config.yaml", to_yaml(base_));
   }
   double needed_bytes = 0;  // the memory estimate of the variants so far (one device holds all)
   std::optional<ModelSource> init_source;  // --init-from, read once for every variant
   for (const VariantSpec& spec : specs) {
-    if (!options_.only_variants.empty() &&
-        std::find(options_.only_variants.begin(), options_.only_variants.end(), spec.name) ==
-            options_.only_variants.end())
-      continue;
     auto v = std::make_unique<Variant>();
     v->name = spec.name;
     v->config = apply_variant(base_, spec);
@@ -272,7 +290,8 @@ Run::Run(const RunConfig& config, std::ostream& console, RunOptions options)
                      : "")
              << ", train " << format_count(v->train_data->num_tokens())
              << " tokens, val " << format_count(v->val_data->num_tokens())
-             << (zero1 ? ", AdamW moments sharded over the ranks (ZeRO-1)" : "") << "\n";
+             << (zero1 ? ", AdamW moments sharded over the ranks (ZeRO-1)" : "")
+             << (groups_.split ? ", on " + describe_group(groups_) : "") << "\n";
     variants_.push_back(std::move(v));
   }
   const Device run_device = parse_device(base_.run.device);
@@ -318,38 +337,46 @@ std::optional<KeyDifference> first_model_difference(const RunConfig& saved, cons
 
 void Run::resume_from_checkpoints() {
   const bool automatic = options_.resume == "auto";
-  SINKLAB_CHECK(automatic || variants_.size() == 1, ConfigError,
+  SINKLAB_CHECK(automatic || selected_.size() == 1, ConfigError,
                 "--resume " << options_.resume << " names one file but the run has "
-                            << variants_.size() << " variants",
+                            << selected_.size() << " variants",
                 "use --resume auto (each variant resumes from its own ckpt/ folder), or "
                 "--variant NAME");
   // Lockstep: every variant resumes at the same step, the newest one all of them have.
-  std::vector<std::string> paths;
-  int64_t common = -1;
+  std::vector<std::string> paths;  // (this rank's variants) its newest good checkpoint, or ""
   for (auto& vp : variants_) {
     std::string path = automatic ? find_latest_good_checkpoint(checkpoint_dir(*vp), console_.stream())
                                  : options_.resume;
-    if (path.empty()) {
+    if (path.empty())
       console_.stream() << "resume auto: no checkpoint in " << checkpoint_dir(*vp) << "; starting fresh\n";
-      common = 0;
-    } else {
-      const int64_t step = read_checkpoint_state(path).step;
-      common = common < 0 ? step : std::min(common, step);
-    }
     paths.push_back(path);
   }
+  // (every selected variant) the step of its newest good checkpoint, -1 when it has none. Under
+  // split each group knows its own variant only: the groups' first ranks tell theirs.
+  std::vector<int64_t> newest;
+  for (const std::string& path : paths)
+    newest.push_back(path.empty() ? -1 : read_checkpoint_state(path).step);
+  if (groups_.split) {
+    const std::vector<std::vector<double>> told =
+        world().all_gather({static_cast<double>(newest.at(0))},
+                           "resume agreement");  // (world size) x 1
+    newest.clear();
+    for (int g = 0; g < groups_.groups; ++g)
+      newest.push_back(static_cast<int64_t>(told.at(groups_.leader_of(g)).at(0)));
+  }
+  // The step every variant resumes at: 0 (a fresh start) when one has no checkpoint.
+  const int64_t common = std::max<int64_t>(0, *std::min_element(newest.begin(), newest.end()));
   // Lockstep from step 0 would cut the other variants' metrics and prune their checkpoints: when
   // some variants have checkpoints and some have none, refuse and say what would be lost.
   std::vector<std::string> missing, have;
   int64_t have_common = -1;  // the step the variants with checkpoints would resume at
-  for (size_t i = 0; i < variants_.size(); ++i) {
-    if (paths[i].empty()) {
-      missing.push_back(variants_[i]->name);
+  for (size_t i = 0; i < newest.size(); ++i) {
+    if (newest[i] < 0) {
+      missing.push_back(selected_[i]);
       continue;
     }
-    const int64_t step = read_checkpoint_state(paths[i]).step;
-    have_common = have_common < 0 ? step : std::min(have_common, step);
-    have.push_back(variants_[i]->name + " (step " + std::to_string(step) + ")");
+    have_common = have_common < 0 ? newest[i] : std::min(have_common, newest[i]);
+    have.push_back(selected_[i] + " (step " + std::to_string(newest[i]) + ")");
   }
   if (!missing.empty() && !have.empty()) {
     const std::string& first_missing = missing.front();
@@ -440,6 +467,32 @@ std::unique_ptr<AdamW> Run::whole_optimizer(Variant& v) {
   return whole;
 }
 
+RunEnd Run::agree_on_stop(bool signal, bool too_many_skipped) {
+  // One collective a step: every rank's two flags.
+  const std::vector<std::vector<double>> flags =
+      world().all_gather({signal ? 1.0 : 0.0, too_many_skipped ? 1.0 : 0.0},
+                         "stop agreement");  // (world size) x 2
+  bool any_signal = false, any_skipped = false;
+  for (const std::vector<double>& f : flags) {
+    any_signal |= f.at(0) != 0;
+    any_skipped |= f.at(1) != 0;
+  }
+  return any_signal ? RunEnd::Interrupted : any_skipped ? RunEnd::TooManySkipped : RunEnd::Finished;
+}
+
+std::vector<ComparisonRow> Run::every_row(const std::vector<VariantSummary>& own) {
+  std::vector<ComparisonRow> rows;
+  for (const VariantSummary& s : own) rows.push_back(comparison_row(s));
+  if (!groups_.split) return rows;
+  // Every rank sends its row (a group's ranks hold the same numbers); the leaders' are kept.
+  const std::vector<std::vector<double>> told =  // (world size) x ComparisonRow::kNumbers
+      world().all_gather(rows.at(0).numbers(), "comparison table all-gather");
+  rows.clear();
+  for (int g = 0; g < groups_.groups; ++g)
+    rows.push_back(ComparisonRow::from_numbers(selected_[g], told.at(groups_.leader_of(g))));
+  return rows;
+}
+
 Run::~Run() = default;
 
 std::string Run::folder() const { return base_.run.out_dir + "/" + base_.run.name; }
@@ -462,10 +515,13 @@ void Run::step_all(int64_t step, bool evaluate_first) {
     std::optional<OverlappedMetrics> metrics;
     PhaseClock clock(c.run.profile, v.phase_ms, v.model->params().flat_values().device());
     double loss_sum = 0;
-    uint64_t hash = 1469598103934665603ull;
+    uint64_t hash = kTokenHashStart;  // of the global batch: every rank's windows, in order
     for (int64_t micro = 0; micro < v.accumulation; ++micro) {
+      const uint64_t round = v.train_data->cursor();
       Batch batch = v.train_data->next_slice(parallel_->rank(), parallel_->world_size());
-      hash = hash_tokens(hash, batch.inputs);
+      if (parallel_->writer())  // only it records the hash
+        hash = v.train_data->hash_windows(
+            hash, round, static_cast<uint64_t>(c.train.batch_size * parallel_->world_size()));
       autograd::restart_forward_profile();
       ForwardResult out = v.model->forward(batch.inputs, batch.targets,
                                            metrics_step && micro == 0 ? &capture : nullptr);
@@ -657,12 +713,12 @@ std::vector<VariantSummary> Run::train() {
     const int64_t every = base_.train.eval_every;
     step_all(step, every > 0 && step > 0 && step % every == 0);
     const int64_t done_steps = step + 1;
+    bool too_many_skipped = false;
     for (auto& vp : variants_)
-      if (vp->skipped_in_a_row >= vp->config.train.max_skipped_steps) end_ = RunEnd::TooManySkipped;
+      too_many_skipped |= vp->skipped_in_a_row >= vp->config.train.max_skipped_steps;
     // Every rank stops on the same step when any rank got the signal: the checkpoint save
     // below takes part in collectives (ZeRO-1) and the next step in the gradient all-reduce.
-    if (parallel_->any(g_stop_signal.load() != 0, "stop-signal agreement"))
-      end_ = RunEnd::Interrupted;
+    end_ = agree_on_stop(g_stop_signal.load() != 0, too_many_skipped);
     if (options_.stop_after >= 0 && done_steps >= options_.stop_after && done_steps < steps)
       end_ = RunEnd::Stopped;
     const int64_t ck_every = base_.checkpoint.every;
@@ -681,7 +737,7 @@ std::vector<VariantSummary> Run::train() {
   // Every rank agrees (a collective), as at a step's end.
   const bool interrupted = finish(steps);
   save_checkpoints(steps);
-  if (parallel_->any(interrupted || stop_requested(), "stop-signal agreement")) {
+  if (world().any(interrupted || stop_requested(), "stop-signal agreement")) {
     end_ = RunEnd::Interrupted;
     console_.stopped("interrupted by signal during the final evaluation", steps, folder());
     return {};
@@ -702,7 +758,8 @@ std::vector<VariantSummary> Run::train() {
     s.sample = v.sample;
     summaries.push_back(std::move(s));
   }
-  console_.summary(summaries);
+  const std::vector<ComparisonRow> rows = every_row(summaries);
+  if (options_.launch.rank == 0) console_.summary(rows);
   int64_t steps_profiled = 0;
   for (auto& vp : variants_) {
     if (!base_.run.profile || vp->profiled_steps == 0) continue;

@@ -7,12 +7,14 @@
 #pragma once
 #include <iosfwd>
 #include <memory>
+#include <sstream>
 #include <string>
 #include <vector>
 
 #include "train/config.h"
 #include "train/console.h"
 #include "train/dist/launcher.h"
+#include "train/dist/variant_groups.h"
 #include "train/io/metrics_log.h"
 #include "train/metrics/sink_metrics.h"
 
@@ -33,6 +35,9 @@ struct RunOptions {
   std::string init_from;
   LaunchEnv launch;         // rank and world size of a data-parallel job (one process: defaults)
 };
+// Of a data-parallel job, the ranks that lead a data-parallel group (rank 0 of the world, and
+// under run.variant_placement split the first rank of each variant's group) print to `console`;
+// the others print nothing. Only world rank 0 prints the comparison table.
 
 // Why train() returned.
 enum class RunEnd { Finished, Stopped, Interrupted, TooManySkipped };
@@ -43,8 +48,9 @@ class Run {
   // runs one variant named "main".
   Run(const RunConfig& config, std::ostream& console, RunOptions options = {});
   ~Run();
-  // Trains every variant to train.steps (or until stopped); returns their summaries (also
-  // printed at the end of a finished run). SIGINT/SIGTERM write a checkpoint and return.
+  // Trains every variant to train.steps (or until stopped); returns the summaries of the
+  // variants this rank trains (every variant's row is printed at the end of a finished run).
+  // SIGINT/SIGTERM write a checkpoint and return.
   std::vector<VariantSummary> train();
   RunEnd end_reason() const { return end_; }
   int64_t start_step() const { return start_step_; }
@@ -67,6 +73,15 @@ class Run {
   // them short (no final record then: a resumed run makes it).
   bool finish(int64_t steps);
   void resume_from_checkpoints();
+  // Whether to stop after a step, the same answer on every rank of the world: a stop signal
+  // reached any rank, or some variant had too many non-finite steps in a row.
+  RunEnd agree_on_stop(bool signal, bool too_many_skipped);
+  // Every variant's row of the comparison table on world rank 0 (each group leader sends its
+  // own under split); `own` are this rank's.
+  std::vector<ComparisonRow> every_row(const std::vector<VariantSummary>& own);
+  // The world's agreement: the whole job's collective (under split, parallel_ spans only this
+  // rank's group).
+  DataParallel& world() { return world_ ? *world_ : *parallel_; }
   void save_checkpoints(int64_t steps_done);
   // Under ZeRO-1, an AdamW holding every rank's moments (a collective: every rank calls it);
   // nullptr when v's optimizer holds them all already.
@@ -74,11 +89,16 @@ class Run {
   std::string checkpoint_dir(const Variant& v) const;
   RunConfig base_;
   RunOptions options_;
+  std::vector<std::string> selected_;  // the names of the variants the run trains, in order
+  VariantGroups groups_;               // which of them this rank trains (run.variant_placement)
+  std::ostringstream quiet_;           // the console of ranks that print nothing
   Console console_;
   std::vector<std::unique_ptr<Variant>> variants_;
   int64_t start_step_ = 0;
   RunEnd end_ = RunEnd::Finished;
-  std::unique_ptr<DataParallel> parallel_;  // no-op for one process
+  std::unique_ptr<DataParallel> parallel_;  // this rank's variants' data parallelism (no-op for
+                                            // one process)
+  std::unique_ptr<DataParallel> world_;  // under split: the whole job, over TCP, for agreement
 };
 
 }  // namespace sinklab::train

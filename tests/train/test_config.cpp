@@ -769,6 +769,12 @@ TEST_CASE("config: the run keys that were SINKLAB_* environment variables", "[co
   REQUIRE_FALSE(defaults.run.fused_cross_entropy);
   REQUIRE(defaults.run.fold_residual_grads);
   REQUIRE(defaults.run.deterministic);
+  REQUIRE(defaults.run.variant_placement == VariantPlacement::Together);
+  REQUIRE(contains(to_yaml(defaults), "  deterministic: true\n  variant_placement: together\n"));
+  REQUIRE(parse_config("", "p.yaml", {"run.variant_placement=split"}).run.variant_placement ==
+          VariantPlacement::Split);
+  REQUIRE_MENTIONS(config_error("run: {variant_placement: apart}"), "run.variant_placement",
+                   "together", "split", "configs/x.yaml");
   REQUIRE(contains(to_yaml(defaults),
                    "  seed: 1337\n  profile: false\n  bucket_mib: 25.0\n"
                    "  collective_timeout_s: 600.0\n  bf16_gemm: rounded\n"

@@ -47,25 +47,9 @@ int gpu_count() {
 #endif
 }
 
-std::vector<double> losses(const fs::path& metrics) {
-  std::vector<double> out;
-  std::ifstream in(metrics);
-  for (std::string line; std::getline(in, line);) {
-    const size_t p = line.find("\"loss\":");
-    if (p != std::string::npos && line.compare(p + 7, 4, "null") != 0)
-      out.push_back(std::stod(line.substr(p + 7)));
-  }
-  return out;
-}
-
-// A free-ish port per test process (two test binaries may run at once).
-int test_port(int offset) { return 20000 + (::getpid() * 7 + offset) % 20000; }
-
-// Runs `command` through the shell; returns its exit status.
-int shell(const std::string& command) {
-  const int status = std::system(command.c_str());
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
-}
+using test::losses;
+using test::shell;
+using test::test_port;
 
 }  // namespace
 

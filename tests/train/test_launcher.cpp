@@ -98,6 +98,18 @@ TEST_CASE("batch slicing: W ranks draw exactly the windows of one rank's micro-b
       REQUIRE(std::vector<int32_t>(v.begin(), v.end()) == expected[round * world + r]);
     }
   for (int r = 0; r < world; ++r) REQUIRE(ranks[r].cursor() == single.cursor());  // resumable
+  // The global batch's hash: over every rank's windows of a round, it is the hash of one rank's
+  // micro-batches, whichever rank (or world size) asks; the windows read are the batch's inputs.
+  uint64_t whole = kTokenHashStart;
+  for (int i = 0; i < world; ++i) {
+    const std::vector<int32_t>& batch = expected[world + i];  // round 1
+    whole = hash_tokens(whole, batch.data(), static_cast<int64_t>(batch.size()));
+  }
+  REQUIRE(ranks[3].hash_windows(kTokenHashStart, world * b, world * b) == whole);
+  REQUIRE(single.hash_windows(kTokenHashStart, world * b, world * b) == whole);
+  REQUIRE(single.hash_windows(kTokenHashStart, world * b, b) != whole);
+  const std::vector<int32_t> one(expected[0].begin(), expected[0].begin() + T);  // window 0
+  REQUIRE(single.hash_windows(7, 0, 1) == hash_tokens(7, one.data(), T));
   const BatchSlice s = batch_slice(100, 2, 4, 3);
   REQUIRE((s.first == 106 && s.count == 3));
   test::require_error<ValueError>([] { batch_slice(0, 4, 4, 3); }, {"rank 4 of 4"});

@@ -1,10 +1,12 @@
 // Helpers shared by the trainer-layer tests: a temporary folder, loader token helpers, tiny
 // model configs and a forward capture.
 #pragma once
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cstdint>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -30,6 +32,27 @@ inline std::string read_bytes(const std::string& path) {
   std::ostringstream s;
   s << in.rdbuf();
   return s.str();
+}
+
+// The training losses of a metrics.jsonl, in step order (records without one skipped).
+inline std::vector<double> losses(const std::filesystem::path& metrics) {
+  std::vector<double> out;
+  std::ifstream in(metrics);
+  for (std::string line; std::getline(in, line);) {
+    const size_t p = line.find("\"loss\":");
+    if (p != std::string::npos && line.compare(p + 7, 4, "null") != 0)
+      out.push_back(std::stod(line.substr(p + 7)));
+  }
+  return out;
+}
+
+// A free-ish port per test process (two test binaries may run at once).
+inline int test_port(int offset) { return 20000 + (::getpid() * 7 + offset) % 20000; }
+
+// Runs `command` through the shell; returns its exit status.
+inline int shell(const std::string& command) {
+  const int status = std::system(command.c_str());
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
 }
 
 // An emptied folder sinklab_<name>_<pid> under the system temp dir (the caller removes it).

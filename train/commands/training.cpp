@@ -4,7 +4,6 @@
 
 #include <cstdio>
 #include <iostream>
-#include <sstream>
 
 #include "core/error.h"
 #include "train/config.h"
@@ -27,9 +26,7 @@ int run_training(const TrainingArgs& args, const std::vector<std::string>& varia
   options.stop_after = args.stop_after;
   options.init_from = args.init_from;
   options.launch = launch_env_from_process();
-  std::ostringstream quiet;  // ranks other than 0 keep the console to rank 0
-  Run run(config, options.launch.rank == 0 ? static_cast<std::ostream&>(std::cout) : quiet,
-           options);
+  Run run(config, std::cout, options);  // the ranks that lead a group print (trainer.h)
   run.train();
   return run.end_reason() == RunEnd::TooManySkipped ? 3 : 0;
 }

@@ -92,6 +92,23 @@ DataLoader DataLoader::from_files(const std::string& dir, const std::string& pat
   return DataLoader(std::move(tokens), batch_size, seq_len, seed, stream, window_stride);
 }
 
+uint64_t hash_tokens(uint64_t h, const int32_t* tokens, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    h ^= static_cast<uint32_t>(tokens[i]);
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+uint64_t DataLoader::hash_windows(uint64_t h, uint64_t first, uint64_t count) const {
+  const uint64_t n_starts = num_window_starts();
+  const uint64_t stride = window_stride_ > 0 ? static_cast<uint64_t>(window_stride_) : 1;
+  for (uint64_t w = first; w < first + count; ++w)
+    h = hash_tokens(h, tokens_.data() + stride * window_start(seed_, stream_, w, n_starts),
+                    seq_len_);
+  return h;
+}
+
 Batch DataLoader::next() { return next_slice(0, 1); }
 
 Batch DataLoader::next_slice(int rank, int world_size) {

@@ -22,6 +22,11 @@ struct Batch {
   Tensor targets;  // (B, T) int32, inputs shifted by one
 };
 
+// The running hash of a step's token ids (StepRecord::batch_hash): h folded over n tokens
+// (FNV-1a's multiply over each id). Start from kTokenHashStart.
+constexpr uint64_t kTokenHashStart = 1469598103934665603ull;
+uint64_t hash_tokens(uint64_t h, const int32_t* tokens, int64_t n);
+
 class DataLoader {
  public:
   // tokens: the concatenation of all shards of one split.
@@ -39,6 +44,11 @@ class DataLoader {
   // world_size * B (train/data/batch_slice.h) and every rank advances the cursor by
   // world_size * B. The rounds of W ranks are the batches of one rank, in the same order.
   Batch next_slice(int rank, int world_size);
+  // h folded (hash_tokens) over the inputs of windows [first, first + count) of the stream, in
+  // order: the hash of the batches that hold those windows, whichever ranks drew them. A
+  // data-parallel step's round of W ranks is [cursor before the draw, + W B), so every world
+  // size and placement gives one global batch the same hash.
+  uint64_t hash_windows(uint64_t h, uint64_t first, uint64_t count) const;
   uint64_t cursor() const { return cursor_; }
   void set_cursor(uint64_t c) { cursor_ = c; }
   int64_t num_tokens() const { return static_cast<int64_t>(tokens_.size()); }

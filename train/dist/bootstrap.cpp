@@ -36,7 +36,7 @@ void serve(const LaunchEnv& env, const std::string& blob, double timeout_s) {
   for (int served = 1; served < env.world_size;) {
     const double left = timeout_s - seconds_since(t0);
     SINKLAB_CHECK(left > 0, IOError,
-                  "rank 0: only " << served - 1 << " of " << env.world_size - 1
+                  rank_name(env, 0) << ": only " << served - 1 << " of " << env.world_size - 1
                                   << " ranks fetched the NCCL id from port " << env.id_port
                                   << " within " << timeout_s << " s",
                   "a rank failed to start or cannot reach " + env.master_addr +
@@ -76,7 +76,7 @@ std::string fetch(const LaunchEnv& env, double timeout_s) {
     last_error = "the connection closed before the id arrived";
   }
   SINKLAB_FAIL(IOError,
-               "rank " << env.rank << ": no NCCL id from rank 0 at " << env.master_addr << ":"
+               rank_name(env, env.rank) << ": no NCCL id from " << rank_name(env, 0) << " at " << env.master_addr << ":"
                        << env.id_port << " within " << timeout_s << " s (" << last_error << ")",
                "check that rank 0 started, MASTER_ADDR names its host and the port is open "
                "(SINKLAB_ID_PORT), or use SINKLAB_ID_FILE on a shared file system");
@@ -96,7 +96,7 @@ std::string poll_file(const LaunchEnv& env, double timeout_s) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   SINKLAB_FAIL(IOError,
-               "rank " << env.rank << ": " << env.id_file << " did not appear within "
+               rank_name(env, env.rank) << ": " << env.id_file << " did not appear within "
                        << timeout_s << " s",
                "rank 0 writes it: check its log, and that SINKLAB_ID_FILE is on a file system "
                "every rank sees (and was removed before the job started)");

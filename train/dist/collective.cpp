@@ -12,7 +12,7 @@ void register_gpu_collective(GpuCollectiveFactory factory) { g_gpu_collective = 
 
 std::unique_ptr<Collective> make_gpu_collective(const LaunchEnv& env, double timeout_s) {
   SINKLAB_CHECK(g_gpu_collective != nullptr, DeviceError,
-                "rank " << env.rank << ": this build has no CUDA",
+                rank_name(env, env.rank) << ": this build has no CUDA",
                 "rebuild with CUDA and NCCL to train on several GPUs");
   return g_gpu_collective(env, timeout_s);
 }

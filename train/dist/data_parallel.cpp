@@ -127,9 +127,10 @@ bool DataParallel::any(bool flag, const char* what) {
   return collective_->sum(flag ? 1.0 : 0.0, what) > 0;
 }
 
-std::vector<std::vector<double>> DataParallel::all_gather(const std::vector<double>& mine) {
+std::vector<std::vector<double>> DataParallel::all_gather(const std::vector<double>& mine,
+                                                          const char* what) {
   if (!collective_) return {mine};
-  const std::vector<double> all = collective_->all_gather(mine, "sink metrics all-gather");
+  const std::vector<double> all = collective_->all_gather(mine, what);
   std::vector<std::vector<double>> ranks;
   const size_t n = mine.size();
   for (int r = 0; r < env_.world_size; ++r)

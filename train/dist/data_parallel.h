@@ -63,8 +63,13 @@ class DataParallel : public RankExchange {
   // The whole of a sharded moment buffer (`shard`, this rank's part), on every rank: for
   // checkpoints, which hold full moments whatever the world size.
   Tensor gather_moments(const Tensor& shard, int64_t numel);
-  // Every rank's values, in rank order (one entry, `mine`, for a single process).
-  std::vector<std::vector<double>> all_gather(const std::vector<double>& mine) override;
+  // Every rank's values, in rank order (one entry, `mine`, for a single process). `what` names
+  // the exchange in a timeout's error; the sink metrics' exchange by default.
+  std::vector<std::vector<double>> all_gather(const std::vector<double>& mine,
+                                              const char* what);
+  std::vector<std::vector<double>> all_gather(const std::vector<double>& mine) override {
+    return all_gather(mine, "sink metrics all-gather");
+  }
 
  private:
   struct BucketPlan;

@@ -81,6 +81,12 @@ LaunchEnv parse_launch_env(const std::function<const char*(const char*)>& get) {
   return env;
 }
 
+std::string rank_name(const LaunchEnv& env, int r) {
+  std::string name = "rank " + std::to_string(env.first_rank + r);
+  if (env.variant_group) name += " (rank " + std::to_string(r) + " of its variant's group)";
+  return name;
+}
+
 LaunchEnv launch_env_from_process() {
   return parse_launch_env([](const char* name) { return std::getenv(name); });
 }

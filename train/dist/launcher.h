@@ -31,8 +31,15 @@ struct LaunchEnv {
   std::string id_file;           // shared-file exchange instead of TCP, when set
   std::string job_id;            // the launcher's identity of this job (train/dist/handshake.h)
   uint64_t job_token = 0;        // what every rank's join carries: job_token() of the run
+  bool variant_group = false;    // the job is one variant's group of a larger world
+                                 // (run.variant_placement split, variant_groups.h)
+  int first_rank = 0;            // the world rank of this job's rank 0 (0 unless a group)
   bool distributed() const { return world_size > 1; }
 };
+
+// How messages name rank r of env's job: "rank 5", its world rank, and "rank 5 (rank 1 of its
+// variant's group)" when the job is a group of a larger world.
+std::string rank_name(const LaunchEnv& env, int r);
 
 // Reads the launcher's variables through `get` (std::getenv in production, a map in tests).
 // Throws ConfigError naming the variable and its value when one is malformed or inconsistent

@@ -48,7 +48,7 @@ TcpCollective::TcpCollective(const LaunchEnv& env, double timeout_s)
     peers_.resize(env_.world_size);
     for (int joined = 1; joined < env_.world_size;) {
       SINKLAB_CHECK(left() > 0, IOError,
-                    "rank 0: only " << joined - 1 << " of " << env_.world_size - 1
+                    rank_name(env_, 0) << ": only " << joined - 1 << " of " << env_.world_size - 1
                                     << " ranks connected on port " << env_.id_port << " within "
                                     << timeout_s_ << " s (run.collective_timeout_s)",
                     "a rank failed to start or cannot reach " + env_.master_addr +
@@ -64,7 +64,7 @@ TcpCollective::TcpCollective(const LaunchEnv& env, double timeout_s)
       }
       set_timeouts(peer.fd(), timeout_s_);
       SINKLAB_CHECK(!peers_[rank].valid(), IOError,
-                    "rank 0: two processes joined as rank " << rank << " (world size "
+                    rank_name(env_, 0) << ": two processes joined as rank " << rank << " (world size "
                                                             << env_.world_size << ")",
                     "every rank needs a distinct RANK below WORLD_SIZE");
       peers_[rank] = std::move(peer);
@@ -74,13 +74,13 @@ TcpCollective::TcpCollective(const LaunchEnv& env, double timeout_s)
     std::string error;
     Socket root = connect_retrying(env_.master_addr, env_.id_port, timeout_s_, error);
     SINKLAB_CHECK(root.valid(), IOError,
-                  "rank " << env_.rank << ": cannot reach rank 0 at " << env_.master_addr << ":"
+                  rank_name(env_, env_.rank) << ": cannot reach " << rank_name(env_, 0) << " at " << env_.master_addr << ":"
                           << env_.id_port << " within " << timeout_s_ << " s (" << error << ")",
                   "check that rank 0 started, MASTER_ADDR names its host and the port is open "
                   "(SINKLAB_ID_PORT)");
     set_timeouts(root.fd(), timeout_s_);
     SINKLAB_CHECK(send_join(root.fd(), env_.rank, env_.job_token), IOError,
-                  "rank " << env_.rank << ": rank 0 closed the connection at start-up",
+                  rank_name(env_, env_.rank) << ": " << rank_name(env_, 0) << " closed the connection at start-up",
                   "see rank 0's log");
     peers_.push_back(std::move(root));
   }
@@ -156,8 +156,9 @@ std::vector<std::vector<char>> TcpCollective::gather_at_root(const void* data, s
     SINKLAB_CHECK(send_all(peers_[0].fd(), &header, sizeof header) &&
                       send_all(peers_[0].fd(), data, bytes),
                   IOError,
-                  "rank " << env_.rank << ": rank 0 closed the connection during " << what,
-                  "rank 0 may have died: see its log");
+                  rank_name(env_, env_.rank) << ": " << rank_name(env_, 0)
+                                            << " closed the connection during " << what,
+                  rank_name(env_, 0) + " may have died: see its log");
     return {};
   }
   std::vector<std::vector<char>> all(env_.world_size);
@@ -165,19 +166,20 @@ std::vector<std::vector<char>> TcpCollective::gather_at_root(const void* data, s
   for (int r = 1; r < env_.world_size; ++r) {
     Header got{};
     SINKLAB_CHECK(recv_all(peers_[r].fd(), &got, sizeof got), IOError,
-                  "rank 0: nothing from rank " << r << " during " << what
+                  rank_name(env_, 0) << ": nothing from " << rank_name(env_, r) << " during " << what
                                                << " (closed, or silent for " << timeout_s_
                                                << " s: run.collective_timeout_s)",
-                  "rank " + std::to_string(r) + " may have died or hung: see its log");
+                  rank_name(env_, r) + " may have died or hung: see its log");
     SINKLAB_CHECK(got.op == op && got.bytes == bytes, IOError,
-                  "rank 0: rank " << r << " sent operation " << got.op << " with " << got.bytes
+                  rank_name(env_, 0) << ": " << rank_name(env_, r) << " sent operation " << got.op << " with " << got.bytes
                                   << " bytes during " << what << " (expected operation " << op
                                   << " with " << bytes << ")",
                   "every rank must run the same config and code version");
     all[r].resize(bytes);
     SINKLAB_CHECK(recv_all(peers_[r].fd(), all[r].data(), bytes), IOError,
-                  "rank 0: rank " << r << " closed the connection during " << what,
-                  "rank " + std::to_string(r) + " may have died: see its log");
+                  rank_name(env_, 0) << ": " << rank_name(env_, r)
+                                     << " closed the connection during " << what,
+                  rank_name(env_, r) + " may have died: see its log");
   }
   return all;
 }
@@ -188,15 +190,17 @@ void TcpCollective::broadcast_from_root(void* data, size_t bytes, int op, const 
     for (int r = 1; r < env_.world_size; ++r)
       SINKLAB_CHECK(send_all(peers_[r].fd(), &header, sizeof header) &&
                         send_all(peers_[r].fd(), data, bytes),
-                    IOError, "rank 0: rank " << r << " closed the connection during " << what,
-                    "rank " + std::to_string(r) + " may have died: see its log");
+                    IOError,
+                    rank_name(env_, 0) << ": " << rank_name(env_, r)
+                                       << " closed the connection during " << what,
+                    rank_name(env_, r) + " may have died: see its log");
     return;
   }
   Header got{};
   SINKLAB_CHECK(recv_all(peers_[0].fd(), &got, sizeof got) && got.op == op && got.bytes == bytes &&
                     recv_all(peers_[0].fd(), data, bytes),
                 IOError,
-                "rank " << env_.rank << ": no result from rank 0 during " << what
+                rank_name(env_, env_.rank) << ": no result from " << rank_name(env_, 0) << " during " << what
                         << " (closed, or silent for " << timeout_s_
                         << " s: run.collective_timeout_s)",
                 "rank 0 or another rank may have died or hung: see their logs");
@@ -281,8 +285,10 @@ void TcpCollective::all_gather_ranges(Tensor& t, const std::vector<int64_t>& bou
     const Header header{kRanges, r, mine};
     SINKLAB_CHECK(send_all(peers_[0].fd(), &header, sizeof header) &&
                       send_all(peers_[0].fd(), base + bounds[r] * elem, mine),
-                  IOError, "rank " << r << ": rank 0 closed the connection during " << what,
-                  "rank 0 may have died: see its log");
+                  IOError,
+                  rank_name(env_, r) << ": " << rank_name(env_, 0)
+                                     << " closed the connection during " << what,
+                  rank_name(env_, 0) + " may have died: see its log");
   } else {
     for (int p = 1; p < env_.world_size; ++p) {
       const size_t bytes = static_cast<size_t>(bounds[p + 1] - bounds[p]) * elem;
@@ -290,9 +296,9 @@ void TcpCollective::all_gather_ranges(Tensor& t, const std::vector<int64_t>& bou
       SINKLAB_CHECK(recv_all(peers_[p].fd(), &got, sizeof got) && got.op == kRanges &&
                         got.bytes == bytes && recv_all(peers_[p].fd(), base + bounds[p] * elem, bytes),
                     IOError,
-                    "rank 0: no part " << p << " from rank " << p << " during " << what
+                    rank_name(env_, 0) << ": no part " << p << " from " << rank_name(env_, p) << " during " << what
                                        << " (closed, silent, or another operation)",
-                    "rank " + std::to_string(p) + " may have died or run another config: see its log");
+                    rank_name(env_, p) + " may have died or run another config: see its log");
     }
   }
   broadcast_from_root(base, static_cast<size_t>(bounds.back()) * elem, kResult, what);

@@ -23,7 +23,8 @@ struct StepRecord {
                              // process's resident set on the CPU
   double val_loss = 0;       // NaN unless evaluated this step
   double val_loss_se = 0;    // standard error of val_loss over the eval batches (NaN when not)
-  uint64_t batch_hash = 0;   // hash of the step's token ids: equal across variants of one run
+  uint64_t batch_hash = 0;   // hash of the step's token ids, the global batch's (every rank's
+                             // windows): equal across variants and world sizes of one run
   bool skipped = false;      // non-finite loss/grad norm: update skipped
   bool has_sink = false;     // `sink` filled this step
   SinkMetrics sink;
