@@ -1,8 +1,11 @@
 #include "cuda/communicator.h"
 
 #include <chrono>
+#include <optional>
+#include <string>
 #include <thread>
 
+#include "core/peer_failure.h"
 #include "cuda/check.h"
 #include "cuda/runtime.h"
 
@@ -95,6 +98,12 @@ void Communicator::wait(const char* what, bool started) {
     ncclCommGetAsyncError(impl_->comm, &async);
     const double waited =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (const std::optional<std::string> failure = peer_failure()) {  // the rank watch's news
+      ncclCommAbort(impl_->comm);
+      impl_->comm = nullptr;
+      SINKLAB_FAIL(DeviceError, "rank " << rank_ << ": " << what << " stopped: " << *failure,
+                   "every rank stops; continue from the last checkpoint with --resume auto");
+    }
     if (async != ncclSuccess && async != ncclInProgress) {
       ncclCommAbort(impl_->comm);
       impl_->comm = nullptr;

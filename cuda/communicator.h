@@ -3,9 +3,11 @@
 //
 // Collectives are enqueued on the compute stream (cuda/runtime.h stream()), then waited for with
 // a watchdog: the stream and ncclCommGetAsyncError are polled until the collective is done, an
-// NCCL error appears, or timeout_s seconds (run.collective_timeout_s) pass. The last two abort the
-// communicator and throw a DeviceError naming this rank and the operation, so that a dead peer
-// ends every rank with a message instead of a hang.
+// NCCL error appears, another rank is reported dead (core/peer_failure.h, from the rank watch:
+// train/dist/rank_watch.h), or timeout_s seconds (run.collective_timeout_s) pass. The last three
+// abort the communicator and throw a DeviceError naming this rank and the operation (and the
+// dead rank, when the watch named it), so that a dead peer ends every rank with a message
+// instead of a hang.
 #pragma once
 #include <memory>
 #include <cstdint>

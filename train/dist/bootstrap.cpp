@@ -25,14 +25,17 @@ double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
-// Rank 0: accept world_size - 1 connections and send each the length-prefixed blob.
-void serve(const LaunchEnv& env, const std::string& blob, double timeout_s) {
+// Rank 0: accept world_size - 1 connections and send each the length-prefixed blob; with
+// `keep`, each rank's connection is kept at its index.
+void serve(const LaunchEnv& env, const std::string& blob, double timeout_s,
+           std::vector<Socket>* keep) {
   const Socket listener = listen_on(env.id_port, "rank 0 (NCCL id)",
                                     "set SINKLAB_ID_PORT to a free port (default MASTER_PORT + 1), "
                                     "or use SINKLAB_ID_FILE on a shared file system");
   const auto t0 = Clock::now();
   const uint64_t size = blob.size();
   std::vector<bool> served_rank(env.world_size, false);
+  if (keep) keep->resize(env.world_size);
   for (int served = 1; served < env.world_size;) {
     const double left = timeout_s - seconds_since(t0);
     SINKLAB_CHECK(left > 0, IOError,
@@ -41,7 +44,7 @@ void serve(const LaunchEnv& env, const std::string& blob, double timeout_s) {
                                   << " within " << timeout_s << " s",
                   "a rank failed to start or cannot reach " + env.master_addr +
                       ": check its log, MASTER_ADDR and firewalls");
-    const Socket peer = accept_within(listener, std::min(left, 1.0));
+    Socket peer = accept_within(listener, std::min(left, 1.0));
     if (!peer.valid()) continue;
     std::string why;
     const int rank = receive_join(peer.fd(), env.job_token, env.world_size, why);
@@ -50,28 +53,34 @@ void serve(const LaunchEnv& env, const std::string& blob, double timeout_s) {
                    peer_address(peer.fd()).c_str(), env.id_port, why.c_str());
       continue;
     }
-    if (send_all(peer.fd(), &size, sizeof size) && send_all(peer.fd(), blob.data(), blob.size()) &&
-        !served_rank[rank]) {
-      served_rank[rank] = true;
-      ++served;
+    if (send_all(peer.fd(), &size, sizeof size) && send_all(peer.fd(), blob.data(), blob.size())) {
+      if (!served_rank[rank]) {
+        served_rank[rank] = true;
+        ++served;
+      }
+      if (keep) (*keep)[rank] = std::move(peer);  // the newest: a rank that retried left the old
     }
   }
 }
 
-// Other ranks: connect to master_addr:id_port (retrying while rank 0 starts) and read the blob.
-std::string fetch(const LaunchEnv& env, double timeout_s) {
+// Other ranks: connect to master_addr:id_port (retrying while rank 0 starts) and read the blob;
+// with `keep`, the connection is kept.
+std::string fetch(const LaunchEnv& env, double timeout_s, std::vector<Socket>* keep) {
   const auto t0 = Clock::now();
   std::string last_error = "no attempt";
   while (seconds_since(t0) < timeout_s) {
-    const Socket s = connect_retrying(env.master_addr, env.id_port,
-                                      timeout_s - seconds_since(t0), last_error);
+    Socket s = connect_retrying(env.master_addr, env.id_port, timeout_s - seconds_since(t0),
+                                last_error);
     if (!s.valid()) break;
     uint64_t size = 0;
     std::string blob;
     if (send_join(s.fd(), env.rank, env.job_token) && recv_all(s.fd(), &size, sizeof size) &&
         size < (1u << 20)) {
       blob.resize(size);
-      if (recv_all(s.fd(), blob.data(), size)) return blob;
+      if (recv_all(s.fd(), blob.data(), size)) {
+        if (keep) keep->push_back(std::move(s));
+        return blob;
+      }
     }
     last_error = "the connection closed before the id arrived";
   }
@@ -104,7 +113,8 @@ std::string poll_file(const LaunchEnv& env, double timeout_s) {
 
 }  // namespace
 
-std::string share_from_rank0(const LaunchEnv& env, const std::string& blob, double timeout_s) {
+std::string share_from_rank0(const LaunchEnv& env, const std::string& blob, double timeout_s,
+                             std::vector<Socket>* keep) {
   if (env.world_size <= 1) return blob;
   if (!env.id_file.empty()) {
     if (env.rank == 0) {
@@ -114,10 +124,10 @@ std::string share_from_rank0(const LaunchEnv& env, const std::string& blob, doub
     return poll_file(env, timeout_s);
   }
   if (env.rank == 0) {
-    serve(env, blob, timeout_s);
+    serve(env, blob, timeout_s, keep);
     return blob;
   }
-  return fetch(env, timeout_s);
+  return fetch(env, timeout_s, keep);
 }
 
 }  // namespace sinklab::train

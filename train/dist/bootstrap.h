@@ -4,14 +4,20 @@
 // system (rank 0 writes it atomically; the others poll for it). See train/dist/launcher.h.
 #pragma once
 #include <string>
+#include <vector>
 
 #include "train/dist/launcher.h"
+#include "train/dist/socket.h"
 
 namespace sinklab::train {
 
 // Rank 0 passes the blob and gets it back; other ranks pass "" and get rank 0's blob. Throws
 // IOError naming the address, port or file, and the rank, when nothing arrives within
 // timeout_s seconds (a rank that died, a wrong MASTER_ADDR, a port in use).
-std::string share_from_rank0(const LaunchEnv& env, const std::string& blob, double timeout_s = 300);
+// With `keep`, the TCP connections stay open and are handed over (the rank watch's,
+// train/dist/rank_watch.h): on rank 0 the connection to rank r at index r, on another rank one
+// connection to rank 0; nothing with SINKLAB_ID_FILE or one process.
+std::string share_from_rank0(const LaunchEnv& env, const std::string& blob, double timeout_s = 300,
+                             std::vector<Socket>* keep = nullptr);
 
 }  // namespace sinklab::train

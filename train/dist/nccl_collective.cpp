@@ -4,18 +4,22 @@
 
 #include "cuda/communicator.h"
 #include "train/dist/bootstrap.h"
+#include "train/dist/rank_watch.h"
 
 namespace sinklab::train {
 
 namespace {
 
-// NCCL between the ranks' GPUs; rank 0's unique id travels through train/bootstrap.
+// NCCL between the ranks' GPUs; rank 0's unique id travels through train/bootstrap, whose
+// connections then carry the rank watch (a dead peer is named at once, not after the timeout).
 class NcclCollective : public Collective {
  public:
   NcclCollective(const LaunchEnv& env, double timeout_s) {
     std::string id = env.rank == 0 ? cuda::Communicator::unique_id() : std::string();
-    id = share_from_rank0(env, id);
+    std::vector<Socket> connections;  // to rank 0 (or, on rank 0, to each rank): the watch's
+    id = share_from_rank0(env, id, 300, &connections);
     comm_ = std::make_unique<cuda::Communicator>(id, env.rank, env.world_size, timeout_s);
+    if (!connections.empty()) watch_ = std::make_unique<RankWatch>(env, std::move(connections));
   }
   void all_reduce_mean(Tensor& t, const char* what) override { comm_->all_reduce_mean(t, what); }
   double sum(double value, const char* what) override { return comm_->sum(value, what); }
@@ -33,6 +37,7 @@ class NcclCollective : public Collective {
 
  private:
   std::unique_ptr<cuda::Communicator> comm_;
+  std::unique_ptr<RankWatch> watch_;  // destroyed first: a goodbye, then the communicator
 };
 }  // namespace
 
