@@ -84,16 +84,29 @@ TEST_CASE("tcp collectives: mean, sum and all-gather in rank order; a dead rank 
   REQUIRE(r1.get() == expected);
   REQUIRE(r2.get() == expected);
 
-  // Rank 1 leaves after connecting: rank 0's next collective fails naming it.
+  // Rank 2 leaves after connecting: rank 0's next collective fails naming it, and so does
+  // rank 1's, which rank 0 tells before it fails.
   const int port2 = test_port(2);
-  LaunchEnv e0 = env_of(0), e1 = env_of(1);
-  e0.world_size = e1.world_size = 2;
-  e0.id_port = e1.id_port = port2;
-  auto quitter = std::async(std::launch::async, [&] { TcpCollective c(e1, 600); });
+  LaunchEnv e0 = env_of(0), e1 = env_of(1), e2 = env_of(2);
+  e0.id_port = e1.id_port = e2.id_port = port2;
+  auto quitter = std::async(std::launch::async, [&] { TcpCollective c(e2, 600); });
+  auto survivor = std::async(std::launch::async, [&] {
+    TcpCollective c(e1, 600);
+    std::string error;
+    try {
+      c.sum(1.0, "loss all-reduce");
+    } catch (const IOError& e) {
+      error = e.what();
+    }
+    return error;
+  });
   TcpCollective root(e0, 600);
   quitter.get();
   test::require_error<IOError>([&] { root.sum(1.0, "loss all-reduce"); },
-                               {"rank 1", "loss all-reduce"});
+                               {"rank 2", "loss all-reduce"});
+  const std::string told = survivor.get();
+  INFO(told);
+  REQUIRE(told.find("rank 1: rank 0 lost rank 2 during loss all-reduce") != std::string::npos);
 }
 
 namespace {

@@ -85,8 +85,9 @@ std::string fetch(const LaunchEnv& env, double timeout_s, std::vector<Socket>* k
     last_error = "the connection closed before the id arrived";
   }
   SINKLAB_FAIL(IOError,
-               rank_name(env, env.rank) << ": no NCCL id from " << rank_name(env, 0) << " at " << env.master_addr << ":"
-                       << env.id_port << " within " << timeout_s << " s (" << last_error << ")",
+               rank_name(env, env.rank)
+                   << ": no NCCL id from " << rank_name(env, 0) << " at " << env.master_addr << ":"
+                   << env.id_port << " within " << timeout_s << " s (" << last_error << ")",
                "check that rank 0 started, MASTER_ADDR names its host and the port is open "
                "(SINKLAB_ID_PORT), or use SINKLAB_ID_FILE on a shared file system");
 }

@@ -22,7 +22,8 @@ struct Header {
   uint64_t bytes;
 };
 
-enum Op : int32_t { kReduce = 2, kSum, kGather, kResult, kRanges };
+// kLost: rank 0 to the others, instead of a result: it lost the rank in Header::rank.
+enum Op : int32_t { kReduce = 2, kSum, kGather, kResult, kRanges, kLost };
 
 // out += in, elementwise over n values of type T (rank-order accumulation at rank 0).
 template <class T>
@@ -64,8 +65,8 @@ TcpCollective::TcpCollective(const LaunchEnv& env, double timeout_s)
       }
       set_timeouts(peer.fd(), timeout_s_);
       SINKLAB_CHECK(!peers_[rank].valid(), IOError,
-                    rank_name(env_, 0) << ": two processes joined as rank " << rank << " (world size "
-                                                            << env_.world_size << ")",
+                    rank_name(env_, 0) << ": two processes joined as rank " << rank
+                                       << " (world size " << env_.world_size << ")",
                     "every rank needs a distinct RANK below WORLD_SIZE");
       peers_[rank] = std::move(peer);
       ++joined;
@@ -74,13 +75,15 @@ TcpCollective::TcpCollective(const LaunchEnv& env, double timeout_s)
     std::string error;
     Socket root = connect_retrying(env_.master_addr, env_.id_port, timeout_s_, error);
     SINKLAB_CHECK(root.valid(), IOError,
-                  rank_name(env_, env_.rank) << ": cannot reach " << rank_name(env_, 0) << " at " << env_.master_addr << ":"
-                          << env_.id_port << " within " << timeout_s_ << " s (" << error << ")",
+                  rank_name(env_, env_.rank)
+                      << ": cannot reach " << rank_name(env_, 0) << " at " << env_.master_addr
+                      << ":" << env_.id_port << " within " << timeout_s_ << " s (" << error << ")",
                   "check that rank 0 started, MASTER_ADDR names its host and the port is open "
                   "(SINKLAB_ID_PORT)");
     set_timeouts(root.fd(), timeout_s_);
     SINKLAB_CHECK(send_join(root.fd(), env_.rank, env_.job_token), IOError,
-                  rank_name(env_, env_.rank) << ": " << rank_name(env_, 0) << " closed the connection at start-up",
+                  rank_name(env_, env_.rank)
+                      << ": " << rank_name(env_, 0) << " closed the connection at start-up",
                   "see rank 0's log");
     peers_.push_back(std::move(root));
   }
@@ -165,18 +168,22 @@ std::vector<std::vector<char>> TcpCollective::gather_at_root(const void* data, s
   all[0].assign(static_cast<const char*>(data), static_cast<const char*>(data) + bytes);
   for (int r = 1; r < env_.world_size; ++r) {
     Header got{};
-    SINKLAB_CHECK(recv_all(peers_[r].fd(), &got, sizeof got), IOError,
-                  rank_name(env_, 0) << ": nothing from " << rank_name(env_, r) << " during " << what
-                                               << " (closed, or silent for " << timeout_s_
-                                               << " s: run.collective_timeout_s)",
+    const bool heard = recv_all(peers_[r].fd(), &got, sizeof got);
+    if (!heard) tell_others_lost(r);
+    SINKLAB_CHECK(heard, IOError,
+                  rank_name(env_, 0) << ": nothing from " << rank_name(env_, r) << " during "
+                                     << what << " (closed, or silent for " << timeout_s_
+                                     << " s: run.collective_timeout_s)",
                   rank_name(env_, r) + " may have died or hung: see its log");
     SINKLAB_CHECK(got.op == op && got.bytes == bytes, IOError,
-                  rank_name(env_, 0) << ": " << rank_name(env_, r) << " sent operation " << got.op << " with " << got.bytes
-                                  << " bytes during " << what << " (expected operation " << op
-                                  << " with " << bytes << ")",
+                  rank_name(env_, 0) << ": " << rank_name(env_, r) << " sent operation " << got.op
+                                     << " with " << got.bytes << " bytes during " << what
+                                     << " (expected operation " << op << " with " << bytes << ")",
                   "every rank must run the same config and code version");
     all[r].resize(bytes);
-    SINKLAB_CHECK(recv_all(peers_[r].fd(), all[r].data(), bytes), IOError,
+    const bool whole = recv_all(peers_[r].fd(), all[r].data(), bytes);
+    if (!whole) tell_others_lost(r);
+    SINKLAB_CHECK(whole, IOError,
                   rank_name(env_, 0) << ": " << rank_name(env_, r)
                                      << " closed the connection during " << what,
                   rank_name(env_, r) + " may have died: see its log");
@@ -187,23 +194,35 @@ std::vector<std::vector<char>> TcpCollective::gather_at_root(const void* data, s
 void TcpCollective::broadcast_from_root(void* data, size_t bytes, int op, const char* what) {
   const Header header{op, 0, bytes};
   if (env_.rank == 0) {
-    for (int r = 1; r < env_.world_size; ++r)
-      SINKLAB_CHECK(send_all(peers_[r].fd(), &header, sizeof header) &&
-                        send_all(peers_[r].fd(), data, bytes),
-                    IOError,
+    for (int r = 1; r < env_.world_size; ++r) {
+      const bool sent = send_all(peers_[r].fd(), &header, sizeof header) &&
+                        send_all(peers_[r].fd(), data, bytes);
+      if (!sent) tell_others_lost(r);
+      SINKLAB_CHECK(sent, IOError,
                     rank_name(env_, 0) << ": " << rank_name(env_, r)
                                        << " closed the connection during " << what,
                     rank_name(env_, r) + " may have died: see its log");
+    }
     return;
   }
   Header got{};
-  SINKLAB_CHECK(recv_all(peers_[0].fd(), &got, sizeof got) && got.op == op && got.bytes == bytes &&
-                    recv_all(peers_[0].fd(), data, bytes),
-                IOError,
-                rank_name(env_, env_.rank) << ": no result from " << rank_name(env_, 0) << " during " << what
-                        << " (closed, or silent for " << timeout_s_
-                        << " s: run.collective_timeout_s)",
-                "rank 0 or another rank may have died or hung: see their logs");
+  const bool heard = recv_all(peers_[0].fd(), &got, sizeof got);
+  SINKLAB_CHECK(!heard || got.op != kLost, IOError,
+                rank_name(env_, env_.rank) << ": " << rank_name(env_, 0) << " lost "
+                                           << rank_name(env_, got.rank) << " during " << what,
+                rank_name(env_, got.rank) + " may have died: see its log");
+  SINKLAB_CHECK(
+      heard && got.op == op && got.bytes == bytes && recv_all(peers_[0].fd(), data, bytes), IOError,
+      rank_name(env_, env_.rank) << ": no result from " << rank_name(env_, 0) << " during " << what
+                                 << " (closed, or silent for " << timeout_s_
+                                 << " s: run.collective_timeout_s)",
+      "rank 0 or another rank may have died or hung: see their logs");
+}
+
+void TcpCollective::tell_others_lost(int lost) {
+  const Header header{kLost, lost, 0};
+  for (int r = 1; r < env_.world_size; ++r)
+    if (r != lost) send_all(peers_[r].fd(), &header, sizeof header);
 }
 
 void TcpCollective::all_reduce_mean(Tensor& t, const char* what) {
@@ -293,11 +312,14 @@ void TcpCollective::all_gather_ranges(Tensor& t, const std::vector<int64_t>& bou
     for (int p = 1; p < env_.world_size; ++p) {
       const size_t bytes = static_cast<size_t>(bounds[p + 1] - bounds[p]) * elem;
       Header got{};
-      SINKLAB_CHECK(recv_all(peers_[p].fd(), &got, sizeof got) && got.op == kRanges &&
-                        got.bytes == bytes && recv_all(peers_[p].fd(), base + bounds[p] * elem, bytes),
-                    IOError,
-                    rank_name(env_, 0) << ": no part " << p << " from " << rank_name(env_, p) << " during " << what
-                                       << " (closed, silent, or another operation)",
+      const bool part = recv_all(peers_[p].fd(), &got, sizeof got) && got.op == kRanges &&
+                        got.bytes == bytes &&
+                        recv_all(peers_[p].fd(), base + bounds[p] * elem, bytes);
+      if (!part) tell_others_lost(p);
+      SINKLAB_CHECK(part, IOError,
+                    rank_name(env_, 0)
+                        << ": no part " << p << " from " << rank_name(env_, p) << " during " << what
+                        << " (closed, silent, or another operation)",
                     rank_name(env_, p) + " may have died or run another config: see its log");
     }
   }

@@ -7,8 +7,9 @@
 // order (0, 1, 2, ...: the same bits on every run) and sends the result back; an all-gather
 // concatenates in rank order the same way. Messages carry a header (operation, element count)
 // so that ranks calling different operations fail with a message instead of corrupt data.
-// A rank that dies closes its connection: the others fail with an IOError naming it. A rank
-// that stops answering fails the others after timeout_s seconds (run.collective_timeout_s).
+// A rank that dies closes its connection: rank 0 fails with an IOError naming it, and first
+// tells every other rank which one it lost, so that they fail naming it too. A rank that stops
+// answering fails the others after timeout_s seconds (run.collective_timeout_s).
 // Started reductions (start_all_reduce_mean) run in order on a worker thread, while the caller
 // goes on with backward; wait_started() rethrows the worker's error, if any.
 #pragma once
@@ -49,6 +50,9 @@ class TcpCollective : public Collective {
                                                 const char* what);
   // Rank 0 sends `bytes` to every other rank; the others receive them into data.
   void broadcast_from_root(void* data, size_t bytes, int op, const char* what);
+  // Rank 0, before failing on rank `lost`: tells every other rank (best effort) which rank it
+  // lost, so that their wait for the result fails naming it.
+  void tell_others_lost(int lost);
 
   LaunchEnv env_;
   double timeout_s_;
