@@ -12,6 +12,10 @@
 #   bash scripts/gpu_train_chunk.sh CONFIG [SECONDS, default 480]
 #   PROBES: default isolate, amplify and plain scaling at key 16 in layers 0-3, lambda 10 and 30
 #   PROBE_BATCHES: validation batches per probe (default 8)
+#   RANKS: GPUs to train on (default 1). With more, the variants train side by side on separate
+#     groups of RANKS / variants GPUs (run.variant_placement split; RANKS must be a multiple of
+#     the variant count), with the same global batches; SIGTERM to rank 0 stops every rank on
+#     the same step.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 config=${1:?usage: gpu_train_chunk.sh CONFIG [SECONDS]}
@@ -31,9 +35,21 @@ if ! ls "$data_dir"/train_*.bin > /dev/null 2>&1; then
   "$build/sinklab" prepare "$config" | tail -4 || exit 1
 fi
 name=$(python3 -c "import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))['run']['name'])" "$config")
-timeout -s TERM "$seconds" "$build/sinklab" compare "$config" --no-progress --resume auto \
+ranks=${RANKS:-1}
+args=(compare "$config" --no-progress --resume auto)
+vars=(WORLD_SIZE="$ranks" MASTER_ADDR=127.0.0.1 MASTER_PORT=$((29000 + RANDOM % 900)))
+if [ "$ranks" -gt 1 ]; then
+  export NCCL_NVLS_ENABLE=0  # NVLink multicast stays off on shared hosts
+  args+=(--set run.variant_placement=split)
+  for ((r = 1; r < ranks; ++r)); do
+    env RANK=$r LOCAL_RANK=$r "${vars[@]}" "$build/sinklab" "${args[@]}" > "$out/chunk.log.$r" 2>&1 &
+  done
+fi
+env RANK=0 LOCAL_RANK=0 "${vars[@]}" timeout -s TERM "$seconds" "$build/sinklab" "${args[@]}" \
   > "$out/chunk.log" 2>&1
 status=$?
+wait  # the other ranks stop on the step rank 0 stops on
+for ((r = 1; r < ranks; ++r)); do cat "$out/chunk.log.$r" >> "$out/chunk.log"; done
 grep -E "^step .*val loss|resumed|interrupted|wall time" "$out/chunk.log" | tail -8
 for variant in runs/"$name"/*/; do
   v=$(basename "$variant")
