@@ -136,8 +136,16 @@ TEST_CASE("cuda: GPU runs follow the CPU loss curve (fp32 closely, bf16 within t
 
 TEST_CASE("cuda: sink metrics computed on the GPU match the CPU's", "[cuda]") {
   SINKLAB_REQUIRE_CUDA();
-  for (AttnOutputNorm norm : {AttnOutputNorm::None, AttnOutputNorm::HeadwiseRmsNorm}) {
+  struct Case {
+    AttnOutputNorm norm;
+    AttentionKind attention;  // sigmoid: the row shares, from attention_row_means
+  };
+  for (const Case& k : {Case{AttnOutputNorm::None, AttentionKind::Softmax},
+                        Case{AttnOutputNorm::HeadwiseRmsNorm, AttentionKind::Softmax},
+                        Case{AttnOutputNorm::None, AttentionKind::Sigmoid}}) {
+    const AttnOutputNorm norm = k.norm;
     ModelSection cfg = test::tiny_model(Arch::Llama, norm);
+    cfg.attention = k.attention;
     cfg.n_embd = 64;
     cfg.block_size = 37;
     cfg.vocab_size = 50;
@@ -158,7 +166,7 @@ TEST_CASE("cuda: sink metrics computed on the GPU match the CPU's", "[cuda]") {
     const auto close = [](double x, double y) { return std::fabs(x - y) <= 1e-4 * std::fabs(x) + 1e-6; };
     for (size_t l = 0; l < a.layers.size(); ++l) {
       const LayerMetrics &x = a.layers[l], &y = b.layers[l];
-      INFO(choice_text(norm) << " layer " << l);
+      INFO(choice_text(norm) << ", " << choice_text(k.attention) << " layer " << l);
       for (size_t h = 0; h < x.sink_mass.size(); ++h) {
         REQUIRE(close(x.sink_mass[h], y.sink_mass[h]));
         REQUIRE(close(x.alpha0[h], y.alpha0[h]));

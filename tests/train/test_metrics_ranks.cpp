@@ -34,8 +34,10 @@ struct TwoRanks : RankExchange {
 
 TEST_CASE("metrics of two ranks' slices, combined, equal the metrics of the whole batch",
           "[metrics][distributed]") {
+  for (AttentionKind attention : {AttentionKind::Softmax, AttentionKind::Sigmoid})
   for (Arch arch : {Arch::Gpt2, Arch::Llama}) {
     ModelSection cfg = test::tiny_model(arch, AttnOutputNorm::HeadwiseRmsNorm);
+    cfg.attention = attention;  // sigmoid: the rows' shares travel as (B, NH, T) rows
     cfg.n_embd = 16;
     cfg.block_size = 9;
     GPT model(cfg, 5, DType::F64);
@@ -53,7 +55,7 @@ TEST_CASE("metrics of two ranks' slices, combined, equal the metrics of the whol
     const SinkMetrics combined =
         compute_sink_metrics(test::capture_of(model, first_half), 0.3, false, &exchange);
 
-    INFO(choice_text(arch));
+    INFO(choice_text(arch) << ", " << choice_text(attention));
     REQUIRE(combined.sink_rate == Approx(whole.sink_rate));
     for (size_t l = 0; l < whole.layers.size(); ++l) {
       const LayerMetrics& w = whole.layers[l];

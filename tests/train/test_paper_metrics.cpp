@@ -181,6 +181,54 @@ TEST_CASE("sink score, disparity after the input norm and output ranks from a ca
   }
 }
 
+TEST_CASE("sigmoid attention: the sink metrics read key 0's share of each row, "
+          "sigmoid(s_t0) / sum_k sigmoid(s_tk)",
+          "[metrics]") {
+  for (Arch arch : {Arch::Llama, Arch::Gpt2}) {  // GPT-2's q, k: views into the packed qkv
+    INFO(choice_text(arch));
+    ModelSection cfg = test::tiny_model(arch, AttnOutputNorm::None);
+    cfg.n_embd = 16;
+    cfg.block_size = 9;
+    cfg.attention = AttentionKind::Sigmoid;
+    cfg.isolate_positions = {4};  // query 4 sees only itself: key 0's share there is 0
+    cfg.isolate_layers = {1};
+    GPT model(cfg, 5, DType::F64);
+    const Tensor ids = rand_ints({3, 9}, RngKey{5, 4, 0}, 11);
+    const ForwardCapture cap = test::capture_of(model, ids);
+    const SinkMetrics m = compute_sink_metrics(cap, 0.3, false);
+    const int64_t B = 3, NH = 2, T = 9;
+    for (size_t l = 0; l < 2; ++l) {
+      INFO("layer " << l);
+      const LayerCapture& c = cap.layers[l];
+      const std::vector<double> A =
+          ops::attention_probabilities(c.q, c.k, c.attention).to_doubles();  // (B, NH, T, T)
+      const std::vector<double> means = attention_row_means(c.q, c.k, c.attention).to_doubles();
+      double score = 0;
+      for (int64_t h = 0; h < NH; ++h) {
+        double all = 0, rest = 0;
+        for (int64_t b = 0; b < B; ++b)
+          for (int64_t t = 0; t < T; ++t) {
+            const double* row = &A[((b * NH + h) * T + t) * T];
+            double sum = 0;
+            for (int64_t k = 0; k < T; ++k) sum += row[k];
+            REQUIRE(means[(b * NH + h) * T + t] * T == Approx(sum).epsilon(1e-12));
+            const double share = row[0] / sum;
+            if (l == 1 && t == 4) REQUIRE(share == 0);
+            if (t == 0) REQUIRE(share == Approx(1.0));  // the first row holds key 0 alone
+            all += share;
+            if (t >= 1) rest += share;
+          }
+        REQUIRE(m.layers[l].alpha0[h] == Approx(all / (B * T)).epsilon(1e-12));
+        REQUIRE(m.layers[l].sink_mass[h] == Approx(rest / (B * (T - 1))).epsilon(1e-12));
+        score += all / (B * T) / NH;
+      }
+      REQUIRE(m.layers[l].sink_score == Approx(score).epsilon(1e-12));
+      // Rows are shares now, no longer raw weights (about 0.5 each at initialisation).
+      REQUIRE(m.layers[l].sink_mass[0] < 0.4);
+    }
+  }
+}
+
 TEST_CASE("probe: the paper's readings on short windows and on random tokens; the trainer logs "
           "the output rank and the val loss's standard error",
           "[probe][metrics]") {

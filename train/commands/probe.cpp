@@ -127,7 +127,12 @@ ProbeResult probe_checkpoint(const std::string& model_path, const ProbeOptions& 
   const int64_t key = std::min<int64_t>(result.key, T - 1);
   for (const LayerCapture& cap : capture.layers) {
     Tensor mass = ops::attention_key_mass(cap.q, cap.k, cap.lse, key, cap.attention);  // (B,NH,T)
-    const std::vector<double> a = mass.to_doubles();
+    std::vector<double> a = mass.to_doubles();
+    if (cap.attention.sigmoid) {  // rows not normalised: the key's share of each row
+      const std::vector<double> rows =
+          attention_row_means(cap.q, cap.k, cap.attention).to_doubles();  // (B, NH, T)
+      for (size_t i = 0; i < a.size(); ++i) a[i] = row_share(a[i], rows[i], T);
+    }
     const int64_t NH = mass.size(1);
     std::vector<double> per_head(NH, 0.0);
     for (int64_t b = 0; b < B; ++b)

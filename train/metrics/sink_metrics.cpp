@@ -9,6 +9,7 @@
 #include "core/concat_flat.h"
 #include "core/error.h"
 #include "core/parallel.h"
+#include "ops/attention.h"
 #include "ops/statistics.h"
 
 namespace sinklab::train {
@@ -134,6 +135,8 @@ double median_from(const double* v, int64_t n) { return n % 2 ? v[0] : 0.5 * (v[
 // activations' device down to O(T + C + F + B * NH) numbers per layer.
 struct LayerSlots {
   size_t key_mass_mean, key_mass_first;  // (B * NH) mean over t of A[t, 0]; A[0, 0]
+  bool row_shares = false;               // sigmoid: the two below instead of the two above
+  size_t key_mass_rows, row_means;       // (B, NH, T) A[t, 0]; mean over k of A[t, k]
   size_t var_pos, var_pos_normed;        // (T) batch-mean channel variance of o (and normed)
   size_t norm_mean;                      // (B) mean over t of |x_t|
   size_t first_row;                      // (B, 5) statistics of x_0 (norm, mean |x|, max |x|)
@@ -151,14 +154,40 @@ Tensor per_position_mean(const Tensor& x, int64_t B, int64_t T, int c) {
   return column(stats_of_columns(per_row), ops::kRowMean);
 }
 
+}  // namespace
+
+Tensor attention_row_means(const Tensor& q, const Tensor& k,
+                           const ops::AttentionOptions& attention) {
+  const int64_t B = q.size(0), T = q.size(1), NH = q.size(2);
+  std::vector<Tensor> means;  // (B) of (NH * T, 1)
+  for (int64_t b = 0; b < B; ++b) {
+    Tensor qb = q.narrow_view(0, b, 1), kb = k.narrow_view(0, b, 1);  // (1, T, NH, HS)
+    if (qb.dtype() == DType::BF16) {  // the probabilities take f32 or f64
+      qb = qb.to_dtype(DType::F32);
+      kb = kb.to_dtype(DType::F32);
+    }
+    const Tensor probs = ops::attention_probabilities(qb, kb, attention);  // (1, NH, T, T)
+    means.push_back(column(stats_of_rows(probs, T), ops::kRowMean));
+  }
+  return concat_flat(means).reshape_view({B, NH, T});
+}
+
+namespace {
+
 // Queues the device work of one layer (every reduction runs where the activations live).
 LayerSlots queue_layer(const LayerCapture& cap, const ops::AttentionOptions& attention,
                        Gather& gather) {
   LayerSlots s{};
   const int64_t B = cap.residual.size(0), T = cap.residual.size(1);
   Tensor mass = ops::attention_key_mass(cap.q, cap.k, cap.lse, 0, attention);  // (B, NH, T)
-  s.key_mass_mean = gather.add(column(stats_of_rows(mass, T), ops::kRowMean));
-  s.key_mass_first = gather.add(mass.narrow_view(2, 0, 1));
+  if (attention.sigmoid) {  // rows not normalised: key 0's share of each, on the host
+    s.row_shares = true;
+    s.key_mass_rows = gather.add(mass);
+    s.row_means = gather.add(attention_row_means(cap.q, cap.k, attention));
+  } else {
+    s.key_mass_mean = gather.add(column(stats_of_rows(mass, T), ops::kRowMean));
+    s.key_mass_first = gather.add(mass.narrow_view(2, 0, 1));
+  }
   const Combine mean{Combine::kMean};
   s.var_pos = gather.add(per_position_mean(cap.attn_out, B, T, ops::kRowVariance), mean);
   if (cap.attn_out_normed.defined())
@@ -189,8 +218,24 @@ LayerSlots queue_layer(const LayerCapture& cap, const ops::AttentionOptions& att
 
 void finish_attention(const LayerSlots& s, const Gather& g, int64_t B, int64_t NH, int64_t T,
                       LayerMetrics& out) {
-  const double* mean = g.values(s.key_mass_mean);    // (B, NH)
-  const double* first = g.values(s.key_mass_first);  // (B, NH)
+  const double* mean = s.row_shares ? nullptr : g.values(s.key_mass_mean);    // (B, NH)
+  const double* first = s.row_shares ? nullptr : g.values(s.key_mass_first);  // (B, NH)
+  std::vector<double> share_mean, share_first;  // (B, NH) under sigmoid: of A[t,0] / sum_k A[t,k]
+  if (s.row_shares) {
+    const double* mass = g.values(s.key_mass_rows);  // (B, NH, T)
+    const double* rows = g.values(s.row_means);      // (B, NH, T) sum_k A[t, k] / T
+    for (int64_t r = 0; r < B * NH; ++r) {
+      double total = 0;
+      for (int64_t t = 0; t < T; ++t) {
+        const double share = row_share(mass[r * T + t], rows[r * T + t], T);
+        total += share;
+        if (t == 0) share_first.push_back(share);
+      }
+      share_mean.push_back(total / static_cast<double>(T));
+    }
+    mean = share_mean.data();
+    first = share_first.data();
+  }
   out.sink_mass.assign(NH, 0.0);
   out.alpha0.assign(NH, 0.0);
   for (int64_t h = 0; h < NH; ++h) {

@@ -1,6 +1,8 @@
 // The sink metrics of SINKS.md, computed from one forward pass's ForwardCapture.
 // Attention mass on key 0 comes from the saved log-sum-exp (ops::attention_key_mass): no T x T
-// matrix. Reductions run in double in a fixed order, on detached tensors: computing them never
+// matrix. Under sigmoid attention, whose rows are not normalised, A[t, 0] is key 0's share of the
+// row, sigmoid(s_t0) / sum_k sigmoid(s_tk), the row sums from one sequence's probabilities at a
+// time (attention_row_means). Reductions run in double in a fixed order, on detached tensors: computing them never
 // changes the training result.
 #pragma once
 #include <cstdint>
@@ -44,6 +46,18 @@ struct SinkMetrics {
   double dim_disparity_normed_mean = 0;   // mean over layers of dim_disparity_normed
   double effective_rank_output_mean = 0;  // mean over layers of effective_rank_output
 };
+
+// Each query row's mean attention weight, sum_k A[b,h,t,k] / T (masked keys are 0), as (B, NH,
+// T) on q's device (f32, or f64 for f64 q): sigmoid attention's row sums over T. q, k (B, T,
+// NH, HS) as the capture holds them (bf16 on a GPU, qkv_part views); one sequence's (NH, T, T)
+// probabilities at a time (ops::attention_probabilities: 50 MB at T = 1024 and 12 heads).
+Tensor attention_row_means(const Tensor& q, const Tensor& k,
+                           const ops::AttentionOptions& attention);
+// A key's share of its query row, A[t, k] / sum_j A[t, j], from A[t, k] and the row's mean
+// weight over T keys (attention_row_means); 0 for an empty row.
+inline double row_share(double weight, double row_mean, int64_t T) {
+  return row_mean > 0 ? weight / (row_mean * static_cast<double>(T)) : 0.0;
+}
 
 // The ranks of a data-parallel job, for the metrics: every rank passes its values and receives
 // every rank's, in rank order (the same number on every rank).
