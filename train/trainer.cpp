@@ -173,24 +173,18 @@ std::vector<VariantSpec> selected_specs(const RunConfig& config,
   });
   return specs;
 }
-
-std::vector<std::string> names_of(const std::vector<VariantSpec>& specs) {
-  std::vector<std::string> names;
-  for (const VariantSpec& spec : specs) names.push_back(spec.name);
-  return names;
-}
 }  // namespace
 
 Run::Run(const RunConfig& config, std::ostream& console, RunOptions options)
     : base_(config),
       options_(std::move(options)),
-      selected_(names_of(selected_specs(config, options_.only_variants))),
+      selected_(selected_specs(config, options_.only_variants)),
       groups_(place_variants(options_.launch, static_cast<int>(selected_.size()),
                              config.run.variant_placement)),
       console_(groups_.group_env.rank == 0 ? console : quiet_,
                options_.progress_bar && options_.launch.rank == 0) {
-  std::vector<VariantSpec> specs = selected_specs(base_, options_.only_variants);
-  if (groups_.split) specs = {specs[groups_.group]};  // this rank's group trains one variant
+  std::vector<VariantSpec> specs = selected_;
+  if (groups_.split) specs = {selected_[groups_.group]};  // this rank's group trains one variant
   apply_process_settings(base_.run);
   if (parse_device(base_.run.device).is_cuda())
     console_.stream() << "attention: " << ops::attention_kernels_description() << "\n";
@@ -372,11 +366,11 @@ void Run::resume_from_checkpoints() {
   int64_t have_common = -1;  // the step the variants with checkpoints would resume at
   for (size_t i = 0; i < newest.size(); ++i) {
     if (newest[i] < 0) {
-      missing.push_back(selected_[i]);
+      missing.push_back(selected_[i].name);
       continue;
     }
     have_common = have_common < 0 ? newest[i] : std::min(have_common, newest[i]);
-    have.push_back(selected_[i] + " (step " + std::to_string(newest[i]) + ")");
+    have.push_back(selected_[i].name + " (step " + std::to_string(newest[i]) + ")");
   }
   if (!missing.empty() && !have.empty()) {
     const std::string& first_missing = missing.front();
@@ -489,7 +483,7 @@ std::vector<ComparisonRow> Run::every_row(const std::vector<VariantSummary>& own
       world().all_gather(rows.at(0).numbers(), "comparison table all-gather");
   rows.clear();
   for (int g = 0; g < groups_.groups; ++g)
-    rows.push_back(ComparisonRow::from_numbers(selected_[g], told.at(groups_.leader_of(g))));
+    rows.push_back(ComparisonRow::from_numbers(selected_[g].name, told.at(groups_.leader_of(g))));
   return rows;
 }
 

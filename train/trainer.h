@@ -89,7 +89,7 @@ class Run {
   std::string checkpoint_dir(const Variant& v) const;
   RunConfig base_;
   RunOptions options_;
-  std::vector<std::string> selected_;  // the names of the variants the run trains, in order
+  std::vector<VariantSpec> selected_;  // the variants the run trains, in order
   VariantGroups groups_;               // which of them this rank trains (run.variant_placement)
   std::ostringstream quiet_;           // the console of ranks that print nothing
   Console console_;

@@ -168,9 +168,7 @@ std::vector<std::vector<char>> TcpCollective::gather_at_root(const void* data, s
   all[0].assign(static_cast<const char*>(data), static_cast<const char*>(data) + bytes);
   for (int r = 1; r < env_.world_size; ++r) {
     Header got{};
-    const bool heard = recv_all(peers_[r].fd(), &got, sizeof got);
-    if (!heard) tell_others_lost(r);
-    SINKLAB_CHECK(heard, IOError,
+    SINKLAB_CHECK(reached(r, recv_all(peers_[r].fd(), &got, sizeof got)), IOError,
                   rank_name(env_, 0) << ": nothing from " << rank_name(env_, r) << " during "
                                      << what << " (closed, or silent for " << timeout_s_
                                      << " s: run.collective_timeout_s)",
@@ -181,9 +179,7 @@ std::vector<std::vector<char>> TcpCollective::gather_at_root(const void* data, s
                                      << " (expected operation " << op << " with " << bytes << ")",
                   "every rank must run the same config and code version");
     all[r].resize(bytes);
-    const bool whole = recv_all(peers_[r].fd(), all[r].data(), bytes);
-    if (!whole) tell_others_lost(r);
-    SINKLAB_CHECK(whole, IOError,
+    SINKLAB_CHECK(reached(r, recv_all(peers_[r].fd(), all[r].data(), bytes)), IOError,
                   rank_name(env_, 0) << ": " << rank_name(env_, r)
                                      << " closed the connection during " << what,
                   rank_name(env_, r) + " may have died: see its log");
@@ -194,15 +190,13 @@ std::vector<std::vector<char>> TcpCollective::gather_at_root(const void* data, s
 void TcpCollective::broadcast_from_root(void* data, size_t bytes, int op, const char* what) {
   const Header header{op, 0, bytes};
   if (env_.rank == 0) {
-    for (int r = 1; r < env_.world_size; ++r) {
-      const bool sent = send_all(peers_[r].fd(), &header, sizeof header) &&
-                        send_all(peers_[r].fd(), data, bytes);
-      if (!sent) tell_others_lost(r);
-      SINKLAB_CHECK(sent, IOError,
+    for (int r = 1; r < env_.world_size; ++r)
+      SINKLAB_CHECK(reached(r, send_all(peers_[r].fd(), &header, sizeof header) &&
+                                   send_all(peers_[r].fd(), data, bytes)),
+                    IOError,
                     rank_name(env_, 0) << ": " << rank_name(env_, r)
                                        << " closed the connection during " << what,
                     rank_name(env_, r) + " may have died: see its log");
-    }
     return;
   }
   Header got{};
@@ -219,10 +213,12 @@ void TcpCollective::broadcast_from_root(void* data, size_t bytes, int op, const 
       "rank 0 or another rank may have died or hung: see their logs");
 }
 
-void TcpCollective::tell_others_lost(int lost) {
-  const Header header{kLost, lost, 0};
-  for (int r = 1; r < env_.world_size; ++r)
-    if (r != lost) send_all(peers_[r].fd(), &header, sizeof header);
+bool TcpCollective::reached(int r, bool ok) {
+  if (ok) return true;
+  const Header lost{kLost, r, 0};  // best effort: the others may be gone too
+  for (int p = 1; p < env_.world_size; ++p)
+    if (p != r) send_all(peers_[p].fd(), &lost, sizeof lost);
+  return false;
 }
 
 void TcpCollective::all_reduce_mean(Tensor& t, const char* what) {
@@ -312,11 +308,10 @@ void TcpCollective::all_gather_ranges(Tensor& t, const std::vector<int64_t>& bou
     for (int p = 1; p < env_.world_size; ++p) {
       const size_t bytes = static_cast<size_t>(bounds[p + 1] - bounds[p]) * elem;
       Header got{};
-      const bool part = recv_all(peers_[p].fd(), &got, sizeof got) && got.op == kRanges &&
-                        got.bytes == bytes &&
-                        recv_all(peers_[p].fd(), base + bounds[p] * elem, bytes);
-      if (!part) tell_others_lost(p);
-      SINKLAB_CHECK(part, IOError,
+      SINKLAB_CHECK(reached(p, recv_all(peers_[p].fd(), &got, sizeof got) && got.op == kRanges &&
+                                   got.bytes == bytes &&
+                                   recv_all(peers_[p].fd(), base + bounds[p] * elem, bytes)),
+                    IOError,
                     rank_name(env_, 0)
                         << ": no part " << p << " from " << rank_name(env_, p) << " during " << what
                         << " (closed, silent, or another operation)",

@@ -50,9 +50,9 @@ class TcpCollective : public Collective {
                                                 const char* what);
   // Rank 0 sends `bytes` to every other rank; the others receive them into data.
   void broadcast_from_root(void* data, size_t bytes, int op, const char* what);
-  // Rank 0, before failing on rank `lost`: tells every other rank (best effort) which rank it
-  // lost, so that their wait for the result fails naming it.
-  void tell_others_lost(int lost);
+  // Rank 0: `ok`, the outcome of an exchange with rank r. When it failed, first tells every
+  // other rank (best effort) that r is lost, so that their wait for the result fails naming it.
+  bool reached(int r, bool ok);
 
   LaunchEnv env_;
   double timeout_s_;
