@@ -22,6 +22,8 @@ config=${1:?usage: gpu_train_chunk.sh CONFIG [SECONDS]}
 seconds=${2:-480}
 out=${OUT:-/tmp}
 build=${SINKLAB_BUILD_DIR:-build-gpu}
+# PCRE2's header where the machine lacks it (the GPT-2 tokenizer's; scripts/pcre2_for_device.sh)
+[ -d .pcre2/lib/pkgconfig ] && export PKG_CONFIG_PATH=$PWD/.pcre2/lib/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}
 if [ ! -x "$build/sinklab" ]; then
   cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 \
     > "$out/configure.log" 2>&1 && cmake --build "$build" -j "$(nproc)" > "$out/build.log" 2>&1 ||
