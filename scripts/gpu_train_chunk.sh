@@ -12,6 +12,10 @@
 #   bash scripts/gpu_train_chunk.sh CONFIG [SECONDS, default 480]
 #   PROBES: default isolate, amplify and plain scaling at key 16 in layers 0-3, lambda 10 and 30
 #   PROBE_BATCHES: validation batches per probe (default 8)
+#   CHUNK_SET: --set overrides for the run, e.g. "train.steps=300 optim.warmup_steps=15" (give
+#     every chunk of a run the same ones).
+#   FINAL=1: this is the run's last call: write the report and probe the newest checkpoints even
+#     when the run was stopped before its last step (a lease that ends early still gets them).
 #   RANKS: GPUs to train on (default 1). With more, the variants train side by side on separate
 #     groups of RANKS / variants GPUs (run.variant_placement split; RANKS must be a multiple of
 #     the variant count), with the same global batches; SIGTERM to rank 0 stops every rank on
@@ -39,6 +43,7 @@ fi
 name=$(python3 -c "import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))['run']['name'])" "$config")
 ranks=${RANKS:-1}
 args=(compare "$config" --no-progress --resume auto)
+for kv in ${CHUNK_SET:-}; do args+=(--set "$kv"); done
 vars=(WORLD_SIZE="$ranks" MASTER_ADDR=127.0.0.1 MASTER_PORT=$((29000 + RANDOM % 900)))
 if [ "$ranks" -gt 1 ]; then
   export NCCL_NVLS_ENABLE=0  # NVLink multicast stays off on shared hosts
@@ -63,7 +68,9 @@ default_probes='
 --scale 16 --lambda 10 --layers 0 1 2 3
 --amplify 16 --lambda 30 --layers 0 1 2 3
 --scale 16 --lambda 30 --layers 0 1 2 3'
-if [ $status -eq 0 ] && grep -q "^wall time" "$out/chunk.log" && ! grep -q interrupted "$out/chunk.log"; then
+finished=0
+grep -q "^wall time" "$out/chunk.log" && ! grep -q interrupted "$out/chunk.log" && finished=1
+if { [ $status -eq 0 ] || [ $status -eq 124 ]; } && { [ $finished = 1 ] || [ "${FINAL:-0}" = 1 ]; }; then
   "$build/sinklab" report "runs/$name" > /dev/null 2>&1 &&
     tar -C "runs/$name" -czf "$out/report.tar.gz" report
   probe_dir=$(mktemp -d)
