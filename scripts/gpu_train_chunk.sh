@@ -11,7 +11,9 @@
 # $OUT/probes.txt and the JSON files in $OUT/probes.tar.gz.
 #   bash scripts/gpu_train_chunk.sh CONFIG [SECONDS, default 480]
 #   PROBES: default isolate, amplify and plain scaling at key 16 in layers 0-3, lambda 10 and 30
-#   PROBE_BATCHES: validation batches per probe (default 8)
+#   PROBE_BATCHES: validation batches per probe (default 8); PROBE_DEVICE: where the probes run
+#     (default cuda: `sinklab probe` runs on the CPU unless told, 100 s a probe of the 152M model
+#     on the GPU machine's 16 cores)
 #   CHUNK_SET: --set overrides for the run, e.g. "train.steps=300 optim.warmup_steps=15" (give
 #     every chunk of a run the same ones).
 #   FINAL=1: this is the run's last call: write the report and probe the newest checkpoints even
@@ -83,7 +85,7 @@ if { [ $status -eq 0 ] || [ $status -eq 124 ]; } && { [ $finished = 1 ] || [ "${
       i=$((i + 1))
       echo "== $v $(basename "$ckpt") probe ${options:-(no intervention)}" >> "$out/probes.txt"
       # shellcheck disable=SC2086
-      "$build/sinklab" probe "$ckpt" --batches "${PROBE_BATCHES:-8}" $options \
+      "$build/sinklab" probe "$ckpt" --device "${PROBE_DEVICE:-cuda}" --batches "${PROBE_BATCHES:-8}" $options \
         --out "$probe_dir/${v}_$i.json" >> "$out/probes.txt" 2>&1 || echo "probe failed" >> "$out/probes.txt"
     done <<< "${PROBES-$default_probes}"
   done
