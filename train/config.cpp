@@ -969,7 +969,7 @@ MemoryEstimate estimate_training_memory(const RunConfig& c) {
 }
 
 void check_fits_in_memory(const RunConfig& c, double needed_bytes, double device_bytes,
-                          const std::string& device) {
+                          const std::string& device, int variants) {
   if (!(device_bytes > 0) || needed_bytes <= device_bytes) return;  // unknown: no check
   const ModelSection& m = c.model;
   const MemoryEstimate e = estimate_training_memory(c);
@@ -979,8 +979,11 @@ void check_fits_in_memory(const RunConfig& c, double needed_bytes, double device
       : e.embedding_parameters >= e.layer_parameters
           ? "the embedding (model.vocab_size x model.n_embd)"
           : "the layers (model.n_layer x model.n_embd, model.ffn_hidden)";
+  const std::string side_by_side =
+      variants > 1 ? std::to_string(variants) + " variants side by side, each " : "";
   SINKLAB_FAIL(ConfigError,
-               "training " << choice_text(m.arch) << " with model.n_layer " << m.n_layer
+               "training " << side_by_side << choice_text(m.arch) << " with model.n_layer "
+                           << m.n_layer
                            << ", model.n_embd " << m.n_embd << ", model.ffn_hidden " << m.ffn_hidden
                            << ", model.vocab_size " << m.vocab_size << ", model.block_size "
                            << m.block_size << " and train.batch_size " << c.train.batch_size
@@ -989,11 +992,16 @@ void check_fits_in_memory(const RunConfig& c, double needed_bytes, double device
                            << format_bytes(e.parameter_bytes)
                            << " for the parameters, their gradients and AdamW moments, "
                            << format_bytes(e.activation_bytes)
-                           << " for one micro-batch's activations), but " << device
+                           << " for one micro-batch's activations"
+                           << (variants > 1 ? ", per variant" : "") << "), but " << device
                            << " has " << format_bytes(device_bytes),
                "most of it is " + largest +
                    ": make those smaller (train.tokens_per_step keeps the global batch with a "
-                   "smaller train.batch_size)");
+                   "smaller train.batch_size)" +
+                   (variants > 1 ? std::string(", or train the variants apart (sinklab train "
+                                               "--variant NAME, one at a time or one per GPU; "
+                                               "run.variant_placement: split on several GPUs)")
+                                 : std::string()));
 }
 
 Precision resolved_precision(const RunSection& run) {

@@ -251,9 +251,11 @@ struct MemoryEstimate {
 };
 MemoryEstimate estimate_training_memory(const RunConfig& config);
 // Throws ConfigError naming the size keys when `needed_bytes` (the run's estimates, all variants)
-// exceed `device_bytes` (0 or NaN = unknown: no check). `device` names it ("cpu (RAM)").
+// exceed `device_bytes` (0 or NaN = unknown: no check). `device` names it ("cpu (RAM)");
+// `variants`: how many variants needed_bytes counts (one device holds them all), named in the
+// message with the per-variant figures and the ways to train them apart.
 void check_fits_in_memory(const RunConfig& config, double needed_bytes, double device_bytes,
-                          const std::string& device);
+                          const std::string& device, int variants = 1);
 // "1.5 GiB"
 std::string format_bytes(double bytes);
 

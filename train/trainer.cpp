@@ -222,7 +222,8 @@ Run::Run(const RunConfig& config, std::ostream& console, RunOptions options)
       needed_bytes += estimate_training_memory(c).total();
       check_fits_in_memory(c, needed_bytes,
                            device_runtime(device).memory_capacity_mib() * 1024.0 * 1024.0,
-                           device.is_cpu() ? "this machine's RAM" : device.str());
+                           device.is_cpu() ? "this machine's RAM" : device.str(),
+                           static_cast<int>(variants_.size()) + 1);
     }
     const int64_t B = c.train.batch_size, T = c.model.block_size;
     v->train_data = std::make_unique<DataLoader>(DataLoader::from_files(

@@ -1003,4 +1003,16 @@ TEST_CASE("the memory a config needs is checked against the device's before allo
     check_fits_in_memory(c, estimate_training_memory(c).total(), 64.0 * (1 << 30), "cpu");
   });
   REQUIRE(contains(a.hint, "activations"));
+  // Variants side by side on one device: the message counts them, gives the figures per variant
+  // and names the ways to train them apart.
+  c.train.batch_size = 8;
+  const MemoryEstimate one = estimate_training_memory(c);
+  REQUIRE_NOTHROW(check_fits_in_memory(c, 3 * one.total(), 3.5 * one.total(), "cuda:0", 3));
+  const Caught three = error_of<ConfigError>(
+      [&] { check_fits_in_memory(c, 3 * one.total(), 2.5 * one.total(), "cuda:0", 3); });
+  REQUIRE_MENTIONS(three, "training 3 variants side by side, each", "per variant", "cuda:0 has");
+  REQUIRE(contains(three.hint, "--variant NAME"));
+  REQUIRE(contains(three.hint, "run.variant_placement: split"));
+  REQUIRE_FALSE(contains(a.message, "side by side"));  // one variant: as before
+  REQUIRE_FALSE(contains(a.hint, "--variant"));
 }
