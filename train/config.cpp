@@ -979,8 +979,12 @@ void check_fits_in_memory(const RunConfig& c, double needed_bytes, double device
       : e.embedding_parameters >= e.layer_parameters
           ? "the embedding (model.vocab_size x model.n_embd)"
           : "the layers (model.n_layer x model.n_embd, model.ffn_hidden)";
-  const std::string side_by_side =
-      variants > 1 ? std::to_string(variants) + " variants side by side, each " : "";
+  std::string side_by_side, apart;
+  if (variants > 1) {
+    side_by_side = std::to_string(variants) + " variants side by side, each ";
+    apart = ", or train the variants apart (sinklab train --variant NAME, one at a time or one "
+            "per GPU; run.variant_placement: split on several GPUs)";
+  }
   SINKLAB_FAIL(ConfigError,
                "training " << side_by_side << choice_text(m.arch) << " with model.n_layer "
                            << m.n_layer
@@ -997,11 +1001,7 @@ void check_fits_in_memory(const RunConfig& c, double needed_bytes, double device
                            << " has " << format_bytes(device_bytes),
                "most of it is " + largest +
                    ": make those smaller (train.tokens_per_step keeps the global batch with a "
-                   "smaller train.batch_size)" +
-                   (variants > 1 ? std::string(", or train the variants apart (sinklab train "
-                                               "--variant NAME, one at a time or one per GPU; "
-                                               "run.variant_placement: split on several GPUs)")
-                                 : std::string()));
+                   "smaller train.batch_size)" + apart);
 }
 
 Precision resolved_precision(const RunSection& run) {
