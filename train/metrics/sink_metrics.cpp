@@ -9,7 +9,9 @@
 #include "core/concat_flat.h"
 #include "core/error.h"
 #include "core/parallel.h"
+#include "core/precision.h"
 #include "ops/attention.h"
+#include "ops/elementwise.h"
 #include "ops/statistics.h"
 
 namespace sinklab::train {
@@ -158,18 +160,19 @@ Tensor per_position_mean(const Tensor& x, int64_t B, int64_t T, int c) {
 
 Tensor attention_row_means(const Tensor& q, const Tensor& k,
                            const ops::AttentionOptions& attention) {
-  const int64_t B = q.size(0), T = q.size(1), NH = q.size(2);
-  std::vector<Tensor> means;  // (B) of (NH * T, 1)
-  for (int64_t b = 0; b < B; ++b) {
-    Tensor qb = q.narrow_view(0, b, 1), kb = k.narrow_view(0, b, 1);  // (1, T, NH, HS)
-    if (qb.dtype() == DType::BF16) {  // the probabilities take f32 or f64
-      qb = qb.to_dtype(DType::F32);
-      kb = kb.to_dtype(DType::F32);
-    }
-    const Tensor probs = ops::attention_probabilities(qb, kb, attention);  // (1, NH, T, T)
-    means.push_back(column(stats_of_rows(probs, T), ops::kRowMean));
-  }
-  return concat_flat(means).reshape_view({B, NH, T});
+  const int64_t T = q.size(1);
+  // Attention over values of all ones: out[b, t, h, :] = sum_k A[b, h, t, k], each row's sum, from
+  // the flash kernels (no T x T matrix), with f32 products (a bf16 capture widened, as its
+  // probabilities were).
+  PrecisionGuard exact(Precision::Exact);
+  const DType dtype = q.dtype() == DType::BF16 ? DType::F32 : q.dtype();
+  const Tensor qc = q.to_dtype(dtype).contiguous_or_self();  // (B, T, NH, HS)
+  const Tensor kc = k.to_dtype(dtype).contiguous_or_self();  // (B, T, NH, HS)
+  const Tensor ones = Tensor::full(kc.shape(), 1.0, dtype, kc.device());  // (B, T, NH, HS)
+  const Tensor sums = ops::attention(qc, kc, ones, attention)  // (B, T, NH, HS), HS equal columns
+                          .select_view(3, 0);                   // (B, T, NH), HS apart
+  return ops::scale(sums.transpose_view(1, 2).copy_contiguous(),  // (B, NH, T)
+                    1.0 / static_cast<double>(T));
 }
 
 namespace {

@@ -49,8 +49,8 @@ struct SinkMetrics {
 
 // Each query row's mean attention weight, sum_k A[b,h,t,k] / T (masked keys are 0), as (B, NH,
 // T) on q's device (f32, or f64 for f64 q): sigmoid attention's row sums over T. q, k (B, T,
-// NH, HS) as the capture holds them (bf16 on a GPU, qkv_part views); one sequence's (NH, T, T)
-// probabilities at a time (ops::attention_probabilities: 50 MB at T = 1024 and 12 heads).
+// NH, HS) as the capture holds them (bf16 on a GPU, qkv_part views). The sums are attention's
+// output over values of all ones (ops::attention, f32 products), so no (T, T) matrix is made.
 Tensor attention_row_means(const Tensor& q, const Tensor& k,
                            const ops::AttentionOptions& attention);
 // A key's share of its query row, A[t, k] / sum_j A[t, j], from A[t, k] and the row's mean
