@@ -47,6 +47,13 @@ DeviceRuntime& device_runtime(Device device) {
   return *g_cuda;
 }
 
+bool device_available(DeviceKind kind) { return kind == DeviceKind::CPU || g_cuda != nullptr; }
+
+Device resolve_device(const std::string& text) {
+  if (text == "auto") return device_available(DeviceKind::CUDA) ? Device::cuda(0) : Device::cpu();
+  return parse_device(text);
+}
+
 void install_device_runtime(DeviceKind kind, DeviceRuntime* runtime) {
   SINKLAB_CHECK(kind == DeviceKind::CUDA, ValueError,
                 "install_device_runtime: the CPU runtime is built in",

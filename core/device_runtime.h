@@ -48,5 +48,11 @@ class DeviceRuntime {
 DeviceRuntime& device_runtime(Device device);
 // Installs the runtime of a kind (not owned; it lives as long as the process).
 void install_device_runtime(DeviceKind kind, DeviceRuntime* runtime);
+// Whether a runtime of `kind` is installed: always for the CPU; for CUDA, a CUDA build on a
+// machine with a GPU (cuda::initialize() installs it only there).
+bool device_available(DeviceKind kind);
+// "auto": cuda:0 where device_available(CUDA), else cpu (the commands that read a checkpoint:
+// forward, generate, probe); anything else as parse_device reads it.
+Device resolve_device(const std::string& text);
 
 }  // namespace sinklab

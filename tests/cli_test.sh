@@ -4,7 +4,7 @@
 # non-finite --lambda (it wrote invalid JSON); export --out <existing folder> writes into the
 # folder (it failed with a raw filesystem error and left a .tmp); export --format hf reads back
 # through probe, forward, generate and train --init-from as its checkpoint does; --stop-after 0
-# runs no step; a full disk while writing metrics, the TensorBoard events or a checkpoint exits 1
+# runs no step; forward --device auto is the CPU without a GPU; a full disk while writing metrics, the TensorBoard events or a checkpoint exits 1
 # with the file named and no .tmp left. Builds nothing: give it the build folder.
 #   bash tests/cli_test.sh build
 set -euo pipefail
@@ -78,6 +78,14 @@ done
 "$sinklab" forward "$tmp/hf" --ids 1,2,3,4 --out "$tmp/f_hf.safetensors" --tokenizer byte >/dev/null
 cmp -s "$tmp/f_ckpt.safetensors" "$tmp/f_hf.safetensors" ||
   fail "forward on the Hugging Face export differs from forward on its checkpoint"
+# --device auto: the CPU where no GPU is present (the same bits as --device cpu), a GPU elsewhere.
+"$sinklab" forward "$ckpt" --ids 1,2,3,4 --out "$tmp/f_auto.safetensors" --device auto >/dev/null ||
+  fail "forward --device auto failed"
+if ! command -v nvidia-smi >/dev/null || ! nvidia-smi -L >/dev/null 2>&1; then
+  cmp -s "$tmp/f_ckpt.safetensors" "$tmp/f_auto.safetensors" ||
+    fail "forward --device auto differs from --device cpu on a machine without a GPU"
+fi
+expect_error "gpu" "$sinklab" forward "$ckpt" --ids 1,2 --device gpu
 probe_loss() { "$sinklab" probe "$@" --batches 1 --out "$tmp/p.json" | sed -n 's/.*tokens, loss //p'; }
 [ "$(probe_loss "$ckpt")" = "$(probe_loss "$tmp/hf" --set data.dir="$tmp/data" --set data.tokenizer=byte \
   --set train.batch_size=2 --set run.seed=5)" ] ||

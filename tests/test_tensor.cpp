@@ -2,6 +2,7 @@
 #include <cmath>
 
 #include "core/concat_flat.h"
+#include "core/device_runtime.h"
 #include "core/philox.h"
 #include "core/random.h"
 #include "core/tensor.h"
@@ -140,6 +141,16 @@ TEST_CASE("errors carry the kind, file:line and a hint", "[errors]") {
   REQUIRE_THROWS_AS(Tensor::empty({2}, DType::F32, Device::cuda(0)), DeviceError);
   REQUIRE_THROWS_AS(parse_device("gpu"), ValueError);
   REQUIRE(parse_device("cuda:1").index == 1);
+}
+
+TEST_CASE("device auto: cuda:0 where a GPU is present, the CPU elsewhere", "[tensor]") {
+  const bool gpu = test::cuda_device_present();  // installs the CUDA runtime where it can
+  REQUIRE(device_available(DeviceKind::CPU));
+  REQUIRE(device_available(DeviceKind::CUDA) == gpu);
+  REQUIRE(resolve_device("auto") == (gpu ? Device::cuda(0) : Device::cpu()));
+  REQUIRE(resolve_device("cpu") == Device::cpu());
+  REQUIRE(resolve_device("cuda:1") == Device::cuda(1));  // named devices are taken as named
+  REQUIRE_THROWS_AS(resolve_device("gpu"), ValueError);
 }
 
 TEST_CASE("sizes that overflow or exceed memory are errors naming the shape, not corruption",

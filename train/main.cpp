@@ -116,7 +116,8 @@ int main(int argc, char** argv) {
   forward_cmd->add_option("--text", forward_options.text, "text, encoded with the model's tokenizer");
   forward_cmd->add_option("--tokenizer", forward_options.tokenizer,
                           "another tokenizer, as data.tokenizer takes it");
-  forward_cmd->add_option("--device", forward_options.device, "cpu or cuda");
+  forward_cmd->add_option("--device", forward_options.device,
+                          "cpu (default), cuda, or auto: cuda where a GPU is present");
   forward_cmd->add_option("--out", forward_options.out,
                           "safetensors file: ids (1, T), logits (1, T, V), loss ()");
   std::string generate_model;
@@ -132,7 +133,8 @@ int main(int argc, char** argv) {
   generate_cmd->add_option("--top-k", generate_options.top_k,
                            "draw from the k most likely tokens only; 0 = all (default)");
   generate_cmd->add_option("--seed", generate_options.seed, "seed of the draws (default 0)");
-  generate_cmd->add_option("--device", generate_options.device, "cpu or cuda");
+  generate_cmd->add_option("--device", generate_options.device,
+                           "cpu (default), cuda, or auto: cuda where a GPU is present");
   generate_cmd->add_option("--tokenizer", generate_options.tokenizer,
                            "another tokenizer, as data.tokenizer takes it");
   train::ProbeOptions probe;
@@ -159,7 +161,8 @@ int main(int argc, char** argv) {
   probe_cmd->add_option("--lambda", probe.lambda, "the factor of --amplify / --scale");
   probe_cmd->add_option("--layers", probe.layers, "layers of the interventions (default all)")
       ->delimiter(',');
-  probe_cmd->add_option("--device", probe.device, "cpu or cuda");
+  probe_cmd->add_option("--device", probe.device,
+                        "cpu (default), cuda, or auto: cuda where a GPU is present");
   probe_cmd->add_option("--amplify-mean", probe.amplify_mean,
                         "mu of --amplify: random (each layer's mean value vector over "
                         "uniform-random tokens, the paper's; default) or batch (the probed batch)");

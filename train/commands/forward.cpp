@@ -1,6 +1,7 @@
 #include "train/commands/forward.h"
 
 #include "autograd/grad_mode.h"
+#include "core/device_runtime.h"
 #include "core/error.h"
 #include "core/precision.h"
 #include "train/data/tokenizer_spec.h"
@@ -19,7 +20,7 @@ ForwardOutput forward_to_file(const std::string& model_path, const ForwardOption
   ModelSource source = load_model_source(model_path);
   RunConfig config = source.config;
   if (!options.tokenizer.empty()) config.data.tokenizer = options.tokenizer;
-  config.run.device = options.device;
+  config.run.device = resolve_device(options.device).str();
   ForwardOutput out;
   out.ids = options.ids.empty() ? open_data_tokenizer(config.data)->encode(options.text)
                                 : options.ids;

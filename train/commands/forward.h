@@ -13,7 +13,7 @@ struct ForwardOptions {
   std::vector<int32_t> ids;  // the sequence; or
   std::string text;          // text, encoded with the model's tokenizer
   std::string tokenizer;     // overrides the model's tokenizer (as data.tokenizer takes it)
-  std::string device = "cpu";
+  std::string device = "cpu";  // cpu, cuda[:N], or auto: cuda where a GPU is present
   std::string out;           // safetensors: ids (1, T) I32, logits (1, T, V) F32, loss () F32
 };
 

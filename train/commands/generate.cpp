@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "core/device_runtime.h"
 #include "core/error.h"
 #include "core/precision.h"
 #include "train/data/tokenizer_spec.h"
@@ -28,7 +29,7 @@ Generation generate(const std::string& model_path, const GenerateOptions& option
   ModelSource source = load_model_source(model_path);
   RunConfig config = source.config;
   if (!options.tokenizer.empty()) config.data.tokenizer = options.tokenizer;
-  config.run.device = options.device;
+  config.run.device = resolve_device(options.device).str();
   const std::unique_ptr<Tokenizer> tokenizer = open_data_tokenizer(config.data);
   const Device device = parse_device(config.run.device);
   apply_process_settings(config.run);  // as the run computed: precision, kernels

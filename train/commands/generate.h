@@ -16,7 +16,7 @@ struct GenerateOptions {
   double temperature = 1.0;  // 0 = greedy
   int64_t top_k = 0;         // 0 = all tokens
   uint64_t seed = 0;         // Philox seed of the draws
-  std::string device = "cpu";
+  std::string device = "cpu";  // cpu, cuda[:N], or auto: cuda where a GPU is present
   std::string tokenizer;     // overrides the model's tokenizer (as data.tokenizer takes it)
 };
 

@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "autograd/grad_mode.h"
+#include "core/device_runtime.h"
 #include "core/error.h"
 #include "core/random.h"
 #include "train/io/atomic_file.h"
@@ -57,7 +58,7 @@ RunConfig probed_config(const RunConfig& source, const ProbeOptions& opt) {
     m.amplify_layers = opt.layers;
     m.amplify_mode = opt.plain_scaling ? AmplifyMode::Plain : AmplifyMode::Centered;
   }
-  cfg.run.device = opt.device;
+  cfg.run.device = resolve_device(opt.device).str();
   validate(cfg);
   return cfg;
 }

@@ -29,7 +29,7 @@ struct ProbeOptions {
   std::vector<int64_t> layers;        // layers of the interventions; empty = all
   int64_t window = 0;                 // T of the probed windows; 0 = the model's block_size
   int64_t random_tokens = 0;          // N uniform-random sequences for var_across; 0 = off
-  std::string device = "cpu";
+  std::string device = "cpu";  // cpu, cuda[:N], or auto: cuda where a GPU is present
   std::string out;                    // JSON file; default <checkpoint>.probe.json
   std::vector<std::string> overrides; // --set key=value on the model's config (data.dir for a
                                       // Hugging Face model, whose config has no data section)
