@@ -5,7 +5,8 @@
 # folder (it failed with a raw filesystem error and left a .tmp); export --format hf reads back
 # through probe, forward, generate and train --init-from as its checkpoint does; --stop-after 0
 # runs no step; forward --device auto is the CPU without a GPU; a full disk while writing
-# metrics, the TensorBoard events or a checkpoint exits 1 with the file named and no .tmp left. Builds nothing: give it the build folder.
+# metrics, the TensorBoard events or a checkpoint exits 1 with the file named and no .tmp left.
+# Builds nothing: give it the build folder.
 #   bash tests/cli_test.sh build
 set -euo pipefail
 cd "$(dirname "$0")/.."
