@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "core/error.h"
+#include "train/paper_metrics.h"
 
 namespace sinklab::train {
 
@@ -128,6 +129,30 @@ void Console::stopped(const std::string& why, int64_t done_steps, const std::str
 
 void Console::summary(const std::vector<ComparisonRow>& rows) {
   out_ << "\n" << comparison_table(rows);
+}
+
+void Console::val_differences(const std::vector<VariantSummary>& summaries) {
+  if (summaries.size() < 2) return;
+  const VariantSummary& first = summaries[0];
+  for (size_t i = 1; i < summaries.size(); ++i) {
+    const VariantSummary& s = summaries[i];
+    if (s.val_losses.empty() || first.val_losses.empty()) continue;  // not evaluated
+    char line[320];
+    if (s.val_batches_hash != first.val_batches_hash ||
+        s.val_losses.size() != first.val_losses.size()) {
+      std::snprintf(line, sizeof line,
+                    "val loss, %s - %s: other validation batches (data, seed, batch or block "
+                    "size differ), no paired standard error\n",
+                    s.name.c_str(), first.name.c_str());
+    } else {
+      std::snprintf(line, sizeof line,
+                    "val loss, %s - %s: %+.4f ± %.4f (paired s.e. over the same %zu validation "
+                    "batches)\n",
+                    s.name.c_str(), first.name.c_str(), s.val_loss - first.val_loss,
+                    paired_standard_error(s.val_losses, first.val_losses), s.val_losses.size());
+    }
+    out_ << line;
+  }
 }
 
 void Console::phase_profile(const std::string& variant,

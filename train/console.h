@@ -19,6 +19,8 @@ struct VariantSummary {
   int64_t steps = 0;
   double final_loss = 0;      // mean training loss over the last 10 steps
   double val_loss = 0;        // final evaluation
+  std::vector<double> val_losses;  // (eval_batches) its losses, batch by batch
+  uint64_t val_batches_hash = 0;   // which validation batches (hash_tokens of their inputs)
   double tokens_per_s = 0;    // mean over the run (after the first step)
   StepRecord last_metrics;    // last step with sink metrics (has_sink)
   std::string sample;         // text sampled at the end
@@ -63,6 +65,10 @@ class Console {
   void progress(int64_t step_done, int64_t steps, double fraction, double elapsed_s);
   void stopped(const std::string& why, int64_t done_steps, const std::string& folder);
   void summary(const std::vector<ComparisonRow>& rows);
+  // Each variant's final val loss minus the first variant's, with the paired standard error over
+  // the validation batches both evaluated (the same batches: equal val_batches_hash); nothing
+  // for one variant, and a note for a variant whose batches differ.
+  void val_differences(const std::vector<VariantSummary>& summaries);
   // ms per step of each phase of one variant (device synchronised at each phase's end).
   void phase_profile(const std::string& variant, const std::map<std::string, double>& phase_ms,
                      int64_t steps_profiled);

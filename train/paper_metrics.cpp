@@ -266,6 +266,15 @@ double standard_error(const std::vector<double>& v) {
   return std::sqrt(sq / static_cast<double>(n - 1)) / std::sqrt(static_cast<double>(n));
 }
 
+double paired_standard_error(const std::vector<double>& a, const std::vector<double>& b) {
+  SINKLAB_CHECK(a.size() == b.size(), ValueError,
+                "paired_standard_error: " << a.size() << " and " << b.size() << " values",
+                "pair the losses of the same validation batches");
+  std::vector<double> differences(a.size());  // (n)
+  for (size_t i = 0; i < a.size(); ++i) differences[i] = a[i] - b[i];
+  return standard_error(differences);
+}
+
 std::string val_se_advice(double se, int64_t batches, int64_t distinct_batches, double target) {
   if (!(se > target) || batches < 1) return "";
   const double ratio = se / target;

@@ -79,6 +79,11 @@ std::vector<std::vector<double>> random_token_value_means(const GPT& model, int6
 
 // Standard error of the mean of values: sample standard deviation / sqrt(n); NaN for n < 2.
 double standard_error(const std::vector<double>& values);
+// Standard error of the mean difference a[i] - b[i] of two measurements on the same items (two
+// variants' losses on the same validation batches): standard_error of the differences. The
+// batches' own difficulty cancels, so it is far below either loss's standard error when the two
+// move together. NaN for n < 2; a and b must have one size.
+double paired_standard_error(const std::vector<double>& a, const std::vector<double>& b);
 
 // The standard error of the validation loss below which variants are compared (issue 17,
 // docs/METRICS.md): differences of a few thousandths are then more than evaluation noise.

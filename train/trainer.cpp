@@ -153,6 +153,8 @@ struct Run::Variant {
   double tokens_per_s_sum = 0;
   int64_t timed_steps = 0;
   double last_val = kNaN;
+  std::vector<double> last_val_losses;  // (eval_batches) the last evaluation's, batch by batch
+  uint64_t last_val_hash = 0;           // hash_tokens over those batches' inputs
   StepRecord last_sink;
   std::string sample;
   int64_t accumulation = 1;
@@ -590,6 +592,7 @@ Run::Evaluation Run::evaluate(Variant& v, int64_t step, bool final) {
   v.val_data->set_cursor(0);  // the same validation batches at every evaluation
   double total = 0;
   std::vector<double> losses;  // (eval_batches) for the standard error
+  uint64_t batches_hash = kTokenHashStart;  // which batches: variants' losses pair only if equal
   ForwardCapture capture;
   OutputRanks output_ranks;  // the paper's effective rank: layer outputs, over sequences
   output_ranks.limit = c.metrics.rank_sequences;
@@ -604,6 +607,7 @@ Run::Evaluation Run::evaluate(Variant& v, int64_t step, bool final) {
       return cut;
     }
     Batch batch = v.val_data->next();
+    batches_hash = hash_tokens(batches_hash, batch.inputs.data<int32_t>(), batch.inputs.numel());
     ForwardCapture more;  // batches after the first: captured for the output ranks only
     const bool ranks = !output_ranks.full();
     losses.push_back(v.model
@@ -617,6 +621,8 @@ Run::Evaluation Run::evaluate(Variant& v, int64_t step, bool final) {
   eval.loss = total / static_cast<double>(std::max<int64_t>(1, c.train.eval_batches));
   eval.loss_se = standard_error(losses);
   v.last_val = eval.loss;
+  v.last_val_losses = losses;
+  v.last_val_hash = batches_hash;
   // Sink metrics of the first validation batch, with the (costly) effective rank.
   eval.metrics = compute_sink_metrics(capture, c.metrics.sink_threshold, true);
   output_ranks.store(eval.metrics);
@@ -748,13 +754,19 @@ std::vector<VariantSummary> Run::train() {
     for (double l : v.recent_losses) sum += l;
     s.final_loss = v.recent_losses.empty() ? kNaN : sum / v.recent_losses.size();
     s.val_loss = v.last_val;
+    s.val_losses = v.last_val_losses;
+    s.val_batches_hash = v.last_val_hash;
     s.tokens_per_s = v.timed_steps ? v.tokens_per_s_sum / v.timed_steps : kNaN;
     s.last_metrics = v.last_sink;
     s.sample = v.sample;
     summaries.push_back(std::move(s));
   }
   const std::vector<ComparisonRow> rows = every_row(summaries);
-  if (options_.launch.rank == 0) console_.summary(rows);
+  if (options_.launch.rank == 0) {
+    console_.summary(rows);
+    // Under split placement each group holds its own variant's losses: no pairs here.
+    if (!groups_.split) console_.val_differences(summaries);
+  }
   int64_t steps_profiled = 0;
   for (auto& vp : variants_) {
     if (!base_.run.profile || vp->profiled_steps == 0) continue;

@@ -10,6 +10,7 @@
 #include "ops/attention.h"
 #include "tests/op_checks.h"
 #include "tests/train/train_test_util.h"
+#include "train/console.h"
 #include "train/model.h"
 #include "train/paper_metrics.h"
 #include "train/commands/probe.h"
@@ -125,6 +126,48 @@ TEST_CASE("super neuron from the weights: largest row norm product, its firing a
 TEST_CASE("standard error of the mean: sample sd over sqrt(n)", "[metrics]") {
   REQUIRE(standard_error({1, 2, 3, 4}) == Approx(std::sqrt(5.0 / 3.0) / 2.0));
   REQUIRE(std::isnan(standard_error({2.5})));
+}
+
+TEST_CASE("paired standard error of a difference: the standard error of the differences",
+          "[metrics]") {
+  // a - b = (.5, -.5, 1, -.5): mean .125, squared deviations sum 1.6875, sd .75, s.e. .75 / 2.
+  REQUIRE(paired_standard_error({1, 2, 3, 4}, {0.5, 2.5, 2, 4.5}) == Approx(0.375));
+  // Losses that share the batches' difficulty: each loss varies a lot, their difference not.
+  const std::vector<double> hard{1.0, 5.0, 2.0, 8.0}, shifted{1.1, 5.1, 2.1, 8.1};
+  REQUIRE(standard_error(hard) > 1.0);
+  REQUIRE(paired_standard_error(shifted, hard) == Approx(0.0).margin(1e-12));
+  REQUIRE(std::isnan(paired_standard_error({1.0}, {2.0})));
+  REQUIRE_THROWS_AS(paired_standard_error({1, 2}, {1, 2, 3}), ValueError);
+}
+
+TEST_CASE("the comparison's val loss differences: paired over the same batches, or a note",
+          "[metrics]") {
+  VariantSummary base, head, other, none;
+  base.name = "baseline";
+  base.val_loss = 2.0;
+  base.val_losses = {1.0, 3.0};
+  base.val_batches_hash = 7;
+  head.name = "headwise_rmsnorm";
+  head.val_loss = 1.95;
+  head.val_losses = {0.9, 3.0};  // differences -.1 and 0: mean -.05, s.e. .05
+  head.val_batches_hash = 7;
+  other = head;
+  other.name = "other";
+  other.val_batches_hash = 8;  // other batches: no pairs
+  none.name = "unevaluated";
+  std::ostringstream out;
+  Console console(out, false);
+  console.val_differences({base, head, other, none});
+  const std::string text = out.str();
+  INFO(text);
+  REQUIRE(test::contains(text, "val loss, headwise_rmsnorm - baseline: -0.0500 ± 0.0500 (paired s.e. "
+                         "over the same 2 validation batches)"));
+  REQUIRE(test::contains(text, "val loss, other - baseline: other validation batches"));
+  REQUIRE_FALSE(test::contains(text, "unevaluated"));
+  std::ostringstream alone;
+  Console one(alone, false);
+  one.val_differences({base});
+  REQUIRE(alone.str().empty());
 }
 
 TEST_CASE("sink score, disparity after the input norm and output ranks from a capture",

@@ -17,6 +17,7 @@
 #include "train/config.h"
 #include "train/data/prepare.h"
 #include "train/data/shards.h"
+#include "train/paper_metrics.h"
 #include "train/trainer.h"
 #include "tests/helpers.h"
 
@@ -156,6 +157,14 @@ TEST_CASE("side-by-side run: learns, identical batches, finite metrics", "[e2e]"
   REQUIRE(b == Approx(1.0).margin(0.2));
   REQUIRE(json_field(logs["baseline"][149], "var_ratio_normed") == "[null,null]");
   REQUIRE(console.str().find("sink mass") != std::string::npos);  // the comparison table
+  // The variants evaluated the same validation batches, so their difference is paired.
+  REQUIRE(summaries[0].val_batches_hash == summaries[1].val_batches_hash);
+  REQUIRE(summaries[0].val_losses.size() == static_cast<size_t>(cfg.train.eval_batches));
+  char paired[160];
+  std::snprintf(paired, sizeof paired, "val loss, headwise_rmsnorm - baseline: %+.4f ± %.4f",
+                summaries[1].val_loss - summaries[0].val_loss,
+                paired_standard_error(summaries[1].val_losses, summaries[0].val_losses));
+  REQUIRE(console.str().find(paired) != std::string::npos);
 }
 
 TEST_CASE("computing metrics does not change the training result", "[e2e]") {
