@@ -98,23 +98,20 @@ void Communicator::wait(const char* what, bool started) {
     ncclCommGetAsyncError(impl_->comm, &async);
     const double waited =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    if (const std::optional<std::string> failure = peer_failure()) {  // the rank watch's news
+    // This rank gives up on the rank watch's news, an NCCL error, or the timeout.
+    const std::optional<std::string> failure = peer_failure();
+    const bool nccl_error = async != ncclSuccess && async != ncclInProgress;
+    if (failure || nccl_error || waited > impl_->timeout_s) {
       ncclCommAbort(impl_->comm);
       impl_->comm = nullptr;
-      SINKLAB_FAIL(DeviceError, "rank " << rank_ << ": " << what << " stopped: " << *failure,
-                   "every rank stops; continue from the last checkpoint with --resume auto");
-    }
-    if (async != ncclSuccess && async != ncclInProgress) {
-      ncclCommAbort(impl_->comm);
-      impl_->comm = nullptr;
-      SINKLAB_FAIL(DeviceError,
-                   "rank " << rank_ << ": NCCL error during " << what << ": "
-                           << ncclGetErrorString(async),
-                   "a peer rank may have died: see the other ranks' logs");
-    }
-    if (waited > impl_->timeout_s) {
-      ncclCommAbort(impl_->comm);
-      impl_->comm = nullptr;
+      if (failure)
+        SINKLAB_FAIL(DeviceError, "rank " << rank_ << ": " << what << " stopped: " << *failure,
+                     "every rank stops; continue from the last checkpoint with --resume auto");
+      if (nccl_error)
+        SINKLAB_FAIL(DeviceError,
+                     "rank " << rank_ << ": NCCL error during " << what << ": "
+                             << ncclGetErrorString(async),
+                     "a peer rank may have died: see the other ranks' logs");
       SINKLAB_FAIL(DeviceError,
                    "rank " << rank_ << " of " << world_size_ << ": " << what
                            << " did not finish within " << impl_->timeout_s

@@ -227,6 +227,10 @@ TEST_CASE("sink score, disparity after the input norm and output ranks from a ca
 TEST_CASE("sigmoid attention: the sink metrics read key 0's share of each row, "
           "sigmoid(s_t0) / sum_k sigmoid(s_tk)",
           "[metrics]") {
+  // By hand: weight .5 in a row of mean weight .25 over T = 4 keys (sum 1) is half of it; an
+  // empty row gives 0.
+  const double weights[] = {0.5, 0.2}, means[] = {0.25, 0.0};
+  REQUIRE(row_shares(weights, means, 2, 4) == std::vector<double>{0.5, 0.0});
   for (Arch arch : {Arch::Llama, Arch::Gpt2}) {  // GPT-2's q, k: views into the packed qkv
     INFO(choice_text(arch));
     ModelSection cfg = test::tiny_model(arch, AttnOutputNorm::None);

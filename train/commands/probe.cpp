@@ -132,7 +132,7 @@ ProbeResult probe_checkpoint(const std::string& model_path, const ProbeOptions& 
     if (cap.attention.sigmoid) {  // rows not normalised: the key's share of each row
       const std::vector<double> rows =
           attention_row_means(cap.q, cap.k, cap.attention).to_doubles();  // (B, NH, T)
-      for (size_t i = 0; i < a.size(); ++i) a[i] = row_share(a[i], rows[i], T);
+      a = row_shares(a.data(), rows.data(), a.size(), T);
     }
     const int64_t NH = mass.size(1);
     std::vector<double> per_head(NH, 0.0);

@@ -175,6 +175,14 @@ Tensor attention_row_means(const Tensor& q, const Tensor& k,
                     1.0 / static_cast<double>(T));
 }
 
+std::vector<double> row_shares(const double* weight, const double* row_mean, size_t n,
+                               int64_t T) {
+  std::vector<double> shares(n);  // (B, NH, T)
+  for (size_t i = 0; i < n; ++i)
+    shares[i] = row_mean[i] > 0 ? weight[i] / (row_mean[i] * static_cast<double>(T)) : 0.0;
+  return shares;
+}
+
 namespace {
 
 // Queues the device work of one layer (every reduction runs where the activations live).
@@ -225,15 +233,12 @@ void finish_attention(const LayerSlots& s, const Gather& g, int64_t B, int64_t N
   const double* first = s.row_shares ? nullptr : g.values(s.key_mass_first);  // (B, NH)
   std::vector<double> share_mean, share_first;  // (B, NH) under sigmoid: of A[t,0] / sum_k A[t,k]
   if (s.row_shares) {
-    const double* mass = g.values(s.key_mass_rows);  // (B, NH, T)
-    const double* rows = g.values(s.row_means);      // (B, NH, T) sum_k A[t, k] / T
+    const std::vector<double> shares =  // (B, NH, T)
+        row_shares(g.values(s.key_mass_rows), g.values(s.row_means), B * NH * T, T);
     for (int64_t r = 0; r < B * NH; ++r) {
       double total = 0;
-      for (int64_t t = 0; t < T; ++t) {
-        const double share = row_share(mass[r * T + t], rows[r * T + t], T);
-        total += share;
-        if (t == 0) share_first.push_back(share);
-      }
+      for (int64_t t = 0; t < T; ++t) total += shares[r * T + t];
+      share_first.push_back(shares[r * T]);
       share_mean.push_back(total / static_cast<double>(T));
     }
     mean = share_mean.data();

@@ -53,11 +53,10 @@ struct SinkMetrics {
 // output over values of all ones (ops::attention, f32 products), so no (T, T) matrix is made.
 Tensor attention_row_means(const Tensor& q, const Tensor& k,
                            const ops::AttentionOptions& attention);
-// A key's share of its query row, A[t, k] / sum_j A[t, j], from A[t, k] and the row's mean
-// weight over T keys (attention_row_means); 0 for an empty row.
-inline double row_share(double weight, double row_mean, int64_t T) {
-  return row_mean > 0 ? weight / (row_mean * static_cast<double>(T)) : 0.0;
-}
+// A key's share of each query row, A[t, k] / sum_j A[t, j], from n weights A[t, k] and the rows'
+// mean weights over T keys (attention_row_means), both (B, NH, T); 0 for an empty row.
+std::vector<double> row_shares(const double* weight, const double* row_mean, size_t n,
+                               int64_t T);
 
 // The ranks of a data-parallel job, for the metrics: every rank passes its values and receives
 // every rank's, in rank order (the same number on every rank).
