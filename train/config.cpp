@@ -242,6 +242,7 @@ const std::vector<Field>& fields() {
       SINKLAB_KEY(model, ModelSection, attn_output_norm),
       SINKLAB_KEY(model, ModelSection, attention),
       SINKLAB_KEY(model, ModelSection, gamma_init),
+      SINKLAB_KEY(model, ModelSection, gamma_init_scale, kPos),
       SINKLAB_KEY(model, ModelSection, gamma_shared),
       SINKLAB_KEY(model, ModelSection, gamma_weight_decay),
       SINKLAB_KEY(model, ModelSection, norm_eps, kNonNeg),

@@ -115,6 +115,7 @@ struct ModelSection {
   AttnOutputNorm attn_output_norm = AttnOutputNorm::None;  // none | headwise_rmsnorm
   AttentionKind attention = AttentionKind::Softmax;        // softmax | sigmoid
   GammaInit gamma_init = GammaInit::FirstTokenStd;  // first_token_std (0.02*sqrt(C)) | ones
+  double gamma_init_scale = 1.0;    // multiplies gamma_init's value (ablations of its size)
   bool gamma_shared = false;        // one (HS) gamma for all heads instead of (NH, HS)
   bool gamma_weight_decay = true;   // the authors decay the 2-D per-head gamma
   double norm_eps = 0.0;            // 0 = 1e-5 for gpt2 LayerNorm, 1e-6 for llama RMSNorm

@@ -54,7 +54,8 @@ std::vector<ParamSpec> GPT::parameter_specs(const ModelSection& cfg) {
     if (!headwise(cfg)) return;
     Shape shape = cfg.gamma_shared ? Shape{HS} : Shape{NH, HS};
     const bool ones = cfg.gamma_init == GammaInit::Ones;
-    const double value = ones ? 1.0 : 0.02 * std::sqrt(static_cast<double>(C));
+    const double value =
+        cfg.gamma_init_scale * (ones ? 1.0 : 0.02 * std::sqrt(static_cast<double>(C)));
     specs.push_back({prefix + "head_norm.weight", shape, Init::Constant, value,
                      cfg.gamma_weight_decay && shape.size() == 2, false});
   };

@@ -319,7 +319,9 @@ namespace {
 // only initialise (README "Checkpoints and resume"). Defaults resolved alike compare equal.
 std::optional<KeyDifference> first_model_difference(const RunConfig& saved, const RunConfig& now) {
   for (KeyDifference& d : differing_keys(saved, now, "model")) {
-    if (d.key == "model.init_std" || d.key == "model.gamma_init") continue;  // the weights load
+    if (d.key == "model.init_std" || d.key == "model.gamma_init" ||
+        d.key == "model.gamma_init_scale")
+      continue;  // they only initialise weights, which the checkpoint replaces
     if (d.key == "model.ffn_hidden" &&
         GPT::resolved_ffn_width(saved.model) == GPT::resolved_ffn_width(now.model))
       continue;

@@ -84,6 +84,7 @@ void require_same(const RunConfig& a, const RunConfig& b) {
   REQUIRE(m.attn_output_norm == n.attn_output_norm);
   REQUIRE(m.attention == n.attention);
   REQUIRE(m.gamma_init == n.gamma_init);
+  REQUIRE(m.gamma_init_scale == n.gamma_init_scale);
   REQUIRE(m.gamma_shared == n.gamma_shared);
   REQUIRE(m.gamma_weight_decay == n.gamma_weight_decay);
   REQUIRE(m.norm_eps == n.norm_eps);
@@ -164,6 +165,7 @@ model:
   attn_output_norm: headwise_rmsnorm
   attention: sigmoid
   gamma_init: ones
+  gamma_init_scale: 0.25
   gamma_shared: true
   gamma_weight_decay: no
   norm_eps: 1e-6
@@ -251,6 +253,7 @@ void require_full(const RunConfig& c) {
   REQUIRE(c.model.attn_output_norm == AttnOutputNorm::HeadwiseRmsNorm);
   REQUIRE(c.model.attention == AttentionKind::Sigmoid);
   REQUIRE(c.model.gamma_init == GammaInit::Ones);
+  REQUIRE(c.model.gamma_init_scale == 0.25);
   REQUIRE(c.model.gamma_shared);
   REQUIRE_FALSE(c.model.gamma_weight_decay);
   REQUIRE(c.model.norm_eps == 1e-6);

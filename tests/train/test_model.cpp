@@ -71,6 +71,13 @@ TEST_CASE("parameter names follow Hugging Face and shapes follow the config", "[
   // gamma init: 0.02 * sqrt(C)
   REQUIRE(p["transformer.h.0.attn.head_norm.weight"].to_doubles()[0] ==
           Approx(0.02 * std::sqrt(8.0)));
+  // gamma_init_scale multiplies either init
+  g.gamma_init_scale = 0.25;
+  REQUIRE(GPT(g, 1).params()["transformer.h.0.attn.head_norm.weight"].to_doubles()[3] ==
+          Approx(0.25 * 0.02 * std::sqrt(8.0)));
+  g.gamma_init = GammaInit::Ones;
+  REQUIRE(GPT(g, 1).params()["transformer.h.1.attn.head_norm.weight"].to_doubles()[0] ==
+          Approx(0.25));
   ModelSection l = tiny_model(Arch::Llama, AttnOutputNorm::None);
   GPT llama(l, 1);
   REQUIRE(llama.params().contains("model.layers.1.self_attn.o_proj.weight"));

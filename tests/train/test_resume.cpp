@@ -255,7 +255,8 @@ TEST_CASE("every model key that changes the function is checked on resume", "[re
   }
   // What only initialises, and defaults written out, resume.
   for (const std::string set : {"model.init_std=0.05", "model.ffn_hidden=128",
-                                "model.norm_eps=0.00001", "model.gamma_init=ones"}) {
+                                "model.norm_eps=0.00001", "model.gamma_init=ones",
+                                "model.gamma_init_scale=0.5"}) {
     INFO(set);
     const RunConfig same = parse_config(config_text(data, out, 5, false), "s.yaml", {set});
     std::ostringstream console;
