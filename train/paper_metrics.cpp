@@ -113,20 +113,18 @@ double kurtosis(const std::vector<double>& v) {
 
 SuperNeuron find_super_neuron(const std::vector<double>& gate, const std::vector<double>& up,
                               const std::vector<double>& down, int64_t F, int64_t C,
-                              const std::vector<double>& u, int64_t B, int64_t T,
-                              const std::vector<double>& out_first) {
+                              const std::function<std::vector<double>(int64_t)>& neuron_column,
+                              int64_t B, int64_t T, const std::vector<double>& out_first) {
   SINKLAB_CHECK(static_cast<int64_t>(gate.size()) == F * C &&
                     (up.empty() || static_cast<int64_t>(up.size()) == F * C) &&
                     static_cast<int64_t>(down.size()) == C * F &&
-                    static_cast<int64_t>(u.size()) == B * T * F &&
                     static_cast<int64_t>(out_first.size()) == B * C,
                 ShapeError,
                 "find_super_neuron: sizes gate " << gate.size() << ", up " << up.size()
-                                                 << ", down " << down.size() << ", u "
-                                                 << u.size() << ", out_first "
+                                                 << ", down " << down.size() << ", out_first "
                                                  << out_first.size() << " for F " << F << ", C "
-                                                 << C << ", B " << B << ", T " << T,
-                "pass gate/up (F, C), down (C, F), u (B, T, F) and out_first (B, C)");
+                                                 << C << ", B " << B,
+                "pass gate/up (F, C), down (C, F) and out_first (B, C)");
   SuperNeuron s;
   for (int64_t n = 0; n < F; ++n) {
     const double norm = row_norm(gate, n, C) * (up.empty() ? 1.0 : row_norm(up, n, C));
@@ -136,9 +134,14 @@ SuperNeuron find_super_neuron(const std::vector<double>& gate, const std::vector
     }
   }
   const int64_t n = s.neuron;
+  const std::vector<double> u = neuron_column(n);  // (B, T) u[:, :, n]
+  SINKLAB_CHECK(static_cast<int64_t>(u.size()) == B * T, ShapeError,
+                "find_super_neuron: neuron " << n << "'s column of u has " << u.size()
+                                             << " values for B " << B << ", T " << T,
+                "return u[:, :, n] as (B, T)");
   double first = 0, rest = 0;
   for (int64_t b = 0; b < B; ++b)
-    for (int64_t t = 0; t < T; ++t) (t == 0 ? first : rest) += std::fabs(u[(b * T + t) * F + n]);
+    for (int64_t t = 0; t < T; ++t) (t == 0 ? first : rest) += std::fabs(u[b * T + t]);
   first /= static_cast<double>(B);
   rest = T > 1 ? rest / static_cast<double>(B * (T - 1)) : kNaN;
   s.first_token_ratio = rest > 0 ? first / rest : kNaN;
@@ -173,7 +176,10 @@ std::vector<SuperNeuron> super_neurons(const GPT& model, const ForwardCapture& c
         llama ? model.params()[pre + "up_proj.weight"].to_doubles() : std::vector<double>();
     const std::vector<double> down =
         model.params()[pre + (llama ? "down_proj.weight" : "c_proj.weight")].to_doubles();
-    out.push_back(find_super_neuron(gate, up, down, F, C, u_t.to_doubles(), B, T,
+    const auto neuron_column = [&](int64_t n) {  // (B, T) u[:, :, n], not the whole of u
+      return u_t.narrow_view(2, n, 1).copy_contiguous().to_doubles();
+    };
+    out.push_back(find_super_neuron(gate, up, down, F, C, neuron_column, B, T,
                                     y.select_view(1, 0).copy_contiguous().to_doubles()));
   }
   return out;

@@ -6,6 +6,7 @@
 // helpers copy what they need from the device (eval and probe time only, never per step).
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -47,11 +48,13 @@ struct SuperNeuron {
   int64_t disparity_channel = -1;  // argmax_c mean_b |y[b, 0, c]|, y the layer's output
 };
 // gate, up: (F, C) row-major (up empty for GPT-2: the norm is |gate[n]|); down: (C, F);
-// u: (B, T, F) the FFN intermediate; out_first: (B, C) the layer output's first-token rows.
+// neuron_column(n): (B, T) u[:, :, n] of the FFN intermediate u (B, T, F), asked once, for the
+// chosen neuron only (a probe's u is 1.6 GB of doubles a layer at 64 x 1024 x 3072);
+// out_first: (B, C) the layer output's first-token rows.
 SuperNeuron find_super_neuron(const std::vector<double>& gate, const std::vector<double>& up,
                               const std::vector<double>& down, int64_t F, int64_t C,
-                              const std::vector<double>& u, int64_t B, int64_t T,
-                              const std::vector<double>& out_first);
+                              const std::function<std::vector<double>(int64_t)>& neuron_column,
+                              int64_t B, int64_t T, const std::vector<double>& out_first);
 // One per layer of model, from its weights and capture (a forward of that model).
 std::vector<SuperNeuron> super_neurons(const GPT& model, const ForwardCapture& capture);
 

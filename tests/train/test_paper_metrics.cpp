@@ -111,7 +111,14 @@ TEST_CASE("super neuron from the weights: largest row norm product, its firing a
   const std::vector<double> u = {6, 0, 0, 1, 9, 9, -2, 9, 9};
   // The layer output's first token (B = 1, C): channel 1 is the largest.
   const std::vector<double> y0 = {0.5, -7};
-  const SuperNeuron s = find_super_neuron(gate, up, down, 3, 2, u, 1, 3, y0);
+  // The column of u that find_super_neuron asks for (B = 1, T = 3), and which neurons it asked.
+  std::vector<int64_t> asked;
+  const auto column = [&](int64_t n) {
+    asked.push_back(n);
+    return std::vector<double>{u[n], u[3 + n], u[6 + n]};
+  };
+  const SuperNeuron s = find_super_neuron(gate, up, down, 3, 2, column, 1, 3, y0);
+  REQUIRE(asked == std::vector<int64_t>{0});  // only the chosen neuron's column
   REQUIRE(s.neuron == 0);
   REQUIRE(s.weight_norm == Approx(3.0));
   REQUIRE(s.first_token_ratio == Approx(6.0 / 1.5));
@@ -119,8 +126,13 @@ TEST_CASE("super neuron from the weights: largest row norm product, its firing a
   REQUIRE(s.down_channel == 1);
   REQUIRE(s.disparity_channel == 1);
   // GPT-2 (no up rows): the gate (c_fc) norm alone picks neuron 1.
-  REQUIRE(find_super_neuron(gate, {}, down, 3, 2, u, 1, 3, y0).neuron == 1);
-  REQUIRE_THROWS_AS(find_super_neuron(gate, up, down, 3, 2, u, 2, 3, y0), ShapeError);
+  const SuperNeuron g = find_super_neuron(gate, {}, down, 3, 2, column, 1, 3, y0);
+  REQUIRE(g.neuron == 1);
+  REQUIRE(g.first_token_ratio == Approx(0.0 / 9.0));  // neuron 1: 0 at t = 0, 9 after
+  // out_first's rows and the column's length must match B and T
+  REQUIRE_THROWS_AS(find_super_neuron(gate, up, down, 3, 2, column, 2, 3, y0), ShapeError);
+  const auto short_column = [](int64_t) { return std::vector<double>{6, 1}; };  // T = 2, not 3
+  REQUIRE_THROWS_AS(find_super_neuron(gate, up, down, 3, 2, short_column, 1, 3, y0), ShapeError);
 }
 
 TEST_CASE("standard error of the mean: sample sd over sqrt(n)", "[metrics]") {
