@@ -20,7 +20,7 @@ first_token_std x 0.25|model.gamma_init_scale=0.25
 first_token_std x 0.125|model.gamma_init_scale=0.125'
 [ -x "$build/sinklab" ] || { echo "ablate_headwise_gamma.sh: no $build/sinklab (build first)"; exit 2; }
 [ -f data/quickstart/train_000000.bin ] || "$build/sinklab" prepare configs/quickstart.yaml > /dev/null || exit 1
-printf "%-28s %6s  %s\n" "head-wise gamma init" "seed" "val loss, head-wise - baseline (paired s.e.)"
+printf "%-38s %6s  %s\n" "head-wise gamma init" "seed" "val loss, head-wise - baseline (paired s.e.)"
 status=0
 for seed in ${SEEDS:-1337 2024}; do
   while IFS='|' read -r label sets; do
@@ -31,7 +31,7 @@ for seed in ${SEEDS:-1337 2024}; do
     for s in $sets; do args+=(--set "$s"); done
     line=$("$build/sinklab" compare configs/quickstart.yaml --no-progress "${args[@]}" 2>&1 |
            grep "^val loss, headwise_rmsnorm - baseline") || { status=1; line="failed"; }
-    printf "%-28s %6s  %s\n" "$label" "$seed" "${line#val loss, headwise_rmsnorm - baseline: }"
+    printf "%-38s %6s  %s\n" "$label" "$seed" "${line#val loss, headwise_rmsnorm - baseline: }"
   done <<< "${SETTINGS:-$default_settings}"
 done
 echo "runs in $out_dir"
