@@ -19,6 +19,9 @@
 #     every chunk of a run the same ones).
 #   FINAL=1: this is the run's last call: write the report and probe the newest checkpoints even
 #     when the run was stopped before its last step (a lease that ends early still gets them).
+#   CALL_SECONDS: the device call's whole limit (its timeout_s). When set, the run is stopped
+#     early enough to leave RESERVE_SECONDS (default 120; the final evaluation, checkpoint,
+#     report and probes) before it, counting the build and the data's preparation in this call.
 #   RANKS: GPUs to train on (default 1). With more, the variants train side by side on separate
 #     groups of RANKS / variants GPUs (run.variant_placement split; RANKS must be a multiple of
 #     the variant count), with the same global batches; SIGTERM to rank 0 stops every rank on
@@ -27,6 +30,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 config=${1:?usage: gpu_train_chunk.sh CONFIG [SECONDS]}
 seconds=${2:-480}
+started=$SECONDS  # bash's clock: what the build and the preparation take counts against CALL_SECONDS
 out=${OUT:-/tmp}
 build=${SINKLAB_BUILD_DIR:-build-gpu}
 # PCRE2's header where the machine lacks it (the GPT-2 tokenizer's; scripts/pcre2_for_device.sh)
@@ -48,6 +52,16 @@ ranks=${RANKS:-1}
 args=(compare "$config" --no-progress --resume auto)
 for kv in ${CHUNK_SET:-}; do args+=(--set "$kv"); done
 vars=(WORLD_SIZE="$ranks" MASTER_ADDR=127.0.0.1 MASTER_PORT=$((29000 + RANDOM % 900)))
+if [ -n "${CALL_SECONDS:-}" ]; then  # what is left of the call, less the reserve
+  left=$((CALL_SECONDS - (SECONDS - started) - ${RESERVE_SECONDS:-120}))
+  [ "$left" -lt "$seconds" ] && seconds=$left
+  if [ "$seconds" -lt 1 ]; then
+    echo "gpu_train_chunk.sh: no time left to train within CALL_SECONDS=$CALL_SECONDS" \
+      "(RESERVE_SECONDS ${RESERVE_SECONDS:-120}); the next call resumes" | tee "$out/chunk.log"
+    exit 0
+  fi
+  echo "gpu_train_chunk.sh: training for at most $seconds s (CALL_SECONDS=$CALL_SECONDS)"
+fi
 if [ "$ranks" -gt 1 ]; then
   export NCCL_NVLS_ENABLE=0  # NVLink multicast stays off on shared hosts
   args+=(--set run.variant_placement=split)
