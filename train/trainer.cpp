@@ -11,6 +11,7 @@
 #include <optional>
 #include <ostream>
 #include <sstream>
+#include <utility>
 
 #include <atomic>
 #include <csignal>
@@ -623,7 +624,7 @@ Run::Evaluation Run::evaluate(Variant& v, int64_t step, bool final) {
   eval.loss = total / static_cast<double>(std::max<int64_t>(1, c.train.eval_batches));
   eval.loss_se = standard_error(losses);
   v.last_val = eval.loss;
-  v.last_val_losses = losses;
+  v.last_val_losses = std::move(losses);  // not read below
   v.last_val_hash = batches_hash;
   // Sink metrics of the first validation batch, with the (costly) effective rank.
   eval.metrics = compute_sink_metrics(capture, c.metrics.sink_threshold, true);
