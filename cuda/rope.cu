@@ -131,7 +131,7 @@ __device__ __forceinline__ void load_angles(const R* p, int width, bool packed, 
 // packed: every pack whole (HS/2 a multiple of RowPack<S>::kCount) and 16-byte aligned; then so
 // are the table's packs (they start kPer values apart, kPer * sizeof(R) is 16 or 32 bytes).
 template <class S>
-__global__ void rope_kernel(const S* __restrict__ x, S* __restrict__ out, RopeRows g,
+__global__ void rope_kernel(const S* x, S* out, RopeRows g,  // out may be x (in place)
                             AngleTable<typename RotateIn<S>::type> table,
                             typename RotateIn<S>::type sign, bool packed) {
   using R = typename RotateIn<S>::type;
@@ -192,13 +192,14 @@ void rotate_heads(const Tensor& x_in, double theta, int64_t position_offset, dou
          out, op);
 }
 
-// rope_qkv: qkv (B, T, 3C), q's NH heads then k's at the start of each row, then v (copied).
+// rope_qkv: qkv (B, T, 3C), q's NH heads then k's at the start of each row, then v (copied,
+// unless out is qkv: each thread reads its pair before writing it).
 void rotate_qk_copy_v(const Tensor& qkv_in, int64_t n_head, double theta,
                       int64_t position_offset, double sign, Tensor& out, const char* op) {
   const Tensor qkv = qkv_in.contiguous_or_self();  // (B, T, 3C)
   const int64_t rows = qkv.size(0) * qkv.size(1), T = qkv.size(1), C = qkv.size(2) / 3;
   rotate(qkv, {rows, T, 2 * n_head, C / n_head, 3 * C}, theta, position_offset, sign, out, op);
-  if (rows == 0) return;
+  if (rows == 0 || out.raw_data() == qkv.raw_data()) return;
   const size_t es = dtype_size(qkv.dtype()), row_bytes = 3 * C * es;
   // v: rows of C elements at column 2C, 3C apart in both
   SINKLAB_CUDA_CHECK(cudaMemcpy2DAsync(static_cast<char*>(out.raw_data()) + 2 * C * es,

@@ -1,5 +1,6 @@
 #include "ops/rope.h"
 
+#include <atomic>
 #include <cmath>
 
 #include "autograd/node.h"
@@ -11,7 +12,17 @@ OpKernels<RopeFn, RopeFn> rope_kernels{"rope", cpu::rope_forward, cpu::rope_back
 OpKernels<RopeQkvFn, RopeQkvFn> rope_qkv_kernels{"rope_qkv", cpu::rope_qkv_forward,
                                                  cpu::rope_qkv_backward};
 
+bool rope_in_place = false;
+
 namespace {
+
+std::atomic<int64_t> g_in_place{0};  // rope_rotations_in_place()
+
+// True when t is contiguous and its storage is held by t's handle alone: its old values cannot
+// be read again, and a kernel may write over them.
+bool held_alone(const Tensor& t) {
+  return t.impl_ptr().use_count() == 1 && t.storage().use_count() == 1 && t.is_contiguous();
+}
 
 void check_theta(double theta, const char* op) {
   SINKLAB_CHECK(std::isfinite(theta) && theta > 0, ValueError,
@@ -20,6 +31,8 @@ void check_theta(double theta, const char* op) {
 }
 
 }  // namespace
+
+int64_t rope_rotations_in_place() { return g_in_place.load(std::memory_order_relaxed); }
 
 Tensor rope(const Tensor& x, double theta, int64_t position_offset) {
   check_defined(x, "rope", "x");
@@ -42,7 +55,7 @@ Tensor rope(const Tensor& x, double theta, int64_t position_offset) {
   return out;
 }
 
-Tensor rope_qkv(const Tensor& qkv, int64_t n_head, double theta, int64_t position_offset) {
+Tensor rope_qkv(Tensor qkv, int64_t n_head, double theta, int64_t position_offset) {
   const char* op = "rope_qkv";
   check_float_storage(qkv, op, "qkv");
   check_contiguous(qkv, op, "qkv");
@@ -56,20 +69,26 @@ Tensor rope_qkv(const Tensor& qkv, int64_t n_head, double theta, int64_t positio
                    << " heads has an odd head size HS = " << HS,
                 "rotate_half pairs dim i with i + HS/2: use an even head size");
   check_theta(theta, op);
-  Tensor out = Tensor::empty(qkv.shape(), qkv.dtype(), qkv.device());  // (B, T, 3C)
+  const bool in_place = rope_in_place;
+  // (B, T, 3C): over qkv's own storage when it was moved in and nothing else holds it
+  const bool over_qkv = in_place && held_alone(qkv);
+  Tensor out = over_qkv ? qkv.detach() : Tensor::empty(qkv.shape(), qkv.dtype(), qkv.device());
+  if (over_qkv) g_in_place.fetch_add(1, std::memory_order_relaxed);
   rope_qkv_kernels.forward(qkv.device())(qkv, n_head, theta, position_offset, out);
-  autograd::record(out, op, {qkv},
-                   [dtype = qkv.dtype(), n_head, theta, position_offset](const Tensor& g) {
-                     SINKLAB_CHECK(g.dtype() == dtype, DTypeError,
-                                   "rope_qkv backward: gradient " << g.str() << " for a "
-                                                                  << dtype_name(dtype) << " qkv",
-                                   "the gradient of rope_qkv's output has the output's dtype");
-                     // (B, T, 3C)
-                     Tensor gqkv = Tensor::empty(g.shape(), g.dtype(), g.device());
-                     rope_qkv_kernels.backward(g.device())(g, n_head, theta, position_offset,
-                                                           gqkv);
-                     return std::vector<Tensor>{gqkv};
-                   });
+  autograd::record(
+      out, op, {qkv},
+      [dtype = qkv.dtype(), n_head, theta, position_offset, in_place](const Tensor& g) {
+        SINKLAB_CHECK(g.dtype() == dtype, DTypeError,
+                      "rope_qkv backward: gradient " << g.str() << " for a " << dtype_name(dtype)
+                                                     << " qkv",
+                      "the gradient of rope_qkv's output has the output's dtype");
+        // (B, T, 3C): over g when the engine holds it alone
+        const bool over_g = in_place && held_alone(g);
+        Tensor gqkv = over_g ? g.detach() : Tensor::empty(g.shape(), g.dtype(), g.device());
+        if (over_g) g_in_place.fetch_add(1, std::memory_order_relaxed);
+        rope_qkv_kernels.backward(g.device())(g, n_head, theta, position_offset, gqkv);
+        return std::vector<Tensor>{gqkv};
+      });
   return out;
 }
 

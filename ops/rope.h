@@ -11,23 +11,40 @@
 //     Backward: the gradient's q and k parts rotated by -angle, its v part passed through.
 //     qkv is f32 or f64, or bf16 on a GPU (the product written in bf16 under Precision::BF16):
 //     the rotation is then computed in f32 and rounded to bf16.
+//     In place (with rope_in_place set, run.rope_in_place): when qkv is moved in and nothing else
+//     holds its storage (the product's output, which only RoPE reads), the rotation is written
+//     over it and v stays where it lies, with no copy; the output shares qkv's storage. In
+//     backward likewise over the gradient, when the engine holds it alone. Same bits either way.
 #pragma once
 #include <cstdint>
 
+#include "core/scoped_value.h"
 #include "core/tensor.h"
 #include "ops/op_table.h"
 
 namespace sinklab::ops {
 
 Tensor rope(const Tensor& x, double theta = 10000.0, int64_t position_offset = 0);
-Tensor rope_qkv(const Tensor& qkv, int64_t n_head, double theta = 10000.0,
+Tensor rope_qkv(Tensor qkv, int64_t n_head, double theta = 10000.0,
                 int64_t position_offset = 0);
+
+// rope_qkv rotates a qkv (or a gradient) it holds alone in place; set once from the config
+// (run.rope_in_place).
+extern bool rope_in_place;
+// rope_qkv's rotations written in place (forward and backward) since the process started (tests).
+int64_t rope_rotations_in_place();
+
+// Sets rope_in_place for a scope (tests, benchmarks).
+class RopeInPlaceGuard : ScopedValue<bool> {
+ public:
+  explicit RopeInPlaceGuard(bool on) : ScopedValue(rope_in_place, on) {}
+};
 
 // out = x rotated by +angle (forward) or -angle (backward, applied to the gradient).
 using RopeFn = void (*)(const Tensor& x, double theta, int64_t position_offset, Tensor& out);
 extern OpKernels<RopeFn, RopeFn> rope_kernels;
 // out (B, T, 3C) = qkv's q and k parts rotated by +angle (forward) or -angle (backward, applied
-// to the gradient), its v part copied.
+// to the gradient), its v part copied; out may be qkv itself (then v is left as it is).
 using RopeQkvFn = void (*)(const Tensor& qkv, int64_t n_head, double theta,
                            int64_t position_offset, Tensor& out);
 extern OpKernels<RopeQkvFn, RopeQkvFn> rope_qkv_kernels;

@@ -10,6 +10,7 @@
 #include "autograd/grad_mode.h"
 #include "ops/attention.h"
 #include "ops/cross_entropy.h"
+#include "ops/elementwise.h"
 #include "ops/rope.h"
 #include "tests/helpers.h"
 #include "tests/op_checks.h"
@@ -167,6 +168,42 @@ TEST_CASE("rope_qkv equals rope on the q and k parts and copies v, bit for bit",
           REQUIRE(part_of(qkv.grad(), NH, part).to_doubles() == expected_grad);
         }
       }
+}
+
+TEST_CASE("rope_qkv moved in rotates in place: the copy's bits, forward and backward",
+          "[ops][grad]") {
+  const int64_t B = 2, T = 5, NH = 3, HS = 6, C = NH * HS;
+  for (DType dtype : {DType::F64, DType::F32}) {
+    INFO("dtype=" << dtype_name(dtype));
+    const Tensor grad = random_tensor({B, T, 3 * C}, 216, dtype);  // (B, T, 3C)
+    // The leaf's gradient through scale -> rope_qkv -> scale, and rope_qkv's output.
+    const auto run = [&](bool in_place, bool moved) {
+      ops::RopeInPlaceGuard guard(in_place);
+      Tensor qkv = random_tensor({B, T, 3 * C}, 215, dtype, 1.0, true);  // (B, T, 3C) leaf
+      Tensor x = ops::scale(qkv, 1.0);  // (B, T, 3C): a product's output, held here alone
+      const void* before = x.raw_data();
+      const int64_t rotations = ops::rope_rotations_in_place();
+      const Tensor y = moved ? ops::rope_qkv(std::move(x), NH, 500.0, 3)
+                             : ops::rope_qkv(x, NH, 500.0, 3);  // (B, T, 3C)
+      // over x's storage exactly when asked for and x was given up
+      REQUIRE((y.raw_data() == before) == (in_place && moved));
+      const std::vector<double> out = y.to_doubles();
+      autograd::backward(ops::scale(y, 2.0), grad);
+      // backward always (the gradient from scale's backward, held by the engine alone), forward
+      // when x was given up
+      REQUIRE(ops::rope_rotations_in_place() - rotations == (in_place ? (moved ? 2 : 1) : 0));
+      return std::make_pair(out, qkv.grad().to_doubles());
+    };
+    const auto copied = run(false, true);
+    REQUIRE(run(true, true) == copied);
+    REQUIRE(run(true, false) == copied);  // x still held by the caller: copied
+  }
+  // gradcheck of the in-place path (its input a fresh tensor, the gradient a fresh one)
+  ops::RopeInPlaceGuard guard(true);
+  const Tensor qkv = random_tensor({2, 4, 3 * 2 * 6}, 223, DType::F64, 1.0, true);  // NH 2, HS 6
+  require_gradients(
+      [](const auto& in) { return ops::scale(ops::rope_qkv(ops::scale(in[0], 1.0), 2, 100.0, 5), 1.0); },
+      {qkv});
 }
 
 TEST_CASE("rope_qkv backward (gradcheck)", "[ops][grad]") {

@@ -8,6 +8,7 @@
 #include "ops/cross_entropy.h"
 #include "ops/cpu/blas_gemm.h"
 #include "ops/matmul.h"
+#include "ops/rope.h"
 
 namespace sinklab::train {
 
@@ -18,6 +19,7 @@ void apply_process_settings(const RunSection& run) {
   ops::gemm_epilogues = run.gemm_epilogues;
   ops::fused_cross_entropy = run.fused_cross_entropy;
   ops::fold_residual_grads = run.fold_residual_grads;
+  ops::rope_in_place = run.rope_in_place;
   ops::deterministic_attention = run.deterministic;
   SINKLAB_CHECK(run.cpu_gemm != CpuGemmSetting::OpenBLAS || cpu::openblas_built(), ConfigError,
                 "run.cpu_gemm is openblas, but this build has no OpenBLAS",

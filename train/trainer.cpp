@@ -92,7 +92,8 @@ constexpr const char* kProcessKeys[] = {"run.attention_kernels", "run.profile", 
                                         "run.collective_timeout_s", "run.bf16_gemm",
                                         "run.metrics_priority", "run.cpu_gemm",
                                         "run.gemm_epilogues", "run.fused_cross_entropy",
-                                        "run.fold_residual_grads", "run.deterministic",
+                                        "run.fold_residual_grads", "run.rope_in_place",
+                                        "run.deterministic",
                                         "run.variant_placement"};
 
 // A step's sink metrics. Made at the end of the forward whose capture they read (on a GPU that

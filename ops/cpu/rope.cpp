@@ -59,12 +59,13 @@ RopeRows heads_of(const Tensor& x) {
 }
 
 // qkv (B, T, 3C): q's NH heads and k's NH heads, side by side at the start of each row; then v
-// (copied to out unchanged).
+// (copied to out unchanged, unless out is qkv: rotate reads each pair before writing it).
 void rotate_qk_copy_v(const Tensor& qkv, int64_t n_head, double theta, int64_t position_offset,
                       double sign, Tensor& out, const char* op) {
   const int64_t B = qkv.size(0), T = qkv.size(1), C = qkv.size(2) / 3;
   rotate(qkv, {B * T, T, 2 * n_head, C / n_head, 3 * C}, theta, position_offset, sign, out, op);
-  out.narrow_view(2, 2 * C, C).copy_from(qkv.narrow_view(2, 2 * C, C));  // v (B, T, C) views
+  if (out.raw_data() != qkv.raw_data())
+    out.narrow_view(2, 2 * C, C).copy_from(qkv.narrow_view(2, 2 * C, C));  // v (B, T, C) views
 }
 
 }  // namespace

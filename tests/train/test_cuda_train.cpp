@@ -15,6 +15,7 @@
 #include "core/precision.h"
 #include "ops/add_norm.h"
 #include "ops/remembered_operands.h"
+#include "ops/rope.h"
 #include "train/config.h"
 #include "train/model.h"
 #include "train/metrics/sink_metrics.h"
@@ -274,6 +275,39 @@ TEST_CASE("cuda: folding the residual stream's gradient into the norms' backward
       REQUIRE(copies[1] == (precision == Precision::BF16 ? 2 * cfg.n_layer - 1 : 0));
       REQUIRE(grads[1] == grads[0]);
     }
+  }
+}
+
+TEST_CASE("cuda: LLaMA's RoPE over the product's output (run.rope_in_place) changes no bit of "
+          "the loss or any gradient, under bf16 and fp32", "[cuda]") {
+  SINKLAB_REQUIRE_CUDA();
+  for (Precision precision : {Precision::BF16, Precision::Exact}) {
+    INFO((precision == Precision::BF16 ? "bf16" : "fp32"));
+    ModelSection cfg = test::tiny_model(Arch::Llama, AttnOutputNorm::HeadwiseRmsNorm);
+    cfg.n_embd = 128;  // HS 64 with 2 heads: the packed 16-byte rotation
+    cfg.n_head = 2;
+    cfg.block_size = 37;
+    cfg.vocab_size = 50;
+    const auto [x, y] = next_token_batch(3, 37, 50, 5);
+    PrecisionGuard guard(precision);
+    std::vector<double> grads[2], losses[2];
+    int64_t rotations[2];
+    for (bool in_place : {false, true}) {
+      ops::RopeInPlaceGuard rope(in_place);
+      GPT model(cfg, 7, DType::F32, Device::cuda());
+      model.params().zero_grad();
+      const int64_t before = ops::rope_rotations_in_place();
+      const Tensor loss =
+          model.forward(x.to_device(Device::cuda()), y.to_device(Device::cuda())).loss;
+      losses[in_place] = loss.to_doubles();
+      autograd::backward(loss);
+      rotations[in_place] = ops::rope_rotations_in_place() - before;
+      grads[in_place] = model.params().flat_grads().to_doubles();
+    }
+    REQUIRE(rotations[0] == 0);
+    REQUIRE(rotations[1] == 2 * cfg.n_layer);  // every block's, forward and backward
+    REQUIRE(losses[1] == losses[0]);
+    REQUIRE(grads[1] == grads[0]);
   }
 }
 

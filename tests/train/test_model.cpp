@@ -12,6 +12,7 @@
 #include "ops/elementwise.h"
 #include "ops/matmul.h"
 #include "ops/reduce.h"
+#include "ops/rope.h"
 #include "train/model.h"
 #include "train/optimizer.h"
 #include "train/sampler.h"
@@ -177,6 +178,34 @@ TEST_CASE("folding the residual stream's gradient into the norms' backward chang
   ops::fold_residual_grads = true;
   check_model_gradients(tiny_model(Arch::Llama, AttnOutputNorm::None));
   ops::fold_residual_grads = before;
+}
+
+TEST_CASE("LLaMA's RoPE over the product's output (run.rope_in_place) changes no bit of the "
+          "loss or any gradient", "[model][grad]") {
+  for (DType dt : {DType::F32, DType::F64}) {
+    INFO((dt == DType::F64 ? "f64" : "f32"));
+    const ModelSection cfg = tiny_model(Arch::Llama, AttnOutputNorm::HeadwiseRmsNorm);
+    const Tensor ids = random_ids(2, 5, 11, 3), targets = random_ids(2, 5, 11, 4);
+    std::vector<double> grads[2], losses[2];
+    int64_t rotations[2];
+    for (bool in_place : {false, true}) {
+      ops::RopeInPlaceGuard guard(in_place);
+      GPT model(cfg, 42, dt);
+      model.params().zero_grad();
+      const int64_t before = ops::rope_rotations_in_place();
+      const Tensor loss = model.forward(ids, targets).loss;
+      losses[in_place] = loss.to_doubles();
+      autograd::backward(loss);
+      rotations[in_place] = ops::rope_rotations_in_place() - before;
+      grads[in_place] = model.params().flat_grads().to_doubles();
+    }
+    REQUIRE(rotations[0] == 0);
+    REQUIRE(rotations[1] == 2 * cfg.n_layer);  // every block's, forward and backward
+    REQUIRE(losses[1] == losses[0]);
+    REQUIRE(grads[1] == grads[0]);
+  }
+  ops::RopeInPlaceGuard guard(true);
+  check_model_gradients(tiny_model(Arch::Llama, AttnOutputNorm::None));
 }
 
 TEST_CASE("a small model learns a repeated pattern (loss decreases)", "[model]") {
