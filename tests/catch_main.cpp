@@ -2,8 +2,8 @@
 // a run of [cuda] tests without a GPU exit 4 (ctest's SKIP_RETURN_CODE for the `cuda` entry).
 // Catch2 2 has no SKIP: its [cuda] tests return early with a warning, so a run of only "[cuda]"
 // on a machine without a GPU is answered here with exit 4 as well, and ctest shows it skipped.
-// The same for a run of only "[gpt2]" without GPT-2's vocabulary or the corpora (except on CI,
-// CI=true, where the tests run and fail).
+// The same for a run of only "[gpt2]" without GPT-2's vocabulary or the corpora, and of only
+// "[mpi]" without Open MPI's mpirun (except on CI, CI=true, where the tests run and fail).
 #define CATCH_CONFIG_RUNNER
 #include <catch2/catch.hpp>
 
@@ -22,6 +22,11 @@ int main(int argc, char* argv[]) {
        !sinklab::test::pcre2_built())) {
     std::cout << "skipped: GPT-2's vocabulary or the corpora are not installed (bash "
                  "scripts/get_data.sh), or this build has no PCRE2\n";
+    return 4;
+  }
+  if (argc == 2 && std::string(argv[1]) == "[mpi]" && !sinklab::test::on_ci() &&
+      !sinklab::test::mpirun_present()) {
+    std::cout << "skipped: Open MPI's mpirun is not installed (apt-get install openmpi-bin)\n";
     return 4;
   }
   return Catch::Session().run(argc, argv);

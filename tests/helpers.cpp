@@ -77,6 +77,8 @@ bool on_ci() {
   return ci && std::string(ci) == "true";
 }
 
+bool mpirun_present() { return std::system("command -v mpirun > /dev/null 2>&1") == 0; }
+
 std::string corpora_dir() {
   for (const std::string dir : {SINKLAB_SOURCE_DIR "/data/raw", SINKLAB_SOURCE_DIR "/../shared/data"}) {
     std::ifstream moby(dir + "/moby_dick.txt"), sotu(dir + "/sotu.txt");

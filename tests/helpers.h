@@ -39,6 +39,9 @@ bool on_ci();
 std::string gpt2_vocab_dir();
 // Whether the trainer was built with PCRE2 (false without the trainer).
 bool pcre2_built();
+// Whether Open MPI's mpirun is on PATH: the [mpi] tests launch ranks with it (ctest `mpi`
+// skips without it, except on CI).
+bool mpirun_present();
 // The folder of the shipped corpora, moby_dick.txt and sotu.txt (data/raw/ or ../shared/data
 // beside the repository, from scripts/get_data.sh), or "" when neither holds them.
 std::string corpora_dir();

@@ -111,36 +111,79 @@ TEST_CASE("tcp collectives: mean, sum and all-gather in rank order; a dead rank 
 
 namespace {
 
-// Trains a small config on `device` as 1 process, then as 2 ranks (mpirun when installed, and
-// torchrun-style variables), and compares the loss curves step by step, within `rtol`.
-void two_ranks_follow_one(const std::string& device, double rtol) {
-  const fs::path dir = test::fresh_dir("dp_" + device);
-  const std::vector<int32_t> tokens = test::letter_tokens(9, 1, 60000, 20, 3);
-  test::write_train_val(dir, tokens, {tokens.begin(), tokens.begin() + 6000});
-  std::ofstream(dir / "dp.yaml")
-      << "run: {name: dp, out_dir: " << dir.string() << ", device: " << device
-      << ", precision: fp32}\n"
-      << "model: {arch: gpt2, n_layer: 2, n_head: 2, n_embd: 64, block_size: 32}\n"
-      << "data: {dir: " << dir.string() << ", tokenizer: byte}\n"
-      << "train: {steps: 30, batch_size: 4, tokens_per_step: 256, eval_every: 0, "
-      << "sample_tokens: 0}\n";
-  const std::string bin = std::string(SINKLAB_BINARY_DIR) + "/sinklab";
-  const std::string cfg = (dir / "dp.yaml").string();
-  auto run = [&](const std::string& name, const std::string& launch,
-                 const std::string& extra = "") {
+// A small config on `device` in a fresh directory (30 steps of 256 tokens), trained by any
+// launcher: run(name, launch, extra) returns the run's loss curve.
+struct SmallRun {
+  fs::path dir;
+  std::string bin = std::string(SINKLAB_BINARY_DIR) + "/sinklab", cfg;
+
+  SmallRun(const std::string& device, const std::string& tag)
+      : dir(test::fresh_dir(tag + "_" + device)), cfg((dir / "dp.yaml").string()) {
+    const std::vector<int32_t> tokens = test::letter_tokens(9, 1, 60000, 20, 3);
+    test::write_train_val(dir, tokens, {tokens.begin(), tokens.begin() + 6000});
+    std::ofstream(dir / "dp.yaml")
+        << "run: {name: dp, out_dir: " << dir.string() << ", device: " << device
+        << ", precision: fp32}\n"
+        << "model: {arch: gpt2, n_layer: 2, n_head: 2, n_embd: 64, block_size: 32}\n"
+        << "data: {dir: " << dir.string() << ", tokenizer: byte}\n"
+        << "train: {steps: 30, batch_size: 4, tokens_per_step: 256, eval_every: 0, "
+        << "sample_tokens: 0}\n";
+  }
+  std::vector<double> run(const std::string& name, const std::string& launch,
+                          const std::string& extra = "") const {
     const std::string cmd = launch + " " + bin + " train " + cfg + " --no-progress --set run.name=" +
                             name + extra + " > " + (dir / (name + ".log")).string() + " 2>&1";
     INFO(cmd);
     REQUIRE(shell(cmd) == 0);
     return losses(dir / name / "main" / "metrics.jsonl");
-  };
+  }
+};
+
+// Each curve follows the 1-process one step by step, within rtol.
+void require_curves_follow(const std::vector<double>& single,
+                           const std::map<std::string, std::vector<double>>& curves,
+                           const std::string& device, double rtol) {
+  for (const auto& [launcher, curve] : curves) {
+    REQUIRE(curve.size() == single.size());
+    for (size_t i = 0; i < curve.size(); ++i) {
+      INFO(device << ", " << launcher << ", step " << i << ": 1 process " << single[i]
+                  << ", 2 ranks " << curve[i]);
+      // Same global batch and fp32 math: only the summation order of the gradient differs
+      // (a tied embedding's two contributions are added in another order).
+      REQUIRE(std::fabs(curve[i] - single[i]) <= rtol * std::fabs(single[i]));
+    }
+  }
+}
+
+// Trains the small config on `device` as 1 process, then as 2 ranks launched by Open MPI's
+// mpirun, and compares the loss curves step by step, within `rtol`.
+void mpirun_follows_one(const std::string& device, double rtol) {
+  const SmallRun small(device, "mpi");
+  const std::vector<double> single = small.run("one", "");
+  REQUIRE(single.size() == 30);
+  require_curves_follow(
+      single, {{"mpirun", small.run("mpi", "mpirun -np 2 --allow-run-as-root --oversubscribe")}},
+      device, rtol);
+  // one job of 2 ranks (not two 1-rank jobs writing one curve): rank 0's header says so
+  std::ifstream log(small.dir / "mpi.log");
+  const std::string text((std::istreambuf_iterator<char>(log)), {});
+  INFO(text);
+  REQUIRE(text.find("256 tokens/step over 2 ranks (128 each)") != std::string::npos);
+  fs::remove_all(small.dir);
+}
+
+// Trains the small config on `device` as 1 process, then as 2 ranks with torchrun-style
+// variables (buckets, resume on another world size, ZeRO-1, and on the CPU a stop by signal
+// and a dead rank), and compares the loss curves step by step, within `rtol`.
+void two_ranks_follow_one(const std::string& device, double rtol) {
+  const SmallRun small(device, "dp");
+  const fs::path& dir = small.dir;
+  const std::string &bin = small.bin, &cfg = small.cfg;
+  auto run = [&](const std::string& name, const std::string& launch,
+                 const std::string& extra = "") { return small.run(name, launch, extra); };
   const std::vector<double> single = run("one", "");
   REQUIRE(single.size() == 30);
   std::map<std::string, std::vector<double>> curves;
-  if (shell("command -v mpirun > /dev/null") == 0)
-    curves["mpirun"] = run("mpi", "mpirun -np 2 --allow-run-as-root --oversubscribe");
-  else
-    WARN("mpirun not found: the Open MPI launch is skipped");
   // torchrun-style: two processes with RANK / WORLD_SIZE / LOCAL_RANK / MASTER_*.
   const std::string port = std::to_string(test_port(device == "cpu" ? 3 : 5));
   const std::string vars = "WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=" + port;
@@ -234,16 +277,7 @@ void two_ranks_follow_one(const std::string& device, double rtol) {
     INFO(dead_text);
     REQUIRE(dead_text.find("rank 1") != std::string::npos);
   }
-  for (const auto& [launcher, curve] : curves) {
-    REQUIRE(curve.size() == single.size());
-    for (size_t i = 0; i < curve.size(); ++i) {
-      INFO(device << ", " << launcher << ", step " << i << ": 1 process " << single[i]
-                  << ", 2 ranks " << curve[i]);
-      // Same global batch and fp32 math: only the summation order of the gradient differs
-      // (a tied embedding's two contributions are added in another order).
-      REQUIRE(std::fabs(curve[i] - single[i]) <= rtol * std::fabs(single[i]));
-    }
-  }
+  require_curves_follow(single, curves, device, rtol);
   fs::remove_all(dir);
 }
 
@@ -345,6 +379,13 @@ TEST_CASE("data parallel: 2 CPU ranks over TCP follow the 1-process loss curve",
   two_ranks_follow_one("cpu", 1e-5);
 }
 
+TEST_CASE("data parallel: 2 CPU ranks launched by mpirun follow the 1-process loss curve",
+          "[mpi][distributed]") {
+  SINKLAB_REQUIRE_DEPENDENCY(test::mpirun_present(),
+                             "Open MPI's mpirun is not installed (apt-get install openmpi-bin)");
+  mpirun_follows_one("cpu", 1e-5);
+}
+
 TEST_CASE("data parallel: 2 GPU ranks over NCCL follow the 1-GPU loss curve",
           "[cuda][distributed]") {
   if (gpu_count() < 2) {
@@ -352,6 +393,9 @@ TEST_CASE("data parallel: 2 GPU ranks over NCCL follow the 1-GPU loss curve",
     return;
   }
   two_ranks_follow_one("cuda", 1e-3);
+  SINKLAB_REQUIRE_DEPENDENCY(test::mpirun_present(),
+                             "Open MPI's mpirun is not installed (apt-get install openmpi-bin)");
+  mpirun_follows_one("cuda", 1e-3);
 }
 
 #if defined(SINKLAB_HAVE_CUDA)
