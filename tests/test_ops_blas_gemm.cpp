@@ -84,10 +84,8 @@ void check_strided(DType dtype, int64_t M, int64_t N, int64_t K, bool ta, bool t
 
 TEST_CASE("OpenBLAS products equal the reference kernel: shapes, transposes, strides",
           "[ops][blas]") {
-  if (!cpu::openblas_built()) {
-    WARN("built without OpenBLAS: nothing to compare");
-    return;
-  }
+  SINKLAB_REQUIRE_DEPENDENCY(cpu::openblas_built(),
+                             "built without OpenBLAS (install libopenblas-dev and reconfigure)");
   // Shapes below, at and across the blocks of both kernels (reference: 16 rows, 256 deep,
   // 512 wide), with odd remainders, and large enough for the row split over threads.
   const std::vector<std::array<int64_t, 3>> shapes = {
@@ -105,10 +103,8 @@ TEST_CASE("OpenBLAS products equal the reference kernel: shapes, transposes, str
 }
 
 TEST_CASE("OpenBLAS batched products equal the reference kernel", "[ops][blas]") {
-  if (!cpu::openblas_built()) {
-    WARN("built without OpenBLAS: nothing to compare");
-    return;
-  }
+  SINKLAB_REQUIRE_DEPENDENCY(cpu::openblas_built(),
+                             "built without OpenBLAS (install libopenblas-dev and reconfigure)");
   const int64_t M = 45, N = 70, K = 33;
   uint64_t seed = 200;
   for (DType dtype : {DType::F32, DType::F64})
