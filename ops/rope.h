@@ -11,10 +11,11 @@
 //     Backward: the gradient's q and k parts rotated by -angle, its v part passed through.
 //     qkv is f32 or f64, or bf16 on a GPU (the product written in bf16 under Precision::BF16):
 //     the rotation is then computed in f32 and rounded to bf16.
-//     In place (with rope_in_place set, run.rope_in_place, true by default in a run's config): when qkv is moved in and nothing else
-//     holds its storage (the product's output, which only RoPE reads), the rotation is written
-//     over it and v stays where it lies, with no copy; the output shares qkv's storage. In
-//     backward likewise over the gradient, when the engine holds it alone. Same bits either way.
+//     In place (with rope_in_place set: run.rope_in_place, true by default in a run's config):
+//     when qkv is moved in and nothing else holds its storage (the product's output, which only
+//     RoPE reads), the rotation is written over it and v stays where it lies, with no copy; the
+//     output shares qkv's storage. In backward likewise over the gradient, when the engine holds
+//     it alone. Same bits either way.
 #pragma once
 #include <cstdint>
 

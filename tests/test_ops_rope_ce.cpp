@@ -202,7 +202,9 @@ TEST_CASE("rope_qkv moved in rotates in place: the copy's bits, forward and back
   ops::RopeInPlaceGuard guard(true);
   const Tensor qkv = random_tensor({2, 4, 3 * 2 * 6}, 223, DType::F64, 1.0, true);  // NH 2, HS 6
   require_gradients(
-      [](const auto& in) { return ops::scale(ops::rope_qkv(ops::scale(in[0], 1.0), 2, 100.0, 5), 1.0); },
+      [](const auto& in) {
+        return ops::scale(ops::rope_qkv(ops::scale(in[0], 1.0), 2, 100.0, 5), 1.0);
+      },
       {qkv});
 }
 

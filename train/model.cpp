@@ -238,7 +238,9 @@ Tensor GPT::attention_block(int64_t layer, const Tensor& h, LayerCapture* captur
     qkv = ops::linear(h, p(proj + "weight"), bias(proj), Tensor(),
                       ops::LinearOutput::kOperandDType);
   }
-  if (arch_.positions == PositionKind::Rope) qkv = ops::rope_qkv(std::move(qkv), NH, cfg_.rope_theta);  // in place with run.rope_in_place
+  // RoPE over the product's output, which nothing else reads, with run.rope_in_place
+  if (arch_.positions == PositionKind::Rope)
+    qkv = ops::rope_qkv(std::move(qkv), NH, cfg_.rope_theta);
   Tensor lse;                                            // (B, NH, T)
   Tensor o = ops::attention_qkv(qkv, NH, options, &lse);  // (B, T, NH, HS)
   // q, k, v as attention multiplied them (after RoPE): (B, T, NH, HS) views of qkv
