@@ -18,10 +18,17 @@ namespace {
 
 std::atomic<int64_t> g_in_place{0};  // rope_rotations_in_place()
 
-// True when t is contiguous and its storage is held by t's handle alone: its old values cannot
-// be read again, and a kernel may write over them.
-bool held_alone(const Tensor& t) {
-  return t.impl_ptr().use_count() == 1 && t.storage().use_count() == 1 && t.is_contiguous();
+// Where rope_qkv writes the rotation of t (qkv, or the gradient in backward): over t itself
+// when in_place is asked and t is contiguous with its storage held by t's handle alone (its old
+// values cannot be read again; counted for rope_rotations_in_place), else a new tensor of t's
+// shape.
+Tensor rotation_output(const Tensor& t, bool in_place) {
+  if (in_place && t.impl_ptr().use_count() == 1 && t.storage().use_count() == 1 &&
+      t.is_contiguous()) {
+    g_in_place.fetch_add(1, std::memory_order_relaxed);
+    return t.detach();
+  }
+  return Tensor::empty(t.shape(), t.dtype(), t.device());
 }
 
 void check_theta(double theta, const char* op) {
@@ -71,9 +78,7 @@ Tensor rope_qkv(Tensor qkv, int64_t n_head, double theta, int64_t position_offse
   check_theta(theta, op);
   const bool in_place = rope_in_place;
   // (B, T, 3C): over qkv's own storage when it was moved in and nothing else holds it
-  const bool over_qkv = in_place && held_alone(qkv);
-  Tensor out = over_qkv ? qkv.detach() : Tensor::empty(qkv.shape(), qkv.dtype(), qkv.device());
-  if (over_qkv) g_in_place.fetch_add(1, std::memory_order_relaxed);
+  Tensor out = rotation_output(qkv, in_place);
   rope_qkv_kernels.forward(qkv.device())(qkv, n_head, theta, position_offset, out);
   autograd::record(
       out, op, {qkv},
@@ -82,10 +87,7 @@ Tensor rope_qkv(Tensor qkv, int64_t n_head, double theta, int64_t position_offse
                       "rope_qkv backward: gradient " << g.str() << " for a " << dtype_name(dtype)
                                                      << " qkv",
                       "the gradient of rope_qkv's output has the output's dtype");
-        // (B, T, 3C): over g when the engine holds it alone
-        const bool over_g = in_place && held_alone(g);
-        Tensor gqkv = over_g ? g.detach() : Tensor::empty(g.shape(), g.dtype(), g.device());
-        if (over_g) g_in_place.fetch_add(1, std::memory_order_relaxed);
+        Tensor gqkv = rotation_output(g, in_place);  // (B, T, 3C): over g when held alone
         rope_qkv_kernels.backward(g.device())(g, n_head, theta, position_offset, gqkv);
         return std::vector<Tensor>{gqkv};
       });

@@ -14,9 +14,11 @@
 #include <utility>
 #include <vector>
 
+#include "autograd/engine.h"
 #include "autograd/grad_mode.h"
 #include "core/philox.h"
 #include "core/tensor.h"
+#include "ops/rope.h"
 #include "tests/catch.h"
 #include "tests/helpers.h"
 #include "train/model.h"
@@ -100,6 +102,31 @@ inline train::ForwardCapture capture_of(const train::GPT& model, const Tensor& i
   train::ForwardCapture cap;
   model.forward(ids, Tensor(), &cap);
   return cap;
+}
+
+// One model (make(), on ids' device) trained one step on (ids, targets) with run.rope_in_place
+// off and on: the loss and every gradient agree bit for bit, and on, rope_qkv rotated in place
+// in every block, forward and backward (off, never).
+template <class MakeModel>
+void require_rope_in_place_changes_no_bit(MakeModel&& make, const Tensor& ids,
+                                          const Tensor& targets, int64_t n_layer) {
+  std::vector<double> grads[2], losses[2];
+  int64_t rotations[2];
+  for (bool in_place : {false, true}) {
+    ops::RopeInPlaceGuard guard(in_place);
+    train::GPT model = make();
+    model.params().zero_grad();
+    const int64_t before = ops::rope_rotations_in_place();
+    const Tensor loss = model.forward(ids, targets).loss;
+    losses[in_place] = loss.to_doubles();
+    autograd::backward(loss);
+    rotations[in_place] = ops::rope_rotations_in_place() - before;
+    grads[in_place] = model.params().flat_grads().to_doubles();
+  }
+  REQUIRE(rotations[0] == 0);
+  REQUIRE(rotations[1] == 2 * n_layer);
+  REQUIRE(losses[1] == losses[0]);
+  REQUIRE(grads[1] == grads[0]);
 }
 
 // A fresh folder under the system temp dir, removed with everything in it at scope exit.
