@@ -352,6 +352,7 @@ def summarize(v):
     vfin = np.flatnonzero(np.isfinite(vl)) if vl is not None else np.zeros(0, int)
     s["best_val_loss"] = float(np.min(vl[vfin])) if len(vfin) else math.nan
     s["final_val_loss"] = float(vl[vfin[-1]]) if len(vfin) else math.nan
+    s["final_val_step"] = int(steps[vfin[-1]]) if len(vfin) else None
     row = last_metrics_row(v)
     s["metrics_step"] = int(steps[row]) if row is not None else None
     s["sink_mass"] = row_value(v, "sink_mass", row, nanmean)
@@ -373,6 +374,42 @@ def summarize(v):
     tps = tps[train & np.isfinite(tps)] if tps is not None else np.zeros(0)
     s["tokens_per_s_median"] = float(np.median(tps)) if len(tps) else math.nan
     return s
+
+
+def read_val_losses(v, step):
+    """The variant's final evaluation batch by batch (<variant>/val_losses.json, written at the
+    end of a run) when it is the evaluation at `step` with every loss finite, else None."""
+    try:
+        with open(os.path.join(v.folder, "val_losses.json"), encoding="utf-8") as f:
+            d = json.load(f)
+    except (OSError, ValueError):
+        return None
+    losses = d.get("losses")
+    if d.get("step") != step or not losses or any(x is None for x in losses):
+        return None
+    return d
+
+
+def add_paired_differences(variants, summaries):
+    """Each variant's final val loss minus the first variant's, with the paired standard error
+    over their common validation batches (the standard error of the batch-by-batch differences,
+    as the run's closing console line computes it): only where both val_losses.json files
+    belong to the final evaluations and name the same batches; None elsewhere."""
+    first = read_val_losses(variants[0], summaries[0]["final_val_step"])
+    for v, s in zip(variants, summaries):
+        s["val_loss_minus_first"] = s["val_loss_minus_first_se"] = None
+        s["paired_batches"] = None
+        mine = read_val_losses(v, s["final_val_step"])
+        if v is variants[0] or first is None or mine is None:
+            continue
+        if (mine["batches_hash"] != first["batches_hash"]
+                or len(mine["losses"]) != len(first["losses"])):
+            continue
+        d = np.asarray(mine["losses"], float) - np.asarray(first["losses"], float)
+        s["val_loss_minus_first"] = float(mine["loss"] - first["loss"])
+        s["val_loss_minus_first_se"] = (float(np.std(d, ddof=1) / math.sqrt(len(d)))
+                                        if len(d) > 1 else math.nan)
+        s["paired_batches"] = len(d)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -833,7 +870,15 @@ def fmt_layer(x):
     return "none" if x < 0 else f"{int(x)}"
 
 
+def paired_cell(s):
+    if s.get("val_loss_minus_first") is None:
+        return "–"
+    return (f'{s["val_loss_minus_first"]:+.4f} ± {fmt(s["val_loss_minus_first_se"])} '
+            f'({s["paired_batches"]} batches)')
+
+
 def summary_table(summaries):
+    first = html.escape(summaries[0]["variant"]) if summaries else ""
     cols = [("variant", lambda s: html.escape(s["variant"])),
             ("attn output norm", lambda s: html.escape(str(s["attn_output_norm"]))),
             ("steps", lambda s: fmt(s["steps"])),
@@ -841,6 +886,7 @@ def summary_table(summaries):
             ("best val loss", lambda s: fmt(s["best_val_loss"])),
             ("final val loss", lambda s: fmt(s["final_val_loss"])),
             ("± s.e.", lambda s: fmt(s.get("final_val_loss_se"))),
+            (f"final val loss − {first} ± paired s.e.", paired_cell),
             ("metrics at step", lambda s: fmt(s["metrics_step"])),
             ("sink mass", lambda s: fmt(s["sink_mass"])),
             ("sink rate (%)", lambda s: fmt(s["sink_rate"], 1)),
@@ -889,7 +935,10 @@ def write_html(out_dir, run_name, run_dir, variants, summaries, plots, threshold
 the last training step that logged them (mean over layers and heads for sink mass; mean over
 layers for var_ratio, before and after head-wise RMSNorm; max over layers for dim_disparity and
 super_ratio). Sink rate: % of (layer, head) whose mean attention on key 0 exceeds {threshold}.
-Definitions: docs/SINKS.md.</p>
+Paired difference: the final val loss minus the first variant's, with the standard error of
+their batch-by-batch differences on the same validation batches (each variant's
+val_losses.json); – where a variant's final evaluation is missing or saw other batches.
+Definitions: docs/SINKS.md and docs/METRICS.md.</p>
 <h2>Plots</h2>
 {chr(10).join(figures)}
 <h2>Sources</h2>
@@ -980,6 +1029,7 @@ def main(argv=None):
          "over the median |activation| of all tokens and neurons (massive above ~1000)."),
     ]
     summaries = [summarize(v) for v in variants]
+    add_paired_differences(variants, summaries)
     summary_path = os.path.join(out_dir, "summary.json")
     tmp = os.path.join(out_dir, ".summary.json.tmp")
     with open(tmp, "w", encoding="utf-8") as f:

@@ -57,6 +57,24 @@ for x in a:  # the paper's readings (docs/METRICS.md)
 print("report_test: HDF5 and JSONL summaries agree")
 EOF
 
+# The paired val-loss difference (from each variant's val_losses.json) is the one the run printed
+# at its end: "val loss, headwise_rmsnorm - baseline: +0.0123 ± 0.0045 (paired s.e. ...".
+line=$(grep "val loss, headwise_rmsnorm - baseline: " "$tmp/compare.log") || fail "no paired line in compare.log"
+"$python" - "$report/summary.json" "$line" <<'EOF'
+import json, re, sys
+s = json.load(open(sys.argv[1]))
+m = re.search(r": ([+-][0-9.]+) ± ([0-9.]+) \(paired s.e. over the same ([0-9]+) ", sys.argv[2])
+assert m, sys.argv[2]
+assert s[0]["val_loss_minus_first"] is None, s[0]
+h = s[1]
+assert h["paired_batches"] == int(m.group(3)) == 2, (h, m.groups())
+assert f'{h["val_loss_minus_first"]:+.4f}' == m.group(1), (h, m.group(1))
+assert f'{h["val_loss_minus_first_se"]:.4f}' == m.group(2), (h, m.group(2))
+assert abs(h["val_loss_minus_first"] - (h["final_val_loss"] - s[0]["final_val_loss"])) < 1e-6, h
+print("report_test: paired difference", m.group(1), "±", m.group(2), "as the run printed")
+EOF
+grep -q "final val loss − baseline ± paired s.e." "$report/index.html" || fail "no paired column"
+
 # Errors name the path and exit non-zero.
 if msg=$("$python" scripts/report.py "$tmp/no_such_run" 2>&1); then fail "missing folder accepted"; fi
 grep -q "$tmp/no_such_run" <<<"$msg" || fail "error does not name the path: $msg"

@@ -22,6 +22,7 @@
 #include "core/precision.h"
 #include "ops/attention.h"
 #include "train/fault_point.h"
+#include "train/io/val_losses_file.h"
 #include "core/random.h"
 #include "ops/cpu/blas_gemm.h"
 #include "ops/elementwise.h"
@@ -625,7 +626,7 @@ Run::Evaluation Run::evaluate(Variant& v, int64_t step, bool final) {
   eval.loss = total / static_cast<double>(std::max<int64_t>(1, c.train.eval_batches));
   eval.loss_se = standard_error(losses);
   v.last_val = eval.loss;
-  v.last_val_losses = std::move(losses);  // not read below
+  v.last_val_losses = std::move(losses);  // the final one goes to val_losses.json
   v.last_val_hash = batches_hash;
   // Sink metrics of the first validation batch, with the (costly) effective rank.
   eval.metrics = compute_sink_metrics(capture, c.metrics.sink_threshold, true);
@@ -688,6 +689,8 @@ bool Run::finish(int64_t steps) {
     if (v.log) {
       v.log->write(record);
       v.log->flush();
+      write_val_losses(v.dir + "/val_losses.json", steps, v.last_val_hash, eval.loss,
+                       v.last_val_losses);
     }
   }
   return interrupted;
@@ -742,7 +745,11 @@ std::vector<VariantSummary> Run::train() {
   // Every rank agrees (a collective), as at a step's end.
   const bool interrupted = finish(steps);
   save_checkpoints(steps);
-  if (world().any(interrupted || stop_requested(), "stop-signal agreement")) {
+  fault_point("final-checkpoints-written");
+  // Only an evaluation (or sample) the signal cut short makes the run unfinished: a signal
+  // after every final record was written (during the checkpoints' save, say) loses nothing,
+  // and the run ends as finished, with its summary and paired differences.
+  if (world().any(interrupted, "stop-signal agreement")) {
     end_ = RunEnd::Interrupted;
     console_.stopped("interrupted by signal during the final evaluation", steps, folder());
     return {};

@@ -12,6 +12,8 @@
 #include <sstream>
 #include <thread>
 
+#include <yaml-cpp/yaml.h>
+
 #include "train/io/checkpoint.h"
 #include "train/config.h"
 #include "train/io/export.h"
@@ -426,6 +428,50 @@ TEST_CASE("SIGTERM interrupts a long evaluation or sample, with a checkpoint and
     REQUIRE(fs::exists(run_dir / "ckpt" / "step_00000002.h5"));
     REQUIRE(lines(run_dir / "metrics.jsonl").size() == 2);
   }
+  fs::remove_all(data);
+  fs::remove_all(out);
+}
+
+TEST_CASE("a stop signal after the final evaluation is written ends the run as finished",
+          "[resume][signals]") {
+  // The sixteenth session's 152M run: SIGTERM arrived while the final checkpoints were saved,
+  // after every final evaluation had been recorded. The run called itself interrupted, printed
+  // no paired val-loss differences, and the resumed run threw the final records away to
+  // evaluate again.
+  fs::path data = byte_data("late_signal_data"), out = fresh("late_signal");
+  std::ofstream(out / "l.yaml") << config_text(data, out, 4, true);
+  setenv("SINKLAB_FAULT_AT", "final-checkpoints-written:SIGTERM", 1);
+  pid_t pid = spawn_sinklab({"compare", (out / "l.yaml").string(), "--no-progress", "--set",
+                             "train.eval_batches=3"}, out / "late.log");
+  unsetenv("SINKLAB_FAULT_AT");
+  REQUIRE(wait_exit(pid) == 0);
+  const std::string log = read_text(out / "late.log");
+  INFO(log);
+  REQUIRE(log.find("interrupted") == std::string::npos);
+  REQUIRE(log.find("val loss, headwise - baseline: ") != std::string::npos);
+  REQUIRE(log.find("paired s.e. over the same 3 validation batches") != std::string::npos);
+  for (const char* v : {"baseline", "headwise"}) {
+    const fs::path dir = out / "r" / v;
+    REQUIRE(fs::exists(dir / "ckpt" / "step_00000004.h5"));
+    const std::vector<std::string> metrics = lines(dir / "metrics.jsonl");
+    REQUIRE(metrics.size() == 5);  // steps 0..3 and the final evaluation
+    // val_losses.json: the final evaluation batch by batch; its mean is the recorded val loss.
+    const YAML::Node file = YAML::LoadFile((dir / "val_losses.json").string());
+    REQUIRE(file["step"].as<int64_t>() == 4);
+    REQUIRE(file["batches_hash"].as<std::string>().size() == 16);
+    std::vector<double> losses = file["losses"].as<std::vector<double>>();
+    REQUIRE(losses.size() == 3);
+    const double mean = (losses[0] + losses[1] + losses[2]) / 3;
+    const YAML::Node final_record = YAML::Load(metrics.back());
+    REQUIRE(final_record["step"].as<int64_t>() == 4);
+    REQUIRE(final_record["val_loss"].as<double>() == Approx(mean).epsilon(1e-6));
+    REQUIRE(file["loss"].as<double>() == Approx(mean).epsilon(1e-12));
+  }
+  // Both variants evaluated the same batches, so their files pair.
+  REQUIRE(YAML::LoadFile((out / "r" / "baseline" / "val_losses.json").string())["batches_hash"]
+              .as<std::string>() ==
+          YAML::LoadFile((out / "r" / "headwise" / "val_losses.json").string())["batches_hash"]
+              .as<std::string>());
   fs::remove_all(data);
   fs::remove_all(out);
 }
