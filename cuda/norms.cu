@@ -44,16 +44,34 @@ constexpr int kRowsPerBlock = 8;                       // warps per block in the
 constexpr int kRowThreads = kWarp * kRowsPerBlock;     // 256
 
 // Row r of x (C), or with delta: row r of x + delta, written to sum_out by this lane's elements
-// (c = lane, lane + 32, ...), which are the only ones the lane reads back.
-template <class T>
-__device__ __forceinline__ const T* residual_row(const T* x, const T* delta, T* sum_out,
+// (c = lane, lane + 32, ...), which are the only ones the lane reads back. delta is stored as D:
+// T, or bf16 for an f32 x (ops::bf16_branch_outputs), widened before the add.
+template <class T, class D>
+__device__ __forceinline__ const T* residual_row(const T* x, const D* delta, T* sum_out,
                                                  int64_t r, int64_t C, int lane) {
   if (delta == nullptr) return x + r * C;
   const T* xr = x + r * C;      // (C)
-  const T* dr = delta + r * C;  // (C)
+  const D* dr = delta + r * C;  // (C)
   T* sr = sum_out + r * C;      // (C)
-  for (int64_t c = lane; c < C; c += kWarp) sr[c] = xr[c] + dr[c];
+  for (int64_t c = lane; c < C; c += kWarp) sr[c] = xr[c] + to_acc(dr[c]);
   return sr;
+}
+
+// Calls body with delta's data (rows, C) as the element type the forward kernels load: T*
+// (x's dtype), __nv_bfloat16* for an f32 x's bf16 delta, or a null T* without a delta.
+template <class T, class Body>
+void with_delta(const Tensor& delta, Body&& body) {
+  if (!delta.defined()) {
+    body(static_cast<const T*>(nullptr));
+    return;
+  }
+  if constexpr (std::is_same_v<T, float>) {
+    if (delta.dtype() == DType::BF16) {
+      body(static_cast<const __nv_bfloat16*>(delta.raw_data()));
+      return;
+    }
+  }
+  body(delta.data<T>());
 }
 
 // a + b rounded once, never contracted with the product that made b: the sum the engine's add
@@ -103,8 +121,8 @@ void round_operand(const Tensor& grad_x, Tensor& grad_x_operand) {
 
 // x, y (rows, C); weight (C); bias (C) or null; mean, rstd (rows). One warp per row. y is
 // stored as Y: T, or bf16 for an f32 x (NormOutput::kOperandDType), rounded to nearest even.
-template <class T, class Y>
-__global__ void layernorm_forward_kernel(const T* x, const T* delta, T* sum_out, const T* weight,
+template <class T, class Y, class D>
+__global__ void layernorm_forward_kernel(const T* x, const D* delta, T* sum_out, const T* weight,
                                          const T* bias, Y* y, T* mean, T* rstd, int64_t rows,
                                          int64_t C, T eps) {
   const int lane = threadIdx.x % kWarp;
@@ -151,8 +169,26 @@ __device__ __forceinline__ void store_four(__nv_bfloat16* p, float a, float b, f
   *reinterpret_cast<uint2*>(p) = packed;
 }
 
-template <bool kCentered, class Y>
-__global__ void norm_forward_vec_kernel(const float* x, const float* delta, float* sum_out,
+// Four elements of a row (an upstream gradient's, or a bf16 delta's) as loaded (one 16-byte or 8-byte load), and widened
+// to f32 (apart, so that a row's loads can all be issued before the first widening).
+template <class G> struct FourOf;
+template <> struct FourOf<float> { using type = float4; };
+template <> struct FourOf<__nv_bfloat16> { using type = uint2; };
+template <class G>
+__device__ __forceinline__ typename FourOf<G>::type load_raw_four(const G* p) {
+  return *reinterpret_cast<const typename FourOf<G>::type*>(p);
+}
+__device__ __forceinline__ float4 widen_four(float4 v) { return v; }
+__device__ __forceinline__ float4 widen_four(uint2 raw) {
+  __nv_bfloat162 lo, hi;
+  memcpy(&lo, &raw.x, sizeof(lo));
+  memcpy(&hi, &raw.y, sizeof(hi));
+  const float2 a = __bfloat1622float2(lo), b = __bfloat1622float2(hi);
+  return make_float4(a.x, a.y, b.x, b.y);
+}
+
+template <bool kCentered, class Y, class D>
+__global__ void norm_forward_vec_kernel(const float* x, const D* delta, float* sum_out,
                                         const float* weight, const float* bias, Y* y, float* mean,
                                         float* rstd, int64_t rows, int64_t C, float eps) {
   const int lane = threadIdx.x % kWarp;
@@ -160,7 +196,7 @@ __global__ void norm_forward_vec_kernel(const float* x, const float* delta, floa
   if (r >= rows) return;  // the whole warp leaves together: the shuffles stay full-warp
   const int n = static_cast<int>(C / 128);  // float4s per lane
   float4 v[kMaxRowVectors];  // this lane's part of the row (x, or x + delta)
-  float4 dv[kMaxRowVectors];  // delta's, when there is one
+  typename FourOf<D>::type dv[kMaxRowVectors];  // delta's as loaded (f32 or bf16), if any
   // Every load before the first use and the first store (sum_out may alias nothing, but the
   // compiler cannot know: a store between two loads makes the second wait for the first).
 #pragma unroll
@@ -168,7 +204,7 @@ __global__ void norm_forward_vec_kernel(const float* x, const float* delta, floa
     if (i >= n) break;
     const int64_t at = r * C + 4 * lane + 128 * i;
     v[i] = *reinterpret_cast<const float4*>(x + at);
-    if (delta) dv[i] = *reinterpret_cast<const float4*>(delta + at);
+    if (delta) dv[i] = load_raw_four(delta + at);
   }
   float sum = 0.f;
 #pragma unroll
@@ -176,7 +212,7 @@ __global__ void norm_forward_vec_kernel(const float* x, const float* delta, floa
     if (i >= n) break;
     float4 a = v[i];
     if (delta) {
-      const float4 d = dv[i];
+      const float4 d = widen_four(dv[i]);
       a = make_float4(a.x + d.x, a.y + d.y, a.z + d.z, a.w + d.w);
       *reinterpret_cast<float4*>(sum_out + r * C + 4 * lane + 128 * i) = a;
     }
@@ -206,24 +242,6 @@ __global__ void norm_forward_vec_kernel(const float* x, const float* delta, floa
     store_four(y + r * C + c, (v[i].x - mu) * inv * w.x + b.x, (v[i].y - mu) * inv * w.y + b.y,
                (v[i].z - mu) * inv * w.z + b.z, (v[i].w - mu) * inv * w.w + b.w);
   }
-}
-
-// Four elements of an upstream gradient row as loaded (one 16-byte or 8-byte load), and widened
-// to f32 (apart, so that a row's loads can all be issued before the first widening).
-template <class G> struct FourOf;
-template <> struct FourOf<float> { using type = float4; };
-template <> struct FourOf<__nv_bfloat16> { using type = uint2; };
-template <class G>
-__device__ __forceinline__ typename FourOf<G>::type load_raw_four(const G* p) {
-  return *reinterpret_cast<const typename FourOf<G>::type*>(p);
-}
-__device__ __forceinline__ float4 widen_four(float4 v) { return v; }
-__device__ __forceinline__ float4 widen_four(uint2 raw) {
-  __nv_bfloat162 lo, hi;
-  memcpy(&lo, &raw.x, sizeof(lo));
-  memcpy(&hi, &raw.y, sizeof(hi));
-  const float2 a = __bfloat1622float2(lo), b = __bfloat1622float2(hi);
-  return make_float4(a.x, a.y, b.x, b.y);
 }
 
 // layernorm_backward_x_kernel for f32 rows of C = 128 n (n <= kMaxRowVectors; GPT-2's 768) with
@@ -338,19 +356,19 @@ void launch_layernorm_forward(const Tensor& x, const Tensor& delta, Tensor* sum,
     using T = decltype(zero);
     const int64_t C = x.size(-1), rows = x.numel() / C;
     if (rows == 0) return;
-    auto launch = [&](auto* py) {  // y (rows, C) as T or bf16
+    auto launch = [&](auto* py, const auto* pdelta) {  // y (rows, C) as T or bf16; delta
       using Y = std::remove_pointer_t<decltype(py)>;
-      auto kernel = layernorm_forward_kernel<T, Y>;
+      using D = std::remove_cv_t<std::remove_pointer_t<decltype(pdelta)>>;
+      auto kernel = layernorm_forward_kernel<T, Y, D>;
       if constexpr (std::is_same_v<T, float>) {
         if (C % 128 == 0 && C / 128 <= kMaxRowVectors &&
-            aligned16({x.raw_data(), delta.defined() ? delta.raw_data() : nullptr,
-                       sum ? sum->raw_data() : nullptr, weight.raw_data(),
+            aligned16({x.raw_data(), pdelta, sum ? sum->raw_data() : nullptr, weight.raw_data(),
                        bias.defined() ? bias.raw_data() : nullptr, y.raw_data()}))
-          kernel = norm_forward_vec_kernel<true, Y>;  // the row in registers
+          kernel = norm_forward_vec_kernel<true, Y, D>;  // the row in registers
       }
       kernel<<<row_blocks(rows), kRowThreads, 0, stream()>>>(
           x.data<T>(),                                  // (rows, C)
-          delta.defined() ? delta.data<T>() : nullptr,  // (rows, C) or none
+          pdelta,                                       // (rows, C) as T or bf16, or none
           sum ? sum->data<T>() : nullptr,               // (rows, C) or none
           weight.data<T>(),                             // (C)
           bias.defined() ? bias.data<T>() : nullptr,    // (C) or none
@@ -359,7 +377,9 @@ void launch_layernorm_forward(const Tensor& x, const Tensor& delta, Tensor* sum,
           rstd.data<T>(),                               // (rows)
           rows, C, static_cast<T>(eps));
     };
-    with_norm_output<T>(y, launch);
+    with_norm_output<T>(y, [&](auto* py) {
+      with_delta<T>(delta, [&](const auto* pdelta) { launch(py, pdelta); });
+    });
     SINKLAB_KERNEL_CHECK("layernorm forward");
   });
 }
@@ -422,10 +442,11 @@ void layernorm_backward_cuda(const Tensor& grad, const Tensor& x, const Tensor& 
 // RMSNorm and head-wise RMSNorm: rows of D, gain (P) or null, row r uses gain[(r * D) % P + d].
 
 // x, y (rows, D); gain (P) or null; rstd (rows). One warp per row, math in T. x is stored as X:
-// T, or bf16 (head-wise RMSNorm of cuDNN's bf16 attention output, T = f32; no delta then); y as
+// T, or bf16 (head-wise RMSNorm of cuDNN's bf16 attention output, T = f32; no delta then); delta
+// as Dl: T, or bf16 for an f32 x (ops::bf16_branch_outputs); y as
 // Y: T, or bf16 for an f32 x (NormOutput::kOperandDType) or a bf16 x, rounded to nearest even.
-template <class T, class X, class Y>
-__global__ void rmsnorm_forward_kernel(const X* x, const T* delta, T* sum_out, const T* gain, Y* y,
+template <class T, class X, class Y, class Dl>
+__global__ void rmsnorm_forward_kernel(const X* x, const Dl* delta, T* sum_out, const T* gain, Y* y,
                                        T* rstd, int64_t rows, int64_t D, int64_t P, T eps) {
   const int lane = threadIdx.x % kWarp;
   const int64_t r = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.x / kWarp;
@@ -692,16 +713,17 @@ void launch_rmsnorm_forward(const Tensor& x, const Tensor& delta, Tensor* sum, c
     const int64_t P = gain.defined() ? gain.numel() : D;
     if (rows == 0) return;
     with_norm_output<T>(y, [&](auto* py) {  // y (rows, D) as T or bf16
+     with_delta<T>(delta, [&](const auto* pdelta) {  // delta (rows, D) as T or bf16, or none
       using Y = std::remove_pointer_t<decltype(py)>;
+      using Dl = std::remove_cv_t<std::remove_pointer_t<decltype(pdelta)>>;
       if constexpr (std::is_same_v<T, float> && std::is_same_v<X, float>) {
         // f32 rows of D = 128 n with a gain per row (LLaMA's norms): the row in registers.
         if (D % 128 == 0 && D / 128 <= kMaxRowVectors && P == D &&
-            aligned16({px, delta.defined() ? delta.raw_data() : nullptr,
-                       sum ? sum->raw_data() : nullptr,
+            aligned16({px, pdelta, sum ? sum->raw_data() : nullptr,
                        gain.defined() ? gain.raw_data() : nullptr, py})) {
-          norm_forward_vec_kernel<false, Y><<<row_blocks(rows), kRowThreads, 0, stream()>>>(
+          norm_forward_vec_kernel<false, Y, Dl><<<row_blocks(rows), kRowThreads, 0, stream()>>>(
               px,                                           // (rows, D)
-              delta.defined() ? delta.data<T>() : nullptr,  // (rows, D) or none
+              pdelta,                                       // (rows, D) as T or bf16, or none
               sum ? sum->data<T>() : nullptr,               // (rows, D) or none
               gain.defined() ? gain.data<T>() : nullptr,    // (D) or none
               nullptr, py,                                  // no bias; y (rows, D)
@@ -721,14 +743,15 @@ void launch_rmsnorm_forward(const Tensor& x, const Tensor& delta, Tensor* sum, c
           return;
         }
       }
-      rmsnorm_forward_kernel<T, X, Y><<<row_blocks(rows), kRowThreads, 0, stream()>>>(
+      rmsnorm_forward_kernel<T, X, Y, Dl><<<row_blocks(rows), kRowThreads, 0, stream()>>>(
           px,                                           // (rows, D)
-          delta.defined() ? delta.data<T>() : nullptr,  // (rows, D) or none
+          pdelta,                                       // (rows, D) as T or bf16, or none
           sum ? sum->data<T>() : nullptr,               // (rows, D) or none
           gain.defined() ? gain.data<T>() : nullptr,    // (P) or none
           py,                                           // (rows, D)
           rstd.data<T>(),                               // (rows)
           rows, D, P, static_cast<T>(eps));
+     });
     });
     SINKLAB_KERNEL_CHECK("rmsnorm forward");
   });

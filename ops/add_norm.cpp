@@ -10,12 +10,21 @@
 namespace sinklab::ops {
 
 bool fold_residual_grads = false;
+bool bf16_branch_outputs = false;
 
 namespace {
 // x is input 0 of every norm's node: record_layernorm's {x, weight, bias}, record_rms's {x, gain}.
 constexpr size_t kNormInput = 0;
 std::atomic<int64_t> g_folds{0};
+std::atomic<int64_t> g_bf16_deltas{0};
 }  // namespace
+
+int64_t bf16_deltas_added() { return g_bf16_deltas.load(std::memory_order_relaxed); }
+
+void count_bf16_delta(const Tensor& x, const Tensor& delta) {
+  if (delta.dtype() == DType::BF16 && x.dtype() != DType::BF16)
+    g_bf16_deltas.fetch_add(1, std::memory_order_relaxed);
+}
 
 Tensor foldable_residual_grad(const Tensor& x) {
   if (!fold_residual_grads) return Tensor();

@@ -3,11 +3,16 @@
 // GPU kernel reads x and delta once and writes both. The gradients flow as through ops::add and
 // then the norm: the sum is recorded as an add node, the normed output as the norm's node on it.
 //   add_layernorm(x, delta, weight, bias, eps) and add_rmsnorm(x, delta, weight, eps): x and
-//   delta (..., C) of one shape, dtype and device, contiguous; the rest as layernorm / rmsnorm.
+//   delta (..., C) of one shape and device, contiguous, and of one dtype, or delta bf16 for an
+//   f32 x on a GPU (a branch's product output stored as autocast stores it, with
+//   bf16_branch_outputs below: the sum is x + delta widened, in f32); the rest as layernorm /
+//   rmsnorm. The gradient reaches delta unchanged, in the sum's dtype (f32): the products that
+//   read it round it to bf16 anyway, and the folded norm backward has written that copy.
 #pragma once
 #include <vector>
 
 #include "autograd/node.h"
+#include "core/error.h"
 #include "core/tensor.h"
 
 namespace sinklab::ops {
@@ -26,14 +31,30 @@ struct AddNorm {
   Tensor normed;  // (..., C) norm(sum): the next sublayer's input
 };
 
-// delta must match x: one shape, dtype and device, contiguous.
+// delta must match x: one shape, dtype and device, contiguous; or bf16 for an f32 x on a GPU.
 inline void check_delta(const Tensor& x, const Tensor& delta, const char* op) {
   check_defined(delta, op, "delta");
   check_same_device(x, delta, op);
-  check_same_dtype(x, delta, op);
+  SINKLAB_CHECK(delta.dtype() == x.dtype() || (delta.dtype() == DType::BF16 &&
+                                                x.dtype() == DType::F32 && x.device().is_cuda()),
+                DTypeError,
+                op << ": delta " << delta.str() << " does not match x " << x.str(),
+                "pass delta in x's dtype (or bf16 for an f32 x on a GPU)");
   check_contiguous(delta, op, "delta");
   check_shape(delta, x.shape(), op, "delta");
 }
+
+// Whether the products whose output is added into the residual stream (attention's output
+// projection and the FFN's last product: GPT-2's c_proj, LLaMA's o_proj and down_proj) store it
+// in their operand dtype, bf16 under bf16 on a GPU, as PyTorch's autocast does, instead of f32:
+// half the bytes written by the product and read by the add + norm that follows, and the sum
+// x + bf16(branch) is autocast's. The CPU and Precision::FP32 keep f32 (the switch changes no bit
+// there). Set by the trainer from run.bf16_branch_outputs (default false: not yet measured on a
+// GPU); the model reads it at each forward.
+extern bool bf16_branch_outputs;
+// The adds whose delta was bf16 for an f32 x, since the process started (for tests).
+int64_t bf16_deltas_added();
+void count_bf16_delta(const Tensor& x, const Tensor& delta);
 
 // Whether a norm's backward adds the residual stream's gradient that reached its input from the
 // stream (the next block's add) into its own gradient for x, in the same pass, instead of the

@@ -44,7 +44,7 @@ void gelu_grad_product_composed(const Tensor& g, const Tensor& w, const Tensor& 
 }
 
 GeluMlp gelu_mlp(const Tensor& x, const Tensor& w_fc, const Tensor& b_fc, const Tensor& w_proj,
-                 const Tensor& b_proj) {
+                 const Tensor& b_proj, LinearOutput output) {
   const char* op = "gelu_mlp";
   check_defined(x, op, "x");
   check_contiguous(x, op, "x");
@@ -87,7 +87,8 @@ GeluMlp gelu_mlp(const Tensor& x, const Tensor& w_fc, const Tensor& b_fc, const 
   Tensor pre = Tensor::empty({1, rows, F}, x3.dtype(), device);     // (1, rows, F)
   Tensor hidden = Tensor::empty({1, rows, F}, x3.dtype(), device);  // (1, rows, F)
   gelu_linear_kernels.forward(device)(x3, w_fc3, b_fc, pre, hidden);
-  Tensor y = Tensor::empty({1, rows, C}, w_proj.dtype(), device);  // (1, rows, C)
+  const DType y_dtype = output == LinearOutput::kOperandDType ? hidden.dtype() : w_proj.dtype();
+  Tensor y = Tensor::empty({1, rows, C}, y_dtype, device);  // (1, rows, C)
   linear_kernels.forward(device)(hidden, w_proj3, b_proj, y);
   Shape hidden_shape = x.shape();
   hidden_shape.back() = F;

@@ -1,7 +1,7 @@
 // GPT-2's feed-forward block as one op, so that GELU rides the products' epilogues:
 //   gelu_mlp(x, w_fc, b_fc, w_proj, b_proj) = linear(gelu(linear(x, w_fc, b_fc)), w_proj, b_proj)
 //   x (..., C), w_fc (F, C), b_fc (F) or undefined, w_proj (C, F), b_proj (C) or undefined
-//   -> y (..., C) in w_proj's dtype, and hidden (..., F) = gelu(pre), pre = x w_fc^T + b_fc, as
+//   -> y (..., C) in w_proj's dtype (or the operand dtype, `output`), and hidden (..., F) = gelu(pre), pre = x w_fc^T + b_fc, as
 //   the metrics read it (detached: gradients flow only through y).
 // pre and hidden are stored in the products' operand dtype (bf16 under Precision::BF16 on a GPU,
 // as autocast stores them: composed, GELU reads the rounded pre; in cuBLASLt's epilogue it
@@ -27,6 +27,7 @@
 // The epilogue paths are taken only as ops::gemm_epilogues (ops/matmul.h) allows.
 #pragma once
 #include "core/tensor.h"
+#include "ops/matmul.h"
 #include "ops/op_table.h"
 
 namespace sinklab::ops {
@@ -36,8 +37,10 @@ struct GeluMlp {
   Tensor hidden;  // (..., F) gelu(pre), detached
 };
 
+// output: y in w_proj's dtype (kWeightDType), or in the products' operand dtype
+// (kOperandDType: bf16 under Precision::BF16 on a GPU, as autocast stores it; ops::linear's).
 GeluMlp gelu_mlp(const Tensor& x, const Tensor& w_fc, const Tensor& b_fc, const Tensor& w_proj,
-                 const Tensor& b_proj);
+                 const Tensor& b_proj, LinearOutput output = LinearOutput::kWeightDType);
 
 using GeluLinearFn = void (*)(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& pre,
                               Tensor& hidden);

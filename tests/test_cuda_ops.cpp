@@ -15,6 +15,7 @@
 #include "core/precision.h"
 #include "core/random.h"
 #include "ops/activations.h"
+#include "ops/add_norm.h"
 #include "ops/elementwise.h"
 #include "ops/embedding.h"
 #include "ops/layernorm.h"
@@ -187,6 +188,38 @@ TEST_CASE("cuda: add_layernorm and add_rmsnorm match the CPU, forward and backwa
           },
           {x, d, w}, tolerance(dt, rows));
     }
+}
+
+TEST_CASE("cuda: add_layernorm and add_rmsnorm with a bf16 delta (run.bf16_branch_outputs) equal "
+          "the same delta widened to f32, bit for bit", "[cuda]") {
+  SINKLAB_REQUIRE_CUDA();
+  // A branch's product output stored in bf16 (ops::bf16_branch_outputs): the kernels widen it
+  // as they load it, so sum, normed and the statistics are those of the f32 path on the widened
+  // values. Rows held in registers (C = 768, GPT-2's, and 256) and one warp per row (C = 100).
+  PrecisionGuard bf16(Precision::BF16);
+  const Device gpu = Device::cuda();
+  for (int64_t C : {100, 256, 768}) {
+    INFO("C " << C);
+    const Shape shape{3, 37, C};  // 111 rows
+    const Tensor x = random_tensor(shape, 180, DType::F32, 2.0).to_device(gpu);
+    const Tensor d16 = random_tensor(shape, 181, DType::F32, 1.0).to_dtype(DType::BF16).to_device(gpu);
+    const Tensor d32 = d16.to_dtype(DType::F32);  // the same values, f32
+    const Tensor w = random_tensor({C}, 182, DType::F32, 1.0).to_device(gpu);
+    const Tensor b = random_tensor({C}, 183, DType::F32, 1.0).to_device(gpu);
+    for (ops::NormOutput output : {ops::NormOutput::kInputDType, ops::NormOutput::kOperandDType}) {
+      const int64_t before = ops::bf16_deltas_added();
+      const ops::AddNorm ln16 = ops::add_layernorm(x, d16, w, b, 1e-5, output);
+      const ops::AddNorm ln32 = ops::add_layernorm(x, d32, w, b, 1e-5, output);
+      const ops::AddNorm rms16 = ops::add_rmsnorm(x, d16, w, 1e-6, output);
+      const ops::AddNorm rms32 = ops::add_rmsnorm(x, d32, w, 1e-6, output);
+      REQUIRE(ops::bf16_deltas_added() - before == 2);
+      for (const auto* pair : {&ln16, &rms16}) REQUIRE(pair->sum.dtype() == DType::F32);
+      REQUIRE(ln16.sum.to_doubles() == ln32.sum.to_doubles());
+      REQUIRE(ln16.normed.to_doubles() == ln32.normed.to_doubles());
+      REQUIRE(rms16.sum.to_doubles() == rms32.sum.to_doubles());
+      REQUIRE(rms16.normed.to_doubles() == rms32.normed.to_doubles());
+    }
+  }
 }
 
 TEST_CASE("cuda: layernorm's bf16 output (kOperandDType) matches the CPU within one rounding",

@@ -354,6 +354,12 @@ TEST_CASE("norm ops reject bad input naming the op and the shapes", "[ops][error
       {"headwise_rmsnorm", "f64(2, 4, 3, 5)", "f32(3, 5)"});
   Tensor ints = Tensor::from_ints({1, 2, 3, 4, 5, 6, 7}, {1, 7});
   require_error<DTypeError>([&] { ops::rmsnorm(ints, Tensor()); }, {"rmsnorm", "i32(1, 7)"});
+  // The add's delta in another dtype: only a bf16 delta for an f32 x on a GPU is taken.
+  Tensor x32 = random_tensor({2, 3, 7}, 196, DType::F32);
+  require_error<DTypeError>([&] { ops::add_rmsnorm(x32, x32.to_dtype(DType::BF16), w32, 1e-6); },
+                            {"add_rmsnorm", "delta", "bf16(2, 3, 7)", "f32(2, 3, 7)"});
+  require_error<DTypeError>([&] { ops::add_layernorm(x, x32, w, w, 1e-5); },
+                            {"add_layernorm", "delta", "f32(2, 3, 7)", "f64(2, 3, 7)"});
   // Non-contiguous input.
   Tensor xt = random_tensor({7, 3}, 191).transpose_view(0, 1);  // (3, 7), strided
   require_error<ShapeError>([&] { ops::layernorm(xt, w, w); },

@@ -228,6 +228,7 @@ const std::vector<Field>& fields() {
       SINKLAB_KEY(run, RunSection, fused_cross_entropy),
       SINKLAB_KEY(run, RunSection, fold_residual_grads),
       SINKLAB_KEY(run, RunSection, rope_in_place),
+      SINKLAB_KEY(run, RunSection, bf16_branch_outputs),
       SINKLAB_KEY(run, RunSection, deterministic),
       SINKLAB_KEY(run, RunSection, variant_placement),
 

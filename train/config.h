@@ -94,6 +94,10 @@ struct RunSection {
                                     // (and over their gradient), leaving v where it lies
                                     // (ops/rope.h): no copy of v, the same bits (1.3 to 2.3%
                                     // faster on an H100)
+  bool bf16_branch_outputs = false;  // the products whose output joins the residual stream
+                                    // (o_proj / c_proj, down_proj) store it in bf16 under bf16
+                                    // on a GPU, as autocast does (ops/add_norm.h): fewer bytes
+                                    // for the add + norm; off until measured on a GPU
   bool deterministic = true;        // the same bits on every run (bit-exact resume on a GPU);
                                     // false lets cuDNN's attention backward sum dQ with f32
                                     // atomics (ops::deterministic_attention): faster, but two

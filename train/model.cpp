@@ -200,6 +200,13 @@ std::string GPT::input_norm(int64_t layer) const {
   return layer_prefix(layer) + arch_.attn_norm;
 }
 
+ops::LinearOutput GPT::branch_output() {
+  // A branch's output (o_proj / c_proj, down_proj) is read only by the add + norm after it:
+  // bf16 under bf16 on a GPU with run.bf16_branch_outputs, as autocast stores it.
+  return ops::bf16_branch_outputs ? ops::LinearOutput::kOperandDType
+                                  : ops::LinearOutput::kWeightDType;
+}
+
 ops::AddNorm GPT::add_norm(const std::string& prefix, const Tensor& x, const Tensor& delta) const {
   const double eps = resolved_norm_eps(cfg_);
   // Each norm's output feeds products only (q/k/v or c_attn, gate/up or c_fc, the lm head), so
@@ -266,7 +273,7 @@ Tensor GPT::attention_block(int64_t layer, const Tensor& h, LayerCapture* captur
   }
   Tensor merged = ops::reshape(o_normed.defined() ? o_normed : o, {B, T, C});  // (B, T, C)
   const std::string out = attn + arch_.attn_out;
-  return ops::linear(merged, p(out + "weight"), bias(out));
+  return ops::linear(merged, p(out + "weight"), bias(out), Tensor(), branch_output());
 }
 
 Tensor GPT::ffn_block(int64_t layer, const Tensor& h, LayerCapture* capture) const {
@@ -285,13 +292,14 @@ Tensor GPT::ffn_block(int64_t layer, const Tensor& h, LayerCapture* capture) con
     // pre-activation and GELU's output once in bf16 (GELU in the product's epilogue with
     // run.gemm_epilogues), and c_proj's backward product applies GELU's derivative.
     const std::string fc = pre + arch_.fc, out = pre + arch_.mlp_out;
-    ops::GeluMlp mlp = ops::gelu_mlp(h, p(fc + "weight"), bias(fc), p(out + "weight"), bias(out));
+    ops::GeluMlp mlp = ops::gelu_mlp(h, p(fc + "weight"), bias(fc), p(out + "weight"), bias(out),
+                                     branch_output());
     if (capture) capture->ffn_hidden = detached(mlp.hidden);
     return mlp.y;
   }
   if (capture) capture->ffn_hidden = detached(u);
   const std::string out = pre + arch_.mlp_out;
-  return ops::linear(u, p(out + "weight"), bias(out));
+  return ops::linear(u, p(out + "weight"), bias(out), Tensor(), branch_output());
 }
 
 GPT::Stream GPT::block(int64_t layer, const Stream& in, LayerCapture* capture) const {

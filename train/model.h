@@ -79,6 +79,8 @@ class GPT {
   // The prefix of the norm that reads the stream entering `layer` (layer == n_layer: the final).
   std::string input_norm(int64_t layer) const;
   ops::AddNorm add_norm(const std::string& prefix, const Tensor& x, const Tensor& delta) const;
+  // The dtype of the products whose output joins the residual stream (ops::bf16_branch_outputs).
+  static ops::LinearOutput branch_output();
   Tensor attention_block(int64_t layer, const Tensor& h, LayerCapture* capture) const;
   Tensor ffn_block(int64_t layer, const Tensor& h, LayerCapture* capture) const;
   Tensor norm(const std::string& prefix, const Tensor& x) const;

@@ -20,6 +20,7 @@ void apply_process_settings(const RunSection& run) {
   ops::fused_cross_entropy = run.fused_cross_entropy;
   ops::fold_residual_grads = run.fold_residual_grads;
   ops::rope_in_place = run.rope_in_place;
+  ops::bf16_branch_outputs = run.bf16_branch_outputs;
   ops::deterministic_attention = run.deterministic;
   SINKLAB_CHECK(run.cpu_gemm != CpuGemmSetting::OpenBLAS || cpu::openblas_built(), ConfigError,
                 "run.cpu_gemm is openblas, but this build has no OpenBLAS",

@@ -94,7 +94,7 @@ constexpr const char* kProcessKeys[] = {"run.attention_kernels", "run.profile", 
                                         "run.metrics_priority", "run.cpu_gemm",
                                         "run.gemm_epilogues", "run.fused_cross_entropy",
                                         "run.fold_residual_grads", "run.rope_in_place",
-                                        "run.deterministic",
+                                        "run.bf16_branch_outputs", "run.deterministic",
                                         "run.variant_placement"};
 
 // A step's sink metrics. Made at the end of the forward whose capture they read (on a GPU that

@@ -295,6 +295,28 @@ TEST_CASE("cuda: LLaMA's RoPE over the product's output (run.rope_in_place) chan
   }
 }
 
+TEST_CASE("cuda: bf16 branch outputs (run.bf16_branch_outputs) under bf16: every add takes them, "
+          "loss and gradients within bf16 rounding; under fp32 no bit changes", "[cuda]") {
+  SINKLAB_REQUIRE_CUDA();
+  for (Arch arch : {Arch::Gpt2, Arch::Llama})
+    for (AttnOutputNorm norm : {AttnOutputNorm::None, AttnOutputNorm::HeadwiseRmsNorm})
+      for (Precision precision : {Precision::BF16, Precision::Exact}) {
+        INFO((arch == Arch::Gpt2 ? "gpt2" : "llama")
+             << (norm == AttnOutputNorm::None ? "" : " head-wise")
+             << (precision == Precision::BF16 ? " bf16" : " fp32"));
+        ModelSection cfg = test::tiny_model(arch, norm);
+        cfg.n_embd = 256;  // rows of 128 n: the norms' rows held in registers, as GPT-2's 768
+        cfg.n_head = 4;
+        cfg.block_size = 37;
+        cfg.vocab_size = 50;
+        const auto [x, y] = next_token_batch(3, 37, 50, 9);
+        PrecisionGuard guard(precision);
+        test::require_bf16_branch_outputs(
+            [&] { return GPT(cfg, 7, DType::F32, Device::cuda()); }, x.to_device(Device::cuda()),
+            y.to_device(Device::cuda()), cfg.n_layer, precision == Precision::BF16);
+      }
+}
+
 TEST_CASE("cuda: GPT-2 under bf16 (bf16 FFN hidden) agrees with the CPU: loss, gradients, metrics",
           "[cuda]") {
   SINKLAB_REQUIRE_CUDA();

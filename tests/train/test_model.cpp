@@ -6,6 +6,7 @@
 
 #include "autograd/engine.h"
 #include "autograd/grad_mode.h"
+#include "core/precision.h"
 #include "core/random.h"
 #include "ops/add_norm.h"
 #include "ops/attention.h"
@@ -191,6 +192,18 @@ TEST_CASE("LLaMA's RoPE over the product's output (run.rope_in_place) changes no
   }
   ops::RopeInPlaceGuard guard(true);
   check_model_gradients(tiny_model(Arch::Llama, AttnOutputNorm::None));
+}
+
+TEST_CASE("run.bf16_branch_outputs changes no bit on the CPU, GPT-2 and LLaMA", "[model]") {
+  // kOperandDType is x's dtype on the CPU: the branch outputs stay f32 (ops/add_norm.h).
+  PrecisionGuard bf16(Precision::BF16);
+  for (Arch arch : {Arch::Gpt2, Arch::Llama}) {
+    INFO((arch == Arch::Gpt2 ? "gpt2" : "llama"));
+    const ModelSection cfg = tiny_model(arch, AttnOutputNorm::HeadwiseRmsNorm);
+    test::require_bf16_branch_outputs([&] { return GPT(cfg, 42, DType::F32); },
+                                      random_ids(2, 5, 11, 3), random_ids(2, 5, 11, 4),
+                                      cfg.n_layer, false);
+  }
 }
 
 TEST_CASE("a small model learns a repeated pattern (loss decreases)", "[model]") {

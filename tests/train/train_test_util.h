@@ -4,7 +4,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
@@ -18,6 +20,7 @@
 #include "autograd/grad_mode.h"
 #include "core/philox.h"
 #include "core/tensor.h"
+#include "ops/add_norm.h"
 #include "ops/rope.h"
 #include "tests/catch.h"
 #include "tests/helpers.h"
@@ -127,6 +130,51 @@ void require_rope_in_place_changes_no_bit(MakeModel&& make, const Tensor& ids,
   REQUIRE(rotations[1] == 2 * n_layer);
   REQUIRE(losses[1] == losses[0]);
   REQUIRE(grads[1] == grads[0]);
+}
+
+// One model (make(), on ids' device) trained one step on (ids, targets) with
+// run.bf16_branch_outputs off, then on. `rounds`: whether the branch outputs are bf16 then
+// (under bf16 on a GPU): every block's two adds take a bf16 delta, and the loss and gradients stay
+// within bf16 rounding of the f32 path's (one bf16 rounding of each branch output, rtol 2^-8,
+// carried through the step). Elsewhere (the CPU, fp32) the switch changes no bit and no add
+// takes a bf16 delta.
+template <class MakeModel>
+void require_bf16_branch_outputs(MakeModel&& make, const Tensor& ids, const Tensor& targets,
+                                 int64_t n_layer, bool rounds) {
+  std::vector<double> grads[2], losses[2];
+  int64_t deltas[2];
+  const bool saved = ops::bf16_branch_outputs;
+  for (bool bf16 : {false, true}) {
+    ops::bf16_branch_outputs = bf16;
+    train::GPT model = make();
+    model.params().zero_grad();
+    const int64_t before = ops::bf16_deltas_added();
+    const Tensor loss = model.forward(ids, targets).loss;
+    losses[bf16] = loss.to_doubles();
+    autograd::backward(loss);
+    deltas[bf16] = ops::bf16_deltas_added() - before;
+    grads[bf16] = model.params().flat_grads().to_doubles();
+  }
+  ops::bf16_branch_outputs = saved;
+  REQUIRE(deltas[0] == 0);
+  if (!rounds) {
+    REQUIRE(deltas[1] == 0);
+    REQUIRE(losses[1] == losses[0]);
+    REQUIRE(grads[1] == grads[0]);
+    return;
+  }
+  REQUIRE(deltas[1] == 2 * n_layer);  // every block's attention and FFN branch
+  REQUIRE(std::isfinite(losses[1][0]));
+  REQUIRE(losses[1][0] == Approx(losses[0][0]).epsilon(1e-2));
+  REQUIRE(losses[1] != losses[0]);  // the rounding happened
+  double scale = 0, worst = 0;
+  for (size_t i = 0; i < grads[0].size(); ++i) {
+    scale = std::max(scale, std::fabs(grads[0][i]));
+    worst = std::max(worst, std::fabs(grads[1][i] - grads[0][i]));
+  }
+  INFO("largest gradient " << scale << ", largest difference " << worst);
+  REQUIRE(scale > 0);
+  REQUIRE(worst <= 5e-2 * scale);
 }
 
 // A fresh folder under the system temp dir, removed with everything in it at scope exit.
