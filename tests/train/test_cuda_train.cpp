@@ -277,21 +277,36 @@ TEST_CASE("cuda: folding the residual stream's gradient into the norms' backward
   }
 }
 
+namespace {
+
+// tiny_model with C = n_embd, n_head heads, T = 37 and V = 50: the model-level switch cases.
+ModelSection short_model(Arch arch, AttnOutputNorm norm, int64_t n_embd, int64_t n_head) {
+  ModelSection cfg = test::tiny_model(arch, norm);
+  cfg.n_embd = n_embd;
+  cfg.n_head = n_head;
+  cfg.block_size = 37;
+  cfg.vocab_size = 50;
+  return cfg;
+}
+
+// A maker of cfg's model on the GPU, seed 7, f32 weights.
+auto gpu_model_maker(const ModelSection& cfg) {
+  return [cfg] { return GPT(cfg, 7, DType::F32, Device::cuda()); };
+}
+
+}  // namespace
+
 TEST_CASE("cuda: LLaMA's RoPE over the product's output (run.rope_in_place) changes no bit of "
           "the loss or any gradient, under bf16 and fp32", "[cuda]") {
   SINKLAB_REQUIRE_CUDA();
   for (Precision precision : {Precision::BF16, Precision::Exact}) {
     INFO((precision == Precision::BF16 ? "bf16" : "fp32"));
-    ModelSection cfg = test::tiny_model(Arch::Llama, AttnOutputNorm::HeadwiseRmsNorm);
-    cfg.n_embd = 128;  // HS 64 with 2 heads: the packed 16-byte rotation
-    cfg.n_head = 2;
-    cfg.block_size = 37;
-    cfg.vocab_size = 50;
+    // HS 64 with 2 heads: the packed 16-byte rotation
+    const ModelSection cfg = short_model(Arch::Llama, AttnOutputNorm::HeadwiseRmsNorm, 128, 2);
     const auto [x, y] = next_token_batch(3, 37, 50, 5);
     PrecisionGuard guard(precision);
-    test::require_rope_in_place_changes_no_bit(
-        [&] { return GPT(cfg, 7, DType::F32, Device::cuda()); }, x.to_device(Device::cuda()),
-        y.to_device(Device::cuda()), cfg.n_layer);
+    test::require_rope_in_place_changes_no_bit(gpu_model_maker(cfg), x.to_device(Device::cuda()),
+                                               y.to_device(Device::cuda()), cfg.n_layer);
   }
 }
 
@@ -304,16 +319,13 @@ TEST_CASE("cuda: bf16 branch outputs (run.bf16_branch_outputs) under bf16: every
         INFO((arch == Arch::Gpt2 ? "gpt2" : "llama")
              << (norm == AttnOutputNorm::None ? "" : " head-wise")
              << (precision == Precision::BF16 ? " bf16" : " fp32"));
-        ModelSection cfg = test::tiny_model(arch, norm);
-        cfg.n_embd = 256;  // rows of 128 n: the norms' rows held in registers, as GPT-2's 768
-        cfg.n_head = 4;
-        cfg.block_size = 37;
-        cfg.vocab_size = 50;
+        // C = 256, rows of 128 n: the norms' rows held in registers, as GPT-2's 768
+        const ModelSection cfg = short_model(arch, norm, 256, 4);
         const auto [x, y] = next_token_batch(3, 37, 50, 9);
         PrecisionGuard guard(precision);
-        test::require_bf16_branch_outputs(
-            [&] { return GPT(cfg, 7, DType::F32, Device::cuda()); }, x.to_device(Device::cuda()),
-            y.to_device(Device::cuda()), cfg.n_layer, precision == Precision::BF16);
+        test::require_bf16_branch_outputs(gpu_model_maker(cfg), x.to_device(Device::cuda()),
+                                          y.to_device(Device::cuda()), cfg.n_layer,
+                                          precision == Precision::BF16);
       }
 }
 

@@ -107,32 +107,46 @@ inline train::ForwardCapture capture_of(const train::GPT& model, const Tensor& i
   return cap;
 }
 
-// One model (make(), on ids' device) trained one step on (ids, targets) with run.rope_in_place
-// off and on: the loss and every gradient agree bit for bit, and on, rope_qkv rotated in place
-// in every block, forward and backward (off, never).
+// One model (make(), on ids' device) trained one step on (ids, targets) with a switch (`flag`, an
+// ops-level setting) off, then on, then restored: each way's loss and flat gradients, and how far
+// count() moved during the step.
+struct StepEachWay {
+  std::vector<double> losses[2], grads[2];
+  int64_t counted[2] = {0, 0};
+};
+template <class MakeModel, class Count>
+StepEachWay one_step_each_way(MakeModel&& make, const Tensor& ids, const Tensor& targets,
+                              bool& flag, Count&& count) {
+  StepEachWay r;
+  const bool saved = flag;
+  for (bool on : {false, true}) {
+    flag = on;
+    train::GPT model = make();
+    model.params().zero_grad();
+    const int64_t before = count();
+    const Tensor loss = model.forward(ids, targets).loss;
+    r.losses[on] = loss.to_doubles();
+    autograd::backward(loss);
+    r.counted[on] = count() - before;
+    r.grads[on] = model.params().flat_grads().to_doubles();
+  }
+  flag = saved;
+  return r;
+}
+
+// run.rope_in_place off, then on: RoPE rotated in place twice a layer (forward and backward),
+// and no bit of the loss or of any gradient changes.
 template <class MakeModel>
 void require_rope_in_place_changes_no_bit(MakeModel&& make, const Tensor& ids,
                                           const Tensor& targets, int64_t n_layer) {
-  std::vector<double> grads[2], losses[2];
-  int64_t rotations[2];
-  for (bool in_place : {false, true}) {
-    ops::RopeInPlaceGuard guard(in_place);
-    train::GPT model = make();
-    model.params().zero_grad();
-    const int64_t before = ops::rope_rotations_in_place();
-    const Tensor loss = model.forward(ids, targets).loss;
-    losses[in_place] = loss.to_doubles();
-    autograd::backward(loss);
-    rotations[in_place] = ops::rope_rotations_in_place() - before;
-    grads[in_place] = model.params().flat_grads().to_doubles();
-  }
-  REQUIRE(rotations[0] == 0);
-  REQUIRE(rotations[1] == 2 * n_layer);
-  REQUIRE(losses[1] == losses[0]);
-  REQUIRE(grads[1] == grads[0]);
+  const StepEachWay r = one_step_each_way(
+      make, ids, targets, ops::rope_in_place, [] { return ops::rope_rotations_in_place(); });
+  REQUIRE(r.counted[0] == 0);
+  REQUIRE(r.counted[1] == 2 * n_layer);
+  REQUIRE(r.losses[1] == r.losses[0]);
+  REQUIRE(r.grads[1] == r.grads[0]);
 }
 
-// One model (make(), on ids' device) trained one step on (ids, targets) with
 // run.bf16_branch_outputs off, then on. `rounds`: whether the branch outputs are bf16 then
 // (under bf16 on a GPU): every block's two adds take a bf16 delta, and the loss and gradients stay
 // within bf16 rounding of the f32 path's (one bf16 rounding of each branch output, rtol 2^-8,
@@ -141,36 +155,23 @@ void require_rope_in_place_changes_no_bit(MakeModel&& make, const Tensor& ids,
 template <class MakeModel>
 void require_bf16_branch_outputs(MakeModel&& make, const Tensor& ids, const Tensor& targets,
                                  int64_t n_layer, bool rounds) {
-  std::vector<double> grads[2], losses[2];
-  int64_t deltas[2];
-  const bool saved = ops::bf16_branch_outputs;
-  for (bool bf16 : {false, true}) {
-    ops::bf16_branch_outputs = bf16;
-    train::GPT model = make();
-    model.params().zero_grad();
-    const int64_t before = ops::bf16_deltas_added();
-    const Tensor loss = model.forward(ids, targets).loss;
-    losses[bf16] = loss.to_doubles();
-    autograd::backward(loss);
-    deltas[bf16] = ops::bf16_deltas_added() - before;
-    grads[bf16] = model.params().flat_grads().to_doubles();
-  }
-  ops::bf16_branch_outputs = saved;
-  REQUIRE(deltas[0] == 0);
+  const StepEachWay r = one_step_each_way(
+      make, ids, targets, ops::bf16_branch_outputs, [] { return ops::bf16_deltas_added(); });
+  REQUIRE(r.counted[0] == 0);
   if (!rounds) {
-    REQUIRE(deltas[1] == 0);
-    REQUIRE(losses[1] == losses[0]);
-    REQUIRE(grads[1] == grads[0]);
+    REQUIRE(r.counted[1] == 0);
+    REQUIRE(r.losses[1] == r.losses[0]);
+    REQUIRE(r.grads[1] == r.grads[0]);
     return;
   }
-  REQUIRE(deltas[1] == 2 * n_layer);  // every block's attention and FFN branch
-  REQUIRE(std::isfinite(losses[1][0]));
-  REQUIRE(losses[1][0] == Approx(losses[0][0]).epsilon(1e-2));
-  REQUIRE(losses[1] != losses[0]);  // the rounding happened
+  REQUIRE(r.counted[1] == 2 * n_layer);  // every block's attention and FFN branch
+  REQUIRE(std::isfinite(r.losses[1][0]));
+  REQUIRE(r.losses[1][0] == Approx(r.losses[0][0]).epsilon(1e-2));
+  REQUIRE(r.losses[1] != r.losses[0]);  // the rounding happened
   double scale = 0, worst = 0;
-  for (size_t i = 0; i < grads[0].size(); ++i) {
-    scale = std::max(scale, std::fabs(grads[0][i]));
-    worst = std::max(worst, std::fabs(grads[1][i] - grads[0][i]));
+  for (size_t i = 0; i < r.grads[0].size(); ++i) {
+    scale = std::max(scale, std::fabs(r.grads[0][i]));
+    worst = std::max(worst, std::fabs(r.grads[1][i] - r.grads[0][i]));
   }
   INFO("largest gradient " << scale << ", largest difference " << worst);
   REQUIRE(scale > 0);
