@@ -344,6 +344,29 @@ TEST_CASE("effective rank of known matrices", "[metrics]") {
   REQUIRE(effective_rank(d, 2, 3) == Approx(std::exp(h)).epsilon(1e-9));
 }
 
+TEST_CASE("gram_upper's 4 x 4 blocks give every entry of the scalar loop, bit for bit",
+          "[metrics]") {
+  // n below, at and past whole blocks; the entries below the diagonal are left alone.
+  for (auto [n, inner] : {std::pair<int64_t, int64_t>{3, 7}, {4, 5}, {8, 1}, {13, 29}, {37, 100}}) {
+    INFO("n " << n << ", inner " << inner);
+    std::vector<double> v(static_cast<size_t>(n * inner));  // (n, inner)
+    for (size_t i = 0; i < v.size(); ++i) v[i] = std::sin(0.37 * static_cast<double>(i) + 0.1) * 3;
+    std::vector<double> g(static_cast<size_t>(n * n), -7.0);  // (n, n)
+    gram_upper(v.data(), n, inner, g.data());
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t j = 0; j < n; ++j) {
+        if (j < i) {
+          REQUIRE(g[i * n + j] == -7.0);
+          continue;
+        }
+        double acc = 0;
+        for (int64_t k = 0; k < inner; ++k) acc += v[i * inner + k] * v[j * inner + k];
+        INFO("entry " << i << ", " << j);
+        REQUIRE(g[i * n + j] == acc);
+      }
+  }
+}
+
 TEST_CASE("effective rank of a reflected diagonal matrix (known singular values)", "[metrics]") {
   // M = H D with H = I - 2 u u^T / |u|^2 orthogonal: M (n, m) has the singular values of
   // D (n, m) = diag(s_i). Both the n <= m and the n > m (transposed) paths.

@@ -471,6 +471,44 @@ std::vector<double> symmetric_eigenvalues(std::vector<double>& a, int64_t n) {
   return d;
 }
 
+void gram_upper(const double* vectors, int64_t n, int64_t inner, double* g) {
+  // One entry as a scalar loop over k: the reference order every blocked entry keeps.
+  auto entry = [&](int64_t i, int64_t j) {
+    const double* a = vectors + i * inner;  // (inner)
+    const double* b = vectors + j * inner;  // (inner)
+    double acc = 0;
+    for (int64_t k = 0; k < inner; ++k) acc += a[k] * b[k];
+    g[i * n + j] = acc;
+  };
+  constexpr int64_t kB = 4;  // entries a block side: 8 vectors read for 16 sums
+  const int64_t blocks = n / kB;
+  parallel_for(blocks, [&](int64_t bi) {
+    const int64_t i0 = bi * kB;
+    for (int64_t j0 = i0; j0 + kB <= n; j0 += kB) {
+      const double* a[kB];  // rows i0.. of the block
+      const double* b[kB];  // rows j0..
+      for (int64_t r = 0; r < kB; ++r) {
+        a[r] = vectors + (i0 + r) * inner;
+        b[r] = vectors + (j0 + r) * inner;
+      }
+      double acc[kB][kB] = {};  // acc[r][c]: entry (i0 + r, j0 + c), summed over k in order
+      for (int64_t k = 0; k < inner; ++k) {
+        const double ak[kB] = {a[0][k], a[1][k], a[2][k], a[3][k]};
+        const double bk[kB] = {b[0][k], b[1][k], b[2][k], b[3][k]};
+        for (int64_t r = 0; r < kB; ++r)
+          for (int64_t c = 0; c < kB; ++c) acc[r][c] += ak[r] * bk[c];
+      }
+      for (int64_t r = 0; r < kB; ++r)
+        for (int64_t c = 0; c < kB; ++c)
+          if (j0 + c >= i0 + r) g[(i0 + r) * n + j0 + c] = acc[r][c];
+    }
+    for (int64_t r = 0; r < kB; ++r)  // the columns past the last whole block
+      for (int64_t j = blocks * kB; j < n; ++j) entry(i0 + r, j);
+  });
+  for (int64_t i = blocks * kB; i < n; ++i)  // the rows past the last whole block
+    for (int64_t j = i; j < n; ++j) entry(i, j);
+}
+
 double effective_rank(const std::vector<double>& matrix, int64_t rows, int64_t cols) {
   // Eigenvalues of the smaller Gram matrix; singular values = sqrt.
   const bool by_rows = rows <= cols;
@@ -486,15 +524,7 @@ double effective_rank(const std::vector<double>& matrix, int64_t rows, int64_t c
   }
   const double* vectors = by_rows ? matrix.data() : columns.data();
   std::vector<double> g(n * n, 0.0);  // (n, n), symmetric: each product once
-  parallel_for(n, [&](int64_t i) {
-    const double* a = vectors + i * inner;
-    for (int64_t j = i; j < n; ++j) {
-      const double* b = vectors + j * inner;
-      double acc = 0;
-      for (int64_t k = 0; k < inner; ++k) acc += a[k] * b[k];
-      g[i * n + j] = acc;
-    }
-  });
+  gram_upper(vectors, n, inner, g.data());
   for (int64_t i = 0; i < n; ++i)
     for (int64_t j = 0; j < i; ++j) g[i * n + j] = g[j * n + i];
   const std::vector<double> eigen = symmetric_eigenvalues(g, n);

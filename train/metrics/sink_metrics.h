@@ -101,5 +101,10 @@ SinkMetrics finish_sink_metrics(QueuedSinkMetrics queued, double sink_threshold,
 
 // exp(entropy of the normalised singular values) of a (rows, cols) row-major matrix.
 double effective_rank(const std::vector<double>& matrix, int64_t rows, int64_t cols);
+// The Gram matrix of n vectors (n, inner), row-major: g (n, n) gets g[i * n + j] = the dot
+// product of vectors i and j for j >= i (the entries below the diagonal are left as they are).
+// Each entry sums over k in order, as one scalar loop would (the same bits), computed in blocks
+// of 4 x 4 entries so that each vector is read once per block rather than once per entry.
+void gram_upper(const double* vectors, int64_t n, int64_t inner, double* g);
 
 }  // namespace sinklab::train
