@@ -95,16 +95,16 @@ void Console::skipped_step(const std::string& variant, const StepRecord& r, int6
 
 void Console::eval_line(const std::string& variant, int64_t step, int64_t steps, double val_loss,
                         double val_loss_se, const SinkMetrics& metrics,
-                        int64_t output_rank_sequences) {
-  char line[240];
+                        int64_t output_rank_sequences, double seconds) {
+  char line[280];
   std::snprintf(line, sizeof line,
                 "step %5lld/%lld | %-16s | val loss %.4f ± %.4f (s.e.) | eff. rank %.1f "
-                "(outputs, %lld seq.: %.1f)",
+                "(outputs, %lld seq.: %.1f) | %.1f s",
                 static_cast<long long>(step), static_cast<long long>(steps), variant.c_str(),
                 val_loss, val_loss_se,
                 mean_layer(metrics, [](const LayerMetrics& l) { return l.effective_rank; }),
                 static_cast<long long>(output_rank_sequences),
-                metrics.effective_rank_output_mean);
+                metrics.effective_rank_output_mean, seconds);
   out_ << clear_bar() << line << "\n";
 }
 

@@ -58,8 +58,12 @@ class Console {
   void step_line(const std::string& variant, int64_t steps, const StepRecord& r);
   void skipped_step(const std::string& variant, const StepRecord& r, int64_t in_a_row,
                     int64_t limit);
+  // An evaluation: its val loss and standard error, the layer-mean effective ranks, and the
+  // wall time it took (its forwards, the sink metrics and the ranks' eigen-solves on the host:
+  // what a GPU lease must leave room for).
   void eval_line(const std::string& variant, int64_t step, int64_t steps, double val_loss,
-                 double val_loss_se, const SinkMetrics& metrics, int64_t output_rank_sequences);
+                 double val_loss_se, const SinkMetrics& metrics, int64_t output_rank_sequences,
+                 double seconds);
   void sample(const std::string& variant, const std::string& text);
   // The bar after `done` of `total` steps of this session, `elapsed_s` seconds in.
   void progress(int64_t step_done, int64_t steps, double fraction, double elapsed_s);

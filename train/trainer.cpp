@@ -593,6 +593,7 @@ void Run::step_all(int64_t step, bool evaluate_first) {
 
 Run::Evaluation Run::evaluate(Variant& v, int64_t step, bool final) {
   const RunConfig& c = v.config;
+  const auto started = Clock::now();
   autograd::NoGradGuard no_grad;
   v.val_data->set_cursor(0);  // the same validation batches at every evaluation
   double total = 0;
@@ -637,7 +638,7 @@ Run::Evaluation Run::evaluate(Variant& v, int64_t step, bool final) {
     eval.effective_rank_output.push_back(l.effective_rank_output);
   }
   console_.eval_line(v.name, step, c.train.steps, eval.loss, eval.loss_se, eval.metrics,
-                     output_ranks.sequences);
+                     output_ranks.sequences, seconds_since(started));
   if (final) {  // once per run: is the validation loss precise enough to compare variants?
     const int64_t window = c.train.batch_size * c.model.block_size;
     const std::string advice =

@@ -305,6 +305,13 @@ TEST_CASE("probe: the paper's readings on short windows and on random tokens; th
   // The trainer: val_loss_se and the output ranks (over 6 sequences: two eval batches of 4).
   REQUIRE(console.str().find("(s.e.)") != std::string::npos);
   REQUIRE(console.str().find("6 seq.") != std::string::npos);
+  // Each evaluation line ends with the seconds it took.
+  const std::string printed = console.str();
+  const size_t eval_at = printed.find("(s.e.)");
+  const std::string eval_line = printed.substr(eval_at, printed.find('\n', eval_at) - eval_at);
+  INFO(eval_line);
+  REQUIRE(eval_line.size() > 2);
+  REQUIRE(eval_line.compare(eval_line.size() - 2, 2, " s") == 0);
   std::ifstream log(dir.file("p/main/metrics.jsonl"));
   std::string line, last;
   while (std::getline(log, line)) last = line;
