@@ -110,6 +110,15 @@ void with_norm_output(TensorRef& t, Body&& body) {
   body(t.template data<T>());
 }
 
+// body(y's data, delta's data) for a forward norm with its residual add: with_norm_output's y
+// and with_delta's delta (null without one).
+template <class T, class Body>
+void with_output_and_delta(Tensor& y, const Tensor& delta, Body&& body) {
+  with_norm_output<T>(y, [&](auto* py) {
+    with_delta<T>(delta, [&](const auto* pdelta) { body(py, pdelta); });
+  });
+}
+
 // grad_x_operand where the kernel that wrote grad_x could not write it in its pass: the rounding
 // pass tensor_core_operand would have run (ops::bf16_round_kernels).
 void round_operand(const Tensor& grad_x, Tensor& grad_x_operand) {
@@ -169,8 +178,9 @@ __device__ __forceinline__ void store_four(__nv_bfloat16* p, float a, float b, f
   *reinterpret_cast<uint2*>(p) = packed;
 }
 
-// Four elements of a row (an upstream gradient's, or a bf16 delta's) as loaded (one 16-byte or 8-byte load), and widened
-// to f32 (apart, so that a row's loads can all be issued before the first widening).
+// Four elements of a row (an upstream gradient's, or a bf16 delta's) as loaded (one 16-byte or
+// 8-byte load), and widened to f32 (apart, so that a row's loads can all be issued before the
+// first widening).
 template <class G> struct FourOf;
 template <> struct FourOf<float> { using type = float4; };
 template <> struct FourOf<__nv_bfloat16> { using type = uint2; };
@@ -377,9 +387,7 @@ void launch_layernorm_forward(const Tensor& x, const Tensor& delta, Tensor* sum,
           rstd.data<T>(),                               // (rows)
           rows, C, static_cast<T>(eps));
     };
-    with_norm_output<T>(y, [&](auto* py) {
-      with_delta<T>(delta, [&](const auto* pdelta) { launch(py, pdelta); });
-    });
+    with_output_and_delta<T>(y, delta, launch);
     SINKLAB_KERNEL_CHECK("layernorm forward");
   });
 }
@@ -712,8 +720,7 @@ void launch_rmsnorm_forward(const Tensor& x, const Tensor& delta, Tensor* sum, c
     const int64_t D = x.size(-1), rows = x.numel() / D;
     const int64_t P = gain.defined() ? gain.numel() : D;
     if (rows == 0) return;
-    with_norm_output<T>(y, [&](auto* py) {  // y (rows, D) as T or bf16
-     with_delta<T>(delta, [&](const auto* pdelta) {  // delta (rows, D) as T or bf16, or none
+    auto launch = [&](auto* py, const auto* pdelta) {  // y, delta (rows, D) as T or bf16
       using Y = std::remove_pointer_t<decltype(py)>;
       using Dl = std::remove_cv_t<std::remove_pointer_t<decltype(pdelta)>>;
       if constexpr (std::is_same_v<T, float> && std::is_same_v<X, float>) {
@@ -751,8 +758,8 @@ void launch_rmsnorm_forward(const Tensor& x, const Tensor& delta, Tensor* sum, c
           py,                                           // (rows, D)
           rstd.data<T>(),                               // (rows)
           rows, D, P, static_cast<T>(eps));
-     });
-    });
+    };
+    with_output_and_delta<T>(y, delta, launch);
     SINKLAB_KERNEL_CHECK("rmsnorm forward");
   });
 }

@@ -1,8 +1,9 @@
 // GPT-2's feed-forward block as one op, so that GELU rides the products' epilogues:
 //   gelu_mlp(x, w_fc, b_fc, w_proj, b_proj) = linear(gelu(linear(x, w_fc, b_fc)), w_proj, b_proj)
 //   x (..., C), w_fc (F, C), b_fc (F) or undefined, w_proj (C, F), b_proj (C) or undefined
-//   -> y (..., C) in w_proj's dtype (or the operand dtype, `output`), and hidden (..., F) = gelu(pre), pre = x w_fc^T + b_fc, as
-//   the metrics read it (detached: gradients flow only through y).
+//   -> y (..., C) in w_proj's dtype (or the operand dtype, `output`), and hidden (..., F) =
+//   gelu(pre), pre = x w_fc^T + b_fc, as the metrics read it (detached: gradients flow only
+//   through y).
 // pre and hidden are stored in the products' operand dtype (bf16 under Precision::BF16 on a GPU,
 // as autocast stores them: composed, GELU reads the rounded pre; in cuBLASLt's epilogue it
 // reads the f32 sum before the rounding); gelu is the tanh approximation.

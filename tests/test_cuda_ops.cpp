@@ -202,7 +202,8 @@ TEST_CASE("cuda: add_layernorm and add_rmsnorm with a bf16 delta (run.bf16_branc
     INFO("C " << C);
     const Shape shape{3, 37, C};  // 111 rows
     const Tensor x = random_tensor(shape, 180, DType::F32, 2.0).to_device(gpu);
-    const Tensor d16 = random_tensor(shape, 181, DType::F32, 1.0).to_dtype(DType::BF16).to_device(gpu);
+    const Tensor d16 =
+        random_tensor(shape, 181, DType::F32, 1.0).to_dtype(DType::BF16).to_device(gpu);
     const Tensor d32 = d16.to_dtype(DType::F32);  // the same values, f32
     const Tensor w = random_tensor({C}, 182, DType::F32, 1.0).to_device(gpu);
     const Tensor b = random_tensor({C}, 183, DType::F32, 1.0).to_device(gpu);
