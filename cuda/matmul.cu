@@ -403,13 +403,20 @@ void gelu_grad_product_cuda(const Tensor& g, const Tensor& w, const Tensor& pre,
   ops::gelu_grad_product_composed(g, w, pre, grad_pre, grad_bias);
 }
 
-// gw (1, N, K) (+)= g3^T x3 with grad_bias (N) f32 = the column sums of g3 in the product's
-// BGRADB epilogue (ForwardBiasGrad or more, bf16 operands, an f32 gw), else the composed row.
+// gw (1, N, K) (+)= g3^T x3 with grad_bias (N) f32 = the column sums of g3 (ForwardBiasGrad or
+// more, bf16 operands, an f32 gw): in the product's BGRADB epilogue, or with
+// ops::bias_grad_columns by the column-sum kernel after a plain product; else the composed row.
 void weight_bias_grad_cuda(const Tensor& g, const Tensor& g3, const Tensor& x3, Tensor& gw,
                            bool accumulate, Tensor& grad_bias) {
-  if (ops::gemm_epilogues >= ops::GemmEpilogues::ForwardBiasGrad &&
-      g3.dtype() == DType::BF16 && x3.dtype() == DType::BF16 && gw.dtype() == DType::F32 &&
-      grad_bias.dtype() == DType::F32 &&
+  const bool from_operand = ops::gemm_epilogues >= ops::GemmEpilogues::ForwardBiasGrad &&
+                            g3.dtype() == DType::BF16 && x3.dtype() == DType::BF16 &&
+                            gw.dtype() == DType::F32 && grad_bias.dtype() == DType::F32;
+  if (from_operand && ops::bias_grad_columns) {
+    batched_gemm_cuda(g3, true, x3, false, gw, accumulate);
+    ops::bias_grad_kernels.cuda_forward(g3, grad_bias);  // (1, rows, N) bf16 -> (N) f32
+    return;
+  }
+  if (from_operand &&
       lt_gemm(g3, true, x3, false, gw, accumulate, LtEpilogue::kBGradB, grad_bias.raw_data()))
     return;
   ops::weight_bias_grad_composed(g, g3, x3, gw, accumulate, grad_bias);

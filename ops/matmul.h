@@ -72,6 +72,12 @@ extern Bf16Gemm bf16_gemm_preference;
 // each call; the trainer sets it once from the config.
 enum class GemmEpilogues { None, Forward, ForwardBiasGrad, ForwardBackward };
 extern GemmEpilogues gemm_epilogues;
+// Where ForwardBiasGrad's bias gradients are summed on a GPU (run.bias_grad_columns): false, in
+// the weight gradient's product (cuBLASLt's BGRADB, which an H100 runs as a kernel of its own
+// after the product: about 50 us a call at GPT-2's shape); true, by the column-sum kernel
+// (sum_leading) from the same bf16 operand g3, the same values summed in another order: half the
+// bytes of the f32 gradient the composed row sums. Off by default until measured on a GPU.
+extern bool bias_grad_columns;
 
 // The operand a product should read: under Precision::BF16, an f32 CUDA tensor is rounded to a
 // bf16 copy once (so an operand used by two products, like a gradient in linear's backward, is

@@ -150,3 +150,48 @@ TEST_CASE("cuda: linear's bias gradient in the weight gradient's product (BGRADB
     if (!bf16_out) REQUIRE(bias_grads[1] != bias_grads[0]);
   }
 }
+
+TEST_CASE("cuda: linear's bias gradient by the column-sum kernel (run.bias_grad_columns) is the "
+          "kernel's sums of the bf16 gradient, and BGRADB's within rounding", "[cuda][mlp]") {
+  SINKLAB_REQUIRE_CUDA();
+  test::CudaCompareOptions loose;  // as above
+  loose.rtol = 2e-2;
+  loose.atol = 0.1;
+  PrecisionGuard bf16(Precision::BF16);
+  EpilogueGuard epilogues(ops::GemmEpilogues::ForwardBiasGrad);
+  const std::vector<Tensor> in = {random_tensor({2, 16, 128}, 80, DType::F32, 1.0, true),
+                                  random_tensor({96, 128}, 81, DType::F32, 0.06, true),
+                                  random_tensor({96}, 82, DType::F32, 0.5, true)};
+  for (bool bf16_out : {false, true}) {  // c_proj's f32 output, c_attn's bf16 one
+    INFO("bf16 output " << bf16_out);
+    const auto f = [bf16_out](const auto& x) {
+      return ops::linear(x[0], x[1], x[2], Tensor(),
+                         bf16_out ? ops::LinearOutput::kOperandDType
+                                  : ops::LinearOutput::kWeightDType);
+    };
+    const Tensor gy = random_tensor({2, 16, 96}, 83, DType::F32);  // the upstream gradient
+    std::vector<double> bias_grads[2], weight_grads[2];
+    for (bool columns : {false, true}) {
+      INFO("bias_grad_columns " << columns);
+      const bool before = ops::bias_grad_columns;
+      ops::bias_grad_columns = columns;
+      test::require_cuda_matches_cpu(f, in, loose);
+      std::vector<Tensor> g;
+      for (const Tensor& t : in)
+        g.push_back(t.detach().to_device(Device::cuda()).set_requires_grad(true));
+      const Tensor y = f(g);  // (2, 16, 96)
+      autograd::backward(y, gy.to_dtype(y.dtype()).to_device(Device::cuda()));
+      ops::bias_grad_columns = before;
+      bias_grads[columns] = g[2].grad().to_doubles();
+      weight_grads[columns] = g[1].grad().to_doubles();
+    }
+    // The switch's sums are the column-sum kernel's over the gradient rounded to bf16 (the
+    // operand the product reads), bit for bit: the kernel really ran.
+    const Tensor g16 = gy.to_dtype(DType::BF16).to_device(Device::cuda());  // (2, 16, 96)
+    Tensor sums = Tensor::empty({96}, DType::F32, Device::cuda());           // (96)
+    ops::bias_grad_kernels.forward(Device::cuda())(g16, sums);
+    REQUIRE(bias_grads[1] == sums.to_doubles());
+    REQUIRE(test::closeness(bias_grads[1], bias_grads[0], 2e-2, 0.1) <= 1);
+    REQUIRE(test::closeness(weight_grads[1], weight_grads[0], 2e-2, 0.1) <= 1);
+  }
+}

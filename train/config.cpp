@@ -225,6 +225,7 @@ const std::vector<Field>& fields() {
       SINKLAB_KEY(run, RunSection, metrics_priority),
       SINKLAB_KEY(run, RunSection, cpu_gemm),
       SINKLAB_KEY(run, RunSection, gemm_epilogues),
+      SINKLAB_KEY(run, RunSection, bias_grad_columns),
       SINKLAB_KEY(run, RunSection, fused_cross_entropy),
       SINKLAB_KEY(run, RunSection, fold_residual_grads),
       SINKLAB_KEY(run, RunSection, rope_in_place),

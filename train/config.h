@@ -84,6 +84,10 @@ struct RunSection {
                                     // gradients, BGRADB; the default) | forward_backward (also
                                     // GELU's derivative, DGELU_BGRAD: faster on an H200, slower
                                     // on an H100)
+  bool bias_grad_columns = false;  // with forward_bias_grad or more: the bias gradients summed by
+                                    // the column-sum kernel from the bf16 gradient instead of in
+                                    // cuBLASLt's BGRADB epilogue (a separate kernel on an H100;
+                                    // ops/matmul.h); off until measured on a GPU
   bool fused_cross_entropy = false;  // the loss's gradient written in the forward's pass over
                                     // the logits (ops/cross_entropy.h): one read of the logits
                                     // fewer per step; the backward only scales it

@@ -17,6 +17,7 @@ void apply_process_settings(const RunSection& run) {
   ops::attention_kernels_preference = run.attention_kernels;
   ops::bf16_gemm_preference = run.bf16_gemm;
   ops::gemm_epilogues = run.gemm_epilogues;
+  ops::bias_grad_columns = run.bias_grad_columns;
   ops::fused_cross_entropy = run.fused_cross_entropy;
   ops::fold_residual_grads = run.fold_residual_grads;
   ops::rope_in_place = run.rope_in_place;

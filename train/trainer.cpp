@@ -92,7 +92,8 @@ class PhaseClock {
 constexpr const char* kProcessKeys[] = {"run.attention_kernels", "run.profile", "run.bucket_mib",
                                         "run.collective_timeout_s", "run.bf16_gemm",
                                         "run.metrics_priority", "run.cpu_gemm",
-                                        "run.gemm_epilogues", "run.fused_cross_entropy",
+                                        "run.gemm_epilogues", "run.bias_grad_columns",
+                                        "run.fused_cross_entropy",
                                         "run.fold_residual_grads", "run.rope_in_place",
                                         "run.bf16_branch_outputs", "run.deterministic",
                                         "run.variant_placement"};
