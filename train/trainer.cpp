@@ -496,6 +496,22 @@ std::vector<ComparisonRow> Run::every_row(const std::vector<VariantSummary>& own
   return rows;
 }
 
+std::vector<VariantSummary> Run::final_evaluations_on_disk(int64_t steps) const {
+  std::vector<VariantSummary> out;
+  for (const VariantSpec& spec : selected_) {
+    const std::optional<ValLosses> file =
+        read_val_losses(folder() + "/" + spec.name + "/val_losses.json");
+    if (!file || file->step != steps) return {};  // pairs with the first variant only
+    VariantSummary s;
+    s.name = spec.name;
+    s.val_loss = file->loss;
+    s.val_losses = file->losses;
+    s.val_batches_hash = file->batches_hash;
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
 Run::~Run() = default;
 
 std::string Run::folder() const { return base_.run.out_dir + "/" + base_.run.name; }
@@ -777,8 +793,9 @@ std::vector<VariantSummary> Run::train() {
   const std::vector<ComparisonRow> rows = every_row(summaries);
   if (options_.launch.rank == 0) {
     console_.summary(rows);
-    // Under split placement each group holds its own variant's losses: no pairs here.
-    if (!groups_.split) console_.val_differences(summaries);
+    // Under split placement each group holds its own variant's losses; every group's leader
+    // wrote them to its val_losses.json before the all-gather in every_row.
+    console_.val_differences(groups_.split ? final_evaluations_on_disk(steps) : summaries);
   }
   int64_t steps_profiled = 0;
   for (auto& vp : variants_) {

@@ -79,6 +79,10 @@ class Run {
   // Every variant's row of the comparison table on world rank 0 (each group leader sends its
   // own under split); `own` are this rank's.
   std::vector<ComparisonRow> every_row(const std::vector<VariantSummary>& own);
+  // Every variant's final evaluation as its val_losses.json holds it (name, val loss, batch
+  // losses, batches' hash); none where a variant's file is missing or not of the evaluation
+  // after `steps`. Under split placement each group holds only its own variant's losses.
+  std::vector<VariantSummary> final_evaluations_on_disk(int64_t steps) const;
   // The world's agreement: the whole job's collective (under split, parallel_ spans only this
   // rank's group).
   DataParallel& world() { return world_ ? *world_ : *parallel_; }

@@ -147,6 +147,15 @@ TEST_CASE("variant placement split: 4 CPU ranks, 2 per variant, match 2 ranks an
   REQUIRE(text_of(dir / "split.log.1").empty());
   REQUIRE(log.find("\nbaseline ") != std::string::npos);
   REQUIRE(log.find("\nheadwise ") != std::string::npos);
+  // Rank 0 pairs the groups' final evaluations from their val_losses.json files: the line a
+  // 2-rank run of both variants prints (the same batches, the same numbers).
+  auto paired_line = [&](const std::string& text) {
+    const size_t at = text.find("val loss, headwise - baseline: ");
+    return at == std::string::npos ? std::string() : text.substr(at, text.find('\n', at) - at);
+  };
+  REQUIRE(paired_line(log).find("paired s.e. over the same 2 validation batches") !=
+          std::string::npos);
+  REQUIRE(paired_line(log) == paired_line(text_of(dir / "pair.log")));
   for (const std::string variant : {"baseline", "headwise"}) {
     INFO(variant);
     const std::vector<double> one = curve("one", variant), pair = curve("pair", variant),

@@ -7,6 +7,7 @@
 // A non-finite loss (a diverged run) is written as null.
 #pragma once
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -17,5 +18,15 @@ namespace sinklab::train {
 // batch, and their mean `loss`.
 void write_val_losses(const std::string& path, int64_t step, uint64_t batches_hash, double loss,
                       const std::vector<double>& losses);
+
+// What write_val_losses wrote (a null loss read back as NaN).
+struct ValLosses {
+  int64_t step = 0;
+  uint64_t batches_hash = 0;
+  double loss = 0;
+  std::vector<double> losses;  // (eval_batches)
+};
+// The file at `path`, or nothing where it is missing or not such a file.
+std::optional<ValLosses> read_val_losses(const std::string& path);
 
 }  // namespace sinklab::train
