@@ -8,13 +8,17 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <numeric>
+#include <optional>
+#include <cmath>
 #include <sstream>
 #include <thread>
 
 #include <yaml-cpp/yaml.h>
 
 #include "train/io/checkpoint.h"
+#include "train/io/val_losses_file.h"
 #include "train/config.h"
 #include "train/io/export.h"
 #include "train/io/safetensors.h"
@@ -474,6 +478,27 @@ TEST_CASE("a stop signal after the final evaluation is written ends the run as f
               .as<std::string>());
   fs::remove_all(data);
   fs::remove_all(out);
+}
+
+TEST_CASE("val_losses.json reads back what was written; a non-finite loss as null, read as NaN",
+          "[resume]") {
+  test::TempDir dir;
+  const std::string path = dir.file("val_losses.json");
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  write_val_losses(path, 12, 0xfedcba9876543210ull, 2.5, {2.25, nan, 1.0 / 3.0});
+  REQUIRE(test::read_bytes(path).find("\"batches_hash\": \"fedcba9876543210\"") != std::string::npos);
+  REQUIRE(test::read_bytes(path).find("null") != std::string::npos);
+  const std::optional<ValLosses> back = read_val_losses(path);
+  REQUIRE(back.has_value());
+  REQUIRE(back->step == 12);
+  REQUIRE(back->batches_hash == 0xfedcba9876543210ull);
+  REQUIRE(back->loss == 2.5);
+  REQUIRE(back->losses.size() == 3);
+  REQUIRE(back->losses[0] == 2.25);
+  REQUIRE(std::isnan(back->losses[1]));
+  REQUIRE(back->losses[2] == 1.0 / 3.0);  // json_number's digits read back exactly
+  REQUIRE_FALSE(read_val_losses(dir.file("missing.json")).has_value());
+  REQUIRE_FALSE(read_val_losses(dir.write("other.json", "{\"step\": \"x\"}")).has_value());
 }
 
 TEST_CASE("compare --resume auto with one variant lacking checkpoints is refused, losing nothing",
