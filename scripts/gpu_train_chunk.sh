@@ -17,6 +17,9 @@
 #     on the GPU machine's 16 cores)
 #   CHUNK_SET: --set overrides for the run, e.g. "train.steps=300 optim.warmup_steps=15" (give
 #     every chunk of a run the same ones).
+#   UNPACK_ONLY=1: build, decompress the data/raw/*.xz that travelled, and stop: the call before
+#     the training calls when the corpora and the tree are over the 64 MiB carry together (one
+#     corpus a call; the decompressed text stays on the warm machine between calls).
 #   FINAL=1: this is the run's last call: write the report and probe the newest checkpoints even
 #     when the run was stopped before its last step (a lease that ends early still gets them).
 #   CALL_SECONDS: the device call's whole limit (its timeout_s). When set, the run is stopped
@@ -41,8 +44,12 @@ if [ ! -x "$build/sinklab" ]; then
     { tail -30 "$out/build.log" "$out/configure.log" 2>/dev/null; exit 1; }
 fi
 for packed in data/raw/*.xz; do
-  [ -e "$packed" ] && [ ! -e "${packed%.xz}" ] && xz -dk "$packed"
+  [ -e "$packed" ] && [ ! -e "${packed%.xz}" ] && xz -dk -T0 "$packed"
 done
+if [ -n "${UNPACK_ONLY:-}" ]; then
+  ls -l data/raw/
+  exit 0
+fi
 data_dir=$(python3 -c "import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))['data']['dir'])" "$config")
 if ! ls "$data_dir"/train_*.bin > /dev/null 2>&1; then
   "$build/sinklab" prepare "$config" | tail -4 || exit 1
