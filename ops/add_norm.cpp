@@ -21,9 +21,10 @@ std::atomic<int64_t> g_bf16_deltas{0};
 
 int64_t bf16_deltas_added() { return g_bf16_deltas.load(std::memory_order_relaxed); }
 
-void count_bf16_delta(const Tensor& x, const Tensor& delta) {
-  if (delta.dtype() == DType::BF16 && x.dtype() != DType::BF16)
-    g_bf16_deltas.fetch_add(1, std::memory_order_relaxed);
+void record_residual_sum(Tensor& sum, const Tensor& x, const Tensor& delta) {
+  if (delta.dtype() != x.dtype()) g_bf16_deltas.fetch_add(1, std::memory_order_relaxed);
+  autograd::record(sum, "add", {x, delta},
+                   [](const Tensor& g) { return std::vector<Tensor>{g, g}; });
 }
 
 Tensor foldable_residual_grad(const Tensor& x) {

@@ -52,9 +52,9 @@ inline void check_delta(const Tensor& x, const Tensor& delta, const char* op) {
 // there). Set by the trainer from run.bf16_branch_outputs (default false: not yet measured on a
 // GPU); the model reads it at each forward.
 extern bool bf16_branch_outputs;
-// The adds whose delta was bf16 for an f32 x, since the process started (for tests).
+// The adds whose delta was bf16 for an f32 x, since the process started (for tests; counted by
+// record_residual_sum).
 int64_t bf16_deltas_added();
-void count_bf16_delta(const Tensor& x, const Tensor& delta);
 
 // Whether a norm's backward adds the residual stream's gradient that reached its input from the
 // stream (the next block's add) into its own gradient for x, in the same pass, instead of the
@@ -79,10 +79,8 @@ Tensor residual_grad_operand(const Tensor& residual, const Tensor& gx);
 void residual_grad_folded(const Tensor& gx, const Tensor& gx16);
 int64_t residual_grads_folded();
 
-// Records sum = x + delta for autograd: the gradient reaches x and delta unchanged.
-inline void record_residual_sum(Tensor& sum, const Tensor& x, const Tensor& delta) {
-  autograd::record(sum, "add", {x, delta},
-                   [](const Tensor& g) { return std::vector<Tensor>{g, g}; });
-}
+// Records sum = x + delta for autograd: the gradient reaches x and delta unchanged. Counts a
+// bf16 delta for an f32 x (bf16_deltas_added).
+void record_residual_sum(Tensor& sum, const Tensor& x, const Tensor& delta);
 
 }  // namespace sinklab::ops

@@ -78,7 +78,6 @@ AddNorm add_layernorm(const Tensor& x, const Tensor& delta, const Tensor& weight
                       const Tensor& bias, double eps, NormOutput output) {
   check_layernorm(x, weight, bias, eps);
   check_delta(x, delta, "add_layernorm");
-  count_bf16_delta(x, delta);
   const int64_t C = x.size(-1), rows = x.numel() / C;
   AddNorm r{Tensor::empty(x.shape(), x.dtype(), x.device()),   // (..., C) x + delta
             Tensor::empty(x.shape(), norm_output_dtype(x, output), x.device())};  // its layernorm

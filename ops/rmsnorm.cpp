@@ -92,7 +92,6 @@ AddNorm add_rmsnorm(const Tensor& x, const Tensor& delta, const Tensor& weight, 
   check_inputs(x, weight, "weight", 1, eps, "rmsnorm");
   if (weight.defined()) check_shape(weight, {x.size(-1)}, "rmsnorm", "weight");
   check_delta(x, delta, "add_rmsnorm");
-  count_bf16_delta(x, delta);
   const int64_t rows = x.numel() / x.size(-1);
   AddNorm r{Tensor::empty(x.shape(), x.dtype(), x.device()),    // (..., D) x + delta
             Tensor::empty(x.shape(), norm_output_dtype(x, output), x.device())};  // its rmsnorm
