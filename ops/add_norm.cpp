@@ -10,7 +10,7 @@
 namespace sinklab::ops {
 
 bool fold_residual_grads = false;
-bool bf16_branch_outputs = false;
+bool bf16_branch_outputs = true;
 
 namespace {
 // x is input 0 of every norm's node: record_layernorm's {x, weight, bias}, record_rms's {x, gain}.

@@ -17,7 +17,7 @@ OpKernels<WeightBiasGradFn, WeightBiasGradFn> weight_bias_grad_kernels{
     "weight_bias_grad", weight_bias_grad_composed, nullptr};
 Bf16Gemm bf16_gemm_preference = Bf16Gemm::Rounded;
 GemmEpilogues gemm_epilogues = GemmEpilogues::None;
-bool bias_grad_columns = false;
+bool bias_grad_columns = true;
 
 WeightGradSink::WeightGradSink(const Tensor& w) {
   if (w.requires_grad() && w.is_leaf() && w.grad().defined() && w.grad().is_contiguous() &&
