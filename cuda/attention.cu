@@ -624,7 +624,9 @@ __global__ void __launch_bounds__(kProbThreads)
   }
 }
 
-// One thread per (b, h, t): A[b, h, t, key] from the saved lse (softmax) or recomputed (sigmoid).
+// One thread per (b, h, t): A[b, h, t, key] from the saved lse (softmax) or recomputed (sigmoid);
+// the fallback of attention_key_mass_tiled below (heads that are not whole 16-byte packs, or more
+// than 32 of them).
 // q and k are stored as S (f32, f64, or bf16 widened to f32: T = AccumulateIn<S>), positions rs
 // elements apart (NH * HS, or 3C for qkv_part views). q.k runs over 16-byte packs (4 f32, 2 f64,
 // 8 bf16) when `packed` (HS and rs divide into them and q, k are 16-byte aligned), in the same
@@ -664,6 +666,69 @@ __global__ void attention_key_mass_kernel(const S* __restrict__ q, const S* __re
     a = use_sigmoid ? dev_sigmoid(score) : dev_exp(score - lse[idx]);
   }
   mass[idx] = a;
+}
+
+// The same values for tiles of kMassTile positions of one sequence and every head, where q.k
+// runs over 16-byte packs and a head holds G of them (G a power of two up to 32): a group of G
+// lanes takes one (t, h), each lane one pack, the partial sums added by an xor butterfly (a
+// fixed order). Consecutive groups take consecutive heads of a position, so a warp reads whole
+// rows of q (NH * HS contiguous elements) instead of 32 rows rs apart, 16 bytes of each; key's
+// row waits in shared memory, and the tile's masses are written through shared memory, T-major
+// like lse. Grid: B * ceil(T / kMassTile) blocks; dynamic shared memory: key's row (NH * G
+// packs), then the tile's masses (NH, kMassTile) in T.
+constexpr int kMassTile = 32;
+constexpr int kMassThreads = 256;
+
+template <class S, int G, class T = typename AccumulateIn<S>::type>
+__global__ void __launch_bounds__(kMassThreads)
+    attention_key_mass_tiled(const S* __restrict__ q, const S* __restrict__ k,
+                             const T* __restrict__ lse, const int32_t* __restrict__ first_key,
+                             T* __restrict__ mass, int Tn, int NH, int64_t rs, int key, T scale,
+                             bool use_sigmoid) {
+  constexpr int kPer = 16 / sizeof(S);  // elements a pack
+  extern __shared__ uint4 shared_packs[];
+  uint4* key_row = shared_packs;                               // (NH * G) packs of k[b, key]
+  T* tile = reinterpret_cast<T*>(shared_packs + NH * G);       // (NH, kMassTile)
+  const int tiles = (Tn + kMassTile - 1) / kMassTile;
+  const int64_t b = blockIdx.x / tiles;
+  const int t0 = static_cast<int>(blockIdx.x % tiles) * kMassTile;
+  const uint4* krow = reinterpret_cast<const uint4*>(k + b * Tn * rs + key * rs);  // (NH * G)
+  for (int i = threadIdx.x; i < NH * G; i += blockDim.x) key_row[i] = krow[i];
+  __syncthreads();
+  const int lane = threadIdx.x % 32, part = lane % G;
+  constexpr int kGroupsPerWarp = 32 / G;
+  const int groups = kMassThreads / G, tasks = kMassTile * NH;
+  // Warp-uniform trip count: every lane of a warp takes part in each butterfly.
+  for (int first = (threadIdx.x / 32) * kGroupsPerWarp; first < tasks; first += groups) {
+    const int task = first + lane / G;  // (t - t0) * NH + h
+    const int t = t0 + task / NH, h = task % NH;
+    const bool counted = task < tasks && t < Tn && t >= key && key >= first_key[t];
+    T acc = T(0);
+    if (counted) {
+      const uint4 a = reinterpret_cast<const uint4*>(q + b * Tn * rs + t * rs)[h * G + part];
+      const uint4 c = key_row[h * G + part];
+      const S* ea = reinterpret_cast<const S*>(&a);
+      const S* ec = reinterpret_cast<const S*>(&c);
+#pragma unroll
+      for (int e = 0; e < kPer; ++e) acc += to_acc(ea[e]) * to_acc(ec[e]);
+    }
+#pragma unroll
+    for (int offset = G / 2; offset > 0; offset >>= 1)
+      acc += __shfl_xor_sync(0xffffffffu, acc, offset);
+    if (task < tasks && t < Tn && part == 0) {
+      T a = T(0);
+      if (counted) {
+        const T score = acc * scale;
+        a = use_sigmoid ? dev_sigmoid(score) : dev_exp(score - lse[(b * NH + h) * Tn + t]);
+      }
+      tile[h * kMassTile + (t - t0)] = a;
+    }
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < tasks; i += blockDim.x) {
+    const int h = i / kMassTile, t = t0 + i % kMassTile;
+    if (t < Tn) mass[(b * NH + h) * Tn + t] = tile[i];
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -888,6 +953,30 @@ void attention_key_mass_cuda(const Tensor& q, const Tensor& k, const Tensor& lse
     const int64_t per = 16 / static_cast<int64_t>(sizeof(S));
     const bool packed =
         HS % per == 0 && rs % per == 0 && aligned16({q.raw_data(), k.raw_data()});
+    // Tiles where a head's packs fit one warp's power-of-two groups (GPT-2 and LLaMA: 8 bf16
+    // packs a head) and the tile's shared memory the default 48 KB.
+    const int64_t G = packed ? HS / per : 0;
+    const size_t shared = static_cast<size_t>(NH * G) * 16 + NH * kMassTile * sizeof(A);
+    if (G > 0 && G <= 32 && (G & (G - 1)) == 0 && shared <= 48 * 1024) {
+      const int64_t grid = B * ((T + kMassTile - 1) / kMassTile);
+      auto launch = [&](auto g) {
+        attention_key_mass_tiled<S, decltype(g)::value><<<grid, kMassThreads, shared, stream()>>>(
+            static_cast<const S*>(q.raw_data()), static_cast<const S*>(k.raw_data()),
+            params.sigmoid ? nullptr : lse.data<A>(), fk, mass.data<A>(), static_cast<int>(T),
+            static_cast<int>(NH), rs, static_cast<int>(key), static_cast<A>(params.scale),
+            params.sigmoid);
+      };
+      switch (G) {
+        case 1: launch(std::integral_constant<int, 1>{}); break;
+        case 2: launch(std::integral_constant<int, 2>{}); break;
+        case 4: launch(std::integral_constant<int, 4>{}); break;
+        case 8: launch(std::integral_constant<int, 8>{}); break;
+        case 16: launch(std::integral_constant<int, 16>{}); break;
+        default: launch(std::integral_constant<int, 32>{}); break;
+      }
+      SINKLAB_KERNEL_CHECK(op);
+      return;
+    }
     attention_key_mass_kernel<S><<<blocks_for(n), 256, 0, stream()>>>(
         static_cast<const S*>(q.raw_data()), static_cast<const S*>(k.raw_data()),
         params.sigmoid ? nullptr : lse.data<A>(), fk, mass.data<A>(), n, static_cast<int>(T),

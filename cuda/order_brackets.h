@@ -74,6 +74,18 @@ SINKLAB_HD void merge_brackets(const K* lo, const K* hi, int count, BracketPlan<
   plan.count = used;
 }
 
+// The sample positions that bound rank r of n: [a, b], a <= 0 meaning open below (key 0) and
+// b >= kBracketSample - 1 open above.
+struct SampleSpan {
+  double a, b;
+};
+SINKLAB_HD SampleSpan sample_span(unsigned long long r, int64_t n) {
+  const double p = static_cast<double>(r) / static_cast<double>(n);
+  const double q = p * kBracketSample;
+  const double d = 4.0 * sqrt(kBracketSample * p * (1.0 - p)) + 8.0;
+  return {floor(q - d), ceil(q + d)};
+}
+
 // sorted (kBracketSample) keys ascending; ranks (count <= kBracketMaxRanks) of n.
 template <class K>
 SINKLAB_HD void plan_brackets(const K* sorted, const unsigned long long* ranks, int count,
@@ -81,14 +93,40 @@ SINKLAB_HD void plan_brackets(const K* sorted, const unsigned long long* ranks, 
   const K top = static_cast<K>(static_cast<K>(~K(0)) >> 1);  // the largest |x| key (a NaN)
   K lo[kBracketMaxRanks], hi[kBracketMaxRanks];
   for (int k = 0; k < count; ++k) {
-    const double p = static_cast<double>(ranks[k]) / static_cast<double>(n);
-    const double q = p * kBracketSample;
-    const double d = 4.0 * sqrt(kBracketSample * p * (1.0 - p)) + 8.0;
-    const double a = floor(q - d), b = ceil(q + d);
-    lo[k] = a <= 0 ? K(0) : sorted[static_cast<int>(a)];
-    hi[k] = b >= kBracketSample - 1 ? top : sorted[static_cast<int>(b)];
+    const SampleSpan s = sample_span(ranks[k], n);
+    lo[k] = s.a <= 0 ? K(0) : sorted[static_cast<int>(s.a)];
+    hi[k] = s.b >= kBracketSample - 1 ? top : sorted[static_cast<int>(s.b)];
   }
   merge_brackets(lo, hi, count, plan);
+}
+
+// An upper bound of plan_brackets' plan.count for these ranks, known before the sample: spans
+// that overlap in sample positions overlap in keys too (the sample is sorted), so they merge
+// whatever the keys are. The median pair and the top three ranks of the sink metrics give 2.
+inline int sampled_bracket_bound(const unsigned long long* ranks, int count, int64_t n) {
+  SampleSpan spans[kBracketMaxRanks];
+  for (int k = 0; k < count; ++k) {
+    SampleSpan s = sample_span(ranks[k], n);
+    if (s.a < 0) s.a = 0;  // open ends as the positions they stand for
+    if (s.b > kBracketSample - 1) s.b = kBracketSample - 1;
+    int j = k;  // insertion sort by a
+    while (j > 0 && spans[j - 1].a > s.a) {
+      spans[j] = spans[j - 1];
+      --j;
+    }
+    spans[j] = s;
+  }
+  int used = 0;
+  double hi = 0;
+  for (int k = 0; k < count; ++k) {
+    if (used > 0 && spans[k].a <= hi) {
+      if (spans[k].b > hi) hi = spans[k].b;
+    } else {
+      ++used;
+      hi = spans[k].b;
+    }
+  }
+  return used;
 }
 
 // Brackets of whole top-16-bit bins: prefixes[k] is rank k's key with its low_bits low bits

@@ -325,10 +325,12 @@ struct SelectSource {
   const T* compact = nullptr;      // (compact_n) candidates then padding, or null
   int64_t compact_n = 0;
   const int* use_compact = nullptr;  // device flag, or null (x)
+  const unsigned long long* met = nullptr;  // device count of the candidates (<= compact_n when
+                                            // use_compact is set), or null (all compact_n)
   __device__ void pick(const T*& p, int64_t& len) const {
     const bool from_compact = use_compact != nullptr && *use_compact != 0;
     p = from_compact ? compact : x;
-    len = from_compact ? compact_n : n;
+    len = from_compact ? (met != nullptr ? static_cast<int64_t>(*met) : compact_n) : n;
   }
 };
 
@@ -764,37 +766,47 @@ __global__ void prefix_bracket_plan(const SelectState<K>* __restrict__ state, in
   plan_prefix_brackets(prefixes, count, low_bits, *plan);
 }
 
-// One pass over x: per bracket, the keys below it and inside it; the keys inside (the bits of
-// |x|) are written to compact (capacity cap; counts[2 kMaxRanks] counts every one, so an
-// overflow is seen).
-// Blocks stage their candidates in shared memory and write them with one reservation. NB: the
-// number of requested ranks (an upper bound of the brackets), so the counters stay in registers.
-template <class T, class K, int NB>
-__global__ void __launch_bounds__(256)
-    bracket_partition(const T* __restrict__ x, int64_t n, const BracketPlan<K>* __restrict__ plan,
-                      K* __restrict__ compact, int64_t cap,
-                      unsigned long long* __restrict__ counts) {
-  __shared__ K lo[NB], hi[NB];
-  __shared__ unsigned long long block_counts[2 * NB];
-  __shared__ K stage[kStage];
-  __shared__ unsigned staged;
-  __shared__ unsigned long long base;
-  if (threadIdx.x < NB) {
-    lo[threadIdx.x] = plan->lo[threadIdx.x];
-    hi[threadIdx.x] = plan->hi[threadIdx.x];
-  }
-  if (threadIdx.x < 2 * NB) block_counts[threadIdx.x] = 0;
-  if (threadIdx.x == 0) staged = 0;
-  __syncthreads();
+// One pass's partition of keys by the brackets of a plan: per bracket, the keys below it and
+// inside it; the keys inside (the bits of |x|) are written to compact (capacity cap;
+// counts[2 kMaxRanks] counts every one, so an overflow is seen). A block stages its candidates
+// in shared memory and writes them with one reservation. NB: an upper bound of the brackets, so
+// that the counters stay in registers. Every thread of the block constructs one (after which
+// the block synchronises), visits its keys, and calls finish.
+template <class K, int NB>
+struct BracketPartition {
+  struct Shared {
+    K lo[NB], hi[NB];
+    unsigned long long block_counts[2 * NB];
+    K stage[kStage];
+    unsigned staged;
+    unsigned long long base;
+  };
+  Shared& sh;
+  K* compact;
+  int64_t cap;
+  unsigned long long* counts;  // (kCountSlots) the pass's totals
   K l[NB], h[NB];
-  unsigned below[NB], inside[NB];
+  unsigned below[NB], inside[NB];  // this thread's
+
+  __device__ BracketPartition(Shared& shared, const BracketPlan<K>* plan, K* compact_keys,
+                              int64_t capacity, unsigned long long* totals)
+      : sh(shared), compact(compact_keys), cap(capacity), counts(totals) {
+    if (threadIdx.x < NB) {
+      sh.lo[threadIdx.x] = plan->lo[threadIdx.x];
+      sh.hi[threadIdx.x] = plan->hi[threadIdx.x];
+    }
+    if (threadIdx.x < 2 * NB) sh.block_counts[threadIdx.x] = 0;
+    if (threadIdx.x == 0) sh.staged = 0;
+    __syncthreads();
 #pragma unroll
-  for (int b = 0; b < NB; ++b) {
-    l[b] = lo[b];
-    h[b] = hi[b];
-    below[b] = inside[b] = 0;
+    for (int b = 0; b < NB; ++b) {
+      l[b] = sh.lo[b];
+      h[b] = sh.hi[b];
+      below[b] = inside[b] = 0;
+    }
   }
-  for_each_key<T, K>(x, n, [&](K key) {
+
+  __device__ __forceinline__ void visit(K key) {
     bool candidate = false;
 #pragma unroll
     for (int b = 0; b < NB; ++b) {
@@ -804,37 +816,79 @@ __global__ void __launch_bounds__(256)
       candidate |= in;
     }
     if (candidate) {
-      const unsigned slot = atomicAdd(&staged, 1u);
+      const unsigned slot = atomicAdd(&sh.staged, 1u);
       if (slot < kStage) {
-        stage[slot] = key;
+        sh.stage[slot] = key;
       } else {  // a full stage: straight to the buffer
         const unsigned long long g = atomicAdd(&counts[2 * kMaxRanks], 1ull);
         if (g < static_cast<unsigned long long>(cap)) compact[g] = key;
       }
     }
-  });
+  }
+
+  // Every thread of the block: the counts summed into counts, the staged keys written out.
+  __device__ void finish() {
 #pragma unroll
-  for (int b = 0; b < NB; ++b) {
-    unsigned long long vb = below[b], vi = inside[b];
-    for (int offset = 16; offset > 0; offset >>= 1) {
-      vb += __shfl_xor_sync(0xffffffffu, vb, offset);
-      vi += __shfl_xor_sync(0xffffffffu, vi, offset);
+    for (int b = 0; b < NB; ++b) {
+      unsigned long long vb = below[b], vi = inside[b];
+      for (int offset = 16; offset > 0; offset >>= 1) {
+        vb += __shfl_xor_sync(0xffffffffu, vb, offset);
+        vi += __shfl_xor_sync(0xffffffffu, vi, offset);
+      }
+      if (threadIdx.x % 32 == 0) {
+        atomicAdd(&sh.block_counts[b], vb);
+        atomicAdd(&sh.block_counts[NB + b], vi);
+      }
     }
-    if (threadIdx.x % 32 == 0) {
-      atomicAdd(&block_counts[b], vb);
-      atomicAdd(&block_counts[NB + b], vi);
+    __syncthreads();
+    const unsigned kept = sh.staged < kStage ? sh.staged : kStage;
+    if (threadIdx.x == 0)
+      sh.base = atomicAdd(&counts[2 * kMaxRanks], static_cast<unsigned long long>(kept));
+    if (threadIdx.x < NB) {
+      atomicAdd(&counts[threadIdx.x], sh.block_counts[threadIdx.x]);
+      atomicAdd(&counts[kMaxRanks + threadIdx.x], sh.block_counts[NB + threadIdx.x]);
     }
+    __syncthreads();
+    for (unsigned i = threadIdx.x; i < kept; i += blockDim.x)
+      if (sh.base + i < static_cast<unsigned long long>(cap)) compact[sh.base + i] = sh.stage[i];
   }
-  __syncthreads();
-  const unsigned kept = staged < kStage ? staged : kStage;
-  if (threadIdx.x == 0) base = atomicAdd(&counts[2 * kMaxRanks], static_cast<unsigned long long>(kept));
-  if (threadIdx.x < NB) {
-    atomicAdd(&counts[threadIdx.x], block_counts[threadIdx.x]);
-    atomicAdd(&counts[kMaxRanks + threadIdx.x], block_counts[NB + threadIdx.x]);
+};
+
+// One pass over x partitioned by the plan's brackets (BracketPartition).
+template <class T, class K, int NB>
+__global__ void __launch_bounds__(256)
+    bracket_partition(const T* __restrict__ x, int64_t n, const BracketPlan<K>* __restrict__ plan,
+                      K* __restrict__ compact, int64_t cap,
+                      unsigned long long* __restrict__ counts) {
+  __shared__ typename BracketPartition<K, NB>::Shared shared;
+  BracketPartition<K, NB> partition(shared, plan, compact, cap, counts);
+  for_each_key<T, K>(x, n, [&](K key) { partition.visit(key); });
+  partition.finish();
+}
+
+// bracket_partition and row_statistics of x (R, D) contiguous f32 in one pass: a warp per row
+// (rows grid-strided over the warps), the row held in registers (V vectors a lane), its
+// statistics into rows (R, 5) and every key visited by the partition. With sampled brackets
+// this one pass replaces rows_and_whole_key_histogram and low_key_histogram (two passes).
+template <int V, int NB>
+__global__ void __launch_bounds__(256)
+    rows_and_bracket_partition(const float* __restrict__ x, int64_t R, int D,
+                               float* __restrict__ rows,
+                               const BracketPlan<uint32_t>* __restrict__ plan,
+                               uint32_t* __restrict__ compact, int64_t cap,
+                               unsigned long long* __restrict__ counts) {
+  __shared__ typename BracketPartition<uint32_t, NB>::Shared shared;
+  BracketPartition<uint32_t, NB> partition(shared, plan, compact, cap, counts);
+  const int64_t warps = static_cast<int64_t>(gridDim.x) * (blockDim.x / 32);
+  for (int64_t r = blockIdx.x * static_cast<int64_t>(blockDim.x / 32) + threadIdx.x / 32; r < R;
+       r += warps) {
+    uint4 held[V];  // (V) vectors lane, lane + 32, ... of row r
+    load_held_row(reinterpret_cast<const uint4*>(x + r * D), D / 4, held);
+    held_row_statistics<float>(held, D, rows + r * 5, [&](float v) {
+      partition.visit(abs_key<float, uint32_t>(v));
+    });
   }
-  __syncthreads();
-  for (unsigned i = threadIdx.x; i < kept; i += blockDim.x)
-    if (base + i < static_cast<unsigned long long>(cap)) compact[base + i] = stage[i];
+  partition.finish();
 }
 
 // One thread: resolve_brackets (cuda/order_brackets.h); the select then runs on the candidates
@@ -857,9 +911,12 @@ __global__ void bracket_resolve(const BracketPlan<K>* __restrict__ plan,
 // The brackets are each rank's top-16-bit bin when from_prefixes (state holds the prefixes
 // whole_key_select found), else sampled quantile ranges. The buffers are stream-ordered
 // allocations kept alive by `keep` until the passes are queued.
+// rows: when set (f32 x (R, D) whose rows can be held, `held` vectors a lane; sampled ranges
+// only), the partition's pass also writes row_statistics(x) there.
 template <class T, class K>
 SelectSource<T> queue_brackets(const Tensor& x, const Ranks& ranks, SelectState<K>* state,
-                               bool from_prefixes, std::vector<Tensor>& keep) {
+                               bool from_prefixes, std::vector<Tensor>& keep,
+                               Tensor* rows = nullptr, int held = 0) {
   const int64_t n = x.numel();
   const T* px = static_cast<const T*>(x.raw_data());  // (n)
   // Capacity: a sixteenth of x (the median's sampled bracket holds about 1.6%, its 16-bit bin
@@ -901,46 +958,79 @@ SelectSource<T> queue_brackets(const Tensor& x, const Ranks& ranks, SelectState<
   SINKLAB_KERNEL_CHECK("abs_order_statistics brackets");
   // 16 blocks per SM: a block meets about 0.016 n / blocks candidates, well under kStage.
   const unsigned blocks = std::min<unsigned>(blocks_for(n, 256), multiprocessors() * 16u);
+  if constexpr (std::is_same_v<T, float>) {
+    if (rows != nullptr) {
+      SINKLAB_CHECK(!from_prefixes, ValueError, "abs_order_statistics: rows with prefix brackets",
+                    "an internal error: the rows' pass takes sampled brackets");
+      const int64_t D = x.size(-1), R = n / D;
+      const unsigned row_blocks = std::min<unsigned>(blocks_for(R, 8), multiprocessors() * 8u);
+      // The median pair and the top ranks (the sink metrics) merge into 2 ranges: counters for
+      // 2, else for every rank.
+      const bool two = sampled_bracket_bound(ranks.value, ranks.count, n) <= 2;
+      with_held_vectors(held, [&](auto v) {
+        auto launch = [&](auto nb) {
+          rows_and_bracket_partition<v.value, decltype(nb)::value>
+              <<<row_blocks, 256, 0, stream()>>>(px, R, static_cast<int>(D), rows->data<float>(),
+                                                 plan, reinterpret_cast<uint32_t*>(compact),
+                                                 cap, counts);
+        };
+        if (two)
+          launch(std::integral_constant<int, 2>{});
+        else
+          launch(std::integral_constant<int, kMaxRanks>{});
+      });
+      SINKLAB_KERNEL_CHECK("rows_and_abs_order_statistics rows and partition");
+    }
+  }
   auto partition = [&](auto nb) {
     bracket_partition<T, K, decltype(nb)::value><<<blocks, 256, 0, stream()>>>(
         px, n, plan, reinterpret_cast<K*>(compact), cap, counts);
   };
-  switch (ranks.count) {  // the counters of at most `count` brackets, in registers
-    case 1: partition(std::integral_constant<int, 1>{}); break;
-    case 2: partition(std::integral_constant<int, 2>{}); break;
-    case 3: partition(std::integral_constant<int, 3>{}); break;
-    case 4: partition(std::integral_constant<int, 4>{}); break;
-    case 5: partition(std::integral_constant<int, 5>{}); break;
-    case 6: partition(std::integral_constant<int, 6>{}); break;
-    case 7: partition(std::integral_constant<int, 7>{}); break;
-    default: partition(std::integral_constant<int, kMaxRanks>{}); break;
+  if (rows == nullptr) {
+    switch (ranks.count) {  // the counters of at most `count` brackets, in registers
+      case 1: partition(std::integral_constant<int, 1>{}); break;
+      case 2: partition(std::integral_constant<int, 2>{}); break;
+      case 3: partition(std::integral_constant<int, 3>{}); break;
+      case 4: partition(std::integral_constant<int, 4>{}); break;
+      case 5: partition(std::integral_constant<int, 5>{}); break;
+      case 6: partition(std::integral_constant<int, 6>{}); break;
+      case 7: partition(std::integral_constant<int, 7>{}); break;
+      default: partition(std::integral_constant<int, kMaxRanks>{}); break;
+    }
+    SINKLAB_KERNEL_CHECK("abs_order_statistics partition");
   }
-  SINKLAB_KERNEL_CHECK("abs_order_statistics partition");
   bracket_resolve<K><<<1, 1, 0, stream()>>>(plan, counts, ranks, cap, state, flag);
   SINKLAB_KERNEL_CHECK("abs_order_statistics resolve");
   SelectSource<T> source{px, n};
   source.compact = compact;
   source.compact_n = cap;
   source.use_compact = flag;
+  source.met = counts + 2 * kMaxRanks;  // bracket_resolve sets the flag only when they fit
   return source;
 }
 
+// rows: when set (f32 x (R, D) of n >= kBracketMinN whose rows can be held, `held` vectors a
+// lane), the sampled brackets' pass also writes row_statistics(x) there: one read of x for
+// both, where the whole-key path below takes two.
 template <class T>
-void abs_order_statistics_typed(const Tensor& x, const std::vector<int64_t>& ranks, Tensor& out) {
+void abs_order_statistics_typed(const Tensor& x, const std::vector<int64_t>& ranks, Tensor& out,
+                                Tensor* rows = nullptr, int held = 0) {
   using K = typename KeyOf<T>::type;
   const int count = static_cast<int>(ranks.size());
   const Ranks r = ranks_of(ranks);
   const int64_t n = x.numel();
-  if constexpr (sizeof(K) == 2) {  // bf16: one histogram of every key, where the device allows
-    if (whole_key_fits<T>()) {
-      queue_whole_key_select<T>(x, r, &out, nullptr);
-      return;
+  if (rows == nullptr) {
+    if constexpr (sizeof(K) == 2) {  // bf16: one histogram of every key, where the device allows
+      if (whole_key_fits<T>()) {
+        queue_whole_key_select<T>(x, r, &out, nullptr);
+        return;
+      }
     }
-  }
-  if constexpr (std::is_same_v<T, float>) {  // large f32: the top 16 bits, then the low 16
-    if (n >= kBracketMinN && n < (int64_t{1} << 32) && whole_key_fits<T>()) {
-      queue_two_pass_select(x, r, out);
-      return;
+    if constexpr (std::is_same_v<T, float>) {  // large f32: the top 16 bits, then the low 16
+      if (n >= kBracketMinN && n < (int64_t{1} << 32) && whole_key_fits<T>()) {
+        queue_two_pass_select(x, r, out);
+        return;
+      }
     }
   }
   // Digit widths, most significant first: 8, then 12 (the last one what is left).
@@ -1001,9 +1091,9 @@ void abs_order_statistics_typed(const Tensor& x, const std::vector<int64_t>& ran
   std::vector<Tensor> keep;  // the brackets' buffers, until the passes are queued
   SelectSource<T> source{static_cast<const T*>(x.raw_data()), n};
   if (n >= kBracketMinN) {
-    const bool from_prefixes = whole_key_fits<T>();
+    const bool from_prefixes = rows == nullptr && whole_key_fits<T>();
     if (from_prefixes) queue_whole_key_select<T>(x, r, nullptr, state);
-    source = queue_brackets<T, K>(x, r, state, from_prefixes, keep);
+    source = queue_brackets<T, K>(x, r, state, from_prefixes, keep, rows, held);
   }
   // Over the brackets' candidates (at most a sixteenth of x) one block per SM: each block
   // clears and flushes its histograms once, which costs more than its share of keys at 4 per
@@ -1035,13 +1125,19 @@ void abs_order_statistics_cuda(const Tensor& x, const std::vector<int64_t>& rank
   });
 }
 
-// A large f32 x whose rows can be held: the row statistics from the whole-key histogram's pass
-// (two reads of x in all instead of three); otherwise the two ops one after the other.
+// A large f32 x whose rows can be held: the row statistics from the sampled brackets' pass with
+// ops::one_pass_order_statistics (one read of x, then the select over the candidates; x again
+// only where a rank missed its bracket), else from the whole-key histogram's pass (two reads of
+// x in all instead of three); otherwise the two ops one after the other.
 void rows_and_abs_order_statistics_cuda(const Tensor& x, const std::vector<int64_t>& ranks,
                                         Tensor& rows, Tensor& order) {
   check_rank_count(x, ranks, "rows_and_abs_order_statistics");
   const int64_t n = x.numel(), D = x.size(-1);
   const int held = x.dtype() == DType::F32 ? held_vectors_per_lane(x.data<float>(), D, D) : 0;
+  if (held > 0 && !ranks.empty() && n >= kBracketMinN && ops::one_pass_order_statistics) {
+    abs_order_statistics_typed<float>(x, ranks, order, &rows, held);
+    return;
+  }
   if (held > 0 && !ranks.empty() && n >= kBracketMinN && n < (int64_t{1} << 32) &&
       whole_key_fits<float>()) {
     queue_two_pass_select(x, ranks_of(ranks), order, &rows, held);

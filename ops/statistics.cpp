@@ -4,6 +4,8 @@
 
 namespace sinklab::ops {
 
+bool one_pass_order_statistics = false;
+
 OpKernels<RowStatisticsFn, RowStatisticsFn> row_statistics_kernels{
     "row_statistics", cpu::row_statistics, nullptr};
 OpKernels<AbsOrderStatisticsFn, AbsOrderStatisticsFn> abs_order_statistics_kernels{

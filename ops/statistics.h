@@ -21,6 +21,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "core/scoped_value.h"
 #include "core/tensor.h"
 #include "ops/op_table.h"
 
@@ -44,6 +45,22 @@ struct RowsAndOrder {
   Tensor order;  // (K)
 };
 RowsAndOrder rows_and_abs_order_statistics(const Tensor& x, const std::vector<int64_t>& ranks);
+
+// How rows_and_abs_order_statistics reads a large f32 x on a GPU (run.one_pass_order_statistics):
+// false, the row statistics with a histogram of every key's top 16 bits, then the low 16 bits
+// under each rank's (two reads of x); true, the row statistics with a partition of the keys by
+// brackets around each rank's sampled quantile (one read of x), then the select over the few
+// candidates (x again only where a rank fell outside its bracket). The same values either way.
+// Read at each call; the trainer sets it once from the config. Off by default: on an H100 the
+// sample's sort and the select's passes over the candidates took 140 us a GPT-2 layer against
+// 111 for the two passes (eighteenth session's profiles, docs/PERFORMANCE.md).
+extern bool one_pass_order_statistics;
+
+// Sets one_pass_order_statistics for a scope (tests, benchmarks).
+class OnePassOrderStatisticsGuard : ScopedValue<bool> {
+ public:
+  explicit OnePassOrderStatisticsGuard(bool on) : ScopedValue(one_pass_order_statistics, on) {}
+};
 
 using RowStatisticsFn = void (*)(const Tensor& x, Tensor& out);
 using AbsOrderStatisticsFn = void (*)(const Tensor& x, const std::vector<int64_t>& ranks,

@@ -227,3 +227,46 @@ TEST_CASE("cuda: rows_and_abs_order_statistics equals the two probes (one pass f
     REQUIRE(again.rows.to_doubles() == gpu.rows.to_doubles());  // bit-identical
   }
 }
+
+TEST_CASE("cuda: rows_and_abs_order_statistics in one pass (run.one_pass_order_statistics) "
+          "equals the CPU, the fallback included",
+          "[cuda]") {
+  SINKLAB_REQUIRE_CUDA();
+  // The row statistics and the partition by the sampled brackets share one read of x; the select
+  // then reads the candidates. The sink metrics' ranks (median pair and top three: two ranges),
+  // spread ranks (four ranges: counters for every rank), and inputs whose brackets cannot hold
+  // the ranks (60% zeros, one value everywhere: the candidates overflow and the select reads x).
+  // The row statistics are the same bits as the two-pass path's; the order statistics exact.
+  const ops::OnePassOrderStatisticsGuard one_pass(true);
+  for (const Shape& shape : {Shape{2, 700, 768}, Shape{1100, 1024}, Shape{10600, 100}}) {
+    std::vector<double> v = random_tensor(shape, 919, DType::F64, 1.0).to_doubles();
+    for (size_t i = 0; i < v.size(); i += 89) v[i] = std::exp(6.0 * v[i]);  // a heavy tail
+    std::vector<double> ties(v);
+    for (size_t i = 0; i < ties.size(); ++i)
+      if (i % 5 < 3) ties[i] = 0;
+    const std::vector<double> same(v.size(), -2.5);
+    for (const std::vector<double>* values :
+         std::initializer_list<const std::vector<double>*>{&v, &ties, &same}) {
+      const Tensor x = Tensor::from_doubles(*values, shape, DType::F32);
+      const int64_t n = x.numel();
+      INFO(shape_str(shape) << (values == &v ? " heavy tail" : values == &ties ? " ties" : " same"));
+      for (const std::vector<int64_t>& ranks :
+           {std::vector<int64_t>{n / 2 - 1, n / 2, n - 3, n - 2, n - 1},
+            std::vector<int64_t>{0, 1, n / 4, n / 2 - 1, n / 2, n - 3, n - 2, n - 1}}) {
+        INFO(ranks.size() << " ranks");
+        const Tensor xd = x.to_device(Device::cuda());
+        const ops::RowsAndOrder gpu = ops::rows_and_abs_order_statistics(xd, ranks);
+        require_close(gpu.order.to_device(Device::cpu()), ops::abs_order_statistics(x, ranks), 0,
+                      0);
+        require_close(gpu.rows.to_device(Device::cpu()), ops::row_statistics(x), 1e-5, 1e-6);
+        ops::RowsAndOrder two_pass;
+        {
+          const ops::OnePassOrderStatisticsGuard off(false);
+          two_pass = ops::rows_and_abs_order_statistics(xd, ranks);
+        }
+        REQUIRE(gpu.rows.to_doubles() == two_pass.rows.to_doubles());  // one row kernel's sums
+        REQUIRE(gpu.order.to_doubles() == two_pass.order.to_doubles());
+      }
+    }
+  }
+}

@@ -98,6 +98,8 @@ bool brackets_select_exactly(const std::vector<K>& keys, const std::vector<unsig
   std::sort(sorted.begin(), sorted.end());
   BracketPlan<K> plan{};
   cuda::plan_brackets(sorted.data(), ranks.data(), static_cast<int>(ranks.size()), n, plan);
+  // The bound the GPU sizes its counters by, before the sample exists.
+  REQUIRE(plan.count <= cuda::sampled_bracket_bound(ranks.data(), static_cast<int>(ranks.size()), n));
   return plan_selects_exactly(keys, ranks, plan);
 }
 
@@ -145,6 +147,21 @@ TEST_CASE("order brackets: sampled ranges hold the ranks and select them exactly
   std::vector<double> u(v.size());
   for (size_t i = 0; i < u.size(); ++i) u[i] = i % 3072 == 7 ? 500.0 + v[i] : 0.01 * v[i];
   REQUIRE(brackets_select_exactly(keys_bf16(u), ranks));
+}
+
+TEST_CASE("order brackets: the bound of the sampled ranges before the sample", "[ops][statistics]") {
+  // The sink metrics' residual ranks (the median pair and the top three) make two ranges at any
+  // size from 2^20; ranks far apart keep theirs; a lone rank one.
+  for (int64_t n : {int64_t{1} << 20, (int64_t{1} << 20) + 1, int64_t{25165824}, int64_t{1} << 31}) {
+    INFO("n " << n);
+    const auto u = [](int64_t r) { return static_cast<unsigned long long>(r); };
+    const std::vector<unsigned long long> residual = {u(n / 2 - 1), u(n / 2), u(n - 3), u(n - 2),
+                                                      u(n - 1)};
+    REQUIRE(cuda::sampled_bracket_bound(residual.data(), 5, n) == 2);
+    REQUIRE(cuda::sampled_bracket_bound(residual.data() + 1, 1, n) == 1);
+    const std::vector<unsigned long long> spread = spread_ranks(n);
+    REQUIRE(cuda::sampled_bracket_bound(spread.data(), 8, n) == 4);  // bottom, n/4, median, top
+  }
 }
 
 TEST_CASE("order brackets: heavy ties overflow the candidates and ask for the fallback", "[ops][statistics]") {

@@ -103,6 +103,11 @@ struct RunSection {
                                     // (o_proj / c_proj, down_proj) store it in bf16 under bf16
                                     // on a GPU, as autocast does (ops/add_norm.h): fewer bytes
                                     // for the add + norm; 0.8 to 1.3% faster on an H100
+  bool one_pass_order_statistics = false;  // the sink metrics' residual: its row statistics
+                                    // and its order statistics' brackets in one read on a GPU
+                                    // (ops/statistics.h), instead of two; the same values; off:
+                                    // no faster on an H100 (its sort and select cost more than
+                                    // the pass they save)
   bool deterministic = true;        // the same bits on every run (bit-exact resume on a GPU);
                                     // false lets cuDNN's attention backward sum dQ with f32
                                     // atomics (ops::deterministic_attention): faster, but two

@@ -95,7 +95,8 @@ constexpr const char* kProcessKeys[] = {"run.attention_kernels", "run.profile", 
                                         "run.gemm_epilogues", "run.bias_grad_columns",
                                         "run.fused_cross_entropy",
                                         "run.fold_residual_grads", "run.rope_in_place",
-                                        "run.bf16_branch_outputs", "run.deterministic",
+                                        "run.bf16_branch_outputs",
+                                        "run.one_pass_order_statistics", "run.deterministic",
                                         "run.variant_placement"};
 
 // A step's sink metrics. Made at the end of the forward whose capture they read (on a GPU that
