@@ -34,6 +34,7 @@
 #include "ops/layernorm.h"
 #include "ops/matmul.h"
 #include "ops/rmsnorm.h"
+#include "ops/statistics.h"
 
 namespace sinklab::cuda {
 
@@ -607,38 +608,94 @@ unsigned group_blocks(int64_t rows, int G) {
   return static_cast<unsigned>((rows + rows_per_block - 1) / rows_per_block);
 }
 
-// x, y (rows, D) stored as X, Y (f32 or bf16); gain (P) or null, row r uses gain[(r D) % P + d];
-// rstd (rows).
-template <class X, class Y>
+// The value a float becomes where it is stored as Y (rounded to nearest even for bf16).
+__device__ __forceinline__ float as_stored(float v, float*) { return v; }
+__device__ __forceinline__ float as_stored(float v, __nv_bfloat16*) {
+  return __bfloat162float(__float2bfloat16_rn(v));
+}
+
+// The row statistics of a row held by a group of G lanes, N chunks a lane (value(i, j) is element
+// j of chunk gl + G i; zero on inactive lanes, which still join the shuffles), into o (5) by the
+// group's first lane when `write`: row_statistics' columns and formulas (the mean first, then the
+// deviations from it), summed in the group's order.
+template <int N, class Value>
+__device__ __forceinline__ void group_row_statistics(Value&& value, int G, int64_t D, bool write,
+                                                     float* o) {
+  float sum = 0.f;
+#pragma unroll
+  for (int i = 0; i < N; ++i)
+#pragma unroll
+    for (int j = 0; j < kChunk; ++j) sum += value(i, j);
+  const float mean = group_sum(sum, G) / static_cast<float>(D);
+  float dev = 0.f, sq = 0.f, sum_abs = 0.f, max_abs = 0.f;
+#pragma unroll
+  for (int i = 0; i < N; ++i)
+#pragma unroll
+    for (int j = 0; j < kChunk; ++j) {
+      const float e = value(i, j);
+      dev += (e - mean) * (e - mean);
+      sq += e * e;
+      sum_abs += fabsf(e);
+      max_abs = fmaxf(max_abs, fabsf(e));
+    }
+  dev = group_sum(dev, G);
+  sq = group_sum(sq, G);
+  sum_abs = group_sum(sum_abs, G);
+  for (int offset = G / 2; offset > 0; offset >>= 1)
+    max_abs = fmaxf(max_abs, __shfl_xor_sync(0xffffffffu, max_abs, offset));
+  if (write) {
+    o[ops::kRowMean] = mean;
+    o[ops::kRowVariance] = dev / static_cast<float>(D);
+    o[ops::kRowNorm] = sqrtf(sq);
+    o[ops::kRowMeanAbs] = sum_abs / static_cast<float>(D);
+    o[ops::kRowMaxAbs] = max_abs;
+  }
+}
+
+// x, y (rows, D) stored as X, Y (f32 or bf16), D = 8 G N; gain (P) or null, row r uses
+// gain[(r D) % P + d]; rstd (rows). kStats: x_stats and y_stats (rows, 5) get the row statistics
+// of x and of y as stored (ops::NormRowStatistics), from the registers that hold the row.
+template <class X, class Y, int N, bool kStats>
 __global__ void rmsnorm_groups_forward_kernel(const X* x, const float* gain, Y* y, float* rstd,
-                                              int64_t rows, int64_t D, int64_t P, RowGroups g,
-                                              float eps) {
-  const int lane = threadIdx.x % kWarp, gl = lane % g.G;
+                                              float* x_stats, float* y_stats, int64_t rows,
+                                              int64_t D, int64_t P, int G, float eps) {
+  const int lane = threadIdx.x % kWarp, gl = lane % G;
   const int64_t r = (static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.x / kWarp) *
-                        (kWarp / g.G) + lane / g.G;
+                        (kWarp / G) + lane / G;
   const bool active = r < rows;  // inactive lanes still join the shuffles
-  float v[kMaxChunks][kChunk];
+  float v[N][kChunk];
   float sq = 0.f;
 #pragma unroll
-  for (int i = 0; i < kMaxChunks; ++i) {
-    if (i >= g.n) break;
-    if (active) load_chunk(x + r * D + (gl + g.G * i) * kChunk, v[i]);
+  for (int i = 0; i < N; ++i) {
+    if (active) {
+      load_chunk(x + r * D + (gl + G * i) * kChunk, v[i]);
+    } else {
 #pragma unroll
-    for (int j = 0; j < kChunk; ++j) sq += active ? v[i][j] * v[i][j] : 0.f;
+      for (int j = 0; j < kChunk; ++j) v[i][j] = 0.f;
+    }
+#pragma unroll
+    for (int j = 0; j < kChunk; ++j) sq += v[i][j] * v[i][j];
   }
-  const float inv = inv_sqrt(group_sum(sq, g.G) / static_cast<float>(D) + eps);
+  const float inv = inv_sqrt(group_sum(sq, G) / static_cast<float>(D) + eps);
+  const float* gr = active && gain ? gain + (r * D) % P : nullptr;  // (D) slice of the gain
+  float out[N][kChunk];  // y before it is stored
+#pragma unroll
+  for (int i = 0; i < N; ++i) {
+    const int64_t d0 = (gl + G * i) * kChunk;
+#pragma unroll
+    for (int j = 0; j < kChunk; ++j) out[i][j] = v[i][j] * inv * (gr ? gr[d0 + j] : 1.f);
+  }
+  if constexpr (kStats) {
+    const bool write = active && gl == 0;
+    group_row_statistics<N>([&](int i, int j) { return v[i][j]; }, G, D, write,
+                            x_stats + r * ops::kRowStats);
+    group_row_statistics<N>([&](int i, int j) { return as_stored(out[i][j], y); }, G, D, write,
+                            y_stats + r * ops::kRowStats);
+  }
   if (!active) return;
   if (gl == 0) rstd[r] = inv;
-  const float* gr = gain ? gain + (r * D) % P : nullptr;  // (D) slice of the gain
 #pragma unroll
-  for (int i = 0; i < kMaxChunks; ++i) {
-    if (i >= g.n) break;
-    const int64_t d0 = (gl + g.G * i) * kChunk;
-    float out[kChunk];
-#pragma unroll
-    for (int j = 0; j < kChunk; ++j) out[j] = v[i][j] * inv * (gr ? gr[d0 + j] : 1.f);
-    store_chunk(y + r * D + d0, out);
-  }
+  for (int i = 0; i < N; ++i) store_chunk(y + r * D + (gl + G * i) * kChunk, out[i]);
 }
 
 // dx = [res +] r * g - (r^3 / D) * x * sum_d(x_d g_d), g = gain * dy, r = rstd: dy stored as
@@ -712,8 +769,10 @@ __global__ void rmsnorm_groups_backward_x_kernel(const Gy* dy, const X* x, const
 // per row, with or without the add), grouped lanes (rmsnorm_groups_forward_kernel, rows without
 // the add, e.g. head-wise RMSNorm's rows of 64) or one warp per row (rmsnorm_forward_kernel,
 // everything else). delta and sum (..., D) undefined for the plain norm (and for a bf16 x).
+// stats (or null): filled by the grouped kernel, or by row_statistics after any other.
 void launch_rmsnorm_forward(const Tensor& x, const Tensor& delta, Tensor* sum, const Tensor& gain,
-                            double eps, Tensor& y, Tensor& rstd) {
+                            double eps, Tensor& y, Tensor& rstd,
+                            ops::NormRowStatistics* stats = nullptr) {
   with_norm_input(x, "rmsnorm", [&](auto zero, const auto* px) {  // x (rows, D) as T or bf16
     using T = decltype(zero);
     using X = std::remove_cv_t<std::remove_pointer_t<decltype(px)>>;
@@ -743,10 +802,30 @@ void launch_rmsnorm_forward(const Tensor& x, const Tensor& delta, Tensor* sum, c
         // rows without a residual add (head-wise RMSNorm, rmsnorm): grouped lanes
         const RowGroups groups = row_groups(D);
         if (!delta.defined() && groups.G > 0 && aligned16({px, py})) {
-          rmsnorm_groups_forward_kernel<X, Y>
-              <<<group_blocks(rows, groups.G), kRowThreads, 0, stream()>>>(
-                  px, gain.defined() ? gain.data<T>() : nullptr, py, rstd.data<T>(), rows, D, P,
-                  groups, static_cast<T>(eps));
+          // The chunks a lane holds and whether it writes the statistics, at compile time: the
+          // row's registers sized exactly (a run-time count had kept room for kMaxChunks).
+          auto grouped = [&](auto chunks, auto with_stats) {
+            rmsnorm_groups_forward_kernel<X, Y, decltype(chunks)::value,
+                                          decltype(with_stats)::value>
+                <<<group_blocks(rows, groups.G), kRowThreads, 0, stream()>>>(
+                    px, gain.defined() ? gain.data<T>() : nullptr, py, rstd.data<T>(),
+                    stats ? stats->input.data<T>() : nullptr,   // (rows, 5) or none
+                    stats ? stats->output.data<T>() : nullptr,  // (rows, 5) or none
+                    rows, D, P, groups.G, static_cast<T>(eps));
+          };
+          auto with_chunks = [&](auto with_stats) {
+            switch (groups.n) {
+              case 1: grouped(std::integral_constant<int, 1>{}, with_stats); break;
+              case 2: grouped(std::integral_constant<int, 2>{}, with_stats); break;
+              case 3: grouped(std::integral_constant<int, 3>{}, with_stats); break;
+              default: grouped(std::integral_constant<int, kMaxChunks>{}, with_stats); break;
+            }
+          };
+          if (stats)
+            with_chunks(std::true_type{});
+          else
+            with_chunks(std::false_type{});
+          stats = nullptr;  // written
           return;
         }
       }
@@ -762,11 +841,16 @@ void launch_rmsnorm_forward(const Tensor& x, const Tensor& delta, Tensor* sum, c
     with_output_and_delta<T>(y, delta, launch);
     SINKLAB_KERNEL_CHECK("rmsnorm forward");
   });
+  if (stats) {  // a kernel without the statistics ran: read x and y once more
+    const int64_t D = x.size(-1), rows = x.numel() / D;
+    ops::row_statistics_kernels.forward(x.device())(x.reshape_view({rows, D}), stats->input);
+    ops::row_statistics_kernels.forward(y.device())(y.reshape_view({rows, D}), stats->output);
+  }
 }
 
 void rmsnorm_forward_cuda(const Tensor& x, const Tensor& gain, double eps, Tensor& y,
-                          Tensor& rstd) {
-  launch_rmsnorm_forward(x, Tensor(), nullptr, gain, eps, y, rstd);
+                          Tensor& rstd, ops::NormRowStatistics* stats) {
+  launch_rmsnorm_forward(x, Tensor(), nullptr, gain, eps, y, rstd, stats);
 }
 
 void add_rmsnorm_forward_cuda(const Tensor& x, const Tensor& delta, const Tensor& gain, double eps,

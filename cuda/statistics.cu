@@ -1147,12 +1147,45 @@ void rows_and_abs_order_statistics_cuda(const Tensor& x, const std::vector<int64
   if (!ranks.empty()) abs_order_statistics_cuda(x, ranks, order);
 }
 
+// One thread per row: group_rows (R, G, 5) -> out (R), ops::pooled_variance's formulas in T
+// (f32 or f64) in the CPU's order.
+template <class T>
+__global__ void pooled_variance_kernel(const T* __restrict__ group_rows, T* __restrict__ out,
+                                       int64_t R, int64_t G) {
+  const int64_t r = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (r >= R) return;
+  const T* groups = group_rows + r * G * ops::kRowStats;  // (G, 5)
+  T mean = 0, within = 0;
+  for (int64_t g = 0; g < G; ++g) {
+    mean += groups[g * ops::kRowStats + ops::kRowMean];
+    within += groups[g * ops::kRowStats + ops::kRowVariance];
+  }
+  mean /= static_cast<T>(G);
+  T between = 0;
+  for (int64_t g = 0; g < G; ++g) {
+    const T c = groups[g * ops::kRowStats + ops::kRowMean] - mean;
+    between += c * c;
+  }
+  out[r] = (within + between) / static_cast<T>(G);
+}
+
+void pooled_variance_cuda(const Tensor& group_rows, Tensor& out) {
+  const int64_t R = out.numel(), G = group_rows.size(-2);
+  dispatch_float(group_rows.dtype(), "pooled_variance", [&](auto zero) {
+    using T = decltype(zero);
+    pooled_variance_kernel<T><<<blocks_for(R, 256), 256, 0, stream()>>>(group_rows.data<T>(),
+                                                                       out.data<T>(), R, G);
+    SINKLAB_KERNEL_CHECK("pooled_variance");
+  });
+}
+
 }  // namespace
 
 void install_statistics_kernels() {
   ops::row_statistics_kernels.cuda_forward = row_statistics_cuda;
   ops::abs_order_statistics_kernels.cuda_forward = abs_order_statistics_cuda;
   ops::rows_and_abs_order_statistics_kernels.cuda_forward = rows_and_abs_order_statistics_cuda;
+  ops::pooled_variance_kernels.cuda_forward = pooled_variance_cuda;
 }
 
 }  // namespace sinklab::cuda

@@ -61,6 +61,7 @@
   X(row_statistics, Fused, ForwardOnly)                  \
   X(abs_order_statistics, Fused, ForwardOnly)            \
   X(rows_and_abs_order_statistics, Fused, ForwardOnly)   \
+  X(pooled_variance, Fused, ForwardOnly)                 \
   X(adamw_update, Update, Both)                          \
   X(sum_of_squares, Update, Both)                        \
   X(scale_in_place, Update, Both)
@@ -80,7 +81,7 @@ enum class OpId : int {
 // Adding or removing an op changes this number on purpose: give the new op its case in
 // tests/test_op_list.cpp and its CUDA slots in cuda/ in the same change.
 inline constexpr int kOpCount = static_cast<int>(OpId::count);
-static_assert(kOpCount == 35, "the op list changed: update kOpCount's check, the op's case in "
+static_assert(kOpCount == 36, "the op list changed: update kOpCount's check, the op's case in "
                               "tests/test_op_list.cpp and the CUDA slots it claims");
 
 struct OpInfo {

@@ -4,8 +4,11 @@
 
 #include "autograd/node.h"
 #include "ops/cpu/rmsnorm.h"
+#include "ops/statistics.h"
 
 namespace sinklab::ops {
+
+bool head_norm_statistics = false;
 
 OpKernels<RmsNormForwardFn, RmsNormBackwardFn> rmsnorm_kernels{
     "rmsnorm", cpu::rmsnorm_forward, cpu::rmsnorm_backward};
@@ -65,15 +68,20 @@ void record_rms(Tensor& y, const Tensor& x, const Tensor& gain, const Tensor& rs
 }
 
 // y = x * rsqrt(mean(x^2) + eps) * gain over rows of x's last dim (gain checked by the caller),
-// stored in norm_output_dtype(x, output).
+// stored in norm_output_dtype(x, output); stats (or null) as headwise_rmsnorm's.
 Tensor rms_normalize(const Tensor& x, const Tensor& gain, double eps, NormOutput output,
                      const char* op,
-                     const OpKernels<RmsNormForwardFn, RmsNormBackwardFn>& kernels) {
+                     const OpKernels<RmsNormForwardFn, RmsNormBackwardFn>& kernels,
+                     NormRowStatistics* stats = nullptr) {
   const int64_t rows = x.numel() / x.size(-1);
   Tensor y = Tensor::empty(x.shape(), norm_output_dtype(x, output), x.device());  // (..., D)
   const DType math = x.dtype() == DType::BF16 ? DType::F32 : x.dtype();
   Tensor rstd = Tensor::empty({rows}, math, x.device());  // (rows)
-  kernels.forward(x.device())(x, gain, eps, y, rstd);
+  if (stats) {
+    stats->input = Tensor::empty({rows, kRowStats}, math, x.device());   // (rows, 5)
+    stats->output = Tensor::empty({rows, kRowStats}, math, x.device());  // (rows, 5)
+  }
+  kernels.forward(x.device())(x, gain, eps, y, rstd, stats);
   record_rms(y, x, gain, rstd, op, kernels);
   return y;
 }
@@ -102,7 +110,8 @@ AddNorm add_rmsnorm(const Tensor& x, const Tensor& delta, const Tensor& weight, 
   return r;
 }
 
-Tensor headwise_rmsnorm(const Tensor& x, const Tensor& gamma, double eps, NormOutput output) {
+Tensor headwise_rmsnorm(const Tensor& x, const Tensor& gamma, double eps, NormOutput output,
+                        NormRowStatistics* stats) {
   check_defined(gamma, "headwise_rmsnorm", "gamma");
   check_inputs(x, gamma, "gamma", 2, eps, "headwise_rmsnorm");
   const int64_t NH = x.size(-2), HS = x.size(-1);
@@ -112,7 +121,8 @@ Tensor headwise_rmsnorm(const Tensor& x, const Tensor& gamma, double eps, NormOu
                                            << shape_str({NH, HS}) << " or (HS,) = "
                                            << shape_str({HS}),
                 "gamma is per head (NH, HS) or shared by all heads (HS,); x is (..., NH, HS)");
-  return rms_normalize(x, gamma, eps, output, "headwise_rmsnorm", headwise_rmsnorm_kernels);
+  return rms_normalize(x, gamma, eps, output, "headwise_rmsnorm", headwise_rmsnorm_kernels,
+                       stats);
 }
 
 }  // namespace sinklab::ops

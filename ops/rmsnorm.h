@@ -9,11 +9,36 @@
 // (P a multiple of D) repeating along the flattened x, so row r uses gain[(r * D) % P, + D).
 // They share one kernel pair; each op keeps its own row for its name and CUDA slots.
 #pragma once
+#include "core/scoped_value.h"
 #include "core/tensor.h"
 #include "ops/add_norm.h"
 #include "ops/op_table.h"
 
 namespace sinklab::ops {
+
+// The row statistics (ops/statistics.h's five columns: mean, variance, l2 norm, mean |.|,
+// max |.|) of every row of a norm's input and of its output as stored, (rows, 5) each in the
+// norm's math dtype (f32 for a bf16 x), from the forward's own pass where the device's kernel
+// can (head-wise RMSNorm's grouped rows on a GPU), otherwise from row_statistics after it. The
+// sink metrics take the attention output's variance by position from them instead of reading
+// o and its norm again (train/metrics/sink_metrics.h).
+struct NormRowStatistics {
+  Tensor input;   // (rows, 5) of x
+  Tensor output;  // (rows, 5) of y
+};
+
+// Whether the model asks head-wise RMSNorm for its NormRowStatistics on a metrics forward
+// (run.head_norm_statistics), so that the sink metrics take the attention output's variance by
+// position from them. Read at each forward; the trainer sets it once from the config. Off by
+// default: on an H100 the grouped kernel took 79 us a GPT-2 layer with them against 54, about
+// what the two row_statistics passes it replaces cost (eighteenth session, docs/PERFORMANCE.md).
+extern bool head_norm_statistics;
+
+// Sets head_norm_statistics for a scope (tests, benchmarks).
+class HeadNormStatisticsGuard : ScopedValue<bool> {
+ public:
+  explicit HeadNormStatisticsGuard(bool on) : ScopedValue(head_norm_statistics, on) {}
+};
 
 // output: y's dtype (ops/add_norm.h): x's, or bf16 for NormOutput::kOperandDType on a GPU under
 // Precision::BF16 with an f32 x; y's gradient then comes back in bf16 and x's in x's dtype.
@@ -21,8 +46,10 @@ namespace sinklab::ops {
 // f32 gain: f32 math, y and x's gradient bf16, rstd f32.
 Tensor rmsnorm(const Tensor& x, const Tensor& weight, double eps = 1e-6,
                NormOutput output = NormOutput::kInputDType);
+// stats: when given, filled with each head's row statistics of x and y (rows = numel / HS).
 Tensor headwise_rmsnorm(const Tensor& x, const Tensor& gamma, double eps = 1e-6,
-                        NormOutput output = NormOutput::kInputDType);
+                        NormOutput output = NormOutput::kInputDType,
+                        NormRowStatistics* stats = nullptr);
 // {x + delta, rmsnorm(x + delta)} in one pass (ops/add_norm.h); output sets normed's dtype, the
 // sum stays in x's dtype.
 AddNorm add_rmsnorm(const Tensor& x, const Tensor& delta, const Tensor& weight, double eps = 1e-6,
@@ -31,9 +58,10 @@ AddNorm add_rmsnorm(const Tensor& x, const Tensor& delta, const Tensor& weight, 
 // Forward: x (..., D), gain (P) or undefined -> y (..., D) and rstd (rows), rows = numel / D.
 // y is x's dtype, or bf16 (CUDA, f32 x) for NormOutput::kOperandDType; rstd is x's dtype (f32
 // for a bf16 x). The backward's grad then comes in y's dtype; grad_x and grad_gain are x's (and
-// gain's) dtype.
+// gain's) dtype. stats, when non-null, holds two allocated (rows, 5) tensors in rstd's dtype to
+// fill (NormRowStatistics).
 using RmsNormForwardFn = void (*)(const Tensor& x, const Tensor& gain, double eps, Tensor& y,
-                                  Tensor& rstd);
+                                  Tensor& rstd, NormRowStatistics* stats);
 // Backward fills the gradients whose pointer is non-null (grad_gain has gain's shape); with
 // residual (x's shape, f32 or f64 x), grad_x is residual + the norm's gradient, added in the same
 // pass (fold_residual_grads); grad_x_operand (x's shape, bf16; an f32 grad_x only): grad_x rounded

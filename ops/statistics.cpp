@@ -12,6 +12,8 @@ OpKernels<AbsOrderStatisticsFn, AbsOrderStatisticsFn> abs_order_statistics_kerne
     "abs_order_statistics", cpu::abs_order_statistics, nullptr};
 OpKernels<RowsAndOrderFn, RowsAndOrderFn> rows_and_abs_order_statistics_kernels{
     "rows_and_abs_order_statistics", cpu::rows_and_abs_order_statistics, nullptr};
+OpKernels<PooledVarianceFn, PooledVarianceFn> pooled_variance_kernels{
+    "pooled_variance", cpu::pooled_variance, nullptr};
 
 namespace {
 // f32 or f64 like x; f32 for a bf16 x (its values are exact in f32).
@@ -72,6 +74,22 @@ RowsAndOrder rows_and_abs_order_statistics(const Tensor& x, const std::vector<in
                             x.device());  // (K)
   if (x.numel() > 0) rows_and_abs_order_statistics_kernels.forward(x.device())(x, ranks, out.rows,
                                                                               out.order);
+  return out;
+}
+
+Tensor pooled_variance(const Tensor& group_rows) {
+  const char* op = "pooled_variance";
+  check_float(group_rows, op, "group_rows");
+  check_contiguous(group_rows, op, "group_rows");
+  SINKLAB_CHECK(group_rows.dim() >= 2 && group_rows.size(-1) == kRowStats &&
+                    group_rows.size(-2) > 0,
+                ShapeError,
+                op << ": group_rows " << shape_str(group_rows.shape())
+                   << " is not (..., G, 5) with G >= 1",
+                "pass the row statistics of each row's groups, e.g. (B, T, NH, 5) per head");
+  Shape shape(group_rows.shape().begin(), group_rows.shape().end() - 2);  // (...)
+  Tensor out = Tensor::empty(shape, group_rows.dtype(), group_rows.device());  // (...)
+  if (out.numel() > 0) pooled_variance_kernels.forward(group_rows.device())(group_rows, out);
   return out;
 }
 

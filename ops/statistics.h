@@ -17,6 +17,11 @@
 //     summation order), with one read of x fewer where the
 //     device can (a large f32 x on a GPU: the row statistics come out of the order statistics'
 //     first pass). The sink metrics ask both of the residual stream.
+//   pooled_variance(group_rows): group_rows (..., G, 5) contiguous, the row statistics of the G
+//     equal-sized groups that make up each row (columns RowStatistic) -> (...) the variance
+//     (population) of the whole row: the mean of the groups' variances plus the variance of
+//     their means (the law of total variance). The sink metrics pool head-wise RMSNorm's
+//     per-head statistics into each position's variance over C (ops::NormRowStatistics).
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -45,6 +50,7 @@ struct RowsAndOrder {
   Tensor order;  // (K)
 };
 RowsAndOrder rows_and_abs_order_statistics(const Tensor& x, const std::vector<int64_t>& ranks);
+Tensor pooled_variance(const Tensor& group_rows);
 
 // How rows_and_abs_order_statistics reads a large f32 x on a GPU (run.one_pass_order_statistics):
 // false, the row statistics with a histogram of every key's top 16 bits, then the low 16 bits
@@ -67,9 +73,11 @@ using AbsOrderStatisticsFn = void (*)(const Tensor& x, const std::vector<int64_t
                                       Tensor& out);
 using RowsAndOrderFn = void (*)(const Tensor& x, const std::vector<int64_t>& ranks, Tensor& rows,
                                 Tensor& order);
+using PooledVarianceFn = void (*)(const Tensor& group_rows, Tensor& out);  // out (R) for R rows
 // Probes: the backward slots stay null.
 extern OpKernels<RowStatisticsFn, RowStatisticsFn> row_statistics_kernels;
 extern OpKernels<AbsOrderStatisticsFn, AbsOrderStatisticsFn> abs_order_statistics_kernels;
 extern OpKernels<RowsAndOrderFn, RowsAndOrderFn> rows_and_abs_order_statistics_kernels;
+extern OpKernels<PooledVarianceFn, PooledVarianceFn> pooled_variance_kernels;
 
 }  // namespace sinklab::ops

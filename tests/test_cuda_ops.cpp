@@ -20,6 +20,7 @@
 #include "ops/embedding.h"
 #include "ops/layernorm.h"
 #include "ops/rmsnorm.h"
+#include "ops/statistics.h"
 #include "tests/cuda_compare.h"
 #include "tests/helpers.h"
 #include "tests/op_checks.h"
@@ -330,6 +331,43 @@ TEST_CASE("cuda: headwise_rmsnorm of a bf16 x (cuDNN's attention output): f32 ma
     const CudaCompareOptions tol = tolerance(DType::F32, shared ? B * T * NH : B * T);
     test::require_close(gamma_gpu.grad().to_device(Device::cpu()).to_dtype(DType::F64),
                         gamma_cpu.grad(), tol.rtol, tol.atol);
+  }
+}
+
+TEST_CASE("cuda: headwise_rmsnorm's row statistics of x and y (the metrics' var_pos) match the "
+          "CPU's of the same values",
+          "[cuda]") {
+  SINKLAB_REQUIRE_CUDA();
+  // Heads of 64 (GPT-2, LLaMA: the grouped kernel writes them from its registers) and of 12 (not
+  // whole chunks: another kernel, then row_statistics); x bf16 (cuDNN's output, y bf16) and f32
+  // with y f32 or bf16 (kOperandDType under bf16). Each against row_statistics of the GPU's own
+  // x and y on the CPU; y the same bits as without the statistics.
+  struct Case {
+    int64_t HS;
+    DType x_dtype;
+    ops::NormOutput output;
+  };
+  const PrecisionGuard bf16(Precision::BF16);
+  for (const Case& c : {Case{64, DType::BF16, ops::NormOutput::kOperandDType},
+                        Case{64, DType::F32, ops::NormOutput::kInputDType},
+                        Case{64, DType::F32, ops::NormOutput::kOperandDType},
+                        Case{12, DType::F32, ops::NormOutput::kInputDType},
+                        Case{12, DType::BF16, ops::NormOutput::kOperandDType}}) {
+    INFO("HS " << c.HS << " x " << dtype_name(c.x_dtype));
+    const int64_t B = 3, T = 37, NH = 5, rows = B * T * NH;
+    const Tensor x = random_tensor({B, T, NH, c.HS}, 190, DType::F32, 2.0)
+                         .to_dtype(c.x_dtype)
+                         .to_device(Device::cuda());
+    const Tensor gamma = random_tensor({NH, c.HS}, 191, DType::F32).to_device(Device::cuda());
+    ops::NormRowStatistics stats;
+    const Tensor y = ops::headwise_rmsnorm(x, gamma, 1e-6, c.output, &stats);
+    REQUIRE(y.to_doubles() == ops::headwise_rmsnorm(x, gamma, 1e-6, c.output).to_doubles());
+    const Tensor x_cpu = x.to_device(Device::cpu()).to_dtype(DType::F32);
+    const Tensor y_cpu = y.to_device(Device::cpu()).to_dtype(DType::F32);
+    test::require_close(stats.input.to_device(Device::cpu()),
+                  ops::row_statistics(x_cpu.reshape_view({rows, c.HS})), 1e-5, 1e-6);
+    test::require_close(stats.output.to_device(Device::cpu()),
+                  ops::row_statistics(y_cpu.reshape_view({rows, c.HS})), 1e-5, 1e-6);
   }
 }
 

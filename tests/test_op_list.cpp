@@ -261,6 +261,11 @@ OpCase rows_and_abs_order_statistics_case() {
           },
           [](DType dt) { return std::vector{plain_input({B, T, C}, 48, dt)}; }, false};
 }
+OpCase pooled_variance_case() {
+  // Row statistics of 5 groups (means, variances, ...), as a norm would leave them: (B, T, 5, 5)
+  return {[](const auto& in) { return ops::pooled_variance(in[0]); },
+          [](DType dt) { return std::vector{plain_input({B, T, 5, 5}, 49, dt)}; }, false};
+}
 OpCase adamw_update_case() {  // two steps, so that the moments feed the second; the second
                                // clips (grad_scale)
   return {[](const auto& in) {

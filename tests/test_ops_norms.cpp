@@ -10,6 +10,7 @@
 #include "ops/layernorm.h"
 #include "ops/rmsnorm.h"
 #include "ops/shape_ops.h"
+#include "ops/statistics.h"
 #include "tests/helpers.h"
 #include "tests/op_checks.h"
 
@@ -192,6 +193,22 @@ TEST_CASE("headwise_rmsnorm forward matches a naive fp64 evaluation, both gamma 
         require_close(y, naive_headwise(x.to_doubles(), gamma.to_doubles(), NH, HS, 1e-6),
                       tol_for(dtype), tol_for(dtype));
       }
+}
+
+TEST_CASE("headwise_rmsnorm's row statistics of x and y are row_statistics of each head's rows",
+          "[ops]") {
+  // The sink metrics read them instead of x and y (ops::NormRowStatistics); on the CPU they are
+  // row_statistics itself, bit for bit, and asking for them changes no bit of y.
+  for (DType dtype : {DType::F64, DType::F32}) {
+    const Tensor x = random_tensor({2, 5, 3, 8}, 142, dtype, 2.0);  // (B, T, NH, HS)
+    const Tensor gamma = random_tensor({3, 8}, 143, dtype);
+    ops::NormRowStatistics stats;
+    const Tensor y = ops::headwise_rmsnorm(x, gamma, 1e-6, ops::NormOutput::kInputDType, &stats);
+    REQUIRE(y.to_doubles() == ops::headwise_rmsnorm(x, gamma).to_doubles());
+    REQUIRE(stats.input.shape() == Shape({30, ops::kRowStats}));
+    REQUIRE(stats.input.to_doubles() == ops::row_statistics(x.reshape_view({30, 8})).to_doubles());
+    REQUIRE(stats.output.to_doubles() == ops::row_statistics(y.reshape_view({30, 8})).to_doubles());
+  }
 }
 
 TEST_CASE("headwise_rmsnorm backward (gradcheck), per-head and shared gamma", "[ops][grad]") {

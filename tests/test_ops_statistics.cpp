@@ -69,6 +69,28 @@ TEST_CASE("statistics probes: bad input names the op and the shape", "[ops][erro
       {"row_statistics", "contiguous"});
 }
 
+TEST_CASE("pooled_variance of the groups' row statistics is the variance of the whole row",
+          "[ops]") {
+  // Rows of 4 groups of 6 (heads of a position): the law of total variance against row_statistics
+  // of the whole rows, for groups with means far apart and near, in f64 and f32.
+  for (DType dt : {DType::F64, DType::F32}) {
+    std::vector<double> v = random_tensor({3, 7, 4, 6}, 904, DType::F64, 1.5).to_doubles();
+    for (size_t i = 0; i < v.size(); ++i) v[i] += static_cast<double>((i / 6) % 4) * 3.0;
+    const Tensor x = Tensor::from_doubles(v, {3, 7, 4, 6}, dt);  // (B, T, G, D)
+    const Tensor groups = ops::row_statistics(x).reshape_view({3, 7, 4, ops::kRowStats});
+    const Tensor pooled = ops::pooled_variance(groups);
+    REQUIRE(pooled.shape() == Shape({3, 7}));
+    const Tensor whole = ops::row_statistics(x.reshape_view({21, 24}));  // (B T, 5)
+    std::vector<double> expected;
+    for (int64_t r = 0; r < 21; ++r) expected.push_back(whole.to_doubles()[r * 5 + 1]);
+    const double tol = dt == DType::F64 ? 1e-12 : 1e-5;
+    require_close(pooled.reshape_view({21}), Tensor::from_doubles(expected, {21}, DType::F64), tol,
+                  tol);
+  }
+  test::require_error<ShapeError>([&] { ops::pooled_variance(random_tensor({4, 6}, 905)); },
+                                  {"pooled_variance", "(4, 6)", "(..., G, 5)"});
+}
+
 TEST_CASE("row_statistics reads 2-D views in place: transposes and selected columns", "[ops]") {
   const Tensor x = random_tensor({5, 7, 3}, 904);
   const Tensor t = x.select_view(2, 1);  // (5, 7), elements 3 apart

@@ -60,7 +60,7 @@ TEST_CASE("the norms' CPU backward writes grad_x's rounded copy when asked", "[o
   ops::layernorm_kernels.cpu_backward(dy, x, w, mean, rstd, &res, &gx, &gx16, nullptr, nullptr);
   REQUIRE(gx16.to_doubles() == gx.to_dtype(DType::BF16).to_doubles());
   Tensor gx_rms = Tensor::empty({3, 16}), gx16_rms = Tensor::empty({3, 16}, DType::BF16);
-  ops::rmsnorm_kernels.cpu_forward(x, w, 1e-6, y, rstd);
+  ops::rmsnorm_kernels.cpu_forward(x, w, 1e-6, y, rstd, nullptr);
   ops::rmsnorm_kernels.cpu_backward(dy, x, w, rstd, &res, &gx_rms, &gx16_rms, nullptr);
   REQUIRE(gx16_rms.to_doubles() == gx_rms.to_dtype(DType::BF16).to_doubles());
   REQUIRE(gx_rms.to_doubles() != gx.to_doubles());

@@ -103,6 +103,11 @@ struct RunSection {
                                     // (o_proj / c_proj, down_proj) store it in bf16 under bf16
                                     // on a GPU, as autocast does (ops/add_norm.h): fewer bytes
                                     // for the add + norm; 0.8 to 1.3% faster on an H100
+  bool head_norm_statistics = false;  // the sink metrics' variance by position of the attention
+                                    // output and of its head-wise norm from the norm's own pass
+                                    // (ops/rmsnorm.h) instead of two more reads; off: no
+                                    // faster on an H100 (the norm's kernel gets slower by
+                                    // about what the two reads cost)
   bool one_pass_order_statistics = false;  // the sink metrics' residual: its row statistics
                                     // and its order statistics' brackets in one read on a GPU
                                     // (ops/statistics.h), instead of two; the same values; off:

@@ -12,6 +12,7 @@
 #include "ops/matmul.h"
 #include "ops/mlp.h"
 #include "ops/rmsnorm.h"
+#include "ops/statistics.h"
 #include "ops/rope.h"
 #include "ops/shape_ops.h"
 
@@ -258,9 +259,15 @@ Tensor GPT::attention_block(int64_t layer, const Tensor& h, LayerCapture* captur
   // The head-wise norm's output only feeds o_proj: stored as the product reads it (bf16 under
   // bf16 on a GPU), as the block norms' outputs are.
   // (It reads o as it comes: bf16 where cuDNN wrote it, f32 after amplify; its math in f32.)
+  // On a metrics forward with run.head_norm_statistics it also leaves each head's row
+  // statistics of o and of its output, so that the metrics read neither again.
+  ops::NormRowStatistics head_rows;
   Tensor o_normed = headwise(cfg_) ? ops::headwise_rmsnorm(o, p(attn + "head_norm.weight"),
                                                              kHeadwiseRmsNormEps,
-                                                             ops::NormOutput::kOperandDType)
+                                                             ops::NormOutput::kOperandDType,
+                                                             capture && ops::head_norm_statistics
+                                                                 ? &head_rows
+                                                                 : nullptr)
                                    : Tensor();
   if (capture) {
     capture->q = detached(q);
@@ -269,6 +276,11 @@ Tensor GPT::attention_block(int64_t layer, const Tensor& h, LayerCapture* captur
     capture->v = detached(v);
     capture->attn_out = detached(o);
     capture->attn_out_normed = o_normed.defined() ? detached(o_normed) : Tensor();
+    if (head_rows.input.defined()) {
+      const Shape heads{B, T, NH, ops::kRowStats};
+      capture->attn_out_head_rows = head_rows.input.reshape_view(heads);
+      capture->attn_out_normed_head_rows = head_rows.output.reshape_view(heads);
+    }
     capture->attention = options;
   }
   Tensor merged = ops::reshape(o_normed.defined() ? o_normed : o, {B, T, C});  // (B, T, C)

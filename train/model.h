@@ -28,6 +28,10 @@ struct LayerCapture {
   Tensor v;               // (B, T, NH, HS) the values attention multiplied (a view for GPT-2)
   Tensor attn_out;        // (B, T, NH, HS) o before head-wise RMSNorm
   Tensor attn_out_normed; // (B, T, NH, HS) o after head-wise RMSNorm (undefined when off)
+  // (B, T, NH, 5) the row statistics of each head of o and of attn_out_normed, written by the
+  // head-wise norm's own pass (ops::NormRowStatistics; undefined without head-wise RMSNorm or
+  // run.head_norm_statistics)
+  Tensor attn_out_head_rows, attn_out_normed_head_rows;
   Tensor ffn_hidden;      // (B, T, F) u = act(W1 x) * (W3 x), or GELU(W_fc x + b) (GPU bf16: bf16)
   ops::AttentionOptions attention;  // the layer's attention as it ran (mode, isolate mask)
 };

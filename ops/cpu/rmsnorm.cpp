@@ -6,6 +6,7 @@
 #include "core/dispatch.h"
 #include "ops/cpu/elementwise.h"
 #include "ops/cpu/gemm.h"
+#include "ops/cpu/statistics.h"
 
 namespace sinklab::cpu {
 
@@ -13,7 +14,8 @@ namespace {
 constexpr int64_t kGrain = 1 << 14;  // elements per thread, at least
 }  // namespace
 
-void rmsnorm_forward(const Tensor& x, const Tensor& gain, double eps, Tensor& y, Tensor& rstd) {
+void rmsnorm_forward(const Tensor& x, const Tensor& gain, double eps, Tensor& y, Tensor& rstd,
+                     ops::NormRowStatistics* stats) {
   dispatch_float(x.dtype(), "rmsnorm", [&](auto zero) {
     using T = decltype(zero);
     const int64_t D = x.size(-1), rows = x.numel() / D;
@@ -33,6 +35,11 @@ void rmsnorm_forward(const Tensor& x, const Tensor& gain, double eps, Tensor& y,
         py[r * D + d] = static_cast<T>(xr[d] * inv * (gr ? static_cast<double>(gr[d]) : 1.0));
     }, kGrain / (D + 1) + 1);
   });
+  if (stats) {
+    const int64_t D = x.size(-1), rows = x.numel() / D;
+    row_statistics(x.reshape_view({rows, D}), stats->input);
+    row_statistics(y.reshape_view({rows, D}), stats->output);
+  }
 }
 
 void add_rmsnorm_forward(const Tensor& x, const Tensor& delta, const Tensor& gain, double eps,

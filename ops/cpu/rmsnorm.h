@@ -3,10 +3,13 @@
 // divisor of x.numel(); row r uses gain[(r * D) % P, + D). rstd (rows). Sums in double.
 #pragma once
 #include "core/tensor.h"
+#include "ops/rmsnorm.h"
 
 namespace sinklab::cpu {
 
-void rmsnorm_forward(const Tensor& x, const Tensor& gain, double eps, Tensor& y, Tensor& rstd);
+// stats (or null): row_statistics of x's rows and of y's, after the norm (ops/rmsnorm.h).
+void rmsnorm_forward(const Tensor& x, const Tensor& gain, double eps, Tensor& y, Tensor& rstd,
+                     ops::NormRowStatistics* stats = nullptr);
 // sum = x + delta (in the dtype), then rmsnorm_forward of sum.
 void add_rmsnorm_forward(const Tensor& x, const Tensor& delta, const Tensor& gain, double eps,
                          Tensor& sum, Tensor& y, Tensor& rstd);

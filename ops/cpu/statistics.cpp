@@ -67,4 +67,28 @@ void rows_and_abs_order_statistics(const Tensor& x, const std::vector<int64_t>& 
   abs_order_statistics(x, ranks, order);
 }
 
+void pooled_variance(const Tensor& group_rows, Tensor& out) {
+  const int64_t G = group_rows.size(-2), R = out.numel();
+  dispatch_float(group_rows.dtype(), "pooled_variance", [&](auto zero) {
+    using T = decltype(zero);
+    const T* in = group_rows.data<T>();  // (R, G, 5)
+    T* o = out.data<T>();                // (R)
+    parallel_for(R, [&](int64_t r) {
+      const T* groups = in + r * G * ops::kRowStats;  // (G, 5)
+      double mean = 0, within = 0;
+      for (int64_t g = 0; g < G; ++g) {
+        mean += static_cast<double>(groups[g * ops::kRowStats + ops::kRowMean]);
+        within += static_cast<double>(groups[g * ops::kRowStats + ops::kRowVariance]);
+      }
+      mean /= static_cast<double>(G);
+      double between = 0;
+      for (int64_t g = 0; g < G; ++g) {
+        const double c = static_cast<double>(groups[g * ops::kRowStats + ops::kRowMean]) - mean;
+        between += c * c;
+      }
+      o[r] = static_cast<T>((within + between) / static_cast<double>(G));
+    });
+  });
+}
+
 }  // namespace sinklab::cpu

@@ -15,5 +15,8 @@ void abs_order_statistics(const Tensor& x, const std::vector<int64_t>& ranks, Te
 // Both of the above, one after the other: rows (R, 5), order (K).
 void rows_and_abs_order_statistics(const Tensor& x, const std::vector<int64_t>& ranks,
                                    Tensor& rows, Tensor& order);
+// group_rows contiguous (R, G, 5) in memory (any leading shape), out (R): per row, the mean over
+// g of the variances plus the variance over g of the means (ops::pooled_variance).
+void pooled_variance(const Tensor& group_rows, Tensor& out);
 
 }  // namespace sinklab::cpu

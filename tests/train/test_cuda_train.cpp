@@ -15,6 +15,7 @@
 #include "core/precision.h"
 #include "ops/add_norm.h"
 #include "ops/remembered_operands.h"
+#include "ops/rmsnorm.h"
 #include "train/config.h"
 #include "train/model.h"
 #include "train/metrics/sink_metrics.h"
@@ -139,10 +140,13 @@ TEST_CASE("cuda: sink metrics computed on the GPU match the CPU's", "[cuda]") {
   struct Case {
     AttnOutputNorm norm;
     AttentionKind attention;  // sigmoid: the row shares, from attention_row_means
+    bool head_norm_statistics = false;  // var_pos from the head-wise norm's own statistics
   };
   for (const Case& k : {Case{AttnOutputNorm::None, AttentionKind::Softmax},
                         Case{AttnOutputNorm::HeadwiseRmsNorm, AttentionKind::Softmax},
+                        Case{AttnOutputNorm::HeadwiseRmsNorm, AttentionKind::Softmax, true},
                         Case{AttnOutputNorm::None, AttentionKind::Sigmoid}}) {
+    const ops::HeadNormStatisticsGuard from_norm(k.head_norm_statistics);
     const AttnOutputNorm norm = k.norm;
     ModelSection cfg = test::tiny_model(Arch::Llama, norm);
     cfg.attention = k.attention;
@@ -166,7 +170,8 @@ TEST_CASE("cuda: sink metrics computed on the GPU match the CPU's", "[cuda]") {
     const auto close = [](double x, double y) { return std::fabs(x - y) <= 1e-4 * std::fabs(x) + 1e-6; };
     for (size_t l = 0; l < a.layers.size(); ++l) {
       const LayerMetrics &x = a.layers[l], &y = b.layers[l];
-      INFO(choice_text(norm) << ", " << choice_text(k.attention) << " layer " << l);
+      INFO(choice_text(norm) << ", " << choice_text(k.attention) << " layer " << l
+                             << (k.head_norm_statistics ? ", head_norm_statistics" : ""));
       for (size_t h = 0; h < x.sink_mass.size(); ++h) {
         REQUIRE(close(x.sink_mass[h], y.sink_mass[h]));
         REQUIRE(close(x.alpha0[h], y.alpha0[h]));

@@ -13,7 +13,9 @@
 #include "ops/elementwise.h"
 #include "ops/matmul.h"
 #include "ops/reduce.h"
+#include "ops/rmsnorm.h"
 #include "ops/rope.h"
+#include "ops/statistics.h"
 #include "train/model.h"
 #include "train/optimizer.h"
 #include "train/sampler.h"
@@ -243,68 +245,82 @@ TEST_CASE("a small model learns a repeated pattern (loss decreases)", "[model]")
 }
 
 TEST_CASE("sink metrics match a direct computation from attention probabilities", "[metrics]") {
-  ModelSection cfg = tiny_model(Arch::Gpt2, AttnOutputNorm::HeadwiseRmsNorm);
-  cfg.n_embd = 16;
-  cfg.block_size = 9;
-  GPT model(cfg, 5, DType::F64);
-  Tensor ids = random_ids(3, 9, 11, 3);
-  ForwardCapture cap;
-  autograd::NoGradGuard no_grad;
-  model.forward(ids, Tensor(), &cap);
-  ops::AttentionOptions opts;
-  SinkMetrics m = compute_sink_metrics(cap, 0.3, true);
-  REQUIRE(m.layers.size() == 2);
-  int sinks = 0;
-  for (size_t l = 0; l < 2; ++l) {
-    const LayerCapture& c = cap.layers[l];
-    Tensor probs = ops::attention_probabilities(c.q, c.k, opts);  // (B, NH, T, T)
-    std::vector<double> A = probs.to_doubles();
-    const int64_t B = 3, NH = 2, T = 9;
-    for (int64_t h = 0; h < NH; ++h) {
-      double mass = 0, alpha = 0;
-      for (int64_t b = 0; b < B; ++b)
+  // var_pos and var_pos_normed from o and o_normed, and (run.head_norm_statistics) pooled from
+  // the head-wise norm's statistics of each head.
+  for (const bool head_norm_statistics : {false, true}) {
+    INFO("head_norm_statistics " << head_norm_statistics);
+    const ops::HeadNormStatisticsGuard from_norm(head_norm_statistics);
+    ModelSection cfg = tiny_model(Arch::Gpt2, AttnOutputNorm::HeadwiseRmsNorm);
+    cfg.n_embd = 16;
+    cfg.block_size = 9;
+    GPT model(cfg, 5, DType::F64);
+    Tensor ids = random_ids(3, 9, 11, 3);
+    ForwardCapture cap;
+    autograd::NoGradGuard no_grad;
+    model.forward(ids, Tensor(), &cap);
+    ops::AttentionOptions opts;
+    SinkMetrics m = compute_sink_metrics(cap, 0.3, true);
+    REQUIRE(m.layers.size() == 2);
+    int sinks = 0;
+    for (size_t l = 0; l < 2; ++l) {
+      const LayerCapture& c = cap.layers[l];
+      Tensor probs = ops::attention_probabilities(c.q, c.k, opts);  // (B, NH, T, T)
+      std::vector<double> A = probs.to_doubles();
+      const int64_t B = 3, NH = 2, T = 9;
+      for (int64_t h = 0; h < NH; ++h) {
+        double mass = 0, alpha = 0;
+        for (int64_t b = 0; b < B; ++b)
+          for (int64_t t = 0; t < T; ++t) {
+            const double a = A[((b * NH + h) * T + t) * T + 0];
+            alpha += a;
+            if (t >= 1) mass += a;
+          }
+        REQUIRE(m.layers[l].sink_mass[h] == Approx(mass / (B * (T - 1))).epsilon(1e-10));
+        REQUIRE(m.layers[l].alpha0[h] == Approx(alpha / (B * T)).epsilon(1e-10));
+        sinks += alpha / (B * T) > 0.3;
+      }
+      // var_pos from o directly: channel variance at t, batch-averaged; var_pos_normed from the
+      // head-wise norm's output (the metrics took both from the norm's row statistics per head).
+      const int64_t C = 16;
+      REQUIRE(c.attn_out_head_rows.defined() == head_norm_statistics);
+      if (head_norm_statistics)
+        REQUIRE(c.attn_out_head_rows.shape() == Shape({B, T, cfg.n_head, ops::kRowStats}));
+      for (const bool normed : {false, true}) {
+        const std::vector<double> o = (normed ? c.attn_out_normed : c.attn_out).to_doubles();
+        const std::vector<double>& got = normed ? m.layers[l].var_pos_normed : m.layers[l].var_pos;
         for (int64_t t = 0; t < T; ++t) {
-          const double a = A[((b * NH + h) * T + t) * T + 0];
-          alpha += a;
-          if (t >= 1) mass += a;
+          double acc = 0;
+          for (int64_t b = 0; b < B; ++b) {
+            double mean = 0, sq = 0;
+            for (int64_t j = 0; j < C; ++j) mean += o[(b * T + t) * C + j] / C;
+            for (int64_t j = 0; j < C; ++j) sq += std::pow(o[(b * T + t) * C + j] - mean, 2) / C;
+            acc += sq / B;
+          }
+          INFO("normed " << normed << " t " << t);
+          REQUIRE(got[t] == Approx(acc).epsilon(1e-10));
         }
-      REQUIRE(m.layers[l].sink_mass[h] == Approx(mass / (B * (T - 1))).epsilon(1e-10));
-      REQUIRE(m.layers[l].alpha0[h] == Approx(alpha / (B * T)).epsilon(1e-10));
-      sinks += alpha / (B * T) > 0.3;
-    }
-    // var_pos from o directly: channel variance at t, batch-averaged.
-    std::vector<double> o = c.attn_out.to_doubles();
-    const int64_t C = 16;
-    for (int64_t t = 0; t < T; ++t) {
-      double acc = 0;
+      }
+      // Position 0 attends only to itself: its output is one value vector.
+      REQUIRE(m.layers[l].var_ratio > 1.0);
+      // Dimension disparity from x_l[0] directly.
+      std::vector<double> x = c.residual.to_doubles();
+      double disp = 0;
       for (int64_t b = 0; b < B; ++b) {
-        double mean = 0, sq = 0;
-        for (int64_t j = 0; j < C; ++j) mean += o[(b * T + t) * C + j] / C;
-        for (int64_t j = 0; j < C; ++j) sq += std::pow(o[(b * T + t) * C + j] - mean, 2) / C;
-        acc += sq / B;
+        double mx = 0, sum = 0;
+        for (int64_t j = 0; j < C; ++j) {
+          mx = std::max(mx, std::fabs(x[b * T * C + j]));
+          sum += std::fabs(x[b * T * C + j]);
+        }
+        disp += mx / (sum / C) / B;
       }
-      REQUIRE(m.layers[l].var_pos[t] == Approx(acc).epsilon(1e-10));
+      REQUIRE(m.layers[l].dim_disparity == Approx(disp).epsilon(1e-10));
+      REQUIRE(std::isfinite(m.layers[l].norm_ratio));
+      REQUIRE(std::isfinite(m.layers[l].super_ratio));
+      REQUIRE(m.layers[l].effective_rank > 1.0);
+      REQUIRE(m.layers[l].effective_rank <= 9.0);
     }
-    // Position 0 attends only to itself: its output is one value vector.
-    REQUIRE(m.layers[l].var_ratio > 1.0);
-    // Dimension disparity from x_l[0] directly.
-    std::vector<double> x = c.residual.to_doubles();
-    double disp = 0;
-    for (int64_t b = 0; b < B; ++b) {
-      double mx = 0, sum = 0;
-      for (int64_t j = 0; j < C; ++j) {
-        mx = std::max(mx, std::fabs(x[b * T * C + j]));
-        sum += std::fabs(x[b * T * C + j]);
-      }
-      disp += mx / (sum / C) / B;
-    }
-    REQUIRE(m.layers[l].dim_disparity == Approx(disp).epsilon(1e-10));
-    REQUIRE(std::isfinite(m.layers[l].norm_ratio));
-    REQUIRE(std::isfinite(m.layers[l].super_ratio));
-    REQUIRE(m.layers[l].effective_rank > 1.0);
-    REQUIRE(m.layers[l].effective_rank <= 9.0);
+    REQUIRE(m.sink_rate == Approx(100.0 * sinks / 4));
   }
-  REQUIRE(m.sink_rate == Approx(100.0 * sinks / 4));
 }
 
 TEST_CASE("head-wise RMSNorm makes the post-norm variance ratio ~1", "[metrics]") {

@@ -156,6 +156,14 @@ Tensor per_position_mean(const Tensor& x, int64_t B, int64_t T, int c) {
   return column(stats_of_columns(per_row), ops::kRowMean);
 }
 
+// The same from the row statistics of x's heads, (B, T, NH, 5) (ops::NormRowStatistics): each
+// position's variance over C = NH HS pooled from its NH equal heads (ops::pooled_variance), then
+// the batch mean.
+Tensor per_position_variance_from_heads(const Tensor& head_rows) {
+  const Tensor per_row = ops::pooled_variance(head_rows);    // (B, T)
+  return column(stats_of_columns(per_row), ops::kRowMean);  // (T, 1)
+}
+
 }  // namespace
 
 Tensor attention_row_means(const Tensor& q, const Tensor& k,
@@ -200,10 +208,18 @@ LayerSlots queue_layer(const LayerCapture& cap, const ops::AttentionOptions& att
     s.key_mass_first = gather.add(mass.narrow_view(2, 0, 1));
   }
   const Combine mean{Combine::kMean};
-  s.var_pos = gather.add(per_position_mean(cap.attn_out, B, T, ops::kRowVariance), mean);
-  if (cap.attn_out_normed.defined())
+  // With head-wise RMSNorm its pass left each head's row statistics of o and of its output:
+  // o and o_normed (bf16 (B, T, C) on a GPU, 50 MB each at GPT-2's batch) are not read again.
+  if (cap.attn_out_head_rows.defined()) {
+    s.var_pos = gather.add(per_position_variance_from_heads(cap.attn_out_head_rows), mean);
     s.var_pos_normed =
-        gather.add(per_position_mean(cap.attn_out_normed, B, T, ops::kRowVariance), mean);
+        gather.add(per_position_variance_from_heads(cap.attn_out_normed_head_rows), mean);
+  } else {
+    s.var_pos = gather.add(per_position_mean(cap.attn_out, B, T, ops::kRowVariance), mean);
+    if (cap.attn_out_normed.defined())
+      s.var_pos_normed =
+          gather.add(per_position_mean(cap.attn_out_normed, B, T, ops::kRowVariance), mean);
+  }
   const int64_t n = cap.residual.numel();
   std::vector<int64_t> ranks = median_ranks(n);
   for (int64_t i = 1; i <= 3; ++i) ranks.push_back(std::max<int64_t>(n - i, 0));
