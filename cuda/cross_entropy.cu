@@ -16,11 +16,13 @@
 // Backward: (1) one block counts the counted rows and writes g / count (f64, 0 when none);
 // (2) one block per row writes (exp(logits - lse) - onehot) * g / count, zeros on ignored rows.
 //
-// Fused (ops::fused_cross_entropy): (1) as the backward's with g = 1, then one kernel of one
-// 1024-thread block per SM, each taking rows in turn: the row's online (max, sum) as above, then
-// its gradient for g = 1 from a second read of the row, which L2 still holds (a block's row is
-// 100 KB for GPT-2's bf16 logits: the rows in flight are about 13 MB on 132 SMs). The backward
-// then multiplies by g in place, and returns at once where g is 1 (read on the device).
+// Fused (ops::fused_cross_entropy): (1) as the backward's with g = 1, then one kernel whose
+// blocks take rows in turn: the row's online (max, sum) as above, then its gradient for g = 1.
+// Where a row fits a block's shared memory (GPT-2's bf16 row of 100 KB: two blocks an SM), the
+// first pass copies it there and the second reads it there (ce_fused_rows_staged: the logits
+// read from memory once); otherwise one 1024-thread block per SM reads the row a second time,
+// from L2 (ce_fused_rows). The backward then multiplies by g in place, and returns at once where
+// g is 1 (read on the device).
 //
 // Rows are read and written in 16-byte packs (8 bf16, 4 f32 or 2 f64 per thread and step) when
 // V is a multiple of the pack and the buffers are 16-byte aligned; element by element otherwise.
@@ -89,6 +91,26 @@ __device__ __forceinline__ void accumulate_values(A& m, A& s, const A* x, int n)
     if (x[i] != ninf) s += dev_exp(x[i] - m);
 }
 
+// The log-sum-exp from every thread's online (m, s) over its share of a row: the block merges
+// them in a fixed tree in sh_m / sh_s (kThreads each). Every thread gets the result; the caller
+// synchronises before sh_m / sh_s are used again.
+template <int kThreads, class A>
+__device__ __forceinline__ A block_lse(A m, A s, A* sh_m, A* sh_s) {
+  sh_m[threadIdx.x] = m;
+  sh_s[threadIdx.x] = s;
+  __syncthreads();
+  for (int stride = kThreads / 2; stride > 0; stride >>= 1) {
+    if (threadIdx.x < stride) {
+      A mm = sh_m[threadIdx.x], ss = sh_s[threadIdx.x];
+      merge(mm, ss, sh_m[threadIdx.x + stride], sh_s[threadIdx.x + stride]);
+      sh_m[threadIdx.x] = mm;
+      sh_s[threadIdx.x] = ss;
+    }
+    __syncthreads();
+  }
+  return sh_m[0] + dev_log(sh_s[0]);
+}
+
 // The log-sum-exp of row x (V) over a block of kThreads threads: each thread keeps an online
 // (max, sum) over its strided share of the row (16-byte packs when `packed`), then the block
 // merges them in a fixed tree in sh_m / sh_s (kThreads each). Every thread gets the result; the
@@ -114,19 +136,7 @@ __device__ __forceinline__ typename AccumulateIn<S>::type row_lse(
       accumulate_values(m, s, &value, 1);
     }
   }
-  sh_m[threadIdx.x] = m;
-  sh_s[threadIdx.x] = s;
-  __syncthreads();
-  for (int stride = kThreads / 2; stride > 0; stride >>= 1) {
-    if (threadIdx.x < stride) {
-      A mm = sh_m[threadIdx.x], ss = sh_s[threadIdx.x];
-      merge(mm, ss, sh_m[threadIdx.x + stride], sh_s[threadIdx.x + stride]);
-      sh_m[threadIdx.x] = mm;
-      sh_s[threadIdx.x] = ss;
-    }
-    __syncthreads();
-  }
-  return sh_m[0] + dev_log(sh_s[0]);
+  return block_lse<kThreads>(m, s, sh_m, sh_s);
 }
 
 // Thread 0 of the row's block: lse[r], and the row's loss lse - x[target] (0 for an ignored row);
@@ -288,6 +298,95 @@ __global__ void __launch_bounds__(kFusedThreads)
   }
 }
 
+constexpr int kStagedThreads = 512;  // the staged kernel's block (power of two)
+constexpr int kStagedBatch = 4;      // packs a thread loads before it uses the first
+
+// The fused kernel with each row staged in shared memory (dynamic, V elements of S): the
+// (max, sum) pass reads the row from memory once, kStagedBatch packs a thread in flight, and
+// copies it into shared memory; the gradient pass reads it there instead of from L2. Blocks of
+// 512 threads, two on an SM where two rows fit (GPT-2's bf16 row is 100 KB), so that one block
+// streams its row while the other merges its sums. A thread sums its packs in the strided order
+// of row_lse<kStagedThreads>, and the tree is block_lse's: deterministic. Grid-stride over rows.
+template <class S>
+__global__ void __launch_bounds__(kStagedThreads)
+    ce_fused_rows_staged(const S* __restrict__ logits, const int32_t* __restrict__ targets,
+                         int64_t N, int64_t V, int32_t ignore_index, bool packed,
+                         const double* __restrict__ weight,
+                         typename AccumulateIn<S>::type* __restrict__ lse,
+                         double* __restrict__ row_loss, int* __restrict__ bad_row,
+                         S* __restrict__ grad) {
+  using A = typename AccumulateIn<S>::type;
+  constexpr int kPack = RowPack<S>::kCount;
+  extern __shared__ uint4 staged_row[];  // (V) the row, as S
+  S* row = reinterpret_cast<S*>(staged_row);
+  __shared__ A sh_m[kStagedThreads];  // (threads) partial maxima
+  __shared__ A sh_s[kStagedThreads];  // (threads) partial sums of exp(x - max)
+  const A w = static_cast<A>(weight[0]);
+  for (int64_t r = blockIdx.x; r < N; r += gridDim.x) {  // uniform per block
+    const S* x = logits + r * V;  // (V)
+    A m = -static_cast<A>(INFINITY), s = A(0);
+    if (packed) {
+      const RowPack<S>* xp = reinterpret_cast<const RowPack<S>*>(x);  // (V / kPack)
+      RowPack<S>* sp = reinterpret_cast<RowPack<S>*>(row);            // (V / kPack)
+      const int64_t packs = V / kPack;
+      for (int64_t c0 = threadIdx.x; c0 < packs; c0 += kStagedThreads * kStagedBatch) {
+        RowPack<S> p[kStagedBatch];
+#pragma unroll
+        for (int b = 0; b < kStagedBatch; ++b) {
+          const int64_t c = c0 + b * kStagedThreads;
+          if (c < packs) p[b] = xp[c];
+        }
+#pragma unroll
+        for (int b = 0; b < kStagedBatch; ++b) {
+          const int64_t c = c0 + b * kStagedThreads;
+          if (c >= packs) break;
+          sp[c] = p[b];
+          A values[kPack];
+          for (int i = 0; i < kPack; ++i) values[i] = to_acc(p[b].v[i]);
+          accumulate_values(m, s, values, kPack);
+        }
+      }
+    } else {
+      for (int64_t v = threadIdx.x; v < V; v += kStagedThreads) {
+        const S xv = x[v];
+        row[v] = xv;
+        const A value = to_acc(xv);
+        accumulate_values(m, s, &value, 1);
+      }
+    }
+    const A lse_r = block_lse<kStagedThreads>(m, s, sh_m, sh_s);  // its syncs publish the row
+    const int32_t target = targets[r];
+    write_row_loss(row, r, V, target, ignore_index, lse_r, lse, row_loss, bad_row);
+    write_row_grad<kStagedThreads>(row, grad + r * V, V, packed, target, target == ignore_index,
+                                   lse_r, w);
+    __syncthreads();  // the row's stage and sh_m / sh_s are reused by the next row
+  }
+}
+
+// Blocks of ce_fused_rows_staged for rows of V elements of S on this device (resident ones, at
+// most two an SM), or 0 where a row does not fit a block's shared memory.
+template <class S>
+unsigned staged_blocks(int64_t V, int64_t N) {
+  const size_t bytes = static_cast<size_t>(V) * sizeof(S);
+  static const int limit = device_attribute(cudaDevAttrMaxSharedMemoryPerBlockOptin);
+  constexpr size_t kStatic = 2 * kStagedThreads * sizeof(typename AccumulateIn<S>::type);
+  if (bytes + kStatic > static_cast<size_t>(limit)) return 0;
+  static size_t opted = 0;  // the largest dynamic size opted into so far
+  if (bytes > opted) {
+    SINKLAB_CUDA_CHECK(cudaFuncSetAttribute(ce_fused_rows_staged<S>,
+                                            cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                            static_cast<int>(bytes)));
+    opted = bytes;
+  }
+  int per_sm = 0;
+  SINKLAB_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+      &per_sm, ce_fused_rows_staged<S>, kStagedThreads, bytes));
+  if (per_sm < 1) return 0;
+  const int64_t resident =
+      static_cast<int64_t>(std::min(per_sm, 2)) * device_attribute(cudaDevAttrMultiProcessorCount);
+  return static_cast<unsigned>(std::min<int64_t>(N, resident));
+}
+
 // grad (n) *= g[0] in place, unless g[0] is 1 (then every block returns at once).
 template <class S>
 __global__ void ce_scale_grad(S* __restrict__ grad, int64_t n,
@@ -333,11 +432,19 @@ void cross_entropy_forward_cuda(const Tensor& logits, const Tensor& targets, int
                                                                 one.data<A>(),
                                                                 weight.data<double>());
       SINKLAB_KERNEL_CHECK(op);
-      const unsigned blocks = static_cast<unsigned>(
-          std::min<int64_t>(N, device_attribute(cudaDevAttrMultiProcessorCount)));
-      ce_fused_rows<S><<<blocks, kFusedThreads, 0, stream()>>>(
-          px, pt, N, V, ignore_index, row_packed<S>(V, {px, pg}), weight.data<double>(),
-          lse.data<A>(), row_loss.data<double>(), bad_row.data<int32_t>(), pg);
+      const bool packed = row_packed<S>(V, {px, pg});
+      if (const unsigned staged = staged_blocks<S>(V, N); staged > 0) {  // the row in shared memory
+        ce_fused_rows_staged<S><<<staged, kStagedThreads, static_cast<size_t>(V) * sizeof(S),
+                                  stream()>>>(px, pt, N, V, ignore_index, packed,
+                                              weight.data<double>(), lse.data<A>(),
+                                              row_loss.data<double>(), bad_row.data<int32_t>(), pg);
+      } else {  // a row beyond a block's shared memory: its second read from L2
+        const unsigned blocks = static_cast<unsigned>(
+            std::min<int64_t>(N, device_attribute(cudaDevAttrMultiProcessorCount)));
+        ce_fused_rows<S><<<blocks, kFusedThreads, 0, stream()>>>(
+            px, pt, N, V, ignore_index, packed, weight.data<double>(), lse.data<A>(),
+            row_loss.data<double>(), bad_row.data<int32_t>(), pg);
+      }
       SINKLAB_KERNEL_CHECK(op);
     } else if (N > 0) {
       ce_forward_rows<S><<<row_blocks(N), kRowThreads, 0, stream()>>>(

@@ -12,11 +12,11 @@
 //   is the one that reads the targets).
 //   With fused_cross_entropy set (run.fused_cross_entropy) and the logits requiring grad, the
 //   forward also writes the gradient for g = 1 in its pass over the logits (on a GPU: each row
-//   read once from memory, its second read from L2), and the backward only scales it by g (a
-//   pass only when g != 1). On the CPU the values are the unfused ones for g = 1; on a GPU the
-//   fused kernel's (max, sum) tree is another (1024 threads against 256), so lse, the loss and
-//   the gradient may differ from the unfused ones in the last bits; for g != 1 the gradient is
-//   rounded once more. Off: the backward recomputes the softmax from the logits (one more read
+//   read once from memory and staged in shared memory where it fits, else read again from L2),
+//   and the backward only scales it by g (a pass only when g != 1). On the CPU the values are
+//   the unfused ones for g = 1; on a GPU the fused kernels' (max, sum) trees are others (512 or
+//   1024 threads against 256), so lse, the loss and the gradient may differ from the unfused
+//   ones in the last bits; for g != 1 the gradient is rounded once more. Off: the backward recomputes the softmax from the logits (one more read
 //   of them).
 #pragma once
 #include <cstdint>

@@ -91,7 +91,8 @@ struct RunSection {
                                     // bf16_branch_outputs
   bool fused_cross_entropy = false;  // the loss's gradient written in the forward's pass over
                                     // the logits (ops/cross_entropy.h): one read of the logits
-                                    // fewer per step; the backward only scales it
+                                    // fewer per step; the backward only scales it; off (the
+                                    // staged kernel is not yet measured on a GPU)
   bool fold_residual_grads = true;  // a norm's backward adds the residual stream's gradient at
                                     // its input in its own pass, instead of a separate add
                                     // (ops/add_norm.h): the same sums, one pass fewer per norm
