@@ -99,7 +99,6 @@ if [ -n "${BENCH_PROFILE:-}" ]; then
     python3 scripts/kernel_summary.py 1 < "$out/ncu_$model.csv" | tee "$out/kernels_$model.txt"
   fi
 fi
-[ -f "$out/memory.txt" ] && cat "$out/memory.txt" && rm -f "$out/memory.txt"
 python3 - "$model" "$batch" "${r[bf16_m0]:-nan}" "${r[bf16_m1]:-nan}" "${r[torch_eager_bf16]:-nan}" \
   "${r[torch_compile_bf16]:-nan}" "${r[fp32_m0]:-nan}" "${r[torch_eager_fp32]:-nan}" <<'PY'
 import math, sys
@@ -125,3 +124,5 @@ print(f"  sinklab / torch eager   = {m0 / eager:.3f}")
 print(f"  sinklab / torch.compile = {m0 / comp:.3f}")
 print(f"  sinklab, metrics every step / torch.compile = {m1 / comp:.3f}")
 PY
+# each side's peak memory under its model's table
+if [ -f "$out/memory.txt" ]; then cat "$out/memory.txt"; rm -f "$out/memory.txt"; fi
