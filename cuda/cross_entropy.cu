@@ -308,7 +308,7 @@ constexpr int kStagedBatch = 4;      // packs a thread loads before it uses the 
 // streams its row while the other merges its sums. A thread sums its packs in the strided order
 // of row_lse<kStagedThreads>, and the tree is block_lse's: deterministic. Grid-stride over rows.
 template <class S>
-__global__ void __launch_bounds__(kStagedThreads)
+__global__ void __launch_bounds__(kStagedThreads, 2)  // two blocks an SM: 64 registers a thread
     ce_fused_rows_staged(const S* __restrict__ logits, const int32_t* __restrict__ targets,
                          int64_t N, int64_t V, int32_t ignore_index, bool packed,
                          const double* __restrict__ weight,
@@ -368,16 +368,17 @@ __global__ void __launch_bounds__(kStagedThreads)
 template <class S>
 unsigned staged_blocks(int64_t V, int64_t N) {
   const size_t bytes = static_cast<size_t>(V) * sizeof(S);
-  static const int limit = device_attribute(cudaDevAttrMaxSharedMemoryPerBlockOptin);
   constexpr size_t kStatic = 2 * kStagedThreads * sizeof(typename AccumulateIn<S>::type);
-  if (bytes + kStatic > static_cast<size_t>(limit)) return 0;
-  static size_t opted = 0;  // the largest dynamic size opted into so far
-  if (bytes > opted) {
+  // Opted into the most the device allows, once (the process's one device).
+  static const size_t most = [] {
+    const int limit = device_attribute(cudaDevAttrMaxSharedMemoryPerBlockOptin);
+    const size_t dynamic = static_cast<size_t>(limit) > kStatic ? limit - kStatic : 0;
     SINKLAB_CUDA_CHECK(cudaFuncSetAttribute(ce_fused_rows_staged<S>,
                                             cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                            static_cast<int>(bytes)));
-    opted = bytes;
-  }
+                                            static_cast<int>(dynamic)));
+    return dynamic;
+  }();
+  if (bytes > most) return 0;
   int per_sm = 0;
   SINKLAB_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
       &per_sm, ce_fused_rows_staged<S>, kStagedThreads, bytes));

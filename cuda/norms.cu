@@ -538,6 +538,7 @@ void with_norm_input(TensorRef& x, const char* op, Body&& body) {
 // kernels (same formulas).
 constexpr int kChunk = 8;       // elements a lane moves at once
 constexpr int kMaxChunks = 4;   // D <= 8 * 32 * 4 = 1024
+static_assert(kMaxChunks == 4, "rmsnorm forward's launch instantiates 1 to 4 chunks a lane");
 
 // A chunk as loaded (two 16-byte loads of f32, one of bf16), and widened to f32 apart, so that
 // a row's loads can all be issued before the first widening.
@@ -818,7 +819,7 @@ void launch_rmsnorm_forward(const Tensor& x, const Tensor& delta, Tensor* sum, c
               case 1: grouped(std::integral_constant<int, 1>{}, with_stats); break;
               case 2: grouped(std::integral_constant<int, 2>{}, with_stats); break;
               case 3: grouped(std::integral_constant<int, 3>{}, with_stats); break;
-              default: grouped(std::integral_constant<int, kMaxChunks>{}, with_stats); break;
+              default: grouped(std::integral_constant<int, 4>{}, with_stats); break;
             }
           };
           if (stats)
@@ -841,7 +842,7 @@ void launch_rmsnorm_forward(const Tensor& x, const Tensor& delta, Tensor* sum, c
     with_output_and_delta<T>(y, delta, launch);
     SINKLAB_KERNEL_CHECK("rmsnorm forward");
   });
-  if (stats) {  // a kernel without the statistics ran: read x and y once more
+  if (stats && x.numel() > 0) {  // a kernel without the statistics ran: read x and y once more
     const int64_t D = x.size(-1), rows = x.numel() / D;
     ops::row_statistics_kernels.forward(x.device())(x.reshape_view({rows, D}), stats->input);
     ops::row_statistics_kernels.forward(y.device())(y.reshape_view({rows, D}), stats->output);

@@ -317,12 +317,12 @@ __device__ K prefix_mask(int top) {
 }
 
 // Where the radix passes read their keys: x itself, or (when use_compact is set on the device by
-// bracket_resolve) the compacted candidates of a sampled bracket, padded with all-ones keys.
+// bracket_resolve) the compacted candidates of a sampled bracket, the first `met` of them.
 template <class T>
 struct SelectSource {
   const T* x;                      // (n) the tensor
   int64_t n;
-  const T* compact = nullptr;      // (compact_n) candidates then padding, or null
+  const T* compact = nullptr;      // (compact_n) candidates (the first *met written), or null
   int64_t compact_n = 0;
   const int* use_compact = nullptr;  // device flag, or null (x)
   const unsigned long long* met = nullptr;  // device count of the candidates (<= compact_n when
@@ -920,12 +920,12 @@ SelectSource<T> queue_brackets(const Tensor& x, const Ranks& ranks, SelectState<
   const int64_t n = x.numel();
   const T* px = static_cast<const T*>(x.raw_data());  // (n)
   // Capacity: a sixteenth of x (the median's sampled bracket holds about 1.6%, its 16-bit bin
-  // about 0.3% for normal data), padded with all-ones keys that sort above every |x|.
+  // about 0.3% for normal data). The passes read only the candidates met (SelectSource::met),
+  // so the rest is never cleared.
   const int64_t cap = std::min<int64_t>(n, n / 16 + kBracketSample);
   const int64_t compact_words = (cap * static_cast<int64_t>(sizeof(T)) + 3) / 4;
   keep.push_back(Tensor::empty({compact_words}, DType::I32, x.device()));  // (cap) T, as words
   T* compact = static_cast<T*>(keep.back().raw_data());
-  SINKLAB_CUDA_CHECK(cudaMemsetAsync(compact, 0xff, static_cast<size_t>(cap) * sizeof(T), stream()));
   // Small buffers: sample and sorted (kBracketSample keys each), plan, counts, flag, cub's scratch.
   size_t sort_bytes = 0;
   SINKLAB_CUDA_CHECK(cub::DeviceRadixSort::SortKeys(nullptr, sort_bytes, static_cast<K*>(nullptr),
@@ -958,6 +958,9 @@ SelectSource<T> queue_brackets(const Tensor& x, const Ranks& ranks, SelectState<
   SINKLAB_KERNEL_CHECK("abs_order_statistics brackets");
   // 16 blocks per SM: a block meets about 0.016 n / blocks candidates, well under kStage.
   const unsigned blocks = std::min<unsigned>(blocks_for(n, 256), multiprocessors() * 16u);
+  SINKLAB_CHECK((rows == nullptr || std::is_same_v<T, float>), ValueError,
+                "abs_order_statistics: row statistics with the brackets of a non-f32 x",
+                "an internal error: only f32 rows are held in registers");
   if constexpr (std::is_same_v<T, float>) {
     if (rows != nullptr) {
       SINKLAB_CHECK(!from_prefixes, ValueError, "abs_order_statistics: rows with prefix brackets",

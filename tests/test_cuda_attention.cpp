@@ -519,12 +519,20 @@ TEST_CASE("cuda: cross_entropy on bf16 logits matches the CPU on their values, i
 TEST_CASE("cuda: cross_entropy with its gradient written by the forward matches the CPU and "
           "the unfused GPU path, bit-identically across two runs", "[cuda]") {
   SINKLAB_REQUIRE_CUDA();
-  // V = 7 and 263 take the element-wise path, 264 and 50304 the 16-byte packs (8 bf16).
-  const int64_t B = 3, T = 5;
-  for (int64_t V : {7, 263, 264, 50304})
+  // V = 7 and 263 take the element-wise path, 264 and 50304 the 16-byte packs (8 bf16), each
+  // row staged in shared memory; 640 rows of 50304 give every staged block several rows in turn
+  // (the stage reused); rows of 120000 bf16 (240 KB) do not fit a block's shared memory and take
+  // the kernel that reads each row again from L2.
+  struct Case {
+    int64_t B, T, V;
+  };
+  for (const Case& c : {Case{3, 5, 7}, Case{3, 5, 263}, Case{3, 5, 264}, Case{3, 5, 50304},
+                        Case{32, 20, 50304}, Case{1, 3, 120000}})
     for (int32_t ignore_index : {-1, 2})
       for (double g : {1.0, 0.25}) {
-        INFO("V=" << V << " ignore_index=" << ignore_index << " g=" << g);
+        const int64_t B = c.B, T = c.T, V = c.V;
+        INFO("B=" << B << " T=" << T << " V=" << V << " ignore_index=" << ignore_index
+                  << " g=" << g);
         const Tensor values = bf16_valued_logits({B, T, V}, 840 + V);
         const Tensor targets = ce_targets(B, T, V, ignore_index, 20261205, 841);
         Tensor cpu = values.detach();
