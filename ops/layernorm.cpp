@@ -7,6 +7,8 @@
 
 namespace sinklab::ops {
 
+bool fused_norm_param_grads = false;
+
 OpKernels<LayerNormForwardFn, LayerNormBackwardFn> layernorm_kernels{
     "layernorm", cpu::layernorm_forward, cpu::layernorm_backward};
 OpKernels<AddLayerNormForwardFn, AddLayerNormForwardFn> add_layernorm_kernels{

@@ -2,11 +2,25 @@
 //   layernorm(x, weight, bias, eps): x (..., C), weight (C), bias (C) or undefined (no bias)
 //     y = (x - mean_c(x)) * rsqrt(var_c(x) + eps) * weight + bias   (biased variance)
 #pragma once
+#include "core/scoped_value.h"
 #include "core/tensor.h"
 #include "ops/add_norm.h"
 #include "ops/op_table.h"
 
 namespace sinklab::ops {
+
+// Whether a GPU's LayerNorm backward sums the weight's and bias's gradients in the kernel that
+// reads dy and x for x's gradient (run.fused_norm_param_grads: per-block partials, then the
+// column sums' finish), instead of in column sums of their own that read dy and x again. The
+// same sums in another fixed order. Read at each call; the trainer sets it once from the config.
+// Off until measured on a GPU.
+extern bool fused_norm_param_grads;
+
+// Sets fused_norm_param_grads for a scope (tests, benchmarks).
+class FusedNormParamGradsGuard : ScopedValue<bool> {
+ public:
+  explicit FusedNormParamGradsGuard(bool on) : ScopedValue(fused_norm_param_grads, on) {}
+};
 
 Tensor layernorm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps = 1e-5,
                  NormOutput output = NormOutput::kInputDType);

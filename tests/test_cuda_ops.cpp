@@ -165,6 +165,40 @@ TEST_CASE("cuda: layernorm with and without bias matches the CPU, forward and ba
       }
 }
 
+TEST_CASE("cuda: layernorm's weight and bias gradients summed in the x-gradient pass "
+          "(run.fused_norm_param_grads) match the CPU, bit-identically across runs",
+          "[cuda]") {
+  SINKLAB_REQUIRE_CUDA();
+  // Rows held in registers (C = 128, 768, 1024: 1 to 8 float4s a lane; 1024 needs 64 KB of
+  // shared memory); 1517 rows: blocks of 128 rows and a partial last block, 15 rows: one block
+  // mostly idle. f32 dy and, under bf16 with a bf16 output, bf16 dy. Against the CPU, and the
+  // same bits from two GPU runs.
+  const ops::FusedNormParamGradsGuard fused(true);
+  for (int64_t C : {128, 768, 1024})
+    for (Shape lead : {Shape{3, 5}, Shape{37, 41}}) {
+      Shape shape = lead;
+      shape.push_back(C);
+      INFO("x " << shape_str(shape));
+      const int64_t rows = lead[0] * lead[1];
+      Tensor x = random_tensor(shape, 300 + C, DType::F32, 1.0, true);
+      Tensor w = random_tensor({C}, 301 + C, DType::F32, 1.0, true);
+      Tensor b = random_tensor({C}, 302 + C, DType::F32, 1.0, true);
+      auto f = [](const auto& in) { return ops::layernorm(in[0], in[1], in[2], 1e-5); };
+      require_cuda_matches_cpu(f, {x, w, b}, tolerance(DType::F32, rows));
+      require_deterministic(f, {x, w, b});
+      const auto bf16_output = [](const auto& in, ops::NormOutput output) {
+        return ops::layernorm(in[0], in[1], in[2], 1e-5, output);
+      };
+      require_bf16_norm_output(bf16_output, {x.detach(), w.detach(), b.detach()}, rows);
+      PrecisionGuard bf16(Precision::BF16);
+      require_deterministic(
+          [](const auto& in) {
+            return ops::layernorm(in[0], in[1], in[2], 1e-5, ops::NormOutput::kOperandDType);
+          },
+          {x, w, b});
+    }
+}
+
 TEST_CASE("cuda: add_layernorm and add_rmsnorm match the CPU, forward and backward", "[cuda]") {
   SINKLAB_REQUIRE_CUDA();
   for (DType dt : {DType::F32, DType::F64})

@@ -7,6 +7,7 @@
 #include "ops/attention.h"
 #include "ops/cross_entropy.h"
 #include "ops/cpu/blas_gemm.h"
+#include "ops/layernorm.h"
 #include "ops/matmul.h"
 #include "ops/rmsnorm.h"
 #include "ops/rope.h"
@@ -24,6 +25,7 @@ void apply_process_settings(const RunSection& run) {
   ops::fold_residual_grads = run.fold_residual_grads;
   ops::rope_in_place = run.rope_in_place;
   ops::bf16_branch_outputs = run.bf16_branch_outputs;
+  ops::fused_norm_param_grads = run.fused_norm_param_grads;
   ops::head_norm_statistics = run.head_norm_statistics;
   ops::one_pass_order_statistics = run.one_pass_order_statistics;
   ops::deterministic_attention = run.deterministic;

@@ -96,6 +96,7 @@ constexpr const char* kProcessKeys[] = {"run.attention_kernels", "run.profile", 
                                         "run.fused_cross_entropy",
                                         "run.fold_residual_grads", "run.rope_in_place",
                                         "run.bf16_branch_outputs",
+                                        "run.fused_norm_param_grads",
                                         "run.head_norm_statistics",
                                         "run.one_pass_order_statistics", "run.deterministic",
                                         "run.variant_placement"};

@@ -73,6 +73,7 @@ void require_same(const RunConfig& a, const RunConfig& b) {
   REQUIRE(a.run.fold_residual_grads == b.run.fold_residual_grads);
   REQUIRE(a.run.rope_in_place == b.run.rope_in_place);
   REQUIRE(a.run.bf16_branch_outputs == b.run.bf16_branch_outputs);
+  REQUIRE(a.run.fused_norm_param_grads == b.run.fused_norm_param_grads);
   REQUIRE(a.run.head_norm_statistics == b.run.head_norm_statistics);
   REQUIRE(a.run.one_pass_order_statistics == b.run.one_pass_order_statistics);
   REQUIRE(a.run.deterministic == b.run.deterministic);
@@ -779,6 +780,7 @@ TEST_CASE("config: the run keys that were SINKLAB_* environment variables", "[co
   REQUIRE(defaults.run.fold_residual_grads);
   REQUIRE(defaults.run.rope_in_place);
   REQUIRE(defaults.run.bf16_branch_outputs);
+  REQUIRE_FALSE(defaults.run.fused_norm_param_grads);
   REQUIRE_FALSE(defaults.run.head_norm_statistics);
   REQUIRE_FALSE(defaults.run.one_pass_order_statistics);
   REQUIRE(defaults.run.deterministic);
@@ -794,7 +796,8 @@ TEST_CASE("config: the run keys that were SINKLAB_* environment variables", "[co
                    "  metrics_priority: low\n  cpu_gemm: auto\n  gemm_epilogues: forward_bias_grad\n"
                    "  bias_grad_columns: true\n  fused_cross_entropy: false\n  fold_residual_grads: true\n"
                    "  rope_in_place: true\n  bf16_branch_outputs: true\n"
-                   "  head_norm_statistics: false\n  one_pass_order_statistics: false\n"
+                   "  fused_norm_param_grads: false\n  head_norm_statistics: false\n"
+                   "  one_pass_order_statistics: false\n"
                    "  deterministic: true\n"));
   const RunConfig set = parse_config(
       "", "s.yaml",
@@ -802,7 +805,8 @@ TEST_CASE("config: the run keys that were SINKLAB_* environment variables", "[co
        "run.bf16_gemm=fast", "run.metrics_priority=equal", "run.cpu_gemm=reference",
        "run.gemm_epilogues=forward", "run.bias_grad_columns=false", "run.fused_cross_entropy=true",
        "run.fold_residual_grads=false", "run.rope_in_place=false",
-       "run.bf16_branch_outputs=false", "run.head_norm_statistics=true",
+       "run.bf16_branch_outputs=false", "run.fused_norm_param_grads=true",
+       "run.head_norm_statistics=true",
        "run.one_pass_order_statistics=true",
        "run.deterministic=false"});
   const std::string text = to_yaml(set);
@@ -812,7 +816,8 @@ TEST_CASE("config: the run keys that were SINKLAB_* environment variables", "[co
                          "  gemm_epilogues: forward\n  bias_grad_columns: false\n"
                          "  fused_cross_entropy: true\n"
                          "  fold_residual_grads: false\n  rope_in_place: false\n"
-                         "  bf16_branch_outputs: false\n  head_norm_statistics: true\n"
+                         "  bf16_branch_outputs: false\n  fused_norm_param_grads: true\n"
+                         "  head_norm_statistics: true\n"
                          "  one_pass_order_statistics: true\n"
                          "  deterministic: false\n"));
   RunConfig back = parse_config(text, "s.yaml");
