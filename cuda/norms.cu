@@ -255,104 +255,128 @@ __global__ void norm_forward_vec_kernel(const float* x, const D* delta, float* s
   }
 }
 
-// With kParams, each warp takes kParamRowsPerWarp consecutive rows and the block also leaves
-// the weight's and bias's gradient partials of its rows (dy * xhat and dy, column by column):
-// otherwise the column sums read dy and x once more (150 MB a GPT-2 LayerNorm).
-constexpr int kParamRowsPerWarp = 16;
+// One row r of layernorm_backward_x_vec_kernel (C = 128 n, n <= kMaxRowVectors, 16-byte
+// aligned buffers): the row in registers as in norm_forward_vec_kernel (lane l holds the float4s
+// at 4 l + 128 i), so x and dy are read once; dx (and dx16) written. after(draw, xhat) sees this
+// lane's dy as loaded and its xhat (the parameter gradients' terms).
+template <class G, class After>
+__device__ __forceinline__ void layernorm_backward_vec_row(const G* dy, const float* x,
+                                                           const float* weight, const float* mean,
+                                                           const float* rstd, const float* res,
+                                                           float* dx, __nv_bfloat16* dx16,
+                                                           int64_t r, int64_t C, After&& after) {
+  const int lane = threadIdx.x % kWarp;
+  const int n = static_cast<int>(C / 128);
+  // Every load of the row first (x, dy and the residual gradient res), so that all are in
+  // flight at once: loading res between the stores of dx made each wait for the one before.
+  float4 xh[kMaxRowVectors], rv[kMaxRowVectors];  // x (then xhat) and res, this lane's part
+  typename FourOf<G>::type draw[kMaxRowVectors];  // dy as loaded
+#pragma unroll
+  for (int i = 0; i < kMaxRowVectors; ++i) {
+    if (i >= n) break;
+    const int64_t at = r * C + 4 * lane + 128 * i;
+    xh[i] = *reinterpret_cast<const float4*>(x + at);
+    draw[i] = load_raw_four(dy + at);
+    if (res) rv[i] = *reinterpret_cast<const float4*>(res + at);
+  }
+  const float mu = mean[r], inv = rstd[r];
+  float4 gv[kMaxRowVectors];  // weight * dy, this lane's part
+  float sum_g = 0.f, sum_g_xhat = 0.f;
+#pragma unroll
+  for (int i = 0; i < kMaxRowVectors; ++i) {
+    if (i >= n) break;
+    const int64_t c = 4 * lane + 128 * i;
+    const float4 w = *reinterpret_cast<const float4*>(weight + c);
+    const float4 d = widen_four(draw[i]);
+    const float4 xv = xh[i];
+    gv[i] = make_float4(w.x * d.x, w.y * d.y, w.z * d.z, w.w * d.w);
+    xh[i] = make_float4((xv.x - mu) * inv, (xv.y - mu) * inv, (xv.z - mu) * inv,
+                        (xv.w - mu) * inv);
+    sum_g += (gv[i].x + gv[i].y) + (gv[i].z + gv[i].w);
+    sum_g_xhat +=
+        (gv[i].x * xh[i].x + gv[i].y * xh[i].y) + (gv[i].z * xh[i].z + gv[i].w * xh[i].w);
+  }
+  const float mean_g = warp_sum(sum_g) / static_cast<float>(C);
+  const float mean_g_xhat = warp_sum(sum_g_xhat) / static_cast<float>(C);
+#pragma unroll
+  for (int i = 0; i < kMaxRowVectors; ++i) {
+    if (i >= n) break;
+    const int64_t at = r * C + 4 * lane + 128 * i;
+    float4 v = make_float4(inv * (gv[i].x - mean_g - xh[i].x * mean_g_xhat),
+                           inv * (gv[i].y - mean_g - xh[i].y * mean_g_xhat),
+                           inv * (gv[i].z - mean_g - xh[i].z * mean_g_xhat),
+                           inv * (gv[i].w - mean_g - xh[i].w * mean_g_xhat));
+    if (res)
+      v = make_float4(add_exact(rv[i].x, v.x), add_exact(rv[i].y, v.y), add_exact(rv[i].z, v.z),
+                      add_exact(rv[i].w, v.w));
+    *reinterpret_cast<float4*>(dx + at) = v;
+    if (dx16) store_four(dx16 + at, v.x, v.y, v.z, v.w);
+  }
+  after(draw, xh);
+}
 
 // layernorm_backward_x_kernel for f32 rows of C = 128 n (n <= kMaxRowVectors; GPT-2's 768) with
-// 16-byte aligned buffers: the row in registers as in norm_forward_vec_kernel (lane l holds the
-// float4s at 4 l + 128 i), so x and dy are read once (the kernel below reads them twice); the
-// same formulas, the sums in another order. dx16 (rows, C) or null: dx rounded to nearest even
-// as well (the products' copy of a folded residual gradient, ops::remember_operand).
-// kParams (ops::fused_norm_param_grads): partial (2, gridDim.x, C) f64 gets the block's column
-// sums of dy * xhat (the weight's gradient) and dy (the bias's), for column_finish: each warp
-// adds its rows in order into its own slice of dynamic shared memory (kRowsPerBlock, 2, C) f32,
-// then the block adds the warps' slices in warp order. A fixed order: bit-identical across runs.
-template <class G, bool kParams>
+// 16-byte aligned buffers, a warp per row (layernorm_backward_vec_row): x and dy are read once
+// (the kernel below reads them twice); the same formulas, the sums in another order. dx16 (rows,
+// C) or null: dx rounded to nearest even as well (the products' copy of a folded residual
+// gradient, ops::remember_operand).
+template <class G>
 __global__ void layernorm_backward_x_vec_kernel(const G* dy, const float* x, const float* weight,
                                                 const float* mean, const float* rstd,
                                                 const float* res, float* dx,
-                                                __nv_bfloat16* dx16, int64_t rows, int64_t C,
-                                                double* partial) {
+                                                __nv_bfloat16* dx16, int64_t rows, int64_t C) {
+  const int64_t r = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.x / kWarp;
+  if (r >= rows) return;  // the whole warp leaves together
+  layernorm_backward_vec_row(dy, x, weight, mean, rstd, res, dx, dx16, r, C,
+                             [](const auto&, const auto&) {});
+}
+
+// With run.fused_norm_param_grads, each warp takes kParamRowsPerWarp consecutive rows and the
+// block also leaves the weight's and bias's gradient partials of its rows (dy * xhat and dy,
+// column by column): otherwise the column sums read dy and x once more (150 MB a GPT-2
+// LayerNorm).
+constexpr int kParamRowsPerWarp = 16;
+
+// layernorm_backward_x_vec_kernel and the parameter gradients' partials (ops::
+// fused_norm_param_grads): partial (2, gridDim.x, C) f64 gets the block's column sums of
+// dy * xhat (the weight's gradient) and dy (the bias's), for column_finish. Each warp adds its
+// rows in order into its own slice of dynamic shared memory (kRowsPerBlock, 2, C) f32, then the
+// block adds the warps' slices in warp order. A fixed order: bit-identical across runs.
+template <class G>
+__global__ void layernorm_backward_x_params_kernel(const G* dy, const float* x,
+                                                   const float* weight, const float* mean,
+                                                   const float* rstd, const float* res,
+                                                   float* dx, __nv_bfloat16* dx16, int64_t rows,
+                                                   int64_t C, double* partial) {
   const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
   const int n = static_cast<int>(C / 128);
-  extern __shared__ float4 param_acc[];  // kParams: (kRowsPerBlock, 2, C / 4) float4
+  extern __shared__ float4 param_acc[];  // (kRowsPerBlock, 2, C / 4) float4
   float4* mine = param_acc + static_cast<int64_t>(warp) * 2 * (C / 4);  // this warp's slice
-  if constexpr (kParams) {
-    for (int64_t i = lane; i < 2 * (C / 4); i += kWarp) mine[i] = make_float4(0.f, 0.f, 0.f, 0.f);
-  }
-  constexpr int64_t kRowsPerWarp = kParams ? kParamRowsPerWarp : 1;
-  const int64_t first = (static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + warp) * kRowsPerWarp;
-  const int64_t last = min(rows, first + kRowsPerWarp);
-  for (int64_t r = first; r < last; ++r) {  // the whole warp takes each row
-    // Every load of the row first (x, dy and the residual gradient res), so that all are in
-    // flight at once: loading res between the stores of dx made each wait for the one before.
-    float4 xh[kMaxRowVectors], rv[kMaxRowVectors];  // x (then xhat) and res, this lane's part
-    typename FourOf<G>::type draw[kMaxRowVectors];  // dy as loaded
+  for (int64_t i = lane; i < 2 * (C / 4); i += kWarp) mine[i] = make_float4(0.f, 0.f, 0.f, 0.f);
+  const int64_t first =
+      (static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + warp) * kParamRowsPerWarp;
+  const int64_t last = min(rows, first + kParamRowsPerWarp);
+  for (int64_t r = first; r < last; ++r)  // the whole warp takes each row
+    layernorm_backward_vec_row(
+        dy, x, weight, mean, rstd, res, dx, dx16, r, C, [&](const auto& draw, const auto& xh) {
 #pragma unroll
-    for (int i = 0; i < kMaxRowVectors; ++i) {
-      if (i >= n) break;
-      const int64_t at = r * C + 4 * lane + 128 * i;
-      xh[i] = *reinterpret_cast<const float4*>(x + at);
-      draw[i] = load_raw_four(dy + at);
-      if (res) rv[i] = *reinterpret_cast<const float4*>(res + at);
-    }
-    const float mu = mean[r], inv = rstd[r];
-    float4 gv[kMaxRowVectors];  // weight * dy, this lane's part
-    float sum_g = 0.f, sum_g_xhat = 0.f;
-#pragma unroll
-    for (int i = 0; i < kMaxRowVectors; ++i) {
-      if (i >= n) break;
-      const int64_t c = 4 * lane + 128 * i;
-      const float4 w = *reinterpret_cast<const float4*>(weight + c);
-      const float4 d = widen_four(draw[i]);
-      const float4 xv = xh[i];
-      gv[i] = make_float4(w.x * d.x, w.y * d.y, w.z * d.z, w.w * d.w);
-      xh[i] = make_float4((xv.x - mu) * inv, (xv.y - mu) * inv, (xv.z - mu) * inv,
-                          (xv.w - mu) * inv);
-      sum_g += (gv[i].x + gv[i].y) + (gv[i].z + gv[i].w);
-      sum_g_xhat +=
-          (gv[i].x * xh[i].x + gv[i].y * xh[i].y) + (gv[i].z * xh[i].z + gv[i].w * xh[i].w);
-    }
-    const float mean_g = warp_sum(sum_g) / static_cast<float>(C);
-    const float mean_g_xhat = warp_sum(sum_g_xhat) / static_cast<float>(C);
-#pragma unroll
-    for (int i = 0; i < kMaxRowVectors; ++i) {
-      if (i >= n) break;
-      const int64_t at = r * C + 4 * lane + 128 * i;
-      float4 v = make_float4(inv * (gv[i].x - mean_g - xh[i].x * mean_g_xhat),
-                             inv * (gv[i].y - mean_g - xh[i].y * mean_g_xhat),
-                             inv * (gv[i].z - mean_g - xh[i].z * mean_g_xhat),
-                             inv * (gv[i].w - mean_g - xh[i].w * mean_g_xhat));
-      if (res)
-        v = make_float4(add_exact(rv[i].x, v.x), add_exact(rv[i].y, v.y), add_exact(rv[i].z, v.z),
-                        add_exact(rv[i].w, v.w));
-      *reinterpret_cast<float4*>(dx + at) = v;
-      if (dx16) store_four(dx16 + at, v.x, v.y, v.z, v.w);
-    }
-    if constexpr (kParams) {  // this row's dy * xhat and dy into the warp's column partials
-#pragma unroll
-      for (int i = 0; i < kMaxRowVectors; ++i) {
-        if (i >= n) break;
-        const int64_t q = lane + 32 * i;  // float4 column index: columns 4 q .. 4 q + 3
-        const float4 d = widen_four(draw[i]), xv = xh[i];
-        const float4 w = mine[q], b = mine[C / 4 + q];
-        mine[q] = make_float4(w.x + d.x * xv.x, w.y + d.y * xv.y, w.z + d.z * xv.z,
-                              w.w + d.w * xv.w);
-        mine[C / 4 + q] = make_float4(b.x + d.x, b.y + d.y, b.z + d.z, b.w + d.w);
-      }
-    }
-  }  // rows
-  if constexpr (kParams) {
-    __syncthreads();
-    const float* acc = reinterpret_cast<const float*>(param_acc);  // (kRowsPerBlock, 2, C)
-    for (int64_t i = threadIdx.x; i < 2 * C; i += blockDim.x) {  // i = k C + c
-      double sum = 0;
-      for (int w = 0; w < kRowsPerBlock; ++w) sum += static_cast<double>(acc[w * 2 * C + i]);
-      const int64_t k = i / C, c = i % C;
-      partial[(k * gridDim.x + blockIdx.x) * C + c] = sum;
-    }
+          for (int i = 0; i < kMaxRowVectors; ++i) {
+            if (i >= n) break;
+            const int64_t q = lane + 32 * i;  // float4 column index: columns 4 q .. 4 q + 3
+            const float4 d = widen_four(draw[i]), xv = xh[i];
+            const float4 w = mine[q], b = mine[C / 4 + q];
+            mine[q] = make_float4(w.x + d.x * xv.x, w.y + d.y * xv.y, w.z + d.z * xv.z,
+                                  w.w + d.w * xv.w);
+            mine[C / 4 + q] = make_float4(b.x + d.x, b.y + d.y, b.z + d.z, b.w + d.w);
+          }
+        });
+  __syncthreads();
+  const float* acc = reinterpret_cast<const float*>(param_acc);  // (kRowsPerBlock, 2, C)
+  for (int64_t i = threadIdx.x; i < 2 * C; i += blockDim.x) {  // i = k C + c
+    double sum = 0;
+    for (int w = 0; w < kRowsPerBlock; ++w) sum += static_cast<double>(acc[w * 2 * C + i]);
+    const int64_t k = i / C, c = i % C;
+    partial[(k * gridDim.x + blockIdx.x) * C + c] = sum;
   }
 }
 
@@ -476,14 +500,14 @@ void layernorm_backward_cuda(const Tensor& grad, const Tensor& x, const Tensor& 
             const size_t shared = static_cast<size_t>(kRowsPerBlock) * 2 * C * sizeof(float);
             static const bool opted = [] {  // rows of up to 1024: 64 KB, past the default 48
               SINKLAB_CUDA_CHECK(cudaFuncSetAttribute(
-                  layernorm_backward_x_vec_kernel<G, true>,
+                  layernorm_backward_x_params_kernel<G>,
                   cudaFuncAttributeMaxDynamicSharedMemorySize,
                   static_cast<int>(kRowsPerBlock * 2 * 128 * kMaxRowVectors * sizeof(float))));
               return true;
             }();
             (void)opted;
             Tensor scratch = Tensor::empty({2, blocks, C}, DType::F64, x.device());  // partials
-            layernorm_backward_x_vec_kernel<G, true>
+            layernorm_backward_x_params_kernel<G>
                 <<<static_cast<unsigned>(blocks), kRowThreads, shared, stream()>>>(
                     pdy, px, weight.data<T>(), pmean, prstd, pres, pdx, pdx16, rows, C,
                     scratch.data<double>());
@@ -493,9 +517,8 @@ void layernorm_backward_cuda(const Tensor& grad, const Tensor& x, const Tensor& 
                                 grad_bias ? grad_bias->data<T>() : nullptr);
             params_done = true;
           } else if (in_registers) {
-            layernorm_backward_x_vec_kernel<G, false>
-                <<<row_blocks(rows), kRowThreads, 0, stream()>>>(
-                    pdy, px, weight.data<T>(), pmean, prstd, pres, pdx, pdx16, rows, C, nullptr);
+            layernorm_backward_x_vec_kernel<G><<<row_blocks(rows), kRowThreads, 0, stream()>>>(
+                pdy, px, weight.data<T>(), pmean, prstd, pres, pdx, pdx16, rows, C);
           }
         }
         if (!in_registers)
