@@ -331,11 +331,15 @@ __global__ void layernorm_backward_x_vec_kernel(const G* dy, const float* x, con
                              [](const auto&, const auto&) {});
 }
 
-// With run.fused_norm_param_grads, each warp takes kParamRowsPerWarp consecutive rows and the
-// block also leaves the weight's and bias's gradient partials of its rows (dy * xhat and dy,
-// column by column): otherwise the column sums read dy and x once more (150 MB a GPT-2
-// LayerNorm).
-constexpr int kParamRowsPerWarp = 16;
+// With run.fused_norm_param_grads, each warp takes rows_per_warp consecutive rows and the block
+// also leaves the weight's and bias's gradient partials of its rows (dy * xhat and dy, column
+// by column): otherwise the column sums read dy and x once more (150 MB a GPT-2 LayerNorm).
+// Rows a warp: up to 16, so that about 256 blocks share the rows (32768 rows: 16; 8192: 4); a
+// function of the shape only, so the sums' order is the same on every GPU.
+constexpr int kMaxParamRowsPerWarp = 16;
+inline int64_t param_rows_per_warp(int64_t rows) {
+  return std::clamp<int64_t>(rows / (256 * kRowsPerBlock), 1, kMaxParamRowsPerWarp);
+}
 
 // layernorm_backward_x_vec_kernel and the parameter gradients' partials (ops::
 // fused_norm_param_grads): partial (2, gridDim.x, C) f64 gets the block's column sums of
@@ -347,15 +351,15 @@ __global__ void layernorm_backward_x_params_kernel(const G* dy, const float* x,
                                                    const float* weight, const float* mean,
                                                    const float* rstd, const float* res,
                                                    float* dx, __nv_bfloat16* dx16, int64_t rows,
-                                                   int64_t C, double* partial) {
+                                                   int64_t C, int64_t rows_per_warp,
+                                                   double* partial) {
   const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
   const int n = static_cast<int>(C / 128);
   extern __shared__ float4 param_acc[];  // (kRowsPerBlock, 2, C / 4) float4
   float4* mine = param_acc + static_cast<int64_t>(warp) * 2 * (C / 4);  // this warp's slice
   for (int64_t i = lane; i < 2 * (C / 4); i += kWarp) mine[i] = make_float4(0.f, 0.f, 0.f, 0.f);
-  const int64_t first =
-      (static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + warp) * kParamRowsPerWarp;
-  const int64_t last = min(rows, first + kParamRowsPerWarp);
+  const int64_t first = (static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + warp) * rows_per_warp;
+  const int64_t last = min(rows, first + rows_per_warp);
   for (int64_t r = first; r < last; ++r)  // the whole warp takes each row
     layernorm_backward_vec_row(
         dy, x, weight, mean, rstd, res, dx, dx16, r, C, [&](const auto& draw, const auto& xh) {
@@ -495,7 +499,8 @@ void layernorm_backward_cuda(const Tensor& grad, const Tensor& x, const Tensor& 
           if (in_registers && ops::fused_norm_param_grads && (grad_weight || grad_bias)) {
             // The weight's and bias's gradients from the same read of dy and x: partials a
             // block (2, blocks, C), then column_finish.
-            const int64_t per_block = static_cast<int64_t>(kRowsPerBlock) * kParamRowsPerWarp;
+            const int64_t rows_per_warp = param_rows_per_warp(rows);
+            const int64_t per_block = static_cast<int64_t>(kRowsPerBlock) * rows_per_warp;
             const int64_t blocks = (rows + per_block - 1) / per_block;
             const size_t shared = static_cast<size_t>(kRowsPerBlock) * 2 * C * sizeof(float);
             static const bool opted = [] {  // rows of up to 1024: 64 KB, past the default 48
@@ -510,12 +515,13 @@ void layernorm_backward_cuda(const Tensor& grad, const Tensor& x, const Tensor& 
             layernorm_backward_x_params_kernel<G>
                 <<<static_cast<unsigned>(blocks), kRowThreads, shared, stream()>>>(
                     pdy, px, weight.data<T>(), pmean, prstd, pres, pdx, pdx16, rows, C,
-                    scratch.data<double>());
+                    rows_per_warp, scratch.data<double>());
             SINKLAB_KERNEL_CHECK("layernorm backward (x, weight, bias)");
             column_finish<T, 2>(scratch.data<double>(), blocks, C,
                                 grad_weight ? grad_weight->data<T>() : nullptr,
                                 grad_bias ? grad_bias->data<T>() : nullptr);
             params_done = true;
+            ops::count_norm_param_grads_fused();
           } else if (in_registers) {
             layernorm_backward_x_vec_kernel<G><<<row_blocks(rows), kRowThreads, 0, stream()>>>(
                 pdy, px, weight.data<T>(), pmean, prstd, pres, pdx, pdx16, rows, C);

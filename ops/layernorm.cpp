@@ -1,5 +1,6 @@
 #include "ops/layernorm.h"
 
+#include <atomic>
 #include <cmath>
 
 #include "autograd/node.h"
@@ -8,6 +9,13 @@
 namespace sinklab::ops {
 
 bool fused_norm_param_grads = false;
+
+namespace {
+std::atomic<int64_t> param_grads_fused{0};
+}  // namespace
+
+int64_t norm_param_grads_fused() { return param_grads_fused.load(); }
+void count_norm_param_grads_fused() { param_grads_fused.fetch_add(1); }
 
 OpKernels<LayerNormForwardFn, LayerNormBackwardFn> layernorm_kernels{
     "layernorm", cpu::layernorm_forward, cpu::layernorm_backward};

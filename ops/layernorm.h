@@ -16,6 +16,11 @@ namespace sinklab::ops {
 // Off until measured on a GPU.
 extern bool fused_norm_param_grads;
 
+// LayerNorm backwards whose parameter gradients were summed in the x-gradient pass, since the
+// process started (for tests; counted by the GPU's backward).
+int64_t norm_param_grads_fused();
+void count_norm_param_grads_fused();
+
 // Sets fused_norm_param_grads for a scope (tests, benchmarks).
 class FusedNormParamGradsGuard : ScopedValue<bool> {
  public:
