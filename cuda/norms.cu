@@ -796,18 +796,20 @@ __global__ void rmsnorm_groups_forward_kernel(const X* x, const float* gain, Y* 
   for (int i = 0; i < N; ++i) store_chunk(y + r * D + (gl + G * i) * kChunk, out[i]);
 }
 
-// dx = [res +] r * g - (r^3 / D) * x * sum_d(x_d g_d), g = gain * dy, r = rstd: dy stored as
-// Gy (y's dtype), x, res (or null) and dx as X.
-// dx16 (rows, D) or null (an f32 x only): dx rounded to nearest even as well (the products' copy
-// of a folded residual gradient, ops::remember_operand).
-template <class X, class Gy>
-__global__ void rmsnorm_groups_backward_x_kernel(const Gy* dy, const X* x, const float* gain,
-                                                 const float* rstd, const X* res, X* dx,
-                                                 __nv_bfloat16* dx16, int64_t rows, int64_t D,
-                                                 int64_t P, RowGroups g) {
+// One row r of rmsnorm_groups_backward_x_kernel, held by a group of G lanes (inactive lanes, r >=
+// rows, still join the group's shuffle and then return): dx = [res +] r * g - (r^3 / D) * x *
+// sum_d(x_d g_d), g = gain * dy, r = rstd; dy stored as Gy (y's dtype), x, res (or null) and dx
+// as X. dx16 (rows, D) or null (an f32 x only): dx rounded to nearest even as well (the
+// products' copy of a folded residual gradient, ops::remember_operand). An active lane then
+// calls after(draw, xv, inv): its chunks of dy as loaded, of x widened, and the row's rstd.
+template <class X, class Gy, class After>
+__device__ __forceinline__ void rmsnorm_groups_backward_row(const Gy* dy, const X* x,
+                                                            const float* gain, const float* rstd,
+                                                            const X* res, X* dx,
+                                                            __nv_bfloat16* dx16, int64_t r,
+                                                            int64_t rows, int64_t D, int64_t P,
+                                                            RowGroups g, After&& after) {
   const int lane = threadIdx.x % kWarp, gl = lane % g.G;
-  const int64_t r = (static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.x / kWarp) *
-                        (kWarp / g.G) + lane / g.G;
   const bool active = r < rows;
   const float* gr = active && gain ? gain + (r * D) % P : nullptr;  // (D) slice of the gain
   // Every load of the row first (x, dy and the residual gradient res), so that all are in
@@ -860,6 +862,69 @@ __global__ void rmsnorm_groups_backward_x_kernel(const Gy* dy, const X* x, const
     }
     store_chunk(dx + at, out);
     if (dx16) store_chunk(dx16 + at, out);
+  }
+  after(draw, xv, inv);
+}
+
+// RMSNorm's backward for rows of D = 8 G n, 32 / G rows a warp (rmsnorm_groups_backward_row).
+template <class X, class Gy>
+__global__ void rmsnorm_groups_backward_x_kernel(const Gy* dy, const X* x, const float* gain,
+                                                 const float* rstd, const X* res, X* dx,
+                                                 __nv_bfloat16* dx16, int64_t rows, int64_t D,
+                                                 int64_t P, RowGroups g) {
+  const int lane = threadIdx.x % kWarp;
+  const int64_t r = (static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.x / kWarp) *
+                        (kWarp / g.G) + lane / g.G;
+  rmsnorm_groups_backward_row(dy, x, gain, rstd, res, dx, dx16, r, rows, D, P, g,
+                              [](const auto&, const auto&, float) {});
+}
+
+// The gain's gradient in the same pass (ops::fused_norm_param_grads), where a warp's 32 / G rows
+// use distinct slices of the gain (32 / G <= P / D: head-wise RMSNorm's 4 heads of 12, or a
+// block norm's one row a warp) and the gain is at most kMaxGainPartial long. Each warp takes
+// batches_per_warp consecutive batches of 32 / G rows and adds dy * x * rstd into its own slice
+// of dynamic shared memory (kRowsPerBlock, P) f32 (a lane's columns change from batch to batch:
+// the warp synchronises between them); then the block adds the warps' slices in warp order into
+// partial (1, gridDim.x, P) f64, for column_finish. A fixed order: bit-identical across runs.
+constexpr int64_t kMaxGainPartial = 1536;  // 48 KB of slices a block
+
+template <class X, class Gy>
+__global__ void rmsnorm_groups_backward_params_kernel(const Gy* dy, const X* x,
+                                                      const float* gain, const float* rstd,
+                                                      const X* res, X* dx, __nv_bfloat16* dx16,
+                                                      int64_t rows, int64_t D, int64_t P,
+                                                      RowGroups g, int64_t batches_per_warp,
+                                                      double* partial) {
+  const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp, gl = lane % g.G;
+  extern __shared__ float gain_acc[];  // (kRowsPerBlock, P)
+  float* mine = gain_acc + static_cast<int64_t>(warp) * P;  // this warp's slice
+  for (int64_t i = lane; i < P; i += kWarp) mine[i] = 0.f;
+  __syncwarp();
+  const int64_t first =
+      (static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + warp) * batches_per_warp;
+  for (int64_t batch = first; batch < first + batches_per_warp; ++batch) {  // warp-uniform
+    const int64_t r = batch * (kWarp / g.G) + lane / g.G;
+    rmsnorm_groups_backward_row(
+        dy, x, gain, rstd, res, dx, dx16, r, rows, D, P, g,
+        [&](const auto& draw, const float (&xv)[kMaxChunks][kChunk], float inv) {
+          float* columns = mine + (r * D) % P;  // (D) this row's slice of the gain
+#pragma unroll
+          for (int i = 0; i < kMaxChunks; ++i) {
+            if (i >= g.n) break;
+            const int64_t d0 = (gl + g.G * i) * kChunk;
+            float d[kChunk];
+            widen_chunk(draw[i], d);
+#pragma unroll
+            for (int j = 0; j < kChunk; ++j) columns[d0 + j] += d[j] * xv[i][j] * inv;
+          }
+        });
+    __syncwarp();  // the next batch's lanes add to columns this batch's other lanes wrote
+  }
+  __syncthreads();
+  for (int64_t p = threadIdx.x; p < P; p += blockDim.x) {
+    double sum = 0;
+    for (int w = 0; w < kRowsPerBlock; ++w) sum += static_cast<double>(gain_acc[w * P + p]);
+    partial[static_cast<int64_t>(blockIdx.x) * P + p] = sum;
   }
 }
 
@@ -968,6 +1033,7 @@ void rmsnorm_backward_cuda(const Tensor& grad, const Tensor& x, const Tensor& ga
     const T* prstd = rstd.data<T>();                            // (rows)
     with_norm_output<T>(grad, [&](const auto* pdy) {  // dy (rows, D) as T or bf16
       using G = std::remove_cv_t<std::remove_pointer_t<decltype(pdy)>>;
+      bool gain_done = false;  // the row kernel also summed the gain's gradient
       if (grad_x && rows > 0) {
         X* pdx = static_cast<X*>(grad_x->raw_data());  // (rows, D), x's dtype
         const X* pres = residual ? static_cast<const X*>(residual->raw_data()) : nullptr;
@@ -980,10 +1046,32 @@ void rmsnorm_backward_cuda(const Tensor& grad, const Tensor& x, const Tensor& ga
                             ? static_cast<__nv_bfloat16*>(grad_x_operand->raw_data())
                             : nullptr;
           grouped = groups.G > 0 && aligned16({pdy, px, pdx, pres, pdx16});
-          if (grouped)
+          const int64_t per_batch = kWarp / groups.G;  // rows a warp takes at once
+          if (grouped && grad_gain && ops::fused_norm_param_grads && P <= kMaxGainPartial &&
+              per_batch <= P / D) {
+            // The gain's gradient from the same read of dy and x: partials a block (1, blocks,
+            // P), then column_finish. Batches a warp: up to 16, about 256 blocks (the shape's).
+            const int64_t batches = (rows + per_batch - 1) / per_batch;
+            const int64_t per_warp =
+                std::clamp<int64_t>(batches / (256 * kRowsPerBlock), 1, kMaxParamRowsPerWarp);
+            const int64_t per_block = static_cast<int64_t>(kRowsPerBlock) * per_warp;
+            const int64_t blocks = (batches + per_block - 1) / per_block;
+            Tensor scratch = Tensor::empty({1, blocks, P}, DType::F64, x.device());  // partials
+            rmsnorm_groups_backward_params_kernel<X, G>
+                <<<static_cast<unsigned>(blocks), kRowThreads,
+                   static_cast<size_t>(kRowsPerBlock) * P * sizeof(float), stream()>>>(
+                    pdy, px, pg, prstd, pres, pdx, pdx16, rows, D, P, groups, per_warp,
+                    scratch.data<double>());
+            SINKLAB_KERNEL_CHECK("rmsnorm backward (x, gain)");
+            column_finish<T, 1>(scratch.data<double>(), blocks, P, grad_gain->data<T>(),
+                                static_cast<T*>(nullptr));
+            gain_done = true;
+            ops::count_norm_param_grads_fused();
+          } else if (grouped) {
             rmsnorm_groups_backward_x_kernel<X, G>
                 <<<group_blocks(rows, groups.G), kRowThreads, 0, stream()>>>(
                     pdy, px, pg, prstd, pres, pdx, pdx16, rows, D, P, groups);
+          }
           copy_written = grouped && pdx16 != nullptr;
         }
         if (!grouped)
@@ -992,7 +1080,7 @@ void rmsnorm_backward_cuda(const Tensor& grad, const Tensor& x, const Tensor& ga
         SINKLAB_KERNEL_CHECK("rmsnorm backward (x)");
         if (grad_x_operand && !copy_written) round_operand(*grad_x, *grad_x_operand);
       }
-      if (grad_gain) {
+      if (grad_gain && !gain_done) {
         T* pdg = grad_gain->data<T>();  // (P)
         column_sums<T, 1>(n / P, P,
                           RmsNormGainTerm<T, X, G>{pdy, px, prstd, P, P / D, static_cast<int>(D)},

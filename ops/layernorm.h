@@ -9,15 +9,16 @@
 
 namespace sinklab::ops {
 
-// Whether a GPU's LayerNorm backward sums the weight's and bias's gradients in the kernel that
-// reads dy and x for x's gradient (run.fused_norm_param_grads: per-block partials, then the
-// column sums' finish), instead of in column sums of their own that read dy and x again. The
-// same sums in another fixed order. Read at each call; the trainer sets it once from the config.
+// Whether a GPU's LayerNorm backward sums the weight's and bias's gradients, and its RMSNorm
+// and head-wise RMSNorm backward the gain's (where a warp's rows use distinct slices of it), in
+// the kernel that reads dy and x for x's gradient (run.fused_norm_param_grads: per-block
+// partials, then the column sums' finish), instead of in column sums of their own that read dy
+// and x again. The same sums in another fixed order. Read at each call; the trainer sets it once from the config.
 // Off until measured on a GPU.
 extern bool fused_norm_param_grads;
 
-// LayerNorm backwards whose parameter gradients were summed in the x-gradient pass, since the
-// process started (for tests; counted by the GPU's backward).
+// Norm backwards (LayerNorm, RMSNorm) whose parameter gradients were summed in the x-gradient
+// pass, since the process started (for tests; counted by the GPU's backward).
 int64_t norm_param_grads_fused();
 void count_norm_param_grads_fused();
 

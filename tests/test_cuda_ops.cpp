@@ -206,6 +206,52 @@ TEST_CASE("cuda: layernorm's weight and bias gradients summed in the x-gradient 
     }
 }
 
+TEST_CASE("cuda: rmsnorm's and headwise_rmsnorm's gain gradients summed in the x-gradient pass "
+          "(run.fused_norm_param_grads) match the CPU, bit-identically across runs",
+          "[cuda]") {
+  SINKLAB_REQUIRE_CUDA();
+  // Fused where a warp's rows use distinct slices of the gain: a block norm's rows of 768 (one
+  // row a warp) and head-wise RMSNorm's per-head gamma (4 heads of 12 a warp), f32 and bf16 x;
+  // not where they share one (a shared gamma, rows of 64 with a gain of 64): the column sums
+  // then, counted apart. Against the CPU and the same bits from two GPU runs.
+  const ops::FusedNormParamGradsGuard fused(true);
+  struct Case {
+    Shape x, gain;
+    bool headwise, fusable;
+  };
+  for (const Case& c : {Case{{5, 37, 768}, {768}, false, true},
+                        Case{{6, 2100, 768}, {768}, false, true},
+                        Case{{4, 33, 12, 64}, {12, 64}, true, true},
+                        Case{{8, 100, 12, 64}, {12, 64}, true, true},
+                        Case{{4, 33, 12, 64}, {64}, true, false},
+                        Case{{9, 41, 64}, {64}, false, false}}) {
+    INFO("x " << shape_str(c.x) << " gain " << shape_str(c.gain));
+    const int64_t rows = [&] {
+      int64_t n = 1;
+      for (int64_t d : c.x) n *= d;
+      return n / c.x.back();
+    }();
+    Tensor x = random_tensor(c.x, 310, DType::F32, 1.0, true);
+    Tensor w = random_tensor(c.gain, 311, DType::F32, 1.0, true);
+    auto f = [headwise = c.headwise](const auto& in) {
+      return headwise ? ops::headwise_rmsnorm(in[0], in[1], 1e-6) : ops::rmsnorm(in[0], in[1], 1e-6);
+    };
+    const int64_t before = ops::norm_param_grads_fused();
+    require_cuda_matches_cpu(f, {x, w}, tolerance(DType::F32, rows));
+    REQUIRE((ops::norm_param_grads_fused() > before) == c.fusable);
+    require_deterministic(f, {x, w});
+    if (c.headwise) {  // cuDNN's bf16 attention output
+      PrecisionGuard bf16(Precision::BF16);
+      require_deterministic(
+          [](const auto& in) {
+            return ops::headwise_rmsnorm(in[0].to_dtype(DType::BF16), in[1], 1e-6,
+                                         ops::NormOutput::kOperandDType);
+          },
+          {x, w});
+    }
+  }
+}
+
 TEST_CASE("cuda: add_layernorm and add_rmsnorm match the CPU, forward and backward", "[cuda]") {
   SINKLAB_REQUIRE_CUDA();
   for (DType dt : {DType::F32, DType::F64})

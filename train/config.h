@@ -104,10 +104,10 @@ struct RunSection {
                                     // (o_proj / c_proj, down_proj) store it in bf16 under bf16
                                     // on a GPU, as autocast does (ops/add_norm.h): fewer bytes
                                     // for the add + norm; 0.8 to 1.3% faster on an H100
-  bool fused_norm_param_grads = false;  // a GPU's LayerNorm backward sums its weight's and
-                                    // bias's gradients in the pass that computes x's (ops/
-                                    // layernorm.h), not in column sums that read dy and x again;
-                                    // off until measured on a GPU
+  bool fused_norm_param_grads = false;  // a GPU's norm backwards sum their parameters'
+                                    // gradients in the pass that computes x's (ops/layernorm.h),
+                                    // not in column sums that read dy and x again; off until
+                                    // measured on a GPU
   bool head_norm_statistics = false;  // the sink metrics' variance by position of the attention
                                     // output and of its head-wise norm from the norm's own pass
                                     // (ops/rmsnorm.h) instead of two more reads; off: no
