@@ -1046,9 +1046,9 @@ void rmsnorm_backward_cuda(const Tensor& grad, const Tensor& x, const Tensor& ga
                             ? static_cast<__nv_bfloat16*>(grad_x_operand->raw_data())
                             : nullptr;
           grouped = groups.G > 0 && aligned16({pdy, px, pdx, pres, pdx16});
-          const int64_t per_batch = kWarp / groups.G;  // rows a warp takes at once
+          const int64_t per_batch = grouped ? kWarp / groups.G : 0;  // rows a warp takes at once
           if (grouped && grad_gain && ops::fused_norm_param_grads && P <= kMaxGainPartial &&
-              per_batch <= P / D) {
+              per_batch <= P / D) {  // a warp's rows on distinct slices of the gain
             // The gain's gradient from the same read of dy and x: partials a block (1, blocks,
             // P), then column_finish. Batches a warp: up to 16, about 256 blocks (the shape's).
             const int64_t batches = (rows + per_batch - 1) / per_batch;

@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <utility>
 #include <vector>
 
 #include "autograd/engine.h"
@@ -211,9 +212,11 @@ TEST_CASE("cuda: rmsnorm's and headwise_rmsnorm's gain gradients summed in the x
           "[cuda]") {
   SINKLAB_REQUIRE_CUDA();
   // Fused where a warp's rows use distinct slices of the gain: a block norm's rows of 768 (one
-  // row a warp) and head-wise RMSNorm's per-head gamma (4 heads of 12 a warp), f32 and bf16 x;
-  // not where they share one (a shared gamma, rows of 64 with a gain of 64): the column sums
-  // then, counted apart. Against the CPU and the same bits from two GPU runs.
+  // row a warp; 12600 rows: 6 a warp) and head-wise RMSNorm's per-head gamma (4 heads of 12 a
+  // warp; 24576 rows: 3 batches a warp, each lane's heads changing between them; 5 heads: a
+  // batch's heads wrap and the last batch is partial), f32 and bf16 x; not where they share
+  // one (a shared gamma, rows of 64 with a gain of 64): the column sums then, not counted.
+  // Against the CPU and the same bits from two GPU runs.
   const ops::FusedNormParamGradsGuard fused(true);
   struct Case {
     Shape x, gain;
@@ -223,6 +226,8 @@ TEST_CASE("cuda: rmsnorm's and headwise_rmsnorm's gain gradients summed in the x
                         Case{{6, 2100, 768}, {768}, false, true},
                         Case{{4, 33, 12, 64}, {12, 64}, true, true},
                         Case{{8, 100, 12, 64}, {12, 64}, true, true},
+                        Case{{16, 128, 12, 64}, {12, 64}, true, true},
+                        Case{{3, 7, 5, 64}, {5, 64}, true, true},
                         Case{{4, 33, 12, 64}, {64}, true, false},
                         Case{{9, 41, 64}, {64}, false, false}}) {
     INFO("x " << shape_str(c.x) << " gain " << shape_str(c.gain));
@@ -240,14 +245,25 @@ TEST_CASE("cuda: rmsnorm's and headwise_rmsnorm's gain gradients summed in the x
     require_cuda_matches_cpu(f, {x, w}, tolerance(DType::F32, rows));
     REQUIRE((ops::norm_param_grads_fused() > before) == c.fusable);
     require_deterministic(f, {x, w});
-    if (c.headwise) {  // cuDNN's bf16 attention output
+    if (c.headwise) {  // cuDNN's bf16 attention output: bf16 x, y and dy; the same bits twice
       PrecisionGuard bf16(Precision::BF16);
-      require_deterministic(
-          [](const auto& in) {
-            return ops::headwise_rmsnorm(in[0].to_dtype(DType::BF16), in[1], 1e-6,
-                                         ops::NormOutput::kOperandDType);
-          },
-          {x, w});
+      const Tensor g16 = random_tensor(c.x, 312, DType::F32).to_dtype(DType::BF16);
+      auto grads = [&] {
+        Tensor xb = x.detach().to_dtype(DType::BF16).to_device(Device::cuda());
+        Tensor wb = w.detach().to_device(Device::cuda());
+        xb.set_requires_grad(true);
+        wb.set_requires_grad(true);
+        const Tensor y =
+            ops::headwise_rmsnorm(xb, wb, 1e-6, ops::NormOutput::kOperandDType);  // bf16
+        autograd::backward(y, g16.to_device(Device::cuda()));
+        return std::pair{xb.grad().to_doubles(), wb.grad().to_doubles()};
+      };
+      const int64_t at = ops::norm_param_grads_fused();
+      const auto first = grads();
+      REQUIRE((ops::norm_param_grads_fused() > at) == c.fusable);
+      const auto second = grads();
+      REQUIRE(first.first == second.first);
+      REQUIRE(first.second == second.second);
     }
   }
 }
