@@ -331,14 +331,27 @@ __global__ void layernorm_backward_x_vec_kernel(const G* dy, const float* x, con
                              [](const auto&, const auto&) {});
 }
 
-// With run.fused_norm_param_grads, each warp takes rows_per_warp consecutive rows and the block
-// also leaves the weight's and bias's gradient partials of its rows (dy * xhat and dy, column
-// by column): otherwise the column sums read dy and x once more (150 MB a GPT-2 LayerNorm).
-// Rows a warp: up to 16, so that about 256 blocks share the rows (32768 rows: 16; 8192: 4); a
-// function of the shape only, so the sums' order is the same on every GPU.
-constexpr int kMaxParamRowsPerWarp = 16;
-inline int64_t param_rows_per_warp(int64_t rows) {
-  return std::clamp<int64_t>(rows / (256 * kRowsPerBlock), 1, kMaxParamRowsPerWarp);
+// With run.fused_norm_param_grads, each warp of the norms' backward takes several consecutive
+// batches of rows (LayerNorm: a row; grouped RMSNorm: 32 / G rows) and the block also leaves
+// the parameters' gradient partials of its rows: otherwise the column sums read dy and x once
+// more (150 MB a GPT-2 LayerNorm). Batches a warp: up to 16, so that about 256 blocks share
+// them (32768: 16; 8192: 4); a function of the shape only, so the sums' order is the same on
+// every GPU.
+inline int64_t param_batches_per_warp(int64_t batches) {
+  return std::clamp<int64_t>(batches / (256 * kRowsPerBlock), 1, 16);
+}
+
+// The block's parameter partials from its warps' shared-memory slices: slices (kRowsPerBlock,
+// K, L) f32, one per warp, added in warp order in f64 into partial (K, gridDim.x, L), the
+// layout column_finish reads. Every thread of the block calls it, after the slices are written.
+template <int K>
+__device__ void write_block_partials(const float* slices, int64_t L, double* partial) {
+  __syncthreads();
+  for (int64_t i = threadIdx.x; i < K * L; i += blockDim.x) {  // i = k L + c
+    double sum = 0;
+    for (int w = 0; w < kRowsPerBlock; ++w) sum += static_cast<double>(slices[w * K * L + i]);
+    partial[(i / L * gridDim.x + blockIdx.x) * L + i % L] = sum;
+  }
 }
 
 // layernorm_backward_x_vec_kernel and the parameter gradients' partials (ops::
@@ -374,14 +387,7 @@ __global__ void layernorm_backward_x_params_kernel(const G* dy, const float* x,
             mine[C / 4 + q] = make_float4(b.x + d.x, b.y + d.y, b.z + d.z, b.w + d.w);
           }
         });
-  __syncthreads();
-  const float* acc = reinterpret_cast<const float*>(param_acc);  // (kRowsPerBlock, 2, C)
-  for (int64_t i = threadIdx.x; i < 2 * C; i += blockDim.x) {  // i = k C + c
-    double sum = 0;
-    for (int w = 0; w < kRowsPerBlock; ++w) sum += static_cast<double>(acc[w * 2 * C + i]);
-    const int64_t k = i / C, c = i % C;
-    partial[(k * gridDim.x + blockIdx.x) * C + c] = sum;
-  }
+  write_block_partials<2>(reinterpret_cast<const float*>(param_acc), C, partial);
 }
 
 // dx (rows, C) = [res +] rstd * (g - mean_c(g) - xhat * mean_c(g * xhat)), g = weight * dy; dy
@@ -499,7 +505,7 @@ void layernorm_backward_cuda(const Tensor& grad, const Tensor& x, const Tensor& 
           if (in_registers && ops::fused_norm_param_grads && (grad_weight || grad_bias)) {
             // The weight's and bias's gradients from the same read of dy and x: partials a
             // block (2, blocks, C), then column_finish.
-            const int64_t rows_per_warp = param_rows_per_warp(rows);
+            const int64_t rows_per_warp = param_batches_per_warp(rows);
             const int64_t per_block = static_cast<int64_t>(kRowsPerBlock) * rows_per_warp;
             const int64_t blocks = (rows + per_block - 1) / per_block;
             const size_t shared = static_cast<size_t>(kRowsPerBlock) * 2 * C * sizeof(float);
@@ -930,12 +936,7 @@ __global__ void rmsnorm_groups_backward_params_kernel(const Gy* dy, const X* x,
         });
     __syncwarp();  // the next batch's lanes add to columns this batch's other lanes wrote
   }
-  __syncthreads();
-  for (int64_t p = threadIdx.x; p < P; p += blockDim.x) {
-    double sum = 0;
-    for (int w = 0; w < kRowsPerBlock; ++w) sum += static_cast<double>(gain_acc[w * P + p]);
-    partial[static_cast<int64_t>(blockIdx.x) * P + p] = sum;
-  }
+  write_block_partials<1>(gain_acc, P, partial);
 }
 
 // RMSNorm's forward: the row in registers (norm_forward_vec_kernel, f32 rows of 128n with a gain
@@ -1060,10 +1061,9 @@ void rmsnorm_backward_cuda(const Tensor& grad, const Tensor& x, const Tensor& ga
           if (grouped && grad_gain && ops::fused_norm_param_grads && P <= kMaxGainPartial &&
               per_batch <= P / D) {  // a warp's rows on distinct slices of the gain
             // The gain's gradient from the same read of dy and x: partials a block (1, blocks,
-            // P), then column_finish. Batches a warp: up to 16, about 256 blocks (the shape's).
+            // P), then column_finish (param_batches_per_warp).
             const int64_t batches = (rows + per_batch - 1) / per_batch;
-            const int64_t per_warp =
-                std::clamp<int64_t>(batches / (256 * kRowsPerBlock), 1, kMaxParamRowsPerWarp);
+            const int64_t per_warp = param_batches_per_warp(batches);
             const int64_t per_block = static_cast<int64_t>(kRowsPerBlock) * per_warp;
             const int64_t blocks = (batches + per_block - 1) / per_block;
             Tensor scratch = Tensor::empty({1, blocks, P}, DType::F64, x.device());  // partials

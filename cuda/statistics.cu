@@ -479,9 +479,24 @@ __global__ void __launch_bounds__(kWholeKeyThreads)
     if (counts[i]) atomicAdd(&hist[i], static_cast<unsigned long long>(counts[i]));
 }
 
-// whole_key_histogram and row_statistics of x (R, D) contiguous f32 in one pass: a warp per row
-// (rows grid-strided over the warps), the row held in registers (V vectors a lane), its
-// statistics into rows (R, 5) and every key counted into the block's shared copy of the bins.
+// Every row of x (R, D) contiguous f32, a warp per row (rows grid-strided over the warps), held
+// in registers (V vectors a lane): its statistics into rows (R, 5), and visit(v) for each element
+// (the order statistics' first pass counts or partitions its key there).
+template <int V, class Visit>
+__device__ __forceinline__ void held_rows_with_statistics(const float* __restrict__ x, int64_t R,
+                                                          int D, float* __restrict__ rows,
+                                                          Visit&& visit) {
+  const int64_t warps = static_cast<int64_t>(gridDim.x) * (blockDim.x / 32);
+  for (int64_t r = blockIdx.x * static_cast<int64_t>(blockDim.x / 32) + threadIdx.x / 32; r < R;
+       r += warps) {
+    uint4 held[V];  // (V) vectors lane, lane + 32, ... of row r
+    load_held_row(reinterpret_cast<const uint4*>(x + r * D), D / 4, held);
+    held_row_statistics<float>(held, D, rows + r * 5, visit);
+  }
+}
+
+// whole_key_histogram and row_statistics of x (R, D) contiguous f32 in one pass
+// (held_rows_with_statistics): every key counted into the block's shared copy of the bins.
 template <int V>
 __global__ void __launch_bounds__(kWholeKeyThreads)
     rows_and_whole_key_histogram(const float* __restrict__ x, int64_t R, int D,
@@ -489,15 +504,9 @@ __global__ void __launch_bounds__(kWholeKeyThreads)
   extern __shared__ unsigned int counts[];  // (kWholeKeyBins) this block's
   for (int i = threadIdx.x; i < kWholeKeyBins; i += blockDim.x) counts[i] = 0;
   __syncthreads();
-  const int64_t warps = static_cast<int64_t>(gridDim.x) * (blockDim.x / 32);
-  for (int64_t r = blockIdx.x * static_cast<int64_t>(blockDim.x / 32) + threadIdx.x / 32; r < R;
-       r += warps) {
-    uint4 held[V];  // (V) vectors lane, lane + 32, ... of row r
-    load_held_row(reinterpret_cast<const uint4*>(x + r * D), D / 4, held);
-    held_row_statistics<float>(held, D, rows + r * 5, [&](float v) {
-      atomicAdd(&counts[static_cast<int>(abs_key<float, uint32_t>(v) >> kBelowTop16<float>)], 1u);
-    });
-  }
+  held_rows_with_statistics<V>(x, R, D, rows, [&](float v) {
+    atomicAdd(&counts[static_cast<int>(abs_key<float, uint32_t>(v) >> kBelowTop16<float>)], 1u);
+  });
   __syncthreads();
   for (int i = threadIdx.x; i < kWholeKeyBins; i += blockDim.x)
     if (counts[i]) atomicAdd(&hist[i], static_cast<unsigned long long>(counts[i]));
@@ -866,9 +875,8 @@ __global__ void __launch_bounds__(256)
   partition.finish();
 }
 
-// bracket_partition and row_statistics of x (R, D) contiguous f32 in one pass: a warp per row
-// (rows grid-strided over the warps), the row held in registers (V vectors a lane), its
-// statistics into rows (R, 5) and every key visited by the partition. With sampled brackets
+// bracket_partition and row_statistics of x (R, D) contiguous f32 in one pass
+// (held_rows_with_statistics): every key visited by the partition. With sampled brackets
 // this one pass replaces rows_and_whole_key_histogram and low_key_histogram (two passes).
 template <int V, int NB>
 __global__ void __launch_bounds__(256)
@@ -879,15 +887,8 @@ __global__ void __launch_bounds__(256)
                                unsigned long long* __restrict__ counts) {
   __shared__ typename BracketPartition<uint32_t, NB>::Shared shared;
   BracketPartition<uint32_t, NB> partition(shared, plan, compact, cap, counts);
-  const int64_t warps = static_cast<int64_t>(gridDim.x) * (blockDim.x / 32);
-  for (int64_t r = blockIdx.x * static_cast<int64_t>(blockDim.x / 32) + threadIdx.x / 32; r < R;
-       r += warps) {
-    uint4 held[V];  // (V) vectors lane, lane + 32, ... of row r
-    load_held_row(reinterpret_cast<const uint4*>(x + r * D), D / 4, held);
-    held_row_statistics<float>(held, D, rows + r * 5, [&](float v) {
-      partition.visit(abs_key<float, uint32_t>(v));
-    });
-  }
+  held_rows_with_statistics<V>(x, R, D, rows,
+                               [&](float v) { partition.visit(abs_key<float, uint32_t>(v)); });
   partition.finish();
 }
 

@@ -303,17 +303,9 @@ TEST_CASE("sink metrics match a direct computation from attention probabilities"
       // Position 0 attends only to itself: its output is one value vector.
       REQUIRE(m.layers[l].var_ratio > 1.0);
       // Dimension disparity from x_l[0] directly.
-      std::vector<double> x = c.residual.to_doubles();
-      double disp = 0;
-      for (int64_t b = 0; b < B; ++b) {
-        double mx = 0, sum = 0;
-        for (int64_t j = 0; j < C; ++j) {
-          mx = std::max(mx, std::fabs(x[b * T * C + j]));
-          sum += std::fabs(x[b * T * C + j]);
-        }
-        disp += mx / (sum / C) / B;
-      }
-      REQUIRE(m.layers[l].dim_disparity == Approx(disp).epsilon(1e-10));
+      REQUIRE(m.layers[l].dim_disparity ==
+              Approx(test::first_token_disparity(c.residual.to_doubles(), B, T, C))
+                  .epsilon(1e-10));
       REQUIRE(std::isfinite(m.layers[l].norm_ratio));
       REQUIRE(std::isfinite(m.layers[l].super_ratio));
       REQUIRE(m.layers[l].effective_rank > 1.0);

@@ -205,17 +205,9 @@ TEST_CASE("sink score, disparity after the input norm and output ranks from a ca
           for (int64_t t = 0; t < T; ++t) score += A[((b * NH + h) * T + t) * T] / (B * NH * T);
       REQUIRE(m.layers[l].sink_score == Approx(score).epsilon(1e-10));
       // Disparity of h_0 = the input norm of x_0, from the capture.
-      const std::vector<double> h = c.residual_normed.to_doubles();
-      double disp = 0;
-      for (int64_t b = 0; b < B; ++b) {
-        double mx = 0, sum = 0;
-        for (int64_t j = 0; j < C; ++j) {
-          mx = std::max(mx, std::fabs(h[b * T * C + j]));
-          sum += std::fabs(h[b * T * C + j]);
-        }
-        disp += mx / (sum / C) / B;
-      }
-      REQUIRE(m.layers[l].dim_disparity_normed == Approx(disp).epsilon(1e-10));
+      REQUIRE(m.layers[l].dim_disparity_normed ==
+              Approx(test::first_token_disparity(c.residual_normed.to_doubles(), B, T, C))
+                  .epsilon(1e-10));
       REQUIRE(std::isnan(m.layers[l].effective_rank_output));
     }
     // Output ranks: layer 0's output is layer 1's input; the last layer's is final_residual.

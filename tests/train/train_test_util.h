@@ -100,6 +100,22 @@ inline train::ModelSection tiny_model(train::Arch arch, train::AttnOutputNorm no
 }
 
 // The capture of one forward pass of model over ids (no grad, no targets).
+// Dimension disparity computed directly: the batch mean of max_j |v[b, 0, j]| / mean_j
+// |v[b, 0, j]| over the position-0 rows of v (B, T, C) row-major.
+inline double first_token_disparity(const std::vector<double>& v, int64_t B, int64_t T,
+                                    int64_t C) {
+  double disparity = 0;
+  for (int64_t b = 0; b < B; ++b) {
+    double largest = 0, sum = 0;
+    for (int64_t j = 0; j < C; ++j) {
+      largest = std::max(largest, std::fabs(v[b * T * C + j]));
+      sum += std::fabs(v[b * T * C + j]);
+    }
+    disparity += largest / (sum / static_cast<double>(C)) / static_cast<double>(B);
+  }
+  return disparity;
+}
+
 inline train::ForwardCapture capture_of(const train::GPT& model, const Tensor& ids) {
   autograd::NoGradGuard no_grad;
   train::ForwardCapture cap;
