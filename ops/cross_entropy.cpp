@@ -7,7 +7,7 @@ namespace sinklab::ops {
 
 OpKernels<CrossEntropyForwardFn, CrossEntropyBackwardFn> cross_entropy_kernels{
     "cross_entropy", cpu::cross_entropy_forward, cpu::cross_entropy_backward};
-bool fused_cross_entropy = false;
+bool fused_cross_entropy = true;
 
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int32_t ignore_index) {
   const char* op = "cross_entropy";

@@ -8,7 +8,7 @@
 
 namespace sinklab::ops {
 
-bool fused_norm_param_grads = false;
+bool fused_norm_param_grads = true;
 
 namespace {
 std::atomic<int64_t> param_grads_fused{0};

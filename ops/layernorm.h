@@ -14,7 +14,7 @@ namespace sinklab::ops {
 // the kernel that reads dy and x for x's gradient (run.fused_norm_param_grads: per-block
 // partials, then the column sums' finish), instead of in column sums of their own that read dy
 // and x again. The same sums in another fixed order. Read at each call; the trainer sets it once from the config.
-// Off until measured on a GPU.
+// On by default: 1.3 to 2.1% faster on an H100 (nineteenth session, docs/PERFORMANCE.md).
 extern bool fused_norm_param_grads;
 
 // Norm backwards (LayerNorm, RMSNorm) whose parameter gradients were summed in the x-gradient

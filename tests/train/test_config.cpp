@@ -776,11 +776,11 @@ TEST_CASE("config: the run keys that were SINKLAB_* environment variables", "[co
   REQUIRE(defaults.run.cpu_gemm == CpuGemmSetting::Auto);
   REQUIRE(defaults.run.gemm_epilogues == ops::GemmEpilogues::ForwardBiasGrad);
   REQUIRE(defaults.run.bias_grad_columns);
-  REQUIRE_FALSE(defaults.run.fused_cross_entropy);
+  REQUIRE(defaults.run.fused_cross_entropy);
   REQUIRE(defaults.run.fold_residual_grads);
   REQUIRE(defaults.run.rope_in_place);
   REQUIRE(defaults.run.bf16_branch_outputs);
-  REQUIRE_FALSE(defaults.run.fused_norm_param_grads);
+  REQUIRE(defaults.run.fused_norm_param_grads);
   REQUIRE_FALSE(defaults.run.head_norm_statistics);
   REQUIRE_FALSE(defaults.run.one_pass_order_statistics);
   REQUIRE(defaults.run.deterministic);
@@ -794,18 +794,18 @@ TEST_CASE("config: the run keys that were SINKLAB_* environment variables", "[co
                    "  seed: 1337\n  profile: false\n  bucket_mib: 25.0\n"
                    "  collective_timeout_s: 600.0\n  bf16_gemm: rounded\n"
                    "  metrics_priority: low\n  cpu_gemm: auto\n  gemm_epilogues: forward_bias_grad\n"
-                   "  bias_grad_columns: true\n  fused_cross_entropy: false\n  fold_residual_grads: true\n"
+                   "  bias_grad_columns: true\n  fused_cross_entropy: true\n  fold_residual_grads: true\n"
                    "  rope_in_place: true\n  bf16_branch_outputs: true\n"
-                   "  fused_norm_param_grads: false\n  head_norm_statistics: false\n"
+                   "  fused_norm_param_grads: true\n  head_norm_statistics: false\n"
                    "  one_pass_order_statistics: false\n"
                    "  deterministic: true\n"));
   const RunConfig set = parse_config(
       "", "s.yaml",
       {"run.profile=true", "run.bucket_mib=0.02", "run.collective_timeout_s=2.5",
        "run.bf16_gemm=fast", "run.metrics_priority=equal", "run.cpu_gemm=reference",
-       "run.gemm_epilogues=forward", "run.bias_grad_columns=false", "run.fused_cross_entropy=true",
+       "run.gemm_epilogues=forward", "run.bias_grad_columns=false", "run.fused_cross_entropy=false",
        "run.fold_residual_grads=false", "run.rope_in_place=false",
-       "run.bf16_branch_outputs=false", "run.fused_norm_param_grads=true",
+       "run.bf16_branch_outputs=false", "run.fused_norm_param_grads=false",
        "run.head_norm_statistics=true",
        "run.one_pass_order_statistics=true",
        "run.deterministic=false"});
@@ -814,9 +814,9 @@ TEST_CASE("config: the run keys that were SINKLAB_* environment variables", "[co
   REQUIRE(contains(text, "  profile: true\n  bucket_mib: 0.02\n  collective_timeout_s: 2.5\n"
                          "  bf16_gemm: fast\n  metrics_priority: equal\n  cpu_gemm: reference\n"
                          "  gemm_epilogues: forward\n  bias_grad_columns: false\n"
-                         "  fused_cross_entropy: true\n"
+                         "  fused_cross_entropy: false\n"
                          "  fold_residual_grads: false\n  rope_in_place: false\n"
-                         "  bf16_branch_outputs: false\n  fused_norm_param_grads: true\n"
+                         "  bf16_branch_outputs: false\n  fused_norm_param_grads: false\n"
                          "  head_norm_statistics: true\n"
                          "  one_pass_order_statistics: true\n"
                          "  deterministic: false\n"));
