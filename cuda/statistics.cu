@@ -447,171 +447,26 @@ __global__ void select_write(const SelectState<K>* state, O* out, int count) {
 // ---------------------------------------------------------------------------------------------
 // The top 16 bits of |x|'s key (15 without the sign: the exponent and 7 mantissa bits) counted
 // in one histogram of 2^15 bins, one pass over x: each block counts into its own shared copy
-// (128 KB), flushed with integer atomics (order-independent: deterministic), together with the
-// sums of groups of 128 consecutive bins (coarse bins); then the grid's last block to finish
-// finds each rank's bin, a warp per rank: the coarse sums, then the 128 bins of one group. For
-// bf16 that is the whole key: the order statistics themselves. For f32 and f64 it is a prefix that holds about 1/128 of an octave of |x|: f32
+// (128 KB), flushed with integer atomics (order-independent: deterministic); then one block
+// scans the bins to each rank's bin. For bf16 that is the whole key: the order statistics
+// themselves. For f32 and f64 it is a prefix that holds about 1/128 of an octave of |x|: f32
 // counts the low 16 bits under each rank's prefix in one more pass (low_key_histogram below),
 // f64 compacts the keys under them and runs the radix passes on those.
 
 constexpr int kWholeKeyBins = 1 << 15;
 constexpr int kWholeKeyThreads = 1024;                          // both kernels' blocks
+constexpr int kWholeKeyPerThread = kWholeKeyBins / kWholeKeyThreads;  // bins per scan thread
 constexpr size_t kWholeKeyShared = kWholeKeyBins * sizeof(unsigned);
-// The histograms' coarse bins: sums of groups of consecutive bins, so that one warp finds a
-// rank's bin in two rounds of reads (before: one block of 1024 threads scanned every bin, on one
-// SM of the metrics' stream, about 15 us a select on the H100, three selects a GPT-2 layer).
-constexpr int kCoarseBins = 256;
-constexpr int kWholeFinePerCoarse = kWholeKeyBins / kCoarseBins;  // 128: 4 a lane
-// The whole-key histogram's workspace, u64 slots: the bins (kWholeKeyBins), their coarse sums
-// (kCoarseBins), the count of blocks done (one slot, used as unsigned); zeroed before the pass.
-constexpr int kWholeKeySlots = kWholeKeyBins + kCoarseBins + 1;
-
-__device__ __forceinline__ unsigned long long warp_sum_u64(unsigned long long v) {
-#pragma unroll
-  for (int d = 16; d > 0; d /= 2) v += __shfl_xor_sync(0xffffffffu, v, d);
-  return v;
-}
-
-__device__ __forceinline__ unsigned long long warp_exclusive_sum(unsigned long long v) {
-  const int lane = threadIdx.x % 32;
-  unsigned long long inclusive = v;
-#pragma unroll
-  for (int d = 1; d < 32; d *= 2) {
-    const unsigned long long lower = __shfl_up_sync(0xffffffffu, inclusive, d);
-    if (lane >= d) inclusive += lower;
-  }
-  return inclusive - v;
-}
-
-// Whether the calling block is the last of its grid to get here. Every block fences its
-// histogram adds before counting itself done, so the last one reads all of them (through L2).
-// done: zeroed before the launch. Every thread of the block calls it.
-__device__ bool last_block_of_grid(unsigned* done) {
-  __shared__ bool last;
-  __threadfence();
-  __syncthreads();
-  if (threadIdx.x == 0) last = atomicAdd(done, 1u) == gridDim.x - 1;
-  __syncthreads();
-  if (last) __threadfence();
-  return last;
-}
-
-// One warp (every lane calls it): the bin of bins (32 * P counts, P consecutive a lane, read
-// through L2) that holds rank, given that `below` keys lie before bins[0] and rank is below the
-// total; below becomes the keys before the returned bin.
-template <int P, class C>
-__device__ int warp_bin_of_rank(const C* bins, unsigned long long rank,
-                                unsigned long long& below) {
-  const int lane = threadIdx.x % 32;
-  C c[P];  // this lane's bins
-  unsigned long long mine = 0;
-#pragma unroll
-  for (int j = 0; j < P; ++j) {
-    c[j] = __ldcg(bins + lane * P + j);
-    mine += c[j];
-  }
-  const unsigned long long before = below + warp_exclusive_sum(mine);
-  // The first lane whose bins end above rank holds it (the lanes before it end at or below).
-  const int holder = __ffs(__ballot_sync(0xffffffffu, rank < before + mine)) - 1;
-  unsigned long long at = before;
-  int found = P - 1;
-  bool done = false;
-#pragma unroll
-  for (int j = 0; j < P; ++j) {  // unrolled: c stays in registers
-    if (!done && at + c[j] > rank) {
-      found = j;
-      done = true;
-    }
-    if (!done) at += c[j];
-  }
-  below = __shfl_sync(0xffffffffu, at, holder);
-  return __shfl_sync(0xffffffffu, lane * P + found, holder);
-}
-
-// One warp: the bin (< kCoarseBins * 32 * P) of fine that holds rank, through the group sums
-// coarse (kCoarseBins, group g = fine bins [g * 32 P, (g + 1) * 32 P)); below = the keys before it.
-template <int P, class C>
-__device__ int warp_two_level_bin(const C* fine, const C* coarse, unsigned long long rank,
-                                  unsigned long long& below) {
-  below = 0;
-  const int group = warp_bin_of_rank<kCoarseBins / 32>(coarse, rank, below);
-  return group * 32 * P + warp_bin_of_rank<P>(fine + group * 32 * P, rank, below);
-}
-
-// A block's shared counts (kWholeKeyBins) added into hist's bins, and their group sums into its
-// coarse bins (warp w: groups w, w + 32, ...; a lane 4 consecutive bins of each group).
-__device__ void flush_whole_key_counts(const unsigned* counts, unsigned long long* hist) {
-  unsigned long long* coarse = hist + kWholeKeyBins;  // (kCoarseBins)
-  const int lane = threadIdx.x % 32;
-  for (int g = threadIdx.x / 32; g < kCoarseBins; g += blockDim.x / 32) {
-    const uint4 c = reinterpret_cast<const uint4*>(counts + g * kWholeFinePerCoarse)[lane];
-    const unsigned e[4] = {c.x, c.y, c.z, c.w};
-    unsigned long long sum = 0;
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      if (e[j]) atomicAdd(&hist[g * kWholeFinePerCoarse + lane * 4 + j],
-                          static_cast<unsigned long long>(e[j]));
-      sum += e[j];
-    }
-    sum = warp_sum_u64(sum);
-    if (lane == 0 && sum) atomicAdd(&coarse[g], sum);
-  }
-}
 
 // Bits of a key below its top 16.
 template <class T>
 constexpr int kBelowTop16 = static_cast<int>(sizeof(typename KeyOf<T>::type) * 8) - 16;
 
-// Where the whole-key select leaves each rank ranks.value[k] (< n) of |x|: bf16, out[k] = its
-// value (out (count) f32); f32 / f64, state[k] = {its top 16 bits in place, the rank left among
-// the keys under them}.
-template <class T>
-struct WholeKeyResult {
-  Ranks ranks;
-  typename AccumulateIn<T>::type* out;  // bf16 only, else null
-  SelectState<typename KeyOf<T>::type>* state;  // f32 / f64 only, else null
-};
-
-// ranks.value[k] without indexing a kernel parameter at run time (which copies the parameter to
-// local memory at the kernel's start, in every thread).
-__device__ __forceinline__ unsigned long long rank_at(const Ranks& ranks, int k) {
-  unsigned long long v = 0;
-#pragma unroll
-  for (int j = 0; j < kMaxRanks; ++j)
-    if (j == k) v = ranks.value[j];
-  return v;
-}
-
-// After a block's flush: the grid's last block finds every rank's bin in hist (kWholeKeySlots),
-// a warp per rank.
-template <class T>
-__device__ void whole_key_select_in_last_block(unsigned long long* hist,
-                                               const WholeKeyResult<T>& result) {
-  using K = typename KeyOf<T>::type;
-  if (!last_block_of_grid(reinterpret_cast<unsigned*>(hist + kWholeKeyBins + kCoarseBins)))
-    return;
-  for (int k = threadIdx.x / 32; k < result.ranks.count; k += blockDim.x / 32) {
-    const unsigned long long rank = rank_at(result.ranks, k);
-    unsigned long long below;
-    const K top = static_cast<K>(
-        warp_two_level_bin<kWholeFinePerCoarse / 32>(hist, hist + kWholeKeyBins, rank, below));
-    if (threadIdx.x % 32 != 0) continue;
-    if constexpr (kBelowTop16<T> == 0) {
-      T v;
-      memcpy(&v, &top, sizeof(top));
-      result.out[k] = to_acc(v);
-    } else {
-      result.state[k] = {static_cast<K>(top << kBelowTop16<T>), rank - below};
-    }
-  }
-}
-
-// hist (kWholeKeySlots), zeroed: hist[top] += the keys of x whose top 16 bits are top, and the
-// coarse sums; then the last block's select into result.
+// hist (kWholeKeyBins), zeroed: hist[top] += the keys of x whose top 16 bits are top.
 template <class T>
 __global__ void __launch_bounds__(kWholeKeyThreads)
-    whole_key_histogram(const T* __restrict__ x, int64_t n, unsigned long long* __restrict__ hist,
-                        WholeKeyResult<T> result) {
+    whole_key_histogram(const T* __restrict__ x, int64_t n,
+                        unsigned long long* __restrict__ hist) {
   using K = typename KeyOf<T>::type;
   extern __shared__ unsigned int counts[];  // (kWholeKeyBins) this block's
   for (int i = threadIdx.x; i < kWholeKeyBins; i += blockDim.x) counts[i] = 0;
@@ -620,8 +475,8 @@ __global__ void __launch_bounds__(kWholeKeyThreads)
     atomicAdd(&counts[static_cast<int>(key >> kBelowTop16<T>)], 1u);
   });
   __syncthreads();
-  flush_whole_key_counts(counts, hist);
-  whole_key_select_in_last_block(hist, result);
+  for (int i = threadIdx.x; i < kWholeKeyBins; i += blockDim.x)
+    if (counts[i]) atomicAdd(&hist[i], static_cast<unsigned long long>(counts[i]));
 }
 
 // Every row of x (R, D) contiguous f32, a warp per row (rows grid-strided over the warps), held
@@ -645,8 +500,7 @@ __device__ __forceinline__ void held_rows_with_statistics(const float* __restric
 template <int V>
 __global__ void __launch_bounds__(kWholeKeyThreads)
     rows_and_whole_key_histogram(const float* __restrict__ x, int64_t R, int D,
-                                 float* __restrict__ rows, unsigned long long* __restrict__ hist,
-                                 WholeKeyResult<float> result) {
+                                 float* __restrict__ rows, unsigned long long* __restrict__ hist) {
   extern __shared__ unsigned int counts[];  // (kWholeKeyBins) this block's
   for (int i = threadIdx.x; i < kWholeKeyBins; i += blockDim.x) counts[i] = 0;
   __syncthreads();
@@ -654,8 +508,65 @@ __global__ void __launch_bounds__(kWholeKeyThreads)
     atomicAdd(&counts[static_cast<int>(abs_key<float, uint32_t>(v) >> kBelowTop16<float>)], 1u);
   });
   __syncthreads();
-  flush_whole_key_counts(counts, hist);
-  whole_key_select_in_last_block(hist, result);
+  for (int i = threadIdx.x; i < kWholeKeyBins; i += blockDim.x)
+    if (counts[i]) atomicAdd(&hist[i], static_cast<unsigned long long>(counts[i]));
+}
+
+// The sum of N consecutive bins at h (16-byte aligned) read in batches of 8 16-byte loads, all
+// of a batch in flight before the first add. The selects run in one block on one SM on the
+// metrics' stream, so their time is latency: reading the bins one dependent round at a time (a
+// warp-wide sum per round) took about 15 us a select on the H100, three selects a layer.
+template <int N, class C>
+__device__ __forceinline__ unsigned long long sum_of_bins(const C* h) {
+  constexpr int kPerLoad = 16 / sizeof(C), kLoads = N / kPerLoad, kBatch = 8;
+  static_assert(N % kPerLoad == 0 && kLoads % kBatch == 0, "whole batches of 16-byte loads");
+  const uint4* v = reinterpret_cast<const uint4*>(h);  // (kLoads)
+  unsigned long long sum = 0;
+#pragma unroll
+  for (int b = 0; b < kLoads; b += kBatch) {
+    uint4 c[kBatch];
+#pragma unroll
+    for (int i = 0; i < kBatch; ++i) c[i] = v[b + i];
+#pragma unroll
+    for (int i = 0; i < kBatch; ++i) {
+      const C* e = reinterpret_cast<const C*>(&c[i]);
+#pragma unroll
+      for (int j = 0; j < kPerLoad; ++j) sum += e[j];
+    }
+  }
+  return sum;
+}
+
+// From hist (kWholeKeyBins), for each rank ranks.value[k] (< n) of |x|: bf16, out[k] = its
+// value; f32 / f64, state[k] = {its top 16 bits in place, the rank left among the keys under
+// them}. One block: each thread sums its kWholeKeyPerThread consecutive bins, an exclusive scan
+// places them, and the thread holding a rank walks its bins to it.
+template <class T, class O>
+__global__ void __launch_bounds__(kWholeKeyThreads)
+    whole_key_select(const unsigned long long* __restrict__ hist, Ranks ranks, O* out,
+                     SelectState<typename KeyOf<T>::type>* state) {
+  using K = typename KeyOf<T>::type;
+  using Scan = cub::BlockScan<unsigned long long, kWholeKeyThreads>;
+  __shared__ typename Scan::TempStorage scratch;
+  const unsigned long long* h = hist + threadIdx.x * kWholeKeyPerThread;  // (kWholeKeyPerThread)
+  const unsigned long long mine = sum_of_bins<kWholeKeyPerThread>(h);
+  unsigned long long before;  // keys in the bins of lower threads
+  Scan(scratch).ExclusiveSum(mine, before);
+  for (int k = 0; k < ranks.count; ++k) {
+    const unsigned long long rank = ranks.value[k];
+    if (rank < before || rank >= before + mine) continue;  // exactly one thread goes on
+    unsigned long long below = before;
+    int i = 0;
+    while (below + h[i] <= rank) below += h[i++];
+    const K top = static_cast<K>(threadIdx.x * kWholeKeyPerThread + i);
+    if constexpr (kBelowTop16<T> == 0) {
+      T v;
+      memcpy(&v, &top, sizeof(top));
+      out[k] = to_acc(v);
+    } else {
+      state[k] = {static_cast<K>(top << kBelowTop16<T>), rank - below};
+    }
+  }
 }
 
 // Whether this device gives a block the whole-key histogram's shared memory (opted in once).
@@ -691,11 +602,9 @@ void queue_whole_key_select(const Tensor& x, const Ranks& ranks, Tensor* out,
                             SelectState<typename KeyOf<T>::type>* state, Tensor* rows = nullptr,
                             int held = 0) {
   const int64_t n = x.numel();
-  Tensor hist = Tensor::empty({2 * kWholeKeySlots}, DType::I32, x.device());  // (slots) u64
+  Tensor hist = Tensor::empty({2 * kWholeKeyBins}, DType::I32, x.device());  // (bins) u64
   auto* h = static_cast<unsigned long long*>(hist.raw_data());
-  SINKLAB_CUDA_CHECK(cudaMemsetAsync(h, 0, kWholeKeySlots * sizeof(unsigned long long), stream()));
-  using O = typename AccumulateIn<T>::type;
-  const WholeKeyResult<T> result{ranks, out ? out->data<O>() : nullptr, state};
+  SINKLAB_CUDA_CHECK(cudaMemsetAsync(h, 0, kWholeKeyBins * sizeof(unsigned long long), stream()));
   // One block per SM (its 128 KB of counts allow no second), fewer for a small x.
   const unsigned blocks = std::max<unsigned>(
       1, std::min<unsigned>(blocks_for(n, 16 * kWholeKeyThreads), multiprocessors()));
@@ -706,32 +615,34 @@ void queue_whole_key_select(const Tensor& x, const Ranks& ranks, Tensor* out,
         rows_and_whole_key_histogram<v.value><<<blocks, kWholeKeyThreads, kWholeKeyShared,
                                                  stream()>>>(x.data<float>(), n / D,
                                                              static_cast<int>(D),
-                                                             rows->data<float>(), h,
-                                                             result);
+                                                             rows->data<float>(), h);
       });
     }
   }
   if (rows == nullptr)
     whole_key_histogram<T><<<blocks, kWholeKeyThreads, kWholeKeyShared, stream()>>>(
-        static_cast<const T*>(x.raw_data()), n, h, result);
-  SINKLAB_KERNEL_CHECK("abs_order_statistics whole-key histogram and select");
+        static_cast<const T*>(x.raw_data()), n, h);
+  SINKLAB_KERNEL_CHECK("abs_order_statistics whole-key histogram");
+  using O = typename AccumulateIn<T>::type;
+  whole_key_select<T, O><<<1, kWholeKeyThreads, 0, stream()>>>(
+      h, ranks, out ? out->data<O>() : nullptr, state);
+  SINKLAB_KERNEL_CHECK("abs_order_statistics whole-key select");
 }
 
 // ---------------------------------------------------------------------------------------------
-// f32 from 2^20 elements: the low 16 bits after the whole-key histogram. Its select left
+// f32 from 2^20 elements: the low 16 bits after the whole-key histogram. whole_key_select left
 // each rank's top 16 bits and its rank among the keys under them in state; one more pass over x
 // counts the low 16 bits of the keys under each distinct prefix into a 2^16-bin histogram per
 // prefix, in global memory (the keys under a 16-bit prefix are about 1/128 of an octave of |x|:
 // few enough for global atomics, and a warp adds its equal keys with one atomic, for ties; an
 // input whose keys all share one value sends about n / 32 atomics to one bin: exact, slower);
-// then the pass's last block finds each rank's key, a warp per rank, through the histograms'
-// coarse sums (groups of 256 bins, counted beside the bins). Two passes over x in all, against
+// then one block per rank scans its histogram to the key. Two passes over x in all, against
 // three (histogram, partition, radix passes over the candidates) for the brackets below.
 
 constexpr int kLowBits = 16;
 constexpr int kLowBins = 1 << kLowBits;
-constexpr int kLowFinePerCoarse = kLowBins / kCoarseBins;  // 256: 8 a lane
-constexpr int kLowThreads = 256;                           // low_key_histogram's block
+constexpr int kLowThreads = 1024;                                // low_key_select's block
+constexpr int kLowPerThread = kLowBins / kLowThreads;            // bins per scan thread
 
 // The histogram row of rank k: that of the first rank with the same top 16 bits.
 __device__ int low_key_row(const SelectState<uint32_t>* state, int k) {
@@ -741,27 +652,18 @@ __device__ int low_key_row(const SelectState<uint32_t>* state, int k) {
   return j;
 }
 
-// The low-key pass's workspace, u32 words after the select state: the histograms (count,
-// kLowBins), their coarse sums (count, kCoarseBins), the count of blocks done; zeroed.
-int64_t low_key_words(int count) {
-  return static_cast<int64_t>(count) * (kLowBins + kCoarseBins) + 1;
-}
-
-// hist (low_key_words(count)) u32, zeroed: row low_key_row(k) counts the low 16 bits of the
-// keys of x (n < 2^32) under rank k's top 16 bits, and the row's coarse sums each group of 256
-// bins; then the grid's last block writes out[k], the value whose bits are rank k's top 16 and
-// the low 16 that hold state[k].remaining (a warp per rank). A bitmap of the owners' top 16 bits in shared memory
+// hist (count, kLowBins) u32, zeroed: row low_key_row(k) counts the low 16 bits of the keys of
+// x (n < 2^32) under rank k's top 16 bits. A bitmap of the owners' top 16 bits in shared memory
 // (4 KB) turns away the other keys with one shared load each; a key that passes finds its
 // owner among at most kMaxRanks prefixes (comparing every key with each of them had made the
 // pass compute-bound: 62 us over GPT-2's f32 residual on the H100, against 43 us for the
 // histogram pass that also computes the row statistics).
 template <class T>
-__global__ void __launch_bounds__(kLowThreads)
+__global__ void __launch_bounds__(256)
     low_key_histogram(const T* __restrict__ x, int64_t n,
                       const SelectState<uint32_t>* __restrict__ state, int count,
-                      unsigned* __restrict__ hist, T* __restrict__ out) {
+                      unsigned* __restrict__ hist) {
   using K = uint32_t;
-  unsigned* coarse = hist + static_cast<int64_t>(count) * kLowBins;  // (count, kCoarseBins)
   __shared__ unsigned owned[kWholeKeyBins / 32];  // bit t: top 16 bits t belong to a rank
   __shared__ K top[kMaxRanks];  // the owners' top 16 bits (low bits zero); all ones for others
   for (int i = threadIdx.x; i < kWholeKeyBins / 32; i += blockDim.x) owned[i] = 0;
@@ -780,27 +682,36 @@ __global__ void __launch_bounds__(kLowThreads)
     if (!((owned[t / 32] >> (t % 32)) & 1u)) return;
     int k = 0;
     while (top[k] != (key & prefix_mask<K>(kLowBits))) ++k;  // an owner matches
-    const unsigned low = key & (kLowBins - 1);
-    const unsigned bin = k * kLowBins + low;
+    const unsigned bin = k * kLowBins + (key & (kLowBins - 1));
     const unsigned peers = __match_any_sync(__activemask(), bin);  // lanes with this bin
-    if (threadIdx.x % 32 == __ffs(peers) - 1) {
-      atomicAdd(&hist[bin], __popc(peers));
-      atomicAdd(&coarse[k * kCoarseBins + low / kLowFinePerCoarse], __popc(peers));
-    }
+    if (threadIdx.x % 32 == __ffs(peers) - 1) atomicAdd(&hist[bin], __popc(peers));
   });
-  if (!last_block_of_grid(coarse + static_cast<int64_t>(count) * kCoarseBins)) return;
-  for (int k = threadIdx.x / 32; k < count; k += blockDim.x / 32) {
-    const int row = low_key_row(state, k);
-    unsigned long long below;
-    const int low = warp_two_level_bin<kLowFinePerCoarse / 32>(
-        hist + static_cast<int64_t>(row) * kLowBins, coarse + row * kCoarseBins,
-        state[k].remaining, below);
-    if (threadIdx.x % 32 != 0) continue;
-    const K key = state[k].prefix | static_cast<K>(low);
-    T v;
-    memcpy(&v, &key, sizeof(K));
-    out[k] = v;
-  }
+}
+
+// One block per rank k (blockIdx.x): its histogram row scanned to the bin that holds
+// state[k].remaining; out[k] = the value whose bits are the top 16 and that bin.
+template <class T>
+__global__ void __launch_bounds__(kLowThreads)
+    low_key_select(const unsigned* __restrict__ hist,
+                   const SelectState<uint32_t>* __restrict__ state,
+                   T* __restrict__ out) {
+  using K = uint32_t;
+  using Scan = cub::BlockScan<unsigned long long, kLowThreads>;
+  __shared__ typename Scan::TempStorage scratch;
+  const int k = blockIdx.x;
+  const unsigned* h = hist + static_cast<int64_t>(low_key_row(state, k)) * kLowBins +
+                      threadIdx.x * kLowPerThread;  // (kLowPerThread) this thread's bins
+  const unsigned long long mine = sum_of_bins<kLowPerThread>(h);
+  unsigned long long before;  // keys in the bins of lower threads
+  Scan(scratch).ExclusiveSum(mine, before);
+  const unsigned long long rem = state[k].remaining;  // < the keys under the prefix
+  if (rem < before || rem >= before + mine) return;   // exactly one thread goes on
+  int i = 0;
+  while (before + h[i] <= rem) before += h[i++];
+  const K key = state[k].prefix | static_cast<K>(threadIdx.x * kLowPerThread + i);
+  T v;
+  memcpy(&v, &key, sizeof(K));
+  out[k] = v;
 }
 
 // f32 x (2^20 <= n < 2^32) on a device with the whole-key histogram's shared memory: out
@@ -810,9 +721,9 @@ void queue_two_pass_select(const Tensor& x, const Ranks& ranks, Tensor& out,
                            Tensor* rows = nullptr, int held = 0) {
   using K = uint32_t;
   const int64_t n = x.numel();
-  // Workspace: state (kMaxRanks), then the low-key pass's u32 words.
+  // Workspace: state (kMaxRanks), then hist (count, kLowBins) u32.
   const int64_t state_bytes = kMaxRanks * static_cast<int64_t>(sizeof(SelectState<K>));
-  const int64_t hist_bytes = low_key_words(ranks.count) * static_cast<int64_t>(sizeof(unsigned));
+  const int64_t hist_bytes = static_cast<int64_t>(ranks.count) * kLowBins * sizeof(unsigned);
   Tensor workspace =
       Tensor::empty({(state_bytes + hist_bytes) / 4}, DType::I32, x.device());  // bytes / 4
   auto* state = static_cast<SelectState<K>*>(workspace.raw_data());
@@ -820,11 +731,12 @@ void queue_two_pass_select(const Tensor& x, const Ranks& ranks, Tensor& out,
   SINKLAB_CUDA_CHECK(cudaMemsetAsync(hist, 0, static_cast<size_t>(hist_bytes), stream()));
   queue_whole_key_select<float>(x, ranks, nullptr, state, rows, held);
   const float* px = static_cast<const float*>(x.raw_data());  // (n)
-  const unsigned blocks =
-      std::min<unsigned>(blocks_for(n, kLowThreads * 8), multiprocessors() * 8u);
-  low_key_histogram<float><<<blocks, kLowThreads, 0, stream()>>>(px, n, state, ranks.count, hist,
-                                                                 out.data<float>());
-  SINKLAB_KERNEL_CHECK("abs_order_statistics low-key histogram and select");
+  const unsigned blocks = std::min<unsigned>(blocks_for(n, 256 * 8), multiprocessors() * 8u);
+  low_key_histogram<float><<<blocks, 256, 0, stream()>>>(px, n, state, ranks.count, hist);
+  SINKLAB_KERNEL_CHECK("abs_order_statistics low-key histogram");
+  low_key_select<float><<<ranks.count, kLowThreads, 0, stream()>>>(hist, state,
+                                                                   out.data<float>());
+  SINKLAB_KERNEL_CHECK("abs_order_statistics low-key select");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -852,7 +764,7 @@ __global__ void bracket_plan(const K* __restrict__ sorted, Ranks ranks, int64_t 
   if (blockIdx.x == 0 && threadIdx.x == 0) plan_brackets(sorted, ranks.value, ranks.count, n, *plan);
 }
 
-// One thread: plan_prefix_brackets on the ranks' top-16-bit prefixes that the whole-key select left in
+// One thread: plan_prefix_brackets on the ranks' top-16-bit prefixes that whole_key_select left in
 // state (their low_bits low bits zero).
 template <class K>
 __global__ void prefix_bracket_plan(const SelectState<K>* __restrict__ state, int count,
@@ -998,7 +910,7 @@ __global__ void bracket_resolve(const BracketPlan<K>* __restrict__ plan,
 // Queues the brackets for x (n >= kBracketMinN): the returned source reads the compacted
 // candidates when every rank was bracketed, x otherwise; state then holds the matching ranks.
 // The brackets are each rank's top-16-bit bin when from_prefixes (state holds the prefixes
-// the whole-key select found), else sampled quantile ranges. The buffers are stream-ordered
+// whole_key_select found), else sampled quantile ranges. The buffers are stream-ordered
 // allocations kept alive by `keep` until the passes are queued.
 // rows: when set (f32 x (R, D) whose rows can be held, `held` vectors a lane; sampled ranges
 // only), the partition's pass also writes row_statistics(x) there.
