@@ -6,6 +6,7 @@
 #include "autograd/node.h"
 #include "ops/cpu/gemm.h"
 #include "ops/remembered_operands.h"
+#include "ops/weight_operands.h"
 
 namespace sinklab::ops {
 
@@ -79,6 +80,7 @@ bool rounds_to_operand(const Tensor& t) {
 Tensor tensor_core_operand(const Tensor& t) {
   if (!rounds_to_operand(t)) return t;
   if (Tensor copy = take_remembered_operand(t); copy.defined()) return copy;
+  if (Tensor view = weight_operand_view(t); view.defined()) return view;
   Tensor out = Tensor::empty(t.shape(), DType::BF16, t.device());  // t's shape, bf16
   bf16_round_kernels.forward(t.device())(t, out);
   return out;

@@ -231,6 +231,7 @@ const std::vector<Field>& fields() {
       SINKLAB_KEY(run, RunSection, rope_in_place),
       SINKLAB_KEY(run, RunSection, bf16_branch_outputs),
       SINKLAB_KEY(run, RunSection, fused_norm_param_grads),
+      SINKLAB_KEY(run, RunSection, flat_weight_operands),
       SINKLAB_KEY(run, RunSection, head_norm_statistics),
       SINKLAB_KEY(run, RunSection, one_pass_order_statistics),
       SINKLAB_KEY(run, RunSection, deterministic),

@@ -108,6 +108,11 @@ struct RunSection {
                                     // gradients in the pass that computes x's (ops/layernorm.h),
                                     // not in column sums that read dy and x again (1.3 to 2.1%
                                     // faster on an H100)
+  bool flat_weight_operands = false;  // under bf16 on a GPU, a forward rounds the whole flat
+                                    // parameter buffer to bf16 in one pass and the products
+                                    // read their weights from that copy (ops/weight_operands.h),
+                                    // instead of one rounding launch per weight (about 100 a
+                                    // GPT-2 forward): the same bits; off until measured on a GPU
   bool head_norm_statistics = false;  // the sink metrics' variance by position of the attention
                                     // output and of its head-wise norm from the norm's own pass
                                     // (ops/rmsnorm.h) instead of two more reads; off: no

@@ -15,6 +15,7 @@
 #include "ops/statistics.h"
 #include "ops/rope.h"
 #include "ops/shape_ops.h"
+#include "ops/weight_operands.h"
 
 namespace sinklab::train {
 
@@ -339,6 +340,11 @@ ForwardResult GPT::forward(const Tensor& ids_in, const Tensor& targets_in,
                 "GPT.forward: sequence length " << T << " exceeds model.block_size "
                                                 << cfg_.block_size,
                 "feed at most block_size tokens");
+  // run.flat_weight_operands: the weights' bf16 operands from one rounding pass
+  // (ops/weight_operands.h).
+  const ops::WeightOperandScope weight_operands(
+      params_.flat_values(),
+      ops::flat_weight_operands && ops::rounds_to_operand(params_.flat_values()));
   Tensor x = ops::embedding(ids, p(arch_.token_embedding));  // (B, T, C)
   if (arch_.positions == PositionKind::Learned) {
     Tensor table = ops::narrow(p(arch_.position_embedding), 0, 0, T);  // (T, C)

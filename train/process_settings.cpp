@@ -12,6 +12,7 @@
 #include "ops/rmsnorm.h"
 #include "ops/rope.h"
 #include "ops/statistics.h"
+#include "ops/weight_operands.h"
 
 namespace sinklab::train {
 
@@ -26,6 +27,7 @@ void apply_process_settings(const RunSection& run) {
   ops::rope_in_place = run.rope_in_place;
   ops::bf16_branch_outputs = run.bf16_branch_outputs;
   ops::fused_norm_param_grads = run.fused_norm_param_grads;
+  ops::flat_weight_operands = run.flat_weight_operands;
   ops::head_norm_statistics = run.head_norm_statistics;
   ops::one_pass_order_statistics = run.one_pass_order_statistics;
   ops::deterministic_attention = run.deterministic;

@@ -97,6 +97,7 @@ constexpr const char* kProcessKeys[] = {"run.attention_kernels", "run.profile", 
                                         "run.fold_residual_grads", "run.rope_in_place",
                                         "run.bf16_branch_outputs",
                                         "run.fused_norm_param_grads",
+                                        "run.flat_weight_operands",
                                         "run.head_norm_statistics",
                                         "run.one_pass_order_statistics", "run.deterministic",
                                         "run.variant_placement"};

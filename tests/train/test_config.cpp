@@ -74,6 +74,7 @@ void require_same(const RunConfig& a, const RunConfig& b) {
   REQUIRE(a.run.rope_in_place == b.run.rope_in_place);
   REQUIRE(a.run.bf16_branch_outputs == b.run.bf16_branch_outputs);
   REQUIRE(a.run.fused_norm_param_grads == b.run.fused_norm_param_grads);
+  REQUIRE(a.run.flat_weight_operands == b.run.flat_weight_operands);
   REQUIRE(a.run.head_norm_statistics == b.run.head_norm_statistics);
   REQUIRE(a.run.one_pass_order_statistics == b.run.one_pass_order_statistics);
   REQUIRE(a.run.deterministic == b.run.deterministic);
@@ -781,6 +782,7 @@ TEST_CASE("config: the run keys that were SINKLAB_* environment variables", "[co
   REQUIRE(defaults.run.rope_in_place);
   REQUIRE(defaults.run.bf16_branch_outputs);
   REQUIRE(defaults.run.fused_norm_param_grads);
+  REQUIRE_FALSE(defaults.run.flat_weight_operands);
   REQUIRE_FALSE(defaults.run.head_norm_statistics);
   REQUIRE_FALSE(defaults.run.one_pass_order_statistics);
   REQUIRE(defaults.run.deterministic);
@@ -796,7 +798,8 @@ TEST_CASE("config: the run keys that were SINKLAB_* environment variables", "[co
                    "  metrics_priority: low\n  cpu_gemm: auto\n  gemm_epilogues: forward_bias_grad\n"
                    "  bias_grad_columns: true\n  fused_cross_entropy: true\n  fold_residual_grads: true\n"
                    "  rope_in_place: true\n  bf16_branch_outputs: true\n"
-                   "  fused_norm_param_grads: true\n  head_norm_statistics: false\n"
+                   "  fused_norm_param_grads: true\n  flat_weight_operands: false\n"
+                   "  head_norm_statistics: false\n"
                    "  one_pass_order_statistics: false\n"
                    "  deterministic: true\n"));
   const RunConfig set = parse_config(
@@ -806,6 +809,7 @@ TEST_CASE("config: the run keys that were SINKLAB_* environment variables", "[co
        "run.gemm_epilogues=forward", "run.bias_grad_columns=false", "run.fused_cross_entropy=false",
        "run.fold_residual_grads=false", "run.rope_in_place=false",
        "run.bf16_branch_outputs=false", "run.fused_norm_param_grads=false",
+       "run.flat_weight_operands=true",
        "run.head_norm_statistics=true",
        "run.one_pass_order_statistics=true",
        "run.deterministic=false"});
@@ -817,6 +821,7 @@ TEST_CASE("config: the run keys that were SINKLAB_* environment variables", "[co
                          "  fused_cross_entropy: false\n"
                          "  fold_residual_grads: false\n  rope_in_place: false\n"
                          "  bf16_branch_outputs: false\n  fused_norm_param_grads: false\n"
+                         "  flat_weight_operands: true\n"
                          "  head_norm_statistics: true\n"
                          "  one_pass_order_statistics: true\n"
                          "  deterministic: false\n"));

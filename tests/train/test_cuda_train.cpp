@@ -315,6 +315,23 @@ TEST_CASE("cuda: LLaMA's RoPE over the product's output (run.rope_in_place) chan
   }
 }
 
+TEST_CASE("cuda: the weights' operands from one rounded copy of the flat buffer "
+          "(run.flat_weight_operands) change no bit of the loss or any gradient", "[cuda]") {
+  SINKLAB_REQUIRE_CUDA();
+  for (Arch arch : {Arch::Gpt2, Arch::Llama})
+    for (Precision precision : {Precision::BF16, Precision::Exact}) {
+      INFO((arch == Arch::Gpt2 ? "gpt2" : "llama")
+           << (precision == Precision::BF16 ? " bf16" : " fp32"));
+      // C = 256: GPT-2's packed q/k/v and LLaMA's packed weights, all 8-element aligned
+      const ModelSection cfg = short_model(arch, AttnOutputNorm::HeadwiseRmsNorm, 256, 4);
+      const auto [x, y] = next_token_batch(3, 37, 50, 9);
+      PrecisionGuard guard(precision);
+      test::require_flat_weight_operands_change_no_bit(
+          gpu_model_maker(cfg), x.to_device(Device::cuda()), y.to_device(Device::cuda()),
+          cfg.n_layer, precision == Precision::BF16);
+    }
+}
+
 TEST_CASE("cuda: bf16 branch outputs (run.bf16_branch_outputs) under bf16: every add takes them, "
           "loss and gradients within bf16 rounding; under fp32 no bit changes", "[cuda]") {
   SINKLAB_REQUIRE_CUDA();

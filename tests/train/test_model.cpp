@@ -208,6 +208,18 @@ TEST_CASE("run.bf16_branch_outputs changes no bit on the CPU, GPT-2 and LLaMA", 
   }
 }
 
+TEST_CASE("run.flat_weight_operands changes no bit on the CPU, GPT-2 and LLaMA", "[model]") {
+  // The CPU's products read f32 weights as they are: no scope opens, no view is taken.
+  PrecisionGuard bf16(Precision::BF16);
+  for (Arch arch : {Arch::Gpt2, Arch::Llama}) {
+    INFO((arch == Arch::Gpt2 ? "gpt2" : "llama"));
+    const ModelSection cfg = tiny_model(arch, AttnOutputNorm::HeadwiseRmsNorm);
+    test::require_flat_weight_operands_change_no_bit([&] { return GPT(cfg, 42, DType::F32); },
+                                                     random_ids(2, 5, 11, 3),
+                                                     random_ids(2, 5, 11, 4), cfg.n_layer, false);
+  }
+}
+
 TEST_CASE("a small model learns a repeated pattern (loss decreases)", "[model]") {
   for (AttnOutputNorm norm : {AttnOutputNorm::None, AttnOutputNorm::HeadwiseRmsNorm}) {
     ModelSection cfg = tiny_model(Arch::Llama, norm);

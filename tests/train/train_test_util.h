@@ -22,6 +22,7 @@
 #include "core/tensor.h"
 #include "ops/add_norm.h"
 #include "ops/rope.h"
+#include "ops/weight_operands.h"
 #include "tests/catch.h"
 #include "tests/helpers.h"
 #include "train/model.h"
@@ -161,6 +162,27 @@ void require_rope_in_place_changes_no_bit(MakeModel&& make, const Tensor& ids,
   REQUIRE(r.counted[1] == 2 * n_layer);
   REQUIRE(r.losses[1] == r.losses[0]);
   REQUIRE(r.grads[1] == r.grads[0]);
+}
+
+// run.flat_weight_operands off, then on. `rounds`: whether the products round their f32 weights
+// (under bf16 on a GPU): then every block's four products (or more) and the output head take
+// their weight from the forward's one rounded copy of the flat buffer. Either way no bit of the
+// loss or of any gradient changes (round-to-nearest-even of each weight, one pass or many).
+template <class MakeModel>
+void require_flat_weight_operands_change_no_bit(MakeModel&& make, const Tensor& ids,
+                                                const Tensor& targets, int64_t n_layer,
+                                                bool rounds) {
+  const int64_t open_before = ops::weight_operand_scopes_open();
+  const StepEachWay r = one_step_each_way(make, ids, targets, ops::flat_weight_operands,
+                                          [] { return ops::weight_operand_views_taken(); });
+  REQUIRE(r.counted[0] == 0);
+  if (rounds)
+    REQUIRE(r.counted[1] >= 4 * n_layer + 1);
+  else
+    REQUIRE(r.counted[1] == 0);
+  REQUIRE(r.losses[1] == r.losses[0]);
+  REQUIRE(r.grads[1] == r.grads[0]);
+  REQUIRE(ops::weight_operand_scopes_open() == open_before);  // closed with each forward
 }
 
 // run.bf16_branch_outputs off, then on. `rounds`: whether the branch outputs are bf16 then
