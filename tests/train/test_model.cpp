@@ -196,27 +196,18 @@ TEST_CASE("LLaMA's RoPE over the product's output (run.rope_in_place) changes no
   check_model_gradients(tiny_model(Arch::Llama, AttnOutputNorm::None));
 }
 
-TEST_CASE("run.bf16_branch_outputs changes no bit on the CPU, GPT-2 and LLaMA", "[model]") {
-  // kOperandDType is x's dtype on the CPU: the branch outputs stay f32 (ops/add_norm.h).
+TEST_CASE("run.bf16_branch_outputs and run.flat_weight_operands change no bit on the CPU, GPT-2 "
+          "and LLaMA", "[model]") {
+  // kOperandDType is x's dtype on the CPU: the branch outputs stay f32 (ops/add_norm.h). The
+  // CPU's products read f32 weights as they are: no weight operand scope opens.
   PrecisionGuard bf16(Precision::BF16);
   for (Arch arch : {Arch::Gpt2, Arch::Llama}) {
     INFO((arch == Arch::Gpt2 ? "gpt2" : "llama"));
     const ModelSection cfg = tiny_model(arch, AttnOutputNorm::HeadwiseRmsNorm);
-    test::require_bf16_branch_outputs([&] { return GPT(cfg, 42, DType::F32); },
-                                      random_ids(2, 5, 11, 3), random_ids(2, 5, 11, 4),
-                                      cfg.n_layer, false);
-  }
-}
-
-TEST_CASE("run.flat_weight_operands changes no bit on the CPU, GPT-2 and LLaMA", "[model]") {
-  // The CPU's products read f32 weights as they are: no scope opens, no view is taken.
-  PrecisionGuard bf16(Precision::BF16);
-  for (Arch arch : {Arch::Gpt2, Arch::Llama}) {
-    INFO((arch == Arch::Gpt2 ? "gpt2" : "llama"));
-    const ModelSection cfg = tiny_model(arch, AttnOutputNorm::HeadwiseRmsNorm);
-    test::require_flat_weight_operands_change_no_bit([&] { return GPT(cfg, 42, DType::F32); },
-                                                     random_ids(2, 5, 11, 3),
-                                                     random_ids(2, 5, 11, 4), cfg.n_layer, false);
+    const auto make = [&] { return GPT(cfg, 42, DType::F32); };
+    const Tensor ids = random_ids(2, 5, 11, 3), targets = random_ids(2, 5, 11, 4);
+    test::require_bf16_branch_outputs(make, ids, targets, cfg.n_layer, false);
+    test::require_flat_weight_operands_change_no_bit(make, ids, targets, cfg.n_layer, false);
   }
 }
 
