@@ -123,6 +123,11 @@ struct RunSection {
                                     // (ops/statistics.h), instead of two; the same values; off:
                                     // no faster on an H100 (its sort and select cost more than
                                     // the pass they save)
+  bool predicted_order_statistics = false;  // the sink metrics' residual on a GPU: its first
+                                    // pass also counts the low bits of the keys near the last
+                                    // metrics step's order statistics, so that the second pass
+                                    // is skipped when every rank lands there (ops/statistics.h);
+                                    // the same values; off until measured on a GPU
   bool deterministic = true;        // the same bits on every run (bit-exact resume on a GPU);
                                     // false lets cuDNN's attention backward sum dQ with f32
                                     // atomics (ops::deterministic_attention): faster, but two

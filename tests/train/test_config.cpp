@@ -77,6 +77,7 @@ void require_same(const RunConfig& a, const RunConfig& b) {
   REQUIRE(a.run.flat_weight_operands == b.run.flat_weight_operands);
   REQUIRE(a.run.head_norm_statistics == b.run.head_norm_statistics);
   REQUIRE(a.run.one_pass_order_statistics == b.run.one_pass_order_statistics);
+  REQUIRE(a.run.predicted_order_statistics == b.run.predicted_order_statistics);
   REQUIRE(a.run.deterministic == b.run.deterministic);
   const ModelSection &m = a.model, &n = b.model;
   REQUIRE(m.arch == n.arch);
@@ -785,6 +786,7 @@ TEST_CASE("config: the run keys that were SINKLAB_* environment variables", "[co
   REQUIRE_FALSE(defaults.run.flat_weight_operands);
   REQUIRE_FALSE(defaults.run.head_norm_statistics);
   REQUIRE_FALSE(defaults.run.one_pass_order_statistics);
+  REQUIRE_FALSE(defaults.run.predicted_order_statistics);
   REQUIRE(defaults.run.deterministic);
   REQUIRE(defaults.run.variant_placement == VariantPlacement::Together);
   REQUIRE(contains(to_yaml(defaults), "  deterministic: true\n  variant_placement: together\n"));
@@ -801,6 +803,7 @@ TEST_CASE("config: the run keys that were SINKLAB_* environment variables", "[co
                    "  fused_norm_param_grads: true\n  flat_weight_operands: false\n"
                    "  head_norm_statistics: false\n"
                    "  one_pass_order_statistics: false\n"
+                   "  predicted_order_statistics: false\n"
                    "  deterministic: true\n"));
   const RunConfig set = parse_config(
       "", "s.yaml",
@@ -811,7 +814,7 @@ TEST_CASE("config: the run keys that were SINKLAB_* environment variables", "[co
        "run.bf16_branch_outputs=false", "run.fused_norm_param_grads=false",
        "run.flat_weight_operands=true",
        "run.head_norm_statistics=true",
-       "run.one_pass_order_statistics=true",
+       "run.one_pass_order_statistics=true", "run.predicted_order_statistics=true",
        "run.deterministic=false"});
   const std::string text = to_yaml(set);
   INFO(text);
@@ -824,6 +827,7 @@ TEST_CASE("config: the run keys that were SINKLAB_* environment variables", "[co
                          "  flat_weight_operands: true\n"
                          "  head_norm_statistics: true\n"
                          "  one_pass_order_statistics: true\n"
+                         "  predicted_order_statistics: true\n"
                          "  deterministic: false\n"));
   RunConfig back = parse_config(text, "s.yaml");
   require_same(back, set);

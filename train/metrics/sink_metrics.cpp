@@ -194,8 +194,10 @@ std::vector<double> row_shares(const double* weight, const double* row_mean, siz
 namespace {
 
 // Queues the device work of one layer (every reduction runs where the activations live).
+// residual_hint: this layer's OrderHints entry (read when it fits this step's ranks, then set to
+// this step's order statistics), or null.
 LayerSlots queue_layer(const LayerCapture& cap, const ops::AttentionOptions& attention,
-                       Gather& gather) {
+                       Gather& gather, Tensor* residual_hint) {
   LayerSlots s{};
   const int64_t B = cap.residual.size(0), T = cap.residual.size(1);
   Tensor mass = ops::attention_key_mass(cap.q, cap.k, cap.lse, 0, attention);  // (B, NH, T)
@@ -224,7 +226,15 @@ LayerSlots queue_layer(const LayerCapture& cap, const ops::AttentionOptions& att
   std::vector<int64_t> ranks = median_ranks(n);
   for (int64_t i = 1; i <= 3; ++i) ranks.push_back(std::max<int64_t>(n - i, 0));
   // The residual's row statistics and order statistics share a read of it where they can.
-  const ops::RowsAndOrder residual = ops::rows_and_abs_order_statistics(cap.residual, ranks);
+  Tensor hint;  // the last metrics step's, when it was taken for as many ranks on this device
+  if (residual_hint != nullptr && residual_hint->defined() &&
+      residual_hint->numel() == static_cast<int64_t>(ranks.size()) &&
+      residual_hint->device() == cap.residual.device() &&
+      residual_hint->dtype() == (cap.residual.dtype() == DType::BF16 ? DType::F32
+                                                                     : cap.residual.dtype()))
+    hint = *residual_hint;
+  const ops::RowsAndOrder residual = ops::rows_and_abs_order_statistics(cap.residual, ranks, hint);
+  if (residual_hint != nullptr) *residual_hint = residual.order;
   s.residual_order = gather.add(residual.order,
                                 {Combine::kOrder, static_cast<int>(median_ranks(n).size()), 3});
   const Tensor rows = residual.rows.reshape_view({B, T, ops::kRowStats});  // (B, T, 5)
@@ -327,14 +337,16 @@ QueuedSinkMetrics::QueuedSinkMetrics(QueuedSinkMetrics&&) noexcept = default;
 QueuedSinkMetrics& QueuedSinkMetrics::operator=(QueuedSinkMetrics&&) noexcept = default;
 QueuedSinkMetrics::~QueuedSinkMetrics() = default;
 
-QueuedSinkMetrics queue_sink_metrics(const ForwardCapture& capture) {
+QueuedSinkMetrics queue_sink_metrics(const ForwardCapture& capture, OrderHints* hints) {
   autograd::NoGradGuard no_grad;
   QueuedSinkMetrics queued;
   queued.state_ = std::make_unique<QueuedSinkMetrics::State>();
   QueuedSinkMetrics::State& st = *queued.state_;
   st.capture = capture;
-  for (const LayerCapture& cap : capture.layers)
-    st.slots.push_back(queue_layer(cap, cap.attention, st.gather));
+  if (hints != nullptr) hints->residual.resize(capture.layers.size());
+  for (size_t l = 0; l < capture.layers.size(); ++l)
+    st.slots.push_back(queue_layer(capture.layers[l], capture.layers[l].attention, st.gather,
+                                   hints != nullptr ? &hints->residual[l] : nullptr));
   st.gather.collect();
   return queued;
 }
