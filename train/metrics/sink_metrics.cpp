@@ -146,6 +146,8 @@ struct LayerSlots {
   size_t channel_abs0;                   // (C) mean over b of |x[b, 0, c]|
   size_t residual_order;                 // median ranks, then the top 3 of |x|
   size_t neuron_abs0, ffn_order;         // (F) mean over b of |u[b, 0, n]|; median ranks of |u|
+  Tensor residual_hint;  // the hint the queued order statistics read (OrderHints): kept alive
+                         // with the queued work, since the hints now hold this step's
 };
 
 // Batch-mean of a per-row statistic of x (B, T, ...) at every position: (T, 1) view.
@@ -234,6 +236,7 @@ LayerSlots queue_layer(const LayerCapture& cap, const ops::AttentionOptions& att
                                                                      : cap.residual.dtype()))
     hint = *residual_hint;
   const ops::RowsAndOrder residual = ops::rows_and_abs_order_statistics(cap.residual, ranks, hint);
+  s.residual_hint = hint;
   if (residual_hint != nullptr) *residual_hint = residual.order;
   s.residual_order = gather.add(residual.order,
                                 {Combine::kOrder, static_cast<int>(median_ranks(n).size()), 3});
