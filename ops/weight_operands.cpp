@@ -25,6 +25,7 @@ std::mutex g_scopes_mutex;
 std::vector<OpenScope> g_scopes;
 int64_t g_next_id = 1;
 std::atomic<int64_t> g_views_taken{0};
+constexpr int64_t kAlignedElements = 128;  // 256 bytes of bf16
 
 }  // namespace
 
@@ -50,10 +51,14 @@ Tensor weight_operand_view(const Tensor& t) {
   if (!t.defined() || !t.is_contiguous() || t.dtype() != DType::F32) return Tensor();
   std::lock_guard<std::mutex> lock(g_scopes_mutex);
   for (const OpenScope& s : g_scopes) {
-    // Inside the buffer, and 16 bytes into the copy apart from its start (the products' bf16
-    // operands are 16-byte aligned; GPT-2's and LLaMA's weights all start at multiples of 8).
+    // Inside the buffer, and a multiple of 256 bytes into the copy (which starts 256-byte
+    // aligned, as every pool allocation): cuBLASLt's plans take only such operands, and a
+    // weight that lies elsewhere is rounded alone, into a fresh allocation, as without a scope
+    // (GPT-2's and LLaMA's weights start at multiples of 128 elements when C is one, unless
+    // model.gamma_shared puts a head's 64 gains between them).
     if (s.storage.lock() != t.storage() || t.offset() < s.offset ||
-        t.offset() + t.numel() > s.offset + s.numel || (t.offset() - s.offset) % 8 != 0)
+        t.offset() + t.numel() > s.offset + s.numel ||
+        (t.offset() - s.offset) % kAlignedElements != 0)
       continue;
     g_views_taken.fetch_add(1, std::memory_order_relaxed);
     return Tensor::view_of(s.rounded.storage(), t.shape(),

@@ -43,8 +43,9 @@ class WeightOperandScope {
 };
 
 // The bf16 view of t's elements in an open scope's copy, when t is contiguous f32, lies wholly
-// inside that scope's buffer and starts a multiple of 8 elements (16 bytes of the copy) from
-// the buffer's start; undefined otherwise (tensor_core_operand then rounds t alone).
+// inside that scope's buffer and starts a multiple of 128 elements (256 bytes of the copy, the
+// alignment cuBLASLt's plans take) from the buffer's start; undefined otherwise
+// (tensor_core_operand then rounds t alone, as without a scope).
 Tensor weight_operand_view(const Tensor& t);
 int64_t weight_operand_views_taken();  // since the process started (for tests)
 int64_t weight_operand_scopes_open();  // (for tests)

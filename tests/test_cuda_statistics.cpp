@@ -309,8 +309,8 @@ TEST_CASE("cuda: rows_and_abs_order_statistics with a hint (run.predicted_order_
   // The first pass counts the low bits of the keys within one bin of the hinted values; the
   // second pass is skipped when every rank's bin is among them. Hints: the exact answer (every
   // rank predicted), each value one bin above or below it (predicted by a neighbour), 16 times
-  // it (no rank predicted: the second pass runs), and NaN, infinity and zero (the edges of the
-  // bins). Inputs: a heavy tail, 60% zeros (millions of keys in one predicted bin), one value
+  // it (the second pass runs: no rank predicted, but for the ties' zero median, which stays
+  // zero), and NaN, infinity and zero (the edges of the bins). Inputs: a heavy tail, 60% zeros (millions of keys in one predicted bin), one value
   // everywhere. Rows and order the same bits as without a hint, the order exact.
   const ops::PredictedOrderStatisticsGuard predicted(true);
   for (const Shape& shape : {Shape{2, 700, 768}, Shape{10600, 100}}) {

@@ -322,7 +322,8 @@ TEST_CASE("cuda: the weights' operands from one rounded copy of the flat buffer 
     for (Precision precision : {Precision::BF16, Precision::Exact}) {
       INFO((arch == Arch::Gpt2 ? "gpt2" : "llama")
            << (precision == Precision::BF16 ? " bf16" : " fp32"));
-      // C = 256: GPT-2's packed q/k/v and LLaMA's packed weights, all 8-element aligned
+      // C = 256: every weight (LLaMA's packed ones too) starts a multiple of 128 elements into
+      // the flat buffer, so every product takes its view (others are rounded alone)
       const ModelSection cfg = short_model(arch, AttnOutputNorm::HeadwiseRmsNorm, 256, 4);
       const auto [x, y] = next_token_batch(3, 37, 50, 9);
       PrecisionGuard guard(precision);
