@@ -12,6 +12,9 @@
 #   BENCH_BATCH (32), BENCH_STEPS (12): batch size and steps (the median of steps 4+ counts).
 #   BENCH_TORCH_MODES ("eager compile"): the PyTorch runs ("" skips them).
 #   BENCH_METRICS ("0 1"): the sinklab runs, metrics off (0) and every step (1).
+#   BENCH_ROUNDS (1): the sinklab runs repeated, alternating, this many times; each figure is
+#   the median over the rounds (the rounds' values are printed too), so that a drift in the
+#   card's clocks over the call weighs less on the metrics' cost.
 #   BENCH_METRICS_EQUAL=1 adds a metrics-every-step run with the metrics' side stream at the
 #   compute stream's priority (run.metrics_priority=equal). BENCH_FP32=1 adds the fp32 runs
 #   of both; BENCH_PROFILE=1 adds a run.profile run (where a step's time goes, per phase)
@@ -64,9 +67,17 @@ sinklab() {  # name, then --set overrides; prints the median tokens/s
     > "$out/sinklab_$name.log" 2>&1 || tail -20 "$out/sinklab_$name.log" >&2
   median_tok_s "runs/bench_$name/main/metrics.jsonl" 2>/dev/null || echo nan
 }
-declare -A r
-for every in ${BENCH_METRICS-0 1}; do
-  r[bf16_m$every]=$(sinklab ${model}_bf16_m$every metrics.every=$every)
+declare -A r rounds
+for round in $(seq "${BENCH_ROUNDS:-1}"); do
+  for every in ${BENCH_METRICS-0 1}; do
+    rounds[bf16_m$every]+=" $(sinklab ${model}_bf16_m$every metrics.every=$every)"
+  done
+done
+for key in "${!rounds[@]}"; do  # the median over the rounds (nan where any run failed)
+  r[$key]=$(python3 -c 'import math, sys
+v = sorted(float(x) for x in sys.argv[1:])
+print("nan" if any(math.isnan(x) for x in v) else f"{v[len(v) // 2]:.0f}")' ${rounds[$key]})
+  [ "${BENCH_ROUNDS:-1}" -gt 1 ] && echo "sinklab $key, each round:${rounds[$key]} tok/s"
 done
 if [ -n "${BENCH_METRICS_EQUAL:-}" ]; then  # the metrics' side stream at the compute priority
   r[bf16_m1eq]=$(sinklab ${model}_bf16_m1eq metrics.every=1 run.metrics_priority=equal)
@@ -124,5 +135,8 @@ print(f"  sinklab / torch eager   = {m0 / eager:.3f}")
 print(f"  sinklab / torch.compile = {m0 / comp:.3f}")
 print(f"  sinklab, metrics every step / torch.compile = {m1 / comp:.3f}")
 PY
-# each side's peak memory under its model's table
-if [ -f "$out/memory.txt" ]; then cat "$out/memory.txt"; rm -f "$out/memory.txt"; fi
+# each side's peak memory under its model's table (a run repeated over rounds: its last round's)
+if [ -f "$out/memory.txt" ]; then
+  awk '{ if (!($2 in last)) order[n++] = $2; last[$2] = $0 } END { for (i = 0; i < n; ++i) print last[order[i]] }' "$out/memory.txt"
+  rm -f "$out/memory.txt"
+fi
