@@ -3,14 +3,14 @@
 // about 100 launches a GPT-2 forward, each a short pass over one weight. With
 // flat_weight_operands set (run.flat_weight_operands), the model opens a WeightOperandScope over
 // its flat parameter buffer at the forward's start: one launch rounds the whole buffer, and
-// tensor_core_operand of any contiguous view inside it (a weight, LLaMA's packed q/k/v weight,
-// the tied token embedding read as the output head) is the same view of that copy. The same
-// bits (round-to-nearest-even either way). Nothing writes the parameters during a forward, and
+// tensor_core_operand of a contiguous view inside it (a weight, LLaMA's packed q/k/v weight, the
+// tied token embedding read as the output head) that starts a multiple of 256 bytes into the
+// copy is the same view of that copy (a weight elsewhere is rounded alone). The same bits
+// (round-to-nearest-even either way). Nothing writes the parameters during a forward, and
 // the copy lives only as long as the scope and the views taken from it (the backward's saved
 // operands), so it cannot go stale.
 #pragma once
 #include <cstdint>
-#include <memory>
 
 #include "core/scoped_value.h"
 #include "core/tensor.h"
