@@ -228,12 +228,11 @@ LayerSlots queue_layer(const LayerCapture& cap, const ops::AttentionOptions& att
   std::vector<int64_t> ranks = median_ranks(n);
   for (int64_t i = 1; i <= 3; ++i) ranks.push_back(std::max<int64_t>(n - i, 0));
   // The residual's row statistics and order statistics share a read of it where they can.
-  Tensor hint;  // the last metrics step's, when it was taken for as many ranks on this device
+  // The last metrics step's result of this same call (so on this device, in this dtype), when it
+  // was taken for as many ranks (their count follows the parity of n).
+  Tensor hint;
   if (residual_hint != nullptr && residual_hint->defined() &&
-      residual_hint->numel() == static_cast<int64_t>(ranks.size()) &&
-      residual_hint->device() == cap.residual.device() &&
-      residual_hint->dtype() == (cap.residual.dtype() == DType::BF16 ? DType::F32
-                                                                     : cap.residual.dtype()))
+      residual_hint->numel() == static_cast<int64_t>(ranks.size()))
     hint = *residual_hint;
   const ops::RowsAndOrder residual = ops::rows_and_abs_order_statistics(cap.residual, ranks, hint);
   s.residual_hint = hint;
