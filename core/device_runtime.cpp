@@ -31,6 +31,10 @@ class CpuRuntime final : public DeviceRuntime {
   void run_on_side(const SideMark&, const std::function<void()>& work) override { work(); }
   void join_side() override {}
   void set_side_priority(SidePriority) override {}
+  std::unique_ptr<Recording> record(const std::function<void()>&, std::string& why) override {
+    why = "the CPU runs every op when it is called: there is no queue to record";
+    return nullptr;
+  }
 };
 
 CpuRuntime g_cpu;

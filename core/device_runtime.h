@@ -4,8 +4,10 @@
 // the CUDA one in cuda::initialize(). Code above ops/ asks device_runtime(device) and never
 // branches on the backend itself.
 #pragma once
+#include <cstdint>
 #include <functional>
 #include <memory>
+#include <string>
 
 #include "core/device.h"
 
@@ -22,6 +24,16 @@ class DeviceRuntime {
   class SideMark {
    public:
     virtual ~SideMark() = default;
+  };
+
+  // Device work recorded once and replayed as one launch (CUDA: an instantiated CUDA graph).
+  class Recording {
+   public:
+    virtual ~Recording() = default;
+    // Queues the recorded work on the main queue again, on the buffers it was recorded with.
+    // Throws DeviceError when the device refuses; the recording is then of no further use.
+    virtual void replay() = 0;
+    virtual int64_t nodes() const = 0;  // the device operations in it (CUDA: the graph's nodes)
   };
 
   virtual ~DeviceRuntime() = default;
@@ -41,6 +53,15 @@ class DeviceRuntime {
   // Side work queued from now on runs at `priority`. Call it with no side work pending (the
   // trainer does, before its first step). The CPU has no queues: nothing to set.
   virtual void set_side_priority(SidePriority priority) = 0;
+  // Records the device work `work` queues on the main queue, without running it: nothing it
+  // queues has run when this returns; replay() runs it. The host-side effects of `work` happen
+  // once, now. What it reads or writes must stay where it is for every replay, and every
+  // allocation it makes must be freed inside it (a tensor made inside must not outlive it).
+  // Returns null and says why in `why` where the device cannot record (the CPU runs each op
+  // when it is called) or `work` did something a recording cannot hold (a wait for the device,
+  // a copy to the host): then nothing it queued has run, and the caller runs the work itself.
+  virtual std::unique_ptr<Recording> record(const std::function<void()>& work,
+                                            std::string& why) = 0;
 };
 
 // The runtime of `device`'s kind. Throws DeviceError when none is installed (a CUDA device in a

@@ -1,6 +1,7 @@
 // The CUDA DeviceRuntime (core/device_runtime.h): the compute stream is the main queue, the
 // low-priority side stream the side queue. cuda::initialize() installs it.
 #include "core/device_runtime.h"
+#include "cuda/graph_recording.h"
 #include "cuda/runtime.h"
 
 namespace sinklab::cuda {
@@ -27,6 +28,10 @@ class CudaRuntime final : public DeviceRuntime {
   }
   void join_side() override { join_side_stream(); }
   void set_side_priority(SidePriority priority) override { set_side_stream_priority(priority); }
+  std::unique_ptr<Recording> record(const std::function<void()>& work,
+                                    std::string& why) override {
+    return record_graph(work, why);
+  }
 };
 
 CudaRuntime g_runtime;

@@ -324,6 +324,7 @@ bool initialize() {
 
 bool available() { return g_available; }
 cudaStream_t stream() { return t_current != nullptr ? t_current : g_stream; }
+bool inside_side_stream_scope() { return t_current != nullptr; }
 void synchronize() { SINKLAB_CUDA_CHECK(cudaStreamSynchronize(g_stream)); }
 
 SideStreamStart mark_side_stream_start() {
@@ -369,7 +370,9 @@ double memory_in_use_mib() {
   SINKLAB_CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, 0));
   uint64_t used = 0;
   SINKLAB_CUDA_CHECK(cudaMemPoolGetAttribute(pool, cudaMemPoolAttrUsedMemCurrent, &used));
-  return static_cast<double>(used) / (1024.0 * 1024.0);
+  uint64_t graphs = 0;  // what instantiated graphs hold for their allocation nodes
+  SINKLAB_CUDA_CHECK(cudaDeviceGetGraphMemAttribute(0, cudaGraphMemAttrUsedMemCurrent, &graphs));
+  return static_cast<double>(used + graphs) / (1024.0 * 1024.0);
 }
 
 double memory_capacity_mib() {

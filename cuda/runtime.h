@@ -18,6 +18,7 @@ bool available();
 // The stream kernels are queued on now: the compute stream (one per process), or the side stream
 // inside a SideStreamScope. Every launcher, allocation and copy uses it.
 cudaStream_t stream();
+bool inside_side_stream_scope();  // whether stream() is the side stream (on this thread)
 void synchronize();  // waits for the compute stream
 // dst (n) = src (n) converted between f32, f64 and bf16 (rounded to nearest even; f64 reaches
 // bf16 through f32), queued on stream(); false for another pair. Tensor::to_dtype's device hook.
@@ -61,7 +62,9 @@ void join_side_stream();
 // compute stream first joins the side stream it leaves. Call it outside a scope (the trainer
 // does, once, before its first step).
 void set_side_stream_priority(SidePriority priority);
-double memory_in_use_mib();  // bytes held by tensors in the stream-ordered pool, in MiB
+// Bytes held by tensors in the stream-ordered pool and by recorded CUDA graphs' allocations
+// (cuda/graph_recording.h), in MiB.
+double memory_in_use_mib();
 double memory_capacity_mib();  // the current device's global memory (cudaMemGetInfo's total), in MiB
 double peak_bf16_tflops();   // dense bf16 peak of device 0 when known (H100/H200, A100), else 0
 // An attribute of the current device (cudaDeviceGetAttribute): the opt-in shared memory per

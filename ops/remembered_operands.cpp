@@ -62,6 +62,11 @@ Tensor take_remembered_operand(const Tensor& t) {
   return Tensor();
 }
 
+void forget_remembered_operands() {
+  std::lock_guard<std::mutex> lock(g_remembered_mutex);
+  g_remembered.clear();
+}
+
 int64_t remembered_operands_held() {
   std::lock_guard<std::mutex> lock(g_remembered_mutex);
   drop_orphans();

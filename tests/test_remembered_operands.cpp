@@ -46,6 +46,9 @@ TEST_CASE("a remembered operand copy of a tensor that is gone is dropped, and ol
   REQUIRE_FALSE(ops::take_remembered_operand(kept[0]).defined());  // dropped: the oldest
   REQUIRE(ops::take_remembered_operand(kept[5]).defined());
   REQUIRE(ops::remembered_operands_held() == 3);
+  ops::forget_remembered_operands();  // a graph recording's bounds: every entry goes
+  REQUIRE(ops::remembered_operands_held() == 0);
+  REQUIRE_FALSE(ops::take_remembered_operand(kept[4]).defined());
 }
 
 TEST_CASE("the norms' CPU backward writes grad_x's rounded copy when asked", "[ops]") {

@@ -128,6 +128,10 @@ struct RunSection {
                                     // metrics step's order statistics, so that the second pass
                                     // is skipped when every rank lands there (ops/statistics.h);
                                     // the same values; off until measured on a GPU
+  bool cuda_graph = false;          // on a GPU, a training micro-batch's forward and backward
+                                    // are recorded once as one CUDA graph and replayed at the
+                                    // steps without sink metrics (train/micro_batch_graph.h);
+                                    // the same bits; off until measured on a GPU
   bool deterministic = true;        // the same bits on every run (bit-exact resume on a GPU);
                                     // false lets cuDNN's attention backward sum dQ with f32
                                     // atomics (ops::deterministic_attention): faster, but two

@@ -28,6 +28,7 @@
 #include "ops/elementwise.h"
 #include "train/data/batch_slice.h"
 #include "train/data/data_loader.h"
+#include "train/micro_batch_graph.h"
 #include "train/model.h"
 #include "train/optimizer.h"
 #include "train/paper_metrics.h"
@@ -172,6 +173,8 @@ struct Run::Variant {
   std::map<std::string, double> phase_ms;  // run.profile: ms per phase, summed over steps
   int64_t profiled_steps = 0;
   OrderHints order_hints;  // the residual's order statistics at the last metrics step
+  std::unique_ptr<MicroBatchGraph> graph;  // run.cuda_graph: the micro-batch's recording
+  int64_t eager_steps = 0;  // steps this process ran without the recording (one comes first)
 };
 
 namespace {
@@ -278,6 +281,12 @@ Run::Run(const RunConfig& config, std::ostream& console, RunOptions options)
     v->optimizer = std::make_unique<AdamW>(
         v->model->params(), c.optim, zero1 ? parallel_->optimizer_shard(numel) : Shard{});
     v->accumulation = accumulation_steps(c.train.tokens_per_step, B, T, parallel_->world_size());
+    const std::string no_graph =
+        MicroBatchGraph::unavailable_because(c, parallel_->world_size());
+    if (no_graph.empty())
+      v->graph = std::make_unique<MicroBatchGraph>(*v->model, v->accumulation);
+    else if (c.run.cuda_graph)
+      console_.stream() << "variant " << v->name << ": cuda graph off: " << no_graph << "\n";
     console_.stream() << "variant " << v->name << ": " << choice_text(c.model.arch) << " "
              << c.model.n_layer << "x"
              << c.model.n_embd << " (" << c.model.n_head << " heads, T=" << T
@@ -542,12 +551,30 @@ void Run::step_all(int64_t step, bool evaluate_first) {
     PhaseClock clock(c.run.profile, v.phase_ms, v.model->params().flat_values().device());
     double loss_sum = 0;
     uint64_t hash = kTokenHashStart;  // of the global batch: every rank's windows, in order
+    // run.cuda_graph: after one eager step, the micro-batches of steps without metrics replay
+    // one recording (train/micro_batch_graph.h).
+    bool replayed = false;
     for (int64_t micro = 0; micro < v.accumulation; ++micro) {
       const uint64_t round = v.train_data->cursor();
       Batch batch = v.train_data->next_slice(parallel_->rank(), parallel_->world_size());
       if (parallel_->writer())  // only it records the hash
         hash = v.train_data->hash_windows(
             hash, round, static_cast<uint64_t>(c.train.batch_size * parallel_->world_size()));
+      if (v.graph && !v.graph->given_up() && !metrics_step && v.eager_steps > 0) {
+        const bool first = v.graph->replays() == 0;
+        if (const std::optional<double> loss = v.graph->run(batch)) {
+          if (first)
+            console_.stream() << "variant " << v.name << ": cuda graph recorded at step " << step
+                              << " (" << v.graph->nodes()
+                              << " device operations: a micro-batch's forward and backward)\n";
+          loss_sum += *loss;
+          replayed = true;
+          clock.mark("forward and backward (cuda graph)");
+          continue;
+        }
+        console_.stream() << "variant " << v.name << ": cuda graph off from step " << step << ": "
+                          << v.graph->off_reason() << "\n";
+      }
       autograd::restart_forward_profile();
       ForwardResult out = v.model->forward(batch.inputs, batch.targets,
                                            metrics_step && micro == 0 ? &capture : nullptr);
@@ -562,6 +589,7 @@ void Run::step_all(int64_t step, bool evaluate_first) {
       if (last) parallel_->finish_gradient_reduction(params);
       clock.mark("backward");
     }
+    if (!replayed) ++v.eager_steps;
     record.batch_hash = hash;
     record.loss = parallel_->average(loss_sum / static_cast<double>(v.accumulation));
     record.grad_norm = global_grad_norm(params);
