@@ -128,12 +128,6 @@ struct RunSection {
                                     // metrics step's order statistics, so that the second pass
                                     // is skipped when every rank lands there (ops/statistics.h);
                                     // the same values; off until measured on a GPU
-  bool deferred_metrics = false;    // a metrics step's sink metrics are read at the next step,
-                                    // once its first micro-batch is queued, so that the
-                                    // metrics' side-stream work overlaps it instead of holding
-                                    // the step's end (train/trainer.cpp); the same values, each
-                                    // step's record written one step later; off until measured
-                                    // on a GPU
   bool cuda_graph = false;          // on a GPU, a training micro-batch's forward and backward
                                     // are recorded once as one CUDA graph and replayed at the
                                     // steps without sink metrics (train/micro_batch_graph.h);

@@ -102,16 +102,14 @@ constexpr const char* kProcessKeys[] = {"run.attention_kernels", "run.profile", 
                                         "run.head_norm_statistics",
                                         "run.one_pass_order_statistics",
                                         "run.predicted_order_statistics", "run.deterministic",
-                                        "run.variant_placement", "run.deferred_metrics"};
-
-}  // namespace
+                                        "run.variant_placement"};
 
 // A step's sink metrics. Made at the end of the forward whose capture they read (on a GPU that
 // marks where the side stream will start), queued once the backward is queued (the host queues
 // the backward first, so the compute stream never waits for the host's metrics work): on a GPU
 // they run on the side stream while the compute stream works through that backward and the
 // update (low priority, in the SMs the training kernels leave idle); the host reads them at the
-// step's end, or under run.deferred_metrics once the next step's first micro-batch is queued. The backward writes no captured activation. On the CPU they are computed where
+// step's end. The backward writes no captured activation. On the CPU they are computed where
 // they are queued. The compute stream waits for the side work before anything it read or made
 // can be freed.
 class OverlappedMetrics {
@@ -150,6 +148,8 @@ class OverlappedMetrics {
   bool joined_ = true;  // nothing queued yet
 };
 
+}  // namespace
+
 struct Run::Variant {
   std::string name;
   RunConfig config;
@@ -173,15 +173,6 @@ struct Run::Variant {
   std::map<std::string, double> phase_ms;  // run.profile: ms per phase, summed over steps
   int64_t profiled_steps = 0;
   OrderHints order_hints;  // the residual's order statistics at the last metrics step
-  // run.deferred_metrics: the last metrics step's record, whose metrics are read once the next
-  // step's first micro-batch is queued (or before anything that must see the record).
-  struct PendingRecord {
-    StepRecord record;  // complete but for its sink metrics
-    std::unique_ptr<OverlappedMetrics> metrics;
-    std::vector<double> effective_rank, effective_rank_output;  // (L) the step's evaluation's
-    bool log_line = false;
-  };
-  std::optional<PendingRecord> pending;
   std::unique_ptr<MicroBatchGraph> graph;  // run.cuda_graph: the micro-batch's recording
   int64_t eager_steps = 0;  // steps this process ran without the recording (one comes first)
 };
@@ -556,7 +547,7 @@ void Run::step_all(int64_t step, bool evaluate_first) {
     ParameterSet& params = v.model->params();
     params.zero_grad();
     ForwardCapture capture;
-    std::unique_ptr<OverlappedMetrics> metrics;
+    std::optional<OverlappedMetrics> metrics;
     PhaseClock clock(c.run.profile, v.phase_ms, v.model->params().flat_values().device());
     double loss_sum = 0;
     uint64_t hash = kTokenHashStart;  // of the global batch: every rank's windows, in order
@@ -587,12 +578,8 @@ void Run::step_all(int64_t step, bool evaluate_first) {
       autograd::restart_forward_profile();
       ForwardResult out = v.model->forward(batch.inputs, batch.targets,
                                            metrics_step && micro == 0 ? &capture : nullptr);
-      if (metrics_step && micro == 0)
-        metrics = std::make_unique<OverlappedMetrics>(params.flat_values().device());
+      if (metrics_step && micro == 0) metrics.emplace(params.flat_values().device());
       loss_sum += out.loss.item();
-      // run.deferred_metrics: the last metrics step's side work ran beside this forward (which
-      // the loss's read waited for); its results are read before this step's metrics queue.
-      if (micro == 0) complete_pending(v);
       clock.mark("forward");
       // The last backward of the step reduces gradient buckets across ranks as it goes.
       const bool last = micro + 1 == v.accumulation;
@@ -602,7 +589,6 @@ void Run::step_all(int64_t step, bool evaluate_first) {
       if (last) parallel_->finish_gradient_reduction(params);
       clock.mark("backward");
     }
-    complete_pending(v);  // when every micro-batch replayed a recording
     if (!replayed) ++v.eager_steps;
     record.batch_hash = hash;
     record.loss = parallel_->average(loss_sum / static_cast<double>(v.accumulation));
@@ -613,10 +599,17 @@ void Run::step_all(int64_t step, bool evaluate_first) {
       if (v.zero1) parallel_->gather_parameter_shards(params);
     }
     clock.mark("grad norm, clip, AdamW");
-    const bool defer = metrics_step && c.run.deferred_metrics;
-    if (metrics_step && !defer) {
-      finish_sink_metrics_of(v, record, *metrics, eval.effective_rank,
-                             eval.effective_rank_output);
+    if (metrics_step) {
+      // Every rank's slice of the batch: the metrics of the global batch, on every rank.
+      record.sink = metrics->finish(c.metrics.sink_threshold,
+                                    parallel_->world_size() > 1 ? parallel_.get() : nullptr);
+      record.has_sink = true;
+      for (size_t l = 0; l < eval.effective_rank.size(); ++l) {
+        record.sink.layers[l].effective_rank = eval.effective_rank[l];
+        record.sink.layers[l].effective_rank_output = eval.effective_rank_output[l];
+      }
+      summarise_paper_metrics(record.sink, c.metrics.onset_threshold);
+      v.last_sink = record;
       clock.mark("sink metrics");
     }
     ++v.profiled_steps;
@@ -644,53 +637,10 @@ void Run::step_all(int64_t step, bool evaluate_first) {
       console_.skipped_step(v.name, record, v.skipped_in_a_row, c.train.max_skipped_steps);
     const bool log_line = c.train.log_every > 0 &&
                           (step % c.train.log_every == 0 || step + 1 == c.train.steps);
-    if (defer) {
-      v.pending.emplace();
-      v.pending->record = record;
-      v.pending->metrics = std::move(metrics);
-      v.pending->effective_rank = eval.effective_rank;
-      v.pending->effective_rank_output = eval.effective_rank_output;
-      v.pending->log_line = log_line;
-    } else {
-      write_record(v, record, log_line);
-    }
+    if (log_line) console_.step_line(v.name, c.train.steps, record);
+    if (v.log) v.log->write(record);
   }
   console_.flush();  // line by line also when piped (tee, a cluster log)
-}
-
-void Run::finish_sink_metrics_of(Variant& v, StepRecord& record, OverlappedMetrics& metrics,
-                                 const std::vector<double>& effective_rank,
-                                 const std::vector<double>& effective_rank_output) {
-  const RunConfig& c = v.config;
-  // Every rank's slice of the batch: the metrics of the global batch, on every rank.
-  record.sink = metrics.finish(c.metrics.sink_threshold,
-                               parallel_->world_size() > 1 ? parallel_.get() : nullptr);
-  record.has_sink = true;
-  for (size_t l = 0; l < effective_rank.size(); ++l) {
-    record.sink.layers[l].effective_rank = effective_rank[l];
-    record.sink.layers[l].effective_rank_output = effective_rank_output[l];
-  }
-  summarise_paper_metrics(record.sink, c.metrics.onset_threshold);
-  v.last_sink = record;
-}
-
-void Run::write_record(Variant& v, const StepRecord& record, bool log_line) {
-  if (log_line) console_.step_line(v.name, v.config.train.steps, record);
-  if (v.log) v.log->write(record);
-}
-
-void Run::complete_pending(Variant& v) {
-  if (!v.pending) return;
-  Variant::PendingRecord p = std::move(*v.pending);
-  v.pending.reset();
-  finish_sink_metrics_of(v, p.record, *p.metrics, p.effective_rank, p.effective_rank_output);
-  p.metrics.reset();  // joins the side stream: what the metrics read may go
-  write_record(v, p.record, p.log_line);
-}
-
-void Run::complete_every_pending() {
-  for (auto& vp : variants_) complete_pending(*vp);
-  console_.flush();
 }
 
 Run::Evaluation Run::evaluate(Variant& v, int64_t step, bool final) {
@@ -833,12 +783,8 @@ std::vector<VariantSummary> Run::train() {
     if (options_.stop_after >= 0 && done_steps >= options_.stop_after && done_steps < steps)
       end_ = RunEnd::Stopped;
     const int64_t ck_every = base_.checkpoint.every;
-    const bool checkpoint =
-        end_ != RunEnd::Finished || (ck_every > 0 && done_steps % ck_every == 0 && done_steps < steps);
-    // run.deferred_metrics: the files hold every finished step's record before a checkpoint
-    // names it done, before the final evaluation and before the run returns.
-    if (checkpoint || done_steps == steps) complete_every_pending();
-    if (checkpoint) save_checkpoints(done_steps);
+    if (end_ != RunEnd::Finished || (ck_every > 0 && done_steps % ck_every == 0 && done_steps < steps))
+      save_checkpoints(done_steps);
     if (end_ != RunEnd::Finished) {
       console_.stopped(end_ == RunEnd::Interrupted  ? "interrupted by signal"
                        : end_ == RunEnd::Stopped    ? "stopped as asked (--stop-after)"

@@ -22,7 +22,6 @@ namespace sinklab::train {
 
 class AdamW;
 class DataParallel;
-class OverlappedMetrics;
 
 struct RunOptions {
   bool progress_bar = false;  // a live bar with ETA (when the console is a terminal)
@@ -69,15 +68,6 @@ class Run {
     bool interrupted = false;             // a stop signal ended it early: nothing recorded
   };
   void step_all(int64_t step, bool evaluate_first);
-  // A metrics step's record: its sink metrics read from the queued work (the step's evaluation
-  // adds the effective ranks), then its console line (when log_line) and metrics log line.
-  void finish_sink_metrics_of(Variant& v, StepRecord& record, OverlappedMetrics& metrics,
-                              const std::vector<double>& effective_rank,
-                              const std::vector<double>& effective_rank_output);
-  void write_record(Variant& v, const StepRecord& record, bool log_line);
-  // run.deferred_metrics: finishes and writes v's pending record, if any (every variant's).
-  void complete_pending(Variant& v);
-  void complete_every_pending();
   Evaluation evaluate(Variant& v, int64_t step, bool final);
   // Final evaluation, sample and record at step == train.steps; true when a stop signal cut
   // them short (no final record then: a resumed run makes it).

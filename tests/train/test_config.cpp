@@ -78,7 +78,6 @@ void require_same(const RunConfig& a, const RunConfig& b) {
   REQUIRE(a.run.head_norm_statistics == b.run.head_norm_statistics);
   REQUIRE(a.run.one_pass_order_statistics == b.run.one_pass_order_statistics);
   REQUIRE(a.run.predicted_order_statistics == b.run.predicted_order_statistics);
-  REQUIRE(a.run.deferred_metrics == b.run.deferred_metrics);
   REQUIRE(a.run.cuda_graph == b.run.cuda_graph);
   REQUIRE(a.run.deterministic == b.run.deterministic);
   const ModelSection &m = a.model, &n = b.model;
@@ -789,7 +788,6 @@ TEST_CASE("config: the run keys that were SINKLAB_* environment variables", "[co
   REQUIRE_FALSE(defaults.run.head_norm_statistics);
   REQUIRE_FALSE(defaults.run.one_pass_order_statistics);
   REQUIRE_FALSE(defaults.run.predicted_order_statistics);
-  REQUIRE_FALSE(defaults.run.deferred_metrics);
   REQUIRE_FALSE(defaults.run.cuda_graph);
   REQUIRE(defaults.run.deterministic);
   REQUIRE(defaults.run.variant_placement == VariantPlacement::Together);
@@ -808,7 +806,6 @@ TEST_CASE("config: the run keys that were SINKLAB_* environment variables", "[co
                    "  head_norm_statistics: false\n"
                    "  one_pass_order_statistics: false\n"
                    "  predicted_order_statistics: false\n"
-                   "  deferred_metrics: false\n"
                    "  cuda_graph: false\n"
                    "  deterministic: true\n"));
   const RunConfig set = parse_config(
@@ -821,7 +818,7 @@ TEST_CASE("config: the run keys that were SINKLAB_* environment variables", "[co
        "run.flat_weight_operands=true",
        "run.head_norm_statistics=true",
        "run.one_pass_order_statistics=true", "run.predicted_order_statistics=true",
-       "run.deferred_metrics=true", "run.cuda_graph=true", "run.deterministic=false"});
+       "run.cuda_graph=true", "run.deterministic=false"});
   const std::string text = to_yaml(set);
   INFO(text);
   REQUIRE(contains(text, "  profile: true\n  bucket_mib: 0.02\n  collective_timeout_s: 2.5\n"
@@ -834,7 +831,6 @@ TEST_CASE("config: the run keys that were SINKLAB_* environment variables", "[co
                          "  head_norm_statistics: true\n"
                          "  one_pass_order_statistics: true\n"
                          "  predicted_order_statistics: true\n"
-                         "  deferred_metrics: true\n"
                          "  cuda_graph: true\n"
                          "  deterministic: false\n"));
   RunConfig back = parse_config(text, "s.yaml");

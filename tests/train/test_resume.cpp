@@ -171,29 +171,27 @@ TEST_CASE("cuda: 2N steps straight == N steps + resume + N steps on the GPU, bit
   }
 }
 
-// 12 steps of two variants on `device`, two micro-batches a step, metrics every fourth step,
-// with the settings `switches` ("run.cuda_graph=true" ...), straight and as 6 + resume + 6,
-// against the same run without them: the same metrics lines (timing aside, sink metrics
-// included) and final weights, bit for bit. Returns the straight run's console.
-static std::string require_switches_change_no_bit(const std::string& device,
-                                                  const std::vector<std::string>& switches,
-                                                  const std::string& tag) {
+// run.cuda_graph: 12 steps of two variants on `device`, two micro-batches a step, metrics every
+// fourth step (eager, as is the first step), straight and as 6 + resume + 6, against the same
+// run without the recording: the same metrics lines (timing aside) and final weights, bit for
+// bit. Returns the recorded run's console.
+static std::string require_cuda_graph_changes_no_bit(const std::string& device) {
   const int n_embd = device == "cpu" ? 32 : 128;
   const int T = device == "cpu" ? 16 : 128;
   const std::string kernels = device == "cpu" ? "own" : "auto";  // cuDNN's attention on a GPU
   const std::vector<std::string> sets{"metrics.every=4",
                                       "train.tokens_per_step=" + std::to_string(2 * 4 * T)};
-  std::vector<std::string> switched = sets;
-  switched.insert(switched.end(), switches.begin(), switches.end());
-  const fs::path data = byte_data(tag + "_data_" + device);
-  const fs::path plain = fresh(tag + "_plain_" + device), straight = fresh(tag + "_" + device),
-                 split = fresh(tag + "_split_" + device);
-  run_and_collect(parse_config(config_text(data, plain, 12, true, n_embd, device, kernels),
-                               "p.yaml", sets));
+  std::vector<std::string> graph_sets = sets;
+  graph_sets.push_back("run.cuda_graph=true");
+  const fs::path data = byte_data("graph_data_" + device);
+  const fs::path eager = fresh("graph_eager_" + device), straight = fresh("graph_" + device),
+                 split = fresh("graph_split_" + device);
+  const std::string text = config_text(data, eager, 12, true, n_embd, device, kernels);
+  run_and_collect(parse_config(text, "e.yaml", sets));
   const std::string console = run_and_collect(parse_config(
-      config_text(data, straight, 12, true, n_embd, device, kernels), "g.yaml", switched));
+      config_text(data, straight, 12, true, n_embd, device, kernels), "g.yaml", graph_sets));
   const RunConfig b = parse_config(config_text(data, split, 12, true, n_embd, device, kernels),
-                                   "s.yaml", switched);
+                                   "s.yaml", graph_sets);
   RunOptions first;
   first.stop_after = 6;
   run_and_collect(b, first);
@@ -202,7 +200,7 @@ static std::string require_switches_change_no_bit(const std::string& device,
   run_and_collect(b, second);
   for (const fs::path& run : {straight, split})
     for (const char* v : {"baseline", "headwise"}) {
-      const std::vector<std::string> x = lines(plain / "r" / v / "metrics.jsonl");
+      const std::vector<std::string> x = lines(eager / "r" / v / "metrics.jsonl");
       const std::vector<std::string> y = lines(run / "r" / v / "metrics.jsonl");
       REQUIRE(x.size() == 13);
       REQUIRE(y.size() == x.size());
@@ -210,7 +208,7 @@ static std::string require_switches_change_no_bit(const std::string& device,
         INFO(run << " " << v << " line " << i);
         REQUIRE(deterministic_fields(y[i]) == deterministic_fields(x[i]));
       }
-      const auto wx = read_checkpoint_params((plain / "r" / v / "ckpt" / "step_00000012.h5").string());
+      const auto wx = read_checkpoint_params((eager / "r" / v / "ckpt" / "step_00000012.h5").string());
       const auto wy = read_checkpoint_params((run / "r" / v / "ckpt" / "step_00000012.h5").string());
       REQUIRE(wx.size() == wy.size());
       for (size_t i = 0; i < wx.size(); ++i)
@@ -221,36 +219,23 @@ static std::string require_switches_change_no_bit(const std::string& device,
 
 TEST_CASE("run.cuda_graph on the CPU: off with the reason in the run header, the same bits",
           "[resume]") {
-  const std::string console = require_switches_change_no_bit("cpu", {"run.cuda_graph=true"}, "graph");
+  const std::string console = require_cuda_graph_changes_no_bit("cpu");
   INFO(console);
   REQUIRE(console.find("variant baseline: cuda graph off: run.device is cpu: the CPU runs every "
                        "op when it is called") != std::string::npos);
   REQUIRE(console.find("cuda graph recorded") == std::string::npos);
 }
 
-TEST_CASE("run.deferred_metrics writes the same records and checkpoints, one step later",
-          "[resume]") {
-  require_switches_change_no_bit("cpu", {"run.deferred_metrics=true"}, "deferred");
-}
-
 TEST_CASE("cuda: run.cuda_graph replays the micro-batches bit for bit, with accumulation, "
           "metrics steps and resume", "[cuda][resume]") {
   SINKLAB_REQUIRE_CUDA();
-  const std::string console = require_switches_change_no_bit("cuda", {"run.cuda_graph=true"}, "graph");
+  const std::string console = require_cuda_graph_changes_no_bit("cuda");
   INFO(console);
   // Step 0 runs eagerly (metrics); step 1 records.
   for (const char* v : {"baseline", "headwise"})
     REQUIRE(console.find(std::string("variant ") + v + ": cuda graph recorded at step 1 (") !=
             std::string::npos);
   REQUIRE(console.find("cuda graph off") == std::string::npos);
-}
-
-TEST_CASE("cuda: run.deferred_metrics, alone and with run.cuda_graph, changes no bit",
-          "[cuda][resume]") {
-  SINKLAB_REQUIRE_CUDA();
-  require_switches_change_no_bit("cuda", {"run.deferred_metrics=true"}, "deferred");
-  require_switches_change_no_bit("cuda", {"run.deferred_metrics=true", "run.cuda_graph=true"},
-                                 "deferred_graph");
 }
 
 TEST_CASE("resuming from an earlier checkpoint rewrites the metrics from that step", "[resume]") {
