@@ -70,8 +70,9 @@ Tensor pooled_variance(const Tensor& group_rows);
 extern bool one_pass_order_statistics;
 
 // Whether rows_and_abs_order_statistics uses its hint on a GPU (run.predicted_order_statistics;
-// see above). Read at each call; the trainer sets it once from the config. Off until measured
-// on a GPU (written in the nineteenth session).
+// see above). Read at each call; the trainer sets it once from the config. Off: its [cuda] case
+// passes on an H100, but two rounds of GPT-2 and LLaMA with metrics every step measured no gain
+// (twentieth session, docs/PERFORMANCE.md).
 extern bool predicted_order_statistics;
 
 class PredictedOrderStatisticsGuard : ScopedValue<bool> {

@@ -9,7 +9,7 @@
 
 namespace sinklab::ops {
 
-bool flat_weight_operands = false;
+bool flat_weight_operands = true;
 
 namespace {
 

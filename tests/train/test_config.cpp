@@ -784,7 +784,7 @@ TEST_CASE("config: the run keys that were SINKLAB_* environment variables", "[co
   REQUIRE(defaults.run.rope_in_place);
   REQUIRE(defaults.run.bf16_branch_outputs);
   REQUIRE(defaults.run.fused_norm_param_grads);
-  REQUIRE_FALSE(defaults.run.flat_weight_operands);
+  REQUIRE(defaults.run.flat_weight_operands);
   REQUIRE_FALSE(defaults.run.head_norm_statistics);
   REQUIRE_FALSE(defaults.run.one_pass_order_statistics);
   REQUIRE_FALSE(defaults.run.predicted_order_statistics);
@@ -802,7 +802,7 @@ TEST_CASE("config: the run keys that were SINKLAB_* environment variables", "[co
                    "  metrics_priority: low\n  cpu_gemm: auto\n  gemm_epilogues: forward_bias_grad\n"
                    "  bias_grad_columns: true\n  fused_cross_entropy: true\n  fold_residual_grads: true\n"
                    "  rope_in_place: true\n  bf16_branch_outputs: true\n"
-                   "  fused_norm_param_grads: true\n  flat_weight_operands: false\n"
+                   "  fused_norm_param_grads: true\n  flat_weight_operands: true\n"
                    "  head_norm_statistics: false\n"
                    "  one_pass_order_statistics: false\n"
                    "  predicted_order_statistics: false\n"
@@ -815,7 +815,7 @@ TEST_CASE("config: the run keys that were SINKLAB_* environment variables", "[co
        "run.gemm_epilogues=forward", "run.bias_grad_columns=false", "run.fused_cross_entropy=false",
        "run.fold_residual_grads=false", "run.rope_in_place=false",
        "run.bf16_branch_outputs=false", "run.fused_norm_param_grads=false",
-       "run.flat_weight_operands=true",
+       "run.flat_weight_operands=false",
        "run.head_norm_statistics=true",
        "run.one_pass_order_statistics=true", "run.predicted_order_statistics=true",
        "run.cuda_graph=true", "run.deterministic=false"});
@@ -827,7 +827,7 @@ TEST_CASE("config: the run keys that were SINKLAB_* environment variables", "[co
                          "  fused_cross_entropy: false\n"
                          "  fold_residual_grads: false\n  rope_in_place: false\n"
                          "  bf16_branch_outputs: false\n  fused_norm_param_grads: false\n"
-                         "  flat_weight_operands: true\n"
+                         "  flat_weight_operands: false\n"
                          "  head_norm_statistics: true\n"
                          "  one_pass_order_statistics: true\n"
                          "  predicted_order_statistics: true\n"
