@@ -35,6 +35,7 @@ class CpuRuntime final : public DeviceRuntime {
     why = "the CPU runs every op when it is called: there is no queue to record";
     return nullptr;
   }
+  void release_cached_memory() override {}
 };
 
 CpuRuntime g_cpu;

@@ -62,6 +62,10 @@ class DeviceRuntime {
   // a copy to the host): then nothing it queued has run, and the caller runs the work itself.
   virtual std::unique_ptr<Recording> record(const std::function<void()>& work,
                                             std::string& why) = 0;
+  // Waits for the main queue, then gives the memory the allocator keeps for reuse but no tensor
+  // holds back to the device (CUDA: the stream-ordered pool trimmed). The trainer calls it once a
+  // recording holds its own copy of what an eager step had left in the pool. CPU: nothing.
+  virtual void release_cached_memory() = 0;
 };
 
 // The runtime of `device`'s kind. Throws DeviceError when none is installed (a CUDA device in a

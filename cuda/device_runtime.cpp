@@ -32,6 +32,7 @@ class CudaRuntime final : public DeviceRuntime {
                                     std::string& why) override {
     return record_graph(work, why);
   }
+  void release_cached_memory() override { cuda::release_cached_memory(); }
 };
 
 CudaRuntime g_runtime;

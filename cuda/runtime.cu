@@ -375,6 +375,14 @@ double memory_in_use_mib() {
   return static_cast<double>(used + graphs) / (1024.0 * 1024.0);
 }
 
+void release_cached_memory() {
+  SINKLAB_CUDA_CHECK(cudaStreamSynchronize(g_stream));
+  SINKLAB_CUDA_CHECK(cudaStreamSynchronize(g_side_stream));
+  cudaMemPool_t pool;
+  SINKLAB_CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, 0));
+  SINKLAB_CUDA_CHECK(cudaMemPoolTrimTo(pool, 0));
+}
+
 double memory_capacity_mib() {
   size_t free = 0, total = 0;
   SINKLAB_CUDA_CHECK(cudaMemGetInfo(&free, &total));

@@ -975,6 +975,8 @@ MemoryEstimate estimate_training_memory(const RunConfig& c) {
   // layer's (B, NH, T, T) attention weights where a kernel materialises them.
   e.activation_bytes =
       4 * B * T * (L * (12 * C + (ffn_matrices + 1) * F) + 3 * V) + 4 * B * NH * T * T;
+  if (c.run.cuda_graph && c.run.device != "cpu" && c.metrics.every > 1)
+    e.graph_bytes = e.activation_bytes;
   return e;
 }
 
@@ -1007,11 +1009,16 @@ void check_fits_in_memory(const RunConfig& c, double needed_bytes, double device
                            << " for the parameters, their gradients and AdamW moments, "
                            << format_bytes(e.activation_bytes)
                            << " for one micro-batch's activations"
+                           << (e.graph_bytes > 0 ? " and as much again for run.cuda_graph's "
+                                                   "recording of them"
+                                                 : "")
                            << (variants > 1 ? ", per variant" : "") << "), but " << device
                            << " has " << format_bytes(device_bytes),
                "most of it is " + largest +
                    ": make those smaller (train.tokens_per_step keeps the global batch with a "
-                   "smaller train.batch_size)" + apart);
+                   "smaller train.batch_size)" +
+                   (e.graph_bytes > 0 ? std::string(", or set run.cuda_graph: false") : "") +
+                   apart);
 }
 
 Precision resolved_precision(const RunSection& run) {

@@ -294,7 +294,10 @@ struct MemoryEstimate {
   double layer_parameters = 0;      // the blocks
   double parameter_bytes = 0;       // fp32 weights, gradients and AdamW m and v: 16 bytes each
   double activation_bytes = 0;      // what one micro-batch keeps for the backward, and its logits
-  double total() const { return parameter_bytes + activation_bytes; }
+  // run.cuda_graph on a GPU with metrics every N > 1 steps: the recorded micro-batch's own
+  // allocations (train/micro_batch_graph.h) beside the pool's, which the metrics steps use.
+  double graph_bytes = 0;
+  double total() const { return parameter_bytes + activation_bytes + graph_bytes; }
 };
 MemoryEstimate estimate_training_memory(const RunConfig& config);
 // Throws ConfigError naming the size keys when `needed_bytes` (the run's estimates, all variants)

@@ -42,7 +42,13 @@ void MicroBatchGraph::record() {
         ops::forget_remembered_operands();
       },
       why);
-  if (!recording_) off_reason_ = "recording the micro-batch failed: " + why;
+  if (!recording_) {
+    off_reason_ = "recording the micro-batch failed: " + why;
+    return;
+  }
+  // What the eager steps left in the pool goes back before the first replay maps the graph's
+  // own memory (run.metrics every N > 1 steps grows the pool again: config.h's MemoryEstimate).
+  device_runtime(device).release_cached_memory();
 }
 
 std::optional<double> MicroBatchGraph::run(const Batch& batch) {

@@ -1055,4 +1055,24 @@ TEST_CASE("the memory a config needs is checked against the device's before allo
   REQUIRE(contains(three.hint, "run.variant_placement: split"));
   REQUIRE_FALSE(contains(a.message, "side by side"));  // one variant: as before
   REQUIRE_FALSE(contains(a.hint, "--variant"));
+  // run.cuda_graph with metrics every N > 1 steps holds a micro-batch's activations twice (the
+  // recording's and the pool's); not with metrics every step (nothing is recorded), nor on the
+  // CPU, nor with the metrics off (the pool gives back what the first step left).
+  c.run.device = "cuda:0";
+  c.run.cuda_graph = true;
+  c.metrics.every = 10;
+  const MemoryEstimate graph = estimate_training_memory(c);
+  REQUIRE(graph.graph_bytes == graph.activation_bytes);
+  REQUIRE(graph.total() == one.total() + one.activation_bytes);
+  const Caught twice = error_of<ConfigError>(
+      [&] { check_fits_in_memory(c, graph.total(), one.total(), "cuda:0"); });
+  REQUIRE_MENTIONS(twice, "as much again for run.cuda_graph's recording");
+  REQUIRE(contains(twice.hint, "run.cuda_graph: false"));
+  for (int64_t every : {1, 0}) {
+    c.metrics.every = every;
+    REQUIRE(estimate_training_memory(c).graph_bytes == 0);
+  }
+  c.metrics.every = 10;
+  c.run.device = "cpu";
+  REQUIRE(estimate_training_memory(c).graph_bytes == 0);
 }
