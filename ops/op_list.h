@@ -64,7 +64,9 @@
   X(pooled_variance, Fused, ForwardOnly)                 \
   X(adamw_update, Update, Both)                          \
   X(sum_of_squares, Update, Both)                        \
-  X(scale_in_place, Update, Both)
+  X(scale_in_place, Update, Both)                        \
+  X(sum_of_squares_into, Update, Both)                   \
+  X(adamw_update_scheduled, Update, Both)
 
 namespace sinklab::ops {
 
@@ -81,7 +83,7 @@ enum class OpId : int {
 // Adding or removing an op changes this number on purpose: give the new op its case in
 // tests/test_op_list.cpp and its CUDA slots in cuda/ in the same change.
 inline constexpr int kOpCount = static_cast<int>(OpId::count);
-static_assert(kOpCount == 36, "the op list changed: update kOpCount's check, the op's case in "
+static_assert(kOpCount == 38, "the op list changed: update kOpCount's check, the op's case in "
                               "tests/test_op_list.cpp and the CUDA slots it claims");
 
 struct OpInfo {

@@ -20,7 +20,7 @@ namespace sinklab::ops {
 void remember_operand(const Tensor& t, const Tensor& rounded);
 // The remembered copy of t, or an undefined tensor; the entry is forgotten either way on a match.
 Tensor take_remembered_operand(const Tensor& t);
-// Drops every entry (with its copy): a CUDA graph's recording (train/micro_batch_graph.h) starts
+// Drops every entry (with its copy): a CUDA graph's recording (train/step_graph.h) starts
 // and ends with none, so that no copy made outside it is freed inside it, nor one made inside
 // it held after.
 void forget_remembered_operands();

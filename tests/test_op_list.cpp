@@ -303,6 +303,41 @@ OpCase scale_in_place_case() {
           [](DType) { return std::vector{plain_input({B, T, C}, 53, DType::F32)}; }, false};
 }
 
+OpCase sum_of_squares_into_case() {
+  return {[](const auto& in) {
+            Tensor out = Tensor::zeros({1}, DType::F64, in[0].device());  // (1)
+            ops::sum_of_squares_into(in[0], out);
+            return out;
+          },
+          [](DType) { return std::vector{plain_input({3, 70001}, 54, DType::F32)}; }, false};
+}
+OpCase adamw_update_scheduled_case() {  // three steps: plain, clipped (norm > max_norm), and
+                                        // skipped (a non-finite loss: w stays)
+  return {[](const auto& in) {
+            Tensor w = copy_of(in[0]), m = copy_of(in[2]), v = copy_of(in[3]);
+            const Device d = w.device();
+            Tensor mask = ids({1, 0, 1, 1, 0, 1, 1, 1}, {8}).to_device(d);
+            const ops::AdamWConstants c{0.9, 0.95, 1e-8, 0.1, 0.5};
+            const double sums[3] = {0.01, 4.0, 1.0};
+            const double losses[3] = {2.5, 2.4, std::nan("")};
+            for (int t = 1; t <= 3; ++t) {
+              const Tensor schedule =  // (3) lr, 1 - beta1^t, 1 - beta2^t
+                  Tensor::from_doubles({1e-2 * t, 1 - std::pow(0.9, t), 1 - std::pow(0.95, t)},
+                                       {3}, DType::F32).to_device(d);
+              const Tensor results =  // (2) loss, sum of squares
+                  Tensor::from_doubles({losses[t - 1], sums[t - 1]}, {2}, DType::F64).to_device(d);
+              ops::adamw_update_scheduled(w, in[1], m, v, mask, c, schedule, results);
+            }
+            return concat_flat({w, m, v});
+          },
+          [](DType) {
+            Tensor v = plain_input({8}, 58, DType::F32);
+            return std::vector{plain_input({8}, 55, DType::F32), plain_input({8}, 56, DType::F32),
+                               plain_input({8}, 57, DType::F32), ops::mul(v, v).detach()};
+          },
+          false};
+}
+
 struct NamedCase {
   const char* name;
   ops::OpGrad grad;

@@ -129,9 +129,10 @@ struct RunSection {
                                     // metrics step's order statistics, so that the second pass
                                     // is skipped when every rank lands there (ops/statistics.h);
                                     // the same values; off: no gain in two rounds on an H100
-  bool cuda_graph = false;          // on a GPU, a training micro-batch's forward and backward
-                                    // are recorded once as one CUDA graph and replayed at the
-                                    // steps without sink metrics (train/micro_batch_graph.h);
+  bool cuda_graph = false;          // on a GPU, a training step without sink metrics (forward,
+                                    // backward, clipping, AdamW) is recorded once as a CUDA
+                                    // graph and replayed at every such step
+                                    // (train/step_graph.h);
                                     // the same bits; off: 0.6 to 1.1% faster on an H100 with
                                     // metrics off, but it never applies when metrics run every
                                     // step, and with metrics every N steps a micro-batch's
@@ -295,7 +296,7 @@ struct MemoryEstimate {
   double parameter_bytes = 0;       // fp32 weights, gradients and AdamW m and v: 16 bytes each
   double activation_bytes = 0;      // what one micro-batch keeps for the backward, and its logits
   // run.cuda_graph on a GPU with metrics every N > 1 steps: the recorded micro-batch's own
-  // allocations (train/micro_batch_graph.h) beside the pool's, which the metrics steps use.
+  // allocations (train/step_graph.h) beside the pool's, which the metrics steps use.
   double graph_bytes = 0;
   double total() const { return parameter_bytes + activation_bytes + graph_bytes; }
 };

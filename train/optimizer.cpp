@@ -85,15 +85,38 @@ void AdamW::step(ParameterSet& params, double lr, double grad_scale) {
                                            << params.flat_values().device().str(),
                 "AdamW::on_host holds state for checkpoints; step the trainer's AdamW");
   ++t_;
-  const double b1 = optim_.beta1, b2 = optim_.beta2;
-  const float bias1 = static_cast<float>(1.0 - std::pow(b1, static_cast<double>(t_)));
-  const float bias2 = static_cast<float>(1.0 - std::pow(b2, static_cast<double>(t_)));
+  const auto [bias1, bias2] = bias_corrections(t_);
   const int64_t n = shard_.end - shard_.begin;
   Tensor w = params.flat_values().narrow_view(0, shard_.begin, n);  // (shard) views
   Tensor g = params.flat_grads().narrow_view(0, shard_.begin, n);
-  const ops::AdamWHyper h{lr,    b1,    b2, optim_.eps, optim_.weight_decay,
-                          bias1, bias2, static_cast<float>(grad_scale)};
+  const ops::AdamWHyper h{lr,    optim_.beta1, optim_.beta2, optim_.eps, optim_.weight_decay,
+                          bias1, bias2,        static_cast<float>(grad_scale)};
   ops::adamw_update(w, g, m_, v_, decay_mask_, h);
+}
+
+std::pair<float, float> AdamW::bias_corrections(int64_t t) const {
+  const double steps = static_cast<double>(t);
+  return {static_cast<float>(1.0 - std::pow(optim_.beta1, steps)),
+          static_cast<float>(1.0 - std::pow(optim_.beta2, steps))};
+}
+
+void AdamW::write_schedule(double lr) {
+  const auto [bias1, bias2] = bias_corrections(t_ + 1);
+  const Tensor host = Tensor::from_doubles({lr, bias1, bias2}, {3}, DType::F32);  // (3)
+  if (!schedule_.defined()) schedule_ = Tensor::empty({3}, DType::F32, m_.device());
+  schedule_.copy_from(host);
+}
+
+void AdamW::queue_scheduled_step(ParameterSet& params, const Tensor& results, double max_norm) {
+  SINKLAB_CHECK(!sharded() && schedule_.defined() && m_.device() == params.flat_values().device(),
+                ValueError,
+                "AdamW::queue_scheduled_step: " << (sharded() ? "a ZeRO-1 shard" : "")
+                                                << (schedule_.defined() ? "" : " no schedule"),
+                "call write_schedule first, on the trainer's whole (unsharded) AdamW");
+  Tensor w = params.flat_values(), g = params.flat_grads();  // (n) each
+  const ops::AdamWConstants c{optim_.beta1, optim_.beta2, optim_.eps, optim_.weight_decay,
+                              max_norm};
+  ops::adamw_update_scheduled(w, g, m_, v_, decay_mask_, c, schedule_, results);
 }
 
 }  // namespace sinklab::train

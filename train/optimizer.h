@@ -2,6 +2,7 @@
 // learning-rate schedule, and global-norm gradient clipping.
 #pragma once
 #include <cstdint>
+#include <utility>
 
 #include "train/config.h"
 #include "train/parameters.h"
@@ -39,6 +40,17 @@ class AdamW {
   // grad_scale: clip_factor's, applied to each gradient as it is read (the gradients are left
   // as they are).
   void step(ParameterSet& params, double lr, double grad_scale = 1.0);
+  // The update of a recorded step (run.cuda_graph, train/step_graph.h), queued without reading
+  // anything back. write_schedule(lr) copies this step's learning rate and bias corrections (for
+  // steps_taken() + 1) into schedule() before each replay; the queued update reads them and
+  // `results` ((2) f64: the step's loss summed over its micro-batches, the gradients' sum of
+  // squares) when it runs, clips by max_norm and skips itself where either is not finite
+  // (ops::adamw_update_scheduled): step()'s bits on a GPU. count_step() after a step that was
+  // not skipped. Whole moments only (no ZeRO-1 shard).
+  void write_schedule(double lr);
+  void queue_scheduled_step(ParameterSet& params, const Tensor& results, double max_norm);
+  void count_step() { ++t_; }
+  const Tensor& schedule() const { return schedule_; }  // (3) f32, once written
   int64_t steps_taken() const { return t_; }
   const Shard& shard() const { return shard_; }  // end resolved to the element count
   bool sharded() const { return shard_.begin != 0 || shard_.end != numel_; }
@@ -60,7 +72,10 @@ class AdamW {
   Tensor m_, v_;             // (shard size,) each, fp32
   std::vector<char> decay_;  // per parameter
   Tensor decay_mask_;        // (shard size,) i32 beside the moments: 1 where decay applies
+  Tensor schedule_;          // (3) f32 beside the moments: lr, 1 - beta1^t, 1 - beta2^t
   int64_t t_ = 0;
+  // 1 - beta1^t and 1 - beta2^t in f32, as every update reads them.
+  std::pair<float, float> bias_corrections(int64_t t) const;
 };
 
 }  // namespace sinklab::train

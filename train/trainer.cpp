@@ -28,7 +28,6 @@
 #include "ops/elementwise.h"
 #include "train/data/batch_slice.h"
 #include "train/data/data_loader.h"
-#include "train/micro_batch_graph.h"
 #include "train/model.h"
 #include "train/optimizer.h"
 #include "train/paper_metrics.h"
@@ -39,6 +38,7 @@
 #include "train/dist/handshake.h"
 #include "train/process_settings.h"
 #include "train/sampler.h"
+#include "train/step_graph.h"
 #include "train/data/tokenizer.h"
 #include "train/data/tokenizer_spec.h"
 #include "train/io/hf_weights.h"
@@ -173,7 +173,7 @@ struct Run::Variant {
   std::map<std::string, double> phase_ms;  // run.profile: ms per phase, summed over steps
   int64_t profiled_steps = 0;
   OrderHints order_hints;  // the residual's order statistics at the last metrics step
-  std::unique_ptr<MicroBatchGraph> graph;  // run.cuda_graph: the micro-batch's recording
+  std::unique_ptr<StepGraph> graph;  // run.cuda_graph: the step's recordings
   int64_t eager_steps = 0;  // steps this process ran without the recording (one comes first)
 };
 
@@ -281,10 +281,10 @@ Run::Run(const RunConfig& config, std::ostream& console, RunOptions options)
     v->optimizer = std::make_unique<AdamW>(
         v->model->params(), c.optim, zero1 ? parallel_->optimizer_shard(numel) : Shard{});
     v->accumulation = accumulation_steps(c.train.tokens_per_step, B, T, parallel_->world_size());
-    const std::string no_graph =
-        MicroBatchGraph::unavailable_because(c, parallel_->world_size());
+    const std::string no_graph = StepGraph::unavailable_because(c, parallel_->world_size());
     if (no_graph.empty())
-      v->graph = std::make_unique<MicroBatchGraph>(*v->model, v->accumulation);
+      v->graph = std::make_unique<StepGraph>(*v->model, *v->optimizer, v->accumulation,
+                                             c.optim.grad_clip);
     else if (c.run.cuda_graph)
       console_.stream() << "variant " << v->name << ": cuda graph off: " << no_graph << "\n";
     console_.stream() << "variant " << v->name << ": " << choice_text(c.model.arch) << " "
@@ -551,54 +551,63 @@ void Run::step_all(int64_t step, bool evaluate_first) {
     PhaseClock clock(c.run.profile, v.phase_ms, v.model->params().flat_values().device());
     double loss_sum = 0;
     uint64_t hash = kTokenHashStart;  // of the global batch: every rank's windows, in order
-    // run.cuda_graph: after one eager step, the micro-batches of steps without metrics replay
-    // one recording (train/micro_batch_graph.h).
-    bool replayed = false;
+    std::vector<Batch> batches;  // (accumulation) this rank's micro-batches
     for (int64_t micro = 0; micro < v.accumulation; ++micro) {
       const uint64_t round = v.train_data->cursor();
-      Batch batch = v.train_data->next_slice(parallel_->rank(), parallel_->world_size());
+      batches.push_back(v.train_data->next_slice(parallel_->rank(), parallel_->world_size()));
       if (parallel_->writer())  // only it records the hash
         hash = v.train_data->hash_windows(
             hash, round, static_cast<uint64_t>(c.train.batch_size * parallel_->world_size()));
-      if (v.graph && !v.graph->given_up() && !metrics_step && v.eager_steps > 0) {
-        const bool first = v.graph->replays() == 0;
-        if (const std::optional<double> loss = v.graph->run(batch)) {
-          if (first)
-            console_.stream() << "variant " << v.name << ": cuda graph recorded at step " << step
-                              << " (" << v.graph->nodes()
-                              << " device operations: a micro-batch's forward and backward)\n";
-          loss_sum += *loss;
-          replayed = true;
-          clock.mark("forward and backward (cuda graph)");
-          continue;
-        }
-        console_.stream() << "variant " << v.name << ": cuda graph off from step " << step << ": "
-                          << v.graph->off_reason() << "\n";
-      }
-      autograd::restart_forward_profile();
-      ForwardResult out = v.model->forward(batch.inputs, batch.targets,
-                                           metrics_step && micro == 0 ? &capture : nullptr);
-      if (metrics_step && micro == 0) metrics.emplace(params.flat_values().device());
-      loss_sum += out.loss.item();
-      clock.mark("forward");
-      // The last backward of the step reduces gradient buckets across ranks as it goes.
-      const bool last = micro + 1 == v.accumulation;
-      if (last) parallel_->start_gradient_reduction(params);
-      autograd::backward(ops::scale(out.loss, 1.0 / static_cast<double>(v.accumulation)));
-      if (metrics_step && micro == 0) metrics->queue(capture, v.order_hints);
-      if (last) parallel_->finish_gradient_reduction(params);
-      clock.mark("backward");
     }
-    if (!replayed) ++v.eager_steps;
     record.batch_hash = hash;
-    record.loss = parallel_->average(loss_sum / static_cast<double>(v.accumulation));
-    record.grad_norm = global_grad_norm(params);
-    record.skipped = !std::isfinite(record.loss) || !std::isfinite(record.grad_norm);
-    if (!record.skipped) {
-      v.optimizer->step(params, record.lr, clip_factor(record.grad_norm, c.optim.grad_clip));
-      if (v.zero1) parallel_->gather_parameter_shards(params);
+    // run.cuda_graph: after one eager step, the steps without metrics replay their recordings
+    // (train/step_graph.h): the micro-batches and the update, read back once.
+    std::optional<StepGraph::Result> replayed;
+    if (v.graph && !v.graph->given_up() && !metrics_step && v.eager_steps > 0) {
+      const bool first = v.graph->replays() == 0;
+      replayed = v.graph->run(batches, record.lr);
+      if (replayed && first)
+        console_.stream() << "variant " << v.name << ": cuda graph recorded at step " << step
+                          << " (" << v.graph->nodes()
+                          << " device operations: the micro-batches' forward and backward, "
+                             "clipping and AdamW)\n";
+      if (!replayed)
+        console_.stream() << "variant " << v.name << ": cuda graph off from step " << step
+                          << ": " << v.graph->off_reason() << "\n";
     }
-    clock.mark("grad norm, clip, AdamW");
+    if (replayed) {
+      record.loss = replayed->loss_sum / static_cast<double>(v.accumulation);
+      record.grad_norm = std::sqrt(replayed->sum_of_squares);
+      record.skipped = !std::isfinite(record.loss) || !std::isfinite(record.grad_norm);
+      if (!record.skipped) v.optimizer->count_step();  // the device skipped its update too
+      clock.mark("step (cuda graph)");
+    } else {
+      ++v.eager_steps;
+      for (int64_t micro = 0; micro < v.accumulation; ++micro) {
+        const Batch& batch = batches[micro];
+        autograd::restart_forward_profile();
+        ForwardResult out = v.model->forward(batch.inputs, batch.targets,
+                                             metrics_step && micro == 0 ? &capture : nullptr);
+        if (metrics_step && micro == 0) metrics.emplace(params.flat_values().device());
+        loss_sum += out.loss.item();
+        clock.mark("forward");
+        // The last backward of the step reduces gradient buckets across ranks as it goes.
+        const bool last = micro + 1 == v.accumulation;
+        if (last) parallel_->start_gradient_reduction(params);
+        autograd::backward(ops::scale(out.loss, 1.0 / static_cast<double>(v.accumulation)));
+        if (metrics_step && micro == 0) metrics->queue(capture, v.order_hints);
+        if (last) parallel_->finish_gradient_reduction(params);
+        clock.mark("backward");
+      }
+      record.loss = parallel_->average(loss_sum / static_cast<double>(v.accumulation));
+      record.grad_norm = global_grad_norm(params);
+      record.skipped = !std::isfinite(record.loss) || !std::isfinite(record.grad_norm);
+      if (!record.skipped) {
+        v.optimizer->step(params, record.lr, clip_factor(record.grad_norm, c.optim.grad_clip));
+        if (v.zero1) parallel_->gather_parameter_shards(params);
+      }
+      clock.mark("grad norm, clip, AdamW");
+    }
     if (metrics_step) {
       // Every rank's slice of the batch: the metrics of the global batch, on every rank.
       record.sink = metrics->finish(c.metrics.sink_threshold,

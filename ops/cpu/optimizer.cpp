@@ -46,6 +46,24 @@ double sum_of_squares(const Tensor& x) {
   return total;
 }
 
+void sum_of_squares_into(const Tensor& x, Tensor& out) {
+  out.data<double>()[0] = sum_of_squares(x);
+}
+
+void adamw_update_scheduled(Tensor& w, const Tensor& g, Tensor& m, Tensor& v,
+                            const Tensor& decay_mask, const ops::AdamWConstants& c,
+                            const Tensor& schedule, const Tensor& results) {
+  const float* s = schedule.data<float>();   // (3) lr, 1 - beta1^t, 1 - beta2^t
+  const double* r = results.data<double>();  // (2) loss, sum of squares
+  const double norm = std::sqrt(r[1]);
+  if (!std::isfinite(r[0]) || !std::isfinite(norm)) return;
+  const double factor =
+      c.max_norm <= 0 || !(norm > c.max_norm) ? 1.0 : c.max_norm / (norm + 1e-6);
+  const ops::AdamWHyper h{s[0], c.beta1, c.beta2, c.eps, c.weight_decay, s[1], s[2],
+                          static_cast<float>(factor)};
+  cpu::adamw_update(w, g, m, v, decay_mask, h);
+}
+
 void scale_in_place(Tensor& x, float factor) {
   float* p = x.data<float>();  // (n)
   parallel_for(x.numel(), [&](int64_t i) { p[i] *= factor; }, 1 << 14);

@@ -12,5 +12,12 @@ void adamw_update(Tensor& w, const Tensor& g, Tensor& m, Tensor& v, const Tensor
                   const ops::AdamWHyper& h);
 double sum_of_squares(const Tensor& x);
 void scale_in_place(Tensor& x, float factor);
+// out[0] = sum_of_squares(x).
+void sum_of_squares_into(const Tensor& x, Tensor& out);
+// Reads the schedule and the results (ops/optimizer.h), returns without a write where the loss
+// or the norm is not finite, else adamw_update with the hyper-parameters they give.
+void adamw_update_scheduled(Tensor& w, const Tensor& g, Tensor& m, Tensor& v,
+                            const Tensor& decay_mask, const ops::AdamWConstants& c,
+                            const Tensor& schedule, const Tensor& results);
 
 }  // namespace sinklab::cpu

@@ -14,6 +14,8 @@
 #include "autograd/grad_mode.h"
 #include "core/precision.h"
 #include "ops/add_norm.h"
+#include "ops/elementwise.h"
+#include "ops/optimizer.h"
 #include "ops/remembered_operands.h"
 #include "ops/rmsnorm.h"
 #include "train/config.h"
@@ -72,6 +74,48 @@ TEST_CASE("cuda: AdamW, grad norm and clipping match the CPU", "[cuda]") {
   }
   test::require_close(gpu.flat_values().to_device(Device::cpu()), cpu.flat_values(), 1e-5, 1e-7);
   test::require_close(adam_gpu.m().to_device(Device::cpu()), adam_cpu.m(), 1e-5, 1e-8);
+}
+
+TEST_CASE("cuda: the scheduled AdamW (a recorded step's) gives the eager update's bits: plain, "
+          "clipped and skipped steps", "[cuda]") {
+  SINKLAB_REQUIRE_CUDA();
+  std::vector<ParamSpec> specs{{"a.weight", {37, 19}, Init::Normal, 0.02, true, false},
+                               {"a.bias", {19}, Init::Zeros, 0.0, false, false},
+                               {"emb.weight", {101, 19}, Init::Normal, 0.02, true, true}};
+  ParameterSet eager(specs, 3, DType::F32, Device::cuda(0));
+  ParameterSet scheduled(specs, 3, DType::F32, Device::cuda(0));
+  OptimSection o;
+  o.weight_decay = 0.1;
+  o.decay_embeddings = false;
+  const double max_norm = 1.0;
+  AdamW adam_eager(eager, o), adam_scheduled(scheduled, o);
+  const double losses[4] = {3.0, 2.9, std::nan(""), 2.7};  // step 2 is skipped
+  for (int step = 0; step < 4; ++step) {
+    INFO("step " << step);
+    // Steps 1 and 3 have a norm above max_norm (clipped), 0 below it.
+    Tensor g = ops::scale(randn({eager.numel()}, RngKey{9, static_cast<uint64_t>(step), 0}),
+                          step % 2 ? 3.0 : 0.01).detach();
+    eager.flat_grads().copy_from(g.to_device(Device::cuda(0)));
+    scheduled.flat_grads().copy_from(g.to_device(Device::cuda(0)));
+    const double lr = 1e-2 / (step + 1);
+    const double norm = global_grad_norm(eager);
+    if (std::isfinite(losses[step]) && std::isfinite(norm))
+      adam_eager.step(eager, lr, clip_factor(norm, max_norm));
+    Tensor results = Tensor::from_doubles({losses[step], 0.0}, {2}, DType::F64)
+                         .to_device(Device::cuda(0));  // (2) loss, sum of squares
+    Tensor sum = results.narrow_view(0, 1, 1);
+    ops::sum_of_squares_into(scheduled.flat_grads(), sum);
+    adam_scheduled.write_schedule(lr);
+    adam_scheduled.queue_scheduled_step(scheduled, results, max_norm);
+    const std::vector<double> r = results.to_doubles();
+    REQUIRE(r[1] == ops::sum_of_squares(eager.flat_grads()));  // the eager norm's sum
+    if (std::isfinite(r[0]) && std::isfinite(std::sqrt(r[1]))) adam_scheduled.count_step();
+    REQUIRE(adam_scheduled.steps_taken() == adam_eager.steps_taken());
+    REQUIRE(scheduled.flat_values().to_doubles() == eager.flat_values().to_doubles());
+    REQUIRE(adam_scheduled.m().to_doubles() == adam_eager.m().to_doubles());
+    REQUIRE(adam_scheduled.v().to_doubles() == adam_eager.v().to_doubles());
+  }
+  REQUIRE(adam_eager.steps_taken() == 3);
 }
 
 // One run of 200 steps of a small LLaMA-style model, baseline and head-wise RMSNorm side by side,

@@ -12,6 +12,7 @@
 #include "ops/attention.h"
 #include "ops/elementwise.h"
 #include "ops/matmul.h"
+#include "ops/optimizer.h"
 #include "ops/reduce.h"
 #include "ops/rmsnorm.h"
 #include "ops/rope.h"
@@ -465,19 +466,35 @@ TEST_CASE("AdamW matches a hand computation and decays only matrices", "[optim]"
   REQUIRE(clip_factor(0.5, 1.0) == 1.0);       // under the limit
 }
 
-TEST_CASE("AdamW's grad_scale equals clipping the gradients in place first, bit for bit",
-          "[optim]") {
+namespace {
+// Two tiny GPT-2s with the same weights and an AdamW each (weight decay 0.1): one update made
+// two ways, a on the first, b on the second.
+struct TwinUpdates {
+  static OptimSection optim() {
+    OptimSection o;
+    o.weight_decay = 0.1;
+    return o;
+  }
   ModelSection cfg = tiny_model(Arch::Gpt2, AttnOutputNorm::None);
-  OptimSection o;
-  o.weight_decay = 0.1;
-  GPT in_place_model(cfg, 4), scaled_model(cfg, 4);
-  ParameterSet& a = in_place_model.params();
-  ParameterSet& b = scaled_model.params();
-  AdamW in_place(a, o), scaled(b, o);
-  for (int step = 0; step < 3; ++step) {
-    Tensor grads = rand_uniform({a.numel()}, RngKey{6, 10, static_cast<uint64_t>(step)}, -1.0, 1.0);
+  GPT model_a{cfg, 4}, model_b{cfg, 4};
+  ParameterSet& a = model_a.params();
+  ParameterSet& b = model_b.params();
+  AdamW adam_a{a, optim()}, adam_b{b, optim()};
+  void set_grads(const Tensor& grads) {  // (numel) the same gradients on both
     a.flat_grads().copy_from(grads);
     b.flat_grads().copy_from(grads);
+  }
+};
+}  // namespace
+
+TEST_CASE("AdamW's grad_scale equals clipping the gradients in place first, bit for bit",
+          "[optim]") {
+  TwinUpdates twins;
+  ParameterSet &a = twins.a, &b = twins.b;
+  AdamW &in_place = twins.adam_a, &scaled = twins.adam_b;
+  for (int step = 0; step < 3; ++step) {
+    twins.set_grads(
+        rand_uniform({a.numel()}, RngKey{6, 10, static_cast<uint64_t>(step)}, -1.0, 1.0));
     const double norm = global_grad_norm(a);
     const double factor = clip_gradients(a, norm, 0.5 * norm);
     REQUIRE(factor < 1.0);
@@ -486,6 +503,39 @@ TEST_CASE("AdamW's grad_scale equals clipping the gradients in place first, bit 
   }
   REQUIRE(b.flat_values().to_doubles() == a.flat_values().to_doubles());
   REQUIRE(scaled.v().to_doubles() == in_place.v().to_doubles());
+}
+
+TEST_CASE("AdamW's scheduled update (run.cuda_graph's) equals step(): plain, clipped, skipped",
+          "[optim]") {
+  // The learning rates are powers of two, so that their f32 copy in the schedule is the double
+  // the eager step() is given (a GPU's step rounds it to f32 as well: [cuda] compares those).
+  TwinUpdates twins;
+  ParameterSet &a = twins.a, &b = twins.b;
+  AdamW &eager = twins.adam_a, &scheduled = twins.adam_b;
+  const double max_norm = 4.0;
+  const double losses[4] = {3.0, 2.9, std::nan(""), 2.7};  // step 2 is skipped
+  for (int step = 0; step < 4; ++step) {
+    INFO("step " << step);
+    // Steps 1 and 3 have a norm above max_norm (clipped), 0 below it.
+    twins.set_grads(rand_uniform({a.numel()}, RngKey{6, 11, static_cast<uint64_t>(step)},
+                                 step % 2 ? -1.0 : -1e-3, step % 2 ? 1.0 : 1e-3));
+    const double lr = std::ldexp(1.0, -6 - step);
+    const double norm = global_grad_norm(a);
+    REQUIRE((step % 2 ? norm > max_norm : norm < max_norm));
+    if (std::isfinite(losses[step])) eager.step(a, lr, clip_factor(norm, max_norm));
+    Tensor results = Tensor::from_doubles({losses[step], 0.0}, {2}, DType::F64);  // (2)
+    Tensor sum = results.narrow_view(0, 1, 1);
+    ops::sum_of_squares_into(b.flat_grads(), sum);
+    REQUIRE(results.to_doubles()[1] == ops::sum_of_squares(a.flat_grads()));  // same bits
+    scheduled.write_schedule(lr);
+    scheduled.queue_scheduled_step(b, results, max_norm);
+    if (std::isfinite(losses[step])) scheduled.count_step();
+    REQUIRE(scheduled.steps_taken() == eager.steps_taken());
+    REQUIRE(b.flat_values().to_doubles() == a.flat_values().to_doubles());
+    REQUIRE(scheduled.m().to_doubles() == eager.m().to_doubles());
+    REQUIRE(scheduled.v().to_doubles() == eager.v().to_doubles());
+  }
+  REQUIRE(eager.steps_taken() == 3);
 }
 
 TEST_CASE("AdamW shards (ZeRO-1): two halves update exactly what one whole AdamW does",

@@ -22,7 +22,7 @@
 #include "train/config.h"
 #include "train/io/export.h"
 #include "train/io/safetensors.h"
-#include "train/micro_batch_graph.h"
+#include "train/step_graph.h"
 #include "train/trainer.h"
 #include "tests/helpers.h"
 #include "tests/train/train_test_util.h"
@@ -227,12 +227,12 @@ TEST_CASE("run.cuda_graph on the CPU: off with the reason in the run header, the
   REQUIRE(console.find("cuda graph recorded") == std::string::npos);
   // Where a run cannot record, whatever the machine: the reason names the key or the setting.
   RunConfig c = parse_config("run: {device: cuda, cuda_graph: true}", "g.yaml");
-  REQUIRE(MicroBatchGraph::unavailable_because(c, 1).empty());
-  REQUIRE(test::contains(MicroBatchGraph::unavailable_because(c, 4), "data parallel (4 ranks)"));
+  REQUIRE(StepGraph::unavailable_because(c, 1).empty());
+  REQUIRE(test::contains(StepGraph::unavailable_because(c, 4), "data parallel (4 ranks)"));
   c.run.profile = true;
-  REQUIRE(test::contains(MicroBatchGraph::unavailable_because(c, 1), "run.profile"));
+  REQUIRE(test::contains(StepGraph::unavailable_because(c, 1), "run.profile"));
   c.run.cuda_graph = false;
-  REQUIRE(MicroBatchGraph::unavailable_because(c, 1) == "run.cuda_graph is off");
+  REQUIRE(StepGraph::unavailable_because(c, 1) == "run.cuda_graph is off");
 }
 
 TEST_CASE("cuda: run.cuda_graph replays the micro-batches bit for bit, with accumulation, "
