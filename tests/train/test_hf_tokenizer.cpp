@@ -230,6 +230,11 @@ TEST_CASE("hf tokenizer.json: what sinklab cannot run is refused, naming the fil
       {hf_json(vocab, ok_merges, kByteLevelGpt2, R"([{"id": 97, "content": "<x>", "special": true}])"),
        {"added token \"<x>\" has the id 97"}},
       {hf_json(R"("ab": 97)", "[]", kByteLevelGpt2), {"gives the id 97 to two tokens"}},
+      // One stray id far past the others (the fuzzer's: a table of 77M entries for 257 tokens).
+      {hf_json(R"("ab": 77777741)", ok_merges, kByteLevelGpt2),
+       {"token ids reach 77777741 for 257 tokens", "ids unused"}},
+      {hf_json(vocab, ok_merges, kByteLevelGpt2, R"([{"id": 2000000, "content": "<x>", "special": true}])"),
+       {"token ids reach 2000000 for 258 tokens"}},
       {R"({"model": {"type": "BPE", "vocab": {}, "merges": []}, "decoder": {"type": "WordPiece"}})",
        {"decoder.type", "WordPiece"}},
       {R"({"model": {"type": "BPE", "vocab": {}, "merges": []}, "decoder": null})", {"decoder"}},

@@ -28,6 +28,9 @@ struct CompiledStep {
   std::unique_ptr<SplitRegex> regex;  // null: ByteLevel without a regex
 };
 
+// The most ids below a tokenizer's largest that no token holds.
+constexpr int64_t kMaxUnusedIds = int64_t{1} << 20;
+
 class ByteLevelBpeTokenizer final : public Tokenizer {
  public:
   ByteLevelBpeTokenizer(ByteLevelBpeModel model, std::string kind, const std::string& origin)
@@ -54,6 +57,14 @@ class ByteLevelBpeTokenizer final : public Tokenizer {
     }
     SINKLAB_CHECK(size <= std::numeric_limits<int32_t>::max(), IOError,
                   origin << ": token ids reach " << size - 1, hint);
+    // A tokenizer's ids run from 0 with at most a few unused ones (special tokens placed past
+    // the vocabulary); the id table is as long as the largest id, so a stray huge id would
+    // allocate gigabytes for nothing.
+    const int64_t entries = static_cast<int64_t>(model_.vocab.size() + model_.added_tokens.size());
+    SINKLAB_CHECK(size - entries <= kMaxUnusedIds, IOError,
+                  origin << ": token ids reach " << size - 1 << " for " << entries
+                         << " tokens: more than " << kMaxUnusedIds << " ids unused",
+                  hint);
     pieces_.assign(static_cast<size_t>(size), std::nullopt);
     std::vector<const std::string*> text_of(static_cast<size_t>(size), nullptr);
     for (const auto& [text, id] : model_.vocab) {
