@@ -49,6 +49,7 @@ __global__ void adamw_scheduled_kernel(float* w, const float* g, float* m, float
   if (i >= n) return;
   const double norm = sqrt(results[1]);
   if (!isfinite(results[0]) || !isfinite(norm)) return;  // the skipped step
+  // ops::clip_factor, on the device
   const double factor =
       c.max_norm <= 0 || !(norm > c.max_norm) ? 1.0 : c.max_norm / (norm + 1e-6);
   const AdamWHyper h{schedule[0], c.beta1, c.beta2, c.eps, c.weight_decay,

@@ -65,10 +65,10 @@ void set_side_stream_priority(SidePriority priority);
 // Bytes held by tensors in the stream-ordered pool and by recorded CUDA graphs' allocations
 // (cuda/graph_recording.h), in MiB.
 double memory_in_use_mib();
-double memory_capacity_mib();
+double memory_capacity_mib();  // the current device's global memory (cudaMemGetInfo's total), in MiB
 // Waits for the compute and side streams, then trims the stream-ordered pool to what tensors
 // hold (DeviceRuntime::release_cached_memory).
-void release_cached_memory();  // the current device's global memory (cudaMemGetInfo's total), in MiB
+void release_cached_memory();
 double peak_bf16_tflops();   // dense bf16 peak of device 0 when known (H100/H200, A100), else 0
 // An attribute of the current device (cudaDeviceGetAttribute): the opt-in shared memory per
 // block, the SM count, the compute capability.

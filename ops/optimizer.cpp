@@ -21,9 +21,6 @@ void check_f32(const Tensor& t, const char* op, const char* arg, Device device, 
                    << device.str(),
                 "pass the flat f32 buffers (or one shard of each) of one ParameterSet");
 }
-}  // namespace
-
-namespace {
 
 // w, g, m, v (n) f32 and the decay mask (n) i32, all on w's device.
 void check_adamw_buffers(const Tensor& w, const Tensor& g, const Tensor& m, const Tensor& v,
@@ -76,6 +73,11 @@ void sum_of_squares_into(const Tensor& x, Tensor& out) {
   check_f32(x, "sum_of_squares_into", "x", x.device(), x.numel());
   check_small(out, "sum_of_squares_into", "out", DType::F64, 1, x.device());
   sum_of_squares_into_kernels.kernel(x.device())(x, out);
+}
+
+double clip_factor(double norm, double max_norm) {
+  if (max_norm <= 0 || !(norm > max_norm)) return 1.0;
+  return max_norm / (norm + 1e-6);
 }
 
 double sum_of_squares(const Tensor& x) {

@@ -22,6 +22,10 @@ struct AdamWHyper {
 // contiguous. Updates w, m and v in place; g is read (times h.grad_scale), never written.
 void adamw_update(Tensor& w, const Tensor& g, Tensor& m, Tensor& v, const Tensor& decay_mask,
                   const AdamWHyper& h);
+// The factor that clips gradients of global norm `norm` to max_norm: max_norm / (norm + 1e-6)
+// when norm > max_norm > 0, else 1 (train/optimizer.h's clip_factor; the scheduled update's CPU
+// twin; cuda/optimizer.cu's kernel computes the same on the device).
+double clip_factor(double norm, double max_norm);
 // sum(x^2) of an f32 tensor, accumulated in double in a fixed order: the same on every run.
 double sum_of_squares(const Tensor& x);
 // out (1) f64 on x's device = sum_of_squares(x), the same bits, left on the device.

@@ -22,10 +22,7 @@ double global_grad_norm(const ParameterSet& params) {
   return std::sqrt(ops::sum_of_squares(params.flat_grads()));
 }
 
-double clip_factor(double norm, double max_norm) {
-  if (max_norm <= 0 || !(norm > max_norm)) return 1.0;
-  return max_norm / (norm + 1e-6);
-}
+double clip_factor(double norm, double max_norm) { return ops::clip_factor(norm, max_norm); }
 
 double clip_gradients(ParameterSet& params, double norm, double max_norm) {
   const double factor = clip_factor(norm, max_norm);

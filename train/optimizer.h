@@ -42,7 +42,7 @@ class AdamW {
   void step(ParameterSet& params, double lr, double grad_scale = 1.0);
   // The update of a recorded step (run.cuda_graph, train/step_graph.h), queued without reading
   // anything back. write_schedule(lr) copies this step's learning rate and bias corrections (for
-  // steps_taken() + 1) into schedule() before each replay; the queued update reads them and
+  // steps_taken() + 1) into a device buffer before each replay; the queued update reads them and
   // `results` ((2) f64: the step's loss summed over its micro-batches, the gradients' sum of
   // squares) when it runs, clips by max_norm and skips itself where either is not finite
   // (ops::adamw_update_scheduled): step()'s bits on a GPU. count_step() after a step that was
@@ -50,7 +50,6 @@ class AdamW {
   void write_schedule(double lr);
   void queue_scheduled_step(ParameterSet& params, const Tensor& results, double max_norm);
   void count_step() { ++t_; }
-  const Tensor& schedule() const { return schedule_; }  // (3) f32, once written
   int64_t steps_taken() const { return t_; }
   const Shard& shard() const { return shard_; }  // end resolved to the element count
   bool sharded() const { return shard_.begin != 0 || shard_.end != numel_; }

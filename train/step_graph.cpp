@@ -85,7 +85,6 @@ std::optional<StepGraph::Result> StepGraph::run(const std::vector<Batch>& batche
     inputs_ = Tensor::empty(first.inputs.shape(), DType::I32, device);    // (B, T)
     targets_ = Tensor::empty(first.targets.shape(), DType::I32, device);  // (B, T)
     results_ = Tensor::zeros({2}, DType::F64, device);                    // (2)
-    optimizer_.write_schedule(lr);  // the buffer the recording reads
   }
   for (const Batch& b : batches)
     SINKLAB_CHECK(b.inputs.shape() == inputs_.shape() && b.targets.shape() == targets_.shape(),
@@ -93,8 +92,8 @@ std::optional<StepGraph::Result> StepGraph::run(const std::vector<Batch>& batche
                   "cuda graph: a micro-batch of " << b.inputs.str() << " after "
                                                   << inputs_.str(),
                   "a recording replays one shape: every training micro-batch has one");
+  optimizer_.write_schedule(lr);  // before the first recording: the buffer it reads
   if (!last_ && !record()) return std::nullopt;
-  optimizer_.write_schedule(lr);
   results_.fill(0.0);
   for (size_t i = 0; i < batches.size(); ++i) {
     inputs_.copy_from(batches[i].inputs);  // waits for the replay before: it read them

@@ -575,12 +575,9 @@ void Run::step_all(int64_t step, bool evaluate_first) {
         console_.stream() << "variant " << v.name << ": cuda graph off from step " << step
                           << ": " << v.graph->off_reason() << "\n";
     }
-    if (replayed) {
+    if (replayed) {  // world size 1: the loss is this rank's
       record.loss = replayed->loss_sum / static_cast<double>(v.accumulation);
       record.grad_norm = std::sqrt(replayed->sum_of_squares);
-      record.skipped = !std::isfinite(record.loss) || !std::isfinite(record.grad_norm);
-      if (!record.skipped) v.optimizer->count_step();  // the device skipped its update too
-      clock.mark("step (cuda graph)");
     } else {
       ++v.eager_steps;
       for (int64_t micro = 0; micro < v.accumulation; ++micro) {
@@ -601,7 +598,12 @@ void Run::step_all(int64_t step, bool evaluate_first) {
       }
       record.loss = parallel_->average(loss_sum / static_cast<double>(v.accumulation));
       record.grad_norm = global_grad_norm(params);
-      record.skipped = !std::isfinite(record.loss) || !std::isfinite(record.grad_norm);
+    }
+    record.skipped = !std::isfinite(record.loss) || !std::isfinite(record.grad_norm);
+    if (replayed) {
+      if (!record.skipped) v.optimizer->count_step();  // the device skipped its update too
+      clock.mark("step (cuda graph)");
+    } else {
       if (!record.skipped) {
         v.optimizer->step(params, record.lr, clip_factor(record.grad_norm, c.optim.grad_clip));
         if (v.zero1) parallel_->gather_parameter_shards(params);

@@ -57,10 +57,8 @@ void adamw_update_scheduled(Tensor& w, const Tensor& g, Tensor& m, Tensor& v,
   const double* r = results.data<double>();  // (2) loss, sum of squares
   const double norm = std::sqrt(r[1]);
   if (!std::isfinite(r[0]) || !std::isfinite(norm)) return;
-  const double factor =
-      c.max_norm <= 0 || !(norm > c.max_norm) ? 1.0 : c.max_norm / (norm + 1e-6);
   const ops::AdamWHyper h{s[0], c.beta1, c.beta2, c.eps, c.weight_decay, s[1], s[2],
-                          static_cast<float>(factor)};
+                          static_cast<float>(ops::clip_factor(norm, c.max_norm))};
   cpu::adamw_update(w, g, m, v, decay_mask, h);
 }
 
