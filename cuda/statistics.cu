@@ -495,87 +495,17 @@ __device__ __forceinline__ void held_rows_with_statistics(const float* __restric
   }
 }
 
-// Predicted bins (ops::predicted_order_statistics): the f32 residual's order statistics move
-// little from one metrics step to the next, so the first pass also counts the low 16 bits of the
-// keys in the top-16-bit bins of the hinted values (the previous step's) and their neighbours.
-// Where every rank's bin is among them, the second pass over x is skipped. Exact either way.
-constexpr int kPredictedPerValue = 3;  // a hinted value's bin, the one below and the one above
-constexpr int kMaxPredicted = kPredictedPerValue * kMaxRanks;
-constexpr int kPredictedLowBins = 1 << 16;  // the low 16 bits of an f32 key
-
-// hint (count) f32: the hinted values; hist (kPredictedPerValue * count, kPredictedLowBins) u32,
-// zeroed: row j counts the low 16 bits of the keys in predicted bin j. Null hint: no prediction.
-struct Prediction {
-  const float* hint = nullptr;
-  int count = 0;
-  unsigned* hist = nullptr;
-};
-
-// The distinct predicted bins in a fixed order (hinted value k's bin - 1, bin, bin + 1 for k =
-// 0, 1, ...; those outside [0, 2^15) left out): histogram row j counts bins[j]. Returns how many.
-__device__ int predicted_bins(const float* hint, int count, unsigned* bins) {
-  int n = 0;
-  for (int k = 0; k < count; ++k) {
-    const int b = static_cast<int>(abs_key<float, uint32_t>(hint[k]) >> kBelowTop16<float>);
-    for (int d = -1; d <= 1; ++d) {
-      const int c = b + d;
-      if (c < 0 || c >= kWholeKeyBins) continue;
-      int j = 0;
-      while (j < n && bins[j] != static_cast<unsigned>(c)) ++j;
-      if (j == n) bins[n++] = static_cast<unsigned>(c);
-    }
-  }
-  return n;
-}
-
-// The row of bin among the n predicted bins, or -1.
-__device__ int predicted_row(const unsigned* bins, int n, unsigned bin) {
-  for (int j = 0; j < n; ++j)
-    if (bins[j] == bin) return j;
-  return -1;
-}
-
-// The shared memory a predicting first pass adds after the counts: the bitmap of predicted bins
-// (kWholeKeyBins / 32 words), the bins themselves (kMaxPredicted) and their number.
-constexpr size_t kPredictionShared = (kWholeKeyBins / 32 + kMaxPredicted + 1) * sizeof(unsigned);
-
 // whole_key_histogram and row_statistics of x (R, D) contiguous f32 in one pass
-// (held_rows_with_statistics): every key counted into the block's shared copy of the bins; with
-// Predict, a key in a predicted bin also into that bin's low-16-bit row of prediction.hist (a
-// bitmap in shared memory turns the others away with one shared load each).
-template <int V, bool Predict>
+// (held_rows_with_statistics): every key counted into the block's shared copy of the bins.
+template <int V>
 __global__ void __launch_bounds__(kWholeKeyThreads)
     rows_and_whole_key_histogram(const float* __restrict__ x, int64_t R, int D,
-                                 float* __restrict__ rows, unsigned long long* __restrict__ hist,
-                                 Prediction prediction) {
-  extern __shared__ unsigned int counts[];  // (kWholeKeyBins) this block's, then with Predict:
-  unsigned* predicted = counts + kWholeKeyBins;            // (kWholeKeyBins / 32) bitmap
-  unsigned* bins = predicted + kWholeKeyBins / 32;         // (kMaxPredicted) the bins
-  unsigned* bin_count = bins + kMaxPredicted;              // (1)
+                                 float* __restrict__ rows, unsigned long long* __restrict__ hist) {
+  extern __shared__ unsigned int counts[];  // (kWholeKeyBins) this block's
   for (int i = threadIdx.x; i < kWholeKeyBins; i += blockDim.x) counts[i] = 0;
-  if constexpr (Predict) {
-    for (int i = threadIdx.x; i < kWholeKeyBins / 32; i += blockDim.x) predicted[i] = 0;
-    __syncthreads();
-    if (threadIdx.x == 0) {
-      const int n = predicted_bins(prediction.hint, prediction.count, bins);
-      *bin_count = static_cast<unsigned>(n);
-      for (int j = 0; j < n; ++j) predicted[bins[j] / 32] |= 1u << (bins[j] % 32);
-    }
-  }
   __syncthreads();
   held_rows_with_statistics<V>(x, R, D, rows, [&](float v) {
-    const uint32_t key = abs_key<float, uint32_t>(v);
-    const unsigned top = key >> kBelowTop16<float>;
-    atomicAdd(&counts[top], 1u);
-    if constexpr (Predict) {
-      if ((predicted[top / 32] >> (top % 32)) & 1u) {
-        const int j = predicted_row(bins, static_cast<int>(*bin_count), top);
-        const unsigned bin = static_cast<unsigned>(j) * kPredictedLowBins +
-                             (key & (kPredictedLowBins - 1));
-        const unsigned peers = __match_any_sync(__activemask(), bin);  // lanes with this bin
-        if (threadIdx.x % 32 == __ffs(peers) - 1) atomicAdd(&prediction.hist[bin], __popc(peers));
-      }
-    }
+    atomicAdd(&counts[static_cast<int>(abs_key<float, uint32_t>(v) >> kBelowTop16<float>)], 1u);
   });
   __syncthreads();
   for (int i = threadIdx.x; i < kWholeKeyBins; i += blockDim.x)
@@ -644,21 +574,15 @@ template <class T>
 bool whole_key_fits() {
   static const bool fits = [] {
     const int limit = device_attribute(cudaDevAttrMaxSharedMemoryPerBlockOptin);
-    // (The predicting first pass's bitmap and bins add under 5 KB: every device with 128 KB a
-    // block, sm_80 and sm_90 among them, has that too.)
-    if (static_cast<size_t>(limit) < kWholeKeyShared + kPredictionShared) return false;
-    auto opt_in = [](auto kernel, size_t bytes) {
+    if (static_cast<size_t>(limit) < kWholeKeyShared) return false;
+    auto opt_in = [](auto kernel) {
       SINKLAB_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                              static_cast<int>(bytes)));
+                                              static_cast<int>(kWholeKeyShared)));
     };
-    opt_in(whole_key_histogram<T>, kWholeKeyShared);
+    opt_in(whole_key_histogram<T>);
     if constexpr (std::is_same_v<T, float>)
       for (int held : {1, 2, 4, 8})
-        with_held_vectors(held, [&](auto v) {
-          opt_in(rows_and_whole_key_histogram<v.value, false>, kWholeKeyShared);
-          opt_in(rows_and_whole_key_histogram<v.value, true>,
-                 kWholeKeyShared + kPredictionShared);
-        });
+        with_held_vectors(held, [&](auto v) { opt_in(rows_and_whole_key_histogram<v.value>); });
     return true;
   }();
   return fits;
@@ -673,11 +597,10 @@ unsigned multiprocessors() {
 // bf16: out (count) = the order statistics; f32 / f64: state (count) = the rank's top 16 bits.
 // rows: when set (f32 x (R, D) whose rows can be held, `held` vectors a lane), the histogram's
 // pass also writes row_statistics(x) there.
-// prediction (f32 with rows only): the predicted bins' low-16-bit counts, when its hint is set.
 template <class T>
 void queue_whole_key_select(const Tensor& x, const Ranks& ranks, Tensor* out,
                             SelectState<typename KeyOf<T>::type>* state, Tensor* rows = nullptr,
-                            int held = 0, const Prediction& prediction = {}) {
+                            int held = 0) {
   const int64_t n = x.numel();
   Tensor hist = Tensor::empty({2 * kWholeKeyBins}, DType::I32, x.device());  // (bins) u64
   auto* h = static_cast<unsigned long long*>(hist.raw_data());
@@ -689,16 +612,10 @@ void queue_whole_key_select(const Tensor& x, const Ranks& ranks, Tensor* out,
     if (rows != nullptr) {
       const int64_t D = x.size(-1);
       with_held_vectors(held, [&](auto v) {
-        if (prediction.hint != nullptr)
-          rows_and_whole_key_histogram<v.value, true>
-              <<<blocks, kWholeKeyThreads, kWholeKeyShared + kPredictionShared, stream()>>>(
-                  x.data<float>(), n / D, static_cast<int>(D), rows->data<float>(), h,
-                  prediction);
-        else
-          rows_and_whole_key_histogram<v.value, false>
-              <<<blocks, kWholeKeyThreads, kWholeKeyShared, stream()>>>(
-                  x.data<float>(), n / D, static_cast<int>(D), rows->data<float>(), h,
-                  prediction);
+        rows_and_whole_key_histogram<v.value><<<blocks, kWholeKeyThreads, kWholeKeyShared,
+                                                 stream()>>>(x.data<float>(), n / D,
+                                                             static_cast<int>(D),
+                                                             rows->data<float>(), h);
       });
     }
   }
@@ -735,41 +652,22 @@ __device__ int low_key_row(const SelectState<uint32_t>* state, int k) {
   return j;
 }
 
-static_assert(kPredictedLowBins == kLowBins, "the predicted rows are low-key histograms");
-
-// Whether every rank's top 16 bits (the whole-key select's state) are among the n predicted
-// bins: then the first pass counted all the low bits the selects need.
-__device__ bool all_ranks_predicted(const SelectState<uint32_t>* state, int count,
-                                    const unsigned* bins, int n) {
-  for (int k = 0; k < count; ++k)
-    if (predicted_row(bins, n, state[k].prefix >> kLowBits) < 0) return false;
-  return true;
-}
-
 // hist (count, kLowBins) u32, zeroed: row low_key_row(k) counts the low 16 bits of the keys of
 // x (n < 2^32) under rank k's top 16 bits. A bitmap of the owners' top 16 bits in shared memory
 // (4 KB) turns away the other keys with one shared load each; a key that passes finds its
 // owner among at most kMaxRanks prefixes (comparing every key with each of them had made the
 // pass compute-bound: 62 us over GPT-2's f32 residual on the H100, against 43 us for the
 // histogram pass that also computes the row statistics).
-// hint (count) or null: where the first pass counted predicted bins; then, when every rank's top
-// 16 bits are among them, the blocks return at once (the counts are there already).
 template <class T>
 __global__ void __launch_bounds__(256)
     low_key_histogram(const T* __restrict__ x, int64_t n,
                       const SelectState<uint32_t>* __restrict__ state, int count,
-                      unsigned* __restrict__ hist, const float* __restrict__ hint) {
+                      unsigned* __restrict__ hist) {
   using K = uint32_t;
   __shared__ unsigned owned[kWholeKeyBins / 32];  // bit t: top 16 bits t belong to a rank
   __shared__ K top[kMaxRanks];  // the owners' top 16 bits (low bits zero); all ones for others
-  __shared__ unsigned bins[kMaxPredicted];  // predicted from hint
-  __shared__ bool predicted;
-  if (threadIdx.x == 0)
-    predicted = hint != nullptr &&
-                all_ranks_predicted(state, count, bins, predicted_bins(hint, count, bins));
   for (int i = threadIdx.x; i < kWholeKeyBins / 32; i += blockDim.x) owned[i] = 0;
   __syncthreads();
-  if (predicted) return;
   if (threadIdx.x < kMaxRanks) {
     const int k = threadIdx.x;
     K t = k < count ? state[k].prefix & prefix_mask<K>(kLowBits) : ~K(0);
@@ -792,31 +690,17 @@ __global__ void __launch_bounds__(256)
 
 // One block per rank k (blockIdx.x): its histogram row scanned to the bin that holds
 // state[k].remaining; out[k] = the value whose bits are the top 16 and that bin.
-// prediction: as low_key_histogram's hint, with the first pass's rows; when every rank was
-// predicted, rank k's row is its predicted bin's there.
 template <class T>
 __global__ void __launch_bounds__(kLowThreads)
     low_key_select(const unsigned* __restrict__ hist,
                    const SelectState<uint32_t>* __restrict__ state,
-                   T* __restrict__ out, Prediction prediction) {
+                   T* __restrict__ out) {
   using K = uint32_t;
   using Scan = cub::BlockScan<unsigned long long, kLowThreads>;
   __shared__ typename Scan::TempStorage scratch;
-  __shared__ const unsigned* row;  // (kLowBins) rank k's histogram
-  __shared__ unsigned bins[kMaxPredicted];  // predicted from the hint
   const int k = blockIdx.x;
-  if (threadIdx.x == 0) {
-    row = hist + static_cast<int64_t>(low_key_row(state, k)) * kLowBins;
-    if (prediction.hint != nullptr) {
-      const int n = predicted_bins(prediction.hint, prediction.count, bins);
-      if (all_ranks_predicted(state, prediction.count, bins, n))
-        row = prediction.hist +
-              static_cast<int64_t>(predicted_row(bins, n, state[k].prefix >> kLowBits)) *
-                  kLowBins;
-    }
-  }
-  __syncthreads();
-  const unsigned* h = row + threadIdx.x * kLowPerThread;  // (kLowPerThread) this thread's bins
+  const unsigned* h = hist + static_cast<int64_t>(low_key_row(state, k)) * kLowBins +
+                      threadIdx.x * kLowPerThread;  // (kLowPerThread) this thread's bins
   const unsigned long long mine = sum_of_bins<kLowPerThread>(h);
   unsigned long long before;  // keys in the bins of lower threads
   Scan(scratch).ExclusiveSum(mine, before);
@@ -833,31 +717,25 @@ __global__ void __launch_bounds__(kLowThreads)
 // f32 x (2^20 <= n < 2^32) on a device with the whole-key histogram's shared memory: out
 // (count) = the order statistics of |x|, in the two passes above.
 // rows, held: as queue_whole_key_select's.
-// hint (count) f32 or null (with rows only): the predicted bins' values (Prediction above).
 void queue_two_pass_select(const Tensor& x, const Ranks& ranks, Tensor& out,
-                           Tensor* rows = nullptr, int held = 0, const float* hint = nullptr) {
+                           Tensor* rows = nullptr, int held = 0) {
   using K = uint32_t;
   const int64_t n = x.numel();
-  // Workspace: state (kMaxRanks), then hist (count, kLowBins) u32, then with a hint the
-  // predicted rows (kPredictedPerValue * count, kLowBins) u32.
+  // Workspace: state (kMaxRanks), then hist (count, kLowBins) u32.
   const int64_t state_bytes = kMaxRanks * static_cast<int64_t>(sizeof(SelectState<K>));
-  const int64_t rows_of_hist = (hint != nullptr ? 1 + kPredictedPerValue : 1) * ranks.count;
-  const int64_t hist_bytes = rows_of_hist * kLowBins * static_cast<int64_t>(sizeof(unsigned));
+  const int64_t hist_bytes = static_cast<int64_t>(ranks.count) * kLowBins * sizeof(unsigned);
   Tensor workspace =
       Tensor::empty({(state_bytes + hist_bytes) / 4}, DType::I32, x.device());  // bytes / 4
   auto* state = static_cast<SelectState<K>*>(workspace.raw_data());
   auto* hist = reinterpret_cast<unsigned*>(static_cast<char*>(workspace.raw_data()) + state_bytes);
   SINKLAB_CUDA_CHECK(cudaMemsetAsync(hist, 0, static_cast<size_t>(hist_bytes), stream()));
-  Prediction prediction;
-  if (hint != nullptr)
-    prediction = {hint, ranks.count, hist + static_cast<int64_t>(ranks.count) * kLowBins};
-  queue_whole_key_select<float>(x, ranks, nullptr, state, rows, held, prediction);
+  queue_whole_key_select<float>(x, ranks, nullptr, state, rows, held);
   const float* px = static_cast<const float*>(x.raw_data());  // (n)
   const unsigned blocks = std::min<unsigned>(blocks_for(n, 256 * 8), multiprocessors() * 8u);
-  low_key_histogram<float><<<blocks, 256, 0, stream()>>>(px, n, state, ranks.count, hist, hint);
+  low_key_histogram<float><<<blocks, 256, 0, stream()>>>(px, n, state, ranks.count, hist);
   SINKLAB_KERNEL_CHECK("abs_order_statistics low-key histogram");
   low_key_select<float><<<ranks.count, kLowThreads, 0, stream()>>>(hist, state,
-                                                                   out.data<float>(), prediction);
+                                                                   out.data<float>());
   SINKLAB_KERNEL_CHECK("abs_order_statistics low-key select");
 }
 
@@ -1256,7 +1134,7 @@ void abs_order_statistics_cuda(const Tensor& x, const std::vector<int64_t>& rank
 // only where a rank missed its bracket), else from the whole-key histogram's pass (two reads of
 // x in all instead of three); otherwise the two ops one after the other.
 void rows_and_abs_order_statistics_cuda(const Tensor& x, const std::vector<int64_t>& ranks,
-                                        const Tensor& hint, Tensor& rows, Tensor& order) {
+                                        Tensor& rows, Tensor& order) {
   check_rank_count(x, ranks, "rows_and_abs_order_statistics");
   const int64_t n = x.numel(), D = x.size(-1);
   const int held = x.dtype() == DType::F32 ? held_vectors_per_lane(x.data<float>(), D, D) : 0;
@@ -1266,9 +1144,7 @@ void rows_and_abs_order_statistics_cuda(const Tensor& x, const std::vector<int64
   }
   if (held > 0 && !ranks.empty() && n >= kBracketMinN && n < (int64_t{1} << 32) &&
       whole_key_fits<float>()) {
-    const bool predict = ops::predicted_order_statistics && hint.defined();
-    queue_two_pass_select(x, ranks_of(ranks), order, &rows, held,
-                          predict ? hint.data<float>() : nullptr);
+    queue_two_pass_select(x, ranks_of(ranks), order, &rows, held);
     return;
   }
   row_statistics_cuda(x, rows);

@@ -5,7 +5,6 @@
 namespace sinklab::ops {
 
 bool one_pass_order_statistics = false;
-bool predicted_order_statistics = false;
 
 OpKernels<RowStatisticsFn, RowStatisticsFn> row_statistics_kernels{
     "row_statistics", cpu::row_statistics, nullptr};
@@ -62,30 +61,19 @@ Tensor abs_order_statistics(const Tensor& x, const std::vector<int64_t>& ranks) 
   return out;
 }
 
-RowsAndOrder rows_and_abs_order_statistics(const Tensor& x, const std::vector<int64_t>& ranks,
-                                           const Tensor& hint) {
+RowsAndOrder rows_and_abs_order_statistics(const Tensor& x, const std::vector<int64_t>& ranks) {
   const char* op = "rows_and_abs_order_statistics";
   check_float_storage(x, op, "x");
   check_contiguous(x, op, "x");
   check_rows(x, op);
   check_ranks(x, ranks, op);
-  SINKLAB_CHECK(!hint.defined() || (hint.dim() == 1 &&
-                                    hint.numel() == static_cast<int64_t>(ranks.size()) &&
-                                    hint.dtype() == result_dtype(x) &&
-                                    hint.device() == x.device() && hint.is_contiguous()),
-                ShapeError,
-                op << ": hint " << hint.str() << " for " << ranks.size() << " ranks of x "
-                   << x.str(),
-                "pass an earlier result of this op for as many ranks of a tensor of x's dtype "
-                "on x's device, or no hint");
   RowsAndOrder out;
   out.rows = Tensor::empty({x.numel() / x.size(-1), kRowStats}, result_dtype(x),
                            x.device());  // (R, 5), RowStatistic
   out.order = Tensor::empty({static_cast<int64_t>(ranks.size())}, result_dtype(x),
                             x.device());  // (K)
-  if (x.numel() > 0)
-    rows_and_abs_order_statistics_kernels.forward(x.device())(x, ranks, hint, out.rows,
-                                                              out.order);
+  if (x.numel() > 0) rows_and_abs_order_statistics_kernels.forward(x.device())(x, ranks, out.rows,
+                                                                              out.order);
   return out;
 }
 

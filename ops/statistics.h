@@ -17,12 +17,6 @@
 //     summation order), with one read of x fewer where the
 //     device can (a large f32 x on a GPU: the row statistics come out of the order statistics'
 //     first pass). The sink metrics ask both of the residual stream.
-//   rows_and_abs_order_statistics(x, ranks, hint): the same values. hint: this call's order
-//     statistics for an earlier x (K values in the result's dtype, on x's device), e.g. the same
-//     layer's residual at the previous metrics step. With predicted_order_statistics, a large
-//     f32 x on a GPU also counts, in its first pass, the low 16 bits of the keys whose top 16
-//     bits lie within one bin of a hinted value's, so that the second pass over x is skipped
-//     when every rank's top 16 bits land there (it runs as before otherwise).
 //   pooled_variance(group_rows): group_rows (..., G, 5) contiguous, the row statistics of the G
 //     equal-sized groups that make up each row (columns RowStatistic) -> (...) the variance
 //     (population) of the whole row: the mean of the groups' variances plus the variance of
@@ -55,8 +49,7 @@ struct RowsAndOrder {
   Tensor rows;   // (R, 5), columns RowStatistic
   Tensor order;  // (K)
 };
-RowsAndOrder rows_and_abs_order_statistics(const Tensor& x, const std::vector<int64_t>& ranks,
-                                           const Tensor& hint = Tensor());
+RowsAndOrder rows_and_abs_order_statistics(const Tensor& x, const std::vector<int64_t>& ranks);
 Tensor pooled_variance(const Tensor& group_rows);
 
 // How rows_and_abs_order_statistics reads a large f32 x on a GPU (run.one_pass_order_statistics):
@@ -69,17 +62,6 @@ Tensor pooled_variance(const Tensor& group_rows);
 // 111 for the two passes (eighteenth session's profiles, docs/PERFORMANCE.md).
 extern bool one_pass_order_statistics;
 
-// Whether rows_and_abs_order_statistics uses its hint on a GPU (run.predicted_order_statistics;
-// see above). Read at each call; the trainer sets it once from the config. Off: its [cuda] case
-// passes on an H100, but two rounds of GPT-2 and LLaMA with metrics every step measured no gain
-// (twentieth session, docs/PERFORMANCE.md).
-extern bool predicted_order_statistics;
-
-class PredictedOrderStatisticsGuard : ScopedValue<bool> {
- public:
-  explicit PredictedOrderStatisticsGuard(bool on) : ScopedValue(predicted_order_statistics, on) {}
-};
-
 // Sets one_pass_order_statistics for a scope (tests, benchmarks).
 class OnePassOrderStatisticsGuard : ScopedValue<bool> {
  public:
@@ -89,9 +71,8 @@ class OnePassOrderStatisticsGuard : ScopedValue<bool> {
 using RowStatisticsFn = void (*)(const Tensor& x, Tensor& out);
 using AbsOrderStatisticsFn = void (*)(const Tensor& x, const std::vector<int64_t>& ranks,
                                       Tensor& out);
-// hint: undefined, or checked by the op (the order's shape, dtype and device).
-using RowsAndOrderFn = void (*)(const Tensor& x, const std::vector<int64_t>& ranks,
-                                const Tensor& hint, Tensor& rows, Tensor& order);
+using RowsAndOrderFn = void (*)(const Tensor& x, const std::vector<int64_t>& ranks, Tensor& rows,
+                                Tensor& order);
 using PooledVarianceFn = void (*)(const Tensor& group_rows, Tensor& out);  // out (R) for R rows
 // Probes: the backward slots stay null.
 extern OpKernels<RowStatisticsFn, RowStatisticsFn> row_statistics_kernels;

@@ -2,13 +2,8 @@
 // reference on random inputs of odd sizes (f32, f64, and bf16 against its f32 values);
 // bit-identical across two GPU runs.
 #include <cmath>
-#include <cstdint>
-#include <cstring>
-#include <string>
-#include <utility>
 #include <vector>
 
-#include "ops/elementwise.h"
 #include "ops/statistics.h"
 #include "tests/helpers.h"
 
@@ -233,39 +228,6 @@ TEST_CASE("cuda: rows_and_abs_order_statistics equals the two probes (one pass f
   }
 }
 
-namespace {
-
-// The residual-like inputs of the order-statistics cases, each with its label: a heavy tail,
-// 60% zeros (millions of keys in one bin) and one value everywhere.
-std::vector<std::pair<std::string, std::vector<double>>> residual_like_inputs(const Shape& shape,
-                                                                              uint64_t seed) {
-  std::vector<double> v = random_tensor(shape, seed, DType::F64, 1.0).to_doubles();
-  for (size_t i = 0; i < v.size(); i += 89) v[i] = std::exp(6.0 * v[i]);  // a heavy tail
-  std::vector<double> ties(v);
-  for (size_t i = 0; i < ties.size(); ++i)
-    if (i % 5 < 3) ties[i] = 0;
-  std::vector<double> same(v.size(), -2.5);
-  return {{"heavy tail", std::move(v)}, {"ties", std::move(ties)}, {"same", std::move(same)}};
-}
-
-// values with each one's top 16 bits moved by `bins` (the key's bin in the whole-key histogram):
-// a hint one bin off the true order statistics.
-std::vector<double> moved_by_bins(const std::vector<double>& values, int bins) {
-  std::vector<double> out;
-  for (double d : values) {
-    const float f = static_cast<float>(d);
-    uint32_t key;
-    std::memcpy(&key, &f, sizeof(key));
-    key += static_cast<uint32_t>(bins) << 16;
-    float g;
-    std::memcpy(&g, &key, sizeof(g));
-    out.push_back(g);
-  }
-  return out;
-}
-
-}  // namespace
-
 TEST_CASE("cuda: rows_and_abs_order_statistics in one pass (run.one_pass_order_statistics) "
           "equals the CPU, the fallback included",
           "[cuda]") {
@@ -277,10 +239,17 @@ TEST_CASE("cuda: rows_and_abs_order_statistics in one pass (run.one_pass_order_s
   // The row statistics are the same bits as the two-pass path's; the order statistics exact.
   const ops::OnePassOrderStatisticsGuard one_pass(true);
   for (const Shape& shape : {Shape{2, 700, 768}, Shape{1100, 1024}, Shape{10600, 100}}) {
-    for (const auto& [label, values] : residual_like_inputs(shape, 919)) {
-      const Tensor x = Tensor::from_doubles(values, shape, DType::F32);
+    std::vector<double> v = random_tensor(shape, 919, DType::F64, 1.0).to_doubles();
+    for (size_t i = 0; i < v.size(); i += 89) v[i] = std::exp(6.0 * v[i]);  // a heavy tail
+    std::vector<double> ties(v);
+    for (size_t i = 0; i < ties.size(); ++i)
+      if (i % 5 < 3) ties[i] = 0;
+    const std::vector<double> same(v.size(), -2.5);
+    for (const std::vector<double>* values :
+         std::initializer_list<const std::vector<double>*>{&v, &ties, &same}) {
+      const Tensor x = Tensor::from_doubles(*values, shape, DType::F32);
       const int64_t n = x.numel();
-      INFO(shape_str(shape) << " " << label);
+      INFO(shape_str(shape) << (values == &v ? " heavy tail" : values == &ties ? " ties" : " same"));
       for (const std::vector<int64_t>& ranks :
            {std::vector<int64_t>{n / 2 - 1, n / 2, n - 3, n - 2, n - 1},
             std::vector<int64_t>{0, 1, n / 4, n / 2 - 1, n / 2, n - 3, n - 2, n - 1}}) {
@@ -297,42 +266,6 @@ TEST_CASE("cuda: rows_and_abs_order_statistics in one pass (run.one_pass_order_s
         }
         REQUIRE(gpu.rows.to_doubles() == two_pass.rows.to_doubles());  // one row kernel's sums
         REQUIRE(gpu.order.to_doubles() == two_pass.order.to_doubles());
-      }
-    }
-  }
-}
-
-TEST_CASE("cuda: rows_and_abs_order_statistics with a hint (run.predicted_order_statistics) "
-          "equals the CPU, predicted or not",
-          "[cuda]") {
-  SINKLAB_REQUIRE_CUDA();
-  // The first pass counts the low bits of the keys within one bin of the hinted values; the
-  // second pass is skipped when every rank's bin is among them. Hints: the exact answer (every
-  // rank predicted), each value one bin above or below it (predicted by a neighbour), 16 times
-  // it (the second pass runs: no rank predicted, but for the ties' zero median, which stays
-  // zero), and NaN, infinity and zero (the edges of the bins). Inputs: a heavy tail, 60% zeros (millions of keys in one predicted bin), one value
-  // everywhere. Rows and order the same bits as without a hint, the order exact.
-  const ops::PredictedOrderStatisticsGuard predicted(true);
-  for (const Shape& shape : {Shape{2, 700, 768}, Shape{10600, 100}}) {
-    for (const auto& [label, values] : residual_like_inputs(shape, 920)) {
-      const Tensor x = Tensor::from_doubles(values, shape, DType::F32);
-      const Tensor xd = x.to_device(Device::cuda());
-      const int64_t n = x.numel();
-      INFO(shape_str(shape) << " " << label);
-      const std::vector<int64_t> ranks = {n / 2 - 1, n / 2, n - 3, n - 2, n - 1};
-      const ops::RowsAndOrder plain = ops::rows_and_abs_order_statistics(xd, ranks);
-      const std::vector<double> exact = plain.order.to_doubles();
-      REQUIRE(exact == ops::abs_order_statistics(x, ranks).to_doubles());
-      const std::vector<std::vector<double>> hints = {
-          exact, moved_by_bins(exact, 1), moved_by_bins(exact, -1),
-          ops::scale(plain.order, 16.0).to_doubles(), {NAN, INFINITY, 0.0, 0.0, -0.0}};
-      for (size_t h = 0; h < hints.size(); ++h) {
-        INFO("hint " << h);
-        const Tensor hint =
-            Tensor::from_doubles(hints[h], {5}, DType::F32).to_device(Device::cuda());  // (5)
-        const ops::RowsAndOrder hinted = ops::rows_and_abs_order_statistics(xd, ranks, hint);
-        REQUIRE(hinted.order.to_doubles() == exact);
-        REQUIRE(hinted.rows.to_doubles() == plain.rows.to_doubles());
       }
     }
   }

@@ -4,7 +4,6 @@
 #include <cmath>
 #include <vector>
 
-#include "ops/elementwise.h"
 #include "ops/statistics.h"
 #include "tests/op_checks.h"
 
@@ -68,24 +67,6 @@ TEST_CASE("statistics probes: bad input names the op and the shape", "[ops][erro
   test::require_error<ShapeError>(
       [&] { ops::row_statistics(x.reshape_view({2, 2, 6}).transpose_view(0, 2)); },
       {"row_statistics", "contiguous"});
-}
-
-TEST_CASE("rows_and_abs_order_statistics: a hint changes no value; a hint that does not fit is "
-          "refused, naming it", "[ops][errors]") {
-  const Tensor x = random_tensor({5, 12}, 904);  // (5, 12) f64
-  const std::vector<int64_t> ranks = {29, 30, 57, 58, 59};
-  const ops::RowsAndOrder plain = ops::rows_and_abs_order_statistics(x, ranks);
-  ops::PredictedOrderStatisticsGuard predicted(true);
-  for (const Tensor& hint : {plain.order, ops::scale(plain.order, 3.0), Tensor()}) {
-    const ops::RowsAndOrder hinted = ops::rows_and_abs_order_statistics(x, ranks, hint);
-    REQUIRE(hinted.rows.to_doubles() == plain.rows.to_doubles());
-    REQUIRE(hinted.order.to_doubles() == plain.order.to_doubles());
-  }
-  REQUIRE(plain.order.to_doubles() == ops::abs_order_statistics(x, ranks).to_doubles());
-  for (const Tensor& bad : {plain.order.narrow_view(0, 0, 4), plain.order.to_dtype(DType::F32)})
-    test::require_error<ShapeError>(
-        [&] { ops::rows_and_abs_order_statistics(x, ranks, bad); },
-        {"rows_and_abs_order_statistics", "hint", "5 ranks", "(5, 12)"});
 }
 
 TEST_CASE("pooled_variance of the groups' row statistics is the variance of the whole row",

@@ -124,11 +124,6 @@ struct RunSection {
                                     // (ops/statistics.h), instead of two; the same values; off:
                                     // no faster on an H100 (its sort and select cost more than
                                     // the pass they save)
-  bool predicted_order_statistics = false;  // the sink metrics' residual on a GPU: its first
-                                    // pass also counts the low bits of the keys near the last
-                                    // metrics step's order statistics, so that the second pass
-                                    // is skipped when every rank lands there (ops/statistics.h);
-                                    // the same values; off: no gain in two rounds on an H100
   bool cuda_graph = false;          // on a GPU, a training step without sink metrics (forward,
                                     // backward, clipping, AdamW) is recorded once as a CUDA
                                     // graph and replayed at every such step

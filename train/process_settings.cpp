@@ -30,7 +30,6 @@ void apply_process_settings(const RunSection& run) {
   ops::flat_weight_operands = run.flat_weight_operands;
   ops::head_norm_statistics = run.head_norm_statistics;
   ops::one_pass_order_statistics = run.one_pass_order_statistics;
-  ops::predicted_order_statistics = run.predicted_order_statistics;
   ops::deterministic_attention = run.deterministic;
   SINKLAB_CHECK(run.cpu_gemm != CpuGemmSetting::OpenBLAS || cpu::openblas_built(), ConfigError,
                 "run.cpu_gemm is openblas, but this build has no OpenBLAS",

@@ -100,8 +100,7 @@ constexpr const char* kProcessKeys[] = {"run.attention_kernels", "run.profile", 
                                         "run.fused_norm_param_grads",
                                         "run.flat_weight_operands",
                                         "run.head_norm_statistics",
-                                        "run.one_pass_order_statistics",
-                                        "run.predicted_order_statistics", "run.deterministic",
+                                        "run.one_pass_order_statistics", "run.deterministic",
                                         "run.variant_placement"};
 
 // A step's sink metrics. Made at the end of the forward whose capture they read (on a GPU that
@@ -126,10 +125,9 @@ class OverlappedMetrics {
   OverlappedMetrics(const OverlappedMetrics&) = delete;
   OverlappedMetrics& operator=(const OverlappedMetrics&) = delete;
 
-  // hints: the model's (updated with this step's order statistics).
-  void queue(const ForwardCapture& capture, OrderHints& hints) {
+  void queue(const ForwardCapture& capture) {
     joined_ = false;  // before queueing: whatever got queued is joined, even on a throw
-    runtime_.run_on_side(*start_, [&] { queued_ = queue_sink_metrics(capture, &hints); });
+    runtime_.run_on_side(*start_, [&] { queued_ = queue_sink_metrics(capture); });
   }
 
   SinkMetrics finish(double sink_threshold, RankExchange* ranks) {
@@ -172,7 +170,6 @@ struct Run::Variant {
   int64_t skipped_in_a_row = 0;
   std::map<std::string, double> phase_ms;  // run.profile: ms per phase, summed over steps
   int64_t profiled_steps = 0;
-  OrderHints order_hints;  // the residual's order statistics at the last metrics step
   std::unique_ptr<StepGraph> graph;  // run.cuda_graph: the step's recordings
   int64_t eager_steps = 0;  // steps this process ran without the recording (one comes first)
 };
@@ -592,7 +589,7 @@ void Run::step_all(int64_t step, bool evaluate_first) {
         const bool last = micro + 1 == v.accumulation;
         if (last) parallel_->start_gradient_reduction(params);
         autograd::backward(ops::scale(out.loss, 1.0 / static_cast<double>(v.accumulation)));
-        if (metrics_step && micro == 0) metrics->queue(capture, v.order_hints);
+        if (metrics_step && micro == 0) metrics->queue(capture);
         if (last) parallel_->finish_gradient_reduction(params);
         clock.mark("backward");
       }

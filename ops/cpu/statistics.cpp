@@ -62,7 +62,7 @@ void abs_order_statistics(const Tensor& x, const std::vector<int64_t>& ranks, Te
 }
 
 void rows_and_abs_order_statistics(const Tensor& x, const std::vector<int64_t>& ranks,
-                                   const Tensor& /*hint*/, Tensor& rows, Tensor& order) {
+                                   Tensor& rows, Tensor& order) {
   row_statistics(x, rows);
   abs_order_statistics(x, ranks, order);
 }

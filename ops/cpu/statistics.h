@@ -12,9 +12,9 @@ namespace sinklab::cpu {
 void row_statistics(const Tensor& x, Tensor& out);
 // out (K): the ranks[k]-th smallest |x| over all elements of contiguous x.
 void abs_order_statistics(const Tensor& x, const std::vector<int64_t>& ranks, Tensor& out);
-// Both of the above, one after the other: rows (R, 5), order (K). The hint changes nothing here.
+// Both of the above, one after the other: rows (R, 5), order (K).
 void rows_and_abs_order_statistics(const Tensor& x, const std::vector<int64_t>& ranks,
-                                   const Tensor& hint, Tensor& rows, Tensor& order);
+                                   Tensor& rows, Tensor& order);
 // group_rows contiguous (R, G, 5) in memory (any leading shape), out (R): per row, the mean over
 // g of the variances plus the variance over g of the means (ops::pooled_variance).
 void pooled_variance(const Tensor& group_rows, Tensor& out);

@@ -77,7 +77,6 @@ void require_same(const RunConfig& a, const RunConfig& b) {
   REQUIRE(a.run.flat_weight_operands == b.run.flat_weight_operands);
   REQUIRE(a.run.head_norm_statistics == b.run.head_norm_statistics);
   REQUIRE(a.run.one_pass_order_statistics == b.run.one_pass_order_statistics);
-  REQUIRE(a.run.predicted_order_statistics == b.run.predicted_order_statistics);
   REQUIRE(a.run.cuda_graph == b.run.cuda_graph);
   REQUIRE(a.run.deterministic == b.run.deterministic);
   const ModelSection &m = a.model, &n = b.model;
@@ -787,7 +786,6 @@ TEST_CASE("config: the run keys that were SINKLAB_* environment variables", "[co
   REQUIRE(defaults.run.flat_weight_operands);
   REQUIRE_FALSE(defaults.run.head_norm_statistics);
   REQUIRE_FALSE(defaults.run.one_pass_order_statistics);
-  REQUIRE_FALSE(defaults.run.predicted_order_statistics);
   REQUIRE_FALSE(defaults.run.cuda_graph);
   REQUIRE(defaults.run.deterministic);
   REQUIRE(defaults.run.variant_placement == VariantPlacement::Together);
@@ -805,7 +803,6 @@ TEST_CASE("config: the run keys that were SINKLAB_* environment variables", "[co
                    "  fused_norm_param_grads: true\n  flat_weight_operands: true\n"
                    "  head_norm_statistics: false\n"
                    "  one_pass_order_statistics: false\n"
-                   "  predicted_order_statistics: false\n"
                    "  cuda_graph: false\n"
                    "  deterministic: true\n"));
   const RunConfig set = parse_config(
@@ -817,7 +814,7 @@ TEST_CASE("config: the run keys that were SINKLAB_* environment variables", "[co
        "run.bf16_branch_outputs=false", "run.fused_norm_param_grads=false",
        "run.flat_weight_operands=false",
        "run.head_norm_statistics=true",
-       "run.one_pass_order_statistics=true", "run.predicted_order_statistics=true",
+       "run.one_pass_order_statistics=true",
        "run.cuda_graph=true", "run.deterministic=false"});
   const std::string text = to_yaml(set);
   INFO(text);
@@ -830,7 +827,6 @@ TEST_CASE("config: the run keys that were SINKLAB_* environment variables", "[co
                          "  flat_weight_operands: false\n"
                          "  head_norm_statistics: true\n"
                          "  one_pass_order_statistics: true\n"
-                         "  predicted_order_statistics: true\n"
                          "  cuda_graph: true\n"
                          "  deterministic: false\n"));
   RunConfig back = parse_config(text, "s.yaml");

@@ -341,34 +341,6 @@ TEST_CASE("head-wise RMSNorm makes the post-norm variance ratio ~1", "[metrics]"
   }
 }
 
-TEST_CASE("the sink metrics keep each layer's residual order statistics as the next step's hint, "
-          "which changes no value", "[metrics]") {
-  const ModelSection cfg = tiny_model(Arch::Gpt2, AttnOutputNorm::HeadwiseRmsNorm);
-  const GPT model(cfg, 9);
-  const ForwardCapture cap = test::capture_of(model, random_ids(2, 6, cfg.vocab_size, 5));
-  ops::PredictedOrderStatisticsGuard predicted(true);
-  OrderHints hints;
-  const SinkMetrics first = finish_sink_metrics(queue_sink_metrics(cap, &hints), 0.3, false);
-  REQUIRE(hints.residual.size() == static_cast<size_t>(cfg.n_layer));
-  const SinkMetrics second = finish_sink_metrics(queue_sink_metrics(cap, &hints), 0.3, false);
-  const SinkMetrics plain = compute_sink_metrics(cap, 0.3, false);  // no hints
-  for (int64_t l = 0; l < cfg.n_layer; ++l) {
-    INFO("layer " << l);
-    // The median pair (n even) and the top three of |x_l|.
-    const Tensor& x = cap.layers[l].residual;
-    const int64_t n = x.numel();
-    REQUIRE(hints.residual[l].to_doubles() ==
-            ops::abs_order_statistics(x, {n / 2 - 1, n / 2, n - 1, n - 2, n - 3}).to_doubles());
-    for (const SinkMetrics* m : {&first, &second}) {
-      REQUIRE(m->layers[l].massive_median == plain.layers[l].massive_median);
-      for (int i = 0; i < 3; ++i)
-        REQUIRE(m->layers[l].massive_top[i] == plain.layers[l].massive_top[i]);
-      REQUIRE(m->layers[l].dim_disparity == plain.layers[l].dim_disparity);
-      REQUIRE(m->layers[l].norm_ratio == plain.layers[l].norm_ratio);
-    }
-  }
-}
-
 TEST_CASE("effective rank of known matrices", "[metrics]") {
   // Identity (4 x 4): 4 equal singular values -> rank 4. Rank one -> 1.
   std::vector<double> eye(16, 0.0);

@@ -146,8 +146,6 @@ struct LayerSlots {
   size_t channel_abs0;                   // (C) mean over b of |x[b, 0, c]|
   size_t residual_order;                 // median ranks, then the top 3 of |x|
   size_t neuron_abs0, ffn_order;         // (F) mean over b of |u[b, 0, n]|; median ranks of |u|
-  Tensor residual_hint;  // the hint the queued order statistics read (OrderHints): kept alive
-                         // with the queued work, since the hints now hold this step's
 };
 
 // Batch-mean of a per-row statistic of x (B, T, ...) at every position: (T, 1) view.
@@ -196,10 +194,8 @@ std::vector<double> row_shares(const double* weight, const double* row_mean, siz
 namespace {
 
 // Queues the device work of one layer (every reduction runs where the activations live).
-// residual_hint: this layer's OrderHints entry (read when it fits this step's ranks, then set to
-// this step's order statistics), or null.
 LayerSlots queue_layer(const LayerCapture& cap, const ops::AttentionOptions& attention,
-                       Gather& gather, Tensor* residual_hint) {
+                       Gather& gather) {
   LayerSlots s{};
   const int64_t B = cap.residual.size(0), T = cap.residual.size(1);
   Tensor mass = ops::attention_key_mass(cap.q, cap.k, cap.lse, 0, attention);  // (B, NH, T)
@@ -228,15 +224,7 @@ LayerSlots queue_layer(const LayerCapture& cap, const ops::AttentionOptions& att
   std::vector<int64_t> ranks = median_ranks(n);
   for (int64_t i = 1; i <= 3; ++i) ranks.push_back(std::max<int64_t>(n - i, 0));
   // The residual's row statistics and order statistics share a read of it where they can.
-  // The last metrics step's result of this same call (so on this device, in this dtype), when it
-  // was taken for as many ranks (their count follows the parity of n).
-  Tensor hint;
-  if (residual_hint != nullptr && residual_hint->defined() &&
-      residual_hint->numel() == static_cast<int64_t>(ranks.size()))
-    hint = *residual_hint;
-  const ops::RowsAndOrder residual = ops::rows_and_abs_order_statistics(cap.residual, ranks, hint);
-  s.residual_hint = hint;
-  if (residual_hint != nullptr) *residual_hint = residual.order;
+  const ops::RowsAndOrder residual = ops::rows_and_abs_order_statistics(cap.residual, ranks);
   s.residual_order = gather.add(residual.order,
                                 {Combine::kOrder, static_cast<int>(median_ranks(n).size()), 3});
   const Tensor rows = residual.rows.reshape_view({B, T, ops::kRowStats});  // (B, T, 5)
@@ -339,16 +327,14 @@ QueuedSinkMetrics::QueuedSinkMetrics(QueuedSinkMetrics&&) noexcept = default;
 QueuedSinkMetrics& QueuedSinkMetrics::operator=(QueuedSinkMetrics&&) noexcept = default;
 QueuedSinkMetrics::~QueuedSinkMetrics() = default;
 
-QueuedSinkMetrics queue_sink_metrics(const ForwardCapture& capture, OrderHints* hints) {
+QueuedSinkMetrics queue_sink_metrics(const ForwardCapture& capture) {
   autograd::NoGradGuard no_grad;
   QueuedSinkMetrics queued;
   queued.state_ = std::make_unique<QueuedSinkMetrics::State>();
   QueuedSinkMetrics::State& st = *queued.state_;
   st.capture = capture;
-  if (hints != nullptr) hints->residual.resize(capture.layers.size());
-  for (size_t l = 0; l < capture.layers.size(); ++l)
-    st.slots.push_back(queue_layer(capture.layers[l], capture.layers[l].attention, st.gather,
-                                   hints != nullptr ? &hints->residual[l] : nullptr));
+  for (const LayerCapture& cap : capture.layers)
+    st.slots.push_back(queue_layer(cap, cap.attention, st.gather));
   st.gather.collect();
   return queued;
 }

@@ -76,15 +76,6 @@ class RankExchange {
 SinkMetrics compute_sink_metrics(const ForwardCapture& capture, double sink_threshold,
                                  bool with_effective_rank, RankExchange* ranks = nullptr);
 
-// Each layer's residual order statistics (the median pair and the top three of |x|, on the
-// device) at the last metrics step that queued them: the hint of the next step's
-// rows_and_abs_order_statistics (ops/statistics.h, run.predicted_order_statistics), so that on a
-// GPU its first pass can count the low bits the selects will need. A hint changes no value. One
-// per model; empty until its first metrics step.
-struct OrderHints {
-  std::vector<Tensor> residual;  // (L) (K) each, or undefined
-};
-
 // compute_sink_metrics in two halves, so that other work can be queued between them:
 // queue_sink_metrics queues every device reduction (on the stream current for the caller) and
 // keeps the capture alive; finish_sink_metrics copies the results to the host (waiting for them
@@ -100,12 +91,11 @@ class QueuedSinkMetrics {
  private:
   struct State;
   std::unique_ptr<State> state_;
-  friend QueuedSinkMetrics queue_sink_metrics(const ForwardCapture& capture, OrderHints* hints);
+  friend QueuedSinkMetrics queue_sink_metrics(const ForwardCapture& capture);
   friend SinkMetrics finish_sink_metrics(QueuedSinkMetrics queued, double sink_threshold,
                                          bool with_effective_rank, RankExchange* ranks);
 };
-// hints: read and updated when given (the trainer keeps one per model).
-QueuedSinkMetrics queue_sink_metrics(const ForwardCapture& capture, OrderHints* hints = nullptr);
+QueuedSinkMetrics queue_sink_metrics(const ForwardCapture& capture);
 SinkMetrics finish_sink_metrics(QueuedSinkMetrics queued, double sink_threshold,
                                 bool with_effective_rank, RankExchange* ranks = nullptr);
 
