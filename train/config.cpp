@@ -305,6 +305,7 @@ const std::vector<Field>& fields() {
       SINKLAB_KEY(metrics, MetricsSection, sink_threshold, kPos),
       SINKLAB_KEY(metrics, MetricsSection, onset_threshold, kPos),
       SINKLAB_KEY(metrics, MetricsSection, rank_sequences, kNonNeg),
+      SINKLAB_KEY(metrics, MetricsSection, order_statistics),
       SINKLAB_KEY(metrics, MetricsSection, jsonl),
       SINKLAB_KEY(metrics, MetricsSection, hdf5),
       SINKLAB_KEY(metrics, MetricsSection, tensorboard),

@@ -232,6 +232,10 @@ struct MetricsSection {
   double sink_threshold = 0.3;      // sink_rate threshold (Gu et al.)
   double onset_threshold = 0.8;     // sink onset: first layer whose sink_score passes it (paper)
   int64_t rank_sequences = 20;      // sequences of the output effective rank at eval (0 = off)
+  bool order_statistics = true;     // the exact medians and top three of |x_l| and |u| at the
+                                    // training steps' metrics (massive_median, massive_top,
+                                    // super_ratio; NaN when false): the metrics' costliest passes
+                                    // (docs/METRICS.md); evaluation computes them either way
   bool jsonl = true;                // <variant>/metrics.jsonl
   bool hdf5 = true;                 // <variant>/metrics.h5
   bool tensorboard = true;          // <variant>/events.out.tfevents.*.sinklab: the same scalars

@@ -125,9 +125,11 @@ class OverlappedMetrics {
   OverlappedMetrics(const OverlappedMetrics&) = delete;
   OverlappedMetrics& operator=(const OverlappedMetrics&) = delete;
 
-  void queue(const ForwardCapture& capture) {
+  // order_statistics: metrics.order_statistics.
+  void queue(const ForwardCapture& capture, bool order_statistics) {
     joined_ = false;  // before queueing: whatever got queued is joined, even on a throw
-    runtime_.run_on_side(*start_, [&] { queued_ = queue_sink_metrics(capture); });
+    runtime_.run_on_side(*start_,
+                         [&] { queued_ = queue_sink_metrics(capture, order_statistics); });
   }
 
   SinkMetrics finish(double sink_threshold, RankExchange* ranks) {
@@ -589,7 +591,7 @@ void Run::step_all(int64_t step, bool evaluate_first) {
         const bool last = micro + 1 == v.accumulation;
         if (last) parallel_->start_gradient_reduction(params);
         autograd::backward(ops::scale(out.loss, 1.0 / static_cast<double>(v.accumulation)));
-        if (metrics_step && micro == 0) metrics->queue(capture);
+        if (metrics_step && micro == 0) metrics->queue(capture, c.metrics.order_statistics);
         if (last) parallel_->finish_gradient_reduction(params);
         clock.mark("backward");
       }

@@ -132,6 +132,7 @@ void require_same(const RunConfig& a, const RunConfig& b) {
   REQUIRE(a.metrics.every == b.metrics.every);
   REQUIRE(a.metrics.effective_rank_every == b.metrics.effective_rank_every);
   REQUIRE(a.metrics.sink_threshold == b.metrics.sink_threshold);
+  REQUIRE(a.metrics.order_statistics == b.metrics.order_statistics);
   REQUIRE(a.metrics.jsonl == b.metrics.jsonl);
   REQUIRE(a.metrics.hdf5 == b.metrics.hdf5);
   REQUIRE(a.metrics.tensorboard == b.metrics.tensorboard);
@@ -218,6 +219,7 @@ metrics:
   every: 10
   effective_rank_every: 100
   sink_threshold: 0.5
+  order_statistics: false
   jsonl: false
   hdf5: off
   tensorboard: no
@@ -300,6 +302,7 @@ void require_full(const RunConfig& c) {
   REQUIRE(c.metrics.every == 10);
   REQUIRE(c.metrics.effective_rank_every == 100);
   REQUIRE(c.metrics.sink_threshold == 0.5);
+  REQUIRE_FALSE(c.metrics.order_statistics);
   REQUIRE_FALSE(c.metrics.jsonl);
   REQUIRE_FALSE(c.metrics.hdf5);
   REQUIRE_FALSE(c.metrics.tensorboard);
@@ -326,6 +329,7 @@ TEST_CASE("config: defaults are the header's and an empty file gives them", "[co
   const RunConfig defaults;
   REQUIRE(defaults.model.arch == Arch::Gpt2);
   REQUIRE(defaults.train.tokens_per_step == 0);
+  REQUIRE(defaults.metrics.order_statistics);  // every sink metric, unless asked otherwise
   REQUIRE(defaults.variants.empty());
   REQUIRE_NOTHROW(validate(defaults));
   for (const char* text : {"", "# only a comment\n", "run:\nmodel:\n", "variants: []\n"}) {

@@ -341,6 +341,54 @@ TEST_CASE("head-wise RMSNorm makes the post-norm variance ratio ~1", "[metrics]"
   }
 }
 
+TEST_CASE("metrics.order_statistics false leaves out the order statistics and nothing else",
+          "[metrics]") {
+  // Without the exact order statistics of |x_l| and |u| (the costliest passes), massive_median,
+  // massive_top and super_ratio are NaN; the residual's row statistics come from a plain
+  // row_statistics pass instead of the order statistics' first pass, so every other metric is
+  // the one the full computation gives (CPU: the same bits).
+  for (const Arch arch : {Arch::Gpt2, Arch::Llama}) {
+    ModelSection cfg = tiny_model(arch, AttnOutputNorm::HeadwiseRmsNorm);
+    cfg.n_embd = 32;
+    cfg.n_head = 4;
+    cfg.block_size = 24;
+    GPT model(cfg, 5);
+    Tensor ids = random_ids(3, 24, cfg.vocab_size, 6);
+    ForwardCapture cap;
+    autograd::NoGradGuard no_grad;
+    model.forward(ids, Tensor(), &cap);
+    const SinkMetrics full = compute_sink_metrics(cap, 0.3, false);
+    const SinkMetrics cheap = compute_sink_metrics(cap, 0.3, false, nullptr, false);
+    REQUIRE(cheap.sink_rate == full.sink_rate);
+    REQUIRE(cheap.layers.size() == full.layers.size());
+    for (size_t l = 0; l < full.layers.size(); ++l) {
+      const LayerMetrics &a = full.layers[l], &b = cheap.layers[l];
+      INFO((arch == Arch::Gpt2 ? "gpt2" : "llama") << " layer " << l);
+      REQUIRE(std::isfinite(a.massive_median));
+      REQUIRE(std::isfinite(a.super_ratio));
+      REQUIRE(std::isnan(b.massive_median));
+      for (int i = 0; i < 3; ++i) {
+        REQUIRE(std::isfinite(a.massive_top[i]));
+        REQUIRE(std::isnan(b.massive_top[i]));
+      }
+      REQUIRE(std::isnan(b.super_ratio));
+      REQUIRE(b.sink_mass == a.sink_mass);
+      REQUIRE(b.alpha0 == a.alpha0);
+      REQUIRE(b.var_pos == a.var_pos);
+      REQUIRE(b.var_pos_normed == a.var_pos_normed);
+      REQUIRE(b.var_ratio == a.var_ratio);
+      REQUIRE(b.var_ratio_normed == a.var_ratio_normed);
+      REQUIRE(b.dim_disparity == a.dim_disparity);
+      REQUIRE(b.dim_disparity_normed == a.dim_disparity_normed);
+      REQUIRE(b.dim_argmax == a.dim_argmax);
+      REQUIRE(b.norm_ratio == a.norm_ratio);
+      REQUIRE(b.super_neuron == a.super_neuron);
+      REQUIRE(b.super_value == a.super_value);
+      REQUIRE(b.sink_score == a.sink_score);
+    }
+  }
+}
+
 TEST_CASE("effective rank of known matrices", "[metrics]") {
   // Identity (4 x 4): 4 equal singular values -> rank 4. Rank one -> 1.
   std::vector<double> eye(16, 0.0);

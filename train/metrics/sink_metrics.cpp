@@ -144,6 +144,7 @@ struct LayerSlots {
   size_t first_row;                      // (B, 5) statistics of x_0 (norm, mean |x|, max |x|)
   size_t first_row_normed;               // (B, 5) statistics of the input norm's h_0
   size_t channel_abs0;                   // (C) mean over b of |x[b, 0, c]|
+  bool order = true;                     // the two order-statistics slots below are filled
   size_t residual_order;                 // median ranks, then the top 3 of |x|
   size_t neuron_abs0, ffn_order;         // (F) mean over b of |u[b, 0, n]|; median ranks of |u|
 };
@@ -195,8 +196,9 @@ namespace {
 
 // Queues the device work of one layer (every reduction runs where the activations live).
 LayerSlots queue_layer(const LayerCapture& cap, const ops::AttentionOptions& attention,
-                       Gather& gather) {
+                       Gather& gather, bool order_statistics) {
   LayerSlots s{};
+  s.order = order_statistics;
   const int64_t B = cap.residual.size(0), T = cap.residual.size(1);
   Tensor mass = ops::attention_key_mass(cap.q, cap.k, cap.lse, 0, attention);  // (B, NH, T)
   if (attention.sigmoid) {  // rows not normalised: key 0's share of each, on the host
@@ -221,13 +223,19 @@ LayerSlots queue_layer(const LayerCapture& cap, const ops::AttentionOptions& att
           gather.add(per_position_mean(cap.attn_out_normed, B, T, ops::kRowVariance), mean);
   }
   const int64_t n = cap.residual.numel();
-  std::vector<int64_t> ranks = median_ranks(n);
-  for (int64_t i = 1; i <= 3; ++i) ranks.push_back(std::max<int64_t>(n - i, 0));
-  // The residual's row statistics and order statistics share a read of it where they can.
-  const ops::RowsAndOrder residual = ops::rows_and_abs_order_statistics(cap.residual, ranks);
-  s.residual_order = gather.add(residual.order,
-                                {Combine::kOrder, static_cast<int>(median_ranks(n).size()), 3});
-  const Tensor rows = residual.rows.reshape_view({B, T, ops::kRowStats});  // (B, T, 5)
+  Tensor residual_rows;  // (B * T, 5)
+  if (order_statistics) {
+    std::vector<int64_t> ranks = median_ranks(n);
+    for (int64_t i = 1; i <= 3; ++i) ranks.push_back(std::max<int64_t>(n - i, 0));
+    // The residual's row statistics and order statistics share a read of it where they can.
+    const ops::RowsAndOrder residual = ops::rows_and_abs_order_statistics(cap.residual, ranks);
+    s.residual_order = gather.add(residual.order,
+                                  {Combine::kOrder, static_cast<int>(median_ranks(n).size()), 3});
+    residual_rows = residual.rows;
+  } else {
+    residual_rows = ops::row_statistics(cap.residual);  // one plain pass, no histogram
+  }
+  const Tensor rows = residual_rows.reshape_view({B, T, ops::kRowStats});  // (B, T, 5)
   const Tensor norms = rows.select_view(2, ops::kRowNorm);  // (B, T), 5 apart
   s.norm_mean = gather.add(column(ops::row_statistics(norms), ops::kRowMean));
   s.first_row = gather.add(rows.narrow_view(1, 0, 1));  // (B, 1, 5)
@@ -237,9 +245,11 @@ LayerSlots queue_layer(const LayerCapture& cap, const ops::AttentionOptions& att
   s.channel_abs0 = gather.add(column(stats_of_columns(first_x), ops::kRowMeanAbs), mean);
   const Tensor first_u = cap.ffn_hidden.select_view(1, 0);  // (B, F), rows T * F apart
   s.neuron_abs0 = gather.add(column(stats_of_columns(first_u), ops::kRowMeanAbs), mean);
-  const std::vector<int64_t> ffn_ranks = median_ranks(cap.ffn_hidden.numel());
-  s.ffn_order = gather.add(ops::abs_order_statistics(cap.ffn_hidden, ffn_ranks),
-                           {Combine::kOrder, static_cast<int>(ffn_ranks.size()), 0});
+  if (order_statistics) {
+    const std::vector<int64_t> ffn_ranks = median_ranks(cap.ffn_hidden.numel());
+    s.ffn_order = gather.add(ops::abs_order_statistics(cap.ffn_hidden, ffn_ranks),
+                             {Combine::kOrder, static_cast<int>(ffn_ranks.size()), 0});
+  }
   return s;
 }
 
@@ -300,6 +310,11 @@ void finish_residual(const LayerSlots& s, const Gather& g, int64_t B, int64_t T,
   out.norm_ratio = norm_ratio / B;
   const double* channel = g.values(s.channel_abs0);  // (C)
   out.dim_argmax = std::max_element(channel, channel + C) - channel;
+  if (!s.order) {  // metrics.order_statistics: false
+    out.massive_median = kNaN;
+    for (double& top : out.massive_top) top = kNaN;
+    return;
+  }
   const int64_t m = n % 2 ? 1 : 2;
   const double* order = g.values(s.residual_order);  // median ranks, then ranks n-1, n-2, n-3
   out.massive_median = median_from(order, n);
@@ -310,6 +325,10 @@ void finish_ffn(const LayerSlots& s, const Gather& g, int64_t F, int64_t n, Laye
   const double* first = g.values(s.neuron_abs0);  // (F) mean_b |u[b, 0, n]|
   out.super_neuron = std::max_element(first, first + F) - first;
   out.super_value = first[out.super_neuron];
+  if (!s.order) {  // metrics.order_statistics: false
+    out.super_ratio = kNaN;
+    return;
+  }
   const double median = median_from(g.values(s.ffn_order), n);
   out.super_ratio = median > 0 ? out.super_value / median : kNaN;
 }
@@ -327,22 +346,23 @@ QueuedSinkMetrics::QueuedSinkMetrics(QueuedSinkMetrics&&) noexcept = default;
 QueuedSinkMetrics& QueuedSinkMetrics::operator=(QueuedSinkMetrics&&) noexcept = default;
 QueuedSinkMetrics::~QueuedSinkMetrics() = default;
 
-QueuedSinkMetrics queue_sink_metrics(const ForwardCapture& capture) {
+QueuedSinkMetrics queue_sink_metrics(const ForwardCapture& capture, bool order_statistics) {
   autograd::NoGradGuard no_grad;
   QueuedSinkMetrics queued;
   queued.state_ = std::make_unique<QueuedSinkMetrics::State>();
   QueuedSinkMetrics::State& st = *queued.state_;
   st.capture = capture;
   for (const LayerCapture& cap : capture.layers)
-    st.slots.push_back(queue_layer(cap, cap.attention, st.gather));
+    st.slots.push_back(queue_layer(cap, cap.attention, st.gather, order_statistics));
   st.gather.collect();
   return queued;
 }
 
 SinkMetrics compute_sink_metrics(const ForwardCapture& capture, double sink_threshold,
-                                 bool with_effective_rank, RankExchange* ranks) {
-  return finish_sink_metrics(queue_sink_metrics(capture), sink_threshold, with_effective_rank,
-                             ranks);
+                                 bool with_effective_rank, RankExchange* ranks,
+                                 bool order_statistics) {
+  return finish_sink_metrics(queue_sink_metrics(capture, order_statistics), sink_threshold,
+                             with_effective_rank, ranks);
 }
 
 SinkMetrics finish_sink_metrics(QueuedSinkMetrics queued, double sink_threshold,

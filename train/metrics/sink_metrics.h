@@ -73,8 +73,12 @@ class RankExchange {
 // norm ratio) over all sequences, batch means (var_pos, the super neuron, the dimension argmax)
 // over all, the top-3 |x| exact over all; the medians (massive_median, super_ratio's denominator)
 // are the mean of the ranks' medians. The effective rank is the calling rank's sequence 0.
+// order_statistics false (metrics.order_statistics): the exact order statistics of |x_l| and
+// |u| are not computed, the passes that cost most (docs/METRICS.md): massive_median,
+// massive_top and super_ratio are NaN, every other metric the same.
 SinkMetrics compute_sink_metrics(const ForwardCapture& capture, double sink_threshold,
-                                 bool with_effective_rank, RankExchange* ranks = nullptr);
+                                 bool with_effective_rank, RankExchange* ranks = nullptr,
+                                 bool order_statistics = true);
 
 // compute_sink_metrics in two halves, so that other work can be queued between them:
 // queue_sink_metrics queues every device reduction (on the stream current for the caller) and
@@ -91,11 +95,12 @@ class QueuedSinkMetrics {
  private:
   struct State;
   std::unique_ptr<State> state_;
-  friend QueuedSinkMetrics queue_sink_metrics(const ForwardCapture& capture);
+  friend QueuedSinkMetrics queue_sink_metrics(const ForwardCapture& capture,
+                                              bool order_statistics);
   friend SinkMetrics finish_sink_metrics(QueuedSinkMetrics queued, double sink_threshold,
                                          bool with_effective_rank, RankExchange* ranks);
 };
-QueuedSinkMetrics queue_sink_metrics(const ForwardCapture& capture);
+QueuedSinkMetrics queue_sink_metrics(const ForwardCapture& capture, bool order_statistics = true);
 SinkMetrics finish_sink_metrics(QueuedSinkMetrics queued, double sink_threshold,
                                 bool with_effective_rank, RankExchange* ranks = nullptr);
 
