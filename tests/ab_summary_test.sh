@@ -2,10 +2,10 @@
 # ctest `ab_summary`: scripts/ab_summary.py, the paired summary of scripts/bench_ab.sh's rounds,
 # on the twenty-first session's real A/B lines (tests/data/ab_rounds.log, one H100) and on
 # made-up lines with both metrics modes, a label missing from a round and no usable line.
-#   bash tests/ab_summary_test.sh build
+#   bash tests/ab_summary_test.sh [build] (needs python3 only; the build folder is not used)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source tests/script_test_lib.sh ab_summary_test "$@"
+fail() { echo "ab_summary_test: FAIL: $*" >&2; exit 1; }
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 expect_line() {  # expect_line FILE "text the output must hold on one line"
@@ -39,6 +39,17 @@ expect_line "$tmp/both.txt" "[a] 404,000, 405,010 tok/s; +1.00% (rounds +1.00 to
 expect_line "$tmp/both.txt" "[a] 380,000, 380,250 tok/s; -2.53% (rounds -2.56 to -2.50%, 2 paired); beyond the baseline's spread"
 # (2.5 - 2.743 + 3.0) / 3 = +0.919%, rounds of both signs
 expect_line "$tmp/both.txt" "[b] 410,000, 390,000, 412,000 tok/s; +0.92% (rounds -2.74 to +3.00%, 3 paired); rounds disagree in sign"
+
+# A single paired round gets no verdict; a baseline without figures in a mode is named.
+cat > "$tmp/few.log" <<'LOG'
+round 1 gpt2 [defaults]  sinklab bf16, metrics off 500000 tok/s ;
+round 1 gpt2 [x]  sinklab bf16, metrics off 510000 tok/s ;sinklab bf16, metrics every step 480000 tok/s ;
+round 2 gpt2 [defaults]  sinklab bf16, metrics off 501000 tok/s ;
+LOG
+python3 scripts/ab_summary.py "$tmp/few.log" > "$tmp/few.txt"
+expect_line "$tmp/few.txt" "[x] 510,000 tok/s; +2.00% (rounds +2.00 to +2.00%, 1 paired)"
+grep -q "1 paired);" "$tmp/few.txt" && fail "a single paired round got a verdict"
+expect_line "$tmp/few.txt" "gpt2, metrics every step: no figure for the baseline [defaults]; not summarised"
 
 # Nothing to summarise: a clear error, exit 1.
 rc=0

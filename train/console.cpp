@@ -24,10 +24,15 @@ double mean_layer(const SinkMetrics& m, double (*get)(const LayerMetrics&)) {
   return m.layers.empty() ? kNaN : s / m.layers.size();
 }
 
+// The largest of the layers' values that are not NaN; NaN when none is (no layers, or a metric
+// left out: metrics.order_statistics false makes super_ratio NaN in every layer).
 double max_layer(const SinkMetrics& m, double (*get)(const LayerMetrics&)) {
-  double s = -std::numeric_limits<double>::infinity();
-  for (const auto& l : m.layers) s = std::max(s, get(l));
-  return m.layers.empty() ? kNaN : s;
+  double s = kNaN;
+  for (const auto& l : m.layers) {
+    const double v = get(l);
+    if (!std::isnan(v) && (std::isnan(s) || v > s)) s = v;
+  }
+  return s;
 }
 
 double mean_sink_mass(const LayerMetrics& l) {

@@ -47,6 +47,16 @@ std::pair<Tensor, Tensor> next_token_batch(int64_t B, int64_t T, int64_t V, uint
   return {Tensor::from_ints(ids, {B, T}), Tensor::from_ints(next, {B, T})};
 }
 
+// The sink metrics' test models: GPT-2 without, LLaMA with head-wise RMSNorm; 300 tokens.
+ModelSection metrics_model(Arch arch, int64_t n_embd, int64_t block_size) {
+  ModelSection cfg = test::tiny_model(
+      arch, arch == Arch::Llama ? AttnOutputNorm::HeadwiseRmsNorm : AttnOutputNorm::None);
+  cfg.n_embd = n_embd;
+  cfg.block_size = block_size;
+  cfg.vocab_size = 300;
+  return cfg;
+}
+
 }  // namespace
 
 TEST_CASE("cuda: AdamW, grad norm and clipping match the CPU", "[cuda]") {
@@ -251,12 +261,7 @@ TEST_CASE("cuda: sink metrics queued on the side stream during a backward equal 
   SINKLAB_REQUIRE_CUDA();
 #if defined(SINKLAB_HAVE_CUDA)
   for (Arch arch : {Arch::Gpt2, Arch::Llama}) {
-    ModelSection cfg = test::tiny_model(
-        arch, arch == Arch::Llama ? AttnOutputNorm::HeadwiseRmsNorm : AttnOutputNorm::None);
-    cfg.n_embd = 128;
-    cfg.block_size = 256;
-    cfg.vocab_size = 300;
-    GPT model(cfg, 7, DType::F32, Device::cuda());
+    GPT model(metrics_model(arch, 128, 256), 7, DType::F32, Device::cuda());
     const auto [inputs, targets] = next_token_batch(8, 256, 300, 5);
     const Tensor x = inputs.to_device(Device::cuda()), y = targets.to_device(Device::cuda());
     PrecisionGuard bf16(Precision::BF16);
@@ -294,6 +299,46 @@ TEST_CASE("cuda: sink metrics queued on the side stream during a backward equal 
     }
   }
 #endif
+}
+
+TEST_CASE("cuda: metrics.order_statistics false on a residual of 2^20 elements: the other "
+          "metrics equal the full computation's, to rounding", "[cuda]") {
+  SINKLAB_REQUIRE_CUDA();
+  // B * T * C = 8 * 512 * 256 = 2^20: the full computation takes the residual's row statistics
+  // from the order statistics' first pass (held rows), the cheap one from row_statistics, which
+  // sums in another order. Everything not read from those rows is the same bits.
+  for (Arch arch : {Arch::Gpt2, Arch::Llama}) {
+    ModelSection cfg = metrics_model(arch, 256, 512);
+    cfg.n_layer = 2;
+    GPT model(cfg, 7, DType::F32, Device::cuda());
+    const auto [inputs, targets] = next_token_batch(8, 512, 300, 5);
+    PrecisionGuard bf16(Precision::BF16);
+    autograd::NoGradGuard no_grad;
+    ForwardCapture cap;
+    model.forward(inputs.to_device(Device::cuda()), Tensor(), &cap);
+    REQUIRE(cap.layers[0].residual.numel() == (int64_t{1} << 20));
+    const SinkMetrics full = compute_sink_metrics(cap, 0.03, false);
+    const SinkMetrics cheap = compute_sink_metrics(cap, 0.03, false, nullptr, false);
+    const auto close = [](double x, double y) { return std::fabs(x - y) <= 1e-5 * std::fabs(x); };
+    INFO(choice_text(arch));
+    REQUIRE(cheap.sink_rate == full.sink_rate);
+    for (size_t l = 0; l < full.layers.size(); ++l) {
+      const LayerMetrics &a = full.layers[l], &b = cheap.layers[l];
+      INFO("layer " << l);
+      REQUIRE(std::isfinite(a.massive_median));
+      REQUIRE((std::isnan(b.massive_median) && std::isnan(b.super_ratio)));
+      for (int i = 0; i < 3; ++i) REQUIRE(std::isnan(b.massive_top[i]));
+      REQUIRE(b.sink_mass == a.sink_mass);
+      REQUIRE(b.var_pos == a.var_pos);
+      REQUIRE(b.var_pos_normed == a.var_pos_normed);
+      REQUIRE(b.super_neuron == a.super_neuron);
+      REQUIRE(b.super_value == a.super_value);
+      REQUIRE(b.dim_argmax == a.dim_argmax);
+      REQUIRE(b.dim_disparity_normed == a.dim_disparity_normed);
+      REQUIRE(close(a.dim_disparity, b.dim_disparity));
+      REQUIRE(close(a.norm_ratio, b.norm_ratio));
+    }
+  }
 }
 
 TEST_CASE("cuda: folding the residual stream's gradient into the norms' backward changes no bit "

@@ -34,6 +34,8 @@ struct TwoRanks : RankExchange {
 
 TEST_CASE("metrics of two ranks' slices, combined, equal the metrics of the whole batch",
           "[metrics][distributed]") {
+  // order: metrics.order_statistics (false: no order-statistics slots travel between ranks).
+  for (bool order : {true, false})
   for (AttentionKind attention : {AttentionKind::Softmax, AttentionKind::Sigmoid})
   for (Arch arch : {Arch::Gpt2, Arch::Llama}) {
     ModelSection cfg = test::tiny_model(arch, AttnOutputNorm::HeadwiseRmsNorm);
@@ -45,17 +47,20 @@ TEST_CASE("metrics of two ranks' slices, combined, equal the metrics of the whol
     Tensor ids = rand_ints({4, 9}, RngKey{5, 7, 0}, 11);                   // (4, 9)
     Tensor first_half = ids.narrow_view(0, 0, 2).copy_contiguous();          // (2, 9) rank 0
     Tensor second_half = ids.narrow_view(0, 2, 2).copy_contiguous();         // (2, 9) rank 1
-    const SinkMetrics whole = compute_sink_metrics(test::capture_of(model, ids), 0.3, false);
+    const SinkMetrics whole =
+        compute_sink_metrics(test::capture_of(model, ids), 0.3, false, nullptr, order);
 
     TwoRanks exchange;
     const SinkMetrics rank1 =
-        compute_sink_metrics(test::capture_of(model, second_half), 0.3, false, &exchange);
+        compute_sink_metrics(test::capture_of(model, second_half), 0.3, false, &exchange, order);
     exchange.other = exchange.recorded;
-    const SinkMetrics rank0 = compute_sink_metrics(test::capture_of(model, first_half), 0.3, false);
+    const SinkMetrics rank0 =
+        compute_sink_metrics(test::capture_of(model, first_half), 0.3, false, nullptr, order);
     const SinkMetrics combined =
-        compute_sink_metrics(test::capture_of(model, first_half), 0.3, false, &exchange);
+        compute_sink_metrics(test::capture_of(model, first_half), 0.3, false, &exchange, order);
 
-    INFO(choice_text(arch) << ", " << choice_text(attention));
+    INFO(choice_text(arch) << ", " << choice_text(attention)
+                           << (order ? "" : ", no order statistics"));
     REQUIRE(combined.sink_rate == Approx(whole.sink_rate));
     for (size_t l = 0; l < whole.layers.size(); ++l) {
       const LayerMetrics& w = whole.layers[l];
@@ -74,11 +79,16 @@ TEST_CASE("metrics of two ranks' slices, combined, equal the metrics of the whol
       REQUIRE(c.dim_argmax == w.dim_argmax);
       REQUIRE(c.super_neuron == w.super_neuron);
       REQUIRE(c.super_value == Approx(w.super_value).epsilon(1e-12));
-      for (int i = 0; i < 3; ++i) REQUIRE(c.massive_top[i] == w.massive_top[i]);
-      // The median is the mean of the slices' medians, not the median of the whole batch.
-      const double mean_of_medians =
-          0.5 * (rank0.layers[l].massive_median + rank1.layers[l].massive_median);
-      REQUIRE(c.massive_median == Approx(mean_of_medians).epsilon(1e-12));
+      if (order) {
+        for (int i = 0; i < 3; ++i) REQUIRE(c.massive_top[i] == w.massive_top[i]);
+        // The median is the mean of the slices' medians, not the median of the whole batch.
+        const double mean_of_medians =
+            0.5 * (rank0.layers[l].massive_median + rank1.layers[l].massive_median);
+        REQUIRE(c.massive_median == Approx(mean_of_medians).epsilon(1e-12));
+      } else {
+        for (int i = 0; i < 3; ++i) REQUIRE(std::isnan(c.massive_top[i]));
+        REQUIRE((std::isnan(c.massive_median) && std::isnan(c.super_ratio)));
+      }
       // Rank 1 alone (its exchange returned only its own values) saw its slice only.
       REQUIRE(rank1.layers[l].sink_mass[0] != Approx(w.sink_mass[0]).epsilon(1e-9));
     }

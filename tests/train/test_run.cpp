@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <sstream>
 
 #include "core/error.h"
@@ -287,4 +288,25 @@ TEST_CASE("CLI: bad config, missing data and a wrong shard header fail clearly",
   }
   REQUIRE(run_cli("compare --help", output) == 0);
   REQUIRE(output.find("--set") != std::string::npos);
+}
+
+TEST_CASE("the comparison table's layer maxima skip NaN layers and show nan when none is left",
+          "[run]") {
+  // metrics.order_statistics false leaves super_ratio NaN in every layer: the table says nan,
+  // not -inf; a NaN layer among finite ones is left out of the maximum.
+  VariantSummary s;
+  s.name = "v";
+  s.last_metrics.has_sink = true;
+  s.last_metrics.sink.layers.resize(3);
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  for (LayerMetrics& l : s.last_metrics.sink.layers) l.super_ratio = nan;
+  s.last_metrics.sink.layers[0].dim_disparity = 2.0;
+  s.last_metrics.sink.layers[1].dim_disparity = nan;
+  s.last_metrics.sink.layers[2].dim_disparity = 4.0;
+  const ComparisonRow row = comparison_row(s);
+  REQUIRE(std::isnan(row.super_x));
+  REQUIRE(row.disparity == 4.0);
+  const std::string table = comparison_table({row});
+  REQUIRE_FALSE(test::contains(table, "inf"));
+  REQUIRE(test::contains(table, "nan"));
 }

@@ -75,7 +75,8 @@ class RankExchange {
 // are the mean of the ranks' medians. The effective rank is the calling rank's sequence 0.
 // order_statistics false (metrics.order_statistics): the exact order statistics of |x_l| and
 // |u| are not computed, the passes that cost most (docs/METRICS.md): massive_median,
-// massive_top and super_ratio are NaN, every other metric the same.
+// massive_top and super_ratio are NaN, every other metric the same (on a GPU to rounding: the
+// residual's row statistics then come from a pass of their own, summed in another order).
 SinkMetrics compute_sink_metrics(const ForwardCapture& capture, double sink_threshold,
                                  bool with_effective_rank, RankExchange* ranks = nullptr,
                                  bool order_statistics = true);
