@@ -1,7 +1,8 @@
 // DeviceRuntime::record on a GPU: the work queued on the compute stream, captured into a CUDA
 // graph (stream capture, this thread only) and instantiated, to be launched again as one unit.
-// The trainer records a training micro-batch's forward and backward once (run.cuda_graph,
-// train/step_graph.h) and replays it on the steps after.
+// The trainer records a training step without metrics once, its micro-batches' forward and
+// backward with the gradients' norm, clipping and AdamW (run.cuda_graph, train/step_graph.h),
+// and replays it on the steps after.
 //
 // What a capture cannot hold makes the recording fail cleanly (null, with the reason): a wait
 // for the device or a copy to pageable host memory inside the work (cudaStreamSynchronize

@@ -128,10 +128,11 @@ struct RunSection {
                                     // backward, clipping, AdamW) is recorded once as a CUDA
                                     // graph and replayed at every such step
                                     // (train/step_graph.h);
-                                    // the same bits; off: 0.6 to 1.1% faster on an H100 with
-                                    // metrics off, but it never applies when metrics run every
-                                    // step, and with metrics every N steps a micro-batch's
-                                    // activations are held twice (the graph's and the pool's)
+                                    // the same bits; off: no faster than the eager step on an
+                                    // H100 (twenty-first session), it never applies when
+                                    // metrics run every step, and with metrics every N steps a
+                                    // micro-batch's activations are held twice (the graph's and
+                                    // the pool's)
   bool deterministic = true;        // the same bits on every run (bit-exact resume on a GPU);
                                     // false lets cuDNN's attention backward sum dQ with f32
                                     // atomics (ops::deterministic_attention): faster, but two

@@ -599,9 +599,8 @@ void Run::step_all(int64_t step, bool evaluate_first) {
       record.grad_norm = global_grad_norm(params);
     }
     record.skipped = !std::isfinite(record.loss) || !std::isfinite(record.grad_norm);
-    if (replayed) {
+    if (replayed) {  // never under run.profile (StepGraph::unavailable_because): no phase
       if (!record.skipped) v.optimizer->count_step();  // the device skipped its update too
-      clock.mark("step (cuda graph)");
     } else {
       if (!record.skipped) {
         v.optimizer->step(params, record.lr, clip_factor(record.grad_norm, c.optim.grad_clip));
