@@ -389,6 +389,36 @@ TEST_CASE("metrics.order_statistics false leaves out the order statistics and no
   }
 }
 
+TEST_CASE("sink metrics fetched before they are finished are the same metrics", "[metrics]") {
+  // The trainer copies the queued results to the host on the side stream first
+  // (fetch_sink_metrics), then finishes them; finishing must not fetch again or change a bit.
+  ModelSection cfg = tiny_model(Arch::Llama, AttnOutputNorm::HeadwiseRmsNorm);
+  GPT model(cfg, 5);
+  Tensor ids = random_ids(2, cfg.block_size, cfg.vocab_size, 8);
+  ForwardCapture cap;
+  autograd::NoGradGuard no_grad;
+  model.forward(ids, Tensor(), &cap);
+  QueuedSinkMetrics queued = queue_sink_metrics(cap);
+  fetch_sink_metrics(queued);
+  fetch_sink_metrics(queued);  // a second fetch keeps what the first brought
+  const SinkMetrics fetched = finish_sink_metrics(std::move(queued), 0.3, false);
+  const SinkMetrics direct = compute_sink_metrics(cap, 0.3, false);
+  REQUIRE(fetched.sink_rate == direct.sink_rate);
+  REQUIRE(fetched.layers.size() == direct.layers.size());
+  for (size_t l = 0; l < direct.layers.size(); ++l) {
+    const LayerMetrics &a = direct.layers[l], &b = fetched.layers[l];
+    INFO("layer " << l);
+    REQUIRE(b.sink_mass == a.sink_mass);
+    REQUIRE(b.var_pos == a.var_pos);
+    REQUIRE(b.dim_disparity == a.dim_disparity);
+    REQUIRE(b.massive_median == a.massive_median);
+    REQUIRE(b.super_ratio == a.super_ratio);
+  }
+  QueuedSinkMetrics nothing;
+  REQUIRE(test::contains(test::caught<ValueError>([&] { fetch_sink_metrics(nothing); }).what(),
+                         "fetch_sink_metrics: nothing queued"));
+}
+
 TEST_CASE("effective rank of known matrices", "[metrics]") {
   // Identity (4 x 4): 4 equal singular values -> rank 4. Rank one -> 1.
   std::vector<double> eye(16, 0.0);

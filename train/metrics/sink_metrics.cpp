@@ -52,7 +52,7 @@ class Gather {
     flat_ = concat_flat(parts_);  // (total): one launch per 40 parts on a GPU
     parts_.clear();
   }
-  // Copies the collected buffer to the host (waits for it).
+  // Copies the collected buffer to the host (waits for it); once fetched, nothing more to do.
   void fetch() {
     if (flat_.defined()) host_ = flat_.to_doubles();
     flat_ = Tensor();
@@ -363,6 +363,12 @@ SinkMetrics compute_sink_metrics(const ForwardCapture& capture, double sink_thre
                                  bool order_statistics) {
   return finish_sink_metrics(queue_sink_metrics(capture, order_statistics), sink_threshold,
                              with_effective_rank, ranks);
+}
+
+void fetch_sink_metrics(QueuedSinkMetrics& queued) {
+  SINKLAB_CHECK(queued.state_ != nullptr, ValueError, "fetch_sink_metrics: nothing queued",
+                "pass what queue_sink_metrics returned, before finishing it");
+  queued.state_->gather.fetch();
 }
 
 SinkMetrics finish_sink_metrics(QueuedSinkMetrics queued, double sink_threshold,
