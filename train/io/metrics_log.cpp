@@ -115,6 +115,12 @@ struct MetricsLog::Impl {
       h5::Handle space = h5::space(dims, maxdims);
       h5::Handle props(H5Pcreate(H5P_DATASET_CREATE), H5Pclose);
       H5Pset_chunk(props.get(), static_cast<int>(chunk.size()), chunk.data());
+      // A dataset created after row 0 (a field this version adds, on resuming an older run's
+      // log) has rows before it that were never written: NaN (not measured), not HDF5's 0.
+      const double not_measured = kNaN;
+      if (type == H5T_NATIVE_DOUBLE)
+        h5_check(H5Pset_fill_value(props.get(), H5T_NATIVE_DOUBLE, &not_measured),
+                 "fill value of " + name, h5_path);
       ds = h5::Handle(H5Dcreate2(file.get(), name.c_str(), type, space.get(), H5P_DEFAULT,
                                  props.get(), H5P_DEFAULT),
                       H5Dclose);

@@ -1,0 +1,74 @@
+// The HDF5 metrics log: a field that an older run's log lacks (created on resume, after row 0)
+// reads NaN, "not measured", in the rows written before it existed, not HDF5's default 0.
+#include <hdf5.h>
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "tests/catch.h"
+#include "tests/train/train_test_util.h"
+#include "train/io/metrics_log.h"
+#include "train/io/step_record.h"
+
+using namespace sinklab;
+using namespace sinklab::train;
+
+namespace {
+
+StepRecord record_at(int64_t step) {
+  StepRecord r;
+  r.step = step;
+  r.loss = 2.0 + static_cast<double>(step);
+  r.val_loss = r.val_loss_se = std::nan("");
+  return r;
+}
+
+// (rows) of a one-dimensional f64 dataset of an HDF5 file.
+std::vector<double> read_column(const std::string& path, const char* name) {
+  const hid_t file = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+  REQUIRE(file >= 0);
+  const hid_t ds = H5Dopen2(file, name, H5P_DEFAULT);
+  REQUIRE(ds >= 0);
+  const hid_t space = H5Dget_space(ds);
+  hsize_t n = 0;
+  H5Sget_simple_extent_dims(space, &n, nullptr);
+  std::vector<double> values(n);
+  REQUIRE(H5Dread(ds, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, values.data()) >= 0);
+  H5Sclose(space);
+  H5Dclose(ds);
+  H5Fclose(file);
+  return values;
+}
+
+}  // namespace
+
+TEST_CASE("metrics.h5: a field missing from a resumed log is NaN in its earlier rows",
+          "[io]") {
+  test::TempDir tmp;
+  const std::string dir = tmp.path.string(), path = dir + "/metrics.h5";
+  {
+    MetricsLog log(dir, 2, 2, 8, false, true, false);
+    log.write(record_at(0));
+    log.write(record_at(1));
+    log.flush();
+  }
+  {  // as a log written by a sinklab without the field "loss" would be
+    const hid_t file = H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+    REQUIRE(file >= 0);
+    REQUIRE(H5Ldelete(file, "loss", H5P_DEFAULT) >= 0);
+    H5Fclose(file);
+  }
+  {
+    MetricsLog log(dir, 2, 2, 8, false, true, false, /*keep_before_step=*/2);
+    log.write(record_at(2));
+    log.flush();
+  }
+  const std::vector<double> loss = read_column(path, "loss");  // (3)
+  REQUIRE(loss.size() == 3);
+  REQUIRE(std::isnan(loss[0]));
+  REQUIRE(std::isnan(loss[1]));
+  REQUIRE(loss[2] == 4.0);
+  const std::vector<double> lr = read_column(path, "lr");  // written every row: untouched
+  REQUIRE(lr == std::vector<double>{0.0, 0.0, 0.0});
+}
