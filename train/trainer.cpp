@@ -137,6 +137,8 @@ class OverlappedMetrics {
   // queue, the host had waited for the update too, and the device then idled while the host
   // finished the metrics and queued the next step: 2.1% of GPT-2's tokens/s and 2.4% of
   // LLaMA's with head-wise RMSNorm on an H100 (docs/PERFORMANCE.md, twenty-second session).
+  // With NCCL ranks the exchange (finish_sink_metrics' RankExchange) still runs on the compute
+  // stream, so a data-parallel GPU job waits for the update there (not yet measured or moved).
   SinkMetrics finish(double sink_threshold, RankExchange* ranks) {
     if (!joined_) runtime_.run_on_side(*start_, [&] { fetch_sink_metrics(queued_); });
     join();
