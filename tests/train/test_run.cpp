@@ -309,4 +309,7 @@ TEST_CASE("the comparison table's layer maxima skip NaN layers and show nan when
   const std::string table = comparison_table({row});
   REQUIRE_FALSE(test::contains(table, "inf"));
   REQUIRE(test::contains(table, "nan"));
+  REQUIRE(test::contains(table, "super x is nan: metrics.order_statistics false"));
+  s.last_metrics.sink.layers[1].super_ratio = 30.0;  // the medians were taken: no such line
+  REQUIRE_FALSE(test::contains(comparison_table({comparison_row(s)}), "super x is nan"));
 }
