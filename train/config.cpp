@@ -234,6 +234,7 @@ const std::vector<Field>& fields() {
       SINKLAB_KEY(run, RunSection, flat_weight_operands),
       SINKLAB_KEY(run, RunSection, head_norm_statistics),
       SINKLAB_KEY(run, RunSection, one_pass_order_statistics),
+      SINKLAB_KEY(run, RunSection, metrics_exchange_on_side),
       SINKLAB_KEY(run, RunSection, cuda_graph),
       SINKLAB_KEY(run, RunSection, deterministic),
       SINKLAB_KEY(run, RunSection, variant_placement),

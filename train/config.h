@@ -124,6 +124,11 @@ struct RunSection {
                                     // (ops/statistics.h), instead of two; the same values; off:
                                     // no faster on an H100 (its sort and select cost more than
                                     // the pass they save)
+  bool metrics_exchange_on_side = false;  // data parallel on GPUs: a metrics step's results
+                                    // travel between the ranks on the metrics' side stream, as
+                                    // they come to the host, so that the host does not wait for
+                                    // the update on the compute stream (one GPU already fetches
+                                    // there); off until measured on several GPUs
   bool cuda_graph = false;          // on a GPU, a training step without sink metrics (forward,
                                     // backward, clipping, AdamW) is recorded once as a CUDA
                                     // graph and replayed at every such step

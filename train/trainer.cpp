@@ -101,6 +101,7 @@ constexpr const char* kProcessKeys[] = {"run.attention_kernels", "run.profile", 
                                         "run.flat_weight_operands",
                                         "run.head_norm_statistics",
                                         "run.one_pass_order_statistics", "run.deterministic",
+                                        "run.metrics_exchange_on_side",
                                         "run.variant_placement"};
 
 // A step's sink metrics. Made at the end of the forward whose capture they read (on a GPU that
@@ -137,10 +138,14 @@ class OverlappedMetrics {
   // queue, the host had waited for the update too, and the device then idled while the host
   // finished the metrics and queued the next step: 2.1% of GPT-2's tokens/s and 2.4% of
   // LLaMA's with head-wise RMSNorm on an H100 (docs/PERFORMANCE.md, twenty-second session).
-  // With NCCL ranks the exchange (finish_sink_metrics' RankExchange) still runs on the compute
-  // stream, so a data-parallel GPU job waits for the update there (not yet measured or moved).
-  SinkMetrics finish(double sink_threshold, RankExchange* ranks) {
-    if (!joined_) runtime_.run_on_side(*start_, [&] { fetch_sink_metrics(queued_); });
+  // The ranks of a data-parallel job exchange the results on the compute stream, where the
+  // host waits for the update, unless exchange_on_side (run.metrics_exchange_on_side, off
+  // until measured on several GPUs): then on the side stream too. By then no other collective
+  // is in flight (the gradients' reduction and ZeRO-1's gathers were waited for).
+  SinkMetrics finish(double sink_threshold, RankExchange* ranks, bool exchange_on_side) {
+    if (!joined_)
+      runtime_.run_on_side(*start_,
+                           [&] { fetch_sink_metrics(queued_, exchange_on_side ? ranks : nullptr); });
     join();
     return finish_sink_metrics(std::move(queued_), sink_threshold, false, ranks);
   }
@@ -619,7 +624,8 @@ void Run::step_all(int64_t step, bool evaluate_first) {
     if (metrics_step) {
       // Every rank's slice of the batch: the metrics of the global batch, on every rank.
       record.sink = metrics->finish(c.metrics.sink_threshold,
-                                    parallel_->world_size() > 1 ? parallel_.get() : nullptr);
+                                    parallel_->world_size() > 1 ? parallel_.get() : nullptr,
+                                    c.run.metrics_exchange_on_side);
       record.has_sink = true;
       for (size_t l = 0; l < eval.effective_rank.size(); ++l) {
         record.sink.layers[l].effective_rank = eval.effective_rank[l];

@@ -77,6 +77,7 @@ void require_same(const RunConfig& a, const RunConfig& b) {
   REQUIRE(a.run.flat_weight_operands == b.run.flat_weight_operands);
   REQUIRE(a.run.head_norm_statistics == b.run.head_norm_statistics);
   REQUIRE(a.run.one_pass_order_statistics == b.run.one_pass_order_statistics);
+  REQUIRE(a.run.metrics_exchange_on_side == b.run.metrics_exchange_on_side);
   REQUIRE(a.run.cuda_graph == b.run.cuda_graph);
   REQUIRE(a.run.deterministic == b.run.deterministic);
   const ModelSection &m = a.model, &n = b.model;
@@ -790,6 +791,7 @@ TEST_CASE("config: the run keys that were SINKLAB_* environment variables", "[co
   REQUIRE(defaults.run.flat_weight_operands);
   REQUIRE_FALSE(defaults.run.head_norm_statistics);
   REQUIRE_FALSE(defaults.run.one_pass_order_statistics);
+  REQUIRE_FALSE(defaults.run.metrics_exchange_on_side);  // until measured on several GPUs
   REQUIRE_FALSE(defaults.run.cuda_graph);
   REQUIRE(defaults.run.deterministic);
   REQUIRE(defaults.run.variant_placement == VariantPlacement::Together);
@@ -807,6 +809,7 @@ TEST_CASE("config: the run keys that were SINKLAB_* environment variables", "[co
                    "  fused_norm_param_grads: true\n  flat_weight_operands: true\n"
                    "  head_norm_statistics: false\n"
                    "  one_pass_order_statistics: false\n"
+                   "  metrics_exchange_on_side: false\n"
                    "  cuda_graph: false\n"
                    "  deterministic: true\n"));
   const RunConfig set = parse_config(
@@ -818,7 +821,7 @@ TEST_CASE("config: the run keys that were SINKLAB_* environment variables", "[co
        "run.bf16_branch_outputs=false", "run.fused_norm_param_grads=false",
        "run.flat_weight_operands=false",
        "run.head_norm_statistics=true",
-       "run.one_pass_order_statistics=true",
+       "run.one_pass_order_statistics=true", "run.metrics_exchange_on_side=true",
        "run.cuda_graph=true", "run.deterministic=false"});
   const std::string text = to_yaml(set);
   INFO(text);
@@ -831,6 +834,7 @@ TEST_CASE("config: the run keys that were SINKLAB_* environment variables", "[co
                          "  flat_weight_operands: false\n"
                          "  head_norm_statistics: true\n"
                          "  one_pass_order_statistics: true\n"
+                         "  metrics_exchange_on_side: true\n"
                          "  cuda_graph: true\n"
                          "  deterministic: false\n"));
   RunConfig back = parse_config(text, "s.yaml");

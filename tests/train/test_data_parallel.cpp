@@ -14,6 +14,7 @@
 #include <fstream>
 #include <iterator>
 #include <map>
+#include <regex>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -155,6 +156,16 @@ void require_curves_follow(const std::vector<double>& single,
   }
 }
 
+// The lines of a metrics.jsonl without the fields that time the step (they differ between
+// runs): what the training computed, step by step.
+std::vector<std::string> untimed_lines(const fs::path& path) {
+  std::ifstream in(path);
+  std::vector<std::string> lines;
+  const std::regex timed("\"(tokens_per_s|step_ms|mfu|memory_mib)\":[^,]*,");
+  for (std::string line; std::getline(in, line);) lines.push_back(std::regex_replace(line, timed, ""));
+  return lines;
+}
+
 // Trains the small config on `device` as 1 process, then as 2 ranks launched by Open MPI's
 // mpirun, and compares the loss curves step by step, within `rtol`.
 void mpirun_follows_one(const std::string& device, double rtol) {
@@ -238,6 +249,17 @@ void two_ranks_follow_one(const std::string& device, double rtol) {
   two_ranks("zero1", " --set optim.zero1=true --stop-after 20 --resume auto");
   run("zero1", "", " --set optim.zero1=true --resume auto");
   curves["ZeRO-1, 2 ranks, resumed twice"] = losses(dir / "zero1" / "main" / "metrics.jsonl");
+  {  // run.metrics_exchange_on_side (on GPUs the ranks exchange a metrics step's results on the
+     // metrics' side stream): every metric of every step the same as exchanged at the finish
+    const std::string every = " --set metrics.every=1 --set train.steps=4";
+    two_ranks("exchange_finish", every);
+    two_ranks("exchange_side", every + " --set run.metrics_exchange_on_side=true");
+    const std::vector<std::string> a = untimed_lines(dir / "exchange_finish" / "main" / "metrics.jsonl");
+    const std::vector<std::string> b = untimed_lines(dir / "exchange_side" / "main" / "metrics.jsonl");
+    REQUIRE(a.size() == 5);  // 4 steps and the final evaluation
+    REQUIRE(test::contains(a[0], "\"sink_mass\""));  // metrics were taken
+    REQUIRE(b == a);
+  }
   if (device == "cpu") {
     // SIGTERM to rank 0 only (a pre-emption seen by one rank first): both ranks agree to stop
     // on the same step, write one checkpoint (ZeRO-1 gathers the moments) and exit 0.

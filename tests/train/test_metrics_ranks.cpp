@@ -94,3 +94,52 @@ TEST_CASE("metrics of two ranks' slices, combined, equal the metrics of the whol
     }
   }
 }
+
+TEST_CASE("metrics exchanged over the ranks as they are fetched equal those exchanged when "
+          "finished", "[metrics][distributed]") {
+  // run.metrics_exchange_on_side: the trainer fetches and exchanges on the side stream, then
+  // finishes with the ranks again (which must exchange nothing more).
+  ModelSection cfg = test::tiny_model(Arch::Llama, AttnOutputNorm::HeadwiseRmsNorm);
+  cfg.n_embd = 16;
+  cfg.block_size = 9;
+  GPT model(cfg, 5, DType::F64);
+  autograd::NoGradGuard no_grad;
+  Tensor ids = rand_ints({4, 9}, RngKey{5, 7, 0}, 11);            // (4, 9)
+  Tensor first_half = ids.narrow_view(0, 0, 2).copy_contiguous();   // (2, 9) rank 0
+  Tensor second_half = ids.narrow_view(0, 2, 2).copy_contiguous();  // (2, 9) rank 1
+  TwoRanks exchange;
+  compute_sink_metrics(test::capture_of(model, second_half), 0.3, false, &exchange);
+  exchange.other = exchange.recorded;
+  const SinkMetrics when_finished =
+      compute_sink_metrics(test::capture_of(model, first_half), 0.3, false, &exchange);
+
+  struct Counting : RankExchange {  // the exchange above, counting its calls
+    RankExchange* inner;
+    int calls = 0;
+    std::vector<std::vector<double>> all_gather(const std::vector<double>& mine) override {
+      ++calls;
+      return inner->all_gather(mine);
+    }
+  } counting;
+  counting.inner = &exchange;
+  for (const bool ranks_again : {true, false}) {
+    INFO("finished with the ranks again: " << ranks_again);
+    QueuedSinkMetrics queued = queue_sink_metrics(test::capture_of(model, first_half));
+    fetch_sink_metrics(queued, &counting);
+    REQUIRE(counting.calls == 1);  // exchanged as fetched
+    const SinkMetrics when_fetched = finish_sink_metrics(std::move(queued), 0.3, false,
+                                                         ranks_again ? &counting : nullptr);
+    REQUIRE(counting.calls == 1);  // and not again
+    counting.calls = 0;
+    REQUIRE(when_fetched.sink_rate == when_finished.sink_rate);
+    for (size_t l = 0; l < when_finished.layers.size(); ++l) {
+      const LayerMetrics &a = when_finished.layers[l], &b = when_fetched.layers[l];
+      INFO("layer " << l);
+      REQUIRE(b.sink_mass == a.sink_mass);  // (NH) over both ranks' sequences
+      REQUIRE(b.var_pos == a.var_pos);
+      REQUIRE(b.dim_disparity == a.dim_disparity);
+      REQUIRE(b.massive_median == a.massive_median);
+      REQUIRE(b.massive_top[0] == a.massive_top[0]);
+    }
+  }
+}

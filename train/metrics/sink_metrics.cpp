@@ -339,6 +339,7 @@ struct QueuedSinkMetrics::State {
   ForwardCapture capture;  // what the queued work reads: alive until the metrics are finished
   Gather gather;
   std::vector<LayerSlots> slots;  // (L)
+  int64_t world = 0;  // the ranks whose results the gather holds; 0 until fetched and exchanged
 };
 
 QueuedSinkMetrics::QueuedSinkMetrics() = default;
@@ -365,10 +366,15 @@ SinkMetrics compute_sink_metrics(const ForwardCapture& capture, double sink_thre
                              with_effective_rank, ranks);
 }
 
-void fetch_sink_metrics(QueuedSinkMetrics& queued) {
+void fetch_sink_metrics(QueuedSinkMetrics& queued, RankExchange* ranks) {
   SINKLAB_CHECK(queued.state_ != nullptr, ValueError, "fetch_sink_metrics: nothing queued",
                 "pass what queue_sink_metrics returned, before finishing it");
-  queued.state_->gather.fetch();
+  QueuedSinkMetrics::State& st = *queued.state_;
+  st.gather.fetch();
+  if (st.world != 0 || ranks == nullptr) return;  // exchanged already, or not asked to
+  const std::vector<std::vector<double>> all = ranks->all_gather(st.gather.host());
+  st.world = static_cast<int64_t>(all.size());
+  if (st.world > 1) st.gather.combine_ranks(all);
 }
 
 SinkMetrics finish_sink_metrics(QueuedSinkMetrics queued, double sink_threshold,
@@ -381,13 +387,8 @@ SinkMetrics finish_sink_metrics(QueuedSinkMetrics queued, double sink_threshold,
   const std::vector<LayerSlots>& slots = queued.state_->slots;
   SinkMetrics metrics;
   metrics.layers.resize(capture.layers.size());
-  gather.fetch();
-  int64_t world = 1;
-  if (ranks != nullptr) {
-    const std::vector<std::vector<double>> all = ranks->all_gather(gather.host());
-    world = static_cast<int64_t>(all.size());
-    if (world > 1) gather.combine_ranks(all);
-  }
+  fetch_sink_metrics(queued, ranks);  // nothing more when the caller fetched (and exchanged)
+  const int64_t world = std::max<int64_t>(queued.state_->world, 1);
   // The effective rank of each layer's input (sequence 0): a Gram matrix and an eigen-solve of
   // up to C x C each, so the layers run in parallel.
   std::vector<double> input_ranks(capture.layers.size(), kNaN);  // (L)

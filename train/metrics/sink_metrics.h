@@ -100,15 +100,17 @@ class QueuedSinkMetrics {
                                               bool order_statistics);
   friend SinkMetrics finish_sink_metrics(QueuedSinkMetrics queued, double sink_threshold,
                                          bool with_effective_rank, RankExchange* ranks);
-  friend void fetch_sink_metrics(QueuedSinkMetrics& queued);
+  friend void fetch_sink_metrics(QueuedSinkMetrics& queued, RankExchange* ranks);
 };
 QueuedSinkMetrics queue_sink_metrics(const ForwardCapture& capture, bool order_statistics = true);
 SinkMetrics finish_sink_metrics(QueuedSinkMetrics queued, double sink_threshold,
                                 bool with_effective_rank, RankExchange* ranks = nullptr);
 // Copies the queued results to the host now (finish_sink_metrics does it when this was not
 // called), waiting on the caller's stream only: called on the stream they were queued on, the
-// host does not wait for what the main stream has queued since (the trainer's update).
-void fetch_sink_metrics(QueuedSinkMetrics& queued);
+// host does not wait for what the main stream has queued since (the trainer's update). With
+// `ranks`, also exchanges them over the ranks there (a collective: every rank calls it), and
+// finish_sink_metrics then exchanges nothing more, whatever ranks it is given.
+void fetch_sink_metrics(QueuedSinkMetrics& queued, RankExchange* ranks = nullptr);
 
 // exp(entropy of the normalised singular values) of a (rows, cols) row-major matrix.
 double effective_rank(const std::vector<double>& matrix, int64_t rows, int64_t cols);
