@@ -3,6 +3,7 @@
 // metrics of the whole batch. Checked here without a second process: two captures of the two
 // halves of a batch, combined, against one capture of the whole batch.
 #include <cmath>
+#include <tuple>
 
 #include "autograd/grad_mode.h"
 #include "core/random.h"
@@ -30,6 +31,22 @@ struct TwoRanks : RankExchange {
   }
 };
 
+// The tests' model: 16 wide, T = 9, head-wise RMSNorm.
+ModelSection small_model(Arch arch, AttentionKind attention) {
+  ModelSection cfg = test::tiny_model(arch, AttnOutputNorm::HeadwiseRmsNorm);
+  cfg.attention = attention;
+  cfg.n_embd = 16;
+  cfg.block_size = 9;
+  return cfg;
+}
+
+// A global batch of 4 sequences (4, 9) and its two ranks' halves, (2, 9) each.
+std::tuple<Tensor, Tensor, Tensor> batch_and_halves() {
+  Tensor ids = rand_ints({4, 9}, RngKey{5, 7, 0}, 11);
+  return {ids, ids.narrow_view(0, 0, 2).copy_contiguous(),
+          ids.narrow_view(0, 2, 2).copy_contiguous()};
+}
+
 }  // namespace
 
 TEST_CASE("metrics of two ranks' slices, combined, equal the metrics of the whole batch",
@@ -38,15 +55,10 @@ TEST_CASE("metrics of two ranks' slices, combined, equal the metrics of the whol
   for (bool order : {true, false})
   for (AttentionKind attention : {AttentionKind::Softmax, AttentionKind::Sigmoid})
   for (Arch arch : {Arch::Gpt2, Arch::Llama}) {
-    ModelSection cfg = test::tiny_model(arch, AttnOutputNorm::HeadwiseRmsNorm);
-    cfg.attention = attention;  // sigmoid: the rows' shares travel as (B, NH, T) rows
-    cfg.n_embd = 16;
-    cfg.block_size = 9;
-    GPT model(cfg, 5, DType::F64);
+    // sigmoid: the rows' shares travel as (B, NH, T) rows
+    GPT model(small_model(arch, attention), 5, DType::F64);
     autograd::NoGradGuard no_grad;
-    Tensor ids = rand_ints({4, 9}, RngKey{5, 7, 0}, 11);                   // (4, 9)
-    Tensor first_half = ids.narrow_view(0, 0, 2).copy_contiguous();          // (2, 9) rank 0
-    Tensor second_half = ids.narrow_view(0, 2, 2).copy_contiguous();         // (2, 9) rank 1
+    const auto [ids, first_half, second_half] = batch_and_halves();
     const SinkMetrics whole =
         compute_sink_metrics(test::capture_of(model, ids), 0.3, false, nullptr, order);
 
@@ -99,14 +111,9 @@ TEST_CASE("metrics exchanged over the ranks as they are fetched equal those exch
           "finished", "[metrics][distributed]") {
   // run.metrics_exchange_on_side: the trainer fetches and exchanges on the side stream, then
   // finishes with the ranks again (which must exchange nothing more).
-  ModelSection cfg = test::tiny_model(Arch::Llama, AttnOutputNorm::HeadwiseRmsNorm);
-  cfg.n_embd = 16;
-  cfg.block_size = 9;
-  GPT model(cfg, 5, DType::F64);
+  GPT model(small_model(Arch::Llama, AttentionKind::Softmax), 5, DType::F64);
   autograd::NoGradGuard no_grad;
-  Tensor ids = rand_ints({4, 9}, RngKey{5, 7, 0}, 11);            // (4, 9)
-  Tensor first_half = ids.narrow_view(0, 0, 2).copy_contiguous();   // (2, 9) rank 0
-  Tensor second_half = ids.narrow_view(0, 2, 2).copy_contiguous();  // (2, 9) rank 1
+  const auto [ids, first_half, second_half] = batch_and_halves();
   TwoRanks exchange;
   compute_sink_metrics(test::capture_of(model, second_half), 0.3, false, &exchange);
   exchange.other = exchange.recorded;
