@@ -1,5 +1,6 @@
 // The HDF5 metrics log: a field that an older run's log lacks (created on resume, after row 0)
-// reads NaN, "not measured", in the rows written before it existed, not HDF5's default 0.
+// reads NaN, "not measured", in the rows written before it existed, not HDF5's default 0; and
+// every dataset's chunk fits HDF5's default chunk cache, so appending a row stays cheap.
 #include <hdf5.h>
 
 #include <cmath>
@@ -71,4 +72,33 @@ TEST_CASE("metrics.h5: a field missing from a resumed log is NaN in its earlier 
   REQUIRE(loss[2] == 4.0);
   const std::vector<double> lr = read_column(path, "lr");  // written every row: untouched
   REQUIRE(lr == std::vector<double>{0.0, 0.0, 0.0});
+}
+
+TEST_CASE("metrics.h5: every chunk fits HDF5's chunk cache, up to 64 rows", "[io]") {
+  // GPT-2's shape: a (L, T) field is 12 x 1024 doubles a row (96 KiB), so 64 rows a chunk would
+  // be 6 MiB, over the 1 MiB cache; a scalar field keeps 64 rows a chunk.
+  test::TempDir tmp;
+  const std::string dir = tmp.path.string(), path = dir + "/metrics.h5";
+  {
+    MetricsLog log(dir, 12, 12, 1024, false, true, false);
+    log.write(record_at(0));
+  }
+  const hid_t file = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+  REQUIRE(file >= 0);
+  for (const char* name : {"var_pos", "sink_mass", "loss"}) {
+    INFO(name);
+    const hid_t ds = H5Dopen2(file, name, H5P_DEFAULT);
+    REQUIRE(ds >= 0);
+    const hid_t plist = H5Dget_create_plist(ds);
+    hsize_t chunk[3] = {0, 1, 1};
+    const int rank = H5Pget_chunk(plist, 3, chunk);
+    REQUIRE(rank >= 1);
+    const hsize_t bytes = chunk[0] * (rank > 1 ? chunk[1] : 1) * (rank > 2 ? chunk[2] : 1) * 8;
+    REQUIRE(bytes <= (hsize_t{1} << 19));
+    REQUIRE(chunk[0] >= 1);
+    if (rank == 1) REQUIRE(chunk[0] == 64);
+    H5Pclose(plist);
+    H5Dclose(ds);
+  }
+  H5Fclose(file);
 }
