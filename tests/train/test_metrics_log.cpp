@@ -4,6 +4,7 @@
 #include <hdf5.h>
 
 #include <cmath>
+#include <cstdio>
 #include <string>
 #include <vector>
 
@@ -101,4 +102,33 @@ TEST_CASE("metrics.h5: every chunk fits HDF5's chunk cache, up to 64 rows", "[io
     H5Dclose(ds);
   }
   H5Fclose(file);
+}
+
+TEST_CASE("metrics.jsonl writes each number as printf's %.9g would, and null for NaN", "[io]") {
+  // step_to_json formats with std::to_chars (precision 9, general); the files read the same as
+  // when it used snprintf("%.9g").
+  const std::vector<double> values = {0.0,      -0.0,    1.0,       -2.5,         1e-5,
+                                      1.0 / 3,  123456789.0, 1234567890123.0, 6.02214076e23,
+                                      4.9e-324, 1e300,   -7.25e-12, 0.1 + 0.2,    100.0};
+  StepRecord r = record_at(7);
+  r.loss = 0.1 + 0.2;
+  r.batch_hash = 0xfedcba9876543210ULL;
+  r.has_sink = true;
+  r.sink.layers.resize(1);
+  r.sink.layers[0].var_pos = values;
+  r.sink.layers[0].var_pos_normed = {std::nan(""), 2.0};
+  const std::string json = step_to_json(r);
+  INFO(json);
+  auto printf_g = [](double v) {
+    char buf[40];
+    std::snprintf(buf, sizeof buf, "%.9g", v);
+    return std::string(buf);
+  };
+  std::string expected = "\"var_pos\":[[";
+  for (size_t i = 0; i < values.size(); ++i) expected += (i ? "," : "") + printf_g(values[i]);
+  REQUIRE(test::contains(json, expected + "]]"));
+  REQUIRE(test::contains(json, "\"var_pos_normed\":[[null,2]]"));
+  REQUIRE(test::contains(json, "{\"step\":7,\"loss\":" + printf_g(0.1 + 0.2) + ","));
+  REQUIRE(test::contains(json, "\"batch_hash\":\"fedcba9876543210\""));
+  REQUIRE(json.back() == '}');
 }
