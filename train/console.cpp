@@ -247,13 +247,15 @@ std::string comparison_table(const std::vector<ComparisonRow>& rows) {
          "position-0 variance of the attention output over the rest (mean over layers; * after "
          "head-wise RMSNorm); disparity: max over layers of max|x0|/mean|x0|; super x: max over "
          "layers of the first-token super-neuron activation over the median.\n";
-  // Metrics taken (the disparity is there) but no super x: the medians were left out.
+  // Metrics taken (the disparity is there) but no super x: no median at the last metrics step.
+  std::string without_median;
   for (const ComparisonRow& r : rows)
-    if (std::isnan(r.super_x) && !std::isnan(r.disparity)) {
-      out << "super x is nan: metrics.order_statistics false leaves the medians out of the "
-             "training steps' metrics (sinklab probe on a checkpoint computes them).\n";
-      break;
-    }
+    if (std::isnan(r.super_x) && !std::isnan(r.disparity))
+      without_median += (without_median.empty() ? "" : ", ") + r.name;
+  if (!without_median.empty())
+    out << "super x is nan for " << without_median
+        << ": no median at the last metrics step (metrics.order_statistics: false, or a median "
+           "of 0); the final evaluation's record in metrics.jsonl has super_ratio.\n";
   return out.str();
 }
 

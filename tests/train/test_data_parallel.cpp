@@ -250,7 +250,9 @@ void two_ranks_follow_one(const std::string& device, double rtol) {
   run("zero1", "", " --set optim.zero1=true --resume auto");
   curves["ZeRO-1, 2 ranks, resumed twice"] = losses(dir / "zero1" / "main" / "metrics.jsonl");
   {  // run.metrics_exchange_on_side (on GPUs the ranks exchange a metrics step's results on the
-     // metrics' side stream): every metric of every step the same as exchanged at the finish
+     // metrics' side stream): every metric of every step the same as exchanged at the finish.
+     // On the CPU the side "stream" runs its work at once, so only the 2-GPU run (NCCL on the
+     // side stream) can tell the two apart; here it checks that the switch changes nothing.
     const std::string every = " --set metrics.every=1 --set train.steps=4";
     two_ranks("exchange_finish", every);
     two_ranks("exchange_side", every + " --set run.metrics_exchange_on_side=true");

@@ -4,9 +4,11 @@
 #include <unistd.h>
 #include <hdf5_hl.h>
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <filesystem>
+#include <limits>
 #include <fstream>
 #include <map>
 #include <vector>
@@ -122,7 +124,8 @@ struct MetricsLog::Impl {
       ds = h5::Handle(H5Dopen2(file.get(), name.c_str(), H5P_DEFAULT), H5Dclose);
     } else {
       // A chunk holds up to 64 rows and at most half of HDF5's default chunk cache (1 MiB a
-      // dataset), so that appending a row updates a cached chunk. A (64, L, T) chunk of doubles
+      // dataset), so that appending a row updates a cached chunk; a row over 512 KiB gets a
+      // chunk of its own (each append then writes whole chunks). A (64, L, T) chunk of doubles
       // (6 MiB at GPT-2's L and T) had made every step's write take 558 us instead of 132 (the
       // whole log, on this project's 2-core machine).
       hsize_t row_bytes = H5Tget_size(type);

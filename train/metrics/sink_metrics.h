@@ -84,8 +84,9 @@ SinkMetrics compute_sink_metrics(const ForwardCapture& capture, double sink_thre
 // compute_sink_metrics in two halves, so that other work can be queued between them:
 // queue_sink_metrics queues every device reduction (on the stream current for the caller) and
 // keeps the capture alive; finish_sink_metrics copies the results to the host (waiting for them
-// on the caller's stream: on a GPU, join the stream they were queued on first), exchanges them
-// over ranks and finishes the metrics on the host.
+// on the caller's stream: on a GPU, join the stream they were queued on first) and exchanges
+// them over ranks, unless fetch_sink_metrics did either already, and finishes the metrics on
+// the host.
 class QueuedSinkMetrics {
  public:
   QueuedSinkMetrics();
