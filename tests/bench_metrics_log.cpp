@@ -3,6 +3,8 @@
 // kernel on a GPU. A benchmark, not a test:
 //   ninja -C build bench_metrics_log && build/tests/bench_metrics_log [L NH T steps]
 // (defaults: GPT-2's 12 layers, 12 heads, T=1024; 200 records, with and without sink metrics).
+// The JSONL lines are formatted on a thread of their own (train/io/background_lines.h): the
+// figure is what write() costs the caller; the flush after the loop waits for the rest.
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -28,7 +30,7 @@ int main(int argc, char** argv) {
   for (const bool sink : {false, true}) {
     StepRecord r;
     r.has_sink = sink;
-    r.sink.layers.resize(L);
+    r.sink.layers.resize(sink ? L : 0);  // as the trainer's records: layers on metrics steps only
     for (LayerMetrics& m : r.sink.layers) {
       m.sink_mass.assign(NH, 0.1);
       m.alpha0.assign(NH, 0.2);
@@ -45,8 +47,12 @@ int main(int argc, char** argv) {
       }
       const double us =  // write() alone: the flush (fsync) comes at checkpoints only
           std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
-      std::printf("  %-12s %s sink metrics: %8.1f\n", kinds[kind], sink ? "with   " : "without",
-                  us / static_cast<double>(steps));
+      const auto t1 = std::chrono::steady_clock::now();
+      log.flush();  // JSONL: waits for the lines still being formatted on the writer's thread
+      const double flush_ms =
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t1).count();
+      std::printf("  %-12s %s sink metrics: %8.1f   (then flush: %.1f ms)\n", kinds[kind],
+                  sink ? "with   " : "without", us / static_cast<double>(steps), flush_ms);
     }
   }
   fs::remove_all(dir);

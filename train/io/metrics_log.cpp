@@ -15,6 +15,7 @@
 
 #include "core/error.h"
 #include "train/io/atomic_file.h"
+#include "train/io/background_lines.h"
 #include "train/io/hdf5.h"
 #include "train/io/tensorboard_log.h"
 
@@ -109,6 +110,7 @@ struct MetricsLog::Impl {
   int64_t n_layer, n_head, seq_len;
   std::ofstream jsonl;
   std::string jsonl_path;
+  std::unique_ptr<BackgroundLines> jsonl_lines;  // writes jsonl's lines; closes before it
   h5::Handle file;
   std::string h5_path;
   std::map<std::string, h5::Handle> datasets;
@@ -232,6 +234,7 @@ MetricsLog::MetricsLog(const std::string& dir, int64_t n_layer, int64_t n_head, 
     impl_->jsonl.open(path, resume ? std::ios::app : std::ios::trunc);
     SINKLAB_CHECK(impl_->jsonl.good(), IOError, "cannot open " << path << " for writing",
                   "check the run folder's permissions and disk space");
+    impl_->jsonl_lines = std::make_unique<BackgroundLines>(impl_->jsonl, path);
   }
   if (tensorboard) impl_->events = std::make_unique<TensorBoardLog>(dir, keep_before_step);
   if (hdf5) {
@@ -257,7 +260,8 @@ MetricsLog::~MetricsLog() {
 }
 
 void MetricsLog::write(const StepRecord& r) {
-  if (impl_->jsonl.is_open()) impl_->jsonl << step_to_json(r) << '\n';
+  // The record's line is formatted on the writer's thread, from a copy.
+  if (impl_->jsonl_lines) impl_->jsonl_lines->append([r] { return step_to_json(r); });
   if (impl_->events) impl_->events->write(r);
   if (!impl_->file.ok()) return;
   Impl& h = *impl_;
@@ -307,6 +311,7 @@ void sync_file(const std::string& path) {
 
 void MetricsLog::flush() {
   if (impl_->jsonl.is_open()) {
+    impl_->jsonl_lines->drain();  // every line written so far is in the stream
     impl_->jsonl.flush();
     SINKLAB_CHECK(impl_->jsonl.good(), IOError, "cannot write " << impl_->jsonl_path,
                   "check the disk's free space");
