@@ -1,9 +1,9 @@
 // run.cuda_graph: a training step without sink metrics (its micro-batches' forward, loss and
 // backward into the flat gradients, the gradients' norm, clipping and AdamW) recorded once as
 // device recordings (CUDA graphs, DeviceRuntime::record) and replayed at every later such step:
-// the 2,082 device operations of a GPT-2 step (B=32, T=1024, on an H100) become one launch. With one micro-batch a step it
-// is one recording; with gradient accumulation, one for the micro-batches before the last and
-// one for the last with the update.
+// the 2,082 device operations of a GPT-2 step (B=32, T=1024, on an H100) become one launch.
+// With one micro-batch a step it is one recording; with gradient accumulation, one for the
+// micro-batches before the last and one for the last with the update.
 //
 // A recording replays the same kernels on the same buffers, so each micro-batch's token ids go
 // through two fixed device buffers, (B, T) each, that every replay reads: the batch is copied

@@ -287,20 +287,8 @@ TEST_CASE("cuda: sink metrics queued and fetched on the side stream during a bac
     const SinkMetrics overlapped = finish_sink_metrics(std::move(queued), 0.03, false);
     const SinkMetrics in_place = compute_sink_metrics(cap, 0.03, false);
     INFO(choice_text(arch));
-    REQUIRE(overlapped.sink_rate == in_place.sink_rate);
-    for (size_t l = 0; l < in_place.layers.size(); ++l) {
-      const LayerMetrics &p = in_place.layers[l], &q = overlapped.layers[l];
-      INFO("layer " << l);
-      REQUIRE(p.sink_mass == q.sink_mass);
-      REQUIRE(p.var_pos == q.var_pos);
-      REQUIRE(p.var_pos_normed == q.var_pos_normed);
-      REQUIRE(p.dim_disparity == q.dim_disparity);
-      REQUIRE(p.norm_ratio == q.norm_ratio);
-      REQUIRE(p.super_neuron == q.super_neuron);
-      REQUIRE(p.super_ratio == q.super_ratio);
-      REQUIRE(p.massive_median == q.massive_median);
-      for (int i = 0; i < 3; ++i) REQUIRE(p.massive_top[i] == q.massive_top[i]);
-    }
+    REQUIRE(std::isfinite(in_place.layers.at(0).massive_median));
+    test::require_same_metrics(in_place, overlapped);
   }
 #endif
 }

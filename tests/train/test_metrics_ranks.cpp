@@ -138,15 +138,6 @@ TEST_CASE("metrics exchanged over the ranks as they are fetched equal those exch
                                                          ranks_again ? &counting : nullptr);
     REQUIRE(counting.calls == 1);  // and not again
     counting.calls = 0;
-    REQUIRE(when_fetched.sink_rate == when_finished.sink_rate);
-    for (size_t l = 0; l < when_finished.layers.size(); ++l) {
-      const LayerMetrics &a = when_finished.layers[l], &b = when_fetched.layers[l];
-      INFO("layer " << l);
-      REQUIRE(b.sink_mass == a.sink_mass);  // (NH) over both ranks' sequences
-      REQUIRE(b.var_pos == a.var_pos);
-      REQUIRE(b.dim_disparity == a.dim_disparity);
-      REQUIRE(b.massive_median == a.massive_median);
-      REQUIRE(b.massive_top[0] == a.massive_top[0]);
-    }
+    test::require_same_metrics(when_finished, when_fetched);  // over both ranks' sequences
   }
 }

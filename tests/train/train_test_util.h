@@ -27,6 +27,7 @@
 #include "tests/helpers.h"
 #include "train/model.h"
 #include "train/data/shards.h"
+#include "train/metrics/sink_metrics.h"
 #include "train/io/tensorboard_log.h"
 #include "train/io/tf_record.h"
 
@@ -279,6 +280,41 @@ inline std::vector<int64_t> event_steps(const std::vector<train::Event>& events)
   std::vector<int64_t> steps;
   for (size_t i = 1; i < events.size(); ++i) steps.push_back(events[i].step);
   return steps;
+}
+
+// Every metric of `got` has the bits of `want`'s (NaN equal to NaN): two ways of computing the
+// metrics of one capture that must agree exactly (fetched early, queued on a side stream,
+// exchanged at another moment).
+inline void require_same_metrics(const train::SinkMetrics& want, const train::SinkMetrics& got) {
+  const auto same = [](double x, double y) { return x == y || (std::isnan(x) && std::isnan(y)); };
+  const auto same_all = [&](const std::vector<double>& x, const std::vector<double>& y) {
+    if (x.size() != y.size()) return false;
+    for (size_t i = 0; i < x.size(); ++i)
+      if (!same(x[i], y[i])) return false;
+    return true;
+  };
+  REQUIRE(same(got.sink_rate, want.sink_rate));
+  REQUIRE(got.layers.size() == want.layers.size());
+  for (size_t l = 0; l < want.layers.size(); ++l) {
+    const train::LayerMetrics &a = want.layers[l], &b = got.layers[l];
+    INFO("layer " << l);
+    REQUIRE(same_all(b.sink_mass, a.sink_mass));
+    REQUIRE(same_all(b.alpha0, a.alpha0));
+    REQUIRE(same_all(b.var_pos, a.var_pos));
+    REQUIRE(same_all(b.var_pos_normed, a.var_pos_normed));
+    REQUIRE(same(b.var_ratio, a.var_ratio));
+    REQUIRE(same(b.var_ratio_normed, a.var_ratio_normed));
+    REQUIRE(same(b.dim_disparity, a.dim_disparity));
+    REQUIRE(b.dim_argmax == a.dim_argmax);
+    REQUIRE(same(b.norm_ratio, a.norm_ratio));
+    REQUIRE(b.super_neuron == a.super_neuron);
+    REQUIRE(same(b.super_value, a.super_value));
+    REQUIRE(same(b.super_ratio, a.super_ratio));
+    for (int i = 0; i < 3; ++i) REQUIRE(same(b.massive_top[i], a.massive_top[i]));
+    REQUIRE(same(b.massive_median, a.massive_median));
+    REQUIRE(same(b.sink_score, a.sink_score));
+    REQUIRE(same(b.dim_disparity_normed, a.dim_disparity_normed));
+  }
 }
 
 }  // namespace sinklab::test

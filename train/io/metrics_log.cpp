@@ -29,8 +29,8 @@ constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
 // v as "%.9g" would print it (std::to_chars' general format with precision 9 is specified to
 // match printf's), or null when it is not finite. to_chars into a string: a metrics record
-// holds about 25,000 numbers at GPT-2's sizes (two (L, T) fields), and snprintf through a
-// string stream took 2.5 ms a record on a 2-core machine (tests/bench_metrics_log.cpp).
+// holds about 25,000 numbers at GPT-2's sizes (two (L, T) fields): snprintf through a string
+// stream took 2.7 ms a record on a 2-core machine, to_chars 0.95 (tests/bench_metrics_log.cpp).
 void json_number(std::string& out, double v) {
   if (!std::isfinite(v)) {
     out += "null";
@@ -128,8 +128,8 @@ struct MetricsLog::Impl {
       // A chunk holds up to 64 rows and at most half of HDF5's default chunk cache (1 MiB a
       // dataset), so that appending a row updates a cached chunk; a row over 512 KiB gets a
       // chunk of its own (each append then writes whole chunks). A (64, L, T) chunk of doubles
-      // (6 MiB at GPT-2's L and T) had made every step's write take 558 us instead of 132 (the
-      // whole log, on this project's 2-core machine).
+      // (6 MiB at GPT-2's L and T) had made a step's write take 0.2 to 0.7 ms instead of about
+      // 0.15 on this project's 2-core machine (tests/bench_metrics_log.cpp).
       hsize_t row_bytes = H5Tget_size(type);
       for (hsize_t d : inner) row_bytes *= std::max<hsize_t>(1, d);
       std::vector<hsize_t> dims{0}, maxdims{H5S_UNLIMITED},
