@@ -4,6 +4,7 @@
 
 #include <fstream>
 #include <limits>
+#include <string>
 
 #include "core/error.h"
 
@@ -20,6 +21,12 @@ class CpuRuntime final : public DeviceRuntime {
     double pages = 0, resident = 0;
     if (!(statm >> pages >> resident)) return std::numeric_limits<double>::quiet_NaN();
     return resident * static_cast<double>(sysconf(_SC_PAGESIZE)) / (1024.0 * 1024.0);
+  }
+  double memory_peak_mib() override {  // the resident set's high-water mark
+    std::ifstream status("/proc/self/status");
+    for (std::string line; std::getline(status, line);)
+      if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6)) / 1024.0;  // "N kB"
+    return std::numeric_limits<double>::quiet_NaN();
   }
   double peak_bf16_tflops() override { return 0.0; }
   double memory_capacity_mib() override {

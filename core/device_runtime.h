@@ -39,6 +39,10 @@ class DeviceRuntime {
   virtual ~DeviceRuntime() = default;
   virtual void synchronize() = 0;            // waits for all work queued on the main queue
   virtual double memory_in_use_mib() = 0;    // tensors' memory (CPU: the resident set), or NaN
+  // The most memory_in_use_mib() has been since the process started (CUDA: the pool's and the
+  // recorded graphs' high-water marks, sampled by the device at every allocation, so a peak
+  // inside a step counts; CPU: the resident set's high-water mark, VmHWM), or NaN.
+  virtual double memory_peak_mib() = 0;
   virtual double peak_bf16_tflops() = 0;     // dense bf16 peak in TFLOP/s; 0 = unknown
   // All the memory the device has, in MiB (CPU: physical RAM; GPU: its global memory); 0 or
   // NaN = unknown. What a run may allocate is checked against it before allocating.

@@ -17,6 +17,7 @@ class CudaRuntime final : public DeviceRuntime {
   };
   void synchronize() override { cuda::synchronize(); }
   double memory_in_use_mib() override { return cuda::memory_in_use_mib(); }
+  double memory_peak_mib() override { return cuda::memory_peak_mib(); }
   double peak_bf16_tflops() override { return cuda::peak_bf16_tflops(); }
   double memory_capacity_mib() override { return cuda::memory_capacity_mib(); }
   std::unique_ptr<SideMark> mark_side_start() override {

@@ -375,6 +375,16 @@ double memory_in_use_mib() {
   return static_cast<double>(used + graphs) / (1024.0 * 1024.0);
 }
 
+double memory_peak_mib() {
+  cudaMemPool_t pool;
+  SINKLAB_CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, 0));
+  uint64_t used = 0;
+  SINKLAB_CUDA_CHECK(cudaMemPoolGetAttribute(pool, cudaMemPoolAttrUsedMemHigh, &used));
+  uint64_t graphs = 0;
+  SINKLAB_CUDA_CHECK(cudaDeviceGetGraphMemAttribute(0, cudaGraphMemAttrUsedMemHigh, &graphs));
+  return static_cast<double>(used + graphs) / (1024.0 * 1024.0);
+}
+
 void release_cached_memory() {
   SINKLAB_CUDA_CHECK(cudaStreamSynchronize(g_stream));
   SINKLAB_CUDA_CHECK(cudaStreamSynchronize(g_side_stream));

@@ -65,6 +65,9 @@ void set_side_stream_priority(SidePriority priority);
 // Bytes held by tensors in the stream-ordered pool and by recorded CUDA graphs' allocations
 // (cuda/graph_recording.h), in MiB.
 double memory_in_use_mib();
+// The most of the same since the process started: the pool's and the graphs' high-water marks
+// (their sum, an upper bound on the two's peak together), in MiB.
+double memory_peak_mib();
 double memory_capacity_mib();  // the current device's global memory (cudaMemGetInfo's total), in MiB
 // Waits for the compute and side streams, then trims the stream-ordered pool to what tensors
 // hold (DeviceRuntime::release_cached_memory).

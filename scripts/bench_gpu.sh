@@ -45,16 +45,19 @@ case $model in
 esac
 [ -f data/bench/train_000000.bin ] || python3 scripts/make_bench_data.py data/bench --vocab 50304 --tokens 4000000
 median_tok_s() {  # median tokens/s of the steps after the first three, from metrics.jsonl;
-  # the largest device memory in use at a step's end is added to $out/memory.txt
+  # the peak device memory (the pool's high-water mark, as torch.cuda.max_memory_allocated
+  # counts PyTorch's) and the largest at a step's end are added to $out/memory.txt
   python3 - "$1" "$out/memory.txt" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 v = sorted(r["tokens_per_s"] for r in rows[3:] if r.get("tokens_per_s"))
-mem = [r["memory_mib"] for r in rows if isinstance(r.get("memory_mib"), (int, float))]
+def largest(key):
+    values = [r[key] for r in rows if isinstance(r.get(key), (int, float))]
+    return max(values) if values else float("nan")
 print(f"{v[len(v)//2]:.0f}" if v else "nan")
 with open(sys.argv[2], "a") as f:
-    f.write(f"  sinklab {sys.argv[1]}: device memory in use, largest at a step's end: "
-            f"{max(mem) if mem else float('nan'):.0f} MiB\n")
+    f.write(f"  sinklab {sys.argv[1]}: peak device memory {largest('memory_peak_mib'):.0f} MiB "
+            f"(largest at a step's end {largest('memory_mib'):.0f} MiB)\n")
 PY
 }
 sinklab() {  # name, then --set overrides; prints the median tokens/s

@@ -35,7 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 # The TensorBoard section of each per-step number of metrics.jsonl (tag section/name).
 SECTIONS = {
     "train": ("loss", "lr", "grad_norm", "tokens_per_s", "step_ms", "mfu", "memory_mib",
-              "skipped"),
+              "skipped", "memory_peak_mib"),
     "val": ("val_loss", "val_loss_se"),
     "sinks": ("sink_rate", "sink_onset", "dim_disparity_mean", "dim_disparity_normed_mean",
               "effective_rank_output_mean"),

@@ -2,6 +2,7 @@
 // reference on random inputs (odd sizes too). Skipped where no GPU is present.
 #include "autograd/engine.h"
 #include "core/concat_flat.h"
+#include "core/device_runtime.h"
 #include "core/precision.h"
 #include "ops/elementwise.h"
 #include "ops/activations.h"
@@ -26,6 +27,23 @@ TEST_CASE("cuda: allocation, host/device copies and fill round-trip", "[cuda]") 
   REQUIRE(z.to_doubles() == std::vector<double>(17, 2.5));
   Tensor d2 = d.copy_contiguous();  // device to device
   REQUIRE(d2.to_doubles() == x.to_doubles());
+}
+
+TEST_CASE("cuda: the peak memory counts a tensor freed before it is read", "[cuda]") {
+  SINKLAB_REQUIRE_CUDA();
+  DeviceRuntime& runtime = device_runtime(Device::cuda(0));
+  const double before = runtime.memory_peak_mib();
+  REQUIRE(before >= runtime.memory_in_use_mib());
+  {  // a peak well above anything the earlier cases held at once, freed at once
+    const double mib = before + 512;
+    Tensor big = Tensor::zeros({static_cast<int64_t>(mib * 1024 * 1024 / 4)}, DType::F32,
+                               Device::cuda(0));
+    runtime.synchronize();
+  }
+  runtime.synchronize();
+  const double after = runtime.memory_peak_mib();
+  REQUIRE(after >= 2 * before + 512);
+  REQUIRE(runtime.memory_in_use_mib() < after - 512);
 }
 
 TEST_CASE("cuda: to_dtype between f32, f64 and bf16 on the GPU equals the CPU's conversion",

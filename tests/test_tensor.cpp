@@ -27,6 +27,20 @@ TEST_CASE("tensor factories and metadata", "[tensor]") {
   REQUIRE(s.dim() == 0);
 }
 
+TEST_CASE("the CPU runtime's peak memory is the resident set's high-water mark", "[tensor]") {
+  DeviceRuntime& runtime = device_runtime(Device::cpu());
+  const double before = runtime.memory_peak_mib();
+  REQUIRE(std::isfinite(before));
+  REQUIRE(before >= runtime.memory_in_use_mib() - 1);  // sampled a moment apart
+  {  // 256 MiB written (resident), then freed: the mark stays
+    Tensor big = Tensor::full({64 << 20}, 1.0, DType::F32);
+    REQUIRE(big.numel() == 64 << 20);
+    REQUIRE(runtime.memory_in_use_mib() >= 256);
+  }
+  REQUIRE(runtime.memory_peak_mib() >= 256);
+  REQUIRE(runtime.memory_peak_mib() >= before);
+}
+
 TEST_CASE("views share storage: reshape, transpose, narrow, contiguous", "[tensor]") {
   Tensor t = Tensor::from_doubles({0, 1, 2, 3, 4, 5}, {2, 3});
   Tensor r = t.reshape_view({3, 2});

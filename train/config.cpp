@@ -981,6 +981,15 @@ MemoryEstimate estimate_training_memory(const RunConfig& c) {
   return e;
 }
 
+double side_by_side_bytes(const std::vector<MemoryEstimate>& variants) {
+  double held = 0, activations = 0;
+  for (const MemoryEstimate& e : variants) {
+    held += e.held_bytes();
+    activations = std::max(activations, e.activation_bytes);
+  }
+  return held + activations;
+}
+
 void check_fits_in_memory(const RunConfig& c, double needed_bytes, double device_bytes,
                           const std::string& device, int variants) {
   if (!(device_bytes > 0) || needed_bytes <= device_bytes) return;  // unknown: no check
@@ -1007,14 +1016,17 @@ void check_fits_in_memory(const RunConfig& c, double needed_bytes, double device
                            << " (" << file_label(c.source_file) << ") would need about "
                            << format_bytes(needed_bytes) << " ("
                            << format_bytes(e.parameter_bytes)
+                           << (variants > 1 ? " per variant" : "")
                            << " for the parameters, their gradients and AdamW moments, "
                            << format_bytes(e.activation_bytes)
                            << " for one micro-batch's activations"
-                           << (e.graph_bytes > 0 ? " and as much again for run.cuda_graph's "
-                                                   "recording of them"
+                           << (variants > 1 ? ", which the variants use in turn" : "")
+                           << (e.graph_bytes > 0 ? ", and as much again" +
+                                                       std::string(variants > 1 ? " per variant"
+                                                                                : "") +
+                                                       " for run.cuda_graph's recording of them"
                                                  : "")
-                           << (variants > 1 ? ", per variant" : "") << "), but " << device
-                           << " has " << format_bytes(device_bytes),
+                           << "), but " << device << " has " << format_bytes(device_bytes),
                "most of it is " + largest +
                    ": make those smaller (train.tokens_per_step keeps the global batch with a "
                    "smaller train.batch_size)" +

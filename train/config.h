@@ -304,12 +304,21 @@ struct MemoryEstimate {
   // allocations (train/step_graph.h) beside the pool's, which the metrics steps use.
   double graph_bytes = 0;
   double total() const { return parameter_bytes + activation_bytes + graph_bytes; }
+  // What the variant holds for the whole run, whatever else runs: everything but the pool's
+  // activations (the parameters' bytes, and a recording's own allocations).
+  double held_bytes() const { return parameter_bytes + graph_bytes; }
 };
 MemoryEstimate estimate_training_memory(const RunConfig& config);
+// Variants side by side on one device: each holds its held_bytes() for the whole run, but they
+// step one after another and each frees its micro-batch's activations (and its metrics'
+// captures) before the next one's forward, so the pool reuses one set: the largest variant's
+// activation_bytes count once. One variant: its total().
+double side_by_side_bytes(const std::vector<MemoryEstimate>& variants);
 // Throws ConfigError naming the size keys when `needed_bytes` (the run's estimates, all variants)
 // exceed `device_bytes` (0 or NaN = unknown: no check). `device` names it ("cpu (RAM)");
-// `variants`: how many variants needed_bytes counts (one device holds them all), named in the
-// message with the per-variant figures and the ways to train them apart.
+// `variants`: how many variants needed_bytes counts (one device holds them all, as
+// side_by_side_bytes counts them), named in the message with the figures and the ways to train
+// them apart.
 void check_fits_in_memory(const RunConfig& config, double needed_bytes, double device_bytes,
                           const std::string& device, int variants = 1);
 // "1.5 GiB"

@@ -180,9 +180,13 @@ void Console::op_profile(const char* pass, const std::map<std::string, double>& 
   out_ << std::defaultfloat << "\n";
 }
 
-void Console::wall_time(double seconds, const std::string& folder) {
-  out_ << "wall time " << format_duration(seconds) << "; metrics in " << folder
-       << "/<variant>/metrics.{jsonl,h5}\n";
+void Console::wall_time(double seconds, const std::string& folder, double peak_bytes,
+                        double estimated_bytes) {
+  out_ << "wall time " << format_duration(seconds);
+  if (std::isfinite(peak_bytes))
+    out_ << "; peak memory " << format_bytes(peak_bytes) << " (estimated before the first step: "
+         << format_bytes(estimated_bytes) << ")";
+  out_ << "; metrics in " << folder << "/<variant>/metrics.{jsonl,h5}\n";
 }
 
 void Console::flush() { out_ << std::flush; }

@@ -79,7 +79,10 @@ class Console {
   // ms per step of each op of one pass, largest first, over every variant's steps.
   void op_profile(const char* pass, const std::map<std::string, double>& totals,
                   int64_t steps_profiled);
-  void wall_time(double seconds, const std::string& folder);
+  // With the process's peak memory and the estimate the run was checked against before its
+  // first step (bytes; a NaN peak is left out).
+  void wall_time(double seconds, const std::string& folder, double peak_bytes,
+                 double estimated_bytes);
   void flush();
 
  private:

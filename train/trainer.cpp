@@ -231,7 +231,7 @@ Run::Run(const RunConfig& config, std::ostream& console, RunOptions options)
     fs::create_directories(folder());
     write_file_atomic(folder() + "/config.yaml", to_yaml(base_));
   }
-  double needed_bytes = 0;  // the memory estimate of the variants so far (one device holds all)
+  std::vector<MemoryEstimate> estimates;  // of the variants so far (one device holds them all)
   std::optional<ModelSource> init_source;  // --init-from, read once for every variant
   for (const VariantSpec& spec : specs) {
     auto v = std::make_unique<Variant>();
@@ -247,8 +247,9 @@ Run::Run(const RunConfig& config, std::ostream& console, RunOptions options)
     }
     {  // before anything large is allocated: every variant's model, optimizer and activations
       const Device device = parse_device(c.run.device);
-      needed_bytes += estimate_training_memory(c).total();
-      check_fits_in_memory(c, needed_bytes,
+      estimates.push_back(estimate_training_memory(c));
+      estimated_bytes_ = side_by_side_bytes(estimates);
+      check_fits_in_memory(c, estimated_bytes_,
                            device_runtime(device).memory_capacity_mib() * 1024.0 * 1024.0,
                            device.is_cpu() ? "this machine's RAM" : device.str(),
                            static_cast<int>(variants_.size()) + 1);
@@ -647,6 +648,7 @@ void Run::step_all(int64_t step, bool evaluate_first) {
                                 (peak * 1e12)
                           : kNaN;
     record.memory_mib = runtime.memory_in_use_mib();
+    record.memory_peak_mib = runtime.memory_peak_mib();
     record.val_loss = evaluate_first ? eval.loss : kNaN;
     record.val_loss_se = evaluate_first ? eval.loss_se : kNaN;
     if (step > 0) {
@@ -759,7 +761,7 @@ bool Run::finish(int64_t steps) {
     record.val_loss = eval.loss;
     record.val_loss_se = eval.loss_se;
     record.loss = record.lr = record.grad_norm = record.tokens_per_s = record.step_ms =
-        record.mfu = record.memory_mib = kNaN;
+        record.mfu = record.memory_mib = record.memory_peak_mib = kNaN;
     record.has_sink = v.config.metrics.every > 0;
     record.sink = eval.metrics;
     if (v.log) {
@@ -865,7 +867,11 @@ std::vector<VariantSummary> Run::train() {
     console_.op_profile("forward", autograd::forward_profile(), steps_profiled);
     console_.op_profile("backward", autograd::backward_profile(), steps_profiled);
   }
-  console_.wall_time(seconds_since(t0), folder());
+  const double peak_mib = variants_.empty()
+                              ? std::numeric_limits<double>::quiet_NaN()
+                              : device_runtime(variants_[0]->model->params().flat_values().device())
+                                    .memory_peak_mib();
+  console_.wall_time(seconds_since(t0), folder(), peak_mib * 1024.0 * 1024.0, estimated_bytes_);
   return summaries;
 }
 

@@ -100,6 +100,7 @@ class Run {
   std::vector<std::unique_ptr<Variant>> variants_;
   int64_t start_step_ = 0;
   RunEnd end_ = RunEnd::Finished;
+  double estimated_bytes_ = 0;  // what the memory check counted for this device's variants
   std::unique_ptr<DataParallel> parallel_;  // this rank's variants' data parallelism (no-op for
                                             // one process)
   std::unique_ptr<DataParallel> world_;  // under split: the whole job, over TCP, for agreement

@@ -1047,14 +1047,26 @@ TEST_CASE("the memory a config needs is checked against the device's before allo
     check_fits_in_memory(c, estimate_training_memory(c).total(), 64.0 * (1 << 30), "cpu");
   });
   REQUIRE(contains(a.hint, "activations"));
-  // Variants side by side on one device: the message counts them, gives the figures per variant
-  // and names the ways to train them apart.
+  // Variants side by side on one device: each holds its parameters, gradients and moments, but
+  // they step in turn, so one micro-batch's activations (the largest variant's) count once.
   c.train.batch_size = 8;
   const MemoryEstimate one = estimate_training_memory(c);
-  REQUIRE_NOTHROW(check_fits_in_memory(c, 3 * one.total(), 3.5 * one.total(), "cuda:0", 3));
+  REQUIRE(one.held_bytes() == one.parameter_bytes);
+  REQUIRE(side_by_side_bytes({one}) == one.total());
+  MemoryEstimate larger = one;
+  larger.activation_bytes = 3 * one.activation_bytes;
+  larger.parameter_bytes = 2 * one.parameter_bytes;
+  REQUIRE(side_by_side_bytes({one, larger, one}) ==
+          4 * one.parameter_bytes + 3 * one.activation_bytes);
+  REQUIRE(side_by_side_bytes({larger, one}) == side_by_side_bytes({one, larger}));
+  // The message counts the variants, gives the figures per variant and names the ways to train
+  // them apart.
+  const double three_bytes = side_by_side_bytes({one, one, one});
+  REQUIRE_NOTHROW(check_fits_in_memory(c, three_bytes, 1.01 * three_bytes, "cuda:0", 3));
   const Caught three = error_of<ConfigError>(
-      [&] { check_fits_in_memory(c, 3 * one.total(), 2.5 * one.total(), "cuda:0", 3); });
-  REQUIRE_MENTIONS(three, "training 3 variants side by side, each", "per variant", "cuda:0 has");
+      [&] { check_fits_in_memory(c, three_bytes, 0.99 * three_bytes, "cuda:0", 3); });
+  REQUIRE_MENTIONS(three, "training 3 variants side by side, each", "per variant",
+                   "which the variants use in turn", "cuda:0 has");
   REQUIRE(contains(three.hint, "--variant NAME"));
   REQUIRE(contains(three.hint, "run.variant_placement: split"));
   REQUIRE_FALSE(contains(a.message, "side by side"));  // one variant: as before
@@ -1072,6 +1084,14 @@ TEST_CASE("the memory a config needs is checked against the device's before allo
       [&] { check_fits_in_memory(c, graph.total(), one.total(), "cuda:0"); });
   REQUIRE_MENTIONS(twice, "as much again for run.cuda_graph's recording");
   REQUIRE(contains(twice.hint, "run.cuda_graph: false"));
+  // A recording is the variant's own for the whole run: side by side, each variant's counts.
+  REQUIRE(graph.held_bytes() == graph.parameter_bytes + graph.activation_bytes);
+  REQUIRE(side_by_side_bytes({graph, graph}) ==
+          2 * graph.held_bytes() + graph.activation_bytes);
+  const Caught twice_each = error_of<ConfigError>([&] {
+    check_fits_in_memory(c, side_by_side_bytes({graph, graph}), one.total(), "cuda:0", 2);
+  });
+  REQUIRE_MENTIONS(twice_each, "as much again per variant for run.cuda_graph's recording");
   for (int64_t every : {1, 0}) {
     c.metrics.every = every;
     REQUIRE(estimate_training_memory(c).graph_bytes == 0);

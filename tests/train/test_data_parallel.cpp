@@ -161,7 +161,7 @@ void require_curves_follow(const std::vector<double>& single,
 std::vector<std::string> untimed_lines(const fs::path& path) {
   std::ifstream in(path);
   std::vector<std::string> lines;
-  const std::regex timed("\"(tokens_per_s|step_ms|mfu|memory_mib)\":[^,]*,");
+  const std::regex timed("\"(tokens_per_s|step_ms|mfu|memory_mib|memory_peak_mib)\":[^,]*,");
   for (std::string line; std::getline(in, line);) lines.push_back(std::regex_replace(line, timed, ""));
   return lines;
 }

@@ -63,6 +63,7 @@ StepRecord record_at(int64_t step, size_t layers) {
   r.step_ms = 2;
   r.mfu = std::numeric_limits<double>::quiet_NaN();  // a CPU: left out
   r.memory_mib = 64;
+  r.memory_peak_mib = 96;
   r.val_loss = r.val_loss_se = std::numeric_limits<double>::quiet_NaN();
   r.has_sink = layers > 0;
   r.sink.sink_rate = 25;
@@ -304,7 +305,8 @@ TEST_CASE("tensorboard: a step record's tags, by metrics.jsonl name", "[tensorbo
     for (const ScalarValue& s : v) tags.push_back(s.tag);
     REQUIRE(tags == std::vector<std::string>{"train/loss", "train/lr", "train/grad_norm",
                                              "train/tokens_per_s", "train/step_ms",
-                                             "train/memory_mib", "train/skipped"});
+                                             "train/memory_mib", "train/skipped",
+                                             "train/memory_peak_mib"});
     REQUIRE(value_of(v, "train/loss") == static_cast<float>(4.0 - 0.5));
     REQUIRE(value_of(v, "train/skipped") == 0.0f);
   }

@@ -210,7 +210,7 @@ ProbeResult probe_checkpoint(const std::string& model_path, const ProbeOptions& 
   record.step = source.step;
   record.loss = result.loss;
   record.lr = record.grad_norm = record.tokens_per_s = record.step_ms = record.mfu =
-      record.memory_mib = record.val_loss = record.val_loss_se = NAN;
+      record.memory_mib = record.memory_peak_mib = record.val_loss = record.val_loss_se = NAN;
   record.has_sink = true;
   record.sink = result.metrics;
   std::ostringstream json;

@@ -28,6 +28,7 @@ const ScalarField kScalarFields[] = {
      [](const StepRecord& r) { return r.has_sink ? r.sink.dim_disparity_normed_mean : kNaN; }},
     {"effective_rank_output_mean", "sinks",
      [](const StepRecord& r) { return r.has_sink ? r.sink.effective_rank_output_mean : kNaN; }},
+    {"memory_peak_mib", "train", [](const StepRecord& r) { return r.memory_peak_mib; }},
 };
 
 const LayerField kLayerFields[] = {

@@ -21,6 +21,8 @@ struct StepRecord {
                              // unknown (CPU, unlisted GPUs)
   double memory_mib = 0;     // memory in use after the step: the GPU pool's tensors, or the
                              // process's resident set on the CPU
+  double memory_peak_mib = 0;  // the most memory in use since the process started (a peak inside
+                               // a step counts on the GPU); variants side by side share it
   double val_loss = 0;       // NaN unless evaluated this step
   double val_loss_se = 0;    // standard error of val_loss over the eval batches (NaN when not)
   uint64_t batch_hash = 0;   // hash of the step's token ids, the global batch's (every rank's
