@@ -184,8 +184,9 @@ void Console::wall_time(double seconds, const std::string& folder, double peak_b
                         double estimated_bytes) {
   out_ << "wall time " << format_duration(seconds);
   if (std::isfinite(peak_bytes))
-    out_ << "; peak memory " << format_bytes(peak_bytes) << " (estimated before the first step: "
-         << format_bytes(estimated_bytes) << ")";
+    out_ << "; peak memory " << format_bytes(peak_bytes)
+         << " (the check before the first step estimated " << format_bytes(estimated_bytes)
+         << " for parameters and activations)";
   out_ << "; metrics in " << folder << "/<variant>/metrics.{jsonl,h5}\n";
 }
 

@@ -80,7 +80,8 @@ class Console {
   void op_profile(const char* pass, const std::map<std::string, double>& totals,
                   int64_t steps_profiled);
   // With the process's peak memory and the estimate the run was checked against before its
-  // first step (bytes; a NaN peak is left out).
+  // first step (bytes; a NaN peak is left out). On the CPU the peak is the resident set's, which
+  // also holds the program, its libraries and the data.
   void wall_time(double seconds, const std::string& folder, double peak_bytes,
                  double estimated_bytes);
   void flush();

@@ -167,6 +167,24 @@ TEST_CASE("side-by-side run: learns, identical batches, finite metrics", "[e2e]"
                 summaries[1].val_loss - summaries[0].val_loss,
                 paired_standard_error(summaries[1].val_losses, summaries[0].val_losses));
   REQUIRE(console.str().find(paired) != std::string::npos);
+  // The process's peak memory: logged every step, never falling, and on the last line beside the
+  // estimate the run was checked against (two variants: one micro-batch's activations).
+  double previous = 0;
+  for (size_t i = 0; i < 150; ++i) {
+    const double peak = std::stod(json_field(logs["baseline"][i], "memory_peak_mib"));
+    REQUIRE(peak >= previous);
+    REQUIRE(peak >= std::stod(json_field(logs["baseline"][i], "memory_mib")) - 1);
+    previous = peak;
+  }
+  REQUIRE(json_field(logs["baseline"][150], "memory_peak_mib") == "null");  // the final evaluation
+  RunConfig resolved = cfg;
+  resolved.model.vocab_size = 256;  // the byte tokenizer's, as the run resolved it
+  const MemoryEstimate one = estimate_training_memory(resolved);
+  INFO("one variant's estimate: " << format_bytes(one.total()));
+  const std::string estimate = format_bytes(side_by_side_bytes({one, one}));
+  REQUIRE(estimate != format_bytes(2 * one.total()));
+  REQUIRE(console.str().find("the check before the first step estimated " + estimate +
+                             " for parameters and activations") != std::string::npos);
 }
 
 TEST_CASE("computing metrics does not change the training result", "[e2e]") {
