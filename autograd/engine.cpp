@@ -14,6 +14,7 @@ namespace sinklab::autograd {
 
 namespace {
 std::atomic<bool> g_op_profiling{false};  // set_op_profiling
+std::atomic<bool> g_keep_inputs{true};    // set_keep_inputs
 std::map<std::string, double> g_profile;  // op name -> ms of backward (op profiling)
 std::map<std::string, double> g_forward_profile;  // op name -> ms of forward (op profiling)
 std::chrono::steady_clock::time_point g_forward_mark;  // the previous record() or restart
@@ -70,7 +71,12 @@ void record(Tensor& output, const char* name, const std::vector<Tensor>& inputs,
     g_forward_profile[name] += std::chrono::duration<double, std::milli>(now - g_forward_mark).count();
     g_forward_mark = now;
   }
-  output.set_grad_fn(std::make_shared<Node>(name, inputs, std::move(backward)));
+  std::vector<Tensor> kept;  // what the node holds of each input
+  kept.reserve(inputs.size());
+  const bool whole = keep_inputs();
+  for (const Tensor& in : inputs)  // a leaf whole: the engine adds into its .grad
+    kept.push_back(whole || !in.defined() || in.is_leaf() ? in : in.without_data());
+  output.set_grad_fn(std::make_shared<Node>(name, std::move(kept), std::move(backward)));
   output.autograd_meta().requires_grad = true;
 }
 
@@ -213,6 +219,10 @@ void backward(const Tensor& root, const Tensor& grad_output) {
 void set_op_profiling(bool on) { g_op_profiling.store(on, std::memory_order_relaxed); }
 
 bool op_profiling() { return g_op_profiling.load(std::memory_order_relaxed); }
+
+void set_keep_inputs(bool keep) { g_keep_inputs.store(keep, std::memory_order_relaxed); }
+
+bool keep_inputs() { return g_keep_inputs.load(std::memory_order_relaxed); }
 
 const std::map<std::string, double>& backward_profile() { return g_profile; }
 

@@ -143,7 +143,8 @@ bool Tensor::is_contiguous() const {
 std::string Tensor::str() const {
   if (!defined()) return "undefined";
   std::ostringstream out;
-  out << dtype_name(dtype()) << shape_str(shape()) << " " << device().str();
+  out << dtype_name(dtype()) << shape_str(shape()) << " "
+      << (has_data() ? device().str() : std::string("(no data)"));
   if (!is_contiguous()) out << " non-contiguous";
   return out.str();
 }
@@ -379,6 +380,12 @@ void Tensor::set_grad_fn(std::shared_ptr<autograd::Node> fn) {
 Tensor Tensor::detach() const {
   auto v = std::make_shared<TensorImpl>(impl());
   v->autograd = nullptr;
+  return Tensor(v);
+}
+
+Tensor Tensor::without_data() const {
+  auto v = std::make_shared<TensorImpl>(impl());  // the same autograd state (a shared pointer)
+  v->storage = nullptr;
   return Tensor(v);
 }
 

@@ -110,6 +110,11 @@ class Tensor {
   const std::shared_ptr<TensorImpl>& impl_ptr() const { return impl_; }
   // A handle sharing this tensor's data but with no autograd history.
   Tensor detach() const;
+  // A handle with this tensor's shape, dtype and autograd state (the same requires_grad and
+  // grad_fn) but no data: what a graph node keeps of an input whose values its backward does not
+  // read (autograd::set_keep_inputs). Its data, device and copies are not to be asked for.
+  Tensor without_data() const;
+  bool has_data() const { return defined() && impl().storage != nullptr; }
 
  private:
   TensorImpl& impl() const;

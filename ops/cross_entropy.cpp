@@ -39,15 +39,20 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int32_t ignore
                           : Tensor();
   cross_entropy_kernels.forward(logits.device())(logits2, targets1, ignore_index, lse, loss,
                                                  early_grad.defined() ? &early_grad : nullptr);
+  // With the gradient written already the backward only scales it: the node keeps it and not
+  // the logits (GPT-2's bf16 logits at B=32, T=1024 are 3.3 GB), which the caller may then free
+  // before the backward.
+  const bool precomputed = early_grad.defined();
   autograd::record(loss, op, {logits, targets},
-                   [logits2 = logits2.detach(), targets1, lse, ignore_index, early_grad,
-                    shape = logits.shape()](const Tensor& g) {
-                     const bool precomputed = early_grad.defined();
-                     Tensor grad = precomputed ? early_grad
-                                               : Tensor::empty(logits2.shape(), logits2.dtype(),
-                                                               logits2.device());  // (N, V)
-                     cross_entropy_kernels.backward(logits2.device())(
-                         logits2, targets1, ignore_index, lse, g, grad, precomputed);
+                   [logits2 = precomputed ? Tensor() : logits2.detach(), targets1, lse,
+                    ignore_index, early_grad, shape = logits.shape()](const Tensor& g) {
+                     const bool from_forward = early_grad.defined();
+                     Tensor grad = from_forward ? early_grad
+                                                : Tensor::empty(logits2.shape(), logits2.dtype(),
+                                                                logits2.device());  // (N, V)
+                     const Tensor& read = from_forward ? early_grad : logits2;  // (N, V)
+                     cross_entropy_kernels.backward(read.device())(
+                         read, targets1, ignore_index, lse, g, grad, from_forward);
                      return std::vector<Tensor>{grad.reshape_view(shape), Tensor()};
                    });
   return loss;

@@ -37,7 +37,8 @@ using CrossEntropyForwardFn = void (*)(const Tensor& logits, const Tensor& targe
                                        Tensor* grad_logits);
 // grad_loss: scalar, the loss's dtype; grad_logits (N, V), the logits' dtype. precomputed: it
 // already holds the forward's gradient for g = 1, to be scaled by g in place (nothing is done
-// where g is 1).
+// where g is 1); the logits are then not read beyond their shape and dtype, so grad_logits
+// stands in for them and the op does not keep the forward's logits for its backward.
 using CrossEntropyBackwardFn = void (*)(const Tensor& logits, const Tensor& targets,
                                         int32_t ignore_index, const Tensor& lse,
                                         const Tensor& grad_loss, Tensor& grad_logits,

@@ -399,3 +399,27 @@ TEST_CASE("cross_entropy with its gradient written by the forward: the same valu
   ops::FusedCrossEntropyGuard off(false);
   REQUIRE(fused_loss.to_doubles() == ops::cross_entropy(logits, targets).to_doubles());
 }
+
+TEST_CASE("cross_entropy keeps the logits for its backward only when it computes the gradient "
+          "there", "[ops][grad]") {
+  const int64_t N = 4, V = 6;
+  const Tensor targets = Tensor::from_ints({0, 5, -1, 2}, {N});
+  std::vector<std::vector<double>> grads;
+  for (bool keep_inputs : {true, false}) {
+    for (bool fused : {true, false}) {
+      INFO("fused " << fused << ", nodes keep their inputs " << keep_inputs);
+      ops::FusedCrossEntropyGuard guard(fused);
+      autograd::KeepInputsGuard keep(keep_inputs);
+      Tensor x = random_tensor({N, V}, 291, DType::F64, 1.0, true);
+      Tensor logits = ops::scale(x, 2.0);  // (N, V): storage of its own; scale keeps no input
+      const std::weak_ptr<Storage> storage = logits.storage();
+      const Tensor loss = ops::cross_entropy(logits, targets);
+      logits = Tensor();  // the caller's handle gone: only the loss's node may hold them now
+      // Freed only where neither the node's input nor the backward closure needs them.
+      REQUIRE(storage.expired() == (fused && !keep_inputs));
+      autograd::backward(loss);
+      grads.push_back(x.grad().to_doubles());
+    }
+  }
+  for (const std::vector<double>& g : grads) REQUIRE(g == grads[0]);  // the same gradient
+}

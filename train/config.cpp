@@ -237,6 +237,7 @@ const std::vector<Field>& fields() {
       SINKLAB_KEY(run, RunSection, metrics_exchange_on_side),
       SINKLAB_KEY(run, RunSection, cuda_graph),
       SINKLAB_KEY(run, RunSection, deterministic),
+      SINKLAB_KEY(run, RunSection, release_forward_inputs),
       SINKLAB_KEY(run, RunSection, variant_placement),
 
       SINKLAB_KEY(model, ModelSection, arch),

@@ -142,6 +142,11 @@ struct RunSection {
                                     // false lets cuDNN's attention backward sum dQ with f32
                                     // atomics (ops::deterministic_attention): faster, but two
                                     // runs may differ in the last bits
+  bool release_forward_inputs = false;  // a graph node keeps, of an intermediate input, only
+                                    // what the backward engine needs, so that one no backward
+                                    // reads (the logits under the fused cross-entropy) is freed
+                                    // in the forward (autograd::set_keep_inputs): the same bits,
+                                    // less memory; off until measured on a GPU
   VariantPlacement variant_placement = VariantPlacement::Together;  // a side-by-side run over
                                     // several ranks: together (every rank trains every variant
                                     // on its slice of the batch) | split (the ranks form one

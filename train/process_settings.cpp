@@ -38,6 +38,7 @@ void apply_process_settings(const RunSection& run) {
                         ? cpu::CpuGemm::kReference
                         : cpu::CpuGemm::kOpenBLAS);
   autograd::set_op_profiling(run.profile);
+  autograd::set_keep_inputs(!run.release_forward_inputs);
 }
 
 }  // namespace sinklab::train

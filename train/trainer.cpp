@@ -101,6 +101,7 @@ constexpr const char* kProcessKeys[] = {"run.attention_kernels", "run.profile", 
                                         "run.flat_weight_operands",
                                         "run.head_norm_statistics",
                                         "run.one_pass_order_statistics", "run.deterministic",
+                                        "run.release_forward_inputs",
                                         "run.metrics_exchange_on_side",
                                         "run.variant_placement"};
 
@@ -600,6 +601,7 @@ void Run::step_all(int64_t step, bool evaluate_first) {
                                              metrics_step && micro == 0 ? &capture : nullptr);
         if (metrics_step && micro == 0) metrics.emplace(params.flat_values().device());
         loss_sum += out.loss.item();
+        out.logits = Tensor();  // the loss's node keeps what its backward reads (ops::cross_entropy)
         clock.mark("forward");
         // The last backward of the step reduces gradient buckets across ranks as it goes.
         const bool last = micro + 1 == v.accumulation;

@@ -390,6 +390,21 @@ auto gpu_model_maker(const ModelSection& cfg) {
   return [cfg] { return GPT(cfg, 7, DType::F32, Device::cuda()); };
 }
 
+// check(cfg, ids, targets, precision) for GPT-2 and LLaMA with head-wise RMSNorm (short_model of
+// n_embd and n_head), each under bf16 and fp32, on one GPU batch of 3 x 37 (seed `seed`).
+template <class Check>
+void for_each_arch_and_precision(int64_t n_embd, int64_t n_head, uint64_t seed, Check&& check) {
+  for (Arch arch : {Arch::Gpt2, Arch::Llama})
+    for (Precision precision : {Precision::BF16, Precision::Exact}) {
+      INFO((arch == Arch::Gpt2 ? "gpt2" : "llama")
+           << (precision == Precision::BF16 ? " bf16" : " fp32"));
+      const ModelSection cfg = short_model(arch, AttnOutputNorm::HeadwiseRmsNorm, n_embd, n_head);
+      const auto [x, y] = next_token_batch(3, 37, 50, seed);
+      PrecisionGuard guard(precision);
+      check(cfg, x.to_device(Device::cuda()), y.to_device(Device::cuda()), precision);
+    }
+}
+
 }  // namespace
 
 TEST_CASE("cuda: LLaMA's RoPE over the product's output (run.rope_in_place) changes no bit of "
@@ -406,22 +421,26 @@ TEST_CASE("cuda: LLaMA's RoPE over the product's output (run.rope_in_place) chan
   }
 }
 
+TEST_CASE("cuda: run.release_forward_inputs frees the logits before the backward and changes no "
+          "bit of the loss or any gradient, under bf16 and fp32, for GPT-2 and LLaMA", "[cuda]") {
+  SINKLAB_REQUIRE_CUDA();
+  for_each_arch_and_precision(
+      128, 2, 5, [](const ModelSection& cfg, const Tensor& x, const Tensor& y, Precision) {
+        test::require_released_inputs_free_the_logits(gpu_model_maker(cfg), x, y);
+      });
+}
+
 TEST_CASE("cuda: the weights' operands from one rounded copy of the flat buffer "
           "(run.flat_weight_operands) change no bit of the loss or any gradient", "[cuda]") {
   SINKLAB_REQUIRE_CUDA();
-  for (Arch arch : {Arch::Gpt2, Arch::Llama})
-    for (Precision precision : {Precision::BF16, Precision::Exact}) {
-      INFO((arch == Arch::Gpt2 ? "gpt2" : "llama")
-           << (precision == Precision::BF16 ? " bf16" : " fp32"));
-      // C = 256: every weight (LLaMA's packed ones too) starts a multiple of 128 elements into
-      // the flat buffer, so every product takes its view (others are rounded alone)
-      const ModelSection cfg = short_model(arch, AttnOutputNorm::HeadwiseRmsNorm, 256, 4);
-      const auto [x, y] = next_token_batch(3, 37, 50, 9);
-      PrecisionGuard guard(precision);
-      test::require_flat_weight_operands_change_no_bit(
-          gpu_model_maker(cfg), x.to_device(Device::cuda()), y.to_device(Device::cuda()),
-          cfg.n_layer, precision == Precision::BF16);
-    }
+  // C = 256: every weight (LLaMA's packed ones too) starts a multiple of 128 elements into the
+  // flat buffer, so every product takes its view (others are rounded alone)
+  for_each_arch_and_precision(
+      256, 4, 9,
+      [](const ModelSection& cfg, const Tensor& x, const Tensor& y, Precision precision) {
+        test::require_flat_weight_operands_change_no_bit(gpu_model_maker(cfg), x, y, cfg.n_layer,
+                                                         precision == Precision::BF16);
+      });
 }
 
 TEST_CASE("cuda: bf16 branch outputs (run.bf16_branch_outputs) under bf16: every add takes them, "

@@ -197,6 +197,21 @@ TEST_CASE("LLaMA's RoPE over the product's output (run.rope_in_place) changes no
   check_model_gradients(tiny_model(Arch::Llama, AttnOutputNorm::None));
 }
 
+TEST_CASE("run.release_forward_inputs frees the logits before the backward and changes no bit "
+          "of the loss or any gradient, GPT-2 and LLaMA", "[model][grad]") {
+  for (Arch arch : {Arch::Gpt2, Arch::Llama})
+    for (DType dt : {DType::F32, DType::F64}) {
+      INFO((arch == Arch::Gpt2 ? "gpt2" : "llama") << (dt == DType::F64 ? " f64" : " f32"));
+      const ModelSection cfg = tiny_model(arch, AttnOutputNorm::HeadwiseRmsNorm);
+      test::require_released_inputs_free_the_logits([&] { return GPT(cfg, 42, dt); },
+                                                    random_ids(2, 5, 11, 3),
+                                                    random_ids(2, 5, 11, 4));
+    }
+  // The gradients themselves, checked in fp64 with the nodes keeping only what they read.
+  autograd::KeepInputsGuard lean(false);
+  check_model_gradients(tiny_model(Arch::Llama, AttnOutputNorm::HeadwiseRmsNorm));
+}
+
 TEST_CASE("run.bf16_branch_outputs and run.flat_weight_operands change no bit on the CPU, GPT-2 "
           "and LLaMA", "[model]") {
   // kOperandDType is x's dtype on the CPU: the branch outputs stay f32 (ops/add_norm.h). The

@@ -9,8 +9,10 @@
 #include <fstream>
 #include <limits>
 #include <iterator>
+#include <regex>
 #include <sstream>
 
+#include "autograd/engine.h"
 #include "core/error.h"
 #include "core/philox.h"
 #include "ops/cpu/blas_gemm.h"
@@ -201,6 +203,29 @@ TEST_CASE("computing metrics does not change the training result", "[e2e]") {
       losses[every].push_back(json_field(line, "loss") + json_field(line, "grad_norm"));
   }
   REQUIRE(losses[0] == losses[1]);
+}
+
+TEST_CASE("run.release_forward_inputs changes no bit of the training, its metrics or the "
+          "evaluations", "[e2e]") {
+  fs::path data = make_byte_dataset("release_data");
+  autograd::KeepInputsGuard restore(true);  // the runs below set it for the process
+  std::vector<std::string> lines[2];
+  const std::regex timed("\"(tokens_per_s|step_ms|mfu|memory_mib|memory_peak_mib)\":[^,]*,");
+  for (int release : {0, 1}) {
+    fs::path out = fresh_dir("release_out" + std::to_string(release));
+    RunConfig cfg = parse_config(
+        tiny_config(data, out, 6), "inline.yaml",
+        {release ? "run.release_forward_inputs=true" : "run.release_forward_inputs=false",
+         "train.eval_every=3"});
+    std::ostringstream console;
+    Run(cfg, console).train();
+    REQUIRE(autograd::keep_inputs() == !release);
+    for (const char* v : {"baseline", "headwise_rmsnorm"})
+      for (const std::string& line : lines_of(out / "e2e" / v / "metrics.jsonl"))
+        lines[release].push_back(std::regex_replace(line, timed, ""));
+  }
+  REQUIRE(lines[0].size() == 14);  // 6 steps and the final evaluation, two variants
+  REQUIRE(lines[0] == lines[1]);
 }
 
 TEST_CASE("run.profile prints where a step's time goes and changes nothing else", "[e2e]") {

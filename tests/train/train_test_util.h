@@ -165,6 +165,33 @@ void require_rope_in_place_changes_no_bit(MakeModel&& make, const Tensor& ids,
   REQUIRE(r.grads[1] == r.grads[0]);
 }
 
+// run.release_forward_inputs off, then on (autograd::set_keep_inputs): with it the logits are
+// freed once the caller drops them (the fused cross-entropy's node keeps its gradient, no graph
+// node their data), without it the loss's node keeps them; no bit of the loss or of any gradient
+// changes.
+template <class MakeModel>
+void require_released_inputs_free_the_logits(MakeModel&& make, const Tensor& ids,
+                                             const Tensor& targets) {
+  std::vector<double> losses[2], grads[2];
+  bool freed[2] = {false, false};
+  for (bool release : {false, true}) {
+    autograd::KeepInputsGuard keep(!release);
+    train::GPT model = make();
+    model.params().zero_grad();
+    train::ForwardResult out = model.forward(ids, targets);
+    const std::weak_ptr<Storage> logits = out.logits.storage();
+    out.logits = Tensor();
+    freed[release] = logits.expired();
+    losses[release] = out.loss.to_doubles();
+    autograd::backward(out.loss);
+    grads[release] = model.params().flat_grads().to_doubles();
+  }
+  REQUIRE_FALSE(freed[0]);
+  REQUIRE(freed[1]);
+  REQUIRE(losses[1] == losses[0]);
+  REQUIRE(grads[1] == grads[0]);
+}
+
 // run.flat_weight_operands off, then on. `rounds`: whether the products round their f32 weights
 // (under bf16 on a GPU): then every block's four products (or more) and the output head take
 // their weight from the forward's one rounded copy of the flat buffer. Either way no bit of the
