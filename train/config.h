@@ -145,8 +145,9 @@ struct RunSection {
   bool release_forward_inputs = false;  // a graph node keeps, of an intermediate input, only
                                     // what the backward engine needs, so that one no backward
                                     // reads (the logits under the fused cross-entropy) is freed
-                                    // in the forward (autograd::set_keep_inputs): the same bits,
-                                    // less memory; off until measured on a GPU
+                                    // in the forward (autograd::set_keep_inputs): the same bits;
+                                    // the CPU's peak did not move (it sits at the loss's forward,
+                                    // logits and gradient both alive); off until measured on a GPU
   VariantPlacement variant_placement = VariantPlacement::Together;  // a side-by-side run over
                                     // several ranks: together (every rank trains every variant
                                     // on its slice of the batch) | split (the ranks form one
