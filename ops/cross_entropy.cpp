@@ -44,15 +44,15 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int32_t ignore
   // before the backward.
   const bool precomputed = early_grad.defined();
   autograd::record(loss, op, {logits, targets},
-                   [logits2 = precomputed ? Tensor() : logits2.detach(), targets1, lse,
-                    ignore_index, early_grad, shape = logits.shape()](const Tensor& g) {
-                     const bool from_forward = early_grad.defined();
-                     Tensor grad = from_forward ? early_grad
-                                                : Tensor::empty(logits2.shape(), logits2.dtype(),
-                                                                logits2.device());  // (N, V)
-                     const Tensor& read = from_forward ? early_grad : logits2;  // (N, V)
-                     cross_entropy_kernels.backward(read.device())(
-                         read, targets1, ignore_index, lse, g, grad, from_forward);
+                   [logits2 = precomputed ? early_grad : logits2.detach(), targets1, lse,
+                    ignore_index, early_grad, precomputed,
+                    shape = logits.shape()](const Tensor& g) {
+                     // precomputed: logits2 is the gradient itself, read for its shape only
+                     Tensor grad = precomputed ? early_grad
+                                               : Tensor::empty(logits2.shape(), logits2.dtype(),
+                                                               logits2.device());  // (N, V)
+                     cross_entropy_kernels.backward(logits2.device())(
+                         logits2, targets1, ignore_index, lse, g, grad, precomputed);
                      return std::vector<Tensor>{grad.reshape_view(shape), Tensor()};
                    });
   return loss;
