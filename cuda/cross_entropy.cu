@@ -22,7 +22,9 @@
 // first pass copies it there and the second reads it there (ce_fused_rows_staged: the logits
 // read from memory once); otherwise one 1024-thread block per SM reads the row a second time,
 // from L2 (ce_fused_rows). The backward then multiplies by g in place, and returns at once where
-// g is 1 (read on the device).
+// g is 1 (read on the device). The gradient may be written over the logits themselves
+// (ops::CrossEntropyLogits::kOverwritten): a row is read whole, and x[target] read, before a
+// thread writes the row's gradient, so the fused kernels do not declare the two __restrict__.
 //
 // Rows are read and written in 16-byte packs (8 bf16, 4 f32 or 2 f64 per thread and step) when
 // V is a multiple of the pack and the buffers are 16-byte aligned; element by element otherwise.
@@ -277,12 +279,12 @@ constexpr int kFusedThreads = 1024;  // the fused kernel's block (power of two)
 // the gradient written from a second read of the row. Grid-stride over rows.
 template <class S>
 __global__ void __launch_bounds__(kFusedThreads)
-    ce_fused_rows(const S* __restrict__ logits, const int32_t* __restrict__ targets, int64_t N,
+    ce_fused_rows(const S* logits, const int32_t* __restrict__ targets, int64_t N,
                   int64_t V, int32_t ignore_index, bool packed,
                   const double* __restrict__ weight,
                   typename AccumulateIn<S>::type* __restrict__ lse,
                   double* __restrict__ row_loss, int* __restrict__ bad_row,
-                  S* __restrict__ grad) {
+                  S* grad) {
   using A = typename AccumulateIn<S>::type;
   __shared__ A sh_m[kFusedThreads];  // (threads) partial maxima
   __shared__ A sh_s[kFusedThreads];  // (threads) partial sums of exp(x - max)
@@ -292,6 +294,7 @@ __global__ void __launch_bounds__(kFusedThreads)
     const A lse_r = row_lse<kFusedThreads>(x, V, packed, sh_m, sh_s);
     const int32_t target = targets[r];
     write_row_loss(x, r, V, target, ignore_index, lse_r, lse, row_loss, bad_row);
+    __syncthreads();  // x[target] is read before a gradient may be written over it (in place)
     write_row_grad<kFusedThreads>(x, grad + r * V, V, packed, target, target == ignore_index,
                                   lse_r, w);
     __syncthreads();  // sh_m / sh_s are reused by the next row
@@ -309,12 +312,12 @@ constexpr int kStagedBatch = 4;      // packs a thread loads before it uses the 
 // of row_lse<kStagedThreads>, and the tree is block_lse's: deterministic. Grid-stride over rows.
 template <class S>
 __global__ void __launch_bounds__(kStagedThreads, 2)  // two blocks an SM: 64 registers a thread
-    ce_fused_rows_staged(const S* __restrict__ logits, const int32_t* __restrict__ targets,
+    ce_fused_rows_staged(const S* logits, const int32_t* __restrict__ targets,
                          int64_t N, int64_t V, int32_t ignore_index, bool packed,
                          const double* __restrict__ weight,
                          typename AccumulateIn<S>::type* __restrict__ lse,
                          double* __restrict__ row_loss, int* __restrict__ bad_row,
-                         S* __restrict__ grad) {
+                         S* grad) {
   using A = typename AccumulateIn<S>::type;
   constexpr int kPack = RowPack<S>::kCount;
   extern __shared__ uint4 staged_row[];  // (V) the row, as S

@@ -9,7 +9,8 @@ OpKernels<CrossEntropyForwardFn, CrossEntropyBackwardFn> cross_entropy_kernels{
     "cross_entropy", cpu::cross_entropy_forward, cpu::cross_entropy_backward};
 bool fused_cross_entropy = true;
 
-Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int32_t ignore_index) {
+Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int32_t ignore_index,
+                     CrossEntropyLogits logits_after) {
   const char* op = "cross_entropy";
   check_float_storage(logits, op, "logits");
   check_defined(targets, op, "targets");
@@ -33,10 +34,13 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int32_t ignore
   const DType sum_dtype = logits.dtype() == DType::F64 ? DType::F64 : DType::F32;
   Tensor lse = Tensor::empty({N}, sum_dtype, logits.device());  // (N)
   Tensor loss = Tensor::empty({}, sum_dtype, logits.device());  // ()
-  // The gradient for g = 1, written by the forward (fused_cross_entropy), or undefined.
-  Tensor early_grad = fused_cross_entropy && autograd::needs_grad({logits})
-                          ? Tensor::empty({N, V}, logits.dtype(), logits.device())  // (N, V)
-                          : Tensor();
+  // The gradient for g = 1, written by the forward (fused_cross_entropy) into a buffer of its
+  // own or over the logits (kOverwritten), or undefined.
+  Tensor early_grad;  // (N, V)
+  if (fused_cross_entropy && autograd::needs_grad({logits}))
+    early_grad = logits_after == CrossEntropyLogits::kOverwritten && !logits.is_leaf()
+                     ? logits2
+                     : Tensor::empty({N, V}, logits.dtype(), logits.device());
   cross_entropy_kernels.forward(logits.device())(logits2, targets1, ignore_index, lse, loss,
                                                  early_grad.defined() ? &early_grad : nullptr);
   // With the gradient written already the backward only scales it: the node keeps it and not

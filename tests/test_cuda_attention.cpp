@@ -22,6 +22,7 @@
 #include "ops/elementwise.h"
 #include "ops/reduce.h"
 #include "ops/rope.h"
+#include "ops/shape_ops.h"
 #include "tests/attention_checks.h"
 #include "tests/cuda_compare.h"
 #include "tests/helpers.h"
@@ -559,6 +560,45 @@ TEST_CASE("cuda: cross_entropy with its gradient written by the forward matches 
         const auto [again_loss, again_grad] = on_gpu(true);
         REQUIRE(again_loss.to_doubles() == fused_loss.to_doubles());
         REQUIRE(again_grad.to_doubles() == fused_grad.to_doubles());
+      }
+}
+
+TEST_CASE("cuda: cross_entropy writing its gradient over an op's bf16 logits gives the bits of "
+          "its own gradient buffer", "[cuda]") {
+  SINKLAB_REQUIRE_CUDA();
+  // Rows staged in shared memory (264, 50304; 640 rows: each block takes several in turn), read
+  // element by element (263), and read again from L2 (120000: a row beyond shared memory, where
+  // x[target] must be read before the row's gradient goes over it).
+  struct Case {
+    int64_t B, T, V;
+  };
+  for (const Case& c : {Case{3, 5, 263}, Case{3, 5, 264}, Case{32, 20, 50304}, Case{1, 3, 120000}})
+    for (int32_t ignore_index : {-1, 2})
+      for (double g : {1.0, 0.25}) {
+        const int64_t B = c.B, T = c.T, V = c.V;
+        INFO("B=" << B << " T=" << T << " V=" << V << " ignore_index=" << ignore_index
+                  << " g=" << g);
+        const Tensor values = bf16_valued_logits({B, T, V}, 860 + V);  // (B, T, V) f32
+        const Tensor targets =
+            ce_targets(B, T, V, ignore_index, 20261206, 861).to_device(Device::cuda(0));
+        std::vector<double> losses[2], grads[2], after[2];
+        for (auto mode : {ops::CrossEntropyLogits::kKept, ops::CrossEntropyLogits::kOverwritten}) {
+          const bool over = mode == ops::CrossEntropyLogits::kOverwritten;
+          Tensor x = values.to_device(Device::cuda(0));  // (B, T, V) f32 leaf
+          x.set_requires_grad(true);
+          // (B, T, V) bf16, an op's output (exact: the values are bf16's); its backward converts
+          // the bf16 gradient back to f32, exactly
+          const Tensor logits = ops::to_dtype(x, DType::BF16);
+          const Tensor loss = ops::cross_entropy(logits, targets, ignore_index, mode);
+          after[over] = logits.detach().to_device(Device::cpu()).to_doubles();
+          autograd::backward(loss, Tensor::full({}, g, DType::F32, Device::cuda(0)));
+          losses[over] = loss.to_device(Device::cpu()).to_doubles();
+          grads[over] = x.grad().to_device(Device::cpu()).to_doubles();
+        }
+        REQUIRE(after[0] == values.to_doubles());  // kept
+        REQUIRE(losses[1] == losses[0]);
+        REQUIRE(grads[1] == grads[0]);
+        if (g == 1.0) REQUIRE(after[1] == grads[1]);  // the logits hold the gradient for g = 1
       }
 }
 

@@ -4,6 +4,7 @@
 // the q and k parts of the packed qkv (bit for bit), forward and backward.
 #include <algorithm>
 #include <cmath>
+#include <optional>
 #include <string>
 
 #include "autograd/engine.h"
@@ -398,6 +399,51 @@ TEST_CASE("cross_entropy with its gradient written by the forward: the same valu
   REQUIRE_FALSE(fused_loss.requires_grad());
   ops::FusedCrossEntropyGuard off(false);
   REQUIRE(fused_loss.to_doubles() == ops::cross_entropy(logits, targets).to_doubles());
+}
+
+TEST_CASE("cross_entropy writes its gradient over an op's logits only when told to, with the "
+          "same loss and gradient bits", "[ops][grad]") {
+  const int64_t N = 5, V = 7;
+  const Tensor targets = Tensor::from_ints({3, -1, 0, 6, 2}, {N});  // (N) 4 counted rows
+  for (DType dtype : {DType::F64, DType::F32})
+    for (double g : {1.0, 0.5}) {
+      INFO((dtype == DType::F64 ? "f64" : "f32") << " g=" << g);
+      const Tensor values = random_tensor({N, V}, 301, DType::F64, 2.0).to_dtype(dtype);
+      std::vector<double> losses[2], grads[2];
+      for (auto after : {ops::CrossEntropyLogits::kKept, ops::CrossEntropyLogits::kOverwritten}) {
+        const bool over = after == ops::CrossEntropyLogits::kOverwritten;
+        Tensor x = values.detach();
+        x.set_requires_grad(true);
+        const Tensor logits = ops::scale(x, 1.0);  // (N, V): an op's output, not a leaf
+        const Tensor loss = ops::cross_entropy(logits, targets, -1, after);
+        // Overwritten: the logits now hold (softmax - onehot) / count, x's gradient for g = 1.
+        const std::vector<double> after_values = logits.detach().to_doubles();
+        REQUIRE((after_values == values.to_doubles()) == !over);
+        autograd::backward(loss, Tensor::full({}, g, dtype));
+        losses[over] = loss.to_doubles();
+        grads[over] = x.grad().to_doubles();
+        if (over && g == 1.0) REQUIRE(after_values == grads[over]);
+      }
+      REQUIRE(losses[1] == losses[0]);
+      REQUIRE(grads[1] == grads[0]);
+    }
+  // Never over a leaf (a caller's own tensor), nor where no gradient is written in the forward:
+  // the fused path off, or no gradient needed.
+  const Tensor values = random_tensor({N, V}, 302, DType::F64);
+  Tensor leaf = values.detach();
+  leaf.set_requires_grad(true);
+  (void)ops::cross_entropy(leaf, targets, -1, ops::CrossEntropyLogits::kOverwritten);
+  REQUIRE(leaf.to_doubles() == values.to_doubles());
+  for (bool fused : {false, true}) {
+    ops::FusedCrossEntropyGuard guard(fused);
+    Tensor x = values.detach();
+    x.set_requires_grad(true);
+    const Tensor logits = ops::scale(x, 1.0);  // (N, V)
+    std::optional<autograd::NoGradGuard> no_grad;
+    if (fused) no_grad.emplace();
+    (void)ops::cross_entropy(logits, targets, -1, ops::CrossEntropyLogits::kOverwritten);
+    REQUIRE(logits.detach().to_doubles() == values.to_doubles());
+  }
 }
 
 TEST_CASE("cross_entropy keeps the logits for its backward only when it computes the gradient "

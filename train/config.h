@@ -144,10 +144,11 @@ struct RunSection {
                                     // runs may differ in the last bits
   bool release_forward_inputs = false;  // a graph node keeps, of an intermediate input, only
                                     // what the backward engine needs, so that one no backward
-                                    // reads (the logits under the fused cross-entropy) is freed
-                                    // in the forward (autograd::set_keep_inputs): the same bits;
-                                    // the CPU's peak did not move (it sits at the loss's forward,
-                                    // logits and gradient both alive); off until measured on a GPU
+                                    // reads is freed in the forward (autograd::set_keep_inputs),
+                                    // and the fused cross-entropy writes its gradient over the
+                                    // logits (logits_after_loss): one (B, T, V) buffer fewer at
+                                    // the loss's forward, where a step's memory peaks; the same
+                                    // bits; off until measured on a GPU
   VariantPlacement variant_placement = VariantPlacement::Together;  // a side-by-side run over
                                     // several ranks: together (every rank trains every variant
                                     // on its slice of the batch) | split (the ranks form one

@@ -328,7 +328,7 @@ GPT::Stream GPT::block(int64_t layer, const Stream& in, LayerCapture* capture) c
 }
 
 ForwardResult GPT::forward(const Tensor& ids_in, const Tensor& targets_in,
-                           ForwardCapture* capture) const {
+                           ForwardCapture* capture, ops::CrossEntropyLogits logits_after) const {
   // Token ids come from the (CPU) data loader: move them next to the weights.
   const Device device = params_.flat_values().device();
   const Tensor ids = ids_in.defined() ? ids_in.to_device(device) : ids_in;
@@ -362,7 +362,9 @@ ForwardResult GPT::forward(const Tensor& ids_in, const Tensor& targets_in,
   ForwardResult result;
   // (B, T, V); bf16 under bf16 precision on a GPU: cross_entropy reads them, summing in f32
   result.logits = ops::linear(x, head, Tensor(), Tensor(), ops::LinearOutput::kOperandDType);
-  if (targets.defined()) result.loss = ops::cross_entropy(result.logits, targets, -1);
+  if (targets.defined())
+    result.loss = ops::cross_entropy(result.logits, targets, -1, logits_after);
+  if (logits_after == ops::CrossEntropyLogits::kOverwritten) result.logits = Tensor();
   return result;
 }
 

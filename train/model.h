@@ -9,6 +9,7 @@
 #include "core/tensor.h"
 #include "ops/add_norm.h"
 #include "ops/attention.h"
+#include "ops/cross_entropy.h"
 #include "train/arch.h"
 #include "train/config.h"
 #include "train/parameters.h"
@@ -42,7 +43,8 @@ struct ForwardCapture {
 
 struct ForwardResult {
   Tensor loss;    // () mean cross-entropy (undefined when no targets)
-  Tensor logits;  // (B, T, V); bf16 under bf16 precision on a GPU (loss stays f32)
+  Tensor logits;  // (B, T, V); bf16 under bf16 precision on a GPU (loss stays f32); undefined
+                  // under CrossEntropyLogits::kOverwritten
 };
 
 class GPT {
@@ -51,9 +53,12 @@ class GPT {
   GPT(const ModelSection& cfg, uint64_t seed, DType dtype = DType::F32,
       Device device = Device::cpu());
 
-  // ids, targets: (B, T) int32 with T <= block_size; targets may be undefined.
+  // ids, targets: (B, T) int32 with T <= block_size; targets may be undefined. logits_after:
+  // kOverwritten lets the loss write its gradient over the logits (ops::cross_entropy), and
+  // result.logits is then left undefined (a training step's forward, which reads the loss only).
   ForwardResult forward(const Tensor& ids, const Tensor& targets,
-                        ForwardCapture* capture = nullptr) const;
+                        ForwardCapture* capture = nullptr,
+                        ops::CrossEntropyLogits logits_after = ops::CrossEntropyLogits::kKept) const;
 
   // The amplify intervention's mu per layer, (NH * HS) values each, precomputed (the paper's
   // procedure: over uniform-random tokens, train/paper_metrics.h); an empty list (the default)

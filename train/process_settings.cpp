@@ -41,4 +41,9 @@ void apply_process_settings(const RunSection& run) {
   autograd::set_keep_inputs(!run.release_forward_inputs);
 }
 
+ops::CrossEntropyLogits logits_after_loss(const RunSection& run) {
+  return run.release_forward_inputs ? ops::CrossEntropyLogits::kOverwritten
+                                    : ops::CrossEntropyLogits::kKept;
+}
+
 }  // namespace sinklab::train

@@ -3,11 +3,16 @@
 // trainer, and by the commands that run a stored model (probe, generate, forward), so a model
 // computes as its run did.
 #pragma once
+#include "ops/cross_entropy.h"
 #include "train/config.h"
 
 namespace sinklab::train {
 
 // Throws ConfigError for run.cpu_gemm: openblas in a build without OpenBLAS.
 void apply_process_settings(const RunSection& run);
+
+// What a training step's forward, which reads its loss only, lets the loss do with the logits:
+// write its gradient over them under run.release_forward_inputs (GPT::forward).
+ops::CrossEntropyLogits logits_after_loss(const RunSection& run);
 
 }  // namespace sinklab::train

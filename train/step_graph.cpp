@@ -22,8 +22,13 @@ std::string StepGraph::unavailable_because(const RunConfig& config, int world_si
   return "";
 }
 
-StepGraph::StepGraph(GPT& model, AdamW& optimizer, int64_t accumulation, double max_norm)
-    : model_(model), optimizer_(optimizer), accumulation_(accumulation), max_norm_(max_norm) {}
+StepGraph::StepGraph(GPT& model, AdamW& optimizer, int64_t accumulation, double max_norm,
+                     ops::CrossEntropyLogits logits_after)
+    : model_(model),
+      optimizer_(optimizer),
+      accumulation_(accumulation),
+      max_norm_(max_norm),
+      logits_after_(logits_after) {}
 
 StepGraph::~StepGraph() = default;
 
@@ -32,7 +37,7 @@ int64_t StepGraph::nodes() const {
 }
 
 void StepGraph::queue_micro_batch() {
-  ForwardResult out = model_.forward(inputs_, targets_, nullptr);
+  ForwardResult out = model_.forward(inputs_, targets_, nullptr, logits_after_);
   Tensor loss_sum = results_.narrow_view(0, 0, 1);  // (1) view
   add_into(loss_sum, out.loss.to_dtype(DType::F64).reshape_view({1}));
   out.logits = Tensor();  // the loss's node keeps what its backward reads (ops::cross_entropy)

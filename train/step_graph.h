@@ -28,6 +28,7 @@
 
 #include "core/device_runtime.h"
 #include "core/tensor.h"
+#include "ops/cross_entropy.h"
 #include "train/config.h"
 #include "train/data/data_loader.h"
 
@@ -43,8 +44,9 @@ class StepGraph {
   static std::string unavailable_because(const RunConfig& config, int world_size);
 
   // accumulation: micro-batches per step (each backward is of loss / accumulation); max_norm:
-  // optim.grad_clip.
-  StepGraph(GPT& model, AdamW& optimizer, int64_t accumulation, double max_norm);
+  // optim.grad_clip; logits_after: the forward's (GPT::forward, logits_after_loss).
+  StepGraph(GPT& model, AdamW& optimizer, int64_t accumulation, double max_norm,
+            ops::CrossEntropyLogits logits_after);
   ~StepGraph();
   StepGraph(const StepGraph&) = delete;
   StepGraph& operator=(const StepGraph&) = delete;
@@ -75,6 +77,7 @@ class StepGraph {
   AdamW& optimizer_;
   int64_t accumulation_;
   double max_norm_;
+  ops::CrossEntropyLogits logits_after_;
   Tensor inputs_, targets_;  // (B, T) int32 on the model's device: what every replay reads
   Tensor results_;           // (2) f64 on the model's device: the loss sum, the sum of squares
   std::unique_ptr<DeviceRuntime::Recording> micro_;  // a micro-batch before the last

@@ -298,7 +298,7 @@ Run::Run(const RunConfig& config, std::ostream& console, RunOptions options)
     const std::string no_graph = StepGraph::unavailable_because(c, parallel_->world_size());
     if (no_graph.empty())
       v->graph = std::make_unique<StepGraph>(*v->model, *v->optimizer, v->accumulation,
-                                             c.optim.grad_clip);
+                                             c.optim.grad_clip, logits_after_loss(c.run));
     else if (c.run.cuda_graph)
       console_.stream() << "variant " << v->name << ": cuda graph off: " << no_graph << "\n";
     console_.stream() << "variant " << v->name << ": " << choice_text(c.model.arch) << " "
@@ -598,7 +598,8 @@ void Run::step_all(int64_t step, bool evaluate_first) {
         const Batch& batch = batches[micro];
         autograd::restart_forward_profile();
         ForwardResult out = v.model->forward(batch.inputs, batch.targets,
-                                             metrics_step && micro == 0 ? &capture : nullptr);
+                                             metrics_step && micro == 0 ? &capture : nullptr,
+                                             logits_after_loss(c.run));
         if (metrics_step && micro == 0) metrics.emplace(params.flat_values().device());
         loss_sum += out.loss.item();
         out.logits = Tensor();  // the loss's node keeps what its backward reads (ops::cross_entropy)

@@ -421,8 +421,9 @@ TEST_CASE("cuda: LLaMA's RoPE over the product's output (run.rope_in_place) chan
   }
 }
 
-TEST_CASE("cuda: run.release_forward_inputs frees the logits before the backward and changes no "
-          "bit of the loss or any gradient, under bf16 and fp32, for GPT-2 and LLaMA", "[cuda]") {
+TEST_CASE("cuda: run.release_forward_inputs writes the loss's gradient over the logits and "
+          "changes no bit of the loss or any gradient, under bf16 and fp32, for GPT-2 and LLaMA",
+          "[cuda]") {
   SINKLAB_REQUIRE_CUDA();
   for_each_arch_and_precision(
       128, 2, 5, [](const ModelSection& cfg, const Tensor& x, const Tensor& y, Precision) {

@@ -197,8 +197,8 @@ TEST_CASE("LLaMA's RoPE over the product's output (run.rope_in_place) changes no
   check_model_gradients(tiny_model(Arch::Llama, AttnOutputNorm::None));
 }
 
-TEST_CASE("run.release_forward_inputs frees the logits before the backward and changes no bit "
-          "of the loss or any gradient, GPT-2 and LLaMA", "[model][grad]") {
+TEST_CASE("run.release_forward_inputs writes the loss's gradient over the logits and changes "
+          "no bit of the loss or any gradient, GPT-2 and LLaMA", "[model][grad]") {
   for (Arch arch : {Arch::Gpt2, Arch::Llama})
     for (DType dt : {DType::F32, DType::F64}) {
       INFO((arch == Arch::Gpt2 ? "gpt2" : "llama") << (dt == DType::F64 ? " f64" : " f32"));

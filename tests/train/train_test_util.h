@@ -26,6 +26,7 @@
 #include "tests/catch.h"
 #include "tests/helpers.h"
 #include "train/model.h"
+#include "train/process_settings.h"
 #include "train/data/shards.h"
 #include "train/metrics/sink_metrics.h"
 #include "train/io/tensorboard_log.h"
@@ -165,29 +166,32 @@ void require_rope_in_place_changes_no_bit(MakeModel&& make, const Tensor& ids,
   REQUIRE(r.grads[1] == r.grads[0]);
 }
 
-// run.release_forward_inputs off, then on (autograd::set_keep_inputs): with it the logits are
-// freed once the caller drops them (the fused cross-entropy's node keeps its gradient, no graph
-// node their data), without it the loss's node keeps them; no bit of the loss or of any gradient
-// changes.
+// run.release_forward_inputs off, then on (autograd::set_keep_inputs and the training step's
+// forward with CrossEntropyLogits::kOverwritten): without it the loss's node keeps the logits
+// once the caller drops them; with it the forward returns no logits (the loss's gradient went
+// over them); no bit of the loss or of any gradient changes.
 template <class MakeModel>
 void require_released_inputs_free_the_logits(MakeModel&& make, const Tensor& ids,
                                              const Tensor& targets) {
   std::vector<double> losses[2], grads[2];
-  bool freed[2] = {false, false};
   for (bool release : {false, true}) {
     autograd::KeepInputsGuard keep(!release);
     train::GPT model = make();
     model.params().zero_grad();
-    train::ForwardResult out = model.forward(ids, targets);
-    const std::weak_ptr<Storage> logits = out.logits.storage();
-    out.logits = Tensor();
-    freed[release] = logits.expired();
+    train::RunSection run;
+    run.release_forward_inputs = release;
+    train::ForwardResult out = model.forward(ids, targets, nullptr, train::logits_after_loss(run));
+    if (release) {
+      REQUIRE_FALSE(out.logits.defined());
+    } else {
+      const std::weak_ptr<Storage> logits = out.logits.storage();
+      out.logits = Tensor();
+      REQUIRE_FALSE(logits.expired());  // the loss's node keeps its input
+    }
     losses[release] = out.loss.to_doubles();
     autograd::backward(out.loss);
     grads[release] = model.params().flat_grads().to_doubles();
   }
-  REQUIRE_FALSE(freed[0]);
-  REQUIRE(freed[1]);
   REQUIRE(losses[1] == losses[0]);
   REQUIRE(grads[1] == grads[0]);
 }
