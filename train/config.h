@@ -307,6 +307,7 @@ struct MemoryEstimate {
   double layer_parameters = 0;      // the blocks
   double parameter_bytes = 0;       // fp32 weights, gradients and AdamW m and v: 16 bytes each
   double activation_bytes = 0;      // what one micro-batch keeps for the backward, and its logits
+                                    // (bf16 values under bf16 precision on a GPU)
   // run.cuda_graph on a GPU with metrics every N > 1 steps: the recorded micro-batch's own
   // allocations (train/step_graph.h) beside the pool's, which the metrics steps use.
   double graph_bytes = 0;

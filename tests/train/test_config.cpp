@@ -1024,6 +1024,43 @@ TEST_CASE("every size key has an upper bound, and the error names the memory it 
                                "b.yaml"));
 }
 
+TEST_CASE("the memory estimate stays above the peaks measured on a GPU, within 1.35 times them",
+          "[config]") {
+  // The pool's high-water mark (memory_peak_mib) on an H100 in the twenty-third session (call 1:
+  // 4 steps each; docs/PERFORMANCE.md), against the estimate of the same config and batch.
+  struct Measured {
+    const char* config;
+    int64_t batch_size;
+    double peak_gib;
+  };
+  const std::string dir = std::string(SINKLAB_SOURCE_DIR) + "/configs/bench/";
+  for (const Measured& m : {Measured{"gpt2_124m.yaml", 32, 20.2},
+                            Measured{"llama_152m.yaml", 32, 23.5},
+                            Measured{"llama152m_three_variants.yaml", 16, 19.2},
+                            Measured{"llama152m_three_variants.yaml", 32, 29.7}}) {
+    INFO(m.config << " at train.batch_size " << m.batch_size);
+    const RunConfig base = load_config(dir + m.config,
+                                       {"train.batch_size=" + std::to_string(m.batch_size)});
+    std::vector<MemoryEstimate> estimates;
+    if (base.variants.empty()) estimates.push_back(estimate_training_memory(base));
+    for (const VariantSpec& v : base.variants)
+      estimates.push_back(estimate_training_memory(apply_variant(base, v)));
+    const double estimate_gib = side_by_side_bytes(estimates) / (1 << 30);
+    INFO("estimated " << estimate_gib << " GiB, measured " << m.peak_gib);
+    REQUIRE(estimate_gib > m.peak_gib);
+    REQUIRE(estimate_gib < 1.35 * m.peak_gib);
+  }
+  // On the CPU (f32 values) the activations count twice the bytes of bf16 on a GPU.
+  RunConfig c = load_config(dir + "gpt2_124m.yaml");
+  const MemoryEstimate gpu = estimate_training_memory(c);
+  c.run.device = "cpu";
+  const MemoryEstimate cpu = estimate_training_memory(c);
+  REQUIRE(cpu.parameter_bytes == gpu.parameter_bytes);
+  const double attention_weights = 4.0 * 32 * 12 * 1024 * 1024;  // (B, NH, T, T) f32
+  REQUIRE(cpu.activation_bytes - attention_weights ==
+          Approx(2 * (gpu.activation_bytes - attention_weights)));
+}
+
 TEST_CASE("the memory a config needs is checked against the device's before allocating",
           "[config]") {
   RunConfig c = parse_config("model: {n_layer: 4, n_embd: 128, n_head: 4, vocab_size: 512}",
@@ -1083,7 +1120,7 @@ TEST_CASE("the memory a config needs is checked against the device's before allo
   c.metrics.every = 10;
   const MemoryEstimate graph = estimate_training_memory(c);
   REQUIRE(graph.graph_bytes == graph.activation_bytes);
-  REQUIRE(graph.total() == one.total() + one.activation_bytes);
+  REQUIRE(graph.total() == graph.parameter_bytes + 2 * graph.activation_bytes);
   const Caught twice = error_of<ConfigError>(
       [&] { check_fits_in_memory(c, graph.total(), one.total(), "cuda:0"); });
   REQUIRE_MENTIONS(twice, "as much again for run.cuda_graph's recording");
