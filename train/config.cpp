@@ -977,11 +977,14 @@ MemoryEstimate estimate_training_memory(const RunConfig& c) {
   // layer's (B, NH, T, T) f32 attention weights where a kernel materialises them. Those values
   // are bf16 under bf16 precision on a GPU (2 bytes; the few f32 ones, such as the norms'
   // statistics, are within the count's slack), f32 otherwise. Against the pool's high-water
-  // mark on an H100 (twenty-third session) this is 1.04 to 1.29 times what the runs took.
+  // mark on an H100 this is 1.04 to 1.44 times what the runs took (tests/train/test_config.cpp).
+  // run.release_forward_inputs writes the loss's gradient over the logits: one (B, T, V)
+  // buffer fewer.
   const double value_bytes =
       c.run.device != "cpu" && resolved_precision(c.run) == Precision::BF16 ? 2 : 4;
+  const double logit_buffers = c.run.release_forward_inputs ? 2 : 3;
   e.activation_bytes =
-      value_bytes * B * T * (L * (12 * C + (ffn_matrices + 1) * F) + 3 * V) +
+      value_bytes * B * T * (L * (12 * C + (ffn_matrices + 1) * F) + logit_buffers * V) +
       4 * B * NH * T * T;
   if (c.run.cuda_graph && c.run.device != "cpu" && c.metrics.every > 1)
     e.graph_bytes = e.activation_bytes;

@@ -1024,23 +1024,28 @@ TEST_CASE("every size key has an upper bound, and the error names the memory it 
                                "b.yaml"));
 }
 
-TEST_CASE("the memory estimate stays above the peaks measured on a GPU, within 1.35 times them",
+TEST_CASE("the memory estimate stays above the peaks measured on a GPU, within 1.45 times them",
           "[config]") {
-  // The pool's high-water mark (memory_peak_mib) on an H100 in the twenty-third session (call 1:
-  // 4 steps each; docs/PERFORMANCE.md), against the estimate of the same config and batch.
+  // The pool's high-water mark (memory_peak_mib) on an H100 (docs/PERFORMANCE.md), against the
+  // estimate of the same config and batch: the twenty-third session's (call 1, 4 steps each)
+  // with run.release_forward_inputs off, and the twenty-fourth's (call 2, 6 steps) with it on.
   struct Measured {
     const char* config;
     int64_t batch_size;
+    bool release;
     double peak_gib;
   };
   const std::string dir = std::string(SINKLAB_SOURCE_DIR) + "/configs/bench/";
-  for (const Measured& m : {Measured{"gpt2_124m.yaml", 32, 20.2},
-                            Measured{"llama_152m.yaml", 32, 23.5},
-                            Measured{"llama152m_three_variants.yaml", 16, 19.2},
-                            Measured{"llama152m_three_variants.yaml", 32, 29.7}}) {
-    INFO(m.config << " at train.batch_size " << m.batch_size);
-    const RunConfig base = load_config(dir + m.config,
-                                       {"train.batch_size=" + std::to_string(m.batch_size)});
+  for (const Measured& m : {Measured{"gpt2_124m.yaml", 32, false, 20.2},
+                            Measured{"gpt2_124m.yaml", 32, true, 16.0},
+                            Measured{"llama_152m.yaml", 32, false, 23.5},
+                            Measured{"llama152m_three_variants.yaml", 16, false, 19.2},
+                            Measured{"llama152m_three_variants.yaml", 32, false, 29.7}}) {
+    INFO(m.config << " at train.batch_size " << m.batch_size << ", release " << m.release);
+    const std::string release = m.release ? "true" : "false";
+    const RunConfig base =
+        load_config(dir + m.config, {"train.batch_size=" + std::to_string(m.batch_size),
+                                     "run.release_forward_inputs=" + release});
     std::vector<MemoryEstimate> estimates;
     if (base.variants.empty()) estimates.push_back(estimate_training_memory(base));
     for (const VariantSpec& v : base.variants)
@@ -1048,7 +1053,7 @@ TEST_CASE("the memory estimate stays above the peaks measured on a GPU, within 1
     const double estimate_gib = side_by_side_bytes(estimates) / (1 << 30);
     INFO("estimated " << estimate_gib << " GiB, measured " << m.peak_gib);
     REQUIRE(estimate_gib > m.peak_gib);
-    REQUIRE(estimate_gib < 1.35 * m.peak_gib);
+    REQUIRE(estimate_gib < 1.45 * m.peak_gib);
   }
   // On the CPU (f32 values) the activations count twice the bytes of bf16 on a GPU.
   RunConfig c = load_config(dir + "gpt2_124m.yaml");
