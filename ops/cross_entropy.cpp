@@ -49,10 +49,9 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int32_t ignore
   const bool precomputed = early_grad.defined();
   autograd::record(loss, op, {logits, targets},
                    [logits2 = precomputed ? early_grad : logits2.detach(), targets1, lse,
-                    ignore_index, early_grad, precomputed,
-                    shape = logits.shape()](const Tensor& g) {
+                    ignore_index, precomputed, shape = logits.shape()](const Tensor& g) {
                      // precomputed: logits2 is the gradient itself, read for its shape only
-                     Tensor grad = precomputed ? early_grad
+                     Tensor grad = precomputed ? logits2
                                                : Tensor::empty(logits2.shape(), logits2.dtype(),
                                                                logits2.device());  // (N, V)
                      cross_entropy_kernels.backward(logits2.device())(

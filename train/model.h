@@ -56,9 +56,9 @@ class GPT {
   // ids, targets: (B, T) int32 with T <= block_size; targets may be undefined. logits_after:
   // kOverwritten lets the loss write its gradient over the logits (ops::cross_entropy), and
   // result.logits is then left undefined (a training step's forward, which reads the loss only).
-  ForwardResult forward(const Tensor& ids, const Tensor& targets,
-                        ForwardCapture* capture = nullptr,
-                        ops::CrossEntropyLogits logits_after = ops::CrossEntropyLogits::kKept) const;
+  ForwardResult forward(
+      const Tensor& ids, const Tensor& targets, ForwardCapture* capture = nullptr,
+      ops::CrossEntropyLogits logits_after = ops::CrossEntropyLogits::kKept) const;
 
   // The amplify intervention's mu per layer, (NH * HS) values each, precomputed (the paper's
   // procedure: over uniform-random tokens, train/paper_metrics.h); an empty list (the default)

@@ -40,7 +40,6 @@ void StepGraph::queue_micro_batch() {
   ForwardResult out = model_.forward(inputs_, targets_, nullptr, logits_after_);
   Tensor loss_sum = results_.narrow_view(0, 0, 1);  // (1) view
   add_into(loss_sum, out.loss.to_dtype(DType::F64).reshape_view({1}));
-  out.logits = Tensor();  // the loss's node keeps what its backward reads (ops::cross_entropy)
   autograd::backward(ops::scale(out.loss, 1.0 / static_cast<double>(accumulation_)));
   // No remembered operand copy made inside a recording is held after it
   // (ops/remembered_operands.h).

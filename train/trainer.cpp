@@ -602,7 +602,6 @@ void Run::step_all(int64_t step, bool evaluate_first) {
                                              logits_after_loss(c.run));
         if (metrics_step && micro == 0) metrics.emplace(params.flat_values().device());
         loss_sum += out.loss.item();
-        out.logits = Tensor();  // the loss's node keeps what its backward reads (ops::cross_entropy)
         clock.mark("forward");
         // The last backward of the step reduces gradient buckets across ranks as it goes.
         const bool last = micro + 1 == v.accumulation;

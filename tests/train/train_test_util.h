@@ -171,8 +171,8 @@ void require_rope_in_place_changes_no_bit(MakeModel&& make, const Tensor& ids,
 // once the caller drops them; with it the forward returns no logits (the loss's gradient went
 // over them); no bit of the loss or of any gradient changes.
 template <class MakeModel>
-void require_released_inputs_free_the_logits(MakeModel&& make, const Tensor& ids,
-                                             const Tensor& targets) {
+void require_release_forward_inputs_changes_no_bit(MakeModel&& make, const Tensor& ids,
+                                                   const Tensor& targets) {
   std::vector<double> losses[2], grads[2];
   for (bool release : {false, true}) {
     autograd::KeepInputsGuard keep(!release);
