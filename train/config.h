@@ -142,13 +142,17 @@ struct RunSection {
                                     // false lets cuDNN's attention backward sum dQ with f32
                                     // atomics (ops::deterministic_attention): faster, but two
                                     // runs may differ in the last bits
-  bool release_forward_inputs = true;  // a graph node keeps, of an intermediate input, only
+  bool release_forward_inputs = false;  // a graph node keeps, of an intermediate input, only
                                     // what the backward engine needs, so that one no backward
                                     // reads is freed in the forward (autograd::set_keep_inputs),
                                     // and the fused cross-entropy writes its gradient over the
                                     // logits (logits_after_loss): one (B, T, V) buffer fewer at
                                     // the loss's forward, where a step's memory peaks; the same
-                                    // bits (GPT-2 at B=32 on an H100: peak 20.2 -> 16.0 GiB)
+                                    // bits (GPT-2 at B=32 on an H100: peak 20.2 -> 16.0 GiB).
+                                    // Off again: on an H100 sigmoid attention's metrics steps
+                                    // after the first gave NaN gradient norms with it on and
+                                    // another change (docs/PERFORMANCE.md, twenty-fifth
+                                    // session); which of the two is not yet known
   VariantPlacement variant_placement = VariantPlacement::Together;  // a side-by-side run over
                                     // several ranks: together (every rank trains every variant
                                     // on its slice of the batch) | split (the ranks form one

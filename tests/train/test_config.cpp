@@ -794,12 +794,12 @@ TEST_CASE("config: the run keys that were SINKLAB_* environment variables", "[co
   REQUIRE_FALSE(defaults.run.metrics_exchange_on_side);  // until measured on several GPUs
   REQUIRE_FALSE(defaults.run.cuda_graph);
   REQUIRE(defaults.run.deterministic);
-  REQUIRE(defaults.run.release_forward_inputs);  // measured on an H100: 20.2 -> 16.0 GiB
+  REQUIRE_FALSE(defaults.run.release_forward_inputs);  // until sigmoid's NaN is explained
   REQUIRE(defaults.run.variant_placement == VariantPlacement::Together);
-  REQUIRE(contains(to_yaml(defaults), "  deterministic: true\n  release_forward_inputs: true\n"
+  REQUIRE(contains(to_yaml(defaults), "  deterministic: true\n  release_forward_inputs: false\n"
                                       "  variant_placement: together\n"));
-  REQUIRE_FALSE(parse_config("", "p.yaml", {"run.release_forward_inputs=false"})
-                    .run.release_forward_inputs);
+  REQUIRE(parse_config("", "p.yaml", {"run.release_forward_inputs=true"})
+              .run.release_forward_inputs);
   REQUIRE(parse_config("", "p.yaml", {"run.variant_placement=split"}).run.variant_placement ==
           VariantPlacement::Split);
   REQUIRE_MENTIONS(config_error("run: {variant_placement: apart}"), "run.variant_placement",
