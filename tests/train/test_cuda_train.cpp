@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <regex>
 #include <sstream>
 
 #include "core/philox.h"
@@ -128,6 +129,13 @@ TEST_CASE("cuda: the scheduled AdamW (a recorded step's) gives the eager update'
   REQUIRE(adam_eager.steps_taken() == 3);
 }
 
+// Trains the run an inline YAML config describes (its console output dropped).
+void train_inline(const std::string& yaml) {
+  RunConfig cfg = parse_config(yaml, "inline.yaml");
+  std::ostringstream console;
+  Run(cfg, console).train();
+}
+
 // One run of 200 steps of a small LLaMA-style model, baseline and head-wise RMSNorm side by side,
 // on `device` with run.precision = `precision`; returns the train losses per variant.
 std::map<std::string, std::vector<double>> run_losses(const fs::path& dir, const char* device,
@@ -141,9 +149,7 @@ std::map<std::string, std::vector<double>> run_losses(const fs::path& dir, const
     << "train: {steps: 200, batch_size: 8, eval_every: 100, eval_batches: 1, sample_tokens: 0}\n"
     << "variants:\n  - {name: base, set: {model.attn_output_norm: none}}\n"
     << "  - {name: headwise, set: {model.attn_output_norm: headwise_rmsnorm}}\n";
-  RunConfig cfg = parse_config(y.str(), "inline.yaml");
-  std::ostringstream console;
-  Run(cfg, console).train();
+  train_inline(y.str());
   std::map<std::string, std::vector<double>> losses;
   for (const char* v : {"base", "headwise"}) {
     std::ifstream in(dir / name / v / "metrics.jsonl");
@@ -429,6 +435,56 @@ TEST_CASE("cuda: run.release_forward_inputs writes the loss's gradient over the 
       128, 2, 5, [](const ModelSection& cfg, const Tensor& x, const Tensor& y, Precision) {
         test::require_release_forward_inputs_changes_no_bit(gpu_model_maker(cfg), x, y);
       });
+}
+
+// The JSONL records of one bf16 GPU run of 6 steps, softmax and sigmoid attention side by side
+// (LLaMA, head size 64: the tensor-core kernels, cuDNN's for softmax where built), every sink
+// metric on every step (queued on the side stream during the backward), an evaluation at step
+// 3, with run.release_forward_inputs on or off; the timed and memory fields removed.
+std::vector<std::string> attention_kinds_run(const fs::path& dir, bool release) {
+  const std::string name = release ? "release_on" : "release_off";
+  std::ostringstream y;
+  y << "run: {name: " << name << ", out_dir: " << dir.string()
+    << ", device: cuda, precision: bf16, release_forward_inputs: " << (release ? "true" : "false")
+    << "}\n"
+    << "model: {arch: llama, n_layer: 2, n_head: 2, n_embd: 128, block_size: 128}\n"
+    << "data: {dir: " << dir.string() << ", tokenizer: byte}\n"
+    << "train: {steps: 6, batch_size: 8, eval_every: 3, eval_batches: 1, sample_tokens: 0}\n"
+    << "metrics: {every: 1}\n"
+    << "variants:\n  - {name: softmax, set: {model.attention: softmax}}\n"
+    << "  - {name: sigmoid, set: {model.attention: sigmoid}}\n";
+  train_inline(y.str());
+  const std::regex varying("\"(tokens_per_s|step_ms|mfu|memory_mib|memory_peak_mib)\":[^,]*,");
+  std::vector<std::string> records;
+  for (const char* v : {"softmax", "sigmoid"})
+    for (const std::string& line : test::lines_of(dir / name / v / "metrics.jsonl")) {
+      if (test::json_field(line, "loss") != "null") {  // a training step's record
+        INFO(v << ": " << line);
+        const std::string norm = test::json_field(line, "grad_norm");  // null: NaN, skipped
+        const std::string rate = test::json_field(line, "sink_rate");
+        REQUIRE((norm != "null" && std::isfinite(std::stod(norm))));
+        REQUIRE((rate != "null" && std::stod(rate) >= 0 && std::stod(rate) <= 100));
+      }
+      records.push_back(std::regex_replace(line, varying, ""));
+    }
+  return records;
+}
+
+TEST_CASE("cuda: sigmoid attention's metrics steps under bf16 keep finite gradients, and "
+          "run.release_forward_inputs changes no bit of them", "[cuda]") {
+  SINKLAB_REQUIRE_CUDA();
+  // The twenty-fifth session's H100 run of the 152M shape gave NaN gradient norms on sigmoid's
+  // metrics steps after the first (with release on and another change): every step here is a
+  // metrics step, both ways.
+  const fs::path dir = test::fresh_dir("cuda_release_sigmoid");
+  const std::vector<int32_t> tokens = test::letter_tokens(3, 1, 40000, 26, 2);
+  test::write_train_val(dir, tokens, {tokens.begin(), tokens.begin() + 4000});
+  autograd::KeepInputsGuard restore(true);  // the runs set it for the process
+  const std::vector<std::string> off = attention_kinds_run(dir, false);
+  const std::vector<std::string> on = attention_kinds_run(dir, true);
+  REQUIRE(off.size() == 14);  // 6 steps and the final evaluation, two variants
+  REQUIRE(on == off);
+  fs::remove_all(dir);
 }
 
 TEST_CASE("cuda: the weights' operands from one rounded copy of the flat buffer "

@@ -24,6 +24,7 @@
 #include "train/paper_metrics.h"
 #include "train/trainer.h"
 #include "tests/helpers.h"
+#include "tests/train/train_test_util.h"
 
 using namespace sinklab;
 using namespace sinklab::train;
@@ -82,27 +83,8 @@ std::string tiny_config(const fs::path& data, const fs::path& out, int steps) {
   return y.str();
 }
 
-std::vector<std::string> lines_of(const fs::path& file) {
-  std::ifstream in(file);
-  std::vector<std::string> out;
-  for (std::string line; std::getline(in, line);) out.push_back(line);
-  return out;
-}
-
-// The raw JSON text of a top-level key's value (numbers, strings, arrays, null).
-std::string json_field(const std::string& line, const std::string& key) {
-  const std::string tag = "\"" + key + "\":";
-  const size_t pos = line.find(tag);
-  if (pos == std::string::npos) return "";
-  size_t i = pos + tag.size(), depth = 0, j = i;
-  for (; j < line.size(); ++j) {
-    const char c = line[j];
-    if (c == '[') ++depth;
-    if (c == ']') --depth;
-    if (depth == 0 && (c == ',' || c == '}')) break;
-  }
-  return line.substr(i, j - i);
-}
+using test::json_field;
+using test::lines_of;
 
 int run_cli(const std::string& args, std::string& output) {
   const std::string cmd = std::string(SINKLAB_BINARY_DIR) + "/sinklab " + args + " 2>&1";

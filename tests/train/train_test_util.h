@@ -34,6 +34,30 @@
 
 namespace sinklab::test {
 
+// A text file's lines (none when it cannot be read).
+inline std::vector<std::string> lines_of(const std::filesystem::path& file) {
+  std::ifstream in(file);
+  std::vector<std::string> out;
+  for (std::string line; std::getline(in, line);) out.push_back(line);
+  return out;
+}
+
+// The raw JSON text of a top-level key's value in one JSONL line (numbers, strings, arrays,
+// null; "" when the key is absent).
+inline std::string json_field(const std::string& line, const std::string& key) {
+  const std::string tag = "\"" + key + "\":";
+  const size_t pos = line.find(tag);
+  if (pos == std::string::npos) return "";
+  size_t i = pos + tag.size(), depth = 0, j = i;
+  for (; j < line.size(); ++j) {
+    const char c = line[j];
+    if (c == '[') ++depth;
+    if (c == ']') --depth;
+    if (depth == 0 && (c == ',' || c == '}')) break;
+  }
+  return line.substr(i, j - i);
+}
+
 // The bytes of a file ("" when it cannot be read).
 inline std::string read_bytes(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
