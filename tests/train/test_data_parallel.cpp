@@ -14,7 +14,6 @@
 #include <fstream>
 #include <iterator>
 #include <map>
-#include <regex>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -156,15 +155,7 @@ void require_curves_follow(const std::vector<double>& single,
   }
 }
 
-// The lines of a metrics.jsonl without the fields that time the step (they differ between
-// runs): what the training computed, step by step.
-std::vector<std::string> untimed_lines(const fs::path& path) {
-  std::ifstream in(path);
-  std::vector<std::string> lines;
-  const std::regex timed("\"(tokens_per_s|step_ms|mfu|memory_mib|memory_peak_mib)\":[^,]*,");
-  for (std::string line; std::getline(in, line);) lines.push_back(std::regex_replace(line, timed, ""));
-  return lines;
-}
+using test::untimed_lines;
 
 // Trains the small config on `device` as 1 process, then as 2 ranks launched by Open MPI's
 // mpirun, and compares the loss curves step by step, within `rtol`.

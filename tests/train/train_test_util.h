@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <regex>
 #include <sstream>
 #include <string>
 #include <utility>
@@ -40,6 +41,15 @@ inline std::vector<std::string> lines_of(const std::filesystem::path& file) {
   std::vector<std::string> out;
   for (std::string line; std::getline(in, line);) out.push_back(line);
   return out;
+}
+
+// The lines of a metrics.jsonl without the fields that time the step or count its memory (they
+// differ between runs): what the training computed, step by step.
+inline std::vector<std::string> untimed_lines(const std::filesystem::path& file) {
+  const std::regex timed("\"(tokens_per_s|step_ms|mfu|memory_mib|memory_peak_mib)\":[^,]*,");
+  std::vector<std::string> lines = lines_of(file);
+  for (std::string& line : lines) line = std::regex_replace(line, timed, "");
+  return lines;
 }
 
 // The raw JSON text of a top-level key's value in one JSONL line (numbers, strings, arrays,
