@@ -214,11 +214,14 @@ __global__ void __launch_bounds__(kThreads)
       const int r = ty + 16 * i, t = q0 + r, first = Fs[r];
       T p[RK];
       if (use_sigmoid) {
+        T row_sum = T(0);
 #pragma unroll
         for (int j = 0; j < RK; ++j) {
           const int key = k0 + tx + 16 * j;
           p[j] = (key >= first && key <= t) ? dev_sigmoid(s[i][j] * scale) : T(0);
+          row_sum += p[j];
         }
+        if (lse != nullptr) l[i] += group_sum(row_sum);  // the row sums, where asked for
       } else {
         T row_max = neg_inf<T>();
 #pragma unroll
@@ -276,8 +279,9 @@ __global__ void __launch_bounds__(kThreads)
       const int d = tx + 16 * c;
       if (d < HS) ot[d] = o[i][c] * inv;
     }
-    if (!use_sigmoid && tx == 0)
-      lse[static_cast<int64_t>(bh) * Tn + t] = l[i] > T(0) ? m[i] + dev_log(l[i]) : neg_inf<T>();
+    if (lse != nullptr && tx == 0)  // softmax: log-sum-exp; sigmoid: the row's sum of weights
+      lse[static_cast<int64_t>(bh) * Tn + t] =
+          use_sigmoid ? l[i] : (l[i] > T(0) ? m[i] + dev_log(l[i]) : neg_inf<T>());
   }
 }
 
@@ -858,7 +862,7 @@ void attention_forward_cuda(const Tensor& q, const Tensor& k, const Tensor& v,
       prepare_shared_memory(reinterpret_cast<const void*>(kernel), smem, op);
       kernel<<<tile_grid(p, 16 * RQ, op), kThreads, smem, stream()>>>(
           q.data<T>(), k.data<T>(), v.data<T>(), fk, out.data<T>(),
-          params.sigmoid ? nullptr : lse.data<T>(), static_cast<int>(p.T),
+          lse.defined() ? lse.data<T>() : nullptr, static_cast<int>(p.T),
           static_cast<int>(p.NH), static_cast<int>(p.HS), static_cast<T>(params.scale),
           params.sigmoid);
       SINKLAB_KERNEL_CHECK(op);

@@ -1,7 +1,7 @@
 // Tensor-core causal flash attention under Precision::BF16 (core/precision.h): forward and
 // deterministic backward with the same semantics as the exact kernels of cuda/attention.cu
 // (softmax or sigmoid, per-query first visible key, lse (B, NH, T) saved by the softmax
-// forward), for head sizes 64 and 128. Two entries: f32 q, k, v (B, T, NH, HS) contiguous, and
+// forward; sigmoid's row sums in its place where asked for), for head sizes 64 and 128. Two entries: f32 q, k, v (B, T, NH, HS) contiguous, and
 // ops::attention_qkv's packed bf16 qkv (B, T, 3C), q, k, v read where they lie (positions 3C
 // apart). out, dO and lse are f32; the gradients are f32 for the first entry and bf16, packed
 // like qkv, for the second.
@@ -386,9 +386,10 @@ __global__ void __launch_bounds__(kThreads)
             const int i = e / 2, key = k0 + 8 * j + 2 * c + e % 2;
             visible = key >= first[i] && key <= t_row[i];
           }
-          if constexpr (SIGMOID)
+          if constexpr (SIGMOID) {
             s[j][e] = visible ? sigmoid_log2(s[j][e] * scale_log2) : 0.f;
-          else
+            if (lse != nullptr) l[e / 2] += s[j][e];  // the row sums, where asked for
+          } else
             s[j][e] = visible ? s[j][e] * scale_log2 : -INFINITY;
         }
     };
@@ -446,7 +447,7 @@ __global__ void __launch_bounds__(kThreads)
 
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
-    if constexpr (!SIGMOID) l[i] = quad_sum(l[i]);  // all lanes, before any lane leaves
+    if (!SIGMOID || lse != nullptr) l[i] = quad_sum(l[i]);  // all lanes, before any leaves
     const int t = t_row[i];
     if (t >= Tn) continue;
     // l >= 1 for every valid row (it sees at least itself); the guard avoids 0 * inf.
@@ -456,9 +457,9 @@ __global__ void __launch_bounds__(kThreads)
     for (int n = 0; n < ND; ++n)
       *reinterpret_cast<float2*>(orow + 8 * n + 2 * c) =
           make_float2(o[n][2 * i] * inv, o[n][2 * i + 1] * inv);
-    if (!SIGMOID && c == 0)
+    if (lse != nullptr && c == 0)  // softmax: log-sum-exp; sigmoid: the row's sum of weights
       lse[static_cast<int64_t>(bh) * Tn + t] =
-          l[i] > 0.f ? (m[i] + log2f(l[i])) * kLn2 : -INFINITY;
+          SIGMOID ? l[i] : (l[i] > 0.f ? (m[i] + log2f(l[i])) * kLn2 : -INFINITY);
   }
 }
 
@@ -924,7 +925,7 @@ bool attention_forward_bf16(const Tensor& q, const Tensor& k, const Tensor& v,
                             Tensor& out, Tensor& lse, ops::AttentionOperands& operands) {
   if (!applies(q)) return false;
   float* po = out.data<float>();                                   // (B, T, NH, HS)
-  float* plse = params.sigmoid ? nullptr : lse.data<float>();      // (B, NH, T)
+  float* plse = lse.defined() ? lse.data<float>() : nullptr;       // (B, NH, T)
   if (!aligned16({po})) return false;
   const Tensor q16 = ops::tensor_core_operand(q);  // (B, T, NH, HS) bf16 copies
   const Tensor k16 = ops::tensor_core_operand(k);
@@ -977,7 +978,7 @@ bool attention_qkv_forward_bf16(const Tensor& qkv, const ops::AttentionParams& p
   const int64_t NH = out.size(2);
   if (!attention_qkv_applies(qkv, NH)) return false;
   float* po = out.data<float>();                               // (B, T, NH, HS)
-  float* plse = params.sigmoid ? nullptr : lse.data<float>();  // (B, NH, T)
+  float* plse = lse.defined() ? lse.data<float>() : nullptr;  // (B, NH, T)
   if (!aligned16({po})) return false;
   const int64_t C = qkv.size(2) / 3;
   const bf16* p = bf16_data(qkv);  // (B, T, 3C)

@@ -11,6 +11,7 @@ OpKernels<AttentionForwardFn, AttentionBackwardFn> attention_kernels{
     "attention", cpu::attention_forward, cpu::attention_backward};
 AttentionKernels attention_kernels_preference = AttentionKernels::Own;
 bool deterministic_attention = true;
+bool sigmoid_row_sums = false;
 std::string (*attention_kernels_auto_description)() = nullptr;
 bool (*attention_qkv_fused_bf16)(const Tensor&, int64_t, const AttentionParams&) = nullptr;
 
@@ -114,12 +115,14 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v,
   const int64_t B = q.size(0), T = q.size(1), NH = q.size(2);
   Tensor out = Tensor::empty(q.shape(), q.dtype(), q.device());  // (B, T, NH, HS)
   Tensor lse;                                                     // (B, NH, T), softmax only
-  if (!params.sigmoid) lse = Tensor::empty({B, NH, T}, attention_lse_dtype(q.dtype()), q.device());
+  if (!params.sigmoid || options.row_sums)
+    lse = Tensor::empty({B, NH, T}, attention_lse_dtype(q.dtype()), q.device());
   AttentionOperands operands;  // the bf16 copies the GPU's tensor-core path multiplied, or empty
   attention_kernels.forward(q.device())(q, k, v, params, out, lse, operands);
   if (lse_out) *lse_out = lse;
   autograd::record(out, "attention", {q, k, v},
-                   [q = q.detach(), k = k.detach(), v = v.detach(), o = out.detach(), lse,
+                   [q = q.detach(), k = k.detach(), v = v.detach(), o = out.detach(),
+                    lse = params.sigmoid ? Tensor() : lse,  // sigmoid's backward reads none
                     params = std::move(params), operands](const Tensor& g) {
                      Tensor dq = Tensor::empty(q.shape(), q.dtype(), q.device());  // (B, T, NH, HS)
                      Tensor dk = Tensor::empty(k.shape(), k.dtype(), k.device());  // (B, T, NH, HS)
@@ -199,11 +202,13 @@ Tensor attention_qkv(const Tensor& qkv, int64_t n_head, const AttentionOptions& 
   const DType out_dtype = fused_bf16 ? DType::BF16 : lse_dtype;
   Tensor out = Tensor::empty({B, T, n_head, HS}, out_dtype, qkv.device());  // (B, T, NH, HS)
   Tensor lse;                                                                // (B, NH, T)
-  if (!params.sigmoid) lse = Tensor::empty({B, n_head, T}, lse_dtype, qkv.device());
+  if (!params.sigmoid || options.row_sums)
+    lse = Tensor::empty({B, n_head, T}, lse_dtype, qkv.device());
   attention_qkv_kernels.forward(qkv.device())(qkv, params, out, lse);
   if (lse_out) *lse_out = lse;
   autograd::record(out, "attention", {qkv},
-                   [qkv = qkv.detach(), o = out.detach(), lse,
+                   [qkv = qkv.detach(), o = out.detach(),
+                    lse = params.sigmoid ? Tensor() : lse,  // sigmoid's backward reads none
                     params = std::move(params)](const Tensor& g) {
                      // (B, T, 3C)
                      Tensor dqkv = Tensor::empty(qkv.shape(), qkv.dtype(), qkv.device());

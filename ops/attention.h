@@ -7,7 +7,9 @@
 //     0 otherwise.
 //     softmax (default): out_t = sum_j exp(score_tj - lse_t) v_j, lse_t = log sum_j exp(score_tj);
 //       lse (B, NH, T) is saved for backward and handed out through lse_out (no grad).
-//     sigmoid: out_t = sum_j sigmoid(score_tj) v_j (no row normalisation); *lse_out = Tensor().
+//     sigmoid: out_t = sum_j sigmoid(score_tj) v_j (no row normalisation); *lse_out = Tensor(),
+//       or with options.row_sums each query's sum of weights r_t = sum_j sigmoid(score_tj)
+//       (B, NH, T), summed by the forward kernels as they go (the sink metrics' row sums).
 //   Backward recomputes the probabilities from q, k and lse (dS = P * (dP - D), D_t = dO_t . O_t).
 //
 // The two probes below carry no gradient. They are for sink metrics, tests and inspection.
@@ -28,6 +30,19 @@ struct AttentionOptions {
                                            // no row normalisation
   std::vector<int64_t> isolate_positions;  // query row k may only attend to key k (no keys < k),
                                            // like token 0
+  bool row_sums = false;  // sigmoid only: *lse_out receives r_t = sum_j A[t, j] (B, NH, T)
+};
+
+// Whether the model asks sigmoid attention's forward for its row sums on a metrics forward
+// (run.sigmoid_row_sums), so that the sink metrics read them instead of running a second
+// attention over values of ones (train/metrics/sink_metrics.h, attention_row_means). Read at
+// each forward; the trainer sets it once from the config. Off by default until the CUDA
+// kernels' sums are checked on a GPU against the CPU reference.
+extern bool sigmoid_row_sums;
+// Sets sigmoid_row_sums for a scope (tests, benchmarks).
+class SigmoidRowSumsGuard : ScopedValue<bool> {
+ public:
+  explicit SigmoidRowSumsGuard(bool on) : ScopedValue(sigmoid_row_sums, on) {}
 };
 
 // Which CUDA kernels run causal softmax attention (run.attention_kernels): Auto takes cuDNN's
@@ -114,6 +129,8 @@ struct AttentionOperands {
   Tensor q, k, v;
 };
 
+// lse (B, NH, T): softmax writes each row's log-sum-exp into it; sigmoid writes each row's sum
+// of weights where lse is defined (AttentionOptions::row_sums) and nothing where it is not.
 using AttentionForwardFn = void (*)(const Tensor& q, const Tensor& k, const Tensor& v,
                                     const AttentionParams& params, Tensor& out, Tensor& lse,
                                     AttentionOperands& operands);

@@ -137,6 +137,63 @@ TEST_CASE("attention forward matches a naive fp64 evaluation (softmax, sigmoid, 
         }
 }
 
+TEST_CASE("sigmoid attention's forward sums each row's weights where asked "
+          "(AttentionOptions::row_sums), and nothing else changes",
+          "[ops]") {
+  const int64_t B = 2, T = 9, NH = 3, HS = 4;
+  const std::array<Tensor, 3> thirds = random_qkv({B, T, NH, HS}, 131);
+  const Tensor w = random_tensor({B, T, NH, HS}, 134);  // a loss weight: sum(out * w)
+  for (DType dtype : {DType::F64, DType::F32})
+    for (const std::vector<int64_t>& isolate : {std::vector<int64_t>{}, {0, 4}})
+      for (bool packed : {false, true}) {
+        INFO(dtype_name(dtype) << " isolate=" << isolate.size() << " packed=" << packed);
+        // The same op with and without row_sums: outputs and gradients of the same bits.
+        std::vector<Tensor> outs, grads, sums;
+        for (bool row_sums : {false, true}) {
+          ops::AttentionOptions options = make_options(true, isolate);
+          options.row_sums = row_sums;
+          Tensor qs = thirds[0].to_dtype(dtype).copy_contiguous().set_requires_grad(true);
+          Tensor ks = thirds[1].to_dtype(dtype).copy_contiguous().set_requires_grad(true);
+          Tensor vs = thirds[2].to_dtype(dtype).copy_contiguous().set_requires_grad(true);
+          Tensor qkv = pack_qkv(qs, ks, vs).detach().set_requires_grad(true);
+          Tensor row;
+          const Tensor out = packed ? ops::attention_qkv(qkv, NH, options, &row)
+                                    : ops::attention(qs, ks, vs, options, &row);
+          autograd::backward(ops::sum(ops::mul(out, w.to_dtype(dtype))));
+          REQUIRE(row.defined() == row_sums);
+          outs.push_back(out);
+          grads.push_back(packed ? qkv.grad() : pack_qkv(qs.grad(), ks.grad(), vs.grad()));
+          sums.push_back(row);
+        }
+        require_close(outs[1], outs[0], 0, 0);
+        require_close(grads[1], grads[0], 0, 0);
+        const Tensor& row = sums[1];
+        REQUIRE(row.shape() == Shape{B, NH, T});
+        REQUIRE(row.dtype() == ops::attention_lse_dtype(dtype));
+        REQUIRE_FALSE(row.requires_grad());
+        // r_t = sum_j A[t, j] of the naive evaluation on the same (rounded) inputs.
+        const NaiveAttention ref =
+            naive_attention(thirds[0].to_dtype(dtype), thirds[1].to_dtype(dtype),
+                            thirds[2].to_dtype(dtype), 0.0, true, isolate);
+        std::vector<double> expected(B * NH * T, 0.0);  // (B, NH, T)
+        for (int64_t r = 0; r < B * NH * T; ++r)
+          for (int64_t j = 0; j < T; ++j) expected[r] += ref.probs[r * T + j];
+        const double tol = dtype == DType::F64 ? 1e-12 : 2e-6;
+        require_close(row, expected, tol, tol);
+        // An isolated query sees itself alone: its sum is its own weight, sigmoid(s_tt).
+        for (int64_t pos : isolate)
+          REQUIRE(row.to_doubles()[pos] ==
+                  Approx(ref.probs[pos * T + pos]).epsilon(tol).margin(tol));
+      }
+  // Softmax ignores row_sums: lse as ever.
+  ops::AttentionOptions softmax = make_options(false, {});
+  Tensor lse_plain, lse_asked;
+  (void)ops::attention(thirds[0], thirds[1], thirds[2], softmax, &lse_plain);
+  softmax.row_sums = true;
+  (void)ops::attention(thirds[0], thirds[1], thirds[2], softmax, &lse_asked);
+  require_close(lse_asked, lse_plain, 0, 0);
+}
+
 TEST_CASE("attention forward on a longer sequence and with large scores", "[ops]") {
   // T = 33 crosses any small-block assumption; scale 40 gives scores in the hundreds, where a
   // softmax without max subtraction would overflow.

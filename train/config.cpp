@@ -233,6 +233,7 @@ const std::vector<Field>& fields() {
       SINKLAB_KEY(run, RunSection, fused_norm_param_grads),
       SINKLAB_KEY(run, RunSection, flat_weight_operands),
       SINKLAB_KEY(run, RunSection, head_norm_statistics),
+      SINKLAB_KEY(run, RunSection, sigmoid_row_sums),
       SINKLAB_KEY(run, RunSection, one_pass_order_statistics),
       SINKLAB_KEY(run, RunSection, metrics_exchange_on_side),
       SINKLAB_KEY(run, RunSection, cuda_graph),

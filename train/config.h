@@ -124,6 +124,12 @@ struct RunSection {
                                     // (ops/statistics.h), instead of two; the same values; off:
                                     // no faster on an H100 (its sort and select cost more than
                                     // the pass they save)
+  bool sigmoid_row_sums = false;    // sigmoid attention's metrics step: the training forward
+                                    // sums each query's weights as it goes (ops::attention's
+                                    // AttentionOptions::row_sums) and the sink metrics read
+                                    // those sums, instead of a second attention over values of
+                                    // ones; the training bits do not change; off until its
+                                    // [cuda] case has passed on a GPU
   bool metrics_exchange_on_side = false;  // data parallel on GPUs: a metrics step's results
                                     // travel between the ranks on the metrics' side stream, as
                                     // they come to the host, so that the host does not wait for

@@ -232,7 +232,10 @@ Tensor GPT::attention_block(int64_t layer, const Tensor& h, LayerCapture* captur
   const int64_t B = h.size(0), T = h.size(1), C = cfg_.n_embd, NH = cfg_.n_head;
   const std::string pre = layer_prefix(layer);
   const std::string attn = pre + arch_.attn;
-  const ops::AttentionOptions options = attention_options(layer);
+  ops::AttentionOptions options = attention_options(layer);
+  // A metrics forward of sigmoid attention with run.sigmoid_row_sums: the forward also sums
+  // each row's weights, which the sink metrics read (LayerCapture::row_sums).
+  options.row_sums = capture && options.sigmoid && ops::sigmoid_row_sums;
   // One product writes q, k, v side by side in each row (GPT-2's c_attn; LLaMA's q_proj, k_proj,
   // v_proj stacked as one (3C, C) weight), in bf16 under bf16 on a GPU (as autocast stores it).
   // RoPE rotates q and k in one pass over it; attention reads them where they lie and its
@@ -250,7 +253,7 @@ Tensor GPT::attention_block(int64_t layer, const Tensor& h, LayerCapture* captur
   // RoPE over the product's output, which nothing else reads, with run.rope_in_place
   if (arch_.positions == PositionKind::Rope)
     qkv = ops::rope_qkv(std::move(qkv), NH, cfg_.rope_theta);
-  Tensor lse;                                            // (B, NH, T)
+  Tensor lse;  // (B, NH, T): softmax's log-sum-exp, or sigmoid's row sums (options.row_sums)
   Tensor o = ops::attention_qkv(qkv, NH, options, &lse);  // (B, T, NH, HS)
   // q, k, v as attention multiplied them (after RoPE): (B, T, NH, HS) views of qkv
   const Tensor parts = qkv.detach();
@@ -273,7 +276,9 @@ Tensor GPT::attention_block(int64_t layer, const Tensor& h, LayerCapture* captur
   if (capture) {
     capture->q = detached(q);
     capture->k = detached(k);
-    capture->lse = lse.defined() ? detached(lse) : Tensor();
+    const Tensor row = lse.defined() ? detached(lse) : Tensor();  // (B, NH, T)
+    capture->lse = options.sigmoid ? Tensor() : row;
+    capture->row_sums = options.sigmoid ? row : Tensor();
     capture->v = detached(v);
     capture->attn_out = detached(o);
     capture->attn_out_normed = o_normed.defined() ? detached(o_normed) : Tensor();

@@ -26,6 +26,9 @@ struct LayerCapture {
   Tensor residual_normed; // (B, T, C) the block's input norm of x_l, what attention reads
   Tensor q, k;            // (B, T, NH, HS) as attention saw them (after RoPE)
   Tensor lse;             // (B, NH, T) log-sum-exp of attention (undefined for sigmoid)
+  // (B, NH, T) sigmoid attention's row sums sum_k A[t, k], summed by its forward (undefined
+  // for softmax, and without run.sigmoid_row_sums: the metrics then run attention_row_means)
+  Tensor row_sums;
   Tensor v;               // (B, T, NH, HS) the values attention multiplied (a view for GPT-2)
   Tensor attn_out;        // (B, T, NH, HS) o before head-wise RMSNorm
   Tensor attn_out_normed; // (B, T, NH, HS) o after head-wise RMSNorm (undefined when off)

@@ -29,6 +29,7 @@ void apply_process_settings(const RunSection& run) {
   ops::fused_norm_param_grads = run.fused_norm_param_grads;
   ops::flat_weight_operands = run.flat_weight_operands;
   ops::head_norm_statistics = run.head_norm_statistics;
+  ops::sigmoid_row_sums = run.sigmoid_row_sums;
   ops::one_pass_order_statistics = run.one_pass_order_statistics;
   ops::deterministic_attention = run.deterministic;
   SINKLAB_CHECK(run.cpu_gemm != CpuGemmSetting::OpenBLAS || cpu::openblas_built(), ConfigError,

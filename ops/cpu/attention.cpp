@@ -96,7 +96,7 @@ void exp_row_of(double* s, int64_t n, double scale, double shift) { exp_row(s, n
 
 // A row of raw scores s[j] = q_t . k_j (j < width) becomes query t's attention weights, zero
 // outside its visible keys first .. t. Softmax: the weights sum to 1 and the row's lse is
-// returned; sigmoid: sigmoid(s[j] * scale), 0 returned.
+// returned; sigmoid: sigmoid(s[j] * scale), and their sum is returned.
 template <class Real>
 double weights_row(Real* s, int64_t width, int64_t first, int64_t t, double scale,
                    bool use_sigmoid) {
@@ -104,8 +104,12 @@ double weights_row(Real* s, int64_t width, int64_t first, int64_t t, double scal
   std::fill(s, s + first, Real(0));
   std::fill(s + t + 1, s + width, Real(0));
   if (use_sigmoid) {
-    for (int64_t j = first; j <= t; ++j) s[j] = static_cast<Real>(sigmoid(s[j] * sc));
-    return 0.0;
+    double sum = 0;
+    for (int64_t j = first; j <= t; ++j) {
+      s[j] = static_cast<Real>(sigmoid(s[j] * sc));
+      sum += s[j];
+    }
+    return sum;
   }
   Real m = -std::numeric_limits<Real>::infinity();
   for (int64_t j = first; j <= t; ++j) m = std::max(m, s[j] * sc);
@@ -143,7 +147,8 @@ void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v,
     using Real = decltype(zero);
     const Dims d(q);
     const int64_t T = d.T, HS = d.HS;
-    Real* plse = params.sigmoid ? nullptr : lse.data<Real>();  // (B, NH, T)
+    // (B, NH, T) lse, or sigmoid's row sums where asked for (AttentionOptions::row_sums)
+    Real* plse = lse.defined() ? lse.data<Real>() : nullptr;
     parallel_for(d.B * d.NH, [&](int64_t bh) {
       const int64_t b = bh / d.NH, h = bh % d.NH;
       const std::vector<Real> qh = gather_head(q.data<Real>(), d, b, h);  // (T, HS)
@@ -156,9 +161,9 @@ void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v,
         selected_gemm<Real>(rows, t1, HS, qh.data() + t0 * HS, false, kh.data(), true, s.data(),
                             false);
         for (int64_t t = t0; t < t1; ++t) {
-          const double row_lse = weights_row(s.data() + (t - t0) * t1, t1, params.first_key[t],
-                                             t, params.scale, params.sigmoid);
-          if (plse) plse[d.bht(b, h, t)] = static_cast<Real>(row_lse);
+          const double row = weights_row(s.data() + (t - t0) * t1, t1, params.first_key[t], t,
+                                         params.scale, params.sigmoid);  // lse or row sum
+          if (plse) plse[d.bht(b, h, t)] = static_cast<Real>(row);
         }
         selected_gemm<Real>(rows, HS, t1, s.data(), false, vh.data(), false,
                             oh.data() + t0 * HS, false);

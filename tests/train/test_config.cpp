@@ -76,6 +76,7 @@ void require_same(const RunConfig& a, const RunConfig& b) {
   REQUIRE(a.run.fused_norm_param_grads == b.run.fused_norm_param_grads);
   REQUIRE(a.run.flat_weight_operands == b.run.flat_weight_operands);
   REQUIRE(a.run.head_norm_statistics == b.run.head_norm_statistics);
+  REQUIRE(a.run.sigmoid_row_sums == b.run.sigmoid_row_sums);
   REQUIRE(a.run.one_pass_order_statistics == b.run.one_pass_order_statistics);
   REQUIRE(a.run.metrics_exchange_on_side == b.run.metrics_exchange_on_side);
   REQUIRE(a.run.cuda_graph == b.run.cuda_graph);
@@ -790,6 +791,7 @@ TEST_CASE("config: the run keys that were SINKLAB_* environment variables", "[co
   REQUIRE(defaults.run.fused_norm_param_grads);
   REQUIRE(defaults.run.flat_weight_operands);
   REQUIRE_FALSE(defaults.run.head_norm_statistics);
+  REQUIRE_FALSE(defaults.run.sigmoid_row_sums);  // until its [cuda] case passes on a GPU
   REQUIRE_FALSE(defaults.run.one_pass_order_statistics);
   REQUIRE_FALSE(defaults.run.metrics_exchange_on_side);  // until measured on several GPUs
   REQUIRE_FALSE(defaults.run.cuda_graph);
@@ -812,6 +814,7 @@ TEST_CASE("config: the run keys that were SINKLAB_* environment variables", "[co
                    "  rope_in_place: true\n  bf16_branch_outputs: true\n"
                    "  fused_norm_param_grads: true\n  flat_weight_operands: true\n"
                    "  head_norm_statistics: false\n"
+                   "  sigmoid_row_sums: false\n"
                    "  one_pass_order_statistics: false\n"
                    "  metrics_exchange_on_side: false\n"
                    "  cuda_graph: false\n"
@@ -824,7 +827,7 @@ TEST_CASE("config: the run keys that were SINKLAB_* environment variables", "[co
        "run.fold_residual_grads=false", "run.rope_in_place=false",
        "run.bf16_branch_outputs=false", "run.fused_norm_param_grads=false",
        "run.flat_weight_operands=false",
-       "run.head_norm_statistics=true",
+       "run.head_norm_statistics=true", "run.sigmoid_row_sums=true",
        "run.one_pass_order_statistics=true", "run.metrics_exchange_on_side=true",
        "run.cuda_graph=true", "run.deterministic=false"});
   const std::string text = to_yaml(set);
@@ -837,6 +840,7 @@ TEST_CASE("config: the run keys that were SINKLAB_* environment variables", "[co
                          "  bf16_branch_outputs: false\n  fused_norm_param_grads: false\n"
                          "  flat_weight_operands: false\n"
                          "  head_norm_statistics: true\n"
+                         "  sigmoid_row_sums: true\n"
                          "  one_pass_order_statistics: true\n"
                          "  metrics_exchange_on_side: true\n"
                          "  cuda_graph: true\n"

@@ -202,14 +202,17 @@ TEST_CASE("cuda: sink metrics computed on the GPU match the CPU's", "[cuda]") {
     bool head_norm_statistics = false;  // var_pos from the head-wise norm's own statistics
     bool order_statistics = true;  // metrics.order_statistics (false: the residual's rows from
                                    // a plain row_statistics pass, no order statistics)
+    bool sigmoid_row_sums = false;  // sigmoid's row sums from the forward (run.sigmoid_row_sums)
   };
   for (const Case& k : {Case{AttnOutputNorm::None, AttentionKind::Softmax},
                         Case{AttnOutputNorm::HeadwiseRmsNorm, AttentionKind::Softmax},
                         Case{AttnOutputNorm::HeadwiseRmsNorm, AttentionKind::Softmax, true},
                         Case{AttnOutputNorm::None, AttentionKind::Sigmoid},
+                        Case{AttnOutputNorm::None, AttentionKind::Sigmoid, false, true, true},
                         Case{AttnOutputNorm::HeadwiseRmsNorm, AttentionKind::Softmax, false,
                              false}}) {
     const ops::HeadNormStatisticsGuard from_norm(k.head_norm_statistics);
+    const ops::SigmoidRowSumsGuard row_sums(k.sigmoid_row_sums);
     const AttnOutputNorm norm = k.norm;
     ModelSection cfg = test::tiny_model(Arch::Llama, norm);
     cfg.attention = k.attention;
@@ -235,7 +238,9 @@ TEST_CASE("cuda: sink metrics computed on the GPU match the CPU's", "[cuda]") {
       const LayerMetrics &x = a.layers[l], &y = b.layers[l];
       INFO(choice_text(norm) << ", " << choice_text(k.attention) << " layer " << l
                              << (k.head_norm_statistics ? ", head_norm_statistics" : "")
-                             << (k.order_statistics ? "" : ", no order statistics"));
+                             << (k.order_statistics ? "" : ", no order statistics")
+                             << (k.sigmoid_row_sums ? ", row sums from the forward" : ""));
+      REQUIRE(gpu_cap.layers[l].row_sums.defined() == k.sigmoid_row_sums);
       for (size_t h = 0; h < x.sink_mass.size(); ++h) {
         REQUIRE(close(x.sink_mass[h], y.sink_mass[h]));
         REQUIRE(close(x.alpha0[h], y.alpha0[h]));
@@ -439,13 +444,13 @@ TEST_CASE("cuda: run.release_forward_inputs writes the loss's gradient over the 
 // The JSONL records of one bf16 GPU run of 6 steps, softmax and sigmoid attention side by side
 // (LLaMA, head size 64: the tensor-core kernels, cuDNN's for softmax where built), every sink
 // metric on every step (queued on the side stream during the backward), an evaluation at step
-// 3, with run.release_forward_inputs on or off; the timed and memory fields removed.
-std::vector<std::string> attention_kinds_run(const fs::path& dir, bool release) {
-  const std::string name = release ? "release_on" : "release_off";
+// 3, with the run keys run_keys (e.g. "release_forward_inputs: true"); the timed and memory
+// fields removed.
+std::vector<std::string> attention_kinds_run(const fs::path& dir, const std::string& name,
+                                             const std::string& run_keys) {
   std::ostringstream y;
   y << "run: {name: " << name << ", out_dir: " << dir.string()
-    << ", device: cuda, precision: bf16, release_forward_inputs: " << (release ? "true" : "false")
-    << "}\n"
+    << ", device: cuda, precision: bf16, " << run_keys << "}\n"
     << "model: {arch: llama, n_layer: 2, n_head: 2, n_embd: 128, block_size: 128}\n"
     << "data: {dir: " << dir.string() << ", tokenizer: byte}\n"
     << "train: {steps: 6, batch_size: 8, eval_every: 3, eval_batches: 1, sample_tokens: 0}\n"
@@ -478,10 +483,59 @@ TEST_CASE("cuda: sigmoid attention's metrics steps under bf16 keep finite gradie
   const std::vector<int32_t> tokens = test::letter_tokens(3, 1, 40000, 26, 2);
   test::write_train_val(dir, tokens, {tokens.begin(), tokens.begin() + 4000});
   autograd::KeepInputsGuard restore(true);  // the runs set it for the process
-  const std::vector<std::string> off = attention_kinds_run(dir, false);
-  const std::vector<std::string> on = attention_kinds_run(dir, true);
+  const std::vector<std::string> off =
+      attention_kinds_run(dir, "release_off", "release_forward_inputs: false");
+  const std::vector<std::string> on =
+      attention_kinds_run(dir, "release_on", "release_forward_inputs: true");
   REQUIRE(off.size() == 14);  // 6 steps and the final evaluation, two variants
   REQUIRE(on == off);
+  fs::remove_all(dir);
+}
+
+// The numbers of a JSON array of numbers ("[0.5,null,2]": null as NaN).
+std::vector<double> json_numbers(const std::string& array) {
+  std::vector<double> out;
+  std::string item;
+  for (char ch : array.substr(1)) {
+    if (ch != ',' && ch != ']') {
+      item += ch;
+      continue;
+    }
+    if (!item.empty()) out.push_back(item == "null" ? std::nan("") : std::stod(item));
+    item.clear();
+  }
+  return out;
+}
+
+TEST_CASE("cuda: sigmoid's row sums from the training forward (run.sigmoid_row_sums) change no "
+          "bit of the training and give the sink metrics of attention_row_means", "[cuda]") {
+  SINKLAB_REQUIRE_CUDA();
+  const fs::path dir = test::fresh_dir("cuda_sigmoid_row_sums");
+  const std::vector<int32_t> tokens = test::letter_tokens(3, 1, 40000, 26, 2);
+  test::write_train_val(dir, tokens, {tokens.begin(), tokens.begin() + 4000});
+  const std::vector<std::string> off =
+      attention_kinds_run(dir, "row_sums_off", "sigmoid_row_sums: false");
+  const std::vector<std::string> on =
+      attention_kinds_run(dir, "row_sums_on", "sigmoid_row_sums: true");
+  REQUIRE(off.size() == 14);  // 6 steps and the final evaluation, two variants
+  REQUIRE(on.size() == off.size());
+  for (size_t i = 0; i < off.size(); ++i) {
+    INFO("off: " << off[i] << "\non:  " << on[i]);
+    for (const char* field : {"loss", "grad_norm", "val_loss", "batch_hash"})
+      REQUIRE(test::json_field(on[i], field) == test::json_field(off[i], field));
+    // The forward's f32 sums of its tensor-core scores against attention_row_means' f32
+    // products of the same bf16 q and k: the shares agree far inside the metrics' digits.
+    for (const char* field : {"sink_score", "dim_disparity"}) {
+      const std::string off_text = test::json_field(off[i], field);
+      const std::string on_text = test::json_field(on[i], field);
+      REQUIRE(off_text.empty() == on_text.empty());
+      if (off_text.empty() || off_text == "null") continue;  // a record without the field
+      const std::vector<double> a = json_numbers(off_text), b = json_numbers(on_text);
+      REQUIRE(a.size() == b.size());
+      for (size_t l = 0; l < a.size(); ++l)
+        REQUIRE(b[l] == Approx(a[l]).epsilon(1e-4).margin(1e-7));
+    }
+  }
   fs::remove_all(dir);
 }
 

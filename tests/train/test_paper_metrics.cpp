@@ -235,8 +235,11 @@ TEST_CASE("sigmoid attention: the sink metrics read key 0's share of each row, "
   // empty row gives 0.
   const double weights[] = {0.5, 0.2}, means[] = {0.25, 0.0};
   REQUIRE(row_shares(weights, means, 2, 4) == std::vector<double>{0.5, 0.0});
+  // The row sums from attention_row_means, or from the forward itself (run.sigmoid_row_sums).
+  for (bool from_forward : {false, true})
   for (Arch arch : {Arch::Llama, Arch::Gpt2}) {  // GPT-2's q, k: views into the packed qkv
-    INFO(choice_text(arch));
+    INFO(choice_text(arch) << (from_forward ? ", row sums from the forward" : ""));
+    const ops::SigmoidRowSumsGuard row_sums(from_forward);
     ModelSection cfg = test::tiny_model(arch, AttnOutputNorm::None);
     cfg.n_embd = 16;
     cfg.block_size = 9;
@@ -254,6 +257,10 @@ TEST_CASE("sigmoid attention: the sink metrics read key 0's share of each row, "
       const std::vector<double> A =
           ops::attention_probabilities(c.q, c.k, c.attention).to_doubles();  // (B, NH, T, T)
       const std::vector<double> means = attention_row_means(c.q, c.k, c.attention).to_doubles();
+      REQUIRE(c.row_sums.defined() == from_forward);
+      REQUIRE_FALSE(c.lse.defined());
+      const std::vector<double> sums =
+          from_forward ? c.row_sums.to_doubles() : std::vector<double>();  // (B, NH, T)
       double score = 0;
       for (int64_t h = 0; h < NH; ++h) {
         double all = 0, rest = 0;
@@ -263,6 +270,7 @@ TEST_CASE("sigmoid attention: the sink metrics read key 0's share of each row, "
             double sum = 0;
             for (int64_t k = 0; k < T; ++k) sum += row[k];
             REQUIRE(means[(b * NH + h) * T + t] * T == Approx(sum).epsilon(1e-12));
+            if (from_forward) REQUIRE(sums[(b * NH + h) * T + t] == Approx(sum).epsilon(1e-12));
             const double share = row[0] / sum;
             if (l == 1 && t == 4) REQUIRE(share == 0);
             if (t == 0) REQUIRE(share == Approx(1.0));  // the first row holds key 0 alone

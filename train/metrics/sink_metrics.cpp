@@ -204,7 +204,10 @@ LayerSlots queue_layer(const LayerCapture& cap, const ops::AttentionOptions& att
   if (attention.sigmoid) {  // rows not normalised: key 0's share of each, on the host
     s.row_shares = true;
     s.key_mass_rows = gather.add(mass);
-    s.row_means = gather.add(attention_row_means(cap.q, cap.k, attention));
+    // (B, NH, T): the forward's own row sums where it summed them (run.sigmoid_row_sums)
+    s.row_means = gather.add(cap.row_sums.defined()
+                                 ? ops::scale(cap.row_sums, 1.0 / static_cast<double>(T))
+                                 : attention_row_means(cap.q, cap.k, attention));
   } else {
     s.key_mass_mean = gather.add(column(stats_of_rows(mass, T), ops::kRowMean));
     s.key_mass_first = gather.add(mass.narrow_view(2, 0, 1));

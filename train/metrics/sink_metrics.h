@@ -2,7 +2,8 @@
 // Attention mass on key 0 comes from the saved log-sum-exp (ops::attention_key_mass): no T x T
 // matrix. Under sigmoid attention, whose rows are not normalised, A[t, 0] is key 0's share of the
 // row, sigmoid(s_t0) / sum_k sigmoid(s_tk), the row sums from attention over all-ones values
-// (attention_row_means): no T x T matrix either. Reductions run in double in a fixed order, on
+// (attention_row_means), or those the training forward summed (run.sigmoid_row_sums,
+// LayerCapture::row_sums): no T x T matrix either. Reductions run in double in a fixed order, on
 // detached tensors: computing them never changes the training result.
 #pragma once
 #include <cstdint>
