@@ -183,6 +183,65 @@ TEST_CASE("cuda: attention lse and key mass (keys 0 and 3) match the CPU", "[cud
       }
 }
 
+TEST_CASE("cuda: sigmoid attention's row sums (AttentionOptions::row_sums) match the CPU: own "
+          "kernels, bf16 tensor cores, packed bf16 qkv",
+          "[cuda]") {
+  SINKLAB_REQUIRE_CUDA();
+  const ops::AttentionKernelsGuard own(ops::AttentionKernels::Own);  // the own kernels
+  const int64_t B = 2, NH = 3;
+  uint64_t stream = 2400;
+  for (int64_t T : {1, 7, 64, 130, 257})
+    for (int64_t HS : {5, 64, 128})
+      for (bool isolate : {false, true}) {
+        stream += 3;
+        ops::AttentionOptions o = make_options(true, isolate_for(T, isolate));
+        o.row_sums = true;
+        const Tensor q = random_tensor({B, T, NH, HS}, stream, DType::F64);
+        const Tensor k = random_tensor({B, T, NH, HS}, stream + 1, DType::F64);
+        const Tensor v = random_tensor({B, T, NH, HS}, stream + 2, DType::F64);
+        Tensor sums_cpu;  // (B, NH, T) the f64 reference
+        (void)ops::attention(q, k, v, o, &sums_cpu);
+        REQUIRE(sums_cpu.defined());
+        for (DType dt : {DType::F32, DType::F64}) {  // the own kernels, exact
+          INFO(describe(dt, T, HS, true, o.isolate_positions.size()) << " row sums");
+          Tensor sums_gpu;
+          (void)ops::attention(q.to_dtype(dt).to_device(Device::cuda(0)),
+                               k.to_dtype(dt).to_device(Device::cuda(0)),
+                               v.to_dtype(dt).to_device(Device::cuda(0)), o, &sums_gpu);
+          REQUIRE(sums_gpu.device().is_cuda());
+          REQUIRE(sums_gpu.dtype() == ops::attention_lse_dtype(dt));
+          REQUIRE(sums_gpu.shape() == Shape{B, NH, T});
+          require_close(sums_gpu.to_device(Device::cpu()), sums_cpu, tolerance(dt).rtol,
+                        tolerance(dt).atol * T);
+        }
+        if (HS != 64 && HS != 128) continue;  // the tensor-core kernels' head sizes
+        PrecisionGuard bf16(Precision::BF16);
+        {  // f32 q, k, v rounded to bf16 operands
+          INFO(describe(DType::F32, T, HS, true, o.isolate_positions.size()) << " bf16 row sums");
+          Tensor sums_gpu;
+          (void)ops::attention(q.to_dtype(DType::F32).to_device(Device::cuda(0)),
+                               k.to_dtype(DType::F32).to_device(Device::cuda(0)),
+                               v.to_dtype(DType::F32).to_device(Device::cuda(0)), o, &sums_gpu);
+          REQUIRE(sums_gpu.defined());
+          require_close_to_scale(sums_gpu.to_doubles(), sums_cpu.to_doubles(), kBf16Tolerance);
+        }
+        {  // the packed bf16 qkv, read where it lies; the reference on the same bf16 values
+          INFO(describe(DType::BF16, T, HS, true, o.isolate_positions.size())
+               << " packed qkv row sums");
+          const Tensor values = random_tensor({B, T, 3 * NH * HS}, stream + 7, DType::F32)
+                                    .to_dtype(DType::BF16)
+                                    .to_dtype(DType::F64);  // bf16-exact values
+          Tensor sums_ref, sums_gpu;
+          (void)ops::attention_qkv(values, NH, o, &sums_ref);
+          (void)ops::attention_qkv(values.to_dtype(DType::BF16).to_device(Device::cuda(0)), NH,
+                                   o, &sums_gpu);
+          REQUIRE(sums_gpu.dtype() == DType::F32);
+          // bf16 operands multiplied exactly, summed in f32: close to the f64 sums
+          require_close(sums_gpu.to_device(Device::cpu()), sums_ref, 1e-4, 1e-5 * T);
+        }
+      }
+}
+
 TEST_CASE("cuda: attention_probabilities matches the CPU (T = 33)", "[cuda]") {
   SINKLAB_REQUIRE_CUDA();
   const ops::AttentionKernelsGuard own(ops::AttentionKernels::Own);  // the own kernels
