@@ -1,10 +1,10 @@
 // Tensor-core causal flash attention under Precision::BF16 (core/precision.h): forward and
 // deterministic backward with the same semantics as the exact kernels of cuda/attention.cu
 // (softmax or sigmoid, per-query first visible key, lse (B, NH, T) saved by the softmax
-// forward; sigmoid's row sums in its place where asked for), for head sizes 64 and 128. Two entries: f32 q, k, v (B, T, NH, HS) contiguous, and
-// ops::attention_qkv's packed bf16 qkv (B, T, 3C), q, k, v read where they lie (positions 3C
-// apart). out, dO and lse are f32; the gradients are f32 for the first entry and bf16, packed
-// like qkv, for the second.
+// forward; sigmoid's row sums in its place where asked for), for head sizes 64 and 128. Two
+// entries: f32 q, k, v (B, T, NH, HS) contiguous, and ops::attention_qkv's packed bf16 qkv
+// (B, T, 3C), q, k, v read where they lie (positions 3C apart). out, dO and lse are f32; the
+// gradients are f32 for the first entry and bf16, packed like qkv, for the second.
 //
 // Precision. The f32 entry rounds q, k, v to bf16 copies once (round to nearest even,
 // ops::tensor_core_operand) and keeps them for its backward; dO is rounded once per backward.
