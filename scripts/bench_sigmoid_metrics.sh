@@ -31,7 +31,7 @@ for setting in "row_sums_false|metrics.every=1|run.sigmoid_row_sums=false" \
     > "$out/sigmoid_$name.log" 2>&1 || status=1
   echo "== $name ($metrics, $row_sums)"
   grep -E "^step|skipped" "$out/sigmoid_$name.log" | cut -c1-170
-  grep -E "^step" "$out/sigmoid_$name.log" | awk -F'|' 'NR > 2 { split($6, a, " "); s += a[1]; n++ }
+  grep -E "^step" "$out/sigmoid_$name.log" | grep -v "val loss" | awk -F'|' 'NR > 2 { split($6, a, " "); s += a[1]; n++ }
     END { if (n) printf "mean step after the second: %.1f ms over %d steps\n", s / n, n }'
   grep -q "update skipped" "$out/sigmoid_$name.log" && status=1
 done

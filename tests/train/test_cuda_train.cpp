@@ -492,21 +492,6 @@ TEST_CASE("cuda: sigmoid attention's metrics steps under bf16 keep finite gradie
   fs::remove_all(dir);
 }
 
-// The numbers of a JSON array of numbers ("[0.5,null,2]": null as NaN).
-std::vector<double> json_numbers(const std::string& array) {
-  std::vector<double> out;
-  std::string item;
-  for (char ch : array.substr(1)) {
-    if (ch != ',' && ch != ']') {
-      item += ch;
-      continue;
-    }
-    if (!item.empty()) out.push_back(item == "null" ? std::nan("") : std::stod(item));
-    item.clear();
-  }
-  return out;
-}
-
 TEST_CASE("cuda: sigmoid's row sums from the training forward (run.sigmoid_row_sums) change no "
           "bit of the training and give the sink metrics of attention_row_means", "[cuda]") {
   SINKLAB_REQUIRE_CUDA();
@@ -530,7 +515,8 @@ TEST_CASE("cuda: sigmoid's row sums from the training forward (run.sigmoid_row_s
       const std::string on_text = test::json_field(on[i], field);
       REQUIRE(off_text.empty() == on_text.empty());
       if (off_text.empty() || off_text == "null") continue;  // a record without the field
-      const std::vector<double> a = json_numbers(off_text), b = json_numbers(on_text);
+      const std::vector<double> a = test::json_numbers(off_text);
+      const std::vector<double> b = test::json_numbers(on_text);
       REQUIRE(a.size() == b.size());
       for (size_t l = 0; l < a.size(); ++l)
         REQUIRE(b[l] == Approx(a[l]).epsilon(1e-4).margin(1e-7));

@@ -22,7 +22,13 @@ using namespace sinklab::train;
 
 namespace {
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+// train.bin and val.bin of letter-like tokens (the first 3000 again for validation) in dir.
+void write_letter_data(const test::TempDir& dir) {
+  const std::vector<int32_t> tokens = test::letter_tokens(4, 1, 20000, 20, 2);
+  test::write_train_val(dir.path, tokens, {tokens.begin(), tokens.begin() + 3000});
 }
+}  // namespace
 
 TEST_CASE("sink onset: the first layer strictly above the threshold, -1 when none", "[metrics]") {
   REQUIRE(sink_onset_layer({0.1, 0.8, 0.81, 0.95}, 0.8) == 2);
@@ -288,12 +294,46 @@ TEST_CASE("sigmoid attention: the sink metrics read key 0's share of each row, "
   }
 }
 
+TEST_CASE("run.sigmoid_row_sums: a sigmoid run's losses and norms keep their bits and its sink "
+          "scores agree with those of attention_row_means",
+          "[metrics]") {
+  test::TempDir dir;
+  write_letter_data(dir);
+  const ops::SigmoidRowSumsGuard restore(false);  // the runs set it for the process
+  std::vector<std::vector<std::string>> logs;  // (2 settings) the JSONL records, untimed
+  for (const char* row_sums : {"false", "true"}) {
+    std::ostringstream y;
+    y << "run: {name: r" << row_sums << ", out_dir: " << dir.path.string()
+      << ", sigmoid_row_sums: " << row_sums << "}\n"
+      << "model: {arch: llama, n_layer: 2, n_head: 2, n_embd: 32, block_size: 16, "
+         "attention: sigmoid}\n"
+      << "data: {dir: " << dir.path.string() << ", tokenizer: byte}\n"
+      << "train: {steps: 3, batch_size: 4, eval_every: 0, eval_batches: 1, sample_tokens: 0}\n"
+      << "metrics: {every: 1, rank_sequences: 0}\n";
+    std::ostringstream console;
+    Run(parse_config(y.str(), "r.yaml"), console).train();
+    REQUIRE(ops::sigmoid_row_sums == (std::string(row_sums) == "true"));  // the run set it
+    logs.push_back(test::untimed_lines(dir.file(std::string("r") + row_sums + "/main/metrics.jsonl")));
+  }
+  REQUIRE(logs[0].size() == logs[1].size());
+  REQUIRE(logs[0].size() >= 3);
+  for (size_t i = 0; i < logs[0].size(); ++i) {
+    INFO("off: " << logs[0][i] << "\non:  " << logs[1][i]);
+    for (const char* field : {"loss", "grad_norm", "batch_hash", "dim_disparity"})
+      REQUIRE(test::json_field(logs[1][i], field) == test::json_field(logs[0][i], field));
+    const std::vector<double> off = test::json_numbers(test::json_field(logs[0][i], "sink_score"));
+    const std::vector<double> on = test::json_numbers(test::json_field(logs[1][i], "sink_score"));
+    REQUIRE(off.size() == 2);  // a metrics step: one score a layer
+    REQUIRE(on.size() == off.size());
+    for (size_t l = 0; l < off.size(); ++l) REQUIRE(on[l] == Approx(off[l]).epsilon(1e-5));
+  }
+}
+
 TEST_CASE("probe: the paper's readings on short windows and on random tokens; the trainer logs "
           "the output rank and the val loss's standard error",
           "[probe][metrics]") {
   test::TempDir dir;
-  const std::vector<int32_t> tokens = test::letter_tokens(4, 1, 20000, 20, 2);
-  test::write_train_val(dir.path, tokens, {tokens.begin(), tokens.begin() + 3000});
+  write_letter_data(dir);
   std::ostringstream y;
   y << "run: {name: p, out_dir: " << dir.path.string() << "}\n"
     << "model: {arch: llama, n_layer: 2, n_head: 2, n_embd: 32, block_size: 16}\n"

@@ -68,6 +68,21 @@ inline std::string json_field(const std::string& line, const std::string& key) {
   return line.substr(i, j - i);
 }
 
+// The numbers of a JSON array of numbers as json_field gives it ("[0.5,null,2]": null as NaN).
+inline std::vector<double> json_numbers(const std::string& array) {
+  std::vector<double> out;
+  std::string item;
+  for (char ch : array.substr(array.empty() ? 0 : 1)) {
+    if (ch != ',' && ch != ']') {
+      item += ch;
+      continue;
+    }
+    if (!item.empty()) out.push_back(item == "null" ? std::nan("") : std::stod(item));
+    item.clear();
+  }
+  return out;
+}
+
 // The bytes of a file ("" when it cannot be read).
 inline std::string read_bytes(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
