@@ -12,14 +12,8 @@ cd "$(dirname "$0")/.."
 build=${1:-build-gpu}
 steps=${2:-8}
 out=${OUT:-/tmp}
-[ -d .pcre2/lib/pkgconfig ] && export PKG_CONFIG_PATH=$PWD/.pcre2/lib/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}
-nvidia-smi --query-gpu=name --format=csv,noheader || true
-if [ ! -x "$build/sinklab" ]; then
-  cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 \
-    > "$out/configure.log" 2>&1 && cmake --build "$build" -j "$(nproc)" --target sinklab \
-    > "$out/build.log" 2>&1 || { tail -30 "$out/build.log" "$out/configure.log" 2>/dev/null; exit 1; }
-fi
-[ -d data/bench ] || python3 scripts/make_bench_data.py data/bench --vocab 50304 --tokens 1000000 > /dev/null
+source scripts/gpu_bench_setup.sh
+gpu_bench_setup "$build" "$out" || exit 1
 status=0
 for setting in "row_sums_false|metrics.every=1|run.sigmoid_row_sums=false" \
                "row_sums_true|metrics.every=1|run.sigmoid_row_sums=true" \

@@ -11,14 +11,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build-gpu}
 out=${OUT:-/tmp}
-[ -d .pcre2/lib/pkgconfig ] && export PKG_CONFIG_PATH=$PWD/.pcre2/lib/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}
-nvidia-smi --query-gpu=name --format=csv,noheader || true
-if [ ! -x "$build/sinklab" ]; then
-  cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 \
-    > "$out/configure.log" 2>&1 && cmake --build "$build" -j "$(nproc)" --target sinklab \
-    > "$out/build.log" 2>&1 || { tail -30 "$out/build.log" "$out/configure.log" 2>/dev/null; exit 1; }
-fi
-[ -d data/bench ] || python3 scripts/make_bench_data.py data/bench --vocab 50304 --tokens 1000000 > /dev/null
+source scripts/gpu_bench_setup.sh
+gpu_bench_setup "$build" "$out" || exit 1
 status=0
 for release in true false; do
   "$build/sinklab" compare configs/bench/llama152m_three_variants.yaml --no-progress \

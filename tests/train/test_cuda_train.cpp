@@ -441,6 +441,15 @@ TEST_CASE("cuda: run.release_forward_inputs writes the loss's gradient over the 
       });
 }
 
+// A fresh directory (test::fresh_dir) holding the letter-like train and val tokens the runs of
+// attention_kinds_run read.
+fs::path letter_data_dir(const std::string& name) {
+  const fs::path dir = test::fresh_dir(name);
+  const std::vector<int32_t> tokens = test::letter_tokens(3, 1, 40000, 26, 2);
+  test::write_train_val(dir, tokens, {tokens.begin(), tokens.begin() + 4000});
+  return dir;
+}
+
 // The JSONL records of one bf16 GPU run of 6 steps, softmax and sigmoid attention side by side
 // (LLaMA, head size 64: the tensor-core kernels, cuDNN's for softmax where built), every sink
 // metric on every step (queued on the side stream during the backward), an evaluation at step
@@ -479,9 +488,7 @@ TEST_CASE("cuda: sigmoid attention's metrics steps under bf16 keep finite gradie
   // The twenty-fifth session's H100 run of the 152M shape gave NaN gradient norms on sigmoid's
   // metrics steps after the first (with release on and another change): every step here is a
   // metrics step, both ways.
-  const fs::path dir = test::fresh_dir("cuda_release_sigmoid");
-  const std::vector<int32_t> tokens = test::letter_tokens(3, 1, 40000, 26, 2);
-  test::write_train_val(dir, tokens, {tokens.begin(), tokens.begin() + 4000});
+  const fs::path dir = letter_data_dir("cuda_release_sigmoid");
   autograd::KeepInputsGuard restore(true);  // the runs set it for the process
   const std::vector<std::string> off =
       attention_kinds_run(dir, "release_off", "release_forward_inputs: false");
@@ -495,9 +502,7 @@ TEST_CASE("cuda: sigmoid attention's metrics steps under bf16 keep finite gradie
 TEST_CASE("cuda: sigmoid's row sums from the training forward (run.sigmoid_row_sums) change no "
           "bit of the training and give the sink metrics of attention_row_means", "[cuda]") {
   SINKLAB_REQUIRE_CUDA();
-  const fs::path dir = test::fresh_dir("cuda_sigmoid_row_sums");
-  const std::vector<int32_t> tokens = test::letter_tokens(3, 1, 40000, 26, 2);
-  test::write_train_val(dir, tokens, {tokens.begin(), tokens.begin() + 4000});
+  const fs::path dir = letter_data_dir("cuda_sigmoid_row_sums");
   const std::vector<std::string> off =
       attention_kinds_run(dir, "row_sums_off", "sigmoid_row_sums: false");
   const std::vector<std::string> on =
