@@ -124,12 +124,13 @@ struct RunSection {
                                     // (ops/statistics.h), instead of two; the same values; off:
                                     // no faster on an H100 (its sort and select cost more than
                                     // the pass they save)
-  bool sigmoid_row_sums = false;    // sigmoid attention's metrics step: the training forward
+  bool sigmoid_row_sums = true;     // sigmoid attention's metrics step: the training forward
                                     // sums each query's weights as it goes (ops::attention's
                                     // AttentionOptions::row_sums) and the sink metrics read
                                     // those sums, instead of a second attention over values of
-                                    // ones; the training bits do not change; off until its
-                                    // [cuda] case has passed on a GPU
+                                    // ones; the training bits do not change (152M sigmoid
+                                    // variant, metrics every step, one H200: 219 -> 163 ms a
+                                    // step, 79 without metrics; twenty-seventh session)
   bool metrics_exchange_on_side = false;  // data parallel on GPUs: a metrics step's results
                                     // travel between the ranks on the metrics' side stream, as
                                     // they come to the host, so that the host does not wait for
@@ -148,17 +149,18 @@ struct RunSection {
                                     // false lets cuDNN's attention backward sum dQ with f32
                                     // atomics (ops::deterministic_attention): faster, but two
                                     // runs may differ in the last bits
-  bool release_forward_inputs = false;  // a graph node keeps, of an intermediate input, only
+  bool release_forward_inputs = true;   // a graph node keeps, of an intermediate input, only
                                     // what the backward engine needs, so that one no backward
                                     // reads is freed in the forward (autograd::set_keep_inputs),
                                     // and the fused cross-entropy writes its gradient over the
                                     // logits (logits_after_loss): one (B, T, V) buffer fewer at
                                     // the loss's forward, where a step's memory peaks; the same
-                                    // bits (GPT-2 at B=32 on an H100: peak 20.2 -> 16.0 GiB).
-                                    // Off again: on an H100 sigmoid attention's metrics steps
-                                    // after the first gave NaN gradient norms with it on and
-                                    // another change (docs/PERFORMANCE.md, twenty-fifth
-                                    // session); which of the two is not yet known
+                                    // bits (GPT-2 at B=32 on an H200: peak 20.2 -> 16.0 GiB,
+                                    // LLaMA-152M 23.5 -> 19.3 GiB). The NaN gradient norms of
+                                    // sigmoid's metrics steps in the twenty-fifth session came
+                                    // from a since-withdrawn change, not from this: on an H200
+                                    // the same run gives the same finite bits either way
+                                    // (scripts/check_sigmoid_release.sh, twenty-seventh session)
   VariantPlacement variant_placement = VariantPlacement::Together;  // a side-by-side run over
                                     // several ranks: together (every rank trains every variant
                                     // on its slice of the batch) | split (the ranks form one
