@@ -36,8 +36,9 @@ struct AttentionOptions {
 // Whether the model asks sigmoid attention's forward for its row sums on a metrics forward
 // (run.sigmoid_row_sums), so that the sink metrics read them instead of running a second
 // attention over values of ones (train/metrics/sink_metrics.h, attention_row_means). Read at
-// each forward; the trainer sets it once from the config. Off by default until the CUDA
-// kernels' sums are checked on a GPU against the CPU reference.
+// each forward; the trainer sets it once from the config (run.sigmoid_row_sums, true by
+// default since its [cuda] cases passed on an H200); off for the library alone, like the other
+// process switches a run sets.
 extern bool sigmoid_row_sums;
 // Sets sigmoid_row_sums for a scope (tests, benchmarks).
 class SigmoidRowSumsGuard : ScopedValue<bool> {

@@ -5,7 +5,8 @@
 # skipped update. The twenty-fifth session saw NaN gradient norms on sigmoid's metrics steps
 # after the first, in a tree with release on and a since-withdrawn change to the sigmoid row sums
 # (docs/PERFORMANCE.md, plan item 0): this tells whether release alone does it. About 110 s with
-# the build (carry .pcre2).
+# the build (carry .pcre2). On an H200 (twenty-seventh session) it did not: the same finite bits
+# both ways, so release is on by default again.
 #   bash scripts/check_sigmoid_release.sh [build dir, default build-gpu]
 set -uo pipefail
 cd "$(dirname "$0")/.."

@@ -503,6 +503,7 @@ TEST_CASE("cuda: sigmoid's row sums from the training forward (run.sigmoid_row_s
           "bit of the training and give the sink metrics of attention_row_means", "[cuda]") {
   SINKLAB_REQUIRE_CUDA();
   const fs::path dir = letter_data_dir("cuda_sigmoid_row_sums");
+  const ops::SigmoidRowSumsGuard restore(false);  // the runs set it for the process
   const std::vector<std::string> off =
       attention_kinds_run(dir, "row_sums_off", "sigmoid_row_sums: false");
   const std::vector<std::string> on =
