@@ -193,6 +193,22 @@ TEST_CASE("checkpoint params read alone in file order", "[checkpoint]") {
   fs::remove_all(dir);
 }
 
+TEST_CASE("checkpoint state and params from one read", "[checkpoint]") {
+  const fs::path dir = fresh_ckpt_dir("weights");
+  const std::string path = checkpoint_path(dir.string(), 5);
+  Saved s;
+  save_trained(path, s);
+  const CheckpointWeights weights = read_checkpoint_weights(path);
+  require_same_state(weights.state, s.state);
+  const auto alone = read_checkpoint_params(path);
+  REQUIRE(weights.params.size() == alone.size());
+  for (size_t i = 0; i < alone.size(); ++i) {
+    REQUIRE(weights.params[i].first == alone[i].first);
+    REQUIRE(same_bytes(weights.params[i].second, alone[i].second));
+  }
+  fs::remove_all(dir);
+}
+
 TEST_CASE("corrupt and truncated checkpoints are refused with IOError", "[checkpoint]") {
   const fs::path dir = fresh_ckpt_dir("corrupt");
   const std::string good = checkpoint_path(dir.string(), 1);
@@ -211,6 +227,7 @@ TEST_CASE("corrupt and truncated checkpoints are refused with IOError", "[checkp
     REQUIRE(fresh_opt.steps_taken() == 0);
     REQUIRE_THROWS_AS(read_checkpoint_state(bad.string()), IOError);
     REQUIRE_THROWS_AS(read_checkpoint_params(bad.string()), IOError);
+    REQUIRE_THROWS_AS(read_checkpoint_weights(bad.string()), IOError);
     return msg;
   };
 

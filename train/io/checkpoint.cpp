@@ -586,10 +586,15 @@ TrainState load_checkpoint(const std::string& path, ParameterSet& params, AdamW&
 TrainState read_checkpoint_state(const std::string& path) { return read_contents(path).state; }
 
 std::vector<std::pair<std::string, Tensor>> read_checkpoint_params(const std::string& path) {
+  return read_checkpoint_weights(path).params;
+}
+
+CheckpointWeights read_checkpoint_weights(const std::string& path) {
   Contents c = read_contents(path);
-  std::vector<std::pair<std::string, Tensor>> out;
-  out.reserve(c.entries.size());
-  for (Entry& e : c.entries) out.emplace_back(std::move(e.name), std::move(e.value));
+  CheckpointWeights out;
+  out.state = std::move(c.state);
+  out.params.reserve(c.entries.size());
+  for (Entry& e : c.entries) out.params.emplace_back(std::move(e.name), std::move(e.value));
   return out;
 }
 

@@ -67,10 +67,10 @@ ModelSource load_model_source(const std::string& path) {
   SINKLAB_CHECK(fs::is_regular_file(path), IOError, path << " does not exist",
                 "give a checkpoint (step_XXXXXXXX.h5), a Hugging Face model folder or a "
                 ".safetensors file with its config.json");
-  const TrainState state = read_checkpoint_state(path);
-  source.config = parse_config(state.config_yaml, path + " (stored config)");
-  source.step = state.step;
-  source.params = read_checkpoint_params(path);
+  CheckpointWeights checkpoint = read_checkpoint_weights(path);  // one read of the file
+  source.config = parse_config(checkpoint.state.config_yaml, path + " (stored config)");
+  source.step = checkpoint.state.step;
+  source.params = std::move(checkpoint.params);
   return source;
 }
 
