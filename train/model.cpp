@@ -104,11 +104,32 @@ std::vector<ParamSpec> GPT::parameter_specs(const ModelSection& cfg) {
   return specs;
 }
 
-GPT::GPT(const ModelSection& cfg, uint64_t seed, DType dtype, Device device)
+GPT::GPT(const ModelSection& cfg, uint64_t seed, DType dtype, Device device,
+         InitialValues initial)
     : cfg_(cfg), arch_(arch_description(cfg.arch)),
-      params_(parameter_specs(cfg), seed, dtype, device) {
-  attn_options_.sigmoid = cfg.attention == AttentionKind::Sigmoid;
-  attn_options_.isolate_positions = cfg.isolate_positions;
+      params_(parameter_specs(cfg), seed, dtype, device, initial),
+      attn_options_(base_attention_options(cfg)) {}
+
+GPT::GPT(const ModelSection& cfg, const GPT& weights)
+    : cfg_(cfg), arch_(arch_description(cfg.arch)), params_(weights.params_),
+      attn_options_(base_attention_options(cfg)) {
+  const std::vector<ParamSpec> specs = parameter_specs(cfg);
+  const std::vector<Param>& shared = params_.params();
+  bool same = specs.size() == shared.size();
+  for (size_t i = 0; same && i < specs.size(); ++i)
+    same = specs[i].name == shared[i].spec.name && specs[i].shape == shared[i].spec.shape;
+  SINKLAB_CHECK(same, ValueError,
+                "GPT: this config builds other parameters than the model whose weights it "
+                "would share",
+                "share weights only between configs of one architecture and size (e.g. with "
+                "and without interventions)");
+}
+
+ops::AttentionOptions GPT::base_attention_options(const ModelSection& cfg) {
+  ops::AttentionOptions o;
+  o.sigmoid = cfg.attention == AttentionKind::Sigmoid;
+  o.isolate_positions = cfg.isolate_positions;
+  return o;
 }
 
 namespace {

@@ -52,9 +52,15 @@ struct ForwardResult {
 
 class GPT {
  public:
-  // cfg must be validated and have vocab_size > 0 (resolved from the tokenizer).
+  // cfg must be validated and have vocab_size > 0 (resolved from the tokenizer). initial:
+  // InitialValues::Zeros for a model whose weights are loaded next (load_weights), which then
+  // skips drawing the random init.
   GPT(const ModelSection& cfg, uint64_t seed, DType dtype = DType::F32,
-      Device device = Device::cpu());
+      Device device = Device::cpu(), InitialValues initial = InitialValues::Drawn);
+  // The model of cfg over the parameters of `weights`, the same storage (nothing drawn or
+  // copied): e.g. the probe's model without its interventions. cfg must build the same
+  // parameters (names, shapes, order); ValueError otherwise.
+  GPT(const ModelSection& cfg, const GPT& weights);
 
   // ids, targets: (B, T) int32 with T <= block_size; targets may be undefined. logits_after:
   // kOverwritten lets the loss write its gradient over the logits (ops::cross_entropy), and
@@ -87,6 +93,8 @@ class GPT {
     Tensor x;  // (B, T, C)
     Tensor h;  // (B, T, C) the norm of x that reads it next
   };
+  // The attention options of cfg before the per-layer choices (attention_options).
+  static ops::AttentionOptions base_attention_options(const ModelSection& cfg);
   Stream block(int64_t layer, const Stream& in, LayerCapture* capture) const;
   // The prefix of the norm that reads the stream entering `layer` (layer == n_layer: the final).
   std::string input_norm(int64_t layer) const;

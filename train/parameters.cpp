@@ -17,7 +17,7 @@ uint64_t name_hash(const std::string& name) {  // FNV-1a: stable across platform
 }  // namespace
 
 ParameterSet::ParameterSet(std::vector<ParamSpec> specs, uint64_t seed, DType dtype,
-                           Device device) {
+                           Device device, InitialValues initial) {
   for (auto& spec : specs) {
     SINKLAB_CHECK(!index_.count(spec.name), ValueError, "duplicate parameter name " << spec.name,
                   "parameter names must be unique");
@@ -28,20 +28,25 @@ ParameterSet::ParameterSet(std::vector<ParamSpec> specs, uint64_t seed, DType dt
     index_[p.spec.name] = params_.size();
     params_.push_back(std::move(p));
   }
-  flat_values_ = Tensor::empty({numel_}, dtype, Device::cpu());
-  for (Param& p : params_) {
-    Tensor v = Tensor::view_of(flat_values_.storage(), p.spec.shape, p.offset, dtype);
-    switch (p.spec.init) {
-      case Init::Normal:
-        v.copy_from(randn(p.spec.shape, RngKey{seed, rng_stream_id({name_hash(p.spec.name)}), 0},
-                          p.spec.value, dtype));
-        break;
-      case Init::Zeros: v.fill(0.0); break;
-      case Init::Ones: v.fill(1.0); break;
-      case Init::Constant: v.fill(p.spec.value); break;
+  if (initial == InitialValues::Zeros) {
+    flat_values_ = Tensor::zeros({numel_}, dtype, device);  // (numel,)
+  } else {
+    flat_values_ = Tensor::empty({numel_}, dtype, Device::cpu());  // (numel,)
+    for (Param& p : params_) {
+      Tensor v = Tensor::view_of(flat_values_.storage(), p.spec.shape, p.offset, dtype);
+      switch (p.spec.init) {
+        case Init::Normal:
+          v.copy_from(randn(p.spec.shape,
+                            RngKey{seed, rng_stream_id({name_hash(p.spec.name)}), 0},
+                            p.spec.value, dtype));
+          break;
+        case Init::Zeros: v.fill(0.0); break;
+        case Init::Ones: v.fill(1.0); break;
+        case Init::Constant: v.fill(p.spec.value); break;
+      }
     }
+    flat_values_ = flat_values_.to_device(device);
   }
-  flat_values_ = flat_values_.to_device(device);
   flat_grads_ = Tensor::zeros({numel_}, dtype, device);
   for (Param& p : params_) {
     p.value = Tensor::view_of(flat_values_.storage(), p.spec.shape, p.offset, dtype);

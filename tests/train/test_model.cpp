@@ -141,6 +141,32 @@ TEST_CASE("shared parameters get identical init across variants; residual projec
           Approx(0.02 / 2.0).epsilon(0.05));  // 0.02 / sqrt(2 L), L = 2
 }
 
+TEST_CASE("a model to load starts at zeros; a model over another's weights shares them",
+          "[model]") {
+  const ModelSection cfg = tiny_model(Arch::Llama, AttnOutputNorm::None);
+  GPT drawn(cfg, 7);
+  GPT zeros(cfg, 7, DType::F32, Device::cpu(), InitialValues::Zeros);
+  const std::vector<double> values = zeros.params().flat_values().to_doubles();
+  REQUIRE(std::all_of(values.begin(), values.end(), [](double v) { return v == 0.0; }));
+  // Loaded with the drawn model's values, it computes exactly what that model does.
+  zeros.params().flat_values().copy_from(drawn.params().flat_values());
+  const Tensor ids = random_ids(2, 6, 11, 1), targets = random_ids(2, 6, 11, 2);
+  autograd::NoGradGuard no_grad;
+  REQUIRE(zeros.forward(ids, targets).loss.item() == drawn.forward(ids, targets).loss.item());
+  // Another config over the same storage: the interventions differ, the weights are the same.
+  ModelSection isolated = cfg;
+  isolated.isolate_positions = {2};
+  const GPT shared(isolated, drawn);
+  REQUIRE(shared.params().flat_values().same_storage(drawn.params().flat_values()));
+  GPT isolated_copy(isolated, 7);
+  REQUIRE(shared.forward(ids, targets).loss.item() ==
+          isolated_copy.forward(ids, targets).loss.item());
+  REQUIRE(shared.forward(ids, targets).loss.item() != drawn.forward(ids, targets).loss.item());
+  ModelSection wider = cfg;
+  wider.n_embd = 16;
+  REQUIRE_THROWS_AS(GPT(wider, drawn), ValueError);
+}
+
 TEST_CASE("whole-model gradients match finite differences in fp64", "[model][grad]") {
   for (Arch arch : {Arch::Gpt2, Arch::Llama})
     for (AttnOutputNorm norm : {AttnOutputNorm::None, AttnOutputNorm::HeadwiseRmsNorm})

@@ -36,7 +36,7 @@ ForwardOutput forward_to_file(const std::string& model_path, const ForwardOption
                   "the ids are for another model");
   const Device device = parse_device(config.run.device);
   apply_process_settings(config.run);  // as the run computed: precision, kernels
-  GPT model(config.model, config.run.seed, DType::F32, device);
+  GPT model(config.model, config.run.seed, DType::F32, device, InitialValues::Zeros);
   load_weights(model.params(), source.params, source.path);
 
   autograd::NoGradGuard no_grad;

@@ -34,7 +34,7 @@ Generation generate(const std::string& model_path, const GenerateOptions& option
   const Device device = parse_device(config.run.device);
   apply_process_settings(config.run);  // as the run computed: precision, kernels
 
-  GPT model(config.model, config.run.seed, DType::F32, device);
+  GPT model(config.model, config.run.seed, DType::F32, device, InitialValues::Zeros);
   load_weights(model.params(), source.params, source.path);
 
   Generation out;

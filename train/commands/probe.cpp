@@ -80,9 +80,8 @@ ProbeResult probe_checkpoint(const std::string& model_path, const ProbeOptions& 
   const RunConfig cfg = probed_config(source.config, opt);
   const Device device = parse_device(cfg.run.device);
   apply_process_settings(cfg.run);  // as the run computed: precision, kernels
-  auto load = [&](GPT& into) { load_weights(into.params(), source.params, checkpoint); };
-  GPT model(cfg.model, cfg.run.seed, DType::F32, device);
-  load(model);
+  GPT model(cfg.model, cfg.run.seed, DType::F32, device, InitialValues::Zeros);
+  load_weights(model.params(), source.params, checkpoint);
   SINKLAB_CHECK(opt.amplify_mean == "random" || opt.amplify_mean == "batch", ConfigError,
                 "probe: --amplify-mean is '" << opt.amplify_mean << "'",
                 "use random (the paper: mu over uniform-random tokens) or batch (mu of the "
@@ -90,13 +89,11 @@ ProbeResult probe_checkpoint(const std::string& model_path, const ProbeOptions& 
   if (opt.amplify >= 0 && !opt.plain_scaling && opt.lambda != 1.0 &&
       opt.amplify_mean == "random") {
     // The paper's mu: each layer's mean value vector over uniform-random tokens, read from the
-    // model without the intervention.
+    // model without the intervention (over the same weights).
     ProbeOptions clean_options;
     clean_options.device = opt.device;
     clean_options.overrides = opt.overrides;
-    GPT clean(probed_config(source.config, clean_options).model, cfg.run.seed, DType::F32,
-              device);
-    load(clean);
+    const GPT clean(probed_config(source.config, clean_options).model, model);
     model.set_amplify_mean(random_token_value_means(clean, opt.mean_tokens,
                                                     cfg.model.block_size, cfg.train.batch_size,
                                                     cfg.run.seed, device));
