@@ -6,12 +6,14 @@
 # machine is still warm). The metrics so far are copied, xz-compressed, to $OUT after every chunk,
 # and the report too once the run has finished. After the last chunk, each variant's final
 # checkpoint is also probed under the paper's interventions (the checkpoints stay on the GPU
-# machine, which is handed back at the end of the session): one `sinklab probe` per line of
-# $PROBES (each line: probe options, an empty line = no intervention), the printed tables in
-# $OUT/probes.txt and the JSON files in $OUT/probes.tar.gz.
+# machine, which is handed back at the end of the session): one `sinklab probe --plan` a variant
+# over the lines of $PROBES (each line: probe options, an empty line = no intervention), the
+# printed tables in $OUT/probes.txt and the JSON files (<variant>_<line>.json) in
+# $OUT/probes.tar.gz.
 #   bash scripts/gpu_train_chunk.sh CONFIG [SECONDS, default 480]
 #   PROBES: default isolate, amplify and plain scaling at key 16 in layers 0-3, lambda 10 and 30
-#   (each line runs on every variant before the next line, so a call cut short probes them all)
+#   (every line on one variant before the next variant: a call cut short leaves the last ones
+#   without)
 #   PROBE_BATCHES: validation batches per probe (default 8); PROBE_DEVICE: where the probes run
 #     (default cuda: `sinklab probe` runs on the CPU unless told, 100 s a probe of the 152M model
 #     on the GPU machine's 16 cores)
@@ -97,23 +99,20 @@ grep -q "^wall time" "$out/chunk.log" && ! grep -q interrupted "$out/chunk.log" 
 if { [ $status -eq 0 ] || [ $status -eq 124 ]; } && { [ $finished = 1 ] || [ "${FINAL:-0}" = 1 ]; }; then
   "$build/sinklab" report "runs/$name" > /dev/null 2>&1 &&
     tar -C "runs/$name" -czf "$out/report.tar.gz" report
-  # Each probe line on every variant before the next line, so that a call cut short leaves every
-  # variant with the first lines; the JSON files are packed again after each probe.
+  # One `sinklab probe --plan` a variant: its checkpoint is read once for all lines (with a
+  # process a line, each read all 1.8 GB at 152M). The JSON files are packed after each variant.
   probe_dir=$(mktemp -d)
-  i=0
-  while IFS= read -r options; do
-    i=$((i + 1))
-    for variant in runs/"$name"/*/; do
-      v=$(basename "$variant")
-      ckpt=$(ls "$variant"ckpt/step_*.h5 2> /dev/null | sort | tail -1)
-      [ -n "$ckpt" ] || continue
-      echo "== $v $(basename "$ckpt") probe ${options:-(no intervention)}" >> "$out/probes.txt"
-      # shellcheck disable=SC2086
-      "$build/sinklab" probe "$ckpt" --device "${PROBE_DEVICE:-cuda}" --batches "${PROBE_BATCHES:-8}" $options \
-        --out "$probe_dir/${v}_$i.json" >> "$out/probes.txt" 2>&1 || echo "probe failed" >> "$out/probes.txt"
-      tar -C "$probe_dir" -czf "$out/probes.tar.gz" .
-    done
-  done <<< "${PROBES-$default_probes}"
+  sed 's/^[[:space:]]*$/none/' <<< "${PROBES-$default_probes}" > "$probe_dir/plan.txt"
+  for variant in runs/"$name"/*/; do
+    v=$(basename "$variant")
+    ckpt=$(ls "$variant"ckpt/step_*.h5 2> /dev/null | sort | tail -1)
+    [ -n "$ckpt" ] || continue
+    echo "== $v $(basename "$ckpt")" >> "$out/probes.txt"
+    "$build/sinklab" probe "$ckpt" --device "${PROBE_DEVICE:-cuda}" --batches "${PROBE_BATCHES:-8}" \
+      --plan "$probe_dir/plan.txt" --out "$probe_dir/$v" >> "$out/probes.txt" 2>&1 ||
+      echo "probe failed" >> "$out/probes.txt"
+    tar -C "$probe_dir" -czf "$out/probes.tar.gz" .
+  done
   rm -rf "$probe_dir"
 fi
 exit $(( status == 124 ? 0 : status ))

@@ -19,6 +19,7 @@
 #include "train/commands/forward.h"
 #include "train/commands/generate.h"
 #include "train/commands/probe.h"
+#include "train/commands/probe_plan.h"
 #include "train/io/export.h"
 #include "train/commands/reference_export.h"
 #include "train/dist/data_parallel.h"
@@ -152,27 +153,16 @@ int main(int argc, char** argv) {
                         "for a Hugging Face model")
       ->take_all();
   probe_cmd->add_option("--batches", probe.batches, "validation batches (of the run's size)");
-  probe_cmd->add_option("--isolate", probe.isolate, "positions k whose query sees only itself");
-  CLI::Option* amplify_opt = probe_cmd->add_option(
-      "--amplify", probe.amplify, "k: o_k <- mu + lambda (o_k - mu), mu the mean value vector");
-  CLI::Option* scale_opt = probe_cmd->add_option(
-      "--scale", scale_position, "k: o_k <- lambda o_k (the plain-scaling control)");
-  amplify_opt->excludes(scale_opt);
-  probe_cmd->add_option("--lambda", probe.lambda, "the factor of --amplify / --scale");
-  probe_cmd->add_option("--layers", probe.layers, "layers of the interventions (default all)")
-      ->delimiter(',');
   probe_cmd->add_option("--device", probe.device,
                         "cpu (default), cuda, or auto: cuda where a GPU is present");
-  probe_cmd->add_option("--amplify-mean", probe.amplify_mean,
-                        "mu of --amplify: random (each layer's mean value vector over "
-                        "uniform-random tokens, the paper's; default) or batch (the probed batch)");
-  probe_cmd->add_option("--mean-tokens", probe.mean_tokens,
-                        "uniform-random tokens of the random mu (default 50000, the paper's)");
-  probe_cmd->add_option("--window", probe.window,
-                        "read T-token windows instead of the model's T (the paper: 64)");
-  probe_cmd->add_option("--random-tokens", probe.random_tokens,
-                        "N: also run N uniform-random sequences for the across-sample variance "
-                        "of the 1/(t+1) law (the paper: about 50,000 tokens)");
+  const std::vector<CLI::Option*> measure_opts =
+      train::add_probe_measure_options(*probe_cmd, probe, scale_position);
+  std::string probe_plan_path;
+  CLI::Option* plan_opt = probe_cmd->add_option(
+      "--plan", probe_plan_path,
+      "FILE: one probe a line (its measurement options, or 'none'), all on the checkpoint read "
+      "once; --out is then the prefix of <prefix>_<i>.json, i the probe's place in the plan");
+  for (CLI::Option* o : measure_opts) plan_opt->excludes(o);
   probe_cmd->add_option("--out", probe.out, "JSON file (default <checkpoint>.probe.json)");
   train::AttentionBenchOptions bench;
   CLI::App* bench_cmd = app.add_subcommand(
@@ -240,10 +230,12 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (*probe_cmd) {
-      if (scale_position >= 0) {
-        probe.amplify = scale_position;
-        probe.plain_scaling = true;
+      if (!probe_plan_path.empty()) {
+        train::probe_plan(probe_checkpoint_path, train::read_probe_plan(probe_plan_path, probe),
+                          probe.out, std::cout);
+        return 0;
       }
+      train::resolve_scale(probe, scale_position);
       train::probe_checkpoint(probe_checkpoint_path, probe, std::cout);
       return 0;
     }

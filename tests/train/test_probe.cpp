@@ -12,8 +12,10 @@
 #include "tests/op_checks.h"
 #include "tests/train/train_test_util.h"
 #include "train/config.h"
+#include "train/io/checkpoint.h"
 #include "train/model.h"
 #include "train/commands/probe.h"
+#include "train/commands/probe_plan.h"
 #include "train/trainer.h"
 
 using namespace sinklab;
@@ -36,6 +38,20 @@ ModelSection small_model() {
 // Forward with capture of a fresh fp64 model (seed 3); returns the capture (no grad).
 ForwardCapture run(const ModelSection& m, const Tensor& ids) {
   return test::capture_of(GPT(m, 3, DType::F64), ids);
+}
+
+// Trains a 2-layer LLaMA-style model on letter text in dir for `steps` steps (batch 4, T=16);
+// returns its final checkpoint.
+std::string trained_checkpoint(const fs::path& dir, int steps, std::ostream& console) {
+  const std::vector<int32_t> tokens = test::letter_tokens(4, 1, 20000, 20, 2);
+  test::write_train_val(dir, tokens, {tokens.begin(), tokens.begin() + 3000});
+  std::ostringstream y;
+  y << "run: {name: p, out_dir: " << dir.string() << "}\n"
+    << "model: {arch: llama, n_layer: 2, n_head: 2, n_embd: 32, block_size: 16}\n"
+    << "data: {dir: " << dir.string() << ", tokenizer: byte}\n"
+    << "train: {steps: " << steps << ", batch_size: 4, eval_every: 0, sample_tokens: 0}\n";
+  Run(parse_config(y.str(), "p.yaml"), console).train();
+  return checkpoint_path((dir / "p" / "main" / "ckpt").string(), steps);
 }
 
 }  // namespace
@@ -103,16 +119,8 @@ TEST_CASE("interventions: out-of-range layers and positions are config errors", 
 TEST_CASE("probe: metrics of a checkpoint, the score at the isolated key, a JSON file",
           "[probe]") {
   const fs::path dir = test::fresh_dir("probe");
-  const std::vector<int32_t> tokens = test::letter_tokens(4, 1, 20000, 20, 2);
-  test::write_train_val(dir, tokens, {tokens.begin(), tokens.begin() + 3000});
-  std::ostringstream y;
-  y << "run: {name: p, out_dir: " << dir.string() << "}\n"
-    << "model: {arch: llama, n_layer: 2, n_head: 2, n_embd: 32, block_size: 16}\n"
-    << "data: {dir: " << dir.string() << ", tokenizer: byte}\n"
-    << "train: {steps: 6, batch_size: 4, eval_every: 0, sample_tokens: 0}\n";
   std::ostringstream console;
-  Run(parse_config(y.str(), "p.yaml"), console).train();
-  const std::string ck = (dir / "p" / "main" / "ckpt" / "step_00000006.h5").string();
+  const std::string ck = trained_checkpoint(dir, 6, console);
   ProbeOptions plain;
   plain.batches = 2;
   plain.out = (dir / "plain.json").string();
@@ -145,5 +153,97 @@ TEST_CASE("probe: metrics of a checkpoint, the score at the isolated key, a JSON
         probe_checkpoint(ck, bad, console);
       },
       {"model.amplify_layers[0] = 5"});
+  fs::remove_all(dir);
+}
+
+TEST_CASE("probe plan: the lines a file holds, and errors naming the file and the line",
+          "[probe]") {
+  const fs::path dir = test::fresh_dir("probe_plan_lines");
+  const auto write = [&](const std::string& name, const std::string& text) {
+    std::ofstream(dir / name) << text;
+    return (dir / name).string();
+  };
+  ProbeOptions base;
+  base.batches = 3;
+  base.device = "cpu";
+  base.overrides = {"data.dir=x"};
+  base.lambda = 5;  // the command line's measurement values do not leak into the lines
+  const std::vector<ProbePlanLine> plan = read_probe_plan(
+      write("ok.txt", "# the paper's probes\nnone\n\n--isolate 9   # comment\n"
+                      "--amplify 10 --lambda 3 --layers 0,1\n--scale 4 --lambda 30\n"
+                      "--window 64 --random-tokens 8\n"),
+      base);
+  REQUIRE(plan.size() == 5);
+  REQUIRE(plan[0].line == 2);
+  REQUIRE(plan[0].text == "none");
+  REQUIRE(plan[0].options.amplify == -1);
+  REQUIRE(plan[0].options.isolate.empty());
+  REQUIRE(plan[0].options.lambda == 1.0);
+  REQUIRE(plan[1].line == 4);
+  REQUIRE(plan[1].text == "--isolate 9");
+  REQUIRE(plan[1].options.isolate == std::vector<int64_t>{9});
+  REQUIRE(plan[2].options.amplify == 10);
+  REQUIRE_FALSE(plan[2].options.plain_scaling);
+  REQUIRE(plan[2].options.lambda == 3.0);
+  REQUIRE(plan[2].options.layers == std::vector<int64_t>{0, 1});
+  REQUIRE(plan[3].options.amplify == 4);
+  REQUIRE(plan[3].options.plain_scaling);
+  REQUIRE(plan[3].options.lambda == 30.0);
+  REQUIRE(plan[4].options.window == 64);
+  REQUIRE(plan[4].options.random_tokens == 8);
+  for (const ProbePlanLine& p : plan) {  // the command line's options hold for every line
+    REQUIRE(p.options.batches == 3);
+    REQUIRE(p.options.device == "cpu");
+    REQUIRE(p.options.overrides == base.overrides);
+  }
+  test::require_error<ConfigError>(
+      [&] { read_probe_plan(write("device.txt", "none\n--isolate 2 --device cuda\n"), base); },
+      {"device.txt:2", "--device", "command line"});
+  test::require_error<ConfigError>(
+      [&] { read_probe_plan(write("both.txt", "--amplify 3 --scale 3\n"), base); },
+      {"both.txt:1", "--amplify 3 --scale 3"});
+  test::require_error<ConfigError>(
+      [&] { read_probe_plan(write("nan.txt", "none\n\n--scale 2 --lambda nan\n"), base); },
+      {"nan.txt:3", "--lambda"});
+  test::require_error<ConfigError>(
+      [&] { read_probe_plan(write("empty.txt", "# nothing\n\n"), base); },
+      {"empty.txt", "no probe"});
+  test::require_error<IOError>([&] { read_probe_plan((dir / "missing.txt").string(), base); },
+                               {"missing.txt"});
+  fs::remove_all(dir);
+}
+
+TEST_CASE("probe plan: one read of the checkpoint, each line's result as its own probe's",
+          "[probe]") {
+  const fs::path dir = test::fresh_dir("probe_plan");
+  std::ofstream(dir / "plan.txt") << "none\n--isolate 3\n--amplify 5 --lambda 3 --layers 1 "
+                                     "--mean-tokens 64\n--scale 5 --lambda 10\n--window 8\n";
+  std::ostringstream console;
+  const std::string ck = trained_checkpoint(dir, 4, console);
+  ProbeOptions base;  // the command line's: every line probes 2 batches
+  base.batches = 2;
+  const std::vector<ProbePlanLine> plan = read_probe_plan((dir / "plan.txt").string(), base);
+  std::ostringstream plan_console;
+  const std::vector<ProbeResult> planned =
+      probe_plan(ck, plan, (dir / "planned").string(), plan_console);
+  REQUIRE(planned.size() == 5);
+  REQUIRE(plan_console.str().find("once for 5 probes") != std::string::npos);
+  REQUIRE(plan_console.str().find("== probe 3 of 5 (line 3): --amplify 5") != std::string::npos);
+  const auto text_of = [](const std::string& path) {
+    std::ifstream in(path);
+    return std::string((std::istreambuf_iterator<char>(in)), {});
+  };
+  for (size_t i = 0; i < plan.size(); ++i) {
+    INFO("plan line " << plan[i].text);
+    ProbeOptions single = plan[i].options;
+    single.out = (dir / ("single_" + std::to_string(i + 1) + ".json")).string();
+    const ProbeResult alone = probe_checkpoint(ck, single, console);
+    REQUIRE(planned[i].json_path == (dir / ("planned_" + std::to_string(i + 1) + ".json")).string());
+    REQUIRE(planned[i].loss == alone.loss);
+    REQUIRE(planned[i].key_score == alone.key_score);
+    REQUIRE(text_of(planned[i].json_path) == text_of(single.out));  // every value, bit for bit
+  }
+  // The interventions differ between lines: isolation moves the score at key 3.
+  REQUIRE(planned[1].key_score != planned[0].key_score);
   fs::remove_all(dir);
 }

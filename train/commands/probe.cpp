@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <sstream>
 
 #include "autograd/grad_mode.h"
@@ -65,36 +66,64 @@ RunConfig probed_config(const RunConfig& source, const ProbeOptions& opt) {
 
 }  // namespace
 
-ProbeResult probe_checkpoint(const std::string& model_path, const ProbeOptions& opt,
-                             std::ostream& console) {
-  // A folder given with a trailing slash names its result file as the folder does.
-  std::string checkpoint = model_path;
-  while (checkpoint.size() > 1 && checkpoint.back() == '/') checkpoint.pop_back();
+void check_probe_options(const ProbeOptions& opt) {
   // A non-finite factor would also make the result file invalid JSON (nan, inf).
   SINKLAB_CHECK(std::isfinite(opt.lambda), ConfigError,
                 "probe: --lambda is " << opt.lambda << "; it must be a finite number",
                 "pass a number such as --lambda 10");
   SINKLAB_CHECK(opt.batches >= 1, ConfigError, "probe: --batches is " << opt.batches,
                 "probe at least one batch");
-  const ModelSource source = load_model_source(checkpoint);
-  const RunConfig cfg = probed_config(source.config, opt);
-  const Device device = parse_device(cfg.run.device);
-  apply_process_settings(cfg.run);  // as the run computed: precision, kernels
-  GPT model(cfg.model, cfg.run.seed, DType::F32, device, InitialValues::Zeros);
-  load_weights(model.params(), source.params, checkpoint);
   SINKLAB_CHECK(opt.amplify_mean == "random" || opt.amplify_mean == "batch", ConfigError,
                 "probe: --amplify-mean is '" << opt.amplify_mean << "'",
                 "use random (the paper: mu over uniform-random tokens) or batch (mu of the "
                 "probed batch)");
+  SINKLAB_CHECK(opt.random_tokens == 0 || opt.random_tokens >= 2, ConfigError,
+                "probe: --random-tokens is " << opt.random_tokens,
+                "a variance across samples needs at least 2 sequences (the paper: ~50,000 "
+                "tokens, e.g. 200 sequences of 256)");
+}
+
+LoadedProbeModel load_probe_model(const std::string& model_path, const ProbeOptions& opt) {
+  LoadedProbeModel loaded;
+  // A folder given with a trailing slash names its result file as the folder does.
+  loaded.checkpoint = model_path;
+  while (loaded.checkpoint.size() > 1 && loaded.checkpoint.back() == '/')
+    loaded.checkpoint.pop_back();
+  loaded.source = load_model_source(loaded.checkpoint);
+  // The model without interventions, on the probe's device: each probe's model shares its
+  // weights (GPT(cfg, weights)), and the paper's mu of --amplify is read from it.
+  ProbeOptions clean_options;
+  clean_options.device = opt.device;
+  clean_options.overrides = opt.overrides;
+  const RunConfig cfg = probed_config(loaded.source.config, clean_options);
+  apply_process_settings(cfg.run);  // as the run computed: precision, kernels
+  auto clean = std::make_shared<GPT>(cfg.model, cfg.run.seed, DType::F32,
+                                     parse_device(cfg.run.device), InitialValues::Zeros);
+  load_weights(clean->params(), loaded.source.params, loaded.checkpoint);
+  loaded.clean = std::move(clean);
+  return loaded;
+}
+
+ProbeResult probe_checkpoint(const std::string& model_path, const ProbeOptions& opt,
+                             std::ostream& console) {
+  check_probe_options(opt);
+  return probe_loaded(load_probe_model(model_path, opt), opt, console);
+}
+
+ProbeResult probe_loaded(const LoadedProbeModel& loaded, const ProbeOptions& opt,
+                         std::ostream& console) {
+  check_probe_options(opt);
+  const std::string& checkpoint = loaded.checkpoint;
+  const ModelSource& source = loaded.source;
+  const RunConfig cfg = probed_config(source.config, opt);
+  const Device device = parse_device(cfg.run.device);
+  apply_process_settings(cfg.run);  // as the run computed: precision, kernels
+  GPT model(cfg.model, *loaded.clean);  // the interventions over the loaded weights
   if (opt.amplify >= 0 && !opt.plain_scaling && opt.lambda != 1.0 &&
       opt.amplify_mean == "random") {
     // The paper's mu: each layer's mean value vector over uniform-random tokens, read from the
-    // model without the intervention (over the same weights).
-    ProbeOptions clean_options;
-    clean_options.device = opt.device;
-    clean_options.overrides = opt.overrides;
-    const GPT clean(probed_config(source.config, clean_options).model, model);
-    model.set_amplify_mean(random_token_value_means(clean, opt.mean_tokens,
+    // model without the intervention.
+    model.set_amplify_mean(random_token_value_means(*loaded.clean, opt.mean_tokens,
                                                     cfg.model.block_size, cfg.train.batch_size,
                                                     cfg.run.seed, device));
   }
@@ -103,10 +132,6 @@ ProbeResult probe_checkpoint(const std::string& model_path, const ProbeOptions& 
                                       << "'s model has block_size " << cfg.model.block_size,
                 "pass a window in [1, " + std::to_string(cfg.model.block_size) +
                     "] (0 = the model's T)");
-  SINKLAB_CHECK(opt.random_tokens == 0 || opt.random_tokens >= 2, ConfigError,
-                "probe: --random-tokens is " << opt.random_tokens,
-                "a variance across samples needs at least 2 sequences (the paper: ~50,000 "
-                "tokens, e.g. 200 sequences of 256)");
   const int64_t B = cfg.train.batch_size * opt.batches;
   const int64_t T = opt.window > 0 ? opt.window : cfg.model.block_size;
   DataLoader val = DataLoader::from_files(cfg.data.dir, cfg.data.val_pattern, B, T,

@@ -8,11 +8,14 @@
 // `--window` T-token windows, and the across-sample variance on `--random-tokens` sequences.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <ostream>
 #include <string>
 #include <vector>
 
+#include "train/io/model_source.h"
 #include "train/metrics/sink_metrics.h"
+#include "train/model.h"
 #include "train/paper_metrics.h"
 
 namespace sinklab::train {
@@ -50,5 +53,23 @@ struct ProbeResult {
 // ConfigError naming the file or the option when something is wrong.
 ProbeResult probe_checkpoint(const std::string& model_path, const ProbeOptions& options,
                              std::ostream& console);
+
+// ConfigError naming the option when one of options' values cannot be probed.
+void check_probe_options(const ProbeOptions& options);
+
+// A model read once (its checkpoint is 1.8 GB at 152M parameters, AdamW moments included) and
+// its weights on the probe's device, in the model without interventions: each probe's model
+// shares them (GPT(cfg, weights)).
+struct LoadedProbeModel {
+  std::string checkpoint;  // model_path without a trailing '/'
+  ModelSource source;      // its config, step and parameters as read
+  std::shared_ptr<const GPT> clean;  // options.overrides and options.device applied
+};
+// Reads model_path; of options only the device and the overrides (--set) count.
+LoadedProbeModel load_probe_model(const std::string& model_path, const ProbeOptions& options);
+// One probe of the loaded model, as probe_checkpoint does (options.device and .overrides must be
+// those it was loaded with).
+ProbeResult probe_loaded(const LoadedProbeModel& model, const ProbeOptions& options,
+                         std::ostream& console);
 
 }  // namespace sinklab::train

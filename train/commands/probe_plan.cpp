@@ -1,0 +1,130 @@
+#include "train/commands/probe_plan.h"
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+
+#include "core/error.h"
+
+namespace sinklab::train {
+
+std::vector<CLI::Option*> add_probe_measure_options(CLI::App& app, ProbeOptions& opt,
+                                                    int64_t& scale_position) {
+  std::vector<CLI::Option*> added;
+  added.push_back(
+      app.add_option("--isolate", opt.isolate, "positions k whose query sees only itself"));
+  CLI::Option* amplify = app.add_option(
+      "--amplify", opt.amplify, "k: o_k <- mu + lambda (o_k - mu), mu the mean value vector");
+  CLI::Option* scale = app.add_option("--scale", scale_position,
+                                      "k: o_k <- lambda o_k (the plain-scaling control)");
+  amplify->excludes(scale);
+  added.push_back(amplify);
+  added.push_back(scale);
+  added.push_back(app.add_option("--lambda", opt.lambda, "the factor of --amplify / --scale"));
+  added.push_back(app.add_option("--layers", opt.layers,
+                                 "layers of the interventions (default all)")
+                      ->delimiter(','));
+  added.push_back(app.add_option(
+      "--amplify-mean", opt.amplify_mean,
+      "mu of --amplify: random (each layer's mean value vector over uniform-random tokens, the "
+      "paper's; default) or batch (the probed batch)"));
+  added.push_back(app.add_option(
+      "--mean-tokens", opt.mean_tokens,
+      "uniform-random tokens of the random mu (default 50000, the paper's)"));
+  added.push_back(app.add_option("--window", opt.window,
+                                 "read T-token windows instead of the model's T (the paper: 64)"));
+  added.push_back(app.add_option(
+      "--random-tokens", opt.random_tokens,
+      "N: also run N uniform-random sequences for the across-sample variance of the 1/(t+1) "
+      "law (the paper: about 50,000 tokens)"));
+  return added;
+}
+
+void resolve_scale(ProbeOptions& opt, int64_t scale_position) {
+  if (scale_position < 0) return;
+  opt.amplify = scale_position;
+  opt.plain_scaling = true;
+}
+
+std::vector<ProbePlanLine> read_probe_plan(const std::string& path, const ProbeOptions& base) {
+  std::ifstream in(path);
+  SINKLAB_CHECK(in.good(), IOError, "probe: cannot read the plan " << path,
+                "give a file with one probe's options a line, e.g. '--isolate 9' or 'none'");
+  // What a line may not set: the command line's options hold for every probe of the plan.
+  ProbeOptions measured = base;
+  const ProbeOptions defaults;
+  measured.isolate = defaults.isolate;
+  measured.amplify = defaults.amplify;
+  measured.plain_scaling = defaults.plain_scaling;
+  measured.lambda = defaults.lambda;
+  measured.amplify_mean = defaults.amplify_mean;
+  measured.mean_tokens = defaults.mean_tokens;
+  measured.layers = defaults.layers;
+  measured.window = defaults.window;
+  measured.random_tokens = defaults.random_tokens;
+  std::vector<ProbePlanLine> plan;
+  std::string text;
+  for (int64_t number = 1; std::getline(in, text); ++number) {
+    std::string line = text.substr(0, text.find('#'));
+    const size_t first = line.find_first_not_of(" \t\r");
+    if (first == std::string::npos) continue;  // blank or a comment
+    line = line.substr(first, line.find_last_not_of(" \t\r") + 1 - first);
+    ProbePlanLine entry{number, line, measured};
+    if (line != "none") {
+      CLI::App app("a line of a probe plan");
+      int64_t scale_position = -1;
+      add_probe_measure_options(app, entry.options, scale_position);
+      try {
+        app.parse(line, false);
+      } catch (const CLI::ParseError& e) {
+        SINKLAB_FAIL(ConfigError, path << ":" << number << ": '" << line << "': " << e.what(),
+                     "a plan line holds what one probe measures (--isolate, --amplify, --scale, "
+                     "--lambda, --layers, --amplify-mean, --mean-tokens, --window, "
+                     "--random-tokens) or 'none'; --batches, --device and --set go on the "
+                     "command line and hold for every line");
+      }
+      resolve_scale(entry.options, scale_position);
+    }
+    try {
+      check_probe_options(entry.options);
+    } catch (const ConfigError& e) {
+      SINKLAB_FAIL(ConfigError, path << ":" << number << ": " << e.message(), e.hint());
+    }
+    plan.push_back(std::move(entry));
+  }
+  SINKLAB_CHECK(!plan.empty(), ConfigError, "probe: the plan " << path << " has no probe",
+                "write one probe's options a line, or 'none' for one without an intervention");
+  return plan;
+}
+
+std::vector<ProbeResult> probe_plan(const std::string& model_path,
+                                    const std::vector<ProbePlanLine>& plan,
+                                    const std::string& out_prefix, std::ostream& console) {
+  SINKLAB_CHECK(!plan.empty(), ConfigError, "probe: an empty plan", "give at least one probe");
+  using Clock = std::chrono::steady_clock;
+  const auto seconds_since = [](Clock::time_point t) {
+    return std::chrono::duration<double>(Clock::now() - t).count();
+  };
+  const auto read_start = Clock::now();
+  const LoadedProbeModel model = load_probe_model(model_path, plan.front().options);
+  char line[160];
+  std::snprintf(line, sizeof line, "read %s once for %zu probes: %.1f s\n",
+                model.checkpoint.c_str(), plan.size(), seconds_since(read_start));
+  console << line;
+  const std::string prefix = out_prefix.empty() ? model.checkpoint + ".probe" : out_prefix;
+  std::vector<ProbeResult> results;
+  for (size_t i = 0; i < plan.size(); ++i) {
+    ProbeOptions options = plan[i].options;
+    options.out = prefix + "_" + std::to_string(i + 1) + ".json";
+    console << "== probe " << i + 1 << " of " << plan.size() << " (line " << plan[i].line
+            << "): " << plan[i].text << "\n";
+    const auto start = Clock::now();
+    results.push_back(probe_loaded(model, options, console));
+    std::snprintf(line, sizeof line, "   %.1f s\n", seconds_since(start));
+    console << line;
+    console.flush();  // a call cut short keeps the probes done
+  }
+  return results;
+}
+
+}  // namespace sinklab::train
