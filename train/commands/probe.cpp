@@ -1,5 +1,6 @@
 #include "train/commands/probe.h"
 
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -64,6 +65,33 @@ RunConfig probed_config(const RunConfig& source, const ProbeOptions& opt) {
   return cfg;
 }
 
+// Seconds of each stage of one probe, for the line printed after its tables: on the GPU
+// machine a probe of the 152M shape took about 20 s, its forward well under one.
+class StageSeconds {
+ public:
+  // Closes the stage that ran since the last mark (or since construction).
+  void mark(const char* stage) {
+    const auto now = Clock::now();
+    stages_.emplace_back(stage, std::chrono::duration<double>(now - last_).count());
+    last_ = now;
+  }
+  std::string line() const {
+    std::ostringstream o;
+    o << "  seconds:";
+    char v[32];
+    for (size_t i = 0; i < stages_.size(); ++i) {
+      std::snprintf(v, sizeof v, " %.2f", stages_[i].second);
+      o << (i ? "," : "") << " " << stages_[i].first << v;
+    }
+    return o.str() + "\n";
+  }
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  Clock::time_point last_ = Clock::now();
+  std::vector<std::pair<const char*, double>> stages_;
+};
+
 }  // namespace
 
 void check_probe_options(const ProbeOptions& opt) {
@@ -113,6 +141,7 @@ ProbeResult probe_checkpoint(const std::string& model_path, const ProbeOptions& 
 ProbeResult probe_loaded(const LoadedProbeModel& loaded, const ProbeOptions& opt,
                          std::ostream& console) {
   check_probe_options(opt);
+  StageSeconds seconds;
   const std::string& checkpoint = loaded.checkpoint;
   const ModelSource& source = loaded.source;
   const RunConfig cfg = probed_config(source.config, opt);
@@ -127,6 +156,7 @@ ProbeResult probe_loaded(const LoadedProbeModel& loaded, const ProbeOptions& opt
                                                     cfg.model.block_size, cfg.train.batch_size,
                                                     cfg.run.seed, device));
   }
+  seconds.mark("model and mu");
   SINKLAB_CHECK(opt.window >= 0 && opt.window <= cfg.model.block_size, ConfigError,
                 "probe: --window is " << opt.window << " but " << checkpoint
                                       << "'s model has block_size " << cfg.model.block_size,
@@ -137,15 +167,19 @@ ProbeResult probe_loaded(const LoadedProbeModel& loaded, const ProbeOptions& opt
   DataLoader val = DataLoader::from_files(cfg.data.dir, cfg.data.val_pattern, B, T,
                                           cfg.run.seed, kValStream, cfg.data.window_stride);
   const Batch batch = val.next();
+  seconds.mark("data");
   autograd::NoGradGuard no_grad;
   ForwardCapture capture;
   ForwardResult out = model.forward(batch.inputs.to_device(device),
                                     batch.targets.to_device(device), &capture);
   ProbeResult result;
-  result.loss = out.loss.item();
+  result.loss = out.loss.item();  // waits for the forward
+  seconds.mark("forward");
   result.metrics = compute_sink_metrics(capture, cfg.metrics.sink_threshold, false);
   summarise_paper_metrics(result.metrics, cfg.metrics.onset_threshold);
+  seconds.mark("sink metrics");
   result.super = super_neurons(model, capture);
+  seconds.mark("super neurons");
   result.key = opt.amplify >= 0 ? opt.amplify : (opt.isolate.empty() ? 0 : opt.isolate[0]);
   const int64_t key = std::min<int64_t>(result.key, T - 1);
   for (const LayerCapture& cap : capture.layers) {
@@ -165,6 +199,7 @@ ProbeResult probe_loaded(const LoadedProbeModel& loaded, const ProbeOptions& opt
     result.key_score.push_back(per_head);
     result.key_score_after.push_back(key_score_after(a, B, NH, T, key));
   }
+  seconds.mark("key scores");
   if (opt.random_tokens > 0) {
     // The 1/(t+1) law: uniform-random tokens, the input to W_O (after head-wise RMSNorm).
     const Tensor ids = rand_ints({opt.random_tokens, T}, RngKey{cfg.run.seed, kRandomStream, 0},
@@ -174,6 +209,7 @@ ProbeResult probe_loaded(const LoadedProbeModel& loaded, const ProbeOptions& opt
     for (const LayerCapture& cap : random_capture.layers)
       result.var_across.push_back(across_sample_variance(
           cap.attn_out_normed.defined() ? cap.attn_out_normed : cap.attn_out));
+    seconds.mark("random tokens");
   }
   // Console table: one row per layer (means over heads).
   char line[256];
@@ -269,7 +305,8 @@ ProbeResult probe_loaded(const LoadedProbeModel& loaded, const ProbeOptions& opt
   result.json_path = opt.out.empty() ? checkpoint + ".probe.json" : opt.out;
   write_file_atomic(result.json_path, json.str(),
                     "check the folder exists and is writable, or pass --out");
-  console << "wrote " << result.json_path << "\n";
+  seconds.mark("tables and file");
+  console << "wrote " << result.json_path << "\n" << seconds.line();
   return result;
 }
 
