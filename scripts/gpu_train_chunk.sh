@@ -8,12 +8,13 @@
 # checkpoint is also probed under the paper's interventions (the checkpoints stay on the GPU
 # machine, which is handed back at the end of the session): one `sinklab probe --plan` a variant
 # over the lines of $PROBES (each line: probe options, an empty line = no intervention), the
-# printed tables in $OUT/probes.txt and the JSON files (<variant>_<line>.json) in
-# $OUT/probes.tar.gz.
+# printed tables in $OUT/probes.txt and the JSON files (<variant>_<i>.json, i the line's place
+# in $PROBES) in $OUT/probes.tar.gz.
 #   bash scripts/gpu_train_chunk.sh CONFIG [SECONDS, default 480]
 #   PROBES: default isolate, amplify and plain scaling at key 16 in layers 0-3, lambda 10 and 30
-#   (every line on one variant before the next variant: a call cut short leaves the last ones
-#   without)
+#   (every line on one variant before the next variant: a call cut short leaves the last
+#   variants without, and the one it cut without its JSON files, though its tables are in
+#   probes.txt; a line the model cannot take stops that variant's probes before the first)
 #   PROBE_BATCHES: validation batches per probe (default 8); PROBE_DEVICE: where the probes run
 #     (default cuda: `sinklab probe` runs on the CPU unless told, 100 s a probe of the 152M model
 #     on the GPU machine's 16 cores)

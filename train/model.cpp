@@ -115,14 +115,20 @@ GPT::GPT(const ModelSection& cfg, const GPT& weights)
       attn_options_(base_attention_options(cfg)) {
   const std::vector<ParamSpec> specs = parameter_specs(cfg);
   const std::vector<Param>& shared = params_.params();
-  bool same = specs.size() == shared.size();
-  for (size_t i = 0; same && i < specs.size(); ++i)
-    same = specs[i].name == shared[i].spec.name && specs[i].shape == shared[i].spec.shape;
-  SINKLAB_CHECK(same, ValueError,
-                "GPT: this config builds other parameters than the model whose weights it "
-                "would share",
+  SINKLAB_CHECK(specs.size() == shared.size(), ValueError,
+                "GPT: this config builds " << specs.size() << " parameters, the model whose "
+                "weights it would share has " << shared.size(),
                 "share weights only between configs of one architecture and size (e.g. with "
                 "and without interventions)");
+  for (size_t i = 0; i < specs.size(); ++i)
+    SINKLAB_CHECK(specs[i].name == shared[i].spec.name && specs[i].shape == shared[i].spec.shape,
+                  ValueError,
+                  "GPT: parameter " << i << " of this config is " << specs[i].name << " "
+                                    << shape_str(specs[i].shape) << ", the shared model's "
+                                    << shared[i].spec.name << " "
+                                    << shape_str(shared[i].spec.shape),
+                  "share weights only between configs of one architecture and size (e.g. "
+                  "with and without interventions)");
 }
 
 ops::AttentionOptions GPT::base_attention_options(const ModelSection& cfg) {

@@ -58,8 +58,10 @@ class GPT {
   GPT(const ModelSection& cfg, uint64_t seed, DType dtype = DType::F32,
       Device device = Device::cpu(), InitialValues initial = InitialValues::Drawn);
   // The model of cfg over the parameters of `weights`, the same storage (nothing drawn or
-  // copied): e.g. the probe's model without its interventions. cfg must build the same
-  // parameters (names, shapes, order); ValueError otherwise.
+  // copied), gradients included: for reading only (forwards without gradients), e.g. the
+  // probe's models with and without interventions; a step or a backward through one changes
+  // every model that shares them. cfg must build the same parameters (names, shapes, order);
+  // ValueError naming the first that differs otherwise.
   GPT(const ModelSection& cfg, const GPT& weights);
 
   // ids, targets: (B, T) int32 with T <= block_size; targets may be undefined. logits_after:

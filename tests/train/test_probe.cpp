@@ -245,5 +245,18 @@ TEST_CASE("probe plan: one read of the checkpoint, each line's result as its own
   }
   // The interventions differ between lines: isolation moves the score at key 3.
   REQUIRE(planned[1].key_score != planned[0].key_score);
+  // A line the model cannot take fails before the first probe, naming the file and the line.
+  std::ofstream(dir / "bad.txt") << "none\n--scale 3 --lambda 2\n--isolate 99\n";
+  const std::vector<ProbePlanLine> bad = read_probe_plan((dir / "bad.txt").string(), base);
+  test::require_error<ConfigError>(
+      [&] { probe_plan(ck, bad, (dir / "bad").string(), plan_console); },
+      {"bad.txt:3", "--isolate 99", "isolate_positions"});
+  REQUIRE_FALSE(fs::exists(dir / "bad_1.json"));
+  // A loaded model serves only the device and overrides it was loaded with.
+  const LoadedProbeModel loaded = load_probe_model(ck, base);
+  ProbeOptions other = base;
+  other.overrides = {"metrics.sink_threshold=0.5"};
+  test::require_error<ValueError>([&] { probe_loaded(loaded, other, console); },
+                                  {"loaded for --device", "overrides"});
   fs::remove_all(dir);
 }

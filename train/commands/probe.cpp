@@ -129,6 +129,9 @@ LoadedProbeModel load_probe_model(const std::string& model_path, const ProbeOpti
                                      parse_device(cfg.run.device), InitialValues::Zeros);
   load_weights(clean->params(), loaded.source.params, loaded.checkpoint);
   loaded.clean = std::move(clean);
+  loaded.source.params.clear();  // a CPU copy of every weight (600 MB at 152M), now on the device
+  loaded.device = opt.device;
+  loaded.overrides = opt.overrides;
   return loaded;
 }
 
@@ -138,13 +141,29 @@ ProbeResult probe_checkpoint(const std::string& model_path, const ProbeOptions& 
   return probe_loaded(load_probe_model(model_path, opt), opt, console);
 }
 
+RunConfig probe_run_config(const LoadedProbeModel& loaded, const ProbeOptions& opt) {
+  const RunConfig cfg = probed_config(loaded.source.config, opt);
+  SINKLAB_CHECK(opt.window >= 0 && opt.window <= cfg.model.block_size, ConfigError,
+                "probe: --window is " << opt.window << " but " << loaded.checkpoint
+                                      << "'s model has block_size " << cfg.model.block_size,
+                "pass a window in [1, " + std::to_string(cfg.model.block_size) +
+                    "] (0 = the model's T)");
+  return cfg;
+}
+
 ProbeResult probe_loaded(const LoadedProbeModel& loaded, const ProbeOptions& opt,
                          std::ostream& console) {
   check_probe_options(opt);
+  SINKLAB_CHECK(opt.device == loaded.device && opt.overrides == loaded.overrides, ValueError,
+                "probe: " << loaded.checkpoint << " was loaded for --device " << loaded.device
+                          << " with " << loaded.overrides.size() << " --set overrides; this "
+                          << "probe asks for --device " << opt.device << " with "
+                          << opt.overrides.size(),
+                "load the model again for other devices or overrides");
   StageSeconds seconds;
   const std::string& checkpoint = loaded.checkpoint;
   const ModelSource& source = loaded.source;
-  const RunConfig cfg = probed_config(source.config, opt);
+  const RunConfig cfg = probe_run_config(loaded, opt);
   const Device device = parse_device(cfg.run.device);
   apply_process_settings(cfg.run);  // as the run computed: precision, kernels
   GPT model(cfg.model, *loaded.clean);  // the interventions over the loaded weights
@@ -157,11 +176,6 @@ ProbeResult probe_loaded(const LoadedProbeModel& loaded, const ProbeOptions& opt
                                                     cfg.run.seed, device));
   }
   seconds.mark("model and mu");
-  SINKLAB_CHECK(opt.window >= 0 && opt.window <= cfg.model.block_size, ConfigError,
-                "probe: --window is " << opt.window << " but " << checkpoint
-                                      << "'s model has block_size " << cfg.model.block_size,
-                "pass a window in [1, " + std::to_string(cfg.model.block_size) +
-                    "] (0 = the model's T)");
   const int64_t B = cfg.train.batch_size * opt.batches;
   const int64_t T = opt.window > 0 ? opt.window : cfg.model.block_size;
   DataLoader val = DataLoader::from_files(cfg.data.dir, cfg.data.val_pattern, B, T,

@@ -62,13 +62,19 @@ void check_probe_options(const ProbeOptions& options);
 // shares them (GPT(cfg, weights)).
 struct LoadedProbeModel {
   std::string checkpoint;  // model_path without a trailing '/'
-  ModelSource source;      // its config, step and parameters as read
-  std::shared_ptr<const GPT> clean;  // options.overrides and options.device applied
+  ModelSource source;      // its config and step as read (the parameters dropped once loaded)
+  std::string device;                  // the options it was loaded with: each probe's must match
+  std::vector<std::string> overrides;
+  std::shared_ptr<const GPT> clean;  // overrides and device applied; shares its weights with
+                                     // each probe's model, which only reads them
 };
 // Reads model_path; of options only the device and the overrides (--set) count.
 LoadedProbeModel load_probe_model(const std::string& model_path, const ProbeOptions& options);
+// The config one probe of the loaded model runs: the stored one with options' interventions.
+// ConfigError naming the option (a position, layer or window outside the model) otherwise.
+RunConfig probe_run_config(const LoadedProbeModel& model, const ProbeOptions& options);
 // One probe of the loaded model, as probe_checkpoint does (options.device and .overrides must be
-// those it was loaded with).
+// those it was loaded with; ValueError otherwise).
 ProbeResult probe_loaded(const LoadedProbeModel& model, const ProbeOptions& options,
                          std::ostream& console);
 

@@ -1,8 +1,9 @@
 #include "train/commands/probe_plan.h"
 
 #include <chrono>
-#include <cstdio>
 #include <fstream>
+#include <iomanip>
+#include <sstream>
 
 #include "core/error.h"
 
@@ -50,18 +51,13 @@ std::vector<ProbePlanLine> read_probe_plan(const std::string& path, const ProbeO
   std::ifstream in(path);
   SINKLAB_CHECK(in.good(), IOError, "probe: cannot read the plan " << path,
                 "give a file with one probe's options a line, e.g. '--isolate 9' or 'none'");
-  // What a line may not set: the command line's options hold for every probe of the plan.
-  ProbeOptions measured = base;
-  const ProbeOptions defaults;
-  measured.isolate = defaults.isolate;
-  measured.amplify = defaults.amplify;
-  measured.plain_scaling = defaults.plain_scaling;
-  measured.lambda = defaults.lambda;
-  measured.amplify_mean = defaults.amplify_mean;
-  measured.mean_tokens = defaults.mean_tokens;
-  measured.layers = defaults.layers;
-  measured.window = defaults.window;
-  measured.random_tokens = defaults.random_tokens;
+  // A line starts from the defaults: only what the command line alone may set holds for every
+  // line (the measurement options are add_probe_measure_options').
+  ProbeOptions command_line;
+  command_line.batches = base.batches;
+  command_line.device = base.device;
+  command_line.overrides = base.overrides;
+  command_line.out = base.out;
   std::vector<ProbePlanLine> plan;
   std::string text;
   for (int64_t number = 1; std::getline(in, text); ++number) {
@@ -69,13 +65,16 @@ std::vector<ProbePlanLine> read_probe_plan(const std::string& path, const ProbeO
     const size_t first = line.find_first_not_of(" \t\r");
     if (first == std::string::npos) continue;  // blank or a comment
     line = line.substr(first, line.find_last_not_of(" \t\r") + 1 - first);
-    ProbePlanLine entry{number, line, measured};
+    ProbePlanLine entry{path, number, line, command_line};
     if (line != "none") {
       CLI::App app("a line of a probe plan");
       int64_t scale_position = -1;
       add_probe_measure_options(app, entry.options, scale_position);
       try {
         app.parse(line, false);
+      } catch (const CLI::CallForHelp&) {
+        SINKLAB_FAIL(ConfigError, path << ":" << number << ": '" << line << "' asks for help",
+                     "run `sinklab probe --help` for the options; a plan line holds one probe's");
       } catch (const CLI::ParseError& e) {
         SINKLAB_FAIL(ConfigError, path << ":" << number << ": '" << line << "': " << e.what(),
                      "a plan line holds what one probe measures (--isolate, --amplify, --scale, "
@@ -103,14 +102,26 @@ std::vector<ProbeResult> probe_plan(const std::string& model_path,
   SINKLAB_CHECK(!plan.empty(), ConfigError, "probe: an empty plan", "give at least one probe");
   using Clock = std::chrono::steady_clock;
   const auto seconds_since = [](Clock::time_point t) {
-    return std::chrono::duration<double>(Clock::now() - t).count();
+    std::ostringstream o;
+    o << std::fixed << std::setprecision(1)
+      << std::chrono::duration<double>(Clock::now() - t).count() << " s";
+    return o.str();
+  };
+  // Names the plan's line in front of an error of its probe.
+  const auto at_line = [](const ProbePlanLine& p, const auto& probe) {
+    try {
+      return probe();
+    } catch (const ConfigError& e) {
+      SINKLAB_FAIL(ConfigError, p.file << ":" << p.line << ": '" << p.text << "': " << e.message(),
+                   e.hint());
+    }
   };
   const auto read_start = Clock::now();
   const LoadedProbeModel model = load_probe_model(model_path, plan.front().options);
-  char line[160];
-  std::snprintf(line, sizeof line, "read %s once for %zu probes: %.1f s\n",
-                model.checkpoint.c_str(), plan.size(), seconds_since(read_start));
-  console << line;
+  console << "read " << model.checkpoint << " once for " << plan.size()
+          << " probes: " << seconds_since(read_start) << "\n";
+  for (const ProbePlanLine& p : plan)  // every line fits the model before the first probe
+    at_line(p, [&] { return probe_run_config(model, p.options); });
   const std::string prefix = out_prefix.empty() ? model.checkpoint + ".probe" : out_prefix;
   std::vector<ProbeResult> results;
   for (size_t i = 0; i < plan.size(); ++i) {
@@ -119,9 +130,8 @@ std::vector<ProbeResult> probe_plan(const std::string& model_path,
     console << "== probe " << i + 1 << " of " << plan.size() << " (line " << plan[i].line
             << "): " << plan[i].text << "\n";
     const auto start = Clock::now();
-    results.push_back(probe_loaded(model, options, console));
-    std::snprintf(line, sizeof line, "   %.1f s\n", seconds_since(start));
-    console << line;
+    results.push_back(at_line(plan[i], [&] { return probe_loaded(model, options, console); }));
+    console << "   " << seconds_since(start) << "\n";
     console.flush();  // a call cut short keeps the probes done
   }
   return results;

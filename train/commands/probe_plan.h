@@ -21,6 +21,7 @@ void resolve_scale(ProbeOptions& opt, int64_t scale_position);
 
 // One line of a probe plan: its options over the command line's (batches, device, --set).
 struct ProbePlanLine {
+  std::string file;   // the plan's path, for errors
   int64_t line = 0;   // 1-based line number in the file
   std::string text;   // the line as written
   ProbeOptions options;
@@ -31,9 +32,11 @@ struct ProbePlanLine {
 // the line and what is wrong (an unknown option, one a plan line may not set, a bad value).
 std::vector<ProbePlanLine> read_probe_plan(const std::string& path, const ProbeOptions& base);
 
-// Every probe of plan on the model at model_path, which is read once; line i's JSON goes to
-// <out_prefix>_<i>.json (i from 1; out_prefix empty: <checkpoint>.probe). Prints each probe's
-// tables under a header naming its line, and the seconds each took.
+// Every probe of plan on the model at model_path, which is read once; the i-th probe's JSON goes
+// to <out_prefix>_<i>.json (i from 1, its place in the plan; out_prefix empty:
+// <checkpoint>.probe). Every line's config is checked against the model before the first probe
+// (ConfigError naming the file and the line). Prints each probe's tables under a header naming
+// its line, and the seconds each took.
 std::vector<ProbeResult> probe_plan(const std::string& model_path,
                                     const std::vector<ProbePlanLine>& plan,
                                     const std::string& out_prefix, std::ostream& console);
