@@ -30,6 +30,7 @@
 #include "train/data/data_loader.h"
 #include "train/model.h"
 #include "train/optimizer.h"
+#include "train/phase_clock.h"
 #include "train/paper_metrics.h"
 #include "train/console.h"
 #include "train/io/atomic_file.h"
@@ -53,8 +54,6 @@ namespace {
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 constexpr uint64_t kTrainStream = 1, kValStream = 2, kSampleStream = 3;
 
-using Clock = std::chrono::steady_clock;
-
 // Set by SIGINT/SIGTERM (a cluster pre-empting the job); the loop checkpoints and returns.
 std::atomic<int> g_stop_signal{0};
 extern "C" void on_stop_signal(int sig) { g_stop_signal.store(sig); }
@@ -62,31 +61,6 @@ extern "C" void on_stop_signal(int sig) { g_stop_signal.store(sig); }
 // sample tokens they would otherwise hold a stop signal for as long as they run.
 bool stop_requested() { return g_stop_signal.load() != 0; }
 
-double seconds_since(Clock::time_point t0) {
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
-
-// run.profile: the device is synchronised at every phase boundary of a step (forward, backward,
-// optimizer, metrics) and the time of each phase is summed per variant and printed at the end.
-// Off by default: the synchronisations cost a little.
-class PhaseClock {
- public:
-  PhaseClock(bool enabled, std::map<std::string, double>& totals, Device device)
-      : enabled_(enabled), totals_(totals), device_(device), last_(Clock::now()) {}
-  void mark(const char* phase) {
-    if (!enabled_) return;
-    device_runtime(device_).synchronize();
-    const auto now = Clock::now();
-    totals_[phase] += 1000.0 * std::chrono::duration<double>(now - last_).count();
-    last_ = now;
-  }
-
- private:
-  bool enabled_;
-  std::map<std::string, double>& totals_;
-  Device device_;
-  Clock::time_point last_;
-};
 
 // The run keys that hold for the whole process (apply_process_settings, DataParallel): a
 // variant may not set them apart from the run. run.precision is compared once resolved.
@@ -562,6 +536,8 @@ void Run::step_all(int64_t step, bool evaluate_first) {
     params.zero_grad();
     ForwardCapture capture;
     std::optional<OverlappedMetrics> metrics;
+    // run.profile: the time of each phase of a step (forward, backward, optimizer, metrics),
+    // summed per variant and printed at the end. Off by default: the synchronisations cost.
     PhaseClock clock(c.run.profile, v.phase_ms, v.model->params().flat_values().device());
     double loss_sum = 0;
     uint64_t hash = kTokenHashStart;  // of the global batch: every rank's windows, in order

@@ -1,10 +1,10 @@
 #include "train/commands/probe.h"
 
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <sstream>
 
@@ -20,6 +20,7 @@
 #include "train/data/data_loader.h"
 #include "train/io/metrics_log.h"
 #include "train/model.h"
+#include "train/phase_clock.h"
 #include "train/process_settings.h"
 
 namespace sinklab::train {
@@ -65,32 +66,18 @@ RunConfig probed_config(const RunConfig& source, const ProbeOptions& opt) {
   return cfg;
 }
 
-// Seconds of each stage of one probe, for the line printed after its tables: on the GPU
-// machine a probe of the 152M shape took about 20 s, its forward well under one.
-class StageSeconds {
- public:
-  // Closes the stage that ran since the last mark (or since construction).
-  void mark(const char* stage) {
-    const auto now = Clock::now();
-    stages_.emplace_back(stage, std::chrono::duration<double>(now - last_).count());
-    last_ = now;
+// The line after a probe's tables: the seconds of each of its stages (phase_ms, milliseconds
+// per stage name). On the GPU machine a probe of the 152M shape took about 20 s.
+std::string stage_seconds_line(const std::map<std::string, double>& phase_ms) {
+  std::ostringstream o;
+  o << "  seconds:";
+  char v[32];
+  for (auto it = phase_ms.begin(); it != phase_ms.end(); ++it) {
+    std::snprintf(v, sizeof v, " %.2f", it->second / 1000.0);
+    o << (it == phase_ms.begin() ? "" : ",") << " " << it->first << v;
   }
-  std::string line() const {
-    std::ostringstream o;
-    o << "  seconds:";
-    char v[32];
-    for (size_t i = 0; i < stages_.size(); ++i) {
-      std::snprintf(v, sizeof v, " %.2f", stages_[i].second);
-      o << (i ? "," : "") << " " << stages_[i].first << v;
-    }
-    return o.str() + "\n";
-  }
-
- private:
-  using Clock = std::chrono::steady_clock;
-  Clock::time_point last_ = Clock::now();
-  std::vector<std::pair<const char*, double>> stages_;
-};
+  return o.str() + "\n";
+}
 
 }  // namespace
 
@@ -160,11 +147,12 @@ ProbeResult probe_loaded(const LoadedProbeModel& loaded, const ProbeOptions& opt
                           << "probe asks for --device " << opt.device << " with "
                           << opt.overrides.size(),
                 "load the model again for other devices or overrides");
-  StageSeconds seconds;
   const std::string& checkpoint = loaded.checkpoint;
   const ModelSource& source = loaded.source;
   const RunConfig cfg = probe_run_config(loaded, opt);
   const Device device = parse_device(cfg.run.device);
+  std::map<std::string, double> phase_ms;  // the stages' times, for the line after the tables
+  PhaseClock stages(true, phase_ms, device);
   apply_process_settings(cfg.run);  // as the run computed: precision, kernels
   GPT model(cfg.model, *loaded.clean);  // the interventions over the loaded weights
   if (opt.amplify >= 0 && !opt.plain_scaling && opt.lambda != 1.0 &&
@@ -175,25 +163,25 @@ ProbeResult probe_loaded(const LoadedProbeModel& loaded, const ProbeOptions& opt
                                                     cfg.model.block_size, cfg.train.batch_size,
                                                     cfg.run.seed, device));
   }
-  seconds.mark("model and mu");
+  stages.mark("model and mu");
   const int64_t B = cfg.train.batch_size * opt.batches;
   const int64_t T = opt.window > 0 ? opt.window : cfg.model.block_size;
   DataLoader val = DataLoader::from_files(cfg.data.dir, cfg.data.val_pattern, B, T,
                                           cfg.run.seed, kValStream, cfg.data.window_stride);
   const Batch batch = val.next();
-  seconds.mark("data");
+  stages.mark("data");
   autograd::NoGradGuard no_grad;
   ForwardCapture capture;
   ForwardResult out = model.forward(batch.inputs.to_device(device),
                                     batch.targets.to_device(device), &capture);
   ProbeResult result;
-  result.loss = out.loss.item();  // waits for the forward
-  seconds.mark("forward");
+  result.loss = out.loss.item();
+  stages.mark("forward");
   result.metrics = compute_sink_metrics(capture, cfg.metrics.sink_threshold, false);
   summarise_paper_metrics(result.metrics, cfg.metrics.onset_threshold);
-  seconds.mark("sink metrics");
+  stages.mark("sink metrics");
   result.super = super_neurons(model, capture);
-  seconds.mark("super neurons");
+  stages.mark("super neurons");
   result.key = opt.amplify >= 0 ? opt.amplify : (opt.isolate.empty() ? 0 : opt.isolate[0]);
   const int64_t key = std::min<int64_t>(result.key, T - 1);
   for (const LayerCapture& cap : capture.layers) {
@@ -213,7 +201,7 @@ ProbeResult probe_loaded(const LoadedProbeModel& loaded, const ProbeOptions& opt
     result.key_score.push_back(per_head);
     result.key_score_after.push_back(key_score_after(a, B, NH, T, key));
   }
-  seconds.mark("key scores");
+  stages.mark("key scores");
   if (opt.random_tokens > 0) {
     // The 1/(t+1) law: uniform-random tokens, the input to W_O (after head-wise RMSNorm).
     const Tensor ids = rand_ints({opt.random_tokens, T}, RngKey{cfg.run.seed, kRandomStream, 0},
@@ -223,7 +211,7 @@ ProbeResult probe_loaded(const LoadedProbeModel& loaded, const ProbeOptions& opt
     for (const LayerCapture& cap : random_capture.layers)
       result.var_across.push_back(across_sample_variance(
           cap.attn_out_normed.defined() ? cap.attn_out_normed : cap.attn_out));
-    seconds.mark("random tokens");
+    stages.mark("random tokens");
   }
   // Console table: one row per layer (means over heads).
   char line[256];
@@ -319,8 +307,8 @@ ProbeResult probe_loaded(const LoadedProbeModel& loaded, const ProbeOptions& opt
   result.json_path = opt.out.empty() ? checkpoint + ".probe.json" : opt.out;
   write_file_atomic(result.json_path, json.str(),
                     "check the folder exists and is writable, or pass --out");
-  seconds.mark("tables and file");
-  console << "wrote " << result.json_path << "\n" << seconds.line();
+  stages.mark("tables and file");
+  console << "wrote " << result.json_path << "\n" << stage_seconds_line(phase_ms);
   return result;
 }
 

@@ -1,11 +1,11 @@
 #include "train/commands/probe_plan.h"
 
-#include <chrono>
 #include <fstream>
 #include <iomanip>
 #include <sstream>
 
 #include "core/error.h"
+#include "train/phase_clock.h"
 
 namespace sinklab::train {
 
@@ -100,11 +100,9 @@ std::vector<ProbeResult> probe_plan(const std::string& model_path,
                                     const std::vector<ProbePlanLine>& plan,
                                     const std::string& out_prefix, std::ostream& console) {
   SINKLAB_CHECK(!plan.empty(), ConfigError, "probe: an empty plan", "give at least one probe");
-  using Clock = std::chrono::steady_clock;
-  const auto seconds_since = [](Clock::time_point t) {
+  const auto seconds_text = [](Clock::time_point t) {
     std::ostringstream o;
-    o << std::fixed << std::setprecision(1)
-      << std::chrono::duration<double>(Clock::now() - t).count() << " s";
+    o << std::fixed << std::setprecision(1) << seconds_since(t) << " s";
     return o.str();
   };
   // Names the plan's line in front of an error of its probe.
@@ -119,7 +117,7 @@ std::vector<ProbeResult> probe_plan(const std::string& model_path,
   const auto read_start = Clock::now();
   const LoadedProbeModel model = load_probe_model(model_path, plan.front().options);
   console << "read " << model.checkpoint << " once for " << plan.size()
-          << " probes: " << seconds_since(read_start) << "\n";
+          << " probes: " << seconds_text(read_start) << "\n";
   for (const ProbePlanLine& p : plan)  // every line fits the model before the first probe
     at_line(p, [&] { return probe_run_config(model, p.options); });
   const std::string prefix = out_prefix.empty() ? model.checkpoint + ".probe" : out_prefix;
@@ -131,7 +129,7 @@ std::vector<ProbeResult> probe_plan(const std::string& model_path,
             << "): " << plan[i].text << "\n";
     const auto start = Clock::now();
     results.push_back(at_line(plan[i], [&] { return probe_loaded(model, options, console); }));
-    console << "   " << seconds_since(start) << "\n";
+    console << "   " << seconds_text(start) << "\n";
     console.flush();  // a call cut short keeps the probes done
   }
   return results;

@@ -14,16 +14,11 @@
 #include "train/io/atomic_file.h"
 #include "train/dist/handshake.h"
 #include "train/dist/socket.h"
+#include "train/phase_clock.h"
 
 namespace sinklab::train {
 
 namespace {
-
-using Clock = std::chrono::steady_clock;
-
-double seconds_since(Clock::time_point t0) {
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
 
 // Rank 0: accept world_size - 1 connections and send each the length-prefixed blob; with
 // `keep`, each rank's connection is kept at its index.
