@@ -802,46 +802,63 @@ __global__ void rmsnorm_groups_forward_kernel(const X* x, const float* gain, Y* 
   for (int i = 0; i < N; ++i) store_chunk(y + r * D + (gl + G * i) * kChunk, out[i]);
 }
 
-// One row r of rmsnorm_groups_backward_x_kernel, held by a group of G lanes (inactive lanes, r >=
-// rows, still join the group's shuffle and then return): dx = [res +] r * g - (r^3 / D) * x *
-// sum_d(x_d g_d), g = gain * dy, r = rstd; dy stored as Gy (y's dtype), x, res (or null) and dx
-// as X. dx16 (rows, D) or null (an f32 x only): dx rounded to nearest even as well (the
-// products' copy of a folded residual gradient, ops::remember_operand). An active lane then
-// calls after(draw, xv, inv): its chunks of dy as loaded, of x widened, and the row's rstd.
-template <class X, class Gy, class After>
-__device__ __forceinline__ void rmsnorm_groups_backward_row(const Gy* dy, const X* x,
-                                                            const float* gain, const float* rstd,
-                                                            const X* res, X* dx,
-                                                            __nv_bfloat16* dx16, int64_t r,
-                                                            int64_t rows, int64_t D, int64_t P,
-                                                            RowGroups g, After&& after) {
-  const int lane = threadIdx.x % kWarp, gl = lane % g.G;
-  const bool active = r < rows;
-  const float* gr = active && gain ? gain + (r * D) % P : nullptr;  // (D) slice of the gain
-  // Every load of the row first (x, dy and the residual gradient res), so that all are in
-  // flight at once: widening dy, or loading res between the stores of dx, made the next load
-  // wait for the one before.
-  typename ChunkOf<X>::type xraw[kMaxChunks], rraw[kMaxChunks];
-  typename ChunkOf<Gy>::type draw[kMaxChunks];
+// One row r of the grouped RMSNorm backward as loaded by a group of G lanes, N chunks a lane at
+// most (g.n of them used): the lane's chunks of x, dy and the residual gradient res, and the
+// row's rstd. Every load of the row is issued here, before any arithmetic, so that all are in
+// flight at once (widening dy, loading res between the stores of dx, or reading rstd after the
+// group's sum had made each wait for the one before).
+template <class X, class Gy, int N>
+struct GroupedRowLoad {
+  typename ChunkOf<X>::type x[N], res[N];
+  typename ChunkOf<Gy>::type dy[N];
+  float rstd;
+};
+
+template <int N, class X, class Gy>
+__device__ __forceinline__ GroupedRowLoad<X, Gy, N> load_grouped_row(const Gy* dy, const X* x,
+                                                                     const float* rstd,
+                                                                     const X* res, int64_t r,
+                                                                     int64_t rows, int64_t D,
+                                                                     RowGroups g) {
+  GroupedRowLoad<X, Gy, N> row{};
+  if (r >= rows) return row;  // an inactive lane: nothing read, nothing used
+  const int gl = (threadIdx.x % kWarp) % g.G;
 #pragma unroll
-  for (int i = 0; i < kMaxChunks; ++i) {
+  for (int i = 0; i < N; ++i) {
     if (i >= g.n) break;
     const int64_t at = r * D + (gl + g.G * i) * kChunk;
-    if (active) {
-      xraw[i] = load_raw_chunk(x + at);
-      draw[i] = load_raw_chunk(dy + at);
-      if (res) rraw[i] = load_raw_chunk(res + at);
-    }
+    row.x[i] = load_raw_chunk(x + at);
+    row.dy[i] = load_raw_chunk(dy + at);
+    if (res) row.res[i] = load_raw_chunk(res + at);
   }
-  float xv[kMaxChunks][kChunk], gv[kMaxChunks][kChunk];  // x and gain * dy
+  row.rstd = rstd[r];
+  return row;
+}
+
+// Row r of the grouped RMSNorm backward from its loads (inactive lanes, r >= rows, still join
+// the group's shuffle and then return): dx = [res +] r * g - (r^3 / D) * x * sum_d(x_d g_d),
+// g = gain * dy, r = rstd; dy stored as Gy (y's dtype), x, res (or null) and dx as X. dx16
+// (rows, D) or null (an f32 x only): dx rounded to nearest even as well (the products' copy of a
+// folded residual gradient, ops::remember_operand). An active lane then calls after(dy, xv,
+// inv): its chunks of dy as loaded, of x widened, and the row's rstd.
+template <int N, class X, class Gy, class After>
+__device__ __forceinline__ void finish_grouped_row(const GroupedRowLoad<X, Gy, N>& row,
+                                                   const float* gain, bool with_res, X* dx,
+                                                   __nv_bfloat16* dx16, int64_t r, int64_t rows,
+                                                   int64_t D, int64_t P, RowGroups g,
+                                                   After&& after) {
+  const int gl = (threadIdx.x % kWarp) % g.G;
+  const bool active = r < rows;
+  const float* gr = active && gain ? gain + (r * D) % P : nullptr;  // (D) slice of the gain
+  float xv[N][kChunk], gv[N][kChunk];  // x and gain * dy
   float dot = 0.f;
 #pragma unroll
-  for (int i = 0; i < kMaxChunks; ++i) {
+  for (int i = 0; i < N; ++i) {
     if (i >= g.n) break;
     const int64_t d0 = (gl + g.G * i) * kChunk;
     if (active) {
-      widen_chunk(xraw[i], xv[i]);
-      widen_chunk(draw[i], gv[i]);
+      widen_chunk(row.x[i], xv[i]);
+      widen_chunk(row.dy[i], gv[i]);
     }
 #pragma unroll
     for (int j = 0; j < kChunk; ++j) {
@@ -851,28 +868,28 @@ __device__ __forceinline__ void rmsnorm_groups_backward_row(const Gy* dy, const 
   }
   dot = group_sum(dot, g.G);
   if (!active) return;
-  const float inv = rstd[r];
+  const float inv = row.rstd;
   const float coef = inv * inv * inv * dot / static_cast<float>(D);
 #pragma unroll
-  for (int i = 0; i < kMaxChunks; ++i) {
+  for (int i = 0; i < N; ++i) {
     if (i >= g.n) break;
     const int64_t at = r * D + (gl + g.G * i) * kChunk;
     float out[kChunk];
 #pragma unroll
     for (int j = 0; j < kChunk; ++j) out[j] = inv * gv[i][j] - coef * xv[i][j];
-    if (res) {
+    if (with_res) {
       float rv[kChunk];
-      widen_chunk(rraw[i], rv);
+      widen_chunk(row.res[i], rv);
 #pragma unroll
       for (int j = 0; j < kChunk; ++j) out[j] = add_exact(rv[j], out[j]);
     }
     store_chunk(dx + at, out);
     if (dx16) store_chunk(dx16 + at, out);
   }
-  after(draw, xv, inv);
+  after(row.dy, xv, inv);
 }
 
-// RMSNorm's backward for rows of D = 8 G n, 32 / G rows a warp (rmsnorm_groups_backward_row).
+// RMSNorm's backward for rows of D = 8 G n, 32 / G rows a warp (one grouped row a lane group).
 template <class X, class Gy>
 __global__ void rmsnorm_groups_backward_x_kernel(const Gy* dy, const X* x, const float* gain,
                                                  const float* rstd, const X* res, X* dx,
@@ -881,8 +898,9 @@ __global__ void rmsnorm_groups_backward_x_kernel(const Gy* dy, const X* x, const
   const int lane = threadIdx.x % kWarp;
   const int64_t r = (static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.x / kWarp) *
                         (kWarp / g.G) + lane / g.G;
-  rmsnorm_groups_backward_row(dy, x, gain, rstd, res, dx, dx16, r, rows, D, P, g,
-                              [](const auto&, const auto&, float) {});
+  const auto row = load_grouped_row<kMaxChunks>(dy, x, rstd, res, r, rows, D, g);
+  finish_grouped_row(row, gain, res != nullptr, dx, dx16, r, rows, D, P, g,
+                     [](const auto&, const auto&, float) {});
 }
 
 // The gain's gradient in the same pass (ops::fused_norm_param_grads), where a warp's 32 / G rows
@@ -892,9 +910,13 @@ __global__ void rmsnorm_groups_backward_x_kernel(const Gy* dy, const X* x, const
 // of dynamic shared memory (kRowsPerBlock, P) f32 (a lane's columns change from batch to batch:
 // the warp synchronises between them); then the block adds the warps' slices in warp order into
 // partial (1, gridDim.x, P) f64, for column_finish. A fixed order: bit-identical across runs.
+// N: chunks a lane at most; U: batches whose loads are issued together before the first is
+// finished (in batch order, as one at a time would). Rows of one chunk a lane (head-wise
+// RMSNorm's rows of 64: 1 KB a warp's batch) take U = 4: one batch at a time had left too few
+// bytes in flight (1.0 TB/s, 153 us a 152M layer on an H100).
 constexpr int64_t kMaxGainPartial = 1536;  // 48 KB of slices a block
 
-template <class X, class Gy>
+template <class X, class Gy, int N, int U>
 __global__ void rmsnorm_groups_backward_params_kernel(const Gy* dy, const X* x,
                                                       const float* gain, const float* rstd,
                                                       const X* res, X* dx, __nv_bfloat16* dx16,
@@ -909,32 +931,43 @@ __global__ void rmsnorm_groups_backward_params_kernel(const Gy* dy, const X* x,
   __syncwarp();
   const int64_t first =
       (static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + warp) * batches_per_warp;
-  for (int64_t batch = first; batch < first + batches_per_warp; ++batch) {  // warp-uniform
-    const int64_t r = batch * (kWarp / g.G) + lane / g.G;
-    rmsnorm_groups_backward_row(
-        dy, x, gain, rstd, res, dx, dx16, r, rows, D, P, g,
-        [&](const auto& draw, const float (&xv)[kMaxChunks][kChunk], float inv) {
-          // (D / 4) this row's slice of the gain, as float4s (16-byte aligned: P and D are
-          // multiples of 8): two vector adds a chunk instead of eight scalar ones, which met
-          // 8-way bank conflicts (a lane's 8 consecutive columns, lanes 8 columns apart)
-          float4* columns = reinterpret_cast<float4*>(mine + (r * D) % P);
+  const int64_t end = first + batches_per_warp;
+  for (int64_t batch0 = first; batch0 < end; batch0 += U) {  // warp-uniform
+    GroupedRowLoad<X, Gy, N> loads[U];  // batch0 + u's row of this lane
 #pragma unroll
-          for (int i = 0; i < kMaxChunks; ++i) {
-            if (i >= g.n) break;
-            const int64_t q0 = (gl + g.G * i) * (kChunk / 4);
-            float d[kChunk];
-            widen_chunk(draw[i], d);
+    for (int u = 0; u < U; ++u)
+      if (batch0 + u < end)
+        loads[u] = load_grouped_row<N>(dy, x, rstd, res, (batch0 + u) * (kWarp / g.G) + lane / g.G,
+                                       rows, D, g);
 #pragma unroll
-            for (int h = 0; h < kChunk / 4; ++h) {
-              const float4 a = columns[q0 + h];
-              const float* e = d + 4 * h;
-              const float* v = xv[i] + 4 * h;
-              columns[q0 + h] = make_float4(a.x + e[0] * v[0] * inv, a.y + e[1] * v[1] * inv,
-                                            a.z + e[2] * v[2] * inv, a.w + e[3] * v[3] * inv);
+    for (int u = 0; u < U; ++u) {
+      if (batch0 + u >= end) break;
+      const int64_t r = (batch0 + u) * (kWarp / g.G) + lane / g.G;
+      finish_grouped_row(
+          loads[u], gain, res != nullptr, dx, dx16, r, rows, D, P, g,
+          [&](const auto& draw, const float (&xv)[N][kChunk], float inv) {
+            // (D / 4) this row's slice of the gain, as float4s (16-byte aligned: P and D are
+            // multiples of 8): two vector adds a chunk instead of eight scalar ones, which met
+            // 8-way bank conflicts (a lane's 8 consecutive columns, lanes 8 columns apart)
+            float4* columns = reinterpret_cast<float4*>(mine + (r * D) % P);
+#pragma unroll
+            for (int i = 0; i < N; ++i) {
+              if (i >= g.n) break;
+              const int64_t q0 = (gl + g.G * i) * (kChunk / 4);
+              float d[kChunk];
+              widen_chunk(draw[i], d);
+#pragma unroll
+              for (int h = 0; h < kChunk / 4; ++h) {
+                const float4 a = columns[q0 + h];
+                const float* e = d + 4 * h;
+                const float* v = xv[i] + 4 * h;
+                columns[q0 + h] = make_float4(a.x + e[0] * v[0] * inv, a.y + e[1] * v[1] * inv,
+                                              a.z + e[2] * v[2] * inv, a.w + e[3] * v[3] * inv);
+              }
             }
-          }
-        });
-    __syncwarp();  // the next batch's lanes add to columns this batch's other lanes wrote
+          });
+      __syncwarp();  // the next batch's lanes add to columns this batch's other lanes wrote
+    }
   }
   write_block_partials<1>(gain_acc, P, partial);
 }
@@ -1067,11 +1100,16 @@ void rmsnorm_backward_cuda(const Tensor& grad, const Tensor& x, const Tensor& ga
             const int64_t per_block = static_cast<int64_t>(kRowsPerBlock) * per_warp;
             const int64_t blocks = (batches + per_block - 1) / per_block;
             Tensor scratch = Tensor::empty({1, blocks, P}, DType::F64, x.device());  // partials
-            rmsnorm_groups_backward_params_kernel<X, G>
-                <<<static_cast<unsigned>(blocks), kRowThreads,
-                   static_cast<size_t>(kRowsPerBlock) * P * sizeof(float), stream()>>>(
-                    pdy, px, pg, prstd, pres, pdx, pdx16, rows, D, P, groups, per_warp,
-                    scratch.data<double>());
+            auto launch = [&](auto kernel) {
+              kernel<<<static_cast<unsigned>(blocks), kRowThreads,
+                       static_cast<size_t>(kRowsPerBlock) * P * sizeof(float), stream()>>>(
+                  pdy, px, pg, prstd, pres, pdx, pdx16, rows, D, P, groups, per_warp,
+                  scratch.data<double>());
+            };
+            if (groups.n == 1)  // short rows (head-wise RMSNorm's): four batches in flight
+              launch(rmsnorm_groups_backward_params_kernel<X, G, 1, 4>);
+            else
+              launch(rmsnorm_groups_backward_params_kernel<X, G, kMaxChunks, 1>);
             SINKLAB_KERNEL_CHECK("rmsnorm backward (x, gain)");
             column_finish<T, 1>(scratch.data<double>(), blocks, P, grad_gain->data<T>(),
                                 static_cast<T*>(nullptr));
