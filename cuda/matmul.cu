@@ -14,6 +14,9 @@
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 
+#include <algorithm>
+#include <array>
+#include <cstdio>
 #include <map>
 #include <tuple>
 
@@ -129,11 +132,18 @@ using LtKey = std::tuple<int64_t, int64_t, int64_t, int64_t, long long, long lon
                          LtEpilogue, bool>;  // batch, M, N, K, stride_a, stride_b, trans_a,
                                              // trans_b, epilogue, bf16 output
 
+constexpr int kMaxGemmSearch = 64;  // run.gemm_search's most (train/config.cpp checks it)
+
 struct LtPlan {
   cublasLtMatmulDesc_t desc = nullptr;
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;  // cuBLAS's A (our b), B, C
-  cublasLtMatmulAlgo_t algo{};
+  cublasLtMatmulAlgo_t algo{};  // the one the products use
   bool found = false;  // the heuristic returned an algorithm
+  // run.gemm_search: the heuristic's candidates, best ranked first, until the first call times
+  // them (searched: algo is the fastest, or there was nothing to choose from)
+  std::array<cublasLtMatmulAlgo_t, kMaxGemmSearch> candidates{};
+  int candidate_count = 0;
+  bool searched = true;
 };
 
 cublasLtMatrixLayout_t lt_layout(cudaDataType_t type, int64_t rows, int64_t cols, int64_t ld,
@@ -151,7 +161,7 @@ cublasLtMatrixLayout_t lt_layout(cudaDataType_t type, int64_t rows, int64_t cols
 
 // Row-major C (batch, M, N) = op(a) op(b) [+ bias (N) per row] is column-major
 // C^T (N, M) = op(b)^T op(a)^T: cuBLAS's A is our b, its B our a, and the bias runs along its rows.
-const LtPlan& lt_plan(const LtKey& key) {
+LtPlan& lt_plan(const LtKey& key) {
   static std::map<LtKey, LtPlan> plans;
   auto found = plans.find(key);
   if (found != plans.end()) return found->second;
@@ -206,17 +216,78 @@ const LtPlan& lt_plan(const LtKey& key) {
   const size_t workspace = kLtWorkspaceBytes;
   SINKLAB_CUBLASLT_CHECK(cublasLtMatmulPreferenceSetAttribute(
       preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace, sizeof(workspace)));
-  cublasLtMatmulHeuristicResult_t result{};
+  // The heuristic's first, or its first ops::gemm_search for the first call to time.
+  cublasLtMatmulHeuristicResult_t results[kMaxGemmSearch] = {};
+  const int requested = std::clamp(ops::gemm_search, 1, kMaxGemmSearch);
   int returned = 0;
   // A combination this cuBLASLt does not support (e.g. an epilogue with some output type) is
   // reported as an error status here: no plan then, the caller falls back.
-  const cublasStatus_t status =
-      cublasLtMatmulAlgoGetHeuristic(lt_handle(), plan.desc, plan.a, plan.b, plan.c, plan.c,
-                                     preference, 1, &result, &returned);
+  const cublasStatus_t status = cublasLtMatmulAlgoGetHeuristic(
+      lt_handle(), plan.desc, plan.a, plan.b, plan.c, plan.c, preference,
+      requested, results, &returned);
   SINKLAB_CUBLASLT_CHECK(cublasLtMatmulPreferenceDestroy(preference));
   plan.found = status == CUBLAS_STATUS_SUCCESS && returned > 0;
-  if (plan.found) plan.algo = result.algo;
+  if (plan.found) {
+    plan.algo = results[0].algo;
+    for (int i = 0; i < returned; ++i) plan.candidates[i] = results[i].algo;
+    plan.candidate_count = returned;
+    plan.searched = returned < 2;
+  }
   return plans.emplace(key, plan).first->second;
+}
+
+// run.gemm_search: times each of the plan's candidates on this call's operands (a warm-up, then
+// three runs between two events on the compute stream) and keeps the fastest in plan.algo. C is
+// written by the runs unless the call accumulates (beta 1): then they write a scratch C, and the
+// caller's product afterwards writes C (and the epilogue's aux or bias outputs, which the runs
+// also wrote) once with the chosen algorithm. Not while the stream is captured into a graph:
+// the plan stays unsearched (the heuristic's first) until an eager call.
+void search_algorithm(LtPlan& plan, const LtKey& key, const void* a, const void* b, Tensor& c,
+                      float beta) {
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  SINKLAB_CUDA_CHECK(cudaStreamIsCapturing(stream(), &capture));
+  if (capture != cudaStreamCaptureStatusNone) return;
+  // (batch, M, N) in c's dtype: the runs' output when C must not change
+  Tensor scratch = beta != 0.f ? Tensor::empty(c.shape(), c.dtype(), c.device()) : Tensor();
+  void* out = beta != 0.f ? scratch.raw_data() : c.raw_data();
+  const float alpha = 1.0f;
+  cudaEvent_t start, stop;
+  SINKLAB_CUDA_CHECK(cudaEventCreate(&start));
+  SINKLAB_CUDA_CHECK(cudaEventCreate(&stop));
+  constexpr int kRuns = 3;
+  float us[kMaxGemmSearch];  // a run of each candidate; -1: it failed
+  int best = 0;
+  for (int i = 0; i < plan.candidate_count; ++i) {
+    us[i] = -1.f;
+    auto run = [&] {
+      return cublasLtMatmul(lt_handle(), plan.desc, &alpha, b, plan.a, a, plan.b, &beta, out,
+                            plan.c, out, plan.c, &plan.candidates[i], lt_workspace(),
+                            kLtWorkspaceBytes, stream());
+    };
+    if (run() != CUBLAS_STATUS_SUCCESS) continue;  // a candidate this call cannot run
+    SINKLAB_CUDA_CHECK(cudaEventRecord(start, stream()));
+    bool ran = true;
+    for (int r = 0; r < kRuns; ++r) ran = ran && run() == CUBLAS_STATUS_SUCCESS;
+    SINKLAB_CUDA_CHECK(cudaEventRecord(stop, stream()));
+    SINKLAB_CUDA_CHECK(cudaEventSynchronize(stop));
+    float ms = 0;
+    SINKLAB_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+    if (!ran) continue;
+    us[i] = 1000.f * ms / kRuns;
+    if (us[best] < 0 || us[i] < us[best]) best = i;
+  }
+  SINKLAB_CUDA_CHECK(cudaEventDestroy(start));
+  SINKLAB_CUDA_CHECK(cudaEventDestroy(stop));
+  if (us[best] >= 0) plan.algo = plan.candidates[best];
+  plan.searched = true;
+  ops::count_gemm_search();
+  const auto [batch, M, N, K, stride_a, stride_b, ta, tb, epilogue, bf16_out] = key;
+  std::fprintf(stderr,
+               "gemm search: (%lld x) %lld x %lld x %lld%s%s, epilogue %d: the heuristic's first "
+               "%.1f us, candidate %d of %d %.1f us\n",
+               static_cast<long long>(batch), static_cast<long long>(M), static_cast<long long>(N),
+               static_cast<long long>(K), ta ? ", a^T" : "", tb ? ", b^T" : "",
+               static_cast<int>(epilogue), us[0], best + 1, plan.candidate_count, us[best]);
 }
 
 // c (batch, M, N) f32 or bf16 = op(a16) op(b16) (+ c when accumulate), then the epilogue:
@@ -242,8 +313,8 @@ bool lt_gemm(const Tensor& a16, bool ta, const Tensor& b16, bool tb, Tensor& c, 
                         epilogue != LtEpilogue::kBGradB;
   if (with_aux && N % 8 != 0) return false;
   if (epilogue != LtEpilogue::kNone && epilogue != LtEpilogue::kBias && batch != 1) return false;
-  const LtPlan& plan = lt_plan({batch, M, N, K, stride_a, stride_b, ta, tb, epilogue,
-                                c.dtype() == DType::BF16});
+  const LtKey key{batch, M, N, K, stride_a, stride_b, ta, tb, epilogue, c.dtype() == DType::BF16};
+  LtPlan& plan = lt_plan(key);
   if (!plan.found) return false;
   if (bias)
     SINKLAB_CUBLASLT_CHECK(cublasLtMatmulDescSetAttribute(
@@ -252,6 +323,7 @@ bool lt_gemm(const Tensor& a16, bool ta, const Tensor& b16, bool tb, Tensor& c, 
     SINKLAB_CUBLASLT_CHECK(cublasLtMatmulDescSetAttribute(
         plan.desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux, sizeof(aux)));
   const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
+  if (!plan.searched) search_algorithm(plan, key, a16.raw_data(), b16.raw_data(), c, beta);
   SINKLAB_CUBLASLT_CHECK(cublasLtMatmul(lt_handle(), plan.desc, &alpha, b16.raw_data(), plan.a,
                                         a16.raw_data(), plan.b, &beta, c.raw_data(), plan.c,
                                         c.raw_data(), plan.c, &plan.algo, lt_workspace(),

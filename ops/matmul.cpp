@@ -1,5 +1,6 @@
 #include "ops/matmul.h"
 
+#include <atomic>
 #include <optional>
 
 #include "core/precision.h"
@@ -18,6 +19,13 @@ OpKernels<WeightBiasGradFn, WeightBiasGradFn> weight_bias_grad_kernels{
     "weight_bias_grad", weight_bias_grad_composed, nullptr};
 Bf16Gemm bf16_gemm_preference = Bf16Gemm::Rounded;
 GemmEpilogues gemm_epilogues = GemmEpilogues::None;
+int gemm_search = 0;
+
+namespace {
+std::atomic<int64_t> g_gemm_searches{0};
+}  // namespace
+int64_t gemm_searches() { return g_gemm_searches.load(); }
+void count_gemm_search() { ++g_gemm_searches; }
 bool bias_grad_columns = true;
 
 WeightGradSink::WeightGradSink(const Tensor& w) {

@@ -16,6 +16,7 @@
 #pragma once
 #include <utility>
 
+#include "core/scoped_value.h"
 #include "core/tensor.h"
 #include "ops/op_table.h"
 
@@ -78,6 +79,23 @@ extern GemmEpilogues gemm_epilogues;
 // (sum_leading) from the same bf16 operand g3, the same values summed in another order: half the
 // bytes of the f32 gradient the composed row sums. On by default (measured faster on an H100).
 extern bool bias_grad_columns;
+// How many of cuBLASLt's candidate algorithms a CUDA bf16 product times on its first call with a
+// shape (run.gemm_search): 0 or 1 takes the heuristic's first, as cuBLASLt ranks them (the
+// default); N > 1 asks the heuristic for up to N, runs each on the call's own operands (a warm-up
+// and three timed runs, into scratch where the product accumulates) and keeps the fastest for
+// the process, printing one line a shape. The choice follows the timings, so two processes may
+// choose differently and then differ in the last bits (bit-exact resume is not guaranteed with
+// it); not while the stream is being captured into a CUDA graph (the first is taken then).
+// Read when a shape's plan is made; the trainer sets it once from the config.
+extern int gemm_search;
+// Shapes whose candidates were timed (run.gemm_search) since the process started (for tests).
+int64_t gemm_searches();
+void count_gemm_search();
+// Sets gemm_search for a scope (tests, benchmarks).
+class GemmSearchGuard : ScopedValue<int> {
+ public:
+  explicit GemmSearchGuard(int candidates) : ScopedValue(gemm_search, candidates) {}
+};
 
 // The operand a product should read: under Precision::BF16, an f32 CUDA tensor is rounded to a
 // bf16 copy once (so an operand used by two products, like a gradient in linear's backward, is

@@ -140,6 +140,63 @@ TEST_CASE("cuda: matmul (all transposes, batched and shared) and linear match th
       {x, w});
 }
 
+TEST_CASE("cuda: run.gemm_search times cuBLASLt's candidates once a shape and keeps one: "
+          "products, accumulating ones too, match the CPU within bf16 rounding",
+          "[cuda]") {
+  SINKLAB_REQUIRE_CUDA();
+  // Each operand rounded to bf16 (relative error uniform within 2^-9): a product of K = 136
+  // unit-normal terms is off by about sqrt(K) * 2^-9 * sqrt(2/3) = 0.019 (one standard
+  // deviation), two products summed by 0.026, and the largest of 13,800 outputs by about 4.3 of
+  // those (0.11, as an H100 measured with atol 0.08: 0.106 at |y| = 1.16). atol 0.3 is over ten;
+  // a wrong algorithm is off by the values themselves (about 12).
+  test::CudaCompareOptions loose;
+  loose.rtol = 2e-2;
+  loose.atol = 0.3;
+  PrecisionGuard bf16(Precision::BF16);
+  const ops::GemmSearchGuard search(8);
+  // Shapes no other case makes (a plan is made once a shape, searched on its first call): a
+  // linear with its bias in the epilogue, used twice (its products and their gradients' are
+  // searched on their first calls, which write C: beta 0).
+  Tensor x1 = random_tensor({3, 23, 136}, 30, DType::F32, 1.0, true);
+  Tensor x2 = random_tensor({3, 23, 136}, 31, DType::F32, 1.0, true);
+  Tensor w = random_tensor({200, 136}, 32, DType::F32, 1.0, true);
+  Tensor bias = random_tensor({200}, 33, DType::F32, 1.0, true);
+  const auto twice = [](const auto& in) {
+    return ops::add(ops::linear(in[0], in[2], in[3]), ops::linear(in[1], in[2], in[3]));
+  };
+  const int64_t before = ops::gemm_searches();
+  require_cuda_matches_cpu(twice, {x1, x2, w, bias}, loose);
+  REQUIRE(ops::gemm_searches() > before);  // the search ran (a GPU offers several candidates)
+  // Chosen once: the same shapes again give the same bits, and search no more.
+  const int64_t searched = ops::gemm_searches();
+  auto grads = [&] {
+    std::vector<Tensor> in;
+    for (const Tensor& t : {x1, x2, w, bias}) {
+      in.push_back(t.detach().to_device(Device::cuda()));
+      in.back().set_requires_grad(true);
+    }
+    const Tensor y = twice(in);
+    autograd::backward(ops::sum(y));
+    return std::vector<std::vector<double>>{y.to_doubles(), in[0].grad().to_doubles(),
+                                            in[2].grad().to_doubles(), in[3].grad().to_doubles()};
+  };
+  REQUIRE(grads() == grads());
+  REQUIRE(ops::gemm_searches() == searched);
+  // A product that accumulates into C (beta 1: a weight gradient added into the flat gradient
+  // buffer) on its first call: the search's runs write scratch, and C gets the product once.
+  // K = 57: one standard deviation of the bf16 operands' error is sqrt(57) * 2^-9 * sqrt(2/3) =
+  // 0.012, the largest of 6,336 outputs about 0.05; C + 2 g^T x would be off by about 7.5.
+  const Tensor g = random_tensor({1, 57, 72}, 34, DType::F32);   // (1, K, M)
+  const Tensor xk = random_tensor({1, 57, 88}, 35, DType::F32);  // (1, K, N)
+  const Tensor c0 = random_tensor({1, 72, 88}, 36, DType::F32);  // (1, M, N)
+  Tensor c = c0.to_device(Device::cuda());                       // (1, M, N)
+  ops::matmul_kernels.forward(Device::cuda())(g.to_device(Device::cuda()), true,
+                                              xk.to_device(Device::cuda()), false, c, true);
+  REQUIRE(ops::gemm_searches() == searched + 1);
+  test::require_close(c.to_device(Device::cpu()), ops::add(c0, ops::matmul(g, xk, true, false)),
+                      2e-2, 0.2);
+}
+
 TEST_CASE("cuda: bf16 tensor-core products match the CPU within bf16 rounding", "[cuda]") {
   SINKLAB_REQUIRE_CUDA();
   // Operands rounded to bf16 (8 significant bits, relative error <= 2^-9 each) and summed in

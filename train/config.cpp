@@ -226,6 +226,7 @@ const std::vector<Field>& fields() {
       SINKLAB_KEY(run, RunSection, cpu_gemm),
       SINKLAB_KEY(run, RunSection, gemm_epilogues),
       SINKLAB_KEY(run, RunSection, bias_grad_columns),
+      SINKLAB_KEY(run, RunSection, gemm_search, kNonNeg),
       SINKLAB_KEY(run, RunSection, fused_cross_entropy),
       SINKLAB_KEY(run, RunSection, fold_residual_grads),
       SINKLAB_KEY(run, RunSection, rope_in_place),
@@ -1070,6 +1071,10 @@ void validate(const RunConfig& c) {
                 "run.bucket_mib is " << yu::format_double(run.bucket_mib) << " in " << file
                                      << ": the most it may be is 1048576 (1 TiB)",
                 "set run.bucket_mib to e.g. 25 (the default)");
+  SINKLAB_CHECK(run.gemm_search <= 64, ConfigError,
+                "run.gemm_search is " << run.gemm_search << " in " << file
+                                      << ": the most it may be is 64 candidate algorithms",
+                "set run.gemm_search to 0 (the heuristic's first, the default) or e.g. 8");
   SINKLAB_CHECK(run.collective_timeout_s <= 1e7, ConfigError,
                 "run.collective_timeout_s is " << yu::format_double(run.collective_timeout_s)
                                                << " in " << file

@@ -22,6 +22,7 @@ void apply_process_settings(const RunSection& run) {
   ops::bf16_gemm_preference = run.bf16_gemm;
   ops::gemm_epilogues = run.gemm_epilogues;
   ops::bias_grad_columns = run.bias_grad_columns;
+  ops::gemm_search = static_cast<int>(run.gemm_search);  // at most 64 (validated)
   ops::fused_cross_entropy = run.fused_cross_entropy;
   ops::fold_residual_grads = run.fold_residual_grads;
   ops::rope_in_place = run.rope_in_place;

@@ -68,6 +68,7 @@ void require_same(const RunConfig& a, const RunConfig& b) {
   REQUIRE(a.run.metrics_priority == b.run.metrics_priority);
   REQUIRE(a.run.cpu_gemm == b.run.cpu_gemm);
   REQUIRE(a.run.gemm_epilogues == b.run.gemm_epilogues);
+  REQUIRE(a.run.gemm_search == b.run.gemm_search);
   REQUIRE(a.run.bias_grad_columns == b.run.bias_grad_columns);
   REQUIRE(a.run.fused_cross_entropy == b.run.fused_cross_entropy);
   REQUIRE(a.run.fold_residual_grads == b.run.fold_residual_grads);
@@ -810,7 +811,8 @@ TEST_CASE("config: the run keys that were SINKLAB_* environment variables", "[co
                    "  seed: 1337\n  profile: false\n  bucket_mib: 25.0\n"
                    "  collective_timeout_s: 600.0\n  bf16_gemm: rounded\n"
                    "  metrics_priority: low\n  cpu_gemm: auto\n  gemm_epilogues: forward_bias_grad\n"
-                   "  bias_grad_columns: true\n  fused_cross_entropy: true\n  fold_residual_grads: true\n"
+                   "  bias_grad_columns: true\n  gemm_search: 0\n  fused_cross_entropy: true\n"
+                   "  fold_residual_grads: true\n"
                    "  rope_in_place: true\n  bf16_branch_outputs: true\n"
                    "  fused_norm_param_grads: true\n  flat_weight_operands: true\n"
                    "  head_norm_statistics: false\n"
@@ -823,7 +825,8 @@ TEST_CASE("config: the run keys that were SINKLAB_* environment variables", "[co
       "", "s.yaml",
       {"run.profile=true", "run.bucket_mib=0.02", "run.collective_timeout_s=2.5",
        "run.bf16_gemm=fast", "run.metrics_priority=equal", "run.cpu_gemm=reference",
-       "run.gemm_epilogues=forward", "run.bias_grad_columns=false", "run.fused_cross_entropy=false",
+       "run.gemm_epilogues=forward", "run.bias_grad_columns=false", "run.gemm_search=8",
+       "run.fused_cross_entropy=false",
        "run.fold_residual_grads=false", "run.rope_in_place=false",
        "run.bf16_branch_outputs=false", "run.fused_norm_param_grads=false",
        "run.flat_weight_operands=false",
@@ -835,7 +838,7 @@ TEST_CASE("config: the run keys that were SINKLAB_* environment variables", "[co
   REQUIRE(contains(text, "  profile: true\n  bucket_mib: 0.02\n  collective_timeout_s: 2.5\n"
                          "  bf16_gemm: fast\n  metrics_priority: equal\n  cpu_gemm: reference\n"
                          "  gemm_epilogues: forward\n  bias_grad_columns: false\n"
-                         "  fused_cross_entropy: false\n"
+                         "  gemm_search: 8\n  fused_cross_entropy: false\n"
                          "  fold_residual_grads: false\n  rope_in_place: false\n"
                          "  bf16_branch_outputs: false\n  fused_norm_param_grads: false\n"
                          "  flat_weight_operands: false\n"
@@ -863,6 +866,12 @@ TEST_CASE("config: the run keys that were SINKLAB_* environment variables", "[co
   REQUIRE_MENTIONS(config_error("run: {cpu_gemm: mkl}"), "run.cpu_gemm",
                    "auto, openblas, reference");
   REQUIRE_NOTHROW(parse_config("run: {bucket_mib: 1048576, collective_timeout_s: 1e7}", "b.yaml"));
+  // run.gemm_search: 0 to 64 candidate algorithms.
+  REQUIRE_MENTIONS(config_error("run: {gemm_search: 65}"), "run.gemm_search", "65", "64",
+                   "configs/x.yaml");
+  REQUIRE_MENTIONS(config_error("run: {gemm_search: -1}"), "run.gemm_search", "-1",
+                   "zero or more");
+  REQUIRE(parse_config("run: {gemm_search: 64}", "b.yaml").run.gemm_search == 64);
 }
 
 TEST_CASE("config: to_yaml writes every key and reads back to the same config", "[config]") {
