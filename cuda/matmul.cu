@@ -17,6 +17,8 @@
 #include <algorithm>
 #include <array>
 #include <cstdio>
+#include <cstring>
+#include <string>
 #include <map>
 #include <tuple>
 
@@ -24,6 +26,7 @@
 #include "cuda/check.h"
 #include "cuda/runtime.h"
 #include "ops/elementwise.h"
+#include "ops/gemm_choices.h"
 #include "ops/matmul.h"
 #include "ops/mlp.h"
 
@@ -144,7 +147,20 @@ struct LtPlan {
   std::array<cublasLtMatmulAlgo_t, kMaxGemmSearch> candidates{};
   int candidate_count = 0;
   bool searched = true;
+  bool chosen = false;  // algo was timed fastest, or given by ops::use_gemm_choices
 };
+
+// Every plan made in this process, by key (ops::forget_gemm_plans clears it).
+std::map<LtKey, LtPlan>& lt_plans() {
+  static std::map<LtKey, LtPlan> plans;
+  return plans;
+}
+
+// Algorithms ops::use_gemm_choices gave for keys, taken by their plans without a search.
+std::map<LtKey, cublasLtMatmulAlgo_t>& given_algorithms() {
+  static std::map<LtKey, cublasLtMatmulAlgo_t> given;
+  return given;
+}
 
 cublasLtMatrixLayout_t lt_layout(cudaDataType_t type, int64_t rows, int64_t cols, int64_t ld,
                                  int64_t batch, long long stride) {
@@ -161,8 +177,21 @@ cublasLtMatrixLayout_t lt_layout(cudaDataType_t type, int64_t rows, int64_t cols
 
 // Row-major C (batch, M, N) = op(a) op(b) [+ bias (N) per row] is column-major
 // C^T (N, M) = op(b)^T op(a)^T: cuBLAS's A is our b, its B our a, and the bias runs along its rows.
+// Makes the plan take `algo` where cuBLASLt accepts it for the plan's shape: true then.
+bool take_given_algorithm(LtPlan& plan, const cublasLtMatmulAlgo_t& algo) {
+  cublasLtMatmulHeuristicResult_t check{};
+  if (cublasLtMatmulAlgoCheck(lt_handle(), plan.desc, plan.a, plan.b, plan.c, plan.c, &algo,
+                              &check) != CUBLAS_STATUS_SUCCESS ||
+      check.workspaceSize > kLtWorkspaceBytes)
+    return false;
+  plan.algo = algo;
+  plan.searched = true;
+  plan.chosen = true;
+  return true;
+}
+
 LtPlan& lt_plan(const LtKey& key) {
-  static std::map<LtKey, LtPlan> plans;
+  std::map<LtKey, LtPlan>& plans = lt_plans();
   auto found = plans.find(key);
   if (found != plans.end()) return found->second;
   const auto [batch, M, N, K, stride_a, stride_b, ta, tb, epilogue, bf16_out] = key;
@@ -232,6 +261,8 @@ LtPlan& lt_plan(const LtKey& key) {
     for (int i = 0; i < returned; ++i) plan.candidates[i] = results[i].algo;
     plan.candidate_count = returned;
     plan.searched = returned < 2;
+    const auto given = given_algorithms().find(key);
+    if (given != given_algorithms().end()) take_given_algorithm(plan, given->second);
   }
   return plans.emplace(key, plan).first->second;
 }
@@ -280,6 +311,7 @@ void search_algorithm(LtPlan& plan, const LtKey& key, const void* a, const void*
   SINKLAB_CUDA_CHECK(cudaEventDestroy(stop));
   if (us[best] >= 0) plan.algo = plan.candidates[best];
   plan.searched = true;
+  plan.chosen = true;
   ops::count_gemm_search();
   const auto [batch, M, N, K, stride_a, stride_b, ta, tb, epilogue, bf16_out] = key;
   std::fprintf(stderr,
@@ -494,9 +526,83 @@ void weight_bias_grad_cuda(const Tensor& g, const Tensor& g3, const Tensor& x3, 
   ops::weight_bias_grad_composed(g, g3, x3, gw, accumulate, grad_bias);
 }
 
+// The library and the card the choices are made with: "cublasLt <version> on <device name>".
+std::string gemm_library() {
+  int device = 0;
+  SINKLAB_CUDA_CHECK(cudaGetDevice(&device));
+  cudaDeviceProp prop{};
+  SINKLAB_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
+  return "cublasLt " + std::to_string(cublasLtGetVersion()) + " on " + prop.name;
+}
+
+// ops::gemm_choices: every plan whose algorithm was chosen (timed fastest, or given).
+std::string gemm_choices_cuda() {
+  static_assert(sizeof(cublasLtMatmulAlgo_t) == std::tuple_size_v<decltype(ops::GemmChoice::algorithm)>,
+                "cuBLASLt's algorithm is 64 opaque bytes");
+  ops::GemmChoices out;
+  auto add = [&](const LtKey& key, const cublasLtMatmulAlgo_t& algo) {
+    const auto [batch, M, N, K, stride_a, stride_b, ta, tb, epilogue, bf16_out] = key;
+    ops::GemmChoice g;
+    g.shape = {batch, M, N, K, stride_a, stride_b, ta, tb, static_cast<int64_t>(epilogue), bf16_out};
+    std::memcpy(g.algorithm.data(), &algo, g.algorithm.size());
+    out.choices.push_back(g);
+  };
+  for (const auto& [key, plan] : lt_plans())
+    if (plan.chosen) add(key, plan.algo);
+  // Given ones this process has not multiplied yet: a later resume may (a final evaluation's).
+  for (const auto& [key, algo] : given_algorithms())
+    if (lt_plans().count(key) == 0) add(key, algo);
+  if (out.choices.empty()) return "";
+  out.library = gemm_library();
+  return ops::format_gemm_choices(out);
+}
+
+// ops::use_gemm_choices: the shapes' algorithms, for plans made from now on and those made.
+void use_gemm_choices_cuda(const std::string& text, const std::string& where) {
+  const ops::GemmChoices given = ops::parse_gemm_choices(text, where);
+  if (given.choices.empty()) return;
+  const std::string library = gemm_library();
+  if (given.library != library) {
+    std::fprintf(stderr,
+                 "gemm choices in %s were made with %s; this process has %s: its products "
+                 "search again (run.gemm_search)\n",
+                 where.c_str(), given.library.c_str(), library.c_str());
+    return;
+  }
+  for (const ops::GemmChoice& g : given.choices) {
+    const auto& v = g.shape;  // batch, M, N, K, stride_a, stride_b, ta, tb, epilogue, bf16_out
+    SINKLAB_CHECK(v[8] >= 0 && v[8] <= static_cast<int64_t>(LtEpilogue::kBGradB), ValueError,
+                  "gemm choices in " << where << ": epilogue " << v[8] << " is not one this "
+                                     << "build knows (0 to "
+                                     << static_cast<int>(LtEpilogue::kBGradB) << ")",
+                  "resume with run.gemm_search: 0, or with the build that wrote them");
+    const LtKey key{v[0], v[1], v[2], v[3], v[4], v[5], v[6] != 0, v[7] != 0,
+                    static_cast<LtEpilogue>(v[8]), v[9] != 0};
+    cublasLtMatmulAlgo_t algo;
+    std::memcpy(&algo, g.algorithm.data(), g.algorithm.size());
+    given_algorithms()[key] = algo;
+    const auto made = lt_plans().find(key);
+    if (made != lt_plans().end() && made->second.found) take_given_algorithm(made->second, algo);
+  }
+}
+
+// ops::forget_gemm_plans: as a new process starts.
+void forget_gemm_plans_cuda() {
+  for (auto& [key, plan] : lt_plans()) {
+    if (plan.desc) SINKLAB_CUBLASLT_CHECK(cublasLtMatmulDescDestroy(plan.desc));
+    for (cublasLtMatrixLayout_t layout : {plan.a, plan.b, plan.c})
+      if (layout) SINKLAB_CUBLASLT_CHECK(cublasLtMatrixLayoutDestroy(layout));
+  }
+  lt_plans().clear();
+  given_algorithms().clear();
+}
+
 }  // namespace
 
 void install_matmul_kernels() {
+  ops::gemm_choices_on_device = gemm_choices_cuda;
+  ops::use_gemm_choices_on_device = use_gemm_choices_cuda;
+  ops::forget_gemm_plans_on_device = forget_gemm_plans_cuda;
   ops::linear_kernels.cuda_forward = linear_forward_cuda;
   ops::bf16_round_kernels.cuda_forward = round_to_bf16_cuda;
   ops::matmul_kernels.cuda_forward = batched_gemm_cuda;

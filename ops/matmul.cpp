@@ -26,6 +26,20 @@ std::atomic<int64_t> g_gemm_searches{0};
 }  // namespace
 int64_t gemm_searches() { return g_gemm_searches.load(); }
 void count_gemm_search() { ++g_gemm_searches; }
+
+std::string (*gemm_choices_on_device)() = nullptr;
+void (*use_gemm_choices_on_device)(const std::string&, const std::string&) = nullptr;
+void (*forget_gemm_plans_on_device)() = nullptr;
+
+std::string gemm_choices() { return gemm_choices_on_device ? gemm_choices_on_device() : ""; }
+
+void use_gemm_choices(const std::string& text, const std::string& where) {
+  if (use_gemm_choices_on_device) use_gemm_choices_on_device(text, where);
+}
+
+void forget_gemm_plans() {
+  if (forget_gemm_plans_on_device) forget_gemm_plans_on_device();
+}
 bool bias_grad_columns = true;
 
 WeightGradSink::WeightGradSink(const Tensor& w) {

@@ -14,6 +14,7 @@
 //     x may be bf16 on a GPU (such an output, e.g. GELU's) with an f32 w: it is the operand as
 //     is, and its gradient is written in bf16.
 #pragma once
+#include <string>
 #include <utility>
 
 #include "core/scoped_value.h"
@@ -84,8 +85,10 @@ extern bool bias_grad_columns;
 // default); N > 1 asks the heuristic for up to N, runs each on the call's own operands (a warm-up
 // and three timed runs, into scratch where the product accumulates) and keeps the fastest for
 // the process, printing one line a shape. The choice follows the timings, so two processes may
-// choose differently and then differ in the last bits (bit-exact resume is not guaranteed with
-// it); not while the stream is being captured into a CUDA graph (the first is taken then).
+// choose differently and then differ in the last bits: the trainer keeps the choices in each
+// checkpoint (gemm_choices below) and a resumed process takes them again (with data parallel,
+// rank 0's: the other ranks' may differ from theirs). Not while the stream is being captured
+// into a CUDA graph (the first is taken then).
 // Read when a shape's plan is made; the trainer sets it once from the config.
 extern int gemm_search;
 // Shapes whose candidates were timed (run.gemm_search) since the process started (for tests).
@@ -96,6 +99,23 @@ class GemmSearchGuard : ScopedValue<int> {
  public:
   explicit GemmSearchGuard(int candidates) : ScopedValue(gemm_search, candidates) {}
 };
+// The algorithms run.gemm_search chose (or took from use_gemm_choices) in this process, as
+// ops/gemm_choices.h's text; "" without a GPU or before any choice. The trainer keeps it in each
+// checkpoint.
+std::string gemm_choices();
+// Has the product shapes that `text` names take its algorithms from now on, without a search,
+// where they were chosen with this library on this card (otherwise it says so on stderr, once,
+// and the shapes are searched again); a shape's algorithm that cuBLASLt no longer accepts for it
+// is searched again too. ValueError naming `where` and the line for text that is not that
+// format. Nothing without a GPU.
+void use_gemm_choices(const std::string& text, const std::string& where);
+// Forgets every product plan and choice, as a new process starts (tests of resume within one
+// process).
+void forget_gemm_plans();
+// Installed by the CUDA backend (cuda/matmul.cu); null without one.
+extern std::string (*gemm_choices_on_device)();
+extern void (*use_gemm_choices_on_device)(const std::string& text, const std::string& where);
+extern void (*forget_gemm_plans_on_device)();
 
 // The operand a product should read: under Precision::BF16, an f32 CUDA tensor is rounded to a
 // bf16 copy once (so an operand used by two products, like a gradient in linear's backward, is

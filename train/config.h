@@ -91,8 +91,8 @@ struct RunSection {
                                     // bf16_branch_outputs
   int64_t gemm_search = 0;         // GPU bf16 products: time up to N of cuBLASLt's candidate
                                     // algorithms on each shape's first call and keep the fastest
-                                    // (ops/matmul.h); 0: the heuristic's first (the default, and
-                                    // the only bit-reproducible choice across processes)
+                                    // (ops/matmul.h); 0: the heuristic's first (the default: the
+                                    // same in every process); the choices travel with checkpoints
   bool fused_cross_entropy = true;  // the loss's gradient written in the forward's pass over
                                     // the logits (ops/cross_entropy.h): one read of the logits
                                     // fewer per step; the backward only scales it (0.1 to 1.0%

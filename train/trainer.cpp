@@ -21,6 +21,7 @@
 #include "core/device_runtime.h"
 #include "core/precision.h"
 #include "ops/attention.h"
+#include "ops/matmul.h"
 #include "train/fault_point.h"
 #include "train/io/val_losses_file.h"
 #include "core/random.h"
@@ -430,6 +431,10 @@ void Run::resume_from_checkpoints() {
     }
     v.train_data->set_cursor(state.train_cursor);
     v.skipped_in_a_row = state.nonfinite_in_a_row;
+    // The algorithms the stopped process's products chose (one process, one set for every
+    // variant): the same ones again, so that the continuation is bit for bit.
+    if (i == 0 && v.config.run.gemm_search > 1 && parse_device(v.config.run.device).is_cuda())
+      ops::use_gemm_choices(state.gemm_choices, path);
     console_.stream() << "resumed " << v.name << " from " << path << " at step " << state.step << "\n";
   }
   start_step_ = common;
@@ -452,6 +457,7 @@ void Run::save_checkpoints(int64_t steps_done) {
     state.config_yaml = to_yaml(v.config);
     state.variant = v.name;
     state.world_size = parallel_->world_size();
+    state.gemm_choices = ops::gemm_choices();  // "" unless run.gemm_search chose
     const std::string path = checkpoint_path(dir, steps_done);
     // The metrics up to this step reach the disk first: a crash after the checkpoint is durable
     // must not leave it newer than metrics.jsonl / metrics.h5 (resume cuts them back to it).

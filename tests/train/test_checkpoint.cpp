@@ -89,6 +89,7 @@ void require_same_state(const TrainState& a, const TrainState& b) {
   REQUIRE(a.world_size == b.world_size);
   REQUIRE(a.config_yaml == b.config_yaml);
   REQUIRE(a.variant == b.variant);
+  REQUIRE(a.gemm_choices == b.gemm_choices);
 }
 
 // A trained set + optimizer saved to path.
@@ -173,6 +174,13 @@ TEST_CASE("checkpoint round trip is bit-exact", "[checkpoint]") {
   save_checkpoint(path, s.params, s.opt, s.state);
   REQUIRE_FALSE(fs::exists(path + ".tmp"));
   REQUIRE(read_checkpoint_state(path).step == s.state.step);
+  REQUIRE(read_checkpoint_state(path).gemm_choices.empty());  // none chosen: no dataset
+
+  // run.gemm_search's choices travel with the state, under the checksum.
+  s.state.gemm_choices = "sinklab gemm choices 1\nlibrary cublasLt 1 on a card\nshape 1 2 3 4 "
+                         "0 0 0 1 0 1 algo " + std::string(128, 'a') + "\n";
+  save_checkpoint(path, s.params, s.opt, s.state);
+  require_same_state(read_checkpoint_state(path), s.state);
   fs::remove_all(dir);
 }
 
@@ -249,6 +257,19 @@ TEST_CASE("corrupt and truncated checkpoints are refused with IOError", "[checkp
     flip_byte(bad, raw_offset(bad, "/adam_v/model.layers.0.mlp.up_proj.weight") + 13);
     const std::string msg = refused(bad);
     REQUIRE(contains(msg, "checksum mismatch: the file is corrupt or truncated"));
+  }
+  SECTION("run.gemm_search's choices removed from a file that had them: checksum mismatch") {
+    const fs::path bad = dir / "choices.h5";
+    s.state.gemm_choices = "sinklab gemm choices 1\nlibrary x\nshape 1 2 3 4 0 0 0 1 0 1 algo " +
+                           std::string(128, '0') + "\n";
+    save_checkpoint(bad.string(), s.params, s.opt, s.state);
+    REQUIRE(read_checkpoint_state(bad.string()).gemm_choices == s.state.gemm_choices);
+    const hid_t f = H5Fopen(bad.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+    REQUIRE(f >= 0);
+    REQUIRE(H5Ldelete(f, "gemm_choices", H5P_DEFAULT) >= 0);
+    H5Fclose(f);
+    const std::string msg = refused(bad);
+    REQUIRE(contains(msg, "checksum mismatch"));
   }
   SECTION("a truncated file") {
     const fs::path bad = dir / "truncated.h5";

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <limits>
 #include <numeric>
 #include <optional>
@@ -17,6 +18,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include "ops/matmul.h"
 #include "train/io/checkpoint.h"
 #include "train/io/val_losses_file.h"
 #include "train/config.h"
@@ -123,23 +125,28 @@ std::string read_text(const fs::path& f) {
 
 // Trains 12 steps straight and 6 + resume + 6 on `device` (bf16 math on a GPU, where the
 // heads are 64 wide and T = 128 so that the tensor-core and cuDNN attention apply) with the given
-// run.attention_kernels; requires the same metrics lines (timing aside) and the same final
-// weights, bit for bit.
+// run.attention_kernels (and --set overrides `sets`, `tag_suffix` naming them in the folders);
+// before_resume(the split run's folder) runs between the two halves. Requires the same metrics lines (timing aside) and
+// the same final weights, bit for bit.
 static void require_bit_exact_resume(const std::string& device,
-                                     const std::string& attention_kernels = "own") {
-  const std::string tag = device + "_" + attention_kernels;
+                                     const std::string& attention_kernels = "own",
+                                     const std::vector<std::string>& sets = {},
+                                     const std::string& tag_suffix = "",
+                                     const std::function<void(const fs::path&)>& before_resume = {}) {
+  const std::string tag = device + "_" + attention_kernels + tag_suffix;
   const int n_embd = device == "cpu" ? 32 : 128;  // 2 heads of 16 or 64
   fs::path data = byte_data("bitexact_data_" + tag);
   fs::path straight = fresh("straight_" + tag), split = fresh("split_" + tag);
   RunConfig a = parse_config(
-      config_text(data, straight, 12, true, n_embd, device, attention_kernels), "a.yaml");
+      config_text(data, straight, 12, true, n_embd, device, attention_kernels), "a.yaml", sets);
   run_and_collect(a);
   RunConfig b = parse_config(
-      config_text(data, split, 12, true, n_embd, device, attention_kernels), "b.yaml");
+      config_text(data, split, 12, true, n_embd, device, attention_kernels), "b.yaml", sets);
   RunOptions first;
   first.stop_after = 6;
   run_and_collect(b, first);
   REQUIRE(fs::exists(split / "r" / "baseline" / "ckpt" / "step_00000006.h5"));
+  if (before_resume) before_resume(split);
   RunOptions second;
   second.resume = "auto";
   run_and_collect(b, second);
@@ -170,6 +177,26 @@ TEST_CASE("cuda: 2N steps straight == N steps + resume + N steps on the GPU, bit
     INFO("run.attention_kernels: " << kernels);
     require_bit_exact_resume("cuda", kernels);
   }
+}
+
+TEST_CASE("cuda: with run.gemm_search, the resumed process takes the checkpoint's algorithms "
+          "again, bit for bit", "[cuda][resume]") {
+  SINKLAB_REQUIRE_CUDA();
+  // Plans are made once a shape and process: forgotten first, so that this run's shapes are
+  // searched (earlier cases made them without), and before the resume, as a new process starts.
+  // The straight run and the first half share their plans (one process here); the resumed half
+  // must search nothing: every algorithm comes from the checkpoint.
+  ops::forget_gemm_plans();
+  int64_t searched = -1;
+  require_bit_exact_resume("cuda", "auto", {"run.gemm_search=8"}, "_search", [&](const fs::path& split) {
+    const fs::path ckpt = split / "r" / "baseline" / "ckpt" / "step_00000006.h5";
+    REQUIRE(test::contains(read_checkpoint_state(ckpt.string()).gemm_choices,
+                           "sinklab gemm choices 1\nlibrary cublasLt "));
+    ops::forget_gemm_plans();
+    searched = ops::gemm_searches();
+  });
+  REQUIRE(ops::gemm_searches() == searched);
+  ops::forget_gemm_plans();  // later cases make their plans without the search
 }
 
 // run.cuda_graph: 12 steps of two variants on `device`, two micro-batches a step, metrics every

@@ -288,6 +288,7 @@ void hash_state(Hasher& h, const TrainState& s, int64_t adam_steps, int64_t num_
   h.i64(num_params);
   h.str(s.variant);
   h.str(s.config_yaml);
+  if (!s.gemm_choices.empty()) h.str(s.gemm_choices);  // absent from files without choices
 }
 
 void hash_tensor_entry(Hasher& h, const std::string& name, const Shape& shape, const float* value,
@@ -352,6 +353,11 @@ Contents read_contents(const std::string& path) {
     h5::Handle ds(H5Dopen2(f, "config_yaml", H5P_DEFAULT), H5Dclose);
     if (!ds.ok()) fail_corrupt(path, "cannot open dataset '/config_yaml'");
     s.config_yaml = read_string(ds.get(), false, "dataset '/config_yaml'", path);
+  }
+  if (H5Lexists(f, "gemm_choices", H5P_DEFAULT) > 0) {  // only where run.gemm_search chose
+    h5::Handle ds(H5Dopen2(f, "gemm_choices", H5P_DEFAULT), H5Dclose);
+    if (!ds.ok()) fail_corrupt(path, "cannot open dataset '/gemm_choices'");
+    s.gemm_choices = read_string(ds.get(), false, "dataset '/gemm_choices'", path);
   }
 
   Hasher h;
@@ -450,6 +456,7 @@ void save_checkpoint(const std::string& path, const ParameterSet& params, const 
                 "construct the AdamW from the same ParameterSet");
   check_no_nul(state.variant, "variant name");
   check_no_nul(state.config_yaml, "config_yaml");
+  check_no_nul(state.gemm_choices, "gemm_choices");
   for (const Param& p : params.params())
     SINKLAB_CHECK(!p.spec.name.empty() && p.spec.name.find('/') == std::string::npos &&
                       p.spec.name != "." && p.spec.name != "..",
@@ -508,6 +515,8 @@ void save_checkpoint(const std::string& path, const ParameterSet& params, const 
         hash_tensor_entry(h, p.spec.name, p.spec.shape, pv + off, pm + off, pvv + off);
       }
       write_string_dataset(f, "config_yaml", state.config_yaml, tmp);
+      if (!state.gemm_choices.empty())
+        write_string_dataset(f, "gemm_choices", state.gemm_choices, tmp);
       write_string_attr(f, "magic", kMagic, tmp);
       write_i64_attr(f, "format_version", kCheckpointFormatVersion, tmp);
       write_string_attr(f, "checksum_algorithm", kChecksumAlgorithm, tmp);

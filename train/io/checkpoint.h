@@ -6,6 +6,8 @@
 //                    (uint64), checksum_algorithm, step, train_cursor, seed, nonfinite_in_a_row,
 //                    world_size, adam_steps, num_params, variant
 //   /config_yaml     scalar string dataset: the resolved config
+//   /gemm_choices    scalar string dataset, only where run.gemm_search chose algorithms: the
+//                    choices as ops/gemm_choices.h writes them (a resume takes them again)
 //   /params/<name>   f32 dataset with the parameter's shape (datasets in parameter order)
 //   /adam_m/<name>   AdamW first moment, same shape
 //   /adam_v/<name>   AdamW second moment, same shape
@@ -32,6 +34,7 @@ struct TrainState {
   int64_t world_size = 1;
   std::string config_yaml;        // the resolved config
   std::string variant;            // variant name
+  std::string gemm_choices;       // run.gemm_search's algorithms (ops::gemm_choices), or ""
 };
 
 constexpr int64_t kCheckpointFormatVersion = 1;
