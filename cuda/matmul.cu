@@ -126,6 +126,7 @@ void* lt_workspace() {
 //   kDGeluBGrad16 the same with the column sums in bf16 (D's type)
 //   kBGradB       D = AB, bias = the sums of our a over the product's k (f32): a weight
 //                 gradient's product g^T x gives the bias gradient, the column sums of g
+// Append-only: checkpoints name an epilogue by its number (ops/gemm_choices.h).
 enum class LtEpilogue {
   kNone, kBias, kGeluAux, kGeluAuxBias, kDGelu, kDGeluBGrad, kDGeluBGrad16, kBGradB
 };
@@ -282,9 +283,12 @@ void search_algorithm(LtPlan& plan, const LtKey& key, const void* a, const void*
   Tensor scratch = beta != 0.f ? Tensor::empty(c.shape(), c.dtype(), c.device()) : Tensor();
   void* out = beta != 0.f ? scratch.raw_data() : c.raw_data();
   const float alpha = 1.0f;
-  cudaEvent_t start, stop;
-  SINKLAB_CUDA_CHECK(cudaEventCreate(&start));
-  SINKLAB_CUDA_CHECK(cudaEventCreate(&stop));
+  struct Event {  // destroyed however the search ends
+    cudaEvent_t e = nullptr;
+    Event() { SINKLAB_CUDA_CHECK(cudaEventCreate(&e)); }
+    ~Event() { cudaEventDestroy(e); }
+  } start_event, stop_event;
+  const cudaEvent_t start = start_event.e, stop = stop_event.e;
   constexpr int kRuns = 3;
   float us[kMaxGemmSearch];  // a run of each candidate; -1: it failed
   int best = 0;
@@ -307,19 +311,26 @@ void search_algorithm(LtPlan& plan, const LtKey& key, const void* a, const void*
     us[i] = 1000.f * ms / kRuns;
     if (us[best] < 0 || us[i] < us[best]) best = i;
   }
-  SINKLAB_CUDA_CHECK(cudaEventDestroy(start));
-  SINKLAB_CUDA_CHECK(cudaEventDestroy(stop));
   if (us[best] >= 0) plan.algo = plan.candidates[best];
   plan.searched = true;
   plan.chosen = true;
   ops::count_gemm_search();
   const auto [batch, M, N, K, stride_a, stride_b, ta, tb, epilogue, bf16_out] = key;
+  char first[32], chosen[32];  // a time, or "failed"
+  auto time_of = [](float t, char (&out)[32]) {
+    if (t < 0)
+      std::snprintf(out, sizeof out, "failed");
+    else
+      std::snprintf(out, sizeof out, "%.1f us", t);
+  };
+  time_of(us[0], first);
+  time_of(us[best], chosen);
   std::fprintf(stderr,
                "gemm search: (%lld x) %lld x %lld x %lld%s%s, epilogue %d: the heuristic's first "
-               "%.1f us, candidate %d of %d %.1f us\n",
+               "%s, candidate %d of %d %s\n",
                static_cast<long long>(batch), static_cast<long long>(M), static_cast<long long>(N),
                static_cast<long long>(K), ta ? ", a^T" : "", tb ? ", b^T" : "",
-               static_cast<int>(epilogue), us[0], best + 1, plan.candidate_count, us[best]);
+               static_cast<int>(epilogue), first, best + 1, plan.candidate_count, chosen);
 }
 
 // c (batch, M, N) f32 or bf16 = op(a16) op(b16) (+ c when accumulate), then the epilogue:
@@ -526,24 +537,29 @@ void weight_bias_grad_cuda(const Tensor& g, const Tensor& g3, const Tensor& x3, 
   ops::weight_bias_grad_composed(g, g3, x3, gw, accumulate, grad_bias);
 }
 
-// The library and the card the choices are made with: "cublasLt <version> on <device name>".
+// The library and the card the choices are made with: "cublasLt <version> on <device name>
+// (sm_XY, N SMs)" (cuBLAS keeps an algorithm's sums only on one architecture and SM count).
 std::string gemm_library() {
   int device = 0;
   SINKLAB_CUDA_CHECK(cudaGetDevice(&device));
   cudaDeviceProp prop{};
   SINKLAB_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
-  return "cublasLt " + std::to_string(cublasLtGetVersion()) + " on " + prop.name;
+  return "cublasLt " + std::to_string(cublasLtGetVersion()) + " on " + prop.name + " (sm_" +
+         std::to_string(prop.major) + std::to_string(prop.minor) + ", " +
+         std::to_string(prop.multiProcessorCount) + " SMs)";
 }
 
 // ops::gemm_choices: every plan whose algorithm was chosen (timed fastest, or given).
 std::string gemm_choices_cuda() {
-  static_assert(sizeof(cublasLtMatmulAlgo_t) == std::tuple_size_v<decltype(ops::GemmChoice::algorithm)>,
-                "cuBLASLt's algorithm is 64 opaque bytes");
+  static_assert(
+      sizeof(cublasLtMatmulAlgo_t) == std::tuple_size_v<decltype(ops::GemmChoice::algorithm)>,
+      "cuBLASLt's algorithm is 64 opaque bytes");
   ops::GemmChoices out;
   auto add = [&](const LtKey& key, const cublasLtMatmulAlgo_t& algo) {
     const auto [batch, M, N, K, stride_a, stride_b, ta, tb, epilogue, bf16_out] = key;
     ops::GemmChoice g;
-    g.shape = {batch, M, N, K, stride_a, stride_b, ta, tb, static_cast<int64_t>(epilogue), bf16_out};
+    g.shape = {batch,    M,  N,  K, stride_a, stride_b, ta, tb, static_cast<int64_t>(epilogue),
+               bf16_out};
     std::memcpy(g.algorithm.data(), &algo, g.algorithm.size());
     out.choices.push_back(g);
   };
@@ -569,13 +585,15 @@ void use_gemm_choices_cuda(const std::string& text, const std::string& where) {
                  where.c_str(), given.library.c_str(), library.c_str());
     return;
   }
-  for (const ops::GemmChoice& g : given.choices) {
-    const auto& v = g.shape;  // batch, M, N, K, stride_a, stride_b, ta, tb, epilogue, bf16_out
-    SINKLAB_CHECK(v[8] >= 0 && v[8] <= static_cast<int64_t>(LtEpilogue::kBGradB), ValueError,
-                  "gemm choices in " << where << ": epilogue " << v[8] << " is not one this "
-                                     << "build knows (0 to "
+  for (const ops::GemmChoice& g : given.choices)  // every line checked before any is taken
+    SINKLAB_CHECK(g.shape[8] >= 0 && g.shape[8] <= static_cast<int64_t>(LtEpilogue::kBGradB),
+                  ValueError,
+                  "gemm choices in " << where << ": epilogue " << g.shape[8]
+                                     << " is not one this build knows (0 to "
                                      << static_cast<int>(LtEpilogue::kBGradB) << ")",
                   "resume with run.gemm_search: 0, or with the build that wrote them");
+  for (const ops::GemmChoice& g : given.choices) {
+    const auto& v = g.shape;  // batch, M, N, K, stride_a, stride_b, ta, tb, epilogue, bf16_out
     const LtKey key{v[0], v[1], v[2], v[3], v[4], v[5], v[6] != 0, v[7] != 0,
                     static_cast<LtEpilogue>(v[8]), v[9] != 0};
     cublasLtMatmulAlgo_t algo;

@@ -6,12 +6,13 @@
 // i in [i0, i0 + P), in every head of one position, P = 16 bytes of elements (4 f32, 2 f64,
 // 8 bf16): each half moves in one 16-byte access when HS/2 divides into packs and the buffers
 // are aligned, element by element otherwise. Consecutive threads take a row's packs, then the
-// next row's, so a warp's loads and stores cover whole halves of heads. Each pair's cosine and sine come from a table per (T, HS, theta,
-// position_offset) made on the device once and kept for the process: the angle and its cosine
-// and sine computed in double, as on the CPU, then rounded to the rotation's type. The rotation
-// is in double for f32 and f64 (then rounded to the type, as on the CPU), in f32 for bf16 (read
-// bf16, cos and sin rounded to f32, the result rounded to nearest even when written). Backward
-// is the same rotation by -angle (the sines negated). x and out contiguous.
+// next row's, so a warp's loads and stores cover whole halves of heads. Each pair's cosine and
+// sine come from a table per (T, HS, theta, position_offset) made on the device once and kept
+// for the process: the angle and its cosine and sine computed in double, as on the CPU, then
+// rounded to the rotation's type. The rotation is in double for f32 and f64 (then rounded to the
+// type, as on the CPU), in f32 for bf16 (read bf16, cos and sin rounded to f32, the result
+// rounded to nearest even when written). Backward is the same rotation by -angle (the sines
+// negated). x and out contiguous.
 #include <algorithm>
 #include <bit>
 #include <compare>

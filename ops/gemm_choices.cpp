@@ -64,7 +64,8 @@ GemmChoices parse_gemm_choices(const std::string& text, const std::string& where
     if (!(words >> word) || word != "shape") fail("'shape <10 integers> algo <128 hex digits>'");
     for (int64_t& v : g.shape)
       if (!(words >> v)) fail("10 integers after 'shape'");
-    if (!(words >> word) || word != "algo" || !(words >> hex) || hex.size() != 128 || (words >> rest))
+    if (!(words >> word) || word != "algo" || !(words >> hex) || hex.size() != 128 ||
+        (words >> rest))
       fail("'algo' and 128 hex digits after the 10 integers, and nothing more");
     for (size_t i = 0; i < g.algorithm.size(); ++i) {
       const int hi = hex_digit(hex[2 * i]), lo = hex_digit(hex[2 * i + 1]);

@@ -104,8 +104,8 @@ class GemmSearchGuard : ScopedValue<int> {
 // checkpoint.
 std::string gemm_choices();
 // Has the product shapes that `text` names take its algorithms from now on, without a search,
-// where they were chosen with this library on this card (otherwise it says so on stderr, once,
-// and the shapes are searched again); a shape's algorithm that cuBLASLt no longer accepts for it
+// where they were chosen with this library on this card (otherwise it says so on stderr and the
+// shapes are searched again); a shape's algorithm that cuBLASLt no longer accepts for it
 // is searched again too. ValueError naming `where` and the line for text that is not that
 // format. Nothing without a GPU.
 void use_gemm_choices(const std::string& text, const std::string& where);

@@ -167,7 +167,8 @@ TEST_CASE("cuda: run.gemm_search times cuBLASLt's candidates once a shape and ke
   const int64_t before = ops::gemm_searches();
   require_cuda_matches_cpu(twice, {x1, x2, w, bias}, loose);
   REQUIRE(ops::gemm_searches() > before);  // the search ran (a GPU offers several candidates)
-  // Chosen once: the same shapes again give the same bits, and search no more.
+  // Chosen once: the same shapes again search no more (and give the same bits, as any fixed
+  // algorithm would).
   const int64_t searched = ops::gemm_searches();
   auto grads = [&] {
     std::vector<Tensor> in;

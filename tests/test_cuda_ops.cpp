@@ -214,8 +214,10 @@ TEST_CASE("cuda: rmsnorm's and headwise_rmsnorm's gain gradients summed in the x
   // Fused where a warp's rows use distinct slices of the gain: a block norm's rows of 768 (one
   // row a warp; 12600 rows: 6 a warp) and head-wise RMSNorm's per-head gamma (4 heads of 12 a
   // warp; 24576 rows: 3 batches a warp, each lane's heads changing between them, loaded together;
-  // 98304 rows: 12 batches a warp, three groups of four loaded together; 5 heads: a batch's heads
-  // wrap and the last batch is partial), f32 and bf16 x; not where they share
+  // 98304 rows: 12 batches a warp, three groups of four loaded together; 124992 rows: 15 a
+  // warp, three groups of four and one of three, the last block's last warps on rows past the
+  // end; 5 heads: a batch's heads wrap and the last batch is partial), f32 and bf16 x; not where
+  // they share
   // one (a shared gamma, rows of 64 with a gain of 64): the column sums then, not counted.
   // Against the CPU and the same bits from two GPU runs.
   const ops::FusedNormParamGradsGuard fused(true);
@@ -229,6 +231,7 @@ TEST_CASE("cuda: rmsnorm's and headwise_rmsnorm's gain gradients summed in the x
                         Case{{8, 100, 12, 64}, {12, 64}, true, true},
                         Case{{16, 128, 12, 64}, {12, 64}, true, true},
                         Case{{16, 512, 12, 64}, {12, 64}, true, true},
+                        Case{{16, 651, 12, 64}, {12, 64}, true, true},
                         Case{{3, 7, 5, 64}, {5, 64}, true, true},
                         Case{{4, 33, 12, 64}, {64}, true, false},
                         Case{{9, 41, 64}, {64}, false, false}}) {

@@ -43,6 +43,11 @@ void apply_process_settings(const RunSection& run) {
   autograd::set_keep_inputs(!run.release_forward_inputs);
 }
 
+void apply_stored_model_settings(const RunSection& run) {
+  apply_process_settings(run);
+  ops::gemm_search = 0;
+}
+
 ops::CrossEntropyLogits logits_after_loss(const RunSection& run) {
   return run.release_forward_inputs ? ops::CrossEntropyLogits::kOverwritten
                                     : ops::CrossEntropyLogits::kKept;

@@ -258,18 +258,30 @@ TEST_CASE("corrupt and truncated checkpoints are refused with IOError", "[checkp
     const std::string msg = refused(bad);
     REQUIRE(contains(msg, "checksum mismatch: the file is corrupt or truncated"));
   }
-  SECTION("run.gemm_search's choices removed from a file that had them: checksum mismatch") {
+  SECTION("run.gemm_search's choices: format version 2 (1 without them); removed: refused") {
+    auto version_of = [](const fs::path& file) {
+      const hid_t f = H5Fopen(file.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+      REQUIRE(f >= 0);
+      int64_t v = -1;
+      const hid_t a = H5Aopen(f, "format_version", H5P_DEFAULT);
+      H5Aread(a, H5T_NATIVE_INT64, &v);
+      H5Aclose(a);
+      H5Fclose(f);
+      return v;
+    };
+    REQUIRE(version_of(good) == 1);  // what builds before the choices read
     const fs::path bad = dir / "choices.h5";
     s.state.gemm_choices = "sinklab gemm choices 1\nlibrary x\nshape 1 2 3 4 0 0 0 1 0 1 algo " +
                            std::string(128, '0') + "\n";
     save_checkpoint(bad.string(), s.params, s.opt, s.state);
+    REQUIRE(version_of(bad) == 2);
     REQUIRE(read_checkpoint_state(bad.string()).gemm_choices == s.state.gemm_choices);
     const hid_t f = H5Fopen(bad.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
     REQUIRE(f >= 0);
     REQUIRE(H5Ldelete(f, "gemm_choices", H5P_DEFAULT) >= 0);
     H5Fclose(f);
     const std::string msg = refused(bad);
-    REQUIRE(contains(msg, "checksum mismatch"));
+    REQUIRE(contains(msg, "'/gemm_choices' is missing"));
   }
   SECTION("a truncated file") {
     const fs::path bad = dir / "truncated.h5";

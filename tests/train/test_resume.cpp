@@ -182,6 +182,7 @@ TEST_CASE("cuda: 2N steps straight == N steps + resume + N steps on the GPU, bit
 TEST_CASE("cuda: with run.gemm_search, the resumed process takes the checkpoint's algorithms "
           "again, bit for bit", "[cuda][resume]") {
   SINKLAB_REQUIRE_CUDA();
+  const ops::GemmSearchGuard restore(ops::gemm_search);  // the runs set it; as it was after
   // Plans are made once a shape and process: forgotten first, so that this run's shapes are
   // searched (earlier cases made them without), and before the resume, as a new process starts.
   // The straight run and the first half share their plans (one process here); the resumed half

@@ -35,7 +35,7 @@ ForwardOutput forward_to_file(const std::string& model_path, const ForwardOption
                                  << config.model.vocab_size,
                   "the ids are for another model");
   const Device device = parse_device(config.run.device);
-  apply_process_settings(config.run);  // as the run computed: precision, kernels
+  apply_stored_model_settings(config.run);  // as the run computed: precision, kernels
   GPT model(config.model, config.run.seed, DType::F32, device, InitialValues::Zeros);
   load_weights(model.params(), source.params, source.path);
 

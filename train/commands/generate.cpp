@@ -32,7 +32,7 @@ Generation generate(const std::string& model_path, const GenerateOptions& option
   config.run.device = resolve_device(options.device).str();
   const std::unique_ptr<Tokenizer> tokenizer = open_data_tokenizer(config.data);
   const Device device = parse_device(config.run.device);
-  apply_process_settings(config.run);  // as the run computed: precision, kernels
+  apply_stored_model_settings(config.run);  // as the run computed: precision, kernels
 
   GPT model(config.model, config.run.seed, DType::F32, device, InitialValues::Zeros);
   load_weights(model.params(), source.params, source.path);

@@ -111,7 +111,7 @@ LoadedProbeModel load_probe_model(const std::string& model_path, const ProbeOpti
   clean_options.device = opt.device;
   clean_options.overrides = opt.overrides;
   const RunConfig cfg = probed_config(loaded.source.config, clean_options);
-  apply_process_settings(cfg.run);  // as the run computed: precision, kernels
+  apply_stored_model_settings(cfg.run);  // as the run computed: precision, kernels
   auto clean = std::make_shared<GPT>(cfg.model, cfg.run.seed, DType::F32,
                                      parse_device(cfg.run.device), InitialValues::Zeros);
   load_weights(clean->params(), loaded.source.params, loaded.checkpoint);
@@ -153,7 +153,7 @@ ProbeResult probe_loaded(const LoadedProbeModel& loaded, const ProbeOptions& opt
   const Device device = parse_device(cfg.run.device);
   std::map<std::string, double> phase_ms;  // the stages' times, for the line after the tables
   PhaseClock stages(true, phase_ms, device);
-  apply_process_settings(cfg.run);  // as the run computed: precision, kernels
+  apply_stored_model_settings(cfg.run);  // as the run computed: precision, kernels
   GPT model(cfg.model, *loaded.clean);  // the interventions over the loaded weights
   if (opt.amplify >= 0 && !opt.plain_scaling && opt.lambda != 1.0 &&
       opt.amplify_mean == "random") {

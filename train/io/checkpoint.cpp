@@ -277,8 +277,12 @@ struct Contents {
   std::vector<Entry> entries;  // file order
 };
 
+// The format version a state is written in: 1 (what every build reads) unless it carries
+// run.gemm_search's choices (2).
+int64_t format_version_of(const TrainState& s) { return s.gemm_choices.empty() ? 1 : 2; }
+
 void hash_state(Hasher& h, const TrainState& s, int64_t adam_steps, int64_t num_params) {
-  h.i64(kCheckpointFormatVersion);
+  h.i64(format_version_of(s));
   h.i64(s.step);
   h.u64(s.train_cursor);
   h.u64(s.seed);
@@ -288,7 +292,7 @@ void hash_state(Hasher& h, const TrainState& s, int64_t adam_steps, int64_t num_
   h.i64(num_params);
   h.str(s.variant);
   h.str(s.config_yaml);
-  if (!s.gemm_choices.empty()) h.str(s.gemm_choices);  // absent from files without choices
+  if (format_version_of(s) >= 2) h.str(s.gemm_choices);
 }
 
 void hash_tensor_entry(Hasher& h, const std::string& name, const Shape& shape, const float* value,
@@ -326,7 +330,7 @@ Contents read_contents(const std::string& path) {
                                << kMagic << "')",
                  "pass a step_XXXXXXXX.h5 file written by sinklab");
   const int64_t version = read_i64_attr(f, "format_version", path);
-  SINKLAB_CHECK(version == kCheckpointFormatVersion, IOError,
+  SINKLAB_CHECK(version >= 1 && version <= kCheckpointFormatVersion, IOError,
                 "checkpoint " << path << " has format version " << version
                               << ", this build reads version " << kCheckpointFormatVersion,
                 "use the sinklab build that wrote it, or a newer one that converts it");
@@ -354,10 +358,13 @@ Contents read_contents(const std::string& path) {
     if (!ds.ok()) fail_corrupt(path, "cannot open dataset '/config_yaml'");
     s.config_yaml = read_string(ds.get(), false, "dataset '/config_yaml'", path);
   }
-  if (H5Lexists(f, "gemm_choices", H5P_DEFAULT) > 0) {  // only where run.gemm_search chose
+  if (version >= 2) {  // run.gemm_search's choices
+    if (H5Lexists(f, "gemm_choices", H5P_DEFAULT) <= 0)
+      fail_corrupt(path, "dataset '/gemm_choices' is missing");
     h5::Handle ds(H5Dopen2(f, "gemm_choices", H5P_DEFAULT), H5Dclose);
     if (!ds.ok()) fail_corrupt(path, "cannot open dataset '/gemm_choices'");
     s.gemm_choices = read_string(ds.get(), false, "dataset '/gemm_choices'", path);
+    if (s.gemm_choices.empty()) fail_corrupt(path, "dataset '/gemm_choices' is empty");
   }
 
   Hasher h;
@@ -518,7 +525,7 @@ void save_checkpoint(const std::string& path, const ParameterSet& params, const 
       if (!state.gemm_choices.empty())
         write_string_dataset(f, "gemm_choices", state.gemm_choices, tmp);
       write_string_attr(f, "magic", kMagic, tmp);
-      write_i64_attr(f, "format_version", kCheckpointFormatVersion, tmp);
+      write_i64_attr(f, "format_version", format_version_of(state), tmp);
       write_string_attr(f, "checksum_algorithm", kChecksumAlgorithm, tmp);
       write_i64_attr(f, "step", state.step, tmp);
       write_u64_attr(f, "train_cursor", state.train_cursor, tmp);

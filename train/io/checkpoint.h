@@ -1,13 +1,15 @@
 // Checkpoint files: parameters (fp32 master values), AdamW moments and the training state in one
 // HDF5 file per step, written atomically and verified by a checksum on every read.
 //
-// Layout of <dir>/step_XXXXXXXX.h5 (format version 1):
+// Layout of <dir>/step_XXXXXXXX.h5 (format version 1, or 2 where it carries /gemm_choices: a
+// build that reads only version 1 then says so instead of finding a checksum it cannot match):
 //   /                root attributes: magic "sinklab-checkpoint", format_version, checksum
 //                    (uint64), checksum_algorithm, step, train_cursor, seed, nonfinite_in_a_row,
 //                    world_size, adam_steps, num_params, variant
 //   /config_yaml     scalar string dataset: the resolved config
-//   /gemm_choices    scalar string dataset, only where run.gemm_search chose algorithms: the
-//                    choices as ops/gemm_choices.h writes them (a resume takes them again)
+//   /gemm_choices    scalar string dataset, version 2 only (where run.gemm_search chose
+//                    algorithms): the choices as ops/gemm_choices.h writes them (a resume
+//                    takes them again)
 //   /params/<name>   f32 dataset with the parameter's shape (datasets in parameter order)
 //   /adam_m/<name>   AdamW first moment, same shape
 //   /adam_v/<name>   AdamW second moment, same shape
@@ -37,7 +39,7 @@ struct TrainState {
   std::string gemm_choices;       // run.gemm_search's algorithms (ops::gemm_choices), or ""
 };
 
-constexpr int64_t kCheckpointFormatVersion = 1;
+constexpr int64_t kCheckpointFormatVersion = 2;  // the newest this build reads and writes
 
 // Writes <path> atomically: to <path>.tmp, H5Fflush + close + fsync, then rename (and fsync of
 // the folder). Throws IOError naming the file when any step fails; the .tmp is then removed and
