@@ -18,8 +18,8 @@
 #include <array>
 #include <cstdio>
 #include <cstring>
-#include <string>
 #include <map>
+#include <string>
 #include <tuple>
 
 #include "core/precision.h"
