@@ -1,6 +1,5 @@
 #include "train/commands/tokenize.h"
 
-#include <chrono>
 #include <iomanip>
 
 #include "core/error.h"
@@ -8,6 +7,7 @@
 #include "train/io/read_file.h"
 #include "train/data/shards.h"
 #include "train/data/tokenizer_spec.h"
+#include "train/phase_clock.h"
 
 namespace sinklab::train {
 
@@ -18,9 +18,9 @@ void run_tokenize(const TokenizeOptions& o, std::ostream& out) {
                 "tokenize: nothing to do", "give --file or --text to encode, or --write-hf DIR");
   SINKLAB_CHECK(o.out.empty() || !o.file.empty() || !o.text.empty(), ConfigError,
                 "tokenize: --out " << o.out << " without --file or --text", "give the text");
-  const auto t0 = std::chrono::steady_clock::now();
+  const auto t0 = Clock::now();
   const auto tokenizer = open_tokenizer(o.tokenizer, "--tokenizer");
-  const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const double load_s = seconds_since(t0);
   if (!o.write_hf.empty()) {
     save_hf_tokenizer_files(*tokenizer, o.write_hf, o.model_max_length);
     out << "wrote " << o.write_hf << "/tokenizer.json, tokenizer_config.json, "
@@ -30,10 +30,9 @@ void run_tokenize(const TokenizeOptions& o, std::ostream& out) {
   if (o.file.empty() && o.text.empty()) return;
   const std::string text =
       o.file.empty() ? o.text : read_file(o.file, "text file (--file)", "check the path");
-  const auto t1 = std::chrono::steady_clock::now();
+  const auto t1 = Clock::now();
   const std::vector<int32_t> ids = tokenizer->encode(text);
-  const double encode_s =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
+  const double encode_s = seconds_since(t1);
   if (o.out.empty()) {
     for (size_t i = 0; i < ids.size(); ++i) out << (i ? " " : "") << ids[i];
     out << "\n";

@@ -1,7 +1,6 @@
 #include "train/data/prepare.h"
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -14,6 +13,7 @@
 #include "train/data/tokenizer.h"
 #include "train/data/tokenizer_spec.h"
 #include "train/io/read_file.h"
+#include "train/phase_clock.h"
 
 namespace sinklab::train {
 
@@ -185,7 +185,7 @@ void prepare_dataset(const RunConfig& config, std::ostream& log) {
                 "check prepare.inputs and prepare.val_fraction");
 
   // 2. Tokenizer, trained on the train parts only (val stays unseen).
-  const auto t0 = std::chrono::steady_clock::now();
+  const auto t0 = Clock::now();
   std::unique_ptr<Tokenizer> tokenizer;
   if (prep.tokenizer == "bpe") {
     std::string corpus;
@@ -195,8 +195,7 @@ void prepare_dataset(const RunConfig& config, std::ostream& log) {
   } else {  // byte, gpt2, hf:<path>
     tokenizer = open_tokenizer(prep.tokenizer, "prepare.tokenizer");
   }
-  const double train_s =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const double train_s = seconds_since(t0);
 
   // 3. Encode (before writing anything, so a failure leaves an earlier prepare intact), save the
   // tokenizer, write the shards.

@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "core/error.h"
+#include "train/phase_clock.h"
 
 namespace sinklab::train {
 
@@ -88,7 +89,7 @@ Socket connect_retrying(const std::string& addr, int port, double timeout_s, std
   hints.ai_family = AF_INET;
   hints.ai_socktype = SOCK_STREAM;
   const std::string service = std::to_string(port);
-  const auto t0 = std::chrono::steady_clock::now();
+  const auto t0 = Clock::now();
   error = "no attempt";
   do {
     addrinfo* found = nullptr;
@@ -107,8 +108,7 @@ Socket connect_retrying(const std::string& addr, int port, double timeout_s, std
       }
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  } while (std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() <
-           timeout_s);
+  } while (seconds_since(t0) < timeout_s);
   return Socket();
 }
 

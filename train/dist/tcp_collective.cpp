@@ -3,13 +3,13 @@
 #include <cstdio>
 
 #include <algorithm>
-#include <chrono>
 #include <cstdint>
 #include <cstring>
 #include <string>
 
 #include "core/error.h"
 #include "train/dist/handshake.h"
+#include "train/phase_clock.h"
 
 namespace sinklab::train {
 
@@ -37,11 +37,8 @@ void add_into(std::vector<char>& out, const std::vector<char>& in) {
 
 TcpCollective::TcpCollective(const LaunchEnv& env, double timeout_s)
     : env_(env), timeout_s_(timeout_s) {
-  const auto t0 = std::chrono::steady_clock::now();
-  auto left = [&] {
-    return timeout_s_ -
-           std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  };
+  const auto t0 = Clock::now();
+  auto left = [&] { return timeout_s_ - seconds_since(t0); };
   if (env_.rank == 0) {
     const Socket listener =
         listen_on(env_.id_port, "rank 0 (CPU collectives)",
