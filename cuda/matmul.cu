@@ -143,12 +143,12 @@ struct LtPlan {
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;  // cuBLAS's A (our b), B, C
   cublasLtMatmulAlgo_t algo{};  // the one the products use
   bool found = false;  // the heuristic returned an algorithm
-  // run.gemm_search: the heuristic's candidates, best ranked first, until the first call times
-  // them (searched: algo is the fastest, or there was nothing to choose from)
+  // run.gemm_search: the heuristic's candidates, best ranked first (one without a search)
   std::array<cublasLtMatmulAlgo_t, kMaxGemmSearch> candidates{};
   int candidate_count = 0;
-  bool searched = true;
   bool chosen = false;  // algo was timed fastest, or given by ops::use_gemm_choices
+  // The first call times the candidates: there are several and none was chosen yet.
+  bool awaits_search() const { return candidate_count > 1 && !chosen; }
 };
 
 // Every plan made in this process, by key (ops::forget_gemm_plans clears it).
@@ -186,7 +186,6 @@ bool take_given_algorithm(LtPlan& plan, const cublasLtMatmulAlgo_t& algo) {
       check.workspaceSize > kLtWorkspaceBytes)
     return false;
   plan.algo = algo;
-  plan.searched = true;
   plan.chosen = true;
   return true;
 }
@@ -261,7 +260,6 @@ LtPlan& lt_plan(const LtKey& key) {
     plan.algo = results[0].algo;
     for (int i = 0; i < returned; ++i) plan.candidates[i] = results[i].algo;
     plan.candidate_count = returned;
-    plan.searched = returned < 2;
     const auto given = given_algorithms().find(key);
     if (given != given_algorithms().end()) take_given_algorithm(plan, given->second);
   }
@@ -312,7 +310,6 @@ void search_algorithm(LtPlan& plan, const LtKey& key, const void* a, const void*
     if (us[best] < 0 || us[i] < us[best]) best = i;
   }
   if (us[best] >= 0) plan.algo = plan.candidates[best];
-  plan.searched = true;
   plan.chosen = true;
   ops::count_gemm_search();
   const auto [batch, M, N, K, stride_a, stride_b, ta, tb, epilogue, bf16_out] = key;
@@ -366,7 +363,7 @@ bool lt_gemm(const Tensor& a16, bool ta, const Tensor& b16, bool tb, Tensor& c, 
     SINKLAB_CUBLASLT_CHECK(cublasLtMatmulDescSetAttribute(
         plan.desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux, sizeof(aux)));
   const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
-  if (!plan.searched) search_algorithm(plan, key, a16.raw_data(), b16.raw_data(), c, beta);
+  if (plan.awaits_search()) search_algorithm(plan, key, a16.raw_data(), b16.raw_data(), c, beta);
   SINKLAB_CUBLASLT_CHECK(cublasLtMatmul(lt_handle(), plan.desc, &alpha, b16.raw_data(), plan.a,
                                         a16.raw_data(), plan.b, &beta, c.raw_data(), plan.c,
                                         c.raw_data(), plan.c, &plan.algo, lt_workspace(),

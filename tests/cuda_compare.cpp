@@ -53,4 +53,11 @@ CudaCompareOptions tolerance(DType dt, int64_t rows) {
   return o;
 }
 
+CudaCompareOptions bf16_operand_tolerance(double atol) {
+  CudaCompareOptions o;
+  o.rtol = 2e-2;
+  o.atol = atol;
+  return o;
+}
+
 }  // namespace sinklab::test

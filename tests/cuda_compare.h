@@ -20,6 +20,10 @@ struct CudaCompareOptions {
 // it is accumulated (~3e-6 at R ~ 1000, too close to 1e-5 where the sum cancels to ~0), so above
 // 200 rows atol is 1e-4 (a wrong kernel is off by O(1)).
 CudaCompareOptions tolerance(DType dt, int64_t rows = 0);
+// Tolerances of f32 math on bf16 operands (Precision::BF16) against the f32 CPU reference: rtol
+// 2e-2 and the given atol, which a caller derives from its sums' lengths (each operand carries
+// up to 2^-9 relative rounding).
+CudaCompareOptions bf16_operand_tolerance(double atol);
 // "f32" / "f64" for test messages.
 inline const char* dtype_label(DType dt) { return dt == DType::F32 ? "f32" : "f64"; }
 

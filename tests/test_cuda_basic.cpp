@@ -149,9 +149,7 @@ TEST_CASE("cuda: run.gemm_search times cuBLASLt's candidates once a shape and ke
   // deviation), two products summed by 0.026, and the largest of 13,800 outputs by about 4.3 of
   // those (0.11, as an H100 measured with atol 0.08: 0.106 at |y| = 1.16). atol 0.3 is over ten;
   // a wrong algorithm is off by the values themselves (about 12).
-  test::CudaCompareOptions loose;
-  loose.rtol = 2e-2;
-  loose.atol = 0.3;
+  const test::CudaCompareOptions loose = test::bf16_operand_tolerance(0.3);
   PrecisionGuard bf16(Precision::BF16);
   const ops::GemmSearchGuard search(8);
   // Shapes no other case makes (a plan is made once a shape, searched on its first call): a
@@ -203,9 +201,7 @@ TEST_CASE("cuda: bf16 tensor-core products match the CPU within bf16 rounding", 
   // Operands rounded to bf16 (8 significant bits, relative error <= 2^-9 each) and summed in
   // fp32: for K = 65..129 unit-normal terms the error is ~ sqrt(K) * 2^-8 ~ 0.05 absolute at
   // worst, against values of size ~ sqrt(K) ~ 10.
-  test::CudaCompareOptions loose;
-  loose.rtol = 2e-2;
-  loose.atol = 8e-2;
+  const test::CudaCompareOptions loose = test::bf16_operand_tolerance(8e-2);
   PrecisionGuard bf16(Precision::BF16);
   Tensor x = random_tensor({4, 9, 129}, 15, DType::F32, 1.0, true);
   Tensor w = random_tensor({127, 129}, 16, DType::F32, 1.0, true);

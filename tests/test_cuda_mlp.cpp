@@ -64,9 +64,7 @@ TEST_CASE("cuda: gelu_mlp under bf16 matches the CPU, composed and in cuBLASLt's
   // rounding (pre's and hidden's), so an element summing 32 rows is off by about 0.014 (one
   // sigma), and the largest of w_proj's 65,536 elements by about 4.5 sigma: atol 0.1 (a wrong
   // kernel is off by O(1)). The H200 measured 0.094 at 48 rows and 262,144 elements.
-  test::CudaCompareOptions loose;
-  loose.rtol = 2e-2;
-  loose.atol = 0.1;
+  const test::CudaCompareOptions loose = test::bf16_operand_tolerance(0.1);
   PrecisionGuard bf16(Precision::BF16);
   const auto f = [](const auto& in) { return ops::gelu_mlp(in[0], in[1], in[2], in[3], in[4]).y; };
   for (ops::GemmEpilogues epilogues : {ops::GemmEpilogues::None, ops::GemmEpilogues::Forward,
@@ -114,9 +112,8 @@ TEST_CASE("cuda: gelu_mlp under bf16 matches the CPU, composed and in cuBLASLt's
 TEST_CASE("cuda: linear's bias gradient in the weight gradient's product (BGRADB) matches the "
           "CPU and the column-sum kernel", "[cuda][mlp]") {
   SINKLAB_REQUIRE_CUDA();
-  test::CudaCompareOptions loose;  // as above: bf16 operands, 32 rows per weight-gradient sum
-  loose.rtol = 2e-2;
-  loose.atol = 0.1;
+  // as above: bf16 operands, 32 rows per weight-gradient sum
+  const test::CudaCompareOptions loose = test::bf16_operand_tolerance(0.1);
   PrecisionGuard bf16(Precision::BF16);
   const std::vector<Tensor> in = {random_tensor({2, 16, 128}, 76, DType::F32, 1.0, true),
                                   random_tensor({96, 128}, 77, DType::F32, 0.06, true),
@@ -154,9 +151,7 @@ TEST_CASE("cuda: linear's bias gradient in the weight gradient's product (BGRADB
 TEST_CASE("cuda: linear's bias gradient by the column-sum kernel (run.bias_grad_columns) is the "
           "kernel's sums of the bf16 gradient, and BGRADB's within rounding", "[cuda][mlp]") {
   SINKLAB_REQUIRE_CUDA();
-  test::CudaCompareOptions loose;  // as above
-  loose.rtol = 2e-2;
-  loose.atol = 0.1;
+  const test::CudaCompareOptions loose = test::bf16_operand_tolerance(0.1);  // as above
   PrecisionGuard bf16(Precision::BF16);
   EpilogueGuard epilogues(ops::GemmEpilogues::ForwardBiasGrad);
   const std::vector<Tensor> in = {random_tensor({2, 16, 128}, 80, DType::F32, 1.0, true),

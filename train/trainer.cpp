@@ -62,7 +62,6 @@ extern "C" void on_stop_signal(int sig) { g_stop_signal.store(sig); }
 // sample tokens they would otherwise hold a stop signal for as long as they run.
 bool stop_requested() { return g_stop_signal.load() != 0; }
 
-
 // The run keys that hold for the whole process (apply_process_settings, DataParallel): a
 // variant may not set them apart from the run. run.precision is compared once resolved.
 constexpr const char* kProcessKeys[] = {"run.attention_kernels", "run.profile", "run.bucket_mib",
@@ -441,6 +440,9 @@ void Run::resume_from_checkpoints() {
 }
 
 void Run::save_checkpoints(int64_t steps_done) {
+  // The process's products: one set of run.gemm_search's choices for every variant ("" unless
+  // it chose).
+  const std::string gemm_choices = ops::gemm_choices();
   for (auto& vp : variants_) {
     Variant& v = *vp;
     // Checkpoints hold whole moments: under ZeRO-1 every rank takes part in gathering them.
@@ -457,7 +459,7 @@ void Run::save_checkpoints(int64_t steps_done) {
     state.config_yaml = to_yaml(v.config);
     state.variant = v.name;
     state.world_size = parallel_->world_size();
-    state.gemm_choices = ops::gemm_choices();  // "" unless run.gemm_search chose
+    state.gemm_choices = gemm_choices;
     const std::string path = checkpoint_path(dir, steps_done);
     // The metrics up to this step reach the disk first: a crash after the checkpoint is durable
     // must not leave it newer than metrics.jsonl / metrics.h5 (resume cuts them back to it).

@@ -126,13 +126,14 @@ std::string read_text(const fs::path& f) {
 // Trains 12 steps straight and 6 + resume + 6 on `device` (bf16 math on a GPU, where the
 // heads are 64 wide and T = 128 so that the tensor-core and cuDNN attention apply) with the given
 // run.attention_kernels (and --set overrides `sets`, `tag_suffix` naming them in the folders);
-// before_resume(the split run's folder) runs between the two halves. Requires the same metrics lines (timing aside) and
-// the same final weights, bit for bit.
+// before_resume(the split run's folder) runs between the two halves. Requires the same metrics
+// lines (timing aside) and the same final weights, bit for bit.
 static void require_bit_exact_resume(const std::string& device,
                                      const std::string& attention_kernels = "own",
                                      const std::vector<std::string>& sets = {},
                                      const std::string& tag_suffix = "",
-                                     const std::function<void(const fs::path&)>& before_resume = {}) {
+                                     const std::function<void(const fs::path&)>& before_resume =
+                                         {}) {
   const std::string tag = device + "_" + attention_kernels + tag_suffix;
   const int n_embd = device == "cpu" ? 32 : 128;  // 2 heads of 16 or 64
   fs::path data = byte_data("bitexact_data_" + tag);
@@ -189,13 +190,14 @@ TEST_CASE("cuda: with run.gemm_search, the resumed process takes the checkpoint'
   // must search nothing: every algorithm comes from the checkpoint.
   ops::forget_gemm_plans();
   int64_t searched = -1;
-  require_bit_exact_resume("cuda", "auto", {"run.gemm_search=8"}, "_search", [&](const fs::path& split) {
+  const auto before_resume = [&](const fs::path& split) {
     const fs::path ckpt = split / "r" / "baseline" / "ckpt" / "step_00000006.h5";
     REQUIRE(test::contains(read_checkpoint_state(ckpt.string()).gemm_choices,
                            "sinklab gemm choices 1\nlibrary cublasLt "));
     ops::forget_gemm_plans();
     searched = ops::gemm_searches();
-  });
+  };
+  require_bit_exact_resume("cuda", "auto", {"run.gemm_search=8"}, "_search", before_resume);
   REQUIRE(ops::gemm_searches() == searched);
   ops::forget_gemm_plans();  // later cases make their plans without the search
 }

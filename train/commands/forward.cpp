@@ -5,11 +5,10 @@
 #include "core/error.h"
 #include "core/precision.h"
 #include "train/data/tokenizer_spec.h"
-#include "train/io/hf_weights.h"
 #include "train/io/model_source.h"
 #include "train/io/safetensors.h"
 #include "train/model.h"
-#include "train/process_settings.h"
+#include "train/stored_model.h"
 
 namespace sinklab::train {
 
@@ -35,9 +34,7 @@ ForwardOutput forward_to_file(const std::string& model_path, const ForwardOption
                                  << config.model.vocab_size,
                   "the ids are for another model");
   const Device device = parse_device(config.run.device);
-  apply_stored_model_settings(config.run);  // as the run computed: precision, kernels
-  GPT model(config.model, config.run.seed, DType::F32, device, InitialValues::Zeros);
-  load_weights(model.params(), source.params, source.path);
+  const std::unique_ptr<GPT> model = open_stored_model(config, source.params, source.path);
 
   autograd::NoGradGuard no_grad;
   // One pass: position t predicts ids[t + 1], the last position nothing (-1 is ignored), so the
@@ -46,7 +43,7 @@ ForwardOutput forward_to_file(const std::string& model_path, const ForwardOption
   targets.push_back(-1);
   const Tensor ids = Tensor::from_ints(out.ids, {1, T});  // (1, T)
   const ForwardResult result =
-      model.forward(ids.to_device(device), Tensor::from_ints(targets, {1, T}).to_device(device));
+      model->forward(ids.to_device(device), Tensor::from_ints(targets, {1, T}).to_device(device));
   const Tensor logits = result.logits;  // (1, T, V)
   out.loss = result.loss.item();
   if (!options.out.empty()) {

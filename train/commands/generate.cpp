@@ -6,10 +6,9 @@
 #include "core/error.h"
 #include "core/precision.h"
 #include "train/data/tokenizer_spec.h"
-#include "train/io/hf_weights.h"
 #include "train/io/model_source.h"
 #include "train/model.h"
-#include "train/process_settings.h"
+#include "train/stored_model.h"
 #include "train/sampler.h"
 
 namespace sinklab::train {
@@ -31,11 +30,7 @@ Generation generate(const std::string& model_path, const GenerateOptions& option
   if (!options.tokenizer.empty()) config.data.tokenizer = options.tokenizer;
   config.run.device = resolve_device(options.device).str();
   const std::unique_ptr<Tokenizer> tokenizer = open_data_tokenizer(config.data);
-  const Device device = parse_device(config.run.device);
-  apply_stored_model_settings(config.run);  // as the run computed: precision, kernels
-
-  GPT model(config.model, config.run.seed, DType::F32, device, InitialValues::Zeros);
-  load_weights(model.params(), source.params, source.path);
+  const std::unique_ptr<GPT> model = open_stored_model(config, source.params, source.path);
 
   Generation out;
   out.prompt_ids = tokenizer->encode(options.prompt);
@@ -57,7 +52,7 @@ Generation generate(const std::string& model_path, const GenerateOptions& option
   sampling.vocab_limit = std::min(tokenizer->vocab_size(), config.model.vocab_size);
   sampling.seed = options.seed;
   sampling.stream = kGenerateStream;
-  out.ids = sample_tokens(model, out.prompt_ids, sampling);
+  out.ids = sample_tokens(*model, out.prompt_ids, sampling);
   out.text = tokenizer->decode(out.ids);
   return out;
 }

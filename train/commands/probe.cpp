@@ -13,7 +13,7 @@
 #include "core/error.h"
 #include "core/random.h"
 #include "train/io/atomic_file.h"
-#include "train/io/hf_weights.h"
+#include "train/stored_model.h"
 #include "train/io/json_text.h"
 #include "train/io/model_source.h"
 #include "train/config.h"
@@ -111,11 +111,7 @@ LoadedProbeModel load_probe_model(const std::string& model_path, const ProbeOpti
   clean_options.device = opt.device;
   clean_options.overrides = opt.overrides;
   const RunConfig cfg = probed_config(loaded.source.config, clean_options);
-  apply_stored_model_settings(cfg.run);  // as the run computed: precision, kernels
-  auto clean = std::make_shared<GPT>(cfg.model, cfg.run.seed, DType::F32,
-                                     parse_device(cfg.run.device), InitialValues::Zeros);
-  load_weights(clean->params(), loaded.source.params, loaded.checkpoint);
-  loaded.clean = std::move(clean);
+  loaded.clean = open_stored_model(cfg, loaded.source.params, loaded.checkpoint);
   loaded.source.params.clear();  // a CPU copy of every weight (600 MB at 152M), now on the device
   loaded.device = opt.device;
   loaded.overrides = opt.overrides;
