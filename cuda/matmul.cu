@@ -616,6 +616,7 @@ void forget_gemm_plans_cuda() {
 
 void install_matmul_kernels() {
   ops::gemm_choices_on_device = gemm_choices_cuda;
+  ops::gemm_library_on_device = gemm_library;
   ops::use_gemm_choices_on_device = use_gemm_choices_cuda;
   ops::forget_gemm_plans_on_device = forget_gemm_plans_cuda;
   ops::linear_kernels.cuda_forward = linear_forward_cuda;

@@ -28,6 +28,7 @@ int64_t gemm_searches() { return g_gemm_searches.load(); }
 void count_gemm_search() { ++g_gemm_searches; }
 
 std::string (*gemm_choices_on_device)() = nullptr;
+std::string (*gemm_library_on_device)() = nullptr;
 void (*use_gemm_choices_on_device)(const std::string&, const std::string&) = nullptr;
 void (*forget_gemm_plans_on_device)() = nullptr;
 
@@ -40,6 +41,8 @@ void use_gemm_choices(const std::string& text, const std::string& where) {
 void forget_gemm_plans() {
   if (forget_gemm_plans_on_device) forget_gemm_plans_on_device();
 }
+
+std::string gemm_library() { return gemm_library_on_device ? gemm_library_on_device() : ""; }
 bool bias_grad_columns = true;
 
 WeightGradSink::WeightGradSink(const Tensor& w) {

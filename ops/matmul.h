@@ -112,8 +112,12 @@ void use_gemm_choices(const std::string& text, const std::string& where);
 // Forgets every product plan and choice, as a new process starts (tests of resume within one
 // process).
 void forget_gemm_plans();
+// The library and card that choices made now are meaningful to, as the choices' text names it
+// ("cublasLt <version> on <device name> (sm_XY, N SMs)"); "" without a GPU.
+std::string gemm_library();
 // Installed by the CUDA backend (cuda/matmul.cu); null without one.
 extern std::string (*gemm_choices_on_device)();
+extern std::string (*gemm_library_on_device)();
 extern void (*use_gemm_choices_on_device)(const std::string& text, const std::string& where);
 extern void (*forget_gemm_plans_on_device)();
 

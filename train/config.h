@@ -93,6 +93,8 @@ struct RunSection {
                                     // algorithms on each shape's first call and keep the fastest
                                     // (ops/matmul.h); 0: the heuristic's first (the default: the
                                     // same in every process); the choices travel with checkpoints
+                                    // and stay in the run folder for a fresh run of it
+                                    // (train/io/gemm_choices_file.h)
   bool fused_cross_entropy = true;  // the loss's gradient written in the forward's pass over
                                     // the logits (ops/cross_entropy.h): one read of the logits
                                     // fewer per step; the backward only scales it (0.1 to 1.0%

@@ -36,6 +36,8 @@
 #include "train/console.h"
 #include "train/io/atomic_file.h"
 #include "train/io/checkpoint.h"
+#include "train/io/gemm_choices_file.h"
+#include "ops/gemm_choices.h"
 #include "train/dist/data_parallel.h"
 #include "train/dist/handshake.h"
 #include "train/process_settings.h"
@@ -308,6 +310,7 @@ Run::Run(const RunConfig& config, std::ostream& console, RunOptions options)
                 "check the variant names given on the command line");
   if (run_device.is_cuda())  // before any side work
     device_runtime(run_device).set_side_priority(base_.run.metrics_priority);
+  if (base_.run.gemm_search > 1 && run_device.is_cuda()) take_stored_gemm_choices();
   if (!options_.resume.empty()) resume_from_checkpoints();
   for (auto& vp : variants_) {  // metric files continue from the resumed step (no duplicates)
     if (!writer) break;
@@ -321,6 +324,18 @@ Run::Run(const RunConfig& config, std::ostream& console, RunOptions options)
 }
 
 std::string Run::checkpoint_dir(const Variant& v) const { return v.dir + "/ckpt"; }
+
+void Run::take_stored_gemm_choices() {
+  // The algorithms an earlier run in this folder chose on this library and card (a resume's
+  // checkpoint, read after, has the last word where the two differ).
+  const std::string library = ops::gemm_library();
+  const std::string stored = read_stored_gemm_choices(folder(), library);
+  if (stored.empty()) return;
+  const std::string path = gemm_choices_path(folder(), library);
+  ops::use_gemm_choices(stored, path + " (remove it to search again)");
+  console_.stream() << "gemm choices: " << ops::parse_gemm_choices(stored, path).choices.size()
+                    << " product shapes from " << path << " (run.gemm_search)\n";
+}
 
 namespace {
 // The first model key whose value differs between a checkpoint's config and this run's: every
@@ -443,6 +458,8 @@ void Run::save_checkpoints(int64_t steps_done) {
   // The process's products: one set of run.gemm_search's choices for every variant ("" unless
   // it chose).
   const std::string gemm_choices = ops::gemm_choices();
+  // And beside the run, for a fresh run of it in this folder (train/io/gemm_choices_file.h).
+  if (options_.launch.rank == 0) store_gemm_choices(folder(), gemm_choices);
   for (auto& vp : variants_) {
     Variant& v = *vp;
     // Checkpoints hold whole moments: under ZeRO-1 every rank takes part in gathering them.

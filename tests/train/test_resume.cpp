@@ -10,6 +10,7 @@
 #include <fstream>
 #include <functional>
 #include <limits>
+#include <map>
 #include <numeric>
 #include <optional>
 #include <cmath>
@@ -20,6 +21,7 @@
 
 #include "ops/matmul.h"
 #include "train/io/checkpoint.h"
+#include "train/io/gemm_choices_file.h"
 #include "train/io/val_losses_file.h"
 #include "train/config.h"
 #include "train/io/export.h"
@@ -199,6 +201,50 @@ TEST_CASE("cuda: with run.gemm_search, the resumed process takes the checkpoint'
   };
   require_bit_exact_resume("cuda", "auto", {"run.gemm_search=8"}, "_search", before_resume);
   REQUIRE(ops::gemm_searches() == searched);
+  ops::forget_gemm_plans();  // later cases make their plans without the search
+}
+
+TEST_CASE("cuda: with run.gemm_search, a fresh run in the same folder takes the first run's "
+          "algorithms from the folder, bit for bit",
+          "[cuda][resume]") {
+  SINKLAB_REQUIRE_CUDA();
+  const ops::GemmSearchGuard restore(ops::gemm_search);  // the runs set it; as it was after
+  const fs::path data = byte_data("stored_choices_data");
+  const fs::path folder = fresh("stored_choices");
+  const RunConfig cfg = parse_config(config_text(data, folder, 6, true, 128, "cuda", "auto"),
+                                     "c.yaml", {"run.gemm_search=8"});
+  ops::forget_gemm_plans();  // as a new process: the first run searches every shape
+  const int64_t before_first = ops::gemm_searches();
+  run_and_collect(cfg);
+  REQUIRE(ops::gemm_searches() > before_first);
+  const fs::path stored = gemm_choices_path((folder / "r").string(), ops::gemm_library());
+  REQUIRE(fs::exists(stored));
+  REQUIRE(read_text(stored) == ops::gemm_choices());
+  std::map<std::string, std::vector<std::string>> first_lines;
+  std::map<std::string, std::vector<std::pair<std::string, Tensor>>> first_weights;
+  for (const char* v : {"baseline", "headwise"}) {
+    first_lines[v] = lines(folder / "r" / v / "metrics.jsonl");
+    first_weights[v] =
+        read_checkpoint_params((folder / "r" / v / "ckpt" / "step_00000006.h5").string());
+    fs::remove_all(folder / "r" / v);  // the second run starts afresh, beside the stored file
+  }
+  ops::forget_gemm_plans();  // a second process
+  const int64_t before_second = ops::gemm_searches();
+  const std::string console = run_and_collect(cfg);
+  REQUIRE(test::contains(console, "product shapes from " + stored.string()));
+  REQUIRE(ops::gemm_searches() == before_second);  // every algorithm from the file
+  for (const char* v : {"baseline", "headwise"}) {
+    const std::vector<std::string> y = lines(folder / "r" / v / "metrics.jsonl");
+    REQUIRE(y.size() == first_lines[v].size());
+    for (size_t i = 0; i < y.size(); ++i) {
+      INFO(v << " line " << i);
+      REQUIRE(deterministic_fields(y[i]) == deterministic_fields(first_lines[v][i]));
+    }
+    const auto w = read_checkpoint_params((folder / "r" / v / "ckpt" / "step_00000006.h5").string());
+    REQUIRE(w.size() == first_weights[v].size());
+    for (size_t i = 0; i < w.size(); ++i)
+      REQUIRE(w[i].second.to_doubles() == first_weights[v][i].second.to_doubles());
+  }
   ops::forget_gemm_plans();  // later cases make their plans without the search
 }
 
