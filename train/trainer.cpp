@@ -194,6 +194,13 @@ Run::Run(const RunConfig& config, std::ostream& console, RunOptions options)
   apply_process_settings(base_.run);
   if (parse_device(base_.run.device).is_cuda())
     console_.stream() << "attention: " << ops::attention_kernels_description() << "\n";
+  if (base_.run.gemm_search > 1 && options_.launch.distributed()) {
+    // Each rank would choose by its own timings (the step waits for the slowest anyway), and
+    // neither a second run nor a resume could multiply on every rank as the first did.
+    ops::gemm_search = 0;
+    console_.stream() << "run.gemm_search: off with several processes (each rank would choose "
+                         "its own algorithms); the products take cuBLASLt's heuristic's first\n";
+  }
   const DataParallelOptions reduction{base_.run.bucket_mib, base_.run.collective_timeout_s};
   // Every connection to rank 0 must carry this job's token (train/dist/handshake.h).
   LaunchEnv launch = groups_.group_env;
@@ -310,7 +317,7 @@ Run::Run(const RunConfig& config, std::ostream& console, RunOptions options)
                 "check the variant names given on the command line");
   if (run_device.is_cuda())  // before any side work
     device_runtime(run_device).set_side_priority(base_.run.metrics_priority);
-  if (base_.run.gemm_search > 1 && run_device.is_cuda()) take_stored_gemm_choices();
+  if (searches_gemms()) take_stored_gemm_choices();
   if (!options_.resume.empty()) resume_from_checkpoints();
   for (auto& vp : variants_) {  // metric files continue from the resumed step (no duplicates)
     if (!writer) break;
@@ -324,6 +331,11 @@ Run::Run(const RunConfig& config, std::ostream& console, RunOptions options)
 }
 
 std::string Run::checkpoint_dir(const Variant& v) const { return v.dir + "/ckpt"; }
+
+bool Run::searches_gemms() const {
+  return base_.run.gemm_search > 1 && parse_device(base_.run.device).is_cuda() &&
+         !options_.launch.distributed();
+}
 
 void Run::take_stored_gemm_choices() {
   // The algorithms an earlier run in this folder chose on this library and card (a resume's
@@ -447,8 +459,7 @@ void Run::resume_from_checkpoints() {
     v.skipped_in_a_row = state.nonfinite_in_a_row;
     // The algorithms the stopped process's products chose (one process, one set for every
     // variant): the same ones again, so that the continuation is bit for bit.
-    if (i == 0 && v.config.run.gemm_search > 1 && parse_device(v.config.run.device).is_cuda())
-      ops::use_gemm_choices(state.gemm_choices, path);
+    if (i == 0 && searches_gemms()) ops::use_gemm_choices(state.gemm_choices, path);
     console_.stream() << "resumed " << v.name << " from " << path << " at step " << state.step << "\n";
   }
   start_step_ = common;

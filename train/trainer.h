@@ -91,6 +91,8 @@ class Run {
   // nullptr when v's optimizer holds them all already.
   std::unique_ptr<AdamW> whole_optimizer(Variant& v);
   std::string checkpoint_dir(const Variant& v) const;
+  // run.gemm_search applies: a GPU run of one process (off with several, see the constructor).
+  bool searches_gemms() const;
   // run.gemm_search: the choices stored in the run folder for this library and card, if any.
   void take_stored_gemm_choices();
   RunConfig base_;
