@@ -271,12 +271,16 @@ LtPlan& lt_plan(const LtKey& key) {
 // written by the runs unless the call accumulates (beta 1): then they write a scratch C, and the
 // caller's product afterwards writes C (and the epilogue's aux or bias outputs, which the runs
 // also wrote) once with the chosen algorithm. Not while the stream is captured into a graph:
-// the plan stays unsearched (the heuristic's first) until an eager call.
+// there the heuristic's first becomes the plan's choice, so that what the graph records is what
+// every later call of the shape runs (and what the choices' text then holds).
 void search_algorithm(LtPlan& plan, const LtKey& key, const void* a, const void* b, Tensor& c,
                       float beta) {
   cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
   SINKLAB_CUDA_CHECK(cudaStreamIsCapturing(stream(), &capture));
-  if (capture != cudaStreamCaptureStatusNone) return;
+  if (capture != cudaStreamCaptureStatusNone) {
+    plan.chosen = true;  // plan.algo: the heuristic's first
+    return;
+  }
   // (batch, M, N) in c's dtype: the runs' output when C must not change
   Tensor scratch = beta != 0.f ? Tensor::empty(c.shape(), c.dtype(), c.device()) : Tensor();
   void* out = beta != 0.f ? scratch.raw_data() : c.raw_data();
@@ -588,7 +592,8 @@ void use_gemm_choices_cuda(const std::string& text, const std::string& where) {
                   "gemm choices in " << where << ": epilogue " << g.shape[8]
                                      << " is not one this build knows (0 to "
                                      << static_cast<int>(LtEpilogue::kBGradB) << ")",
-                  "resume with run.gemm_search: 0, or with the build that wrote them");
+                  "use the build that wrote them, or run.gemm_search: 0 (a run folder's "
+                  "gemm_choices file may be deleted: the run then searches again)");
   for (const ops::GemmChoice& g : given.choices) {
     const auto& v = g.shape;  // batch, M, N, K, stride_a, stride_b, ta, tb, epilogue, bf16_out
     const LtKey key{v[0], v[1], v[2], v[3], v[4], v[5], v[6] != 0, v[7] != 0,

@@ -47,8 +47,9 @@ GemmChoices parse_gemm_choices(const std::string& text, const std::string& where
     SINKLAB_FAIL(ValueError,
                  "gemm choices in " << where << ", line " << number << " ('" << line
                                     << "'): expected " << what,
-                 "the text is written by run.gemm_search (ops/gemm_choices.h); resume without "
-                 "it with run.gemm_search: 0, or from another checkpoint");
+                 "the text is written by run.gemm_search (ops/gemm_choices.h): delete a run "
+                 "folder's gemm_choices file (the run searches again), or resume from another "
+                 "checkpoint or with run.gemm_search: 0");
   };
   ++number;
   if (!std::getline(in, line) || line != kFirstLine) fail(std::string("'") + kFirstLine + "'");

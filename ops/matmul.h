@@ -82,13 +82,14 @@ extern GemmEpilogues gemm_epilogues;
 extern bool bias_grad_columns;
 // How many of cuBLASLt's candidate algorithms a CUDA bf16 product times on its first call with a
 // shape (run.gemm_search): 0 or 1 takes the heuristic's first, as cuBLASLt ranks them (the
-// default); N > 1 asks the heuristic for up to N, runs each on the call's own operands (a warm-up
-// and three timed runs, into scratch where the product accumulates) and keeps the fastest for
-// the process, printing one line a shape. The choice follows the timings, so two processes may
-// choose differently and then differ in the last bits: the trainer keeps the choices in each
-// checkpoint (gemm_choices below) and a resumed process takes them again (with data parallel,
-// rank 0's: the other ranks' may differ from theirs). Not while the stream is being captured
-// into a CUDA graph (the first is taken then).
+// process's default here; the trainer's, from the config, is 8); N > 1 asks the heuristic for up
+// to N, runs each on the call's own operands (a warm-up and three timed runs, into scratch where
+// the product accumulates) and keeps the fastest for the process, printing one line a shape.
+// The choice follows the timings, so two processes may choose differently and then differ in
+// the last bits: the trainer keeps the choices in each checkpoint and in the run folder
+// (gemm_choices below, train/io/gemm_choices_file.h), and a resumed process or a fresh run in
+// that folder takes them again; with several processes it sets 0. Not while the stream is
+// being captured into a CUDA graph (the heuristic's first is kept for the shape then).
 // Read when a shape's plan is made; the trainer sets it once from the config.
 extern int gemm_search;
 // Shapes whose candidates were timed (run.gemm_search) since the process started (for tests).

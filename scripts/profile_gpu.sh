@@ -2,7 +2,10 @@
 # Every kernel of one training step with metrics on, timed by ncu, per model; writes the raw CSV
 # and a summary by kernel name (scripts/kernel_summary.py) to $OUT (default /tmp).
 #   bash scripts/profile_gpu.sh [build_dir] [gpt2|gpt2_headwise|llama ...]
-# The step also runs the step-0 validation forward, so forward kernels count twice.
+# The step also runs the step-0 validation forward, so forward kernels count twice. A first run of
+# the same step without ncu, in the same run folder, leaves run.gemm_search's choices there
+# (train/io/gemm_choices_file.h), so that the profiled run multiplies with them and times no
+# candidates (the search's runs would count as the step's GEMMs).
 # BENCH_BATCH (32); PROFILE_SET ("a.b=v ...") adds --set overrides.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +26,8 @@ for model in "${models[@]}"; do
   esac
   for s in ${PROFILE_SET:-}; do sets+=(--set "$s"); done
   echo "== $model"
+  "$build/sinklab" train "$config" --no-progress "${sets[@]}" > "$out/choices_$model.log" 2>&1 ||
+    { tail -5 "$out/choices_$model.log"; status=1; continue; }
   timeout 400 ncu --csv --metrics gpu__time_duration.sum --clock-control none --cache-control none \
     "$build/sinklab" train "$config" --no-progress "${sets[@]}" > "$out/ncu_$model.csv" \
     2> "$out/ncu_$model.err" || { tail -5 "$out/ncu_$model.err"; status=1; }

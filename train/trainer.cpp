@@ -194,7 +194,8 @@ Run::Run(const RunConfig& config, std::ostream& console, RunOptions options)
   apply_process_settings(base_.run);
   if (parse_device(base_.run.device).is_cuda())
     console_.stream() << "attention: " << ops::attention_kernels_description() << "\n";
-  if (base_.run.gemm_search > 1 && options_.launch.distributed()) {
+  if (base_.run.gemm_search > 1 && options_.launch.distributed() &&
+      parse_device(base_.run.device).is_cuda()) {
     // Each rank would choose by its own timings (the step waits for the slowest anyway), and
     // neither a second run nor a resume could multiply on every rank as the first did.
     ops::gemm_search = 0;
@@ -337,13 +338,15 @@ bool Run::searches_gemms() const {
          !options_.launch.distributed();
 }
 
+std::string Run::gemm_choices_folder() const { return variants_.front()->dir; }
+
 void Run::take_stored_gemm_choices() {
   // The algorithms an earlier run in this folder chose on this library and card (a resume's
   // checkpoint, read after, has the last word where the two differ).
   const std::string library = ops::gemm_library();
-  const std::string stored = read_stored_gemm_choices(folder(), library);
+  const std::string stored = read_stored_gemm_choices(gemm_choices_folder(), library);
   if (stored.empty()) return;
-  const std::string path = gemm_choices_path(folder(), library);
+  const std::string path = gemm_choices_path(gemm_choices_folder(), library);
   ops::use_gemm_choices(stored, path + " (remove it to search again)");
   console_.stream() << "gemm choices: " << ops::parse_gemm_choices(stored, path).choices.size()
                     << " product shapes from " << path << " (run.gemm_search)\n";
@@ -470,7 +473,7 @@ void Run::save_checkpoints(int64_t steps_done) {
   // it chose).
   const std::string gemm_choices = ops::gemm_choices();
   // And beside the run, for a fresh run of it in this folder (train/io/gemm_choices_file.h).
-  if (options_.launch.rank == 0) store_gemm_choices(folder(), gemm_choices);
+  if (searches_gemms()) store_gemm_choices(gemm_choices_folder(), gemm_choices);
   for (auto& vp : variants_) {
     Variant& v = *vp;
     // Checkpoints hold whole moments: under ZeRO-1 every rank takes part in gathering them.
@@ -814,6 +817,10 @@ std::vector<VariantSummary> Run::train() {
     const int64_t every = base_.train.eval_every;
     step_all(step, every > 0 && step > 0 && step % every == 0);
     const int64_t done_steps = step + 1;
+    // Every training shape has been met once: a run stopped before its first checkpoint leaves
+    // its choices too (the later saves add the evaluation's).
+    if (step == start_step_ && searches_gemms())
+      store_gemm_choices(gemm_choices_folder(), ops::gemm_choices());
     bool too_many_skipped = false;
     for (auto& vp : variants_)
       too_many_skipped |= vp->skipped_in_a_row >= vp->config.train.max_skipped_steps;

@@ -93,6 +93,10 @@ class Run {
   std::string checkpoint_dir(const Variant& v) const;
   // run.gemm_search applies: a GPU run of one process (off with several, see the constructor).
   bool searches_gemms() const;
+  // Where the run folder keeps the choices (train/io/gemm_choices_file.h): the folder of the
+  // first variant this process trains, which no other process writes (`train --variant` runs of
+  // one config share the run folder).
+  std::string gemm_choices_folder() const;
   // run.gemm_search: the choices stored in the run folder for this library and card, if any.
   void take_stored_gemm_choices();
   RunConfig base_;

@@ -811,7 +811,7 @@ TEST_CASE("config: the run keys that were SINKLAB_* environment variables", "[co
                    "  seed: 1337\n  profile: false\n  bucket_mib: 25.0\n"
                    "  collective_timeout_s: 600.0\n  bf16_gemm: rounded\n"
                    "  metrics_priority: low\n  cpu_gemm: auto\n  gemm_epilogues: forward_bias_grad\n"
-                   "  bias_grad_columns: true\n  gemm_search: 0\n  fused_cross_entropy: true\n"
+                   "  bias_grad_columns: true\n  gemm_search: 8\n  fused_cross_entropy: true\n"
                    "  fold_residual_grads: true\n"
                    "  rope_in_place: true\n  bf16_branch_outputs: true\n"
                    "  fused_norm_param_grads: true\n  flat_weight_operands: true\n"
@@ -825,7 +825,7 @@ TEST_CASE("config: the run keys that were SINKLAB_* environment variables", "[co
       "", "s.yaml",
       {"run.profile=true", "run.bucket_mib=0.02", "run.collective_timeout_s=2.5",
        "run.bf16_gemm=fast", "run.metrics_priority=equal", "run.cpu_gemm=reference",
-       "run.gemm_epilogues=forward", "run.bias_grad_columns=false", "run.gemm_search=8",
+       "run.gemm_epilogues=forward", "run.bias_grad_columns=false", "run.gemm_search=0",
        "run.fused_cross_entropy=false",
        "run.fold_residual_grads=false", "run.rope_in_place=false",
        "run.bf16_branch_outputs=false", "run.fused_norm_param_grads=false",
@@ -838,7 +838,7 @@ TEST_CASE("config: the run keys that were SINKLAB_* environment variables", "[co
   REQUIRE(contains(text, "  profile: true\n  bucket_mib: 0.02\n  collective_timeout_s: 2.5\n"
                          "  bf16_gemm: fast\n  metrics_priority: equal\n  cpu_gemm: reference\n"
                          "  gemm_epilogues: forward\n  bias_grad_columns: false\n"
-                         "  gemm_search: 8\n  fused_cross_entropy: false\n"
+                         "  gemm_search: 0\n  fused_cross_entropy: false\n"
                          "  fold_residual_grads: false\n  rope_in_place: false\n"
                          "  bf16_branch_outputs: false\n  fused_norm_param_grads: false\n"
                          "  flat_weight_operands: false\n"

@@ -11,14 +11,14 @@ using namespace sinklab::train;
 TEST_CASE("process settings: run.gemm_search reaches the products; a stored model's never "
           "search", "[config]") {
   const ops::GemmSearchGuard restore(ops::gemm_search);  // as it was, after the case
-  const RunConfig c = parse_config("run: {gemm_search: 8, bias_grad_columns: false}", "s.yaml");
+  const RunConfig c = parse_config("run: {gemm_search: 5, bias_grad_columns: false}", "s.yaml");
   apply_process_settings(c.run);
-  REQUIRE(ops::gemm_search == 8);
+  REQUIRE(ops::gemm_search == 5);
   REQUIRE_FALSE(ops::bias_grad_columns);
   apply_stored_model_settings(c.run);  // probe, generate, forward
   REQUIRE(ops::gemm_search == 0);
   REQUIRE_FALSE(ops::bias_grad_columns);  // the rest as the run computed
   apply_process_settings(RunConfig{}.run);  // the defaults again, as the other cases expect
-  REQUIRE(ops::gemm_search == 0);
+  REQUIRE(ops::gemm_search == 8);
   REQUIRE(ops::bias_grad_columns);
 }

@@ -196,12 +196,15 @@ TEST_CASE("cuda: with run.gemm_search, the resumed process takes the checkpoint'
     const fs::path ckpt = split / "r" / "baseline" / "ckpt" / "step_00000006.h5";
     REQUIRE(test::contains(read_checkpoint_state(ckpt.string()).gemm_choices,
                            "sinklab gemm choices 1\nlibrary cublasLt "));
+    // Only the checkpoint's: without the run folder's file (train/io/gemm_choices_file.h),
+    // which a fresh run in the folder would take.
+    fs::remove_all(split / "r" / "baseline" / "gemm_choices");
     ops::forget_gemm_plans();
     searched = ops::gemm_searches();
   };
   require_bit_exact_resume("cuda", "auto", {"run.gemm_search=8"}, "_search", before_resume);
   REQUIRE(ops::gemm_searches() == searched);
-  ops::forget_gemm_plans();  // later cases make their plans without the search
+  ops::forget_gemm_plans();  // later cases make their own plans
 }
 
 TEST_CASE("cuda: with run.gemm_search, a fresh run in the same folder takes the first run's "
@@ -217,7 +220,8 @@ TEST_CASE("cuda: with run.gemm_search, a fresh run in the same folder takes the 
   const int64_t before_first = ops::gemm_searches();
   run_and_collect(cfg);
   REQUIRE(ops::gemm_searches() > before_first);
-  const fs::path stored = gemm_choices_path((folder / "r").string(), ops::gemm_library());
+  // in the folder of the first variant the process trained
+  const fs::path stored = gemm_choices_path((folder / "r" / "baseline").string(), ops::gemm_library());
   REQUIRE(fs::exists(stored));
   REQUIRE(read_text(stored) == ops::gemm_choices());
   std::map<std::string, std::vector<std::string>> first_lines;
@@ -226,8 +230,12 @@ TEST_CASE("cuda: with run.gemm_search, a fresh run in the same folder takes the 
     first_lines[v] = lines(folder / "r" / v / "metrics.jsonl");
     first_weights[v] =
         read_checkpoint_params((folder / "r" / v / "ckpt" / "step_00000006.h5").string());
-    fs::remove_all(folder / "r" / v);  // the second run starts afresh, beside the stored file
   }
+  // The second run starts afresh, with the stored file only.
+  fs::rename(folder / "r" / "baseline" / "gemm_choices", folder / "kept");
+  for (const char* v : {"baseline", "headwise"}) fs::remove_all(folder / "r" / v);
+  fs::create_directories(folder / "r" / "baseline");
+  fs::rename(folder / "kept", folder / "r" / "baseline" / "gemm_choices");
   ops::forget_gemm_plans();  // a second process
   const int64_t before_second = ops::gemm_searches();
   const std::string console = run_and_collect(cfg);
@@ -245,7 +253,17 @@ TEST_CASE("cuda: with run.gemm_search, a fresh run in the same folder takes the 
     for (size_t i = 0; i < w.size(); ++i)
       REQUIRE(w[i].second.to_doubles() == first_weights[v][i].second.to_doubles());
   }
-  ops::forget_gemm_plans();  // later cases make their plans without the search
+  // A process that trains one variant of the config (`train --variant`, beside another such
+  // process in the same run folder) keeps its choices in that variant's folder, and leaves the
+  // other's file alone.
+  const std::string kept = read_text(stored);
+  ops::forget_gemm_plans();
+  RunOptions headwise_only;
+  headwise_only.only_variants = {"headwise"};
+  run_and_collect(cfg, headwise_only);
+  REQUIRE(fs::exists(gemm_choices_path((folder / "r" / "headwise").string(), ops::gemm_library())));
+  REQUIRE(read_text(stored) == kept);
+  ops::forget_gemm_plans();  // later cases make their own plans
 }
 
 // run.cuda_graph: 12 steps of two variants on `device`, two micro-batches a step, metrics every
