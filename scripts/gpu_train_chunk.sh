@@ -101,9 +101,12 @@ if { [ $status -eq 0 ] || [ $status -eq 124 ]; } && { [ $finished = 1 ] || [ "${
   "$build/sinklab" report "runs/$name" > /dev/null 2>&1 &&
     tar -C "runs/$name" -czf "$out/report.tar.gz" report
   # One `sinklab probe --plan` a variant: its checkpoint is read once for all lines (with a
-  # process a line, each read all 1.8 GB at 152M). The JSON files are packed after each variant.
+  # process a line, each read all 1.8 GB at 152M).
   probe_dir=$(mktemp -d)
   sed 's/^[[:space:]]*$/none/' <<< "${PROBES-$default_probes}" > "$probe_dir/plan.txt"
+  # The tables go to probes.txt as they are printed; the JSON files are packed after each
+  # variant, into a .part renamed over probes.tar.gz (a call cut during the packing keeps the
+  # last whole archive).
   for variant in runs/"$name"/*/; do
     v=$(basename "$variant")
     ckpt=$(ls "$variant"ckpt/step_*.h5 2> /dev/null | sort | tail -1)
@@ -112,7 +115,8 @@ if { [ $status -eq 0 ] || [ $status -eq 124 ]; } && { [ $finished = 1 ] || [ "${
     "$build/sinklab" probe "$ckpt" --device "${PROBE_DEVICE:-cuda}" --batches "${PROBE_BATCHES:-8}" \
       --plan "$probe_dir/plan.txt" --out "$probe_dir/$v" >> "$out/probes.txt" 2>&1 ||
       echo "probe failed" >> "$out/probes.txt"
-    tar -C "$probe_dir" -czf "$out/probes.tar.gz" .
+    tar -C "$probe_dir" -czf "$out/probes.tar.gz.part" . &&
+      mv "$out/probes.tar.gz.part" "$out/probes.tar.gz"
   done
   rm -rf "$probe_dir"
 fi
