@@ -45,7 +45,10 @@ v = sorted(r["tokens_per_s"] for r in rows[3:] if r.get("tokens_per_s"))
 print(f"{v[len(v)//2]:.0f}" if v else "nan")
 PY
 }
-common=(--no-progress --set train.steps="$steps" --set metrics.every="$every" --set run.device="$device")
+# run.gemm_search is off with several processes (each rank would choose its own algorithms):
+# the 1-GPU run goes without it too, so that the efficiency compares the same products.
+common=(--no-progress --set train.steps="$steps" --set metrics.every="$every" --set run.device="$device"
+        --set run.gemm_search=0)
 for s in ${BENCH_SET:-}; do common+=(--set "$s"); done
 name=scale_${model}
 "$build/sinklab" train "$config" "${common[@]}" --set run.name="${name}_1" > "$out/${name}_1.log" 2>&1 ||
