@@ -18,6 +18,10 @@
 #   PROBE_BATCHES: validation batches per probe (default 8); PROBE_DEVICE: where the probes run
 #     (default cuda: `sinklab probe` runs on the CPU unless told, 100 s a probe of the 152M model
 #     on the GPU machine's 16 cores)
+#   PROBE_ONLY=1: no training, no report: probe the newest checkpoints a call before left on
+#     this machine (after a final call cut during its probes); PROBE_FROM=N starts at the plan's
+#     line N (the JSON files still named by their line in the whole plan) and PROBE_VARIANTS="a b"
+#     probes only those variants.
 #   CHUNK_SET: --set overrides for the run, e.g. "train.steps=300 optim.warmup_steps=15" (give
 #     every chunk of a run the same ones).
 #   UNPACK_ONLY=1: build, decompress the data/raw/*.xz that travelled, and stop: the call before
@@ -58,52 +62,60 @@ if ! ls "$data_dir"/train_*.bin > /dev/null 2>&1; then
   "$build/sinklab" prepare "$config" | tail -4 || exit 1
 fi
 name=$(python3 -c "import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))['run']['name'])" "$config")
-ranks=${RANKS:-1}
-args=(compare "$config" --no-progress --resume auto)
-for kv in ${CHUNK_SET:-}; do args+=(--set "$kv"); done
-vars=(WORLD_SIZE="$ranks" MASTER_ADDR=127.0.0.1 MASTER_PORT=$((29000 + RANDOM % 900)))
-if [ -n "${CALL_SECONDS:-}" ]; then  # what is left of the call, less the reserve
-  left=$((CALL_SECONDS - (SECONDS - started) - ${RESERVE_SECONDS:-120}))
-  [ "$left" -lt "$seconds" ] && seconds=$left
-  if [ "$seconds" -lt 1 ]; then
-    echo "gpu_train_chunk.sh: no time left to train within CALL_SECONDS=$CALL_SECONDS" \
-      "(RESERVE_SECONDS ${RESERVE_SECONDS:-120}); the next call resumes" | tee "$out/chunk.log"
-    exit 0
-  fi
-  echo "gpu_train_chunk.sh: training for at most $seconds s (CALL_SECONDS=$CALL_SECONDS)"
-fi
-if [ "$ranks" -gt 1 ]; then
-  export NCCL_NVLS_ENABLE=0  # NVLink multicast stays off on shared hosts
-  args+=(--set run.variant_placement=split)
-  for ((r = 1; r < ranks; ++r)); do
-    env RANK=$r LOCAL_RANK=$r "${vars[@]}" "$build/sinklab" "${args[@]}" > "$out/chunk.log.$r" 2>&1 &
-  done
-fi
-env RANK=0 LOCAL_RANK=0 "${vars[@]}" timeout -s TERM "$seconds" "$build/sinklab" "${args[@]}" \
-  > "$out/chunk.log" 2>&1
-status=$?
-wait  # the other ranks stop on the step rank 0 stops on
-for ((r = 1; r < ranks; ++r)); do cat "$out/chunk.log.$r" >> "$out/chunk.log"; done
-grep -E "^step .*val loss|resumed|interrupted|wall time" "$out/chunk.log" | tail -8
-for variant in runs/"$name"/*/; do
-  v=$(basename "$variant")
-  [ -f "$variant/metrics.jsonl" ] && xz -c "$variant/metrics.jsonl" > "$out/metrics_$v.jsonl.xz"
-done
 default_probes='
 --isolate 16
 --amplify 16 --lambda 10 --layers 0 1 2 3
 --scale 16 --lambda 10 --layers 0 1 2 3
 --amplify 16 --lambda 30 --layers 0 1 2 3
 --scale 16 --lambda 30 --layers 0 1 2 3'
-finished=0
-grep -q "^wall time" "$out/chunk.log" && ! grep -q interrupted "$out/chunk.log" && finished=1
+if [ -n "${PROBE_ONLY:-}" ]; then
+  # No training: the newest checkpoints a call before left on this machine, probed again (the
+  # plan lines a cut call did not reach: PROBE_FROM, PROBE_VARIANTS).
+  status=0
+  finished=1
+else
+  ranks=${RANKS:-1}
+  args=(compare "$config" --no-progress --resume auto)
+  for kv in ${CHUNK_SET:-}; do args+=(--set "$kv"); done
+  vars=(WORLD_SIZE="$ranks" MASTER_ADDR=127.0.0.1 MASTER_PORT=$((29000 + RANDOM % 900)))
+  if [ -n "${CALL_SECONDS:-}" ]; then  # what is left of the call, less the reserve
+    left=$((CALL_SECONDS - (SECONDS - started) - ${RESERVE_SECONDS:-120}))
+    [ "$left" -lt "$seconds" ] && seconds=$left
+    if [ "$seconds" -lt 1 ]; then
+      echo "gpu_train_chunk.sh: no time left to train within CALL_SECONDS=$CALL_SECONDS" \
+        "(RESERVE_SECONDS ${RESERVE_SECONDS:-120}); the next call resumes" | tee "$out/chunk.log"
+      exit 0
+    fi
+    echo "gpu_train_chunk.sh: training for at most $seconds s (CALL_SECONDS=$CALL_SECONDS)"
+  fi
+  if [ "$ranks" -gt 1 ]; then
+    export NCCL_NVLS_ENABLE=0  # NVLink multicast stays off on shared hosts
+    args+=(--set run.variant_placement=split)
+    for ((r = 1; r < ranks; ++r)); do
+      env RANK=$r LOCAL_RANK=$r "${vars[@]}" "$build/sinklab" "${args[@]}" > "$out/chunk.log.$r" 2>&1 &
+    done
+  fi
+  env RANK=0 LOCAL_RANK=0 "${vars[@]}" timeout -s TERM "$seconds" "$build/sinklab" "${args[@]}" \
+    > "$out/chunk.log" 2>&1
+  status=$?
+  wait  # the other ranks stop on the step rank 0 stops on
+  for ((r = 1; r < ranks; ++r)); do cat "$out/chunk.log.$r" >> "$out/chunk.log"; done
+  grep -E "^step .*val loss|resumed|interrupted|wall time" "$out/chunk.log" | tail -8
+  for variant in runs/"$name"/*/; do
+    v=$(basename "$variant")
+    [ -f "$variant/metrics.jsonl" ] && xz -c "$variant/metrics.jsonl" > "$out/metrics_$v.jsonl.xz"
+  done
+  finished=0
+  grep -q "^wall time" "$out/chunk.log" && ! grep -q interrupted "$out/chunk.log" && finished=1
+fi
 if { [ $status -eq 0 ] || [ $status -eq 124 ]; } && { [ $finished = 1 ] || [ "${FINAL:-0}" = 1 ]; }; then
-  "$build/sinklab" report "runs/$name" > /dev/null 2>&1 &&
-    tar -C "runs/$name" -czf "$out/report.tar.gz" report
+  [ -n "${PROBE_ONLY:-}" ] || { "$build/sinklab" report "runs/$name" > /dev/null 2>&1 &&
+    tar -C "runs/$name" -czf "$out/report.tar.gz" report; }
   # One `sinklab probe --plan` a variant: its checkpoint is read once for all lines (with a
   # process a line, each read all 1.8 GB at 152M).
   probe_dir=$(mktemp -d)
-  sed 's/^[[:space:]]*$/none/' <<< "${PROBES-$default_probes}" > "$probe_dir/plan.txt"
+  from=${PROBE_FROM:-1}  # the plan's first line to run (1: all); JSON files keep whole-plan numbers
+  sed 's/^[[:space:]]*$/none/' <<< "${PROBES-$default_probes}" | tail -n +"$from" > "$probe_dir/plan.txt"
   # The tables go to probes.txt as they are printed; the JSON files are packed after each
   # variant, into a .part renamed over probes.tar.gz (a call cut during the packing keeps the
   # last whole archive).
@@ -111,10 +123,16 @@ if { [ $status -eq 0 ] || [ $status -eq 124 ]; } && { [ $finished = 1 ] || [ "${
     v=$(basename "$variant")
     ckpt=$(ls "$variant"ckpt/step_*.h5 2> /dev/null | sort | tail -1)
     [ -n "$ckpt" ] || continue
-    echo "== $v $(basename "$ckpt")" >> "$out/probes.txt"
+    [ -z "${PROBE_VARIANTS:-}" ] || [[ " $PROBE_VARIANTS " == *" $v "* ]] || continue
+    echo "== $v $(basename "$ckpt")$([ "$from" -gt 1 ] && echo ", plan lines from $from")" >> "$out/probes.txt"
     "$build/sinklab" probe "$ckpt" --device "${PROBE_DEVICE:-cuda}" --batches "${PROBE_BATCHES:-8}" \
       --plan "$probe_dir/plan.txt" --out "$probe_dir/$v" >> "$out/probes.txt" 2>&1 ||
       echo "probe failed" >> "$out/probes.txt"
+    if [ "$from" -gt 1 ]; then  # <v>_<i>.json of the sliced plan -> its line in the whole plan
+      for i in $(ls "$probe_dir" | sed -n "s/^${v}_\([0-9]*\)\.json$/\1/p" | sort -rn); do
+        mv "$probe_dir/${v}_$i.json" "$probe_dir/${v}_$((i + from - 1)).json"
+      done
+    fi
     tar -C "$probe_dir" -czf "$out/probes.tar.gz.part" . &&
       mv "$out/probes.tar.gz.part" "$out/probes.tar.gz"
   done
