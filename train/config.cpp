@@ -1074,7 +1074,8 @@ void validate(const RunConfig& c) {
   SINKLAB_CHECK(run.gemm_search <= 64, ConfigError,
                 "run.gemm_search is " << run.gemm_search << " in " << file
                                       << ": the most it may be is 64 candidate algorithms",
-                "set run.gemm_search to 0 (the heuristic's first, the default) or e.g. 8");
+                "set run.gemm_search to 8 (the default), another number up to 64, or 0 (the "
+                "heuristic's first)");
   SINKLAB_CHECK(run.collective_timeout_s <= 1e7, ConfigError,
                 "run.collective_timeout_s is " << yu::format_double(run.collective_timeout_s)
                                                << " in " << file

@@ -10,7 +10,6 @@
 #include <fstream>
 #include <functional>
 #include <limits>
-#include <map>
 #include <numeric>
 #include <optional>
 #include <cmath>
@@ -123,6 +122,28 @@ std::string read_text(const fs::path& f) {
   return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
+// Two runs of the variants "baseline" and "headwise" (folders x / r and y / r) computed the
+// same: `lines` metrics lines each, equal but for their timing fields, and the same weights in
+// their checkpoints named `checkpoint`, bit for bit.
+void require_same_runs(const fs::path& x_run, const fs::path& y_run, size_t lines_each,
+                       const std::string& checkpoint) {
+  for (const char* v : {"baseline", "headwise"}) {
+    const std::vector<std::string> x = lines(x_run / "r" / v / "metrics.jsonl");
+    const std::vector<std::string> y = lines(y_run / "r" / v / "metrics.jsonl");
+    REQUIRE(x.size() == lines_each);
+    REQUIRE(y.size() == x.size());
+    for (size_t i = 0; i < x.size(); ++i) {
+      INFO(y_run << " " << v << " line " << i);
+      REQUIRE(deterministic_fields(y[i]) == deterministic_fields(x[i]));
+    }
+    const auto wx = read_checkpoint_params((x_run / "r" / v / "ckpt" / checkpoint).string());
+    const auto wy = read_checkpoint_params((y_run / "r" / v / "ckpt" / checkpoint).string());
+    REQUIRE(wx.size() == wy.size());
+    for (size_t i = 0; i < wx.size(); ++i)
+      REQUIRE(wx[i].second.to_doubles() == wy[i].second.to_doubles());
+  }
+}
+
 }  // namespace
 
 // Trains 12 steps straight and 6 + resume + 6 on `device` (bf16 math on a GPU, where the
@@ -153,20 +174,9 @@ static void require_bit_exact_resume(const std::string& device,
   RunOptions second;
   second.resume = "auto";
   run_and_collect(b, second);
-  for (const char* v : {"baseline", "headwise"}) {
-    std::vector<std::string> x = lines(straight / "r" / v / "metrics.jsonl");
-    std::vector<std::string> y = lines(split / "r" / v / "metrics.jsonl");
-    REQUIRE(x.size() == 13);  // steps 0..11 and the final evaluation, no duplicates
-    REQUIRE(y.size() == x.size());
-    for (size_t i = 0; i < x.size(); ++i) {
-      INFO(device << " " << v << " line " << i);
-      REQUIRE(deterministic_fields(y[i]) == deterministic_fields(x[i]));
-    }
-    auto wx = read_checkpoint_params((straight / "r" / v / "ckpt" / "step_00000012.h5").string());
-    auto wy = read_checkpoint_params((split / "r" / v / "ckpt" / "step_00000012.h5").string());
-    REQUIRE(wx.size() == wy.size());
-    for (size_t i = 0; i < wx.size(); ++i) REQUIRE(wx[i].second.to_doubles() == wy[i].second.to_doubles());
-  }
+  INFO(device);
+  // steps 0..11 and the final evaluation, no duplicates
+  require_same_runs(straight, split, 13, "step_00000012.h5");
 }
 
 TEST_CASE("2N steps straight == N steps + resume + N steps, bit for bit", "[resume]") {
@@ -224,35 +234,17 @@ TEST_CASE("cuda: with run.gemm_search, a fresh run in the same folder takes the 
   const fs::path stored = gemm_choices_path((folder / "r" / "baseline").string(), ops::gemm_library());
   REQUIRE(fs::exists(stored));
   REQUIRE(read_text(stored) == ops::gemm_choices());
-  std::map<std::string, std::vector<std::string>> first_lines;
-  std::map<std::string, std::vector<std::pair<std::string, Tensor>>> first_weights;
-  for (const char* v : {"baseline", "headwise"}) {
-    first_lines[v] = lines(folder / "r" / v / "metrics.jsonl");
-    first_weights[v] =
-        read_checkpoint_params((folder / "r" / v / "ckpt" / "step_00000006.h5").string());
-  }
-  // The second run starts afresh, with the stored file only.
-  fs::rename(folder / "r" / "baseline" / "gemm_choices", folder / "kept");
-  for (const char* v : {"baseline", "headwise"}) fs::remove_all(folder / "r" / v);
+  // The first run's files aside; the second run starts afresh, with the stored file only.
+  const fs::path first = fresh("stored_choices_first");
+  fs::rename(folder / "r", first / "r");
   fs::create_directories(folder / "r" / "baseline");
-  fs::rename(folder / "kept", folder / "r" / "baseline" / "gemm_choices");
+  fs::copy(first / "r" / "baseline" / "gemm_choices", folder / "r" / "baseline" / "gemm_choices");
   ops::forget_gemm_plans();  // a second process
   const int64_t before_second = ops::gemm_searches();
   const std::string console = run_and_collect(cfg);
   REQUIRE(test::contains(console, "product shapes from " + stored.string()));
   REQUIRE(ops::gemm_searches() == before_second);  // every algorithm from the file
-  for (const char* v : {"baseline", "headwise"}) {
-    const std::vector<std::string> y = lines(folder / "r" / v / "metrics.jsonl");
-    REQUIRE(y.size() == first_lines[v].size());
-    for (size_t i = 0; i < y.size(); ++i) {
-      INFO(v << " line " << i);
-      REQUIRE(deterministic_fields(y[i]) == deterministic_fields(first_lines[v][i]));
-    }
-    const auto w = read_checkpoint_params((folder / "r" / v / "ckpt" / "step_00000006.h5").string());
-    REQUIRE(w.size() == first_weights[v].size());
-    for (size_t i = 0; i < w.size(); ++i)
-      REQUIRE(w[i].second.to_doubles() == first_weights[v][i].second.to_doubles());
-  }
+  require_same_runs(first, folder, 7, "step_00000006.h5");  // 6 steps and the final evaluation
   // A process that trains one variant of the config (`train --variant`, beside another such
   // process in the same run folder) keeps its choices in that variant's folder, and leaves the
   // other's file alone.
@@ -294,21 +286,7 @@ static std::string require_cuda_graph_changes_no_bit(const std::string& device) 
   second.resume = "auto";
   run_and_collect(b, second);
   for (const fs::path& run : {straight, split})
-    for (const char* v : {"baseline", "headwise"}) {
-      const std::vector<std::string> x = lines(eager / "r" / v / "metrics.jsonl");
-      const std::vector<std::string> y = lines(run / "r" / v / "metrics.jsonl");
-      REQUIRE(x.size() == 13);
-      REQUIRE(y.size() == x.size());
-      for (size_t i = 0; i < x.size(); ++i) {
-        INFO(run << " " << v << " line " << i);
-        REQUIRE(deterministic_fields(y[i]) == deterministic_fields(x[i]));
-      }
-      const auto wx = read_checkpoint_params((eager / "r" / v / "ckpt" / "step_00000012.h5").string());
-      const auto wy = read_checkpoint_params((run / "r" / v / "ckpt" / "step_00000012.h5").string());
-      REQUIRE(wx.size() == wy.size());
-      for (size_t i = 0; i < wx.size(); ++i)
-        REQUIRE(wx[i].second.to_doubles() == wy[i].second.to_doubles());
-    }
+    require_same_runs(eager, run, 13, "step_00000012.h5");
   return console;
 }
 
