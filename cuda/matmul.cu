@@ -575,16 +575,16 @@ std::string gemm_choices_cuda() {
 }
 
 // ops::use_gemm_choices: the shapes' algorithms, for plans made from now on and those made.
-void use_gemm_choices_cuda(const std::string& text, const std::string& where) {
+size_t use_gemm_choices_cuda(const std::string& text, const std::string& where) {
   const ops::GemmChoices given = ops::parse_gemm_choices(text, where);
-  if (given.choices.empty()) return;
+  if (given.choices.empty()) return 0;
   const std::string library = gemm_library();
   if (given.library != library) {
     std::fprintf(stderr,
                  "gemm choices in %s were made with %s; this process has %s: its products "
                  "search again (run.gemm_search)\n",
                  where.c_str(), given.library.c_str(), library.c_str());
-    return;
+    return 0;
   }
   for (const ops::GemmChoice& g : given.choices)  // every line checked before any is taken
     SINKLAB_CHECK(g.shape[8] >= 0 && g.shape[8] <= static_cast<int64_t>(LtEpilogue::kBGradB),
@@ -604,6 +604,7 @@ void use_gemm_choices_cuda(const std::string& text, const std::string& where) {
     const auto made = lt_plans().find(key);
     if (made != lt_plans().end() && made->second.found) take_given_algorithm(made->second, algo);
   }
+  return given.choices.size();
 }
 
 // ops::forget_gemm_plans: as a new process starts.

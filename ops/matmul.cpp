@@ -29,13 +29,13 @@ void count_gemm_search() { ++g_gemm_searches; }
 
 std::string (*gemm_choices_on_device)() = nullptr;
 std::string (*gemm_library_on_device)() = nullptr;
-void (*use_gemm_choices_on_device)(const std::string&, const std::string&) = nullptr;
+size_t (*use_gemm_choices_on_device)(const std::string&, const std::string&) = nullptr;
 void (*forget_gemm_plans_on_device)() = nullptr;
 
 std::string gemm_choices() { return gemm_choices_on_device ? gemm_choices_on_device() : ""; }
 
-void use_gemm_choices(const std::string& text, const std::string& where) {
-  if (use_gemm_choices_on_device) use_gemm_choices_on_device(text, where);
+size_t use_gemm_choices(const std::string& text, const std::string& where) {
+  return use_gemm_choices_on_device ? use_gemm_choices_on_device(text, where) : 0;
 }
 
 void forget_gemm_plans() {

@@ -107,9 +107,9 @@ std::string gemm_choices();
 // Has the product shapes that `text` names take its algorithms from now on, without a search,
 // where they were chosen with this library on this card (otherwise it says so on stderr and the
 // shapes are searched again); a shape's algorithm that cuBLASLt no longer accepts for it
-// is searched again too. ValueError naming `where` and the line for text that is not that
-// format. Nothing without a GPU.
-void use_gemm_choices(const std::string& text, const std::string& where);
+// is searched again too. Returns the count of shapes taken (0 for another library or card, or
+// without a GPU). ValueError naming `where` and the line for text that is not that format.
+size_t use_gemm_choices(const std::string& text, const std::string& where);
 // Forgets every product plan and choice, as a new process starts (tests of resume within one
 // process).
 void forget_gemm_plans();
@@ -119,7 +119,7 @@ std::string gemm_library();
 // Installed by the CUDA backend (cuda/matmul.cu); null without one.
 extern std::string (*gemm_choices_on_device)();
 extern std::string (*gemm_library_on_device)();
-extern void (*use_gemm_choices_on_device)(const std::string& text, const std::string& where);
+extern size_t (*use_gemm_choices_on_device)(const std::string& text, const std::string& where);
 extern void (*forget_gemm_plans_on_device)();
 
 // The operand a product should read: under Precision::BF16, an f32 CUDA tensor is rounded to a

@@ -37,7 +37,6 @@
 #include "train/io/atomic_file.h"
 #include "train/io/checkpoint.h"
 #include "train/io/gemm_choices_file.h"
-#include "ops/gemm_choices.h"
 #include "train/dist/data_parallel.h"
 #include "train/dist/handshake.h"
 #include "train/process_settings.h"
@@ -347,9 +346,10 @@ void Run::take_stored_gemm_choices() {
   const std::string stored = read_stored_gemm_choices(gemm_choices_folder(), library);
   if (stored.empty()) return;
   const std::string path = gemm_choices_path(gemm_choices_folder(), library);
-  ops::use_gemm_choices(stored, path + " (remove it to search again)");
-  console_.stream() << "gemm choices: " << ops::parse_gemm_choices(stored, path).choices.size()
-                    << " product shapes from " << path << " (run.gemm_search)\n";
+  const size_t taken = ops::use_gemm_choices(stored, path + " (remove it to search again)");
+  if (taken > 0)
+    console_.stream() << "gemm choices: " << taken << " product shapes from " << path
+                      << " (run.gemm_search)\n";
 }
 
 namespace {
