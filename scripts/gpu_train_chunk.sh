@@ -12,9 +12,12 @@
 # in $PROBES) in $OUT/probes.tar.gz.
 #   bash scripts/gpu_train_chunk.sh CONFIG [SECONDS, default 480]
 #   PROBES: default isolate, amplify and plain scaling at key 16 in layers 0-3, lambda 10 and 30
-#   (every line on one variant before the next variant: a call cut short leaves the last
-#   variants without, and the one it cut without its JSON files, though its tables are in
-#   probes.txt; a line the model cannot take stops that variant's probes before the first)
+#   (a line the model cannot take stops that variant's probes of its pass before the first)
+#   PROBE_SPLIT: the plan runs in two passes, its first PROBE_SPLIT lines (default 3) on every
+#     variant, then the rest on every variant, each pass one `probe --plan` a variant (the
+#     checkpoint read once a pass): a call cut short leaves every variant the plan's first
+#     lines, and only the variant it cut without that pass's JSON files (its tables are in
+#     probes.txt). 0: one pass, every line on one variant before the next.
 #   PROBE_BATCHES: validation batches per probe (default 8); PROBE_DEVICE: where the probes run
 #     (default cuda: `sinklab probe` runs on the CPU unless told, 100 s a probe of the 152M model
 #     on the GPU machine's 16 cores)
@@ -115,26 +118,35 @@ if { [ $status -eq 0 ] || [ $status -eq 124 ]; } && { [ $finished = 1 ] || [ "${
   # process a line, each read all 1.8 GB at 152M).
   probe_dir=$(mktemp -d)
   from=${PROBE_FROM:-1}  # the plan's first line to run (1: all); JSON files keep whole-plan numbers
-  sed 's/^[[:space:]]*$/none/' <<< "${PROBES-$default_probes}" | tail -n +"$from" > "$probe_dir/plan.txt"
+  sed 's/^[[:space:]]*$/none/' <<< "${PROBES-$default_probes}" | tail -n +"$from" > "$probe_dir/lines.txt"
+  lines=$(wc -l < "$probe_dir/lines.txt")
+  split=${PROBE_SPLIT:-3}
+  passes="1-$lines"  # ranges of lines.txt, each run on every variant before the next
+  [ "$split" -gt 0 ] && [ "$split" -lt "$lines" ] && passes="1-$split $((split + 1))-$lines"
   # The tables go to probes.txt as they are printed; the JSON files are packed after each
-  # variant, into a .part renamed over probes.tar.gz (a call cut during the packing keeps the
-  # last whole archive).
-  for variant in runs/"$name"/*/; do
-    v=$(basename "$variant")
-    ckpt=$(ls "$variant"ckpt/step_*.h5 2> /dev/null | sort | tail -1)
-    [ -n "$ckpt" ] || continue
-    [ -z "${PROBE_VARIANTS:-}" ] || [[ " $PROBE_VARIANTS " == *" $v "* ]] || continue
-    echo "== $v $(basename "$ckpt")$([ "$from" -gt 1 ] && echo ", plan lines from $from")" >> "$out/probes.txt"
-    "$build/sinklab" probe "$ckpt" --device "${PROBE_DEVICE:-cuda}" --batches "${PROBE_BATCHES:-8}" \
-      --plan "$probe_dir/plan.txt" --out "$probe_dir/$v" >> "$out/probes.txt" 2>&1 ||
-      echo "probe failed" >> "$out/probes.txt"
-    if [ "$from" -gt 1 ]; then  # <v>_<i>.json of the sliced plan -> its line in the whole plan
-      for i in $(ls "$probe_dir" | sed -n "s/^${v}_\([0-9]*\)\.json$/\1/p" | sort -rn); do
-        mv "$probe_dir/${v}_$i.json" "$probe_dir/${v}_$((i + from - 1)).json"
+  # variant's pass, into a .part renamed over probes.tar.gz (a call cut during the packing keeps
+  # the last whole archive).
+  mkdir -p "$probe_dir/json"
+  for pass in $passes; do
+    first=${pass%-*}; last=${pass#*-}
+    sed -n "${first},${last}p" "$probe_dir/lines.txt" > "$probe_dir/plan.txt"
+    offset=$((from - 1 + first - 1))  # a pass's line i is the whole plan's line i + offset
+    for variant in runs/"$name"/*/; do
+      v=$(basename "$variant")
+      ckpt=$(ls "$variant"ckpt/step_*.h5 2> /dev/null | sort | tail -1)
+      [ -n "$ckpt" ] || continue
+      [ -z "${PROBE_VARIANTS:-}" ] || [[ " $PROBE_VARIANTS " == *" $v "* ]] || continue
+      echo "== $v $(basename "$ckpt"), plan lines $((first + from - 1)) to $((last + from - 1))" >> "$out/probes.txt"
+      rm -rf "$probe_dir/pass" && mkdir "$probe_dir/pass"
+      "$build/sinklab" probe "$ckpt" --device "${PROBE_DEVICE:-cuda}" --batches "${PROBE_BATCHES:-8}" \
+        --plan "$probe_dir/plan.txt" --out "$probe_dir/pass/$v" >> "$out/probes.txt" 2>&1 ||
+        echo "probe failed" >> "$out/probes.txt"
+      for i in $(ls "$probe_dir/pass" | sed -n "s/^${v}_\([0-9]*\)\.json$/\1/p"); do
+        mv "$probe_dir/pass/${v}_$i.json" "$probe_dir/json/${v}_$((i + offset)).json"
       done
-    fi
-    tar -C "$probe_dir" -czf "$out/probes.tar.gz.part" . &&
-      mv "$out/probes.tar.gz.part" "$out/probes.tar.gz"
+      tar -C "$probe_dir/json" -czf "$out/probes.tar.gz.part" . &&
+        mv "$out/probes.tar.gz.part" "$out/probes.tar.gz"
+    done
   done
   rm -rf "$probe_dir"
 fi
