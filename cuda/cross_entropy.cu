@@ -48,6 +48,9 @@ constexpr int kRowThreads = 256;     // threads per row block (power of two)
 constexpr int kReduceThreads = 1024;  // threads of the single-block reductions (power of two)
 constexpr unsigned kMaxRowBlocks = 65535u * 16u;  // grid-stride over rows beyond this
 
+// expf: about ten instructions around one MUFU.EX2. exp2f of x * log2(e) (two) cut the staged
+// pass's time by 14% under ncu but moved LLaMA-152M's tokens/s within the A/B's spread, and
+// moves the last bits against the CPU's exp (docs/PERFORMANCE.md, thirty-first session).
 __device__ __forceinline__ float dev_exp(float x) { return expf(x); }
 __device__ __forceinline__ double dev_exp(double x) { return exp(x); }
 __device__ __forceinline__ float dev_log(float x) { return logf(x); }

@@ -138,6 +138,10 @@ constexpr int kHeadsAtOnce = 4;
 // and read the same cosines once per head: 1.9 TB/s on an H100, 103 us a LLaMA-152M layer.)
 // packed: every pack whole (HS/2 a multiple of RowPack<S>::kCount) and 16-byte aligned; then so
 // are the table's packs (they start kPer values apart, kPer * sizeof(R) is 16 or 32 bytes).
+// Measured against this kernel on an H100 (docs/PERFORMANCE.md, thirty-first session; 100.6 us
+// at LLaMA-152M's rope_qkv shape, an in-place copy of the same bytes 76.9): `packed` as a
+// template argument +10.5%, two heads at once with three blocks an SM +7.6%, the heads split
+// over grid.y in groups of 4 +4.4%, of 2 -3.6%, one thread per (position, head, pack) +2.5%.
 template <class S>
 __global__ void rope_kernel(const S* x, S* out, RopeRows g,  // out may be x (in place)
                             AngleTable<typename RotateIn<S>::type> table,
