@@ -65,6 +65,8 @@ if ! ls "$data_dir"/train_*.bin > /dev/null 2>&1; then
   "$build/sinklab" prepare "$config" | tail -4 || exit 1
 fi
 name=$(python3 -c "import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))['run']['name'])" "$config")
+# The run's folder: run.out_dir (default runs) / run.name
+run_dir=$(python3 -c "import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))['run'].get('out_dir', 'runs'))" "$config")/$name
 default_probes='
 --isolate 16
 --amplify 16 --lambda 10 --layers 0 1 2 3
@@ -104,7 +106,7 @@ else
   wait  # the other ranks stop on the step rank 0 stops on
   for ((r = 1; r < ranks; ++r)); do cat "$out/chunk.log.$r" >> "$out/chunk.log"; done
   grep -E "^step .*val loss|resumed|interrupted|wall time" "$out/chunk.log" | tail -8
-  for variant in runs/"$name"/*/; do
+  for variant in "$run_dir"/*/; do
     v=$(basename "$variant")
     [ -f "$variant/metrics.jsonl" ] && xz -c "$variant/metrics.jsonl" > "$out/metrics_$v.jsonl.xz"
   done
@@ -112,8 +114,8 @@ else
   grep -q "^wall time" "$out/chunk.log" && ! grep -q interrupted "$out/chunk.log" && finished=1
 fi
 if { [ $status -eq 0 ] || [ $status -eq 124 ]; } && { [ $finished = 1 ] || [ "${FINAL:-0}" = 1 ]; }; then
-  [ -n "${PROBE_ONLY:-}" ] || { "$build/sinklab" report "runs/$name" > /dev/null 2>&1 &&
-    tar -C "runs/$name" -czf "$out/report.tar.gz" report; }
+  [ -n "${PROBE_ONLY:-}" ] || { "$build/sinklab" report "$run_dir" > /dev/null 2>&1 &&
+    tar -C "$run_dir" -czf "$out/report.tar.gz" report; }
   # One `sinklab probe --plan` a variant: its checkpoint is read once for all lines (with a
   # process a line, each read all 1.8 GB at 152M).
   probe_dir=$(mktemp -d)
@@ -131,7 +133,7 @@ if { [ $status -eq 0 ] || [ $status -eq 124 ]; } && { [ $finished = 1 ] || [ "${
     first=${pass%-*}; last=${pass#*-}
     sed -n "${first},${last}p" "$probe_dir/lines.txt" > "$probe_dir/plan.txt"
     offset=$((from - 1 + first - 1))  # a pass's line i is the whole plan's line i + offset
-    for variant in runs/"$name"/*/; do
+    for variant in "$run_dir"/*/; do
       v=$(basename "$variant")
       ckpt=$(ls "$variant"ckpt/step_*.h5 2> /dev/null | sort | tail -1)
       [ -n "$ckpt" ] || continue
