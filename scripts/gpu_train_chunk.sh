@@ -60,13 +60,19 @@ if [ -n "${UNPACK_ONLY:-}" ]; then
   ls -l data/raw/
   exit 0
 fi
-data_dir=$(python3 -c "import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))['data']['dir'])" "$config")
+# config_value SECTION KEY [DEFAULT]: a value of the config file
+config_value() {
+  python3 -c "import sys, yaml
+section = yaml.safe_load(open(sys.argv[1]))[sys.argv[2]]
+print(section[sys.argv[3]] if len(sys.argv) < 5 else section.get(sys.argv[3], sys.argv[4]))" \
+    "$config" "$@"
+}
+data_dir=$(config_value data dir)
 if ! ls "$data_dir"/train_*.bin > /dev/null 2>&1; then
   "$build/sinklab" prepare "$config" | tail -4 || exit 1
 fi
-name=$(python3 -c "import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))['run']['name'])" "$config")
-# The run's folder: run.out_dir (default runs) / run.name
-run_dir=$(python3 -c "import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))['run'].get('out_dir', 'runs'))" "$config")/$name
+name=$(config_value run name)
+run_dir=$(config_value run out_dir runs)/$name  # the run's folder
 default_probes='
 --isolate 16
 --amplify 16 --lambda 10 --layers 0 1 2 3
@@ -116,8 +122,8 @@ fi
 if { [ $status -eq 0 ] || [ $status -eq 124 ]; } && { [ $finished = 1 ] || [ "${FINAL:-0}" = 1 ]; }; then
   [ -n "${PROBE_ONLY:-}" ] || { "$build/sinklab" report "$run_dir" > /dev/null 2>&1 &&
     tar -C "$run_dir" -czf "$out/report.tar.gz" report; }
-  # One `sinklab probe --plan` a variant: its checkpoint is read once for all lines (with a
-  # process a line, each read all 1.8 GB at 152M).
+  # One `sinklab probe --plan` a variant and pass: its checkpoint is read once for the pass's
+  # lines (with a process a line, each read all 1.8 GB at 152M).
   probe_dir=$(mktemp -d)
   from=${PROBE_FROM:-1}  # the plan's first line to run (1: all); JSON files keep whole-plan numbers
   sed 's/^[[:space:]]*$/none/' <<< "${PROBES-$default_probes}" | tail -n +"$from" > "$probe_dir/lines.txt"
@@ -125,6 +131,7 @@ if { [ $status -eq 0 ] || [ $status -eq 124 ]; } && { [ $finished = 1 ] || [ "${
   split=${PROBE_SPLIT:-3}
   passes="1-$lines"  # ranges of lines.txt, each run on every variant before the next
   [ "$split" -gt 0 ] && [ "$split" -lt "$lines" ] && passes="1-$split $((split + 1))-$lines"
+  [ "$lines" -gt 0 ] || passes=""  # PROBE_FROM past the plan's end: nothing to probe
   # The tables go to probes.txt as they are printed; the JSON files are packed after each
   # variant's pass, into a .part renamed over probes.tar.gz (a call cut during the packing keeps
   # the last whole archive).
