@@ -193,8 +193,7 @@ Run::Run(const RunConfig& config, std::ostream& console, RunOptions options)
   apply_process_settings(base_.run);
   if (parse_device(base_.run.device).is_cuda())
     console_.stream() << "attention: " << ops::attention_kernels_description() << "\n";
-  if (base_.run.gemm_search > 1 && options_.launch.distributed() &&
-      parse_device(base_.run.device).is_cuda()) {
+  if (asks_gemm_search() && !searches_gemms()) {
     // Each rank would choose by its own timings (the step waits for the slowest anyway), and
     // neither a second run nor a resume could multiply on every rank as the first did.
     ops::gemm_search = 0;
@@ -332,10 +331,11 @@ Run::Run(const RunConfig& config, std::ostream& console, RunOptions options)
 
 std::string Run::checkpoint_dir(const Variant& v) const { return v.dir + "/ckpt"; }
 
-bool Run::searches_gemms() const {
-  return base_.run.gemm_search > 1 && parse_device(base_.run.device).is_cuda() &&
-         !options_.launch.distributed();
+bool Run::asks_gemm_search() const {
+  return base_.run.gemm_search > 1 && parse_device(base_.run.device).is_cuda();
 }
+
+bool Run::searches_gemms() const { return asks_gemm_search() && !options_.launch.distributed(); }
 
 std::string Run::gemm_choices_folder() const { return variants_.front()->dir; }
 

@@ -91,7 +91,9 @@ class Run {
   // nullptr when v's optimizer holds them all already.
   std::unique_ptr<AdamW> whole_optimizer(Variant& v);
   std::string checkpoint_dir(const Variant& v) const;
-  // run.gemm_search applies: a GPU run of one process (off with several, see the constructor).
+  // run.gemm_search asks for a search (more than one candidate) on a GPU run.
+  bool asks_gemm_search() const;
+  // ... and the search applies: the run is one process (off with several, see the constructor).
   bool searches_gemms() const;
   // Where the run folder keeps the choices (train/io/gemm_choices_file.h): the folder of the
   // first variant this process trains, which no other process writes (`train --variant` runs of
