@@ -52,21 +52,38 @@ void summarise_paper_metrics(SinkMetrics& m, double onset_threshold) {
       layer_mean(m, [](const LayerMetrics& l) { return l.effective_rank_output; });
 }
 
-std::vector<double> key_score_after(const std::vector<double>& mass, int64_t B, int64_t NH,
-                                    int64_t T, int64_t k) {
+namespace {
+
+// (NH) the mean over b and queries t >= first of mass (B, NH, T); NaN per head when no query is
+// left (first >= T) or first < 0.
+std::vector<double> mean_over_queries_from(const std::vector<double>& mass, int64_t B,
+                                           int64_t NH, int64_t T, int64_t first,
+                                           const char* name) {
   SINKLAB_CHECK(static_cast<int64_t>(mass.size()) == B * NH * T, ShapeError,
-                "key_score_after: " << mass.size() << " values for (B, NH, T) = (" << B << ", "
-                                    << NH << ", " << T << ")",
+                name << ": " << mass.size() << " values for (B, NH, T) = (" << B << ", " << NH
+                     << ", " << T << ")",
                 "pass attention_key_mass(...) of shape (B, NH, T) as row-major doubles");
   std::vector<double> score(NH, kNaN);
-  if (k < 0 || k >= T - 1) return score;
+  if (first < 0 || first >= T) return score;
   for (int64_t h = 0; h < NH; ++h) {
     double sum = 0;
     for (int64_t b = 0; b < B; ++b)
-      for (int64_t t = k + 1; t < T; ++t) sum += mass[(b * NH + h) * T + t];
-    score[h] = sum / static_cast<double>(B * (T - 1 - k));
+      for (int64_t t = first; t < T; ++t) sum += mass[(b * NH + h) * T + t];
+    score[h] = sum / static_cast<double>(B * (T - first));
   }
   return score;
+}
+
+}  // namespace
+
+std::vector<double> key_score(const std::vector<double>& mass, int64_t B, int64_t NH, int64_t T,
+                              int64_t k) {
+  return mean_over_queries_from(mass, B, NH, T, k, "key_score");
+}
+
+std::vector<double> key_score_after(const std::vector<double>& mass, int64_t B, int64_t NH,
+                                    int64_t T, int64_t k) {
+  return mean_over_queries_from(mass, B, NH, T, k < 0 ? -1 : k + 1, "key_score_after");
 }
 
 std::vector<double> across_sample_variance(const std::vector<double>& x, int64_t B, int64_t T,

@@ -22,6 +22,11 @@ int64_t sink_onset_layer(const std::vector<double>& layer_scores, double thresho
 // dim_disparity_normed and effective_rank_output (NaN when any layer's value is NaN).
 void summarise_paper_metrics(SinkMetrics& metrics, double onset_threshold);
 
+// Today's score at key k: mass (B, NH, T) holds A[b, h, t, k]; returns (NH) the mean over b
+// and queries t >= k (query k's attention to itself included). NaN per head when k >= T.
+std::vector<double> key_score(const std::vector<double>& mass, int64_t B, int64_t NH, int64_t T,
+                              int64_t k);
+
 // The score at key k without the self term: mass (B, NH, T) holds A[b, h, t, k];
 // returns (NH) the mean over b and queries t > k. NaN per head when k >= T - 1.
 std::vector<double> key_score_after(const std::vector<double>& mass, int64_t B, int64_t NH,

@@ -568,7 +568,11 @@ void Run::step_all(int64_t step, bool evaluate_first) {
     Evaluation eval;
     if (evaluate_first) eval = evaluate(v, step, false);
     const auto t0 = Clock::now();
-    const bool metrics_step = c.metrics.every > 0 && step % c.metrics.every == 0;
+    // An evaluation step is a metrics step too: its effective ranks are written with the
+    // step's sink metrics, and would be lost where train.eval_every is not a multiple of
+    // metrics.every.
+    const bool metrics_step =
+        c.metrics.every > 0 && (step % c.metrics.every == 0 || evaluate_first);
     StepRecord record;
     record.step = step;
     record.lr = learning_rate(c.optim, c.train.steps, step);

@@ -2,6 +2,7 @@
 // example, and the capture-level ones against a direct computation from the capture.
 #include <cmath>
 #include <fstream>
+#include <map>
 #include <sstream>
 #include <limits>
 #include <vector>
@@ -62,6 +63,14 @@ TEST_CASE("score at key k over queries t > k leaves out the self term", "[metric
   REQUIRE(s[1] == Approx((0.4 + 0.6) / 2));
   REQUIRE(std::isnan(key_score_after(mass, 1, 2, 4, 3)[0]));  // no query after the last key
   REQUIRE_THROWS_AS(key_score_after(mass, 2, 2, 4, 1), ShapeError);
+  // Today's score at key k keeps the self term: queries t >= k.
+  const std::vector<double> today = key_score(mass, 1, 2, 4, 1);
+  REQUIRE(today[0] == Approx((1.0 + 0.5 + 0.3) / 3));
+  REQUIRE(today[1] == Approx((0.2 + 0.4 + 0.6) / 3));
+  REQUIRE(key_score(mass, 1, 2, 4, 3)[1] == Approx(0.6));  // the last key: its own query only
+  REQUIRE(key_score(mass, 1, 2, 4, 0)[0] == Approx((0 + 1.0 + 0.5 + 0.3) / 4));
+  REQUIRE(std::isnan(key_score(mass, 1, 2, 4, 4)[0]));  // no such key
+  REQUIRE_THROWS_AS(key_score(mass, 1, 2, 5, 1), ShapeError);
 }
 
 TEST_CASE("across-sample variance per position, averaged over dims (the 1/(t+1) law)",
@@ -397,6 +406,53 @@ TEST_CASE("probe: the paper's readings on short windows and on random tokens; th
         probe_checkpoint(ck, bad, console);
       },
       {"--window is 17", "block_size 16"});
+  // A key outside the window probed is refused (the scores would read another key).
+  test::require_error<ConfigError>(
+      [&] {
+        ProbeOptions bad = opt;
+        bad.amplify = 8;  // window 8: positions 0..7
+        probe_checkpoint(ck, bad, console);
+      },
+      {"key 8", "outside the 8 positions probed", "--window 8"});
+  test::require_error<ConfigError>(
+      [&] {
+        ProbeOptions bad = opt;
+        bad.amplify = -1;
+        bad.isolate = {2, 9};
+        probe_checkpoint(ck, bad, console);
+      },
+      {"key 9", "--window 8"});
+}
+
+TEST_CASE("an evaluation step that is not a metrics.every step still logs its effective ranks "
+          "with the step's sink metrics",
+          "[metrics]") {
+  test::TempDir dir;
+  write_letter_data(dir);
+  std::ostringstream y;
+  y << "run: {name: e, out_dir: " << dir.path.string() << "}\n"
+    << "model: {arch: llama, n_layer: 2, n_head: 2, n_embd: 32, block_size: 16}\n"
+    << "data: {dir: " << dir.path.string() << ", tokenizer: byte}\n"
+    << "train: {steps: 5, batch_size: 4, eval_every: 3, eval_batches: 1, sample_tokens: 0}\n"
+    << "metrics: {every: 2, rank_sequences: 2}\n";
+  std::ostringstream console;
+  Run(parse_config(y.str(), "e.yaml"), console).train();
+  std::map<int64_t, std::string> records;  // step: the record (the final evaluation's last)
+  for (const std::string& line : test::untimed_lines(dir.file("e/main/metrics.jsonl")))
+    records[std::stoll(test::json_field(line, "step"))] = line;
+  // Steps 0, 2 and 4 are metrics steps; step 3 evaluates, so it is one too; 1 is neither.
+  for (int64_t step : {0, 2, 3, 4}) {
+    INFO("step " << step << ": " << records[step]);
+    REQUIRE(records[step].find("\"sink_score\":[") != std::string::npos);
+  }
+  REQUIRE(records[1].find("\"sink_score\"") == std::string::npos);
+  for (int64_t step : {3, 5}) {  // the evaluations: step 3's and the final one
+    INFO("step " << step << ": " << records[step]);
+    const std::vector<double> ranks =
+        test::json_numbers(test::json_field(records[step], "effective_rank_output"));
+    REQUIRE(ranks.size() == 2);
+    for (double r : ranks) REQUIRE(r > 1.0);
+  }
 }
 
 TEST_CASE("amplify with the precomputed mu: o_k <- mu + lambda (o_k - mu), mu the mean value "

@@ -131,6 +131,18 @@ RunConfig probe_run_config(const LoadedProbeModel& loaded, const ProbeOptions& o
                                       << "'s model has block_size " << cfg.model.block_size,
                 "pass a window in [1, " + std::to_string(cfg.model.block_size) +
                     "] (0 = the model's T)");
+  // The intervention's key must lie in the window probed, or the scores read another key.
+  const int64_t T = opt.window > 0 ? opt.window : cfg.model.block_size;
+  std::vector<int64_t> keys = opt.isolate;
+  if (opt.amplify >= 0) keys.push_back(opt.amplify);
+  for (int64_t k : keys)
+    SINKLAB_CHECK(k < T, ConfigError,
+                  "probe: key " << k << " (--isolate / --amplify / --scale) is outside the "
+                                << T << " positions probed"
+                                << (opt.window > 0 ? " (--window " + std::to_string(opt.window) + ")"
+                                                   : std::string()),
+                  "pass keys below " + std::to_string(T) +
+                      (opt.window > 0 ? ", or a longer --window" : std::string()));
   return cfg;
 }
 
@@ -179,7 +191,7 @@ ProbeResult probe_loaded(const LoadedProbeModel& loaded, const ProbeOptions& opt
   result.super = super_neurons(model, capture);
   stages.mark("super neurons");
   result.key = opt.amplify >= 0 ? opt.amplify : (opt.isolate.empty() ? 0 : opt.isolate[0]);
-  const int64_t key = std::min<int64_t>(result.key, T - 1);
+  const int64_t key = result.key;  // below T: probe_run_config checked it
   for (const LayerCapture& cap : capture.layers) {
     Tensor mass = ops::attention_key_mass(cap.q, cap.k, cap.lse, key, cap.attention);  // (B,NH,T)
     std::vector<double> a = mass.to_doubles();
@@ -189,12 +201,7 @@ ProbeResult probe_loaded(const LoadedProbeModel& loaded, const ProbeOptions& opt
       a = row_shares(a.data(), rows.data(), a.size(), T);
     }
     const int64_t NH = mass.size(1);
-    std::vector<double> per_head(NH, 0.0);
-    for (int64_t b = 0; b < B; ++b)
-      for (int64_t h = 0; h < NH; ++h)
-        for (int64_t t = key; t < T; ++t)
-          per_head[h] += a[(b * NH + h) * T + t] / static_cast<double>(B * (T - key));
-    result.key_score.push_back(per_head);
+    result.key_score.push_back(key_score(a, B, NH, T, key));
     result.key_score_after.push_back(key_score_after(a, B, NH, T, key));
   }
   stages.mark("key scores");
