@@ -65,6 +65,8 @@ bool stop_requested() { return g_stop_signal.load() != 0; }
 
 // The run keys that hold for the whole process (apply_process_settings, DataParallel): a
 // variant may not set them apart from the run. run.precision is compared once resolved.
+// run.cuda_graph is each variant's own graph, but a setting of how the steps run, like the
+// rest: variants compared side by side run their steps the same way (README).
 constexpr const char* kProcessKeys[] = {"run.attention_kernels", "run.profile", "run.bucket_mib",
                                         "run.collective_timeout_s", "run.bf16_gemm",
                                         "run.metrics_priority", "run.cpu_gemm",
@@ -79,7 +81,7 @@ constexpr const char* kProcessKeys[] = {"run.attention_kernels", "run.profile", 
                                         "run.one_pass_order_statistics", "run.deterministic",
                                         "run.release_forward_inputs",
                                         "run.metrics_exchange_on_side",
-                                        "run.variant_placement"};
+                                        "run.variant_placement", "run.cuda_graph"};
 
 // A step's sink metrics. Made at the end of the forward whose capture they read (on a GPU that
 // marks where the side stream will start), queued once the backward is queued (the host queues

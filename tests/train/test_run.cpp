@@ -266,7 +266,8 @@ TEST_CASE("run.cpu_gemm and run.bf16_gemm reach the kernels; process keys stay o
   // A variant may not change what holds for the whole process.
   for (const char* key : {"run.profile=true", "run.bucket_mib=1", "run.collective_timeout_s=5",
                           "run.bf16_gemm=fast", "run.metrics_priority=equal",
-                          "run.cpu_gemm=reference", "run.attention_kernels=own"}) {
+                          "run.cpu_gemm=reference", "run.attention_kernels=own",
+                          "run.cuda_graph=true"}) {
     RunConfig cfg = parse_config(tiny_config(data, out, 1), "inline.yaml");
     cfg.variants[1].overrides.push_back(key);
     const std::string k = std::string(key).substr(0, std::string(key).find('='));
