@@ -4,6 +4,7 @@
 #include <fstream>
 #include <map>
 #include <sstream>
+#include <string>
 #include <limits>
 #include <vector>
 
@@ -28,6 +29,18 @@ constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 void write_letter_data(const test::TempDir& dir) {
   const std::vector<int32_t> tokens = test::letter_tokens(4, 1, 20000, 20, 2);
   test::write_train_val(dir.path, tokens, {tokens.begin(), tokens.begin() + 3000});
+}
+// A 2 x 32 LLaMA (T = 16, byte tokens) on dir's letter data: the run's name, then the train
+// and metrics sections as YAML flow maps.
+std::string tiny_letter_run(const test::TempDir& dir, const std::string& name,
+                            const std::string& train, const std::string& metrics) {
+  std::ostringstream y;
+  y << "run: {name: " << name << ", out_dir: " << dir.path.string() << "}\n"
+    << "model: {arch: llama, n_layer: 2, n_head: 2, n_embd: 32, block_size: 16}\n"
+    << "data: {dir: " << dir.path.string() << ", tokenizer: byte}\n"
+    << "train: " << train << "\n"
+    << "metrics: " << metrics << "\n";
+  return y.str();
 }
 }  // namespace
 
@@ -343,14 +356,14 @@ TEST_CASE("probe: the paper's readings on short windows and on random tokens; th
           "[probe][metrics]") {
   test::TempDir dir;
   write_letter_data(dir);
-  std::ostringstream y;
-  y << "run: {name: p, out_dir: " << dir.path.string() << "}\n"
-    << "model: {arch: llama, n_layer: 2, n_head: 2, n_embd: 32, block_size: 16}\n"
-    << "data: {dir: " << dir.path.string() << ", tokenizer: byte}\n"
-    << "train: {steps: 4, batch_size: 4, eval_every: 2, eval_batches: 3, sample_tokens: 0}\n"
-    << "metrics: {rank_sequences: 6}\n";
   std::ostringstream console;
-  Run(parse_config(y.str(), "p.yaml"), console).train();
+  Run(parse_config(tiny_letter_run(dir, "p",
+                                   "{steps: 4, batch_size: 4, eval_every: 2, eval_batches: 3, "
+                                   "sample_tokens: 0}",
+                                   "{rank_sequences: 6}"),
+                   "p.yaml"),
+      console)
+      .train();
   // The trainer: val_loss_se and the output ranks (over 6 sequences: two eval batches of 4).
   REQUIRE(console.str().find("(s.e.)") != std::string::npos);
   REQUIRE(console.str().find("6 seq.") != std::string::npos);
@@ -429,14 +442,14 @@ TEST_CASE("an evaluation step that is not a metrics.every step still logs its ef
           "[metrics]") {
   test::TempDir dir;
   write_letter_data(dir);
-  std::ostringstream y;
-  y << "run: {name: e, out_dir: " << dir.path.string() << "}\n"
-    << "model: {arch: llama, n_layer: 2, n_head: 2, n_embd: 32, block_size: 16}\n"
-    << "data: {dir: " << dir.path.string() << ", tokenizer: byte}\n"
-    << "train: {steps: 5, batch_size: 4, eval_every: 3, eval_batches: 1, sample_tokens: 0}\n"
-    << "metrics: {every: 2, rank_sequences: 2}\n";
   std::ostringstream console;
-  Run(parse_config(y.str(), "e.yaml"), console).train();
+  Run(parse_config(tiny_letter_run(dir, "e",
+                                   "{steps: 5, batch_size: 4, eval_every: 3, eval_batches: 1, "
+                                   "sample_tokens: 0}",
+                                   "{every: 2, rank_sequences: 2}"),
+                   "e.yaml"),
+      console)
+      .train();
   std::map<int64_t, std::string> records;  // step: the record (the final evaluation's last)
   for (const std::string& line : test::untimed_lines(dir.file("e/main/metrics.jsonl")))
     records[std::stoll(test::json_field(line, "step"))] = line;
