@@ -359,51 +359,52 @@ TEST_CASE("sink metrics match a direct computation from attention probabilities"
       const std::vector<double> x = c.residual.to_doubles();  // (B, T, C)
       REQUIRE(m.layers[l].dim_disparity ==
               Approx(test::first_token_disparity(x, B, T, C)).epsilon(1e-10));
+      // v (B, T, D): (D) mean_b |v[b, 0, d]|; |v| of every element, sorted (an even count
+      // here, B * T * D, so the median is the two middle values' mean).
+      const auto first_token_abs_means = [&](const std::vector<double>& v, int64_t D) {
+        std::vector<double> means(D, 0.0);
+        for (int64_t b = 0; b < B; ++b)
+          for (int64_t d = 0; d < D; ++d) means[d] += std::fabs(v[b * T * D + d]) / B;
+        return means;
+      };
+      const auto sorted_abs = [](std::vector<double> v) {
+        for (double& e : v) e = std::fabs(e);
+        std::sort(v.begin(), v.end());
+        return v;
+      };
+      const auto median_of_sorted = [](const std::vector<double>& v) {
+        return 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
+      };
       // dim_argmax: the channel of the largest batch-mean |x[b, 0, j]|; norm_ratio: |x[b, 0]|
       // over the mean of |x[b, t >= 1]|, batch-averaged; the order statistics of |x| over
       // every element: its median and its three largest.
-      std::vector<double> channel(C, 0.0), all_x;
+      const std::vector<double> channel = first_token_abs_means(x, C);
+      REQUIRE(m.layers[l].dim_argmax ==
+              std::max_element(channel.begin(), channel.end()) - channel.begin());
       double norm_ratio = 0;
       for (int64_t b = 0; b < B; ++b) {
         double rest = 0, first = 0;
         for (int64_t t = 0; t < T; ++t) {
           double sq = 0;
-          for (int64_t j = 0; j < C; ++j) {
-            const double v = x[(b * T + t) * C + j];
-            sq += v * v;
-            all_x.push_back(std::fabs(v));
-            if (t == 0) channel[j] += std::fabs(v) / B;
-          }
+          for (int64_t j = 0; j < C; ++j) sq += std::pow(x[(b * T + t) * C + j], 2);
           (t == 0 ? first : rest) += std::sqrt(sq);
         }
         norm_ratio += first / (rest / (T - 1)) / B;
       }
-      REQUIRE(m.layers[l].dim_argmax ==
-              std::max_element(channel.begin(), channel.end()) - channel.begin());
       REQUIRE(m.layers[l].norm_ratio == Approx(norm_ratio).epsilon(1e-10));
-      std::sort(all_x.begin(), all_x.end());
-      const size_t n = all_x.size();  // B * T * C = 432: even, the two middle values' mean
-      REQUIRE(m.layers[l].massive_median == Approx(0.5 * (all_x[n / 2 - 1] + all_x[n / 2])));
-      for (int i = 0; i < 3; ++i) REQUIRE(m.layers[l].massive_top[i] == all_x[n - 1 - i]);
+      const std::vector<double> all_x = sorted_abs(x);  // B * T * C = 432 values
+      REQUIRE(m.layers[l].massive_median == Approx(median_of_sorted(all_x)));
+      for (int i = 0; i < 3; ++i)
+        REQUIRE(m.layers[l].massive_top[i] == all_x[all_x.size() - 1 - i]);
       // Super neurons from u directly: n* = argmax_n mean_b |u[b, 0, n]|, that mean, and its
       // ratio to the median |u| over every token and neuron.
       const std::vector<double> u = c.ffn_hidden.to_doubles();  // (B, T, F)
-      const int64_t F = c.ffn_hidden.size(2);
-      std::vector<double> neuron(F, 0.0), all_u;
-      for (int64_t b = 0; b < B; ++b)
-        for (int64_t t = 0; t < T; ++t)
-          for (int64_t f = 0; f < F; ++f) {
-            const double a = std::fabs(u[(b * T + t) * F + f]);
-            all_u.push_back(a);
-            if (t == 0) neuron[f] += a / B;
-          }
+      const std::vector<double> neuron = first_token_abs_means(u, c.ffn_hidden.size(2));
       const int64_t star = std::max_element(neuron.begin(), neuron.end()) - neuron.begin();
       REQUIRE(m.layers[l].super_neuron == star);
       REQUIRE(m.layers[l].super_value == Approx(neuron[star]).epsilon(1e-10));
-      std::sort(all_u.begin(), all_u.end());
-      const size_t nu = all_u.size();  // B * T * 4C: even
       REQUIRE(m.layers[l].super_ratio ==
-              Approx(neuron[star] / (0.5 * (all_u[nu / 2 - 1] + all_u[nu / 2]))).epsilon(1e-10));
+              Approx(neuron[star] / median_of_sorted(sorted_abs(u))).epsilon(1e-10));
       REQUIRE(m.layers[l].effective_rank > 1.0);
       REQUIRE(m.layers[l].effective_rank <= 9.0);
     }

@@ -453,6 +453,7 @@ TEST_CASE("an evaluation step that is not a metrics.every step still logs its ef
   std::map<int64_t, std::string> records;  // step: the record (the final evaluation's last)
   for (const std::string& line : test::untimed_lines(dir.file("e/main/metrics.jsonl")))
     records[std::stoll(test::json_field(line, "step"))] = line;
+  REQUIRE(records.size() == 6);  // steps 0 to 4 and the final evaluation (5)
   // Steps 0, 2 and 4 are metrics steps; step 3 evaluates, so it is one too; 1 is neither.
   for (int64_t step : {0, 2, 3, 4}) {
     INFO("step " << step << ": " << records[step]);
