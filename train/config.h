@@ -223,10 +223,14 @@ struct PrepareSection {  // used by `sinklab prepare <config>`
   std::string tokenizer = "bpe";    // bpe (trained on inputs) | byte | gpt2 (GPT-2's 50,257;
                                     // scripts/get_data.sh installs it) | hf:<tokenizer.json>
   int64_t vocab_size = 512;         // BPE target vocabulary (>= 256 + special)
-  double val_fraction = 0.05;       // share of each input held out for val
-  ValSplit val_split = ValSplit::Documents;  // documents: whole documents (blocks between blank
-                                    // lines, joined to at least val_unit_bytes) spread evenly
-                                    // across each input | tail: the input's last bytes
+  double val_fraction = 0.05;       // share of each input held out for val (0: none, a folder
+                                    // training cannot evaluate on; a share that rounds to no
+                                    // text is refused)
+  ValSplit val_split = ValSplit::Documents;  // documents: whole documents (blocks ending at a
+                                    // blank line, "\r" alone counting as blank, joined to at
+                                    // least val_unit_bytes) spread evenly across each input;
+                                    // inputs with fewer than 1 / val_fraction units are counted
+                                    // as one | tail: the input's last bytes
   int64_t val_unit_bytes = 16384;   // the smallest held-out unit (documents split)
   int64_t shard_tokens = 100000000; // tokens per shard file
 };

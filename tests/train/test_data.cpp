@@ -375,6 +375,13 @@ TEST_CASE("list_files matches '*' patterns in name order", "[data]") {
   REQUIRE(list_files(dir.path.string(), "*").size() == 5);
   REQUIRE(list_files(dir.path.string(), "val_000000.bin").size() == 1);
   REQUIRE(list_files(dir.file("no_such_dir"), "*.bin").empty());
+  // Past six digits a shard name is longer: it still comes after the ones before it.
+  write_bytes(dir.file("train_999999.bin"), "");
+  write_bytes(dir.file("train_1000000.bin"), "");
+  const auto many = list_files(dir.path.string(), "train_*.bin");
+  REQUIRE(many.size() == 4);
+  REQUIRE(many[2] == dir.file("train_999999.bin"));
+  REQUIRE(many[3] == dir.file("train_1000000.bin"));
 }
 
 // ---------------------------------------------------------------------------------------- loader
@@ -503,6 +510,129 @@ TEST_CASE("prepare: val holds whole documents spread across the input", "[data]"
   REQUIRE(val2.rfind("document ", 0) == 0);
   REQUIRE(val2.size() >= 2);
   REQUIRE(val2.substr(val2.size() - 2) == "\n\n");
+}
+
+namespace {
+
+// `count` documents ("document <first + d> begins." and three lines), each ending at a blank
+// line; line ends `eol` ("\n" or "\r\n").
+std::string numbered_documents(int first, int count, const std::string& eol) {
+  std::string text;
+  for (int d = first; d < first + count; ++d) {
+    text += "document " + std::to_string(d) + " begins." + eol;
+    for (int line = 0; line < 3; ++line)
+      text += "line " + std::to_string(line) + " of doc " + std::to_string(d) + eol;
+    text += eol;
+  }
+  return text;
+}
+
+// Which of documents [0, count) the prepared val split holds (by their first line).
+std::set<int> held_out_documents(const std::string& data_dir, int count) {
+  auto tok = load_tokenizer(data_dir + "/tokenizer.json");
+  const std::string val = tok->decode(read_shard(data_dir + "/val_000000.bin", false));
+  std::set<int> held;
+  for (int d = 0; d < count; ++d)
+    if (contains(val, "document " + std::to_string(d) + " begins.")) held.insert(d);
+  return held;
+}
+
+RunConfig documents_config(const std::vector<std::string>& inputs, const std::string& out) {
+  RunConfig config;
+  config.prepare.inputs = inputs;
+  config.prepare.tokenizer = "byte";
+  config.prepare.val_fraction = 0.1;
+  config.prepare.val_unit_bytes = 1;  // one document per unit
+  config.data.dir = out;
+  return config;
+}
+
+}  // namespace
+
+TEST_CASE("prepare: documents end at CRLF blank lines too, not at lines of spaces", "[data]") {
+  TempDir dir;
+  // CRLF: the same 40 documents as with "\n" line ends; documents 9, 19, 29 and 39 held out.
+  write_bytes(dir.file("crlf.txt"), numbered_documents(0, 40, "\r\n"));
+  std::ostringstream log;
+  prepare_dataset(documents_config({dir.file("crlf.txt")}, dir.file("out")), log);
+  INFO(log.str());
+  REQUIRE(held_out_documents(dir.file("out"), 40) == std::set<int>{9, 19, 29, 39});
+  // A line of spaces or tabs inside a document (source code has them) does not end it: 20
+  // documents with one such line each are 20 units, documents 9 and 19 held out, whole.
+  std::string spaced;
+  for (int d = 0; d < 20; ++d)
+    spaced += "document " + std::to_string(d) + " begins.\n  \t\nits end " + std::to_string(d) +
+              ".\n\n";
+  write_bytes(dir.file("spaced.txt"), spaced);
+  prepare_dataset(documents_config({dir.file("spaced.txt")}, dir.file("out2")), log);
+  REQUIRE(held_out_documents(dir.file("out2"), 20) == std::set<int>{9, 19});
+  auto tok = load_tokenizer(dir.file("out2/tokenizer.json"));
+  REQUIRE(contains(tok->decode(read_shard(dir.file("out2/val_000000.bin"), false)),
+                   "document 9 begins.\n  \t\nits end 9.\n\n"));
+}
+
+TEST_CASE("prepare: small inputs hold out their share together; large ones alone", "[data]") {
+  TempDir dir;
+  // Ten inputs of 4 documents: none holds out a unit alone at 0.1 (floor(0.4) = 0); counted
+  // together, the 40 units hold out units 9, 19, 29 and 39 (document numbers run on).
+  std::vector<std::string> small;
+  for (int k = 0; k < 10; ++k) {
+    small.push_back(dir.file("small" + std::to_string(k) + ".txt"));
+    write_bytes(small.back(), numbered_documents(4 * k, 4, "\n"));
+  }
+  std::ostringstream log;
+  prepare_dataset(documents_config(small, dir.file("out")), log);
+  INFO(log.str());
+  REQUIRE(held_out_documents(dir.file("out"), 40) == std::set<int>{9, 19, 29, 39});
+  // A large input keeps its own count (its split does not depend on the others): 20 documents
+  // hold out their 9 and 19 with small inputs beside it (before or after) as alone; the two
+  // small ones after it (8 units together) hold out none.
+  write_bytes(dir.file("large.txt"), numbered_documents(100, 20, "\n"));
+  prepare_dataset(documents_config({dir.file("large.txt")}, dir.file("alone")), log);
+  prepare_dataset(
+      documents_config({small[0], dir.file("large.txt"), small[1]}, dir.file("mixed")), log);
+  auto held = [&](const std::string& out) {
+    std::set<int> all;
+    for (int d : held_out_documents(out, 120)) all.insert(d);
+    return all;
+  };
+  REQUIRE(held(dir.file("alone")) == std::set<int>{109, 119});
+  REQUIRE(held(dir.file("mixed")) == std::set<int>{109, 119});
+}
+
+TEST_CASE("prepare: a share that holds out nothing is refused, naming what to change", "[data]") {
+  TempDir dir;
+  write_bytes(dir.file("four.txt"), numbered_documents(0, 4, "\n"));
+  RunConfig config = documents_config({dir.file("four.txt")}, dir.file("out"));
+  std::ostringstream log;
+  const std::string e =
+      error_message<ConfigError>([&] { prepare_dataset(config, log); });
+  REQUIRE(contains(e, "prepare.val_fraction 0.1 holds out no validation text"));
+  REQUIRE(contains(e, "prepare.val_unit_bytes"));
+  REQUIRE_FALSE(fs::exists(dir.file("out/train_000000.bin")));  // nothing written
+  config.prepare.val_split = ValSplit::Tail;
+  config.prepare.val_fraction = 1e-4;  // 0.01 bytes
+  REQUIRE(contains(error_message<ConfigError>([&] { prepare_dataset(config, log); }),
+                   "the tail of each input rounds to 0 bytes"));
+  // val_fraction 0 asks for no val split: written, with a warning that training needs one.
+  config.prepare.val_fraction = 0;
+  config.model.block_size = 16;
+  std::ostringstream log0;
+  prepare_dataset(config, log0);
+  REQUIRE(contains(log0.str(), "warning: the val split holds 0 tokens, fewer than "
+                               "model.block_size + 1 = 17"));
+  REQUIRE(contains(log0.str(), "prepare.val_fraction is 0"));
+  REQUIRE_FALSE(contains(log0.str(), "warning: the train split"));
+  // A train split shorter than one window is reported when prepared.
+  config.model.block_size = 4096;
+  std::ostringstream log1;
+  prepare_dataset(config, log1);
+  REQUIRE(contains(log1.str(), "warning: the train split holds "));
+  REQUIRE(contains(log1.str(), "model.block_size + 1 = 4097"));
+  // A folder named as an input is called one.
+  config.prepare.inputs = {dir.path.string()};
+  REQUIRE(contains(error_message<IOError>([&] { prepare_dataset(config, log); }),
+                   "is a folder, not a file"));
 }
 
 TEST_CASE("prepare: inputs -> tokenizer.json + train/val shards", "[data]") {

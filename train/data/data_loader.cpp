@@ -87,8 +87,8 @@ DataLoader DataLoader::from_files(const std::string& dir, const std::string& pat
                 dir << "/" << pattern << ": " << tokens.size() << " tokens in " << files.size()
                     << " file(s), fewer than block_size + 1 = " << seq_len + 1
                     << " needed for one window",
-                "use a smaller model.block_size, more input text, or a larger "
-                "prepare.val_fraction (for the val split)");
+                "use a smaller model.block_size or more input text; for the val split, the "
+                "log of `sinklab prepare` says what each input held out (prepare.val_fraction)");
   return DataLoader(std::move(tokens), batch_size, seq_len, seed, stream, window_stride);
 }
 

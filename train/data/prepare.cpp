@@ -36,27 +36,64 @@ size_t val_cut(const std::string& text, double val_fraction) {
   return nominal;
 }
 
-// The held-out units of one input: whole documents (blocks separated by blank lines), joined in
-// order until a unit holds at least min_bytes, so the units tile the text. Unit i is held out
-// when floor((i + 1) f) > floor(i f): a share f of them, spread evenly from the first to the last
-// (a corpus sorted by date or topic is sampled across its whole range, not at its end).
-void split_documents(const std::string& text, double f, size_t min_bytes, std::string& train,
-                     std::string& val) {
-  size_t unit_start = 0, index = 0, pos = 0;
-  auto close_unit = [&](size_t end) {
-    const bool held_out =
-        std::floor(static_cast<double>(index + 1) * f) > std::floor(static_cast<double>(index) * f);
-    (held_out ? val : train).append(text, unit_start, end - unit_start);
-    unit_start = end;
-    ++index;
-  };
+// Where the document starting at or after `pos` ends: after its blank line (an empty line, or
+// one holding only "\r" in text with CRLF line ends) and any further line ends; the end of the
+// text when none follows. A line of spaces or tabs is text: source code has them inside its
+// functions.
+size_t document_end(const std::string& text, size_t pos) {
+  const size_t n = text.size();
+  for (size_t nl = text.find('\n', pos); nl != std::string::npos; nl = text.find('\n', nl + 1)) {
+    size_t next = nl + 1;
+    if (next < n && text[next] == '\r') ++next;
+    if (next < n && text[next] == '\n') {
+      const size_t end = text.find_first_not_of("\r\n", next);
+      return end == std::string::npos ? n : end;
+    }
+  }
+  return n;
+}
+
+// The units of one input (their ends, in order): whole documents joined in order until a unit
+// holds at least min_bytes, so the units tile the text.
+std::vector<size_t> document_units(const std::string& text, size_t min_bytes) {
+  std::vector<size_t> ends;  // (units) the end of each unit, the last one text.size()
+  size_t unit_start = 0, pos = 0;
   while (pos < text.size()) {
-    // The next document ends after a blank line ("\n\n", and any further newlines).
-    size_t end = text.find("\n\n", pos);
-    end = end == std::string::npos ? text.size() : text.find_first_not_of('\n', end);
-    if (end == std::string::npos) end = text.size();
-    pos = end;
-    if (pos - unit_start >= min_bytes || pos == text.size()) close_unit(pos);
+    pos = document_end(text, pos);
+    if (pos - unit_start >= min_bytes || pos == text.size()) {
+      ends.push_back(pos);
+      unit_start = pos;
+    }
+  }
+  return ends;
+}
+
+// Unit i of a count is held out when floor((i + 1) f) > floor(i f): a share f of the units,
+// spread evenly from the first to the last (a corpus sorted by date or topic is sampled across
+// its whole range, not at its end). Of n units, floor(n f) are held out.
+bool unit_held_out(size_t i, double f) {
+  return std::floor(static_cast<double>(i + 1) * f) > std::floor(static_cast<double>(i) * f);
+}
+
+// The documents split of every input (train, val): each input that holds at least one unit's
+// share on its own (floor(units f) >= 1) counts its units from 0, so a large input's split does
+// not depend on the others; the inputs too small for that are counted as one input, in the
+// listed order, so that many small files still hold out a share f of their units together.
+void split_documents(const std::vector<std::string>& texts, double f, size_t min_bytes,
+                     std::vector<std::string>& train, std::vector<std::string>& val) {
+  size_t pooled = 0;  // the units of the small inputs so far
+  train.assign(texts.size(), {});
+  val.assign(texts.size(), {});
+  for (size_t k = 0; k < texts.size(); ++k) {
+    const std::string& text = texts[k];
+    const std::vector<size_t> ends = document_units(text, min_bytes);
+    const bool alone = std::floor(static_cast<double>(ends.size()) * f) >= 1;
+    size_t start = 0;
+    for (size_t i = 0; i < ends.size(); ++i) {
+      const bool held_out = unit_held_out(alone ? i : pooled++, f);
+      (held_out ? val[k] : train[k]).append(text, start, ends[i] - start);
+      start = ends[i];
+    }
   }
 }
 
@@ -150,39 +187,53 @@ void prepare_dataset(const RunConfig& config, std::ostream& log) {
                     ", or leave data.tokenizer empty (data.dir/tokenizer.json)");
 
   // 1. Read and split every input.
-  std::vector<std::string> train_parts, val_parts;
-  size_t total_bytes = 0, train_bytes = 0, val_bytes = 0;
   std::vector<std::string> texts;
   for (const std::string& path : prep.inputs)
     texts.push_back(read_file(path, "input file (prepare.inputs)",
                               "run scripts/get_data.sh to fetch the default corpora into data/raw/, "
                               "or list your own text files in prepare.inputs"));
   log << "prepare: " << prep.inputs.size() << " input file(s)\n";
-  for (size_t f = 0; f < prep.inputs.size(); ++f) {
-    const std::string& path = prep.inputs[f];
-    std::string text = std::move(texts[f]);
-    std::string train_part, val_part;
-    if (prep.val_split == ValSplit::Tail) {
+  std::vector<std::string> train_parts, val_parts;  // (inputs) each input's two parts
+  if (prep.val_split == ValSplit::Tail) {
+    for (std::string& text : texts) {
       const size_t cut = val_cut(text, prep.val_fraction);
-      val_part = text.substr(cut);
+      val_parts.push_back(text.substr(cut));
       text.resize(cut);
-      train_part = std::move(text);
-    } else {  // whole documents spread across the input
-      split_documents(text, prep.val_fraction, static_cast<size_t>(prep.val_unit_bytes),
-                      train_part, val_part);
+      train_parts.push_back(std::move(text));
     }
-    log << "  " << path << ": " << train_part.size() + val_part.size() << " bytes -> train "
-        << train_part.size() << ", val " << val_part.size() << " (" << choice_text(prep.val_split)
-        << ")\n";
-    total_bytes += train_part.size() + val_part.size();
-    train_bytes += train_part.size();
-    val_bytes += val_part.size();
-    val_parts.push_back(std::move(val_part));
-    train_parts.push_back(std::move(train_part));
+  } else {  // whole documents spread across the inputs
+    split_documents(texts, prep.val_fraction, static_cast<size_t>(prep.val_unit_bytes),
+                    train_parts, val_parts);
+  }
+  texts.clear();
+  size_t total_bytes = 0, train_bytes = 0, val_bytes = 0;
+  for (size_t f = 0; f < prep.inputs.size(); ++f) {
+    const size_t train_n = train_parts[f].size(), val_n = val_parts[f].size();
+    log << "  " << prep.inputs[f] << ": " << train_n + val_n << " bytes -> train " << train_n
+        << ", val " << val_n << " (" << choice_text(prep.val_split) << ")\n";
+    total_bytes += train_n + val_n;
+    train_bytes += train_n;
+    val_bytes += val_n;
   }
   SINKLAB_CHECK(train_bytes > 0, ValueError,
                 origin << ": the inputs hold no training text (" << total_bytes << " bytes)",
                 "check prepare.inputs and prepare.val_fraction");
+  // A share that rounds to no validation text leaves a folder training cannot evaluate on;
+  // val_fraction 0 asks for that (a folder of training text only) and is only warned about below.
+  SINKLAB_CHECK(val_bytes > 0 || prep.val_fraction == 0.0, ConfigError,
+                origin << ": prepare.val_fraction " << prep.val_fraction
+                       << " holds out no validation text from " << total_bytes << " bytes ("
+                       << (prep.val_split == ValSplit::Tail
+                               ? std::string("the tail of each input rounds to 0 bytes")
+                               : "whole documents joined to units of at least "
+                                 "prepare.val_unit_bytes = " +
+                                     std::to_string(prep.val_unit_bytes) +
+                                     " bytes: fewer than 1 / val_fraction units in all")
+                       << ")",
+                prep.val_split == ValSplit::Tail
+                    ? "raise prepare.val_fraction, or add text"
+                    : "raise prepare.val_fraction, lower prepare.val_unit_bytes, or add text "
+                      "(documents end at blank lines)");
 
   // 2. Tokenizer, trained on the train parts only (val stays unseen).
   const auto t0 = Clock::now();
@@ -245,9 +296,20 @@ void prepare_dataset(const RunConfig& config, std::ostream& log) {
       << (fs::path(data.dir) / "train_*.bin").string() << "\n";
   log << "val: " << val_tokens.size() << " tokens in " << val_files << " shard(s) -> "
       << (fs::path(data.dir) / "val_*.bin").string() << "\n";
-  if (val_tokens.empty())
-    log << "  warning: the val split is empty (prepare.val_fraction " << prep.val_fraction
-        << "); evaluation needs block_size + 1 val tokens\n";
+  // Training reads windows of block_size + 1 tokens from each split (data_loader.h): a folder
+  // too small for the config's model is reported now, not at the first batch.
+  const size_t window = static_cast<size_t>(config.model.block_size) + 1;
+  auto warn_small = [&](const char* split, size_t tokens, const char* remedy) {
+    if (tokens < window)
+      log << "  warning: the " << split << " split holds " << tokens
+          << " tokens, fewer than model.block_size + 1 = " << window
+          << ": training on it fails at its first " << split << " batch (" << remedy << ")\n";
+  };
+  warn_small("train", train_tokens.size(), "add text, or use a smaller model.block_size");
+  warn_small("val", val_tokens.size(),
+             prep.val_fraction == 0.0
+                 ? "prepare.val_fraction is 0: hold out a share, e.g. 0.05"
+                 : "raise prepare.val_fraction, or use a smaller model.block_size");
   std::ostringstream h;
   h << std::fixed << std::setprecision(3) << unigram_entropy(train_tokens);
   log << "unigram entropy of the train tokens: " << h.str()

@@ -1,7 +1,9 @@
 // `sinklab prepare`: text files -> tokenizer.json + train/val token shards (llm.c layout).
 //
-// Reads prepare.inputs, splits each file into a train head and a val tail (prepare.val_fraction
-// of its bytes, cut at a line boundary), trains the tokenizer (bpe with prepare.vocab_size) on the
+// Reads prepare.inputs, holds out prepare.val_fraction of each for val (val_split documents:
+// whole documents, blocks ending at a blank line, joined to units of at least val_unit_bytes and
+// spread evenly across the input, small inputs counted together; tail: each input's last bytes,
+// cut at a line boundary), trains the tokenizer (bpe with prepare.vocab_size) on the
 // concatenated train parts or opens the one named (byte, gpt2, hf:<path>), saves it where the
 // trainer looks for it (data.tokenizer, default data.dir/tokenizer.json), and writes
 // data.dir/train_000000.bin, val_000000.bin, ...

@@ -180,7 +180,11 @@ std::vector<std::string> list_files(const std::string& dir, const std::string& p
   }
   SINKLAB_CHECK(!ec, IOError, dir << ": cannot list the folder (" << ec.message() << ")",
                 "check permissions");
-  std::sort(found.begin(), found.end());
+  // In name order, a shorter name first: shard numbers past 999999 have more digits
+  // (train_1000000.bin after train_999999.bin), and names of one length compare as their digits.
+  std::sort(found.begin(), found.end(), [](const auto& a, const auto& b) {
+    return a.first.size() != b.first.size() ? a.first.size() < b.first.size() : a < b;
+  });
   std::vector<std::string> paths;
   paths.reserve(found.size());
   for (auto& f : found) paths.push_back(std::move(f.second));

@@ -18,7 +18,8 @@ void write_shard(const std::string& path, const std::vector<int32_t>& tokens);
 // does not match the file size, or a missing file.
 std::vector<int32_t> read_shard(const std::string& path, bool allow_raw = true);
 
-// Files in `dir` matching a glob-like `pattern` (only '*' wildcards), sorted by name.
+// Files in `dir` matching a glob-like `pattern` (only '*' wildcards), sorted by name, a shorter
+// name first (so numbered shards come in their numbers' order past six digits too).
 std::vector<std::string> list_files(const std::string& dir, const std::string& pattern);
 
 }  // namespace sinklab::train

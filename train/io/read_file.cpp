@@ -10,6 +10,9 @@ namespace sinklab::train {
 
 std::string read_file(const std::string& path, const std::string& what, const std::string& hint) {
   std::error_code ec;
+  SINKLAB_CHECK(!std::filesystem::is_directory(path, ec), IOError,
+                path << ": " << what << " is a folder, not a file",
+                "name the files inside it, one by one");
   SINKLAB_CHECK(std::filesystem::is_regular_file(path, ec), IOError,
                 path << ": " << what << " not found", hint);
   std::ifstream in(path, std::ios::binary);
