@@ -107,7 +107,7 @@ expect_error "does not exist" "$sinklab" probe "$tmp/nothing.h5"
 # TensorBoard events file (8 KiB, about ten steps, the other metric files off): the error names
 # the file, the exit code is 1 (it had been 139: HDF5's exit handler closed the failed file
 # again), and no .tmp is left behind.
-for case in "64 16 metrics.h5" "512 64 ckpt/step_00000002.h5.tmp" \
+for case in "64 16 metrics.h5" "512 64 ckpt/step_00000002.h5." \
             "8 16 events.out.tfevents. --set metrics.hdf5=false --set metrics.jsonl=false --set train.steps=60 --set checkpoint.every=0"; do
   read -r limit width file sets <<<"$case"
   rc=0

@@ -213,10 +213,7 @@ Run::Run(const RunConfig& config, std::ostream& console, RunOptions options)
     world_ = std::make_unique<DataParallel>(whole, Device::cpu(), reduction);
   }
   const bool writer = parallel_->writer();  // the group's rank 0 writes its variants' files
-  if (options_.launch.rank == 0) {
-    fs::create_directories(folder());
-    write_file_atomic(folder() + "/config.yaml", to_yaml(base_));
-  }
+  if (options_.launch.rank == 0) fs::create_directories(folder());
   std::vector<MemoryEstimate> estimates;  // of the variants so far (one device holds them all)
   std::optional<ModelSource> init_source;  // --init-from, read once for every variant
   for (const VariantSpec& spec : specs) {
@@ -251,7 +248,6 @@ Run::Run(const RunConfig& config, std::ostream& console, RunOptions options)
                               << " does not fit model.vocab_size " << c.model.vocab_size
                               << " (" << c.source_file << ")",
                   "set model.vocab_size to 0 (from the tokenizer) or re-run sinklab prepare");
-    if (writer) write_file_atomic(v->dir + "/config.yaml", to_yaml(c));
     const Device device = parse_device(c.run.device);
     SINKLAB_CHECK(resolved_precision(c.run) == resolved_precision(base_.run), ConfigError,
                   "variant " << v->name << " sets run.precision to "
@@ -320,15 +316,43 @@ Run::Run(const RunConfig& config, std::ostream& console, RunOptions options)
     device_runtime(run_device).set_side_priority(base_.run.metrics_priority);
   if (searches_gemms()) take_stored_gemm_choices();
   if (!options_.resume.empty()) resume_from_checkpoints();
+  // The configs are written once the run is accepted: a refused resume leaves the folder's
+  // files as the checkpoints' run wrote them (its error points the user there).
+  if (options_.launch.rank == 0) write_file_atomic(folder() + "/config.yaml", to_yaml(base_));
   for (auto& vp : variants_) {  // metric files continue from the resumed step (no duplicates)
     if (!writer) break;
     Variant& v = *vp;
     const RunConfig& c = v.config;
+    write_file_atomic(v.dir + "/config.yaml", to_yaml(c));
+    // A fresh start (no checkpoint resumed, asked or not) begins the variant's files anew: its
+    // metric files, and the checkpoints an earlier run left in ckpt/, which a later --resume
+    // auto would otherwise take for this run's (and pruning would keep over this run's own).
+    if (!resumed_) retire_checkpoints(v);
     v.log = std::make_unique<MetricsLog>(v.dir, c.model.n_layer, c.model.n_head,
                                          c.model.block_size, c.metrics.jsonl, c.metrics.hdf5,
-                                         c.metrics.tensorboard,
-                                         options_.resume.empty() ? -1 : start_step_);
+                                         c.metrics.tensorboard, resumed_ ? start_step_ : -1);
   }
+}
+
+void Run::retire_checkpoints(const Variant& v) {
+  const fs::path dir = checkpoint_dir(v);
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec) || fs::is_empty(dir, ec)) return;
+  // Kept one generation back, beside ckpt/, so that a fresh start by mistake loses nothing
+  // that a second one would not.
+  const fs::path kept = dir.string() + ".replaced";
+  fs::remove_all(kept, ec);
+  SINKLAB_CHECK(!ec, IOError, "cannot remove " << kept.string() << ": " << ec.message(),
+                "check the run folder's permissions");
+  fs::rename(dir, kept, ec);
+  SINKLAB_CHECK(!ec, IOError,
+                "cannot move the earlier run's checkpoints " << dir.string() << " to "
+                                                               << kept.string() << ": "
+                                                               << ec.message(),
+                "check the run folder's permissions");
+  console_.stream() << "variant " << v.name << ": a fresh start: the checkpoints an earlier run "
+                    << "left in " << dir.string() << " moved to " << kept.string()
+                    << " (resume would have taken them for this run's)\n";
 }
 
 std::string Run::checkpoint_dir(const Variant& v) const { return v.dir + "/ckpt"; }
@@ -372,6 +396,33 @@ std::optional<KeyDifference> first_model_difference(const RunConfig& saved, cons
     return std::move(d);
   }
   return std::nullopt;
+}
+
+// Keys that decide which batches a step sees: resumed with another value, the steps after the
+// checkpoint would train on another run's batches (the data cursor counts windows of the saved
+// size in the saved order).
+// The global batch (sequences a step) is compared as resolved instead: a resume may change the
+// micro-batch (train.batch_size) or the world size where train.tokens_per_step keeps it.
+constexpr const char* kBatchKeys[] = {"run.seed", "data.window_stride", "data.train_pattern"};
+
+// Sequences a step over every rank: the windows the data cursor advances by.
+int64_t sequences_per_step(const RunConfig& c, int64_t world_size) {
+  const TrainSection& t = c.train;
+  return t.batch_size * world_size *
+         accumulation_steps(t.tokens_per_step, t.batch_size, c.model.block_size, world_size);
+}
+
+// The other keys of the sections that shape the updates and the records (the learning rate's
+// schedule, the optimizer, evaluation and the metrics) whose values differ from the
+// checkpoint's: a resume may change them on purpose (more steps, another lr), but the
+// continuation is then not the uninterrupted run's, so they are named.
+std::vector<KeyDifference> changed_on_resume(const RunConfig& saved, const RunConfig& now) {
+  std::vector<KeyDifference> changed;
+  for (const char* section : {"train", "optim", "data", "metrics"})
+    for (KeyDifference& d : differing_keys(saved, now, section))
+      if (std::find(std::begin(kBatchKeys), std::end(kBatchKeys), d.key) == std::end(kBatchKeys))
+        changed.push_back(std::move(d));
+  return changed;
 }
 }  // namespace
 
@@ -439,7 +490,26 @@ void Run::resume_from_checkpoints() {
   for (size_t i = 0; i < variants_.size(); ++i) {
     Variant& v = *variants_[i];
     std::string path = paths[i];
-    if (read_checkpoint_state(path).step != common) path = checkpoint_path(checkpoint_dir(v), common);
+    const int64_t own = read_checkpoint_state(path).step;  // this variant's newest
+    if (own != common) {
+      // Ahead of the others: its checkpoint at the common step, unless pruning took it.
+      path = checkpoint_path(checkpoint_dir(v), common);
+      std::error_code ec;
+      std::ostringstream behind;  // the variants whose newest is the common step
+      for (size_t j = 0; j < newest.size(); ++j)
+        if (newest[j] == common) behind << (behind.tellp() > 0 ? ", " : "") << selected_[j].name;
+      SINKLAB_CHECK(fs::exists(path, ec), ConfigError,
+                    "--resume auto: variants resume in lockstep at step "
+                        << common << ", the newest step every variant has (" << behind.str()
+                        << " stop there), but variant " << v.name << " has no checkpoint at step "
+                        << common << " (its newest is step " << own
+                        << "; checkpoint.keep_last pruned the others)",
+                    "train " + behind.str() + " up to step " + std::to_string(own) +
+                        " first (`sinklab train " + base_.source_file + " --variant NAME "
+                        "--resume auto --stop-after " + std::to_string(own) +
+                        "`), or resume each variant alone (`sinklab train " + base_.source_file +
+                        " --variant NAME --resume auto`)");
+    }
     TrainState peek = read_checkpoint_state(path);
     RunConfig saved = parse_config(peek.config_yaml, path + " (saved config)");
     const std::optional<KeyDifference> diff = first_model_difference(saved, v.config);
@@ -449,6 +519,29 @@ void Run::resume_from_checkpoints() {
                                 << " " << diff->key << " " << diff->b,
                   "resume with the config the checkpoint was written with (its config is stored "
                   "in the file and in " + v.dir + "/config.yaml)");
+    for (const char* section : {"run", "train", "data"})
+      for (const KeyDifference& d : differing_keys(saved, v.config, section))
+        SINKLAB_CHECK(std::find(std::begin(kBatchKeys), std::end(kBatchKeys), d.key) ==
+                          std::end(kBatchKeys),
+                      ConfigError,
+                    "checkpoint " << path << " was trained with " << d.key << " " << d.a
+                                  << " but " << base_.source_file << " gives variant " << v.name
+                                  << " " << d.key << " " << d.b
+                                  << ": the steps after it would see another run's batches",
+                      "resume with the value the checkpoint was written with (its config is "
+                      "stored in the file and in " + v.dir + "/config.yaml), or start afresh");
+    const int64_t saved_batch = sequences_per_step(saved, peek.world_size),
+                  batch = sequences_per_step(v.config, parallel_->world_size());
+    SINKLAB_CHECK(saved_batch == batch, ConfigError,
+                  "checkpoint " << path << " was trained on " << saved_batch
+                                << " sequences a step (train.batch_size x ranks x accumulation) "
+                                   "but variant " << v.name << " would take " << batch
+                                << ": the steps after it would see another run's batches",
+                  "resume with the checkpoint's train.tokens_per_step (or train.batch_size, "
+                  "when tokens_per_step is 0), or start afresh");
+    for (const KeyDifference& d : changed_on_resume(saved, v.config))
+      console_.stream() << "resume " << v.name << ": " << d.key << " " << d.b
+                        << " (the checkpoint's run: " << d.a << ")\n";
     TrainState state;
     if (v.zero1) {  // ZeRO-1: read whole moments (on the host), keep this rank's shard
       AdamW whole = AdamW::on_host(v.model->params(), v.config.optim);
@@ -468,6 +561,7 @@ void Run::resume_from_checkpoints() {
     console_.stream() << "resumed " << v.name << " from " << path << " at step " << state.step << "\n";
   }
   start_step_ = common;
+  resumed_ = true;
 }
 
 void Run::save_checkpoints(int64_t steps_done) {

@@ -91,6 +91,9 @@ class Run {
   // nullptr when v's optimizer holds them all already.
   std::unique_ptr<AdamW> whole_optimizer(Variant& v);
   std::string checkpoint_dir(const Variant& v) const;
+  // A fresh start's: moves an earlier run's checkpoints (ckpt/) to ckpt.replaced/, replacing
+  // the one kept there before, and says so.
+  void retire_checkpoints(const Variant& v);
   // run.gemm_search asks for a search (more than one candidate) on a GPU run.
   bool asks_gemm_search() const;
   // ... and the search applies: the run is one process (off with several, see the constructor).
@@ -109,6 +112,7 @@ class Run {
   Console console_;
   std::vector<std::unique_ptr<Variant>> variants_;
   int64_t start_step_ = 0;
+  bool resumed_ = false;  // the variants continue from checkpoints at start_step_
   RunEnd end_ = RunEnd::Finished;
   double estimated_bytes_ = 0;  // what the memory check counted for this device's variants
   std::unique_ptr<DataParallel> parallel_;  // this rank's variants' data parallelism (no-op for

@@ -32,13 +32,17 @@ TEST_CASE("atomic_file: writes, replaces and leaves no .tmp", "[io]") {
   REQUIRE(read_all(path) == "first\n");
   {
     AtomicFile file(path.string());
+    // <path>.<pid>.tmp: two processes writing one file never share a .tmp
+    REQUIRE(file.tmp_path() == path.string() + "." + std::to_string(::getpid()) + ".tmp");
     file.write("sec", 3);
     file.write("ond", 3);
+    REQUIRE(fs::exists(file.tmp_path()));
     REQUIRE(read_all(path) == "first\n");  // the old file until commit
     file.commit();
+    REQUIRE_FALSE(fs::exists(file.tmp_path()));
   }
   REQUIRE(read_all(path) == "second");
-  REQUIRE_FALSE(fs::exists(path.string() + ".tmp"));
+  REQUIRE(fs::directory_iterator(dir)->path() == path);  // the only file: no .tmp
   fs::remove_all(dir);
 }
 
@@ -46,18 +50,22 @@ TEST_CASE("atomic_file: without commit the old file stays and the .tmp is remove
   const fs::path dir = fresh_dir("sinklab_atomic_abort_");
   const fs::path path = dir / "b.txt";
   write_file_atomic(path.string(), "kept");
+  std::string tmp;
   {
     AtomicFile file(path.string());
     file.write("partial", 7);
+    tmp = file.tmp_path();
+    REQUIRE(fs::exists(tmp));
   }  // an error path: no commit
   REQUIRE(read_all(path) == "kept");
-  REQUIRE_FALSE(fs::exists(path.string() + ".tmp"));
+  REQUIRE_FALSE(fs::exists(tmp));
   fs::remove_all(dir);
 }
 
 TEST_CASE("atomic_file: an unwritable folder is an IOError naming the file", "[io]") {
   const std::string path = "/nonexistent_sinklab_dir/x.txt";
   const IOError e = test::caught<IOError>([&] { write_file_atomic(path, "x", "pick a folder"); });
-  REQUIRE(test::contains(e.what(), "/nonexistent_sinklab_dir/x.txt.tmp"));
+  REQUIRE(test::contains(e.what(), "/nonexistent_sinklab_dir/x.txt." +
+                                       std::to_string(::getpid()) + ".tmp"));
   REQUIRE(e.hint() == "pick a folder");
 }

@@ -694,3 +694,134 @@ TEST_CASE("compare --resume auto with one variant lacking checkpoints is refused
   fs::remove_all(data);
   fs::remove_all(out);
 }
+
+TEST_CASE("--resume auto after a kill before the first checkpoint starts afresh", "[resume]") {
+  // A review found the run stuck: no checkpoint, so a fresh start, but the metric files were
+  // opened as a resume's (kept up to step 0) and the never-flushed metrics.h5 refused, on every
+  // retry.
+  fs::path data = byte_data("killed_early_data"), out = fresh("killed_early");
+  const fs::path main = out / "r" / "main";
+  fs::create_directories(main);
+  std::ofstream(main / "metrics.h5", std::ios::binary) << std::string(96, '\0');  // unflushed
+  std::ofstream(main / "metrics.jsonl") << "{\"step\":0,\"loss\":9}\n{\"step\":1,\"loss\":9}\n";
+  RunOptions opts;
+  opts.resume = "auto";
+  const std::string console =
+      run_and_collect(parse_config(config_text(data, out, 4, false), "k.yaml"), opts);
+  REQUIRE(console.find("no checkpoint") != std::string::npos);
+  const std::vector<std::string> log = lines(main / "metrics.jsonl");
+  REQUIRE(log.size() == 5);  // steps 0-3 and the final record, each once
+  for (size_t i = 0; i < log.size(); ++i)
+    REQUIRE(log[i].rfind("{\"step\":" + std::to_string(i) + ",", 0) == 0);
+  REQUIRE(log[0].find("\"loss\":9,") == std::string::npos);
+}
+
+TEST_CASE("a fresh run moves an earlier run's checkpoints aside; resume takes its own",
+          "[resume]") {
+  // A review found --resume auto taking the earlier run's newest checkpoint (and pruning keeping
+  // it over the new run's own, which it deleted).
+  fs::path data = byte_data("earlier_run_data"), out = fresh("earlier_run");
+  const fs::path ckpt = out / "r" / "main" / "ckpt";
+  run_and_collect(parse_config(config_text(data, out, 8, false), "a.yaml", {"checkpoint.every=4"}));
+  REQUIRE(fs::exists(ckpt / "step_00000008.h5"));
+  // Run B, another lr, fresh in the same folder, stopped after 2 steps; then resumed.
+  const RunConfig b = parse_config(config_text(data, out, 8, false), "b.yaml",
+                                   {"checkpoint.every=4", "optim.lr=0.002"});
+  RunOptions stop;
+  stop.stop_after = 2;
+  const std::string first = run_and_collect(b, stop);
+  REQUIRE(first.find("moved to " + (out / "r" / "main" / "ckpt.replaced").string()) !=
+          std::string::npos);
+  REQUIRE(fs::exists(out / "r" / "main" / "ckpt.replaced" / "step_00000008.h5"));
+  REQUIRE_FALSE(fs::exists(ckpt / "step_00000008.h5"));
+  REQUIRE(fs::exists(ckpt / "step_00000002.h5"));
+  RunOptions opts;
+  opts.resume = "auto";
+  std::ostringstream console;
+  Run resumed(b, console, opts);
+  REQUIRE(resumed.start_step() == 2);
+  // A resumed run moves nothing.
+  REQUIRE(fs::exists(ckpt / "step_00000002.h5"));
+  REQUIRE(fs::exists(out / "r" / "main" / "ckpt.replaced" / "step_00000008.h5"));
+}
+
+TEST_CASE("resume refuses another seed or global batch, names other changed keys, and leaves "
+          "the configs as they were when it refuses",
+          "[resume]") {
+  fs::path data = byte_data("changed_data"), out = fresh("changed");
+  const std::string text = config_text(data, out, 8, false);
+  run_and_collect(parse_config(text, "c.yaml", {"checkpoint.every=4"}), [] {
+    RunOptions o;
+    o.stop_after = 4;
+    return o;
+  }());
+  const fs::path run_yaml = out / "r" / "config.yaml", main_yaml = out / "r" / "main" / "config.yaml";
+  const std::string run_before = read_text(run_yaml), main_before = read_text(main_yaml);
+  RunOptions opts;
+  opts.resume = "auto";
+  auto refusal = [&](const std::vector<std::string>& sets) {
+    std::ostringstream console;
+    try {
+      Run run(parse_config(text, "c.yaml", sets), console, opts);
+    } catch (const ConfigError& e) {
+      return std::string(e.what());
+    }
+    return std::string("(accepted)");
+  };
+  const std::string seed = refusal({"run.seed=7"});
+  INFO(seed);
+  REQUIRE(seed.find("run.seed 11") != std::string::npos);
+  REQUIRE(seed.find("another run's batches") != std::string::npos);
+  const std::string batch = refusal({"train.batch_size=8"});
+  INFO(batch);
+  REQUIRE(batch.find("trained on 4 sequences a step") != std::string::npos);
+  REQUIRE(batch.find("would take 8") != std::string::npos);
+  REQUIRE(refusal({"model.n_embd=64"}).find("model.n_embd") != std::string::npos);
+  // Refused: the configs still say what the checkpoints' run wrote.
+  REQUIRE(read_text(run_yaml) == run_before);
+  REQUIRE(read_text(main_yaml) == main_before);
+  // The same 4 sequences a step in micro-batches of 2 (tokens_per_step 64 = 4 x 16) resume;
+  // a changed lr is named in the run header.
+  std::ostringstream console;
+  Run run(parse_config(text, "c.yaml",
+                       {"train.batch_size=2", "train.tokens_per_step=64", "optim.lr=0.001"}),
+          console, opts);
+  REQUIRE(run.start_step() == 4);
+  INFO(console.str());
+  REQUIRE(console.str().find("resume main: optim.lr 0.001 (the checkpoint's run: 0.003)") !=
+          std::string::npos);
+  REQUIRE(console.str().find("resume main: train.batch_size 2 (the checkpoint's run: 4)") !=
+          std::string::npos);
+}
+
+TEST_CASE("compare --resume auto names the lockstep step a variant's pruning took", "[resume]") {
+  // A review found "checkpoint .../step_00000002.h5 does not exist; check the path", a path the
+  // user never named.
+  fs::path data = byte_data("pruned_data"), out = fresh("pruned");
+  const std::string text = config_text(data, out, 8, true);
+  const std::vector<std::string> sets = {"checkpoint.every=2", "checkpoint.keep_last=1"};
+  RunOptions first;
+  first.stop_after = 2;
+  run_and_collect(parse_config(text, "v.yaml", sets), first);
+  RunOptions ahead;
+  ahead.resume = "auto";
+  ahead.only_variants = {"headwise"};
+  ahead.stop_after = 4;
+  run_and_collect(parse_config(text, "v.yaml", sets), ahead);
+  REQUIRE_FALSE(fs::exists(out / "r" / "headwise" / "ckpt" / "step_00000002.h5"));
+  RunOptions both;
+  both.resume = "auto";
+  std::ostringstream console;
+  try {
+    Run run(parse_config(text, "v.yaml", sets), console, both);
+    FAIL("resumed without headwise's step-2 checkpoint");
+  } catch (const ConfigError& e) {
+    const std::string what = e.what();
+    INFO(what);
+    REQUIRE(what.find("lockstep at step 2") != std::string::npos);
+    REQUIRE(what.find("baseline stop there") != std::string::npos);
+    REQUIRE(what.find("variant headwise has no checkpoint at step 2 (its newest is step 4") !=
+            std::string::npos);
+    REQUIRE(e.hint().find("--stop-after 4") != std::string::npos);
+  }
+}

@@ -1,7 +1,9 @@
-// Files written all-or-nothing: the bytes go to <path>.tmp, which is fsynced, renamed over
+// Files written all-or-nothing: the bytes go to <path>.<pid>.tmp, which is fsynced, renamed over
 // <path>, and then the folder is fsynced so the rename itself survives a crash. A reader sees
 // the old file or the new one, never a part; a SIGKILL during the write leaves only a stale
-// .tmp beside the old file. Every file sinklab writes goes through here.
+// .tmp beside the old file. The process id keeps two processes writing one file (`train
+// --variant` runs of one config share the run folder's config.yaml) off each other's .tmp.
+// Every file sinklab writes goes through here.
 #pragma once
 #include <cstddef>
 #include <string>
