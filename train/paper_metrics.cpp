@@ -256,7 +256,9 @@ std::vector<std::vector<double>> random_token_value_means(const GPT& model, int6
   std::vector<std::vector<double>> sum;  // (L, NH * HS) sums over tokens
   for (int64_t first = 0; first < windows; first += batch) {
     const int64_t B = std::min(batch, windows - first);
-    const RngKey key{seed, kRandomValueStream, static_cast<uint64_t>(first)};
+    // Window w holds draws w T .. (w + 1) T - 1 of the stream: every token drawn once, whatever
+    // the batch (the windows had started `first` draws apart, each batch the last one shifted).
+    const RngKey key{seed, kRandomValueStream, static_cast<uint64_t>(first * T)};
     const Tensor ids =
         rand_ints({B, T}, key, static_cast<int32_t>(model.config().vocab_size));  // (B, T)
     const std::vector<std::vector<double>> means = value_means(model, ids.to_device(device));

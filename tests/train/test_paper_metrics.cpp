@@ -509,6 +509,12 @@ TEST_CASE("amplify with the precomputed mu: o_k <- mu + lambda (o_k - mu), mu th
   const auto random_mu = random_token_value_means(plain, 40, 9, 2, 7, Device::cpu());
   REQUIRE(random_mu.size() == 2);
   for (const auto& layer : random_mu) REQUIRE(layer.size() == 16);
+  // Every window its own draws, whatever the batch: one window a batch gives the mean of five
+  // windows in one batch (a review found each batch the last one shifted by `batch` tokens).
+  const auto one_by_one = random_token_value_means(plain, 45, 9, 1, 7, Device::cpu());
+  const auto at_once = random_token_value_means(plain, 45, 9, 5, 7, Device::cpu());
+  for (size_t l = 0; l < 2; ++l)
+    for (int64_t c = 0; c < C; ++c) REQUIRE(one_by_one[l][c] == Approx(at_once[l][c]).epsilon(1e-12));
 }
 
 TEST_CASE("effective rank: exp of the entropy of the normalised singular values, tall or wide",

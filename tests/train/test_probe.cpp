@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <sstream>
 
@@ -145,14 +146,31 @@ TEST_CASE("probe: metrics of a checkpoint, the score at the isolated key, a JSON
   const std::string text((std::istreambuf_iterator<char>(json)), {});
   REQUIRE(text.find("\"key_score\":[[") != std::string::npos);
   REQUIRE(text.find("\"sink_mass\"") != std::string::npos);
-  test::require_error<ConfigError>(
-      [&] {
-        ProbeOptions bad = plain;
-        bad.amplify = 3;
-        bad.layers = {5};
-        probe_checkpoint(ck, bad, console);
-      },
-      {"model.amplify_layers[0] = 5"});
+  std::ostringstream iso_console;
+  probe_checkpoint(ck, iso, iso_console);
+  REQUIRE(iso_console.str().find("  isolate positions 3\n") != std::string::npos);
+  // Options named as given (not as the stored config's model.* keys), and options that would
+  // have run no intervention, silently, refused.
+  const auto refused = [&](const std::function<void(ProbeOptions&)>& change,
+                           std::initializer_list<std::string> mentions) {
+    test::require_error<ConfigError>(
+        [&] {
+          ProbeOptions bad = plain;
+          change(bad);
+          probe_checkpoint(ck, bad, console);
+        },
+        mentions);
+  };
+  refused([](ProbeOptions& o) { o.amplify = 3; o.layers = {5}; },
+          {"--layers 5", "the model has 2 layers"});
+  refused([](ProbeOptions& o) { o.isolate = {1000}; }, {"key 1000", "block_size"});
+  refused([](ProbeOptions& o) { o.lambda = 5; }, {"--lambda 5 without --amplify or --scale"});
+  refused([](ProbeOptions& o) { o.layers = {0}; }, {"--layers without an intervention"});
+  refused([](ProbeOptions& o) { o.mean_tokens = 100; }, {"--mean-tokens without --amplify"});
+  refused([](ProbeOptions& o) { o.amplify = 3; o.plain_scaling = true; o.amplify_mean = "batch"; },
+          {"--scale takes no mean"});
+  refused([](ProbeOptions& o) { o.amplify = 3; o.lambda = 2; o.mean_tokens = 3; },
+          {"--mean-tokens 3 is less than one window", "block_size"});
   fs::remove_all(dir);
 }
 
@@ -208,6 +226,19 @@ TEST_CASE("probe plan: the lines a file holds, and errors naming the file and th
   test::require_error<ConfigError>(
       [&] { read_probe_plan(write("empty.txt", "# nothing\n\n"), base); },
       {"empty.txt", "no probe"});
+  // A negative key or layer is refused naming the option: a negative --amplify or --scale had
+  // read as "off" and run no intervention.
+  for (const char* line : {"--amplify -2 --lambda 3", "--scale -3 --lambda 3", "--isolate -1",
+                           "--isolate 4 --layers -1"})
+    test::require_error<ConfigError>(
+        [&] { read_probe_plan(write("negative.txt", std::string(line) + "\n"), base); },
+        {"negative.txt:1", line});
+  test::require_error<ConfigError>(
+      [&] { read_probe_plan(write("lambda.txt", "none\n--lambda 4\n"), base); },
+      {"lambda.txt:2", "without --amplify or --scale"});
+  // Positions as a list, like the layers.
+  REQUIRE(read_probe_plan(write("list.txt", "--isolate 10,20\n"), base)[0].options.isolate ==
+          std::vector<int64_t>{10, 20});
   test::require_error<IOError>([&] { read_probe_plan((dir / "missing.txt").string(), base); },
                                {"missing.txt"});
   fs::remove_all(dir);
@@ -250,7 +281,7 @@ TEST_CASE("probe plan: one read of the checkpoint, each line's result as its own
   const std::vector<ProbePlanLine> bad = read_probe_plan((dir / "bad.txt").string(), base);
   test::require_error<ConfigError>(
       [&] { probe_plan(ck, bad, (dir / "bad").string(), plan_console); },
-      {"bad.txt:3", "--isolate 99", "isolate_positions"});
+      {"bad.txt:3", "--isolate 99", "key 99", "block_size"});
   REQUIRE_FALSE(fs::exists(dir / "bad_1.json"));
   // A loaded model serves only the device and overrides it was loaded with.
   const LoadedProbeModel loaded = load_probe_model(ck, base);

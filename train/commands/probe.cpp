@@ -46,11 +46,30 @@ std::string json_array(const std::vector<double>& v) {
   return o.str() + "]";
 }
 
+// The intervention's keys (--isolate's, --amplify's or --scale's) lie below T, the positions
+// probed (`where` says which: the model's, or --window's), or the scores would read another key.
+void check_keys_below(const ProbeOptions& opt, int64_t T, const std::string& where,
+                      const std::string& remedy) {
+  std::vector<int64_t> keys = opt.isolate;
+  if (opt.amplify >= 0) keys.push_back(opt.amplify);
+  for (int64_t k : keys)
+    SINKLAB_CHECK(k < T, ConfigError,
+                  "probe: key " << k << " (--isolate / --amplify / --scale) is outside the " << T
+                                << " positions probed" << where,
+                  "pass keys below " + std::to_string(T) + remedy);
+}
+
 // The model's config (a checkpoint's stored one, or a Hugging Face config.json's) with --set and
 // the probe's interventions applied.
 RunConfig probed_config(const RunConfig& source, const ProbeOptions& opt) {
   RunConfig cfg = opt.overrides.empty() ? source : apply_variant(source, {"probe", opt.overrides});
   ModelSection& m = cfg.model;
+  // Named as the options, before the model's own checks name model.* keys of the stored config.
+  for (int64_t l : opt.layers)
+    SINKLAB_CHECK(l < m.n_layer, ConfigError,
+                  "probe: --layers " << l << " but the model has " << m.n_layer << " layers",
+                  "pass layers in [0, " + std::to_string(m.n_layer - 1) + "]");
+  check_keys_below(opt, m.block_size, " (the model's block_size)", "");
   if (!opt.isolate.empty()) {
     m.isolate_positions = opt.isolate;
     m.isolate_layers = opt.layers;
@@ -96,6 +115,24 @@ void check_probe_options(const ProbeOptions& opt) {
                 "probe: --random-tokens is " << opt.random_tokens,
                 "a variance across samples needs at least 2 sequences (the paper: ~50,000 "
                 "tokens, e.g. 200 sequences of 256)");
+  // Options of an intervention given without it had run none, silently, and the result file
+  // still recorded them.
+  const ProbeOptions defaults;
+  const bool intervenes = !opt.isolate.empty() || opt.amplify >= 0;
+  const bool centered = opt.amplify >= 0 && !opt.plain_scaling;
+  SINKLAB_CHECK(opt.amplify >= 0 || opt.lambda == defaults.lambda, ConfigError,
+                "probe: --lambda " << opt.lambda << " without --amplify or --scale",
+                "add --amplify k or --scale k, or leave --lambda out");
+  SINKLAB_CHECK(intervenes || opt.layers.empty(), ConfigError,
+                "probe: --layers without an intervention",
+                "add --isolate, --amplify or --scale, or leave --layers out");
+  SINKLAB_CHECK(centered || (opt.amplify_mean == defaults.amplify_mean &&
+                             opt.mean_tokens == defaults.mean_tokens),
+                ConfigError,
+                "probe: --amplify-mean / --mean-tokens without --amplify"
+                    << (opt.plain_scaling ? " (--scale takes no mean)" : ""),
+                "they set the mean of --amplify's centered intervention: add --amplify k, or "
+                "leave them out");
 }
 
 LoadedProbeModel load_probe_model(const std::string& model_path, const ProbeOptions& opt) {
@@ -131,18 +168,20 @@ RunConfig probe_run_config(const LoadedProbeModel& loaded, const ProbeOptions& o
                                       << "'s model has block_size " << cfg.model.block_size,
                 "pass a window in [1, " + std::to_string(cfg.model.block_size) +
                     "] (0 = the model's T)");
+  // The random mu of --amplify is taken over windows of the model's T.
+  SINKLAB_CHECK(opt.amplify < 0 || opt.plain_scaling || opt.amplify_mean != "random" ||
+                    opt.mean_tokens >= cfg.model.block_size,
+                ConfigError,
+                "probe: --mean-tokens " << opt.mean_tokens << " is less than one window of "
+                                        << loaded.checkpoint << "'s model (block_size "
+                                        << cfg.model.block_size << ")",
+                "pass --mean-tokens of at least " + std::to_string(cfg.model.block_size) +
+                    " (the paper: about 50,000)");
   // The intervention's key must lie in the window probed, or the scores read another key.
   const int64_t T = opt.window > 0 ? opt.window : cfg.model.block_size;
-  std::vector<int64_t> keys = opt.isolate;
-  if (opt.amplify >= 0) keys.push_back(opt.amplify);
-  for (int64_t k : keys)
-    SINKLAB_CHECK(k < T, ConfigError,
-                  "probe: key " << k << " (--isolate / --amplify / --scale) is outside the "
-                                << T << " positions probed"
-                                << (opt.window > 0 ? " (--window " + std::to_string(opt.window) + ")"
-                                                   : std::string()),
-                  "pass keys below " + std::to_string(T) +
-                      (opt.window > 0 ? ", or a longer --window" : std::string()));
+  check_keys_below(opt, T,
+                   opt.window > 0 ? " (--window " + std::to_string(opt.window) + ")" : "",
+                   opt.window > 0 ? ", or a longer --window" : "");
   return cfg;
 }
 
@@ -220,7 +259,11 @@ ProbeResult probe_loaded(const LoadedProbeModel& loaded, const ProbeOptions& opt
   char line[256];
   console << "probe " << checkpoint << ": " << B << " sequences of " << T << " tokens, loss "
           << result.loss << "\n";
-  if (!opt.isolate.empty()) console << "  isolate positions at key " << result.key << "\n";
+  if (!opt.isolate.empty()) {
+    console << "  isolate positions";
+    for (int64_t k : opt.isolate) console << " " << k;
+    console << "\n";
+  }
   if (opt.amplify >= 0)
     console << "  " << (opt.plain_scaling ? "scale" : "amplify") << " o_" << opt.amplify
             << " by lambda " << opt.lambda

@@ -12,19 +12,27 @@ namespace sinklab::train {
 std::vector<CLI::Option*> add_probe_measure_options(CLI::App& app, ProbeOptions& opt,
                                                     int64_t& scale_position) {
   std::vector<CLI::Option*> added;
-  added.push_back(
-      app.add_option("--isolate", opt.isolate, "positions k whose query sees only itself"));
-  CLI::Option* amplify = app.add_option(
-      "--amplify", opt.amplify, "k: o_k <- mu + lambda (o_k - mu), mu the mean value vector");
+  // Positions and layers are indices: a negative one is refused here, naming the option (a
+  // negative --amplify or --scale had read as "off" and run no intervention).
+  added.push_back(app.add_option("--isolate", opt.isolate,
+                                 "positions k whose query sees only itself")
+                      ->delimiter(',')
+                      ->check(CLI::NonNegativeNumber));
+  CLI::Option* amplify =
+      app.add_option("--amplify", opt.amplify,
+                     "k: o_k <- mu + lambda (o_k - mu), mu the mean value vector")
+          ->check(CLI::NonNegativeNumber);
   CLI::Option* scale = app.add_option("--scale", scale_position,
-                                      "k: o_k <- lambda o_k (the plain-scaling control)");
+                                      "k: o_k <- lambda o_k (the plain-scaling control)")
+                           ->check(CLI::NonNegativeNumber);
   amplify->excludes(scale);
   added.push_back(amplify);
   added.push_back(scale);
   added.push_back(app.add_option("--lambda", opt.lambda, "the factor of --amplify / --scale"));
   added.push_back(app.add_option("--layers", opt.layers,
                                  "layers of the interventions (default all)")
-                      ->delimiter(','));
+                      ->delimiter(',')
+                      ->check(CLI::NonNegativeNumber));
   added.push_back(app.add_option(
       "--amplify-mean", opt.amplify_mean,
       "mu of --amplify: random (each layer's mean value vector over uniform-random tokens, the "
