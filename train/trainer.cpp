@@ -532,13 +532,22 @@ void Run::resume_from_checkpoints() {
                       "stored in the file and in " + v.dir + "/config.yaml), or start afresh");
     const int64_t saved_batch = sequences_per_step(saved, peek.world_size),
                   batch = sequences_per_step(v.config, parallel_->world_size());
-    SINKLAB_CHECK(saved_batch == batch, ConfigError,
+    // Another world size alone is a deliberate relaunch (the ranks a machine has left): said,
+    // not refused. The same keys giving another batch on the same ranks is a config's change.
+    const bool same_keys = saved.train.batch_size == v.config.train.batch_size &&
+                           saved.train.tokens_per_step == v.config.train.tokens_per_step;
+    SINKLAB_CHECK(saved_batch == batch || same_keys, ConfigError,
                   "checkpoint " << path << " was trained on " << saved_batch
                                 << " sequences a step (train.batch_size x ranks x accumulation) "
                                    "but variant " << v.name << " would take " << batch
                                 << ": the steps after it would see another run's batches",
                   "resume with the checkpoint's train.tokens_per_step (or train.batch_size, "
                   "when tokens_per_step is 0), or start afresh");
+    if (saved_batch != batch)
+      console_.stream() << "resume " << v.name << ": " << batch << " sequences a step on "
+                        << parallel_->world_size() << " rank(s); the checkpoint's run took "
+                        << saved_batch << " on " << peek.world_size
+                        << " (train.tokens_per_step keeps the global batch at any world size)\n";
     for (const KeyDifference& d : changed_on_resume(saved, v.config))
       console_.stream() << "resume " << v.name << ": " << d.key << " " << d.b
                         << " (the checkpoint's run: " << d.a << ")\n";
