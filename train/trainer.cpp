@@ -55,6 +55,7 @@ namespace {
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 constexpr uint64_t kTrainStream = 1, kValStream = 2, kSampleStream = 3;
+constexpr size_t kRecentLosses = 10;  // the summary's train loss: their mean
 
 // Set by SIGINT/SIGTERM (a cluster pre-empting the job); the loop checkpoints and returns.
 std::atomic<int> g_stop_signal{0};
@@ -331,6 +332,9 @@ Run::Run(const RunConfig& config, std::ostream& console, RunOptions options)
     v.log = std::make_unique<MetricsLog>(v.dir, c.model.n_layer, c.model.n_head,
                                          c.model.block_size, c.metrics.jsonl, c.metrics.hdf5,
                                          c.metrics.tensorboard, resumed_ ? start_step_ : -1);
+    // The summary's train loss is the mean of the last 10 steps' losses: those before the
+    // checkpoint come from the file, so that a resumed run prints the uninterrupted run's.
+    if (resumed_ && c.metrics.jsonl) v.recent_losses = last_logged_losses(v.dir, kRecentLosses);
   }
 }
 
@@ -783,7 +787,7 @@ void Run::step_all(int64_t step, bool evaluate_first) {
       ++v.timed_steps;
     }
     v.recent_losses.push_back(record.loss);
-    if (v.recent_losses.size() > 10) v.recent_losses.erase(v.recent_losses.begin());
+    if (v.recent_losses.size() > kRecentLosses) v.recent_losses.erase(v.recent_losses.begin());
     v.skipped_in_a_row = record.skipped ? v.skipped_in_a_row + 1 : 0;
     if (record.skipped)
       console_.skipped_step(v.name, record, v.skipped_in_a_row, c.train.max_skipped_steps);

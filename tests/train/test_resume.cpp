@@ -825,3 +825,27 @@ TEST_CASE("compare --resume auto names the lockstep step a variant's pruning too
     REQUIRE(e.hint().find("--stop-after 4") != std::string::npos);
   }
 }
+
+TEST_CASE("a resumed run's summary prints the uninterrupted run's train loss", "[resume]") {
+  // A review found the last 10 steps' mean taken over the resumed process's steps only.
+  fs::path data = byte_data("summary_data"), straight = fresh("summary_straight"),
+           split = fresh("summary_split");
+  const auto row = [](const std::string& console) {  // the comparison row, tok/s cut off
+    const size_t at = console.rfind("\nmain ");
+    REQUIRE(at != std::string::npos);
+    const std::string line = console.substr(at + 1, console.find('\n', at + 1) - at - 1);
+    return line.substr(0, line.find_last_of(' ', line.find_last_not_of(' ')));
+  };
+  const std::vector<std::string> sets = {"checkpoint.every=3"};
+  const std::string whole =
+      run_and_collect(parse_config(config_text(data, straight, 12, false), "s.yaml", sets));
+  RunOptions first;
+  first.stop_after = 6;  // 6 steps before, 6 after: the mean of 10 spans the checkpoint
+  run_and_collect(parse_config(config_text(data, split, 12, false), "s.yaml", sets), first);
+  RunOptions resume;
+  resume.resume = "auto";
+  const std::string resumed =
+      run_and_collect(parse_config(config_text(data, split, 12, false), "s.yaml", sets), resume);
+  INFO(whole << "\n---\n" << resumed);
+  REQUIRE(row(resumed) == row(whole));
+}

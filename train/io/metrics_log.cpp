@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <charconv>
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <limits>
 #include <fstream>
@@ -63,6 +65,19 @@ int64_t step_of_json_line(const std::string& line) {
 }
 
 }  // namespace
+
+std::vector<double> last_logged_losses(const std::string& dir, size_t count) {
+  std::ifstream in(dir + "/metrics.jsonl");
+  std::vector<double> losses;  // of every record so far, then the last `count`
+  for (std::string line; std::getline(in, line);) {
+    const size_t at = line.find(",\"loss\":");
+    if (at == std::string::npos) continue;
+    const char* value = line.c_str() + at + 8;
+    losses.push_back(std::strncmp(value, "null", 4) == 0 ? std::nan("") : std::strtod(value, nullptr));
+  }
+  if (losses.size() > count) losses.erase(losses.begin(), losses.end() - count);
+  return losses;
+}
 
 std::string step_to_json(const StepRecord& r) {
   std::string out;

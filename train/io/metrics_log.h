@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "train/io/step_record.h"
 
@@ -13,6 +14,11 @@ namespace sinklab::train {
 
 // A JSON object for one step (NaN and inf written as null).
 std::string step_to_json(const StepRecord& record);
+
+// The "loss" of the last `count` records in <dir>/metrics.jsonl, in step order (null read as
+// NaN; 9 significant digits, as written): a resumed run's summary averages them with its own
+// steps, as the uninterrupted run did. Empty when the file is missing.
+std::vector<double> last_logged_losses(const std::string& dir, size_t count);
 
 class MetricsLog {
  public:
