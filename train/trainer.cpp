@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <exception>
 #include <filesystem>
 #include <iomanip>
 #include <limits>
@@ -316,7 +317,26 @@ Run::Run(const RunConfig& config, std::ostream& console, RunOptions options)
   if (run_device.is_cuda())  // before any side work
     device_runtime(run_device).set_side_priority(base_.run.metrics_priority);
   if (searches_gemms()) take_stored_gemm_choices();
-  if (!options_.resume.empty()) resume_from_checkpoints();
+  if (!options_.resume.empty()) {
+    // Every rank agrees before anything is written: under run.variant_placement split each
+    // group checks its own variant, and a group that refuses must leave the others' files too.
+    std::exception_ptr refused;
+    try {
+      resume_from_checkpoints();
+    } catch (const Error&) {
+      refused = std::current_exception();
+    }
+    const bool any_refused = world().any(refused != nullptr, "resume acceptance");
+    if (refused) std::rethrow_exception(refused);
+    SINKLAB_CHECK(!any_refused, ConfigError,
+                  "--resume: another rank's variant group refused the resume of " << folder(),
+                  "its error (in that rank's output) names the reason");
+  }
+  // A fresh start (no checkpoint resumed, asked or not) begins the variants' files anew: their
+  // metric files, and the checkpoints an earlier run left in ckpt/, which a later --resume
+  // auto would otherwise take for this run's (and pruning would keep over this run's own).
+  for (auto& vp : variants_)
+    if (writer && !resumed_) retire_checkpoints(*vp);
   // The configs are written once the run is accepted: a refused resume leaves the folder's
   // files as the checkpoints' run wrote them (its error points the user there).
   if (options_.launch.rank == 0) write_file_atomic(folder() + "/config.yaml", to_yaml(base_));
@@ -325,10 +345,6 @@ Run::Run(const RunConfig& config, std::ostream& console, RunOptions options)
     Variant& v = *vp;
     const RunConfig& c = v.config;
     write_file_atomic(v.dir + "/config.yaml", to_yaml(c));
-    // A fresh start (no checkpoint resumed, asked or not) begins the variant's files anew: its
-    // metric files, and the checkpoints an earlier run left in ckpt/, which a later --resume
-    // auto would otherwise take for this run's (and pruning would keep over this run's own).
-    if (!resumed_) retire_checkpoints(v);
     v.log = std::make_unique<MetricsLog>(v.dir, c.model.n_layer, c.model.n_head,
                                          c.model.block_size, c.metrics.jsonl, c.metrics.hdf5,
                                          c.metrics.tensorboard, resumed_ ? start_step_ : -1);
@@ -340,14 +356,20 @@ Run::Run(const RunConfig& config, std::ostream& console, RunOptions options)
 
 void Run::retire_checkpoints(const Variant& v) {
   const fs::path dir = checkpoint_dir(v);
-  std::error_code ec;
-  if (!fs::is_directory(dir, ec) || fs::is_empty(dir, ec)) return;
+  // Only checkpoint files make a generation worth keeping (a stray .tmp of an interrupted save
+  // is not one: pruning removes it).
+  if (!holds_checkpoints(dir.string())) return;
   // Kept one generation back, beside ckpt/, so that a fresh start by mistake loses nothing
-  // that a second one would not.
-  const fs::path kept = dir.string() + ".replaced";
-  fs::remove_all(kept, ec);
-  SINKLAB_CHECK(!ec, IOError, "cannot remove " << kept.string() << ": " << ec.message(),
-                "check the run folder's permissions");
+  // that a second one would not. The generation kept before is moved aside first and removed
+  // last: a failure on the way leaves it (or this one) on disk.
+  const fs::path kept = dir.string() + ".replaced", older = dir.string() + ".replaced.old";
+  std::error_code ec;
+  fs::remove_all(older, ec);  // of a removal that failed before
+  if (fs::exists(kept, ec)) fs::rename(kept, older, ec);
+  SINKLAB_CHECK(!ec, IOError,
+                "cannot move " << kept.string() << " aside to " << older.string() << ": "
+                               << ec.message(),
+                "check the run folder's permissions, or move " + kept.string() + " away");
   fs::rename(dir, kept, ec);
   SINKLAB_CHECK(!ec, IOError,
                 "cannot move the earlier run's checkpoints " << dir.string() << " to "
@@ -357,6 +379,10 @@ void Run::retire_checkpoints(const Variant& v) {
   console_.stream() << "variant " << v.name << ": a fresh start: the checkpoints an earlier run "
                     << "left in " << dir.string() << " moved to " << kept.string()
                     << " (resume would have taken them for this run's)\n";
+  fs::remove_all(older, ec);
+  if (ec)
+    console_.stream() << "warning: could not remove " << older.string() << " (" << ec.message()
+                      << "): remove it by hand\n";
 }
 
 std::string Run::checkpoint_dir(const Variant& v) const { return v.dir + "/ckpt"; }
@@ -491,6 +517,14 @@ void Run::resume_from_checkpoints() {
                      "variant afresh without --resume");
   }
   if (common <= 0) return;
+  // Past the run's end, the final checkpoint would be written over the one at train.steps (with
+  // these later weights) and the metrics would go on from an earlier step.
+  SINKLAB_CHECK(common <= base_.train.steps, ConfigError,
+                "--resume: the checkpoints of " << folder() << " are at step " << common
+                                                << ", past train.steps " << base_.train.steps,
+                "resume with train.steps of at least " + std::to_string(common) +
+                    ", or start a new run (another run.name) from these weights with "
+                    "--init-from");
   for (size_t i = 0; i < variants_.size(); ++i) {
     Variant& v = *variants_[i];
     std::string path = paths[i];

@@ -375,6 +375,13 @@ TEST_CASE("list_files matches '*' patterns in name order", "[data]") {
   REQUIRE(list_files(dir.path.string(), "*").size() == 5);
   REQUIRE(list_files(dir.path.string(), "val_000000.bin").size() == 1);
   REQUIRE(list_files(dir.file("no_such_dir"), "*.bin").empty());
+  // Runs of digits compare as numbers, the rest byte by byte, as before.
+  REQUIRE(natural_less("train_999999.bin", "train_1000000.bin"));
+  REQUIRE_FALSE(natural_less("train_1000000.bin", "train_999999.bin"));
+  REQUIRE(natural_less("part_bb.bin", "part_c.bin"));
+  REQUIRE(natural_less("a", "ab"));
+  REQUIRE(natural_less("x2y", "x10y"));
+  REQUIRE_FALSE(natural_less("same_01", "same_01"));
   // Past six digits a shard name is longer: it still comes after the ones before it.
   write_bytes(dir.file("train_999999.bin"), "");
   write_bytes(dir.file("train_1000000.bin"), "");

@@ -232,7 +232,7 @@ TEST_CASE("probe plan: the lines a file holds, and errors naming the file and th
                            "--isolate 4 --layers -1"})
     test::require_error<ConfigError>(
         [&] { read_probe_plan(write("negative.txt", std::string(line) + "\n"), base); },
-        {"negative.txt:1", line});
+        {"negative.txt:1", line, "is 0 or more, not -"});
   test::require_error<ConfigError>(
       [&] { read_probe_plan(write("lambda.txt", "none\n--lambda 4\n"), base); },
       {"lambda.txt:2", "without --amplify or --scale"});

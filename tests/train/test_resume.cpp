@@ -28,6 +28,7 @@
 #include "train/step_graph.h"
 #include "train/trainer.h"
 #include "tests/helpers.h"
+#include "tests/op_checks.h"
 #include "tests/train/train_test_util.h"
 
 using namespace sinklab;
@@ -848,4 +849,42 @@ TEST_CASE("a resumed run's summary prints the uninterrupted run's train loss", "
       run_and_collect(parse_config(config_text(data, split, 12, false), "s.yaml", sets), resume);
   INFO(whole << "\n---\n" << resumed);
   REQUIRE(row(resumed) == row(whole));
+}
+
+TEST_CASE("a fresh start keeps one generation of checkpoints, never a stray .tmp in its place; "
+          "a resume past train.steps is refused",
+          "[resume]") {
+  fs::path data = byte_data("generations_data"), out = fresh("generations");
+  const fs::path ckpt = out / "r" / "main" / "ckpt", kept = out / "r" / "main" / "ckpt.replaced";
+  const auto run = [&](const std::string& lr) {
+    return run_and_collect(parse_config(config_text(data, out, 4, false), "g.yaml",
+                                        {"checkpoint.every=2", "optim.lr=" + lr}));
+  };
+  run("0.003");  // A: steps 2 and 4
+  const auto weights = [](const fs::path& file) {
+    return read_checkpoint_params(file.string()).front().second.to_doubles();
+  };
+  const std::vector<double> a = weights(ckpt / "step_00000004.h5");
+  run("0.002");  // B: A's generation kept
+  REQUIRE(weights(kept / "step_00000004.h5") == a);
+  const std::vector<double> b = weights(ckpt / "step_00000004.h5");
+  REQUIRE(b != a);
+  run("0.001");  // C: B's generation kept, A's gone
+  REQUIRE(weights(kept / "step_00000004.h5") == b);
+  REQUIRE_FALSE(fs::exists(out / "r" / "main" / "ckpt.replaced.old"));
+  // Only a stray .tmp of an interrupted first save: nothing to keep, the kept generation stays.
+  fs::remove_all(ckpt);
+  fs::create_directories(ckpt);
+  std::ofstream(ckpt / "step_00000002.h5.4242.tmp") << "partial";
+  const std::string console = run("0.0005");
+  REQUIRE(console.find("moved to") == std::string::npos);
+  REQUIRE(weights(kept / "step_00000004.h5") == b);
+  // Resumed with fewer steps than the checkpoints': refused, nothing written over.
+  RunOptions opts;
+  opts.resume = "auto";
+  std::ostringstream refused;
+  test::require_error<ConfigError>(
+      [&] { Run(parse_config(config_text(data, out, 2, false), "g.yaml"), refused, opts); },
+      {"at step 4, past train.steps 2"});
+  REQUIRE(fs::exists(ckpt / "step_00000004.h5"));
 }

@@ -9,6 +9,21 @@
 
 namespace sinklab::train {
 
+namespace {
+
+// Positions and layers are indices: "-2" is refused with a message that says so (CLI11's
+// NonNegativeNumber prints the range up to the largest double, 310 digits).
+const CLI::Validator kIndex(
+    [](std::string& value) {
+      const size_t first = value.find_first_not_of(" \t");
+      return first != std::string::npos && value[first] == '-'
+                 ? "an index (a position or a layer) is 0 or more, not " + value
+                 : std::string();
+    },
+    "INDEX", "index");
+
+}  // namespace
+
 std::vector<CLI::Option*> add_probe_measure_options(CLI::App& app, ProbeOptions& opt,
                                                     int64_t& scale_position) {
   std::vector<CLI::Option*> added;
@@ -17,14 +32,14 @@ std::vector<CLI::Option*> add_probe_measure_options(CLI::App& app, ProbeOptions&
   added.push_back(app.add_option("--isolate", opt.isolate,
                                  "positions k whose query sees only itself")
                       ->delimiter(',')
-                      ->check(CLI::NonNegativeNumber));
+                      ->check(kIndex));
   CLI::Option* amplify =
       app.add_option("--amplify", opt.amplify,
                      "k: o_k <- mu + lambda (o_k - mu), mu the mean value vector")
-          ->check(CLI::NonNegativeNumber);
+          ->check(kIndex);
   CLI::Option* scale = app.add_option("--scale", scale_position,
                                       "k: o_k <- lambda o_k (the plain-scaling control)")
-                           ->check(CLI::NonNegativeNumber);
+                           ->check(kIndex);
   amplify->excludes(scale);
   added.push_back(amplify);
   added.push_back(scale);
@@ -32,7 +47,7 @@ std::vector<CLI::Option*> add_probe_measure_options(CLI::App& app, ProbeOptions&
   added.push_back(app.add_option("--layers", opt.layers,
                                  "layers of the interventions (default all)")
                       ->delimiter(',')
-                      ->check(CLI::NonNegativeNumber));
+                      ->check(kIndex));
   added.push_back(app.add_option(
       "--amplify-mean", opt.amplify_mean,
       "mu of --amplify: random (each layer's mean value vector over uniform-random tokens, the "

@@ -168,6 +168,32 @@ std::vector<int32_t> read_shard(const std::string& path, bool allow_raw) {
   return tokens;
 }
 
+bool natural_less(const std::string& a, const std::string& b) {
+  const auto digit = [](char c) { return c >= '0' && c <= '9'; };
+  size_t i = 0, j = 0;
+  while (i < a.size() && j < b.size()) {
+    if (digit(a[i]) && digit(b[j])) {  // two numbers: fewer significant digits is smaller
+      size_t i_end = i, j_end = j;
+      while (i_end < a.size() && digit(a[i_end])) ++i_end;
+      while (j_end < b.size() && digit(b[j_end])) ++j_end;
+      size_t i_sig = i, j_sig = j;
+      while (i_sig + 1 < i_end && a[i_sig] == '0') ++i_sig;
+      while (j_sig + 1 < j_end && b[j_sig] == '0') ++j_sig;
+      const std::string_view x(a.data() + i_sig, i_end - i_sig), y(b.data() + j_sig, j_end - j_sig);
+      if (x.size() != y.size()) return x.size() < y.size();
+      if (x != y) return x < y;
+      if (i_end - i != j_end - j) return i_end - i < j_end - j;  // 007 before 0007: a fixed order
+      i = i_end;
+      j = j_end;
+    } else {
+      if (a[i] != b[j]) return a[i] < b[j];
+      ++i;
+      ++j;
+    }
+  }
+  return a.size() - i < b.size() - j;
+}
+
 std::vector<std::string> list_files(const std::string& dir, const std::string& pattern) {
   std::vector<std::pair<std::string, std::string>> found;  // (name, path)
   std::error_code ec;
@@ -180,11 +206,10 @@ std::vector<std::string> list_files(const std::string& dir, const std::string& p
   }
   SINKLAB_CHECK(!ec, IOError, dir << ": cannot list the folder (" << ec.message() << ")",
                 "check permissions");
-  // In name order, a shorter name first: shard numbers past 999999 have more digits
-  // (train_1000000.bin after train_999999.bin), and names of one length compare as their digits.
-  std::sort(found.begin(), found.end(), [](const auto& a, const auto& b) {
-    return a.first.size() != b.first.size() ? a.first.size() < b.first.size() : a < b;
-  });
+  // In name order, runs of digits compared as numbers: shard numbers past 999999 have more
+  // digits (train_1000000.bin after train_999999.bin); other names as before.
+  std::sort(found.begin(), found.end(),
+            [](const auto& a, const auto& b) { return natural_less(a.first, b.first); });
   std::vector<std::string> paths;
   paths.reserve(found.size());
   for (auto& f : found) paths.push_back(std::move(f.second));

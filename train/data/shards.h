@@ -18,8 +18,12 @@ void write_shard(const std::string& path, const std::vector<int32_t>& tokens);
 // does not match the file size, or a missing file.
 std::vector<int32_t> read_shard(const std::string& path, bool allow_raw = true);
 
-// Files in `dir` matching a glob-like `pattern` (only '*' wildcards), sorted by name, a shorter
-// name first (so numbered shards come in their numbers' order past six digits too).
+// a before b with runs of digits compared as numbers (train_999999 before train_1000000), the
+// rest byte by byte.
+bool natural_less(const std::string& a, const std::string& b);
+
+// Files in `dir` matching a glob-like `pattern` (only '*' wildcards), in natural_less order of
+// their names (numbered shards in their numbers' order past six digits too).
 std::vector<std::string> list_files(const std::string& dir, const std::string& pattern);
 
 }  // namespace sinklab::train

@@ -666,6 +666,8 @@ std::string find_latest_good_checkpoint(const std::string& dir, std::ostream& lo
   return "";
 }
 
+bool holds_checkpoints(const std::string& dir) { return !list_checkpoints(dir).empty(); }
+
 void prune_checkpoints(const std::string& dir, int64_t keep_last, int64_t keep_every) {
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) return;

@@ -82,6 +82,9 @@ void write_latest_pointer(const std::string& dir, const std::string& file_name);
 // (and for a dangling pointer).
 std::string find_latest_good_checkpoint(const std::string& dir, std::ostream& log);
 
+// Does dir hold a checkpoint file (step_XXXXXXXX.h5; a stray .tmp is none)?
+bool holds_checkpoints(const std::string& dir);
+
 // Retention: keeps the newest keep_last step_*.h5 files plus every one whose step is a multiple
 // of keep_every (keep_every 0 = none), and the file `latest` points to; deletes the others and
 // any stray *.tmp files. keep_last 0 disables count-based pruning (keeps every checkpoint).
