@@ -54,6 +54,8 @@ class Run {
   std::vector<VariantSummary> train();
   RunEnd end_reason() const { return end_; }
   int64_t start_step() const { return start_step_; }
+  // Did the variants continue from checkpoints (a fresh start, asked to resume or not, did not)?
+  bool resumed() const { return start_step_ > 0; }
   // Folder of the run: <out_dir>/<name>.
   std::string folder() const;
 
@@ -111,8 +113,7 @@ class Run {
   std::ostringstream quiet_;           // the console of ranks that print nothing
   Console console_;
   std::vector<std::unique_ptr<Variant>> variants_;
-  int64_t start_step_ = 0;
-  bool resumed_ = false;  // the variants continue from checkpoints at start_step_
+  int64_t start_step_ = 0;  // > 0: the variants continue from checkpoints at it
   RunEnd end_ = RunEnd::Finished;
   double estimated_bytes_ = 0;  // what the memory check counted for this device's variants
   std::unique_ptr<DataParallel> parallel_;  // this rank's variants' data parallelism (no-op for

@@ -46,19 +46,6 @@ std::string json_array(const std::vector<double>& v) {
   return o.str() + "]";
 }
 
-// The intervention's keys (--isolate's, --amplify's or --scale's) lie below T, the positions
-// probed (`where` says which: the model's, or --window's), or the scores would read another key.
-void check_keys_below(const ProbeOptions& opt, int64_t T, const std::string& where,
-                      const std::string& remedy) {
-  std::vector<int64_t> keys = opt.isolate;
-  if (opt.amplify >= 0) keys.push_back(opt.amplify);
-  for (int64_t k : keys)
-    SINKLAB_CHECK(k < T, ConfigError,
-                  "probe: key " << k << " (--isolate / --amplify / --scale) is outside the " << T
-                                << " positions probed" << where,
-                  "pass keys below " + std::to_string(T) + remedy);
-}
-
 // The model's config (a checkpoint's stored one, or a Hugging Face config.json's) with --set and
 // the probe's interventions applied.
 RunConfig probed_config(const RunConfig& source, const ProbeOptions& opt) {
@@ -69,7 +56,20 @@ RunConfig probed_config(const RunConfig& source, const ProbeOptions& opt) {
     SINKLAB_CHECK(l < m.n_layer, ConfigError,
                   "probe: --layers " << l << " but the model has " << m.n_layer << " layers",
                   "pass layers in [0, " + std::to_string(m.n_layer - 1) + "]");
-  check_keys_below(opt, m.block_size, " (the model's block_size)", "");
+  // The intervention's keys lie in the positions probed (--window's, when it fits the model),
+  // or the scores would read another key.
+  const bool windowed = opt.window > 0 && opt.window <= m.block_size;
+  const int64_t T = windowed ? opt.window : m.block_size;
+  std::vector<int64_t> keys = opt.isolate;
+  if (opt.amplify >= 0) keys.push_back(opt.amplify);
+  for (int64_t k : keys)
+    SINKLAB_CHECK(k < T, ConfigError,
+                  "probe: key " << k << " (--isolate / --amplify / --scale) is outside the " << T
+                                << " positions probed"
+                                << (windowed ? " (--window " + std::to_string(opt.window) + ")"
+                                             : std::string(" (the model's block_size)")),
+                  "pass keys below " + std::to_string(T) +
+                      (windowed ? ", or a longer --window" : ""));
   if (!opt.isolate.empty()) {
     m.isolate_positions = opt.isolate;
     m.isolate_layers = opt.layers;
@@ -177,11 +177,6 @@ RunConfig probe_run_config(const LoadedProbeModel& loaded, const ProbeOptions& o
                                         << cfg.model.block_size << ")",
                 "pass --mean-tokens of at least " + std::to_string(cfg.model.block_size) +
                     " (the paper: about 50,000)");
-  // The intervention's key must lie in the window probed, or the scores read another key.
-  const int64_t T = opt.window > 0 ? opt.window : cfg.model.block_size;
-  check_keys_below(opt, T,
-                   opt.window > 0 ? " (--window " + std::to_string(opt.window) + ")" : "",
-                   opt.window > 0 ? ", or a longer --window" : "");
   return cfg;
 }
 

@@ -38,7 +38,9 @@ void write_file_atomic(const std::string& path, std::string_view bytes, const st
 }
 
 AtomicFile::AtomicFile(std::string path, std::string hint)
-    : path_(std::move(path)), tmp_(path_ + "." + std::to_string(::getpid()) + ".tmp"), hint_(std::move(hint)) {}
+    : path_(std::move(path)),
+      tmp_(path_ + "." + std::to_string(::getpid()) + ".tmp"),
+      hint_(std::move(hint)) {}
 
 AtomicFile::~AtomicFile() {
   if (fd_ >= 0) ::close(fd_);
