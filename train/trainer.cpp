@@ -348,9 +348,16 @@ Run::Run(const RunConfig& config, std::ostream& console, RunOptions options)
     v.log = std::make_unique<MetricsLog>(v.dir, c.model.n_layer, c.model.n_head,
                                          c.model.block_size, c.metrics.jsonl, c.metrics.hdf5,
                                          c.metrics.tensorboard, resumed() ? start_step_ : -1);
-    // The summary's train loss is the mean of the last 10 steps' losses: those before the
-    // checkpoint come from the file, so that a resumed run prints the uninterrupted run's.
-    if (resumed() && c.metrics.jsonl) v.recent_losses = last_logged_losses(v.dir, kRecentLosses);
+    // The summary's train loss (the mean of the last 10 steps' losses), tokens/s (the mean over
+    // the steps after 0) and sink columns (the last metrics step's) take the steps before the
+    // checkpoint from the file, so that a resumed run prints the uninterrupted run's.
+    if (resumed() && c.metrics.jsonl) {
+      LoggedSteps logged = read_logged_steps(v.dir, kRecentLosses);
+      v.recent_losses = std::move(logged.recent_losses);
+      v.tokens_per_s_sum = logged.tokens_per_s_sum;
+      v.timed_steps = logged.timed_steps;
+      v.last_sink = std::move(logged.last_sink);
+    }
   }
 }
 

@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -131,4 +132,64 @@ TEST_CASE("metrics.jsonl writes each number as printf's %.9g would, and null for
   REQUIRE(test::contains(json, "{\"step\":7,\"loss\":" + printf_g(0.1 + 0.2) + ","));
   REQUIRE(test::contains(json, "\"batch_hash\":\"fedcba9876543210\""));
   REQUIRE(json.back() == '}');
+}
+
+TEST_CASE("a resume reads back the summary's columns from metrics.jsonl as written", "[io]") {
+  // Three records through MetricsLog: step 0 (not timed), step 1 with sink metrics (a NaN
+  // among them), step 2 without; the last `count` = 2 losses, tokens/s over steps 1 and 2.
+  test::TempDir tmp;
+  const std::string dir = tmp.path.string();
+  {
+    MetricsLog log(dir, 2, 2, 8, true, false, false);
+    for (int64_t step = 0; step < 3; ++step) {
+      StepRecord r = record_at(step);
+      r.tokens_per_s = 100.0 * (step + 1);
+      if (step == 1) {
+        r.has_sink = true;
+        r.sink.sink_rate = 25.0;
+        r.sink.layers.resize(2);
+        r.sink.layers[0].sink_mass = {0.5, 0.25};
+        r.sink.layers[1].sink_mass = {0.125, 1.0 / 3};
+        r.sink.layers[0].var_ratio = 3.5;
+        r.sink.layers[1].var_ratio = 1.5;
+        r.sink.layers[0].var_ratio_normed = r.sink.layers[1].var_ratio_normed = std::nan("");
+        r.sink.layers[0].dim_disparity = 7.0;
+        r.sink.layers[1].super_ratio = 1234.5;
+      }
+      log.write(r);
+    }
+    log.flush();
+  }
+  const LoggedSteps logged = read_logged_steps(dir, 2);
+  REQUIRE(logged.recent_losses == std::vector<double>{3.0, 4.0});
+  REQUIRE(logged.timed_steps == 2);
+  REQUIRE(logged.tokens_per_s_sum == 500.0);
+  const StepRecord& s = logged.last_sink;
+  REQUIRE(s.has_sink);
+  REQUIRE(s.step == 1);
+  REQUIRE(s.sink.sink_rate == 25.0);
+  REQUIRE(s.sink.layers.size() == 2);
+  REQUIRE(s.sink.layers[0].sink_mass == std::vector<double>{0.5, 0.25});
+  REQUIRE(s.sink.layers[1].sink_mass[1] == Approx(1.0 / 3).epsilon(1e-8));  // 9 digits
+  REQUIRE(s.sink.layers[0].var_ratio == 3.5);
+  REQUIRE(s.sink.layers[1].var_ratio == 1.5);
+  REQUIRE(std::isnan(s.sink.layers[1].var_ratio_normed));
+  REQUIRE(s.sink.layers[0].dim_disparity == 7.0);
+  REQUIRE(s.sink.layers[1].super_ratio == 1234.5);
+
+  // No file: nothing read. A sink record cut short: an IOError naming the file.
+  const LoggedSteps none = read_logged_steps(dir + "/absent", 10);
+  REQUIRE(none.recent_losses.empty());
+  REQUIRE(!none.last_sink.has_sink);
+  {
+    std::ofstream cut(dir + "/metrics.jsonl", std::ios::app);
+    cut << "{\"step\":3,\"loss\":1,\"var_ratio\":[1,\n";
+  }
+  std::string error;
+  try {
+    read_logged_steps(dir, 2);
+  } catch (const IOError& e) {
+    error = e.what();
+  }
+  REQUIRE(test::contains(error, dir + "/metrics.jsonl"));
 }

@@ -827,14 +827,20 @@ TEST_CASE("compare --resume auto names the lockstep step a variant's pruning too
   }
 }
 
-TEST_CASE("a resumed run's summary prints the uninterrupted run's train loss", "[resume]") {
-  // A review found the last 10 steps' mean taken over the resumed process's steps only.
+TEST_CASE("a resumed run's summary prints the uninterrupted run's train loss and sink columns, "
+          "also when resumed at the final step",
+          "[resume]") {
+  // A review found the last 10 steps' mean taken over the resumed process's steps only; and a
+  // resume at the final step, where no step runs, printed nan in the sink columns and tok/s.
   fs::path data = byte_data("summary_data"), straight = fresh("summary_straight"),
            split = fresh("summary_split");
-  const auto row = [](const std::string& console) {  // the comparison row, tok/s cut off
+  const auto line_of = [](const std::string& console) {  // the comparison row
     const size_t at = console.rfind("\nmain ");
     REQUIRE(at != std::string::npos);
-    const std::string line = console.substr(at + 1, console.find('\n', at + 1) - at - 1);
+    return console.substr(at + 1, console.find('\n', at + 1) - at - 1);
+  };
+  const auto row = [&](const std::string& console) {  // the comparison row, tok/s cut off
+    const std::string line = line_of(console);
     return line.substr(0, line.find_last_of(' ', line.find_last_not_of(' ')));
   };
   const std::vector<std::string> sets = {"checkpoint.every=3"};
@@ -849,6 +855,14 @@ TEST_CASE("a resumed run's summary prints the uninterrupted run's train loss", "
       run_and_collect(parse_config(config_text(data, split, 12, false), "s.yaml", sets), resume);
   INFO(whole << "\n---\n" << resumed);
   REQUIRE(row(resumed) == row(whole));
+  // Resumed at step 12 of 12: only the final evaluation runs; the summary reads the rest back.
+  const std::string at_end =
+      run_and_collect(parse_config(config_text(data, straight, 12, false), "s.yaml", sets), resume);
+  INFO(at_end);
+  REQUIRE(at_end.find("resum") != std::string::npos);
+  REQUIRE(row(at_end) == row(whole));
+  const std::string line = line_of(at_end);  // tok/s: the logged steps' mean, not nan
+  REQUIRE(line.substr(line.find_last_of(' ') + 1) != "nan");
 }
 
 TEST_CASE("a fresh start keeps one generation of checkpoints, never a stray .tmp in its place; "

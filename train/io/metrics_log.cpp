@@ -13,9 +13,12 @@
 #include <limits>
 #include <fstream>
 #include <map>
+#include <optional>
+#include <string_view>
 #include <vector>
 
 #include "core/error.h"
+#include "train/data/json_file.h"
 #include "train/io/atomic_file.h"
 #include "train/io/background_lines.h"
 #include "train/io/hdf5.h"
@@ -66,17 +69,69 @@ int64_t step_of_json_line(const std::string& line) {
 
 }  // namespace
 
-std::vector<double> last_logged_losses(const std::string& dir, size_t count) {
-  std::ifstream in(dir + "/metrics.jsonl");
-  std::vector<double> losses;  // of every record so far, then the last `count`
-  for (std::string line; std::getline(in, line);) {
-    const size_t at = line.find(",\"loss\":");
-    if (at == std::string::npos) continue;
-    const char* value = line.c_str() + at + 8;
-    losses.push_back(std::strncmp(value, "null", 4) == 0 ? std::nan("") : std::strtod(value, nullptr));
+namespace {
+
+// The number after "key": in a metrics line, NaN when it is null; nullopt when the key is absent.
+std::optional<double> logged_number(const std::string& line, std::string_view key) {
+  const std::string field = ",\"" + std::string(key) + "\":";
+  const size_t at = line.find(field);
+  if (at == std::string::npos) return std::nullopt;
+  const char* value = line.c_str() + at + field.size();
+  return std::strncmp(value, "null", 4) == 0 ? kNaN : std::strtod(value, nullptr);
+}
+
+double json_double(const YAML::Node& n) { return n.IsNull() ? kNaN : n.as<double>(); }
+
+// The summary's columns of a record with sink metrics (LoggedSteps::last_sink).
+StepRecord summary_columns_of(const std::string& line, const std::string& file) {
+  StepRecord r;
+  try {
+    const YAML::Node record = parse_json(line);
+    r.step = record["step"].as<int64_t>();
+    r.has_sink = true;
+    r.sink.sink_rate = json_double(record["sink_rate"]);
+    const YAML::Node sink_mass = record["sink_mass"], var_ratio = record["var_ratio"],
+                     var_ratio_normed = record["var_ratio_normed"],
+                     disparity = record["dim_disparity"], super_ratio = record["super_ratio"];
+    r.sink.layers.resize(var_ratio.size());
+    for (size_t l = 0; l < r.sink.layers.size(); ++l) {
+      LayerMetrics& m = r.sink.layers[l];
+      for (const YAML::Node& head : sink_mass[l]) m.sink_mass.push_back(json_double(head));
+      m.var_ratio = json_double(var_ratio[l]);
+      m.var_ratio_normed = json_double(var_ratio_normed[l]);
+      m.dim_disparity = json_double(disparity[l]);
+      m.super_ratio = json_double(super_ratio[l]);
+    }
+  } catch (const YAML::Exception& e) {
+    SINKLAB_FAIL(IOError,
+                 "cannot read the last sink-metrics record of " << file << ": " << e.what(),
+                 "the file was changed by hand or cut short; restore it or start afresh "
+                 "without --resume");
   }
-  if (losses.size() > count) losses.erase(losses.begin(), losses.end() - count);
-  return losses;
+  return r;
+}
+
+}  // namespace
+
+LoggedSteps read_logged_steps(const std::string& dir, size_t count) {
+  const std::string file = dir + "/metrics.jsonl";
+  std::ifstream in(file);
+  LoggedSteps logged;
+  std::string last_sink_line;  // of the last record with sink metrics
+  for (std::string line; std::getline(in, line);) {
+    const std::optional<double> loss = logged_number(line, "loss");
+    if (!loss) continue;
+    logged.recent_losses.push_back(*loss);
+    if (logged.recent_losses.size() > count)
+      logged.recent_losses.erase(logged.recent_losses.begin());
+    if (step_of_json_line(line) > 0) {
+      logged.tokens_per_s_sum += logged_number(line, "tokens_per_s").value_or(kNaN);
+      ++logged.timed_steps;
+    }
+    if (line.find(",\"var_ratio\":[") != std::string::npos) last_sink_line = std::move(line);
+  }
+  if (!last_sink_line.empty()) logged.last_sink = summary_columns_of(last_sink_line, file);
+  return logged;
 }
 
 std::string step_to_json(const StepRecord& r) {

@@ -15,10 +15,21 @@ namespace sinklab::train {
 // A JSON object for one step (NaN and inf written as null).
 std::string step_to_json(const StepRecord& record);
 
-// The "loss" of the last `count` records in <dir>/metrics.jsonl, in step order (null read as
-// NaN; 9 significant digits, as written): a resumed run's summary averages them with its own
-// steps, as the uninterrupted run did. Empty when the file is missing.
-std::vector<double> last_logged_losses(const std::string& dir, size_t count);
+// What a resumed run's summary takes from the steps before its checkpoint, read back from
+// <dir>/metrics.jsonl (which holds only those steps once a MetricsLog reopened it for the
+// resume): the summary then prints what the uninterrupted run would, even when the resume comes
+// at the final step and no step runs. Numbers as written (9 significant digits; null read as
+// NaN). Everything empty or zero when the file is missing.
+struct LoggedSteps {
+  std::vector<double> recent_losses;  // (<= count) the last records' "loss", in step order
+  double tokens_per_s_sum = 0;        // "tokens_per_s" summed over the records after step 0,
+  int64_t timed_steps = 0;            // as the trainer times its own steps
+  // The last record with sink metrics (has_sink false when none): its step and the summary's
+  // columns only: sink_rate and, per layer, sink_mass, var_ratio, var_ratio_normed,
+  // dim_disparity and super_ratio.
+  StepRecord last_sink;
+};
+LoggedSteps read_logged_steps(const std::string& dir, size_t count);
 
 class MetricsLog {
  public:
