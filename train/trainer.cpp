@@ -337,6 +337,11 @@ Run::Run(const RunConfig& config, std::ostream& console, RunOptions options)
   // auto would otherwise take for this run's (and pruning would keep over this run's own).
   if (writer && !resumed())
     for (auto& vp : variants_) retire_checkpoints(*vp);
+  // The .tmp files a killed earlier process of this host left beside the files it wrote.
+  if (writer) {
+    if (options_.launch.rank == 0) remove_stale_tmp_files(folder());
+    for (auto& vp : variants_) remove_stale_tmp_files(vp->dir);
+  }
   // The configs are written once the run is accepted: a refused resume leaves the folder's
   // files as the checkpoints' run wrote them (its error points the user there).
   if (options_.launch.rank == 0) write_file_atomic(folder() + "/config.yaml", to_yaml(base_));

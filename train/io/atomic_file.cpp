@@ -1,11 +1,16 @@
 #include "train/io/atomic_file.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <random>
+#include <vector>
 
 #include "core/error.h"
 
@@ -24,6 +29,71 @@ bool fsync_path(const std::string& path, bool directory) {
   return ok;
 }
 
+// This host's name with every character but letters, digits and '_' made '_' (so that it holds
+// neither the '.' before it nor the '-' after it in a .tmp's name, nor a '/').
+const std::string& host_name() {
+  static const std::string name = [] {
+    char buf[256] = {};
+    if (::gethostname(buf, sizeof buf - 1) != 0 || buf[0] == 0) return std::string("host");
+    std::string n(buf);
+    for (char& c : n)
+      if (!std::isalnum(static_cast<unsigned char>(c)) && c != '_') c = '_';
+    return n;
+  }();
+  return name;
+}
+
+// "<host>-<pid>-<nonce>": the owner part of this process's .tmp names; the nonce (8 hex digits)
+// is drawn once per process.
+const std::string& tmp_owner() {
+  static const std::string owner = [] {
+    std::random_device entropy;
+    char nonce[9];
+    std::snprintf(nonce, sizeof nonce, "%08x", static_cast<unsigned>(entropy()));
+    return host_name() + "-" + std::to_string(::getpid()) + "-" + nonce;
+  }();
+  return owner;
+}
+
+// The pid of a .tmp name "<file>.<host>-<pid>-<8 hex digits>.tmp" written on this host; -1
+// for any other name.
+long owner_pid_on_this_host(const std::string& name) {
+  const std::string suffix = ".tmp";
+  if (name.size() <= suffix.size() + 9 || name.compare(name.size() - 4, 4, suffix) != 0) return -1;
+  const std::string owner = name.substr(0, name.size() - suffix.size());
+  const size_t nonce_dash = owner.size() - 9;  // "-" + 8 hex digits
+  if (owner[nonce_dash] != '-') return -1;
+  for (size_t i = nonce_dash + 1; i < owner.size(); ++i)
+    if (!std::isxdigit(static_cast<unsigned char>(owner[i]))) return -1;
+  const size_t pid_dash = owner.rfind('-', nonce_dash - 1);
+  if (pid_dash == std::string::npos || pid_dash + 1 == nonce_dash) return -1;
+  const std::string pid = owner.substr(pid_dash + 1, nonce_dash - pid_dash - 1);
+  if (pid.find_first_not_of("0123456789") != std::string::npos || pid.size() > 9) return -1;
+  const std::string host = "." + host_name();
+  if (pid_dash < host.size() || owner.compare(pid_dash - host.size(), host.size(), host) != 0)
+    return -1;
+  return std::stol(pid);
+}
+
+}  // namespace
+
+int remove_stale_tmp_files(const std::string& folder) {
+  std::error_code ec;
+  std::vector<fs::path> stale;
+  for (const auto& entry : fs::directory_iterator(folder, ec)) {
+    const long pid = owner_pid_on_this_host(entry.path().filename().string());
+    // Gone: kill(pid, 0) says no such process (EPERM: one that runs, of another user)
+    if (pid > 0 && entry.is_regular_file(ec) && ::kill(static_cast<pid_t>(pid), 0) != 0 &&
+        errno == ESRCH)
+      stale.push_back(entry.path());
+  }
+  int removed = 0;
+  for (const fs::path& file : stale) removed += fs::remove(file, ec) ? 1 : 0;
+  return removed;
+}
+
+namespace {
+
 std::string folder_of(const std::string& path) {
   const fs::path parent = fs::path(path).parent_path();
   return parent.empty() ? std::string(".") : parent.string();
@@ -39,7 +109,7 @@ void write_file_atomic(const std::string& path, std::string_view bytes, const st
 
 AtomicFile::AtomicFile(std::string path, std::string hint)
     : path_(std::move(path)),
-      tmp_(path_ + "." + std::to_string(::getpid()) + ".tmp"),
+      tmp_(path_ + "." + tmp_owner() + ".tmp"),
       hint_(std::move(hint)) {}
 
 AtomicFile::~AtomicFile() {

@@ -1,8 +1,10 @@
-// Files written all-or-nothing: the bytes go to <path>.<pid>.tmp, which is fsynced, renamed over
-// <path>, and then the folder is fsynced so the rename itself survives a crash. A reader sees
-// the old file or the new one, never a part; a SIGKILL during the write leaves only a stale
-// .tmp beside the old file. The process id keeps two processes writing one file (`train
-// --variant` runs of one config share the run folder's config.yaml) off each other's .tmp.
+// Files written all-or-nothing: the bytes go to <path>.<host>-<pid>-<nonce>.tmp, which is
+// fsynced, renamed over <path>, and then the folder is fsynced so the rename itself survives a
+// crash. A reader sees the old file or the new one, never a part; a SIGKILL during the write
+// leaves only a stale .tmp beside the old file, which remove_stale_tmp_files clears later. The
+// writer's host, process id and a random number drawn once per process keep two processes
+// writing one file (`train --variant` runs of one config share the run folder's config.yaml;
+// containers with the same pids on a shared file system) off each other's .tmp.
 // Every file sinklab writes goes through here.
 #pragma once
 #include <cstddef>
@@ -15,6 +17,12 @@ namespace sinklab::train {
 // cannot be written.
 void write_file_atomic(const std::string& path, std::string_view bytes,
                        const std::string& hint = "check that the folder exists and is writable");
+
+// The .tmp files in `folder` (not below it) that a process of this host wrote and that is no
+// longer running (a SIGKILL mid-write): removed. Those of other hosts, of running processes and
+// of any other name stay. Returns how many were removed; best effort (a file that cannot be
+// removed is left).
+int remove_stale_tmp_files(const std::string& folder);
 
 // One atomic file, filled piece by piece: by write() (blocks of a large file), or by another
 // library that writes tmp_path() itself (HDF5) and closes it before commit().
