@@ -87,6 +87,8 @@ TEST_CASE("metrics of two ranks' slices, combined, equal the metrics of the whol
       }
       REQUIRE(c.var_ratio == Approx(w.var_ratio).epsilon(1e-12));
       REQUIRE(c.dim_disparity == Approx(w.dim_disparity).epsilon(1e-12));
+      REQUIRE(c.dim_disparity_normed == Approx(w.dim_disparity_normed).epsilon(1e-12));
+      REQUIRE(c.sink_score == Approx(w.sink_score).epsilon(1e-12));
       REQUIRE(c.norm_ratio == Approx(w.norm_ratio).epsilon(1e-12));
       REQUIRE(c.dim_argmax == w.dim_argmax);
       REQUIRE(c.super_neuron == w.super_neuron);
@@ -97,6 +99,11 @@ TEST_CASE("metrics of two ranks' slices, combined, equal the metrics of the whol
         const double mean_of_medians =
             0.5 * (rank0.layers[l].massive_median + rank1.layers[l].massive_median);
         REQUIRE(c.massive_median == Approx(mean_of_medians).epsilon(1e-12));
+        // super_ratio's median of |u| likewise: each slice's is its super_value / super_ratio.
+        const double u_median = 0.5 * (rank0.layers[l].super_value / rank0.layers[l].super_ratio +
+                                       rank1.layers[l].super_value / rank1.layers[l].super_ratio);
+        REQUIRE(c.super_ratio == Approx(c.super_value / u_median).epsilon(1e-9));
+        REQUIRE(c.super_ratio != Approx(w.super_ratio).epsilon(1e-9));  // not the whole's
       } else {
         for (int i = 0; i < 3; ++i) REQUIRE(std::isnan(c.massive_top[i]));
         REQUIRE((std::isnan(c.massive_median) && std::isnan(c.super_ratio)));

@@ -75,6 +75,10 @@ TEST_CASE("score at key k over queries t > k leaves out the self term", "[metric
   REQUIRE(s[0] == Approx((0.5 + 0.3) / 2));  // today's alpha_1 would be (1 + 0.5 + 0.3) / 3
   REQUIRE(s[1] == Approx((0.4 + 0.6) / 2));
   REQUIRE(std::isnan(key_score_after(mass, 1, 2, 4, 3)[0]));  // no query after the last key
+  // Key 0 (here the same numbers read as A[t, 0]): over t = 1..3, and t = 0..3 for today's.
+  REQUIRE(key_score_after(mass, 1, 2, 4, 0)[0] == Approx((1.0 + 0.5 + 0.3) / 3));
+  REQUIRE(key_score_after(mass, 1, 2, 4, 0)[1] == Approx((0.2 + 0.4 + 0.6) / 3));
+  REQUIRE(key_score(mass, 1, 2, 4, 0)[1] == Approx((0 + 0.2 + 0.4 + 0.6) / 4));
   REQUIRE_THROWS_AS(key_score_after(mass, 2, 2, 4, 1), ShapeError);
   // Today's score at key k keeps the self term: queries t >= k.
   const std::vector<double> today = key_score(mass, 1, 2, 4, 1);
@@ -133,8 +137,9 @@ TEST_CASE("super neuron from the weights: largest row norm product, its firing a
           "[metrics][probe]") {
   // F = 3 neurons, C = 2 channels. Row norms: gate (1, 2, 1), up (3, 1, 1): products 3, 2, 1.
   const std::vector<double> gate = {1, 0, 0, 2, 1, 0}, up = {0, 3, 1, 0, 0, 1};
-  // down (C, F): column 0 is (0.1, -4): writes into channel 1.
-  const std::vector<double> down = {0.1, 1, 1, -4, 1, 1};
+  // down (C, F): column 0 is (2, -4): writes into channel 1 (read transposed, down[n * C + c],
+  // it would be (2, 1): channel 0).
+  const std::vector<double> down = {2, 1, 1, -4, 1, 1};
   // u (B = 1, T = 3, F): neuron 0 is 6 at t = 0 and 1, 2 at t = 1, 2.
   const std::vector<double> u = {6, 0, 0, 1, 9, 9, -2, 9, 9};
   // The layer output's first token (B = 1, C): channel 1 is the largest.
@@ -435,6 +440,35 @@ TEST_CASE("probe: the paper's readings on short windows and on random tokens; th
         probe_checkpoint(ck, bad, console);
       },
       {"key 9", "--window 8"});
+  // The last position has no query after it: its score over t > k would be empty.
+  test::require_error<ConfigError>(
+      [&] {
+        ProbeOptions bad = opt;
+        bad.amplify = 7;
+        probe_checkpoint(ck, bad, console);
+      },
+      {"key 7 is the last of the 8 positions", "below 7"});
+  test::require_error<ConfigError>(
+      [&] {
+        ProbeOptions bad = opt;
+        bad.window = 1;
+        probe_checkpoint(ck, bad, console);
+      },
+      {"--window is 1", "a query after key 0"});
+  // On 8 positions uniform attention gives key 0 alpha0 = H_8 / 8 = 0.340 > 0.3: warned.
+  REQUIRE(console.str().find("uniform attention alone gives key 0 alpha0 0.33") !=
+          std::string::npos);
+  std::ostringstream long_window;
+  ProbeOptions at_key0 = opt;  // no intervention: the scores read key 0, at 16 positions
+  at_key0.amplify = -1;
+  at_key0.window = 16;
+  at_key0.random_tokens = 0;
+  const ProbeResult r0 = probe_checkpoint(ck, at_key0, long_window);
+  REQUIRE(long_window.str().find("uniform attention alone") == std::string::npos);  // 0.21
+  REQUIRE(r0.key == 0);
+  for (size_t l = 0; l < 2; ++l)
+    for (size_t h = 0; h < 2; ++h)  // over t > 0: the sink mass, by its definition
+      REQUIRE(r0.key_score_after[l][h] == Approx(r0.metrics.layers[l].sink_mass[h]).margin(1e-12));
 }
 
 TEST_CASE("an evaluation step that is not a metrics.every step still logs its effective ranks "

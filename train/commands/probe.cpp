@@ -46,8 +46,14 @@ std::string json_array(const std::vector<double>& v) {
   return o.str() + "]";
 }
 
+// The key whose scores the probe reads: --amplify / --scale's, else --isolate's first, else 0.
+int64_t scored_key(const ProbeOptions& opt) {
+  return opt.amplify >= 0 ? opt.amplify : (opt.isolate.empty() ? 0 : opt.isolate[0]);
+}
+
 // The model's config (a checkpoint's stored one, or a Hugging Face config.json's) with --set and
 // the probe's interventions applied.
+
 RunConfig probed_config(const RunConfig& source, const ProbeOptions& opt) {
   RunConfig cfg = opt.overrides.empty() ? source : apply_variant(source, {"probe", opt.overrides});
   ModelSection& m = cfg.model;
@@ -70,6 +76,14 @@ RunConfig probed_config(const RunConfig& source, const ProbeOptions& opt) {
                                              : std::string(" (the model's block_size)")),
                   "pass keys below " + std::to_string(T) +
                       (windowed ? ", or a longer --window" : ""));
+  // The key whose scores are read needs a query after it: the paper's score averages over t > k.
+  const int64_t read_key = scored_key(opt);
+  SINKLAB_CHECK(read_key < T - 1, ConfigError,
+                "probe: key " << read_key << " is the last of the " << T
+                              << " positions probed: no query comes after it, so its score over "
+                                 "queries t > k (key_score_after) has nothing to average",
+                "pass a key below " + std::to_string(T - 1) +
+                    (windowed ? ", or a longer --window" : ""));
   if (!opt.isolate.empty()) {
     m.isolate_positions = opt.isolate;
     m.isolate_layers = opt.layers;
@@ -111,6 +125,11 @@ void check_probe_options(const ProbeOptions& opt) {
                 "probe: --amplify-mean is '" << opt.amplify_mean << "'",
                 "use random (the paper: mu over uniform-random tokens) or batch (mu of the "
                 "probed batch)");
+  SINKLAB_CHECK(opt.window == 0 || opt.window >= 2, ConfigError,
+                "probe: --window is " << opt.window
+                                      << "; a window needs a query after key 0 (the scores "
+                                         "average over t >= 1)",
+                "pass a window of at least 2 positions, or 0 for the model's T (the paper: 64)");
   SINKLAB_CHECK(opt.random_tokens == 0 || opt.random_tokens >= 2, ConfigError,
                 "probe: --random-tokens is " << opt.random_tokens,
                 "a variance across samples needs at least 2 sequences (the paper: ~50,000 "
@@ -163,10 +182,10 @@ ProbeResult probe_checkpoint(const std::string& model_path, const ProbeOptions& 
 
 RunConfig probe_run_config(const LoadedProbeModel& loaded, const ProbeOptions& opt) {
   const RunConfig cfg = probed_config(loaded.source.config, opt);
-  SINKLAB_CHECK(opt.window >= 0 && opt.window <= cfg.model.block_size, ConfigError,
+  SINKLAB_CHECK(opt.window <= cfg.model.block_size, ConfigError,
                 "probe: --window is " << opt.window << " but " << loaded.checkpoint
                                       << "'s model has block_size " << cfg.model.block_size,
-                "pass a window in [1, " + std::to_string(cfg.model.block_size) +
+                "pass a window in [2, " + std::to_string(cfg.model.block_size) +
                     "] (0 = the model's T)");
   // The random mu of --amplify is taken over windows of the model's T.
   SINKLAB_CHECK(opt.amplify < 0 || opt.plain_scaling || opt.amplify_mean != "random" ||
@@ -224,8 +243,8 @@ ProbeResult probe_loaded(const LoadedProbeModel& loaded, const ProbeOptions& opt
   stages.mark("sink metrics");
   result.super = super_neurons(model, capture);
   stages.mark("super neurons");
-  result.key = opt.amplify >= 0 ? opt.amplify : (opt.isolate.empty() ? 0 : opt.isolate[0]);
-  const int64_t key = result.key;  // below T: probe_run_config checked it
+  result.key = scored_key(opt);
+  const int64_t key = result.key;  // below T - 1: probe_run_config checked it
   for (const LayerCapture& cap : capture.layers) {
     Tensor mass = ops::attention_key_mass(cap.q, cap.k, cap.lse, key, cap.attention);  // (B,NH,T)
     std::vector<double> a = mass.to_doubles();
@@ -254,6 +273,15 @@ ProbeResult probe_loaded(const LoadedProbeModel& loaded, const ProbeOptions& opt
   char line[256];
   console << "probe " << checkpoint << ": " << B << " sequences of " << T << " tokens, loss "
           << result.loss << "\n";
+  // Uniform causal attention gives key 0 alpha0 = (1/T) sum_t 1/(t+1), the self term included:
+  // above the sink threshold on short windows (0.3: T <= 9), every head counts as a sink there.
+  double uniform_alpha0 = 0;
+  for (int64_t t = 0; t < T; ++t) uniform_alpha0 += 1.0 / static_cast<double>(t + 1);
+  uniform_alpha0 /= static_cast<double>(T);
+  if (uniform_alpha0 > cfg.metrics.sink_threshold)
+    console << "  warning: on " << T << " positions uniform attention alone gives key 0 alpha0 "
+            << uniform_alpha0 << ", above metrics.sink_threshold " << cfg.metrics.sink_threshold
+            << ": sink_rate counts every head as a sink; use a longer --window\n";
   if (!opt.isolate.empty()) {
     console << "  isolate positions";
     for (int64_t k : opt.isolate) console << " " << k;
