@@ -463,24 +463,23 @@ void Run::resume_from_checkpoints() {
                 "use --resume auto (each variant resumes from its own ckpt/ folder), or "
                 "--variant NAME");
   // Lockstep: every variant resumes at the same step, the newest one all of them have.
+  // Each state is read once (a read checks the whole file: 1.8 GB at the 152M shape), by the
+  // search for the newest good one or for the named file, and kept for the resume below.
   std::vector<std::string> paths;  // (this rank's variants) its newest good checkpoint, or ""
+  std::vector<TrainState> states;  // (this rank's variants) their newest's
   for (auto& vp : variants_) {
-    std::string path = automatic ? find_latest_good_checkpoint(checkpoint_dir(*vp), console_.stream())
-                                 : options_.resume;
-    if (path.empty())
+    std::optional<GoodCheckpoint> found =
+        automatic ? latest_good_checkpoint(checkpoint_dir(*vp), console_.stream())
+                  : GoodCheckpoint{options_.resume, read_checkpoint_state(options_.resume)};
+    if (!found)
       console_.stream() << "resume auto: no checkpoint in " << checkpoint_dir(*vp) << "; starting fresh\n";
-    paths.push_back(path);
+    paths.push_back(found ? found->path : std::string());
+    states.push_back(found ? std::move(found->state) : TrainState{});
   }
   // (every selected variant) the step of its newest good checkpoint, -1 when it has none. Under
   // split each group knows its own variant only: the groups' first ranks tell theirs.
-  // Each state is read once (read_checkpoint_state reads and checks the whole file: 1.8 GB at
-  // the 152M shape) and kept for the variant's resume below.
-  std::vector<TrainState> states(paths.size());  // (this rank's variants) their newest's
   std::vector<int64_t> newest;
-  for (size_t i = 0; i < paths.size(); ++i) {
-    if (!paths[i].empty()) states[i] = read_checkpoint_state(paths[i]);
-    newest.push_back(paths[i].empty() ? -1 : states[i].step);
-  }
+  for (size_t i = 0; i < paths.size(); ++i) newest.push_back(paths[i].empty() ? -1 : states[i].step);
   if (groups_.split) {
     const std::vector<std::vector<double>> told =
         world().all_gather({static_cast<double>(newest.at(0))},

@@ -382,6 +382,13 @@ TEST_CASE("find_latest_good_checkpoint skips bad files", "[checkpoint]") {
     INFO(warn.str());
     REQUIRE(contains(warn.str(), "warning"));
     REQUIRE(contains(warn.str(), "step_00000030.h5"));
+    // With the state its read gave: the one a resume takes without reading the file again.
+    std::ostringstream again;
+    const std::optional<GoodCheckpoint> found = latest_good_checkpoint(dir.string(), again);
+    REQUIRE(found);
+    REQUIRE(found->path == checkpoint_path(dir.string(), 20));
+    REQUIRE(found->state.step == read_checkpoint_state(found->path).step);
+    REQUIRE(found->state.step == 20);
   }
   SECTION("dangling latest pointer") {
     write_latest_pointer(dir.string(), "step_00000040.h5");

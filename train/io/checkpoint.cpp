@@ -633,19 +633,18 @@ void write_latest_pointer(const std::string& dir, const std::string& file_name) 
                     "check the folder's permissions and disk space");
 }
 
-std::string find_latest_good_checkpoint(const std::string& dir, std::ostream& log) {
+std::optional<GoodCheckpoint> latest_good_checkpoint(const std::string& dir, std::ostream& log) {
   std::error_code ec;
-  if (!fs::is_directory(dir, ec)) return "";
-  auto good = [&](const std::string& path) {
+  if (!fs::is_directory(dir, ec)) return std::nullopt;
+  auto good = [&](const std::string& path) -> std::optional<GoodCheckpoint> {
     try {
-      read_checkpoint_state(path);
-      return true;
+      return GoodCheckpoint{path, read_checkpoint_state(path)};
     } catch (const sinklab::Error& e) {
       log << "warning: skipping checkpoint " << path << ": " << e.message() << '\n';
     } catch (const std::exception& e) {
       log << "warning: skipping checkpoint " << path << ": " << e.what() << '\n';
     }
-    return false;
+    return std::nullopt;
   };
   std::string tried;
   const std::string pointed = read_latest_pointer(dir);
@@ -655,15 +654,20 @@ std::string find_latest_good_checkpoint(const std::string& dir, std::ostream& lo
       log << "warning: " << (fs::path(dir) / "latest").string() << " points to " << pointed
           << ", which does not exist; looking for older checkpoints\n";
     } else {
-      if (good(path)) return path;
+      if (auto found = good(path)) return found;
       tried = path;
     }
   }
   for (const auto& [step, path] : list_checkpoints(dir)) {
     if (path == tried) continue;
-    if (good(path)) return path;
+    if (auto found = good(path)) return found;
   }
-  return "";
+  return std::nullopt;
+}
+
+std::string find_latest_good_checkpoint(const std::string& dir, std::ostream& log) {
+  const std::optional<GoodCheckpoint> found = latest_good_checkpoint(dir, log);
+  return found ? found->path : std::string();
 }
 
 bool holds_checkpoints(const std::string& dir) { return !list_checkpoints(dir).empty(); }
