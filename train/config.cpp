@@ -72,6 +72,11 @@ std::span<const ChoiceName<AmplifyMode>> names_of(AmplifyMode) {
                                                       {AmplifyMode::Plain, "plain"}};
   return names;
 }
+std::span<const ChoiceName<AmplifySite>> names_of(AmplifySite) {
+  static constexpr ChoiceName<AmplifySite> names[] = {{AmplifySite::BeforeNorm, "before_norm"},
+                                                      {AmplifySite::AfterNorm, "after_norm"}};
+  return names;
+}
 std::span<const ChoiceName<ValSplit>> names_of(ValSplit) {
   static constexpr ChoiceName<ValSplit> names[] = {{ValSplit::Documents, "documents"},
                                                    {ValSplit::Tail, "tail"}};
@@ -136,6 +141,7 @@ SINKLAB_CHOICE(AttnOutputNorm)
 SINKLAB_CHOICE(AttentionKind)
 SINKLAB_CHOICE(GammaInit)
 SINKLAB_CHOICE(AmplifyMode)
+SINKLAB_CHOICE(AmplifySite)
 SINKLAB_CHOICE(ValSplit)
 SINKLAB_CHOICE(VariantPlacement)
 SINKLAB_CHOICE(ops::Bf16Gemm)
@@ -265,6 +271,7 @@ const std::vector<Field>& fields() {
       SINKLAB_KEY(model, ModelSection, amplify_lambda),
       SINKLAB_KEY(model, ModelSection, amplify_layers),
       SINKLAB_KEY(model, ModelSection, amplify_mode),
+      SINKLAB_KEY(model, ModelSection, amplify_site),
       SINKLAB_KEY(model, ModelSection, init_std, kPos),
 
       SINKLAB_KEY(data, DataSection, dir),
@@ -1113,6 +1120,14 @@ void validate(const RunConfig& c) {
                 "model.amplify_position = " << m.amplify_position << " in " << file
                     << " is outside [0, model.block_size = " << m.block_size << ")",
                 "set a position k between 0 and block_size - 1, or -1 for off");
+  SINKLAB_CHECK(m.amplify_site == AmplifySite::BeforeNorm ||
+                    m.attn_output_norm == AttnOutputNorm::HeadwiseRmsNorm,
+                ConfigError,
+                "model.amplify_site = after_norm in " << file << " but model.attn_output_norm is "
+                    << choice_text(m.attn_output_norm)
+                    << ": there is no head-wise norm to act after",
+                "use after_norm with attn_output_norm: headwise_rmsnorm (without it the two "
+                "sites are the same tensor: use before_norm)");
 
   SINKLAB_CHECK(!c.data.dir.empty(), ConfigError, "data.dir is empty in " << file,
                 "set data.dir to the folder with the token shards, e.g. data/quickstart");

@@ -34,6 +34,7 @@ enum class AttnOutputNorm { None, HeadwiseRmsNorm };  // model.attn_output_norm
 enum class AttentionKind { Softmax, Sigmoid };        // model.attention
 enum class GammaInit { FirstTokenStd, Ones };         // model.gamma_init
 enum class AmplifyMode { Centered, Plain };           // model.amplify_mode
+enum class AmplifySite { BeforeNorm, AfterNorm };     // model.amplify_site
 enum class ValSplit { Documents, Tail };              // prepare.val_split
 enum class VariantPlacement { Together, Split };      // run.variant_placement
 
@@ -203,6 +204,10 @@ struct ModelSection {
   AmplifyMode amplify_mode = AmplifyMode::Centered;  // centered (mu = detached mean value
                                            // vector of the layer over batch and positions) |
                                            // plain (lambda o_k, the paper's control)
+  AmplifySite amplify_site = AmplifySite::BeforeNorm;  // before_norm: on the attention output
+                                           // o (the paper's site) | after_norm: on head-wise
+                                           // RMSNorm's output, the input to W_O, which the norm
+                                           // cannot divide the factor out of (head-wise only)
   double init_std = 0.02;
 };
 

@@ -150,7 +150,7 @@ ops::AttentionOptions GPT::attention_options(int64_t layer) const {
   return o;
 }
 
-Tensor GPT::amplify(int64_t layer, const Tensor& o_in, const Tensor& v) const {
+Tensor GPT::amplify(int64_t layer, const Tensor& o_in, const Tensor& mean_source) const {
   const int64_t k = cfg_.amplify_position;
   if (k < 0 || cfg_.amplify_lambda == 1.0 || !listed(cfg_.amplify_layers, layer)) return o_in;
   const int64_t B = o_in.size(0), T = o_in.size(1), NH = o_in.size(2), HS = o_in.size(3);
@@ -164,7 +164,7 @@ Tensor GPT::amplify(int64_t layer, const Tensor& o_in, const Tensor& v) const {
   Tensor mask = Tensor::from_doubles(at_k, {T, NH, HS}, o.dtype()).to_device(o.device());
   if (cfg_.amplify_mode == AmplifyMode::Plain)  // o_k <- lambda o_k (the control)
     return ops::add(o, ops::mul(o, mask));
-  // mu: the layer's mean value vector over batch and positions, detached: (NH, HS); or the
+  // mu: the layer's mean of mean_source over batch and positions, detached: (NH, HS); or the
   // precomputed one (set_amplify_mean).
   Tensor mu;
   if (layer < static_cast<int64_t>(amplify_mean_.size())) {
@@ -177,11 +177,11 @@ Tensor GPT::amplify(int64_t layer, const Tensor& o_in, const Tensor& v) const {
     autograd::NoGradGuard no_grad;
     Tensor ones = Tensor::empty({1, B * T}, o.dtype(), o.device());  // (1, B*T)
     ones.fill(1.0);
-    // v as it was multiplied (a view of the packed qkv, bf16 on a GPU under bf16), channels by
-    // rows: the sums v^T 1 through linear, which reads a bf16 x as it is (the ones are exact in
-    // bf16, the sums f32), then the mean in o's dtype. (A weight of 1/(B*T) would be rounded to
-    // bf16 as a product operand: a bias of up to 2^-9 in mu.)
-    const Tensor channels = v.copy_contiguous()
+    // mean_source as it was computed (v: a view of the packed qkv, bf16 on a GPU under bf16),
+    // channels by rows: the sums through linear, which reads a bf16 x as it is (the ones are
+    // exact in bf16, the sums f32), then the mean in o's dtype. (A weight of 1/(B*T) would be
+    // rounded to bf16 as a product operand: a bias of up to 2^-9 in mu.)
+    const Tensor channels = mean_source.detach().copy_contiguous()
                                 .reshape_view({B * T, NH * HS})
                                 .transpose_view(0, 1)
                                 .copy_contiguous();  // (C, B*T)
@@ -286,7 +286,8 @@ Tensor GPT::attention_block(int64_t layer, const Tensor& h, LayerCapture* captur
   const Tensor parts = qkv.detach();
   const Tensor q = ops::qkv_part(parts, NH, 0), k = ops::qkv_part(parts, NH, 1),
                v = ops::qkv_part(parts, NH, 2);
-  o = amplify(layer, o, v);  // (B, T, NH, HS)
+  const bool after_norm = cfg_.amplify_site == AmplifySite::AfterNorm && headwise(cfg_);
+  if (!after_norm) o = amplify(layer, o, v);  // (B, T, NH, HS)
   // The head-wise norm's output only feeds o_proj: stored as the product reads it (bf16 under
   // bf16 on a GPU), as the block norms' outputs are.
   // (It reads o as it comes: bf16 where cuDNN wrote it, f32 after amplify; its math in f32.)
@@ -300,6 +301,8 @@ Tensor GPT::attention_block(int64_t layer, const Tensor& h, LayerCapture* captur
                                                                  ? &head_rows
                                                                  : nullptr)
                                    : Tensor();
+  // After the norm (model.amplify_site): on the input to W_O, which o_proj reads as it comes.
+  if (after_norm) o_normed = amplify(layer, o_normed, o_normed);  // (B, T, NH, HS)
   if (capture) {
     capture->q = detached(q);
     capture->k = detached(k);

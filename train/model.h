@@ -72,8 +72,9 @@ class GPT {
       ops::CrossEntropyLogits logits_after = ops::CrossEntropyLogits::kKept) const;
 
   // The amplify intervention's mu per layer, (NH * HS) values each, precomputed (the paper's
-  // procedure: over uniform-random tokens, train/paper_metrics.h); an empty list (the default)
-  // takes mu from the current batch.
+  // procedure: over uniform-random tokens, train/paper_metrics.h; at model.amplify_site
+  // after_norm the mean of head-wise RMSNorm's output instead of the value vectors'); an empty
+  // list (the default) takes mu from the current batch.
   void set_amplify_mean(std::vector<std::vector<double>> mu) { amplify_mean_ = std::move(mu); }
   ParameterSet& params() { return params_; }
   const ParameterSet& params() const { return params_; }
@@ -109,9 +110,10 @@ class GPT {
   // The layer's attention options: the isolate mask only in model.isolate_layers (all if empty).
   ops::AttentionOptions attention_options(int64_t layer) const;
   // SINKS.md "amplify variance" at model.amplify_position in model.amplify_layers (identity
-  // elsewhere): o_k <- mu + lambda (o_k - mu) (centered) or lambda o_k (plain); o, v
-  // (B, T, NH, HS).
-  Tensor amplify(int64_t layer, const Tensor& o, const Tensor& v) const;
+  // elsewhere): o_k <- mu + lambda (o_k - mu) (centered) or lambda o_k (plain); o and
+  // mean_source (B, T, NH, HS): without a precomputed mu, mu is mean_source's mean over batch and
+  // positions (the value vectors before the norm, o itself after it). f32 where o is bf16.
+  Tensor amplify(int64_t layer, const Tensor& o, const Tensor& mean_source) const;
   const Tensor& p(const std::string& name) const { return params_[name]; }
   std::string layer_prefix(int64_t layer) const;
   Tensor bias(const std::string& prefix) const;  // <prefix>bias, or none without biases

@@ -247,7 +247,8 @@ void OutputRanks::store(SinkMetrics& metrics) const {
 
 std::vector<std::vector<double>> random_token_value_means(const GPT& model, int64_t tokens,
                                                           int64_t T, int64_t batch,
-                                                          uint64_t seed, Device device) {
+                                                          uint64_t seed, Device device,
+                                                          AmplifySite site) {
   SINKLAB_CHECK(tokens >= T && T >= 1 && batch >= 1, ValueError,
                 "random_token_value_means: " << tokens << " tokens in windows of " << T
                                              << ", batches of " << batch,
@@ -261,7 +262,8 @@ std::vector<std::vector<double>> random_token_value_means(const GPT& model, int6
     const RngKey key{seed, kRandomValueStream, static_cast<uint64_t>(first * T)};
     const Tensor ids =
         rand_ints({B, T}, key, static_cast<int32_t>(model.config().vocab_size));  // (B, T)
-    const std::vector<std::vector<double>> means = value_means(model, ids.to_device(device));
+    const std::vector<std::vector<double>> means =
+        value_means(model, ids.to_device(device), site);
     sum.resize(means.size());
     for (size_t l = 0; l < means.size(); ++l) {
       sum[l].resize(means[l].size(), 0.0);
@@ -274,13 +276,20 @@ std::vector<std::vector<double>> random_token_value_means(const GPT& model, int6
   return sum;
 }
 
-std::vector<std::vector<double>> value_means(const GPT& model, const Tensor& ids) {
+std::vector<std::vector<double>> value_means(const GPT& model, const Tensor& ids,
+                                             AmplifySite site) {
   autograd::NoGradGuard no_grad;
   ForwardCapture cap;
   model.forward(ids, Tensor(), &cap);
   std::vector<std::vector<double>> out;
   for (const LayerCapture& layer : cap.layers) {
-    const Tensor& v = layer.v;  // (B, T, NH, HS)
+    const bool after = site == AmplifySite::AfterNorm;
+    SINKLAB_CHECK(!after || layer.attn_out_normed.defined(), ConfigError,
+                  "the mean after the norm (amplify_site after_norm) of a model without "
+                  "head-wise RMSNorm",
+                  "use amplify_site before_norm, or a model with attn_output_norm: "
+                  "headwise_rmsnorm");
+    const Tensor& v = after ? layer.attn_out_normed : layer.v;  // (B, T, NH, HS)
     const int64_t N = v.size(0) * v.size(1), C = v.size(2) * v.size(3);
     // Per-channel means over the N tokens on v's device: statistics of the columns, (C, 5).
     const Tensor rows = v.copy_contiguous().reshape_view({N, C});

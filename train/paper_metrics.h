@@ -76,14 +76,19 @@ struct OutputRanks {
   void store(SinkMetrics& metrics) const;
 };
 
-// Each layer's mean value vector over every token of ids (B, T): (L, NH * HS).
-std::vector<std::vector<double>> value_means(const GPT& model, const Tensor& ids);
+// Each layer's mean value vector over every token of ids (B, T): (L, NH * HS). At
+// AmplifySite::AfterNorm the mean of head-wise RMSNorm's output instead (what an amplification
+// after the norm scales; the model must have the head-wise norm).
+std::vector<std::vector<double>> value_means(const GPT& model, const Tensor& ids,
+                                             AmplifySite site = AmplifySite::BeforeNorm);
 // The amplify intervention's mu as the paper computes it: each layer's mean value vector over
 // uniform-random tokens, (L, NH * HS), from forwards of at most `batch` sequences of T tokens
-// until `tokens` tokens are seen (the paper: about 50,000). Pass it to GPT::set_amplify_mean.
-std::vector<std::vector<double>> random_token_value_means(const GPT& model, int64_t tokens,
-                                                          int64_t T, int64_t batch,
-                                                          uint64_t seed, Device device);
+// until `tokens` tokens are seen (the paper: about 50,000); at AfterNorm the mean of the
+// head-wise norm's output over the same tokens (our choice; the paper acts before the norm).
+// Pass it to GPT::set_amplify_mean.
+std::vector<std::vector<double>> random_token_value_means(
+    const GPT& model, int64_t tokens, int64_t T, int64_t batch, uint64_t seed, Device device,
+    AmplifySite site = AmplifySite::BeforeNorm);
 
 // Standard error of the mean of values: sample standard deviation / sqrt(n); NaN for n < 2.
 double standard_error(const std::vector<double>& values);

@@ -15,6 +15,7 @@
 #include "train/config.h"
 #include "train/io/checkpoint.h"
 #include "train/model.h"
+#include "train/paper_metrics.h"
 #include "train/commands/probe.h"
 #include "train/commands/probe_plan.h"
 #include "train/trainer.h"
@@ -95,6 +96,65 @@ TEST_CASE("interventions: lambda 1 is the identity; scaling and amplifying touch
   }
 }
 
+TEST_CASE("interventions after head-wise RMSNorm: plain scaling survives the norm, before it "
+          "the norm divides it out; centered uses the normed output's mean",
+          "[probe]") {
+  const Tensor ids = rand_ints({3, 9}, RngKey{8, 3, 0}, 13);
+  ModelSection base = small_model();
+  base.attn_output_norm = AttnOutputNorm::HeadwiseRmsNorm;
+  const ForwardCapture plain_run = run(base, ids);
+  const std::vector<double> normed = plain_run.layers[0].attn_out_normed.to_doubles();  // (3,9,2,8)
+  const int64_t row = 2 * 8, k = 4;  // NH * HS per position
+  ModelSection m = base;
+  m.amplify_position = k;
+  m.amplify_lambda = 7.0;
+  m.amplify_layers = {0};
+  m.amplify_mode = AmplifyMode::Plain;
+  // Before the norm (the default site): lambda o_k has the same RMS-normalised value, so the
+  // input to W_O changes only through the norm's epsilon, against the factor 7 after the norm
+  // (values of about 0.02 at initialisation: the epsilon weighs a few per mille there).
+  const std::vector<double> before_site = run(m, ids).layers[0].attn_out_normed.to_doubles();
+  for (size_t i = 0; i < normed.size(); ++i) REQUIRE(before_site[i] == Approx(normed[i]).epsilon(0.05));
+  m.amplify_site = AmplifySite::AfterNorm;
+  const ForwardCapture after_run = run(m, ids);
+  const std::vector<double> after = after_run.layers[0].attn_out_normed.to_doubles();
+  std::vector<double> mean(row, 0.0);  // the normed output's mean over batch and positions
+  for (int64_t b = 0; b < 3; ++b)
+    for (int64_t t = 0; t < 9; ++t)
+      for (int64_t c = 0; c < row; ++c) {
+        const size_t i = static_cast<size_t>((b * 9 + t) * row + c);
+        mean[c] += normed[i] / 27.0;
+        REQUIRE(after[i] == Approx(t == k ? 7.0 * normed[i] : normed[i]).epsilon(1e-12));
+      }
+  // The attention output itself is untouched; layer 1 changes only through its input.
+  REQUIRE(after_run.layers[0].attn_out.to_doubles() == plain_run.layers[0].attn_out.to_doubles());
+  REQUIRE(after_run.final_residual.to_doubles() != plain_run.final_residual.to_doubles());
+  m.amplify_mode = AmplifyMode::Centered;  // mu: the batch's mean of the normed output
+  const std::vector<double> centered = run(m, ids).layers[0].attn_out_normed.to_doubles();
+  for (int64_t b = 0; b < 3; ++b)
+    for (int64_t c = 0; c < row; ++c) {
+      const size_t i = static_cast<size_t>((b * 9 + k) * row + c);
+      REQUIRE(centered[i] == Approx(mean[c] + 7.0 * (normed[i] - mean[c])).epsilon(1e-10));
+    }
+  // value_means at the site: the normed output's mean, the mu a random-token probe takes.
+  const GPT clean(base, 3, DType::F64);
+  const std::vector<std::vector<double>> site_mean = value_means(clean, ids, AmplifySite::AfterNorm);
+  for (int64_t c = 0; c < row; ++c) REQUIRE(site_mean[0][c] == Approx(mean[c]).epsilon(1e-12));
+  // The key reads and writes back as YAML.
+  const RunConfig with_site = parse_config(
+      "model: {attn_output_norm: headwise_rmsnorm, amplify_site: after_norm}\n", "s.yaml");
+  REQUIRE(with_site.model.amplify_site == AmplifySite::AfterNorm);
+  REQUIRE(parse_config(to_yaml(with_site), "back.yaml").model.amplify_site ==
+          AmplifySite::AfterNorm);
+  // Without the head-wise norm there is no "after": refused by the config and by value_means.
+  test::require_error<ConfigError>(
+      [] { parse_config("model: {amplify_site: after_norm}\n", "x.yaml"); },
+      {"model.amplify_site = after_norm", "x.yaml", "attn_output_norm"});
+  test::require_error<ConfigError>(
+      [&] { value_means(GPT(small_model(), 3, DType::F64), ids, AmplifySite::AfterNorm); },
+      {"after_norm", "head-wise RMSNorm"});
+}
+
 TEST_CASE("interventions: isolate positions only in the listed layers", "[probe]") {
   ModelSection m = small_model();
   m.isolate_positions = {3};
@@ -135,6 +195,28 @@ TEST_CASE("probe: metrics of a checkpoint, the score at the isolated key, a JSON
   base3.amplify = 3;           // lambda 1: no change, but reports key 3
   ProbeResult b = probe_checkpoint(ck, base3, console);
   ProbeResult c = probe_checkpoint(ck, iso, console);
+  // --amplify-site: a name, only with --amplify / --scale, and after_norm only with the norm.
+  test::require_error<ConfigError>(
+      [&] {
+        ProbeOptions bad = base3;
+        bad.amplify_site = "after";
+        probe_checkpoint(ck, bad, console);
+      },
+      {"--amplify-site is 'after'", "before_norm"});
+  test::require_error<ConfigError>(
+      [&] {
+        ProbeOptions bad = plain;
+        bad.amplify_site = "after_norm";
+        probe_checkpoint(ck, bad, console);
+      },
+      {"--amplify-site after_norm without --amplify or --scale"});
+  test::require_error<ConfigError>(
+      [&] {
+        ProbeOptions bad = base3;
+        bad.amplify_site = "after_norm";
+        probe_checkpoint(ck, bad, console);
+      },
+      {"no head-wise RMSNorm", "model.attn_output_norm none"});
   REQUIRE(c.key == 3);
   for (size_t l = 0; l < 2; ++l)
     for (size_t h = 0; h < 2; ++h) {

@@ -93,6 +93,15 @@ RunConfig probed_config(const RunConfig& source, const ProbeOptions& opt) {
     m.amplify_lambda = opt.lambda;
     m.amplify_layers = opt.layers;
     m.amplify_mode = opt.plain_scaling ? AmplifyMode::Plain : AmplifyMode::Centered;
+    m.amplify_site = *choice_from_text<AmplifySite>(opt.amplify_site);  // checked: a name
+    SINKLAB_CHECK(m.amplify_site == AmplifySite::BeforeNorm ||
+                      m.attn_output_norm == AttnOutputNorm::HeadwiseRmsNorm,
+                  ConfigError,
+                  "probe: --amplify-site after_norm but the model has no head-wise RMSNorm "
+                  "(model.attn_output_norm "
+                      << choice_text(m.attn_output_norm) << ")",
+                  "leave --amplify-site out: without the norm both sites are the attention "
+                  "output");
   }
   cfg.run.device = resolve_device(opt.device).str();
   validate(cfg);
@@ -145,6 +154,12 @@ void check_probe_options(const ProbeOptions& opt) {
   SINKLAB_CHECK(intervenes || opt.layers.empty(), ConfigError,
                 "probe: --layers without an intervention",
                 "add --isolate, --amplify or --scale, or leave --layers out");
+  SINKLAB_CHECK(choice_from_text<AmplifySite>(opt.amplify_site).has_value(), ConfigError, "probe: --amplify-site is '" << opt.amplify_site << "'",
+                "use before_norm (on the attention output, the paper's) or after_norm (on "
+                "head-wise RMSNorm's output)");
+  SINKLAB_CHECK(opt.amplify >= 0 || opt.amplify_site == defaults.amplify_site, ConfigError,
+                "probe: --amplify-site " << opt.amplify_site << " without --amplify or --scale",
+                "add --amplify k or --scale k, or leave --amplify-site out");
   SINKLAB_CHECK(centered || (opt.amplify_mean == defaults.amplify_mean &&
                              opt.mean_tokens == defaults.mean_tokens),
                 ConfigError,
@@ -222,7 +237,7 @@ ProbeResult probe_loaded(const LoadedProbeModel& loaded, const ProbeOptions& opt
     // model without the intervention.
     model.set_amplify_mean(random_token_value_means(*loaded.clean, opt.mean_tokens,
                                                     cfg.model.block_size, cfg.train.batch_size,
-                                                    cfg.run.seed, device));
+                                                    cfg.run.seed, device, cfg.model.amplify_site));
   }
   stages.mark("model and mu");
   const int64_t B = cfg.train.batch_size * opt.batches;
@@ -290,6 +305,7 @@ ProbeResult probe_loaded(const LoadedProbeModel& loaded, const ProbeOptions& opt
   if (opt.amplify >= 0)
     console << "  " << (opt.plain_scaling ? "scale" : "amplify") << " o_" << opt.amplify
             << " by lambda " << opt.lambda
+            << (cfg.model.amplify_site == AmplifySite::AfterNorm ? " after head-wise RMSNorm" : "")
             << (opt.plain_scaling ? "" : opt.amplify_mean == "random"
                                              ? " (mu over " + std::to_string(opt.mean_tokens) +
                                                    " uniform-random tokens)"
@@ -347,7 +363,8 @@ ProbeResult probe_loaded(const LoadedProbeModel& loaded, const ProbeOptions& opt
        << json_array(std::vector<double>(opt.isolate.begin(), opt.isolate.end()))
        << ",\"amplify\":" << opt.amplify << ",\"mode\":\""
        << (opt.plain_scaling ? "plain" : "centered") << "\",\"amplify_mean\":\""
-       << opt.amplify_mean << "\",\"lambda\":" << opt.lambda
+       << opt.amplify_mean << "\",\"amplify_site\":\"" << opt.amplify_site
+       << "\",\"lambda\":" << opt.lambda
        << ",\"layers\":" << json_array(std::vector<double>(opt.layers.begin(), opt.layers.end()))
        << ",\"key\":" << result.key << ",\"key_score\":[";
   for (size_t l = 0; l < result.key_score.size(); ++l)

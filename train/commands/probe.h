@@ -29,6 +29,8 @@ struct ProbeOptions {
   std::string amplify_mean = "random";  // mu of amplify: over uniform-random tokens (the paper)
                                         // or "batch" (the probed batch's, as before)
   int64_t mean_tokens = 50000;        // tokens of the random-token mu
+  std::string amplify_site = "before_norm";  // where --amplify / --scale act: on the attention
+                                             // output (the paper's) or after head-wise RMSNorm
   std::vector<int64_t> layers;        // layers of the interventions; empty = all
   int64_t window = 0;                 // T of the probed windows; 0 = the model's block_size
   int64_t random_tokens = 0;          // N uniform-random sequences for var_across; 0 = off

@@ -53,6 +53,11 @@ std::vector<CLI::Option*> add_probe_measure_options(CLI::App& app, ProbeOptions&
       "mu of --amplify: random (each layer's mean value vector over uniform-random tokens, the "
       "paper's; default) or batch (the probed batch)"));
   added.push_back(app.add_option(
+      "--amplify-site", opt.amplify_site,
+      "where --amplify / --scale act: before_norm (the attention output, the paper's; default) "
+      "or after_norm (head-wise RMSNorm's output, the input to W_O, which the norm cannot "
+      "rescale back)"));
+  added.push_back(app.add_option(
       "--mean-tokens", opt.mean_tokens,
       "uniform-random tokens of the random mu (default 50000, the paper's)"));
   added.push_back(app.add_option("--window", opt.window,
