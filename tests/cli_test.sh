@@ -4,7 +4,7 @@
 # non-finite --lambda (it wrote invalid JSON); export --out <existing folder> writes into the
 # folder (it failed with a raw filesystem error and left a .tmp); export --format hf reads back
 # through probe, forward, generate and train --init-from as its checkpoint does; --stop-after 0
-# runs no step; forward --device auto is the CPU without a GPU; a full disk while writing
+# and an empty --resume are refused before the run's files are touched; forward --device auto is the CPU without a GPU; a full disk while writing
 # metrics, the TensorBoard events or a checkpoint exits 1 with the file named and no .tmp left.
 # Builds nothing: give it the build folder.
 #   bash tests/cli_test.sh build
@@ -48,15 +48,18 @@ checkpoint: {every: 2}
 YAML
 export OMP_NUM_THREADS=1
 
-# --stop-after 0: no step, no metrics line, exit 0.
-"$sinklab" train "$tmp/c.yaml" --no-progress --stop-after 0 >"$tmp/stop0.log" 2>&1 ||
-  fail "--stop-after 0 failed: $(cat "$tmp/stop0.log")"
-grep -q "no step run" "$tmp/stop0.log" || fail "--stop-after 0 did not say so: $(cat "$tmp/stop0.log")"
-[ ! -s "$tmp/runs/cli/main/metrics.jsonl" ] || fail "--stop-after 0 trained a step"
-
 "$sinklab" train "$tmp/c.yaml" --no-progress >"$tmp/train.log" 2>&1 || fail "$(cat "$tmp/train.log")"
 ckpt="$tmp/runs/cli/main/ckpt/step_00000002.h5"
 [ -f "$ckpt" ] || fail "no checkpoint $ckpt"
+
+# --stop-after 0 or -5 and an empty --resume (an unset variable) are refused before the run's
+# files are touched: they had run a fresh start over them (checkpoints moved aside, metrics cut).
+expect_error "--stop-after: a number of steps from 1 up, not 0" "$sinklab" train "$tmp/c.yaml" --stop-after 0
+expect_error "not -5" "$sinklab" train "$tmp/c.yaml" --stop-after -5
+expect_error "--resume: auto or a checkpoint's path, not an empty value" \
+  "$sinklab" train "$tmp/c.yaml" --resume ""
+[ -f "$ckpt" ] && [ -s "$tmp/runs/cli/main/metrics.jsonl" ] || fail "a refused command touched the run"
+expect_error "--batch: a batch" "$sinklab" export-reference "$tmp/c.yaml" --out "$tmp/ref.st" --batch 0
 
 for bad in nan inf -inf; do
   expect_error "--lambda is" "$sinklab" probe "$ckpt" --amplify 1 --lambda "$bad" --batches 1

@@ -9,7 +9,9 @@
 //   sinklab generate <checkpoint.h5 | hf folder> --prompt TEXT [--tokens N] [--top-k K] ...
 //   sinklab tokenize --tokenizer SPEC (--file F | --text S) [--out ids.bin] [--write-hf DIR]
 #include <CLI/CLI.hpp>
+#include <cstdlib>
 #include <iostream>
+#include <limits>
 
 #include "core/error.h"
 #include "train/backends.h"
@@ -40,12 +42,38 @@ void add_common(CLI::App* cmd, train::TrainingArgs& args) {
   cmd->add_flag("--no-progress", args.no_progress, "no live progress bar");
 }
 
+// A whole number in [low, high] ("0" and "-5" refused, naming the option: CLI11's
+// PositiveNumber prints the range up to the largest double). `what` says what it counts.
+CLI::Validator count_in(long long low, long long high, const std::string& what) {
+  return CLI::Validator(
+      [=](std::string& value) {
+        char* end = nullptr;
+        const long long n = std::strtoll(value.c_str(), &end, 10);
+        if (end != value.c_str() && *end == '\0' && n >= low && n <= high) return std::string();
+        return what + " from " + std::to_string(low) +
+               (high == std::numeric_limits<long long>::max() ? std::string(" up")
+                                                              : " to " + std::to_string(high)) +
+               ", not " + value;
+      },
+      "COUNT", "count");
+}
+
 void add_resume(CLI::App* cmd, train::TrainingArgs& args) {
+  // An empty value (an unset shell variable: --resume "$CKPT") would read as no --resume and
+  // start afresh over the run's files.
   cmd->add_option("--resume", args.resume,
                   "continue from a checkpoint: auto (newest good one of each variant) or a "
-                  "step_XXXXXXXX.h5 path");
+                  "step_XXXXXXXX.h5 path")
+      ->check(CLI::Validator(
+          [](std::string& value) {
+            return value.empty() ? std::string("auto or a checkpoint's path, "
+                                               "not an empty value")
+                                 : std::string();
+          },
+          "auto|PATH", "non-empty"));
   cmd->add_option("--stop-after", args.stop_after,
-                  "stop with a checkpoint once this many steps are done (resume later)");
+                  "stop with a checkpoint once this many steps are done (resume later)")
+      ->check(count_in(1, std::numeric_limits<long long>::max(), "a number of steps"));
 }
 
 }  // namespace
@@ -87,7 +115,8 @@ int main(int argc, char** argv) {
       "scripts/crosscheck_torch.py");
   add_common(reference_cmd, reference_args);
   reference_cmd->add_option("--out", reference_out, "output .safetensors file")->required();
-  reference_cmd->add_option("--batch", reference_batch, "sequences in the batch");
+  reference_cmd->add_option("--batch", reference_batch, "sequences in the batch (1 to 64)")
+      ->check(count_in(1, 64, "a batch (a reference for the cross-check) of sequences"));
   std::string export_checkpoint, export_format = "safetensors";
   train::ExportOptions export_options;
   CLI::App* export_cmd = app.add_subcommand(
