@@ -60,6 +60,9 @@ expect_error "--resume: auto or a checkpoint's path, not an empty value" \
   "$sinklab" train "$tmp/c.yaml" --resume ""
 [ -f "$ckpt" ] && [ -s "$tmp/runs/cli/main/metrics.jsonl" ] || fail "a refused command touched the run"
 expect_error "--batch: a batch" "$sinklab" export-reference "$tmp/c.yaml" --out "$tmp/ref.st" --batch 0
+# A --variant name that matches none is named with the config's variants (it had been ignored).
+expect_error "--variant typo: configs/quickstart.yaml has no variant of that name (its variants: baseline, headwise_rmsnorm)" \
+  "$sinklab" train configs/quickstart.yaml --variant baseline --variant typo
 
 for bad in nan inf -inf; do
   expect_error "--lambda is" "$sinklab" probe "$ckpt" --amplify 1 --lambda "$bad" --batches 1

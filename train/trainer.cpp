@@ -177,6 +177,17 @@ std::vector<VariantSpec> selected_specs(const RunConfig& config,
                                         const std::vector<std::string>& only) {
   std::vector<VariantSpec> specs = config.variants;
   if (specs.empty()) specs.push_back({"main", {}});
+  // A name that matches none (a typo) would train the others without a word.
+  for (const std::string& name : only) {
+    std::string names;
+    for (const VariantSpec& spec : specs) names += (names.empty() ? "" : ", ") + spec.name;
+    SINKLAB_CHECK(std::any_of(specs.begin(), specs.end(),
+                              [&](const VariantSpec& spec) { return spec.name == name; }),
+                  ConfigError,
+                  "--variant " << name << ": " << config.source_file << " has no variant of that "
+                               << "name (its variants: " << names << ")",
+                  "pass one of " + names);
+  }
   std::erase_if(specs, [&](const VariantSpec& spec) {
     return !only.empty() && std::find(only.begin(), only.end(), spec.name) == only.end();
   });

@@ -16,12 +16,14 @@
 
 #include "core/philox.h"
 #include "tests/helpers.h"
+#include "tests/op_checks.h"
 #include "train/config.h"
 #include "train/data/data_loader.h"
 #include "tests/train/train_test_util.h"
 #include "train/data/prepare.h"
 #include "train/data/shards.h"
 #include "train/data/tokenizer.h"
+#include "train/data/tokenizer_spec.h"
 
 using namespace sinklab;
 using sinklab::test::contains;
@@ -710,4 +712,25 @@ TEST_CASE("prepare: inputs -> tokenizer.json + train/val shards", "[data]") {
     REQUIRE(contains(e.message(), dir.file("missing.txt")));
     REQUIRE(contains(e.hint(), "scripts/get_data.sh"));
   }
+}
+
+TEST_CASE("data.tokenizer that is not the shards' own tokenizer is refused, naming both",
+          "[data]") {
+  // A review trained a 50,304-id model on byte shards with --set data.tokenizer=gpt2.
+  test::TempDir dir;
+  const std::string bpe_file = dir.file("bpe.json");
+  train_bpe(synthetic_corpus(3000, 2), 300)->save(bpe_file);
+  open_tokenizer("byte")->save(dir.file("tokenizer.json"));  // as prepare leaves it: byte shards
+  DataSection data;
+  data.dir = dir.path.string();
+  data.tokenizer = "byte";  // the same tokenizer, named: accepted
+  REQUIRE(open_data_tokenizer(data)->kind() == "byte");
+  data.tokenizer = "";  // the shards' own
+  REQUIRE(open_data_tokenizer(data)->kind() == "byte");
+  data.tokenizer = bpe_file;
+  test::require_error<ConfigError>([&] { open_data_tokenizer(data); },
+                                   {"data.tokenizer is " + bpe_file, "(bpe, 300 ids)",
+                                    "tokenizer.json (byte, 256 ids)", "sinklab prepare"});
+  fs::remove(dir.file("tokenizer.json"));  // no file beside the shards: nothing to compare
+  REQUIRE(open_data_tokenizer(data)->kind() == "bpe");
 }
