@@ -343,11 +343,17 @@ Run::Run(const RunConfig& config, std::ostream& console, RunOptions options)
                   "--resume: another rank's variant group refused the resume of " << folder(),
                   "its error (in that rank's output) names the reason");
   }
-  // A fresh start (no checkpoint resumed, asked or not) begins the variants' files anew: their
-  // metric files, and the checkpoints an earlier run left in ckpt/, which a later --resume
-  // auto would otherwise take for this run's (and pruning would keep over this run's own).
-  if (writer && !resumed())
-    for (auto& vp : variants_) retire_checkpoints(*vp);
+  // A fresh start (no checkpoint resumed, asked or not) begins the variants' files anew, with an
+  // earlier run's files set aside: its metric files, and the checkpoints it left in ckpt/, which
+  // a later --resume auto would otherwise take for this run's (and pruning would keep over this
+  // run's own). A resume sets aside the checkpoints after its step, for the same reason.
+  if (writer)
+    for (auto& vp : variants_) {
+      if (resumed())
+        retire_later_checkpoints(*vp);
+      else
+        retire_earlier_run(*vp);
+    }
   // The .tmp files a killed earlier process of this host left beside the files it wrote.
   if (writer) {
     if (options_.launch.rank == 0) remove_stale_tmp_files(folder());
@@ -377,15 +383,41 @@ Run::Run(const RunConfig& config, std::ostream& console, RunOptions options)
   }
 }
 
-void Run::retire_checkpoints(const Variant& v) {
-  const fs::path dir = checkpoint_dir(v);
-  // Only checkpoint files make a generation worth keeping (a stray .tmp of an interrupted save
-  // is not one: pruning removes it).
-  if (!holds_checkpoints(dir.string())) return;
-  // Kept one generation back, beside ckpt/, so that a fresh start by mistake loses nothing
-  // that a second one would not. The generation kept before is moved aside first and removed
-  // last: a failure on the way leaves it (or this one) on disk.
-  const fs::path kept = dir.string() + ".replaced", older = dir.string() + ".replaced.old";
+void Run::retire_earlier_run(const Variant& v) {
+  // Only checkpoints or recorded steps make an earlier run worth keeping (a stray .tmp of an
+  // interrupted save is not one: pruning removes it).
+  std::vector<fs::path> items;
+  std::error_code ec;
+  if (holds_checkpoints(checkpoint_dir(v))) items.push_back(checkpoint_dir(v));
+  for (const char* name : {"metrics.jsonl", "metrics.h5", "val_losses.json"})
+    if (fs::is_regular_file(v.dir + "/" + name, ec) && fs::file_size(v.dir + "/" + name, ec) > 0)
+      items.push_back(v.dir + "/" + name);
+  for (const auto& entry : fs::directory_iterator(v.dir, ec))
+    if (entry.path().filename().string().rfind("events.out.tfevents.", 0) == 0)
+      items.push_back(entry.path());
+  if (items.empty()) return;
+  if (fs::is_regular_file(v.dir + "/config.yaml", ec)) items.push_back(v.dir + "/config.yaml");
+  set_aside(v, items, "a fresh start: the earlier run's files");
+}
+
+void Run::retire_later_checkpoints(const Variant& v) {
+  // Written after the step resumed from, by a continuation this run replaces: --resume auto would
+  // take them (or fall back to them) for this run's.
+  std::vector<fs::path> later;
+  for (const auto& [step, path] : list_checkpoints(checkpoint_dir(v)))
+    if (step > start_step_) later.push_back(path);
+  if (later.empty()) return;
+  set_aside(v, later, "resumed at step " + std::to_string(start_step_) + ": the later checkpoints");
+  const std::string resumed_from = checkpoint_path(checkpoint_dir(v), start_step_);
+  std::error_code ec;  // (a checkpoint named from elsewhere: `latest` is rewritten at the next save)
+  if (fs::is_regular_file(resumed_from, ec)) write_latest_pointer(checkpoint_dir(v), resumed_from);
+}
+
+void Run::set_aside(const Variant& v, const std::vector<fs::path>& items, const std::string& what) {
+  // One generation kept, in <variant>/replaced/, so that a start by mistake loses nothing that
+  // a second one would not. The generation kept before is moved aside first and removed last: a
+  // failure on the way leaves it (or this one) on disk.
+  const fs::path kept = v.dir + "/replaced", older = v.dir + "/replaced.old";
   std::error_code ec;
   fs::remove_all(older, ec);  // of a removal that failed before
   if (fs::exists(kept, ec)) fs::rename(kept, older, ec);
@@ -393,15 +425,19 @@ void Run::retire_checkpoints(const Variant& v) {
                 "cannot move " << kept.string() << " aside to " << older.string() << ": "
                                << ec.message(),
                 "check the run folder's permissions, or move " + kept.string() + " away");
-  fs::rename(dir, kept, ec);
-  SINKLAB_CHECK(!ec, IOError,
-                "cannot move the earlier run's checkpoints " << dir.string() << " to "
-                                                               << kept.string() << ": "
-                                                               << ec.message(),
-                "check the run folder's permissions");
-  console_.stream() << "variant " << v.name << ": a fresh start: the checkpoints an earlier run "
-                    << "left in " << dir.string() << " moved to " << kept.string()
-                    << " (resume would have taken them for this run's)\n";
+  std::string names;
+  for (const fs::path& item : items) {
+    const fs::path to = kept / item.lexically_relative(v.dir);  // ckpt/step_*.h5 stays in ckpt/
+    fs::create_directories(to.parent_path(), ec);
+    if (!ec) fs::rename(item, to, ec);
+    SINKLAB_CHECK(!ec, IOError,
+                  "cannot move " << item.string() << " to " << to.string() << ": "
+                                 << ec.message(),
+                  "check the run folder's permissions");
+    names += (names.empty() ? "" : ", ") + item.lexically_relative(v.dir).string();
+  }
+  console_.stream() << "variant " << v.name << ": " << what << " (" << names << ") moved to "
+                    << kept.string() << " (one generation kept)\n";
   fs::remove_all(older, ec);
   if (ec)
     console_.stream() << "warning: could not remove " << older.string() << " (" << ec.message()

@@ -6,6 +6,7 @@
 // evaluates on the same validation batches. What it prints is train/console.h's.
 #pragma once
 #include <iosfwd>
+#include <filesystem>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -93,9 +94,17 @@ class Run {
   // nullptr when v's optimizer holds them all already.
   std::unique_ptr<AdamW> whole_optimizer(Variant& v);
   std::string checkpoint_dir(const Variant& v) const;
-  // A fresh start's: moves an earlier run's checkpoints (ckpt/) to ckpt.replaced/, replacing
-  // the one kept there before, and says so.
-  void retire_checkpoints(const Variant& v);
+  // A fresh start's: moves an earlier run's checkpoints (ckpt/), metric files, TensorBoard
+  // events and config.yaml to <variant>/replaced/ (set_aside), where nothing overwrites them.
+  void retire_earlier_run(const Variant& v);
+  // A resume's: moves the checkpoints after the step resumed from to <variant>/replaced/ckpt/
+  // (an abandoned continuation's, which --resume auto would take later) and points `latest` at
+  // the one resumed from.
+  void retire_later_checkpoints(const Variant& v);
+  // Moves items (paths in v.dir) to v.dir/replaced/ as they lie below v.dir, replacing the
+  // generation kept there before, and says so on the console.
+  void set_aside(const Variant& v, const std::vector<std::filesystem::path>& items,
+                 const std::string& what);
   // run.gemm_search asks for a search (more than one candidate) on a GPU run.
   bool asks_gemm_search() const;
   // ... and the search applies: the run is one process (off with several, see the constructor).

@@ -730,10 +730,17 @@ TEST_CASE("a fresh run moves an earlier run's checkpoints aside; resume takes it
                                    {"checkpoint.every=4", "optim.lr=0.002"});
   RunOptions stop;
   stop.stop_after = 2;
+  const std::vector<std::string> a_lines = test::lines_of(out / "r" / "main" / "metrics.jsonl");
   const std::string first = run_and_collect(b, stop);
-  REQUIRE(first.find("moved to " + (out / "r" / "main" / "ckpt.replaced").string()) !=
-          std::string::npos);
-  REQUIRE(fs::exists(out / "r" / "main" / "ckpt.replaced" / "step_00000008.h5"));
+  const fs::path kept = out / "r" / "main" / "replaced";
+  REQUIRE(first.find("moved to " + kept.string()) != std::string::npos);
+  REQUIRE(fs::exists(kept / "ckpt" / "step_00000008.h5"));
+  // A's records and config too (a fresh start had cut its metric files to nothing).
+  REQUIRE(test::lines_of(kept / "metrics.jsonl") == a_lines);
+  REQUIRE(a_lines.size() == 9);  // steps 0 to 7 and the final evaluation
+  REQUIRE(fs::exists(kept / "metrics.h5"));
+  REQUIRE(fs::exists(kept / "config.yaml"));
+  REQUIRE(test::lines_of(out / "r" / "main" / "metrics.jsonl").size() == 2);  // B's steps 0, 1
   REQUIRE_FALSE(fs::exists(ckpt / "step_00000008.h5"));
   REQUIRE(fs::exists(ckpt / "step_00000002.h5"));
   RunOptions opts;
@@ -741,9 +748,9 @@ TEST_CASE("a fresh run moves an earlier run's checkpoints aside; resume takes it
   std::ostringstream console;
   Run resumed(b, console, opts);
   REQUIRE(resumed.start_step() == 2);
-  // A resumed run moves nothing.
+  // A resumed run at its newest checkpoint moves nothing.
   REQUIRE(fs::exists(ckpt / "step_00000002.h5"));
-  REQUIRE(fs::exists(out / "r" / "main" / "ckpt.replaced" / "step_00000008.h5"));
+  REQUIRE(fs::exists(kept / "ckpt" / "step_00000008.h5"));
 }
 
 TEST_CASE("resume refuses another seed or global batch, names other changed keys, and leaves "
@@ -870,7 +877,7 @@ TEST_CASE("a fresh start keeps one generation of checkpoints, never a stray .tmp
           "a resume past train.steps is refused",
           "[resume]") {
   fs::path data = byte_data("generations_data"), out = fresh("generations");
-  const fs::path ckpt = out / "r" / "main" / "ckpt", kept = out / "r" / "main" / "ckpt.replaced";
+  const fs::path ckpt = out / "r" / "main" / "ckpt", kept = out / "r" / "main" / "replaced" / "ckpt";
   const auto run = [&](const std::string& lr) {
     return run_and_collect(parse_config(config_text(data, out, 4, false), "g.yaml",
                                         {"checkpoint.every=2", "optim.lr=" + lr}));
@@ -886,20 +893,42 @@ TEST_CASE("a fresh start keeps one generation of checkpoints, never a stray .tmp
   REQUIRE(b != a);
   run("0.001");  // C: B's generation kept, A's gone
   REQUIRE(weights(kept / "step_00000004.h5") == b);
-  REQUIRE_FALSE(fs::exists(out / "r" / "main" / "ckpt.replaced.old"));
-  // Only a stray .tmp of an interrupted first save: nothing to keep, the kept generation stays.
+  REQUIRE_FALSE(fs::exists(out / "r" / "main" / "replaced.old"));
+  // Only a stray .tmp of an interrupted first save, nothing recorded: nothing to keep, the kept
+  // generation stays.
   fs::remove_all(ckpt);
   fs::create_directories(ckpt);
+  for (const auto& entry : fs::directory_iterator(out / "r" / "main"))
+    if (entry.is_regular_file()) fs::remove(entry.path());
   std::ofstream(ckpt / "step_00000002.h5.4242.tmp") << "partial";
   const std::string console = run("0.0005");
   REQUIRE(console.find("moved to") == std::string::npos);
   REQUIRE(weights(kept / "step_00000004.h5") == b);
+  // Resumed from an earlier checkpoint by name: the later one (an abandoned continuation's,
+  // which --resume auto would have taken) is set aside, and `latest` names the one resumed from.
+  run("0.003");  // E: steps 2 and 4
+  const std::vector<double> e4 = weights(ckpt / "step_00000004.h5");
+  RunOptions from2;
+  from2.resume = (ckpt / "step_00000002.h5").string();
+  from2.stop_after = 3;
+  const std::string again = run_and_collect(
+      parse_config(config_text(data, out, 4, false), "g.yaml",
+                   {"checkpoint.every=2", "optim.lr=0.001"}),
+      from2);
+  INFO(again);
+  REQUIRE(again.find("resumed at step 2: the later checkpoints (ckpt/step_00000004.h5) moved to") !=
+          std::string::npos);
+  REQUIRE(weights(kept / "step_00000004.h5") == e4);
+  REQUIRE_FALSE(fs::exists(ckpt / "step_00000004.h5"));
+  REQUIRE(fs::exists(ckpt / "step_00000003.h5"));  // --stop-after 3's
+  std::ostringstream found;
+  REQUIRE(find_latest_good_checkpoint(ckpt.string(), found) == (ckpt / "step_00000003.h5").string());
   // Resumed with fewer steps than the checkpoints': refused, nothing written over.
   RunOptions opts;
   opts.resume = "auto";
   std::ostringstream refused;
   test::require_error<ConfigError>(
       [&] { Run(parse_config(config_text(data, out, 2, false), "g.yaml"), refused, opts); },
-      {"at step 4, past train.steps 2"});
-  REQUIRE(fs::exists(ckpt / "step_00000004.h5"));
+      {"at step 3, past train.steps 2"});
+  REQUIRE(fs::exists(ckpt / "step_00000003.h5"));
 }

@@ -425,6 +425,20 @@ int64_t step_of_file_name(const std::string& name) {
 }
 
 // (step, path) of every step_*.h5 file in dir, newest first.
+
+// The file name held by <dir>/latest, "" when there is none.
+std::string read_latest_pointer(const std::string& dir) {
+  std::ifstream in(fs::path(dir) / "latest");
+  if (!in) return "";
+  std::string line;
+  std::getline(in, line);
+  while (!line.empty() && (line.back() == '\r' || line.back() == ' ' || line.back() == '\t'))
+    line.pop_back();
+  return line;
+}
+
+}  // namespace
+
 std::vector<std::pair<int64_t, std::string>> list_checkpoints(const std::string& dir) {
   std::vector<std::pair<int64_t, std::string>> out;
   std::error_code ec;
@@ -439,19 +453,6 @@ std::vector<std::pair<int64_t, std::string>> list_checkpoints(const std::string&
   });
   return out;
 }
-
-// The file name held by <dir>/latest, "" when there is none.
-std::string read_latest_pointer(const std::string& dir) {
-  std::ifstream in(fs::path(dir) / "latest");
-  if (!in) return "";
-  std::string line;
-  std::getline(in, line);
-  while (!line.empty() && (line.back() == '\r' || line.back() == ' ' || line.back() == '\t'))
-    line.pop_back();
-  return line;
-}
-
-}  // namespace
 
 void save_checkpoint(const std::string& path, const ParameterSet& params, const AdamW& optimizer,
                      const TrainState& state) {

@@ -90,6 +90,10 @@ std::optional<GoodCheckpoint> latest_good_checkpoint(const std::string& dir, std
 // Its path alone; "" when there is none.
 std::string find_latest_good_checkpoint(const std::string& dir, std::ostream& log);
 
+// The checkpoint files (step_XXXXXXXX.h5) in dir as (step, path), newest first; none when dir
+// does not exist.
+std::vector<std::pair<int64_t, std::string>> list_checkpoints(const std::string& dir);
+
 // Does dir hold a checkpoint file (step_XXXXXXXX.h5; a stray .tmp is none)?
 bool holds_checkpoints(const std::string& dir);
 
