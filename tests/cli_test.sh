@@ -60,6 +60,15 @@ expect_error "--resume: auto or a checkpoint's path, not an empty value" \
   "$sinklab" train "$tmp/c.yaml" --resume ""
 [ -f "$ckpt" ] && [ -s "$tmp/runs/cli/main/metrics.jsonl" ] || fail "a refused command touched the run"
 expect_error "--batch: a batch" "$sinklab" export-reference "$tmp/c.yaml" --out "$tmp/ref.st" --batch 0
+# run.out_dir that is a file, and a variant named report (report's own folder), are named.
+expect_error "cannot create the run's folder $tmp/c.yaml/cli (run.out_dir $tmp/c.yaml)" \
+  "$sinklab" train "$tmp/c.yaml" --set run.out_dir="$tmp/c.yaml"
+{ cat "$tmp/c.yaml"; echo "variants: [{name: report}]"; } >"$tmp/report_variant.yaml"
+expect_error "variant name 'report'" "$sinklab" train "$tmp/report_variant.yaml"
+# With metrics.jsonl and metrics.hdf5 off the closing line names no metric files.
+"$sinklab" train "$tmp/c.yaml" --no-progress --set run.name=nofiles --set metrics.jsonl=false \
+  --set metrics.hdf5=false --set train.steps=1 >"$tmp/nofiles.log" 2>&1 || fail "$(cat "$tmp/nofiles.log")"
+! grep -q "metrics in" "$tmp/nofiles.log" || fail "metrics off, yet: $(tail -1 "$tmp/nofiles.log")"
 # A --variant name that matches none is named with the config's variants (it had been ignored).
 expect_error "--variant typo: configs/quickstart.yaml has no variant of that name (its variants: baseline, headwise_rmsnorm)" \
   "$sinklab" train configs/quickstart.yaml --variant baseline --variant typo

@@ -728,6 +728,12 @@ void check_variant_name(const std::string& name, const std::string& where) {
                 "variant name '" << name << "'" << where
                                  << " is not a usable folder name (letters, digits, _ . - only)",
                 "name it e.g. baseline or headwise_rmsnorm: it becomes runs/<run>/<variant>/");
+  // runs/<run>/report/ is where `sinklab report` writes its plots and page.
+  SINKLAB_CHECK(name != "report", ConfigError,
+                "variant name 'report'" << where
+                                        << " is the folder `sinklab report` writes into "
+                                           "(runs/<run>/report/)",
+                "give the variant another name");
 }
 
 void check_unique_variants(const std::vector<VariantSpec>& variants, const std::string& origin) {

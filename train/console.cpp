@@ -181,13 +181,14 @@ void Console::op_profile(const char* pass, const std::map<std::string, double>& 
 }
 
 void Console::wall_time(double seconds, const std::string& folder, double peak_bytes,
-                        double estimated_bytes) {
+                        double estimated_bytes, const std::string& metric_files) {
   out_ << "wall time " << format_duration(seconds);
   if (std::isfinite(peak_bytes))
     out_ << "; peak memory " << format_bytes(peak_bytes)
          << " (the check before the first step estimated " << format_bytes(estimated_bytes)
          << " for parameters and activations)";
-  out_ << "; metrics in " << folder << "/<variant>/metrics.{jsonl,h5}\n";
+  if (!metric_files.empty()) out_ << "; metrics in " << folder << "/<variant>/" << metric_files;
+  out_ << "\n";
 }
 
 void Console::flush() { out_ << std::flush; }

@@ -83,7 +83,7 @@ class Console {
   // first step (bytes; a NaN peak is left out). On the CPU the peak is the resident set's, which
   // also holds the program, its libraries and the data.
   void wall_time(double seconds, const std::string& folder, double peak_bytes,
-                 double estimated_bytes);
+                 double estimated_bytes, const std::string& metric_files);  // "" = none
   void flush();
 
  private:

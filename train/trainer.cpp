@@ -171,6 +171,16 @@ struct Run::Variant {
 };
 
 namespace {
+// dir (below run.out_dir) and its parents, or an IOError that names run.out_dir.
+void create_run_folder(const std::string& dir, const std::string& out_dir) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  SINKLAB_CHECK(!ec, IOError,
+                "cannot create the run's folder " << dir << " (run.out_dir " << out_dir
+                                                  << "): " << ec.message(),
+                "set run.out_dir to a folder you can write (a path, not a file)");
+}
+
 // The variants a run trains, in config order: all of them, or those --variant names ("main"
 // alone when the config lists none).
 std::vector<VariantSpec> selected_specs(const RunConfig& config,
@@ -226,7 +236,7 @@ Run::Run(const RunConfig& config, std::ostream& console, RunOptions options)
     world_ = std::make_unique<DataParallel>(whole, Device::cpu(), reduction);
   }
   const bool writer = parallel_->writer();  // the group's rank 0 writes its variants' files
-  if (options_.launch.rank == 0) fs::create_directories(folder());
+  if (options_.launch.rank == 0) create_run_folder(folder(), base_.run.out_dir);
   std::vector<MemoryEstimate> estimates;  // of the variants so far (one device holds them all)
   std::optional<ModelSource> init_source;  // --init-from, read once for every variant
   for (const VariantSpec& spec : specs) {
@@ -235,7 +245,7 @@ Run::Run(const RunConfig& config, std::ostream& console, RunOptions options)
     v->config = apply_variant(base_, spec);
     RunConfig& c = v->config;
     v->dir = folder() + "/" + spec.name;
-    if (writer) fs::create_directories(v->dir);
+    if (writer) create_run_folder(v->dir, base_.run.out_dir);
     v->tokenizer = open_data_tokenizer(c.data);  // samples are decoded with it
     if (c.model.vocab_size == 0) {
       const int64_t m = std::max<int64_t>(1, c.model.vocab_multiple);
@@ -1096,7 +1106,14 @@ std::vector<VariantSummary> Run::train() {
                               ? std::numeric_limits<double>::quiet_NaN()
                               : device_runtime(variants_[0]->model->params().flat_values().device())
                                     .memory_peak_mib();
-  console_.wall_time(seconds_since(t0), folder(), peak_mib * 1024.0 * 1024.0, estimated_bytes_);
+  // The files the metrics went to (none, with metrics.jsonl and metrics.hdf5 off)
+  const MetricsSection& m = base_.metrics;
+  const std::string metric_files = m.jsonl && m.hdf5 ? "metrics.{jsonl,h5}"
+                                   : m.jsonl         ? "metrics.jsonl"
+                                   : m.hdf5          ? "metrics.h5"
+                                                     : "";
+  console_.wall_time(seconds_since(t0), folder(), peak_mib * 1024.0 * 1024.0, estimated_bytes_,
+                     metric_files);
   return summaries;
 }
 
