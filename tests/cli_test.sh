@@ -73,6 +73,13 @@ expect_error "variant name 'report'" "$sinklab" train "$tmp/report_variant.yaml"
 expect_error "--variant typo: configs/quickstart.yaml has no variant of that name (its variants: baseline, headwise_rmsnorm)" \
   "$sinklab" train configs/quickstart.yaml --variant baseline --variant typo
 
+# bench-attention's default device (cuda) where there is no GPU: said, with the option to pass.
+if ! nvidia-smi -L >/dev/null 2>&1; then
+  expect_error "pass --device cpu" "$sinklab" bench-attention
+fi
+# probe --out in a folder that does not exist: refused before the probe runs.
+expect_error "--out $tmp/nodir/p.json: the folder $tmp/nodir does not exist" \
+  "$sinklab" probe "$ckpt" --batches 1 --out "$tmp/nodir/p.json"
 for bad in nan inf -inf; do
   expect_error "--lambda is" "$sinklab" probe "$ckpt" --amplify 1 --lambda "$bad" --batches 1
 done

@@ -63,6 +63,10 @@ AttentionBenchResult bench_attention(const AttentionBenchOptions& o) {
   } catch (const Error& e) {
     SINKLAB_FAIL(ConfigError, "bench-attention: --device: " << e.what(), "use cpu or cuda");
   }
+  SINKLAB_CHECK(device_available(device.kind), ConfigError,
+                "bench-attention: --device " << o.device
+                                             << " but this build or machine has no GPU",
+                "pass --device cpu (the own kernels on the CPU)");
   PrecisionGuard precision(o.precision == "bf16" ? Precision::BF16 : Precision::Exact);
   const ops::AttentionKernelsGuard kernels(o.kernels == "auto" ? ops::AttentionKernels::Auto
                                                                : ops::AttentionKernels::Own);

@@ -124,6 +124,15 @@ std::string stage_seconds_line(const std::map<std::string, double>& phase_ms) {
 }  // namespace
 
 void check_probe_options(const ProbeOptions& opt) {
+  // Before the probe's work (a model's load and forwards), not at its end.
+  if (!opt.out.empty()) {
+    const std::filesystem::path folder = std::filesystem::path(opt.out).parent_path();
+    std::error_code ec;
+    SINKLAB_CHECK(folder.empty() || std::filesystem::is_directory(folder, ec), IOError,
+                  "probe: --out " << opt.out << ": the folder " << folder.string()
+                                  << " does not exist",
+                  "create it first, or pass --out in an existing folder");
+  }
   // A non-finite factor would also make the result file invalid JSON (nan, inf).
   SINKLAB_CHECK(std::isfinite(opt.lambda), ConfigError,
                 "probe: --lambda is " << opt.lambda << "; it must be a finite number",
