@@ -613,3 +613,50 @@ TEST_CASE("cuda: GPT-2 under bf16 (bf16 FFN hidden) agrees with the CPU: loss, g
   REQUIRE(norm > 0);
   REQUIRE(std::sqrt(diff / norm) <= 5e-2);
 }
+
+TEST_CASE("cuda: interventions before and after head-wise RMSNorm match the CPU in f32; after "
+          "the norm, plain scaling multiplies the bf16 output exactly",
+          "[cuda][probe]") {
+  SINKLAB_REQUIRE_CUDA();
+  ModelSection cfg = test::tiny_model(Arch::Llama, AttnOutputNorm::HeadwiseRmsNorm);
+  cfg.n_embd = 64;
+  cfg.block_size = 37;
+  cfg.vocab_size = 50;
+  cfg.amplify_position = 5;
+  cfg.amplify_lambda = 7.0;
+  cfg.amplify_layers = {0};
+  std::vector<int32_t> ids;
+  for (int i = 0; i < 3 * 37; ++i) ids.push_back(philox4x32_10(2, 3, i).v[0] % 50);
+  const Tensor cpu_ids = Tensor::from_ints(ids, {3, 37}), gpu_ids = cpu_ids.to_device(Device::cuda());
+  autograd::NoGradGuard no_grad;
+  for (AmplifySite site : {AmplifySite::BeforeNorm, AmplifySite::AfterNorm})
+    for (AmplifyMode mode : {AmplifyMode::Plain, AmplifyMode::Centered}) {
+      INFO(choice_text(site) << ", " << choice_text(mode));
+      cfg.amplify_site = site;
+      cfg.amplify_mode = mode;
+      PrecisionGuard exact(Precision::Exact);
+      ForwardCapture cpu_cap, gpu_cap;
+      GPT(cfg, 7, DType::F32, Device::cpu()).forward(cpu_ids, Tensor(), &cpu_cap);
+      GPT(cfg, 7, DType::F32, Device::cuda()).forward(gpu_ids, Tensor(), &gpu_cap);
+      const std::vector<double> a = cpu_cap.final_residual.to_doubles(),
+                                b = gpu_cap.final_residual.to_doubles();
+      REQUIRE(a.size() == b.size());
+      for (size_t i = 0; i < a.size(); ++i) REQUIRE(b[i] == Approx(a[i]).epsilon(1e-4).margin(1e-5));
+    }
+  // bf16: the normed output stays as the norm wrote it but at k, where it is 7 times that.
+  PrecisionGuard bf16(Precision::BF16);
+  cfg.amplify_mode = AmplifyMode::Plain;
+  cfg.amplify_site = AmplifySite::AfterNorm;
+  ModelSection none = cfg;
+  none.amplify_position = -1;
+  ForwardCapture plain, scaled;
+  GPT(none, 7, DType::F32, Device::cuda()).forward(gpu_ids, Tensor(), &plain);
+  GPT(cfg, 7, DType::F32, Device::cuda()).forward(gpu_ids, Tensor(), &scaled);
+  REQUIRE(plain.layers[0].attn_out_normed.dtype() == DType::BF16);
+  const std::vector<double> x = plain.layers[0].attn_out_normed.to_doubles(),
+                            y = scaled.layers[0].attn_out_normed.to_doubles();  // (3, 37, NH, HS)
+  const size_t row = static_cast<size_t>(cfg.n_embd);
+  REQUIRE(x.size() == y.size());
+  for (size_t i = 0; i < x.size(); ++i) REQUIRE(y[i] == ((i / row) % 37 == 5 ? 7.0 * x[i] : x[i]));
+  REQUIRE(scaled.final_residual.to_doubles() != plain.final_residual.to_doubles());
+}
