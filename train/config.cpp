@@ -1211,15 +1211,6 @@ void validate(const RunConfig& c) {
                                               << " in " << file
                                               << ": it is an attention weight, in (0, 1]",
                 "use 0.8 (the paper's onset rule)");
-  // Kept as a key so that the configs stored in earlier checkpoints (0) still read; no step
-  // reads it: a value other than 0 would change nothing, silently.
-  SINKLAB_CHECK(c.metrics.effective_rank_every == 0, ConfigError,
-                "metrics.effective_rank_every is " << c.metrics.effective_rank_every << " in "
-                                                   << file
-                                                   << ", but the effective ranks are computed at "
-                                                      "evaluation steps only",
-                "leave it at 0 and set train.eval_every (metrics.rank_sequences: how many "
-                "sequences)");
 
   for (const VariantSpec& v : c.variants) check_variant_name(v.name, " in " + file);
   check_unique_variants(c.variants, c.source_file);

@@ -269,7 +269,9 @@ struct OptimSection {
 
 struct MetricsSection {
   int64_t every = 1;                // sink metrics period in steps (0 = off)
-  int64_t effective_rank_every = 0; // must be 0: the ranks come at eval steps (a stored key)
+  int64_t effective_rank_every = 0; // read by nothing (the ranks come at eval steps); kept for
+                                    // the configs stored in checkpoints; the trainer warns
+                                    // when it is not 0
   double sink_threshold = 0.3;      // sink_rate threshold (Gu et al.)
   double onset_threshold = 0.8;     // sink onset: first layer whose sink_score passes it (paper)
   int64_t rank_sequences = 20;      // sequences of the output effective rank at eval (0 = off)

@@ -297,7 +297,10 @@ Tensor GPT::attention_block(int64_t layer, const Tensor& h, LayerCapture* captur
   Tensor o_normed = headwise(cfg_) ? ops::headwise_rmsnorm(o, p(attn + "head_norm.weight"),
                                                              kHeadwiseRmsNormEps,
                                                              ops::NormOutput::kOperandDType,
-                                                             capture && ops::head_norm_statistics
+                                                             // after the norm the intervention
+                                                             // changes what the statistics saw
+                                                             capture && ops::head_norm_statistics &&
+                                                                     !after_norm
                                                                  ? &head_rows
                                                                  : nullptr)
                                    : Tensor();

@@ -332,6 +332,12 @@ Run::Run(const RunConfig& config, std::ostream& console, RunOptions options)
   const Device run_device = parse_device(base_.run.device);
   if (!run_device.is_cuda())
     console_.stream() << "CPU matmuls: " << cpu::cpu_gemm_description() << "\n";
+  // A key that no step reads (kept so that the configs stored in checkpoints still read).
+  if (base_.metrics.effective_rank_every != 0)
+    console_.stream() << "warning: metrics.effective_rank_every is "
+                      << base_.metrics.effective_rank_every
+                      << " but nothing reads it: the effective ranks are computed at evaluation "
+                         "steps (train.eval_every; metrics.rank_sequences sequences)\n";
   SINKLAB_CHECK(!variants_.empty(), ConfigError,
                 "no variant selected in " << base_.source_file,
                 "check the variant names given on the command line");
@@ -394,64 +400,94 @@ Run::Run(const RunConfig& config, std::ostream& console, RunOptions options)
 }
 
 void Run::retire_earlier_run(const Variant& v) {
-  // Only checkpoints or recorded steps make an earlier run worth keeping (a stray .tmp of an
-  // interrupted save is not one: pruning removes it).
-  std::vector<fs::path> items;
+  // An earlier run with checkpoints is a generation worth keeping, with its records: its
+  // checkpoints (ckpt/), metric files, TensorBoard events and config. One without any (killed
+  // before its first save, or a stray .tmp of an interrupted save) is not: its metric files
+  // start anew as before, and the generation kept from the run before stays where it is.
+  if (!holds_checkpoints(checkpoint_dir(v))) return;
+  std::vector<fs::path> items{checkpoint_dir(v)};
   std::error_code ec;
-  if (holds_checkpoints(checkpoint_dir(v))) items.push_back(checkpoint_dir(v));
-  for (const char* name : {"metrics.jsonl", "metrics.h5", "val_losses.json"})
-    if (fs::is_regular_file(v.dir + "/" + name, ec) && fs::file_size(v.dir + "/" + name, ec) > 0)
-      items.push_back(v.dir + "/" + name);
+  for (const char* name : {"metrics.jsonl", "metrics.h5", "val_losses.json", "config.yaml"})
+    if (fs::exists(v.dir + "/" + name, ec)) items.push_back(v.dir + "/" + name);
   for (const auto& entry : fs::directory_iterator(v.dir, ec))
     if (entry.path().filename().string().rfind("events.out.tfevents.", 0) == 0)
       items.push_back(entry.path());
-  if (items.empty()) return;
-  if (fs::is_regular_file(v.dir + "/config.yaml", ec)) items.push_back(v.dir + "/config.yaml");
-  set_aside(v, items, "a fresh start: the earlier run's files");
+  keep_generation(v, items);
 }
 
 void Run::retire_later_checkpoints(const Variant& v) {
-  // Written after the step resumed from, by a continuation this run replaces: --resume auto would
-  // take them (or fall back to them) for this run's.
-  std::vector<fs::path> later;
-  for (const auto& [step, path] : list_checkpoints(checkpoint_dir(v)))
-    if (step > start_step_) later.push_back(path);
-  if (later.empty()) return;
-  set_aside(v, later, "resumed at step " + std::to_string(start_step_) + ": the later checkpoints");
+  // Written after the step resumed from, by a continuation this run replaces: --resume auto
+  // would take them (or fall back to them) for this run's. Renamed in place, beside the others
+  // (same folder, same file system), to names no resume or pruning reads; nothing is deleted.
+  std::string names;
+  for (const auto& [step, path] : list_checkpoints(checkpoint_dir(v))) {
+    if (step <= start_step_) continue;
+    std::string to = path + ".abandoned";
+    std::error_code ec;
+    for (int n = 1; fs::exists(to, ec); ++n) to = path + ".abandoned." + std::to_string(n);
+    fs::rename(path, to, ec);
+    SINKLAB_CHECK(!ec, IOError,
+                  "cannot rename " << path << " to " << to << ": " << ec.message(),
+                  "check the permissions of " + checkpoint_dir(v) +
+                      ", or move the checkpoints after step " + std::to_string(start_step_) +
+                      " away by hand");
+    names += (names.empty() ? "" : ", ") + fs::path(to).filename().string();
+  }
+  if (names.empty()) return;
+  console_.stream() << "variant " << v.name << ": resumed at step " << start_step_
+                    << ": the later checkpoints renamed in " << checkpoint_dir(v) << " ("
+                    << names << "), which no resume takes\n";
+  // `latest` named one of them: now the checkpoint resumed from, or none (the list's newest is
+  // taken until the next save writes it).
   const std::string resumed_from = checkpoint_path(checkpoint_dir(v), start_step_);
-  std::error_code ec;  // (a checkpoint named from elsewhere: `latest` is rewritten at the next save)
-  if (fs::is_regular_file(resumed_from, ec)) write_latest_pointer(checkpoint_dir(v), resumed_from);
+  std::error_code ec;
+  if (fs::is_regular_file(resumed_from, ec))
+    write_latest_pointer(checkpoint_dir(v), resumed_from);
+  else
+    fs::remove(fs::path(checkpoint_dir(v)) / "latest", ec);
 }
 
-void Run::set_aside(const Variant& v, const std::vector<fs::path>& items, const std::string& what) {
-  // One generation kept, in <variant>/replaced/, so that a start by mistake loses nothing that
-  // a second one would not. The generation kept before is moved aside first and removed last: a
-  // failure on the way leaves it (or this one) on disk.
-  const fs::path kept = v.dir + "/replaced", older = v.dir + "/replaced.old";
+void Run::keep_generation(const Variant& v, const std::vector<fs::path>& items) {
+  // One generation kept, in <variant>/replaced/. The new one is gathered in replaced.new/ first
+  // (renames inside the variant's folder: ckpt/ moves as one entry, a link to another file
+  // system included); only once it is whole is the one kept before removed and the new one
+  // put in its place, so a failure on the way deletes nothing.
+  const fs::path kept = v.dir + "/replaced", staged = v.dir + "/replaced.new";
   std::error_code ec;
-  fs::remove_all(older, ec);  // of a removal that failed before
-  if (fs::exists(kept, ec)) fs::rename(kept, older, ec);
-  SINKLAB_CHECK(!ec, IOError,
-                "cannot move " << kept.string() << " aside to " << older.string() << ": "
-                               << ec.message(),
-                "check the run folder's permissions, or move " + kept.string() + " away");
+  SINKLAB_CHECK(!fs::exists(staged, ec), IOError,
+                staged.string() << " exists: an earlier start failed while setting the run "
+                                   "before aside, and what it moved is there",
+                "move its files back into " + v.dir + " (or away), remove " + staged.string() +
+                    ", and start again");
+  fs::create_directories(staged, ec);
+  SINKLAB_CHECK(!ec, IOError, "cannot create " << staged.string() << ": " << ec.message(),
+                "check the run folder's permissions and free space");
   std::string names;
   for (const fs::path& item : items) {
-    const fs::path to = kept / item.lexically_relative(v.dir);  // ckpt/step_*.h5 stays in ckpt/
-    fs::create_directories(to.parent_path(), ec);
-    if (!ec) fs::rename(item, to, ec);
+    const fs::path to = staged / item.filename();
+    fs::rename(item, to, ec);
     SINKLAB_CHECK(!ec, IOError,
                   "cannot move " << item.string() << " to " << to.string() << ": "
                                  << ec.message(),
-                  "check the run folder's permissions");
-    names += (names.empty() ? "" : ", ") + item.lexically_relative(v.dir).string();
+                  "what moved so far is in " + staged.string() +
+                      ": move it back into " + v.dir + ", remove " + staged.string() +
+                      " and start again");
+    names += (names.empty() ? "" : ", ") + item.filename().string();
   }
-  console_.stream() << "variant " << v.name << ": " << what << " (" << names << ") moved to "
-                    << kept.string() << " (one generation kept)\n";
-  fs::remove_all(older, ec);
-  if (ec)
-    console_.stream() << "warning: could not remove " << older.string() << " (" << ec.message()
-                      << "): remove it by hand\n";
+  fs::remove_all(kept, ec);
+  SINKLAB_CHECK(!ec, IOError,
+                "cannot remove the generation kept before, " << kept.string() << ": "
+                                                             << ec.message(),
+                "the earlier run's files are in " + staged.string() + "; remove " +
+                    kept.string() + " and rename " + staged.string() + " to it");
+  fs::rename(staged, kept, ec);
+  SINKLAB_CHECK(!ec, IOError,
+                "cannot rename " << staged.string() << " to " << kept.string() << ": "
+                                 << ec.message(),
+                "the earlier run's files are in " + staged.string());
+  console_.stream() << "variant " << v.name << ": a fresh start: the earlier run's files ("
+                    << names << ") moved to " << kept.string()
+                    << " (one generation kept; --resume auto would have taken its checkpoints)\n";
 }
 
 std::string Run::checkpoint_dir(const Variant& v) const { return v.dir + "/ckpt"; }

@@ -94,17 +94,16 @@ class Run {
   // nullptr when v's optimizer holds them all already.
   std::unique_ptr<AdamW> whole_optimizer(Variant& v);
   std::string checkpoint_dir(const Variant& v) const;
-  // A fresh start's: moves an earlier run's checkpoints (ckpt/), metric files, TensorBoard
-  // events and config.yaml to <variant>/replaced/ (set_aside), where nothing overwrites them.
+  // A fresh start's: when ckpt/ holds checkpoints, moves them with the run's metric files,
+  // TensorBoard events and config.yaml to <variant>/replaced/ (keep_generation).
   void retire_earlier_run(const Variant& v);
-  // A resume's: moves the checkpoints after the step resumed from to <variant>/replaced/ckpt/
-  // (an abandoned continuation's, which --resume auto would take later) and points `latest` at
-  // the one resumed from.
+  // A resume's: renames the checkpoints after the step resumed from in place
+  // (step_X.h5.abandoned: an abandoned continuation's, which --resume auto would take later) and
+  // points `latest` at the one resumed from.
   void retire_later_checkpoints(const Variant& v);
-  // Moves items (paths in v.dir) to v.dir/replaced/ as they lie below v.dir, replacing the
-  // generation kept there before, and says so on the console.
-  void set_aside(const Variant& v, const std::vector<std::filesystem::path>& items,
-                 const std::string& what);
+  // Moves items (entries of v.dir) to v.dir/replaced/, replacing the generation kept there only
+  // once the new one is whole, and says so on the console.
+  void keep_generation(const Variant& v, const std::vector<std::filesystem::path>& items);
   // run.gemm_search asks for a search (more than one candidate) on a GPU run.
   bool asks_gemm_search() const;
   // ... and the search applies: the run is one process (off with several, see the constructor).

@@ -95,13 +95,21 @@ TEST_CASE("atomic_file: stale .tmp files of this host's ended processes are remo
   const auto name = [&](const std::string& h, long p) {
     return "c.yaml." + h + "-" + std::to_string(p) + "-0badf00d.tmp";
   };
-  const std::string stale = name(host, child), running = name(host, ::getpid()),
+  // This pid with another nonce: an earlier process that had the pid (a restarted container).
+  const std::string nonce = mine.substr(mine.size() - 12, 8);
+  const std::string earlier_me =
+      "c.yaml." + host + pid + (nonce == "0badf00d" ? "0badf00e" : "0badf00d") + ".tmp";
+  std::ofstream(dir / earlier_me) << "partial";
+  std::ofstream(dir / fs::path(mine).filename()) << "mine";  // this process's own: kept
+  const std::string stale = name(host, child), running = name(host, 1),
                     other_host = name(host + "x", child), other = "c.yaml.12345.tmp",
                     not_tmp = name(host, child) + ".keep";
   for (const std::string& f : {stale, running, other_host, other, not_tmp})
     std::ofstream(dir / f) << "partial";
-  REQUIRE(remove_stale_tmp_files(dir.string()) == 1);
+  REQUIRE(remove_stale_tmp_files(dir.string()) == 2);
   REQUIRE_FALSE(fs::exists(dir / stale));
+  REQUIRE_FALSE(fs::exists(dir / earlier_me));
+  REQUIRE(fs::exists(mine));
   for (const std::string& f : {running, other_host, other, not_tmp}) {
     INFO(f);
     REQUIRE(fs::exists(dir / f));

@@ -10,10 +10,12 @@
 
 #include "autograd/grad_mode.h"
 #include "core/random.h"
+#include "ops/rmsnorm.h"
 #include "tests/op_checks.h"
 #include "tests/train/train_test_util.h"
 #include "train/config.h"
 #include "train/io/checkpoint.h"
+#include "train/metrics/sink_metrics.h"
 #include "train/model.h"
 #include "train/paper_metrics.h"
 #include "train/commands/probe.h"
@@ -126,6 +128,18 @@ TEST_CASE("interventions after head-wise RMSNorm: plain scaling survives the nor
         mean[c] += normed[i] / 27.0;
         REQUIRE(after[i] == Approx(t == k ? 7.0 * normed[i] : normed[i]).epsilon(1e-12));
       }
+  // var_ratio_normed reads the intervened output whichever way its variances come (a review
+  // found run.head_norm_statistics handing it the norm's own statistics, from before it).
+  {
+    const SinkMetrics direct = compute_sink_metrics(after_run, 0.3, false);
+    const ops::HeadNormStatisticsGuard from_norm(true);
+    const SinkMetrics pooled = compute_sink_metrics(run(m, ids), 0.3, false);
+    REQUIRE(pooled.layers[0].var_ratio_normed ==
+            Approx(direct.layers[0].var_ratio_normed).epsilon(1e-9));
+    // Position k's variance, 49 times, in the mean over t >= 1: lower than without it.
+    REQUIRE(direct.layers[0].var_ratio_normed <
+            compute_sink_metrics(plain_run, 0.3, false).layers[0].var_ratio_normed);
+  }
   // The attention output itself is untouched; layer 1 changes only through its input.
   REQUIRE(after_run.layers[0].attn_out.to_doubles() == plain_run.layers[0].attn_out.to_doubles());
   REQUIRE(after_run.final_residual.to_doubles() != plain_run.final_residual.to_doubles());

@@ -894,19 +894,28 @@ TEST_CASE("a fresh start keeps one generation of checkpoints, never a stray .tmp
   run("0.001");  // C: B's generation kept, A's gone
   REQUIRE(weights(kept / "step_00000004.h5") == b);
   REQUIRE_FALSE(fs::exists(out / "r" / "main" / "replaced.old"));
-  // Only a stray .tmp of an interrupted first save, nothing recorded: nothing to keep, the kept
-  // generation stays.
+  // Only a stray .tmp of an interrupted first save (and the records of its first steps): no
+  // checkpoint, so nothing to keep; the kept generation stays (a review found a start killed
+  // before its first save replacing the kept run, and the next start deleting it).
   fs::remove_all(ckpt);
   fs::create_directories(ckpt);
-  for (const auto& entry : fs::directory_iterator(out / "r" / "main"))
-    if (entry.is_regular_file()) fs::remove(entry.path());
   std::ofstream(ckpt / "step_00000002.h5.4242.tmp") << "partial";
   const std::string console = run("0.0005");
   REQUIRE(console.find("moved to") == std::string::npos);
   REQUIRE(weights(kept / "step_00000004.h5") == b);
+  // A start that failed half-way through setting a run aside left replaced.new/: refused,
+  // nothing deleted or moved.
+  const std::vector<double> d = weights(ckpt / "step_00000004.h5");  // D's own
+  fs::create_directories(out / "r" / "main" / "replaced.new");
+  test::require_error<IOError>([&] { run("0.002"); }, {"replaced.new exists", "move its files back"});
+  REQUIRE(weights(kept / "step_00000004.h5") == b);
+  REQUIRE(weights(ckpt / "step_00000004.h5") == d);
+  fs::remove(out / "r" / "main" / "replaced.new");
   // Resumed from an earlier checkpoint by name: the later one (an abandoned continuation's,
-  // which --resume auto would have taken) is set aside, and `latest` names the one resumed from.
-  run("0.003");  // E: steps 2 and 4
+  // which --resume auto would have taken) is renamed in place, and `latest` names the one
+  // resumed from; the kept generation is not touched.
+  run("0.003");  // E: steps 2 and 4; D's generation kept
+  REQUIRE(weights(kept / "step_00000004.h5") == d);
   const std::vector<double> e4 = weights(ckpt / "step_00000004.h5");
   RunOptions from2;
   from2.resume = (ckpt / "step_00000002.h5").string();
@@ -916,9 +925,10 @@ TEST_CASE("a fresh start keeps one generation of checkpoints, never a stray .tmp
                    {"checkpoint.every=2", "optim.lr=0.001"}),
       from2);
   INFO(again);
-  REQUIRE(again.find("resumed at step 2: the later checkpoints (ckpt/step_00000004.h5) moved to") !=
-          std::string::npos);
-  REQUIRE(weights(kept / "step_00000004.h5") == e4);
+  REQUIRE(again.find("resumed at step 2: the later checkpoints renamed in " + ckpt.string() +
+                      " (step_00000004.h5.abandoned)") != std::string::npos);
+  REQUIRE(weights(ckpt / "step_00000004.h5.abandoned") == e4);
+  REQUIRE(weights(kept / "step_00000004.h5") == d);
   REQUIRE_FALSE(fs::exists(ckpt / "step_00000004.h5"));
   REQUIRE(fs::exists(ckpt / "step_00000003.h5"));  // --stop-after 3's
   std::ostringstream found;

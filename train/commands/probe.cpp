@@ -372,7 +372,7 @@ ProbeResult probe_loaded(const LoadedProbeModel& loaded, const ProbeOptions& opt
        << json_array(std::vector<double>(opt.isolate.begin(), opt.isolate.end()))
        << ",\"amplify\":" << opt.amplify << ",\"mode\":\""
        << (opt.plain_scaling ? "plain" : "centered") << "\",\"amplify_mean\":\""
-       << opt.amplify_mean << "\",\"amplify_site\":\"" << opt.amplify_site
+       << opt.amplify_mean << "\",\"amplify_site\":\"" << choice_text(cfg.model.amplify_site)
        << "\",\"lambda\":" << opt.lambda
        << ",\"layers\":" << json_array(std::vector<double>(opt.layers.begin(), opt.layers.end()))
        << ",\"key\":" << result.key << ",\"key_score\":[";

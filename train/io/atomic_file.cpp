@@ -55,24 +55,24 @@ const std::string& tmp_owner() {
   return owner;
 }
 
-// The pid of a .tmp name "<file>.<host>-<pid>-<8 hex digits>.tmp" written on this host; -1
-// for any other name.
-long owner_pid_on_this_host(const std::string& name) {
+// The "<pid>-<8 hex digits>" of a .tmp name "<file>.<host>-<pid>-<8 hex digits>.tmp" written
+// on this host; "" for any other name.
+std::string owner_on_this_host(const std::string& name) {
   const std::string suffix = ".tmp";
-  if (name.size() <= suffix.size() + 9 || name.compare(name.size() - 4, 4, suffix) != 0) return -1;
+  if (name.size() <= suffix.size() + 9 || name.compare(name.size() - 4, 4, suffix) != 0) return {};
   const std::string owner = name.substr(0, name.size() - suffix.size());
   const size_t nonce_dash = owner.size() - 9;  // "-" + 8 hex digits
-  if (owner[nonce_dash] != '-') return -1;
+  if (owner[nonce_dash] != '-') return {};
   for (size_t i = nonce_dash + 1; i < owner.size(); ++i)
-    if (!std::isxdigit(static_cast<unsigned char>(owner[i]))) return -1;
+    if (!std::isxdigit(static_cast<unsigned char>(owner[i]))) return {};
   const size_t pid_dash = owner.rfind('-', nonce_dash - 1);
-  if (pid_dash == std::string::npos || pid_dash + 1 == nonce_dash) return -1;
+  if (pid_dash == std::string::npos || pid_dash + 1 == nonce_dash) return {};
   const std::string pid = owner.substr(pid_dash + 1, nonce_dash - pid_dash - 1);
-  if (pid.find_first_not_of("0123456789") != std::string::npos || pid.size() > 9) return -1;
+  if (pid.find_first_not_of("0123456789") != std::string::npos || pid.size() > 9) return {};
   const std::string host = "." + host_name();
   if (pid_dash < host.size() || owner.compare(pid_dash - host.size(), host.size(), host) != 0)
-    return -1;
-  return std::stol(pid);
+    return {};
+  return owner.substr(pid_dash + 1);
 }
 
 }  // namespace
@@ -81,11 +81,17 @@ int remove_stale_tmp_files(const std::string& folder) {
   std::error_code ec;
   std::vector<fs::path> stale;
   for (const auto& entry : fs::directory_iterator(folder, ec)) {
-    const long pid = owner_pid_on_this_host(entry.path().filename().string());
-    // Gone: kill(pid, 0) says no such process (EPERM: one that runs, of another user)
-    if (pid > 0 && entry.is_regular_file(ec) && ::kill(static_cast<pid_t>(pid), 0) != 0 &&
-        errno == ESRCH)
-      stale.push_back(entry.path());
+    const std::string owner = owner_on_this_host(entry.path().filename().string());
+    if (owner.empty() || !entry.is_regular_file(ec)) continue;
+    const long pid = std::stol(owner.substr(0, owner.find('-')));
+    // Gone: kill(pid, 0) says no such process (EPERM: one that runs, of another user); or this
+    // process's pid with another nonce: an earlier process that had it (a restarted container).
+    const std::string& mine = tmp_owner();  // "<host>-<pid>-<nonce>"
+    const bool is_mine = mine.size() > owner.size() &&
+                         mine.compare(mine.size() - owner.size(), owner.size(), owner) == 0;
+    const bool ended = pid == ::getpid() ? !is_mine
+                                         : ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH;
+    if (ended) stale.push_back(entry.path());
   }
   int removed = 0;
   for (const fs::path& file : stale) removed += fs::remove(file, ec) ? 1 : 0;

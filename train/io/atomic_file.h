@@ -19,9 +19,11 @@ void write_file_atomic(const std::string& path, std::string_view bytes,
                        const std::string& hint = "check that the folder exists and is writable");
 
 // The .tmp files in `folder` (not below it) that a process of this host wrote and that is no
-// longer running (a SIGKILL mid-write): removed. Those of other hosts, of running processes and
-// of any other name stay. Returns how many were removed; best effort (a file that cannot be
-// removed is left).
+// longer running (a SIGKILL mid-write): removed; also those with this process's pid but another
+// nonce (an earlier process that had the pid: a restarted container). Those of other hosts, of
+// running processes and of any other name stay. Two containers that share a host name but not
+// their pids can take each other's for ended: give containers their own host names. Returns
+// how many were removed; best effort (a file that cannot be removed is left).
 int remove_stale_tmp_files(const std::string& folder);
 
 // One atomic file, filled piece by piece: by write() (blocks of a large file), or by another
