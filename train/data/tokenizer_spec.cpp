@@ -39,7 +39,7 @@ std::unique_ptr<Tokenizer> open_data_tokenizer(const DataSection& data) {
   std::error_code ec;
   if (std::filesystem::is_regular_file(written, ec)) {
     const std::unique_ptr<Tokenizer> shards = open_tokenizer(written, "data.dir/tokenizer.json");
-    const std::string text = "Attention sinks, 2024: \xc3\xbcber caf\xc3\xa9 \xe2\x80\x94 ok?";
+    const std::string text = "Attention sinks, 2024: \xc3\xbc" "ber caf\xc3\xa9 \xe2\x80\x94 ok?";
     SINKLAB_CHECK(named->vocab_size() == shards->vocab_size() &&
                       named->encode(text) == shards->encode(text),
                   ConfigError,
