@@ -161,6 +161,7 @@ struct Run::Variant {
   std::vector<double> last_val_losses;  // (eval_batches) the last evaluation's, batch by batch
   uint64_t last_val_hash = 0;           // hash_tokens over those batches' inputs
   StepRecord last_sink;
+  std::string resumed_from;  // the checkpoint file this variant resumed from ("" when fresh)
   std::string sample;
   int64_t accumulation = 1;
   int64_t skipped_in_a_row = 0;
@@ -404,6 +405,17 @@ void Run::retire_earlier_run(const Variant& v) {
   // checkpoints (ckpt/), metric files, TensorBoard events and config. One without any (killed
   // before its first save, or a stray .tmp of an interrupted save) is not: its metric files
   // start anew as before, and the generation kept from the run before stays where it is.
+  // A replaced.new/ left by a start that failed or was killed while setting a run aside stops
+  // every later fresh start, whatever ckpt/ holds now (ckpt/ is the first thing it moves).
+  const fs::path staged = v.dir + "/replaced.new";
+  std::error_code exists_ec;
+  SINKLAB_CHECK(!fs::exists(staged, exists_ec), IOError,
+                staged.string() << " exists: an earlier start failed or was killed while moving "
+                                   "an earlier run's files aside, and what it moved is there",
+                "if it holds the whole earlier run (ckpt/ and its metric files), remove " +
+                    v.dir + "/replaced and rename " + staged.string() +
+                    " to it; otherwise move its files back into " + v.dir +
+                    " (or away), remove it, and start again");
   if (!holds_checkpoints(checkpoint_dir(v))) return;
   std::vector<fs::path> items{checkpoint_dir(v)};
   std::error_code ec;
@@ -419,11 +431,23 @@ void Run::retire_later_checkpoints(const Variant& v) {
   // Written after the step resumed from, by a continuation this run replaces: --resume auto
   // would take them (or fall back to them) for this run's. Renamed in place, beside the others
   // (same folder, same file system), to names no resume or pruning reads; nothing is deleted.
+  std::vector<std::string> later;
+  for (const auto& [step, path] : list_checkpoints(checkpoint_dir(v)))
+    if (step > start_step_) later.push_back(path);
+  if (later.empty()) return;
+  // First `latest`, which may name one of them: the checkpoint resumed from when that is the
+  // file ckpt/ holds for its step, else none (the list's newest is taken until the next save
+  // writes it). A file of that name from another run (a resume from replaced/ or from an
+  // .abandoned file) is not pointed at.
+  const std::string at_step = checkpoint_path(checkpoint_dir(v), start_step_);
+  std::error_code ec;
+  if (fs::is_regular_file(at_step, ec) && fs::equivalent(at_step, v.resumed_from, ec) && !ec)
+    write_latest_pointer(checkpoint_dir(v), at_step);
+  else
+    fs::remove(fs::path(checkpoint_dir(v)) / "latest", ec);
   std::string names;
-  for (const auto& [step, path] : list_checkpoints(checkpoint_dir(v))) {
-    if (step <= start_step_) continue;
+  for (const std::string& path : later) {
     std::string to = path + ".abandoned";
-    std::error_code ec;
     for (int n = 1; fs::exists(to, ec); ++n) to = path + ".abandoned." + std::to_string(n);
     fs::rename(path, to, ec);
     SINKLAB_CHECK(!ec, IOError,
@@ -433,18 +457,9 @@ void Run::retire_later_checkpoints(const Variant& v) {
                       " away by hand");
     names += (names.empty() ? "" : ", ") + fs::path(to).filename().string();
   }
-  if (names.empty()) return;
   console_.stream() << "variant " << v.name << ": resumed at step " << start_step_
                     << ": the later checkpoints renamed in " << checkpoint_dir(v) << " ("
                     << names << "), which no resume takes\n";
-  // `latest` named one of them: now the checkpoint resumed from, or none (the list's newest is
-  // taken until the next save writes it).
-  const std::string resumed_from = checkpoint_path(checkpoint_dir(v), start_step_);
-  std::error_code ec;
-  if (fs::is_regular_file(resumed_from, ec))
-    write_latest_pointer(checkpoint_dir(v), resumed_from);
-  else
-    fs::remove(fs::path(checkpoint_dir(v)) / "latest", ec);
 }
 
 void Run::keep_generation(const Variant& v, const std::vector<fs::path>& items) {
@@ -454,11 +469,7 @@ void Run::keep_generation(const Variant& v, const std::vector<fs::path>& items) 
   // put in its place, so a failure on the way deletes nothing.
   const fs::path kept = v.dir + "/replaced", staged = v.dir + "/replaced.new";
   std::error_code ec;
-  SINKLAB_CHECK(!fs::exists(staged, ec), IOError,
-                staged.string() << " exists: an earlier start failed while setting the run "
-                                   "before aside, and what it moved is there",
-                "move its files back into " + v.dir + " (or away), remove " + staged.string() +
-                    ", and start again");
+  // (retire_earlier_run refused a replaced.new/ left before)
   fs::create_directories(staged, ec);
   SINKLAB_CHECK(!ec, IOError, "cannot create " << staged.string() << ": " << ec.message(),
                 "check the run folder's permissions and free space");
@@ -708,6 +719,7 @@ void Run::resume_from_checkpoints() {
     // The algorithms the stopped process's products chose (one process, one set for every
     // variant): the same ones again, so that the continuation is bit for bit.
     if (i == 0 && searches_gemms()) ops::use_gemm_choices(state.gemm_choices, path);
+    v.resumed_from = path;
     console_.stream() << "resumed " << v.name << " from " << path << " at step " << state.step << "\n";
   }
   start_step_ = common;

@@ -910,6 +910,11 @@ TEST_CASE("a fresh start keeps one generation of checkpoints, never a stray .tmp
   test::require_error<IOError>([&] { run("0.002"); }, {"replaced.new exists", "move its files back"});
   REQUIRE(weights(kept / "step_00000004.h5") == b);
   REQUIRE(weights(ckpt / "step_00000004.h5") == d);
+  // Also when ckpt/ holds no checkpoint any more (it is the first thing a start moves): a
+  // review found the check skipped there, and the next start cutting the earlier run's records.
+  fs::rename(ckpt, out / "r" / "main" / "ckpt.aside");
+  test::require_error<IOError>([&] { run("0.002"); }, {"replaced.new exists"});
+  fs::rename(out / "r" / "main" / "ckpt.aside", ckpt);
   fs::remove(out / "r" / "main" / "replaced.new");
   // Resumed from an earlier checkpoint by name: the later one (an abandoned continuation's,
   // which --resume auto would have taken) is renamed in place, and `latest` names the one
