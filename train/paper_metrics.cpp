@@ -282,8 +282,8 @@ std::vector<std::vector<double>> value_means(const GPT& model, const Tensor& ids
   ForwardCapture cap;
   model.forward(ids, Tensor(), &cap);
   std::vector<std::vector<double>> out;
+  const bool after = site == AmplifySite::AfterNorm;
   for (const LayerCapture& layer : cap.layers) {
-    const bool after = site == AmplifySite::AfterNorm;
     SINKLAB_CHECK(!after || layer.attn_out_normed.defined(), ConfigError,
                   "the mean after the norm (amplify_site after_norm) of a model without "
                   "head-wise RMSNorm",

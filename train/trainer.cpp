@@ -47,6 +47,7 @@
 #include "train/data/tokenizer_spec.h"
 #include "train/io/hf_weights.h"
 #include "train/io/model_source.h"
+#include "train/yaml_util.h"
 
 namespace sinklab::train {
 
@@ -189,11 +190,11 @@ std::vector<VariantSpec> selected_specs(const RunConfig& config,
   std::vector<VariantSpec> specs = config.variants;
   if (specs.empty()) specs.push_back({"main", {}});
   // A name that matches none (a typo) would train the others without a word.
+  std::vector<std::string> known;
+  for (const VariantSpec& spec : specs) known.push_back(spec.name);
+  const std::string names = yaml_util::join(known, ", ");
   for (const std::string& name : only) {
-    std::string names;
-    for (const VariantSpec& spec : specs) names += (names.empty() ? "" : ", ") + spec.name;
-    SINKLAB_CHECK(std::any_of(specs.begin(), specs.end(),
-                              [&](const VariantSpec& spec) { return spec.name == name; }),
+    SINKLAB_CHECK(std::find(known.begin(), known.end(), name) != known.end(),
                   ConfigError,
                   "--variant " << name << ": " << config.source_file << " has no variant of that "
                                << "name (its variants: " << names << ")",
@@ -364,17 +365,16 @@ Run::Run(const RunConfig& config, std::ostream& console, RunOptions options)
   // earlier run's files set aside: its metric files, and the checkpoints it left in ckpt/, which
   // a later --resume auto would otherwise take for this run's (and pruning would keep over this
   // run's own). A resume sets aside the checkpoints after its step, for the same reason.
-  if (writer)
+  // Then the .tmp files a killed earlier process of this host left beside the files it wrote.
+  if (writer) {
+    if (options_.launch.rank == 0) remove_stale_tmp_files(folder());
     for (auto& vp : variants_) {
       if (resumed())
         retire_later_checkpoints(*vp);
       else
         retire_earlier_run(*vp);
+      remove_stale_tmp_files(vp->dir);
     }
-  // The .tmp files a killed earlier process of this host left beside the files it wrote.
-  if (writer) {
-    if (options_.launch.rank == 0) remove_stale_tmp_files(folder());
-    for (auto& vp : variants_) remove_stale_tmp_files(vp->dir);
   }
   // The configs are written once the run is accepted: a refused resume leaves the folder's
   // files as the checkpoints' run wrote them (its error points the user there).
@@ -445,7 +445,7 @@ void Run::retire_later_checkpoints(const Variant& v) {
     write_latest_pointer(checkpoint_dir(v), at_step);
   else
     fs::remove(fs::path(checkpoint_dir(v)) / "latest", ec);
-  std::string names;
+  std::vector<std::string> names;
   for (const std::string& path : later) {
     std::string to = path + ".abandoned";
     for (int n = 1; fs::exists(to, ec); ++n) to = path + ".abandoned." + std::to_string(n);
@@ -455,11 +455,11 @@ void Run::retire_later_checkpoints(const Variant& v) {
                   "check the permissions of " + checkpoint_dir(v) +
                       ", or move the checkpoints after step " + std::to_string(start_step_) +
                       " away by hand");
-    names += (names.empty() ? "" : ", ") + fs::path(to).filename().string();
+    names.push_back(fs::path(to).filename().string());
   }
   console_.stream() << "variant " << v.name << ": resumed at step " << start_step_
                     << ": the later checkpoints renamed in " << checkpoint_dir(v) << " ("
-                    << names << "), which no resume takes\n";
+                    << yaml_util::join(names, ", ") << "), which no resume takes\n";
 }
 
 void Run::keep_generation(const Variant& v, const std::vector<fs::path>& items) {
@@ -473,7 +473,7 @@ void Run::keep_generation(const Variant& v, const std::vector<fs::path>& items) 
   fs::create_directories(staged, ec);
   SINKLAB_CHECK(!ec, IOError, "cannot create " << staged.string() << ": " << ec.message(),
                 "check the run folder's permissions and free space");
-  std::string names;
+  std::vector<std::string> names;
   for (const fs::path& item : items) {
     const fs::path to = staged / item.filename();
     fs::rename(item, to, ec);
@@ -483,7 +483,7 @@ void Run::keep_generation(const Variant& v, const std::vector<fs::path>& items) 
                   "what moved so far is in " + staged.string() +
                       ": move it back into " + v.dir + ", remove " + staged.string() +
                       " and start again");
-    names += (names.empty() ? "" : ", ") + item.filename().string();
+    names.push_back(item.filename().string());
   }
   fs::remove_all(kept, ec);
   SINKLAB_CHECK(!ec, IOError,
@@ -497,7 +497,7 @@ void Run::keep_generation(const Variant& v, const std::vector<fs::path>& items) 
                                  << ec.message(),
                 "the earlier run's files are in " + staged.string());
   console_.stream() << "variant " << v.name << ": a fresh start: the earlier run's files ("
-                    << names << ") moved to " << kept.string()
+                    << yaml_util::join(names, ", ") << ") moved to " << kept.string()
                     << " (one generation kept; --resume auto would have taken its checkpoints)\n";
 }
 

@@ -53,7 +53,6 @@ int64_t scored_key(const ProbeOptions& opt) {
 
 // The model's config (a checkpoint's stored one, or a Hugging Face config.json's) with --set and
 // the probe's interventions applied.
-
 RunConfig probed_config(const RunConfig& source, const ProbeOptions& opt) {
   RunConfig cfg = opt.overrides.empty() ? source : apply_variant(source, {"probe", opt.overrides});
   ModelSection& m = cfg.model;
@@ -163,7 +162,8 @@ void check_probe_options(const ProbeOptions& opt) {
   SINKLAB_CHECK(intervenes || opt.layers.empty(), ConfigError,
                 "probe: --layers without an intervention",
                 "add --isolate, --amplify or --scale, or leave --layers out");
-  SINKLAB_CHECK(choice_from_text<AmplifySite>(opt.amplify_site).has_value(), ConfigError, "probe: --amplify-site is '" << opt.amplify_site << "'",
+  SINKLAB_CHECK(choice_from_text<AmplifySite>(opt.amplify_site).has_value(), ConfigError,
+                "probe: --amplify-site is '" << opt.amplify_site << "'",
                 "use before_norm (on the attention output, the paper's) or after_norm (on "
                 "head-wise RMSNorm's output)");
   SINKLAB_CHECK(opt.amplify >= 0 || opt.amplify_site == defaults.amplify_site, ConfigError,

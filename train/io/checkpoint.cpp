@@ -424,8 +424,6 @@ int64_t step_of_file_name(const std::string& name) {
   return std::stoll(digits);
 }
 
-// (step, path) of every step_*.h5 file in dir, newest first.
-
 // The file name held by <dir>/latest, "" when there is none.
 std::string read_latest_pointer(const std::string& dir) {
   std::ifstream in(fs::path(dir) / "latest");
@@ -439,6 +437,7 @@ std::string read_latest_pointer(const std::string& dir) {
 
 }  // namespace
 
+// (step, path) of every step_*.h5 file in dir, newest first.
 std::vector<std::pair<int64_t, std::string>> list_checkpoints(const std::string& dir) {
   std::vector<std::pair<int64_t, std::string>> out;
   std::error_code ec;
